@@ -1,0 +1,64 @@
+/**
+ * The batched UDP socket interface: the only way the QUIC layer touches the
+ * network. Implemented by the native addon (recvmmsg/sendmmsg, GSO/GRO) in
+ * `native-udp.ts` and by `node:dgram` (batch size 1) in `dgram-udp.ts`.
+ */
+
+/**
+ * Bytes per peer-address slot in {@link UdpBatch.addrs}: a 16-byte IPv6
+ * address (IPv4 as ::ffff:a.b.c.d), then the port (2 bytes, big-endian),
+ * then 2 reserved bytes (zero).
+ */
+export const ADDR_SLOT_BYTES = 20;
+
+/**
+ * Preallocated arrays for one batch. Owned by the caller; the socket writes
+ * into them during `recv` and reads them during `send`, and keeps no
+ * reference after the call returns.
+ */
+export interface UdpBatch {
+  /** One buffer per slot; its length is the slot's capacity. */
+  readonly bufs: Buffer[];
+  /** Bytes used in each slot (filled by recv; set by the caller for send). */
+  readonly sizes: Uint32Array;
+  /** Peer address of each slot, ADDR_SLOT_BYTES each (source on recv, destination on send). */
+  readonly addrs: Uint8Array;
+  /**
+   * Segment size of each slot. recv: non-zero when the kernel coalesced
+   * several datagrams of this size into the slot (GRO; the last may be
+   * shorter). send: non-zero asks for UDP GSO with this segment size.
+   */
+  readonly segs: Uint32Array;
+}
+
+/** A bound, non-blocking UDP socket moving datagrams in batches. */
+export interface UdpBatchSocket {
+  /** Slots moved per call at most. */
+  readonly batchSize: number;
+  /** True when UDP_SEGMENT (GSO) is in use for send. */
+  readonly gso: boolean;
+  /** True when UDP_GRO is enabled for receive. */
+  readonly gro: boolean;
+  /** Fill up to `batch.bufs.length` slots; returns the count, 0 when nothing is ready. */
+  recv(batch: UdpBatch): number;
+  /**
+   * Send slots [0, count). Returns how many were handed to the kernel; the
+   * rest are still the caller's (retry after `onWritable`, or drop and count).
+   */
+  send(batch: UdpBatch, count: number): number;
+  /** Called (repeatedly, level-triggered) while datagrams are waiting. One callback; replaces the last. */
+  onReadable(cb: () => void): void;
+  /** Called once when the socket becomes writable again after a short send. */
+  onWritable(cb: () => void): void;
+  localAddress(): { address: string; port: number; family: 4 | 6 };
+  /** Stops readiness callbacks and closes the fd. Later calls throw ClosedError. */
+  close(): void;
+}
+
+/** Thrown by any use of a socket or device after close(). */
+export class ClosedError extends Error {
+  constructor(what: string) {
+    super(`${what}: used after close`);
+    this.name = 'ClosedError';
+  }
+}

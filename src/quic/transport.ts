@@ -1,0 +1,54 @@
+/**
+ * The narrow interface between one QUIC connection and the HTTP/3 layer.
+ * src/quic implements it over quiche's Connection; tests may implement it
+ * with an in-memory pair. HTTP/3 never sees quiche types.
+ */
+
+/** Stream directions for shutdown (RFC 9000 §3: STOP_SENDING / RESET_STREAM). */
+export type StreamDirection = 'read' | 'write';
+
+/** One established (or establishing) QUIC connection as HTTP/3 sees it. */
+export interface QuicTransport {
+  /** True on the server (gateway) side. */
+  readonly isServer: boolean;
+  /**
+   * Queue bytes on a stream (opening it if it is new and ours to open).
+   * Returns bytes accepted: fewer than data.length under flow control, 0 when
+   * blocked. Throws QuicStreamError when the peer stopped or reset it.
+   */
+  streamSend(streamId: number, data: Uint8Array, fin: boolean): number;
+  /**
+   * Read into buf. Returns [bytesRead, fin], or null when nothing is ready.
+   * Throws QuicStreamError when the peer reset the stream.
+   */
+  streamRecv(streamId: number, buf: Uint8Array): [number, boolean] | null;
+  /** Streams with data, a FIN or a reset waiting to be read. */
+  readableStreams(): Iterable<number>;
+  /** Streams that accept more data now. */
+  writableStreams(): Iterable<number>;
+  /** STOP_SENDING (read) or RESET_STREAM (write) with an application error code. */
+  streamShutdown(streamId: number, dir: StreamDirection, errorCode: number): void;
+  /**
+   * Queue one QUIC DATAGRAM frame with payload data[offset, offset+length).
+   * The bytes are copied before return. Returns false when dropped (too big
+   * for the path now, or the send queue is full); the caller counts it.
+   */
+  dgramSend(data: Uint8Array, offset: number, length: number): boolean;
+  /** Take the next received DATAGRAM payload into buf; its length, or null when none. */
+  dgramRecv(buf: Uint8Array): number | null;
+  /** Largest DATAGRAM payload that fits the path now; null before the peer allowed datagrams. */
+  dgramMaxWritableLen(): number | null;
+  /** Close the connection with an application (app=true) or transport error code. */
+  close(app: boolean, errorCode: number, reason: string): void;
+}
+
+/** A stream was reset or stopped by the peer. */
+export class QuicStreamError extends Error {
+  constructor(
+    readonly streamId: number,
+    readonly errorCode: number,
+  ) {
+    super(`quic: stream ${streamId} closed by peer with code 0x${errorCode.toString(16)}`);
+    this.name = 'QuicStreamError';
+  }
+}

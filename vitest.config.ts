@@ -1,0 +1,16 @@
+import { defineConfig } from 'vitest/config';
+
+// Unit tests sit next to the code (src/**/*.test.ts); test/sim holds the
+// in-process end-to-end tier, test/netns the real-kernel tier (root only;
+// those tests skip loudly otherwise).
+export default defineConfig({
+  test: {
+    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    pool: 'forks',
+    // Two cores: namespace tests start real daemons and programs; running
+    // too many files at once only measures contention.
+    maxWorkers: 2,
+  },
+});
