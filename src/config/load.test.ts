@@ -1,0 +1,221 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadAgentConfig, loadGatewayConfig, parseAgentConfig, parseGatewayConfig } from './index.js';
+
+/** Smallest valid gateway file; tests append to it. */
+const GW_BASE = 'tls:\n  cert: gw.pem\n  key: gw-key.pem\n  ca: ca.pem\npools:\n  ipv4: 10.200.0.0/24\n';
+const AGENT_BASE = 'gateway:\n  address: 192.0.2.1:4433\ntls:\n  cert: a.pem\n  key: a-key.pem\n  ca: ca.pem\n';
+
+function gwError(text: string): string {
+  try {
+    parseGatewayConfig(text, 'gw.yaml', '/etc/mtun');
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return String(err);
+  }
+  throw new Error('expected a ConfigError');
+}
+
+function agentError(text: string): string {
+  try {
+    parseAgentConfig(text, 'agent.yaml', '/etc/mtun');
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return String(err);
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config: example files', () => {
+  it('config/gateway.yaml parses with every section', () => {
+    const c = loadGatewayConfig('config/gateway.yaml');
+    expect(c.listen).toEqual({ host: '::', port: 4433 });
+    expect(c.tls.cert).toBe(resolve('certs/gateway.pem'));
+    expect(c.tls.requireClientCert).toBe(true);
+    expect(c.pools.ipv4?.text).toBe('10.200.0.0/24');
+    expect(c.pools.ipv6?.text).toBe('fd00:200::/64');
+    expect(c.policy[0]!.allow[0]!.ports).toContainEqual({ from: 8000, to: 8100 });
+    expect(c.policy[0]!.advertise.map((p) => p.text)).toEqual(['10.1.0.0/16', 'fd00:1::/64']);
+    expect(c.telemetry.workloads.find((w) => w.name === 'web')?.prefix.text).toBe('10.2.0.10/32');
+    expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9090 });
+    expect(c.connectUdp.targets[0]).toEqual({ host: '10.2.0.10', ports: [{ from: 7, to: 7 }, { from: 53, to: 53 }] });
+  });
+
+  it('config/agent.yaml parses with every section', () => {
+    const c = loadAgentConfig('config/agent.yaml');
+    expect(c.mode).toBe('site-to-site');
+    expect(c.gateway.address).toEqual({ host: '192.0.2.1', port: 4433 });
+    expect(c.reconnect).toEqual({ minDelayMs: 250, maxDelayMs: 30000, jitter: 0.2 });
+    expect(c.connectUdp.forwarders[0]).toEqual({ listen: { host: '127.0.0.1', port: 5353 }, target: { host: '10.2.0.10', port: 53 } });
+    expect(c.advertise.map((p) => p.text)).toEqual(['10.1.0.0/16', 'fd00:1::/64']);
+    expect(c.admin.listen.port).toBe(9091);
+  });
+
+  it('fills defaults for a minimal gateway file and resolves paths against the file directory', () => {
+    const c = parseGatewayConfig(GW_BASE, 'gw.yaml', '/etc/mtun');
+    expect(c.tls.cert).toBe('/etc/mtun/gw.pem');
+    expect(c.listen).toEqual({ host: '::', port: 4433 });
+    expect(c.policy).toEqual([]); // default deny: no rules
+    expect(c.tun).toEqual({ name: 'mtun0' });
+    expect(c.inspection.maxFlows).toBe(65536);
+    expect(c.telemetry).toEqual({ workloads: [], flowLog: { enabled: true, path: '-' } });
+    expect(c.connectUdp.idleTimeoutMs).toBe(120000);
+    expect(c.logLevel).toBe('info');
+    expect(c.keepaliveIntervalMs).toBe(15000);
+  });
+
+  it('fills defaults for a minimal agent file', () => {
+    const c = parseAgentConfig(AGENT_BASE, 'agent.yaml', '/etc/mtun');
+    expect(c.mode).toBe('site-to-site');
+    expect(c.reconnect.maxDelayMs).toBe(30000);
+    expect(c.mssClamp).toBe(true);
+    expect(c.admin).toEqual({ enabled: true, listen: { host: '127.0.0.1', port: 9091 } });
+  });
+
+  it('reads files from disk and reports unreadable ones', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mtun-config-'));
+    const f = join(dir, 'gateway.yaml');
+    writeFileSync(f, GW_BASE);
+    expect(loadGatewayConfig(f).tls.key).toBe(join(dir, 'gw-key.pem'));
+    expect(() => loadGatewayConfig(join(dir, 'nope.yaml'))).toThrow(`${join(dir, 'nope.yaml')}:1:1: cannot read config: no such file`);
+    expect(() => loadAgentConfig(dir)).toThrow(ConfigError);
+  });
+});
+
+describe('config: errors name file:line:col, key path and what was expected', () => {
+  it('a bad port inside a policy rule', () => {
+    const text = `${GW_BASE}policy:\n  - identity: a\n    allow:\n      - prefixes: [10.0.0.0/8]\n      - prefixes: [10.1.0.0/16]\n        ports: [80, http]\n`;
+    expect(gwError(text)).toBe('gw.yaml:12:21: policy[0].allow[1].ports[1]: expected a port number 1-65535 or a range "low-high", got "http"');
+  });
+
+  it('a port out of range and a reversed range', () => {
+    expect(gwError(`${GW_BASE}connectUdp:\n  targets:\n    - host: 10.0.0.1\n      ports: [0, "90-80"]\n`)).toBe(
+      'gw.yaml:10:15: connectUdp.targets[0].ports[0]: expected a port number 1-65535 or a range "low-high", got 0\n' +
+      'gw.yaml:10:18: connectUdp.targets[0].ports[1]: expected a port number 1-65535 or a range "low-high", got "90-80"');
+  });
+
+  it('a prefix with host bits set suggests the fix', () => {
+    expect(gwError('tls:\n  cert: a\n  key: b\n  ca: c\npools:\n  ipv4: 10.200.0.1/24\n')).toBe(
+      'gw.yaml:6:9: pools.ipv4: expected the host bits of "10.200.0.1/24" to be zero (did you mean 10.200.0.0/24?)');
+  });
+
+  it('an IPv6 prefix where IPv4 is required', () => {
+    expect(gwError('tls:\n  cert: a\n  key: b\n  ca: c\npools:\n  ipv4: fd00::/64\n')).toBe(
+      'gw.yaml:6:9: pools.ipv4: expected an IPv4 prefix, got "fd00::/64"');
+  });
+
+  it('a missing required section and a missing required key', () => {
+    expect(gwError('pools:\n  ipv4: 10.0.0.0/8\n')).toBe('gw.yaml:1:1: tls: missing required key (expected a mapping)');
+    expect(gwError('tls:\n  cert: a\n  ca: c\npools:\n  ipv4: 10.0.0.0/8\n')).toBe('gw.yaml:2:3: tls.key: missing required key (expected a file path)');
+  });
+
+  it('wrong types and enum values', () => {
+    expect(gwError(`${GW_BASE}logLevel: loud\n`)).toBe('gw.yaml:7:11: logLevel: expected one of "trace", "debug", "info", "warn", "error", "fatal", "silent", got "loud"');
+    expect(gwError(`${GW_BASE}policy: {identity: a}\n`)).toBe('gw.yaml:7:9: policy: expected a list, got a mapping');
+    expect(gwError(`${GW_BASE}tun:\n  mtuBytes: 100\n`)).toBe('gw.yaml:8:13: tun.mtuBytes: expected an MTU in bytes 576-65535, got 100');
+    expect(gwError(`${GW_BASE}tun:\n  name: this-name-is-too-long\n`)).toBe(
+      'gw.yaml:8:9: tun.name: expected an interface name of 1-15 letters, digits, "_", "." or "-", got "this-name-is-too-long"');
+    expect(gwError(`${GW_BASE}listen: "[::1]4433"\n`)).toBe('gw.yaml:7:9: listen: expected "host:port" (IPv6 as "[addr]:port"), got "[::1]4433"');
+    expect(gwError(`${GW_BASE}listen: "0.0.0.0:99999"\n`)).toBe('gw.yaml:7:9: listen: expected a port number 1-65535 after ":", got "0.0.0.0:99999"');
+  });
+
+  it('RFC 9298 §3.1: a CONNECT-UDP idle timeout under 2 minutes is refused', () => {
+    expect(gwError(`${GW_BASE}connectUdp:\n  idleTimeoutMs: 1000\n`)).toBe(
+      'gw.yaml:8:18: connectUdp.idleTimeoutMs: expected a duration in milliseconds 120000-86400000, got 1000');
+  });
+
+  it('a bad workload-map key is reported at the key', () => {
+    expect(gwError(`${GW_BASE}telemetry:\n  workloads:\n    10.0.0.0/33: web\n`)).toBe(
+      'gw.yaml:9:5: telemetry.workloads["10.0.0.0/33"]: expected a prefix length 0-32 after "/", got "10.0.0.0/33"');
+  });
+
+  it('cross-field rules: mTLS needs a CA; no client cert needs tokens (RFC 9484 §11); a pool is required', () => {
+    expect(gwError('tls:\n  cert: a\n  key: b\npools:\n  ipv6: fd00::/64\n')).toBe(
+      'gw.yaml:2:3: tls: expected "ca" (the CA client certificates chain to) when requireClientCert is true');
+    expect(gwError('tls:\n  cert: a\n  key: b\n  requireClientCert: false\npools:\n  ipv6: fd00::/64\n')).toBe(
+      'gw.yaml:1:1: auth.tokens: expected at least one token when tls.requireClientCert is false (clients must be authenticated, RFC 9484 §11)');
+    expect(gwError('tls:\n  cert: a\n  key: b\n  ca: c\n')).toBe('gw.yaml:1:1: pools: expected at least one of "ipv4" or "ipv6"');
+    expect(gwError(`${GW_BASE}auth:\n  tokens:\n    - identity: x\n`)).toBe('gw.yaml:9:7: auth.tokens[0]: expected exactly one of "token" or "tokenFile"');
+  });
+
+  it('agent cross-field rules', () => {
+    expect(agentError(`${AGENT_BASE}reconnect:\n  minDelayMs: 5000\n  maxDelayMs: 1000\n`)).toBe(
+      'agent.yaml:9:15: reconnect.maxDelayMs: expected maxDelayMs ≥ minDelayMs (5000), got 1000');
+    expect(agentError(`${AGENT_BASE}snat: true\n`)).toBe('agent.yaml:7:7: snat: expected snat only with mode: remote-access (site-to-site preserves addresses)');
+    expect(agentError('gateway:\n  address: gw:4433\ntls:\n  ca: ca.pem\n')).toBe(
+      'agent.yaml:4:3: tls: expected a client certificate ("cert" and "key") or a bearer token (auth.token / auth.tokenFile)');
+    expect(agentError(`${AGENT_BASE}reconnect:\n  jitter: 2\n`)).toBe('agent.yaml:8:11: reconnect.jitter: expected a fraction between 0 and 1, got 2');
+  });
+
+  it('YAML syntax errors and duplicate keys carry positions', () => {
+    expect(gwError('tls: [1\n')).toMatch(/^gw\.yaml:2:1: invalid YAML: /);
+    expect(gwError('tls: 1\ntls: 2\n')).toBe('gw.yaml:2:1: invalid YAML: Map keys must be unique');
+  });
+
+  it('a top level that is not a mapping', () => {
+    expect(gwError('- a\n- b\n')).toBe('gw.yaml:1:1: expected a mapping of settings at the top level, got a list');
+  });
+
+  it('reports every problem, sorted by position', () => {
+    const msg = gwError('logLevel: 3\ntls:\n  cert: a\n  key: b\n  ca: c\npools:\n  ipv4: 1.2.3.4/40\n');
+    expect(msg.split('\n')).toEqual([
+      'gw.yaml:1:11: logLevel: expected one of "trace", "debug", "info", "warn", "error", "fatal", "silent", got 3',
+      'gw.yaml:7:9: pools.ipv4: expected a prefix length 0-32 after "/", got "1.2.3.4/40"',
+    ]);
+  });
+});
+
+describe('config: unknown keys are errors', () => {
+  it('at the top level, listing the allowed keys', () => {
+    expect(gwError(`${GW_BASE}colour: blue\n`)).toBe(
+      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, advertise, policy, connectUdp, tun, maxSessions, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
+  });
+
+  it('nested, with a did-you-mean for near misses', () => {
+    expect(gwError('tls:\n  cert: a\n  key: b\n  ca: c\n  reqireClientCert: true\npools:\n  ipv4: 10.0.0.0/8\n')).toBe(
+      'gw.yaml:5:3: tls.reqireClientCert: unknown key; did you mean "requireClientCert"?');
+    expect(gwError(`${GW_BASE}policy:\n  - identity: a\n    allow:\n      - prefixes: [10.0.0.0/8]\n        port: [80]\n`)).toBe(
+      'gw.yaml:11:9: policy[0].allow[0].port: unknown key; did you mean "ports"?');
+    expect(agentError(`${AGENT_BASE}connectUdp:\n  forwarders:\n    - listen: 127.0.0.1:53\n      target: {host: a, port: 53, proto: udp}\n`)).toBe(
+      'agent.yaml:10:35: connectUdp.forwarders[0].target.proto: unknown key; expected one of: host, port');
+  });
+});
+
+describe('config: property tests', () => {
+  const yamlish = fc.array(
+    fc.oneof(
+      fc.constantFrom('tls:', 'pools:', 'policy:', '  - ', 'identity: ', 'ports: ', 'cert: ', '  ', '\n', ': ', '[', ']', '{', '}', ',', '&a ', '*a', '!!str ', '"', "'", '#', '---\n', '10.0.0.0/8', '65536', 'http', '? ', '|', '>', '\t', '%YAML 1.2\n'),
+      fc.string({ maxLength: 8 }),
+    ),
+    { maxLength: 60 },
+  ).map((parts) => parts.join(''));
+
+  it('random YAML-ish text never throws anything but ConfigError', () => {
+    fc.assert(fc.property(yamlish, (text) => {
+      for (const parse of [parseGatewayConfig, parseAgentConfig]) {
+        try {
+          parse(text, 'x.yaml', '/tmp');
+        } catch (err) {
+          if (!(err instanceof ConfigError)) throw err;
+          for (const i of err.issues) {
+            if (!(i.line >= 1 && i.col >= 1)) throw new Error(`bad position in ${String(err)}`);
+          }
+        }
+      }
+    }), { numRuns: 500 });
+  });
+
+  it('valid gateway files with random ports and prefixes round-trip', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 65535 }), fc.integer({ min: 0, max: 32 }), fc.ipV4(), (port, len, ip) => {
+      const parts = ip.split('.').map(Number);
+      const n = ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
+      const masked = len === 0 ? 0 : (n & (0xffffffff << (32 - len))) >>> 0;
+      const text = [masked >>> 24, (masked >>> 16) & 255, (masked >>> 8) & 255, masked & 255].join('.') + `/${len}`;
+      const c = parseGatewayConfig(`${GW_BASE}listen: "[::1]:${port}"\nadvertise: [${text}]\n`, 'g.yaml');
+      return c.listen.port === port && c.advertise[0]!.text === text;
+    }), { numRuns: 200 });
+  });
+});
