@@ -1,0 +1,122 @@
+/**
+ * IPv4 / IPv6 address pools for ADDRESS_ASSIGN (RFC 9484 §4.7.1): hands out
+ * single addresses or aligned prefixes from a configured prefix.
+ * Control-plane only (allocates; linear in the number of live leases).
+ */
+import { addrToBig, addressBits, bigToAddr, formatPrefix, parseIp, parsePrefix, type IpPrefix, type IpVersion } from './ip-address.js';
+
+interface Lease {
+  start: bigint;
+  size: bigint;
+  reserved: boolean;
+}
+
+/** Options for {@link AddressPool}. */
+export interface AddressPoolOptions {
+  /** The pool, e.g. `10.89.0.0/16` or `fd00:89::/64`. */
+  readonly prefix: string;
+  /** Addresses never handed out (e.g. the gateway's own tunnel address). The pool's first address is always reserved. */
+  readonly reserved?: readonly string[];
+  /** Shortest prefix a client may get (default: pool length + 8 for IPv4, /64 for IPv6, never shorter than the pool). */
+  readonly minPrefixLength?: number;
+}
+
+/**
+ * Leases addresses or prefixes out of one prefix. `allocate` honours a
+ * preferred address when it is free and inside the pool, otherwise takes the
+ * lowest free aligned block. Leases are returned with `release`.
+ */
+export class AddressPool {
+  /** The configured pool. */
+  readonly pool: IpPrefix;
+  readonly version: IpVersion;
+  private readonly start: bigint;
+  private readonly end: bigint; // exclusive
+  private readonly bits: number;
+  private readonly minLen: number;
+  private readonly leases: Lease[] = [];
+
+  /** Throws `masque: …` on a malformed prefix or reserved address (configuration errors). */
+  constructor(opts: AddressPoolOptions) {
+    const p = parsePrefix(opts.prefix);
+    if (!p) throw new Error(`masque: address pool ${JSON.stringify(opts.prefix)} is not a valid prefix (host bits must be zero)`);
+    this.pool = p;
+    this.version = p.version;
+    this.bits = addressBits(p.version);
+    this.start = addrToBig(p.address);
+    this.end = this.start + (1n << BigInt(this.bits - p.prefixLength));
+    const dflt = p.version === 4 ? p.prefixLength + 8 : Math.max(64, p.prefixLength);
+    this.minLen = Math.max(p.prefixLength, Math.min(this.bits, opts.minPrefixLength ?? dflt));
+    // The pool's first (network) address is reserved so no client gets x.x.x.0 or the subnet-router anycast.
+    this.leases.push({ start: this.start, size: 1n, reserved: true });
+    for (const r of opts.reserved ?? []) {
+      const ip = parseIp(r);
+      if (!ip || ip.version !== p.version) throw new Error(`masque: reserved address ${JSON.stringify(r)} is not an IPv${p.version} address`);
+      const a = addrToBig(ip.address);
+      if (a >= this.start && a < this.end && !this.overlaps(a, 1n)) this.leases.push({ start: a, size: 1n, reserved: true });
+    }
+  }
+
+  private overlaps(s: bigint, size: bigint): Lease | undefined {
+    const e = s + size;
+    for (const l of this.leases) if (l.start < e && s < l.start + l.size) return l;
+    return undefined;
+  }
+
+  /**
+   * Leases a prefix of `prefixLength` bits (32/128 = one address). A
+   * `preferred` address (host bits zero) inside the pool is used if free.
+   * Lengths shorter than the pool's minimum are raised to it. Returns null
+   * when the pool is exhausted.
+   */
+  allocate(prefixLength: number = this.bits, preferred?: Uint8Array): IpPrefix | null {
+    const len = Math.min(this.bits, Math.max(this.minLen, prefixLength));
+    const size = 1n << BigInt(this.bits - len);
+    if (preferred && preferred.length * 8 === this.bits) {
+      const want = addrToBig(preferred);
+      if (want !== 0n && want % size === 0n && want >= this.start && want + size <= this.end && !this.overlaps(want, size)) {
+        return this.take(want, size, len);
+      }
+    }
+    let c = this.start;
+    while (c + size <= this.end) {
+      const hit = this.overlaps(c, size);
+      if (!hit) return this.take(c, size, len);
+      const next = hit.start + hit.size;
+      c = ((next + size - 1n) / size) * size;
+    }
+    return null;
+  }
+
+  private take(start: bigint, size: bigint, len: number): IpPrefix {
+    this.leases.push({ start, size, reserved: false });
+    return { version: this.version, address: bigToAddr(start, this.bits / 8), prefixLength: len };
+  }
+
+  /** Returns a lease from {@link allocate}; false when it was not leased. */
+  release(p: IpPrefix): boolean {
+    if (p.version !== this.version) return false;
+    const s = addrToBig(p.address);
+    const size = 1n << BigInt(this.bits - p.prefixLength);
+    for (let i = 0; i < this.leases.length; i++) {
+      const l = this.leases[i]!;
+      if (!l.reserved && l.start === s && l.size === size) {
+        this.leases.splice(i, 1);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Number of live leases (excluding reservations). */
+  get leased(): number {
+    let n = 0;
+    for (const l of this.leases) if (!l.reserved) n++;
+    return n;
+  }
+
+  /** One-line description for status output. */
+  describe(): string {
+    return `${formatPrefix(this.pool)} with ${this.leased} leases`;
+  }
+}
