@@ -1,0 +1,89 @@
+/**
+ * Loader and type declarations for the C addon (`build/Release/mtun_native.node`,
+ * built from `src/native/*.c` by node-gyp through the root `binding.gyp`).
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Poll event bits passed to and from {@link NativeBinding.pollStart}. */
+export const POLL_READABLE = 1;
+/** Writable bit; a callback with -1 means the fd reported an error. */
+export const POLL_WRITABLE = 2;
+
+/** Opaque uv_poll handle. */
+export interface NativePoll {
+  readonly __nativePoll: unique symbol;
+}
+
+/** The functions the addon exports. Every one throws (never crashes) on bad arguments. */
+export interface NativeBinding {
+  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string };
+  tunRead(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, max: number, minSpace: number,
+    stats?: Float64Array): number;
+  tunWrite(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, count: number,
+    stats?: Float64Array): number;
+  closeFd(fd: number): void;
+  udpOpen(family: 0 | 4 | 6, host: string, port: number, rcvbuf: number, sndbuf: number, gro: boolean): {
+    fd: number; gso: boolean; gro: boolean; rcvbuf: number; sndbuf: number;
+  };
+  udpLocal(fd: number): { family: 4 | 6; slot: Buffer };
+  udpRecv(fd: number, bufs: Buffer[], sizes: Uint32Array, addrs: Uint8Array, segs: Uint32Array, max: number,
+    stats: Float64Array): number;
+  udpSend(fd: number, family: 0 | 4 | 6, bufs: Buffer[], sizes: Uint32Array, addrs: Uint8Array, segs: Uint32Array,
+    count: number, autoGso: boolean, stats: Float64Array): number;
+  pollStart(fd: number, events: number, cb: (events: number) => void): NativePoll;
+  pollSet(poll: NativePoll, events: number): void;
+  pollClose(poll: NativePoll): void;
+}
+
+/** An errno-carrying error thrown by the addon (`code` is the errno name, e.g. `EPERM`). */
+export interface NativeError extends Error {
+  code?: string;
+  errno?: number;
+}
+
+let cached: NativeBinding | undefined;
+let loadError: Error | undefined;
+
+/** Path of the built addon: `<repo>/build/Release/mtun_native.node` (src/native and dist/native are both two levels down). */
+export function nativeAddonPath(): string {
+  const override = process.env['MTUN_NATIVE_ADDON'];
+  if (override) return resolve(override);
+  const here = dirname(fileURLToPath(import.meta.url));
+  return resolve(here, '..', '..', 'build', 'Release', 'mtun_native.node');
+}
+
+/**
+ * Loads the addon once and returns it. Throws `native: …` with the fix
+ * (`npm rebuild` builds it with node-gyp) when it is missing or does not load.
+ */
+export function loadNative(): NativeBinding {
+  if (cached) return cached;
+  if (loadError) throw loadError;
+  const path = nativeAddonPath();
+  if (!existsSync(path)) {
+    loadError = new Error(
+      `native: addon not built (${path} is missing); run \`npm rebuild\` in the mtun directory (needs make, g++ and Node headers)`,
+    );
+    throw loadError;
+  }
+  try {
+    cached = createRequire(import.meta.url)(path) as NativeBinding;
+    return cached;
+  } catch (e) {
+    loadError = new Error(`native: cannot load ${path}: ${(e as Error).message}; rebuild with \`npm rebuild\``);
+    throw loadError;
+  }
+}
+
+/** True when the addon loads (for tests and for choosing the node:dgram fallback). */
+export function nativeAvailable(): boolean {
+  try {
+    loadNative();
+    return true;
+  } catch {
+    return false;
+  }
+}

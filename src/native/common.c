@@ -1,0 +1,186 @@
+/*
+ * mtun native addon: module init, error construction and argument checking
+ * shared by the TUN, UDP and poll parts.
+ */
+#include "common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mtun_scratch *mtun_scratch_of(napi_env env) {
+  void *data = NULL;
+  if (napi_get_instance_data(env, &data) != napi_ok) return NULL;
+  return (struct mtun_scratch *)data;
+}
+
+static void set_prop_str(napi_env env, napi_value obj, const char *key, const char *val) {
+  napi_value v;
+  if (napi_create_string_utf8(env, val, NAPI_AUTO_LENGTH, &v) == napi_ok) {
+    napi_set_named_property(env, obj, key, v);
+  }
+}
+
+napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, int err) {
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s: %s: %s", prefix, what, strerror(err));
+  napi_value m, e, n;
+  if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m) != napi_ok) return NULL;
+  if (napi_create_error(env, NULL, m, &e) != napi_ok) return NULL;
+  const char *name = strerrorname_np(err);
+  set_prop_str(env, e, "code", name ? name : "EUNKNOWN");
+  if (napi_create_int32(env, err, &n) == napi_ok) napi_set_named_property(env, e, "errno", n);
+  napi_throw(env, e);
+  return NULL;
+}
+
+napi_value mtun_throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG", msg);
+  return NULL;
+}
+
+static bool type_fail(napi_env env, const char *name, const char *want) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "mtun: argument %s must be %s", name, want);
+  mtun_throw_type(env, msg);
+  return false;
+}
+
+bool mtun_arg_u32(napi_env env, napi_value v, const char *name, uint32_t *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return type_fail(env, name, "a number");
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= 4294967295.0) || d != (double)(uint32_t)d) {
+    return type_fail(env, name, "an integer in 0..2^32-1");
+  }
+  *out = (uint32_t)d;
+  return true;
+}
+
+bool mtun_arg_i32(napi_env env, napi_value v, const char *name, int32_t *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return type_fail(env, name, "a number");
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= -2147483648.0 && d <= 2147483647.0) ||
+      d != (double)(int32_t)d) {
+    return type_fail(env, name, "a 32-bit integer");
+  }
+  *out = (int32_t)d;
+  return true;
+}
+
+bool mtun_arg_bool(napi_env env, napi_value v, const char *name, bool *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_boolean) return type_fail(env, name, "a boolean");
+  return napi_get_value_bool(env, v, out) == napi_ok;
+}
+
+bool mtun_arg_str(napi_env env, napi_value v, const char *name, char *buf, size_t cap, size_t *len) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) return type_fail(env, name, "a string");
+  size_t need = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &need) != napi_ok || need + 1 > cap) {
+    return type_fail(env, name, "a shorter string");
+  }
+  size_t got = 0;
+  if (napi_get_value_string_utf8(env, v, buf, cap, &got) != napi_ok) return type_fail(env, name, "a string");
+  if (len) *len = got;
+  return true;
+}
+
+bool mtun_arg_typed(napi_env env, napi_value v, napi_typedarray_type type, const char *name, void **data,
+                    size_t *len) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return type_fail(env, name, "a typed array");
+  napi_typedarray_type got;
+  size_t n;
+  void *d = NULL;
+  if (napi_get_typedarray_info(env, v, &got, &n, &d, NULL, NULL) != napi_ok || got != type) {
+    return type_fail(env, name, type == napi_uint32_array ? "a Uint32Array"
+                                : type == napi_float64_array ? "a Float64Array"
+                                                             : "a Uint8Array");
+  }
+  *data = d;
+  *len = n;
+  return true;
+}
+
+bool mtun_arg_stats(napi_env env, napi_value v, double **data, size_t *len) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok) return type_fail(env, "stats", "a Float64Array");
+  if (t == napi_undefined || t == napi_null) {
+    *data = NULL;
+    *len = 0;
+    return true;
+  }
+  void *d = NULL;
+  if (!mtun_arg_typed(env, v, napi_float64_array, "stats", &d, len)) return false;
+  *data = (double *)d;
+  return true;
+}
+
+bool mtun_arg_array_len(napi_env env, napi_value v, const char *name, uint32_t *len) {
+  bool is = false;
+  if (napi_is_array(env, v, &is) != napi_ok || !is) return type_fail(env, name, "an array of Buffers");
+  return napi_get_array_length(env, v, len) == napi_ok;
+}
+
+bool mtun_arg_bufs(napi_env env, napi_value arr, uint32_t n, const char *name, uint8_t **ptrs, size_t *lens) {
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value el;
+    if (napi_get_element(env, arr, i, &el) != napi_ok) return type_fail(env, name, "an array of Buffers");
+    bool is = false;
+    if (napi_is_buffer(env, el, &is) != napi_ok || !is) {
+      char what[128];
+      snprintf(what, sizeof what, "an array of Buffers (element %u is not)", i);
+      return type_fail(env, name, what);
+    }
+    void *d = NULL;
+    size_t l = 0;
+    if (napi_get_buffer_info(env, el, &d, &l) != napi_ok) return type_fail(env, name, "an array of Buffers");
+    ptrs[i] = (uint8_t *)d;
+    lens[i] = l;
+  }
+  return true;
+}
+
+napi_value mtun_u32(napi_env env, uint32_t v) {
+  napi_value r;
+  if (napi_create_uint32(env, v, &r) != napi_ok) return NULL;
+  return r;
+}
+
+napi_value mtun_i32(napi_env env, int32_t v) {
+  napi_value r;
+  if (napi_create_int32(env, v, &r) != napi_ok) return NULL;
+  return r;
+}
+
+bool mtun_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+  napi_value fn;
+  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn) != napi_ok) return false;
+  return napi_set_named_property(env, exports, name, fn) == napi_ok;
+}
+
+static void free_scratch(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  struct mtun_scratch *s = calloc(1, sizeof *s);
+  if (s == NULL || napi_set_instance_data(env, s, free_scratch, NULL) != napi_ok) {
+    free(s);
+    napi_throw_error(env, NULL, "mtun: cannot allocate native scratch memory");
+    return NULL;
+  }
+  if (!mtun_tun_init(env, exports) || !mtun_udp_init(env, exports) || !mtun_poll_init(env, exports)) {
+    napi_throw_error(env, NULL, "mtun: cannot register native functions");
+    return NULL;
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,85 @@
+/*
+ * mtun native addon: shared helpers for argument checking, errors and
+ * per-environment scratch memory. Every entry point validates its arguments
+ * and throws a JS error instead of crashing.
+ */
+#ifndef MTUN_COMMON_H
+#define MTUN_COMMON_H
+
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8
+#endif
+#include <node_api.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+/* Largest batch accepted by any call (Linux UIO_MAXIOV bounds sendmmsg/recvmmsg). */
+#define MTUN_MAX_BATCH 1024
+
+/* Bytes per peer-address slot (must equal ADDR_SLOT_BYTES in src/net/udp.ts). */
+#define MTUN_ADDR_SLOT 20
+
+/* Scratch arrays for one recvmmsg/sendmmsg call, one set per napi_env. */
+struct mtun_scratch {
+  struct mmsghdr msgs[MTUN_MAX_BATCH];
+  struct iovec iov[MTUN_MAX_BATCH];
+  struct sockaddr_in6 names[MTUN_MAX_BATCH];
+  /* Large enough for one UDP_GRO / UDP_SEGMENT cmsg (an int / a u16). */
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } ctrl[MTUN_MAX_BATCH];
+  /* send: first slot of each message and slots it covers. */
+  uint32_t msg_slot[MTUN_MAX_BATCH];
+  uint32_t msg_nslots[MTUN_MAX_BATCH];
+  /* Buffer data pointers and lengths of the batch's slots. */
+  uint8_t *ptrs[MTUN_MAX_BATCH];
+  size_t lens[MTUN_MAX_BATCH];
+};
+
+/* Returns the scratch block of this env (allocated at module init). */
+struct mtun_scratch *mtun_scratch_of(napi_env env);
+
+/* Throws Error("<prefix>: <what>: <strerror>") with .code = "EXXX" and .errno. Returns NULL. */
+napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, int err);
+/* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
+napi_value mtun_throw_type(napi_env env, const char *msg);
+
+/* Argument helpers: each returns false after throwing a TypeError naming the argument. */
+bool mtun_arg_u32(napi_env env, napi_value v, const char *name, uint32_t *out);
+bool mtun_arg_i32(napi_env env, napi_value v, const char *name, int32_t *out);
+bool mtun_arg_bool(napi_env env, napi_value v, const char *name, bool *out);
+/* Copies a string argument into buf (NUL-terminated); false when not a string or too long. */
+bool mtun_arg_str(napi_env env, napi_value v, const char *name, char *buf, size_t cap, size_t *len);
+/* Typed-array argument of the given type; data and element count out. */
+bool mtun_arg_typed(napi_env env, napi_value v, napi_typedarray_type type, const char *name, void **data,
+                    size_t *len);
+/* Optional Float64Array (undefined/null allowed: *data = NULL). */
+bool mtun_arg_stats(napi_env env, napi_value v, double **data, size_t *len);
+/* Array of Buffers/Uint8Arrays: fills ptrs[i], lens[i] for i < n (array must hold at least n). */
+bool mtun_arg_bufs(napi_env env, napi_value arr, uint32_t n, const char *name, uint8_t **ptrs, size_t *lens);
+/* Length of a JS array argument. */
+bool mtun_arg_array_len(napi_env env, napi_value v, const char *name, uint32_t *len);
+
+napi_value mtun_u32(napi_env env, uint32_t v);
+napi_value mtun_i32(napi_env env, int32_t v);
+
+/* Module parts: each registers its functions on exports. */
+bool mtun_tun_init(napi_env env, napi_value exports);
+bool mtun_udp_init(napi_env env, napi_value exports);
+bool mtun_poll_init(napi_env env, napi_value exports);
+
+/* Helper for registration. */
+bool mtun_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
+
+#define MTUN_ARGS(n)                                                          \
+  size_t argc = (n);                                                          \
+  napi_value argv[(n) > 0 ? (n) : 1];                                         \
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {     \
+    return mtun_throw_type(env, "mtun: cannot read arguments");               \
+  }
+
+#endif

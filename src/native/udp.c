@@ -1,0 +1,463 @@
+/*
+ * mtun native addon: batched UDP socket — recvmmsg/sendmmsg with compact
+ * address slots, UDP GSO (UDP_SEGMENT) and GRO (UDP_GRO), DF, large buffers.
+ */
+#include "common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+/* Kernel limit on segments in one GSO send (UDP_MAX_SEGMENTS, 64 before Linux 6.9). */
+#define GSO_MAX_SEGS 64
+/* Largest UDP payload in one IPv4 datagram (65,535 − 20 − 8): the GSO super-packet bound. */
+#define GSO_MAX_BYTES 65507
+
+/* Indexes into the Float64Array of UDP counters (mirrored in src/net/native-udp.ts). */
+enum {
+  US_RX_DATAGRAMS, /* slots received (a GRO slot counts once) */
+  US_RX_BYTES,
+  US_TX_DATAGRAMS, /* datagrams handed to the kernel (GSO segments counted one by one) */
+  US_TX_BYTES,
+  US_RX_TRUNCATED, /* datagrams larger than their slot, dropped */
+  US_TX_ERRORS,    /* slots dropped because the kernel refused them (last errno below) */
+  US_TX_EAGAIN,    /* send batches cut short by a full socket buffer */
+  US_TX_GSO_SENDS, /* messages sent with UDP_SEGMENT */
+  US_TX_LAST_ERRNO,
+  US_GSO_FAILED, /* set to 1 when the kernel rejected GSO (EIO): caller turns it off */
+  US_COUNT
+};
+
+static bool parse_host(const char *host, int family, struct sockaddr_in6 *sa6, struct sockaddr_in *sa4) {
+  if (family == 4) {
+    memset(sa4, 0, sizeof *sa4);
+    sa4->sin_family = AF_INET;
+    return inet_pton(AF_INET, host, &sa4->sin_addr) == 1;
+  }
+  memset(sa6, 0, sizeof *sa6);
+  sa6->sin6_family = AF_INET6;
+  return inet_pton(AF_INET6, host, &sa6->sin6_addr) == 1;
+}
+
+static void set_buf(int fd, int force_opt, int opt, int bytes) {
+  if (bytes <= 0) return;
+  /* FORCE variants ignore rmem_max/wmem_max; they need CAP_NET_ADMIN. */
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &bytes, sizeof bytes) < 0) {
+    setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes);
+  }
+}
+
+static int get_int_opt(int fd, int level, int opt) {
+  int v = 0;
+  socklen_t l = sizeof v;
+  if (getsockopt(fd, level, opt, &v, &l) < 0) return -1;
+  return v;
+}
+
+/*
+ * udpOpen(family, host, port, rcvbuf, sndbuf, gro) -> { fd, gso, gro, rcvbuf, sndbuf }.
+ * family 4: AF_INET; 6: AF_INET6 v6-only; 0: AF_INET6 dual-stack.
+ */
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(6);
+  if (argc < 6) return mtun_throw_type(env, "udp: udpOpen(family, host, port, rcvbuf, sndbuf, gro) needs 6 arguments");
+  int32_t family, rcvbuf, sndbuf;
+  uint32_t port;
+  bool want_gro;
+  char host[INET6_ADDRSTRLEN + 1];
+  if (!mtun_arg_i32(env, argv[0], "family", &family) || !mtun_arg_str(env, argv[1], "host", host, sizeof host, NULL) ||
+      !mtun_arg_u32(env, argv[2], "port", &port) || !mtun_arg_i32(env, argv[3], "rcvbuf", &rcvbuf) ||
+      !mtun_arg_i32(env, argv[4], "sndbuf", &sndbuf) || !mtun_arg_bool(env, argv[5], "gro", &want_gro)) {
+    return NULL;
+  }
+  if (family != 0 && family != 4 && family != 6) return mtun_throw_type(env, "udp: family must be 0, 4 or 6");
+  if (port > 65535) return mtun_throw_type(env, "udp: port must be in 0..65535");
+  struct sockaddr_in6 sa6;
+  struct sockaddr_in sa4;
+  if (!parse_host(host, family, &sa6, &sa4)) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "udp: cannot bind: %s is not an IPv%d address", host, family == 4 ? 4 : 6);
+    return mtun_throw_type(env, msg);
+  }
+  int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return mtun_throw_errno(env, "udp", "socket", errno);
+  int one = 1, zero = 0;
+  if (family != 4) {
+    int v6only = family == 6 ? 1 : 0;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, family == 6 ? &one : &zero, sizeof v6only) < 0) goto fail_errno;
+    /* DF on IPv6 (RFC 9298 §5 / RFC 9000 §14: never fragment). */
+    int pmtu6 = IPV6_PMTUDISC_PROBE;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu6, sizeof pmtu6) < 0) goto fail_errno;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_DONTFRAG, &one, sizeof one) < 0) goto fail_errno;
+  }
+  if (family != 6) {
+    /* DF on IPv4 (also covers IPv4-mapped traffic on a dual-stack socket). */
+    int pmtu = IP_PMTUDISC_PROBE;
+    if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu) < 0) goto fail_errno;
+  }
+  set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf);
+  set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf);
+  int rc;
+  if (family == 4) {
+    sa4.sin_port = htons((uint16_t)port);
+    rc = bind(fd, (struct sockaddr *)&sa4, sizeof sa4);
+  } else {
+    sa6.sin6_port = htons((uint16_t)port);
+    rc = bind(fd, (struct sockaddr *)&sa6, sizeof sa6);
+  }
+  if (rc < 0) {
+    int err = errno;
+    close(fd);
+    char what[128];
+    snprintf(what, sizeof what, "bind %s%s%s:%u", family == 4 ? "" : "[", host, family == 4 ? "" : "]", port);
+    return mtun_throw_errno(env, "udp", what, err);
+  }
+  /* GSO: supported when the kernel knows UDP_SEGMENT (Linux ≥ 4.18). */
+  bool gso = get_int_opt(fd, SOL_UDP, UDP_SEGMENT) >= 0;
+  bool gro = false;
+  if (want_gro) gro = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+
+  napi_value obj, v;
+  if (napi_create_object(env, &obj) != napi_ok) goto fail_obj;
+  if (napi_create_int32(env, fd, &v) != napi_ok || napi_set_named_property(env, obj, "fd", v) != napi_ok) goto fail_obj;
+  if (napi_get_boolean(env, gso, &v) != napi_ok || napi_set_named_property(env, obj, "gso", v) != napi_ok) goto fail_obj;
+  if (napi_get_boolean(env, gro, &v) != napi_ok || napi_set_named_property(env, obj, "gro", v) != napi_ok) goto fail_obj;
+  if (napi_create_int32(env, get_int_opt(fd, SOL_SOCKET, SO_RCVBUF), &v) != napi_ok ||
+      napi_set_named_property(env, obj, "rcvbuf", v) != napi_ok)
+    goto fail_obj;
+  if (napi_create_int32(env, get_int_opt(fd, SOL_SOCKET, SO_SNDBUF), &v) != napi_ok ||
+      napi_set_named_property(env, obj, "sndbuf", v) != napi_ok)
+    goto fail_obj;
+  return obj;
+
+fail_errno : {
+  int err = errno;
+  close(fd);
+  return mtun_throw_errno(env, "udp", "setsockopt", err);
+}
+fail_obj:
+  close(fd);
+  napi_throw_error(env, NULL, "udp: cannot build result");
+  return NULL;
+}
+
+/* udpLocal(fd) -> { family: 4|6, slot: Buffer(20) } from getsockname. */
+static napi_value udp_local(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  int32_t fd;
+  if (argc < 1 || !mtun_arg_i32(env, argv[0], "fd", &fd)) return NULL;
+  struct sockaddr_storage ss;
+  socklen_t l = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &l) < 0) return mtun_throw_errno(env, "udp", "getsockname", errno);
+  uint8_t slot[MTUN_ADDR_SLOT];
+  memset(slot, 0, sizeof slot);
+  int fam;
+  if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    slot[10] = slot[11] = 0xff;
+    memcpy(slot + 12, &a->sin_addr, 4);
+    memcpy(slot + 16, &a->sin_port, 2);
+    fam = 4;
+  } else {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    memcpy(slot, &a->sin6_addr, 16);
+    memcpy(slot + 16, &a->sin6_port, 2);
+    fam = 6;
+  }
+  napi_value obj, buf, f;
+  void *data;
+  if (napi_create_object(env, &obj) != napi_ok || napi_create_buffer_copy(env, sizeof slot, slot, &data, &buf) != napi_ok ||
+      napi_create_int32(env, fam, &f) != napi_ok || napi_set_named_property(env, obj, "slot", buf) != napi_ok ||
+      napi_set_named_property(env, obj, "family", f) != napi_ok) {
+    napi_throw_error(env, NULL, "udp: cannot build result");
+    return NULL;
+  }
+  return obj;
+}
+
+static void name_to_slot(const struct sockaddr_in6 *name, uint8_t *slot) {
+  if (name->sin6_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)name;
+    memset(slot, 0, 10);
+    slot[10] = slot[11] = 0xff; /* RFC 4291 §2.5.5.2 IPv4-mapped */
+    memcpy(slot + 12, &a->sin_addr, 4);
+    memcpy(slot + 16, &a->sin_port, 2);
+  } else {
+    memcpy(slot, &name->sin6_addr, 16);
+    memcpy(slot + 16, &name->sin6_port, 2);
+  }
+  slot[18] = slot[19] = 0;
+}
+
+static bool slot_is_v4(const uint8_t *slot) {
+  static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return memcmp(slot, prefix, 12) == 0;
+}
+
+/* Builds the destination sockaddr for a slot; false when a v4 socket is asked for an IPv6 peer. */
+static bool slot_to_name(const uint8_t *slot, int family, struct sockaddr_in6 *name, socklen_t *len) {
+  if (family == 4) {
+    if (!slot_is_v4(slot)) return false;
+    struct sockaddr_in *a = (struct sockaddr_in *)name;
+    memset(a, 0, sizeof *a);
+    a->sin_family = AF_INET;
+    memcpy(&a->sin_addr, slot + 12, 4);
+    memcpy(&a->sin_port, slot + 16, 2);
+    *len = sizeof *a;
+    return true;
+  }
+  memset(name, 0, sizeof *name);
+  name->sin6_family = AF_INET6;
+  memcpy(&name->sin6_addr, slot, 16);
+  memcpy(&name->sin6_port, slot + 16, 2);
+  *len = sizeof *name;
+  return true;
+}
+
+/*
+ * udpRecv(fd, bufs, sizes, addrs, segs, max, stats) -> count.
+ * One recvmmsg; slot i gets the datagram (or GRO super-datagram), its length,
+ * source address and GRO segment size (0 when not coalesced).
+ */
+static napi_value udp_recv(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(7);
+  if (argc < 7) return mtun_throw_type(env, "udp: udpRecv(fd, bufs, sizes, addrs, segs, max, stats) needs 7 arguments");
+  int32_t fd;
+  uint32_t nbufs, max;
+  void *sz, *ad, *sg;
+  size_t nsizes, naddrs, nsegs, nstats;
+  double *stats;
+  if (!mtun_arg_i32(env, argv[0], "fd", &fd) || !mtun_arg_array_len(env, argv[1], "bufs", &nbufs) ||
+      !mtun_arg_typed(env, argv[2], napi_uint32_array, "sizes", &sz, &nsizes) ||
+      !mtun_arg_typed(env, argv[3], napi_uint8_array, "addrs", &ad, &naddrs) ||
+      !mtun_arg_typed(env, argv[4], napi_uint32_array, "segs", &sg, &nsegs) ||
+      !mtun_arg_u32(env, argv[5], "max", &max) || !mtun_arg_stats(env, argv[6], &stats, &nstats)) {
+    return NULL;
+  }
+  if (stats == NULL || nstats < US_COUNT) return mtun_throw_type(env, "udp: stats must be a Float64Array of 10");
+  uint32_t n = max;
+  if (n > nbufs) n = nbufs;
+  if (n > nsizes) n = (uint32_t)nsizes;
+  if (n > nsegs) n = (uint32_t)nsegs;
+  if (n > naddrs / MTUN_ADDR_SLOT) n = (uint32_t)(naddrs / MTUN_ADDR_SLOT);
+  if (n > MTUN_MAX_BATCH) n = MTUN_MAX_BATCH;
+  if (n == 0) return mtun_u32(env, 0);
+  struct mtun_scratch *s = mtun_scratch_of(env);
+  if (s == NULL) return mtun_throw_type(env, "udp: addon not initialised");
+  if (!mtun_arg_bufs(env, argv[1], n, "bufs", s->ptrs, s->lens)) return NULL;
+  for (uint32_t k = 0; k < n; k++) {
+    s->iov[k].iov_base = s->ptrs[k];
+    s->iov[k].iov_len = s->lens[k];
+    struct msghdr *h = &s->msgs[k].msg_hdr;
+    h->msg_name = &s->names[k];
+    h->msg_namelen = sizeof s->names[k];
+    h->msg_iov = &s->iov[k];
+    h->msg_iovlen = 1;
+    h->msg_control = s->ctrl[k].buf;
+    h->msg_controllen = sizeof s->ctrl[k].buf;
+    h->msg_flags = 0;
+    s->msgs[k].msg_len = 0;
+  }
+  int r;
+  do {
+    r = recvmmsg(fd, s->msgs, n, MSG_DONTWAIT, NULL);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return mtun_u32(env, 0);
+    return mtun_throw_errno(env, "udp", "recvmmsg", errno);
+  }
+  uint32_t *sizes = (uint32_t *)sz;
+  uint32_t *segs = (uint32_t *)sg;
+  uint8_t *addrs = (uint8_t *)ad;
+  uint32_t w = 0;
+  for (uint32_t k = 0; k < (uint32_t)r; k++) {
+    struct msghdr *h = &s->msgs[k].msg_hdr;
+    if (h->msg_flags & MSG_TRUNC) {
+      stats[US_RX_TRUNCATED] += 1;
+      continue;
+    }
+    uint32_t len = s->msgs[k].msg_len;
+    if (w != k) memcpy(s->ptrs[w], s->ptrs[k], len); /* compact after a dropped slot (rare) */
+    sizes[w] = len;
+    name_to_slot(&s->names[k], addrs + (size_t)w * MTUN_ADDR_SLOT);
+    uint32_t seg = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+        int v;
+        memcpy(&v, CMSG_DATA(c), sizeof v);
+        if (v > 0 && (uint32_t)v < len) seg = (uint32_t)v;
+      }
+    }
+    segs[w] = seg;
+    stats[US_RX_DATAGRAMS] += 1;
+    stats[US_RX_BYTES] += len;
+    w++;
+  }
+  return mtun_u32(env, w);
+}
+
+/*
+ * udpSend(fd, family, bufs, sizes, addrs, segs, count, autoGso, stats) -> consumed.
+ * Slots [0, count): consecutive slots to one peer with equal sizes (the last
+ * may be shorter) are sent as one UDP GSO message when autoGso; a slot with
+ * segs[i] > 0 is sent as one GSO message of that segment size. Slots the
+ * kernel refuses are dropped and counted; a full buffer (EAGAIN) stops.
+ */
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(9);
+  if (argc < 9) {
+    return mtun_throw_type(env, "udp: udpSend(fd, family, bufs, sizes, addrs, segs, count, autoGso, stats) needs 9 arguments");
+  }
+  int32_t fd, family;
+  uint32_t nbufs, count;
+  void *sz, *ad, *sg;
+  size_t nsizes, naddrs, nsegs, nstats;
+  double *stats;
+  bool auto_gso;
+  if (!mtun_arg_i32(env, argv[0], "fd", &fd) || !mtun_arg_i32(env, argv[1], "family", &family) ||
+      !mtun_arg_array_len(env, argv[2], "bufs", &nbufs) ||
+      !mtun_arg_typed(env, argv[3], napi_uint32_array, "sizes", &sz, &nsizes) ||
+      !mtun_arg_typed(env, argv[4], napi_uint8_array, "addrs", &ad, &naddrs) ||
+      !mtun_arg_typed(env, argv[5], napi_uint32_array, "segs", &sg, &nsegs) ||
+      !mtun_arg_u32(env, argv[6], "count", &count) || !mtun_arg_bool(env, argv[7], "autoGso", &auto_gso) ||
+      !mtun_arg_stats(env, argv[8], &stats, &nstats)) {
+    return NULL;
+  }
+  if (stats == NULL || nstats < US_COUNT) return mtun_throw_type(env, "udp: stats must be a Float64Array of 10");
+  if (count > nbufs || count > nsizes || count > nsegs || count > naddrs / MTUN_ADDR_SLOT) {
+    return mtun_throw_type(env, "udp: count exceeds the batch (bufs, sizes, addrs or segs)");
+  }
+  if (count > MTUN_MAX_BATCH) return mtun_throw_type(env, "udp: count exceeds 1024");
+  if (count == 0) return mtun_u32(env, 0);
+  struct mtun_scratch *s = mtun_scratch_of(env);
+  if (s == NULL) return mtun_throw_type(env, "udp: addon not initialised");
+  if (!mtun_arg_bufs(env, argv[2], count, "bufs", s->ptrs, s->lens)) return NULL;
+  const uint32_t *sizes = (const uint32_t *)sz;
+  const uint32_t *segs = (const uint32_t *)sg;
+  const uint8_t *addrs = (const uint8_t *)ad;
+  for (uint32_t i = 0; i < count; i++) {
+    if (sizes[i] > s->lens[i]) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "udp: sizes[%u] = %u exceeds its %zu-byte buffer", i, sizes[i], s->lens[i]);
+      return mtun_throw_type(env, msg);
+    }
+  }
+
+  uint32_t done = 0;      /* slots consumed (sent or dropped) */
+  uint32_t no_gso_to = 0; /* slots below this index go without auto GSO (after a GSO failure) */
+  while (done < count) {
+    /* Build messages from slot `done` on. */
+    uint32_t m = 0;
+    uint32_t i = done;
+    while (i < count && m < MTUN_MAX_BATCH) {
+      struct msghdr *h = &s->msgs[m].msg_hdr;
+      socklen_t nl;
+      const uint8_t *slot = addrs + (size_t)i * MTUN_ADDR_SLOT;
+      if (!slot_to_name(slot, family, &s->names[m], &nl)) {
+        /* IPv6 peer on an IPv4 socket: drop and count. */
+        if (m == 0) {
+          stats[US_TX_ERRORS] += 1;
+          stats[US_TX_LAST_ERRNO] = EAFNOSUPPORT;
+          i++;
+          done = i;
+          continue;
+        }
+        break; /* send what we have first, then drop this one at the head */
+      }
+      uint32_t j = i + 1;
+      uint16_t gso = 0;
+      if (segs[i] > 0) {
+        if (segs[i] < sizes[i]) gso = (uint16_t)(segs[i] > 65535 ? 65535 : segs[i]);
+      } else if (auto_gso && i >= no_gso_to && sizes[i] > 0) {
+        uint32_t total = sizes[i];
+        while (j < count && j - i < GSO_MAX_SEGS && segs[j] == 0 && sizes[j] > 0 && sizes[j] <= sizes[i] &&
+               sizes[j - 1] == sizes[i] && total + sizes[j] <= GSO_MAX_BYTES &&
+               memcmp(addrs + (size_t)j * MTUN_ADDR_SLOT, slot, 18) == 0) {
+          total += sizes[j];
+          j++;
+        }
+        if (j - i > 1) gso = (uint16_t)sizes[i];
+      }
+      for (uint32_t k = i; k < j; k++) {
+        s->iov[k].iov_base = s->ptrs[k];
+        s->iov[k].iov_len = sizes[k];
+      }
+      h->msg_name = &s->names[m];
+      h->msg_namelen = nl;
+      h->msg_iov = &s->iov[i];
+      h->msg_iovlen = j - i;
+      h->msg_flags = 0;
+      if (gso > 0) {
+        h->msg_control = s->ctrl[m].buf;
+        h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        struct cmsghdr *c = CMSG_FIRSTHDR(h);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        memcpy(CMSG_DATA(c), &gso, sizeof gso);
+      } else {
+        h->msg_control = NULL;
+        h->msg_controllen = 0;
+      }
+      s->msg_slot[m] = i;
+      s->msg_nslots[m] = j - i;
+      m++;
+      i = j;
+    }
+    if (m == 0) continue; /* only dropped slots so far */
+    int r;
+    do {
+      r = sendmmsg(fd, s->msgs, m, MSG_DONTWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        stats[US_TX_EAGAIN] += 1;
+        break;
+      }
+      /* The first message failed. */
+      uint32_t first = s->msg_slot[0], nsl = s->msg_nslots[0];
+      bool was_gso = s->msgs[0].msg_hdr.msg_controllen > 0;
+      if (was_gso && segs[first] == 0 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
+        /* The path refused the super-datagram: resend these slots one by one. */
+        if (err == EIO) stats[US_GSO_FAILED] = 1;
+        no_gso_to = first + nsl;
+        continue;
+      }
+      stats[US_TX_ERRORS] += nsl;
+      stats[US_TX_LAST_ERRNO] = err;
+      if (err == EIO && was_gso) stats[US_GSO_FAILED] = 1;
+      done = first + nsl;
+      continue;
+    }
+    for (int k = 0; k < r; k++) {
+      uint32_t first = s->msg_slot[k], nsl = s->msg_nslots[k];
+      for (uint32_t q = first; q < first + nsl; q++) {
+        if (segs[q] > 0 && segs[q] < sizes[q]) {
+          stats[US_TX_DATAGRAMS] += (sizes[q] + segs[q] - 1) / segs[q];
+        } else {
+          stats[US_TX_DATAGRAMS] += 1;
+        }
+        stats[US_TX_BYTES] += sizes[q];
+      }
+      if (s->msgs[k].msg_hdr.msg_controllen > 0) stats[US_TX_GSO_SENDS] += 1;
+      done = first + nsl;
+    }
+    /* r < m: the next message failed or would block; the next round finds out which. */
+  }
+  return mtun_u32(env, done);
+}
+
+bool mtun_udp_init(napi_env env, napi_value exports) {
+  return mtun_export_fn(env, exports, "udpOpen", udp_open) && mtun_export_fn(env, exports, "udpLocal", udp_local) &&
+         mtun_export_fn(env, exports, "udpRecv", udp_recv) && mtun_export_fn(env, exports, "udpSend", udp_send);
+}
