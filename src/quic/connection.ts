@@ -1,0 +1,428 @@
+/**
+ * One QUIC connection driven by {@link QuicEndpoint}: the {@link QuicTransport}
+ * the HTTP/3 layer uses, plus events, peer identity and telemetry.
+ */
+import { QuicStreamError, type QuicTransport, type StreamDirection } from './transport.js';
+import { quiche, QUICHE_DONE, type QuicheConnection, type QuicheRecvInfo } from './quiche.js';
+import type { TimerEntry } from './timer-heap.js';
+import type { PeerIdentity } from './peer-identity.js';
+import { ADDR_SLOT_BYTES } from '../net/udp.js';
+import { addrSlotEquals, readAddrSlotHost, readAddrSlotPort } from '../net/udp-batch.js';
+
+/**
+ * What a connection reports to the layer above:
+ * - `established`: handshake done (and, on a server requiring mTLS, the client certificate checked);
+ * - `readable`: streams or datagrams wait to be read (after an input batch);
+ * - `writable`: after an input batch, while {@link QuicConnection.watchWritable} is set;
+ * - `closed`: final; {@link QuicConnection.closeInfo} says why. No events follow.
+ */
+export type QuicConnectionEvent = 'established' | 'readable' | 'writable' | 'closed';
+
+/** Why a connection ended. */
+export interface QuicCloseInfo {
+  /** True when the peer closed it, false when we did (or quiche did on our side). */
+  readonly byPeer: boolean;
+  /** Application (HTTP/3) error code space rather than transport. */
+  readonly app: boolean;
+  /** The error code (transport codes per RFC 9000 §20.1; 0x100+alert for TLS, RFC 9001 §4.8). */
+  readonly errorCode: number;
+  /** The reason phrase sent with CONNECTION_CLOSE. */
+  readonly reason: string;
+  /** Closed by the idle timeout (RFC 9000 §10.1) with no CONNECTION_CLOSE. */
+  readonly idleTimeout: boolean;
+}
+
+/** Per-connection counters for telemetry (control path: allocates). */
+export interface QuicConnectionStats {
+  /** Smoothed RTT of the active path in ms (null before a sample). */
+  rttMs: number | null;
+  /** Congestion window of the active path in bytes. */
+  cwndBytes: number | null;
+  /** Path MTU in use (bytes of UDP payload). */
+  pmtuBytes: number | null;
+  sentPackets: number;
+  recvPackets: number;
+  lostPackets: number;
+  retransPackets: number;
+  sentBytes: number;
+  recvBytes: number;
+  lostBytes: number;
+  /** DATAGRAM frames queued for sending. */
+  dgramSent: number;
+  /** DATAGRAM payloads read by the layer above. */
+  dgramRecv: number;
+  /** Datagrams refused by dgramSend because the send queue was full. */
+  dgramDropQueueFull: number;
+  /** Datagrams refused by dgramSend because they exceed the writable length. */
+  dgramDropTooBig: number;
+  /** Input batches after which quiche's datagram receive queue was full (it then drops the oldest). */
+  dgramRecvQueueFullEvents: number;
+}
+
+/** What a connection needs from its endpoint (internal). */
+export interface ConnectionOwner {
+  /** The connection has output; send it now unless the endpoint is mid-batch. */
+  flushConnection(c: QuicConnection): void;
+  /** Mark for sending at the end of the current batch. */
+  markDirty(c: QuicConnection): void;
+}
+
+const READ = quiche.Shutdown.Read;
+const WRITE = quiche.Shutdown.Write;
+const STREAM_RESET_RE = /Stream(?:Reset|Stopped)\((\d+)\)/;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * A connection on a {@link QuicEndpoint}. Created by the endpoint (accept or
+ * connect), never directly. After `closed` every method is a no-op or
+ * returns null/0/false; the quiche state is released with the object.
+ */
+export class QuicConnection implements QuicTransport, TimerEntry {
+  readonly isServer: boolean;
+  /** Hook the layer above installs; called synchronously, one event at a time. */
+  onEvent: ((c: QuicConnection, ev: QuicConnectionEvent) => void) | null = null;
+  /** When true, a `writable` event follows every input batch (for flow-control-blocked senders). */
+  watchWritable = false;
+  /** Authenticated client identity (server with mTLS) — null otherwise or before `established`. */
+  peerIdentity: PeerIdentity | null = null;
+  /** Set once, when the connection is gone. */
+  closeInfo: QuicCloseInfo | null = null;
+  /** Peer address text (updated when the peer's address changes). */
+  peerHost: string;
+  peerPort: number;
+  /** Free for the layer above (e.g. its HTTP/3 connection). */
+  userData: unknown = null;
+
+  // ---- endpoint-internal state (not API) ----
+  /** @internal */ readonly q: QuicheConnection;
+  /** @internal Our source connection ID (20 bytes). */ readonly scid: Uint8Array;
+  /** @internal Demux key: first 4 bytes of scid. */ readonly scidKey: number;
+  /** @internal Client's original DCID (server, until established). */ odcidKey: string | null = null;
+  /** @internal */ deadlineMs = 0;
+  /** @internal */ heapIndex = -1;
+  /** @internal */ dirty = false;
+  /** @internal */ touched = false;
+  /** @internal */ established = false;
+  /** @internal Refused after the handshake (mTLS); never announced. */ refused = false;
+  /** @internal */ gone = false;
+  /** @internal */ sessionTries = 0;
+  /** @internal Peer address slot for sending. */ readonly sendAddr = new Uint8Array(ADDR_SLOT_BYTES);
+  /** @internal */ sendHost = '';
+  /** @internal */ sendPort = -1;
+  /** @internal Session cache key (client). */ sessionKey: string | null = null;
+  /** @internal Per-peer-IP key for connection limits (server). */ peerIpKey: string | null = null;
+
+  private readonly owner: ConnectionOwner;
+  private readonly recvInfo: QuicheRecvInfo;
+  private readonly recvAddr = new Uint8Array(ADDR_SLOT_BYTES);
+  private dgramMax = -1;
+  private established_: Promise<void> | null = null;
+  private resolveEst: (() => void) | null = null;
+  private rejectEst: ((e: Error) => void) | null = null;
+  private dgramSent = 0;
+  private dgramRecvd = 0;
+  private dgramDropQueueFull = 0;
+  private dgramDropTooBig = 0;
+  /** @internal */ dgramRecvQueueFullEvents = 0;
+
+  /** @internal */
+  constructor(
+    owner: ConnectionOwner,
+    q: QuicheConnection,
+    isServer: boolean,
+    scid: Uint8Array,
+    local: { host: string; port: number },
+    peerAddrs: Uint8Array,
+    peerSlot: number,
+  ) {
+    this.owner = owner;
+    this.q = q;
+    this.isServer = isServer;
+    this.scid = scid;
+    this.scidKey = cidKey(scid, 0);
+    this.peerHost = readAddrSlotHost(peerAddrs, peerSlot);
+    this.peerPort = readAddrSlotPort(peerAddrs, peerSlot);
+    const o = peerSlot * ADDR_SLOT_BYTES;
+    this.recvAddr.set(peerAddrs.subarray(o, o + ADDR_SLOT_BYTES));
+    this.sendAddr.set(this.recvAddr);
+    this.sendHost = this.peerHost;
+    this.sendPort = this.peerPort;
+    this.recvInfo = { from: { host: this.peerHost, port: this.peerPort }, to: { host: local.host, port: local.port } };
+  }
+
+  /** @internal RecvInfo for a datagram from slot `i`; reuses the cached object while the peer address is unchanged. */
+  recvInfoFor(addrs: Uint8Array, i: number): QuicheRecvInfo {
+    if (!addrSlotEquals(addrs, i, this.recvAddr, 0)) {
+      const o = i * ADDR_SLOT_BYTES;
+      this.recvAddr.set(addrs.subarray(o, o + ADDR_SLOT_BYTES));
+      this.peerHost = readAddrSlotHost(addrs, i);
+      this.peerPort = readAddrSlotPort(addrs, i);
+      this.recvInfo.from = { host: this.peerHost, port: this.peerPort };
+    }
+    return this.recvInfo;
+  }
+
+  /** @internal Called by the endpoint after input for this connection. */
+  invalidateDgramMax(): void {
+    this.dgramMax = -1;
+  }
+
+  /** @internal Emit an event, isolating handler failures. Returns false if the handler threw. */
+  emit(ev: QuicConnectionEvent): boolean {
+    const h = this.onEvent;
+    if (h === null) return true;
+    try {
+      h(this, ev);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** @internal */
+  markEstablished(): void {
+    this.established = true;
+    this.resolveEst?.();
+    this.resolveEst = this.rejectEst = null;
+  }
+
+  /** @internal */
+  markClosed(info: QuicCloseInfo): void {
+    this.gone = true;
+    this.closeInfo = info;
+    if (this.rejectEst !== null) {
+      this.rejectEst(
+        new Error(
+          `quic: connection closed before established (${info.byPeer ? 'peer' : 'local'} ${info.app ? 'app' : 'transport'} error 0x${info.errorCode.toString(16)}${info.reason ? `: ${info.reason}` : ''}${info.idleTimeout ? ', idle timeout' : ''})`,
+        ),
+      );
+    }
+    this.resolveEst = this.rejectEst = null;
+  }
+
+  /**
+   * Resolves when the handshake completes (after mTLS checks); rejects with
+   * `quic: connection closed before established (…)` if it closes first.
+   */
+  whenEstablished(): Promise<void> {
+    if (this.established_ === null) {
+      if (this.established) this.established_ = Promise.resolve();
+      else if (this.gone) this.established_ = Promise.reject(new Error('quic: connection closed before established'));
+      else
+        this.established_ = new Promise<void>((res, rej) => {
+          this.resolveEst = res;
+          this.rejectEst = rej;
+        });
+    }
+    return this.established_;
+  }
+
+  /** True after `established` and before `closed`. */
+  get isEstablished(): boolean {
+    return this.established && !this.gone;
+  }
+
+  /** True once closed (no more events). */
+  get isClosed(): boolean {
+    return this.gone;
+  }
+
+  /** Whether this (client) connection resumed a TLS session. */
+  isResumed(): boolean {
+    return !this.gone && this.q.isResumed();
+  }
+
+  /** Negotiated ALPN protocol ('' before the handshake). */
+  alpn(): string {
+    return this.gone ? '' : decoder.decode(this.q.applicationProto());
+  }
+
+  /** SNI the client sent (server) or requested (client), or null. */
+  serverName(): string | null {
+    return this.gone ? null : this.q.serverName();
+  }
+
+  /** DER certificates the peer presented (leaf first), or null. */
+  peerCertChain(): Uint8Array[] | null {
+    return this.gone ? null : this.q.peerCertChain();
+  }
+
+  // ---- QuicTransport ----
+
+  streamSend(streamId: number, data: Uint8Array, fin: boolean): number {
+    if (this.gone) return 0;
+    let n: number | null;
+    try {
+      n = this.q.streamSend(streamId, data, fin);
+    } catch (e) {
+      const msg = (e as Error).message;
+      const m = STREAM_RESET_RE.exec(msg);
+      if (m !== null) throw new QuicStreamError(streamId, Number(m[1]));
+      // StreamLimit: the peer has not granted this stream yet — blocked, retry later.
+      if (msg === 'StreamLimit' || msg === QUICHE_DONE) return 0;
+      throw new Error(`quic: streamSend on stream ${streamId} failed: ${msg}`);
+    }
+    if (n === null) return 0;
+    if (n > 0 || fin) this.owner.markDirty(this);
+    return n;
+  }
+
+  streamRecv(streamId: number, buf: Uint8Array): [number, boolean] | null {
+    if (this.gone) return null;
+    let r: [number, boolean] | null;
+    try {
+      r = this.q.streamRecv(streamId, buf);
+    } catch (e) {
+      const msg = (e as Error).message;
+      const m = STREAM_RESET_RE.exec(msg);
+      if (m !== null) throw new QuicStreamError(streamId, Number(m[1]));
+      if (msg === QUICHE_DONE || msg === 'InvalidStreamState') return null;
+      throw new Error(`quic: streamRecv on stream ${streamId} failed: ${msg}`);
+    }
+    // Reading frees flow-control credit: MAX_STREAM_DATA may need sending.
+    if (r !== null) this.owner.markDirty(this);
+    return r;
+  }
+
+  readableStreams(): Iterable<number> {
+    return this.gone ? [] : this.q.readable();
+  }
+
+  writableStreams(): Iterable<number> {
+    return this.gone ? [] : this.q.writable();
+  }
+
+  streamShutdown(streamId: number, dir: StreamDirection, errorCode: number): void {
+    if (this.gone) return;
+    try {
+      this.q.streamShutdown(streamId, dir === 'read' ? READ : WRITE, errorCode);
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (msg !== QUICHE_DONE && msg !== 'InvalidStreamState') {
+        throw new Error(`quic: streamShutdown on stream ${streamId} failed: ${msg}`);
+      }
+    }
+    this.owner.markDirty(this);
+  }
+
+  dgramSend(data: Uint8Array, offset: number, length: number): boolean {
+    if (this.gone) return false;
+    let max = this.dgramMax;
+    if (max < 0) {
+      const m = this.q.dgramMaxWritableLen();
+      if (m === null) {
+        this.dgramDropTooBig++;
+        return false;
+      }
+      max = this.dgramMax = m;
+    }
+    if (length > max) {
+      this.dgramDropTooBig++;
+      return false;
+    }
+    const view = offset === 0 && length === data.length ? data : data.subarray(offset, offset + length);
+    let r: void | null;
+    try {
+      r = this.q.dgramSend(view);
+    } catch {
+      // InvalidState (not negotiated) or BufferTooShort after a path MTU change.
+      this.dgramMax = -1;
+      this.dgramDropTooBig++;
+      return false;
+    }
+    if (r === null) {
+      this.dgramDropQueueFull++;
+      return false;
+    }
+    this.dgramSent++;
+    this.owner.markDirty(this);
+    return true;
+  }
+
+  dgramRecv(buf: Uint8Array): number | null {
+    if (this.gone) return null;
+    let n: number | null;
+    try {
+      n = this.q.dgramRecv(buf);
+    } catch {
+      // BufferTooShort: the caller's buffer cannot hold the next datagram.
+      throw new Error(`quic: dgramRecv buffer of ${buf.length} bytes too small for the next datagram`);
+    }
+    if (n !== null) this.dgramRecvd++;
+    return n;
+  }
+
+  dgramMaxWritableLen(): number | null {
+    if (this.gone) return null;
+    return this.q.dgramMaxWritableLen();
+  }
+
+  close(app: boolean, errorCode: number, reason: string): void {
+    if (this.gone) return;
+    try {
+      this.q.close(app, errorCode, encoder.encode(reason));
+    } catch {
+      // Already closing: quiche reports Done.
+    }
+    this.owner.flushConnection(this);
+  }
+
+  /**
+   * Send what the layer above queued (stream data, datagrams, shutdowns)
+   * now. Inside the endpoint's own event dispatch this only marks the
+   * connection, and packets leave at the end of the batch.
+   */
+  flush(): void {
+    if (!this.gone) this.owner.flushConnection(this);
+  }
+
+  /** Telemetry snapshot (allocates; call from a metrics scrape, not per packet). */
+  stats(): QuicConnectionStats {
+    const s = {
+      rttMs: null as number | null,
+      cwndBytes: null as number | null,
+      pmtuBytes: null as number | null,
+      sentPackets: 0,
+      recvPackets: 0,
+      lostPackets: 0,
+      retransPackets: 0,
+      sentBytes: 0,
+      recvBytes: 0,
+      lostBytes: 0,
+      dgramSent: this.dgramSent,
+      dgramRecv: this.dgramRecvd,
+      dgramDropQueueFull: this.dgramDropQueueFull,
+      dgramDropTooBig: this.dgramDropTooBig,
+      dgramRecvQueueFullEvents: this.dgramRecvQueueFullEvents,
+    };
+    if (this.gone) return s;
+    const st = this.q.stats();
+    s.sentPackets = st.sent;
+    s.recvPackets = st.recv;
+    s.lostPackets = st.lost;
+    s.retransPackets = st.retrans;
+    s.sentBytes = st.sentBytes;
+    s.recvBytes = st.recvBytes;
+    s.lostBytes = st.lostBytes;
+    for (const p of this.q.pathStats()) {
+      if (!p.active) continue;
+      s.rttMs = p.rtt;
+      s.cwndBytes = p.cwnd;
+      s.pmtuBytes = p.pmtu;
+      break;
+    }
+    return s;
+  }
+}
+
+/** Demux key of a connection ID at buf[off..off+4) (big-endian u32). */
+export function cidKey(buf: Uint8Array, off: number): number {
+  return ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
+}
+
+/** True when buf[off..off+cid.length) equals cid. */
+export function cidMatches(cid: Uint8Array, buf: Uint8Array, off: number): boolean {
+  for (let k = 0; k < cid.length; k++) if (buf[off + k] !== cid[k]) return false;
+  return true;
+}

@@ -1,0 +1,935 @@
+/**
+ * QUIC endpoint over quiche and a {@link UdpBatchSocket}: connection-ID
+ * demux, Initial checks, version negotiation, Retry, one timer heap, and
+ * batched sending (with GSO when the socket has it).
+ */
+import { randomFillSync } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { ADDR_SLOT_BYTES, type UdpBatch, type UdpBatchSocket } from '../net/udp.js';
+import { allocUdpBatch, copyAddrSlot, readAddrSlotHost, writeAddrSlot } from '../net/udp-batch.js';
+import {
+  quiche,
+  CRYPTO_ERROR_BAD_CERTIFICATE,
+  CRYPTO_ERROR_CERTIFICATE_REQUIRED,
+  type QuicheConfig,
+  type QuicheConnection,
+  type QuicheHeader,
+} from './quiche.js';
+import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
+import { TimerHeap } from './timer-heap.js';
+import { RetryTokens } from './retry-token.js';
+import { peerIdentityFromChain } from './peer-identity.js';
+
+/** Length of every connection ID we issue (RFC 9000 §17.2 allows up to 20). */
+export const CID_BYTES = 20;
+/** RFC 9000 §14.1: a server discards client Initials in UDP datagrams smaller than this. */
+export const MIN_INITIAL_DATAGRAM_BYTES = 1200;
+/** Linux UDP_MAX_SEGMENTS (older kernels): segments per GSO send. */
+const GSO_MAX_SEGMENTS = 64;
+/** Bytes per GSO super-datagram (IP length field limit with headers). */
+const GSO_MAX_BYTES = 65_000;
+/** RFC 9000 §20.1 transport error codes we send. */
+const NO_ERROR = 0x0;
+const INTERNAL_ERROR = 0x1;
+const SIGALGS = 'ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384:rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pkcs1_sha256:ed25519';
+
+/** Server-side options. */
+export interface QuicServerOptions {
+  /** Server certificate chain (PEM, leaf first). */
+  certPem: string;
+  /** Server private key (PEM). */
+  keyPem: string;
+  /** When set, clients must present a certificate issued by this CA (PEM); others are refused. */
+  clientCaPem?: string;
+  /**
+   * Stateless Retry (RFC 9000 §8.1.2): 'on' for every new connection, 'off'
+   * never, 'auto' (default) once {@link retryAutoHandshakes} handshakes are in progress.
+   */
+  retry?: 'on' | 'off' | 'auto';
+  /** Handshakes in progress at which 'auto' starts sending Retry. Default 64. */
+  retryAutoHandshakes?: number;
+  /** Retry token lifetime in ms. Default 10 s. */
+  retryTokenLifetimeMs?: number;
+  /** Called once per connection when it is established and authenticated. Install `onEvent` here. */
+  onConnection: (c: QuicConnection) => void;
+}
+
+/** Client-side options. */
+export interface QuicClientOptions {
+  /** CA (PEM) the server certificate must chain to. Required unless `insecureNoVerify`. */
+  caPem?: string;
+  /** Skip server certificate verification (tests only). */
+  insecureNoVerify?: boolean;
+  /** Client certificate and key (PEM) for mTLS. */
+  certPem?: string;
+  keyPem?: string;
+}
+
+/** Endpoint options; `server` and/or `client` select the roles. */
+export interface QuicEndpointOptions {
+  /** The socket; the caller keeps ownership and closes it after {@link QuicEndpoint.close}. */
+  socket: UdpBatchSocket;
+  server?: QuicServerOptions;
+  client?: QuicClientOptions;
+  /** ALPN protocols (default ['h3']). */
+  alpn?: string[];
+  /** RFC 9000 §10.1 max_idle_timeout in ms (default 30 000). */
+  idleTimeoutMs?: number;
+  /** Connections at most (default 10 000); further Initials are dropped and counted. */
+  maxConnections?: number;
+  /** Connections per peer IP at most (server; default 1000). */
+  maxConnectionsPerPeerIp?: number;
+  /** Peer-initiated bidirectional / unidirectional streams at once (default 100 / 16). */
+  maxStreamsBidi?: number;
+  maxStreamsUni?: number;
+  /** Connection-level receive window in bytes (default 16 MiB). Bounds buffered bytes per peer. */
+  maxDataBytes?: number;
+  /** Per-stream receive window in bytes (default 1 MiB). */
+  maxStreamDataBytes?: number;
+  /** DATAGRAM receive / send queue lengths in quiche (default 1024 each). */
+  dgramQueueLen?: number;
+  /** Max UDP payload we send and accept (default 1350). */
+  maxUdpPayloadBytes?: number;
+  /** Congestion control: 'cubic' (default), 'reno', 'bbr2'. */
+  congestionControl?: string;
+  /** Key log file (NSS format). Default: $SSLKEYLOGFILE, else none. */
+  keylogPath?: string | null;
+  /** Slots per send/receive batch (default 64). */
+  batchSize?: number;
+  /** Datagrams read per readable callback before yielding (default 1024). */
+  recvBudget?: number;
+  /** Packets one connection may emit per flush before others get a turn (default 256). */
+  sendBudget?: number;
+}
+
+/** Endpoint counters: plain numbers, read by telemetry. Every drop has a reason. */
+export interface QuicEndpointCounters {
+  datagramsIn: number;
+  datagramsOut: number;
+  /** Kernel sends of GSO super-datagrams (each counted once in datagramsOut per segment). */
+  gsoSends: number;
+  /** RFC 9000 §14.1 client Initials in datagrams < 1200 bytes. */
+  dropSmallInitial: number;
+  dropMalformed: number;
+  /** Short-header or non-Initial packets for no known connection. */
+  dropUnknownCid: number;
+  dropConnectionLimit: number;
+  dropPeerIpLimit: number;
+  /** Initial whose Retry token failed (bad MAC, expired, malformed). */
+  dropBadToken: number;
+  /** quiche rejected the packet (decryption failure, protocol error). */
+  dropRecvError: number;
+  /** Datagrams the socket did not take (kept and retried) — counted per stall. */
+  sendStalls: number;
+  retriesSent: number;
+  versionNegotiationsSent: number;
+  connectionsAccepted: number;
+  connectionsConnected: number;
+  connectionsClosed: number;
+  /** mTLS: client without a certificate, or with one we could not parse. */
+  mtlsRejected: number;
+  /** Exceptions thrown by event handlers (the connection is closed with INTERNAL_ERROR). */
+  handlerErrors: number;
+}
+
+function newCounters(): QuicEndpointCounters {
+  return {
+    datagramsIn: 0,
+    datagramsOut: 0,
+    gsoSends: 0,
+    dropSmallInitial: 0,
+    dropMalformed: 0,
+    dropUnknownCid: 0,
+    dropConnectionLimit: 0,
+    dropPeerIpLimit: 0,
+    dropBadToken: 0,
+    dropRecvError: 0,
+    sendStalls: 0,
+    retriesSent: 0,
+    versionNegotiationsSent: 0,
+    connectionsAccepted: 0,
+    connectionsConnected: 0,
+    connectionsClosed: 0,
+    mtlsRejected: 0,
+    handlerErrors: 0,
+  };
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * A QUIC endpoint (server, client or both) on one UDP socket. Single-threaded:
+ * all work happens in the socket's readable callback, the one timer, and
+ * {@link QuicConnection.flush} calls from the layer above.
+ */
+export class QuicEndpoint implements ConnectionOwner {
+  /** Counters (live object). */
+  readonly counters: QuicEndpointCounters = newCounters();
+
+  private readonly sock: UdpBatchSocket;
+  private readonly opts: QuicEndpointOptions;
+  private readonly local: { host: string; port: number };
+  private readonly serverConfig: QuicheConfig | null;
+  private readonly clientConfig: QuicheConfig | null;
+  private readonly keylogPath: string | null;
+  private readonly tokens: RetryTokens | null;
+  private readonly conns = new Map<number, QuicConnection>();
+  private readonly byOdcid = new Map<string, QuicConnection>();
+  private readonly perPeerIp = new Map<string, number>();
+  private readonly sessions = new Map<string, Uint8Array>();
+  private readonly heap = new TimerHeap<QuicConnection>();
+  private readonly inb: UdpBatch;
+  private readonly out: UdpBatch;
+  private readonly gso: boolean;
+  private readonly maxPayload: number;
+  private readonly recvBudget: number;
+  private readonly sendBudget: number;
+  private readonly maxConnections: number;
+  private readonly maxPerPeerIp: number;
+  private readonly retryMode: 'on' | 'off' | 'auto';
+  private readonly retryAuto: number;
+  private readonly rawOut: Uint8Array;
+  private touched: QuicConnection[] = [];
+  private dirtyList: QuicConnection[] = [];
+  private outCount = 0;
+  /** Open GSO slot: connection and segment size, or null. */
+  private gsoConn: QuicConnection | null = null;
+  private gsoSeg = 0;
+  private gsoSegs = 0;
+  private inBatch = false;
+  private blocked = false;
+  private handshaking = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
+  private continueScheduled = false;
+  private closed = false;
+
+  constructor(opts: QuicEndpointOptions) {
+    if (opts.server === undefined && opts.client === undefined) {
+      throw new Error('quic: endpoint needs server and/or client options');
+    }
+    this.opts = opts;
+    this.sock = opts.socket;
+    const la = this.sock.localAddress();
+    this.local = { host: la.address, port: la.port };
+    this.keylogPath = opts.keylogPath === undefined ? (process.env.SSLKEYLOGFILE ?? null) : opts.keylogPath;
+    this.maxPayload = opts.maxUdpPayloadBytes ?? 1350;
+    this.recvBudget = opts.recvBudget ?? 1024;
+    this.sendBudget = opts.sendBudget ?? 256;
+    this.maxConnections = opts.maxConnections ?? 10_000;
+    this.maxPerPeerIp = opts.maxConnectionsPerPeerIp ?? 1000;
+    this.retryMode = opts.server?.retry ?? 'auto';
+    this.retryAuto = opts.server?.retryAutoHandshakes ?? 64;
+    this.gso = this.sock.gso;
+    const batch = opts.batchSize ?? 64;
+    // Receive slots take a GRO super-datagram when the socket coalesces.
+    this.inb = allocUdpBatch(batch, this.sock.gro ? 65_535 : Math.max(this.maxPayload, 2048));
+    this.out = allocUdpBatch(batch, this.gso ? 65_535 : this.maxPayload);
+    this.rawOut = new Uint8Array(this.maxPayload);
+    this.serverConfig = opts.server ? this.buildConfig(true) : null;
+    this.clientConfig = opts.client ? this.buildConfig(false) : null;
+    this.tokens = opts.server ? new RetryTokens({ lifetimeMs: opts.server.retryTokenLifetimeMs }) : null;
+    this.sock.onReadable(this.onReadable);
+    this.sock.onWritable(this.onWritable);
+  }
+
+  private buildConfig(server: boolean): QuicheConfig {
+    const o = this.opts;
+    let cfg: QuicheConfig;
+    try {
+      if (server) {
+        const s = o.server!;
+        const ca = s.clientCaPem !== undefined ? utf8.encode(s.clientCaPem) : null;
+        cfg = quiche.Config.withBoringSslCtx(ca !== null, false, ca, [utf8.encode(s.keyPem)], [utf8.encode(s.certPem)], SIGALGS);
+      } else {
+        const c = o.client!;
+        if (c.caPem === undefined && c.insecureNoVerify !== true) {
+          throw new Error('client needs caPem (or insecureNoVerify for tests)');
+        }
+        if ((c.certPem === undefined) !== (c.keyPem === undefined)) throw new Error('client certPem and keyPem go together');
+        cfg = quiche.Config.withBoringSslCtx(
+          c.insecureNoVerify !== true,
+          false,
+          c.caPem !== undefined ? utf8.encode(c.caPem) : null,
+          c.keyPem !== undefined ? [utf8.encode(c.keyPem)] : null,
+          c.certPem !== undefined ? [utf8.encode(c.certPem)] : null,
+          SIGALGS,
+        );
+      }
+    } catch (e) {
+      throw new Error(`quic: TLS configuration rejected: ${(e as Error).message}`);
+    }
+    cfg.setApplicationProtos(o.alpn ?? ['h3']);
+    cfg.setMaxIdleTimeout(o.idleTimeoutMs ?? 30_000);
+    cfg.setMaxRecvUdpPayloadSize(Math.max(this.maxPayload, 1350));
+    cfg.setMaxSendUdpPayloadSize(this.maxPayload);
+    const maxData = o.maxDataBytes ?? 16 << 20;
+    const maxStream = o.maxStreamDataBytes ?? 1 << 20;
+    cfg.setInitialMaxData(maxData);
+    cfg.setMaxConnectionWindow(maxData);
+    cfg.setInitialMaxStreamDataBidiLocal(maxStream);
+    cfg.setInitialMaxStreamDataBidiRemote(maxStream);
+    cfg.setInitialMaxStreamDataUni(maxStream);
+    cfg.setMaxStreamWindow(maxStream);
+    cfg.setInitialMaxStreamsBidi(o.maxStreamsBidi ?? 100);
+    cfg.setInitialMaxStreamsUni(o.maxStreamsUni ?? 16);
+    // RFC 9221: DATAGRAM frames, bounded queues in quiche.
+    const ql = o.dgramQueueLen ?? 1024;
+    cfg.enableDgram(true, ql, ql);
+    cfg.setDisableActiveMigration(true);
+    cfg.setCcAlgorithmName(o.congestionControl ?? 'cubic');
+    cfg.grease(true);
+    // No 0-RTT: enableEarlyData is never called (RFC 9001 §9.2), so no CONNECT in early data.
+    if (this.keylogPath !== null) cfg.logKeys();
+    return cfg;
+  }
+
+  /** Local address of the socket. */
+  localAddress(): { host: string; port: number } {
+    return { host: this.local.host, port: this.local.port };
+  }
+
+  /** Open connections (including handshaking and draining ones). */
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  /** Handshakes in progress. */
+  get handshakesInProgress(): number {
+    return this.handshaking;
+  }
+
+  /** All open connections (control path). */
+  connections(): QuicConnection[] {
+    return [...new Set(this.conns.values())];
+  }
+
+  /**
+   * Starts a client connection to host:port (IP literal) with SNI
+   * `serverName` (default: host) and ALPN from the options. A TLS session
+   * from an earlier connection to the same server is resumed (1-RTT only).
+   * Await {@link QuicConnection.whenEstablished} before use.
+   */
+  connect(host: string, port: number, serverName: string = host): QuicConnection {
+    if (this.closed) throw new Error('quic: endpoint closed');
+    if (this.clientConfig === null) throw new Error('quic: endpoint has no client options');
+    if (this.conns.size >= this.maxConnections) throw new Error('quic: connection limit reached');
+    const addr = new Uint8Array(ADDR_SLOT_BYTES);
+    writeAddrSlot(addr, 0, host, port);
+    const scid = this.freshCid();
+    const q = quiche.Connection.connect(serverName, scid, this.local, { host, port }, this.clientConfig);
+    const c = new QuicConnection(this, q, false, scid, this.local, addr, 0);
+    c.sessionKey = `${serverName}|${host}|${port}`;
+    const s = this.sessions.get(c.sessionKey);
+    if (s !== undefined) {
+      try {
+        q.setSession(s);
+      } catch {
+        this.sessions.delete(c.sessionKey);
+      }
+    }
+    if (this.keylogPath !== null) q.setKeylog(this.keylogPath);
+    this.conns.set(c.scidKey, c);
+    this.handshaking++;
+    this.counters.connectionsConnected++;
+    this.flushConnection(c);
+    return c;
+  }
+
+  /**
+   * Closes every connection with NO_ERROR (or the given code), sends the
+   * CONNECTION_CLOSE frames, stops the timer and the socket callbacks. The
+   * socket stays open (the caller owns it). Connections report `closed`.
+   */
+  close(errorCode = NO_ERROR, reason = ''): void {
+    if (this.closed) return;
+    for (const c of this.connections()) {
+      try {
+        c.q.close(true, errorCode, utf8.encode(reason));
+      } catch {
+        // already closing
+      }
+      this.drainConn(c);
+    }
+    this.sendOut();
+    for (const c of this.connections()) {
+      this.finish(c, { byPeer: false, app: true, errorCode, reason, idleTimeout: false });
+    }
+    this.closed = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.sock.onReadable(noop);
+    this.sock.onWritable(noop);
+  }
+
+  // ---------------------------------------------------------------- input
+
+  private readonly onReadable = (): void => {
+    if (this.closed) return;
+    this.inBatch = true;
+    const b = this.inb;
+    let budget = this.recvBudget;
+    try {
+      while (budget > 0) {
+        const n = this.sock.recv(b);
+        if (n === 0) break;
+        for (let i = 0; i < n; i++) {
+          const size = b.sizes[i];
+          const seg = b.segs[i];
+          const buf = b.bufs[i];
+          if (seg > 0 && seg < size) {
+            // GRO: several datagrams of `seg` bytes (the last may be shorter).
+            for (let off = 0; off < size; off += seg) {
+              this.onDatagram(buf, off, Math.min(seg, size - off), b.addrs, i);
+            }
+          } else {
+            this.onDatagram(buf, 0, size, b.addrs, i);
+          }
+        }
+        budget -= n;
+      }
+    } finally {
+      this.inBatch = false;
+    }
+    this.afterBatch();
+  };
+
+  private onDatagram(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
+    this.counters.datagramsIn++;
+    if (len < 1) {
+      this.counters.dropMalformed++;
+      return;
+    }
+    const b0 = buf[off];
+    if ((b0 & 0x80) === 0) {
+      // RFC 9000 §17.3: short header, DCID (our fixed length) follows byte 0.
+      if (len < 1 + CID_BYTES) {
+        this.counters.dropMalformed++;
+        return;
+      }
+      const c = this.conns.get(cidKey(buf, off + 1));
+      if (c !== undefined && cidMatches(c.scid, buf, off + 1)) this.deliver(c, buf, off, len, addrs, i);
+      else this.counters.dropUnknownCid++; // TODO(stateless reset, RFC 9000 §10.3): needs per-connection reset tokens.
+      return;
+    }
+    // RFC 9000 §17.2: long header — version (4), DCID length (1), DCID.
+    if (len < 7) {
+      this.counters.dropMalformed++;
+      return;
+    }
+    const dcidLen = buf[off + 5];
+    if (dcidLen > CID_BYTES || 6 + dcidLen > len) {
+      this.counters.dropMalformed++;
+      return;
+    }
+    if (dcidLen === CID_BYTES) {
+      const c = this.conns.get(cidKey(buf, off + 6));
+      if (c !== undefined && cidMatches(c.scid, buf, off + 6)) {
+        this.deliver(c, buf, off, len, addrs, i);
+        return;
+      }
+    }
+    if (this.byOdcid.size > 0) {
+      // Client retransmits its first Initial to the original DCID until it hears from us.
+      const c = this.byOdcid.get(buf.toString('latin1', off + 6, off + 6 + dcidLen));
+      if (c !== undefined) {
+        this.deliver(c, buf, off, len, addrs, i);
+        return;
+      }
+    }
+    if (this.serverConfig === null) {
+      this.counters.dropUnknownCid++;
+      return;
+    }
+    this.onNewLongHeader(buf, off, len, addrs, i);
+  }
+
+  private deliver(c: QuicConnection, buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
+    const info = c.recvInfoFor(addrs, i);
+    try {
+      c.q.recv(buf.subarray(off, off + len), info);
+    } catch {
+      // quiche drops undecryptable packets itself; an error here is a
+      // protocol failure it already turned into a CONNECTION_CLOSE.
+      this.counters.dropRecvError++;
+    }
+    if (!c.touched) {
+      c.touched = true;
+      this.touched.push(c);
+    }
+  }
+
+  /** A long-header packet for no known connection: maybe a new client. */
+  private onNewLongHeader(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
+    // RFC 9000 §14.1: the datagram carrying a client Initial is at least 1200 bytes.
+    if (len < MIN_INITIAL_DATAGRAM_BYTES) {
+      this.counters.dropSmallInitial++;
+      return;
+    }
+    let hdr: QuicheHeader;
+    try {
+      hdr = quiche.Header.fromSlice(buf.subarray(off, off + len), CID_BYTES);
+    } catch {
+      this.counters.dropMalformed++;
+      return;
+    }
+    if (!quiche.versionIsSupported(hdr.version)) {
+      // RFC 9000 §6.1: answer an unknown version with Version Negotiation.
+      const n = quiche.negotiateVersion(hdr.scid, hdr.dcid, this.rawOut);
+      this.sendRaw(this.rawOut, n, addrs, i);
+      this.counters.versionNegotiationsSent++;
+      return;
+    }
+    if (hdr.ty !== quiche.Type.Initial) {
+      this.counters.dropUnknownCid++;
+      return;
+    }
+    // RFC 9000 §7.2: the client's first DCID is at least 8 bytes.
+    if (hdr.dcid.length < 8) {
+      this.counters.dropMalformed++;
+      return;
+    }
+    if (this.conns.size >= this.maxConnections) {
+      this.counters.dropConnectionLimit++;
+      return;
+    }
+    const ip = readAddrSlotHost(addrs, i);
+    const perIp = this.perPeerIp.get(ip) ?? 0;
+    if (perIp >= this.maxPerPeerIp) {
+      this.counters.dropPeerIpLimit++;
+      return;
+    }
+    const tokens = this.tokens!;
+    const token = hdr.token;
+    let odcid: Uint8Array | null = null;
+    let scid: Uint8Array;
+    if (token !== undefined && token.length > 0) {
+      // We never send NEW_TOKEN, so any token is ours from a Retry (RFC 9000 §8.1.3).
+      odcid = tokens.validate(token, hdr.dcid, addrs, i);
+      if (odcid === null || hdr.dcid.length !== CID_BYTES) {
+        this.counters.dropBadToken++;
+        return;
+      }
+      scid = Uint8Array.from(hdr.dcid);
+      if (this.conns.has(cidKey(scid, 0))) {
+        this.counters.dropBadToken++; // replay of a token for a live connection
+        return;
+      }
+    } else if (this.retryMode === 'on' || (this.retryMode === 'auto' && this.handshaking >= this.retryAuto)) {
+      // RFC 9000 §8.1.2: stateless Retry with an address-bound token.
+      const retryScid = this.freshCid();
+      const tok = tokens.mint(hdr.dcid, retryScid, addrs, i);
+      const n = quiche.retry(hdr.scid, hdr.dcid, retryScid, tok, hdr.version, this.rawOut);
+      this.sendRaw(this.rawOut, n, addrs, i);
+      this.counters.retriesSent++;
+      return;
+    } else {
+      scid = this.freshCid();
+    }
+    let q: QuicheConnection;
+    const remote = { host: ip, port: (addrs[i * ADDR_SLOT_BYTES + 16] << 8) | addrs[i * ADDR_SLOT_BYTES + 17] };
+    try {
+      q = quiche.Connection.accept(scid, odcid, this.local, remote, this.serverConfig!);
+    } catch {
+      this.counters.dropMalformed++;
+      return;
+    }
+    if (this.keylogPath !== null) q.setKeylog(this.keylogPath);
+    const c = new QuicConnection(this, q, true, scid, this.local, addrs, i);
+    c.peerIpKey = ip;
+    this.perPeerIp.set(ip, perIp + 1);
+    this.conns.set(c.scidKey, c);
+    if (odcid === null) {
+      c.odcidKey = buf.toString('latin1', off + 6, off + 6 + hdr.dcid.length);
+      this.byOdcid.set(c.odcidKey, c);
+    }
+    this.handshaking++;
+    this.counters.connectionsAccepted++;
+    this.deliver(c, buf, off, len, addrs, i);
+  }
+
+  /** Fresh random CID whose demux key is unused. */
+  private freshCid(): Uint8Array {
+    const cid = new Uint8Array(CID_BYTES);
+    do randomFillSync(cid);
+    while (this.conns.has(cidKey(cid, 0)));
+    return cid;
+  }
+
+  // --------------------------------------------------------- after input
+
+  /** After an input batch or timer run: events, sends, timers, cleanup. */
+  private afterBatch(): void {
+    const list = this.touched;
+    this.touched = [];
+    this.inBatch = true;
+    try {
+      for (let k = 0; k < list.length; k++) {
+        const c = list[k];
+        c.touched = false;
+        if (!c.gone) this.afterInput(c);
+      }
+    } finally {
+      this.inBatch = false;
+    }
+    this.flushDirty();
+  }
+
+  private afterInput(c: QuicConnection): void {
+    const q = c.q;
+    c.invalidateDgramMax();
+    if (!c.established && !c.refused && q.isEstablished() && !q.isClosed() && !q.isDraining()) {
+      if (!this.onEstablished(c)) {
+        this.markDirty(c);
+        return;
+      }
+    }
+    if (c.established && !c.gone) {
+      if (q.isDgramRecvQueueFull()) c.dgramRecvQueueFullEvents++;
+      if (q.isReadable() && !c.emit('readable')) this.handlerFailed(c);
+      if (c.watchWritable && !c.gone && !c.emit('writable')) this.handlerFailed(c);
+      if (!c.isServer && c.sessionKey !== null && c.sessionTries < 32) {
+        c.sessionTries++;
+        const s = q.session();
+        if (s !== null) {
+          this.sessions.set(c.sessionKey, s);
+          c.sessionTries = 32;
+        }
+      }
+    }
+    this.markDirty(c);
+  }
+
+  /** Handshake finished: authenticate (server mTLS), then announce. False when refused. */
+  private onEstablished(c: QuicConnection): boolean {
+    this.handshaking--;
+    if (c.odcidKey !== null) {
+      this.byOdcid.delete(c.odcidKey);
+      c.odcidKey = null;
+    }
+    if (c.isServer && this.opts.server!.clientCaPem !== undefined) {
+      // BoringSSL verified any certificate against the CA; a missing one is our check.
+      const chain = c.q.peerCertChain();
+      if (chain === null || chain.length === 0) {
+        this.counters.mtlsRejected++;
+        c.q.close(false, CRYPTO_ERROR_CERTIFICATE_REQUIRED, utf8.encode('client certificate required'));
+        c.refused = true;
+        this.handshaking++; // balanced in finish()
+        return false;
+      }
+      try {
+        c.peerIdentity = peerIdentityFromChain(chain);
+      } catch {
+        this.counters.mtlsRejected++;
+        c.q.close(false, CRYPTO_ERROR_BAD_CERTIFICATE, utf8.encode('unparsable client certificate'));
+        c.refused = true;
+        this.handshaking++;
+        return false;
+      }
+    }
+    c.markEstablished();
+    if (c.isServer) {
+      try {
+        this.opts.server!.onConnection(c);
+      } catch {
+        this.handlerFailed(c);
+        return false;
+      }
+    } else if (!c.emit('established')) {
+      this.handlerFailed(c);
+      return false;
+    }
+    return true;
+  }
+
+  private handlerFailed(c: QuicConnection): void {
+    this.counters.handlerErrors++;
+    try {
+      c.q.close(false, INTERNAL_ERROR, utf8.encode('internal error'));
+    } catch {
+      // already closing
+    }
+    this.markDirty(c);
+  }
+
+  /** @internal ConnectionOwner */
+  markDirty(c: QuicConnection): void {
+    if (!c.dirty && !c.gone) {
+      c.dirty = true;
+      this.dirtyList.push(c);
+    }
+  }
+
+  /** @internal ConnectionOwner */
+  flushConnection(c: QuicConnection): void {
+    this.markDirty(c);
+    if (!this.inBatch) this.flushDirty();
+  }
+
+  // ---------------------------------------------------------------- output
+
+  /** Drain every dirty connection into the batch, then update timers and reap closed ones. */
+  private flushDirty(): void {
+    if (this.closed) return;
+    const list = this.dirtyList;
+    this.dirtyList = [];
+    let leftover = false;
+    for (let k = 0; k < list.length; k++) {
+      const c = list[k];
+      c.dirty = false;
+      if (c.gone) continue;
+      if (!this.blocked && !this.drainConn(c)) {
+        leftover = true;
+        this.markDirty(c);
+      } else if (this.blocked) {
+        this.markDirty(c);
+      }
+      this.afterSend(c);
+    }
+    this.sendOut();
+    this.armTimer();
+    if (leftover && !this.continueScheduled) {
+      this.continueScheduled = true;
+      setImmediate(this.continueFlush);
+    }
+  }
+
+  private readonly continueFlush = (): void => {
+    this.continueScheduled = false;
+    this.flushDirty();
+  };
+
+  /** Moves up to sendBudget packets of `c` into the out batch. True when quiche has nothing more. */
+  private drainConn(c: QuicConnection): boolean {
+    const q = c.q;
+    const out = this.out;
+    for (let budget = this.sendBudget; budget > 0; budget--) {
+      if (this.outCount === out.bufs.length && !this.sendOut()) return false;
+      let k = this.outCount;
+      let buf = out.bufs[k];
+      let base = 0;
+      const inGso = this.gso && this.gsoConn === c;
+      if (inGso) {
+        // Append to the open GSO slot when a full segment still fits.
+        base = out.sizes[k - 1];
+        if (base + this.gsoSeg > GSO_MAX_BYTES) {
+          this.gsoConn = null;
+          base = 0;
+        } else {
+          k = k - 1;
+          buf = out.bufs[k];
+        }
+      }
+      let r;
+      try {
+        r = q.send(base === 0 ? buf : buf.subarray(base, base + this.gsoSeg));
+      } catch {
+        // quiche failed internally; it has closed the connection.
+        return true;
+      }
+      if (r === null) return true;
+      const n = r[0];
+      const to = r[1].to;
+      if (to.port !== c.sendPort || to.host !== c.sendHost) {
+        writeAddrSlot(c.sendAddr, 0, to.host, to.port);
+        c.sendHost = to.host;
+        c.sendPort = to.port;
+        this.gsoConn = null;
+        if (base !== 0) {
+          // Address changed mid-slot: move this packet to its own slot.
+          const nk = this.outCount;
+          if (nk === out.bufs.length) {
+            // No room: the packet is lost, QUIC loss recovery resends its frames.
+            this.counters.sendStalls++;
+            continue;
+          }
+          out.bufs[nk].set(buf.subarray(base, base + n), 0);
+          this.openSlot(c, nk, n);
+          continue;
+        }
+      }
+      if (base !== 0) {
+        out.sizes[k] = base + n;
+        out.segs[k] = this.gsoSeg;
+        this.gsoSegs++;
+        // A short segment ends the train (GSO: only the last may be shorter).
+        if (n < this.gsoSeg || this.gsoSegs >= GSO_MAX_SEGMENTS) this.gsoConn = null;
+        continue;
+      }
+      this.openSlot(c, k, n);
+    }
+    return false;
+  }
+
+  private openSlot(c: QuicConnection, k: number, n: number): void {
+    const out = this.out;
+    out.sizes[k] = n;
+    out.segs[k] = 0;
+    out.addrs.set(c.sendAddr, k * ADDR_SLOT_BYTES);
+    this.outCount = k + 1;
+    if (this.gso) {
+      this.gsoConn = c;
+      this.gsoSeg = n;
+      this.gsoSegs = 1;
+    }
+  }
+
+  /** Hands the out batch to the socket. False when the socket is blocked (slots kept for retry). */
+  private sendOut(): boolean {
+    const count = this.outCount;
+    this.gsoConn = null;
+    if (count === 0) return true;
+    if (this.blocked) return false;
+    const out = this.out;
+    // A GSO slot with one segment is a plain datagram.
+    for (let k = 0; k < count; k++) {
+      if (out.segs[k] !== 0) {
+        const segs = Math.ceil(out.sizes[k] / out.segs[k]);
+        this.counters.datagramsOut += segs;
+        this.counters.gsoSends++;
+      } else this.counters.datagramsOut++;
+    }
+    const sent = this.sock.send(out, count);
+    if (sent >= count) {
+      this.outCount = 0;
+      return true;
+    }
+    // Keep the unsent tail: move it to the front and wait for onWritable.
+    for (let k = sent; k < count; k++) {
+      const d = k - sent;
+      out.bufs[d].set(out.bufs[k].subarray(0, out.sizes[k]), 0);
+      out.sizes[d] = out.sizes[k];
+      out.segs[d] = out.segs[k];
+      copyAddrSlot(out.addrs, k, out.addrs, d);
+      if (out.segs[k] !== 0) this.counters.datagramsOut -= Math.ceil(out.sizes[k] / out.segs[k]);
+      else this.counters.datagramsOut--;
+    }
+    this.outCount = count - sent;
+    this.blocked = true;
+    this.counters.sendStalls++;
+    return false;
+  }
+
+  private readonly onWritable = (): void => {
+    if (this.closed) return;
+    this.blocked = false;
+    if (this.sendOut()) this.flushDirty();
+  };
+
+  /** Sends a stateless packet (Retry, Version Negotiation) to the sender of slot i. */
+  private sendRaw(data: Uint8Array, n: number, addrs: Uint8Array, i: number): void {
+    if (this.outCount === this.out.bufs.length && !this.sendOut()) {
+      this.counters.sendStalls++;
+      return;
+    }
+    const k = this.outCount;
+    this.gsoConn = null;
+    this.out.bufs[k].set(data.subarray(0, n), 0);
+    this.out.sizes[k] = n;
+    this.out.segs[k] = 0;
+    copyAddrSlot(addrs, i, this.out.addrs, k);
+    this.outCount = k + 1;
+    if (!this.inBatch) this.sendOut();
+    else if (this.dirtyList.length === 0) this.sendOutLater();
+  }
+
+  private sendOutLater(): void {
+    if (!this.continueScheduled) {
+      this.continueScheduled = true;
+      setImmediate(this.continueFlush);
+    }
+  }
+
+  // ---------------------------------------------------------------- timers
+
+  /** After sending: re-key the connection's timer, or reap it when closed. */
+  private afterSend(c: QuicConnection): void {
+    const q = c.q;
+    if (q.isClosed()) {
+      this.reap(c);
+      return;
+    }
+    const t = q.timeout();
+    if (t === null) this.heap.delete(c);
+    else this.heap.set(c, performance.now() + t);
+  }
+
+  private armTimer(): void {
+    if (this.closed) return;
+    const top = this.heap.peek();
+    if (top === undefined) {
+      if (this.timer !== null) {
+        clearTimeout(this.timer);
+        this.timer = null;
+        this.timerAt = Infinity;
+      }
+      return;
+    }
+    // Keep an armed timer that fires no later than needed; it re-arms on firing.
+    if (this.timer !== null && this.timerAt <= top.deadlineMs) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timerAt = top.deadlineMs;
+    this.timer = setTimeout(this.onTimer, Math.max(0, top.deadlineMs - performance.now()));
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = null;
+    this.timerAt = Infinity;
+    if (this.closed) return;
+    const now = performance.now();
+    this.inBatch = true;
+    try {
+      let c: QuicConnection | undefined;
+      while ((c = this.heap.popDue(now)) !== undefined) {
+        c.q.onTimeout();
+        if (!c.touched) {
+          c.touched = true;
+          this.touched.push(c);
+        }
+      }
+    } finally {
+      this.inBatch = false;
+    }
+    this.afterBatch();
+  };
+
+  private reap(c: QuicConnection): void {
+    if (c.gone) return;
+    const q = c.q;
+    const peer = q.peerError();
+    const local = q.localError();
+    const e = peer ?? local;
+    const info: QuicCloseInfo = {
+      byPeer: peer !== null,
+      app: e?.isApp ?? false,
+      errorCode: e?.errorCode ?? 0,
+      reason: e !== null ? new TextDecoder().decode(e.reason) : '',
+      idleTimeout: q.isTimedOut(),
+    };
+    this.finish(c, info);
+  }
+
+  /** Removes `c` everywhere, reports `closed` once. */
+  private finish(c: QuicConnection, info: QuicCloseInfo): void {
+    if (c.gone) return;
+    if (!c.established) this.handshaking--;
+    if (this.conns.get(c.scidKey) === c) this.conns.delete(c.scidKey);
+    if (c.odcidKey !== null) this.byOdcid.delete(c.odcidKey);
+    if (c.peerIpKey !== null) {
+      const n = (this.perPeerIp.get(c.peerIpKey) ?? 1) - 1;
+      if (n <= 0) this.perPeerIp.delete(c.peerIpKey);
+      else this.perPeerIp.set(c.peerIpKey, n);
+    }
+    if (c.sessionKey !== null && !c.isServer) {
+      const s = c.q.session();
+      if (s !== null) this.sessions.set(c.sessionKey, s);
+    }
+    this.heap.delete(c);
+    const wasEstablished = c.established;
+    c.markClosed(info);
+    this.counters.connectionsClosed++;
+    if (wasEstablished || !c.isServer) c.emit('closed');
+  }
+}
+
+function noop(): void {}
