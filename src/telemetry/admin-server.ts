@@ -1,0 +1,130 @@
+/**
+ * The admin HTTP server (node:http, off the data path): /metrics,
+ * /healthz, /readyz and /status. Callback failures become 500s, never
+ * crashes.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+
+/** Readiness as reported by the daemon: ready, or not with a reason. */
+export type Readiness = { readonly ready: true } | { readonly ready: false; readonly reason: string };
+
+/** Options for {@link startAdminServer}. */
+export interface AdminServerOptions {
+  /** Address to bind (`127.0.0.1`, `::1`, `::`...). */
+  readonly host: string;
+  /** Port; 0 picks a free one (see AdminServer.port). */
+  readonly port: number;
+  /** Registry served on /metrics. */
+  readonly registry: Registry;
+  /** Called per /readyz request. Default: always ready. */
+  readonly readiness?: () => Readiness;
+  /** Called per /status request; its result is served as JSON. Default: 404. */
+  readonly status?: () => unknown | Promise<unknown>;
+}
+
+/** A running admin server. */
+export interface AdminServer {
+  readonly host: string;
+  /** The bound port. */
+  readonly port: number;
+  /** Base URL, e.g. `http://127.0.0.1:9090`. */
+  readonly url: string;
+  /** Stops accepting, closes idle keep-alive connections; resolves when closed. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Admin requests are small; bound how long one may take. */
+const REQUEST_TIMEOUT_MS = 10_000;
+const MAX_CONNECTIONS = 64;
+
+/**
+ * Starts the admin server. Rejects with `telemetry: admin listen …` when the
+ * address cannot be bound (e.g. EADDRINUSE).
+ */
+export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
+  const server: Server = createServer((req, res) => {
+    handle(opts, req, res).catch((err: unknown) => sendText(res, 500, `telemetry: ${(err as Error)?.message ?? String(err)}\n`));
+  });
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.headersTimeout = REQUEST_TIMEOUT_MS;
+  server.keepAliveTimeout = 5_000;
+  server.maxConnections = MAX_CONNECTIONS;
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(new Error(`telemetry: admin listen ${fmt(opts.host, opts.port)}: ${err.code ?? err.message}`));
+    };
+    server.once('error', onError);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', onError);
+      // Runtime socket errors on an admin server are not fatal to the daemon.
+      server.on('error', () => {});
+      const port = (server.address() as AddressInfo).port;
+      let closing: Promise<void> | null = null;
+      resolve({
+        host: opts.host,
+        port,
+        url: `http://${fmt(opts.host, port)}`,
+        close: () => {
+          closing ??= new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeIdleConnections();
+          });
+          return closing;
+        },
+      });
+    });
+  });
+}
+
+function fmt(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+async function handle(opts: AdminServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = (req.url ?? '/').split('?', 1)[0];
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.setHeader('Allow', 'GET, HEAD');
+    return sendText(res, 405, 'method not allowed\n');
+  }
+  switch (path) {
+    case '/metrics': {
+      const body = await opts.registry.metrics();
+      res.setHeader('Content-Type', opts.registry.contentType);
+      return send(res, 200, body);
+    }
+    case '/healthz':
+      return sendText(res, 200, 'ok\n');
+    case '/readyz': {
+      const r = opts.readiness ? opts.readiness() : { ready: true as const };
+      return r.ready ? sendText(res, 200, 'ready\n') : sendText(res, 503, `not ready: ${r.reason}\n`);
+    }
+    case '/status': {
+      if (!opts.status) return sendText(res, 404, 'no status\n');
+      const body = JSON.stringify(await opts.status(), null, 2) + '\n';
+      res.setHeader('Content-Type', 'application/json');
+      return send(res, 200, body);
+    }
+    case '/':
+      return sendText(res, 200, 'mtun admin: /metrics /healthz /readyz /status\n');
+    default:
+      return sendText(res, 404, 'not found\n');
+  }
+}
+
+function sendText(res: ServerResponse, code: number, body: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+  send(res, code, body);
+}
+
+function send(res: ServerResponse, code: number, body: string): void {
+  res.statusCode = code;
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+}

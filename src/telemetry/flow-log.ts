@@ -1,0 +1,161 @@
+/**
+ * JSON flow logs (pino): one record when a flow opens and one when it
+ * closes, per end, carrying a join key so the agent's and the gateway's
+ * records of the same flow can be matched.
+ */
+import pino, { type DestinationStream, type Logger } from 'pino';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo } from './flow-types.js';
+import type { Reporter } from './metrics.js';
+
+/** Protocol name for logs: tcp, udp, icmp, ipv6-icmp, or the number as text. */
+export function protocolName(p: number): string {
+  switch (p) {
+    case IPPROTO_TCP: return 'tcp';
+    case IPPROTO_UDP: return 'udp';
+    case IPPROTO_ICMP: return 'icmp';
+    case IPPROTO_ICMPV6: return 'ipv6-icmp';
+    default: return String(p);
+  }
+}
+
+function hostPort(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+/**
+ * The flow join key: `proto src:port>dst:port`, plus `#isn` (the
+ * initiator's TCP initial sequence number) when known. Addresses are
+ * preserved end to end in site-to-site mode, and the ISN is the same at both
+ * ends, so for TCP the key is equal in the agent's and the gateway's records
+ * and unique per connection. Without an ISN (UDP, ICMP), join on the key and
+ * the nearest `first_seen` (see docs/telemetry.md).
+ */
+export function flowJoinKey(f: FlowOpenInfo): string {
+  const base = `${protocolName(f.protocol)} ${hostPort(f.srcAddr, f.srcPort)}>${hostPort(f.dstAddr, f.dstPort)}`;
+  return f.initiatorIsn === undefined ? base : `${base}#${f.initiatorIsn >>> 0}`;
+}
+
+/** Options for {@link FlowLog}. */
+export interface FlowLogOptions {
+  readonly reporter: Reporter;
+  /** `-` for stdout, a file path (appended to, created 0640), or any pino destination stream. */
+  readonly destination: string | DestinationStream;
+  /** When false every method is a no-op. Default true. */
+  readonly enabled?: boolean;
+}
+
+/** Workload names of a flow's two ends (resolved by the caller). */
+export interface FlowWorkloads {
+  readonly source: string;
+  readonly destination: string;
+}
+
+/**
+ * Writes flow records as JSON lines. Called once at open and once at close
+ * per flow (never per packet). After `close()` records are dropped.
+ */
+export class FlowLog {
+  private readonly logger: Logger | null;
+  private readonly dest: DestinationStream | null;
+  private closed = false;
+  /** Resolves once a file/stdout destination has opened (SonicBoom opens asynchronously). */
+  private readonly ready: Promise<void>;
+
+  constructor(opts: FlowLogOptions) {
+    if (opts.enabled === false) {
+      this.logger = null;
+      this.dest = null;
+      this.ready = Promise.resolve();
+      return;
+    }
+    let dest: DestinationStream;
+    if (typeof opts.destination === 'string') {
+      const boom = pino.destination({ dest: opts.destination === '-' ? 1 : opts.destination, sync: false, mkdir: true, append: true });
+      this.ready = new Promise((resolve) => {
+        boom.once('ready', () => resolve());
+        // An unwritable log file must not take the daemon down; records are lost and the error is reported once.
+        let reported = false;
+        boom.on('error', (err: Error) => {
+          if (!reported) process.emitWarning(`telemetry: flow log ${String(opts.destination)}: ${err.message}`);
+          reported = true;
+          resolve();
+        });
+      });
+      dest = boom;
+    } else {
+      this.ready = Promise.resolve();
+      dest = opts.destination;
+    }
+    this.dest = dest;
+    this.logger = pino({
+      base: { reporter: opts.reporter },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      messageKey: 'msg',
+      formatters: { level: (label) => ({ level: label }) },
+    }, dest);
+  }
+
+  /** Logs the open record of a flow. */
+  open(f: FlowOpenInfo, w: FlowWorkloads): void {
+    if (this.logger === null || this.closed) return;
+    this.logger.info({ event: 'flow_open', ...common(f, w) }, 'flow open');
+  }
+
+  /** Logs the close record of a flow with its final totals. */
+  close(f: FlowOpenInfo, w: FlowWorkloads, c: FlowCloseInfo, handshakeRttMs: number | undefined): void {
+    if (this.logger === null || this.closed) return;
+    this.logger.info({
+      event: 'flow_close',
+      ...common(f, w),
+      sni: c.sni,
+      last_seen: new Date(c.lastSeenMs).toISOString(),
+      duration_ms: Math.max(0, c.lastSeenMs - f.firstSeenMs),
+      sent_bytes: c.sentBytes,
+      received_bytes: c.receivedBytes,
+      sent_packets: c.sentPackets,
+      received_packets: c.receivedPackets,
+      retransmits: c.retransmits,
+      handshake_rtt_ms: handshakeRttMs,
+      close_reason: c.reason,
+      failed: c.failed === true,
+    }, 'flow close');
+  }
+
+  /** Flushes buffered records (asynchronous destinations) and stops logging. Idempotent. */
+  async shutdown(): Promise<void> {
+    await this.flush();
+    this.closed = true;
+  }
+
+  /** Flushes buffered records to the destination. */
+  async flush(): Promise<void> {
+    const d = this.dest as { flush?: (cb?: (err?: Error) => void) => void } | null;
+    if (d === null || typeof d.flush !== 'function' || this.closed) return;
+    await this.ready;
+    await new Promise<void>((resolve) => {
+      try {
+        d.flush!(() => resolve());
+      } catch {
+        resolve();
+      }
+    });
+  }
+}
+
+function common(f: FlowOpenInfo, w: FlowWorkloads): Record<string, unknown> {
+  return {
+    flow_key: flowJoinKey(f),
+    flow_id: `${flowJoinKey(f)}@${f.firstSeenMs}`,
+    protocol: protocolName(f.protocol),
+    src_addr: f.srcAddr,
+    src_port: f.srcPort,
+    dst_addr: f.dstAddr,
+    dst_port: f.dstPort,
+    direction: f.direction,
+    peer_identity: f.peerIdentity,
+    source_workload: w.source,
+    destination_workload: w.destination,
+    first_seen: new Date(f.firstSeenMs).toISOString(),
+    initiator_isn: f.initiatorIsn,
+  };
+}

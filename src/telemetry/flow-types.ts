@@ -1,0 +1,70 @@
+/**
+ * What the daemons tell telemetry about a flow: who it is at open, how its
+ * counters move, and how it ended. Until src/inspect's FlowRecord is final,
+ * daemons adapt to these shapes (see docs/telemetry.md).
+ */
+
+/** IANA protocol numbers telemetry names (others are logged as numbers and counted nowhere). */
+export const IPPROTO_ICMP = 1;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const IPPROTO_ICMPV6 = 58;
+
+/**
+ * Direction of a flow relative to the reporter: `outbound` when the
+ * initiator is on the reporter's local side (it entered the tunnel here),
+ * `inbound` when it came out of the tunnel here.
+ */
+export type FlowDirection = 'outbound' | 'inbound';
+
+/** A flow as seen when it is first observed. Addresses are as on the wire (no NAT in site-to-site). */
+export interface FlowOpenInfo {
+  /** IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6). */
+  readonly protocol: number;
+  /** Initiator (source) address and port; ports are 0 for ICMP. */
+  readonly srcAddr: string;
+  readonly srcPort: number;
+  /** Responder (destination) address and port. */
+  readonly dstAddr: string;
+  readonly dstPort: number;
+  /** Authenticated identity of the tunnel peer (SPIFFE URI or token identity); "" if none. */
+  readonly peerIdentity: string;
+  readonly direction: FlowDirection;
+  /** Wall-clock time of the first packet, epoch milliseconds. */
+  readonly firstSeenMs: number;
+  /**
+   * TCP only: the initiator's initial sequence number from the SYN. Both ends
+   * see the same value, which makes the flow join key exact across ends.
+   */
+  readonly initiatorIsn?: number;
+}
+
+/**
+ * Cumulative counters of one flow. `sent` is initiator → responder,
+ * `received` is responder → initiator, at both ends, so the two ends'
+ * numbers compare directly. Bytes are transport payload bytes.
+ */
+export interface FlowTotals {
+  sentBytes: number;
+  receivedBytes: number;
+  sentPackets: number;
+  receivedPackets: number;
+  /** TCP segments seen again (retransmissions), both directions. */
+  retransmits: number;
+}
+
+/** How a flow ended, with its final totals. */
+export interface FlowCloseInfo extends FlowTotals {
+  /**
+   * Short snake_case reason, e.g. `fin`, `rst`, `idle_timeout`,
+   * `handshake_timeout`, `evicted`, `shutdown`. At most 32 distinct values
+   * become metric labels; more map to `other`.
+   */
+  readonly reason: string;
+  /** Wall-clock time of the last packet (or of the close decision), epoch milliseconds. */
+  readonly lastSeenMs: number;
+  /** TCP: true when the handshake never completed (also counted in connections_failed). */
+  readonly failed?: boolean;
+  /** TLS SNI seen in the ClientHello, if any. */
+  readonly sni?: string;
+}

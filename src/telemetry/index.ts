@@ -1,0 +1,8 @@
+/** Public surface of the telemetry layer. */
+export { startAdminServer, type AdminServer, type AdminServerOptions, type Readiness } from './admin-server.js';
+export { FlowLog, flowJoinKey, protocolName, type FlowLogOptions } from './flow-log.js';
+export * from './flow-types.js';
+export { MeshMetrics, HANDSHAKE_RTT_BUCKETS, MAX_REASONS, type MeshMetricsOptions, type Reporter } from './metrics.js';
+export type { DaemonStatus, StatusFlow, StatusSession } from './status.js';
+export { FlowHandle, Telemetry, type TelemetryOptions } from './telemetry.js';
+export { UNKNOWN_WORKLOAD, WorkloadMap, type WorkloadMapEntry } from './workload-map.js';

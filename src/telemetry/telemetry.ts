@@ -1,0 +1,185 @@
+/**
+ * The telemetry facade the daemons call: flow open / progress / close feed
+ * both the metrics (pre-resolved label slots) and the JSON flow log, and the
+ * open flows are kept for the status endpoint's "top flows".
+ */
+import type { Registry } from 'prom-client';
+import { FlowLog } from './flow-log.js';
+import { IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo, type FlowTotals } from './flow-types.js';
+import { MeshMetrics, type Reporter } from './metrics.js';
+import type { StatusFlow } from './status.js';
+import { WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
+import type { DestinationStream } from 'pino';
+
+/** Options for {@link Telemetry}. */
+export interface TelemetryOptions {
+  readonly reporter: Reporter;
+  /** `telemetry.workloads` from the config. */
+  readonly workloads: readonly WorkloadMapEntry[];
+  /** Flow log destination: `-` (stdout), a file path, or a stream; `null` disables flow logs. */
+  readonly flowLog: string | DestinationStream | null;
+  /** See MeshMetricsOptions. */
+  readonly registry?: Registry;
+  readonly maxIdentities?: number;
+  readonly maxLabelSets?: number;
+  readonly processMetrics?: boolean;
+}
+
+/**
+ * Per-flow state telemetry keeps between open and close. Allocated once per
+ * flow by {@link Telemetry.onFlowOpen}; the caller stores it with its own
+ * flow entry and passes it back. Fields are read-only for callers.
+ */
+export class FlowHandle {
+  /** Metric label-set slot (see MeshMetrics.labelSet). */
+  readonly slot: number;
+  /** What has already been added to the counters; close adds only the rest. */
+  readonly counted: FlowTotals = { sentBytes: 0, receivedBytes: 0, sentPackets: 0, receivedPackets: 0, retransmits: 0 };
+  handshakeRttMs: number | undefined = undefined;
+  closed = false;
+  /** Last known time of activity, epoch ms (for the status view). */
+  lastSeenMs: number;
+
+  constructor(readonly info: FlowOpenInfo, slot: number, readonly sourceWorkload: string, readonly destinationWorkload: string) {
+    this.slot = slot;
+    this.lastSeenMs = info.firstSeenMs;
+  }
+}
+
+/**
+ * One daemon's telemetry: metrics registry (serve it with the admin server),
+ * flow log, and the set of open flows. Methods marked hot path allocate
+ * nothing and do no label lookups.
+ */
+export class Telemetry {
+  readonly metrics: MeshMetrics;
+  readonly flowLog: FlowLog;
+  private readonly open = new Set<FlowHandle>();
+
+  constructor(opts: TelemetryOptions) {
+    this.metrics = new MeshMetrics({
+      reporter: opts.reporter,
+      workloads: new WorkloadMap(opts.workloads),
+      registry: opts.registry,
+      maxIdentities: opts.maxIdentities,
+      maxLabelSets: opts.maxLabelSets,
+      processMetrics: opts.processMetrics,
+    });
+    this.flowLog = new FlowLog({ reporter: opts.reporter, destination: opts.flowLog ?? '-', enabled: opts.flowLog !== null });
+  }
+
+  /** The prom-client registry to expose on /metrics. */
+  get registry(): Registry {
+    return this.metrics.registry;
+  }
+
+  /**
+   * A flow was first seen: resolves its label slot (workload longest-prefix
+   * match, identity id), counts it opened (TCP, UDP), logs the open record,
+   * and returns the handle to pass to the other flow methods.
+   */
+  onFlowOpen(info: FlowOpenInfo): FlowHandle {
+    const m = this.metrics;
+    const srcW = m.workloads.lookupText(info.srcAddr);
+    const dstW = m.workloads.lookupText(info.dstAddr);
+    const slot = m.labelSetByIds(srcW, dstW, m.identityId(info.peerIdentity));
+    const h = new FlowHandle(info, slot, m.workloads.names[srcW]!, m.workloads.names[dstW]!);
+    if (info.protocol === IPPROTO_TCP) m.tcpOpened(slot);
+    else if (info.protocol === IPPROTO_UDP) m.udpOpened(slot);
+    this.open.add(h);
+    this.flowLog.open(info, { source: h.sourceWorkload, destination: h.destinationWorkload });
+    return h;
+  }
+
+  /**
+   * Hot path: counters moved by these deltas (bytes are transport payload;
+   * `sent` = initiator → responder). `nowMs` updates the flow's last-seen
+   * time for the status view (pass 0 to leave it).
+   */
+  onFlowDelta(h: FlowHandle, sentBytes: number, receivedBytes: number, sentPackets: number, receivedPackets: number, retransmits: number, nowMs: number): void {
+    if (h.closed) return;
+    const c = h.counted;
+    c.sentBytes += sentBytes;
+    c.receivedBytes += receivedBytes;
+    c.sentPackets += sentPackets;
+    c.receivedPackets += receivedPackets;
+    c.retransmits += retransmits;
+    if (nowMs > 0) h.lastSeenMs = nowMs;
+    this.addToMetrics(h, sentBytes, receivedBytes, sentPackets, receivedPackets, retransmits);
+  }
+
+  /**
+   * Hot path, for callers that keep cumulative counters (the inspection flow
+   * table does): adds only what is new since the last call. Totals that go
+   * backwards are ignored for that field.
+   */
+  onFlowTotals(h: FlowHandle, t: FlowTotals, nowMs: number): void {
+    const c = h.counted;
+    this.onFlowDelta(h,
+      pos(t.sentBytes - c.sentBytes), pos(t.receivedBytes - c.receivedBytes),
+      pos(t.sentPackets - c.sentPackets), pos(t.receivedPackets - c.receivedPackets),
+      pos(t.retransmits - c.retransmits), nowMs);
+  }
+
+  /** TCP handshake completed with this RTT as seen by this end (milliseconds). Once per flow. */
+  onHandshake(h: FlowHandle, rttMs: number): void {
+    if (h.closed || h.handshakeRttMs !== undefined) return;
+    h.handshakeRttMs = rttMs;
+    this.metrics.observeHandshakeRtt(h.slot, rttMs / 1000);
+  }
+
+  /**
+   * The flow ended: brings the counters up to the final totals (so metrics
+   * equal the close record exactly), counts the close by reason, writes the
+   * close record. Exactly once per flow; later calls are ignored.
+   */
+  onFlowClose(h: FlowHandle, c: FlowCloseInfo): void {
+    if (h.closed) return;
+    this.onFlowTotals(h, c, c.lastSeenMs);
+    h.closed = true;
+    this.open.delete(h);
+    const m = this.metrics;
+    const proto = h.info.protocol;
+    if (proto === IPPROTO_TCP) m.tcpClosed(h.slot, m.closeReasonId(c.reason), c.failed === true);
+    else if (proto === IPPROTO_UDP) m.udpClosed(h.slot, m.closeReasonId(c.reason));
+    // The record carries the final totals as reported by the caller.
+    this.flowLog.close(h.info, { source: h.sourceWorkload, destination: h.destinationWorkload }, c, h.handshakeRttMs);
+  }
+
+  /** Number of flows opened and not yet closed. */
+  get openFlowCount(): number {
+    return this.open.size;
+  }
+
+  /** The `n` open flows with the most bytes (both directions), for /status. Off the data path. */
+  topFlows(n: number, nowMs = Date.now()): StatusFlow[] {
+    const all = [...this.open];
+    all.sort((a, b) => (b.counted.sentBytes + b.counted.receivedBytes) - (a.counted.sentBytes + a.counted.receivedBytes));
+    return all.slice(0, Math.max(0, n)).map((h) => ({
+      protocol: h.info.protocol === IPPROTO_TCP ? 'tcp' : h.info.protocol === IPPROTO_UDP ? 'udp' : String(h.info.protocol),
+      src: h.info.srcAddr.includes(':') ? `[${h.info.srcAddr}]:${h.info.srcPort}` : `${h.info.srcAddr}:${h.info.srcPort}`,
+      dst: h.info.dstAddr.includes(':') ? `[${h.info.dstAddr}]:${h.info.dstPort}` : `${h.info.dstAddr}:${h.info.dstPort}`,
+      peerIdentity: h.info.peerIdentity,
+      direction: h.info.direction,
+      sentBytes: h.counted.sentBytes,
+      receivedBytes: h.counted.receivedBytes,
+      durationMs: Math.max(0, nowMs - h.info.firstSeenMs),
+      idleMs: Math.max(0, nowMs - h.lastSeenMs),
+    }));
+  }
+
+  /** Flushes the flow log. Call on shutdown after the last onFlowClose. */
+  async shutdown(): Promise<void> {
+    await this.flowLog.shutdown();
+  }
+
+  private addToMetrics(h: FlowHandle, sb: number, rb: number, sp: number, rp: number, rt: number): void {
+    const proto = h.info.protocol;
+    if (proto === IPPROTO_TCP) this.metrics.addTcp(h.slot, sb, rb, rt);
+    else if (proto === IPPROTO_UDP) this.metrics.addUdp(h.slot, sb, rb, sp, rp);
+  }
+}
+
+function pos(x: number): number {
+  return x > 0 ? x : 0;
+}
