@@ -126,7 +126,9 @@ export interface QuicEndpointCounters {
   connectionsAccepted: number;
   connectionsConnected: number;
   connectionsClosed: number;
-  /** mTLS: client without a certificate, or with one we could not parse. */
+  /** Server connections that closed before the handshake completed (TLS failure, timeout, refusal). */
+  handshakesFailed: number;
+  /** mTLS: client without a certificate, or with one we could not parse (checked after the handshake). */
   mtlsRejected: number;
   /** Exceptions thrown by event handlers (the connection is closed with INTERNAL_ERROR). */
   handlerErrors: number;
@@ -150,6 +152,7 @@ function newCounters(): QuicEndpointCounters {
     connectionsAccepted: 0,
     connectionsConnected: 0,
     connectionsClosed: 0,
+    handshakesFailed: 0,
     mtlsRejected: 0,
     handlerErrors: 0,
   };
@@ -928,6 +931,7 @@ export class QuicEndpoint implements ConnectionOwner {
     const wasEstablished = c.established;
     c.markClosed(info);
     this.counters.connectionsClosed++;
+    if (!wasEstablished && c.isServer) this.counters.handshakesFailed++;
     if (wasEstablished || !c.isServer) c.emit('closed');
   }
 }

@@ -40,6 +40,13 @@ export interface QuicTransport {
   dgramMaxWritableLen(): number | null;
   /** Close the connection with an application (app=true) or transport error code. */
   close(app: boolean, errorCode: number, reason: string): void;
+  /**
+   * Optional: send what was queued (stream data, datagrams) now instead of
+   * at the end of the endpoint's current batch. Call once after a burst of
+   * writes from outside the transport's own event callbacks (e.g. a TUN
+   * read batch); packets are coalesced per call, not per datagram.
+   */
+  flush?(): void;
 }
 
 /** A stream was reset or stopped by the peer. */
