@@ -1,0 +1,204 @@
+/**
+ * CONNECT-IP client (agent) session, sans-IO (RFC 9484): sends IP packets
+ * from the TUN in HTTP Datagrams, delivers the gateway's packets, requests
+ * addresses and advertises the site's routes with capsules.
+ */
+import type { TunnelStream } from '../../h3/tunnel-stream.js';
+import { IcmpError } from '../../packet/icmp-error.js';
+import { addressBits, addressBytes, hostBitsZero, isZero, prefixEnd, type IpPrefix, type IpVersion } from '../ip-address.js';
+import type { AddressEntry } from './address-entry.js';
+import type { AddressRequest } from './address-request.js';
+import { ConnectIpDrop } from './counters.js';
+import { MASQUE_HEADROOM } from './datagram.js';
+import { checkRangeOrder, sortRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
+import { ConnectIpSessionBase, ipVersionOf, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
+
+/** Options for {@link ConnectIpClientSession}. */
+export interface ConnectIpClientOptions extends ConnectIpSessionOptions {
+  /**
+   * Where ICMP errors about our own outgoing packets go (Packet Too Big when a
+   * packet from the TUN no longer fits the path): normally written back into
+   * the TUN. Without it such packets are only counted.
+   */
+  readonly onLocalIcmp?: PacketSink;
+  /** Source address of locally generated ICMP errors per family (4/16 bytes); default: the first address assigned to us of that family. */
+  readonly icmpSourceV4?: Uint8Array;
+  readonly icmpSourceV6?: Uint8Array;
+}
+
+/** One address to ask the gateway for (RFC 9484 §4.7.2). */
+export interface AddressWish {
+  readonly version: IpVersion;
+  /** Preferred address (host bits past `prefixLength` zero); omitted = any. */
+  readonly address?: Uint8Array;
+  /** Requested prefix length; default a single address (32/128). */
+  readonly prefixLength?: number;
+}
+
+/**
+ * The agent's end of one CONNECT-IP stream. Construct it once the gateway
+ * answered 2xx, and attach it as the stream's handler. All packet buffers
+ * stay the caller's; received packets are valid only during `onPacket`.
+ */
+export class ConnectIpClientSession extends ConnectIpSessionBase {
+  private nextRequestId = 1;
+  private readonly pending = new Map<number, AddressEntry>();
+  private assigned: readonly AddressEntry[] = [];
+  private peerRanges: readonly IpAddressRange[] = [];
+  private ourRanges: readonly IpAddressRange[] = [];
+  private readonly onLocalIcmp: PacketSink | undefined;
+  private readonly icmpSrc4: Uint8Array | undefined;
+  private readonly icmpSrc6: Uint8Array | undefined;
+
+  constructor(stream: TunnelStream, opts: ConnectIpClientOptions) {
+    super(stream, opts);
+    this.onLocalIcmp = opts.onLocalIcmp;
+    this.icmpSrc4 = opts.icmpSourceV4;
+    this.icmpSrc6 = opts.icmpSourceV6;
+  }
+
+  /**
+   * Sends one IP packet read from the TUN: buf[offset, offset+length), with at
+   * least MASQUE_HEADROOM (9) writable bytes before `offset` (context ID and
+   * quarter stream ID go there). Returns 0 when queued, else a
+   * {@link ConnectIpDrop} code (already counted). A packet larger than
+   * {@link maxPacketSize} is answered via `onLocalIcmp` with Packet Too Big /
+   * Fragmentation Needed carrying the current limit (RFC 9484 §7.2.1).
+   * Allocation-free. The buffer is free for reuse on return.
+   */
+  sendPacket(buf: Uint8Array, offset: number, length: number): number {
+    const v = ipVersionOf(buf, offset, length);
+    if (v === 0) return this.drop(ConnectIpDrop.MALFORMED_IP);
+    if (v === 6 && this.ipv6Disabled) return this.drop(ConnectIpDrop.IPV6_DISABLED);
+    const r = this.sendEncapsulated(buf, offset, length);
+    if (r === ConnectIpDrop.TOO_BIG && this.onLocalIcmp) {
+      const src = v === 4 ? this.icmpSrc4 ?? this.firstAssigned(4) : this.icmpSrc6 ?? this.firstAssigned(6);
+      if (src) {
+        const n = this.buildIcmp(IcmpError.PACKET_TOO_BIG, this.tooBigLimit(), buf, offset, length, src);
+        if (n > 0) this.onLocalIcmp(this.icmpBuf, MASQUE_HEADROOM, n);
+      } else {
+        this.counters.icmpSuppressed++;
+      }
+    }
+    return r;
+  }
+
+  private firstAssigned(version: IpVersion): Uint8Array | undefined {
+    for (const a of this.assigned) if (a.version === version) return a.address;
+    return undefined;
+  }
+
+  /**
+   * Asks the gateway for addresses (ADDRESS_REQUEST, RFC 9484 §4.7.2). Each
+   * wish gets a fresh, never reused, non-zero Request ID, returned in order.
+   * Throws `masque: …` on an empty list or a malformed wish (caller bug).
+   */
+  requestAddresses(wishes: readonly AddressWish[]): number[] {
+    if (wishes.length === 0) throw new Error('masque: requestAddresses needs at least one address (RFC 9484 §4.7.2)');
+    const entries: AddressEntry[] = [];
+    for (const w of wishes) {
+      const bits = addressBits(w.version);
+      const len = w.prefixLength ?? bits;
+      const address = w.address ?? new Uint8Array(addressBytes(w.version));
+      if (address.length !== addressBytes(w.version) || len < 0 || len > bits || !hostBitsZero(address, len)) {
+        throw new Error(`masque: bad address request for IPv${w.version}/${len}`);
+      }
+      const e: AddressEntry = { requestId: this.nextRequestId++, version: w.version, address, prefixLength: len };
+      entries.push(e);
+      this.pending.set(e.requestId, e);
+    }
+    this.sendAddressRequest({ addresses: entries });
+    return entries.map((e) => e.requestId);
+  }
+
+  /**
+   * Advertises the prefixes or ranges behind this agent (site-to-site,
+   * RFC 9484 §4.7.3). The list replaces any earlier one; it is sorted into
+   * §4.7.3 order here. Throws `masque: …` when ranges overlap (configuration error).
+   */
+  advertiseRoutes(routes: readonly (IpPrefix | IpAddressRange)[]): void {
+    const ranges = sortRanges(routes.map(toRange));
+    const err = checkRangeOrder(ranges);
+    if (err) throw new Error(`masque: advertised routes invalid: ${err}`);
+    this.ourRanges = ranges;
+    this.sendRouteAdvertisement(ranges);
+  }
+
+  /** Addresses the gateway currently assigns us (latest ADDRESS_ASSIGN, rejections excluded). */
+  assignedAddresses(): readonly AddressEntry[] {
+    return this.assigned;
+  }
+
+  /** Ranges the gateway currently routes for us (latest ROUTE_ADVERTISEMENT). */
+  peerRoutes(): readonly IpAddressRange[] {
+    return this.peerRanges;
+  }
+
+  protected usesIpv6(): boolean {
+    return this.assigned.some((a) => a.version === 6) || this.peerRanges.some((r) => r.version === 6) || this.ourRanges.some((r) => r.version === 6);
+  }
+
+  protected disableIpv6(): void {
+    // Stop advertising IPv6 site routes; the gateway stops routing IPv6 to us.
+    if (this.ourRanges.some((r) => r.version === 6)) {
+      this.ourRanges = this.ourRanges.filter((r) => r.version === 4);
+      this.sendRouteAdvertisement(this.ourRanges);
+    }
+  }
+
+  protected onAddressAssign(addresses: readonly AddressEntry[]): void {
+    const kept: AddressEntry[] = [];
+    const rejected: AddressEntry[] = [];
+    for (const a of addresses) {
+      // RFC 9484 §4.7.2: all-zero address with maximum prefix length = request not granted.
+      if (a.prefixLength === addressBits(a.version) && isZero(a.address, 0, a.address.length)) {
+        const req = this.pending.get(a.requestId);
+        if (req) rejected.push(req);
+      } else {
+        kept.push(a);
+      }
+      this.pending.delete(a.requestId);
+    }
+    this.assigned = kept;
+    this.onEvent({ type: 'addresses-assigned', addresses: kept, rejected });
+    this.checkPath();
+  }
+
+  protected onAddressRequest(req: AddressRequest): void {
+    // The agent has no pool: RFC 9484 §4.7.2 still requires an answer per Request ID — all rejections.
+    this.sendAddressAssign(
+      req.addresses.map((a) => ({ requestId: a.requestId, version: a.version, address: new Uint8Array(a.address.length), prefixLength: addressBits(a.version) })),
+    );
+  }
+
+  protected onRouteAdvertisement(ra: RouteAdvertisement): void {
+    this.peerRanges = ra.ranges;
+    this.onEvent({ type: 'routes', ranges: ra.ranges });
+    this.checkPath();
+  }
+
+  protected receivePacket(buf: Uint8Array, off: number, len: number): void {
+    const v = ipVersionOf(buf, off, len);
+    if (v === 0) {
+      this.counters.drops[ConnectIpDrop.MALFORMED_IP]++;
+      return;
+    }
+    if (v === 6 && this.ipv6Disabled) {
+      this.counters.drops[ConnectIpDrop.IPV6_DISABLED]++;
+      return;
+    }
+    this.counters.packetsReceived++;
+    this.counters.bytesReceived += len;
+    this.onPacket(buf, off, len);
+  }
+
+  protected cleanup(): void {
+    this.pending.clear();
+  }
+}
+
+function toRange(r: IpPrefix | IpAddressRange): IpAddressRange {
+  if ('start' in r) return r;
+  return { version: r.version, start: r.address, end: prefixEnd(r), ipProtocol: 0 };
+}
+

@@ -1,0 +1,358 @@
+/**
+ * CONNECT-IP gateway session, sans-IO (RFC 9484): answers ADDRESS_REQUEST
+ * from the pools, exchanges ROUTE_ADVERTISEMENT both ways, and checks every
+ * client packet (source §11, scope §4.6/§4.8, link-local and TTL §7.2) before
+ * it reaches the gateway's network; sends return traffic with Packet Too Big.
+ */
+import type { TunnelStream } from '../../h3/tunnel-stream.js';
+import { IcmpError } from '../../packet/icmp-error.js';
+import { IPPROTO, PacketInfo, parseIpPacket, DropReason } from '../../packet/ip-packet.js';
+import { decrementTtl } from '../../packet/rewrite.js';
+import type { AddressPool } from '../address-pool.js';
+import {
+  addressBits,
+  compareBytes,
+  formatPrefix,
+  isLinkLocal4,
+  isLinkLocal6,
+  isZero,
+  parseIp,
+  prefixContains,
+  prefixEnd,
+  rangeToPrefixes,
+  type IpPrefix,
+} from '../ip-address.js';
+import type { RouteTable } from '../route-table.js';
+import type { AddressEntry } from './address-entry.js';
+import type { AddressRequest } from './address-request.js';
+import { ConnectIpDrop } from './counters.js';
+import { MASQUE_HEADROOM } from './datagram.js';
+import { targetContains, type ConnectIpScope } from './request.js';
+import { checkRangeOrder, sortRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
+import { ConnectIpSessionBase, ipVersionOf, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
+
+/** Per-packet policy hook: `info` is the parsed packet (valid during the call). Return false to drop with ICMP admin-prohibited. */
+export type PacketPolicy = (buf: Uint8Array, info: PacketInfo) => boolean;
+
+/** Options for {@link ConnectIpGatewaySession}. */
+export interface ConnectIpGatewayOptions extends ConnectIpSessionOptions {
+  /** The accepted request scope (from checkConnectIpRequest). */
+  readonly scope: ConnectIpScope;
+  /** Pools to answer ADDRESS_REQUEST from; a missing family is rejected (RFC 9484 §4.7.2 all-zero answer). */
+  readonly pools?: { readonly v4?: AddressPool; readonly v6?: AddressPool };
+  /**
+   * Routes advertised to the client (what it may reach through us); sorted
+   * and narrowed to the request scope here. Default 0.0.0.0/0 and ::/0. For
+   * a host-name scope pass the resolved addresses (RFC 9484 §4.6).
+   * Client packets to destinations outside them are dropped as out of scope.
+   */
+  readonly routes?: readonly (IpPrefix | IpAddressRange)[];
+  /** Shared return-path table: assigned addresses and accepted client routes are installed → this session. */
+  readonly routeTable?: RouteTable<ConnectIpGatewaySession>;
+  /** Whether to accept (route back through this session) a prefix the client advertises; default accepts all. */
+  readonly acceptClientRoute?: (prefix: IpPrefix) => boolean;
+  /** Where Packet Too Big / Frag Needed for return traffic that does not fit goes (normally back into the TUN). */
+  readonly onIcmpToNetwork?: PacketSink;
+  /** Per-packet policy for client packets (e.g. per-identity destination/port rules). */
+  readonly policy?: PacketPolicy;
+  /** Source of ICMP errors we generate: the gateway's own tunnel addresses. Default 192.0.0.8 (RFC 7600) and fe80::1. */
+  readonly reporterV4?: Uint8Array;
+  readonly reporterV6?: Uint8Array;
+  /** Decrement TTL / hop limit of client packets before passing them on (Time Exceeded on expiry). Default true. */
+  readonly decrementHopLimit?: boolean;
+}
+
+const DEFAULT_ROUTES: readonly IpPrefix[] = [
+  { version: 4, address: new Uint8Array(4), prefixLength: 0 },
+  { version: 6, address: new Uint8Array(16), prefixLength: 0 },
+];
+
+interface RangeCheck {
+  readonly version: 4 | 6;
+  readonly start: Uint8Array;
+  readonly end: Uint8Array;
+  readonly ipProtocol: number;
+}
+
+/**
+ * The gateway's end of one CONNECT-IP stream. The gateway calls
+ * `checkConnectIpRequest` first, answers 2xx, then constructs this with the
+ * scope, attaches it as the stream handler and calls {@link start}.
+ * Client packets that pass go to `onPacket`; return traffic is sent with
+ * {@link sendToClient}. After close, leases and routes are released.
+ */
+export class ConnectIpGatewaySession extends ConnectIpSessionBase {
+  readonly scope: ConnectIpScope;
+  private readonly opts: ConnectIpGatewayOptions;
+  private grants: AddressEntry[] = [];
+  private clientRanges: RangeCheck[] = [];
+  private installedClientPrefixes: IpPrefix[] = [];
+  private ourRanges: IpAddressRange[];
+  private readonly info = new PacketInfo();
+  private readonly reporter4: Uint8Array;
+  private readonly reporter6: Uint8Array;
+  private readonly decrement: boolean;
+  private started = false;
+
+  constructor(stream: TunnelStream, opts: ConnectIpGatewayOptions) {
+    super(stream, opts);
+    this.opts = opts;
+    this.scope = opts.scope;
+    this.reporter4 = opts.reporterV4 ?? parseIp('192.0.0.8')!.address;
+    this.reporter6 = opts.reporterV6 ?? parseIp('fe80::1')!.address;
+    this.decrement = opts.decrementHopLimit ?? true;
+    this.ourRanges = this.scopedRanges(opts.routes ?? DEFAULT_ROUTES);
+  }
+
+  /** Routes we advertise, narrowed to the request scope (RFC 9484 §4.6). */
+  private scopedRanges(routes: readonly (IpPrefix | IpAddressRange)[]): IpAddressRange[] {
+    const t = this.scope.target;
+    const proto = this.scope.ipProtocol ?? 0;
+    let ranges: IpAddressRange[] = routes.map((r) => ('start' in r ? r : { version: r.version, start: r.address, end: prefixEnd(r), ipProtocol: 0 }));
+    if (t.kind === 'prefix') {
+      const p = t.prefix;
+      const ps = p.address;
+      const pe = prefixEnd(p);
+      const alen = ps.length;
+      ranges = ranges
+        .filter((r) => r.version === p.version && compareBytes(r.start, 0, pe, 0, alen) <= 0 && compareBytes(ps, 0, r.end, 0, alen) <= 0)
+        .map((r) => ({
+          version: r.version,
+          start: compareBytes(r.start, 0, ps, 0, alen) > 0 ? r.start : ps,
+          end: compareBytes(r.end, 0, pe, 0, alen) < 0 ? r.end : pe,
+          ipProtocol: r.ipProtocol,
+        }));
+    }
+    if (proto !== 0) ranges = ranges.map((r) => ({ ...r, ipProtocol: r.ipProtocol === 0 ? proto : r.ipProtocol })).filter((r) => r.ipProtocol === proto);
+    const sorted = sortRanges(ranges);
+    const err = checkRangeOrder(sorted);
+    if (err) throw new Error(`masque: gateway routes invalid: ${err}`);
+    return sorted;
+  }
+
+  /** Sends the gateway's ROUTE_ADVERTISEMENT and checks the path (RFC 9484 §7.2). Call once after the 2xx response. */
+  start(): void {
+    if (this.started || this.closed) return;
+    this.started = true;
+    this.sendRouteAdvertisement(this.ourRanges);
+    this.checkPath();
+  }
+
+  /** Replaces the routes advertised to the client (e.g. after a policy reload). */
+  setRoutes(routes: readonly (IpPrefix | IpAddressRange)[]): void {
+    this.ourRanges = this.scopedRanges(routes);
+    if (this.ipv6Disabled) this.ourRanges = this.ourRanges.filter((r) => r.version === 4);
+    if (this.started && !this.closed) this.sendRouteAdvertisement(this.ourRanges);
+  }
+
+  /** Addresses currently assigned to the client. */
+  grantedAddresses(): readonly AddressEntry[] {
+    return this.grants;
+  }
+
+  /** Ranges the client currently advertises (its site prefixes). */
+  clientRoutes(): readonly IpAddressRange[] {
+    return this.clientRanges;
+  }
+
+  protected usesIpv6(): boolean {
+    const t = this.scope.target;
+    if (t.kind === 'prefix') return t.prefix.version === 6;
+    return this.grants.some((g) => g.version === 6) || this.ourRanges.some((r) => r.version === 6) || this.opts.pools?.v6 !== undefined;
+  }
+
+  protected disableIpv6(): void {
+    // "Abort the IPv6 part": release IPv6 leases and routes, tell the client.
+    const v6 = this.grants.filter((g) => g.version === 6);
+    if (v6.length > 0) {
+      for (const g of v6) this.releaseGrant(g);
+      this.grants = this.grants.filter((g) => g.version === 4);
+      this.sendAddressAssign(this.grants);
+    }
+    for (const p of this.installedClientPrefixes) if (p.version === 6) this.opts.routeTable?.remove(p, this);
+    this.installedClientPrefixes = this.installedClientPrefixes.filter((p) => p.version === 4);
+    this.clientRanges = this.clientRanges.filter((r) => r.version === 4);
+    if (this.ourRanges.some((r) => r.version === 6)) {
+      this.ourRanges = this.ourRanges.filter((r) => r.version === 4);
+      if (this.started) this.sendRouteAdvertisement(this.ourRanges);
+    }
+  }
+
+  private releaseGrant(g: AddressEntry): void {
+    const p: IpPrefix = { version: g.version, address: g.address, prefixLength: g.prefixLength };
+    (g.version === 4 ? this.opts.pools?.v4 : this.opts.pools?.v6)?.release(p);
+    this.opts.routeTable?.remove(p, this);
+  }
+
+  protected onAddressAssign(addresses: readonly AddressEntry[]): void {
+    // Clients normally do not assign addresses to the gateway; we use none, so nothing to track.
+    void addresses;
+  }
+
+  protected onAddressRequest(req: AddressRequest): void {
+    const answers: AddressEntry[] = [];
+    for (const want of req.addresses) {
+      const pool = want.version === 4 ? this.opts.pools?.v4 : this.opts.pools?.v6;
+      let got: IpPrefix | null = null;
+      if (pool && !(want.version === 6 && this.ipv6Disabled)) {
+        const preferred = isZero(want.address, 0, want.address.length) ? undefined : want.address;
+        got = pool.allocate(want.prefixLength, preferred);
+      }
+      if (got && this.opts.routeTable && !this.opts.routeTable.add(got, this)) {
+        pool!.release(got);
+        got = null;
+      }
+      if (got) {
+        this.grants.push({ requestId: want.requestId, version: got.version, address: got.address, prefixLength: got.prefixLength });
+      } else {
+        // RFC 9484 §4.7.2: not assigned → all-zero address, maximum prefix length, same Request ID.
+        answers.push({ requestId: want.requestId, version: want.version, address: new Uint8Array(want.address.length), prefixLength: addressBits(want.version) });
+      }
+    }
+    // Every ADDRESS_ASSIGN carries the full current list (§4.7.1), plus this request's rejections.
+    this.sendAddressAssign([...this.grants, ...answers]);
+    this.onEvent({ type: 'addresses-granted', addresses: this.grants });
+    this.checkPath();
+  }
+
+  protected onRouteAdvertisement(ra: RouteAdvertisement): void {
+    const table = this.opts.routeTable;
+    for (const p of this.installedClientPrefixes) table?.remove(p, this);
+    this.installedClientPrefixes = [];
+    const accepted: RangeCheck[] = [];
+    for (const r of ra.ranges) {
+      if (r.version === 6 && this.ipv6Disabled) continue;
+      const prefixes = rangeToPrefixes(r.version, r.start, r.end);
+      let ok = true;
+      for (const p of prefixes) if (this.opts.acceptClientRoute && !this.opts.acceptClientRoute(p)) ok = false;
+      if (!ok) continue;
+      accepted.push(r);
+      for (const p of prefixes) {
+        if (!table) continue;
+        if (table.add(p, this)) this.installedClientPrefixes.push(p);
+        else this.onEvent({ type: 'route-conflict', prefix: formatPrefix(p) });
+      }
+    }
+    this.clientRanges = accepted;
+    this.onEvent({ type: 'routes', ranges: accepted });
+    this.checkPath();
+  }
+
+  /** Source address check (RFC 9484 §11): inside an assigned prefix or an accepted client range (protocol-matched). Allocation-free. */
+  private sourceAllowed(buf: Uint8Array, srcOff: number, version: 4 | 6, proto: number): boolean {
+    const g = this.grants;
+    for (let i = 0; i < g.length; i++) {
+      const a = g[i]!;
+      if (a.version === version && prefixContains(a.address, a.prefixLength, buf, srcOff)) return true;
+    }
+    const r = this.clientRanges;
+    const alen = version === 4 ? 4 : 16;
+    for (let i = 0; i < r.length; i++) {
+      const x = r[i]!;
+      if (x.version !== version) continue;
+      if (x.ipProtocol !== 0 && x.ipProtocol !== proto && proto !== IPPROTO.ICMP && proto !== IPPROTO.ICMPV6) continue;
+      if (compareBytes(x.start, 0, buf, srcOff, alen) <= 0 && compareBytes(buf, srcOff, x.end, 0, alen) <= 0) return true;
+    }
+    return false;
+  }
+
+  protected receivePacket(buf: Uint8Array, off: number, len: number): void {
+    const c = this.counters;
+    const info = this.info;
+    const pr = parseIpPacket(buf, off, len, info);
+    // Fragments and protocols we do not look inside are still forwarded; broken IP is not.
+    if (pr !== DropReason.NONE && pr !== DropReason.FRAGMENT && pr !== DropReason.UNSUPPORTED_PROTO) {
+      c.drops[ConnectIpDrop.MALFORMED_IP]++;
+      return;
+    }
+    const v = info.ipVersion as 4 | 6;
+    const ipLen = info.ipLen;
+    if (v === 6 && this.ipv6Disabled) {
+      c.drops[ConnectIpDrop.IPV6_DISABLED]++;
+      return;
+    }
+    const reporter = v === 4 ? this.reporter4 : this.reporter6;
+    // RFC 9484 §7.2: link-local traffic is never forwarded beyond the tunnel.
+    if (v === 4 ? isLinkLocal4(buf, info.srcOff) || isLinkLocal4(buf, info.dstOff) : isLinkLocal6(buf, info.srcOff) || isLinkLocal6(buf, info.dstOff)) {
+      c.drops[ConnectIpDrop.LINK_LOCAL]++;
+      return;
+    }
+    // RFC 9484 §11 (BCP 38): the source must be assigned to or advertised by this client.
+    if (!this.sourceAllowed(buf, info.srcOff, v, info.proto)) {
+      c.drops[ConnectIpDrop.SPOOFED_SOURCE]++;
+      this.sendIcmpToPeer(this.buildIcmp(IcmpError.SOURCE_POLICY, 0, buf, off, ipLen, reporter));
+      return;
+    }
+    // RFC 9484 §4.6 / §4.8: destination within the target, protocol (after the IPv6 extension chain) = ipproto; ICMP always allowed.
+    const proto = this.scope.ipProtocol;
+    const isIcmp = info.proto === IPPROTO.ICMP || info.proto === IPPROTO.ICMPV6;
+    if (!targetContains(this.scope.target, v, buf, info.dstOff) || (proto !== null && info.proto !== proto && !isIcmp) || !this.inOurRoutes(buf, info.dstOff, v, info.proto)) {
+      c.drops[ConnectIpDrop.OUT_OF_SCOPE]++;
+      this.sendIcmpToPeer(this.buildIcmp(IcmpError.ADMIN_PROHIBITED, 0, buf, off, ipLen, reporter));
+      return;
+    }
+    if (this.opts.policy && !this.opts.policy(buf, info)) {
+      c.drops[ConnectIpDrop.POLICY]++;
+      this.sendIcmpToPeer(this.buildIcmp(IcmpError.ADMIN_PROHIBITED, 0, buf, off, ipLen, reporter));
+      return;
+    }
+    // RFC 9484 §7.2 / RFC 1812 §5.3.1: decrement TTL / hop limit; Time Exceeded when it runs out.
+    if (this.decrement && decrementTtl(buf, off, ipLen) === 0) {
+      c.drops[ConnectIpDrop.TTL_EXPIRED]++;
+      this.sendIcmpToPeer(this.buildIcmp(IcmpError.TIME_EXCEEDED, 0, buf, off, ipLen, reporter));
+      return;
+    }
+    c.packetsReceived++;
+    c.bytesReceived += ipLen;
+    this.onPacket(buf, off, ipLen);
+  }
+
+  /** Destination within the routes we advertised (what the client may send to). Allocation-free. */
+  private inOurRoutes(buf: Uint8Array, dstOff: number, version: 4 | 6, proto: number): boolean {
+    const r = this.ourRanges;
+    const alen = version === 4 ? 4 : 16;
+    const isIcmp = proto === IPPROTO.ICMP || proto === IPPROTO.ICMPV6;
+    for (let i = 0; i < r.length; i++) {
+      const x = r[i]!;
+      if (x.version !== version) continue;
+      if (x.ipProtocol !== 0 && x.ipProtocol !== proto && !isIcmp) continue;
+      if (compareBytes(x.start, 0, buf, dstOff, alen) <= 0 && compareBytes(buf, dstOff, x.end, 0, alen) <= 0) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Sends return traffic (routed to this session, e.g. by the shared
+   * RouteTable) to the client: buf[offset, offset+length) with at least
+   * MASQUE_HEADROOM (9) writable bytes before it. A packet that does not
+   * fit is dropped and answered via `onIcmpToNetwork` with Packet Too Big /
+   * Fragmentation Needed carrying the true current limit (RFC 9484 §7.2.1).
+   * Returns 0 or a {@link ConnectIpDrop} code (counted). Allocation-free.
+   */
+  sendToClient(buf: Uint8Array, offset: number, length: number): number {
+    const v = ipVersionOf(buf, offset, length);
+    if (v === 0) return this.drop(ConnectIpDrop.MALFORMED_IP);
+    if (v === 6 && this.ipv6Disabled) return this.drop(ConnectIpDrop.IPV6_DISABLED);
+    const r = this.sendEncapsulated(buf, offset, length);
+    if (r === ConnectIpDrop.TOO_BIG) {
+      if (v === 4 && (buf[offset + 6]! & 0x40) === 0) {
+        // No DF: a router would fragment; we cannot, and must not claim DF semantics.
+        this.counters.drops[ConnectIpDrop.TOO_BIG]--;
+        return this.drop(ConnectIpDrop.TOO_BIG_NO_DF);
+      }
+      if (this.opts.onIcmpToNetwork) {
+        const n = this.buildIcmp(IcmpError.PACKET_TOO_BIG, this.tooBigLimit(), buf, offset, length, v === 4 ? this.reporter4 : this.reporter6);
+        if (n > 0) this.opts.onIcmpToNetwork(this.icmpBuf, MASQUE_HEADROOM, n);
+      }
+    }
+    return r;
+  }
+
+  protected cleanup(): void {
+    for (const g of this.grants) this.releaseGrant(g);
+    this.grants = [];
+    this.opts.routeTable?.removeAll(this);
+    this.installedClientPrefixes = [];
+    this.clientRanges = [];
+  }
+}
