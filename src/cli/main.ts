@@ -15,6 +15,8 @@ export async function main(argv: string[]): Promise<void> {
 
   // Subcommands register here, one line each:
   // (see src/cli/*-command.ts)
+  program.addCommand((await import('./certs-command.js')).certsCommand());
+  program.addCommand((await import('./status-command.js')).statusCommand());
 
   try {
     await program.parseAsync(argv);
