@@ -28,6 +28,8 @@ export const MIN_INITIAL_DATAGRAM_BYTES = 1200;
 const GSO_MAX_SEGMENTS = 64;
 /** Bytes per GSO super-datagram (IP length field limit with headers). */
 const GSO_MAX_BYTES = 65_000;
+/** Datagrams processed before connection events run mid-batch (below quiche's default DATAGRAM queue of 1024). */
+const DISPATCH_EVERY = 256;
 /** RFC 9000 §20.1 transport error codes we send. */
 const NO_ERROR = 0x0;
 const INTERNAL_ERROR = 0x1;
@@ -361,7 +363,10 @@ export class QuicEndpoint implements ConnectionOwner {
     this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    this.sock.onReadable(noop);
+    // Stop readiness: a level-triggered socket would otherwise keep calling a no-op.
+    const pausable = this.sock as UdpBatchSocket & { pauseReadable?: () => void };
+    if (typeof pausable.pauseReadable === 'function') pausable.pauseReadable();
+    else this.sock.onReadable(noop);
     this.sock.onWritable(noop);
   }
 
@@ -376,6 +381,7 @@ export class QuicEndpoint implements ConnectionOwner {
       while (budget > 0) {
         const n = this.sock.recv(b);
         if (n === 0) break;
+        let sinceDispatch = 0;
         for (let i = 0; i < n; i++) {
           const size = b.sizes[i];
           const seg = b.segs[i];
@@ -384,11 +390,20 @@ export class QuicEndpoint implements ConnectionOwner {
             // GRO: several datagrams of `seg` bytes (the last may be shorter).
             for (let off = 0; off < size; off += seg) {
               this.onDatagram(buf, off, Math.min(seg, size - off), b.addrs, i);
+              sinceDispatch++;
             }
           } else {
             this.onDatagram(buf, 0, size, b.addrs, i);
+            sinceDispatch++;
+          }
+          // Let the layer above drain quiche's bounded DATAGRAM queue before
+          // a large (GRO) batch overflows it; sending still waits for the batch end.
+          if (sinceDispatch >= DISPATCH_EVERY) {
+            this.dispatchTouched();
+            sinceDispatch = 0;
           }
         }
+        this.dispatchTouched();
         budget -= n;
       }
     } finally {
@@ -563,19 +578,25 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /** After an input batch or timer run: events, sends, timers, cleanup. */
   private afterBatch(): void {
-    const list = this.touched;
-    this.touched = [];
     this.inBatch = true;
     try {
-      for (let k = 0; k < list.length; k++) {
-        const c = list[k];
-        c.touched = false;
-        if (!c.gone) this.afterInput(c);
-      }
+      this.dispatchTouched();
     } finally {
       this.inBatch = false;
     }
     this.flushDirty();
+  }
+
+  /** Runs events for every connection that got input since the last call (sending waits). */
+  private dispatchTouched(): void {
+    if (this.touched.length === 0) return;
+    const list = this.touched;
+    this.touched = [];
+    for (let k = 0; k < list.length; k++) {
+      const c = list[k];
+      c.touched = false;
+      if (!c.gone) this.afterInput(c);
+    }
   }
 
   private afterInput(c: QuicConnection): void {
