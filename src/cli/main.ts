@@ -17,6 +17,7 @@ export async function main(argv: string[]): Promise<void> {
   // (see src/cli/*-command.ts)
   program.addCommand((await import('./certs-command.js')).certsCommand());
   program.addCommand((await import('./status-command.js')).statusCommand());
+  program.addCommand((await import('./inspect-command.js')).inspectCommand());
 
   try {
     await program.parseAsync(argv);
