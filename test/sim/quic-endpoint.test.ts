@@ -247,8 +247,12 @@ describe('timeouts and limits', () => {
   it('serves 50 concurrent connections from 5 client sockets', async () => {
     const { ep: server, port } = await h.server({ retry: 'auto', retryAutoHandshakes: 16 });
     const clients = await Promise.all(Array.from({ length: 5 }, () => h.client()));
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const timersBefore = timers();
     const conns = Array.from({ length: 50 }, (_, i) => clients[i % 5].connect('127.0.0.1', port, 'localhost'));
     await Promise.all(conns.map((c) => c.whenEstablished()));
+    // One timer per endpoint (6 endpoints), not one per connection.
+    expect(timers() - timersBefore).toBeLessThanOrEqual(6);
     const replies = await Promise.all(conns.map((c, i) => streamRoundTrip(c, 0, enc.encode(`conn ${i}`))));
     replies.forEach((r, i) => expect(Buffer.from(r).toString()).toBe(`conn ${i}`));
     expect(server.connectionCount).toBe(50);
