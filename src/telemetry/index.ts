@@ -6,3 +6,4 @@ export { MeshMetrics, HANDSHAKE_RTT_BUCKETS, MAX_REASONS, type MeshMetricsOption
 export type { DaemonStatus, StatusFlow, StatusSession } from './status.js';
 export { FlowHandle, Telemetry, type TelemetryOptions } from './telemetry.js';
 export { UNKNOWN_WORKLOAD, WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
+export { directionByLocalPrefixes, FlowRecordTelemetry, type FlowRecordTelemetryOptions } from './flow-record-adapter.js';
