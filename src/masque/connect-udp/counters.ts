@@ -1,0 +1,59 @@
+/**
+ * Drop reasons and counters of CONNECT-UDP sessions (RFC 9298), typed arrays
+ * indexed by reason code.
+ */
+
+/** Why a CONNECT-UDP session did not pass a payload on. Indexes {@link CONNECT_UDP_DROP_NAMES}. */
+export const ConnectUdpDrop = {
+  NONE: 0,
+  /** Caller left fewer than MASQUE_HEADROOM bytes before the payload. */
+  NO_HEADROOM: 1,
+  /** Session closed (or not yet open on the client side). */
+  CLOSED: 2,
+  /** Payload does not fit one datagram on the path now. */
+  TOO_BIG: 3,
+  /** The HTTP/3 layer refused the datagram (queue full). */
+  SEND_FAILED: 4,
+  /** Context ID other than 0 (RFC 9298 §5: dropped). */
+  UNKNOWN_CONTEXT: 5,
+  /** Datagram too short to hold a context ID. */
+  MALFORMED_DATAGRAM: 6,
+  /** Pre-accept buffer full (RFC 9298 §5: bounded buffering before the request is accepted). */
+  PREACCEPT_FULL: 7,
+  /** The UDP socket reported an error for a send. */
+  SOCKET_ERROR: 8,
+  /** The target answered with ICMP port unreachable (ECONNREFUSED on the connected socket). */
+  TARGET_REFUSED: 9,
+} as const;
+
+/** Number of {@link ConnectUdpDrop} codes. */
+export const CONNECT_UDP_DROP_COUNT = 10;
+
+/** Snake-case names of {@link ConnectUdpDrop} codes. */
+export const CONNECT_UDP_DROP_NAMES: readonly string[] = [
+  'none', 'no_headroom', 'closed', 'too_big', 'send_failed', 'unknown_context', 'malformed_datagram', 'preaccept_full',
+  'socket_error', 'target_refused',
+];
+
+/** Per-session counters; written only by the session. */
+export class ConnectUdpCounters {
+  readonly drops = new Float64Array(CONNECT_UDP_DROP_COUNT);
+  /** Payloads (and bytes) towards the target / the client side's peer. */
+  datagramsSent = 0;
+  bytesSent = 0;
+  /** Payloads (and bytes) received and passed on. */
+  datagramsReceived = 0;
+  bytesReceived = 0;
+  /** Capsules of unknown type skipped (RFC 9297 §3.2). */
+  capsulesSkipped = 0;
+
+  /** Drops as name → count (allocates; status output and tests). */
+  dropsByName(): Record<string, number> {
+    const o: Record<string, number> = {};
+    for (let i = 1; i < CONNECT_UDP_DROP_COUNT; i++) if (this.drops[i]! > 0) o[CONNECT_UDP_DROP_NAMES[i]!] = this.drops[i]!;
+    return o;
+  }
+}
+
+/** RFC 9298 §5: largest UDP payload a datagram may carry (65,535 − 8-byte UDP header); larger → abort the stream. */
+export const MAX_UDP_PAYLOAD = 65_527;
