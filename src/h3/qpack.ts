@@ -153,17 +153,17 @@ export function decodeFieldSection(buf: Uint8Array, off: number, end: number, ma
       if (!e) return fail(F, `static table index ${st.v} out of range`);
       name = e[0];
       const r = readString(buf, p, end, 7, maxSize);
-      if (typeof r === 'string') return fail(F, r);
+      if (typeof r === 'string') return fail(r === TOO_LONG ? H3Error.H3_EXCESSIVE_LOAD : F, r);
       p = r.pos;
       value = r.text;
     } else if (b & 0x20) {
       // §4.5.6 Literal Field Line with Literal Name: 001 N H namelen(3)
       const rn = readString(buf, p, end, 3, maxSize);
-      if (typeof rn === 'string') return fail(F, rn);
+      if (typeof rn === 'string') return fail(rn === TOO_LONG ? H3Error.H3_EXCESSIVE_LOAD : F, rn);
       p = rn.pos;
       name = rn.text;
       const rv = readString(buf, p, end, 7, maxSize);
-      if (typeof rv === 'string') return fail(F, rv);
+      if (typeof rv === 'string') return fail(rv === TOO_LONG ? H3Error.H3_EXCESSIVE_LOAD : F, rv);
       p = rv.pos;
       value = rv.text;
     } else {
@@ -177,6 +177,8 @@ export function decodeFieldSection(buf: Uint8Array, off: number, end: number, ma
   }
   return { ok: true, fields, size };
 }
+
+const TOO_LONG = 'string literal longer than the field section limit';
 
 /** Read a string literal (RFC 9204 §4.1.2) whose H flag sits just above an N-bit length prefix. */
 function readString(
@@ -193,7 +195,7 @@ function readString(
   if (p < 0) return 'truncated string length';
   const len = st.v;
   if (len > end - p) return 'string literal runs past the field section';
-  if (len > maxLen) return 'string literal too long';
+  if (len > maxLen) return TOO_LONG;
   if (!huff) return { pos: p + len, text: latin1(buf, p, p + len) };
   // Huffman output is at most 8/5 of the input.
   const need = Math.ceil((len * 8) / 5) + 1;
