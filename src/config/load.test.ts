@@ -38,19 +38,19 @@ describe('config: example files', () => {
     expect(c.pools.ipv4?.text).toBe('10.200.0.0/24');
     expect(c.pools.ipv6?.text).toBe('fd00:200::/64');
     expect(c.policy[0]!.allow[0]!.ports).toContainEqual({ from: 8000, to: 8100 });
-    expect(c.policy[0]!.advertise.map((p) => p.text)).toEqual(['10.1.0.0/16', 'fd00:1::/64']);
-    expect(c.telemetry.workloads.find((w) => w.name === 'web')?.prefix.text).toBe('10.2.0.10/32');
+    expect(c.policy[0]!.advertise.map((p) => p.text)).toEqual(['10.10.0.0/24', 'fd00:a::/64']);
+    expect(c.telemetry.workloads.find((w) => w.name === 'web')?.prefix.text).toBe('10.20.0.2/32');
     expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9090 });
-    expect(c.connectUdp.targets[0]).toEqual({ host: '10.2.0.10', ports: [{ from: 7, to: 7 }, { from: 53, to: 53 }] });
+    expect(c.connectUdp.targets[0]).toEqual({ host: '10.20.0.2', ports: [{ from: 7, to: 7 }, { from: 53, to: 53 }] });
   });
 
   it('config/agent.yaml parses with every section', () => {
     const c = loadAgentConfig('config/agent.yaml');
     expect(c.mode).toBe('site-to-site');
-    expect(c.gateway.address).toEqual({ host: '192.0.2.1', port: 4433 });
+    expect(c.gateway.address).toEqual({ host: '192.0.2.2', port: 4433 });
     expect(c.reconnect).toEqual({ minDelayMs: 250, maxDelayMs: 30000, jitter: 0.2 });
-    expect(c.connectUdp.forwarders[0]).toEqual({ listen: { host: '127.0.0.1', port: 5353 }, target: { host: '10.2.0.10', port: 53 } });
-    expect(c.advertise.map((p) => p.text)).toEqual(['10.1.0.0/16', 'fd00:1::/64']);
+    expect(c.connectUdp.forwarders[0]).toEqual({ listen: { host: '127.0.0.1', port: 7007 }, target: { host: '10.20.0.2', port: 7 } });
+    expect(c.advertise.map((p) => p.text)).toEqual(['10.10.0.0/24', 'fd00:a::/64']);
     expect(c.admin.listen.port).toBe(9091);
   });
 
