@@ -5,3 +5,4 @@ export type { AgentConfig, GatewayConfig, PolicyEntry, WorkloadEntry } from './s
 export { LOG_LEVELS, MODES, POLICY_PROTOCOLS } from './schema.js';
 export { formatIpAddress, parseIpAddress, parseIpPrefix, prefixContains, type IpPrefix } from './cidr.js';
 export type { HostPort, PortRange } from './values.js';
+export { compilePolicy, CompiledPolicy, IdentityPolicy, type PolicyPacketView } from './policy.js';
