@@ -1,0 +1,169 @@
+/**
+ * Wiring of MASQUE sessions to the HTTP/3 layer's Extended CONNECT API
+ * (structural types, so masque depends only on `h3/tunnel-stream`): the
+ * gateway's accept/refuse path and the client's open path, for CONNECT-IP
+ * and CONNECT-UDP.
+ */
+import type { TunnelStream, TunnelStreamHandler } from '../h3/tunnel-stream.js';
+import { ConnectIpClientSession, type ConnectIpClientOptions } from './connect-ip/client-session.js';
+import { ConnectIpGatewaySession, type ConnectIpGatewayOptions } from './connect-ip/gateway-session.js';
+import { checkConnectIpRequest, buildConnectIpRequest, type ConnectIpRequestOptions, type ConnectIpScope } from './connect-ip/request.js';
+import { ConnectUdpClientSession, type ConnectUdpClientOptions } from './connect-udp/client-session.js';
+import { ConnectUdpGatewaySession, type ConnectUdpGatewayOptions } from './connect-udp/gateway-session.js';
+import { buildConnectUdpRequest, checkConnectUdpRequest, type ConnectUdpRequestOptions } from './connect-udp/request.js';
+import { LateTunnelStream } from './late-stream.js';
+import type { Refusal } from './proxy-status.js';
+
+type Fields = readonly (readonly [string, string])[];
+
+/** The parts of h3's pending Extended CONNECT request the gateway glue uses. */
+export interface PendingConnectLike {
+  readonly protocol: string;
+  readonly scheme: string;
+  readonly authority: string;
+  readonly path: string;
+  readonly capsuleProtocol: boolean;
+  accept(handler: TunnelStreamHandler, headers?: Fields, status?: number): TunnelStream | null;
+  reject(status: number, headers?: Fields, body?: Uint8Array | string): void;
+}
+
+/** The parts of h3's client connection the client glue uses. */
+export interface ConnectClientLike {
+  connect(
+    req: { protocol: string; authority: string; path: string; scheme?: string; headers?: Fields },
+    handler: TunnelStreamHandler & { onResponse(status: number, headers: Fields, tunnel: TunnelStream | null): void },
+  ): number;
+}
+
+function rejectWith(req: PendingConnectLike, r: Refusal): void {
+  req.reject(r.status, [['proxy-status', r.proxyStatus]], r.reason + '\n');
+}
+
+/**
+ * Gateway: validates a CONNECT-IP request (RFC 9484 §4.4/§4.6) and either
+ * refuses it (status + Proxy-Status) or accepts it with a started
+ * {@link ConnectIpGatewaySession}. `sessionOpts` gets the validated scope.
+ * Returns the session, or the refusal that was sent.
+ */
+export function acceptConnectIp(
+  req: PendingConnectLike,
+  check: ConnectIpRequestOptions,
+  sessionOpts: (scope: ConnectIpScope) => Omit<ConnectIpGatewayOptions, 'scope'>,
+): ConnectIpGatewaySession | Refusal {
+  const r = checkConnectIpRequest({ method: 'CONNECT', ...req }, check);
+  if (!r.ok) {
+    rejectWith(req, r);
+    return r;
+  }
+  const late = new LateTunnelStream();
+  const s = new ConnectIpGatewaySession(late, { ...sessionOpts(r.scope), scope: r.scope });
+  const t = req.accept(s);
+  if (!t) {
+    s.onClose(0);
+    return s;
+  }
+  late.bind(t);
+  s.start();
+  return s;
+}
+
+/**
+ * Gateway: validates a CONNECT-UDP request (RFC 9298), resolves and vets the
+ * target and connects the socket before answering (§3.1); then accepts with
+ * the session or refuses with status + Proxy-Status.
+ */
+export async function acceptConnectUdp(
+  req: PendingConnectLike,
+  check: ConnectUdpRequestOptions,
+  sessionOpts: Omit<ConnectUdpGatewayOptions, 'target'>,
+): Promise<ConnectUdpGatewaySession | Refusal> {
+  const r = checkConnectUdpRequest({ method: 'CONNECT', ...req }, check);
+  if (!r.ok) {
+    rejectWith(req, r);
+    return r;
+  }
+  const late = new LateTunnelStream();
+  const s = new ConnectUdpGatewaySession(late, { ...sessionOpts, target: r.target });
+  const o = await s.open();
+  if (!o.ok) {
+    rejectWith(req, o);
+    return o;
+  }
+  const t = req.accept(s);
+  if (!t) {
+    s.onClose(0);
+    return s;
+  }
+  late.bind(t);
+  return s;
+}
+
+/** A refused or failed MASQUE request on the client side. */
+export class MasqueRequestError extends Error {
+  constructor(
+    readonly status: number,
+    readonly proxyStatus: string | undefined,
+  ) {
+    super(`masque: request refused with status ${status}${proxyStatus ? ` (Proxy-Status: ${proxyStatus})` : ''}`);
+    this.name = 'MasqueRequestError';
+  }
+}
+
+function openWith<S extends TunnelStreamHandler>(
+  client: ConnectClientLike,
+  req: { protocol: string; authority: string; path: string; scheme: string },
+  headers: Fields,
+  make: (stream: TunnelStream) => S,
+): Promise<S> {
+  return new Promise((resolve, reject) => {
+    const late = new LateTunnelStream();
+    const session = make(late);
+    let settled = false;
+    client.connect(
+      { ...req, headers },
+      {
+        onResponse(status, hdrs, tunnel) {
+          settled = true;
+          // RFC 9484 §4.5 / RFC 9298 §3.5: only 2xx with a tunnel is success.
+          if (tunnel && status >= 200 && status <= 299) {
+            late.bind(tunnel);
+            resolve(session);
+          } else {
+            reject(new MasqueRequestError(status, hdrs.find(([n]) => n === 'proxy-status')?.[1]));
+          }
+        },
+        onCapsule: (t, v) => session.onCapsule(t, v),
+        onDatagram: (b, o, l) => session.onDatagram(b, o, l),
+        onClose: (e) => {
+          if (!settled) {
+            settled = true;
+            reject(new MasqueRequestError(0, `stream closed with H3 error 0x${e.toString(16)}`));
+          }
+          session.onClose(e);
+        },
+      },
+    );
+  });
+}
+
+/** Client: opens a CONNECT-IP tunnel (RFC 9484) and resolves with the session once the gateway answered 2xx. */
+export function connectIp(
+  client: ConnectClientLike,
+  gateway: string,
+  opts: ConnectIpClientOptions & { scope?: ConnectIpScope; template?: string; headers?: Fields },
+): Promise<ConnectIpClientSession> {
+  const r = buildConnectIpRequest(gateway, opts.scope, opts.template);
+  return openWith(client, r, opts.headers ?? [], (st) => new ConnectIpClientSession(st, opts));
+}
+
+/** Client: opens a CONNECT-UDP flow to host:port (RFC 9298) and resolves with the session once the gateway answered 2xx. */
+export function connectUdp(
+  client: ConnectClientLike,
+  gateway: string,
+  host: string,
+  port: number,
+  opts: ConnectUdpClientOptions & { template?: string; headers?: Fields },
+): Promise<ConnectUdpClientSession> {
+  const r = buildConnectUdpRequest(gateway, host, port, opts.template);
+  return openWith(client, r, opts.headers ?? [], (st) => new ConnectUdpClientSession(st, opts));
+}
