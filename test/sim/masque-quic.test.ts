@@ -5,8 +5,8 @@
  */
 import dgram from 'node:dgram';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { H3Connection, type H3ConnectionOptions, type ConnectRequest } from '../../src/h3/connection.js';
-import type { QuicConnection } from '../../src/quic/connection.js';
+import type { ConnectRequest } from '../../src/h3/connection.js';
+import { attachH3 } from '../../src/h3/quic-binding.js';
 import { craftUdp } from '../../src/packet/craft.js';
 import { AddressPool } from '../../src/masque/address-pool.js';
 import { RouteTable } from '../../src/masque/route-table.js';
@@ -14,27 +14,6 @@ import { formatIp } from '../../src/masque/ip-address.js';
 import { ConnectIpGatewaySession } from '../../src/masque/connect-ip/gateway-session.js';
 import { acceptConnectIp, acceptConnectUdp, connectIp, connectUdp, MasqueRequestError } from '../../src/masque/h3-glue.js';
 import { Harness, waitFor } from './quic-harness.js';
-
-/** Drives an H3Connection from a QuicConnection's events (what the daemons' pump does). */
-function bindH3(c: QuicConnection, opts: H3ConnectionOptions): H3Connection {
-  const h = new H3Connection(c, opts);
-  const prev = c.onEvent;
-  c.onEvent = (conn, ev) => {
-    prev?.(conn, ev);
-    if (ev === 'readable') {
-      h.handleReadable();
-      h.handleDatagrams();
-    } else if (ev === 'writable') {
-      h.handleWritable();
-    } else if (ev === 'closed') {
-      h.handleTransportClosed(conn.closeInfo?.errorCode ?? 0, conn.closeInfo?.reason ?? '');
-    }
-    conn.watchWritable = h.wantsWritable();
-  };
-  h.start();
-  c.flush();
-  return h;
-}
 
 let h = new Harness();
 afterEach(() => {
@@ -67,7 +46,7 @@ async function gateway() {
   };
   const { port } = await h.server({
     onConnection: (c) => {
-      bindH3(c, {
+      attachH3(c, {
         onConnect: (req: ConnectRequest) => {
           if (req.protocol === 'connect-ip') {
             const s = acceptConnectIp(req, {}, () => ({
@@ -91,7 +70,7 @@ async function client(port: number) {
   const ep = await h.client();
   const c = ep.connect('127.0.0.1', port, 'localhost');
   await c.whenEstablished();
-  return { c, h3: bindH3(c, {}) };
+  return { c, h3: attachH3(c, {}) };
 }
 
 describe('CONNECT-IP over QUIC (RFC 9484 over RFC 9297/9220)', () => {
