@@ -30,15 +30,25 @@ function adminSchema(defaultListen: string) {
   }).prefault({});
 }
 
-/** `inspection`: passive flow tracking limits and timeouts. */
+/**
+ * `inspection`: passive flow tracking (src/inspect FlowTracker). Timeouts
+ * left out keep the tracker's defaults (Linux conntrack's), so the parsed
+ * `timeouts` object can be passed to the tracker as is.
+ */
 const inspectionSchema = z.strictObject({
-  maxFlows: intIn(1, 10_000_000, 'a flow count').default(65_536),
-  tcpHandshakeTimeoutMs: ms(1_000, DAY_MS).default(20_000),
-  tcpIdleTimeoutMs: ms(1_000, 7 * DAY_MS).default(3_600_000),
-  tcpClosingTimeoutMs: ms(100, DAY_MS).default(10_000),
-  udpIdleTimeoutMs: ms(1_000, DAY_MS).default(120_000),
-  icmpIdleTimeoutMs: ms(1_000, DAY_MS).default(30_000),
-  sniPeek: z.boolean().default(true),
+  maxFlows: intIn(1, 10_000_000, 'a flow count').default(262_144),
+  timeouts: z.strictObject({
+    synSentMs: ms(1_000, DAY_MS).optional(),
+    synRecvMs: ms(1_000, DAY_MS).optional(),
+    establishedMs: ms(1_000, 30 * DAY_MS).optional(),
+    finWaitMs: ms(100, DAY_MS).optional(),
+    lastAckMs: ms(100, DAY_MS).optional(),
+    timeWaitMs: ms(100, DAY_MS).optional(),
+    closeMs: ms(100, DAY_MS).optional(),
+    udpMs: ms(1_000, DAY_MS).optional(),
+    udpStreamMs: ms(1_000, DAY_MS).optional(),
+    icmpMs: ms(1_000, DAY_MS).optional(),
+  }).prefault({}),
 }).prefault({});
 
 /** `telemetry`: workload names for metric labels and the JSON flow log. */
