@@ -7,3 +7,4 @@ export type { DaemonStatus, StatusFlow, StatusSession } from './status.js';
 export { FlowHandle, Telemetry, type TelemetryOptions } from './telemetry.js';
 export { UNKNOWN_WORKLOAD, WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
 export { directionByLocalPrefixes, FlowRecordTelemetry, type FlowRecordTelemetryOptions } from './flow-record-adapter.js';
+export { ICMP_TYPE_UNCLASSIFIED, TunnelCounterSync } from './tunnel-counter-sync.js';
