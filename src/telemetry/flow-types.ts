@@ -4,10 +4,14 @@
  * daemons adapt to these shapes (see docs/telemetry.md).
  */
 
-/** IANA protocol numbers telemetry names (others are logged as numbers and counted nowhere). */
+// IANA protocol numbers telemetry names; others are logged as numbers and have no flow metrics.
+/** ICMP (IPv4). */
 export const IPPROTO_ICMP = 1;
+/** TCP: tcp_* metrics. */
 export const IPPROTO_TCP = 6;
+/** UDP: udp_* metrics. */
 export const IPPROTO_UDP = 17;
+/** ICMPv6. */
 export const IPPROTO_ICMPV6 = 58;
 
 /**
