@@ -284,6 +284,87 @@ describe('H3Connection: Extended CONNECT with capsules and datagrams (RFC 9220, 
   });
 });
 
+describe('H3Connection: stream ordering and re-entrancy', () => {
+  it('HEADERS followed by > 16 KiB of capsules in one burst, accepted synchronously, arrive complete and in order', () => {
+    const raw = rawClient();
+    const caps: Uint8Array[] = [];
+    for (let i = 0; i < 200; i++) caps.push(encodeCapsuleBytes(0x05, new Uint8Array(200).fill(i)));
+    raw.ct.streamSend(0, cat(headers(connectFields()), encodeFrame(FrameType.DATA, cat(...caps))), false);
+    raw.run();
+    const got = raw.srv.tunnels[0]!.rec.capsules;
+    expect(got).toHaveLength(200);
+    expect(got.every(([t, v], i) => t === 5 && v === Buffer.alloc(200, i).toString('hex'))).toBe(true);
+  });
+
+  it('async accept keeps capsules that arrived with the request and delivers them first, in order', () => {
+    const [ct, st] = memoryTransportPair();
+    const srv = server(st, {}, false);
+    srv.h.start();
+    ct.streamSend(2, cat(hex('00'), encodeFrame(FrameType.SETTINGS, encodeSettings([[0x33, 1]]))), false);
+    ct.streamSend(0, cat(headers(connectFields()), encodeFrame(FrameType.DATA, encodeCapsuleBytes(1, hex('01')))), false);
+    srv.h.handleReadable();
+    ct.streamSend(0, encodeFrame(FrameType.DATA, encodeCapsuleBytes(1, hex('02'))), false);
+    srv.h.handleReadable(); // paused: left in QUIC
+    const rec = new Recorder();
+    expect(srv.requests[0]!.accept(rec)).not.toBeNull();
+    expect(rec.capsules).toEqual([
+      [1, '01'],
+      [1, '02'],
+    ]);
+  });
+
+  it('accept() for one stream from inside another stream\'s capsule callback keeps both streams intact', () => {
+    const [ct, st] = memoryTransportPair();
+    const pending: ConnectRequest[] = [];
+    const recs: Recorder[] = [];
+    let h3!: H3Connection;
+    h3 = new H3Connection(st, {
+      onConnect: (req) => {
+        if (req.streamId === 0) {
+          const r = new (class extends Recorder {
+            override onCapsule(type: number, value: Uint8Array) {
+              super.onCapsule(type, value);
+              const p = pending.shift();
+              if (p) {
+                const r2 = new Recorder();
+                recs.push(r2);
+                p.accept(r2);
+              }
+            }
+          })();
+          recs.unshift(r);
+          req.accept(r);
+        } else pending.push(req);
+      },
+    });
+    h3.start();
+    ct.streamSend(2, cat(hex('00'), encodeFrame(FrameType.SETTINGS, encodeSettings([[0x33, 1]]))), false);
+    ct.streamSend(4, cat(headers(connectFields()), encodeFrame(FrameType.DATA, encodeCapsuleBytes(2, hex('b1')))), false);
+    h3.handleReadable();
+    ct.streamSend(0, cat(headers(connectFields()), encodeFrame(FrameType.DATA, cat(encodeCapsuleBytes(1, hex('a1')), encodeCapsuleBytes(1, hex('a2'))))), false);
+    h3.handleReadable();
+    expect(recs[0]!.capsules).toEqual([
+      [1, 'a1'],
+      [1, 'a2'],
+    ]);
+    expect(recs[1]!.capsules).toEqual([[2, 'b1']]);
+  });
+
+  it('QUIC may deliver request streams out of order: stream 8 then 0 and 4 are all served', () => {
+    const raw = rawClient();
+    raw.ct.streamSend(8, headers(connectFields()), false);
+    raw.run();
+    raw.ct.streamSend(0, headers(connectFields()), false);
+    raw.ct.streamSend(4, headers(connectFields()), false);
+    raw.run();
+    expect(raw.srv.tunnels.map((t) => t.tunnel.streamId).sort()).toEqual([0, 4, 8]);
+    // a datagram for stream 12 (not yet opened) is unknown, not closed
+    raw.st.injectDatagram(hex('03 00'));
+    raw.run();
+    expect(raw.srv.h.counters.datagramsDroppedUnknownStream).toBe(1);
+  });
+});
+
 describe('H3Connection: plain requests', () => {
   it('GET /healthz → 200 "ok", other paths 404', () => {
     const env = setup();
@@ -333,6 +414,22 @@ describe('H3Connection: GOAWAY (RFC 9114 §5.2)', () => {
     env.run();
     expect(closeCode(env.st)).toBe(H3Error.H3_NO_ERROR);
     expect(env.cli.closed).toBe(true);
+  });
+
+  it('server shutdown with no requests sends GOAWAY(0) and closes with H3_NO_ERROR', () => {
+    const env = setup();
+    env.srv.h.shutdown();
+    env.run();
+    expect(env.goaways).toEqual([0]);
+    expect(closeCode(env.st)).toBe(H3Error.H3_NO_ERROR);
+    expect(env.cli.closed).toBe(true);
+  });
+
+  it('GOAWAY IDs must not increase and must name a client bidirectional stream (H3_ID_ERROR)', () => {
+    const env = setup();
+    env.st.streamSend(3, encodeFrame(FrameType.GOAWAY, hex('01')), false); // not a multiple of 4
+    env.run();
+    expect(closeCode(env.ct)).toBe(H3Error.H3_ID_ERROR);
   });
 
   it('requests at or above the GOAWAY ID are rejected with H3_REQUEST_REJECTED', () => {

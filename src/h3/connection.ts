@@ -38,6 +38,8 @@ const DEFAULT_MAX_CAPSULE = 64 * 1024;
 const DEFAULT_MAX_STREAM_QUEUE = 256 * 1024;
 const DEFAULT_MAX_BODY = 64 * 1024;
 const MAX_CONTROL_FRAME = 4096;
+/** Out-of-order peer stream IDs remembered at most. */
+const MAX_GAPS = 1024;
 /** Bytes read from a stream per streamRecv call. */
 const READ_CHUNK = 16 * 1024;
 /** Largest QUIC DATAGRAM payload we read (bounded by UDP). */
@@ -369,11 +371,24 @@ export class H3Connection {
   private hasPeerDecoder = false;
   /** Next client-initiated bidirectional stream ID we open (client). */
   private nextBidi = 0;
-  /** Highest peer-initiated bidirectional stream ID seen (server), -1 if none. */
-  private maxPeerBidi = -1;
+  /** Highest peer-initiated bidirectional stream ID seen (server), -4 if none. */
+  private maxPeerBidi = -4;
+  /**
+   * Peer bidirectional IDs below maxPeerBidi not seen yet (QUIC may deliver
+   * streams out of order). Bounded by the peer's stream limit in practice
+   * and by MAX_GAPS here; IDs dropped from it count as closed.
+   */
+  private readonly bidiGaps = new Set<number>();
+  /** Streams whose accept() came while another read was in progress: resumed after it. */
+  private readonly resumeQueue: Stream[] = [];
+  private readDepth = 0;
   /** Client requests waiting for the peer's SETTINGS. */
   private readonly waiting: Array<() => void> = [];
   private draining = false;
+  /** A driver call happened since our GOAWAY was queued, so it had a chance to leave. */
+  private goawayOut = false;
+  /** The peer sent GOAWAY: close once our last request ends. */
+  private peerDraining = false;
 
   /** The transport must outlive the connection; nothing is sent until {@link start}. */
   constructor(transport: QuicTransport, options: H3ConnectionOptions = {}) {
@@ -531,7 +546,8 @@ export class H3Connection {
       encodeVarint(id, payload, 0);
       this.queue(ctl, encodeFrame(FrameType.GOAWAY, payload), false);
     }
-    this.maybeFinishDrain();
+    // The close (if nothing is open) waits for the next driver call so the
+    // GOAWAY is not discarded with the connection.
   }
 
   /** Close now with an H3 error code (RFC 9114 §8.1); tunnels get onClose(code). */
@@ -551,6 +567,8 @@ export class H3Connection {
   /** Read every readable stream (call after QUIC reported input). */
   handleReadable(): void {
     if (this.closed) return;
+    this.enter();
+    this.readDepth++;
     try {
       for (const id of Array.from(this.t.readableStreams())) {
         if (this.closed) return;
@@ -558,17 +576,30 @@ export class H3Connection {
       }
     } catch (e) {
       if (!(e instanceof ConnectionClosed)) throw e;
+    } finally {
+      this.readDepth--;
+    }
+    this.drainResumes();
+    this.maybeFinishDrain();
+  }
+
+  private drainResumes(): void {
+    while (this.resumeQueue.length > 0 && !this.closed) {
+      const s = this.resumeQueue.shift()!;
+      if (!s.closed) this.resume(s);
     }
   }
 
   /** Flush queued stream data (call when QUIC reports credit). */
   handleWritable(): void {
     if (this.closed) return;
+    this.enter();
     try {
       for (const s of Array.from(this.streams.values())) if (s.sendQueue.length > 0 || (s.finQueued && !s.finSent)) this.flush(s);
     } catch (e) {
       if (!(e instanceof ConnectionClosed)) throw e;
     }
+    this.maybeFinishDrain();
   }
 
   /** True while some stream has bytes queued beyond QUIC flow control. */
@@ -584,16 +615,20 @@ export class H3Connection {
   handleDatagrams(): void {
     if (this.closed) return;
     const buf = this.dbuf;
+    this.readDepth++;
     try {
       for (;;) {
         const n = this.t.dgramRecv(buf);
-        if (n === null) return;
+        if (n === null) break;
         this.onDatagram(buf, n);
-        if (this.closed) return;
+        if (this.closed) break;
       }
     } catch (e) {
       if (!(e instanceof ConnectionClosed)) throw e;
+    } finally {
+      this.readDepth--;
     }
+    this.drainResumes();
   }
 
   private onDatagram(buf: Uint8Array, n: number): void {
@@ -607,7 +642,7 @@ export class H3Connection {
     const id = q * 4;
     const s = this.streams.get(id);
     if (s === undefined || s.kind !== Kind.Request || s.closed) {
-      const opened = this.isServer ? id <= this.maxPeerBidi : id < this.nextBidi;
+      const opened = this.isServer ? id <= this.maxPeerBidi && !this.bidiGaps.has(id) : id < this.nextBidi;
       if (opened) this.counters.datagramsDroppedClosedStream++;
       else this.counters.datagramsDroppedUnknownStream++;
       return;
@@ -693,8 +728,12 @@ export class H3Connection {
         this.connError(H3Error.H3_STREAM_CREATION_ERROR, 'server-initiated bidirectional stream');
         return undefined;
       }
-      if (id <= this.maxPeerBidi) return undefined; // already handled and closed
-      this.maxPeerBidi = id;
+      if (id <= this.maxPeerBidi) {
+        if (!this.bidiGaps.delete(id)) return undefined; // already handled and closed
+      } else {
+        for (let g = this.maxPeerBidi + 4; g < id && this.bidiGaps.size < MAX_GAPS; g += 4) this.bidiGaps.add(g);
+        this.maxPeerBidi = id;
+      }
       const s = new Stream(id, Kind.Request);
       s.role = Role.ServerRequest;
       this.streams.set(id, s);
@@ -1036,6 +1075,7 @@ export class H3Connection {
           return;
         }
         this.goawayReceived = id;
+        this.peerDraining = true;
         if (!this.isServer) {
           for (const s of Array.from(this.streams.values())) {
             if (s.kind === Kind.Request && s.id >= id && !s.closed) {
@@ -1104,7 +1144,13 @@ export class H3Connection {
     this.sendHeaders(s, [[':status', String(status)], ['capsule-protocol', '?1'], ...headers], false);
     const tunnel = new TunnelImpl(this, s, handler);
     this.bindTunnel(s, tunnel);
-    this.resume(s);
+    // The shared read buffer may be in use (accept() from inside a callback,
+    // maybe for this very stream): resume once the current read unwinds.
+    // With nothing held back, unpausing now keeps order and lets a read of
+    // this stream that is on the stack carry on.
+    if (s.held === null) s.paused = false;
+    this.resumeQueue.push(s);
+    if (this.readDepth === 0) this.drainResumes();
     return s.closed ? null : tunnel;
   }
 
@@ -1142,6 +1188,7 @@ export class H3Connection {
     s.paused = false;
     const held = s.held;
     s.held = null;
+    this.readDepth++;
     try {
       if (held) this.feedFrames(s, held, 0, held.length);
       if (s.closed || this.closed) return;
@@ -1149,6 +1196,8 @@ export class H3Connection {
       else this.readStream(s.id);
     } catch (e) {
       if (!(e instanceof ConnectionClosed)) throw e;
+    } finally {
+      this.readDepth--;
     }
   }
 
@@ -1431,13 +1480,10 @@ export class H3Connection {
     s.finQueued = true;
     s.finSent = true;
     this.t.streamShutdown(s.id, 'write', code);
-    if (s.tunnel !== null || s.clientHandler !== null || s.plainCb !== null) {
-      if (!s.remoteDone) this.t.streamShutdown(s.id, 'read', code);
-      this.dropStream(s);
-      this.notifyClosed(s, code);
-    } else if (s.remoteDone || s.pending === null) {
-      this.dropStream(s);
-    }
+    if (!s.remoteDone && !s.closed) this.t.streamShutdown(s.id, 'read', code);
+    const wasOpen = !s.closed;
+    this.dropStream(s);
+    if (wasOpen) this.notifyClosed(s, code);
   }
 
   // ---------------------------------------------------------------- errors and cleanup
@@ -1493,13 +1539,19 @@ export class H3Connection {
     if (s.sendQueue.length === 0 && (s.finSent || !s.finQueued)) {
       if (this.streams.get(s.id) === s) this.streams.delete(s.id);
     }
-    if (this.draining) this.maybeFinishDrain();
+    this.maybeFinishDrain();
   }
 
   private maybeFinishDrain(): void {
-    if (this.closed || !this.draining) return;
+    if (this.closed) return;
+    if (!(this.draining && this.goawayOut) && !this.peerDraining) return;
     for (const s of this.streams.values()) if (s.kind === Kind.Request) return;
     this.close(H3Error.H3_NO_ERROR, 'graceful shutdown');
+  }
+
+  /** Driver entry bookkeeping for graceful shutdown. */
+  private enter(): void {
+    if (this.draining) this.goawayOut = true;
   }
 
   /** Connection error (RFC 9114 §8): close QUIC with `code`, notify every stream. Throws to unwind when `unwind`. */
