@@ -177,6 +177,10 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
     this.checkPath();
   }
 
+  protected defaultLinkLocalSuffix(): number {
+    return 2;
+  }
+
   protected receivePacket(buf: Uint8Array, off: number, len: number): void {
     const v = ipVersionOf(buf, off, len);
     if (v === 0) {
@@ -187,6 +191,7 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
       this.counters.drops[ConnectIpDrop.IPV6_DISABLED]++;
       return;
     }
+    if (v === 6 && this.handleLinkIcmp6(buf, off, len)) return;
     this.counters.packetsReceived++;
     this.counters.bytesReceived += len;
     this.onPacket(buf, off, len);

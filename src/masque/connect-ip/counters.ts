@@ -61,6 +61,8 @@ export class ConnectIpCounters {
   icmpSuppressed = 0;
   /** Capsules of unknown type skipped (RFC 9297 §3.2). */
   capsulesSkipped = 0;
+  /** ICMPv6 echo replies sent for link-local echo requests (RFC 9484 §7.2 probes). */
+  echoRepliesSent = 0;
 
   /** Drops as a name → count object (allocates; for status output and tests). */
   dropsByName(): Record<string, number> {

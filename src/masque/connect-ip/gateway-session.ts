@@ -256,6 +256,10 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     return false;
   }
 
+  protected defaultLinkLocalSuffix(): number {
+    return 1;
+  }
+
   protected receivePacket(buf: Uint8Array, off: number, len: number): void {
     const c = this.counters;
     const info = this.info;
@@ -271,6 +275,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
       c.drops[ConnectIpDrop.IPV6_DISABLED]++;
       return;
     }
+    // RFC 9484 §7.2: answer link-local ICMPv6 echo (the 1280-byte MTU probe) on the tunnel link itself.
+    if (v === 6 && this.handleLinkIcmp6(buf, off, ipLen)) return;
     const reporter = v === 4 ? this.reporter4 : this.reporter6;
     // RFC 9484 §7.2: link-local traffic is never forwarded beyond the tunnel.
     if (v === 4 ? isLinkLocal4(buf, info.srcOff) || isLinkLocal4(buf, info.dstOff) : isLinkLocal6(buf, info.srcOff) || isLinkLocal6(buf, info.dstOff)) {

@@ -5,6 +5,7 @@
  * ICMP error generation with a rate limit, counters.
  */
 import type { TunnelStream, TunnelStreamHandler } from '../../h3/tunnel-stream.js';
+import { transportChecksum } from '../../packet/checksum.js';
 import { buildIcmpError, ICMP6_ERROR_MAX_BYTES } from '../../packet/icmp-error.js';
 import { addressAssignLength, encodeAddressAssign, parseAddressAssign } from './address-assign.js';
 import type { AddressEntry } from './address-entry.js';
@@ -16,6 +17,7 @@ import {
   H3_GENERAL_PROTOCOL_ERROR,
   H3_REQUEST_CANCELLED,
 } from './capsule-types.js';
+import { compareBytes } from '../ip-address.js';
 import { ConnectIpCounters, ConnectIpDrop } from './counters.js';
 import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from './datagram.js';
 import {
@@ -43,7 +45,9 @@ export type ConnectIpEvent =
   /** An advertised prefix could not be installed because another session owns it. */
   | { readonly type: 'route-conflict'; readonly prefix: string }
   /** The path cannot carry 1280-byte IPv6 packets: IPv6 switched off for this session (RFC 9484 §7.2). */
-  | { readonly type: 'ipv6-disabled'; readonly maxPacketSize: number }
+  | { readonly type: 'ipv6-disabled'; readonly maxPacketSize: number; readonly reason: string }
+  /** A 1280-byte ICMPv6 echo to ff02::1 came back: the tunnel carries the IPv6 minimum MTU (RFC 9484 §7.2). */
+  | { readonly type: 'ipv6-verified' }
   /** The session ended; `error` is the H3 error code (0 clean), `reason` when we aborted it. */
   | { readonly type: 'closed'; readonly error: number; readonly reason?: string };
 
@@ -59,7 +63,16 @@ export interface ConnectIpSessionOptions {
   readonly icmpPerSecond?: number;
   /** Monotonic clock in ms for the ICMP rate limit; default performance.now. */
   readonly nowMs?: () => number;
+  /** Our IPv6 link-local address on the tunnel link (source of §7.2 probes and echo replies). Default fe80::1 (gateway) / fe80::2 (client). */
+  readonly linkLocalV6?: Uint8Array;
+  /** How long to wait for each §7.2 probe reply; default 2000 ms, 3 tries. */
+  readonly ipv6ProbeTimeoutMs?: number;
 }
+
+/** RFC 9484 §7.2: 1232 bytes of echo data make a 1280-byte IPv6 packet (40 IPv6 + 8 ICMPv6). */
+const PROBE_DATA_BYTES = 1232;
+const PROBE_TRIES = 3;
+const ALL_NODES = Uint8Array.of(0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
 
 const MTU_REFRESH_EVERY = 256;
 
@@ -80,6 +93,13 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
   private icmpLastMs: number;
   private readonly nowMs: () => number;
   private readonly ipv6Action: 'disable-ipv6' | 'abort';
+  /** Our link-local IPv6 address on the tunnel link. */
+  protected readonly linkLocal6: Uint8Array;
+  private readonly probeTimeoutMs: number;
+  private probeId = 0;
+  private probeTries = 0;
+  private probeDeadlineMs = -1;
+  private probeBuf: Uint8Array | null = null;
 
   constructor(
     /** The request stream; owned by the HTTP/3 layer, used until close. */
@@ -93,7 +113,12 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     this.nowMs = opts.nowMs ?? (() => performance.now());
     this.icmpLastMs = this.nowMs();
     this.ipv6Action = opts.ipv6MinMtuAction ?? 'disable-ipv6';
+    this.linkLocal6 = opts.linkLocalV6 ?? Uint8Array.of(0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, this.defaultLinkLocalSuffix());
+    this.probeTimeoutMs = opts.ipv6ProbeTimeoutMs ?? 2000;
   }
+
+  /** Last byte of the default link-local address (gateway 1, client 2). */
+  protected abstract defaultLinkLocalSuffix(): number;
 
   /** True once the stream ended or the session was closed/aborted. */
   get isClosed(): boolean {
@@ -126,15 +151,111 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     this.mtuCache = m;
     this.mtuCountdown = MTU_REFRESH_EVERY;
     if (m > 0 && m < IPV6_MIN_MTU && !this.ipv6Disabled && !this.closed && this.usesIpv6()) {
-      if (this.ipv6Action === 'abort') {
-        this.fail(`path carries ${m}-byte packets, below the IPv6 minimum of ${IPV6_MIN_MTU}`, H3_REQUEST_CANCELLED);
-      } else {
-        this.ipv6Disabled = true;
-        this.disableIpv6();
-        this.onEvent({ type: 'ipv6-disabled', maxPacketSize: m });
-      }
+      this.ipv6Fail(`path carries ${m}-byte packets, below the IPv6 minimum of ${IPV6_MIN_MTU}`, m);
     }
     return m;
+  }
+
+  private ipv6Fail(reason: string, m: number): void {
+    this.probeDeadlineMs = -1;
+    if (this.ipv6Action === 'abort') {
+      this.fail(reason, H3_REQUEST_CANCELLED);
+    } else {
+      this.ipv6Disabled = true;
+      this.disableIpv6();
+      this.onEvent({ type: 'ipv6-disabled', maxPacketSize: m, reason });
+    }
+  }
+
+  /**
+   * RFC 9484 §7.2: sends an ICMPv6 echo request with 1232 bytes of data
+   * (a 1280-byte packet) to ff02::1 through the tunnel; the peer answers
+   * it. Without a reply after 3 tries ({@link onTimeout}) — or at once if
+   * the packet cannot be sent because it is too big — IPv6 is torn down
+   * like in {@link checkPath}. Drive with nextTimeoutMs()/onTimeout(now).
+   */
+  probeIpv6(nowMs: number): void {
+    if (this.closed || this.ipv6Disabled) return;
+    this.probeTries = 0;
+    this.probeId = (this.probeId + 1) & 0xffff;
+    this.sendProbe(nowMs);
+  }
+
+  private sendProbe(nowMs: number): void {
+    const b = (this.probeBuf ??= new Uint8Array(MASQUE_HEADROOM + IPV6_MIN_MTU));
+    const o = MASQUE_HEADROOM;
+    b.fill(0, o);
+    b[o] = 0x60;
+    b[o + 4] = (IPV6_MIN_MTU - 40) >> 8;
+    b[o + 5] = (IPV6_MIN_MTU - 40) & 0xff;
+    b[o + 6] = 58; // ICMPv6
+    b[o + 7] = 255;
+    b.set(this.linkLocal6, o + 8);
+    b.set(ALL_NODES, o + 24);
+    b[o + 40] = 128; // Echo Request (RFC 4443 §4.1)
+    b[o + 44] = this.probeId >> 8;
+    b[o + 45] = this.probeId & 0xff;
+    b[o + 47] = ++this.probeTries;
+    for (let i = 0; i < PROBE_DATA_BYTES; i++) b[o + 48 + i] = i & 0xff;
+    const c = transportChecksum(b, 6, o + 8, o + 24, 58, o + 40, IPV6_MIN_MTU - 40);
+    b[o + 42] = c >> 8;
+    b[o + 43] = c & 0xff;
+    const r = this.sendEncapsulated(b, o, IPV6_MIN_MTU);
+    if (r === ConnectIpDrop.TOO_BIG) {
+      this.ipv6Fail(`a 1280-byte IPv6 probe does not fit the path (${this.tooBigLimit()} bytes)`, this.tooBigLimit());
+      return;
+    }
+    this.probeDeadlineMs = nowMs + this.probeTimeoutMs;
+  }
+
+  /** Earliest time (ms, same clock as onTimeout) this session needs onTimeout, or -1. */
+  nextTimeoutMs(): number {
+    return this.probeDeadlineMs;
+  }
+
+  /** Timer callback: retries or fails an outstanding §7.2 probe. */
+  onTimeout(nowMs: number): void {
+    if (this.probeDeadlineMs < 0 || nowMs < this.probeDeadlineMs || this.closed) return;
+    if (this.probeTries < PROBE_TRIES) this.sendProbe(nowMs);
+    else this.ipv6Fail(`no reply to ${PROBE_TRIES} 1280-byte IPv6 probes`, this.maxPacketSize());
+  }
+
+  /**
+   * Link-local ICMPv6 on the tunnel link (RFC 9484 §7.2: reply to link-local
+   * multicast): answers an echo request to ff02::1 or to our link-local
+   * address, and recognises the reply to our own probe. Returns true when the
+   * packet was consumed here. Allocation-free.
+   */
+  protected handleLinkIcmp6(buf: Uint8Array, off: number, len: number): boolean {
+    if (len < 48 || buf[off]! >> 4 !== 6 || buf[off + 6] !== 58) return false;
+    const dstAllNodes = compareBytes(buf, off + 24, ALL_NODES, 0, 16) === 0;
+    const dstUs = compareBytes(buf, off + 24, this.linkLocal6, 0, 16) === 0;
+    if (!dstAllNodes && !dstUs) return false;
+    const type = buf[off + 40];
+    if (type === 129 && dstUs) {
+      if (this.probeDeadlineMs >= 0 && ((buf[off + 44]! << 8) | buf[off + 45]!) === this.probeId && len >= IPV6_MIN_MTU) {
+        this.probeDeadlineMs = -1;
+        this.onEvent({ type: 'ipv6-verified' });
+      }
+      return true;
+    }
+    if (type !== 128) return false;
+    const n = Math.min(len, this.icmpBuf.length - MASQUE_HEADROOM);
+    const o = MASQUE_HEADROOM;
+    const b = this.icmpBuf;
+    b.set(buf.subarray(off, off + n), o);
+    b.set(buf.subarray(off + 8, off + 24), o + 24); // to the requester
+    b.set(this.linkLocal6, o + 8); // from our link-local address
+    b[o + 7] = 255;
+    b[o + 40] = 129; // Echo Reply
+    b[o + 42] = 0;
+    b[o + 43] = 0;
+    const c = transportChecksum(b, 6, o + 8, o + 24, 58, o + 40, n - 40);
+    b[o + 42] = c >> 8;
+    b[o + 43] = c & 0xff;
+    this.counters.echoRepliesSent++;
+    this.sendEncapsulated(b, o, n);
+    return true;
   }
 
   /** Whether this session carries or may carry IPv6 (has IPv6 addresses, routes or scope). */

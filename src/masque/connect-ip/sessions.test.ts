@@ -364,4 +364,30 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
     expect(r.client.maxPacketSize()).toBe(1399);
     expect(MASQUE_HEADROOM).toBe(9);
   });
+
+  it('RFC 9484 §7.2: the 1280-byte ICMPv6 echo probe to ff02::1 is answered by the peer; no answer after 3 tries tears IPv6 down', () => {
+    assign(r);
+    r.client.probeIpv6(0);
+    expect(r.client.nextTimeoutMs()).toBe(2000);
+    r.pair.flush();
+    expect(r.clientEvents.at(-1)).toEqual({ type: 'ipv6-verified' });
+    expect(r.client.nextTimeoutMs()).toBe(-1);
+    expect(r.gateway.counters.echoRepliesSent).toBe(1);
+    expect(r.toNetwork).toHaveLength(0); // link-local: answered on the link, never forwarded
+    expect(r.toAgentTun).toHaveLength(0);
+    // The gateway's replies no longer get through (a PMTU black hole on the way back).
+    r.pair.gateway.maxPayload = 1200;
+    r.client.probeIpv6(10_000);
+    r.pair.flush();
+    r.client.onTimeout(11_000);
+    expect(r.client.ipv6Enabled).toBe(true);
+    for (const t of [12_000, 14_000, 16_000]) {
+      r.client.onTimeout(t);
+      r.pair.flush();
+    }
+    expect(r.client.ipv6Enabled).toBe(false);
+    expect(r.clientEvents.find((e) => e.type === 'ipv6-disabled')).toMatchObject({ reason: 'no reply to 3 1280-byte IPv6 probes' });
+    const [b, o, l] = withHeadroom(craftUdp({ src: 'fd00:89::2', dst: '2001:db8::1', srcPort: 1, dstPort: 2 }));
+    expect(r.client.sendPacket(b, o, l)).toBe(ConnectIpDrop.IPV6_DISABLED);
+  });
 });
