@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
+import { stringify } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadAgentConfig, loadGatewayConfig, parseAgentConfig, parseGatewayConfig } from './index.js';
 
@@ -206,6 +207,20 @@ describe('config: property tests', () => {
         }
       }
     }), { numRuns: 500 });
+  });
+
+  it('random structured documents (any JSON value under real keys) never throw anything but ConfigError', () => {
+    const keys = ['listen', 'tls', 'auth', 'pools', 'advertise', 'policy', 'connectUdp', 'tun', 'inspection', 'telemetry', 'admin', 'gateway', 'reconnect', 'mode', 'logLevel'];
+    fc.assert(fc.property(fc.dictionary(fc.constantFrom(...keys), fc.jsonValue({ maxDepth: 4 })), (doc) => {
+      const text = stringify(doc);
+      for (const parse of [parseGatewayConfig, parseAgentConfig]) {
+        try {
+          parse(text, 'x.yaml', '/tmp');
+        } catch (err) {
+          if (!(err instanceof ConfigError)) throw err;
+        }
+      }
+    }), { numRuns: 300 });
   });
 
   it('valid gateway files with random ports and prefixes round-trip', () => {
