@@ -19,7 +19,11 @@ export interface NativePoll {
 
 /** The functions the addon exports. Every one throws (never crashes) on bad arguments. */
 export interface NativeBinding {
-  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string };
+  tunOpen(name: string, multiQueue: boolean, vnetHdr?: boolean): { fd: number; name: string; offloads: number };
+  tunReadVnet(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, max: number, minSpace: number,
+    scratch: Uint8Array, state: Uint32Array, stats?: Float64Array): number;
+  tunWriteVnet(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, count: number,
+    stats?: Float64Array): number;
   tunRead(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, max: number, minSpace: number,
     stats?: Float64Array): number;
   tunWrite(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, count: number,

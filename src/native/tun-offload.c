@@ -1,0 +1,258 @@
+/*
+ * mtun native addon: TUN offload path (IFF_VNET_HDR). Reads take GSO
+ * super-packets (TSO4/TSO6, USO) and split them here into MTU-sized packets
+ * with correct IPv4/TCP/UDP checksums; partial checksums are completed.
+ */
+#include "common.h"
+#include "tun-offload.h"
+
+#include <errno.h>
+#include <linux/virtio_net.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#ifndef VIRTIO_NET_HDR_GSO_UDP_L4
+#define VIRTIO_NET_HDR_GSO_UDP_L4 5
+#endif
+
+#define VNET_HDR_LEN ((int)sizeof(struct virtio_net_hdr))
+
+/* RFC 1071 §2(B): the one's-complement sum is byte-order independent, so sum native words. */
+static uint64_t sum_native(const uint8_t *p, size_t len, uint64_t sum) {
+  while (len >= 4) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    sum += w;
+    p += 4;
+    len -= 4;
+  }
+  if (len >= 2) {
+    uint16_t w;
+    memcpy(&w, p, 2);
+    sum += w;
+    p += 2;
+    len -= 2;
+  }
+  if (len) {
+    uint16_t w = 0;
+    memcpy(&w, p, 1);
+    sum += w;
+  }
+  return sum;
+}
+
+static uint16_t fold_native(uint64_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)~sum;
+}
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static void wr16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+static uint32_t rd32(const uint8_t *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static void wr32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
+/* Pseudo-header sum: RFC 793 §3.1 / RFC 768 (IPv4), RFC 8200 §8.1 (IPv6). */
+static uint64_t pseudo_sum(const uint8_t *ip, int v6, uint8_t proto, uint32_t l4len) {
+  uint8_t tail[8] = {0};
+  uint64_t s = v6 ? sum_native(ip + 8, 32, 0) : sum_native(ip + 12, 8, 0);
+  if (v6) {
+    wr32(tail, l4len);
+    tail[7] = proto;
+    return sum_native(tail, 8, s);
+  }
+  tail[1] = proto;
+  wr16(tail + 2, (uint16_t)l4len);
+  return sum_native(tail, 4, s);
+}
+
+/* IPv4 header checksum (RFC 791 §3.1). */
+static void ipv4_csum(uint8_t *ip) {
+  size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+  ip[10] = ip[11] = 0;
+  uint16_t c = fold_native(sum_native(ip, ihl, 0));
+  memcpy(ip + 10, &c, 2);
+}
+
+/*
+ * Emits segment k of the super-packet pkt[0..n) into out (room bytes).
+ * Returns the segment length, or -1 when it does not fit.
+ */
+static int emit_segment(const uint8_t *pkt, uint32_t n, const struct virtio_net_hdr *vh, uint32_t hl, uint32_t k,
+                        uint32_t nseg, uint8_t *out, size_t room) {
+  uint32_t gso = vh->gso_size;
+  uint32_t l4 = vh->csum_start;
+  uint32_t payload = n - hl;
+  uint32_t seglen = payload - k * gso < gso ? payload - k * gso : gso;
+  uint32_t tot = hl + seglen;
+  if (tot > room) return -1;
+  int v6 = (pkt[0] >> 4) == 6;
+  memcpy(out, pkt, hl);
+  memcpy(out + hl, pkt + hl + (size_t)k * gso, seglen);
+  if (v6) {
+    wr16(out + 4, (uint16_t)(tot - 40));
+  } else {
+    wr16(out + 2, (uint16_t)tot);
+    wr16(out + 4, (uint16_t)(rd16(pkt + 4) + k)); /* one IP ID per segment, as the kernel's TSO does */
+    ipv4_csum(out);
+  }
+  uint8_t type = vh->gso_type & ~VIRTIO_NET_HDR_GSO_ECN;
+  uint8_t *l4p = out + l4;
+  uint32_t l4len = tot - l4;
+  if (type == VIRTIO_NET_HDR_GSO_UDP_L4) {
+    wr16(l4p + 4, (uint16_t)l4len);
+    l4p[6] = l4p[7] = 0;
+    uint16_t c = fold_native(sum_native(l4p, l4len, pseudo_sum(out, v6, 17, l4len)));
+    if (c == 0) c = 0xffff; /* RFC 768: a computed zero is sent as all ones */
+    memcpy(l4p + 6, &c, 2);
+  } else {
+    wr32(l4p + 4, rd32(pkt + l4 + 4) + k * gso); /* sequence number */
+    uint8_t flags = pkt[l4 + 13];
+    if (k + 1 < nseg) flags &= (uint8_t)~(0x01 | 0x08); /* FIN and PSH only on the last segment */
+    if (k > 0) flags &= (uint8_t)~0x80;                /* CWR only on the first (RFC 3168 §6.1.2) */
+    l4p[13] = flags;
+    l4p[16] = l4p[17] = 0;
+    uint16_t c = fold_native(sum_native(l4p, l4len, pseudo_sum(out, v6, 6, l4len)));
+    memcpy(l4p + 16, &c, 2);
+  }
+  return (int)tot;
+}
+
+/* Checks a super-packet's headers; returns header length (IP + L4) or 0 when malformed. */
+static uint32_t gso_headers(const uint8_t *pkt, uint32_t n, const struct virtio_net_hdr *vh) {
+  uint8_t type = vh->gso_type & ~VIRTIO_NET_HDR_GSO_ECN;
+  uint32_t l4 = vh->csum_start;
+  if (n < 20 || vh->gso_size == 0) return 0;
+  int ver = pkt[0] >> 4;
+  if (ver == 4) {
+    if (type == VIRTIO_NET_HDR_GSO_TCPV6 || l4 < (uint32_t)(pkt[0] & 0x0f) * 4) return 0;
+  } else if (ver == 6) {
+    if (type == VIRTIO_NET_HDR_GSO_TCPV4 || l4 < 40) return 0;
+  } else {
+    return 0;
+  }
+  if (type == VIRTIO_NET_HDR_GSO_UDP_L4) return l4 + 8 <= n ? l4 + 8 : 0;
+  if (type != VIRTIO_NET_HDR_GSO_TCPV4 && type != VIRTIO_NET_HDR_GSO_TCPV6) return 0;
+  if (l4 + 20 > n) return 0;
+  uint32_t thl = (uint32_t)(pkt[l4 + 12] >> 4) * 4;
+  if (thl < 20 || l4 + thl > n) return 0;
+  return l4 + thl;
+}
+
+uint32_t mtun_vnet_read(int fd, uint8_t **ptrs, size_t *lens, uint32_t *sizes, uint32_t n, uint32_t offset,
+                        uint8_t *scratch, size_t scratch_len, uint32_t *state, double *stats, int *err) {
+  uint32_t count = 0;
+  *err = 0;
+  while (count < n) {
+    if (state[0] == 0) {
+      ssize_t r = read(fd, scratch, scratch_len);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) *err = errno;
+        break;
+      }
+      if (r <= VNET_HDR_LEN) {
+        if (stats) stats[TS_RX_INVALID] += 1;
+        continue;
+      }
+      state[0] = (uint32_t)r;
+      state[1] = 0;
+    }
+    struct virtio_net_hdr vh;
+    memcpy(&vh, scratch, sizeof vh);
+    const uint8_t *pkt = scratch + VNET_HDR_LEN;
+    uint32_t plen = state[0] - VNET_HDR_LEN;
+    if ((vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) == VIRTIO_NET_HDR_GSO_NONE) {
+      if (plen > lens[count] - offset) {
+        if (stats) stats[TS_RX_INVALID] += 1;
+        state[0] = 0;
+        continue;
+      }
+      uint8_t *out = ptrs[count] + offset;
+      memcpy(out, pkt, plen);
+      if (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+        /* The field holds the pseudo-header sum; finish the sum from csum_start. */
+        if ((uint32_t)vh.csum_start + vh.csum_offset + 2 > plen) {
+          if (stats) stats[TS_RX_INVALID] += 1;
+          state[0] = 0;
+          continue;
+        }
+        uint16_t c = fold_native(sum_native(out + vh.csum_start, plen - vh.csum_start, 0));
+        memcpy(out + vh.csum_start + vh.csum_offset, &c, 2);
+      }
+      sizes[count++] = plen;
+      if (stats) {
+        stats[TS_RX_PACKETS] += 1;
+        stats[TS_RX_BYTES] += plen;
+      }
+      state[0] = 0;
+      continue;
+    }
+    uint32_t hl = gso_headers(pkt, plen, &vh);
+    if (hl == 0 || hl >= plen) {
+      if (stats) stats[TS_RX_INVALID] += 1;
+      state[0] = 0;
+      continue;
+    }
+    uint32_t nseg = (plen - hl + vh.gso_size - 1) / vh.gso_size;
+    if (state[1] == 0 && stats) stats[TS_RX_SUPER] += 1;
+    while (state[1] < nseg && count < n) {
+      int len = emit_segment(pkt, plen, &vh, hl, state[1], nseg, ptrs[count] + offset, lens[count] - offset);
+      state[1]++;
+      if (len < 0) {
+        if (stats) stats[TS_RX_INVALID] += 1;
+        continue;
+      }
+      sizes[count++] = (uint32_t)len;
+      if (stats) {
+        stats[TS_RX_PACKETS] += 1;
+        stats[TS_RX_BYTES] += len;
+      }
+    }
+    if (state[1] >= nseg) state[0] = 0; /* else: the rest waits for the next call */
+  }
+  return count;
+}
+
+uint32_t mtun_vnet_write(int fd, uint8_t **ptrs, const uint32_t *sizes, uint32_t count, uint32_t offset,
+                         double *stats, int *err) {
+  static const struct virtio_net_hdr none; /* no GSO, checksums complete */
+  uint32_t done = 0;
+  *err = 0;
+  while (done < count) {
+    struct iovec iov[2] = {{(void *)&none, sizeof none}, {ptrs[done] + offset, sizes[done]}};
+    ssize_t r = writev(fd, iov, 2);
+    if (r < 0) {
+      int e = errno;
+      if (e == EINTR) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK) {
+        if (stats) stats[TS_TX_EAGAIN] += 1;
+        break;
+      }
+      if (e == EINVAL || e == EMSGSIZE) {
+        if (stats) stats[TS_TX_INVALID] += 1;
+        done++;
+        continue;
+      }
+      *err = e;
+      break;
+    }
+    if (stats) {
+      stats[TS_TX_PACKETS] += 1;
+      stats[TS_TX_BYTES] += sizes[done];
+    }
+    done++;
+  }
+  return done;
+}
