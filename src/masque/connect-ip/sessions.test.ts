@@ -1,4 +1,5 @@
 import { beforeEach, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { craftIcmp, craftTcp, craftUdp } from '../../packet/craft.js';
 import { ipv4HeaderChecksumOk } from '../../packet/ip-packet.js';
 import { AddressPool } from '../address-pool.js';
@@ -389,5 +390,29 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
     expect(r.clientEvents.find((e) => e.type === 'ipv6-disabled')).toMatchObject({ reason: 'no reply to 3 1280-byte IPv6 probes' });
     const [b, o, l] = withHeadroom(craftUdp({ src: 'fd00:89::2', dst: '2001:db8::1', srcPort: 1, dstPort: 2 }));
     expect(r.client.sendPacket(b, o, l)).toBe(ConnectIpDrop.IPV6_DISABLED);
+  });
+
+  it('random datagrams and capsules never throw; every datagram is either passed on or counted', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 120 }), { maxLength: 30 }), fc.array(fc.tuple(fc.integer({ min: 0, max: 8 }), fc.uint8Array({ maxLength: 40 })), { maxLength: 5 }), (dgrams, caps) => {
+        const x = rig();
+        assign(x);
+        for (const d of dgrams) {
+          const b = new Uint8Array(16 + d.length);
+          b.set(d, 16);
+          x.gateway.onDatagram(b, 16, d.length);
+          x.client.onDatagram(b, 16, d.length);
+        }
+        const sum = (c: typeof x.gateway.counters) => c.drops.reduce((a, n) => a + n, 0) + c.packetsReceived + c.echoRepliesSent;
+        // ICMP errors the gateway generated are not packets it received; each datagram is counted exactly once.
+        expect(sum(x.gateway.counters)).toBe(dgrams.length);
+        expect(sum(x.client.counters)).toBe(dgrams.length);
+        for (const [t, v] of caps) {
+          x.gateway.onCapsule(t, v);
+          x.client.onCapsule(t, v);
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });

@@ -16,6 +16,7 @@ export class IdleSweeper {
 
   constructor(private readonly intervalMs = 10_000) {}
 
+  /** Registers a session; starts the timer with the first one. */
   add(x: IdleCheckable): void {
     this.items.add(x);
     if (!this.timer) {
@@ -24,6 +25,7 @@ export class IdleSweeper {
     }
   }
 
+  /** Unregisters a session (on close); stops the timer with the last one. */
   remove(x: IdleCheckable): void {
     this.items.delete(x);
     if (this.items.size === 0 && this.timer) {
@@ -37,6 +39,7 @@ export class IdleSweeper {
     for (const x of [...this.items]) x.checkIdle(nowMs);
   }
 
+  /** Sessions registered. */
   get size(): number {
     return this.items.size;
   }

@@ -49,6 +49,7 @@ export class MemoryTunnelStream implements TunnelStream {
     this.handler = h;
   }
 
+  /** Copies the capsule into the peer's queue (and `sentCapsules`). */
   sendCapsule(type: number, value: Uint8Array): boolean {
     if (this.closed) return false;
     const copy = Uint8Array.from(value);
@@ -57,6 +58,7 @@ export class MemoryTunnelStream implements TunnelStream {
     return true;
   }
 
+  /** Overwrites the headroom like HTTP/3 would, copies the payload into the peer's queue; false when closed, too big or the queue is full. */
   sendDatagram(buf: Uint8Array, offset: number, length: number): boolean {
     if (offset < H3_DATAGRAM_HEADROOM) throw new Error(`test double: sendDatagram without ${H3_DATAGRAM_HEADROOM} bytes headroom (offset ${offset})`);
     if (this.closed || length > this.maxPayload || this.queued >= this.queueLimit) {
@@ -71,16 +73,19 @@ export class MemoryTunnelStream implements TunnelStream {
     return true;
   }
 
+  /** The configured limit (0 once closed). */
   maxDatagramPayload(): number {
     return this.closed ? 0 : this.maxPayload;
   }
 
+  /** FIN after queued events: the peer gets onClose(0). */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.outbox.push({ kind: 'close', error: 0 });
   }
 
+  /** Reset: queued events are discarded and the peer gets onClose(errorCode). */
   abort(errorCode: number): void {
     if (this.closed) return;
     this.closed = true;
