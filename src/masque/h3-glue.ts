@@ -35,6 +35,10 @@ export interface ConnectClientLike {
   ): number;
 }
 
+function asRequest(req: PendingConnectLike) {
+  return { method: 'CONNECT', protocol: req.protocol, scheme: req.scheme, authority: req.authority, path: req.path, capsuleProtocol: req.capsuleProtocol };
+}
+
 function rejectWith(req: PendingConnectLike, r: Refusal): void {
   req.reject(r.status, [['proxy-status', r.proxyStatus]], r.reason + '\n');
 }
@@ -50,7 +54,7 @@ export function acceptConnectIp(
   check: ConnectIpRequestOptions,
   sessionOpts: (scope: ConnectIpScope) => Omit<ConnectIpGatewayOptions, 'scope'>,
 ): ConnectIpGatewaySession | Refusal {
-  const r = checkConnectIpRequest({ method: 'CONNECT', ...req }, check);
+  const r = checkConnectIpRequest(asRequest(req), check);
   if (!r.ok) {
     rejectWith(req, r);
     return r;
@@ -77,7 +81,7 @@ export async function acceptConnectUdp(
   check: ConnectUdpRequestOptions,
   sessionOpts: Omit<ConnectUdpGatewayOptions, 'target'>,
 ): Promise<ConnectUdpGatewaySession | Refusal> {
-  const r = checkConnectUdpRequest({ method: 'CONNECT', ...req }, check);
+  const r = checkConnectUdpRequest(asRequest(req), check);
   if (!r.ok) {
     rejectWith(req, r);
     return r;

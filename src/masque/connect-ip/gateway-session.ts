@@ -58,6 +58,8 @@ export interface ConnectIpGatewayOptions extends ConnectIpSessionOptions {
   /** Source of ICMP errors we generate: the gateway's own tunnel addresses. Default 192.0.0.8 (RFC 7600) and fe80::1. */
   readonly reporterV4?: Uint8Array;
   readonly reporterV6?: Uint8Array;
+  /** Addresses/prefixes one client may hold at once; further requests are rejected (all-zero answer). Default 8. */
+  readonly maxGrants?: number;
   /** Decrement TTL / hop limit of client packets before passing them on (Time Exceeded on expiry). Default true. */
   readonly decrementHopLimit?: boolean;
 }
@@ -194,7 +196,7 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     for (const want of req.addresses) {
       const pool = want.version === 4 ? this.opts.pools?.v4 : this.opts.pools?.v6;
       let got: IpPrefix | null = null;
-      if (pool && !(want.version === 6 && this.ipv6Disabled)) {
+      if (pool && !(want.version === 6 && this.ipv6Disabled) && this.grants.length < (this.opts.maxGrants ?? 8)) {
         const preferred = isZero(want.address, 0, want.address.length) ? undefined : want.address;
         got = pool.allocate(want.prefixLength, preferred);
       }

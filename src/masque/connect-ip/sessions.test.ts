@@ -117,6 +117,16 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
     expect(Buffer.from(raw).toString('hex')).toBe('02040a590002' + '20' + '0106' + '00'.repeat(16) + '80');
   });
 
+  it('a client cannot drain the pool: grants per session are bounded (rejections beyond maxGrants)', () => {
+    const g = rig({ gw: { maxGrants: 2 } });
+    g.client.requestAddresses([{ version: 4 }, { version: 4 }, { version: 4 }]);
+    g.pair.flush();
+    expect(g.client.assignedAddresses()).toHaveLength(2);
+    const ev = g.clientEvents.filter((e) => e.type === 'addresses-assigned').at(-1)!;
+    expect(ev.type === 'addresses-assigned' && ev.rejected.map((x) => x.requestId)).toEqual([3]);
+    expect(g.pool4.leased).toBe(2);
+  });
+
   it('RFC 9484 §4.7.3: routes both ways — gateway advertises 0/0 and ::/0; the agent advertises its site prefixes, installed for the return path', () => {
     expect(r.client.peerRoutes().map((x) => `${x.version} ${formatIp(x.start)}-${formatIp(x.end)}`)).toEqual([
       '4 0.0.0.0-255.255.255.255',
