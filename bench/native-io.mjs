@@ -13,7 +13,7 @@
 //     we write 10.90.0.2 -> 10.91.0.2 into the TUN; the kernel forwards it
 //     back out of the same TUN; we read it again.
 import dgram from 'node:dgram';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { openNativeUdp } from '../dist/net/native-udp.js';
 import { allocUdpBatch, writeAddrSlot } from '../dist/net/udp-batch.js';
 import { openTun } from '../dist/tun/native-tun.js';
@@ -220,6 +220,58 @@ async function benchTun() {
   }
 }
 
+// TUN<->TUN forwarder in this process; iperf3 TCP client in one namespace, server in another.
+async function benchForwarder(offload) {
+  const id = process.pid % 100000;
+  const A = `mt${id}xf${offload ? 1 : 0}a`;
+  const B = `mt${id}xf${offload ? 1 : 0}b`;
+  for (const n of [A, B]) {
+    sh('ip', 'netns', 'add', n);
+    sh('ip', '-n', n, 'link', 'set', 'lo', 'up');
+  }
+  const kids = [];
+  try {
+    const a = await openTun({ name: `mt${id}xfa`, mtu: 1500, offload, netns: A, addresses: ['10.60.0.1/24'], routes: ['10.61.0.0/24'] });
+    const b = await openTun({ name: `mt${id}xfb`, mtu: 1500, offload, netns: B, addresses: ['10.61.0.2/24'], routes: ['10.60.0.0/24'] });
+    try {
+      for (const [from, to] of [[a, b], [b, a]]) {
+        const bufs = Array.from({ length: 64 }, () => Buffer.alloc(32 + 1500));
+        const sizes = new Uint32Array(64);
+        from.onReadable(() => {
+          const n = from.read(bufs, sizes, 32);
+          if (n) to.write(bufs, sizes, 32, n);
+        });
+      }
+      const srv = spawn('ip', ['netns', 'exec', B, 'iperf3', '-s', '-1', '-B', '10.61.0.2'], { stdio: 'ignore' });
+      kids.push(srv);
+      await new Promise((r) => setTimeout(r, 400));
+      const cpu0 = process.cpuUsage();
+      const cli = spawn('ip', ['netns', 'exec', A, 'iperf3', '-J', '-c', '10.61.0.2', '-t', String(SECONDS)], { stdio: ['ignore', 'pipe', 'ignore'] });
+      kids.push(cli);
+      let out = '';
+      cli.stdout.on('data', (d) => (out += d));
+      await new Promise((r) => cli.on('exit', r));
+      const c = process.cpuUsage(cpu0);
+      const j = JSON.parse(out);
+      const st = a.stats();
+      return {
+        mbps: j.end.sum_received.bits_per_second / 1e6,
+        retrans: j.end.sum_sent.retransmits,
+        packets: st.rxPackets,
+        reads: offload ? st.rxSuper : st.rxPackets,
+        cpu: (c.user + c.system) / 1e6,
+        wall: SECONDS,
+      };
+    } finally {
+      a.close();
+      b.close();
+    }
+  } finally {
+    for (const k of kids) k.kill('SIGKILL');
+    for (const n of [A, B]) sh('ip', 'netns', 'del', n);
+  }
+}
+
 const fmt = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : `${(n / 1e3).toFixed(1)}k`);
 const rows = [];
 const add = (name, r) => {
@@ -246,6 +298,18 @@ if (process.getuid?.() === 0) {
   const t = await benchTun();
   add('TUN write+read (plain, no offload)', t);
   console.log(`TUN written ${t.written}, read back ${t.packets}, lost in kernel ${t.lost}`);
+  console.log(`# TCP (iperf3, ${SECONDS} s) through a TUN<->TUN forwarder in this process, MTU 1500`);
+  const f = [];
+  for (const offload of [false, true]) {
+    const r = await benchForwarder(offload);
+    f.push(r);
+    console.log(
+      `${(offload ? 'offload (vnet_hdr TSO split in C)' : 'plain').padEnd(34)} ${r.mbps.toFixed(0).padStart(6)} Mbit/s  ` +
+        `${fmt(r.packets / r.wall).padStart(8)} pkt/s read  ${fmt(r.packets / r.cpu).padStart(8)} pkt/CPU-s  ` +
+        `${(r.packets / Math.max(1, r.reads)).toFixed(1)} pkts/read  retrans ${r.retrans}`,
+    );
+  }
+  console.log(`offload vs plain: ${(f[1].mbps / f[0].mbps).toFixed(2)}x throughput, ${(f[1].packets / f[1].cpu / (f[0].packets / f[0].cpu)).toFixed(2)}x packets per CPU-second`);
 } else {
   console.warn('SKIP TUN benchmark: needs root');
 }
