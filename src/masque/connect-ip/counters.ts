@@ -63,6 +63,8 @@ export class ConnectIpCounters {
   capsulesSkipped = 0;
   /** ICMPv6 echo replies sent for link-local echo requests (RFC 9484 §7.2 probes). */
   echoRepliesSent = 0;
+  /** ICMPv6 echo replies received on the tunnel link (answers to our probes, or stray ones), consumed here. */
+  echoRepliesReceived = 0;
 
   /** Drops as a name → count object (allocates; for status output and tests). */
   dropsByName(): Record<string, number> {

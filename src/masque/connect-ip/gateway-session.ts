@@ -341,6 +341,10 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     const v = ipVersionOf(buf, offset, length);
     if (v === 0) return this.drop(ConnectIpDrop.MALFORMED_IP);
     if (v === 6 && this.ipv6Disabled) return this.drop(ConnectIpDrop.IPV6_DISABLED);
+    // RFC 9484 §7.2: link-local traffic from the gateway's network never enters the tunnel.
+    if (v === 4 ? isLinkLocal4(buf, offset + 12) || isLinkLocal4(buf, offset + 16) : isLinkLocal6(buf, offset + 8) || isLinkLocal6(buf, offset + 24)) {
+      return this.drop(ConnectIpDrop.LINK_LOCAL);
+    }
     const r = this.sendEncapsulated(buf, offset, length);
     if (r === ConnectIpDrop.TOO_BIG) {
       if (v === 4 && (buf[offset + 6]! & 0x40) === 0) {

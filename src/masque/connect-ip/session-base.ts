@@ -233,6 +233,7 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     if (!dstAllNodes && !dstUs) return false;
     const type = buf[off + 40];
     if (type === 129 && dstUs) {
+      this.counters.echoRepliesReceived++;
       if (this.probeDeadlineMs >= 0 && ((buf[off + 44]! << 8) | buf[off + 45]!) === this.probeId && len >= IPV6_MIN_MTU) {
         this.probeDeadlineMs = -1;
         this.onEvent({ type: 'ipv6-verified' });

@@ -298,7 +298,36 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
     send(craftTcp({ src: v4, dst: '192.0.2.1', srcPort: 1, dstPort: 23, seq: 1, flags: 2 }));
     p.pair.flush();
     expect(p.toNetwork).toHaveLength(0);
-    expect(p.gateway.counters.dropsByName()).toEqual({ link_local: 2, policy: 1 });
+    // The agent keeps link-local traffic (router solicitations, MLD) off the tunnel; the gateway drops what slips through.
+    expect(p.client.counters.dropsByName()).toEqual({ link_local: 2 });
+    expect(p.gateway.counters.dropsByName()).toEqual({ policy: 1 });
+    const ll = craftUdp({ src: v4, dst: '169.254.1.1', srcPort: 1, dstPort: 2 });
+    const d = new Uint8Array(17 + ll.length);
+    d.set(ll, 17);
+    p.pair.client.sendDatagram(d, 16, 1 + ll.length);
+    p.pair.flush();
+    expect(p.gateway.counters.dropsByName()).toEqual({ policy: 1, link_local: 1 });
+    const [b, o, l] = withHeadroom(craftUdp({ src: 'fe80::99', dst: v6, srcPort: 1, dstPort: 2 }));
+    expect(p.gateway.sendToClient(b, o, l)).toBe(ConnectIpDrop.LINK_LOCAL);
+  });
+
+  it('ICMP errors are rate limited (RFC 4443 §2.4(f)) and suppressed ones counted', () => {
+    let now = 0;
+    const q = rig({ gw: { icmpPerSecond: 2, nowMs: () => now } });
+    assign(q);
+    for (let i = 0; i < 5; i++) {
+      const [b, o, l] = withHeadroom(craftUdp({ src: '10.66.0.5', dst: '192.0.2.1', srcPort: 1, dstPort: 2 }));
+      q.client.sendPacket(b, o, l);
+    }
+    q.pair.flush();
+    expect(q.gateway.counters.icmpSent).toBe(2);
+    expect(q.gateway.counters.icmpSuppressed).toBe(3);
+    now = 1000;
+    const [b, o, l] = withHeadroom(craftUdp({ src: '10.66.0.5', dst: '192.0.2.1', srcPort: 1, dstPort: 2 }));
+    q.client.sendPacket(b, o, l);
+    q.pair.flush();
+    expect(q.gateway.counters.icmpSent).toBe(3);
+    expect(q.gateway.counters.drops[ConnectIpDrop.SPOOFED_SOURCE]).toBe(6);
   });
 
   it('malformed catalogue: zero-entry ADDRESS_REQUEST aborts the stream (RFC 9484 §4.7.2)', () => {
@@ -413,7 +442,7 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
           x.gateway.onDatagram(b, 16, d.length);
           x.client.onDatagram(b, 16, d.length);
         }
-        const sum = (c: typeof x.gateway.counters) => c.drops.reduce((a, n) => a + n, 0) + c.packetsReceived + c.echoRepliesSent;
+        const sum = (c: typeof x.gateway.counters) => c.drops.reduce((a, n) => a + n, 0) + c.packetsReceived + c.echoRepliesSent + c.echoRepliesReceived;
         // ICMP errors the gateway generated are not packets it received; each datagram is counted exactly once.
         expect(sum(x.gateway.counters)).toBe(dgrams.length);
         expect(sum(x.client.counters)).toBe(dgrams.length);
