@@ -127,6 +127,20 @@ describe.skipIf(!available)('native UDP socket', () => {
     expect(got).toBe(64);
   });
 
+  it('splits a coalesced run at the 65,507-byte GSO limit', () => {
+    const rxs = sock({ host: '127.0.0.1' });
+    const txs = sock({ host: '127.0.0.1' });
+    if (!txs.gso) return;
+    const b = allocUdpBatch(64, 1200);
+    for (let i = 0; i < 64; i++) {
+      b.sizes[i] = 1200;
+      writeAddrSlot(b.addrs, i, '127.0.0.1', rxs.localAddress().port);
+    }
+    expect(txs.send(b, 64)).toBe(64);
+    // 54 × 1200 = 64,800 fits; the remaining 10 go in a second GSO send.
+    expect(txs.stats()).toMatchObject({ txGsoSends: 2, txDatagrams: 64, txBytes: 64 * 1200 });
+  });
+
   it('sends an explicit GSO slot (segs) and receives it coalesced with GRO', async () => {
     const rxs = sock({ host: '::1', gro: true });
     const txs = sock({ host: '::1' });

@@ -1,6 +1,7 @@
 /**
  * The TUN device interface (wireguard-go style batches with headroom).
- * Implemented by the native addon in `native-tun.ts`.
+ * Implemented by the native addon in `native-tun.ts` (open with `openTun`) and
+ * in memory by `memory-tun.ts` for tests.
  */
 
 /** A TUN device carrying raw IP packets (IFF_TUN | IFF_NO_PI). */
@@ -9,6 +10,8 @@ export interface TunDevice {
   readonly name: string;
   /** Packets moved per call at most. */
   readonly batchSize: number;
+  /** Link MTU in bytes: read() needs this much room after `offset` in every buffer. */
+  readonly mtu: number;
   /**
    * Read up to bufs.length packets. Packet i is written at bufs[i][offset..]
    * and its length stored in sizes[i]; bytes before `offset` are left for
