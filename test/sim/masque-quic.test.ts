@@ -12,6 +12,7 @@ import { AddressPool } from '../../src/masque/address-pool.js';
 import { RouteTable } from '../../src/masque/route-table.js';
 import { formatIp } from '../../src/masque/ip-address.js';
 import { ConnectIpGatewaySession } from '../../src/masque/connect-ip/gateway-session.js';
+import { ConnectIpDrop } from '../../src/masque/connect-ip/counters.js';
 import { acceptConnectIp, acceptConnectUdp, connectIp, connectUdp, MasqueRequestError } from '../../src/masque/h3-glue.js';
 import { Harness, waitFor } from './quic-harness.js';
 
@@ -127,6 +128,44 @@ describe('CONNECT-IP over QUIC (RFC 9484 over RFC 9297/9220)', () => {
     c.flush();
     await waitFor(() => gw.sessions[0]!.isClosed, 3000, 'gateway session closed');
     expect(gw.table.size).toBe(0);
+  });
+
+  it('over real QUIC: TTL decremented, spoofed source → ICMPv6 code 5, too big → Packet Too Big with the limit quiche reports', async () => {
+    const gw = await gateway();
+    const seenTtl: number[] = [];
+    const { c, h3 } = await client(gw.port);
+    const fromGw: Uint8Array[] = [];
+    const local: Uint8Array[] = [];
+    const session = await connectIp(h3, `localhost:${gw.port}`, {
+      onPacket: (b, o, l) => fromGw.push(b.slice(o, o + l)),
+      onLocalIcmp: (b, o, l) => local.push(b.slice(o, o + l)),
+    });
+    session.requestAddresses([{ version: 4 }, { version: 6 }]);
+    c.flush();
+    await waitFor(() => session.assignedAddresses().length === 2, 3000, 'addresses');
+    const v4 = formatIp(session.assignedAddresses().find((a) => a.version === 4)!.address);
+    const buf = new Uint8Array(16 + 2000);
+    const send = (p: Uint8Array) => {
+      buf.set(p, 16);
+      const r = session.sendPacket(buf, 16, p.length);
+      c.flush();
+      return r;
+    };
+    // The echo network swaps addresses, so the reply shows the TTL the gateway forwarded with.
+    expect(send(craftUdp({ src: v4, dst: '192.0.2.7', srcPort: 1, dstPort: 7, ttl: 9, payload: Uint8Array.of(1) }))).toBe(0);
+    await waitFor(() => fromGw.length === 1, 3000, 'echo');
+    seenTtl.push(fromGw[0]![8]!);
+    expect(seenTtl).toEqual([8]);
+    expect(send(craftUdp({ src: 'fd00:dead::1', dst: '2001:db8::7', srcPort: 1, dstPort: 7 }))).toBe(0);
+    await waitFor(() => fromGw.length === 2, 3000, 'ICMPv6 error');
+    expect([fromGw[1]![40], fromGw[1]![41]]).toEqual([1, 5]);
+    expect(gw.sessions[0]!.counters.drops[ConnectIpDrop.SPOOFED_SOURCE]).toBe(1);
+    const limit = session.maxPacketSize();
+    expect(send(craftUdp({ src: v4, dst: '192.0.2.7', srcPort: 1, dstPort: 7, payload: new Uint8Array(limit) }))).toBe(ConnectIpDrop.TOO_BIG);
+    expect(local).toHaveLength(1);
+    expect([local[0]![20], local[0]![21]]).toEqual([3, 4]);
+    expect((local[0]![26]! << 8) | local[0]![27]!).toBe(limit);
+    console.log(`masque sim: path carries ${limit}-byte IP packets; Frag Needed reported ${limit}`);
   });
 
   it('refuses a malformed request (ipproto 256) with 400 and Proxy-Status', async () => {
