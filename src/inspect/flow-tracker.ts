@@ -313,6 +313,18 @@ export class FlowTracker {
     return out.sort((a, b) => a.o - b.o).map((x) => x.r);
   }
 
+  /**
+   * Bytes held by the flow table's typed arrays (capacity, not just used
+   * slots), excluding the sparse hole lists and L7 peeks. Cheap; for a gauge.
+   */
+  tableBytes(): number {
+    let n = this.index.byteLength + this.free.byteLength;
+    for (const a of [this.kAddr, this.kPorts, this.kMeta, this.kHash, this.state, this.inList, this.flags, this.tunDir,
+      this.ordinal, this.first, this.last, this.tSyn, this.tSynAck, this.tAck, this.rstIgnored, this.prev, this.next,
+      this.lo, this.hi, this.hiSeq, this.finSeq, this.bytes, this.packets, this.retrans, this.ooo, this.win, this.wscale]) n += a.byteLength;
+    return n;
+  }
+
   /** Slots in use (open flows plus closed ones lingering to absorb late packets). */
   get tableSize(): number {
     return this.count;
@@ -620,7 +632,11 @@ export class FlowTracker {
     }
     if (p === undefined) return;
     p.feed(buf, off, len, streamOff, contiguous, inOrder);
-    if (!p.wantsData) f &= ~F_L7;
+    if (!p.wantsData) {
+      f &= ~F_L7;
+      // Nothing learned (neither TLS nor HTTP): free the peek instead of holding it until the flow ends.
+      if (p.sni === null && p.alpn === null && p.httpRequests === 0) this.peeks.delete(s);
+    }
     this.flags[s] = f;
   }
 
