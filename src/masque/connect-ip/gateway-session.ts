@@ -31,7 +31,11 @@ import { targetContains, type ConnectIpScope } from './request.js';
 import { checkRangeOrder, sortRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
 import { ConnectIpSessionBase, ipVersionOf, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
 
-/** Per-packet policy hook: `info` is the parsed packet (valid during the call). Return false to drop with ICMP admin-prohibited. */
+/**
+ * Per-packet policy hook: `info` is the parsed packet (valid during the call;
+ * ports are 0 for non-first fragments and protocols without ports). Return
+ * false to drop with ICMP administratively prohibited. Must not allocate.
+ */
 export type PacketPolicy = (buf: Uint8Array, info: PacketInfo) => boolean;
 
 /** Options for {@link ConnectIpGatewaySession}. */
@@ -266,10 +270,16 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     const c = this.counters;
     const info = this.info;
     const pr = parseIpPacket(buf, off, len, info);
-    // Fragments and protocols we do not look inside are still forwarded; broken IP is not.
-    if (pr !== DropReason.NONE && pr !== DropReason.FRAGMENT && pr !== DropReason.UNSUPPORTED_PROTO) {
+    // Fragments, protocols we do not look inside and odd TCP flag mixes are forwarded as a router would;
+    // broken IP headers and truncated transport headers (whose ports policy could not judge) are not.
+    if (pr !== DropReason.NONE && pr !== DropReason.FRAGMENT && pr !== DropReason.UNSUPPORTED_PROTO && pr !== DropReason.BAD_TCP_FLAGS) {
       c.drops[ConnectIpDrop.MALFORMED_IP]++;
       return;
+    }
+    if (pr === DropReason.FRAGMENT || pr === DropReason.UNSUPPORTED_PROTO) {
+      // No transport header was read: do not let the policy see the previous packet's ports.
+      info.srcPort = 0;
+      info.dstPort = 0;
     }
     const v = info.ipVersion as 4 | 6;
     const ipLen = info.ipLen;

@@ -311,6 +311,33 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
     expect(p.gateway.sendToClient(b, o, l)).toBe(ConnectIpDrop.LINK_LOCAL);
   });
 
+  it('policy never sees stale ports: non-first fragments carry port 0; truncated transport headers are dropped as malformed', () => {
+    const ports: number[] = [];
+    const p = rig({ gw: { policy: (_b, info) => (ports.push(info.dstPort), true) } });
+    const { v4 } = assign(p);
+    const send = (x: Uint8Array) => {
+      const [b, o, l] = withHeadroom(x);
+      p.client.sendPacket(b, o, l);
+    };
+    send(craftUdp({ src: v4, dst: '192.0.2.1', srcPort: 1, dstPort: 443, payload: new Uint8Array(16) }));
+    const frag = craftUdp({ src: v4, dst: '192.0.2.1', srcPort: 1, dstPort: 443, payload: new Uint8Array(16) });
+    frag[6] = 0x00;
+    frag[7] = 0x02; // fragment offset 16 bytes, not the first fragment
+    frag[10] = 0;
+    frag[11] = 0;
+    const ck = (() => { let x = 0; for (let i = 0; i < 20; i += 2) x += (frag[i]! << 8) | frag[i + 1]!; while (x > 0xffff) x = (x & 0xffff) + (x >>> 16); return ~x & 0xffff; })();
+    frag[10] = ck >> 8;
+    frag[11] = ck & 0xff;
+    send(frag);
+    const tcp = craftTcp({ src: v4, dst: '192.0.2.1', srcPort: 1, dstPort: 22, seq: 1, flags: 2 });
+    tcp[32] = 0xf0; // TCP data offset 60 bytes, past the segment
+    send(tcp);
+    p.pair.flush();
+    expect(ports).toEqual([443, 0]);
+    expect(p.toNetwork).toHaveLength(2);
+    expect(p.gateway.counters.dropsByName()).toEqual({ malformed_ip: 1 });
+  });
+
   it('ICMP errors are rate limited (RFC 4443 §2.4(f)) and suppressed ones counted', () => {
     let now = 0;
     const q = rig({ gw: { icmpPerSecond: 2, nowMs: () => now } });
