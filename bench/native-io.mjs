@@ -304,7 +304,7 @@ if (process.getuid?.() === 0) {
     const r = await benchForwarder(offload);
     f.push(r);
     console.log(
-      `${(offload ? 'offload (vnet_hdr TSO split in C)' : 'plain').padEnd(34)} ${r.mbps.toFixed(0).padStart(6)} Mbit/s  ` +
+      `${(offload ? 'offload (TSO split + GRO on write)' : 'plain').padEnd(34)} ${r.mbps.toFixed(0).padStart(6)} Mbit/s  ` +
         `${fmt(r.packets / r.wall).padStart(8)} pkt/s read  ${fmt(r.packets / r.cpu).padStart(8)} pkt/CPU-s  ` +
         `${(r.packets / Math.max(1, r.reads)).toFixed(1)} pkts/read  retrans ${r.retrans}`,
     );

@@ -23,7 +23,7 @@ export interface NativeBinding {
   tunReadVnet(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, max: number, minSpace: number,
     scratch: Uint8Array, state: Uint32Array, stats?: Float64Array): number;
   tunWriteVnet(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, count: number,
-    stats?: Float64Array): number;
+    stats?: Float64Array, wscratch?: Uint8Array): number;
   tunRead(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, max: number, minSpace: number,
     stats?: Float64Array): number;
   tunWrite(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, count: number,

@@ -225,14 +225,134 @@ uint32_t mtun_vnet_read(int fd, uint8_t **ptrs, size_t *lens, uint32_t *sizes, u
   return count;
 }
 
+/* A TCP segment that may join a coalesced run: IPv4 without options/fragments or IPv6
+ * without extension headers, only ACK (and PSH) set, with payload. */
+struct tcp_seg {
+  uint32_t iphl, hl, payload, seq;
+  int v6;
+  uint8_t flags;
+};
+
+static bool parse_tcp_seg(const uint8_t *p, uint32_t len, struct tcp_seg *t) {
+  if (len < 40) return false;
+  int ver = p[0] >> 4;
+  if (ver == 4) {
+    if ((p[0] & 0x0f) != 5 || p[9] != 6 || rd16(p + 2) != len) return false;
+    if ((rd16(p + 6) & 0x3fff) != 0) return false; /* MF or fragment offset */
+    t->iphl = 20;
+    t->v6 = 0;
+  } else if (ver == 6) {
+    if (len < 60 || p[6] != 6 || rd16(p + 4) + 40u != len) return false;
+    t->iphl = 40;
+    t->v6 = 1;
+  } else {
+    return false;
+  }
+  const uint8_t *tcp = p + t->iphl;
+  uint32_t thl = (uint32_t)(tcp[12] >> 4) * 4;
+  if (thl < 20 || t->iphl + thl >= len) return false;
+  t->flags = tcp[13];
+  if ((t->flags & ~0x08) != 0x10) return false; /* ACK, optionally PSH; no SYN/FIN/RST/URG/ECE/CWR */
+  t->hl = t->iphl + thl;
+  t->payload = len - t->hl;
+  t->seq = rd32(tcp + 4);
+  return true;
+}
+
+/* True when b continues a's flow: same addresses, ports, ack, window, options and IP fields. */
+static bool same_flow(const uint8_t *a, const struct tcp_seg *ta, const uint8_t *b, const struct tcp_seg *tb) {
+  if (ta->v6 != tb->v6 || ta->hl != tb->hl) return false;
+  if (ta->v6) {
+    /* version/traffic class/flow label, next header, hop limit, addresses */
+    if (memcmp(a, b, 4) != 0 || memcmp(a + 6, b + 6, 34) != 0) return false;
+  } else {
+    /* TOS, DF flag, TTL, protocol, addresses */
+    if (a[1] != b[1] || a[6] != b[6] || a[8] != b[8] || memcmp(a + 12, b + 12, 8) != 0) return false;
+  }
+  const uint8_t *x = a + ta->iphl, *y = b + tb->iphl;
+  /* ports; ack; data offset; window; options (skip seq 4..8, flags 13, checksum 16..18, urgent 18..20) */
+  return memcmp(x, y, 4) == 0 && memcmp(x + 8, y + 8, 5) == 0 && memcmp(x + 14, y + 14, 2) == 0 &&
+         memcmp(x + 20, y + 20, ta->hl - ta->iphl - 20) == 0;
+}
+
+/* Coalesces packets [i, j) into wscratch behind a GSO virtio header; returns its length. */
+static size_t build_super(uint8_t **ptrs, const uint32_t *sizes, uint32_t offset, uint32_t i, uint32_t j,
+                          const struct tcp_seg *t0, uint8_t *out) {
+  const uint8_t *first = ptrs[i] + offset;
+  uint8_t *pkt = out + VNET_HDR_LEN;
+  memcpy(pkt, first, t0->hl);
+  uint32_t len = t0->hl;
+  uint8_t flags = 0x10;
+  for (uint32_t k = i; k < j; k++) {
+    const uint8_t *p = ptrs[k] + offset;
+    uint32_t pay = sizes[k] - t0->hl;
+    memcpy(pkt + len, p + t0->hl, pay);
+    len += pay;
+    flags |= p[t0->iphl + 13] & 0x08; /* PSH, if any segment had it (only the last may) */
+  }
+  uint8_t *tcp = pkt + t0->iphl;
+  tcp[13] = flags;
+  if (t0->v6) {
+    wr16(pkt + 4, (uint16_t)(len - 40));
+  } else {
+    wr16(pkt + 2, (uint16_t)len);
+    ipv4_csum(pkt);
+  }
+  /* CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, the kernel finishes it. */
+  tcp[16] = tcp[17] = 0;
+  uint16_t ps = (uint16_t)~fold_native(pseudo_sum(pkt, t0->v6, 6, len - t0->iphl));
+  memcpy(tcp + 16, &ps, 2);
+  struct virtio_net_hdr vh;
+  memset(&vh, 0, sizeof vh);
+  vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  vh.gso_type = t0->v6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
+  vh.hdr_len = (uint16_t)t0->hl;
+  vh.gso_size = (uint16_t)t0->payload;
+  vh.csum_start = (uint16_t)t0->iphl;
+  vh.csum_offset = 16;
+  memcpy(out, &vh, sizeof vh);
+  return (size_t)VNET_HDR_LEN + len;
+}
+
+/* Largest run coalesced into one super-packet (as the kernel's GRO: 64 segments, 64 KB). */
+#define GRO_MAX_SEGS 64
+
 uint32_t mtun_vnet_write(int fd, uint8_t **ptrs, const uint32_t *sizes, uint32_t count, uint32_t offset,
-                         double *stats, int *err) {
+                         uint8_t *wscratch, size_t wscratch_len, double *stats, int *err) {
   static const struct virtio_net_hdr none; /* no GSO, checksums complete */
   uint32_t done = 0;
   *err = 0;
   while (done < count) {
-    struct iovec iov[2] = {{(void *)&none, sizeof none}, {ptrs[done] + offset, sizes[done]}};
-    ssize_t r = writev(fd, iov, 2);
+    uint32_t run = 1;
+    size_t super_len = 0;
+    struct tcp_seg t0;
+    if (wscratch != NULL && done + 1 < count && parse_tcp_seg(ptrs[done] + offset, sizes[done], &t0) &&
+        (t0.flags & 0x08) == 0) {
+      uint32_t total = t0.hl + t0.payload;
+      uint32_t next_seq = t0.seq + t0.payload;
+      uint32_t last_pay = t0.payload;
+      while (done + run < count && run < GRO_MAX_SEGS) {
+        struct tcp_seg t;
+        const uint8_t *p = ptrs[done + run] + offset;
+        if (!parse_tcp_seg(p, sizes[done + run], &t) || !same_flow(ptrs[done] + offset, &t0, p, &t)) break;
+        if (t.seq != next_seq || t.payload > t0.payload || last_pay != t0.payload) break;
+        if (total + t.payload > 65535 || VNET_HDR_LEN + total + t.payload > wscratch_len) break;
+        total += t.payload;
+        next_seq += t.payload;
+        last_pay = t.payload;
+        run++;
+        if (t.flags & 0x08) break; /* PSH ends a run */
+      }
+      if (run > 1) super_len = build_super(ptrs, sizes, offset, done, done + run, &t0, wscratch);
+      else run = 1;
+    }
+    ssize_t r;
+    if (super_len > 0) {
+      r = write(fd, wscratch, super_len);
+    } else {
+      struct iovec iov[2] = {{(void *)&none, sizeof none}, {ptrs[done] + offset, sizes[done]}};
+      r = writev(fd, iov, 2);
+    }
     if (r < 0) {
       int e = errno;
       if (e == EINTR) continue;
@@ -241,18 +361,19 @@ uint32_t mtun_vnet_write(int fd, uint8_t **ptrs, const uint32_t *sizes, uint32_t
         break;
       }
       if (e == EINVAL || e == EMSGSIZE) {
-        if (stats) stats[TS_TX_INVALID] += 1;
-        done++;
+        if (stats) stats[TS_TX_INVALID] += run;
+        done += run;
         continue;
       }
       *err = e;
       break;
     }
     if (stats) {
-      stats[TS_TX_PACKETS] += 1;
-      stats[TS_TX_BYTES] += sizes[done];
+      stats[TS_TX_PACKETS] += run;
+      for (uint32_t k = done; k < done + run; k++) stats[TS_TX_BYTES] += sizes[k];
+      if (run > 1) stats[TS_TX_SUPER] += 1;
     }
-    done++;
+    done += run;
   }
   return done;
 }

@@ -18,6 +18,7 @@ enum {
   TS_TX_EAGAIN,  /* a write batch stopped early because the kernel queue was full */
   TS_RX_SUPER,   /* GSO super-packets read (offload path) */
   TS_RX_INVALID, /* offload reads dropped: malformed virtio header or segment too big */
+  TS_TX_SUPER,   /* offload writes: TCP runs coalesced into one GSO super-packet (GRO) */
   TS_COUNT
 };
 
@@ -30,8 +31,13 @@ enum {
 uint32_t mtun_vnet_read(int fd, uint8_t **ptrs, size_t *lens, uint32_t *sizes, uint32_t n, uint32_t offset,
                         uint8_t *scratch, size_t scratch_len, uint32_t *state, double *stats, int *err);
 
-/* Offload write: each packet goes out behind an all-zero virtio header (no GSO, checksums complete). */
+/*
+ * Offload write: runs of consecutive TCP segments of one flow are coalesced
+ * (GRO) into one GSO super-packet built in wscratch (NULL: no coalescing);
+ * everything else goes out behind an all-zero virtio header. Returns packets
+ * consumed; *err is set to an errno the batch stopped on (not EAGAIN).
+ */
 uint32_t mtun_vnet_write(int fd, uint8_t **ptrs, const uint32_t *sizes, uint32_t count, uint32_t offset,
-                         double *stats, int *err);
+                         uint8_t *wscratch, size_t wscratch_len, double *stats, int *err);
 
 #endif

@@ -267,20 +267,32 @@ static napi_value tun_read_vnet(napi_env env, napi_callback_info info) {
   return mtun_u32(env, count);
 }
 
-/* tunWriteVnet(fd, bufs, sizes, offset, count, stats?) -> consumed. As tunWrite on a vnetHdr device. */
+/*
+ * tunWriteVnet(fd, bufs, sizes, offset, count, stats?, wscratch?) -> consumed.
+ * As tunWrite on a vnetHdr device; with wscratch (≥ 65,545 bytes) runs of
+ * TCP segments of one flow are coalesced into GSO super-packets (GRO).
+ */
 static napi_value tun_write_vnet(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(6);
+  MTUN_ARGS(7);
   if (argc < 5) return mtun_throw_type(env, "tun: tunWriteVnet(fd, bufs, sizes, offset, count) needs 5 arguments");
   int fd;
   uint32_t nbufs, offset, count;
-  void *sz;
-  size_t nsizes, nstats;
+  void *sz, *ws = NULL;
+  size_t nsizes, nstats, nws = 0;
   double *stats;
   if (!get_fd(env, argv[0], &fd) || !mtun_arg_array_len(env, argv[1], "bufs", &nbufs) ||
       !mtun_arg_typed(env, argv[2], napi_uint32_array, "sizes", &sz, &nsizes) ||
       !mtun_arg_u32(env, argv[3], "offset", &offset) || !mtun_arg_u32(env, argv[4], "count", &count) ||
       !mtun_arg_stats(env, argc > 5 ? argv[5] : NULL, &stats, &nstats)) {
     return NULL;
+  }
+  if (argc > 6) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[6], &t) != napi_ok) return NULL;
+    if (t != napi_undefined && t != napi_null) {
+      if (!mtun_arg_typed(env, argv[6], napi_uint8_array, "wscratch", &ws, &nws)) return NULL;
+      if (nws < 65535 + sizeof(struct virtio_net_hdr)) return mtun_throw_type(env, "tun: wscratch must hold 65,545 bytes");
+    }
   }
   if (stats != NULL && nstats < TS_COUNT) return mtun_throw_type(env, "tun: stats array too short");
   if (count > nbufs || count > nsizes) return mtun_throw_type(env, "tun: count exceeds bufs or sizes length");
@@ -298,7 +310,7 @@ static napi_value tun_write_vnet(napi_env env, napi_callback_info info) {
     }
   }
   int err = 0;
-  uint32_t done = mtun_vnet_write(fd, s->ptrs, sizes, count, offset, stats, &err);
+  uint32_t done = mtun_vnet_write(fd, s->ptrs, sizes, count, offset, (uint8_t *)ws, nws, stats, &err);
   if (done == 0 && err != 0) return mtun_throw_errno(env, "tun", "write", err);
   return mtun_u32(env, done);
 }

@@ -41,8 +41,9 @@ export interface TunOptions {
   /**
    * Open with IFF_VNET_HDR and enable TSO4/TSO6 (+ USO when the kernel has it):
    * the kernel hands over GSO super-packets, which read() splits in C into
-   * MTU-sized packets with correct checksums (fewer syscalls per packet).
-   * Writes are not coalesced. Default false.
+   * MTU-sized packets with correct checksums (fewer syscalls per packet);
+   * write() coalesces runs of consecutive TCP segments of one flow into one
+   * GSO super-packet (GRO). Default false.
    */
   offload?: boolean;
 }
@@ -61,6 +62,8 @@ export interface TunStats {
   rxSuper: number;
   /** Offload path: reads dropped for a malformed virtio header or an oversized segment. */
   rxInvalid: number;
+  /** Offload path: runs of TCP segments written as one GSO super-packet (GRO on write). */
+  txSuper: number;
 }
 
 // Indexes into the native counter array (mirror enum in src/native/tun.c).
@@ -72,7 +75,8 @@ const S_TX_INVALID = 4;
 const S_TX_EAGAIN = 5;
 const S_RX_SUPER = 6;
 const S_RX_INVALID = 7;
-const S_COUNT = 8;
+const S_TX_SUPER = 8;
+const S_COUNT = 9;
 /** Largest IP packet plus the virtio_net_hdr: the offload read scratch size. */
 const VNET_SCRATCH_BYTES = 65_535 + 10;
 
@@ -164,6 +168,7 @@ export class NativeTun implements TunDevice {
   /** TUNSETOFFLOAD mask in effect (TUN_F_CSUM 1, TSO4 2, TSO6 4, TSO_ECN 8, USO4 0x20, USO6 0x40); 0 without offload. */
   readonly offloads: number;
   private readonly scratch: Buffer | undefined;
+  private readonly wscratch: Buffer | undefined;
   private readonly splitState = new Uint32Array(2);
   private fd: number;
   private readonly native: NativeBinding;
@@ -177,6 +182,7 @@ export class NativeTun implements TunDevice {
     this.native = native;
     this.offloads = offloads;
     this.scratch = offloads ? Buffer.alloc(VNET_SCRATCH_BYTES) : undefined;
+    this.wscratch = offloads ? Buffer.alloc(VNET_SCRATCH_BYTES) : undefined;
     this.fd = fd;
     this.name = name;
     this.mtu = mtu;
@@ -212,7 +218,7 @@ export class NativeTun implements TunDevice {
    */
   write(bufs: Buffer[], sizes: Uint32Array, offset: number, count: number): number {
     const fd = this.check();
-    if (this.scratch) return this.native.tunWriteVnet(fd, bufs, sizes, offset, count, this.counters);
+    if (this.wscratch) return this.native.tunWriteVnet(fd, bufs, sizes, offset, count, this.counters, this.wscratch);
     return this.native.tunWrite(fd, bufs, sizes, offset, count, this.counters);
   }
 
@@ -265,6 +271,7 @@ export class NativeTun implements TunDevice {
       txEagain: c[S_TX_EAGAIN]!,
       rxSuper: c[S_RX_SUPER]!,
       rxInvalid: c[S_RX_INVALID]!,
+      txSuper: c[S_TX_SUPER]!,
     };
   }
 
