@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { H3Connection, type ConnectRequest, type H3ClientResult, type H3ConnectionOptions } from './connection.js';
 import { H3Error } from './errors.js';
 import { FrameType, encodeFrame, greaseValue } from './frame.js';
@@ -685,3 +686,137 @@ function encodeCapsuleBytes(type: number, value: Uint8Array): Uint8Array {
   const out = new Uint8Array(16 + value.length);
   return out.slice(0, encodeCapsule(type, value, out, 0));
 }
+
+/** A client H3Connection facing a raw server transport the test drives byte by byte. */
+function rawServer() {
+  const [ct, st] = memoryTransportPair();
+  const cli = new H3Connection(ct, {});
+  cli.start();
+  st.streamSend(3, cat(hex('00'), encodeFrame(FrameType.SETTINGS, encodeSettings([[0x08, 1], [0x33, 1]]))), false);
+  const run = () => {
+    cli.handleReadable();
+    cli.handleDatagrams();
+  };
+  run();
+  return { ct, st, cli, run };
+}
+
+describe('H3Connection (client side): malformed responses and server misbehaviour', () => {
+  const open = (raw: ReturnType<typeof rawServer>) => {
+    const rec = new ClientRecorder();
+    const id = raw.cli.connect({ protocol: 'connect-ip', authority: 'gw', path: '/ip' }, rec);
+    return { id, rec };
+  };
+
+  it('RFC 9297 §3.2: a 2xx capsule-protocol response with Content-Length, or a 204, is malformed (H3_MESSAGE_ERROR)', () => {
+    for (const fields of [
+      [[':status', '200'], ['capsule-protocol', '?1'], ['content-length', '0']],
+      [[':status', '204'], ['capsule-protocol', '?1']],
+    ] as FieldList[]) {
+      const raw = rawServer();
+      const { id, rec } = open(raw);
+      raw.st.streamSend(id, headers(fields), false);
+      raw.run();
+      expect(rec.responses).toBe(0);
+      expect(rec.closed).toEqual([H3Error.H3_MESSAGE_ERROR]);
+      expect(readAll(raw.st, id).reset).toBe(H3Error.H3_MESSAGE_ERROR);
+    }
+  });
+
+  it('RFC 9114 §4.1: interim 1xx responses are skipped; the final 200 opens the tunnel', () => {
+    const raw = rawServer();
+    const { id, rec } = open(raw);
+    raw.st.streamSend(id, cat(headers([[':status', '103']]), headers([[':status', '200'], ['capsule-protocol', '?1']])), false);
+    raw.run();
+    expect(rec.status).toBe(200);
+    expect(rec.tunnel).not.toBeNull();
+  });
+
+  it('the client sends no :protocol to a server that did not enable Extended CONNECT (RFC 9220 §3)', () => {
+    const [ct, st] = memoryTransportPair();
+    const cli = new H3Connection(ct, {});
+    cli.start();
+    st.streamSend(3, cat(hex('00'), encodeFrame(FrameType.SETTINGS, encodeSettings([[0x33, 1]]))), false);
+    const rec = new ClientRecorder();
+    const id = cli.connect({ protocol: 'connect-ip', authority: 'gw', path: '/ip' }, rec); // queued until SETTINGS
+    cli.handleReadable();
+    expect(rec.closed).toEqual([H3Error.H3_REQUEST_REJECTED]);
+    expect(readAll(st, id).bytes.length).toBe(0);
+  });
+
+  it('RFC 9114 §6.1, §4.6: server-initiated bidi stream → H3_STREAM_CREATION_ERROR; push stream or PUSH_PROMISE → H3_ID_ERROR', () => {
+    const a = rawServer();
+    a.st.streamSend(1, headers([[':status', '200']]), false);
+    a.run();
+    expect(closeCode(a.ct)).toBe(H3Error.H3_STREAM_CREATION_ERROR);
+    const b = rawServer();
+    b.st.streamSend(7, hex('01 00'), false);
+    b.run();
+    expect(closeCode(b.ct)).toBe(H3Error.H3_ID_ERROR);
+    const c = rawServer();
+    const { id } = open(c);
+    c.st.streamSend(id, encodeFrame(FrameType.PUSH_PROMISE, hex('00 0000')), false);
+    c.run();
+    expect(closeCode(c.ct)).toBe(H3Error.H3_ID_ERROR);
+  });
+
+  it('RFC 9114 §7.2.7: MAX_PUSH_ID from a server is H3_FRAME_UNEXPECTED', () => {
+    const raw = rawServer();
+    raw.st.streamSend(3, encodeFrame(FrameType.MAX_PUSH_ID, hex('00')), false);
+    raw.run();
+    expect(closeCode(raw.ct)).toBe(H3Error.H3_FRAME_UNEXPECTED);
+  });
+});
+
+describe('H3Connection: random input never throws', () => {
+  const known = new Set<number>(Object.values(H3Error));
+  it('property: random bytes on control, request and unknown streams, and random datagrams', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.constantFrom(0, 4, 2, 6, -1), fc.uint8Array({ maxLength: 48 }), fc.boolean()), { maxLength: 12 }),
+        (ops) => {
+          const [ct, st] = memoryTransportPair();
+          const srv = server(st);
+          srv.h.start();
+          const finished = new Set<number>();
+          for (const [sid, bytes, fin] of ops) {
+            if (sid === -1) st.injectDatagram(bytes);
+            else if (!finished.has(sid)) {
+              try {
+                ct.streamSend(sid, bytes, fin);
+              } catch {
+                // stopped by the server: fine
+              }
+              if (fin) finished.add(sid);
+            }
+            srv.h.handleReadable();
+            srv.h.handleDatagrams();
+            srv.h.handleWritable();
+          }
+          if (st.closeInfo) expect(known.has(st.closeInfo.errorCode)).toBe(true);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('property: random bytes after a valid CONNECT on the tunnel stream never throw', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 8 }), fc.boolean(), (chunks, fin) => {
+        const raw = rawClient();
+        raw.ct.streamSend(0, headers(connectFields()), false);
+        raw.run();
+        chunks.forEach((c, i) => {
+          try {
+            raw.ct.streamSend(0, encodeFrame(FrameType.DATA, c), fin && i === chunks.length - 1);
+          } catch {
+            // stopped
+          }
+          raw.run();
+        });
+        if (raw.st.closeInfo) expect(known.has(raw.st.closeInfo.errorCode)).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
