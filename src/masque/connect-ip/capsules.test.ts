@@ -7,6 +7,7 @@ import {
   encodeRouteAdvertisement,
   parseRouteAdvertisement,
   routeAdvertisementLength,
+  normalizeRanges,
   sortRanges,
   type IpAddressRange,
   type RouteAdvertisement,
@@ -131,6 +132,27 @@ describe('RFC 9484 §4.7.3 ROUTE_ADVERTISEMENT', () => {
     expect(parseRouteAdvertisement(ok, 0, ok.length).ok).toBe(true);
     expect(parseRouteAdvertisement(hex('04 0a000000 0a0000'), 0, 7).ok).toBe(false);
     expect(parseRouteAdvertisement(hex('05 0a000000 0a0000ff 00'), 0, 10).ok).toBe(false);
+  });
+});
+
+describe('normalizeRanges', () => {
+  const R = (a: string, b: string, p = 0): IpAddressRange => ({ version: parseIp(a)!.version, start: ip(a), end: ip(b), ipProtocol: p });
+  it('merges overlapping and adjacent ranges, drops specifics covered by an all-protocol range', () => {
+    const n = normalizeRanges([R('10.1.0.0', '10.1.255.255'), R('10.0.0.0', '10.0.255.255'), R('10.1.5.0', '10.2.0.0'), R('10.1.0.0', '10.1.0.9', 6), R('192.0.2.0', '192.0.2.9', 17), R('::', '::1')]);
+    expect(n.map((r) => `${r.ipProtocol} ${Buffer.from(r.start).toString('hex')}-${Buffer.from(r.end).toString('hex')}`)).toEqual([
+      '0 0a000000-0a020000',
+      '17 c0000200-c0000209',
+      '0 00000000000000000000000000000000-00000000000000000000000000000001',
+    ]);
+    expect(checkRangeOrder(n)).toBeNull();
+  });
+  it('always yields a valid advertisement (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.record({ a: fc.integer({ min: 0, max: 300 }), n: fc.integer({ min: 0, max: 40 }), p: fc.constantFrom(0, 6, 17) }), { maxLength: 12 }), (xs) => {
+        const rs = xs.map(({ a, n, p }) => ({ version: 4 as const, start: Uint8Array.of(10, 0, a >> 8, a & 255), end: Uint8Array.of(10, 0, (a + n) >> 8, (a + n) & 255), ipProtocol: p }));
+        expect(checkRangeOrder(normalizeRanges(rs))).toBeNull();
+      }),
+    );
   });
 });
 

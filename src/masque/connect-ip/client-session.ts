@@ -10,7 +10,7 @@ import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
 import { MASQUE_HEADROOM } from './datagram.js';
-import { checkRangeOrder, sortRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
+import { checkRangeOrder, normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
 import { ConnectIpSessionBase, ipVersionOf, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
 
 /** Options for {@link ConnectIpClientSession}. */
@@ -118,10 +118,11 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
   /**
    * Advertises the prefixes or ranges behind this agent (site-to-site,
    * RFC 9484 §4.7.3). The list replaces any earlier one; it is sorted into
-   * §4.7.3 order here. Throws `masque: …` when ranges overlap (configuration error).
+   * §4.7.3 order and overlapping ranges are merged here. Throws `masque: …`
+   * on a range whose start is after its end (caller bug).
    */
   advertiseRoutes(routes: readonly (IpPrefix | IpAddressRange)[]): void {
-    const ranges = sortRanges(routes.map(toRange));
+    const ranges = normalizeRanges(routes.map(toRange));
     const err = checkRangeOrder(ranges);
     if (err) throw new Error(`masque: advertised routes invalid: ${err}`);
     this.ourRanges = ranges;

@@ -28,7 +28,7 @@ import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
 import { MASQUE_HEADROOM } from './datagram.js';
 import { targetContains, type ConnectIpScope } from './request.js';
-import { checkRangeOrder, sortRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
+import { normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
 import { ConnectIpSessionBase, ipVersionOf, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
 
 /**
@@ -130,10 +130,7 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
         }));
     }
     if (proto !== 0) ranges = ranges.map((r) => ({ ...r, ipProtocol: r.ipProtocol === 0 ? proto : r.ipProtocol })).filter((r) => r.ipProtocol === proto);
-    const sorted = sortRanges(ranges);
-    const err = checkRangeOrder(sorted);
-    if (err) throw new Error(`masque: gateway routes invalid: ${err}`);
-    return sorted;
+    return normalizeRanges(ranges);
   }
 
   /** Sends the gateway's ROUTE_ADVERTISEMENT and checks the path (RFC 9484 §7.2). Call once after the 2xx response. */

@@ -2,7 +2,7 @@
  * ROUTE_ADVERTISEMENT capsule value codec (RFC 9484 §4.7.3): zero or more
  * IP Address Ranges, ordered and non-overlapping; each capsule supersedes the last.
  */
-import { compareBytes, type IpVersion } from '../ip-address.js';
+import { addrToBig, compareBytes, type IpVersion } from '../ip-address.js';
 import type { CapsuleParse } from './capsule-types.js';
 
 /** One IP Address Range (inclusive). `ipProtocol` 0 means all protocols. */
@@ -108,4 +108,38 @@ export function sortRanges(ranges: readonly IpAddressRange[]): IpAddressRange[] 
       a.ipProtocol - b.ipProtocol ||
       compareBytes(a.start, 0, b.start, 0, a.version === 4 ? 4 : 16),
   );
+}
+
+/**
+ * Normalises a route list into a valid §4.7.3 ROUTE_ADVERTISEMENT: sorted,
+ * with overlapping or adjacent ranges of the same version and protocol
+ * merged, and protocol-specific ranges that overlap an all-protocol (0)
+ * range removed (that range already allows their traffic — only partially
+ * covered specifics lose the uncovered part). Control plane; allocates.
+ */
+export function normalizeRanges(ranges: readonly IpAddressRange[]): IpAddressRange[] {
+  const sorted = sortRanges(ranges);
+  const merged: IpAddressRange[] = [];
+  for (const r of sorted) {
+    const last = merged[merged.length - 1];
+    if (last && last.version === r.version && last.ipProtocol === r.ipProtocol && addrToBig(r.start) <= addrToBig(last.end) + 1n) {
+      if (compareBytes(r.end, 0, last.end, 0, r.end.length) > 0) {
+        merged[merged.length - 1] = { ...last, end: r.end };
+      }
+      continue;
+    }
+    merged.push(r);
+  }
+  const out = merged.filter(
+    (o) =>
+      o.ipProtocol === 0 ||
+      !merged.some(
+        (z) =>
+          z.ipProtocol === 0 &&
+          z.version === o.version &&
+          compareBytes(z.start, 0, o.end, 0, o.end.length) <= 0 &&
+          compareBytes(o.start, 0, z.end, 0, o.end.length) <= 0,
+      ),
+  );
+  return out;
 }

@@ -137,7 +137,10 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
     expect(r.gateway.clientRoutes().map((x) => x.version)).toEqual([4, 6]);
     expect(r.table.lookup4(ip('10.20.3.4'), 0)).toBe(r.gateway);
     expect(r.table.lookup6(ip('fd20::1'), 0)).toBe(r.gateway);
-    expect(() => r.client.advertiseRoutes([parsePrefix('10.0.0.0/8')!, parsePrefix('10.20.0.0/16')!])).toThrow(/masque/);
+    // Overlapping site prefixes are merged into one valid advertisement, not refused.
+    r.client.advertiseRoutes([parsePrefix('fd20::/48')!, parsePrefix('10.20.0.0/16')!, parsePrefix('10.20.5.0/24')!]);
+    r.pair.flush();
+    expect(r.gateway.clientRoutes().map((x) => `${formatIp(x.start)}-${formatIp(x.end)}`)).toEqual(['10.20.0.0-10.20.255.255', 'fd20::-fd20::ffff:ffff:ffff:ffff:ffff']);
     // A second agent advertising the same prefix cannot take it over.
     const other = rig();
     const shared = new ConnectIpGatewaySession(other.pair.gateway, {
