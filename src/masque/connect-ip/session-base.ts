@@ -356,16 +356,18 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     const c = this.counters;
     if (this.closed) return this.drop(ConnectIpDrop.CLOSED);
     if (off < MASQUE_HEADROOM) return this.drop(ConnectIpDrop.NO_HEADROOM);
-    if (--this.mtuCountdown <= 0 || this.mtuCache < 0) this.checkPath();
+    if (--this.mtuCountdown <= 0 || this.mtuCache <= 0) this.checkPath();
     if (len > this.mtuCache) {
       this.checkPath();
+      // 0 = datagrams cannot be sent at all right now (not negotiated yet, or closing): not a size problem.
+      if (this.mtuCache === 0) return this.drop(ConnectIpDrop.SEND_FAILED);
       if (len > this.mtuCache) return this.drop(ConnectIpDrop.TOO_BIG);
     }
     buf[off - 1] = 0; // RFC 9484 §6: Context ID 0 = full IP packet.
     if (!this.stream.sendDatagram(buf, off - 1, len + 1)) {
       // The path may have shrunk since we last looked.
       this.checkPath();
-      return this.drop(len > this.mtuCache ? ConnectIpDrop.TOO_BIG : ConnectIpDrop.SEND_FAILED);
+      return this.drop(this.mtuCache > 0 && len > this.mtuCache ? ConnectIpDrop.TOO_BIG : ConnectIpDrop.SEND_FAILED);
     }
     c.packetsSent++;
     c.bytesSent += len;

@@ -430,8 +430,15 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
     expect(formatPrefix(r.pool4.allocate()!)).toBe('10.89.0.2/32');
   });
 
-  it('maxPacketSize is the datagram payload limit minus the context ID', () => {
+  it('maxPacketSize is the datagram payload limit minus the context ID; 0 (no datagrams yet) is a send failure, never a Packet Too Big of 0', () => {
     expect(r.client.maxPacketSize()).toBe(1399);
+    const { v4 } = assign(r);
+    r.pair.setMaxDatagramPayload(0);
+    const [b, o, l] = withHeadroom(craftUdp({ src: v4, dst: '192.0.2.1', srcPort: 1, dstPort: 2 }));
+    expect(r.client.sendPacket(b, o, l)).toBe(ConnectIpDrop.SEND_FAILED);
+    expect(r.localIcmp).toHaveLength(0);
+    r.pair.setMaxDatagramPayload(1400);
+    expect(r.client.sendPacket(b, o, l)).toBe(0);
     expect(MASQUE_HEADROOM).toBe(9);
   });
 
