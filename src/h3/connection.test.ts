@@ -519,6 +519,15 @@ describe('H3Connection: malformed input catalogue', () => {
     expect(closeCode(raw.st)).toBe(H3Error.H3_SETTINGS_ERROR);
   });
 
+  it('RFC 9297 §2.1.1: H3_DATAGRAM=1 from a peer that did not negotiate QUIC DATAGRAM is H3_SETTINGS_ERROR', () => {
+    const [ct, st] = memoryTransportPair({ dgramMaxBytes: null });
+    const srv = new H3Connection(st, {});
+    srv.start();
+    ct.streamSend(2, cat(hex('00'), encodeFrame(FrameType.SETTINGS, encodeSettings([[0x33, 1]]))), false);
+    srv.handleReadable();
+    expect(closeCode(st)).toBe(H3Error.H3_SETTINGS_ERROR);
+  });
+
   it('RFC 9114 §7.2.4.1: reserved HTTP/2 settings and repeated settings are H3_SETTINGS_ERROR', () => {
     expect(closeCode(rawClient({ settings: [[0x02, 0]] }).st)).toBe(H3Error.H3_SETTINGS_ERROR);
     expect(closeCode(rawClient({ settings: [[0x33, 1], [0x33, 1]] }).st)).toBe(H3Error.H3_SETTINGS_ERROR);

@@ -1051,6 +1051,12 @@ export class H3Connection {
           this.connError(r.code, r.reason);
           return;
         }
+        if (r.settings.h3Datagram && this.t.dgramMaxWritableLen() === null) {
+          // RFC 9297 §2.1.1: H3_DATAGRAM=1 without the QUIC DATAGRAM extension
+          // (RFC 9221 max_datagram_frame_size) is a connection error.
+          this.connError(H3Error.H3_SETTINGS_ERROR, 'H3_DATAGRAM=1 without QUIC DATAGRAM support');
+          return;
+        }
         this.peerSettings = r.settings;
         this.peerSettingsReceived = true;
         this.counters.unknownSettingsIgnored += r.settings.unknownCount;
