@@ -80,7 +80,11 @@ const S_COUNT = 9;
 /** Largest IP packet plus the virtio_net_hdr: the offload read scratch size. */
 const VNET_SCRATCH_BYTES = 65_535 + 10;
 
-function openError(e: NativeError, name: string): Error {
+/**
+ * Turns an errno from opening /dev/net/tun or TUNSETIFF into a `tun: …` message
+ * that says what is missing and how to fix it (exported for tests).
+ */
+export function explainOpenError(e: NativeError, name: string): Error {
   switch (e.code) {
     case 'ENOENT':
     case 'ENODEV':
@@ -140,7 +144,7 @@ export async function openTun(opts: TunOptions): Promise<NativeTun> {
   try {
     opened = native.tunOpen(name, false, opts.offload ?? false);
   } catch (e) {
-    throw openError(e as NativeError, name);
+    throw explainOpenError(e as NativeError, name);
   }
   const dev = new NativeTun(native, opened.fd, opened.name, opts.mtu, batchSize, opts.netns, opened.offloads);
   try {

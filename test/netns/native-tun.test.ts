@@ -8,7 +8,9 @@
  *        (addresses 10.77.0.1/24, fd77::1/64)             <==fd==  (echo reply)
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { openTun, type NativeTun } from '../../src/tun/native-tun.js';
+import { execFile } from 'node:child_process';
+import { nativeAddonPath } from '../../src/native/addon.js';
+import { explainOpenError, openTun, type NativeTun } from '../../src/tun/native-tun.js';
 import { cleanupAll, createNetns, exec, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
 
 warnIfNotRoot('test/netns/native-tun.test.ts');
@@ -190,3 +192,26 @@ describe.skipIf(!isRoot())('native TUN in a namespace', () => {
     }
   });
 });
+
+// The addon's raw errno for the two environment problems, seen from a child
+// process: without CAP_NET_ADMIN (uid nobody) and without /dev/net/tun
+// (a private mount namespace hides it). explainOpenError turns these codes
+// into the user-facing messages (src/tun/native-tun.test.ts).
+describe.skipIf(!isRoot())('TUN open without privileges or device', () => {
+  const probe = `try{require(${JSON.stringify(nativeAddonPath())}).tunOpen('mtprobe%d',false);console.log('opened')}catch(e){console.log(e.code+' '+e.message)}`;
+  it('reports EPERM without CAP_NET_ADMIN', async () => {
+    const r = await execFileP('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', probe]);
+    expect(r.trim()).toBe('EPERM tun: ioctl TUNSETIFF: Operation not permitted');
+    expect(explainOpenError({ code: 'EPERM', name: 'Error', message: r }, 'mtprobe%d').message).toMatch(/CAP_NET_ADMIN/);
+  });
+  it('reports ENOENT when /dev/net/tun is absent', async () => {
+    const r = await execFileP('unshare', ['-m', 'sh', '-c', `mount -t tmpfs none /dev/net && exec "${process.execPath}" -e "$0"`, probe]);
+    expect(r.trim()).toBe('ENOENT tun: open /dev/net/tun: No such file or directory');
+  });
+});
+
+function execFileP(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { encoding: 'utf8', timeout: 20_000 }, (e, stdout, stderr) => (e ? reject(new Error(`${e.message} ${stderr}`)) : resolve(stdout)));
+  });
+}
