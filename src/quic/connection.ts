@@ -93,10 +93,16 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   peerPort: number;
   /** Free for the layer above (e.g. its HTTP/3 connection). */
   userData: unknown = null;
+  /**
+   * The exception an event handler threw, if one did (the endpoint then
+   * closes the connection with INTERNAL_ERROR); kept so the layer above can
+   * log the cause instead of losing it.
+   */
+  handlerError: Error | null = null;
 
   // ---- endpoint-internal state (not API) ----
   /** @internal */ readonly q: QuicheConnection;
-  /** @internal Our source connection ID (20 bytes). */ readonly scid: Uint8Array;
+  /** @internal Our source connection ID (CID_BYTES long). */ readonly scid: Uint8Array;
   /** @internal Demux key: first 4 bytes of scid. */ readonly scidKey: number;
   /** @internal Client's original DCID (server, until established). */ odcidKey: string | null = null;
   /** @internal */ deadlineMs = 0;
@@ -175,7 +181,8 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     try {
       h(this, ev);
       return true;
-    } catch {
+    } catch (e) {
+      this.handlerError = e instanceof Error ? e : new Error(String(e));
       return false;
     }
   }

@@ -1,0 +1,445 @@
+/**
+ * The agent daemon: opens one CONNECT-IP session (RFC 9484) to the gateway
+ * over QUIC + HTTP/3 and moves IP packets between it and a local TUN device,
+ * reconnecting by itself. Wiring and pump loops only.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { Logger } from 'pino';
+import type { AgentConfig } from '../config/index.js';
+import { attachH3 } from '../h3/quic-binding.js';
+import type { H3Connection } from '../h3/connection.js';
+import { Direction } from '../inspect/flow-tracker.js';
+import type { ConnectIpClientSession } from '../masque/connect-ip/client-session.js';
+import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
+import type { ConnectIpEvent } from '../masque/connect-ip/session-base.js';
+import { connectIp } from '../masque/h3-glue.js';
+import { formatPrefix, parseIp, type IpPrefix } from '../masque/ip-address.js';
+import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
+import { clampTcpMss } from '../packet/rewrite.js';
+import type { QuicConnection } from '../quic/connection.js';
+import { QuicEndpoint } from '../quic/endpoint.js';
+import {
+  directionByLocalPrefixes,
+  startAdminServer,
+  Telemetry,
+  TunnelCounterSync,
+  type AdminServer,
+  type DaemonStatus,
+} from '../telemetry/index.js';
+import { openTun, type NativeTun } from '../tun/native-tun.js';
+import { runIpBatch } from '../tun/ip-config.js';
+import { MTUN_VERSION } from '../version.js';
+import { DaemonFlows } from '../daemon/flows.js';
+import { prefixCovers, rangesToPrefixes, toMasquePrefix } from '../daemon/prefixes.js';
+import { TunWriter } from '../daemon/tun-writer.js';
+import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
+
+/** Bytes reserved before each packet read from the TUN (context ID + quarter stream ID, written in place). */
+const HEADROOM = 16;
+/** TUN read batches handled per readiness callback before yielding to the event loop. */
+const TUN_ROUNDS = 8;
+/** Agent-level drop reason: a packet read from the TUN while no session is up. */
+const DROP_NO_SESSION = 'no_session';
+const DROP_TUN_WRITE = 'tun_write_failed';
+
+/** Connection state, as `/status` and `/readyz` report it. */
+export type AgentState = 'connecting' | 'open' | 'backoff' | 'stopped';
+
+/** The running agent. Create with {@link Agent.start}; stop with {@link Agent.stop}. */
+export class Agent {
+  state: AgentState = 'connecting';
+  private tun: NativeTun | null = null;
+  private tunMtu = 0;
+  private tunBufs: Buffer[] = [];
+  private tunSizes = new Uint32Array(0);
+  private tunWriter: TunWriter | null = null;
+  private conn: QuicConnection | null = null;
+  private h3: H3Connection | null = null;
+  private session: ConnectIpClientSession | null = null;
+  private sync: TunnelCounterSync | null = null;
+  private sessionSince: Date | null = null;
+  /** Routes currently installed through the TUN (gateway-advertised), by text. */
+  private readonly installed = new Set<string>();
+  private assignedOnTun = new Set<string>();
+  private attempt = 0;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private readonly keepaliveTimer: NodeJS.Timeout;
+  private readonly counterTimer: NodeJS.Timeout;
+  private readonly flows: DaemonFlows;
+  private readonly noSessionId: number;
+  private readonly tunWriteDropId: number;
+  private lastTunWriteDrops = 0;
+  private admin: AdminServer | null = null;
+  private readonly gatewayIdentity: string;
+  private readonly gatewayAddr: Uint8Array | null;
+  private readonly startedAt = Date.now();
+  private connects = 0;
+
+  private constructor(
+    private readonly config: AgentConfig,
+    private readonly log: Logger,
+    private readonly socket: NativeUdpSocket,
+    private readonly endpoint: QuicEndpoint,
+    private readonly telemetry: Telemetry,
+  ) {
+    this.gatewayIdentity = config.gateway.serverName ?? config.gateway.address.host;
+    this.gatewayAddr = parseIp(config.gateway.address.host)?.address ?? null;
+    this.flows = new DaemonFlows({
+      telemetry,
+      inspection: config.inspection,
+      identityOf: () => this.gatewayIdentity,
+      directionOf: directionByLocalPrefixes(config.advertise),
+    });
+    this.noSessionId = telemetry.metrics.dropReasonId(DROP_NO_SESSION);
+    this.tunWriteDropId = telemetry.metrics.dropReasonId(DROP_TUN_WRITE);
+    this.keepaliveTimer = setInterval(() => this.keepalive(), config.keepaliveIntervalMs);
+    this.counterTimer = setInterval(() => this.syncCounters(), 1000);
+    this.counterTimer.unref();
+  }
+
+  /** Binds the UDP socket, starts the admin server and the first connection attempt. */
+  static async start(config: AgentConfig, log: Logger): Promise<Agent> {
+    const caPem = readFileSync(config.tls.ca, 'utf8');
+    const certPem = config.tls.cert !== undefined ? readFileSync(config.tls.cert, 'utf8') : undefined;
+    const keyPem = config.tls.key !== undefined ? readFileSync(config.tls.key, 'utf8') : undefined;
+    const v4 = isIP(config.gateway.address.host) === 4;
+    const socket = openNativeUdp({ host: v4 ? '0.0.0.0' : '::' });
+    try {
+      const endpoint = new QuicEndpoint({
+        socket,
+        client: { caPem, certPem, keyPem },
+        idleTimeoutMs: QUIC_IDLE_TIMEOUT_MS,
+        maxUdpPayloadBytes: MAX_UDP_PAYLOAD_BYTES,
+        keylogPath: config.tls.keylogPath ?? null,
+      });
+      const telemetry = new Telemetry({
+        reporter: 'agent',
+        workloads: config.telemetry.workloads,
+        flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
+      });
+      const agent = new Agent(config, log, socket, endpoint, telemetry);
+      if (config.admin.enabled) {
+        agent.admin = await startAdminServer({
+          host: config.admin.listen.host,
+          port: config.admin.listen.port,
+          registry: telemetry.registry,
+          readiness: () => (agent.state === 'open' ? { ready: true } : { ready: false, reason: agent.state }),
+          status: () => agent.status(),
+        });
+      }
+      log.info({ gateway: config.gateway.address, mode: config.mode, admin: agent.admin?.url }, 'agent started');
+      void agent.connect();
+      return agent;
+    } catch (e) {
+      socket.close();
+      throw e;
+    }
+  }
+
+  /** The admin server's base URL, if enabled. */
+  get adminUrl(): string | undefined {
+    return this.admin?.url;
+  }
+
+  // ---------------------------------------------------------------- control path
+
+  private async connect(): Promise<void> {
+    if (this.state === 'stopped') return;
+    this.state = 'connecting';
+    const { host, port } = this.config.gateway.address;
+    let conn: QuicConnection;
+    try {
+      conn = this.endpoint.connect(host, port, this.config.gateway.serverName ?? host);
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'connect failed');
+      this.scheduleReconnect();
+      return;
+    }
+    this.conn = conn;
+    let closedEarly = false;
+    const h3 = attachH3(conn, { onGoaway: () => this.log.info('gateway sent GOAWAY') }, (ev) => {
+      if (ev === 'readable') this.tunWriter?.flush();
+      else if (ev === 'closed') {
+        closedEarly = true;
+        this.onDisconnected(conn);
+      }
+    });
+    this.h3 = h3;
+    try {
+      await conn.whenEstablished();
+      const headers: [string, string][] = [];
+      const token = this.config.auth.token ?? (this.config.auth.tokenFile !== undefined ? readFileSync(this.config.auth.tokenFile, 'utf8').trim() : undefined);
+      if (token !== undefined) headers.push(['authorization', `Bearer ${token}`]);
+      const authority = formatAuthority(this.config.gateway.serverName ?? host, port);
+      // Capsules may arrive with the 2xx, before the promise resolves: events
+      // until then are covered by applyRoutes() below, which reads the session's state.
+      let opened: ConnectIpClientSession | null = null;
+      const session = await connectIp(h3, authority, {
+        onPacket: this.onGatewayPacket,
+        onEvent: (e) => {
+          if (opened !== null) this.onSessionEvent(opened, e);
+        },
+        onLocalIcmp: this.onLocalIcmp,
+        headers,
+      });
+      if (closedEarly || (this.state as AgentState) === 'stopped') return;
+      opened = session;
+      this.session = session;
+      this.sessionSince = new Date();
+      this.sync?.close();
+      this.sync = new TunnelCounterSync(this.telemetry.metrics, this.telemetry.metrics.identityId(this.gatewayIdentity), CONNECT_IP_DROP_NAMES);
+      await this.ensureTun(session);
+      if (this.config.mode === 'site-to-site') {
+        if (this.config.advertise.length > 0) session.advertiseRoutes(this.config.advertise.map(toMasquePrefix));
+      } else {
+        session.requestAddresses([{ version: 4 }, { version: 6 }]);
+      }
+      conn.flush();
+      await this.applyRoutes(session);
+      this.state = 'open';
+      this.attempt = 0;
+      this.connects++;
+      this.log.info({ gateway: this.config.gateway.address, maxPacketSize: session.maxPacketSize(), tunMtu: this.tunMtu, resumed: conn.isResumed() }, 'tunnel up');
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'tunnel setup failed');
+      if (!conn.isClosed) conn.close(true, 0x10c, 'setup failed');
+      if (!closedEarly) this.onDisconnected(conn);
+    }
+  }
+
+  private onDisconnected(conn: QuicConnection): void {
+    if (this.conn !== conn) return;
+    const info = conn.closeInfo;
+    this.conn = null;
+    this.h3 = null;
+    if (this.session) {
+      this.syncCounters();
+      this.sync?.close();
+      this.sync = null;
+      this.session = null;
+    }
+    if (this.state === 'stopped') return;
+    this.log.warn({ reason: info?.reason, code: info?.errorCode, byPeer: info?.byPeer, idle: info?.idleTimeout, handlerError: conn.handlerError?.stack }, 'tunnel down');
+    this.scheduleReconnect();
+  }
+
+  /** Exponential backoff with jitter (config.reconnect). */
+  private scheduleReconnect(): void {
+    if (this.state === 'stopped' || this.reconnectTimer !== null) return;
+    this.state = 'backoff';
+    const r = this.config.reconnect;
+    const base = Math.min(r.maxDelayMs, r.minDelayMs * 2 ** Math.min(this.attempt, 30));
+    const delay = Math.max(0, Math.round(base * (1 + r.jitter * (2 * Math.random() - 1))));
+    this.attempt++;
+    this.log.info({ delayMs: delay, attempt: this.attempt }, 'reconnecting');
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      void this.connect();
+    }, delay);
+  }
+
+  /** Opens the TUN on the first session, sized to what one datagram carries. */
+  private async ensureTun(session: ConnectIpClientSession): Promise<void> {
+    const pathMax = session.maxPacketSize();
+    if (this.tun !== null) {
+      if (pathMax < this.tunMtu) this.log.warn({ pathMax, tunMtu: this.tunMtu }, 'path now carries less than the TUN MTU: larger packets get Packet Too Big');
+      return;
+    }
+    const limit = pathMax > 0 ? pathMax : DEFAULT_TUNNEL_MTU;
+    const mtu = Math.min(this.config.tun.mtuBytes ?? limit, limit);
+    this.tun = await openTun({ name: this.config.tun.name, mtu, addresses: [] });
+    this.tunMtu = mtu;
+    this.tunBufs = Array.from({ length: this.tun.batchSize }, () => Buffer.allocUnsafe(HEADROOM + mtu));
+    this.tunSizes = new Uint32Array(this.tun.batchSize);
+    this.tunWriter = new TunWriter(this.tun, 65_535);
+    this.tun.onReadable(this.onTunReadable);
+    this.log.info({ tun: this.tun.name, mtu }, 'TUN up');
+  }
+
+  private onSessionEvent(session: ConnectIpClientSession, e: ConnectIpEvent): void {
+    if (e.type === 'routes' || e.type === 'addresses-assigned') {
+      if (this.session === session) void this.applyRoutes(session);
+    } else if (e.type === 'ipv6-disabled') {
+      this.log.warn({ maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
+    } else if (e.type === 'closed') {
+      this.log.info({ error: e.error, reason: e.reason }, 'CONNECT-IP session closed');
+      if (this.conn !== null && this.session === session && !this.conn.isClosed) this.conn.close(true, 0, 'session closed');
+    }
+  }
+
+  /**
+   * Installs routes for what the gateway advertises (skipping default routes
+   * and prefixes that would capture the gateway's own address), and in
+   * remote-access mode puts the assigned addresses on the TUN.
+   */
+  private async applyRoutes(session: ConnectIpClientSession): Promise<void> {
+    const tun = this.tun;
+    if (tun === null || tun.closed) return;
+    if (this.config.acceptRoutes) {
+      const want = new Set<string>();
+      for (const p of rangesToPrefixes(session.peerRoutes())) {
+        if (p.prefixLength === 0) continue;
+        if (this.gatewayAddr !== null && coversAddress(p, this.gatewayAddr)) continue;
+        want.add(formatPrefix(p));
+      }
+      const add = [...want].filter((x) => !this.installed.has(x));
+      const del = [...this.installed].filter((x) => !want.has(x));
+      try {
+        if (del.length > 0) await tun.removeRoutes(del);
+        for (const x of del) this.installed.delete(x);
+        if (add.length > 0) await tun.addRoutes(add);
+        for (const x of add) this.installed.add(x);
+        if (add.length + del.length > 0) this.log.info({ added: add, removed: del }, 'routes from gateway installed');
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'installing routes failed');
+      }
+    }
+    if (this.config.mode === 'remote-access') {
+      const want = session.assignedAddresses().map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength }));
+      const add = want.filter((a) => !this.assignedOnTun.has(a));
+      if (add.length > 0) {
+        try {
+          await runIpBatch(add.map((a) => `addr add ${a} dev ${tun.name}${a.includes(':') ? ' nodad' : ''}`));
+          for (const a of add) this.assignedOnTun.add(a);
+          this.log.info({ addresses: add }, 'assigned addresses configured');
+        } catch (e) {
+          this.log.error({ err: (e as Error).message }, 'configuring assigned addresses failed');
+        }
+      }
+    }
+  }
+
+  /** A PING every keepaliveIntervalMs keeps idle NAT bindings and the QUIC idle timer alive. */
+  private keepalive(): void {
+    const c = this.conn;
+    if (c === null || !c.isEstablished || c.isClosed) return;
+    c.ping();
+  }
+
+  private syncCounters(): void {
+    const s = this.session;
+    if (s !== null && this.sync !== null) {
+      const c = s.counters;
+      this.sync.update(c.drops, c.packetsSent, c.bytesSent, c.packetsReceived, c.bytesReceived, c.icmpSent);
+    }
+    const w = this.tunWriter?.counters;
+    if (w) {
+      const d = w.dropped + w.oversize;
+      if (d > this.lastTunWriteDrops) {
+        this.telemetry.metrics.drop(this.tunWriteDropId, d - this.lastTunWriteDrops);
+        this.lastTunWriteDrops = d;
+      }
+    }
+  }
+
+  /** The /status document. */
+  status(): DaemonStatus {
+    const s = this.session;
+    const c = this.conn;
+    return {
+      reporter: 'agent',
+      version: MTUN_VERSION,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      ready: this.state === 'open',
+      addresses: this.tun ? [...this.assignedOnTun].map((a) => ({ interface: this.tun!.name, address: a })) : [],
+      sessions: s && c ? [{
+        id: `c${this.connects}`,
+        kind: 'connect-ip',
+        peerIdentity: this.gatewayIdentity,
+        remote: formatAuthority(this.config.gateway.address.host, this.config.gateway.address.port),
+        state: this.state,
+        addresses: s.assignedAddresses().map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength })),
+        routes: [...this.installed],
+        since: (this.sessionSince ?? new Date()).toISOString(),
+        sentBytes: s.counters.bytesSent,
+        receivedBytes: s.counters.bytesReceived,
+      }] : [],
+      topFlows: this.telemetry.topFlows(10),
+    };
+  }
+
+  // ---------------------------------------------------------------- data path
+
+  /** Packets from the local network: inspect, clamp MSS, send as HTTP Datagrams. */
+  private readonly onTunReadable = (): void => {
+    const tun = this.tun!;
+    const bufs = this.tunBufs;
+    const sizes = this.tunSizes;
+    const tracker = this.flows.tracker;
+    const clamp = this.config.mssClamp;
+    const mtu = this.tunMtu;
+    for (let round = 0; round < TUN_ROUNDS; round++) {
+      let n: number;
+      try {
+        n = tun.read(bufs, sizes, HEADROOM);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'TUN read failed');
+        return;
+      }
+      if (n === 0) break;
+      const s = this.session;
+      if (s === null) {
+        this.telemetry.metrics.drop(this.noSessionId, n);
+        continue;
+      }
+      const now = Date.now();
+      for (let i = 0; i < n; i++) {
+        const buf = bufs[i]!;
+        const len = sizes[i]!;
+        if (clamp) clampTcpMss(buf, HEADROOM, len, mtu);
+        tracker.observe(buf, HEADROOM, len, Direction.OUT, now);
+        s.sendPacket(buf, HEADROOM, len);
+      }
+      this.conn?.flush();
+      this.tunWriter?.flush();
+      if (n < bufs.length) break;
+    }
+  };
+
+  /** Packets from the gateway: inspect, copy into the TUN batch (MSS clamped), written after the QUIC batch. */
+  private readonly onGatewayPacket = (buf: Uint8Array, off: number, len: number): void => {
+    this.flows.tracker.observe(buf, off, len, Direction.IN, Date.now());
+    const w = this.tunWriter;
+    if (w === null) return;
+    const slot = w.push(buf, off, len);
+    if (slot !== null && this.config.mssClamp) clampTcpMss(slot, 0, len, this.tunMtu);
+  };
+
+  /** ICMP errors about our own outgoing packets (Packet Too Big): back into the TUN. */
+  private readonly onLocalIcmp = (buf: Uint8Array, off: number, len: number): void => {
+    this.tunWriter?.push(buf, off, len);
+  };
+
+  // ---------------------------------------------------------------- shutdown
+
+  /** Graceful stop (SIGTERM): flow records written, session closed, routes and TUN removed. */
+  async stop(): Promise<void> {
+    if (this.state === 'stopped') return;
+    this.state = 'stopped';
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    clearInterval(this.keepaliveTimer);
+    clearInterval(this.counterTimer);
+    this.syncCounters();
+    this.flows.close();
+    this.session?.close();
+    this.h3?.shutdown();
+    this.conn?.flush();
+    await new Promise((r) => setTimeout(r, 50));
+    this.endpoint.close(0, 'agent shutting down');
+    await new Promise((r) => setTimeout(r, 50));
+    this.socket.close();
+    this.tun?.close();
+    await this.admin?.close();
+    await this.telemetry.shutdown();
+    this.log.info('agent stopped');
+  }
+}
+
+function coversAddress(p: IpPrefix, addr: Uint8Array): boolean {
+  return prefixCovers(p, { version: addr.length === 4 ? 4 : 6, address: addr, prefixLength: addr.length * 8 });
+}
+
+function formatAuthority(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}

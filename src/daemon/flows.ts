@@ -1,0 +1,63 @@
+/**
+ * One daemon's passive flow inspection wired to its telemetry: a
+ * FlowTracker fed from the pump loops, its exactly-once records turned into
+ * flow logs and metrics, and a coarse once-a-second tick for timeouts and
+ * live counter progress (so long flows move their counters before they close).
+ */
+import type { AgentConfig } from '../config/index.js';
+import { FlowTracker } from '../inspect/flow-tracker.js';
+import type { FlowRecord } from '../inspect/flow-record.js';
+import { FlowRecordTelemetry, type Telemetry } from '../telemetry/index.js';
+import type { FlowDirection } from '../telemetry/flow-types.js';
+
+type InspectionConfig = AgentConfig['inspection'];
+
+/** What {@link DaemonFlows} needs. */
+export interface DaemonFlowsOptions {
+  readonly telemetry: Telemetry;
+  readonly inspection: InspectionConfig;
+  /** The peer identity a flow belongs to (the mTLS identity of the session that carries it). */
+  readonly identityOf: (r: FlowRecord) => string;
+  /** Direction of a flow first seen in a live snapshot. */
+  readonly directionOf: (r: FlowRecord) => FlowDirection;
+  /** Live sync and timeout tick period. Default 1000 ms. */
+  readonly tickMs?: number;
+}
+
+/** The tracker plus its telemetry adapter and tick. Call {@link close} once. */
+export class DaemonFlows {
+  readonly tracker: FlowTracker;
+  private readonly adapter: FlowRecordTelemetry;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly opts: DaemonFlowsOptions) {
+    this.adapter = new FlowRecordTelemetry(opts.telemetry, { directionOf: opts.directionOf });
+    this.tracker = new FlowTracker({
+      maxFlows: opts.inspection.maxFlows,
+      timeouts: opts.inspection.timeouts,
+      sink: (r, meta) => this.adapter.onRecord(r, meta, opts.identityOf(r)),
+    });
+    this.timer = setInterval(() => this.tick(Date.now()), opts.tickMs ?? 1000);
+    this.timer.unref();
+  }
+
+  /** Expires idle flows and brings live flows' counters up to date. Off the packet path. */
+  tick(nowMs: number): void {
+    this.tracker.onTimeout(nowMs);
+    const byIdentity = new Map<string, FlowRecord[]>();
+    for (const r of this.tracker.liveFlows()) {
+      const id = this.opts.identityOf(r);
+      let list = byIdentity.get(id);
+      if (list === undefined) byIdentity.set(id, (list = []));
+      list.push(r);
+    }
+    for (const [id, list] of byIdentity) this.adapter.syncLive(list, id, nowMs);
+  }
+
+  /** Emits a record for every open flow (close reason "open") and stops the tick. */
+  close(): void {
+    clearInterval(this.timer);
+    this.tick(Date.now());
+    this.tracker.flush('open');
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Batches packets bound for a TUN device: copies each packet into a
+ * preallocated slot and writes full batches (or on flush) in one call.
+ * Bounded: when the kernel refuses part of a batch the rest is dropped and
+ * counted, never queued without limit.
+ */
+import type { TunDevice } from '../tun/tun.js';
+
+/** Counters of a {@link TunWriter}. */
+export interface TunWriterCounters {
+  packets: number;
+  bytes: number;
+  /** Packets the kernel did not take (queue full or invalid): dropped. */
+  dropped: number;
+  /** Packets larger than a slot: dropped. */
+  oversize: number;
+}
+
+/** Writes packets to one TUN device in batches. Owns its slot buffers. */
+export class TunWriter {
+  readonly counters: TunWriterCounters = { packets: 0, bytes: 0, dropped: 0, oversize: 0 };
+  private readonly bufs: Buffer[];
+  private readonly sizes: Uint32Array;
+  private count = 0;
+
+  /** `slotBytes` is the largest packet accepted (the TUN MTU, or more). */
+  constructor(private readonly tun: TunDevice, slotBytes: number, batchSize = tun.batchSize) {
+    this.bufs = Array.from({ length: batchSize }, () => Buffer.allocUnsafe(slotBytes));
+    this.sizes = new Uint32Array(batchSize);
+  }
+
+  /**
+   * Copies buf[off, off+len) into the next slot and returns that slot's
+   * buffer (the packet starts at index 0) so the caller may rewrite it in
+   * place (e.g. MSS clamping) before the batch goes out; null when dropped.
+   * Writes the batch first when it is full.
+   */
+  push(buf: Uint8Array, off: number, len: number): Buffer | null {
+    const slot = this.bufs[0]!;
+    if (len > slot.length) {
+      this.counters.oversize++;
+      return null;
+    }
+    if (this.count === this.bufs.length) this.flush();
+    const b = this.bufs[this.count]!;
+    b.set(buf.subarray(off, off + len), 0);
+    this.sizes[this.count] = len;
+    this.count++;
+    return b;
+  }
+
+  /** Writes queued packets. Packets the kernel did not take are dropped and counted. */
+  flush(): void {
+    const n = this.count;
+    if (n === 0) return;
+    this.count = 0;
+    let written = 0;
+    try {
+      written = this.tun.write(this.bufs, this.sizes, 0, n);
+    } catch {
+      written = 0;
+    }
+    for (let i = 0; i < written; i++) this.counters.bytes += this.sizes[i]!;
+    this.counters.packets += written;
+    this.counters.dropped += n - written;
+  }
+}

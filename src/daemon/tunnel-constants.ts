@@ -1,0 +1,22 @@
+/**
+ * Transport sizing shared by agent and gateway (tuning constants, not spec).
+ */
+
+/**
+ * Largest UDP payload QUIC sends and accepts: a 1500-byte underlay MTU minus
+ * the IPv6 (40) and UDP (8) headers, so packets fit either address family
+ * without fragmentation (DF is set, RFC 9000 §14).
+ */
+export const MAX_UDP_PAYLOAD_BYTES = 1452;
+
+/**
+ * TUN MTU used before the QUIC path is known (the gateway's, and the
+ * agent's upper bound): what one DATAGRAM frame carries in a
+ * MAX_UDP_PAYLOAD_BYTES packet — short header with 20-byte connection ID,
+ * up to 4-byte packet number and 16-byte AEAD tag (41), DATAGRAM frame type
+ * and length (3), quarter stream ID (≤ 2) and context ID (1).
+ */
+export const DEFAULT_TUNNEL_MTU = MAX_UDP_PAYLOAD_BYTES - 41 - 3 - 2 - 1;
+
+/** QUIC max_idle_timeout (RFC 9000 §10.1); agents send keepalives well within it. */
+export const QUIC_IDLE_TIMEOUT_MS = 30_000;

@@ -1,0 +1,592 @@
+/**
+ * The gateway daemon: accepts agents over QUIC + HTTP/3, serves their
+ * CONNECT-IP (RFC 9484) and CONNECT-UDP (RFC 9298) requests, and moves IP
+ * packets between the sessions and its own TUN device. Wiring and pump loops
+ * only; every protocol decision lives in src/masque, src/h3 and src/config.
+ */
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { compilePolicy, parseIpAddress, type CompiledPolicy, type GatewayConfig, type IdentityPolicy } from '../config/index.js';
+import { attachH3 } from '../h3/quic-binding.js';
+import type { ConnectRequest, H3Connection } from '../h3/connection.js';
+import { Direction } from '../inspect/flow-tracker.js';
+import type { FlowRecord } from '../inspect/flow-record.js';
+import { AddressPool } from '../masque/address-pool.js';
+import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
+import { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
+import { CONNECT_UDP_DROP_NAMES } from '../masque/connect-udp/counters.js';
+import { ConnectUdpGatewaySession } from '../masque/connect-udp/gateway-session.js';
+import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
+import { defaultIdleSweeper } from '../masque/connect-udp/idle-sweeper.js';
+import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
+import { formatPrefix, type IpPrefix } from '../masque/ip-address.js';
+import { refuse } from '../masque/proxy-status.js';
+import { RouteTable } from '../masque/route-table.js';
+import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
+import { QuicEndpoint } from '../quic/endpoint.js';
+import type { QuicConnection } from '../quic/connection.js';
+import {
+  directionByLocalPrefixes,
+  startAdminServer,
+  Telemetry,
+  TunnelCounterSync,
+  type AdminServer,
+  type DaemonStatus,
+  type StatusSession,
+} from '../telemetry/index.js';
+import { openTun, type NativeTun } from '../tun/native-tun.js';
+import { MTUN_VERSION } from '../version.js';
+import { DaemonFlows } from '../daemon/flows.js';
+import { prefixCovers, toConfigPrefix, toMasquePrefix } from '../daemon/prefixes.js';
+import { TunWriter } from '../daemon/tun-writer.js';
+import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
+
+/** Bytes reserved before each packet read from the TUN (context ID + quarter stream ID, written in place). */
+const HEADROOM = 16;
+/** TUN read batches handled per readiness callback before yielding to the event loop. */
+const TUN_ROUNDS = 8;
+
+/** One agent connection. */
+interface GwConn {
+  readonly conn: QuicConnection;
+  readonly h3: H3Connection;
+  /** Identity from the client certificate (mTLS), or null (token auth per request). */
+  readonly certIdentity: string | null;
+  readonly remote: string;
+  readonly sessions: Set<GwSession>;
+  /** Packets were queued for this connection in the current TUN batch. */
+  dirty: boolean;
+}
+
+/** One CONNECT-IP or CONNECT-UDP session. */
+interface GwSession {
+  readonly id: string;
+  readonly kind: 'connect-ip' | 'connect-udp';
+  readonly gc: GwConn;
+  readonly identity: string;
+  policy: IdentityPolicy;
+  readonly ip: ConnectIpGatewaySession | null;
+  readonly udp: ConnectUdpGatewaySession | null;
+  readonly sync: TunnelCounterSync;
+  readonly since: Date;
+  /** Prefixes this session added to the kernel routing table (client-advertised routes). */
+  readonly kernelRoutes: Map<string, IpPrefix>;
+}
+
+/** Gateway-level drop reasons (packets read from the TUN). */
+const GW_DROP_NO_ROUTE = 'no_route';
+const GW_DROP_TUN_WRITE = 'tun_write_failed';
+
+/** The running gateway. Create with {@link Gateway.start}; stop with {@link Gateway.stop}. */
+export class Gateway {
+  private policy: CompiledPolicy;
+  private tokens: Map<string, string>;
+  private readonly routes = new RouteTable<ConnectIpGatewaySession>();
+  private readonly byIp = new Map<ConnectIpGatewaySession, GwSession>();
+  private readonly conns = new Set<GwConn>();
+  private readonly pools: { v4?: AddressPool; v6?: AddressPool };
+  private readonly poolPrefixes: IpPrefix[];
+  private readonly telemetry: Telemetry;
+  private readonly flows: DaemonFlows;
+  private readonly tunBufs: Buffer[];
+  private readonly tunSizes: Uint32Array;
+  private readonly tunWriter: TunWriter;
+  private readonly dirtyConns: GwConn[] = [];
+  private readonly noRouteId: number;
+  private readonly tunWriteDropId: number;
+  private lastTunWriteDrops = 0;
+  private readonly counterTimer: NodeJS.Timeout;
+  private nextSessionId = 1;
+  private admin: AdminServer | null = null;
+  private stopping = false;
+  private readonly startedAt = Date.now();
+
+  private constructor(
+    private config: GatewayConfig,
+    private readonly log: Logger,
+    private readonly tun: NativeTun,
+    private readonly socket: NativeUdpSocket,
+    private readonly endpoint: QuicEndpoint,
+    telemetry: Telemetry,
+  ) {
+    this.policy = compilePolicy(config.policy);
+    this.tokens = loadTokens(config);
+    this.telemetry = telemetry;
+    this.pools = {
+      v4: config.pools.ipv4 ? new AddressPool({ prefix: config.pools.ipv4.text }) : undefined,
+      v6: config.pools.ipv6 ? new AddressPool({ prefix: config.pools.ipv6.text }) : undefined,
+    };
+    this.poolPrefixes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined).map(toMasquePrefix);
+    this.flows = new DaemonFlows({
+      telemetry,
+      inspection: config.inspection,
+      identityOf: (r) => this.identityOfFlow(r),
+      directionOf: directionByLocalPrefixes(config.advertise),
+    });
+    this.tunBufs = Array.from({ length: tun.batchSize }, () => Buffer.allocUnsafe(HEADROOM + tun.mtu));
+    this.tunSizes = new Uint32Array(tun.batchSize);
+    this.tunWriter = new TunWriter(tun, 65_535);
+    this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
+    this.tunWriteDropId = telemetry.metrics.dropReasonId(GW_DROP_TUN_WRITE);
+    this.counterTimer = setInterval(() => this.syncCounters(), 1000);
+    this.counterTimer.unref();
+    tun.onReadable(this.onTunReadable);
+  }
+
+  /**
+   * Opens the TUN (routes for the address pools through it), binds the QUIC
+   * listener, starts the admin server. Throws with a clear message when any
+   * of them fails (no CAP_NET_ADMIN, port in use, bad certificate…).
+   */
+  static async start(config: GatewayConfig, log: Logger): Promise<Gateway> {
+    const certPem = readFileSync(config.tls.cert, 'utf8');
+    const keyPem = readFileSync(config.tls.key, 'utf8');
+    const caPem = config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined;
+    const poolRoutes = [config.pools.ipv4?.text, config.pools.ipv6?.text].filter((x): x is string => x !== undefined);
+    const tun = await openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, addresses: [], routes: poolRoutes });
+    let socket: NativeUdpSocket | null = null;
+    try {
+      socket = openNativeUdp({ host: config.listen.host, port: config.listen.port });
+      const telemetry = new Telemetry({
+        reporter: 'gateway',
+        workloads: config.telemetry.workloads,
+        flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
+      });
+      let gw: Gateway | null = null;
+      const endpoint = new QuicEndpoint({
+        socket,
+        server: {
+          certPem,
+          keyPem,
+          clientCaPem: config.tls.requireClientCert ? caPem : undefined,
+          statelessResetKey: derivedKey(keyPem, 'mtun stateless reset v1'),
+          ticketKey: derivedKey(keyPem, 'mtun ticket key v1').subarray(0, 48),
+          onConnection: (c) => gw!.onConnection(c),
+        },
+        idleTimeoutMs: QUIC_IDLE_TIMEOUT_MS,
+        maxUdpPayloadBytes: MAX_UDP_PAYLOAD_BYTES,
+        keylogPath: config.tls.keylogPath ?? null,
+      });
+      gw = new Gateway(config, log, tun, socket, endpoint, telemetry);
+      if (config.admin.enabled) {
+        gw.admin = await startAdminServer({
+          host: config.admin.listen.host,
+          port: config.admin.listen.port,
+          registry: telemetry.registry,
+          readiness: () => (gw!.stopping ? { ready: false, reason: 'draining' } : { ready: true }),
+          status: () => gw!.status(),
+        });
+      }
+      log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url }, 'gateway started');
+      return gw;
+    } catch (e) {
+      socket?.close();
+      tun.close();
+      throw e;
+    }
+  }
+
+  /** The QUIC listener's address. */
+  get listenAddress(): { host: string; port: number } {
+    return this.endpoint.localAddress();
+  }
+
+  /** The admin server's base URL, if enabled. */
+  get adminUrl(): string | undefined {
+    return this.admin?.url;
+  }
+
+  // ---------------------------------------------------------------- control path
+
+  private onConnection(conn: QuicConnection): void {
+    const id = conn.peerIdentity;
+    const gc: GwConn = {
+      conn,
+      h3: null as unknown as H3Connection,
+      certIdentity: id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null,
+      remote: formatHostPort(conn.peerHost, conn.peerPort),
+      sessions: new Set(),
+      dirty: false,
+    };
+    (gc as { h3: H3Connection }).h3 = attachH3(
+      conn,
+      {
+        onConnect: (req) => this.onConnect(gc, req),
+        onClosed: (code, reason) => this.log.info({ remote: gc.remote, identity: gc.certIdentity, code, reason }, 'agent connection closed'),
+      },
+      (ev) => {
+        if (ev === 'readable') this.tunWriter.flush();
+        else if (ev === 'closed') this.onConnectionClosed(gc);
+      },
+    );
+    this.conns.add(gc);
+    this.log.info({ remote: gc.remote, identity: gc.certIdentity }, 'agent connected');
+  }
+
+  private onConnectionClosed(gc: GwConn): void {
+    this.conns.delete(gc);
+    if (gc.conn.handlerError !== null) this.log.error({ remote: gc.remote, err: gc.conn.handlerError.stack }, 'connection closed after a handler error');
+    for (const s of [...gc.sessions]) this.sessionClosed(s);
+  }
+
+  /** Authenticates and authorises one Extended CONNECT request, then hands it to MASQUE. */
+  private onConnect(gc: GwConn, req: ConnectRequest): void {
+    const identity = gc.certIdentity ?? this.tokenIdentity(req.header('authorization'));
+    if (identity === null) {
+      const r = refuse(401, 'http_request_denied', 'no client certificate and no valid bearer token');
+      req.reject(r.status, [['proxy-status', r.proxyStatus], ['www-authenticate', 'Bearer']]);
+      this.log.warn({ remote: gc.remote, protocol: req.protocol }, 'request refused: not authenticated');
+      return;
+    }
+    if (this.byIp.size + this.udpSessionCount() >= this.config.maxSessions) {
+      const r = refuse(503, 'proxy_internal_error', 'session limit reached');
+      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
+      return;
+    }
+    const policy = this.policy.forIdentity(identity);
+    if (policy.pattern === null) {
+      const r = refuse(403, 'http_request_denied', 'no policy for this identity (default deny)');
+      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
+      this.log.warn({ remote: gc.remote, identity }, 'request refused: no policy for identity');
+      return;
+    }
+    if (req.protocol === 'connect-ip') this.acceptIp(gc, req, identity, policy);
+    else if (req.protocol === 'connect-udp') void this.acceptUdp(gc, req, identity, policy);
+    else {
+      const r = refuse(501, 'http_request_error', `unsupported :protocol ${JSON.stringify(req.protocol)}`);
+      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
+    }
+  }
+
+  private acceptIp(gc: GwConn, req: ConnectRequest, identity: string, policy: IdentityPolicy): void {
+    let gs: GwSession | null = null;
+    const result = acceptConnectIp(req, {}, () => ({
+      onPacket: this.onClientPacket,
+      onEvent: (e) => {
+        if (gs === null) return;
+        if (e.type === 'routes' || e.type === 'addresses-granted') void this.syncKernelRoutes(gs);
+        else if (e.type === 'route-conflict') this.log.warn({ session: gs.id, identity, prefix: e.prefix }, 'advertised route already owned by another session');
+        else if (e.type === 'ipv6-disabled') this.log.warn({ session: gs.id, maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
+        else if (e.type === 'closed') this.sessionClosed(gs);
+      },
+      pools: this.pools,
+      routes: this.advertisedRoutes(policy),
+      routeTable: this.routes,
+      acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(toConfigPrefix(p)),
+      onIcmpToNetwork: this.onIcmpToNetwork,
+      policy: (buf, info) => gs !== null && gs.policy.allowsPacket(buf, info),
+    }));
+    if (!(result instanceof ConnectIpGatewaySession)) {
+      this.log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-IP refused');
+      return;
+    }
+    gs = this.addSession(gc, 'connect-ip', identity, policy, result, null);
+    // Capsules that arrived with the request were handled before gs existed: sync routes now.
+    void this.syncKernelRoutes(gs);
+  }
+
+  private async acceptUdp(gc: GwConn, req: ConnectRequest, identity: string, policy: IdentityPolicy): Promise<void> {
+    const cu = this.config.connectUdp;
+    if (!cu.enabled) {
+      const r = refuse(501, 'http_request_error', 'CONNECT-UDP is not enabled on this gateway');
+      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
+      return;
+    }
+    // Operator allow-list first (RFC 9298 §7 checks follow inside MASQUE).
+    const pre = checkConnectUdpRequest({ method: 'CONNECT', ...req });
+    if (pre.ok && !udpTargetAllowed(this.config, pre.target.host, pre.target.port)) {
+      const r = refuse(403, 'destination_ip_prohibited', `target ${pre.target.host}:${pre.target.port} is not in connectUdp.targets`);
+      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
+      this.log.warn({ remote: gc.remote, identity, target: `${pre.target.host}:${pre.target.port}` }, 'CONNECT-UDP refused: target not allowed');
+      return;
+    }
+    let gs: GwSession | null = null;
+    const result = await acceptConnectUdp(req, {}, {
+      allow: cu.allowLocalTargets ? { loopback: true, linkLocal: true, multicast: true, broadcast: true } : undefined,
+      idleTimeoutMs: cu.idleTimeoutMs,
+      sweeper: defaultIdleSweeper(),
+      onEvent: (e) => {
+        if (e.type === 'closed' && gs !== null) this.sessionClosed(gs);
+      },
+    });
+    if (!(result instanceof ConnectUdpGatewaySession)) {
+      this.log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-UDP refused');
+      return;
+    }
+    gs = this.addSession(gc, 'connect-udp', identity, policy, null, result);
+    void policy;
+  }
+
+  private addSession(
+    gc: GwConn,
+    kind: 'connect-ip' | 'connect-udp',
+    identity: string,
+    policy: IdentityPolicy,
+    ip: ConnectIpGatewaySession | null,
+    udp: ConnectUdpGatewaySession | null,
+  ): GwSession {
+    const m = this.telemetry.metrics;
+    const gs: GwSession = {
+      id: `s${this.nextSessionId++}`,
+      kind,
+      gc,
+      identity,
+      policy,
+      ip,
+      udp,
+      sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES),
+      since: new Date(),
+      kernelRoutes: new Map(),
+    };
+    gc.sessions.add(gs);
+    if (ip) this.byIp.set(ip, gs);
+    this.log.info({ session: gs.id, kind, identity, remote: gc.remote }, 'session opened');
+    return gs;
+  }
+
+  private sessionClosed(gs: GwSession): void {
+    if (!gs.gc.sessions.delete(gs)) return;
+    this.syncSession(gs);
+    gs.sync.close();
+    if (gs.ip) {
+      this.byIp.delete(gs.ip);
+      this.routes.removeAll(gs.ip);
+      const gone = [...gs.kernelRoutes.keys()];
+      gs.kernelRoutes.clear();
+      if (gone.length > 0 && !this.tun.closed) {
+        this.tun.removeRoutes(gone).catch((e) => this.log.warn({ err: (e as Error).message }, 'removing routes failed'));
+      }
+    }
+    this.log.info({ session: gs.id, kind: gs.kind, identity: gs.identity }, 'session closed');
+  }
+
+  /**
+   * Mirrors the session's client-advertised routes (those outside the address
+   * pools, which are routed to the TUN as a whole) into the kernel, so return
+   * traffic for the agent's site reaches the TUN.
+   */
+  private async syncKernelRoutes(gs: GwSession): Promise<void> {
+    if (!gs.ip || this.tun.closed) return;
+    const want = new Map<string, IpPrefix>();
+    for (const p of this.routes.prefixes(gs.ip)) {
+      if (this.poolPrefixes.some((pool) => prefixCovers(pool, p))) continue;
+      want.set(formatPrefix(p), p);
+    }
+    const add = [...want.keys()].filter((k) => !gs.kernelRoutes.has(k));
+    const del = [...gs.kernelRoutes.keys()].filter((k) => !want.has(k));
+    for (const k of del) gs.kernelRoutes.delete(k);
+    for (const k of add) gs.kernelRoutes.set(k, want.get(k)!);
+    try {
+      if (del.length > 0) await this.tun.removeRoutes(del);
+      if (add.length > 0) await this.tun.addRoutes(add);
+      if (add.length + del.length > 0) this.log.info({ session: gs.id, identity: gs.identity, added: add, removed: del }, 'routes to agent site updated');
+    } catch (e) {
+      this.log.error({ session: gs.id, err: (e as Error).message }, 'route update failed');
+    }
+  }
+
+  /** Routes advertised to an identity: the gateway's prefixes, else what its policy lets it reach. */
+  private advertisedRoutes(policy: IdentityPolicy): IpPrefix[] {
+    const src = this.config.advertise.length > 0 ? this.config.advertise : policy.reachablePrefixes();
+    return src.map(toMasquePrefix);
+  }
+
+  private tokenIdentity(authorization: string | undefined): string | null {
+    if (authorization === undefined) return null;
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    if (!m) return null;
+    return this.tokens.get(m[1]!) ?? null;
+  }
+
+  private udpSessionCount(): number {
+    let n = 0;
+    for (const gc of this.conns) for (const s of gc.sessions) if (s.kind === 'connect-udp') n++;
+    return n;
+  }
+
+  private identityOfFlow(r: FlowRecord): string {
+    for (const a of [r.src, r.dst]) {
+      const bytes = parseIpAddress(a);
+      if (bytes === null) continue;
+      const s = bytes.length === 4 ? this.routes.lookup4(bytes, 0) : this.routes.lookup6(bytes, 0);
+      if (s !== undefined) return this.byIp.get(s)?.identity ?? 'unknown';
+    }
+    return 'unknown';
+  }
+
+  private syncSession(gs: GwSession): void {
+    const ipc = gs.ip?.counters;
+    if (ipc) gs.sync.update(ipc.drops, ipc.packetsSent, ipc.bytesSent, ipc.packetsReceived, ipc.bytesReceived, ipc.icmpSent);
+    else {
+      const u = gs.udp!.counters;
+      gs.sync.update(u.drops, u.datagramsSent, u.bytesSent, u.datagramsReceived, u.bytesReceived, 0);
+    }
+  }
+
+  private syncCounters(): void {
+    for (const gc of this.conns) for (const gs of gc.sessions) this.syncSession(gs);
+    const d = this.tunWriter.counters.dropped + this.tunWriter.counters.oversize;
+    if (d > this.lastTunWriteDrops) {
+      this.telemetry.metrics.drop(this.tunWriteDropId, d - this.lastTunWriteDrops);
+      this.lastTunWriteDrops = d;
+    }
+  }
+
+  /** Re-reads policy and tokens (SIGHUP). Sessions keep running; their policy and advertised routes are updated. */
+  reload(config: GatewayConfig): void {
+    this.policy = compilePolicy(config.policy);
+    this.tokens = loadTokens(config);
+    this.config = { ...this.config, policy: config.policy, auth: config.auth, advertise: config.advertise };
+    for (const gc of this.conns) {
+      for (const gs of gc.sessions) {
+        gs.policy = this.policy.forIdentity(gs.identity);
+        gs.ip?.setRoutes(this.advertisedRoutes(gs.policy));
+        if (gs.policy.pattern === null) {
+          this.log.warn({ session: gs.id, identity: gs.identity }, 'identity lost its policy on reload: closing session');
+          gs.ip?.close();
+          gs.udp?.close();
+        }
+      }
+    }
+    this.log.info({ identities: config.policy.length }, 'policy reloaded');
+  }
+
+  /** The /status document. */
+  status(): DaemonStatus {
+    const sessions: StatusSession[] = [];
+    for (const gc of this.conns) {
+      for (const gs of gc.sessions) {
+        const ipc = gs.ip?.counters;
+        sessions.push({
+          id: gs.id,
+          kind: gs.kind,
+          peerIdentity: gs.identity,
+          remote: gc.remote,
+          state: this.stopping ? 'draining' : 'open',
+          addresses: gs.ip ? gs.ip.grantedAddresses().map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength })) : [],
+          routes: gs.ip ? [...gs.kernelRoutes.keys()] : [],
+          since: gs.since.toISOString(),
+          sentBytes: ipc ? ipc.bytesSent : gs.udp!.counters.bytesSent,
+          receivedBytes: ipc ? ipc.bytesReceived : gs.udp!.counters.bytesReceived,
+        });
+      }
+    }
+    return {
+      reporter: 'gateway',
+      version: MTUN_VERSION,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      ready: !this.stopping,
+      addresses: this.poolPrefixes.map((p) => ({ interface: this.tun.name, address: formatPrefix(p) })),
+      sessions,
+      topFlows: this.telemetry.topFlows(10),
+    };
+  }
+
+  // ---------------------------------------------------------------- data path
+
+  /** A client packet that passed every check: observe it and queue it for the TUN. */
+  private readonly onClientPacket = (buf: Uint8Array, off: number, len: number): void => {
+    this.flows.tracker.observe(buf, off, len, Direction.OUT, Date.now());
+    this.tunWriter.push(buf, off, len);
+  };
+
+  /** ICMP errors for the gateway's own network (Packet Too Big for return traffic). */
+  private readonly onIcmpToNetwork = (buf: Uint8Array, off: number, len: number): void => {
+    this.tunWriter.push(buf, off, len);
+  };
+
+  /** Packets from the gateway's network: find the session by longest-prefix match and send. */
+  private readonly onTunReadable = (): void => {
+    const bufs = this.tunBufs;
+    const sizes = this.tunSizes;
+    const tracker = this.flows.tracker;
+    for (let round = 0; round < TUN_ROUNDS; round++) {
+      let n: number;
+      try {
+        n = this.tun.read(bufs, sizes, HEADROOM);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'TUN read failed');
+        return;
+      }
+      if (n === 0) break;
+      const now = Date.now();
+      for (let i = 0; i < n; i++) {
+        const buf = bufs[i]!;
+        const len = sizes[i]!;
+        const s = this.routes.lookupDestination(buf, HEADROOM, len);
+        if (s === undefined) {
+          this.telemetry.metrics.drop(this.noRouteId);
+          continue;
+        }
+        tracker.observe(buf, HEADROOM, len, Direction.IN, now);
+        s.sendToClient(buf, HEADROOM, len);
+        const gc = this.byIp.get(s)?.gc;
+        if (gc !== undefined && !gc.dirty) {
+          gc.dirty = true;
+          this.dirtyConns.push(gc);
+        }
+      }
+      for (const gc of this.dirtyConns) {
+        gc.dirty = false;
+        gc.conn.flush();
+      }
+      this.dirtyConns.length = 0;
+      this.tunWriter.flush();
+      if (n < bufs.length) break;
+    }
+  };
+
+  // ---------------------------------------------------------------- shutdown
+
+  /**
+   * Graceful stop (SIGTERM): GOAWAY to every agent, flow records of open
+   * flows written, routes and the TUN removed, sockets closed.
+   */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.log.info({ connections: this.conns.size }, 'gateway draining');
+    for (const gc of this.conns) gc.h3.shutdown();
+    await new Promise((r) => setTimeout(r, 100));
+    clearInterval(this.counterTimer);
+    this.syncCounters();
+    this.flows.close();
+    this.endpoint.close(0, 'gateway shutting down');
+    await new Promise((r) => setTimeout(r, 50));
+    this.socket.close();
+    this.tun.close();
+    await this.admin?.close();
+    await this.telemetry.shutdown();
+    this.log.info('gateway stopped');
+  }
+}
+
+function loadTokens(config: GatewayConfig): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const t of config.auth.tokens) {
+    const value = t.token ?? readFileSync(t.tokenFile!, 'utf8').trim();
+    m.set(value, t.identity);
+  }
+  return m;
+}
+
+function udpTargetAllowed(config: GatewayConfig, host: string, port: number): boolean {
+  for (const t of config.connectUdp.targets) {
+    if (t.host !== host) continue;
+    for (const p of t.ports) if (port >= p.from && port <= p.to) return true;
+  }
+  return false;
+}
+
+/** A key that stays the same across restarts of this gateway (so agents of a crashed instance get stateless resets at once). */
+function derivedKey(keyPem: string, label: string): Buffer {
+  const a = createHmac('sha256', keyPem).update(label).digest();
+  const b = createHmac('sha256', keyPem).update(label + ' 2').digest();
+  return Buffer.concat([a, b]);
+}
+
+function formatHostPort(host: string, port: number): string {
+  const h = host.startsWith('::ffff:') && host.includes('.') ? host.slice(7) : host;
+  return h.includes(':') ? `[${h}]:${port}` : `${h}:${port}`;
+}
