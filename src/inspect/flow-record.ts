@@ -34,7 +34,7 @@ export interface FlowRecord {
   packetsReceived: number;
   /** Segments carrying already-seen bytes, both directions. */
   retransmits: number;
-  /** SYN → ACK completing the handshake, at the observation point; null when not seen. */
+  /** SYN → ACK completing the handshake, at the observation point (from the last SYN if it was retransmitted); null when not seen. */
   handshakeRttMs: number | null;
   sni: string | null;
   alpn: string | null;

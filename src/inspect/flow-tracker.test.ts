@@ -176,6 +176,8 @@ describe('FlowTracker TCP', () => {
     const k = conv();
     feed(t, [k.c(SYN, 0, 0), k.s(SYN | ACK, 0, 1), k.c(ACK, 1, 1), k.c(ACK, 1, 1, bytes(1234))]);
     expect(t.liveFlows()[0]!).toMatchObject({ bytesSent: 1234, closeReason: 'open' });
+    expect(t.liveFlowEntries(3)[0]!.meta).toMatchObject({ tunnelDirection: 0, ordinal: 0 });
+    expect(t.liveFlows(4)).toHaveLength(0); // idle since before 4 ms: skipped
     expect(t.counters[FlowCounter.PAYLOAD_BYTES_OUT]).toBe(1234);
   });
 });

@@ -301,16 +301,23 @@ export class FlowTracker {
   /**
    * Snapshot records of flows still open (closeReason "open"), in order of
    * first packet, so long-lived flows can be reported before they close.
+   * With `activeSinceMs`, only flows that saw a packet at or after that time
+   * (pass the previous snapshot's time to skip idle flows cheaply).
    * Allocates; call off the packet path.
    */
-  liveFlows(): FlowRecord[] {
-    const out: { o: number; r: FlowRecord }[] = [];
+  liveFlows(activeSinceMs = -Infinity): FlowRecord[] {
+    return this.liveFlowEntries(activeSinceMs).map((x) => x.record);
+  }
+
+  /** {@link liveFlows} with each flow's {@link FlowMeta} (tunnel direction, legs, …). Allocates. */
+  liveFlowEntries(activeSinceMs = -Infinity): { record: FlowRecord; meta: FlowMeta }[] {
+    const out: { record: FlowRecord; meta: FlowMeta }[] = [];
     for (let s = 0; s < this.cap; s++) {
       const st = this.state[s]!;
-      if (st === S_FREE || st === S_TIME_WAIT || st === S_CLOSE) continue;
-      out.push({ o: this.ordinal[s]!, r: this.record(s, 'open') });
+      if (st === S_FREE || st === S_TIME_WAIT || st === S_CLOSE || this.last[s]! < activeSinceMs) continue;
+      out.push({ record: this.record(s, 'open'), meta: this.metaOf(s) });
     }
-    return out.sort((a, b) => a.o - b.o).map((x) => x.r);
+    return out.sort((a, b) => a.meta.ordinal - b.meta.ordinal);
   }
 
   /**
@@ -395,6 +402,8 @@ export class FlowTracker {
           this.lo[i] = 0;
           this.hi[i] = 0;
           this.wscale[i] = pi.tcpWscale;
+        } else if (st === S_SYN_RECV) {
+          this.retrans[i]! += 1; // SYN again after the SYN-ACK (the SYN-ACK was lost downstream)
         }
       } else if (d === 1 && (fl & ACK) !== 0) {
         if (st === S_SYN_SENT || st === S_SYN_RECV) {
@@ -887,8 +896,21 @@ export class FlowTracker {
     const st = this.state[s]!;
     if (st === S_TIME_WAIT || st === S_CLOSE) return; // already emitted: exactly once
     const rec = this.record(s, reason);
+    const meta = this.metaOf(s);
+    this.peeks.delete(s);
+    this.holes.delete(s * 2);
+    this.holes.delete(s * 2 + 1);
+    this.counters[FlowCounter.FLOWS_CLOSED]! += 1;
+    this.activeFlows--;
+    // Mark emitted before calling out so a re-entrant flush cannot emit twice.
+    this.unlink(s);
+    this.link(s, reason === 'rst' ? S_CLOSE : S_TIME_WAIT);
+    this.sink(rec, meta);
+  }
+
+  private metaOf(s: number): FlowMeta {
     const p = this.peeks.get(s);
-    const meta: FlowMeta = {
+    return {
       ordinal: this.ordinal[s]!,
       tunnelDirection: this.tunDir[s]!,
       outOfOrder: this.ooo[s * 2]! + this.ooo[s * 2 + 1]!,
@@ -899,15 +921,6 @@ export class FlowTracker {
       firstSeenMs: this.first[s]!,
       lastSeenMs: this.last[s]!,
     };
-    this.peeks.delete(s);
-    this.holes.delete(s * 2);
-    this.holes.delete(s * 2 + 1);
-    this.counters[FlowCounter.FLOWS_CLOSED]! += 1;
-    this.activeFlows--;
-    // Mark emitted before calling out so a re-entrant flush cannot emit twice.
-    this.unlink(s);
-    this.link(s, reason === 'rst' ? S_CLOSE : S_TIME_WAIT);
-    this.sink(rec, meta);
   }
 
   private record(s: number, reason: CloseReason): FlowRecord {
