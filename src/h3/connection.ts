@@ -336,6 +336,14 @@ class ConnectionClosed extends Error {}
  * when QUIC reports data or credit, and {@link handleTransportClosed} when
  * the connection is gone. Everything is synchronous; callbacks run inside
  * those calls. After close every method is a no-op.
+ *
+ * Tunnel lifecycle: `onClose(0)` after the peer's FIN (we FIN back if the
+ * application has not); `onClose(code)` after a peer reset/STOP_SENDING, a
+ * malformed capsule stream (H3_MESSAGE_ERROR, RFC 9297 §3.3) or a connection
+ * error. After the application's own `abort()` no callback follows.
+ * Buffers handed to callbacks are only valid during the call; buffers the
+ * application passes in are copied (capsules) or used in place and released
+ * on return (datagrams, whose headroom is overwritten).
  */
 export class H3Connection {
   /** Counters for telemetry. */

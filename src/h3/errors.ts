@@ -1,6 +1,6 @@
 /**
  * HTTP/3 (RFC 9114 §8.1), QPACK (RFC 9204 §6) and HTTP Datagram (RFC 9297 §5.2)
- * error codes, and the error type that carries one out of a parser.
+ * error codes.
  */
 
 /** HTTP/3 application error codes (RFC 9114 §8.1) plus RFC 9204 §6 and RFC 9297 §5.2. */
@@ -34,20 +34,4 @@ export const H3Error = {
 export function h3ErrorName(code: number): string {
   for (const [k, v] of Object.entries(H3Error)) if (v === code) return k;
   return `0x${code.toString(16)}`;
-}
-
-/**
- * Thrown by h3 codecs for malformed peer input (never on the datagram hot
- * path). `code` is the H3 error to send; `connection` tells whether it is a
- * connection error (close) or a stream error (reset that stream).
- */
-export class H3ProtocolError extends Error {
-  constructor(
-    readonly code: number,
-    message: string,
-    readonly connection: boolean = true,
-  ) {
-    super(`h3: ${message}`);
-    this.name = 'H3ProtocolError';
-  }
 }
