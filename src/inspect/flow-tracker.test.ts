@@ -182,6 +182,52 @@ describe('FlowTracker TCP', () => {
   });
 });
 
+describe('FlowTracker under abuse', () => {
+  it('SYN flood: the table stays bounded, half-open flows are evicted and counted', () => {
+    const { t, recs } = tracker({ maxFlows: 1000 });
+    const est = conv('10.0.0.1', '10.0.0.2', 1, 2);
+    feed(t, [est.c(SYN, 0, 0), est.s(SYN | ACK, 0, 1), est.c(ACK, 1, 1), est.c(ACK, 1, 1, bytes(10))]);
+    for (let i = 0; i < 50_000; i++) {
+      const p = craftTcp({ src: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, dst: '10.0.0.2', srcPort: 1024 + (i % 60000), dstPort: 80, seq: i, flags: SYN });
+      t.observe(p, 0, p.length, 0, 10 + i);
+    }
+    expect(t.tableSize).toBe(1000);
+    expect(t.drops[15]).toBe(50_000 - 999); // 999 free slots next to the established flow, then one eviction per SYN
+    expect(recs.some((x) => x.r.srcPort === 1)).toBe(false); // the established flow survived
+    t.flush();
+    expect(recs.find((x) => x.r.srcPort === 1)!.r.bytesSent).toBe(10);
+  });
+
+  it('RST storm: blind RSTs create no state and do not close a flow', () => {
+    const { t, recs } = tracker();
+    const k = conv();
+    feed(t, [k.c(SYN, 0, 0), k.s(SYN | ACK, 0, 1), k.c(ACK, 1, 1)]);
+    for (let i = 0; i < 5000; i++) {
+      const blind = k.s(RST, 100_000 + i * 65_536 * 4, 0);
+      t.observe(blind, 0, blind.length, 0, 5);
+      const other = craftTcp({ src: '10.7.7.7', dst: '10.0.0.2', srcPort: i, dstPort: 80, seq: i, flags: RST });
+      t.observe(other, 0, other.length, 0, 5);
+    }
+    expect(t.tableSize).toBe(1);
+    expect(recs).toHaveLength(0);
+    expect(t.drops[14]).toBe(10_000);
+  });
+
+  it('overlapping retransmissions with new data count only the new bytes, and too many holes are bounded', () => {
+    const { t, recs } = tracker();
+    const k = conv();
+    feed(t, [k.c(SYN, 0, 0), k.s(SYN | ACK, 0, 1), k.c(ACK, 1, 1)]);
+    // 40 one-byte islands with gaps: more than MAX_HOLES intervals.
+    for (let i = 0; i < 40; i++) { const p = k.c(ACK, 1 + 10 + i * 10, 1, bytes(1)); t.observe(p, 0, p.length, 0, 4); }
+    expect(t.drops[17]).toBeGreaterThan(0);
+    const all = k.c(ACK, 1, 1, bytes(500));
+    t.observe(all, 0, all.length, 0, 5);
+    t.flush();
+    // Merged holes were counted when merged; the full segment fills the rest: 500 in total.
+    expect(recs[0]!.r.bytesSent).toBe(500);
+  });
+});
+
 describe('FlowTracker properties (fast-check)', () => {
   it('random bytes never throw', () => {
     const { t } = tracker({ maxFlows: 64 });
