@@ -193,4 +193,53 @@ describe('HTTP/3 over loopback QUIC', () => {
     await waitFor(() => res !== undefined, 3000, 'healthz on the other connection');
     expect(res!.ok && res!.status).toBe(200);
   });
+
+  it('50 concurrent tunnels on one connection each get their own datagrams (quarter stream IDs 0..49)', async () => {
+    const { port, serverH3 } = await h3Server();
+    const { c, h3 } = await h3Client(port);
+    const clients: Client[] = [];
+    for (let i = 0; i < 50; i++) {
+      const cl = new Client();
+      clients.push(cl);
+      h3.connect({ protocol: 'connect-ip', authority: 'localhost', path: `/ip/${i}`, headers: [['authorization', 'Bearer s3cret']] }, cl);
+    }
+    c.flush();
+    await waitFor(() => clients.every((cl) => cl.status === 200), 5000, '50 tunnels');
+    clients.forEach((cl, i) => {
+      const p = payload('00' + i.toString(16).padStart(4, '0'));
+      cl.tunnel!.sendDatagram(p.buf, p.off, p.len);
+    });
+    c.flush();
+    await waitFor(() => clients.filter((cl) => cl.datagrams.length === 1).length >= 48, 5000, 'echoes on 50 tunnels');
+    clients.forEach((cl, i) => {
+      if (cl.datagrams.length === 1) expect(cl.datagrams[0]).toBe('00' + i.toString(16).padStart(4, '0'));
+    });
+    expect(clients.map((cl) => cl.tunnel!.streamId)).toEqual(clients.map((_, i) => i * 4));
+    expect(serverH3[0]!.counters.connectAccepted).toBe(50);
+  });
+
+  it('QUIC idle timeout ends every tunnel with onClose(H3_REQUEST_CANCELLED) on both sides', async () => {
+    const closes: number[] = [];
+    const { port } = await h.server(
+      {
+        onConnection: (c) => {
+          attachH3(c, { onConnect: (req) => void req.accept({ onCapsule() {}, onDatagram() {}, onClose: (e) => void closes.push(e) }) });
+        },
+      },
+      { idleTimeoutMs: 400 },
+    );
+    const ep = await h.client({}, { idleTimeoutMs: 400 });
+    const c = ep.connect('127.0.0.1', port, 'localhost');
+    const h3 = attachH3(c, {});
+    await c.whenEstablished();
+    await waitFor(() => h3.peerSettingsReceived, 3000, 'SETTINGS');
+    const cl = new Client();
+    h3.connect({ protocol: 'connect-ip', authority: 'localhost', path: '/ip' }, cl);
+    c.flush();
+    await waitFor(() => cl.status === 200, 3000, 'tunnel');
+    await waitFor(() => cl.closed.length === 1 && closes.length === 1, 5000, 'idle timeout');
+    expect(cl.closed).toEqual([H3Error.H3_REQUEST_CANCELLED]);
+    expect(closes).toEqual([H3Error.H3_REQUEST_CANCELLED]);
+    expect(c.closeInfo!.idleTimeout).toBe(true);
+  });
 });
