@@ -3,10 +3,10 @@
  * demux, Initial checks, version negotiation, Retry, one timer heap, and
  * batched sending (with GSO when the socket has it).
  */
-import { randomFillSync } from 'node:crypto';
+import { createHmac, randomBytes, randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { ADDR_SLOT_BYTES, type UdpBatch, type UdpBatchSocket } from '../net/udp.js';
-import { allocUdpBatch, copyAddrSlot, readAddrSlotHost, writeAddrSlot } from '../net/udp-batch.js';
+import { addrSlotEquals, allocUdpBatch, copyAddrSlot, readAddrSlotHost, writeAddrSlot } from '../net/udp-batch.js';
 import {
   quiche,
   CRYPTO_ERROR_BAD_CERTIFICATE,
@@ -20,8 +20,14 @@ import { TimerHeap } from './timer-heap.js';
 import { RetryTokens } from './retry-token.js';
 import { peerIdentityFromChain } from './peer-identity.js';
 
-/** Length of every connection ID we issue (RFC 9000 §17.2 allows up to 20). */
-export const CID_BYTES = 20;
+/**
+ * Length of every connection ID we issue (RFC 9000 §17.2 allows up to 20).
+ * 16, not 20: quiche encodes its transport parameters into a fixed 128-byte
+ * buffer, and after a Retry they carry our CID twice (initial and retry
+ * source CID) next to the stateless reset token — with 20-byte CIDs accept()
+ * fails with BufferTooShort. 128 random bits are ample for demux.
+ */
+export const CID_BYTES = 16;
 /** RFC 9000 §14.1: a server discards client Initials in UDP datagrams smaller than this. */
 export const MIN_INITIAL_DATAGRAM_BYTES = 1200;
 /** Linux UDP_MAX_SEGMENTS (older kernels): segments per GSO send. */
@@ -54,6 +60,16 @@ export interface QuicServerOptions {
   retryTokenLifetimeMs?: number;
   /** Called once per connection when it is established and authenticated. Install `onEvent` here. */
   onConnection: (c: QuicConnection) => void;
+  /**
+   * Key (≥ 32 bytes) deriving each connection's stateless reset token from
+   * its connection ID (RFC 9000 §10.3.2). Keep it across restarts so clients
+   * of a crashed instance get reset at once. Default: random per endpoint.
+   */
+  statelessResetKey?: Uint8Array;
+  /** Stateless resets sent per second at most (default 100); the rest are counted. */
+  maxStatelessResetsPerSecond?: number;
+  /** TLS session ticket key (48 bytes) shared by all connections. Default: random per endpoint. */
+  ticketKey?: Uint8Array;
 }
 
 /** Client-side options. */
@@ -115,10 +131,18 @@ export interface QuicEndpointCounters {
   dropMalformed: number;
   /** Short-header or non-Initial packets for no known connection. */
   dropUnknownCid: number;
+  /** RFC 9000 §10.3 stateless resets sent in answer to unknown short-header packets. */
+  statelessResetsSent: number;
+  /** Stateless resets not sent: rate limit, or the trigger was too small (§10.3.3). */
+  statelessResetsSuppressed: number;
+  /** Unattributable short-header datagrams offered to client connections as possible stateless resets. */
+  resetCandidates: number;
   dropConnectionLimit: number;
   dropPeerIpLimit: number;
   /** Initial whose Retry token failed (bad MAC, expired, malformed). */
   dropBadToken: number;
+  /** quiche refused to create the connection for this Initial. */
+  dropAcceptError: number;
   /** quiche rejected the packet (decryption failure, protocol error). */
   dropRecvError: number;
   /** Datagrams the socket did not take (kept and retried) — counted per stall. */
@@ -144,9 +168,13 @@ function newCounters(): QuicEndpointCounters {
     dropSmallInitial: 0,
     dropMalformed: 0,
     dropUnknownCid: 0,
+    statelessResetsSent: 0,
+    statelessResetsSuppressed: 0,
+    resetCandidates: 0,
     dropConnectionLimit: 0,
     dropPeerIpLimit: 0,
     dropBadToken: 0,
+    dropAcceptError: 0,
     dropRecvError: 0,
     sendStalls: 0,
     retriesSent: 0,
@@ -174,7 +202,12 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly sock: UdpBatchSocket;
   private readonly opts: QuicEndpointOptions;
   private readonly local: { host: string; port: number };
-  private readonly serverConfig: QuicheConfig | null;
+  private readonly isServerEndpoint: boolean;
+  private readonly resetKey: Uint8Array;
+  private readonly ticketKey: Uint8Array;
+  private readonly resetsPerSecond: number;
+  private resetWindowStart = 0;
+  private resetsInWindow = 0;
   private readonly clientConfig: QuicheConfig | null;
   private readonly keylogPath: string | null;
   private readonly tokens: RetryTokens | null;
@@ -231,7 +264,14 @@ export class QuicEndpoint implements ConnectionOwner {
     this.inb = allocUdpBatch(batch, this.sock.gro ? 65_535 : Math.max(this.maxPayload, 2048));
     this.out = allocUdpBatch(batch, this.gso ? 65_535 : this.maxPayload);
     this.rawOut = new Uint8Array(this.maxPayload);
-    this.serverConfig = opts.server ? this.buildConfig(true) : null;
+    this.isServerEndpoint = opts.server !== undefined;
+    this.resetKey = opts.server?.statelessResetKey ?? randomBytes(32);
+    if (this.resetKey.length < 32) throw new RangeError('quic: statelessResetKey must be at least 32 bytes');
+    this.ticketKey = opts.server?.ticketKey ?? randomBytes(48);
+    if (this.ticketKey.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
+    this.resetsPerSecond = opts.server?.maxStatelessResetsPerSecond ?? 100;
+    // Fail fast on bad TLS material; connections get their own config (see serverConfigFor).
+    if (this.isServerEndpoint) this.serverConfigFor(new Uint8Array(CID_BYTES));
     this.clientConfig = opts.client ? this.buildConfig(false) : null;
     this.tokens = opts.server ? new RetryTokens({ lifetimeMs: opts.server.retryTokenLifetimeMs }) : null;
     this.sock.onReadable(this.onReadable);
@@ -427,7 +467,11 @@ export class QuicEndpoint implements ConnectionOwner {
       }
       const c = this.conns.get(cidKey(buf, off + 1));
       if (c !== undefined && cidMatches(c.scid, buf, off + 1)) this.deliver(c, buf, off, len, addrs, i);
-      else this.counters.dropUnknownCid++; // TODO(stateless reset, RFC 9000 §10.3): needs per-connection reset tokens.
+      else {
+        if (this.clientConfig !== null && len >= 21 && this.offerAsStatelessReset(buf, off, len, addrs, i)) return;
+        this.counters.dropUnknownCid++;
+        if (this.isServerEndpoint) this.sendStatelessReset(buf, off, len, addrs, i);
+      }
       return;
     }
     // RFC 9000 §17.2: long header — version (4), DCID length (1), DCID.
@@ -455,7 +499,7 @@ export class QuicEndpoint implements ConnectionOwner {
         return;
       }
     }
-    if (this.serverConfig === null) {
+    if (!this.isServerEndpoint) {
       this.counters.dropUnknownCid++;
       return;
     }
@@ -547,9 +591,9 @@ export class QuicEndpoint implements ConnectionOwner {
     let q: QuicheConnection;
     const remote = { host: ip, port: (addrs[i * ADDR_SLOT_BYTES + 16] << 8) | addrs[i * ADDR_SLOT_BYTES + 17] };
     try {
-      q = quiche.Connection.accept(scid, odcid, this.local, remote, this.serverConfig!);
+      q = quiche.Connection.accept(scid, odcid, this.local, remote, this.serverConfigFor(scid));
     } catch {
-      this.counters.dropMalformed++;
+      this.counters.dropAcceptError++;
       return;
     }
     if (this.keylogPath !== null) q.setKeylog(this.keylogPath);
@@ -564,6 +608,67 @@ export class QuicEndpoint implements ConnectionOwner {
     this.handshaking++;
     this.counters.connectionsAccepted++;
     this.deliver(c, buf, off, len, addrs, i);
+  }
+
+  /**
+   * A server config for one connection: the shared TLS material and
+   * transport parameters, plus the stateless reset token of `scid` and the
+   * shared ticket key (so sessions resume across connections). About 25 µs.
+   */
+  private serverConfigFor(scid: Uint8Array): QuicheConfig {
+    const cfg = this.buildConfig(true);
+    cfg.setTicketKey(this.ticketKey);
+    // RFC 9000 §18.2 stateless_reset_token, derived so a restarted endpoint can recompute it.
+    cfg.setStatelessResetToken(BigInt('0x' + this.resetToken(scid, 0).toString('hex')));
+    return cfg;
+  }
+
+  /** RFC 9000 §10.3.2: token = HMAC(static key, connection ID), 16 bytes. */
+  private resetToken(buf: Uint8Array, off: number): Buffer {
+    return createHmac('sha256', this.resetKey)
+      .update(buf.subarray(off, off + CID_BYTES))
+      .digest()
+      .subarray(0, 16);
+  }
+
+  /** RFC 9000 §10.3: answer a short-header packet for an unknown CID (rate-limited, never larger than the trigger). */
+  private sendStatelessReset(buf: Uint8Array, off: number, len: number, addrs: Uint8Array, i: number): void {
+    // §10.3.3: smaller than the trigger (no reset loops) and at least 21 bytes (§10.3).
+    const size = Math.min(len - 1, 42);
+    const now = performance.now();
+    if (now - this.resetWindowStart >= 1000) {
+      this.resetWindowStart = now;
+      this.resetsInWindow = 0;
+    }
+    if (size < 21 || this.resetsInWindow >= this.resetsPerSecond) {
+      this.counters.statelessResetsSuppressed++;
+      return;
+    }
+    this.resetsInWindow++;
+    const pkt = this.rawOut;
+    randomFillSync(pkt, 0, size - 16);
+    pkt[0] = (pkt[0] & 0x3f) | 0x40; // §17.3.1 short-header form: 0b01xxxxxx
+    pkt.set(this.resetToken(buf, off + 1), size - 16);
+    this.sendRaw(pkt, size, addrs, i);
+    this.counters.statelessResetsSent++;
+  }
+
+  /**
+   * RFC 9000 §10.3.1: a short-header datagram we cannot attribute may be a
+   * stateless reset from a server that lost our connection. Hand it to our
+   * client connections with that peer address; quiche compares the last 16
+   * bytes with the server's token and closes the connection on a match.
+   * Bounded to a few connections per datagram.
+   */
+  private offerAsStatelessReset(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): boolean {
+    let offered = 0;
+    for (const c of this.conns.values()) {
+      if (c.isServer || c.gone || !addrSlotEquals(c.sendAddr, 0, addrs, i)) continue;
+      this.deliver(c, buf, off, len, addrs, i);
+      if (++offered === 4) break;
+    }
+    if (offered > 0) this.counters.resetCandidates++;
+    return offered > 0;
   }
 
   /** Fresh random CID whose demux key is unused. */

@@ -73,6 +73,8 @@ export interface QuicheConfig {
   enableDgram(enabled: boolean, recvQueueLen: number, sendQueueLen: number): void;
   setMaxStreamWindow(v: number): void;
   setMaxConnectionWindow(v: number): void;
+  /** Server: the stateless_reset_token transport parameter (u128, big-endian as sent). */
+  setStatelessResetToken(v?: bigint | null): void;
 }
 
 /** quiche `Connection`: the sans-IO state machine of one QUIC connection. */

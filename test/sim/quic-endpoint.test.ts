@@ -334,6 +334,32 @@ describe('malformed and hostile input', () => {
     raw.close();
     expect(server.counters.dropMalformed).toBe(2);
     expect(server.counters.dropUnknownCid).toBe(1);
+    expect(server.counters.statelessResetsSent).toBe(1);
+  });
+
+  it('sends a stateless reset after a restart with the same key; the client closes at once (RFC 9000 §10.3)', async () => {
+    const key = new Uint8Array(32).fill(7);
+    const { port } = await h.server({ statelessResetKey: key });
+    const client = await h.client();
+    const c = client.connect('127.0.0.1', port, 'localhost');
+    await c.whenEstablished();
+    await streamRoundTrip(c, 0, enc.encode('before crash'));
+    // "Restart": a fresh endpoint with the same reset key takes over the socket, knowing no connections.
+    const { QuicEndpoint } = await import('../../src/quic/endpoint.js');
+    const p = await getPki();
+    const restarted = new QuicEndpoint({
+      socket: h.sockets[0],
+      keylogPath: null,
+      server: { certPem: p.server.certPem, keyPem: p.server.keyPem, statelessResetKey: key, onConnection: () => {} },
+    });
+    h.endpoints.push(restarted);
+    const t0 = Date.now();
+    c.streamSend(4, enc.encode('after crash'), true);
+    c.flush();
+    await whenClosed(c);
+    expect(Date.now() - t0).toBeLessThan(1000); // not the 30 s idle timeout
+    expect(c.closeInfo!.idleTimeout).toBe(false);
+    expect(restarted.counters.statelessResetsSent).toBeGreaterThan(0);
   });
 });
 
