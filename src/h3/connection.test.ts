@@ -381,6 +381,18 @@ describe('H3Connection: plain requests', () => {
     expect(b!.status).toBe(404);
   });
 
+  it('a throwing application handler is answered 500 and counted; the connection keeps serving', () => {
+    const env = setup({ server: { onRequest: () => { throw new Error('boom'); }, onConnect: () => { throw new Error('boom'); } } });
+    const results: H3ClientResult[] = [];
+    env.cli.request({ method: 'GET', authority: 'gw', path: '/x' }, (r) => results.push(r));
+    const { rec } = openTunnel(env);
+    env.run();
+    expect(results[0]!.ok && results[0]!.status).toBe(500);
+    expect(rec.status).toBe(500);
+    expect(env.srv.h.counters.handlerErrors).toBe(2);
+    expect(env.st.closeInfo).toBeNull();
+  });
+
   it('responses larger than the flow-control window are flushed as credit returns', () => {
     const [ct, st] = memoryTransportPair({ streamWindowBytes: 1000 });
     const big = 'y'.repeat(20000);

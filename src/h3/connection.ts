@@ -207,6 +207,8 @@ export interface H3Counters {
   streamErrorsReceived: Record<string, number>;
   /** Our connection error (0 while open or after a clean close). */
   connectionError: number;
+  /** The application's onRequest/onConnect threw (answered 500). */
+  handlerErrors: number;
 }
 
 function newCounters(): H3Counters {
@@ -237,6 +239,7 @@ function newCounters(): H3Counters {
     streamErrorsSent: {},
     streamErrorsReceived: {},
     connectionError: 0,
+    handlerErrors: 0,
   };
 }
 
@@ -1140,7 +1143,12 @@ export class H3Connection {
     s.paused = true;
     const pc = new PendingConnect(this, s, head);
     s.pending = pc;
-    this.opts.onConnect(pc);
+    try {
+      this.opts.onConnect(pc);
+    } catch {
+      this.counters.handlerErrors++;
+      pc.reject(500, [['proxy-status', 'mtun; error=proxy_internal_error']]);
+    }
   }
 
   /** @internal PendingConnect.accept */
@@ -1290,7 +1298,14 @@ export class H3Connection {
         body: joinChunks(s.body, s.bodyLen),
       };
       s.body = [];
-      const res = (this.opts.onRequest ?? healthzHandler)(req);
+      let res: H3Response;
+      try {
+        res = (this.opts.onRequest ?? healthzHandler)(req);
+      } catch {
+        // An application bug must not take the connection down: answer 500, count it.
+        this.counters.handlerErrors++;
+        res = { status: 500, headers: [['content-type', 'text/plain']], body: 'internal error\n' };
+      }
       const bodyless = head.method === 'HEAD';
       this.sendResponse(s, bodyless ? { status: res.status, headers: res.headers } : res);
       this.dropStream(s);
