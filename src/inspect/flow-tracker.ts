@@ -113,7 +113,7 @@ const P_ICMP = 2;
 /** Segments further than this from the next expected sequence number are out of window (RFC 7323 §2.3 max window). */
 const MAX_SEQ_DELTA = 1 << 30;
 /** Out-of-order intervals kept per direction before two are merged (counted as HOLE_OVERFLOW). */
-export const MAX_HOLES = 16;
+export const MAX_HOLES = 64;
 
 function mix(h: number, k: number): number {
   k = Math.imul(k, 0xcc9e2d51);
