@@ -765,6 +765,15 @@ describe('H3Connection (client side): malformed responses and server misbehaviou
     expect(readAll(st, id).bytes.length).toBe(0);
   });
 
+  it('RFC 9114 §4.2.2: a request above the server\'s SETTINGS_MAX_FIELD_SECTION_SIZE is not sent', () => {
+    const env = setup({ server: { maxFieldSectionSize: 300 } });
+    const rec = new ClientRecorder();
+    env.cli.connect({ protocol: 'connect-ip', authority: 'gw', path: '/ip', headers: [['authorization', 'x'.repeat(400)]] }, rec);
+    env.run();
+    expect(rec.closed).toEqual([H3Error.H3_EXCESSIVE_LOAD]);
+    expect(env.srv.requests).toHaveLength(0);
+  });
+
   it('RFC 9114 §6.1, §4.6: server-initiated bidi stream → H3_STREAM_CREATION_ERROR; push stream or PUSH_PROMISE → H3_ID_ERROR', () => {
     const a = rawServer();
     a.st.streamSend(1, headers([[':status', '200']]), false);

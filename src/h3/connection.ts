@@ -28,7 +28,7 @@ import {
   validateTrailers,
   type RequestHead,
 } from './message.js';
-import { decodeFieldSection, encodeFieldSection, type FieldLine, type FieldList } from './qpack.js';
+import { FIELD_LINE_OVERHEAD, decodeFieldSection, encodeFieldSection, type FieldLine, type FieldList } from './qpack.js';
 import { SettingId, defaultSettings, encodeSettings, parseSettings, type H3Settings } from './settings.js';
 import { H3_DATAGRAM_HEADROOM, type TunnelStream, type TunnelStreamHandler } from './tunnel-stream.js';
 
@@ -491,6 +491,12 @@ export class H3Connection {
         ['capsule-protocol', '?1'],
         ...(req.headers ?? []),
       ];
+      if (fieldSectionSize(fields) > this.peerSettings.maxFieldSectionSize) {
+        // RFC 9114 §4.2.2: do not send a header section above the peer's limit.
+        this.dropStream(s);
+        handler.onClose(H3Error.H3_EXCESSIVE_LOAD);
+        return;
+      }
       this.sendHeaders(s, fields, false);
       this.counters.requestsSent++;
     };
@@ -525,6 +531,12 @@ export class H3Connection {
       ...(req.headers ?? []),
     ];
     const body = req.body;
+    if (fieldSectionSize(fields) > this.peerSettings.maxFieldSectionSize) {
+      // RFC 9114 §4.2.2
+      this.dropStream(s);
+      queueMicrotask(() => done({ ok: false, error: H3Error.H3_EXCESSIVE_LOAD }));
+      return id;
+    }
     this.sendHeaders(s, fields, !body || body.length === 0);
     if (body && body.length > 0) this.sendData(s, body, true);
     this.counters.requestsSent++;
@@ -1680,6 +1692,13 @@ class PendingConnect implements ConnectRequest {
     this.done = true;
     this.conn.rejectConnect(this, status, headers, body);
   }
+}
+
+/** RFC 9114 §4.2.2 size of a field section: name + value + 32 per line. */
+function fieldSectionSize(fields: FieldList): number {
+  let n = 0;
+  for (const [k, v] of fields) n += k.length + v.length + FIELD_LINE_OVERHEAD;
+  return n;
 }
 
 /** Parse a payload that must be exactly one varint; -1 otherwise. */
