@@ -850,3 +850,69 @@ describe('H3Connection: random input never throws', () => {
     );
   });
 });
+
+describe('H3Connection: less common paths', () => {
+  it('§4.1: trailers on a tunnel stream are accepted; DATA after trailers is H3_FRAME_UNEXPECTED', () => {
+    const raw = rawClient();
+    raw.ct.streamSend(0, cat(headers(connectFields()), encodeFrame(FrameType.DATA, encodeCapsuleBytes(1, hex('aa'))), headers([['x-trailer', '1']])), false);
+    raw.run();
+    expect(raw.st.closeInfo).toBeNull();
+    expect(raw.srv.tunnels[0]!.rec.capsules).toEqual([[1, 'aa']]);
+    raw.ct.streamSend(0, encodeFrame(FrameType.DATA, hex('00')), false);
+    raw.run();
+    expect(closeCode(raw.st)).toBe(H3Error.H3_FRAME_UNEXPECTED);
+  });
+
+  it('§4.1.2: trailers with a pseudo-header are malformed (H3_MESSAGE_ERROR)', () => {
+    const raw = rawClient();
+    raw.ct.streamSend(0, cat(headers(connectFields()), headers([[':status', '200']])), false);
+    raw.run();
+    expect(readAll(raw.ct, 0).reset).toBe(H3Error.H3_MESSAGE_ERROR);
+  });
+
+  it('§7.2.6: a GOAWAY whose payload is not exactly one varint is H3_FRAME_ERROR', () => {
+    const raw = rawClient();
+    raw.ct.streamSend(2, encodeFrame(FrameType.GOAWAY, hex('00 00')), false);
+    raw.run();
+    expect(closeCode(raw.st)).toBe(H3Error.H3_FRAME_ERROR);
+  });
+
+  it('a SETTINGS frame above 4 KiB is H3_EXCESSIVE_LOAD', () => {
+    const [ct, st] = memoryTransportPair();
+    const srv = new H3Connection(st, {});
+    srv.start();
+    ct.streamSend(2, cat(hex('00'), hex('04 5001'), new Uint8Array(0x1001)), false);
+    srv.handleReadable();
+    expect(closeCode(st)).toBe(H3Error.H3_EXCESSIVE_LOAD);
+  });
+
+  it('a request body above maxBodyBytes is answered 413 and the stream stopped', () => {
+    const raw = rawClient({ server: { maxBodyBytes: 10 } });
+    raw.ct.streamSend(0, cat(headers([[':method', 'POST'], [':scheme', 'https'], [':authority', 'gw'], [':path', '/p']]), encodeFrame(FrameType.DATA, new Uint8Array(20))), false);
+    raw.run();
+    expect(text(readAll(raw.ct, 0).bytes)).toContain('too large');
+    expect(raw.st.shutdowns).toContainEqual([0, 'read', H3Error.H3_NO_ERROR]);
+  });
+
+  it('STOP_SENDING from the client on a tunnel ends it with the client\'s code', () => {
+    const env = setup();
+    const { id } = openTunnel(env);
+    env.ct.streamShutdown(id, 'read', H3Error.H3_REQUEST_CANCELLED);
+    env.srv.tunnels[0]!.tunnel.sendCapsule(1, hex('00'));
+    env.run();
+    expect(env.srv.tunnels[0]!.rec.closed).toEqual([H3Error.H3_REQUEST_CANCELLED]);
+    expect(env.srv.h.counters.streamErrorsReceived.H3_REQUEST_CANCELLED).toBe(1);
+  });
+
+  it('a connection error reaches every open tunnel and pending request', () => {
+    const env = setup({ autoAccept: false });
+    const a = openTunnel(env);
+    expect(env.srv.requests).toHaveLength(1);
+    env.cli.close(H3Error.H3_INTERNAL_ERROR, 'test');
+    env.run();
+    expect(a.rec.closed).toEqual([H3Error.H3_INTERNAL_ERROR]);
+    expect(env.srv.requests[0]!.settled).toBe(true);
+    expect(env.srv.requests[0]!.accept(new Recorder())).toBeNull();
+    expect(env.srv.h.closed).toBe(true);
+  });
+});
