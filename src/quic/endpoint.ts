@@ -138,6 +138,8 @@ export interface QuicEndpointCounters {
   /** Unattributable short-header datagrams offered to client connections as possible stateless resets. */
   resetCandidates: number;
   dropConnectionLimit: number;
+  /** Initials after {@link QuicEndpoint.stopAccepting}. */
+  dropNotAccepting: number;
   dropPeerIpLimit: number;
   /** Initial whose Retry token failed (bad MAC, expired, malformed). */
   dropBadToken: number;
@@ -172,6 +174,7 @@ function newCounters(): QuicEndpointCounters {
     statelessResetsSuppressed: 0,
     resetCandidates: 0,
     dropConnectionLimit: 0,
+    dropNotAccepting: 0,
     dropPeerIpLimit: 0,
     dropBadToken: 0,
     dropAcceptError: 0,
@@ -241,6 +244,7 @@ export class QuicEndpoint implements ConnectionOwner {
   private timerAt = Infinity;
   private continueScheduled = false;
   private closed = false;
+  private accepting = true;
 
   constructor(opts: QuicEndpointOptions) {
     if (opts.server === undefined && opts.client === undefined) {
@@ -379,6 +383,15 @@ export class QuicEndpoint implements ConnectionOwner {
     this.counters.connectionsConnected++;
     this.flushConnection(c);
     return c;
+  }
+
+  /**
+   * Graceful shutdown, first step: new connections are refused (their
+   * Initials dropped and counted in dropNotAccepting) while existing ones
+   * carry on, e.g. while HTTP/3 GOAWAY drains them. Irreversible.
+   */
+  stopAccepting(): void {
+    this.accepting = false;
   }
 
   /**
@@ -549,6 +562,10 @@ export class QuicEndpoint implements ConnectionOwner {
     // RFC 9000 §7.2: the client's first DCID is at least 8 bytes.
     if (hdr.dcid.length < 8) {
       this.counters.dropMalformed++;
+      return;
+    }
+    if (!this.accepting) {
+      this.counters.dropNotAccepting++;
       return;
     }
     if (this.conns.size >= this.maxConnections) {

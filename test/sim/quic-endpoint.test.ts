@@ -259,6 +259,25 @@ describe('timeouts and limits', () => {
     expect(server.counters.connectionsAccepted).toBe(50);
   });
 
+  it('limits connections per peer IP (RFC 9000 §21 resource limits) and refuses new ones after stopAccepting', async () => {
+    const { ep: server, port } = await h.server({}, { maxConnectionsPerPeerIp: 2, idleTimeoutMs: 30_000 });
+    const client = await h.client();
+    const a = client.connect('127.0.0.1', port, 'localhost');
+    const b = client.connect('127.0.0.1', port, 'localhost');
+    await Promise.all([a.whenEstablished(), b.whenEstablished()]);
+    const late = await h.client({}, { idleTimeoutMs: 300 });
+    await expect(late.connect('127.0.0.1', port, 'localhost').whenEstablished()).rejects.toThrow(/idle timeout/);
+    expect(server.counters.dropPeerIpLimit).toBeGreaterThan(0);
+    // Closing one frees a slot for this IP; stopAccepting then refuses it anyway.
+    a.close(true, 0, '');
+    await waitFor(() => server.connectionCount === 1, 3000, 'server reaps the closed connection');
+    server.stopAccepting();
+    await expect(late.connect('127.0.0.1', port, 'localhost').whenEstablished()).rejects.toThrow(/idle timeout/);
+    expect(server.counters.dropNotAccepting).toBeGreaterThan(0);
+    // The existing connection keeps working.
+    expect(Buffer.from(await streamRoundTrip(b, 0, enc.encode('still on'))).toString()).toBe('still on');
+  });
+
   it('drops new connections past maxConnections (counted)', async () => {
     const { ep: server, port } = await h.server({}, { maxConnections: 2, idleTimeoutMs: 5000 });
     const client = await h.client();

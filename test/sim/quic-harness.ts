@@ -145,6 +145,10 @@ export function echo(c: QuicConnection): void {
 /** Client side: sends `data` on bidi stream `sid` with FIN, resolves with what came back. */
 export function streamRoundTrip(c: QuicConnection, sid: number, data: Uint8Array): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
+    if (c.isClosed) {
+      reject(new Error(`already closed: ${JSON.stringify(c.closeInfo)}`));
+      return;
+    }
     const chunks: Uint8Array[] = [];
     const buf = new Uint8Array(65_536);
     const prev = c.onEvent;
