@@ -12,6 +12,25 @@ import { Harness, getPki, sleep, streamRoundTrip, waitFor, whenClosed } from './
 
 const enc = new TextEncoder();
 let h = new Harness();
+
+/**
+ * A 1200-byte QUIC v1 Initial (RFC 9000 §17.2.2) with the given CIDs and
+ * token and a random (undecryptable) payload: enough for header parsing,
+ * Retry and token checks, which happen before decryption.
+ */
+function fakeInitial(dcid: Uint8Array, scid: Uint8Array, token: Uint8Array): Buffer {
+  const varint = (n: number) => (n < 64 ? Buffer.from([n]) : Buffer.from([0x40 | (n >> 8), n & 0xff]));
+  const head = Buffer.concat([
+    Buffer.from([0xc3, 0, 0, 0, 1, dcid.length]), // long header, Initial, 4-byte packet number; version 1
+    dcid,
+    Buffer.from([scid.length]),
+    scid,
+    varint(token.length),
+    token,
+  ]);
+  const rest = 1200 - head.length - 2;
+  return Buffer.concat([head, Buffer.from([0x40 | (rest >> 8), rest & 0xff]), Buffer.alloc(rest, 0x5c)]);
+}
 afterEach(() => {
   h.cleanup();
   h = new Harness();
@@ -144,6 +163,44 @@ describe('Retry and address validation (RFC 9000 §8.1)', () => {
     expect(server.counters.retriesSent).toBeGreaterThan(0);
     expect(server.counters.retriesSent).toBeLessThanOrEqual(4);
     expect(server.counters.connectionsAccepted).toBe(6);
+  });
+
+  it('binds Retry tokens to the client address: the same token from another port is dropped (RFC 9000 §8.1.3)', async () => {
+    const { ep: server, port } = await h.server({ retry: 'on' });
+    const a = dgram.createSocket('udp4');
+    const b = dgram.createSocket('udp4');
+    await new Promise<void>((r) => a.bind(0, '127.0.0.1', r));
+    await new Promise<void>((r) => b.bind(0, '127.0.0.1', r));
+    try {
+      const odcid = Buffer.alloc(8, 0x31);
+      const scid = Buffer.alloc(8, 0x32);
+      const retry = new Promise<Buffer>((r) => a.once('message', (m) => r(m)));
+      a.send(fakeInitial(odcid, scid, Buffer.alloc(0)), port, '127.0.0.1');
+      const pkt = await retry;
+      // RFC 9000 §17.2.5: Retry = header | DCID (our SCID) | SCID (new) | token | 16-byte tag.
+      expect(pkt[0] & 0xf0).toBe(0xf0);
+      let o = 5;
+      o += 1 + pkt[o];
+      const retryScid = pkt.subarray(o + 1, o + 1 + pkt[o]);
+      o += 1 + pkt[o];
+      const token = pkt.subarray(o, pkt.length - 16);
+      expect(server.counters.retriesSent).toBe(1);
+      // Replayed from another port: refused.
+      b.send(fakeInitial(retryScid, scid, token), port, '127.0.0.1');
+      await waitFor(() => server.counters.dropBadToken === 1, 2000, 'bad token drop');
+      expect(server.counters.connectionsAccepted).toBe(0);
+      // A forged token: refused.
+      const forged = Buffer.from(token);
+      forged[forged.length - 1] ^= 0xff;
+      a.send(fakeInitial(retryScid, scid, forged), port, '127.0.0.1');
+      await waitFor(() => server.counters.dropBadToken === 2, 2000, 'forged token drop');
+      // From the address it was minted for: accepted (a connection is created).
+      a.send(fakeInitial(retryScid, scid, token), port, '127.0.0.1');
+      await waitFor(() => server.counters.connectionsAccepted === 1, 2000, 'accept with a valid token');
+    } finally {
+      a.close();
+      b.close();
+    }
   });
 
   it('sends at most 3x the bytes received to an unvalidated address (anti-amplification)', async () => {

@@ -5,7 +5,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import dgram from 'node:dgram';
-import { Harness, streamRoundTrip, waitFor } from './quic-harness.js';
+import { Harness, echo, getPki, streamRoundTrip, waitFor } from './quic-harness.js';
+import { QuicEndpoint } from '../../src/quic/endpoint.js';
+import type { UdpBatchSocket } from '../../src/net/udp.js';
 
 let nativeOk = false;
 try {
@@ -64,6 +66,39 @@ describe.skipIf(!nativeOk)('QUIC over the native UDP socket', () => {
     expect(badLen).toBe(0);
     expect(queued).toBeGreaterThan(4500);
     expect(client.counters.gsoSends).toBeGreaterThan(0);
+  });
+
+  it('serves IPv6 (::1) and IPv4-mapped clients on one dual-stack socket', async () => {
+    const { openNativeUdp } = await import('../../src/net/native-udp.js');
+    const p = await getPki();
+    const socks: UdpBatchSocket[] = [];
+    const eps: QuicEndpoint[] = [];
+    try {
+      const ss = openNativeUdp({ host: '::' });
+      socks.push(ss);
+      const peers: string[] = [];
+      const server = new QuicEndpoint({
+        socket: ss,
+        keylogPath: null,
+        server: { certPem: p.server.certPem, keyPem: p.server.keyPem, retry: 'on', onConnection: (c) => (peers.push(c.peerHost), echo(c)) },
+      });
+      eps.push(server);
+      const port = ss.localAddress().port;
+      for (const [bind, target] of [['::1', '::1'], ['127.0.0.1', '127.0.0.1']]) {
+        const cs = openNativeUdp({ host: bind });
+        socks.push(cs);
+        const client = new QuicEndpoint({ socket: cs, keylogPath: null, client: { caPem: p.ca.certPem } });
+        eps.push(client);
+        const c = client.connect(target, port, 'localhost');
+        await c.whenEstablished();
+        expect(Buffer.from(await streamRoundTrip(c, 0, enc.encode(`via ${target}`))).toString()).toBe(`via ${target}`);
+      }
+      expect(peers).toEqual(['::1', '127.0.0.1']);
+      expect(server.counters.retriesSent).toBe(2);
+    } finally {
+      for (const e of eps) e.close();
+      for (const s of socks) s.close();
+    }
   });
 
   it('drops small Initials (RFC 9000 §14.1) and serves 20 connections meanwhile', async () => {
