@@ -106,6 +106,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal Demux key: first 4 bytes of scid. */ readonly scidKey: number;
   /** @internal Client's original DCID (server, until established). */ odcidKey: string | null = null;
   /** @internal */ deadlineMs = 0;
+  /** @internal Next keep-alive PING (ms, performance.now clock); Infinity when off. */ keepAliveDueMs = Infinity;
   /** @internal */ heapIndex = -1;
   /** @internal */ dirty = false;
   /** @internal */ touched = false;

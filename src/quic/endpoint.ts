@@ -118,6 +118,12 @@ export interface QuicEndpointOptions {
   recvBudget?: number;
   /** Packets one connection may emit per flush before others get a turn (default 256). */
   sendBudget?: number;
+  /**
+   * Send a PING (ack-eliciting packet) on every established connection this
+   * often, so quiet tunnels outlive the idle timeout (RFC 9000 §10.1.2).
+   * 0 (default) disables; use less than half of idleTimeoutMs.
+   */
+  keepAliveMs?: number;
 }
 
 /** Endpoint counters: plain numbers, read by telemetry. Every drop has a reason. */
@@ -126,7 +132,7 @@ export interface QuicEndpointCounters {
   datagramsOut: number;
   /** Kernel sends of GSO super-datagrams (each counted once in datagramsOut per segment). */
   gsoSends: number;
-  /** RFC 9000 §14.1 client Initials in datagrams < 1200 bytes. */
+  /** RFC 9000 §14.1 client Initials (or §5.2.2 unknown-version packets) in datagrams < 1200 bytes. */
   dropSmallInitial: number;
   dropMalformed: number;
   /** Short-header or non-Initial packets for no known connection. */
@@ -229,6 +235,7 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly maxPerPeerIp: number;
   private readonly retryMode: 'on' | 'off' | 'auto';
   private readonly retryAuto: number;
+  private readonly keepAliveMs: number;
   private readonly rawOut: Uint8Array;
   private touched: QuicConnection[] = [];
   private dirtyList: QuicConnection[] = [];
@@ -262,6 +269,8 @@ export class QuicEndpoint implements ConnectionOwner {
     this.maxPerPeerIp = opts.maxConnectionsPerPeerIp ?? 1000;
     this.retryMode = opts.server?.retry ?? 'auto';
     this.retryAuto = opts.server?.retryAutoHandshakes ?? 64;
+    this.keepAliveMs = opts.keepAliveMs ?? 0;
+    if (!(this.keepAliveMs >= 0)) throw new RangeError(`quic: keepAliveMs ${this.keepAliveMs} must be ≥ 0`);
     this.gso = this.sock.gso;
     const batch = opts.batchSize ?? 64;
     // Receive slots take a GRO super-datagram when the socket coalesces.
@@ -536,7 +545,14 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /** A long-header packet for no known connection: maybe a new client. */
   private onNewLongHeader(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
-    // RFC 9000 §14.1: the datagram carrying a client Initial is at least 1200 bytes.
+    const version = ((buf[off + 1] << 24) | (buf[off + 2] << 16) | (buf[off + 3] << 8) | buf[off + 4]) >>> 0;
+    // RFC 9000 §17.2: in v1, type bits 0b00 are Initial; only an Initial can open a connection.
+    if (version === quiche.PROTOCOL_VERSION && (buf[off] & 0x30) !== 0) {
+      this.counters.dropUnknownCid++;
+      return;
+    }
+    // RFC 9000 §14.1: the datagram carrying a client Initial is at least 1200 bytes;
+    // §5.2.2: smaller datagrams with an unsupported version are dropped too.
     if (len < MIN_INITIAL_DATAGRAM_BYTES) {
       this.counters.dropSmallInitial++;
       return;
@@ -774,6 +790,7 @@ export class QuicEndpoint implements ConnectionOwner {
       }
     }
     c.markEstablished();
+    if (this.keepAliveMs > 0) c.keepAliveDueMs = performance.now() + this.keepAliveMs;
     if (c.isServer) {
       try {
         this.opts.server!.onConnection(c);
@@ -996,8 +1013,10 @@ export class QuicEndpoint implements ConnectionOwner {
       return;
     }
     const t = q.timeout();
-    if (t === null) this.heap.delete(c);
-    else this.heap.set(c, performance.now() + t);
+    let at = t === null ? Infinity : performance.now() + t;
+    if (c.keepAliveDueMs < at) at = c.keepAliveDueMs;
+    if (at === Infinity) this.heap.delete(c);
+    else this.heap.set(c, at);
   }
 
   private armTimer(): void {
@@ -1027,7 +1046,12 @@ export class QuicEndpoint implements ConnectionOwner {
     try {
       let c: QuicConnection | undefined;
       while ((c = this.heap.popDue(now)) !== undefined) {
+        // quiche ignores an early on_timeout, so a keep-alive deadline can share the heap entry.
         c.q.onTimeout();
+        if (c.keepAliveDueMs <= now && c.established && !c.gone) {
+          c.q.sendAckEliciting();
+          c.keepAliveDueMs = now + this.keepAliveMs;
+        }
         if (!c.touched) {
           c.touched = true;
           this.touched.push(c);

@@ -111,6 +111,8 @@ export interface QuicheConnection {
   localError(): QuicheConnectionError | null;
   stats(): QuicheStats;
   pathStats(): QuichePathStats[];
+  /** Queue a PING so the next send() emits an ack-eliciting packet. */
+  sendAckEliciting(): void;
 }
 
 /** Parsed long or short header (quiche `Header.fromSlice`). */

@@ -301,6 +301,18 @@ describe('timeouts and limits', () => {
     expect(server.connectionCount).toBe(0);
   });
 
+  it('keeps a quiet connection alive past the idle timeout with keep-alive PINGs (RFC 9000 §10.1.2)', async () => {
+    const { port } = await h.server({}, { idleTimeoutMs: 400 });
+    const client = await h.client({}, { idleTimeoutMs: 400, keepAliveMs: 100 });
+    const c = client.connect('127.0.0.1', port, 'localhost');
+    await c.whenEstablished();
+    const sent0 = c.stats().sentPackets;
+    await sleep(1000);
+    expect(c.isClosed).toBe(false);
+    expect(c.stats().sentPackets - sent0).toBeGreaterThanOrEqual(5);
+    expect(Buffer.from(await streamRoundTrip(c, 0, enc.encode('alive'))).toString()).toBe('alive');
+  });
+
   it('serves 50 concurrent connections from 5 client sockets', async () => {
     const { ep: server, port } = await h.server({ retry: 'auto', retryAutoHandshakes: 16 });
     const clients = await Promise.all(Array.from({ length: 5 }, () => h.client()));
