@@ -1,0 +1,114 @@
+/**
+ * In-memory {@link UdpBatchSocket} double for the QUIC sim tests: sockets on a
+ * shared {@link MemoryNet} exchange datagrams through queues, with a drop
+ * hook and optional GSO (segments are split on delivery, like the kernel).
+ */
+import { ADDR_SLOT_BYTES, ClosedError, type UdpBatch, type UdpBatchSocket } from '../../src/net/udp.js';
+import { readAddrSlotPort, writeAddrSlot } from '../../src/net/udp-batch.js';
+
+/** A loopback "network" of memory sockets keyed by port on 127.0.0.1. */
+export class MemoryNet {
+  readonly sockets = new Map<number, MemoryUdp>();
+  private nextPort = 40_000;
+  /** Return true to drop a datagram (src port, dst port, bytes). */
+  drop: ((from: number, to: number, data: Uint8Array) => boolean) | null = null;
+  delivered = 0;
+  dropped = 0;
+
+  open(opts: { gso?: boolean; batchSize?: number } = {}): MemoryUdp {
+    const s = new MemoryUdp(this, this.nextPort++, opts.gso ?? false, opts.batchSize ?? 16);
+    this.sockets.set(s.port, s);
+    return s;
+  }
+}
+
+/** One memory socket; see {@link MemoryNet}. */
+export class MemoryUdp implements UdpBatchSocket {
+  readonly gro = false;
+  private readonly queue: { data: Uint8Array; from: number }[] = [];
+  private readableCb: (() => void) | null = null;
+  private scheduled = false;
+  private closed = false;
+
+  constructor(
+    private readonly net: MemoryNet,
+    readonly port: number,
+    readonly gso: boolean,
+    readonly batchSize: number,
+  ) {}
+
+  /** Inject a datagram as if sent from 127.0.0.1:`fromPort`. */
+  inject(data: Uint8Array, fromPort: number): void {
+    this.queue.push({ data: Uint8Array.from(data), from: fromPort });
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.readableCb === null) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (this.closed || this.readableCb === null) return;
+      if (this.queue.length > 0) this.readableCb();
+      if (this.queue.length > 0) this.schedule();
+    });
+  }
+
+  recv(batch: UdpBatch): number {
+    if (this.closed) throw new ClosedError('memory udp');
+    let n = 0;
+    const max = Math.min(this.batchSize, batch.bufs.length);
+    while (n < max && this.queue.length > 0) {
+      const d = this.queue.shift()!;
+      if (d.data.length > batch.bufs[n].length) continue;
+      batch.bufs[n].set(d.data, 0);
+      batch.sizes[n] = d.data.length;
+      batch.segs[n] = 0;
+      writeAddrSlot(batch.addrs, n, '127.0.0.1', d.from);
+      n++;
+    }
+    return n;
+  }
+
+  send(batch: UdpBatch, count: number): number {
+    if (this.closed) throw new ClosedError('memory udp');
+    for (let i = 0; i < count; i++) {
+      const to = readAddrSlotPort(batch.addrs, i);
+      const ip = batch.addrs.subarray(i * ADDR_SLOT_BYTES, i * ADDR_SLOT_BYTES + 16);
+      const isLoopback = ip[10] === 0xff && ip[11] === 0xff && ip[12] === 127;
+      const size = batch.sizes[i];
+      const seg = batch.segs[i] > 0 ? batch.segs[i] : size;
+      if (!this.gso && batch.segs[i] > 0) throw new Error('memory udp: segs set on a socket without GSO');
+      for (let off = 0; off < size; off += seg) {
+        const data = batch.bufs[i].slice(off, Math.min(size, off + seg));
+        const dst = isLoopback ? this.net.sockets.get(to) : undefined;
+        if (dst === undefined || dst.closed || (this.net.drop !== null && this.net.drop(this.port, to, data))) {
+          this.net.dropped++;
+          continue;
+        }
+        this.net.delivered++;
+        dst.queue.push({ data, from: this.port });
+        dst.schedule();
+      }
+    }
+    return count;
+  }
+
+  onReadable(cb: () => void): void {
+    this.readableCb = cb;
+    this.schedule();
+  }
+
+  onWritable(_cb: () => void): void {}
+
+  localAddress(): { address: string; port: number; family: 4 | 6 } {
+    return { address: '127.0.0.1', port: this.port, family: 4 };
+  }
+
+  close(): void {
+    if (this.closed) throw new ClosedError('memory udp');
+    this.closed = true;
+    this.readableCb = null;
+    this.net.sockets.delete(this.port);
+  }
+}
