@@ -102,6 +102,26 @@ async function issue(
 }
 
 /**
+ * Loads an existing CA (certificate PEM and PKCS#8 ECDSA P-256 key PEM, as
+ * written by {@link createDevCa}) so it can issue more certificates.
+ * Throws `quic: …` when the PEM is not a P-256 CA pair.
+ */
+export async function loadDevCa(certPem: string, keyPem: string): Promise<DevCa> {
+  let cert: x509.X509Certificate;
+  let key: CryptoKey;
+  try {
+    cert = new x509.X509Certificate(certPem);
+    const der = x509.PemConverter.decode(keyPem)[0];
+    key = await webcrypto.subtle.importKey('pkcs8', der, EC_ALG, true, ['sign']);
+  } catch (e) {
+    throw new Error(`quic: cannot load CA: ${(e as Error).message}`);
+  }
+  const bc = cert.getExtension(x509.BasicConstraintsExtension);
+  if (bc === null || !bc.ca) throw new Error('quic: cannot load CA: certificate is not a CA (basicConstraints cA=false)');
+  return { cert, key, certPem, keyPem };
+}
+
+/**
  * Issues a TLS server certificate for `names` (DNS names and/or IP
  * literals; default `localhost`, `127.0.0.1`, `::1`).
  */
@@ -120,7 +140,7 @@ export function issueServerCert(
  * Issues a TLS client certificate whose identity is the URI SAN `uri`
  * (e.g. `spiffe://mesh.local/ns/default/sa/agent`).
  */
-export function issueClientCert(ca: DevCa, uri: string, opts: IssueOptions = {}): Promise<PemPair> {
+export async function issueClientCert(ca: DevCa, uri: string, opts: IssueOptions = {}): Promise<PemPair> {
   if (!/^[a-z][a-z0-9+.-]*:\/\/./i.test(uri)) throw new Error(`quic: client identity ${JSON.stringify(uri)} is not a URI`);
   return issue(ca, uri.slice(uri.lastIndexOf('/') + 1) || 'client', [{ type: 'url', value: uri }], x509.ExtendedKeyUsage.clientAuth, opts);
 }
