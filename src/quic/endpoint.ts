@@ -930,10 +930,15 @@ export class QuicEndpoint implements ConnectionOwner {
     out.segs[k] = 0;
     out.addrs.set(c.sendAddr, k * ADDR_SLOT_BYTES);
     this.outCount = k + 1;
-    if (this.gso) {
+    // Only a full-size packet starts a GSO train: later packets are written
+    // into segment-sized windows, and a small first packet (an ACK) would
+    // squeeze the data packets behind it.
+    if (this.gso && n >= MIN_INITIAL_DATAGRAM_BYTES) {
       this.gsoConn = c;
       this.gsoSeg = n;
       this.gsoSegs = 1;
+    } else {
+      this.gsoConn = null;
     }
   }
 
