@@ -195,6 +195,8 @@ export class Agent {
       } else {
         session.requestAddresses([{ version: 4 }, { version: 6 }]);
       }
+      // RFC 9484 §7.2: check the path really carries 1280-byte IPv6 packets (probe answered by the gateway).
+      if (session.ipv6Enabled) session.probeIpv6(Date.now());
       conn.flush();
       await this.applyRoutes(session);
       this.state = 'open';
@@ -319,6 +321,7 @@ export class Agent {
 
   private syncCounters(): void {
     const s = this.session;
+    if (s !== null) s.onTimeout(Date.now());
     if (s !== null && this.sync !== null) {
       const c = s.counters;
       this.sync.update(c.drops, c.packetsSent, c.bytesSent, c.packetsReceived, c.bytesReceived, c.icmpSent);
@@ -388,8 +391,8 @@ export class Agent {
         const buf = bufs[i]!;
         const len = sizes[i]!;
         if (clamp) clampTcpMss(buf, HEADROOM, len, mtu);
-        tracker.observe(buf, HEADROOM, len, Direction.OUT, now);
-        s.sendPacket(buf, HEADROOM, len);
+        // Only what entered the tunnel is telemetry (link-local, too-big… are counted as drops by the session).
+        if (s.sendPacket(buf, HEADROOM, len) === 0) tracker.observe(buf, HEADROOM, len, Direction.OUT, now);
       }
       this.conn?.flush();
       this.tunWriter?.flush();

@@ -29,6 +29,7 @@ export class DaemonFlows {
   readonly tracker: FlowTracker;
   private readonly adapter: FlowRecordTelemetry;
   private readonly timer: NodeJS.Timeout;
+  private lastTickMs = 0;
 
   constructor(private readonly opts: DaemonFlowsOptions) {
     this.adapter = new FlowRecordTelemetry(opts.telemetry, { directionOf: opts.directionOf });
@@ -45,7 +46,10 @@ export class DaemonFlows {
   tick(nowMs: number): void {
     this.tracker.onTimeout(nowMs);
     const byIdentity = new Map<string, FlowRecord[]>();
-    for (const r of this.tracker.liveFlows()) {
+    // Only flows with packets since the last tick can have moved.
+    const since = this.lastTickMs;
+    this.lastTickMs = nowMs;
+    for (const r of this.tracker.liveFlows(since)) {
       const id = this.opts.identityOf(r);
       let list = byIdentity.get(id);
       if (list === undefined) byIdentity.set(id, (list = []));

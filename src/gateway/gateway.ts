@@ -519,8 +519,8 @@ export class Gateway {
           this.telemetry.metrics.drop(this.noRouteId);
           continue;
         }
-        tracker.observe(buf, HEADROOM, len, Direction.IN, now);
-        s.sendToClient(buf, HEADROOM, len);
+        // Only what entered the tunnel is telemetry (too-big, link-local… are counted as drops by the session).
+        if (s.sendToClient(buf, HEADROOM, len) === 0) tracker.observe(buf, HEADROOM, len, Direction.IN, now);
         const gc = this.byIp.get(s)?.gc;
         if (gc !== undefined && !gc.dirty) {
           gc.dirty = true;

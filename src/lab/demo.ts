@@ -1,0 +1,151 @@
+/**
+ * `npm run demo`: two clusters in network namespaces joined by mtun, real
+ * traffic through the tunnel (ping, curl, iperf3, UDP echo), and both ends'
+ * flow telemetry printed side by side. Tears everything down on exit and on
+ * Ctrl-C. Root only.
+ */
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { LAB, Lab, REPO_ROOT, type FlowLogLine } from './lab.js';
+
+const UDP_PROBE = join(REPO_ROOT, 'dist', 'lab', 'udp-probe.js');
+
+const DIAGRAM = `
+  cluster A                                   WAN                                cluster B
+  client 10.10.0.2 ── agent [mtun-a TUN] ══ QUIC/HTTP3 CONNECT-IP ══ [mtun-g TUN] gateway ── server 10.20.0.2
+         fd00:a::2                 192.0.2.1 ──────────────────── 192.0.2.2                        fd00:b::2
+`;
+
+interface Step {
+  readonly what: string;
+  readonly reported: string;
+}
+
+function say(s: string): void {
+  process.stdout.write(s + '\n');
+}
+
+function pad(s: string | number, n: number): string {
+  const t = String(s);
+  return t.length >= n ? t : t + ' '.repeat(n - t.length);
+}
+
+function rpad(s: string | number, n: number): string {
+  const t = String(s);
+  return t.length >= n ? t : ' '.repeat(n - t.length) + t;
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    say('npm run demo needs root: it builds network namespaces and TUN devices (try: sudo npm run demo)');
+    process.exitCode = 2;
+    return;
+  }
+  say('mtun demo — building two clusters in network namespaces');
+  say(DIAGRAM);
+  const lab = await Lab.up({ prefix: `mtd${process.pid % 10000}`, logLevel: 'warn' });
+  let tornDown = false;
+  const teardown = async () => {
+    if (tornDown) return;
+    tornDown = true;
+    await lab.down();
+  };
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      say(`\n${sig}: tearing down`);
+      void teardown().then(() => process.exit(130));
+    });
+  }
+  try {
+    const steps: Step[] = [];
+    writeFileSync(lab.file('blob.bin'), randomBytes(10 * 1024 * 1024));
+    writeFileSync(lab.file('upload.bin'), randomBytes(5 * 1024 * 1024));
+    await lab.startServers();
+    say('gateway: starting (mTLS with development certificates from `mtun certs`)');
+    await lab.startGateway();
+    say('agent:   starting, opening CONNECT-IP to 192.0.2.2:4433');
+    await lab.startAgent('agent');
+    say('tunnel up\n');
+
+    const ping4 = await lab.exec('client', 'ping', ['-c', '3', '-i', '0.2', '-W', '2', LAB.server.v4]);
+    const ping6 = await lab.exec('client', 'ping', ['-6', '-c', '3', '-i', '0.2', '-W', '2', LAB.server.v6]);
+    const rtt = (s: string) => /rtt min\/avg\/max\/mdev = [\d.]+\/([\d.]+)/.exec(s)?.[1] ?? '?';
+    say(`ping ${LAB.server.v4}: ${/(\d+) received/.exec(ping4.stdout)?.[1] ?? 0}/3 replies, avg ${rtt(ping4.stdout)} ms`);
+    say(`ping ${LAB.server.v6}: ${/(\d+) received/.exec(ping6.stdout)?.[1] ?? 0}/3 replies, avg ${rtt(ping6.stdout)} ms`);
+
+    const fmt = '%{local_port} %{size_request} %{size_upload} %{size_header} %{size_download} %{speed_download} %{speed_upload}';
+    const dl = await lab.exec('client', 'curl', ['-sf', '--max-time', '60', '-o', '/dev/null', '-w', fmt, `http://${LAB.server.v4}/files/blob.bin`], 70_000);
+    const d = dl.stdout.trim().split(' ').map(Number);
+    say(`curl download 10 MiB over IPv4: ${dl.code === 0 ? 'ok' : 'FAILED'}, ${((d[5]! * 8) / 1e6).toFixed(0)} Mbit/s; curl counted ${d[1]! + d[2]!} bytes sent, ${d[3]! + d[4]!} received`);
+    steps.push({ what: `curl GET :${d[0]}`, reported: `${d[1]! + d[2]!} / ${d[3]! + d[4]!}` });
+
+    const ul = await lab.exec('client', 'curl', ['-sf', '--max-time', '60', '-T', lab.file('upload.bin'), '-o', '/dev/null', '-w', fmt, `http://[${LAB.server.v6}]/upload`], 70_000);
+    const u = ul.stdout.trim().split(' ').map(Number);
+    say(`curl upload 5 MiB over IPv6:    ${ul.code === 0 ? 'ok' : 'FAILED'}, ${((u[6]! * 8) / 1e6).toFixed(0)} Mbit/s; curl counted ${u[1]! + u[2]!} bytes sent, ${u[3]! + u[4]!} received`);
+
+    const ip = await lab.exec('client', 'iperf3', ['-c', LAB.server.v4, '-t', '3', '-J'], 30_000);
+    if (ip.code === 0) {
+      const j = JSON.parse(ip.stdout) as { end: { sum_sent: { bits_per_second: number; retransmits: number }; sum_received: { bits_per_second: number } } };
+      say(`iperf3 TCP 3 s:                 ${(j.end.sum_received.bits_per_second / 1e6).toFixed(0)} Mbit/s received, ${j.end.sum_sent.retransmits} retransmits`);
+    } else say(`iperf3 failed: ${ip.stderr.trim()}`);
+
+    const udp = await lab.exec('client', process.execPath, [UDP_PROBE, LAB.server.v4, '7', '100', '1000'], 60_000);
+    say(`UDP echo 100 × 1000 bytes:      ${udp.stdout.trim()}`);
+
+    const denied = await lab.exec('client', 'curl', ['-s', '--max-time', '2', `http://${LAB.server.v4}:8080/`]);
+    say(`curl to port 8080 (not in policy): ${denied.code === 0 ? 'unexpectedly allowed' : 'dropped by the gateway, as configured'}`);
+
+    say('\nwaiting for flows to close (FIN handshakes, UDP idle) …');
+    await lab.waitFor(() => countClosed(lab.flowLog('agent')) >= 4 && countClosed(lab.flowLog('gateway')) >= 4, 20_000, 'flow records').catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 1500));
+    printFlowTable(lab.flowLog('agent'), lab.flowLog('gateway'));
+
+    const ga = await lab.metrics('gw');
+    const am = await lab.metrics('agent');
+    say('\ntunnel counters (Prometheus, from each end\'s admin /metrics):');
+    for (const name of ['mtun_tunnel_sent_datagrams_total', 'mtun_tunnel_received_datagrams_total', 'mtun_tcp_connections_opened_total', 'mtun_tcp_sent_bytes_total', 'mtun_tcp_received_bytes_total']) {
+      say(`  ${pad(name, 40)} agent ${rpad(sum(am, name), 12)}   gateway ${rpad(sum(ga, name), 12)}`);
+    }
+    for (const line of ga.split('\n')) {
+      if (line.startsWith('mtun_tunnel_dropped_packets_total') && !line.endsWith(' 0')) say(`  gateway drop: ${line.replace('mtun_tunnel_dropped_packets_total', '')}`);
+    }
+    say('\nflow logs are JSON lines (one at open, one at close, per end); metrics at /metrics on the admin port.');
+    say('done — tearing down the namespaces');
+  } finally {
+    await teardown();
+  }
+}
+
+function countClosed(lines: readonly FlowLogLine[]): number {
+  return lines.filter((l) => l.event === 'flow_close' && (l.protocol === 'tcp' || l.protocol === 'udp')).length;
+}
+
+function sum(text: string, name: string): number {
+  let s = 0;
+  for (const line of text.split('\n')) if (line.startsWith(name + '{')) s += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return s;
+}
+
+function printFlowTable(agent: readonly FlowLogLine[], gateway: readonly FlowLogLine[]): void {
+  const key = (l: FlowLogLine) => `${l.protocol} ${l.src_addr}:${l.src_port}>${l.dst_addr}:${l.dst_port}`;
+  const gw = new Map<string, FlowLogLine>();
+  for (const l of gateway) if (l.event === 'flow_close') gw.set(key(l), l);
+  say('\nflows seen by both ends (bytes are unique payload bytes, retransmissions counted once):');
+  say(`  ${pad('flow', 44)} ${rpad('agent sent', 11)} ${rpad('agent recv', 11)} ${rpad('gw sent', 11)} ${rpad('gw recv', 11)}  ${pad('close', 6)} rtt ms  identity (gateway view)`);
+  for (const a of agent) {
+    if (a.event !== 'flow_close' || (a.protocol !== 'tcp' && a.protocol !== 'udp')) continue;
+    const g = gw.get(key(a));
+    const flow = `${a.protocol} ${fmtAddr(a.src_addr, a.src_port)} → ${fmtAddr(a.dst_addr, a.dst_port)}`;
+    say(`  ${pad(flow, 44)} ${rpad(a.sent_bytes ?? '-', 11)} ${rpad(a.received_bytes ?? '-', 11)} ${rpad(g?.sent_bytes ?? '-', 11)} ${rpad(g?.received_bytes ?? '-', 11)}  ${pad(a.close_reason ?? '-', 6)} ${rpad(String(a['handshake_rtt_ms'] ?? '-'), 6)}  ${g?.peer_identity ?? '(not seen)'}`);
+  }
+}
+
+function fmtAddr(a: string, p: number): string {
+  return a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`;
+}
+
+main().catch((e) => {
+  process.stderr.write(`demo failed: ${(e as Error).message}\n`);
+  process.exitCode = 1;
+});

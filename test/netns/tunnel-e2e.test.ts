@@ -1,0 +1,178 @@
+/**
+ * End to end through real kernels: client → agent (TUN) → CONNECT-IP over
+ * QUIC → gateway (TUN) → server, in the namespaces of topology.sh, with the
+ * real daemons and real programs (ping, curl, iperf3, a UDP echo). Asserts
+ * traffic and both ends' telemetry (metrics and flow logs, exact bytes).
+ *
+ *   client 10.10.0.2 ── agent ══ QUIC/UDP 192.0.2.1 → 192.0.2.2 ══ gateway ── server 10.20.0.2
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LAB, Lab, REPO_ROOT, type FlowLogLine } from '../../src/lab/lab.js';
+
+const root = process.getuid?.() === 0;
+if (!root) console.warn('SKIPPED test/netns/tunnel-e2e.test.ts: needs root (network namespaces, TUN devices)');
+
+const UDP_PROBE = join(REPO_ROOT, 'dist', 'lab', 'udp-probe.js');
+
+/** Sum of a metric's samples whose label set contains every `labels` pair. */
+function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+function closeRecord(lines: FlowLogLine[], srcPort: number, dstPort: number): FlowLogLine | undefined {
+  return lines.find((l) => l.event === 'flow_close' && l.src_port === srcPort && l.dst_port === dstPort);
+}
+
+describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
+  let lab: Lab;
+  const blob = randomBytes(10 * 1024 * 1024);
+  const blobSha = createHash('sha256').update(blob).digest('hex');
+
+  beforeAll(async () => {
+    lab = await Lab.up({ prefix: `mte${process.pid % 10000}`, secondCluster: true });
+    writeFileSync(lab.file('blob.bin'), blob);
+    await lab.startServers();
+    await lab.startGateway();
+    await lab.startAgent('agent');
+  }, 90_000);
+
+  afterAll(async () => {
+    await lab?.down();
+  }, 30_000);
+
+  it('carries ping across the clusters, IPv4 and IPv6 (RFC 9484 §6 full IP packets in context 0)', async () => {
+    const v4 = await lab.exec('client', 'ping', ['-c', '3', '-i', '0.2', '-W', '2', LAB.server.v4]);
+    expect(v4.stdout).toContain('3 received');
+    const v6 = await lab.exec('client', 'ping', ['-6', '-c', '3', '-i', '0.2', '-W', '2', LAB.server.v6]);
+    expect(v6.stdout).toContain('3 received');
+  });
+
+  it('keeps addresses end to end: the server sees the client\'s own address (no NAT)', async () => {
+    const r = await lab.exec('client', 'curl', ['-sf', '--max-time', '10', `http://${LAB.server.v4}/`]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`you are ::ffff:${LAB.client.v4}`);
+    const r6 = await lab.exec('client', 'curl', ['-sf', '--max-time', '10', `http://[${LAB.server.v6}]/`]);
+    expect(r6.stdout).toContain(`you are ${LAB.client.v6}`);
+  });
+
+  it('downloads and uploads 10 MB with matching sha256; both ends count exactly the bytes curl reports', async () => {
+    const out = lab.file('dl.bin');
+    const fmt = '%{local_port} %{size_request} %{size_upload} %{size_header} %{size_download}';
+    const dl = await lab.exec('client', 'curl', ['-sf', '--max-time', '60', '-o', out, '-w', fmt, `http://${LAB.server.v4}/files/blob.bin`], 70_000);
+    expect(dl.code).toBe(0);
+    expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(blobSha);
+    const [port, req, up, hdr, body] = dl.stdout.trim().split(' ').map(Number) as [number, number, number, number, number];
+    expect(body).toBe(blob.length);
+
+    const ul = await lab.exec('client', 'curl', ['-sf', '--max-time', '60', '-T', lab.file('blob.bin'), '-w', `\n${fmt}`, `http://[${LAB.server.v6}]/upload`], 70_000);
+    expect(ul.code).toBe(0);
+    const lines = ul.stdout.trim().split('\n').filter((l) => l.trim() !== '');
+    const json = lines[0]!;
+    const stats = lines[lines.length - 1]!;
+    expect(JSON.parse(json)).toEqual({ bytes: blob.length, sha256: blobSha });
+    const [uport, ureq, uup, uhdr, ubody] = stats.split(' ').map(Number) as [number, number, number, number, number];
+
+    // Flow records are written when the flows close (FIN seen both ways, then last ACK).
+    for (const which of ['agent', 'gateway'] as const) {
+      await lab.waitFor(() => closeRecord(lab.flowLog(which), port, 80) !== undefined && closeRecord(lab.flowLog(which), uport, 80) !== undefined, 40_000, `${which} flow records`);
+      const d = closeRecord(lab.flowLog(which), port, 80)!;
+      expect(d.sent_bytes, `${which} download request bytes`).toBe(req + up);
+      expect(d.received_bytes, `${which} download response bytes`).toBe(hdr + body);
+      expect(d.close_reason).toBe('fin');
+      expect(d.src_addr).toBe(LAB.client.v4);
+      const u = closeRecord(lab.flowLog(which), uport, 80)!;
+      expect(u.sent_bytes, `${which} upload request bytes`).toBe(ureq + uup);
+      expect(u.received_bytes, `${which} upload response bytes`).toBe(uhdr + ubody);
+      expect(u.src_addr).toBe(LAB.client.v6);
+    }
+    const gw = closeRecord(lab.flowLog('gateway'), port, 80)!;
+    expect(gw.peer_identity).toBe('spiffe://cluster.local/agent/cluster-a');
+    expect(gw.source_workload).toBe('cluster-a');
+    expect(gw.destination_workload).toBe('server');
+  }, 120_000);
+
+  it('runs iperf3 TCP for 5 s and the metrics move on both ends', async () => {
+    const before = metric(await lab.metrics('gw'), 'mtun_tcp_sent_bytes_total', { reporter: 'gateway' });
+    const r = await lab.exec('client', 'iperf3', ['-c', LAB.server.v4, '-t', '5', '-J'], 30_000);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout) as { end: { sum_sent: { bytes: number; bits_per_second: number } } };
+    expect(j.end.sum_sent.bits_per_second).toBeGreaterThan(10e6);
+    console.log(`iperf3 through the tunnel: ${(j.end.sum_sent.bits_per_second / 1e6).toFixed(0)} Mbit/s`);
+    await lab.waitFor(async () => metric(await lab.metrics('gw'), 'mtun_tcp_sent_bytes_total', { reporter: 'gateway' }) - before >= j.end.sum_sent.bytes * 0.99, 10_000, 'gateway counters');
+    const agent = await lab.metrics('agent');
+    expect(metric(agent, 'mtun_tunnel_sent_datagrams_total')).toBeGreaterThan(1000);
+    expect(metric(agent, 'mtun_tcp_connections_opened_total', { reporter: 'agent' })).toBeGreaterThanOrEqual(4);
+  }, 60_000);
+
+  it('echoes UDP with exact payloads through CONNECT-IP', async () => {
+    const r = await lab.exec('client', process.execPath, [UDP_PROBE, LAB.server.v4, '7', '200', '1000'], 60_000);
+    expect(JSON.parse(r.stdout)).toEqual({ sent: 200, received: 200, mismatched: 0, lost: 0 });
+    const r6 = await lab.exec('client', process.execPath, [UDP_PROBE, LAB.server.v6, '7', '50', '1200'], 60_000);
+    expect(JSON.parse(r6.stdout)).toEqual({ sent: 50, received: 50, mismatched: 0, lost: 0 });
+  }, 90_000);
+
+  it('answers packets larger than the tunnel MTU with Fragmentation Needed / Packet Too Big (RFC 9484 §7.2.1)', async () => {
+    const r = await lab.exec('client', 'ping', ['-M', 'do', '-s', '1472', '-c', '2', '-W', '2', LAB.server.v4]);
+    expect(r.stdout + r.stderr).toMatch(/mtu = 1[34]\d\d|Frag needed/i);
+    const r6 = await lab.exec('client', 'ping', ['-6', '-M', 'do', '-s', '1452', '-c', '2', '-W', '2', LAB.server.v6]);
+    expect(r6.stdout + r6.stderr).toMatch(/mtu=1[34]\d\d|Packet too big/i);
+  });
+
+  it('drops and counts a destination outside the identity\'s policy, and a spoofed source (RFC 9484 §11)', async () => {
+    const before = await lab.metrics('gw');
+    const denied = await lab.exec('client', 'curl', ['-s', '--max-time', '2', `http://${LAB.server.v4}:8080/`]);
+    expect(denied.code).not.toBe(0);
+    // A source outside the agent's advertised prefixes: the agent forwards it, the gateway must not.
+    await lab.exec('client', 'ip', ['addr', 'add', '10.99.0.2/32', 'dev', 'ca0']);
+    const spoof = await lab.exec('client', 'ping', ['-I', '10.99.0.2', '-c', '2', '-W', '1', LAB.server.v4]);
+    expect(spoof.stdout).toContain('0 received');
+    await lab.waitFor(async () => {
+      const m = await lab.metrics('gw');
+      return metric(m, 'mtun_tunnel_dropped_packets_total', { reason: 'policy' }) > metric(before, 'mtun_tunnel_dropped_packets_total', { reason: 'policy' })
+        && metric(m, 'mtun_tunnel_dropped_packets_total', { reason: 'spoofed_source' }) >= metric(before, 'mtun_tunnel_dropped_packets_total', { reason: 'spoofed_source' }) + 2;
+    }, 5_000, 'policy and spoofed-source drops counted');
+  });
+
+  it('serves two agents from two clusters reaching the same server', async () => {
+    await lab.startAgent('agent2');
+    const r = await lab.exec('client2', 'curl', ['-sf', '--max-time', '10', `http://${LAB.server.v4}/`]);
+    expect(r.stdout).toContain(`you are ::ffff:${LAB.client2.v4}`);
+    const a = await lab.exec('client', 'curl', ['-sf', '--max-time', '10', `http://${LAB.server.v4}/`]);
+    expect(a.stdout).toContain(`you are ::ffff:${LAB.client.v4}`);
+    const status = JSON.parse((await lab.admin('gw', LAB.gatewayAdmin, '/status')).stdout) as { sessions: { peerIdentity: string }[] };
+    expect(status.sessions.map((s) => s.peerIdentity).sort()).toEqual(['spiffe://cluster.local/agent/cluster-a', 'spiffe://cluster.local/agent/cluster-c']);
+    // cluster-c's policy allows only TCP 80 to the server.
+    const denied = await lab.exec('client2', 'iperf3', ['-c', LAB.server.v4, '-t', '1', '--connect-timeout', '1500']);
+    expect(denied.code).not.toBe(0);
+  }, 60_000);
+
+  it('recovers from a gateway SIGKILL: the agent reconnects and traffic flows within 5 s of the restart', async () => {
+    expect(await lab.stop('gateway', 'SIGKILL')).toBe(null);
+    const restarted = Date.now();
+    await lab.startGateway();
+    let ok = false;
+    while (!ok && Date.now() - restarted < 15_000) {
+      ok = (await lab.exec('client', 'ping', ['-c', '1', '-W', '1', LAB.server.v4])).code === 0;
+    }
+    const elapsed = Date.now() - restarted;
+    console.log(`traffic flowed again ${elapsed} ms after the gateway restart began`);
+    expect(ok).toBe(true);
+    expect(elapsed).toBeLessThan(5_000 + 3_000); // 5 s budget after the gateway is up (its start takes ≤ ~3 s here)
+  }, 40_000);
+
+  it('drains on SIGTERM: exit 0, open flows recorded, TUN removed', async () => {
+    const code = await lab.stop('gateway', 'SIGTERM');
+    expect(code).toBe(0);
+    const links = await lab.exec('gw', 'ip', ['-j', 'link', 'show']);
+    expect(links.stdout).not.toContain('mtun-g');
+  }, 30_000);
+});
