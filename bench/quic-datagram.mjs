@@ -11,7 +11,7 @@
 // wraps the quiche and socket methods with timers (adds ~0.1 µs per call of
 // its own) to split each side's busy time per packet.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { performance } from 'node:perf_hooks';
+import { performance, PerformanceObserver } from 'node:perf_hooks';
 import { createRequire } from 'node:module';
 import { openDgramUdpSocket } from '../dist/net/dgram-udp.js';
 import { QuicEndpoint } from '../dist/quic/endpoint.js';
@@ -76,7 +76,13 @@ const WRAP_MS = (() => {
   return (performance.now() - t) / n;
 })();
 
-function summarize(acc, busyMs, packets) {
+// GC pauses of this thread (ms), mostly from objects the binding allocates per call.
+const gc = { ms: 0 };
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gc.ms += e.duration;
+}).observe({ entryTypes: ['gc'] });
+
+function summarize(acc, busyMs, packets, gcMs) {
   let napi = 0;
   let sockMs = 0;
   let calls = 0;
@@ -94,7 +100,8 @@ function summarize(acc, busyMs, packets) {
     totalUs: us(busyMs - wrap),
     napiUs: us(napi),
     socketUs: us(sockMs),
-    oursUs: us(busyMs - napi - sockMs - wrap),
+    oursUs: us(busyMs - napi - sockMs - wrap - gcMs),
+    gcUs: us(gcMs),
     wrapUs: us(wrap),
     parts,
   };
@@ -141,9 +148,10 @@ if (!isMainThread) {
         v.calls = 0;
       }
       elu0 = performance.eventLoopUtilization();
+      gc.ms = 0;
     } else if (m === 'stop') {
       const elu = performance.eventLoopUtilization(elu0);
-      parentPort.postMessage({ received, bytes, busyMs: elu.active, breakdown: profile ? summarize(acc, elu.active, received) : null, recvQueueFull: conn?.stats().dgramRecvQueueFullEvents ?? -1 });
+      parentPort.postMessage({ received, bytes, busyMs: elu.active, breakdown: profile ? summarize(acc, elu.active, received, gc.ms) : null, recvQueueFull: conn?.stats().dgramRecvQueueFullEvents ?? -1 });
       ep.close();
       sock.close();
       parentPort.close();
@@ -204,10 +212,12 @@ if (!isMainThread) {
     queued = 0;
     const st0 = c.stats();
     const elu0 = performance.eventLoopUtilization();
+    gc.ms = 0;
     const t0 = performance.now();
     await new Promise((r) => pump(t0 + SECONDS * 1000, r));
     const elapsed = (performance.now() - t0) / 1000;
     const elu = performance.eventLoopUtilization(elu0);
+    const gcMs = gc.ms;
     // Let the tail arrive.
     await new Promise((r) => setTimeout(r, 100));
     worker.postMessage('stop');
@@ -233,7 +243,7 @@ if (!isMainThread) {
       clientBusy: +(elu.utilization * 100).toFixed(1),
       serverBusyMs: Math.round(res.busyMs),
       recvQueueFull: res.recvQueueFull,
-      clientBreakdown: profile ? summarize(acc, elu.active, sentPkts) : null,
+      clientBreakdown: profile ? summarize(acc, elu.active, sentPkts, gcMs) : null,
       serverBreakdown: res.breakdown,
     };
   }
@@ -265,7 +275,7 @@ if (!isMainThread) {
         .map(([k, v]) => `${k} ${v.usPerPkt}`)
         .join(', ');
       console.log(
-        `${kind.padEnd(6)} ${side}: total ${b.totalUs}  napi ${b.napiUs}  socket ${b.socketUs}  ours ${b.oursUs}   [${top}]  (timer overhead ${b.wrapUs} removed)  (${r.pps.toLocaleString()} dgram/s instrumented)`,
+        `${kind.padEnd(6)} ${side}: total ${b.totalUs}  napi ${b.napiUs}  socket ${b.socketUs}  gc ${b.gcUs}  ours ${b.oursUs}   [${top}]  (timer overhead ${b.wrapUs} removed)  (${r.pps.toLocaleString()} dgram/s instrumented)`,
       );
     }
   }
