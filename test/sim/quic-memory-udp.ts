@@ -14,6 +14,8 @@ export class MemoryNet {
   drop: ((from: number, to: number, data: Uint8Array) => boolean) | null = null;
   delivered = 0;
   dropped = 0;
+  /** The first few drops, for failure messages. */
+  readonly dropLog: string[] = [];
 
   open(opts: { gso?: boolean; batchSize?: number } = {}): MemoryUdp {
     const s = new MemoryUdp(this, this.nextPort++, opts.gso ?? false, opts.batchSize ?? 16);
@@ -27,6 +29,11 @@ export class MemoryUdp implements UdpBatchSocket {
   readonly gro = false;
   private readonly queue: { data: Uint8Array; from: number }[] = [];
   private readableCb: (() => void) | null = null;
+  private writableCb: (() => void) | null = null;
+  /** When set, each send() takes at most this many slots (a full socket buffer); onWritable fires on the next turn. */
+  sendLimit = Infinity;
+  /** send() calls cut short by sendLimit. */
+  shortSends = 0;
   private scheduled = false;
   private closed = false;
 
@@ -72,7 +79,14 @@ export class MemoryUdp implements UdpBatchSocket {
 
   send(batch: UdpBatch, count: number): number {
     if (this.closed) throw new ClosedError('memory udp');
-    for (let i = 0; i < count; i++) {
+    const take = Math.min(count, this.sendLimit);
+    if (take < count) {
+      this.shortSends++;
+      setImmediate(() => {
+        if (!this.closed) this.writableCb?.();
+      });
+    }
+    for (let i = 0; i < take; i++) {
       const to = readAddrSlotPort(batch.addrs, i);
       const ip = batch.addrs.subarray(i * ADDR_SLOT_BYTES, i * ADDR_SLOT_BYTES + 16);
       const isLoopback = ip[10] === 0xff && ip[11] === 0xff && ip[12] === 127;
@@ -84,6 +98,7 @@ export class MemoryUdp implements UdpBatchSocket {
         const dst = isLoopback ? this.net.sockets.get(to) : undefined;
         if (dst === undefined || dst.closed || (this.net.drop !== null && this.net.drop(this.port, to, data))) {
           this.net.dropped++;
+          if (this.net.dropLog.length < 5) this.net.dropLog.push(`${this.port}->${to} ${dst === undefined ? 'no socket' : dst.closed ? 'closed' : 'hook'} ${data.length}B`);
           continue;
         }
         this.net.delivered++;
@@ -91,7 +106,7 @@ export class MemoryUdp implements UdpBatchSocket {
         dst.schedule();
       }
     }
-    return count;
+    return take;
   }
 
   onReadable(cb: () => void): void {
@@ -99,7 +114,9 @@ export class MemoryUdp implements UdpBatchSocket {
     this.schedule();
   }
 
-  onWritable(_cb: () => void): void {}
+  onWritable(cb: () => void): void {
+    this.writableCb = cb;
+  }
 
   localAddress(): { address: string; port: number; family: 4 | 6 } {
     return { address: '127.0.0.1', port: this.port, family: 4 };
