@@ -34,6 +34,11 @@ export class MemoryUdp implements UdpBatchSocket {
   sendLimit = Infinity;
   /** send() calls cut short by sendLimit. */
   shortSends = 0;
+  /** Slots refused by a short send, checked against the head of the next send (the caller must retry them first, unchanged). */
+  private refused: { bytes: Uint8Array; addr: Uint8Array }[] = [];
+  /** Refused slots that came back unchanged / changed or missing. */
+  tailChecks = 0;
+  tailMismatches = 0;
   private scheduled = false;
   private closed = false;
 
@@ -79,7 +84,27 @@ export class MemoryUdp implements UdpBatchSocket {
 
   send(batch: UdpBatch, count: number): number {
     if (this.closed) throw new ClosedError('memory udp');
+    for (let r = 0; r < this.refused.length; r++) {
+      const want = this.refused[r];
+      const o = r * ADDR_SLOT_BYTES;
+      const got = r < count ? batch.bufs[r].subarray(0, batch.sizes[r]) : null;
+      const same =
+        got !== null &&
+        Buffer.from(got).equals(Buffer.from(want.bytes)) &&
+        Buffer.from(batch.addrs.subarray(o, o + ADDR_SLOT_BYTES)).equals(want.addr);
+      if (same) this.tailChecks++;
+      else {
+        this.tailMismatches++;
+      }
+    }
+    this.refused = [];
     const take = Math.min(count, this.sendLimit);
+    for (let r = take; r < count; r++) {
+      this.refused.push({
+        bytes: Uint8Array.prototype.slice.call(batch.bufs[r], 0, batch.sizes[r]),
+        addr: batch.addrs.slice(r * ADDR_SLOT_BYTES, (r + 1) * ADDR_SLOT_BYTES),
+      });
+    }
     if (take < count) {
       this.shortSends++;
       setImmediate(() => {
@@ -94,7 +119,8 @@ export class MemoryUdp implements UdpBatchSocket {
       const seg = batch.segs[i] > 0 ? batch.segs[i] : size;
       if (!this.gso && batch.segs[i] > 0) throw new Error('memory udp: segs set on a socket without GSO');
       for (let off = 0; off < size; off += seg) {
-        const data = batch.bufs[i].slice(off, Math.min(size, off + seg));
+        // Copy: Buffer#slice is a view, and the sender reuses its slots at once.
+        const data = Uint8Array.prototype.slice.call(batch.bufs[i], off, Math.min(size, off + seg));
         const dst = isLoopback ? this.net.sockets.get(to) : undefined;
         if (dst === undefined || dst.closed || (this.net.drop !== null && this.net.drop(this.port, to, data))) {
           this.net.dropped++;

@@ -119,5 +119,8 @@ describe('QUIC endpoint when the socket takes only part of a batch', () => {
     // Nothing was dropped on the way: every stalled packet went out later, in
     // order (quiche may still count some as lost: stalls look like delay to it).
     expect(net.dropLog).toEqual([]);
+    // The refused slots came back first and byte-identical.
+    expect(ss.tailMismatches + cs.tailMismatches).toBe(0);
+    expect(ss.tailChecks + cs.tailChecks).toBeGreaterThan(0);
   });
 });
