@@ -30,7 +30,8 @@ export interface NativeBinding {
     stats?: Float64Array): number;
   closeFd(fd: number): void;
   udpOpen(family: 0 | 4 | 6, host: string, port: number, rcvbuf: number, sndbuf: number, gro: boolean): {
-    fd: number; gso: boolean; gro: boolean; rcvbuf: number; sndbuf: number;
+    /** pktinfo: recv reports each datagram's local address and send honours a slot's local address. */
+    fd: number; gso: boolean; gro: boolean; pktinfo: boolean; rcvbuf: number; sndbuf: number;
   };
   udpLocal(fd: number): { family: 4 | 6; slot: Buffer };
   udpRecv(fd: number, bufs: Buffer[], sizes: Uint32Array, addrs: Uint8Array, segs: Uint32Array, max: number,

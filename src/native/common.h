@@ -19,22 +19,34 @@
 /* Largest batch accepted by any call (Linux UIO_MAXIOV bounds sendmmsg/recvmmsg). */
 #define MTUN_MAX_BATCH 1024
 
-/* Bytes per peer-address slot (must equal ADDR_SLOT_BYTES in src/net/udp.ts). */
-#define MTUN_ADDR_SLOT 20
+/*
+ * Bytes per address slot (must equal ADDR_SLOT_BYTES in src/net/udp.ts):
+ * [0,16) peer address (IPv4 as ::ffff:a.b.c.d), [16,18) peer port (big-endian),
+ * [18,20) reserved, [20,36) local address (IPv4-mapped; all-zero = unspecified).
+ */
+#define MTUN_ADDR_SLOT 36
+/* Offset of the local address in a slot; bytes compared for "same peer". */
+#define MTUN_SLOT_LOCAL 20
+#define MTUN_SLOT_PEER_BYTES 18
 
 /* Scratch arrays for one recvmmsg/sendmmsg call, one set per napi_env. */
 struct mtun_scratch {
   struct mmsghdr msgs[MTUN_MAX_BATCH];
   struct iovec iov[MTUN_MAX_BATCH];
   struct sockaddr_in6 names[MTUN_MAX_BATCH];
-  /* Large enough for one UDP_GRO / UDP_SEGMENT cmsg (an int / a u16). */
+  /*
+   * recv: room for UDP_GRO (an int) plus IP_PKTINFO and IPV6_PKTINFO (a
+   * dual-stack socket may get both for one IPv4 datagram). send: UDP_SEGMENT
+   * (a u16) plus one IP_PKTINFO or IPV6_PKTINFO.
+   */
   union {
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct in_pktinfo)) + CMSG_SPACE(sizeof(struct in6_pktinfo))];
     struct cmsghdr align;
   } ctrl[MTUN_MAX_BATCH];
-  /* send: first slot of each message and slots it covers. */
+  /* send: first slot of each message, slots it covers, and whether it carries UDP_SEGMENT. */
   uint32_t msg_slot[MTUN_MAX_BATCH];
   uint32_t msg_nslots[MTUN_MAX_BATCH];
+  bool msg_gso[MTUN_MAX_BATCH];
   /* Buffer data pointers and lengths of the batch's slots. */
   uint8_t *ptrs[MTUN_MAX_BATCH];
   size_t lens[MTUN_MAX_BATCH];

@@ -1,6 +1,8 @@
 /*
  * mtun native addon: batched UDP socket — recvmmsg/sendmmsg with compact
- * address slots, UDP GSO (UDP_SEGMENT) and GRO (UDP_GRO), DF, large buffers.
+ * address slots, UDP GSO (UDP_SEGMENT) and GRO (UDP_GRO), DF, large buffers,
+ * and the local address of each datagram (IP_PKTINFO / IPV6_PKTINFO) so a
+ * wildcard-bound server answers from the address it was reached on.
  */
 #include "common.h"
 
@@ -64,8 +66,11 @@ static int get_int_opt(int fd, int level, int opt) {
 }
 
 /*
- * udpOpen(family, host, port, rcvbuf, sndbuf, gro) -> { fd, gso, gro, rcvbuf, sndbuf }.
+ * udpOpen(family, host, port, rcvbuf, sndbuf, gro) -> { fd, gso, gro, pktinfo, rcvbuf, sndbuf }.
  * family 4: AF_INET; 6: AF_INET6 v6-only; 0: AF_INET6 dual-stack.
+ * pktinfo: the kernel reports each datagram's local address (IP_PKTINFO for
+ * IPv4, IPV6_RECVPKTINFO for IPv6; a dual-stack socket needs both, as IPv4
+ * traffic may arrive with either cmsg).
  */
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   MTUN_ARGS(6);
@@ -125,12 +130,17 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   bool gso = get_int_opt(fd, SOL_UDP, UDP_SEGMENT) >= 0;
   bool gro = false;
   if (want_gro) gro = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+  bool pktinfo = true;
+  if (family != 6 && setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) < 0) pktinfo = false;
+  if (family != 4 && setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one) < 0) pktinfo = false;
 
   napi_value obj, v;
   if (napi_create_object(env, &obj) != napi_ok) goto fail_obj;
   if (napi_create_int32(env, fd, &v) != napi_ok || napi_set_named_property(env, obj, "fd", v) != napi_ok) goto fail_obj;
   if (napi_get_boolean(env, gso, &v) != napi_ok || napi_set_named_property(env, obj, "gso", v) != napi_ok) goto fail_obj;
   if (napi_get_boolean(env, gro, &v) != napi_ok || napi_set_named_property(env, obj, "gro", v) != napi_ok) goto fail_obj;
+  if (napi_get_boolean(env, pktinfo, &v) != napi_ok || napi_set_named_property(env, obj, "pktinfo", v) != napi_ok)
+    goto fail_obj;
   if (napi_create_int32(env, get_int_opt(fd, SOL_SOCKET, SO_RCVBUF), &v) != napi_ok ||
       napi_set_named_property(env, obj, "rcvbuf", v) != napi_ok)
     goto fail_obj;
@@ -150,7 +160,7 @@ fail_obj:
   return NULL;
 }
 
-/* udpLocal(fd) -> { family: 4|6, slot: Buffer(20) } from getsockname. */
+/* udpLocal(fd) -> { family: 4|6, slot: Buffer(MTUN_ADDR_SLOT) } from getsockname (local part zero). */
 static napi_value udp_local(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
   int32_t fd;
@@ -184,6 +194,7 @@ static napi_value udp_local(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* Writes the peer part of a slot ([0,20)) from a recvmmsg source name. */
 static void name_to_slot(const struct sockaddr_in6 *name, uint8_t *slot) {
   if (name->sin6_family == AF_INET) {
     const struct sockaddr_in *a = (const struct sockaddr_in *)name;
@@ -201,6 +212,97 @@ static void name_to_slot(const struct sockaddr_in6 *name, uint8_t *slot) {
 static bool slot_is_v4(const uint8_t *slot) {
   static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   return memcmp(slot, prefix, 12) == 0;
+}
+
+static bool is_zero16(const uint8_t *a) {
+  static const uint8_t zero[16];
+  return memcmp(a, zero, 16) == 0;
+}
+
+/* True when slots a and b name the same peer and the same local address (may share one GSO send). */
+static bool slot_same_path(const uint8_t *a, const uint8_t *b) {
+  return memcmp(a, b, MTUN_SLOT_PEER_BYTES) == 0 && memcmp(a + MTUN_SLOT_LOCAL, b + MTUN_SLOT_LOCAL, 16) == 0;
+}
+
+/*
+ * Fills the local part of a slot from the pktinfo cmsgs of one received
+ * message, and returns the UDP_GRO segment size (0 when absent or not below
+ * len). IPv4: ipi_spec_dst (the local address the kernel would answer from;
+ * equal to the header destination for unicast). IPv6: ipi6_addr unless it is
+ * multicast (not usable as a source). IP_PKTINFO wins over the IPv4-mapped
+ * IPV6_PKTINFO a dual-stack socket may deliver alongside it. Left all-zero
+ * when no pktinfo came (then the kernel picks the source on reply).
+ */
+static uint32_t parse_recv_cmsgs(struct msghdr *h, uint32_t len, uint8_t *local) {
+  uint32_t seg = 0;
+  bool have_v4 = false;
+  memset(local, 0, 16);
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int v;
+      memcpy(&v, CMSG_DATA(c), sizeof v);
+      if (v > 0 && (uint32_t)v < len) seg = (uint32_t)v;
+    } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+               c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+      struct in_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(c), sizeof pi);
+      memset(local, 0, 10);
+      local[10] = local[11] = 0xff; /* RFC 4291 §2.5.5.2 IPv4-mapped */
+      memcpy(local + 12, &pi.ipi_spec_dst, 4);
+      have_v4 = true;
+    } else if (!have_v4 && c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+               c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+      struct in6_pktinfo pi6;
+      memcpy(&pi6, CMSG_DATA(c), sizeof pi6);
+      if (pi6.ipi6_addr.s6_addr[0] != 0xff) memcpy(local, &pi6.ipi6_addr, 16);
+    }
+  }
+  return seg;
+}
+
+/*
+ * Writes the send cmsgs of one message into ctrl and returns their total
+ * length: UDP_SEGMENT when gso > 0, then the source address when the slot's
+ * local part is set — IP_PKTINFO (ipi_spec_dst) for an IPv4 / IPv4-mapped
+ * peer, IPV6_PKTINFO for an IPv6 peer. A local address of the other family
+ * than the peer is not usable as its source and is left to the kernel.
+ */
+static size_t build_send_cmsgs(char *ctrl, size_t cap, const uint8_t *slot, uint16_t gso) {
+  size_t off = 0;
+  memset(ctrl, 0, cap);
+  if (gso > 0) {
+    struct cmsghdr *c = (struct cmsghdr *)ctrl;
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    memcpy(CMSG_DATA(c), &gso, sizeof gso);
+    off += CMSG_SPACE(sizeof(uint16_t));
+  }
+  const uint8_t *local = slot + MTUN_SLOT_LOCAL;
+  if (is_zero16(local)) return off;
+  bool peer_v4 = slot_is_v4(slot), local_v4 = slot_is_v4(local);
+  if (peer_v4 != local_v4) return off;
+  struct cmsghdr *c = (struct cmsghdr *)(ctrl + off);
+  if (peer_v4) {
+    struct in_pktinfo pi;
+    memset(&pi, 0, sizeof pi);
+    memcpy(&pi.ipi_spec_dst, local + 12, 4);
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof pi);
+    memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    off += CMSG_SPACE(sizeof pi);
+  } else {
+    struct in6_pktinfo pi6;
+    memset(&pi6, 0, sizeof pi6);
+    memcpy(&pi6.ipi6_addr, local, 16);
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof pi6);
+    memcpy(CMSG_DATA(c), &pi6, sizeof pi6);
+    off += CMSG_SPACE(sizeof pi6);
+  }
+  return off;
 }
 
 /* Builds the destination sockaddr for a slot; false when a v4 socket is asked for an IPv6 peer. */
@@ -226,7 +328,8 @@ static bool slot_to_name(const uint8_t *slot, int family, struct sockaddr_in6 *n
 /*
  * udpRecv(fd, bufs, sizes, addrs, segs, max, stats) -> count.
  * One recvmmsg; slot i gets the datagram (or GRO super-datagram), its length,
- * source address and GRO segment size (0 when not coalesced).
+ * source address, the local address it arrived on (zero when unknown) and GRO
+ * segment size (0 when not coalesced).
  */
 static napi_value udp_recv(napi_env env, napi_callback_info info) {
   MTUN_ARGS(7);
@@ -288,16 +391,9 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
     uint32_t len = s->msgs[k].msg_len;
     if (w != k) memcpy(s->ptrs[w], s->ptrs[k], len); /* compact after a dropped slot (rare) */
     sizes[w] = len;
-    name_to_slot(&s->names[k], addrs + (size_t)w * MTUN_ADDR_SLOT);
-    uint32_t seg = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
-      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-        int v;
-        memcpy(&v, CMSG_DATA(c), sizeof v);
-        if (v > 0 && (uint32_t)v < len) seg = (uint32_t)v;
-      }
-    }
-    segs[w] = seg;
+    uint8_t *slot = addrs + (size_t)w * MTUN_ADDR_SLOT;
+    name_to_slot(&s->names[k], slot);
+    segs[w] = parse_recv_cmsgs(h, len, slot + MTUN_SLOT_LOCAL);
     stats[US_RX_DATAGRAMS] += 1;
     stats[US_RX_BYTES] += len;
     w++;
@@ -307,10 +403,13 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
 
 /*
  * udpSend(fd, family, bufs, sizes, addrs, segs, count, autoGso, stats) -> consumed.
- * Slots [0, count): consecutive slots to one peer with equal sizes (the last
- * may be shorter) are sent as one UDP GSO message when autoGso; a slot with
- * segs[i] > 0 is sent as one GSO message of that segment size. Slots the
- * kernel refuses are dropped and counted; a full buffer (EAGAIN) stops.
+ * Slots [0, count): consecutive slots to one peer from one local address with
+ * equal sizes (the last may be shorter) are sent as one UDP GSO message when
+ * autoGso; a slot with segs[i] > 0 is sent as one GSO message of that segment
+ * size. A slot with a local address is sent from it (IP_PKTINFO /
+ * IPV6_PKTINFO); if that address is gone the kernel refuses the slot
+ * (IPv4: ENETUNREACH; IPv6: EINVAL). Slots the kernel refuses are dropped and counted;
+ * a full buffer (EAGAIN) stops.
  */
 static napi_value udp_send(napi_env env, napi_callback_info info) {
   MTUN_ARGS(9);
@@ -381,7 +480,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
         uint32_t total = sizes[i];
         while (j < count && j - i < GSO_MAX_SEGS && segs[j] == 0 && sizes[j] > 0 && sizes[j] <= sizes[i] &&
                sizes[j - 1] == sizes[i] && total + sizes[j] <= GSO_MAX_BYTES &&
-               memcmp(addrs + (size_t)j * MTUN_ADDR_SLOT, slot, 18) == 0) {
+               slot_same_path(addrs + (size_t)j * MTUN_ADDR_SLOT, slot)) {
           total += sizes[j];
           j++;
         }
@@ -396,18 +495,10 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
       h->msg_iov = &s->iov[i];
       h->msg_iovlen = j - i;
       h->msg_flags = 0;
-      if (gso > 0) {
-        h->msg_control = s->ctrl[m].buf;
-        h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-        struct cmsghdr *c = CMSG_FIRSTHDR(h);
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        memcpy(CMSG_DATA(c), &gso, sizeof gso);
-      } else {
-        h->msg_control = NULL;
-        h->msg_controllen = 0;
-      }
+      size_t cl = build_send_cmsgs(s->ctrl[m].buf, sizeof s->ctrl[m].buf, slot, gso);
+      h->msg_control = cl > 0 ? s->ctrl[m].buf : NULL;
+      h->msg_controllen = cl;
+      s->msg_gso[m] = gso > 0;
       s->msg_slot[m] = i;
       s->msg_nslots[m] = j - i;
       m++;
@@ -426,7 +517,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
       }
       /* The first message failed. */
       uint32_t first = s->msg_slot[0], nsl = s->msg_nslots[0];
-      bool was_gso = s->msgs[0].msg_hdr.msg_controllen > 0;
+      bool was_gso = s->msg_gso[0];
       if (was_gso && segs[first] == 0 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
         /* The path refused the super-datagram: resend these slots one by one. */
         if (err == EIO) stats[US_GSO_FAILED] = 1;
@@ -449,7 +540,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
         }
         stats[US_TX_BYTES] += sizes[q];
       }
-      if (s->msgs[k].msg_hdr.msg_controllen > 0) stats[US_TX_GSO_SENDS] += 1;
+      if (s->msg_gso[k]) stats[US_TX_GSO_SENDS] += 1;
       done = first + nsl;
     }
     /* r < m: the next message failed or would block; the next round finds out which. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { openDgramUdpSocket } from './dgram-udp.js';
-import { allocUdpBatch, readAddrSlotHost, readAddrSlotPort, writeAddrSlot } from './udp-batch.js';
+import { allocUdpBatch, readAddrSlotHost, readAddrSlotLocal, readAddrSlotPort, writeAddrSlot, writeAddrSlotLocal } from './udp-batch.js';
 import { ClosedError } from './udp.js';
 
 describe('DgramUdpSocket', () => {
@@ -17,9 +17,12 @@ describe('DgramUdpSocket', () => {
       out.segs[1] = 4;
       writeAddrSlot(out.addrs, 0, '127.0.0.1', b.localAddress().port);
       writeAddrSlot(out.addrs, 1, '127.0.0.1', b.localAddress().port);
+      // node:dgram cannot set the source: a local address is ignored, not an error.
+      writeAddrSlotLocal(out.addrs, 1, '127.0.0.9');
       expect(a.send(out, 2)).toBe(2);
       const got: string[] = [];
       const inb = allocUdpBatch(4, 2048);
+      inb.addrs.fill(0xee); // stale bytes must not survive as a local address
       await new Promise<void>((resolve) => {
         b.onReadable(() => {
           let n: number;
@@ -28,6 +31,8 @@ describe('DgramUdpSocket', () => {
             got.push(inb.bufs[0].subarray(0, inb.sizes[0]).toString());
             expect(readAddrSlotHost(inb.addrs, 0)).toBe('127.0.0.1');
             expect(readAddrSlotPort(inb.addrs, 0)).toBe(a.localAddress().port);
+            // node:dgram cannot read pktinfo: the local part stays unspecified.
+            expect(readAddrSlotLocal(inb.addrs, 0)).toBeNull();
           }
           if (got.length === 4) resolve();
         });

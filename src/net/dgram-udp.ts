@@ -1,9 +1,10 @@
 /**
  * {@link UdpBatchSocket} over `node:dgram`: the portable fallback for the
- * native recvmmsg/sendmmsg socket. One kernel datagram per slot, no GSO/GRO.
+ * native recvmmsg/sendmmsg socket. One kernel datagram per slot, no GSO/GRO,
+ * no local address in the slots (node:dgram cannot read or set pktinfo).
  */
 import dgram from 'node:dgram';
-import { ClosedError, type UdpBatch, type UdpBatchSocket } from './udp.js';
+import { ADDR_SLOT_BYTES, ClosedError, type UdpBatch, type UdpBatchSocket } from './udp.js';
 import { addrSlotEquals, readAddrSlotHost, readAddrSlotPort, writeAddrSlot } from './udp-batch.js';
 
 /** Options for {@link openDgramUdpSocket}. */
@@ -30,6 +31,13 @@ export interface DgramUdpOptions {
  * after an address lookup tick, by which time the caller may reuse the
  * slot). Node queues sends internally, so `send` always hands over all slots
  * and `onWritable` never fires.
+ *
+ * Local addresses: `node:dgram` exposes neither IP_PKTINFO nor
+ * IPV6_PKTINFO, so `recv` always leaves the slot's local part zero and `send`
+ * ignores it — the kernel picks the source by route. Bound to a wildcard on
+ * a multi-homed host, replies may leave from another address than the peer
+ * used (and a connected QUIC client then drops them): bind to a specific
+ * address, or use the native socket, which answers from the right one.
  */
 export class DgramUdpSocket implements UdpBatchSocket {
   readonly batchSize = 1;
@@ -52,14 +60,14 @@ export class DgramUdpSocket implements UdpBatchSocket {
   private drainScheduled = false;
   private closed = false;
   // Last destination seen by send(), so the slot is decoded to text once per peer.
-  private readonly lastDst = new Uint8Array(20);
+  private readonly lastDst = new Uint8Array(ADDR_SLOT_BYTES);
   private lastDstHost = '';
   private lastDstPort = 0;
   private lastDstValid = false;
   // Last source seen by recv(), so the text is encoded into a slot once per peer.
   private lastSrcHost = '';
   private lastSrcPort = -1;
-  private readonly lastSrc = new Uint8Array(20);
+  private readonly lastSrc = new Uint8Array(ADDR_SLOT_BYTES);
 
   private constructor(sock: dgram.Socket, recvQueueMax: number) {
     this.sock = sock;
@@ -165,7 +173,7 @@ export class DgramUdpSocket implements UdpBatchSocket {
       if (!this.lastDstValid || !addrSlotEquals(batch.addrs, i, this.lastDst, 0)) {
         this.lastDstHost = readAddrSlotHost(batch.addrs, i);
         this.lastDstPort = readAddrSlotPort(batch.addrs, i);
-        this.lastDst.set(batch.addrs.subarray(i * 20, i * 20 + 20), 0);
+        this.lastDst.set(batch.addrs.subarray(i * ADDR_SLOT_BYTES, (i + 1) * ADDR_SLOT_BYTES), 0);
         this.lastDstValid = true;
       }
       const size = batch.sizes[i];

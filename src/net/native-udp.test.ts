@@ -5,7 +5,17 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { nativeAvailable } from '../native/addon.js';
 import { openNativeUdp, type NativeUdpSocket } from './native-udp.js';
-import { allocUdpBatch, readAddrSlotHost, readAddrSlotPort, writeAddrSlot } from './udp-batch.js';
+import {
+  allocUdpBatch,
+  copyAddrSlot,
+  readAddrSlotHost,
+  readAddrSlotLocal,
+  readAddrSlotPort,
+  writeAddrSlot,
+  writeAddrSlotLocal,
+} from './udp-batch.js';
+import type { UdpBatch } from './udp.js';
+import { ADDR_SLOT_BYTES } from './udp.js';
 
 const available = nativeAvailable();
 if (!available) console.warn('SKIP src/net/native-udp.test.ts: native addon not built (npm rebuild)');
@@ -45,7 +55,7 @@ describe.skipIf(!available)('native UDP socket', () => {
         const n = server.recv(sb);
         // Reply to each source in place: the address slots already hold it.
         let off = 0;
-        while (off < n) off += server.send({ ...sb, bufs: sb.bufs.slice(off), sizes: sb.sizes.subarray(off), addrs: sb.addrs.subarray(off * 20), segs: sb.segs.subarray(off) }, n - off);
+        while (off < n) off += server.send({ ...sb, bufs: sb.bufs.slice(off), sizes: sb.sizes.subarray(off), addrs: sb.addrs.subarray(off * ADDR_SLOT_BYTES), segs: sb.segs.subarray(off) }, n - off);
         echoed += n;
       });
       const tx = allocUdpBatch(64, 2048);
@@ -176,6 +186,129 @@ describe.skipIf(!available)('native UDP socket', () => {
     expect(next).toBe(20);
     // Loopback hands the GSO super-datagram to a GRO socket whole.
     expect(rxs.stats().rxDatagrams).toBeLessThan(20);
+  });
+
+  /** Polls `s` until `want` datagrams arrived or 5 s passed; returns how many came. */
+  async function recvSome(s: NativeUdpSocket, b: UdpBatch, want: number, each: (i: number) => void): Promise<number> {
+    let got = 0;
+    const deadline = Date.now() + 5000;
+    while (got < want && Date.now() < deadline) {
+      const n = s.recv(b);
+      for (let i = 0; i < n; i++) each(i);
+      got += n;
+      if (n === 0) await new Promise((res) => setTimeout(res, 5));
+    }
+    return got;
+  }
+
+  // 127.0.0.0/8 is all local on lo, but the kernel's source for a reply to
+  // 127.0.0.1 is 127.0.0.1: a wildcard server reached on 127.0.0.2 answers
+  // from the wrong address unless it uses the pktinfo local address.
+  for (const host of ['0.0.0.0', '::'] as const) {
+    it(`reports the local address a datagram arrived on and answers from it (bound to ${host})`, async () => {
+      const server = sock({ host });
+      expect(server.pktinfo).toBe(true);
+      const client = sock({ host: '127.0.0.1' });
+      const sport = server.localAddress().port;
+      const cport = client.localAddress().port;
+      const tx = allocUdpBatch(3, 64);
+      const dsts = ['127.0.0.2', '127.0.0.3', '127.0.0.1'];
+      for (let i = 0; i < 3; i++) {
+        tx.sizes[i] = 4;
+        tx.bufs[i]!.writeUInt32BE(i, 0);
+        writeAddrSlot(tx.addrs, i, dsts[i]!, sport);
+      }
+      expect(client.send(tx, 3)).toBe(3);
+      const sb = allocUdpBatch(8, 64);
+      const reply = allocUdpBatch(8, 64);
+      let r = 0;
+      const got = await recvSome(server, sb, 3, (i) => {
+        const seq = sb.bufs[i]!.readUInt32BE(0);
+        expect(readAddrSlotLocal(sb.addrs, i)).toBe(dsts[seq]);
+        expect(readAddrSlotHost(sb.addrs, i)).toBe('127.0.0.1');
+        expect(readAddrSlotPort(sb.addrs, i)).toBe(cport);
+        // The reply-to-sender path: copy the received slot, local part included.
+        copyAddrSlot(sb.addrs, i, reply.addrs, r);
+        reply.bufs[r]!.writeUInt32BE(seq, 0);
+        reply.sizes[r] = 4;
+        r++;
+      });
+      expect(got).toBe(3);
+      expect(server.send(reply, r)).toBe(r);
+      const cb = allocUdpBatch(8, 64);
+      const back = await recvSome(client, cb, 3, (i) => {
+        const seq = cb.bufs[i]!.readUInt32BE(0);
+        // The client sees each reply come from the address it sent to.
+        expect(readAddrSlotHost(cb.addrs, i)).toBe(dsts[seq]);
+        expect(readAddrSlotPort(cb.addrs, i)).toBe(sport);
+        expect(readAddrSlotLocal(cb.addrs, i)).toBe('127.0.0.1');
+      });
+      expect(back).toBe(3);
+      expect(server.stats().txErrors).toBe(0);
+    });
+  }
+
+  it('reports IPv6 local addresses and sends from a chosen one (IPV6_PKTINFO)', async () => {
+    const server = sock({ host: '::' });
+    const client = sock({ host: '::1' });
+    const b = allocUdpBatch(1, 64);
+    b.sizes[0] = 3;
+    writeAddrSlot(b.addrs, 0, '::1', server.localAddress().port);
+    expect(client.send(b, 1)).toBe(1);
+    const r = allocUdpBatch(1, 64);
+    expect(await recvSome(server, r, 1, () => {})).toBe(1);
+    expect(readAddrSlotLocal(r.addrs, 0)).toBe('::1');
+    expect(readAddrSlotHost(r.addrs, 0)).toBe('::1');
+    // Chosen source on an IPv4-mapped peer from a dual-stack socket (IP_PKTINFO).
+    const c4 = sock({ host: '127.0.0.1' });
+    writeAddrSlot(b.addrs, 0, '127.0.0.1', c4.localAddress().port);
+    writeAddrSlotLocal(b.addrs, 0, '127.0.0.77');
+    expect(server.send(b, 1)).toBe(1);
+    expect(await recvSome(c4, r, 1, () => expect(readAddrSlotHost(r.addrs, 0)).toBe('127.0.0.77'))).toBe(1);
+  });
+
+  it('coalesces GSO runs only while peer and local address are both equal', async () => {
+    const rxs = sock({ host: '127.0.0.1' });
+    const txs = sock({ host: '0.0.0.0' });
+    if (!txs.gso) {
+      console.warn('SKIP GSO + pktinfo: kernel lacks UDP_SEGMENT');
+      return;
+    }
+    const port = rxs.localAddress().port;
+    const b = allocUdpBatch(12, 1500);
+    const srcOf = (i: number): string => (i < 4 ? '127.0.0.2' : i < 8 ? '127.0.0.3' : '127.0.0.2');
+    for (let i = 0; i < 12; i++) {
+      fill(b.bufs[i]!, i, 1000);
+      b.sizes[i] = 1000;
+      writeAddrSlot(b.addrs, i, '127.0.0.1', port);
+      writeAddrSlotLocal(b.addrs, i, srcOf(i));
+    }
+    expect(txs.send(b, 12)).toBe(12);
+    // Three runs of four (UDP_SEGMENT and IP_PKTINFO in one control buffer).
+    expect(txs.stats()).toMatchObject({ txGsoSends: 3, txDatagrams: 12, txErrors: 0 });
+    const r = allocUdpBatch(16, 1500);
+    const seen: number[] = [];
+    expect(await recvSome(rxs, r, 12, (i) => {
+      const seq = check(r.bufs[i]!, r.sizes[i]!);
+      seen.push(seq);
+      expect(readAddrSlotHost(r.addrs, i)).toBe(srcOf(seq));
+      expect(readAddrSlotLocal(r.addrs, i)).toBe('127.0.0.1');
+    })).toBe(12);
+    expect(seen).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+  });
+
+  it('drops and counts a slot whose local address the host does not have', () => {
+    const s = sock({ host: '::' });
+    const peer = sock({ host: '127.0.0.1' });
+    const b = allocUdpBatch(2, 100);
+    for (let i = 0; i < 2; i++) {
+      b.sizes[i] = 10;
+      writeAddrSlot(b.addrs, i, '127.0.0.1', peer.localAddress().port);
+    }
+    writeAddrSlotLocal(b.addrs, 0, '192.0.2.200'); // TEST-NET-1: not ours
+    expect(s.send(b, 2)).toBe(2);
+    expect(s.stats()).toMatchObject({ txErrors: 1, txDatagrams: 1 });
+    expect([22, 99, 101]).toContain(s.stats().txLastErrno); // EINVAL / EADDRNOTAVAIL / ENETUNREACH (IPv4)
   });
 
   it('drops and counts what the kernel refuses, throws on bad arguments, ClosedError after close', () => {

@@ -1,6 +1,7 @@
 /**
  * The batched UDP socket over the C addon: recvmmsg/sendmmsg, UDP GSO on send
- * and GRO on receive, DF, large socket buffers, uv_poll readiness.
+ * and GRO on receive, per-datagram local address (pktinfo), DF, large socket
+ * buffers, uv_poll readiness.
  */
 import { isIP } from 'node:net';
 import { loadNative, POLL_READABLE, POLL_WRITABLE, type NativeBinding, type NativePoll } from '../native/addon.js';
@@ -93,13 +94,20 @@ export function openNativeUdp(opts: NativeUdpOptions = {}): NativeUdpSocket {
   }
   const native = loadNative();
   const r = native.udpOpen(family, host, port, rcv, snd, opts.gro ?? false);
-  return new NativeUdpSocket(native, r.fd, family, batchSize, r.gso && (opts.gso ?? true), r.gro, r.rcvbuf, r.sndbuf);
+  return new NativeUdpSocket(native, r.fd, family, batchSize, r.gso && (opts.gso ?? true), r.gro, r.pktinfo, r.rcvbuf,
+    r.sndbuf);
 }
 
 /**
  * A socket from {@link openNativeUdp}. The batch arrays stay the caller's;
  * nothing is retained after a call. After close() every method throws
  * {@link ClosedError}.
+ *
+ * Local addresses: `recv` writes the address each datagram arrived on into
+ * the local part of its slot (IP_PKTINFO / IPV6_PKTINFO), and `send` sends a
+ * slot whose local part is set from that address. So copying a received slot
+ * into the reply slot (`copyAddrSlot` in udp-batch.ts) answers from the address the
+ * peer used, even when bound to `::` / `0.0.0.0` on a multi-homed host.
  */
 export class NativeUdpSocket implements UdpBatchSocket {
   readonly batchSize: number;
@@ -110,6 +118,8 @@ export class NativeUdpSocket implements UdpBatchSocket {
   /** Effective SO_SNDBUF. */
   readonly sndbufBytes: number;
   readonly gro: boolean;
+  /** True when recv reports local addresses (IP_PKTINFO / IPV6_RECVPKTINFO accepted by the kernel). */
+  readonly pktinfo: boolean;
   private gsoOn: boolean;
   private fd: number;
   private readonly native: NativeBinding;
@@ -129,13 +139,14 @@ export class NativeUdpSocket implements UdpBatchSocket {
 
   /** @internal Use {@link openNativeUdp}. */
   constructor(native: NativeBinding, fd: number, family: 0 | 4 | 6, batchSize: number, gso: boolean, gro: boolean,
-    rcvbuf: number, sndbuf: number) {
+    pktinfo: boolean, rcvbuf: number, sndbuf: number) {
     this.native = native;
     this.fd = fd;
     this.family = family;
     this.batchSize = batchSize;
     this.gsoOn = gso;
     this.gro = gro;
+    this.pktinfo = pktinfo;
     this.rcvbufBytes = rcvbuf;
     this.sndbufBytes = sndbuf;
   }
@@ -152,7 +163,8 @@ export class NativeUdpSocket implements UdpBatchSocket {
 
   /**
    * One recvmmsg into slots [0, min(batch size, bufs.length)): data, size,
-   * source address slot, GRO segment size (0 when not coalesced). Returns
+   * address slot (source, and the local address it arrived on — zero when
+   * the kernel did not say), GRO segment size (0 when not coalesced). Returns
    * the count; 0 when nothing is waiting. Oversized datagrams are dropped
    * and counted (rxTruncated).
    */
@@ -162,10 +174,13 @@ export class NativeUdpSocket implements UdpBatchSocket {
   }
 
   /**
-   * Sends slots [0, count) to their address slots. Consecutive equal-size
-   * slots to one peer go as one GSO send; segs[i] > 0 sends slot i as one
-   * GSO super-datagram of that segment size. Returns slots consumed: sent,
-   * or refused by the kernel (dropped and counted in txErrors). When the
+   * Sends slots [0, count) to their address slots, from the slot's local
+   * address when set (IP_PKTINFO / IPV6_PKTINFO; a local address the host no
+   * longer has makes the kernel refuse the slot). Consecutive equal-size
+   * slots to one peer from one local address go as one GSO send; segs[i] > 0
+   * sends slot i as one GSO super-datagram of that segment size. Returns
+   * slots consumed: sent, or refused by the kernel (dropped and counted in
+   * txErrors). When the
    * socket buffer is full the rest stay the caller's and onWritable fires
    * once there is room.
    */

@@ -5,11 +5,16 @@ import { ADDR_SLOT_BYTES } from './udp.js';
 import {
   addrSlotEquals,
   allocUdpBatch,
+  addrSlotPathEquals,
   copyAddrSlot,
+  copyAddrSlotLocal,
+  hasAddrSlotLocal,
   isAddrSlotV4,
   readAddrSlotHost,
+  readAddrSlotLocal,
   readAddrSlotPort,
   writeAddrSlot,
+  writeAddrSlotLocal,
 } from './udp-batch.js';
 
 describe('allocUdpBatch', () => {
@@ -37,10 +42,14 @@ describe('allocUdpBatch', () => {
 
 describe('address slots', () => {
   it('stores IPv4 as IPv4-mapped IPv6 (RFC 4291 §2.5.5.2) with a big-endian port', () => {
+    expect(ADDR_SLOT_BYTES).toBe(36);
     const a = new Uint8Array(2 * ADDR_SLOT_BYTES);
     writeAddrSlot(a, 1, '192.0.2.7', 4433);
-    expect(Buffer.from(a.subarray(20, 40)).toString('hex')).toBe(
-      '00000000000000000000ffff' + 'c0000207' + '1151' + '0000',
+    expect(Buffer.from(a.subarray(36, 72)).toString('hex')).toBe(
+      '00000000000000000000ffff' + 'c0000207' + // peer address (IPv4-mapped)
+        '1151' + // peer port 4433
+        '0000' + // reserved
+        '00000000000000000000000000000000', // local address: unspecified
     );
     expect(isAddrSlotV4(a, 1)).toBe(true);
     expect(readAddrSlotHost(a, 1)).toBe('192.0.2.7');
@@ -79,6 +88,51 @@ describe('address slots', () => {
     expect(() => readAddrSlotHost(a, 1)).toThrow(/net: address slot/);
     expect(() => readAddrSlotPort(a, 1)).toThrow(/net: address slot/);
   });
+  it('carries the local address at bytes 20..35; writeAddrSlot clears it', () => {
+    const a = new Uint8Array(2 * ADDR_SLOT_BYTES);
+    writeAddrSlot(a, 1, '2001:db8::5', 443);
+    expect(readAddrSlotLocal(a, 1)).toBeNull();
+    expect(hasAddrSlotLocal(a, 1)).toBe(false);
+    writeAddrSlotLocal(a, 1, '198.51.100.0');
+    expect(Buffer.from(a.subarray(36 + 20, 72)).toString('hex')).toBe('00000000000000000000ffff' + 'c6336400');
+    expect(readAddrSlotLocal(a, 1)).toBe('198.51.100.0');
+    expect(hasAddrSlotLocal(a, 1)).toBe(true);
+    // The peer part is untouched.
+    expect(readAddrSlotHost(a, 1)).toBe('2001:db8::5');
+    expect(readAddrSlotPort(a, 1)).toBe(443);
+    writeAddrSlotLocal(a, 1, 'FD00:77::2');
+    expect(readAddrSlotLocal(a, 1)).toBe('fd00:77::2');
+    // Unspecified addresses and null clear it.
+    for (const unspec of ['0.0.0.0', '::', null]) {
+      writeAddrSlotLocal(a, 1, 'fd00:77::2');
+      writeAddrSlotLocal(a, 1, unspec);
+      expect(readAddrSlotLocal(a, 1), String(unspec)).toBeNull();
+    }
+    writeAddrSlotLocal(a, 1, '192.0.2.2');
+    writeAddrSlot(a, 1, '192.0.2.9', 1);
+    expect(readAddrSlotLocal(a, 1)).toBeNull();
+    expect(readAddrSlotLocal(a, 0)).toBeNull();
+    expect(() => writeAddrSlotLocal(a, 1, 'nope')).toThrow(/^net: invalid IP address/);
+    expect(() => writeAddrSlotLocal(a, 2, '1.2.3.4')).toThrow(/net: address slot 2/);
+    expect(() => readAddrSlotLocal(a, 2)).toThrow(/net: address slot 2/);
+  });
+  it('compares the peer only in addrSlotEquals, peer and local in addrSlotPathEquals', () => {
+    const a = new Uint8Array(2 * ADDR_SLOT_BYTES);
+    writeAddrSlot(a, 0, '192.0.2.1', 5000);
+    writeAddrSlotLocal(a, 0, '192.0.2.2');
+    copyAddrSlot(a, 0, a, 1);
+    expect(readAddrSlotLocal(a, 1)).toBe('192.0.2.2');
+    expect(addrSlotPathEquals(a, 0, a, 1)).toBe(true);
+    writeAddrSlotLocal(a, 1, '198.51.100.0');
+    expect(addrSlotEquals(a, 0, a, 1)).toBe(true); // same peer…
+    expect(addrSlotPathEquals(a, 0, a, 1)).toBe(false); // …on another path (RFC 9000 §9)
+    writeAddrSlot(a, 1, '192.0.2.1', 5000); // a client's send slot: no local part
+    expect(addrSlotEquals(a, 0, a, 1)).toBe(true);
+    copyAddrSlotLocal(a, 0, a, 1);
+    expect(addrSlotPathEquals(a, 0, a, 1)).toBe(true);
+    writeAddrSlot(a, 1, '192.0.2.1', 5001);
+    expect(addrSlotEquals(a, 0, a, 1)).toBe(false);
+  });
   it('copies and compares slots', () => {
     const a = new Uint8Array(2 * ADDR_SLOT_BYTES);
     const b = new Uint8Array(3 * ADDR_SLOT_BYTES);
@@ -99,7 +153,10 @@ describe('address slots', () => {
     fc.assert(
       fc.property(fc.ipV6(), (ip) => {
         writeAddrSlot(a, 0, ip, 7);
+        writeAddrSlotLocal(a, 0, ip);
         const text = readAddrSlotHost(a, 0);
+        // The local part holds the same address, except that unspecified means "none".
+        if (readAddrSlotLocal(a, 0) !== (text === '::' || text === '0.0.0.0' ? null : text)) return false;
         const b = new Uint8Array(ADDR_SLOT_BYTES);
         writeAddrSlot(b, 0, text, 7);
         return (isIPv6(text) || isAddrSlotV4(a, 0)) && addrSlotEquals(a, 0, b, 0);

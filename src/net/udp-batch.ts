@@ -1,6 +1,7 @@
 /**
  * Allocation of {@link UdpBatch} arrays and encoding/decoding of the compact
- * peer-address slots (16-byte IPv6 / IPv4-mapped address, port, 2 reserved).
+ * address slots (peer: 16-byte IPv6 / IPv4-mapped address, port, 2 reserved;
+ * then the 16-byte local address). Layout: {@link ADDR_SLOT_BYTES}.
  */
 import { ADDR_SLOT_BYTES, type UdpBatch } from './udp.js';
 
@@ -8,6 +9,10 @@ import { ADDR_SLOT_BYTES, type UdpBatch } from './udp.js';
 const MAX_SLOT_BYTES = 65_535;
 /** Upper bound on slots per batch (Linux UIO_MAXIOV caps sendmmsg/recvmmsg at 1024). */
 const MAX_BATCH = 1024;
+/** Offset of the local address in a slot. */
+const LOCAL_OFF = 20;
+/** Bytes of a slot naming the peer (address + port). */
+const PEER_BYTES = 18;
 
 /**
  * Allocates a batch of `batchSize` slots of `slotBytes` each. All slot buffers
@@ -145,53 +150,112 @@ function parseV6Into(host: string, out: Uint8Array, o: number): boolean {
   return true;
 }
 
-/**
- * Writes `host` (IPv4 dotted quad or IPv6 text; IPv4 is stored as
- * ::ffff:a.b.c.d) and `port` into slot `i` of `addrs`. A zone suffix
- * (`fe80::1%eth0`) is rejected. Throws `net: …` on a malformed address, a
- * port outside 0..65535, or a slot index past the end of `addrs`.
- */
-export function writeAddrSlot(addrs: Uint8Array, i: number, host: string, port: number): void {
+function checkSlot(addrs: Uint8Array, i: number): number {
   const o = i * ADDR_SLOT_BYTES;
   if (!Number.isInteger(i) || i < 0 || o + ADDR_SLOT_BYTES > addrs.length) {
     throw new RangeError(`net: address slot ${i} outside array of ${Math.floor(addrs.length / ADDR_SLOT_BYTES)} slots`);
   }
+  return o;
+}
+
+/** Parses IPv4 or IPv6 text into out[o..o+16) (IPv4 as ::ffff:a.b.c.d); throws `net: invalid IP address`. */
+function parseAddrInto(host: string, out: Uint8Array, o: number): void {
+  if (host.indexOf(':') < 0) {
+    // RFC 4291 §2.5.5.2 IPv4-mapped IPv6 address.
+    for (let k = 0; k < 10; k++) out[o + k] = 0;
+    out[o + 10] = 0xff;
+    out[o + 11] = 0xff;
+    if (!parseV4Into(host, 0, host.length, out, o + 12)) badAddr(host);
+  } else if (!parseV6Into(host, out, o)) {
+    badAddr(host);
+  }
+}
+
+/**
+ * Writes `host` (IPv4 dotted quad or IPv6 text; IPv4 is stored as
+ * ::ffff:a.b.c.d) and `port` into slot `i` of `addrs`, and zeroes the
+ * slot's local address (the kernel then chooses the source; see
+ * {@link writeAddrSlotLocal}). A zone suffix (`fe80::1%eth0`) is rejected.
+ * Throws `net: …` on a malformed address, a port outside 0..65535, or a
+ * slot index past the end of `addrs`.
+ */
+export function writeAddrSlot(addrs: Uint8Array, i: number, host: string, port: number): void {
+  const o = checkSlot(addrs, i);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new RangeError(`net: port ${port} out of range 0..65535`);
   }
-  if (host.indexOf(':') < 0) {
-    // RFC 4291 §2.5.5.2 IPv4-mapped IPv6 address.
-    for (let k = 0; k < 10; k++) addrs[o + k] = 0;
-    addrs[o + 10] = 0xff;
-    addrs[o + 11] = 0xff;
-    if (!parseV4Into(host, 0, host.length, addrs, o + 12)) badAddr(host);
-  } else if (!parseV6Into(host, addrs, o)) {
-    badAddr(host);
-  }
+  parseAddrInto(host, addrs, o);
   addrs[o + 16] = port >>> 8;
   addrs[o + 17] = port & 0xff;
   addrs[o + 18] = 0;
   addrs[o + 19] = 0;
+  addrs.fill(0, o + LOCAL_OFF, o + ADDR_SLOT_BYTES);
 }
 
-/** True when slot `i` holds an IPv4-mapped address (::ffff:a.b.c.d). */
-export function isAddrSlotV4(addrs: Uint8Array, i: number): boolean {
-  const o = i * ADDR_SLOT_BYTES;
+/**
+ * Sets the local (source) address of slot `i`: IPv4 dotted quad or IPv6
+ * text, or null to clear it (the kernel chooses). The unspecified addresses
+ * `0.0.0.0` and `::` also clear it. The native socket sends the slot from
+ * this address, which must be one of the host's own and of the peer's family
+ * (a local address of the other family is ignored; one the host no longer
+ * has makes the kernel refuse the slot, counted as a send error). Throws
+ * `net: …` on a malformed address or a slot index past the end of `addrs`.
+ */
+export function writeAddrSlotLocal(addrs: Uint8Array, i: number, host: string | null): void {
+  const o = checkSlot(addrs, i) + LOCAL_OFF;
+  if (host === null) {
+    addrs.fill(0, o, o + 16);
+    return;
+  }
+  parseAddrInto(host, addrs, o);
+  let zero = true;
+  for (let k = 12; k < 16; k++) if (addrs[o + k] !== 0) zero = false;
+  if (zero && (isMappedAt(addrs, o) || addrs.subarray(o, o + 12).every((x) => x === 0))) {
+    addrs.fill(0, o, o + 16); // 0.0.0.0 or ::: unspecified
+  }
+}
+
+/** True when slot `i` carries a local address (no allocation). */
+export function hasAddrSlotLocal(addrs: Uint8Array, i: number): boolean {
+  const o = i * ADDR_SLOT_BYTES + LOCAL_OFF;
+  for (let k = 0; k < 16; k++) if (addrs[o + k] !== 0) return true;
+  return false;
+}
+
+/**
+ * Returns the local address of slot `i` as text (dotted quad for IPv4, RFC
+ * 5952 IPv6 otherwise), or null when unspecified (sockets that cannot read
+ * pktinfo, or a slot written by {@link writeAddrSlot}). Allocates a string:
+ * for logs and control paths, not per packet.
+ */
+export function readAddrSlotLocal(addrs: Uint8Array, i: number): string | null {
+  const o = checkSlot(addrs, i);
+  if (!hasAddrSlotLocal(addrs, i)) return null;
+  return formatAddr(addrs, o + LOCAL_OFF);
+}
+
+function isMappedAt(addrs: Uint8Array, o: number): boolean {
   for (let k = 0; k < 10; k++) if (addrs[o + k] !== 0) return false;
   return addrs[o + 10] === 0xff && addrs[o + 11] === 0xff;
 }
 
+/** True when slot `i` holds an IPv4-mapped peer address (::ffff:a.b.c.d). */
+export function isAddrSlotV4(addrs: Uint8Array, i: number): boolean {
+  return isMappedAt(addrs, i * ADDR_SLOT_BYTES);
+}
+
 /**
- * Returns the address in slot `i` as text: dotted quad for IPv4-mapped
+ * Returns the peer address in slot `i` as text: dotted quad for IPv4-mapped
  * addresses, otherwise the RFC 5952 canonical IPv6 form (as Node prints it).
  * Allocates a string: for logs and control paths, not per packet.
  */
 export function readAddrSlotHost(addrs: Uint8Array, i: number): string {
-  const o = i * ADDR_SLOT_BYTES;
-  if (o < 0 || o + ADDR_SLOT_BYTES > addrs.length) {
-    throw new RangeError(`net: address slot ${i} outside array of ${Math.floor(addrs.length / ADDR_SLOT_BYTES)} slots`);
-  }
-  if (isAddrSlotV4(addrs, i)) {
+  return formatAddr(addrs, checkSlot(addrs, i));
+}
+
+/** Formats the 16-byte address at addrs[o..o+16). */
+function formatAddr(addrs: Uint8Array, o: number): string {
+  if (isMappedAt(addrs, o)) {
     return `${addrs[o + 12]}.${addrs[o + 13]}.${addrs[o + 14]}.${addrs[o + 15]}`;
   }
   // RFC 5952 §4.2: compress the longest run (≥2) of zero groups, first wins.
@@ -226,26 +290,64 @@ export function readAddrSlotHost(addrs: Uint8Array, i: number): string {
   return s;
 }
 
-/** Returns the port stored in slot `i`. */
+/** Returns the peer port stored in slot `i`. */
 export function readAddrSlotPort(addrs: Uint8Array, i: number): number {
-  const o = i * ADDR_SLOT_BYTES;
-  if (o < 0 || o + ADDR_SLOT_BYTES > addrs.length) {
-    throw new RangeError(`net: address slot ${i} outside array of ${Math.floor(addrs.length / ADDR_SLOT_BYTES)} slots`);
-  }
+  const o = checkSlot(addrs, i);
   return (addrs[o + 16] << 8) | addrs[o + 17];
 }
 
-/** Copies slot `from` of `src` to slot `to` of `dst` (no allocation; for reply-to-sender paths). */
+/**
+ * Copies the whole slot `from` of `src` to slot `to` of `dst`, local address
+ * included (no allocation). This is the reply-to-sender path: a received
+ * slot copied into a send slot makes the reply leave from the address the
+ * datagram arrived on.
+ */
 export function copyAddrSlot(src: Uint8Array, from: number, dst: Uint8Array, to: number): void {
   const s = from * ADDR_SLOT_BYTES;
   const d = to * ADDR_SLOT_BYTES;
   for (let k = 0; k < ADDR_SLOT_BYTES; k++) dst[d + k] = src[s + k];
 }
 
-/** True when slot `a` of `x` and slot `b` of `y` hold the same address and port (no allocation). */
+/**
+ * Copies only the local address of slot `from` of `src` into slot `to` of
+ * `dst`, keeping dst's peer (no allocation). For a sender that rewrote the
+ * peer with {@link writeAddrSlot} (which clears the local part) and wants to
+ * keep answering from the address the peer last reached.
+ */
+export function copyAddrSlotLocal(src: Uint8Array, from: number, dst: Uint8Array, to: number): void {
+  const s = from * ADDR_SLOT_BYTES + LOCAL_OFF;
+  const d = to * ADDR_SLOT_BYTES + LOCAL_OFF;
+  for (let k = 0; k < 16; k++) dst[d + k] = src[s + k];
+}
+
+/**
+ * True when slot `a` of `x` and slot `b` of `y` hold the same peer address
+ * and port (no allocation). The local address is deliberately NOT compared.
+ * This answers "is it the same peer?", which is what the callers ask: the
+ * QUIC endpoint matches a datagram against a client connection's send slot
+ * (whose local part is zero: it was written by writeAddrSlot), and decides
+ * whether quiche must be told of a new peer address. Comparing the local
+ * part would make those checks fail for every pktinfo-carrying slot. A
+ * peer's packet arriving on another local address is, strictly, a new path
+ * (RFC 9000 §9: a path is the 4-tuple); callers that care use
+ * {@link addrSlotPathEquals}.
+ */
 export function addrSlotEquals(x: Uint8Array, a: number, y: Uint8Array, b: number): boolean {
   const p = a * ADDR_SLOT_BYTES;
   const q = b * ADDR_SLOT_BYTES;
-  for (let k = 0; k < 18; k++) if (x[p + k] !== y[q + k]) return false;
+  for (let k = 0; k < PEER_BYTES; k++) if (x[p + k] !== y[q + k]) return false;
+  return true;
+}
+
+/**
+ * True when the two slots hold the same peer address and port AND the same
+ * local address: the same network path (RFC 9000 §9: a path is the 4-tuple).
+ * No allocation. Reserved bytes are ignored.
+ */
+export function addrSlotPathEquals(x: Uint8Array, a: number, y: Uint8Array, b: number): boolean {
+  if (!addrSlotEquals(x, a, y, b)) return false;
+  const p = a * ADDR_SLOT_BYTES + LOCAL_OFF;
+  const q = b * ADDR_SLOT_BYTES + LOCAL_OFF;
+  for (let k = 0; k < 16; k++) if (x[p + k] !== y[q + k]) return false;
   return true;
 }

@@ -5,11 +5,20 @@
  */
 
 /**
- * Bytes per peer-address slot in {@link UdpBatch.addrs}: a 16-byte IPv6
- * address (IPv4 as ::ffff:a.b.c.d), then the port (2 bytes, big-endian),
- * then 2 reserved bytes (zero).
+ * Bytes per address slot in {@link UdpBatch.addrs}:
+ *
+ * - [0, 16) peer address, 16-byte IPv6 (IPv4 as ::ffff:a.b.c.d);
+ * - [16, 18) peer port, big-endian;
+ * - [18, 20) reserved, zero;
+ * - [20, 36) local address (IPv4 as ::ffff:a.b.c.d; all-zero = unspecified).
+ *
+ * recv fills the local part with the address the datagram arrived on when the
+ * socket can tell (native socket: IP_PKTINFO / IPV6_PKTINFO; `node:dgram`:
+ * never, it stays zero). send uses a non-zero local part as the source
+ * address, so a socket bound to a wildcard on a multi-homed host answers from
+ * the address the peer sent to: copy the received slot into the reply slot.
  */
-export const ADDR_SLOT_BYTES = 20;
+export const ADDR_SLOT_BYTES = 36;
 
 /**
  * Preallocated arrays for one batch. Owned by the caller; the socket writes
@@ -21,7 +30,11 @@ export interface UdpBatch {
   readonly bufs: Buffer[];
   /** Bytes used in each slot (filled by recv; set by the caller for send). */
   readonly sizes: Uint32Array;
-  /** Peer address of each slot, ADDR_SLOT_BYTES each (source on recv, destination on send). */
+  /**
+   * Address slot of each slot, ADDR_SLOT_BYTES each: peer (source on recv,
+   * destination on send) and local address (destination on recv, source on
+   * send; zero lets the kernel choose).
+   */
   readonly addrs: Uint8Array;
   /**
    * Segment size of each slot. recv: non-zero when the kernel coalesced

@@ -2,7 +2,7 @@
  * The TUN device over the C addon: open and configure (`openTun`), batched
  * read/write at a headroom offset, uv_poll readiness, routes, counters.
  */
-import { ClosedError } from '../net/udp.js';
+import { ADDR_SLOT_BYTES, ClosedError } from '../net/udp.js';
 import { readAddrSlotHost, writeAddrSlot } from '../net/udp-batch.js';
 import { loadNative, POLL_READABLE, type NativeBinding, type NativeError, type NativePoll } from '../native/addon.js';
 import type { TunDevice } from './tun.js';
@@ -107,7 +107,7 @@ export function explainOpenError(e: NativeError, name: string): Error {
 }
 
 function canonical(address: string): string {
-  const slot = new Uint8Array(20);
+  const slot = new Uint8Array(ADDR_SLOT_BYTES);
   writeAddrSlot(slot, 0, address, 0);
   return readAddrSlotHost(slot, 0);
 }
