@@ -268,7 +268,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       const m = STREAM_RESET_RE.exec(msg);
       if (m !== null) throw new QuicStreamError(streamId, Number(m[1]));
       // StreamLimit: the peer has not granted this stream yet — blocked, retry later.
-      if (msg === 'StreamLimit' || msg === QUICHE_DONE) return 0;
+      if (msg.startsWith('StreamLimit') || msg === QUICHE_DONE) return 0;
       throw new Error(`quic: streamSend on stream ${streamId} failed: ${msg}`);
     }
     if (n === null) return 0;
@@ -285,7 +285,8 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       const msg = (e as Error).message;
       const m = STREAM_RESET_RE.exec(msg);
       if (m !== null) throw new QuicStreamError(streamId, Number(m[1]));
-      if (msg === QUICHE_DONE || msg === 'InvalidStreamState') return null;
+      // InvalidStreamState(id): the stream is finished and already collected.
+      if (msg === QUICHE_DONE || msg.startsWith('InvalidStreamState')) return null;
       throw new Error(`quic: streamRecv on stream ${streamId} failed: ${msg}`);
     }
     // Reading frees flow-control credit: MAX_STREAM_DATA may need sending.
@@ -307,7 +308,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       this.q.streamShutdown(streamId, dir === 'read' ? READ : WRITE, errorCode);
     } catch (e) {
       const msg = (e as Error).message;
-      if (msg !== QUICHE_DONE && msg !== 'InvalidStreamState') {
+      if (msg !== QUICHE_DONE && !msg.startsWith('InvalidStreamState')) {
         throw new Error(`quic: streamShutdown on stream ${streamId} failed: ${msg}`);
       }
     }
@@ -392,7 +393,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   ping(): void {
     if (this.gone) return;
     try {
-      (this.q as unknown as { sendAckEliciting(): void }).sendAckEliciting();
+      this.q.sendAckEliciting();
     } catch {
       return; // closed or draining: nothing to keep alive
     }

@@ -124,3 +124,27 @@ describe('QUIC endpoint when the socket takes only part of a batch', () => {
     expect(ss.tailChecks + cs.tailChecks).toBeGreaterThan(0);
   });
 });
+
+describe('QUIC connection telemetry over a delayed in-memory path', () => {
+  it('reports RTT in ms, cwnd and packet counts; a finished stream reads as null, not an error', async () => {
+    const net = new MemoryNet();
+    const { client, port } = await pair(net);
+    // 25 ms one way: re-inject every datagram later instead of delivering it now.
+    net.drop = (from, to, data) => {
+      const dst = net.sockets.get(to)!;
+      setTimeout(() => dst.inject(data, from), 25);
+      return true;
+    };
+    const c = client.connect('127.0.0.1', port, 'localhost');
+    await c.whenEstablished();
+    for (let i = 0; i < 3; i++) await streamRoundTrip(c, i * 4, new Uint8Array(100));
+    const st = c.stats();
+    expect(st.rttMs).toBeGreaterThanOrEqual(45);
+    expect(st.rttMs).toBeLessThan(500);
+    expect(st.cwndBytes).toBeGreaterThan(0);
+    expect(st.sentPackets).toBeGreaterThan(3);
+    expect(st.recvPackets).toBeGreaterThan(3);
+    expect(c.streamRecv(0, new Uint8Array(10))).toBeNull();
+    expect(c.handlerError).toBeNull();
+  });
+});
