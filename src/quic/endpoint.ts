@@ -34,6 +34,8 @@ export const MIN_INITIAL_DATAGRAM_BYTES = 1200;
 const GSO_MAX_SEGMENTS = 64;
 /** Bytes per GSO super-datagram (IP length field limit with headers). */
 const GSO_MAX_BYTES = 65_000;
+/** TLS sessions cached for resumption (one per server name and address). */
+const MAX_SESSIONS = 64;
 /** Datagrams processed before connection events run mid-batch (below quiche's default DATAGRAM queue of 1024). */
 const DISPATCH_EVERY = 256;
 /** RFC 9000 §20.1 transport error codes we send. */
@@ -704,6 +706,13 @@ export class QuicEndpoint implements ConnectionOwner {
     return offered > 0;
   }
 
+  /** Keeps the newest TLS session per server, at most MAX_SESSIONS servers (oldest dropped). */
+  private saveSession(key: string, s: Uint8Array): void {
+    this.sessions.delete(key);
+    if (this.sessions.size >= MAX_SESSIONS) this.sessions.delete(this.sessions.keys().next().value!);
+    this.sessions.set(key, s);
+  }
+
   /** Fresh random CID whose demux key is unused. */
   private freshCid(): Uint8Array {
     const cid = new Uint8Array(CID_BYTES);
@@ -754,7 +763,7 @@ export class QuicEndpoint implements ConnectionOwner {
         c.sessionTries++;
         const s = q.session();
         if (s !== null) {
-          this.sessions.set(c.sessionKey, s);
+          this.saveSession(c.sessionKey, s);
           c.sessionTries = 32;
         }
       }
@@ -1097,7 +1106,7 @@ export class QuicEndpoint implements ConnectionOwner {
     }
     if (c.sessionKey !== null && !c.isServer) {
       const s = c.q.session();
-      if (s !== null) this.sessions.set(c.sessionKey, s);
+      if (s !== null) this.saveSession(c.sessionKey, s);
     }
     this.heap.delete(c);
     const wasEstablished = c.established;
