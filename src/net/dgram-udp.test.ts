@@ -45,6 +45,30 @@ describe('DgramUdpSocket', () => {
     expect(() => a.recv(allocUdpBatch(1, 10))).toThrow(ClosedError);
   });
 
+  it('sends to IPv4 peers from a dual-stack [::] socket (IPv4-mapped destination)', async () => {
+    const a = await openDgramUdpSocket({ host: '::' });
+    const b = await openDgramUdpSocket({ host: '127.0.0.1' });
+    try {
+      const out = allocUdpBatch(1, 100);
+      out.bufs[0].write('v4');
+      out.sizes[0] = 2;
+      writeAddrSlot(out.addrs, 0, '127.0.0.1', b.localAddress().port);
+      expect(a.send(out, 1)).toBe(1);
+      const inb = allocUdpBatch(1, 100);
+      await new Promise<void>((resolve) => {
+        b.onReadable(() => {
+          if (b.recv(inb) === 1) resolve();
+        });
+      });
+      expect(inb.bufs[0].subarray(0, inb.sizes[0]).toString()).toBe('v4');
+      expect(readAddrSlotPort(inb.addrs, 0)).toBe(a.localAddress().port);
+      expect(a.sendErrors).toBe(0);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
   it('counts datagrams larger than the slot instead of truncating them', async () => {
     const a = await openDgramUdpSocket();
     const b = await openDgramUdpSocket();

@@ -5,7 +5,7 @@
  */
 import dgram from 'node:dgram';
 import { ADDR_SLOT_BYTES, ClosedError, type UdpBatch, type UdpBatchSocket } from './udp.js';
-import { addrSlotEquals, readAddrSlotHost, readAddrSlotPort, writeAddrSlot } from './udp-batch.js';
+import { addrSlotEquals, isAddrSlotV4, readAddrSlotHost, readAddrSlotPort, writeAddrSlot } from './udp-batch.js';
 
 /** Options for {@link openDgramUdpSocket}. */
 export interface DgramUdpOptions {
@@ -51,6 +51,8 @@ export class DgramUdpSocket implements UdpBatchSocket {
   sendErrors = 0;
 
   private readonly sock: dgram.Socket;
+  /** An `udp6` socket: IPv4 peers must be given as ::ffff:a.b.c.d (Node refuses dotted quads with EINVAL). */
+  private readonly v6: boolean;
   private readonly qBuf: Buffer[];
   private readonly qHost: string[];
   private readonly qPort: Int32Array;
@@ -69,8 +71,9 @@ export class DgramUdpSocket implements UdpBatchSocket {
   private lastSrcPort = -1;
   private readonly lastSrc = new Uint8Array(ADDR_SLOT_BYTES);
 
-  private constructor(sock: dgram.Socket, recvQueueMax: number) {
+  private constructor(sock: dgram.Socket, recvQueueMax: number, v6: boolean) {
     this.sock = sock;
+    this.v6 = v6;
     this.qBuf = new Array<Buffer>(recvQueueMax);
     this.qHost = new Array<string>(recvQueueMax).fill('');
     this.qPort = new Int32Array(recvQueueMax);
@@ -105,7 +108,7 @@ export class DgramUdpSocket implements UdpBatchSocket {
     } catch {
       // Best effort: the kernel limit applies; the socket still works.
     }
-    return new DgramUdpSocket(sock, recvQueueMax);
+    return new DgramUdpSocket(sock, recvQueueMax, v6);
   }
 
   private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
@@ -171,7 +174,8 @@ export class DgramUdpSocket implements UdpBatchSocket {
     if (this.closed) throw new ClosedError('net: dgram socket');
     for (let i = 0; i < count; i++) {
       if (!this.lastDstValid || !addrSlotEquals(batch.addrs, i, this.lastDst, 0)) {
-        this.lastDstHost = readAddrSlotHost(batch.addrs, i);
+        const host = readAddrSlotHost(batch.addrs, i);
+        this.lastDstHost = this.v6 && isAddrSlotV4(batch.addrs, i) ? `::ffff:${host}` : host;
         this.lastDstPort = readAddrSlotPort(batch.addrs, i);
         this.lastDst.set(batch.addrs.subarray(i * ADDR_SLOT_BYTES, (i + 1) * ADDR_SLOT_BYTES), 0);
         this.lastDstValid = true;

@@ -121,8 +121,12 @@ import { QuicEndpoint } from ${JSON.stringify(dist('quic/endpoint.js'))};
 const [dst, port, dir] = process.argv.slice(2);
 const inner = openNativeUdp({ host: '::' });
 const sources = new Set();
-const socket = Object.create(inner);
-socket.recv = (b) => { const n = inner.recv(b); for (let i = 0; i < n; i++) sources.add(readAddrSlotHost(b.addrs, i)); return n; };
+const socket = {
+  batchSize: inner.batchSize, gso: inner.gso, gro: inner.gro,
+  recv: (b) => { const n = inner.recv(b); for (let i = 0; i < n; i++) sources.add(readAddrSlotHost(b.addrs, i)); return n; },
+  send: (b, n) => inner.send(b, n), onReadable: (cb) => inner.onReadable(cb), onWritable: (cb) => inner.onWritable(cb),
+  localAddress: () => inner.localAddress(), close: () => inner.close(),
+};
 const ep = new QuicEndpoint({ socket, keylogPath: null, client: { caPem: readFileSync(dir + '/ca.pem', 'utf8') } });
 const c = ep.connect(dst, Number(port), 'gw.test');
 const out = { established: false, echoed: null, sources: [] };
@@ -235,6 +239,33 @@ describe.skipIf(!isRoot())('UDP replies leave from the address the datagram arri
         const replies = JSON.parse(r.stdout) as { from: string }[];
         expect(replies).toHaveLength(3);
         for (const x of replies) expect(x.from).toBe(primary);
+      } finally {
+        await stop(srv.child);
+      }
+    });
+
+    it(`QUIC handshake and stream echo to the non-primary ${dst} with QuicEndpoint on [::] (RFC 9000 §9)`, async () => {
+      const p = port++;
+      const srv = await startServer('quic-server.mjs', [String(p), 'native', dir]);
+      try {
+        const r = await execAsync(C, process.execPath, [join(dir, 'quic-client.mjs'), dst, String(p), dir], 20_000);
+        expect(r.code, r.stderr).toBe(0);
+        const out = JSON.parse(r.stdout) as { established: boolean; echoed: string | null; sources: string[] };
+        expect(out).toEqual({ established: true, echoed: `hello over ${dst}`, sources: [dst] });
+        expect(srv.lines()).toContainEqual({ accepted: dst.includes(':') ? 'fd91::1' : '10.91.0.1' });
+      } finally {
+        await stop(srv.child);
+      }
+    });
+
+    it(`control: a node:dgram QUIC server on [::] answers ${dst} from ${primary} and the handshake fails`, async () => {
+      const p = port++;
+      const srv = await startServer('quic-server.mjs', [String(p), 'dgram', dir]);
+      try {
+        const r = await execAsync(C, process.execPath, [join(dir, 'quic-client.mjs'), dst, String(p), dir], 20_000);
+        expect(r.code, r.stderr).toBe(0);
+        const out = JSON.parse(r.stdout) as { established: boolean; echoed: string | null; sources: string[] };
+        expect(out).toEqual({ established: false, echoed: null, sources: [primary] });
       } finally {
         await stop(srv.child);
       }
