@@ -170,6 +170,11 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     return this.recvInfo;
   }
 
+  /** @internal Local-address part of the last received datagram's slot (a view; all zero when unknown). */
+  recvLocal(): Uint8Array {
+    return this.recvAddr.subarray(ADDR_SLOT_BYTES - 16, ADDR_SLOT_BYTES);
+  }
+
   /** @internal Called by the endpoint after input for this connection. */
   invalidateDgramMax(): void {
     this.dgramMax = -1;

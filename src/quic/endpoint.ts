@@ -34,6 +34,8 @@ export const MIN_INITIAL_DATAGRAM_BYTES = 1200;
 const GSO_MAX_SEGMENTS = 64;
 /** Bytes per GSO super-datagram (IP length field limit with headers). */
 const GSO_MAX_BYTES = 65_000;
+/** Offset of the local address inside an address slot (see ADDR_SLOT_BYTES). */
+const LOCAL_ADDR_OFFSET = ADDR_SLOT_BYTES - 16;
 /** TLS sessions cached for resumption (one per server name and address). */
 const MAX_SESSIONS = 64;
 /** Datagrams processed before connection events run mid-batch (below quiche's default DATAGRAM queue of 1024). */
@@ -904,6 +906,8 @@ export class QuicEndpoint implements ConnectionOwner {
       const to = r[1].to;
       if (to.port !== c.sendPort || to.host !== c.sendHost) {
         writeAddrSlot(c.sendAddr, 0, to.host, to.port);
+        // Keep answering from the local address the peer last reached us on.
+        c.sendAddr.set(c.recvLocal(), LOCAL_ADDR_OFFSET);
         c.sendHost = to.host;
         c.sendPort = to.port;
         this.gsoConn = null;
