@@ -34,7 +34,7 @@ export interface QuicCloseInfo {
 
 /** Per-connection counters for telemetry (control path: allocates). */
 export interface QuicConnectionStats {
-  /** Smoothed RTT of the active path in ms (null before a sample). */
+  /** Smoothed RTT of the active path in whole ms as the binding reports it (0 on loopback; null without a path). */
   rttMs: number | null;
   /** Congestion window of the active path in bytes. */
   cwndBytes: number | null;
