@@ -399,6 +399,17 @@ export class QuicEndpoint implements ConnectionOwner {
   }
 
   /**
+   * Sends what every connection has queued (datagrams, stream data) in as
+   * few socket calls as the batch allows. For pump loops that wrote to many
+   * connections (a gateway's TUN batch): one call here instead of a
+   * {@link QuicConnection.flush} per connection. A no-op inside the
+   * endpoint's own event dispatch, which flushes at the end of the batch.
+   */
+  flush(): void {
+    if (!this.inBatch) this.flushDirty();
+  }
+
+  /**
    * Graceful shutdown, first step: new connections are refused (their
    * Initials dropped and counted in dropNotAccepting) while existing ones
    * carry on, e.g. while HTTP/3 GOAWAY drains them. Irreversible.

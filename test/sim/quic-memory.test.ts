@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { QuicEndpoint } from '../../src/quic/endpoint.js';
 import type { QuicConnection } from '../../src/quic/connection.js';
 import { MemoryNet, type MemoryUdp } from './quic-memory-udp.js';
-import { echo, getPki, sleep, streamRoundTrip } from './quic-harness.js';
+import { echo, getPki, sleep, streamRoundTrip, waitFor } from './quic-harness.js';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -146,5 +146,31 @@ describe('QUIC connection telemetry over a delayed in-memory path', () => {
     expect(st.recvPackets).toBeGreaterThan(3);
     expect(c.streamRecv(0, new Uint8Array(10))).toBeNull();
     expect(c.handlerError).toBeNull();
+  });
+});
+
+describe('QuicEndpoint.flush', () => {
+  it('sends datagrams queued on several connections in one socket call', async () => {
+    const net = new MemoryNet();
+    const { client, cs, port } = await pair(net);
+    const conns = [0, 1, 2].map(() => client.connect('127.0.0.1', port, 'localhost'));
+    await Promise.all(conns.map((c) => c.whenEstablished()));
+    const echoed = [0, 0, 0];
+    conns.forEach((c, k) => {
+      c.onEvent = (conn, ev) => {
+        if (ev !== 'readable') return;
+        const b = new Uint8Array(2000);
+        while (conn.dgramRecv(b) !== null) echoed[k]++;
+      };
+    });
+    await sleep(20);
+    let calls = 0;
+    const send = cs.send.bind(cs);
+    cs.send = (b, n) => (calls++, send(b, n));
+    for (const c of conns) for (let i = 0; i < 4; i++) expect(c.dgramSend(new Uint8Array(200), 0, 200)).toBe(true);
+    expect(calls).toBe(0); // queued, not sent
+    client.flush();
+    expect(calls).toBe(1);
+    await waitFor(() => echoed.every((e) => e === 4), 2000, 'echoes on every connection');
   });
 });
