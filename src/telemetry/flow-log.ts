@@ -58,6 +58,8 @@ export class FlowLog {
   private readonly logger: Logger | null;
   private readonly dest: DestinationStream | null;
   private closed = false;
+  /** The destination is a file this log opened (ended on shutdown), not stdout or a caller's stream. */
+  private fileDest = false;
   /** Resolves once a file/stdout destination has opened (SonicBoom opens asynchronously). */
   private readonly ready: Promise<void>;
 
@@ -82,6 +84,7 @@ export class FlowLog {
         });
       });
       dest = boom;
+      this.fileDest = opts.destination !== '-';
     } else {
       this.ready = Promise.resolve();
       dest = opts.destination;
@@ -123,8 +126,26 @@ export class FlowLog {
 
   /** Flushes buffered records (asynchronous destinations) and stops logging. Idempotent. */
   async shutdown(): Promise<void> {
+    if (this.closed) return;
     await this.flush();
     this.closed = true;
+    // A file destination is ended and its fd closed, so every record is on disk
+    // when this resolves (flush alone can race an in-flight async write).
+    const d = this.dest as { end?: () => void; once?: (ev: string, cb: () => void) => void; fd?: number; destroyed?: boolean } | null;
+    if (d !== null && this.fileDest && typeof d.end === 'function' && typeof d.once === 'function' && !d.destroyed) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 2000);
+        d.once!('close', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        d.once!('error', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        d.end!();
+      });
+    }
   }
 
   /** Flushes buffered records to the destination. */
