@@ -13,9 +13,13 @@
  * The client sends to 10.92.0.2 / fd92::2 (on <p>h); the datagram comes in
  * on <p>g, and the route back to the client leaves through <p>g, whose own
  * address (10.91.0.2 / fd91::2) is what the kernel picks as source when the
- * socket bound to `::` does not say otherwise. The server runs in the
- * gateway namespace as a child process over the built `dist/` (run
- * `npx tsc -p tsconfig.json` first).
+ * socket bound to `::` does not say otherwise. Covered: raw UDP echo (the
+ * client's recvfrom source), a QUIC handshake + stream echo with
+ * QuicEndpoint, the same after a NAT rebinding of the client's port (an
+ * nftables stateless port rewrite in the client namespace), and controls
+ * that reproduce the wrong-source bug. Servers and clients run in the
+ * namespaces as child processes over the built `dist/` (run
+ * `npx tsc -p tsconfig.json` first; a stale dist fails loudly).
  */
 import { statSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -101,7 +105,10 @@ new QuicEndpoint({ socket, keylogPath: null, server: {
       if (ev !== 'readable') return;
       for (const sid of conn.readableStreams()) {
         let r;
-        while ((r = conn.streamRecv(sid, buf)) !== null) conn.streamSend(sid, buf.slice(0, r[0]), r[1]);
+        while ((r = conn.streamRecv(sid, buf)) !== null) {
+          conn.streamSend(sid, buf.slice(0, r[0]), r[1]);
+          if (r[1]) console.log(JSON.stringify({ stream: sid, peerPort: conn.peerPort }));
+        }
       }
     };
   },
@@ -111,15 +118,17 @@ setTimeout(() => process.exit(0), 30000);
 `;
 
 // QUIC client like the agent's: an endpoint over the native socket bound to
-// [::]. The socket is wrapped to record the source of every datagram it
-// receives. Prints whether the handshake completed and a stream echoed.
+// [::]:cport. The socket is wrapped to record the source of every datagram it
+// receives. Echoes one stream; with \`rebind\` it then prints a
+// {"phase":"rebind"} line, waits for a line on stdin (the test changes the
+// client's apparent port meanwhile) and echoes a second stream.
 const QUIC_CLIENT = `
 import { readFileSync } from 'node:fs';
 import { openNativeUdp } from ${JSON.stringify(dist('net/native-udp.js'))};
 import { readAddrSlotHost } from ${JSON.stringify(dist('net/udp-batch.js'))};
 import { QuicEndpoint } from ${JSON.stringify(dist('quic/endpoint.js'))};
-const [dst, port, dir] = process.argv.slice(2);
-const inner = openNativeUdp({ host: '::' });
+const [dst, port, dir, cport, mode] = process.argv.slice(2);
+const inner = openNativeUdp({ host: '::', port: Number(cport) });
 const sources = new Set();
 const socket = {
   batchSize: inner.batchSize, gso: inner.gso, gro: inner.gro,
@@ -131,21 +140,37 @@ const ep = new QuicEndpoint({ socket, keylogPath: null, client: { caPem: readFil
 const c = ep.connect(dst, Number(port), 'gw.test');
 const out = { established: false, echoed: null, sources: [] };
 const done = () => { out.sources = [...sources]; console.log(JSON.stringify(out)); process.exit(0); };
-setTimeout(done, 4000);
-await c.whenEstablished().catch(() => done());
+const established = await Promise.race([c.whenEstablished().then(() => true, () => false),
+  new Promise((r) => setTimeout(() => r(false), 4000))]);
+if (!established) done();
 out.established = true;
-const got = [];
+const pending = new Map();
 const buf = new Uint8Array(4096);
 c.onEvent = (conn, ev) => {
   if (ev !== 'readable') return;
-  let r;
-  while ((r = conn.streamRecv(0, buf)) !== null) {
-    got.push(Buffer.from(buf.subarray(0, r[0])));
-    if (r[1]) { out.echoed = Buffer.concat(got).toString(); done(); }
+  for (const sid of conn.readableStreams()) {
+    const p = pending.get(sid);
+    let r;
+    while ((r = conn.streamRecv(sid, buf)) !== null) {
+      p.got.push(Buffer.from(buf.subarray(0, r[0])));
+      if (r[1]) p.resolve(Buffer.concat(p.got).toString());
+    }
   }
 };
-c.streamSend(0, new TextEncoder().encode('hello over ' + dst), true);
-c.flush();
+const roundTrip = (sid, text) => new Promise((resolve) => {
+  pending.set(sid, { got: [], resolve });
+  setTimeout(() => resolve(null), 4000);
+  c.streamSend(sid, new TextEncoder().encode(text), true);
+  c.flush();
+});
+out.echoed = await roundTrip(0, 'hello over ' + dst);
+if (mode === 'rebind') {
+  console.log(JSON.stringify({ phase: 'rebind' }));
+  await new Promise((r) => process.stdin.once('data', r));
+  sources.clear();
+  out.echoedAfterRebind = await roundTrip(4, 'after rebinding');
+}
+done();
 `;
 
 describe.skipIf(!isRoot())('UDP replies leave from the address the datagram arrived on (netns, multi-homed)', () => {
@@ -248,7 +273,7 @@ describe.skipIf(!isRoot())('UDP replies leave from the address the datagram arri
       const p = port++;
       const srv = await startServer('quic-server.mjs', [String(p), 'native', dir]);
       try {
-        const r = await execAsync(C, process.execPath, [join(dir, 'quic-client.mjs'), dst, String(p), dir], 20_000);
+        const r = await execAsync(C, process.execPath, [join(dir, 'quic-client.mjs'), dst, String(p), dir, '0'], 20_000);
         expect(r.code, r.stderr).toBe(0);
         const out = JSON.parse(r.stdout) as { established: boolean; echoed: string | null; sources: string[] };
         expect(out).toEqual({ established: true, echoed: `hello over ${dst}`, sources: [dst] });
@@ -258,11 +283,59 @@ describe.skipIf(!isRoot())('UDP replies leave from the address the datagram arri
       }
     });
 
+    it(`QUIC keeps answering from ${dst} after the client's port changes (NAT rebinding, RFC 9000 §9.3)`, async () => {
+      const p = port++;
+      const cport = p + 500;
+      const nport = p + 700;
+      const srv = await startServer('quic-server.mjs', [String(p), 'native', dir]);
+      const cli = spawnIn(C, process.execPath, [join(dir, 'quic-client.mjs'), dst, String(p), dir, String(cport), 'rebind']);
+      let out = '';
+      let err = '';
+      cli.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+      cli.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+      const exited = new Promise<void>((r) => cli.once('exit', () => r()));
+      const table = `${prefix}rb`;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error(`client never reached the rebind phase: ${out} ${err}`)), 15_000);
+          cli.stdout!.on('data', () => out.includes('"rebind"') && (clearTimeout(t), resolve()));
+          void exited.then(() => reject(new Error(`client exited early: ${out} ${err}`)));
+        });
+        // Stateless port rewrite in the client namespace, ahead of conntrack
+        // (priority -300): the server now sees the client at port nport.
+        const rules = `table inet ${table} {
+          chain out { type filter hook output priority -300; policy accept;
+            meta nfproto ${dst.includes(':') ? 'ipv6' : 'ipv4'} udp sport ${cport} udp dport ${p} udp sport set ${nport}; }
+          chain in { type filter hook prerouting priority -300; policy accept;
+            udp sport ${p} udp dport ${cport} drop;
+            udp sport ${p} udp dport ${nport} udp dport set ${cport}; }
+        }`;
+        const rulesFile = join(dir, `${table}.nft`);
+        writeFileSync(rulesFile, rules);
+        const nft = await execAsync(C, 'nft', ['-f', rulesFile]);
+        expect(nft.code, nft.stderr).toBe(0);
+        cli.stdin!.write('go\n');
+        await exited;
+        const res = JSON.parse(out.split('\n').filter((l) => l.startsWith('{')).pop()!) as Record<string, unknown>;
+        expect(res).toEqual({
+          established: true, echoed: `hello over ${dst}`, echoedAfterRebind: 'after rebinding', sources: [dst],
+        });
+        // One connection; the server saw the second stream from the new port.
+        const acc = srv.lines().filter((l) => (l as { accepted?: string }).accepted !== undefined);
+        expect(acc).toHaveLength(1);
+        expect(srv.lines()).toContainEqual({ stream: 0, peerPort: cport });
+        expect(srv.lines()).toContainEqual({ stream: 4, peerPort: nport });
+      } finally {
+        cli.kill('SIGKILL');
+        await stop(srv.child);
+      }
+    });
+
     it(`control: a node:dgram QUIC server on [::] answers ${dst} from ${primary} and the handshake fails`, async () => {
       const p = port++;
       const srv = await startServer('quic-server.mjs', [String(p), 'dgram', dir]);
       try {
-        const r = await execAsync(C, process.execPath, [join(dir, 'quic-client.mjs'), dst, String(p), dir], 20_000);
+        const r = await execAsync(C, process.execPath, [join(dir, 'quic-client.mjs'), dst, String(p), dir, '0'], 20_000);
         expect(r.code, r.stderr).toBe(0);
         const out = JSON.parse(r.stdout) as { established: boolean; echoed: string | null; sources: string[] };
         expect(out).toEqual({ established: false, echoed: null, sources: [primary] });
