@@ -203,6 +203,36 @@ describe('Retry and address validation (RFC 9000 §8.1)', () => {
     }
   });
 
+  it('Retry auto under a handshake flood: abandoned handshakes fill the threshold, then every newcomer must prove its address', async () => {
+    const { ep: server, port } = await h.server({ retry: 'auto', retryAutoHandshakes: 10 });
+    const raw = dgram.createSocket('udp4');
+    await new Promise<void>((r) => raw.bind(0, '127.0.0.1', r));
+    try {
+      // 50 genuine client Initials (quiche clients that never answer), as a flooder would send.
+      const { quiche } = await import('../../src/quic/quiche.js');
+      const cfg = quiche.Config.withBoringSslCtx(false, false, null, null, null, null);
+      cfg.setApplicationProtos(['h3']);
+      const out = new Uint8Array(1500);
+      for (let i = 0; i < 50; i++) {
+        const q = quiche.Connection.connect('localhost', Buffer.alloc(16, i), { host: '127.0.0.1', port: 1 }, { host: '127.0.0.1', port }, cfg);
+        const r = q.send(out)!;
+        raw.send(Buffer.from(out.subarray(0, r[0])), port, '127.0.0.1'); // copy: dgram sends after this tick
+      }
+      await waitFor(() => server.counters.datagramsIn >= 50, 3000, 'flood processed');
+      expect(server.counters.connectionsAccepted, JSON.stringify(server.counters)).toBe(10);
+      expect(server.counters.retriesSent, JSON.stringify(server.counters)).toBe(40);
+      expect(server.handshakesInProgress).toBe(10);
+      // A real client still gets in, through a Retry.
+      const client = await h.client();
+      const c = client.connect('127.0.0.1', port, 'localhost');
+      await c.whenEstablished();
+      expect(server.counters.retriesSent).toBe(41);
+      expect(Buffer.from(await streamRoundTrip(c, 0, enc.encode('validated'))).toString()).toBe('validated');
+    } finally {
+      raw.close();
+    }
+  });
+
   it('sends at most 3x the bytes received to an unvalidated address (anti-amplification)', async () => {
     // A big server certificate makes the first flight larger than 3 x 1200 bytes.
     const p = await getPki();
