@@ -1,0 +1,244 @@
+#!/usr/bin/env node
+// Turns one bench/run.sh result directory into Markdown tables (medians,
+// min–max, ratios of mtun to each peer) and an SVG chart of TCP throughput.
+//
+//   node bench/report/report.mjs --results bench/results/<run> [--command "npm run bench"] [--update]
+//
+// Always writes <run>/report.md and <run>/tcp-throughput.svg. With --update
+// it also replaces the part of BENCHMARKS.md between the bench:begin/end
+// markers and writes bench/report/tcp-throughput.svg (the committed chart).
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { groupOf, summariseProfile } from './profile.mjs';
+import { tcpChartSvg } from './svg.mjs';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '..', '..');
+const argv = process.argv.slice(2);
+const arg = (name, dflt) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : dflt;
+};
+const DIR = arg('results');
+const COMMAND = arg('command', 'npm run bench');
+const UPDATE = argv.includes('--update');
+if (!DIR) {
+  console.error('usage: report.mjs --results DIR [--command CMD] [--update]');
+  process.exit(2);
+}
+
+// ------------------------------------------------------------------ statistics
+
+export function median(xs) {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+const finite = (xs) => xs.filter((x) => Number.isFinite(x));
+const min = (xs) => (finite(xs).length ? Math.min(...finite(xs)) : NaN);
+const max = (xs) => (finite(xs).length ? Math.max(...finite(xs)) : NaN);
+
+/** {med, lo, hi, n} over repetitions. */
+function stat(xs) {
+  return { med: median(xs), lo: min(xs), hi: max(xs), n: finite(xs).length };
+}
+
+function fmt(v, digits) {
+  return Number.isFinite(v) ? v.toFixed(digits) : '–';
+}
+function cell(s, digits) {
+  if (!Number.isFinite(s.med)) return '–';
+  if (s.n < 2) return fmt(s.med, digits);
+  return `**${fmt(s.med, digits)}** (${fmt(s.lo, digits)}–${fmt(s.hi, digits)})`;
+}
+function ratio(a, b, digits = 2) {
+  return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(digits)}×` : '–';
+}
+
+// ------------------------------------------------------------------ per-tunnel numbers
+
+const matrix = JSON.parse(readFileSync(join(DIR, 'matrix.json'), 'utf8'));
+const test = (run, name) => run.tests.find((t) => t.test === name);
+
+function tunnelStats(t) {
+  const runs = matrix.runs.filter((r) => r.tunnel === t.name);
+  const get = (f) => runs.map((r) => {
+    try {
+      return f(r);
+    } catch {
+      return NaN;
+    }
+  });
+  const cpuOf = (x) => x?.cpu;
+  const tunnelCpu = (c) => (t.kind === 'user' ? c.tunnelCpuSec : NaN);
+  return {
+    tcp1: stat(get((r) => test(r, 'tcp1').bps / 1e9)),
+    tcp4: stat(get((r) => test(r, 'tcp4').bps / 1e9)),
+    retr1: stat(get((r) => test(r, 'tcp1').retransmits)),
+    udp: stat(get((r) => (test(r, 'udp').best ? test(r, 'udp').best.receivedBps / 1e6 : 0))),
+    udpOffered: stat(get((r) => test(r, 'udp').maxMbpsUnder1pctLoss)),
+    pingIdle: stat(get((r) => median(test(r, 'ping_idle').samplesMs))),
+    pingLoad: stat(get((r) => median(test(r, 'tcp1').pingUnderLoad.samplesMs))),
+    pingLoadLoss: stat(get((r) => {
+      const p = test(r, 'tcp1').pingUnderLoad;
+      return p.sent ? (100 * (p.sent - p.received)) / p.sent : NaN;
+    })),
+    // CPU during the 1-stream TCP run: tunnel processes (userspace) and the whole box.
+    cpuPct: stat(get((r) => {
+      const c = cpuOf(test(r, 'tcp1'));
+      return (100 * tunnelCpu(c)) / (c.wallSec * c.ncpu);
+    })),
+    cpuPerGbit: stat(get((r) => {
+      const x = test(r, 'tcp1');
+      return tunnelCpu(x.cpu) / ((x.bytes * 8) / 1e9);
+    })),
+    boxPct: stat(get((r) => {
+      const c = cpuOf(test(r, 'tcp1'));
+      return (100 * c.boxBusySec) / (c.wallSec * c.ncpu);
+    })),
+    boxPerGbit: stat(get((r) => {
+      const x = test(r, 'tcp1');
+      return x.cpu.boxBusySec / ((x.bytes * 8) / 1e9);
+    })),
+    softirqPerGbit: stat(get((r) => {
+      const x = test(r, 'tcp1');
+      return x.cpu.boxSoftirqSec / ((x.bytes * 8) / 1e9);
+    })),
+    rss: matrix.peakRssKb?.[t.name] ?? {},
+  };
+}
+
+const tunnels = matrix.tunnels.map((t) => ({ ...t, s: tunnelStats(t) }));
+const mtun = tunnels.find((t) => t.name === 'mtun');
+
+// ------------------------------------------------------------------ markdown
+
+const md = [];
+md.push(`Run ${matrix.startedAt} → ${matrix.finishedAt ?? '(interrupted)'}; ${matrix.reps} repetitions interleaved; ` +
+  `TCP ${matrix.tcpSeconds} s per test; UDP ${matrix.udpPayloadBytes}-byte payloads, ${matrix.udpSeconds} s per rate step.`);
+md.push('');
+md.push(`Command: \`${COMMAND}\` (as root). Kernel ${matrix.kernel}, ${matrix.ncpu} × ${matrix.cpuModel}, node ${matrix.node}, ${matrix.iperf3}.`);
+md.push('');
+md.push('| tunnel | version | inner MTU |');
+md.push('|---|---|---|');
+for (const t of tunnels) md.push(`| ${t.name} | ${t.version} | ${t.mtu} |`);
+md.push('');
+md.push('### Throughput and latency (median, min–max over repetitions)');
+md.push('');
+md.push('| tunnel | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 1200 B, max rate < 1% loss, Mbit/s received | ping idle ms | ping under TCP load ms |');
+md.push('|---|---|---|---|---|---|');
+for (const t of tunnels) {
+  const s = t.s;
+  md.push(`| ${t.name} | ${cell(s.tcp1, 2)} | ${cell(s.tcp4, 2)} | ${cell(s.udp, 0)} | ${cell(s.pingIdle, 3)} | ${cell(s.pingLoad, 2)} |`);
+}
+md.push('');
+md.push('### CPU and memory during the 1-stream TCP test');
+md.push('');
+md.push('"Tunnel processes" is utime+stime of the tunnel daemons on both sides (/proc/<pid>/stat); kernel tunnels have none — their work is in softirq, inside the whole-box figure (which also holds iperf3 itself). Percent of the box = of all ' + `${matrix.ncpu} cores.`);
+md.push('');
+md.push('| tunnel | tunnel processes % of box | tunnel CPU-s per Gbit | whole box % | whole-box CPU-s per Gbit | of which irq+softirq CPU-s per Gbit | peak RSS (VmHWM) MB |');
+md.push('|---|---|---|---|---|---|---|');
+for (const t of tunnels) {
+  const s = t.s;
+  const rss = Object.entries(s.rss).map(([role, kb]) => `${role === 'a' ? (t.name === 'mtun' ? 'agent' : 'A') : (t.name === 'mtun' ? 'gateway' : 'B')} ${kb ? (kb / 1024).toFixed(0) : '?'}`).join(', ') || '–';
+  md.push(`| ${t.name} | ${cell(s.cpuPct, 0)} | ${cell(s.cpuPerGbit, 2)} | ${cell(s.boxPct, 0)} | ${cell(s.boxPerGbit, 2)} | ${cell(s.softirqPerGbit, 2)} | ${rss} |`);
+}
+md.push('');
+if (mtun) {
+  md.push('### mtun relative to each peer (ratio of medians; > 1× means mtun has more of it)');
+  md.push('');
+  md.push('| mtun vs | TCP 1 stream | TCP 4 streams | UDP < 1% loss | ping idle | ping under load | whole-box CPU-s per Gbit | tunnel CPU-s per Gbit |');
+  md.push('|---|---|---|---|---|---|---|---|');
+  for (const t of tunnels) {
+    if (t === mtun) continue;
+    const a = mtun.s;
+    const b = t.s;
+    md.push(`| ${t.name} | ${ratio(a.tcp1.med, b.tcp1.med)} | ${ratio(a.tcp4.med, b.tcp4.med)} | ${ratio(a.udp.med, b.udp.med)} | ${ratio(a.pingIdle.med, b.pingIdle.med)} | ${ratio(a.pingLoad.med, b.pingLoad.med)} | ${ratio(a.boxPerGbit.med, b.boxPerGbit.med)} | ${ratio(a.cpuPerGbit.med, b.cpuPerGbit.med)} |`);
+  }
+  md.push('');
+}
+md.push('![TCP throughput per tunnel](bench/report/tcp-throughput.svg)');
+md.push('');
+
+// ------------------------------------------------------------------ mtun alone
+
+const sessionsFile = join(DIR, 'sessions.json');
+if (existsSync(sessionsFile)) {
+  const ss = JSON.parse(readFileSync(sessionsFile, 'utf8'));
+  md.push('### mtun: concurrent agent sessions on one gateway');
+  md.push('');
+  md.push(`Each session is its own QUIC connection + CONNECT-IP stream (no TUN, bench/mtun-sessions.mjs), asks for an IPv4 address, then sends ICMP echo requests from it to ${ss.target} behind the gateway at ${ss.ratePerSession}/s for ${ss.seconds} s. The site-to-site agent stays connected meanwhile.`);
+  md.push('');
+  md.push('| sessions | all open in ms | echo replies | echo RTT median ms | RTT p99 ms | gateway % of box | gateway RSS MB (open) | RSS growth per session kB |');
+  md.push('|---|---|---|---|---|---|---|---|');
+  for (const r of ss.results) {
+    if (r.error) {
+      md.push(`| ${r.sessions} | failed: ${r.error} | | | | | | |`);
+      continue;
+    }
+    md.push(`| ${r.sessions} | ${fmt(r.openMs, 0)} | ${fmt(100 * r.replyRatio, 1)}% | ${fmt(r.rttMedianMs, 3)} | ${fmt(r.rttP99Ms, 3)} | ${fmt(r.gatewayCpuPctOfBox, 1)} | ${fmt(r.gatewayRssKbOpen / 1024, 0)} | ${fmt(r.gatewayRssKbPerSession, 0)} |`);
+  }
+  md.push('');
+}
+
+const profDir = join(DIR, 'profile');
+if (existsSync(join(profDir, 'meta.json'))) {
+  const meta = JSON.parse(readFileSync(join(profDir, 'meta.json'), 'utf8'));
+  let load = null;
+  try {
+    load = JSON.parse(readFileSync(join(profDir, 'iperf3.json'), 'utf8')).end.sum_received.bits_per_second / 1e9;
+  } catch {
+    /* none */
+  }
+  const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
+  md.push('### mtun: CPU profile under load');
+  md.push('');
+  md.push(`\`node --cpu-prof\` on both daemons, one iperf3 TCP stream for ${meta.seconds} s` + (load ? ` (${load.toFixed(2)} Gbit/s)` : '') + '. Self time by layer, as a share of each process\'s busy (non-idle) time; µs per datagram = busy time of that layer / datagrams the process sent + received in the window (from /metrics). N-API calls have no frame of their own in a V8 profile, so the self time of the thin JS wrappers that make them is booked to quiche or to the syscalls (bench/report/profile.mjs lists them); the syscall rows include the kernel work done inside the call (the TUN write runs the receiving TCP stack, sendmmsg runs the veth and the peer\'s UDP receive).');
+  md.push('');
+  for (const [role, pidKey, dg] of [['agent', 'agentPid', meta.agentDatagrams], ['gateway', 'gatewayPid', meta.gatewayDatagrams]]) {
+    const f = files.find((x) => x.includes(`.${meta[pidKey]}.`));
+    if (!f) continue;
+    const s = summariseProfile(join(profDir, f), 12);
+    const nDg = dg.sent + dg.received;
+    const per = (ms) => (nDg > 0 ? ((ms * 1000) / nDg).toFixed(2) : '–');
+    md.push(`**${role}** — ${s.busyMs.toFixed(0)} ms busy of ${s.totalMs.toFixed(0)} ms sampled; ${dg.sent} datagrams sent, ${dg.received} received; ${per(s.busyMs)} µs busy per datagram.`);
+    md.push('');
+    const groups = new Map();
+    for (const l of s.layers) if (l.layer !== 'idle') groups.set(groupOf(l.layer), (groups.get(groupOf(l.layer)) ?? 0) + l.ms);
+    md.push('| group | share of busy | µs per datagram |');
+    md.push('|---|---|---|');
+    for (const [g, ms] of [...groups].sort((a, b) => b[1] - a[1])) md.push(`| ${g} | ${fmt((100 * ms) / s.busyMs, 1)}% | ${per(ms)} |`);
+    md.push('');
+    md.push('| layer | share of busy | µs per datagram |');
+    md.push('|---|---|---|');
+    for (const l of s.layers.filter((x) => x.layer !== 'idle' && x.ms / s.busyMs >= 0.005)) md.push(`| ${l.layer} | ${fmt((100 * l.ms) / s.busyMs, 1)}% | ${per(l.ms)} |`);
+    md.push('');
+    md.push('| top functions (self) | where | share of busy |');
+    md.push('|---|---|---|');
+    for (const t of s.top) md.push(`| \`${t.fn}\` | ${t.where} | ${fmt((100 * t.ms) / s.busyMs, 1)}% |`);
+    md.push('');
+    const insp = s.layers.filter((l) => l.layer === 'mtun js: inspect').reduce((a, l) => a + l.ms, 0);
+    if (role === 'agent') md.push(`Inspector (dist/inspect/: flow tracker, TCP state, L7 peek) share of the agent's busy CPU: **${fmt((100 * insp) / s.busyMs, 1)}%** (${per(insp)} µs per datagram).\n`);
+  }
+}
+
+const body = md.join('\n');
+const svg = tcpChartSvg(tunnels.map((t) => ({ name: t.name, tcp1: t.s.tcp1, tcp4: t.s.tcp4 })), `TCP throughput through each tunnel (iperf3, ${matrix.tcpSeconds} s; bar = median, line = min–max of ${matrix.reps})`);
+writeFileSync(join(DIR, 'report.md'), body + '\n');
+writeFileSync(join(DIR, 'tcp-throughput.svg'), svg);
+console.log(body);
+
+if (UPDATE) {
+  const path = join(ROOT, 'BENCHMARKS.md');
+  const begin = '<!-- bench:begin (generated by bench/report/report.mjs; edit outside these markers) -->';
+  const end = '<!-- bench:end -->';
+  let doc = existsSync(path) ? readFileSync(path, 'utf8') : `# Benchmarks\n\n${begin}\n${end}\n`;
+  const i = doc.indexOf(begin);
+  const j = doc.indexOf(end);
+  doc = i >= 0 && j > i ? doc.slice(0, i + begin.length) + '\n' + body + '\n' + doc.slice(j) : doc + `\n${begin}\n${body}\n${end}\n`;
+  writeFileSync(path, doc);
+  writeFileSync(join(HERE, 'tcp-throughput.svg'), svg);
+  console.error('bench: BENCHMARKS.md and bench/report/tcp-throughput.svg updated');
+}

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# `npm run bench`: mtun against the tunnels users would pick instead, side by
+# side, in one run on one topology, repetitions interleaved (A B C A B C …).
+#
+#   ┌───────────────────────────────┐                 ┌───────────────────────────────┐
+#   │ ${P}a                          │  veth, MTU 1500 │ ${P}b                          │
+#   │  ${P}a0 192.0.2.1/24       ────┼─────────────────┼──── ${P}b0 192.0.2.2/24        │
+#   │  iperf3 -c / ping  (-B inner) │                 │  iperf3 -s                    │
+#   │  vxlan   10.91.0.1            │                 │  vxlan   10.91.0.2            │
+#   │  wg-go   10.92.0.1            │                 │  wg-go   10.92.0.2            │
+#   │  openvpn 10.93.0.1            │                 │  openvpn 10.93.0.2            │
+#   │  quicktun 10.94.0.1           │                 │  quicktun 10.94.0.2           │
+#   │  mtun agent, lo 10.10.0.1     │ == QUIC :4433 =>│  mtun gateway, lo 10.20.0.1   │
+#   └───────────────────────────────┘                 └───────────────────────────────┘
+#
+# Every tunnel is up at once, each on its own inner subnet and UDP port; the
+# measurement walks them in turn (bench/tunnels/measure.mjs). Then mtun alone:
+# 1/10/100 sessions on one gateway (bench/mtun-sessions.mjs) and a CPU
+# profile of agent and gateway under TCP load (bench/report/profile.mjs).
+# Results: bench/results/<run>/ (raw JSON, logs, profiles, report.md, chart);
+# a full run (all tunnels, >= 3 repetitions) also rewrites the generated part
+# of BENCHMARKS.md and bench/report/tcp-throughput.svg.
+#
+# Knobs: BENCH_REPS (3), BENCH_TUNNELS (direct,vxlan,wireguard-go,openvpn,quicktun,mtun),
+# BENCH_TCP_SECONDS (5), BENCH_UPDATE=1 (rewrite BENCHMARKS.md even for a partial run),
+# BENCH_SKIP_MTUN_EXTRAS=1 (no sessions / profile phase).
+# Needs root (namespaces, TUN); installs missing Debian packages with apt-get.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPS=${BENCH_REPS:-3}
+ALL_TUNNELS=direct,vxlan,wireguard-go,openvpn,quicktun,mtun
+TUNNELS=${BENCH_TUNNELS:-$ALL_TUNNELS}
+TCP_SECONDS=${BENCH_TCP_SECONDS:-5}
+PROFILE_SECONDS=8
+P=mb$$x
+NSA=${P}a
+NSB=${P}b
+UA=192.0.2.1
+UB=192.0.2.2
+RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$ROOT/bench/results/$RUN_ID
+W=$OUT/work
+export P NSA NSB UA UB ROOT
+
+log() { echo "bench: $*" >&2; }
+warn() { echo "bench: WARNING: $*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+  log "needs root (network namespaces, TUN devices, apt-get); nothing measured"
+  exit 1
+fi
+mkdir -p "$W"
+log "run $RUN_ID, namespaces ${P}*, results in $OUT"
+
+# ------------------------------------------------------------------ packages
+apt_updated=0
+# need_cmd CMD PACKAGE: installs PACKAGE when CMD is missing; fails if it cannot.
+need_cmd() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  log "$1 missing: apt-get install -y $2"
+  if [ $apt_updated = 0 ]; then timeout 300 apt-get update -qq >/dev/null 2>&1 || true; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq "$2" >/dev/null 2>&1 || return 1
+  command -v "$1" >/dev/null 2>&1
+}
+for c in "iperf3 iperf3" "ping iputils-ping" "curl curl" "openssl openssl" "ip iproute2"; do
+  set -- $c
+  need_cmd "$1" "$2" || { log "cannot install $2 (needed for every tunnel); giving up"; exit 1; }
+done
+declare -A PEER_CMDS=([wireguard-go]="wireguard-go:wireguard-go wg:wireguard-tools" [openvpn]="openvpn:openvpn" [quicktun]="quicktun:quicktun keypair:quicktun")
+selected=()
+IFS=, read -r -a wanted <<<"$TUNNELS"
+for t in "${wanted[@]}"; do
+  [ -f "$ROOT/bench/tunnels/$t.sh" ] || { warn "unknown tunnel '$t' (have: $ALL_TUNNELS); skipped"; continue; }
+  ok=1
+  for pair in ${PEER_CMDS[$t]:-}; do
+    need_cmd "${pair%%:*}" "${pair#*:}" || { warn "SKIPPING $t: cannot install Debian package ${pair#*:}"; ok=0; break; }
+  done
+  [ $ok = 1 ] && selected+=("$t")
+done
+[ ${#selected[@]} -gt 0 ] || { log "no tunnel left to measure"; exit 1; }
+
+# ------------------------------------------------------------------ teardown
+up_tunnels=()
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  log "tearing down ${P}*"
+  local e
+  for e in "${up_tunnels[@]}"; do # "script|work dir"
+    W="$W/${e#*|}" timeout 20 bash "$ROOT/bench/tunnels/${e%|*}.sh" down >/dev/null 2>&1 || true
+  done
+  for n in "$NSA" "$NSB"; do
+    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$n" 2>/dev/null || true
+  done
+  rm -f /var/run/wireguard/${P}*.sock
+  exit $rc
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# ------------------------------------------------------------------ topology
+for n in "$NSA" "$NSB"; do
+  ip netns add "$n"
+  ip netns exec "$n" ip link set lo up
+  ip netns exec "$n" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+done
+ip link add "${P}a0" netns "$NSA" type veth peer name "${P}b0" netns "$NSB"
+ip netns exec "$NSA" ip addr add "$UA/24" dev "${P}a0"
+ip netns exec "$NSB" ip addr add "$UB/24" dev "${P}b0"
+ip netns exec "$NSA" ip link set "${P}a0" mtu 1500 up
+ip netns exec "$NSB" ip link set "${P}b0" mtu 1500 up
+
+measured=()
+for t in "${selected[@]}"; do
+  up_tunnels+=("$t|$t")
+  if W="$W/$t" timeout 60 bash "$ROOT/bench/tunnels/$t.sh" up; then
+    # shellcheck disable=SC1090
+    . "$W/$t/env"
+    if W="$W/$t" bash -c 'source "$ROOT/bench/tunnels/common.sh"; wait_ping "$0" "$1" 10' "$SRC" "$DST"; then
+      measured+=("$t")
+      log "$t up ($SRC -> $DST, MTU $MTU)"
+      continue
+    fi
+  fi
+  warn "SKIPPING $t: setup failed (logs in $W/$t/)"
+done
+[ ${#measured[@]} -gt 0 ] || { log "no tunnel came up"; exit 1; }
+list=$(IFS=,; echo "${measured[*]}")
+
+# ------------------------------------------------------------------ matrix
+budget=$(( REPS * ${#measured[@]} * 90 + 60 ))
+log "measuring $list, $REPS repetitions interleaved (at most ${budget}s)"
+timeout --foreground "$budget" node "$ROOT/bench/tunnels/measure.mjs" --nsa "$NSA" --nsb "$NSB" --work "$W" \
+  --tunnels "$list" --reps "$REPS" --tcp-seconds "$TCP_SECONDS" --out "$OUT/matrix.json" ||
+  warn "measurement ended early (exit $?); reporting what was recorded"
+
+# ------------------------------------------------------------------ mtun alone
+metric_sum() { # metric_sum NS PORT NAME: sum of a counter over its label sets
+  ip netns exec "$1" curl -sf "http://127.0.0.1:$2/metrics" | awk -v m="$3" '$1 ~ "^"m"({|$)" {s += $2} END {print s + 0}'
+}
+if [[ " ${measured[*]} " == *" mtun "* ]] && [ "${BENCH_SKIP_MTUN_EXTRAS:-0}" != 1 ]; then
+  log "mtun: 1, 10, 100 concurrent sessions on one gateway"
+  timeout --foreground 180 ip netns exec "$NSA" node "$ROOT/bench/mtun-sessions.mjs" --gateway "$UB:4433" \
+    --certs "$W/mtun/certs" --target 10.20.0.1 --gateway-pid "$(cat "$W/mtun/mtung.pid")" \
+    --counts 1,10,100 --seconds 3 --rate 50 --out "$OUT/sessions.json" || warn "sessions phase failed"
+
+  log "mtun: CPU profile of agent and gateway under ${PROFILE_SECONDS}s of TCP load"
+  W="$W/mtun" bash "$ROOT/bench/tunnels/mtun.sh" down
+  mkdir -p "$OUT/profile"
+  up_tunnels+=("mtun|mtun-prof")
+  if W="$W/mtun-prof" MTUN_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$OUT/profile --cpu-prof-interval=250" \
+      timeout 60 bash "$ROOT/bench/tunnels/mtun.sh" up; then
+    apid=$(cat "$W/mtun-prof/mtuna.pid"); gpid=$(cat "$W/mtun-prof/mtung.pid")
+    sleep 1.2
+    a0=$(metric_sum "$NSA" 9091 mtun_tunnel_sent_datagrams_total); a0r=$(metric_sum "$NSA" 9091 mtun_tunnel_received_datagrams_total)
+    g0=$(metric_sum "$NSB" 9090 mtun_tunnel_sent_datagrams_total); g0r=$(metric_sum "$NSB" 9090 mtun_tunnel_received_datagrams_total)
+    ip netns exec "$NSB" timeout $((PROFILE_SECONDS + 20)) iperf3 -s -1 -p 5202 >/dev/null 2>&1 &
+    disown
+    sleep 0.3
+    ip netns exec "$NSA" timeout $((PROFILE_SECONDS + 15)) iperf3 -c 10.20.0.1 -B 10.10.0.1 -p 5202 -t "$PROFILE_SECONDS" -J >"$OUT/profile/iperf3.json" || warn "profile load failed"
+    sleep 1.2
+    a1=$(metric_sum "$NSA" 9091 mtun_tunnel_sent_datagrams_total); a1r=$(metric_sum "$NSA" 9091 mtun_tunnel_received_datagrams_total)
+    g1=$(metric_sum "$NSB" 9090 mtun_tunnel_sent_datagrams_total); g1r=$(metric_sum "$NSB" 9090 mtun_tunnel_received_datagrams_total)
+    W="$W/mtun-prof" bash "$ROOT/bench/tunnels/mtun.sh" down
+    cat >"$OUT/profile/meta.json" <<J
+{"seconds": $PROFILE_SECONDS, "agentPid": $apid, "gatewayPid": $gpid,
+ "agentDatagrams": {"sent": $((a1 - a0)), "received": $((a1r - a0r))},
+ "gatewayDatagrams": {"sent": $((g1 - g0)), "received": $((g1r - g0r))}}
+J
+  else
+    warn "profile phase: mtun did not come up with --cpu-prof"
+  fi
+fi
+
+# ------------------------------------------------------------------ report
+update=""
+if [ "${BENCH_UPDATE:-0}" = 1 ] || { [ "$list" = "$ALL_TUNNELS" ] && [ "$REPS" -ge 3 ]; }; then update="--update"; fi
+node "$ROOT/bench/report/report.mjs" --results "$OUT" --command "${BENCH_COMMAND:-npm run bench}" $update
+log "done: $OUT/report.md"
