@@ -156,10 +156,10 @@ if [[ " ${measured[*]} " == *" mtun "* ]] && [ "${BENCH_SKIP_MTUN_EXTRAS:-0}" !=
     sleep 1.2
     a0=$(metric_sum "$NSA" 9091 mtun_tunnel_sent_datagrams_total); a0r=$(metric_sum "$NSA" 9091 mtun_tunnel_received_datagrams_total)
     g0=$(metric_sum "$NSB" 9090 mtun_tunnel_sent_datagrams_total); g0r=$(metric_sum "$NSB" 9090 mtun_tunnel_received_datagrams_total)
-    ip netns exec "$NSB" timeout $((PROFILE_SECONDS + 20)) iperf3 -s -1 -p 5202 >/dev/null 2>&1 &
+    ip netns exec "$NSB" timeout $((PROFILE_SECONDS + 20)) iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
     disown
     sleep 0.3
-    ip netns exec "$NSA" timeout $((PROFILE_SECONDS + 15)) iperf3 -c 10.20.0.1 -B 10.10.0.1 -p 5202 -t "$PROFILE_SECONDS" -J >"$OUT/profile/iperf3.json" || warn "profile load failed"
+    ip netns exec "$NSA" timeout $((PROFILE_SECONDS + 15)) iperf3 -c 10.20.0.1 -B 10.10.0.1 -p 5201 -t "$PROFILE_SECONDS" -J >"$OUT/profile/iperf3.json" || warn "profile load failed"
     sleep 1.2
     a1=$(metric_sum "$NSA" 9091 mtun_tunnel_sent_datagrams_total); a1r=$(metric_sum "$NSA" 9091 mtun_tunnel_received_datagrams_total)
     g1=$(metric_sum "$NSB" 9090 mtun_tunnel_sent_datagrams_total); g1r=$(metric_sum "$NSB" 9090 mtun_tunnel_received_datagrams_total)

@@ -80,6 +80,7 @@ function tunnelStats(t) {
     udp: stat(get((r) => (test(r, 'udp').best ? test(r, 'udp').best.receivedBps / 1e6 : 0))),
     udpOffered: stat(get((r) => test(r, 'udp').maxMbpsUnder1pctLoss)),
     pingIdle: stat(get((r) => median(test(r, 'ping_idle').samplesMs))),
+    ping500: stat(get((r) => median(test(r, 'ping_500pps').samplesMs))),
     pingLoad: stat(get((r) => median(test(r, 'tcp1').pingUnderLoad.samplesMs))),
     pingLoadLoss: stat(get((r) => {
       const p = test(r, 'tcp1').pingUnderLoad;
@@ -121,17 +122,20 @@ md.push(`Run ${matrix.startedAt} → ${matrix.finishedAt ?? '(interrupted)'}; ${
 md.push('');
 md.push(`Command: \`${COMMAND}\` (as root). Kernel ${matrix.kernel}, ${matrix.ncpu} × ${matrix.cpuModel}, node ${matrix.node}, ${matrix.iperf3}.`);
 md.push('');
+const bg = (b) => (b ? `${b.pctOfBox.toFixed(0)}%` : '?');
+md.push(`Other tenants of the box (busy share over 3 s with every tunnel idle): ${bg(matrix.backgroundBefore)} before the matrix, ${bg(matrix.backgroundAfter)} after.`);
+md.push('');
 md.push('| tunnel | version | inner MTU |');
 md.push('|---|---|---|');
 for (const t of tunnels) md.push(`| ${t.name} | ${t.version} | ${t.mtu} |`);
 md.push('');
 md.push('### Throughput and latency (median, min–max over repetitions)');
 md.push('');
-md.push('| tunnel | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 1200 B, max rate < 1% loss, Mbit/s received | ping idle ms | ping under TCP load ms |');
-md.push('|---|---|---|---|---|---|');
+md.push('| tunnel | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 1200 B, max rate < 1% loss, Mbit/s received | ping idle (50/s) ms | ping at 500/s ms | ping under TCP load ms |');
+md.push('|---|---|---|---|---|---|---|');
 for (const t of tunnels) {
   const s = t.s;
-  md.push(`| ${t.name} | ${cell(s.tcp1, 2)} | ${cell(s.tcp4, 2)} | ${cell(s.udp, 0)} | ${cell(s.pingIdle, 3)} | ${cell(s.pingLoad, 2)} |`);
+  md.push(`| ${t.name} | ${cell(s.tcp1, 2)} | ${cell(s.tcp4, 2)} | ${cell(s.udp, 0)} | ${cell(s.pingIdle, 3)} | ${cell(s.ping500, 3)} | ${cell(s.pingLoad, 2)} |`);
 }
 md.push('');
 md.push('### CPU and memory during the 1-stream TCP test');
@@ -225,7 +229,7 @@ if (existsSync(join(profDir, 'meta.json'))) {
 }
 
 const body = md.join('\n');
-const svg = tcpChartSvg(tunnels.map((t) => ({ name: t.name, tcp1: t.s.tcp1, tcp4: t.s.tcp4 })), `TCP throughput through each tunnel (iperf3, ${matrix.tcpSeconds} s; bar = median, line = min–max of ${matrix.reps})`);
+const svg = tcpChartSvg(tunnels.map((t) => ({ name: t.name, tcp1: t.s.tcp1, tcp4: t.s.tcp4 })), `TCP throughput through each tunnel (iperf3, ${matrix.tcpSeconds} s; bar = median, line = min–max of ${matrix.reps})`, 1.2);
 writeFileSync(join(DIR, 'report.md'), body + '\n');
 writeFileSync(join(DIR, 'tcp-throughput.svg'), svg);
 console.log(body);

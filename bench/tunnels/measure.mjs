@@ -164,6 +164,20 @@ async function pingIdle(t) {
   return { test: 'ping_idle', ...pingTimes(r.out) };
 }
 
+/** Same path at 500 echo requests/s: separates per-packet work from wake-up latency after idle. */
+async function pingPaced(t) {
+  const r = await run(NSA, ['ping', '-n', '-c', '200', '-i', '0.002', '-W', '1', '-I', t.src, t.dst], 10_000);
+  return { test: 'ping_500pps', ...pingTimes(r.out) };
+}
+
+/** Busy share of the whole box over `ms` while nothing of ours runs: the other tenants' load. */
+async function backgroundLoad(ms) {
+  const a = boxTicks();
+  await sleep(ms);
+  const b = boxTicks();
+  return { pctOfBox: (100 * (b.busy - a.busy)) / (b.total - a.total), seconds: ms / 1000 };
+}
+
 async function tcp(t, streams, withPing) {
   const a = cpuSnapshot(t);
   const pingP = withPing
@@ -265,6 +279,8 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   });
 }
 
+results.backgroundBefore = await backgroundLoad(3000);
+console.log(`bench: background load before: ${results.backgroundBefore.pctOfBox.toFixed(0)}% of the box`);
 await startServer();
 try {
   for (let rep = 0; rep < REPS && !stopping; rep++) {
@@ -272,10 +288,11 @@ try {
       if (stopping) break;
       const t0 = performance.now();
       const idle = await pingIdle(t);
+      const paced = await pingPaced(t);
       const tcp1 = await tcp(t, 1, true);
       const tcp4 = await tcp(t, 4, false);
       const udp = await udpSearch(t, tcp1.bps ?? 100e6);
-      results.runs.push({ tunnel: t.name, rep, tests: [idle, tcp1, tcp4, udp] });
+      results.runs.push({ tunnel: t.name, rep, tests: [idle, paced, tcp1, tcp4, udp] });
       console.log(
         `bench: rep ${rep + 1}/${REPS} ${t.name.padEnd(13)} tcp1 ${((tcp1.bps ?? 0) / 1e9).toFixed(2)} Gbit/s, tcp4 ${((tcp4.bps ?? 0) / 1e9).toFixed(2)} Gbit/s, ` +
           `udp<1% ${udp.maxMbpsUnder1pctLoss} Mbit/s, ping ${median(idle.samplesMs).toFixed(3)} ms (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
@@ -284,6 +301,10 @@ try {
     }
   }
   for (const t of tunnels) results.peakRssKb[t.name] = Object.fromEntries(t.pids.map((p) => [p.role, vmHwmKb(p.pid)]));
+  if (server) server.kill('SIGKILL');
+  server = null;
+  results.backgroundAfter = await backgroundLoad(3000);
+  console.log(`bench: background load after: ${results.backgroundAfter.pctOfBox.toFixed(0)}% of the box`);
   results.finishedAt = new Date().toISOString();
   save();
 } finally {

@@ -50,6 +50,8 @@ Y
     start "$NSA" mtuna node "${NODE_FLAGS[@]}" "$MTUN" agent -c "$W/agent.yaml"
     for i in $(seq 150); do na curl -sf -o /dev/null http://127.0.0.1:9091/readyz && break; alive mtuna; sleep 0.1; done
     na curl -sf -o /dev/null http://127.0.0.1:9091/readyz || { echo "bench: mtun agent not ready after 15 s" >&2; tail -20 "$W/mtuna.log" >&2; exit 1; }
+    # /readyz turns 200 before both sides' routes are in: wait for traffic.
+    wait_ping 10.10.0.1 10.20.0.1 10
     mtu=$(na cat "/sys/class/net/${P}ma/mtu" 2>/dev/null || echo "?")
     cat >"$W/env" <<E
 SRC=10.10.0.1
