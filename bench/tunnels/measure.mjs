@@ -194,13 +194,17 @@ async function tcp(t, streams, withPing) {
     bytes: end.sum_received.bytes,
     retransmits: end.sum_sent.retransmits ?? null,
     cpu: cpuDelta(t, a, b),
+    // iperf3's own CPU (percent of one core, sender and receiver), to count the test's CPU apart from other tenants.
+    iperfCpuPct: end.cpu_utilization_percent ? { client: end.cpu_utilization_percent.host_total, server: end.cpu_utilization_percent.remote_total } : null,
     pingUnderLoad: ping,
   };
 }
 
 async function udpStep(t, mbps) {
   const a = cpuSnapshot(t);
-  const r = await iperf(t, ['-u', '-l', String(UDP_PAYLOAD), '-b', `${mbps}M`], UDP_SECONDS);
+  // -w 4M: the receiving iperf3's socket buffer (default ~200 KB) overflows first on
+  // 2 busy cores, for every tunnel; the bigger buffer leaves the loss to the tunnel.
+  const r = await iperf(t, ['-u', '-l', String(UDP_PAYLOAD), '-b', `${mbps}M`, '-w', '4M'], UDP_SECONDS);
   const b = cpuSnapshot(t);
   if (r.error) return { mbps, error: r.error };
   const s = r.json.end.sum;
