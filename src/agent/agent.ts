@@ -13,7 +13,7 @@ import { Direction } from '../inspect/flow-tracker.js';
 import type { ConnectIpClientSession } from '../masque/connect-ip/client-session.js';
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import type { ConnectIpEvent } from '../masque/connect-ip/session-base.js';
-import { connectIp } from '../masque/h3-glue.js';
+import { connectIp, connectUdp } from '../masque/h3-glue.js';
 import { formatPrefix, parseIp, type IpPrefix } from '../masque/ip-address.js';
 import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
 import { clampTcpMss } from '../packet/rewrite.js';
@@ -33,6 +33,7 @@ import { MTUN_VERSION } from '../version.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import { prefixCovers, rangesToPrefixes, toMasquePrefix } from '../daemon/prefixes.js';
 import { TunWriter } from '../daemon/tun-writer.js';
+import { UdpForwarder } from './udp-forwarder.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 
 /** Bytes reserved before each packet read from the TUN (context ID + quarter stream ID, written in place). */
@@ -75,6 +76,7 @@ export class Agent {
   private readonly gatewayAddr: Uint8Array | null;
   private readonly startedAt = Date.now();
   private connects = 0;
+  private readonly forwarders: UdpForwarder[] = [];
 
   private constructor(
     private readonly config: AgentConfig,
@@ -128,7 +130,16 @@ export class Agent {
           status: () => agent.status(),
         });
       }
-      log.info({ gateway: config.gateway.address, mode: config.mode, admin: agent.admin?.url }, 'agent started');
+      for (const f of config.connectUdp.forwarders) {
+        agent.forwarders.push(await UdpForwarder.start({
+          listen: f.listen,
+          target: f.target,
+          open: (host, port, onPayload, onClose) => agent.openUdp(host, port, onPayload, onClose),
+          flush: () => agent.conn?.flush(),
+          log,
+        }));
+      }
+      log.info({ gateway: config.gateway.address, mode: config.mode, admin: agent.admin?.url, udpForwarders: agent.forwarders.length }, 'agent started');
       void agent.connect();
       return agent;
     } catch (e) {
@@ -168,9 +179,7 @@ export class Agent {
     this.h3 = h3;
     try {
       await conn.whenEstablished();
-      const headers: [string, string][] = [];
-      const token = this.config.auth.token ?? (this.config.auth.tokenFile !== undefined ? readFileSync(this.config.auth.tokenFile, 'utf8').trim() : undefined);
-      if (token !== undefined) headers.push(['authorization', `Bearer ${token}`]);
+      const headers = this.authHeaders();
       const authority = formatAuthority(this.config.gateway.serverName ?? host, port);
       // Capsules may arrive with the 2xx, before the promise resolves: events
       // until then are covered by applyRoutes() below, which reads the session's state.
@@ -210,11 +219,30 @@ export class Agent {
     }
   }
 
+  /** Request headers carrying the bearer token, when one is configured. */
+  private authHeaders(): [string, string][] {
+    const token = this.config.auth.token ?? (this.config.auth.tokenFile !== undefined ? readFileSync(this.config.auth.tokenFile, 'utf8').trim() : undefined);
+    return token !== undefined ? [['authorization', `Bearer ${token}`]] : [];
+  }
+
+  /** Opens a CONNECT-UDP stream (RFC 9298) for a local forwarder over the current connection. */
+  private openUdp(host: string, port: number, onPayload: (b: Uint8Array, o: number, l: number) => void, onClose: () => void) {
+    const h3 = this.h3;
+    if (h3 === null || this.state !== 'open') return Promise.reject(new Error('agent: no tunnel to the gateway right now'));
+    const { host: gwHost, port: gwPort } = this.config.gateway.address;
+    return connectUdp(h3, formatAuthority(this.config.gateway.serverName ?? gwHost, gwPort), host, port, {
+      onPayload,
+      onClose: () => onClose(),
+      headers: this.authHeaders(),
+    });
+  }
+
   private onDisconnected(conn: QuicConnection): void {
     if (this.conn !== conn) return;
     const info = conn.closeInfo;
     this.conn = null;
     this.h3 = null;
+    for (const f of this.forwarders) f.reset();
     if (this.session) {
       this.syncCounters();
       this.sync?.close();
@@ -425,6 +453,7 @@ export class Agent {
     clearInterval(this.counterTimer);
     this.syncCounters();
     this.flows.close();
+    for (const f of this.forwarders) f.close();
     this.session?.close();
     this.h3?.shutdown();
     this.conn?.flush();

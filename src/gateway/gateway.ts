@@ -74,6 +74,9 @@ interface GwSession {
   readonly kernelRoutes: Map<string, IpPrefix>;
 }
 
+/** IANA protocol number of UDP (policy checks of CONNECT-UDP targets). */
+const IPPROTO_UDP = 17;
+
 /** Gateway-level drop reasons (packets read from the TUN). */
 const GW_DROP_NO_ROUTE = 'no_route';
 const GW_DROP_TUN_WRITE = 'tun_write_failed';
@@ -295,6 +298,13 @@ export class Gateway {
     }
     // Operator allow-list first (RFC 9298 §7 checks follow inside MASQUE).
     const pre = checkConnectUdpRequest({ method: 'CONNECT', ...req });
+    const ip = pre.ok ? pre.target.ip : undefined;
+    if (pre.ok && ip !== undefined && !policy.allows(IPPROTO_UDP, ip.address, 0, ip.address.length, pre.target.port)) {
+      const r = refuse(403, 'destination_ip_prohibited', `policy of ${identity} does not allow UDP to ${pre.target.host}:${pre.target.port}`);
+      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
+      this.log.warn({ remote: gc.remote, identity, target: `${pre.target.host}:${pre.target.port}` }, 'CONNECT-UDP refused by policy');
+      return;
+    }
     if (pre.ok && !udpTargetAllowed(this.config, pre.target.host, pre.target.port)) {
       const r = refuse(403, 'destination_ip_prohibited', `target ${pre.target.host}:${pre.target.port} is not in connectUdp.targets`);
       req.reject(r.status, [['proxy-status', r.proxyStatus]]);
@@ -315,7 +325,6 @@ export class Gateway {
       return;
     }
     gs = this.addSession(gc, 'connect-udp', identity, policy, null, result);
-    void policy;
   }
 
   private addSession(

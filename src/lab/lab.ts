@@ -314,7 +314,9 @@ reconnect:
   maxDelayMs: 2000
 keepaliveIntervalMs: 5000
 connectUdp:
-  forwarders: []
+  forwarders:
+    - listen: 127.0.0.1:7007
+      target: { host: ${LAB.server.v4}, port: 7 }
 telemetry:
   workloads:
     10.10.0.0/24: cluster-a

@@ -843,7 +843,23 @@ export class QuicEndpoint implements ConnectionOwner {
       c.dirty = true;
       this.dirtyList.push(c);
     }
+    // Writes made outside our own event dispatch (a UDP socket callback, a
+    // timer, a TUN batch that forgot to flush) still leave promptly: one
+    // microtask flush per burst, so a burst is coalesced into one batch.
+    // Not while flushing (leftovers go through continueFlush) or while the
+    // socket is blocked (onWritable resumes): that would spin in microtasks.
+    if (!this.inBatch && !this.flushing && !this.blocked && !this.microFlushScheduled) {
+      this.microFlushScheduled = true;
+      queueMicrotask(this.microFlush);
+    }
   }
+
+  private microFlushScheduled = false;
+  private flushing = false;
+  private readonly microFlush = (): void => {
+    this.microFlushScheduled = false;
+    if (!this.inBatch && !this.blocked && this.dirtyList.length > 0) this.flushDirty();
+  };
 
   /** @internal ConnectionOwner */
   flushConnection(c: QuicConnection): void {
@@ -855,7 +871,18 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /** Drain every dirty connection into the batch, then update timers and reap closed ones. */
   private flushDirty(): void {
-    if (this.closed) return;
+    if (this.closed || this.flushing) return;
+    this.flushing = true;
+    try {
+      this.flushDirtyNow();
+    } finally {
+      this.flushing = false;
+    }
+    // Connections marked while we were flushing (an event handler wrote) go out next.
+    if (this.dirtyList.length > 0 && !this.continueScheduled) this.markDirty(this.dirtyList[0]!);
+  }
+
+  private flushDirtyNow(): void {
     const list = this.dirtyList;
     this.dirtyList = [];
     let leftover = false;

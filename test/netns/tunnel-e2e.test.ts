@@ -120,6 +120,13 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
     expect(JSON.parse(r6.stdout)).toEqual({ sent: 50, received: 50, mismatched: 0, lost: 0 });
   }, 90_000);
 
+  it('forwards a local UDP port through CONNECT-UDP (RFC 9298) with exact payloads', async () => {
+    const r = await lab.exec('agent', process.execPath, [UDP_PROBE, '127.0.0.1', '7007', '50', '800'], 60_000);
+    expect(JSON.parse(r.stdout)).toEqual({ sent: 50, received: 50, mismatched: 0, lost: 0 });
+    const status = JSON.parse((await lab.admin('gw', LAB.gatewayAdmin, '/status')).stdout) as { sessions: { kind: string }[] };
+    expect(status.sessions.some((s) => s.kind === 'connect-udp')).toBe(true);
+  }, 90_000);
+
   it('answers packets larger than the tunnel MTU with Fragmentation Needed / Packet Too Big (RFC 9484 §7.2.1)', async () => {
     const r = await lab.exec('client', 'ping', ['-M', 'do', '-s', '1472', '-c', '2', '-W', '2', LAB.server.v4]);
     expect(r.stdout + r.stderr).toMatch(/mtu = 1[34]\d\d|Frag needed/i);
@@ -148,8 +155,8 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
     expect(r.stdout).toContain(`you are ::ffff:${LAB.client2.v4}`);
     const a = await lab.exec('client', 'curl', ['-sf', '--max-time', '10', `http://${LAB.server.v4}/`]);
     expect(a.stdout).toContain(`you are ::ffff:${LAB.client.v4}`);
-    const status = JSON.parse((await lab.admin('gw', LAB.gatewayAdmin, '/status')).stdout) as { sessions: { peerIdentity: string }[] };
-    expect(status.sessions.map((s) => s.peerIdentity).sort()).toEqual(['spiffe://cluster.local/agent/cluster-a', 'spiffe://cluster.local/agent/cluster-c']);
+    const status = JSON.parse((await lab.admin('gw', LAB.gatewayAdmin, '/status')).stdout) as { sessions: { kind: string; peerIdentity: string }[] };
+    expect(status.sessions.filter((s) => s.kind === 'connect-ip').map((s) => s.peerIdentity).sort()).toEqual(['spiffe://cluster.local/agent/cluster-a', 'spiffe://cluster.local/agent/cluster-c']);
     // cluster-c's policy allows only TCP 80 to the server.
     const denied = await lab.exec('client2', 'iperf3', ['-c', LAB.server.v4, '-t', '1', '--connect-timeout', '1500']);
     expect(denied.code).not.toBe(0);
