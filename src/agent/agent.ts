@@ -65,7 +65,6 @@ export class Agent {
   private assignedOnTun = new Set<string>();
   private attempt = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
-  private readonly keepaliveTimer: NodeJS.Timeout;
   private readonly counterTimer: NodeJS.Timeout;
   private readonly flows: DaemonFlows;
   private readonly noSessionId: number;
@@ -95,7 +94,6 @@ export class Agent {
     });
     this.noSessionId = telemetry.metrics.dropReasonId(DROP_NO_SESSION);
     this.tunWriteDropId = telemetry.metrics.dropReasonId(DROP_TUN_WRITE);
-    this.keepaliveTimer = setInterval(() => this.keepalive(), config.keepaliveIntervalMs);
     this.counterTimer = setInterval(() => this.syncCounters(), 1000);
     this.counterTimer.unref();
   }
@@ -111,7 +109,9 @@ export class Agent {
       const endpoint = new QuicEndpoint({
         socket,
         client: { caPem, certPem, keyPem },
-        idleTimeoutMs: QUIC_IDLE_TIMEOUT_MS,
+        idleTimeoutMs: Math.max(QUIC_IDLE_TIMEOUT_MS, 3 * config.keepaliveIntervalMs),
+        // PINGs on the endpoint's shared timer keep NAT bindings and the idle timer alive (RFC 9000 §10.1.2).
+        keepAliveMs: config.keepaliveIntervalMs,
         maxUdpPayloadBytes: MAX_UDP_PAYLOAD_BYTES,
         keylogPath: config.tls.keylogPath ?? null,
       });
@@ -340,13 +340,6 @@ export class Agent {
     }
   }
 
-  /** A PING every keepaliveIntervalMs keeps idle NAT bindings and the QUIC idle timer alive. */
-  private keepalive(): void {
-    const c = this.conn;
-    if (c === null || !c.isEstablished || c.isClosed) return;
-    c.ping();
-  }
-
   private syncCounters(): void {
     const s = this.session;
     if (s !== null) s.onTimeout(Date.now());
@@ -449,7 +442,6 @@ export class Agent {
     if (this.state === 'stopped') return;
     this.state = 'stopped';
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    clearInterval(this.keepaliveTimer);
     clearInterval(this.counterTimer);
     this.syncCounters();
     this.flows.close();

@@ -167,7 +167,8 @@ export class Gateway {
           ticketKey: derivedKey(keyPem, 'mtun ticket key v1').subarray(0, 48),
           onConnection: (c) => gw!.onConnection(c),
         },
-        idleTimeoutMs: QUIC_IDLE_TIMEOUT_MS,
+        // The connection's idle timeout is the smaller of both ends' (RFC 9000 §10.1): leave room for 3 agent keepalives.
+        idleTimeoutMs: Math.max(QUIC_IDLE_TIMEOUT_MS, 3 * config.keepaliveIntervalMs),
         maxUdpPayloadBytes: MAX_UDP_PAYLOAD_BYTES,
         keylogPath: config.tls.keylogPath ?? null,
       });
@@ -442,11 +443,22 @@ export class Gateway {
     }
   }
 
-  /** Re-reads policy and tokens (SIGHUP). Sessions keep running; their policy and advertised routes are updated. */
+  /**
+   * SIGHUP: re-reads the certificate, key and client CA (for new
+   * connections), the policy and the tokens. Tunnels keep running; their
+   * policy and advertised routes are updated. Throws, changing nothing, when
+   * the new TLS material does not load.
+   */
   reload(config: GatewayConfig): void {
+    const tls = {
+      certPem: readFileSync(config.tls.cert, 'utf8'),
+      keyPem: readFileSync(config.tls.key, 'utf8'),
+      clientCaPem: config.tls.requireClientCert && config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined,
+    };
+    this.endpoint.updateServerTls(tls);
     this.policy = compilePolicy(config.policy);
     this.tokens = loadTokens(config);
-    this.config = { ...this.config, policy: config.policy, auth: config.auth, advertise: config.advertise };
+    this.config = { ...this.config, tls: config.tls, policy: config.policy, auth: config.auth, advertise: config.advertise };
     for (const gc of this.conns) {
       for (const gs of gc.sessions) {
         gs.policy = this.policy.forIdentity(gs.identity);
@@ -458,7 +470,7 @@ export class Gateway {
         }
       }
     }
-    this.log.info({ identities: config.policy.length }, 'policy reloaded');
+    this.log.info({ identities: config.policy.length }, 'certificates, policy and tokens reloaded');
   }
 
   /** The /status document. */

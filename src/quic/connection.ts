@@ -391,20 +391,6 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     if (!this.gone) this.owner.flushConnection(this);
   }
 
-  /**
-   * Sends a PING now (RFC 9000 §19.2): the agent's keepalive, which keeps
-   * NAT bindings and the peer's idle timer (RFC 9000 §10.1.2) alive.
-   */
-  ping(): void {
-    if (this.gone) return;
-    try {
-      this.q.sendAckEliciting();
-    } catch {
-      return; // closed or draining: nothing to keep alive
-    }
-    this.flush();
-  }
-
   /** Telemetry snapshot (allocates; call from a metrics scrape, not per packet). */
   stats(): QuicConnectionStats {
     const s = {

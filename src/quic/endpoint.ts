@@ -3,7 +3,7 @@
  * demux, Initial checks, version negotiation, Retry, one timer heap, and
  * batched sending (with GSO when the socket has it).
  */
-import { createHmac, randomBytes, randomFillSync } from 'node:crypto';
+import { createHmac, createPrivateKey, randomBytes, randomFillSync, X509Certificate } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { ADDR_SLOT_BYTES, type UdpBatch, type UdpBatchSocket } from '../net/udp.js';
 import { addrSlotEquals, allocUdpBatch, copyAddrSlot, readAddrSlotHost, writeAddrSlot } from '../net/udp-batch.js';
@@ -214,6 +214,8 @@ export class QuicEndpoint implements ConnectionOwner {
 
   private readonly sock: UdpBatchSocket;
   private readonly opts: QuicEndpointOptions;
+  /** Server TLS material for new connections (replaceable with {@link updateServerTls}). */
+  private serverTls: { certPem: string; keyPem: string; clientCaPem?: string } | null = null;
   private readonly local: { host: string; port: number };
   private readonly isServerEndpoint: boolean;
   private readonly resetKey: Uint8Array;
@@ -262,6 +264,7 @@ export class QuicEndpoint implements ConnectionOwner {
       throw new Error('quic: endpoint needs server and/or client options');
     }
     this.opts = opts;
+    this.serverTls = opts.server ? { certPem: opts.server.certPem, keyPem: opts.server.keyPem, clientCaPem: opts.server.clientCaPem } : null;
     this.sock = opts.socket;
     const la = this.sock.localAddress();
     this.local = { host: la.address, port: la.port };
@@ -300,7 +303,7 @@ export class QuicEndpoint implements ConnectionOwner {
     let cfg: QuicheConfig;
     try {
       if (server) {
-        const s = o.server!;
+        const s = this.serverTls!;
         const ca = s.clientCaPem !== undefined ? utf8.encode(s.clientCaPem) : null;
         cfg = quiche.Config.withBoringSslCtx(ca !== null, false, ca, [utf8.encode(s.keyPem)], [utf8.encode(s.certPem)], SIGALGS);
       } else {
@@ -344,6 +347,32 @@ export class QuicEndpoint implements ConnectionOwner {
     // No 0-RTT: enableEarlyData is never called (RFC 9001 §9.2), so no CONNECT in early data.
     if (this.keylogPath !== null) cfg.logKeys();
     return cfg;
+  }
+
+  /**
+   * Replaces the server certificate chain, key and client CA (e.g. on
+   * SIGHUP). New connections use them; established ones keep theirs. Throws
+   * `quic: TLS configuration rejected: …` and keeps the old material when the
+   * new one does not load.
+   */
+  updateServerTls(tls: { certPem: string; keyPem: string; clientCaPem?: string }): void {
+    if (this.serverTls === null) throw new Error('quic: endpoint has no server role');
+    // BoringSSL accepts unparsable PEM here and fails only in the handshake: check it ourselves.
+    try {
+      const cert = new X509Certificate(tls.certPem);
+      if (!cert.checkPrivateKey(createPrivateKey(tls.keyPem))) throw new Error('the key does not match the certificate');
+      if (tls.clientCaPem !== undefined) new X509Certificate(tls.clientCaPem);
+    } catch (e) {
+      throw new Error(`quic: TLS configuration rejected: ${(e as Error).message}`);
+    }
+    const old = this.serverTls;
+    this.serverTls = { ...tls };
+    try {
+      this.serverConfigFor(new Uint8Array(CID_BYTES));
+    } catch (e) {
+      this.serverTls = old;
+      throw e;
+    }
   }
 
   /** Local address of the socket. */

@@ -176,6 +176,20 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
     expect(elapsed).toBeLessThan(5_000 + 3_000); // 5 s budget after the gateway is up (its start takes ≤ ~3 s here)
   }, 40_000);
 
+  it('reloads policy on SIGHUP without dropping the tunnel', async () => {
+    const sessions = async () => (JSON.parse((await lab.admin('gw', LAB.gatewayAdmin, '/status')).stdout) as { sessions: { id: string; kind: string }[] }).sessions.filter((x) => x.kind === 'connect-ip').map((x) => x.id).sort();
+    const before = await sessions();
+    const yaml = readFileSync(lab.file('gateway.yaml'), 'utf8');
+    writeFileSync(lab.file('gateway.yaml'), yaml.replace('ports: [80, 443, 5201, 7]', 'ports: [443, 5201, 7]'));
+    lab.process('gateway')!.kill('SIGHUP');
+    await lab.waitFor(async () => (await lab.exec('client', 'curl', ['-s', '--max-time', '1', `http://${LAB.server.v4}/`])).code !== 0, 10_000, 'port 80 denied after reload');
+    expect((await lab.exec('client', 'ping', ['-c', '1', '-W', '2', LAB.server.v4])).code).toBe(0);
+    expect(await sessions()).toEqual(before);
+    writeFileSync(lab.file('gateway.yaml'), yaml);
+    lab.process('gateway')!.kill('SIGHUP');
+    await lab.waitFor(async () => (await lab.exec('client', 'curl', ['-s', '--max-time', '1', `http://${LAB.server.v4}/`])).code === 0, 10_000, 'port 80 allowed again');
+  }, 40_000);
+
   it('drains on SIGTERM: exit 0, open flows recorded, TUN removed', async () => {
     const code = await lab.stop('gateway', 'SIGTERM');
     expect(code).toBe(0);

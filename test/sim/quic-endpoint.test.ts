@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import dgram from 'node:dgram';
 import { CRYPTO_ERROR_CERTIFICATE_REQUIRED } from '../../src/quic/quiche.js';
 import { Harness, getPki, sleep, streamRoundTrip, waitFor, whenClosed } from './quic-harness.js';
+import { issueServerCert } from '../../src/quic/dev-certs.js';
 
 const enc = new TextEncoder();
 let h = new Harness();
@@ -65,6 +66,21 @@ describe('QUIC handshake and streams (RFC 9000, RFC 9001)', () => {
     expect(c.closeInfo!.errorCode).toBeGreaterThanOrEqual(0x100);
     expect(c.closeInfo!.errorCode).toBeLessThan(0x200);
     expect(h.accepted.length).toBe(0);
+  });
+
+  it('replaces the server certificate for new connections (SIGHUP reload) and keeps the old one when the new one is bad', async () => {
+    const p = await getPki();
+    const { ep, port } = await h.server();
+    const fromOther = await issueServerCert(p.otherCa);
+    expect(() => ep.updateServerTls({ certPem: 'not a certificate', keyPem: p.server.keyPem })).toThrow(/TLS configuration rejected/);
+    const still = (await h.client()).connect('127.0.0.1', port, 'localhost');
+    await still.whenEstablished();
+    ep.updateServerTls({ certPem: fromOther.certPem, keyPem: fromOther.keyPem });
+    const trustsOld = (await h.client()).connect('127.0.0.1', port, 'localhost');
+    await expect(trustsOld.whenEstablished()).rejects.toThrow(/closed before established/);
+    const trustsNew = (await h.client({ caPem: p.otherCa.certPem })).connect('127.0.0.1', port, 'localhost');
+    await trustsNew.whenEstablished();
+    expect(still.isClosed).toBe(false);
   });
 
   it('refuses a server certificate for another name (SNI mismatch)', async () => {
@@ -236,7 +252,6 @@ describe('Retry and address validation (RFC 9000 §8.1)', () => {
   it('sends at most 3x the bytes received to an unvalidated address (anti-amplification)', async () => {
     // A big server certificate makes the first flight larger than 3 x 1200 bytes.
     const p = await getPki();
-    const { issueServerCert } = await import('../../src/quic/dev-certs.js');
     const names = ['localhost', '127.0.0.1', ...Array.from({ length: 120 }, (_, i) => `name-${i}.padding.mtun.test`)];
     const big = await issueServerCert(p.ca, names);
     expect(big.certPem.length).toBeGreaterThan(4000);
