@@ -14,7 +14,7 @@ import type { ConnectIpClientSession } from '../masque/connect-ip/client-session
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import type { ConnectIpEvent } from '../masque/connect-ip/session-base.js';
 import { connectIp, connectUdp } from '../masque/h3-glue.js';
-import { formatPrefix, parseIp, type IpPrefix } from '../masque/ip-address.js';
+import { formatIp, formatPrefix, parseIp, type IpPrefix } from '../masque/ip-address.js';
 import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
 import { clampTcpMss } from '../packet/rewrite.js';
 import type { QuicConnection } from '../quic/connection.js';
@@ -34,6 +34,7 @@ import { DaemonFlows } from '../daemon/flows.js';
 import { prefixCovers, rangesToPrefixes, toMasquePrefix } from '../daemon/prefixes.js';
 import { TunWriter } from '../daemon/tun-writer.js';
 import { UdpForwarder } from './udp-forwarder.js';
+import { applySnat, removeSnat } from './snat.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 
 /** Bytes reserved before each packet read from the TUN (context ID + quarter stream ID, written in place). */
@@ -63,6 +64,8 @@ export class Agent {
   /** Routes currently installed through the TUN (gateway-advertised), by text. */
   private readonly installed = new Set<string>();
   private assignedOnTun = new Set<string>();
+  /** The SNAT rules currently installed ("v4|v6"), or null. */
+  private snatKey: string | null = null;
   private attempt = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private readonly counterTimer: NodeJS.Timeout;
@@ -337,6 +340,23 @@ export class Agent {
           this.log.error({ err: (e as Error).message }, 'configuring assigned addresses failed');
         }
       }
+      if (this.config.snat) {
+        const assigned = session.assignedAddresses();
+        const v4 = assigned.find((a) => a.version === 4);
+        const v6 = assigned.find((a) => a.version === 6);
+        const a4 = v4 ? formatIp(v4.address) : null;
+        const a6 = v6 ? formatIp(v6.address) : null;
+        const key = `${a4}|${a6}`;
+        if ((a4 !== null || a6 !== null) && key !== this.snatKey) {
+          try {
+            await applySnat(tun.name, a4, a6);
+            this.snatKey = key;
+            this.log.info({ v4: a4, v6: a6 }, 'SNAT to the assigned addresses installed');
+          } catch (e) {
+            this.log.error({ err: (e as Error).message }, 'installing SNAT failed');
+          }
+        }
+      }
     }
   }
 
@@ -453,6 +473,7 @@ export class Agent {
     this.endpoint.close(0, 'agent shutting down');
     await new Promise((r) => setTimeout(r, 50));
     this.socket.close();
+    if (this.snatKey !== null && this.tun !== null) await removeSnat(this.tun.name).catch((e: Error) => this.log.warn({ err: e.message }, 'removing SNAT failed'));
     this.tun?.close();
     await this.admin?.close();
     await this.telemetry.shutdown();

@@ -162,6 +162,23 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
     expect(denied.code).not.toBe(0);
   }, 60_000);
 
+  it('remote access: the agent uses the address the gateway assigns (ADDRESS_REQUEST/ASSIGN, RFC 9484 §4.7) and SNATs its clients to it', async () => {
+    expect(await lab.stop('agent2', 'SIGTERM')).toBe(0);
+    const yaml = readFileSync(lab.file('agent2.yaml'), 'utf8')
+      .replace('mode: site-to-site', 'mode: remote-access\nsnat: true')
+      .replace(/advertise: \[[^\]]*\]/, 'advertise: []');
+    writeFileSync(lab.file('agent2.yaml'), yaml);
+    await lab.startAgent('agent2');
+    const st = JSON.parse((await lab.admin('agent2', LAB.agentAdmin, '/status')).stdout) as { addresses: { address: string }[] };
+    const v4 = st.addresses.map((a) => a.address).find((a) => a.startsWith('10.200.0.'));
+    expect(v4, JSON.stringify(st)).toBeDefined();
+    const r = await lab.exec('client2', 'curl', ['-sf', '--max-time', '10', `http://${LAB.server.v4}/`]);
+    expect(r.stdout).toContain(`you are ::ffff:${v4!.split('/')[0]}`);
+    expect(await lab.stop('agent2', 'SIGTERM')).toBe(0);
+    const tables = await lab.exec('agent2', 'nft', ['list', 'tables']);
+    expect(tables.stdout).not.toContain('mtun_snat');
+  }, 60_000);
+
   it('recovers from a gateway SIGKILL: the agent reconnects and traffic flows within 5 s of the restart', async () => {
     expect(await lab.stop('gateway', 'SIGKILL')).toBe(null);
     const restarted = Date.now();
