@@ -30,7 +30,7 @@ const UDP_SECONDS = Number(arg('udp-seconds', '2'));
 const UDP_PAYLOAD = 1200;
 const LOSS_LIMIT_PCT = 1;
 /** UDP offered rates (Mbit/s) the search walks along. */
-const UDP_LADDER = [50, 75, 100, 150, 200, 250, 300, 400, 500, 650, 800, 1000, 1250, 1600, 2000, 2500, 3200, 4000, 5000];
+const UDP_LADDER = [50, 75, 100, 150, 200, 250, 300, 400, 500, 650, 800, 1000, 1250, 1600, 2000, 2500, 3200, 4000, 5000, 6400, 8000, 10000];
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 const NCPU = Number(execFileSync('nproc').toString().trim());
 if (!NSA || !NSB || !WORK || !OUT || TUNNELS.length === 0) {
@@ -249,7 +249,7 @@ async function udpSearch(t, hintBps) {
       }
     }
   }
-  return { test: 'udp', maxMbpsUnder1pctLoss: best ? best.mbps : 0, best, steps };
+  return { test: 'udp', maxMbpsUnder1pctLoss: best ? best.mbps : 0, atLadderTop: best?.mbps === UDP_LADDER[UDP_LADDER.length - 1], best, steps };
 }
 
 // ------------------------------------------------------------------ main
