@@ -281,7 +281,7 @@ export class Agent {
     }
     const limit = pathMax > 0 ? pathMax : DEFAULT_TUNNEL_MTU;
     const mtu = Math.min(this.config.tun.mtuBytes ?? limit, limit);
-    this.tun = await openTun({ name: this.config.tun.name, mtu, addresses: [] });
+    this.tun = await openTun({ name: this.config.tun.name, mtu, addresses: [], offload: this.config.tun.offload });
     this.tunMtu = mtu;
     this.tunBufs = Array.from({ length: this.tun.batchSize }, () => Buffer.allocUnsafe(HEADROOM + mtu));
     this.tunSizes = new Uint32Array(this.tun.batchSize);

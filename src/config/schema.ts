@@ -81,6 +81,11 @@ const tunSchema = z.strictObject({
   name: interfaceName.default('mtun0'),
   /** Override; by default the MTU is derived from the QUIC path's maximum datagram size. RFC 9484 §7.2 needs ≥1280 for IPv6. */
   mtuBytes: intIn(576, 65_535, 'an MTU in bytes').optional(),
+  /**
+   * IFF_VNET_HDR offloads: the kernel hands over TCP/UDP GSO super-packets,
+   * split into MTU-sized packets in C, and TCP segments are coalesced on write.
+   */
+  offload: z.boolean().default(false),
 }).prefault({});
 
 /** A policy rule: traffic to these destination prefixes with these protocols and ports is allowed. */

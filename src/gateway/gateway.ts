@@ -147,7 +147,7 @@ export class Gateway {
     const keyPem = readFileSync(config.tls.key, 'utf8');
     const caPem = config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined;
     const poolRoutes = [config.pools.ipv4?.text, config.pools.ipv6?.text].filter((x): x is string => x !== undefined);
-    const tun = await openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, addresses: [], routes: poolRoutes });
+    const tun = await openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, addresses: [], routes: poolRoutes, offload: config.tun.offload });
     let socket: NativeUdpSocket | null = null;
     try {
       socket = openNativeUdp({ host: config.listen.host, port: config.listen.port });
