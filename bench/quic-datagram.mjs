@@ -15,7 +15,7 @@ import { performance, PerformanceObserver } from 'node:perf_hooks';
 import { createRequire } from 'node:module';
 import { openDgramUdpSocket } from '../dist/net/dgram-udp.js';
 import { QuicEndpoint } from '../dist/quic/endpoint.js';
-import { createDevCa, issueServerCert } from '../dist/quic/dev-certs.js';
+import { createDevCa, issueServerCert } from '../dist/certs/pki.js';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {

@@ -3,23 +3,9 @@
  * server certificate and agent client certificates with SPIFFE-style URI
  * SANs, written as PEM with private keys readable by the owner only.
  */
-import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
-
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
-
-type CryptoKey = webcrypto.CryptoKey;
-type CryptoKeyPair = webcrypto.CryptoKeyPair;
-
-const KEY_ALG = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-const SIG_ALG = { name: 'ECDSA', hash: 'SHA-256' } as const;
-const DAY_MS = 86_400_000;
-/** Clock skew tolerated by backdating notBefore. */
-const BACKDATE_MS = 5 * 60_000;
+import { createDevCa, DevCaLoadError, isServerName, issueClientCert, issueServerCert, loadDevCa, type DevCa, type IssuedCert } from './pki.js';
 
 /** Options for {@link generateDevCerts}. */
 export interface DevCertsOptions {
@@ -57,7 +43,6 @@ export interface DevCertsResult {
 
 const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
 const NAME = /^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$/;
-const DNS_NAME = /^(?=.{1,253}$)([A-Za-z0-9*]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 /** Checks the options; returns a list of problems (empty when fine). */
 export function checkDevCertsOptions(o: DevCertsOptions): string[] {
@@ -67,7 +52,7 @@ export function checkDevCertsOptions(o: DevCertsOptions): string[] {
   const gw = o.gatewayName ?? 'gateway';
   if (!NAME.test(gw)) errs.push(`gateway name ${JSON.stringify(gw)}: expected 1-63 letters, digits, "-", "_", "."`);
   for (const s of o.gatewaySans ?? []) {
-    if (isIP(s) === 0 && !DNS_NAME.test(s)) errs.push(`gateway SAN ${JSON.stringify(s)}: expected a DNS name or IP address`);
+    if (!isServerName(s)) errs.push(`gateway SAN ${JSON.stringify(s)}: expected a DNS name or IP address`);
   }
   const agents = o.agents ?? ['cluster-a'];
   if (agents.length === 0) errs.push('agents: expected at least one agent name');
@@ -105,102 +90,56 @@ export async function generateDevCerts(o: DevCertsOptions): Promise<DevCertsResu
   const caCertPath = join(o.outDir, 'ca.pem');
   const caKeyPath = join(o.outDir, 'ca-key.pem');
 
-  let ca: { cert: x509.X509Certificate; key: CryptoKey };
+  let ca: DevCa;
   let reusedCa = false;
   if (!o.newCa && existsSync(caCertPath) && existsSync(caKeyPath)) {
     ca = await loadCa(caCertPath, caKeyPath);
     reusedCa = true;
   } else {
-    ca = await createCa(td, days * 10);
-    write(caKeyPath, await keyPem(ca.key), true);
-    write(caCertPath, ca.cert.toString('pem'), false);
+    ca = await createDevCa(`mtun development CA (${td})`, { validDays: days * 10, uris: [`spiffe://${td}`] });
+    write(caKeyPath, ca.keyPem, true);
+    write(caCertPath, ca.certPem, false);
     files.push({ path: caKeyPath, kind: 'ca', secret: true }, { path: caCertPath, kind: 'ca', secret: false });
   }
 
-  const gwNames = uniq([gwName, 'localhost', '127.0.0.1', '::1', ...(o.gatewaySans ?? [])]);
-  const gwSans: x509.JsonGeneralName[] = [
-    ...gwNames.map((n): x509.JsonGeneralName => (isIP(n) ? { type: 'ip', value: n } : { type: 'dns', value: n })),
-    { type: 'url', value: `spiffe://${td}/gateway/${gwName}` },
-  ];
-  files.push(...await issueTo(o.outDir, 'gateway', 'gateway', ca, gwName, gwSans, [x509.ExtendedKeyUsage.serverAuth], days));
+  const gw = await issueServerCert(ca, [gwName, 'localhost', '127.0.0.1', '::1', ...(o.gatewaySans ?? [])], {
+    commonName: gwName, uris: [`spiffe://${td}/gateway/${gwName}`], validDays: days,
+  });
+  files.push(...writePair(o.outDir, 'gateway', 'gateway', gw));
 
   for (const a of agents) {
-    const sans: x509.JsonGeneralName[] = [{ type: 'url', value: `spiffe://${td}/agent/${a}` }];
-    files.push(...await issueTo(o.outDir, `agent-${a}`, 'agent', ca, a, sans, [x509.ExtendedKeyUsage.clientAuth], days));
+    const cert = await issueClientCert(ca, `spiffe://${td}/agent/${a}`, { commonName: a, validDays: days });
+    files.push(...writePair(o.outDir, `agent-${a}`, 'agent', cert));
   }
   return { reusedCa, files };
 }
 
-async function issueTo(
-  dir: string, base: string, kind: 'gateway' | 'agent',
-  ca: { cert: x509.X509Certificate; key: CryptoKey },
-  cn: string, sans: x509.JsonGeneralName[], usages: string[], days: number,
-): Promise<WrittenFile[]> {
-  const keys = (await webcrypto.subtle.generateKey(KEY_ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const now = Date.now();
-  const notAfter = Math.min(now + days * DAY_MS, ca.cert.notAfter.getTime());
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serialHex(),
-    subject: `CN=${cn}, O=mtun development`,
-    issuer: ca.cert.subject,
-    notBefore: new Date(now - BACKDATE_MS),
-    notAfter: new Date(notAfter),
-    signingAlgorithm: SIG_ALG,
-    publicKey: keys.publicKey,
-    signingKey: ca.key,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension(usages, false),
-      // RFC 5280 §4.2.1.6: SAN need not be critical when the subject is non-empty.
-      new x509.SubjectAlternativeNameExtension(sans, false),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
-    ],
-  });
+function writePair(dir: string, base: string, kind: 'gateway' | 'agent', c: IssuedCert): WrittenFile[] {
   const certPath = join(dir, `${base}.pem`);
   const keyPath = join(dir, `${base}-key.pem`);
-  write(keyPath, await keyPem(keys.privateKey), true);
-  write(certPath, cert.toString('pem'), false);
-  const sanText = sans.map((s) => `${s.type === 'dns' ? 'DNS' : s.type === 'ip' ? 'IP' : 'URI'}:${s.value}`);
-  return [{ path: keyPath, kind, secret: true }, { path: certPath, kind, secret: false, sans: sanText }];
+  write(keyPath, c.keyPem, true);
+  write(certPath, c.certPem, false);
+  return [{ path: keyPath, kind, secret: true }, { path: certPath, kind, secret: false, sans: c.sans }];
 }
 
-async function createCa(td: string, days: number): Promise<{ cert: x509.X509Certificate; key: CryptoKey }> {
-  const keys = (await webcrypto.subtle.generateKey(KEY_ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: serialHex(),
-    name: `CN=mtun development CA (${td}), O=mtun development`,
-    notBefore: new Date(now - BACKDATE_MS),
-    notAfter: new Date(now + days * DAY_MS),
-    signingAlgorithm: SIG_ALG,
-    keys,
-    extensions: [
-      // pathLen 0: this CA signs leaves only.
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `spiffe://${td}` }], false),
-    ],
-  });
-  return { cert, key: keys.privateKey };
-}
-
-async function loadCa(certPath: string, keyPath: string): Promise<{ cert: x509.X509Certificate; key: CryptoKey }> {
+async function loadCa(certPath: string, keyPath: string): Promise<DevCa> {
+  const fail = (reason: string): Error => new Error(`certs: cannot reuse the CA in ${certPath} / ${keyPath} (${reason}); pass --new-ca to replace it`);
+  let certPem: string;
+  let keyPem: string;
   try {
-    const cert = new x509.X509Certificate(readFileSync(certPath, 'utf8'));
-    const der = x509.PemConverter.decodeFirst(readFileSync(keyPath, 'utf8'));
-    const key = await webcrypto.subtle.importKey('pkcs8', der, KEY_ALG, true, ['sign']);
-    if (cert.notAfter.getTime() <= Date.now()) throw new Error('the CA certificate has expired');
-    return { cert, key };
+    certPem = readFileSync(certPath, 'utf8');
+    keyPem = readFileSync(keyPath, 'utf8');
   } catch (err) {
-    throw new Error(`certs: cannot reuse the CA in ${certPath} / ${keyPath} (${(err as Error).message}); pass --new-ca to replace it`);
+    throw fail((err as Error).message);
   }
-}
-
-async function keyPem(key: CryptoKey): Promise<string> {
-  return x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY');
+  let ca: DevCa;
+  try {
+    ca = await loadDevCa(certPem, keyPem);
+  } catch (err) {
+    throw fail(err instanceof DevCaLoadError ? err.reason : (err as Error).message);
+  }
+  if (ca.cert.notAfter.getTime() <= Date.now()) throw fail('the CA certificate has expired');
+  return ca;
 }
 
 function write(path: string, text: string, secret: boolean): void {
@@ -211,15 +150,4 @@ function write(path: string, text: string, secret: boolean): void {
   } catch (err) {
     throw new Error(`certs: cannot write ${path}: ${(err as Error).message}`);
   }
-}
-
-/** A positive 128-bit serial number (RFC 5280 §4.1.2.2: positive, at most 20 octets). */
-function serialHex(): string {
-  const b = webcrypto.getRandomValues(new Uint8Array(16));
-  b[0] = (b[0]! & 0x7f) | 0x10;
-  return Buffer.from(b).toString('hex');
-}
-
-function uniq(xs: string[]): string[] {
-  return [...new Set(xs)];
 }

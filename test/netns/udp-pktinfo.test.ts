@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDevCa, issueServerCert } from '../../src/quic/dev-certs.js';
+import { createDevCa, issueServerCert } from '../../src/certs/pki.js';
 import { cleanupAll, createNetns, execAsync, isRoot, runPrefix, spawnIn, veth, warnIfNotRoot } from './netns.js';
 
 warnIfNotRoot('test/netns/udp-pktinfo.test.ts');

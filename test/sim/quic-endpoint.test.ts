@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import dgram from 'node:dgram';
 import { CRYPTO_ERROR_CERTIFICATE_REQUIRED } from '../../src/quic/quiche.js';
 import { Harness, getPki, sleep, streamRoundTrip, waitFor, whenClosed } from './quic-harness.js';
-import { issueServerCert } from '../../src/quic/dev-certs.js';
+import { issueServerCert } from '../../src/certs/pki.js';
 
 const enc = new TextEncoder();
 let h = new Harness();

@@ -6,7 +6,7 @@ import { openDgramUdpSocket } from '../../src/net/dgram-udp.js';
 import type { UdpBatchSocket } from '../../src/net/udp.js';
 import { QuicEndpoint, type QuicEndpointOptions, type QuicServerOptions, type QuicClientOptions } from '../../src/quic/endpoint.js';
 import type { QuicConnection } from '../../src/quic/connection.js';
-import { createDevCa, issueClientCert, issueServerCert, type DevCa, type PemPair } from '../../src/quic/dev-certs.js';
+import { createDevCa, issueClientCert, issueServerCert, type DevCa, type PemPair } from '../../src/certs/pki.js';
 
 export interface Pki {
   ca: DevCa;
