@@ -14,7 +14,7 @@ import type { ConnectIpClientSession } from '../masque/connect-ip/client-session
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import type { ConnectIpEvent } from '../masque/connect-ip/session-base.js';
 import { connectIp, connectUdp } from '../masque/h3-glue.js';
-import { formatIp, formatPrefix, parseIp, type IpPrefix } from '../masque/ip-address.js';
+import { formatIp, formatPrefix, parseIp, prefixCovers, rangesToPrefixes, type IpPrefix } from '../packet/ip-address.js';
 import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
 import { clampTcpMss } from '../packet/rewrite.js';
 import type { QuicConnection } from '../quic/connection.js';
@@ -31,7 +31,6 @@ import { openTun, type NativeTun } from '../tun/native-tun.js';
 import { runIpBatch } from '../tun/ip-config.js';
 import { MTUN_VERSION } from '../version.js';
 import { DaemonFlows } from '../daemon/flows.js';
-import { prefixCovers, rangesToPrefixes, toMasquePrefix } from '../daemon/prefixes.js';
 import { TunWriter } from '../daemon/tun-writer.js';
 import { UdpForwarder } from './udp-forwarder.js';
 import { applySnat, removeSnat } from './snat.js';
@@ -203,7 +202,7 @@ export class Agent {
       this.sync = new TunnelCounterSync(this.telemetry.metrics, this.telemetry.metrics.identityId(this.gatewayIdentity), CONNECT_IP_DROP_NAMES);
       await this.ensureTun(session);
       if (this.config.mode === 'site-to-site') {
-        if (this.config.advertise.length > 0) session.advertiseRoutes(this.config.advertise.map(toMasquePrefix));
+        if (this.config.advertise.length > 0) session.advertiseRoutes(this.config.advertise);
       } else {
         session.requestAddresses([{ version: 4 }, { version: 6 }]);
       }

@@ -1,6 +1,6 @@
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { parseIpPrefix, type IpPrefix } from '../config/cidr.js';
+import { parsePrefix } from '../packet/ip-address.js';
 import { startAdminServer, type AdminServer } from '../telemetry/admin-server.js';
 import type { DaemonStatus } from '../telemetry/status.js';
 import { Telemetry } from '../telemetry/telemetry.js';
@@ -27,7 +27,7 @@ async function run(args: string[]): Promise<{ out: string; err: string; code: nu
 }
 
 async function daemon(): Promise<AdminServer> {
-  const t = new Telemetry({ reporter: 'gateway', workloads: [{ prefix: parseIpPrefix('10.2.0.0/16') as IpPrefix, name: 'cluster-b' }], flowLog: null, processMetrics: false, registry: new Registry() });
+  const t = new Telemetry({ reporter: 'gateway', workloads: [{ prefix: parsePrefix('10.2.0.0/16')!, name: 'cluster-b' }], flowLog: null, processMetrics: false, registry: new Registry() });
   const h = t.onFlowOpen({ protocol: 6, srcAddr: '10.1.0.5', srcPort: 40000, dstAddr: '10.2.0.10', dstPort: 80, peerIdentity: 'spiffe://cluster.local/agent/a', direction: 'inbound', firstSeenMs: Date.now() - 65_000 });
   t.onFlowDelta(h, 10_485_760, 2048, 10, 5, 0, Date.now());
   const status = (): DaemonStatus => ({

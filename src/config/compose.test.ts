@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { parseIpAddress, prefixContains } from './cidr.js';
+import { parseIp, prefixHasAddress, type IpPrefix } from '../packet/ip-address.js';
 import { loadAgentConfig, loadGatewayConfig } from './load.js';
 
 // docker-compose.yml at the repository root, checked two ways: by
@@ -49,8 +49,8 @@ describe('docker-compose.yml', () => {
     const gw = loadGatewayConfig('config/gateway.yaml');
     const net = (svc: string, n: string) => compose.services[svc]!.networks![n]!;
     expect(agent.gateway.address.host).toBe(net('gateway', 'wan').ipv4_address);
-    const inAny = (addr: string, prefixes: { addr: Uint8Array; prefixLen: number; family: 4 | 6; text: string }[]) =>
-      prefixes.some((p) => prefixContains(p, parseIpAddress(addr)!));
+    const inAny = (addr: string, prefixes: readonly IpPrefix[]) =>
+      prefixes.some((p) => prefixHasAddress(p, parseIp(addr)!.address));
     // The agent advertises the client's cluster; the gateway advertises the server's.
     expect(inAny(net('client', 'cluster-a').ipv4_address!, agent.advertise)).toBe(true);
     expect(inAny(net('client', 'cluster-a').ipv6_address!, agent.advertise)).toBe(true);

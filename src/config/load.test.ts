@@ -4,7 +4,11 @@ import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { stringify } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { formatPrefix, type IpPrefix } from '../packet/ip-address.js';
 import { ConfigError, loadAgentConfig, loadGatewayConfig, parseAgentConfig, parseGatewayConfig } from './index.js';
+
+/** Canonical text of an optional prefix. */
+const txt = (p: IpPrefix | undefined): string | undefined => (p === undefined ? undefined : formatPrefix(p));
 
 /** Smallest valid gateway file; tests append to it. */
 const GW_BASE = 'tls:\n  cert: gw.pem\n  key: gw-key.pem\n  ca: ca.pem\npools:\n  ipv4: 10.200.0.0/24\n';
@@ -36,11 +40,11 @@ describe('config: example files', () => {
     expect(c.listen).toEqual({ host: '::', port: 4433 });
     expect(c.tls.cert).toBe(resolve('certs/gateway.pem'));
     expect(c.tls.requireClientCert).toBe(true);
-    expect(c.pools.ipv4?.text).toBe('10.200.0.0/24');
-    expect(c.pools.ipv6?.text).toBe('fd00:200::/64');
+    expect(txt(c.pools.ipv4)).toBe('10.200.0.0/24');
+    expect(txt(c.pools.ipv6)).toBe('fd00:200::/64');
     expect(c.policy[0]!.allow[0]!.ports).toContainEqual({ from: 8000, to: 8100 });
-    expect(c.policy[0]!.advertise.map((p) => p.text)).toEqual(['10.10.0.0/24', 'fd00:a::/64']);
-    expect(c.telemetry.workloads.find((w) => w.name === 'web')?.prefix.text).toBe('10.20.0.2/32');
+    expect(c.policy[0]!.advertise.map(formatPrefix)).toEqual(['10.10.0.0/24', 'fd00:a::/64']);
+    expect(txt(c.telemetry.workloads.find((w) => w.name === 'web')?.prefix)).toBe('10.20.0.2/32');
     expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9090 });
     expect(c.connectUdp.targets[0]).toEqual({ host: '10.20.0.2', ports: [{ from: 7, to: 7 }, { from: 53, to: 53 }] });
   });
@@ -51,7 +55,7 @@ describe('config: example files', () => {
     expect(c.gateway.address).toEqual({ host: '192.0.2.2', port: 4433 });
     expect(c.reconnect).toEqual({ minDelayMs: 250, maxDelayMs: 30000, jitter: 0.2 });
     expect(c.connectUdp.forwarders[0]).toEqual({ listen: { host: '127.0.0.1', port: 7007 }, target: { host: '10.20.0.2', port: 7 } });
-    expect(c.advertise.map((p) => p.text)).toEqual(['10.10.0.0/24', 'fd00:a::/64']);
+    expect(c.advertise.map(formatPrefix)).toEqual(['10.10.0.0/24', 'fd00:a::/64']);
     expect(c.admin.listen.port).toBe(9091);
   });
 
@@ -106,6 +110,12 @@ describe('config: errors name file:line:col, key path and what was expected', ()
   it('an IPv6 prefix where IPv4 is required', () => {
     expect(gwError('tls:\n  cert: a\n  key: b\n  ca: c\npools:\n  ipv4: fd00::/64\n')).toBe(
       'gw.yaml:6:9: pools.ipv4: expected an IPv4 prefix, got "fd00::/64"');
+  });
+
+  it('a listen address may carry an IPv6 zone (RFC 4007 §11); an empty zone or an IPv4 zone is refused', () => {
+    expect(parseGatewayConfig(`${GW_BASE}listen: "[fe80::1%eth0]:4433"\n`, 'gw.yaml', '/').listen).toEqual({ host: 'fe80::1%eth0', port: 4433 });
+    expect(gwError(`${GW_BASE}listen: "[fe80::1%]:4433"\n`)).toMatch(/^gw\.yaml:7:9: listen: expected "host:port"/);
+    expect(gwError(`${GW_BASE}listen: "10.0.0.1%eth0:4433"\n`)).toMatch(/^gw\.yaml:7:9: listen: expected "host:port"/);
   });
 
   it('a missing required section and a missing required key', () => {
@@ -230,7 +240,7 @@ describe('config: property tests', () => {
       const masked = len === 0 ? 0 : (n & (0xffffffff << (32 - len))) >>> 0;
       const text = [masked >>> 24, (masked >>> 16) & 255, (masked >>> 8) & 255, masked & 255].join('.') + `/${len}`;
       const c = parseGatewayConfig(`${GW_BASE}listen: "[::1]:${port}"\nadvertise: [${text}]\n`, 'g.yaml');
-      return c.listen.port === port && c.advertise[0]!.text === text;
+      return c.listen.port === port && formatPrefix(c.advertise[0]!) === text;
     }), { numRuns: 200 });
   });
 });

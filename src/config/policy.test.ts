@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { craftTcp, craftUdp, craftIcmp } from '../packet/craft.js';
 import { PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
-import { parseIpAddress, parseIpPrefix, type IpPrefix } from './cidr.js';
+import { formatPrefix, parseIp, parsePrefix, type IpPrefix } from '../packet/ip-address.js';
 import { parseGatewayConfig } from './load.js';
 import { compilePolicy } from './policy.js';
 
@@ -23,7 +23,7 @@ const cfg = parseGatewayConfig(`${BASE}policy:
 `, 'gw.yaml');
 const policy = compilePolicy(cfg.policy);
 const a = policy.forIdentity('spiffe://td/agent/a');
-const addr = (t: string): Uint8Array => parseIpAddress(t)!;
+const addr = (t: string): Uint8Array => parseIp(t)!.address;
 
 describe('config: per-identity policy (default deny)', () => {
   it('allows only listed prefixes, protocols and ports', () => {
@@ -61,11 +61,11 @@ describe('config: per-identity policy (default deny)', () => {
   });
 
   it('advertisement: only prefixes inside the allowed ones', () => {
-    const p = (t: string): IpPrefix => parseIpPrefix(t) as IpPrefix;
+    const p = (t: string): IpPrefix => parsePrefix(t)!;
     expect(a.mayAdvertise(p('10.10.0.0/24'))).toBe(true);
     expect(a.mayAdvertise(p('10.10.0.128/25'))).toBe(true);
     expect(a.mayAdvertise(p('10.10.0.0/23'))).toBe(false);
     expect(a.mayAdvertise(p('fd00:a::/64'))).toBe(false);
-    expect(a.reachablePrefixes().map((x) => x.text)).toEqual(['10.20.0.0/24', 'fd00:b::/64', '10.20.0.2/32']);
+    expect(a.reachablePrefixes().map(formatPrefix)).toEqual(['10.20.0.0/24', 'fd00:b::/64', '10.20.0.2/32']);
   });
 });

@@ -3,7 +3,7 @@
  * pure, allocation-free decision "may this identity send this packet", plus
  * which prefixes it may advertise. Default deny.
  */
-import type { IpPrefix } from './cidr.js';
+import { formatPrefix, prefixContains, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import type { PolicyEntry } from './schema.js';
 
 const P_TCP = 1;
@@ -72,9 +72,7 @@ export class IdentityPolicy {
 
   /** May this identity advertise `prefix` (ROUTE_ADVERTISEMENT)? True when an allowed advertise prefix covers it. */
   mayAdvertise(prefix: IpPrefix): boolean {
-    for (const a of this.advertisable) {
-      if (a.family === prefix.family && a.prefixLen <= prefix.prefixLen && containsAt(a, prefix.addr, 0, prefix.addr.length)) return true;
-    }
+    for (const a of this.advertisable) if (prefixCovers(a, prefix)) return true;
     return false;
   }
 
@@ -82,7 +80,10 @@ export class IdentityPolicy {
   reachablePrefixes(): IpPrefix[] {
     const out: IpPrefix[] = [];
     const seen = new Set<string>();
-    for (const r of this.rules) for (const p of r.prefixes) if (!seen.has(p.text)) { seen.add(p.text); out.push(p); }
+    for (const r of this.rules) for (const p of r.prefixes) {
+      const key = formatPrefix(p);
+      if (!seen.has(key)) { seen.add(key); out.push(p); }
+    }
     return out;
   }
 }
@@ -135,13 +136,7 @@ function portIn(ports: Uint16Array, port: number): boolean {
   return false;
 }
 
-/** prefixContains over `buf[off, off+len)` without creating a view. */
+/** prefixContains over `buf[off, off+len)` without creating a view; false when `len` is not the prefix's address length. */
 function containsAt(p: IpPrefix, buf: Uint8Array, off: number, len: number): boolean {
-  if (len !== p.addr.length) return false;
-  const full = p.prefixLen >> 3;
-  for (let i = 0; i < full; i++) if (buf[off + i] !== p.addr[i]) return false;
-  const rem = p.prefixLen & 7;
-  if (rem === 0) return true;
-  const mask = (0xff << (8 - rem)) & 0xff;
-  return (buf[off + full]! & mask) === p.addr[full];
+  return len === p.address.length && prefixContains(p.address, p.prefixLength, buf, off);
 }

@@ -4,7 +4,7 @@
  * docs/configuration.md describes each field.
  */
 import { z } from 'zod';
-import type { IpPrefix } from './cidr.js';
+import type { IpPrefix } from '../packet/ip-address.js';
 import {
   filePath, logPath, hostName, hostPort, intIn, interfaceName, ipPrefix, nonEmptyList, nonEmptyString, numberIn, portNumber, portSpec,
 } from './values.js';

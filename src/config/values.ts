@@ -5,7 +5,7 @@
  */
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
-import { parseIpAddress, parseIpPrefix, type IpPrefix } from './cidr.js';
+import { parseIp, parsePrefixOrReason, type IpPrefix } from '../packet/ip-address.js';
 
 /** Describes a YAML value for an error message: strings quoted, lists and mappings by kind. */
 export function describeValue(v: unknown): string {
@@ -67,12 +67,12 @@ export function ipPrefix(family?: 4 | 6) {
       ctx.addIssue({ code: 'custom', message: `expected an IP${family ? `v${family}` : ''} prefix like ${family === 6 ? 'fd00::/64' : '10.0.0.0/8'}, got ${describeValue(v)}` });
       return z.NEVER;
     }
-    const p = parseIpPrefix(v.trim());
+    const p = parsePrefixOrReason(v.trim());
     if (typeof p === 'string') {
       ctx.addIssue({ code: 'custom', message: p });
       return z.NEVER;
     }
-    if (family !== undefined && p.family !== family) {
+    if (family !== undefined && p.version !== family) {
       ctx.addIssue({ code: 'custom', message: `expected an IPv${family} prefix, got ${describeValue(v)}` });
       return z.NEVER;
     }
@@ -82,16 +82,26 @@ export function ipPrefix(family?: 4 | 6) {
 
 /** An IPv4 or IPv6 address (text kept as written, trimmed). */
 export const ipAddress = z.unknown().transform((v, ctx): string => {
-  if (typeof v === 'string' && parseIpAddress(v.trim()) !== null) return v.trim();
+  if (typeof v === 'string' && isIpText(v.trim())) return v.trim();
   ctx.addIssue({ code: 'custom', message: `expected an IP address, got ${describeValue(v)}` });
   return z.NEVER;
 });
+
+/**
+ * An IPv4 or IPv6 address as text; an IPv6 address may carry a zone
+ * (`fe80::1%eth0`), which a host or listen address needs on a link-local net.
+ */
+function isIpText(s: string): boolean {
+  const zone = s.indexOf('%');
+  if (zone < 0) return parseIp(s) !== null;
+  return /^[0-9A-Za-z.:-]+$/.test(s.slice(zone + 1)) && parseIp(s.slice(0, zone))?.version === 6;
+}
 
 const DNS_NAME = /^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
 
 /** An IP address or DNS host name. */
 export const hostName = z.unknown().transform((v, ctx): string => {
-  if (typeof v === 'string' && (parseIpAddress(v) !== null || DNS_NAME.test(v))) return v;
+  if (typeof v === 'string' && (isIpText(v) || DNS_NAME.test(v))) return v;
   ctx.addIssue({ code: 'custom', message: `expected an IP address or DNS name, got ${describeValue(v)}` });
   return z.NEVER;
 });
@@ -111,13 +121,13 @@ export const hostPort = z.unknown().transform((v, ctx): HostPort => {
     if (end < 0 || s[end + 1] !== ':') return bad();
     host = s.slice(1, end);
     portText = s.slice(end + 2);
-    if (parseIpAddress(host) === null || !host.includes(':')) return bad();
+    if (!isIpText(host) || !host.includes(':')) return bad();
   } else {
     const colon = s.lastIndexOf(':');
     if (colon < 0 || s.indexOf(':') !== colon) return bad();
     host = s.slice(0, colon) || '::';
     portText = s.slice(colon + 1);
-    if (host !== '::' && parseIpAddress(host) === null && !DNS_NAME.test(host)) return bad();
+    if (host !== '::' && !isIpText(host) && !DNS_NAME.test(host)) return bad();
   }
   if (!/^\d{1,5}$/.test(portText) || !isPort(Number(portText))) {
     ctx.addIssue({ code: 'custom', message: `${PORT_MSG} after ":", got ${describeValue(v)}` });

@@ -7,7 +7,7 @@
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { compilePolicy, parseIpAddress, type CompiledPolicy, type GatewayConfig, type IdentityPolicy } from '../config/index.js';
+import { compilePolicy, type CompiledPolicy, type GatewayConfig, type IdentityPolicy } from '../config/index.js';
 import { attachH3 } from '../h3/quic-binding.js';
 import type { ConnectRequest, H3Connection } from '../h3/connection.js';
 import { Direction } from '../inspect/flow-tracker.js';
@@ -20,7 +20,7 @@ import { ConnectUdpGatewaySession } from '../masque/connect-udp/gateway-session.
 import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
 import { defaultIdleSweeper } from '../masque/connect-udp/idle-sweeper.js';
 import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
-import { formatPrefix, type IpPrefix } from '../masque/ip-address.js';
+import { formatPrefix, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import { refuse } from '../masque/proxy-status.js';
 import { RouteTable } from '../masque/route-table.js';
 import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
@@ -38,7 +38,6 @@ import {
 import { openTun, type NativeTun } from '../tun/native-tun.js';
 import { MTUN_VERSION } from '../version.js';
 import { DaemonFlows } from '../daemon/flows.js';
-import { prefixCovers, toConfigPrefix, toMasquePrefix } from '../daemon/prefixes.js';
 import { TunWriter } from '../daemon/tun-writer.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 
@@ -117,10 +116,10 @@ export class Gateway {
     this.tokens = loadTokens(config);
     this.telemetry = telemetry;
     this.pools = {
-      v4: config.pools.ipv4 ? new AddressPool({ prefix: config.pools.ipv4.text }) : undefined,
-      v6: config.pools.ipv6 ? new AddressPool({ prefix: config.pools.ipv6.text }) : undefined,
+      v4: config.pools.ipv4 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv4) }) : undefined,
+      v6: config.pools.ipv6 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv6) }) : undefined,
     };
-    this.poolPrefixes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined).map(toMasquePrefix);
+    this.poolPrefixes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined);
     this.flows = new DaemonFlows({
       telemetry,
       inspection: config.inspection,
@@ -146,7 +145,7 @@ export class Gateway {
     const certPem = readFileSync(config.tls.cert, 'utf8');
     const keyPem = readFileSync(config.tls.key, 'utf8');
     const caPem = config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined;
-    const poolRoutes = [config.pools.ipv4?.text, config.pools.ipv6?.text].filter((x): x is string => x !== undefined);
+    const poolRoutes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined).map(formatPrefix);
     const tun = await openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, addresses: [], routes: poolRoutes, offload: config.tun.offload });
     let socket: NativeUdpSocket | null = null;
     try {
@@ -277,7 +276,7 @@ export class Gateway {
       pools: this.pools,
       routes: this.advertisedRoutes(policy),
       routeTable: this.routes,
-      acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(toConfigPrefix(p)),
+      acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(p),
       onIcmpToNetwork: this.onIcmpToNetwork,
       policy: (buf, info) => gs !== null && gs.policy.allowsPacket(buf, info),
     }));
@@ -399,7 +398,7 @@ export class Gateway {
   /** Routes advertised to an identity: the gateway's prefixes, else what its policy lets it reach. */
   private advertisedRoutes(policy: IdentityPolicy): IpPrefix[] {
     const src = this.config.advertise.length > 0 ? this.config.advertise : policy.reachablePrefixes();
-    return src.map(toMasquePrefix);
+    return [...src];
   }
 
   private tokenIdentity(authorization: string | undefined): string | null {
@@ -417,8 +416,8 @@ export class Gateway {
 
   private identityOfFlow(r: FlowRecord): string {
     for (const a of [r.src, r.dst]) {
-      const bytes = parseIpAddress(a);
-      if (bytes === null) continue;
+      const bytes = parseIp(a)?.address;
+      if (bytes === undefined) continue;
       const s = bytes.length === 4 ? this.routes.lookup4(bytes, 0) : this.routes.lookup6(bytes, 0);
       if (s !== undefined) return this.byIp.get(s)?.identity ?? 'unknown';
     }

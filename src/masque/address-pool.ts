@@ -3,7 +3,7 @@
  * single addresses or aligned prefixes from a configured prefix.
  * Control-plane only (allocates; linear in the number of live leases).
  */
-import { addrToBig, addressBits, bigToAddr, formatPrefix, parseIp, parsePrefix, type IpPrefix, type IpVersion } from './ip-address.js';
+import { addrToBig, addressBits, bigToAddr, formatPrefix, parseIp, parsePrefix, type IpPrefix, type IpVersion } from '../packet/ip-address.js';
 
 interface Lease {
   start: bigint;

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { AddressPool } from './address-pool.js';
 import { RouteTable } from './route-table.js';
-import { formatIp, formatPrefix, parseIp, parsePrefix, rangeToPrefixes } from './ip-address.js';
+import { formatIp, formatPrefix, parseIp, parsePrefix, rangeToPrefixes } from '../packet/ip-address.js';
 import { CONNECT_IP_DEFAULT_TEMPLATE, CONNECT_UDP_DEFAULT_TEMPLATE, TemplateMatcher, expandTemplate, splitUrl } from './uri-template.js';
 import { proxyStatusValue } from './proxy-status.js';
 

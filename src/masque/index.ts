@@ -5,7 +5,7 @@
 export { CONNECT_IP_DEFAULT_TEMPLATE, CONNECT_UDP_DEFAULT_TEMPLATE, TemplateMatcher, expandTemplate, splitUrl } from './uri-template.js';
 export { AddressPool, type AddressPoolOptions } from './address-pool.js';
 export { RouteTable } from './route-table.js';
-export { formatIp, formatPrefix, parseIp, parsePrefix, type IpPrefix, type IpVersion } from './ip-address.js';
+export { formatIp, formatPrefix, parseIp, parsePrefix, type IpPrefix, type IpVersion } from '../packet/ip-address.js';
 export { proxyStatusValue, refuse, type Refusal, type ProxyErrorType } from './proxy-status.js';
 export { LateTunnelStream } from './late-stream.js';
 export { acceptConnectIp, acceptConnectUdp, connectIp, connectUdp, MasqueRequestError, type PendingConnectLike, type ConnectClientLike } from './h3-glue.js';

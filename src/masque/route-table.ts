@@ -3,7 +3,7 @@
  * typed arrays): maps a packet's destination to a value, e.g. the gateway
  * session that owns an assigned address or an advertised prefix.
  */
-import { formatPrefix, type IpPrefix } from './ip-address.js';
+import { formatPrefix, type IpPrefix } from '../packet/ip-address.js';
 
 class Trie {
   c0: Int32Array;

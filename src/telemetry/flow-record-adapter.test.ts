@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseIpPrefix, type IpPrefix } from '../config/cidr.js';
+import { parsePrefix, type IpPrefix } from '../packet/ip-address.js';
 import type { FlowMeta, FlowRecord } from '../inspect/flow-record.js';
 import { Direction, FlowTracker } from '../inspect/flow-tracker.js';
 import { craftTcp } from '../packet/craft.js';
@@ -7,7 +7,7 @@ import { TCP_FLAG } from '../packet/ip-packet.js';
 import { directionByLocalPrefixes, FlowRecordTelemetry } from './flow-record-adapter.js';
 import { Telemetry } from './telemetry.js';
 
-const p = (t: string): IpPrefix => parseIpPrefix(t) as IpPrefix;
+const p = (t: string): IpPrefix => parsePrefix(t)!;
 const ID = 'spiffe://cluster.local/agent/cluster-a';
 
 function setup(reporter: 'agent' | 'gateway') {

@@ -4,7 +4,7 @@
  * records and final counter values; periodic live snapshots become
  * flow_open records and counter progress for long flows.
  */
-import { prefixContains, parseIpAddress, type IpPrefix } from '../config/cidr.js';
+import { parseIp, prefixHasAddress, type IpPrefix } from '../packet/ip-address.js';
 import type { FlowMeta, FlowRecord } from '../inspect/flow-record.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, type FlowDirection } from './flow-types.js';
 import type { FlowHandle, Telemetry } from './telemetry.js';
@@ -119,8 +119,8 @@ export class FlowRecordTelemetry {
  */
 export function directionByLocalPrefixes(prefixes: readonly IpPrefix[]): (r: FlowRecord) => FlowDirection {
   return (r) => {
-    const a = parseIpAddress(r.src);
-    if (a !== null) for (const p of prefixes) if (prefixContains(p, a)) return 'outbound';
+    const a = parseIp(r.src);
+    if (a !== null) for (const p of prefixes) if (prefixHasAddress(p, a.address)) return 'outbound';
     return 'inbound';
   };
 }

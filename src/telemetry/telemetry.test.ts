@@ -2,12 +2,12 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseIpPrefix, type IpPrefix } from '../config/cidr.js';
+import { parsePrefix, type IpPrefix } from '../packet/ip-address.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type FlowOpenInfo } from './flow-types.js';
 import { FlowLog, flowJoinKey } from './flow-log.js';
 import { Telemetry } from './telemetry.js';
 
-const p = (t: string): IpPrefix => parseIpPrefix(t) as IpPrefix;
+const p = (t: string): IpPrefix => parsePrefix(t)!;
 const WORKLOADS = [
   { prefix: p('10.1.0.0/16'), name: 'cluster-a' },
   { prefix: p('10.2.0.0/16'), name: 'cluster-b' },

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { parseIpPrefix, type IpPrefix } from '../config/cidr.js';
+import { parsePrefix, type IpPrefix } from '../packet/ip-address.js';
 import { WorkloadMap } from './workload-map.js';
 
-const p = (t: string): IpPrefix => parseIpPrefix(t) as IpPrefix;
+const p = (t: string): IpPrefix => parsePrefix(t)!;
 
 describe('telemetry: workload map', () => {
   const map = new WorkloadMap([

@@ -2,7 +2,7 @@
  * Workload names for metric labels: a configured prefix → name map resolved
  * by longest-prefix match, so addresses never become label values.
  */
-import { parseIpAddress, prefixContains, type IpPrefix } from '../config/cidr.js';
+import { parseIp, prefixHasAddress, type IpPrefix } from '../packet/ip-address.js';
 
 /** Name used when no configured prefix contains an address. */
 export const UNKNOWN_WORKLOAD = 'unknown';
@@ -35,11 +35,11 @@ export class WorkloadMap {
         names.push(e.name);
         idOf.set(e.name, id);
       }
-      (e.prefix.family === 4 ? this.v4 : this.v6).push({ prefix: e.prefix, id });
+      (e.prefix.version === 4 ? this.v4 : this.v6).push({ prefix: e.prefix, id });
     }
     // Longest prefix first: the first match is the answer.
-    this.v4.sort((a, b) => b.prefix.prefixLen - a.prefix.prefixLen);
-    this.v6.sort((a, b) => b.prefix.prefixLen - a.prefix.prefixLen);
+    this.v4.sort((a, b) => b.prefix.prefixLength - a.prefix.prefixLength);
+    this.v6.sort((a, b) => b.prefix.prefixLength - a.prefix.prefixLength);
     this.names = names;
   }
 
@@ -48,15 +48,15 @@ export class WorkloadMap {
     if (addr.length === 16 && this.v4.length > 0 && isV4Mapped(addr)) addr = addr.subarray(12);
     const table = addr.length === 4 ? this.v4 : this.v6;
     for (let i = 0; i < table.length; i++) {
-      if (prefixContains(table[i]!.prefix, addr)) return table[i]!.id;
+      if (prefixHasAddress(table[i]!.prefix, addr)) return table[i]!.id;
     }
     return 0;
   }
 
   /** Workload id for an address in text form; 0 when unmatched or not an address. */
   lookupText(addr: string): number {
-    const bytes = parseIpAddress(addr);
-    return bytes === null ? 0 : this.lookup(bytes);
+    const ip = parseIp(addr);
+    return ip === null ? 0 : this.lookup(ip.address);
   }
 
   /** Workload name for an address in text form ("unknown" when unmatched). */

@@ -3,7 +3,7 @@
  * names, MTUs and CIDRs, the batch text, and errors that name the failing value.
  */
 import { spawn } from 'node:child_process';
-import { isIP } from 'node:net';
+import { addressBits, parseIp } from '../packet/ip-address.js';
 
 /** Linux IFNAMSIZ − 1: the longest interface name. */
 export const MAX_IFNAME_LEN = 15;
@@ -14,7 +14,7 @@ export const MIN_MTU_V6 = 1280;
 /** The TUN driver's maximum MTU. */
 export const MAX_MTU = 65535;
 
-/** A parsed `address/prefix`. */
+/** A validated `address/prefix` for iproute2 (an interface address may have host bits set). */
 export interface Cidr {
   readonly address: string;
   readonly prefix: number;
@@ -52,16 +52,16 @@ export function validateMtu(mtu: number, ipv6: boolean): void {
 export function parseCidr(text: string): Cidr {
   const slash = text.indexOf('/');
   const address = slash < 0 ? text : text.slice(0, slash);
-  const family = isIP(address);
-  if (family === 0) throw new Error(`tun: "${text}" is not an IP address or CIDR`);
-  const max = family === 4 ? 32 : 128;
-  let prefix = max;
+  const ip = parseIp(address);
+  if (ip === null) throw new Error(`tun: "${text}" is not an IP address or CIDR`);
+  const max = addressBits(ip.version);
+  let prefix: number = max;
   if (slash >= 0) {
     const p = text.slice(slash + 1);
     if (!/^\d{1,3}$/.test(p) || Number(p) > max) throw new Error(`tun: "${text}" has an invalid prefix length (0..${max})`);
     prefix = Number(p);
   }
-  return { address, prefix, family: family as 4 | 6, text };
+  return { address, prefix, family: ip.version, text };
 }
 
 /**

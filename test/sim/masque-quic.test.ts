@@ -10,7 +10,7 @@ import { attachH3 } from '../../src/h3/quic-binding.js';
 import { craftUdp } from '../../src/packet/craft.js';
 import { AddressPool } from '../../src/masque/address-pool.js';
 import { RouteTable } from '../../src/masque/route-table.js';
-import { formatIp } from '../../src/masque/ip-address.js';
+import { formatIp } from '../../src/packet/ip-address.js';
 import { ConnectIpGatewaySession } from '../../src/masque/connect-ip/gateway-session.js';
 import { ConnectIpDrop } from '../../src/masque/connect-ip/counters.js';
 import { acceptConnectIp, acceptConnectUdp, connectIp, connectUdp, MasqueRequestError } from '../../src/masque/h3-glue.js';

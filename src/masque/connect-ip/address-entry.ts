@@ -4,7 +4,7 @@
  * IP Address (32..128), IP Prefix Length (8).
  */
 import { VARINT_NEED_MORE, encodeVarint, parseVarint, varintLength, varintLengthAt } from '../../quic/varint.js';
-import { hostBitsZero, type IpVersion } from '../ip-address.js';
+import { hostBitsZero, type IpVersion } from '../../packet/ip-address.js';
 
 /** One Assigned Address or Requested Address. `address` is 4 (IPv4) or 16 (IPv6) bytes. */
 export interface AddressEntry {

@@ -13,7 +13,7 @@ import {
   type RouteAdvertisement,
 } from './route-advertisement.js';
 import type { AddressEntry } from './address-entry.js';
-import { parseIp, hostBitsZero } from '../ip-address.js';
+import { parseIp, hostBitsZero } from '../../packet/ip-address.js';
 
 const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+|#[^\n]*/g, ''), 'hex'));
 const ip = (t: string) => parseIp(t)!.address;

@@ -5,7 +5,7 @@
  */
 import type { TunnelStream } from '../../h3/tunnel-stream.js';
 import { IcmpError } from '../../packet/icmp-error.js';
-import { addressBits, addressBytes, hostBitsZero, isLinkLocal4, isLinkLocal6, isZero, prefixEnd, type IpPrefix, type IpVersion } from '../ip-address.js';
+import { addressBits, addressBytes, hostBitsZero, isLinkLocal4, isLinkLocal6, isZero, prefixEnd, type IpPrefix, type IpVersion } from '../../packet/ip-address.js';
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';

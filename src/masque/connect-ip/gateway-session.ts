@@ -21,7 +21,7 @@ import {
   prefixEnd,
   rangeToPrefixes,
   type IpPrefix,
-} from '../ip-address.js';
+} from '../../packet/ip-address.js';
 import type { RouteTable } from '../route-table.js';
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { buildConnectIpRequest, checkConnectIpRequest, type ExtendedConnectRequest } from './request.js';
-import { parsePrefix } from '../ip-address.js';
+import { parsePrefix } from '../../packet/ip-address.js';
 
 const req = (path: string, over: Partial<ExtendedConnectRequest> = {}): ExtendedConnectRequest => ({
   method: 'CONNECT',

@@ -3,7 +3,7 @@
  * decision — 400 for malformed, 403 for disallowed, both with Proxy-Status
  * (RFC 9209) — and the client-side request builder.
  */
-import { addressBits, formatIp, hostBitsZero, parseIp, prefixContains, type IpPrefix } from '../ip-address.js';
+import { addressBits, formatIp, hostBitsZero, parseIp, prefixContains, type IpPrefix } from '../../packet/ip-address.js';
 import { DEFAULT_PROXY_NAME, refuse, type Refusal } from '../proxy-status.js';
 import { CONNECT_IP_DEFAULT_TEMPLATE, TemplateMatcher, expandTemplate, splitUrl } from '../uri-template.js';
 

@@ -3,7 +3,7 @@
  * name and advertises routes to the resolved addresses it can reach.
  */
 import dns from 'node:dns';
-import { parseIp, type IpPrefix } from '../ip-address.js';
+import { parseIp, type IpPrefix } from '../../packet/ip-address.js';
 import { refuse, DEFAULT_PROXY_NAME, type Refusal } from '../proxy-status.js';
 import type { ConnectIpScope } from './request.js';
 

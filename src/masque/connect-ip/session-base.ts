@@ -17,7 +17,7 @@ import {
   H3_GENERAL_PROTOCOL_ERROR,
   H3_REQUEST_CANCELLED,
 } from './capsule-types.js';
-import { compareBytes } from '../ip-address.js';
+import { compareBytes } from '../../packet/ip-address.js';
 import { ConnectIpCounters, ConnectIpDrop } from './counters.js';
 import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from './datagram.js';
 import {

@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { craftIcmp, craftTcp, craftUdp } from '../../packet/craft.js';
 import { ipv4HeaderChecksumOk } from '../../packet/ip-packet.js';
 import { AddressPool } from '../address-pool.js';
-import { formatIp, formatPrefix, parseIp, parsePrefix } from '../ip-address.js';
+import { formatIp, formatPrefix, parseIp, parsePrefix } from '../../packet/ip-address.js';
 import { RouteTable } from '../route-table.js';
 import { TunnelStreamPair } from '../testing/tunnel-stream-pair.js';
 import { CAPSULE_ADDRESS_REQUEST, CAPSULE_ROUTE_ADVERTISEMENT, H3_GENERAL_PROTOCOL_ERROR } from './capsule-types.js';

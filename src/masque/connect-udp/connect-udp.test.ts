@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { H3_DATAGRAM_ERROR } from '../connect-ip/capsule-types.js';
-import { parseIp } from '../ip-address.js';
+import { parseIp } from '../../packet/ip-address.js';
 import { TunnelStreamPair } from '../testing/tunnel-stream-pair.js';
 import { ConnectUdpClientSession } from './client-session.js';
 import { ConnectUdpDrop, MAX_UDP_PAYLOAD } from './counters.js';

@@ -10,7 +10,7 @@ import os from 'node:os';
 import type { TunnelStream, TunnelStreamHandler } from '../../h3/tunnel-stream.js';
 import { H3_CONNECT_ERROR, H3_DATAGRAM_ERROR, H3_REQUEST_CANCELLED } from '../connect-ip/capsule-types.js';
 import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from '../connect-ip/datagram.js';
-import { parseIp, type IpVersion } from '../ip-address.js';
+import { parseIp, type IpVersion } from '../../packet/ip-address.js';
 import { DEFAULT_PROXY_NAME, refuse, type Refusal } from '../proxy-status.js';
 import { ConnectUdpCounters, ConnectUdpDrop, MAX_UDP_PAYLOAD } from './counters.js';
 import { prohibitedUdpDestination, type UdpTarget, type UdpTargetAllowance } from './request.js';

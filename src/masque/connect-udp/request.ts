@@ -3,7 +3,7 @@
  * §3, §7): template variables `target_host`/`target_port`, 400 for
  * malformed, 403 with Proxy-Status for prohibited destinations.
  */
-import { formatIp, parseIp, type IpVersion } from '../ip-address.js';
+import { formatIp, parseIp, type IpVersion } from '../../packet/ip-address.js';
 import { DEFAULT_PROXY_NAME, refuse, type Refusal } from '../proxy-status.js';
 import { CONNECT_UDP_DEFAULT_TEMPLATE, TemplateMatcher, expandTemplate, splitUrl } from '../uri-template.js';
 import type { ExtendedConnectRequest } from '../connect-ip/request.js';

@@ -1,6 +1,6 @@
 /**
- * IP addresses and prefixes as bytes for MASQUE control messages: text
- * parsing/formatting, prefix host-bit checks, range → prefix decomposition.
+ * The one IP address and prefix representation (bytes, network order) for every
+ * layer: text parsing/formatting, host-bit checks, containment, range → prefixes.
  * Control-plane code (allocates); the per-packet helpers at the bottom do not.
  */
 
@@ -98,21 +98,34 @@ export function parseIp(text: string): { version: IpVersion; address: Uint8Array
   return parseV4(text, b, 0) ? { version: 4, address: b } : null;
 }
 
-/** Parses `addr/len` (or a bare address, meaning a full-length prefix). Null when malformed or host bits are set. */
-export function parsePrefix(text: string): IpPrefix | null {
+/**
+ * Parses `addr/len` (a bare address means a full-length prefix: /32 or /128)
+ * and returns the prefix, or a message for an operator naming what is wrong
+ * (not an address, length out of range, host bits set — with the fix). Zone
+ * identifiers are rejected. The returned `address` is fresh and owned by the caller.
+ */
+export function parsePrefixOrReason(text: string): IpPrefix | string {
   const slash = text.indexOf('/');
   const ip = parseIp(slash < 0 ? text : text.slice(0, slash));
-  if (!ip) return null;
+  if (!ip) return `expected an IP prefix like 10.0.0.0/8 or fd00::/64, got ${JSON.stringify(text)}`;
   const bits = addressBits(ip.version);
   let len: number = bits;
   if (slash >= 0) {
     const l = text.slice(slash + 1);
-    if (!/^[0-9]{1,3}$/.test(l)) return null;
+    if (!/^[0-9]{1,3}$/.test(l) || Number(l) > bits) return `expected a prefix length 0-${bits} after "/", got ${JSON.stringify(text)}`;
     len = Number(l);
-    if (len > bits) return null;
   }
-  if (!hostBitsZero(ip.address, len)) return null;
+  if (!hostBitsZero(ip.address, len)) {
+    const fixed = `${formatIp(maskAddress(ip.address, len))}/${len}`;
+    return `expected the host bits of ${JSON.stringify(text)} to be zero (did you mean ${fixed}?)`;
+  }
   return { version: ip.version, address: ip.address, prefixLength: len };
+}
+
+/** Parses `addr/len` (or a bare address, meaning a full-length prefix). Null when malformed or host bits are set. */
+export function parsePrefix(text: string): IpPrefix | null {
+  const p = parsePrefixOrReason(text);
+  return typeof p === 'string' ? null : p;
 }
 
 /** Formats 4 or 16 address bytes as text (RFC 5952 canonical form for IPv6). */
@@ -163,6 +176,16 @@ export function hostBitsZero(address: Uint8Array, prefixLength: number): boolean
   return true;
 }
 
+/** Returns a copy of `address` with every bit past `prefixLength` cleared. */
+export function maskAddress(address: Uint8Array, prefixLength: number): Uint8Array {
+  const out = Uint8Array.from(address);
+  for (let i = 0; i < out.length; i++) {
+    const keep = Math.max(0, Math.min(8, prefixLength - i * 8));
+    out[i] = out[i]! & ((0xff << (8 - keep)) & 0xff);
+  }
+  return out;
+}
+
 /** Compares len bytes of a at aOff with b at bOff as unsigned big-endian numbers: <0, 0, >0. Allocation-free. */
 export function compareBytes(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number, len: number): number {
   for (let i = 0; i < len; i++) {
@@ -180,6 +203,22 @@ export function prefixContains(prefixAddr: Uint8Array, prefixLength: number, buf
   if (rem === 0) return true;
   const mask = (0xff << (8 - rem)) & 0xff;
   return (buf[off + full]! & mask) === prefixAddr[full];
+}
+
+/** True when `address` (4 or 16 bytes) is of the prefix's version and inside it. Allocation-free. */
+export function prefixHasAddress(p: IpPrefix, address: Uint8Array): boolean {
+  return address.length === p.address.length && prefixContains(p.address, p.prefixLength, address, 0);
+}
+
+/** True when `outer` contains all of `inner` (same version, no longer, same leading bits). Allocation-free. */
+export function prefixCovers(outer: IpPrefix, inner: IpPrefix): boolean {
+  if (outer.version !== inner.version || outer.prefixLength > inner.prefixLength) return false;
+  const full = outer.prefixLength >> 3;
+  for (let i = 0; i < full; i++) if (outer.address[i] !== inner.address[i]) return false;
+  const rem = outer.prefixLength & 7;
+  if (rem === 0) return true;
+  const mask = (0xff << (8 - rem)) & 0xff;
+  return (outer.address[full]! & mask) === (inner.address[full]! & mask);
 }
 
 /** Last address of a prefix (all host bits set). */
@@ -229,6 +268,20 @@ export function rangeToPrefixes(version: IpVersion, start: Uint8Array, end: Uint
     out.push({ version, address: bigToAddr(s, bytes), prefixLength: bits - size });
     s += 1n << BigInt(size);
   }
+  return out;
+}
+
+/** An inclusive address range, as in ROUTE_ADVERTISEMENT (RFC 9484 §4.7.3). */
+export interface IpRange {
+  readonly version: IpVersion;
+  readonly start: Uint8Array;
+  readonly end: Uint8Array;
+}
+
+/** The prefixes covering each of `ranges` (RFC 9484 §4.7.3 ranges are start–end; routes are prefixes), in order. */
+export function rangesToPrefixes(ranges: readonly IpRange[]): IpPrefix[] {
+  const out: IpPrefix[] = [];
+  for (const r of ranges) out.push(...rangeToPrefixes(r.version, r.start, r.end));
   return out;
 }
 
