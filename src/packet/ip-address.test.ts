@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  formatIp, formatPrefix, maskAddress, parseIp, parsePrefix, parsePrefixOrReason, prefixCovers, prefixHasAddress, rangesToPrefixes, type IpPrefix,
+  formatIp, formatPrefix, maskAddress, parseAddressWithLength, parseIp, parsePrefix, parsePrefixOrReason, prefixCovers, prefixHasAddress, rangesToPrefixes, type IpPrefix,
 } from './ip-address.js';
 
 describe('packet: IP addresses and prefixes as configuration writes them', () => {
@@ -80,5 +80,16 @@ describe('packet: IP addresses and prefixes as configuration writes them', () =>
     ]).map(formatPrefix);
     expect(out).toEqual(['10.0.0.1/32', '10.0.0.2/31', '10.0.0.4/31', '10.0.0.6/32', 'fd00::/112']);
     expect(rangesToPrefixes([])).toEqual([]);
+  });
+
+  it('parseAddressWithLength keeps host bits (interface addresses) and names the wrong part', () => {
+    const a = parseAddressWithLength('10.0.0.1/24') as IpPrefix;
+    expect([formatIp(a.address), a.prefixLength, a.version]).toEqual(['10.0.0.1', 24, 4]);
+    expect((parseAddressWithLength('fd00::1') as IpPrefix).prefixLength).toBe(128);
+    expect(parseAddressWithLength('10.0.0.256/24')).toBe('address');
+    expect(parseAddressWithLength('fe80::1%eth0/64')).toBe('address');
+    expect(parseAddressWithLength('10.0.0.1/33')).toBe('length');
+    expect(parseAddressWithLength('fd00::/1x')).toBe('length');
+    expect(parseAddressWithLength('10.0.0.1/')).toBe('length');
   });
 });

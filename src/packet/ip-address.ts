@@ -99,27 +99,41 @@ export function parseIp(text: string): { version: IpVersion; address: Uint8Array
 }
 
 /**
+ * Parses `addr/len` where host bits may be set (an interface address such as
+ * `10.0.0.1/24`); a bare address means a full-length length (/32 or /128).
+ * Returns the parts, or which part is wrong — `'address'` (not an IP address;
+ * zones are rejected) or `'length'` (not 0–32 / 0–128) — so each caller words its
+ * own error. The returned `address` is fresh and owned by the caller.
+ */
+export function parseAddressWithLength(text: string): IpPrefix | 'address' | 'length' {
+  const slash = text.indexOf('/');
+  const ip = parseIp(slash < 0 ? text : text.slice(0, slash));
+  if (!ip) return 'address';
+  const bits = addressBits(ip.version);
+  let len: number = bits;
+  if (slash >= 0) {
+    const l = text.slice(slash + 1);
+    if (!/^[0-9]{1,3}$/.test(l) || Number(l) > bits) return 'length';
+    len = Number(l);
+  }
+  return { version: ip.version, address: ip.address, prefixLength: len };
+}
+
+/**
  * Parses `addr/len` (a bare address means a full-length prefix: /32 or /128)
  * and returns the prefix, or a message for an operator naming what is wrong
  * (not an address, length out of range, host bits set — with the fix). Zone
  * identifiers are rejected. The returned `address` is fresh and owned by the caller.
  */
 export function parsePrefixOrReason(text: string): IpPrefix | string {
-  const slash = text.indexOf('/');
-  const ip = parseIp(slash < 0 ? text : text.slice(0, slash));
-  if (!ip) return `expected an IP prefix like 10.0.0.0/8 or fd00::/64, got ${JSON.stringify(text)}`;
-  const bits = addressBits(ip.version);
-  let len: number = bits;
-  if (slash >= 0) {
-    const l = text.slice(slash + 1);
-    if (!/^[0-9]{1,3}$/.test(l) || Number(l) > bits) return `expected a prefix length 0-${bits} after "/", got ${JSON.stringify(text)}`;
-    len = Number(l);
-  }
-  if (!hostBitsZero(ip.address, len)) {
-    const fixed = `${formatIp(maskAddress(ip.address, len))}/${len}`;
+  const p = parseAddressWithLength(text);
+  if (p === 'address') return `expected an IP prefix like 10.0.0.0/8 or fd00::/64, got ${JSON.stringify(text)}`;
+  if (p === 'length') return `expected a prefix length 0-${addressBits(parseIp(text.slice(0, text.indexOf('/')))!.version)} after "/", got ${JSON.stringify(text)}`;
+  if (!hostBitsZero(p.address, p.prefixLength)) {
+    const fixed = `${formatIp(maskAddress(p.address, p.prefixLength))}/${p.prefixLength}`;
     return `expected the host bits of ${JSON.stringify(text)} to be zero (did you mean ${fixed}?)`;
   }
-  return { version: ip.version, address: ip.address, prefixLength: len };
+  return p;
 }
 
 /** Parses `addr/len` (or a bare address, meaning a full-length prefix). Null when malformed or host bits are set. */

@@ -3,7 +3,7 @@
  * names, MTUs and CIDRs, the batch text, and errors that name the failing value.
  */
 import { spawn } from 'node:child_process';
-import { addressBits, parseIp } from '../packet/ip-address.js';
+import { addressBits, parseAddressWithLength, parseIp } from '../packet/ip-address.js';
 
 /** Linux IFNAMSIZ − 1: the longest interface name. */
 export const MAX_IFNAME_LEN = 15;
@@ -52,16 +52,10 @@ export function validateMtu(mtu: number, ipv6: boolean): void {
 export function parseCidr(text: string): Cidr {
   const slash = text.indexOf('/');
   const address = slash < 0 ? text : text.slice(0, slash);
-  const ip = parseIp(address);
-  if (ip === null) throw new Error(`tun: "${text}" is not an IP address or CIDR`);
-  const max = addressBits(ip.version);
-  let prefix: number = max;
-  if (slash >= 0) {
-    const p = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p) || Number(p) > max) throw new Error(`tun: "${text}" has an invalid prefix length (0..${max})`);
-    prefix = Number(p);
-  }
-  return { address, prefix, family: ip.version, text };
+  const p = parseAddressWithLength(text);
+  if (p === 'address') throw new Error(`tun: "${text}" is not an IP address or CIDR`);
+  if (p === 'length') throw new Error(`tun: "${text}" has an invalid prefix length (0..${addressBits(parseIp(address)!.version)})`);
+  return { address, prefix: p.prefixLength, family: p.version, text };
 }
 
 /**

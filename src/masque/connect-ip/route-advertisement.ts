@@ -2,14 +2,11 @@
  * ROUTE_ADVERTISEMENT capsule value codec (RFC 9484 §4.7.3): zero or more
  * IP Address Ranges, ordered and non-overlapping; each capsule supersedes the last.
  */
-import { addrToBig, compareBytes, type IpVersion } from '../../packet/ip-address.js';
+import { addrToBig, compareBytes, type IpRange } from '../../packet/ip-address.js';
 import type { CapsuleParse } from './capsule-types.js';
 
 /** One IP Address Range (inclusive). `ipProtocol` 0 means all protocols. */
-export interface IpAddressRange {
-  readonly version: IpVersion;
-  readonly start: Uint8Array;
-  readonly end: Uint8Array;
+export interface IpAddressRange extends IpRange {
   readonly ipProtocol: number;
 }
 
