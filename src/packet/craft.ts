@@ -2,24 +2,15 @@
  * Packet construction for tests, simulations and benchmarks: whole IPv4/IPv6
  * packets with correct checksums. Allocates; never use on the data path.
  */
-import { isIPv4, isIPv6 } from 'node:net';
 import { transportChecksum, foldChecksum, sumWords } from './checksum.js';
 import { IPPROTO } from './ip-packet.js';
+import { parseIp } from './ip-address.js';
 
 /** Parses an IPv4 or IPv6 address text into 4 or 16 bytes; throws `packet: …` on bad text. */
-export function addressBytes(text: string): Uint8Array {
-  if (isIPv4(text)) return Uint8Array.from(text.split('.').map((x) => Number(x)));
-  if (!isIPv6(text)) throw new Error(`packet: not an IP address: ${JSON.stringify(text)}`);
-  // Rewrite an embedded dotted quad (::ffff:1.2.3.4) as two hex groups first.
-  const t = text.replace(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/, (_m, a, b, c, d) =>
-    `${((+a << 8) | +b).toString(16)}:${((+c << 8) | +d).toString(16)}`);
-  const parts = t.split('::');
-  const head = parts[0] ? parts[0].split(':').map((x) => parseInt(x, 16)) : [];
-  const rest = parts.length > 1 && parts[1] ? parts[1].split(':').map((x) => parseInt(x, 16)) : [];
-  const words = parts.length > 1 ? [...head, ...new Array<number>(8 - head.length - rest.length).fill(0), ...rest] : head;
-  const out = new Uint8Array(16);
-  for (let i = 0; i < 8; i++) { out[2 * i] = (words[i]! >> 8) & 0xff; out[2 * i + 1] = words[i]! & 0xff; }
-  return out;
+export function ipBytes(text: string): Uint8Array {
+  const ip = parseIp(text);
+  if (ip === null) throw new Error(`packet: not an IP address: ${JSON.stringify(text)}`);
+  return ip.address;
 }
 
 /** Common fields of a crafted packet. */
@@ -65,8 +56,8 @@ export interface CraftIcmp extends CraftIp {
 }
 
 function ipPacket(spec: CraftIp, proto: number, l4: Uint8Array): Buffer {
-  const s = addressBytes(spec.src);
-  const d = addressBytes(spec.dst);
+  const s = ipBytes(spec.src);
+  const d = ipBytes(spec.dst);
   if (s.length !== d.length) throw new Error('packet: src and dst differ in address family');
   const v4 = s.length === 4;
   const hl = v4 ? 20 : 40;

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { checksumUpdate16, internetChecksum, transportChecksum } from './checksum.js';
-import { addressBytes, craftTcp, craftUdp, craftIcmp, mssOption } from './craft.js';
+import { ipBytes, craftTcp, craftUdp, craftIcmp, mssOption } from './craft.js';
 import { DropReason, IPPROTO, PacketInfo, TCP_FLAG, formatAddress, ipv4HeaderChecksumOk, parseIpPacket } from './ip-packet.js';
 import { IcmpError, IcmpSuppress, buildIcmpError } from './icmp-error.js';
 import { clampTcpMss, decrementTtl } from './rewrite.js';
@@ -93,8 +93,8 @@ describe('checksums', () => {
 });
 
 describe('ICMP error builders', () => {
-  const reporter4 = addressBytes('192.0.2.254');
-  const reporter6 = addressBytes('2001:db8::fe');
+  const reporter4 = ipBytes('192.0.2.254');
+  const reporter6 = ipBytes('2001:db8::fe');
   const out = Buffer.alloc(2000);
 
   it('IPv4 Fragmentation Needed carries the MTU and quotes at most 576 bytes (RFC 1191 §4, RFC 1812 §4.3.2.3)', () => {
