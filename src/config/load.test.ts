@@ -64,7 +64,7 @@ describe('config: example files', () => {
     expect(c.tls.cert).toBe('/etc/mtun/gw.pem');
     expect(c.listen).toEqual({ host: '::', port: 4433 });
     expect(c.policy).toEqual([]); // default deny: no rules
-    expect(c.tun).toEqual({ name: 'mtun0', offload: false });
+    expect(c.tun).toEqual({ name: 'mtun0', offload: true });
     expect(c.inspection).toEqual({ maxFlows: 262144, timeouts: {} });
     expect(c.telemetry).toEqual({ workloads: [], flowLog: { enabled: true, path: '-' } });
     expect(c.connectUdp.idleTimeoutMs).toBe(120000);

@@ -62,6 +62,8 @@ export interface LabOptions {
   readonly secondCluster?: boolean;
   /** Log level of the daemons (default info). */
   readonly logLevel?: string;
+  /** The daemons' `tun.offload` (default true, as in the product). */
+  readonly tunOffload?: boolean;
 }
 
 /** A running lab. Always call {@link down} (tests: afterAll; demo: on exit and Ctrl-C). */
@@ -104,10 +106,11 @@ export class Lab {
 
   private writeConfigs(): void {
     const lvl = this.opts.logLevel ?? 'info';
-    writeFileSync(join(this.dir, 'gateway.yaml'), gatewayYaml(this.dir, lvl));
-    writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl));
+    const off = this.opts.tunOffload !== false;
+    writeFileSync(join(this.dir, 'gateway.yaml'), gatewayYaml(this.dir, lvl, off));
+    writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl, off));
     if (this.opts.secondCluster) {
-      writeFileSync(join(this.dir, 'agent2.yaml'), agentYaml(this.dir, 'agent2', 'cluster-c', ['10.30.0.0/24', 'fd00:c::/64'], LAB.agentAdmin, lvl));
+      writeFileSync(join(this.dir, 'agent2.yaml'), agentYaml(this.dir, 'agent2', 'cluster-c', ['10.30.0.0/24', 'fd00:c::/64'], LAB.agentAdmin, lvl, off));
     }
   }
 
@@ -242,7 +245,7 @@ function run(cmd: string, args: string[], timeoutMs: number): Promise<string> {
   });
 }
 
-function gatewayYaml(dir: string, logLevel: string): string {
+function gatewayYaml(dir: string, logLevel: string, offload: boolean): string {
   return `# written by the lab (src/lab/lab.ts)
 listen: "[::]:${LAB.gatewayPort}"
 tls:
@@ -278,6 +281,7 @@ connectUdp:
       ports: [7]
 tun:
   name: mtun-g
+  offload: ${offload}
 telemetry:
   workloads:
     10.10.0.0/24: cluster-a
@@ -296,7 +300,7 @@ logLevel: ${logLevel}
 `;
 }
 
-function agentYaml(dir: string, name: string, cluster: string, advertise: string[], adminPort: number, logLevel: string): string {
+function agentYaml(dir: string, name: string, cluster: string, advertise: string[], adminPort: number, logLevel: string, offload: boolean): string {
   return `# written by the lab (src/lab/lab.ts)
 gateway:
   address: ${LAB.gatewayWan.v4}:${LAB.gatewayPort}
@@ -309,6 +313,7 @@ tls:
 advertise: [${advertise.join(', ')}]
 tun:
   name: mtun-a
+  offload: ${offload}
 reconnect:
   minDelayMs: 100
   maxDelayMs: 2000
