@@ -11,6 +11,7 @@
 #   │  openvpn 10.93.0.1            │                 │  openvpn 10.93.0.2            │
 #   │  quicktun 10.94.0.1           │                 │  quicktun 10.94.0.2           │
 #   │  mtun agent, lo 10.10.0.1     │ == QUIC :4433 =>│  mtun gateway, lo 10.20.0.1   │
+#   │  (tun.offload) lo 10.11.0.1   │ == QUIC :4434 =>│  (tun.offload) lo 10.21.0.1   │
 #   └───────────────────────────────┘                 └───────────────────────────────┘
 #
 # Every tunnel is up at once, each on its own inner subnet and UDP port; the
@@ -21,7 +22,7 @@
 # a full run (all tunnels, >= 3 repetitions) also rewrites the generated part
 # of BENCHMARKS.md and bench/report/tcp-throughput.svg.
 #
-# Knobs: BENCH_REPS (3), BENCH_TUNNELS (direct,vxlan,wireguard-go,openvpn,quicktun,mtun),
+# Knobs: BENCH_REPS (3), BENCH_TUNNELS (direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload),
 # BENCH_TCP_SECONDS (5), BENCH_UPDATE=1 (rewrite BENCHMARKS.md even for a partial run),
 # BENCH_SKIP_MTUN_EXTRAS=1 (no sessions / profile phase).
 # Needs root (namespaces, TUN); installs missing Debian packages with apt-get.
@@ -29,7 +30,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REPS=${BENCH_REPS:-3}
-ALL_TUNNELS=direct,vxlan,wireguard-go,openvpn,quicktun,mtun
+ALL_TUNNELS=direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload
 TUNNELS=${BENCH_TUNNELS:-$ALL_TUNNELS}
 TCP_SECONDS=${BENCH_TCP_SECONDS:-5}
 PROFILE_SECONDS=8
@@ -146,33 +147,41 @@ if [[ " ${measured[*]} " == *" mtun "* ]] && [ "${BENCH_SKIP_MTUN_EXTRAS:-0}" !=
     --certs "$W/mtun/certs" --target 10.20.0.1 --gateway-pid "$(cat "$W/mtun/mtung.pid")" \
     --counts 1,10,100 --seconds 3 --rate 50 --out "$OUT/sessions.json" || warn "sessions phase failed"
 
-  log "mtun: CPU profile of agent and gateway under ${PROFILE_SECONDS}s of TCP load"
-  W="$W/mtun" bash "$ROOT/bench/tunnels/mtun.sh" down
-  mkdir -p "$OUT/profile"
-  up_tunnels+=("mtun|mtun-prof")
-  if W="$W/mtun-prof" MTUN_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$OUT/profile --cpu-prof-interval=250" \
-      timeout 60 bash "$ROOT/bench/tunnels/mtun.sh" up; then
-    apid=$(cat "$W/mtun-prof/mtuna.pid"); gpid=$(cat "$W/mtun-prof/mtung.pid")
+fi
+for v in mtun mtun-offload; do
+  [[ " ${measured[*]} " == *" $v "* ]] && [ "${BENCH_SKIP_MTUN_EXTRAS:-0}" != 1 ] || continue
+  log "$v: CPU profile of agent and gateway under ${PROFILE_SECONDS}s of TCP load"
+  # shellcheck disable=SC1090
+  . "$W/$v/env"
+  W="$W/$v" bash "$ROOT/bench/tunnels/$v.sh" down
+  PD="$OUT/profile/$v"
+  mkdir -p "$PD"
+  up_tunnels+=("$v|$v-prof")
+  if W="$W/$v-prof" MTUN_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$PD --cpu-prof-interval=250" \
+      timeout 60 bash "$ROOT/bench/tunnels/$v.sh" up; then
+    apid=$(cat "$W/$v-prof/mtuna.pid"); gpid=$(cat "$W/$v-prof/mtung.pid")
+    aadm=$(sed -n 's/.*listen: "127.0.0.1:\([0-9]*\)".*/\1/p' "$W/$v-prof/agent.yaml")
+    gadm=$(sed -n 's/.*listen: "127.0.0.1:\([0-9]*\)".*/\1/p' "$W/$v-prof/gateway.yaml")
     sleep 1.2
-    a0=$(metric_sum "$NSA" 9091 mtun_tunnel_sent_datagrams_total); a0r=$(metric_sum "$NSA" 9091 mtun_tunnel_received_datagrams_total)
-    g0=$(metric_sum "$NSB" 9090 mtun_tunnel_sent_datagrams_total); g0r=$(metric_sum "$NSB" 9090 mtun_tunnel_received_datagrams_total)
+    a0=$(metric_sum "$NSA" "$aadm" mtun_tunnel_sent_datagrams_total); a0r=$(metric_sum "$NSA" "$aadm" mtun_tunnel_received_datagrams_total)
+    g0=$(metric_sum "$NSB" "$gadm" mtun_tunnel_sent_datagrams_total); g0r=$(metric_sum "$NSB" "$gadm" mtun_tunnel_received_datagrams_total)
     ip netns exec "$NSB" timeout $((PROFILE_SECONDS + 20)) iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
     disown
     sleep 0.3
-    ip netns exec "$NSA" timeout $((PROFILE_SECONDS + 15)) iperf3 -c 10.20.0.1 -B 10.10.0.1 -p 5201 -t "$PROFILE_SECONDS" -J >"$OUT/profile/iperf3.json" || warn "profile load failed"
+    ip netns exec "$NSA" timeout $((PROFILE_SECONDS + 15)) iperf3 -c "$DST" -B "$SRC" -p 5201 -t "$PROFILE_SECONDS" -J >"$PD/iperf3.json" || warn "$v profile load failed"
     sleep 1.2
-    a1=$(metric_sum "$NSA" 9091 mtun_tunnel_sent_datagrams_total); a1r=$(metric_sum "$NSA" 9091 mtun_tunnel_received_datagrams_total)
-    g1=$(metric_sum "$NSB" 9090 mtun_tunnel_sent_datagrams_total); g1r=$(metric_sum "$NSB" 9090 mtun_tunnel_received_datagrams_total)
-    W="$W/mtun-prof" bash "$ROOT/bench/tunnels/mtun.sh" down
-    cat >"$OUT/profile/meta.json" <<J
-{"seconds": $PROFILE_SECONDS, "agentPid": $apid, "gatewayPid": $gpid,
+    a1=$(metric_sum "$NSA" "$aadm" mtun_tunnel_sent_datagrams_total); a1r=$(metric_sum "$NSA" "$aadm" mtun_tunnel_received_datagrams_total)
+    g1=$(metric_sum "$NSB" "$gadm" mtun_tunnel_sent_datagrams_total); g1r=$(metric_sum "$NSB" "$gadm" mtun_tunnel_received_datagrams_total)
+    W="$W/$v-prof" bash "$ROOT/bench/tunnels/$v.sh" down
+    cat >"$PD/meta.json" <<J
+{"variant": "$v", "seconds": $PROFILE_SECONDS, "agentPid": $apid, "gatewayPid": $gpid,
  "agentDatagrams": {"sent": $((a1 - a0)), "received": $((a1r - a0r))},
  "gatewayDatagrams": {"sent": $((g1 - g0)), "received": $((g1r - g0r))}}
 J
   else
-    warn "profile phase: mtun did not come up with --cpu-prof"
+    warn "$v profile phase: mtun did not come up with --cpu-prof"
   fi
-fi
+done
 
 # ------------------------------------------------------------------ report
 update=""

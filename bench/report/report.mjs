@@ -128,7 +128,6 @@ function tunnelStats(t) {
 }
 
 const tunnels = matrix.tunnels.map((t) => ({ ...t, s: tunnelStats(t) }));
-const mtun = tunnels.find((t) => t.name === 'mtun');
 
 // ------------------------------------------------------------------ markdown
 
@@ -162,20 +161,23 @@ md.push('| tunnel | tunnel processes % of box | tunnel CPU-s per Gbit | test tot
 md.push('|---|---|---|---|---|---|---|---|');
 for (const t of tunnels) {
   const s = t.s;
-  const rss = Object.entries(s.rss).map(([role, kb]) => `${role === 'a' ? (t.name === 'mtun' ? 'agent' : 'A') : (t.name === 'mtun' ? 'gateway' : 'B')} ${kb ? (kb / 1024).toFixed(0) : '?'}`).join(', ') || '–';
+  const rss = Object.entries(s.rss).map(([role, kb]) => `${role === 'a' ? (t.name.startsWith('mtun') ? 'agent' : 'A') : (t.name.startsWith('mtun') ? 'gateway' : 'B')} ${kb ? (kb / 1024).toFixed(0) : '?'}`).join(', ') || '–';
   md.push(`| ${t.name} | ${cell(s.cpuPct, 0)} | ${cell(s.cpuPerGbit, 2)} | ${cell(s.testPerGbit, 2)} | ${cell(s.softirqPerGbit, 2)} | ${cell(s.boxPct, 0)} | ${cell(s.otherPct, 0)} | ${rss} |`);
 }
 md.push('');
-if (mtun) {
+const variants = tunnels.filter((t) => t.name.startsWith('mtun'));
+if (variants.length > 0) {
   md.push('### mtun relative to each peer (ratio of medians; > 1× means mtun has more of it)');
   md.push('');
-  md.push('| mtun vs | TCP 1 stream | TCP 4 streams | UDP < 1% loss | ping idle | ping under load | test total CPU-s per Gbit | tunnel CPU-s per Gbit |');
+  md.push('| | TCP 1 stream | TCP 4 streams | UDP < 1% loss | ping idle | ping under load | test total CPU-s per Gbit | tunnel CPU-s per Gbit |');
   md.push('|---|---|---|---|---|---|---|---|');
-  for (const t of tunnels) {
-    if (t === mtun) continue;
-    const a = mtun.s;
-    const b = t.s;
-    md.push(`| ${t.name} | ${ratio(a.tcp1.med, b.tcp1.med)} | ${ratio(a.tcp4.med, b.tcp4.med)} | ${ratio(a.udp.med, b.udp.med)} | ${ratio(a.pingIdle.med, b.pingIdle.med)} | ${ratio(a.pingLoad.med, b.pingLoad.med)} | ${ratio(a.testPerGbit.med, b.testPerGbit.med)} | ${ratio(a.cpuPerGbit.med, b.cpuPerGbit.med)} |`);
+  for (const v of variants) {
+    for (const t of tunnels) {
+      if (t === v || (t.name.startsWith('mtun') && v.name !== 'mtun-offload')) continue;
+      const a = v.s;
+      const b = t.s;
+      md.push(`| ${v.name} vs ${t.name} | ${ratio(a.tcp1.med, b.tcp1.med)} | ${ratio(a.tcp4.med, b.tcp4.med)} | ${ratio(a.udp.med, b.udp.med)} | ${ratio(a.pingIdle.med, b.pingIdle.med)} | ${ratio(a.pingLoad.med, b.pingLoad.med)} | ${ratio(a.testPerGbit.med, b.testPerGbit.med)} | ${ratio(a.cpuPerGbit.med, b.cpuPerGbit.med)} |`);
+    }
   }
   md.push('');
 }
@@ -203,8 +205,9 @@ if (existsSync(sessionsFile)) {
   md.push('');
 }
 
-const profDir = join(DIR, 'profile');
-if (existsSync(join(profDir, 'meta.json'))) {
+const profRoot = join(DIR, 'profile');
+const profDirs = existsSync(profRoot) ? readdirSync(profRoot).map((d) => join(profRoot, d)).filter((d) => existsSync(join(d, 'meta.json'))) : [];
+for (const profDir of profDirs) {
   const meta = JSON.parse(readFileSync(join(profDir, 'meta.json'), 'utf8'));
   let load = null;
   try {
@@ -213,7 +216,7 @@ if (existsSync(join(profDir, 'meta.json'))) {
     /* none */
   }
   const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
-  md.push('### mtun: CPU profile under load');
+  md.push(`### ${meta.variant ?? 'mtun'}: CPU profile under load`);
   md.push('');
   md.push(`\`node --cpu-prof\` on both daemons, one iperf3 TCP stream for ${meta.seconds} s` + (load ? ` (${load.toFixed(2)} Gbit/s)` : '') + '. Self time by layer, as a share of each process\'s busy (non-idle) time; µs per datagram = busy time of that layer / datagrams the process sent + received in the window (from /metrics). N-API calls have no frame of their own in a V8 profile, so the self time of the thin JS wrappers that make them is booked to quiche or to the syscalls (bench/report/profile.mjs lists them); the syscall rows include the kernel work done inside the call (the TUN write runs the receiving TCP stack, sendmmsg runs the veth and the peer\'s UDP receive).');
   md.push('');
@@ -223,7 +226,7 @@ if (existsSync(join(profDir, 'meta.json'))) {
     const s = summariseProfile(join(profDir, f), 12);
     const nDg = dg.sent + dg.received;
     const per = (ms) => (nDg > 0 ? ((ms * 1000) / nDg).toFixed(2) : '–');
-    md.push(`**${role}** — ${s.busyMs.toFixed(0)} ms busy of ${s.totalMs.toFixed(0)} ms sampled; ${dg.sent} datagrams sent, ${dg.received} received; ${per(s.busyMs)} µs busy per datagram.`);
+    md.push(`**${meta.variant ?? 'mtun'} ${role}** — ${s.busyMs.toFixed(0)} ms busy of ${s.totalMs.toFixed(0)} ms sampled; ${dg.sent} datagrams sent, ${dg.received} received; ${per(s.busyMs)} µs busy per datagram.`);
     md.push('');
     const groups = new Map();
     for (const l of s.layers) if (l.layer !== 'idle') groups.set(groupOf(l.layer), (groups.get(groupOf(l.layer)) ?? 0) + l.ms);

@@ -71,7 +71,7 @@ export function tcpChartSvg(rows, title, goal) {
   }
   rows.forEach((r, i) => {
     const y0 = top + i * rowH;
-    const bold = r.name === 'mtun' ? ' font-weight="bold"' : '';
+    const bold = r.name.startsWith('mtun') ? ' font-weight="bold"' : '';
     out.push(`<text x="${left - 8}" y="${y0 + barH + 4}" text-anchor="end"${bold}>${esc(r.name)}</text>`);
     series.forEach((s, k) => {
       const v = r[s.key];

@@ -3,68 +3,75 @@
 # the gateway in NSB advertises 10.20.0.0/24; each side's inner address sits
 # on its loopback, so iperf3/ping run in the daemons' own namespaces.
 # MTUN_NODE_FLAGS (optional) is passed to both node processes (e.g. --cpu-prof).
+# MTUN_OFFLOAD=1 is the `tun.offload: true` variant (bench/tunnels/mtun-offload.sh):
+# its own port, admin ports, prefixes and TUN names, so both run side by side.
 source "$(dirname "$0")/common.sh"
 MTUN="$ROOT/bin/mtun.js"
 read -r -a NODE_FLAGS <<<"${MTUN_NODE_FLAGS:-}"
+if [ "${MTUN_OFFLOAD:-0}" = 1 ]; then
+  OFFLOAD=true; PORT=4434; GADM=9092; AADM=9093; AN=10.11.0; BN=10.21.0; POOL=10.201.0.0/24; POOL6=fd00:201::/64; TA=${P}na; TG=${P}ng
+else
+  OFFLOAD=false; PORT=4433; GADM=9090; AADM=9091; AN=10.10.0; BN=10.20.0; POOL=10.200.0.0/24; POOL6=fd00:200::/64; TA=${P}ma; TG=${P}mg
+fi
 case "$1" in
   up)
     [ -f "$ROOT/dist/cli/main.js" ] || { echo "bench: dist/ missing; run npx tsc -p tsconfig.json" >&2; exit 1; }
     node "$MTUN" certs --out "$W/certs" --agents cluster-a --gateway-san "$UB" >/dev/null
     cat >"$W/gateway.yaml" <<Y
-listen: "$UB:4433"
+listen: "$UB:$PORT"
 tls: { cert: certs/gateway.pem, key: certs/gateway-key.pem, ca: certs/ca.pem, requireClientCert: true }
-pools: { ipv4: 10.200.0.0/24, ipv6: "fd00:200::/64" }
-advertise: [10.20.0.0/24]
+pools: { ipv4: $POOL, ipv6: "$POOL6" }
+advertise: [$BN.0/24]
 policy:
   - identity: spiffe://cluster.local/agent/cluster-a
     allow:
-      - { prefixes: [10.20.0.0/24], protocols: [tcp, udp], ports: [5201] }
-      - { prefixes: [10.20.0.0/24], protocols: [icmp] }
-    advertise: [10.10.0.0/24]
-tun: { name: ${P}mg }
+      - { prefixes: [$BN.0/24], protocols: [tcp, udp], ports: [5201] }
+      - { prefixes: [$BN.0/24], protocols: [icmp] }
+    advertise: [$AN.0/24]
+tun: { name: $TG, offload: $OFFLOAD }
 maxSessions: 1024
 telemetry:
-  workloads: { 10.10.0.0/24: site-a, 10.20.0.0/24: site-b, 10.200.0.0/24: sessions }
+  workloads: { $AN.0/24: site-a, $BN.0/24: site-b, $POOL: sessions }
   flowLog: { enabled: true, path: flows-gateway.jsonl }
-admin: { enabled: true, listen: "127.0.0.1:9090" }
+admin: { enabled: true, listen: "127.0.0.1:$GADM" }
 logLevel: info
 Y
     cat >"$W/agent.yaml" <<Y
-gateway: { address: "$UB:4433", serverName: gateway }
+gateway: { address: "$UB:$PORT", serverName: gateway }
 mode: site-to-site
 tls: { cert: certs/agent-cluster-a.pem, key: certs/agent-cluster-a-key.pem, ca: certs/ca.pem }
-advertise: [10.10.0.0/24]
+advertise: [$AN.0/24]
 acceptRoutes: true
-tun: { name: ${P}ma }
+tun: { name: $TA, offload: $OFFLOAD }
 mssClamp: true
 telemetry:
-  workloads: { 10.10.0.0/24: site-a, 10.20.0.0/24: site-b }
+  workloads: { $AN.0/24: site-a, $BN.0/24: site-b }
   flowLog: { enabled: true, path: flows-agent.jsonl }
-admin: { enabled: true, listen: "127.0.0.1:9091" }
+admin: { enabled: true, listen: "127.0.0.1:$AADM" }
 logLevel: info
 Y
-    na ip addr add 10.10.0.1/32 dev lo
-    nb ip addr add 10.20.0.1/32 dev lo
+    na ip addr add $AN.1/32 dev lo
+    nb ip addr add $BN.1/32 dev lo
     start "$NSB" mtung node "${NODE_FLAGS[@]}" "$MTUN" gateway -c "$W/gateway.yaml"
-    for i in $(seq 100); do nb curl -sf -o /dev/null http://127.0.0.1:9090/healthz && break; alive mtung; sleep 0.1; done
+    for i in $(seq 100); do nb curl -sf -o /dev/null http://127.0.0.1:$GADM/healthz && break; alive mtung; sleep 0.1; done
     start "$NSA" mtuna node "${NODE_FLAGS[@]}" "$MTUN" agent -c "$W/agent.yaml"
-    for i in $(seq 150); do na curl -sf -o /dev/null http://127.0.0.1:9091/readyz && break; alive mtuna; sleep 0.1; done
-    na curl -sf -o /dev/null http://127.0.0.1:9091/readyz || { echo "bench: mtun agent not ready after 15 s" >&2; tail -20 "$W/mtuna.log" >&2; exit 1; }
+    for i in $(seq 150); do na curl -sf -o /dev/null http://127.0.0.1:$AADM/readyz && break; alive mtuna; sleep 0.1; done
+    na curl -sf -o /dev/null http://127.0.0.1:$AADM/readyz || { echo "bench: mtun agent not ready after 15 s" >&2; tail -20 "$W/mtuna.log" >&2; exit 1; }
     # /readyz turns 200 before both sides' routes are in: wait for traffic.
-    wait_ping 10.10.0.1 10.20.0.1 10
-    mtu=$(na cat "/sys/class/net/${P}ma/mtu" 2>/dev/null || echo "?")
+    wait_ping $AN.1 $BN.1 10
+    mtu=$(na cat "/sys/class/net/$TA/mtu" 2>/dev/null || echo "?")
     cat >"$W/env" <<E
-SRC=10.10.0.1
-DST=10.20.0.1
+SRC=$AN.1
+DST=$BN.1
 KIND=user
 PIDS="a:$(pid_of mtuna) b:$(pid_of mtung)"
 MTU=$mtu
-VERSION="mtun $(node -p "require('$ROOT/package.json').version")@${MTUN_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}, node $(node -v), quiche via @matrixai/quic-linux-x64 $(node -p "require('$ROOT/node_modules/@matrixai/quic-linux-x64/package.json').version")"
+VERSION="mtun $(node -p "require('$ROOT/package.json').version")@${MTUN_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}, node $(node -v), quiche via @matrixai/quic-linux-x64 $(node -p "require('$ROOT/node_modules/@matrixai/quic-linux-x64/package.json').version"), tun.offload $OFFLOAD"
 E
     ;;
   down)
     stop mtuna mtung
-    na ip addr del 10.10.0.1/32 dev lo 2>/dev/null || true
-    nb ip addr del 10.20.0.1/32 dev lo 2>/dev/null || true
+    na ip addr del $AN.1/32 dev lo 2>/dev/null || true
+    nb ip addr del $BN.1/32 dev lo 2>/dev/null || true
     ;;
 esac
