@@ -32,14 +32,11 @@ import { runIpBatch } from '../tun/ip-config.js';
 import { MTUN_VERSION } from '../version.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import { TunWriter } from '../daemon/tun-writer.js';
+import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { UdpForwarder } from './udp-forwarder.js';
 import { applySnat, removeSnat } from './snat.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 
-/** Bytes reserved before each packet read from the TUN (context ID + quarter stream ID, written in place). */
-const HEADROOM = 16;
-/** TUN read batches handled per readiness callback before yielding to the event loop. */
-const TUN_ROUNDS = 8;
 /** Agent-level drop reason: a packet read from the TUN while no session is up. */
 const DROP_NO_SESSION = 'no_session';
 const DROP_TUN_WRITE = 'tun_write_failed';
@@ -52,8 +49,6 @@ export class Agent {
   state: AgentState = 'connecting';
   private tun: NativeTun | null = null;
   private tunMtu = 0;
-  private tunBufs: Buffer[] = [];
-  private tunSizes = new Uint32Array(0);
   private tunWriter: TunWriter | null = null;
   private conn: QuicConnection | null = null;
   private h3: H3Connection | null = null;
@@ -282,10 +277,8 @@ export class Agent {
     const mtu = Math.min(this.config.tun.mtuBytes ?? limit, limit);
     this.tun = await openTun({ name: this.config.tun.name, mtu, addresses: [], offload: this.config.tun.offload });
     this.tunMtu = mtu;
-    this.tunBufs = Array.from({ length: this.tun.batchSize }, () => Buffer.allocUnsafe(HEADROOM + mtu));
-    this.tunSizes = new Uint32Array(this.tun.batchSize);
     this.tunWriter = new TunWriter(this.tun, 65_535);
-    this.tun.onReadable(this.onTunReadable);
+    new TunReader(this.tun, this.onTunBatch, (e) => this.log.error({ err: e.message }, 'TUN read failed'));
     this.log.info({ tun: this.tun.name, mtu }, 'TUN up');
   }
 
@@ -317,11 +310,12 @@ export class Agent {
       }
       const add = [...want].filter((x) => !this.installed.has(x));
       const del = [...this.installed].filter((x) => !want.has(x));
+      // Update the set before awaiting so an overlapping call does not add the same routes again.
+      for (const x of del) this.installed.delete(x);
+      for (const x of add) this.installed.add(x);
       try {
         if (del.length > 0) await tun.removeRoutes(del);
-        for (const x of del) this.installed.delete(x);
         if (add.length > 0) await tun.addRoutes(add);
-        for (const x of add) this.installed.add(x);
         if (add.length + del.length > 0) this.log.info({ added: add, removed: del }, 'routes from gateway installed');
       } catch (e) {
         this.log.error({ err: (e as Error).message }, 'installing routes failed');
@@ -331,9 +325,9 @@ export class Agent {
       const want = session.assignedAddresses().map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength }));
       const add = want.filter((a) => !this.assignedOnTun.has(a));
       if (add.length > 0) {
+        for (const a of add) this.assignedOnTun.add(a);
         try {
           await runIpBatch(add.map((a) => `addr add ${a} dev ${tun.name}${a.includes(':') ? ' nodad' : ''}`));
-          for (const a of add) this.assignedOnTun.add(a);
           this.log.info({ addresses: add }, 'assigned addresses configured');
         } catch (e) {
           this.log.error({ err: (e as Error).message }, 'configuring assigned addresses failed');
@@ -405,39 +399,25 @@ export class Agent {
   // ---------------------------------------------------------------- data path
 
   /** Packets from the local network: inspect, clamp MSS, send as HTTP Datagrams. */
-  private readonly onTunReadable = (): void => {
-    const tun = this.tun!;
-    const bufs = this.tunBufs;
-    const sizes = this.tunSizes;
+  private readonly onTunBatch = (bufs: readonly Buffer[], sizes: Uint32Array, n: number): void => {
+    const s = this.session;
+    if (s === null) {
+      this.telemetry.metrics.drop(this.noSessionId, n);
+      return;
+    }
     const tracker = this.flows.tracker;
     const clamp = this.config.mssClamp;
     const mtu = this.tunMtu;
-    for (let round = 0; round < TUN_ROUNDS; round++) {
-      let n: number;
-      try {
-        n = tun.read(bufs, sizes, HEADROOM);
-      } catch (e) {
-        this.log.error({ err: (e as Error).message }, 'TUN read failed');
-        return;
-      }
-      if (n === 0) break;
-      const s = this.session;
-      if (s === null) {
-        this.telemetry.metrics.drop(this.noSessionId, n);
-        continue;
-      }
-      const now = Date.now();
-      for (let i = 0; i < n; i++) {
-        const buf = bufs[i]!;
-        const len = sizes[i]!;
-        if (clamp) clampTcpMss(buf, HEADROOM, len, mtu);
-        // Only what entered the tunnel is telemetry (link-local, too-big… are counted as drops by the session).
-        if (s.sendPacket(buf, HEADROOM, len) === 0) tracker.observe(buf, HEADROOM, len, Direction.OUT, now);
-      }
-      this.conn?.flush();
-      this.tunWriter?.flush();
-      if (n < bufs.length) break;
+    const now = Date.now();
+    for (let i = 0; i < n; i++) {
+      const buf = bufs[i]!;
+      const len = sizes[i]!;
+      if (clamp) clampTcpMss(buf, TUN_HEADROOM, len, mtu);
+      // Only what entered the tunnel is telemetry (link-local, too-big… are counted as drops by the session).
+      if (s.sendPacket(buf, TUN_HEADROOM, len) === 0) tracker.observe(buf, TUN_HEADROOM, len, Direction.OUT, now);
     }
+    this.conn?.flush();
+    this.tunWriter?.flush();
   };
 
   /** Packets from the gateway: inspect, copy into the TUN batch (MSS clamped), written after the QUIC batch. */

@@ -39,12 +39,9 @@ import { openTun, type NativeTun } from '../tun/native-tun.js';
 import { MTUN_VERSION } from '../version.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import { TunWriter } from '../daemon/tun-writer.js';
+import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 
-/** Bytes reserved before each packet read from the TUN (context ID + quarter stream ID, written in place). */
-const HEADROOM = 16;
-/** TUN read batches handled per readiness callback before yielding to the event loop. */
-const TUN_ROUNDS = 8;
 
 /** One agent connection. */
 interface GwConn {
@@ -54,8 +51,6 @@ interface GwConn {
   readonly certIdentity: string | null;
   readonly remote: string;
   readonly sessions: Set<GwSession>;
-  /** Packets were queued for this connection in the current TUN batch. */
-  dirty: boolean;
 }
 
 /** One CONNECT-IP or CONNECT-UDP session. */
@@ -91,10 +86,7 @@ export class Gateway {
   private readonly poolPrefixes: IpPrefix[];
   private readonly telemetry: Telemetry;
   private readonly flows: DaemonFlows;
-  private readonly tunBufs: Buffer[];
-  private readonly tunSizes: Uint32Array;
   private readonly tunWriter: TunWriter;
-  private readonly dirtyConns: GwConn[] = [];
   private readonly noRouteId: number;
   private readonly tunWriteDropId: number;
   private lastTunWriteDrops = 0;
@@ -126,14 +118,12 @@ export class Gateway {
       identityOf: (r) => this.identityOfFlow(r),
       directionOf: directionByLocalPrefixes(config.advertise),
     });
-    this.tunBufs = Array.from({ length: tun.batchSize }, () => Buffer.allocUnsafe(HEADROOM + tun.mtu));
-    this.tunSizes = new Uint32Array(tun.batchSize);
     this.tunWriter = new TunWriter(tun, 65_535);
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
     this.tunWriteDropId = telemetry.metrics.dropReasonId(GW_DROP_TUN_WRITE);
     this.counterTimer = setInterval(() => this.syncCounters(), 1000);
     this.counterTimer.unref();
-    tun.onReadable(this.onTunReadable);
+    new TunReader(tun, this.onTunBatch, (e) => this.log.error({ err: e.message }, 'TUN read failed'));
   }
 
   /**
@@ -210,7 +200,6 @@ export class Gateway {
       certIdentity: id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null,
       remote: formatHostPort(conn.peerHost, conn.peerPort),
       sessions: new Set(),
-      dirty: false,
     };
     (gc as { h3: H3Connection }).h3 = attachH3(
       conn,
@@ -517,44 +506,23 @@ export class Gateway {
   };
 
   /** Packets from the gateway's network: find the session by longest-prefix match and send. */
-  private readonly onTunReadable = (): void => {
-    const bufs = this.tunBufs;
-    const sizes = this.tunSizes;
+  private readonly onTunBatch = (bufs: readonly Buffer[], sizes: Uint32Array, n: number): void => {
     const tracker = this.flows.tracker;
-    for (let round = 0; round < TUN_ROUNDS; round++) {
-      let n: number;
-      try {
-        n = this.tun.read(bufs, sizes, HEADROOM);
-      } catch (e) {
-        this.log.error({ err: (e as Error).message }, 'TUN read failed');
-        return;
+    const now = Date.now();
+    for (let i = 0; i < n; i++) {
+      const buf = bufs[i]!;
+      const len = sizes[i]!;
+      const s = this.routes.lookupDestination(buf, TUN_HEADROOM, len);
+      if (s === undefined) {
+        this.telemetry.metrics.drop(this.noRouteId);
+        continue;
       }
-      if (n === 0) break;
-      const now = Date.now();
-      for (let i = 0; i < n; i++) {
-        const buf = bufs[i]!;
-        const len = sizes[i]!;
-        const s = this.routes.lookupDestination(buf, HEADROOM, len);
-        if (s === undefined) {
-          this.telemetry.metrics.drop(this.noRouteId);
-          continue;
-        }
-        // Only what entered the tunnel is telemetry (too-big, link-local… are counted as drops by the session).
-        if (s.sendToClient(buf, HEADROOM, len) === 0) tracker.observe(buf, HEADROOM, len, Direction.IN, now);
-        const gc = this.byIp.get(s)?.gc;
-        if (gc !== undefined && !gc.dirty) {
-          gc.dirty = true;
-          this.dirtyConns.push(gc);
-        }
-      }
-      for (const gc of this.dirtyConns) {
-        gc.dirty = false;
-        gc.conn.flush();
-      }
-      this.dirtyConns.length = 0;
-      this.tunWriter.flush();
-      if (n < bufs.length) break;
+      // Only what entered the tunnel is telemetry (too-big, link-local… are counted as drops by the session).
+      if (s.sendToClient(buf, TUN_HEADROOM, len) === 0) tracker.observe(buf, TUN_HEADROOM, len, Direction.IN, now);
     }
+    // Every connection written to leaves in one send batch; ICMP errors for our network in one TUN write.
+    this.endpoint.flush();
+    this.tunWriter.flush();
   };
 
   // ---------------------------------------------------------------- shutdown

@@ -245,6 +245,19 @@ function run(cmd: string, args: string[], timeoutMs: number): Promise<string> {
   });
 }
 
+/** The workload names both ends use for metric labels (telemetry.workloads). */
+const WORKLOADS_YAML = `telemetry:
+  workloads:
+    10.10.0.0/24: cluster-a
+    fd00:a::/64: cluster-a
+    10.30.0.0/24: cluster-c
+    fd00:c::/64: cluster-c
+    10.20.0.2/32: server
+    fd00:b::2/128: server
+    10.20.0.0/24: cluster-b
+    fd00:b::/64: cluster-b
+`;
+
 function gatewayYaml(dir: string, logLevel: string, offload: boolean): string {
   return `# written by the lab (src/lab/lab.ts)
 listen: "[::]:${LAB.gatewayPort}"
@@ -282,17 +295,7 @@ connectUdp:
 tun:
   name: mtun-g
   offload: ${offload}
-telemetry:
-  workloads:
-    10.10.0.0/24: cluster-a
-    fd00:a::/64: cluster-a
-    10.30.0.0/24: cluster-c
-    fd00:c::/64: cluster-c
-    10.20.0.2/32: server
-    fd00:b::2/128: server
-    10.20.0.0/24: cluster-b
-    fd00:b::/64: cluster-b
-  flowLog:
+${WORKLOADS_YAML}  flowLog:
     path: ${dir}/gateway-flows.jsonl
 admin:
   listen: 127.0.0.1:${LAB.gatewayAdmin}
@@ -322,17 +325,7 @@ connectUdp:
   forwarders:
     - listen: 127.0.0.1:7007
       target: { host: ${LAB.server.v4}, port: 7 }
-telemetry:
-  workloads:
-    10.10.0.0/24: cluster-a
-    fd00:a::/64: cluster-a
-    10.30.0.0/24: cluster-c
-    fd00:c::/64: cluster-c
-    10.20.0.2/32: server
-    fd00:b::2/128: server
-    10.20.0.0/24: cluster-b
-    fd00:b::/64: cluster-b
-  flowLog:
+${WORKLOADS_YAML}  flowLog:
     path: ${dir}/${name}-flows.jsonl
 admin:
   listen: 127.0.0.1:${adminPort}
