@@ -124,20 +124,32 @@ function pingTimes(out) {
   return { samplesMs: ms, sent: tx ? Number(tx[1]) : 0, received: tx ? Number(tx[2]) : 0 };
 }
 
-// ------------------------------------------------------------------ iperf3 server
+// ------------------------------------------------------------------ iperf3 servers
 
-let server = null;
-async function startServer() {
-  server = spawn('ip', ['netns', 'exec', NSB, 'iperf3', '-s', '-p', '5201'], { stdio: 'ignore' });
-  server.on('exit', () => (server = null));
+// One server per tunnel, bound to its inner address: a wildcard-bound UDP
+// server answers from whatever source the route to the client picks (with
+// several tunnels' addresses on lo that can be another tunnel's address,
+// which mtun's gateway then drops as out of scope). Same port 5201 for all.
+const servers = new Map();
+async function startServer(t) {
+  const c = spawn('ip', ['netns', 'exec', NSB, 'iperf3', '-s', '-B', t.dst, '-p', '5201'], { stdio: 'ignore' });
+  servers.set(t.name, c);
+  c.on('exit', () => {
+    if (servers.get(t.name) === c) servers.delete(t.name);
+  });
   await sleep(300);
 }
-async function restartServer() {
-  if (server) {
-    server.kill('SIGKILL');
+async function restartServer(t) {
+  const c = servers.get(t.name);
+  if (c) {
+    c.kill('SIGKILL');
     await sleep(200);
   }
-  await startServer();
+  await startServer(t);
+}
+function stopServers() {
+  for (const c of servers.values()) c.kill('SIGKILL');
+  servers.clear();
 }
 
 async function iperf(t, extra, seconds) {
@@ -151,7 +163,7 @@ async function iperf(t, extra, seconds) {
   if (r.code !== 0 || j === null || j.error) {
     const why = j?.error ?? r.err.trim().split('\n').pop();
     console.error(`bench: iperf3 ${t.name} ${extra.join(' ')} failed: ${why}`);
-    await restartServer();
+    await restartServer(t);
     return { error: String(why) };
   }
   return { json: j };
@@ -277,7 +289,7 @@ let stopping = false;
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
     stopping = true;
-    if (server) server.kill('SIGKILL');
+    stopServers();
     save();
     process.exit(130);
   });
@@ -285,7 +297,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 
 results.backgroundBefore = await backgroundLoad(3000);
 console.log(`bench: background load before: ${results.backgroundBefore.pctOfBox.toFixed(0)}% of the box`);
-await startServer();
+for (const t of tunnels) await startServer(t);
 try {
   for (let rep = 0; rep < REPS && !stopping; rep++) {
     for (const t of tunnels) {
@@ -305,14 +317,13 @@ try {
     }
   }
   for (const t of tunnels) results.peakRssKb[t.name] = Object.fromEntries(t.pids.map((p) => [p.role, vmHwmKb(p.pid)]));
-  if (server) server.kill('SIGKILL');
-  server = null;
+  stopServers();
   results.backgroundAfter = await backgroundLoad(3000);
   console.log(`bench: background load after: ${results.backgroundAfter.pctOfBox.toFixed(0)}% of the box`);
   results.finishedAt = new Date().toISOString();
   save();
 } finally {
-  if (server) server.kill('SIGKILL');
+  stopServers();
 }
 
 function median(xs) {
