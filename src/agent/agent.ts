@@ -275,7 +275,7 @@ export class Agent {
     }
     const limit = pathMax > 0 ? pathMax : DEFAULT_TUNNEL_MTU;
     const mtu = Math.min(this.config.tun.mtuBytes ?? limit, limit);
-    this.tun = await openTun({ name: this.config.tun.name, mtu, addresses: [], offload: this.config.tun.offload });
+    this.tun = await openTun({ name: this.config.tun.name, mtu, addresses: [], offload: this.config.tun.offload, txQueueLen: this.config.tun.txQueueLen });
     this.tunMtu = mtu;
     this.tunWriter = new TunWriter(this.tun, 65_535);
     new TunReader(this.tun, this.onTunBatch, (e) => this.log.error({ err: e.message }, 'TUN read failed'));

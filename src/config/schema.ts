@@ -88,6 +88,8 @@ const tunSchema = z.strictObject({
    * TUN queue drops (BENCHMARKS.md).
    */
   offload: z.boolean().default(true),
+  /** Kernel transmit queue of the TUN in packets (default: the kernel's 500); shorter = less delay under load, some throughput lost. */
+  txQueueLen: intIn(1, 1_000_000, 'a queue length in packets').optional(),
 }).prefault({});
 
 /** A policy rule: traffic to these destination prefixes with these protocols and ports is allowed. */

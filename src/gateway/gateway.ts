@@ -136,7 +136,7 @@ export class Gateway {
     const keyPem = readFileSync(config.tls.key, 'utf8');
     const caPem = config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined;
     const poolRoutes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined).map(formatPrefix);
-    const tun = await openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, addresses: [], routes: poolRoutes, offload: config.tun.offload });
+    const tun = await openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, addresses: [], routes: poolRoutes, offload: config.tun.offload, txQueueLen: config.tun.txQueueLen });
     let socket: NativeUdpSocket | null = null;
     try {
       socket = openNativeUdp({ host: config.listen.host, port: config.listen.port });

@@ -34,6 +34,7 @@ describe('ip-config validation', () => {
       'link set dev t0 up',
       'route add 10.1.0.0/16 dev t0',
     ]);
+    expect(buildTunBatch('t0', 1400, [], [], 64)).toEqual(['link set dev t0 mtu 1400', 'link set dev t0 txqueuelen 64', 'link set dev t0 up']);
     expect(routeLine('del', 't0', parseCidr('fd01::/48'))).toBe('route del fd01::/48 dev t0');
   });
   it('explains ip failures by the failing line', () => {

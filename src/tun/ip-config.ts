@@ -62,8 +62,9 @@ export function parseCidr(text: string): Cidr {
  * The `ip -batch` lines that configure a fresh TUN: MTU, addresses (IPv6
  * without DAD: a point-to-point TUN has no neighbours), link up, routes.
  */
-export function buildTunBatch(name: string, mtu: number, addresses: Cidr[], routes: Cidr[]): string[] {
+export function buildTunBatch(name: string, mtu: number, addresses: Cidr[], routes: Cidr[], txQueueLen?: number): string[] {
   const lines = [`link set dev ${name} mtu ${mtu}`];
+  if (txQueueLen !== undefined) lines.push(`link set dev ${name} txqueuelen ${txQueueLen}`);
   for (const a of addresses) {
     lines.push(`addr add ${a.address}/${a.prefix} dev ${name}${a.family === 6 ? ' nodad' : ''}`);
   }

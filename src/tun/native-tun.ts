@@ -46,6 +46,12 @@ export interface TunOptions {
    * GSO super-packet (GRO). Default false.
    */
   offload?: boolean;
+  /**
+   * Kernel transmit queue length of the device in packets (default: the
+   * kernel's, 500). Shorter trades some throughput for less queueing delay
+   * when the tunnel is the bottleneck (see BENCHMARKS.md).
+   */
+  txQueueLen?: number;
 }
 
 /** Counters of one device; read with {@link NativeTun.stats}. */
@@ -125,6 +131,9 @@ export async function openTun(opts: TunOptions): Promise<NativeTun> {
   const addresses = opts.addresses.map(parseCidr);
   const routes = (opts.routes ?? []).map(parseCidr);
   validateMtu(opts.mtu, addresses.some((a) => a.family === 6) || routes.some((r) => r.family === 6));
+  if (opts.txQueueLen !== undefined && (!Number.isInteger(opts.txQueueLen) || opts.txQueueLen < 1 || opts.txQueueLen > 1_000_000)) {
+    throw new Error(`tun: txQueueLen ${opts.txQueueLen} out of range 1..1000000`);
+  }
   const batchSize = opts.batchSize ?? DEFAULT_TUN_BATCH;
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 1024) {
     throw new Error(`tun: batch size ${batchSize} out of range 1..1024`);
@@ -149,7 +158,7 @@ export async function openTun(opts: TunOptions): Promise<NativeTun> {
   const dev = new NativeTun(native, opened.fd, opened.name, opts.mtu, batchSize, opts.netns, opened.offloads);
   try {
     if (opts.netns) await runIpBatch([`link set dev ${opened.name} netns ${opts.netns}`]);
-    await runIpBatch(buildTunBatch(opened.name, opts.mtu, addresses, routes), opts.netns);
+    await runIpBatch(buildTunBatch(opened.name, opts.mtu, addresses, routes, opts.txQueueLen), opts.netns);
   } catch (e) {
     dev.close();
     throw e;
