@@ -20,7 +20,7 @@ import { ConnectUdpGatewaySession } from '../masque/connect-udp/gateway-session.
 import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
 import { defaultIdleSweeper } from '../masque/connect-udp/idle-sweeper.js';
 import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
-import { formatPrefix, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
+import { formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import { refuse } from '../masque/proxy-status.js';
 import { RouteTable } from '../masque/route-table.js';
 import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
@@ -74,6 +74,16 @@ const IPPROTO_UDP = 17;
 /** Gateway-level drop reasons (packets read from the TUN). */
 const GW_DROP_NO_ROUTE = 'no_route';
 const GW_DROP_TUN_WRITE = 'tun_write_failed';
+/** Same reason name the CONNECT-IP sessions use for link-local traffic (RFC 9484 §7.2: never forwarded). */
+const GW_DROP_LINK_LOCAL = 'link_local';
+
+/** Link-local destination (IPv4 169.254/16, IPv6 fe80::/10 or ff02::/16): stays on the gateway. Allocation-free. */
+function isLinkScopeDestination(buf: Uint8Array, off: number, len: number): boolean {
+  const v = len > 0 ? buf[off]! >> 4 : 0;
+  if (v === 4) return len >= 20 && isLinkLocal4(buf, off + 16);
+  if (v === 6) return len >= 40 && isLinkLocal6(buf, off + 24);
+  return false;
+}
 
 /** The running gateway. Create with {@link Gateway.start}; stop with {@link Gateway.stop}. */
 export class Gateway {
@@ -88,6 +98,7 @@ export class Gateway {
   private readonly flows: DaemonFlows;
   private readonly tunWriter: TunWriter;
   private readonly noRouteId: number;
+  private readonly linkLocalId: number;
   private readonly tunWriteDropId: number;
   private lastTunWriteDrops = 0;
   private readonly counterTimer: NodeJS.Timeout;
@@ -120,6 +131,7 @@ export class Gateway {
     });
     this.tunWriter = new TunWriter(tun, 65_535);
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
+    this.linkLocalId = telemetry.metrics.dropReasonId(GW_DROP_LINK_LOCAL);
     this.tunWriteDropId = telemetry.metrics.dropReasonId(GW_DROP_TUN_WRITE);
     this.counterTimer = setInterval(() => this.syncCounters(), 1000);
     this.counterTimer.unref();
@@ -514,7 +526,8 @@ export class Gateway {
       const len = sizes[i]!;
       const s = this.routes.lookupDestination(buf, TUN_HEADROOM, len);
       if (s === undefined) {
-        this.telemetry.metrics.drop(this.noRouteId);
+        // The TUN's own link-scope chatter (IPv6 MLD, router solicitations) is not a routing failure.
+        this.telemetry.metrics.drop(isLinkScopeDestination(buf, TUN_HEADROOM, len) ? this.linkLocalId : this.noRouteId);
         continue;
       }
       // Only what entered the tunnel is telemetry (too-big, link-local… are counted as drops by the session).
