@@ -32,6 +32,7 @@ import { runIpBatch } from '../tun/ip-config.js';
 import { MTUN_VERSION } from '../version.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import { TunWriter } from '../daemon/tun-writer.js';
+import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { UdpForwarder } from './udp-forwarder.js';
 import { applySnat, removeSnat } from './snat.js';
@@ -55,8 +56,10 @@ export class Agent {
   private session: ConnectIpClientSession | null = null;
   private sync: TunnelCounterSync | null = null;
   private sessionSince: Date | null = null;
-  /** Routes currently installed through the TUN (gateway-advertised), by text. */
-  private readonly installed = new Set<string>();
+  /** Kernel routes through the TUN for what the gateway advertises. */
+  private routeSync: RouteSync | null = null;
+  /** Serialises address and SNAT changes (remote access). */
+  private addrQueue: Promise<void> = Promise.resolve();
   private assignedOnTun = new Set<string>();
   /** The SNAT rules currently installed ("v4|v6"), or null. */
   private snatKey: string | null = null;
@@ -102,6 +105,7 @@ export class Agent {
     const keyPem = config.tls.key !== undefined ? readFileSync(config.tls.key, 'utf8') : undefined;
     const v4 = isIP(config.gateway.address.host) === 4;
     const socket = openNativeUdp({ host: v4 ? '0.0.0.0' : '::' });
+    let started: Agent | null = null;
     try {
       const endpoint = new QuicEndpoint({
         socket,
@@ -118,6 +122,7 @@ export class Agent {
         flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
       });
       const agent = new Agent(config, log, socket, endpoint, telemetry);
+      started = agent;
       if (config.admin.enabled) {
         agent.admin = await startAdminServer({
           host: config.admin.listen.host,
@@ -140,7 +145,9 @@ export class Agent {
       void agent.connect();
       return agent;
     } catch (e) {
-      socket.close();
+      // Release everything already bound (admin port, forwarders, timers) so a failed start exits cleanly.
+      if (started !== null) await started.stop().catch(() => undefined);
+      else socket.close();
       throw e;
     }
   }
@@ -196,6 +203,7 @@ export class Agent {
       this.sync?.close();
       this.sync = new TunnelCounterSync(this.telemetry.metrics, this.telemetry.metrics.identityId(this.gatewayIdentity), CONNECT_IP_DROP_NAMES);
       await this.ensureTun(session);
+      if (this.superseded(conn, closedEarly)) return;
       if (this.config.mode === 'site-to-site') {
         if (this.config.advertise.length > 0) session.advertiseRoutes(this.config.advertise);
       } else {
@@ -205,6 +213,7 @@ export class Agent {
       if (session.ipv6Enabled) session.probeIpv6(Date.now());
       conn.flush();
       await this.applyRoutes(session);
+      if (this.superseded(conn, closedEarly)) return;
       this.state = 'open';
       this.attempt = 0;
       this.connects++;
@@ -216,6 +225,19 @@ export class Agent {
     }
   }
 
+  /**
+   * After an await in connect(): true when this attempt no longer matters
+   * (the connection closed, a newer one replaced it, or the agent stopped).
+   * A TUN opened after stop() began is closed here.
+   */
+  private superseded(conn: QuicConnection, closedEarly: boolean): boolean {
+    if (this.state === 'stopped') {
+      if (this.tun !== null && !this.tun.closed) this.tun.close();
+      return true;
+    }
+    return closedEarly || this.conn !== conn;
+  }
+
   /** Request headers carrying the bearer token, when one is configured. */
   private authHeaders(): [string, string][] {
     const token = this.config.auth.token ?? (this.config.auth.tokenFile !== undefined ? readFileSync(this.config.auth.tokenFile, 'utf8').trim() : undefined);
@@ -223,9 +245,9 @@ export class Agent {
   }
 
   /** Opens a CONNECT-UDP stream (RFC 9298) for a local forwarder over the current connection. */
-  private openUdp(host: string, port: number, onPayload: (b: Uint8Array, o: number, l: number) => void, onClose: () => void) {
+  private async openUdp(host: string, port: number, onPayload: (b: Uint8Array, o: number, l: number) => void, onClose: () => void) {
     const h3 = this.h3;
-    if (h3 === null || this.state !== 'open') return Promise.reject(new Error('agent: no tunnel to the gateway right now'));
+    if (h3 === null || this.state !== 'open') throw new Error('agent: no tunnel to the gateway right now');
     const { host: gwHost, port: gwPort } = this.config.gateway.address;
     return connectUdp(h3, formatAuthority(this.config.gateway.serverName ?? gwHost, gwPort), host, port, {
       onPayload,
@@ -278,6 +300,7 @@ export class Agent {
     this.tun = await openTun({ name: this.config.tun.name, mtu, addresses: [], offload: this.config.tun.offload, txQueueLen: this.config.tun.txQueueLen });
     this.tunMtu = mtu;
     this.tunWriter = new TunWriter(this.tun, 65_535);
+    this.routeSync = new RouteSync(this.tun, this.log);
     new TunReader(this.tun, this.onTunBatch, (e) => this.log.error({ err: e.message }, 'TUN read failed'));
     this.log.info({ tun: this.tun.name, mtu }, 'TUN up');
   }
@@ -300,56 +323,64 @@ export class Agent {
    */
   private async applyRoutes(session: ConnectIpClientSession): Promise<void> {
     const tun = this.tun;
-    if (tun === null || tun.closed) return;
+    if (tun === null || tun.closed || this.routeSync === null) return;
     if (this.config.acceptRoutes) {
-      const want = new Set<string>();
+      const want: string[] = [];
       for (const p of rangesToPrefixes(session.peerRoutes())) {
         if (p.prefixLength === 0) continue;
         if (this.gatewayAddr !== null && coversAddress(p, this.gatewayAddr)) continue;
-        want.add(formatPrefix(p));
+        want.push(formatPrefix(p));
       }
-      const add = [...want].filter((x) => !this.installed.has(x));
-      const del = [...this.installed].filter((x) => !want.has(x));
-      // Update the set before awaiting so an overlapping call does not add the same routes again.
-      for (const x of del) this.installed.delete(x);
-      for (const x of add) this.installed.add(x);
-      try {
-        if (del.length > 0) await tun.removeRoutes(del);
-        if (add.length > 0) await tun.addRoutes(add);
-        if (add.length + del.length > 0) this.log.info({ added: add, removed: del }, 'routes from gateway installed');
-      } catch (e) {
-        this.log.error({ err: (e as Error).message }, 'installing routes failed');
-      }
+      await this.routeSync.set(this, want, 'routes from the gateway');
     }
     if (this.config.mode === 'remote-access') {
-      const want = session.assignedAddresses().map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength }));
-      const add = want.filter((a) => !this.assignedOnTun.has(a));
-      if (add.length > 0) {
-        for (const a of add) this.assignedOnTun.add(a);
-        try {
-          await runIpBatch(add.map((a) => `addr add ${a} dev ${tun.name}${a.includes(':') ? ' nodad' : ''}`));
-          this.log.info({ addresses: add }, 'assigned addresses configured');
-        } catch (e) {
-          this.log.error({ err: (e as Error).message }, 'configuring assigned addresses failed');
-        }
+      const next = this.addrQueue.then(() => this.applyAddresses(session, tun));
+      this.addrQueue = next.catch(() => undefined);
+      await next;
+    }
+  }
+
+  /**
+   * Remote access: the TUN carries exactly the addresses the gateway assigned
+   * now (a new lease after a reconnect replaces the old one), and SNAT
+   * follows them. Runs serialised (addrQueue).
+   */
+  private async applyAddresses(session: ConnectIpClientSession, tun: NativeTun): Promise<void> {
+    if (tun.closed) return;
+    const assigned = session.assignedAddresses();
+    const want = assigned.map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength }));
+    const add = want.filter((a) => !this.assignedOnTun.has(a));
+    const del = [...this.assignedOnTun].filter((a) => !want.includes(a));
+    for (const a of del) {
+      try {
+        await runIpBatch([`addr del ${a} dev ${tun.name}`]);
+      } catch (e) {
+        this.log.warn({ address: a, err: (e as Error).message }, 'removing an old assigned address failed');
       }
-      if (this.config.snat) {
-        const assigned = session.assignedAddresses();
-        const v4 = assigned.find((a) => a.version === 4);
-        const v6 = assigned.find((a) => a.version === 6);
-        const a4 = v4 ? formatIp(v4.address) : null;
-        const a6 = v6 ? formatIp(v6.address) : null;
-        const key = `${a4}|${a6}`;
-        if ((a4 !== null || a6 !== null) && key !== this.snatKey) {
-          try {
-            await applySnat(tun.name, a4, a6);
-            this.snatKey = key;
-            this.log.info({ v4: a4, v6: a6 }, 'SNAT to the assigned addresses installed');
-          } catch (e) {
-            this.log.error({ err: (e as Error).message }, 'installing SNAT failed');
-          }
-        }
+      this.assignedOnTun.delete(a);
+    }
+    for (const a of add) {
+      try {
+        await runIpBatch([`addr add ${a} dev ${tun.name}${a.includes(':') ? ' nodad' : ''}`]);
+        this.assignedOnTun.add(a);
+      } catch (e) {
+        this.log.error({ address: a, err: (e as Error).message }, 'configuring an assigned address failed');
       }
+    }
+    if (add.length + del.length > 0) this.log.info({ added: add, removed: del }, 'assigned addresses configured');
+    if (!this.config.snat) return;
+    const v4 = assigned.find((a) => a.version === 4);
+    const v6 = assigned.find((a) => a.version === 6);
+    const a4 = v4 ? formatIp(v4.address) : null;
+    const a6 = v6 ? formatIp(v6.address) : null;
+    const key = `${a4}|${a6}`;
+    if ((a4 === null && a6 === null) || key === this.snatKey) return;
+    try {
+      await applySnat(tun.name, a4, a6);
+      this.snatKey = key;
+      this.log.info({ v4: a4, v6: a6 }, 'SNAT to the assigned addresses installed');
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'installing SNAT failed');
     }
   }
 
@@ -387,7 +418,7 @@ export class Agent {
         remote: formatAuthority(this.config.gateway.address.host, this.config.gateway.address.port),
         state: this.state,
         addresses: s.assignedAddresses().map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength })),
-        routes: [...this.installed],
+        routes: this.routeSync?.routesOf(this) ?? [],
         since: (this.sessionSince ?? new Date()).toISOString(),
         sentBytes: s.counters.bytesSent,
         receivedBytes: s.counters.bytesReceived,

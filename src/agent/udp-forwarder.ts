@@ -63,6 +63,7 @@ export class UdpForwarder {
   private readonly scratch = Buffer.allocUnsafe(MASQUE_HEADROOM + 7 + 65_536);
   private readonly sweep: NodeJS.Timeout;
   private readonly maxClients: number;
+  private lastOpenWarnMs = -Infinity;
   private readonly idleMs: number;
 
   private constructor(private readonly opts: UdpForwarderOptions, socket: Socket) {
@@ -126,7 +127,9 @@ export class UdpForwarder {
     this.opts.open(host, port, (buf, off, len) => {
       m.lastActiveMs = Date.now();
       this.counters.datagramsFromTarget++;
-      this.socket.send(buf.subarray(off, off + len), m.port, m.address);
+      // The payload lives in HTTP/3's shared receive buffer, valid only during
+      // this call, and dgram.send may send on a later tick: send a copy.
+      this.socket.send(Buffer.from(buf.subarray(off, off + len)), m.port, m.address);
     }, () => {
       if (this.clients.get(key) === m) this.clients.delete(key);
     }).then((s) => {
@@ -142,7 +145,12 @@ export class UdpForwarder {
     }, (e: Error) => {
       this.counters.dropOpenFailed += (m.pending?.length ?? 0);
       if (this.clients.get(key) === m) this.clients.delete(key);
-      this.opts.log.warn({ target: `${host}:${port}`, err: e.message }, 'CONNECT-UDP stream could not be opened');
+      // A chatty client while the tunnel is down must not flood the log: at most one line per 10 s.
+      const now = Date.now();
+      if (now - this.lastOpenWarnMs >= 10_000) {
+        this.lastOpenWarnMs = now;
+        this.opts.log.warn({ target: `${host}:${port}`, err: e.message, failedSoFar: this.counters.dropOpenFailed }, 'CONNECT-UDP stream could not be opened');
+      }
     });
   }
 

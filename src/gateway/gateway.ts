@@ -39,6 +39,7 @@ import { openTun, type NativeTun } from '../tun/native-tun.js';
 import { MTUN_VERSION } from '../version.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import { TunWriter } from '../daemon/tun-writer.js';
+import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 
@@ -59,13 +60,13 @@ interface GwSession {
   readonly kind: 'connect-ip' | 'connect-udp';
   readonly gc: GwConn;
   readonly identity: string;
+  /** The bearer token that authenticated it (null: client certificate); revoked tokens end the session on reload. */
+  readonly token: string | null;
   policy: IdentityPolicy;
   readonly ip: ConnectIpGatewaySession | null;
   readonly udp: ConnectUdpGatewaySession | null;
   readonly sync: TunnelCounterSync;
   readonly since: Date;
-  /** Prefixes this session added to the kernel routing table (client-advertised routes). */
-  readonly kernelRoutes: Map<string, IpPrefix>;
 }
 
 /** IANA protocol number of UDP (policy checks of CONNECT-UDP targets). */
@@ -90,6 +91,8 @@ export class Gateway {
   private policy: CompiledPolicy;
   private tokens: Map<string, string>;
   private readonly routes = new RouteTable<ConnectIpGatewaySession>();
+  /** Kernel routes through the TUN for each session's advertised site prefixes (serialised). */
+  private readonly kernelRoutes: RouteSync;
   private readonly byIp = new Map<ConnectIpGatewaySession, GwSession>();
   private readonly conns = new Set<GwConn>();
   private readonly pools: { v4?: AddressPool; v6?: AddressPool };
@@ -103,6 +106,8 @@ export class Gateway {
   private lastTunWriteDrops = 0;
   private readonly counterTimer: NodeJS.Timeout;
   private nextSessionId = 1;
+  /** CONNECT-UDP requests resolving/connecting (count against maxSessions). */
+  private pendingUdp = 0;
   private admin: AdminServer | null = null;
   private stopping = false;
   private readonly startedAt = Date.now();
@@ -118,6 +123,7 @@ export class Gateway {
     this.policy = compilePolicy(config.policy);
     this.tokens = loadTokens(config);
     this.telemetry = telemetry;
+    this.kernelRoutes = new RouteSync(tun, log);
     this.pools = {
       v4: config.pools.ipv4 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv4) }) : undefined,
       v6: config.pools.ipv6 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv6) }) : undefined,
@@ -236,14 +242,15 @@ export class Gateway {
 
   /** Authenticates and authorises one Extended CONNECT request, then hands it to MASQUE. */
   private onConnect(gc: GwConn, req: ConnectRequest): void {
-    const identity = gc.certIdentity ?? this.tokenIdentity(req.header('authorization'));
+    const token = gc.certIdentity === null ? bearerToken(req.header('authorization')) : null;
+    const identity = gc.certIdentity ?? (token !== null ? (this.tokens.get(token) ?? null) : null);
     if (identity === null) {
       const r = refuse(401, 'http_request_denied', 'no client certificate and no valid bearer token');
       req.reject(r.status, [['proxy-status', r.proxyStatus], ['www-authenticate', 'Bearer']]);
       this.log.warn({ remote: gc.remote, protocol: req.protocol }, 'request refused: not authenticated');
       return;
     }
-    if (this.byIp.size + this.udpSessionCount() >= this.config.maxSessions) {
+    if (this.byIp.size + this.udpSessionCount() + this.pendingUdp >= this.config.maxSessions) {
       const r = refuse(503, 'proxy_internal_error', 'session limit reached');
       req.reject(r.status, [['proxy-status', r.proxyStatus]]);
       return;
@@ -255,15 +262,20 @@ export class Gateway {
       this.log.warn({ remote: gc.remote, identity }, 'request refused: no policy for identity');
       return;
     }
-    if (req.protocol === 'connect-ip') this.acceptIp(gc, req, identity, policy);
-    else if (req.protocol === 'connect-udp') void this.acceptUdp(gc, req, identity, policy);
+    if (req.protocol === 'connect-ip') this.acceptIp(gc, req, identity, token, policy);
+    else if (req.protocol === 'connect-udp') {
+      this.acceptUdp(gc, req, identity, token).catch((e: Error) => {
+        this.log.error({ remote: gc.remote, identity, err: e.stack }, 'CONNECT-UDP setup failed');
+        if (!req.settled) req.reject(500, [['proxy-status', refuse(500, 'proxy_internal_error', 'setup failed').proxyStatus]]);
+      });
+    }
     else {
       const r = refuse(501, 'http_request_error', `unsupported :protocol ${JSON.stringify(req.protocol)}`);
       req.reject(r.status, [['proxy-status', r.proxyStatus]]);
     }
   }
 
-  private acceptIp(gc: GwConn, req: ConnectRequest, identity: string, policy: IdentityPolicy): void {
+  private acceptIp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null, policy: IdentityPolicy): void {
     let gs: GwSession | null = null;
     const result = acceptConnectIp(req, {}, () => ({
       onPacket: this.onClientPacket,
@@ -285,27 +297,22 @@ export class Gateway {
       this.log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-IP refused');
       return;
     }
-    gs = this.addSession(gc, 'connect-ip', identity, policy, result, null);
+    if (result.isClosed) return; // the stream went away before the 2xx
+    gs = this.addSession(gc, 'connect-ip', identity, token, policy, result, null);
     // Capsules that arrived with the request were handled before gs existed: sync routes now.
     void this.syncKernelRoutes(gs);
   }
 
-  private async acceptUdp(gc: GwConn, req: ConnectRequest, identity: string, policy: IdentityPolicy): Promise<void> {
+  private async acceptUdp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null): Promise<void> {
     const cu = this.config.connectUdp;
     if (!cu.enabled) {
       const r = refuse(501, 'http_request_error', 'CONNECT-UDP is not enabled on this gateway');
       req.reject(r.status, [['proxy-status', r.proxyStatus]]);
       return;
     }
-    // Operator allow-list first (RFC 9298 §7 checks follow inside MASQUE).
+    // Operator allow-list first; RFC 9298 §7 checks and the identity's policy
+    // (per resolved address, so host-name targets are covered) follow inside open().
     const pre = checkConnectUdpRequest({ method: 'CONNECT', ...req });
-    const ip = pre.ok ? pre.target.ip : undefined;
-    if (pre.ok && ip !== undefined && !policy.allows(IPPROTO_UDP, ip.address, 0, ip.address.length, pre.target.port)) {
-      const r = refuse(403, 'destination_ip_prohibited', `policy of ${identity} does not allow UDP to ${pre.target.host}:${pre.target.port}`);
-      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
-      this.log.warn({ remote: gc.remote, identity, target: `${pre.target.host}:${pre.target.port}` }, 'CONNECT-UDP refused by policy');
-      return;
-    }
     if (pre.ok && !udpTargetAllowed(this.config, pre.target.host, pre.target.port)) {
       const r = refuse(403, 'destination_ip_prohibited', `target ${pre.target.host}:${pre.target.port} is not in connectUdp.targets`);
       req.reject(r.status, [['proxy-status', r.proxyStatus]]);
@@ -313,25 +320,42 @@ export class Gateway {
       return;
     }
     let gs: GwSession | null = null;
-    const result = await acceptConnectUdp(req, {}, {
-      allow: cu.allowLocalTargets ? { loopback: true, linkLocal: true, multicast: true, broadcast: true } : undefined,
-      idleTimeoutMs: cu.idleTimeoutMs,
-      sweeper: defaultIdleSweeper(),
-      onEvent: (e) => {
-        if (e.type === 'closed' && gs !== null) this.sessionClosed(gs);
-      },
-    });
+    let result: Awaited<ReturnType<typeof acceptConnectUdp>>;
+    this.pendingUdp++;
+    try {
+      result = await acceptConnectUdp(req, {}, {
+        allow: cu.allowLocalTargets ? { loopback: true, linkLocal: true, multicast: true, broadcast: true } : undefined,
+        idleTimeoutMs: cu.idleTimeoutMs,
+        sweeper: defaultIdleSweeper(),
+        // Re-read the policy here: a SIGHUP during resolution applies.
+        vetAddress: (_v, address, port) => {
+          const p = this.policy.forIdentity(identity);
+          if (p.pattern === null) return `no policy for ${identity}`;
+          return p.allows(IPPROTO_UDP, address, 0, address.length, port) ? null : `the policy of ${identity} does not allow UDP there`;
+        },
+        onEvent: (e) => {
+          if (e.type === 'closed' && gs !== null) this.sessionClosed(gs);
+        },
+      });
+    } finally {
+      this.pendingUdp--;
+    }
     if (!(result instanceof ConnectUdpGatewaySession)) {
       this.log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-UDP refused');
       return;
     }
-    gs = this.addSession(gc, 'connect-udp', identity, policy, null, result);
+    if (result.isClosed || gc.conn.isClosed) {
+      this.log.info({ remote: gc.remote, identity }, 'CONNECT-UDP stream ended while its target was being opened');
+      return;
+    }
+    gs = this.addSession(gc, 'connect-udp', identity, token, this.policy.forIdentity(identity), null, result);
   }
 
   private addSession(
     gc: GwConn,
     kind: 'connect-ip' | 'connect-udp',
     identity: string,
+    token: string | null,
     policy: IdentityPolicy,
     ip: ConnectIpGatewaySession | null,
     udp: ConnectUdpGatewaySession | null,
@@ -342,12 +366,12 @@ export class Gateway {
       kind,
       gc,
       identity,
+      token,
       policy,
       ip,
       udp,
       sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES),
       since: new Date(),
-      kernelRoutes: new Map(),
     };
     gc.sessions.add(gs);
     if (ip) this.byIp.set(ip, gs);
@@ -362,11 +386,8 @@ export class Gateway {
     if (gs.ip) {
       this.byIp.delete(gs.ip);
       this.routes.removeAll(gs.ip);
-      const gone = [...gs.kernelRoutes.keys()];
-      gs.kernelRoutes.clear();
-      if (gone.length > 0 && !this.tun.closed) {
-        this.tun.removeRoutes(gone).catch((e) => this.log.warn({ err: (e as Error).message }, 'removing routes failed'));
-      }
+      // While stopping, closing the TUN removes every route through it at once.
+      if (!this.stopping) void this.kernelRoutes.set(gs, [], 'routes to agent sites');
     }
     this.log.info({ session: gs.id, kind: gs.kind, identity: gs.identity }, 'session closed');
   }
@@ -376,24 +397,13 @@ export class Gateway {
    * pools, which are routed to the TUN as a whole) into the kernel, so return
    * traffic for the agent's site reaches the TUN.
    */
-  private async syncKernelRoutes(gs: GwSession): Promise<void> {
-    if (!gs.ip || this.tun.closed) return;
-    const want = new Map<string, IpPrefix>();
+  private syncKernelRoutes(gs: GwSession): Promise<void> {
+    if (!gs.ip || !gs.gc.sessions.has(gs)) return Promise.resolve();
+    const want: string[] = [];
     for (const p of this.routes.prefixes(gs.ip)) {
-      if (this.poolPrefixes.some((pool) => prefixCovers(pool, p))) continue;
-      want.set(formatPrefix(p), p);
+      if (!this.poolPrefixes.some((pool) => prefixCovers(pool, p))) want.push(formatPrefix(p));
     }
-    const add = [...want.keys()].filter((k) => !gs.kernelRoutes.has(k));
-    const del = [...gs.kernelRoutes.keys()].filter((k) => !want.has(k));
-    for (const k of del) gs.kernelRoutes.delete(k);
-    for (const k of add) gs.kernelRoutes.set(k, want.get(k)!);
-    try {
-      if (del.length > 0) await this.tun.removeRoutes(del);
-      if (add.length > 0) await this.tun.addRoutes(add);
-      if (add.length + del.length > 0) this.log.info({ session: gs.id, identity: gs.identity, added: add, removed: del }, 'routes to agent site updated');
-    } catch (e) {
-      this.log.error({ session: gs.id, err: (e as Error).message }, 'route update failed');
-    }
+    return this.kernelRoutes.set(gs, want, 'routes to agent sites');
   }
 
   /** Routes advertised to an identity: the gateway's prefixes, else what its policy lets it reach. */
@@ -402,12 +412,6 @@ export class Gateway {
     return [...src];
   }
 
-  private tokenIdentity(authorization: string | undefined): string | null {
-    if (authorization === undefined) return null;
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (!m) return null;
-    return this.tokens.get(m[1]!) ?? null;
-  }
 
   private udpSessionCount(): number {
     let n = 0;
@@ -450,24 +454,29 @@ export class Gateway {
    * the new TLS material does not load.
    */
   reload(config: GatewayConfig): void {
+    // Everything that can fail is read and checked first; then all of it is switched at once.
     const tls = {
       certPem: readFileSync(config.tls.cert, 'utf8'),
       keyPem: readFileSync(config.tls.key, 'utf8'),
       clientCaPem: config.tls.requireClientCert && config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined,
     };
+    const policy = compilePolicy(config.policy);
+    const tokens = loadTokens(config);
     this.endpoint.updateServerTls(tls);
-    this.policy = compilePolicy(config.policy);
-    this.tokens = loadTokens(config);
+    this.policy = policy;
+    this.tokens = tokens;
     this.config = { ...this.config, tls: config.tls, policy: config.policy, auth: config.auth, advertise: config.advertise };
     for (const gc of this.conns) {
-      for (const gs of gc.sessions) {
+      for (const gs of [...gc.sessions]) {
         gs.policy = this.policy.forIdentity(gs.identity);
-        gs.ip?.setRoutes(this.advertisedRoutes(gs.policy));
-        if (gs.policy.pattern === null) {
-          this.log.warn({ session: gs.id, identity: gs.identity }, 'identity lost its policy on reload: closing session');
+        const revoked = gs.token !== null && this.tokens.get(gs.token) !== gs.identity;
+        if (gs.policy.pattern === null || revoked) {
+          this.log.warn({ session: gs.id, identity: gs.identity, reason: revoked ? 'token revoked' : 'no policy' }, 'closing session on reload');
           gs.ip?.close();
           gs.udp?.close();
+          continue;
         }
+        gs.ip?.setRoutes(this.advertisedRoutes(gs.policy));
       }
     }
     this.log.info({ identities: config.policy.length }, 'certificates, policy and tokens reloaded');
@@ -486,7 +495,7 @@ export class Gateway {
           remote: gc.remote,
           state: this.stopping ? 'draining' : 'open',
           addresses: gs.ip ? gs.ip.grantedAddresses().map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength })) : [],
-          routes: gs.ip ? [...gs.kernelRoutes.keys()] : [],
+          routes: gs.ip ? this.kernelRoutes.routesOf(gs) : [],
           since: gs.since.toISOString(),
           sentBytes: ipc ? ipc.bytesSent : gs.udp!.counters.bytesSent,
           receivedBytes: ipc ? ipc.bytesReceived : gs.udp!.counters.bytesReceived,
@@ -547,6 +556,7 @@ export class Gateway {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.endpoint.stopAccepting();
     this.log.info({ connections: this.conns.size }, 'gateway draining');
     for (const gc of this.conns) gc.h3.shutdown();
     await new Promise((r) => setTimeout(r, 100));
@@ -561,6 +571,13 @@ export class Gateway {
     await this.telemetry.shutdown();
     this.log.info('gateway stopped');
   }
+}
+
+/** The token of an `Authorization: Bearer …` header, or null. */
+function bearerToken(authorization: string | undefined): string | null {
+  if (authorization === undefined) return null;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+  return m ? m[1]! : null;
 }
 
 function loadTokens(config: GatewayConfig): Map<string, string> {

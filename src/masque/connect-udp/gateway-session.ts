@@ -34,6 +34,13 @@ export interface ConnectUdpGatewayOptions {
   /** The gateway's own addresses, refused as targets; default every address of this host's interfaces. */
   readonly ownAddresses?: readonly string[];
   readonly resolve?: UdpResolver;
+  /**
+   * Operator policy for each candidate address (after resolution, before
+   * connecting): return null to allow, or the reason it is refused
+   * (→ 403 destination_ip_prohibited). Lets the gateway apply per-identity
+   * policy to host-name targets, whose addresses are known only here.
+   */
+  readonly vetAddress?: (version: IpVersion, address: Uint8Array, port: number) => string | null;
   /** Idle timeout; raised to at least 2 minutes (RFC 9298 §3.1). */
   readonly idleTimeoutMs?: number;
   /** Datagrams / bytes buffered before the request is accepted (RFC 9298 §5); default 32 / 64 KiB. */
@@ -138,7 +145,7 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
     for (const c of candidates) {
       const ip = parseIp(c.address);
       if (!ip) continue;
-      const bad = prohibitedUdpDestination(ip.version, ip.address, this.opts.allow, own);
+      const bad = prohibitedUdpDestination(ip.version, ip.address, this.opts.allow, own) ?? this.opts.vetAddress?.(ip.version, ip.address, t.port) ?? null;
       if (bad) {
         why = `${c.address}: ${bad}`;
         continue;
@@ -166,6 +173,11 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
     this.pre = [];
     this.preBytes = 0;
     return { ok: true, address: chosen.address, port: t.port, family: chosen.family };
+  }
+
+  /** True once the stream ended or the session was closed. */
+  get isClosed(): boolean {
+    return this.state === 'closed';
   }
 
   /** State re-read after an await (the stream may have ended meanwhile). */
