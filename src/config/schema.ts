@@ -173,6 +173,8 @@ export function gatewaySchema(baseDir: string) {
     connectUdp: gatewayConnectUdpSchema,
     tun: tunSchema,
     maxSessions: intIn(1, 1_000_000, 'a session count').default(1024),
+    /** Sessions one identity may hold at once (so one client cannot exhaust maxSessions or the pools). */
+    maxSessionsPerIdentity: intIn(1, 1_000_000, 'a session count').default(64),
     keepaliveIntervalMs: ms(1_000, 600_000).default(15_000),
     inspection: inspectionSchema,
     telemetry: telemetrySchema(baseDir),

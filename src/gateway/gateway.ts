@@ -255,6 +255,14 @@ export class Gateway {
       req.reject(r.status, [['proxy-status', r.proxyStatus]]);
       return;
     }
+    let perIdentity = 0;
+    for (const c of this.conns) for (const x of c.sessions) if (x.identity === identity) perIdentity++;
+    if (perIdentity >= this.config.maxSessionsPerIdentity) {
+      const r = refuse(429, 'proxy_internal_error', `session limit of ${this.config.maxSessionsPerIdentity} per identity reached`);
+      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
+      this.log.warn({ remote: gc.remote, identity }, 'request refused: per-identity session limit');
+      return;
+    }
     const policy = this.policy.forIdentity(identity);
     if (policy.pattern === null) {
       const r = refuse(403, 'http_request_denied', 'no policy for this identity (default deny)');
@@ -465,13 +473,17 @@ export class Gateway {
     this.endpoint.updateServerTls(tls);
     this.policy = policy;
     this.tokens = tokens;
-    this.config = { ...this.config, tls: config.tls, policy: config.policy, auth: config.auth, advertise: config.advertise };
+    this.config = { ...this.config, tls: config.tls, policy: config.policy, auth: config.auth, advertise: config.advertise, maxSessionsPerIdentity: config.maxSessionsPerIdentity };
     for (const gc of this.conns) {
       for (const gs of [...gc.sessions]) {
         gs.policy = this.policy.forIdentity(gs.identity);
         const revoked = gs.token !== null && this.tokens.get(gs.token) !== gs.identity;
-        if (gs.policy.pattern === null || revoked) {
-          this.log.warn({ session: gs.id, identity: gs.identity, reason: revoked ? 'token revoked' : 'no policy' }, 'closing session on reload');
+        // Site prefixes accepted under the old policy must still be allowed (they pass the source check).
+        const badRoute = gs.ip !== null && this.routes.prefixes(gs.ip).some((p) =>
+          !this.poolPrefixes.some((pool) => prefixCovers(pool, p)) && !gs.policy.mayAdvertise(p));
+        if (gs.policy.pattern === null || revoked || badRoute) {
+          const reason = revoked ? 'token revoked' : gs.policy.pattern === null ? 'no policy' : 'advertised prefix no longer allowed';
+          this.log.warn({ session: gs.id, identity: gs.identity, reason }, 'closing session on reload');
           gs.ip?.close();
           gs.udp?.close();
           continue;
