@@ -5,7 +5,7 @@
  */
 import type { TunnelStream } from '../../h3/tunnel-stream.js';
 import { IcmpError } from '../../packet/icmp-error.js';
-import { addressBits, addressBytes, hostBitsZero, isLinkLocal4, isLinkLocal6, isZero, prefixEnd, type IpPrefix, type IpVersion } from '../../packet/ip-address.js';
+import { addressBits, addressBytes, hostBitsZero, isZero, prefixEnd, type IpPrefix, type IpVersion } from '../../packet/ip-address.js';
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
@@ -67,13 +67,9 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
    * Allocation-free. The buffer is free for reuse on return.
    */
   sendPacket(buf: Uint8Array, offset: number, length: number): number {
-    const v = ipVersionOf(buf, offset, length);
-    if (v === 0) return this.drop(ConnectIpDrop.MALFORMED_IP);
-    if (v === 6 && this.ipv6Disabled) return this.drop(ConnectIpDrop.IPV6_DISABLED);
-    // RFC 9484 §7.2: link-local traffic stays on its link (e.g. the kernel's router solicitations and MLD reports on the TUN).
-    if (v === 4 ? isLinkLocal4(buf, offset + 12) || isLinkLocal4(buf, offset + 16) : isLinkLocal6(buf, offset + 8) || isLinkLocal6(buf, offset + 24)) {
-      return this.drop(ConnectIpDrop.LINK_LOCAL);
-    }
+    // Link-local here is e.g. the kernel's router solicitations and MLD reports on the TUN.
+    const v = this.admitOutgoing(buf, offset, length);
+    if (v < 0) return -v;
     const r = this.sendEncapsulated(buf, offset, length);
     if (r === ConnectIpDrop.TOO_BIG && this.onLocalIcmp) {
       const src = v === 4 ? this.icmpSrc4 ?? this.firstAssigned(4) : this.icmpSrc6 ?? this.firstAssigned(6);

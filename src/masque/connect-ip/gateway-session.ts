@@ -29,7 +29,7 @@ import { ConnectIpDrop } from './counters.js';
 import { MASQUE_HEADROOM } from './datagram.js';
 import { targetContains, type ConnectIpScope } from './request.js';
 import { normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
-import { ConnectIpSessionBase, ipVersionOf, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
+import { ConnectIpSessionBase, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
 
 /**
  * Per-packet policy hook: `info` is the parsed packet (valid during the call;
@@ -345,13 +345,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
    * Returns 0 or a {@link ConnectIpDrop} code (counted). Allocation-free.
    */
   sendToClient(buf: Uint8Array, offset: number, length: number): number {
-    const v = ipVersionOf(buf, offset, length);
-    if (v === 0) return this.drop(ConnectIpDrop.MALFORMED_IP);
-    if (v === 6 && this.ipv6Disabled) return this.drop(ConnectIpDrop.IPV6_DISABLED);
-    // RFC 9484 §7.2: link-local traffic from the gateway's network never enters the tunnel.
-    if (v === 4 ? isLinkLocal4(buf, offset + 12) || isLinkLocal4(buf, offset + 16) : isLinkLocal6(buf, offset + 8) || isLinkLocal6(buf, offset + 24)) {
-      return this.drop(ConnectIpDrop.LINK_LOCAL);
-    }
+    const v = this.admitOutgoing(buf, offset, length);
+    if (v < 0) return -v;
     const r = this.sendEncapsulated(buf, offset, length);
     if (r === ConnectIpDrop.TOO_BIG) {
       if (v === 4 && (buf[offset + 6]! & 0x40) === 0) {

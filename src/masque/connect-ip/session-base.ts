@@ -17,7 +17,7 @@ import {
   H3_GENERAL_PROTOCOL_ERROR,
   H3_REQUEST_CANCELLED,
 } from './capsule-types.js';
-import { compareBytes } from '../../packet/ip-address.js';
+import { compareBytes, isLinkLocal4, isLinkLocal6 } from '../../packet/ip-address.js';
 import { ConnectIpCounters, ConnectIpDrop } from './counters.js';
 import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from './datagram.js';
 import {
@@ -352,6 +352,23 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
    * (counted here). Too-big packets return TOO_BIG and the caller decides on
    * ICMP (see {@link tooBigLimit}).
    */
+  /**
+   * What both ends check before an IP packet enters the tunnel: it is a
+   * well-formed IPv4/IPv6 packet, IPv6 is still carried, and neither address
+   * is link-local (RFC 9484 §7.2: link-local traffic stays on its link).
+   * Returns the IP version, or the negated {@link ConnectIpDrop} code it was
+   * counted under. Allocation-free.
+   */
+  protected admitOutgoing(buf: Uint8Array, off: number, len: number): number {
+    const v = ipVersionOf(buf, off, len);
+    if (v === 0) return -this.drop(ConnectIpDrop.MALFORMED_IP);
+    if (v === 6 && this.ipv6Disabled) return -this.drop(ConnectIpDrop.IPV6_DISABLED);
+    if (v === 4 ? isLinkLocal4(buf, off + 12) || isLinkLocal4(buf, off + 16) : isLinkLocal6(buf, off + 8) || isLinkLocal6(buf, off + 24)) {
+      return -this.drop(ConnectIpDrop.LINK_LOCAL);
+    }
+    return v;
+  }
+
   protected sendEncapsulated(buf: Uint8Array, off: number, len: number): number {
     const c = this.counters;
     if (this.closed) return this.drop(ConnectIpDrop.CLOSED);
