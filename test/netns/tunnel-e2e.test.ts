@@ -127,6 +127,24 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
     expect(status.sessions.some((s) => s.kind === 'connect-udp')).toBe(true);
   }, 90_000);
 
+  it('limits the sessions one identity may hold (maxSessionsPerIdentity, applied on SIGHUP)', async () => {
+    const yaml = readFileSync(lab.file('gateway.yaml'), 'utf8');
+    // cluster-a already holds its CONNECT-IP session and the forwarder's CONNECT-UDP session.
+    writeFileSync(lab.file('gateway.yaml'), yaml.replace('tun:\n  name: mtun-g', 'maxSessionsPerIdentity: 2\ntun:\n  name: mtun-g'));
+    lab.process('gateway')!.kill('SIGHUP');
+    await lab.waitFor(() => readFileSync(lab.file('gateway.log'), 'utf8').includes('certificates, policy and tokens reloaded'), 5_000, 'reload');
+    // A new local client needs a new CONNECT-UDP stream: refused with 429.
+    const refused = await lab.exec('agent', process.execPath, [UDP_PROBE, '127.0.0.1', '7007', '2', '100'], 30_000);
+    expect(JSON.parse(refused.stdout)).toMatchObject({ received: 0 });
+    expect(readFileSync(lab.file('gateway.log'), 'utf8')).toContain('per-identity session limit');
+    writeFileSync(lab.file('gateway.yaml'), yaml);
+    lab.process('gateway')!.kill('SIGHUP');
+    await lab.waitFor(async () => {
+      const r = await lab.exec('agent', process.execPath, [UDP_PROBE, '127.0.0.1', '7007', '1', '100'], 30_000);
+      return (JSON.parse(r.stdout) as { received: number }).received === 1;
+    }, 15_000, 'CONNECT-UDP allowed again');
+  }, 60_000);
+
   it('answers packets larger than the tunnel MTU with Fragmentation Needed / Packet Too Big (RFC 9484 §7.2.1)', async () => {
     const r = await lab.exec('client', 'ping', ['-M', 'do', '-s', '1472', '-c', '2', '-W', '2', LAB.server.v4]);
     expect(r.stdout + r.stderr).toMatch(/mtu = 1[34]\d\d|Frag needed/i);
