@@ -478,17 +478,17 @@ export class Gateway {
       for (const gs of [...gc.sessions]) {
         gs.policy = this.policy.forIdentity(gs.identity);
         const revoked = gs.token !== null && this.tokens.get(gs.token) !== gs.identity;
-        // Site prefixes accepted under the old policy must still be allowed (they pass the source check).
-        const badRoute = gs.ip !== null && this.routes.prefixes(gs.ip).some((p) =>
-          !this.poolPrefixes.some((pool) => prefixCovers(pool, p)) && !gs.policy.mayAdvertise(p));
-        if (gs.policy.pattern === null || revoked || badRoute) {
-          const reason = revoked ? 'token revoked' : gs.policy.pattern === null ? 'no policy' : 'advertised prefix no longer allowed';
+        if (gs.policy.pattern === null || revoked) {
+          const reason = revoked ? 'token revoked' : 'no policy';
           this.log.warn({ session: gs.id, identity: gs.identity, reason }, 'closing session on reload');
           gs.ip?.close();
           gs.udp?.close();
           continue;
         }
         gs.ip?.setRoutes(this.advertisedRoutes(gs.policy));
+        // Site prefixes are re-checked against the new policy: newly allowed ones are
+        // installed, ones no longer allowed removed (their packets then fail the source check).
+        gs.ip?.reevaluateClientRoutes();
       }
     }
     this.log.info({ identities: config.policy.length }, 'certificates, policy and tokens reloaded');

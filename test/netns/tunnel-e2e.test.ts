@@ -225,6 +225,21 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
     await lab.waitFor(async () => (await lab.exec('client', 'curl', ['-s', '--max-time', '1', `http://${LAB.server.v4}/`])).code === 0, 10_000, 'port 80 allowed again');
   }, 40_000);
 
+  it('re-checks advertised site prefixes on SIGHUP: a prefix the policy stops allowing stops passing, and comes back when allowed again (RFC 9484 §11)', async () => {
+    const sessions = async () => (JSON.parse((await lab.admin('gw', LAB.gatewayAdmin, '/status')).stdout) as { sessions: { id: string; kind: string; routes: string[] }[] }).sessions.filter((x) => x.kind === 'connect-ip');
+    const before = (await sessions()).map((x) => x.id).sort();
+    const yaml = readFileSync(lab.file('gateway.yaml'), 'utf8');
+    writeFileSync(lab.file('gateway.yaml'), yaml.replace('advertise: [10.10.0.0/24, fd00:a::/64]', 'advertise: [fd00:a::/64]'));
+    lab.process('gateway')!.kill('SIGHUP');
+    await lab.waitFor(async () => (await lab.exec('client', 'ping', ['-c', '1', '-W', '1', LAB.server.v4])).code !== 0, 10_000, 'IPv4 site prefix withdrawn');
+    expect((await lab.exec('client', 'ping', ['-6', '-c', '1', '-W', '2', LAB.server.v6])).code).toBe(0);
+    expect((await sessions()).flatMap((x) => x.routes)).not.toContain('10.10.0.0/24');
+    writeFileSync(lab.file('gateway.yaml'), yaml);
+    lab.process('gateway')!.kill('SIGHUP');
+    await lab.waitFor(async () => (await lab.exec('client', 'ping', ['-c', '1', '-W', '1', LAB.server.v4])).code === 0, 10_000, 'IPv4 site prefix back');
+    expect((await sessions()).map((x) => x.id).sort()).toEqual(before);
+  }, 60_000);
+
   it('drains on SIGTERM: exit 0, open flows recorded, TUN removed', async () => {
     const code = await lab.stop('gateway', 'SIGTERM');
     expect(code).toBe(0);

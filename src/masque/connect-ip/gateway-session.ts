@@ -93,6 +93,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   private grants: AddressEntry[] = [];
   private clientRanges: RangeCheck[] = [];
   private installedClientPrefixes: IpPrefix[] = [];
+  /** The client's latest ROUTE_ADVERTISEMENT, kept to re-evaluate it (reevaluateClientRoutes). */
+  private lastAdvertisement: RouteAdvertisement | null = null;
   private ourRanges: IpAddressRange[];
   private readonly info = new PacketInfo();
   private readonly reporter4: Uint8Array;
@@ -218,7 +220,18 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     this.checkPath();
   }
 
+  /**
+   * Re-applies the client's last ROUTE_ADVERTISEMENT (RFC 9484 §4.7.3) under
+   * the current `acceptClientRoute` — after a policy reload, prefixes now
+   * allowed are installed and ones no longer allowed removed (their packets
+   * then fail the source check). A no-op before any advertisement or after close.
+   */
+  reevaluateClientRoutes(): void {
+    if (this.lastAdvertisement !== null && !this.closed) this.onRouteAdvertisement(this.lastAdvertisement);
+  }
+
   protected onRouteAdvertisement(ra: RouteAdvertisement): void {
+    this.lastAdvertisement = ra;
     const table = this.opts.routeTable;
     for (const p of this.installedClientPrefixes) table?.remove(p, this);
     this.installedClientPrefixes = [];
