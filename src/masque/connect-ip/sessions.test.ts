@@ -127,6 +127,32 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
     expect(g.pool4.leased).toBe(2);
   });
 
+  it('RFC 9484 §4.7.3/§11: re-evaluating the last advertisement under a changed acceptClientRoute withdraws and restores site prefixes', () => {
+    let allow4 = true;
+    const x = rig({ gw: { acceptClientRoute: (p) => p.version === 6 || allow4 } });
+    assign(x);
+    x.client.advertiseRoutes([parsePrefix('fd20::/48')!, parsePrefix('10.20.0.0/16')!]);
+    x.pair.flush();
+    expect(x.table.lookup4(ip('10.20.3.4'), 0)).toBe(x.gateway);
+    const send = () => {
+      const [b, o, l] = withHeadroom(craftUdp({ src: '10.20.3.4', dst: '192.0.2.1', srcPort: 1, dstPort: 2 }));
+      x.client.sendPacket(b, o, l);
+      x.pair.flush();
+    };
+    allow4 = false;
+    x.gateway.reevaluateClientRoutes();
+    expect(x.table.lookup4(ip('10.20.3.4'), 0)).toBeUndefined();
+    expect(x.table.lookup6(ip('fd20::1'), 0)).toBe(x.gateway);
+    send();
+    expect(x.toNetwork).toHaveLength(0);
+    expect(x.gateway.counters.drops[ConnectIpDrop.SPOOFED_SOURCE]).toBe(1);
+    allow4 = true;
+    x.gateway.reevaluateClientRoutes();
+    expect(x.table.lookup4(ip('10.20.3.4'), 0)).toBe(x.gateway);
+    send();
+    expect(x.toNetwork).toHaveLength(1);
+  });
+
   it('RFC 9484 §4.7.3: routes both ways — gateway advertises 0/0 and ::/0; the agent advertises its site prefixes, installed for the return path', () => {
     expect(r.client.peerRoutes().map((x) => `${x.version} ${formatIp(x.start)}-${formatIp(x.end)}`)).toEqual([
       '4 0.0.0.0-255.255.255.255',
