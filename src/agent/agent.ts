@@ -14,7 +14,7 @@ import type { ConnectIpClientSession } from '../masque/connect-ip/client-session
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import type { ConnectIpEvent } from '../masque/connect-ip/session-base.js';
 import { connectIp, connectUdp } from '../masque/h3-glue.js';
-import { formatIp, formatPrefix, parseIp, prefixCovers, rangesToPrefixes, type IpPrefix } from '../packet/ip-address.js';
+import { formatHostPort, formatIp, formatPrefix, parseIp, prefixCovers, rangesToPrefixes, type IpPrefix } from '../packet/ip-address.js';
 import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
 import { clampTcpMss } from '../packet/rewrite.js';
 import type { QuicConnection } from '../quic/connection.js';
@@ -31,7 +31,7 @@ import { openTun, type NativeTun } from '../tun/native-tun.js';
 import { runIpBatch } from '../tun/ip-config.js';
 import { MTUN_VERSION } from '../version.js';
 import { DaemonFlows } from '../daemon/flows.js';
-import { TunWriter } from '../daemon/tun-writer.js';
+import { TUN_WRITE_DROP_REASON, TunWriter } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { UdpForwarder } from './udp-forwarder.js';
@@ -40,7 +40,6 @@ import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from 
 
 /** Agent-level drop reason: a packet read from the TUN while no session is up. */
 const DROP_NO_SESSION = 'no_session';
-const DROP_TUN_WRITE = 'tun_write_failed';
 
 /** Connection state, as `/status` and `/readyz` report it. */
 export type AgentState = 'connecting' | 'open' | 'backoff' | 'stopped';
@@ -68,8 +67,6 @@ export class Agent {
   private readonly counterTimer: NodeJS.Timeout;
   private readonly flows: DaemonFlows;
   private readonly noSessionId: number;
-  private readonly tunWriteDropId: number;
-  private lastTunWriteDrops = 0;
   private admin: AdminServer | null = null;
   private readonly gatewayIdentity: string;
   private readonly gatewayAddr: Uint8Array | null;
@@ -93,7 +90,6 @@ export class Agent {
       directionOf: directionByLocalPrefixes(config.advertise),
     });
     this.noSessionId = telemetry.metrics.dropReasonId(DROP_NO_SESSION);
-    this.tunWriteDropId = telemetry.metrics.dropReasonId(DROP_TUN_WRITE);
     this.counterTimer = setInterval(() => this.syncCounters(), 1000);
     this.counterTimer.unref();
   }
@@ -184,7 +180,7 @@ export class Agent {
     try {
       await conn.whenEstablished();
       const headers = this.authHeaders();
-      const authority = formatAuthority(this.config.gateway.serverName ?? host, port);
+      const authority = formatHostPort(this.config.gateway.serverName ?? host, port);
       // Capsules may arrive with the 2xx, before the promise resolves: events
       // until then are covered by applyRoutes() below, which reads the session's state.
       let opened: ConnectIpClientSession | null = null;
@@ -249,7 +245,7 @@ export class Agent {
     const h3 = this.h3;
     if (h3 === null || this.state !== 'open') throw new Error('agent: no tunnel to the gateway right now');
     const { host: gwHost, port: gwPort } = this.config.gateway.address;
-    return connectUdp(h3, formatAuthority(this.config.gateway.serverName ?? gwHost, gwPort), host, port, {
+    return connectUdp(h3, formatHostPort(this.config.gateway.serverName ?? gwHost, gwPort), host, port, {
       onPayload,
       onClose: () => onClose(),
       headers: this.authHeaders(),
@@ -299,7 +295,9 @@ export class Agent {
     const mtu = Math.min(this.config.tun.mtuBytes ?? limit, limit);
     this.tun = await openTun({ name: this.config.tun.name, mtu, addresses: [], offload: this.config.tun.offload, txQueueLen: this.config.tun.txQueueLen });
     this.tunMtu = mtu;
-    this.tunWriter = new TunWriter(this.tun, 65_535);
+    const metrics = this.telemetry.metrics;
+    const dropId = metrics.dropReasonId(TUN_WRITE_DROP_REASON);
+    this.tunWriter = new TunWriter(this.tun, 65_535, (n) => metrics.drop(dropId, n));
     this.routeSync = new RouteSync(this.tun, this.log);
     new TunReader(this.tun, this.onTunBatch, (e) => this.log.error({ err: e.message }, 'TUN read failed'));
     this.log.info({ tun: this.tun.name, mtu }, 'TUN up');
@@ -391,14 +389,6 @@ export class Agent {
       const c = s.counters;
       this.sync.update(c.drops, c.packetsSent, c.bytesSent, c.packetsReceived, c.bytesReceived, c.icmpSent);
     }
-    const w = this.tunWriter?.counters;
-    if (w) {
-      const d = w.dropped + w.oversize;
-      if (d > this.lastTunWriteDrops) {
-        this.telemetry.metrics.drop(this.tunWriteDropId, d - this.lastTunWriteDrops);
-        this.lastTunWriteDrops = d;
-      }
-    }
   }
 
   /** The /status document. */
@@ -415,7 +405,7 @@ export class Agent {
         id: `c${this.connects}`,
         kind: 'connect-ip',
         peerIdentity: this.gatewayIdentity,
-        remote: formatAuthority(this.config.gateway.address.host, this.config.gateway.address.port),
+        remote: formatHostPort(this.config.gateway.address.host, this.config.gateway.address.port),
         state: this.state,
         addresses: s.assignedAddresses().map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength })),
         routes: this.routeSync?.routesOf(this) ?? [],
@@ -493,8 +483,4 @@ export class Agent {
 
 function coversAddress(p: IpPrefix, addr: Uint8Array): boolean {
   return prefixCovers(p, { version: addr.length === 4 ? 4 : 6, address: addr, prefixLength: addr.length * 8 });
-}
-
-function formatAuthority(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }

@@ -16,6 +16,9 @@ export interface TunWriterCounters {
   oversize: number;
 }
 
+/** The drop reason TunWriter reports (metric label `reason`). */
+export const TUN_WRITE_DROP_REASON = 'tun_write_failed';
+
 /** Writes packets to one TUN device in batches. Owns its slot buffers. */
 export class TunWriter {
   readonly counters: TunWriterCounters = { packets: 0, bytes: 0, dropped: 0, oversize: 0 };
@@ -23,8 +26,12 @@ export class TunWriter {
   private readonly sizes: Uint32Array;
   private count = 0;
 
-  /** `slotBytes` is the largest packet accepted (the TUN MTU, or more). */
-  constructor(private readonly tun: TunDevice, slotBytes: number, batchSize = tun.batchSize) {
+  /**
+   * `slotBytes` is the largest packet accepted (the TUN MTU, or more).
+   * `countDrops(n)` is told about every dropped packet as it happens (e.g.
+   * a pre-resolved metric counter for {@link TUN_WRITE_DROP_REASON}).
+   */
+  constructor(private readonly tun: TunDevice, slotBytes: number, private readonly countDrops: (n: number) => void, batchSize = tun.batchSize) {
     this.bufs = Array.from({ length: batchSize }, () => Buffer.allocUnsafe(slotBytes));
     this.sizes = new Uint32Array(batchSize);
   }
@@ -39,6 +46,7 @@ export class TunWriter {
     const slot = this.bufs[0]!;
     if (len > slot.length) {
       this.counters.oversize++;
+      this.countDrops(1);
       return null;
     }
     if (this.count === this.bufs.length) this.flush();
@@ -62,6 +70,9 @@ export class TunWriter {
     }
     for (let i = 0; i < written; i++) this.counters.bytes += this.sizes[i]!;
     this.counters.packets += written;
-    this.counters.dropped += n - written;
+    if (written < n) {
+      this.counters.dropped += n - written;
+      this.countDrops(n - written);
+    }
   }
 }

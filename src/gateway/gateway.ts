@@ -20,7 +20,7 @@ import { ConnectUdpGatewaySession } from '../masque/connect-udp/gateway-session.
 import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
 import { defaultIdleSweeper } from '../masque/connect-udp/idle-sweeper.js';
 import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
-import { formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
+import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import { refuse } from '../masque/proxy-status.js';
 import { RouteTable } from '../masque/route-table.js';
 import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
@@ -38,7 +38,7 @@ import {
 import { openTun, type NativeTun } from '../tun/native-tun.js';
 import { MTUN_VERSION } from '../version.js';
 import { DaemonFlows } from '../daemon/flows.js';
-import { TunWriter } from '../daemon/tun-writer.js';
+import { TUN_WRITE_DROP_REASON, TunWriter } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
@@ -74,7 +74,6 @@ const IPPROTO_UDP = 17;
 
 /** Gateway-level drop reasons (packets read from the TUN). */
 const GW_DROP_NO_ROUTE = 'no_route';
-const GW_DROP_TUN_WRITE = 'tun_write_failed';
 /** Same reason name the CONNECT-IP sessions use for link-local traffic (RFC 9484 §7.2: never forwarded). */
 const GW_DROP_LINK_LOCAL = 'link_local';
 
@@ -102,8 +101,6 @@ export class Gateway {
   private readonly tunWriter: TunWriter;
   private readonly noRouteId: number;
   private readonly linkLocalId: number;
-  private readonly tunWriteDropId: number;
-  private lastTunWriteDrops = 0;
   private readonly counterTimer: NodeJS.Timeout;
   private nextSessionId = 1;
   /** CONNECT-UDP requests resolving/connecting (count against maxSessions). */
@@ -135,10 +132,10 @@ export class Gateway {
       identityOf: (r) => this.identityOfFlow(r),
       directionOf: directionByLocalPrefixes(config.advertise),
     });
-    this.tunWriter = new TunWriter(tun, 65_535);
+    const dropId = telemetry.metrics.dropReasonId(TUN_WRITE_DROP_REASON);
+    this.tunWriter = new TunWriter(tun, 65_535, (n) => telemetry.metrics.drop(dropId, n));
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
     this.linkLocalId = telemetry.metrics.dropReasonId(GW_DROP_LINK_LOCAL);
-    this.tunWriteDropId = telemetry.metrics.dropReasonId(GW_DROP_TUN_WRITE);
     this.counterTimer = setInterval(() => this.syncCounters(), 1000);
     this.counterTimer.unref();
     new TunReader(tun, this.onTunBatch, (e) => this.log.error({ err: e.message }, 'TUN read failed'));
@@ -216,7 +213,7 @@ export class Gateway {
       conn,
       h3: null as unknown as H3Connection,
       certIdentity: id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null,
-      remote: formatHostPort(conn.peerHost, conn.peerPort),
+      remote: formatPeer(conn.peerHost, conn.peerPort),
       sessions: new Set(),
     };
     (gc as { h3: H3Connection }).h3 = attachH3(
@@ -448,11 +445,6 @@ export class Gateway {
 
   private syncCounters(): void {
     for (const gc of this.conns) for (const gs of gc.sessions) this.syncSession(gs);
-    const d = this.tunWriter.counters.dropped + this.tunWriter.counters.oversize;
-    if (d > this.lastTunWriteDrops) {
-      this.telemetry.metrics.drop(this.tunWriteDropId, d - this.lastTunWriteDrops);
-      this.lastTunWriteDrops = d;
-    }
   }
 
   /**
@@ -616,7 +608,7 @@ function derivedKey(keyPem: string, label: string): Buffer {
   return Buffer.concat([a, b]);
 }
 
-function formatHostPort(host: string, port: number): string {
-  const h = host.startsWith('::ffff:') && host.includes('.') ? host.slice(7) : host;
-  return h.includes(':') ? `[${h}]:${port}` : `${h}:${port}`;
+/** A peer's address for logs and status: an IPv4-mapped IPv6 host is shown as plain IPv4. */
+function formatPeer(host: string, port: number): string {
+  return formatHostPort(host.startsWith('::ffff:') && host.includes('.') ? host.slice(7) : host, port);
 }

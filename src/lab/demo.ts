@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LAB, Lab, REPO_ROOT, type FlowLogLine } from './lab.js';
+import { formatHostPort } from '../packet/ip-address.js';
 
 const UDP_PROBE = join(REPO_ROOT, 'dist', 'lab', 'udp-probe.js');
 
@@ -136,13 +137,9 @@ function printFlowTable(agent: readonly FlowLogLine[], gateway: readonly FlowLog
   for (const a of agent) {
     if (a.event !== 'flow_close' || (a.protocol !== 'tcp' && a.protocol !== 'udp')) continue;
     const g = gw.get(key(a));
-    const flow = `${a.protocol} ${fmtAddr(a.src_addr, a.src_port)} → ${fmtAddr(a.dst_addr, a.dst_port)}`;
+    const flow = `${a.protocol} ${formatHostPort(a.src_addr, a.src_port)} → ${formatHostPort(a.dst_addr, a.dst_port)}`;
     say(`  ${pad(flow, 44)} ${rpad(a.sent_bytes ?? '-', 11)} ${rpad(a.received_bytes ?? '-', 11)} ${rpad(g?.sent_bytes ?? '-', 11)} ${rpad(g?.received_bytes ?? '-', 11)}  ${pad(a.close_reason ?? '-', 6)} ${rpad(String(a['handshake_rtt_ms'] ?? '-'), 6)}  ${g?.peer_identity ?? '(not seen)'}`);
   }
-}
-
-function fmtAddr(a: string, p: number): string {
-  return a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`;
 }
 
 main().catch((e) => {

@@ -1,8 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  formatIp, formatPrefix, maskAddress, parseAddressWithLength, parseIp, parsePrefix, parsePrefixOrReason, prefixCovers, prefixHasAddress, rangesToPrefixes, type IpPrefix,
-} from './ip-address.js';
+  formatIp, formatPrefix, maskAddress, parseAddressWithLength, parseIp, parsePrefix, parsePrefixOrReason, prefixCovers, prefixHasAddress, rangesToPrefixes, formatHostPort, type IpPrefix } from './ip-address.js';
 
 describe('packet: IP addresses and prefixes as configuration writes them', () => {
   it('parses IPv4 and IPv6 (with ::, embedded IPv4) to bytes', () => {
@@ -91,5 +90,13 @@ describe('packet: IP addresses and prefixes as configuration writes them', () =>
     expect(parseAddressWithLength('10.0.0.1/33')).toBe('length');
     expect(parseAddressWithLength('fd00::/1x')).toBe('length');
     expect(parseAddressWithLength('10.0.0.1/')).toBe('length');
+  });
+});
+
+describe('formatHostPort', () => {
+  it('brackets IPv6 hosts (RFC 3986 §3.2.2) and leaves IPv4 and names alone', () => {
+    expect(formatHostPort('fd00::1', 4433)).toBe('[fd00::1]:4433');
+    expect(formatHostPort('192.0.2.2', 4433)).toBe('192.0.2.2:4433');
+    expect(formatHostPort('gateway', 443)).toBe('gateway:443');
   });
 });

@@ -299,6 +299,11 @@ export function rangesToPrefixes(ranges: readonly IpRange[]): IpPrefix[] {
   return out;
 }
 
+/** `host:port`, with an IPv6 host in brackets (RFC 3986 §3.2.2), e.g. `[fd00::1]:4433`. */
+export function formatHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 // ---- allocation-free classification of addresses inside packets ----
 
 /** IPv4 link-local 169.254.0.0/16 (RFC 3927). */

@@ -6,6 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { formatHostPort } from '../packet/ip-address.js';
 
 /** Readiness as reported by the daemon: ready, or not with a reason. */
 export type Readiness = { readonly ready: true } | { readonly ready: false; readonly reason: string };
@@ -53,7 +54,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
   server.maxConnections = MAX_CONNECTIONS;
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
-      reject(new Error(`telemetry: admin listen ${fmt(opts.host, opts.port)}: ${err.code ?? err.message}`));
+      reject(new Error(`telemetry: admin listen ${formatHostPort(opts.host, opts.port)}: ${err.code ?? err.message}`));
     };
     server.once('error', onError);
     server.listen(opts.port, opts.host, () => {
@@ -65,7 +66,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
       resolve({
         host: opts.host,
         port,
-        url: `http://${fmt(opts.host, port)}`,
+        url: `http://${formatHostPort(opts.host, port)}`,
         close: () => {
           closing ??= new Promise<void>((done) => {
             server.close(() => done());
@@ -76,10 +77,6 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
       });
     });
   });
-}
-
-function fmt(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 async function handle(opts: AdminServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -6,6 +6,7 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo } from './flow-types.js';
 import type { Reporter } from './metrics.js';
+import { formatHostPort } from '../packet/ip-address.js';
 
 /** Protocol name for logs: tcp, udp, icmp, ipv6-icmp, or the number as text. */
 export function protocolName(p: number): string {
@@ -18,10 +19,6 @@ export function protocolName(p: number): string {
   }
 }
 
-function hostPort(addr: string, port: number): string {
-  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
-}
-
 /**
  * The flow join key: `proto src:port>dst:port`, plus `#isn` (the
  * initiator's TCP initial sequence number) when known. Addresses are
@@ -31,7 +28,7 @@ function hostPort(addr: string, port: number): string {
  * the nearest `first_seen` (see docs/telemetry.md).
  */
 export function flowJoinKey(f: FlowOpenInfo): string {
-  const base = `${protocolName(f.protocol)} ${hostPort(f.srcAddr, f.srcPort)}>${hostPort(f.dstAddr, f.dstPort)}`;
+  const base = `${protocolName(f.protocol)} ${formatHostPort(f.srcAddr, f.srcPort)}>${formatHostPort(f.dstAddr, f.dstPort)}`;
   return f.initiatorIsn === undefined ? base : `${base}#${f.initiatorIsn >>> 0}`;
 }
 

@@ -9,6 +9,7 @@ import { IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo, type F
 import { MeshMetrics, type Reporter } from './metrics.js';
 import type { StatusFlow } from './status.js';
 import { WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
+import { formatHostPort } from '../packet/ip-address.js';
 import type { DestinationStream } from 'pino';
 
 /** Options for {@link Telemetry}. */
@@ -157,8 +158,8 @@ export class Telemetry {
     all.sort((a, b) => (b.counted.sentBytes + b.counted.receivedBytes) - (a.counted.sentBytes + a.counted.receivedBytes));
     return all.slice(0, Math.max(0, n)).map((h) => ({
       protocol: h.info.protocol === IPPROTO_TCP ? 'tcp' : h.info.protocol === IPPROTO_UDP ? 'udp' : String(h.info.protocol),
-      src: h.info.srcAddr.includes(':') ? `[${h.info.srcAddr}]:${h.info.srcPort}` : `${h.info.srcAddr}:${h.info.srcPort}`,
-      dst: h.info.dstAddr.includes(':') ? `[${h.info.dstAddr}]:${h.info.dstPort}` : `${h.info.dstAddr}:${h.info.dstPort}`,
+      src: formatHostPort(h.info.srcAddr, h.info.srcPort),
+      dst: formatHostPort(h.info.dstAddr, h.info.dstPort),
       peerIdentity: h.info.peerIdentity,
       direction: h.info.direction,
       sentBytes: h.counted.sentBytes,
