@@ -30,6 +30,8 @@ policy:
     advertise: [$AN.0/24]
 tun: { name: $TG, offload: $OFFLOAD }
 maxSessions: 1024
+# The sessions phase opens up to 100 sessions as one identity (cluster-a).
+maxSessionsPerIdentity: 1024
 telemetry:
   workloads: { $AN.0/24: site-a, $BN.0/24: site-b, $POOL: sessions }
   flowLog: { enabled: true, path: flows-gateway.jsonl }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# wireguard-go (Debian package) configured with wg(8); userspace, one process per side.
+# wireguard-go (the binary first on PATH; Debian's package by default) configured with wg(8); userspace, one process per side.
 source "$(dirname "$0")/common.sh"
 # Interface names carry the run prefix: wireguard-go's UAPI socket lives in
 # /var/run/wireguard/<name>.sock, shared by all namespaces.
@@ -7,6 +7,10 @@ IA="${P}wa"; IB="${P}wb"
 case "$1" in
   up)
     umask 077
+    # What actually runs: the binary first on PATH says its own version (a
+    # build from source may shadow the Debian package).
+    WG_BIN="$(command -v wireguard-go)"
+    WG_VERSION="$("$WG_BIN" --version 2>&1 | head -1) at $WG_BIN, wireguard-tools $(wg --version 2>&1 | head -1 | cut -d' ' -f2)"
     wg genkey >"$W/a.key"; wg pubkey <"$W/a.key" >"$W/a.pub"
     wg genkey >"$W/b.key"; wg pubkey <"$W/b.key" >"$W/b.pub"
     start "$NSA" wga env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$IA"
@@ -23,7 +27,7 @@ DST=10.92.0.2
 KIND=user
 PIDS="a:$(pid_of wga) b:$(pid_of wgb)"
 MTU=1420
-VERSION="wireguard-go $(dpkg-query -W -f '${Version}' wireguard-go 2>/dev/null), wireguard-tools $(dpkg-query -W -f '${Version}' wireguard-tools 2>/dev/null)"
+VERSION="$WG_VERSION"
 E
     ;;
   down)
