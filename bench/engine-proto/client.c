@@ -4,6 +4,7 @@
 #include "proto.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@ void *client_main(void *arg) {
   const struct options *opt = sh->opt;
   struct side_stats *st = &sh->client;
   struct cctx c = {.sh = sh};
+  pthread_setname_np(pthread_self(), "ep-client"); /* for perf --sort comm */
   struct udp_rx rx = {0};
   struct writer w = {0};
   int fd = -1;
@@ -67,7 +69,7 @@ void *client_main(void *arg) {
   conn_callbacks(&cb, 0);
   cb.lost_datagram = lost_cb;
   ngtcp2_settings s;
-  conn_settings(&s);
+  conn_settings(&s, opt);
   ngtcp2_transport_params p;
   conn_params(&p);
   if (tls_client(&c.tls, opt, st->error, sizeof st->error) != 0) goto out;

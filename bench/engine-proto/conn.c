@@ -78,11 +78,11 @@ static void log_cb(void *ud, const char *fmt, ...) {
   fputc('\n', stderr);
 }
 
-void conn_settings(ngtcp2_settings *s) {
+void conn_settings(ngtcp2_settings *s, const struct options *opt) {
   ngtcp2_settings_default(s);
   if (getenv("PROTO_DEBUG")) s->log_printf = log_cb; /* ngtcp2's own trace, to stderr */
   s->initial_ts = now_ns();
-  s->cc_algo = NGTCP2_CC_ALGO_CUBIC; /* as quiche in bench/quic-datagram.mjs */
+  s->cc_algo = (ngtcp2_cc_algo)opt->cc_algo; /* CUBIC by default, as quiche in bench/quic-datagram.mjs */
   s->max_tx_udp_payload_size = PROTO_MAX_UDP_PAYLOAD;
   /* Without this 0.12 sends 1200-byte UDP payloads until PMTUD probes succeed,
    * and a 1200-byte DATAGRAM does not fit. */

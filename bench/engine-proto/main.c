@@ -3,6 +3,7 @@
  *
  *   engine-proto --certs DIR [--seconds 3] [--warmup 0.3] [--size 1200]
  *                [--port N] [--mtls] [--no-client-cert] [--no-gso] [--no-gro] [--no-pacing]
+ *                [--cc cubic|reno|bbr|bbr2]
  *
  * Exit status 0 only when the handshake completed, no side reported an error
  * and every received DATAGRAM had the content its sequence number implies. */
@@ -23,7 +24,7 @@ static void sleep_s(double s) {
 
 static int usage(void) {
   fprintf(stderr, "usage: engine-proto --certs DIR [--seconds S] [--warmup S] [--size BYTES] [--port N] [--mtls] "
-                  "[--no-client-cert] [--no-gso] [--no-gro] [--no-pacing]\n");
+                  "[--no-client-cert] [--no-gso] [--no-gro] [--no-pacing] [--cc cubic|reno|bbr|bbr2]\n");
   return 2;
 }
 
@@ -63,7 +64,8 @@ static void json_side(const char *name, const struct side_stats *s, double win_s
 }
 
 int main(int argc, char **argv) {
-  struct options opt = {.seconds = 3, .warmup_s = 0.3, .dgram_size = 1200, .client_cert = 1, .gso = 1, .gro = 1, .pacing = 1};
+  struct options opt = {.seconds = 3, .warmup_s = 0.3, .dgram_size = 1200, .client_cert = 1, .gso = 1, .gro = 1, .pacing = 1,
+                        .cc_algo = NGTCP2_CC_ALGO_CUBIC};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -77,6 +79,14 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--no-gso")) opt.gso = 0;
     else if (!strcmp(a, "--no-gro")) opt.gro = 0;
     else if (!strcmp(a, "--no-pacing")) opt.pacing = 0;
+    else if (!strcmp(a, "--cc") && v) {
+      i++;
+      if (!strcmp(v, "cubic")) opt.cc_algo = NGTCP2_CC_ALGO_CUBIC;
+      else if (!strcmp(v, "reno")) opt.cc_algo = NGTCP2_CC_ALGO_RENO;
+      else if (!strcmp(v, "bbr")) opt.cc_algo = NGTCP2_CC_ALGO_BBR;
+      else if (!strcmp(v, "bbr2")) opt.cc_algo = NGTCP2_CC_ALGO_BBR2;
+      else return usage();
+    }
     else return usage();
   }
   /* Bounded: at most 30 s of sending, payload within one 1350-byte packet. */
@@ -108,11 +118,11 @@ int main(int argc, char **argv) {
   uint64_t unique = s->dgrams - s->bad_content - s->dupes;
   double loss = c->dgrams ? 100.0 * (1.0 - (double)unique / (double)c->dgrams) : 100.0;
   double gbps = (double)s->dgrams_win * (double)opt.dgram_size * 8 / win_s / 1e9;
-  printf("{\"engine\":\"ngtcp2-%s+gnutls-%s\",\"size\":%zu,\"seconds\":%.3f,\"gso\":%d,\"gro\":%d,\"pacing\":%d,\"mtls\":%d,"
+  printf("{\"engine\":\"ngtcp2-%s+gnutls-%s\",\"size\":%zu,\"seconds\":%.3f,\"gso\":%d,\"gro\":%d,\"pacing\":%d,\"cc\":%d,\"mtls\":%d,"
          "\"delivered_per_s\":%.0f,\"gbps\":%.3f,\"loss_pct\":%.3f,\"unique_received\":%llu,"
          "\"check_ns_per_dgram\":%.1f,\"cwnd\":%llu,\"srtt_us\":%.1f,",
          ngtcp2_version(0)->version_str, gnutls_check_version(NULL), opt.dgram_size, win_s, opt.gso, opt.gro,
-         opt.pacing, opt.mtls, (double)s->dgrams_win / win_s, gbps, loss, (unsigned long long)unique,
+         opt.pacing, opt.cc_algo, opt.mtls, (double)s->dgrams_win / win_s, gbps, loss, (unsigned long long)unique,
          check_ns(opt.dgram_size), (unsigned long long)c->cwnd, (double)c->srtt_ns / 1e3);
   json_side("client", c, win_s);
   putchar(',');

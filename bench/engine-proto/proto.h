@@ -42,6 +42,7 @@ struct options {
   int mtls;             /* server requires a client certificate */
   int client_cert;      /* client presents one (mtls negative test when 0) */
   int gso, gro;
+  int cc_algo; /* NGTCP2_CC_ALGO_* */
   int pacing; /* 0: never call ngtcp2_conn_update_pkt_tx_time (what mtun does with quiche today) */
 };
 
@@ -114,7 +115,7 @@ int tls_peer_uri(gnutls_session_t s, char *out, size_t outlen);
 
 /* ---- conn.c: what client and server share around ngtcp2 ---- */
 void conn_callbacks(ngtcp2_callbacks *cb, int server);
-void conn_settings(ngtcp2_settings *s);
+void conn_settings(ngtcp2_settings *s, const struct options *opt);
 void conn_params(ngtcp2_transport_params *p);
 /* Writes packets (DATAGRAMs when |dgram| is set) up to the send quantum in GSO batches. */
 struct writer {

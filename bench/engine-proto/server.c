@@ -4,6 +4,7 @@
 #include "proto.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,7 @@ static int accept_conn(struct sctx *s, const ngtcp2_path *path, const uint8_t *p
   conn_callbacks(&cb, 1);
   cb.recv_datagram = recv_dgram_cb;
   ngtcp2_settings set;
-  conn_settings(&set);
+  conn_settings(&set, s->sh->opt);
   ngtcp2_transport_params p;
   conn_params(&p);
   p.original_dcid = hd.dcid; /* RFC 9000 §18.2: the server echoes it */
@@ -88,6 +89,7 @@ void *server_main(void *arg) {
   const struct options *opt = sh->opt;
   struct side_stats *st = &sh->server;
   struct sctx s = {.sh = sh};
+  pthread_setname_np(pthread_self(), "ep-server");
   struct udp_rx rx = {0};
   struct writer w = {0};
   struct sockaddr_storage local, peer;
