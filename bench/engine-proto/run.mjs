@@ -151,7 +151,9 @@ async function keylogCheck() {
       });
     });
   }
-  const r = proto(['--seconds', '0.2', '--warmup', '0', '--port', String(port)], { SSLKEYLOGFILE: keylog });
+  // Without GSO/GRO, so that every QUIC packet is its own UDP datagram in the capture
+  // (tshark dissects only the first short-header packet of a GSO super-datagram).
+  const r = proto(['--seconds', '0.2', '--warmup', '0', '--port', String(port), '--no-gso', '--no-gro'], { SSLKEYLOGFILE: keylog });
   const labels = existsSync(keylog) ? [...new Set(readFileSync(keylog, 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ')[0]))] : [];
   const out = { protoStatus: r.status, labels };
   if (!cap) return { ...out, tshark: 'skipped (needs root and tshark)' };
@@ -164,8 +166,7 @@ async function keylogCheck() {
   });
   const dec = spawnSync('tshark', ['-r', pcap, '-o', `tls.keylog_file:${keylog}`, '-d', `udp.port==${port},quic`, '-Y', 'quic.frame_type == 0x31', '-T', 'fields', '-e', 'frame.number'], { encoding: 'utf8', timeout: 60_000 });
   const frames = (dec.stdout || '').split('\n').filter(Boolean).length;
-  // GSO super-datagrams show as one UDP datagram: tshark decodes the first QUIC packet of each.
-  return { ...out, tsharkDatagramPackets: frames, capturedPacketsMax: 3000 };
+    return { ...out, tsharkDatagramPackets: frames, capturedPacketsMax: 3000 };
 }
 failed ||= raw.keylog.labels.length < 4 || (typeof raw.keylog.tsharkDatagramPackets === 'number' && raw.keylog.tsharkDatagramPackets === 0);
 
