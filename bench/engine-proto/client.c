@@ -28,6 +28,7 @@ static int lost_cb(ngtcp2_conn *conn, uint64_t id, void *ud) {
 }
 
 static void err_rv(struct side_stats *st, const char *what, int rv, ngtcp2_conn *conn) {
+  if (st->error[0]) return; /* the first cause is the one to report */
   ngtcp2_connection_close_error cc;
   ngtcp2_conn_get_connection_close_error(conn, &cc);
   snprintf(st->error, sizeof st->error, "%s: %s (peer/own close code 0x%llx, tls alert %u)", what,

@@ -107,7 +107,11 @@ static int flush(struct writer *w, const uint8_t *buf, size_t len, size_t seg) {
   ngtcp2_tstamp t = w->measuring ? now_ns() : 0;
   int rv = udp_send(w->fd, w->to, w->tolen, buf, len, w->tx_gso ? seg : 0, w->st);
   if (w->measuring) w->st->ns_send += now_ns() - t;
-  return rv;
+  if (rv != 0) {
+    snprintf(w->st->error, sizeof w->st->error, "udp: sendmsg: %s", strerror(-rv));
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
 }
 
 int conn_write(struct writer *w, ngtcp2_tstamp now) {

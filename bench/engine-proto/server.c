@@ -75,7 +75,7 @@ static void close_with(struct sctx *s, struct writer *w, int rv) {
     ngtcp2_connection_close_error_set_transport_error_tls_alert(&cc, alert, NULL, 0);
   else
     ngtcp2_connection_close_error_set_transport_error_liberr(&cc, rv, NULL, 0);
-  snprintf(st->error, sizeof st->error, "server: %s (tls alert %u)", ngtcp2_strerror(rv), alert);
+  if (!st->error[0]) snprintf(st->error, sizeof st->error, "server: %s (tls alert %u)", ngtcp2_strerror(rv), alert);
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi;

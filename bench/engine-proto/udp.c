@@ -80,12 +80,13 @@ int udp_send(int fd, const struct sockaddr *to, socklen_t tolen, const uint8_t *
     uint16_t s = (uint16_t)seg;
     memcpy(CMSG_DATA(c), &s, sizeof s);
   }
-  for (;;) {
+  for (int waits = 0;;) {
     ssize_t r = sendmsg(fd, &m, 0);
     if (r >= 0) break;
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      /* The packets are already committed in ngtcp2's sent log: wait, do not drop. */
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && waits++ < 100) {
+      /* The packets are already committed in ngtcp2's sent log: wait (at most
+       * 100 x 10 ms), do not drop. */
       st->udp_eagain++;
       udp_wait(fd, POLLOUT, 10000000ull);
       continue;
