@@ -98,25 +98,15 @@ void *client_main(void *arg) {
     goto out;
   }
 
-  ngtcp2_tstamp start = now_ns(), stop_at = 0;
-  int last_ph = PH_WARMUP, hs = 0;
-  double cpu0 = 0;
+  ngtcp2_tstamp start = now_ns();
+  struct window win = {0};
+  int hs = 0;
   for (;;) {
     ngtcp2_tstamp now = now_ns();
-    int ph = atomic_load(&sh->phase);
-    if (ph != last_ph) {
-      if (ph == PH_MEASURE) {
-        cpu0 = thread_cpu_s();
-        w.measuring = 1;
-      } else if (ph == PH_STOP) {
-        if (w.measuring) st->cpu_win_s = thread_cpu_s() - cpu0;
-        w.measuring = 0;
-        w.dgram = 0;
-        stop_at = now;
-      }
-      last_ph = ph;
-    }
-    if (ph == PH_STOP && now - stop_at > 200000000ull) break; /* tail acknowledged */
+    int ph = window_step(&win, sh, st, now);
+    w.measuring = win.measuring;
+    if (ph == PH_STOP) w.dgram = 0;
+    if (ph == PH_STOP && now - win.stop_at > 200000000ull) break; /* tail acknowledged */
     if (!hs && ngtcp2_conn_get_handshake_completed(c.conn)) {
       const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(c.conn);
       if (!rp || rp->max_datagram_frame_size < opt->dgram_size + 3) { /* RFC 9221 §3 */
@@ -133,9 +123,7 @@ void *client_main(void *arg) {
       goto out;
     }
     for (;;) {
-      ngtcp2_tstamp t = w.measuring ? now_ns() : 0;
-      int n = udp_recv(fd, &rx, st);
-      if (w.measuring) st->ns_recv_sys += now_ns() - t;
+      int n = udp_recv(fd, &rx, st, w.measuring);
       if (n < 0) {
         snprintf(st->error, sizeof st->error, "client: recvmmsg failed");
         goto out;

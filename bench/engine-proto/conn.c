@@ -200,3 +200,18 @@ int conn_read_batch(ngtcp2_conn *conn, const ngtcp2_path *local, struct udp_rx *
   if (measuring) st->ns_read_pkt += now_ns() - t;
   return rv;
 }
+
+int window_step(struct window *win, struct shared *sh, struct side_stats *st, ngtcp2_tstamp now) {
+  int ph = atomic_load(&sh->phase);
+  if (ph == win->phase) return ph;
+  if (ph == PH_MEASURE) {
+    win->cpu0 = thread_cpu_s();
+    win->measuring = 1;
+  } else if (ph == PH_STOP) {
+    if (win->measuring) st->cpu_win_s = thread_cpu_s() - win->cpu0;
+    win->measuring = 0;
+    win->stop_at = now;
+  }
+  win->phase = ph;
+  return ph;
+}

@@ -68,6 +68,14 @@ struct side_stats {
   char error[256];
 };
 
+/* A thread's view of the measure window: CPU snapshots at its edges. */
+struct window {
+  int phase;
+  int measuring;
+  double cpu0;
+  ngtcp2_tstamp stop_at;
+};
+
 /* Shared between main and the two threads. */
 struct shared {
   const struct options *opt;
@@ -96,7 +104,7 @@ int udp_send(int fd, const struct sockaddr *to, socklen_t tolen, const uint8_t *
 int udp_rx_init(struct udp_rx *rx);
 void udp_rx_free(struct udp_rx *rx);
 /* One recvmmsg (MSG_DONTWAIT). Returns messages read (0 when none), -1 on error. */
-int udp_recv(int fd, struct udp_rx *rx, struct side_stats *st);
+int udp_recv(int fd, struct udp_rx *rx, struct side_stats *st, int measuring);
 /* GRO segment size of message i (its length when not coalesced). */
 size_t udp_rx_seg(struct udp_rx *rx, int i);
 int udp_wait(int fd, short events, ngtcp2_tstamp timeout_ns);
@@ -146,6 +154,9 @@ int conn_read_batch(ngtcp2_conn *conn, const ngtcp2_path *local, struct udp_rx *
 void payload_fill(uint8_t *p, size_t len, uint64_t seq);
 /* Returns the sequence number if the content matches it, UINT64_MAX if not. */
 uint64_t payload_check(const uint8_t *p, size_t len);
+
+/* Follows main's phase; on entering MEASURE / STOP takes the CPU snapshot. Returns the phase. */
+int window_step(struct window *win, struct shared *sh, struct side_stats *st, ngtcp2_tstamp now);
 
 void *client_main(void *arg);
 void *server_main(void *arg);

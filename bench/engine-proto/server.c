@@ -111,28 +111,15 @@ void *server_main(void *arg) {
   w.pacing = opt->pacing;
   atomic_store(&sh->server_port, ntohs(((struct sockaddr_in *)&local)->sin_port));
 
-  ngtcp2_tstamp stop_at = 0;
-  int last_ph = PH_WARMUP, hs = 0, closed = 0;
-  double cpu0 = 0;
+  struct window win = {0};
+  int hs = 0, closed = 0;
   while (!closed) {
     ngtcp2_tstamp now = now_ns();
-    int ph = atomic_load(&sh->phase);
-    if (ph != last_ph) {
-      if (ph == PH_MEASURE) {
-        cpu0 = thread_cpu_s();
-        s.measuring = w.measuring = 1;
-      } else if (ph == PH_STOP) {
-        if (s.measuring) st->cpu_win_s = thread_cpu_s() - cpu0;
-        s.measuring = w.measuring = 0;
-        stop_at = now;
-      }
-      last_ph = ph;
-    }
-    if (ph == PH_STOP && now - stop_at > 2 * NGTCP2_SECONDS) break; /* client never closed */
+    int ph = window_step(&win, sh, st, now);
+    s.measuring = w.measuring = win.measuring;
+    if (ph == PH_STOP && now - win.stop_at > 2 * NGTCP2_SECONDS) break; /* client never closed */
     for (;;) {
-      ngtcp2_tstamp t = s.measuring ? now_ns() : 0;
-      int n = udp_recv(fd, &rx, st);
-      if (s.measuring) st->ns_recv_sys += now_ns() - t;
+      int n = udp_recv(fd, &rx, st, s.measuring);
       if (n < 0) {
         snprintf(st->error, sizeof st->error, "server: recvmmsg failed");
         goto out;

@@ -18,8 +18,17 @@ static int fail(char *err, size_t errlen, const char *what, int rv) {
   return -1;
 }
 
-static void path(char *out, size_t n, const struct options *opt, const char *file) {
-  snprintf(out, n, "%s/%s", opt->cert_dir, file);
+/* File names of this side's CA, certificate and key; allocates the credentials. */
+struct files {
+  char ca[512], crt[512], key[512];
+};
+static int creds(struct tls *t, const struct options *opt, const char *leaf, struct files *f, char *err,
+                 size_t errlen) {
+  snprintf(f->ca, sizeof f->ca, "%s/ca.pem", opt->cert_dir);
+  snprintf(f->crt, sizeof f->crt, "%s/%s.pem", opt->cert_dir, leaf);
+  snprintf(f->key, sizeof f->key, "%s/%s.key", opt->cert_dir, leaf);
+  int rv = gnutls_certificate_allocate_credentials(&t->cred);
+  return rv != 0 ? fail(err, errlen, "credentials", rv) : 0;
 }
 
 static int session_common(struct tls *t, unsigned flags, char *err, size_t errlen) {
@@ -43,16 +52,13 @@ static int session_common(struct tls *t, unsigned flags, char *err, size_t errle
 }
 
 int tls_client(struct tls *t, const struct options *opt, char *err, size_t errlen) {
-  char ca[512], crt[512], key[512];
-  path(ca, sizeof ca, opt, "ca.pem");
-  path(crt, sizeof crt, opt, "client.pem");
-  path(key, sizeof key, opt, "client.key");
-  int rv = gnutls_certificate_allocate_credentials(&t->cred);
-  if (rv != 0) return fail(err, errlen, "credentials", rv);
-  if ((rv = gnutls_certificate_set_x509_trust_file(t->cred, ca, GNUTLS_X509_FMT_PEM)) < 1)
+  struct files f;
+  int rv;
+  if (creds(t, opt, "client", &f, err, errlen) != 0) return -1;
+  if ((rv = gnutls_certificate_set_x509_trust_file(t->cred, f.ca, GNUTLS_X509_FMT_PEM)) < 1)
     return fail(err, errlen, "trust file", rv < 0 ? rv : GNUTLS_E_FILE_ERROR);
   if (opt->client_cert &&
-      (rv = gnutls_certificate_set_x509_key_file(t->cred, crt, key, GNUTLS_X509_FMT_PEM)) != 0)
+      (rv = gnutls_certificate_set_x509_key_file(t->cred, f.crt, f.key, GNUTLS_X509_FMT_PEM)) != 0)
     return fail(err, errlen, "client certificate", rv);
   if (session_common(t, GNUTLS_CLIENT, err, errlen) != 0) return -1;
   if ((rv = gnutls_server_name_set(t->session, GNUTLS_NAME_DNS, "localhost", 9)) != 0)
@@ -63,16 +69,13 @@ int tls_client(struct tls *t, const struct options *opt, char *err, size_t errle
 }
 
 int tls_server(struct tls *t, const struct options *opt, char *err, size_t errlen) {
-  char ca[512], crt[512], key[512];
-  path(ca, sizeof ca, opt, "ca.pem");
-  path(crt, sizeof crt, opt, "server.pem");
-  path(key, sizeof key, opt, "server.key");
-  int rv = gnutls_certificate_allocate_credentials(&t->cred);
-  if (rv != 0) return fail(err, errlen, "credentials", rv);
-  if ((rv = gnutls_certificate_set_x509_key_file(t->cred, crt, key, GNUTLS_X509_FMT_PEM)) != 0)
+  struct files f;
+  int rv;
+  if (creds(t, opt, "server", &f, err, errlen) != 0) return -1;
+  if ((rv = gnutls_certificate_set_x509_key_file(t->cred, f.crt, f.key, GNUTLS_X509_FMT_PEM)) != 0)
     return fail(err, errlen, "server certificate", rv);
   if (opt->mtls &&
-      (rv = gnutls_certificate_set_x509_trust_file(t->cred, ca, GNUTLS_X509_FMT_PEM)) < 1)
+      (rv = gnutls_certificate_set_x509_trust_file(t->cred, f.ca, GNUTLS_X509_FMT_PEM)) < 1)
     return fail(err, errlen, "trust file", rv < 0 ? rv : GNUTLS_E_FILE_ERROR);
   if (session_common(t, GNUTLS_SERVER, err, errlen) != 0) return -1;
   if (opt->mtls) {

@@ -110,7 +110,8 @@ int udp_rx_init(struct udp_rx *rx) {
 
 void udp_rx_free(struct udp_rx *rx) { free(rx->bufs); }
 
-int udp_recv(int fd, struct udp_rx *rx, struct side_stats *st) {
+int udp_recv(int fd, struct udp_rx *rx, struct side_stats *st, int measuring) {
+  ngtcp2_tstamp t = measuring ? now_ns() : 0;
   for (int i = 0; i < PROTO_RX_MSGS; i++) {
     struct msghdr *h = &rx->msgs[i].msg_hdr;
     h->msg_name = &rx->names[i];
@@ -122,6 +123,7 @@ int udp_recv(int fd, struct udp_rx *rx, struct side_stats *st) {
     h->msg_flags = 0;
   }
   int n = recvmmsg(fd, rx->msgs, PROTO_RX_MSGS, MSG_DONTWAIT, NULL);
+  if (measuring) st->ns_recv_sys += now_ns() - t;
   if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
   st->udp_recvs++;
   for (int i = 0; i < n; i++) {
