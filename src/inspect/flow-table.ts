@@ -37,8 +37,6 @@ function word(b: Uint8Array, o: number): number {
   return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
 }
 
-const rotl = (x: number, r: number): number => (x << r) | (x >>> (32 - r));
-
 /**
  * HalfSipHash-1-3 (the 32-bit member of the SipHash family, J.-P. Aumasson and
  * D. J. Bernstein; Linux uses it as `hsiphash` for its hash tables) over the
@@ -51,17 +49,23 @@ export function halfSipHash13(w: Uint32Array, n: number, k0: number, k1: number)
   let v1 = k1 | 0;
   let v2 = (0x6c796765 ^ k0) | 0;
   let v3 = (0x74656462 ^ k1) | 0;
-  const last = n + 3;
-  for (let r = 0; r <= last; r++) {
-    // n message words, the length block (bytes << 24), then 3 finalisation rounds (m = 0).
-    const m = r < n ? w[r]! | 0 : r === n ? (n << 2) << 24 : 0;
+  // n message words, then the length block (bytes << 24), one compression round each (the "1").
+  for (let r = 0; r <= n; r++) {
+    const m = r < n ? w[r]! | 0 : (n << 2) << 24;
     v3 ^= m;
-    v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
-    v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
-    v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
-    v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
+    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
+    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
+    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
     v0 ^= m;
-    if (r === n) v2 ^= 0xff;
+  }
+  v2 ^= 0xff;
+  // Three finalisation rounds (the "3").
+  for (let r = 0; r < 3; r++) {
+    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
+    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
+    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
+    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
   }
   return (v1 ^ v3) | 0;
 }
