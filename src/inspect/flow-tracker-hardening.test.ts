@@ -36,6 +36,20 @@ describe('TLS peek under abuse (issue #12 item 1)', () => {
     expect(recs[0]!.r).toMatchObject({ closeReason: 'idle_timeout', opened: false, sni: null, bytesSent: 10 });
   });
 
+  it('data in the SYN (TCP Fast Open) then more data: the stream start was not peeked, so no buffer is held for it', () => {
+    const { t, recs } = tracker();
+    const k = conv();
+    const hello = clientHello('tfo.test', ['h2']);
+    obs(t, k.c(SYN, 0, 0, hello.subarray(0, 100)), 0);
+    obs(t, k.s(SYN | ACK, 0, 101), 1);
+    obs(t, k.c(ACK, 101, 1), 2);
+    obs(t, k.c(ACK | PSH, 101, 1, hello.subarray(100)), 3);
+    obs(t, k.c(ACK | PSH, 101 + 20_000, 1, Buffer.of(1)), 4); // out of order, far ahead
+    expect(t.peekBudget.heldBytes).toBe(0);
+    t.flush();
+    expect(recs[0]!.r).toMatchObject({ opened: true, sni: null, bytesSent: hello.length + 1 });
+  });
+
   it('the whole handshake seen: the ClientHello is read and its buffer returned to the budget', () => {
     const { t, recs } = tracker();
     const k = conv();

@@ -87,6 +87,13 @@ export class L7Peek {
     if (len <= 0) return;
     if (this.kind === K_UNDECIDED) {
       if (streamOff !== 0) {
+        if (contiguous > 0) {
+          // The stream's first bytes went by before the peek began (data in the SYN, TCP Fast Open;
+          // data before the handshake completed): nothing to decide from.
+          this.kind = K_NONE;
+          this.tls.finish();
+          return;
+        }
         // The first bytes are still missing (reordering): keep these in case it is TLS.
         this.tls.feed(buf, off, len, streamOff, 0, this);
         return;
