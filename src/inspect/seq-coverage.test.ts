@@ -88,7 +88,7 @@ describe('seqCover', () => {
       }
       expect(overflows).toBeGreaterThan(0);
       expect(counted).toBe(total);
-    }), { numRuns: 100 });
+    }), { numRuns: 40 });
   });
 
   it('verdicts: in order, out of order, retransmit, out of window; bytes before the stream start are not data unless mid-stream', () => {
