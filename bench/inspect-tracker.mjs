@@ -51,6 +51,7 @@ function throughput() {
     let gcs = 0;
     const obs = new PerformanceObserver((list) => { gcs += list.getEntries().length; });
     if (collectGc) obs.observe({ entryTypes: ['gc'] });
+    const cpu0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     let now = 1;
     for (let r = 0; r < n; r++) {
@@ -67,8 +68,9 @@ function throughput() {
       }
     }
     const ns = Number(process.hrtime.bigint() - t0);
+    const cpu = process.cpuUsage(cpu0);
     obs.disconnect();
-    return { ns, packets: n * FLOWS * 2, gcs };
+    return { ns, cpuNs: (cpu.user + cpu.system) * 1000, packets: n * FLOWS * 2, gcs };
   };
   run(Math.max(1, Math.floor(rounds / 10)), false); // warm-up (JIT)
   globalThis.gc();
@@ -148,7 +150,8 @@ const nv = naiveThroughput();
 const nsPerPkt = r.ns / r.packets;
 console.log(`inspect-tracker: ${FLOWS} concurrent TCP flows, ${r.packets.toLocaleString()} packets (1448-byte segments + ACKs)`);
 console.log(`  ${(r.packets / (r.ns / 1e9) / 1e6).toFixed(2)} M packets/s, ${nsPerPkt.toFixed(1)} ns/packet, ` +
-  `${(r.bytesIn * 8 / (r.ns / 1e9) / 1e9).toFixed(1)} Gbit/s of payload tracked`);
+  `${(r.bytesIn * 8 / (r.ns / 1e9) / 1e9).toFixed(1)} Gbit/s of payload tracked; CPU time ${(r.cpuNs / r.packets).toFixed(1)} ns/packet ` +
+  '(on a shared machine the CPU figure is the steadier one)');
 console.log(`  GC events during the measured loop: ${r.gcs}; heapUsed delta ${r.heapDelta} bytes; records emitted ${r.records}; active ${r.active}`);
 const nvNs = nv.ns / nv.packets;
 console.log(`  naive string-key Map tracker (in-order counting only): ${(nv.packets / (nv.ns / 1e9) / 1e6).toFixed(2)} M packets/s, ` +

@@ -1,7 +1,11 @@
 /**
  * The per-flow record the tracker emits exactly once when a flow ends, and its
- * JSON-lines form (`mtun inspect --json`, flow logs).
+ * JSON-lines form (`mtun inspect --json`, flow logs), and how both are built
+ * from a flow table slot.
  */
+import { formatAddress, IPPROTO } from '../packet/ip-packet.js';
+import { F_MIDSTREAM, F_OPENED, type FlowTable } from './flow-table.js';
+import type { L7Peek } from './l7-peek.js';
 
 /** Why a flow's record was emitted. "open": the capture (or process) ended first. */
 export type CloseReason = 'fin' | 'rst' | 'idle_timeout' | 'evicted' | 'open';
@@ -78,4 +82,64 @@ export function flowRecordJson(r: FlowRecord): string {
     handshakeRttMs: r.handshakeRttMs, sni: r.sni, alpn: r.alpn, httpRequests: r.httpRequests,
     firstSeen: r.firstSeen, lastSeen: r.lastSeen,
   });
+}
+
+/** Round to µs; null when not measured (NaN) or negative. */
+function ms(x: number): number | null {
+  return Number.isFinite(x) && x >= 0 ? Math.round(x * 1000) / 1000 : null;
+}
+
+const addrScratch = new Uint8Array(16);
+
+function addressOf(t: FlowTable, s: number, w0: number, v: number): string {
+  const b = addrScratch;
+  for (let w = 0; w < 4; w++) {
+    const x = t.kAddr[s * 8 + w0 + w]!;
+    b[4 * w] = x >>> 24; b[4 * w + 1] = (x >>> 16) & 0xff; b[4 * w + 2] = (x >>> 8) & 0xff; b[4 * w + 3] = x & 0xff;
+  }
+  return formatAddress(b, 0, v);
+}
+
+/** The record of table slot s, closing (or snapshotted) with `reason`; `peek` is the flow's L7 peek, if any. Allocates. */
+export function buildFlowRecord(t: FlowTable, s: number, reason: CloseReason, peek: L7Peek | undefined): FlowRecord {
+  const meta = t.kMeta[s]!;
+  const proto = meta & 0xff;
+  const v = meta >> 8 ? 6 : 4;
+  const f = t.flags[s]!;
+  return {
+    proto: proto === IPPROTO.TCP ? 'tcp' : proto === IPPROTO.UDP ? 'udp' : 'icmp',
+    src: addressOf(t, s, 0, v),
+    srcPort: t.kPorts[s]! >>> 16,
+    dst: addressOf(t, s, 4, v),
+    dstPort: t.kPorts[s]! & 0xffff,
+    opened: (f & F_OPENED) !== 0,
+    midstream: (f & F_MIDSTREAM) !== 0,
+    closeReason: reason,
+    bytesSent: t.bytes[s * 2]!,
+    bytesReceived: t.bytes[s * 2 + 1]!,
+    packetsSent: t.packets[s * 2]!,
+    packetsReceived: t.packets[s * 2 + 1]!,
+    retransmits: t.retrans[s * 2]! + t.retrans[s * 2 + 1]!,
+    handshakeRttMs: ms(t.tAck[s]! - t.tSyn[s]!),
+    sni: peek?.sni ?? null,
+    alpn: peek?.alpn ?? null,
+    httpRequests: peek?.httpRequests ?? 0,
+    firstSeen: new Date(t.first[s]!).toISOString(),
+    lastSeen: new Date(t.last[s]!).toISOString(),
+  };
+}
+
+/** The {@link FlowMeta} of table slot s. Allocates. */
+export function buildFlowMeta(t: FlowTable, s: number, peek: L7Peek | undefined): FlowMeta {
+  return {
+    ordinal: t.ordinal[s]!,
+    tunnelDirection: t.tunDir[s]!,
+    outOfOrder: t.ooo[s * 2]! + t.ooo[s * 2 + 1]!,
+    rstIgnored: t.rstIgnored[s]!,
+    synAckLegMs: ms(t.tSynAck[s]! - t.tSyn[s]!),
+    ackLegMs: ms(t.tAck[s]! - t.tSynAck[s]!),
+    httpHost: peek?.httpHost ?? null,
+    firstSeenMs: t.first[s]!,
+    lastSeenMs: t.last[s]!,
+  };
 }

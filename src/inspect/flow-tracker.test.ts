@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { craftIcmp, craftTcp, craftUdp } from '../packet/craft.js';
+import { clientHello, conv } from './fixtures.js';
 import { TCP_FLAG } from '../packet/ip-packet.js';
 import { FlowTracker, FlowCounter } from './flow-tracker.js';
 import type { FlowMeta, FlowRecord } from './flow-record.js';
@@ -13,17 +14,6 @@ function tracker(opts: { maxFlows?: number } = {}) {
   const recs: { r: FlowRecord; m: FlowMeta }[] = [];
   const t = new FlowTracker({ sink: (r, m) => recs.push({ r, m }), ...opts });
   return { t, recs };
-}
-
-/** A TCP conversation between C (initiator) and S, with helpers producing packets. */
-function conv(c = '10.0.0.1', s = '10.0.0.2', cp = 40000, sp = 80, isnC = 1000, isnS = 5000) {
-  const x = {
-    c: (flags: number, seq: number, ack: number, payload?: Uint8Array) =>
-      craftTcp({ src: c, dst: s, srcPort: cp, dstPort: sp, seq: (isnC + seq) >>> 0, ack: (isnS + ack) >>> 0, flags, payload }),
-    s: (flags: number, seq: number, ack: number, payload?: Uint8Array) =>
-      craftTcp({ src: s, dst: c, srcPort: sp, dstPort: cp, seq: (isnS + seq) >>> 0, ack: (isnC + ack) >>> 0, flags, payload }),
-  };
-  return x;
 }
 
 function feed(t: FlowTracker, pkts: Buffer[], start = 0, step = 1) {
@@ -267,16 +257,3 @@ describe('FlowTracker properties (fast-check)', () => {
     });
   }
 });
-
-/** A minimal TLS 1.3-style ClientHello record with SNI and ALPN (RFC 8446 §4.1.2). */
-function clientHello(sni: string, alpn: string[]): Buffer {
-  const name = Buffer.from(sni);
-  const sniExt = Buffer.concat([u16(0), u16(name.length + 5), u16(name.length + 3), Buffer.of(0), u16(name.length), name]);
-  const list = Buffer.concat(alpn.map((a) => Buffer.concat([Buffer.of(a.length), Buffer.from(a)])));
-  const alpnExt = Buffer.concat([u16(16), u16(list.length + 2), u16(list.length), list]);
-  const exts = Buffer.concat([sniExt, alpnExt]);
-  const body = Buffer.concat([u16(0x0303), Buffer.alloc(32, 7), Buffer.of(0), u16(2), u16(0x1301), Buffer.of(1, 0), u16(exts.length), exts]);
-  const hs = Buffer.concat([Buffer.of(1, 0, body.length >> 8, body.length & 0xff), body]);
-  return Buffer.concat([Buffer.of(22, 3, 1), u16(hs.length), hs]);
-}
-function u16(n: number): Buffer { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; }

@@ -5,8 +5,8 @@
  * (RFC 9112 §3, §6). Observes only; never alters or terminates anything.
  */
 
-/** Bytes of stream we are willing to buffer to find a ClientHello split over segments and records. */
-export const TLS_PEEK_MAX_BYTES = 32 * 1024;
+import { type PeekBudget, TlsHelloCollector } from './tls-client-hello.js';
+
 /** Longest request or header line prefix we keep (the rest of a long line is skipped, not stored). */
 const LINE_KEEP = 256;
 
@@ -27,9 +27,11 @@ const H_LOST = 7;
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'];
 
 /**
- * Per-connection peek state. Created by the flow tracker when an observed
- * handshake's initiator sends its first payload; fed in-order stream bytes.
- * Holds at most TLS_PEEK_MAX_BYTES (TLS) or LINE_KEEP bytes (HTTP).
+ * Per-connection peek state. Created by the flow tracker when the initiator
+ * of a connection whose whole three-way handshake was seen sends its first
+ * payload. TLS bytes go to a {@link TlsHelloCollector} whose buffer is charged
+ * to the shared {@link PeekBudget}; HTTP keeps at most LINE_KEEP bytes.
+ * Call {@link release} when the flow goes away.
  */
 export class L7Peek {
   /** Server name from the ClientHello, or null. */
@@ -46,8 +48,7 @@ export class L7Peek {
   httpResyncs = 0;
 
   private kind = K_UNDECIDED;
-  private tls: Buffer | null = null;
-  private tlsDone = false;
+  private readonly tls: TlsHelloCollector;
   private h = H_LINE;
   private remaining = 0;
   private line = Buffer.alloc(0);
@@ -55,9 +56,24 @@ export class L7Peek {
   private chunked = false;
   private contentLength = 0;
 
+  /** A peek whose TLS buffer is charged to `budget`. */
+  constructor(budget: PeekBudget) {
+    this.tls = new TlsHelloCollector(budget);
+  }
+
   /** True while more stream bytes could still change the result. */
   get wantsData(): boolean {
-    return this.kind === K_UNDECIDED || this.kind === K_HTTP || (this.kind === K_TLS && !this.tlsDone);
+    return this.kind === K_UNDECIDED || this.kind === K_HTTP || (this.kind === K_TLS && !this.tls.done);
+  }
+
+  /** Bytes of peek buffer held (charged to the budget). */
+  get heldBytes(): number {
+    return this.tls.heldBytes;
+  }
+
+  /** Returns any buffer to the budget; the peek learns nothing more about TLS. */
+  release(): void {
+    this.tls.finish();
   }
 
   /**
@@ -71,17 +87,24 @@ export class L7Peek {
     if (len <= 0) return;
     if (this.kind === K_UNDECIDED) {
       if (streamOff !== 0) {
+        if (contiguous > 0) {
+          // The stream's first bytes went by before the peek began (data in the SYN, TCP Fast Open;
+          // data before the handshake completed): nothing to decide from.
+          this.kind = K_NONE;
+          this.tls.finish();
+          return;
+        }
         // The first bytes are still missing (reordering): keep these in case it is TLS.
-        this.store(buf, off, len, streamOff);
+        this.tls.feed(buf, off, len, streamOff, 0, this);
         return;
       }
       const b0 = buf[off]!;
       this.kind = b0 === 0x16 ? K_TLS : b0 >= 0x41 && b0 <= 0x5a ? K_HTTP : K_NONE;
-      if (this.kind !== K_TLS) this.tls = null;
+      if (this.kind !== K_TLS) this.tls.finish();
       if (this.kind === K_NONE) return;
     }
     if (this.kind === K_TLS) {
-      this.collectTls(buf, off, len, streamOff, contiguous);
+      this.tls.feed(buf, off, len, streamOff, contiguous, this);
       return;
     }
     if (this.kind === K_HTTP) {
@@ -91,25 +114,6 @@ export class L7Peek {
         return;
       }
       this.http(buf, off, len);
-    }
-  }
-
-  private store(buf: Uint8Array, off: number, len: number, streamOff: number): void {
-    if (streamOff >= TLS_PEEK_MAX_BYTES) return;
-    if (this.tls === null) this.tls = Buffer.alloc(TLS_PEEK_MAX_BYTES);
-    const n = Math.min(len, TLS_PEEK_MAX_BYTES - streamOff);
-    this.tls.set(buf.subarray(off, off + n), streamOff);
-  }
-
-  /** Buffers TLS bytes by stream offset and parses once the ClientHello is contiguous. */
-  private collectTls(buf: Uint8Array, off: number, len: number, streamOff: number, contiguous: number): void {
-    if (this.tlsDone) return;
-    this.store(buf, off, len, streamOff);
-    if (this.tls === null) { this.tlsDone = true; return; }
-    const r = parseClientHello(this.tls, Math.min(contiguous, TLS_PEEK_MAX_BYTES), this);
-    if (r !== 0 || contiguous >= TLS_PEEK_MAX_BYTES) {
-      this.tlsDone = true;
-      this.tls = null; // release the buffer once decided
     }
   }
 
@@ -213,80 +217,4 @@ function looksLikeRequestStart(buf: Uint8Array, i: number, end: number): boolean
     if (ok) return true;
   }
   return false;
-}
-
-/**
- * Parses a TLS ClientHello from the first `avail` bytes of a stream in `b`,
- * reassembling the handshake message across records (RFC 8446 §5.1). Sets
- * `out.sni` / `out.alpn`.
- *
- * @returns 0 when more bytes are needed, 1 when parsed, -1 when the stream is
- * not a ClientHello or is malformed (give up).
- */
-export function parseClientHello(b: Uint8Array, avail: number, out: { sni: string | null; alpn: string | null }): number {
-  // Gather handshake-layer bytes from consecutive handshake records.
-  const hs: number[] = [];
-  let p = 0;
-  let need = -1;
-  while (p + 5 <= avail) {
-    if (b[p] !== 22) return -1; // ContentType handshake
-    if (b[p + 1] !== 3) return -1; // legacy_record_version 3.x
-    const rlen = (b[p + 3]! << 8) | b[p + 4]!;
-    if (rlen === 0 || rlen > 16384 + 256) return -1;
-    const take = Math.min(rlen, avail - p - 5);
-    for (let k = 0; k < take; k++) hs.push(b[p + 5 + k]!);
-    if (need < 0 && hs.length >= 4) {
-      if (hs[0] !== 1) return -1; // HandshakeType client_hello
-      need = 4 + ((hs[1]! << 16) | (hs[2]! << 8) | hs[3]!);
-      if (need > TLS_PEEK_MAX_BYTES) return -1;
-    }
-    if (need >= 0 && hs.length >= need) break;
-    if (take < rlen) return 0;
-    p += 5 + rlen;
-  }
-  if (need < 0 || hs.length < need) return 0;
-  const m = Uint8Array.from(hs.slice(0, need));
-  let q = 4 + 2 + 32; // type+len, legacy_version, random
-  if (q + 1 > need) return -1;
-  q += 1 + m[q]!; // legacy_session_id
-  if (q + 2 > need) return -1;
-  q += 2 + ((m[q]! << 8) | m[q + 1]!); // cipher_suites
-  if (q + 1 > need) return -1;
-  q += 1 + m[q]!; // legacy_compression_methods
-  if (q === need) return 1; // no extensions
-  if (q + 2 > need) return -1;
-  const extEnd = q + 2 + ((m[q]! << 8) | m[q + 1]!);
-  if (extEnd > need) return -1;
-  q += 2;
-  while (q + 4 <= extEnd) {
-    const type = (m[q]! << 8) | m[q + 1]!;
-    const len = (m[q + 2]! << 8) | m[q + 3]!;
-    const d = q + 4;
-    if (d + len > extEnd) return -1;
-    if (type === 0 && len >= 2) {
-      // RFC 6066 §3: ServerNameList; the first host_name entry.
-      let s = d + 2;
-      const sEnd = Math.min(d + 2 + ((m[d]! << 8) | m[d + 1]!), d + len);
-      while (s + 3 <= sEnd) {
-        const nl = (m[s + 1]! << 8) | m[s + 2]!;
-        if (s + 3 + nl > sEnd) break;
-        if (m[s] === 0) { out.sni = Buffer.from(m.subarray(s + 3, s + 3 + nl)).toString('latin1'); break; }
-        s += 3 + nl;
-      }
-    } else if (type === 16 && len >= 2) {
-      // RFC 7301 §3.1: ProtocolNameList.
-      const names: string[] = [];
-      let s = d + 2;
-      const sEnd = Math.min(d + 2 + ((m[d]! << 8) | m[d + 1]!), d + len);
-      while (s + 1 <= sEnd) {
-        const nl = m[s]!;
-        if (nl === 0 || s + 1 + nl > sEnd) break;
-        names.push(Buffer.from(m.subarray(s + 1, s + 1 + nl)).toString('latin1'));
-        s += 1 + nl;
-      }
-      if (names.length > 0) out.alpn = names.join(',');
-    }
-    q = d + len;
-  }
-  return 1;
 }
