@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { H3Connection, type ConnectRequest, type H3ClientResult, type H3ConnectionOptions } from './connection.js';
+import { H3Connection, type ConnectRequest, type H3ConnectionOptions } from './connection.js';
+import { h3Request, type H3ClientResult } from './testing/h3-request.js';
+import { healthzHandler } from '../telemetry/healthz.js';
 import { H3Error } from './errors.js';
 import { FrameType, encodeFrame, greaseValue } from './frame.js';
 import { encodeFieldSection, type FieldList } from './qpack.js';
@@ -367,11 +369,11 @@ describe('H3Connection: stream ordering and re-entrancy', () => {
 });
 
 describe('H3Connection: plain requests', () => {
-  it('GET /healthz → 200 "ok", other paths 404', () => {
-    const env = setup();
+  it('GET /healthz → 200 "ok", other paths 404 (src/telemetry/healthz.ts)', () => {
+    const env = setup({ server: { onRequest: healthzHandler } });
     const results: H3ClientResult[] = [];
-    env.cli.request({ method: 'GET', authority: 'gw:443', path: '/healthz' }, (r) => results.push(r));
-    env.cli.request({ method: 'GET', authority: 'gw:443', path: '/nope' }, (r) => results.push(r));
+    h3Request(env.cli, { method: 'GET', authority: 'gw:443', path: '/healthz' }, (r) => results.push(r));
+    h3Request(env.cli, { method: 'GET', authority: 'gw:443', path: '/nope' }, (r) => results.push(r));
     env.run();
     expect(results).toHaveLength(2);
     const [a, b] = results as Array<Extract<H3ClientResult, { ok: true }>>;
@@ -381,10 +383,18 @@ describe('H3Connection: plain requests', () => {
     expect(b!.status).toBe(404);
   });
 
+  it('without an onRequest handler every plain request is answered 404', () => {
+    const env = setup();
+    const results: H3ClientResult[] = [];
+    h3Request(env.cli, { method: 'GET', authority: 'gw:443', path: '/healthz' }, (r) => results.push(r));
+    env.run();
+    expect(results.map((r) => r.ok && r.status)).toEqual([404]);
+  });
+
   it('a throwing application handler is answered 500 and counted; the connection keeps serving', () => {
     const env = setup({ server: { onRequest: () => { throw new Error('boom'); }, onConnect: () => { throw new Error('boom'); } } });
     const results: H3ClientResult[] = [];
-    env.cli.request({ method: 'GET', authority: 'gw', path: '/x' }, (r) => results.push(r));
+    h3Request(env.cli, { method: 'GET', authority: 'gw', path: '/x' }, (r) => results.push(r));
     const { rec } = openTunnel(env);
     env.run();
     expect(results[0]!.ok && results[0]!.status).toBe(500);
@@ -401,7 +411,7 @@ describe('H3Connection: plain requests', () => {
     srv.start();
     cli.start();
     let got: H3ClientResult | undefined;
-    cli.request({ method: 'GET', authority: 'gw', path: '/big' }, (r) => (got = r));
+    h3Request(cli, { method: 'GET', authority: 'gw', path: '/big' }, (r) => (got = r));
     pump({ t: ct, h: cli }, { t: st, h: srv }, 200);
     expect(got!.ok && text(got!.body)).toBe(big);
   });
@@ -558,7 +568,7 @@ describe('H3Connection: malformed input catalogue', () => {
   });
 
   it('RFC 9220 §3: :protocol from a peer that never saw ENABLE_CONNECT_PROTOCOL is malformed (H3_MESSAGE_ERROR); GET still works', () => {
-    const raw = rawClient({ server: { enableConnectProtocol: false } });
+    const raw = rawClient({ server: { enableConnectProtocol: false, onRequest: healthzHandler } });
     raw.ct.streamSend(0, headers(connectFields()), false);
     raw.ct.streamSend(4, headers([[':method', 'GET'], [':scheme', 'https'], [':authority', 'gw'], [':path', '/healthz']]), true);
     raw.run();
@@ -884,14 +894,6 @@ describe('H3Connection: less common paths', () => {
     ct.streamSend(2, cat(hex('00'), hex('04 5001'), new Uint8Array(0x1001)), false);
     srv.handleReadable();
     expect(closeCode(st)).toBe(H3Error.H3_EXCESSIVE_LOAD);
-  });
-
-  it('a request body above maxBodyBytes is answered 413 and the stream stopped', () => {
-    const raw = rawClient({ server: { maxBodyBytes: 10 } });
-    raw.ct.streamSend(0, cat(headers([[':method', 'POST'], [':scheme', 'https'], [':authority', 'gw'], [':path', '/p']]), encodeFrame(FrameType.DATA, new Uint8Array(20))), false);
-    raw.run();
-    expect(text(readAll(raw.ct, 0).bytes)).toContain('too large');
-    expect(raw.st.shutdowns).toContainEqual([0, 'read', H3Error.H3_NO_ERROR]);
   });
 
   it('STOP_SENDING from the client on a tunnel ends it with the client\'s code', () => {

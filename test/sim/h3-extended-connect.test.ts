@@ -6,7 +6,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Harness, waitFor } from './quic-harness.js';
 import { attachH3 } from '../../src/h3/quic-binding.js';
-import type { H3Connection, H3ClientResult } from '../../src/h3/connection.js';
+import type { H3Connection } from '../../src/h3/connection.js';
+import { h3Request, type H3ClientResult } from '../../src/h3/testing/h3-request.js';
+import { healthzHandler } from '../../src/telemetry/healthz.js';
 import { H3Error } from '../../src/h3/errors.js';
 import type { FieldList } from '../../src/h3/qpack.js';
 import { H3_DATAGRAM_HEADROOM, type TunnelStream, type TunnelStreamHandler } from '../../src/h3/tunnel-stream.js';
@@ -27,6 +29,7 @@ async function h3Server() {
     onConnection: (c) => {
       serverConns.push(c);
       const h3 = attachH3(c, {
+        onRequest: healthzHandler,
         onConnect: (req) => {
           if (req.header('authorization') !== 'Bearer s3cret') {
             req.reject(401, [['proxy-status', 'mtun; error=http_request_denied']]);
@@ -146,7 +149,7 @@ describe('HTTP/3 over loopback QUIC', () => {
     const cl = new Client();
     h3.connect({ protocol: 'connect-udp', authority: 'localhost:443', path: '/udp/10.0.0.1/53/' }, cl);
     let res: H3ClientResult | undefined;
-    h3.request({ method: 'GET', authority: 'localhost:443', path: '/healthz' }, (r) => (res = r));
+    h3Request(h3, { method: 'GET', authority: 'localhost:443', path: '/healthz' }, (r) => (res = r));
     c.flush();
     await waitFor(() => cl.status !== 0 && res !== undefined, 3000, 'responses');
     expect(cl.status).toBe(401);
@@ -192,7 +195,7 @@ describe('HTTP/3 over loopback QUIC', () => {
     expect(bad.c.closeInfo!.errorCode).toBe(H3Error.H3_DATAGRAM_ERROR);
     expect(bad.h3.closed).toBe(true);
     let res: H3ClientResult | undefined;
-    good.h3.request({ method: 'GET', authority: 'localhost', path: '/healthz' }, (r) => (res = r));
+    h3Request(good.h3, { method: 'GET', authority: 'localhost', path: '/healthz' }, (r) => (res = r));
     good.c.flush();
     await waitFor(() => res !== undefined, 3000, 'healthz on the other connection');
     expect(res!.ok && res!.status).toBe(200);
