@@ -5,21 +5,21 @@
  * extended-connect.ts), flushes send queues, and owns GOAWAY and errors.
  */
 
-import { QuicStreamError, type QuicTransport } from '../quic/transport.js';
+import type { QuicTransport } from '../quic/transport.js';
 import { encodeVarint, varintLength, varintLengthAt } from '../quic/varint.js';
 import type { ClientConnectHandler, ClientRequestHandler, ConnectOptions, H3ConnectionOptions } from './api.js';
-import { ControlStream, PeerUniStreams, UniKind, UniTypeReader, type ControlHost } from './control-stream.js';
+import type { ControlHost } from './control-stream.js';
 import { countStreamError, newCounters, type H3Counters } from './counters.js';
 import { parseQuarterStreamId, QSID_TOO_LARGE, QSID_TOO_SHORT } from './datagram.js';
 import { H3Error } from './errors.js';
-import { FrameReader } from './frame-reader.js';
 import { FrameType, StreamType, encodeFrame, greaseValue } from './frame.js';
 import type { FieldLine, FieldList } from './qpack.js';
-import { QpackInstructionReader } from './qpack-streams.js';
-import { encodeHeadersFrame, fieldSectionSize, RequestStream, Role } from './request-stream.js';
+import { attachRequest, encodeHeadersFrame, fieldSectionSize, Role } from './request-stream.js';
 import { FLUSH_OK } from './send-queue.js';
 import { SettingId, defaultSettings, encodeSettings, type H3Settings } from './settings.js';
-import { ConnectionClosed, H3Stream, Kind, type ResolvedOptions, type StreamHost } from './stream.js';
+import { StreamIds } from './stream-ids.js';
+import { StreamReader, type ReadHost } from './stream-reader.js';
+import { ConnectionClosed, H3Stream, Kind, type ResolvedOptions } from './stream.js';
 
 export type * from './api.js';
 export type { H3Counters } from './counters.js';
@@ -28,14 +28,8 @@ export type { H3Counters } from './counters.js';
 const DEFAULT_MAX_FIELD_SECTION = 16 * 1024;
 const DEFAULT_MAX_CAPSULE = 64 * 1024;
 const DEFAULT_MAX_STREAM_QUEUE = 256 * 1024;
-/** Out-of-order peer stream IDs remembered at most. */
-const MAX_GAPS = 1024;
-/** Bytes read from a stream per streamRecv call. */
-const READ_CHUNK = 16 * 1024;
 /** Largest QUIC DATAGRAM payload we read (bounded by UDP). */
 const DGRAM_BUF = 65536;
-/** Reads of a stream we no longer track, per readable event. */
-const DISCARD_READS = 64;
 
 /**
  * One HTTP/3 connection, client or server (`transport.isServer`). Sans-IO:
@@ -53,7 +47,7 @@ const DISCARD_READS = 64;
  * application passes in are copied (capsules) or used in place and released
  * on return (datagrams, whose headroom is overwritten).
  */
-export class H3Connection implements StreamHost, ControlHost {
+export class H3Connection implements ReadHost, ControlHost {
   /** Counters for telemetry. */
   readonly counters: H3Counters = newCounters();
   /** The peer's settings (defaults until its SETTINGS frame arrives). */
@@ -71,26 +65,12 @@ export class H3Connection implements StreamHost, ControlHost {
   /** @internal */ readonly transport: QuicTransport;
   /** @internal */ readonly limits: ResolvedOptions;
   /** @internal */ readonly options: H3ConnectionOptions;
-  private readonly streams = new Map<number, H3Stream>();
-  private readonly rbuf = new Uint8Array(READ_CHUNK);
+  /** @internal */ readonly streams = new Map<number, H3Stream>();
+  /** @internal */ readonly ids: StreamIds;
+  private readonly reader: StreamReader;
   private readonly dbuf = new Uint8Array(DGRAM_BUF);
-  private readonly uni = new PeerUniStreams();
-  private readonly control = new ControlStream(this);
   private started = false;
   private controlId = -1;
-  /** Next client-initiated bidirectional stream ID we open (client). */
-  private nextBidi = 0;
-  /** Highest peer-initiated bidirectional stream ID seen (server), -4 if none. */
-  private maxPeerBidi = -4;
-  /**
-   * Peer bidirectional IDs below maxPeerBidi not seen yet (QUIC may deliver
-   * streams out of order). Bounded by the peer's stream limit in practice
-   * and by MAX_GAPS here; IDs dropped from it count as closed.
-   */
-  private readonly bidiGaps = new Set<number>();
-  /** Streams whose accept() came while another read was in progress: resumed after it. */
-  private readonly resumeQueue: H3Stream[] = [];
-  private readDepth = 0;
   /** Client requests waiting for the peer's SETTINGS. */
   private readonly waiting: Array<() => void> = [];
   private draining = false;
@@ -104,6 +84,8 @@ export class H3Connection implements StreamHost, ControlHost {
     this.transport = transport;
     this.isServer = transport.isServer;
     this.options = options;
+    this.ids = new StreamIds(this.isServer);
+    this.reader = new StreamReader(this);
     this.limits = {
       maxFieldSectionSize: options.maxFieldSectionSize ?? DEFAULT_MAX_FIELD_SECTION,
       maxCapsuleBytes: options.maxCapsuleBytes ?? DEFAULT_MAX_CAPSULE,
@@ -188,7 +170,7 @@ export class H3Connection implements StreamHost, ControlHost {
       return -1;
     }
     const s = new H3Stream(id, Kind.Request);
-    const r = this.attachRequest(s, role);
+    const r = attachRequest(this, s, role);
     if (role === Role.ClientConnect) r.clientConnect = handler as ClientConnectHandler;
     else r.clientPlain = handler as ClientRequestHandler;
     this.streams.set(id, s);
@@ -221,18 +203,7 @@ export class H3Connection implements StreamHost, ControlHost {
 
   private allocBidi(): number {
     if (this.closed || this.draining) return -1;
-    const id = this.nextBidi;
-    if (id >= this.goawayReceived) return -1;
-    this.nextBidi += 4;
-    return id;
-  }
-
-  private attachRequest(s: H3Stream, role: Role): RequestStream {
-    const r = new RequestStream(this, s, role);
-    s.req = r;
-    s.sink = r;
-    s.frames = new FrameReader();
-    return r;
+    return this.ids.allocBidi(this.goawayReceived);
   }
 
   // ---------------------------------------------------------------- shutdown
@@ -245,7 +216,7 @@ export class H3Connection implements StreamHost, ControlHost {
   shutdown(): void {
     if (this.closed || this.draining) return;
     this.draining = true;
-    const id = this.isServer ? this.maxPeerBidi + 4 : 0;
+    const id = this.isServer ? this.ids.firstUnseenPeerBidi : 0;
     this.goawaySent = id;
     const ctl = this.streams.get(this.controlId);
     if (ctl) {
@@ -275,18 +246,7 @@ export class H3Connection implements StreamHost, ControlHost {
   handleReadable(): void {
     if (this.closed) return;
     this.enter();
-    this.readDepth++;
-    try {
-      for (const id of Array.from(this.transport.readableStreams())) {
-        if (this.closed) return;
-        this.readStream(id);
-      }
-    } catch (e) {
-      if (!(e instanceof ConnectionClosed)) throw e;
-    } finally {
-      this.readDepth--;
-    }
-    this.drainResumes();
+    this.reader.readAll();
     this.maybeFinishDrain();
   }
 
@@ -313,7 +273,7 @@ export class H3Connection implements StreamHost, ControlHost {
   handleDatagrams(): void {
     if (this.closed) return;
     const buf = this.dbuf;
-    this.readDepth++;
+    this.reader.begin();
     try {
       for (;;) {
         const n = this.transport.dgramRecv(buf);
@@ -324,9 +284,8 @@ export class H3Connection implements StreamHost, ControlHost {
     } catch (e) {
       if (!(e instanceof ConnectionClosed)) throw e;
     } finally {
-      this.readDepth--;
+      this.reader.end();
     }
-    this.drainResumes();
   }
 
   private onDatagram(buf: Uint8Array, n: number): void {
@@ -341,7 +300,7 @@ export class H3Connection implements StreamHost, ControlHost {
     const s = this.streams.get(id);
     const r = s?.req;
     if (s === undefined || r == null || s.closed) {
-      const opened = this.isServer ? id <= this.maxPeerBidi && !this.bidiGaps.has(id) : id < this.nextBidi;
+      const opened = this.ids.opened(id);
       if (opened) this.counters.datagramsDroppedClosedStream++;
       else this.counters.datagramsDroppedUnknownStream++;
       return;
@@ -362,207 +321,9 @@ export class H3Connection implements StreamHost, ControlHost {
 
   // ---------------------------------------------------------------- reading
 
-  private readStream(id: number): void {
-    let s = this.streams.get(id);
-    if (s === undefined) {
-      s = this.newPeerStream(id);
-      if (s === undefined) {
-        this.discard(id);
-        return;
-      }
-    }
-    if (s.closed) {
-      this.discard(id);
-      return;
-    }
-    if (s.req?.paused) return; // Extended CONNECT awaiting a decision: leave data in QUIC
-    const buf = this.rbuf;
-    for (;;) {
-      let r: [number, boolean] | null;
-      try {
-        r = this.transport.streamRecv(id, buf);
-      } catch (e) {
-        if (e instanceof QuicStreamError) {
-          this.onPeerReset(s, e.errorCode);
-          return;
-        }
-        throw e;
-      }
-      if (r === null) return;
-      const [n, fin] = r;
-      if (n > 0) this.onStreamData(s, buf, 0, n);
-      if (this.closed || s.closed) return;
-      if (s.req?.paused) {
-        if (fin) s.remoteDone = true;
-        return;
-      }
-      if (fin) {
-        this.onStreamFin(s);
-        return;
-      }
-      if (n === 0) return;
-    }
-  }
-
-  /** Read and drop whatever arrives on a stream we no longer track. */
-  private discard(id: number): void {
-    for (let i = 0; i < DISCARD_READS; i++) {
-      let r: [number, boolean] | null;
-      try {
-        r = this.transport.streamRecv(id, this.rbuf);
-      } catch {
-        return;
-      }
-      if (r === null || r[1] || r[0] === 0) return;
-    }
-  }
-
-  private newPeerStream(id: number): H3Stream | undefined {
-    const peerInitiated = ((id & 1) === 1) === !this.isServer;
-    if (!peerInitiated) return undefined; // one of ours that has been closed
-    if ((id & 2) !== 0) {
-      const s = new H3Stream(id, Kind.UniPending);
-      s.uniType = new UniTypeReader();
-      this.streams.set(id, s);
-      return s;
-    }
-    if (!this.isServer) {
-      // RFC 9114 §6.1: server-initiated bidirectional streams are an error.
-      this.connError(H3Error.H3_STREAM_CREATION_ERROR, 'server-initiated bidirectional stream');
-      return undefined;
-    }
-    if (id <= this.maxPeerBidi) {
-      if (!this.bidiGaps.delete(id)) return undefined; // already handled and closed
-    } else {
-      for (let g = this.maxPeerBidi + 4; g < id && this.bidiGaps.size < MAX_GAPS; g += 4) this.bidiGaps.add(g);
-      this.maxPeerBidi = id;
-    }
-    const s = new H3Stream(id, Kind.Request);
-    this.attachRequest(s, Role.ServerRequest);
-    this.streams.set(id, s);
-    if (id >= this.goawaySent) {
-      // RFC 9114 §5.2: requests at or above our GOAWAY ID are not processed.
-      this.counters.requestsRejectedGoaway++;
-      this.abortStream(s, H3Error.H3_REQUEST_REJECTED, false);
-      return undefined;
-    }
-    return s;
-  }
-
-  private onStreamData(s: H3Stream, buf: Uint8Array, pos: number, end: number): void {
-    if (s.kind === Kind.UniPending) {
-      pos = s.uniType!.feed(buf, pos, end);
-      if (pos < 0) return;
-      this.classifyUni(s, s.uniType!.type);
-      if (this.closed || (s.kind as Kind) === Kind.Ignored) return;
-    }
-    if (s.qpack !== null) {
-      const err = s.qpack.feed(buf, pos, end);
-      if (err !== null) this.connError(err.code, err.reason);
-      return;
-    }
-    if (s.frames === null) return;
-    const stop = s.frames.feed(buf, pos, end, s.sink!);
-    const r = s.req;
-    if (stop < end && r !== null && r.paused && !s.closed) r.held = concat(r.held, buf.subarray(stop, end));
-  }
-
-  private classifyUni(s: H3Stream, type: number): void {
-    s.uniType = null;
-    switch (this.uni.classify(type, this)) {
-      case UniKind.Control:
-        s.kind = Kind.Control;
-        s.frames = new FrameReader();
-        s.sink = this.control;
-        return;
-      case UniKind.QpackEncoder:
-        s.kind = Kind.QpackEncoder;
-        s.qpack = new QpackInstructionReader(true);
-        return;
-      case UniKind.QpackDecoder:
-        s.kind = Kind.QpackDecoder;
-        s.qpack = new QpackInstructionReader(false);
-        return;
-      case UniKind.Ignored:
-        // §6.2 / §9: unknown and reserved stream types are ignored; we stop reading them.
-        this.counters.unknownStreamsIgnored++;
-        s.kind = Kind.Ignored;
-        this.transport.streamShutdown(s.id, 'read', H3Error.H3_STREAM_CREATION_ERROR);
-        return;
-    }
-  }
-
-  private onStreamFin(s: H3Stream): void {
-    s.remoteDone = true;
-    if (s.kind === Kind.Request && (s.frames?.insideFrame ?? false)) {
-      // §7.1: a stream ending inside a frame.
-      this.connError(H3Error.H3_FRAME_ERROR, 'stream ended inside a frame');
-      return;
-    }
-    switch (s.kind) {
-      case Kind.Control:
-      case Kind.QpackEncoder:
-      case Kind.QpackDecoder:
-        this.connError(H3Error.H3_CLOSED_CRITICAL_STREAM, 'critical stream closed'); // §6.2.1
-        return;
-      case Kind.Request:
-        s.req!.onFin();
-        return;
-      default:
-        this.dropStream(s);
-    }
-  }
-
-  private onPeerReset(s: H3Stream, code: number): void {
-    countStreamError(this.counters.streamErrorsReceived, code);
-    switch (s.kind) {
-      case Kind.Control:
-      case Kind.QpackEncoder:
-      case Kind.QpackDecoder:
-        this.connError(H3Error.H3_CLOSED_CRITICAL_STREAM, 'critical stream reset'); // §6.2.1
-        return;
-      case Kind.Request:
-        s.remoteDone = true;
-        if (!s.send.finSent) this.transport.streamShutdown(s.id, 'write', H3Error.H3_REQUEST_CANCELLED);
-        s.send.clear();
-        this.dropStream(s);
-        this.notifyClosed(s, code);
-        return;
-      default:
-        this.dropStream(s);
-    }
-  }
-
-  /** Resume a stream whose Extended CONNECT was accepted: held bytes first, then QUIC. */
-  private resume(s: H3Stream): void {
-    const r = s.req!;
-    r.paused = false;
-    const held = r.held;
-    r.held = null;
-    this.readDepth++;
-    try {
-      if (held) this.onStreamData(s, held, 0, held.length);
-      if (s.closed || this.closed) return;
-      if (s.remoteDone) this.onStreamFin(s);
-      else this.readStream(s.id);
-    } catch (e) {
-      if (!(e instanceof ConnectionClosed)) throw e;
-    } finally {
-      this.readDepth--;
-    }
-  }
-
-  private drainResumes(): void {
-    while (this.resumeQueue.length > 0 && !this.closed) {
-      const s = this.resumeQueue.shift()!;
-      if (!s.closed) this.resume(s);
-    }
-  }
-
   /** @internal StreamHost */
   scheduleResume(s: H3Stream): void {
-    this.resumeQueue.push(s);
-    if (this.readDepth === 0) this.drainResumes();
+    this.reader.scheduleResume(s);
   }
 
   // ---------------------------------------------------------------- control-stream host
@@ -734,14 +495,6 @@ export class H3Connection implements StreamHost, ControlHost {
 }
 
 const EMPTY = new Uint8Array(0);
-
-function concat(a: Uint8Array | null, b: Uint8Array): Uint8Array {
-  if (a === null) return b.slice();
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
 
 /** Headroom a caller of TunnelStream.sendDatagram leaves; re-exported for convenience. */
 export { H3_DATAGRAM_HEADROOM } from './tunnel-stream.js';

@@ -20,8 +20,8 @@ const MAX_ID_FRAME = 8;
 export interface ControlHost {
   readonly isServer: boolean;
   readonly closed: boolean;
-  /** Raise a connection error (RFC 9114 §8); may throw to unwind. */
-  connError(code: number, reason: string): unknown;
+  /** Raise a connection error (RFC 9114 §8); throws to unwind. */
+  connError(code: number, reason: string): never;
   /** True when QUIC negotiated DATAGRAM frames (RFC 9221). */
   quicDatagramsSupported(): boolean;
   /** The peer's SETTINGS arrived and passed every check. */

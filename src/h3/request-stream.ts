@@ -8,7 +8,7 @@
 import type { ClientConnectHandler, ClientRequestHandler, H3Request, H3RequestHandler, H3Response } from './api.js';
 import { H3Error } from './errors.js';
 import { encodeFrame, encodeFrameHeader, frameHeaderLength, FrameType, isReservedH2FrameType } from './frame.js';
-import { FrameMode, type FrameSink } from './frame-reader.js';
+import { FrameMode, FrameReader, type FrameSink } from './frame-reader.js';
 import { bindClientTunnel, startServerConnect, type PendingConnect, type TunnelBinding } from './extended-connect.js';
 import { fieldValue, isCapsuleProtocol, validateRequest, validateResponse, validateTrailers, type RequestHead } from './message.js';
 import { decodeFieldSection, encodeFieldSection, FIELD_LINE_OVERHEAD, type FieldLine, type FieldList } from './qpack.js';
@@ -290,6 +290,15 @@ export class RequestStream implements FrameSink {
       p.onClose(code);
     }
   }
+}
+
+/** Make `s` a request stream with a frame reader feeding a new {@link RequestStream}. */
+export function attachRequest(host: StreamHost, s: H3Stream, role: Role): RequestStream {
+  const r = new RequestStream(host, s, role);
+  s.req = r;
+  s.sink = r;
+  s.frames = new FrameReader();
+  return r;
 }
 
 /** RFC 9114 §4.2.2 size of a field section: name + value + 32 per line. */

@@ -80,7 +80,7 @@ export interface StreamHost {
   /** Both sides sent SETTINGS_H3_DATAGRAM=1 (RFC 9297 §2.1.1). */
   readonly datagramsEnabled: boolean;
   /** Connection error (RFC 9114 §8); throws {@link ConnectionClosed} to unwind. */
-  connError(code: number, reason: string): never | -1;
+  connError(code: number, reason: string): never;
   /** Stream error: reset and stop, count, forget; notify its owner if `notify`. */
   abortStream(s: H3Stream, code: number, notify: boolean): void;
   /** Done with a stream (it lingers only while its queue drains). */
