@@ -4,27 +4,19 @@
  * length) and plain request bodies are dropped as they arrive (counted).
  */
 import { describe, expect, it } from 'vitest';
-import { H3Connection, type H3Request } from './connection.js';
+import type { H3ConnectionOptions, H3Request } from './connection.js';
 import { encodeFrame, encodeFrameHeader, frameHeaderLength, FrameType } from './frame.js';
 import { encodeFieldSection, type FieldList } from './qpack.js';
-import { encodeSettings } from './settings.js';
 import { healthzHandler } from '../telemetry/healthz.js';
-import { memoryTransportPair, type MemoryQuicTransport } from './testing/memory-transport.js';
+import type { MemoryQuicTransport } from './testing/memory-transport.js';
+import { rawClient, readAll } from './testing/connection-fixtures.js';
 
 const MiB = 1 << 20;
 
 /** A server H3Connection fed by hand through the client end of a memory transport. */
-function serverWithRawPeer(opts: ConstructorParameters<typeof H3Connection>[1]) {
-  const [ct, st] = memoryTransportPair({ streamWindowBytes: 4 * MiB });
-  const srv = new H3Connection(st, opts);
-  srv.start();
-  ct.streamSend(2, Uint8Array.from([0x00, ...encodeFrame(FrameType.SETTINGS, encodeSettings([[0x33, 1]]))]), false);
-  const step = () => {
-    srv.handleReadable();
-    srv.handleWritable();
-  };
-  step();
-  return { ct, st, srv, step };
+function serverWithRawPeer(opts: H3ConnectionOptions) {
+  const raw = rawClient({ server: opts });
+  return { ct: raw.ct, st: raw.st, srv: raw.srv.h, step: raw.run };
 }
 
 function headersFrameHeader(length: number): Uint8Array {
@@ -33,12 +25,7 @@ function headersFrameHeader(length: number): Uint8Array {
   return out;
 }
 
-function responseText(t: MemoryQuicTransport, id: number): string {
-  const buf = new Uint8Array(4096);
-  let s = '';
-  for (let r = t.streamRecv(id, buf); r !== null && r[0] > 0; r = t.streamRecv(id, buf)) s += Buffer.from(buf.subarray(0, r[0])).toString('latin1');
-  return s;
-}
+const responseText = (t: MemoryQuicTransport, id: number) => Buffer.from(readAll(t, id).bytes).toString('latin1');
 
 const getHealthz: FieldList = [
   [':method', 'GET'],
