@@ -319,14 +319,12 @@ export class H3Connection implements ReadHost, ControlHost {
     this.abortStream(s, H3Error.H3_DATAGRAM_ERROR, true);
   }
 
-  // ---------------------------------------------------------------- reading
+  // ---------------------------------------------------------------- reader and control-stream hosts
 
   /** @internal StreamHost */
   scheduleResume(s: H3Stream): void {
     this.reader.scheduleResume(s);
   }
-
-  // ---------------------------------------------------------------- control-stream host
 
   /** @internal ControlHost */
   quicDatagramsSupported(): boolean {
