@@ -8,21 +8,7 @@ import { FrameType, encodeFrame, greaseValue } from './frame.js';
 import { encodeSettings } from './settings.js';
 import { memoryTransportPair } from './testing/memory-transport.js';
 import type { FieldList } from './qpack.js';
-import {
-  ClientRecorder,
-  cat,
-  closeCode,
-  connectFields,
-  encodeCapsuleBytes,
-  headers,
-  hex,
-  openTunnel,
-  rawClient,
-  server,
-  readAll,
-  setup,
-  text,
-} from './testing/connection-fixtures.js';
+import { ClientRecorder, cat, closeCode, connectFields, encodeCapsuleBytes, headers, hex, openTunnel, rawClient, server, readAll, setup, text } from './testing/connection-fixtures.js';
 
 describe('H3Connection: malformed input catalogue', () => {
   it('RFC 9114 §9: unknown frame types (control and request streams) and unknown/grease stream types are ignored', () => {

@@ -6,23 +6,7 @@ import { H3Error } from './errors.js';
 import { FrameType, encodeFrame } from './frame.js';
 import { encodeSettings } from './settings.js';
 import { memoryTransportPair, pump } from './testing/memory-transport.js';
-import {
-  ClientRecorder,
-  Recorder,
-  cat,
-  closeCode,
-  connectFields,
-  encodeCapsuleBytes,
-  dgramPayload,
-  headers,
-  hex,
-  openTunnel,
-  rawClient,
-  server,
-  readAll,
-  setup,
-  text,
-} from './testing/connection-fixtures.js';
+import { ClientRecorder, Recorder, cat, closeCode, connectFields, encodeCapsuleBytes, dgramPayload, headers, hex, openTunnel, rawClient, server, readAll, setup, text } from './testing/connection-fixtures.js';
 
 describe('H3Connection: SETTINGS (RFC 9114 §7.2.4, RFC 9220 §3, RFC 9297 §2.1.1)', () => {
   it('both sides send ENABLE_CONNECT_PROTOCOL=1, H3_DATAGRAM=1, QPACK capacity 0 and a grease setting', () => {
