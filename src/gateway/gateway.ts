@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { compilePolicy, type CompiledPolicy, type GatewayConfig, type IdentityPolicy } from '../config/index.js';
 import { attachH3 } from '../h3/quic-binding.js';
+import { healthzHandler } from '../telemetry/healthz.js';
 import type { ConnectRequest, H3Connection } from '../h3/connection.js';
 import { Direction } from '../inspect/flow-tracker.js';
 import type { FlowRecord } from '../inspect/flow-record.js';
@@ -220,6 +221,7 @@ export class Gateway {
       conn,
       {
         onConnect: (req) => this.onConnect(gc, req),
+        onRequest: healthzHandler,
         onClosed: (code, reason) => this.log.info({ remote: gc.remote, identity: gc.certIdentity, code, reason }, 'agent connection closed'),
       },
       (ev) => {

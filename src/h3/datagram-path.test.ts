@@ -7,8 +7,10 @@ import { H3_DATAGRAM_HEADROOM, type TunnelStream } from './tunnel-stream.js';
  * Cost of our own HTTP Datagram path (QSID write/parse, stream lookup,
  * handler call) with the QUIC calls stubbed out. The issue budgets "well
  * under 1 µs" per packet on top of quiche; the bound here is loose (2 µs for
- * send + receive) so a loaded CI machine does not flake, and the measured
- * figure is printed.
+ * send + receive) and taken from the best of 12 short rounds, so a machine
+ * shared with other CPU-heavy work (load average 24 on 2 cores once gave a
+ * single 3-round best of 2.8 µs) does not flake; the figure is printed.
+ * Measured here: 0.2 to 0.5 µs send + receive.
  */
 describe('HTTP Datagram hot path cost', () => {
   it('send + receive of a 1200-byte datagram costs well under 1 µs of our code', () => {
@@ -38,11 +40,12 @@ describe('HTTP Datagram hot path cost', () => {
       return wire.length;
     };
     const buf = new Uint8Array(H3_DATAGRAM_HEADROOM + 1200);
-    const N = 200_000;
+    const N = 64_000;
+    const ROUNDS = 12;
     let best = Infinity;
     let bestSend = 0;
     let bestRecv = 0;
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < ROUNDS; round++) {
       const t0 = process.hrtime.bigint();
       for (let i = 0; i < N; i++) tunnel!.sendDatagram(buf, H3_DATAGRAM_HEADROOM, 1200);
       const t1 = process.hrtime.bigint();
@@ -60,8 +63,8 @@ describe('HTTP Datagram hot path cost', () => {
       }
     }
     console.log(`h3 datagram path: send ${bestSend.toFixed(0)} ns/pkt, receive ${bestRecv.toFixed(0)} ns/pkt (QUIC calls stubbed)`);
-    expect(sent).toBe(3 * N);
-    expect(got).toBe(3 * N);
+    expect(sent).toBe(ROUNDS * N);
+    expect(got).toBe(ROUNDS * N);
     expect(best).toBeLessThan(2000);
   });
 });

@@ -70,13 +70,19 @@ const fail = (code: number, reason: string): DecodeResult => ({ ok: false, code,
 // Reused decode scratch for Huffman strings; grown on demand up to the section limit.
 let scratch = new Uint8Array(4096);
 
+/** {@link readPrefixInt}: the integer continues past `end`. */
+export const PREFIX_INT_TRUNCATED = -1;
+/** {@link readPrefixInt}: the integer exceeds 2^49 (no legal QPACK value is that large). */
+export const PREFIX_INT_TOO_LARGE = -2;
+
 /**
  * Read a prefix integer (RFC 7541 §5.1) at buf[pos] with an N-bit prefix.
- * Writes the value to st.v and returns the new position, or -1 when
- * truncated or larger than 2^53 (treated as malformed by callers).
+ * Writes the value to st.v and returns the new position, or
+ * {@link PREFIX_INT_TRUNCATED} / {@link PREFIX_INT_TOO_LARGE} (both negative;
+ * field-section callers treat either as malformed). Reads buf only.
  */
-function readPrefixInt(buf: Uint8Array, pos: number, end: number, prefixBits: number, st: { v: number }): number {
-  if (pos >= end) return -1;
+export function readPrefixInt(buf: Uint8Array, pos: number, end: number, prefixBits: number, st: { v: number }): number {
+  if (pos >= end) return PREFIX_INT_TRUNCATED;
   const mask = (1 << prefixBits) - 1;
   let v = buf[pos++]! & mask;
   if (v < mask) {
@@ -85,12 +91,12 @@ function readPrefixInt(buf: Uint8Array, pos: number, end: number, prefixBits: nu
   }
   let m = 1;
   for (;;) {
-    if (pos >= end) return -1;
+    if (pos >= end) return PREFIX_INT_TRUNCATED;
     const b = buf[pos++]!;
     v += (b & 0x7f) * m;
     m *= 128;
     if ((b & 0x80) === 0) break;
-    if (m > 2 ** 49) return -1;
+    if (m > 2 ** 49) return PREFIX_INT_TOO_LARGE;
   }
   st.v = v;
   return pos;

@@ -25,7 +25,10 @@ interface RecvStream {
   finRead: boolean;
   reset: number | null;
   resetRead: boolean;
-  /** We sent STOP_SENDING: discard. */
+  /**
+   * We shut the read side (STOP_SENDING): as in quiche, buffered and later
+   * bytes are discarded and neither FIN nor RESET_STREAM is reported.
+   */
   stopped: boolean;
 }
 
@@ -110,7 +113,7 @@ export class MemoryQuicTransport implements QuicTransport {
   streamRecv(streamId: number, buf: Uint8Array): [number, boolean] | null {
     if (this.closeInfo) return null;
     const r = this.recv.get(streamId);
-    if (!r) return null;
+    if (!r || r.stopped) return null;
     if (r.reset !== null) {
       if (r.resetRead) return null;
       r.resetRead = true;
@@ -148,6 +151,7 @@ export class MemoryQuicTransport implements QuicTransport {
     const out: number[] = [];
     if (this.closeInfo) return out;
     for (const [id, r] of this.recv) {
+      if (r.stopped) continue;
       if ((r.reset !== null && !r.resetRead) || r.bytes > 0 || (r.fin && !r.finRead)) out.push(id);
     }
     return out;
@@ -173,7 +177,7 @@ export class MemoryQuicTransport implements QuicTransport {
       if (s.finished) return; // RFC 9000 §3.1: no reset after all data was sent (simplified)
       s.finished = true;
       const r = this.peer.recvStream(streamId);
-      r.reset = errorCode;
+      if (!r.stopped) r.reset = errorCode; // a stopped read side never reports the reset
       r.chunks = [];
       r.bytes = 0;
     } else {
