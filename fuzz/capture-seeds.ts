@@ -5,6 +5,7 @@
  * packets the caller passes. Link types: raw IP, Ethernet (with a VLAN tag),
  * Linux SLL, SLL2 and BSD loopback.
  */
+import { concat } from './defs/common.js';
 
 /** LINKTYPE_* values used here (tcpdump.org/linktypes.html). */
 const LT = { NULL: 0, ETHERNET: 1, RAW: 101, LINUX_SLL: 113, LINUX_SLL2: 276 } as const;
@@ -89,38 +90,25 @@ function pcapngFile(packets: readonly Uint8Array[], linkType: number, little: bo
   }), little));
   packets.forEach((ip, i) => {
     const f = frame(linkType, ip);
-    const kind = i % 3;
-    if (kind === 0) {
-      parts.push(block(6, bytes(20 + ((f.length + 3) & ~3), (dv) => {
-        dv.setUint32(4, 0x00060000, little);
-        dv.setUint32(8, i, little);
-        dv.setUint32(12, f.length, little);
-        dv.setUint32(16, f.length, little);
-        new Uint8Array(dv.buffer).set(f, 20);
-      }), little));
-    } else if (kind === 1) {
+    if (i % 3 === 1) {
       parts.push(block(3, bytes(4 + f.length, (dv) => {
         dv.setUint32(0, f.length, little);
         new Uint8Array(dv.buffer).set(f, 4);
       }), little));
-    } else {
-      parts.push(block(2, bytes(20 + f.length, (dv) => {
-        dv.setUint16(0, 0, little);
-        dv.setUint32(8, i, little);
-        dv.setUint32(12, f.length, little);
-        dv.setUint32(16, f.length, little);
-        new Uint8Array(dv.buffer).set(f, 20);
-      }), little));
+      return;
     }
+    // EPB (6) or obsolete PB (2): interface 0, timestamp (EPB: high word set), captured and original length.
+    const type = i % 3 === 0 ? 6 : 2;
+    parts.push(block(type, bytes(20 + f.length, (dv) => {
+      if (type === 6) dv.setUint32(4, 0x00060000, little);
+      dv.setUint32(8, i, little);
+      dv.setUint32(12, f.length, little);
+      dv.setUint32(16, f.length, little);
+      new Uint8Array(dv.buffer).set(f, 20);
+    }), little));
   });
   parts.push(block(5, new Uint8Array(8), little)); // interface statistics: skipped by readers
-  const out = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
-  let p = 0;
-  for (const b of parts) {
-    out.set(b, p);
-    p += b.length;
-  }
-  return out;
+  return concat(parts);
 }
 
 /** Seeds: every supported container × byte order × link type around `packets` (2–3 each). */

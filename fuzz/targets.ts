@@ -2,7 +2,7 @@
  * The one place the fuzzer imports mtun code: every parser and decision
  * function a target drives, by module path. When a module is renamed or
  * split, fix its line here; the target definitions (fuzz/defs/*.ts) import
- * only from this file. The comment after each line names the targets using it.
+ * only from this file.
  */
 export { parseIpPacket, PacketInfo, DROP_REASON_NAMES, TCP_FLAG, formatAddress, ipv4HeaderChecksumOk } from '../src/packet/ip-packet.js';
 export { craftTcp, craftUdp, craftIcmp, mssOption } from '../src/packet/craft.js';
