@@ -78,9 +78,9 @@ export function withEncoder(len: number, write: (out: Uint8Array) => number): Ui
 export function norm(s: string): string {
   return s
     .replace(/"(?:[^"\\]|\\.)*"/g, '"…"')
-    .replace(/0x[0-9a-f]+/gi, '0xN')
+    .replace(/0x[0-9a-f]+/gi, 'HEX')
     .replace(/\b[0-9a-f]{4,}\b/gi, 'H')
-    .replace(/[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?/gi, 'N')
+    .replace(/(?<![A-Za-z_])[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?/gi, 'N') // not inside names such as H3_…
     .slice(0, 100);
 }
 
