@@ -94,6 +94,28 @@ describe('CaptureReader', () => {
     }), { numRuns: 500 });
   });
 
+  it('reads big-endian pcapng: IDB and EPB block types in the section byte order (found by fuzz seeds)', () => {
+    // SHB (BOM 1a2b3c4d big-endian), IDB (raw IP), EPB with one IPv4 packet; every field big-endian.
+    const be = (n: number, v: number) => { const b = Buffer.alloc(n); if (n === 2) b.writeUInt16BE(v); else b.writeUInt32BE(v); return b; };
+    const block = (type: number, body: Buffer) => {
+      const pad = Buffer.alloc((4 - (body.length % 4)) % 4);
+      const total = 12 + body.length + pad.length;
+      return Buffer.concat([be(4, type), be(4, total), body, pad, be(4, total)]);
+    };
+    const shb = block(0x0a0d0d0a, Buffer.concat([be(4, 0x1a2b3c4d), be(2, 1), be(2, 0), Buffer.alloc(8, 0xff)]));
+    const idb = block(1, Buffer.concat([be(2, LinkType.RAW), be(2, 0), be(4, 65535)]));
+    const epb = block(6, Buffer.concat([be(4, 0), be(4, 0), be(4, 1_000_000), be(4, ip4.length), be(4, ip4.length), ip4]));
+    const f = join(dir, 'be.pcapng');
+    writeFileSync(f, Buffer.concat([shb, idb, epb]));
+    const r = CaptureReader.open(f);
+    expect(r.next()).toBe(true);
+    expect(r.linkType).toBe(LinkType.RAW);
+    expect(Buffer.from(r.buf.subarray(r.off, r.off + r.len)).equals(ip4)).toBe(true);
+    expect(r.tsMs).toBe(1000);
+    expect(r.next()).toBe(false);
+    r.close();
+  });
+
   const hasEditcap = (() => { try { execFileSync('editcap', ['-h'], { stdio: 'pipe' }); return true; } catch { return false; } })();
   it.skipIf(!hasEditcap)('reads pcapng written by editcap (SHB, IDB with if_tsresol, EPB)', () => {
     const f = join(dir, 'eth.pcap');

@@ -190,8 +190,9 @@ export class CaptureReader {
         return false;
       }
       const s = this.start;
-      let type = this.buf.readUInt32LE(s);
-      if (type === PCAPNG_SHB || this.buf.readUInt32BE(s) === PCAPNG_SHB) {
+      // The SHB type reads the same in both byte orders; every other block type is in the section's order.
+      let type = this.u32(s);
+      if (type === PCAPNG_SHB) {
         // Section header: byte order from the byte-order magic; interfaces reset.
         const bom = this.buf.readUInt32LE(s + 8);
         if (bom === PCAPNG_BOM) this.little = true;

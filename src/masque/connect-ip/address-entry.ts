@@ -29,7 +29,7 @@ export function encodeAddressEntry(e: AddressEntry, out: Uint8Array, off: number
   return off;
 }
 
-/** Parses entries from buf[off, end). Returns the list or an error (malformed: bad version, prefix too long, host bits set, truncated). */
+/** Parses entries from buf[off, end). Returns the list or an error (malformed: bad version, prefix too long, host bits set, truncated, Request ID above 2^53 − 1). */
 export function parseAddressEntries(
   buf: Uint8Array,
   off: number,
@@ -40,6 +40,11 @@ export function parseAddressEntries(
   while (off < end) {
     const requestId = parseVarint(buf, off, end);
     if (requestId === VARINT_NEED_MORE) return { ok: false, error: `masque: ${what}: truncated Request ID` };
+    // RFC 9484 §4.7.1 allows any varint, but a number above 2^53 − 1 is not exact (2^62 − 1 rounds to
+    // 2^62, which no varint can carry): echoing it back would throw. We refuse such IDs as malformed.
+    if (requestId > Number.MAX_SAFE_INTEGER) {
+      return { ok: false, error: `masque: ${what}: Request ID ${requestId} above 2^53 - 1 (unsupported)` };
+    }
     off += varintLengthAt(buf, off);
     if (off >= end) return { ok: false, error: `masque: ${what}: truncated IP Version` };
     const version = buf[off++]!;
