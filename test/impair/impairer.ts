@@ -130,6 +130,15 @@ export class Impairer {
     return true;
   }
 
+  /** Changes the impairment of packets offered from now on (loss, delay, jitter, reordering, corruption); held packets keep their due time. */
+  configure(opts: Partial<Pick<ImpairOptions, 'lossPercent' | 'delayMs' | 'jitterMs' | 'reorderPercent' | 'reorderDelayMs' | 'corruptPercent'>>): void {
+    for (const k of ['lossPercent', 'reorderPercent', 'corruptPercent'] as const) {
+      const v = opts[k];
+      if (v !== undefined && !(v >= 0 && v <= 100)) throw new Error(`impair: ${k} ${v} out of 0..100`);
+    }
+    Object.assign(this.opts, opts);
+  }
+
   /**
    * Flips one byte after the transport header (anywhere after the IP header
    * for other protocols) and patches the TCP/UDP checksum so it still
