@@ -168,11 +168,11 @@ export async function flowAgreement(c: CampaignLab, t: Transfer, agent: 'agent' 
   return { agree, agent: pa, gateway: pg, note: agree ? 'equal to curl' : `curl ${curl.join('/')}` };
 }
 
-/** GET /healthz from inside the daemon's namespace; latency in ms, or -1 when it did not answer 2xx within 3 s. */
+/** GET /healthz from inside the daemon's namespace: curl's own total time in ms, or -1 when it did not answer 2xx within 3 s. */
 export async function healthzMs(c: CampaignLab, role: 'gw' | 'agent'): Promise<number> {
-  const t0 = performance.now();
-  const r = await c.lab.admin(role, role === 'gw' ? LAB.gatewayAdmin : LAB.agentAdmin, '/healthz');
-  return r.code === 0 ? performance.now() - t0 : -1;
+  const port = role === 'gw' ? LAB.gatewayAdmin : LAB.agentAdmin;
+  const r = await c.lab.exec(role, 'curl', ['-sf', '-o', '/dev/null', '-w', '%{time_total}', '--max-time', '3', `http://127.0.0.1:${port}/healthz`], 5_000);
+  return r.code === 0 ? Number(r.stdout) * 1000 : -1;
 }
 
 /**
