@@ -10,6 +10,7 @@
  *   soak    [--minutes 30]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/lab/lab.js';
 import type { Report } from './campaign-lab.js';
@@ -49,10 +50,12 @@ async function main(): Promise<void> {
   mkdirSync(dir, { recursive: true });
   for (const p of todo) {
     const t0 = Date.now();
+    const load0 = loadavg();
+    console.log(`[${p}] load average at start ${load0.map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs`);
     const rep = await parts[p]!();
     const file = join(dir, `${p}-${new Date().toISOString().replace(/[:.]/g, '')}.json`);
-    writeFileSync(file, JSON.stringify({ part: p, argv, seconds: (Date.now() - t0) / 1000, rows: rep.rows }, null, 2) + '\n');
-    console.log(`[${p}] done in ${((Date.now() - t0) / 1000).toFixed(0)} s; rows in ${file}`);
+    writeFileSync(file, JSON.stringify({ part: p, argv, seconds: (Date.now() - t0) / 1000, cpus: cpus().length, loadAvgStart: load0, loadAvgEnd: loadavg(), rows: rep.rows }, null, 2) + '\n');
+    console.log(`[${p}] done in ${((Date.now() - t0) / 1000).toFixed(0)} s (load average at end ${loadavg().map((x) => x.toFixed(1)).join(' ')}); rows in ${file}`);
   }
 }
 
