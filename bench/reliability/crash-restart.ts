@@ -3,10 +3,10 @@
  * the agent, restarting it at once each time. A ping runs from the client to
  * the server throughout (every 50 ms); per kill we report the time from the
  * restart's spawn to the daemon's /readyz and to the first ping reply, and
- * (waiting at most `resumeWaitS`), and
- * diff the namespaces' links, routes and nftables rules against the state
- * with everything up (after the restart) and against the first post-kill
- * state (while the daemon is dead). Then one gateway restart while three
+ * (waiting at most `resumeWaitS`), and diff the namespaces' links, routes
+ * and nftables rules against the state with everything up (after the
+ * restart: "+" entries are leaks, "-" ones are not back yet) and against the
+ * first post-kill state (while the daemon is dead). Then one gateway restart while three
  * transfers (two from cluster A's agent, one from cluster C's) are running.
  */
 import { statSync } from 'node:fs';
@@ -37,6 +37,7 @@ async function killLoop(c: CampaignLab, daemon: 'gateway' | 'agent', kills: numb
   const readys: number[] = [];
   const resumes: number[] = [];
   let leaks = 0;
+  let missingTotal = 0;
   let failed = 0;
   try {
     await sleep(500);
@@ -64,11 +65,14 @@ async function killLoop(c: CampaignLab, daemon: 'gateway' | 'agent', kills: numb
       }
       const nowUp = Object.fromEntries(roles.map((r) => [r, netState(c.lab, r)]));
       const upDiff = roles.map((r) => diffState(up[r]!, nowUp[r]!));
-      const leaked = [...upDiff, ...deadDiff].flatMap((d) => [...d.added.map((x) => `+${x}`), ...d.removed.map((x) => `-${x}`)]).concat(tunLeft.map((x) => `dead:${x}`));
+      // "+" = present now and not before (a leak); "-" = not (yet) back, e.g. a session still reconnecting.
+      const leaked = [...upDiff, ...deadDiff].flatMap((d) => d.added.map((x) => `+${x}`)).concat(tunLeft.map((x) => `dead:${x}`));
+      const missing = upDiff.flatMap((d) => d.removed.map((x) => `-${x}`));
       leaks += leaked.length;
+      missingTotal += missing.length;
       readys.push(readyMs);
       if (resumeMs >= 0) resumes.push(resumeMs);
-      rep.row({ daemon, kill: i, readyMs, resumeMs, resumeAfterReadyMs: resumeMs >= 0 ? resumeMs - readyMs : -1, within2s: resumeMs >= 0 && resumeMs <= RESUME_LIMIT_MS, stateDiffs: leaked.length, ...(leaked.length ? { diff: leaked.slice(0, 6) } : {}) });
+      rep.row({ daemon, kill: i, readyMs, resumeMs, resumeAfterReadyMs: resumeMs >= 0 ? resumeMs - readyMs : -1, within2s: resumeMs >= 0 && resumeMs <= RESUME_LIMIT_MS, leaked: leaked.length, missing: missing.length, ...(leaked.length + missing.length ? { diff: [...leaked, ...missing].slice(0, 6) } : {}) });
     }
   } finally {
     ping.stop();
@@ -82,7 +86,8 @@ async function killLoop(c: CampaignLab, daemon: 'gateway' | 'agent', kills: numb
     resumeMaxMs: resumes.length ? Math.max(...resumes) : -1,
     noResume: kills - failed - resumes.length,
     readyMedianMs: pct(readys, 50),
-    stateDiffs: leaks,
+    leakedEntries: leaks,
+    missingEntriesAfterResume: missingTotal,
   });
 }
 
