@@ -64,6 +64,8 @@ export interface LabOptions {
   readonly logLevel?: string;
   /** The daemons' `tun.offload` (default true, as in the product). */
   readonly tunOffload?: boolean;
+  /** Both daemons' `inspection.maxFlows` (default: the config default). */
+  readonly maxFlows?: number;
 }
 
 /** A running lab. Always call {@link down} (tests: afterAll; demo: on exit and Ctrl-C). */
@@ -107,10 +109,11 @@ export class Lab {
   private writeConfigs(): void {
     const lvl = this.opts.logLevel ?? 'info';
     const off = this.opts.tunOffload !== false;
-    writeFileSync(join(this.dir, 'gateway.yaml'), gatewayYaml(this.dir, lvl, off));
-    writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl, off));
+    const extra = this.opts.maxFlows !== undefined ? `inspection:\n  maxFlows: ${this.opts.maxFlows}\n` : '';
+    writeFileSync(join(this.dir, 'gateway.yaml'), gatewayYaml(this.dir, lvl, off) + extra);
+    writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl, off) + extra);
     if (this.opts.secondCluster) {
-      writeFileSync(join(this.dir, 'agent2.yaml'), agentYaml(this.dir, 'agent2', 'cluster-c', ['10.30.0.0/24', 'fd00:c::/64'], LAB.agentAdmin, lvl, off));
+      writeFileSync(join(this.dir, 'agent2.yaml'), agentYaml(this.dir, 'agent2', 'cluster-c', ['10.30.0.0/24', 'fd00:c::/64'], LAB.agentAdmin, lvl, off) + extra);
     }
   }
 

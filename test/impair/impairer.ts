@@ -1,6 +1,8 @@
 /**
  * Packet impairer for tests (this kernel has no tc netem): seeded random loss,
- * delay and jitter (jitter reorders), as a sans-IO core plus a TUN bridge that
+ * delay and jitter (jitter reorders), reordering by holding chosen packets
+ * back, payload corruption (checksum kept valid so the endpoint, not the
+ * kernel, must notice) and a blackhole switch, as a sans-IO core plus a TUN bridge that
  * runs it inside a middle namespace. Reused by later end-to-end tests.
  *
  *   ns A ── veth ── ns M ── veth ── ns B
@@ -9,6 +11,7 @@
  *                       (written packets arrive "from" the TUN and follow the main table onward)
  */
 import { execFileSync } from 'node:child_process';
+import { checksumUpdate16 } from '../../src/packet/checksum.js';
 import { openTun, type NativeTun } from '../../src/tun/native-tun.js';
 
 /** What the impairer does to each packet. */
@@ -19,6 +22,17 @@ export interface ImpairOptions {
   delayMs: number;
   /** Extra uniform random delay 0..jitterMs per packet; packets overtake each other when it exceeds their spacing. */
   jitterMs: number;
+  /** Percent of packets held back an extra `reorderDelayMs`, so the ones after them overtake. Default 0. */
+  reorderPercent?: number;
+  /** Extra hold of a reordered packet, ms. Default 10. */
+  reorderDelayMs?: number;
+  /**
+   * Percent of packets with one payload byte flipped. For TCP and UDP the
+   * transport checksum is patched (RFC 1624) so the kernel delivers the packet
+   * and the endpoint's own integrity check (QUIC AEAD, TLS) must catch it.
+   * Default 0.
+   */
+  corruptPercent?: number;
   /** RNG seed (xorshift32), so a failing run can be replayed. */
   seed: number;
   /** Packets held at most; beyond that, drops are counted as queueFull. Default 8192. */
@@ -35,6 +49,10 @@ export interface ImpairStats {
   sent: number;
   /** Packets released before one that arrived earlier. */
   reordered: number;
+  /** Packets with a flipped byte. */
+  corrupted: number;
+  /** Packets dropped while the blackhole was on. */
+  blackholed: number;
 }
 
 /**
@@ -43,7 +61,9 @@ export interface ImpairStats {
  * free again when offer returns.
  */
 export class Impairer {
-  readonly stats: ImpairStats = { received: 0, lost: 0, queueFull: 0, sent: 0, reordered: 0 };
+  readonly stats: ImpairStats = { received: 0, lost: 0, queueFull: 0, sent: 0, reordered: 0, corrupted: 0, blackholed: 0 };
+  /** While true every offered packet is dropped (counted as `blackholed`): a dead path, switched at run time. */
+  blackhole = false;
   private readonly slots: Buffer[];
   private readonly lens: Uint32Array;
   private readonly due: Float64Array;
@@ -58,8 +78,10 @@ export class Impairer {
   private readonly opts: Required<ImpairOptions>;
 
   constructor(opts: ImpairOptions) {
-    this.opts = { maxQueue: 8192, maxPacketBytes: 65535, ...opts };
-    if (!(this.opts.lossPercent >= 0 && this.opts.lossPercent <= 100)) throw new Error(`impair: lossPercent ${opts.lossPercent} out of 0..100`);
+    this.opts = { maxQueue: 8192, maxPacketBytes: 65535, reorderPercent: 0, reorderDelayMs: 10, corruptPercent: 0, ...opts };
+    for (const k of ['lossPercent', 'reorderPercent', 'corruptPercent'] as const) {
+      if (!(this.opts[k] >= 0 && this.opts[k] <= 100)) throw new Error(`impair: ${k} ${this.opts[k]} out of 0..100`);
+    }
     const n = this.opts.maxQueue;
     this.slots = Array.from({ length: n }, () => Buffer.allocUnsafe(this.opts.maxPacketBytes));
     this.lens = new Uint32Array(n);
@@ -85,12 +107,16 @@ export class Impairer {
   offer(buf: Uint8Array, off: number, len: number, nowMs: number): boolean {
     this.stats.received++;
     const seq = this.arrivals++;
+    if (this.blackhole) { this.stats.blackholed++; return false; }
     if (this.rand() * 100 < this.opts.lossPercent) { this.stats.lost++; return false; }
     if (this.freeTop === 0 || len > this.opts.maxPacketBytes) { this.stats.queueFull++; return false; }
     const s = this.free[--this.freeTop]!;
     this.slots[s]!.set(buf.subarray(off, off + len), 0);
     this.lens[s] = len;
-    this.due[s] = nowMs + this.opts.delayMs + this.rand() * this.opts.jitterMs;
+    if (this.opts.corruptPercent > 0 && this.rand() * 100 < this.opts.corruptPercent && this.corrupt(this.slots[s]!, len)) this.stats.corrupted++;
+    let hold = this.opts.delayMs + this.rand() * this.opts.jitterMs;
+    if (this.opts.reorderPercent > 0 && this.rand() * 100 < this.opts.reorderPercent) hold += this.opts.reorderDelayMs;
+    this.due[s] = nowMs + hold;
     this.order[s] = seq;
     // Sift up.
     let i = this.heapLen++;
@@ -101,6 +127,52 @@ export class Impairer {
       i = p;
     }
     this.heap[i] = s;
+    return true;
+  }
+
+  /** Changes the impairment of packets offered from now on (loss, delay, jitter, reordering, corruption); held packets keep their due time. */
+  configure(opts: Partial<Pick<ImpairOptions, 'lossPercent' | 'delayMs' | 'jitterMs' | 'reorderPercent' | 'reorderDelayMs' | 'corruptPercent'>>): void {
+    for (const k of ['lossPercent', 'reorderPercent', 'corruptPercent'] as const) {
+      const v = opts[k];
+      if (v !== undefined && !(v >= 0 && v <= 100)) throw new Error(`impair: ${k} ${v} out of 0..100`);
+    }
+    Object.assign(this.opts, opts);
+  }
+
+  /**
+   * Flips one byte after the transport header (anywhere after the IP header
+   * for other protocols) and patches the TCP/UDP checksum so it still
+   * verifies. IPv6 extension headers are not walked (the packet is then
+   * corrupted without a patch and the kernel drops it). Returns false when
+   * there is no payload to corrupt.
+   */
+  private corrupt(p: Buffer, len: number): boolean {
+    if (len < 20) return false;
+    const v = p[0]! >> 4;
+    const ipLen = v === 4 ? (p[0]! & 0x0f) * 4 : v === 6 ? 40 : 0;
+    if (ipLen === 0 || len <= ipLen) return false;
+    const proto = v === 4 ? p[9]! : p[6]!;
+    let l4Len = 0;
+    let csumOff = -1;
+    if (proto === 17 && len >= ipLen + 8) { l4Len = 8; csumOff = ipLen + 6; }
+    else if (proto === 6 && len >= ipLen + 20) { l4Len = (p[ipLen + 12]! >> 4) * 4; csumOff = ipLen + 16; }
+    const start = ipLen + l4Len;
+    if (len <= start) return false;
+    const at = start + Math.floor(this.rand() * (len - start));
+    const flip = 1 + Math.floor(this.rand() * 255);
+    // RFC 1624 eqn. 3 on the 16-bit word holding the byte (words count from the transport header).
+    const wordAt = at - ((at - ipLen) & 1);
+    const oldWord = (p[wordAt]! << 8) | (wordAt + 1 < len ? p[wordAt + 1]! : 0);
+    p[at] = p[at]! ^ flip;
+    const newWord = (p[wordAt]! << 8) | (wordAt + 1 < len ? p[wordAt + 1]! : 0);
+    if (csumOff >= 0) {
+      const old = p.readUInt16BE(csumOff);
+      // An IPv4 UDP checksum of 0 means "none" (RFC 768): nothing to patch.
+      if (!(proto === 17 && v === 4 && old === 0)) {
+        const next = checksumUpdate16(old, oldWord, newWord);
+        p.writeUInt16BE(proto === 17 && next === 0 ? 0xffff : next, csumOff);
+      }
+    }
     return true;
   }
 

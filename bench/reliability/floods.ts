@@ -1,0 +1,175 @@
+/**
+ * Part 3, floods. For each flood, side by side in one run: a legitimate 10 MB
+ * download through the tunnel unloaded, then the flood, and during it the
+ * same download again, both daemons' RSS every 200 ms and their /healthz
+ * latency every 500 ms. Both daemons are restarted before each flood, so
+ * peaks (VmHWM) and flow tables belong to that flood alone.
+ *
+ *   syn        raw-flood.c in the client namespace: 2×maxFlows TCP SYNs to the
+ *              server through the tunnel, sources random in 10.10.0.0/24
+ *   initial    raw-flood.c in the agent namespace (gateway side of the WAN):
+ *              QUIC v1 Initials at --initial-rate from 198.18.0.0/16 (routed
+ *              back into the agent namespace's blackhole by the gateway
+ *              namespace; never outside the lab), Retry left on 'auto'
+ *   slowloris  misbehaving-client.ts: 1,000 connections stalled mid-HEADERS
+ *   routes     misbehaving-client.ts: oversized ROUTE_ADVERTISEMENTs, then churn
+ *   addresses  misbehaving-client.ts: ADDRESS_REQUEST storm
+ */
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../src/lab/lab.js';
+import { download, flowsInTable, healthzMs, LAB, metricSum, pct, pidOf, Report, rssKb, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
+
+const HERE = join(REPO_ROOT, 'bench', 'reliability');
+const RAW_FLOOD = join(HERE, '.build', 'raw-flood');
+const MISBEHAVE = join(HERE, 'misbehaving-client.ts');
+const REGISTER = join(HERE, 'register.mjs');
+const SPOOF_NET = '198.18.0.0/16'; // RFC 2544 benchmarking range, routed only inside the lab
+
+interface Flood {
+  readonly name: string;
+  /** Starts the flood; returns the process and a promise for "flood is at full strength". */
+  start(c: CampaignLab): { proc: ChildProcess; ready: Promise<void> };
+}
+
+/** Runs the named floods (syn, initial, slowloris, routes, addresses). */
+export async function floods(opts: { which: string[]; seconds: number; maxFlows: number; initialRate: number }): Promise<Report> {
+  const rep = new Report('flood');
+  if (opts.which.includes('syn') || opts.which.includes('initial')) {
+    mkdirSync(join(HERE, '.build'), { recursive: true });
+    execFileSync('cc', ['-O2', '-Wall', '-o', RAW_FLOOD, join(HERE, 'raw-flood.c')], { stdio: 'inherit' });
+  }
+  const c = await startCampaignLab({ prefix: `rlf${process.pid % 1000}`, secondCluster: true, maxFlows: opts.maxFlows });
+  try {
+    // Retry replies to spoofed sources go back to the agent namespace and die there.
+    await c.lab.exec('gw', 'ip', ['route', 'add', SPOOF_NET, 'via', '192.0.2.1']);
+    await c.lab.exec('agent', 'ip', ['route', 'add', 'blackhole', SPOOF_NET]);
+    const misbehave = (name: string, mode: string, extra: string[], holdS: number) => ({
+      name,
+      start(cl: CampaignLab) {
+        const proc = cl.lab.spawn('agent', name, process.execPath, ['--import', REGISTER, MISBEHAVE, mode, '--gateway', `${LAB.gatewayWan.v4}:${LAB.gatewayPort}`, '--certs', cl.lab.file('certs'), '--identity', 'cluster-c', '--seconds', String(holdS), ...extra]);
+        const ready = mode === 'slowloris' ? waitLog(cl, name, /holding/, holdS * 1000) : sleep(1000);
+        return { proc, ready };
+      },
+    });
+    const all: Record<string, Flood[]> = {
+      syn: [{
+        name: 'syn',
+        start(cl) {
+          const count = 2 * opts.maxFlows;
+          const rate = Math.max(1000, Math.ceil(count / (opts.seconds * 0.8)));
+          return { proc: cl.lab.spawn('client', 'flood-syn', RAW_FLOOD, ['syn', LAB.server.v4, '80', '10.10.0.0/24', String(rate), String(count), String(opts.seconds)]), ready: sleep(1000) };
+        },
+      }],
+      initial: [{
+        name: 'initial',
+        start(cl) {
+          const args = ['initial', LAB.gatewayWan.v4, String(LAB.gatewayPort), SPOOF_NET, String(opts.initialRate), String(opts.initialRate * opts.seconds), String(opts.seconds)];
+          return { proc: cl.lab.spawn('agent', 'flood-initial', RAW_FLOOD, args), ready: sleep(1000) };
+        },
+      }],
+      slowloris: [misbehave('slowloris', 'slowloris', ['--conns', '1000'], opts.seconds + 60)],
+      routes: [misbehave('routes-big', 'routes-big', ['--rate', '2'], opts.seconds), misbehave('routes-churn', 'routes-churn', ['--rate', '200', '--site', '10.30.0.0/24'], opts.seconds)],
+      addresses: [misbehave('addresses', 'addresses', ['--rate', '50'], opts.seconds)],
+    };
+    for (const w of opts.which) {
+      if (!all[w]) throw new Error(`reliability: unknown flood ${w}`);
+      for (const f of all[w]!) await runFlood(c, f, opts.seconds, rep);
+    }
+  } finally {
+    await c.down();
+  }
+  return rep;
+}
+
+async function restartDaemons(c: CampaignLab): Promise<void> {
+  await c.lab.stop('agent', 'SIGTERM');
+  await c.lab.stop('gateway', 'SIGTERM');
+  await c.lab.startGateway();
+  await c.lab.startAgent('agent');
+}
+
+async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report): Promise<void> {
+  await restartDaemons(c);
+  const base = await download(c, 60, 'client', `base-${f.name}`);
+  const hzBase = [await healthzMs(c, 'gw'), await healthzMs(c, 'agent')];
+  const gwPid = pidOf(c.lab, 'gateway');
+  const agPid = pidOf(c.lab, 'agent');
+  const rss0 = [rssKb(gwPid).rss, rssKb(agPid).rss];
+  const drops0 = metricSum(await c.lab.metrics('gw'), 'mtun_tunnel_dropped_packets_total');
+
+  const peak = [0, 0];
+  const hz: { gw: number[]; agent: number[] } = { gw: [], agent: [] };
+  let sampling = true;
+  const rssLoop = (async () => {
+    while (sampling) {
+      peak[0] = Math.max(peak[0]!, rssKb(gwPid).rss);
+      peak[1] = Math.max(peak[1]!, rssKb(agPid).rss);
+      await sleep(200);
+    }
+  })();
+  const hzLoop = (async () => {
+    while (sampling) {
+      hz.gw.push(await healthzMs(c, 'gw'));
+      hz.agent.push(await healthzMs(c, 'agent'));
+      await sleep(500);
+    }
+  })();
+
+  const t0 = Date.now();
+  const { proc, ready } = f.start(c);
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  await Promise.race([ready, exited]);
+  const loaded = await download(c, seconds + 30, 'client', `load-${f.name}`);
+  // Bounded: the flood stops itself; kill it 30 s after its own limit at the latest.
+  const kill = setTimeout(() => proc.kill('SIGKILL'), (seconds + 90) * 1000);
+  await exited;
+  clearTimeout(kill);
+  sampling = false;
+  await Promise.all([rssLoop, hzLoop]);
+  const gwAlive = c.lab.process('gateway')?.exitCode === null;
+  const m = gwAlive ? await c.lab.metrics('gw').catch(() => '') : '';
+  const floodOut = lastJson(c, f.name === 'syn' || f.name === 'initial' ? `flood-${f.name}` : f.name);
+  const failures = (xs: number[]) => xs.filter((x) => x < 0).length;
+  const ok = (xs: number[]) => xs.filter((x) => x >= 0);
+  rep.row({
+    flood: f.name,
+    floodS: (Date.now() - t0) / 1000,
+    generator: floodOut,
+    legitUnloadedMbit: base.mbitPerS,
+    legitLoadedMbit: loaded.mbitPerS,
+    legitPct: base.mbitPerS > 0 ? (100 * loaded.mbitPerS) / base.mbitPerS : 0,
+    legitSha: loaded.shaOk ? 'ok' : `BAD(exit ${loaded.exit})`,
+    gwRssStartMB: rss0[0]! / 1024,
+    gwRssPeakMB: peak[0]! / 1024,
+    agentRssStartMB: rss0[1]! / 1024,
+    agentRssPeakMB: peak[1]! / 1024,
+    healthzUnloadedMs: hzBase,
+    gwHealthzP50Ms: pct(ok(hz.gw), 50),
+    gwHealthzMaxMs: Math.max(-1, ...ok(hz.gw)),
+    gwHealthzFailed: `${failures(hz.gw)}/${hz.gw.length}`,
+    agentHealthzP50Ms: pct(ok(hz.agent), 50),
+    agentHealthzFailed: `${failures(hz.agent)}/${hz.agent.length}`,
+    gwAlive,
+    gwFlowsAfter: gwAlive ? await flowsInTable(c, 'gw').catch(() => -1) : -1,
+    gwDroppedPkts: m ? metricSum(m, 'mtun_tunnel_dropped_packets_total') - drops0 : -1,
+  });
+}
+
+function lastJson(c: CampaignLab, name: string): unknown {
+  try {
+    const lines = readFileSync(c.lab.file(`${name}.log`), 'utf8').trim().split('\n').filter((l) => l.startsWith('{'));
+    return lines.length ? JSON.parse(lines[lines.length - 1]!) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function waitLog(c: CampaignLab, name: string, re: RegExp, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    try { if (re.test(readFileSync(c.lab.file(`${name}.log`), 'utf8'))) return; } catch { /* not yet */ }
+    await sleep(250);
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * `npm run reliability -- <part> [flags]` (root): the issue #12 campaign.
+ * Parts: impair | crash | flood | soak | all. Each builds its own lab
+ * (namespaces prefixed per run, removed on exit), prints one line per figure
+ * and writes the rows as JSON to bench/reliability/results/<part>-<time>.json.
+ *
+ *   impair  [--cells loss,delay,...] [--blackhole-s 30] [--max-time-s 120]
+ *   crash   [--kills 20] [--what gateway,agent,midtransfer] [--resume-wait-s 30]
+ *   flood   [--floods syn,initial,slowloris,routes,addresses] [--seconds 10] [--max-flows 16384] [--initial-rate 50000]
+ *   soak    [--minutes 30]
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../src/lab/lab.js';
+import type { Report } from './campaign-lab.js';
+import { crashRestart } from './crash-restart.js';
+import { floods } from './floods.js';
+import { impairMatrix } from './impair-matrix.js';
+import { soak } from './soak.js';
+
+const argv = process.argv.slice(2);
+const part = argv[0] ?? '';
+function flag(name: string, dflt: string): string {
+  const i = argv.indexOf(`--${name}`);
+  return i > 0 && i + 1 < argv.length ? argv[i + 1]! : dflt;
+}
+function num(name: string, dflt: number, min: number, max: number): number {
+  const v = Number(flag(name, String(dflt)));
+  if (!Number.isFinite(v) || v < min || v > max) throw new Error(`reliability: --${name} must be a number in ${min}..${max}`);
+  return v;
+}
+const list = (name: string, dflt: string) => flag(name, dflt).split(',').filter((x) => x !== '');
+
+const parts: Record<string, () => Promise<Report>> = {
+  impair: () => impairMatrix({ blackholeS: num('blackhole-s', 30, 1, 120), maxTimeS: num('max-time-s', 120, 10, 600), only: argv.includes('--cells') ? list('cells', '') : undefined }),
+  crash: () => crashRestart({ kills: num('kills', 20, 1, 100), what: list('what', 'gateway,agent,midtransfer'), resumeWaitS: num('resume-wait-s', 30, 2, 300) }),
+  flood: () => floods({ which: list('floods', 'syn,initial,slowloris,routes,addresses'), seconds: num('seconds', 10, 2, 120), maxFlows: num('max-flows', 16384, 64, 1_000_000), initialRate: num('initial-rate', 50_000, 100, 200_000) }),
+  soak: () => soak({ minutes: num('minutes', 30, 0.5, 240) }),
+};
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('reliability: needs root (network namespaces, TUN devices)');
+  const todo = part === 'all' ? ['impair', 'crash', 'flood', 'soak'] : [part];
+  if (!todo.every((p) => p in parts)) {
+    console.error('usage: npm run reliability -- impair|crash|flood|soak|all [flags]  (see bench/reliability/main.ts)');
+    process.exit(2);
+  }
+  const dir = join(REPO_ROOT, 'bench', 'reliability', 'results');
+  mkdirSync(dir, { recursive: true });
+  for (const p of todo) {
+    const t0 = Date.now();
+    const load0 = loadavg();
+    console.log(`[${p}] load average at start ${load0.map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs`);
+    const rep = await parts[p]!();
+    const file = join(dir, `${p}-${new Date().toISOString().replace(/[:.]/g, '')}.json`);
+    writeFileSync(file, JSON.stringify({ part: p, argv, seconds: (Date.now() - t0) / 1000, cpus: cpus().length, loadAvgStart: load0, loadAvgEnd: loadavg(), rows: rep.rows }, null, 2) + '\n');
+    console.log(`[${p}] done in ${((Date.now() - t0) / 1000).toFixed(0)} s (load average at end ${loadavg().map((x) => x.toFixed(1)).join(' ')}); rows in ${file}`);
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.stack ?? e.message : e);
+  process.exit(1);
+});

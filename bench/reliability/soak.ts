@@ -1,0 +1,96 @@
+/**
+ * Part 4, soak: mixed traffic for `minutes` (bounded) — 10 MB downloads
+ * (IPv4), small GETs (IPv6), UDP echoes through the agent's CONNECT-UDP
+ * forwarder and ICMP echo, round after round — while both daemons' RSS and
+ * flow-table size (opened − closed, from their counters) are sampled every
+ * 10 s. Reports least-squares slopes over the whole run and its second half.
+ */
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../src/lab/lab.js';
+import { download, flowsInTable, LAB, pidOf, Report, rssKb, slope, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
+
+const UDP_PROBE = join(REPO_ROOT, 'dist', 'lab', 'udp-probe.js');
+const SAMPLE_MS = 10_000;
+
+interface Sample { tMin: number; gwRssKb: number; agentRssKb: number; gwFlows: number; agentFlows: number }
+
+/** Runs the soak; prints a sample line every 10 s and the slopes at the end. */
+export async function soak(opts: { minutes: number }): Promise<Report> {
+  const rep = new Report('soak');
+  const c = await startCampaignLab({ prefix: `rls${process.pid % 1000}` });
+  const samples: Sample[] = [];
+  const t0 = Date.now();
+  const end = t0 + opts.minutes * 60_000;
+  const tally = { rounds: 0, downloads: 0, badDownloads: 0, gets: 0, badGets: 0, udpSent: 0, udpLost: 0, pings: 0, pingLost: 0 };
+  try {
+    const gwPid = pidOf(c.lab, 'gateway');
+    const agPid = pidOf(c.lab, 'agent');
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const s: Sample = {
+          tMin: (Date.now() - t0) / 60_000,
+          gwRssKb: rssKb(gwPid).rss,
+          agentRssKb: rssKb(agPid).rss,
+          gwFlows: await flowsInTable(c, 'gw').catch(() => -1),
+          agentFlows: await flowsInTable(c, 'agent').catch(() => -1),
+        };
+        samples.push(s);
+        rep.row({ sample: samples.length, ...s, ...tally });
+        const wait = t0 + samples.length * SAMPLE_MS - Date.now();
+        await sleep(Math.max(0, Math.min(wait, end - Date.now() + 1)));
+        if (Date.now() >= end) break;
+      }
+    })();
+    while (Date.now() < end) {
+      await round(c, tally);
+      tally.rounds++;
+    }
+    sampling = false;
+    await sampler;
+    const half = samples.filter((s) => s.tMin >= opts.minutes / 2);
+    const sl = (xs: Sample[], k: keyof Sample) => slope(xs.map((s) => s.tMin), xs.map((s) => s[k]));
+    rep.row({
+      summary: `${opts.minutes} min, ${samples.length} samples`,
+      ...tally,
+      gwRssKbPerMin: sl(samples, 'gwRssKb'),
+      gwRssKbPerMinSecondHalf: sl(half, 'gwRssKb'),
+      agentRssKbPerMin: sl(samples, 'agentRssKb'),
+      agentRssKbPerMinSecondHalf: sl(half, 'agentRssKb'),
+      gwFlowsPerMin: sl(samples, 'gwFlows'),
+      gwFlowsPerMinSecondHalf: sl(half, 'gwFlows'),
+      agentFlowsPerMinSecondHalf: sl(half, 'agentFlows'),
+      gwRssFirstLastMB: [samples[0]!.gwRssKb / 1024, samples[samples.length - 1]!.gwRssKb / 1024],
+      agentRssFirstLastMB: [samples[0]!.agentRssKb / 1024, samples[samples.length - 1]!.agentRssKb / 1024],
+    });
+  } finally {
+    await c.down();
+  }
+  return rep;
+}
+
+async function round(c: CampaignLab, t: Record<string, number>): Promise<void> {
+  const dl = download(c, 60, 'client', 'soak');
+  const gets = (async () => {
+    for (let i = 0; i < 10; i++) {
+      const r = await c.lab.exec('client', 'curl', ['-sf', '--max-time', '10', `http://[${LAB.server.v6}]/`]);
+      t.gets!++;
+      if (r.code !== 0) t.badGets!++;
+    }
+  })();
+  const udp = c.lab.exec('agent', process.execPath, [UDP_PROBE, '127.0.0.1', '7007', '50', '512'], 60_000).then((r) => {
+    try {
+      const j = JSON.parse(r.stdout) as { sent: number; lost: number };
+      t.udpSent! += j.sent;
+      t.udpLost! += j.lost;
+    } catch { t.udpLost! += 50; }
+  });
+  const ping = c.lab.exec('client', 'ping', ['-q', '-c', '20', '-i', '0.05', '-W', '1', LAB.server.v4]).then((r) => {
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
+    t.pings! += 20;
+    t.pingLost! += m ? Number(m[1]) - Number(m[2]) : 20;
+  });
+  const [d] = await Promise.all([dl, gets, udp, ping]);
+  t.downloads!++;
+  if (!d.ok) t.badDownloads!++;
+}
