@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# `npm run compose`: the container twin of `npm run demo`. Root only.
+#
+#   cluster-a (10.10.0.0/24)          wan (192.0.2.0/24)             cluster-b (10.20.0.0/24)
+#   client 10.10.0.2 ── agent 10.10.0.1 | 192.0.2.1 ══ QUIC ══ 192.0.2.2 | 10.20.0.1 gateway ── server 10.20.0.2
+#
+# Starts dockerd if none answers (and stops it again), builds the offline base
+# image if missing, builds mtun:dev and mtun-tools:dev from the Dockerfile,
+# runs `docker-compose up` on the shipped docker-compose.yml, checks traffic
+# through the containers, kills the gateway and waits for traffic to resume
+# after its restart, and tears down everything it created, also on failure.
+#
+# Environment: MTUN_COMPOSE_RMI=1 also removes the images it built;
+# MTUN_COMPOSE_BASE=<image> builds on that base instead of the offline one
+# (e.g. node:20-bookworm-slim where a registry is reachable).
+set -uo pipefail
+
+REPO="$(cd "$(dirname "$0")/../.." && pwd)"
+HERE="$REPO/deploy/compose"
+PROJECT="${MTUN_COMPOSE_PROJECT:-mtuncompose}"
+BASE="${MTUN_COMPOSE_BASE:-mtun-base:offline}"
+WORK="$(mktemp -d /tmp/mtun-compose.XXXXXX)"
+DC=(docker-compose -p "$PROJECT" -f "$REPO/docker-compose.yml" --project-directory "$REPO")
+STARTED_DOCKERD=""
+FAILED=0
+T0=$(date +%s)
+
+say() { printf '%s\n' "$*"; }
+elapsed() { echo "$(( $(date +%s) - T0 )) s"; }
+check() { # check <what> <0|1 ok?> <detail>
+  if [ "$2" = 0 ]; then say "  ok    $1: $3"; else say "  FAIL  $1: $3"; FAILED=$((FAILED + 1)); fi
+}
+
+if [ "$(id -u)" != 0 ]; then
+  say "npm run compose needs root: it starts dockerd and creates TUN devices in containers (try: sudo npm run compose)"
+  exit 2
+fi
+for tool in docker dockerd docker-compose debootstrap; do
+  command -v "$tool" >/dev/null || { say "compose: $tool is not installed (apt-get install docker.io docker-compose debootstrap)"; exit 2; }
+done
+
+teardown() {
+  local rc=$?
+  trap - EXIT INT TERM
+  say ""
+  say "== teardown"
+  if docker info >/dev/null 2>&1; then
+    "${DC[@]}" logs --no-color >"$WORK/compose.log" 2>&1 || true
+    "${DC[@]}" down --volumes --remove-orphans --timeout 5 >"$WORK/down.log" 2>&1 \
+      || { say "compose: docker-compose down failed:"; tail -5 "$WORK/down.log"; rc=1; }
+    if [ "${MTUN_COMPOSE_RMI:-0}" = 1 ]; then
+      docker image rm mtun:dev mtun-tools:dev >/dev/null 2>&1 || true
+      say "removed images mtun:dev mtun-tools:dev"
+    fi
+    left="$(docker ps -a -q --filter "label=com.docker.compose.project=$PROJECT"; docker network ls -q --filter "label=com.docker.compose.project=$PROJECT"; docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")"
+    [ -z "$left" ] || { say "compose: left behind: $left"; rc=1; }
+  fi
+  if [ -n "$STARTED_DOCKERD" ]; then
+    kill "$STARTED_DOCKERD" 2>/dev/null
+    for _ in $(seq 1 60); do kill -0 "$STARTED_DOCKERD" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$STARTED_DOCKERD" 2>/dev/null && { kill -9 "$STARTED_DOCKERD"; say "dockerd did not stop: killed"; }
+    say "stopped the dockerd this run started (log: $WORK/dockerd.log)"
+  fi
+  say "logs kept in $WORK; total $(elapsed)"
+  [ "$FAILED" = 0 ] || rc=1
+  exit "$rc"
+}
+trap teardown EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+say "mtun compose — two clusters in containers joined by mtun"
+sed -n '4,5p' "$0"
+say ""
+
+# --- dockerd -----------------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+  say "== starting dockerd (--iptables=false: container networks get no NAT; nothing here needs the internet)"
+  dockerd --iptables=false --ip6tables=false >"$WORK/dockerd.log" 2>&1 &
+  STARTED_DOCKERD=$!
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { tail -20 "$WORK/dockerd.log"; say "compose: dockerd did not come up"; exit 1; }
+fi
+
+# --- images ------------------------------------------------------------------
+if [ "$BASE" = mtun-base:offline ]; then
+  MTUN_BASE_IMAGE="$BASE" bash "$HERE/base-image.sh" || exit 1
+fi
+say "== building mtun:dev and mtun-tools:dev on $BASE"
+tb=$(date +%s)
+for target in mtun tools; do
+  tag=mtun:dev; [ "$target" = tools ] && tag=mtun-tools:dev
+  # --network host: the build stage's apt and npm reach their registries
+  # without NAT on the default bridge.
+  docker build --network host --build-arg BASE="$BASE" --target "$target" -t "$tag" "$REPO" >"$WORK/build-$target.log" 2>&1 \
+    || { tail -30 "$WORK/build-$target.log"; say "compose: docker build --target $target failed"; exit 1; }
+done
+say "  built in $(( $(date +%s) - tb )) s; runtime image mtun:dev $(docker image inspect -f '{{.Size}}' mtun:dev | awk '{printf "%.0f MB", $1/1e6}'), mtun-tools:dev $(docker image inspect -f '{{.Size}}' mtun-tools:dev | awk '{printf "%.0f MB", $1/1e6}')"
+
+# --- up ----------------------------------------------------------------------
+say "== docker-compose up (docker-compose.yml as shipped)"
+"${DC[@]}" up -d --no-build >"$WORK/up.log" 2>&1 \
+  || { cat "$WORK/up.log"; "${DC[@]}" logs --no-color --tail 30 gateway agent; say "compose: docker-compose up failed"; exit 1; }
+say "  up after $(elapsed)"
+
+ex() { "${DC[@]}" exec -T "$@"; }
+id_of() { "${DC[@]}" ps -q "$1"; }
+
+# The client's route may be added a moment after `up` returns.
+for _ in $(seq 1 40); do ex client ip route show 10.20.0.0/24 | grep -q via && break; sleep 0.25; done
+
+say "== traffic through the tunnel"
+out="$(ex client ping -c 3 -i 0.2 -W 2 10.20.0.2 2>&1)"; rc=$?
+check "ping 10.20.0.2" $rc "$(grep -o '[0-9]* received' <<<"$out"), $(grep -o 'rtt.*' <<<"$out")"
+out="$(ex client ping -6 -c 3 -i 0.2 -W 2 fd00:b::2 2>&1)"; rc=$?
+check "ping fd00:b::2" $rc "$(grep -o '[0-9]* received' <<<"$out"), $(grep -o 'rtt.*' <<<"$out")"
+
+want="$(ex server sha256sum /srv/10M.bin | cut -d' ' -f1)"
+out="$(ex client sh -c 'curl -sf --max-time 60 -o /tmp/10M.bin -w "%{size_download} %{speed_download}" http://10.20.0.2/10M.bin && sha256sum /tmp/10M.bin' 2>&1)"; rc=$?
+got="$(awk 'NR==2 {print $1} NR==1 && NF==3 {print $3}' <<<"$out" | tail -1)"
+[ "$rc" = 0 ] && [ -n "$want" ] && [ "$got" = "$want" ] || rc=1
+check "curl 10 MiB + sha256" $rc "$(head -c 60 <<<"$out" | awk '{printf "%d bytes at %.0f Mbit/s", $1, $2*8/1e6}'), sha256 ${got:0:16}… (server ${want:0:16}…)"
+
+out="$(ex client iperf3 -c 10.20.0.2 -t 3 -J 2>&1)"; rc=$?
+check "iperf3 TCP 3 s" $rc "$(node -e 'try{const j=JSON.parse(require("fs").readFileSync(0,"utf8"));console.log(`${(j.end.sum_received.bits_per_second/1e6).toFixed(0)} Mbit/s, ${j.end.sum_sent.retransmits} retransmits`)}catch{console.log("no result")}' <<<"$out")"
+
+out="$(ex client sh -c 'printf "mtun-udp-echo\n" | socat -t 3 - UDP:10.20.0.2:7' 2>&1)"
+[ "$out" = mtun-udp-echo ]; check "UDP echo 10.20.0.2:7" $? "got '${out}'"
+
+ex client curl -s --max-time 3 -o /dev/null http://10.20.0.2:8080/; rc=$?
+[ "$rc" != 0 ]; check "policy denies 10.20.0.2:8080" $? "curl exit $rc (not in the gateway's allow list)"
+
+# Unsolicited: a workload in cluster B opens a connection into cluster A.
+# The listener is there (checked locally) so only mtun can refuse it.
+ex -d client busybox httpd -f -p 8081 -h /etc >/dev/null 2>&1
+sleep 0.5
+ex client curl -s --max-time 3 -o /dev/null http://127.0.0.1:8081/hostname; local_rc=$?
+ex server curl -s --max-time 3 -o /dev/null http://10.10.0.2:8081/hostname; rc=$?
+[ "$local_rc" = 0 ] && [ "$rc" != 0 ]
+check "B -> A unsolicited is denied" $? "server -> 10.10.0.2:8081 curl exit $rc (listener answers locally: exit $local_rc)"
+
+# --- flow records ------------------------------------------------------------
+say "== flow records (closed flows; bytes are unique payload bytes)"
+sleep 3
+docker logs "$(id_of agent)" >"$WORK/agent.log" 2>&1
+docker logs "$(id_of gateway)" >"$WORK/gateway.log" 2>&1
+node "$HERE/flow-table.mjs" "$WORK/agent.log" "$WORK/gateway.log"; rc=$?
+check "flow records at both ends" $rc "from docker logs of agent and gateway"
+
+# --- gateway kill and restart ------------------------------------------------
+say "== docker-compose kill -s KILL gateway"
+gw_id="$(id_of gateway)"
+before="$(docker inspect -f '{{.RestartCount}}' "$gw_id")"
+"${DC[@]}" kill -s KILL gateway >/dev/null 2>&1
+tk=$(date +%s)
+resumed=1
+for _ in $(seq 1 90); do
+  if ex client ping -c 1 -W 1 10.20.0.2 >/dev/null 2>&1; then resumed=0; break; fi
+  sleep 1
+done
+after="$(docker inspect -f '{{.RestartCount}}' "$gw_id")"
+check "traffic resumes after the gateway restart" $resumed "restart count $before -> $after, ping answered $(( $(date +%s) - tk )) s after the kill"
+out="$(ex client sh -c 'curl -sf --max-time 30 -o /dev/null -w "%{size_download}" http://10.20.0.2/10M.bin' 2>&1)"; rc=$?
+check "curl 10 MiB after restart" $rc "$out bytes"
+
+say ""
+if [ "$FAILED" = 0 ]; then say "all checks passed in $(elapsed)"; else say "$FAILED check(s) FAILED"; fi
