@@ -12,8 +12,8 @@
 #
 # Stage "build" compiles the TypeScript and the native TUN/UDP addon;
 # stage "mtun" carries only production dependencies plus dist/ and the
-# addon and runs as the non-root user "mtun" with file capabilities
-# (CAP_NET_ADMIN only); stage "tools" holds curl, iperf3 and socat for the
+# addon and runs as the non-root user "mtun" with CAP_NET_ADMIN only;
+# stage "tools" holds curl, iperf3 and socat for the
 # demo topology.
 ARG BASE=node:20-bookworm-slim
 
@@ -30,23 +30,31 @@ FROM base AS build
 # node-gyp needs a C toolchain and Python to build src/native (binding.gyp).
 RUN apt-ensure python3 make g++
 WORKDIR /app
-COPY package.json package-lock.json tsconfig.json binding.gyp ./
+# Dependencies first: this layer is reused until the lockfile changes.
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json binding.gyp ./
 COPY src ./src
 COPY bin ./bin
-# npm ci builds the addon (node-gyp rebuild) and runs tsc (postinstall);
-# --omit=dev afterwards leaves only what the runtime stage copies.
-RUN npm ci --no-audit --no-fund \
- && npm prune --omit=dev --no-audit --no-fund \
- && rm -rf node_modules/typescript node_modules/@typescript build/Release/obj.target build/Release/.deps
+# The addon, with npm's own node-gyp against the Node headers in the image
+# (no header download); then dist/ (tsc); then only production dependencies
+# stay for the runtime stage.
+RUN for d in /usr /usr/local; do [ -f "$d/include/node/node_api.h" ] && export npm_config_nodedir="$d" && break; done; \
+    node "$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js" rebuild \
+ && npx tsc -p tsconfig.json \
+ && npm prune --omit=dev --no-audit --no-fund
 
 FROM base AS mtun
 # iproute2 and nftables: the daemons configure their TUN, routes and MSS
-# clamping; libcap2-bin to give those programs CAP_NET_ADMIN as file
-# capabilities, so the daemon runs as a non-root user.
-RUN apt-ensure iproute2 nftables ca-certificates libcap2-bin \
- && setcap cap_net_admin+ep "$(readlink -f "$(command -v node)")" \
- && setcap cap_net_admin+ep "$(readlink -f "$(command -v ip)")" \
- && setcap cap_net_admin+ep "$(readlink -f "$(command -v nft)")" \
+# clamping. The daemon runs as the non-root user "mtun" and gets only
+# CAP_NET_ADMIN, as an ambient capability so that the `ip` and `nft` it runs
+# inherit it (ip drops file capabilities unless CAP_NET_ADMIN is inheritable):
+# mtun-netadmin is util-linux's setpriv with the file capability
+# cap_net_admin+p, and the entrypoint uses it to raise CAP_NET_ADMIN into
+# the inheritable and ambient sets before it execs node.
+RUN apt-ensure iproute2 nftables ca-certificates libcap2-bin util-linux \
+ && install -m 0755 "$(command -v setpriv)" /usr/local/sbin/mtun-netadmin \
+ && setcap cap_net_admin+p /usr/local/sbin/mtun-netadmin \
  && groupadd --system --gid 10001 mtun && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin mtun \
  && install -d -o 10001 -g 10001 /etc/mtun/certs
 WORKDIR /app
@@ -60,7 +68,7 @@ ENV NODE_ENV=production
 USER 10001:10001
 # Admin endpoint (metrics, healthz, readyz, status) and the QUIC listener.
 EXPOSE 9090/tcp 4433/udp
-ENTRYPOINT ["node", "/app/bin/mtun.js"]
+ENTRYPOINT ["/usr/local/sbin/mtun-netadmin", "--inh-caps", "+net_admin", "--ambient-caps", "+net_admin", "--", "node", "/app/bin/mtun.js"]
 CMD ["--help"]
 
 FROM base AS tools
