@@ -43,7 +43,7 @@ describe.skipIf(!isRoot || missing.length > 0)('npm run compose (docker-compose 
     expect(out).not.toMatch(/^\s*FAIL /m);
     expect(out).toMatch(/all checks passed/);
     expect(code).toBe(0);
-    for (const c of ['ping 10.20.0.2', 'ping fd00:b::2', 'curl 10 MiB + sha256', 'iperf3 TCP', 'UDP echo', 'policy denies', 'B -> A unsolicited is denied', 'flow records at both ends', 'traffic resumes after the gateway restart']) {
+    for (const c of ['ping 10.20.0.2', 'ping fd00:b::2', 'curl 10 MiB + sha256', 'iperf3 TCP', 'UDP echo', 'policy denies', 'B -> A unsolicited is denied', 'flow records at both ends', 'traffic resumes after the killed gateway starts again', 'restart policy restarted the crashed gateway', 'traffic resumes after the restart', 'curl 10 MiB after restart']) {
       expect(out).toContain(`ok    ${c}`);
     }
     // Nothing of this project is left, whether or not the script started dockerd.
