@@ -91,7 +91,7 @@ for target in mtun tools; do
   tag=mtun:dev; [ "$target" = tools ] && tag=mtun-tools:dev
   # --network host: the build stage's apt and npm reach their registries
   # without NAT on the default bridge.
-  docker build --network host --build-arg BASE="$BASE" --target "$target" -t "$tag" "$REPO" >"$WORK/build-$target.log" 2>&1 \
+  docker build --force-rm --network host --build-arg BASE="$BASE" --target "$target" -t "$tag" "$REPO" >"$WORK/build-$target.log" 2>&1 \
     || { tail -30 "$WORK/build-$target.log"; say "compose: docker build --target $target failed"; exit 1; }
 done
 say "  built in $(( $(date +%s) - tb )) s; runtime image mtun:dev $(docker image inspect -f '{{.Size}}' mtun:dev | awk '{printf "%.0f MB", $1/1e6}'), mtun-tools:dev $(docker image inspect -f '{{.Size}}' mtun-tools:dev | awk '{printf "%.0f MB", $1/1e6}')"

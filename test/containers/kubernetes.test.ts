@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { Histogram } from 'prom-client';
 import { ConfigMap, Namespace, Service } from 'kubernetes-models/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
@@ -162,7 +163,7 @@ describe('deploy/kubernetes manifests', () => {
     const exported = new Set<string>();
     for (const metric of m.registry.getMetricsAsArray()) {
       exported.add(metric.name);
-      if (metric.type === 'histogram') for (const s of ['_bucket', '_sum', '_count']) exported.add(metric.name + s);
+      if (metric instanceof Histogram) for (const s of ['_bucket', '_sum', '_count']) exported.add(metric.name + s);
     }
     const used = new Set<string>();
     for (const p of dash.panels) for (const t of p.targets) for (const n of t.expr.match(/mtun_[a-z0-9_]+/g) ?? []) used.add(n);
