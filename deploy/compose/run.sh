@@ -149,13 +149,27 @@ ex client curl -s --max-time 3 -o /dev/null http://10.20.0.2:8080/; rc=$?
 [ "$rc" != 0 ]; check "policy denies 10.20.0.2:8080" $? "curl exit $rc (not in the gateway's allow list)"
 
 # Unsolicited: a workload in cluster B opens a connection into cluster A.
-# The listener is there (checked locally) so only mtun can refuse it.
-ex -d client busybox httpd -f -p 8081 -h /etc >/dev/null 2>&1
+# Checked at the receiving end, not by the connection's outcome (a reply the
+# gateway's policy drops would also make it fail): the client must see
+# neither the UDP datagram nor the TCP SYN (no SYN-RECV socket, no accept).
+ex -d client sh -c 'exec socat -u UDP-RECV:9999 OPEN:/tmp/unsolicited-udp,creat,append'
+ex -d client sh -c 'exec socat -u TCP-LISTEN:8081,reuseaddr,fork OPEN:/tmp/unsolicited-tcp,creat,append'
 sleep 0.5
-ex client curl -s --max-time 3 -o /dev/null http://127.0.0.1:8081/hostname; local_rc=$?
-ex server curl -s --max-time 3 -o /dev/null http://10.10.0.2:8081/hostname; rc=$?
-[ "$local_rc" = 0 ] && [ "$rc" != 0 ]
-check "B -> A unsolicited is denied" $? "server -> 10.10.0.2:8081 curl exit $rc (listener answers locally: exit $local_rc)"
+# The UDP receiver works: a local datagram arrives (then the file is emptied).
+[ "$(ex client sh -c 'printf local | socat -u - UDP:127.0.0.1:9999; sleep 0.3; cat /tmp/unsolicited-udp 2>/dev/null; : > /tmp/unsolicited-udp')" = local ]
+local_ok=$?
+ex -d server sh -c 'curl -s --max-time 4 -o /dev/null http://10.10.0.2:8081/'
+ex server sh -c 'printf unsolicited | socat -u - UDP:10.10.0.2:9999'
+syn_recv=0
+for _ in 1 2 3 4 5 6; do
+  n="$(ex client ss -Htn state syn-recv '( sport = :8081 )' | wc -l)"
+  [ "$n" -gt "$syn_recv" ] && syn_recv=$n
+  sleep 0.5
+done
+udp_got="$(ex client sh -c 'cat /tmp/unsolicited-udp 2>/dev/null' | wc -c)"
+tcp_acc="$(ex client sh -c 'ls /tmp/unsolicited-tcp 2>/dev/null' | wc -l)"
+[ "$local_ok" = 0 ] && [ "$syn_recv" = 0 ] && [ "$udp_got" = 0 ] && [ "$tcp_acc" = 0 ]
+check "B -> A unsolicited is denied" $? "at the client: $syn_recv TCP SYN-RECV sockets, $tcp_acc accepted, $udp_got UDP bytes received (must all be 0; local receiver check exit $local_ok)"
 
 # --- flow records ------------------------------------------------------------
 say "== flow records (closed flows; bytes are unique payload bytes)"
