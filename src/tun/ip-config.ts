@@ -134,6 +134,55 @@ export function runIpBatch(lines: string[], netns?: string): Promise<void> {
   });
 }
 
+/**
+ * Splits `ip -force -batch` stderr into one failure per "Command failed -:N"
+ * line, each with the reason printed just before it. `index` is 0-based.
+ */
+export function parseIpForceFailures(stderr: string): Array<{ index: number; reason: string }> {
+  const out: Array<{ index: number; reason: string }> = [];
+  let reason = 'unknown error';
+  for (const raw of stderr.split('\n')) {
+    const line = raw.trim();
+    if (line === '') continue;
+    const m = /^Command failed -:(\d+)/.exec(line);
+    if (m) {
+      out.push({ index: Number(m[1]) - 1, reason });
+      reason = 'unknown error';
+    } else reason = line;
+  }
+  return out;
+}
+
+/**
+ * Runs `ip [-n netns] -force -batch -`: every line is tried even after one
+ * fails. Resolves with the failed lines (empty: all applied); rejects only
+ * when `ip` cannot run at all.
+ */
+export function runIpBatchForce(lines: readonly string[], netns?: string): Promise<Array<{ index: number; reason: string }>> {
+  return new Promise((resolvePromise, reject) => {
+    const args = netns ? ['-n', netns, '-force', '-batch', '-'] : ['-force', '-batch', '-'];
+    const child = spawn('ip', args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (d: string) => {
+      if (stderr.length < 65_536) stderr += d;
+    });
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      reject(new Error(e.code === 'ENOENT' ? 'tun: `ip` not found: install iproute2' : `tun: cannot run ip: ${e.message}`));
+    });
+    child.on('close', (code) => {
+      const failed = parseIpForceFailures(stderr);
+      if (code !== 0 && failed.length === 0) {
+        resolvePromise(lines.map((_, index) => ({ index, reason: stderr.trim() || `ip exited with ${code}` })));
+      } else resolvePromise(failed);
+    });
+    child.stdin.on('error', () => {
+      /* ip exited early; its exit status carries the error */
+    });
+    child.stdin.end(lines.join('\n') + '\n');
+  });
+}
+
 /** Runs `ip [-n netns] -j addr show` and returns (interface, address) pairs. */
 export function listAddresses(netns?: string): Promise<Array<{ ifname: string; address: string }>> {
   return new Promise((resolvePromise, reject) => {
