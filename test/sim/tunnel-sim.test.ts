@@ -22,6 +22,9 @@ import { systemClock, type DaemonIo, type TunFactory } from '../../src/daemon/po
 import { Gateway } from '../../src/gateway/gateway.js';
 import { craftTcp, craftUdp } from '../../src/packet/craft.js';
 import { MemoryTun } from '../../src/tun/memory-tun.js';
+import { attachH3 } from '../../src/h3/quic-binding.js';
+import { connectUdp, MasqueRequestError } from '../../src/masque/h3-glue.js';
+import { QuicEndpoint } from '../../src/quic/endpoint.js';
 import { getPki } from './quic-harness.js';
 import { MemoryNet } from './quic-memory-udp.js';
 
@@ -257,6 +260,39 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
       await new Promise((res) => setTimeout(res, 50));
       expect(fatal).toHaveLength(1);
     } finally {
+      await gw.stop();
+    }
+  }, 20_000);
+
+  // #12 item 6: the old gateway counted only open sessions, so a burst of CONNECT-UDP
+  // requests still resolving their host name all passed the per-identity limit
+  // (checked: with the pending reservation removed, as before, 6 of 6 opened).
+  it('a CONNECT-UDP burst cannot pass the per-identity session limit', async () => {
+    const tuns = memoryTuns();
+    const text = gwConfigText(true)
+      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
+      .replace('name: gw,', 'name: gu,')
+      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`)
+      .replace('prefixes: [10.20.0.0/24]', 'prefixes: [10.20.0.0/24, 127.0.0.0/8]')
+      + 'maxSessionsPerIdentity: 2\nconnectUdp: {enabled: true, allowLocalTargets: true, targets: [{host: localhost, ports: [9]}]}\n';
+    const udp = net.open();
+    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
+    const pki = await getPki();
+    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+    try {
+      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
+      const h3 = attachH3(conn, {}, () => undefined);
+      await conn.whenEstablished();
+      // All six are in flight at once: each waits on resolving "localhost".
+      const results = await Promise.allSettled(Array.from({ length: 6 }, () =>
+        connectUdp(h3, `localhost:${udp.port}`, 'localhost', 9, { onPayload: () => undefined, onClose: () => undefined })));
+      const opened = results.filter((r) => r.status === 'fulfilled');
+      const refused = results.filter((r) => r.status === 'rejected').map((r) => ((r as PromiseRejectedResult).reason as MasqueRequestError).status);
+      expect(opened).toHaveLength(2);
+      expect(refused).toEqual([429, 429, 429, 429]);
+      expect(gw.status().sessions.filter((x) => x.kind === 'connect-udp')).toHaveLength(2);
+    } finally {
+      client.close();
       await gw.stop();
     }
   }, 20_000);
