@@ -65,6 +65,7 @@ describe('admitConnect', () => {
     const mine = admitConnect(input({ sessionsOf: (id) => (id === 'site-a' ? 2 : 0) }));
     expect(!mine.ok && mine.status).toBe(429);
     expect(!mine.ok && mine.reason).toMatch(/per identity/);
+    expect(!mine.ok && mine.rule).toBe('per-identity session limit');
   });
 
   it('403 default deny for an authenticated identity without policy', () => {

@@ -41,13 +41,15 @@ export interface ConnectRefusal {
   readonly status: number;
   readonly headers: Array<[string, string]>;
   readonly reason: string;
+  /** Short name of the rule that refused, for the log message ("per-identity session limit"). */
+  readonly rule: string;
   /** Known only once authenticated. */
   readonly identity: string | null;
 }
 
-function refusal(status: number, error: Parameters<typeof refuse>[1], reason: string, identity: string | null, extra: Array<[string, string]> = []): ConnectRefusal {
+function refusal(status: number, rule: string, error: Parameters<typeof refuse>[1], reason: string, identity: string | null, extra: Array<[string, string]> = []): ConnectRefusal {
   const r = refuse(status, error, reason);
-  return { ok: false, status, headers: [['proxy-status', r.proxyStatus], ...extra], reason, identity };
+  return { ok: false, status, headers: [['proxy-status', r.proxyStatus], ...extra], reason, rule, identity };
 }
 
 /**
@@ -60,16 +62,16 @@ export function admitConnect(a: AdmitInput): Admission | ConnectRefusal {
   const token = a.certIdentity === null ? bearerToken(a.authorization) : null;
   const identity = a.certIdentity ?? (token !== null ? a.tokens.identityOf(token) : null);
   if (identity === null) {
-    return refusal(401, 'http_request_denied', 'no client certificate and no valid bearer token', null, [['www-authenticate', 'Bearer']]);
+    return refusal(401, 'not authenticated', 'http_request_denied', 'no client certificate and no valid bearer token', null, [['www-authenticate', 'Bearer']]);
   }
-  if (a.sessions >= a.maxSessions) return refusal(503, 'proxy_internal_error', 'session limit reached', identity);
+  if (a.sessions >= a.maxSessions) return refusal(503, 'gateway session limit', 'proxy_internal_error', 'session limit reached', identity);
   if (a.sessionsOf(identity) >= a.maxSessionsPerIdentity) {
-    return refusal(429, 'proxy_internal_error', `session limit of ${a.maxSessionsPerIdentity} per identity reached`, identity);
+    return refusal(429, 'per-identity session limit', 'proxy_internal_error', `session limit of ${a.maxSessionsPerIdentity} per identity reached`, identity);
   }
   const policy = a.policy.forIdentity(identity);
-  if (policy.pattern === null) return refusal(403, 'http_request_denied', 'no policy for this identity (default deny)', identity);
+  if (policy.pattern === null) return refusal(403, 'no policy for identity', 'http_request_denied', 'no policy for this identity (default deny)', identity);
   if (a.protocol !== 'connect-ip' && a.protocol !== 'connect-udp') {
-    return refusal(501, 'http_request_error', `unsupported :protocol ${JSON.stringify(a.protocol)}`, identity);
+    return refusal(501, 'unsupported protocol', 'http_request_error', `unsupported :protocol ${JSON.stringify(a.protocol)}`, identity);
   }
   return { ok: true, identity, token, policy, protocol: a.protocol };
 }

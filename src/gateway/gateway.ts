@@ -239,7 +239,7 @@ export class Gateway {
     });
     if (!a.ok) {
       req.reject(a.status, a.headers);
-      this.io.log.warn({ remote: gc.remote, identity: a.identity, protocol: req.protocol, status: a.status, reason: a.reason }, 'request refused');
+      this.io.log.warn({ remote: gc.remote, identity: a.identity, protocol: req.protocol, status: a.status, reason: a.reason }, `request refused: ${a.rule}`);
       return;
     }
     if (a.protocol === 'connect-ip') {
