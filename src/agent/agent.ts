@@ -1,21 +1,20 @@
 /**
  * The agent daemon: opens one CONNECT-IP session (RFC 9484) to the gateway
  * over QUIC + HTTP/3 and moves IP packets between it and a local TUN device,
- * reconnecting by itself. Wiring and pump loops only.
+ * reconnecting by itself (`reconnect.ts`). Wiring and pump loops only: it is
+ * given its TUN factory, UDP socket, kernel-config port and clock ({@link DaemonIo}).
  */
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
-import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/index.js';
 import { attachH3 } from '../h3/quic-binding.js';
 import type { H3Connection } from '../h3/connection.js';
+import { H3Error } from '../h3/errors.js';
 import { Direction } from '../inspect/flow-tracker.js';
 import type { ConnectIpClientSession } from '../masque/connect-ip/client-session.js';
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import type { ConnectIpEvent } from '../masque/connect-ip/session-base.js';
 import { connectIp, connectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatIp, formatPrefix, parseIp, prefixCovers, rangesToPrefixes, type IpPrefix } from '../packet/ip-address.js';
-import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
 import { clampTcpMss } from '../packet/rewrite.js';
 import type { QuicConnection } from '../quic/connection.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
@@ -27,27 +26,30 @@ import {
   type AdminServer,
   type DaemonStatus,
 } from '../telemetry/index.js';
-import { openTun, type NativeTun } from '../tun/native-tun.js';
-import { runIpBatch } from '../tun/ip-config.js';
 import { MTUN_VERSION } from '../version.js';
+import { AddressSync } from '../daemon/address-sync.js';
 import { DaemonFlows } from '../daemon/flows.js';
+import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
 import { TUN_WRITE_DROP_REASON, TunWriter } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { UdpForwarder } from './udp-forwarder.js';
-import { applySnat, removeSnat } from './snat.js';
+import { Reconnector } from './reconnect.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 
 /** Agent-level drop reason: a packet read from the TUN while no session is up. */
 const DROP_NO_SESSION = 'no_session';
 
+/** How long stop() waits for the connection to close after GOAWAY before closing it itself. */
+export const AGENT_DRAIN_DEADLINE_MS = 1_000;
+
 /** Connection state, as `/status` and `/readyz` report it. */
-export type AgentState = 'connecting' | 'open' | 'backoff' | 'stopped';
+export type AgentState = 'connecting' | 'open' | 'backoff' | 'failed' | 'stopped';
 
 /** The running agent. Create with {@link Agent.start}; stop with {@link Agent.stop}. */
 export class Agent {
   state: AgentState = 'connecting';
-  private tun: NativeTun | null = null;
+  private tun: OwnedTun | null = null;
   private tunMtu = 0;
   private tunWriter: TunWriter | null = null;
   private conn: QuicConnection | null = null;
@@ -57,30 +59,31 @@ export class Agent {
   private sessionSince: Date | null = null;
   /** Kernel routes through the TUN for what the gateway advertises. */
   private routeSync: RouteSync | null = null;
-  /** Serialises address and SNAT changes (remote access). */
-  private addrQueue: Promise<void> = Promise.resolve();
-  private assignedOnTun = new Set<string>();
-  /** The SNAT rules currently installed ("v4|v6"), or null. */
-  private snatKey: string | null = null;
-  private attempt = 0;
-  private reconnectTimer: NodeJS.Timeout | null = null;
-  private readonly counterTimer: NodeJS.Timeout;
+  /** Remote access: assigned addresses on the TUN and the SNAT following them. */
+  private addressSync: AddressSync | null = null;
+  private readonly reconnect: Reconnector;
+  /** The daemon's one once-a-second tick (flows, session timers, tunnel counters, forwarder expiry). */
+  private readonly tick: ClockTimer;
+  private failure: Error | null = null;
+  private onDrained: (() => void) | null = null;
   private readonly flows: DaemonFlows;
   private readonly noSessionId: number;
   private admin: AdminServer | null = null;
   private readonly gatewayIdentity: string;
   private readonly gatewayAddr: Uint8Array | null;
-  private readonly startedAt = Date.now();
+  private readonly startedAt: number;
   private connects = 0;
   private readonly forwarders: UdpForwarder[] = [];
+  private readonly log: DaemonIo['log'];
 
   private constructor(
     private readonly config: AgentConfig,
-    private readonly log: Logger,
-    private readonly socket: NativeUdpSocket,
+    private readonly io: DaemonIo,
     private readonly endpoint: QuicEndpoint,
     private readonly telemetry: Telemetry,
   ) {
+    this.log = io.log;
+    this.startedAt = io.clock.now();
     this.gatewayIdentity = config.gateway.serverName ?? config.gateway.address.host;
     this.gatewayAddr = parseIp(config.gateway.address.host)?.address ?? null;
     this.flows = new DaemonFlows({
@@ -90,21 +93,25 @@ export class Agent {
       directionOf: directionByLocalPrefixes(config.advertise),
     });
     this.noSessionId = telemetry.metrics.dropReasonId(DROP_NO_SESSION);
-    this.counterTimer = setInterval(() => this.syncCounters(), 1000);
-    this.counterTimer.unref();
+    this.reconnect = new Reconnector(config.reconnect, io.clock, () => void this.connect());
+    this.tick = io.clock.every(1000, () => this.onTick());
   }
 
-  /** Binds the UDP socket, starts the admin server and the first connection attempt. */
-  static async start(config: AgentConfig, log: Logger): Promise<Agent> {
-    const caPem = readFileSync(config.tls.ca, 'utf8');
-    const certPem = config.tls.cert !== undefined ? readFileSync(config.tls.cert, 'utf8') : undefined;
-    const keyPem = config.tls.key !== undefined ? readFileSync(config.tls.key, 'utf8') : undefined;
-    const v4 = isIP(config.gateway.address.host) === 4;
-    const socket = openNativeUdp({ host: v4 ? '0.0.0.0' : '::' });
+  /**
+   * Starts QUIC on `io.udp` (bound by the caller to the gateway's family),
+   * the admin server, the UDP forwarders and the first connection attempt.
+   * The TUN is opened through `io.openTun` once the first session says how
+   * large a packet the path carries. On failure everything opened is closed.
+   */
+  static async start(config: AgentConfig, io: DaemonIo): Promise<Agent> {
+    const log = io.log;
     let started: Agent | null = null;
     try {
+      const caPem = readFileSync(config.tls.ca, 'utf8');
+      const certPem = config.tls.cert !== undefined ? readFileSync(config.tls.cert, 'utf8') : undefined;
+      const keyPem = config.tls.key !== undefined ? readFileSync(config.tls.key, 'utf8') : undefined;
       const endpoint = new QuicEndpoint({
-        socket,
+        socket: io.udp,
         client: { caPem, certPem, keyPem },
         idleTimeoutMs: Math.max(QUIC_IDLE_TIMEOUT_MS, 3 * config.keepaliveIntervalMs),
         // PINGs on the endpoint's shared timer keep NAT bindings and the idle timer alive (RFC 9000 §10.1.2).
@@ -117,14 +124,14 @@ export class Agent {
         workloads: config.telemetry.workloads,
         flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
       });
-      const agent = new Agent(config, log, socket, endpoint, telemetry);
+      const agent = new Agent(config, io, endpoint, telemetry);
       started = agent;
       if (config.admin.enabled) {
         agent.admin = await startAdminServer({
           host: config.admin.listen.host,
           port: config.admin.listen.port,
           registry: telemetry.registry,
-          readiness: () => (agent.state === 'open' ? { ready: true } : { ready: false, reason: agent.state }),
+          readiness: () => agent.readiness(),
           status: () => agent.status(),
         });
       }
@@ -143,9 +150,24 @@ export class Agent {
     } catch (e) {
       // Release everything already bound (admin port, forwarders, timers) so a failed start exits cleanly.
       if (started !== null) await started.stop().catch(() => undefined);
-      else socket.close();
+      else io.udp.close();
       throw e;
     }
+  }
+
+  /** What /readyz reports: ready only with the tunnel open; a fatal TUN error is named. */
+  readiness(): { ready: true } | { ready: false; reason: string } {
+    if (this.failure !== null) return { ready: false, reason: `failed: ${this.failure.message}` };
+    return this.state === 'open' ? { ready: true } : { ready: false, reason: this.state };
+  }
+
+  /** The data path is dead (TUN poll or read error): readiness 503, log, tell the owner (who exits non-zero). */
+  private fail(e: Error): void {
+    if (this.failure !== null) return;
+    this.failure = e;
+    this.state = 'failed';
+    this.log.fatal({ err: e.message }, 'TUN failed: the data path has stopped');
+    this.io.onFatal?.(e);
   }
 
   /** The admin server's base URL, if enabled. */
@@ -156,7 +178,7 @@ export class Agent {
   // ---------------------------------------------------------------- control path
 
   private async connect(): Promise<void> {
-    if (this.state === 'stopped') return;
+    if (this.state === 'stopped' || this.state === 'failed') return;
     this.state = 'connecting';
     const { host, port } = this.config.gateway.address;
     let conn: QuicConnection;
@@ -169,7 +191,7 @@ export class Agent {
     }
     this.conn = conn;
     let closedEarly = false;
-    const h3 = attachH3(conn, { onGoaway: () => this.log.info('gateway sent GOAWAY') }, (ev) => {
+    const h3 = attachH3(conn, { onGoaway: () => this.onGoaway(conn) }, (ev) => {
       if (ev === 'readable') this.tunWriter?.flush();
       else if (ev === 'closed') {
         closedEarly = true;
@@ -206,17 +228,17 @@ export class Agent {
         session.requestAddresses([{ version: 4 }, { version: 6 }]);
       }
       // RFC 9484 §7.2: check the path really carries 1280-byte IPv6 packets (probe answered by the gateway).
-      if (session.ipv6Enabled) session.probeIpv6(Date.now());
+      if (session.ipv6Enabled) session.probeIpv6(this.io.clock.now());
       conn.flush();
       await this.applyRoutes(session);
       if (this.superseded(conn, closedEarly)) return;
       this.state = 'open';
-      this.attempt = 0;
+      this.reconnect.succeeded();
       this.connects++;
       this.log.info({ gateway: this.config.gateway.address, maxPacketSize: session.maxPacketSize(), tunMtu: this.tunMtu, resumed: conn.isResumed() }, 'tunnel up');
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, 'tunnel setup failed');
-      if (!conn.isClosed) conn.close(true, 0x10c, 'setup failed');
+      if (!conn.isClosed) conn.close(true, H3Error.H3_REQUEST_CANCELLED, 'setup failed');
       if (!closedEarly) this.onDisconnected(conn);
     }
   }
@@ -252,8 +274,20 @@ export class Agent {
     });
   }
 
+  /**
+   * GOAWAY (RFC 9114 §5.2): the gateway is going away. End the session so its
+   * drain completes at once, and reconnect (to its successor) after backoff.
+   */
+  private onGoaway(conn: QuicConnection): void {
+    this.log.info('gateway sent GOAWAY: closing the session, will reconnect');
+    if (this.conn !== conn) return;
+    this.session?.close();
+    conn.flush();
+  }
+
   private onDisconnected(conn: QuicConnection): void {
     if (this.conn !== conn) return;
+    this.onDrained?.();
     const info = conn.closeInfo;
     this.conn = null;
     this.h3 = null;
@@ -264,24 +298,17 @@ export class Agent {
       this.sync = null;
       this.session = null;
     }
-    if (this.state === 'stopped') return;
+    if (this.state === 'stopped' || this.state === 'failed') return;
     this.log.warn({ reason: info?.reason, code: info?.errorCode, byPeer: info?.byPeer, idle: info?.idleTimeout, handlerError: conn.handlerError?.stack }, 'tunnel down');
     this.scheduleReconnect();
   }
 
-  /** Exponential backoff with jitter (config.reconnect). */
+  /** Exponential backoff with jitter (config.reconnect; see backoffDelayMs). */
   private scheduleReconnect(): void {
-    if (this.state === 'stopped' || this.reconnectTimer !== null) return;
+    if (this.state === 'stopped' || this.state === 'failed' || this.reconnect.pending) return;
     this.state = 'backoff';
-    const r = this.config.reconnect;
-    const base = Math.min(r.maxDelayMs, r.minDelayMs * 2 ** Math.min(this.attempt, 30));
-    const delay = Math.max(0, Math.round(base * (1 + r.jitter * (2 * Math.random() - 1))));
-    this.attempt++;
-    this.log.info({ delayMs: delay, attempt: this.attempt }, 'reconnecting');
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = null;
-      void this.connect();
-    }, delay);
+    const delay = this.reconnect.schedule();
+    this.log.info({ delayMs: delay, attempt: this.reconnect.attempts }, 'reconnecting');
   }
 
   /** Opens the TUN on the first session, sized to what one datagram carries. */
@@ -293,13 +320,14 @@ export class Agent {
     }
     const limit = pathMax > 0 ? pathMax : DEFAULT_TUNNEL_MTU;
     const mtu = Math.min(this.config.tun.mtuBytes ?? limit, limit);
-    this.tun = await openTun({ name: this.config.tun.name, mtu, addresses: [], offload: this.config.tun.offload, txQueueLen: this.config.tun.txQueueLen });
+    this.tun = await this.io.openTun({ name: this.config.tun.name, mtu, offload: this.config.tun.offload, txQueueLen: this.config.tun.txQueueLen });
     this.tunMtu = mtu;
     const metrics = this.telemetry.metrics;
     const dropId = metrics.dropReasonId(TUN_WRITE_DROP_REASON);
     this.tunWriter = new TunWriter(this.tun, 65_535, (n) => metrics.drop(dropId, n));
-    this.routeSync = new RouteSync(this.tun, this.log);
-    new TunReader(this.tun, this.onTunBatch, (e) => this.log.error({ err: e.message }, 'TUN read failed'));
+    this.routeSync = new RouteSync(this.tun.name, this.io.kernel, this.io.clock, this.log, 'routes from the gateway');
+    this.addressSync = new AddressSync(this.tun.name, this.io.kernel, this.log, this.config.snat);
+    new TunReader(this.tun, this.onTunBatch, (e) => this.fail(e));
     this.log.info({ tun: this.tun.name, mtu }, 'TUN up');
   }
 
@@ -317,7 +345,7 @@ export class Agent {
   /**
    * Installs routes for what the gateway advertises (skipping default routes
    * and prefixes that would capture the gateway's own address), and in
-   * remote-access mode puts the assigned addresses on the TUN.
+   * remote-access mode puts the assigned addresses on the TUN (SNAT follows).
    */
   private async applyRoutes(session: ConnectIpClientSession): Promise<void> {
     const tun = this.tun;
@@ -329,62 +357,28 @@ export class Agent {
         if (this.gatewayAddr !== null && coversAddress(p, this.gatewayAddr)) continue;
         want.push(formatPrefix(p));
       }
-      await this.routeSync.set(this, want, 'routes from the gateway');
+      await this.routeSync.set(this, want);
     }
     if (this.config.mode === 'remote-access') {
-      const next = this.addrQueue.then(() => this.applyAddresses(session, tun));
-      this.addrQueue = next.catch(() => undefined);
-      await next;
+      await this.addressSync?.set(session.assignedAddresses().map((a) => ({
+        prefix: formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength }),
+        address: formatIp(a.address),
+        version: a.version,
+      })));
     }
   }
 
-  /**
-   * Remote access: the TUN carries exactly the addresses the gateway assigned
-   * now (a new lease after a reconnect replaces the old one), and SNAT
-   * follows them. Runs serialised (addrQueue).
-   */
-  private async applyAddresses(session: ConnectIpClientSession, tun: NativeTun): Promise<void> {
-    if (tun.closed) return;
-    const assigned = session.assignedAddresses();
-    const want = assigned.map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength }));
-    const add = want.filter((a) => !this.assignedOnTun.has(a));
-    const del = [...this.assignedOnTun].filter((a) => !want.includes(a));
-    for (const a of del) {
-      try {
-        await runIpBatch([`addr del ${a} dev ${tun.name}`]);
-      } catch (e) {
-        this.log.warn({ address: a, err: (e as Error).message }, 'removing an old assigned address failed');
-      }
-      this.assignedOnTun.delete(a);
-    }
-    for (const a of add) {
-      try {
-        await runIpBatch([`addr add ${a} dev ${tun.name}${a.includes(':') ? ' nodad' : ''}`]);
-        this.assignedOnTun.add(a);
-      } catch (e) {
-        this.log.error({ address: a, err: (e as Error).message }, 'configuring an assigned address failed');
-      }
-    }
-    if (add.length + del.length > 0) this.log.info({ added: add, removed: del }, 'assigned addresses configured');
-    if (!this.config.snat) return;
-    const v4 = assigned.find((a) => a.version === 4);
-    const v6 = assigned.find((a) => a.version === 6);
-    const a4 = v4 ? formatIp(v4.address) : null;
-    const a6 = v6 ? formatIp(v6.address) : null;
-    const key = `${a4}|${a6}`;
-    if ((a4 === null && a6 === null) || key === this.snatKey) return;
-    try {
-      await applySnat(tun.name, a4, a6);
-      this.snatKey = key;
-      this.log.info({ v4: a4, v6: a6 }, 'SNAT to the assigned addresses installed');
-    } catch (e) {
-      this.log.error({ err: (e as Error).message }, 'installing SNAT failed');
-    }
+  /** The one tick: flow timeouts and live counters, the session's timers, forwarder expiry, tunnel counters. */
+  private onTick(): void {
+    const now = this.io.clock.now();
+    this.flows.tick(now);
+    this.session?.onTimeout(now);
+    for (const f of this.forwarders) f.expire(now);
+    this.syncCounters();
   }
 
   private syncCounters(): void {
     const s = this.session;
-    if (s !== null) s.onTimeout(Date.now());
     if (s !== null && this.sync !== null) {
       const c = s.counters;
       this.sync.update(c.drops, c.packetsSent, c.bytesSent, c.packetsReceived, c.bytesReceived, c.icmpSent);
@@ -398,9 +392,9 @@ export class Agent {
     return {
       reporter: 'agent',
       version: MTUN_VERSION,
-      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-      ready: this.state === 'open',
-      addresses: this.tun ? [...this.assignedOnTun].map((a) => ({ interface: this.tun!.name, address: a })) : [],
+      uptimeSeconds: Math.round((this.io.clock.now() - this.startedAt) / 1000),
+      ready: this.readiness().ready,
+      addresses: this.tun && this.addressSync ? this.addressSync.addresses().map((a) => ({ interface: this.tun!.name, address: a })) : [],
       sessions: s && c ? [{
         id: `c${this.connects}`,
         kind: 'connect-ip',
@@ -409,7 +403,7 @@ export class Agent {
         state: this.state,
         addresses: s.assignedAddresses().map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength })),
         routes: this.routeSync?.routesOf(this) ?? [],
-        since: (this.sessionSince ?? new Date()).toISOString(),
+        since: (this.sessionSince ?? new Date(this.io.clock.now())).toISOString(),
         sentBytes: s.counters.bytesSent,
         receivedBytes: s.counters.bytesReceived,
       }] : [],
@@ -429,7 +423,7 @@ export class Agent {
     const tracker = this.flows.tracker;
     const clamp = this.config.mssClamp;
     const mtu = this.tunMtu;
-    const now = Date.now();
+    const now = this.io.clock.now();
     for (let i = 0; i < n; i++) {
       const buf = bufs[i]!;
       const len = sizes[i]!;
@@ -443,7 +437,7 @@ export class Agent {
 
   /** Packets from the gateway: inspect, copy into the TUN batch (MSS clamped), written after the QUIC batch. */
   private readonly onGatewayPacket = (buf: Uint8Array, off: number, len: number): void => {
-    this.flows.tracker.observe(buf, off, len, Direction.IN, Date.now());
+    this.flows.tracker.observe(buf, off, len, Direction.IN, this.io.clock.now());
     const w = this.tunWriter;
     if (w === null) return;
     const slot = w.push(buf, off, len);
@@ -457,23 +451,38 @@ export class Agent {
 
   // ---------------------------------------------------------------- shutdown
 
-  /** Graceful stop (SIGTERM): flow records written, session closed, routes and TUN removed. */
+  /**
+   * Graceful stop (SIGTERM): session closed and HTTP/3 GOAWAY sent, then waits
+   * for the connection to close (at most {@link AGENT_DRAIN_DEADLINE_MS});
+   * flow records written; SNAT removed; socket and TUN closed (the kernel
+   * removes the TUN's routes and addresses).
+   */
   async stop(): Promise<void> {
     if (this.state === 'stopped') return;
     this.state = 'stopped';
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    clearInterval(this.counterTimer);
-    this.syncCounters();
-    this.flows.close();
+    this.reconnect.cancel();
+    this.tick.cancel();
+    this.routeSync?.close();
     for (const f of this.forwarders) f.close();
-    this.session?.close();
-    this.h3?.shutdown();
-    this.conn?.flush();
-    await new Promise((r) => setTimeout(r, 50));
+    const conn = this.conn;
+    if (conn !== null && !conn.isClosed) {
+      let deadline: ClockTimer | null = null;
+      const drained = new Promise<void>((resolve) => {
+        this.onDrained = resolve;
+        deadline = this.io.clock.after(AGENT_DRAIN_DEADLINE_MS, resolve);
+      });
+      this.session?.close();
+      this.h3?.shutdown();
+      conn.flush();
+      await drained;
+      (deadline as ClockTimer | null)?.cancel();
+    }
+    this.syncCounters();
+    this.flows.close(this.io.clock.now());
+    // Sends CONNECTION_CLOSE if the connection is still there, synchronously.
     this.endpoint.close(0, 'agent shutting down');
-    await new Promise((r) => setTimeout(r, 50));
-    this.socket.close();
-    if (this.snatKey !== null && this.tun !== null) await removeSnat(this.tun.name).catch((e: Error) => this.log.warn({ err: e.message }, 'removing SNAT failed'));
+    this.io.udp.close();
+    await this.addressSync?.close();
     this.tun?.close();
     await this.admin?.close();
     await this.telemetry.shutdown();

@@ -61,7 +61,6 @@ export class UdpForwarder {
   private readonly socket: Socket;
   private readonly clients = new Map<string, Mapping>();
   private readonly scratch = Buffer.allocUnsafe(MASQUE_HEADROOM + 7 + 65_536);
-  private readonly sweep: NodeJS.Timeout;
   private readonly maxClients: number;
   private lastOpenWarnMs = -Infinity;
   private readonly idleMs: number;
@@ -71,8 +70,6 @@ export class UdpForwarder {
     this.maxClients = opts.maxClients ?? 256;
     this.idleMs = Math.max(120_000, opts.idleTimeoutMs ?? 120_000);
     socket.on('message', (msg, rinfo) => this.onLocal(msg, rinfo.address, rinfo.port));
-    this.sweep = setInterval(() => this.expire(Date.now()), 10_000);
-    this.sweep.unref();
   }
 
   /** Binds the local port. Rejects with `agent: …` when it cannot (in use, bad address). */
@@ -154,7 +151,8 @@ export class UdpForwarder {
     });
   }
 
-  private expire(nowMs: number): void {
+  /** Closes mappings idle for the idle timeout. Called from the agent's once-a-second tick. */
+  expire(nowMs: number): void {
     for (const [key, m] of this.clients) {
       if (nowMs - m.lastActiveMs < this.idleMs) continue;
       m.session?.close();
@@ -170,7 +168,6 @@ export class UdpForwarder {
 
   /** Closes the local socket and every stream. */
   close(): void {
-    clearInterval(this.sweep);
     this.reset();
     this.socket.close();
   }

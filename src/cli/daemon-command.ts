@@ -11,7 +11,13 @@ interface Running {
   stop(): Promise<void>;
 }
 
-/** Builds the `gateway` or `agent` subcommand. Exit codes: 0 clean stop, 1 runtime failure, 2 bad config. */
+/** Exit code when the data path died (TUN poll or read error); a supervisor should restart the daemon. */
+export const EXIT_DATA_PATH_FAILED = 3;
+
+/**
+ * Builds the `gateway` or `agent` subcommand. Exit codes: 0 clean stop,
+ * 1 start or stop failure, 2 bad config, 3 the data path failed (TUN error).
+ */
 export function daemonCommand(kind: Kind): Command {
   const what = kind === 'gateway'
     ? 'run the gateway: accept agents over HTTP/3, serve CONNECT-IP / CONNECT-UDP, forward into this network'
@@ -21,7 +27,8 @@ export function daemonCommand(kind: Kind): Command {
     .addOption(new Option('-c, --config <file>', `YAML configuration (see config/${kind}.yaml, docs/configuration.md)`).makeOptionMandatory())
     .option('--check', 'validate the configuration and exit', false)
     .addHelpText('after', `
-Signals: SIGTERM/SIGINT drain and exit${kind === 'gateway' ? '; SIGHUP reloads policy and tokens' : ''}.
+Signals: SIGTERM/SIGINT drain and exit${kind === 'gateway' ? '; SIGHUP reloads policy and tokens' : ''} (also when received during start-up).
+Exit codes: 0 stopped, 1 start failed, 2 invalid configuration, 3 the data path failed (TUN error; restart me).
 Needs root or CAP_NET_ADMIN (TUN device, routes).`)
     .exitOverride()
     .action(async (opts: { config: string; check: boolean }) => {
@@ -43,49 +50,91 @@ Needs root or CAP_NET_ADMIN (TUN device, routes).`)
       }
       const { daemonLogger } = await import('../daemon/logger.js');
       const log = daemonLogger(kind, config.logLevel);
-      let running: Running;
+      // Signals are handled from the start: a HUP or TERM during start-up is
+      // queued until the daemon runs (Node's default would kill the process).
+      let running: Running | null = null;
+      let stopRequested: string | null = null;
+      let reloadQueued = false;
+      let fatal: Error | null = null;
+      let finish: () => void = () => undefined;
+      const done = new Promise<void>((resolve) => (finish = resolve));
+      const stop = (why: string) => {
+        if (stopRequested !== null) return;
+        stopRequested = why;
+        if (running === null) return; // start() finishes first, then stops
+        log.info({ reason: why }, 'stopping');
+        running.stop().then(finish, (e) => {
+          log.error({ err: (e as Error).message }, 'stop failed');
+          process.exitCode = 1;
+          finish();
+        });
+      };
+      const reload = () => {
+        if (kind !== 'gateway') {
+          log.info('SIGHUP: nothing to reload on the agent');
+          return;
+        }
+        if (running === null) {
+          reloadQueued = true;
+          log.info('SIGHUP during start-up: reload queued');
+          return;
+        }
+        try {
+          const next = cfg.loadGatewayConfig(opts.config);
+          (running as unknown as { reload(c: typeof next): void }).reload(next);
+        } catch (e) {
+          log.error({ err: e instanceof cfg.ConfigError ? e.toString() : (e as Error).message }, 'reload failed; keeping the running policy');
+        }
+      };
+      const onTerm = () => stop('SIGTERM');
+      const onInt = () => stop('SIGINT');
+      process.on('SIGTERM', onTerm);
+      process.on('SIGINT', onInt);
+      process.on('SIGHUP', reload);
+      const { systemClock } = await import('../daemon/ports.js');
+      const { nativeTunFactory, systemKernel } = await import('../daemon/system-ports.js');
+      const { openNativeUdp } = await import('../net/native-udp.js');
+      const io = {
+        openTun: nativeTunFactory,
+        kernel: systemKernel,
+        clock: systemClock,
+        log,
+        // The data path is dead: drain what can be drained and exit 3 (EXIT_DATA_PATH_FAILED) so a supervisor restarts us.
+        onFatal: (e: Error) => {
+          fatal = e;
+          process.exitCode = EXIT_DATA_PATH_FAILED;
+          stop(`fatal: ${e.message}`);
+        },
+      };
       try {
         if (kind === 'gateway') {
           const { Gateway } = await import('../gateway/gateway.js');
-          running = await Gateway.start(config as Parameters<typeof Gateway.start>[0], log);
+          const c = config as Parameters<typeof Gateway.start>[0];
+          running = await Gateway.start(c, { ...io, udp: openNativeUdp({ host: c.listen.host, port: c.listen.port }) });
         } else {
           const { Agent } = await import('../agent/agent.js');
-          running = await Agent.start(config as Parameters<typeof Agent.start>[0], log);
+          const { isIP } = await import('node:net');
+          const c = config as Parameters<typeof Agent.start>[0];
+          running = await Agent.start(c, { ...io, udp: openNativeUdp({ host: isIP(c.gateway.address.host) === 4 ? '0.0.0.0' : '::' }) });
         }
       } catch (e) {
         log.fatal({ err: (e as Error).message }, `${kind} failed to start`);
         log.flush();
         process.stderr.write(`mtun ${kind}: ${(e as Error).message}\n`);
         process.exitCode = 1;
+        process.off('SIGTERM', onTerm);
+        process.off('SIGINT', onInt);
+        process.off('SIGHUP', reload);
         return;
       }
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const stop = (sig: string) => {
-          if (stopping) return;
-          stopping = true;
-          log.info({ signal: sig }, 'stopping');
-          running.stop().then(resolve, (e) => {
-            log.error({ err: (e as Error).message }, 'stop failed');
-            process.exitCode = 1;
-            resolve();
-          });
-        };
-        process.on('SIGTERM', () => stop('SIGTERM'));
-        process.on('SIGINT', () => stop('SIGINT'));
-        process.on('SIGHUP', () => {
-          if (kind !== 'gateway') {
-            log.info('SIGHUP: nothing to reload on the agent');
-            return;
-          }
-          try {
-            const next = cfg.loadGatewayConfig(opts.config);
-            (running as unknown as { reload(c: typeof next): void }).reload(next);
-          } catch (e) {
-            log.error({ err: e instanceof cfg.ConfigError ? e.toString() : (e as Error).message }, 'reload failed; keeping the running policy');
-          }
-        });
-      });
+      if (reloadQueued && stopRequested === null) reload();
+      if (stopRequested !== null) {
+        const why = stopRequested;
+        stopRequested = null;
+        stop(why);
+      }
+      await done;
+      if (fatal !== null) process.stderr.write(`mtun ${kind}: ${(fatal as Error).message}; exiting with ${EXIT_DATA_PATH_FAILED}\n`);
       log.flush();
       // Sockets and timers are closed; exit promptly even if a library left a handle.
       setTimeout(() => process.exit(), 200).unref();

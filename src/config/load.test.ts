@@ -152,6 +152,12 @@ describe('config: errors name file:line:col, key path and what was expected', ()
     expect(gwError(`${GW_BASE}auth:\n  tokens:\n    - identity: x\n`)).toBe('gw.yaml:9:7: auth.tokens[0]: expected exactly one of "token" or "tokenFile"');
   });
 
+  it('refuses a bearer token shorter than MIN_TOKEN_CHARS, at the token (#12 item 13)', () => {
+    expect(gwError(`${GW_BASE}auth:\n  tokens:\n    - identity: x\n      token: short-secret\n`)).toBe(
+      'gw.yaml:10:14: auth.tokens[0].token: expected a token of at least 32 characters (e.g. openssl rand -hex 32), got 12');
+    expect(() => parseGatewayConfig(`${GW_BASE}auth:\n  tokens:\n    - identity: x\n      token: ${'k'.repeat(32)}\n`, 'gw.yaml')).not.toThrow();
+  });
+
   it('agent cross-field rules', () => {
     expect(agentError(`${AGENT_BASE}reconnect:\n  minDelayMs: 5000\n  maxDelayMs: 1000\n`)).toBe(
       'agent.yaml:9:15: reconnect.maxDelayMs: expected maxDelayMs ≥ minDelayMs (5000), got 1000');
@@ -182,7 +188,7 @@ describe('config: errors name file:line:col, key path and what was expected', ()
 describe('config: unknown keys are errors', () => {
   it('at the top level, listing the allowed keys', () => {
     expect(gwError(`${GW_BASE}colour: blue\n`)).toBe(
-      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, advertise, policy, connectUdp, tun, maxSessions, maxSessionsPerIdentity, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
+      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, advertise, policy, connectUdp, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
   });
 
   it('nested, with a did-you-mean for near misses', () => {

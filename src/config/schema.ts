@@ -109,6 +109,12 @@ const policyEntrySchema = z.strictObject({
   advertise: z.array(ipPrefix()).default([]),
 });
 
+/**
+ * Shortest bearer token accepted: 32 characters is 128 bits as hex (more as
+ * base64), out of reach of online guessing (`openssl rand -hex 32` gives 64).
+ */
+export const MIN_TOKEN_CHARS = 32;
+
 /** A bearer token the gateway accepts, and the identity it maps to. */
 function tokenSchema(baseDir: string) {
   return z.strictObject({
@@ -118,6 +124,10 @@ function tokenSchema(baseDir: string) {
   }).superRefine((t, ctx) => {
     if ((t.token === undefined) === (t.tokenFile === undefined)) {
       ctx.addIssue({ code: 'custom', message: 'expected exactly one of "token" or "tokenFile"' });
+    }
+    // The message never echoes the token (it is a secret).
+    if (t.token !== undefined && t.token.length < MIN_TOKEN_CHARS) {
+      ctx.addIssue({ code: 'custom', path: ['token'], message: `expected a token of at least ${MIN_TOKEN_CHARS} characters (e.g. openssl rand -hex 32), got ${t.token.length}` });
     }
   });
 }
@@ -133,6 +143,10 @@ const gatewayConnectUdpSchema = z.strictObject({
   allowLocalTargets: z.boolean().default(false),
   /** RFC 9298 §3.1: at least 2 minutes. */
   idleTimeoutMs: ms(120_000, DAY_MS).default(120_000),
+  /** How long resolving a host-name target may take before the request gets 504 (dns_timeout). */
+  resolveTimeoutMs: ms(100, 60_000).default(5_000),
+  /** How long opening a target (resolve + connect) may take in all before the request gets 504. */
+  openTimeoutMs: ms(100, 120_000).default(10_000),
 }).prefault({});
 
 /** Reconnect backoff (agent). */
@@ -175,6 +189,19 @@ export function gatewaySchema(baseDir: string) {
     maxSessions: intIn(1, 1_000_000, 'a session count').default(1024),
     /** Sessions one identity may hold at once (so one client cannot exhaust maxSessions or the pools). */
     maxSessionsPerIdentity: intIn(1, 1_000_000, 'a session count').default(64),
+    /**
+     * QUIC connections one peer IP may hold (before authentication, so kept low:
+     * an agent needs one; 32 leaves room for remote-access clients behind one NAT).
+     */
+    maxConnectionsPerPeerIp: intIn(1, 100_000, 'a connection count').default(32),
+    /**
+     * QUIC connection / stream receive windows in bytes. Tunnel packets travel as
+     * DATAGRAMs, outside flow control; streams carry only headers and capsules, so
+     * small windows cost no throughput and bound what an unauthenticated peer can
+     * make the gateway buffer (32 connections × 2 MiB per IP instead of 1,000 × 16 MiB).
+     */
+    connectionWindowBytes: intIn(65_536, 1 << 30, 'a byte count').default(2 * 1024 * 1024),
+    streamWindowBytes: intIn(16_384, 1 << 30, 'a byte count').default(256 * 1024),
     keepaliveIntervalMs: ms(1_000, 600_000).default(15_000),
     inspection: inspectionSchema,
     telemetry: telemetrySchema(baseDir),

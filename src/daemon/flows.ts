@@ -1,8 +1,9 @@
 /**
  * One daemon's passive flow inspection wired to its telemetry: a
  * FlowTracker fed from the pump loops, its exactly-once records turned into
- * flow logs and metrics, and a coarse once-a-second tick for timeouts and
- * live counter progress (so long flows move their counters before they close).
+ * flow logs and metrics. The daemon's one once-a-second tick calls
+ * {@link DaemonFlows.tick} for timeouts and live counter progress (so long
+ * flows move their counters before they close).
  */
 import type { AgentConfig } from '../config/index.js';
 import { FlowTracker } from '../inspect/flow-tracker.js';
@@ -20,15 +21,12 @@ export interface DaemonFlowsOptions {
   readonly identityOf: (r: FlowRecord) => string;
   /** Direction of a flow first seen in a live snapshot. */
   readonly directionOf: (r: FlowRecord) => FlowDirection;
-  /** Live sync and timeout tick period. Default 1000 ms. */
-  readonly tickMs?: number;
 }
 
-/** The tracker plus its telemetry adapter and tick. Call {@link close} once. */
+/** The tracker plus its telemetry adapter. Call {@link close} once. */
 export class DaemonFlows {
   readonly tracker: FlowTracker;
   private readonly adapter: FlowRecordTelemetry;
-  private readonly timer: NodeJS.Timeout;
   private lastTickMs = 0;
 
   constructor(private readonly opts: DaemonFlowsOptions) {
@@ -38,8 +36,6 @@ export class DaemonFlows {
       timeouts: opts.inspection.timeouts,
       sink: (r, meta) => this.adapter.onRecord(r, meta, opts.identityOf(r)),
     });
-    this.timer = setInterval(() => this.tick(Date.now()), opts.tickMs ?? 1000);
-    this.timer.unref();
   }
 
   /** Expires idle flows and brings live flows' counters up to date. Off the packet path. */
@@ -58,10 +54,9 @@ export class DaemonFlows {
     for (const [id, list] of byIdentity) this.adapter.syncLive(list, id, nowMs);
   }
 
-  /** Emits a record for every open flow (close reason "open") and stops the tick. */
-  close(): void {
-    clearInterval(this.timer);
-    this.tick(Date.now());
+  /** Emits a record for every open flow (close reason "open"). */
+  close(nowMs: number): void {
+    this.tick(nowMs);
     this.tracker.flush('open');
   }
 }

@@ -17,7 +17,11 @@ const ROUNDS = 8;
  */
 export type TunBatchHandler = (bufs: readonly Buffer[], sizes: Uint32Array, count: number) => void;
 
-/** Owns the read buffers of one TUN device and drives `onBatch` from its readiness callback. */
+/**
+ * Owns the read buffers of one TUN device and drives `onBatch` from its
+ * readiness callback. A read error is reported once to `onError` and reading
+ * stops: the device is unusable and the daemon must fail.
+ */
 export class TunReader {
   private readonly bufs: Buffer[];
   private readonly sizes: Uint32Array;
@@ -32,12 +36,17 @@ export class TunReader {
     tun.onReadable(this.onReadable);
   }
 
+  private failed = false;
+
   private readonly onReadable = (): void => {
+    if (this.failed) return;
     for (let round = 0; round < ROUNDS; round++) {
       let n: number;
       try {
         n = this.tun.read(this.bufs, this.sizes, TUN_HEADROOM);
       } catch (e) {
+        // The data path is dead: report once; the daemon fails loudly (readyz 503, exit 3).
+        this.failed = true;
         this.onError(e as Error);
         return;
       }

@@ -2,81 +2,52 @@
  * The gateway daemon: accepts agents over QUIC + HTTP/3, serves their
  * CONNECT-IP (RFC 9484) and CONNECT-UDP (RFC 9298) requests, and moves IP
  * packets between the sessions and its own TUN device. Wiring and pump loops
- * only; every protocol decision lives in src/masque, src/h3 and src/config.
+ * only: it is given its TUN factory, UDP socket, kernel-config port and clock
+ * ({@link DaemonIo}); admission (`admit-connect.ts`), tokens (`auth.ts`),
+ * reload decisions (`reload.ts`) and status (`status.ts`) live beside it.
  */
 import { createHmac } from 'node:crypto';
+import { promises as dns } from 'node:dns';
 import { readFileSync } from 'node:fs';
-import type { Logger } from 'pino';
 import { compilePolicy, type CompiledPolicy, type GatewayConfig, type IdentityPolicy } from '../config/index.js';
 import { attachH3 } from '../h3/quic-binding.js';
 import { healthzHandler } from '../telemetry/healthz.js';
-import type { ConnectRequest, H3Connection } from '../h3/connection.js';
+import type { ConnectRequest } from '../h3/connection.js';
 import { Direction } from '../inspect/flow-tracker.js';
 import type { FlowRecord } from '../inspect/flow-record.js';
 import { AddressPool } from '../masque/address-pool.js';
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
 import { CONNECT_UDP_DROP_NAMES } from '../masque/connect-udp/counters.js';
-import { ConnectUdpGatewaySession } from '../masque/connect-udp/gateway-session.js';
+import { ConnectUdpGatewaySession, type UdpResolver } from '../masque/connect-udp/gateway-session.js';
 import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
 import { defaultIdleSweeper } from '../masque/connect-udp/idle-sweeper.js';
 import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
+import { IPPROTO } from '../packet/ip-packet.js';
 import { refuse } from '../masque/proxy-status.js';
 import { RouteTable } from '../masque/route-table.js';
-import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
 import type { QuicConnection } from '../quic/connection.js';
-import {
-  directionByLocalPrefixes,
-  startAdminServer,
-  Telemetry,
-  TunnelCounterSync,
-  type AdminServer,
-  type DaemonStatus,
-  type StatusSession,
-} from '../telemetry/index.js';
-import { openTun, type NativeTun } from '../tun/native-tun.js';
-import { MTUN_VERSION } from '../version.js';
+import { directionByLocalPrefixes, startAdminServer, Telemetry, TunnelCounterSync, type AdminServer, type DaemonStatus } from '../telemetry/index.js';
 import { DaemonFlows } from '../daemon/flows.js';
+import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
 import { TUN_WRITE_DROP_REASON, TunWriter } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
-
-
-/** One agent connection. */
-interface GwConn {
-  readonly conn: QuicConnection;
-  readonly h3: H3Connection;
-  /** Identity from the client certificate (mTLS), or null (token auth per request). */
-  readonly certIdentity: string | null;
-  readonly remote: string;
-  readonly sessions: Set<GwSession>;
-}
-
-/** One CONNECT-IP or CONNECT-UDP session. */
-interface GwSession {
-  readonly id: string;
-  readonly kind: 'connect-ip' | 'connect-udp';
-  readonly gc: GwConn;
-  readonly identity: string;
-  /** The bearer token that authenticated it (null: client certificate); revoked tokens end the session on reload. */
-  readonly token: string | null;
-  policy: IdentityPolicy;
-  readonly ip: ConnectIpGatewaySession | null;
-  readonly udp: ConnectUdpGatewaySession | null;
-  readonly sync: TunnelCounterSync;
-  readonly since: Date;
-}
-
-/** IANA protocol number of UDP (policy checks of CONNECT-UDP targets). */
-const IPPROTO_UDP = 17;
+import { admitConnect } from './admit-connect.js';
+import { TokenTable } from './auth.js';
+import { reviewSession, udpTargetAllowed } from './reload.js';
+import { SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
+import { gatewayStatus } from './status.js';
 
 /** Gateway-level drop reasons (packets read from the TUN). */
 const GW_DROP_NO_ROUTE = 'no_route';
 /** Same reason name the CONNECT-IP sessions use for link-local traffic (RFC 9484 §7.2: never forwarded). */
 const GW_DROP_LINK_LOCAL = 'link_local';
+/** How long stop() waits for agents to close their connections after GOAWAY before closing them itself. */
+export const GATEWAY_DRAIN_DEADLINE_MS = 2_000;
 
 /** Link-local destination (IPv4 169.254/16, IPv6 fe80::/10 or ff02::/16): stays on the gateway. Allocation-free. */
 function isLinkScopeDestination(buf: Uint8Array, off: number, len: number): boolean {
@@ -89,39 +60,37 @@ function isLinkScopeDestination(buf: Uint8Array, off: number, len: number): bool
 /** The running gateway. Create with {@link Gateway.start}; stop with {@link Gateway.stop}. */
 export class Gateway {
   private policy: CompiledPolicy;
-  private tokens: Map<string, string>;
+  private tokens: TokenTable;
   private readonly routes = new RouteTable<ConnectIpGatewaySession>();
-  /** Kernel routes through the TUN for each session's advertised site prefixes (serialised). */
+  /** Kernel routes through the TUN for each session's advertised site prefixes (latest state, batched). */
   private readonly kernelRoutes: RouteSync;
-  private readonly byIp = new Map<ConnectIpGatewaySession, GwSession>();
-  private readonly conns = new Set<GwConn>();
+  private readonly reg = new SessionRegistry();
   private readonly pools: { v4?: AddressPool; v6?: AddressPool };
   private readonly poolPrefixes: IpPrefix[];
-  private readonly telemetry: Telemetry;
   private readonly flows: DaemonFlows;
   private readonly tunWriter: TunWriter;
   private readonly noRouteId: number;
   private readonly linkLocalId: number;
-  private readonly counterTimer: NodeJS.Timeout;
+  /** The daemon's one once-a-second tick (flow timeouts, live flow counters, tunnel counters). */
+  private readonly tick: ClockTimer;
   private nextSessionId = 1;
-  /** CONNECT-UDP requests resolving/connecting (count against maxSessions). */
-  private pendingUdp = 0;
   private admin: AdminServer | null = null;
   private stopping = false;
-  private readonly startedAt = Date.now();
+  private failure: Error | null = null;
+  private onDrained: (() => void) | null = null;
+  private readonly startedAt: number;
 
   private constructor(
     private config: GatewayConfig,
-    private readonly log: Logger,
-    private readonly tun: NativeTun,
-    private readonly socket: NativeUdpSocket,
+    private readonly io: DaemonIo,
+    private readonly tun: OwnedTun,
     private readonly endpoint: QuicEndpoint,
-    telemetry: Telemetry,
+    private readonly telemetry: Telemetry,
   ) {
+    this.startedAt = io.clock.now();
     this.policy = compilePolicy(config.policy);
-    this.tokens = loadTokens(config);
-    this.telemetry = telemetry;
-    this.kernelRoutes = new RouteSync(tun, log);
+    this.tokens = TokenTable.fromConfig(config);
+    this.kernelRoutes = new RouteSync(tun.name, io.kernel, io.clock, io.log, 'routes to agent sites');
     this.pools = {
       v4: config.pools.ipv4 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv4) }) : undefined,
       v6: config.pools.ipv6 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv6) }) : undefined,
@@ -137,25 +106,24 @@ export class Gateway {
     this.tunWriter = new TunWriter(tun, 65_535, (n) => telemetry.metrics.drop(dropId, n));
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
     this.linkLocalId = telemetry.metrics.dropReasonId(GW_DROP_LINK_LOCAL);
-    this.counterTimer = setInterval(() => this.syncCounters(), 1000);
-    this.counterTimer.unref();
-    new TunReader(tun, this.onTunBatch, (e) => this.log.error({ err: e.message }, 'TUN read failed'));
+    this.tick = io.clock.every(1000, () => this.onTick());
+    new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
   }
 
   /**
-   * Opens the TUN (routes for the address pools through it), binds the QUIC
-   * listener, starts the admin server. Throws with a clear message when any
-   * of them fails (no CAP_NET_ADMIN, port in use, bad certificate…).
+   * Opens the TUN through `io.openTun` (routes for the address pools through
+   * it), starts QUIC on `io.udp`, starts the admin server. Throws with a clear
+   * message when any of them fails (no CAP_NET_ADMIN, bad certificate…);
+   * what was opened is closed again, including `io.udp`.
    */
-  static async start(config: GatewayConfig, log: Logger): Promise<Gateway> {
-    const certPem = readFileSync(config.tls.cert, 'utf8');
-    const keyPem = readFileSync(config.tls.key, 'utf8');
-    const caPem = config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined;
-    const poolRoutes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined).map(formatPrefix);
-    const tun = await openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, addresses: [], routes: poolRoutes, offload: config.tun.offload, txQueueLen: config.tun.txQueueLen });
-    let socket: NativeUdpSocket | null = null;
+  static async start(config: GatewayConfig, io: DaemonIo): Promise<Gateway> {
+    let tun: OwnedTun | null = null;
     try {
-      socket = openNativeUdp({ host: config.listen.host, port: config.listen.port });
+      const certPem = readFileSync(config.tls.cert, 'utf8');
+      const keyPem = readFileSync(config.tls.key, 'utf8');
+      const caPem = config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined;
+      const poolRoutes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined).map(formatPrefix);
+      tun = await io.openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, routes: poolRoutes, offload: config.tun.offload, txQueueLen: config.tun.txQueueLen });
       const telemetry = new Telemetry({
         reporter: 'gateway',
         workloads: config.telemetry.workloads,
@@ -163,7 +131,7 @@ export class Gateway {
       });
       let gw: Gateway | null = null;
       const endpoint = new QuicEndpoint({
-        socket,
+        socket: io.udp,
         server: {
           certPem,
           keyPem,
@@ -175,23 +143,27 @@ export class Gateway {
         // The connection's idle timeout is the smaller of both ends' (RFC 9000 §10.1): leave room for 3 agent keepalives.
         idleTimeoutMs: Math.max(QUIC_IDLE_TIMEOUT_MS, 3 * config.keepaliveIntervalMs),
         maxUdpPayloadBytes: MAX_UDP_PAYLOAD_BYTES,
+        // Before authentication (#12 item 13): few connections per IP, small windows (see config/schema.ts).
+        maxConnectionsPerPeerIp: config.maxConnectionsPerPeerIp,
+        maxDataBytes: config.connectionWindowBytes,
+        maxStreamDataBytes: config.streamWindowBytes,
         keylogPath: config.tls.keylogPath ?? null,
       });
-      gw = new Gateway(config, log, tun, socket, endpoint, telemetry);
+      gw = new Gateway(config, io, tun, endpoint, telemetry);
       if (config.admin.enabled) {
         gw.admin = await startAdminServer({
           host: config.admin.listen.host,
           port: config.admin.listen.port,
           registry: telemetry.registry,
-          readiness: () => (gw!.stopping ? { ready: false, reason: 'draining' } : { ready: true }),
+          readiness: () => gw!.readiness(),
           status: () => gw!.status(),
         });
       }
-      log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url }, 'gateway started');
+      io.log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url }, 'gateway started');
       return gw;
     } catch (e) {
-      socket?.close();
-      tun.close();
+      io.udp.close();
+      tun?.close();
       throw e;
     }
   }
@@ -206,91 +178,94 @@ export class Gateway {
     return this.admin?.url;
   }
 
+  /** What /readyz reports: 503 while draining or after a fatal data-path error. */
+  readiness(): { ready: true } | { ready: false; reason: string } {
+    if (this.failure !== null) return { ready: false, reason: `failed: ${this.failure.message}` };
+    return this.stopping ? { ready: false, reason: 'draining' } : { ready: true };
+  }
+
+  /** The data path is dead (TUN poll or read error): readiness 503, log, tell the owner (who exits non-zero). */
+  private fail(e: Error): void {
+    if (this.failure !== null) return;
+    this.failure = e;
+    this.io.log.fatal({ err: e.message }, 'TUN failed: the data path has stopped');
+    this.io.onFatal?.(e);
+  }
+
   // ---------------------------------------------------------------- control path
 
   private onConnection(conn: QuicConnection): void {
     const id = conn.peerIdentity;
     const gc: GwConn = {
       conn,
-      h3: null as unknown as H3Connection,
+      h3: null as unknown as GwConn['h3'],
       certIdentity: id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null,
       remote: formatPeer(conn.peerHost, conn.peerPort),
       sessions: new Set(),
     };
-    (gc as { h3: H3Connection }).h3 = attachH3(
+    (gc as { h3: GwConn['h3'] }).h3 = attachH3(
       conn,
       {
         onConnect: (req) => this.onConnect(gc, req),
         onRequest: healthzHandler,
-        onClosed: (code, reason) => this.log.info({ remote: gc.remote, identity: gc.certIdentity, code, reason }, 'agent connection closed'),
+        onClosed: (code, reason) => this.io.log.info({ remote: gc.remote, identity: gc.certIdentity, code, reason }, 'agent connection closed'),
       },
       (ev) => {
         if (ev === 'readable') this.tunWriter.flush();
         else if (ev === 'closed') this.onConnectionClosed(gc);
       },
     );
-    this.conns.add(gc);
-    this.log.info({ remote: gc.remote, identity: gc.certIdentity }, 'agent connected');
+    this.reg.conns.add(gc);
+    this.io.log.info({ remote: gc.remote, identity: gc.certIdentity }, 'agent connected');
   }
 
   private onConnectionClosed(gc: GwConn): void {
-    this.conns.delete(gc);
-    if (gc.conn.handlerError !== null) this.log.error({ remote: gc.remote, err: gc.conn.handlerError.stack }, 'connection closed after a handler error');
+    this.reg.conns.delete(gc);
+    if (gc.conn.handlerError !== null) this.io.log.error({ remote: gc.remote, err: gc.conn.handlerError.stack }, 'connection closed after a handler error');
     for (const s of [...gc.sessions]) this.sessionClosed(s);
+    if (this.reg.conns.size === 0) this.onDrained?.();
   }
 
-  /** Authenticates and authorises one Extended CONNECT request, then hands it to MASQUE. */
+  /** Carries out {@link admitConnect}'s verdict on one Extended CONNECT request. */
   private onConnect(gc: GwConn, req: ConnectRequest): void {
-    const token = gc.certIdentity === null ? bearerToken(req.header('authorization')) : null;
-    const identity = gc.certIdentity ?? (token !== null ? (this.tokens.get(token) ?? null) : null);
-    if (identity === null) {
-      const r = refuse(401, 'http_request_denied', 'no client certificate and no valid bearer token');
-      req.reject(r.status, [['proxy-status', r.proxyStatus], ['www-authenticate', 'Bearer']]);
-      this.log.warn({ remote: gc.remote, protocol: req.protocol }, 'request refused: not authenticated');
+    const a = admitConnect({
+      certIdentity: gc.certIdentity,
+      authorization: req.header('authorization'),
+      protocol: req.protocol,
+      tokens: this.tokens,
+      policy: this.policy,
+      sessions: this.reg.count,
+      sessionsOf: (id) => this.reg.countOf(id),
+      maxSessions: this.config.maxSessions,
+      maxSessionsPerIdentity: this.config.maxSessionsPerIdentity,
+    });
+    if (!a.ok) {
+      req.reject(a.status, a.headers);
+      this.io.log.warn({ remote: gc.remote, identity: a.identity, protocol: req.protocol, status: a.status, reason: a.reason }, `request refused: ${a.rule}`);
       return;
     }
-    if (this.byIp.size + this.udpSessionCount() + this.pendingUdp >= this.config.maxSessions) {
-      const r = refuse(503, 'proxy_internal_error', 'session limit reached');
-      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
+    if (a.protocol === 'connect-ip') {
+      this.acceptIp(gc, req, a.identity, a.token, a.policy);
       return;
     }
-    let perIdentity = 0;
-    for (const c of this.conns) for (const x of c.sessions) if (x.identity === identity) perIdentity++;
-    if (perIdentity >= this.config.maxSessionsPerIdentity) {
-      const r = refuse(429, 'proxy_internal_error', `session limit of ${this.config.maxSessionsPerIdentity} per identity reached`);
-      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
-      this.log.warn({ remote: gc.remote, identity }, 'request refused: per-identity session limit');
-      return;
-    }
-    const policy = this.policy.forIdentity(identity);
-    if (policy.pattern === null) {
-      const r = refuse(403, 'http_request_denied', 'no policy for this identity (default deny)');
-      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
-      this.log.warn({ remote: gc.remote, identity }, 'request refused: no policy for identity');
-      return;
-    }
-    if (req.protocol === 'connect-ip') this.acceptIp(gc, req, identity, token, policy);
-    else if (req.protocol === 'connect-udp') {
-      this.acceptUdp(gc, req, identity, token).catch((e: Error) => {
-        this.log.error({ remote: gc.remote, identity, err: e.stack }, 'CONNECT-UDP setup failed');
-        if (!req.settled) req.reject(500, [['proxy-status', refuse(500, 'proxy_internal_error', 'setup failed').proxyStatus]]);
-      });
-    }
-    else {
-      const r = refuse(501, 'http_request_error', `unsupported :protocol ${JSON.stringify(req.protocol)}`);
-      req.reject(r.status, [['proxy-status', r.proxyStatus]]);
-    }
+    // The slot is held from now until the open ends, so a burst of CONNECT-UDP opens counts against the limits (#12 item 6).
+    const release = this.reg.reserve(a.identity);
+    this.acceptUdp(gc, req, a.identity, a.token).catch((e: Error) => {
+      this.io.log.error({ remote: gc.remote, identity: a.identity, err: e.stack }, 'CONNECT-UDP setup failed');
+      if (!req.settled) req.reject(500, [['proxy-status', refuse(500, 'proxy_internal_error', 'setup failed').proxyStatus]]);
+    }).finally(release);
   }
 
   private acceptIp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null, policy: IdentityPolicy): void {
     let gs: GwSession | null = null;
+    const log = this.io.log;
     const result = acceptConnectIp(req, {}, () => ({
       onPacket: this.onClientPacket,
       onEvent: (e) => {
         if (gs === null) return;
         if (e.type === 'routes' || e.type === 'addresses-granted') void this.syncKernelRoutes(gs);
-        else if (e.type === 'route-conflict') this.log.warn({ session: gs.id, identity, prefix: e.prefix }, 'advertised route already owned by another session');
-        else if (e.type === 'ipv6-disabled') this.log.warn({ session: gs.id, maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
+        else if (e.type === 'route-conflict') log.warn({ session: gs.id, identity, prefix: e.prefix }, 'advertised route already owned by another session');
+        else if (e.type === 'ipv6-disabled') log.warn({ session: gs.id, maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
         else if (e.type === 'closed') this.sessionClosed(gs);
       },
       pools: this.pools,
@@ -301,17 +276,18 @@ export class Gateway {
       policy: (buf, info) => gs !== null && gs.policy.allowsPacket(buf, info),
     }));
     if (!(result instanceof ConnectIpGatewaySession)) {
-      this.log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-IP refused');
+      log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-IP refused');
       return;
     }
     if (result.isClosed) return; // the stream went away before the 2xx
-    gs = this.addSession(gc, 'connect-ip', identity, token, policy, result, null);
+    gs = this.addSession(gc, 'connect-ip', identity, token, policy, result, null, null, null);
     // Capsules that arrived with the request were handled before gs existed: sync routes now.
     void this.syncKernelRoutes(gs);
   }
 
   private async acceptUdp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null): Promise<void> {
     const cu = this.config.connectUdp;
+    const log = this.io.log;
     if (!cu.enabled) {
       const r = refuse(501, 'http_request_error', 'CONNECT-UDP is not enabled on this gateway');
       req.reject(r.status, [['proxy-status', r.proxyStatus]]);
@@ -323,39 +299,53 @@ export class Gateway {
     if (pre.ok && !udpTargetAllowed(this.config, pre.target.host, pre.target.port)) {
       const r = refuse(403, 'destination_ip_prohibited', `target ${pre.target.host}:${pre.target.port} is not in connectUdp.targets`);
       req.reject(r.status, [['proxy-status', r.proxyStatus]]);
-      this.log.warn({ remote: gc.remote, identity, target: `${pre.target.host}:${pre.target.port}` }, 'CONNECT-UDP refused: target not allowed');
+      log.warn({ remote: gc.remote, identity, target: `${pre.target.host}:${pre.target.port}` }, 'CONNECT-UDP refused: target not allowed');
       return;
     }
     let gs: GwSession | null = null;
+    let chosen: Uint8Array | null = null;
+    // The whole open (resolve + connect) has a deadline: past it the request gets 504 and the slot is released.
+    let timedOut = false;
+    const deadline = this.io.clock.after(cu.openTimeoutMs, () => {
+      timedOut = true;
+      if (!req.settled) {
+        const r = refuse(504, 'dns_timeout', `opening the target took longer than ${cu.openTimeoutMs} ms`);
+        req.reject(r.status, [['proxy-status', r.proxyStatus]]);
+      }
+    });
     let result: Awaited<ReturnType<typeof acceptConnectUdp>>;
-    this.pendingUdp++;
     try {
       result = await acceptConnectUdp(req, {}, {
         allow: cu.allowLocalTargets ? { loopback: true, linkLocal: true, multicast: true, broadcast: true } : undefined,
         idleTimeoutMs: cu.idleTimeoutMs,
         sweeper: defaultIdleSweeper(),
-        // Re-read the policy here: a SIGHUP during resolution applies.
+        resolve: resolverWithTimeout(cu.resolveTimeoutMs),
+        // Re-read the policy here: a SIGHUP during resolution applies. The first address allowed is the one opened.
         vetAddress: (_v, address, port) => {
           const p = this.policy.forIdentity(identity);
           if (p.pattern === null) return `no policy for ${identity}`;
-          return p.allows(IPPROTO_UDP, address, 0, address.length, port) ? null : `the policy of ${identity} does not allow UDP there`;
+          if (!p.allows(IPPROTO.UDP, address, 0, address.length, port)) return `the policy of ${identity} does not allow UDP there`;
+          chosen ??= Uint8Array.from(address);
+          return null;
         },
         onEvent: (e) => {
           if (e.type === 'closed' && gs !== null) this.sessionClosed(gs);
         },
       });
     } finally {
-      this.pendingUdp--;
+      deadline.cancel();
     }
     if (!(result instanceof ConnectUdpGatewaySession)) {
-      this.log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-UDP refused');
+      log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-UDP refused');
       return;
     }
-    if (result.isClosed || gc.conn.isClosed) {
-      this.log.info({ remote: gc.remote, identity }, 'CONNECT-UDP stream ended while its target was being opened');
+    if (timedOut || result.isClosed || gc.conn.isClosed) {
+      if (!result.isClosed) result.close();
+      log.info({ remote: gc.remote, identity, timedOut }, 'CONNECT-UDP stream ended while its target was being opened');
       return;
     }
-    gs = this.addSession(gc, 'connect-udp', identity, token, this.policy.forIdentity(identity), null, result);
+    const target = pre.ok ? { host: pre.target.host, port: pre.target.port } : null;
+    gs = this.addSession(gc, 'connect-udp', identity, token, this.policy.forIdentity(identity), null, result, target, chosen);
   }
 
   private addSession(
@@ -366,6 +356,8 @@ export class Gateway {
     policy: IdentityPolicy,
     ip: ConnectIpGatewaySession | null,
     udp: ConnectUdpGatewaySession | null,
+    udpTarget: { host: string; port: number } | null,
+    udpAddress: Uint8Array | null,
   ): GwSession {
     const m = this.telemetry.metrics;
     const gs: GwSession = {
@@ -377,26 +369,26 @@ export class Gateway {
       policy,
       ip,
       udp,
+      udpTarget,
+      udpAddress,
       sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES),
-      since: new Date(),
+      since: new Date(this.io.clock.now()),
     };
-    gc.sessions.add(gs);
-    if (ip) this.byIp.set(ip, gs);
-    this.log.info({ session: gs.id, kind, identity, remote: gc.remote }, 'session opened');
+    this.reg.add(gs);
+    this.io.log.info({ session: gs.id, kind, identity, remote: gc.remote }, 'session opened');
     return gs;
   }
 
   private sessionClosed(gs: GwSession): void {
-    if (!gs.gc.sessions.delete(gs)) return;
+    if (!this.reg.remove(gs)) return;
     this.syncSession(gs);
     gs.sync.close();
     if (gs.ip) {
-      this.byIp.delete(gs.ip);
       this.routes.removeAll(gs.ip);
       // While stopping, closing the TUN removes every route through it at once.
-      if (!this.stopping) void this.kernelRoutes.set(gs, [], 'routes to agent sites');
+      if (!this.stopping) void this.kernelRoutes.set(gs, []);
     }
-    this.log.info({ session: gs.id, kind: gs.kind, identity: gs.identity }, 'session closed');
+    this.io.log.info({ session: gs.id, kind: gs.kind, identity: gs.identity }, 'session closed');
   }
 
   /**
@@ -410,7 +402,7 @@ export class Gateway {
     for (const p of this.routes.prefixes(gs.ip)) {
       if (!this.poolPrefixes.some((pool) => prefixCovers(pool, p))) want.push(formatPrefix(p));
     }
-    return this.kernelRoutes.set(gs, want, 'routes to agent sites');
+    return this.kernelRoutes.set(gs, want);
   }
 
   /** Routes advertised to an identity: the gateway's prefixes, else what its policy lets it reach. */
@@ -419,19 +411,12 @@ export class Gateway {
     return [...src];
   }
 
-
-  private udpSessionCount(): number {
-    let n = 0;
-    for (const gc of this.conns) for (const s of gc.sessions) if (s.kind === 'connect-udp') n++;
-    return n;
-  }
-
   private identityOfFlow(r: FlowRecord): string {
     for (const a of [r.src, r.dst]) {
       const bytes = parseIp(a)?.address;
       if (bytes === undefined) continue;
       const s = bytes.length === 4 ? this.routes.lookup4(bytes, 0) : this.routes.lookup6(bytes, 0);
-      if (s !== undefined) return this.byIp.get(s)?.identity ?? 'unknown';
+      if (s !== undefined) return this.reg.byIp.get(s)?.identity ?? 'unknown';
     }
     return 'unknown';
   }
@@ -445,15 +430,18 @@ export class Gateway {
     }
   }
 
-  private syncCounters(): void {
-    for (const gc of this.conns) for (const gs of gc.sessions) this.syncSession(gs);
+  /** The one tick: flow timeouts and live flow counters, then tunnel counters. */
+  private onTick(): void {
+    this.flows.tick(this.io.clock.now());
+    for (const gs of this.reg.sessions()) this.syncSession(gs);
   }
 
   /**
    * SIGHUP: re-reads the certificate, key and client CA (for new
-   * connections), the policy and the tokens. Tunnels keep running; their
-   * policy and advertised routes are updated. Throws, changing nothing, when
-   * the new TLS material does not load.
+   * connections), the policy, the tokens and `connectUdp.targets`. Every open
+   * session is reviewed ({@link reviewSession}): kept with its new policy and
+   * advertised routes, or closed with the reason logged. Throws, changing
+   * nothing, when the new TLS material or a token file does not load.
    */
   reload(config: GatewayConfig): void {
     // Everything that can fail is read and checked first; then all of it is switched at once.
@@ -463,67 +451,57 @@ export class Gateway {
       clientCaPem: config.tls.requireClientCert && config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined,
     };
     const policy = compilePolicy(config.policy);
-    const tokens = loadTokens(config);
+    const tokens = TokenTable.fromConfig(config);
     this.endpoint.updateServerTls(tls);
     this.policy = policy;
     this.tokens = tokens;
-    this.config = { ...this.config, tls: config.tls, policy: config.policy, auth: config.auth, advertise: config.advertise, maxSessionsPerIdentity: config.maxSessionsPerIdentity };
-    for (const gc of this.conns) {
-      for (const gs of [...gc.sessions]) {
-        gs.policy = this.policy.forIdentity(gs.identity);
-        const revoked = gs.token !== null && this.tokens.get(gs.token) !== gs.identity;
-        if (gs.policy.pattern === null || revoked) {
-          const reason = revoked ? 'token revoked' : 'no policy';
-          this.log.warn({ session: gs.id, identity: gs.identity, reason }, 'closing session on reload');
-          gs.ip?.close();
-          gs.udp?.close();
-          continue;
-        }
-        gs.ip?.setRoutes(this.advertisedRoutes(gs.policy));
-        // Site prefixes are re-checked against the new policy: newly allowed ones are
-        // installed, ones no longer allowed removed (their packets then fail the source check).
-        gs.ip?.reevaluateClientRoutes();
+    this.config = {
+      ...this.config,
+      tls: config.tls,
+      policy: config.policy,
+      auth: config.auth,
+      advertise: config.advertise,
+      maxSessionsPerIdentity: config.maxSessionsPerIdentity,
+      connectUdp: config.connectUdp,
+    };
+    let closed = 0;
+    for (const gs of [...this.reg.sessions()]) {
+      const v = reviewSession(gs, this.policy, this.tokens, this.config);
+      if (!v.keep) {
+        this.io.log.warn({ session: gs.id, identity: gs.identity, kind: gs.kind, reason: v.reason }, 'closing session on reload');
+        closed++;
+        gs.ip?.close();
+        gs.udp?.close();
+        continue;
       }
+      gs.policy = v.policy;
+      gs.ip?.setRoutes(this.advertisedRoutes(gs.policy));
+      // Site prefixes are re-checked against the new policy: newly allowed ones are
+      // installed, ones no longer allowed removed (their packets then fail the source check).
+      gs.ip?.reevaluateClientRoutes();
     }
-    this.log.info({ identities: config.policy.length }, 'certificates, policy and tokens reloaded');
+    this.endpoint.flush();
+    this.io.log.info({ identities: config.policy.length, closedSessions: closed }, 'certificates, policy and tokens reloaded');
   }
 
   /** The /status document. */
   status(): DaemonStatus {
-    const sessions: StatusSession[] = [];
-    for (const gc of this.conns) {
-      for (const gs of gc.sessions) {
-        const ipc = gs.ip?.counters;
-        sessions.push({
-          id: gs.id,
-          kind: gs.kind,
-          peerIdentity: gs.identity,
-          remote: gc.remote,
-          state: this.stopping ? 'draining' : 'open',
-          addresses: gs.ip ? gs.ip.grantedAddresses().map((a) => formatPrefix({ version: a.version, address: a.address, prefixLength: a.prefixLength })) : [],
-          routes: gs.ip ? this.kernelRoutes.routesOf(gs) : [],
-          since: gs.since.toISOString(),
-          sentBytes: ipc ? ipc.bytesSent : gs.udp!.counters.bytesSent,
-          receivedBytes: ipc ? ipc.bytesReceived : gs.udp!.counters.bytesReceived,
-        });
-      }
-    }
-    return {
-      reporter: 'gateway',
-      version: MTUN_VERSION,
-      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-      ready: !this.stopping,
+    return gatewayStatus({
+      sessions: this.reg.sessions(),
+      routesOf: (gs) => this.kernelRoutes.routesOf(gs),
+      state: this.stopping ? 'draining' : 'open',
+      ready: this.readiness().ready,
+      uptimeSeconds: Math.round((this.io.clock.now() - this.startedAt) / 1000),
       addresses: this.poolPrefixes.map((p) => ({ interface: this.tun.name, address: formatPrefix(p) })),
-      sessions,
       topFlows: this.telemetry.topFlows(10),
-    };
+    });
   }
 
   // ---------------------------------------------------------------- data path
 
   /** A client packet that passed every check: observe it and queue it for the TUN. */
   private readonly onClientPacket = (buf: Uint8Array, off: number, len: number): void => {
-    this.flows.tracker.observe(buf, off, len, Direction.OUT, Date.now());
+    this.flows.tracker.observe(buf, off, len, Direction.OUT, this.io.clock.now());
     this.tunWriter.push(buf, off, len);
   };
 
@@ -532,75 +510,76 @@ export class Gateway {
     this.tunWriter.push(buf, off, len);
   };
 
-  /** Packets from the gateway's network: find the session by longest-prefix match and send. */
   private readonly onTunBatch = (bufs: readonly Buffer[], sizes: Uint32Array, n: number): void => {
-    const tracker = this.flows.tracker;
-    const now = Date.now();
-    for (let i = 0; i < n; i++) {
-      const buf = bufs[i]!;
-      const len = sizes[i]!;
-      const s = this.routes.lookupDestination(buf, TUN_HEADROOM, len);
-      if (s === undefined) {
-        // The TUN's own link-scope chatter (IPv6 MLD, router solicitations) is not a routing failure.
-        this.telemetry.metrics.drop(isLinkScopeDestination(buf, TUN_HEADROOM, len) ? this.linkLocalId : this.noRouteId);
-        continue;
-      }
-      // Only what entered the tunnel is telemetry (too-big, link-local… are counted as drops by the session).
-      if (s.sendToClient(buf, TUN_HEADROOM, len) === 0) tracker.observe(buf, TUN_HEADROOM, len, Direction.IN, now);
-    }
+    const now = this.io.clock.now();
+    for (let i = 0; i < n; i++) this.forwardFromNetwork(bufs[i]!, sizes[i]!, now);
     // Every connection written to leaves in one send batch; ICMP errors for our network in one TUN write.
     this.endpoint.flush();
     this.tunWriter.flush();
   };
 
+  /**
+   * One packet from the gateway's network (TUN → session): the inbound
+   * decision point. Today: longest-prefix match over assigned addresses and
+   * advertised site routes, then the session's own checks (size, scope).
+   * The packet is bufs[i][TUN_HEADROOM, TUN_HEADROOM + len), borrowed for the call.
+   */
+  private forwardFromNetwork(buf: Buffer, len: number, now: number): void {
+    const s = this.routes.lookupDestination(buf, TUN_HEADROOM, len);
+    if (s === undefined) {
+      // The TUN's own link-scope chatter (IPv6 MLD, router solicitations) is not a routing failure.
+      this.telemetry.metrics.drop(isLinkScopeDestination(buf, TUN_HEADROOM, len) ? this.linkLocalId : this.noRouteId);
+      return;
+    }
+    // Only what entered the tunnel is telemetry (too-big, link-local… are counted as drops by the session).
+    if (s.sendToClient(buf, TUN_HEADROOM, len) === 0) this.flows.tracker.observe(buf, TUN_HEADROOM, len, Direction.IN, now);
+  }
+
   // ---------------------------------------------------------------- shutdown
 
   /**
-   * Graceful stop (SIGTERM): GOAWAY to every agent, flow records of open
-   * flows written, routes and the TUN removed, sockets closed.
+   * Graceful stop (SIGTERM): GOAWAY to every agent, then waits until they
+   * have closed their connections (at most {@link GATEWAY_DRAIN_DEADLINE_MS}),
+   * closes the rest, writes flow records of open flows, closes the socket and
+   * the TUN (the kernel removes its routes).
    */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    const log = this.io.log;
     this.endpoint.stopAccepting();
-    this.log.info({ connections: this.conns.size }, 'gateway draining');
-    for (const gc of this.conns) gc.h3.shutdown();
-    await new Promise((r) => setTimeout(r, 100));
-    clearInterval(this.counterTimer);
-    this.syncCounters();
-    this.flows.close();
+    log.info({ connections: this.reg.conns.size }, 'gateway draining');
+    if (this.reg.conns.size > 0) {
+      let deadline: ClockTimer | null = null;
+      const drained = new Promise<void>((resolve) => {
+        this.onDrained = resolve;
+        deadline = this.io.clock.after(GATEWAY_DRAIN_DEADLINE_MS, resolve);
+      });
+      for (const gc of this.reg.conns) gc.h3.shutdown();
+      this.endpoint.flush();
+      await drained;
+      (deadline as ClockTimer | null)?.cancel();
+    }
+    this.tick.cancel();
+    this.kernelRoutes.close();
+    this.onTick();
+    this.flows.close(this.io.clock.now());
+    // Sends CONNECTION_CLOSE to whoever is left, synchronously.
     this.endpoint.close(0, 'gateway shutting down');
-    await new Promise((r) => setTimeout(r, 50));
-    this.socket.close();
+    this.io.udp.close();
     this.tun.close();
     await this.admin?.close();
     await this.telemetry.shutdown();
-    this.log.info('gateway stopped');
+    log.info({ undrained: this.reg.conns.size }, 'gateway stopped');
   }
 }
 
-/** The token of an `Authorization: Bearer …` header, or null. */
-function bearerToken(authorization: string | undefined): string | null {
-  if (authorization === undefined) return null;
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-  return m ? m[1]! : null;
-}
-
-function loadTokens(config: GatewayConfig): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const t of config.auth.tokens) {
-    const value = t.token ?? readFileSync(t.tokenFile!, 'utf8').trim();
-    m.set(value, t.identity);
-  }
-  return m;
-}
-
-function udpTargetAllowed(config: GatewayConfig, host: string, port: number): boolean {
-  for (const t of config.connectUdp.targets) {
-    if (t.host !== host) continue;
-    for (const p of t.ports) if (port >= p.from && port <= p.to) return true;
-  }
-  return false;
+/** The system resolver with a deadline: past it the lookup fails with ETIMEOUT (→ 502 dns_error). */
+function resolverWithTimeout(timeoutMs: number): UdpResolver {
+  return (host) => new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(Object.assign(new Error(`resolving ${host} timed out`), { code: 'ETIMEOUT' })), timeoutMs);
+    dns.lookup(host, { all: true, verbatim: true }).then(resolve, reject).finally(() => clearTimeout(t));
+  });
 }
 
 /** A key that stays the same across restarts of this gateway (so agents of a crashed instance get stateless resets at once). */

@@ -72,7 +72,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   napi_value cb, recv, arg, result;
   int ev = 0;
   if (status < 0) {
-    ev = -1; /* error on the fd (e.g. EBADF): tell JS, which closes */
+    ev = status; /* libuv error (negative UV_E*, e.g. UV_EBADF): JS names it and fails loudly (TUN) or retries (UDP) */
   } else {
     if (events & UV_READABLE) ev |= 1;
     if (events & UV_WRITABLE) ev |= 2;

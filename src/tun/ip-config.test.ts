@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildTunBatch, explainIpFailure, parseCidr, routeLine, validateIfName, validateMtu } from './ip-config.js';
+import { buildTunBatch, explainIpFailure, parseCidr, parseIpForceFailures, routeLine, validateIfName, validateMtu } from './ip-config.js';
 
 describe('ip-config validation', () => {
   it('checks interface names like the kernel', () => {
@@ -45,5 +45,16 @@ describe('ip-config validation', () => {
     expect(explainIpFailure('RTNETLINK answers: File exists\nCommand failed -:3\n', lines)).toMatch(/route 10\.1\.0\.0\/16 already exists/);
     expect(explainIpFailure('RTNETLINK answers: Operation not permitted\nCommand failed -:1\n', lines)).toMatch(/CAP_NET_ADMIN/);
     expect(explainIpFailure('weird\n', lines)).toBe('tun: ip failed: weird');
+  });
+});
+
+describe('parseIpForceFailures', () => {
+  it('pairs each "Command failed -:N" with the reason printed before it (0-based index)', () => {
+    const stderr = 'RTNETLINK answers: File exists\nCommand failed -:2\nRTNETLINK answers: No such process\nCommand failed -:5\n';
+    expect(parseIpForceFailures(stderr)).toEqual([
+      { index: 1, reason: 'RTNETLINK answers: File exists' },
+      { index: 4, reason: 'RTNETLINK answers: No such process' },
+    ]);
+    expect(parseIpForceFailures('')).toEqual([]);
   });
 });

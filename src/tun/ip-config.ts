@@ -106,32 +106,66 @@ export function explainIpFailure(stderr: string, lines: string[]): string {
   return `tun: "ip ${line}" failed: ${reason}`;
 }
 
-/**
- * Runs `ip [-n netns] -batch -` with the lines on stdin. Resolves on success;
- * rejects with {@link explainIpFailure}'s message, or with a hint to install
- * iproute2 when `ip` is missing.
- */
-export function runIpBatch(lines: string[], netns?: string): Promise<void> {
+/** Runs `ip [-n netns] <flags> -batch -` with `lines` on stdin; resolves with the exit code and (capped) stderr. */
+function spawnIpBatch(lines: readonly string[], flags: string[], netns: string | undefined, stderrCap: number): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolvePromise, reject) => {
-    const args = netns ? ['-n', netns, '-batch', '-'] : ['-batch', '-'];
+    const args = [...(netns ? ['-n', netns] : []), ...flags, '-batch', '-'];
     const child = spawn('ip', args, { stdio: ['pipe', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (d: string) => {
-      if (stderr.length < 4096) stderr += d;
+      if (stderr.length < stderrCap) stderr += d;
     });
     child.on('error', (e: NodeJS.ErrnoException) => {
       reject(new Error(e.code === 'ENOENT' ? 'tun: `ip` not found: install iproute2' : `tun: cannot run ip: ${e.message}`));
     });
-    child.on('close', (code) => {
-      if (code === 0) resolvePromise();
-      else reject(new Error(explainIpFailure(stderr, lines)));
-    });
+    child.on('close', (code) => resolvePromise({ code, stderr }));
     child.stdin.on('error', () => {
       /* ip exited early; its exit status carries the error */
     });
     child.stdin.end(lines.join('\n') + '\n');
   });
+}
+
+/**
+ * Runs `ip [-n netns] -batch -` with the lines on stdin. Resolves on success;
+ * rejects with {@link explainIpFailure}'s message, or with a hint to install
+ * iproute2 when `ip` is missing.
+ */
+export async function runIpBatch(lines: string[], netns?: string): Promise<void> {
+  const { code, stderr } = await spawnIpBatch(lines, [], netns, 4096);
+  if (code !== 0) throw new Error(explainIpFailure(stderr, lines));
+}
+
+/**
+ * Splits `ip -force -batch` stderr into one failure per "Command failed -:N"
+ * line, each with the reason printed just before it. `index` is 0-based.
+ */
+export function parseIpForceFailures(stderr: string): Array<{ index: number; reason: string }> {
+  const out: Array<{ index: number; reason: string }> = [];
+  let reason = 'unknown error';
+  for (const raw of stderr.split('\n')) {
+    const line = raw.trim();
+    if (line === '') continue;
+    const m = /^Command failed -:(\d+)/.exec(line);
+    if (m) {
+      out.push({ index: Number(m[1]) - 1, reason });
+      reason = 'unknown error';
+    } else reason = line;
+  }
+  return out;
+}
+
+/**
+ * Runs `ip [-n netns] -force -batch -`: every line is tried even after one
+ * fails. Resolves with the failed lines (empty: all applied); rejects only
+ * when `ip` cannot run at all.
+ */
+export async function runIpBatchForce(lines: readonly string[], netns?: string): Promise<Array<{ index: number; reason: string }>> {
+  const { code, stderr } = await spawnIpBatch(lines, ['-force'], netns, 65_536);
+  const failed = parseIpForceFailures(stderr);
+  if (code !== 0 && failed.length === 0) return lines.map((_, index) => ({ index, reason: stderr.trim() || `ip exited with ${code}` }));
+  return failed;
 }
 
 /** Runs `ip [-n netns] -j addr show` and returns (interface, address) pairs. */

@@ -40,6 +40,7 @@ export class MemoryTun implements TunDevice {
   private packetCb: ((p: Buffer) => void) | undefined;
   private scheduled = false;
   private isClosed = false;
+  private failure: Error | null = null;
 
   constructor(opts: MemoryTunOptions = {}) {
     this.name = opts.name ?? 'mem0';
@@ -91,6 +92,7 @@ export class MemoryTun implements TunDevice {
 
   read(bufs: Buffer[], sizes: Uint32Array, offset: number): number {
     this.check();
+    if (this.failure !== null) throw this.failure;
     const max = Math.min(bufs.length, sizes.length, this.batchSize);
     let n = 0;
     while (n < max && this.head < this.queue.length) {
@@ -128,6 +130,17 @@ export class MemoryTun implements TunDevice {
     this.check();
     this.readableCb = cb;
     this.schedule();
+  }
+
+  /** True after close(). */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Kernel side: makes every later read() throw `e`, as a failed poll of a real device does. */
+  fail(e: Error): void {
+    this.failure = e;
+    if (this.readableCb) setImmediate(() => this.readableCb?.());
   }
 
   close(): void {

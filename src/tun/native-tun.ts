@@ -188,6 +188,8 @@ export class NativeTun implements TunDevice {
   private readonly counters = new Float64Array(S_COUNT);
   private poll: NativePoll | undefined;
   private readableCb: (() => void) | undefined;
+  /** Negative libuv status of a failed poll, 0 while healthy. */
+  private pollError = 0;
 
   /** @internal Use {@link openTun}. */
   constructor(native: NativeBinding, fd: number, name: string, mtu: number, batchSize: number, netns?: string,
@@ -212,9 +214,11 @@ export class NativeTun implements TunDevice {
    * Reads up to min(bufs.length, batchSize) packets; packet i at
    * bufs[i][offset..], length in sizes[i]. Every buffer must have `mtu`
    * bytes after `offset` (TypeError otherwise). Returns 0 when none are ready.
+   * Throws once polling the device has failed: the data path is dead.
    */
   read(bufs: Buffer[], sizes: Uint32Array, offset: number): number {
     const fd = this.check();
+    if (this.pollError !== 0) throw new Error(`tun ${this.name}: polling the device failed (libuv status ${this.pollError})`);
     if (this.scratch) {
       return this.native.tunReadVnet(fd, bufs, sizes, offset, this.batchSize, this.mtu, this.scratch, this.splitState,
         this.counters);
@@ -243,7 +247,9 @@ export class NativeTun implements TunDevice {
     const fd = this.check();
     this.readableCb = cb;
     if (!this.poll) {
-      this.poll = this.native.pollStart(fd, POLL_READABLE, () => {
+      this.poll = this.native.pollStart(fd, POLL_READABLE, (ev) => {
+        // A poll error means no more readiness: the next read() throws it so the reader fails loudly.
+        if (ev < 0 && this.pollError === 0) this.pollError = ev;
         this.readableCb?.();
       });
     }

@@ -17,8 +17,11 @@ export class MemoryNet {
   /** The first few drops, for failure messages. */
   readonly dropLog: string[] = [];
 
-  open(opts: { gso?: boolean; batchSize?: number } = {}): MemoryUdp {
-    const s = new MemoryUdp(this, this.nextPort++, opts.gso ?? false, opts.batchSize ?? 16);
+  /** `port` reopens a known port (a restarted server); it must be free. */
+  open(opts: { gso?: boolean; batchSize?: number; port?: number } = {}): MemoryUdp {
+    const port = opts.port ?? this.nextPort++;
+    if (this.sockets.has(port)) throw new Error(`memory udp: port ${port} is in use`);
+    const s = new MemoryUdp(this, port, opts.gso ?? false, opts.batchSize ?? 16);
     this.sockets.set(s.port, s);
     return s;
   }

@@ -1,0 +1,102 @@
+/**
+ * The gateway's agent connections and their sessions, with the counts
+ * admission needs: sessions per identity including CONNECT-UDP requests still
+ * resolving or connecting (so a burst of opens cannot pass the limit).
+ */
+import type { IdentityPolicy } from '../config/index.js';
+import type { H3Connection } from '../h3/connection.js';
+import type { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
+import type { ConnectUdpGatewaySession } from '../masque/connect-udp/gateway-session.js';
+import type { QuicConnection } from '../quic/connection.js';
+import type { TunnelCounterSync } from '../telemetry/index.js';
+
+/** One agent connection. */
+export interface GwConn {
+  readonly conn: QuicConnection;
+  readonly h3: H3Connection;
+  /** Identity from the client certificate (mTLS), or null (token auth per request). */
+  readonly certIdentity: string | null;
+  readonly remote: string;
+  readonly sessions: Set<GwSession>;
+}
+
+/** One CONNECT-IP or CONNECT-UDP session. */
+export interface GwSession {
+  readonly id: string;
+  readonly kind: 'connect-ip' | 'connect-udp';
+  readonly gc: GwConn;
+  readonly identity: string;
+  /** The bearer token that authenticated it (null: client certificate); revoked tokens end the session on reload. */
+  readonly token: string | null;
+  policy: IdentityPolicy;
+  readonly ip: ConnectIpGatewaySession | null;
+  readonly udp: ConnectUdpGatewaySession | null;
+  /** CONNECT-UDP: the requested target (host as asked, port), re-checked on reload. */
+  readonly udpTarget: { host: string; port: number } | null;
+  readonly udpAddress: Uint8Array | null;
+  readonly sync: TunnelCounterSync;
+  readonly since: Date;
+}
+
+/** Connections, sessions and pending opens; counts kept as they change. */
+export class SessionRegistry {
+  readonly conns = new Set<GwConn>();
+  readonly byIp = new Map<ConnectIpGatewaySession, GwSession>();
+  private readonly perIdentity = new Map<string, number>();
+  private total = 0;
+  private udpCount = 0;
+
+  /** Sessions open plus opens pending, gateway-wide. */
+  get count(): number {
+    return this.total;
+  }
+
+  /** Open CONNECT-UDP sessions. */
+  get udpSessions(): number {
+    return this.udpCount;
+  }
+
+  /** Sessions open plus opens pending of `identity`. */
+  countOf(identity: string): number {
+    return this.perIdentity.get(identity) ?? 0;
+  }
+
+  private bump(identity: string, by: number): void {
+    const n = (this.perIdentity.get(identity) ?? 0) + by;
+    if (n <= 0) this.perIdentity.delete(identity);
+    else this.perIdentity.set(identity, n);
+    this.total += by;
+  }
+
+  /** Reserves a slot for an open in progress; call the returned function exactly once when it ends (either way). */
+  reserve(identity: string): () => void {
+    this.bump(identity, 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.bump(identity, -1);
+    };
+  }
+
+  add(gs: GwSession): void {
+    gs.gc.sessions.add(gs);
+    if (gs.ip) this.byIp.set(gs.ip, gs);
+    if (gs.kind === 'connect-udp') this.udpCount++;
+    this.bump(gs.identity, 1);
+  }
+
+  /** Removes `gs`; false when it was already gone. */
+  remove(gs: GwSession): boolean {
+    if (!gs.gc.sessions.delete(gs)) return false;
+    if (gs.ip) this.byIp.delete(gs.ip);
+    if (gs.kind === 'connect-udp') this.udpCount--;
+    this.bump(gs.identity, -1);
+    return true;
+  }
+
+  /** Every open session. */
+  *sessions(): IterableIterator<GwSession> {
+    for (const gc of this.conns) yield* gc.sessions;
+  }
+}
