@@ -22,6 +22,7 @@ import { defaultIdleSweeper } from '../masque/connect-udp/idle-sweeper.js';
 import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import { refuse } from '../masque/proxy-status.js';
+import { localSubnets } from '../masque/destination-policy.js';
 import { RouteTable } from '../masque/route-table.js';
 import { openNativeUdp, type NativeUdpSocket } from '../net/native-udp.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
@@ -136,7 +137,10 @@ export class Gateway {
     this.tunWriter = new TunWriter(tun, 65_535, (n) => telemetry.metrics.drop(dropId, n));
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
     this.linkLocalId = telemetry.metrics.dropReasonId(GW_DROP_LINK_LOCAL);
-    this.counterTimer = setInterval(() => this.syncCounters(), 1000);
+    this.counterTimer = setInterval(() => {
+      this.syncCounters();
+      this.driveSessionTimers();
+    }, 1000);
     this.counterTimer.unref();
     new TunReader(tun, this.onTunBatch, (e) => this.log.error({ err: e.message }, 'TUN read failed'));
   }
@@ -267,7 +271,12 @@ export class Gateway {
       this.log.warn({ remote: gc.remote, identity }, 'request refused: no policy for identity');
       return;
     }
-    if (req.protocol === 'connect-ip') this.acceptIp(gc, req, identity, token, policy);
+    if (req.protocol === 'connect-ip') {
+      this.acceptIp(gc, req, identity, token, policy).catch((e: Error) => {
+        this.log.error({ remote: gc.remote, identity, err: e.stack }, 'CONNECT-IP setup failed');
+        if (!req.settled) req.reject(500, [['proxy-status', refuse(500, 'proxy_internal_error', 'setup failed').proxyStatus]]);
+      });
+    }
     else if (req.protocol === 'connect-udp') {
       this.acceptUdp(gc, req, identity, token).catch((e: Error) => {
         this.log.error({ remote: gc.remote, identity, err: e.stack }, 'CONNECT-UDP setup failed');
@@ -280,9 +289,19 @@ export class Gateway {
     }
   }
 
-  private acceptIp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null, policy: IdentityPolicy): void {
+  /** Prefixes no agent may advertise (#12 item 9): this host's connected subnets and every agent's underlay address. */
+  private forbiddenClientPrefixes(): IpPrefix[] {
+    const out = localSubnets();
+    for (const c of this.conns) {
+      const ip = parseIp(c.conn.peerHost);
+      if (ip) out.push({ version: ip.version, address: ip.address, prefixLength: ip.version === 4 ? 32 : 128 });
+    }
+    return out;
+  }
+
+  private async acceptIp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null, policy: IdentityPolicy): Promise<void> {
     let gs: GwSession | null = null;
-    const result = acceptConnectIp(req, {}, () => ({
+    const result = await acceptConnectIp(req, {}, () => ({
       onPacket: this.onClientPacket,
       onEvent: (e) => {
         if (gs === null) return;
@@ -295,6 +314,9 @@ export class Gateway {
       routes: this.advertisedRoutes(policy),
       routeTable: this.routes,
       acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(p),
+      leaseOwner: identity,
+      advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
+      forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
       onIcmpToNetwork: this.onIcmpToNetwork,
       policy: (buf, info) => gs !== null && gs.policy.allowsPacket(buf, info),
     }));
@@ -445,6 +467,15 @@ export class Gateway {
 
   private syncCounters(): void {
     for (const gc of this.conns) for (const gs of gc.sessions) this.syncSession(gs);
+  }
+
+  /** Sans-IO session timers (deferred ROUTE_ADVERTISEMENTs, §7.2 probes): due ones fire, on the sessions' clock (performance.now). */
+  private driveSessionTimers(): void {
+    const now = performance.now();
+    for (const gc of this.conns) for (const gs of gc.sessions) {
+      const due = gs.ip?.nextTimeoutMs() ?? -1;
+      if (due >= 0 && due <= now) gs.ip!.onTimeout(now);
+    }
   }
 
   /**

@@ -50,13 +50,14 @@ async function gateway() {
       attachH3(c, {
         onConnect: (req: ConnectRequest) => {
           if (req.protocol === 'connect-ip') {
-            const s = acceptConnectIp(req, {}, () => ({
+            void acceptConnectIp(req, {}, () => ({
               pools: { v4: pool4, v6: pool6 },
               routeTable: table,
               reporterV4: Uint8Array.of(10, 89, 0, 1),
               onPacket,
-            }));
-            if (s instanceof ConnectIpGatewaySession) sessions.push(s);
+            })).then((s) => {
+              if (s instanceof ConnectIpGatewaySession) sessions.push(s);
+            });
           } else {
             void acceptConnectUdp(req, {}, { allow: { loopback: true }, sweeper: null });
           }

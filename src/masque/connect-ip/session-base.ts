@@ -18,6 +18,7 @@ import {
   H3_REQUEST_CANCELLED,
 } from './capsule-types.js';
 import { compareBytes, isLinkLocal4, isLinkLocal6 } from '../../packet/ip-address.js';
+import type { RouteRefusalReason } from './client-routes.js';
 import { ConnectIpCounters, ConnectIpDrop } from './counters.js';
 import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from './datagram.js';
 import {
@@ -42,8 +43,10 @@ export type ConnectIpEvent =
   | { readonly type: 'addresses-granted'; readonly addresses: readonly AddressEntry[] }
   /** The peer's current ROUTE_ADVERTISEMENT (supersedes earlier ones, §4.7.3). */
   | { readonly type: 'routes'; readonly ranges: readonly IpAddressRange[] }
-  /** An advertised prefix could not be installed because another session owns it. */
+  /** An advertised prefix could not be installed because another session owns it or one overlapping it. */
   | { readonly type: 'route-conflict'; readonly prefix: string }
+  /** Part of the peer's ROUTE_ADVERTISEMENT was refused before installation (policy, forbidden space, caps). */
+  | { readonly type: 'route-refused'; readonly what: string; readonly reason: RouteRefusalReason }
   /** The path cannot carry 1280-byte IPv6 packets: IPv6 switched off for this session (RFC 9484 §7.2). */
   | { readonly type: 'ipv6-disabled'; readonly maxPacketSize: number; readonly reason: string }
   /** A 1280-byte ICMPv6 echo to ff02::1 came back: the tunnel carries the IPv6 minimum MTU (RFC 9484 §7.2). */
@@ -91,7 +94,8 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
   private readonly icmpRate: number;
   private icmpTokens: number;
   private icmpLastMs: number;
-  private readonly nowMs: () => number;
+  /** The session's monotonic clock (ms): the `nowMs` option. */
+  protected readonly now: () => number;
   private readonly ipv6Action: 'disable-ipv6' | 'abort';
   /** Our link-local IPv6 address on the tunnel link. */
   protected readonly linkLocal6: Uint8Array;
@@ -100,6 +104,8 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
   private probeTries = 0;
   private probeDeadlineMs = -1;
   private probeBuf: Uint8Array | null = null;
+  /** Scratch for echo replies on the tunnel link (§7.2); grows to the largest request answered. */
+  private echoBuf = new Uint8Array(0);
 
   constructor(
     /** The request stream; owned by the HTTP/3 layer, used until close. */
@@ -110,8 +116,8 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     this.onEvent = opts.onEvent ?? (() => {});
     this.icmpRate = opts.icmpPerSecond ?? 200;
     this.icmpTokens = this.icmpRate;
-    this.nowMs = opts.nowMs ?? (() => performance.now());
-    this.icmpLastMs = this.nowMs();
+    this.now = opts.nowMs ?? (() => performance.now());
+    this.icmpLastMs = this.now();
     this.ipv6Action = opts.ipv6MinMtuAction ?? 'disable-ipv6';
     this.linkLocal6 = opts.linkLocalV6 ?? Uint8Array.of(0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, this.defaultLinkLocalSuffix());
     this.probeTimeoutMs = opts.ipv6ProbeTimeoutMs ?? 2000;
@@ -241,9 +247,14 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
       return true;
     }
     if (type !== 128) return false;
-    const n = Math.min(len, this.icmpBuf.length - MASQUE_HEADROOM);
+    // RFC 4443 §4.2: the reply carries the request's data entirely and unmodified, so it is as long as
+    // the request's IPv6 packet (not the datagram, which may carry trailing bytes). Echo replies have
+    // their own buffer, grown to the largest request seen (rare: link-local probes only).
+    const n = 40 + ((buf[off + 4]! << 8) | buf[off + 5]!);
+    if (n > len || n < 48) return false;
     const o = MASQUE_HEADROOM;
-    const b = this.icmpBuf;
+    if (this.echoBuf.length < o + n) this.echoBuf = new Uint8Array(o + n);
+    const b = this.echoBuf;
     b.set(buf.subarray(off, off + n), o);
     b.set(buf.subarray(off + 8, off + 24), o + 24); // to the requester
     b.set(this.linkLocal6, o + 8); // from our link-local address
@@ -403,7 +414,7 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
 
   /** Token bucket for generated ICMP (RFC 4443 §2.4(f) rate limiting). */
   private icmpAllowed(): boolean {
-    const now = this.nowMs();
+    const now = this.now();
     const dt = now - this.icmpLastMs;
     if (dt > 0) {
       this.icmpTokens = Math.min(this.icmpRate, this.icmpTokens + (dt * this.icmpRate) / 1000);

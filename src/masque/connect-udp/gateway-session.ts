@@ -6,13 +6,13 @@
 import dgram from 'node:dgram';
 import dns from 'node:dns';
 import { readFileSync } from 'node:fs';
-import os from 'node:os';
 import type { TunnelStream, TunnelStreamHandler } from '../../h3/tunnel-stream.js';
 import { H3_CONNECT_ERROR, H3_DATAGRAM_ERROR, H3_REQUEST_CANCELLED } from '../connect-ip/capsule-types.js';
 import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from '../connect-ip/datagram.js';
 import { parseIp, type IpVersion } from '../../packet/ip-address.js';
 import { DEFAULT_PROXY_NAME, refuse, type Refusal } from '../proxy-status.js';
 import { ConnectUdpCounters, ConnectUdpDrop, MAX_UDP_PAYLOAD } from './counters.js';
+import { localAddresses } from '../destination-policy.js';
 import { prohibitedUdpDestination, type UdpTarget, type UdpTargetAllowance } from './request.js';
 import { IdleSweeper, defaultIdleSweeper, type IdleCheckable } from './idle-sweeper.js';
 
@@ -139,7 +139,7 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
       if (candidates.length === 0) return this.refuseAndClose(refuse(502, 'dns_error', `no addresses for ${t.host}`, name));
     }
     if (this.closedNow()) return refuse(400, 'http_request_error', 'stream closed before the target was resolved', name);
-    const own = (this.opts.ownAddresses ?? localAddresses()).map((a) => parseIp(a)?.address).filter((x): x is Uint8Array => !!x);
+    const own = this.opts.ownAddresses ? this.opts.ownAddresses.map((a) => parseIp(a)?.address).filter((x): x is Uint8Array => !!x) : localAddresses();
     let chosen: { address: string; family: IpVersion } | null = null;
     let why = '';
     for (const c of candidates) {
@@ -345,12 +345,6 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
 }
 
 const defaultResolve: UdpResolver = (host) => dns.promises.lookup(host, { all: true, verbatim: true });
-
-function localAddresses(): string[] {
-  const out: string[] = [];
-  for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) out.push(a.address.split('%')[0]!);
-  return out;
-}
 
 function connectSocket(address: string, port: number, family: IpVersion): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
