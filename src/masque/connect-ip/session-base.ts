@@ -4,19 +4,14 @@
  * path with in-place context ID, path-size tracking (§7.2 IPv6 1280 minimum),
  * ICMP error generation with a rate limit, counters.
  */
+import { H3Error } from '../../h3/errors.js';
 import type { TunnelStream, TunnelStreamHandler } from '../../h3/tunnel-stream.js';
 import { transportChecksum } from '../../packet/checksum.js';
 import { buildIcmpError, ICMP6_ERROR_MAX_BYTES } from '../../packet/icmp-error.js';
 import { addressAssignLength, encodeAddressAssign, parseAddressAssign } from './address-assign.js';
 import type { AddressEntry } from './address-entry.js';
 import { addressRequestLength, encodeAddressRequest, parseAddressRequest, type AddressRequest } from './address-request.js';
-import {
-  CAPSULE_ADDRESS_ASSIGN,
-  CAPSULE_ADDRESS_REQUEST,
-  CAPSULE_ROUTE_ADVERTISEMENT,
-  H3_GENERAL_PROTOCOL_ERROR,
-  H3_REQUEST_CANCELLED,
-} from './capsule-types.js';
+import { CAPSULE_ADDRESS_ASSIGN, CAPSULE_ADDRESS_REQUEST, CAPSULE_ROUTE_ADVERTISEMENT } from './capsule-types.js';
 import { compareBytes, isLinkLocal4, isLinkLocal6 } from '../../packet/ip-address.js';
 import type { RouteRefusalReason } from './client-routes.js';
 import { ConnectIpCounters, ConnectIpDrop } from './counters.js';
@@ -165,7 +160,7 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
   private ipv6Fail(reason: string, m: number): void {
     this.probeDeadlineMs = -1;
     if (this.ipv6Action === 'abort') {
-      this.fail(reason, H3_REQUEST_CANCELLED);
+      this.fail(reason, H3Error.H3_REQUEST_CANCELLED);
     } else {
       this.ipv6Disabled = true;
       this.disableIpv6();
@@ -290,17 +285,17 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     switch (type) {
       case CAPSULE_ADDRESS_ASSIGN: {
         const r = parseAddressAssign(value, 0, value.length);
-        if (!r.ok) return this.fail(r.error, H3_GENERAL_PROTOCOL_ERROR);
+        if (!r.ok) return this.fail(r.error, H3Error.H3_GENERAL_PROTOCOL_ERROR);
         return this.onAddressAssign(r.value.addresses);
       }
       case CAPSULE_ADDRESS_REQUEST: {
         const r = parseAddressRequest(value, 0, value.length);
-        if (!r.ok) return this.fail(r.error, H3_GENERAL_PROTOCOL_ERROR);
+        if (!r.ok) return this.fail(r.error, H3Error.H3_GENERAL_PROTOCOL_ERROR);
         return this.onAddressRequest(r.value);
       }
       case CAPSULE_ROUTE_ADVERTISEMENT: {
         const r = parseRouteAdvertisement(value, 0, value.length);
-        if (!r.ok) return this.fail(r.error, H3_GENERAL_PROTOCOL_ERROR);
+        if (!r.ok) return this.fail(r.error, H3Error.H3_GENERAL_PROTOCOL_ERROR);
         return this.onRouteAdvertisement(r.value);
       }
       default:

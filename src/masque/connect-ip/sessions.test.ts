@@ -1,3 +1,4 @@
+import { H3Error } from '../../h3/errors.js';
 import { beforeEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { craftIcmp, craftTcp, craftUdp } from '../../packet/craft.js';
@@ -6,7 +7,7 @@ import { AddressPool } from '../address-pool.js';
 import { formatIp, formatPrefix, parseIp, parsePrefix } from '../../packet/ip-address.js';
 import { RouteTable } from '../route-table.js';
 import { TunnelStreamPair } from '../testing/tunnel-stream-pair.js';
-import { CAPSULE_ADDRESS_REQUEST, CAPSULE_ROUTE_ADVERTISEMENT, H3_GENERAL_PROTOCOL_ERROR } from './capsule-types.js';
+import { CAPSULE_ADDRESS_REQUEST, CAPSULE_ROUTE_ADVERTISEMENT } from './capsule-types.js';
 import { ConnectIpDrop } from './counters.js';
 import { MASQUE_HEADROOM } from './datagram.js';
 import { ConnectIpGatewaySession } from './gateway-session.js';
@@ -323,20 +324,20 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
   it('malformed catalogue: zero-entry ADDRESS_REQUEST aborts the stream (RFC 9484 §4.7.2)', () => {
     r.pair.client.sendCapsule(CAPSULE_ADDRESS_REQUEST, new Uint8Array(0));
     r.pair.flush();
-    expect(r.pair.gateway.abortedWith).toBe(H3_GENERAL_PROTOCOL_ERROR);
+    expect(r.pair.gateway.abortedWith).toBe(H3Error.H3_GENERAL_PROTOCOL_ERROR);
     expect(r.gateway.isClosed).toBe(true);
-    expect(r.gatewayEvents.at(-1)).toMatchObject({ type: 'closed', error: H3_GENERAL_PROTOCOL_ERROR, reason: expect.stringMatching(/zero/) });
+    expect(r.gatewayEvents.at(-1)).toMatchObject({ type: 'closed', error: H3Error.H3_GENERAL_PROTOCOL_ERROR, reason: expect.stringMatching(/zero/) });
     expect(r.client.isClosed).toBe(true);
   });
 
   it('malformed catalogue: prefix length 33 / host bits in ADDRESS_REQUEST abort; unordered routes abort the client (§4.7.3)', () => {
     r.pair.client.sendCapsule(CAPSULE_ADDRESS_REQUEST, Uint8Array.of(1, 4, 0, 0, 0, 0, 33));
     r.pair.flush();
-    expect(r.pair.gateway.abortedWith).toBe(H3_GENERAL_PROTOCOL_ERROR);
+    expect(r.pair.gateway.abortedWith).toBe(H3Error.H3_GENERAL_PROTOCOL_ERROR);
     const s = rig();
     s.pair.gateway.sendCapsule(CAPSULE_ROUTE_ADVERTISEMENT, Uint8Array.of(4, 10, 0, 1, 0, 10, 0, 1, 255, 0, 4, 10, 0, 0, 0, 10, 0, 0, 255, 0));
     s.pair.flush();
-    expect(s.pair.client.abortedWith).toBe(H3_GENERAL_PROTOCOL_ERROR);
+    expect(s.pair.client.abortedWith).toBe(H3Error.H3_GENERAL_PROTOCOL_ERROR);
     expect(s.clientEvents.at(-1)).toMatchObject({ type: 'closed', reason: expect.stringMatching(/overlaps or is not after/) });
   });
 

@@ -2,6 +2,7 @@
  * Drop reasons and counters of CONNECT-UDP sessions (RFC 9298), typed arrays
  * indexed by reason code.
  */
+import { dropNames } from '../drop-names.js';
 
 /** Why a CONNECT-UDP session did not pass a payload on. Indexes {@link CONNECT_UDP_DROP_NAMES}. */
 export const ConnectUdpDrop = {
@@ -26,14 +27,11 @@ export const ConnectUdpDrop = {
   TARGET_REFUSED: 9,
 } as const;
 
-/** Number of {@link ConnectUdpDrop} codes. */
-export const CONNECT_UDP_DROP_COUNT = 10;
+/** Snake-case names of {@link ConnectUdpDrop} codes (metric `reason` label values), from the code table's keys. */
+export const CONNECT_UDP_DROP_NAMES: readonly string[] = dropNames(ConnectUdpDrop);
 
-/** Snake-case names of {@link ConnectUdpDrop} codes. */
-export const CONNECT_UDP_DROP_NAMES: readonly string[] = [
-  'none', 'no_headroom', 'closed', 'too_big', 'send_failed', 'unknown_context', 'malformed_datagram', 'preaccept_full',
-  'socket_error', 'target_refused',
-];
+/** Number of {@link ConnectUdpDrop} codes. */
+export const CONNECT_UDP_DROP_COUNT = CONNECT_UDP_DROP_NAMES.length;
 
 /** Per-session counters; written only by the session. */
 export class ConnectUdpCounters {

@@ -3,11 +3,11 @@
  * proxies payloads through a connected `node:dgram` socket, enforces the
  * payload limit, bounded pre-accept buffering and the idle timeout.
  */
+import { H3Error } from '../../h3/errors.js';
 import dgram from 'node:dgram';
 import dns from 'node:dns';
 import { readFileSync } from 'node:fs';
 import type { TunnelStream, TunnelStreamHandler } from '../../h3/tunnel-stream.js';
-import { H3_CONNECT_ERROR, H3_DATAGRAM_ERROR, H3_REQUEST_CANCELLED } from '../connect-ip/capsule-types.js';
 import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from '../connect-ip/datagram.js';
 import { parseIp, type IpVersion } from '../../packet/ip-address.js';
 import { DEFAULT_PROXY_NAME, refuse, type Refusal } from '../proxy-status.js';
@@ -212,7 +212,7 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
     const n = offset + length - p;
     // RFC 9298 §5: a UDP payload above 65,527 bytes → abort the request stream.
     if (n > MAX_UDP_PAYLOAD) {
-      this.fail(`UDP payload of ${n} bytes exceeds ${MAX_UDP_PAYLOAD} (RFC 9298 §5)`, H3_DATAGRAM_ERROR);
+      this.fail(`UDP payload of ${n} bytes exceeds ${MAX_UDP_PAYLOAD} (RFC 9298 §5)`, H3Error.H3_DATAGRAM_ERROR);
       return;
     }
     if (this.state === 'pending') {
@@ -279,7 +279,7 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
       return;
     }
     // RFC 9298 §3.1: the socket died → close the stream.
-    this.fail(`socket error ${code ?? err.message}`, H3_CONNECT_ERROR);
+    this.fail(`socket error ${code ?? err.message}`, H3Error.H3_CONNECT_ERROR);
   }
 
   /** @internal The stream ended: close the socket. */
@@ -302,7 +302,7 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
       return false;
     }
     if (nowMs - this.lastActiveMs < this.idleTimeoutMs) return false;
-    this.fail(`idle for ${nowMs - this.lastActiveMs} ms`, H3_REQUEST_CANCELLED, true);
+    this.fail(`idle for ${nowMs - this.lastActiveMs} ms`, H3Error.H3_REQUEST_CANCELLED, true);
     return true;
   }
 
