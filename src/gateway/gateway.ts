@@ -15,6 +15,7 @@ import type { FlowRecord } from '../inspect/flow-record.js';
 import { AddressPool } from '../masque/address-pool.js';
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
+import { MASQUE_HEADROOM } from '../masque/connect-ip/datagram.js';
 import { CONNECT_UDP_DROP_NAMES } from '../masque/connect-udp/counters.js';
 import { ConnectUdpGatewaySession } from '../masque/connect-udp/gateway-session.js';
 import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
@@ -317,7 +318,6 @@ export class Gateway {
       leaseOwner: identity,
       advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
       forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
-      onIcmpToNetwork: this.onIcmpToNetwork,
       policy: (buf, info) => gs !== null && gs.policy.allowsPacket(buf, info),
     }));
     if (!(result instanceof ConnectIpGatewaySession)) {
@@ -556,11 +556,6 @@ export class Gateway {
     this.tunWriter.push(buf, off, len);
   };
 
-  /** ICMP errors for the gateway's own network (Packet Too Big for return traffic). */
-  private readonly onIcmpToNetwork = (buf: Uint8Array, off: number, len: number): void => {
-    this.tunWriter.push(buf, off, len);
-  };
-
   /** Packets from the gateway's network: find the session by longest-prefix match and send. */
   private readonly onTunBatch = (bufs: readonly Buffer[], sizes: Uint32Array, n: number): void => {
     const tracker = this.flows.tracker;
@@ -576,6 +571,8 @@ export class Gateway {
       }
       // Only what entered the tunnel is telemetry (too-big, link-local… are counted as drops by the session).
       if (s.sendToClient(buf, TUN_HEADROOM, len) === 0) tracker.observe(buf, TUN_HEADROOM, len, Direction.IN, now);
+      // Packet Too Big for return traffic goes to the gateway's own network (RFC 9484 §7.2.1).
+      else if (s.icmpLength > 0) this.tunWriter.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
     }
     // Every connection written to leaves in one send batch; ICMP errors for our network in one TUN write.
     this.endpoint.flush();

@@ -339,6 +339,14 @@ export function isLinkLocal6(buf: Uint8Array, off: number): boolean {
   return (b0 === 0xfe && (b1 & 0xc0) === 0x80) || (b0 === 0xff && (b1 & 0x0f) === 0x02);
 }
 
+/**
+ * RFC 9484 §7.2 link-local test of a packet: is the address at buf[srcOff]
+ * or at buf[dstOff] (IPv4 or IPv6 per `version`) link-local? Allocation-free.
+ */
+export function hasLinkLocalAddress(buf: Uint8Array, version: 4 | 6, srcOff: number, dstOff: number): boolean {
+  return version === 4 ? isLinkLocal4(buf, srcOff) || isLinkLocal4(buf, dstOff) : isLinkLocal6(buf, srcOff) || isLinkLocal6(buf, dstOff);
+}
+
 /** True when all `len` bytes at buf[off] are zero. */
 export function isZero(buf: Uint8Array, off: number, len: number): boolean {
   for (let i = 0; i < len; i++) if (buf[off + i] !== 0) return false;

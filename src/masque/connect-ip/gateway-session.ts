@@ -6,42 +6,33 @@
  */
 import type { TunnelStream } from '../../h3/tunnel-stream.js';
 import { IcmpError } from '../../packet/icmp-error.js';
-import { IPPROTO, PacketInfo, parseIpPacket, DropReason } from '../../packet/ip-packet.js';
+import { PacketInfo, parseIpPacket, DropReason } from '../../packet/ip-packet.js';
 import { decrementTtl } from '../../packet/rewrite.js';
 import type { AddressPool } from '../address-pool.js';
-import {
-  addressBits,
-  clipRangeToPrefix,
-  compareBytes,
-  formatPrefix,
-  isLinkLocal4,
-  isLinkLocal6,
-  isZero,
-  parseIp,
-  prefixContains,
-  prefixEnd,
-  type IpPrefix,
-} from '../../packet/ip-address.js';
-import { prohibitedDestination, type DestinationAllowance } from '../destination-policy.js';
+import { addressBits, clipRangeToPrefix, formatPrefix, isZero, parseIp, prefixEnd, type IpPrefix } from '../../packet/ip-address.js';
+import type { DestinationAllowance } from '../destination-policy.js';
 import type { RouteTable } from '../route-table.js';
 import { DEFAULT_MAX_CLIENT_PREFIXES, DEFAULT_MAX_RANGES_PER_ADVERTISEMENT, judgeRouteAdvertisement, type ClientRoute } from './client-routes.js';
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
-import { MASQUE_HEADROOM } from './datagram.js';
-import { targetContains, type ConnectIpScope } from './request.js';
+import { judgeClientPacket, judgeOutgoing, type ClientPacketContext, type PacketPolicy } from './packet-judge.js';
+import type { ConnectIpScope } from './request.js';
 import { normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
-import { ConnectIpSessionBase, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
+import { ConnectIpSessionBase, type ConnectIpSessionOptions } from './session-base.js';
+
+export type { PacketPolicy } from './packet-judge.js';
 
 /**
- * Per-packet policy hook: `info` is the parsed packet (valid during the call;
- * ports are 0 for non-first fragments and protocols without ports). Return
- * false to drop with ICMP administratively prohibited. Must not allocate.
+ * Receives a client packet that passed every check, with its parse (`info`,
+ * ports 0 when unknown): both valid only during the call (copy to keep).
  */
-export type PacketPolicy = (buf: Uint8Array, info: PacketInfo) => boolean;
+export type ParsedPacketSink = (buf: Uint8Array, offset: number, length: number, info: PacketInfo) => void;
 
 /** Options for {@link ConnectIpGatewaySession}. */
 export interface ConnectIpGatewayOptions extends ConnectIpSessionOptions {
+  /** Client packets that passed every check (TTL decremented), with their parse: hand `info` to the flow tracker. */
+  readonly onPacket: ParsedPacketSink;
   /** The accepted request scope (from checkConnectIpRequest). */
   readonly scope: ConnectIpScope;
   /** Pools to answer ADDRESS_REQUEST from; a missing family is rejected (RFC 9484 §4.7.2 all-zero answer). */
@@ -98,9 +89,12 @@ export interface ConnectIpGatewayOptions extends ConnectIpSessionOptions {
   readonly resolvedTarget?: readonly IpPrefix[];
   /** Who holds the leases (e.g. the identity), for the pools' per-owner lease cap. Default: this session alone. */
   readonly leaseOwner?: string;
-  /** Where Packet Too Big / Frag Needed for return traffic that does not fit goes (normally back into the TUN). */
-  readonly onIcmpToNetwork?: PacketSink;
-  /** Per-packet policy for client packets (e.g. per-identity destination/port rules). */
+  /**
+   * Per-packet policy for client packets (e.g. per-identity destination/port
+   * rules): `info` is the parsed packet (ports 0 for non-first fragments and
+   * protocols without ports); false drops with ICMP administratively
+   * prohibited. Must not allocate.
+   */
   readonly policy?: PacketPolicy;
   /** Source of ICMP errors we generate: the gateway's own tunnel addresses. Default 192.0.0.8 (RFC 7600) and fe80::1. */
   readonly reporterV4?: Uint8Array;
@@ -134,6 +128,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   private lastAdvertisement: RouteAdvertisement | null = null;
   private ourRanges: IpAddressRange[];
   private readonly info = new PacketInfo();
+  private readonly onPacket: ParsedPacketSink;
+  private readonly ctx: ClientPacketContext;
   private readonly reporter4: Uint8Array;
   private readonly reporter6: Uint8Array;
   private readonly decrement: boolean;
@@ -148,7 +144,26 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   routesRefused = 0;
 
   constructor(stream: TunnelStream, opts: ConnectIpGatewayOptions) {
-    super(stream, opts);
+    super(stream, opts, 1);
+    this.onPacket = opts.onPacket;
+    // What judgeClientPacket reads, kept current through getters (no per-packet objects).
+    const self = this;
+    this.ctx = {
+      scope: opts.scope,
+      resolvedTarget: opts.resolvedTarget ?? [],
+      get grants() {
+        return self.grants;
+      },
+      get owned() {
+        return self.owned;
+      },
+      get ourRanges() {
+        return self.ourRanges;
+      },
+      ownAddresses: opts.ownAddresses ?? [],
+      allow: opts.allowDestinations,
+      policy: opts.policy,
+    };
     this.opts = opts;
     this.scope = opts.scope;
     this.reporter4 = opts.reporterV4 ?? parseIp('192.0.0.8')!.address;
@@ -334,27 +349,6 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     this.checkPath();
   }
 
-  /** Source address check (RFC 9484 §11): inside an assigned prefix or a client prefix this session owns (protocol-matched). Allocation-free. */
-  private sourceAllowed(buf: Uint8Array, srcOff: number, version: 4 | 6, proto: number): boolean {
-    const g = this.grants;
-    for (let i = 0; i < g.length; i++) {
-      const a = g[i]!;
-      if (a.version === version && prefixContains(a.address, a.prefixLength, buf, srcOff)) return true;
-    }
-    const r = this.owned;
-    for (let i = 0; i < r.length; i++) {
-      const x = r[i]!;
-      if (x.prefix.version !== version) continue;
-      if (x.ipProtocol !== 0 && x.ipProtocol !== proto && proto !== IPPROTO.ICMP && proto !== IPPROTO.ICMPV6) continue;
-      if (prefixContains(x.prefix.address, x.prefix.prefixLength, buf, srcOff)) return true;
-    }
-    return false;
-  }
-
-  protected defaultLinkLocalSuffix(): number {
-    return 1;
-  }
-
   protected receivePacket(buf: Uint8Array, off: number, len: number): void {
     const c = this.counters;
     const info = this.info;
@@ -379,91 +373,48 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     // RFC 9484 §7.2: answer link-local ICMPv6 echo (the 1280-byte MTU probe) on the tunnel link itself.
     if (v === 6 && this.handleLinkIcmp6(buf, off, ipLen)) return;
     const reporter = v === 4 ? this.reporter4 : this.reporter6;
-    // RFC 9484 §7.2: link-local traffic is never forwarded beyond the tunnel.
-    if (v === 4 ? isLinkLocal4(buf, info.srcOff) || isLinkLocal4(buf, info.dstOff) : isLinkLocal6(buf, info.srcOff) || isLinkLocal6(buf, info.dstOff)) {
-      c.drops[ConnectIpDrop.LINK_LOCAL]++;
-      return;
-    }
-    // RFC 9484 §11 (BCP 38): the source must be assigned to or advertised by this client.
-    if (!this.sourceAllowed(buf, info.srcOff, v, info.proto)) {
-      c.drops[ConnectIpDrop.SPOOFED_SOURCE]++;
-      this.sendIcmpToPeer(this.buildIcmp(IcmpError.SOURCE_POLICY, 0, buf, off, ipLen, reporter));
-      return;
-    }
-    // RFC 9484 §4.6 / §4.8: destination within the target, protocol (after the IPv6 extension chain) = ipproto; ICMP always allowed.
-    const proto = this.scope.ipProtocol;
-    const isIcmp = info.proto === IPPROTO.ICMP || info.proto === IPPROTO.ICMPV6;
-    if (
-      !this.targetHas(v, buf, info.dstOff) ||
-      (proto !== null && info.proto !== proto && !isIcmp) ||
-      !this.inOurRoutes(buf, info.dstOff, v, info.proto) ||
-      prohibitedDestination(v, buf, info.dstOff, this.opts.allowDestinations, this.opts.ownAddresses) !== null
-    ) {
-      c.drops[ConnectIpDrop.OUT_OF_SCOPE]++;
-      this.sendIcmpToPeer(this.buildIcmp(IcmpError.ADMIN_PROHIBITED, 0, buf, off, ipLen, reporter));
-      return;
-    }
-    if (this.opts.policy && !this.opts.policy(buf, info)) {
-      c.drops[ConnectIpDrop.POLICY]++;
-      this.sendIcmpToPeer(this.buildIcmp(IcmpError.ADMIN_PROHIBITED, 0, buf, off, ipLen, reporter));
+    const verdict = judgeClientPacket(this.ctx, buf, info);
+    if (verdict !== 0) {
+      c.drops[verdict]++;
+      // RFC 9484 §11: spoofed source → source policy failure; scope and policy → administratively prohibited.
+      const kind = verdict === ConnectIpDrop.SPOOFED_SOURCE ? IcmpError.SOURCE_POLICY : verdict === ConnectIpDrop.LINK_LOCAL ? 0 : IcmpError.ADMIN_PROHIBITED;
+      if (kind !== 0) this.path.icmpToPeer(kind, buf, off, ipLen, reporter);
       return;
     }
     // RFC 9484 §7.2 / RFC 1812 §5.3.1: decrement TTL / hop limit; Time Exceeded when it runs out.
     if (this.decrement && decrementTtl(buf, off, ipLen) === 0) {
       c.drops[ConnectIpDrop.TTL_EXPIRED]++;
-      this.sendIcmpToPeer(this.buildIcmp(IcmpError.TIME_EXCEEDED, 0, buf, off, ipLen, reporter));
+      this.path.icmpToPeer(IcmpError.TIME_EXCEEDED, buf, off, ipLen, reporter);
       return;
     }
     c.packetsReceived++;
     c.bytesReceived += ipLen;
-    this.onPacket(buf, off, ipLen);
-  }
-
-  /** Destination within the request's target (RFC 9484 §4.6); a host name means the addresses it resolved to. Allocation-free. */
-  private targetHas(v: 4 | 6, buf: Uint8Array, dstOff: number): boolean {
-    const t = this.scope.target;
-    if (t.kind !== 'hostname') return targetContains(t, v, buf, dstOff);
-    const r = this.opts.resolvedTarget ?? [];
-    for (let i = 0; i < r.length; i++) if (r[i]!.version === v && prefixContains(r[i]!.address, r[i]!.prefixLength, buf, dstOff)) return true;
-    return false;
-  }
-
-  /** Destination within the routes we advertised (what the client may send to). Allocation-free. */
-  private inOurRoutes(buf: Uint8Array, dstOff: number, version: 4 | 6, proto: number): boolean {
-    const r = this.ourRanges;
-    const alen = version === 4 ? 4 : 16;
-    const isIcmp = proto === IPPROTO.ICMP || proto === IPPROTO.ICMPV6;
-    for (let i = 0; i < r.length; i++) {
-      const x = r[i]!;
-      if (x.version !== version) continue;
-      if (x.ipProtocol !== 0 && x.ipProtocol !== proto && !isIcmp) continue;
-      if (compareBytes(x.start, 0, buf, dstOff, alen) <= 0 && compareBytes(buf, dstOff, x.end, 0, alen) <= 0) return true;
-    }
-    return false;
+    // The parsed packet goes along, so the daemon's flow tracker need not parse it again.
+    this.onPacket(buf, off, ipLen, info);
   }
 
   /**
    * Sends return traffic (routed to this session, e.g. by the shared
    * RouteTable) to the client: buf[offset, offset+length) with at least
    * MASQUE_HEADROOM (9) writable bytes before it. A packet that does not
-   * fit is dropped and answered via `onIcmpToNetwork` with Packet Too Big /
-   * Fragmentation Needed carrying the true current limit (RFC 9484 §7.2.1).
-   * Returns 0 or a {@link ConnectIpDrop} code (counted). Allocation-free.
+   * fit is dropped; a Packet Too Big / Fragmentation Needed with the true
+   * current limit (RFC 9484 §7.2.1) is then returned to the caller in
+   * {@link icmpBuffer} / {@link icmpLength}, to write into the gateway's
+   * network. Returns 0 or a {@link ConnectIpDrop} code (counted). Allocation-free.
    */
   sendToClient(buf: Uint8Array, offset: number, length: number): number {
-    const v = this.admitOutgoing(buf, offset, length);
-    if (v < 0) return -v;
-    const r = this.sendEncapsulated(buf, offset, length);
+    const path = this.path;
+    path.icmpLength = 0;
+    const v = judgeOutgoing(buf, offset, length, !this.ipv6Disabled);
+    if (v < 0) return path.drop(-v);
+    const r = this.sendOut(buf, offset, length);
     if (r === ConnectIpDrop.TOO_BIG) {
       if (v === 4 && (buf[offset + 6]! & 0x40) === 0) {
         // No DF: a router would fragment; we cannot, and must not claim DF semantics.
         this.counters.drops[ConnectIpDrop.TOO_BIG]--;
-        return this.drop(ConnectIpDrop.TOO_BIG_NO_DF);
+        return path.drop(ConnectIpDrop.TOO_BIG_NO_DF);
       }
-      if (this.opts.onIcmpToNetwork) {
-        const n = this.buildIcmp(IcmpError.PACKET_TOO_BIG, this.tooBigLimit(), buf, offset, length, v === 4 ? this.reporter4 : this.reporter6);
-        if (n > 0) this.opts.onIcmpToNetwork(this.icmpBuf, MASQUE_HEADROOM, n);
-      }
+      path.icmpLength = path.buildIcmp(IcmpError.PACKET_TOO_BIG, path.limit, buf, offset, length, v === 4 ? this.reporter4 : this.reporter6);
     }
     return r;
   }

@@ -11,6 +11,7 @@ import { ConnectIpGatewaySession, type ConnectIpGatewayOptions } from '../connec
 import type { ConnectIpScope } from '../connect-ip/request.js';
 import type { ConnectIpEvent } from '../connect-ip/session-base.js';
 import { TunnelStreamPair } from './tunnel-stream-pair.js';
+import { MASQUE_HEADROOM } from '../connect-ip/datagram.js';
 
 export const HR = 16;
 /** Copies a crafted packet into a buffer with headroom; returns [buf, off, len]. */
@@ -48,7 +49,6 @@ export function rig(opts: { scope?: ConnectIpScope; maxDatagramPayload?: number;
   } as unknown as Rig;
   r.client = new ConnectIpClientSession(pair.client, {
     onPacket: (b, o, l) => r.toAgentTun.push(b.slice(o, o + l)),
-    onLocalIcmp: (b, o, l) => r.localIcmp.push(b.slice(o, o + l)),
     onEvent: (e) => r.clientEvents.push(e),
   });
   r.gateway = new ConnectIpGatewaySession(pair.gateway, {
@@ -58,10 +58,25 @@ export function rig(opts: { scope?: ConnectIpScope; maxDatagramPayload?: number;
     reporterV4: ip('10.89.0.1'),
     reporterV6: ip('fd00:89::1'),
     onPacket: (b, o, l) => r.toNetwork.push(b.slice(o, o + l)),
-    onIcmpToNetwork: (b, o, l) => r.icmpToNetwork.push(b.slice(o, o + l)),
     onEvent: (e) => r.gatewayEvents.push(e),
     ...opts.gw,
   });
+  // What a daemon does with the ICMP errors a send returns: the agent writes them into its TUN, the gateway into its network.
+  const keepIcmp = (x: ConnectIpClientSession | ConnectIpGatewaySession, into: Uint8Array[]) => {
+    if (x.icmpLength > 0) into.push(x.icmpBuffer.slice(MASQUE_HEADROOM, MASQUE_HEADROOM + x.icmpLength));
+  };
+  const sendPacket = r.client.sendPacket.bind(r.client);
+  r.client.sendPacket = (b, o, l) => {
+    const x = sendPacket(b, o, l);
+    keepIcmp(r.client, r.localIcmp);
+    return x;
+  };
+  const sendToClient = r.gateway.sendToClient.bind(r.gateway);
+  r.gateway.sendToClient = (b, o, l) => {
+    const x = sendToClient(b, o, l);
+    keepIcmp(r.gateway, r.icmpToNetwork);
+    return x;
+  };
   pair.client.attach(r.client);
   pair.gateway.attach(r.gateway);
   r.gateway.start();
