@@ -8,10 +8,10 @@ import dgram from 'node:dgram';
 import dns from 'node:dns';
 import { readFileSync } from 'node:fs';
 import type { TunnelStream, TunnelStreamHandler } from '../../h3/tunnel-stream.js';
-import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from '../connect-ip/datagram.js';
+import { MASQUE_HEADROOM } from '../connect-ip/datagram.js';
 import { parseIp, type IpVersion } from '../../packet/ip-address.js';
 import { DEFAULT_PROXY_NAME, refuse, type Refusal } from '../proxy-status.js';
-import { ConnectUdpCounters, ConnectUdpDrop, MAX_UDP_PAYLOAD } from './counters.js';
+import { ConnectUdpCounters, ConnectUdpDrop, MAX_UDP_PAYLOAD, udpPayloadOffset } from './counters.js';
 import { localAddresses } from '../destination-policy.js';
 import { prohibitedUdpDestination, type UdpTarget, type UdpTargetAllowance } from './request.js';
 import { IdleSweeper, defaultIdleSweeper, type IdleCheckable } from './idle-sweeper.js';
@@ -200,15 +200,8 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
   /** @internal An HTTP Datagram from the client. */
   onDatagram(buf: Uint8Array, offset: number, length: number): void {
     const c = this.counters;
-    if (this.state === 'closed') {
-      c.drops[ConnectUdpDrop.CLOSED]++;
-      return;
-    }
-    const p = contextPayloadOffset(buf, offset, length);
-    if (p < 0) {
-      c.drops[p === CONTEXT_MALFORMED ? ConnectUdpDrop.MALFORMED_DATAGRAM : ConnectUdpDrop.UNKNOWN_CONTEXT]++;
-      return;
-    }
+    const p = udpPayloadOffset(c, this.state === 'closed', buf, offset, length);
+    if (p < 0) return;
     const n = offset + length - p;
     // RFC 9298 §5: a UDP payload above 65,527 bytes → abort the request stream.
     if (n > MAX_UDP_PAYLOAD) {
