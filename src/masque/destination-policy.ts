@@ -80,27 +80,25 @@ export function prohibitedDestination(
   return null;
 }
 
-/** Every address of this host's interfaces, as bytes (zone IDs stripped). Reads os state: call at setup, not per packet. */
-export function localAddresses(): Uint8Array[] {
-  const out: Uint8Array[] = [];
+/** Each interface address of this host (zone IDs stripped) with its prefix length. Reads os state: call at setup, not per packet. */
+function interfaceAddresses(): { address: Uint8Array; version: 4 | 6; prefixLength: number }[] {
+  const out: { address: Uint8Array; version: 4 | 6; prefixLength: number }[] = [];
   for (const list of Object.values(os.networkInterfaces())) {
     for (const a of list ?? []) {
       const ip = parseIp(a.address.split('%')[0]!);
-      if (ip) out.push(ip.address);
+      const len = a.cidr ? Number(a.cidr.slice(a.cidr.lastIndexOf('/') + 1)) : ip ? ip.address.length * 8 : 0;
+      if (ip) out.push({ address: ip.address, version: ip.version, prefixLength: len });
     }
   }
   return out;
 }
 
+/** Every address of this host's interfaces, as bytes. Reads os state. */
+export function localAddresses(): Uint8Array[] {
+  return interfaceAddresses().map((a) => a.address);
+}
+
 /** The subnets this host's interfaces are connected to (address masked by its netmask). Reads os state. */
 export function localSubnets(): IpPrefix[] {
-  const out: IpPrefix[] = [];
-  for (const list of Object.values(os.networkInterfaces())) {
-    for (const a of list ?? []) {
-      const ip = parseIp(a.address.split('%')[0]!);
-      const len = a.cidr ? Number(a.cidr.slice(a.cidr.lastIndexOf('/') + 1)) : NaN;
-      if (ip && Number.isInteger(len)) out.push({ version: ip.version, address: maskAddress(ip.address, len), prefixLength: len });
-    }
-  }
-  return out;
+  return interfaceAddresses().map((a) => ({ version: a.version, address: maskAddress(a.address, a.prefixLength), prefixLength: a.prefixLength }));
 }

@@ -4,13 +4,12 @@
  * addresses and advertises the site's routes with capsules.
  */
 import type { TunnelStream } from '../../h3/tunnel-stream.js';
-import { IcmpError } from '../../packet/icmp-error.js';
 import { addressBits, addressBytes, hostBitsZero, isZero, prefixEnd, type IpPrefix, type IpVersion } from '../../packet/ip-address.js';
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
 import { checkRangeOrder, normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
-import { judgeGatewayPacket, judgeOutgoing } from './packet-judge.js';
+import { judgeGatewayPacket } from './packet-judge.js';
 import { ConnectIpSessionBase, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
 
 /** Options for {@link ConnectIpClientSession}. */
@@ -64,18 +63,12 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
    * Allocation-free. The buffer is free for reuse on return.
    */
   sendPacket(buf: Uint8Array, offset: number, length: number): number {
-    const path = this.path;
-    path.icmpLength = 0;
     // Link-local here is e.g. the kernel's router solicitations and MLD reports on the TUN.
-    const v = judgeOutgoing(buf, offset, length, !this.ipv6Disabled);
-    if (v < 0) return path.drop(-v);
-    const r = this.sendOut(buf, offset, length);
-    if (r === ConnectIpDrop.TOO_BIG) {
-      const src = v === 4 ? this.icmpSrc4 ?? this.firstAssigned(4) : this.icmpSrc6 ?? this.firstAssigned(6);
-      if (src) path.icmpLength = path.buildIcmp(IcmpError.PACKET_TOO_BIG, path.limit, buf, offset, length, src);
-      else this.counters.icmpSuppressed++;
-    }
-    return r;
+    return this.sendIpPacket(buf, offset, length, false);
+  }
+
+  protected icmpSource(v: 4 | 6): Uint8Array | undefined {
+    return v === 4 ? this.icmpSrc4 ?? this.firstAssigned(4) : this.icmpSrc6 ?? this.firstAssigned(6);
   }
 
   private firstAssigned(version: IpVersion): Uint8Array | undefined {

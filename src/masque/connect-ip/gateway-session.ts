@@ -16,7 +16,7 @@ import { DEFAULT_MAX_CLIENT_PREFIXES, DEFAULT_MAX_RANGES_PER_ADVERTISEMENT, judg
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
-import { judgeClientPacket, judgeOutgoing, type ClientPacketContext, type PacketPolicy } from './packet-judge.js';
+import { judgeClientPacket, type ClientPacketContext, type PacketPolicy } from './packet-judge.js';
 import type { ConnectIpScope } from './request.js';
 import { normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
 import { ConnectIpSessionBase, type ConnectIpSessionOptions } from './session-base.js';
@@ -403,20 +403,11 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
    * network. Returns 0 or a {@link ConnectIpDrop} code (counted). Allocation-free.
    */
   sendToClient(buf: Uint8Array, offset: number, length: number): number {
-    const path = this.path;
-    path.icmpLength = 0;
-    const v = judgeOutgoing(buf, offset, length, !this.ipv6Disabled);
-    if (v < 0) return path.drop(-v);
-    const r = this.sendOut(buf, offset, length);
-    if (r === ConnectIpDrop.TOO_BIG) {
-      if (v === 4 && (buf[offset + 6]! & 0x40) === 0) {
-        // No DF: a router would fragment; we cannot, and must not claim DF semantics.
-        this.counters.drops[ConnectIpDrop.TOO_BIG]--;
-        return path.drop(ConnectIpDrop.TOO_BIG_NO_DF);
-      }
-      path.icmpLength = path.buildIcmp(IcmpError.PACKET_TOO_BIG, path.limit, buf, offset, length, v === 4 ? this.reporter4 : this.reporter6);
-    }
-    return r;
+    return this.sendIpPacket(buf, offset, length, true);
+  }
+
+  protected icmpSource(v: 4 | 6): Uint8Array {
+    return v === 4 ? this.reporter4 : this.reporter6;
   }
 
   protected cleanup(): void {

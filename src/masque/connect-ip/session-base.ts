@@ -15,6 +15,8 @@ import type { RouteRefusalReason } from './client-routes.js';
 import { ConnectIpCounters, ConnectIpDrop } from './counters.js';
 import { CONTEXT_MALFORMED, contextPayloadOffset } from './datagram.js';
 import { DatagramPath } from './datagram-path.js';
+import { judgeOutgoing } from './packet-judge.js';
+import { IcmpError } from '../../packet/icmp-error.js';
 import { IPV6_MIN_MTU, Ipv6Probe, LinkIcmp } from './ipv6-probe.js';
 import {
   encodeRouteAdvertisement,
@@ -186,6 +188,33 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     if (r === LinkIcmp.VERIFIED) this.onEvent({ type: 'ipv6-verified' });
     return r !== LinkIcmp.NOT_LINK;
   }
+
+  /**
+   * Admits (judgeOutgoing) and sends one IP packet from the caller's
+   * network. On TOO_BIG, a Packet Too Big / Frag Needed with the current
+   * limit (RFC 9484 §7.2.1) from {@link icmpSource} is left for the caller
+   * ({@link icmpLength}); an IPv4 packet without DF is instead counted as
+   * TOO_BIG_NO_DF when `noDfApart` (a router would fragment it; we cannot).
+   */
+  protected sendIpPacket(buf: Uint8Array, off: number, len: number, noDfApart: boolean): number {
+    const path = this.path;
+    path.icmpLength = 0;
+    const v = judgeOutgoing(buf, off, len, !this.ipv6Disabled);
+    if (v < 0) return path.drop(-v);
+    const r = this.sendOut(buf, off, len);
+    if (r !== ConnectIpDrop.TOO_BIG) return r;
+    if (noDfApart && v === 4 && (buf[off + 6]! & 0x40) === 0) {
+      this.counters.drops[ConnectIpDrop.TOO_BIG]--;
+      return path.drop(ConnectIpDrop.TOO_BIG_NO_DF);
+    }
+    const src = this.icmpSource(v as 4 | 6);
+    if (src) path.icmpLength = path.buildIcmp(IcmpError.PACKET_TOO_BIG, path.limit, buf, off, len, src);
+    else this.counters.icmpSuppressed++;
+    return r;
+  }
+
+  /** Source address of a Packet Too Big about a packet of IP version `v` (undefined: none known, suppressed). */
+  protected abstract icmpSource(v: 4 | 6): Uint8Array | undefined;
 
   /** Sends an IP packet (headroom before `off`) through the tunnel; 0 or a counted drop code. */
   protected sendOut(buf: Uint8Array, off: number, len: number): number {
