@@ -11,6 +11,7 @@ import type { H3Connection } from '../h3/connection.js';
 import { H3Error } from '../h3/errors.js';
 import { Direction } from '../inspect/flow-tracker.js';
 import type { ConnectIpClientSession } from '../masque/connect-ip/client-session.js';
+import { MASQUE_HEADROOM } from '../masque/connect-ip/datagram.js';
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import type { ConnectIpEvent } from '../masque/connect-ip/session-base.js';
 import { connectIp, connectUdp } from '../masque/h3-glue.js';
@@ -211,7 +212,6 @@ export class Agent {
         onEvent: (e) => {
           if (opened !== null) this.onSessionEvent(opened, e);
         },
-        onLocalIcmp: this.onLocalIcmp,
         headers,
       });
       if (closedEarly || (this.state as AgentState) === 'stopped') return;
@@ -430,6 +430,8 @@ export class Agent {
       if (clamp) clampTcpMss(buf, TUN_HEADROOM, len, mtu);
       // Only what entered the tunnel is telemetry (link-local, too-big… are counted as drops by the session).
       if (s.sendPacket(buf, TUN_HEADROOM, len) === 0) tracker.observe(buf, TUN_HEADROOM, len, Direction.OUT, now);
+      // A Packet Too Big about our own packet comes back to us: into the TUN (RFC 9484 §7.2.1).
+      else if (s.icmpLength > 0) this.tunWriter?.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
     }
     this.conn?.flush();
     this.tunWriter?.flush();
@@ -442,11 +444,6 @@ export class Agent {
     if (w === null) return;
     const slot = w.push(buf, off, len);
     if (slot !== null && this.config.mssClamp) clampTcpMss(slot, 0, len, this.tunMtu);
-  };
-
-  /** ICMP errors about our own outgoing packets (Packet Too Big): back into the TUN. */
-  private readonly onLocalIcmp = (buf: Uint8Array, off: number, len: number): void => {
-    this.tunWriter?.push(buf, off, len);
   };
 
   // ---------------------------------------------------------------- shutdown

@@ -70,6 +70,11 @@ export class IdentityPolicy {
     return this.allows(p.proto, buf, p.dstOff, p.ipVersion === 4 ? 4 : 16, port);
   }
 
+  /** The prefixes this identity may advertise (ROUTE_ADVERTISEMENT); advertised ranges are clipped to them. */
+  advertisablePrefixes(): readonly IpPrefix[] {
+    return this.advertisable;
+  }
+
   /** May this identity advertise `prefix` (ROUTE_ADVERTISEMENT)? True when an allowed advertise prefix covers it. */
   mayAdvertise(prefix: IpPrefix): boolean {
     for (const a of this.advertisable) if (prefixCovers(a, prefix)) return true;

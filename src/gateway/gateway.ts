@@ -18,6 +18,7 @@ import type { FlowRecord } from '../inspect/flow-record.js';
 import { AddressPool } from '../masque/address-pool.js';
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
+import { MASQUE_HEADROOM } from '../masque/connect-ip/datagram.js';
 import { CONNECT_UDP_DROP_NAMES } from '../masque/connect-udp/counters.js';
 import { ConnectUdpGatewaySession, type UdpResolver } from '../masque/connect-udp/gateway-session.js';
 import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
@@ -26,6 +27,7 @@ import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import { IPPROTO } from '../packet/ip-packet.js';
 import { refuse } from '../masque/proxy-status.js';
+import { localSubnets } from '../masque/destination-policy.js';
 import { RouteTable } from '../masque/route-table.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
 import type { QuicConnection } from '../quic/connection.js';
@@ -245,7 +247,10 @@ export class Gateway {
       return;
     }
     if (a.protocol === 'connect-ip') {
-      this.acceptIp(gc, req, a.identity, a.token, a.policy);
+      this.acceptIp(gc, req, a.identity, a.token, a.policy).catch((e: Error) => {
+        this.io.log.error({ remote: gc.remote, identity: a.identity, err: e.stack }, 'CONNECT-IP setup failed');
+        if (!req.settled) req.reject(500, [['proxy-status', refuse(500, 'proxy_internal_error', 'setup failed').proxyStatus]]);
+      });
       return;
     }
     // The slot is held from now until the open ends, so a burst of CONNECT-UDP opens counts against the limits (#12 item 6).
@@ -256,10 +261,20 @@ export class Gateway {
     }).finally(release);
   }
 
-  private acceptIp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null, policy: IdentityPolicy): void {
+  /** Prefixes no agent may advertise (#12 item 9): this host's connected subnets and every agent's underlay address. */
+  private forbiddenClientPrefixes(): IpPrefix[] {
+    const out = localSubnets();
+    for (const c of this.reg.conns) {
+      const ip = parseIp(c.conn.peerHost);
+      if (ip) out.push({ version: ip.version, address: ip.address, prefixLength: ip.version === 4 ? 32 : 128 });
+    }
+    return out;
+  }
+
+  private async acceptIp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null, policy: IdentityPolicy): Promise<void> {
     let gs: GwSession | null = null;
     const log = this.io.log;
-    const result = acceptConnectIp(req, {}, () => ({
+    const result = await acceptConnectIp(req, {}, () => ({
       onPacket: this.onClientPacket,
       onEvent: (e) => {
         if (gs === null) return;
@@ -272,7 +287,9 @@ export class Gateway {
       routes: this.advertisedRoutes(policy),
       routeTable: this.routes,
       acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(p),
-      onIcmpToNetwork: this.onIcmpToNetwork,
+      leaseOwner: identity,
+      advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
+      forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
       policy: (buf, info) => gs !== null && gs.policy.allowsPacket(buf, info),
     }));
     if (!(result instanceof ConnectIpGatewaySession)) {
@@ -434,6 +451,16 @@ export class Gateway {
   private onTick(): void {
     this.flows.tick(this.io.clock.now());
     for (const gs of this.reg.sessions()) this.syncSession(gs);
+    this.driveSessionTimers();
+  }
+
+  /** Sans-IO session timers (deferred ROUTE_ADVERTISEMENTs, §7.2 probes): due ones fire, on the sessions' clock (performance.now). */
+  private driveSessionTimers(): void {
+    const now = performance.now();
+    for (const gs of this.reg.sessions()) {
+      const due = gs.ip?.nextTimeoutMs() ?? -1;
+      if (due >= 0 && due <= now) gs.ip!.onTimeout(now);
+    }
   }
 
   /**
@@ -505,11 +532,6 @@ export class Gateway {
     this.tunWriter.push(buf, off, len);
   };
 
-  /** ICMP errors for the gateway's own network (Packet Too Big for return traffic). */
-  private readonly onIcmpToNetwork = (buf: Uint8Array, off: number, len: number): void => {
-    this.tunWriter.push(buf, off, len);
-  };
-
   private readonly onTunBatch = (bufs: readonly Buffer[], sizes: Uint32Array, n: number): void => {
     const now = this.io.clock.now();
     for (let i = 0; i < n; i++) this.forwardFromNetwork(bufs[i]!, sizes[i]!, now);
@@ -533,6 +555,8 @@ export class Gateway {
     }
     // Only what entered the tunnel is telemetry (too-big, link-local… are counted as drops by the session).
     if (s.sendToClient(buf, TUN_HEADROOM, len) === 0) this.flows.tracker.observe(buf, TUN_HEADROOM, len, Direction.IN, now);
+    // Packet Too Big for return traffic goes to the gateway's own network (RFC 9484 §7.2.1).
+    else if (s.icmpLength > 0) this.tunWriter.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
   }
 
   // ---------------------------------------------------------------- shutdown

@@ -9,7 +9,12 @@ interface Lease {
   start: bigint;
   size: bigint;
   reserved: boolean;
+  /** Who holds it (an identity, or a session object); null for reservations. */
+  owner: unknown;
 }
+
+/** Default {@link AddressPoolOptions.maxLeasesPerOwner} (config key wanted: `pools.maxLeasesPerIdentity`). */
+export const DEFAULT_MAX_LEASES_PER_OWNER = 4;
 
 /** Options for {@link AddressPool}. */
 export interface AddressPoolOptions {
@@ -17,8 +22,14 @@ export interface AddressPoolOptions {
   readonly prefix: string;
   /** Addresses never handed out (e.g. the gateway's own tunnel address). The pool's first address is always reserved. */
   readonly reserved?: readonly string[];
-  /** Shortest prefix a client may get (default: pool length + 8 for IPv4, /64 for IPv6, never shorter than the pool). */
+  /**
+   * Shortest prefix a client may get; requests for shorter ones are raised
+   * to it. Default one address (/32, /128): a client asking for ::/0 gets
+   * one address, not a /64 of the pool (config key wanted: `pools.minPrefixLength`).
+   */
   readonly minPrefixLength?: number;
+  /** Leases one owner (identity) may hold at once across all its sessions; default {@link DEFAULT_MAX_LEASES_PER_OWNER}. */
+  readonly maxLeasesPerOwner?: number;
 }
 
 /**
@@ -35,6 +46,7 @@ export class AddressPool {
   private readonly bits: number;
   private readonly minLen: number;
   private readonly leases: Lease[] = [];
+  private readonly maxPerOwner: number;
 
   /** Throws `masque: …` on a malformed prefix or reserved address (configuration errors). */
   constructor(opts: AddressPoolOptions) {
@@ -45,15 +57,15 @@ export class AddressPool {
     this.bits = addressBits(p.version);
     this.start = addrToBig(p.address);
     this.end = this.start + (1n << BigInt(this.bits - p.prefixLength));
-    const dflt = p.version === 4 ? p.prefixLength + 8 : Math.max(64, p.prefixLength);
-    this.minLen = Math.max(p.prefixLength, Math.min(this.bits, opts.minPrefixLength ?? dflt));
+    this.minLen = Math.max(p.prefixLength, Math.min(this.bits, opts.minPrefixLength ?? this.bits));
+    this.maxPerOwner = opts.maxLeasesPerOwner ?? DEFAULT_MAX_LEASES_PER_OWNER;
     // The pool's first (network) address is reserved so no client gets x.x.x.0 or the subnet-router anycast.
-    this.leases.push({ start: this.start, size: 1n, reserved: true });
+    this.leases.push({ start: this.start, size: 1n, reserved: true, owner: null });
     for (const r of opts.reserved ?? []) {
       const ip = parseIp(r);
       if (!ip || ip.version !== p.version) throw new Error(`masque: reserved address ${JSON.stringify(r)} is not an IPv${p.version} address`);
       const a = addrToBig(ip.address);
-      if (a >= this.start && a < this.end && !this.overlaps(a, 1n)) this.leases.push({ start: a, size: 1n, reserved: true });
+      if (a >= this.start && a < this.end && !this.overlaps(a, 1n)) this.leases.push({ start: a, size: 1n, reserved: true, owner: null });
     }
   }
 
@@ -66,30 +78,40 @@ export class AddressPool {
   /**
    * Leases a prefix of `prefixLength` bits (32/128 = one address). A
    * `preferred` address (host bits zero) inside the pool is used if free.
-   * Lengths shorter than the pool's minimum are raised to it. Returns null
-   * when the pool is exhausted.
+   * Lengths shorter than the pool's minimum are raised to it. `owner`
+   * (compared by identity: a string identity, or a session object) is held
+   * to `maxLeasesPerOwner`. Returns null when the pool is exhausted or the
+   * owner is at its cap.
    */
-  allocate(prefixLength: number = this.bits, preferred?: Uint8Array): IpPrefix | null {
+  allocate(prefixLength: number = this.bits, preferred?: Uint8Array, owner: unknown = null): IpPrefix | null {
+    if (owner !== null && this.leasesOf(owner) >= this.maxPerOwner) return null;
     const len = Math.min(this.bits, Math.max(this.minLen, prefixLength));
     const size = 1n << BigInt(this.bits - len);
     if (preferred && preferred.length * 8 === this.bits) {
       const want = addrToBig(preferred);
       if (want !== 0n && want % size === 0n && want >= this.start && want + size <= this.end && !this.overlaps(want, size)) {
-        return this.take(want, size, len);
+        return this.take(want, size, len, owner);
       }
     }
     let c = this.start;
     while (c + size <= this.end) {
       const hit = this.overlaps(c, size);
-      if (!hit) return this.take(c, size, len);
+      if (!hit) return this.take(c, size, len, owner);
       const next = hit.start + hit.size;
       c = ((next + size - 1n) / size) * size;
     }
     return null;
   }
 
-  private take(start: bigint, size: bigint, len: number): IpPrefix {
-    this.leases.push({ start, size, reserved: false });
+  /** Live leases held by `owner`. */
+  leasesOf(owner: unknown): number {
+    let n = 0;
+    for (const l of this.leases) if (!l.reserved && l.owner === owner) n++;
+    return n;
+  }
+
+  private take(start: bigint, size: bigint, len: number, owner: unknown): IpPrefix {
+    this.leases.push({ start, size, reserved: false, owner });
     return { version: this.version, address: bigToAddr(start, this.bits / 8), prefixLength: len };
   }
 

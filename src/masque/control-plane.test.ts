@@ -109,7 +109,7 @@ describe('RouteTable longest-prefix match', () => {
   const P = (s: string) => parsePrefix(s)!;
   const A = (s: string) => parseIp(s)!.address;
   it('picks the longest match over IPv4 and IPv6', () => {
-    const t = new RouteTable<string>();
+    const t = new RouteTable<string>({ overlap: 'allow' });
     expect(t.add(P('0.0.0.0/0'), 'default')).toBe(true);
     expect(t.add(P('10.0.0.0/8'), 'a')).toBe(true);
     expect(t.add(P('10.1.0.0/16'), 'b')).toBe(true);
@@ -136,7 +136,7 @@ describe('RouteTable longest-prefix match', () => {
         fc.array(fc.record({ a: fc.uint8Array({ minLength: 4, maxLength: 4 }), l: fc.integer({ min: 0, max: 32 }) }), { maxLength: 30 }),
         fc.array(fc.uint8Array({ minLength: 4, maxLength: 4 }), { maxLength: 20 }),
         (routes, probes) => {
-          const t = new RouteTable<number>();
+          const t = new RouteTable<number>({ overlap: 'allow' });
           const list: { a: Uint8Array; l: number; v: number }[] = [];
           routes.forEach(({ a, l }, i) => {
             const addr = a.slice();
@@ -156,7 +156,7 @@ describe('RouteTable longest-prefix match', () => {
         },
       ),
     );
-    const t = new RouteTable<number>();
+    const t = new RouteTable<number>({ overlap: 'allow' });
     for (let i = 0; i < 6000; i++) {
       const p = { version: 4 as const, address: Uint8Array.of(10, (i >> 8) & 255, i & 255, 0), prefixLength: 24 };
       t.add(p, i);

@@ -12,7 +12,10 @@ import { ConnectUdpClientSession, type ConnectUdpClientOptions } from './connect
 import { ConnectUdpGatewaySession, type ConnectUdpGatewayOptions } from './connect-udp/gateway-session.js';
 import { buildConnectUdpRequest, checkConnectUdpRequest, type ConnectUdpRequestOptions } from './connect-udp/request.js';
 import { LateTunnelStream } from './late-stream.js';
-import type { Refusal } from './proxy-status.js';
+import { DEFAULT_PROXY_NAME, refuse, type Refusal } from './proxy-status.js';
+import { resolveConnectIpTarget, type NameResolver } from './connect-ip/resolve-target.js';
+import { localAddresses, prohibitedDestination, type DestinationAllowance } from './destination-policy.js';
+import type { IpPrefix } from '../packet/ip-address.js';
 
 type Fields = readonly (readonly [string, string])[];
 
@@ -43,24 +46,60 @@ function rejectWith(req: PendingConnectLike, r: Refusal): void {
   req.reject(r.status, [['proxy-status', r.proxyStatus]], r.reason + '\n');
 }
 
+/** How the gateway glue treats CONNECT-IP destinations, beside the request checks. */
+export interface ConnectIpAcceptOptions extends ConnectIpRequestOptions {
+  /** Resolver for host-name targets (RFC 9484 §4.6); default node:dns lookup. */
+  readonly resolve?: NameResolver;
+  /** The gateway's own addresses (never destinations); default every address of this host's interfaces. */
+  readonly ownAddresses?: readonly Uint8Array[];
+  /** Destination classes allowed despite the shared rule; default none. */
+  readonly allowDestinations?: DestinationAllowance;
+}
+
 /**
  * Gateway: validates a CONNECT-IP request (RFC 9484 §4.4/§4.6) and either
  * refuses it (status + Proxy-Status) or accepts it with a started
- * {@link ConnectIpGatewaySession}. `sessionOpts` gets the validated scope.
- * Returns the session, or the refusal that was sent.
+ * {@link ConnectIpGatewaySession}. A host-name target is resolved before
+ * the reply (§4.6); addresses the shared destination rule refuses (the
+ * gateway's own, loopback…, as for CONNECT-UDP) are left out, and a name
+ * with none left is refused with 403 `destination_ip_prohibited`.
+ * `sessionOpts` gets the validated scope; the session gets the gateway's
+ * own addresses and the resolved target. Returns the session, or the
+ * refusal that was sent.
  */
-export function acceptConnectIp(
+export async function acceptConnectIp(
   req: PendingConnectLike,
-  check: ConnectIpRequestOptions,
+  check: ConnectIpAcceptOptions,
   sessionOpts: (scope: ConnectIpScope) => Omit<ConnectIpGatewayOptions, 'scope'>,
-): ConnectIpGatewaySession | Refusal {
+): Promise<ConnectIpGatewaySession | Refusal> {
   const r = checkConnectIpRequest(asRequest(req), check);
   if (!r.ok) {
     rejectWith(req, r);
     return r;
   }
+  const own = check.ownAddresses ?? localAddresses();
+  let resolvedTarget: IpPrefix[] | undefined;
+  const resolved = await resolveConnectIpTarget(r.scope, check.resolve, check.proxyName);
+  if (resolved !== null && 'status' in resolved) {
+    rejectWith(req, resolved);
+    return resolved;
+  }
+  if (resolved !== null) {
+    resolvedTarget = resolved.filter((p) => prohibitedDestination(p.version, p.address, 0, check.allowDestinations, own) === null);
+    if (resolvedTarget.length === 0) {
+      const why = refuse(403, 'destination_ip_prohibited', 'every address of the target is prohibited', check.proxyName ?? DEFAULT_PROXY_NAME);
+      rejectWith(req, why);
+      return why;
+    }
+  }
   const late = new LateTunnelStream();
-  const s = new ConnectIpGatewaySession(late, { ...sessionOpts(r.scope), scope: r.scope });
+  const s = new ConnectIpGatewaySession(late, {
+    ownAddresses: own,
+    allowDestinations: check.allowDestinations,
+    ...sessionOpts(r.scope),
+    resolvedTarget,
+    scope: r.scope,
+  });
   const t = req.accept(s);
   if (!t) {
     s.onClose(0);

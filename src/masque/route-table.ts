@@ -48,6 +48,32 @@ class Trie {
     return n;
   }
 
+  /**
+   * True when a value other than `s` sits on the path to the prefix's node
+   * (a covering prefix) or anywhere below it (a more specific prefix).
+   * Control-plane: walks the subtree.
+   */
+  overlapsOther(addr: Uint8Array, len: number, s: number): boolean {
+    let n = 0;
+    for (let i = 0; ; i++) {
+      const v = this.val[n]!;
+      if (v >= 0 && v !== s) return true;
+      if (i === len) break;
+      const bit = (addr[i >> 3]! >> (7 - (i & 7))) & 1;
+      n = bit ? this.c1[n]! : this.c0[n]!;
+      if (n === 0) return false;
+    }
+    const stack = [this.c0[n]!, this.c1[n]!];
+    while (stack.length > 0) {
+      const m = stack.pop()!;
+      if (m === 0) continue;
+      const v = this.val[m]!;
+      if (v >= 0 && v !== s) return true;
+      stack.push(this.c0[m]!, this.c1[m]!);
+    }
+    return false;
+  }
+
   /** Longest match for the address at buf[off] of `bits` bits; value index or -1. Allocation-free. */
   lookup(buf: Uint8Array, off: number, bits: number): number {
     let n = 0;
@@ -80,6 +106,16 @@ export class RouteTable<T> {
   private readonly slotOf = new Map<T, number>();
   private readonly prefixesOf = new Map<T, Map<string, IpPrefix>>();
   private garbage = 0;
+  private readonly rejectOverlap: boolean;
+
+  /**
+   * `overlap: 'reject'` (default) refuses a prefix that overlaps another
+   * value's (what the gateway needs: a session's site is its own);
+   * `'allow'` is a plain longest-prefix-match table.
+   */
+  constructor(opts: { readonly overlap?: 'reject' | 'allow' } = {}) {
+    this.rejectOverlap = (opts.overlap ?? 'reject') === 'reject';
+  }
 
   /** Number of prefixes installed. */
   get size(): number {
@@ -101,18 +137,23 @@ export class RouteTable<T> {
 
   /**
    * Installs `prefix → value`. Returns false (and changes nothing) when the
-   * exact prefix already belongs to a different value — the caller decides
-   * (e.g. refuses a second agent advertising the same site prefix).
+   * exact prefix belongs to a different value or, unless the table allows
+   * overlap, when it overlaps one of a different value: a covering prefix,
+   * or a more specific one inside it. Otherwise a more
+   * specific prefix inside another session's site would win the
+   * longest-prefix match and capture its traffic. The caller decides what
+   * to do (e.g. refuse a second agent advertising the same site prefix).
    */
   add(prefix: IpPrefix, value: T): boolean {
     const trie = prefix.version === 4 ? this.v4 : this.v6;
-    const n = trie.node(prefix.address, prefix.prefixLength, true);
-    const cur = trie.val[n]!;
     const s = this.slot(value);
-    if (cur >= 0 && cur !== s) {
+    const exact = trie.node(prefix.address, prefix.prefixLength, false);
+    const taken = exact >= 0 && trie.val[exact]! >= 0 && trie.val[exact] !== s;
+    if (taken || (this.rejectOverlap && trie.overlapsOther(prefix.address, prefix.prefixLength, s))) {
       if (this.prefixesOf.get(value)!.size === 0) this.releaseSlot(value);
       return false;
     }
+    const n = trie.node(prefix.address, prefix.prefixLength, true);
     trie.val[n] = s;
     this.prefixesOf.get(value)!.set(formatPrefix(prefix), prefix);
     return true;

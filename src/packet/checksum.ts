@@ -72,9 +72,3 @@ export function checksumUpdate16(oldChecksum: number, oldWord: number, newWord: 
   sum = (sum & 0xffff) + (sum >>> 16);
   return ~sum & 0xffff;
 }
-
-/** RFC 1624 update for a 32-bit field (two words), e.g. a rewritten IPv4 address. */
-export function checksumUpdate32(oldChecksum: number, oldValue: number, newValue: number): number {
-  const c = checksumUpdate16(oldChecksum, oldValue >>> 16, newValue >>> 16);
-  return checksumUpdate16(c, oldValue & 0xffff, newValue & 0xffff);
-}

@@ -263,14 +263,17 @@ export function bigToAddr(v: bigint, bytes: number): Uint8Array {
  * Smallest set of CIDR prefixes covering exactly [start, end] (inclusive),
  * as ROUTE_ADVERTISEMENT ranges (RFC 9484 §4.7.3) are installed in a prefix
  * routing table. Both addresses are of the same version; start ≤ end.
+ * Stops after `maxPrefixes` prefixes (a range of IPv6 addresses can need up
+ * to 254): callers facing peer input pass their remaining budget and treat
+ * a full result as "over budget".
  */
-export function rangeToPrefixes(version: IpVersion, start: Uint8Array, end: Uint8Array): IpPrefix[] {
+export function rangeToPrefixes(version: IpVersion, start: Uint8Array, end: Uint8Array, maxPrefixes = Infinity): IpPrefix[] {
   const bits = addressBits(version);
   const bytes = addressBytes(version);
   let s = addrToBig(start);
   const e = addrToBig(end);
   const out: IpPrefix[] = [];
-  while (s <= e) {
+  while (s <= e && out.length < maxPrefixes) {
     // Largest aligned block starting at s that does not pass e.
     let size = 0;
     while (size < bits) {
@@ -283,6 +286,24 @@ export function rangeToPrefixes(version: IpVersion, start: Uint8Array, end: Uint
     s += 1n << BigInt(size);
   }
   return out;
+}
+
+/**
+ * The part of the range [start, end] inside prefix `p` (same version), as
+ * [start, end] views of the inputs, or null when they do not overlap. Lets
+ * a caller clip a peer's range to what it may hold before expanding it.
+ */
+export function clipRangeToPrefix(start: Uint8Array, end: Uint8Array, p: IpPrefix): [Uint8Array, Uint8Array] | null {
+  const n = start.length;
+  if (p.address.length !== n) return null;
+  const pe = prefixEnd(p);
+  if (compareBytes(end, 0, p.address, 0, n) < 0 || compareBytes(start, 0, pe, 0, n) > 0) return null;
+  return [compareBytes(start, 0, p.address, 0, n) > 0 ? start : p.address, compareBytes(end, 0, pe, 0, n) < 0 ? end : pe];
+}
+
+/** True when the prefixes share an address (one covers the other). */
+export function prefixesOverlap(a: IpPrefix, b: IpPrefix): boolean {
+  return a.version === b.version && (prefixCovers(a, b) || prefixCovers(b, a));
 }
 
 /** An inclusive address range, as in ROUTE_ADVERTISEMENT (RFC 9484 §4.7.3). */
@@ -316,6 +337,14 @@ export function isLinkLocal6(buf: Uint8Array, off: number): boolean {
   const b0 = buf[off]!;
   const b1 = buf[off + 1]!;
   return (b0 === 0xfe && (b1 & 0xc0) === 0x80) || (b0 === 0xff && (b1 & 0x0f) === 0x02);
+}
+
+/**
+ * RFC 9484 §7.2 link-local test of a packet: is the address at buf[srcOff]
+ * or at buf[dstOff] (IPv4 or IPv6 per `version`) link-local? Allocation-free.
+ */
+export function hasLinkLocalAddress(buf: Uint8Array, version: 4 | 6, srcOff: number, dstOff: number): boolean {
+  return version === 4 ? isLinkLocal4(buf, srcOff) || isLinkLocal4(buf, dstOff) : isLinkLocal6(buf, srcOff) || isLinkLocal6(buf, dstOff);
 }
 
 /** True when all `len` bytes at buf[off] are zero. */

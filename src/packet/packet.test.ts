@@ -8,6 +8,8 @@ import { ipBytes, craftTcp, craftUdp, craftIcmp, mssOption } from './craft.js';
 import { DropReason, IPPROTO, PacketInfo, TCP_FLAG, formatAddress, ipv4HeaderChecksumOk, parseIpPacket } from './ip-packet.js';
 import { IcmpError, IcmpSuppress, buildIcmpError } from './icmp-error.js';
 import { clampTcpMss, decrementTtl } from './rewrite.js';
+import { ALL_NODES_6, writeEcho6Reply, writeEcho6Request } from './icmp-echo.js';
+import { parseIp } from './ip-address.js';
 
 const pi = new PacketInfo();
 const hex = (s: string) => Buffer.from(s.replace(/\s+|#[^\n]*/g, ''), 'hex');
@@ -159,5 +161,26 @@ describe('in-place rewrites', () => {
         expect(clampTcpMss(s, 0, s.length, 1280)).toBe(0); // already fits
       }
     }
+  });
+});
+
+describe('ICMPv6 echo builders (RFC 4443 §4.1/§4.2, the RFC 9484 §7.2 probe)', () => {
+  it('the reply carries the request whole, sized by its Payload Length (trailing bytes ignored), checksum valid', () => {
+    const src = parseIp('fe80::2')!.address;
+    const req = new Uint8Array(1400 + 7);
+    expect(writeEcho6Request(req, 0, src, ALL_NODES_6, 7, 1, 1352)).toBe(1400);
+    const out = new Uint8Array(1500);
+    const me = parseIp('fe80::1')!.address;
+    expect(writeEcho6Reply(req, 0, req.length, me, out, 9)).toBe(1400);
+    expect(out[9 + 40]).toBe(129);
+    expect(out.subarray(9 + 24, 9 + 40)).toEqual(src);
+    expect(out.subarray(9 + 8, 9 + 24)).toEqual(me);
+    expect(transportChecksum(out, 6, 9 + 8, 9 + 24, 58, 9 + 40, 1360)).toBe(0);
+    expect(out.subarray(9 + 48, 9 + 1400)).toEqual(req.subarray(48, 1400));
+    // Too little room, a truncated request, or not an echo request: nothing written.
+    expect(writeEcho6Reply(req, 0, req.length, me, new Uint8Array(1000), 0)).toBe(0);
+    expect(writeEcho6Reply(req, 0, 1399, me, out, 0)).toBe(0);
+    req[40] = 129;
+    expect(writeEcho6Reply(req, 0, req.length, me, out, 0)).toBe(0);
   });
 });

@@ -13,6 +13,7 @@ import { RouteTable } from '../../src/masque/route-table.js';
 import { formatIp } from '../../src/packet/ip-address.js';
 import { ConnectIpGatewaySession } from '../../src/masque/connect-ip/gateway-session.js';
 import { ConnectIpDrop } from '../../src/masque/connect-ip/counters.js';
+import { MASQUE_HEADROOM } from '../../src/masque/connect-ip/datagram.js';
 import { acceptConnectIp, acceptConnectUdp, connectIp, connectUdp, MasqueRequestError } from '../../src/masque/h3-glue.js';
 import { Harness, waitFor } from './quic-harness.js';
 
@@ -50,13 +51,14 @@ async function gateway() {
       attachH3(c, {
         onConnect: (req: ConnectRequest) => {
           if (req.protocol === 'connect-ip') {
-            const s = acceptConnectIp(req, {}, () => ({
+            void acceptConnectIp(req, {}, () => ({
               pools: { v4: pool4, v6: pool6 },
               routeTable: table,
               reporterV4: Uint8Array.of(10, 89, 0, 1),
               onPacket,
-            }));
-            if (s instanceof ConnectIpGatewaySession) sessions.push(s);
+            })).then((s) => {
+              if (s instanceof ConnectIpGatewaySession) sessions.push(s);
+            });
           } else {
             void acceptConnectUdp(req, {}, { allow: { loopback: true }, sweeper: null });
           }
@@ -138,7 +140,6 @@ describe('CONNECT-IP over QUIC (RFC 9484 over RFC 9297/9220)', () => {
     const local: Uint8Array[] = [];
     const session = await connectIp(h3, `localhost:${gw.port}`, {
       onPacket: (b, o, l) => fromGw.push(b.slice(o, o + l)),
-      onLocalIcmp: (b, o, l) => local.push(b.slice(o, o + l)),
     });
     session.requestAddresses([{ version: 4 }, { version: 6 }]);
     c.flush();
@@ -148,6 +149,8 @@ describe('CONNECT-IP over QUIC (RFC 9484 over RFC 9297/9220)', () => {
     const send = (p: Uint8Array) => {
       buf.set(p, 16);
       const r = session.sendPacket(buf, 16, p.length);
+      // The ICMP error about our own packet comes back to the caller (as the agent writes it into its TUN).
+      if (session.icmpLength > 0) local.push(session.icmpBuffer.slice(MASQUE_HEADROOM, MASQUE_HEADROOM + session.icmpLength));
       c.flush();
       return r;
     };

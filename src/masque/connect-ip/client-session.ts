@@ -4,23 +4,18 @@
  * addresses and advertises the site's routes with capsules.
  */
 import type { TunnelStream } from '../../h3/tunnel-stream.js';
-import { IcmpError } from '../../packet/icmp-error.js';
 import { addressBits, addressBytes, hostBitsZero, isZero, prefixEnd, type IpPrefix, type IpVersion } from '../../packet/ip-address.js';
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
-import { MASQUE_HEADROOM } from './datagram.js';
 import { checkRangeOrder, normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
-import { ConnectIpSessionBase, ipVersionOf, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
+import { judgeGatewayPacket } from './packet-judge.js';
+import { ConnectIpSessionBase, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
 
 /** Options for {@link ConnectIpClientSession}. */
 export interface ConnectIpClientOptions extends ConnectIpSessionOptions {
-  /**
-   * Where ICMP errors about our own outgoing packets go (Packet Too Big when a
-   * packet from the TUN no longer fits the path): normally written back into
-   * the TUN. Without it such packets are only counted.
-   */
-  readonly onLocalIcmp?: PacketSink;
+  /** IP packets from the gateway that passed the checks (valid during the call). */
+  readonly onPacket: PacketSink;
   /** Source address of locally generated ICMP errors per family (4/16 bytes); default: the first address assigned to us of that family. */
   readonly icmpSourceV4?: Uint8Array;
   readonly icmpSourceV6?: Uint8Array;
@@ -46,13 +41,13 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
   private assigned: readonly AddressEntry[] = [];
   private peerRanges: readonly IpAddressRange[] = [];
   private ourRanges: readonly IpAddressRange[] = [];
-  private readonly onLocalIcmp: PacketSink | undefined;
+  private readonly onPacket: PacketSink;
   private readonly icmpSrc4: Uint8Array | undefined;
   private readonly icmpSrc6: Uint8Array | undefined;
 
   constructor(stream: TunnelStream, opts: ConnectIpClientOptions) {
-    super(stream, opts);
-    this.onLocalIcmp = opts.onLocalIcmp;
+    super(stream, opts, 2);
+    this.onPacket = opts.onPacket;
     this.icmpSrc4 = opts.icmpSourceV4;
     this.icmpSrc6 = opts.icmpSourceV6;
   }
@@ -62,25 +57,18 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
    * least MASQUE_HEADROOM (9) writable bytes before `offset` (context ID and
    * quarter stream ID go there). Returns 0 when queued, else a
    * {@link ConnectIpDrop} code (already counted). A packet larger than
-   * {@link maxPacketSize} is answered via `onLocalIcmp` with Packet Too Big /
-   * Fragmentation Needed carrying the current limit (RFC 9484 §7.2.1).
+   * {@link maxPacketSize} gets a Packet Too Big / Fragmentation Needed with
+   * the current limit (RFC 9484 §7.2.1), returned to the caller in
+   * {@link icmpBuffer} / {@link icmpLength} to write back into the TUN.
    * Allocation-free. The buffer is free for reuse on return.
    */
   sendPacket(buf: Uint8Array, offset: number, length: number): number {
     // Link-local here is e.g. the kernel's router solicitations and MLD reports on the TUN.
-    const v = this.admitOutgoing(buf, offset, length);
-    if (v < 0) return -v;
-    const r = this.sendEncapsulated(buf, offset, length);
-    if (r === ConnectIpDrop.TOO_BIG && this.onLocalIcmp) {
-      const src = v === 4 ? this.icmpSrc4 ?? this.firstAssigned(4) : this.icmpSrc6 ?? this.firstAssigned(6);
-      if (src) {
-        const n = this.buildIcmp(IcmpError.PACKET_TOO_BIG, this.tooBigLimit(), buf, offset, length, src);
-        if (n > 0) this.onLocalIcmp(this.icmpBuf, MASQUE_HEADROOM, n);
-      } else {
-        this.counters.icmpSuppressed++;
-      }
-    }
-    return r;
+    return this.sendIpPacket(buf, offset, length, false);
+  }
+
+  protected icmpSource(v: 4 | 6): Uint8Array | undefined {
+    return v === 4 ? this.icmpSrc4 ?? this.firstAssigned(4) : this.icmpSrc6 ?? this.firstAssigned(6);
   }
 
   private firstAssigned(version: IpVersion): Uint8Array | undefined {
@@ -178,18 +166,10 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
     this.checkPath();
   }
 
-  protected defaultLinkLocalSuffix(): number {
-    return 2;
-  }
-
   protected receivePacket(buf: Uint8Array, off: number, len: number): void {
-    const v = ipVersionOf(buf, off, len);
-    if (v === 0) {
-      this.counters.drops[ConnectIpDrop.MALFORMED_IP]++;
-      return;
-    }
-    if (v === 6 && this.ipv6Disabled) {
-      this.counters.drops[ConnectIpDrop.IPV6_DISABLED]++;
+    const v = judgeGatewayPacket(buf, off, len, !this.ipv6Disabled);
+    if (v < 0) {
+      this.counters.drops[-v]++;
       return;
     }
     if (v === 6 && this.handleLinkIcmp6(buf, off, len)) return;

@@ -2,6 +2,7 @@
  * Drop reasons and counters of CONNECT-IP sessions: every packet a session
  * does not pass on is counted under one reason (typed arrays, no label lookups).
  */
+import { dropNames } from '../drop-names.js';
 
 /** Why a CONNECT-IP session did not pass a packet on. Indexes {@link CONNECT_IP_DROP_NAMES}. 0 = not dropped. */
 export const ConnectIpDrop = {
@@ -36,14 +37,11 @@ export const ConnectIpDrop = {
   TOO_BIG_NO_DF: 14,
 } as const;
 
-/** Number of {@link ConnectIpDrop} codes. */
-export const CONNECT_IP_DROP_COUNT = 15;
+/** Snake-case names of {@link ConnectIpDrop} codes (metric `reason` label values), from the code table's keys. */
+export const CONNECT_IP_DROP_NAMES: readonly string[] = dropNames(ConnectIpDrop);
 
-/** Snake-case names of {@link ConnectIpDrop} codes (metric `reason` label values). */
-export const CONNECT_IP_DROP_NAMES: readonly string[] = [
-  'none', 'no_headroom', 'closed', 'too_big', 'send_failed', 'unknown_context', 'malformed_datagram', 'malformed_ip',
-  'ipv6_disabled', 'spoofed_source', 'out_of_scope', 'policy', 'ttl_expired', 'link_local', 'too_big_no_df',
-];
+/** Number of {@link ConnectIpDrop} codes. */
+export const CONNECT_IP_DROP_COUNT = CONNECT_IP_DROP_NAMES.length;
 
 /** Per-session traffic counters. Read by telemetry; written only by the session. */
 export class ConnectIpCounters {

@@ -6,40 +6,33 @@
  */
 import type { TunnelStream } from '../../h3/tunnel-stream.js';
 import { IcmpError } from '../../packet/icmp-error.js';
-import { IPPROTO, PacketInfo, parseIpPacket, DropReason } from '../../packet/ip-packet.js';
+import { PacketInfo, parseIpPacket, DropReason } from '../../packet/ip-packet.js';
 import { decrementTtl } from '../../packet/rewrite.js';
 import type { AddressPool } from '../address-pool.js';
-import {
-  addressBits,
-  compareBytes,
-  formatPrefix,
-  isLinkLocal4,
-  isLinkLocal6,
-  isZero,
-  parseIp,
-  prefixContains,
-  prefixEnd,
-  rangeToPrefixes,
-  type IpPrefix,
-} from '../../packet/ip-address.js';
+import { addressBits, clipRangeToPrefix, formatPrefix, isZero, parseIp, prefixEnd, type IpPrefix } from '../../packet/ip-address.js';
+import type { DestinationAllowance } from '../destination-policy.js';
 import type { RouteTable } from '../route-table.js';
+import { DEFAULT_MAX_CLIENT_PREFIXES, DEFAULT_MAX_RANGES_PER_ADVERTISEMENT, judgeRouteAdvertisement, type ClientRoute } from './client-routes.js';
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
-import { MASQUE_HEADROOM } from './datagram.js';
-import { targetContains, type ConnectIpScope } from './request.js';
+import { judgeClientPacket, type ClientPacketContext, type PacketPolicy } from './packet-judge.js';
+import type { ConnectIpScope } from './request.js';
 import { normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
-import { ConnectIpSessionBase, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
+import { ConnectIpSessionBase, type ConnectIpSessionOptions } from './session-base.js';
+
+export type { PacketPolicy } from './packet-judge.js';
 
 /**
- * Per-packet policy hook: `info` is the parsed packet (valid during the call;
- * ports are 0 for non-first fragments and protocols without ports). Return
- * false to drop with ICMP administratively prohibited. Must not allocate.
+ * Receives a client packet that passed every check, with its parse (`info`,
+ * ports 0 when unknown): both valid only during the call (copy to keep).
  */
-export type PacketPolicy = (buf: Uint8Array, info: PacketInfo) => boolean;
+export type ParsedPacketSink = (buf: Uint8Array, offset: number, length: number, info: PacketInfo) => void;
 
 /** Options for {@link ConnectIpGatewaySession}. */
 export interface ConnectIpGatewayOptions extends ConnectIpSessionOptions {
+  /** Client packets that passed every check (TTL decremented), with their parse: hand `info` to the flow tracker. */
+  readonly onPacket: ParsedPacketSink;
   /** The accepted request scope (from checkConnectIpRequest). */
   readonly scope: ConnectIpScope;
   /** Pools to answer ADDRESS_REQUEST from; a missing family is rejected (RFC 9484 §4.7.2 all-zero answer). */
@@ -55,14 +48,58 @@ export interface ConnectIpGatewayOptions extends ConnectIpSessionOptions {
   readonly routeTable?: RouteTable<ConnectIpGatewaySession>;
   /** Whether to accept (route back through this session) a prefix the client advertises; default accepts all. */
   readonly acceptClientRoute?: (prefix: IpPrefix) => boolean;
-  /** Where Packet Too Big / Frag Needed for return traffic that does not fit goes (normally back into the TUN). */
-  readonly onIcmpToNetwork?: PacketSink;
-  /** Per-packet policy for client packets (e.g. per-identity destination/port rules). */
+  /**
+   * The prefixes the client may advertise (read at each advertisement, so a
+   * reload applies): advertised ranges are clipped to them before they are
+   * expanded (RFC 9484 §4.7.3). Undefined = no clipping (acceptClientRoute alone).
+   */
+  readonly advertisablePrefixes?: () => readonly IpPrefix[];
+  /**
+   * Prefixes no advertised prefix may cover or enter, besides link-local and
+   * loopback ({@link ALWAYS_FORBIDDEN_PREFIXES}): the gateway's connected
+   * subnets and the agents' underlay addresses. Read at each advertisement.
+   */
+  readonly forbiddenPrefixes?: () => readonly IpPrefix[];
+  /** Ranges considered per ROUTE_ADVERTISEMENT; the rest are refused. Default {@link DEFAULT_MAX_RANGES_PER_ADVERTISEMENT}. */
+  readonly maxRangesPerAdvertisement?: number;
+  /** Client prefixes installed at most; the rest are refused. Default {@link DEFAULT_MAX_CLIENT_PREFIXES}. */
+  readonly maxClientPrefixes?: number;
+  /**
+   * ROUTE_ADVERTISEMENTs applied per second (token bucket, burst of
+   * `advertisementBurst`, default 1/s and 8). One arriving with no token is
+   * not applied at once: it waits as the pending one, a later one replaces
+   * it (each supersedes the last, RFC 9484 §4.7.3), and it is applied from
+   * {@link ConnectIpGatewaySession.onTimeout} when a token is back.
+   */
+  readonly advertisementsPerSecond?: number;
+  readonly advertisementBurst?: number;
+  /**
+   * Addresses of the gateway itself, never a destination of client packets
+   * unless `allowDestinations.ownAddresses` (the CONNECT-UDP rule, RFC 9298 §7).
+   * The accept glue fills in this host's addresses; default none.
+   */
+  readonly ownAddresses?: readonly Uint8Array[];
+  /** Destination classes the operator allows despite the shared rule (loopback, multicast…); default none. */
+  readonly allowDestinations?: DestinationAllowance;
+  /**
+   * For a host-name scope (RFC 9484 §4.6): the addresses the name resolved
+   * to before the 2xx. Packets to any other address are out of scope; with
+   * none given, a host-name scope reaches nothing.
+   */
+  readonly resolvedTarget?: readonly IpPrefix[];
+  /** Who holds the leases (e.g. the identity), for the pools' per-owner lease cap. Default: this session alone. */
+  readonly leaseOwner?: string;
+  /**
+   * Per-packet policy for client packets (e.g. per-identity destination/port
+   * rules): `info` is the parsed packet (ports 0 for non-first fragments and
+   * protocols without ports); false drops with ICMP administratively
+   * prohibited. Must not allocate.
+   */
   readonly policy?: PacketPolicy;
   /** Source of ICMP errors we generate: the gateway's own tunnel addresses. Default 192.0.0.8 (RFC 7600) and fe80::1. */
   readonly reporterV4?: Uint8Array;
   readonly reporterV6?: Uint8Array;
-  /** Addresses/prefixes one client may hold at once; further requests are rejected (all-zero answer). Default 8. */
+  /** Addresses/prefixes one session may hold at once; further requests are rejected (all-zero answer). Default 8. */
   readonly maxGrants?: number;
   /** Decrement TTL / hop limit of client packets before passing them on (Time Exceeded on expiry). Default true. */
   readonly decrementHopLimit?: boolean;
@@ -73,12 +110,6 @@ const DEFAULT_ROUTES: readonly IpPrefix[] = [
   { version: 6, address: new Uint8Array(16), prefixLength: 0 },
 ];
 
-interface RangeCheck {
-  readonly version: 4 | 6;
-  readonly start: Uint8Array;
-  readonly end: Uint8Array;
-  readonly ipProtocol: number;
-}
 
 /**
  * The gateway's end of one CONNECT-IP stream. The gateway calls
@@ -91,25 +122,57 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   readonly scope: ConnectIpScope;
   private readonly opts: ConnectIpGatewayOptions;
   private grants: AddressEntry[] = [];
-  private clientRanges: RangeCheck[] = [];
-  private installedClientPrefixes: IpPrefix[] = [];
+  /** Client prefixes this session owns (installed, or accepted when there is no table): exactly what the source check passes. */
+  private owned: ClientRoute[] = [];
   /** The client's latest ROUTE_ADVERTISEMENT, kept to re-evaluate it (reevaluateClientRoutes). */
   private lastAdvertisement: RouteAdvertisement | null = null;
   private ourRanges: IpAddressRange[];
   private readonly info = new PacketInfo();
+  private readonly onPacket: ParsedPacketSink;
+  private readonly ctx: ClientPacketContext;
   private readonly reporter4: Uint8Array;
   private readonly reporter6: Uint8Array;
   private readonly decrement: boolean;
   private started = false;
+  private readonly leaseOwner: string | object;
+  private adTokens: number;
+  private adLastMs: number;
+  private pendingAd: RouteAdvertisement | null = null;
+  private pendingAdAtMs = -1;
+  /** Advertisements that waited for a token, and refused prefixes/ranges (telemetry). */
+  advertisementsDeferred = 0;
+  routesRefused = 0;
 
   constructor(stream: TunnelStream, opts: ConnectIpGatewayOptions) {
-    super(stream, opts);
+    super(stream, opts, 1);
+    this.onPacket = opts.onPacket;
+    // What judgeClientPacket reads, kept current through getters (no per-packet objects).
+    const self = this;
+    this.ctx = {
+      scope: opts.scope,
+      resolvedTarget: opts.resolvedTarget ?? [],
+      get grants() {
+        return self.grants;
+      },
+      get owned() {
+        return self.owned;
+      },
+      get ourRanges() {
+        return self.ourRanges;
+      },
+      ownAddresses: opts.ownAddresses ?? [],
+      allow: opts.allowDestinations,
+      policy: opts.policy,
+    };
     this.opts = opts;
     this.scope = opts.scope;
     this.reporter4 = opts.reporterV4 ?? parseIp('192.0.0.8')!.address;
     this.reporter6 = opts.reporterV6 ?? parseIp('fe80::1')!.address;
     this.decrement = opts.decrementHopLimit ?? true;
     this.ourRanges = this.scopedRanges(opts.routes ?? DEFAULT_ROUTES);
+    this.leaseOwner = opts.leaseOwner ?? this;
+    this.adTokens = opts.advertisementBurst ?? 8;
+    this.adLastMs = this.now();
   }
 
   /** Routes we advertise, narrowed to the request scope (RFC 9484 §4.6). */
@@ -117,19 +180,15 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     const t = this.scope.target;
     const proto = this.scope.ipProtocol ?? 0;
     let ranges: IpAddressRange[] = routes.map((r) => ('start' in r ? r : { version: r.version, start: r.address, end: prefixEnd(r), ipProtocol: 0 }));
-    if (t.kind === 'prefix') {
-      const p = t.prefix;
-      const ps = p.address;
-      const pe = prefixEnd(p);
-      const alen = ps.length;
-      ranges = ranges
-        .filter((r) => r.version === p.version && compareBytes(r.start, 0, pe, 0, alen) <= 0 && compareBytes(ps, 0, r.end, 0, alen) <= 0)
-        .map((r) => ({
-          version: r.version,
-          start: compareBytes(r.start, 0, ps, 0, alen) > 0 ? r.start : ps,
-          end: compareBytes(r.end, 0, pe, 0, alen) < 0 ? r.end : pe,
-          ipProtocol: r.ipProtocol,
-        }));
+    // RFC 9484 §4.6: routes only toward the target (a host name: the addresses it resolved to).
+    const targets = t.kind === 'prefix' ? [t.prefix] : t.kind === 'hostname' ? (this.opts.resolvedTarget ?? []) : null;
+    if (targets !== null) {
+      const clipped: IpAddressRange[] = [];
+      for (const r of ranges) for (const p of targets) {
+        const c = p.version === r.version ? clipRangeToPrefix(r.start, r.end, p) : null;
+        if (c) clipped.push({ version: r.version, start: c[0], end: c[1], ipProtocol: r.ipProtocol });
+      }
+      ranges = clipped;
     }
     if (proto !== 0) ranges = ranges.map((r) => ({ ...r, ipProtocol: r.ipProtocol === 0 ? proto : r.ipProtocol })).filter((r) => r.ipProtocol === proto);
     return normalizeRanges(ranges);
@@ -155,9 +214,9 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     return this.grants;
   }
 
-  /** Ranges the client currently advertises (its site prefixes). */
-  clientRoutes(): readonly IpAddressRange[] {
-    return this.clientRanges;
+  /** Client prefixes this session owns (accepted and installed from its advertisements). */
+  clientRoutes(): readonly ClientRoute[] {
+    return this.owned;
   }
 
   protected usesIpv6(): boolean {
@@ -174,9 +233,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
       this.grants = this.grants.filter((g) => g.version === 4);
       this.sendAddressAssign(this.grants);
     }
-    for (const p of this.installedClientPrefixes) if (p.version === 6) this.opts.routeTable?.remove(p, this);
-    this.installedClientPrefixes = this.installedClientPrefixes.filter((p) => p.version === 4);
-    this.clientRanges = this.clientRanges.filter((r) => r.version === 4);
+    for (const r of this.owned) if (r.prefix.version === 6) this.opts.routeTable?.remove(r.prefix, this);
+    this.owned = this.owned.filter((r) => r.prefix.version === 4);
     if (this.ourRanges.some((r) => r.version === 6)) {
       this.ourRanges = this.ourRanges.filter((r) => r.version === 4);
       if (this.started) this.sendRouteAdvertisement(this.ourRanges);
@@ -201,7 +259,7 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
       let got: IpPrefix | null = null;
       if (pool && !(want.version === 6 && this.ipv6Disabled) && this.grants.length < (this.opts.maxGrants ?? 8)) {
         const preferred = isZero(want.address, 0, want.address.length) ? undefined : want.address;
-        got = pool.allocate(want.prefixLength, preferred);
+        got = pool.allocate(want.prefixLength, preferred, this.leaseOwner);
       }
       if (got && this.opts.routeTable && !this.opts.routeTable.add(got, this)) {
         pool!.release(got);
@@ -231,49 +289,64 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   }
 
   protected onRouteAdvertisement(ra: RouteAdvertisement): void {
+    // Token bucket (tuning): refill, then apply now or keep as the pending one.
+    const now = this.now();
+    const rate = this.opts.advertisementsPerSecond ?? 1;
+    const burst = this.opts.advertisementBurst ?? 8;
+    if (now > this.adLastMs) {
+      this.adTokens = Math.min(burst, this.adTokens + ((now - this.adLastMs) * rate) / 1000);
+      this.adLastMs = now;
+    }
+    if (this.adTokens >= 1 && this.pendingAd === null) {
+      this.adTokens -= 1;
+      this.applyAdvertisement(ra);
+      return;
+    }
+    // RFC 9484 §4.7.3: each advertisement supersedes the last, so only the latest waiting one matters.
+    this.advertisementsDeferred++;
+    this.pendingAd = ra;
+    this.pendingAdAtMs = this.adLastMs + ((1 - this.adTokens) * 1000) / rate;
+  }
+
+  /** Earliest time (ms, the `nowMs` clock) this session needs {@link onTimeout}: an outstanding probe or a deferred advertisement; -1 for none. */
+  override nextTimeoutMs(): number {
+    const p = super.nextTimeoutMs();
+    if (this.pendingAd === null) return p;
+    return p < 0 ? this.pendingAdAtMs : Math.min(p, this.pendingAdAtMs);
+  }
+
+  /** Timer callback (the `nowMs` clock): applies a deferred advertisement once a token is back; drives the §7.2 probe. */
+  override onTimeout(nowMs: number): void {
+    super.onTimeout(nowMs);
+    if (this.pendingAd === null || this.closed || nowMs < this.pendingAdAtMs) return;
+    const ra = this.pendingAd;
+    this.pendingAd = null;
+    this.onRouteAdvertisement(ra);
+  }
+
+  private applyAdvertisement(ra: RouteAdvertisement): void {
     this.lastAdvertisement = ra;
     const table = this.opts.routeTable;
-    for (const p of this.installedClientPrefixes) table?.remove(p, this);
-    this.installedClientPrefixes = [];
-    const accepted: RangeCheck[] = [];
-    for (const r of ra.ranges) {
-      if (r.version === 6 && this.ipv6Disabled) continue;
-      const prefixes = rangeToPrefixes(r.version, r.start, r.end);
-      let ok = true;
-      for (const p of prefixes) if (this.opts.acceptClientRoute && !this.opts.acceptClientRoute(p)) ok = false;
-      if (!ok) continue;
-      accepted.push(r);
-      for (const p of prefixes) {
-        if (!table) continue;
-        if (table.add(p, this)) this.installedClientPrefixes.push(p);
-        else this.onEvent({ type: 'route-conflict', prefix: formatPrefix(p) });
-      }
+    for (const r of this.owned) table?.remove(r.prefix, this);
+    const j = judgeRouteAdvertisement(ra.ranges, {
+      allowed: this.opts.advertisablePrefixes?.(),
+      accept: this.opts.acceptClientRoute,
+      forbidden: this.opts.forbiddenPrefixes?.(),
+      maxRanges: this.opts.maxRangesPerAdvertisement ?? DEFAULT_MAX_RANGES_PER_ADVERTISEMENT,
+      maxPrefixes: this.opts.maxClientPrefixes ?? DEFAULT_MAX_CLIENT_PREFIXES,
+      ipv6Enabled: !this.ipv6Disabled,
+    });
+    this.routesRefused += j.refused.length;
+    for (const x of j.refused) this.onEvent({ type: 'route-refused', what: x.what, reason: x.reason });
+    const owned: ClientRoute[] = [];
+    for (const r of j.routes) {
+      // RFC 9484 §11: only prefixes this session owns pass the source check; a conflicting one is not ours.
+      if (!table || table.add(r.prefix, this)) owned.push(r);
+      else this.onEvent({ type: 'route-conflict', prefix: formatPrefix(r.prefix) });
     }
-    this.clientRanges = accepted;
-    this.onEvent({ type: 'routes', ranges: accepted });
+    this.owned = owned;
+    this.onEvent({ type: 'routes', ranges: owned.map((r) => ({ version: r.prefix.version, start: r.prefix.address, end: prefixEnd(r.prefix), ipProtocol: r.ipProtocol })) });
     this.checkPath();
-  }
-
-  /** Source address check (RFC 9484 §11): inside an assigned prefix or an accepted client range (protocol-matched). Allocation-free. */
-  private sourceAllowed(buf: Uint8Array, srcOff: number, version: 4 | 6, proto: number): boolean {
-    const g = this.grants;
-    for (let i = 0; i < g.length; i++) {
-      const a = g[i]!;
-      if (a.version === version && prefixContains(a.address, a.prefixLength, buf, srcOff)) return true;
-    }
-    const r = this.clientRanges;
-    const alen = version === 4 ? 4 : 16;
-    for (let i = 0; i < r.length; i++) {
-      const x = r[i]!;
-      if (x.version !== version) continue;
-      if (x.ipProtocol !== 0 && x.ipProtocol !== proto && proto !== IPPROTO.ICMP && proto !== IPPROTO.ICMPV6) continue;
-      if (compareBytes(x.start, 0, buf, srcOff, alen) <= 0 && compareBytes(buf, srcOff, x.end, 0, alen) <= 0) return true;
-    }
-    return false;
-  }
-
-  protected defaultLinkLocalSuffix(): number {
-    return 1;
   }
 
   protected receivePacket(buf: Uint8Array, off: number, len: number): void {
@@ -300,86 +373,48 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     // RFC 9484 §7.2: answer link-local ICMPv6 echo (the 1280-byte MTU probe) on the tunnel link itself.
     if (v === 6 && this.handleLinkIcmp6(buf, off, ipLen)) return;
     const reporter = v === 4 ? this.reporter4 : this.reporter6;
-    // RFC 9484 §7.2: link-local traffic is never forwarded beyond the tunnel.
-    if (v === 4 ? isLinkLocal4(buf, info.srcOff) || isLinkLocal4(buf, info.dstOff) : isLinkLocal6(buf, info.srcOff) || isLinkLocal6(buf, info.dstOff)) {
-      c.drops[ConnectIpDrop.LINK_LOCAL]++;
-      return;
-    }
-    // RFC 9484 §11 (BCP 38): the source must be assigned to or advertised by this client.
-    if (!this.sourceAllowed(buf, info.srcOff, v, info.proto)) {
-      c.drops[ConnectIpDrop.SPOOFED_SOURCE]++;
-      this.sendIcmpToPeer(this.buildIcmp(IcmpError.SOURCE_POLICY, 0, buf, off, ipLen, reporter));
-      return;
-    }
-    // RFC 9484 §4.6 / §4.8: destination within the target, protocol (after the IPv6 extension chain) = ipproto; ICMP always allowed.
-    const proto = this.scope.ipProtocol;
-    const isIcmp = info.proto === IPPROTO.ICMP || info.proto === IPPROTO.ICMPV6;
-    if (!targetContains(this.scope.target, v, buf, info.dstOff) || (proto !== null && info.proto !== proto && !isIcmp) || !this.inOurRoutes(buf, info.dstOff, v, info.proto)) {
-      c.drops[ConnectIpDrop.OUT_OF_SCOPE]++;
-      this.sendIcmpToPeer(this.buildIcmp(IcmpError.ADMIN_PROHIBITED, 0, buf, off, ipLen, reporter));
-      return;
-    }
-    if (this.opts.policy && !this.opts.policy(buf, info)) {
-      c.drops[ConnectIpDrop.POLICY]++;
-      this.sendIcmpToPeer(this.buildIcmp(IcmpError.ADMIN_PROHIBITED, 0, buf, off, ipLen, reporter));
+    const verdict = judgeClientPacket(this.ctx, buf, info);
+    if (verdict !== 0) {
+      c.drops[verdict]++;
+      // RFC 9484 §11: spoofed source → source policy failure; scope and policy → administratively prohibited.
+      const kind = verdict === ConnectIpDrop.SPOOFED_SOURCE ? IcmpError.SOURCE_POLICY : verdict === ConnectIpDrop.LINK_LOCAL ? 0 : IcmpError.ADMIN_PROHIBITED;
+      if (kind !== 0) this.path.icmpToPeer(kind, buf, off, ipLen, reporter);
       return;
     }
     // RFC 9484 §7.2 / RFC 1812 §5.3.1: decrement TTL / hop limit; Time Exceeded when it runs out.
     if (this.decrement && decrementTtl(buf, off, ipLen) === 0) {
       c.drops[ConnectIpDrop.TTL_EXPIRED]++;
-      this.sendIcmpToPeer(this.buildIcmp(IcmpError.TIME_EXCEEDED, 0, buf, off, ipLen, reporter));
+      this.path.icmpToPeer(IcmpError.TIME_EXCEEDED, buf, off, ipLen, reporter);
       return;
     }
     c.packetsReceived++;
     c.bytesReceived += ipLen;
-    this.onPacket(buf, off, ipLen);
-  }
-
-  /** Destination within the routes we advertised (what the client may send to). Allocation-free. */
-  private inOurRoutes(buf: Uint8Array, dstOff: number, version: 4 | 6, proto: number): boolean {
-    const r = this.ourRanges;
-    const alen = version === 4 ? 4 : 16;
-    const isIcmp = proto === IPPROTO.ICMP || proto === IPPROTO.ICMPV6;
-    for (let i = 0; i < r.length; i++) {
-      const x = r[i]!;
-      if (x.version !== version) continue;
-      if (x.ipProtocol !== 0 && x.ipProtocol !== proto && !isIcmp) continue;
-      if (compareBytes(x.start, 0, buf, dstOff, alen) <= 0 && compareBytes(buf, dstOff, x.end, 0, alen) <= 0) return true;
-    }
-    return false;
+    // The parsed packet goes along, so the daemon's flow tracker need not parse it again.
+    this.onPacket(buf, off, ipLen, info);
   }
 
   /**
    * Sends return traffic (routed to this session, e.g. by the shared
    * RouteTable) to the client: buf[offset, offset+length) with at least
    * MASQUE_HEADROOM (9) writable bytes before it. A packet that does not
-   * fit is dropped and answered via `onIcmpToNetwork` with Packet Too Big /
-   * Fragmentation Needed carrying the true current limit (RFC 9484 §7.2.1).
-   * Returns 0 or a {@link ConnectIpDrop} code (counted). Allocation-free.
+   * fit is dropped; a Packet Too Big / Fragmentation Needed with the true
+   * current limit (RFC 9484 §7.2.1) is then returned to the caller in
+   * {@link icmpBuffer} / {@link icmpLength}, to write into the gateway's
+   * network. Returns 0 or a {@link ConnectIpDrop} code (counted). Allocation-free.
    */
   sendToClient(buf: Uint8Array, offset: number, length: number): number {
-    const v = this.admitOutgoing(buf, offset, length);
-    if (v < 0) return -v;
-    const r = this.sendEncapsulated(buf, offset, length);
-    if (r === ConnectIpDrop.TOO_BIG) {
-      if (v === 4 && (buf[offset + 6]! & 0x40) === 0) {
-        // No DF: a router would fragment; we cannot, and must not claim DF semantics.
-        this.counters.drops[ConnectIpDrop.TOO_BIG]--;
-        return this.drop(ConnectIpDrop.TOO_BIG_NO_DF);
-      }
-      if (this.opts.onIcmpToNetwork) {
-        const n = this.buildIcmp(IcmpError.PACKET_TOO_BIG, this.tooBigLimit(), buf, offset, length, v === 4 ? this.reporter4 : this.reporter6);
-        if (n > 0) this.opts.onIcmpToNetwork(this.icmpBuf, MASQUE_HEADROOM, n);
-      }
-    }
-    return r;
+    return this.sendIpPacket(buf, offset, length, true);
+  }
+
+  protected icmpSource(v: 4 | 6): Uint8Array {
+    return v === 4 ? this.reporter4 : this.reporter6;
   }
 
   protected cleanup(): void {
     for (const g of this.grants) this.releaseGrant(g);
     this.grants = [];
     this.opts.routeTable?.removeAll(this);
-    this.installedClientPrefixes = [];
-    this.clientRanges = [];
+    this.owned = [];
+    this.pendingAd = null;
   }
 }

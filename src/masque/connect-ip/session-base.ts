@@ -1,25 +1,23 @@
 /**
- * What CONNECT-IP client and gateway sessions share: capsule dispatch and
- * validation (RFC 9484 §4.7), context-ID handling (§6), the datagram send
- * path with in-place context ID, path-size tracking (§7.2 IPv6 1280 minimum),
- * ICMP error generation with a rate limit, counters.
+ * The lifecycle both CONNECT-IP sessions share: capsule dispatch and
+ * validation (RFC 9484 §4.7), context-ID handling (§6), close/abort, and the
+ * IPv6 part's teardown (§7.2). The packet work is composed in: the send path
+ * ({@link DatagramPath}: encapsulation, path-size cache, ICMP limiter), the
+ * §7.2 probe ({@link Ipv6Probe}) and the pure verdicts of packet-judge.ts.
  */
+import { H3Error } from '../../h3/errors.js';
 import type { TunnelStream, TunnelStreamHandler } from '../../h3/tunnel-stream.js';
-import { transportChecksum } from '../../packet/checksum.js';
-import { buildIcmpError, ICMP6_ERROR_MAX_BYTES } from '../../packet/icmp-error.js';
 import { addressAssignLength, encodeAddressAssign, parseAddressAssign } from './address-assign.js';
 import type { AddressEntry } from './address-entry.js';
 import { addressRequestLength, encodeAddressRequest, parseAddressRequest, type AddressRequest } from './address-request.js';
-import {
-  CAPSULE_ADDRESS_ASSIGN,
-  CAPSULE_ADDRESS_REQUEST,
-  CAPSULE_ROUTE_ADVERTISEMENT,
-  H3_GENERAL_PROTOCOL_ERROR,
-  H3_REQUEST_CANCELLED,
-} from './capsule-types.js';
-import { compareBytes, isLinkLocal4, isLinkLocal6 } from '../../packet/ip-address.js';
+import { CAPSULE_ADDRESS_ASSIGN, CAPSULE_ADDRESS_REQUEST, CAPSULE_ROUTE_ADVERTISEMENT } from './capsule-types.js';
+import type { RouteRefusalReason } from './client-routes.js';
 import { ConnectIpCounters, ConnectIpDrop } from './counters.js';
-import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from './datagram.js';
+import { CONTEXT_MALFORMED, contextPayloadOffset } from './datagram.js';
+import { DatagramPath } from './datagram-path.js';
+import { judgeOutgoing } from './packet-judge.js';
+import { IcmpError } from '../../packet/icmp-error.js';
+import { IPV6_MIN_MTU, Ipv6Probe, LinkIcmp } from './ipv6-probe.js';
 import {
   encodeRouteAdvertisement,
   parseRouteAdvertisement,
@@ -28,11 +26,10 @@ import {
   type RouteAdvertisement,
 } from './route-advertisement.js';
 
+export { IPV6_MIN_MTU } from './ipv6-probe.js';
+
 /** Receives an IP packet buf[offset, offset+length); the bytes are valid only during the call (copy to keep). */
 export type PacketSink = (buf: Uint8Array, offset: number, length: number) => void;
-
-/** RFC 8200 §5: minimum IPv6 link MTU the tunnel must carry (RFC 9484 §7.2). */
-export const IPV6_MIN_MTU = 1280;
 
 /** Session events (control plane; objects allocated per event). */
 export type ConnectIpEvent =
@@ -42,8 +39,10 @@ export type ConnectIpEvent =
   | { readonly type: 'addresses-granted'; readonly addresses: readonly AddressEntry[] }
   /** The peer's current ROUTE_ADVERTISEMENT (supersedes earlier ones, §4.7.3). */
   | { readonly type: 'routes'; readonly ranges: readonly IpAddressRange[] }
-  /** An advertised prefix could not be installed because another session owns it. */
+  /** An advertised prefix could not be installed because another session owns it or one overlapping it. */
   | { readonly type: 'route-conflict'; readonly prefix: string }
+  /** Part of the peer's ROUTE_ADVERTISEMENT was refused before installation (policy, forbidden space, caps). */
+  | { readonly type: 'route-refused'; readonly what: string; readonly reason: RouteRefusalReason }
   /** The path cannot carry 1280-byte IPv6 packets: IPv6 switched off for this session (RFC 9484 §7.2). */
   | { readonly type: 'ipv6-disabled'; readonly maxPacketSize: number; readonly reason: string }
   /** A 1280-byte ICMPv6 echo to ff02::1 came back: the tunnel carries the IPv6 minimum MTU (RFC 9484 §7.2). */
@@ -53,8 +52,6 @@ export type ConnectIpEvent =
 
 /** Options common to both session kinds. */
 export interface ConnectIpSessionOptions {
-  /** IP packets from the peer that passed the checks. */
-  readonly onPacket: PacketSink;
   /** Control-plane events. */
   readonly onEvent?: (e: ConnectIpEvent) => void;
   /** RFC 9484 §7.2 when the path cannot carry 1280-byte IPv6: `disable-ipv6` (default: drop IPv6, retract its addresses/routes) or `abort` (abort the stream). */
@@ -69,56 +66,34 @@ export interface ConnectIpSessionOptions {
   readonly ipv6ProbeTimeoutMs?: number;
 }
 
-/** RFC 9484 §7.2: 1232 bytes of echo data make a 1280-byte IPv6 packet (40 IPv6 + 8 ICMPv6). */
-const PROBE_DATA_BYTES = 1232;
-const PROBE_TRIES = 3;
-const ALL_NODES = Uint8Array.of(0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
-
-const MTU_REFRESH_EVERY = 256;
-
-/** Base class; see {@link ConnectIpClientSession} and {@link ConnectIpGatewaySession}. */
+/** Shared lifecycle; see {@link ConnectIpClientSession} and {@link ConnectIpGatewaySession}. */
 export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
   /** Traffic and drop counters (read by telemetry). */
   readonly counters = new ConnectIpCounters();
   protected closed = false;
   protected ipv6Disabled = false;
-  protected readonly onPacket: PacketSink;
   protected readonly onEvent: (e: ConnectIpEvent) => void;
-  private mtuCache = -1;
-  private mtuCountdown = 0;
-  /** Scratch for generated ICMP errors: headroom + largest error (1280). */
-  protected readonly icmpBuf = new Uint8Array(MASQUE_HEADROOM + ICMP6_ERROR_MAX_BYTES);
-  private readonly icmpRate: number;
-  private icmpTokens: number;
-  private icmpLastMs: number;
-  private readonly nowMs: () => number;
+  /** The session's monotonic clock (ms): the `nowMs` option. */
+  protected readonly now: () => number;
+  /** Datagram send path: encapsulation, path size, generated ICMP. */
+  protected readonly path: DatagramPath;
+  /** RFC 9484 §7.2 probe and link responder. */
+  protected readonly probe: Ipv6Probe;
   private readonly ipv6Action: 'disable-ipv6' | 'abort';
-  /** Our link-local IPv6 address on the tunnel link. */
-  protected readonly linkLocal6: Uint8Array;
-  private readonly probeTimeoutMs: number;
-  private probeId = 0;
-  private probeTries = 0;
-  private probeDeadlineMs = -1;
-  private probeBuf: Uint8Array | null = null;
 
   constructor(
     /** The request stream; owned by the HTTP/3 layer, used until close. */
     readonly stream: TunnelStream,
     opts: ConnectIpSessionOptions,
+    defaultLinkLocalSuffix: number,
   ) {
-    this.onPacket = opts.onPacket;
     this.onEvent = opts.onEvent ?? (() => {});
-    this.icmpRate = opts.icmpPerSecond ?? 200;
-    this.icmpTokens = this.icmpRate;
-    this.nowMs = opts.nowMs ?? (() => performance.now());
-    this.icmpLastMs = this.nowMs();
+    this.now = opts.nowMs ?? (() => performance.now());
     this.ipv6Action = opts.ipv6MinMtuAction ?? 'disable-ipv6';
-    this.linkLocal6 = opts.linkLocalV6 ?? Uint8Array.of(0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, this.defaultLinkLocalSuffix());
-    this.probeTimeoutMs = opts.ipv6ProbeTimeoutMs ?? 2000;
+    this.path = new DatagramPath(stream, this.counters, this.now, opts.icmpPerSecond ?? 200, (m) => this.onPathSize(m));
+    const ll = opts.linkLocalV6 ?? Uint8Array.of(0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, defaultLinkLocalSuffix);
+    this.probe = new Ipv6Probe(ll, (b, o, l) => this.sendOut(b, o, l), ConnectIpDrop.TOO_BIG, opts.ipv6ProbeTimeoutMs ?? 2000);
   }
-
-  /** Last byte of the default link-local address (gateway 1, client 2). */
-  protected abstract defaultLinkLocalSuffix(): number;
 
   /** True once the stream ended or the session was closed/aborted. */
   get isClosed(): boolean {
@@ -131,13 +106,28 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
   }
 
   /**
+   * After a send call returned a drop code: the ICMP error generated for the
+   * caller (Packet Too Big / Fragmentation Needed, RFC 9484 §7.2.1) is the
+   * IP packet at {@link icmpBuffer}[MASQUE_HEADROOM, +icmpLength); 0 when
+   * none. The bytes are valid until the next call on this session; the
+   * caller injects them (connect-ip-go's WritePacket returns them likewise).
+   */
+  get icmpLength(): number {
+    return this.path.icmpLength;
+  }
+
+  /** Buffer holding the ICMP error described by {@link icmpLength}; owned by the session. */
+  get icmpBuffer(): Uint8Array {
+    return this.path.icmpBuffer;
+  }
+
+  /**
    * Largest IP packet that fits one datagram now: the path's maximum HTTP
    * Datagram payload minus the 1-byte context ID (quarter stream ID already
    * excluded by the HTTP/3 layer). 0 when datagrams cannot be sent.
    */
   maxPacketSize(): number {
-    const p = this.stream.maxDatagramPayload();
-    return p > 1 ? p - 1 : 0;
+    return this.path.maxPacketSize();
   }
 
   /**
@@ -147,19 +137,19 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
    * path calls it when a datagram is refused. Returns maxPacketSize().
    */
   checkPath(): number {
-    const m = this.maxPacketSize();
-    this.mtuCache = m;
-    this.mtuCountdown = MTU_REFRESH_EVERY;
+    return this.path.refresh();
+  }
+
+  private onPathSize(m: number): void {
     if (m > 0 && m < IPV6_MIN_MTU && !this.ipv6Disabled && !this.closed && this.usesIpv6()) {
       this.ipv6Fail(`path carries ${m}-byte packets, below the IPv6 minimum of ${IPV6_MIN_MTU}`, m);
     }
-    return m;
   }
 
   private ipv6Fail(reason: string, m: number): void {
-    this.probeDeadlineMs = -1;
+    this.probe.cancel();
     if (this.ipv6Action === 'abort') {
-      this.fail(reason, H3_REQUEST_CANCELLED);
+      this.fail(reason, H3Error.H3_REQUEST_CANCELLED);
     } else {
       this.ipv6Disabled = true;
       this.disableIpv6();
@@ -176,87 +166,60 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
    */
   probeIpv6(nowMs: number): void {
     if (this.closed || this.ipv6Disabled) return;
-    this.probeTries = 0;
-    this.probeId = (this.probeId + 1) & 0xffff;
-    this.sendProbe(nowMs);
-  }
-
-  private sendProbe(nowMs: number): void {
-    const b = (this.probeBuf ??= new Uint8Array(MASQUE_HEADROOM + IPV6_MIN_MTU));
-    const o = MASQUE_HEADROOM;
-    b.fill(0, o);
-    b[o] = 0x60;
-    b[o + 4] = (IPV6_MIN_MTU - 40) >> 8;
-    b[o + 5] = (IPV6_MIN_MTU - 40) & 0xff;
-    b[o + 6] = 58; // ICMPv6
-    b[o + 7] = 255;
-    b.set(this.linkLocal6, o + 8);
-    b.set(ALL_NODES, o + 24);
-    b[o + 40] = 128; // Echo Request (RFC 4443 §4.1)
-    b[o + 44] = this.probeId >> 8;
-    b[o + 45] = this.probeId & 0xff;
-    b[o + 47] = ++this.probeTries;
-    for (let i = 0; i < PROBE_DATA_BYTES; i++) b[o + 48 + i] = i & 0xff;
-    const c = transportChecksum(b, 6, o + 8, o + 24, 58, o + 40, IPV6_MIN_MTU - 40);
-    b[o + 42] = c >> 8;
-    b[o + 43] = c & 0xff;
-    const r = this.sendEncapsulated(b, o, IPV6_MIN_MTU);
-    if (r === ConnectIpDrop.TOO_BIG) {
-      this.ipv6Fail(`a 1280-byte IPv6 probe does not fit the path (${this.tooBigLimit()} bytes)`, this.tooBigLimit());
-      return;
-    }
-    this.probeDeadlineMs = nowMs + this.probeTimeoutMs;
+    const why = this.probe.start(nowMs);
+    if (why !== null) this.ipv6Fail(`${why} (${this.path.limit} bytes)`, this.path.limit);
   }
 
   /** Earliest time (ms, same clock as onTimeout) this session needs onTimeout, or -1. */
   nextTimeoutMs(): number {
-    return this.probeDeadlineMs;
+    return this.probe.nextTimeoutMs();
   }
 
   /** Timer callback: retries or fails an outstanding §7.2 probe. */
   onTimeout(nowMs: number): void {
-    if (this.probeDeadlineMs < 0 || nowMs < this.probeDeadlineMs || this.closed) return;
-    if (this.probeTries < PROBE_TRIES) this.sendProbe(nowMs);
-    else this.ipv6Fail(`no reply to ${PROBE_TRIES} 1280-byte IPv6 probes`, this.maxPacketSize());
+    if (this.closed) return;
+    const why = this.probe.onTimeout(nowMs);
+    if (why !== null) this.ipv6Fail(why, this.path.limit > 0 ? this.path.limit : this.maxPacketSize());
+  }
+
+  /** Link-local ICMPv6 on the tunnel link (§7.2 probe and its answers); true when consumed. */
+  protected handleLinkIcmp6(buf: Uint8Array, off: number, len: number): boolean {
+    const r = this.probe.handle(buf, off, len, this.counters);
+    if (r === LinkIcmp.VERIFIED) this.onEvent({ type: 'ipv6-verified' });
+    return r !== LinkIcmp.NOT_LINK;
   }
 
   /**
-   * Link-local ICMPv6 on the tunnel link (RFC 9484 §7.2: reply to link-local
-   * multicast): answers an echo request to ff02::1 or to our link-local
-   * address, and recognises the reply to our own probe. Returns true when the
-   * packet was consumed here. Allocation-free.
+   * Admits (judgeOutgoing) and sends one IP packet from the caller's
+   * network. On TOO_BIG, a Packet Too Big / Frag Needed with the current
+   * limit (RFC 9484 §7.2.1) from {@link icmpSource} is left for the caller
+   * ({@link icmpLength}); an IPv4 packet without DF is instead counted as
+   * TOO_BIG_NO_DF when `noDfApart` (a router would fragment it; we cannot).
    */
-  protected handleLinkIcmp6(buf: Uint8Array, off: number, len: number): boolean {
-    if (len < 48 || buf[off]! >> 4 !== 6 || buf[off + 6] !== 58) return false;
-    const dstAllNodes = compareBytes(buf, off + 24, ALL_NODES, 0, 16) === 0;
-    const dstUs = compareBytes(buf, off + 24, this.linkLocal6, 0, 16) === 0;
-    if (!dstAllNodes && !dstUs) return false;
-    const type = buf[off + 40];
-    if (type === 129 && dstUs) {
-      this.counters.echoRepliesReceived++;
-      if (this.probeDeadlineMs >= 0 && ((buf[off + 44]! << 8) | buf[off + 45]!) === this.probeId && len >= IPV6_MIN_MTU) {
-        this.probeDeadlineMs = -1;
-        this.onEvent({ type: 'ipv6-verified' });
-      }
-      return true;
+  protected sendIpPacket(buf: Uint8Array, off: number, len: number, noDfApart: boolean): number {
+    const path = this.path;
+    path.icmpLength = 0;
+    const v = judgeOutgoing(buf, off, len, !this.ipv6Disabled);
+    if (v < 0) return path.drop(-v);
+    const r = this.sendOut(buf, off, len);
+    if (r !== ConnectIpDrop.TOO_BIG) return r;
+    if (noDfApart && v === 4 && (buf[off + 6]! & 0x40) === 0) {
+      this.counters.drops[ConnectIpDrop.TOO_BIG]--;
+      return path.drop(ConnectIpDrop.TOO_BIG_NO_DF);
     }
-    if (type !== 128) return false;
-    const n = Math.min(len, this.icmpBuf.length - MASQUE_HEADROOM);
-    const o = MASQUE_HEADROOM;
-    const b = this.icmpBuf;
-    b.set(buf.subarray(off, off + n), o);
-    b.set(buf.subarray(off + 8, off + 24), o + 24); // to the requester
-    b.set(this.linkLocal6, o + 8); // from our link-local address
-    b[o + 7] = 255;
-    b[o + 40] = 129; // Echo Reply
-    b[o + 42] = 0;
-    b[o + 43] = 0;
-    const c = transportChecksum(b, 6, o + 8, o + 24, 58, o + 40, n - 40);
-    b[o + 42] = c >> 8;
-    b[o + 43] = c & 0xff;
-    this.counters.echoRepliesSent++;
-    this.sendEncapsulated(b, o, n);
-    return true;
+    const src = this.icmpSource(v as 4 | 6);
+    if (src) path.icmpLength = path.buildIcmp(IcmpError.PACKET_TOO_BIG, path.limit, buf, off, len, src);
+    else this.counters.icmpSuppressed++;
+    return r;
+  }
+
+  /** Source address of a Packet Too Big about a packet of IP version `v` (undefined: none known, suppressed). */
+  protected abstract icmpSource(v: 4 | 6): Uint8Array | undefined;
+
+  /** Sends an IP packet (headroom before `off`) through the tunnel; 0 or a counted drop code. */
+  protected sendOut(buf: Uint8Array, off: number, len: number): number {
+    if (this.closed) return this.path.drop(ConnectIpDrop.CLOSED);
+    return this.path.send(buf, off, len);
   }
 
   /** Whether this session carries or may carry IPv6 (has IPv6 addresses, routes or scope). */
@@ -279,17 +242,17 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     switch (type) {
       case CAPSULE_ADDRESS_ASSIGN: {
         const r = parseAddressAssign(value, 0, value.length);
-        if (!r.ok) return this.fail(r.error, H3_GENERAL_PROTOCOL_ERROR);
+        if (!r.ok) return this.fail(r.error, H3Error.H3_GENERAL_PROTOCOL_ERROR);
         return this.onAddressAssign(r.value.addresses);
       }
       case CAPSULE_ADDRESS_REQUEST: {
         const r = parseAddressRequest(value, 0, value.length);
-        if (!r.ok) return this.fail(r.error, H3_GENERAL_PROTOCOL_ERROR);
+        if (!r.ok) return this.fail(r.error, H3Error.H3_GENERAL_PROTOCOL_ERROR);
         return this.onAddressRequest(r.value);
       }
       case CAPSULE_ROUTE_ADVERTISEMENT: {
         const r = parseRouteAdvertisement(value, 0, value.length);
-        if (!r.ok) return this.fail(r.error, H3_GENERAL_PROTOCOL_ERROR);
+        if (!r.ok) return this.fail(r.error, H3Error.H3_GENERAL_PROTOCOL_ERROR);
         return this.onRouteAdvertisement(r.value);
       }
       default:
@@ -304,6 +267,7 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
       this.counters.drops[ConnectIpDrop.CLOSED]++;
       return;
     }
+    this.path.icmpLength = 0;
     const p = contextPayloadOffset(buf, offset, length);
     if (p < 0) {
       // RFC 9484 §6: unknown context IDs are dropped (we register none besides 0, so no buffering helps).
@@ -343,103 +307,6 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     this.onEvent({ type: 'closed', error: errorCode, reason });
   }
 
-  // ---- sending ----
-
-  /**
-   * Sends the IP packet at buf[off, off+len) in an HTTP Datagram with
-   * context ID 0 written in place at buf[off-1] (the HTTP/3 layer then uses
-   * the 8 bytes before that). Returns 0 or a {@link ConnectIpDrop} code
-   * (counted here). Too-big packets return TOO_BIG and the caller decides on
-   * ICMP (see {@link tooBigLimit}).
-   */
-  /**
-   * What both ends check before an IP packet enters the tunnel: it is a
-   * well-formed IPv4/IPv6 packet, IPv6 is still carried, and neither address
-   * is link-local (RFC 9484 §7.2: link-local traffic stays on its link).
-   * Returns the IP version, or the negated {@link ConnectIpDrop} code it was
-   * counted under. Allocation-free.
-   */
-  protected admitOutgoing(buf: Uint8Array, off: number, len: number): number {
-    const v = ipVersionOf(buf, off, len);
-    if (v === 0) return -this.drop(ConnectIpDrop.MALFORMED_IP);
-    if (v === 6 && this.ipv6Disabled) return -this.drop(ConnectIpDrop.IPV6_DISABLED);
-    if (v === 4 ? isLinkLocal4(buf, off + 12) || isLinkLocal4(buf, off + 16) : isLinkLocal6(buf, off + 8) || isLinkLocal6(buf, off + 24)) {
-      return -this.drop(ConnectIpDrop.LINK_LOCAL);
-    }
-    return v;
-  }
-
-  protected sendEncapsulated(buf: Uint8Array, off: number, len: number): number {
-    const c = this.counters;
-    if (this.closed) return this.drop(ConnectIpDrop.CLOSED);
-    if (off < MASQUE_HEADROOM) return this.drop(ConnectIpDrop.NO_HEADROOM);
-    if (--this.mtuCountdown <= 0 || this.mtuCache <= 0) this.checkPath();
-    if (len > this.mtuCache) {
-      this.checkPath();
-      // 0 = datagrams cannot be sent at all right now (not negotiated yet, or closing): not a size problem.
-      if (this.mtuCache === 0) return this.drop(ConnectIpDrop.SEND_FAILED);
-      if (len > this.mtuCache) return this.drop(ConnectIpDrop.TOO_BIG);
-    }
-    buf[off - 1] = 0; // RFC 9484 §6: Context ID 0 = full IP packet.
-    if (!this.stream.sendDatagram(buf, off - 1, len + 1)) {
-      // The path may have shrunk since we last looked.
-      this.checkPath();
-      return this.drop(this.mtuCache > 0 && len > this.mtuCache ? ConnectIpDrop.TOO_BIG : ConnectIpDrop.SEND_FAILED);
-    }
-    c.packetsSent++;
-    c.bytesSent += len;
-    return 0;
-  }
-
-  /** The limit to put in a Packet Too Big after a TOO_BIG drop: the true current maximum (RFC 9484 §7.2.1). */
-  protected tooBigLimit(): number {
-    return this.mtuCache;
-  }
-
-  protected drop(reason: number): number {
-    this.counters.drops[reason]++;
-    return reason;
-  }
-
-  /** Token bucket for generated ICMP (RFC 4443 §2.4(f) rate limiting). */
-  private icmpAllowed(): boolean {
-    const now = this.nowMs();
-    const dt = now - this.icmpLastMs;
-    if (dt > 0) {
-      this.icmpTokens = Math.min(this.icmpRate, this.icmpTokens + (dt * this.icmpRate) / 1000);
-      this.icmpLastMs = now;
-    }
-    if (this.icmpTokens < 1) return false;
-    this.icmpTokens -= 1;
-    return true;
-  }
-
-  /**
-   * Builds an ICMP error about buf[off, off+len) into {@link icmpBuf} at
-   * MASQUE_HEADROOM, from `reporter` (4/16 bytes). Returns its length, or 0
-   * when suppressed (error about an error, bad source, rate limit…).
-   */
-  protected buildIcmp(kind: number, mtu: number, buf: Uint8Array, off: number, len: number, reporter: Uint8Array): number {
-    if (!this.icmpAllowed()) {
-      this.counters.icmpSuppressed++;
-      return 0;
-    }
-    const n = buildIcmpError(kind, mtu, buf, off, len, reporter, 0, this.icmpBuf, MASQUE_HEADROOM, this.icmpBuf.length - MASQUE_HEADROOM);
-    if (n <= 0) {
-      this.counters.icmpSuppressed++;
-      return 0;
-    }
-    this.counters.icmpSent++;
-    return n;
-  }
-
-  /** Sends a built ICMP error (in icmpBuf) to the peer through the tunnel. */
-  protected sendIcmpToPeer(n: number): void {
-    if (n <= 0) return;
-    const r = this.sendEncapsulated(this.icmpBuf, MASQUE_HEADROOM, n);
-    if (r !== 0) this.counters.icmpSent--; // counted as a drop instead
-  }
-
   // ---- capsule senders (control plane) ----
 
   protected sendAddressAssign(addresses: readonly AddressEntry[]): void {
@@ -461,22 +328,4 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     encodeRouteAdvertisement(x, b, 0);
     this.stream.sendCapsule(CAPSULE_ROUTE_ADVERTISEMENT, b);
   }
-}
-
-/** Allocation-free sanity check of an IP header at buf[off, off+len): returns 4, 6, or 0 when malformed. */
-export function ipVersionOf(buf: Uint8Array, off: number, len: number): 0 | 4 | 6 {
-  if (len < 1) return 0;
-  const v = buf[off]! >> 4;
-  if (v === 4) {
-    if (len < 20) return 0;
-    const ihl = (buf[off]! & 0x0f) * 4;
-    const total = (buf[off + 2]! << 8) | buf[off + 3]!;
-    return ihl >= 20 && total >= ihl && total <= len ? 4 : 0;
-  }
-  if (v === 6) {
-    if (len < 40) return 0;
-    const pl = (buf[off + 4]! << 8) | buf[off + 5]!;
-    return pl + 40 <= len ? 6 : 0;
-  }
-  return 0;
 }

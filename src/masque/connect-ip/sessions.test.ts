@@ -1,3 +1,4 @@
+import { H3Error } from '../../h3/errors.js';
 import { beforeEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { craftIcmp, craftTcp, craftUdp } from '../../packet/craft.js';
@@ -6,77 +7,11 @@ import { AddressPool } from '../address-pool.js';
 import { formatIp, formatPrefix, parseIp, parsePrefix } from '../../packet/ip-address.js';
 import { RouteTable } from '../route-table.js';
 import { TunnelStreamPair } from '../testing/tunnel-stream-pair.js';
-import { CAPSULE_ADDRESS_REQUEST, CAPSULE_ROUTE_ADVERTISEMENT, H3_GENERAL_PROTOCOL_ERROR } from './capsule-types.js';
-import { ConnectIpClientSession } from './client-session.js';
+import { CAPSULE_ADDRESS_REQUEST, CAPSULE_ROUTE_ADVERTISEMENT } from './capsule-types.js';
 import { ConnectIpDrop } from './counters.js';
 import { MASQUE_HEADROOM } from './datagram.js';
-import { ConnectIpGatewaySession, type ConnectIpGatewayOptions } from './gateway-session.js';
-import type { ConnectIpScope } from './request.js';
-import type { ConnectIpEvent } from './session-base.js';
-
-const HR = 16;
-/** Copies a crafted packet into a buffer with headroom; returns [buf, off, len]. */
-const withHeadroom = (p: Uint8Array): [Uint8Array, number, number] => {
-  const b = new Uint8Array(HR + p.length);
-  b.set(p, HR);
-  return [b, HR, p.length];
-};
-const ip = (s: string) => parseIp(s)!.address;
-
-interface Rig {
-  pair: TunnelStreamPair;
-  client: ConnectIpClientSession;
-  gateway: ConnectIpGatewaySession;
-  table: RouteTable<ConnectIpGatewaySession>;
-  pool4: AddressPool;
-  pool6: AddressPool;
-  toNetwork: Uint8Array[];
-  toAgentTun: Uint8Array[];
-  localIcmp: Uint8Array[];
-  icmpToNetwork: Uint8Array[];
-  clientEvents: ConnectIpEvent[];
-  gatewayEvents: ConnectIpEvent[];
-}
-
-function rig(opts: { scope?: ConnectIpScope; maxDatagramPayload?: number; gw?: Partial<ConnectIpGatewayOptions>; pools?: 'both' | 'v4' } = {}): Rig {
-  const pair = new TunnelStreamPair({ maxDatagramPayload: opts.maxDatagramPayload ?? 1400 });
-  const table = new RouteTable<ConnectIpGatewaySession>();
-  const pool4 = new AddressPool({ prefix: '10.89.0.0/24', reserved: ['10.89.0.1'], minPrefixLength: 24 });
-  const pool6 = new AddressPool({ prefix: 'fd00:89::/48', reserved: ['fd00:89::1'] });
-  const r: Rig = {
-    pair, table, pool4, pool6,
-    toNetwork: [], toAgentTun: [], localIcmp: [], icmpToNetwork: [], clientEvents: [], gatewayEvents: [],
-  } as unknown as Rig;
-  r.client = new ConnectIpClientSession(pair.client, {
-    onPacket: (b, o, l) => r.toAgentTun.push(b.slice(o, o + l)),
-    onLocalIcmp: (b, o, l) => r.localIcmp.push(b.slice(o, o + l)),
-    onEvent: (e) => r.clientEvents.push(e),
-  });
-  r.gateway = new ConnectIpGatewaySession(pair.gateway, {
-    scope: opts.scope ?? { target: { kind: 'any' }, ipProtocol: null },
-    pools: opts.pools === 'v4' ? { v4: pool4 } : { v4: pool4, v6: pool6 },
-    routeTable: table,
-    reporterV4: ip('10.89.0.1'),
-    reporterV6: ip('fd00:89::1'),
-    onPacket: (b, o, l) => r.toNetwork.push(b.slice(o, o + l)),
-    onIcmpToNetwork: (b, o, l) => r.icmpToNetwork.push(b.slice(o, o + l)),
-    onEvent: (e) => r.gatewayEvents.push(e),
-    ...opts.gw,
-  });
-  pair.client.attach(r.client);
-  pair.gateway.attach(r.gateway);
-  r.gateway.start();
-  pair.flush();
-  return r;
-}
-
-/** Requests one IPv4 and one IPv6 address; returns them as text. */
-function assign(r: Rig): { v4: string; v6: string } {
-  r.client.requestAddresses([{ version: 4 }, { version: 6 }]);
-  r.pair.flush();
-  const a = r.client.assignedAddresses();
-  return { v4: formatIp(a.find((x) => x.version === 4)!.address), v6: formatIp(a.find((x) => x.version === 6)!.address) };
-}
+import { ConnectIpGatewaySession } from './gateway-session.js';
+import { HR, assign, ip, rig, withHeadroom, type Rig } from '../testing/connect-ip-rig.js';
 
 describe('CONNECT-IP sessions over an in-memory stream pair', () => {
   let r: Rig;
@@ -160,13 +95,13 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
     ]);
     r.client.advertiseRoutes([parsePrefix('fd20::/48')!, parsePrefix('10.20.0.0/16')!]);
     r.pair.flush();
-    expect(r.gateway.clientRoutes().map((x) => x.version)).toEqual([4, 6]);
+    expect(r.gateway.clientRoutes().map((x) => x.prefix.version)).toEqual([4, 6]);
     expect(r.table.lookup4(ip('10.20.3.4'), 0)).toBe(r.gateway);
     expect(r.table.lookup6(ip('fd20::1'), 0)).toBe(r.gateway);
     // Overlapping site prefixes are merged into one valid advertisement, not refused.
     r.client.advertiseRoutes([parsePrefix('fd20::/48')!, parsePrefix('10.20.0.0/16')!, parsePrefix('10.20.5.0/24')!]);
     r.pair.flush();
-    expect(r.gateway.clientRoutes().map((x) => `${formatIp(x.start)}-${formatIp(x.end)}`)).toEqual(['10.20.0.0-10.20.255.255', 'fd20::-fd20::ffff:ffff:ffff:ffff:ffff']);
+    expect(r.gateway.clientRoutes().map((x) => formatPrefix(x.prefix))).toEqual(['10.20.0.0/16', 'fd20::/48']);
     // A second agent advertising the same prefix cannot take it over.
     const other = rig();
     const shared = new ConnectIpGatewaySession(other.pair.gateway, {
@@ -389,20 +324,20 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
   it('malformed catalogue: zero-entry ADDRESS_REQUEST aborts the stream (RFC 9484 §4.7.2)', () => {
     r.pair.client.sendCapsule(CAPSULE_ADDRESS_REQUEST, new Uint8Array(0));
     r.pair.flush();
-    expect(r.pair.gateway.abortedWith).toBe(H3_GENERAL_PROTOCOL_ERROR);
+    expect(r.pair.gateway.abortedWith).toBe(H3Error.H3_GENERAL_PROTOCOL_ERROR);
     expect(r.gateway.isClosed).toBe(true);
-    expect(r.gatewayEvents.at(-1)).toMatchObject({ type: 'closed', error: H3_GENERAL_PROTOCOL_ERROR, reason: expect.stringMatching(/zero/) });
+    expect(r.gatewayEvents.at(-1)).toMatchObject({ type: 'closed', error: H3Error.H3_GENERAL_PROTOCOL_ERROR, reason: expect.stringMatching(/zero/) });
     expect(r.client.isClosed).toBe(true);
   });
 
   it('malformed catalogue: prefix length 33 / host bits in ADDRESS_REQUEST abort; unordered routes abort the client (§4.7.3)', () => {
     r.pair.client.sendCapsule(CAPSULE_ADDRESS_REQUEST, Uint8Array.of(1, 4, 0, 0, 0, 0, 33));
     r.pair.flush();
-    expect(r.pair.gateway.abortedWith).toBe(H3_GENERAL_PROTOCOL_ERROR);
+    expect(r.pair.gateway.abortedWith).toBe(H3Error.H3_GENERAL_PROTOCOL_ERROR);
     const s = rig();
     s.pair.gateway.sendCapsule(CAPSULE_ROUTE_ADVERTISEMENT, Uint8Array.of(4, 10, 0, 1, 0, 10, 0, 1, 255, 0, 4, 10, 0, 0, 0, 10, 0, 0, 255, 0));
     s.pair.flush();
-    expect(s.pair.client.abortedWith).toBe(H3_GENERAL_PROTOCOL_ERROR);
+    expect(s.pair.client.abortedWith).toBe(H3Error.H3_GENERAL_PROTOCOL_ERROR);
     expect(s.clientEvents.at(-1)).toMatchObject({ type: 'closed', reason: expect.stringMatching(/overlaps or is not after/) });
   });
 

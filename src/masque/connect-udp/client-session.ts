@@ -3,8 +3,8 @@
  * proxied target in HTTP Datagrams and delivers the target's replies.
  */
 import type { TunnelStream, TunnelStreamHandler } from '../../h3/tunnel-stream.js';
-import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from '../connect-ip/datagram.js';
-import { ConnectUdpCounters, ConnectUdpDrop, MAX_UDP_PAYLOAD } from './counters.js';
+import { MASQUE_HEADROOM } from '../connect-ip/datagram.js';
+import { ConnectUdpCounters, ConnectUdpDrop, MAX_UDP_PAYLOAD, udpPayloadOffset } from './counters.js';
 
 /** Receives a UDP payload buf[offset, offset+length), valid only during the call. */
 export type PayloadSink = (buf: Uint8Array, offset: number, length: number) => void;
@@ -70,15 +70,8 @@ export class ConnectUdpClientSession implements TunnelStreamHandler {
   /** @internal */
   onDatagram(buf: Uint8Array, offset: number, length: number): void {
     const c = this.counters;
-    if (this.closed) {
-      c.drops[ConnectUdpDrop.CLOSED]++;
-      return;
-    }
-    const p = contextPayloadOffset(buf, offset, length);
-    if (p < 0) {
-      c.drops[p === CONTEXT_MALFORMED ? ConnectUdpDrop.MALFORMED_DATAGRAM : ConnectUdpDrop.UNKNOWN_CONTEXT]++;
-      return;
-    }
+    const p = udpPayloadOffset(c, this.closed, buf, offset, length);
+    if (p < 0) return;
     const n = offset + length - p;
     c.datagramsReceived++;
     c.bytesReceived += n;

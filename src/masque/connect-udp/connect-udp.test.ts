@@ -1,7 +1,7 @@
+import { H3Error } from '../../h3/errors.js';
 import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { H3_DATAGRAM_ERROR } from '../connect-ip/capsule-types.js';
 import { parseIp } from '../../packet/ip-address.js';
 import { TunnelStreamPair } from '../testing/tunnel-stream-pair.js';
 import { ConnectUdpClientSession } from './client-session.js';
@@ -177,7 +177,7 @@ describe('CONNECT-UDP gateway ↔ client sessions against a real loopback UDP ec
     const big = new Uint8Array(16 + 1 + MAX_UDP_PAYLOAD + 1);
     pair.client.sendDatagram(big, 16, 2 + MAX_UDP_PAYLOAD);
     pair.flush();
-    expect(pair.gateway.abortedWith).toBe(H3_DATAGRAM_ERROR);
+    expect(pair.gateway.abortedWith).toBe(H3Error.H3_DATAGRAM_ERROR);
     expect(client.isClosed).toBe(true);
     // The client never sends one either.
     const c2 = setup(parseUdpTarget('::1', '9') as UdpTarget).client;

@@ -2,6 +2,8 @@
  * Drop reasons and counters of CONNECT-UDP sessions (RFC 9298), typed arrays
  * indexed by reason code.
  */
+import { CONTEXT_MALFORMED, contextPayloadOffset } from '../connect-ip/datagram.js';
+import { dropNames } from '../drop-names.js';
 
 /** Why a CONNECT-UDP session did not pass a payload on. Indexes {@link CONNECT_UDP_DROP_NAMES}. */
 export const ConnectUdpDrop = {
@@ -26,14 +28,11 @@ export const ConnectUdpDrop = {
   TARGET_REFUSED: 9,
 } as const;
 
-/** Number of {@link ConnectUdpDrop} codes. */
-export const CONNECT_UDP_DROP_COUNT = 10;
+/** Snake-case names of {@link ConnectUdpDrop} codes (metric `reason` label values), from the code table's keys. */
+export const CONNECT_UDP_DROP_NAMES: readonly string[] = dropNames(ConnectUdpDrop);
 
-/** Snake-case names of {@link ConnectUdpDrop} codes. */
-export const CONNECT_UDP_DROP_NAMES: readonly string[] = [
-  'none', 'no_headroom', 'closed', 'too_big', 'send_failed', 'unknown_context', 'malformed_datagram', 'preaccept_full',
-  'socket_error', 'target_refused',
-];
+/** Number of {@link ConnectUdpDrop} codes. */
+export const CONNECT_UDP_DROP_COUNT = CONNECT_UDP_DROP_NAMES.length;
 
 /** Per-session counters; written only by the session. */
 export class ConnectUdpCounters {
@@ -57,3 +56,22 @@ export class ConnectUdpCounters {
 
 /** RFC 9298 §5: largest UDP payload a datagram may carry (65,535 − 8-byte UDP header); larger → abort the stream. */
 export const MAX_UDP_PAYLOAD = 65_527;
+
+/**
+ * The receive preamble both CONNECT-UDP sessions share: an HTTP Datagram on a
+ * closed session, without a context ID, or with one other than 0 (RFC 9298
+ * §5) is counted as a drop. Returns the payload offset, or -1 when dropped.
+ * Allocation-free.
+ */
+export function udpPayloadOffset(c: ConnectUdpCounters, closed: boolean, buf: Uint8Array, offset: number, length: number): number {
+  if (closed) {
+    c.drops[ConnectUdpDrop.CLOSED]++;
+    return -1;
+  }
+  const p = contextPayloadOffset(buf, offset, length);
+  if (p < 0) {
+    c.drops[p === CONTEXT_MALFORMED ? ConnectUdpDrop.MALFORMED_DATAGRAM : ConnectUdpDrop.UNKNOWN_CONTEXT]++;
+    return -1;
+  }
+  return p;
+}

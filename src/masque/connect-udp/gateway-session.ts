@@ -3,16 +3,16 @@
  * proxies payloads through a connected `node:dgram` socket, enforces the
  * payload limit, bounded pre-accept buffering and the idle timeout.
  */
+import { H3Error } from '../../h3/errors.js';
 import dgram from 'node:dgram';
 import dns from 'node:dns';
 import { readFileSync } from 'node:fs';
-import os from 'node:os';
 import type { TunnelStream, TunnelStreamHandler } from '../../h3/tunnel-stream.js';
-import { H3_CONNECT_ERROR, H3_DATAGRAM_ERROR, H3_REQUEST_CANCELLED } from '../connect-ip/capsule-types.js';
-import { CONTEXT_MALFORMED, MASQUE_HEADROOM, contextPayloadOffset } from '../connect-ip/datagram.js';
+import { MASQUE_HEADROOM } from '../connect-ip/datagram.js';
 import { parseIp, type IpVersion } from '../../packet/ip-address.js';
 import { DEFAULT_PROXY_NAME, refuse, type Refusal } from '../proxy-status.js';
-import { ConnectUdpCounters, ConnectUdpDrop, MAX_UDP_PAYLOAD } from './counters.js';
+import { ConnectUdpCounters, ConnectUdpDrop, MAX_UDP_PAYLOAD, udpPayloadOffset } from './counters.js';
+import { localAddresses } from '../destination-policy.js';
 import { prohibitedUdpDestination, type UdpTarget, type UdpTargetAllowance } from './request.js';
 import { IdleSweeper, defaultIdleSweeper, type IdleCheckable } from './idle-sweeper.js';
 
@@ -139,7 +139,7 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
       if (candidates.length === 0) return this.refuseAndClose(refuse(502, 'dns_error', `no addresses for ${t.host}`, name));
     }
     if (this.closedNow()) return refuse(400, 'http_request_error', 'stream closed before the target was resolved', name);
-    const own = (this.opts.ownAddresses ?? localAddresses()).map((a) => parseIp(a)?.address).filter((x): x is Uint8Array => !!x);
+    const own = this.opts.ownAddresses ? this.opts.ownAddresses.map((a) => parseIp(a)?.address).filter((x): x is Uint8Array => !!x) : localAddresses();
     let chosen: { address: string; family: IpVersion } | null = null;
     let why = '';
     for (const c of candidates) {
@@ -200,19 +200,12 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
   /** @internal An HTTP Datagram from the client. */
   onDatagram(buf: Uint8Array, offset: number, length: number): void {
     const c = this.counters;
-    if (this.state === 'closed') {
-      c.drops[ConnectUdpDrop.CLOSED]++;
-      return;
-    }
-    const p = contextPayloadOffset(buf, offset, length);
-    if (p < 0) {
-      c.drops[p === CONTEXT_MALFORMED ? ConnectUdpDrop.MALFORMED_DATAGRAM : ConnectUdpDrop.UNKNOWN_CONTEXT]++;
-      return;
-    }
+    const p = udpPayloadOffset(c, this.state === 'closed', buf, offset, length);
+    if (p < 0) return;
     const n = offset + length - p;
     // RFC 9298 §5: a UDP payload above 65,527 bytes → abort the request stream.
     if (n > MAX_UDP_PAYLOAD) {
-      this.fail(`UDP payload of ${n} bytes exceeds ${MAX_UDP_PAYLOAD} (RFC 9298 §5)`, H3_DATAGRAM_ERROR);
+      this.fail(`UDP payload of ${n} bytes exceeds ${MAX_UDP_PAYLOAD} (RFC 9298 §5)`, H3Error.H3_DATAGRAM_ERROR);
       return;
     }
     if (this.state === 'pending') {
@@ -279,7 +272,7 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
       return;
     }
     // RFC 9298 §3.1: the socket died → close the stream.
-    this.fail(`socket error ${code ?? err.message}`, H3_CONNECT_ERROR);
+    this.fail(`socket error ${code ?? err.message}`, H3Error.H3_CONNECT_ERROR);
   }
 
   /** @internal The stream ended: close the socket. */
@@ -302,7 +295,7 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
       return false;
     }
     if (nowMs - this.lastActiveMs < this.idleTimeoutMs) return false;
-    this.fail(`idle for ${nowMs - this.lastActiveMs} ms`, H3_REQUEST_CANCELLED, true);
+    this.fail(`idle for ${nowMs - this.lastActiveMs} ms`, H3Error.H3_REQUEST_CANCELLED, true);
     return true;
   }
 
@@ -345,12 +338,6 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
 }
 
 const defaultResolve: UdpResolver = (host) => dns.promises.lookup(host, { all: true, verbatim: true });
-
-function localAddresses(): string[] {
-  const out: string[] = [];
-  for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) out.push(a.address.split('%')[0]!);
-  return out;
-}
 
 function connectSocket(address: string, port: number, family: IpVersion): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {

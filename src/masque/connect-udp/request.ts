@@ -7,6 +7,7 @@ import { formatIp, parseIp, type IpVersion } from '../../packet/ip-address.js';
 import { DEFAULT_PROXY_NAME, refuse, type Refusal } from '../proxy-status.js';
 import { CONNECT_UDP_DEFAULT_TEMPLATE, TemplateMatcher, expandTemplate, splitUrl } from '../uri-template.js';
 import type { ExtendedConnectRequest } from '../connect-ip/request.js';
+import { prohibitedDestination, type DestinationAllowance } from '../destination-policy.js';
 
 /** A validated CONNECT-UDP target. `ip` is set when the host is an IP literal. */
 export interface UdpTarget {
@@ -15,16 +16,8 @@ export interface UdpTarget {
   readonly ip?: { readonly version: IpVersion; readonly address: Uint8Array };
 }
 
-/** Which normally refused destination classes the operator allows (RFC 9298 §7). All default false. */
-export interface UdpTargetAllowance {
-  readonly loopback?: boolean;
-  readonly linkLocal?: boolean;
-  readonly multicast?: boolean;
-  readonly broadcast?: boolean;
-  /** The gateway's own addresses. */
-  readonly ownAddresses?: boolean;
-  /** Unspecified addresses (0.0.0.0/8, ::) are never allowed. */
-}
+/** Which normally refused destination classes the operator allows (RFC 9298 §7); shared with CONNECT-IP. */
+export type UdpTargetAllowance = DestinationAllowance;
 
 /** Options for {@link checkConnectUdpRequest}. */
 export interface ConnectUdpRequestOptions {
@@ -54,8 +47,7 @@ export function parseUdpTarget(host: string | undefined, port: string | undefine
 
 /**
  * Why `address` may not be a CONNECT-UDP destination (RFC 9298 §7), or null
- * when it may. IPv4-mapped IPv6 addresses are judged by their IPv4 part.
- * `own` lists the gateway's own addresses (bytes, any family).
+ * when it may: {@link prohibitedDestination}, the rule CONNECT-IP applies too.
  */
 export function prohibitedUdpDestination(
   version: IpVersion,
@@ -63,32 +55,7 @@ export function prohibitedUdpDestination(
   allow: UdpTargetAllowance = {},
   own: readonly Uint8Array[] = [],
 ): string | null {
-  let a = address;
-  let v = version;
-  if (v === 6 && a.subarray(0, 10).every((x) => x === 0) && a[10] === 0xff && a[11] === 0xff) {
-    a = a.subarray(12, 16);
-    v = 4;
-  }
-  if (v === 4) {
-    if (a[0] === 0) return 'unspecified address (0.0.0.0/8)';
-    if (a[0] === 127 && !allow.loopback) return 'loopback address';
-    if (a[0] === 169 && a[1] === 254 && !allow.linkLocal) return 'link-local address';
-    if (a[0]! >= 224 && a[0]! <= 239 && !allow.multicast) return 'multicast address';
-    if (a.every((x) => x === 255) && !allow.broadcast) return 'broadcast address';
-  } else {
-    if (a.every((x) => x === 0)) return 'unspecified address (::)';
-    if (a.subarray(0, 15).every((x) => x === 0) && a[15] === 1 && !allow.loopback) return 'loopback address';
-    if (a[0] === 0xfe && (a[1]! & 0xc0) === 0x80 && !allow.linkLocal) return 'link-local address';
-    if (a[0] === 0xff && !allow.multicast) return 'multicast address';
-  }
-  // Loopback is its own class above: allowing it is not overridden by the interface list (lo is "own").
-  const isLoopback = v === 4 ? a[0] === 127 : a.subarray(0, 15).every((x) => x === 0) && a[15] === 1;
-  if (!allow.ownAddresses && !isLoopback) {
-    for (const o of own) {
-      if (o.length === a.length && o.every((x, i) => x === a[i])) return "the gateway's own address";
-    }
-  }
-  return null;
+  return prohibitedDestination(version, address, 0, allow, own);
 }
 
 /**

@@ -1,0 +1,138 @@
+/**
+ * Pure, allocation-free decisions about single IP packets in CONNECT-IP
+ * sessions: what may enter the tunnel (both ends), what the client accepts
+ * from the gateway, and what the gateway accepts from a client (RFC 9484
+ * §4.6, §4.8, §7.2, §11). Each returns a verdict; the sessions do the rest.
+ */
+import { IPPROTO, type PacketInfo } from '../../packet/ip-packet.js';
+import { compareBytes, hasLinkLocalAddress, prefixContains, type IpPrefix } from '../../packet/ip-address.js';
+import type { AddressEntry } from './address-entry.js';
+import type { ClientRoute } from './client-routes.js';
+import { ConnectIpDrop } from './counters.js';
+import { prohibitedDestination, type DestinationAllowance } from '../destination-policy.js';
+import { targetContains, type ConnectIpScope } from './request.js';
+import type { IpAddressRange } from './route-advertisement.js';
+
+/** Allocation-free sanity check of an IP header at buf[off, off+len): returns 4, 6, or 0 when malformed. */
+export function ipVersionOf(buf: Uint8Array, off: number, len: number): 0 | 4 | 6 {
+  if (len < 1) return 0;
+  const v = buf[off]! >> 4;
+  if (v === 4) {
+    if (len < 20) return 0;
+    const ihl = (buf[off]! & 0x0f) * 4;
+    const total = (buf[off + 2]! << 8) | buf[off + 3]!;
+    return ihl >= 20 && total >= ihl && total <= len ? 4 : 0;
+  }
+  if (v === 6) {
+    if (len < 40) return 0;
+    const pl = (buf[off + 4]! << 8) | buf[off + 5]!;
+    return pl + 40 <= len ? 6 : 0;
+  }
+  return 0;
+}
+
+/**
+ * What both ends check before an IP packet enters the tunnel: a well-formed
+ * IPv4/IPv6 packet, IPv6 still carried, and neither address link-local
+ * (RFC 9484 §7.2: link-local traffic stays on its link). Returns the IP
+ * version, or the negated {@link ConnectIpDrop} code.
+ */
+export function judgeOutgoing(buf: Uint8Array, off: number, len: number, ipv6Enabled: boolean): number {
+  const v = ipVersionOf(buf, off, len);
+  if (v === 0) return -ConnectIpDrop.MALFORMED_IP;
+  if (v === 6 && !ipv6Enabled) return -ConnectIpDrop.IPV6_DISABLED;
+  return hasLinkLocalAddress(buf, v, off + (v === 4 ? 12 : 8), off + (v === 4 ? 16 : 24)) ? -ConnectIpDrop.LINK_LOCAL : v;
+}
+
+/**
+ * The client's check of a packet from the gateway (the twin of
+ * {@link judgeClientPacket}): well-formed, IPv6 still carried. Returns the
+ * IP version or the negated drop code. Link-local ICMPv6 is the probe's.
+ */
+export function judgeGatewayPacket(buf: Uint8Array, off: number, len: number, ipv6Enabled: boolean): number {
+  const v = ipVersionOf(buf, off, len);
+  if (v === 0) return -ConnectIpDrop.MALFORMED_IP;
+  return v === 6 && !ipv6Enabled ? -ConnectIpDrop.IPV6_DISABLED : v;
+}
+
+/** Per-packet policy hook: return false to drop with ICMP administratively prohibited. Must not allocate. */
+export type PacketPolicy = (buf: Uint8Array, info: PacketInfo) => boolean;
+
+/** What the gateway knows about one client when judging its packets; the session keeps it current. */
+export interface ClientPacketContext {
+  readonly scope: ConnectIpScope;
+  /** Addresses a host-name target resolved to (RFC 9484 §4.6). */
+  readonly resolvedTarget: readonly IpPrefix[];
+  /** Addresses assigned to the client. */
+  readonly grants: readonly AddressEntry[];
+  /** Client prefixes this session owns. */
+  readonly owned: readonly ClientRoute[];
+  /** Routes advertised to the client (what it may send to). */
+  readonly ourRanges: readonly IpAddressRange[];
+  readonly ownAddresses: readonly Uint8Array[];
+  readonly allow: DestinationAllowance | undefined;
+  readonly policy: PacketPolicy | undefined;
+}
+
+const isIcmp = (p: number) => p === IPPROTO.ICMP || p === IPPROTO.ICMPV6;
+
+function sourceAllowed(c: ClientPacketContext, buf: Uint8Array, info: PacketInfo): boolean {
+  const v = info.ipVersion;
+  const g = c.grants;
+  for (let i = 0; i < g.length; i++) {
+    const a = g[i]!;
+    if (a.version === v && prefixContains(a.address, a.prefixLength, buf, info.srcOff)) return true;
+  }
+  const r = c.owned;
+  for (let i = 0; i < r.length; i++) {
+    const x = r[i]!;
+    if (x.prefix.version !== v) continue;
+    if (x.ipProtocol !== 0 && x.ipProtocol !== info.proto && !isIcmp(info.proto)) continue;
+    if (prefixContains(x.prefix.address, x.prefix.prefixLength, buf, info.srcOff)) return true;
+  }
+  return false;
+}
+
+function targetHas(c: ClientPacketContext, v: 4 | 6, buf: Uint8Array, dstOff: number): boolean {
+  const t = c.scope.target;
+  if (t.kind !== 'hostname') return targetContains(t, v, buf, dstOff);
+  const r = c.resolvedTarget;
+  for (let i = 0; i < r.length; i++) if (r[i]!.version === v && prefixContains(r[i]!.address, r[i]!.prefixLength, buf, dstOff)) return true;
+  return false;
+}
+
+function inRanges(r: readonly IpAddressRange[], buf: Uint8Array, dstOff: number, v: 4 | 6, proto: number): boolean {
+  const alen = v === 4 ? 4 : 16;
+  for (let i = 0; i < r.length; i++) {
+    const x = r[i]!;
+    if (x.version !== v) continue;
+    if (x.ipProtocol !== 0 && x.ipProtocol !== proto && !isIcmp(proto)) continue;
+    if (compareBytes(x.start, 0, buf, dstOff, alen) <= 0 && compareBytes(buf, dstOff, x.end, 0, alen) <= 0) return true;
+  }
+  return false;
+}
+
+/**
+ * The gateway's verdict on a parsed client packet (`info` from
+ * parseIpPacket; ports 0 when unknown): 0 = pass, else the
+ * {@link ConnectIpDrop} code, in this order: link-local (§7.2), source not
+ * assigned or owned (§11, BCP 38), destination outside the target, the
+ * protocol, the advertised routes or the shared destination rule (§4.6,
+ * §4.8, RFC 9298 §7 rule), per-identity policy.
+ */
+export function judgeClientPacket(c: ClientPacketContext, buf: Uint8Array, info: PacketInfo): number {
+  const v = info.ipVersion as 4 | 6;
+  if (hasLinkLocalAddress(buf, v, info.srcOff, info.dstOff)) return ConnectIpDrop.LINK_LOCAL;
+  if (!sourceAllowed(c, buf, info)) return ConnectIpDrop.SPOOFED_SOURCE;
+  const proto = c.scope.ipProtocol;
+  if (
+    !targetHas(c, v, buf, info.dstOff) ||
+    (proto !== null && info.proto !== proto && !isIcmp(info.proto)) ||
+    !inRanges(c.ourRanges, buf, info.dstOff, v, info.proto) ||
+    prohibitedDestination(v, buf, info.dstOff, c.allow, c.ownAddresses) !== null
+  ) {
+    return ConnectIpDrop.OUT_OF_SCOPE;
+  }
+  if (c.policy && !c.policy(buf, info)) return ConnectIpDrop.POLICY;
+  return 0;
+}

@@ -1,0 +1,104 @@
+/**
+ * The destination rules both MASQUE proxies apply (RFC 9298 §7 for
+ * CONNECT-UDP, RFC 9484 §4.6/§11 for CONNECT-IP): no unspecified, loopback,
+ * link-local, multicast or broadcast destination and none of the gateway's
+ * own addresses unless the operator allows that class; plus where the host's
+ * own addresses and connected subnets are read from.
+ */
+import os from 'node:os';
+import { maskAddress, parseIp, type IpPrefix } from '../packet/ip-address.js';
+
+/** Which normally refused destination classes the operator allows. All default false. */
+export interface DestinationAllowance {
+  readonly loopback?: boolean;
+  readonly linkLocal?: boolean;
+  readonly multicast?: boolean;
+  readonly broadcast?: boolean;
+  /** The gateway's own addresses. */
+  readonly ownAddresses?: boolean;
+  /** Unspecified addresses (0.0.0.0/8, ::) are never allowed. */
+}
+
+const NONE: DestinationAllowance = {};
+
+function allZero(buf: Uint8Array, off: number, len: number): boolean {
+  for (let i = 0; i < len; i++) if (buf[off + i] !== 0) return false;
+  return true;
+}
+
+function isLoopback6(buf: Uint8Array, off: number): boolean {
+  return allZero(buf, off, 15) && buf[off + 15] === 1;
+}
+
+/**
+ * Why the destination address at buf[off] (4 bytes for `version` 4, 16 for
+ * 6) may not be proxied to, or null when it may. IPv4-mapped IPv6 addresses
+ * are judged by their IPv4 part. `own` lists the gateway's own addresses
+ * (bytes, any family). Returns constant strings; allocation-free, so the
+ * CONNECT-IP gateway calls it per packet.
+ */
+export function prohibitedDestination(
+  version: 4 | 6,
+  buf: Uint8Array,
+  off: number,
+  allow: DestinationAllowance = NONE,
+  own: readonly Uint8Array[] = [],
+): string | null {
+  let v = version;
+  let o = off;
+  if (v === 6 && allZero(buf, o, 10) && buf[o + 10] === 0xff && buf[o + 11] === 0xff) {
+    o += 12;
+    v = 4;
+  }
+  const alen = v === 4 ? 4 : 16;
+  let loopback: boolean;
+  if (v === 4) {
+    const a0 = buf[o]!;
+    if (a0 === 0) return 'unspecified address (0.0.0.0/8)';
+    loopback = a0 === 127;
+    if (loopback && !allow.loopback) return 'loopback address';
+    if (a0 === 169 && buf[o + 1] === 254 && !allow.linkLocal) return 'link-local address';
+    if (a0 >= 224 && a0 <= 239 && !allow.multicast) return 'multicast address';
+    if (a0 === 255 && buf[o + 1] === 255 && buf[o + 2] === 255 && buf[o + 3] === 255 && !allow.broadcast) return 'broadcast address';
+  } else {
+    if (allZero(buf, o, 16)) return 'unspecified address (::)';
+    loopback = isLoopback6(buf, o);
+    if (loopback && !allow.loopback) return 'loopback address';
+    if (buf[o] === 0xfe && (buf[o + 1]! & 0xc0) === 0x80 && !allow.linkLocal) return 'link-local address';
+    if (buf[o] === 0xff && !allow.multicast) return 'multicast address';
+  }
+  // Loopback is its own class above: allowing it is not overridden by the interface list (lo is "own").
+  if (!allow.ownAddresses && !loopback) {
+    for (let i = 0; i < own.length; i++) {
+      const x = own[i]!;
+      if (x.length !== alen) continue;
+      let same = true;
+      for (let j = 0; j < alen && same; j++) same = x[j] === buf[o + j];
+      if (same) return "the gateway's own address";
+    }
+  }
+  return null;
+}
+
+/** Each interface address of this host (zone IDs stripped) with its prefix length. Reads os state: call at setup, not per packet. */
+function interfaceAddresses(): { address: Uint8Array; version: 4 | 6; prefixLength: number }[] {
+  const out: { address: Uint8Array; version: 4 | 6; prefixLength: number }[] = [];
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) {
+      const ip = parseIp(a.address.split('%')[0]!);
+      const len = a.cidr ? Number(a.cidr.slice(a.cidr.lastIndexOf('/') + 1)) : ip ? ip.address.length * 8 : 0;
+      if (ip) out.push({ address: ip.address, version: ip.version, prefixLength: len });
+    }
+  }
+  return out;
+}
+
+/** Every address of this host's interfaces, as bytes. Reads os state. */
+export function localAddresses(): Uint8Array[] {
+  return interfaceAddresses().map((a) => a.address);
+}
+
+/** The subnets this host's interfaces are connected to (address masked by its netmask). Reads os state. */
+export function localSubnets(): IpPrefix[] {
+  return interfaceAddresses().map((a) => ({ version: a.version, address: maskAddress(a.address, a.prefixLength), prefixLength: a.prefixLength }));
+}
