@@ -25,7 +25,7 @@ import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
 import { defaultIdleSweeper } from '../masque/connect-udp/idle-sweeper.js';
 import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
-import { IPPROTO } from '../packet/ip-packet.js';
+import { IPPROTO, type PacketInfo } from '../packet/ip-packet.js';
 import { refuse } from '../masque/proxy-status.js';
 import { localSubnets } from '../masque/destination-policy.js';
 import { RouteTable } from '../masque/route-table.js';
@@ -527,8 +527,9 @@ export class Gateway {
   // ---------------------------------------------------------------- data path
 
   /** A client packet that passed every check: observe it and queue it for the TUN. */
-  private readonly onClientPacket = (buf: Uint8Array, off: number, len: number): void => {
-    this.flows.tracker.observe(buf, off, len, Direction.OUT, this.io.clock.now());
+  private readonly onClientPacket = (buf: Uint8Array, off: number, len: number, info: PacketInfo): void => {
+    // The session's parse travels with the packet (the TTL decrement left its offsets valid): no second parse.
+    this.flows.tracker.observeParsed(buf, info, Direction.OUT, this.io.clock.now());
     this.tunWriter.push(buf, off, len);
   };
 

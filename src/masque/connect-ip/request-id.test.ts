@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseAddressAssign } from './address-assign.js';
 import { parseAddressRequest } from './address-request.js';
-import { CAPSULE_ADDRESS_REQUEST, H3_GENERAL_PROTOCOL_ERROR } from './capsule-types.js';
+import { CAPSULE_ADDRESS_REQUEST } from './capsule-types.js';
+import { H3Error } from '../../h3/errors.js';
 import { ConnectIpGatewaySession } from './gateway-session.js';
 import { AddressPool } from '../address-pool.js';
 import { TunnelStreamPair } from '../testing/tunnel-stream-pair.js';
@@ -39,6 +40,6 @@ describe('CONNECT-IP Request ID range', () => {
     pair.gateway.attach(gw);
     gw.start();
     expect(() => gw.onCapsule(CAPSULE_ADDRESS_REQUEST, HUGE_ID_ANY_V4)).not.toThrow();
-    expect(pair.gateway.abortedWith).toBe(H3_GENERAL_PROTOCOL_ERROR);
+    expect(pair.gateway.abortedWith).toBe(H3Error.H3_GENERAL_PROTOCOL_ERROR);
   });
 });
