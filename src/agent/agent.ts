@@ -16,7 +16,8 @@ import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import type { ConnectIpEvent } from '../masque/connect-ip/session-base.js';
 import { connectIp, connectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatIp, formatPrefix, parseIp, prefixCovers, rangesToPrefixes, type IpPrefix } from '../packet/ip-address.js';
-import { clampTcpMss } from '../packet/rewrite.js';
+import { clampTcpMss, clampTcpMssParsed } from '../packet/rewrite.js';
+import { PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import type { QuicConnection } from '../quic/connection.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
 import {
@@ -413,6 +414,9 @@ export class Agent {
 
   // ---------------------------------------------------------------- data path
 
+  /** The parsed view of the outbound packet being handled (reused; the hot path allocates none). */
+  private readonly outInfo = new PacketInfo();
+
   /** Packets from the local network: inspect, clamp MSS, send as HTTP Datagrams. */
   private readonly onTunBatch = (bufs: readonly Buffer[], sizes: Uint32Array, n: number): void => {
     const s = this.session;
@@ -424,12 +428,19 @@ export class Agent {
     const clamp = this.config.mssClamp;
     const mtu = this.tunMtu;
     const now = this.io.clock.now();
+    const pi = this.outInfo;
     for (let i = 0; i < n; i++) {
       const buf = bufs[i]!;
       const len = sizes[i]!;
-      if (clamp) clampTcpMss(buf, TUN_HEADROOM, len, mtu);
+      // Parsed once: the MSS clamp and the flow tracker share this view.
+      const parsed = parseIpPacket(buf, TUN_HEADROOM, len, pi) === 0;
+      if (clamp && parsed) clampTcpMssParsed(buf, pi, mtu);
       // Only what entered the tunnel is telemetry (link-local, too-big… are counted as drops by the session).
-      if (s.sendPacket(buf, TUN_HEADROOM, len) === 0) tracker.observe(buf, TUN_HEADROOM, len, Direction.OUT, now);
+      if (s.sendPacket(buf, TUN_HEADROOM, len) === 0) {
+        // An unparsable packet goes through observe(), which counts its parse failure.
+        if (parsed) tracker.observeParsed(buf, pi, Direction.OUT, now);
+        else tracker.observe(buf, TUN_HEADROOM, len, Direction.OUT, now);
+      }
       // A Packet Too Big about our own packet comes back to us: into the TUN (RFC 9484 §7.2.1).
       else if (s.icmpLength > 0) this.tunWriter?.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
     }

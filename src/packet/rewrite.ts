@@ -58,11 +58,20 @@ const scratch = new PacketInfo();
  */
 export function clampTcpMss(buf: Uint8Array, off: number, len: number, mtuBytes: number): number {
   if (parseIpPacket(buf, off, len, scratch) !== 0) return 0;
-  if (scratch.proto !== IPPROTO.TCP || scratch.isFragment || (scratch.tcpFlags & TCP_FLAG.SYN) === 0) return 0;
-  const limit = mssForMtu(mtuBytes, scratch.ipVersion);
+  return clampTcpMssParsed(buf, scratch, mtuBytes);
+}
+
+/**
+ * {@link clampTcpMss} for a packet the caller already parsed: `pi` is the
+ * result of a successful `parseIpPacket` over `buf` as it is now. The clamp
+ * rewrites two option bytes and the checksum, so `pi` stays valid after it.
+ */
+export function clampTcpMssParsed(buf: Uint8Array, pi: PacketInfo, mtuBytes: number): number {
+  if (pi.proto !== IPPROTO.TCP || pi.isFragment || (pi.tcpFlags & TCP_FLAG.SYN) === 0) return 0;
+  const limit = mssForMtu(mtuBytes, pi.ipVersion);
   if (limit <= 0) return 0;
-  const t = scratch.l4Off;
-  const end = t + scratch.tcpHeaderLen;
+  const t = pi.l4Off;
+  const end = t + pi.tcpHeaderLen;
   let i = t + 20;
   while (i < end) {
     const kind = buf[i]!;
