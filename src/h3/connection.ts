@@ -358,11 +358,6 @@ export class H3Connection implements ReadHost, ControlHost {
     this.maybeFinishDrain();
   }
 
-  /** @internal ControlHost */
-  unknownFrame(): void {
-    this.counters.unknownFramesIgnored++;
-  }
-
   // ---------------------------------------------------------------- sending
 
   /** @internal StreamHost */

@@ -10,6 +10,7 @@ import { H3Error } from './errors.js';
 import { FrameMode, type FrameSink } from './frame-reader.js';
 import { FrameType, StreamType, isReservedH2FrameType } from './frame.js';
 import { parseSettings, type H3Settings } from './settings.js';
+import type { H3Counters } from './counters.js';
 
 /** Largest SETTINGS frame we read. */
 const MAX_CONTROL_FRAME = 4096;
@@ -30,8 +31,8 @@ export interface ControlHost {
   peerGoaway(id: number): void;
   /** The last GOAWAY ID received (Infinity when none). */
   readonly goawayReceived: number;
-  /** Count an unknown frame type ignored (§9). */
-  unknownFrame(): void;
+  /** The connection's counters (unknown frame types ignored, §9). */
+  readonly counters: H3Counters;
 }
 
 /** What a peer unidirectional stream turned out to be. */
@@ -150,7 +151,7 @@ export class ControlStream implements FrameSink {
         host.connError(H3Error.H3_FRAME_UNEXPECTED, `frame 0x${type.toString(16)} on the control stream`);
         return FrameMode.Skip;
       default:
-        host.unknownFrame(); // §9: unknown frame types are ignored
+        host.counters.unknownFramesIgnored++; // §9: unknown frame types are ignored
         return FrameMode.Skip;
     }
   }
