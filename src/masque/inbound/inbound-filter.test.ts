@@ -201,6 +201,30 @@ describe('inbound rules (policy[].inbound)', () => {
     expect(judge(f, craftUdp({ src: B6, dst: 'fd00:a::77', srcPort: 1, dstPort: 2 }), s, 0, rules)).toBe(0);
   });
 
+  it('a rule-admitted flow is tracked: the agent\'s answers pass the outbound policy (isAnswerFromAgent), and the flow continues', () => {
+    const f = new InboundFilter({ maxFlows: 64 });
+    const s = {};
+    const synAck = craftTcp({ src: A, dst: B, srcPort: 8081, dstPort: 40000, seq: 5, ack: 2, flags: SYN | ACK });
+    const isAnswer = (p: Uint8Array, owner: object) => {
+      expect(parseIpPacket(p, 0, p.length, info)).toBe(0);
+      return f.track.isAnswerFromAgent(p, info, owner, 1);
+    };
+    expect(isAnswer(synAck, s)).toBe(false);
+    expect(judge(f, craftTcp({ src: B, dst: A, srcPort: 40000, dstPort: 8081, seq: 1, flags: SYN }), s, 0, rules)).toBe(0);
+    expect(isAnswer(synAck, s)).toBe(true);
+    expect(isAnswer(synAck, {})).toBe(false);
+    // The agent's answer seeds nothing new and moves the admitted flow on; later packets pass as tracked traffic.
+    out(f, synAck, s, 1);
+    expect(f.track.size).toBe(1);
+    expect(judge(f, craftTcp({ src: B, dst: A, srcPort: 40000, dstPort: 8081, seq: 2, ack: 6, flags: ACK }), s, 2)).toBe(0);
+    // An echo request admitted by a rule: the agent's echo reply is an answer.
+    const icmpRules = policyWith(`      - sources: [10.20.0.0/24]
+        protocols: [icmp]`);
+    expect(judge(f, craftIcmp({ src: B, dst: A, type: 8, rest: (3 << 16) | 1 }), s, 3, icmpRules)).toBe(0);
+    expect(isAnswer(craftIcmp({ src: A, dst: B, type: 0, rest: (3 << 16) | 1 }), s)).toBe(true);
+    expect(isAnswer(craftIcmp({ src: A, dst: B, type: 0, rest: (4 << 16) | 1 }), s)).toBe(false);
+  });
+
   it('config: an inbound destination outside the identity\'s prefixes and pools is an error with file:line:col', () => {
     expect(() => policyWith(`      - sources: [10.20.0.0/24]
         prefixes: [10.99.0.0/24]`)).toThrow(/gw\.yaml:8:20: policy\[0\]\.inbound\[0\]\.prefixes\[0\]: expected a prefix inside this identity's advertise list or a pool, got 10\.99\.0\.0\/24/);

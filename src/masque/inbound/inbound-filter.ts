@@ -65,7 +65,10 @@ export class InboundFilter {
       if (this.track.matchIcmpError(buf, p, owner, now) || rules.allowsInbound(buf, p)) return 0;
       return InboundDrop.INBOUND_ICMP_UNTRACKED;
     }
-    if (this.track.matchReturn(buf, p, owner, now) || rules.allowsInbound(buf, p)) return 0;
-    return InboundDrop.INBOUND_UNSOLICITED;
+    if (this.track.matchReturn(buf, p, owner, now)) return 0;
+    if (!rules.allowsInbound(buf, p)) return InboundDrop.INBOUND_UNSOLICITED;
+    // Admitted by a rule: track it, so the agent's answers pass the outbound policy.
+    this.track.admit(buf, p, owner, now);
+    return 0;
   }
 }
