@@ -13,6 +13,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, Lab, REPO_ROOT } from '../../src/lab/lab.js';
+import { metric } from './netns.js';
 
 const root = process.getuid?.() === 0;
 if (!root) console.warn('SKIPPED test/netns/inbound-deny.test.ts: needs root (network namespaces, TUN devices)');
@@ -29,17 +30,6 @@ for (const [type, host] of [['udp4', '0.0.0.0'], ['udp6', '::']]) {
 }
 net.createServer((c) => { console.log('tcp ' + c.remoteAddress); c.end('inbound-ok\\n'); }).listen(8081, '::');
 `;
-
-/** Sum of a metric's samples whose label set contains every `labels` pair. */
-function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
 
 /** The inbound rule the allow test adds to cluster-a's policy entry. */
 const ALLOW = `    inbound:
