@@ -1,7 +1,8 @@
 /**
- * Per-identity gateway policy compiled from `policy:` in gateway.yaml: a
- * pure, allocation-free decision "may this identity send this packet", plus
- * which prefixes it may advertise. Default deny.
+ * Per-identity gateway policy compiled from `policy:` in gateway.yaml: pure,
+ * allocation-free decisions "may this identity send this packet" and "may
+ * this packet from the network open a flow toward it" (`inbound`), plus
+ * which prefixes it may advertise. Default deny both ways.
  */
 import { formatPrefix, prefixContains, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import type { PolicyEntry } from './schema.js';
