@@ -185,7 +185,7 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
       return;
     }
     if (v === 6 && this.handleLinkIcmp6(buf, off, len)) return;
-    // Issue #12 item 8: only packets for us, from where this session may talk to (or ICMP errors about what we sent there).
+    // Issue #12 item 8: only packets for us from where this session may talk to (ICMP errors: back to the sender they quote).
     const pr = parseIpPacket(buf, off, len, this.info);
     if (pr !== DropReason.NONE && pr !== DropReason.FRAGMENT && pr !== DropReason.UNSUPPORTED_PROTO) {
       this.counters.drops[ConnectIpDrop.MALFORMED_IP]++;
