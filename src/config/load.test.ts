@@ -47,6 +47,10 @@ describe('config: example files', () => {
     expect(txt(c.telemetry.workloads.find((w) => w.name === 'web')?.prefix)).toBe('10.20.0.2/32');
     expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9090 });
     expect(c.connectUdp.targets[0]).toEqual({ host: '10.20.0.2', ports: [{ from: 7, to: 7 }, { from: 53, to: 53 }] });
+    // Inbound default-deny (#12 item 8): one rule for cluster-a, the connection table's settings.
+    expect(c.policy[0]!.inbound.map((r) => [r.sources.map(formatPrefix), r.prefixes?.map(formatPrefix), r.protocols, r.ports])).toEqual([[['10.20.0.5/32'], ['10.10.0.2/32'], ['tcp'], [{ from: 9100, to: 9100 }]]]);
+    expect(c.policy[1]!.inbound).toEqual([]);
+    expect(c.inboundTracking).toEqual({ maxFlows: 65_536, timeouts: { udpStreamMs: 120_000 } });
   });
 
   it('config/agent.yaml parses with every section', () => {
@@ -188,7 +192,7 @@ describe('config: errors name file:line:col, key path and what was expected', ()
 describe('config: unknown keys are errors', () => {
   it('at the top level, listing the allowed keys', () => {
     expect(gwError(`${GW_BASE}colour: blue\n`)).toBe(
-      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, advertise, policy, connectUdp, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
+      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, advertise, policy, inboundTracking, connectUdp, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
   });
 
   it('nested, with a did-you-mean for near misses', () => {

@@ -4,7 +4,7 @@
  * docs/configuration.md describes each field.
  */
 import { z } from 'zod';
-import type { IpPrefix } from '../packet/ip-address.js';
+import { formatPrefix, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import {
   filePath, logPath, hostName, hostPort, intIn, interfaceName, ipPrefix, nonEmptyList, nonEmptyString, numberIn, portNumber, portSpec,
 } from './values.js';
@@ -100,6 +100,34 @@ const allowRuleSchema = z.strictObject({
   ports: z.array(portSpec).min(1, { error: 'expected at least one port (omit the key for all ports)' }).optional(),
 });
 
+/**
+ * An inbound rule (issue #12 item 8): traffic from these source prefixes of
+ * the gateway's network may open flows toward the identity's own prefixes
+ * (advertised site prefixes or leased addresses), with these protocols and
+ * destination ports. Return traffic of flows the agent opened needs no rule.
+ */
+const inboundRuleSchema = z.strictObject({
+  sources: nonEmptyList(ipPrefix(), 'source prefix'),
+  /** Destination prefixes, each inside the identity's `advertise` or a pool; absent means all of the identity's prefixes. */
+  prefixes: nonEmptyList(ipPrefix(), 'destination prefix (omit the key for all of the identity\'s prefixes)').optional(),
+  protocols: z.array(z.enum(POLICY_PROTOCOLS)).min(1, { error: 'expected at least one protocol' }).default(['any']),
+  /** Destination ports for TCP and UDP; absent means all ports. */
+  ports: z.array(portSpec).min(1, { error: 'expected at least one port (omit the key for all ports)' }).optional(),
+});
+
+/** `inboundTracking` (gateway): the connection table behind the inbound default-deny. Read at start. */
+const inboundTrackingSchema = z.strictObject({
+  maxFlows: intIn(1, 10_000_000, 'a flow count').default(65_536),
+  timeouts: z.strictObject({
+    tcpOpeningMs: ms(1_000, DAY_MS).optional(),
+    tcpEstablishedMs: ms(1_000, 30 * DAY_MS).optional(),
+    tcpClosingMs: ms(1_000, DAY_MS).optional(),
+    udpMs: ms(1_000, DAY_MS).optional(),
+    udpStreamMs: ms(1_000, DAY_MS).optional(),
+    icmpMs: ms(1_000, DAY_MS).optional(),
+  }).prefault({}),
+}).prefault({});
+
 /** Per-identity policy (gateway): what an authenticated client may reach and advertise. Default deny. */
 const policyEntrySchema = z.strictObject({
   /** Exact identity (SPIFFE URI SAN or token identity), or a prefix ending in `*`. */
@@ -107,6 +135,8 @@ const policyEntrySchema = z.strictObject({
   allow: z.array(allowRuleSchema).default([]),
   /** Prefixes this identity may advertise with ROUTE_ADVERTISEMENT (site-to-site); packets from them pass the source check. */
   advertise: z.array(ipPrefix()).default([]),
+  /** What the gateway's network may open toward this identity's prefixes; default none (return traffic only). */
+  inbound: z.array(inboundRuleSchema).default([]),
 });
 
 /**
@@ -184,6 +214,7 @@ export function gatewaySchema(baseDir: string) {
     /** Prefixes behind the gateway, advertised to agents (filtered by each identity's policy). */
     advertise: z.array(ipPrefix()).default([]),
     policy: z.array(policyEntrySchema).default([]),
+    inboundTracking: inboundTrackingSchema,
     connectUdp: gatewayConnectUdpSchema,
     tun: tunSchema,
     maxSessions: intIn(1, 1_000_000, 'a session count').default(1024),
@@ -217,6 +248,13 @@ export function gatewaySchema(baseDir: string) {
     if (c.pools.ipv4 === undefined && c.pools.ipv6 === undefined) {
       ctx.addIssue({ code: 'custom', path: ['pools'], message: 'expected at least one of "ipv4" or "ipv6"' });
     }
+    // An inbound rule opens only the identity's own prefixes: its advertised site prefixes or pool (leased) addresses.
+    const pools = [c.pools.ipv4, c.pools.ipv6].filter((p) => p !== undefined);
+    c.policy.forEach((e, i) => e.inbound.forEach((r, j) => r.prefixes?.forEach((p, k) => {
+      if (![...e.advertise, ...pools].some((o) => prefixCovers(o, p))) {
+        ctx.addIssue({ code: 'custom', path: ['policy', i, 'inbound', j, 'prefixes', k], message: `expected a prefix inside this identity's advertise list or a pool, got ${formatPrefix(p)}` });
+      }
+    })));
   });
 }
 
@@ -289,3 +327,5 @@ export type AgentConfig = z.output<ReturnType<typeof agentSchema>>;
 export type WorkloadEntry = GatewayConfig['telemetry']['workloads'][number];
 /** One per-identity policy entry. */
 export type PolicyEntry = GatewayConfig['policy'][number];
+/** One inbound rule of a policy entry. */
+export type InboundRuleEntry = PolicyEntry['inbound'][number];

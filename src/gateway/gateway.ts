@@ -27,6 +27,7 @@ import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import { IPPROTO, type PacketInfo } from '../packet/ip-packet.js';
 import { refuse } from '../masque/proxy-status.js';
+import { INBOUND_DROP_NAMES, InboundDrop, InboundFilter } from '../masque/inbound/inbound-filter.js';
 import { localSubnets } from '../masque/destination-policy.js';
 import { RouteTable } from '../masque/route-table.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
@@ -43,6 +44,7 @@ import { TokenTable } from './auth.js';
 import { reviewSession, udpTargetAllowed } from './reload.js';
 import { SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
 import { gatewayStatus } from './status.js';
+import { registerInboundMetrics } from './inbound-metrics.js';
 
 /** Gateway-level drop reasons (packets read from the TUN). */
 const GW_DROP_NO_ROUTE = 'no_route';
@@ -73,6 +75,10 @@ export class Gateway {
   private readonly tunWriter: TunWriter;
   private readonly noRouteId: number;
   private readonly linkLocalId: number;
+  /** Inbound default-deny (#12 item 8): flows agents opened, and the verdict on packets toward them. */
+  private readonly inbound: InboundFilter;
+  /** Drop-reason ids by {@link InboundDrop} code. */
+  private readonly inboundDropIds: Int32Array;
   /** The daemon's one once-a-second tick (flow timeouts, live flow counters, tunnel counters). */
   private readonly tick: ClockTimer;
   private nextSessionId = 1;
@@ -108,6 +114,9 @@ export class Gateway {
     this.tunWriter = new TunWriter(tun, 65_535, (n) => telemetry.metrics.drop(dropId, n));
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
     this.linkLocalId = telemetry.metrics.dropReasonId(GW_DROP_LINK_LOCAL);
+    this.inbound = new InboundFilter(config.inboundTracking);
+    this.inboundDropIds = Int32Array.from(INBOUND_DROP_NAMES, (n, i) => (i === 0 ? -1 : telemetry.metrics.dropReasonId(n)));
+    registerInboundMetrics(telemetry.registry, this.inbound.track);
     this.tick = io.clock.every(1000, () => this.onTick());
     new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
   }
@@ -275,7 +284,11 @@ export class Gateway {
     let gs: GwSession | null = null;
     const log = this.io.log;
     const result = await acceptConnectIp(req, {}, () => ({
-      onPacket: this.onClientPacket,
+      onPacket: (buf, off, len, info) => {
+        // Return traffic of what the agent sends is admitted inbound (owner: this session).
+        if (gs !== null) this.inbound.track.seed(buf, info, gs, this.io.clock.now());
+        this.onClientPacket(buf, off, len, info);
+      },
       onEvent: (e) => {
         if (gs === null) return;
         if (e.type === 'routes' || e.type === 'addresses-granted') void this.syncKernelRoutes(gs);
@@ -290,7 +303,8 @@ export class Gateway {
       leaseOwner: identity,
       advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
       forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
-      policy: (buf, info) => gs !== null && gs.policy.allowsPacket(buf, info),
+      // Answers on flows an inbound rule admitted (e.g. a SYN-ACK to an ephemeral port) pass too (#12 item 8).
+      policy: (buf, info) => gs !== null && (gs.policy.allowsPacket(buf, info) || this.inbound.track.isAnswerFromAgent(buf, info, gs, this.io.clock.now())),
     }));
     if (!(result instanceof ConnectIpGatewaySession)) {
       log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-IP refused');
@@ -402,6 +416,7 @@ export class Gateway {
     gs.sync.close();
     if (gs.ip) {
       this.routes.removeAll(gs.ip);
+      this.inbound.track.forget(gs);
       // While stopping, closing the TUN removes every route through it at once.
       if (!this.stopping) void this.kernelRoutes.set(gs, []);
     }
@@ -450,6 +465,7 @@ export class Gateway {
   /** The one tick: flow timeouts and live flow counters, then tunnel counters. */
   private onTick(): void {
     this.flows.tick(this.io.clock.now());
+    this.inbound.track.onTimeout(this.io.clock.now());
     for (const gs of this.reg.sessions()) this.syncSession(gs);
     this.driveSessionTimers();
   }
@@ -543,8 +559,10 @@ export class Gateway {
 
   /**
    * One packet from the gateway's network (TUN → session): the inbound
-   * decision point. Today: longest-prefix match over assigned addresses and
-   * advertised site routes, then the session's own checks (size, scope).
+   * decision point. Longest-prefix match over assigned addresses and
+   * advertised site routes, then the inbound default-deny (#12 item 8:
+   * return traffic of flows the agent opened, or what the identity's
+   * `inbound` rules allow), then the session's own checks (size, scope).
    * The packet is bufs[i][TUN_HEADROOM, TUN_HEADROOM + len), borrowed for the call.
    */
   private forwardFromNetwork(buf: Buffer, len: number, now: number): void {
@@ -554,8 +572,18 @@ export class Gateway {
       this.telemetry.metrics.drop(isLinkScopeDestination(buf, TUN_HEADROOM, len) ? this.linkLocalId : this.noRouteId);
       return;
     }
+    const gs = this.reg.byIp.get(s);
+    const verdict = gs === undefined ? InboundDrop.INBOUND_UNSOLICITED : this.inbound.judge(buf, TUN_HEADROOM, len, gs, gs.policy, now);
+    if (verdict !== 0) {
+      this.telemetry.metrics.drop(this.inboundDropIds[verdict]!);
+      return;
+    }
     // Only what entered the tunnel is telemetry (too-big, link-local… are counted as drops by the session).
-    if (s.sendToClient(buf, TUN_HEADROOM, len) === 0) this.flows.tracker.observe(buf, TUN_HEADROOM, len, Direction.IN, now);
+    // The filter's parse travels on (the TTL decrement leaves its offsets valid).
+    if (s.sendToClient(buf, TUN_HEADROOM, len) === 0) {
+      if (this.inbound.parsed) this.flows.tracker.observeParsed(buf, this.inbound.info, Direction.IN, now);
+      else this.flows.tracker.observe(buf, TUN_HEADROOM, len, Direction.IN, now);
+    }
     // Packet Too Big for return traffic goes to the gateway's own network (RFC 9484 §7.2.1).
     else if (s.icmpLength > 0) this.tunWriter.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
   }

@@ -1,6 +1,7 @@
 /**
  * `npm run demo`: two clusters in network namespaces joined by mtun, real
- * traffic through the tunnel (ping, curl, iperf3, UDP echo), and both ends'
+ * traffic through the tunnel (ping, curl, iperf3, UDP echo), a policy
+ * denial and an unsolicited cluster B → A packet denied, and both ends'
  * flow telemetry printed side by side. Tears everything down on exit and on
  * Ctrl-C. Root only.
  */
@@ -97,6 +98,14 @@ async function main(): Promise<void> {
     const denied = await lab.exec('client', 'curl', ['-s', '--max-time', '2', `http://${LAB.server.v4}:8080/`]);
     say(`curl to port 8080 (not in policy): ${denied.code === 0 ? 'unexpectedly allowed' : 'dropped by the gateway, as configured'}`);
 
+    // Inbound default-deny (issue #12 item 8): cluster B may answer the client, not open flows to it.
+    const unsolicited = async () => sum(await lab.metrics('gw'), 'mtun_tunnel_dropped_packets_total', 'reason="inbound_unsolicited"');
+    const before = await unsolicited();
+    await lab.exec('server', 'sh', ['-c', `printf unsolicited | socat -u - UDP:${LAB.client.v4}:9999`]);
+    const syn = await lab.exec('server', 'curl', ['-s', '--max-time', '2', `http://${LAB.client.v4}:8081/`]);
+    const dropped = (await unsolicited()) - before;
+    say(`server → client UDP + TCP SYN (unsolicited, cluster B → A): ${dropped > 0 && syn.code !== 0 ? `dropped by the gateway's inbound default-deny (${dropped} packets counted as inbound_unsolicited)` : 'NOT dropped'}`);
+
     say('\nwaiting for flows to close (FIN handshakes, UDP idle) …');
     await lab.waitFor(() => countClosed(lab.flowLog('agent')) >= 4 && countClosed(lab.flowLog('gateway')) >= 4, 20_000, 'flow records').catch(() => undefined);
     await new Promise((r) => setTimeout(r, 1500));
@@ -122,9 +131,10 @@ function countClosed(lines: readonly FlowLogLine[]): number {
   return lines.filter((l) => l.event === 'flow_close' && (l.protocol === 'tcp' || l.protocol === 'udp')).length;
 }
 
-function sum(text: string, name: string): number {
+/** Sum of a metric's samples (those whose labels contain `label`, when given). */
+function sum(text: string, name: string, label = ''): number {
   let s = 0;
-  for (const line of text.split('\n')) if (line.startsWith(name + '{')) s += Number(line.slice(line.lastIndexOf(' ') + 1));
+  for (const line of text.split('\n')) if (line.startsWith(name + '{') && line.includes(label)) s += Number(line.slice(line.lastIndexOf(' ') + 1));
   return s;
 }
 

@@ -124,3 +124,14 @@ export function cleanupAll(): void {
 export function warnIfNotRoot(what: string): void {
   if (!isRoot()) console.warn(`SKIP ${what}: needs root (network namespaces, TUN devices)`);
 }
+
+/** Sum of a Prometheus metric's samples (text exposition) whose label set contains every `labels` pair. */
+export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}

@@ -228,6 +228,36 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     expect(agent.state).toBe('open'); // the reload kept the tunnel
   }, 30_000);
 
+  it('inbound default-deny (#12 item 8): unsolicited packets from network B are dropped and counted; return traffic and inbound rules (reload) pass', async () => {
+    const atun = agentTuns.opened[0]!;
+    const gtun = gwTuns.opened[0]!;
+    const fromNet: Buffer[] = [];
+    gtun.onPacket((p) => fromNet.push(p));
+    const fromGw: Buffer[] = [];
+    atun.onPacket((p) => fromGw.push(p));
+    const unsolicited = () => metric(gateway.adminUrl!, 'mtun_tunnel_dropped_packets_total', { reason: 'inbound_unsolicited' });
+    const fromB = (srcPort: number, dstPort: number) => craftUdp({ src: '10.20.0.7', dst: '10.10.0.5', srcPort, dstPort, payload: Buffer.from('b') });
+    const before = await unsolicited();
+    gtun.inject(fromB(4444, 9999));
+    gtun.inject(craftTcp({ src: '10.20.0.7', dst: '10.10.0.5', srcPort: 4444, dstPort: 22, seq: 1, flags: 0x02 }));
+    await until(async () => (await unsolicited()) >= before + 2, 5_000, 'the unsolicited drops to be counted');
+    expect(fromGw).toHaveLength(0);
+    // Once the agent side opened the flow, the same datagram is its return traffic.
+    atun.inject(craftUdp({ src: '10.10.0.5', dst: '10.20.0.7', srcPort: 9999, dstPort: 4444 }));
+    await until(() => fromNet.length === 1, 5_000, 'the agent-opened datagram');
+    gtun.inject(fromB(4444, 9999));
+    await until(() => fromGw.length === 1, 5_000, 'the return datagram');
+    // An inbound rule admits what it names, applied by reload.
+    const withRule = gwConfigText(true).replace('    advertise: [10.10.0.0/24]\n', '    advertise: [10.10.0.0/24]\n    inbound: [{sources: [10.20.0.0/24], protocols: [udp], ports: [9998]}]\n');
+    gateway.reload(parseGatewayConfig(withRule, join(dir, 'gateway.yaml'), dir));
+    gtun.inject(fromB(4445, 9998));
+    await until(() => fromGw.length === 2, 5_000, 'the datagram an inbound rule allows');
+    gateway.reload(gwConfig(true));
+    gtun.inject(fromB(4446, 9998));
+    await until(async () => (await unsolicited()) >= before + 3, 5_000, 'the drop after the rule is gone');
+    expect(fromGw).toHaveLength(2);
+  }, 30_000);
+
   it('drains on stop (GOAWAY), and the agent reconnects to a restarted gateway', async () => {
     const t0 = Date.now();
     await gateway.stop();
