@@ -50,6 +50,8 @@ const GW_DROP_NO_ROUTE = 'no_route';
 const GW_DROP_LINK_LOCAL = 'link_local';
 /** How long stop() waits for agents to close their connections after GOAWAY before closing them itself. */
 export const GATEWAY_DRAIN_DEADLINE_MS = 2_000;
+/** TLS session ticket keys are replaced this often (and on every reload), so a stolen ticket key opens little (#12 item 5). */
+export const TICKET_KEY_ROTATION_MS = 3_600_000;
 
 /** Link-local destination (IPv4 169.254/16, IPv6 fe80::/10 or ff02::/16): stays on the gateway. Allocation-free. */
 function isLinkScopeDestination(buf: Uint8Array, off: number, len: number): boolean {
@@ -76,6 +78,7 @@ export class Gateway {
   /** The daemon's one once-a-second tick (flow timeouts, live flow counters, tunnel counters). */
   private readonly tick: ClockTimer;
   private nextSessionId = 1;
+  private ticketKeyRotatedAt: number;
   private admin: AdminServer | null = null;
   private stopping = false;
   private failure: Error | null = null;
@@ -90,6 +93,7 @@ export class Gateway {
     private readonly telemetry: Telemetry,
   ) {
     this.startedAt = io.clock.now();
+    this.ticketKeyRotatedAt = this.startedAt;
     this.policy = compilePolicy(config.policy);
     this.tokens = TokenTable.fromConfig(config);
     this.kernelRoutes = new RouteSync(tun.name, io.kernel, io.clock, io.log, 'routes to agent sites');
@@ -139,7 +143,7 @@ export class Gateway {
           keyPem,
           clientCaPem: config.tls.requireClientCert ? caPem : undefined,
           statelessResetKey: derivedKey(keyPem, 'mtun stateless reset v1'),
-          ticketKey: derivedKey(keyPem, 'mtun ticket key v1').subarray(0, 48),
+          // No ticketKey: random per process, rotated on reload and every TICKET_KEY_ROTATION_MS (#12 item 5).
           onConnection: (c) => gw!.onConnection(c),
         },
         // The connection's idle timeout is the smaller of both ends' (RFC 9000 §10.1): leave room for 3 agent keepalives.
@@ -449,7 +453,11 @@ export class Gateway {
 
   /** The one tick: flow timeouts and live flow counters, then tunnel counters. */
   private onTick(): void {
-    this.flows.tick(this.io.clock.now());
+    const now = this.io.clock.now();
+    this.flows.tick(now);
+    // A connection lives no longer than its client certificate (#12 item 5).
+    for (const x of this.endpoint.closeExpiredPeers(now)) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: x.conn.peerIdentity?.subject, reason: x.reason }, 'closing agent connection: certificate expired');
+    if (now - this.ticketKeyRotatedAt >= TICKET_KEY_ROTATION_MS) this.rotateTicketKey(now);
     for (const gs of this.reg.sessions()) this.syncSession(gs);
     this.driveSessionTimers();
   }
@@ -465,7 +473,10 @@ export class Gateway {
 
   /**
    * SIGHUP: re-reads the certificate, key and client CA (for new
-   * connections), the policy, the tokens and `connectUdp.targets`. Every open
+   * connections; `requireClientCert` applies to them too), the policy, the
+   * tokens and `connectUdp.targets`, and rotates the TLS ticket key. When the
+   * client CA changed, connections it no longer admits are closed
+   * ({@link QuicEndpoint.updateServerTls}, #12 items 4 and 5). Every open
    * session is reviewed ({@link reviewSession}): kept with its new policy and
    * advertised routes, or closed with the reason logged. Throws, changing
    * nothing, when the new TLS material or a token file does not load.
@@ -479,7 +490,9 @@ export class Gateway {
     };
     const policy = compilePolicy(config.policy);
     const tokens = TokenTable.fromConfig(config);
-    this.endpoint.updateServerTls(tls);
+    const revoked = this.endpoint.updateServerTls(tls, this.io.clock.now());
+    for (const x of revoked) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: x.conn.peerIdentity?.subject ?? null, reason: x.reason }, 'closing agent connection on reload: client CA changed');
+    this.rotateTicketKey(this.io.clock.now());
     this.policy = policy;
     this.tokens = tokens;
     this.config = {
@@ -508,7 +521,13 @@ export class Gateway {
       gs.ip?.reevaluateClientRoutes();
     }
     this.endpoint.flush();
-    this.io.log.info({ identities: config.policy.length, closedSessions: closed }, 'certificates, policy and tokens reloaded');
+    this.io.log.info({ identities: config.policy.length, closedSessions: closed, revokedConnections: revoked.length }, 'certificates, policy and tokens reloaded');
+  }
+
+  /** New TLS session ticket key: tickets issued before no longer resume (a full handshake re-checks the client). */
+  private rotateTicketKey(now: number): void {
+    this.endpoint.rotateTicketKey();
+    this.ticketKeyRotatedAt = now;
   }
 
   /** The /status document. */

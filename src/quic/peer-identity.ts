@@ -16,6 +16,8 @@ export interface PeerIdentity {
   readonly spiffeId: string | null;
   /** Subject distinguished name of the leaf, for logs. */
   readonly subject: string;
+  /** Earliest notAfter (ms since the epoch) of the certificates presented: the connection may live until then (#12 item 5). */
+  readonly notAfterMs: number;
 }
 
 /**
@@ -37,5 +39,13 @@ export function peerIdentityFromChain(chain: readonly Uint8Array[] | null): Peer
     for (const n of san.names.items) if (n.type === 'url') uris.push(n.value);
   }
   const spiffeId = uris.find((u) => u.startsWith('spiffe://')) ?? null;
-  return { uris, spiffeId, subject: cert.subject };
+  let notAfterMs = cert.notAfter.getTime();
+  for (let i = 1; i < chain.length; i++) {
+    try {
+      notAfterMs = Math.min(notAfterMs, new x509.X509Certificate(chain[i]).notAfter.getTime());
+    } catch {
+      // An unparsable intermediate cannot have verified; the leaf's expiry stands.
+    }
+  }
+  return { uris, spiffeId, subject: cert.subject, notAfterMs };
 }
