@@ -41,7 +41,7 @@ import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from 
 import { admitConnect } from './admit-connect.js';
 import { TokenTable } from './auth.js';
 import { reviewSession, udpTargetAllowed } from './reload.js';
-import { SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
+import { routeConflictVerdict, SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
 import { gatewayStatus } from './status.js';
 
 /** Gateway-level drop reasons (packets read from the TUN). */
@@ -291,6 +291,7 @@ export class Gateway {
       routes: this.advertisedRoutes(policy),
       routeTable: this.routes,
       acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(p),
+      resolveRouteConflict: (p, owners) => this.supersede(identity, p, owners),
       leaseOwner: identity,
       advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
       forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
@@ -304,6 +305,27 @@ export class Gateway {
     gs = this.addSession(gc, 'connect-ip', identity, token, policy, result, null, null, null);
     // Capsules that arrived with the request were handled before gs existed: sync routes now.
     void this.syncKernelRoutes(gs);
+  }
+
+  /**
+   * An advertised prefix of `identity` overlaps `owners`' routes: closes them
+   * and returns true when {@link routeConflictVerdict} says the new session
+   * supersedes them (all of the same identity), else false.
+   */
+  private supersede(identity: string, prefix: IpPrefix, owners: readonly ConnectIpGatewaySession[]): boolean {
+    const old: GwSession[] = [];
+    for (const o of owners) {
+      const g = this.reg.byIp.get(o);
+      if (g === undefined) return false;
+      old.push(g);
+    }
+    if (routeConflictVerdict(identity, old.map((g) => g.identity)) !== 'supersede') return false;
+    for (const g of old) {
+      this.reg.superseded++;
+      this.io.log.warn({ session: g.id, identity, remote: g.gc.remote, prefix: formatPrefix(prefix) }, 'session superseded: a new session of the same identity claims its routes');
+      g.ip!.close();
+    }
+    return true;
   }
 
   private async acceptUdp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null): Promise<void> {
@@ -405,11 +427,24 @@ export class Gateway {
     this.syncSession(gs);
     gs.sync.close();
     if (gs.ip) {
+      if (this.routes.prefixes(gs.ip).length > 0) this.retryRouteConflicts();
       this.routes.removeAll(gs.ip);
       // While stopping, closing the TUN removes every route through it at once.
       if (!this.stopping) void this.kernelRoutes.set(gs, []);
     }
     this.io.log.info({ session: gs.id, kind: gs.kind, identity: gs.identity }, 'session closed');
+  }
+
+  /**
+   * Routes left the table: sessions whose last advertisement was refused in
+   * part as `route-conflict` apply it again (after the current event, and
+   * within their advertisement rate), so prefixes whose owner went away are
+   * not left unrouted until the agent happens to advertise again.
+   */
+  private retryRouteConflicts(): void {
+    queueMicrotask(() => {
+      for (const s of this.reg.sessions()) if (s.ip !== null && s.ip.routeConflicts > 0) s.ip.reevaluateClientRoutes();
+    });
   }
 
   /**
