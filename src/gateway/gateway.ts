@@ -124,17 +124,20 @@ export class Gateway {
    */
   static async start(config: GatewayConfig, io: DaemonIo): Promise<Gateway> {
     let tun: OwnedTun | null = null;
+    let opening: Promise<OwnedTun> | null = null;
     try {
       const certPem = readFileSync(config.tls.cert, 'utf8');
       const keyPem = readFileSync(config.tls.key, 'utf8');
       const caPem = config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined;
       const poolRoutes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined).map(formatPrefix);
-      tun = await io.openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, routes: poolRoutes, offload: config.tun.offload, txQueueLen: config.tun.txQueueLen });
+      // The TUN's `ip` run and the telemetry set-up overlap (restart time, docs/RELIABILITY.md).
+      opening = io.openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, routes: poolRoutes, offload: config.tun.offload, txQueueLen: config.tun.txQueueLen });
       const telemetry = new Telemetry({
         reporter: 'gateway',
         workloads: config.telemetry.workloads,
         flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
       });
+      tun = await opening;
       let gw: Gateway | null = null;
       const endpoint = new QuicEndpoint({
         socket: io.udp,
@@ -169,7 +172,7 @@ export class Gateway {
       return gw;
     } catch (e) {
       io.udp.close();
-      tun?.close();
+      (tun ?? (await opening?.catch(() => null)))?.close();
       throw e;
     }
   }

@@ -39,3 +39,21 @@ describe('peer chain re-check after a client CA reload (#12 item 5, RFC 5280 §6
     expect(peerRejection(true, [der(leafA.certPem)], anchors, now)).toBeNull();
   });
 });
+
+describe('peerIdentityFromChain reads SANs with node:crypto (RFC 5280 §4.2.1.6)', async () => {
+  const { peerIdentityFromChain, uriSans } = await import('./peer-identity.js');
+  const ca = await createDevCa('CA');
+
+  it('returns URI SANs in order, the SPIFFE ID, the subject and notAfter', async () => {
+    const c = await issueClientCert(ca, ID);
+    const id = peerIdentityFromChain([der(c.certPem)])!;
+    expect(id).toMatchObject({ uris: [ID], spiffeId: ID, subject: 'CN=agent, O=mtun development' });
+    expect(id.notAfterMs).toBe(Date.parse(new X509Certificate(c.certPem).validTo));
+  });
+
+  it('decodes values node:crypto quotes (separators, quotes) and skips other name types', () => {
+    expect(uriSans('URI:"spiffe://td/ns/a\\u002cb/sa/\\"q\\"", DNS:x.test, IP Address:0:0:0:0:0:0:0:1, URI:spiffe://td/x')).toEqual(['spiffe://td/ns/a,b/sa/"q"', 'spiffe://td/x']);
+    expect(uriSans(undefined)).toEqual([]);
+    expect(uriSans('DNS:localhost, IP Address:127.0.0.1')).toEqual([]);
+  });
+});
