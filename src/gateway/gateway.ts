@@ -39,6 +39,7 @@ import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 import { admitConnect } from './admit-connect.js';
+import { openTimeoutRefusal, type OpenPhase } from './open-timeout.js';
 import { TokenTable } from './auth.js';
 import { reviewSession, udpTargetAllowed } from './reload.js';
 import { routeConflictVerdict, SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
@@ -97,9 +98,11 @@ export class Gateway {
     this.policy = compilePolicy(config.policy);
     this.tokens = TokenTable.fromConfig(config);
     this.kernelRoutes = new RouteSync(tun.name, io.kernel, io.clock, io.log, 'routes to agent sites');
+    const lease = (prefix: IpPrefix, minPrefixLength: number) =>
+      new AddressPool({ prefix: formatPrefix(prefix), minPrefixLength, maxLeasesPerOwner: config.pools.maxLeasesPerIdentity });
     this.pools = {
-      v4: config.pools.ipv4 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv4) }) : undefined,
-      v6: config.pools.ipv6 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv6) }) : undefined,
+      v4: config.pools.ipv4 ? lease(config.pools.ipv4, config.pools.minPrefixLength.ipv4) : undefined,
+      v6: config.pools.ipv6 ? lease(config.pools.ipv6, config.pools.minPrefixLength.ipv6) : undefined,
     };
     this.poolPrefixes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined);
     this.flows = new DaemonFlows({
@@ -299,6 +302,8 @@ export class Gateway {
       advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
       forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
       policy: (buf, info) => gs !== null && gs.policy.allowsPacket(buf, info),
+      ...this.config.masque,
+      nowMs: () => this.io.clock.now(),
     }));
     if (!(result instanceof ConnectIpGatewaySession)) {
       log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-IP refused');
@@ -352,20 +357,25 @@ export class Gateway {
     let chosen: Uint8Array | null = null;
     // The whole open (resolve + connect) has a deadline: past it the request gets 504 and the slot is released.
     let timedOut = false;
+    let phase: OpenPhase = 'connecting';
     const deadline = this.io.clock.after(cu.openTimeoutMs, () => {
       timedOut = true;
       if (!req.settled) {
-        const r = refuse(504, 'dns_timeout', `opening the target took longer than ${cu.openTimeoutMs} ms`);
+        const r = openTimeoutRefusal(phase, cu.openTimeoutMs);
         req.reject(r.status, [['proxy-status', r.proxyStatus]]);
       }
     });
+    const resolver = resolverWithTimeout(cu.resolveTimeoutMs);
     let result: Awaited<ReturnType<typeof acceptConnectUdp>>;
     try {
       result = await acceptConnectUdp(req, {}, {
         allow: cu.allowLocalTargets ? { loopback: true, linkLocal: true, multicast: true, broadcast: true } : undefined,
         idleTimeoutMs: cu.idleTimeoutMs,
         sweeper: defaultIdleSweeper(),
-        resolve: resolverWithTimeout(cu.resolveTimeoutMs),
+        resolve: (host) => {
+          phase = 'resolving';
+          return resolver(host).finally(() => (phase = 'connecting'));
+        },
         // Re-read the policy here: a SIGHUP during resolution applies. The first address allowed is the one opened.
         vetAddress: (_v, address, port) => {
           const p = this.policy.forIdentity(identity);
@@ -500,9 +510,9 @@ export class Gateway {
     this.driveSessionTimers();
   }
 
-  /** Sans-IO session timers (deferred ROUTE_ADVERTISEMENTs, §7.2 probes): due ones fire, on the sessions' clock (performance.now). */
+  /** Sans-IO session timers (deferred ROUTE_ADVERTISEMENTs, §7.2 probes): due ones fire, on the injected clock the sessions are given. */
   private driveSessionTimers(): void {
-    const now = performance.now();
+    const now = this.io.clock.now();
     for (const gs of this.reg.sessions()) {
       const due = gs.ip?.nextTimeoutMs() ?? -1;
       if (due >= 0 && due <= now) gs.ip!.onTimeout(now);
@@ -541,6 +551,7 @@ export class Gateway {
       advertise: config.advertise,
       maxSessionsPerIdentity: config.maxSessionsPerIdentity,
       connectUdp: config.connectUdp,
+      masque: config.masque,
     };
     let closed = 0;
     for (const gs of [...this.reg.sessions()]) {
