@@ -5,7 +5,7 @@
  * key is random per process and rotated); a reload that rotates the client CA
  * closes the connections the new CA does not vouch for.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -18,7 +18,7 @@ import { attachH3 } from '../../src/h3/quic-binding.js';
 import { QuicEndpoint } from '../../src/quic/endpoint.js';
 import { CRYPTO_ERROR_CERTIFICATE_REVOKED } from '../../src/quic/quiche.js';
 import { MemoryTun } from '../../src/tun/memory-tun.js';
-import { getPki, whenClosed } from './quic-harness.js';
+import { whenClosed, writePkiFiles } from './quic-harness.js';
 import { MemoryNet } from './quic-memory-udp.js';
 
 const AGENT_ID = 'spiffe://mesh.test/ns/default/sa/agent';
@@ -62,11 +62,7 @@ admin: {enabled: false}
   };
 
   beforeAll(async () => {
-    const pki = await getPki();
-    writeFileSync(join(dir, 'ca.pem'), pki.ca.certPem);
-    writeFileSync(join(dir, 'other-ca.pem'), pki.otherCa.certPem);
-    writeFileSync(join(dir, 'gw.pem'), pki.server.certPem);
-    writeFileSync(join(dir, 'gw-key.pem'), pki.server.keyPem);
+    const pki = await writePkiFiles(dir);
     client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
   });
   afterAll(() => {

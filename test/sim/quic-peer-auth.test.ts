@@ -16,6 +16,16 @@ afterEach(() => {
   h = new Harness();
 });
 
+/** A server requiring client certificates from the test CA, and one authenticated connection to it, announced. */
+async function mtlsConnection() {
+  const p = await getPki();
+  const { ep: server, port } = await h.server({ clientCaPem: p.ca.certPem });
+  const c = (await h.client({ certPem: p.client.certPem, keyPem: p.client.keyPem })).connect('127.0.0.1', port, 'localhost');
+  await c.whenEstablished();
+  await waitFor(() => h.accepted.length === 1, 2000, 'the connection announced');
+  return { p, server, port, c };
+}
+
 describe('reload switches requireClientCert for new handshakes (#12 item 4)', () => {
   it('off → on: a client without a certificate is refused with certificate_required (0x174)', async () => {
     const p = await getPki();
@@ -43,11 +53,7 @@ describe('reload switches requireClientCert for new handshakes (#12 item 4)', ()
   });
 
   it('on → off closes connections that authenticated by certificate; off → on closes those without one', async () => {
-    const p = await getPki();
-    const { ep: server, port } = await h.server({ clientCaPem: p.ca.certPem });
-    const c = (await h.client({ certPem: p.client.certPem, keyPem: p.client.keyPem })).connect('127.0.0.1', port, 'localhost');
-    await c.whenEstablished();
-    await waitFor(() => h.accepted.length === 1, 2000, 'announced');
+    const { p, server, port, c } = await mtlsConnection();
     const off = server.updateServerTls({ certPem: p.server.certPem, keyPem: p.server.keyPem });
     expect(off.map((x) => x.reason)).toEqual(['client certificates are no longer accepted (mTLS turned off)']);
     await whenClosed(c);
@@ -66,11 +72,7 @@ describe('reload switches requireClientCert for new handshakes (#12 item 4)', ()
 
 describe('CA rotation and certificate expiry end connections (#12 item 5)', () => {
   it('a new client CA closes connections whose chain it does not vouch for (certificate_revoked), keeps the others', async () => {
-    const p = await getPki();
-    const { ep: server, port } = await h.server({ clientCaPem: p.ca.certPem });
-    const c = (await h.client({ certPem: p.client.certPem, keyPem: p.client.keyPem })).connect('127.0.0.1', port, 'localhost');
-    await c.whenEstablished();
-    await waitFor(() => h.accepted.length === 1, 2000, 'announced');
+    const { p, server, port, c } = await mtlsConnection();
     // A bundle that still holds the old CA keeps its clients.
     const kept = server.updateServerTls({ certPem: p.server.certPem, keyPem: p.server.keyPem, clientCaPem: `${p.otherCa.certPem}\n${p.ca.certPem}` });
     expect(kept).toEqual([]);
@@ -84,11 +86,7 @@ describe('CA rotation and certificate expiry end connections (#12 item 5)', () =
   });
 
   it('closes a connection at its client certificate notAfter (certificate_expired), not before', async () => {
-    const p = await getPki();
-    const { ep: server, port } = await h.server({ clientCaPem: p.ca.certPem });
-    const c = (await h.client({ certPem: p.client.certPem, keyPem: p.client.keyPem })).connect('127.0.0.1', port, 'localhost');
-    await c.whenEstablished();
-    await waitFor(() => h.accepted.length === 1, 2000, 'announced');
+    const { p, server, port, c } = await mtlsConnection();
     const notAfter = h.accepted[0]!.peerIdentity!.notAfterMs;
     expect(notAfter).toBeGreaterThan(Date.now());
     expect(server.closeExpiredPeers(notAfter - 1)).toEqual([]);
