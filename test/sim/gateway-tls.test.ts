@@ -104,7 +104,7 @@ admin: {enabled: false}
       expect(c.closeInfo).toMatchObject({ byPeer: true, app: false, errorCode: CRYPTO_ERROR_CERTIFICATE_REVOKED });
       const line = log.find((l) => l.msg === 'closing agent connection on reload: client CA changed');
       expect(line).toMatchObject({ reason: 'not issued by the configured client CA' });
-      expect(log.findLast((l) => l.msg === 'certificates, policy and tokens reloaded')).toMatchObject({ revokedConnections: 1 });
+      expect(log.filter((l) => l.msg === 'certificates, policy and tokens reloaded').at(-1)).toMatchObject({ revokedConnections: 1 });
     } finally {
       await gw.stop();
     }

@@ -72,7 +72,7 @@ describe('reload switches requireClientCert for new handshakes (#12 item 4)', ()
 
 describe('CA rotation and certificate expiry end connections (#12 item 5)', () => {
   it('a new client CA closes connections whose chain it does not vouch for (certificate_revoked), keeps the others', async () => {
-    const { p, server, port, c } = await mtlsConnection();
+    const { p, server, c } = await mtlsConnection();
     // A bundle that still holds the old CA keeps its clients.
     const kept = server.updateServerTls({ certPem: p.server.certPem, keyPem: p.server.keyPem, clientCaPem: `${p.otherCa.certPem}\n${p.ca.certPem}` });
     expect(kept).toEqual([]);
@@ -86,7 +86,7 @@ describe('CA rotation and certificate expiry end connections (#12 item 5)', () =
   });
 
   it('closes a connection at its client certificate notAfter (certificate_expired), not before', async () => {
-    const { p, server, port, c } = await mtlsConnection();
+    const { server, c } = await mtlsConnection();
     const notAfter = h.accepted[0]!.peerIdentity!.notAfterMs;
     expect(notAfter).toBeGreaterThan(Date.now());
     expect(server.closeExpiredPeers(notAfter - 1)).toEqual([]);
