@@ -39,6 +39,7 @@ import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 import { admitConnect } from './admit-connect.js';
+import { registerAuthCounters } from './auth-metrics.js';
 import { openTimeoutRefusal, type OpenPhase } from './open-timeout.js';
 import { TokenTable } from './auth.js';
 import { reviewSession, udpTargetAllowed } from './reload.js';
@@ -116,6 +117,7 @@ export class Gateway {
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
     this.linkLocalId = telemetry.metrics.dropReasonId(GW_DROP_LINK_LOCAL);
     this.tick = io.clock.every(1000, () => this.onTick());
+    registerAuthCounters(telemetry.registry, { endpoint: endpoint.counters, superseded: () => this.reg.superseded });
     new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
   }
 
