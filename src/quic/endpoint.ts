@@ -222,6 +222,11 @@ function newCounters(): QuicEndpointCounters {
 
 const utf8 = new TextEncoder();
 
+/** Closed by either end and draining (RFC 9000 §10.2): already on its way out, not to be closed or counted again. */
+function closing(c: QuicConnection): boolean {
+  return c.q.localError() !== null || c.q.isDraining() || c.q.isClosed();
+}
+
 /**
  * A QUIC endpoint (server, client or both) on one UDP socket. Single-threaded:
  * all work happens in the socket's readable callback, the one timer, and
@@ -406,7 +411,7 @@ export class QuicEndpoint implements ConnectionOwner {
     const anchors = caPem !== null ? parsePemBundle(caPem) : null;
     const out: PeerClosed[] = [];
     for (const c of this.connections()) {
-      if (!c.isServer || !c.established || c.gone) continue;
+      if (!c.isServer || !c.established || c.gone || closing(c)) continue;
       const reason = peerRejection(c.peerIdentity !== null, c.q.peerCertChain(), anchors, nowMs);
       c.clientCaPem = caPem;
       if (reason === null) continue;
@@ -426,9 +431,9 @@ export class QuicEndpoint implements ConnectionOwner {
    */
   closeExpiredPeers(nowMs: number): PeerClosed[] {
     const out: PeerClosed[] = [];
-    for (const c of this.conns.values()) {
+    for (const c of this.connections()) {
       const id = c.peerIdentity;
-      if (id === null || !c.established || c.gone || id.notAfterMs > nowMs) continue;
+      if (id === null || !c.established || c.gone || closing(c) || id.notAfterMs > nowMs) continue;
       this.counters.peersExpired++;
       const reason = `client certificate expired at ${new Date(id.notAfterMs).toISOString()}`;
       c.close(false, CRYPTO_ERROR_CERTIFICATE_EXPIRED, reason);
