@@ -31,6 +31,7 @@ import { localSubnets } from '../masque/destination-policy.js';
 import { RouteTable } from '../masque/route-table.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
 import type { QuicConnection } from '../quic/connection.js';
+import type { PeerIdentity } from '../quic/peer-identity.js';
 import { directionByLocalPrefixes, startAdminServer, Telemetry, TunnelCounterSync, type AdminServer, type DaemonStatus } from '../telemetry/index.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
@@ -209,11 +210,10 @@ export class Gateway {
   // ---------------------------------------------------------------- control path
 
   private onConnection(conn: QuicConnection): void {
-    const id = conn.peerIdentity;
     const gc: GwConn = {
       conn,
       h3: null as unknown as GwConn['h3'],
-      certIdentity: id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null,
+      certIdentity: certIdentity(conn.peerIdentity),
       remote: formatPeer(conn.peerHost, conn.peerPort),
       sessions: new Set(),
     };
@@ -506,7 +506,7 @@ export class Gateway {
     const now = this.io.clock.now();
     this.flows.tick(now);
     // A connection lives no longer than its client certificate (#12 item 5).
-    for (const x of this.endpoint.closeExpiredPeers(now)) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: x.conn.peerIdentity?.subject, reason: x.reason }, 'closing agent connection: certificate expired');
+    for (const x of this.endpoint.closeExpiredPeers(now)) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: certIdentity(x.conn.peerIdentity), reason: x.reason }, 'closing agent connection: certificate expired');
     if (now - this.ticketKeyRotatedAt >= TICKET_KEY_ROTATION_MS) this.rotateTicketKey(now);
     for (const gs of this.reg.sessions()) this.syncSession(gs);
     this.driveSessionTimers();
@@ -541,7 +541,7 @@ export class Gateway {
     const policy = compilePolicy(config.policy);
     const tokens = TokenTable.fromConfig(config);
     const revoked = this.endpoint.updateServerTls(tls, this.io.clock.now());
-    for (const x of revoked) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: x.conn.peerIdentity?.subject ?? null, reason: x.reason }, 'closing agent connection on reload: client CA changed');
+    for (const x of revoked) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: certIdentity(x.conn.peerIdentity), reason: x.reason }, 'closing agent connection on reload: client CA changed');
     this.rotateTicketKey(this.io.clock.now());
     this.policy = policy;
     this.tokens = tokens;
@@ -682,6 +682,11 @@ function derivedKey(keyPem: string, label: string): Buffer {
   const a = createHmac('sha256', keyPem).update(label).digest();
   const b = createHmac('sha256', keyPem).update(label + ' 2').digest();
   return Buffer.concat([a, b]);
+}
+
+/** The identity policy matches for a certificate-authenticated peer: its SPIFFE ID, else its first URI SAN, else its subject. */
+function certIdentity(id: PeerIdentity | null): string | null {
+  return id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null;
 }
 
 /** A peer's address for logs and status: an IPv4-mapped IPv6 host is shown as plain IPv4. */
