@@ -69,9 +69,13 @@ describe('config: example files', () => {
     expect(c.listen).toEqual({ host: '::', port: 4433 });
     expect(c.policy).toEqual([]); // default deny: no rules
     expect(c.tun).toEqual({ name: 'mtun0', offload: true });
-    expect(c.inspection).toEqual({ maxFlows: 262144, timeouts: {} });
+    expect(c.inspection).toEqual({ maxFlows: 262144, peekBudgetBytes: 16 * 1024 * 1024, timeouts: {} });
     expect(c.telemetry).toEqual({ workloads: [], flowLog: { enabled: true, path: '-' } });
     expect(c.connectUdp.idleTimeoutMs).toBe(120000);
+    // The defaults of the constants these keys replace (#12 items 2 and 10).
+    expect(c.masque).toEqual({ maxRangesPerAdvertisement: 64, maxClientPrefixes: 256, advertisementsPerSecond: 1, advertisementBurst: 8 });
+    expect(c.pools.minPrefixLength).toEqual({ ipv4: 32, ipv6: 128 });
+    expect(c.pools.maxLeasesPerIdentity).toBe(4);
     expect(c.logLevel).toBe('info');
     expect(c.keepaliveIntervalMs).toBe(15000);
   });
@@ -137,6 +141,16 @@ describe('config: errors name file:line:col, key path and what was expected', ()
     expect(gwError(`${GW_BASE}listen: "0.0.0.0:99999"\n`)).toBe('gw.yaml:7:9: listen: expected a port number 1-65535 after ":", got "0.0.0.0:99999"');
   });
 
+  it('route-advertisement limits, pool lease limits and the peek budget are read and range-checked', () => {
+    const c = parseGatewayConfig(`${GW_BASE}  minPrefixLength: {ipv4: 30}\n  maxLeasesPerIdentity: 2\nmasque: {maxRangesPerAdvertisement: 8, advertisementsPerSecond: 0.5}\ninspection: {peekBudgetBytes: 0}\n`, 'gw.yaml', '/etc/mtun');
+    expect(c.pools).toMatchObject({ minPrefixLength: { ipv4: 30, ipv6: 128 }, maxLeasesPerIdentity: 2 });
+    expect(c.masque).toEqual({ maxRangesPerAdvertisement: 8, maxClientPrefixes: 256, advertisementsPerSecond: 0.5, advertisementBurst: 8 });
+    expect(c.inspection.peekBudgetBytes).toBe(0);
+    expect(gwError(`${GW_BASE}masque: {maxClientPrefixes: 0}\n`)).toMatch(/masque\.maxClientPrefixes: expected a prefix count/);
+    expect(gwError(`${GW_BASE}  minPrefixLength: {ipv6: 129}\n`)).toMatch(/pools\.minPrefixLength\.ipv6: expected a prefix length/);
+    expect(gwError(`${GW_BASE}masque: {burst: 8}\n`)).toMatch(/masque/);
+  });
+
   it('RFC 9298 §3.1: a CONNECT-UDP idle timeout under 2 minutes is refused', () => {
     expect(gwError(`${GW_BASE}connectUdp:\n  idleTimeoutMs: 1000\n`)).toBe(
       'gw.yaml:8:18: connectUdp.idleTimeoutMs: expected a duration in milliseconds 120000-86400000, got 1000');
@@ -192,7 +206,7 @@ describe('config: errors name file:line:col, key path and what was expected', ()
 describe('config: unknown keys are errors', () => {
   it('at the top level, listing the allowed keys', () => {
     expect(gwError(`${GW_BASE}colour: blue\n`)).toBe(
-      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, advertise, policy, inboundTracking, connectUdp, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
+      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, advertise, policy, inboundTracking, connectUdp, masque, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
   });
 
   it('nested, with a did-you-mean for near misses', () => {

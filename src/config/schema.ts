@@ -37,6 +37,8 @@ function adminSchema(defaultListen: string) {
  */
 const inspectionSchema = z.strictObject({
   maxFlows: intIn(1, 10_000_000, 'a flow count').default(262_144),
+  /** Bytes all flows' TLS ClientHello peek buffers may hold together (#12 item 1); past it a flow's peek is abandoned and counted. */
+  peekBudgetBytes: intIn(0, 1 << 30, 'a byte count').default(16 * 1024 * 1024),
   timeouts: z.strictObject({
     synSentMs: ms(1_000, DAY_MS).optional(),
     synRecvMs: ms(1_000, DAY_MS).optional(),
@@ -191,6 +193,21 @@ const reconnectSchema = z.strictObject({
   }
 }).prefault({});
 
+/**
+ * `masque` (gateway): limits on what one CONNECT-IP client may ask of the
+ * route table (#12 item 2). Read when a session opens; a reload applies to new sessions.
+ */
+const gatewayMasqueSchema = z.strictObject({
+  /** IP address ranges considered per ROUTE_ADVERTISEMENT capsule (RFC 9484 §4.7.3); the rest are refused and counted. */
+  maxRangesPerAdvertisement: intIn(1, 65_536, 'a range count').default(64),
+  /** Client-advertised prefixes one session may have installed; the rest are refused and counted. */
+  maxClientPrefixes: intIn(1, 1_000_000, 'a prefix count').default(256),
+  /** ROUTE_ADVERTISEMENTs applied per second per session (token bucket); one arriving early waits, a later one replaces it. */
+  advertisementsPerSecond: numberIn(0.001, 1_000, 'a rate per second').default(1),
+  /** Burst of the advertisement token bucket. */
+  advertisementBurst: intIn(1, 1_000, 'a capsule count').default(8),
+}).prefault({});
+
 /** Builds the gateway schema; relative file paths resolve against `baseDir`. */
 export function gatewaySchema(baseDir: string) {
   return z.strictObject({
@@ -210,12 +227,20 @@ export function gatewaySchema(baseDir: string) {
     pools: z.strictObject({
       ipv4: ipPrefix(4).optional(),
       ipv6: ipPrefix(6).optional(),
+      /** Shortest prefix a client is assigned (RFC 9484 §4.7.1 requests for shorter ones are raised to it); default one address. */
+      minPrefixLength: z.strictObject({
+        ipv4: intIn(0, 32, 'a prefix length').default(32),
+        ipv6: intIn(0, 128, 'a prefix length').default(128),
+      }).prefault({}),
+      /** Addresses one identity may lease at once across all its sessions (#12 item 10). */
+      maxLeasesPerIdentity: intIn(1, 1_000_000, 'a lease count').default(4),
     }).prefault({}),
     /** Prefixes behind the gateway, advertised to agents (filtered by each identity's policy). */
     advertise: z.array(ipPrefix()).default([]),
     policy: z.array(policyEntrySchema).default([]),
     inboundTracking: inboundTrackingSchema,
     connectUdp: gatewayConnectUdpSchema,
+    masque: gatewayMasqueSchema,
     tun: tunSchema,
     maxSessions: intIn(1, 1_000_000, 'a session count').default(1024),
     /** Sessions one identity may hold at once (so one client cannot exhaust maxSessions or the pools). */

@@ -34,6 +34,7 @@ export class DaemonFlows {
     this.tracker = new FlowTracker({
       maxFlows: opts.inspection.maxFlows,
       timeouts: opts.inspection.timeouts,
+      peekBudgetBytes: opts.inspection.peekBudgetBytes,
       sink: (r, meta) => this.adapter.onRecord(r, meta, opts.identityOf(r)),
     });
   }

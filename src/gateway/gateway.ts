@@ -32,6 +32,7 @@ import { localSubnets } from '../masque/destination-policy.js';
 import { RouteTable } from '../masque/route-table.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
 import type { QuicConnection } from '../quic/connection.js';
+import type { PeerIdentity } from '../quic/peer-identity.js';
 import { directionByLocalPrefixes, startAdminServer, Telemetry, TunnelCounterSync, type AdminServer, type DaemonStatus } from '../telemetry/index.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
@@ -40,9 +41,11 @@ import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 import { admitConnect } from './admit-connect.js';
+import { registerAuthCounters } from './auth-metrics.js';
+import { openTimeoutRefusal, type OpenPhase } from './open-timeout.js';
 import { TokenTable } from './auth.js';
 import { reviewSession, udpTargetAllowed } from './reload.js';
-import { SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
+import { routeConflictVerdict, SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
 import { gatewayStatus } from './status.js';
 import { registerInboundMetrics } from './inbound-metrics.js';
 
@@ -52,6 +55,8 @@ const GW_DROP_NO_ROUTE = 'no_route';
 const GW_DROP_LINK_LOCAL = 'link_local';
 /** How long stop() waits for agents to close their connections after GOAWAY before closing them itself. */
 export const GATEWAY_DRAIN_DEADLINE_MS = 2_000;
+/** TLS session ticket keys are replaced this often (and on every reload), so a stolen ticket key opens little (#12 item 5). */
+export const TICKET_KEY_ROTATION_MS = 3_600_000;
 
 /** Link-local destination (IPv4 169.254/16, IPv6 fe80::/10 or ff02::/16): stays on the gateway. Allocation-free. */
 function isLinkScopeDestination(buf: Uint8Array, off: number, len: number): boolean {
@@ -82,6 +87,7 @@ export class Gateway {
   /** The daemon's one once-a-second tick (flow timeouts, live flow counters, tunnel counters). */
   private readonly tick: ClockTimer;
   private nextSessionId = 1;
+  private ticketKeyRotatedAt: number;
   private admin: AdminServer | null = null;
   private stopping = false;
   private failure: Error | null = null;
@@ -96,12 +102,15 @@ export class Gateway {
     private readonly telemetry: Telemetry,
   ) {
     this.startedAt = io.clock.now();
+    this.ticketKeyRotatedAt = this.startedAt;
     this.policy = compilePolicy(config.policy);
     this.tokens = TokenTable.fromConfig(config);
     this.kernelRoutes = new RouteSync(tun.name, io.kernel, io.clock, io.log, 'routes to agent sites');
+    const lease = (prefix: IpPrefix, minPrefixLength: number) =>
+      new AddressPool({ prefix: formatPrefix(prefix), minPrefixLength, maxLeasesPerOwner: config.pools.maxLeasesPerIdentity });
     this.pools = {
-      v4: config.pools.ipv4 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv4) }) : undefined,
-      v6: config.pools.ipv6 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv6) }) : undefined,
+      v4: config.pools.ipv4 ? lease(config.pools.ipv4, config.pools.minPrefixLength.ipv4) : undefined,
+      v6: config.pools.ipv6 ? lease(config.pools.ipv6, config.pools.minPrefixLength.ipv6) : undefined,
     };
     this.poolPrefixes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined);
     this.flows = new DaemonFlows({
@@ -118,6 +127,7 @@ export class Gateway {
     this.inboundDropIds = Int32Array.from(INBOUND_DROP_NAMES, (n, i) => (i === 0 ? -1 : telemetry.metrics.dropReasonId(n)));
     registerInboundMetrics(telemetry.registry, this.inbound.track);
     this.tick = io.clock.every(1000, () => this.onTick());
+    registerAuthCounters(telemetry.registry, { endpoint: endpoint.counters, superseded: () => this.reg.superseded });
     new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
   }
 
@@ -129,17 +139,20 @@ export class Gateway {
    */
   static async start(config: GatewayConfig, io: DaemonIo): Promise<Gateway> {
     let tun: OwnedTun | null = null;
+    let opening: Promise<OwnedTun> | null = null;
     try {
       const certPem = readFileSync(config.tls.cert, 'utf8');
       const keyPem = readFileSync(config.tls.key, 'utf8');
       const caPem = config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined;
       const poolRoutes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined).map(formatPrefix);
-      tun = await io.openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, routes: poolRoutes, offload: config.tun.offload, txQueueLen: config.tun.txQueueLen });
+      // The TUN's `ip` run and the telemetry set-up overlap (restart time, docs/RELIABILITY.md).
+      opening = io.openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, routes: poolRoutes, offload: config.tun.offload, txQueueLen: config.tun.txQueueLen });
       const telemetry = new Telemetry({
         reporter: 'gateway',
         workloads: config.telemetry.workloads,
         flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
       });
+      tun = await opening;
       let gw: Gateway | null = null;
       const endpoint = new QuicEndpoint({
         socket: io.udp,
@@ -148,7 +161,7 @@ export class Gateway {
           keyPem,
           clientCaPem: config.tls.requireClientCert ? caPem : undefined,
           statelessResetKey: derivedKey(keyPem, 'mtun stateless reset v1'),
-          ticketKey: derivedKey(keyPem, 'mtun ticket key v1').subarray(0, 48),
+          // No ticketKey: random per process, rotated on reload and every TICKET_KEY_ROTATION_MS (#12 item 5).
           onConnection: (c) => gw!.onConnection(c),
         },
         // The connection's idle timeout is the smaller of both ends' (RFC 9000 §10.1): leave room for 3 agent keepalives.
@@ -174,7 +187,7 @@ export class Gateway {
       return gw;
     } catch (e) {
       io.udp.close();
-      tun?.close();
+      (tun ?? (await opening?.catch(() => null)))?.close();
       throw e;
     }
   }
@@ -206,11 +219,10 @@ export class Gateway {
   // ---------------------------------------------------------------- control path
 
   private onConnection(conn: QuicConnection): void {
-    const id = conn.peerIdentity;
     const gc: GwConn = {
       conn,
       h3: null as unknown as GwConn['h3'],
-      certIdentity: id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null,
+      certIdentity: certIdentity(conn.peerIdentity),
       remote: formatPeer(conn.peerHost, conn.peerPort),
       sessions: new Set(),
     };
@@ -300,11 +312,14 @@ export class Gateway {
       routes: this.advertisedRoutes(policy),
       routeTable: this.routes,
       acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(p),
+      resolveRouteConflict: (p, owners) => this.supersede(identity, p, owners),
       leaseOwner: identity,
       advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
       forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
       // Answers on flows an inbound rule admitted (e.g. a SYN-ACK to an ephemeral port) pass too (#12 item 8).
       policy: (buf, info) => gs !== null && (gs.policy.allowsPacket(buf, info) || this.inbound.track.isAnswerFromAgent(buf, info, gs, this.io.clock.now())),
+      ...this.config.masque,
+      nowMs: () => this.io.clock.now(),
     }));
     if (!(result instanceof ConnectIpGatewaySession)) {
       log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-IP refused');
@@ -314,6 +329,27 @@ export class Gateway {
     gs = this.addSession(gc, 'connect-ip', identity, token, policy, result, null, null, null);
     // Capsules that arrived with the request were handled before gs existed: sync routes now.
     void this.syncKernelRoutes(gs);
+  }
+
+  /**
+   * An advertised prefix of `identity` overlaps `owners`' routes: closes them
+   * and returns true when {@link routeConflictVerdict} says the new session
+   * supersedes them (all of the same identity), else false.
+   */
+  private supersede(identity: string, prefix: IpPrefix, owners: readonly ConnectIpGatewaySession[]): boolean {
+    const old: GwSession[] = [];
+    for (const o of owners) {
+      const g = this.reg.byIp.get(o);
+      if (g === undefined) return false;
+      old.push(g);
+    }
+    if (routeConflictVerdict(identity, old.map((g) => g.identity)) !== 'supersede') return false;
+    for (const g of old) {
+      this.reg.superseded++;
+      this.io.log.warn({ session: g.id, identity, remote: g.gc.remote, prefix: formatPrefix(prefix) }, 'session superseded: a new session of the same identity claims its routes');
+      g.ip!.close();
+    }
+    return true;
   }
 
   private async acceptUdp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null): Promise<void> {
@@ -337,20 +373,25 @@ export class Gateway {
     let chosen: Uint8Array | null = null;
     // The whole open (resolve + connect) has a deadline: past it the request gets 504 and the slot is released.
     let timedOut = false;
+    let phase: OpenPhase = 'connecting';
     const deadline = this.io.clock.after(cu.openTimeoutMs, () => {
       timedOut = true;
       if (!req.settled) {
-        const r = refuse(504, 'dns_timeout', `opening the target took longer than ${cu.openTimeoutMs} ms`);
+        const r = openTimeoutRefusal(phase, cu.openTimeoutMs);
         req.reject(r.status, [['proxy-status', r.proxyStatus]]);
       }
     });
+    const resolver = resolverWithTimeout(cu.resolveTimeoutMs);
     let result: Awaited<ReturnType<typeof acceptConnectUdp>>;
     try {
       result = await acceptConnectUdp(req, {}, {
         allow: cu.allowLocalTargets ? { loopback: true, linkLocal: true, multicast: true, broadcast: true } : undefined,
         idleTimeoutMs: cu.idleTimeoutMs,
         sweeper: defaultIdleSweeper(),
-        resolve: resolverWithTimeout(cu.resolveTimeoutMs),
+        resolve: (host) => {
+          phase = 'resolving';
+          return resolver(host).finally(() => (phase = 'connecting'));
+        },
         // Re-read the policy here: a SIGHUP during resolution applies. The first address allowed is the one opened.
         vetAddress: (_v, address, port) => {
           const p = this.policy.forIdentity(identity);
@@ -415,12 +456,25 @@ export class Gateway {
     this.syncSession(gs);
     gs.sync.close();
     if (gs.ip) {
+      if (this.routes.prefixes(gs.ip).length > 0) this.retryRouteConflicts();
       this.routes.removeAll(gs.ip);
       this.inbound.track.forget(gs);
       // While stopping, closing the TUN removes every route through it at once.
       if (!this.stopping) void this.kernelRoutes.set(gs, []);
     }
     this.io.log.info({ session: gs.id, kind: gs.kind, identity: gs.identity }, 'session closed');
+  }
+
+  /**
+   * Routes left the table: sessions whose last advertisement was refused in
+   * part as `route-conflict` apply it again (after the current event, and
+   * within their advertisement rate), so prefixes whose owner went away are
+   * not left unrouted until the agent happens to advertise again.
+   */
+  private retryRouteConflicts(): void {
+    queueMicrotask(() => {
+      for (const s of this.reg.sessions()) if (s.ip !== null && s.ip.routeConflicts > 0) s.ip.reevaluateClientRoutes();
+    });
   }
 
   /**
@@ -464,15 +518,19 @@ export class Gateway {
 
   /** The one tick: flow timeouts and live flow counters, then tunnel counters. */
   private onTick(): void {
-    this.flows.tick(this.io.clock.now());
-    this.inbound.track.onTimeout(this.io.clock.now());
+    const now = this.io.clock.now();
+    this.flows.tick(now);
+    this.inbound.track.onTimeout(now);
+    // A connection lives no longer than its client certificate (#12 item 5).
+    for (const x of this.endpoint.closeExpiredPeers(now)) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: certIdentity(x.conn.peerIdentity), reason: x.reason }, 'closing agent connection: certificate expired');
+    if (now - this.ticketKeyRotatedAt >= TICKET_KEY_ROTATION_MS) this.rotateTicketKey(now);
     for (const gs of this.reg.sessions()) this.syncSession(gs);
     this.driveSessionTimers();
   }
 
-  /** Sans-IO session timers (deferred ROUTE_ADVERTISEMENTs, §7.2 probes): due ones fire, on the sessions' clock (performance.now). */
+  /** Sans-IO session timers (deferred ROUTE_ADVERTISEMENTs, §7.2 probes): due ones fire, on the injected clock the sessions are given. */
   private driveSessionTimers(): void {
-    const now = performance.now();
+    const now = this.io.clock.now();
     for (const gs of this.reg.sessions()) {
       const due = gs.ip?.nextTimeoutMs() ?? -1;
       if (due >= 0 && due <= now) gs.ip!.onTimeout(now);
@@ -481,7 +539,10 @@ export class Gateway {
 
   /**
    * SIGHUP: re-reads the certificate, key and client CA (for new
-   * connections), the policy, the tokens and `connectUdp.targets`. Every open
+   * connections; `requireClientCert` applies to them too), the policy, the
+   * tokens and `connectUdp.targets`, and rotates the TLS ticket key. When the
+   * client CA changed, connections it no longer admits are closed
+   * ({@link QuicEndpoint.updateServerTls}, #12 items 4 and 5). Every open
    * session is reviewed ({@link reviewSession}): kept with its new policy and
    * advertised routes, or closed with the reason logged. Throws, changing
    * nothing, when the new TLS material or a token file does not load.
@@ -495,7 +556,9 @@ export class Gateway {
     };
     const policy = compilePolicy(config.policy);
     const tokens = TokenTable.fromConfig(config);
-    this.endpoint.updateServerTls(tls);
+    const revoked = this.endpoint.updateServerTls(tls, this.io.clock.now());
+    for (const x of revoked) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: certIdentity(x.conn.peerIdentity), reason: x.reason }, 'closing agent connection on reload: client CA changed');
+    this.rotateTicketKey(this.io.clock.now());
     this.policy = policy;
     this.tokens = tokens;
     this.config = {
@@ -506,6 +569,7 @@ export class Gateway {
       advertise: config.advertise,
       maxSessionsPerIdentity: config.maxSessionsPerIdentity,
       connectUdp: config.connectUdp,
+      masque: config.masque,
     };
     let closed = 0;
     for (const gs of [...this.reg.sessions()]) {
@@ -524,7 +588,13 @@ export class Gateway {
       gs.ip?.reevaluateClientRoutes();
     }
     this.endpoint.flush();
-    this.io.log.info({ identities: config.policy.length, closedSessions: closed }, 'certificates, policy and tokens reloaded');
+    this.io.log.info({ identities: config.policy.length, closedSessions: closed, revokedConnections: revoked.length }, 'certificates, policy and tokens reloaded');
+  }
+
+  /** New TLS session ticket key: tickets issued before no longer resume (a full handshake re-checks the client). */
+  private rotateTicketKey(now: number): void {
+    this.endpoint.rotateTicketKey();
+    this.ticketKeyRotatedAt = now;
   }
 
   /** The /status document. */
@@ -640,6 +710,11 @@ function derivedKey(keyPem: string, label: string): Buffer {
   const a = createHmac('sha256', keyPem).update(label).digest();
   const b = createHmac('sha256', keyPem).update(label + ' 2').digest();
   return Buffer.concat([a, b]);
+}
+
+/** The identity policy matches for a certificate-authenticated peer: its SPIFFE ID, else its first URI SAN, else its subject. */
+function certIdentity(id: PeerIdentity | null): string | null {
+  return id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null;
 }
 
 /** A peer's address for logs and status: an IPv4-mapped IPv6 host is shown as plain IPv4. */

@@ -38,6 +38,18 @@ export interface GwSession {
   readonly since: Date;
 }
 
+/**
+ * Who gets an advertised prefix that overlaps routes other sessions own
+ * (decide apart from do): a new session supersedes the owners only when
+ * every one of them is a session of the claimant's own identity — an agent
+ * restarted after a crash (SIGKILL) reclaims its site at once instead of
+ * waiting for its dead session's idle timeout. A prefix owned by any other
+ * identity is refused (`route-conflict`): no identity takes over another's site.
+ */
+export function routeConflictVerdict(claimant: string, owners: readonly string[]): 'supersede' | 'refuse' {
+  return owners.length > 0 && owners.every((o) => o === claimant) ? 'supersede' : 'refuse';
+}
+
 /** Connections, sessions and pending opens; counts kept as they change. */
 export class SessionRegistry {
   readonly conns = new Set<GwConn>();
@@ -45,6 +57,8 @@ export class SessionRegistry {
   private readonly perIdentity = new Map<string, number>();
   private total = 0;
   private udpCount = 0;
+  /** Sessions closed because a new session of their identity claimed their routes ({@link routeConflictVerdict}). */
+  superseded = 0;
 
   /** Sessions open plus opens pending, gateway-wide. */
   get count(): number {

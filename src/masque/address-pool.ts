@@ -13,7 +13,7 @@ interface Lease {
   owner: unknown;
 }
 
-/** Default {@link AddressPoolOptions.maxLeasesPerOwner} (config key wanted: `pools.maxLeasesPerIdentity`). */
+/** Default {@link AddressPoolOptions.maxLeasesPerOwner} (gateway config `pools.maxLeasesPerIdentity`). */
 export const DEFAULT_MAX_LEASES_PER_OWNER = 4;
 
 /** Options for {@link AddressPool}. */
@@ -25,7 +25,7 @@ export interface AddressPoolOptions {
   /**
    * Shortest prefix a client may get; requests for shorter ones are raised
    * to it. Default one address (/32, /128): a client asking for ::/0 gets
-   * one address, not a /64 of the pool (config key wanted: `pools.minPrefixLength`).
+   * one address, not a /64 of the pool (gateway config `pools.minPrefixLength`).
    */
   readonly minPrefixLength?: number;
   /** Leases one owner (identity) may hold at once across all its sessions; default {@link DEFAULT_MAX_LEASES_PER_OWNER}. */

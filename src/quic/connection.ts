@@ -112,6 +112,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal */ touched = false;
   /** @internal */ established = false;
   /** @internal Refused after the handshake (mTLS); never announced. */ refused = false;
+  /** @internal Client CA (PEM) in force when accepted, which its TLS config asked certificates for; null: no mTLS. */ clientCaPem: string | null = null;
   /** @internal */ gone = false;
   /** @internal */ sessionTries = 0;
   /** @internal Peer address slot for sending. */ readonly sendAddr = new Uint8Array(ADDR_SLOT_BYTES);

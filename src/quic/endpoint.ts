@@ -11,6 +11,8 @@ import {
   quiche,
   CRYPTO_ERROR_BAD_CERTIFICATE,
   CRYPTO_ERROR_CERTIFICATE_REQUIRED,
+  CRYPTO_ERROR_CERTIFICATE_EXPIRED,
+  CRYPTO_ERROR_CERTIFICATE_REVOKED,
   type QuicheConfig,
   type QuicheConnection,
   type QuicheHeader,
@@ -19,6 +21,7 @@ import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicClos
 import { TimerHeap } from './timer-heap.js';
 import { RetryTokens } from './retry-token.js';
 import { peerIdentityFromChain } from './peer-identity.js';
+import { parsePemBundle, peerRejection } from './peer-trust.js';
 
 /**
  * Length of every connection ID we issue (RFC 9000 §17.2 allows up to 20).
@@ -72,8 +75,18 @@ export interface QuicServerOptions {
   statelessResetKey?: Uint8Array;
   /** Stateless resets sent per second at most (default 100); the rest are counted. */
   maxStatelessResetsPerSecond?: number;
-  /** TLS session ticket key (48 bytes) shared by all connections. Default: random per endpoint. */
+  /**
+   * TLS session ticket key (48 bytes) shared by all connections. Default:
+   * random per endpoint; replace it with {@link QuicEndpoint.rotateTicketKey}.
+   * Never derive it from long-lived material (#12 item 5).
+   */
   ticketKey?: Uint8Array;
+}
+
+/** A connection {@link QuicEndpoint} closed because of its peer's certificate, and why (for the log). */
+export interface PeerClosed {
+  readonly conn: QuicConnection;
+  readonly reason: string;
 }
 
 /** Client-side options. */
@@ -168,6 +181,10 @@ export interface QuicEndpointCounters {
   handshakesFailed: number;
   /** mTLS: client without a certificate, or with one we could not parse (checked after the handshake). */
   mtlsRejected: number;
+  /** Established mTLS connections closed because a reloaded client CA no longer vouches for them (#12 item 5). */
+  peersRevoked: number;
+  /** Established mTLS connections closed at their certificate's notAfter. */
+  peersExpired: number;
   /** Exceptions thrown by event handlers (the connection is closed with INTERNAL_ERROR). */
   handlerErrors: number;
 }
@@ -197,11 +214,18 @@ function newCounters(): QuicEndpointCounters {
     connectionsClosed: 0,
     handshakesFailed: 0,
     mtlsRejected: 0,
+    peersRevoked: 0,
+    peersExpired: 0,
     handlerErrors: 0,
   };
 }
 
 const utf8 = new TextEncoder();
+
+/** Closed by either end and draining (RFC 9000 §10.2): already on its way out, not to be closed or counted again. */
+function closing(c: QuicConnection): boolean {
+  return c.q.localError() !== null || c.q.isDraining() || c.q.isClosed();
+}
 
 /**
  * A QUIC endpoint (server, client or both) on one UDP socket. Single-threaded:
@@ -219,7 +243,7 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly local: { host: string; port: number };
   private readonly isServerEndpoint: boolean;
   private readonly resetKey: Uint8Array;
-  private readonly ticketKey: Uint8Array;
+  private ticketKey: Uint8Array;
   private readonly resetsPerSecond: number;
   private resetWindowStart = 0;
   private resetsInWindow = 0;
@@ -351,17 +375,23 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /**
    * Replaces the server certificate chain, key and client CA (e.g. on
-   * SIGHUP). New connections use them; established ones keep theirs. Throws
-   * `quic: TLS configuration rejected: …` and keeps the old material when the
-   * new one does not load.
+   * SIGHUP). New connections use them (whether a certificate is required
+   * follows the new client CA, #12 item 4). When the client CA changed,
+   * established connections are re-judged by it (#12 item 5): one whose
+   * certificate chain the new CA does not vouch for, one without a
+   * certificate when one is now required, and one with a certificate when
+   * none is accepted any more, is closed with a TLS alert as crypto error
+   * (RFC 9001 §4.8) and counted in `peersRevoked`; they are returned, with
+   * the reason, for the caller to log. Throws `quic: TLS configuration
+   * rejected: …` and keeps the old material when the new one does not load.
    */
-  updateServerTls(tls: { certPem: string; keyPem: string; clientCaPem?: string }): void {
+  updateServerTls(tls: { certPem: string; keyPem: string; clientCaPem?: string }, nowMs: number = Date.now()): PeerClosed[] {
     if (this.serverTls === null) throw new Error('quic: endpoint has no server role');
     // BoringSSL accepts unparsable PEM here and fails only in the handshake: check it ourselves.
     try {
       const cert = new X509Certificate(tls.certPem);
       if (!cert.checkPrivateKey(createPrivateKey(tls.keyPem))) throw new Error('the key does not match the certificate');
-      if (tls.clientCaPem !== undefined) new X509Certificate(tls.clientCaPem);
+      if (tls.clientCaPem !== undefined && parsePemBundle(tls.clientCaPem).length === 0) throw new Error('the client CA holds no certificate');
     } catch (e) {
       throw new Error(`quic: TLS configuration rejected: ${(e as Error).message}`);
     }
@@ -373,6 +403,54 @@ export class QuicEndpoint implements ConnectionOwner {
       this.serverTls = old;
       throw e;
     }
+    return old.clientCaPem === tls.clientCaPem ? [] : this.rejudgePeers(tls.clientCaPem ?? null, nowMs);
+  }
+
+  /** Closes established server connections the client CA `caPem` (null: no mTLS) no longer admits. */
+  private rejudgePeers(caPem: string | null, nowMs: number): PeerClosed[] {
+    const anchors = caPem !== null ? parsePemBundle(caPem) : null;
+    const out: PeerClosed[] = [];
+    for (const c of this.connections()) {
+      if (!c.isServer || !c.established || c.gone || closing(c)) continue;
+      const reason = peerRejection(c.peerIdentity !== null, c.q.peerCertChain(), anchors, nowMs);
+      c.clientCaPem = caPem;
+      if (reason === null) continue;
+      this.counters.peersRevoked++;
+      c.close(false, c.peerIdentity === null ? CRYPTO_ERROR_CERTIFICATE_REQUIRED : CRYPTO_ERROR_CERTIFICATE_REVOKED, `client CA changed: ${reason}`);
+      out.push({ conn: c, reason });
+    }
+    return out;
+  }
+
+  /**
+   * Closes every established mTLS connection whose peer certificate chain
+   * has expired by `nowMs` (ms since the epoch) with certificate_expired
+   * (RFC 9001 §4.8), counted in `peersExpired`; returns them. A connection
+   * lives no longer than the certificate that authenticated it (#12 item 5).
+   * Cheap (one comparison per connection): call it about once a second.
+   */
+  closeExpiredPeers(nowMs: number): PeerClosed[] {
+    const out: PeerClosed[] = [];
+    for (const c of this.connections()) {
+      const id = c.peerIdentity;
+      if (id === null || !c.established || c.gone || closing(c) || id.notAfterMs > nowMs) continue;
+      this.counters.peersExpired++;
+      const reason = `client certificate expired at ${new Date(id.notAfterMs).toISOString()}`;
+      c.close(false, CRYPTO_ERROR_CERTIFICATE_EXPIRED, reason);
+      out.push({ conn: c, reason });
+    }
+    return out;
+  }
+
+  /**
+   * Replaces the TLS session ticket key (48 bytes; default fresh random).
+   * New connections issue and accept only tickets under the new key, so
+   * sessions from before the rotation no longer resume (a full handshake,
+   * which checks the client certificate again).
+   */
+  rotateTicketKey(key: Uint8Array = randomBytes(48)): void {
+    if (key.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
+    this.ticketKey = Uint8Array.from(key);
   }
 
   /** Local address of the socket. */
@@ -675,6 +753,8 @@ export class QuicEndpoint implements ConnectionOwner {
     }
     if (this.keylogPath !== null) q.setKeylog(this.keylogPath);
     const c = new QuicConnection(this, q, true, scid, this.local, addrs, i);
+    // The CA this connection's TLS config asked certificates for (#12 item 4: not the start-up one).
+    c.clientCaPem = this.serverTls!.clientCaPem ?? null;
     c.peerIpKey = ip;
     this.perPeerIp.set(ip, perIp + 1);
     this.conns.set(c.scidKey, c);
@@ -820,7 +900,7 @@ export class QuicEndpoint implements ConnectionOwner {
       this.byOdcid.delete(c.odcidKey);
       c.odcidKey = null;
     }
-    if (c.isServer && this.opts.server!.clientCaPem !== undefined) {
+    if (c.isServer && c.clientCaPem !== null) {
       // BoringSSL verified any certificate against the CA; a missing one is our check.
       const chain = c.q.peerCertChain();
       if (chain === null || chain.length === 0) {
@@ -835,6 +915,18 @@ export class QuicEndpoint implements ConnectionOwner {
       } catch {
         this.counters.mtlsRejected++;
         c.q.close(false, CRYPTO_ERROR_BAD_CERTIFICATE, utf8.encode('unparsable client certificate'));
+        c.refused = true;
+        this.handshaking++;
+        return false;
+      }
+    }
+    const caNow = c.isServer ? (this.serverTls!.clientCaPem ?? null) : null;
+    if (c.isServer && c.clientCaPem !== caNow) {
+      // The client CA was reloaded during this handshake: the one in force now decides (#12 items 4, 5).
+      const reason = peerRejection(c.peerIdentity !== null, c.q.peerCertChain(), caNow !== null ? parsePemBundle(caNow) : null, Date.now());
+      if (reason !== null) {
+        this.counters.mtlsRejected++;
+        c.q.close(false, c.peerIdentity === null ? CRYPTO_ERROR_CERTIFICATE_REQUIRED : CRYPTO_ERROR_CERTIFICATE_REVOKED, utf8.encode(`client CA changed: ${reason}`));
         c.refused = true;
         this.handshaking++;
         return false;
