@@ -161,6 +161,49 @@ const reconnectSchema = z.strictObject({
   }
 }).prefault({});
 
+/**
+ * The replica index in an environment variable's value: the trailing decimal
+ * digits, so a StatefulSet pod name (`mtun-gateway-1`) or the Downward API's
+ * `apps.kubernetes.io/pod-index` label (`1`) both give 1. Null when the value
+ * does not end in digits.
+ */
+export function replicaIndexFromEnv(value: string): number | null {
+  const m = /(\d{1,6})$/.exec(value.trim());
+  return m === null ? null : Number(m[1]);
+}
+
+/**
+ * `pools.slice`: this replica leases only from the `index`-th of `count`
+ * equal parts of each pool, so replicas never hand out the same address.
+ * `indexEnv` names an environment variable read when the file is loaded.
+ */
+const poolSliceSchema = z.strictObject({
+  index: intIn(0, 65_535, 'a replica index').optional(),
+  indexEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected an environment variable name' }).optional(),
+  count: intIn(1, 65_536, 'a replica count'),
+}).transform((s, ctx) => {
+  if ((s.index === undefined) === (s.indexEnv === undefined)) {
+    ctx.addIssue({ code: 'custom', message: 'expected exactly one of "index" or "indexEnv"' });
+    return z.NEVER;
+  }
+  let index = s.index;
+  if (s.indexEnv !== undefined) {
+    const raw = process.env[s.indexEnv];
+    index = raw === undefined ? undefined : (replicaIndexFromEnv(raw) ?? undefined);
+    if (index === undefined) {
+      const got = raw === undefined ? 'it is not set' : `its value ${JSON.stringify(raw)} does not end in a number`;
+      ctx.addIssue({ code: 'custom', path: ['indexEnv'], message: `expected $${s.indexEnv} to hold the replica index (e.g. a StatefulSet pod name "gw-1"), but ${got}` });
+      return z.NEVER;
+    }
+  }
+  if (index! >= s.count) {
+    const from = s.indexEnv !== undefined ? ` (from $${s.indexEnv}=${JSON.stringify(process.env[s.indexEnv])})` : '';
+    ctx.addIssue({ code: 'custom', path: [s.indexEnv !== undefined ? 'indexEnv' : 'index'], message: `expected a replica index below count ${s.count}, got ${index}${from}` });
+    return z.NEVER;
+  }
+  return { index: index!, count: s.count };
+});
+
 /** Builds the gateway schema; relative file paths resolve against `baseDir`. */
 export function gatewaySchema(baseDir: string) {
   return z.strictObject({
@@ -180,6 +223,17 @@ export function gatewaySchema(baseDir: string) {
     pools: z.strictObject({
       ipv4: ipPrefix(4).optional(),
       ipv6: ipPrefix(6).optional(),
+      /** Several replicas: lease only from this replica's slice of each pool (docs/deployment.md). */
+      slice: poolSliceSchema.optional(),
+    }).prefault({}),
+    quic: z.strictObject({
+      /**
+       * A secret (≥ 32 bytes, not world-readable) shared by every replica: the
+       * stateless reset key (RFC 9000 §10.3) and the TLS ticket key derive from
+       * it, so any replica resets a connection it does not hold. Default: both
+       * derive from tls.key (the same across restarts of one gateway).
+       */
+      statelessResetKeyFile: filePath(baseDir).optional(),
     }).prefault({}),
     /** Prefixes behind the gateway, advertised to agents (filtered by each identity's policy). */
     advertise: z.array(ipPrefix()).default([]),
@@ -216,6 +270,13 @@ export function gatewaySchema(baseDir: string) {
     }
     if (c.pools.ipv4 === undefined && c.pools.ipv6 === undefined) {
       ctx.addIssue({ code: 'custom', path: ['pools'], message: 'expected at least one of "ipv4" or "ipv6"' });
+    }
+    const slice = c.pools.slice;
+    for (const p of slice !== undefined ? [c.pools.ipv4, c.pools.ipv6] : []) {
+      // Each slice needs 2 addresses (slice 0 loses the pool's first one to the reservation).
+      if (p !== undefined && (1n << BigInt((p.version === 4 ? 32 : 128) - p.prefixLength)) / BigInt(slice!.count) < 2n) {
+        ctx.addIssue({ code: 'custom', path: ['pools', 'slice', 'count'], message: `expected a count that leaves each slice of the IPv${p.version} pool at least 2 addresses, got ${slice!.count}` });
+      }
     }
   });
 }
