@@ -30,6 +30,8 @@ export interface QuicCloseInfo {
   readonly reason: string;
   /** Closed by the idle timeout (RFC 9000 §10.1) with no CONNECTION_CLOSE. */
   readonly idleTimeout: boolean;
+  /** Closed by a stateless reset carrying the peer's token (RFC 9000 §10.3): the peer has no state for it. Optional: false when absent. */
+  readonly statelessReset?: boolean;
 }
 
 /** Per-connection counters for telemetry (control path: allocates). */
@@ -105,6 +107,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal Our source connection ID (CID_BYTES long). */ readonly scid: Uint8Array;
   /** @internal Demux key: first 4 bytes of scid. */ readonly scidKey: number;
   /** @internal Client's original DCID (server, until established). */ odcidKey: string | null = null;
+  /** @internal A datagram offered as a possible stateless reset closed it (RFC 9000 §10.3.1). */ resetByPeer = false;
   /** @internal */ deadlineMs = 0;
   /** @internal Next keep-alive PING (ms, performance.now clock); Infinity when off. */ keepAliveDueMs = Infinity;
   /** @internal */ heapIndex = -1;

@@ -741,7 +741,10 @@ export class QuicEndpoint implements ConnectionOwner {
     let offered = 0;
     for (const c of this.conns.values()) {
       if (c.isServer || c.gone || !addrSlotEquals(c.sendAddr, 0, addrs, i)) continue;
+      const wasClosed = c.q.isClosed();
       this.deliver(c, buf, off, len, addrs, i);
+      // quiche closes on a token match without recording an error: that is how a reset shows.
+      if (!wasClosed && c.q.isClosed() && c.q.peerError() === null && c.q.localError() === null) c.resetByPeer = true;
       if (++offered === 4) break;
     }
     if (offered > 0) this.counters.resetCandidates++;
@@ -1160,6 +1163,7 @@ export class QuicEndpoint implements ConnectionOwner {
       errorCode: e?.errorCode ?? 0,
       reason: e !== null ? new TextDecoder().decode(e.reason) : '',
       idleTimeout: q.isTimedOut(),
+      statelessReset: c.resetByPeer,
     };
     this.finish(c, info);
   }
