@@ -80,6 +80,7 @@ describe.skipIf(!isRoot())('two gateway replicas behind an nftables UDP load bal
   let follower: NodeJS.Timeout | null = null;
   let followerBusy = false;
   const siteVia: string[] = []; // every next hop the announcer set for SITE, in order
+  const siteViaAt: number[] = []; // when it set each one (Date.now())
 
   function sh(n: string, ...args: string[]): string {
     return execFileSync('ip', ['netns', 'exec', ns[n]!, ...args], { encoding: 'utf8', stdio: 'pipe', timeout: 20_000 });
@@ -155,6 +156,7 @@ describe.skipIf(!isRoot())('two gateway replicas behind an nftables UDP load bal
       if (via !== null && siteVia.at(-1) !== via) {
         await execAsync(ns.lb!, 'ip', ['route', 'replace', SITE, 'via', via]);
         siteVia.push(via);
+        siteViaAt.push(Date.now());
       }
     } finally {
       followerBusy = false;
@@ -283,6 +285,7 @@ describe.skipIf(!isRoot())('two gateway replicas behind an nftables UDP load bal
 `);
     const downBefore = agent.lines.filter((l) => l.msg === 'tunnel down').length;
     sh('a1', 'nft', '-f', rules);
+    const flipAt = Date.now();
     // The first packet after the flip (this ping, or a keepalive) triggers the reset.
     // Short ping timeouts: how soon traffic resumes is measured to about 0.2 s.
     const resumeMs = await until('pings from the site through the new replica', 30_000, () => ping('a1', SITE_ADDR, '0.2'), agent);
@@ -313,7 +316,9 @@ describe.skipIf(!isRoot())('two gateway replicas behind an nftables UDP load bal
       !(await status(0)).some((s) => s.peerIdentity.endsWith('site-a')) && sh('g0', 'ip', 'route', 'show', SITE).trim() === '');
     expect(await ping('a1', SITE_ADDR)).toBe(true);
     expect(await ping('a3')).toBe(true); // ra-c on g0 is untouched
-    console.log(`replicas: after the NAT rebinding, pings resumed in ${resumeMs} ms (reset → tunnel up ${reconnectMs} ms); ` +
+    const routeMovedMs = siteViaAt.at(-1)! - flipAt;
+    console.log(`replicas: after the NAT rebinding, pings resumed in ${resumeMs} ms (reset → tunnel up ${reconnectMs} ms, ` +
+      `site route announced via the new replica after ${routeMovedMs} ms); ` +
       `the old replica withdrew the site route ${staleMs + resumeMs} ms after the flip`);
   }, 120_000);
 });
