@@ -60,3 +60,23 @@ describe('config: quic.statelessResetKeyFile', () => {
     expect(gwError(`${GW_BASE}quic:\n  resetKey: x\n`)).toMatch(/^gw\.yaml:8:3: quic\.resetKey: unknown key/);
   });
 });
+
+describe('config: quic.serverId (QUIC-LB)', () => {
+  it('hex, with or without 0x; or the replica index from the environment, big-endian', () => {
+    const id = (y: string) => [...parseGatewayConfig(`${GW_BASE}quic:\n  serverId: ${y}\n`, 'gw.yaml', '/').quic.serverId!];
+    expect(id('"0a01"')).toEqual([0x0a, 0x01]);
+    expect(id('"0xff"')).toEqual([0xff]);
+    process.env[ENV] = 'mtun-gateway-258';
+    expect(id(`{indexEnv: ${ENV}, bytes: 2}`)).toEqual([1, 2]);
+    expect(parseGatewayConfig(GW_BASE, 'gw.yaml', '/').quic.serverId).toBeUndefined();
+  });
+
+  it('refuses odd or too long hex, and an index that does not fit', () => {
+    expect(gwError(`${GW_BASE}quic:\n  serverId: "abc"\n`)).toBe('gw.yaml:8:13: quic.serverId: expected a server ID as hex, 1-11 octets (e.g. "0a"), got "abc"');
+    expect(gwError(`${GW_BASE}quic:\n  serverId: "${'00'.repeat(12)}"\n`)).toMatch(/^gw\.yaml:8:13: quic\.serverId: expected a server ID as hex/);
+    process.env[ENV] = 'gw-256';
+    expect(gwError(`${GW_BASE}quic:\n  serverId:\n    indexEnv: ${ENV}\n    bytes: 1\n`)).toBe(
+      `gw.yaml:9:15: quic.serverId.indexEnv: expected $${ENV} to hold the replica index for the server ID, but 256 does not fit 1 octet(s)`);
+    expect(gwError(`${GW_BASE}quic:\n  serverId: 7\n`)).toBe('gw.yaml:8:13: quic.serverId: expected a server ID as hex (1-11 octets, e.g. "0a") or {indexEnv, bytes}, got 7');
+  });
+});

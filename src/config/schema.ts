@@ -204,6 +204,37 @@ const poolSliceSchema = z.strictObject({
   return { index: index!, count: s.count };
 });
 
+/** Longest QUIC-LB server ID: our 16-octet connection IDs less the first octet and a 4-octet nonce. */
+const MAX_SERVER_ID_BYTES = 11;
+
+/**
+ * `quic.serverId`: the QUIC-LB server ID (draft-ietf-quic-load-balancers)
+ * written into every connection ID, as hex (`"0a"`, `"0x0a01"`), or from a
+ * replica index in the environment (`{indexEnv, bytes}`: the trailing
+ * number, big-endian in `bytes` octets). Output: the ID's octets.
+ */
+const serverIdSchema = z.union([
+  z.string(),
+  z.strictObject({ indexEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected an environment variable name' }), bytes: intIn(1, MAX_SERVER_ID_BYTES, 'a server ID length in octets') }),
+], { error: `a server ID as hex (1-${MAX_SERVER_ID_BYTES} octets, e.g. "0a") or {indexEnv, bytes}` }).transform((v, ctx): Uint8Array => {
+  if (typeof v === 'string') {
+    const hex = v.startsWith('0x') ? v.slice(2) : v;
+    if (/^(?:[0-9a-fA-F]{2}){1,11}$/.test(hex)) return Uint8Array.from(Buffer.from(hex, 'hex'));
+    ctx.addIssue({ code: 'custom', message: `expected a server ID as hex, 1-${MAX_SERVER_ID_BYTES} octets (e.g. "0a"), got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  const raw = process.env[v.indexEnv];
+  const index = raw === undefined ? null : replicaIndexFromEnv(raw);
+  if (index === null || index >= 2 ** (8 * Math.min(v.bytes, 6))) {
+    const got = raw === undefined ? 'it is not set' : index === null ? `its value ${JSON.stringify(raw)} does not end in a number` : `${index} does not fit ${v.bytes} octet(s)`;
+    ctx.addIssue({ code: 'custom', path: ['indexEnv'], message: `expected $${v.indexEnv} to hold the replica index for the server ID, but ${got}` });
+    return z.NEVER;
+  }
+  const out = new Uint8Array(v.bytes);
+  for (let i = v.bytes - 1, n = index; i >= 0; i--, n = Math.floor(n / 256)) out[i] = n % 256;
+  return out;
+});
+
 /** Builds the gateway schema; relative file paths resolve against `baseDir`. */
 export function gatewaySchema(baseDir: string) {
   return z.strictObject({
@@ -234,6 +265,12 @@ export function gatewaySchema(baseDir: string) {
        * derive from tls.key (the same across restarts of one gateway).
        */
       statelessResetKeyFile: filePath(baseDir).optional(),
+      /**
+       * QUIC-LB server ID (keyless, config rotation 0) written after the first
+       * octet of every connection ID, for a CID-aware load balancer. Unique per
+       * replica. In the clear: observers can tell which replica a connection uses.
+       */
+      serverId: serverIdSchema.optional(),
     }).prefault({}),
     /** Prefixes behind the gateway, advertised to agents (filtered by each identity's policy). */
     advertise: z.array(ipPrefix()).default([]),

@@ -142,6 +142,8 @@ export class Gateway {
           clientCaPem: config.tls.requireClientCert ? caPem : undefined,
           statelessResetKey: keys.statelessResetKey,
           ticketKey: keys.ticketKey,
+          // QUIC-LB (draft-ietf-quic-load-balancers): this replica's ID in every connection ID it issues.
+          quicLb: config.quic.serverId !== undefined ? { configRotation: 0, serverId: config.quic.serverId } : undefined,
           onConnection: (c) => gw!.onConnection(c),
         },
         // The connection's idle timeout is the smaller of both ends' (RFC 9000 §10.1): leave room for 3 agent keepalives.

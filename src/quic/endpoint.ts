@@ -18,6 +18,7 @@ import {
 import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
 import { TimerHeap } from './timer-heap.js';
 import { RetryTokens } from './retry-token.js';
+import { checkQuicLbConfig, encodeQuicLbCid, type QuicLbConfig } from './quic-lb.js';
 import { peerIdentityFromChain } from './peer-identity.js';
 
 /**
@@ -74,6 +75,12 @@ export interface QuicServerOptions {
   maxStatelessResetsPerSecond?: number;
   /** TLS session ticket key (48 bytes) shared by all connections. Default: random per endpoint. */
   ticketKey?: Uint8Array;
+  /**
+   * QUIC-LB (draft-ietf-quic-load-balancers, keyless): every connection ID
+   * this server issues carries this server ID after the first octet, so a
+   * CID-aware load balancer routes by it. Default: fully random CIDs.
+   */
+  quicLb?: QuicLbConfig;
 }
 
 /** Client-side options. */
@@ -223,6 +230,7 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly resetsPerSecond: number;
   private resetWindowStart = 0;
   private resetsInWindow = 0;
+  private readonly quicLb: QuicLbConfig | null;
   private readonly clientConfig: QuicheConfig | null;
   private readonly keylogPath: string | null;
   private readonly tokens: RetryTokens | null;
@@ -290,6 +298,8 @@ export class QuicEndpoint implements ConnectionOwner {
     this.ticketKey = opts.server?.ticketKey ?? randomBytes(48);
     if (this.ticketKey.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
     this.resetsPerSecond = opts.server?.maxStatelessResetsPerSecond ?? 100;
+    this.quicLb = opts.server?.quicLb ?? null;
+    if (this.quicLb !== null) checkQuicLbConfig(this.quicLb, CID_BYTES);
     // Fail fast on bad TLS material; connections get their own config (see serverConfigFor).
     if (this.isServerEndpoint) this.serverConfigFor(new Uint8Array(CID_BYTES));
     this.clientConfig = opts.client ? this.buildConfig(false) : null;
@@ -656,14 +666,14 @@ export class QuicEndpoint implements ConnectionOwner {
       }
     } else if (this.retryMode === 'on' || (this.retryMode === 'auto' && this.handshaking >= this.retryAuto)) {
       // RFC 9000 §8.1.2: stateless Retry with an address-bound token.
-      const retryScid = this.freshCid();
+      const retryScid = this.freshCid(true);
       const tok = tokens.mint(hdr.dcid, retryScid, addrs, i);
       const n = quiche.retry(hdr.scid, hdr.dcid, retryScid, tok, hdr.version, this.rawOut);
       this.sendRaw(this.rawOut, n, addrs, i);
       this.counters.retriesSent++;
       return;
     } else {
-      scid = this.freshCid();
+      scid = this.freshCid(true);
     }
     let q: QuicheConnection;
     const remote = { host: ip, port: (addrs[i * ADDR_SLOT_BYTES + 16] << 8) | addrs[i * ADDR_SLOT_BYTES + 17] };
@@ -758,11 +768,14 @@ export class QuicEndpoint implements ConnectionOwner {
     this.sessions.set(key, s);
   }
 
-  /** Fresh random CID whose demux key is unused. */
-  private freshCid(): Uint8Array {
+  /** Fresh random CID whose demux key is unused; a server's carries its QUIC-LB server ID when configured. */
+  private freshCid(server = false): Uint8Array {
     const cid = new Uint8Array(CID_BYTES);
-    do randomFillSync(cid);
-    while (this.conns.has(cidKey(cid, 0)));
+    const lb = server ? this.quicLb : null;
+    do {
+      if (lb !== null) encodeQuicLbCid(cid, lb);
+      else randomFillSync(cid);
+    } while (this.conns.has(cidKey(cid, 0)));
     return cid;
   }
 

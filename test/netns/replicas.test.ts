@@ -165,7 +165,7 @@ describe.skipIf(!isRoot())('two gateway replicas behind an nftables UDP load bal
 
   /** Packets the DNAT rule has seen: one per new 5-tuple (the nat hook sees only a flow's first packet). */
   function newFlows(): number {
-    const m = /counter packets (\d+)/.exec(sh('lb', 'nft', 'list', 'chain', 'ip', `${pfx}lb`, 'pre'));
+    const m = /counter packets (\d+) bytes \d+ dnat to numgen/.exec(sh('lb', 'nft', 'list', 'chain', 'ip', `${pfx}lb`, 'pre'));
     if (m === null) throw new Error('no counter on the DNAT rule');
     return Number(m[1]);
   }
@@ -321,6 +321,45 @@ describe.skipIf(!isRoot())('two gateway replicas behind an nftables UDP load bal
       `site route announced via the new replica after ${routeMovedMs} ms); ` +
       `the old replica withdrew the site route ${staleMs + resumeMs} ms after the flip`);
   }, 120_000);
+
+  it('with a CID-aware rule (QUIC-LB server ID) the load balancer keeps a rebound agent on its replica: the connection migrates, no reset', async () => {
+    const agent = daemons.find((d) => d.name === 'ra-b')!;
+    const before = (await status(1)).find((x) => x.peerIdentity.endsWith('ra-b'))!;
+    // ra-b is on g1; by 5-tuple its next new flow would go to g0 (flows so far mod 2).
+    expect(newFlows() % 2).toBe(0);
+    // Short header (first bit 0): the server ID is the DCID's second octet, UDP payload octet 2 (bits 80-87).
+    // Long headers (new connections) still fall through to the 5-tuple rule.
+    for (const k of [0, 1]) {
+      sh('lb', 'nft', 'insert', 'rule', 'ip', `${pfx}lb`, 'pre', 'ip', 'daddr', VIP, 'udp', 'dport', '4433',
+        '@th,64,1', '0', '@th,80,8', `${k}`, 'counter', 'dnat', 'to', GW[k]);
+    }
+    const cport = agentPort('a2');
+    const nport = cport === 47_100 ? 47_101 : 47_100;
+    const rules = join(dir, 'rebind-b.nft');
+    writeFileSync(rules, `table ip ${pfx}rb {
+  chain out { type filter hook output priority -300; policy accept;
+    ip daddr ${VIP} udp sport ${cport} udp dport 4433 udp sport set ${nport}
+  }
+  chain in { type filter hook prerouting priority -300; policy accept;
+    ip saddr ${VIP} udp sport 4433 udp dport ${cport} drop
+    ip saddr ${VIP} udp sport 4433 udp dport ${nport} udp dport set ${cport}
+  }
+}
+`);
+    const downBefore = agent.lines.filter((l) => l.msg === 'tunnel down').length;
+    const flows = newFlows();
+    sh('a2', 'nft', '-f', rules);
+    const resumeMs = await until('pings from ra-b after its rebinding', 15_000, () => ping('a2', undefined, '0.2'), agent);
+    const chain = sh('lb', 'nft', 'list', 'chain', 'ip', `${pfx}lb`, 'pre');
+    // nft prints the match as `@th,80,8 0x1`; the nat hook sees only the new flow's first packet.
+    expect(chain).toMatch(new RegExp(`@th,80,8 0x1 counter packets 1 bytes \\d+ dnat to ${GW[1].replace(/\./g, '\\.')}`));
+    expect(newFlows()).toBe(flows); // the 5-tuple rule never saw it
+    // Same session on the same replica: the QUIC connection followed the new address (RFC 9000 §9.3).
+    const after = (await status(1)).find((x) => x.peerIdentity.endsWith('ra-b'));
+    expect(after?.since).toBe(before.since);
+    expect(agent.lines.filter((l) => l.msg === 'tunnel down').length).toBe(downBefore);
+    console.log(`replicas: CID-routed rebinding of ra-b: pings answered ${resumeMs} ms after the flip, same session on the same replica`);
+  }, 60_000);
 });
 
 function gatewayYaml(dir: string, k: number): string {
@@ -332,6 +371,9 @@ tls:
   ca: ${dir}/certs0/ca.pem
 quic:
   statelessResetKeyFile: ${dir}/reset.key
+  serverId:
+    indexEnv: MTUN_POD
+    bytes: 1
 pools:
   ipv4: 10.200.0.0/24
   ipv6: fd00:200::/64
