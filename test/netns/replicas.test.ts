@@ -33,6 +33,10 @@
  * reconnects at once (not after its 3 s backoff) and pings resume through the
  * new replica, which now holds the site route. The old replica drops its
  * session and route at the QUIC idle timeout (RFC 9000 §10.1).
+ * Last, with nftables rules that route short-header packets by the QUIC-LB
+ * server ID in the destination connection ID (quic.serverId = the replica
+ * index), a rebound agent stays on its replica: its connection migrates,
+ * no reset, same session.
  *
  * Root only; namespaces (and the nft tables inside them) are removed in
  * afterAll and on process exit, also on failure.
