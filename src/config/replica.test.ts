@@ -1,20 +1,10 @@
 /** Config keys for several gateway replicas: `pools.slice` and `quic.statelessResetKeyFile`. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError, parseGatewayConfig } from './index.js';
+import { parseGatewayConfig } from './index.js';
 import { replicaIndexFromEnv } from './schema.js';
+import { GW_BASE, gwError } from './testing/config-errors.js';
 
-const GW_BASE = 'tls:\n  cert: gw.pem\n  key: gw-key.pem\n  ca: ca.pem\npools:\n  ipv4: 10.200.0.0/24\n';
 const ENV = 'MTUN_TEST_REPLICA_POD';
-
-function gwError(text: string): string {
-  try {
-    parseGatewayConfig(text, 'gw.yaml', '/etc/mtun');
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return String(err);
-  }
-  throw new Error('expected a ConfigError');
-}
 
 afterEach(() => {
   delete process.env[ENV];

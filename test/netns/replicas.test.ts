@@ -182,6 +182,29 @@ describe.skipIf(!isRoot())('two gateway replicas behind an nftables UDP load bal
     return Number(m[1]);
   }
 
+  /**
+   * Changes the agent's NAT binding: a stateless source-port rewrite ahead of
+   * conntrack (priority -300) in its namespace. Its socket is unchanged; the
+   * network sees it at `newPort` (or the next port) from now on, and answers
+   * to the old port are lost.
+   */
+  function rebind(a: string, newPort: number): void {
+    const cport = agentPort(a);
+    const nport = cport === newPort ? newPort + 1 : newPort;
+    const rules = join(dir, `rebind-${a}.nft`);
+    writeFileSync(rules, `table ip ${pfx}rb {
+  chain out { type filter hook output priority -300; policy accept;
+    ip daddr ${VIP} udp sport ${cport} udp dport 4433 udp sport set ${nport}
+  }
+  chain in { type filter hook prerouting priority -300; policy accept;
+    ip saddr ${VIP} udp sport 4433 udp dport ${cport} drop
+    ip saddr ${VIP} udp sport 4433 udp dport ${nport} udp dport set ${cport}
+  }
+}
+`);
+    sh(a, 'nft', '-f', rules);
+  }
+
   beforeAll(async () => {
     for (const n of ['lb', 'g0', 'g1', 'srv', 'a1', 'a2', 'a3']) {
       ns[n] = createNetns(`${pfx}${n}`);
@@ -272,23 +295,8 @@ describe.skipIf(!isRoot())('two gateway replicas behind an nftables UDP load bal
     const gw1 = daemons.find((d) => d.name === 'gw1')!;
     // The next new 5-tuple goes to replica (flows so far) mod 2; site-a is on g0, so that must be g1.
     expect(newFlows() % 2).toBe(1);
-    const cport = agentPort('a1');
-    const nport = cport === 47_000 ? 47_001 : 47_000;
-    const rules = join(dir, 'rebind.nft');
-    // Stateless source-port rewrite ahead of conntrack (priority -300): the agent's socket is
-    // unchanged, the network sees it at nport from now on; answers to the old port are lost.
-    writeFileSync(rules, `table ip ${pfx}rb {
-  chain out { type filter hook output priority -300; policy accept;
-    ip daddr ${VIP} udp sport ${cport} udp dport 4433 udp sport set ${nport}
-  }
-  chain in { type filter hook prerouting priority -300; policy accept;
-    ip saddr ${VIP} udp sport 4433 udp dport ${cport} drop
-    ip saddr ${VIP} udp sport 4433 udp dport ${nport} udp dport set ${cport}
-  }
-}
-`);
     const downBefore = agent.lines.filter((l) => l.msg === 'tunnel down').length;
-    sh('a1', 'nft', '-f', rules);
+    rebind('a1', 47_000);
     const flipAt = Date.now();
     // The first packet after the flip (this ping, or a keepalive) triggers the reset.
     // Short ping timeouts: how soon traffic resumes is measured to about 0.2 s.
@@ -337,22 +345,9 @@ describe.skipIf(!isRoot())('two gateway replicas behind an nftables UDP load bal
       sh('lb', 'nft', 'insert', 'rule', 'ip', `${pfx}lb`, 'pre', 'ip', 'daddr', VIP, 'udp', 'dport', '4433',
         '@th,64,1', '0', '@th,80,8', `${k}`, 'counter', 'dnat', 'to', GW[k]);
     }
-    const cport = agentPort('a2');
-    const nport = cport === 47_100 ? 47_101 : 47_100;
-    const rules = join(dir, 'rebind-b.nft');
-    writeFileSync(rules, `table ip ${pfx}rb {
-  chain out { type filter hook output priority -300; policy accept;
-    ip daddr ${VIP} udp sport ${cport} udp dport 4433 udp sport set ${nport}
-  }
-  chain in { type filter hook prerouting priority -300; policy accept;
-    ip saddr ${VIP} udp sport 4433 udp dport ${cport} drop
-    ip saddr ${VIP} udp sport 4433 udp dport ${nport} udp dport set ${cport}
-  }
-}
-`);
     const downBefore = agent.lines.filter((l) => l.msg === 'tunnel down').length;
     const flows = newFlows();
-    sh('a2', 'nft', '-f', rules);
+    rebind('a2', 47_100);
     const resumeMs = await until('pings from ra-b after its rebinding', 15_000, () => ping('a2', undefined, '0.2'), agent);
     const chain = sh('lb', 'nft', 'list', 'chain', 'ip', `${pfx}lb`, 'pre');
     // nft prints the match as `@th,80,8 0x1`; the nat hook sees only the new flow's first packet.
