@@ -300,15 +300,17 @@ export class Agent {
       this.session = null;
     }
     if (this.state === 'stopped' || this.state === 'failed') return;
-    this.log.warn({ reason: info?.reason, code: info?.errorCode, byPeer: info?.byPeer, idle: info?.idleTimeout, handlerError: conn.handlerError?.stack }, 'tunnel down');
-    this.scheduleReconnect();
+    const reset = info?.statelessReset === true;
+    this.log.warn({ reason: info?.reason, code: info?.errorCode, byPeer: info?.byPeer, idle: info?.idleTimeout, statelessReset: reset, handlerError: conn.handlerError?.stack }, 'tunnel down');
+    // A stateless reset (RFC 9000 §10.3): the gateway (another replica, or a restarted one) has no state for us: reconnect at once.
+    this.scheduleReconnect(reset);
   }
 
-  /** Exponential backoff with jitter (config.reconnect; see backoffDelayMs). */
-  private scheduleReconnect(): void {
+  /** Exponential backoff with jitter (config.reconnect; see backoffDelayMs); `immediate` after a stateless reset. */
+  private scheduleReconnect(immediate = false): void {
     if (this.state === 'stopped' || this.state === 'failed' || this.reconnect.pending) return;
     this.state = 'backoff';
-    const delay = this.reconnect.schedule();
+    const delay = this.reconnect.schedule(immediate);
     this.log.info({ delayMs: delay, attempt: this.reconnect.attempts }, 'reconnecting');
   }
 

@@ -6,23 +6,12 @@ import { stringify } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { formatPrefix, type IpPrefix } from '../packet/ip-address.js';
 import { ConfigError, loadAgentConfig, loadGatewayConfig, parseAgentConfig, parseGatewayConfig } from './index.js';
+import { GW_BASE, gwError } from './testing/config-errors.js';
 
 /** Canonical text of an optional prefix. */
 const txt = (p: IpPrefix | undefined): string | undefined => (p === undefined ? undefined : formatPrefix(p));
 
-/** Smallest valid gateway file; tests append to it. */
-const GW_BASE = 'tls:\n  cert: gw.pem\n  key: gw-key.pem\n  ca: ca.pem\npools:\n  ipv4: 10.200.0.0/24\n';
 const AGENT_BASE = 'gateway:\n  address: 192.0.2.1:4433\ntls:\n  cert: a.pem\n  key: a-key.pem\n  ca: ca.pem\n';
-
-function gwError(text: string): string {
-  try {
-    parseGatewayConfig(text, 'gw.yaml', '/etc/mtun');
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return String(err);
-  }
-  throw new Error('expected a ConfigError');
-}
 
 function agentError(text: string): string {
   try {
@@ -206,7 +195,7 @@ describe('config: errors name file:line:col, key path and what was expected', ()
 describe('config: unknown keys are errors', () => {
   it('at the top level, listing the allowed keys', () => {
     expect(gwError(`${GW_BASE}colour: blue\n`)).toBe(
-      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, advertise, policy, inboundTracking, connectUdp, masque, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
+      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, quic, advertise, policy, inboundTracking, connectUdp, masque, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
   });
 
   it('nested, with a did-you-mean for near misses', () => {

@@ -208,6 +208,80 @@ const gatewayMasqueSchema = z.strictObject({
   advertisementBurst: intIn(1, 1_000, 'a capsule count').default(8),
 }).prefault({});
 
+/**
+ * The replica index in an environment variable's value: the trailing decimal
+ * digits, so a StatefulSet pod name (`mtun-gateway-1`) or the Downward API's
+ * `apps.kubernetes.io/pod-index` label (`1`) both give 1. Null when the value
+ * does not end in digits.
+ */
+export function replicaIndexFromEnv(value: string): number | null {
+  const m = /(\d{1,6})$/.exec(value.trim());
+  return m === null ? null : Number(m[1]);
+}
+
+/**
+ * `pools.slice`: this replica leases only from the `index`-th of `count`
+ * equal parts of each pool, so replicas never hand out the same address.
+ * `indexEnv` names an environment variable read when the file is loaded.
+ */
+const poolSliceSchema = z.strictObject({
+  index: intIn(0, 65_535, 'a replica index').optional(),
+  indexEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected an environment variable name' }).optional(),
+  count: intIn(1, 65_536, 'a replica count'),
+}).transform((s, ctx) => {
+  if ((s.index === undefined) === (s.indexEnv === undefined)) {
+    ctx.addIssue({ code: 'custom', message: 'expected exactly one of "index" or "indexEnv"' });
+    return z.NEVER;
+  }
+  let index = s.index;
+  if (s.indexEnv !== undefined) {
+    const raw = process.env[s.indexEnv];
+    index = raw === undefined ? undefined : (replicaIndexFromEnv(raw) ?? undefined);
+    if (index === undefined) {
+      const got = raw === undefined ? 'it is not set' : `its value ${JSON.stringify(raw)} does not end in a number`;
+      ctx.addIssue({ code: 'custom', path: ['indexEnv'], message: `expected $${s.indexEnv} to hold the replica index (e.g. a StatefulSet pod name "gw-1"), but ${got}` });
+      return z.NEVER;
+    }
+  }
+  if (index! >= s.count) {
+    const from = s.indexEnv !== undefined ? ` (from $${s.indexEnv}=${JSON.stringify(process.env[s.indexEnv])})` : '';
+    ctx.addIssue({ code: 'custom', path: [s.indexEnv !== undefined ? 'indexEnv' : 'index'], message: `expected a replica index below count ${s.count}, got ${index}${from}` });
+    return z.NEVER;
+  }
+  return { index: index!, count: s.count };
+});
+
+/** Longest QUIC-LB server ID: our 16-octet connection IDs less the first octet and a 4-octet nonce. */
+const MAX_SERVER_ID_BYTES = 11;
+
+/**
+ * `quic.serverId`: the QUIC-LB server ID (draft-ietf-quic-load-balancers)
+ * written into every connection ID, as hex (`"0a"`, `"0x0a01"`), or from a
+ * replica index in the environment (`{indexEnv, bytes}`: the trailing
+ * number, big-endian in `bytes` octets). Output: the ID's octets.
+ */
+const serverIdSchema = z.union([
+  z.string(),
+  z.strictObject({ indexEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected an environment variable name' }), bytes: intIn(1, MAX_SERVER_ID_BYTES, 'a server ID length in octets') }),
+], { error: `a server ID as hex (1-${MAX_SERVER_ID_BYTES} octets, e.g. "0a") or {indexEnv, bytes}` }).transform((v, ctx): Uint8Array => {
+  if (typeof v === 'string') {
+    const hex = v.startsWith('0x') ? v.slice(2) : v;
+    if (/^(?:[0-9a-fA-F]{2}){1,11}$/.test(hex)) return Uint8Array.from(Buffer.from(hex, 'hex'));
+    ctx.addIssue({ code: 'custom', message: `expected a server ID as hex, 1-${MAX_SERVER_ID_BYTES} octets (e.g. "0a"), got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  const raw = process.env[v.indexEnv];
+  const index = raw === undefined ? null : replicaIndexFromEnv(raw);
+  if (index === null || index >= 2 ** (8 * Math.min(v.bytes, 6))) {
+    const got = raw === undefined ? 'it is not set' : index === null ? `its value ${JSON.stringify(raw)} does not end in a number` : `${index} does not fit ${v.bytes} octet(s)`;
+    ctx.addIssue({ code: 'custom', path: ['indexEnv'], message: `expected $${v.indexEnv} to hold the replica index for the server ID, but ${got}` });
+    return z.NEVER;
+  }
+  const out = new Uint8Array(v.bytes);
+  for (let i = v.bytes - 1, n = index; i >= 0; i--, n = Math.floor(n / 256)) out[i] = n % 256;
+  return out;
+});
+
 /** Builds the gateway schema; relative file paths resolve against `baseDir`. */
 export function gatewaySchema(baseDir: string) {
   return z.strictObject({
@@ -234,6 +308,23 @@ export function gatewaySchema(baseDir: string) {
       }).prefault({}),
       /** Addresses one identity may lease at once across all its sessions (#12 item 10). */
       maxLeasesPerIdentity: intIn(1, 1_000_000, 'a lease count').default(4),
+      /** Several replicas: lease only from this replica's slice of each pool (docs/deployment.md). */
+      slice: poolSliceSchema.optional(),
+    }).prefault({}),
+    quic: z.strictObject({
+      /**
+       * A secret (≥ 32 bytes, not world-readable) shared by every replica: the
+       * stateless reset key (RFC 9000 §10.3) and the TLS ticket key derive from
+       * it, so any replica resets a connection it does not hold. Default: both
+       * derive from tls.key (the same across restarts of one gateway).
+       */
+      statelessResetKeyFile: filePath(baseDir).optional(),
+      /**
+       * QUIC-LB server ID (keyless, config rotation 0) written after the first
+       * octet of every connection ID, for a CID-aware load balancer. Unique per
+       * replica. In the clear: observers can tell which replica a connection uses.
+       */
+      serverId: serverIdSchema.optional(),
     }).prefault({}),
     /** Prefixes behind the gateway, advertised to agents (filtered by each identity's policy). */
     advertise: z.array(ipPrefix()).default([]),
@@ -280,6 +371,13 @@ export function gatewaySchema(baseDir: string) {
         ctx.addIssue({ code: 'custom', path: ['policy', i, 'inbound', j, 'prefixes', k], message: `expected a prefix inside this identity's advertise list or a pool, got ${formatPrefix(p)}` });
       }
     })));
+    const slice = c.pools.slice;
+    for (const p of slice !== undefined ? [c.pools.ipv4, c.pools.ipv6] : []) {
+      // Each slice needs 2 addresses (slice 0 loses the pool's first one to the reservation).
+      if (p !== undefined && (1n << BigInt((p.version === 4 ? 32 : 128) - p.prefixLength)) / BigInt(slice!.count) < 2n) {
+        ctx.addIssue({ code: 'custom', path: ['pools', 'slice', 'count'], message: `expected a count that leaves each slice of the IPv${p.version} pool at least 2 addresses, got ${slice!.count}` });
+      }
+    }
   });
 }
 

@@ -6,7 +6,6 @@
  * ({@link DaemonIo}); admission (`admit-connect.ts`), tokens (`auth.ts`),
  * reload decisions (`reload.ts`) and status (`status.ts`) live beside it.
  */
-import { createHmac } from 'node:crypto';
 import { promises as dns } from 'node:dns';
 import { readFileSync } from 'node:fs';
 import { compilePolicy, type CompiledPolicy, type GatewayConfig, type IdentityPolicy } from '../config/index.js';
@@ -15,7 +14,7 @@ import { healthzHandler } from '../telemetry/healthz.js';
 import type { ConnectRequest } from '../h3/connection.js';
 import { Direction } from '../inspect/flow-tracker.js';
 import type { FlowRecord } from '../inspect/flow-record.js';
-import { AddressPool } from '../masque/address-pool.js';
+import type { AddressPool } from '../masque/address-pool.js';
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
 import { MASQUE_HEADROOM } from '../masque/connect-ip/datagram.js';
@@ -48,6 +47,8 @@ import { reviewSession, udpTargetAllowed } from './reload.js';
 import { routeConflictVerdict, SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
 import { gatewayStatus } from './status.js';
 import { registerInboundMetrics } from './inbound-metrics.js';
+import { quicServerKeys } from './quic-keys.js';
+import { replicaPools } from './replica-pools.js';
 
 /** Gateway-level drop reasons (packets read from the TUN). */
 const GW_DROP_NO_ROUTE = 'no_route';
@@ -106,13 +107,10 @@ export class Gateway {
     this.policy = compilePolicy(config.policy);
     this.tokens = TokenTable.fromConfig(config);
     this.kernelRoutes = new RouteSync(tun.name, io.kernel, io.clock, io.log, 'routes to agent sites');
-    const lease = (prefix: IpPrefix, minPrefixLength: number) =>
-      new AddressPool({ prefix: formatPrefix(prefix), minPrefixLength, maxLeasesPerOwner: config.pools.maxLeasesPerIdentity });
-    this.pools = {
-      v4: config.pools.ipv4 ? lease(config.pools.ipv4, config.pools.minPrefixLength.ipv4) : undefined,
-      v6: config.pools.ipv6 ? lease(config.pools.ipv6, config.pools.minPrefixLength.ipv6) : undefined,
-    };
-    this.poolPrefixes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined);
+    // Only this replica's slice of each pool (pools.slice): leased from, routed to the TUN.
+    const pools = replicaPools(config.pools);
+    this.pools = { v4: pools.v4, v6: pools.v6 };
+    this.poolPrefixes = pools.prefixes;
     this.flows = new DaemonFlows({
       telemetry,
       inspection: config.inspection,
@@ -144,8 +142,9 @@ export class Gateway {
       const certPem = readFileSync(config.tls.cert, 'utf8');
       const keyPem = readFileSync(config.tls.key, 'utf8');
       const caPem = config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined;
-      const poolRoutes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined).map(formatPrefix);
-      // The TUN's `ip` run and the telemetry set-up overlap (restart time, docs/RELIABILITY.md).
+      const poolRoutes = replicaPools(config.pools).prefixes.map(formatPrefix);
+      // Shared by every replica when quic.statelessResetKeyFile is set (RFC 9000 §10.3: any replica resets what it does not hold).
+      const keys = quicServerKeys(config.quic.statelessResetKeyFile, keyPem);
       opening = io.openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, routes: poolRoutes, offload: config.tun.offload, txQueueLen: config.tun.txQueueLen });
       const telemetry = new Telemetry({
         reporter: 'gateway',
@@ -160,8 +159,10 @@ export class Gateway {
           certPem,
           keyPem,
           clientCaPem: config.tls.requireClientCert ? caPem : undefined,
-          statelessResetKey: derivedKey(keyPem, 'mtun stateless reset v1'),
+          statelessResetKey: keys.statelessResetKey,
           // No ticketKey: random per process, rotated on reload and every TICKET_KEY_ROTATION_MS (#12 item 5).
+          // QUIC-LB (draft-ietf-quic-load-balancers): this replica's ID in every connection ID it issues.
+          quicLb: config.quic.serverId !== undefined ? { configRotation: 0, serverId: config.quic.serverId } : undefined,
           onConnection: (c) => gw!.onConnection(c),
         },
         // The connection's idle timeout is the smaller of both ends' (RFC 9000 §10.1): leave room for 3 agent keepalives.
@@ -183,7 +184,7 @@ export class Gateway {
           status: () => gw!.status(),
         });
       }
-      io.log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url }, 'gateway started');
+      io.log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url, pools: poolRoutes, quicKeys: keys.source }, 'gateway started');
       return gw;
     } catch (e) {
       io.udp.close();
@@ -703,13 +704,6 @@ function resolverWithTimeout(timeoutMs: number): UdpResolver {
     const t = setTimeout(() => reject(Object.assign(new Error(`resolving ${host} timed out`), { code: 'ETIMEOUT' })), timeoutMs);
     dns.lookup(host, { all: true, verbatim: true }).then(resolve, reject).finally(() => clearTimeout(t));
   });
-}
-
-/** A key that stays the same across restarts of this gateway (so agents of a crashed instance get stateless resets at once). */
-function derivedKey(keyPem: string, label: string): Buffer {
-  const a = createHmac('sha256', keyPem).update(label).digest();
-  const b = createHmac('sha256', keyPem).update(label + ' 2').digest();
-  return Buffer.concat([a, b]);
 }
 
 /** The identity policy matches for a certificate-authenticated peer: its SPIFFE ID, else its first URI SAN, else its subject. */

@@ -30,6 +30,53 @@ export interface AddressPoolOptions {
   readonly minPrefixLength?: number;
   /** Leases one owner (identity) may hold at once across all its sessions; default {@link DEFAULT_MAX_LEASES_PER_OWNER}. */
   readonly maxLeasesPerOwner?: number;
+  /** Lease only from this replica's share of the prefix (config `pools.slice`); default the whole prefix. */
+  readonly slice?: PoolSlice;
+}
+
+/**
+ * One replica's share of a pool (config `pools.slice`): the `index`-th of
+ * `count` contiguous, equal-sized ranges (sizes differ by at most one
+ * address when `count` does not divide the pool). Replicas with the same pool
+ * and count and different indices never hand out the same address.
+ */
+export interface PoolSlice {
+  readonly index: number;
+  readonly count: number;
+}
+
+/**
+ * The address range `[start, end)` of `slice` within `pool`. Throws
+ * `masque: …` when the index is out of range or the slice would hold fewer
+ * than 2 addresses (slice 0 loses the pool's first address to the reservation).
+ */
+export function sliceRange(pool: IpPrefix, slice: PoolSlice): { start: bigint; end: bigint } {
+  const { index, count } = slice;
+  if (!Number.isInteger(count) || count < 1 || !Number.isInteger(index) || index < 0 || index >= count) {
+    throw new Error(`masque: pool slice ${index} of ${count} is out of range (expected 0 <= index < count)`);
+  }
+  const size = 1n << BigInt(addressBits(pool.version) - pool.prefixLength);
+  const base = addrToBig(pool.address);
+  const n = BigInt(count);
+  const start = base + (size * BigInt(index)) / n;
+  const end = base + (size * BigInt(index + 1)) / n;
+  if (end - start < 2n) throw new Error(`masque: pool ${formatPrefix(pool)} is too small for ${count} slices (each needs at least 2 addresses)`);
+  return { start, end };
+}
+
+/** The fewest aligned prefixes that exactly cover `[start, end)` (what is routed to the TUN for a slice). */
+export function rangePrefixes(version: IpVersion, start: bigint, end: bigint): IpPrefix[] {
+  const bits = addressBits(version);
+  const out: IpPrefix[] = [];
+  let c = start;
+  while (c < end) {
+    // Largest aligned block starting at c that fits in what is left.
+    let hostBits = 0;
+    while (hostBits < bits && (c & ((1n << BigInt(hostBits + 1)) - 1n)) === 0n && c + (1n << BigInt(hostBits + 1)) <= end) hostBits++;
+    out.push({ version, address: bigToAddr(c, bits / 8), prefixLength: bits - hostBits });
+    c += 1n << BigInt(hostBits);
+  }
+  return out;
 }
 
 /**
@@ -38,8 +85,10 @@ export interface AddressPoolOptions {
  * lowest free aligned block. Leases are returned with `release`.
  */
 export class AddressPool {
-  /** The configured pool. */
+  /** The configured pool (the whole prefix, also when this instance leases from a slice of it). */
   readonly pool: IpPrefix;
+  /** What this instance leases from: the pool, or the prefixes covering its slice. Route these to the TUN. */
+  readonly prefixes: readonly IpPrefix[];
   readonly version: IpVersion;
   private readonly start: bigint;
   private readonly end: bigint; // exclusive
@@ -48,19 +97,22 @@ export class AddressPool {
   private readonly leases: Lease[] = [];
   private readonly maxPerOwner: number;
 
-  /** Throws `masque: …` on a malformed prefix or reserved address (configuration errors). */
+  /** Throws `masque: …` on a malformed prefix or reserved address, or a bad slice (configuration errors). */
   constructor(opts: AddressPoolOptions) {
     const p = parsePrefix(opts.prefix);
     if (!p) throw new Error(`masque: address pool ${JSON.stringify(opts.prefix)} is not a valid prefix (host bits must be zero)`);
     this.pool = p;
     this.version = p.version;
     this.bits = addressBits(p.version);
-    this.start = addrToBig(p.address);
-    this.end = this.start + (1n << BigInt(this.bits - p.prefixLength));
+    const poolStart = addrToBig(p.address);
+    const range = opts.slice !== undefined ? sliceRange(p, opts.slice) : { start: poolStart, end: poolStart + (1n << BigInt(this.bits - p.prefixLength)) };
+    this.start = range.start;
+    this.end = range.end;
+    this.prefixes = opts.slice !== undefined ? rangePrefixes(p.version, this.start, this.end) : [p];
     this.minLen = Math.max(p.prefixLength, Math.min(this.bits, opts.minPrefixLength ?? this.bits));
     this.maxPerOwner = opts.maxLeasesPerOwner ?? DEFAULT_MAX_LEASES_PER_OWNER;
     // The pool's first (network) address is reserved so no client gets x.x.x.0 or the subnet-router anycast.
-    this.leases.push({ start: this.start, size: 1n, reserved: true, owner: null });
+    if (poolStart === this.start) this.leases.push({ start: this.start, size: 1n, reserved: true, owner: null });
     for (const r of opts.reserved ?? []) {
       const ip = parseIp(r);
       if (!ip || ip.version !== p.version) throw new Error(`masque: reserved address ${JSON.stringify(r)} is not an IPv${p.version} address`);
@@ -139,6 +191,7 @@ export class AddressPool {
 
   /** One-line description for status output. */
   describe(): string {
-    return `${formatPrefix(this.pool)} with ${this.leased} leases`;
+    const slice = this.prefixes.length === 1 && this.prefixes[0] === this.pool ? '' : ` (slice ${this.prefixes.map(formatPrefix).join(', ')})`;
+    return `${formatPrefix(this.pool)}${slice} with ${this.leased} leases`;
   }
 }

@@ -20,6 +20,7 @@ import {
 import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
 import { TimerHeap } from './timer-heap.js';
 import { RetryTokens } from './retry-token.js';
+import { checkQuicLbConfig, encodeQuicLbCid, type QuicLbConfig } from './quic-lb.js';
 import { peerIdentityFromChain } from './peer-identity.js';
 import { parsePemBundle, peerRejection } from './peer-trust.js';
 
@@ -81,6 +82,12 @@ export interface QuicServerOptions {
    * Never derive it from long-lived material (#12 item 5).
    */
   ticketKey?: Uint8Array;
+  /**
+   * QUIC-LB (draft-ietf-quic-load-balancers, keyless): every connection ID
+   * this server issues carries this server ID after the first octet, so a
+   * CID-aware load balancer routes by it. Default: fully random CIDs.
+   */
+  quicLb?: QuicLbConfig;
 }
 
 /** A connection {@link QuicEndpoint} closed because of its peer's certificate, and why (for the log). */
@@ -247,6 +254,7 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly resetsPerSecond: number;
   private resetWindowStart = 0;
   private resetsInWindow = 0;
+  private readonly quicLb: QuicLbConfig | null;
   private readonly clientConfig: QuicheConfig | null;
   private readonly keylogPath: string | null;
   private readonly tokens: RetryTokens | null;
@@ -314,6 +322,8 @@ export class QuicEndpoint implements ConnectionOwner {
     this.ticketKey = opts.server?.ticketKey ?? randomBytes(48);
     if (this.ticketKey.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
     this.resetsPerSecond = opts.server?.maxStatelessResetsPerSecond ?? 100;
+    this.quicLb = opts.server?.quicLb ?? null;
+    if (this.quicLb !== null) checkQuicLbConfig(this.quicLb, CID_BYTES);
     // Fail fast on bad TLS material; connections get their own config (see serverConfigFor).
     if (this.isServerEndpoint) this.serverConfigFor(new Uint8Array(CID_BYTES));
     this.clientConfig = opts.client ? this.buildConfig(false) : null;
@@ -734,14 +744,14 @@ export class QuicEndpoint implements ConnectionOwner {
       }
     } else if (this.retryMode === 'on' || (this.retryMode === 'auto' && this.handshaking >= this.retryAuto)) {
       // RFC 9000 §8.1.2: stateless Retry with an address-bound token.
-      const retryScid = this.freshCid();
+      const retryScid = this.freshCid(true);
       const tok = tokens.mint(hdr.dcid, retryScid, addrs, i);
       const n = quiche.retry(hdr.scid, hdr.dcid, retryScid, tok, hdr.version, this.rawOut);
       this.sendRaw(this.rawOut, n, addrs, i);
       this.counters.retriesSent++;
       return;
     } else {
-      scid = this.freshCid();
+      scid = this.freshCid(true);
     }
     let q: QuicheConnection;
     const remote = { host: ip, port: (addrs[i * ADDR_SLOT_BYTES + 16] << 8) | addrs[i * ADDR_SLOT_BYTES + 17] };
@@ -821,7 +831,10 @@ export class QuicEndpoint implements ConnectionOwner {
     let offered = 0;
     for (const c of this.conns.values()) {
       if (c.isServer || c.gone || !addrSlotEquals(c.sendAddr, 0, addrs, i)) continue;
+      const wasClosed = c.q.isClosed();
       this.deliver(c, buf, off, len, addrs, i);
+      // quiche closes on a token match without recording an error: that is how a reset shows.
+      if (!wasClosed && c.q.isClosed() && c.q.peerError() === null && c.q.localError() === null) c.resetByPeer = true;
       if (++offered === 4) break;
     }
     if (offered > 0) this.counters.resetCandidates++;
@@ -835,11 +848,14 @@ export class QuicEndpoint implements ConnectionOwner {
     this.sessions.set(key, s);
   }
 
-  /** Fresh random CID whose demux key is unused. */
-  private freshCid(): Uint8Array {
+  /** Fresh random CID whose demux key is unused; a server's carries its QUIC-LB server ID when configured. */
+  private freshCid(server = false): Uint8Array {
     const cid = new Uint8Array(CID_BYTES);
-    do randomFillSync(cid);
-    while (this.conns.has(cidKey(cid, 0)));
+    const lb = server ? this.quicLb : null;
+    do {
+      if (lb !== null) encodeQuicLbCid(cid, lb);
+      else randomFillSync(cid);
+    } while (this.conns.has(cidKey(cid, 0)));
     return cid;
   }
 
@@ -1252,6 +1268,7 @@ export class QuicEndpoint implements ConnectionOwner {
       errorCode: e?.errorCode ?? 0,
       reason: e !== null ? new TextDecoder().decode(e.reason) : '',
       idleTimeout: q.isTimedOut(),
+      statelessReset: c.resetByPeer,
     };
     this.finish(c, info);
   }

@@ -492,7 +492,29 @@ describe('malformed and hostile input', () => {
     await whenClosed(c);
     expect(Date.now() - t0).toBeLessThan(1000); // not the 30 s idle timeout
     expect(c.closeInfo!.idleTimeout).toBe(false);
+    expect(c.closeInfo!.statelessReset).toBe(true);
     expect(restarted.counters.statelessResetsSent).toBeGreaterThan(0);
+  });
+
+  it('ignores a stateless reset from an endpoint with another key: the token does not match (RFC 9000 §10.3.1)', async () => {
+    const { port } = await h.server({ statelessResetKey: new Uint8Array(32).fill(7) });
+    const client = await h.client();
+    const c = client.connect('127.0.0.1', port, 'localhost');
+    await c.whenEstablished();
+    const { QuicEndpoint } = await import('../../src/quic/endpoint.js');
+    const p = await getPki();
+    const other = new QuicEndpoint({
+      socket: h.sockets[0],
+      keylogPath: null,
+      server: { certPem: p.server.certPem, keyPem: p.server.keyPem, statelessResetKey: new Uint8Array(32).fill(8), onConnection: () => {} },
+    });
+    h.endpoints.push(other);
+    c.streamSend(4, enc.encode('after crash'), true);
+    c.flush();
+    await waitFor(() => other.counters.statelessResetsSent > 0, 2000, 'a reset sent');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(client.counters.resetCandidates).toBeGreaterThan(0);
+    expect(c.isClosed).toBe(false);
   });
 });
 
