@@ -9,6 +9,7 @@ import { IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo, type F
 import { MeshMetrics, type Reporter } from './metrics.js';
 import type { StatusFlow } from './status.js';
 import { WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
+import { CaptureTap } from './capture-tap.js';
 import { formatHostPort } from '../packet/ip-address.js';
 import type { DestinationStream } from 'pino';
 
@@ -40,12 +41,39 @@ export class FlowHandle {
   closed = false;
   /** Last known time of activity, epoch ms (for the status view). */
   lastSeenMs: number;
+  /**
+   * The latest record the flow's reporter gave (src/inspect's live FlowRecord,
+   * with whatever optional fields it carries: sni, rtt, quic…), for the live
+   * view; replaced, never mutated.
+   */
+  detail: object | null = null;
+  /** Current rate, payload bytes per second each way, over the last {@link RATE_WINDOW_MS} or more. */
+  sentBytesPerSec = 0;
+  receivedBytesPerSec = 0;
+  /** Start of the current rate window and the totals then. */
+  rateFromMs: number;
+  rateFromSent = 0;
+  rateFromReceived = 0;
 
   constructor(readonly info: FlowOpenInfo, slot: number, readonly sourceWorkload: string, readonly destinationWorkload: string) {
     this.slot = slot;
     this.lastSeenMs = info.firstSeenMs;
+    this.rateFromMs = info.firstSeenMs;
   }
 }
+
+/** Shortest window a flow's current rate is measured over (the daemons' tick is 1 s). */
+export const RATE_WINDOW_MS = 900;
+
+/** A flow that closed recently, kept for the live view. */
+export interface ClosedFlow {
+  readonly handle: FlowHandle;
+  readonly reason: string;
+  readonly sni: string | undefined;
+}
+
+/** How many recently closed flows the live view keeps. */
+const RECENTLY_CLOSED = 64;
 
 /**
  * One daemon's telemetry: metrics registry (serve it with the admin server),
@@ -55,7 +83,11 @@ export class FlowHandle {
 export class Telemetry {
   readonly metrics: MeshMetrics;
   readonly flowLog: FlowLog;
+  /** The packet capture tap the data path offers packets to (inactive until the admin endpoint starts a capture). */
+  readonly capture = new CaptureTap();
   private readonly open = new Set<FlowHandle>();
+  private readonly closedRing: ClosedFlow[] = [];
+  private closedNext = 0;
 
   constructor(opts: TelemetryOptions) {
     this.metrics = new MeshMetrics({
@@ -105,7 +137,17 @@ export class Telemetry {
     c.sentPackets += sentPackets;
     c.receivedPackets += receivedPackets;
     c.retransmits += retransmits;
-    if (nowMs > 0) h.lastSeenMs = nowMs;
+    if (nowMs > 0) {
+      h.lastSeenMs = nowMs;
+      const dt = nowMs - h.rateFromMs;
+      if (dt >= RATE_WINDOW_MS) {
+        h.sentBytesPerSec = ((c.sentBytes - h.rateFromSent) * 1000) / dt;
+        h.receivedBytesPerSec = ((c.receivedBytes - h.rateFromReceived) * 1000) / dt;
+        h.rateFromMs = nowMs;
+        h.rateFromSent = c.sentBytes;
+        h.rateFromReceived = c.receivedBytes;
+      }
+    }
     this.addToMetrics(h, sentBytes, receivedBytes, sentPackets, receivedPackets, retransmits);
   }
 
@@ -139,12 +181,27 @@ export class Telemetry {
     this.onFlowTotals(h, c, c.lastSeenMs);
     h.closed = true;
     this.open.delete(h);
+    const done: ClosedFlow = { handle: h, reason: c.reason, sni: c.sni };
+    if (this.closedRing.length < RECENTLY_CLOSED) this.closedRing.push(done);
+    else this.closedRing[this.closedNext] = done;
+    this.closedNext = (this.closedNext + 1) % RECENTLY_CLOSED;
     const m = this.metrics;
     const proto = h.info.protocol;
     if (proto === IPPROTO_TCP) m.tcpClosed(h.slot, m.closeReasonId(c.reason), c.failed === true);
     else if (proto === IPPROTO_UDP) m.udpClosed(h.slot, m.closeReasonId(c.reason));
     // The record carries the final totals as reported by the caller.
     this.flowLog.close(h.info, { source: h.sourceWorkload, destination: h.destinationWorkload }, c, h.handshakeRttMs);
+  }
+
+  /** The open flows, for the live view (off the data path). */
+  openFlows(): IterableIterator<FlowHandle> {
+    return this.open.values();
+  }
+
+  /** Up to the last 64 closed flows, oldest first, for the live view. */
+  recentlyClosed(): ClosedFlow[] {
+    const r = this.closedRing;
+    return r.length < RECENTLY_CLOSED ? [...r] : [...r.slice(this.closedNext), ...r.slice(0, this.closedNext)];
   }
 
   /** Number of flows opened and not yet closed. */
