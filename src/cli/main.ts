@@ -18,6 +18,8 @@ export async function main(argv: string[]): Promise<void> {
   program.addCommand((await import('./certs-command.js')).certsCommand());
   program.addCommand((await import('./status-command.js')).statusCommand());
   program.addCommand((await import('./inspect-command.js')).inspectCommand());
+  program.addCommand((await import('./top-command.js')).topCommand());
+  program.addCommand((await import('./capture-command.js')).captureCommand());
   const { daemonCommand } = await import('./daemon-command.js');
   program.addCommand(daemonCommand('gateway'));
   program.addCommand(daemonCommand('agent'));
