@@ -47,23 +47,21 @@ export class FlowHandle {
    * view; replaced, never mutated.
    */
   detail: object | null = null;
-  /** Current rate, payload bytes per second each way, over the last {@link RATE_WINDOW_MS} or more. */
+  /** Current rate, payload bytes per second each way, over about two {@link RATE_STEP_MS} steps. */
   sentBytesPerSec = 0;
   receivedBytesPerSec = 0;
-  /** Start of the current rate window and the totals then. */
-  rateFromMs: number;
-  rateFromSent = 0;
-  rateFromReceived = 0;
+  /** Two baselines (time, sent, received): the rate runs from the older one; the newer one becomes the older every step. */
+  readonly rateBase = new Float64Array(6);
 
   constructor(readonly info: FlowOpenInfo, slot: number, readonly sourceWorkload: string, readonly destinationWorkload: string) {
     this.slot = slot;
     this.lastSeenMs = info.firstSeenMs;
-    this.rateFromMs = info.firstSeenMs;
+    this.rateBase[0] = this.rateBase[3] = info.firstSeenMs;
   }
 }
 
-/** Shortest window a flow's current rate is measured over (the daemons' tick is 1 s). */
-export const RATE_WINDOW_MS = 900;
+/** A flow's current rate is measured over about two of these steps (2 s, iftop's shortest average; the daemons' tick is 1 s). */
+export const RATE_STEP_MS = 1_000;
 
 /** A flow that closed recently, kept for the live view. */
 export interface ClosedFlow {
@@ -139,13 +137,16 @@ export class Telemetry {
     c.retransmits += retransmits;
     if (nowMs > 0) {
       h.lastSeenMs = nowMs;
-      const dt = nowMs - h.rateFromMs;
-      if (dt >= RATE_WINDOW_MS) {
-        h.sentBytesPerSec = ((c.sentBytes - h.rateFromSent) * 1000) / dt;
-        h.receivedBytesPerSec = ((c.receivedBytes - h.rateFromReceived) * 1000) / dt;
-        h.rateFromMs = nowMs;
-        h.rateFromSent = c.sentBytes;
-        h.rateFromReceived = c.receivedBytes;
+      // Rate over the window since the older baseline (two steps back), then the baselines move on.
+      const b = h.rateBase;
+      const dt = nowMs - b[0]!;
+      if (dt > 0) {
+        h.sentBytesPerSec = ((c.sentBytes - b[1]!) * 1000) / dt;
+        h.receivedBytesPerSec = ((c.receivedBytes - b[2]!) * 1000) / dt;
+      }
+      if (nowMs - b[3]! >= RATE_STEP_MS) {
+        b[0] = b[3]!; b[1] = b[4]!; b[2] = b[5]!;
+        b[3] = nowMs; b[4] = c.sentBytes; b[5] = c.receivedBytes;
       }
     }
     this.addToMetrics(h, sentBytes, receivedBytes, sentPackets, receivedPackets, retransmits);
