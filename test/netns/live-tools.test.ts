@@ -56,8 +56,9 @@ describe.skipIf(!root)('live tools: mtun capture and mtun top against running da
   beforeAll(async () => {
     lab = await Lab.up({ prefix: `mlt${process.pid % 10000}` });
     // Capture is off by default: enable it at both ends (loopback callers only, the default).
+    // The gateway's admin port is also on its WAN address (as for a Prometheus scrape): capture must still refuse remote callers.
     for (const f of ['agent.yaml', 'gateway.yaml']) {
-      const y = readFileSync(lab.file(f), 'utf8');
+      const y = readFileSync(lab.file(f), 'utf8').replace('listen: 127.0.0.1:9090', 'listen: 0.0.0.0:9090');
       writeFileSync(lab.file(f), y.replace(/^admin:\n  listen: (.*)\n/m, 'admin:\n  listen: $1\n  capture:\n    enabled: true\n'));
     }
     writeFileSync(lab.file('blob.bin'), randomBytes(32 * 1024 * 1024));
@@ -118,6 +119,19 @@ describe.skipIf(!root)('live tools: mtun capture and mtun top against running da
       expect(rec.bytesReceived).toBeGreaterThan(300 * 1024);
     }
   }, 90_000);
+
+  it('capture is served to loopback callers only, even with the admin port on a routable address', async () => {
+    const remote = (path: string) => lab.exec('agent', 'curl', ['-s', '--max-time', '5', '-w', '\n%{http_code}', `http://${LAB.gatewayWan.v4}:${LAB.gatewayAdmin}${path}`]);
+    const metrics = await remote('/metrics');
+    expect(metrics.stdout.trim().split('\n').pop()).toBe('200');
+    const cap = await remote('/capture?packets=1');
+    expect(cap.stdout).toContain(`capture is served to loopback callers only, not ${LAB.gatewayWan.v4.replace(/2$/, '1')}`);
+    expect(cap.stdout.trim().split('\n').pop()).toBe('403');
+    expect(await captureActive('gw', LAB.gatewayAdmin)).toBe(false);
+    // The same request from the gateway's own loopback is served.
+    const local = await lab.exec('gw', 'curl', ['-s', '--max-time', '5', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${LAB.gatewayAdmin}/capture?seconds=1`]);
+    expect(local.stdout).toBe('200');
+  }, 30_000);
 
   it('mtun top in a real terminal (tmux): flows by rate, identity, closed flows with their reason; keys sort, filter, pause, quit', async () => {
     // One finished flow (closed with FIN), then two slow downloads: A first and slower, B later and faster.
