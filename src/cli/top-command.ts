@@ -6,10 +6,20 @@
 import { Command, Option } from 'commander';
 import type { LiveFlowsDocument } from '../telemetry/live-flows.js';
 import { adminOption, adminUrl, fetchJson } from './admin-client.js';
-import { KEYS_HELP, parseTopFilter, renderTop, SORT_KEYS, visibleFlows, type SortKey, type TopState } from './top-view.js';
+import { DEFAULT_FLOWS_LIMIT, MAX_FLOWS_LIMIT, parseFlowFilter as parseTopFilter, SORT_KEYS, type SortKey } from '../telemetry/flow-query.js';
+import { KEYS_HELP, renderTop, visibleFlows, type TopState } from './top-view.js';
 
 const MIN_INTERVAL_MS = 200;
 const ESC = '\x1b';
+
+/** `/flows` with the viewer's sort and filter, and at most `limit` flows (the daemon filters, sorts and cuts). */
+function flowsUrl(base: URL, state: TopState, limit: number): URL {
+  const u = new URL(base);
+  u.searchParams.set('sort', state.sort);
+  if (state.filter !== null) u.searchParams.set('filter', state.filter.text);
+  u.searchParams.set('limit', String(Math.max(1, Math.min(MAX_FLOWS_LIMIT, limit))));
+  return u;
+}
 
 /** Checks the shape of a `/flows` document; null when it is one. */
 export function checkFlows(v: unknown): string | null {
@@ -19,6 +29,7 @@ export function checkFlows(v: unknown): string | null {
   if (typeof o.totals !== 'object' || o.totals === null) return '"totals" is missing';
   if (typeof o.drops !== 'object' || o.drops === null) return '"drops" is missing';
   if (typeof o.reporter !== 'string') return '"reporter" is missing';
+  if (typeof o.matchedFlows !== 'number' || typeof o.totalFlows !== 'number') return '"matchedFlows" / "totalFlows" are missing';
   return null;
 }
 
@@ -42,7 +53,7 @@ export function topCommand(): Command {
     .addOption(new Option('--sort <key>', 'sort flows by').choices(SORT_KEYS).default('rate'))
     .option('--filter <expr>', 'show only flows matching: an address or prefix (10.0.0.0/8), a port (:443), or an identity substring (id:cluster-a)')
     .addOption(new Option('--interval-ms <ms>', `refresh interval (at least ${MIN_INTERVAL_MS})`).default('1000'))
-    .option('--limit <n>', 'with --once: at most n flows')
+    .option('--limit <n>', `with --once: at most n flows (default ${DEFAULT_FLOWS_LIMIT}, at most ${MAX_FLOWS_LIMIT})`)
     .addHelpText('after', `
 Keys: ${KEYS_HELP}
 Examples:
@@ -60,12 +71,12 @@ Examples:
       const intervalMs = Number(opts.intervalMs);
       if (!Number.isInteger(intervalMs) || intervalMs < MIN_INTERVAL_MS) bad(`--interval-ms must be an integer ≥ ${MIN_INTERVAL_MS}, got ${JSON.stringify(opts.intervalMs)}`);
       const limit = opts.limit === undefined ? Infinity : Number(opts.limit);
-      if (opts.limit !== undefined && (!Number.isInteger(limit) || limit < 1)) bad(`--limit must be a positive integer, got ${JSON.stringify(opts.limit)}`);
+      if (opts.limit !== undefined && (!Number.isInteger(limit) || limit < 1 || limit > MAX_FLOWS_LIMIT)) bad(`--limit must be an integer 1-${MAX_FLOWS_LIMIT}, got ${JSON.stringify(opts.limit)}`);
       if (opts.json && !opts.once) bad('--json needs --once (the live view is for a terminal)');
       if (opts.limit !== undefined && !opts.once) bad('--limit needs --once (the live view shows what fits the terminal)');
       const state: TopState = { sort: opts.sort, filter: filter as TopState['filter'], paused: false, editing: null, message: null };
       if (opts.once) {
-        const r = await fetchJson<LiveFlowsDocument>(url as URL, checkFlows);
+        const r = await fetchJson<LiveFlowsDocument>(flowsUrl(url as URL, state, limit === Infinity ? DEFAULT_FLOWS_LIMIT : limit), checkFlows);
         if (typeof r === 'string') {
           process.stderr.write(`mtun top: ${r}\n`);
           process.exitCode = 1;
@@ -103,7 +114,7 @@ function live(url: URL, state: TopState, intervalMs: number): Promise<number> {
   const refresh = async (): Promise<void> => {
     if (fetching || state.paused) return;
     fetching = true;
-    const r = await fetchJson<LiveFlowsDocument>(url, checkFlows);
+    const r = await fetchJson<LiveFlowsDocument>(flowsUrl(url, state, out.rows || 24), checkFlows);
     fetching = false;
     if (stopped) return;
     if (typeof r === 'string') state.message = r;
@@ -134,6 +145,7 @@ function live(url: URL, state: TopState, intervalMs: number): Promise<number> {
           else {
             state.filter = f;
             state.message = null;
+            void refresh();
           }
           state.editing = null;
         } else if (k === ESC) state.editing = null;
@@ -151,13 +163,14 @@ function live(url: URL, state: TopState, intervalMs: number): Promise<number> {
         case 'a': state.sort = 'age'; break;
         case 's': state.sort = SORT_KEYS[(SORT_KEYS.indexOf(state.sort) + 1) % SORT_KEYS.length]!; break;
         case '/': state.editing = ''; break;
-        case ESC: state.filter = null; state.message = null; break;
+        case ESC: state.filter = null; state.message = null; void refresh(); break;
         case 'p': case ' ':
           state.paused = !state.paused;
           if (!state.paused) void refresh();
           break;
         default: return;
       }
+      if ('rbtas'.includes(k)) void refresh();
       draw();
     };
     out.write(`${ESC}[?1049h${ESC}[?25l`);

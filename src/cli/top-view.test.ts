@@ -1,21 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import type { LiveFlow, LiveFlowsDocument } from '../telemetry/live-flows.js';
-import { matchesFilter, parseTopFilter, renderTop, rttSplit, sortFlows, type TopState } from './top-view.js';
-
-function flow(p: Partial<LiveFlow> & { srcPort: number }): LiveFlow {
-  const src = p.srcAddr ?? '10.10.0.2';
-  const dst = p.dstAddr ?? '10.20.0.2';
-  return {
-    key: `tcp ${src}:${p.srcPort}>${dst}:80`, state: 'open', protocol: 'tcp', src: `${src}:${p.srcPort}`, dst: `${dst}:${p.dstPort ?? 80}`,
-    srcAddr: src, dstAddr: dst, dstPort: 80, direction: 'outbound', peerIdentity: 'spiffe://cluster.local/agent/cluster-a',
-    sni: null, alpn: null, handshakeRttMs: null, sentBytes: 0, receivedBytes: 0, sentBytesPerSec: 0, receivedBytesPerSec: 0,
-    ageMs: 1000, idleMs: 0, closeReason: null, ...p,
-  };
-}
+import { liveFlowFixture as flow } from '../telemetry/live-flow-fixtures.js';
+import { renderTop, type TopState } from './top-view.js';
 
 function doc(flows: LiveFlow[]): LiveFlowsDocument {
   return {
-    reporter: 'gateway', nowMs: Date.UTC(2026, 0, 1, 10, 23, 4), flows,
+    reporter: 'gateway', nowMs: Date.UTC(2026, 0, 1, 10, 23, 4), flows, matchedFlows: flows.length, totalFlows: flows.length,
     totals: { openFlows: flows.filter((f) => f.state === 'open').length, sentBytesPerSec: 2048, receivedBytesPerSec: 1_048_576, tunnel: { sessions: 1, sentDatagrams: 1, receivedDatagrams: 1, sentBytes: 5 << 20, receivedBytes: 7 << 20 } },
     drops: { no_route: 2, policy_denied: 7 }, capture: { active: false, queuedPackets: 0, droppedPackets: 0 },
   };
@@ -24,46 +14,6 @@ function doc(flows: LiveFlow[]): LiveFlowsDocument {
 const state = (p: Partial<TopState> = {}): TopState => ({ sort: 'rate', filter: null, paused: false, editing: null, message: null, ...p });
 
 describe('cli: mtun top view', () => {
-  it('parses filters: prefix or address, port, identity; bad ones are sentences', () => {
-    expect(parseTopFilter('')).toBeNull();
-    expect(parseTopFilter('10.0.0.0/8')).toMatchObject({ kind: 'prefix', prefix: { prefixLength: 8 } });
-    expect(parseTopFilter('fd00:b::2')).toMatchObject({ kind: 'prefix', prefix: { version: 6, prefixLength: 128 } });
-    expect(parseTopFilter(':443')).toMatchObject({ kind: 'port', port: 443 });
-    expect(parseTopFilter('port:53')).toMatchObject({ kind: 'port', port: 53 });
-    expect(parseTopFilter('8080')).toMatchObject({ kind: 'port', port: 8080 });
-    expect(parseTopFilter('id:Cluster-A')).toMatchObject({ kind: 'identity', needle: 'cluster-a' });
-    expect(parseTopFilter('cluster-c')).toMatchObject({ kind: 'identity', needle: 'cluster-c' });
-    expect(parseTopFilter(':70000')).toBe('port 70000 is not 1-65535');
-    expect(parseTopFilter('port:https')).toMatch(/expected a port number/);
-    expect(parseTopFilter('10.0.0.0/99')).toMatch(/prefix length/);
-  });
-
-  it('filters on either end', () => {
-    const f = flow({ srcPort: 40000, dstAddr: '10.20.0.9', peerIdentity: 'spiffe://x/agent/cluster-a' });
-    expect(matchesFilter(parseTopFilter('10.20.0.0/24') as never, f)).toBe(true);
-    expect(matchesFilter(parseTopFilter('10.10.0.2') as never, f)).toBe(true);
-    expect(matchesFilter(parseTopFilter('10.30.0.0/16') as never, f)).toBe(false);
-    expect(matchesFilter(parseTopFilter(':40000') as never, f)).toBe(true);
-    expect(matchesFilter(parseTopFilter(':80') as never, f)).toBe(true);
-    expect(matchesFilter(parseTopFilter(':81') as never, f)).toBe(false);
-    expect(matchesFilter(parseTopFilter('cluster-a') as never, f)).toBe(true);
-    expect(matchesFilter(parseTopFilter('cluster-b') as never, f)).toBe(false);
-  });
-
-  it('sorts by rate, bytes, rtt and age, open flows first', () => {
-    const a = flow({ srcPort: 1, receivedBytesPerSec: 10, receivedBytes: 9000, handshakeRttMs: 5, ageMs: 9000 });
-    const b = flow({ srcPort: 2, receivedBytesPerSec: 500, receivedBytes: 1000, handshakeRttMs: 50, ageMs: 100 });
-    const c = flow({ srcPort: 3, receivedBytesPerSec: 0, receivedBytes: 99999, state: 'closed', closeReason: 'rst', ageMs: 99999 });
-    const d = flow({ srcPort: 4, receivedBytes: 10, rtt: { client: { srttMs: 20 }, tunnel: 30, server: { minMs: 1, srttMs: 40 } }, ageMs: 10 });
-    const order = (k: TopState['sort']) => sortFlows([a, b, c, d], k).map((f) => f.srcPort);
-    expect(order('rate')).toEqual([2, 1, 4, 3]);
-    expect(order('bytes')).toEqual([1, 2, 4, 3]);
-    expect(order('rtt')).toEqual([4, 2, 1, 3]);
-    expect(order('age')).toEqual([1, 2, 4, 3]);
-    expect(rttSplit(d)).toEqual({ client: 20, tunnel: 30, server: 40 });
-    expect(rttSplit(a)).toBeNull();
-  });
-
   it('renders totals, drops, a row per flow within the terminal size, and the keys', () => {
     const flows = [
       flow({ srcPort: 40000, receivedBytesPerSec: 1_572_864, receivedBytes: 10 << 20, sni: 'api.example.com', handshakeRttMs: 12.345 }),

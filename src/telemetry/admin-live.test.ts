@@ -73,8 +73,25 @@ describe('telemetry: admin /flows (mtun top)', () => {
     const closed = doc.flows.find((f) => f.srcPort === 40001)!;
     expect(closed).toMatchObject({ state: 'closed', closeReason: 'rst', sentBytesPerSec: 0, receivedBytesPerSec: 0 });
     expect(doc.totals.openFlows).toBe(1);
+    expect([doc.matchedFlows, doc.totalFlows]).toEqual([2, 2]);
     expect(doc.drops).toEqual({ policy_denied: 7 });
     expect(doc.capture).toEqual({ active: false, queuedPackets: 0, droppedPackets: 0 });
+  });
+
+  it('filters, sorts and limits on the daemon (/flows?filter=&sort=&limit=); a bad query is a 400 naming the parameter', async () => {
+    const { t, s } = await daemon();
+    for (let i = 0; i < 5; i++) {
+      const h = t.onFlowOpen({ protocol: 6, srcAddr: '10.1.0.5', srcPort: 40000 + i, dstAddr: '10.2.0.10', dstPort: i < 3 ? 443 : 80, peerIdentity: ID, direction: 'outbound', firstSeenMs: Date.now() - 10_000 + i });
+      t.onFlowDelta(h, 0, 1000 * (i + 1), 0, 1, 0, Date.now());
+    }
+    const get = async (q: string) => (await (await fetch(`${s.url}/flows?${q}`)).json()) as LiveFlowsDocument;
+    const d = await get('filter=:443&sort=bytes&limit=2');
+    expect(d.flows.map((f) => f.srcPort)).toEqual([40002, 40001]);
+    expect([d.matchedFlows, d.totalFlows]).toEqual([3, 5]);
+    expect((await get('sort=age')).flows.map((f) => f.srcPort)).toEqual([40000, 40001, 40002, 40003, 40004]);
+    const bad = await fetch(`${s.url}/flows?sort=size`);
+    expect(bad.status).toBe(400);
+    expect(await bad.text()).toContain('flows: sort: expected one of rate, bytes, rtt, age');
   });
 
   it('passes through fields a newer inspector adds (rtt split, quic) without needing them', async () => {

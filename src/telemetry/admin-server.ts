@@ -10,6 +10,7 @@ import type { Registry } from 'prom-client';
 import { formatHostPort } from '../packet/ip-address.js';
 import { serveCapture, type CaptureConfig, type CaptureSession } from './capture-endpoint.js';
 import { liveFlowsDocument } from './live-flows.js';
+import { parseFlowsQuery } from './flow-query.js';
 import type { Telemetry } from './telemetry.js';
 
 /** Readiness as reported by the daemon: ready, or not with a reason. */
@@ -124,8 +125,10 @@ async function handle(opts: AdminServerOptions, req: IncomingMessage, res: Serve
     }
     case '/flows': {
       if (!opts.telemetry) return sendText(res, 404, 'no flows\n');
+      const q = parseFlowsQuery(new URL(req.url ?? '/', 'http://admin').searchParams);
+      if (typeof q === 'string') return sendText(res, 400, `flows: ${q}\n`);
       res.setHeader('Content-Type', 'application/json');
-      return send(res, 200, JSON.stringify(liveFlowsDocument(opts.telemetry, Date.now())) + '\n');
+      return send(res, 200, JSON.stringify(liveFlowsDocument(opts.telemetry, Date.now(), q)) + '\n');
     }
     case '/':
       return sendText(res, 200, 'mtun admin: /metrics /healthz /readyz /status /flows /capture\n');

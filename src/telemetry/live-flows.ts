@@ -6,6 +6,7 @@
 import { formatHostPort } from '../packet/ip-address.js';
 import { protocolName, flowJoinKey } from './flow-log.js';
 import type { FlowHandle, Telemetry } from './telemetry.js';
+import { DEFAULT_FLOWS_LIMIT, matchesFlowFilter, sortFlows, type FlowsQuery } from './flow-query.js';
 
 /** A flow is shown with rate 0 once nothing moved for this long (two daemon ticks and a half). */
 const IDLE_RATE_MS = 2_500;
@@ -53,7 +54,11 @@ export interface LiveFlowsDocument {
   readonly reporter: string;
   /** When the document was built, epoch ms. */
   readonly nowMs: number;
+  /** The flows that matched the query's filter, sorted, at most its limit. */
   readonly flows: readonly LiveFlow[];
+  /** How many flows matched the filter (before the limit), and how many there were (open and recently closed). */
+  readonly matchedFlows: number;
+  readonly totalFlows: number;
   readonly totals: {
     readonly openFlows: number;
     readonly sentBytesPerSec: number;
@@ -65,8 +70,14 @@ export interface LiveFlowsDocument {
   readonly capture: { readonly active: boolean; readonly queuedPackets: number; readonly droppedPackets: number };
 }
 
-/** Builds the `/flows` document: every open flow and the recently closed ones. Allocates; off the data path. */
-export function liveFlowsDocument(t: Telemetry, nowMs: number): LiveFlowsDocument {
+const ALL: FlowsQuery = { sort: 'rate', filter: null, limit: DEFAULT_FLOWS_LIMIT };
+
+/**
+ * Builds the `/flows` document: the open flows and the recently closed ones
+ * that match `query`, sorted and limited; totals over all open flows.
+ * Allocates; off the data path.
+ */
+export function liveFlowsDocument(t: Telemetry, nowMs: number, query: FlowsQuery = ALL): LiveFlowsDocument {
   const flows: LiveFlow[] = [];
   let sentRate = 0;
   let receivedRate = 0;
@@ -78,10 +89,13 @@ export function liveFlowsDocument(t: Telemetry, nowMs: number): LiveFlowsDocumen
   }
   for (const c of t.recentlyClosed()) flows.push(liveFlow(c.handle, nowMs, c.reason, c.sni));
   const tap = t.capture;
+  const matched = sortFlows(query.filter === null ? flows : flows.filter((f) => matchesFlowFilter(query.filter, f)), query.sort);
   return {
     reporter: t.metrics.reporter,
     nowMs,
-    flows,
+    flows: matched.slice(0, query.limit),
+    matchedFlows: matched.length,
+    totalFlows: flows.length,
     totals: { openFlows: t.openFlowCount, sentBytesPerSec: sentRate, receivedBytesPerSec: receivedRate, tunnel: t.metrics.tunnelTotals() },
     drops: t.metrics.dropsByReason(),
     capture: { active: tap.active, queuedPackets: tap.queuedPackets, droppedPackets: tap.dropped[0]! + tap.dropped[1]! },

@@ -82,12 +82,18 @@ describe.skipIf(!root)('live tools: mtun capture and mtun top against running da
   };
 
   it('mtun capture at both ends: tshark decodes the pcapng, and mtun inspect reads back the flow records each daemon logged', async () => {
-    const agentCap = captureAt('agent', LAB.agentAdmin, 'agent.pcapng', ['--port', '80', '--seconds', '6']);
-    const gwCap = captureAt('gw', LAB.gatewayAdmin, 'gateway.pcapng', ['--proto', 'tcp', '--prefix', '10.20.0.0/24', '--seconds', '6']);
+    // Long enough for the download on a loaded box; the flow must be complete inside the capture (checked below).
+    const agentCap = captureAt('agent', LAB.agentAdmin, 'agent.pcapng', ['--port', '80', '--seconds', '20']);
+    const gwCap = captureAt('gw', LAB.gatewayAdmin, 'gateway.pcapng', ['--proto', 'tcp', '--prefix', '10.20.0.0/24', '--seconds', '20']);
     await lab.waitFor(async () => (await captureActive('agent', LAB.agentAdmin)) && (await captureActive('gw', LAB.gatewayAdmin)), 10_000, 'captures running');
     const dl = await lab.exec('client', 'curl', ['-sf', '--max-time', '20', '-o', '/dev/null', '-w', '%{local_port}', `http://${LAB.server.v4}/files/small.bin`]);
     expect(dl.code).toBe(0);
     const port = Number(dl.stdout.trim());
+    // Both daemons have closed the flow while the captures still run.
+    for (const log of ['agent', 'gateway'] as const) {
+      await lab.waitFor(() => lab.flowLog(log).some((l) => l.event === 'flow_close' && l.src_port === port), 10_000, `${log} flow record`);
+    }
+    expect(agentCap.exitCode, 'the capture outlived the flow').toBeNull();
     // Not in the filters: must not appear in either capture.
     expect((await lab.exec('client', 'ping', ['-c', '2', '-i', '0.2', '-W', '2', LAB.server.v4])).code).toBe(0);
     const exited = (p: ChildProcess) => new Promise<number | null>((r) => (p.exitCode !== null ? r(p.exitCode) : p.once('exit', (c) => r(c))));
@@ -118,7 +124,7 @@ describe.skipIf(!root)('live tools: mtun capture and mtun top against running da
         .toEqual({ sent: l.sent_bytes, received: l.received_bytes, sentPackets: l.sent_packets, receivedPackets: l.received_packets, retransmits: l.retransmits, reason: l.close_reason, rtt: l.handshake_rtt_ms, src: l.src_addr, dst: l.dst_addr });
       expect(rec.bytesReceived).toBeGreaterThan(300 * 1024);
     }
-  }, 90_000);
+  }, 120_000);
 
   it('capture is served to loopback callers only, even with the admin port on a routable address', async () => {
     const remote = (path: string) => lab.exec('agent', 'curl', ['-s', '--max-time', '5', '-w', '\n%{http_code}', `http://${LAB.gatewayWan.v4}:${LAB.gatewayAdmin}${path}`]);
@@ -144,8 +150,8 @@ describe.skipIf(!root)('live tools: mtun capture and mtun top against running da
       const cmd = `ip netns exec ${lab.ns('agent')} ${process.execPath} ${MTUN} top --admin 127.0.0.1:${LAB.agentAdmin} --interval-ms 500`;
       expect((await tmux('new-session', '-d', '-s', 'top', '-x', '200', '-y', '30', cmd)).code).toBe(0);
       // Two open downloads with a rate, and the finished flow.
-      let s = await waitScreen((x) => x.includes('mtun top — agent') && (x.match(new RegExp(`${LAB.server.v4}:80 `, 'g')) ?? []).length >= 3 && /KiB\/s/.test(x), 'three flows to :80');
-      expect(s.split('\n').filter((l) => l.includes(`${LAB.server.v4}:80 `) && / open$/.test(l)).length).toBe(2);
+      const openRows = (x: string) => x.split('\n').filter((l) => l.includes(`${LAB.server.v4}:80 `) && / open$/.test(l)).length;
+      let s = await waitScreen((x) => x.includes('mtun top — agent') && openRows(x) === 2 && rowOf(x, finPort) > 0 && /KiB\/s/.test(x), 'two open downloads and the finished flow');
       // Which is which: A is the older one (sort by age puts it first).
       await tmux('send-keys', '-t', 'top', 'a');
       s = await waitScreen((x) => x.includes('sort: age'), 'sort by age');
