@@ -10,7 +10,7 @@
  */
 import { execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, Lab, REPO_ROOT, type FlowLogLine, type Role } from '../../src/lab/lab.js';
@@ -70,6 +70,8 @@ describe.skipIf(!root)('live tools: mtun capture and mtun top against running da
 
   afterAll(async () => {
     await tmux('kill-server');
+    // The server is gone; its socket file stays behind unless removed.
+    rmSync(join(process.env.TMUX_TMPDIR ?? '/tmp', `tmux-${process.getuid?.()}`, TMUX_SOCKET), { force: true });
     await lab?.down();
   }, 30_000);
 
