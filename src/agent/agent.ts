@@ -23,6 +23,7 @@ import { QuicEndpoint } from '../quic/endpoint.js';
 import {
   directionByLocalPrefixes,
   startAdminServer,
+  TapInterface,
   Telemetry,
   TunnelCounterSync,
   type AdminServer,
@@ -135,6 +136,8 @@ export class Agent {
           registry: telemetry.registry,
           readiness: () => agent.readiness(),
           status: () => agent.status(),
+          telemetry,
+          capture: config.admin.capture,
         });
       }
       for (const f of config.connectUdp.forwarders) {
@@ -442,6 +445,7 @@ export class Agent {
         // An unparsable packet goes through observe(), which counts its parse failure.
         if (parsed) tracker.observeParsed(buf, pi, Direction.OUT, now);
         else tracker.observe(buf, TUN_HEADROOM, len, Direction.OUT, now);
+        if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, TUN_HEADROOM, len, TapInterface.TUN_IN, now);
       }
       // A Packet Too Big about our own packet comes back to us: into the TUN (RFC 9484 §7.2.1).
       else if (s.icmpLength > 0) this.tunWriter?.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
@@ -452,7 +456,9 @@ export class Agent {
 
   /** Packets from the gateway: inspect, copy into the TUN batch (MSS clamped), written after the QUIC batch. */
   private readonly onGatewayPacket = (buf: Uint8Array, off: number, len: number): void => {
-    this.flows.tracker.observe(buf, off, len, Direction.IN, this.io.clock.now());
+    const now = this.io.clock.now();
+    this.flows.tracker.observe(buf, off, len, Direction.IN, now);
+    if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, now);
     const w = this.tunWriter;
     if (w === null) return;
     const slot = w.push(buf, off, len);

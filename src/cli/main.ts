@@ -19,6 +19,8 @@ export async function main(argv: string[]): Promise<void> {
     certs: async () => (await import('./certs-command.js')).certsCommand(),
     status: async () => (await import('./status-command.js')).statusCommand(),
     inspect: async () => (await import('./inspect-command.js')).inspectCommand(),
+    top: async () => (await import('./top-command.js')).topCommand(),
+    capture: async () => (await import('./capture-command.js')).captureCommand(),
     gateway: async () => (await import('./daemon-command.js')).daemonCommand('gateway'),
     agent: async () => (await import('./daemon-command.js')).daemonCommand('agent'),
   };

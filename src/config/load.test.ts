@@ -74,7 +74,7 @@ describe('config: example files', () => {
     expect(c.mode).toBe('site-to-site');
     expect(c.reconnect.maxDelayMs).toBe(30000);
     expect(c.mssClamp).toBe(true);
-    expect(c.admin).toEqual({ enabled: true, listen: { host: '127.0.0.1', port: 9091 } });
+    expect(c.admin).toEqual({ enabled: true, listen: { host: '127.0.0.1', port: 9091 }, capture: { enabled: false, allowRemote: false, queueBytes: 4 << 20, queuePackets: 8192 } });
   });
 
   it('reads files from disk and reports unreadable ones', () => {

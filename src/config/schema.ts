@@ -22,11 +22,18 @@ const DAY_MS = 86_400_000;
 
 const ms = (min: number, max: number) => intIn(min, max, 'a duration in milliseconds');
 
-/** `admin`: the off-data-path HTTP server (metrics, healthz, readyz, status). */
+/** `admin`: the off-data-path HTTP server (metrics, healthz, readyz, status, flows, capture). */
 function adminSchema(defaultListen: string) {
   return z.strictObject({
     enabled: z.boolean().default(true),
     listen: hostPort.default(hostPort.parse(defaultListen)),
+    // `mtun capture`: packet payloads leave the daemon, so it is off unless enabled, and loopback callers only unless allowed.
+    capture: z.strictObject({
+      enabled: z.boolean().default(false),
+      allowRemote: z.boolean().default(false),
+      queueBytes: intIn(65_536, 1 << 30, 'a byte count').default(4 << 20),
+      queuePackets: intIn(16, 1_048_576, 'a packet count').default(8192),
+    }).prefault({}),
   }).prefault({});
 }
 

@@ -32,7 +32,7 @@ import { RouteTable } from '../masque/route-table.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
 import type { QuicConnection } from '../quic/connection.js';
 import type { PeerIdentity } from '../quic/peer-identity.js';
-import { directionByLocalPrefixes, startAdminServer, Telemetry, TunnelCounterSync, type AdminServer, type DaemonStatus } from '../telemetry/index.js';
+import { directionByLocalPrefixes, startAdminServer, TapInterface, Telemetry, TunnelCounterSync, type AdminServer, type DaemonStatus } from '../telemetry/index.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
 import { TUN_WRITE_DROP_REASON, TunWriter } from '../daemon/tun-writer.js';
@@ -182,6 +182,8 @@ export class Gateway {
           registry: telemetry.registry,
           readiness: () => gw!.readiness(),
           status: () => gw!.status(),
+          telemetry,
+          capture: config.admin.capture,
         });
       }
       io.log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url, pools: poolRoutes, quicKeys: keys.source }, 'gateway started');
@@ -616,7 +618,9 @@ export class Gateway {
   /** A client packet that passed every check: observe it and queue it for the TUN. */
   private readonly onClientPacket = (buf: Uint8Array, off: number, len: number, info: PacketInfo): void => {
     // The session's parse travels with the packet (the TTL decrement left its offsets valid): no second parse.
-    this.flows.tracker.observeParsed(buf, info, Direction.OUT, this.io.clock.now());
+    const now = this.io.clock.now();
+    this.flows.tracker.observeParsed(buf, info, Direction.OUT, now);
+    if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, now);
     this.tunWriter.push(buf, off, len);
   };
 
@@ -654,6 +658,7 @@ export class Gateway {
     if (s.sendToClient(buf, TUN_HEADROOM, len) === 0) {
       if (this.inbound.parsed) this.flows.tracker.observeParsed(buf, this.inbound.info, Direction.IN, now);
       else this.flows.tracker.observe(buf, TUN_HEADROOM, len, Direction.IN, now);
+      if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, TUN_HEADROOM, len, TapInterface.TUN_IN, now);
     }
     // Packet Too Big for return traffic goes to the gateway's own network (RFC 9484 §7.2.1).
     else if (s.icmpLength > 0) this.tunWriter.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);

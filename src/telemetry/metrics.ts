@@ -308,6 +308,28 @@ export class MeshMetrics {
   /** An ICMP error of type id `typeId` (from icmpTypeId) was sent. */
   icmpErrorSent(typeId: number, count = 1): void { this.icmpSent[typeId]! += count; }
 
+  /** Packets dropped so far, by reason (non-zero reasons only). Off the data path; allocates. */
+  dropsByReason(): Record<string, number> {
+    const out: Record<string, number> = {};
+    const names = this.dropReasons.values;
+    for (let i = 0; i < names.length; i++) if (this.drops[i]! > 0) out[names[i]!] = this.drops[i]!;
+    return out;
+  }
+
+  /** Tunnel counters summed over every peer identity. Off the data path. */
+  tunnelTotals(): { sessions: number; sentDatagrams: number; receivedDatagrams: number; sentBytes: number; receivedBytes: number } {
+    const t = { sessions: 0, sentDatagrams: 0, receivedDatagrams: 0, sentBytes: 0, receivedBytes: 0 };
+    for (let i = 0; i < this.identities.size; i++) {
+      const b = i * NT;
+      t.sessions += this.tunnel[b + T_SESSIONS]!;
+      t.sentDatagrams += this.tunnel[b + T_DGRAM_SENT]!;
+      t.receivedDatagrams += this.tunnel[b + T_DGRAM_RECV]!;
+      t.sentBytes += this.tunnel[b + T_BYTES_SENT]!;
+      t.receivedBytes += this.tunnel[b + T_BYTES_RECV]!;
+    }
+    return t;
+  }
+
   /** The Prometheus text exposition of every metric (what /metrics serves). */
   async text(): Promise<string> {
     return this.registry.metrics();
