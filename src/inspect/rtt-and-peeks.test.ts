@@ -42,11 +42,14 @@ describe('RTT sampling per segment', () => {
     at(t, k.s(ACK | PSH, 1, 101, bytes(500)), 100);
     at(t, k.c(ACK, 101, 501), 120); // to client: 20
     at(t, k.c(FIN | ACK, 101, 501), 130);
-    at(t, k.s(FIN | ACK, 501, 102), 160); // FIN carries no payload: not timed
-    at(t, k.c(ACK, 102, 502), 170);
+    at(t, k.s(FIN | ACK, 501, 102), 160); // acknowledges the client's FIN (it occupies a sequence number): to server 30
+    at(t, k.c(ACK, 102, 502), 170); // to client 10
     const r = recs[0]!;
-    expect(r.rttToServer).toEqual({ minMs: 30, smoothedMs: 30 * 0.875 + 40 * 0.125, maxMs: 40, samples: 2 });
-    expect(r.rttToClient).toEqual({ minMs: 10, smoothedMs: 10 * 0.875 + 20 * 0.125, maxMs: 20, samples: 2 });
+    const ewma = (xs: number[]) => xs.reduce((a, x, i) => (i === 0 ? x : a * 0.875 + x * 0.125), 0);
+    expect(r.rttToServer).toMatchObject({ minMs: 30, maxMs: 40, samples: 3 });
+    expect(r.rttToServer!.smoothedMs).toBeCloseTo(ewma([30, 40, 30]), 3); // records round to µs
+    expect(r.rttToClient).toMatchObject({ minMs: 10, maxMs: 20, samples: 3 });
+    expect(r.rttToClient!.smoothedMs).toBeCloseTo(ewma([10, 20, 10]), 3);
   });
 
   it('Karn: a retransmission cancels the outstanding timing; the retransmitted segment is never timed (RFC 6298 §3)', () => {

@@ -143,7 +143,15 @@ export function observeTcp(c: FlowCore, buf: Uint8Array, pi: PacketInfo, td: num
       retransmit = cov.verdict === SeqVerdict.RETRANSMIT;
     }
   }
-  f = rttObserve(t, s, d, pi, buf, now, (dataSeq + plen) >>> 0, timeable, retransmit, t.flags[s]!);
+  let seqEnd = dataSeq + plen;
+  if ((fl & FIN) !== 0) {
+    // The FIN occupies a sequence number (RFC 9293 §3.4) and is timed like data; a repeated FIN is a retransmission.
+    if ((t.flags[s]! & (F_FIN0 << d)) === 0) {
+      if (plen === 0) timeable = true;
+      seqEnd += 1;
+    } else retransmit = true;
+  }
+  f = rttObserve(t, s, d, pi, buf, now, seqEnd >>> 0, timeable, retransmit, t.flags[s]!);
 
   if ((fl & FIN) !== 0 && (f & (F_FIN0 << d)) === 0) {
     f |= F_FIN0 << d;
