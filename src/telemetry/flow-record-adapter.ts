@@ -78,6 +78,16 @@ export class FlowRecordTelemetry {
       lastSeenMs: meta.lastSeenMs,
       failed: r.proto === 'tcp' && !r.opened && !r.midstream,
       sni: r.sni ?? undefined,
+      alpn: r.alpn ?? undefined,
+      joinId: r.flowId,
+      rttToClient: r.rttToClient ?? undefined,
+      rttToServer: r.rttToServer ?? undefined,
+      quicVersion: r.quicVersion ?? undefined,
+      quicHandshakeRttMs: r.quicHandshakeRttMs ?? undefined,
+      httpStatusClasses: r.httpRequests > 0
+        ? [r.httpStatus['1xx'], r.httpStatus['2xx'], r.httpStatus['3xx'], r.httpStatus['4xx'], r.httpStatus['5xx']]
+        : undefined,
+      httpFirstByteMs: r.httpFirstByteMs ?? undefined,
     });
   }
 

@@ -8,3 +8,4 @@ export { FlowHandle, Telemetry, type TelemetryOptions } from './telemetry.js';
 export { UNKNOWN_WORKLOAD, WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
 export { directionByLocalPrefixes, FlowRecordTelemetry, type FlowRecordTelemetryOptions } from './flow-record-adapter.js';
 export { ICMP_TYPE_UNCLASSIFIED, TunnelCounterSync } from './tunnel-counter-sync.js';
+export { InspectMetrics, Segment, SEGMENT_RTT_BUCKETS } from './inspect-metrics.js';
