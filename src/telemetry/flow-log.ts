@@ -109,7 +109,6 @@ export class FlowLog {
       ...common(f, w),
       sni: c.sni,
       alpn: c.alpn,
-      flow_join_id: c.joinId,
       rtt_to_client: rttFields(c.rttToClient),
       rtt_to_server: rttFields(c.rttToServer),
       quic_version: c.quicVersion,
@@ -190,5 +189,6 @@ function common(f: FlowOpenInfo, w: FlowWorkloads): Record<string, unknown> {
     destination_workload: w.destination,
     first_seen: new Date(f.firstSeenMs).toISOString(),
     initiator_isn: f.initiatorIsn,
+    flow_join_id: f.joinId,
   };
 }

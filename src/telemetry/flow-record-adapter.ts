@@ -79,7 +79,6 @@ export class FlowRecordTelemetry {
       failed: r.proto === 'tcp' && !r.opened && !r.midstream,
       sni: r.sni ?? undefined,
       alpn: r.alpn ?? undefined,
-      joinId: r.flowId,
       rttToClient: r.rttToClient ?? undefined,
       rttToServer: r.rttToServer ?? undefined,
       quicVersion: r.quicVersion ?? undefined,
@@ -101,6 +100,7 @@ export class FlowRecordTelemetry {
       peerIdentity,
       direction,
       firstSeenMs: Date.parse(r.firstSeen),
+      joinId: r.flowId,
     });
   }
 

@@ -41,6 +41,11 @@ export interface FlowOpenInfo {
    * see the same value, which makes the flow join key exact across ends.
    */
   readonly initiatorIsn?: number;
+  /**
+   * The cross-end flow ID (src/inspect/flow-id.ts): equal in the agent's and
+   * the gateway's records of one flow. Logged as `flow_join_id`.
+   */
+  readonly joinId?: string;
 }
 
 /**
@@ -73,11 +78,6 @@ export interface FlowCloseInfo extends FlowTotals {
   readonly sni?: string;
   /** ALPN protocols offered in the ClientHello, comma-joined, if any. */
   readonly alpn?: string;
-  /**
-   * The cross-end flow ID (src/inspect/flow-id.ts): equal in the agent's and
-   * the gateway's records of one flow. Logged as `flow_join_id`.
-   */
-  readonly joinId?: string;
   /** TCP: RTT this end ↔ initiator (min/smoothed/max of its samples). */
   readonly rttToClient?: RttSummary;
   /** TCP: RTT this end ↔ responder. */
