@@ -41,16 +41,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-for n in "$NSA" "$NSB"; do
-  ip netns add "$n"
-  ip netns exec "$n" ip link set lo up
-  ip netns exec "$n" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-done
-ip link add "${P}a0" netns "$NSA" type veth peer name "${P}b0" netns "$NSB"
-ip netns exec "$NSA" ip addr add "$UA/24" dev "${P}a0"
-ip netns exec "$NSB" ip addr add "$UB/24" dev "${P}b0"
-ip netns exec "$NSA" ip link set "${P}a0" mtu 1500 up
-ip netns exec "$NSB" ip link set "${P}b0" mtu 1500 up
+# shellcheck disable=SC1091
+. "$ROOT/bench/underlay.sh"
+make_underlay
 
 W="$W/mtun" MTUN_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$OUT/profile --cpu-prof-interval=250" timeout 60 bash "$ROOT/bench/tunnels/mtun.sh" up \
   || echo "inspect-cost: mtun.sh's ping to the gateway's own address failed as expected; the server is in $NSC" >&2
