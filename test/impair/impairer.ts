@@ -85,7 +85,7 @@ export class Impairer {
   private readonly opts: Required<ImpairOptions>;
 
   constructor(opts: ImpairOptions) {
-    this.opts = { maxQueue: 8192, maxPacketBytes: 65535, reorderPercent: 0, reorderDelayMs: 10, corruptPercent: 0, ...opts };
+    this.opts = { maxQueue: 8192, maxPacketBytes: 65535, reorderPercent: 0, reorderDelayMs: 10, corruptPercent: 0, preciseTimers: false, ...opts };
     for (const k of ['lossPercent', 'reorderPercent', 'corruptPercent'] as const) {
       if (!(this.opts[k] >= 0 && this.opts[k] <= 100)) throw new Error(`impair: ${k} ${this.opts[k]} out of 0..100`);
     }
