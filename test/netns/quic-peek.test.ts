@@ -58,7 +58,7 @@ describe.skipIf(!root || !hasChromium)('QUIC inside the tunnel: Chromium over HT
     await lab.startGateway();
     await lab.startAgent();
     await lab.waitAgentReady();
-  }, 90_000);
+  }, 180_000);
 
   afterAll(async () => {
     await lab?.down();
