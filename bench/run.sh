@@ -102,16 +102,9 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # ------------------------------------------------------------------ topology
-for n in "$NSA" "$NSB"; do
-  ip netns add "$n"
-  ip netns exec "$n" ip link set lo up
-  ip netns exec "$n" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-done
-ip link add "${P}a0" netns "$NSA" type veth peer name "${P}b0" netns "$NSB"
-ip netns exec "$NSA" ip addr add "$UA/24" dev "${P}a0"
-ip netns exec "$NSB" ip addr add "$UB/24" dev "${P}b0"
-ip netns exec "$NSA" ip link set "${P}a0" mtu 1500 up
-ip netns exec "$NSB" ip link set "${P}b0" mtu 1500 up
+# shellcheck disable=SC1091
+. "$ROOT/bench/underlay.sh"
+make_underlay
 
 measured=()
 for t in "${selected[@]}"; do

@@ -37,6 +37,7 @@ export class DaemonFlows {
       peekBudgetBytes: opts.inspection.peekBudgetBytes,
       sink: (r, meta) => this.adapter.onRecord(r, meta, opts.identityOf(r)),
     });
+    opts.telemetry.metrics.inspect.watchQuicCounters(this.tracker.quicCounters);
   }
 
   /** Expires idle flows and brings live flows' counters up to date. Off the packet path. */

@@ -11,3 +11,4 @@ export { ICMP_TYPE_UNCLASSIFIED, TunnelCounterSync } from './tunnel-counter-sync
 export { CaptureTap, TapInterface, tapInterfaceNames, type CaptureFilter, type CaptureProtocol, type CaptureRingSize } from './capture-tap.js';
 export type { CaptureConfig } from './capture-endpoint.js';
 export type { LiveFlow, LiveFlowsDocument } from './live-flows.js';
+export { InspectMetrics, Segment, SEGMENT_RTT_BUCKETS } from './inspect-metrics.js';

@@ -4,6 +4,7 @@
  * copied into prom-client only when /metrics is scraped (off the data path).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { InspectMetrics } from './inspect-metrics.js';
 import { LabelRegistry, snakeLabel } from './label-registry.js';
 import type { WorkloadMap } from './workload-map.js';
 
@@ -66,6 +67,8 @@ export class MeshMetrics {
   readonly registry: Registry;
   readonly reporter: Reporter;
   readonly workloads: WorkloadMap;
+  /** RTT per segment, QUIC handshakes, HTTP/1 responses (inspect-metrics.ts), on the same label-set slots. */
+  readonly inspect: InspectMetrics;
 
   private readonly identities: LabelRegistry;
   private readonly closeReasons = new LabelRegistry(MAX_REASONS, snakeLabel);
@@ -173,6 +176,8 @@ export class MeshMetrics {
     };
     reasonCounter('mtun_tunnel_dropped_packets_total', 'Packets dropped, by reason (policy, source check, queue full, malformed, ...).', 'reason', this.dropReasons, this.drops);
     reasonCounter('mtun_tunnel_icmp_errors_sent_total', 'ICMP/ICMPv6 errors generated, by type.', 'type', this.icmpTypes, this.icmpSent);
+
+    this.inspect = new InspectMetrics(this.registry, this.reporter, (slot) => this.slotLabels[slot]!, () => this.slotLabels.length);
 
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'mtun_' });
   }

@@ -6,6 +6,7 @@
 import type { Registry } from 'prom-client';
 import { FlowLog } from './flow-log.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo, type FlowTotals } from './flow-types.js';
+import { Segment } from './inspect-metrics.js';
 import { MeshMetrics, type Reporter } from './metrics.js';
 import type { StatusFlow } from './status.js';
 import { WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
@@ -190,6 +191,7 @@ export class Telemetry {
     const proto = h.info.protocol;
     if (proto === IPPROTO_TCP) m.tcpClosed(h.slot, m.closeReasonId(c.reason), c.failed === true);
     else if (proto === IPPROTO_UDP) m.udpClosed(h.slot, m.closeReasonId(c.reason));
+    this.observeInspection(h, c);
     // The record carries the final totals as reported by the caller.
     this.flowLog.close(h.info, { source: h.sourceWorkload, destination: h.destinationWorkload }, c, h.handshakeRttMs);
   }
@@ -203,6 +205,22 @@ export class Telemetry {
   recentlyClosed(): ClosedFlow[] {
     const r = this.closedRing;
     return r.length < RECENTLY_CLOSED ? [...r] : [...r.slice(this.closedNext), ...r.slice(0, this.closedNext)];
+  }
+
+  /**
+   * RTT per segment, QUIC handshake and HTTP/1 figures of a closing flow.
+   * The initiator is on this end's side for an `outbound` flow: then the
+   * local segment is the client's and rttToServer reaches beyond the tunnel;
+   * for an `inbound` flow the local segment is the server's.
+   */
+  private observeInspection(h: FlowHandle, c: FlowCloseInfo): void {
+    const im = this.metrics.inspect;
+    const out = h.info.direction === 'outbound';
+    if (c.rttToClient !== undefined) im.observeRtt(h.slot, out ? Segment.CLIENT : Segment.BEYOND_TUNNEL, c.rttToClient);
+    if (c.rttToServer !== undefined) im.observeRtt(h.slot, out ? Segment.BEYOND_TUNNEL : Segment.SERVER, c.rttToServer);
+    if (c.quicHandshakeRttMs !== undefined) im.observeQuicHandshake(h.slot, c.quicHandshakeRttMs);
+    if (c.httpFirstByteMs !== undefined) im.observeFirstByte(h.slot, c.httpFirstByteMs);
+    if (c.httpStatusClasses !== undefined) im.addResponses(h.slot, c.httpStatusClasses);
   }
 
   /** Number of flows opened and not yet closed. */
