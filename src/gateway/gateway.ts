@@ -43,6 +43,7 @@ import { TokenTable } from './auth.js';
 import { reviewSession, udpTargetAllowed } from './reload.js';
 import { SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
 import { gatewayStatus } from './status.js';
+import { startGatewayH2, type H2Listener } from './h2-listener.js';
 
 /** Gateway-level drop reasons (packets read from the TUN). */
 const GW_DROP_NO_ROUTE = 'no_route';
@@ -77,6 +78,8 @@ export class Gateway {
   private readonly tick: ClockTimer;
   private nextSessionId = 1;
   private admin: AdminServer | null = null;
+  /** The HTTP/2 listener (TCP, same port number), or null when disabled or not bound. */
+  private h2: H2Listener | null = null;
   private stopping = false;
   private failure: Error | null = null;
   private onDrained: (() => void) | null = null;
@@ -120,6 +123,7 @@ export class Gateway {
    */
   static async start(config: GatewayConfig, io: DaemonIo): Promise<Gateway> {
     let tun: OwnedTun | null = null;
+    let gw: Gateway | null = null;
     try {
       const certPem = readFileSync(config.tls.cert, 'utf8');
       const keyPem = readFileSync(config.tls.key, 'utf8');
@@ -131,7 +135,6 @@ export class Gateway {
         workloads: config.telemetry.workloads,
         flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
       });
-      let gw: Gateway | null = null;
       const endpoint = new QuicEndpoint({
         socket: io.udp,
         server: {
@@ -152,6 +155,16 @@ export class Gateway {
         keylogPath: config.tls.keylogPath ?? null,
       });
       gw = new Gateway(config, io, tun, endpoint, telemetry);
+      const g = gw;
+      g.h2 = await startGatewayH2(config, {
+        io,
+        tls: { certPem, keyPem, clientCaPem: config.tls.requireClientCert ? caPem : undefined },
+        port: endpoint.localAddress().port,
+        registry: telemetry.registry,
+        connections: function* () { for (const s of g.reg.sessions()) yield s.gc; },
+        afterData: () => g.tunWriter.flush(),
+        host: { opened: (gc) => g.reg.conns.add(gc), onConnect: (gc, req) => g.onConnect(gc, req), closed: (gc) => g.onConnectionClosed(gc) },
+      });
       if (config.admin.enabled) {
         gw.admin = await startAdminServer({
           host: config.admin.listen.host,
@@ -166,6 +179,7 @@ export class Gateway {
     } catch (e) {
       io.udp.close();
       tun?.close();
+      await gw?.h2?.close();
       throw e;
     }
   }
@@ -199,13 +213,14 @@ export class Gateway {
   private onConnection(conn: QuicConnection): void {
     const id = conn.peerIdentity;
     const gc: GwConn = {
+      transport: 'h3',
       conn,
-      h3: null as unknown as GwConn['h3'],
+      http: null as unknown as GwConn['http'],
       certIdentity: id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null,
       remote: formatPeer(conn.peerHost, conn.peerPort),
       sessions: new Set(),
     };
-    (gc as { h3: GwConn['h3'] }).h3 = attachH3(
+    (gc as { http: GwConn['http'] }).http = attachH3(
       conn,
       {
         onConnect: (req) => this.onConnect(gc, req),
@@ -392,7 +407,7 @@ export class Gateway {
       since: new Date(this.io.clock.now()),
     };
     this.reg.add(gs);
-    this.io.log.info({ session: gs.id, kind, identity, remote: gc.remote }, 'session opened');
+    this.io.log.info({ session: gs.id, kind, identity, remote: gc.remote, transport: gc.transport }, 'session opened');
     return gs;
   }
 
@@ -480,6 +495,7 @@ export class Gateway {
     const policy = compilePolicy(config.policy);
     const tokens = TokenTable.fromConfig(config);
     this.endpoint.updateServerTls(tls);
+    this.h2?.updateTls(tls);
     this.policy = policy;
     this.tokens = tokens;
     this.config = {
@@ -573,6 +589,7 @@ export class Gateway {
     this.stopping = true;
     const log = this.io.log;
     this.endpoint.stopAccepting();
+    this.h2?.shutdown();
     log.info({ connections: this.reg.conns.size }, 'gateway draining');
     if (this.reg.conns.size > 0) {
       let deadline: ClockTimer | null = null;
@@ -580,7 +597,7 @@ export class Gateway {
         this.onDrained = resolve;
         deadline = this.io.clock.after(GATEWAY_DRAIN_DEADLINE_MS, resolve);
       });
-      for (const gc of this.reg.conns) gc.h3.shutdown();
+      for (const gc of this.reg.conns) gc.http.shutdown();
       this.endpoint.flush();
       await drained;
       (deadline as ClockTimer | null)?.cancel();
@@ -592,6 +609,7 @@ export class Gateway {
     // Sends CONNECTION_CLOSE to whoever is left, synchronously.
     this.endpoint.close(0, 'gateway shutting down');
     this.io.udp.close();
+    await this.h2?.close();
     this.tun.close();
     await this.admin?.close();
     await this.telemetry.shutdown();
