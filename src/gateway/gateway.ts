@@ -163,7 +163,7 @@ export class Gateway {
         registry: telemetry.registry,
         connections: function* () { for (const s of g.reg.sessions()) yield s.gc; },
         afterData: () => g.tunWriter.flush(),
-        host: { opened: (gc) => g.reg.conns.add(gc), onConnect: (gc, req) => g.onConnect(gc, req), closed: (gc) => g.onConnectionClosed(gc) },
+        host: { opened: (gc) => g.reg.conns.add(gc), onConnect: (gc, req) => g.onConnect(gc, req), closed: (gc) => g.onConnectionClosed(gc), sessions: () => g.reg.sessions() },
       });
       if (config.admin.enabled) {
         gw.admin = await startAdminServer({

@@ -20,7 +20,7 @@ import { refuse } from '../masque/proxy-status.js';
 import { formatHostPort } from '../packet/ip-address.js';
 import { peerIdentityFromChain } from '../quic/peer-identity.js';
 import { healthzHandler } from '../telemetry/healthz.js';
-import type { GwConn } from './session-registry.js';
+import type { GwConn, GwSession } from './session-registry.js';
 
 /** What the listener needs from the gateway. */
 export interface H2ListenerHost {
@@ -30,6 +30,20 @@ export interface H2ListenerHost {
   onConnect(gc: GwConn, req: ConnectRequest): void;
   /** The connection closed (its sessions' streams are closed too). */
   closed(gc: GwConn): void;
+  /** Every open session (to find those an HTTP/2 fallback supersedes). */
+  sessions(): Iterable<GwSession>;
+}
+
+/**
+ * Request header an agent sends on a CONNECT-IP over HTTP/2 after QUIC
+ * failed: its HTTP/3 sessions from the same address are dead (the gateway
+ * would otherwise hold their routes and leases until the QUIC idle timeout).
+ */
+export const SUPERSEDES_HEADER = 'mtun-supersedes';
+
+/** An IPv4-mapped IPv6 host as plain IPv4. */
+function plainHost(host: string): string {
+  return host.replace(/^::ffff:(?=\d+\.)/, '');
 }
 
 /** TLS material, as the gateway reads it (PEM). */
@@ -139,7 +153,7 @@ export class H2Listener {
 
   private onSession(s: ServerHttp2Session): void {
     const sock = s.socket as TLSSocket;
-    const ip = (sock.remoteAddress ?? '?').replace(/^::ffff:(?=\d+\.)/, '');
+    const ip = plainHost(sock.remoteAddress ?? '?');
     const count = (this.perIp.get(ip) ?? 0) + 1;
     if (count > this.opts.maxConnectionsPerPeerIp) {
       this.opts.log.warn({ peer: ip, limit: this.opts.maxConnectionsPerPeerIp }, 'HTTP/2 connection refused: too many from this address');
@@ -184,6 +198,24 @@ export class H2Listener {
     this.opts.log.info({ remote: gc.remote, identity: gc.certIdentity, transport: 'h2' }, 'agent connected');
   }
 
+  /**
+   * Closes the CONNECT-IP sessions over HTTP/3 of the same client-certificate
+   * identity from the same address (the agent's own, left behind by its
+   * fallback), so their routes and leases go to the new session. Only a
+   * certificate-authenticated agent can do this, and only to itself.
+   */
+  private supersedeH3(gc: GwConn): void {
+    if (gc.certIdentity === null) return;
+    const old: GwSession[] = [];
+    for (const gs of this.host.sessions()) {
+      if (gs.kind === 'connect-ip' && gs.gc.transport === 'h3' && gs.gc.certIdentity === gc.certIdentity && plainHost(gs.gc.conn.peerHost) === gc.conn.peerHost) old.push(gs);
+    }
+    for (const gs of old) {
+      this.opts.log.warn({ session: gs.id, identity: gs.identity, remote: gs.gc.remote }, 'HTTP/3 session superseded by the agent\'s HTTP/2 fallback');
+      gs.ip?.close();
+    }
+  }
+
   private onStream(st: ServerHttp2Stream, h: IncomingHttpHeaders): void {
     st.on('error', () => undefined); // resets arrive as 'close' with rstCode
     const gc = (st.session as (ServerHttp2Session & { mtunConn?: GwConn }) | undefined)?.mtunConn;
@@ -207,6 +239,7 @@ export class H2Listener {
       st.respond({ ':status': r.status, 'proxy-status': r.proxyStatus }, { endStream: true });
       return;
     }
+    if (h[':protocol'] === 'connect-ip' && h[SUPERSEDES_HEADER] === 'h3') this.supersedeH3(gc);
     const req = new H2PendingConnect(st, h, this.opts.tunnel, this.counters);
     try {
       this.host.onConnect(gc, req);
