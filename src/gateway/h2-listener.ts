@@ -6,6 +6,7 @@
  * telemetry are those of the HTTP/3 path; only the carrier differs.
  */
 import { createSecureServer, constants as h2c, type Http2SecureServer, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Registry } from 'prom-client';
 import type { GatewayConfig } from '../config/index.js';
@@ -89,6 +90,8 @@ export class H2Listener {
     private readonly opts: H2ListenerOptions,
     private readonly host: H2ListenerHost,
   ) {
+    // No Nagle: a DATAGRAM capsule is a whole inner packet; holding it back for coalescing only adds delay (docs/http2-fallback.md).
+    server.on('connection', (sock: Socket) => sock.setNoDelay(true));
     server.on('session', (s: ServerHttp2Session) => this.onSession(s));
     server.on('stream', (st: ServerHttp2Stream, h: IncomingHttpHeaders) => this.onStream(st, h));
     server.on('tlsClientError', (e: Error, sock: TLSSocket) => {

@@ -6,6 +6,8 @@
  */
 import { connect as h2connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import { H3Error } from '../h3/errors.js';
+import { isIP } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import type { FieldList } from '../h3/qpack.js';
 import type { TunnelStream, TunnelStreamHandler } from '../h3/tunnel-stream.js';
 import { formatHostPort } from '../packet/ip-address.js';
@@ -72,13 +74,23 @@ export class H2Client {
   static connect(opts: H2ClientOptions): Promise<H2Client> {
     return new Promise((resolve, reject) => {
       const session = h2connect(`https://${formatHostPort(opts.host, opts.port)}`, {
-        ca: opts.caPem,
-        cert: opts.certPem,
-        key: opts.keyPem,
-        servername: opts.serverName,
-        minVersion: 'TLSv1.3',
-        ALPNProtocols: ['h2'],
         settings: { enablePush: false },
+        createConnection: () => {
+          const sock = tlsConnect({
+            host: opts.host,
+            port: opts.port,
+            ca: opts.caPem,
+            cert: opts.certPem,
+            key: opts.keyPem,
+            // SNI carries names only (RFC 6066 §3); for an address the certificate is checked against it.
+            servername: isIP(opts.serverName) === 0 ? opts.serverName : undefined,
+            minVersion: 'TLSv1.3',
+            ALPNProtocols: ['h2'],
+          });
+          // No Nagle: each DATAGRAM capsule is a whole inner packet (docs/http2-fallback.md).
+          sock.setNoDelay(true);
+          return sock;
+        },
       });
       let done = false;
       const finish = (err: Error | null) => {
