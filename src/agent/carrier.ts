@@ -28,7 +28,7 @@ export interface Carrier {
   /** Why it ended, for the 'tunnel down' log. */
   closeDetails(): Record<string, unknown>;
   /** QUIC packet counters (for {@link quicLooksDead}); null over HTTP/2. */
-  packetCounts(): { sent: number; recv: number } | null;
+  packetCounts(): QuicPacketCounts | null;
 }
 
 /** Events a carrier reports to the agent. */
@@ -69,9 +69,9 @@ class H3Carrier implements Carrier {
     return { reason: i?.reason, code: i?.errorCode, byPeer: i?.byPeer, idle: i?.idleTimeout, handlerError: this.conn.handlerError?.stack };
   }
 
-  packetCounts(): { sent: number; recv: number } {
+  packetCounts(): QuicPacketCounts {
     const s = this.conn.stats();
-    return { sent: s.sentPackets, recv: s.recvPackets };
+    return { sent: s.sentPackets, recv: s.recvPackets, lost: s.lostPackets };
   }
 }
 
@@ -195,21 +195,52 @@ export function raceCarriers(
   });
 }
 
-/** What {@link quicLooksDead} remembers between checks. */
+/** QUIC packet counters of one connection (quiche's stats). */
+export interface QuicPacketCounts {
+  readonly sent: number;
+  readonly recv: number;
+  readonly lost: number;
+}
+
+/** What {@link quicLooksDead} remembers between checks; start from {@link newQuicLiveness}. */
 export interface QuicLiveness {
   /** Received-packet count at the last change, and when it changed. */
   recv: number;
   recvChangedAt: number;
   /** Sent-packet count when recv last changed. */
   sentAtChange: number;
+  /** Recent (time, sent, lost) samples, oldest first, covering at most the window. */
+  readonly samples: { at: number; sent: number; lost: number }[];
 }
 
+/** A fresh liveness state (for a new connection). */
+export function newQuicLiveness(): QuicLiveness {
+  return { recv: -1, recvChangedAt: 0, sentAtChange: 0, samples: [] };
+}
+
+/** Packets that must have been sent in the window before a loss ratio means anything. */
+const MIN_WINDOW_PACKETS = 8;
+/** Share of the window's sent packets declared lost that means the path drops everything we send. */
+const DEAD_LOSS_RATIO = 0.8;
+
 /**
- * Pure: QUIC looks dead when nothing was received for `deadAfterMs` although
- * packets went out since (data, ACK-eliciting PINGs, retransmissions): the
- * path drops UDP. An idle tunnel is never judged. Updates `l`.
+ * Pure: QUIC looks dead when, over the last `deadAfterMs`, either nothing
+ * was received although packets went out (data, PINGs, retransmissions: the
+ * path drops UDP both ways), or nearly everything sent was declared lost
+ * (≥ 80 % of at least 8 packets: UDP is dropped towards the gateway while
+ * its probes still arrive). Ordinary loss (a few percent, even 30 %) is
+ * not judged. An idle tunnel is never judged. Updates `l`.
  */
-export function quicLooksDead(l: QuicLiveness, counts: { sent: number; recv: number }, now: number, deadAfterMs: number): boolean {
+export function quicLooksDead(l: QuicLiveness, counts: QuicPacketCounts, now: number, deadAfterMs: number): boolean {
+  const w = l.samples;
+  w.push({ at: now, sent: counts.sent, lost: counts.lost });
+  while (w.length > 1 && now - w[1]!.at >= deadAfterMs) w.shift();
+  const first = w[0]!;
+  if (now - first.at >= deadAfterMs) {
+    const sent = counts.sent - first.sent;
+    const lost = counts.lost - first.lost;
+    if (sent >= MIN_WINDOW_PACKETS && lost >= DEAD_LOSS_RATIO * sent) return true;
+  }
   if (counts.recv !== l.recv) {
     l.recv = counts.recv;
     l.recvChangedAt = now;

@@ -5,7 +5,7 @@
  * HTTP/3 probe every `probeIntervalMs`. One timer at a time, on the daemon's clock.
  */
 import type { Clock, ClockTimer } from '../daemon/ports.js';
-import { quicLooksDead, type Carrier, type QuicLiveness } from './carrier.js';
+import { newQuicLiveness, quicLooksDead, type Carrier, type QuicLiveness } from './carrier.js';
 
 /** How often QUIC liveness is read (control path: reads the connection's stats). */
 export const LIVENESS_CHECK_MS = 250;
@@ -31,7 +31,7 @@ export interface TransportWatchHost {
 export class TransportWatch {
   private timer: ClockTimer | null = null;
   private busy = false;
-  private readonly liveness: QuicLiveness = { recv: -1, recvChangedAt: 0, sentAtChange: 0 };
+  private liveness: QuicLiveness = newQuicLiveness();
 
   constructor(
     private readonly config: TransportWatchConfig,
@@ -44,7 +44,7 @@ export class TransportWatch {
     this.closed();
     if (!this.config.enabled) return;
     if (c.transport === 'h3') {
-      this.liveness.recv = -1;
+      this.liveness = newQuicLiveness();
       this.timer = this.clock.every(LIVENESS_CHECK_MS, () => this.checkQuic(c));
     } else {
       this.timer = this.clock.every(this.config.probeIntervalMs, () => this.run(() => this.host.probeH3()));

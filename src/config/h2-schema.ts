@@ -29,7 +29,7 @@ export const agentH2Schema = z.strictObject({
   /** How long HTTP/3 leads the race before HTTP/2 starts too (Happy Eyeballs, RFC 8305 §5 spirit). */
   fallbackDelayMs: ms(0, 60_000).default(1_000),
   /** With a tunnel over HTTP/3: nothing received from the gateway for this long (while keepalives go out) means QUIC failed. */
-  quicDeadAfterMs: ms(300, 60_000).default(1_500),
+  quicDeadAfterMs: ms(300, 60_000).default(1_000),
   /** With a tunnel over HTTP/2: how often HTTP/3 is tried in the background. */
   probeIntervalMs: ms(1_000, 3_600_000).default(10_000),
   sendQueueBytes,
