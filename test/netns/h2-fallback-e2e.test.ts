@@ -6,7 +6,7 @@
  * of topology.sh. The rules live only in this test's namespaces and are
  * deleted when unblocking and before the namespaces go.
  *
- *   client 10.10.0.2 ── agent ══ UDP 4433 ✕ (nft drop, ${P}gw and ${P}agent input) ══ gateway ── server 10.20.0.2
+ *   client 10.10.0.2 ── agent ══ UDP 4433 ✕ (Lab.blockUdp: nft drop, ${P}gw and ${P}agent input) ══ gateway ── server 10.20.0.2
  *                              ╚═ TCP 4433: TLS 1.3, HTTP/2, DATAGRAM capsules ═╝
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -16,9 +16,6 @@ import { LAB, Lab, type FlowLogLine } from '../../src/lab/lab.js';
 
 const root = process.getuid?.() === 0;
 if (!root) console.warn('SKIPPED test/netns/h2-fallback-e2e.test.ts: needs root (network namespaces, TUN devices, nftables)');
-
-/** Our own nftables table in the gateway namespace. */
-const TABLE = 'mtun_h2_block';
 
 function metric(text: string, name: string, labels: Record<string, string> = {}): number {
   let sum = 0;
@@ -39,21 +36,8 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
   const blob = randomBytes(10 * 1024 * 1024);
   const blobSha = createHash('sha256').update(blob).digest('hex');
 
-  const block = async () => {
-    for (const [role, match] of [['gw', 'dport'], ['agent', 'sport']] as const) {
-      const nft = (...args: string[]) => lab.exec(role, 'nft', args);
-      expect((await nft('add', 'table', 'inet', TABLE)).code).toBe(0);
-      expect((await nft('add', 'chain', 'inet', TABLE, 'in', '{', 'type', 'filter', 'hook', 'input', 'priority', '0', ';', '}')).code).toBe(0);
-      expect((await nft('add', 'rule', 'inet', TABLE, 'in', 'udp', match, String(LAB.gatewayPort), 'counter', 'drop')).code).toBe(0);
-    }
-  };
-  const unblock = async () => {
-    for (const role of ['gw', 'agent'] as const) await lab.exec(role, 'nft', ['delete', 'table', 'inet', TABLE]);
-  };
-  const dropped = async () => {
-    const r = await lab.exec('gw', 'nft', ['list', 'table', 'inet', TABLE]);
-    return Number(/packets (\d+)/.exec(r.stdout)?.[1] ?? 0);
-  };
+  const block = () => lab.blockUdp();
+  const unblock = () => lab.unblockUdp();
   const transport = async () => {
     const r = await lab.admin('agent', LAB.agentAdmin, '/status');
     if (r.code !== 0) return undefined;
@@ -76,7 +60,7 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
 
   it('UDP blocked before the agent starts: the tunnel is up over HTTP/2; 10 MB sha256 and both ends\' exact byte counts hold', async () => {
     expect(await transport()).toBe('h2');
-    expect(await dropped()).toBeGreaterThan(0);
+    expect(await lab.udpBlockDrops()).toBeGreaterThan(0);
     expect(metric(await lab.metrics('agent'), 'mtun_agent_transport', { transport: 'h2' })).toBe(1);
     const out = lab.file('dl.bin');
     const fmt = '%{local_port} %{size_request} %{size_upload} %{size_header} %{size_download}';
