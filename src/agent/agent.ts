@@ -16,7 +16,7 @@ import { formatHostPort, formatIp, formatPrefix, parseIp, prefixCovers, rangesTo
 import { clampTcpMss, clampTcpMssParsed } from '../packet/rewrite.js';
 import { PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
-import { H2_DATAGRAM_PAYLOAD_BYTES, H2TunnelCounters } from '../h2/h2-tunnel.js';
+import { H2TunnelCounters } from '../h2/h2-tunnel.js';
 import { AgentTransportMetrics, registerH2Counters, registerSessionTransportGauge, type TunnelTransport } from '../h2/transport-metrics.js';
 import {
   directionByLocalPrefixes,
@@ -37,7 +37,7 @@ import { UdpForwarder } from './udp-forwarder.js';
 import { Reconnector } from './reconnect.js';
 import { openH2, openH3, raceCarriers, type Carrier, type CarrierHooks } from './carrier.js';
 import { TransportWatch } from './transport-watch.js';
-import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
+import { DEFAULT_TUNNEL_MTU, H2_DATAGRAM_PAYLOAD_BYTES, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 
 /** Agent-level drop reason: a packet read from the TUN while no session is up. */
 const DROP_NO_SESSION = 'no_session';

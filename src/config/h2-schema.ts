@@ -10,10 +10,12 @@ const bytes = (min: number, max: number) => intIn(min, max, 'a byte count');
 
 /**
  * Bytes of DATAGRAM capsules that may wait for the outer TCP connection;
- * past this a packet is dropped (counted) instead of queued, so inner TCP sees
- * loss, not a growing delay. 64 KiB ≈ 45 full packets.
+ * past this a packet is dropped (counted) instead of queued, so inner TCP
+ * sees loss, not a growing delay. 1 MiB drains in ≤ 210 ms down to
+ * 40 Mbit/s, under the 200 ms minimum RTO of inner Linux TCP, and absorbs
+ * the TUN's bursts (docs/http2-fallback.md has the measurement).
  */
-const sendQueueBytes = bytes(4_096, 64 * 1024 * 1024).default(64 * 1024);
+const sendQueueBytes = bytes(4_096, 64 * 1024 * 1024).default(1024 * 1024);
 
 /** Gateway `h2`: also listen on TCP (TLS 1.3, ALPN h2) on the QUIC port's number. */
 export const gatewayH2Schema = z.strictObject({

@@ -8,14 +8,6 @@ import { constants as h2c, type Http2Stream } from 'node:http2';
 import { CAPSULE_DATAGRAM, CapsuleReassembler, capsuleHeaderLength, encodeCapsuleHeader } from '../h3/capsule.js';
 import { H3Error } from '../h3/errors.js';
 import type { TunnelStream, TunnelStreamHandler } from '../h3/tunnel-stream.js';
-import { DEFAULT_TUNNEL_MTU } from '../daemon/tunnel-constants.js';
-
-/**
- * The HTTP Datagram payload HTTP/2 tunnels report (context ID + IP packet):
- * what HTTP/3 carries with the default QUIC packet size, so the tunnel MTU,
- * MSS clamp and ICMP limits stay the same when the agent switches transport.
- */
-export const H2_DATAGRAM_PAYLOAD_BYTES = DEFAULT_TUNNEL_MTU + 1;
 
 /** Limits and hooks of one HTTP/2 tunnel stream. */
 export interface H2TunnelOptions {
@@ -27,7 +19,7 @@ export interface H2TunnelOptions {
    * instead of queued (inner TCP over outer TCP, docs/http2-fallback.md).
    */
   readonly sendQueueBytes: number;
-  /** What {@link H2Tunnel.maxDatagramPayload} reports: the payload the tunnel MTU is sized from. */
+  /** What {@link H2Tunnel.maxDatagramPayload} reports: the payload the tunnel MTU is sized from (the daemons pass H2_DATAGRAM_PAYLOAD_BYTES). */
   readonly maxDatagramPayloadBytes: number;
   /** Called after each DATA chunk was handled (the daemon flushes its TUN write batch). */
   readonly afterData?: () => void;
