@@ -19,8 +19,9 @@ describe('quicLooksDead', () => {
     expect(t).toBe(2_000 + 1_500);
   });
 
-  it('an idle tunnel (nothing sent, nothing received) is never judged', () => {
+  it('an idle tunnel (nothing sent, nothing received) is never judged, nor a lone ACK left unanswered (RFC 9000 §13.2.1)', () => {
     expect(run(400, () => ({ sent: 5, recv: 5, lost: 0 }))).toBe(-1);
+    expect(run(400, (i) => ({ sent: i < 4 ? 5 : 7, recv: 5, lost: 0 }))).toBe(-1);
   });
 
   it('ordinary and heavy loss (1 %, 30 %) with ACKs still arriving is not judged', () => {

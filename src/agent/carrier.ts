@@ -218,6 +218,12 @@ export function newQuicLiveness(): QuicLiveness {
   return { recv: -1, recvChangedAt: 0, sentAtChange: 0, samples: [] };
 }
 
+/**
+ * Packets sent since the last one received before silence counts: one may be
+ * a lone ACK (never answered, RFC 9000 §13.2.1); three means something
+ * ACK-eliciting (data, PING, a probe) went unanswered.
+ */
+const MIN_UNANSWERED_PACKETS = 3;
 /** Packets that must have been sent in the window before a loss ratio means anything. */
 const MIN_WINDOW_PACKETS = 8;
 /** Share of the window's sent packets declared lost that means the path drops everything we send. */
@@ -225,8 +231,8 @@ const DEAD_LOSS_RATIO = 0.8;
 
 /**
  * Pure: QUIC looks dead when, over the last `deadAfterMs`, either nothing
- * was received although packets went out (data, PINGs, retransmissions: the
- * path drops UDP both ways), or nearly everything sent was declared lost
+ * was received although at least 3 packets went out since the last one that
+ * was (data, PINGs, retransmissions: the path drops UDP both ways), or nearly everything sent was declared lost
  * (≥ 80 % of at least 8 packets: UDP is dropped towards the gateway while
  * its probes still arrive). Ordinary loss (a few percent, even 30 %) is
  * not judged. An idle tunnel is never judged. Updates `l`.
@@ -247,5 +253,5 @@ export function quicLooksDead(l: QuicLiveness, counts: QuicPacketCounts, now: nu
     l.sentAtChange = counts.sent;
     return false;
   }
-  return counts.sent > l.sentAtChange && now - l.recvChangedAt >= deadAfterMs;
+  return counts.sent - l.sentAtChange >= MIN_UNANSWERED_PACKETS && now - l.recvChangedAt >= deadAfterMs;
 }

@@ -8,7 +8,6 @@
  *   [test] ─▶ agent MemoryTun ─▶ Agent ══ MemoryNet (QUIC, blockable) ══▶ Gateway ─▶ MemoryTun ─▶ [test]
  *                                      ╚══ TCP 127.0.0.1 (TLS, HTTP/2) ══╝
  */
-import { createServer } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,41 +22,12 @@ import { craftUdp } from '../../src/packet/craft.js';
 import { MemoryTun } from '../../src/tun/memory-tun.js';
 import { getPki } from './quic-harness.js';
 import { MemoryNet } from './quic-memory-udp.js';
+import { freePort, metric, until } from './sim-helpers.js';
 
 const AGENT_ID = 'spiffe://mesh.test/ns/default/sa/agent';
 const agentLog: Array<Record<string, unknown>> = [];
 const gwLog: Array<Record<string, unknown>> = [];
 const logTo = (into: Array<Record<string, unknown>>) => pino({ level: 'info' }, { write: (l: string) => void into.push(JSON.parse(l) as Record<string, unknown>) });
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function metric(url: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^(\w+)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
-}
 
 describe('agent: HTTP/3 first, HTTP/2 when UDP is blocked, back to HTTP/3 when it is not', () => {
   const dir = mkdtempSync(join(tmpdir(), 'mtun-h2fb-'));

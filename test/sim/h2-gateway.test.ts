@@ -11,7 +11,6 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as h2connect, constants as h2c } from 'node:http2';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -29,40 +28,11 @@ import { craftUdp } from '../../src/packet/craft.js';
 import { MemoryTun } from '../../src/tun/memory-tun.js';
 import { getPki, type Pki } from './quic-harness.js';
 import { MemoryNet } from './quic-memory-udp.js';
+import { freePort, metric, until } from './sim-helpers.js';
 
 const AGENT_ID = 'spiffe://mesh.test/ns/default/sa/agent';
 const logLines: Array<Record<string, unknown>> = [];
 const log = pino({ level: 'info' }, { write: (l: string) => void logLines.push(JSON.parse(l) as Record<string, unknown>) });
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function metric(url: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^(\w+)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
-}
 
 describe('gateway over HTTP/2 (RFC 8441 Extended CONNECT, RFC 9297 §3.5 DATAGRAM capsules)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'mtun-h2gw-'));
