@@ -375,23 +375,31 @@ export class Agent {
 
   /**
    * QUIC stopped hearing from the gateway mid-session (UDP blocked or
-   * failing): close it and carry the tunnel over HTTP/2 at once.
+   * failing): open HTTP/2 and, once it is up, close QUIC and carry the
+   * tunnel over HTTP/2. When HTTP/2 fails too (the gateway itself is down),
+   * the QUIC session stays as it is (a restarted gateway resets it at once)
+   * and the watch judges again.
    */
   private async fallBack(): Promise<void> {
     const old = this.conn;
     if (old === null || old.transport !== 'h3' || this.state !== 'open') return;
-    this.log.warn({ quicDeadAfterMs: this.config.h2.quicDeadAfterMs }, 'HTTP/3 stopped hearing from the gateway: falling back to HTTP/2');
-    this.dropSession();
-    this.state = 'connecting';
-    old.close('falling back to HTTP/2');
+    this.log.warn({ quicDeadAfterMs: this.config.h2.quicDeadAfterMs }, 'HTTP/3 stopped hearing from the gateway: trying HTTP/2');
     let c: Carrier;
     try {
       c = await this.openH2();
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'HTTP/2 fallback failed');
-      this.scheduleReconnect();
+      this.log.warn({ err: (e as Error).message }, 'HTTP/2 fallback failed: staying on HTTP/3');
+      if (this.conn === old && !old.isClosed && this.state === 'open') this.watch.opened(old);
       return;
     }
+    if (this.conn !== old || old.isClosed || this.state !== 'open') {
+      c.close('not needed');
+      return;
+    }
+    this.log.warn('falling back to HTTP/2');
+    this.dropSession();
+    this.state = 'connecting';
+    old.close('falling back to HTTP/2');
     await this.openSession(c, 'h3');
   }
 

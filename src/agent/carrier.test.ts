@@ -24,6 +24,13 @@ describe('quicLooksDead', () => {
     expect(run(400, (i) => ({ sent: i < 4 ? 5 : 7, recv: 5, lost: 0 }))).toBe(-1);
   });
 
+  it('a stalled event loop (checks 2 s apart) is not mistaken for a dead path', () => {
+    const l = newQuicLiveness();
+    expect(quicLooksDead(l, { sent: 10, recv: 10, lost: 0 }, 0, 1_000)).toBe(false);
+    expect(quicLooksDead(l, { sent: 40, recv: 10, lost: 0 }, 2_000, 1_000)).toBe(false);
+    expect(quicLooksDead(l, { sent: 41, recv: 11, lost: 0 }, 2_250, 1_000)).toBe(false);
+  });
+
   it('ordinary and heavy loss (1 %, 30 %) with ACKs still arriving is not judged', () => {
     expect(run(400, (i) => ({ sent: 100 * i, recv: 90 * i, lost: Math.floor(i) }))).toBe(-1);
     expect(run(400, (i) => ({ sent: 100 * i, recv: 60 * i, lost: 30 * i }))).toBe(-1);

@@ -211,11 +211,13 @@ export interface QuicLiveness {
   sentAtChange: number;
   /** Recent (time, sent, lost) samples, oldest first, covering at most the window. */
   readonly samples: { at: number; sent: number; lost: number }[];
+  /** When the last check ran (-1 before the first). */
+  lastAt: number;
 }
 
 /** A fresh liveness state (for a new connection). */
 export function newQuicLiveness(): QuicLiveness {
-  return { recv: -1, recvChangedAt: 0, sentAtChange: 0, samples: [] };
+  return { recv: -1, recvChangedAt: 0, sentAtChange: 0, samples: [], lastAt: -1 };
 }
 
 /**
@@ -235,10 +237,20 @@ const DEAD_LOSS_RATIO = 0.8;
  * was (data, PINGs, retransmissions: the path drops UDP both ways), or nearly everything sent was declared lost
  * (≥ 80 % of at least 8 packets: UDP is dropped towards the gateway while
  * its probes still arrive). Ordinary loss (a few percent, even 30 %) is
- * not judged. An idle tunnel is never judged. Updates `l`.
+ * not judged. An idle tunnel is never judged, nor a window in which the
+ * checks themselves were late (the event loop stalled). Updates `l`.
  */
 export function quicLooksDead(l: QuicLiveness, counts: QuicPacketCounts, now: number, deadAfterMs: number): boolean {
+  // A stalled event loop (a check late by half the window) read no packets either: start over rather than judge the path.
+  const stalled = l.lastAt >= 0 && now - l.lastAt > deadAfterMs / 2;
+  l.lastAt = now;
   const w = l.samples;
+  if (stalled) {
+    w.length = 0;
+    l.recv = counts.recv;
+    l.recvChangedAt = now;
+    l.sentAtChange = counts.sent;
+  }
   w.push({ at: now, sent: counts.sent, lost: counts.lost });
   while (w.length > 1 && now - w[1]!.at >= deadAfterMs) w.shift();
   const first = w[0]!;
