@@ -5,6 +5,7 @@
  */
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { ConnectRequest } from '../h3/api.js';
+import { checkTunnelResponse } from '../h3/extended-connect.js';
 import { fieldValue, isCapsuleProtocol } from '../h3/message.js';
 import type { FieldList } from '../h3/qpack.js';
 import type { TunnelStream, TunnelStreamHandler } from '../h3/tunnel-stream.js';
@@ -74,11 +75,7 @@ export class H2PendingConnect implements ConnectRequest {
 
   accept(handler: TunnelStreamHandler, headers: FieldList = [], status = 200): TunnelStream | null {
     if (this.settled) return null;
-    // RFC 9297 §3.2: a 2xx other than 204/205/206, without Content-Length.
-    if (status < 200 || status > 299 || status === 204 || status === 205 || status === 206) {
-      throw new RangeError(`h2: tunnel status must be 2xx other than 204/205/206 (RFC 9297 §3.2), got ${status}`);
-    }
-    if (headers.some(([n]) => n === 'content-length')) throw new RangeError('h2: capsule-protocol responses carry no Content-Length (RFC 9297 §3.2)');
+    checkTunnelResponse(status, headers, 'h2');
     this.done = true;
     this.stream.respond(responseHeaders(status, [['capsule-protocol', '?1'], ...headers]));
     const t = new H2Tunnel(this.stream, handler, this.limits, this.counters);
