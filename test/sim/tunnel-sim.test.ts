@@ -75,6 +75,8 @@ policy:
         protocols: [${allowUdp ? 'tcp, udp' : 'tcp'}]
     advertise: [10.10.0.0/24]
 tun: {name: gw, mtuBytes: 1400}
+# QUIC runs on MemoryNet, whose port number means nothing on real TCP: no HTTP/2 here (test/sim/h2-*.test.ts cover it).
+h2: {enabled: false}
 admin: {enabled: true, listen: 127.0.0.1:${gwAdminPort}}
 telemetry: {flowLog: {enabled: true, path: gw-flows.jsonl}}
 `;
@@ -102,6 +104,7 @@ tls: {cert: agent.pem, key: agent-key.pem, ca: ca.pem}
 advertise: [10.10.0.0/24]
 tun: {name: ag}
 reconnect: {minDelayMs: 50, maxDelayMs: 200}
+h2: {enabled: false}
 admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
 telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
 `, join(dir, 'agent.yaml'), dir);
