@@ -12,6 +12,7 @@
 #   │  quicktun 10.94.0.1           │                 │  quicktun 10.94.0.2           │
 #   │  mtun agent, lo 10.10.0.1     │ == QUIC :4433 =>│  mtun gateway, lo 10.20.0.1   │
 #   │  (tun.offload) lo 10.11.0.1   │ == QUIC :4434 =>│  (tun.offload) lo 10.21.0.1   │
+#   │  (HTTP/2)      lo 10.12.0.1   │ == TCP  :4435 =>│  (HTTP/2)      lo 10.22.0.1   │  (UDP :4435 dropped by nft)
 #   └───────────────────────────────┘                 └───────────────────────────────┘
 #
 # Every tunnel is up at once, each on its own inner subnet and UDP port; the
@@ -22,7 +23,7 @@
 # a full run (all tunnels, >= 3 repetitions) also rewrites the generated part
 # of BENCHMARKS.md and bench/report/tcp-throughput.svg.
 #
-# Knobs: BENCH_REPS (3), BENCH_TUNNELS (direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload),
+# Knobs: BENCH_REPS (3), BENCH_TUNNELS (direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload,mtun-h2),
 # BENCH_TCP_SECONDS (5), BENCH_UPDATE=1 (rewrite BENCHMARKS.md even for a partial run),
 # BENCH_SKIP_MTUN_EXTRAS=1 (no sessions / profile phase).
 # Needs root (namespaces, TUN); installs missing Debian packages with apt-get.
@@ -30,7 +31,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REPS=${BENCH_REPS:-3}
-ALL_TUNNELS=direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload
+ALL_TUNNELS=direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload,mtun-h2
 TUNNELS=${BENCH_TUNNELS:-$ALL_TUNNELS}
 TCP_SECONDS=${BENCH_TCP_SECONDS:-5}
 PROFILE_SECONDS=8

@@ -58,7 +58,7 @@ export function renderStatus(s: DaemonStatus): string {
   out.push('');
   out.push(`Sessions (${s.sessions.length})`);
   out.push(table(['ID', 'KIND', 'PEER IDENTITY', 'REMOTE', 'STATE', 'ADDRESSES', 'ROUTES', 'SENT', 'RECEIVED', 'SINCE'],
-    s.sessions.map((x: StatusSession) => [x.id, x.kind, x.peerIdentity, x.remote, x.state, x.addresses.join(',') || '-', x.routes.join(',') || '-', bytes(x.sentBytes), bytes(x.receivedBytes), x.since])));
+    s.sessions.map((x: StatusSession) => [x.id, x.transport ? `${x.kind}/${x.transport}` : x.kind, x.peerIdentity, x.remote, x.state, x.addresses.join(',') || '-', x.routes.join(',') || '-', bytes(x.sentBytes), bytes(x.receivedBytes), x.since])));
   out.push('');
   out.push(`Top flows (${s.topFlows.length})`);
   out.push(table(['PROTO', 'SOURCE', 'DESTINATION', 'DIR', 'PEER IDENTITY', 'SENT', 'RECEIVED', 'AGE', 'IDLE'],

@@ -195,7 +195,7 @@ describe('config: errors name file:line:col, key path and what was expected', ()
 describe('config: unknown keys are errors', () => {
   it('at the top level, listing the allowed keys', () => {
     expect(gwError(`${GW_BASE}colour: blue\n`)).toBe(
-      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, quic, advertise, policy, inboundTracking, connectUdp, masque, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
+      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, quic, advertise, policy, inboundTracking, connectUdp, masque, h2, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
   });
 
   it('nested, with a did-you-mean for near misses', () => {

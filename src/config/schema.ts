@@ -8,6 +8,7 @@ import { formatPrefix, prefixCovers, type IpPrefix } from '../packet/ip-address.
 import {
   filePath, logPath, hostName, hostPort, intIn, interfaceName, ipPrefix, nonEmptyList, nonEmptyString, numberIn, portNumber, portSpec,
 } from './values.js';
+import { agentH2Schema, gatewayH2Schema } from './h2-schema.js';
 
 /** Log levels accepted by `logLevel` (pino's). */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -339,6 +340,7 @@ export function gatewaySchema(baseDir: string) {
     inboundTracking: inboundTrackingSchema,
     connectUdp: gatewayConnectUdpSchema,
     masque: gatewayMasqueSchema,
+    h2: gatewayH2Schema,
     tun: tunSchema,
     maxSessions: intIn(1, 1_000_000, 'a session count').default(1024),
     /** Sessions one identity may hold at once (so one client cannot exhaust maxSessions or the pools). */
@@ -419,6 +421,7 @@ export function agentSchema(baseDir: string) {
     mssClamp: z.boolean().default(true),
     reconnect: reconnectSchema,
     keepaliveIntervalMs: ms(1_000, 600_000).default(15_000),
+    h2: agentH2Schema,
     connectUdp: z.strictObject({
       forwarders: z.array(z.strictObject({
         listen: hostPort,

@@ -49,6 +49,7 @@ import { gatewayStatus } from './status.js';
 import { registerInboundMetrics } from './inbound-metrics.js';
 import { quicServerKeys } from './quic-keys.js';
 import { replicaPools } from './replica-pools.js';
+import { startGatewayH2, type H2Listener } from './h2-listener.js';
 
 /** Gateway-level drop reasons (packets read from the TUN). */
 const GW_DROP_NO_ROUTE = 'no_route';
@@ -90,6 +91,8 @@ export class Gateway {
   private nextSessionId = 1;
   private ticketKeyRotatedAt: number;
   private admin: AdminServer | null = null;
+  /** The HTTP/2 listener (TCP, same port number), or null when disabled or not bound. */
+  private h2: H2Listener | null = null;
   private stopping = false;
   private failure: Error | null = null;
   private onDrained: (() => void) | null = null;
@@ -138,6 +141,7 @@ export class Gateway {
   static async start(config: GatewayConfig, io: DaemonIo): Promise<Gateway> {
     let tun: OwnedTun | null = null;
     let opening: Promise<OwnedTun> | null = null;
+    let gw: Gateway | null = null;
     try {
       const certPem = readFileSync(config.tls.cert, 'utf8');
       const keyPem = readFileSync(config.tls.key, 'utf8');
@@ -152,7 +156,6 @@ export class Gateway {
         flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
       });
       tun = await opening;
-      let gw: Gateway | null = null;
       const endpoint = new QuicEndpoint({
         socket: io.udp,
         server: {
@@ -175,6 +178,16 @@ export class Gateway {
         keylogPath: config.tls.keylogPath ?? null,
       });
       gw = new Gateway(config, io, tun, endpoint, telemetry);
+      const g = gw;
+      g.h2 = await startGatewayH2(config, {
+        io,
+        tls: { certPem, keyPem, clientCaPem: config.tls.requireClientCert ? caPem : undefined },
+        port: endpoint.localAddress().port,
+        registry: telemetry.registry,
+        connections: function* () { for (const s of g.reg.sessions()) yield s.gc; },
+        afterData: () => g.tunWriter.flush(),
+        host: { opened: (gc) => g.reg.conns.add(gc), onConnect: (gc, req) => g.onConnect(gc, req), closed: (gc) => g.onConnectionClosed(gc), sessions: () => g.reg.sessions() },
+      });
       if (config.admin.enabled) {
         gw.admin = await startAdminServer({
           host: config.admin.listen.host,
@@ -191,6 +204,7 @@ export class Gateway {
     } catch (e) {
       io.udp.close();
       (tun ?? (await opening?.catch(() => null)))?.close();
+      await gw?.h2?.close();
       throw e;
     }
   }
@@ -223,13 +237,14 @@ export class Gateway {
 
   private onConnection(conn: QuicConnection): void {
     const gc: GwConn = {
+      transport: 'h3',
       conn,
-      h3: null as unknown as GwConn['h3'],
+      http: null as unknown as GwConn['http'],
       certIdentity: certIdentity(conn.peerIdentity),
       remote: formatPeer(conn.peerHost, conn.peerPort),
       sessions: new Set(),
     };
-    (gc as { h3: GwConn['h3'] }).h3 = attachH3(
+    (gc as { http: GwConn['http'] }).http = attachH3(
       conn,
       {
         onConnect: (req) => this.onConnect(gc, req),
@@ -450,7 +465,7 @@ export class Gateway {
       since: new Date(this.io.clock.now()),
     };
     this.reg.add(gs);
-    this.io.log.info({ session: gs.id, kind, identity, remote: gc.remote }, 'session opened');
+    this.io.log.info({ session: gs.id, kind, identity, remote: gc.remote, transport: gc.transport }, 'session opened');
     return gs;
   }
 
@@ -562,6 +577,7 @@ export class Gateway {
     const revoked = this.endpoint.updateServerTls(tls, this.io.clock.now());
     for (const x of revoked) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: certIdentity(x.conn.peerIdentity), reason: x.reason }, 'closing agent connection on reload: client CA changed');
     this.rotateTicketKey(this.io.clock.now());
+    this.h2?.updateTls(tls);
     this.policy = policy;
     this.tokens = tokens;
     this.config = {
@@ -677,6 +693,7 @@ export class Gateway {
     this.stopping = true;
     const log = this.io.log;
     this.endpoint.stopAccepting();
+    this.h2?.shutdown();
     log.info({ connections: this.reg.conns.size }, 'gateway draining');
     if (this.reg.conns.size > 0) {
       let deadline: ClockTimer | null = null;
@@ -684,7 +701,7 @@ export class Gateway {
         this.onDrained = resolve;
         deadline = this.io.clock.after(GATEWAY_DRAIN_DEADLINE_MS, resolve);
       });
-      for (const gc of this.reg.conns) gc.h3.shutdown();
+      for (const gc of this.reg.conns) gc.http.shutdown();
       this.endpoint.flush();
       await drained;
       (deadline as ClockTimer | null)?.cancel();
@@ -696,6 +713,7 @@ export class Gateway {
     // Sends CONNECTION_CLOSE to whoever is left, synchronously.
     this.endpoint.close(0, 'gateway shutting down');
     this.io.udp.close();
+    await this.h2?.close();
     this.tun.close();
     await this.admin?.close();
     await this.telemetry.shutdown();

@@ -4,16 +4,25 @@
  * resolving or connecting (so a burst of opens cannot pass the limit).
  */
 import type { IdentityPolicy } from '../config/index.js';
-import type { H3Connection } from '../h3/connection.js';
 import type { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
 import type { ConnectUdpGatewaySession } from '../masque/connect-udp/gateway-session.js';
-import type { QuicConnection } from '../quic/connection.js';
+import type { TunnelTransport } from '../h2/transport-metrics.js';
 import type { TunnelCounterSync } from '../telemetry/index.js';
+
+/** What the gateway reads of a connection, QUIC or HTTP/2 over TLS (QuicConnection satisfies it). */
+export interface GwTransportConn {
+  readonly isClosed: boolean;
+  readonly handlerError: Error | null;
+  readonly peerHost: string;
+}
 
 /** One agent connection. */
 export interface GwConn {
-  readonly conn: QuicConnection;
-  readonly h3: H3Connection;
+  /** h3: QUIC + HTTP/3; h2: TCP + TLS + HTTP/2 (issue #15). */
+  readonly transport: TunnelTransport;
+  readonly conn: GwTransportConn;
+  /** The HTTP layer: shutdown() sends GOAWAY. */
+  readonly http: { shutdown(): void };
   /** Identity from the client certificate (mTLS), or null (token auth per request). */
   readonly certIdentity: string | null;
   readonly remote: string;

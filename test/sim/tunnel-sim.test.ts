@@ -9,7 +9,6 @@
  *   [test injects] ─▶ agent MemoryTun ─▶ Agent ══ MemoryNet (QUIC) ══▶ Gateway ─▶ gateway MemoryTun ─▶ [test reads]
  *                   ◀─ replies ◀─────────────────────────────────────────────── ◀─ [test injects replies]
  */
-import { createServer } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,33 +26,13 @@ import { connectUdp, MasqueRequestError } from '../../src/masque/h3-glue.js';
 import { QuicEndpoint } from '../../src/quic/endpoint.js';
 import { getPki } from './quic-harness.js';
 import { MemoryNet } from './quic-memory-udp.js';
+import { freePort, metric, until } from './sim-helpers.js';
 
 const AGENT_ID = 'spiffe://mesh.test/ns/default/sa/agent';
 const silent = pino({ level: process.env.MTUN_SIM_LOG ?? 'silent' });
 /** The gateway's log lines (JSON), to check how a stop ended. */
 const gwLog: Array<Record<string, unknown>> = [];
 const gwLogger = pino({ level: 'info' }, { write: (line: string) => void gwLog.push(JSON.parse(line) as Record<string, unknown>) });
-
-/** Polls `cond` every 10 ms until true, or fails after `ms` naming `what`. */
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** A free TCP port on 127.0.0.1 for an admin server (the config does not take port 0). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** A TUN factory handing out MemoryTuns the test can reach; records each one opened. */
 function memoryTuns(): { factory: TunFactory; opened: MemoryTun[] } {
@@ -71,18 +50,6 @@ function memoryTuns(): { factory: TunFactory; opened: MemoryTun[] } {
 /** The IP header fields a test checks: addresses and protocol. */
 function ipView(p: Buffer): { src: string; dst: string; proto: number } {
   return { src: [...p.subarray(12, 16)].join('.'), dst: [...p.subarray(16, 20)].join('.'), proto: p[9]! };
-}
-
-async function metric(url: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^(\w+)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
 }
 
 describe('whole tunnel in memory: real Agent and Gateway over MemoryTun + MemoryNet', () => {
@@ -108,6 +75,8 @@ policy:
         protocols: [${allowUdp ? 'tcp, udp' : 'tcp'}]
     advertise: [10.10.0.0/24]
 tun: {name: gw, mtuBytes: 1400}
+# QUIC runs on MemoryNet, whose port number means nothing on real TCP: no HTTP/2 here (test/sim/h2-*.test.ts cover it).
+h2: {enabled: false}
 admin: {enabled: true, listen: 127.0.0.1:${gwAdminPort}}
 telemetry: {flowLog: {enabled: true, path: gw-flows.jsonl}}
 `;
@@ -135,6 +104,7 @@ tls: {cert: agent.pem, key: agent-key.pem, ca: ca.pem}
 advertise: [10.10.0.0/24]
 tun: {name: ag}
 reconnect: {minDelayMs: 50, maxDelayMs: 200}
+h2: {enabled: false}
 admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
 telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
 `, join(dir, 'agent.yaml'), dir);
