@@ -18,6 +18,7 @@ import {
 import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
 import { TimerHeap } from './timer-heap.js';
 import { RetryTokens } from './retry-token.js';
+import { InitialQueue, InitialQueueRefusal } from './initial-queue.js';
 import { peerIdentityFromChain } from './peer-identity.js';
 
 /**
@@ -40,6 +41,8 @@ const LOCAL_ADDR_OFFSET = ADDR_SLOT_BYTES - 16;
 const MAX_SESSIONS = 64;
 /** Datagrams processed before connection events run mid-batch (below quiche's default DATAGRAM queue of 1024). */
 const DISPATCH_EVERY = 256;
+/** Queued client Initials older than this are dropped (RFC 9002 §6.2.2: the client's first PTO is about 1 s). */
+const HANDSHAKE_QUEUE_MAX_WAIT_MS = 1000;
 /** RFC 9000 §20.1 transport error codes we send. */
 const NO_ERROR = 0x0;
 const INTERNAL_ERROR = 0x1;
@@ -60,6 +63,16 @@ export interface QuicServerOptions {
   retry?: 'on' | 'off' | 'auto';
   /** Handshakes in progress at which 'auto' starts sending Retry. Default 64. */
   retryAutoHandshakes?: number;
+  /**
+   * Handshakes in progress at most (default 256). Further client Initials
+   * wait in the handshake queue until one finishes, so a burst of new
+   * connections cannot take the CPU from established ones.
+   */
+  maxHandshakes?: number;
+  /** New handshakes started per event-loop turn at most (default 32); the rest wait for the next turn. */
+  acceptsPerTurn?: number;
+  /** Client Initials waiting for admission at most (default 1024); further ones are dropped and counted. */
+  handshakeQueueLen?: number;
   /** Retry token lifetime in ms. Default 10 s. */
   retryTokenLifetimeMs?: number;
   /** Called once per connection when it is established and authenticated. Install `onEvent` here. */
@@ -155,6 +168,12 @@ export interface QuicEndpointCounters {
   dropBadToken: number;
   /** quiche refused to create the connection for this Initial. */
   dropAcceptError: number;
+  /** Client Initials queued because the per-turn accept budget or maxHandshakes was reached. */
+  handshakesDeferred: number;
+  /** Client Initials dropped: the handshake queue was full (or the datagram larger than a slot). */
+  dropHandshakeQueueFull: number;
+  /** Queued client Initials dropped after waiting longer than a second (the client has retransmitted). */
+  dropHandshakeQueueStale: number;
   /** quiche rejected the packet (decryption failure, protocol error). */
   dropRecvError: number;
   /** Datagrams the socket did not take (kept and retried) — counted per stall. */
@@ -188,6 +207,9 @@ function newCounters(): QuicEndpointCounters {
     dropPeerIpLimit: 0,
     dropBadToken: 0,
     dropAcceptError: 0,
+    handshakesDeferred: 0,
+    dropHandshakeQueueFull: 0,
+    dropHandshakeQueueStale: 0,
     dropRecvError: 0,
     sendStalls: 0,
     retriesSent: 0,
@@ -241,6 +263,12 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly maxPerPeerIp: number;
   private readonly retryMode: 'on' | 'off' | 'auto';
   private readonly retryAuto: number;
+  private readonly maxHandshakes: number;
+  private readonly acceptsPerTurn: number;
+  /** New handshakes this turn may still start. */
+  private acceptsLeft = 0;
+  private readonly initialQueue: InitialQueue | null;
+  private admitScheduled = false;
   private readonly keepAliveMs: number;
   private readonly rawOut: Uint8Array;
   private touched: QuicConnection[] = [];
@@ -276,6 +304,13 @@ export class QuicEndpoint implements ConnectionOwner {
     this.maxPerPeerIp = opts.maxConnectionsPerPeerIp ?? 1000;
     this.retryMode = opts.server?.retry ?? 'auto';
     this.retryAuto = opts.server?.retryAutoHandshakes ?? 64;
+    this.maxHandshakes = opts.server?.maxHandshakes ?? 256;
+    this.acceptsPerTurn = opts.server?.acceptsPerTurn ?? 32;
+    if (!(this.maxHandshakes >= 1 && this.acceptsPerTurn >= 1)) throw new RangeError('quic: maxHandshakes and acceptsPerTurn must be ≥ 1');
+    this.acceptsLeft = this.acceptsPerTurn;
+    this.initialQueue = opts.server
+      ? new InitialQueue(opts.server.handshakeQueueLen ?? 1024, Math.max(this.maxPayload, 1500), HANDSHAKE_QUEUE_MAX_WAIT_MS)
+      : null;
     this.keepAliveMs = opts.keepAliveMs ?? 0;
     if (!(this.keepAliveMs >= 0)) throw new RangeError(`quic: keepAliveMs ${this.keepAliveMs} must be ≥ 0`);
     this.gso = this.sock.gso;
@@ -480,6 +515,7 @@ export class QuicEndpoint implements ConnectionOwner {
 
   private readonly onReadable = (): void => {
     if (this.closed) return;
+    this.acceptsLeft = this.acceptsPerTurn;
     this.inBatch = true;
     const b = this.inb;
     let budget = this.recvBudget;
@@ -665,6 +701,11 @@ export class QuicEndpoint implements ConnectionOwner {
     } else {
       scid = this.freshCid();
     }
+    if (this.acceptsLeft <= 0 || this.handshaking >= this.maxHandshakes) {
+      this.deferInitial(buf, off, len, addrs, i);
+      return;
+    }
+    this.acceptsLeft--;
     let q: QuicheConnection;
     const remote = { host: ip, port: (addrs[i * ADDR_SLOT_BYTES + 16] << 8) | addrs[i * ADDR_SLOT_BYTES + 17] };
     try {
@@ -686,6 +727,51 @@ export class QuicEndpoint implements ConnectionOwner {
     this.counters.connectionsAccepted++;
     this.deliver(c, buf, off, len, addrs, i);
   }
+
+  /** Queues a client Initial the endpoint cannot start a handshake for this turn (counted either way). */
+  private deferInitial(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
+    const r = this.initialQueue!.push(buf, off, len, addrs, i, performance.now());
+    if (r !== InitialQueueRefusal.NONE) {
+      this.counters.dropHandshakeQueueFull++;
+      return;
+    }
+    this.counters.handshakesDeferred++;
+    this.scheduleAdmission();
+  }
+
+  /** Admits queued Initials on a later turn (after pending I/O, so established connections go first). */
+  private scheduleAdmission(): void {
+    const q = this.initialQueue;
+    if (q === null || q.length === 0 || this.admitScheduled || this.closed || this.handshaking >= this.maxHandshakes) return;
+    this.admitScheduled = true;
+    setImmediate(this.admitQueued);
+  }
+
+  /** One turn's worth of queued Initials, oldest first, through the normal demux (a retransmit may now match its connection). */
+  private readonly admitQueued = (): void => {
+    this.admitScheduled = false;
+    const q = this.initialQueue!;
+    if (this.closed) return;
+    this.acceptsLeft = this.acceptsPerTurn;
+    const now = performance.now();
+    this.inBatch = true;
+    try {
+      let k: number;
+      while (this.acceptsLeft > 0 && this.handshaking < this.maxHandshakes && (k = q.peek(now)) >= 0) {
+        q.shift();
+        const d = q.datagram(k);
+        this.counters.datagramsIn--; // counted when it arrived
+        this.onDatagram(d, 0, d.length, q.addrs, k);
+      }
+      this.counters.dropHandshakeQueueStale = q.staleDrops;
+      this.dispatchTouched();
+    } finally {
+      this.inBatch = false;
+    }
+    this.afterBatch();
+    // Budget used up: more next turn. Concurrency reached: a finished handshake schedules us.
+    if (this.acceptsLeft <= 0) this.scheduleAdmission();
+  };
 
   /**
    * A server config for one connection: the shared TLS material and
@@ -816,6 +902,7 @@ export class QuicEndpoint implements ConnectionOwner {
   /** Handshake finished: authenticate (server mTLS), then announce. False when refused. */
   private onEstablished(c: QuicConnection): boolean {
     this.handshaking--;
+    this.scheduleAdmission();
     if (c.odcidKey !== null) {
       this.byOdcid.delete(c.odcidKey);
       c.odcidKey = null;
@@ -890,10 +977,13 @@ export class QuicEndpoint implements ConnectionOwner {
     if (!this.inBatch && !this.blocked && this.dirtyList.length > 0) this.flushDirty();
   };
 
-  /** @internal ConnectionOwner */
+  /**
+   * @internal ConnectionOwner. Coalesced: every connection flushed in this
+   * event-loop turn leaves in one send batch (one sendmmsg) from the
+   * microtask {@link markDirty} schedules, not one socket call per connection.
+   */
   flushConnection(c: QuicConnection): void {
     this.markDirty(c);
-    if (!this.inBatch) this.flushDirty();
   }
 
   // ---------------------------------------------------------------- output
@@ -1167,7 +1257,10 @@ export class QuicEndpoint implements ConnectionOwner {
   /** Removes `c` everywhere, reports `closed` once. */
   private finish(c: QuicConnection, info: QuicCloseInfo): void {
     if (c.gone) return;
-    if (!c.established) this.handshaking--;
+    if (!c.established) {
+      this.handshaking--;
+      this.scheduleAdmission();
+    }
     if (this.conns.get(c.scidKey) === c) this.conns.delete(c.scidKey);
     if (c.odcidKey !== null) this.byOdcid.delete(c.odcidKey);
     if (c.peerIpKey !== null) {
