@@ -246,6 +246,9 @@ export class QuicEndpoint implements ConnectionOwner {
   private resetWindowStart = 0;
   private resetsInWindow = 0;
   private readonly clientConfig: QuicheConfig | null;
+  /** Server config shared by new connections, and the TLS material it was built from. */
+  private serverCfg: QuicheConfig | null = null;
+  private serverCfgTls: object | null = null;
   private readonly keylogPath: string | null;
   private readonly tokens: RetryTokens | null;
   private readonly conns = new Map<number, QuicConnection>();
@@ -325,7 +328,7 @@ export class QuicEndpoint implements ConnectionOwner {
     this.ticketKey = opts.server?.ticketKey ?? randomBytes(48);
     if (this.ticketKey.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
     this.resetsPerSecond = opts.server?.maxStatelessResetsPerSecond ?? 100;
-    // Fail fast on bad TLS material; connections get their own config (see serverConfigFor).
+    // Fail fast on bad TLS material (see serverConfigFor).
     if (this.isServerEndpoint) this.serverConfigFor(new Uint8Array(CID_BYTES));
     this.clientConfig = opts.client ? this.buildConfig(false) : null;
     this.tokens = opts.server ? new RetryTokens({ lifetimeMs: opts.server.retryTokenLifetimeMs }) : null;
@@ -774,13 +777,24 @@ export class QuicEndpoint implements ConnectionOwner {
   };
 
   /**
-   * A server config for one connection: the shared TLS material and
-   * transport parameters, plus the stateless reset token of `scid` and the
-   * shared ticket key (so sessions resume across connections). About 25 µs.
+   * The server config for one new connection: one config (one TLS context)
+   * shared by every connection while the TLS material is unchanged, with the
+   * stateless reset token of `scid` set just before accept — the engine
+   * copies the transport parameters into the connection at accept
+   * (quiche: `Connection::new` clones them), so sharing is safe. A config per
+   * connection cost a TLS context per connection (about 10 kB of RSS each,
+   * and its build time in every handshake). Rebuilt after
+   * {@link updateServerTls} replaces the material (which checks it here).
    */
   private serverConfigFor(scid: Uint8Array): QuicheConfig {
-    const cfg = this.buildConfig(true);
-    cfg.setTicketKey(this.ticketKey);
+    let cfg = this.serverCfg;
+    if (cfg === null || this.serverCfgTls !== this.serverTls) {
+      cfg = this.buildConfig(true);
+      // Shared ticket key, so sessions resume across connections.
+      cfg.setTicketKey(this.ticketKey);
+      this.serverCfg = cfg;
+      this.serverCfgTls = this.serverTls;
+    }
     // RFC 9000 §18.2 stateless_reset_token, derived so a restarted endpoint can recompute it.
     cfg.setStatelessResetToken(BigInt('0x' + this.resetToken(scid, 0).toString('hex')));
     return cfg;
