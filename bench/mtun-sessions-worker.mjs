@@ -17,7 +17,7 @@ import { QuicEndpoint } from '../dist/quic/endpoint.js';
 import { craftIcmp } from '../dist/packet/craft.js';
 
 const o = JSON.parse(process.argv[2]);
-// o: {gateway:"h:p", bind, certs, target, count, offset (first global session index), keepAliveMs, openTimeoutMs, index, workers}
+// o: {gateway:"h:p", bind, certs, target, count, offset (first global session index), keepAliveMs, openConcurrency, openTimeoutMs, index, workers}
 const [GW_HOST, GW_PORT] = o.gateway.split(':');
 const HEADROOM = 16;
 const RING = 1024; // send-time slots per session (sequence & 1023)
@@ -97,8 +97,18 @@ async function open() {
   const t0 = performance.now();
   let timer;
   try {
+    // At most o.openConcurrency handshakes in flight (0: all at once), as a fleet with reconnect jitter would arrive.
+    const limit = o.openConcurrency > 0 ? o.openConcurrency : o.count;
+    const all = new Array(o.count);
+    let next = 0;
+    const lane = async () => {
+      while (next < o.count) {
+        const i = next++;
+        all[i] = await openSession(i);
+      }
+    };
     sessions = await Promise.race([
-      Promise.all(Array.from({ length: o.count }, (_, i) => openSession(i))),
+      Promise.all(Array.from({ length: Math.min(limit, o.count) }, lane)).then(() => all),
       new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`worker ${o.index}: of ${o.count} sessions ${progress.established} established, ${progress.assigned} with an address after ${o.openTimeoutMs} ms`)), o.openTimeoutMs))),
     ]);
     clearTimeout(timer);

@@ -42,6 +42,8 @@ const KEEPALIVE_MS = Number(arg('keepalive-ms', '15000'));
 const LABEL = arg('label', '');
 const OUT = arg('out');
 const OPEN_TIMEOUT_MS = Number(arg('open-timeout-ms', '30000'));
+// Handshakes in flight per load generator while opening (0 = all at once; the busy ladder's burst).
+const OPEN_CONCURRENCY = Number(arg('open-concurrency', '0'));
 const CLK_TCK = 100;
 const WORKER = new URL('./mtun-sessions-worker.mjs', import.meta.url).pathname;
 
@@ -59,7 +61,7 @@ const pct = (s, p) => (s.length === 0 ? null : s[Math.min(s.length - 1, Math.flo
 
 /** A forked load generator; `next(ev)` resolves with its next message of that kind. */
 function spawnWorker(index, count, offset, keepAliveMs) {
-  const opts = { gateway: GATEWAY, bind: BINDS[index % BINDS.length], certs: CERTS, target: TARGET, count, offset, keepAliveMs, openTimeoutMs: OPEN_TIMEOUT_MS, index, workers: WORKERS };
+  const opts = { gateway: GATEWAY, bind: BINDS[index % BINDS.length], certs: CERTS, target: TARGET, count, offset, keepAliveMs, openConcurrency: OPEN_CONCURRENCY, openTimeoutMs: OPEN_TIMEOUT_MS, index, workers: WORKERS };
   const child = fork(WORKER, [JSON.stringify(opts)], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const waiting = new Map();
   child.on('message', (m) => {

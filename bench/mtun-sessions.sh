@@ -17,6 +17,7 @@
 # Usage: bench/mtun-sessions.sh [--quick] [--counts LIST] [--idle N] [--hold S]
 #        [--compare ROOT_B] [--profile] [--out DIR]
 #   --quick         ladder 1,10,100,300 for 2 s and an idle test of 2,000 sessions held 30 s
+#   --counts ""     no busy steps; --idle 0: no idle test (idle sessions open 32 at a time per load generator)
 #   --compare DIR   also run the gateway from DIR (another checkout with dist/ and build/),
 #                   interleaved with this one (A B A B per step), same load generator
 #   --profile       run the gateway under node --cpu-prof (profiles in OUT/profile-<label>)
@@ -27,7 +28,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-QUICK=0; COUNTS=""; IDLE=""; HOLD=""; COMPARE=""; PROFILE=0; OUTDIR=""
+QUICK=0; COMPARE=""; PROFILE=0; OUTDIR=""
+unset COUNTS IDLE HOLD  # unset = default; --counts "" = no busy steps, --idle 0 = no idle test
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -42,9 +44,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ $QUICK = 1 ]; then
-  : "${COUNTS:=1,10,100,300}" "${IDLE:=2000}" "${HOLD:=30}"; SECONDS_PER=2
+  : "${COUNTS=1,10,100,300}" "${IDLE=2000}" "${HOLD=30}"; SECONDS_PER=2
 else
-  : "${COUNTS:=1,10,100,300,1000}" "${IDLE:=10000}" "${HOLD:=300}"; SECONDS_PER=3
+  : "${COUNTS=1,10,100,300,1000}" "${IDLE=10000}" "${HOLD=300}"; SECONDS_PER=3
 fi
 WORKERS=${BENCH_SESSIONS_WORKERS:-4}
 log() { echo "bench: $*" >&2; }
@@ -174,7 +176,7 @@ stop_gateway() {
 run_step() {
   local label=$1 root=$2 name=$3; shift 3
   start_gateway "$root" "$label" || return 1
-  timeout --foreground 900 ip netns exec "$NSA" node "$ROOT/bench/mtun-sessions.mjs" --gateway "$UB:4435" \
+  timeout --foreground $((HOLD + 900)) ip netns exec "$NSA" node "$ROOT/bench/mtun-sessions.mjs" --gateway "$UB:4435" \
     --certs "$SW/certs" --target 10.22.0.1 --gateway-pid "$GPID" --binds "$BINDS" --workers "$WORKERS" \
     --label "$label" --out "$OUTDIR/sessions-$label-$name.json" "$@" || log "sessions: $label $name ended early (exit $?)"
   stop_gateway
@@ -193,7 +195,7 @@ if [ "$IDLE" -gt 0 ]; then
   for k in "${!labels[@]}"; do
     log "sessions: ${labels[$k]}: $IDLE idle sessions held ${HOLD}s, load avg $(cut -d' ' -f1 /proc/loadavg)"
     run_step "${labels[$k]}" "${roots[$k]}" "idle-$IDLE" --idle "$IDLE" --hold-seconds "$HOLD" --keepalive-ms 15000 \
-      --open-timeout-ms 120000
+      --open-timeout-ms 600000 --open-concurrency 32
   done
 fi
 node -e '
