@@ -21,6 +21,7 @@ import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicClos
 import { TimerHeap } from './timer-heap.js';
 import { RetryTokens } from './retry-token.js';
 import { checkQuicLbConfig, encodeQuicLbCid, type QuicLbConfig } from './quic-lb.js';
+import { InitialQueue, InitialQueueRefusal } from './initial-queue.js';
 import { peerIdentityFromChain } from './peer-identity.js';
 import { parsePemBundle, peerRejection } from './peer-trust.js';
 
@@ -44,6 +45,8 @@ const LOCAL_ADDR_OFFSET = ADDR_SLOT_BYTES - 16;
 const MAX_SESSIONS = 64;
 /** Datagrams processed before connection events run mid-batch (below quiche's default DATAGRAM queue of 1024). */
 const DISPATCH_EVERY = 256;
+/** Queued client Initials older than this are dropped (RFC 9002 §6.2.2: the client's first PTO is about 1 s). */
+const HANDSHAKE_QUEUE_MAX_WAIT_MS = 1000;
 /** RFC 9000 §20.1 transport error codes we send. */
 const NO_ERROR = 0x0;
 const INTERNAL_ERROR = 0x1;
@@ -64,6 +67,16 @@ export interface QuicServerOptions {
   retry?: 'on' | 'off' | 'auto';
   /** Handshakes in progress at which 'auto' starts sending Retry. Default 64. */
   retryAutoHandshakes?: number;
+  /**
+   * Handshakes in progress at most (default 256). Further client Initials
+   * wait in the handshake queue until one finishes, so a burst of new
+   * connections cannot take the CPU from established ones.
+   */
+  maxHandshakes?: number;
+  /** New handshakes started per event-loop turn at most (default 32); the rest wait for the next turn. */
+  acceptsPerTurn?: number;
+  /** Client Initials waiting for admission at most (default 1024); further ones are dropped and counted. */
+  handshakeQueueLen?: number;
   /** Retry token lifetime in ms. Default 10 s. */
   retryTokenLifetimeMs?: number;
   /** Called once per connection when it is established and authenticated. Install `onEvent` here. */
@@ -175,6 +188,12 @@ export interface QuicEndpointCounters {
   dropBadToken: number;
   /** quiche refused to create the connection for this Initial. */
   dropAcceptError: number;
+  /** Client Initials queued because the per-turn accept budget or maxHandshakes was reached. */
+  handshakesDeferred: number;
+  /** Client Initials dropped: the handshake queue was full (or the datagram larger than a slot). */
+  dropHandshakeQueueFull: number;
+  /** Queued client Initials dropped after waiting longer than a second (the client has retransmitted). */
+  dropHandshakeQueueStale: number;
   /** quiche rejected the packet (decryption failure, protocol error). */
   dropRecvError: number;
   /** Datagrams the socket did not take (kept and retried) — counted per stall. */
@@ -212,6 +231,9 @@ function newCounters(): QuicEndpointCounters {
     dropPeerIpLimit: 0,
     dropBadToken: 0,
     dropAcceptError: 0,
+    handshakesDeferred: 0,
+    dropHandshakeQueueFull: 0,
+    dropHandshakeQueueStale: 0,
     dropRecvError: 0,
     sendStalls: 0,
     retriesSent: 0,
@@ -256,6 +278,9 @@ export class QuicEndpoint implements ConnectionOwner {
   private resetsInWindow = 0;
   private readonly quicLb: QuicLbConfig | null;
   private readonly clientConfig: QuicheConfig | null;
+  /** Server config shared by new connections, and the TLS material it was built from. */
+  private serverCfg: QuicheConfig | null = null;
+  private serverCfgTls: object | null = null;
   private readonly keylogPath: string | null;
   private readonly tokens: RetryTokens | null;
   private readonly conns = new Map<number, QuicConnection>();
@@ -273,6 +298,12 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly maxPerPeerIp: number;
   private readonly retryMode: 'on' | 'off' | 'auto';
   private readonly retryAuto: number;
+  private readonly maxHandshakes: number;
+  private readonly acceptsPerTurn: number;
+  /** New handshakes this turn may still start. */
+  private acceptsLeft = 0;
+  private readonly initialQueue: InitialQueue | null;
+  private admitScheduled = false;
   private readonly keepAliveMs: number;
   private readonly rawOut: Uint8Array;
   private touched: QuicConnection[] = [];
@@ -308,6 +339,13 @@ export class QuicEndpoint implements ConnectionOwner {
     this.maxPerPeerIp = opts.maxConnectionsPerPeerIp ?? 1000;
     this.retryMode = opts.server?.retry ?? 'auto';
     this.retryAuto = opts.server?.retryAutoHandshakes ?? 64;
+    this.maxHandshakes = opts.server?.maxHandshakes ?? 256;
+    this.acceptsPerTurn = opts.server?.acceptsPerTurn ?? 32;
+    if (!(this.maxHandshakes >= 1 && this.acceptsPerTurn >= 1)) throw new RangeError('quic: maxHandshakes and acceptsPerTurn must be ≥ 1');
+    this.acceptsLeft = this.acceptsPerTurn;
+    this.initialQueue = opts.server
+      ? new InitialQueue(opts.server.handshakeQueueLen ?? 1024, Math.max(this.maxPayload, 1500), HANDSHAKE_QUEUE_MAX_WAIT_MS)
+      : null;
     this.keepAliveMs = opts.keepAliveMs ?? 0;
     if (!(this.keepAliveMs >= 0)) throw new RangeError(`quic: keepAliveMs ${this.keepAliveMs} must be ≥ 0`);
     this.gso = this.sock.gso;
@@ -324,7 +362,7 @@ export class QuicEndpoint implements ConnectionOwner {
     this.resetsPerSecond = opts.server?.maxStatelessResetsPerSecond ?? 100;
     this.quicLb = opts.server?.quicLb ?? null;
     if (this.quicLb !== null) checkQuicLbConfig(this.quicLb, CID_BYTES);
-    // Fail fast on bad TLS material; connections get their own config (see serverConfigFor).
+    // Fail fast on bad TLS material (see serverConfigFor).
     if (this.isServerEndpoint) this.serverConfigFor(new Uint8Array(CID_BYTES));
     this.clientConfig = opts.client ? this.buildConfig(false) : null;
     this.tokens = opts.server ? new RetryTokens({ lifetimeMs: opts.server.retryTokenLifetimeMs }) : null;
@@ -461,6 +499,7 @@ export class QuicEndpoint implements ConnectionOwner {
   rotateTicketKey(key: Uint8Array = randomBytes(48)): void {
     if (key.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
     this.ticketKey = Uint8Array.from(key);
+    this.serverCfg = null; // the shared server config holds the old key: rebuild it for the next accept
   }
 
   /** Local address of the socket. */
@@ -568,6 +607,7 @@ export class QuicEndpoint implements ConnectionOwner {
 
   private readonly onReadable = (): void => {
     if (this.closed) return;
+    this.acceptsLeft = this.acceptsPerTurn;
     this.inBatch = true;
     const b = this.inb;
     let budget = this.recvBudget;
@@ -753,6 +793,11 @@ export class QuicEndpoint implements ConnectionOwner {
     } else {
       scid = this.freshCid(true);
     }
+    if (this.acceptsLeft <= 0 || this.handshaking >= this.maxHandshakes) {
+      this.deferInitial(buf, off, len, addrs, i);
+      return;
+    }
+    this.acceptsLeft--;
     let q: QuicheConnection;
     const remote = { host: ip, port: (addrs[i * ADDR_SLOT_BYTES + 16] << 8) | addrs[i * ADDR_SLOT_BYTES + 17] };
     try {
@@ -777,14 +822,70 @@ export class QuicEndpoint implements ConnectionOwner {
     this.deliver(c, buf, off, len, addrs, i);
   }
 
+  /** Queues a client Initial the endpoint cannot start a handshake for this turn (counted either way). */
+  private deferInitial(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
+    const r = this.initialQueue!.push(buf, off, len, addrs, i, performance.now());
+    if (r !== InitialQueueRefusal.NONE) {
+      this.counters.dropHandshakeQueueFull++;
+      return;
+    }
+    this.counters.handshakesDeferred++;
+    this.scheduleAdmission();
+  }
+
+  /** Admits queued Initials on a later turn (after pending I/O, so established connections go first). */
+  private scheduleAdmission(): void {
+    const q = this.initialQueue;
+    if (q === null || q.length === 0 || this.admitScheduled || this.closed || this.handshaking >= this.maxHandshakes) return;
+    this.admitScheduled = true;
+    setImmediate(this.admitQueued);
+  }
+
+  /** One turn's worth of queued Initials, oldest first, through the normal demux (a retransmit may now match its connection). */
+  private readonly admitQueued = (): void => {
+    this.admitScheduled = false;
+    const q = this.initialQueue!;
+    if (this.closed) return;
+    this.acceptsLeft = this.acceptsPerTurn;
+    const now = performance.now();
+    this.inBatch = true;
+    try {
+      let k: number;
+      while (this.acceptsLeft > 0 && this.handshaking < this.maxHandshakes && (k = q.peek(now)) >= 0) {
+        q.shift();
+        const d = q.datagram(k);
+        this.counters.datagramsIn--; // counted when it arrived
+        this.onDatagram(d, 0, d.length, q.addrs, k);
+      }
+      this.counters.dropHandshakeQueueStale = q.staleDrops;
+      this.dispatchTouched();
+    } finally {
+      this.inBatch = false;
+    }
+    this.afterBatch();
+    // Budget used up: more next turn. Concurrency reached: a finished handshake schedules us.
+    if (this.acceptsLeft <= 0) this.scheduleAdmission();
+  };
+
   /**
-   * A server config for one connection: the shared TLS material and
-   * transport parameters, plus the stateless reset token of `scid` and the
-   * shared ticket key (so sessions resume across connections). About 25 µs.
+   * The server config for one new connection: one config (one TLS context)
+   * shared by every connection while the TLS material is unchanged, with the
+   * stateless reset token of `scid` set just before accept — the engine
+   * copies the transport parameters into the connection at accept
+   * (quiche: `Connection::new` clones them), so sharing is safe. A config per
+   * connection cost a TLS context per connection (about 10 kB of RSS each,
+   * and its build time in every handshake). Rebuilt after
+   * {@link updateServerTls} replaces the material (which checks it here).
    */
   private serverConfigFor(scid: Uint8Array): QuicheConfig {
-    const cfg = this.buildConfig(true);
-    cfg.setTicketKey(this.ticketKey);
+    let cfg = this.serverCfg;
+    if (cfg === null || this.serverCfgTls !== this.serverTls) {
+      cfg = this.buildConfig(true);
+      // Shared ticket key, so sessions resume across connections.
+      cfg.setTicketKey(this.ticketKey);
+      this.serverCfg = cfg;
+      this.serverCfgTls = this.serverTls;
+    }
     // RFC 9000 §18.2 stateless_reset_token, derived so a restarted endpoint can recompute it.
     cfg.setStatelessResetToken(BigInt('0x' + this.resetToken(scid, 0).toString('hex')));
     return cfg;
@@ -912,6 +1013,7 @@ export class QuicEndpoint implements ConnectionOwner {
   /** Handshake finished: authenticate (server mTLS), then announce. False when refused. */
   private onEstablished(c: QuicConnection): boolean {
     this.handshaking--;
+    this.scheduleAdmission();
     if (c.odcidKey !== null) {
       this.byOdcid.delete(c.odcidKey);
       c.odcidKey = null;
@@ -998,10 +1100,13 @@ export class QuicEndpoint implements ConnectionOwner {
     if (!this.inBatch && !this.blocked && this.dirtyList.length > 0) this.flushDirty();
   };
 
-  /** @internal ConnectionOwner */
+  /**
+   * @internal ConnectionOwner. Coalesced: every connection flushed in this
+   * event-loop turn leaves in one send batch (one sendmmsg) from the
+   * microtask {@link markDirty} schedules, not one socket call per connection.
+   */
   flushConnection(c: QuicConnection): void {
     this.markDirty(c);
-    if (!this.inBatch) this.flushDirty();
   }
 
   // ---------------------------------------------------------------- output
@@ -1276,7 +1381,10 @@ export class QuicEndpoint implements ConnectionOwner {
   /** Removes `c` everywhere, reports `closed` once. */
   private finish(c: QuicConnection, info: QuicCloseInfo): void {
     if (c.gone) return;
-    if (!c.established) this.handshaking--;
+    if (!c.established) {
+      this.handshaking--;
+      this.scheduleAdmission();
+    }
     if (this.conns.get(c.scidKey) === c) this.conns.delete(c.scidKey);
     if (c.odcidKey !== null) this.byOdcid.delete(c.odcidKey);
     if (c.peerIpKey !== null) {
