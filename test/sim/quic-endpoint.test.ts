@@ -105,6 +105,27 @@ describe('QUIC handshake and streams (RFC 9000, RFC 9001)', () => {
     expect(Buffer.from(await streamRoundTrip(c2, 0, enc.encode('two'))).toString()).toBe('two');
   });
 
+  it('rotateTicketKey: a ticket issued before the rotation no longer resumes (#12 item 5; the shared server config must pick up the new key)', async () => {
+    const { ep: server, port } = await h.server();
+    const client = await h.client();
+    const c1 = client.connect('127.0.0.1', port, 'localhost');
+    await c1.whenEstablished();
+    await streamRoundTrip(c1, 0, enc.encode('one'));
+    c1.close(true, 0, '');
+    await whenClosed(c1);
+    server.rotateTicketKey();
+    const c2 = client.connect('127.0.0.1', port, 'localhost');
+    await c2.whenEstablished();
+    expect(c2.isResumed()).toBe(false);
+    await streamRoundTrip(c2, 0, enc.encode('two'));
+    c2.close(true, 0, '');
+    await whenClosed(c2);
+    // The ticket c2 got under the new key resumes.
+    const c3 = client.connect('127.0.0.1', port, 'localhost');
+    await c3.whenEstablished();
+    expect(c3.isResumed()).toBe(true);
+  });
+
   it('enforces the peer stream limit (RFC 9000 §4.6): a stream past the limit is blocked, not opened', async () => {
     const { port } = await h.server({}, { maxStreamsBidi: 2 });
     const client = await h.client();
