@@ -33,16 +33,13 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   W="$W/mtun" timeout 20 bash "$ROOT/bench/tunnels/mtun.sh" down >/dev/null 2>&1 || true
-  for n in "$NSA" "$NSB" "$NSC"; do
-    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-    ip netns del "$n" 2>/dev/null || true
-  done
+  remove_netns "$NSA" "$NSB" "$NSC"
   exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 # shellcheck disable=SC1091
 . "$ROOT/bench/underlay.sh"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 make_underlay
 
 W="$W/mtun" MTUN_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$OUT/profile --cpu-prof-interval=250" timeout 60 bash "$ROOT/bench/tunnels/mtun.sh" up \

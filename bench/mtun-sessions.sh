@@ -71,31 +71,16 @@ cleanup() {
   trap - EXIT INT TERM
   [ -n "$GPID" ] && { kill -TERM "$GPID" 2>/dev/null || true; sleep 1; kill -KILL "$GPID" 2>/dev/null || true; }
   for i in $(seq "$WORKERS"); do ip netns exec "$NSA" ip addr del "192.0.2.$((10 + i))/24" dev "${P}a0" 2>/dev/null || true; done
-  ip netns pids "$NST" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-  ip netns del "$NST" 2>/dev/null || true
-  if [ $OWN_NS = 1 ]; then
-    for n in "$NSA" "$NSB"; do
-      ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-      ip netns del "$n" 2>/dev/null || true
-    done
-  fi
+  remove_netns "$NST"
+  if [ $OWN_NS = 1 ]; then remove_netns "$NSA" "$NSB"; fi
   exit $rc
 }
+# shellcheck disable=SC1091
+. "$ROOT/bench/underlay.sh"
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-if [ $OWN_NS = 1 ]; then
-  for n in "$NSA" "$NSB"; do
-    ip netns add "$n"
-    ip netns exec "$n" ip link set lo up
-    ip netns exec "$n" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-  done
-  ip link add "${P}a0" netns "$NSA" type veth peer name "${P}b0" netns "$NSB"
-  ip netns exec "$NSA" ip addr add "$UA/24" dev "${P}a0"
-  ip netns exec "$NSB" ip addr add "$UB/24" dev "${P}b0"
-  ip netns exec "$NSA" ip link set "${P}a0" mtu 1500 up
-  ip netns exec "$NSB" ip link set "${P}b0" mtu 1500 up
-fi
+if [ $OWN_NS = 1 ]; then make_underlay; fi
 BINDS=""
 for i in $(seq "$WORKERS"); do
   ip netns exec "$NSA" ip addr add "192.0.2.$((10 + i))/24" dev "${P}a0"

@@ -93,19 +93,16 @@ cleanup() {
   for e in "${up_tunnels[@]}"; do # "script|work dir"
     W="$W/${e#*|}" timeout 20 bash "$ROOT/bench/tunnels/${e%|*}.sh" down >/dev/null 2>&1 || true
   done
-  for n in "$NSA" "$NSB"; do
-    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-    ip netns del "$n" 2>/dev/null || true
-  done
+  remove_netns "$NSA" "$NSB"
   rm -f /var/run/wireguard/${P}*.sock
   exit $rc
 }
+# shellcheck disable=SC1091
+. "$ROOT/bench/underlay.sh"
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # ------------------------------------------------------------------ topology
-# shellcheck disable=SC1091
-. "$ROOT/bench/underlay.sh"
 make_underlay
 
 measured=()
