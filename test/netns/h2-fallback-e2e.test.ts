@@ -12,24 +12,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, Lab, type FlowLogLine } from '../../src/lab/lab.js';
+import { LAB, Lab } from '../../src/lab/lab.js';
+import { closeRecord, metric } from './netns.js';
 
 const root = process.getuid?.() === 0;
 if (!root) console.warn('SKIPPED test/netns/h2-fallback-e2e.test.ts: needs root (network namespaces, TUN devices, nftables)');
-
-function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
-
-function closeRecord(lines: FlowLogLine[], srcPort: number, dstPort: number): FlowLogLine | undefined {
-  return lines.find((l) => l.event === 'flow_close' && l.src_port === srcPort && l.dst_port === dstPort);
-}
 
 describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemons)', () => {
   let lab: Lab;

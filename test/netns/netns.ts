@@ -3,6 +3,7 @@
  * namespaces, commands and processes inside them, veth links, and teardown
  * (also on failure and process exit). Root only; see isRoot().
  */
+import type { FlowLogLine } from '../../src/lab/lab.js';
 import { execFile, execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 
 const namespaces = new Set<string>();
@@ -134,4 +135,9 @@ export function metric(text: string, name: string, labels: Record<string, string
     sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return sum;
+}
+
+/** The `flow_close` line of the flow with these ports, from a daemon's JSON flow log. */
+export function closeRecord(lines: FlowLogLine[], srcPort: number, dstPort: number): FlowLogLine | undefined {
+  return lines.find((l) => l.event === 'flow_close' && l.src_port === srcPort && l.dst_port === dstPort);
 }
