@@ -315,8 +315,9 @@ export class Gateway {
     const log = this.io.log;
     const result = await acceptConnectIp(req, {}, () => ({
       onPacket: (buf, off, len, info) => {
-        // Return traffic of what the agent sends is admitted inbound (owner: this session).
-        if (gs !== null) this.inbound.track.seed(buf, info, gs, this.io.clock.now());
+        // Return traffic of what the agent sends is admitted inbound. The owner is the identity, not
+        // this session: a flow survives the session being replaced (restart, HTTP/2 fallback, takeover).
+        if (gs !== null) this.inbound.track.seed(buf, info, identity, this.io.clock.now());
         this.onClientPacket(buf, off, len, info);
       },
       onEvent: (e) => {
@@ -335,7 +336,7 @@ export class Gateway {
       advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
       forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
       // Answers on flows an inbound rule admitted (e.g. a SYN-ACK to an ephemeral port) pass too (#12 item 8).
-      policy: (buf, info) => gs !== null && (gs.policy.allowsPacket(buf, info) || this.inbound.track.isAnswerFromAgent(buf, info, gs, this.io.clock.now())),
+      policy: (buf, info) => gs !== null && (gs.policy.allowsPacket(buf, info) || this.inbound.track.isAnswerFromAgent(buf, info, identity, this.io.clock.now())),
       ...this.config.masque,
       nowMs: () => this.io.clock.now(),
     }));
@@ -465,8 +466,15 @@ export class Gateway {
       since: new Date(this.io.clock.now()),
     };
     this.reg.add(gs);
+    if (ip) this.inbound.track.ownerBack(identity);
     this.io.log.info({ session: gs.id, kind, identity, remote: gc.remote, transport: gc.transport }, 'session opened');
     return gs;
+  }
+
+  /** Has `identity` an open CONNECT-IP session? O(sessions); control path. */
+  private hasIpSession(identity: string): boolean {
+    for (const g of this.reg.byIp.values()) if (g.identity === identity) return true;
+    return false;
   }
 
   private sessionClosed(gs: GwSession): void {
@@ -476,7 +484,8 @@ export class Gateway {
     if (gs.ip) {
       if (this.routes.prefixes(gs.ip).length > 0) this.retryRouteConflicts();
       this.routes.removeAll(gs.ip);
-      this.inbound.track.forget(gs);
+      // Its flows wait a grace period for a new session of the identity (ConnTrack.ownerLeft).
+      if (!this.hasIpSession(gs.identity)) this.inbound.track.ownerLeft(gs.identity, this.io.clock.now());
       // While stopping, closing the TUN removes every route through it at once.
       if (!this.stopping) void this.kernelRoutes.set(gs, []);
     }
@@ -664,7 +673,7 @@ export class Gateway {
       return;
     }
     const gs = this.reg.byIp.get(s);
-    const verdict = gs === undefined ? InboundDrop.INBOUND_UNSOLICITED : this.inbound.judge(buf, TUN_HEADROOM, len, gs, gs.policy, now);
+    const verdict = gs === undefined ? InboundDrop.INBOUND_UNSOLICITED : this.inbound.judge(buf, TUN_HEADROOM, len, gs.identity, gs.policy, now);
     if (verdict !== 0) {
       this.telemetry.metrics.drop(this.inboundDropIds[verdict]!);
       return;

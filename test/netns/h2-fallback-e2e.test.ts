@@ -42,7 +42,7 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
 
   afterAll(async () => {
     if (lab !== undefined) await unblock().catch(() => undefined);
-    await lab?.down();
+    await lab?.down(process.env.MTUN_KEEP_LAB === '1');
   }, 30_000);
 
   it('UDP blocked before the agent starts: the tunnel is up over HTTP/2; 10 MB sha256 and both ends\' exact byte counts hold', async () => {

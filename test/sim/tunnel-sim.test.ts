@@ -62,6 +62,7 @@ describe('whole tunnel in memory: real Agent and Gateway over MemoryTun + Memory
   let gwAdminPort = 0;
   let gateway: Gateway;
   let agent: Agent;
+  let agentCfg: ReturnType<typeof parseAgentConfig>;
   const gwFlowLog = join(dir, 'gw-flows.jsonl');
   const gwConfigText = (allowUdp: boolean) => `
 listen: 127.0.0.1:${gwPort}
@@ -98,7 +99,7 @@ telemetry: {flowLog: {enabled: true, path: gw-flows.jsonl}}
     writeFileSync(join(dir, 'agent-key.pem'), pki.client.keyPem);
     gwAdminPort = await freePort();
     gateway = await startGateway();
-    const agentCfg = parseAgentConfig(`
+    agentCfg = parseAgentConfig(`
 gateway: {address: 127.0.0.1:${gwPort}, serverName: localhost}
 tls: {cert: agent.pem, key: agent-key.pem, ca: ca.pem}
 advertise: [10.10.0.0/24]
@@ -301,4 +302,30 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
       await gw.stop();
     }
   }, 20_000);
+
+  // Found by test/netns/h2-fallback-e2e (CI, 2026-12-05): flows were owned by the session that
+  // opened them and forgotten when it closed, so after an agent's session was replaced (restart,
+  // HTTP/2 fallback, takeover) the server's retransmissions of a stalled download were dropped as
+  // inbound_unsolicited while the client, waiting, sent nothing that could open the flow again.
+  it('return traffic of a flow survives the agent\'s session being replaced by a new session of the same identity', async () => {
+    const gtun = gwTuns.opened.at(-1)!;
+    const fromNet: Buffer[] = [];
+    gtun.onPacket((p) => fromNet.push(p));
+    agentTuns.opened[0]!.inject(craftUdp({ src: '10.10.0.5', dst: '10.20.0.7', srcPort: 9997, dstPort: 4447 }));
+    await until(() => fromNet.length === 1, 5_000, 'the agent-opened datagram');
+    const unsolicited = () => metric(gateway.adminUrl!, 'mtun_tunnel_dropped_packets_total', { reason: 'inbound_unsolicited' });
+    const before = await unsolicited();
+    // The agent restarts: its session closes, a new process of the same identity connects.
+    await agent.stop();
+    agent = await Agent.start(agentCfg, { openTun: agentTuns.factory, udp: net.open(), kernel, clock: systemClock, log: silent });
+    await until(() => agent.state === 'open', 10_000, 'the restarted agent');
+    const atun = agentTuns.opened.at(-1)!;
+    const fromGw: Buffer[] = [];
+    atun.onPacket((p) => fromGw.push(p));
+    await until(() => kernel.routesVia(gtun.name).includes('10.10.0.0/24'), 5_000, 'the site route to the new session');
+    gtun.inject(craftUdp({ src: '10.20.0.7', dst: '10.10.0.5', srcPort: 4447, dstPort: 9997, payload: Buffer.from('late') }));
+    await until(() => fromGw.length === 1, 5_000, 'the return datagram through the new session');
+    expect(ipView(fromGw[0]!)).toMatchObject({ src: '10.20.0.7', dst: '10.10.0.5', proto: 17 });
+    expect(await unsolicited()).toBe(before);
+  }, 30_000);
 });

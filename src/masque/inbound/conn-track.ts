@@ -36,11 +36,27 @@ export const DEFAULT_INBOUND_TIMEOUTS: Readonly<InboundTimeouts> = {
   tcpOpeningMs: 120_000, tcpEstablishedMs: 432_000_000, tcpClosingMs: 120_000, udpMs: 30_000, udpStreamMs: 120_000, icmpMs: 30_000,
 };
 
+/**
+ * Flows of an owner that left are kept this long (ms): an agent that
+ * restarts, falls back to HTTP/2 or reconnects after a path failure comes
+ * back within it, and its transfers resume (a waiting client sends nothing
+ * that could open the flow again).
+ */
+export const DEFAULT_OWNER_GRACE_MS = 120_000;
+
+/** Who carries a flow: the gateway uses the peer identity, so a flow outlives the session that opened it. Compared with ===. */
+export type FlowOwner = object | string;
+
 /** Options of {@link ConnTrack}. */
 export interface ConnTrackOptions {
   /** Tracked flows at most; a new flow past it evicts one (counted in {@link ConnTrack.evictions}). */
   readonly maxFlows: number;
   readonly timeouts?: Partial<InboundTimeouts>;
+  /**
+   * How long the flows of an owner that has left ({@link ConnTrack.ownerLeft})
+   * are kept for its return (ms; default {@link DEFAULT_OWNER_GRACE_MS}).
+   */
+  readonly ownerGraceMs?: number;
   /** 8-byte hash key (tests); default random per instance. */
   readonly hashKey?: Uint8Array;
 }
@@ -69,12 +85,16 @@ export class ConnTrack {
   expired = 0;
   private readonly table: FlowTable;
   private readonly timeoutOf = new Float64Array(N_STATES);
-  private owners: (object | null)[] = [];
+  private owners: (FlowOwner | null)[] = [];
+  /** Owners that left, and when ({@link ownerLeft}); their flows go {@link ownerGraceMs} later. */
+  private readonly left = new Map<FlowOwner, number>();
+  private readonly ownerGraceMs: number;
   private readonly quoted = new PacketInfo();
   /** Hash of the key {@link find} loaded last. */
   private h = 0;
 
   constructor(opts: ConnTrackOptions) {
+    this.ownerGraceMs = opts.ownerGraceMs ?? DEFAULT_OWNER_GRACE_MS;
     this.table = new FlowTable(opts.maxFlows, Math.min(1024, opts.maxFlows), opts.hashKey);
     const t = { ...DEFAULT_INBOUND_TIMEOUTS, ...opts.timeouts };
     this.timeoutOf[S_SYN_SENT] = t.tcpOpeningMs;
@@ -98,7 +118,7 @@ export class ConnTrack {
    * Non-first fragments, RSTs and ICMP other than echo open nothing.
    * Allocation-free (the table grows in steps up to maxFlows).
    */
-  seed(buf: Uint8Array, p: PacketInfo, owner: object, now: number): void {
+  seed(buf: Uint8Array, p: PacketInfo, owner: FlowOwner, now: number): void {
     const s = this.find(buf, p, now);
     if (s === NOT_KEYED) return;
     const t = this.table;
@@ -116,7 +136,7 @@ export class ConnTrack {
    * opens its flow (the network side as opener), so the agent's answers
    * pass the gateway's outbound policy ({@link isAnswerFromAgent}).
    */
-  admit(buf: Uint8Array, p: PacketInfo, owner: object, now: number): void {
+  admit(buf: Uint8Array, p: PacketInfo, owner: FlowOwner, now: number): void {
     if (this.find(buf, p, now) === -1) this.open(p, BY_NETWORK, owner, now);
   }
 
@@ -126,7 +146,7 @@ export class ConnTrack {
    * inbound rule admitted? TCP, UDP and other protocols by the 5-tuple, ICMP
    * echo by its identifier. A match refreshes the flow. Allocation-free.
    */
-  matchReturn(buf: Uint8Array, p: PacketInfo, owner: object, now: number): boolean {
+  matchReturn(buf: Uint8Array, p: PacketInfo, owner: FlowOwner, now: number): boolean {
     const s = this.find(buf, p, now);
     if (s < 0 || this.owners[s] !== owner) return false;
     const t = this.table;
@@ -142,7 +162,7 @@ export class ConnTrack {
    * gateway lets these past its outbound policy. Does not refresh the flow
    * ({@link seed} does, once the packet passed). Allocation-free.
    */
-  isAnswerFromAgent(buf: Uint8Array, p: PacketInfo, owner: object, now: number): boolean {
+  isAnswerFromAgent(buf: Uint8Array, p: PacketInfo, owner: FlowOwner, now: number): boolean {
     const s = this.find(buf, p, now);
     return s >= 0 && this.table.tunDir[s] === BY_NETWORK && this.table.dir === 1 && this.owners[s] === owner;
   }
@@ -153,7 +173,7 @@ export class ConnTrack {
    * quote its header and ports) must have travelled agent → network, and
    * the error must be addressed to its source.
    */
-  matchIcmpError(buf: Uint8Array, p: PacketInfo, owner: object, now: number): boolean {
+  matchIcmpError(buf: Uint8Array, p: PacketInfo, owner: FlowOwner, now: number): boolean {
     const q = this.quoted;
     if (!readQuotedPacket(buf, p, q)) return false;
     if (compareBytes(buf, p.dstOff, buf, q.srcOff, p.ipVersion === 4 ? 4 : 16) !== 0) return false;
@@ -163,14 +183,29 @@ export class ConnTrack {
     return s >= 0 && t.dir === t.tunDir[s] && this.owners[s] === owner;
   }
 
-  /** Drops every flow of `owner` (its session closed). O(capacity); control path. */
-  forget(owner: object): void {
+  /**
+   * `owner` has no session now: its flows are forgotten after the grace
+   * period unless it comes back ({@link ownerBack}) first. Control path.
+   */
+  ownerLeft(owner: FlowOwner, now: number): void {
+    if (!this.left.has(owner)) this.left.set(owner, now);
+  }
+
+  /** `owner` has a session again: its flows stay. */
+  ownerBack(owner: FlowOwner): void {
+    this.left.delete(owner);
+  }
+
+  /** Drops every flow of `owner` now. O(capacity); control path. */
+  forget(owner: FlowOwner): void {
+    this.left.delete(owner);
     const o = this.owners;
     for (let s = 0; s < o.length; s++) if (o[s] === owner) this.release(s);
   }
 
   /** Expires flows idle past their state's timeout. Call about once a second, off the packet path. */
   onTimeout(now: number): void {
+    for (const [owner, since] of this.left) if (now - since >= this.ownerGraceMs) this.forget(owner);
     const t = this.table;
     for (const st of STATES) {
       for (let s = t.headOf[st]!; s >= 0 && this.isExpired(s, now); s = t.headOf[st]!) {
@@ -199,7 +234,7 @@ export class ConnTrack {
   }
 
   /** New flow for the key {@link find} loaded, opened by `side`; RSTs and echo replies open nothing. */
-  private open(p: PacketInfo, side: number, owner: object, now: number): void {
+  private open(p: PacketInfo, side: number, owner: FlowOwner, now: number): void {
     const proto = p.proto;
     const icmp = proto === IPPROTO.ICMP || proto === IPPROTO.ICMPV6;
     if ((proto === IPPROTO.TCP && (p.tcpFlags & TCP_FLAG.RST) !== 0) || (icmp && !isEchoRequest(p))) return;

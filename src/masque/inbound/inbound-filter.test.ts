@@ -10,7 +10,7 @@ import { compilePolicy, type IdentityPolicy } from '../../config/policy.js';
 import { craftIcmp, craftTcp, craftUdp } from '../../packet/craft.js';
 import { buildIcmpError, IcmpError } from '../../packet/icmp-error.js';
 import { PacketInfo, parseIpPacket, TCP_FLAG } from '../../packet/ip-packet.js';
-import { DEFAULT_INBOUND_TIMEOUTS } from './conn-track.js';
+import { DEFAULT_INBOUND_TIMEOUTS, type FlowOwner } from './conn-track.js';
 import { InboundDrop, InboundFilter, INBOUND_DROP_NAMES, type InboundRules } from './inbound-filter.js';
 
 const { SYN, ACK, FIN, RST } = TCP_FLAG;
@@ -24,11 +24,11 @@ const DENY_ALL: InboundRules = { allowsInbound: () => false };
 const info = new PacketInfo();
 
 /** Seeds the tracker with an agent → network packet, as the gateway does once the session passed it. */
-function out(f: InboundFilter, p: Uint8Array, owner: object, now: number): void {
+function out(f: InboundFilter, p: Uint8Array, owner: FlowOwner, now: number): void {
   expect(parseIpPacket(p, 0, p.length, info)).toBe(0);
   f.track.seed(p, info, owner, now);
 }
-const judge = (f: InboundFilter, p: Uint8Array, owner: object, now: number, rules: InboundRules = DENY_ALL) => f.judge(p, 0, p.length, owner, rules, now);
+const judge = (f: InboundFilter, p: Uint8Array, owner: FlowOwner, now: number, rules: InboundRules = DENY_ALL) => f.judge(p, 0, p.length, owner, rules, now);
 
 /** An ICMP error about `orig` (a packet the agent sent), reported by `reporter`. */
 function icmpErrorAbout(orig: Uint8Array, reporter: string, kind: number = IcmpError.HOST_UNREACHABLE): Uint8Array {
@@ -165,6 +165,25 @@ describe('inbound default-deny: return traffic of flows opened from the agent si
     expect(judge(f, reply, s1, 2)).toBe(InboundDrop.INBOUND_UNSOLICITED);
   });
 
+  it('an owner that left keeps its flows for the grace period: back in time, return traffic passes; later, the flows are gone', () => {
+    const f = new InboundFilter({ maxFlows: 64, ownerGraceMs: 10_000, timeouts: { udpMs: 3_600_000, udpStreamMs: 3_600_000 } });
+    const id = 'spiffe://a';
+    out(f, craftUdp({ src: A, dst: B, srcPort: 5000, dstPort: 53 }), id, 0);
+    out(f, craftUdp({ src: A, dst: B, srcPort: 5001, dstPort: 53 }), 'spiffe://b', 0);
+    const reply = craftUdp({ src: B, dst: A, srcPort: 53, dstPort: 5000 });
+    f.track.ownerLeft(id, 1_000);
+    f.track.onTimeout(10_999);
+    expect(f.track.size).toBe(2);
+    f.track.ownerBack(id);
+    f.track.onTimeout(20_000);
+    expect(judge(f, reply, id, 20_000)).toBe(0);
+    f.track.ownerLeft(id, 21_000);
+    f.track.ownerLeft(id, 29_000); // a second close does not restart the clock
+    f.track.onTimeout(31_000);
+    expect(f.track.size).toBe(1); // the other owner's flow stays
+    expect(judge(f, reply, id, 31_000)).toBe(InboundDrop.INBOUND_UNSOLICITED);
+  });
+
   it('the table is bounded: past maxFlows a flow is evicted and counted; onTimeout expires idle flows and counts them', () => {
     const f = new InboundFilter({ maxFlows: 4 });
     const s = {};
@@ -205,7 +224,7 @@ describe('inbound rules (policy[].inbound)', () => {
     const f = new InboundFilter({ maxFlows: 64 });
     const s = {};
     const synAck = craftTcp({ src: A, dst: B, srcPort: 8081, dstPort: 40000, seq: 5, ack: 2, flags: SYN | ACK });
-    const isAnswer = (p: Uint8Array, owner: object) => {
+    const isAnswer = (p: Uint8Array, owner: FlowOwner) => {
       expect(parseIpPacket(p, 0, p.length, info)).toBe(0);
       return f.track.isAnswerFromAgent(p, info, owner, 1);
     };

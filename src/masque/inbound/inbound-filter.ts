@@ -8,7 +8,7 @@
  */
 import { DropReason, PacketInfo, parseIpPacket } from '../../packet/ip-packet.js';
 import { dropNames } from '../drop-names.js';
-import { ConnTrack, type ConnTrackOptions } from './conn-track.js';
+import { ConnTrack, type ConnTrackOptions, type FlowOwner } from './conn-track.js';
 import { isIcmpError } from './quoted-packet.js';
 
 /** Why a packet toward an agent was refused. Indexes {@link INBOUND_DROP_NAMES} (metric `reason` values). 0 = passed. */
@@ -35,7 +35,7 @@ export interface InboundRules {
 /**
  * The gateway's inbound filter: a connection tracker seeded by what agents
  * send, and the per-packet verdict on what the network sends to them.
- * Owners are the sessions (any object, compared by identity).
+ * Owners are compared with === (the gateway uses the peer identity).
  */
 export class InboundFilter {
   readonly track: ConnTrack;
@@ -50,11 +50,11 @@ export class InboundFilter {
 
   /**
    * Verdict on the packet buf[off, off+len) from the network toward the
-   * session `owner`, whose identity's rules are `rules`: 0 to pass, else an
+   * agent `owner` (the gateway passes the peer identity), whose rules are `rules`: 0 to pass, else an
    * {@link InboundDrop} code for the caller to count. Allocation-free; reads
    * `buf` only.
    */
-  judge(buf: Uint8Array, off: number, len: number, owner: object, rules: InboundRules, now: number): number {
+  judge(buf: Uint8Array, off: number, len: number, owner: FlowOwner, rules: InboundRules, now: number): number {
     const p = this.info;
     const r = parseIpPacket(buf, off, len, p);
     this.parsed = r === DropReason.NONE;
