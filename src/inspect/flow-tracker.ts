@@ -9,7 +9,7 @@
 import { DropReason, IPPROTO, PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { FlowCore, FlowCounter } from './flow-core.js';
 import { buildFlowMeta, buildFlowRecord, type CloseReason, type FlowMeta, type FlowRecord, type FlowSink } from './flow-record.js';
-import { F_L7, F_L7_TRIED, N_STATES, S_CLOSE, S_FREE, S_ICMP, S_LAST_ACK, S_TIME_WAIT, S_UDP, S_UDP_STREAM } from './flow-table.js';
+import { F_INIT0, F_L7, F_L7_TRIED, N_STATES, S_CLOSE, S_ESTABLISHED, S_FREE, S_ICMP, S_LAST_ACK, S_TIME_WAIT, S_UDP, S_UDP_STREAM } from './flow-table.js';
 import { observeTcp } from './tcp-state.js';
 import { looksLikeClientInitial, QuicPeek } from './quic-peek.js';
 import type { PeekBudget } from './tls-client-hello.js';
@@ -97,6 +97,25 @@ const P_UDP = 1;
  * reordering (hole lists) and the first bytes of a connection whose handshake
  * was seen (L7 peek, within a global byte budget) allocate.
  */
+/**
+ * Where the initiator of an established TCP connection stands, from the
+ * last segment it sent: enough to build a pure ACK it could have sent
+ * (see {@link FlowTracker.establishedTcp}). Addresses are copies.
+ */
+export interface TcpStandpoint {
+  readonly ipVersion: 4 | 6;
+  readonly src: Uint8Array;
+  readonly dst: Uint8Array;
+  readonly srcPort: number;
+  readonly dstPort: number;
+  /** The initiator's next sequence number (highest byte sent + 1). */
+  readonly seq: number;
+  /** The acknowledgment number it sent last: nothing beyond what it acknowledged itself. */
+  readonly ack: number;
+  /** The window field it sent last (unscaled, as on the wire). */
+  readonly window: number;
+}
+
 export class FlowTracker {
   /** Aggregate counters indexed by {@link FlowCounter}; poll freely (e.g. from a Prometheus collect()). */
   readonly counters: Float64Array;
@@ -261,6 +280,32 @@ export class FlowTracker {
       out.push({ record: buildFlowRecord(tb, s, 'open', p, q, this.core.flowIdKey), meta: buildFlowMeta(tb, s, p) });
     }
     return out.sort((a, b) => a.meta.ordinal - b.meta.ordinal);
+  }
+
+  /**
+   * Established TCP connections whose initiator's packets travel in tunnel
+   * direction `direction`, with the initiator's standpoint ({@link TcpStandpoint}),
+   * oldest first, at most `limit`. Connections with a FIN or RST seen, and
+   * ones whose initiator's sequence space or ACK is unknown, are left out.
+   * Allocates; call off the packet path.
+   */
+  establishedTcp(direction: number, limit: number): TcpStandpoint[] {
+    const t = this.core.table;
+    const out: TcpStandpoint[] = [];
+    for (let s = t.headOf[S_ESTABLISHED]!; s >= 0 && out.length < limit; s = t.next[s]!) {
+      const i = s * 2;
+      if (t.tunDir[s] !== direction || (t.kMeta[s]! & 0xff) !== IPPROTO.TCP || (t.flags[s]! & F_INIT0) === 0 || t.packets[i]! === 0) continue;
+      const v6 = (t.kMeta[s]! & 0x100) !== 0;
+      const addr = (w: number): Uint8Array => {
+        const b = new Uint8Array(16);
+        const dv = new DataView(b.buffer);
+        for (let k = 0; k < 4; k++) dv.setUint32(k * 4, t.kAddr[s * 8 + w + k]!);
+        return v6 ? b : b.slice(0, 4); // IPv4 keys hold the address in the first word
+      };
+      const ports = t.kPorts[s]!;
+      out.push({ ipVersion: v6 ? 6 : 4, src: addr(0), dst: addr(4), srcPort: ports >>> 16, dstPort: ports & 0xffff, seq: t.hiSeq[i]!, ack: t.ack[i]!, window: t.win[i]! });
+    }
+    return out;
   }
 
   /**
