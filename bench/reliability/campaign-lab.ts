@@ -187,7 +187,10 @@ export interface PingTimeline {
 /** Starts a bounded ping timeline (interval ms ≥ 10 as root). */
 export function pingTimeline(c: CampaignLab, name: string, seconds: number, intervalMs = 50): PingTimeline {
   const log = c.lab.file(`${name}.log`);
-  const p = c.lab.spawn('client', name, 'ping', ['-D', '-n', '-i', String(intervalMs / 1000), '-W', '1', '-w', String(seconds), LAB.server.v4]);
+  // A count, not a deadline: iputils ping with -w exits at the first ICMP error (the agent's
+  // namespace answers Net Unreachable while the agent is dead), which ended the timeline early.
+  const count = Math.ceil((seconds * 1000) / intervalMs);
+  const p = c.lab.spawn('client', name, 'ping', ['-D', '-n', '-i', String(intervalMs / 1000), '-W', '1', '-c', String(count), LAB.server.v4]);
   return {
     replies() {
       const out: number[] = [];
