@@ -100,5 +100,10 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
     expect(await transport()).toBe('h2');
     expect(readFileSync(lab.file('agent.log'), 'utf8')).toContain('switched from h3 to h2');
     expect(metric(await lab.metrics('agent'), 'mtun_agent_transport_switches_total', { from: 'h3', to: 'h2' })).toBe(1);
+    // The dead HTTP/3 session went at once (mtun-supersedes: h3), counted and logged once.
+    expect(metric(await lab.metrics('gw'), 'mtun_gateway_sessions_superseded_total')).toBe(1);
+    const superseded = readFileSync(lab.file('gateway.log'), 'utf8').split('\n').filter((l) => l.includes('"session superseded"'));
+    expect(superseded.length).toBe(1);
+    expect(superseded[0]).toContain('"cause":"h2-fallback"');
   }, 90_000);
 });
