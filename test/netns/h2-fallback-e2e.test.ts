@@ -13,6 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, Lab } from '../../src/lab/lab.js';
+import { agentTransport, pingReplies } from './h2-lab.js';
 import { closeRecord, metric } from './netns.js';
 
 const root = process.getuid?.() === 0;
@@ -25,11 +26,7 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
 
   const block = () => lab.blockUdp();
   const unblock = () => lab.unblockUdp();
-  const transport = async () => {
-    const r = await lab.admin('agent', LAB.agentAdmin, '/status');
-    if (r.code !== 0) return undefined;
-    return (JSON.parse(r.stdout) as { sessions: { transport?: string }[] }).sessions[0]?.transport;
-  };
+  const transport = () => agentTransport(lab);
 
   beforeAll(async () => {
     lab = await Lab.up({ prefix: `mth${process.pid % 10000}` });
@@ -90,9 +87,7 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
     expect(c.code, c.stderr).toBe(0);
     expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(blobSha);
     // Replies by time ([epoch] … icmp_seq=N): the longest silence between two replies is the outage.
-    const times = [...p.stdout.matchAll(/^\[(\d+\.\d+)\].*icmp_seq=\d+/gm)].map((m) => Number(m[1]));
-    let gap = 0;
-    for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
+    const { times, longestGapS: gap } = pingReplies(p.stdout);
     console.log(`longest silence between ping replies: ${(gap * 1000).toFixed(0)} ms; ${times.length}/200 replies; block at ${blockedAt}`);
     for (const l of readFileSync(lab.file('agent.log'), 'utf8').split('\n')) if (/falling back|switched|tunnel down|setup failed/.test(l)) console.log(l.slice(0, 300));
     expect(times.filter((t) => t > blockedAt + 3).length).toBeGreaterThan(50);

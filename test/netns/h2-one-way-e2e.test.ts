@@ -15,6 +15,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, Lab, type Role } from '../../src/lab/lab.js';
+import { agentTransport, pingReplies } from './h2-lab.js';
 import { metric } from './netns.js';
 
 const root = process.getuid?.() === 0;
@@ -27,11 +28,7 @@ describe.skipIf(!root)('HTTP/2 fallback with UDP blocked in one direction only (
   let lab: Lab;
   const blocked: Role[] = [];
 
-  const transport = async () => {
-    const r = await lab.admin('agent', LAB.agentAdmin, '/status');
-    if (r.code !== 0) return undefined;
-    return (JSON.parse(r.stdout) as { sessions: { transport?: string }[] }).sessions[0]?.transport;
-  };
+  const transport = () => agentTransport(lab);
   /** Drops UDP packets of the gateway port arriving in `role`'s namespace. */
   const dropArriving = async (role: 'gw' | 'agent') => {
     const match = role === 'gw' ? 'dport' : 'sport';
@@ -49,7 +46,7 @@ describe.skipIf(!root)('HTTP/2 fallback with UDP blocked in one direction only (
   const unblock = async () => {
     for (const role of blocked.splice(0)) await lab.exec(role, 'nft', ['delete', 'table', 'inet', TABLE]);
   };
-  const switches = async (from: string, to: string) => metric(await lab.metrics('agent'), 'mtun_agent_transport_switches_total', { from, to }) ?? 0;
+  const switches = async (from: string, to: string) => metric(await lab.metrics('agent'), 'mtun_agent_transport_switches_total', { from, to });
 
   beforeAll(async () => {
     lab = await Lab.up({ prefix: `mto${process.pid % 10000}` });
@@ -73,9 +70,7 @@ describe.skipIf(!root)('HTTP/2 fallback with UDP blocked in one direction only (
       await dropArriving(role);
       const blockedAt = Date.now() / 1000;
       const p = await ping;
-      const times = [...p.stdout.matchAll(/^\[(\d+\.\d+)\].*icmp_seq=\d+/gm)].map((m) => Number(m[1]));
-      let gap = 0;
-      for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
+      const { times, longestGapS: gap } = pingReplies(p.stdout);
       console.log(`${side} dropped: longest silence ${(gap * 1000).toFixed(0)} ms, ${times.length}/200 replies, ${await dropped(role)} packets dropped`);
       for (const l of readFileSync(lab.file('agent.log'), 'utf8').split('\n')) if (/falling back|switched|QUIC looks dead|tunnel down/.test(l)) console.log(l.slice(0, 300));
       expect(await dropped(role), 'the rule dropped QUIC packets').toBeGreaterThan(0);

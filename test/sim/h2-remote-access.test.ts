@@ -16,7 +16,7 @@ describe('remote-access agent: the address survives HTTP/3 → HTTP/2 → HTTP/3
   let rig: FallbackRig;
   const atGateway: string[] = [];
   const addresses = () => rig.agent.status().sessions[0]?.addresses ?? [];
-  let first: string[] = [];
+  let first: readonly string[] = [];
   /** One packet from the agent's address to network B; resolves once the gateway's TUN has it. */
   const sendFrom = async (addr: string) => {
     const n = atGateway.length;

@@ -43,6 +43,16 @@ export interface FallbackRig {
   stop(): Promise<void>;
 }
 
+/** An openTun that makes MemoryTuns named `<prefix><n>`, keeps them in `list` and shows each to `hook`. */
+function tunsInto(list: MemoryTun[], prefix: string, hook?: (t: MemoryTun) => void) {
+  return async (req: { mtu: number }) => {
+    const t = new MemoryTun({ name: `${prefix}${list.length}`, mtu: req.mtu });
+    list.push(t);
+    hook?.(t);
+    return t;
+  };
+}
+
 /**
  * Starts a gateway (pool 10.202.0.0/24, advertising 10.20.0.0/24) and an
  * agent with fast fallback timers, UDP blocked from the start when
@@ -82,12 +92,7 @@ ${site ? '    advertise: [10.10.0.0/24]' : ''}
 admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
 telemetry: {flowLog: {enabled: false}}
 `, join(dir, 'gateway.yaml'), dir), {
-    openTun: async (req) => {
-      const t = new MemoryTun({ name: `gw${gwTuns.length}`, mtu: req.mtu });
-      gwTuns.push(t);
-      opts.onGatewayTun?.(t);
-      return t;
-    },
+    openTun: tunsInto(gwTuns, 'gw', opts.onGatewayTun),
     udp: net.open({ port }),
     kernel,
     clock: systemClock,
@@ -104,12 +109,7 @@ reconnect: {minDelayMs: 50, maxDelayMs: 500}
 admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
 telemetry: {flowLog: {enabled: false}}
 `, join(dir, 'agent.yaml'), dir), {
-    openTun: async (req) => {
-      const t = new MemoryTun({ name: `ag${agentTuns.length}`, mtu: req.mtu });
-      agentTuns.push(t);
-      opts.onAgentTun?.(t);
-      return t;
-    },
+    openTun: tunsInto(agentTuns, 'ag', opts.onAgentTun),
     udp: net.open(),
     kernel,
     clock: systemClock,
