@@ -12,8 +12,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, Lab } from '../../src/lab/lab.js';
-import { agentTransport, pingReplies } from './h2-lab.js';
+import { LAB, type Lab } from '../../src/lab/lab.js';
+import { agentTransport, pingReplies, startH2Lab, stopH2Lab } from './h2-lab.js';
 import { closeRecord, metric } from './netns.js';
 
 const root = process.getuid?.() === 0;
@@ -29,18 +29,13 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
   const transport = () => agentTransport(lab);
 
   beforeAll(async () => {
-    lab = await Lab.up({ prefix: `mth${process.pid % 10000}` });
-    writeFileSync(lab.file('blob.bin'), blob);
-    await lab.startServers();
-    await block();
-    await lab.startGateway();
-    await lab.startAgent('agent');
+    lab = await startH2Lab('mth', async (l) => {
+      writeFileSync(l.file('blob.bin'), blob);
+      await l.blockUdp();
+    });
   }, 90_000);
 
-  afterAll(async () => {
-    if (lab !== undefined) await unblock().catch(() => undefined);
-    await lab?.down(process.env.MTUN_KEEP_LAB === '1');
-  }, 30_000);
+  afterAll(() => stopH2Lab(lab, unblock), 30_000);
 
   it('UDP blocked before the agent starts: the tunnel is up over HTTP/2; 10 MB sha256 and both ends\' exact byte counts hold', async () => {
     expect(await transport()).toBe('h2');

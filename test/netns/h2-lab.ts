@@ -3,7 +3,24 @@
  * (src/lab/lab.ts): the agent's current transport, and the replies of a
  * timestamped ping (`ping -D`) with the longest silence between them.
  */
-import { LAB, type Lab } from '../../src/lab/lab.js';
+import { LAB, Lab } from '../../src/lab/lab.js';
+
+/** A lab with servers, gateway and agent running; `beforeDaemons` runs once the servers are up (e.g. to block UDP first). */
+export async function startH2Lab(prefix: string, beforeDaemons?: (lab: Lab) => Promise<void>): Promise<Lab> {
+  const lab = await Lab.up({ prefix: `${prefix}${process.pid % 10000}` });
+  await lab.startServers();
+  await beforeDaemons?.(lab);
+  await lab.startGateway();
+  await lab.startAgent('agent');
+  return lab;
+}
+
+/** Runs `unblock` (errors ignored), then removes the lab (kept with MTUN_KEEP_LAB=1); a lab that never came up is skipped. */
+export async function stopH2Lab(lab: Lab | undefined, unblock: () => Promise<void>): Promise<void> {
+  if (lab === undefined) return;
+  await unblock().catch(() => undefined);
+  await lab.down(process.env.MTUN_KEEP_LAB === '1');
+}
 
 /** The transport of the agent's session from its /status (undefined while it has none). */
 export async function agentTransport(lab: Lab): Promise<string | undefined> {

@@ -14,8 +14,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, Lab, type Role } from '../../src/lab/lab.js';
-import { agentTransport, pingReplies } from './h2-lab.js';
+import { LAB, type Lab, type Role } from '../../src/lab/lab.js';
+import { agentTransport, pingReplies, startH2Lab, stopH2Lab } from './h2-lab.js';
 import { metric } from './netns.js';
 
 const root = process.getuid?.() === 0;
@@ -49,16 +49,10 @@ describe.skipIf(!root)('HTTP/2 fallback with UDP blocked in one direction only (
   const switches = async (from: string, to: string) => metric(await lab.metrics('agent'), 'mtun_agent_transport_switches_total', { from, to });
 
   beforeAll(async () => {
-    lab = await Lab.up({ prefix: `mto${process.pid % 10000}` });
-    await lab.startServers();
-    await lab.startGateway();
-    await lab.startAgent('agent');
+    lab = await startH2Lab('mto');
   }, 90_000);
 
-  afterAll(async () => {
-    if (lab !== undefined) await unblock().catch(() => undefined);
-    await lab?.down(process.env.MTUN_KEEP_LAB === '1');
-  }, 30_000);
+  afterAll(() => stopH2Lab(lab, unblock), 30_000);
 
   for (const [side, role] of [['gateway → agent', 'agent'], ['agent → gateway', 'gw']] as const) {
     it(`UDP ${side} dropped, the other way open: the agent falls back to HTTP/2 within 3 s, traffic resumes, and it returns to HTTP/3 once the drop is lifted`, async () => {
@@ -90,30 +84,32 @@ describe.skipIf(!root)('HTTP/2 fallback with UDP blocked in one direction only (
 
   // With only the gateway sending, the agent receives something until the gateway's QUIC stops:
   // without ACKs its congestion window fills and only probes go out, their gaps doubling (RFC 9002
-  // §6.2.1), so the silence that quicLooksDead needs comes about 2 s after the drop. The quiche
-  // binding exposes no acknowledged-packet count that would show it sooner. Without the verdict the
-  // agent would wait for the gateway's idle timeout (30 s) to close the connection.
-  it('UDP agent → gateway dropped while only the gateway sends (the server streams UDP to the client): the agent falls back within 5 s and the stream carries on over HTTP/2', async () => {
+  // §6.2.1), so the silence that quicLooksDead needs comes about 2 s after the drop; the verdict also
+  // needs 3 packets from the agent since the last one received, and with only ACKs going out those
+  // can wait for the agent's own keepalive (5 s in the lab). Seen: 2.9-3.9 s alone, 7 s with the
+  // whole suite running. The quiche binding exposes no acknowledged-packet count that would show it
+  // sooner. Without the verdict the agent would wait for the gateway's QUIC idle timeout (30 s).
+  it('UDP agent → gateway dropped while only the gateway sends (the server streams UDP to the client): the agent falls back within 10 s and the stream carries on over HTTP/2', async () => {
     await lab.waitFor(async () => (await transport()) === 'h3', 30_000, 'a tunnel over HTTP/3');
     const before = await switches('h3', 'h2');
     // iperf3 -R: after the setup, the agent's side carries only QUIC ACKs; the gateway streams 2 Mbit/s of UDP datagrams.
-    const stream = lab.exec('client', 'iperf3', ['-c', LAB.server.v4, '-u', '-R', '-b', '2M', '-t', '10', '-l', '1000'], 40_000);
+    const stream = lab.exec('client', 'iperf3', ['-c', LAB.server.v4, '-u', '-R', '-b', '2M', '-t', '20', '-l', '1000'], 50_000);
     await new Promise((r) => setTimeout(r, 2_000));
     await dropArriving('gw');
     const t0 = Date.now();
-    await lab.waitFor(async () => (await transport()) === 'h2', 10_000, 'the fallback to HTTP/2');
+    await lab.waitFor(async () => (await transport()) === 'h2', 15_000, 'the fallback to HTTP/2');
     const took = Date.now() - t0;
     console.log(`agent → gateway dropped under a one-way stream: on HTTP/2 after ${took} ms (${await dropped('gw')} packets dropped)`);
     const r = await stream;
     console.log(r.stdout.trim().split('\n').slice(-4).join('\n'));
     expect(r.code, `iperf3 -u -R completes over the fallback: ${r.stderr}`).toBe(0);
-    // 10 s of stream, the drop 2 s in: the datagrams lost are those of the outage, not of the 8 s after it.
+    // 20 s of stream, the drop 2 s in: the datagrams lost are those of the outage, not of the rest (all 18 s would be 90 %).
     const m = /(\d+)\/(\d+) \([\d.]+%\)\s+receiver/.exec(r.stdout);
     expect(m, 'iperf3 receiver line').not.toBeNull();
-    expect(Number(m![1]) / Number(m![2]), 'share of the stream lost').toBeLessThan(0.6);
+    expect(Number(m![1]) / Number(m![2]), 'share of the stream lost').toBeLessThan(0.75);
     expect(await dropped('gw')).toBeGreaterThan(0);
     expect(await switches('h3', 'h2')).toBe(before + 1);
-    expect(took).toBeLessThan(5_000);
+    expect(took).toBeLessThan(10_000);
     await unblock();
     await lab.waitFor(async () => (await transport()) === 'h3', 30_000, 'the return to HTTP/3');
   }, 90_000);
