@@ -11,8 +11,10 @@
  *     base, and cross-checked with QUIC's own view (rtt_tunnel: the carrying
  *     connection's smoothed RTT sampled while the flow moved, at each end;
  *     and the per-peer gauge mtun_tunnel_rtt_seconds);
- *   - each end's one-end split (rtt_split) adds up to what it measured.
- * test/netns/rtt-split.test.ts checks the tracker's samples against tshark.
+ *   - each end's one-end split (rtt_split) adds up to what it measured;
+ *   - each daemon's RTT samples of the flow equal tshark's
+ *     tcp.analysis.ack_rtt on `mtun capture` of the same traffic at that
+ *     daemon (same count and minimum, smoothed within ±1 %).
  *
  *   client 10.10.0.2 ─ ca1 [impair 10 ms] mtun-a ─ agent ─ 127.0.0.1:4443 [relay 15 ms] ─ 192.0.2.1 ══ 192.0.2.2:4433 ─ gateway ─ mtun-g [impair 2.5 ms] cb1 ─ server 10.20.0.2:80 (echo)
  *          └──────────────── agent namespace (both impairers' TUN, the UDP relay) ────────┘              └──────────── gateway namespace ───────────┘
@@ -27,13 +29,16 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, Lab, type FlowLogLine } from '../../src/lab/lab.js';
+import type { ChildProcess } from 'node:child_process';
+import { LAB, Lab, REPO_ROOT, type FlowLogLine, type Role } from '../../src/lab/lab.js';
 import type { FlowRecord, RttStats } from '../../src/inspect/flow-record.js';
 import { splitRtt } from '../../src/inspect/rtt-split.js';
 import { startImpairBridge, type ImpairBridge } from '../impair/impairer.js';
+import { median, smooth, tsharkAckRtt } from './rtt-split-tshark.js';
 
 const root = process.getuid?.() === 0;
 if (!root) console.warn('SKIPPED test/netns/rtt-split-daemons.test.ts: needs root (network namespaces, TUN devices)');
+const MTUN = join(REPO_ROOT, 'bin', 'mtun.js');
 
 /** Round-trip delay per segment, ms (each direction gets half). */
 const CLIENT_MS = 20;
@@ -125,6 +130,10 @@ describe.skipIf(!root)('RTT split through the real tunnel: client / tunnel (QUIC
     // The agent dials the relay; its TLS name stays the gateway's.
     const agentYaml = readFileSync(lab.file('agent.yaml'), 'utf8');
     writeFileSync(lab.file('agent.yaml'), agentYaml.replace(`address: ${LAB.gatewayWan.v4}:${LAB.gatewayPort}`, `address: 127.0.0.1:${RELAY_PORT}`));
+    // Captures (for tshark) are off by default: enable them at both ends.
+    for (const f of ['agent.yaml', 'gateway.yaml']) {
+      writeFileSync(lab.file(f), readFileSync(lab.file(f), 'utf8').replace(/^admin:\n  listen: (.*)\n/m, 'admin:\n  listen: $1\n  capture:\n    enabled: true\n'));
+    }
     for (const [name, text] of [['relay.cjs', RELAY], ['echo.cjs', ECHO], ['pinger.cjs', PINGER]] as const) writeFileSync(lab.file(name), text);
     lab.spawn('agent', 'relay', process.execPath, [lab.file('relay.cjs'), String(RELAY_PORT), LAB.gatewayWan.v4, String(LAB.gatewayPort), String(RELAY_CONTROL_PORT), String(JITTER_MS), String(BASE_ONE_WAY_MS)]);
     lab.spawn('server', 'echo', process.execPath, [lab.file('echo.cjs')]);
@@ -164,6 +173,22 @@ describe.skipIf(!root)('RTT split through the real tunnel: client / tunnel (QUIC
     return { agent: find('agent')!, gateway: find('gateway')! };
   }
 
+  /** Starts `mtun capture` of TCP port 80 at a daemon; resolves once the daemon reports it running. */
+  async function startCapture(role: Role, port: number, file: string): Promise<ChildProcess> {
+    const p = lab.spawn(role, `capture-${role}`, process.execPath, [MTUN, 'capture', '--admin', `127.0.0.1:${port}`, '-w', lab.file(file), '--proto', 'tcp', '--port', '80']);
+    await lab.waitFor(async () => {
+      const r = await lab.admin(role, port, '/flows');
+      return r.code === 0 && (JSON.parse(r.stdout) as { capture: { active: boolean } }).capture.active;
+    }, 10_000, `capture at ${role}`, p);
+    return p;
+  }
+
+  async function stopCapture(p: ChildProcess): Promise<void> {
+    const done = new Promise<number | null>((r) => (p.exitCode !== null ? r(p.exitCode) : p.once('exit', (c) => r(c))));
+    p.kill('SIGINT');
+    expect(await done).toBe(0);
+  }
+
   const tunnelGauge = (text: string): number => Number(/^mtun_tunnel_rtt_seconds\{[^}]*\} (\S+)$/m.exec(text)?.[1] ?? NaN) * 1000;
 
   it('each segment within ±10 % of its delay plus the measured base; QUIC\'s tunnel RTT agrees with the TCP difference across ends', async () => {
@@ -177,7 +202,9 @@ describe.skipIf(!root)('RTT split through the real tunnel: client / tunnel (QUIC
     await setTunnelDelay(TUNNEL_MS / 2);
     await warmUp();
     const gauges = { agent: tunnelGauge(await lab.metrics('agent')), gateway: tunnelGauge(await lab.metrics('gw')) };
+    const captures = [await startCapture('agent', LAB.agentAdmin, 'agent.pcapng'), await startCapture('gw', LAB.gatewayAdmin, 'gateway.pcapng')];
     const d = await run(ROUNDS);
+    for (const c of captures) await stopCapture(c);
     const s = splitRtt(asRecord(d.agent), asRecord(d.gateway));
     const q = { agent: stats(d.agent.rtt_tunnel)!, gateway: stats(d.gateway.rtt_tunnel)! };
     console.log(JSON.stringify({ base: { split: b, quic: bq }, delayed: { split: s, quic: q, gauges, agentSplit: d.agent.rtt_split, gatewaySplit: d.gateway.rtt_split } }, null, 1));
@@ -214,6 +241,18 @@ describe.skipIf(!root)('RTT split through the real tunnel: client / tunnel (QUIC
     // Those far-segment estimates land near the segments measured at the other end, within the QUIC cross-check's margin.
     expect(Math.abs(as.server!.min_ms! - s.server!.minMs), 'agent: server segment from one end').toBeLessThanOrEqual(tcpTunnel * 0.1 + 1);
     expect(Math.abs(gs.client!.min_ms! - s.client!.minMs), 'gateway: client segment from one end').toBeLessThanOrEqual(tcpTunnel * 0.1 + 1);
+    // Each daemon's samples are tshark's ack_rtt on the capture of the same packets at the same point.
+    for (const [file, l] of [['agent.pcapng', d.agent], ['gateway.pcapng', d.gateway]] as const) {
+      const ts = tsharkAckRtt(lab.file(file), l.src_port);
+      for (const [dir, ours, theirs] of [['toClient', stats(l.rtt_to_client)!, ts.toClient], ['toServer', stats(l.rtt_to_server)!, ts.toServer]] as const) {
+        const msg = `${file} ${dir}: ours min/smoothed/max ${ours.minMs}/${ours.smoothedMs}/${ours.maxMs} (${ours.samples}) ` +
+          `tshark min/smoothed/median/max ${Math.min(...theirs).toFixed(3)}/${smooth(theirs).toFixed(3)}/${median(theirs).toFixed(3)}/${Math.max(...theirs).toFixed(3)} (${theirs.length})`;
+        console.log(msg);
+        expect(ours.samples, msg).toBe(theirs.length);
+        expect(Math.abs(ours.minMs - Math.min(...theirs)), msg).toBeLessThanOrEqual(0.002);
+        expect(Math.abs(ours.smoothedMs - smooth(theirs)), msg).toBeLessThanOrEqual(smooth(theirs) * 0.01);
+      }
+    }
     // The tunnel histogram family has the flow, labelled with the peer identity.
     expect(await lab.metrics('agent')).toMatch(/mtun_tcp_tunnel_rtt_seconds_count\{reporter="agent",[^}]*peer_identity="gateway",stat="min"\} [1-9]/);
     expect(await lab.metrics('gw')).toMatch(/mtun_tcp_tunnel_rtt_seconds_count\{reporter="gateway",[^}]*peer_identity="spiffe:\/\/cluster.local\/agent\/cluster-a",stat="min"\} [1-9]/);

@@ -39,6 +39,7 @@ import { inspectCapture } from '../../src/cli/inspect-command.js';
 import type { FlowRecord } from '../../src/inspect/flow-record.js';
 import { splitRtt } from '../../src/inspect/rtt-split.js';
 import { startImpairBridge, type ImpairBridge } from '../impair/impairer.js';
+import { median, smooth, tsharkAckRtt } from './rtt-split-tshark.js';
 import { cleanupAll, createNetns, exec, execAsync, isRoot, runPrefix, spawnIn, veth, warnIfNotRoot } from './netns.js';
 
 warnIfNotRoot('test/netns/rtt-split.test.ts');
@@ -82,23 +83,6 @@ function waitOutput(child: ChildProcess, re: RegExp): Promise<void> {
   });
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** tshark's tcp.analysis.ack_rtt of a capture, split by who sent the ACK (the client's ACKs time data toward the client). */
-function tsharkAckRtt(file: string, clientPort: number): { toClient: number[]; toServer: number[] } {
-  const out = execFileSync('tshark', ['-r', file, '-Y', 'tcp.analysis.ack_rtt', '-T', 'fields', '-e', 'tcp.srcport', '-e', 'tcp.analysis.ack_rtt'],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const toClient: number[] = [];
-  const toServer: number[] = [];
-  for (const line of out.trim().split('\n')) {
-    const [port, rtt] = line.split('\t');
-    if (rtt === undefined) continue;
-    (Number(port) === clientPort ? toClient : toServer).push(Number(rtt) * 1000);
-  }
-  return { toClient, toServer };
-}
-const median = (a: number[]) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]!; };
-/** RFC 6298 §2 smoothing (α = 1/8) over a series, as the tracker does. */
-const smooth = (a: number[]) => a.reduce((srtt, r, i) => (i === 0 ? r : srtt * 0.875 + r * 0.125), 0);
 
 describe.skipIf(!isRoot() || missing.length > 0)('RTT split per TCP flow: client / tunnel / server segments (impaired namespaces)', () => {
   let dir = '';
