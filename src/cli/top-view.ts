@@ -43,7 +43,8 @@ function rttText(f: LiveFlow): string {
     const one = (v: number | null): string => (v === null ? '-' : v.toFixed(1));
     return `${one(s.client)}/${one(s.tunnel)}/${one(s.server)}`;
   }
-  return f.handshakeRttMs === null ? '-' : `hs ${f.handshakeRttMs.toFixed(1)}`;
+  const hs = f.handshakeRttMs ?? f.quicHandshakeRttMs;
+  return hs === null ? '-' : `hs ${hs.toFixed(1)}`;
 }
 
 /** Peers' tunnel RTTs (QUIC smoothed RTT), slowest first, at most 3; empty when none is known. */

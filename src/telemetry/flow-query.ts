@@ -62,7 +62,7 @@ export function matchesFlowFilter(flt: FlowFilter | null, f: LiveFlow): boolean 
 /**
  * One number to sort by RTT: the flow's whole round trip (client + tunnel +
  * server segments as this end sees them: its own segment plus beyond the
- * tunnel), else the handshake RTT, else -1.
+ * tunnel), else the handshake RTT (TCP, or QUIC inside the tunnel), else -1.
  */
 function rttKey(f: LiveFlow): number {
   const s = f.rtt;
@@ -71,7 +71,7 @@ function rttKey(f: LiveFlow): number {
     const local = f.direction === 'outbound' ? s.client : s.server;
     return (local ?? 0) + (beyond?.smoothedMs ?? 0);
   }
-  return f.handshakeRttMs ?? -1;
+  return f.handshakeRttMs ?? f.quicHandshakeRttMs ?? -1;
 }
 
 /** Current rate of a flow, both directions, bytes per second. */
