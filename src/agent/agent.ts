@@ -283,7 +283,7 @@ export class Agent {
       this.session = session;
       this.sessionSince = new Date();
       this.sync?.close();
-      this.sync = new TunnelCounterSync(this.telemetry.metrics, this.telemetry.metrics.identityId(this.gatewayIdentity), CONNECT_IP_DROP_NAMES);
+      this.sync = new TunnelCounterSync(this.telemetry.metrics, this.telemetry.metrics.identityId(this.gatewayIdentity), CONNECT_IP_DROP_NAMES, () => carrier.rttMs());
       await this.ensureTun(session);
       if (this.superseded(carrier)) return;
       if (this.config.mode === 'site-to-site') {

@@ -472,7 +472,7 @@ export class Gateway {
       udp,
       udpTarget,
       udpAddress,
-      sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES),
+      sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES, () => gc.conn.stats?.().rttMs ?? null),
       since: new Date(this.io.clock.now()),
     };
     this.reg.add(gs);

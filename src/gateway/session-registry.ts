@@ -14,6 +14,8 @@ export interface GwTransportConn {
   readonly isClosed: boolean;
   readonly handlerError: Error | null;
   readonly peerHost: string;
+  /** QUIC only: the connection's stats, of which telemetry reads the smoothed RTT (QuicConnection.stats). */
+  stats?(): { readonly rttMs: number | null };
 }
 
 /** One agent connection. */
