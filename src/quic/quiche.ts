@@ -3,6 +3,7 @@
  * (`@matrixai/quic-linux-x64`). Only the parts src/quic uses are declared.
  */
 import { createRequire } from 'node:module';
+import { ngtcp2Engine } from './ngtcp2.js';
 
 /** Host and port as the binding passes addresses. */
 export interface QuicheHostPort {
@@ -165,10 +166,19 @@ export interface QuicheBinding {
   Header: { fromSlice(data: Uint8Array, dcidLen: number): QuicheHeader };
 }
 
-/** The loaded binding (loaded once, on first import of src/quic). */
-export const quiche: QuicheBinding = createRequire(import.meta.url)(
-  '@matrixai/quic-linux-x64/node.napi.node',
-) as QuicheBinding;
+/**
+ * The QUIC engine src/quic drives, chosen once at first import:
+ * `MTUN_QUIC_ENGINE=ngtcp2` selects the ngtcp2 + GnuTLS engine of our addon
+ * (ngtcp2.ts; issue #13, docs/decisions/0001-quic-engine.md), anything else
+ * the quiche binding. A temporary switch while both engines are compared.
+ */
+export const QUIC_ENGINE: 'quiche' | 'ngtcp2' = process.env['MTUN_QUIC_ENGINE'] === 'ngtcp2' ? 'ngtcp2' : 'quiche';
+
+/** The loaded engine (loaded once, on first import of src/quic). */
+export const quiche: QuicheBinding =
+  QUIC_ENGINE === 'ngtcp2'
+    ? ngtcp2Engine
+    : (createRequire(import.meta.url)('@matrixai/quic-linux-x64/node.napi.node') as QuicheBinding);
 
 /** TLS 1.3 alert codes we send as QUIC crypto errors (RFC 9001 §4.8: 0x100 + alert). */
 export const CRYPTO_ERROR_CERTIFICATE_REQUIRED = 0x100 + 116;
