@@ -416,6 +416,10 @@ ssize_t qe_conn_send(struct qe_conn *c, uint8_t *out, size_t cap) {
     return qe_conn_send(c, out, cap);
   }
   if (nw == 0) return 0;
+  if (c->ping_armed) {
+    c->ping_armed = false;
+    ngtcp2_conn_set_keep_alive_timeout(c->conn, 0);
+  }
   c->pkts_sent++;
   c->bytes_sent += (uint64_t)nw;
   return nw;
@@ -461,10 +465,10 @@ void qe_conn_close(struct qe_conn *c, bool app, uint64_t code, const uint8_t *re
 
 void qe_conn_ping(struct qe_conn *c) {
   if (c->state != QE_OPEN || c->conn == NULL) return;
-  /* RFC 9000 §10.1.2: 0.12 has no PING call; a 1 ns keep-alive makes the next write carry one. */
+  /* RFC 9000 §10.1.2: 0.12 has no PING call; a 1 ns keep-alive makes the next
+   * write carry one, and qe_conn_send switches it off after that packet. */
   ngtcp2_conn_set_keep_alive_timeout(c->conn, 1);
-  ngtcp2_conn_handle_expiry(c->conn, qe_now());
-  ngtcp2_conn_set_keep_alive_timeout(c->conn, 0);
+  c->ping_armed = true;
 }
 
 int64_t qe_dgram_max_writable(struct qe_conn *c) {

@@ -121,6 +121,7 @@ struct qe_conn {
   enum qe_state state;
   bool timed_out;
   bool handshake_done;
+  bool ping_armed; /* a keep-alive PING is due in the next packet */
   struct sockaddr_storage local, remote;
   socklen_t locallen, remotelen;
   ngtcp2_cid scid, odcid;

@@ -68,10 +68,10 @@ int qe_tls_session(struct qe_conn *c, char *err, size_t errlen) {
   gnutls_session_set_keylog_function(c->tls, keylog_cb);
   if (c->server) {
     if (cfg->verify_peer && cfg->has_ca) {
-      /* REQUEST, not REQUIRE: a client without a certificate is refused by the
-       * endpoint with certificate_required (0x174), counted as mtlsRejected. A
-       * certificate that is presented is checked against the CA in the handshake. */
-      gnutls_certificate_server_set_request(c->tls, GNUTLS_CERT_REQUEST);
+      /* A client without a certificate is refused in the handshake with
+       * certificate_required (RFC 8446 §4.4.2.4; QUIC error 0x174); one that
+       * presents a certificate has it checked against the CA. */
+      gnutls_certificate_server_set_request(c->tls, GNUTLS_CERT_REQUIRE);
       gnutls_session_set_verify_cert(c->tls, NULL, 0);
     }
     if (cfg->has_ticket) {
