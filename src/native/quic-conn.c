@@ -64,6 +64,19 @@ static int recv_dgram_cb(ngtcp2_conn *conn, uint32_t flags, const uint8_t *data,
   return 0;
 }
 
+static int lost_dgram_cb(ngtcp2_conn *conn, uint64_t id, void *ud) {
+  ((struct qe_conn *)ud)->lost_dgram_pkts++;
+  return 0;
+}
+
+uint64_t qe_conn_lost_pkts(struct qe_conn *c) {
+  uint64_t n = c->lost_stream_pkts + c->lost_dgram_pkts;
+  if (c->conn != NULL)
+    for (struct qe_stream *s = c->streams; s != NULL; s = s->next)
+      if (!s->closed) n += ngtcp2_conn_get_stream_loss_count(c->conn, s->id);
+  return n;
+}
+
 static void callbacks(ngtcp2_callbacks *cb, bool server) {
   memset(cb, 0, sizeof *cb);
   if (server) {
@@ -86,6 +99,7 @@ static void callbacks(ngtcp2_callbacks *cb, bool server) {
   cb->handshake_completed = handshake_completed_cb;
   cb->recv_stateless_reset = stateless_reset_cb;
   cb->recv_datagram = recv_dgram_cb;
+  cb->lost_datagram = lost_dgram_cb;
   qe_stream_callbacks(cb);
 }
 
@@ -385,6 +399,13 @@ static ngtcp2_ssize write_one(struct qe_conn *c, uint8_t *out, size_t cap, ngtcp
         if (fin && (size_t)taken == total) s->fin_written = true;
       }
       if (nw == NGTCP2_ERR_WRITE_MORE) continue;
+      if (nw == NGTCP2_ERR_STREAM_SHUT_WR && !s->shut_wr && !s->stop_recvd) {
+        /* RFC 9000 §3.5: the peer sent STOP_SENDING and ngtcp2 reset the stream.
+         * 0.12 reports neither the event nor its code; the code is learnt only
+         * if the stream closes (on_stream_close). */
+        s->stop_recvd = true;
+        s->send.unwritten = 0;
+      }
       if (nw == NGTCP2_ERR_STREAM_DATA_BLOCKED || nw == NGTCP2_ERR_STREAM_SHUT_WR ||
           nw == NGTCP2_ERR_STREAM_NOT_FOUND) {
         s->blocked = true; /* for this packet only; cleared below */

@@ -140,6 +140,8 @@ struct qe_conn {
   ngtcp2_tstamp drain_end;
   /* counters (quiche Stats) */
   uint64_t pkts_sent, pkts_recv, bytes_sent, bytes_recv;
+  /* packets declared lost: with STREAM frames of closed streams, with DATAGRAM frames */
+  uint64_t lost_stream_pkts, lost_dgram_pkts;
   char errmsg[160];
 };
 
@@ -162,6 +164,8 @@ int64_t qe_conn_timeout_us(struct qe_conn *c);
 void qe_conn_on_timeout(struct qe_conn *c);
 void qe_conn_close(struct qe_conn *c, bool app, uint64_t code, const uint8_t *reason, size_t reasonlen);
 void qe_conn_ping(struct qe_conn *c);
+/* Packets declared lost that carried STREAM (counted per stream) or DATAGRAM frames; spurious losses included. */
+uint64_t qe_conn_lost_pkts(struct qe_conn *c);
 
 /* Streams (quic-stream.c). Return values follow quiche: see quic-napi.c. */
 enum { QE_S_OK = 0, QE_S_DONE = -1, QE_S_RESET = -2, QE_S_STOPPED = -3, QE_S_LIMIT = -4, QE_S_STATE = -5 };

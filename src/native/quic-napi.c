@@ -515,7 +515,7 @@ static napi_value conn_info(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* quicStats(conn, res): [0] recv pkts, [1] sent pkts, [2] sent bytes, [3] recv bytes, [4] srtt ms, [5] cwnd, [6] pmtu, [7] delivery rate, [8] pto count. */
+/* quicStats(conn, res): [0] recv pkts, [1] sent pkts, [2] sent bytes, [3] recv bytes, [4] srtt ms, [5] cwnd, [6] pmtu, [7] delivery rate, [8] lost packets (qe_conn_lost_pkts). */
 static napi_value conn_stats(napi_env env, napi_callback_info info) {
   MTUN_ARGS(2);
   CONN(argv[0]);
@@ -533,7 +533,7 @@ static napi_value conn_stats(napi_env env, napi_callback_info info) {
     r[5] = (double)st.cwnd;
     r[6] = (double)ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
     r[7] = (double)st.delivery_rate_sec;
-    r[8] = (double)st.pto_count;
+    r[8] = (double)qe_conn_lost_pkts(c);
   } else {
     r[4] = r[5] = r[6] = r[7] = r[8] = -1;
   }

@@ -234,6 +234,8 @@ int qe_stream_recv(struct qe_conn *c, int64_t id, uint8_t *out, size_t cap, size
   *fin = false;
   struct qe_stream *s = qe_stream_find(c, id);
   if (s == NULL) return QE_S_STATE;
+  /* After STOP_SENDING the app reads nothing more, not even the FIN (as quiche). */
+  if (s->shut_rd) return QE_S_DONE;
   if (s->reset_recvd && !s->reset_read) {
     /* RFC 9000 §3.2: a reset discards what was not read. */
     size_t dropped = s->recv.bytes;
@@ -314,6 +316,12 @@ static int on_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t id, uint64
   struct qe_stream *s = qe_stream_find(c, id);
   if (s == NULL) return 0;
   s->closed = true;
+  if ((flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) && !s->shut_wr && !s->fin_written) {
+    /* Our write side ended with an error we did not send: the peer's STOP_SENDING code. */
+    s->stop_recvd = true;
+    s->stop_code = code;
+  }
+  c->lost_stream_pkts += ngtcp2_conn_get_stream_loss_count(conn, id);
   /* ngtcp2 no longer points at the send data. */
   qe_buf_free(&s->send);
   qe_stream_maybe_free(c, s);

@@ -259,8 +259,9 @@ class Ngtcp2Connection implements QuicheConnection {
   stats(): QuicheStats {
     const s = new Float64Array(9);
     n().quicStats(this.h, s);
-    // ngtcp2 0.12 exposes no loss or retransmission counts (only pto_count).
-    return { recv: s[0], sent: s[1], sentBytes: s[2], recvBytes: s[3], lost: 0, retrans: 0, lostBytes: 0 };
+    // ngtcp2 0.12 counts losses only per stream and per DATAGRAM (quic-conn.c
+    // qe_conn_lost_pkts); it has no retransmission or lost-byte counts.
+    return { recv: s[0], sent: s[1], sentBytes: s[2], recvBytes: s[3], lost: s[8] < 0 ? 0 : s[8], retrans: 0, lostBytes: 0 };
   }
   pathStats(): QuichePathStats[] {
     const s = new Float64Array(9);
