@@ -11,9 +11,11 @@
 #include <stdio.h>
 #include <string.h>
 
-/* RFC 9001 §4.2: TLS 1.3 only; §5.3: QUIC cannot use TLS_AES_128_CCM_8_SHA256. */
-static const char PRIORITY[] =
-    "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:+AES-128-CCM";
+/* RFC 9001 §4.2: TLS 1.3 only; §5.3: QUIC cannot use TLS_AES_128_CCM_8_SHA256;
+ * §8.4: no middlebox compatibility mode (an empty legacy_session_id), which
+ * BoringSSL (quiche) enforces with an illegal_parameter alert. */
+static const char PRIORITY[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
+                               "+CHACHA20-POLY1305:+AES-128-CCM:%DISABLE_TLS13_COMPAT_MODE";
 
 static int fail(char *err, size_t errlen, const char *what, int rv) {
   snprintf(err, errlen, "%s: %s", what, gnutls_strerror(rv));
