@@ -77,6 +77,19 @@ uint64_t qe_conn_lost_pkts(struct qe_conn *c) {
   return n;
 }
 
+/* The connection whose packet ngtcp2_conn_read_pkt is decrypting: the
+ * decrypt callback has no user data. One JavaScript thread drives every
+ * connection, so one pointer suffices. */
+static struct qe_conn *rx_conn;
+
+static int decrypt_cb(uint8_t *dest, const ngtcp2_crypto_aead *aead, const ngtcp2_crypto_aead_ctx *ctx,
+                      const uint8_t *ct, size_t ctlen, const uint8_t *nonce, size_t noncelen, const uint8_t *aad,
+                      size_t aadlen) {
+  int rv = ngtcp2_crypto_decrypt_cb(dest, aead, ctx, ct, ctlen, nonce, noncelen, aad, aadlen);
+  if (rv == 0 && rx_conn != NULL && ctlen > aead->max_overhead) qe_scan_frames(rx_conn, dest, ctlen - aead->max_overhead);
+  return rv;
+}
+
 static void callbacks(ngtcp2_callbacks *cb, bool server) {
   memset(cb, 0, sizeof *cb);
   if (server) {
@@ -87,7 +100,7 @@ static void callbacks(ngtcp2_callbacks *cb, bool server) {
   }
   cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
   cb->encrypt = ngtcp2_crypto_encrypt_cb;
-  cb->decrypt = ngtcp2_crypto_decrypt_cb;
+  cb->decrypt = decrypt_cb;
   cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
   cb->rand = rand_cb;
   cb->get_new_connection_id = new_cid_cb;
@@ -324,7 +337,9 @@ int qe_conn_recv(struct qe_conn *c, const uint8_t *pkt, size_t len, const struct
   ngtcp2_path path = path_of(c);
   ngtcp2_pkt_info pi = {0};
   ngtcp2_tstamp now = qe_now();
+  rx_conn = c;
   int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, pkt, len, now);
+  rx_conn = NULL;
   if (rv == 0) return 0;
   switch (rv) {
   case NGTCP2_ERR_DRAINING: {

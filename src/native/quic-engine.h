@@ -182,6 +182,8 @@ int qe_stream_shutdown(struct qe_conn *c, int64_t id, bool read, uint64_t code);
 bool qe_stream_readable(const struct qe_stream *s);
 bool qe_stream_writable(const struct qe_stream *s);
 void qe_stream_callbacks(ngtcp2_callbacks *cb);
+/* Records STOP_SENDING codes found in a decrypted packet payload (ngtcp2 0.12 does not report them). */
+void qe_scan_frames(struct qe_conn *c, const uint8_t *p, size_t len);
 
 /* Datagrams (quic-stream.c). */
 int qe_dq_init(struct qe_dq *q, uint32_t cap, uint32_t slot);

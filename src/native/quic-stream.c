@@ -376,3 +376,86 @@ void qe_dq_free(struct qe_dq *q) {
   free(q->lens);
   memset(q, 0, sizeof *q);
 }
+
+/* ------------------------------------------- STOP_SENDING codes (0.12 gap) */
+
+/* RFC 9000 §16 varint at p[*off]; false when it runs past end. */
+static bool varint(const uint8_t *p, size_t end, size_t *off, uint64_t *v) {
+  if (*off >= end) return false;
+  size_t n = (size_t)1 << (p[*off] >> 6);
+  if (*off + n > end) return false;
+  uint64_t x = p[*off] & 0x3f;
+  for (size_t i = 1; i < n; i++) x = (x << 8) | p[*off + i];
+  *off += n;
+  *v = x;
+  return true;
+}
+
+static bool skip_varints(const uint8_t *p, size_t end, size_t *off, int n) {
+  uint64_t v;
+  for (int i = 0; i < n; i++)
+    if (!varint(p, end, off, &v)) return false;
+  return true;
+}
+
+/*
+ * ngtcp2 0.12 answers a peer's STOP_SENDING (RFC 9000 §19.5) by resetting the
+ * stream itself and tells the application neither the event nor the error
+ * code, which HTTP/3 needs (RFC 9114 §4.1.1). This walks the frames of a
+ * decrypted packet (RFC 9000 §19) and records STOP_SENDING codes on their
+ * streams. It stops at the first frame it cannot size; ngtcp2 still does the
+ * real parsing and validation.
+ */
+void qe_scan_frames(struct qe_conn *c, const uint8_t *p, size_t len) {
+  size_t off = 0;
+  uint64_t t, a, b, n;
+  while (off < len) {
+    if (!varint(p, len, &off, &t)) return;
+    switch (t) {
+    case 0x00: case 0x01: case 0x1e: break;                 /* PADDING, PING, HANDSHAKE_DONE */
+    case 0x02: case 0x03:                                   /* ACK */
+      if (!skip_varints(p, len, &off, 2) || !varint(p, len, &off, &n) || !skip_varints(p, len, &off, 1)) return;
+      if (n > len || !skip_varints(p, len, &off, (int)(2 * n))) return;
+      if (t == 0x03 && !skip_varints(p, len, &off, 3)) return;
+      break;
+    case 0x04: if (!skip_varints(p, len, &off, 3)) return; break; /* RESET_STREAM */
+    case 0x05:                                              /* STOP_SENDING */
+      if (!varint(p, len, &off, &a) || !varint(p, len, &off, &b)) return;
+      for (struct qe_stream *s = c->streams; s != NULL; s = s->next) {
+        if ((uint64_t)s->id == a && !s->stop_recvd && !s->shut_wr) {
+          s->stop_recvd = true;
+          s->stop_code = b;
+        }
+      }
+      break;
+    case 0x06: case 0x07:                                   /* CRYPTO, NEW_TOKEN */
+      if ((t == 0x06 && !skip_varints(p, len, &off, 1)) || !varint(p, len, &off, &n) || n > len - off) return;
+      off += n;
+      break;
+    case 0x10: case 0x12: case 0x13: case 0x14: case 0x16: case 0x17: case 0x19:
+      if (!skip_varints(p, len, &off, 1)) return;
+      break;
+    case 0x11: case 0x15: if (!skip_varints(p, len, &off, 2)) return; break;
+    case 0x18:                                              /* NEW_CONNECTION_ID */
+      if (!skip_varints(p, len, &off, 2) || off >= len) return;
+      off += 1 + p[off] + 16;
+      break;
+    case 0x1a: case 0x1b: off += 8; break;                  /* PATH_CHALLENGE/RESPONSE */
+    case 0x1c: case 0x1d: return;                           /* CONNECTION_CLOSE: nothing after matters */
+    case 0x30: return;                                      /* DATAGRAM to the end */
+    case 0x31:                                              /* DATAGRAM with length */
+      if (!varint(p, len, &off, &n) || n > len - off) return;
+      off += n;
+      break;
+    default:
+      if (t >= 0x08 && t <= 0x0f) {                         /* STREAM */
+        if (!skip_varints(p, len, &off, (t & 0x04) ? 2 : 1)) return;
+        if (!(t & 0x02)) return;                            /* runs to the end */
+        if (!varint(p, len, &off, &n) || n > len - off) return;
+        off += n;
+        break;
+      }
+      return;
+    }
+  }
+}
