@@ -9,32 +9,10 @@
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { openDgramUdpSocket } from '../../src/net/dgram-udp.js';
 import type { UdpBatchSocket } from '../../src/net/udp.js';
-import type { QuicEndpoint as Endpoint, QuicEndpointOptions } from '../../src/quic/endpoint.js';
+import type { QuicEndpoint as Endpoint } from '../../src/quic/endpoint.js';
 import type { QuicConnection } from '../../src/quic/connection.js';
 import { echo, getPki } from './quic-harness.js';
-
-type Engine = 'quiche' | 'ngtcp2';
-type EndpointCtor = new (o: QuicEndpointOptions) => Endpoint;
-
-const ctors = new Map<Engine, EndpointCtor>();
-/** A fresh src/quic module graph with the given engine selected. */
-async function endpointClass(engine: Engine): Promise<EndpointCtor> {
-  const have = ctors.get(engine);
-  if (have !== undefined) return have;
-  vi.resetModules();
-  const old = process.env['MTUN_QUIC_ENGINE'];
-  process.env['MTUN_QUIC_ENGINE'] = engine;
-  try {
-    const q = await import('../../src/quic/quiche.js');
-    expect(q.QUIC_ENGINE).toBe(engine);
-    const m = await import('../../src/quic/endpoint.js');
-    ctors.set(engine, m.QuicEndpoint);
-    return m.QuicEndpoint;
-  } finally {
-    if (old === undefined) delete process.env['MTUN_QUIC_ENGINE'];
-    else process.env['MTUN_QUIC_ENGINE'] = old;
-  }
-}
+import { endpointClass, type Engine } from './quic-engines.js';
 
 const opened: { eps: Endpoint[]; socks: UdpBatchSocket[] } = { eps: [], socks: [] };
 afterAll(() => {
