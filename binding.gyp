@@ -10,6 +10,7 @@
         "src/native/udp.c",
         "src/native/quic-conn.c",
         "src/native/quic-napi.c",
+        "src/native/quic-napi-config.c",
         "src/native/quic-stream.c",
         "src/native/quic-tls.c"
       ],
