@@ -968,7 +968,15 @@ export class QuicEndpoint implements ConnectionOwner {
         // quiche failed internally; it has closed the connection.
         return true;
       }
-      if (r === null) return true;
+      if (r === null) {
+        // Nothing fitted the GSO segment (ngtcp2: a longer packet number or
+        // an ACK): end the train and ask again with a slot of its own.
+        if (base !== 0) {
+          this.gsoConn = null;
+          continue;
+        }
+        return true;
+      }
       const n = r[0];
       const to = r[1].to;
       if (to.port !== c.sendPort || to.host !== c.sendHost) {
