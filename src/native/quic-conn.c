@@ -331,6 +331,10 @@ int qe_conn_recv(struct qe_conn *c, const uint8_t *pkt, size_t len, const struct
     memcpy(&c->remote, from, fromlen);
     c->remotelen = fromlen;
   }
+  if (len == 0) { /* ngtcp2 asserts on empty input */
+    snprintf(c->errmsg, sizeof c->errmsg, "empty datagram");
+    return -1;
+  }
   if (c->conn == NULL && server_start(c, pkt, len) != 0) return -1;
   c->pkts_recv++;
   c->bytes_recv += len;

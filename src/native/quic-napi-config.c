@@ -166,6 +166,8 @@ static napi_value header_parse(napi_env env, napi_callback_info info) {
   uint32_t dl;
   if (!bytes_of(env, argv[0], &p, &len) || !mtun_arg_u32(env, argv[1], "dcidLen", &dl))
     return mtun_throw_type(env, "quic: quicHeader(data, dcidLen)");
+  /* ngtcp2 asserts (aborts the process) on an empty packet or an oversized short-header CID length. */
+  if (len == 0 || dl > NGTCP2_MAX_CIDLEN) QE_ERR(env, "quic: malformed header");
   ngtcp2_version_cid vc;
   int rv = ngtcp2_pkt_decode_version_cid(&vc, p, len, dl);
   if (rv != 0 && rv != NGTCP2_ERR_VERSION_NEGOTIATION) QE_ERR(env, "quic: malformed header");
