@@ -1,42 +1,53 @@
 #!/usr/bin/env node
-// mtun gateway scaling: N concurrent agent sessions (each its own QUIC
-// connection and CONNECT-IP stream, no TUN) against one running gateway.
-// For each N: time until all sessions are open with an assigned address,
-// then every session sends ICMP echo requests from its address to a host
-// behind the gateway at a fixed per-session rate for a fixed time; reported:
-// echo RTT (median, p99) and reply ratio, gateway CPU and RSS per session.
+// mtun gateway capacity in sessions (issue #17): N concurrent agent
+// sessions (each its own QUIC connection and CONNECT-IP stream, no TUN)
+// against one running gateway, driven by several load-generator processes
+// (bench/mtun-sessions-worker.mjs), each on its own source address.
 //
-// Run from the agent-side namespace after a build (bench/run.sh does this):
-//   node bench/mtun-sessions.mjs --gateway 192.0.2.2:4433 --certs DIR --target 10.20.0.1 \
-//     --gateway-pid PID --counts 1,10,100 --seconds 3 --rate 50 --out sessions.json
+// Busy ladder (--counts): for each N, time until all sessions are open with
+// an assigned address, then every session sends ICMP echoes from its address
+// to --target at --rate per second for --seconds. Reported: open time, reply
+// ratio, echo RTT median/p99, gateway CPU and the load generator's CPU (both
+// in % of one core, over the same window), gateway RSS growth per session,
+// and the 1-minute load average of the box.
+//
+// Idle test (--idle N): N sessions opened in ramps, then held for
+// --hold-seconds with QUIC keepalives only (--keepalive-ms); reported:
+// sessions lost, gateway CPU over the hold, RSS per session.
+//
+// Run from the agent-side namespace after a build (bench/mtun-sessions.sh does this):
+//   node bench/mtun-sessions.mjs --gateway 192.0.2.2:4435 --certs DIR --target 10.22.0.1 \
+//     --gateway-pid PID --binds 192.0.2.11,192.0.2.12 --workers 2 --counts 1,10,100 --out sessions.json
+import { fork } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { attachH3 } from '../dist/h3/quic-binding.js';
-import { connectIp } from '../dist/masque/h3-glue.js';
-import { openNativeUdp } from '../dist/net/native-udp.js';
-import { QuicEndpoint } from '../dist/quic/endpoint.js';
-import { craftIcmp } from '../dist/packet/craft.js';
 
 const argv = process.argv.slice(2);
 const arg = (name, dflt) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? argv[i + 1] : dflt;
 };
-const [GW_HOST, GW_PORT] = (arg('gateway', '192.0.2.2:4433')).split(':');
+const GATEWAY = arg('gateway', '192.0.2.2:4435');
 const CERTS = arg('certs');
-const TARGET = arg('target', '10.20.0.1');
+const TARGET = arg('target', '10.22.0.1');
 const GW_PID = Number(arg('gateway-pid', '0'));
-const COUNTS = arg('counts', '1,10,100').split(',').map(Number);
+const COUNTS = (arg('counts', '') || '').split(',').filter(Boolean).map(Number);
 const SECONDS = Number(arg('seconds', '3'));
-const RATE = Number(arg('rate', '50')); // echo requests per second per session
+const RATE = Number(arg('rate', '50'));
+const BINDS = arg('binds', '0.0.0.0').split(',');
+const WORKERS = Number(arg('workers', String(BINDS.length)));
+const IDLE = Number(arg('idle', '0'));
+const HOLD_SECONDS = Number(arg('hold-seconds', '300'));
+const KEEPALIVE_MS = Number(arg('keepalive-ms', '15000'));
+const LABEL = arg('label', '');
 const OUT = arg('out');
-const OPEN_TIMEOUT_MS = 30_000;
-const HEADROOM = 16;
+const OPEN_TIMEOUT_MS = Number(arg('open-timeout-ms', '30000'));
+// Handshakes in flight per load generator while opening (0 = all at once; the busy ladder's burst).
+const OPEN_CONCURRENCY = Number(arg('open-concurrency', '0'));
 const CLK_TCK = 100;
+const WORKER = new URL('./mtun-sessions-worker.mjs', import.meta.url).pathname;
 
-const ca = readFileSync(`${CERTS}/ca.pem`, 'utf8');
-const cert = readFileSync(`${CERTS}/agent-cluster-a.pem`, 'utf8');
-const key = readFileSync(`${CERTS}/agent-cluster-a-key.pem`, 'utf8');
-
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 function gwTicks() {
   const s = readFileSync(`/proc/${GW_PID}/stat`, 'utf8');
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
@@ -46,140 +57,174 @@ function gwRssKb() {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${GW_PID}/status`, 'utf8'));
   return m ? Number(m[1]) : null;
 }
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const pct = (xs, p) => {
-  if (xs.length === 0) return null;
-  const s = Float64Array.from(xs).sort();
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
+const pct = (s, p) => (s.length === 0 ? null : s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]);
 
-/** Opens one session; resolves once the gateway assigned an IPv4 address. */
-async function openSession(endpoint, idx, onReply) {
-  const conn = endpoint.connect(GW_HOST, Number(GW_PORT), 'gateway');
-  const h3 = attachH3(conn);
-  await conn.whenEstablished();
-  let assigned;
-  const got = new Promise((resolve) => (assigned = resolve));
-  const session = await connectIp(h3, `gateway:${GW_PORT}`, {
-    onPacket: (buf, off, len) => onReply(idx, buf, off, len),
-    onEvent: (e) => {
-      if (e.type === 'addresses-assigned' && e.addresses.length > 0) assigned(e.addresses[0].address);
-    },
-  });
-  session.requestAddresses([{ version: 4 }]);
-  conn.flush();
-  const addr = await got;
-  return { conn, h3, session, src: Array.from(addr).join('.') };
-}
-
-async function measure(n) {
-  const socket = openNativeUdp({ host: '0.0.0.0' });
-  const endpoint = new QuicEndpoint({ socket, client: { caPem: ca, certPem: cert, keyPem: key }, idleTimeoutMs: 30_000 });
-  const rssBefore = gwRssKb();
-  const sentAt = []; // per session: Float64Array ring of send times by sequence
-  const rtts = [];
-  let replies = 0;
-  const onReply = (idx, buf, off, len) => {
-    // IPv4 header (20) + ICMP echo reply (type 0): identifier = session, sequence = ring slot.
-    if (len < 28 || buf[off + 20] !== 0) return;
-    const seq = (buf[off + 26] << 8) | buf[off + 27];
-    const t = sentAt[idx][seq & 1023];
-    if (t > 0) {
-      rtts.push(performance.now() - t);
-      sentAt[idx][seq & 1023] = 0;
-      replies++;
+/** A forked load generator; `next(ev)` resolves with its next message of that kind. */
+function spawnWorker(index, count, offset, keepAliveMs) {
+  const opts = { gateway: GATEWAY, bind: BINDS[index % BINDS.length], certs: CERTS, target: TARGET, count, offset, keepAliveMs, openConcurrency: OPEN_CONCURRENCY, openTimeoutMs: OPEN_TIMEOUT_MS, index, workers: WORKERS };
+  const child = fork(WORKER, [JSON.stringify(opts)], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const waiting = new Map();
+  child.on('message', (m) => {
+    const w = waiting.get(m.ev);
+    if (w) {
+      waiting.delete(m.ev);
+      w(m);
     }
-  };
-  const t0 = performance.now();
-  const opening = [];
-  for (let i = 0; i < n; i++) {
-    sentAt.push(new Float64Array(1024));
-    opening.push(openSession(endpoint, i, onReply));
-  }
-  let timer;
-  const sessions = await Promise.race([
-    Promise.all(opening),
-    new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`sessions: ${n} sessions not open after ${OPEN_TIMEOUT_MS} ms`)), OPEN_TIMEOUT_MS))),
-  ]);
-  clearTimeout(timer);
-  const openMs = performance.now() - t0;
-  await sleep(500);
-  const rssOpen = gwRssKb();
-  // Echo packets, crafted once per session; only the sequence and checksum change.
-  const pkts = sessions.map((s, i) => {
-    const p = craftIcmp({ src: s.src, dst: TARGET, type: 8, rest: (i << 16) >>> 0, payload: new Uint8Array(56) });
-    const b = Buffer.alloc(HEADROOM + p.length);
-    p.copy(b, HEADROOM);
-    return b;
   });
-  const intervalMs = 1000 / RATE;
-  const rounds = Math.round(SECONDS * RATE);
-  let sent = 0;
-  const cpu0 = gwTicks();
-  const w0 = performance.now();
-  for (let r = 0; r < rounds; r++) {
-    const seq = r & 0xffff;
-    for (let i = 0; i < n; i++) {
-      const b = pkts[i];
-      const o = HEADROOM + 20;
-      // Incremental ICMP checksum update (RFC 1624) for the new sequence number.
-      const oldSeq = (b[o + 6] << 8) | b[o + 7];
-      let sum = (~((b[o + 2] << 8) | b[o + 3]) & 0xffff) + (~oldSeq & 0xffff) + seq;
-      sum = (sum & 0xffff) + (sum >>> 16);
-      sum = (sum & 0xffff) + (sum >>> 16);
-      const ck = ~sum & 0xffff;
-      b[o + 2] = ck >> 8;
-      b[o + 3] = ck & 0xff;
-      b[o + 6] = seq >> 8;
-      b[o + 7] = seq & 0xff;
-      sentAt[i][seq & 1023] = performance.now();
-      sessions[i].session.sendPacket(b, HEADROOM, b.length - HEADROOM);
-      sessions[i].conn.flush();
-      sent++;
-    }
-    const next = w0 + (r + 1) * intervalMs;
-    const wait = next - performance.now();
-    await sleep(wait > 0 ? wait : 0);
-  }
-  await sleep(300);
-  const wall = (performance.now() - w0) / 1000;
-  const gwCpuSec = (gwTicks() - cpu0) / CLK_TCK;
-  for (const s of sessions) {
-    s.session.close();
-    s.h3.shutdown();
-    s.conn.flush();
-  }
-  await sleep(200);
-  endpoint.close(0, 'bench done');
-  await sleep(100);
-  socket.close();
-  await sleep(1500); // let the gateway reap the sessions before the next N
+  const exited = new Promise((r) => child.on('exit', r));
   return {
-    sessions: n,
-    openMs,
-    echoSent: sent,
-    echoReplies: replies,
-    replyRatio: sent ? replies / sent : 0,
-    rttMedianMs: pct(rtts, 50),
-    rttP99Ms: pct(rtts, 99),
-    gatewayCpuPctOfBox: (100 * gwCpuSec) / wall / (await import('node:os')).cpus().length,
-    gatewayCpuUsPerEcho: replies ? (gwCpuSec * 1e6) / (2 * replies) : null,
-    gatewayRssKbBefore: rssBefore,
-    gatewayRssKbOpen: rssOpen,
-    gatewayRssKbPerSession: rssBefore && rssOpen ? (rssOpen - rssBefore) / n : null,
+    child,
+    exited,
+    ask(cmd, ev, extra = {}) {
+      const p = new Promise((resolve, reject) => {
+        waiting.set(ev, resolve);
+        exited.then(() => reject(new Error(`load generator ${index} exited`)));
+      });
+      child.send({ cmd, ...extra });
+      return p;
+    },
   };
 }
 
-const out = { target: TARGET, ratePerSession: RATE, seconds: SECONDS, results: [] };
+/** Splits n sessions over the workers: [count, first global index] each. */
+function split(n) {
+  const w = Math.min(WORKERS, n);
+  let off = 0;
+  return Array.from({ length: w }, (_, i) => {
+    const c = Math.floor(n / w) + (i < n % w ? 1 : 0);
+    off += c;
+    return [c, off - c];
+  });
+}
+
+async function closeAll(ws) {
+  await Promise.allSettled(ws.map((w) => w.ask('close', 'closed')));
+  await Promise.race([Promise.all(ws.map((w) => w.exited)), sleep(3000)]);
+  for (const w of ws) w.child.kill('SIGKILL');
+}
+
+async function busy(n) {
+  const rssBefore = gwRssKb();
+  const ws = split(n).map(([c, off], i) => spawnWorker(i, c, off, 0));
+  try {
+    const t0 = performance.now();
+    const opened = await Promise.all(ws.map((w) => w.ask('open', 'open')));
+    const openMs = performance.now() - t0;
+    const bad = opened.find((r) => !r.ok);
+    if (bad) throw new Error(`quic/masque: ${bad.error}`);
+    await sleep(500);
+    const rssOpen = gwRssKb();
+    const load1 = loadavg()[0];
+    const startAtEpochMs = Date.now() + 200;
+    const cpu0 = gwTicks();
+    const w0 = performance.now();
+    const rs = await Promise.all(ws.map((w) => w.ask('echo', 'echo', { startAtEpochMs, seconds: SECONDS, rate: RATE })));
+    const wall = (performance.now() - w0 - 200) / 1000;
+    const gwCpuSec = (gwTicks() - cpu0) / CLK_TCK;
+    const sent = rs.reduce((a, r) => a + r.sent, 0);
+    const replies = rs.reduce((a, r) => a + r.replies, 0);
+    const all = new Float64Array(rs.reduce((a, r) => a + r.rtts.length, 0));
+    let k = 0;
+    for (const r of rs) {
+      all.set(r.rtts, k);
+      k += r.rtts.length;
+    }
+    all.sort();
+    return {
+      sessions: n,
+      workers: ws.length,
+      openMs,
+      echoSent: sent,
+      echoReplies: replies,
+      replyRatio: sent ? replies / sent : 0,
+      rttMedianMs: pct(all, 50),
+      rttP99Ms: pct(all, 99),
+      gatewayCpuPctOfCore: (100 * gwCpuSec) / wall,
+      loadgenCpuPctOfCore: rs.reduce((a, r) => a + r.cpuMs, 0) / 10 / wall,
+      gatewayCpuUsPerEcho: replies ? (gwCpuSec * 1e6) / replies : null,
+      gatewayRssKbBefore: rssBefore,
+      gatewayRssKbOpen: rssOpen,
+      gatewayRssKbPerSession: rssBefore && rssOpen ? (rssOpen - rssBefore) / n : null,
+      loadAvg1: load1,
+    };
+  } finally {
+    await closeAll(ws);
+    await sleep(Math.min(5000, 1000 + n * 2)); // let the gateway reap the sessions before the next N
+  }
+}
+
+async function idle(n) {
+  const rssBefore = gwRssKb();
+  const parts = split(n);
+  const ws = [];
+  const t0 = performance.now();
+  try {
+    for (let i = 0; i < parts.length; i++) ws.push(spawnWorker(i, parts[i][0], parts[i][1], KEEPALIVE_MS));
+    const opened = await Promise.all(ws.map((w) => w.ask('open', 'open')));
+    const openMs = performance.now() - t0;
+    const bad = opened.find((r) => !r.ok);
+    if (bad) throw new Error(`quic/masque: ${bad.error}`);
+    await sleep(2000);
+    const rssOpen = gwRssKb();
+    const cpu0 = gwTicks();
+    const lc0 = (await Promise.all(ws.map((w) => w.ask('status', 'status')))).reduce((a, s) => a + s.cpuMs, 0);
+    const h0 = performance.now();
+    const loads = [];
+    let lost = 0;
+    while (performance.now() - h0 < HOLD_SECONDS * 1000) {
+      await sleep(Math.min(10_000, HOLD_SECONDS * 1000 - (performance.now() - h0)));
+      loads.push(loadavg()[0]);
+      const st = await Promise.all(ws.map((w) => w.ask('status', 'status')));
+      lost = st.reduce((a, s) => a + s.lost, 0);
+      if (lost > 0) console.error(`bench: idle: ${lost} sessions lost after ${((performance.now() - h0) / 1000).toFixed(0)} s`);
+    }
+    const wall = (performance.now() - h0) / 1000;
+    const gwCpuSec = (gwTicks() - cpu0) / CLK_TCK;
+    const st = await Promise.all(ws.map((w) => w.ask('status', 'status')));
+    const lc1 = st.reduce((a, s) => a + s.cpuMs, 0);
+    return {
+      idleSessions: n,
+      workers: ws.length,
+      openMs,
+      holdSeconds: wall,
+      keepAliveMs: KEEPALIVE_MS,
+      sessionsLost: st.reduce((a, s) => a + s.lost, 0),
+      sessionsOpenAtEnd: st.reduce((a, s) => a + s.open, 0),
+      gatewayCpuPctOfCore: (100 * gwCpuSec) / wall,
+      loadgenCpuPctOfCore: (lc1 - lc0) / 10 / wall,
+      gatewayRssKbBefore: rssBefore,
+      gatewayRssKbOpen: rssOpen,
+      gatewayRssKbPerSession: rssBefore && rssOpen ? (rssOpen - rssBefore) / n : null,
+      loadAvg1: loads.length ? loads.reduce((a, b) => a + b, 0) / loads.length : loadavg()[0],
+    };
+  } finally {
+    await closeAll(ws);
+  }
+}
+
+const out = { label: LABEL, target: TARGET, ratePerSession: RATE, seconds: SECONDS, workers: WORKERS, results: [] };
+const save = () => OUT && writeFileSync(OUT, JSON.stringify(out, null, 1));
+const tag = LABEL ? `${LABEL}: ` : '';
 for (const n of COUNTS) {
   try {
-    const r = await measure(n);
+    const r = await busy(n);
     out.results.push(r);
-    console.log(`bench: mtun ${String(n).padStart(3)} sessions: open in ${r.openMs.toFixed(0)} ms, echo rtt median ${r.rttMedianMs?.toFixed(3)} ms p99 ${r.rttP99Ms?.toFixed(3)} ms, replies ${(100 * r.replyRatio).toFixed(1)}%, gateway ${r.gatewayCpuPctOfBox.toFixed(1)}% of box, +${r.gatewayRssKbPerSession?.toFixed(0)} kB/session`);
+    console.log(`bench: ${tag}${String(n).padStart(4)} sessions: open in ${r.openMs.toFixed(0)} ms, replies ${(100 * r.replyRatio).toFixed(2)}%, rtt median ${r.rttMedianMs?.toFixed(2)} ms p99 ${r.rttP99Ms?.toFixed(2)} ms, gateway ${r.gatewayCpuPctOfCore.toFixed(0)}% of a core, load generator ${r.loadgenCpuPctOfCore.toFixed(0)}% (${r.workers} procs), +${r.gatewayRssKbPerSession?.toFixed(1)} kB/session, load avg ${r.loadAvg1.toFixed(2)}`);
   } catch (e) {
-    console.error(`bench: mtun ${n} sessions failed: ${e.message}`);
-    out.results.push({ sessions: n, error: e.message });
+    console.error(`bench: ${tag}${n} sessions failed: ${e.message}`);
+    out.results.push({ sessions: n, error: e.message, loadAvg1: loadavg()[0] });
   }
-  if (OUT) writeFileSync(OUT, JSON.stringify(out, null, 1));
+  save();
+}
+if (IDLE > 0) {
+  try {
+    const r = await idle(IDLE);
+    out.idle = r;
+    console.log(`bench: ${tag}idle ${IDLE} sessions: open in ${(r.openMs / 1000).toFixed(1)} s, held ${r.holdSeconds.toFixed(0)} s (keepalive ${KEEPALIVE_MS} ms), lost ${r.sessionsLost}, gateway ${r.gatewayCpuPctOfCore.toFixed(1)}% of a core, load generator ${r.loadgenCpuPctOfCore.toFixed(1)}%, +${r.gatewayRssKbPerSession?.toFixed(1)} kB/session, load avg ${r.loadAvg1.toFixed(2)}`);
+  } catch (e) {
+    console.error(`bench: ${tag}idle ${IDLE} sessions failed: ${e.message}`);
+    out.idle = { idleSessions: IDLE, error: e.message };
+  }
+  save();
 }
 process.exit(0);

@@ -12,25 +12,27 @@
 #   │  quicktun 10.94.0.1           │                 │  quicktun 10.94.0.2           │
 #   │  mtun agent, lo 10.10.0.1     │ == QUIC :4433 =>│  mtun gateway, lo 10.20.0.1   │
 #   │  (tun.offload) lo 10.11.0.1   │ == QUIC :4434 =>│  (tun.offload) lo 10.21.0.1   │
+#   │  (HTTP/2)      lo 10.12.0.1   │ == TCP  :4435 =>│  (HTTP/2)      lo 10.22.0.1   │  (UDP :4435 dropped by nft)
 #   └───────────────────────────────┘                 └───────────────────────────────┘
 #
 # Every tunnel is up at once, each on its own inner subnet and UDP port; the
 # measurement walks them in turn (bench/tunnels/measure.mjs). Then mtun alone:
-# 1/10/100 sessions on one gateway (bench/mtun-sessions.mjs) and a CPU
+# the sessions ladder and idle test (bench/mtun-sessions.sh) and a CPU
 # profile of agent and gateway under TCP load (bench/report/profile.mjs).
 # Results: bench/results/<run>/ (raw JSON, logs, profiles, report.md, chart);
 # a full run (all tunnels, >= 3 repetitions) also rewrites the generated part
 # of BENCHMARKS.md and bench/report/tcp-throughput.svg.
 #
-# Knobs: BENCH_REPS (3), BENCH_TUNNELS (direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload),
+# Knobs: BENCH_REPS (3), BENCH_TUNNELS (direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload,mtun-h2),
 # BENCH_TCP_SECONDS (5), BENCH_UPDATE=1 (rewrite BENCHMARKS.md even for a partial run),
-# BENCH_SKIP_MTUN_EXTRAS=1 (no sessions / profile phase).
+# BENCH_SKIP_MTUN_EXTRAS=1 (no sessions / profile phase), BENCH_SESSIONS_QUICK=1 (short sessions phase),
+# BENCH_SESSIONS_WORKERS (load-generator processes, 4).
 # Needs root (namespaces, TUN); installs missing Debian packages with apt-get.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REPS=${BENCH_REPS:-3}
-ALL_TUNNELS=direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload
+ALL_TUNNELS=direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload,mtun-h2
 TUNNELS=${BENCH_TUNNELS:-$ALL_TUNNELS}
 TCP_SECONDS=${BENCH_TCP_SECONDS:-5}
 PROFILE_SECONDS=8
@@ -91,27 +93,17 @@ cleanup() {
   for e in "${up_tunnels[@]}"; do # "script|work dir"
     W="$W/${e#*|}" timeout 20 bash "$ROOT/bench/tunnels/${e%|*}.sh" down >/dev/null 2>&1 || true
   done
-  for n in "$NSA" "$NSB"; do
-    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-    ip netns del "$n" 2>/dev/null || true
-  done
+  remove_netns "$NSA" "$NSB"
   rm -f /var/run/wireguard/${P}*.sock
   exit $rc
 }
+# shellcheck disable=SC1091
+. "$ROOT/bench/underlay.sh"
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # ------------------------------------------------------------------ topology
-for n in "$NSA" "$NSB"; do
-  ip netns add "$n"
-  ip netns exec "$n" ip link set lo up
-  ip netns exec "$n" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-done
-ip link add "${P}a0" netns "$NSA" type veth peer name "${P}b0" netns "$NSB"
-ip netns exec "$NSA" ip addr add "$UA/24" dev "${P}a0"
-ip netns exec "$NSB" ip addr add "$UB/24" dev "${P}b0"
-ip netns exec "$NSA" ip link set "${P}a0" mtu 1500 up
-ip netns exec "$NSB" ip link set "${P}b0" mtu 1500 up
+make_underlay
 
 measured=()
 for t in "${selected[@]}"; do
@@ -142,11 +134,15 @@ metric_sum() { # metric_sum NS PORT NAME: sum of a counter over its label sets
   ip netns exec "$1" curl -sf "http://127.0.0.1:$2/metrics" | awk -v m="$3" '$1 ~ "^"m"({|$)" {s += $2} END {print s + 0}'
 }
 if [[ " ${measured[*]} " == *" mtun "* ]] && [ "${BENCH_SKIP_MTUN_EXTRAS:-0}" != 1 ]; then
-  log "mtun: 1, 10, 100 concurrent sessions on one gateway"
-  timeout --foreground 180 ip netns exec "$NSA" node "$ROOT/bench/mtun-sessions.mjs" --gateway "$UB:4433" \
-    --certs "$W/mtun/certs" --target 10.20.0.1 --gateway-pid "$(cat "$W/mtun/mtung.pid")" \
-    --counts 1,10,100 --seconds 3 --rate 50 --out "$OUT/sessions.json" || warn "sessions phase failed"
-
+  # Sessions (issue #17): ladder 1/10/100/300/1,000 busy sessions and 10,000 idle ones held
+  # 5 min, on a gateway of its own (port 4435) driven by several load-generator processes;
+  # BENCH_SESSIONS_QUICK=1 runs the short variant (ladder to 300, 2,000 idle for 30 s).
+  # bench/mtun-sessions.sh raises the open-file limit itself and bounds every step in time.
+  sflags=()
+  [ "${BENCH_SESSIONS_QUICK:-0}" = 1 ] && sflags=(--quick)
+  log "mtun: sessions ladder and idle test${sflags:+ (quick)}"
+  NSA=$NSA NSB=$NSB UA=$UA UB=$UB P=$P timeout --foreground 2400 bash "$ROOT/bench/mtun-sessions.sh" "${sflags[@]}" \
+    --out "$OUT/sessions" || warn "sessions phase failed"
 fi
 for v in mtun mtun-offload; do
   [[ " ${measured[*]} " == *" $v "* ]] && [ "${BENCH_SKIP_MTUN_EXTRAS:-0}" != 1 ] || continue

@@ -186,21 +186,25 @@ md.push('');
 
 // ------------------------------------------------------------------ mtun alone
 
-const sessionsFile = join(DIR, 'sessions.json');
+// Rows written by bench/mtun-sessions.sh (one per gateway label and step).
+const sessionsFile = join(DIR, 'sessions', 'sessions.json');
 if (existsSync(sessionsFile)) {
-  const ss = JSON.parse(readFileSync(sessionsFile, 'utf8'));
-  md.push('### mtun: concurrent agent sessions on one gateway');
+  const rows = JSON.parse(readFileSync(sessionsFile, 'utf8'));
+  md.push('### mtun: sessions on one gateway (issue #17)');
   md.push('');
-  md.push(`Each session is its own QUIC connection + CONNECT-IP stream (no TUN, bench/mtun-sessions.mjs), asks for an IPv4 address, then sends ICMP echo requests from it to ${ss.target} behind the gateway at ${ss.ratePerSession}/s for ${ss.seconds} s. The site-to-site agent stays connected meanwhile.`);
+  md.push('Each session is its own QUIC connection + CONNECT-IP stream (no TUN) with its own identity (bearer token), from several load-generator processes (bench/mtun-sessions.sh); busy: ICMP echoes at 50/s per session to a host behind the gateway; idle: QUIC keepalives only. CPU in % of one core over the measured window; load average of the shared box beside each row.');
   md.push('');
-  md.push('| sessions | all open in ms | echo replies | echo RTT median ms | RTT p99 ms | gateway % of box | gateway RSS MB (open) | RSS growth per session kB |');
-  md.push('|---|---|---|---|---|---|---|---|');
-  for (const r of ss.results) {
+  md.push('| gateway | sessions | all open in ms | echo replies | RTT median / p99 ms | gateway CPU | load-generator CPU | RSS growth per session kB | load avg |');
+  md.push('|---|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    const n = r.sessions ?? `${r.idleSessions} idle`;
     if (r.error) {
-      md.push(`| ${r.sessions} | failed: ${r.error} | | | | | | |`);
+      md.push(`| ${r.label} | ${n} | failed: ${r.error} | | | | | | ${fmt(r.loadAvg1, 1)} |`);
       continue;
     }
-    md.push(`| ${r.sessions} | ${fmt(r.openMs, 0)} | ${fmt(100 * r.replyRatio, 1)}% | ${fmt(r.rttMedianMs, 3)} | ${fmt(r.rttP99Ms, 3)} | ${fmt(r.gatewayCpuPctOfBox, 1)} | ${fmt(r.gatewayRssKbOpen / 1024, 0)} | ${fmt(r.gatewayRssKbPerSession, 0)} |`);
+    const echo = r.idleSessions ? `${r.sessionsLost} lost in ${fmt(r.holdSeconds, 0)} s` : `${fmt(100 * r.replyRatio, 2)}%`;
+    const rtt = r.idleSessions ? '' : `${fmt(r.rttMedianMs, 2)} / ${fmt(r.rttP99Ms, 2)}`;
+    md.push(`| ${r.label} | ${n} | ${fmt(r.openMs, 0)} | ${echo} | ${rtt} | ${fmt(r.gatewayCpuPctOfCore, 1)}% | ${fmt(r.loadgenCpuPctOfCore, 1)}% | ${fmt(r.gatewayRssKbPerSession, 1)} | ${fmt(r.loadAvg1, 1)} |`);
   }
   md.push('');
 }

@@ -5,10 +5,15 @@
 # MTUN_NODE_FLAGS (optional) is passed to both node processes (e.g. --cpu-prof).
 # MTUN_OFFLOAD=1 is the `tun.offload: true` variant (bench/tunnels/mtun-offload.sh):
 # its own port, admin ports, prefixes and TUN names, so both run side by side.
+# MTUN_H2=1 is the HTTP/2 fallback (bench/tunnels/mtun-h2.sh): nftables drops
+# UDP to and from its port in both namespaces' input hooks, so the agent's
+# race ends on HTTP/2 over TCP (docs/http2-fallback.md).
 source "$(dirname "$0")/common.sh"
 MTUN="$ROOT/bin/mtun.js"
 read -r -a NODE_FLAGS <<<"${MTUN_NODE_FLAGS:-}"
-if [ "${MTUN_OFFLOAD:-0}" = 1 ]; then
+if [ "${MTUN_H2:-0}" = 1 ]; then
+  OFFLOAD=false; PORT=4435; GADM=9094; AADM=9095; AN=10.12.0; BN=10.22.0; POOL=10.202.0.0/24; POOL6=fd00:202::/64; TA=${P}ha; TG=${P}hg
+elif [ "${MTUN_OFFLOAD:-0}" = 1 ]; then
   OFFLOAD=true; PORT=4434; GADM=9092; AADM=9093; AN=10.11.0; BN=10.21.0; POOL=10.201.0.0/24; POOL6=fd00:201::/64; TA=${P}na; TG=${P}ng
 else
   OFFLOAD=false; PORT=4433; GADM=9090; AADM=9091; AN=10.10.0; BN=10.20.0; POOL=10.200.0.0/24; POOL6=fd00:200::/64; TA=${P}ma; TG=${P}mg
@@ -54,6 +59,15 @@ logLevel: info
 Y
     na ip addr add $AN.1/32 dev lo
     nb ip addr add $BN.1/32 dev lo
+    if [ "${MTUN_H2:-0}" = 1 ]; then
+      # Drop the QUIC flow both ways (input hooks: no sender sees EPERM).
+      for x in "na sport" "nb dport"; do
+        read -r ns match <<<"$x"
+        $ns nft add table inet mtun_h2_bench
+        $ns nft add chain inet mtun_h2_bench in '{ type filter hook input priority 0; }'
+        $ns nft add rule inet mtun_h2_bench in udp "$match" "$PORT" drop
+      done
+    fi
     start "$NSB" mtung node "${NODE_FLAGS[@]}" "$MTUN" gateway -c "$W/gateway.yaml"
     for i in $(seq 100); do nb curl -sf -o /dev/null http://127.0.0.1:$GADM/healthz && break; alive mtung; sleep 0.1; done
     start "$NSA" mtuna node "${NODE_FLAGS[@]}" "$MTUN" agent -c "$W/agent.yaml"
@@ -68,11 +82,15 @@ DST=$BN.1
 KIND=user
 PIDS="a:$(pid_of mtuna) b:$(pid_of mtung)"
 MTU=$mtu
-VERSION="mtun $(node -p "require('$ROOT/package.json').version")@${MTUN_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}, node $(node -v), quiche via @matrixai/quic-linux-x64 $(node -p "require('$ROOT/node_modules/@matrixai/quic-linux-x64/package.json').version"), tun.offload $OFFLOAD"
+VERSION="mtun $(node -p "require('$ROOT/package.json').version")@${MTUN_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}, node $(node -v), quiche via @matrixai/quic-linux-x64 $(node -p "require('$ROOT/node_modules/@matrixai/quic-linux-x64/package.json').version"), tun.offload $OFFLOAD$([ "${MTUN_H2:-0}" = 1 ] && echo ", over HTTP/2 (UDP blocked)")"
 E
     ;;
   down)
     stop mtuna mtung
+    if [ "${MTUN_H2:-0}" = 1 ]; then
+      na nft delete table inet mtun_h2_bench 2>/dev/null || true
+      nb nft delete table inet mtun_h2_bench 2>/dev/null || true
+    fi
     na ip addr del $AN.1/32 dev lo 2>/dev/null || true
     nb ip addr del $BN.1/32 dev lo 2>/dev/null || true
     ;;

@@ -158,6 +158,11 @@ sleep 0.5
 # The UDP receiver works: a local datagram arrives (then the file is emptied).
 [ "$(ex client sh -c 'printf local | socat -u - UDP:127.0.0.1:9999; sleep 0.3; cat /tmp/unsolicited-udp 2>/dev/null; : > /tmp/unsolicited-udp')" = local ]
 local_ok=$?
+# The gateway's inbound default-deny (#12 item 8) counts what it refuses.
+inbound_drops() {
+  ex gateway node -e "fetch('http://127.0.0.1:9090/metrics').then(r=>r.text()).then(t=>{let n=0;for(const l of t.split('\\n'))if(l.startsWith('mtun_tunnel_dropped_packets_total{')&&l.includes('reason=\"inbound_unsolicited\"'))n+=Number(l.split(' ').pop());console.log(n)},()=>console.log(-1))"
+}
+drops_before="$(inbound_drops)"
 ex -d server sh -c 'curl -s --max-time 4 -o /dev/null http://10.10.0.2:8081/'
 ex server sh -c 'printf unsolicited | socat -u - UDP:10.10.0.2:9999'
 syn_recv=0
@@ -168,8 +173,9 @@ for _ in 1 2 3 4 5 6; do
 done
 udp_got="$(ex client sh -c 'cat /tmp/unsolicited-udp 2>/dev/null' | wc -c)"
 tcp_acc="$(ex client sh -c 'ls /tmp/unsolicited-tcp 2>/dev/null' | wc -l)"
-[ "$local_ok" = 0 ] && [ "$syn_recv" = 0 ] && [ "$udp_got" = 0 ] && [ "$tcp_acc" = 0 ]
-check "B -> A unsolicited is denied" $? "at the client: $syn_recv TCP SYN-RECV sockets, $tcp_acc accepted, $udp_got UDP bytes received (must all be 0; local receiver check exit $local_ok)"
+drops=$(( $(inbound_drops) - drops_before ))
+[ "$local_ok" = 0 ] && [ "$syn_recv" = 0 ] && [ "$udp_got" = 0 ] && [ "$tcp_acc" = 0 ] && [ "$drops" -gt 0 ]
+check "B -> A unsolicited is denied" $? "at the client: $syn_recv TCP SYN-RECV sockets, $tcp_acc accepted, $udp_got UDP bytes received (must all be 0; local receiver check exit $local_ok); gateway counted $drops inbound_unsolicited drops"
 
 # --- flow records ------------------------------------------------------------
 say "== flow records (closed flows; bytes are unique payload bytes)"

@@ -6,9 +6,6 @@
  */
 import { readFileSync } from 'node:fs';
 import type { AgentConfig } from '../config/index.js';
-import { attachH3 } from '../h3/quic-binding.js';
-import type { H3Connection } from '../h3/connection.js';
-import { H3Error } from '../h3/errors.js';
 import { Direction } from '../inspect/flow-tracker.js';
 import type { ConnectIpClientSession } from '../masque/connect-ip/client-session.js';
 import { MASQUE_HEADROOM } from '../masque/connect-ip/datagram.js';
@@ -18,11 +15,13 @@ import { connectIp, connectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatIp, formatPrefix, parseIp, prefixCovers, rangesToPrefixes, type IpPrefix } from '../packet/ip-address.js';
 import { clampTcpMss, clampTcpMssParsed } from '../packet/rewrite.js';
 import { PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
-import type { QuicConnection } from '../quic/connection.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
+import { H2TunnelCounters } from '../h2/h2-tunnel.js';
+import { AgentTransportMetrics, registerH2Counters, registerSessionTransportGauge, type TunnelTransport } from '../h2/transport-metrics.js';
 import {
   directionByLocalPrefixes,
   startAdminServer,
+  TapInterface,
   Telemetry,
   TunnelCounterSync,
   type AdminServer,
@@ -37,7 +36,9 @@ import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { UdpForwarder } from './udp-forwarder.js';
 import { Reconnector } from './reconnect.js';
-import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
+import { openH2, openH3, raceCarriers, type Carrier, type CarrierHooks } from './carrier.js';
+import { TransportWatch } from './transport-watch.js';
+import { DEFAULT_TUNNEL_MTU, H2_DATAGRAM_PAYLOAD_BYTES, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 
 /** Agent-level drop reason: a packet read from the TUN while no session is up. */
 const DROP_NO_SESSION = 'no_session';
@@ -54,8 +55,8 @@ export class Agent {
   private tun: OwnedTun | null = null;
   private tunMtu = 0;
   private tunWriter: TunWriter | null = null;
-  private conn: QuicConnection | null = null;
-  private h3: H3Connection | null = null;
+  /** The connection the session rides on (HTTP/3 or HTTP/2), or null while down. */
+  private conn: Carrier | null = null;
   private session: ConnectIpClientSession | null = null;
   private sync: TunnelCounterSync | null = null;
   private sessionSince: Date | null = null;
@@ -77,6 +78,14 @@ export class Agent {
   private connects = 0;
   private readonly forwarders: UdpForwarder[] = [];
   private readonly log: DaemonIo['log'];
+  /** TLS material, kept for HTTP/2 connections. */
+  private pems: { caPem: string; certPem?: string; keyPem?: string } = { caPem: '' };
+  private readonly h2Counters = new H2TunnelCounters();
+  private readonly transportMetrics: AgentTransportMetrics;
+  /** Fallback and return between the transports (QUIC liveness, HTTP/3 probes). */
+  private readonly watch: TransportWatch;
+  /** Addresses of the last session, asked for again after a transport switch (RFC 9484 §4.7.2 preferred address). */
+  private lastAddresses: { version: 4 | 6; address: Uint8Array; prefixLength: number }[] = [];
 
   private constructor(
     private readonly config: AgentConfig,
@@ -97,6 +106,15 @@ export class Agent {
     this.noSessionId = telemetry.metrics.dropReasonId(DROP_NO_SESSION);
     this.reconnect = new Reconnector(config.reconnect, io.clock, () => void this.connect());
     this.tick = io.clock.every(1000, () => this.onTick());
+    const registry = telemetry.registry;
+    this.transportMetrics = new AgentTransportMetrics(registry, () => (this.state === 'open' ? this.conn?.transport ?? null : null));
+    registerSessionTransportGauge(registry, 'agent', () => (this.session !== null && this.conn !== null ? [{ transport: this.conn.transport }] : []));
+    registerH2Counters(registry, 'agent', this.h2Counters);
+    this.watch = new TransportWatch(config.h2, io.clock, {
+      current: () => (this.state === 'open' ? this.conn : null),
+      quicFailed: () => this.fallBack(),
+      probeH3: () => this.probeH3(),
+    });
   }
 
   /**
@@ -128,6 +146,7 @@ export class Agent {
       });
       const agent = new Agent(config, io, endpoint, telemetry);
       started = agent;
+      agent.pems = { caPem, certPem, keyPem };
       if (config.admin.enabled) {
         agent.admin = await startAdminServer({
           host: config.admin.listen.host,
@@ -135,6 +154,8 @@ export class Agent {
           registry: telemetry.registry,
           readiness: () => agent.readiness(),
           status: () => agent.status(),
+          telemetry,
+          capture: config.admin.capture,
         });
       }
       for (const f of config.connectUdp.forwarders) {
@@ -179,82 +200,124 @@ export class Agent {
 
   // ---------------------------------------------------------------- control path
 
+  /** The hooks every carrier reports to. */
+  private readonly carrierHooks: CarrierHooks = {
+    onGoaway: (c) => this.onGoaway(c),
+    onClosed: (c) => this.onDisconnected(c),
+    onReadable: () => this.tunWriter?.flush(),
+  };
+
+  /** Opens HTTP/3 to the gateway (the QUIC handshake done). */
+  private openH3(signal?: AbortSignal): Promise<Carrier> {
+    const { host, port } = this.config.gateway.address;
+    return openH3(this.endpoint, host, port, this.config.gateway.serverName ?? host, this.carrierHooks, signal);
+  }
+
+  /** Opens HTTP/2 over TCP + TLS 1.3 to the gateway's port number (Extended CONNECT allowed). */
+  private openH2(): Promise<Carrier> {
+    const { host, port } = this.config.gateway.address;
+    return openH2({
+      host,
+      port,
+      serverName: this.config.gateway.serverName ?? host,
+      ...this.pems,
+      tunnel: { maxCapsuleBytes: 65_536, sendQueueBytes: this.config.h2.sendQueueBytes, maxDatagramPayloadBytes: H2_DATAGRAM_PAYLOAD_BYTES },
+      counters: this.h2Counters,
+      keepAliveMs: this.config.keepaliveIntervalMs,
+      connectTimeoutMs: 5_000,
+    }, this.carrierHooks);
+  }
+
+  /** A connection and a session: HTTP/3 and HTTP/2 raced (HTTP/3 first), or only HTTP/3 when `h2.enabled` is false. */
   private async connect(): Promise<void> {
     if (this.state === 'stopped' || this.state === 'failed') return;
     this.state = 'connecting';
-    const { host, port } = this.config.gateway.address;
-    let conn: QuicConnection;
+    const h2 = this.config.h2.enabled ? () => this.openH2() : null;
+    let carrier: Carrier;
     try {
-      conn = this.endpoint.connect(host, port, this.config.gateway.serverName ?? host);
+      carrier = await raceCarriers((sig) => this.openH3(sig), h2, this.config.h2.fallbackDelayMs, this.io.clock);
     } catch (e) {
-      this.log.error({ err: (e as Error).message }, 'connect failed');
+      this.log.warn({ err: (e as Error).message }, 'tunnel setup failed');
       this.scheduleReconnect();
       return;
     }
-    this.conn = conn;
-    let closedEarly = false;
-    const h3 = attachH3(conn, { onGoaway: () => this.onGoaway(conn) }, (ev) => {
-      if (ev === 'readable') this.tunWriter?.flush();
-      else if (ev === 'closed') {
-        closedEarly = true;
-        this.onDisconnected(conn);
-      }
-    });
-    this.h3 = h3;
+    await this.openSession(carrier, null);
+  }
+
+  /**
+   * Opens the CONNECT-IP session on `carrier` and makes it current. After a
+   * transport switch (`from` set) the session asks for the addresses it had,
+   * and routes already installed stay (the route sync sees no change).
+   */
+  private async openSession(carrier: Carrier, from: TunnelTransport | null): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'failed' || carrier.isClosed) {
+      carrier.close('not needed');
+      if (carrier.isClosed && this.state !== 'stopped' && this.state !== 'failed') this.scheduleReconnect();
+      return;
+    }
+    const { host, port } = this.config.gateway.address;
+    this.conn = carrier;
     try {
-      await conn.whenEstablished();
       const headers = this.authHeaders();
+      // Over HTTP/2 the agent's HTTP/3 sessions from this address are dead: the gateway may close them at once (docs/http2-fallback.md).
+      if (carrier.transport === 'h2') headers.push(['mtun-supersedes', 'h3']);
       const authority = formatHostPort(this.config.gateway.serverName ?? host, port);
       // Capsules may arrive with the 2xx, before the promise resolves: events
       // until then are covered by applyRoutes() below, which reads the session's state.
       let opened: ConnectIpClientSession | null = null;
-      const session = await connectIp(h3, authority, {
+      const session = await connectIp(carrier.client, authority, {
         onPacket: this.onGatewayPacket,
         onEvent: (e) => {
           if (opened !== null) this.onSessionEvent(opened, e);
         },
         headers,
       });
-      if (closedEarly || (this.state as AgentState) === 'stopped') return;
+      if (this.superseded(carrier)) {
+        session.close();
+        return;
+      }
       opened = session;
       this.session = session;
       this.sessionSince = new Date();
       this.sync?.close();
       this.sync = new TunnelCounterSync(this.telemetry.metrics, this.telemetry.metrics.identityId(this.gatewayIdentity), CONNECT_IP_DROP_NAMES);
       await this.ensureTun(session);
-      if (this.superseded(conn, closedEarly)) return;
+      if (this.superseded(carrier)) return;
       if (this.config.mode === 'site-to-site') {
         if (this.config.advertise.length > 0) session.advertiseRoutes(this.config.advertise);
       } else {
-        session.requestAddresses([{ version: 4 }, { version: 6 }]);
+        const again = from !== null ? this.lastAddresses : [];
+        session.requestAddresses(again.length > 0 ? again : [{ version: 4 }, { version: 6 }]);
       }
       // RFC 9484 §7.2: check the path really carries 1280-byte IPv6 packets (probe answered by the gateway).
       if (session.ipv6Enabled) session.probeIpv6(this.io.clock.now());
-      conn.flush();
+      carrier.flush();
       await this.applyRoutes(session);
-      if (this.superseded(conn, closedEarly)) return;
+      if (this.superseded(carrier)) return;
       this.state = 'open';
       this.reconnect.succeeded();
       this.connects++;
-      this.log.info({ gateway: this.config.gateway.address, maxPacketSize: session.maxPacketSize(), tunMtu: this.tunMtu, resumed: conn.isResumed() }, 'tunnel up');
+      if (from !== null && from !== carrier.transport) this.transportMetrics.switched(from, carrier.transport);
+      this.watch.opened(carrier);
+      this.log.info({ gateway: this.config.gateway.address, transport: carrier.transport, from: from ?? undefined, maxPacketSize: session.maxPacketSize(), tunMtu: this.tunMtu }, from !== null ? `tunnel up: switched from ${from} to ${carrier.transport}` : 'tunnel up');
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'tunnel setup failed');
-      if (!conn.isClosed) conn.close(true, H3Error.H3_REQUEST_CANCELLED, 'setup failed');
-      if (!closedEarly) this.onDisconnected(conn);
+      this.log.warn({ err: (e as Error).message, transport: carrier.transport }, 'tunnel setup failed');
+      if (!carrier.isClosed) carrier.close('setup failed');
+      this.onDisconnected(carrier);
     }
   }
 
   /**
-   * After an await in connect(): true when this attempt no longer matters
+   * After an await in openSession(): true when this attempt no longer matters
    * (the connection closed, a newer one replaced it, or the agent stopped).
    * A TUN opened after stop() began is closed here.
    */
-  private superseded(conn: QuicConnection, closedEarly: boolean): boolean {
+  private superseded(carrier: Carrier): boolean {
     if (this.state === 'stopped') {
       if (this.tun !== null && !this.tun.closed) this.tun.close();
       return true;
     }
-    return closedEarly || this.conn !== conn;
+    return carrier.isClosed || this.conn !== carrier;
   }
 
   /** Request headers carrying the bearer token, when one is configured. */
@@ -265,10 +328,10 @@ export class Agent {
 
   /** Opens a CONNECT-UDP stream (RFC 9298) for a local forwarder over the current connection. */
   private async openUdp(host: string, port: number, onPayload: (b: Uint8Array, o: number, l: number) => void, onClose: () => void) {
-    const h3 = this.h3;
-    if (h3 === null || this.state !== 'open') throw new Error('agent: no tunnel to the gateway right now');
+    const c = this.conn;
+    if (c === null || this.state !== 'open') throw new Error('agent: no tunnel to the gateway right now');
     const { host: gwHost, port: gwPort } = this.config.gateway.address;
-    return connectUdp(h3, formatHostPort(this.config.gateway.serverName ?? gwHost, gwPort), host, port, {
+    return connectUdp(c.client, formatHostPort(this.config.gateway.serverName ?? gwHost, gwPort), host, port, {
       onPayload,
       onClose: () => onClose(),
       headers: this.authHeaders(),
@@ -276,39 +339,121 @@ export class Agent {
   }
 
   /**
-   * GOAWAY (RFC 9114 §5.2): the gateway is going away. End the session so its
-   * drain completes at once, and reconnect (to its successor) after backoff.
+   * GOAWAY (RFC 9114 §5.2, RFC 9113 §6.8): the gateway is going away. End the
+   * session so its drain completes at once, and reconnect (to its successor) after backoff.
    */
-  private onGoaway(conn: QuicConnection): void {
-    this.log.info('gateway sent GOAWAY: closing the session, will reconnect');
+  private onGoaway(conn: Carrier): void {
+    this.log.info({ transport: conn.transport }, 'gateway sent GOAWAY: closing the session, will reconnect');
     if (this.conn !== conn) return;
     this.session?.close();
     conn.flush();
   }
 
-  private onDisconnected(conn: QuicConnection): void {
-    if (this.conn !== conn) return;
-    this.onDrained?.();
-    const info = conn.closeInfo;
+  /** Ends the current session and connection, keeping the TUN, its routes and addresses (a reconnect or switch follows). */
+  private dropSession(): void {
     this.conn = null;
-    this.h3 = null;
+    this.watch.closed();
     for (const f of this.forwarders) f.reset();
     if (this.session) {
+      this.lastAddresses = this.session.assignedAddresses().map((a) => ({ version: a.version, address: a.address, prefixLength: a.prefixLength }));
       this.syncCounters();
       this.sync?.close();
       this.sync = null;
       this.session = null;
     }
-    if (this.state === 'stopped' || this.state === 'failed') return;
-    this.log.warn({ reason: info?.reason, code: info?.errorCode, byPeer: info?.byPeer, idle: info?.idleTimeout, handlerError: conn.handlerError?.stack }, 'tunnel down');
-    this.scheduleReconnect();
   }
 
-  /** Exponential backoff with jitter (config.reconnect; see backoffDelayMs). */
-  private scheduleReconnect(): void {
+  private onDisconnected(conn: Carrier): void {
+    if (this.conn !== conn) return;
+    if (this.waitReleased !== null) {
+      this.waitReleased(); // probeH3 carries on
+      return;
+    }
+    this.onDrained?.();
+    this.dropSession();
+    if (this.state === 'stopped' || this.state === 'failed') return;
+    const details = conn.closeDetails();
+    const reset = details.statelessReset === true;
+    this.log.warn({ transport: conn.transport, ...details }, 'tunnel down');
+    // A stateless reset (RFC 9000 §10.3): the gateway (another replica, or a restarted one) has no state for us: reconnect at once.
+    this.scheduleReconnect(reset);
+  }
+
+  /**
+   * QUIC stopped hearing from the gateway mid-session (UDP blocked or
+   * failing): open HTTP/2 and, once it is up, close QUIC and carry the
+   * tunnel over HTTP/2. When HTTP/2 fails too (the gateway itself is down),
+   * the QUIC session stays as it is (a restarted gateway resets it at once)
+   * and the watch judges again.
+   */
+  private async fallBack(): Promise<void> {
+    const old = this.conn;
+    if (old === null || old.transport !== 'h3' || this.state !== 'open') return;
+    this.log.warn({ quicDeadAfterMs: this.config.h2.quicDeadAfterMs }, 'HTTP/3 stopped hearing from the gateway: trying HTTP/2');
+    let c: Carrier;
+    try {
+      c = await this.openH2();
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'HTTP/2 fallback failed: staying on HTTP/3');
+      if (this.conn === old && !old.isClosed && this.state === 'open') this.watch.opened(old);
+      return;
+    }
+    if (this.conn !== old || old.isClosed || this.state !== 'open') {
+      c.close('not needed');
+      return;
+    }
+    this.log.warn('falling back to HTTP/2');
+    this.dropSession();
+    this.state = 'connecting';
+    old.close('falling back to HTTP/2');
+    await this.openSession(c, 'h3');
+  }
+
+  /**
+   * Over HTTP/2: tries a QUIC handshake. When it completes, the HTTP/2
+   * session is closed (the gateway releases its routes before it answers
+   * the FIN) and the tunnel moves back to HTTP/3.
+   */
+  private async probeH3(): Promise<void> {
+    const old = this.conn;
+    if (old === null || old.transport !== 'h2' || this.state !== 'open') return;
+    let c: Carrier;
+    try {
+      c = await this.openH3();
+    } catch (e) {
+      this.log.debug({ err: (e as Error).message }, 'HTTP/3 probe failed: staying on HTTP/2');
+      return;
+    }
+    if (this.conn !== old || this.state !== 'open') {
+      c.close('not needed');
+      return;
+    }
+    this.log.info('HTTP/3 works again: moving the tunnel back from HTTP/2');
+    const released = new Promise<void>((resolve) => {
+      const t = this.io.clock.after(2_000, resolve);
+      this.waitReleased = () => {
+        t.cancel();
+        resolve();
+      };
+    });
+    this.state = 'connecting';
+    this.session?.close();
+    old.shutdown();
+    await released;
+    this.waitReleased = null;
+    this.dropSession();
+    old.close('moved back to HTTP/3');
+    await this.openSession(c, 'h2');
+  }
+
+  /** Resolves probeH3's wait once the HTTP/2 connection ended (the gateway released the session). */
+  private waitReleased: (() => void) | null = null;
+
+  /** Exponential backoff with jitter (config.reconnect; see backoffDelayMs); `immediate` after a stateless reset. */
+  private scheduleReconnect(immediate = false): void {
     if (this.state === 'stopped' || this.state === 'failed' || this.reconnect.pending) return;
     this.state = 'backoff';
-    const delay = this.reconnect.schedule();
+    const delay = this.reconnect.schedule(immediate);
     this.log.info({ delayMs: delay, attempt: this.reconnect.attempts }, 'reconnecting');
   }
 
@@ -339,7 +484,8 @@ export class Agent {
       this.log.warn({ maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
     } else if (e.type === 'closed') {
       this.log.info({ error: e.error, reason: e.reason }, 'CONNECT-IP session closed');
-      if (this.conn !== null && this.session === session && !this.conn.isClosed) this.conn.close(true, 0, 'session closed');
+      // While moving back to HTTP/3 the HTTP/2 connection is shut down gracefully instead (probeH3).
+      if (this.conn !== null && this.session === session && !this.conn.isClosed && this.waitReleased === null) this.conn.close('session closed');
     }
   }
 
@@ -399,6 +545,7 @@ export class Agent {
       sessions: s && c ? [{
         id: `c${this.connects}`,
         kind: 'connect-ip',
+        transport: c.transport,
         peerIdentity: this.gatewayIdentity,
         remote: formatHostPort(this.config.gateway.address.host, this.config.gateway.address.port),
         state: this.state,
@@ -440,6 +587,7 @@ export class Agent {
         // An unparsable packet goes through observe(), which counts its parse failure.
         if (parsed) tracker.observeParsed(buf, pi, Direction.OUT, now);
         else tracker.observe(buf, TUN_HEADROOM, len, Direction.OUT, now);
+        if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, TUN_HEADROOM, len, TapInterface.TUN_IN, now);
       }
       // A Packet Too Big about our own packet comes back to us: into the TUN (RFC 9484 §7.2.1).
       else if (s.icmpLength > 0) this.tunWriter?.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
@@ -450,7 +598,9 @@ export class Agent {
 
   /** Packets from the gateway: inspect, copy into the TUN batch (MSS clamped), written after the QUIC batch. */
   private readonly onGatewayPacket = (buf: Uint8Array, off: number, len: number): void => {
-    this.flows.tracker.observe(buf, off, len, Direction.IN, this.io.clock.now());
+    const now = this.io.clock.now();
+    this.flows.tracker.observe(buf, off, len, Direction.IN, now);
+    if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, now);
     const w = this.tunWriter;
     if (w === null) return;
     const slot = w.push(buf, off, len);
@@ -479,14 +629,16 @@ export class Agent {
         this.onDrained = resolve;
         deadline = this.io.clock.after(AGENT_DRAIN_DEADLINE_MS, resolve);
       });
+      this.watch.closed();
       this.session?.close();
-      this.h3?.shutdown();
-      conn.flush();
+      conn.shutdown();
       await drained;
       (deadline as ClockTimer | null)?.cancel();
     }
     this.syncCounters();
     this.flows.close(this.io.clock.now());
+    this.watch.closed();
+    if (this.conn !== null && this.conn.transport === 'h2') this.conn.close('agent shutting down');
     // Sends CONNECTION_CLOSE if the connection is still there, synchronously.
     this.endpoint.close(0, 'agent shutting down');
     this.io.udp.close();

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../daemon/ports.js';
-import { backoffDelayMs, Reconnector } from './reconnect.js';
+import { backoffDelayMs, IMMEDIATE_RECONNECT_SPACING_MS, Reconnector } from './reconnect.js';
 
 const C = { minDelayMs: 250, maxDelayMs: 30_000, jitter: 0.2 };
 
@@ -36,5 +36,28 @@ describe('Reconnector', () => {
     r.succeeded();
     expect(r.schedule()).toBe(250);
     expect(delays).toEqual([250, 500, 250]);
+  });
+
+  it('after a stateless reset (RFC 9000 §10.3) reconnects at once, but only first after a success and once per spacing', () => {
+    let now = 1_000_000;
+    const delays: number[] = [];
+    const fire: Array<() => void> = [];
+    const clock: Clock = {
+      now: () => now,
+      after: (ms, fn) => { delays.push(ms); fire.push(fn); return { cancel: () => undefined }; },
+      every: () => ({ cancel: () => undefined }),
+    };
+    const r = new Reconnector(C, clock, () => undefined, () => 0.5);
+    expect(r.schedule(true)).toBe(0);
+    fire.shift()!();
+    expect(r.schedule(true)).toBe(500); // the immediate attempt failed: back off as usual
+    fire.shift()!();
+    r.succeeded();
+    now += IMMEDIATE_RECONNECT_SPACING_MS - 1;
+    expect(r.schedule(true)).toBe(250); // reset again too soon: no spinning
+    fire.shift()!();
+    r.succeeded();
+    now += 1;
+    expect(r.schedule(true)).toBe(0);
   });
 });

@@ -22,10 +22,18 @@ export function backoffDelayMs(attempt: number, c: BackoffConfig, random: number
   return Math.max(0, Math.round(base * (1 + c.jitter * (2 * random - 1))));
 }
 
+/**
+ * Least time between two immediate reconnects ({@link Reconnector.schedule}
+ * with `immediate`). Within it the normal backoff applies, so a gateway that
+ * accepts and then resets again and again cannot make the agent spin.
+ */
+export const IMMEDIATE_RECONNECT_SPACING_MS = 5_000;
+
 /** Schedules one reconnect at a time; a success resets the attempt count. */
 export class Reconnector {
   private attempt = 0;
   private timer: ClockTimer | null = null;
+  private lastImmediateAt = -Infinity;
 
   constructor(
     private readonly config: BackoffConfig,
@@ -39,10 +47,19 @@ export class Reconnector {
     return this.timer !== null;
   }
 
-  /** Schedules the next attempt unless one is waiting; returns its delay (or -1 when one already waits). */
-  schedule(): number {
+  /**
+   * Schedules the next attempt unless one is waiting; returns its delay (or
+   * -1 when one already waits). `immediate` (the tunnel was up and the
+   * gateway answered with a stateless reset, RFC 9000 §10.3: it has no state
+   * for us, so waiting cannot help) gives delay 0 for the first attempt after
+   * a success, at most once per {@link IMMEDIATE_RECONNECT_SPACING_MS}.
+   */
+  schedule(immediate = false): number {
     if (this.timer !== null) return -1;
-    const delay = backoffDelayMs(this.attempt, this.config, this.random());
+    const now = this.clock.now();
+    const now0 = immediate && this.attempt === 0 && now - this.lastImmediateAt >= IMMEDIATE_RECONNECT_SPACING_MS;
+    if (now0) this.lastImmediateAt = now;
+    const delay = now0 ? 0 : backoffDelayMs(this.attempt, this.config, this.random());
     this.attempt++;
     this.timer = this.clock.after(delay, () => {
       this.timer = null;

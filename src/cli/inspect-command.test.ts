@@ -49,9 +49,14 @@ describe('mtun inspect', () => {
     expect(lines).toHaveLength(1);
     const o = JSON.parse(lines[0]!);
     expect(Object.keys(o)).toEqual(['proto', 'src', 'srcPort', 'dst', 'dstPort', 'opened', 'midstream', 'closeReason', 'bytesSent',
-      'bytesReceived', 'packetsSent', 'packetsReceived', 'retransmits', 'handshakeRttMs', 'sni', 'alpn', 'httpRequests', 'firstSeen', 'lastSeen']);
+      'bytesReceived', 'packetsSent', 'packetsReceived', 'retransmits', 'handshakeRttMs', 'sni', 'alpn', 'httpRequests', 'firstSeen', 'lastSeen',
+      'flowId', 'rttToClient', 'rttToServer', 'quicVersion', 'quicHandshakeRttMs', 'httpStatus', 'httpFirstByteMs']);
     expect(o).toMatchObject({ proto: 'tcp', src: '198.51.100.1', closeReason: 'fin', bytesSent: req.length, bytesReceived: 19,
-      packetsSent: 5, packetsReceived: 3, handshakeRttMs: 10, httpRequests: 1, firstSeen: '2023-11-14T22:13:20.000Z' });
+      packetsSent: 5, packetsReceived: 3, handshakeRttMs: 10, httpRequests: 1, firstSeen: '2023-11-14T22:13:20.000Z',
+      // Every segment is answered 5 ms later: SYN, request and FIN toward the server; SYN-ACK, response and FIN toward the client.
+      rttToServer: { minMs: 5, smoothedMs: 5, maxMs: 5, samples: 3 }, rttToClient: { minMs: 5, smoothedMs: 5, maxMs: 5, samples: 3 },
+      quicVersion: null, httpStatus: { '1xx': 0, '2xx': 1, '3xx': 0, '4xx': 0, '5xx': 0 }, httpFirstByteMs: 5 });
+    expect(o.flowId).toMatch(/^[0-9a-f]{16}$/);
   });
 
   it('prints a table without --json', async () => {

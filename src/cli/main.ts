@@ -13,14 +13,20 @@ export async function main(argv: string[]): Promise<void> {
     .exitOverride()
     .showHelpAfterError();
 
-  // Subcommands register here, one line each:
-  // (see src/cli/*-command.ts)
-  program.addCommand((await import('./certs-command.js')).certsCommand());
-  program.addCommand((await import('./status-command.js')).statusCommand());
-  program.addCommand((await import('./inspect-command.js')).inspectCommand());
-  const { daemonCommand } = await import('./daemon-command.js');
-  program.addCommand(daemonCommand('gateway'));
-  program.addCommand(daemonCommand('agent'));
+  // Subcommands register here, one line each (see src/cli/*-command.ts).
+  // Only the one being run is loaded, so a daemon restart does not load the tools' modules.
+  const subcommands: Record<string, () => Promise<Command>> = {
+    certs: async () => (await import('./certs-command.js')).certsCommand(),
+    status: async () => (await import('./status-command.js')).statusCommand(),
+    inspect: async () => (await import('./inspect-command.js')).inspectCommand(),
+    top: async () => (await import('./top-command.js')).topCommand(),
+    capture: async () => (await import('./capture-command.js')).captureCommand(),
+    gateway: async () => (await import('./daemon-command.js')).daemonCommand('gateway'),
+    agent: async () => (await import('./daemon-command.js')).daemonCommand('agent'),
+  };
+  const chosen = argv[2];
+  const load = chosen !== undefined && Object.hasOwn(subcommands, chosen) ? [subcommands[chosen]!] : Object.values(subcommands);
+  for (const make of load) program.addCommand(await make());
 
   try {
     await program.parseAsync(argv);

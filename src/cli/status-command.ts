@@ -2,18 +2,15 @@
  * `mtun status`: reads /status from a running daemon's admin endpoint and
  * prints its sessions, addresses and top flows (or the raw JSON).
  */
-import { get as httpGet } from 'node:http';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import type { DaemonStatus, StatusFlow, StatusSession } from '../telemetry/status.js';
-
-/** How long to wait for the admin endpoint. */
-const FETCH_TIMEOUT_MS = 5_000;
+import { adminOption, adminUrl, fetchJson } from './admin-client.js';
 
 /** Builds the `status` subcommand. Exit codes: 0 printed, 1 daemon unreachable or bad answer, 2 bad arguments. */
 export function statusCommand(): Command {
   return new Command('status')
     .description("show a running daemon's tunnel sessions, addresses and top flows (read from its admin endpoint)")
-    .addOption(new Option('--admin <url>', 'admin endpoint of the daemon (gateway default 127.0.0.1:9090, agent 127.0.0.1:9091)').default('http://127.0.0.1:9090'))
+    .addOption(adminOption())
     .option('--json', 'print the raw /status JSON', false)
     .addHelpText('after', `
 Examples:
@@ -23,12 +20,8 @@ Examples:
     .exitOverride()
     .showHelpAfterError()
     .action(async function (this: Command, opts: { admin: string; json: boolean }) {
-      let url: URL;
-      try {
-        url = new URL('/status', /^[a-z]+:\/\//i.test(opts.admin) ? opts.admin : `http://${opts.admin}`);
-      } catch {
-        this.error(`error: --admin ${JSON.stringify(opts.admin)} is not a URL (expected e.g. http://127.0.0.1:9090)`, { exitCode: 2, code: 'mtun.badArgs' });
-      }
+      const url = adminUrl(opts.admin, '/status');
+      if (typeof url === 'string') this.error(`error: ${url}`, { exitCode: 2, code: 'mtun.badArgs' });
       const r = await fetchStatus(url);
       if (typeof r === 'string') {
         process.stderr.write(`mtun status: ${r}\n`);
@@ -39,57 +32,12 @@ Examples:
     });
 }
 
-/** Largest /status document accepted. */
-const MAX_STATUS_BYTES = 8 * 1024 * 1024;
-
 /**
- * Fetches and shape-checks `/status` with node:http (fetch refuses some
- * ports an operator may pick); returns an error sentence on failure.
+ * Fetches and shape-checks `/status`; returns an error sentence on failure.
  */
-export function fetchStatus(url: URL): Promise<{ raw: unknown; status: DaemonStatus } | string> {
-  return new Promise((resolve) => {
-    if (url.protocol !== 'http:') {
-      resolve(`${url.origin}: only http:// admin endpoints are supported`);
-      return;
-    }
-    const req = httpGet(url, { timeout: FETCH_TIMEOUT_MS }, (res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > MAX_STATUS_BYTES) {
-          req.destroy();
-          resolve(`${url.href} sent more than ${MAX_STATUS_BYTES} bytes`);
-          return;
-        }
-        chunks.push(c);
-      });
-      res.on('error', (err) => resolve(`${url.href}: ${err.message}`));
-      res.on('end', () => {
-        if (res.statusCode !== 200) {
-          resolve(`${url.href} answered HTTP ${res.statusCode}${res.statusCode === 404 ? ' (is this an mtun admin endpoint?)' : ''}`);
-          return;
-        }
-        let raw: unknown;
-        try {
-          raw = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-        } catch {
-          resolve(`${url.href} did not return JSON`);
-          return;
-        }
-        const problem = checkStatus(raw);
-        resolve(problem !== null ? `${url.href} returned an unexpected document: ${problem}` : { raw, status: raw as DaemonStatus });
-      });
-    });
-    req.on('timeout', () => {
-      req.destroy();
-      resolve(`${url.origin} did not answer within ${FETCH_TIMEOUT_MS / 1000} s`);
-    });
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ECONNREFUSED') resolve(`no daemon is answering at ${url.origin} (connection refused) — is mtun gateway/agent running, with admin.listen at this address?`);
-      else resolve(`cannot reach ${url.origin}: ${err.code ?? err.message}`);
-    });
-  });
+export async function fetchStatus(url: URL): Promise<{ raw: unknown; status: DaemonStatus } | string> {
+  const r = await fetchJson<DaemonStatus>(url, checkStatus);
+  return typeof r === 'string' ? r : { raw: r.raw, status: r.doc };
 }
 
 function checkStatus(v: unknown): string | null {
@@ -110,7 +58,7 @@ export function renderStatus(s: DaemonStatus): string {
   out.push('');
   out.push(`Sessions (${s.sessions.length})`);
   out.push(table(['ID', 'KIND', 'PEER IDENTITY', 'REMOTE', 'STATE', 'ADDRESSES', 'ROUTES', 'SENT', 'RECEIVED', 'SINCE'],
-    s.sessions.map((x: StatusSession) => [x.id, x.kind, x.peerIdentity, x.remote, x.state, x.addresses.join(',') || '-', x.routes.join(',') || '-', bytes(x.sentBytes), bytes(x.receivedBytes), x.since])));
+    s.sessions.map((x: StatusSession) => [x.id, x.transport ? `${x.kind}/${x.transport}` : x.kind, x.peerIdentity, x.remote, x.state, x.addresses.join(',') || '-', x.routes.join(',') || '-', bytes(x.sentBytes), bytes(x.receivedBytes), x.since])));
   out.push('');
   out.push(`Top flows (${s.topFlows.length})`);
   out.push(table(['PROTO', 'SOURCE', 'DESTINATION', 'DIR', 'PEER IDENTITY', 'SENT', 'RECEIVED', 'AGE', 'IDLE'],

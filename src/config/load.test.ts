@@ -6,23 +6,12 @@ import { stringify } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { formatPrefix, type IpPrefix } from '../packet/ip-address.js';
 import { ConfigError, loadAgentConfig, loadGatewayConfig, parseAgentConfig, parseGatewayConfig } from './index.js';
+import { GW_BASE, gwError } from './testing/config-errors.js';
 
 /** Canonical text of an optional prefix. */
 const txt = (p: IpPrefix | undefined): string | undefined => (p === undefined ? undefined : formatPrefix(p));
 
-/** Smallest valid gateway file; tests append to it. */
-const GW_BASE = 'tls:\n  cert: gw.pem\n  key: gw-key.pem\n  ca: ca.pem\npools:\n  ipv4: 10.200.0.0/24\n';
 const AGENT_BASE = 'gateway:\n  address: 192.0.2.1:4433\ntls:\n  cert: a.pem\n  key: a-key.pem\n  ca: ca.pem\n';
-
-function gwError(text: string): string {
-  try {
-    parseGatewayConfig(text, 'gw.yaml', '/etc/mtun');
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return String(err);
-  }
-  throw new Error('expected a ConfigError');
-}
 
 function agentError(text: string): string {
   try {
@@ -47,6 +36,10 @@ describe('config: example files', () => {
     expect(txt(c.telemetry.workloads.find((w) => w.name === 'web')?.prefix)).toBe('10.20.0.2/32');
     expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9090 });
     expect(c.connectUdp.targets[0]).toEqual({ host: '10.20.0.2', ports: [{ from: 7, to: 7 }, { from: 53, to: 53 }] });
+    // Inbound default-deny (#12 item 8): one rule for cluster-a, the connection table's settings.
+    expect(c.policy[0]!.inbound.map((r) => [r.sources.map(formatPrefix), r.prefixes?.map(formatPrefix), r.protocols, r.ports])).toEqual([[['10.20.0.5/32'], ['10.10.0.2/32'], ['tcp'], [{ from: 9100, to: 9100 }]]]);
+    expect(c.policy[1]!.inbound).toEqual([]);
+    expect(c.inboundTracking).toEqual({ maxFlows: 65_536, timeouts: { udpStreamMs: 120_000 } });
   });
 
   it('config/agent.yaml parses with every section', () => {
@@ -65,9 +58,13 @@ describe('config: example files', () => {
     expect(c.listen).toEqual({ host: '::', port: 4433 });
     expect(c.policy).toEqual([]); // default deny: no rules
     expect(c.tun).toEqual({ name: 'mtun0', offload: true });
-    expect(c.inspection).toEqual({ maxFlows: 262144, timeouts: {} });
+    expect(c.inspection).toEqual({ maxFlows: 262144, peekBudgetBytes: 16 * 1024 * 1024, timeouts: {} });
     expect(c.telemetry).toEqual({ workloads: [], flowLog: { enabled: true, path: '-' } });
     expect(c.connectUdp.idleTimeoutMs).toBe(120000);
+    // The defaults of the constants these keys replace (#12 items 2 and 10).
+    expect(c.masque).toEqual({ maxRangesPerAdvertisement: 64, maxClientPrefixes: 256, advertisementsPerSecond: 1, advertisementBurst: 8 });
+    expect(c.pools.minPrefixLength).toEqual({ ipv4: 32, ipv6: 128 });
+    expect(c.pools.maxLeasesPerIdentity).toBe(4);
     expect(c.logLevel).toBe('info');
     expect(c.keepaliveIntervalMs).toBe(15000);
   });
@@ -77,7 +74,7 @@ describe('config: example files', () => {
     expect(c.mode).toBe('site-to-site');
     expect(c.reconnect.maxDelayMs).toBe(30000);
     expect(c.mssClamp).toBe(true);
-    expect(c.admin).toEqual({ enabled: true, listen: { host: '127.0.0.1', port: 9091 } });
+    expect(c.admin).toEqual({ enabled: true, listen: { host: '127.0.0.1', port: 9091 }, capture: { enabled: false, allowRemote: false, queueBytes: 4 << 20, queuePackets: 8192 } });
   });
 
   it('reads files from disk and reports unreadable ones', () => {
@@ -131,6 +128,16 @@ describe('config: errors name file:line:col, key path and what was expected', ()
       'gw.yaml:8:9: tun.name: expected an interface name of 1-15 letters, digits, "_", "." or "-", got "this-name-is-too-long"');
     expect(gwError(`${GW_BASE}listen: "[::1]4433"\n`)).toBe('gw.yaml:7:9: listen: expected "host:port" (IPv6 as "[addr]:port"), got "[::1]4433"');
     expect(gwError(`${GW_BASE}listen: "0.0.0.0:99999"\n`)).toBe('gw.yaml:7:9: listen: expected a port number 1-65535 after ":", got "0.0.0.0:99999"');
+  });
+
+  it('route-advertisement limits, pool lease limits and the peek budget are read and range-checked', () => {
+    const c = parseGatewayConfig(`${GW_BASE}  minPrefixLength: {ipv4: 30}\n  maxLeasesPerIdentity: 2\nmasque: {maxRangesPerAdvertisement: 8, advertisementsPerSecond: 0.5}\ninspection: {peekBudgetBytes: 0}\n`, 'gw.yaml', '/etc/mtun');
+    expect(c.pools).toMatchObject({ minPrefixLength: { ipv4: 30, ipv6: 128 }, maxLeasesPerIdentity: 2 });
+    expect(c.masque).toEqual({ maxRangesPerAdvertisement: 8, maxClientPrefixes: 256, advertisementsPerSecond: 0.5, advertisementBurst: 8 });
+    expect(c.inspection.peekBudgetBytes).toBe(0);
+    expect(gwError(`${GW_BASE}masque: {maxClientPrefixes: 0}\n`)).toMatch(/masque\.maxClientPrefixes: expected a prefix count/);
+    expect(gwError(`${GW_BASE}  minPrefixLength: {ipv6: 129}\n`)).toMatch(/pools\.minPrefixLength\.ipv6: expected a prefix length/);
+    expect(gwError(`${GW_BASE}masque: {burst: 8}\n`)).toMatch(/masque/);
   });
 
   it('RFC 9298 §3.1: a CONNECT-UDP idle timeout under 2 minutes is refused', () => {
@@ -188,7 +195,7 @@ describe('config: errors name file:line:col, key path and what was expected', ()
 describe('config: unknown keys are errors', () => {
   it('at the top level, listing the allowed keys', () => {
     expect(gwError(`${GW_BASE}colour: blue\n`)).toBe(
-      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, advertise, policy, connectUdp, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
+      'gw.yaml:7:1: colour: unknown key; expected one of: listen, tls, auth, pools, quic, advertise, policy, inboundTracking, connectUdp, masque, h2, tun, maxSessions, maxSessionsPerIdentity, maxConnectionsPerPeerIp, connectionWindowBytes, streamWindowBytes, keepaliveIntervalMs, inspection, telemetry, admin, logLevel');
   });
 
   it('nested, with a did-you-mean for near misses', () => {

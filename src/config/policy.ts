@@ -1,7 +1,8 @@
 /**
- * Per-identity gateway policy compiled from `policy:` in gateway.yaml: a
- * pure, allocation-free decision "may this identity send this packet", plus
- * which prefixes it may advertise. Default deny.
+ * Per-identity gateway policy compiled from `policy:` in gateway.yaml: pure,
+ * allocation-free decisions "may this identity send this packet" and "may
+ * this packet from the network open a flow toward it" (`inbound`), plus
+ * which prefixes it may advertise. Default deny both ways.
  */
 import { formatPrefix, prefixContains, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import type { PolicyEntry } from './schema.js';
@@ -23,9 +24,15 @@ interface CompiledRule {
   readonly ports: Uint16Array;
 }
 
+/** An inbound rule: {@link CompiledRule} over destinations (empty = any), plus the sources it admits. */
+interface CompiledInboundRule extends CompiledRule {
+  readonly sources: readonly IpPrefix[];
+}
+
 /** The fields of a parsed packet the policy reads (src/packet's PacketInfo satisfies this). */
 export interface PolicyPacketView {
   readonly ipVersion: number;
+  readonly srcOff: number;
   readonly dstOff: number;
   readonly proto: number;
   readonly dstPort: number;
@@ -41,6 +48,7 @@ export class IdentityPolicy {
     readonly pattern: string | null,
     private readonly rules: readonly CompiledRule[],
     private readonly advertisable: readonly IpPrefix[],
+    private readonly inbound: readonly CompiledInboundRule[] = [],
   ) {}
 
   /**
@@ -51,15 +59,29 @@ export class IdentityPolicy {
    * fails any rule that lists ports. Allocates nothing; reads `buf` only.
    */
   allows(proto: number, buf: Uint8Array, dstOff: number, addrLen: number, dstPort: number): boolean {
-    const bit = proto === IPPROTO_TCP ? P_TCP : proto === IPPROTO_UDP ? P_UDP : proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6 ? P_ICMP : 0;
-    const hasPorts = bit === P_TCP || bit === P_UDP;
+    const bit = protoBit(proto);
     for (let r = 0; r < this.rules.length; r++) {
       const rule = this.rules[r]!;
-      if ((rule.protoMask & P_ANY) === 0 && (rule.protoMask & bit) === 0) continue;
-      if (hasPorts && rule.ports.length > 0 && !portIn(rule.ports, dstPort)) continue;
-      for (let i = 0; i < rule.prefixes.length; i++) {
-        if (containsAt(rule.prefixes[i]!, buf, dstOff, addrLen)) return true;
-      }
+      if (serviceMatches(rule, bit, dstPort) && anyContains(rule.prefixes, buf, dstOff, addrLen)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Hot path (issue #12 item 8): may the parsed packet `p` from the gateway's
+   * network open a flow toward this identity? True when an `inbound` rule
+   * admits its source, destination (the rule's prefixes, or any when it
+   * lists none), protocol and destination port. Non-first fragments fail
+   * rules that list ports. Allocates nothing; reads `buf` only.
+   */
+  allowsInbound(buf: Uint8Array, p: PolicyPacketView): boolean {
+    const bit = protoBit(p.proto);
+    const port = p.isFragment && p.fragOffset > 0 ? -1 : p.dstPort;
+    const addrLen = p.ipVersion === 4 ? 4 : 16;
+    for (let r = 0; r < this.inbound.length; r++) {
+      const rule = this.inbound[r]!;
+      if (!serviceMatches(rule, bit, port) || !anyContains(rule.sources, buf, p.srcOff, addrLen)) continue;
+      if (rule.prefixes.length === 0 || anyContains(rule.prefixes, buf, p.dstOff, addrLen)) return true;
     }
     return false;
   }
@@ -102,7 +124,8 @@ export class CompiledPolicy {
   /** @internal */
   constructor(entries: readonly PolicyEntry[]) {
     for (const e of entries) {
-      const policy = new IdentityPolicy(e.identity, e.allow.map(compileRule), e.advertise);
+      const inbound = e.inbound.map((r) => ({ ...compileRule({ ...r, prefixes: r.prefixes ?? [] }), sources: r.sources }));
+      const policy = new IdentityPolicy(e.identity, e.allow.map(compileRule), e.advertise, inbound);
       if (e.identity.endsWith('*')) this.wildcards.push({ prefix: e.identity.slice(0, -1), policy });
       else if (!this.exact.has(e.identity)) this.exact.set(e.identity, policy);
     }
@@ -128,12 +151,27 @@ export function compilePolicy(entries: readonly PolicyEntry[]): CompiledPolicy {
   return new CompiledPolicy(entries);
 }
 
-function compileRule(r: PolicyEntry['allow'][number]): CompiledRule {
+function compileRule(r: Pick<PolicyEntry['allow'][number], 'prefixes' | 'protocols' | 'ports'>): CompiledRule {
   let mask = 0;
   for (const p of r.protocols) mask |= p === 'tcp' ? P_TCP : p === 'udp' ? P_UDP : p === 'icmp' ? P_ICMP : P_ANY;
   const ports = new Uint16Array((r.ports?.length ?? 0) * 2);
   r.ports?.forEach((p, i) => { ports[i * 2] = p.from; ports[i * 2 + 1] = p.to; });
   return { prefixes: r.prefixes, protoMask: mask, ports };
+}
+
+function protoBit(proto: number): number {
+  return proto === IPPROTO_TCP ? P_TCP : proto === IPPROTO_UDP ? P_UDP : proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6 ? P_ICMP : 0;
+}
+
+/** Does the rule admit the protocol (its {@link protoBit}) and, for TCP and UDP, the destination port (-1 = unknown)? */
+function serviceMatches(rule: CompiledRule, bit: number, dstPort: number): boolean {
+  if ((rule.protoMask & P_ANY) === 0 && (rule.protoMask & bit) === 0) return false;
+  return !((bit === P_TCP || bit === P_UDP) && rule.ports.length > 0 && !portIn(rule.ports, dstPort));
+}
+
+function anyContains(ps: readonly IpPrefix[], buf: Uint8Array, off: number, len: number): boolean {
+  for (let i = 0; i < ps.length; i++) if (containsAt(ps[i]!, buf, off, len)) return true;
+  return false;
 }
 
 function portIn(ports: Uint16Array, port: number): boolean {

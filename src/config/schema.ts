@@ -4,10 +4,11 @@
  * docs/configuration.md describes each field.
  */
 import { z } from 'zod';
-import type { IpPrefix } from '../packet/ip-address.js';
+import { formatPrefix, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import {
   filePath, logPath, hostName, hostPort, intIn, interfaceName, ipPrefix, nonEmptyList, nonEmptyString, numberIn, portNumber, portSpec,
 } from './values.js';
+import { agentH2Schema, gatewayH2Schema } from './h2-schema.js';
 
 /** Log levels accepted by `logLevel` (pino's). */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -22,11 +23,18 @@ const DAY_MS = 86_400_000;
 
 const ms = (min: number, max: number) => intIn(min, max, 'a duration in milliseconds');
 
-/** `admin`: the off-data-path HTTP server (metrics, healthz, readyz, status). */
+/** `admin`: the off-data-path HTTP server (metrics, healthz, readyz, status, flows, capture). */
 function adminSchema(defaultListen: string) {
   return z.strictObject({
     enabled: z.boolean().default(true),
     listen: hostPort.default(hostPort.parse(defaultListen)),
+    // `mtun capture`: packet payloads leave the daemon, so it is off unless enabled, and loopback callers only unless allowed.
+    capture: z.strictObject({
+      enabled: z.boolean().default(false),
+      allowRemote: z.boolean().default(false),
+      queueBytes: intIn(65_536, 1 << 30, 'a byte count').default(4 << 20),
+      queuePackets: intIn(16, 1_048_576, 'a packet count').default(8192),
+    }).prefault({}),
   }).prefault({});
 }
 
@@ -37,6 +45,8 @@ function adminSchema(defaultListen: string) {
  */
 const inspectionSchema = z.strictObject({
   maxFlows: intIn(1, 10_000_000, 'a flow count').default(262_144),
+  /** Bytes all flows' TLS ClientHello peek buffers may hold together (#12 item 1); past it a flow's peek is abandoned and counted. */
+  peekBudgetBytes: intIn(0, 1 << 30, 'a byte count').default(16 * 1024 * 1024),
   timeouts: z.strictObject({
     synSentMs: ms(1_000, DAY_MS).optional(),
     synRecvMs: ms(1_000, DAY_MS).optional(),
@@ -100,6 +110,34 @@ const allowRuleSchema = z.strictObject({
   ports: z.array(portSpec).min(1, { error: 'expected at least one port (omit the key for all ports)' }).optional(),
 });
 
+/**
+ * An inbound rule (issue #12 item 8): traffic from these source prefixes of
+ * the gateway's network may open flows toward the identity's own prefixes
+ * (advertised site prefixes or leased addresses), with these protocols and
+ * destination ports. Return traffic of flows the agent opened needs no rule.
+ */
+const inboundRuleSchema = z.strictObject({
+  sources: nonEmptyList(ipPrefix(), 'source prefix'),
+  /** Destination prefixes, each inside the identity's `advertise` or a pool; absent means all of the identity's prefixes. */
+  prefixes: nonEmptyList(ipPrefix(), 'destination prefix (omit the key for all of the identity\'s prefixes)').optional(),
+  protocols: z.array(z.enum(POLICY_PROTOCOLS)).min(1, { error: 'expected at least one protocol' }).default(['any']),
+  /** Destination ports for TCP and UDP; absent means all ports. */
+  ports: z.array(portSpec).min(1, { error: 'expected at least one port (omit the key for all ports)' }).optional(),
+});
+
+/** `inboundTracking` (gateway): the connection table behind the inbound default-deny. Read at start. */
+const inboundTrackingSchema = z.strictObject({
+  maxFlows: intIn(1, 10_000_000, 'a flow count').default(65_536),
+  timeouts: z.strictObject({
+    tcpOpeningMs: ms(1_000, DAY_MS).optional(),
+    tcpEstablishedMs: ms(1_000, 30 * DAY_MS).optional(),
+    tcpClosingMs: ms(1_000, DAY_MS).optional(),
+    udpMs: ms(1_000, DAY_MS).optional(),
+    udpStreamMs: ms(1_000, DAY_MS).optional(),
+    icmpMs: ms(1_000, DAY_MS).optional(),
+  }).prefault({}),
+}).prefault({});
+
 /** Per-identity policy (gateway): what an authenticated client may reach and advertise. Default deny. */
 const policyEntrySchema = z.strictObject({
   /** Exact identity (SPIFFE URI SAN or token identity), or a prefix ending in `*`. */
@@ -107,6 +145,8 @@ const policyEntrySchema = z.strictObject({
   allow: z.array(allowRuleSchema).default([]),
   /** Prefixes this identity may advertise with ROUTE_ADVERTISEMENT (site-to-site); packets from them pass the source check. */
   advertise: z.array(ipPrefix()).default([]),
+  /** What the gateway's network may open toward this identity's prefixes; default none (return traffic only). */
+  inbound: z.array(inboundRuleSchema).default([]),
 });
 
 /**
@@ -161,6 +201,95 @@ const reconnectSchema = z.strictObject({
   }
 }).prefault({});
 
+/**
+ * `masque` (gateway): limits on what one CONNECT-IP client may ask of the
+ * route table (#12 item 2). Read when a session opens; a reload applies to new sessions.
+ */
+const gatewayMasqueSchema = z.strictObject({
+  /** IP address ranges considered per ROUTE_ADVERTISEMENT capsule (RFC 9484 §4.7.3); the rest are refused and counted. */
+  maxRangesPerAdvertisement: intIn(1, 65_536, 'a range count').default(64),
+  /** Client-advertised prefixes one session may have installed; the rest are refused and counted. */
+  maxClientPrefixes: intIn(1, 1_000_000, 'a prefix count').default(256),
+  /** ROUTE_ADVERTISEMENTs applied per second per session (token bucket); one arriving early waits, a later one replaces it. */
+  advertisementsPerSecond: numberIn(0.001, 1_000, 'a rate per second').default(1),
+  /** Burst of the advertisement token bucket. */
+  advertisementBurst: intIn(1, 1_000, 'a capsule count').default(8),
+}).prefault({});
+
+/**
+ * The replica index in an environment variable's value: the trailing decimal
+ * digits, so a StatefulSet pod name (`mtun-gateway-1`) or the Downward API's
+ * `apps.kubernetes.io/pod-index` label (`1`) both give 1. Null when the value
+ * does not end in digits.
+ */
+export function replicaIndexFromEnv(value: string): number | null {
+  const m = /(\d{1,6})$/.exec(value.trim());
+  return m === null ? null : Number(m[1]);
+}
+
+/**
+ * `pools.slice`: this replica leases only from the `index`-th of `count`
+ * equal parts of each pool, so replicas never hand out the same address.
+ * `indexEnv` names an environment variable read when the file is loaded.
+ */
+const poolSliceSchema = z.strictObject({
+  index: intIn(0, 65_535, 'a replica index').optional(),
+  indexEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected an environment variable name' }).optional(),
+  count: intIn(1, 65_536, 'a replica count'),
+}).transform((s, ctx) => {
+  if ((s.index === undefined) === (s.indexEnv === undefined)) {
+    ctx.addIssue({ code: 'custom', message: 'expected exactly one of "index" or "indexEnv"' });
+    return z.NEVER;
+  }
+  let index = s.index;
+  if (s.indexEnv !== undefined) {
+    const raw = process.env[s.indexEnv];
+    index = raw === undefined ? undefined : (replicaIndexFromEnv(raw) ?? undefined);
+    if (index === undefined) {
+      const got = raw === undefined ? 'it is not set' : `its value ${JSON.stringify(raw)} does not end in a number`;
+      ctx.addIssue({ code: 'custom', path: ['indexEnv'], message: `expected $${s.indexEnv} to hold the replica index (e.g. a StatefulSet pod name "gw-1"), but ${got}` });
+      return z.NEVER;
+    }
+  }
+  if (index! >= s.count) {
+    const from = s.indexEnv !== undefined ? ` (from $${s.indexEnv}=${JSON.stringify(process.env[s.indexEnv])})` : '';
+    ctx.addIssue({ code: 'custom', path: [s.indexEnv !== undefined ? 'indexEnv' : 'index'], message: `expected a replica index below count ${s.count}, got ${index}${from}` });
+    return z.NEVER;
+  }
+  return { index: index!, count: s.count };
+});
+
+/** Longest QUIC-LB server ID: our 16-octet connection IDs less the first octet and a 4-octet nonce. */
+const MAX_SERVER_ID_BYTES = 11;
+
+/**
+ * `quic.serverId`: the QUIC-LB server ID (draft-ietf-quic-load-balancers)
+ * written into every connection ID, as hex (`"0a"`, `"0x0a01"`), or from a
+ * replica index in the environment (`{indexEnv, bytes}`: the trailing
+ * number, big-endian in `bytes` octets). Output: the ID's octets.
+ */
+const serverIdSchema = z.union([
+  z.string(),
+  z.strictObject({ indexEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected an environment variable name' }), bytes: intIn(1, MAX_SERVER_ID_BYTES, 'a server ID length in octets') }),
+], { error: `a server ID as hex (1-${MAX_SERVER_ID_BYTES} octets, e.g. "0a") or {indexEnv, bytes}` }).transform((v, ctx): Uint8Array => {
+  if (typeof v === 'string') {
+    const hex = v.startsWith('0x') ? v.slice(2) : v;
+    if (/^(?:[0-9a-fA-F]{2}){1,11}$/.test(hex)) return Uint8Array.from(Buffer.from(hex, 'hex'));
+    ctx.addIssue({ code: 'custom', message: `expected a server ID as hex, 1-${MAX_SERVER_ID_BYTES} octets (e.g. "0a"), got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  const raw = process.env[v.indexEnv];
+  const index = raw === undefined ? null : replicaIndexFromEnv(raw);
+  if (index === null || index >= 2 ** (8 * Math.min(v.bytes, 6))) {
+    const got = raw === undefined ? 'it is not set' : index === null ? `its value ${JSON.stringify(raw)} does not end in a number` : `${index} does not fit ${v.bytes} octet(s)`;
+    ctx.addIssue({ code: 'custom', path: ['indexEnv'], message: `expected $${v.indexEnv} to hold the replica index for the server ID, but ${got}` });
+    return z.NEVER;
+  }
+  const out = new Uint8Array(v.bytes);
+  for (let i = v.bytes - 1, n = index; i >= 0; i--, n = Math.floor(n / 256)) out[i] = n % 256;
+  return out;
+});
+
 /** Builds the gateway schema; relative file paths resolve against `baseDir`. */
 export function gatewaySchema(baseDir: string) {
   return z.strictObject({
@@ -180,11 +309,38 @@ export function gatewaySchema(baseDir: string) {
     pools: z.strictObject({
       ipv4: ipPrefix(4).optional(),
       ipv6: ipPrefix(6).optional(),
+      /** Shortest prefix a client is assigned (RFC 9484 §4.7.1 requests for shorter ones are raised to it); default one address. */
+      minPrefixLength: z.strictObject({
+        ipv4: intIn(0, 32, 'a prefix length').default(32),
+        ipv6: intIn(0, 128, 'a prefix length').default(128),
+      }).prefault({}),
+      /** Addresses one identity may lease at once across all its sessions (#12 item 10). */
+      maxLeasesPerIdentity: intIn(1, 1_000_000, 'a lease count').default(4),
+      /** Several replicas: lease only from this replica's slice of each pool (docs/deployment.md). */
+      slice: poolSliceSchema.optional(),
+    }).prefault({}),
+    quic: z.strictObject({
+      /**
+       * A secret (≥ 32 bytes, not world-readable) shared by every replica: the
+       * stateless reset key (RFC 9000 §10.3) and the TLS ticket key derive from
+       * it, so any replica resets a connection it does not hold. Default: both
+       * derive from tls.key (the same across restarts of one gateway).
+       */
+      statelessResetKeyFile: filePath(baseDir).optional(),
+      /**
+       * QUIC-LB server ID (keyless, config rotation 0) written after the first
+       * octet of every connection ID, for a CID-aware load balancer. Unique per
+       * replica. In the clear: observers can tell which replica a connection uses.
+       */
+      serverId: serverIdSchema.optional(),
     }).prefault({}),
     /** Prefixes behind the gateway, advertised to agents (filtered by each identity's policy). */
     advertise: z.array(ipPrefix()).default([]),
     policy: z.array(policyEntrySchema).default([]),
+    inboundTracking: inboundTrackingSchema,
     connectUdp: gatewayConnectUdpSchema,
+    masque: gatewayMasqueSchema,
+    h2: gatewayH2Schema,
     tun: tunSchema,
     maxSessions: intIn(1, 1_000_000, 'a session count').default(1024),
     /** Sessions one identity may hold at once (so one client cannot exhaust maxSessions or the pools). */
@@ -216,6 +372,20 @@ export function gatewaySchema(baseDir: string) {
     }
     if (c.pools.ipv4 === undefined && c.pools.ipv6 === undefined) {
       ctx.addIssue({ code: 'custom', path: ['pools'], message: 'expected at least one of "ipv4" or "ipv6"' });
+    }
+    // An inbound rule opens only the identity's own prefixes: its advertised site prefixes or pool (leased) addresses.
+    const pools = [c.pools.ipv4, c.pools.ipv6].filter((p) => p !== undefined);
+    c.policy.forEach((e, i) => e.inbound.forEach((r, j) => r.prefixes?.forEach((p, k) => {
+      if (![...e.advertise, ...pools].some((o) => prefixCovers(o, p))) {
+        ctx.addIssue({ code: 'custom', path: ['policy', i, 'inbound', j, 'prefixes', k], message: `expected a prefix inside this identity's advertise list or a pool, got ${formatPrefix(p)}` });
+      }
+    })));
+    const slice = c.pools.slice;
+    for (const p of slice !== undefined ? [c.pools.ipv4, c.pools.ipv6] : []) {
+      // Each slice needs 2 addresses (slice 0 loses the pool's first one to the reservation).
+      if (p !== undefined && (1n << BigInt((p.version === 4 ? 32 : 128) - p.prefixLength)) / BigInt(slice!.count) < 2n) {
+        ctx.addIssue({ code: 'custom', path: ['pools', 'slice', 'count'], message: `expected a count that leaves each slice of the IPv${p.version} pool at least 2 addresses, got ${slice!.count}` });
+      }
     }
   });
 }
@@ -251,6 +421,7 @@ export function agentSchema(baseDir: string) {
     mssClamp: z.boolean().default(true),
     reconnect: reconnectSchema,
     keepaliveIntervalMs: ms(1_000, 600_000).default(15_000),
+    h2: agentH2Schema,
     connectUdp: z.strictObject({
       forwarders: z.array(z.strictObject({
         listen: hostPort,
@@ -289,3 +460,5 @@ export type AgentConfig = z.output<ReturnType<typeof agentSchema>>;
 export type WorkloadEntry = GatewayConfig['telemetry']['workloads'][number];
 /** One per-identity policy entry. */
 export type PolicyEntry = GatewayConfig['policy'][number];
+/** One inbound rule of a policy entry. */
+export type InboundRuleEntry = PolicyEntry['inbound'][number];

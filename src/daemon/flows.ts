@@ -34,8 +34,10 @@ export class DaemonFlows {
     this.tracker = new FlowTracker({
       maxFlows: opts.inspection.maxFlows,
       timeouts: opts.inspection.timeouts,
+      peekBudgetBytes: opts.inspection.peekBudgetBytes,
       sink: (r, meta) => this.adapter.onRecord(r, meta, opts.identityOf(r)),
     });
+    opts.telemetry.metrics.inspect.watchQuicCounters(this.tracker.quicCounters);
   }
 
   /** Expires idle flows and brings live flows' counters up to date. Off the packet path. */

@@ -20,3 +20,10 @@ export const DEFAULT_TUNNEL_MTU = MAX_UDP_PAYLOAD_BYTES - 41 - 3 - 2 - 1;
 
 /** QUIC max_idle_timeout (RFC 9000 §10.1); agents send keepalives well within it. */
 export const QUIC_IDLE_TIMEOUT_MS = 30_000;
+
+/**
+ * The HTTP Datagram payload (context ID + IP packet) HTTP/2 tunnels report:
+ * what HTTP/3 carries with the default QUIC packet size, so the tunnel MTU,
+ * MSS clamp and ICMP limits stay the same when the agent switches transport.
+ */
+export const H2_DATAGRAM_PAYLOAD_BYTES = DEFAULT_TUNNEL_MTU + 1;

@@ -6,7 +6,6 @@
  * ({@link DaemonIo}); admission (`admit-connect.ts`), tokens (`auth.ts`),
  * reload decisions (`reload.ts`) and status (`status.ts`) live beside it.
  */
-import { createHmac } from 'node:crypto';
 import { promises as dns } from 'node:dns';
 import { readFileSync } from 'node:fs';
 import { compilePolicy, type CompiledPolicy, type GatewayConfig, type IdentityPolicy } from '../config/index.js';
@@ -15,7 +14,7 @@ import { healthzHandler } from '../telemetry/healthz.js';
 import type { ConnectRequest } from '../h3/connection.js';
 import { Direction } from '../inspect/flow-tracker.js';
 import type { FlowRecord } from '../inspect/flow-record.js';
-import { AddressPool } from '../masque/address-pool.js';
+import type { AddressPool } from '../masque/address-pool.js';
 import { CONNECT_IP_DROP_NAMES } from '../masque/connect-ip/counters.js';
 import { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
 import { MASQUE_HEADROOM } from '../masque/connect-ip/datagram.js';
@@ -27,11 +26,13 @@ import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
 import { IPPROTO, type PacketInfo } from '../packet/ip-packet.js';
 import { refuse } from '../masque/proxy-status.js';
+import { INBOUND_DROP_NAMES, InboundDrop, InboundFilter } from '../masque/inbound/inbound-filter.js';
 import { localSubnets } from '../masque/destination-policy.js';
 import { RouteTable } from '../masque/route-table.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
 import type { QuicConnection } from '../quic/connection.js';
-import { directionByLocalPrefixes, startAdminServer, Telemetry, TunnelCounterSync, type AdminServer, type DaemonStatus } from '../telemetry/index.js';
+import type { PeerIdentity } from '../quic/peer-identity.js';
+import { directionByLocalPrefixes, startAdminServer, TapInterface, Telemetry, TunnelCounterSync, type AdminServer, type DaemonStatus } from '../telemetry/index.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
 import { TUN_WRITE_DROP_REASON, TunWriter } from '../daemon/tun-writer.js';
@@ -39,10 +40,16 @@ import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 import { admitConnect } from './admit-connect.js';
+import { registerAuthCounters } from './auth-metrics.js';
+import { openTimeoutRefusal, type OpenPhase } from './open-timeout.js';
 import { TokenTable } from './auth.js';
 import { reviewSession, udpTargetAllowed } from './reload.js';
-import { SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
+import { routeConflictVerdict, SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
 import { gatewayStatus } from './status.js';
+import { registerInboundMetrics } from './inbound-metrics.js';
+import { quicServerKeys } from './quic-keys.js';
+import { replicaPools } from './replica-pools.js';
+import { startGatewayH2, type H2Listener } from './h2-listener.js';
 
 /** Gateway-level drop reasons (packets read from the TUN). */
 const GW_DROP_NO_ROUTE = 'no_route';
@@ -50,6 +57,8 @@ const GW_DROP_NO_ROUTE = 'no_route';
 const GW_DROP_LINK_LOCAL = 'link_local';
 /** How long stop() waits for agents to close their connections after GOAWAY before closing them itself. */
 export const GATEWAY_DRAIN_DEADLINE_MS = 2_000;
+/** TLS session ticket keys are replaced this often (and on every reload), so a stolen ticket key opens little (#12 item 5). */
+export const TICKET_KEY_ROTATION_MS = 3_600_000;
 
 /** Link-local destination (IPv4 169.254/16, IPv6 fe80::/10 or ff02::/16): stays on the gateway. Allocation-free. */
 function isLinkScopeDestination(buf: Uint8Array, off: number, len: number): boolean {
@@ -73,10 +82,17 @@ export class Gateway {
   private readonly tunWriter: TunWriter;
   private readonly noRouteId: number;
   private readonly linkLocalId: number;
+  /** Inbound default-deny (#12 item 8): flows agents opened, and the verdict on packets toward them. */
+  private readonly inbound: InboundFilter;
+  /** Drop-reason ids by {@link InboundDrop} code. */
+  private readonly inboundDropIds: Int32Array;
   /** The daemon's one once-a-second tick (flow timeouts, live flow counters, tunnel counters). */
   private readonly tick: ClockTimer;
   private nextSessionId = 1;
+  private ticketKeyRotatedAt: number;
   private admin: AdminServer | null = null;
+  /** The HTTP/2 listener (TCP, same port number), or null when disabled or not bound. */
+  private h2: H2Listener | null = null;
   private stopping = false;
   private failure: Error | null = null;
   private onDrained: (() => void) | null = null;
@@ -90,14 +106,14 @@ export class Gateway {
     private readonly telemetry: Telemetry,
   ) {
     this.startedAt = io.clock.now();
+    this.ticketKeyRotatedAt = this.startedAt;
     this.policy = compilePolicy(config.policy);
     this.tokens = TokenTable.fromConfig(config);
     this.kernelRoutes = new RouteSync(tun.name, io.kernel, io.clock, io.log, 'routes to agent sites');
-    this.pools = {
-      v4: config.pools.ipv4 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv4) }) : undefined,
-      v6: config.pools.ipv6 ? new AddressPool({ prefix: formatPrefix(config.pools.ipv6) }) : undefined,
-    };
-    this.poolPrefixes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined);
+    // Only this replica's slice of each pool (pools.slice): leased from, routed to the TUN.
+    const pools = replicaPools(config.pools);
+    this.pools = { v4: pools.v4, v6: pools.v6 };
+    this.poolPrefixes = pools.prefixes;
     this.flows = new DaemonFlows({
       telemetry,
       inspection: config.inspection,
@@ -108,7 +124,11 @@ export class Gateway {
     this.tunWriter = new TunWriter(tun, 65_535, (n) => telemetry.metrics.drop(dropId, n));
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
     this.linkLocalId = telemetry.metrics.dropReasonId(GW_DROP_LINK_LOCAL);
+    this.inbound = new InboundFilter(config.inboundTracking);
+    this.inboundDropIds = Int32Array.from(INBOUND_DROP_NAMES, (n, i) => (i === 0 ? -1 : telemetry.metrics.dropReasonId(n)));
+    registerInboundMetrics(telemetry.registry, this.inbound.track);
     this.tick = io.clock.every(1000, () => this.onTick());
+    registerAuthCounters(telemetry.registry, { endpoint: endpoint.counters, superseded: () => this.reg.superseded });
     new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
   }
 
@@ -120,26 +140,32 @@ export class Gateway {
    */
   static async start(config: GatewayConfig, io: DaemonIo): Promise<Gateway> {
     let tun: OwnedTun | null = null;
+    let opening: Promise<OwnedTun> | null = null;
+    let gw: Gateway | null = null;
     try {
       const certPem = readFileSync(config.tls.cert, 'utf8');
       const keyPem = readFileSync(config.tls.key, 'utf8');
       const caPem = config.tls.ca !== undefined ? readFileSync(config.tls.ca, 'utf8') : undefined;
-      const poolRoutes = [config.pools.ipv4, config.pools.ipv6].filter((p) => p !== undefined).map(formatPrefix);
-      tun = await io.openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, routes: poolRoutes, offload: config.tun.offload, txQueueLen: config.tun.txQueueLen });
+      const poolRoutes = replicaPools(config.pools).prefixes.map(formatPrefix);
+      // Shared by every replica when quic.statelessResetKeyFile is set (RFC 9000 §10.3: any replica resets what it does not hold).
+      const keys = quicServerKeys(config.quic.statelessResetKeyFile, keyPem);
+      opening = io.openTun({ name: config.tun.name, mtu: config.tun.mtuBytes ?? DEFAULT_TUNNEL_MTU, routes: poolRoutes, offload: config.tun.offload, txQueueLen: config.tun.txQueueLen });
       const telemetry = new Telemetry({
         reporter: 'gateway',
         workloads: config.telemetry.workloads,
         flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
       });
-      let gw: Gateway | null = null;
+      tun = await opening;
       const endpoint = new QuicEndpoint({
         socket: io.udp,
         server: {
           certPem,
           keyPem,
           clientCaPem: config.tls.requireClientCert ? caPem : undefined,
-          statelessResetKey: derivedKey(keyPem, 'mtun stateless reset v1'),
-          ticketKey: derivedKey(keyPem, 'mtun ticket key v1').subarray(0, 48),
+          statelessResetKey: keys.statelessResetKey,
+          // No ticketKey: random per process, rotated on reload and every TICKET_KEY_ROTATION_MS (#12 item 5).
+          // QUIC-LB (draft-ietf-quic-load-balancers): this replica's ID in every connection ID it issues.
+          quicLb: config.quic.serverId !== undefined ? { configRotation: 0, serverId: config.quic.serverId } : undefined,
           onConnection: (c) => gw!.onConnection(c),
         },
         // The connection's idle timeout is the smaller of both ends' (RFC 9000 §10.1): leave room for 3 agent keepalives.
@@ -152,6 +178,16 @@ export class Gateway {
         keylogPath: config.tls.keylogPath ?? null,
       });
       gw = new Gateway(config, io, tun, endpoint, telemetry);
+      const g = gw;
+      g.h2 = await startGatewayH2(config, {
+        io,
+        tls: { certPem, keyPem, clientCaPem: config.tls.requireClientCert ? caPem : undefined },
+        port: endpoint.localAddress().port,
+        registry: telemetry.registry,
+        connections: function* () { for (const s of g.reg.sessions()) yield s.gc; },
+        afterData: () => g.tunWriter.flush(),
+        host: { opened: (gc) => g.reg.conns.add(gc), onConnect: (gc, req) => g.onConnect(gc, req), closed: (gc) => g.onConnectionClosed(gc), sessions: () => g.reg.sessions() },
+      });
       if (config.admin.enabled) {
         gw.admin = await startAdminServer({
           host: config.admin.listen.host,
@@ -159,13 +195,16 @@ export class Gateway {
           registry: telemetry.registry,
           readiness: () => gw!.readiness(),
           status: () => gw!.status(),
+          telemetry,
+          capture: config.admin.capture,
         });
       }
-      io.log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url }, 'gateway started');
+      io.log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url, pools: poolRoutes, quicKeys: keys.source }, 'gateway started');
       return gw;
     } catch (e) {
       io.udp.close();
-      tun?.close();
+      (tun ?? (await opening?.catch(() => null)))?.close();
+      await gw?.h2?.close();
       throw e;
     }
   }
@@ -197,15 +236,15 @@ export class Gateway {
   // ---------------------------------------------------------------- control path
 
   private onConnection(conn: QuicConnection): void {
-    const id = conn.peerIdentity;
     const gc: GwConn = {
+      transport: 'h3',
       conn,
-      h3: null as unknown as GwConn['h3'],
-      certIdentity: id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null,
+      http: null as unknown as GwConn['http'],
+      certIdentity: certIdentity(conn.peerIdentity),
       remote: formatPeer(conn.peerHost, conn.peerPort),
       sessions: new Set(),
     };
-    (gc as { h3: GwConn['h3'] }).h3 = attachH3(
+    (gc as { http: GwConn['http'] }).http = attachH3(
       conn,
       {
         onConnect: (req) => this.onConnect(gc, req),
@@ -275,7 +314,12 @@ export class Gateway {
     let gs: GwSession | null = null;
     const log = this.io.log;
     const result = await acceptConnectIp(req, {}, () => ({
-      onPacket: this.onClientPacket,
+      onPacket: (buf, off, len, info) => {
+        // Return traffic of what the agent sends is admitted inbound. The owner is the identity, not
+        // this session: a flow survives the session being replaced (restart, HTTP/2 fallback, takeover).
+        if (gs !== null) this.inbound.track.seed(buf, info, identity, this.io.clock.now());
+        this.onClientPacket(buf, off, len, info);
+      },
       onEvent: (e) => {
         if (gs === null) return;
         if (e.type === 'routes' || e.type === 'addresses-granted') void this.syncKernelRoutes(gs);
@@ -287,10 +331,14 @@ export class Gateway {
       routes: this.advertisedRoutes(policy),
       routeTable: this.routes,
       acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(p),
+      resolveRouteConflict: (p, owners) => this.supersede(identity, p, owners),
       leaseOwner: identity,
       advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
       forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
-      policy: (buf, info) => gs !== null && gs.policy.allowsPacket(buf, info),
+      // Answers on flows an inbound rule admitted (e.g. a SYN-ACK to an ephemeral port) pass too (#12 item 8).
+      policy: (buf, info) => gs !== null && (gs.policy.allowsPacket(buf, info) || this.inbound.track.isAnswerFromAgent(buf, info, identity, this.io.clock.now())),
+      ...this.config.masque,
+      nowMs: () => this.io.clock.now(),
     }));
     if (!(result instanceof ConnectIpGatewaySession)) {
       log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-IP refused');
@@ -300,6 +348,27 @@ export class Gateway {
     gs = this.addSession(gc, 'connect-ip', identity, token, policy, result, null, null, null);
     // Capsules that arrived with the request were handled before gs existed: sync routes now.
     void this.syncKernelRoutes(gs);
+  }
+
+  /**
+   * An advertised prefix of `identity` overlaps `owners`' routes: closes them
+   * and returns true when {@link routeConflictVerdict} says the new session
+   * supersedes them (all of the same identity), else false.
+   */
+  private supersede(identity: string, prefix: IpPrefix, owners: readonly ConnectIpGatewaySession[]): boolean {
+    const old: GwSession[] = [];
+    for (const o of owners) {
+      const g = this.reg.byIp.get(o);
+      if (g === undefined) return false;
+      old.push(g);
+    }
+    if (routeConflictVerdict(identity, old.map((g) => g.identity)) !== 'supersede') return false;
+    for (const g of old) {
+      this.reg.superseded++;
+      this.io.log.warn({ session: g.id, identity, remote: g.gc.remote, prefix: formatPrefix(prefix) }, 'session superseded: a new session of the same identity claims its routes');
+      g.ip!.close();
+    }
+    return true;
   }
 
   private async acceptUdp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null): Promise<void> {
@@ -323,20 +392,25 @@ export class Gateway {
     let chosen: Uint8Array | null = null;
     // The whole open (resolve + connect) has a deadline: past it the request gets 504 and the slot is released.
     let timedOut = false;
+    let phase: OpenPhase = 'connecting';
     const deadline = this.io.clock.after(cu.openTimeoutMs, () => {
       timedOut = true;
       if (!req.settled) {
-        const r = refuse(504, 'dns_timeout', `opening the target took longer than ${cu.openTimeoutMs} ms`);
+        const r = openTimeoutRefusal(phase, cu.openTimeoutMs);
         req.reject(r.status, [['proxy-status', r.proxyStatus]]);
       }
     });
+    const resolver = resolverWithTimeout(cu.resolveTimeoutMs);
     let result: Awaited<ReturnType<typeof acceptConnectUdp>>;
     try {
       result = await acceptConnectUdp(req, {}, {
         allow: cu.allowLocalTargets ? { loopback: true, linkLocal: true, multicast: true, broadcast: true } : undefined,
         idleTimeoutMs: cu.idleTimeoutMs,
         sweeper: defaultIdleSweeper(),
-        resolve: resolverWithTimeout(cu.resolveTimeoutMs),
+        resolve: (host) => {
+          phase = 'resolving';
+          return resolver(host).finally(() => (phase = 'connecting'));
+        },
         // Re-read the policy here: a SIGHUP during resolution applies. The first address allowed is the one opened.
         vetAddress: (_v, address, port) => {
           const p = this.policy.forIdentity(identity);
@@ -392,8 +466,15 @@ export class Gateway {
       since: new Date(this.io.clock.now()),
     };
     this.reg.add(gs);
-    this.io.log.info({ session: gs.id, kind, identity, remote: gc.remote }, 'session opened');
+    if (ip) this.inbound.track.ownerBack(identity);
+    this.io.log.info({ session: gs.id, kind, identity, remote: gc.remote, transport: gc.transport }, 'session opened');
     return gs;
+  }
+
+  /** Has `identity` an open CONNECT-IP session? O(sessions); control path. */
+  private hasIpSession(identity: string): boolean {
+    for (const g of this.reg.byIp.values()) if (g.identity === identity) return true;
+    return false;
   }
 
   private sessionClosed(gs: GwSession): void {
@@ -401,11 +482,26 @@ export class Gateway {
     this.syncSession(gs);
     gs.sync.close();
     if (gs.ip) {
+      if (this.routes.prefixes(gs.ip).length > 0) this.retryRouteConflicts();
       this.routes.removeAll(gs.ip);
+      // Its flows wait a grace period for a new session of the identity (ConnTrack.ownerLeft).
+      if (!this.hasIpSession(gs.identity)) this.inbound.track.ownerLeft(gs.identity, this.io.clock.now());
       // While stopping, closing the TUN removes every route through it at once.
       if (!this.stopping) void this.kernelRoutes.set(gs, []);
     }
     this.io.log.info({ session: gs.id, kind: gs.kind, identity: gs.identity }, 'session closed');
+  }
+
+  /**
+   * Routes left the table: sessions whose last advertisement was refused in
+   * part as `route-conflict` apply it again (after the current event, and
+   * within their advertisement rate), so prefixes whose owner went away are
+   * not left unrouted until the agent happens to advertise again.
+   */
+  private retryRouteConflicts(): void {
+    queueMicrotask(() => {
+      for (const s of this.reg.sessions()) if (s.ip !== null && s.ip.routeConflicts > 0) s.ip.reevaluateClientRoutes();
+    });
   }
 
   /**
@@ -449,14 +545,19 @@ export class Gateway {
 
   /** The one tick: flow timeouts and live flow counters, then tunnel counters. */
   private onTick(): void {
-    this.flows.tick(this.io.clock.now());
+    const now = this.io.clock.now();
+    this.flows.tick(now);
+    this.inbound.track.onTimeout(now);
+    // A connection lives no longer than its client certificate (#12 item 5).
+    for (const x of this.endpoint.closeExpiredPeers(now)) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: certIdentity(x.conn.peerIdentity), reason: x.reason }, 'closing agent connection: certificate expired');
+    if (now - this.ticketKeyRotatedAt >= TICKET_KEY_ROTATION_MS) this.rotateTicketKey(now);
     for (const gs of this.reg.sessions()) this.syncSession(gs);
     this.driveSessionTimers();
   }
 
-  /** Sans-IO session timers (deferred ROUTE_ADVERTISEMENTs, §7.2 probes): due ones fire, on the sessions' clock (performance.now). */
+  /** Sans-IO session timers (deferred ROUTE_ADVERTISEMENTs, §7.2 probes): due ones fire, on the injected clock the sessions are given. */
   private driveSessionTimers(): void {
-    const now = performance.now();
+    const now = this.io.clock.now();
     for (const gs of this.reg.sessions()) {
       const due = gs.ip?.nextTimeoutMs() ?? -1;
       if (due >= 0 && due <= now) gs.ip!.onTimeout(now);
@@ -465,7 +566,10 @@ export class Gateway {
 
   /**
    * SIGHUP: re-reads the certificate, key and client CA (for new
-   * connections), the policy, the tokens and `connectUdp.targets`. Every open
+   * connections; `requireClientCert` applies to them too), the policy, the
+   * tokens and `connectUdp.targets`, and rotates the TLS ticket key. When the
+   * client CA changed, connections it no longer admits are closed
+   * ({@link QuicEndpoint.updateServerTls}, #12 items 4 and 5). Every open
    * session is reviewed ({@link reviewSession}): kept with its new policy and
    * advertised routes, or closed with the reason logged. Throws, changing
    * nothing, when the new TLS material or a token file does not load.
@@ -479,7 +583,10 @@ export class Gateway {
     };
     const policy = compilePolicy(config.policy);
     const tokens = TokenTable.fromConfig(config);
-    this.endpoint.updateServerTls(tls);
+    const revoked = this.endpoint.updateServerTls(tls, this.io.clock.now());
+    for (const x of revoked) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: certIdentity(x.conn.peerIdentity), reason: x.reason }, 'closing agent connection on reload: client CA changed');
+    this.rotateTicketKey(this.io.clock.now());
+    this.h2?.updateTls(tls);
     this.policy = policy;
     this.tokens = tokens;
     this.config = {
@@ -490,6 +597,7 @@ export class Gateway {
       advertise: config.advertise,
       maxSessionsPerIdentity: config.maxSessionsPerIdentity,
       connectUdp: config.connectUdp,
+      masque: config.masque,
     };
     let closed = 0;
     for (const gs of [...this.reg.sessions()]) {
@@ -508,7 +616,13 @@ export class Gateway {
       gs.ip?.reevaluateClientRoutes();
     }
     this.endpoint.flush();
-    this.io.log.info({ identities: config.policy.length, closedSessions: closed }, 'certificates, policy and tokens reloaded');
+    this.io.log.info({ identities: config.policy.length, closedSessions: closed, revokedConnections: revoked.length }, 'certificates, policy and tokens reloaded');
+  }
+
+  /** New TLS session ticket key: tickets issued before no longer resume (a full handshake re-checks the client). */
+  private rotateTicketKey(now: number): void {
+    this.endpoint.rotateTicketKey();
+    this.ticketKeyRotatedAt = now;
   }
 
   /** The /status document. */
@@ -529,7 +643,9 @@ export class Gateway {
   /** A client packet that passed every check: observe it and queue it for the TUN. */
   private readonly onClientPacket = (buf: Uint8Array, off: number, len: number, info: PacketInfo): void => {
     // The session's parse travels with the packet (the TTL decrement left its offsets valid): no second parse.
-    this.flows.tracker.observeParsed(buf, info, Direction.OUT, this.io.clock.now());
+    const now = this.io.clock.now();
+    this.flows.tracker.observeParsed(buf, info, Direction.OUT, now);
+    if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, now);
     this.tunWriter.push(buf, off, len);
   };
 
@@ -543,8 +659,10 @@ export class Gateway {
 
   /**
    * One packet from the gateway's network (TUN → session): the inbound
-   * decision point. Today: longest-prefix match over assigned addresses and
-   * advertised site routes, then the session's own checks (size, scope).
+   * decision point. Longest-prefix match over assigned addresses and
+   * advertised site routes, then the inbound default-deny (#12 item 8:
+   * return traffic of flows the agent opened, or what the identity's
+   * `inbound` rules allow), then the session's own checks (size, scope).
    * The packet is bufs[i][TUN_HEADROOM, TUN_HEADROOM + len), borrowed for the call.
    */
   private forwardFromNetwork(buf: Buffer, len: number, now: number): void {
@@ -554,8 +672,19 @@ export class Gateway {
       this.telemetry.metrics.drop(isLinkScopeDestination(buf, TUN_HEADROOM, len) ? this.linkLocalId : this.noRouteId);
       return;
     }
+    const gs = this.reg.byIp.get(s);
+    const verdict = gs === undefined ? InboundDrop.INBOUND_UNSOLICITED : this.inbound.judge(buf, TUN_HEADROOM, len, gs.identity, gs.policy, now);
+    if (verdict !== 0) {
+      this.telemetry.metrics.drop(this.inboundDropIds[verdict]!);
+      return;
+    }
     // Only what entered the tunnel is telemetry (too-big, link-local… are counted as drops by the session).
-    if (s.sendToClient(buf, TUN_HEADROOM, len) === 0) this.flows.tracker.observe(buf, TUN_HEADROOM, len, Direction.IN, now);
+    // The filter's parse travels on (the TTL decrement leaves its offsets valid).
+    if (s.sendToClient(buf, TUN_HEADROOM, len) === 0) {
+      if (this.inbound.parsed) this.flows.tracker.observeParsed(buf, this.inbound.info, Direction.IN, now);
+      else this.flows.tracker.observe(buf, TUN_HEADROOM, len, Direction.IN, now);
+      if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, TUN_HEADROOM, len, TapInterface.TUN_IN, now);
+    }
     // Packet Too Big for return traffic goes to the gateway's own network (RFC 9484 §7.2.1).
     else if (s.icmpLength > 0) this.tunWriter.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
   }
@@ -573,6 +702,7 @@ export class Gateway {
     this.stopping = true;
     const log = this.io.log;
     this.endpoint.stopAccepting();
+    this.h2?.shutdown();
     log.info({ connections: this.reg.conns.size }, 'gateway draining');
     if (this.reg.conns.size > 0) {
       let deadline: ClockTimer | null = null;
@@ -580,7 +710,7 @@ export class Gateway {
         this.onDrained = resolve;
         deadline = this.io.clock.after(GATEWAY_DRAIN_DEADLINE_MS, resolve);
       });
-      for (const gc of this.reg.conns) gc.h3.shutdown();
+      for (const gc of this.reg.conns) gc.http.shutdown();
       this.endpoint.flush();
       await drained;
       (deadline as ClockTimer | null)?.cancel();
@@ -592,6 +722,7 @@ export class Gateway {
     // Sends CONNECTION_CLOSE to whoever is left, synchronously.
     this.endpoint.close(0, 'gateway shutting down');
     this.io.udp.close();
+    await this.h2?.close();
     this.tun.close();
     await this.admin?.close();
     await this.telemetry.shutdown();
@@ -607,11 +738,9 @@ function resolverWithTimeout(timeoutMs: number): UdpResolver {
   });
 }
 
-/** A key that stays the same across restarts of this gateway (so agents of a crashed instance get stateless resets at once). */
-function derivedKey(keyPem: string, label: string): Buffer {
-  const a = createHmac('sha256', keyPem).update(label).digest();
-  const b = createHmac('sha256', keyPem).update(label + ' 2').digest();
-  return Buffer.concat([a, b]);
+/** The identity policy matches for a certificate-authenticated peer: its SPIFFE ID, else its first URI SAN, else its subject. */
+function certIdentity(id: PeerIdentity | null): string | null {
+  return id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null;
 }
 
 /** A peer's address for logs and status: an IPv4-mapped IPv6 host is shown as plain IPv4. */

@@ -3,7 +3,10 @@ import { compilePolicy } from '../config/index.js';
 import { parseGatewayConfig } from '../config/load.js';
 import { admitConnect } from './admit-connect.js';
 import { TokenTable } from './auth.js';
-import { SessionRegistry } from './session-registry.js';
+import { parsePrefix } from '../packet/ip-address.js';
+import { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
+import { ip, rig } from '../masque/testing/connect-ip-rig.js';
+import { routeConflictVerdict, SessionRegistry } from './session-registry.js';
 
 const cfg = parseGatewayConfig(`tls: {cert: a, key: b, ca: c}
 pools: {ipv4: 10.200.0.0/24}
@@ -40,5 +43,65 @@ describe('SessionRegistry: pending CONNECT-UDP opens count against the limits (#
     admitted[0]!();
     expect(reg.countOf('site-a')).toBe(3);
     expect(reg.count).toBe(3);
+  });
+});
+
+describe('routeConflictVerdict: a restarted agent reclaims its site, nobody else does (RELIABILITY: agent SIGKILL)', () => {
+  it('supersedes owners only when all are of the claimant identity', () => {
+    expect(routeConflictVerdict('site-a', ['site-a'])).toBe('supersede');
+    expect(routeConflictVerdict('site-a', ['site-a', 'site-a'])).toBe('supersede');
+    expect(routeConflictVerdict('site-a', ['site-b'])).toBe('refuse');
+    expect(routeConflictVerdict('site-a', ['site-a', 'site-b'])).toBe('refuse');
+    expect(routeConflictVerdict('site-a', [])).toBe('refuse');
+  });
+
+  // Sans-IO: two CONNECT-IP sessions on one route table, as after an agent restart
+  // (the old session is still open until its idle timeout). Before the fix the new
+  // session's advertisement was refused as route-conflict and never applied again.
+  function restart(oldIdentity: string, newIdentity: string) {
+    const site = parsePrefix('10.10.0.0/24')!;
+    const identityOf = new Map<ConnectIpGatewaySession, string>();
+    const old = rig();
+    identityOf.set(old.gateway, oldIdentity);
+    old.client.advertiseRoutes([site]);
+    old.pair.flush();
+    const resolveRouteConflict = (_p: unknown, owners: readonly ConnectIpGatewaySession[]): boolean => {
+      if (routeConflictVerdict(newIdentity, owners.map((o) => identityOf.get(o)!)) !== 'supersede') return false;
+      for (const o of owners) o.close();
+      return true;
+    };
+    // A second stream pair (its rig's own session stays idle); the new session shares the old one's table: one gateway.
+    const fresh = rig();
+    const table = old.table;
+    const g = new ConnectIpGatewaySession(fresh.pair.gateway, {
+      scope: { target: { kind: 'any' }, ipProtocol: null },
+      routeTable: table,
+      onPacket: () => {},
+      onEvent: (e) => fresh.gatewayEvents.push(e),
+      resolveRouteConflict,
+    });
+    identityOf.set(g, newIdentity);
+    fresh.pair.gateway.attach(g);
+    g.start();
+    fresh.pair.flush();
+    fresh.client.advertiseRoutes([site]);
+    fresh.pair.flush();
+    return { old, g, table, fresh };
+  }
+
+  it('same identity: the new session owns the site at once and the old one is closed', () => {
+    const { old, g, table } = restart('site-a', 'site-a');
+    expect(table.lookup4(ip('10.10.0.7'), 0)).toBe(g);
+    expect(old.gateway.isClosed).toBe(true);
+    expect(g.routeConflicts).toBe(0);
+    expect(table.size).toBe(1);
+  });
+
+  it('another identity: refused as route-conflict, the owner keeps its site', () => {
+    const { old, g, table, fresh } = restart('site-a', 'site-b');
+    expect(table.lookup4(ip('10.10.0.7'), 0)).toBe(old.gateway);
+    expect(old.gateway.isClosed).toBe(false);
+    expect(g.routeConflicts).toBe(1);
+    expect(fresh.gatewayEvents.some((e) => e.type === 'route-conflict')).toBe(true);
   });
 });

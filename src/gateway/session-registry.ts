@@ -4,16 +4,25 @@
  * resolving or connecting (so a burst of opens cannot pass the limit).
  */
 import type { IdentityPolicy } from '../config/index.js';
-import type { H3Connection } from '../h3/connection.js';
 import type { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
 import type { ConnectUdpGatewaySession } from '../masque/connect-udp/gateway-session.js';
-import type { QuicConnection } from '../quic/connection.js';
+import type { TunnelTransport } from '../h2/transport-metrics.js';
 import type { TunnelCounterSync } from '../telemetry/index.js';
+
+/** What the gateway reads of a connection, QUIC or HTTP/2 over TLS (QuicConnection satisfies it). */
+export interface GwTransportConn {
+  readonly isClosed: boolean;
+  readonly handlerError: Error | null;
+  readonly peerHost: string;
+}
 
 /** One agent connection. */
 export interface GwConn {
-  readonly conn: QuicConnection;
-  readonly h3: H3Connection;
+  /** h3: QUIC + HTTP/3; h2: TCP + TLS + HTTP/2 (issue #15). */
+  readonly transport: TunnelTransport;
+  readonly conn: GwTransportConn;
+  /** The HTTP layer: shutdown() sends GOAWAY. */
+  readonly http: { shutdown(): void };
   /** Identity from the client certificate (mTLS), or null (token auth per request). */
   readonly certIdentity: string | null;
   readonly remote: string;
@@ -38,6 +47,18 @@ export interface GwSession {
   readonly since: Date;
 }
 
+/**
+ * Who gets an advertised prefix that overlaps routes other sessions own
+ * (decide apart from do): a new session supersedes the owners only when
+ * every one of them is a session of the claimant's own identity — an agent
+ * restarted after a crash (SIGKILL) reclaims its site at once instead of
+ * waiting for its dead session's idle timeout. A prefix owned by any other
+ * identity is refused (`route-conflict`): no identity takes over another's site.
+ */
+export function routeConflictVerdict(claimant: string, owners: readonly string[]): 'supersede' | 'refuse' {
+  return owners.length > 0 && owners.every((o) => o === claimant) ? 'supersede' : 'refuse';
+}
+
 /** Connections, sessions and pending opens; counts kept as they change. */
 export class SessionRegistry {
   readonly conns = new Set<GwConn>();
@@ -45,6 +66,8 @@ export class SessionRegistry {
   private readonly perIdentity = new Map<string, number>();
   private total = 0;
   private udpCount = 0;
+  /** Sessions closed because a new session of their identity claimed their routes ({@link routeConflictVerdict}). */
+  superseded = 0;
 
   /** Sessions open plus opens pending, gateway-wide. */
   get count(): number {

@@ -24,6 +24,7 @@ export function gatewayStatus(i: GatewayStatusInput): DaemonStatus {
     sessions.push({
       id: gs.id,
       kind: gs.kind,
+      transport: gs.gc.transport,
       peerIdentity: gs.identity,
       remote: gs.gc.remote,
       state: i.state,

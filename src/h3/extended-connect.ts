@@ -131,6 +131,20 @@ class TunnelImpl implements TunnelStream {
   }
 }
 
+/**
+ * RFC 9297 §3.2: a capsule-protocol response is a 2xx other than
+ * 204/205/206 and carries no Content-Length. Throws RangeError (a caller
+ * bug), its message prefixed by `layer`.
+ */
+export function checkTunnelResponse(status: number, headers: FieldList, layer: 'h3' | 'h2'): void {
+  if (status < 200 || status > 299 || status === 204 || status === 205 || status === 206) {
+    throw new RangeError(`${layer}: tunnel status must be 2xx other than 204/205/206 (RFC 9297 §3.2), got ${status}`);
+  }
+  for (const [n] of headers) {
+    if (n === 'content-length') throw new RangeError(`${layer}: capsule-protocol responses carry no Content-Length (RFC 9297 §3.2)`);
+  }
+}
+
 /** Server-side Extended CONNECT awaiting accept/reject. */
 export class PendingConnect implements ConnectRequest {
   readonly streamId: number;
@@ -166,13 +180,7 @@ export class PendingConnect implements ConnectRequest {
 
   accept(handler: TunnelStreamHandler, headers: FieldList = [], status = 200): TunnelStream | null {
     if (this.settled) return null;
-    // RFC 9297 §3.2: a 2xx other than 204/205/206, without Content-Length.
-    if (status < 200 || status > 299 || status === 204 || status === 205 || status === 206) {
-      throw new RangeError(`h3: tunnel status must be 2xx other than 204/205/206 (RFC 9297 §3.2), got ${status}`);
-    }
-    for (const [n] of headers) {
-      if (n === 'content-length') throw new RangeError('h3: capsule-protocol responses carry no Content-Length (RFC 9297 §3.2)');
-    }
+    checkTunnelResponse(status, headers, 'h3');
     this.done = true;
     const { host, r } = this;
     r.pending = null;

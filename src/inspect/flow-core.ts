@@ -6,7 +6,9 @@
 import { DropReason, DROP_REASON_COUNT } from '../packet/ip-packet.js';
 import { buildFlowMeta, buildFlowRecord, type CloseReason, type FlowSink } from './flow-record.js';
 import { F_L7, F_L7_TRIED, FlowTable, S_CLOSE, S_TIME_WAIT } from './flow-table.js';
+import { DEFAULT_FLOW_ID_KEY } from './flow-id.js';
 import { L7Peek } from './l7-peek.js';
+import { QuicShared, type QuicPeek } from './quic-peek.js';
 import { Coverage } from './seq-coverage.js';
 import { PeekBudget } from './tls-client-hello.js';
 
@@ -41,13 +43,22 @@ export class FlowCore {
   readonly holes = new Map<number, number[]>();
   /** Sparse: L7 peeks in progress or with a result, by slot. */
   readonly peeks = new Map<number, L7Peek>();
+  /** Sparse: QUIC handshake peeks of UDP flows, by slot. */
+  readonly quicPeeks = new Map<number, QuicPeek>();
   readonly peekBudget: PeekBudget;
+  /** What the QUIC peeks share (budget, scratch, counters, rate limit). */
+  readonly quic: QuicShared;
+  /** HMAC key of the cross-end flow ID (flow-id.ts). */
+  readonly flowIdKey: Uint8Array;
   /** Scratch result of seqCover for the packet being handled. */
   readonly cov = new Coverage();
 
-  constructor(private readonly sink: FlowSink, maxFlows: number, peekBudgetBytes: number | undefined, hashKey: Uint8Array | undefined) {
+  constructor(private readonly sink: FlowSink, maxFlows: number, peekBudgetBytes: number | undefined, hashKey: Uint8Array | undefined,
+    flowIdKey: Uint8Array | undefined) {
     this.table = new FlowTable(maxFlows, Math.min(1024, maxFlows), hashKey);
     this.peekBudget = new PeekBudget(peekBudgetBytes);
+    this.quic = new QuicShared(this.peekBudget);
+    this.flowIdKey = flowIdKey ?? DEFAULT_FLOW_ID_KEY;
   }
 
   /** A new flow in state st for the table's loaded key (hash h), evicting one first when full. */
@@ -73,7 +84,7 @@ export class FlowCore {
     const st = t.state[s]!;
     if (st === S_TIME_WAIT || st === S_CLOSE) return; // already emitted: exactly once
     const p = this.peeks.get(s);
-    const rec = buildFlowRecord(t, s, reason, p);
+    const rec = buildFlowRecord(t, s, reason, p, this.quicPeeks.get(s), this.flowIdKey);
     const meta = buildFlowMeta(t, s, p);
     this.dropSide(s);
     this.counters[FlowCounter.FLOWS_CLOSED]! += 1;
@@ -100,13 +111,18 @@ export class FlowCore {
       p.release();
       this.peeks.delete(s);
     }
+    const q = this.quicPeeks.get(s);
+    if (q !== undefined) {
+      q.release();
+      this.quicPeeks.delete(s);
+    }
   }
 
   /**
    * Feeds initiator stream bytes to slot s's L7 peek, creating it on the
    * first payload (the caller checks that the handshake was seen).
    */
-  peek(s: number, buf: Uint8Array, off: number, len: number, streamOff: number, contiguous: number, inOrder: boolean): void {
+  peek(s: number, buf: Uint8Array, off: number, len: number, streamOff: number, contiguous: number, inOrder: boolean, now: number): void {
     const t = this.table;
     let f = t.flags[s]!;
     let p: L7Peek | undefined;
@@ -117,7 +133,7 @@ export class FlowCore {
       f |= F_L7 | F_L7_TRIED;
     }
     if (p === undefined) return;
-    p.feed(buf, off, len, streamOff, contiguous, inOrder);
+    p.feed(buf, off, len, streamOff, contiguous, inOrder, now);
     if (!p.wantsData) {
       f &= ~F_L7;
       p.release();

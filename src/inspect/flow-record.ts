@@ -4,14 +4,36 @@
  * from a flow table slot.
  */
 import { formatAddress, IPPROTO } from '../packet/ip-packet.js';
-import { F_MIDSTREAM, F_OPENED, type FlowTable } from './flow-table.js';
+import { computeFlowId } from './flow-id.js';
+import { F_ISN, F_MIDSTREAM, F_OPENED, type FlowTable } from './flow-table.js';
 import type { L7Peek } from './l7-peek.js';
+import type { QuicPeek } from './quic-peek.js';
 
 /** Why a flow's record was emitted. "open": the capture (or process) ended first. */
 export type CloseReason = 'fin' | 'rst' | 'idle_timeout' | 'evicted' | 'open';
 
 /** Transport of a flow. ICMP and ICMPv6 are both "icmp". */
 export type FlowProto = 'tcp' | 'udp' | 'icmp';
+
+/**
+ * RTT of one segment as sampled through a flow (rtt-sampler.ts): min,
+ * smoothed (RFC 6298 §2, α = 1/8) and max, ms, and the number of samples.
+ */
+export interface RttStats {
+  minMs: number;
+  smoothedMs: number;
+  maxMs: number;
+  samples: number;
+}
+
+/** HTTP/1 responses seen at a connection's start, by status class (RFC 9110 §15). */
+export interface HttpStatusClasses {
+  '1xx': number;
+  '2xx': number;
+  '3xx': number;
+  '4xx': number;
+  '5xx': number;
+}
 
 /**
  * One finished flow. The initiator (SYN sender, or first sender when picked
@@ -47,6 +69,25 @@ export interface FlowRecord {
   firstSeen: string;
   /** ISO 8601. */
   lastSeen: string;
+  /** Cross-end join ID (flow-id.ts): the agent's and the gateway's records of one flow carry the same value. */
+  flowId: string;
+  /**
+   * TCP: observation point → client (initiator) → observation point, from
+   * the responder's data timed against the initiator's ACKs. At the end on
+   * the client's side this is the client segment; at the other end it is
+   * tunnel + client segment. Null without a sample.
+   */
+  rttToClient: RttStats | null;
+  /** TCP: observation point → server (responder) → back; at the end on the server's side the server segment. */
+  rttToServer: RttStats | null;
+  /** QUIC flows: version of the client's Initial ("v1", "v2" or hex), else null. */
+  quicVersion: string | null;
+  /** QUIC: first client Initial → first server Handshake packet, ms, at the observation point; null when not seen. */
+  quicHandshakeRttMs: number | null;
+  /** HTTP/1 responses by status class. */
+  httpStatus: HttpStatusClasses;
+  /** HTTP/1: first request's first byte → first response byte, ms; null when not seen. */
+  httpFirstByteMs: number | null;
 }
 
 /** Details that do not belong in the JSON line but that telemetry may want. */
@@ -81,6 +122,9 @@ export function flowRecordJson(r: FlowRecord): string {
     packetsSent: r.packetsSent, packetsReceived: r.packetsReceived, retransmits: r.retransmits,
     handshakeRttMs: r.handshakeRttMs, sni: r.sni, alpn: r.alpn, httpRequests: r.httpRequests,
     firstSeen: r.firstSeen, lastSeen: r.lastSeen,
+    flowId: r.flowId, rttToClient: r.rttToClient, rttToServer: r.rttToServer,
+    quicVersion: r.quicVersion, quicHandshakeRttMs: r.quicHandshakeRttMs,
+    httpStatus: r.httpStatus, httpFirstByteMs: r.httpFirstByteMs,
   });
 }
 
@@ -100,8 +144,30 @@ function addressOf(t: FlowTable, s: number, w0: number, v: number): string {
   return formatAddress(b, 0, v);
 }
 
-/** The record of table slot s, closing (or snapshotted) with `reason`; `peek` is the flow's L7 peek, if any. Allocates. */
-export function buildFlowRecord(t: FlowTable, s: number, reason: CloseReason, peek: L7Peek | undefined): FlowRecord {
+function rttOf(t: FlowTable, i: number): RttStats | null {
+  const n = t.rttN[i]!;
+  if (n === 0) return null;
+  return { minMs: ms(t.rttMin[i]!)!, smoothedMs: ms(t.rttSrtt[i]!)!, maxMs: ms(t.rttMax[i]!)!, samples: n };
+}
+
+const wordsA = new Uint32Array(4);
+const wordsB = new Uint32Array(4);
+
+/** The cross-end flow ID of slot s (flow-id.ts). Allocates. */
+export function flowIdOf(t: FlowTable, s: number, key: Uint8Array): string {
+  const meta = t.kMeta[s]!;
+  for (let w = 0; w < 4; w++) { wordsA[w] = t.kAddr[s * 8 + w]!; wordsB[w] = t.kAddr[s * 8 + 4 + w]!; }
+  const isn = (t.flags[s]! & F_ISN) !== 0 ? t.kIsn[s]! : -1;
+  return computeFlowId(key, meta & 0xff, meta >> 8 ? 6 : 4, wordsA, t.kPorts[s]! >>> 16, wordsB, t.kPorts[s]! & 0xffff, isn);
+}
+
+/**
+ * The record of table slot s, closing (or snapshotted) with `reason`;
+ * `peek` is the flow's L7 peek, `quic` its QUIC peek, if any; `idKey` the
+ * flow ID key. Allocates.
+ */
+export function buildFlowRecord(t: FlowTable, s: number, reason: CloseReason, peek: L7Peek | undefined,
+  quic: QuicPeek | undefined, idKey: Uint8Array): FlowRecord {
   const meta = t.kMeta[s]!;
   const proto = meta & 0xff;
   const v = meta >> 8 ? 6 : 4;
@@ -121,11 +187,18 @@ export function buildFlowRecord(t: FlowTable, s: number, reason: CloseReason, pe
     packetsReceived: t.packets[s * 2 + 1]!,
     retransmits: t.retrans[s * 2]! + t.retrans[s * 2 + 1]!,
     handshakeRttMs: ms(t.tAck[s]! - t.tSyn[s]!),
-    sni: peek?.sni ?? null,
-    alpn: peek?.alpn ?? null,
+    sni: peek?.sni ?? quic?.sni ?? null,
+    alpn: peek?.alpn ?? quic?.alpn ?? null,
     httpRequests: peek?.httpRequests ?? 0,
     firstSeen: new Date(t.first[s]!).toISOString(),
     lastSeen: new Date(t.last[s]!).toISOString(),
+    flowId: flowIdOf(t, s, idKey),
+    rttToClient: rttOf(t, s * 2 + 1),
+    rttToServer: rttOf(t, s * 2),
+    quicVersion: quic?.versionName ?? null,
+    quicHandshakeRttMs: quic === undefined ? null : ms(quic.handshakeRttMs),
+    httpStatus: peek === undefined ? { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 } : peek.statusClasses(),
+    httpFirstByteMs: peek === undefined ? null : ms(peek.firstByteMs),
   };
 }
 

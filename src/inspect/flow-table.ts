@@ -32,6 +32,10 @@ export const F_HOLES0 = 1024;
 export const F_L7 = 4096;
 export const F_WS = 8192;
 export const F_L7_TRIED = 16384;
+/** The initiator's ISN is known (kIsn): from its SYN, or from the SYN-ACK's acknowledgment number. */
+export const F_ISN = 32768;
+/** Direction d's SYN (or SYN-ACK) carried the TCP timestamps option (F_TS0 << d); both set = RFC 7323 §3.2 in use. */
+export const F_TS0 = 1 << 16;
 
 function word(b: Uint8Array, o: number): number {
   return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
@@ -96,7 +100,7 @@ export class FlowTable {
   kHash = new Int32Array(0);
   state = new Uint8Array(0);
   inList = new Uint8Array(0); // which state's LRU list the slot is on
-  flags = new Uint16Array(0);
+  flags = new Uint32Array(0);
   tunDir = new Uint8Array(0);
   ordinal = new Float64Array(0);
   first = new Float64Array(0);
@@ -105,6 +109,8 @@ export class FlowTable {
   tSynAck = new Float64Array(0);
   tAck = new Float64Array(0);
   rstIgnored = new Uint16Array(0);
+  /** The initiator's initial sequence number (valid with F_ISN); part of the cross-end flow ID. */
+  kIsn = new Uint32Array(0);
   prev = new Int32Array(0);
   next = new Int32Array(0);
   // Per flow and direction.
@@ -118,6 +124,16 @@ export class FlowTable {
   ooo = new Uint32Array(0);
   win = new Uint32Array(0);
   wscale = new Int8Array(0);
+  // RTT sampling per direction (rtt-sampler.ts): data of direction d timed against the ACKs of the other.
+  /** Sequence number (or TSval with timestamps) that the timed segment's ACK must reach. */
+  rttMark = new Uint32Array(0);
+  /** When the timed segment passed, ms; NaN when nothing is being timed. */
+  rttAt = new Float64Array(0);
+  /** Samples taken; min, smoothed (RFC 6298 §2) and max, ms (NaN before the first sample). */
+  rttN = new Uint32Array(0);
+  rttMin = new Float64Array(0);
+  rttSrtt = new Float64Array(0);
+  rttMax = new Float64Array(0);
 
   readonly headOf = new Int32Array(N_STATES).fill(-1);
   readonly tailOf = new Int32Array(N_STATES).fill(-1);
@@ -248,11 +264,14 @@ export class FlowTable {
     this.tSynAck[s] = NaN;
     this.tAck[s] = NaN;
     this.rstIgnored[s] = 0;
+    this.kIsn[s] = 0;
     for (let d = 0; d < 2; d++) {
       const i = s * 2 + d;
       this.lo[i] = 0; this.hi[i] = 0; this.hiSeq[i] = 0; this.finSeq[i] = 0;
       this.bytes[i] = 0; this.packets[i] = 0; this.retrans[i] = 0; this.ooo[i] = 0;
       this.win[i] = 0; this.wscale[i] = -1;
+      this.rttMark[i] = 0; this.rttAt[i] = NaN; this.rttN[i] = 0;
+      this.rttMin[i] = NaN; this.rttSrtt[i] = NaN; this.rttMax[i] = NaN;
     }
     this.link(s, st);
     let x = h & this.mask;
@@ -350,8 +369,9 @@ export class FlowTable {
   byteLength(): number {
     let n = this.index.byteLength + this.free.byteLength;
     for (const a of [this.kAddr, this.kPorts, this.kMeta, this.kHash, this.state, this.inList, this.flags, this.tunDir,
-      this.ordinal, this.first, this.last, this.tSyn, this.tSynAck, this.tAck, this.rstIgnored, this.prev, this.next,
-      this.lo, this.hi, this.hiSeq, this.finSeq, this.bytes, this.packets, this.retrans, this.ooo, this.win, this.wscale]) n += a.byteLength;
+      this.ordinal, this.first, this.last, this.tSyn, this.tSynAck, this.tAck, this.rstIgnored, this.kIsn, this.prev, this.next,
+      this.lo, this.hi, this.hiSeq, this.finSeq, this.bytes, this.packets, this.retrans, this.ooo, this.win, this.wscale,
+      this.rttMark, this.rttAt, this.rttN, this.rttMin, this.rttSrtt, this.rttMax]) n += a.byteLength;
     return n;
   }
 
@@ -366,10 +386,12 @@ export class FlowTable {
     this.state = g(this.state, 1); this.inList = g(this.inList, 1); this.flags = g(this.flags, 1); this.tunDir = g(this.tunDir, 1);
     this.ordinal = g(this.ordinal, 1); this.first = g(this.first, 1); this.last = g(this.last, 1);
     this.tSyn = g(this.tSyn, 1); this.tSynAck = g(this.tSynAck, 1); this.tAck = g(this.tAck, 1);
-    this.rstIgnored = g(this.rstIgnored, 1); this.prev = g(this.prev, 1); this.next = g(this.next, 1);
+    this.rstIgnored = g(this.rstIgnored, 1); this.kIsn = g(this.kIsn, 1); this.prev = g(this.prev, 1); this.next = g(this.next, 1);
     this.lo = g(this.lo, 2); this.hi = g(this.hi, 2); this.hiSeq = g(this.hiSeq, 2); this.finSeq = g(this.finSeq, 2);
     this.bytes = g(this.bytes, 2); this.packets = g(this.packets, 2); this.retrans = g(this.retrans, 2); this.ooo = g(this.ooo, 2);
     this.win = g(this.win, 2); this.wscale = g(this.wscale, 2);
+    this.rttMark = g(this.rttMark, 2); this.rttAt = g(this.rttAt, 2); this.rttN = g(this.rttN, 2);
+    this.rttMin = g(this.rttMin, 2); this.rttSrtt = g(this.rttSrtt, 2); this.rttMax = g(this.rttMax, 2);
     this.state.fill(S_FREE, old);
     const free = new Int32Array(newCap);
     free.set(this.free.subarray(0, this.freeTop));

@@ -9,13 +9,15 @@
 import { DropReason, IPPROTO, PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { FlowCore, FlowCounter } from './flow-core.js';
 import { buildFlowMeta, buildFlowRecord, type CloseReason, type FlowMeta, type FlowRecord, type FlowSink } from './flow-record.js';
-import { N_STATES, S_CLOSE, S_FREE, S_ICMP, S_LAST_ACK, S_TIME_WAIT, S_UDP, S_UDP_STREAM } from './flow-table.js';
+import { F_L7, F_L7_TRIED, N_STATES, S_CLOSE, S_FREE, S_ICMP, S_LAST_ACK, S_TIME_WAIT, S_UDP, S_UDP_STREAM } from './flow-table.js';
 import { observeTcp } from './tcp-state.js';
+import { looksLikeClientInitial, QuicPeek } from './quic-peek.js';
 import type { PeekBudget } from './tls-client-hello.js';
 
 export { FlowCounter, FLOW_COUNTER_NAMES } from './flow-core.js';
 export { MAX_HOLES } from './seq-coverage.js';
 export { DEFAULT_PEEK_BUDGET_BYTES, TLS_PEEK_MAX_BYTES } from './tls-client-hello.js';
+export { QuicCounter, QUIC_COUNTER_NAMES } from './quic-peek.js';
 
 /** Tunnel direction of a packet, as seen by the endpoint that observes it. */
 export const Direction = {
@@ -77,6 +79,11 @@ export interface FlowTrackerOptions {
   peekBudgetBytes?: number;
   /** 8-byte key for the flow-table hash (tests only); default a random key per tracker. */
   hashKey?: Uint8Array;
+  /**
+   * HMAC key of the cross-end flow ID (flow-id.ts). Both ends must use the
+   * same key for their IDs to match; default the public DEFAULT_FLOW_ID_KEY.
+   */
+  flowIdKey?: Uint8Array;
 }
 
 const P_UDP = 1;
@@ -97,6 +104,8 @@ export class FlowTracker {
   readonly drops: Float64Array;
   /** The TLS peek byte budget: `heldBytes` now, `refused` growths, `bytesCopied` / `bytesParsed` work done. Read only. */
   readonly peekBudget: PeekBudget;
+  /** QUIC peek counters indexed by {@link QuicCounter} (labels in QUIC_COUNTER_NAMES). Read only. */
+  readonly quicCounters: Float64Array;
 
   private readonly core: FlowCore;
   private readonly timeoutOf: Float64Array;
@@ -115,10 +124,11 @@ export class FlowTracker {
     this.timeoutOf = Float64Array.from([
       t.synSentMs, t.synRecvMs, t.establishedMs, t.finWaitMs, t.lastAckMs, t.timeWaitMs, t.closeMs, t.udpMs, t.udpStreamMs, t.icmpMs,
     ]);
-    this.core = new FlowCore(opts.sink, maxFlows, opts.peekBudgetBytes, opts.hashKey);
+    this.core = new FlowCore(opts.sink, maxFlows, opts.peekBudgetBytes, opts.hashKey, opts.flowIdKey);
     this.counters = this.core.counters;
     this.drops = this.core.drops;
     this.peekBudget = this.core.peekBudget;
+    this.quicCounters = this.core.quic.counters;
   }
 
   /** Flows currently in the table that have not yet emitted their record. */
@@ -247,7 +257,8 @@ export class FlowTracker {
       const st = tb.state[s]!;
       if (st === S_FREE || st === S_TIME_WAIT || st === S_CLOSE || tb.last[s]! < activeSinceMs) continue;
       const p = peeks.get(s);
-      out.push({ record: buildFlowRecord(tb, s, 'open', p), meta: buildFlowMeta(tb, s, p) });
+      const q = this.core.quicPeeks.get(s);
+      out.push({ record: buildFlowRecord(tb, s, 'open', p, q, this.core.flowIdKey), meta: buildFlowMeta(tb, s, p) });
     }
     return out.sort((a, b) => a.meta.ordinal - b.meta.ordinal);
   }
@@ -277,7 +288,11 @@ export class FlowTracker {
     const tb = this.core.table;
     const h = tb.loadKey(buf, pi, sport, dport);
     let s = tb.lookup(h);
-    if (s < 0) s = this.core.newFlow(h, pclass === P_UDP ? S_UDP : S_ICMP, 0, td, now);
+    let created = false;
+    if (s < 0) {
+      s = this.core.newFlow(h, pclass === P_UDP ? S_UDP : S_ICMP, 0, td, now);
+      created = true;
+    }
     const d = tb.dir;
     const i = s * 2 + d;
     tb.last[s] = now;
@@ -287,6 +302,30 @@ export class FlowTracker {
     let st = tb.state[s]!;
     if (st === S_UDP && d === 1) st = S_UDP_STREAM; // conntrack: replies seen → longer timeout
     tb.relink(s, st);
+    if (pclass === P_UDP && (created || (tb.flags[s]! & F_L7) !== 0)) this.quicPeek(s, d, created, buf, pi, now);
     return 0;
+  }
+
+  /** QUIC peek of a UDP flow: started when its first datagram is a client Initial, on any port. */
+  private quicPeek(s: number, d: number, created: boolean, buf: Uint8Array, pi: PacketInfo, now: number): void {
+    const tb = this.core.table;
+    const peeks = this.core.quicPeeks;
+    let q: QuicPeek | undefined;
+    if (created) {
+      if (!looksLikeClientInitial(buf, pi.payloadOff, pi.payloadLen)) return;
+      q = new QuicPeek(this.core.quic);
+      peeks.set(s, q);
+      tb.flags[s] = tb.flags[s]! | F_L7 | F_L7_TRIED;
+    } else {
+      q = peeks.get(s);
+      if (q === undefined) return;
+    }
+    if (d === 0) q.feedClient(buf, pi.payloadOff, pi.payloadLen, now);
+    else q.feedServer(buf, pi.payloadOff, pi.payloadLen, now);
+    if (!q.wantsData) {
+      tb.flags[s] = tb.flags[s]! & ~F_L7;
+      q.release();
+      if (q.versionName === null) peeks.delete(s);
+    }
   }
 }

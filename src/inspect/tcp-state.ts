@@ -7,9 +7,10 @@
 import { DropReason, type PacketInfo, TCP_FLAG } from '../packet/ip-packet.js';
 import { type FlowCore, FlowCounter } from './flow-core.js';
 import {
-  F_FIN0, F_FINACK0, F_HOLES0, F_INIT0, F_L7, F_L7_TRIED, F_MIDSTREAM, F_OPENED, F_SYN_SEEN, F_SYNACK_SEEN, F_WS,
+  F_FIN0, F_FINACK0, F_HOLES0, F_INIT0, F_ISN, F_L7, F_L7_TRIED, F_MIDSTREAM, F_OPENED, F_SYN_SEEN, F_SYNACK_SEEN, F_TS0, F_WS,
   S_CLOSE, S_ESTABLISHED, S_FIN_WAIT, S_LAST_ACK, S_SYN_RECV, S_SYN_SENT, S_TIME_WAIT,
 } from './flow-table.js';
+import { rttObserve } from './rtt-sampler.js';
 import { MAX_SEQ_DELTA, seqCover, seqStart, SeqVerdict } from './seq-coverage.js';
 
 /**
@@ -48,8 +49,9 @@ export function observeTcp(c: FlowCore, buf: Uint8Array, pi: PacketInfo, td: num
       s = c.newFlow(h, synAck ? S_SYN_RECV : S_SYN_SENT, synAck ? 1 : 0, td, now);
       if (synAck) {
         // The initiator's SYN was missed, but the SYN-ACK acknowledges its ISN + 1.
-        t.flags[s] = F_INIT0;
+        t.flags[s] = F_INIT0 | F_ISN;
         t.hiSeq[s * 2] = pi.tcpAck;
+        t.kIsn[s] = (pi.tcpAck - 1) >>> 0;
       }
     } else {
       s = c.newFlow(h, S_ESTABLISHED, 0, td, now);
@@ -66,23 +68,29 @@ export function observeTcp(c: FlowCore, buf: Uint8Array, pi: PacketInfo, td: num
   t.packets[i]! += 1;
 
   let dataSeq = pi.tcpSeq;
+  // RTT sampler inputs: a first SYN / SYN-ACK is timeable; a repeated one is a retransmission (Karn).
+  let synTimeable = false;
+  let synRetransmit = false;
   if ((fl & SYN) !== 0) {
     dataSeq = (dataSeq + 1) >>> 0; // RFC 9293 §3.4: the SYN occupies one sequence number
     if (d === 0 && (fl & ACK) === 0) {
       if (st === S_SYN_SENT) {
-        if ((f & F_SYN_SEEN) !== 0) t.retrans[i]! += 1;
-        f = (f | F_SYN_SEEN | F_INIT0) & ~F_HOLES0;
+        if ((f & F_SYN_SEEN) !== 0) { t.retrans[i]! += 1; synRetransmit = true; } else synTimeable = true;
+        f = (f | F_SYN_SEEN | F_INIT0 | F_ISN) & ~F_HOLES0;
+        t.kIsn[s] = pi.tcpSeq;
+        if (pi.tcpTimestamps) f |= F_TS0; else f &= ~F_TS0;
         t.tSyn[s] = now; // the latest SYN: a retransmitted SYN restarts the RTT clock
         seqStart(t, c.holes, i, dataSeq);
         t.wscale[i] = pi.tcpWscale;
       } else if (st === S_SYN_RECV) {
         t.retrans[i]! += 1; // SYN again after the SYN-ACK (the SYN-ACK was lost downstream)
+        synRetransmit = true;
       }
     } else if (d === 1 && (fl & ACK) !== 0) {
       if (st === S_SYN_SENT || st === S_SYN_RECV) {
-        if ((f & F_SYNACK_SEEN) !== 0) t.retrans[i]! += 1;
-        else t.tSynAck[s] = now;
+        if ((f & F_SYNACK_SEEN) !== 0) { t.retrans[i]! += 1; synRetransmit = true; } else { t.tSynAck[s] = now; synTimeable = true; }
         f = (f | F_SYNACK_SEEN | F_INIT0 << 1) & ~(F_HOLES0 << 1);
+        if (pi.tcpTimestamps) f |= F_TS0 << 1; else f &= ~(F_TS0 << 1);
         seqStart(t, c.holes, i, dataSeq);
         t.wscale[i] = pi.tcpWscale;
         if (t.wscale[s * 2]! >= 0 && pi.tcpWscale >= 0) f |= F_WS; // RFC 7323 §2.2: both sides must offer it
@@ -125,8 +133,25 @@ export function observeTcp(c: FlowCore, buf: Uint8Array, pi: PacketInfo, td: num
   t.flags[s] = f;
   const plen = pi.payloadLen;
   let result = 0;
-  if (plen > 0) result = account(c, s, d, dataSeq, plen, buf, pi.payloadOff, td);
-  f = t.flags[s]!;
+  let timeable = synTimeable;
+  let retransmit = synRetransmit;
+  if (plen > 0) {
+    result = account(c, s, d, dataSeq, plen, buf, pi.payloadOff, td, now);
+    const cov = c.cov;
+    if (result === 0) {
+      timeable = cov.verdict === SeqVerdict.IN_ORDER && cov.newBytes === plen;
+      retransmit = cov.verdict === SeqVerdict.RETRANSMIT;
+    }
+  }
+  let seqEnd = dataSeq + plen;
+  if ((fl & FIN) !== 0) {
+    // The FIN occupies a sequence number (RFC 9293 §3.4) and is timed like data; a repeated FIN is a retransmission.
+    if ((t.flags[s]! & (F_FIN0 << d)) === 0) {
+      if (plen === 0) timeable = true;
+      seqEnd += 1;
+    } else retransmit = true;
+  }
+  f = rttObserve(t, s, d, pi, buf, now, seqEnd >>> 0, timeable, retransmit, t.flags[s]!);
 
   if ((fl & FIN) !== 0 && (f & (F_FIN0 << d)) === 0) {
     f |= F_FIN0 << d;
@@ -174,8 +199,11 @@ function rstInWindow(c: FlowCore, pi: PacketInfo, s: number, d: number, f: numbe
   return true;
 }
 
-/** Counts payload bytes [seq, seq+len) of direction d exactly once, and feeds new initiator bytes to the L7 peek. */
-function account(c: FlowCore, s: number, d: number, seq: number, len: number, buf: Uint8Array, pOff: number, td: number): number {
+/**
+ * Counts payload bytes [seq, seq+len) of direction d exactly once, and feeds
+ * new initiator bytes to the L7 peek (and new responder bytes, once it is HTTP/1).
+ */
+function account(c: FlowCore, s: number, d: number, seq: number, len: number, buf: Uint8Array, pOff: number, td: number, now: number): number {
   const t = c.table;
   const i = s * 2 + d;
   const f = t.flags[s]!;
@@ -201,7 +229,9 @@ function account(c: FlowCore, s: number, d: number, seq: number, len: number, bu
   }
   // L7 peek: initiator bytes, only after the whole three-way handshake was seen.
   if (d === 0 && cov.feedLen > 0 && (nf & F_OPENED) !== 0 && (nf & (F_L7 | F_L7_TRIED)) !== F_L7_TRIED) {
-    c.peek(s, buf, pOff + cov.feedOff, cov.feedLen, cov.feedStreamOff, cov.mainHi, cov.inOrder);
+    c.peek(s, buf, pOff + cov.feedOff, cov.feedLen, cov.feedStreamOff, cov.mainHi, cov.inOrder, now);
+  } else if (d === 1 && cov.feedLen > 0 && (nf & F_L7) !== 0) {
+    c.peeks.get(s)?.feedResponse(buf, pOff + cov.feedOff, cov.feedLen, cov.inOrder, now);
   }
   return 0;
 }

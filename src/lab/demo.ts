@@ -1,8 +1,10 @@
 /**
  * `npm run demo`: two clusters in network namespaces joined by mtun, real
- * traffic through the tunnel (ping, curl, iperf3, UDP echo), and both ends'
+ * traffic through the tunnel (ping, curl, iperf3, UDP echo), a policy
+ * denial and an unsolicited cluster B → A packet denied, and both ends'
  * flow telemetry printed side by side. Tears everything down on exit and on
- * Ctrl-C. Root only.
+ * Ctrl-C. Root only. `npm run demo -- --udp-blocked` drops UDP to the
+ * gateway with nftables first, so the whole demo runs over HTTP/2 (issue #15).
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -15,6 +17,13 @@ const UDP_PROBE = join(REPO_ROOT, 'dist', 'lab', 'udp-probe.js');
 const DIAGRAM = `
   cluster A                                   WAN                                cluster B
   client 10.10.0.2 ── agent [mtun-a TUN] ══ QUIC/HTTP3 CONNECT-IP ══ [mtun-g TUN] gateway ── server 10.20.0.2
+         fd00:a::2                 192.0.2.1 ──────────────────── 192.0.2.2                        fd00:b::2
+`;
+
+const DIAGRAM_H2 = `
+  cluster A                                   WAN                                cluster B
+  client 10.10.0.2 ── agent [mtun-a TUN] ══ UDP ✕ (nftables) ══════════════ [mtun-g TUN] gateway ── server 10.20.0.2
+                                          ╚═ TCP/TLS 1.3/HTTP2 CONNECT-IP ═╝
          fd00:a::2                 192.0.2.1 ──────────────────── 192.0.2.2                        fd00:b::2
 `;
 
@@ -43,8 +52,9 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  say('mtun demo — building two clusters in network namespaces');
-  say(DIAGRAM);
+  const udpBlocked = process.argv.includes('--udp-blocked');
+  say(`mtun demo — building two clusters in network namespaces${udpBlocked ? ' (UDP to the gateway blocked: HTTP/2 fallback)' : ''}`);
+  say(udpBlocked ? DIAGRAM_H2 : DIAGRAM);
   const lab = await Lab.up({ prefix: `mtd${process.pid % 10000}`, logLevel: 'warn' });
   let tornDown = false;
   const teardown = async () => {
@@ -63,11 +73,18 @@ async function main(): Promise<void> {
     writeFileSync(lab.file('blob.bin'), randomBytes(10 * 1024 * 1024));
     writeFileSync(lab.file('upload.bin'), randomBytes(5 * 1024 * 1024));
     await lab.startServers();
-    say('gateway: starting (mTLS with development certificates from `mtun certs`)');
+    if (udpBlocked) {
+      await lab.blockUdp();
+      say('nftables: dropping UDP to and from port 4433 between agent and gateway (QUIC cannot pass)');
+    }
+    say('gateway: starting (mTLS with development certificates from `mtun certs`; QUIC on UDP 4433, HTTP/2 on TCP 4433)');
     await lab.startGateway();
-    say('agent:   starting, opening CONNECT-IP to 192.0.2.2:4433');
+    say('agent:   starting, opening CONNECT-IP to 192.0.2.2:4433 (HTTP/3 first, HTTP/2 if QUIC does not answer)');
     await lab.startAgent('agent');
-    say('tunnel up\n');
+    const transport = await agentTransport(lab);
+    say(`tunnel up over ${transport === 'h2' ? 'HTTP/2 (TCP + TLS 1.3, RFC 8441 Extended CONNECT, DATAGRAM capsules)' : transport === 'h3' ? 'HTTP/3 (QUIC DATAGRAM frames)' : `an unknown transport (${transport})`}`);
+    if (udpBlocked) say(`  ${await lab.udpBlockDrops()} QUIC packets dropped by the firewall while the agent tried HTTP/3\n`);
+    else say('');
 
     const ping4 = await lab.exec('client', 'ping', ['-c', '3', '-i', '0.2', '-W', '2', LAB.server.v4]);
     const ping6 = await lab.exec('client', 'ping', ['-6', '-c', '3', '-i', '0.2', '-W', '2', LAB.server.v6]);
@@ -97,6 +114,14 @@ async function main(): Promise<void> {
     const denied = await lab.exec('client', 'curl', ['-s', '--max-time', '2', `http://${LAB.server.v4}:8080/`]);
     say(`curl to port 8080 (not in policy): ${denied.code === 0 ? 'unexpectedly allowed' : 'dropped by the gateway, as configured'}`);
 
+    // Inbound default-deny (issue #12 item 8): cluster B may answer the client, not open flows to it.
+    const unsolicited = async () => sum(await lab.metrics('gw'), 'mtun_tunnel_dropped_packets_total', 'reason="inbound_unsolicited"');
+    const before = await unsolicited();
+    await lab.exec('server', 'sh', ['-c', `printf unsolicited | socat -u - UDP:${LAB.client.v4}:9999`]);
+    const syn = await lab.exec('server', 'curl', ['-s', '--max-time', '2', `http://${LAB.client.v4}:8081/`]);
+    const dropped = (await unsolicited()) - before;
+    say(`server → client UDP + TCP SYN (unsolicited, cluster B → A): ${dropped > 0 && syn.code !== 0 ? `dropped by the gateway's inbound default-deny (${dropped} packets counted as inbound_unsolicited)` : 'NOT dropped'}`);
+
     say('\nwaiting for flows to close (FIN handshakes, UDP idle) …');
     await lab.waitFor(() => countClosed(lab.flowLog('agent')) >= 4 && countClosed(lab.flowLog('gateway')) >= 4, 20_000, 'flow records').catch(() => undefined);
     await new Promise((r) => setTimeout(r, 1500));
@@ -111,20 +136,34 @@ async function main(): Promise<void> {
     for (const line of ga.split('\n')) {
       if (line.startsWith('mtun_tunnel_dropped_packets_total') && !line.endsWith(' 0')) say(`  gateway drop: ${line.replace('mtun_tunnel_dropped_packets_total', '')}`);
     }
+    if (udpBlocked) {
+      say(`  ${pad('mtun_h2_datagrams_total (DATAGRAM capsules)', 40)} agent ${rpad(sum(am, 'mtun_h2_datagrams_total'), 12)}   gateway ${rpad(sum(ga, 'mtun_h2_datagrams_total'), 12)}`);
+      say(`  ${pad('mtun_h2_drops_total (backpressure…)', 40)} agent ${rpad(sum(am, 'mtun_h2_drops_total'), 12)}   gateway ${rpad(sum(ga, 'mtun_h2_drops_total'), 12)}`);
+      say(`\nthe whole demo ran over ${(await agentTransport(lab)) === 'h2' ? 'HTTP/2' : 'NOT HTTP/2 (the agent moved to HTTP/3?)'}: UDP to the gateway was blocked throughout.`);
+    }
     say('\nflow logs are JSON lines (one at open, one at close, per end); metrics at /metrics on the admin port.');
     say('done — tearing down the namespaces');
   } finally {
+    if (udpBlocked) await lab.unblockUdp();
     await teardown();
   }
+}
+
+/** The agent's current transport from its /status (`h3`, `h2`, or `?`). */
+async function agentTransport(lab: Lab): Promise<string> {
+  const r = await lab.admin('agent', LAB.agentAdmin, '/status');
+  if (r.code !== 0) return '?';
+  return (JSON.parse(r.stdout) as { sessions: { transport?: string }[] }).sessions[0]?.transport ?? '?';
 }
 
 function countClosed(lines: readonly FlowLogLine[]): number {
   return lines.filter((l) => l.event === 'flow_close' && (l.protocol === 'tcp' || l.protocol === 'udp')).length;
 }
 
-function sum(text: string, name: string): number {
+/** Sum of a metric's samples (those whose labels contain `label`, when given). */
+function sum(text: string, name: string, label = ''): number {
   let s = 0;
-  for (const line of text.split('\n')) if (line.startsWith(name + '{')) s += Number(line.slice(line.lastIndexOf(' ') + 1));
+  for (const line of text.split('\n')) if (line.startsWith(name + '{') && line.includes(label)) s += Number(line.slice(line.lastIndexOf(' ') + 1));
   return s;
 }
 

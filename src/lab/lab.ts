@@ -16,6 +16,9 @@ const TOPOLOGY = join(REPO_ROOT, 'test', 'netns', 'topology.sh');
 const MTUN = join(REPO_ROOT, 'bin', 'mtun.js');
 const SERVER = join(REPO_ROOT, 'dist', 'lab', 'lab-server.js');
 
+/** The nftables table {@link Lab.blockUdp} adds. */
+const UDP_BLOCK_TABLE = 'mtun_udp_block';
+
 /** Namespace roles of topology.sh. */
 export type Role = 'client' | 'agent' | 'gw' | 'server' | 'client2' | 'agent2';
 
@@ -186,6 +189,37 @@ export class Lab {
     const code = await done;
     clearTimeout(t);
     return code;
+  }
+
+  /**
+   * Drops the agent's UDP flow to the gateway port both ways with nftables
+   * (an input-hook table, `mtun_udp_block`, in the gateway's and the agent's
+   * namespaces, so no sender sees EPERM): what a firewall blocking UDP does.
+   * The agent then runs over HTTP/2 (docs/http2-fallback.md). Undo with
+   * {@link unblockUdp}; the namespaces' removal removes the tables too.
+   */
+  async blockUdp(): Promise<void> {
+    for (const [role, match] of [['gw', 'dport'], ['agent', 'sport']] as const) {
+      for (const args of [
+        ['add', 'table', 'inet', UDP_BLOCK_TABLE],
+        ['add', 'chain', 'inet', UDP_BLOCK_TABLE, 'in', '{', 'type', 'filter', 'hook', 'input', 'priority', '0', ';', '}'],
+        ['add', 'rule', 'inet', UDP_BLOCK_TABLE, 'in', 'udp', match, String(LAB.gatewayPort), 'counter', 'drop'],
+      ]) {
+        const r = await this.exec(role, 'nft', args);
+        if (r.code !== 0) throw new Error(`lab: nft ${args.join(' ')} in ${role}: ${r.stderr.trim()}`);
+      }
+    }
+  }
+
+  /** Removes what {@link blockUdp} added (no error when nothing is there). */
+  async unblockUdp(): Promise<void> {
+    for (const role of ['gw', 'agent'] as const) await this.exec(role, 'nft', ['delete', 'table', 'inet', UDP_BLOCK_TABLE]);
+  }
+
+  /** UDP packets to the gateway port the block dropped so far (0 when not blocked). */
+  async udpBlockDrops(): Promise<number> {
+    const r = await this.exec('gw', 'nft', ['list', 'table', 'inet', UDP_BLOCK_TABLE]);
+    return Number(/packets (\d+)/.exec(r.stdout)?.[1] ?? 0);
   }
 
   /** GET on a daemon's admin endpoint from inside its namespace (curl exit code 0 = HTTP 2xx). */

@@ -13,6 +13,7 @@ export type ProxyErrorType =
   | 'dns_error'
   | 'dns_timeout'
   | 'connection_refused'
+  | 'connection_timeout'
   | 'proxy_internal_error'
   | 'proxy_configuration_error';
 

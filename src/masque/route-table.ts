@@ -54,24 +54,39 @@ class Trie {
    * Control-plane: walks the subtree.
    */
   overlapsOther(addr: Uint8Array, len: number, s: number): boolean {
+    return this.othersOverlapping(addr, len, s, true).size > 0;
+  }
+
+  /**
+   * Values other than `s` on the path to the prefix's node or below it
+   * (stops at the first when `first`). Control-plane: walks the subtree.
+   */
+  othersOverlapping(addr: Uint8Array, len: number, s: number, first: boolean): Set<number> {
+    const out = new Set<number>();
     let n = 0;
     for (let i = 0; ; i++) {
       const v = this.val[n]!;
-      if (v >= 0 && v !== s) return true;
+      if (v >= 0 && v !== s) {
+        out.add(v);
+        if (first) return out;
+      }
       if (i === len) break;
       const bit = (addr[i >> 3]! >> (7 - (i & 7))) & 1;
       n = bit ? this.c1[n]! : this.c0[n]!;
-      if (n === 0) return false;
+      if (n === 0) return out;
     }
     const stack = [this.c0[n]!, this.c1[n]!];
     while (stack.length > 0) {
       const m = stack.pop()!;
       if (m === 0) continue;
       const v = this.val[m]!;
-      if (v >= 0 && v !== s) return true;
+      if (v >= 0 && v !== s) {
+        out.add(v);
+        if (first) return out;
+      }
       stack.push(this.c0[m]!, this.c1[m]!);
     }
-    return false;
+    return out;
   }
 
   /** Longest match for the address at buf[off] of `bits` bits; value index or -1. Allocation-free. */
@@ -157,6 +172,16 @@ export class RouteTable<T> {
     trie.val[n] = s;
     this.prefixesOf.get(value)!.set(formatPrefix(prefix), prefix);
     return true;
+  }
+
+  /**
+   * The values other than `value` whose prefixes overlap `prefix` (equal,
+   * covering or inside it): who stands in the way of {@link add}. Control-plane.
+   */
+  ownersOverlapping(prefix: IpPrefix, value?: T): T[] {
+    const trie = prefix.version === 4 ? this.v4 : this.v6;
+    const self = value !== undefined ? (this.slotOf.get(value) ?? -2) : -2;
+    return [...trie.othersOverlapping(prefix.address, prefix.prefixLength, self, false)].map((v) => this.values[v]!);
   }
 
   /** Removes `prefix` if it maps to `value`; returns whether it did. */

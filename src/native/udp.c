@@ -329,7 +329,9 @@ static bool slot_to_name(const uint8_t *slot, int family, struct sockaddr_in6 *n
  * udpRecv(fd, bufs, sizes, addrs, segs, max, stats) -> count.
  * One recvmmsg; slot i gets the datagram (or GRO super-datagram), its length,
  * source address, the local address it arrived on (zero when unknown) and GRO
- * segment size (0 when not coalesced).
+ * segment size (0 when not coalesced). Received slots are compacted to the
+ * front; a datagram larger than its slot, or than the slot it would be
+ * compacted into, is dropped and counted (US_RX_TRUNCATED).
  */
 static napi_value udp_recv(napi_env env, napi_callback_info info) {
   MTUN_ARGS(7);
@@ -389,7 +391,16 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
       continue;
     }
     uint32_t len = s->msgs[k].msg_len;
-    if (w != k) memcpy(s->ptrs[w], s->ptrs[k], len); /* compact after a dropped slot (rare) */
+    if (w != k) {
+      /* Compact after a dropped slot (rare). Slots may differ in size (the
+       * caller's buffers): one that does not fit where it would go is
+       * dropped and counted like a truncated one, never copied past it. */
+      if (len > s->lens[w]) {
+        stats[US_RX_TRUNCATED] += 1;
+        continue;
+      }
+      memmove(s->ptrs[w], s->ptrs[k], len);
+    }
     sizes[w] = len;
     uint8_t *slot = addrs + (size_t)w * MTUN_ADDR_SLOT;
     name_to_slot(&s->names[k], slot);

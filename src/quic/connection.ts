@@ -30,6 +30,8 @@ export interface QuicCloseInfo {
   readonly reason: string;
   /** Closed by the idle timeout (RFC 9000 §10.1) with no CONNECTION_CLOSE. */
   readonly idleTimeout: boolean;
+  /** Closed by a stateless reset carrying the peer's token (RFC 9000 §10.3): the peer has no state for it. Optional: false when absent. */
+  readonly statelessReset?: boolean;
 }
 
 /** Per-connection counters for telemetry (control path: allocates). */
@@ -103,8 +105,9 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   // ---- endpoint-internal state (not API) ----
   /** @internal */ readonly q: QuicheConnection;
   /** @internal Our source connection ID (CID_BYTES long). */ readonly scid: Uint8Array;
-  /** @internal Demux key: first 4 bytes of scid. */ readonly scidKey: number;
+  /** @internal Demux key: last 4 bytes of scid (cidKey). */ readonly scidKey: number;
   /** @internal Client's original DCID (server, until established). */ odcidKey: string | null = null;
+  /** @internal A datagram offered as a possible stateless reset closed it (RFC 9000 §10.3.1). */ resetByPeer = false;
   /** @internal */ deadlineMs = 0;
   /** @internal Next keep-alive PING (ms, performance.now clock); Infinity when off. */ keepAliveDueMs = Infinity;
   /** @internal */ heapIndex = -1;
@@ -112,6 +115,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal */ touched = false;
   /** @internal */ established = false;
   /** @internal Refused after the handshake (mTLS); never announced. */ refused = false;
+  /** @internal Client CA (PEM) in force when accepted, which its TLS config asked certificates for; null: no mTLS. */ clientCaPem: string | null = null;
   /** @internal */ gone = false;
   /** @internal */ sessionTries = 0;
   /** @internal Peer address slot for sending. */ readonly sendAddr = new Uint8Array(ADDR_SLOT_BYTES);
@@ -430,9 +434,17 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   }
 }
 
-/** Demux key of a connection ID at buf[off..off+4) (big-endian u32). */
+/**
+ * Offset of the demux key in our connection IDs: their last 4 octets
+ * (CID_BYTES 16 − 4), which are random also when the leading octets carry a
+ * QUIC-LB server ID (quic-lb.ts: the nonce is last and at least 4 octets).
+ */
+const CID_KEY_OFFSET = 12;
+
+/** Demux key of one of our connection IDs starting at buf[off] (its last 4 octets, big-endian u32). */
 export function cidKey(buf: Uint8Array, off: number): number {
-  return ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
+  const o = off + CID_KEY_OFFSET;
+  return ((buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3]) >>> 0;
 }
 
 /** True when buf[off..off+cid.length) equals cid. */

@@ -11,6 +11,8 @@ import {
   quiche,
   CRYPTO_ERROR_BAD_CERTIFICATE,
   CRYPTO_ERROR_CERTIFICATE_REQUIRED,
+  CRYPTO_ERROR_CERTIFICATE_EXPIRED,
+  CRYPTO_ERROR_CERTIFICATE_REVOKED,
   type QuicheConfig,
   type QuicheConnection,
   type QuicheHeader,
@@ -18,7 +20,10 @@ import {
 import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
 import { TimerHeap } from './timer-heap.js';
 import { RetryTokens } from './retry-token.js';
+import { checkQuicLbConfig, encodeQuicLbCid, type QuicLbConfig } from './quic-lb.js';
+import { InitialQueue, InitialQueueRefusal } from './initial-queue.js';
 import { peerIdentityFromChain } from './peer-identity.js';
+import { parsePemBundle, peerRejection } from './peer-trust.js';
 
 /**
  * Length of every connection ID we issue (RFC 9000 §17.2 allows up to 20).
@@ -40,6 +45,8 @@ const LOCAL_ADDR_OFFSET = ADDR_SLOT_BYTES - 16;
 const MAX_SESSIONS = 64;
 /** Datagrams processed before connection events run mid-batch (below quiche's default DATAGRAM queue of 1024). */
 const DISPATCH_EVERY = 256;
+/** Queued client Initials older than this are dropped (RFC 9002 §6.2.2: the client's first PTO is about 1 s). */
+const HANDSHAKE_QUEUE_MAX_WAIT_MS = 1000;
 /** RFC 9000 §20.1 transport error codes we send. */
 const NO_ERROR = 0x0;
 const INTERNAL_ERROR = 0x1;
@@ -60,6 +67,16 @@ export interface QuicServerOptions {
   retry?: 'on' | 'off' | 'auto';
   /** Handshakes in progress at which 'auto' starts sending Retry. Default 64. */
   retryAutoHandshakes?: number;
+  /**
+   * Handshakes in progress at most (default 256). Further client Initials
+   * wait in the handshake queue until one finishes, so a burst of new
+   * connections cannot take the CPU from established ones.
+   */
+  maxHandshakes?: number;
+  /** New handshakes started per event-loop turn at most (default 32); the rest wait for the next turn. */
+  acceptsPerTurn?: number;
+  /** Client Initials waiting for admission at most (default 1024); further ones are dropped and counted. */
+  handshakeQueueLen?: number;
   /** Retry token lifetime in ms. Default 10 s. */
   retryTokenLifetimeMs?: number;
   /** Called once per connection when it is established and authenticated. Install `onEvent` here. */
@@ -72,8 +89,24 @@ export interface QuicServerOptions {
   statelessResetKey?: Uint8Array;
   /** Stateless resets sent per second at most (default 100); the rest are counted. */
   maxStatelessResetsPerSecond?: number;
-  /** TLS session ticket key (48 bytes) shared by all connections. Default: random per endpoint. */
+  /**
+   * TLS session ticket key (48 bytes) shared by all connections. Default:
+   * random per endpoint; replace it with {@link QuicEndpoint.rotateTicketKey}.
+   * Never derive it from long-lived material (#12 item 5).
+   */
   ticketKey?: Uint8Array;
+  /**
+   * QUIC-LB (draft-ietf-quic-load-balancers, keyless): every connection ID
+   * this server issues carries this server ID after the first octet, so a
+   * CID-aware load balancer routes by it. Default: fully random CIDs.
+   */
+  quicLb?: QuicLbConfig;
+}
+
+/** A connection {@link QuicEndpoint} closed because of its peer's certificate, and why (for the log). */
+export interface PeerClosed {
+  readonly conn: QuicConnection;
+  readonly reason: string;
 }
 
 /** Client-side options. */
@@ -155,6 +188,12 @@ export interface QuicEndpointCounters {
   dropBadToken: number;
   /** quiche refused to create the connection for this Initial. */
   dropAcceptError: number;
+  /** Client Initials queued because the per-turn accept budget or maxHandshakes was reached. */
+  handshakesDeferred: number;
+  /** Client Initials dropped: the handshake queue was full (or the datagram larger than a slot). */
+  dropHandshakeQueueFull: number;
+  /** Queued client Initials dropped after waiting longer than a second (the client has retransmitted). */
+  dropHandshakeQueueStale: number;
   /** quiche rejected the packet (decryption failure, protocol error). */
   dropRecvError: number;
   /** Datagrams the socket did not take (kept and retried) — counted per stall. */
@@ -168,6 +207,10 @@ export interface QuicEndpointCounters {
   handshakesFailed: number;
   /** mTLS: client without a certificate, or with one we could not parse (checked after the handshake). */
   mtlsRejected: number;
+  /** Established mTLS connections closed because a reloaded client CA no longer vouches for them (#12 item 5). */
+  peersRevoked: number;
+  /** Established mTLS connections closed at their certificate's notAfter. */
+  peersExpired: number;
   /** Exceptions thrown by event handlers (the connection is closed with INTERNAL_ERROR). */
   handlerErrors: number;
 }
@@ -188,6 +231,9 @@ function newCounters(): QuicEndpointCounters {
     dropPeerIpLimit: 0,
     dropBadToken: 0,
     dropAcceptError: 0,
+    handshakesDeferred: 0,
+    dropHandshakeQueueFull: 0,
+    dropHandshakeQueueStale: 0,
     dropRecvError: 0,
     sendStalls: 0,
     retriesSent: 0,
@@ -197,11 +243,18 @@ function newCounters(): QuicEndpointCounters {
     connectionsClosed: 0,
     handshakesFailed: 0,
     mtlsRejected: 0,
+    peersRevoked: 0,
+    peersExpired: 0,
     handlerErrors: 0,
   };
 }
 
 const utf8 = new TextEncoder();
+
+/** Closed by either end and draining (RFC 9000 §10.2): already on its way out, not to be closed or counted again. */
+function closing(c: QuicConnection): boolean {
+  return c.q.localError() !== null || c.q.isDraining() || c.q.isClosed();
+}
 
 /**
  * A QUIC endpoint (server, client or both) on one UDP socket. Single-threaded:
@@ -219,11 +272,15 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly local: { host: string; port: number };
   private readonly isServerEndpoint: boolean;
   private readonly resetKey: Uint8Array;
-  private readonly ticketKey: Uint8Array;
+  private ticketKey: Uint8Array;
   private readonly resetsPerSecond: number;
   private resetWindowStart = 0;
   private resetsInWindow = 0;
+  private readonly quicLb: QuicLbConfig | null;
   private readonly clientConfig: QuicheConfig | null;
+  /** Server config shared by new connections, and the TLS material it was built from. */
+  private serverCfg: QuicheConfig | null = null;
+  private serverCfgTls: object | null = null;
   private readonly keylogPath: string | null;
   private readonly tokens: RetryTokens | null;
   private readonly conns = new Map<number, QuicConnection>();
@@ -241,6 +298,12 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly maxPerPeerIp: number;
   private readonly retryMode: 'on' | 'off' | 'auto';
   private readonly retryAuto: number;
+  private readonly maxHandshakes: number;
+  private readonly acceptsPerTurn: number;
+  /** New handshakes this turn may still start. */
+  private acceptsLeft = 0;
+  private readonly initialQueue: InitialQueue | null;
+  private admitScheduled = false;
   private readonly keepAliveMs: number;
   private readonly rawOut: Uint8Array;
   private touched: QuicConnection[] = [];
@@ -276,6 +339,13 @@ export class QuicEndpoint implements ConnectionOwner {
     this.maxPerPeerIp = opts.maxConnectionsPerPeerIp ?? 1000;
     this.retryMode = opts.server?.retry ?? 'auto';
     this.retryAuto = opts.server?.retryAutoHandshakes ?? 64;
+    this.maxHandshakes = opts.server?.maxHandshakes ?? 256;
+    this.acceptsPerTurn = opts.server?.acceptsPerTurn ?? 32;
+    if (!(this.maxHandshakes >= 1 && this.acceptsPerTurn >= 1)) throw new RangeError('quic: maxHandshakes and acceptsPerTurn must be ≥ 1');
+    this.acceptsLeft = this.acceptsPerTurn;
+    this.initialQueue = opts.server
+      ? new InitialQueue(opts.server.handshakeQueueLen ?? 1024, Math.max(this.maxPayload, 1500), HANDSHAKE_QUEUE_MAX_WAIT_MS)
+      : null;
     this.keepAliveMs = opts.keepAliveMs ?? 0;
     if (!(this.keepAliveMs >= 0)) throw new RangeError(`quic: keepAliveMs ${this.keepAliveMs} must be ≥ 0`);
     this.gso = this.sock.gso;
@@ -290,7 +360,9 @@ export class QuicEndpoint implements ConnectionOwner {
     this.ticketKey = opts.server?.ticketKey ?? randomBytes(48);
     if (this.ticketKey.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
     this.resetsPerSecond = opts.server?.maxStatelessResetsPerSecond ?? 100;
-    // Fail fast on bad TLS material; connections get their own config (see serverConfigFor).
+    this.quicLb = opts.server?.quicLb ?? null;
+    if (this.quicLb !== null) checkQuicLbConfig(this.quicLb, CID_BYTES);
+    // Fail fast on bad TLS material (see serverConfigFor).
     if (this.isServerEndpoint) this.serverConfigFor(new Uint8Array(CID_BYTES));
     this.clientConfig = opts.client ? this.buildConfig(false) : null;
     this.tokens = opts.server ? new RetryTokens({ lifetimeMs: opts.server.retryTokenLifetimeMs }) : null;
@@ -351,17 +423,23 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /**
    * Replaces the server certificate chain, key and client CA (e.g. on
-   * SIGHUP). New connections use them; established ones keep theirs. Throws
-   * `quic: TLS configuration rejected: …` and keeps the old material when the
-   * new one does not load.
+   * SIGHUP). New connections use them (whether a certificate is required
+   * follows the new client CA, #12 item 4). When the client CA changed,
+   * established connections are re-judged by it (#12 item 5): one whose
+   * certificate chain the new CA does not vouch for, one without a
+   * certificate when one is now required, and one with a certificate when
+   * none is accepted any more, is closed with a TLS alert as crypto error
+   * (RFC 9001 §4.8) and counted in `peersRevoked`; they are returned, with
+   * the reason, for the caller to log. Throws `quic: TLS configuration
+   * rejected: …` and keeps the old material when the new one does not load.
    */
-  updateServerTls(tls: { certPem: string; keyPem: string; clientCaPem?: string }): void {
+  updateServerTls(tls: { certPem: string; keyPem: string; clientCaPem?: string }, nowMs: number = Date.now()): PeerClosed[] {
     if (this.serverTls === null) throw new Error('quic: endpoint has no server role');
     // BoringSSL accepts unparsable PEM here and fails only in the handshake: check it ourselves.
     try {
       const cert = new X509Certificate(tls.certPem);
       if (!cert.checkPrivateKey(createPrivateKey(tls.keyPem))) throw new Error('the key does not match the certificate');
-      if (tls.clientCaPem !== undefined) new X509Certificate(tls.clientCaPem);
+      if (tls.clientCaPem !== undefined && parsePemBundle(tls.clientCaPem).length === 0) throw new Error('the client CA holds no certificate');
     } catch (e) {
       throw new Error(`quic: TLS configuration rejected: ${(e as Error).message}`);
     }
@@ -373,6 +451,55 @@ export class QuicEndpoint implements ConnectionOwner {
       this.serverTls = old;
       throw e;
     }
+    return old.clientCaPem === tls.clientCaPem ? [] : this.rejudgePeers(tls.clientCaPem ?? null, nowMs);
+  }
+
+  /** Closes established server connections the client CA `caPem` (null: no mTLS) no longer admits. */
+  private rejudgePeers(caPem: string | null, nowMs: number): PeerClosed[] {
+    const anchors = caPem !== null ? parsePemBundle(caPem) : null;
+    const out: PeerClosed[] = [];
+    for (const c of this.connections()) {
+      if (!c.isServer || !c.established || c.gone || closing(c)) continue;
+      const reason = peerRejection(c.peerIdentity !== null, c.q.peerCertChain(), anchors, nowMs);
+      c.clientCaPem = caPem;
+      if (reason === null) continue;
+      this.counters.peersRevoked++;
+      c.close(false, c.peerIdentity === null ? CRYPTO_ERROR_CERTIFICATE_REQUIRED : CRYPTO_ERROR_CERTIFICATE_REVOKED, `client CA changed: ${reason}`);
+      out.push({ conn: c, reason });
+    }
+    return out;
+  }
+
+  /**
+   * Closes every established mTLS connection whose peer certificate chain
+   * has expired by `nowMs` (ms since the epoch) with certificate_expired
+   * (RFC 9001 §4.8), counted in `peersExpired`; returns them. A connection
+   * lives no longer than the certificate that authenticated it (#12 item 5).
+   * Cheap (one comparison per connection): call it about once a second.
+   */
+  closeExpiredPeers(nowMs: number): PeerClosed[] {
+    const out: PeerClosed[] = [];
+    for (const c of this.connections()) {
+      const id = c.peerIdentity;
+      if (id === null || !c.established || c.gone || closing(c) || id.notAfterMs > nowMs) continue;
+      this.counters.peersExpired++;
+      const reason = `client certificate expired at ${new Date(id.notAfterMs).toISOString()}`;
+      c.close(false, CRYPTO_ERROR_CERTIFICATE_EXPIRED, reason);
+      out.push({ conn: c, reason });
+    }
+    return out;
+  }
+
+  /**
+   * Replaces the TLS session ticket key (48 bytes; default fresh random).
+   * New connections issue and accept only tickets under the new key, so
+   * sessions from before the rotation no longer resume (a full handshake,
+   * which checks the client certificate again).
+   */
+  rotateTicketKey(key: Uint8Array = randomBytes(48)): void {
+    if (key.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
+    this.ticketKey = Uint8Array.from(key);
+    this.serverCfg = null; // the shared server config holds the old key: rebuild it for the next accept
   }
 
   /** Local address of the socket. */
@@ -480,6 +607,7 @@ export class QuicEndpoint implements ConnectionOwner {
 
   private readonly onReadable = (): void => {
     if (this.closed) return;
+    this.acceptsLeft = this.acceptsPerTurn;
     this.inBatch = true;
     const b = this.inb;
     let budget = this.recvBudget;
@@ -656,15 +784,20 @@ export class QuicEndpoint implements ConnectionOwner {
       }
     } else if (this.retryMode === 'on' || (this.retryMode === 'auto' && this.handshaking >= this.retryAuto)) {
       // RFC 9000 §8.1.2: stateless Retry with an address-bound token.
-      const retryScid = this.freshCid();
+      const retryScid = this.freshCid(true);
       const tok = tokens.mint(hdr.dcid, retryScid, addrs, i);
       const n = quiche.retry(hdr.scid, hdr.dcid, retryScid, tok, hdr.version, this.rawOut);
       this.sendRaw(this.rawOut, n, addrs, i);
       this.counters.retriesSent++;
       return;
     } else {
-      scid = this.freshCid();
+      scid = this.freshCid(true);
     }
+    if (this.acceptsLeft <= 0 || this.handshaking >= this.maxHandshakes) {
+      this.deferInitial(buf, off, len, addrs, i);
+      return;
+    }
+    this.acceptsLeft--;
     let q: QuicheConnection;
     const remote = { host: ip, port: (addrs[i * ADDR_SLOT_BYTES + 16] << 8) | addrs[i * ADDR_SLOT_BYTES + 17] };
     try {
@@ -675,6 +808,8 @@ export class QuicEndpoint implements ConnectionOwner {
     }
     if (this.keylogPath !== null) q.setKeylog(this.keylogPath);
     const c = new QuicConnection(this, q, true, scid, this.local, addrs, i);
+    // The CA this connection's TLS config asked certificates for (#12 item 4: not the start-up one).
+    c.clientCaPem = this.serverTls!.clientCaPem ?? null;
     c.peerIpKey = ip;
     this.perPeerIp.set(ip, perIp + 1);
     this.conns.set(c.scidKey, c);
@@ -687,14 +822,70 @@ export class QuicEndpoint implements ConnectionOwner {
     this.deliver(c, buf, off, len, addrs, i);
   }
 
+  /** Queues a client Initial the endpoint cannot start a handshake for this turn (counted either way). */
+  private deferInitial(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
+    const r = this.initialQueue!.push(buf, off, len, addrs, i, performance.now());
+    if (r !== InitialQueueRefusal.NONE) {
+      this.counters.dropHandshakeQueueFull++;
+      return;
+    }
+    this.counters.handshakesDeferred++;
+    this.scheduleAdmission();
+  }
+
+  /** Admits queued Initials on a later turn (after pending I/O, so established connections go first). */
+  private scheduleAdmission(): void {
+    const q = this.initialQueue;
+    if (q === null || q.length === 0 || this.admitScheduled || this.closed || this.handshaking >= this.maxHandshakes) return;
+    this.admitScheduled = true;
+    setImmediate(this.admitQueued);
+  }
+
+  /** One turn's worth of queued Initials, oldest first, through the normal demux (a retransmit may now match its connection). */
+  private readonly admitQueued = (): void => {
+    this.admitScheduled = false;
+    const q = this.initialQueue!;
+    if (this.closed) return;
+    this.acceptsLeft = this.acceptsPerTurn;
+    const now = performance.now();
+    this.inBatch = true;
+    try {
+      let k: number;
+      while (this.acceptsLeft > 0 && this.handshaking < this.maxHandshakes && (k = q.peek(now)) >= 0) {
+        q.shift();
+        const d = q.datagram(k);
+        this.counters.datagramsIn--; // counted when it arrived
+        this.onDatagram(d, 0, d.length, q.addrs, k);
+      }
+      this.counters.dropHandshakeQueueStale = q.staleDrops;
+      this.dispatchTouched();
+    } finally {
+      this.inBatch = false;
+    }
+    this.afterBatch();
+    // Budget used up: more next turn. Concurrency reached: a finished handshake schedules us.
+    if (this.acceptsLeft <= 0) this.scheduleAdmission();
+  };
+
   /**
-   * A server config for one connection: the shared TLS material and
-   * transport parameters, plus the stateless reset token of `scid` and the
-   * shared ticket key (so sessions resume across connections). About 25 µs.
+   * The server config for one new connection: one config (one TLS context)
+   * shared by every connection while the TLS material is unchanged, with the
+   * stateless reset token of `scid` set just before accept — the engine
+   * copies the transport parameters into the connection at accept
+   * (quiche: `Connection::new` clones them), so sharing is safe. A config per
+   * connection cost a TLS context per connection (about 10 kB of RSS each,
+   * and its build time in every handshake). Rebuilt after
+   * {@link updateServerTls} replaces the material (which checks it here).
    */
   private serverConfigFor(scid: Uint8Array): QuicheConfig {
-    const cfg = this.buildConfig(true);
-    cfg.setTicketKey(this.ticketKey);
+    let cfg = this.serverCfg;
+    if (cfg === null || this.serverCfgTls !== this.serverTls) {
+      cfg = this.buildConfig(true);
+      // Shared ticket key, so sessions resume across connections.
+      cfg.setTicketKey(this.ticketKey);
+      this.serverCfg = cfg;
+      this.serverCfgTls = this.serverTls;
+    }
     // RFC 9000 §18.2 stateless_reset_token, derived so a restarted endpoint can recompute it.
     cfg.setStatelessResetToken(BigInt('0x' + this.resetToken(scid, 0).toString('hex')));
     return cfg;
@@ -741,7 +932,10 @@ export class QuicEndpoint implements ConnectionOwner {
     let offered = 0;
     for (const c of this.conns.values()) {
       if (c.isServer || c.gone || !addrSlotEquals(c.sendAddr, 0, addrs, i)) continue;
+      const wasClosed = c.q.isClosed();
       this.deliver(c, buf, off, len, addrs, i);
+      // quiche closes on a token match without recording an error: that is how a reset shows.
+      if (!wasClosed && c.q.isClosed() && c.q.peerError() === null && c.q.localError() === null) c.resetByPeer = true;
       if (++offered === 4) break;
     }
     if (offered > 0) this.counters.resetCandidates++;
@@ -755,11 +949,14 @@ export class QuicEndpoint implements ConnectionOwner {
     this.sessions.set(key, s);
   }
 
-  /** Fresh random CID whose demux key is unused. */
-  private freshCid(): Uint8Array {
+  /** Fresh random CID whose demux key is unused; a server's carries its QUIC-LB server ID when configured. */
+  private freshCid(server = false): Uint8Array {
     const cid = new Uint8Array(CID_BYTES);
-    do randomFillSync(cid);
-    while (this.conns.has(cidKey(cid, 0)));
+    const lb = server ? this.quicLb : null;
+    do {
+      if (lb !== null) encodeQuicLbCid(cid, lb);
+      else randomFillSync(cid);
+    } while (this.conns.has(cidKey(cid, 0)));
     return cid;
   }
 
@@ -816,11 +1013,12 @@ export class QuicEndpoint implements ConnectionOwner {
   /** Handshake finished: authenticate (server mTLS), then announce. False when refused. */
   private onEstablished(c: QuicConnection): boolean {
     this.handshaking--;
+    this.scheduleAdmission();
     if (c.odcidKey !== null) {
       this.byOdcid.delete(c.odcidKey);
       c.odcidKey = null;
     }
-    if (c.isServer && this.opts.server!.clientCaPem !== undefined) {
+    if (c.isServer && c.clientCaPem !== null) {
       // BoringSSL verified any certificate against the CA; a missing one is our check.
       const chain = c.q.peerCertChain();
       if (chain === null || chain.length === 0) {
@@ -835,6 +1033,18 @@ export class QuicEndpoint implements ConnectionOwner {
       } catch {
         this.counters.mtlsRejected++;
         c.q.close(false, CRYPTO_ERROR_BAD_CERTIFICATE, utf8.encode('unparsable client certificate'));
+        c.refused = true;
+        this.handshaking++;
+        return false;
+      }
+    }
+    const caNow = c.isServer ? (this.serverTls!.clientCaPem ?? null) : null;
+    if (c.isServer && c.clientCaPem !== caNow) {
+      // The client CA was reloaded during this handshake: the one in force now decides (#12 items 4, 5).
+      const reason = peerRejection(c.peerIdentity !== null, c.q.peerCertChain(), caNow !== null ? parsePemBundle(caNow) : null, Date.now());
+      if (reason !== null) {
+        this.counters.mtlsRejected++;
+        c.q.close(false, c.peerIdentity === null ? CRYPTO_ERROR_CERTIFICATE_REQUIRED : CRYPTO_ERROR_CERTIFICATE_REVOKED, utf8.encode(`client CA changed: ${reason}`));
         c.refused = true;
         this.handshaking++;
         return false;
@@ -890,10 +1100,13 @@ export class QuicEndpoint implements ConnectionOwner {
     if (!this.inBatch && !this.blocked && this.dirtyList.length > 0) this.flushDirty();
   };
 
-  /** @internal ConnectionOwner */
+  /**
+   * @internal ConnectionOwner. Coalesced: every connection flushed in this
+   * event-loop turn leaves in one send batch (one sendmmsg) from the
+   * microtask {@link markDirty} schedules, not one socket call per connection.
+   */
   flushConnection(c: QuicConnection): void {
     this.markDirty(c);
-    if (!this.inBatch) this.flushDirty();
   }
 
   // ---------------------------------------------------------------- output
@@ -1168,6 +1381,7 @@ export class QuicEndpoint implements ConnectionOwner {
       errorCode: e?.errorCode ?? 0,
       reason: e !== null ? new TextDecoder().decode(e.reason) : '',
       idleTimeout: q.isTimedOut(),
+      statelessReset: c.resetByPeer,
     };
     this.finish(c, info);
   }
@@ -1175,7 +1389,10 @@ export class QuicEndpoint implements ConnectionOwner {
   /** Removes `c` everywhere, reports `closed` once. */
   private finish(c: QuicConnection, info: QuicCloseInfo): void {
     if (c.gone) return;
-    if (!c.established) this.handshaking--;
+    if (!c.established) {
+      this.handshaking--;
+      this.scheduleAdmission();
+    }
     if (this.conns.get(c.scidKey) === c) this.conns.delete(c.scidKey);
     if (c.odcidKey !== null) this.byOdcid.delete(c.odcidKey);
     if (c.peerIpKey !== null) {

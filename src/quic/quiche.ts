@@ -184,6 +184,10 @@ export const quiche: QuicheBinding =
 export const CRYPTO_ERROR_CERTIFICATE_REQUIRED = 0x100 + 116;
 /** RFC 9001 §4.8: crypto error for TLS `bad_certificate` (42). */
 export const CRYPTO_ERROR_BAD_CERTIFICATE = 0x100 + 42;
+/** RFC 9001 §4.8 + RFC 8446 §6.2 alert certificate_revoked (44): a reloaded client CA no longer vouches for the peer. */
+export const CRYPTO_ERROR_CERTIFICATE_REVOKED = 0x100 + 44;
+/** RFC 9001 §4.8 + RFC 8446 §6.2 alert certificate_expired (45): the peer's certificate passed its notAfter. */
+export const CRYPTO_ERROR_CERTIFICATE_EXPIRED = 0x100 + 45;
 
 /** Error `message` the binding throws for quiche's `Error::Done`. */
 export const QUICHE_DONE = 'Done';

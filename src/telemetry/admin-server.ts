@@ -1,12 +1,17 @@
 /**
  * The admin HTTP server (node:http, off the data path): /metrics,
- * /healthz, /readyz and /status. Callback failures become 500s, never
- * crashes.
+ * /healthz, /readyz, /status, /flows (for `mtun top`) and /capture (pcapng,
+ * for `mtun capture`, off unless configured). Callback failures become
+ * 500s, never crashes.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { formatHostPort } from '../packet/ip-address.js';
+import { serveCapture, type CaptureConfig, type CaptureSession } from './capture-endpoint.js';
+import { liveFlowsDocument } from './live-flows.js';
+import { parseFlowsQuery } from './flow-query.js';
+import type { Telemetry } from './telemetry.js';
 
 /** Readiness as reported by the daemon: ready, or not with a reason. */
 export type Readiness = { readonly ready: true } | { readonly ready: false; readonly reason: string };
@@ -23,7 +28,13 @@ export interface AdminServerOptions {
   readonly readiness?: () => Readiness;
   /** Called per /status request; its result is served as JSON. Default: 404. */
   readonly status?: () => unknown | Promise<unknown>;
+  /** The daemon's telemetry: serves /flows and feeds /capture from its tap. Default: both 404. */
+  readonly telemetry?: Telemetry;
+  /** `admin.capture` from the config. Default: capture disabled. */
+  readonly capture?: CaptureConfig;
 }
+
+const CAPTURE_OFF: CaptureConfig = { enabled: false, allowRemote: false, queueBytes: 0, queuePackets: 0 };
 
 /** A running admin server. */
 export interface AdminServer {
@@ -45,8 +56,9 @@ const MAX_CONNECTIONS = 64;
  * address cannot be bound (e.g. EADDRINUSE).
  */
 export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
+  const captures = new Set<CaptureSession>();
   const server: Server = createServer((req, res) => {
-    handle(opts, req, res).catch((err: unknown) => sendText(res, 500, `telemetry: ${(err as Error)?.message ?? String(err)}\n`));
+    handle(opts, req, res, captures).catch((err: unknown) => sendText(res, 500, `telemetry: ${(err as Error)?.message ?? String(err)}\n`));
   });
   server.requestTimeout = REQUEST_TIMEOUT_MS;
   server.headersTimeout = REQUEST_TIMEOUT_MS;
@@ -70,6 +82,8 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
         close: () => {
           closing ??= new Promise<void>((done) => {
             server.close(() => done());
+            // A streaming capture would hold the server open: end it (its statistics are written).
+            for (const c of [...captures]) c.finish();
             server.closeIdleConnections();
           });
           return closing;
@@ -79,8 +93,14 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
   });
 }
 
-async function handle(opts: AdminServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(opts: AdminServerOptions, req: IncomingMessage, res: ServerResponse, captures: Set<CaptureSession>): Promise<void> {
   const path = (req.url ?? '/').split('?', 1)[0];
+  if (path === '/capture' && req.method === 'GET' && opts.telemetry) {
+    const t = opts.telemetry;
+    const s = serveCapture(opts.capture ?? CAPTURE_OFF, t.capture, t.metrics.reporter, req, res, (code, msg) => sendText(res, code, `${msg}\n`), (done) => captures.delete(done));
+    if (s !== null) captures.add(s);
+    return;
+  }
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.setHeader('Allow', 'GET, HEAD');
     return sendText(res, 405, 'method not allowed\n');
@@ -103,8 +123,15 @@ async function handle(opts: AdminServerOptions, req: IncomingMessage, res: Serve
       res.setHeader('Content-Type', 'application/json');
       return send(res, 200, body);
     }
+    case '/flows': {
+      if (!opts.telemetry) return sendText(res, 404, 'no flows\n');
+      const q = parseFlowsQuery(new URL(req.url ?? '/', 'http://admin').searchParams);
+      if (typeof q === 'string') return sendText(res, 400, `flows: ${q}\n`);
+      res.setHeader('Content-Type', 'application/json');
+      return send(res, 200, JSON.stringify(liveFlowsDocument(opts.telemetry, Date.now(), q)) + '\n');
+    }
     case '/':
-      return sendText(res, 200, 'mtun admin: /metrics /healthz /readyz /status\n');
+      return sendText(res, 200, 'mtun admin: /metrics /healthz /readyz /status /flows /capture\n');
     default:
       return sendText(res, 404, 'not found\n');
   }

@@ -4,7 +4,7 @@
  * records of the same flow can be matched.
  */
 import pino, { type DestinationStream, type Logger } from 'pino';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo } from './flow-types.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo, type RttSummary } from './flow-types.js';
 import type { Reporter } from './metrics.js';
 import { formatHostPort } from '../packet/ip-address.js';
 
@@ -108,6 +108,16 @@ export class FlowLog {
       event: 'flow_close',
       ...common(f, w),
       sni: c.sni,
+      alpn: c.alpn,
+      rtt_to_client: rttFields(c.rttToClient),
+      rtt_to_server: rttFields(c.rttToServer),
+      quic_version: c.quicVersion,
+      quic_handshake_rtt_ms: c.quicHandshakeRttMs,
+      http_status: c.httpStatusClasses === undefined ? undefined : {
+        '1xx': c.httpStatusClasses[0], '2xx': c.httpStatusClasses[1], '3xx': c.httpStatusClasses[2],
+        '4xx': c.httpStatusClasses[3], '5xx': c.httpStatusClasses[4],
+      },
+      http_first_byte_ms: c.httpFirstByteMs,
       last_seen: new Date(c.lastSeenMs).toISOString(),
       duration_ms: Math.max(0, c.lastSeenMs - f.firstSeenMs),
       sent_bytes: c.sentBytes,
@@ -160,6 +170,10 @@ export class FlowLog {
   }
 }
 
+function rttFields(r: RttSummary | undefined): Record<string, number> | undefined {
+  return r === undefined ? undefined : { min_ms: r.minMs, smoothed_ms: r.smoothedMs, max_ms: r.maxMs, samples: r.samples };
+}
+
 function common(f: FlowOpenInfo, w: FlowWorkloads): Record<string, unknown> {
   return {
     flow_key: flowJoinKey(f),
@@ -175,5 +189,6 @@ function common(f: FlowOpenInfo, w: FlowWorkloads): Record<string, unknown> {
     destination_workload: w.destination,
     first_seen: new Date(f.firstSeenMs).toISOString(),
     initiator_isn: f.initiatorIsn,
+    flow_join_id: f.joinId,
   };
 }

@@ -78,6 +78,15 @@ export class FlowRecordTelemetry {
       lastSeenMs: meta.lastSeenMs,
       failed: r.proto === 'tcp' && !r.opened && !r.midstream,
       sni: r.sni ?? undefined,
+      alpn: r.alpn ?? undefined,
+      rttToClient: r.rttToClient ?? undefined,
+      rttToServer: r.rttToServer ?? undefined,
+      quicVersion: r.quicVersion ?? undefined,
+      quicHandshakeRttMs: r.quicHandshakeRttMs ?? undefined,
+      httpStatusClasses: r.httpRequests > 0
+        ? [r.httpStatus['1xx'], r.httpStatus['2xx'], r.httpStatus['3xx'], r.httpStatus['4xx'], r.httpStatus['5xx']]
+        : undefined,
+      httpFirstByteMs: r.httpFirstByteMs ?? undefined,
     });
   }
 
@@ -91,10 +100,12 @@ export class FlowRecordTelemetry {
       peerIdentity,
       direction,
       firstSeenMs: Date.parse(r.firstSeen),
+      joinId: r.flowId,
     });
   }
 
   private progress(h: FlowHandle, r: FlowRecord, nowMs: number): void {
+    h.detail = r;
     if (r.handshakeRttMs !== null) this.telemetry.onHandshake(h, r.handshakeRttMs);
     this.telemetry.onFlowTotals(h, {
       sentBytes: r.bytesSent,

@@ -41,6 +41,11 @@ export interface FlowOpenInfo {
    * see the same value, which makes the flow join key exact across ends.
    */
   readonly initiatorIsn?: number;
+  /**
+   * The cross-end flow ID (src/inspect/flow-id.ts): equal in the agent's and
+   * the gateway's records of one flow. Logged as `flow_join_id`.
+   */
+  readonly joinId?: string;
 }
 
 /**
@@ -69,6 +74,28 @@ export interface FlowCloseInfo extends FlowTotals {
   readonly lastSeenMs: number;
   /** TCP: true when the handshake never completed (also counted in connections_failed). */
   readonly failed?: boolean;
-  /** TLS SNI seen in the ClientHello, if any. */
+  /** TLS SNI seen in the ClientHello (TCP, or QUIC's inside the tunnel), if any. */
   readonly sni?: string;
+  /** ALPN protocols offered in the ClientHello, comma-joined, if any. */
+  readonly alpn?: string;
+  /** TCP: RTT this end ↔ initiator (min/smoothed/max of its samples). */
+  readonly rttToClient?: RttSummary;
+  /** TCP: RTT this end ↔ responder. */
+  readonly rttToServer?: RttSummary;
+  /** QUIC flows: version of the client's Initial ("v1", "v2", hex). */
+  readonly quicVersion?: string;
+  /** QUIC: first client Initial → first server Handshake packet, ms. */
+  readonly quicHandshakeRttMs?: number;
+  /** HTTP/1: responses by status class, index 0 = 1xx … 4 = 5xx. */
+  readonly httpStatusClasses?: readonly number[];
+  /** HTTP/1: first request byte → first response byte, ms. */
+  readonly httpFirstByteMs?: number;
+}
+
+/** An RTT summary of one flow and segment, ms. */
+export interface RttSummary {
+  readonly minMs: number;
+  readonly smoothedMs: number;
+  readonly maxMs: number;
+  readonly samples: number;
 }

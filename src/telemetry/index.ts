@@ -8,3 +8,7 @@ export { FlowHandle, Telemetry, type TelemetryOptions } from './telemetry.js';
 export { UNKNOWN_WORKLOAD, WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
 export { directionByLocalPrefixes, FlowRecordTelemetry, type FlowRecordTelemetryOptions } from './flow-record-adapter.js';
 export { ICMP_TYPE_UNCLASSIFIED, TunnelCounterSync } from './tunnel-counter-sync.js';
+export { CaptureTap, TapInterface, tapInterfaceNames, type CaptureFilter, type CaptureProtocol, type CaptureRingSize } from './capture-tap.js';
+export type { CaptureConfig } from './capture-endpoint.js';
+export type { LiveFlow, LiveFlowsDocument } from './live-flows.js';
+export { InspectMetrics, Segment, SEGMENT_RTT_BUCKETS } from './inspect-metrics.js';

@@ -4,6 +4,7 @@
  * copied into prom-client only when /metrics is scraped (off the data path).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { InspectMetrics } from './inspect-metrics.js';
 import { LabelRegistry, snakeLabel } from './label-registry.js';
 import type { WorkloadMap } from './workload-map.js';
 
@@ -66,6 +67,8 @@ export class MeshMetrics {
   readonly registry: Registry;
   readonly reporter: Reporter;
   readonly workloads: WorkloadMap;
+  /** RTT per segment, QUIC handshakes, HTTP/1 responses (inspect-metrics.ts), on the same label-set slots. */
+  readonly inspect: InspectMetrics;
 
   private readonly identities: LabelRegistry;
   private readonly closeReasons = new LabelRegistry(MAX_REASONS, snakeLabel);
@@ -173,6 +176,8 @@ export class MeshMetrics {
     };
     reasonCounter('mtun_tunnel_dropped_packets_total', 'Packets dropped, by reason (policy, source check, queue full, malformed, ...).', 'reason', this.dropReasons, this.drops);
     reasonCounter('mtun_tunnel_icmp_errors_sent_total', 'ICMP/ICMPv6 errors generated, by type.', 'type', this.icmpTypes, this.icmpSent);
+
+    this.inspect = new InspectMetrics(this.registry, this.reporter, (slot) => this.slotLabels[slot]!, () => this.slotLabels.length);
 
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'mtun_' });
   }
@@ -307,6 +312,28 @@ export class MeshMetrics {
 
   /** An ICMP error of type id `typeId` (from icmpTypeId) was sent. */
   icmpErrorSent(typeId: number, count = 1): void { this.icmpSent[typeId]! += count; }
+
+  /** Packets dropped so far, by reason (non-zero reasons only). Off the data path; allocates. */
+  dropsByReason(): Record<string, number> {
+    const out: Record<string, number> = {};
+    const names = this.dropReasons.values;
+    for (let i = 0; i < names.length; i++) if (this.drops[i]! > 0) out[names[i]!] = this.drops[i]!;
+    return out;
+  }
+
+  /** Tunnel counters summed over every peer identity. Off the data path. */
+  tunnelTotals(): { sessions: number; sentDatagrams: number; receivedDatagrams: number; sentBytes: number; receivedBytes: number } {
+    const t = { sessions: 0, sentDatagrams: 0, receivedDatagrams: 0, sentBytes: 0, receivedBytes: 0 };
+    for (let i = 0; i < this.identities.size; i++) {
+      const b = i * NT;
+      t.sessions += this.tunnel[b + T_SESSIONS]!;
+      t.sentDatagrams += this.tunnel[b + T_DGRAM_SENT]!;
+      t.receivedDatagrams += this.tunnel[b + T_DGRAM_RECV]!;
+      t.sentBytes += this.tunnel[b + T_BYTES_SENT]!;
+      t.receivedBytes += this.tunnel[b + T_BYTES_RECV]!;
+    }
+    return t;
+  }
 
   /** The Prometheus text exposition of every metric (what /metrics serves). */
   async text(): Promise<string> {

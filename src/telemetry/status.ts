@@ -9,6 +9,8 @@ export interface StatusSession {
   readonly id: string;
   /** `connect-ip` or `connect-udp`. */
   readonly kind: string;
+  /** The HTTP version carrying it: `h3` (QUIC) or `h2` (TCP fallback, issue #15); `mtun status` shows it after the kind. */
+  readonly transport?: string;
   readonly peerIdentity: string;
   /** Remote QUIC endpoint, `host:port`. */
   readonly remote: string;

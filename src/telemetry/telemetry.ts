@@ -6,9 +6,11 @@
 import type { Registry } from 'prom-client';
 import { FlowLog } from './flow-log.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo, type FlowTotals } from './flow-types.js';
+import { Segment } from './inspect-metrics.js';
 import { MeshMetrics, type Reporter } from './metrics.js';
 import type { StatusFlow } from './status.js';
 import { WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
+import { CaptureTap } from './capture-tap.js';
 import { formatHostPort } from '../packet/ip-address.js';
 import type { DestinationStream } from 'pino';
 
@@ -40,12 +42,37 @@ export class FlowHandle {
   closed = false;
   /** Last known time of activity, epoch ms (for the status view). */
   lastSeenMs: number;
+  /**
+   * The latest record the flow's reporter gave (src/inspect's live FlowRecord,
+   * with whatever optional fields it carries: sni, rtt, quic…), for the live
+   * view; replaced, never mutated.
+   */
+  detail: object | null = null;
+  /** Current rate, payload bytes per second each way, over about two {@link RATE_STEP_MS} steps. */
+  sentBytesPerSec = 0;
+  receivedBytesPerSec = 0;
+  /** Two baselines (time, sent, received): the rate runs from the older one; the newer one becomes the older every step. */
+  readonly rateBase = new Float64Array(6);
 
   constructor(readonly info: FlowOpenInfo, slot: number, readonly sourceWorkload: string, readonly destinationWorkload: string) {
     this.slot = slot;
     this.lastSeenMs = info.firstSeenMs;
+    this.rateBase[0] = this.rateBase[3] = info.firstSeenMs;
   }
 }
+
+/** A flow's current rate is measured over about two of these steps (2 s, iftop's shortest average; the daemons' tick is 1 s). */
+export const RATE_STEP_MS = 1_000;
+
+/** A flow that closed recently, kept for the live view. */
+export interface ClosedFlow {
+  readonly handle: FlowHandle;
+  readonly reason: string;
+  readonly sni: string | undefined;
+}
+
+/** How many recently closed flows the live view keeps. */
+const RECENTLY_CLOSED = 64;
 
 /**
  * One daemon's telemetry: metrics registry (serve it with the admin server),
@@ -55,7 +82,11 @@ export class FlowHandle {
 export class Telemetry {
   readonly metrics: MeshMetrics;
   readonly flowLog: FlowLog;
+  /** The packet capture tap the data path offers packets to (inactive until the admin endpoint starts a capture). */
+  readonly capture = new CaptureTap();
   private readonly open = new Set<FlowHandle>();
+  private readonly closedRing: ClosedFlow[] = [];
+  private closedNext = 0;
 
   constructor(opts: TelemetryOptions) {
     this.metrics = new MeshMetrics({
@@ -105,7 +136,20 @@ export class Telemetry {
     c.sentPackets += sentPackets;
     c.receivedPackets += receivedPackets;
     c.retransmits += retransmits;
-    if (nowMs > 0) h.lastSeenMs = nowMs;
+    if (nowMs > 0) {
+      h.lastSeenMs = nowMs;
+      // Rate over the window since the older baseline (two steps back), then the baselines move on.
+      const b = h.rateBase;
+      const dt = nowMs - b[0]!;
+      if (dt > 0) {
+        h.sentBytesPerSec = ((c.sentBytes - b[1]!) * 1000) / dt;
+        h.receivedBytesPerSec = ((c.receivedBytes - b[2]!) * 1000) / dt;
+      }
+      if (nowMs - b[3]! >= RATE_STEP_MS) {
+        b[0] = b[3]!; b[1] = b[4]!; b[2] = b[5]!;
+        b[3] = nowMs; b[4] = c.sentBytes; b[5] = c.receivedBytes;
+      }
+    }
     this.addToMetrics(h, sentBytes, receivedBytes, sentPackets, receivedPackets, retransmits);
   }
 
@@ -139,12 +183,44 @@ export class Telemetry {
     this.onFlowTotals(h, c, c.lastSeenMs);
     h.closed = true;
     this.open.delete(h);
+    const done: ClosedFlow = { handle: h, reason: c.reason, sni: c.sni };
+    if (this.closedRing.length < RECENTLY_CLOSED) this.closedRing.push(done);
+    else this.closedRing[this.closedNext] = done;
+    this.closedNext = (this.closedNext + 1) % RECENTLY_CLOSED;
     const m = this.metrics;
     const proto = h.info.protocol;
     if (proto === IPPROTO_TCP) m.tcpClosed(h.slot, m.closeReasonId(c.reason), c.failed === true);
     else if (proto === IPPROTO_UDP) m.udpClosed(h.slot, m.closeReasonId(c.reason));
+    this.observeInspection(h, c);
     // The record carries the final totals as reported by the caller.
     this.flowLog.close(h.info, { source: h.sourceWorkload, destination: h.destinationWorkload }, c, h.handshakeRttMs);
+  }
+
+  /** The open flows, for the live view (off the data path). */
+  openFlows(): IterableIterator<FlowHandle> {
+    return this.open.values();
+  }
+
+  /** Up to the last 64 closed flows, oldest first, for the live view. */
+  recentlyClosed(): ClosedFlow[] {
+    const r = this.closedRing;
+    return r.length < RECENTLY_CLOSED ? [...r] : [...r.slice(this.closedNext), ...r.slice(0, this.closedNext)];
+  }
+
+  /**
+   * RTT per segment, QUIC handshake and HTTP/1 figures of a closing flow.
+   * The initiator is on this end's side for an `outbound` flow: then the
+   * local segment is the client's and rttToServer reaches beyond the tunnel;
+   * for an `inbound` flow the local segment is the server's.
+   */
+  private observeInspection(h: FlowHandle, c: FlowCloseInfo): void {
+    const im = this.metrics.inspect;
+    const out = h.info.direction === 'outbound';
+    if (c.rttToClient !== undefined) im.observeRtt(h.slot, out ? Segment.CLIENT : Segment.BEYOND_TUNNEL, c.rttToClient);
+    if (c.rttToServer !== undefined) im.observeRtt(h.slot, out ? Segment.BEYOND_TUNNEL : Segment.SERVER, c.rttToServer);
+    if (c.quicHandshakeRttMs !== undefined) im.observeQuicHandshake(h.slot, c.quicHandshakeRttMs);
+    if (c.httpFirstByteMs !== undefined) im.observeFirstByte(h.slot, c.httpFirstByteMs);
+    if (c.httpStatusClasses !== undefined) im.addResponses(h.slot, c.httpStatusClasses);
   }
 
   /** Number of flows opened and not yet closed. */

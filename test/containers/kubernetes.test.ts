@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { Histogram } from 'prom-client';
 import { ConfigMap, Namespace, Service } from 'kubernetes-models/v1';
-import { Deployment } from 'kubernetes-models/apps/v1';
+import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
@@ -33,6 +33,7 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
   'v1/ConfigMap': ConfigMap,
   'v1/Service': Service,
   'apps/v1/Deployment': Deployment,
+  'apps/v1/StatefulSet': StatefulSet,
   'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
   'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
   'cert-manager.io/v1/Certificate': Certificate,
@@ -69,9 +70,9 @@ describe('deploy/kubernetes manifests', () => {
   });
 
   it('the validator does reject a broken object (the check above can fail)', () => {
-    const dep = structuredClone(find(rendered.get('overlays/cluster-b')!, 'Deployment', 'mtun-gateway'));
+    const dep = structuredClone(find(rendered.get('overlays/cluster-b')!, 'StatefulSet', 'mtun-gateway'));
     dep.spec.replicas = 'two';
-    expect(() => new Deployment(dep as never).validate()).toThrow(/replicas/);
+    expect(() => new StatefulSet(dep as never).validate()).toThrow(/replicas/);
     const cert = structuredClone(find(rendered.get('overlays/cluster-b')!, 'Certificate', 'mtun-gateway'));
     cert.spec.uris = 'spiffe://x';
     expect(() => new Certificate(cert as never).validate()).toThrow(/uris/);
@@ -90,7 +91,7 @@ describe('deploy/kubernetes manifests', () => {
 
   it('the gateway: >= 2 replicas, UDP LoadBalancer, probes on the admin port, PDB, NetworkPolicy', () => {
     const objs = rendered.get('overlays/cluster-b')!;
-    const dep = find(objs, 'Deployment', 'mtun-gateway');
+    const dep = find(objs, 'StatefulSet', 'mtun-gateway');
     expect(dep.spec.replicas).toBeGreaterThanOrEqual(2);
     const c = dep.spec.template.spec.containers[0];
     expect(c.readinessProbe.httpGet.path).toBe('/readyz');
@@ -117,9 +118,12 @@ describe('deploy/kubernetes manifests', () => {
   it('the ConfigMaps hold configs the real loader accepts, matching ports, paths and certificates', () => {
     const b = rendered.get('overlays/cluster-b')!;
     const a = rendered.get('overlays/cluster-a')!;
+    // The pod name the StatefulSet's Downward API env gives the first replica (pools.slice.indexEnv).
+    process.env.POD_NAME = 'mtun-gateway-0';
     const gw = parseGatewayConfig(find(b, 'ConfigMap', 'mtun-gateway-config').data['gateway.yaml'], 'gateway.yaml', '/etc/mtun/config');
+    delete process.env.POD_NAME;
     const ag = parseAgentConfig(find(a, 'ConfigMap', 'mtun-agent-config').data['agent.yaml'], 'agent.yaml', '/etc/mtun/config');
-    const gwDep = find(b, 'Deployment', 'mtun-gateway');
+    const gwDep = find(b, 'StatefulSet', 'mtun-gateway');
     const agDep = find(a, 'Deployment', 'mtun-agent');
     const port = (dep: Record<string, any>, name: string) => dep.spec.template.spec.containers[0].ports.find((p: { name: string }) => p.name === name).containerPort;
     expect(gw.admin.listen.port).toBe(port(gwDep, 'admin'));
@@ -145,14 +149,54 @@ describe('deploy/kubernetes manifests', () => {
     expect(agCert.spec.usages).toContain('client auth');
   });
 
+  it('several replicas: the pod ordinal picks a disjoint pool slice; every replica mounts the shared reset key, not world-readable', () => {
+    for (const overlay of ['overlays/cluster-b', 'overlays/cluster-b-secret']) {
+      const objs = rendered.get(overlay)!;
+      const sts = find(objs, 'StatefulSet', 'mtun-gateway');
+      const pod = sts.spec.template.spec;
+      const env = pod.containers[0].env.find((e: { name: string }) => e.name === 'POD_NAME');
+      expect(env.valueFrom.fieldRef.fieldPath).toBe('metadata.name');
+      // The headless Service the StatefulSet names exists (stable per-replica DNS).
+      expect(find(objs, 'Service', sts.spec.serviceName).spec.clusterIP).toBe('None');
+      const text = find(objs, 'ConfigMap', 'mtun-gateway-config').data['gateway.yaml'];
+      const replicas: number = sts.spec.replicas;
+      const slices = new Set<string>();
+      for (let i = 0; i < replicas; i++) {
+        process.env.POD_NAME = `${sts.metadata.name}-${i}`;
+        try {
+          const gw = parseGatewayConfig(text, 'gateway.yaml', '/etc/mtun/config');
+          expect(gw.pools.slice).toEqual({ index: i, count: gw.pools.slice!.count });
+          slices.add(JSON.stringify(gw.pools.slice));
+          if (i === 0) {
+            const mount = pod.containers[0].volumeMounts.find((m: { name: string }) => m.name === 'reset-key').mountPath;
+            const vol = pod.volumes.find((v: { name: string }) => v.name === 'reset-key').secret;
+            expect(gw.quic.statelessResetKeyFile).toBe(`${mount}/${vol.items[0].path}`);
+            expect(vol.secretName).toBe('mtun-gateway-reset-key');
+            expect(vol.defaultMode & 0o007).toBe(0); // the gateway refuses a key others can read
+          }
+        } finally {
+          delete process.env.POD_NAME;
+        }
+      }
+      expect(slices.size).toBe(replicas);
+      // One replica more than the slice count is refused by the loader, naming the variable.
+      process.env.POD_NAME = `${sts.metadata.name}-4`;
+      try {
+        expect(() => parseGatewayConfig(text, 'gateway.yaml', '/etc/mtun/config')).toThrow(/pools\.slice\.indexEnv: expected a replica index below count 4/);
+      } finally {
+        delete process.env.POD_NAME;
+      }
+    }
+  });
+
   it('the Secret-based overlays map `mtun certs` file names onto the paths the config reads', () => {
-    for (const [overlay, name, files] of [
-      ['overlays/cluster-b-secret', 'mtun-gateway', ['gateway.pem', 'gateway-key.pem', 'ca.pem']],
-      ['overlays/cluster-a-secret', 'mtun-agent', ['agent-cluster-a.pem', 'agent-cluster-a-key.pem', 'ca.pem']],
+    for (const [overlay, kind, name, files] of [
+      ['overlays/cluster-b-secret', 'StatefulSet', 'mtun-gateway', ['gateway.pem', 'gateway-key.pem', 'ca.pem']],
+      ['overlays/cluster-a-secret', 'Deployment', 'mtun-agent', ['agent-cluster-a.pem', 'agent-cluster-a-key.pem', 'ca.pem']],
     ] as const) {
       const objs = rendered.get(overlay)!;
       expect(objs.some((o) => o.kind === 'Certificate')).toBe(false);
-      const vol = find(objs, 'Deployment', name).spec.template.spec.volumes.find((v: { name: string }) => v.name === 'tls');
+      const vol = find(objs, kind, name).spec.template.spec.volumes.find((v: { name: string }) => v.name === 'tls');
       expect(vol.secret.items).toEqual([{ key: files[0], path: 'tls.crt' }, { key: files[1], path: 'tls.key' }, { key: files[2], path: 'ca.crt' }]);
     }
   });

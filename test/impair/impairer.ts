@@ -39,6 +39,13 @@ export interface ImpairOptions {
   maxQueue?: number;
   /** Largest packet, bytes. Default 65535. */
   maxPacketBytes?: number;
+  /**
+   * Bridge only: release packets within ~0.1 ms of their due time (the last
+   * millisecond is waited out with setImmediate) instead of setTimeout's 1 ms
+   * granularity. Costs CPU while packets are nearly due; for low-rate
+   * latency measurements. Default false.
+   */
+  preciseTimers?: boolean;
 }
 
 /** Counters of an {@link Impairer}. */
@@ -78,7 +85,7 @@ export class Impairer {
   private readonly opts: Required<ImpairOptions>;
 
   constructor(opts: ImpairOptions) {
-    this.opts = { maxQueue: 8192, maxPacketBytes: 65535, reorderPercent: 0, reorderDelayMs: 10, corruptPercent: 0, ...opts };
+    this.opts = { maxQueue: 8192, maxPacketBytes: 65535, reorderPercent: 0, reorderDelayMs: 10, corruptPercent: 0, preciseTimers: false, ...opts };
     for (const k of ['lossPercent', 'reorderPercent', 'corruptPercent'] as const) {
       if (!(this.opts[k] >= 0 && this.opts[k] <= 100)) throw new Error(`impair: ${k} ${this.opts[k]} out of 0..100`);
     }
@@ -262,7 +269,7 @@ export async function startImpairBridge(ns: string, tunName: string, ifaces: str
   const sizes = new Uint32Array(bs);
   const out: Buffer[] = [];
   const outSizes = new Uint32Array(bs);
-  let timer: NodeJS.Timeout | null = null;
+  let timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
   let closed = false;
   const flushDue = () => {
     timer = null;
@@ -278,7 +285,9 @@ export async function startImpairBridge(ns: string, tunName: string, ifaces: str
   const arm = () => {
     const next = imp.nextDueMs();
     if (next === Infinity || timer !== null) return;
-    timer = setTimeout(flushDue, Math.max(0, next - performance.now()));
+    const wait = next - performance.now();
+    if (opts.preciseTimers === true) timer = wait < 1.5 ? setImmediate(flushDue) : setTimeout(flushDue, Math.floor(wait) - 1);
+    else timer = setTimeout(flushDue, Math.max(0, wait));
   };
   tun.onReadable(() => {
     for (;;) {
@@ -294,7 +303,7 @@ export async function startImpairBridge(ns: string, tunName: string, ifaces: str
     tun,
     close() {
       closed = true;
-      if (timer) clearTimeout(timer);
+      if (timer) { clearTimeout(timer as NodeJS.Timeout); clearImmediate(timer as NodeJS.Immediate); }
       tun.close();
     },
   };

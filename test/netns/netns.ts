@@ -3,6 +3,7 @@
  * namespaces, commands and processes inside them, veth links, and teardown
  * (also on failure and process exit). Root only; see isRoot().
  */
+import type { FlowLogLine } from '../../src/lab/lab.js';
 import { execFile, execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 
 const namespaces = new Set<string>();
@@ -123,4 +124,20 @@ export function cleanupAll(): void {
 /** Logs why namespace tests are skipped; call at module level before describe.skipIf(!isRoot()). */
 export function warnIfNotRoot(what: string): void {
   if (!isRoot()) console.warn(`SKIP ${what}: needs root (network namespaces, TUN devices)`);
+}
+
+/** Sum of a Prometheus metric's samples (text exposition) whose label set contains every `labels` pair. */
+export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+/** The `flow_close` line of the flow with these ports, from a daemon's JSON flow log. */
+export function closeRecord(lines: FlowLogLine[], srcPort: number, dstPort: number): FlowLogLine | undefined {
+  return lines.find((l) => l.event === 'flow_close' && l.src_port === srcPort && l.dst_port === dstPort);
 }

@@ -13,27 +13,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { LAB, Lab, REPO_ROOT, type FlowLogLine } from '../../src/lab/lab.js';
+import { LAB, Lab, REPO_ROOT } from '../../src/lab/lab.js';
+import { closeRecord, metric } from './netns.js';
 
 const root = process.getuid?.() === 0;
 if (!root) console.warn('SKIPPED test/netns/tunnel-e2e.test.ts: needs root (network namespaces, TUN devices)');
 
 const UDP_PROBE = join(REPO_ROOT, 'dist', 'lab', 'udp-probe.js');
-
-/** Sum of a metric's samples whose label set contains every `labels` pair. */
-function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
-
-function closeRecord(lines: FlowLogLine[], srcPort: number, dstPort: number): FlowLogLine | undefined {
-  return lines.find((l) => l.event === 'flow_close' && l.src_port === srcPort && l.dst_port === dstPort);
-}
 
 describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
   let lab: Lab;

@@ -105,6 +105,27 @@ describe('QUIC handshake and streams (RFC 9000, RFC 9001)', () => {
     expect(Buffer.from(await streamRoundTrip(c2, 0, enc.encode('two'))).toString()).toBe('two');
   });
 
+  it('rotateTicketKey: a ticket issued before the rotation no longer resumes (#12 item 5; the shared server config must pick up the new key)', async () => {
+    const { ep: server, port } = await h.server();
+    const client = await h.client();
+    const c1 = client.connect('127.0.0.1', port, 'localhost');
+    await c1.whenEstablished();
+    await streamRoundTrip(c1, 0, enc.encode('one'));
+    c1.close(true, 0, '');
+    await whenClosed(c1);
+    server.rotateTicketKey();
+    const c2 = client.connect('127.0.0.1', port, 'localhost');
+    await c2.whenEstablished();
+    expect(c2.isResumed()).toBe(false);
+    await streamRoundTrip(c2, 0, enc.encode('two'));
+    c2.close(true, 0, '');
+    await whenClosed(c2);
+    // The ticket c2 got under the new key resumes.
+    const c3 = client.connect('127.0.0.1', port, 'localhost');
+    await c3.whenEstablished();
+    expect(c3.isResumed()).toBe(true);
+  });
+
   it('enforces the peer stream limit (RFC 9000 §4.6): a stream past the limit is blocked, not opened', async () => {
     const { port } = await h.server({}, { maxStreamsBidi: 2 });
     const client = await h.client();
@@ -492,7 +513,29 @@ describe('malformed and hostile input', () => {
     await whenClosed(c);
     expect(Date.now() - t0).toBeLessThan(1000); // not the 30 s idle timeout
     expect(c.closeInfo!.idleTimeout).toBe(false);
+    expect(c.closeInfo!.statelessReset).toBe(true);
     expect(restarted.counters.statelessResetsSent).toBeGreaterThan(0);
+  });
+
+  it('ignores a stateless reset from an endpoint with another key: the token does not match (RFC 9000 §10.3.1)', async () => {
+    const { port } = await h.server({ statelessResetKey: new Uint8Array(32).fill(7) });
+    const client = await h.client();
+    const c = client.connect('127.0.0.1', port, 'localhost');
+    await c.whenEstablished();
+    const { QuicEndpoint } = await import('../../src/quic/endpoint.js');
+    const p = await getPki();
+    const other = new QuicEndpoint({
+      socket: h.sockets[0],
+      keylogPath: null,
+      server: { certPem: p.server.certPem, keyPem: p.server.keyPem, statelessResetKey: new Uint8Array(32).fill(8), onConnection: () => {} },
+    });
+    h.endpoints.push(other);
+    c.streamSend(4, enc.encode('after crash'), true);
+    c.flush();
+    await waitFor(() => other.counters.statelessResetsSent > 0, 2000, 'a reset sent');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(client.counters.resetCandidates).toBeGreaterThan(0);
+    expect(c.isClosed).toBe(false);
   });
 });
 

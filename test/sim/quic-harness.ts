@@ -6,6 +6,8 @@ import { openDgramUdpSocket } from '../../src/net/dgram-udp.js';
 import type { UdpBatchSocket } from '../../src/net/udp.js';
 import { QuicEndpoint, type QuicEndpointOptions, type QuicServerOptions, type QuicClientOptions } from '../../src/quic/endpoint.js';
 import type { QuicConnection } from '../../src/quic/connection.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createDevCa, issueClientCert, issueServerCert, type DevCa, type PemPair } from '../../src/certs/pki.js';
 
 export interface Pki {
@@ -31,6 +33,21 @@ export function getPki(): Promise<Pki> {
     };
   })();
   return pki;
+}
+
+/**
+ * Writes the test PKI as the daemons' config files name them: ca.pem,
+ * other-ca.pem, gw.pem / gw-key.pem (server), agent.pem / agent-key.pem (client).
+ */
+export async function writePkiFiles(dir: string): Promise<Pki> {
+  const p = await getPki();
+  const files: Array<[string, string]> = [
+    ['ca.pem', p.ca.certPem], ['other-ca.pem', p.otherCa.certPem],
+    ['gw.pem', p.server.certPem], ['gw-key.pem', p.server.keyPem],
+    ['agent.pem', p.client.certPem], ['agent-key.pem', p.client.keyPem],
+  ];
+  for (const [name, text] of files) writeFileSync(join(dir, name), text);
+  return p;
 }
 
 /** Everything a test opened, closed by {@link Harness.cleanup}. */

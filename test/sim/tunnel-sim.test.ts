@@ -9,7 +9,6 @@
  *   [test injects] ─▶ agent MemoryTun ─▶ Agent ══ MemoryNet (QUIC) ══▶ Gateway ─▶ gateway MemoryTun ─▶ [test reads]
  *                   ◀─ replies ◀─────────────────────────────────────────────── ◀─ [test injects replies]
  */
-import { createServer } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,33 +26,13 @@ import { connectUdp, MasqueRequestError } from '../../src/masque/h3-glue.js';
 import { QuicEndpoint } from '../../src/quic/endpoint.js';
 import { getPki } from './quic-harness.js';
 import { MemoryNet } from './quic-memory-udp.js';
+import { freePort, metric, until } from './sim-helpers.js';
 
 const AGENT_ID = 'spiffe://mesh.test/ns/default/sa/agent';
 const silent = pino({ level: process.env.MTUN_SIM_LOG ?? 'silent' });
 /** The gateway's log lines (JSON), to check how a stop ended. */
 const gwLog: Array<Record<string, unknown>> = [];
 const gwLogger = pino({ level: 'info' }, { write: (line: string) => void gwLog.push(JSON.parse(line) as Record<string, unknown>) });
-
-/** Polls `cond` every 10 ms until true, or fails after `ms` naming `what`. */
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** A free TCP port on 127.0.0.1 for an admin server (the config does not take port 0). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** A TUN factory handing out MemoryTuns the test can reach; records each one opened. */
 function memoryTuns(): { factory: TunFactory; opened: MemoryTun[] } {
@@ -73,18 +52,6 @@ function ipView(p: Buffer): { src: string; dst: string; proto: number } {
   return { src: [...p.subarray(12, 16)].join('.'), dst: [...p.subarray(16, 20)].join('.'), proto: p[9]! };
 }
 
-async function metric(url: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^(\w+)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
-}
-
 describe('whole tunnel in memory: real Agent and Gateway over MemoryTun + MemoryNet', () => {
   const dir = mkdtempSync(join(tmpdir(), 'mtun-sim-'));
   const net = new MemoryNet();
@@ -95,6 +62,7 @@ describe('whole tunnel in memory: real Agent and Gateway over MemoryTun + Memory
   let gwAdminPort = 0;
   let gateway: Gateway;
   let agent: Agent;
+  let agentCfg: ReturnType<typeof parseAgentConfig>;
   const gwFlowLog = join(dir, 'gw-flows.jsonl');
   const gwConfigText = (allowUdp: boolean) => `
 listen: 127.0.0.1:${gwPort}
@@ -108,6 +76,8 @@ policy:
         protocols: [${allowUdp ? 'tcp, udp' : 'tcp'}]
     advertise: [10.10.0.0/24]
 tun: {name: gw, mtuBytes: 1400}
+# QUIC runs on MemoryNet, whose port number means nothing on real TCP: no HTTP/2 here (test/sim/h2-*.test.ts cover it).
+h2: {enabled: false}
 admin: {enabled: true, listen: 127.0.0.1:${gwAdminPort}}
 telemetry: {flowLog: {enabled: true, path: gw-flows.jsonl}}
 `;
@@ -129,12 +99,13 @@ telemetry: {flowLog: {enabled: true, path: gw-flows.jsonl}}
     writeFileSync(join(dir, 'agent-key.pem'), pki.client.keyPem);
     gwAdminPort = await freePort();
     gateway = await startGateway();
-    const agentCfg = parseAgentConfig(`
+    agentCfg = parseAgentConfig(`
 gateway: {address: 127.0.0.1:${gwPort}, serverName: localhost}
 tls: {cert: agent.pem, key: agent-key.pem, ca: ca.pem}
 advertise: [10.10.0.0/24]
 tun: {name: ag}
 reconnect: {minDelayMs: 50, maxDelayMs: 200}
+h2: {enabled: false}
 admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
 telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
 `, join(dir, 'agent.yaml'), dir);
@@ -228,6 +199,36 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     expect(agent.state).toBe('open'); // the reload kept the tunnel
   }, 30_000);
 
+  it('inbound default-deny (#12 item 8): unsolicited packets from network B are dropped and counted; return traffic and inbound rules (reload) pass', async () => {
+    const atun = agentTuns.opened[0]!;
+    const gtun = gwTuns.opened[0]!;
+    const fromNet: Buffer[] = [];
+    gtun.onPacket((p) => fromNet.push(p));
+    const fromGw: Buffer[] = [];
+    atun.onPacket((p) => fromGw.push(p));
+    const unsolicited = () => metric(gateway.adminUrl!, 'mtun_tunnel_dropped_packets_total', { reason: 'inbound_unsolicited' });
+    const fromB = (srcPort: number, dstPort: number) => craftUdp({ src: '10.20.0.7', dst: '10.10.0.5', srcPort, dstPort, payload: Buffer.from('b') });
+    const before = await unsolicited();
+    gtun.inject(fromB(4444, 9999));
+    gtun.inject(craftTcp({ src: '10.20.0.7', dst: '10.10.0.5', srcPort: 4444, dstPort: 22, seq: 1, flags: 0x02 }));
+    await until(async () => (await unsolicited()) >= before + 2, 5_000, 'the unsolicited drops to be counted');
+    expect(fromGw).toHaveLength(0);
+    // Once the agent side opened the flow, the same datagram is its return traffic.
+    atun.inject(craftUdp({ src: '10.10.0.5', dst: '10.20.0.7', srcPort: 9999, dstPort: 4444 }));
+    await until(() => fromNet.length === 1, 5_000, 'the agent-opened datagram');
+    gtun.inject(fromB(4444, 9999));
+    await until(() => fromGw.length === 1, 5_000, 'the return datagram');
+    // An inbound rule admits what it names, applied by reload.
+    const withRule = gwConfigText(true).replace('    advertise: [10.10.0.0/24]\n', '    advertise: [10.10.0.0/24]\n    inbound: [{sources: [10.20.0.0/24], protocols: [udp], ports: [9998]}]\n');
+    gateway.reload(parseGatewayConfig(withRule, join(dir, 'gateway.yaml'), dir));
+    gtun.inject(fromB(4445, 9998));
+    await until(() => fromGw.length === 2, 5_000, 'the datagram an inbound rule allows');
+    gateway.reload(gwConfig(true));
+    gtun.inject(fromB(4446, 9998));
+    await until(async () => (await unsolicited()) >= before + 3, 5_000, 'the drop after the rule is gone');
+    expect(fromGw).toHaveLength(2);
+  }, 30_000);
+
   it('drains on stop (GOAWAY), and the agent reconnects to a restarted gateway', async () => {
     const t0 = Date.now();
     await gateway.stop();
@@ -301,4 +302,30 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
       await gw.stop();
     }
   }, 20_000);
+
+  // Found by test/netns/h2-fallback-e2e (CI, 2026-12-05): flows were owned by the session that
+  // opened them and forgotten when it closed, so after an agent's session was replaced (restart,
+  // HTTP/2 fallback, takeover) the server's retransmissions of a stalled download were dropped as
+  // inbound_unsolicited while the client, waiting, sent nothing that could open the flow again.
+  it('return traffic of a flow survives the agent\'s session being replaced by a new session of the same identity', async () => {
+    const gtun = gwTuns.opened.at(-1)!;
+    const fromNet: Buffer[] = [];
+    gtun.onPacket((p) => fromNet.push(p));
+    agentTuns.opened[0]!.inject(craftUdp({ src: '10.10.0.5', dst: '10.20.0.7', srcPort: 9997, dstPort: 4447 }));
+    await until(() => fromNet.length === 1, 5_000, 'the agent-opened datagram');
+    const unsolicited = () => metric(gateway.adminUrl!, 'mtun_tunnel_dropped_packets_total', { reason: 'inbound_unsolicited' });
+    const before = await unsolicited();
+    // The agent restarts: its session closes, a new process of the same identity connects.
+    await agent.stop();
+    agent = await Agent.start(agentCfg, { openTun: agentTuns.factory, udp: net.open(), kernel, clock: systemClock, log: silent });
+    await until(() => agent.state === 'open', 10_000, 'the restarted agent');
+    const atun = agentTuns.opened.at(-1)!;
+    const fromGw: Buffer[] = [];
+    atun.onPacket((p) => fromGw.push(p));
+    await until(() => kernel.routesVia(gtun.name).includes('10.10.0.0/24'), 5_000, 'the site route to the new session');
+    gtun.inject(craftUdp({ src: '10.20.0.7', dst: '10.10.0.5', srcPort: 4447, dstPort: 9997, payload: Buffer.from('late') }));
+    await until(() => fromGw.length === 1, 5_000, 'the return datagram through the new session');
+    expect(ipView(fromGw[0]!)).toMatchObject({ src: '10.20.0.7', dst: '10.10.0.5', proto: 17 });
+    expect(await unsolicited()).toBe(before);
+  }, 30_000);
 });

@@ -8,9 +8,9 @@
 import { clipRangeToPrefix, formatPrefix, parsePrefix, prefixCovers, prefixesOverlap, rangeToPrefixes, type IpPrefix } from '../../packet/ip-address.js';
 import type { IpAddressRange } from './route-advertisement.js';
 
-/** Default cap on ranges considered per ROUTE_ADVERTISEMENT (config key wanted: `limits.maxRangesPerAdvertisement`). */
+/** Default cap on ranges considered per ROUTE_ADVERTISEMENT (gateway config `masque.maxRangesPerAdvertisement`). */
 export const DEFAULT_MAX_RANGES_PER_ADVERTISEMENT = 64;
-/** Default cap on prefixes one session may have installed (config key wanted: `limits.maxClientPrefixes`). */
+/** Default cap on prefixes one session may have installed (gateway config `masque.maxClientPrefixes`). */
 export const DEFAULT_MAX_CLIENT_PREFIXES = 256;
 
 /**

@@ -10,6 +10,8 @@ import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
 import { checkRangeOrder, normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
 import { judgeGatewayPacket } from './packet-judge.js';
+import { judgeReceivedPacket, type ReceiveContext } from './receive-check.js';
+import { DropReason, PacketInfo, parseIpPacket } from '../../packet/ip-packet.js';
 import { ConnectIpSessionBase, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
 
 /** Options for {@link ConnectIpClientSession}. */
@@ -41,15 +43,25 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
   private assigned: readonly AddressEntry[] = [];
   private peerRanges: readonly IpAddressRange[] = [];
   private ourRanges: readonly IpAddressRange[] = [];
+  /** The receive check's live view of the three lists above. */
+  private readonly rx: ReceiveContext;
   private readonly onPacket: PacketSink;
   private readonly icmpSrc4: Uint8Array | undefined;
   private readonly icmpSrc6: Uint8Array | undefined;
+  private readonly info = new PacketInfo();
+  private readonly quoted = new PacketInfo();
 
   constructor(stream: TunnelStream, opts: ConnectIpClientOptions) {
     super(stream, opts, 2);
     this.onPacket = opts.onPacket;
     this.icmpSrc4 = opts.icmpSourceV4;
     this.icmpSrc6 = opts.icmpSourceV6;
+    const self = this;
+    this.rx = {
+      get assigned() { return self.assigned; },
+      get ourRanges() { return self.ourRanges; },
+      get peerRanges() { return self.peerRanges; },
+    };
   }
 
   /**
@@ -173,6 +185,17 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
       return;
     }
     if (v === 6 && this.handleLinkIcmp6(buf, off, len)) return;
+    // Issue #12 item 8: only packets for us from where this session may talk to (ICMP errors: back to the sender they quote).
+    const pr = parseIpPacket(buf, off, len, this.info);
+    if (pr !== DropReason.NONE && pr !== DropReason.FRAGMENT && pr !== DropReason.UNSUPPORTED_PROTO) {
+      this.counters.drops[ConnectIpDrop.MALFORMED_IP]++;
+      return;
+    }
+    const verdict = judgeReceivedPacket(this.rx, buf, this.info, this.quoted);
+    if (verdict !== 0) {
+      this.counters.drops[verdict]++;
+      return;
+    }
     this.counters.packetsReceived++;
     this.counters.bytesReceived += len;
     this.onPacket(buf, off, len);

@@ -35,6 +35,12 @@ export const ConnectIpDrop = {
   LINK_LOCAL: 13,
   /** IPv4 packet without DF too big for the tunnel (we do not fragment). */
   TOO_BIG_NO_DF: 14,
+  /** Client: a packet from the gateway to an address that is neither assigned to us nor inside our advertised prefixes (#12 item 8). */
+  DESTINATION_NOT_OURS: 15,
+  /** Client: a packet from the gateway whose source is outside the routes the gateway advertised to us (#12 item 8). */
+  SOURCE_NOT_ROUTED: 16,
+  /** Client: an ICMP error from the gateway not addressed to the source of the packet it quotes, or quoting nothing usable. */
+  MALFORMED_ICMP_ERROR: 17,
 } as const;
 
 /** Snake-case names of {@link ConnectIpDrop} codes (metric `reason` label values), from the code table's keys. */

@@ -49,6 +49,14 @@ export interface ConnectIpGatewayOptions extends ConnectIpSessionOptions {
   /** Whether to accept (route back through this session) a prefix the client advertises; default accepts all. */
   readonly acceptClientRoute?: (prefix: IpPrefix) => boolean;
   /**
+   * An advertised prefix overlaps `owners`' routes in `routeTable`: may they
+   * give way? The callee decides (e.g. a restarted agent of the same identity
+   * supersedes its dead session) and, to say yes, closes them (their routes
+   * leave the table synchronously) and returns true; the prefix is then
+   * tried once more. Default: never (the prefix is a `route-conflict`).
+   */
+  readonly resolveRouteConflict?: (prefix: IpPrefix, owners: readonly ConnectIpGatewaySession[]) => boolean;
+  /**
    * The prefixes the client may advertise (read at each advertisement, so a
    * reload applies): advertised ranges are clipped to them before they are
    * expanded (RFC 9484 §4.7.3). Undefined = no clipping (acceptClientRoute alone).
@@ -142,6 +150,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   /** Advertisements that waited for a token, and refused prefixes/ranges (telemetry). */
   advertisementsDeferred = 0;
   routesRefused = 0;
+  /** Prefixes of the last applied advertisement refused as `route-conflict` (another session owned them). */
+  routeConflicts = 0;
 
   constructor(stream: TunnelStream, opts: ConnectIpGatewayOptions) {
     super(stream, opts, 1);
@@ -339,11 +349,16 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     this.routesRefused += j.refused.length;
     for (const x of j.refused) this.onEvent({ type: 'route-refused', what: x.what, reason: x.reason });
     const owned: ClientRoute[] = [];
+    let conflicts = 0;
     for (const r of j.routes) {
       // RFC 9484 §11: only prefixes this session owns pass the source check; a conflicting one is not ours.
-      if (!table || table.add(r.prefix, this)) owned.push(r);
-      else this.onEvent({ type: 'route-conflict', prefix: formatPrefix(r.prefix) });
+      if (!table || table.add(r.prefix, this) || (this.opts.resolveRouteConflict?.(r.prefix, table.ownersOverlapping(r.prefix, this)) === true && !this.closed && table.add(r.prefix, this))) owned.push(r);
+      else {
+        conflicts++;
+        this.onEvent({ type: 'route-conflict', prefix: formatPrefix(r.prefix) });
+      }
     }
+    this.routeConflicts = conflicts;
     this.owned = owned;
     this.onEvent({ type: 'routes', ranges: owned.map((r) => ({ version: r.prefix.version, start: r.prefix.address, end: prefixEnd(r.prefix), ipProtocol: r.ipProtocol })) });
     this.checkPath();

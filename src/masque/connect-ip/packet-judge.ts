@@ -101,7 +101,12 @@ function targetHas(c: ClientPacketContext, v: 4 | 6, buf: Uint8Array, dstOff: nu
   return false;
 }
 
-function inRanges(r: readonly IpAddressRange[], buf: Uint8Array, dstOff: number, v: 4 | 6, proto: number): boolean {
+/**
+ * Is the address at buf[dstOff] inside one of the ranges `r` whose IP
+ * protocol admits `proto` (0 = any; ICMP always passes, it reports on the
+ * others)? Allocation-free.
+ */
+export function inRanges(r: readonly IpAddressRange[], buf: Uint8Array, dstOff: number, v: 4 | 6, proto: number): boolean {
   const alen = v === 4 ? 4 : 16;
   for (let i = 0; i < r.length; i++) {
     const x = r[i]!;

@@ -102,6 +102,8 @@ export function checkConnectIpRequest(req: ExtendedConnectRequest, opts: Connect
   if (req.protocol !== 'connect-ip') return bad(`:protocol ${JSON.stringify(req.protocol)} is not connect-ip`);
   if (!req.scheme || !req.path) return bad(':scheme and :path must be present and non-empty');
   if (!req.authority) return bad(':authority missing');
+  // The request targets the proxy's https URI (the URI template, RFC 9484 §3 / RFC 9298 §2); the tunnel always runs over TLS.
+  if (req.scheme !== 'https') return bad(`:scheme ${JSON.stringify(req.scheme)} is not https`);
   if (req.capsuleProtocol === false) return bad('capsule-protocol is not ?1 (RFC 9297 §3.4)');
   const matcher = opts.matcher ?? new TemplateMatcher(opts.template ?? CONNECT_IP_DEFAULT_TEMPLATE);
   const vars = matcher.match(req.path);

@@ -71,6 +71,8 @@ export function checkConnectUdpRequest(req: ExtendedConnectRequest, opts: Connec
   if (req.method !== 'CONNECT') return bad(`method ${req.method} is not CONNECT`);
   if (req.protocol !== 'connect-udp') return bad(`:protocol ${JSON.stringify(req.protocol)} is not connect-udp`);
   if (!req.scheme || !req.path || !req.authority) return bad(':scheme, :path and :authority must be present');
+  // The request targets the proxy's https URI (the URI template, RFC 9484 §3 / RFC 9298 §2); the tunnel always runs over TLS.
+  if (req.scheme !== 'https') return bad(`:scheme ${JSON.stringify(req.scheme)} is not https`);
   if (req.capsuleProtocol === false) return bad('capsule-protocol is not ?1 (RFC 9297 §3.4)');
   const m = opts.matcher ?? new TemplateMatcher(opts.template ?? CONNECT_UDP_DEFAULT_TEMPLATE);
   const vars = m.match(req.path);

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Gateway capacity in sessions (issue #17): the busy ladder and the idle test
+# against one mtun gateway, with the load spread over several load-generator
+# processes, each on its own source address.
+#
+#   ┌────────────────────────────────┐               ┌────────────────────────────┐        ┌──────────────────┐
+#   │ ${P}a                           │ veth MTU 1500 │ ${P}b                       │  veth  │ ${P}t             │
+#   │  ${P}a0 192.0.2.1/24, .11 .. .1W├───────────────┤ ${P}b0 192.0.2.2/24         ├────────┤ ${P}t0 10.22.0.1  │
+#   │  bench/mtun-sessions.mjs        │== QUIC :4435 >│  mtun gateway, TUN ${P}sg   │${P}bt   │ (echo target: a  │
+#   │   └ W × mtun-sessions-worker.mjs│               │  pool 10.202.0.0/18,        │10.22.0.2│  host behind the │
+#   │     (N/W sessions each)         │               │  forwarding on              │        │  gateway)        │
+#   └────────────────────────────────┘               └────────────────────────────┘        └──────────────────┘
+#
+# The echo target sits in its own namespace because the gateway refuses
+# packets to its own addresses (destination policy).
+# Standalone (builds its own namespaces) or from bench/run.sh (NSA/NSB/UA/UB/P/W set).
+# Usage: bench/mtun-sessions.sh [--quick] [--counts LIST] [--idle N] [--hold S]
+#        [--compare ROOT_B] [--profile] [--out DIR]
+#   --quick         ladder 1,10,100,300 for 2 s and an idle test of 2,000 sessions held 30 s
+#   --counts ""     no busy steps; --idle 0: no idle test (idle sessions open 32 at a time per load generator)
+#   --compare DIR   also run the gateway from DIR (another checkout with dist/ and build/),
+#                   interleaved with this one (A B A B per step), same load generator
+#   --profile       run the gateway under node --cpu-prof (profiles in OUT/profile-<label>)
+# Knobs: BENCH_SESSIONS_WORKERS (load-generator processes, default 4).
+# Needs root. Raises the open-file limit (each session is one fd-less QUIC
+# connection, but the load generators and the gateway's sockets, TUN and
+# log files need headroom; 10,000 sessions need no more than 4,096).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+QUICK=0; COMPARE=""; PROFILE=0; OUTDIR=""
+unset COUNTS IDLE HOLD  # unset = default; --counts "" = no busy steps, --idle 0 = no idle test
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --counts) COUNTS=$2; shift ;;
+    --idle) IDLE=$2; shift ;;
+    --hold) HOLD=$2; shift ;;
+    --compare) COMPARE=$(cd "$2" && pwd); shift ;;
+    --profile) PROFILE=1 ;;
+    --out) OUTDIR=$2; shift ;;
+    *) echo "bench: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ $QUICK = 1 ]; then
+  : "${COUNTS=1,10,100,300}" "${IDLE=2000}" "${HOLD=30}"; SECONDS_PER=2
+else
+  : "${COUNTS=1,10,100,300,1000}" "${IDLE=10000}" "${HOLD=300}"; SECONDS_PER=3
+fi
+WORKERS=${BENCH_SESSIONS_WORKERS:-4}
+log() { echo "bench: $*" >&2; }
+[ "$(id -u)" = 0 ] || { log "sessions: needs root (network namespaces, TUN)"; exit 1; }
+
+# File descriptors: gateway + workers + their logs; raise explicitly, fail loudly if we cannot.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+[ "$(ulimit -n)" -ge 4096 ] || { log "sessions: open-file limit $(ulimit -n) < 4096 (raise the hard limit)"; exit 1; }
+
+OWN_NS=0
+if [ -z "${NSA:-}" ]; then
+  OWN_NS=1
+  P=ms$$x; NSA=${P}a; NSB=${P}b; UA=192.0.2.1; UB=192.0.2.2
+fi
+: "${OUTDIR:=${W:-$ROOT/bench/results/sessions-$(date -u +%Y%m%dT%H%M%SZ)}}"
+SW=$OUTDIR/sessions-work
+mkdir -p "$SW"
+NST=""
+GPID=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [ -n "$GPID" ] && { kill -TERM "$GPID" 2>/dev/null || true; sleep 1; kill -KILL "$GPID" 2>/dev/null || true; }
+  for i in $(seq "$WORKERS"); do ip netns exec "$NSA" ip addr del "192.0.2.$((10 + i))/24" dev "${P}a0" 2>/dev/null || true; done
+  remove_netns "$NST"
+  if [ $OWN_NS = 1 ]; then remove_netns "$NSA" "$NSB"; fi
+  exit $rc
+}
+# shellcheck disable=SC1091
+. "$ROOT/bench/underlay.sh"
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+if [ $OWN_NS = 1 ]; then make_underlay; fi
+BINDS=""
+for i in $(seq "$WORKERS"); do
+  ip netns exec "$NSA" ip addr add "192.0.2.$((10 + i))/24" dev "${P}a0"
+  BINDS="$BINDS${BINDS:+,}192.0.2.$((10 + i))"
+done
+NST=${P}t
+ip netns add "$NST"
+ip netns exec "$NST" ip link set lo up
+ip link add "${P}t0" netns "$NST" type veth peer name "${P}bt" netns "$NSB"
+ip netns exec "$NST" ip addr add 10.22.0.1/24 dev "${P}t0"
+ip netns exec "$NSB" ip addr add 10.22.0.2/24 dev "${P}bt"
+ip netns exec "$NST" ip link set "${P}t0" up
+ip netns exec "$NSB" ip link set "${P}bt" up
+ip netns exec "$NST" ip route add 10.202.0.0/18 via 10.22.0.2
+ip netns exec "$NSB" sysctl -qw net.ipv4.ip_forward=1
+# Socket buffers for bursts of 1,000 handshakes (the gateway asks for 4 MiB; the kernel caps at rmem_max).
+for n in "$NSA" "$NSB"; do ip netns exec "$n" sysctl -qw net.core.rmem_max=8388608 net.core.wmem_max=8388608 2>/dev/null || true; done
+
+node "$ROOT/bin/mtun.js" certs --out "$SW/certs" --agents cluster-a --gateway-san "$UB" >/dev/null
+# Each agent is its own identity (bearer token, RFC 9484 §11 leaves client
+# authentication to the deployment): the pool leases at most 4 addresses per
+# identity, so one identity per 4 sessions, as many clusters would have.
+# TLS still authenticates the gateway; client certificates are not asked for.
+node -e '
+const n = Math.ceil(Number(process.argv[1]) / 4);
+const lines = [];
+for (let k = 0; k < n; k++) lines.push(`    - { identity: agent-${String(k).padStart(6, "0")}, token: bench-session-token-${String(k).padStart(12, "0")} }`);
+process.stdout.write(lines.join("\n") + "\n");
+' "$(echo "$COUNTS,$IDLE" | tr , '\n' | sort -n | tail -1)" >"$SW/tokens.yaml"
+{
+cat <<Y
+listen: "$UB:4435"
+tls: { cert: certs/gateway.pem, key: certs/gateway-key.pem, requireClientCert: false }
+auth:
+  tokens:
+Y
+cat "$SW/tokens.yaml"
+cat <<Y
+pools: { ipv4: 10.202.0.0/18 }
+advertise: [10.22.0.0/24]
+policy:
+  - identity: agent-*
+    allow:
+      - { prefixes: [10.22.0.0/24], protocols: [tcp, udp], ports: [7] }
+      - { prefixes: [10.22.0.0/24], protocols: [icmp] }
+tun: { name: ${P}sg }
+maxSessions: 12000
+maxSessionsPerIdentity: 4
+maxConnectionsPerPeerIp: 12000
+telemetry:
+  workloads: { 10.22.0.0/24: target, 10.202.0.0/18: sessions }
+  flowLog: { enabled: true, path: flows-gateway.jsonl }
+admin: { enabled: true, listen: "127.0.0.1:9095" }
+logLevel: info
+Y
+} >"$SW/gateway.yaml"
+
+# start_gateway ROOT LABEL: runs that checkout's gateway in NSB; sets GPID.
+start_gateway() {
+  local root=$1 label=$2 flags=()
+  [ $PROFILE = 1 ] && { mkdir -p "$OUTDIR/profile-$label"; flags=(--cpu-prof "--cpu-prof-dir=$OUTDIR/profile-$label"); }
+  setsid ip netns exec "$NSB" node "${flags[@]}" "$root/bin/mtun.js" gateway -c "$SW/gateway.yaml" >"$SW/gateway-$label.log" 2>&1 </dev/null &
+  GPID=$!
+  for _ in $(seq 100); do
+    ip netns exec "$NSB" curl -sf -o /dev/null http://127.0.0.1:9095/healthz && return 0
+    kill -0 "$GPID" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "sessions: gateway ($label) did not start"; tail -20 "$SW/gateway-$label.log" >&2; return 1
+}
+stop_gateway() {
+  kill -TERM "$GPID" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$GPID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$GPID" 2>/dev/null || true
+  GPID=""
+}
+# run_step LABEL ROOT ARGS...: one gateway run, one load-generator run; JSON to OUTDIR/sessions-LABEL-*.json.
+run_step() {
+  local label=$1 root=$2 name=$3; shift 3
+  start_gateway "$root" "$label" || return 1
+  timeout --foreground $((HOLD + 900)) ip netns exec "$NSA" node "$ROOT/bench/mtun-sessions.mjs" --gateway "$UB:4435" \
+    --certs "$SW/certs" --target 10.22.0.1 --gateway-pid "$GPID" --binds "$BINDS" --workers "$WORKERS" \
+    --label "$label" --out "$OUTDIR/sessions-$label-$name.json" "$@" || log "sessions: $label $name ended early (exit $?)"
+  stop_gateway
+}
+
+labels=(this); roots=("$ROOT")
+[ -n "$COMPARE" ] && { labels=(before this); roots=("$COMPARE" "$ROOT"); }
+IFS=, read -r -a steps <<<"$COUNTS"
+for n in "${steps[@]}"; do
+  for k in "${!labels[@]}"; do
+    log "sessions: ${labels[$k]}: $n busy sessions, $WORKERS load generators, load avg $(cut -d' ' -f1 /proc/loadavg)"
+    run_step "${labels[$k]}" "${roots[$k]}" "busy-$n" --counts "$n" --seconds "$SECONDS_PER" --rate 50
+  done
+done
+if [ "$IDLE" -gt 0 ]; then
+  for k in "${!labels[@]}"; do
+    log "sessions: ${labels[$k]}: $IDLE idle sessions held ${HOLD}s, load avg $(cut -d' ' -f1 /proc/loadavg)"
+    run_step "${labels[$k]}" "${roots[$k]}" "idle-$IDLE" --idle "$IDLE" --hold-seconds "$HOLD" --keepalive-ms 15000 \
+      --open-timeout-ms 600000 --open-concurrency 32
+  done
+fi
+node -e '
+const fs = require("fs"); const d = process.argv[1]; const rows = [];
+for (const f of fs.readdirSync(d).filter((f) => /^sessions-.*\.json$/.test(f)).sort()) {
+  const j = JSON.parse(fs.readFileSync(`${d}/${f}`, "utf8"));
+  for (const r of j.results) rows.push({ label: j.label, ...r });
+  if (j.idle) rows.push({ label: j.label, ...j.idle });
+}
+fs.writeFileSync(`${d}/sessions.json`, JSON.stringify(rows, null, 1));
+' "$OUTDIR"
+log "sessions: done, $OUTDIR/sessions.json"
