@@ -220,6 +220,12 @@ struct qe_conn *qe_conn_server(struct qe_config *cfg, const uint8_t *scid, size_
     ngtcp2_cid_init(&c->odcid, odcid, odcidlen);
     c->has_odcid = true;
   }
+  /* The endpoint shares one config among connections and sets the token just
+   * before each accept: take it now, the first packet may come later. */
+  if (cfg->has_reset_token) {
+    memcpy(c->reset_token, cfg->reset_token, sizeof c->reset_token);
+    c->has_reset_token = true;
+  }
   if (qe_tls_session(c, err, errlen) != 0) {
     qe_conn_free(c);
     return NULL;
@@ -249,8 +255,8 @@ static int server_start(struct qe_conn *c, const uint8_t *pkt, size_t len) {
   } else {
     p.original_dcid = hd.dcid;
   }
-  if (c->cfg->has_reset_token) {
-    memcpy(p.stateless_reset_token, c->cfg->reset_token, sizeof p.stateless_reset_token);
+  if (c->has_reset_token) {
+    memcpy(p.stateless_reset_token, c->reset_token, sizeof p.stateless_reset_token);
     p.stateless_reset_token_present = 1;
   }
   ngtcp2_path path = path_of(c);

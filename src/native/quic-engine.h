@@ -126,6 +126,10 @@ struct qe_conn {
   socklen_t locallen, remotelen;
   ngtcp2_cid scid, odcid;
   bool has_odcid;
+  /* Server: the stateless_reset_token transport parameter (RFC 9000 §18.2),
+   * copied from the shared config at accept, which sets it per connection. */
+  bool has_reset_token;
+  uint8_t reset_token[NGTCP2_STATELESS_RESET_TOKENLEN];
   char sni[256];
   char keylog_path[1024];
   struct qe_stream *streams;
