@@ -13,6 +13,7 @@ import {
   CRYPTO_ERROR_CERTIFICATE_REQUIRED,
   CRYPTO_ERROR_CERTIFICATE_EXPIRED,
   CRYPTO_ERROR_CERTIFICATE_REVOKED,
+  DEFAULT_CONGESTION_CONTROL,
   type QuicheConfig,
   type QuicheConnection,
   type QuicheHeader,
@@ -145,7 +146,7 @@ export interface QuicEndpointOptions {
   dgramQueueLen?: number;
   /** Max UDP payload we send and accept (default 1350). */
   maxUdpPayloadBytes?: number;
-  /** Congestion control: 'cubic' (default), 'reno', 'bbr2'. */
+  /** Congestion control: 'cubic', 'reno', 'bbr' or 'bbr2'; default {@link DEFAULT_CONGESTION_CONTROL} of the engine. */
   congestionControl?: string;
   /** Key log file (NSS format). Default: $SSLKEYLOGFILE, else none. */
   keylogPath?: string | null;
@@ -414,7 +415,7 @@ export class QuicEndpoint implements ConnectionOwner {
     const ql = o.dgramQueueLen ?? 1024;
     cfg.enableDgram(true, ql, ql);
     cfg.setDisableActiveMigration(true);
-    cfg.setCcAlgorithmName(o.congestionControl ?? 'cubic');
+    cfg.setCcAlgorithmName(o.congestionControl ?? DEFAULT_CONGESTION_CONTROL);
     cfg.grease(true);
     // No 0-RTT: enableEarlyData is never called (RFC 9001 §9.2), so no CONNECT in early data.
     if (this.keylogPath !== null) cfg.logKeys();

@@ -180,6 +180,18 @@ export const quiche: QuicheBinding =
     ? ngtcp2Engine
     : (createRequire(import.meta.url)('@matrixai/quic-linux-x64/node.napi.node') as QuicheBinding);
 
+/**
+ * Congestion control when the endpoint options name none. ngtcp2 0.12 caps
+ * Reno's and CUBIC's window at 2.89 × (highest delivery rate × min RTT)
+ * (`target_cwnd` in its ngtcp2_cc.c; upstream removed the cap in 1.8.0).
+ * Through an event loop, a burst's RTT is about 3× the idle min RTT, so that
+ * cap stalls slow start (a 5000-datagram burst ended near 0.4 MB cwnd with
+ * most of it refused). Its BBRv2 sizes the window from the measured
+ * bandwidth with an ACK-aggregation allowance and reached ~1.1 MB in the same
+ * burst; upstream kept BBRv2 as its one BBR.
+ */
+export const DEFAULT_CONGESTION_CONTROL: string = QUIC_ENGINE === 'ngtcp2' ? 'bbr2' : 'cubic';
+
 /** TLS 1.3 alert codes we send as QUIC crypto errors (RFC 9001 §4.8: 0x100 + alert). */
 export const CRYPTO_ERROR_CERTIFICATE_REQUIRED = 0x100 + 116;
 /** RFC 9001 §4.8: crypto error for TLS `bad_certificate` (42). */
