@@ -1,6 +1,6 @@
 /*
- * mtun QUIC engine over ngtcp2 0.12 + GnuTLS (docs/decisions/0001-quic-engine.md):
- * a sans-IO connection the TypeScript endpoint drives as it drove quiche —
+ * mtun QUIC engine over ngtcp2 0.12 + GnuTLS (docs/decisions/0002-ngtcp2-engine-in-the-addon.md):
+ * a sans-IO connection the TypeScript endpoint drives (src/quic/engine.ts) —
  * recv(datagram), send(out) until null, timeout()/onTimeout(). ngtcp2 keeps
  * no stream send data until ACK and no DATAGRAM queues, so this module owns
  * them, bounded, with counted drops. One JavaScript thread owns each
@@ -72,7 +72,7 @@ struct qe_stream {
   bool blocked;       /* flow-control blocked in the current send() */
 };
 
-/* Shared by connections (refcounted); mirrors quiche's Config. */
+/* Shared by connections (refcounted): TLS credentials and transport parameters. */
 struct qe_config {
   int refs;
   bool server;

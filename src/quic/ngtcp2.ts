@@ -1,24 +1,24 @@
 /**
- * The ngtcp2 0.12 + GnuTLS engine (src/native/quic-*.c) behind the same
- * narrow engine interface src/quic uses for quiche (`QuicheBinding` in
- * quiche.ts), so endpoint.ts and connection.ts drive either. Error messages
- * follow quiche's (`Done`, `StreamReset(n)`, `StreamStopped(n)`,
- * `StreamLimit`, `InvalidStreamState(n)`) because connection.ts maps them.
+ * The ngtcp2 0.12 + GnuTLS engine (src/native/quic-*.c) behind the narrow
+ * engine interface endpoint.ts and connection.ts drive (`QuicEngine` in
+ * engine.ts). Error messages are the ones connection.ts maps (`Done`,
+ * `StreamReset(n)`, `StreamStopped(n)`, `StreamLimit`,
+ * `InvalidStreamState(n)`; the names quiche, the engine before, gave them).
  * Buffers passed in are copied by the native side before each call returns.
  */
 import { loadNative } from '../native/addon.js';
 import type {
-  QuicheBinding,
-  QuicheConfig,
-  QuicheConnection,
-  QuicheConnectionError,
-  QuicheHeader,
-  QuicheHostPort,
-  QuichePathStats,
-  QuicheRecvInfo,
-  QuicheSendInfo,
-  QuicheStats,
-} from './quiche.js';
+  QuicEngine,
+  EngineConfig,
+  EngineConnection,
+  EngineConnectionError,
+  EngineHeader,
+  EngineHostPort,
+  EnginePathStats,
+  EngineRecvInfo,
+  EngineSendInfo,
+  EngineStats,
+} from './engine.js';
 
 /** Opaque native handles. */
 interface NativeConfig {
@@ -51,14 +51,14 @@ interface QuicNative {
   quicDgramRecv(c: NativeConn, out: Uint8Array): number;
   quicInfo(c: NativeConn, res: Float64Array): void;
   quicStats(c: NativeConn, res: Float64Array): void;
-  quicError(c: NativeConn, peer: boolean): QuicheConnectionError | null;
+  quicError(c: NativeConn, peer: boolean): EngineConnectionError | null;
   quicTlsInfo(c: NativeConn, what: 0): Uint8Array;
   quicTlsInfo(c: NativeConn, what: 1): string | null;
   quicTlsInfo(c: NativeConn, what: 2): Uint8Array[] | null;
   quicTlsInfo(c: NativeConn, what: 3): Uint8Array | null;
   quicSetSession(c: NativeConn, data: Uint8Array): void;
   quicSetKeylog(c: NativeConn, path: string): void;
-  quicHeader(data: Uint8Array, dcidLen: number): QuicheHeader;
+  quicHeader(data: Uint8Array, dcidLen: number): EngineHeader;
   quicNegotiateVersion(scid: Uint8Array, dcid: Uint8Array, out: Uint8Array): number;
   quicRetry(scid: Uint8Array, dcid: Uint8Array, newScid: Uint8Array, token: Uint8Array, version: number, out: Uint8Array): number;
 }
@@ -82,7 +82,7 @@ function n(): QuicNative {
   return native;
 }
 
-class Ngtcp2Config implements QuicheConfig {
+class Ngtcp2Config implements EngineConfig {
   readonly h: NativeConfig;
   constructor(verifyPeer: boolean, ca: Uint8Array | null, key: Uint8Array | null, cert: Uint8Array | null) {
     this.h = n().quicConfigNew(verifyPeer, ca, key, cert);
@@ -91,8 +91,6 @@ class Ngtcp2Config implements QuicheConfig {
     n().quicConfigSet(this.h, f, v);
   }
   verifyPeer(verify: boolean): void { this.set(F.verifyPeer, verify ? 1 : 0); }
-  /** ngtcp2 0.12 sends no greased transport parameters or versions: nothing to switch. */
-  grease(_grease: boolean): void {}
   logKeys(): void { this.set(F.keylog, 1); }
   setTicketKey(key: Uint8Array): void { n().quicConfigSetBytes(this.h, 0, key); }
   setApplicationProtos(protos: string[]): void {
@@ -113,8 +111,6 @@ class Ngtcp2Config implements QuicheConfig {
     if (cc === undefined) throw new Error(`quic: unknown congestion control '${name}' (reno, cubic, bbr, bbr2)`);
     this.set(F.cc, cc);
   }
-  /** Pacing needs ngtcp2_conn_update_pkt_tx_time in the send loop; the TypeScript pump does not pace (as with quiche). */
-  enablePacing(_v: boolean): void {}
   enableDgram(enabled: boolean, recvQueueLen: number, sendQueueLen: number): void {
     this.set(F.dgram, enabled ? 1 : 0);
     this.set(F.dgramRq, recvQueueLen);
@@ -134,18 +130,17 @@ class Ngtcp2Config implements QuicheConfig {
   }
 }
 
-const encoder = new TextEncoder();
-
-class Ngtcp2Connection implements QuicheConnection {
+/** One connection of the engine (exported for bench/quic-datagram.mjs, which times its methods). */
+export class Ngtcp2Connection implements EngineConnection {
   private readonly h: NativeConn;
   private readonly info = new Float64Array(11);
   private readonly res = new Float64Array(3);
   private peerHost: string;
   private peerPort: number;
-  private readonly sendInfo: QuicheSendInfo;
-  private readonly sendResult: [number, QuicheSendInfo];
+  private readonly sendInfo: EngineSendInfo;
+  private readonly sendResult: [number, EngineSendInfo];
 
-  constructor(h: NativeConn, local: QuicheHostPort, remote: QuicheHostPort) {
+  constructor(h: NativeConn, local: EngineHostPort, remote: EngineHostPort) {
     this.h = h;
     this.peerHost = remote.host;
     this.peerPort = remote.port;
@@ -161,7 +156,7 @@ class Ngtcp2Connection implements QuicheConnection {
   setKeylog(path: string): void { n().quicSetKeylog(this.h, path); }
   setSession(session: Uint8Array): void { n().quicSetSession(this.h, session); }
 
-  recv(data: Uint8Array, info: QuicheRecvInfo): number {
+  recv(data: Uint8Array, info: EngineRecvInfo): number {
     const f = info.from;
     if (f.port !== this.peerPort || f.host !== this.peerHost) {
       n().quicSetPeer(this.h, f.host, f.port);
@@ -175,7 +170,7 @@ class Ngtcp2Connection implements QuicheConnection {
   }
 
   /** Returns a reused [length, info] pair: read it before the next call. */
-  send(out: Uint8Array): [number, QuicheSendInfo] | null {
+  send(out: Uint8Array): [number, EngineSendInfo] | null {
     const len = n().quicSend(this.h, out);
     if (len === 0) return null;
     this.sendResult[0] = len;
@@ -253,17 +248,17 @@ class Ngtcp2Connection implements QuicheConnection {
   isDraining(): boolean { return this.poll()[2] === 1; }
   isClosed(): boolean { return this.poll()[3] === 1; }
   isTimedOut(): boolean { return this.poll()[4] === 1; }
-  peerError(): QuicheConnectionError | null { return n().quicError(this.h, true); }
-  localError(): QuicheConnectionError | null { return n().quicError(this.h, false); }
+  peerError(): EngineConnectionError | null { return n().quicError(this.h, true); }
+  localError(): EngineConnectionError | null { return n().quicError(this.h, false); }
 
-  stats(): QuicheStats {
+  stats(): EngineStats {
     const s = new Float64Array(9);
     n().quicStats(this.h, s);
     // ngtcp2 0.12 counts losses only per stream and per DATAGRAM (quic-conn.c
     // qe_conn_lost_pkts); it has no retransmission or lost-byte counts.
     return { recv: s[0], sent: s[1], sentBytes: s[2], recvBytes: s[3], lost: s[8] < 0 ? 0 : s[8], retrans: 0, lostBytes: 0 };
   }
-  pathStats(): QuichePathStats[] {
+  pathStats(): EnginePathStats[] {
     const s = new Float64Array(9);
     n().quicStats(this.h, s);
     if (s[5] < 0) return [];
@@ -275,8 +270,8 @@ class Ngtcp2Connection implements QuicheConnection {
 const SHUTDOWN_READ = 0;
 const TYPE = { Initial: 0, ZeroRTT: 1, Handshake: 2, Retry: 3, VersionNegotiation: 4, Short: 5 } as const;
 
-/** The engine object, shaped like the quiche binding's module. Loads the addon on first use. */
-export const ngtcp2Engine: QuicheBinding = {
+/** The engine object. Loads the addon on first use. */
+export const ngtcp2Engine: QuicEngine = {
   MAX_CONN_ID_LEN: 20,
   MIN_CLIENT_INITIAL_LEN: 1200,
   PROTOCOL_VERSION: QUIC_V1,
@@ -286,26 +281,9 @@ export const ngtcp2Engine: QuicheBinding = {
   negotiateVersion: (scid, dcid, out) => n().quicNegotiateVersion(scid, dcid, out),
   retry: (scid, dcid, newScid, token, version, out) => n().quicRetry(scid, dcid, newScid, token, version, out),
   versionIsSupported: (version) => version === QUIC_V1,
-  Config: Object.assign(
-    function ConfigCtor(): QuicheConfig {
-      return new Ngtcp2Config(false, null, null, null);
-    } as unknown as { new (): QuicheConfig },
-    {
-      withBoringSslCtx(
-        verifyPeer: boolean,
-        _verifyAllowFail: boolean,
-        ca?: Uint8Array | null,
-        key?: Uint8Array[] | null,
-        cert?: Uint8Array[] | null,
-        _sigalgs?: string | null,
-      ): QuicheConfig {
-        // The whole PEM chain goes in one string; GnuTLS reads every certificate of it.
-        const joined = (a: Uint8Array[] | null | undefined): Uint8Array | null =>
-          a === null || a === undefined || a.length === 0 ? null : a.length === 1 ? a[0] : encoder.encode(a.map((x) => new TextDecoder().decode(x)).join('\n'));
-        return new Ngtcp2Config(verifyPeer, ca ?? null, joined(key), joined(cert));
-      },
-    },
-  ),
+  Config: {
+    withTls: (verifyPeer, ca, key, cert) => new Ngtcp2Config(verifyPeer, ca, key, cert),
+  },
   Connection: {
     connect(serverName, scid, local, remote, config) {
       const h = n().quicConnect((config as Ngtcp2Config).h, serverName, scid, local.host, local.port, remote.host, remote.port);

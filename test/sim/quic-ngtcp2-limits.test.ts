@@ -8,10 +8,9 @@
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { openDgramUdpSocket } from '../../src/net/dgram-udp.js';
 import type { UdpBatchSocket } from '../../src/net/udp.js';
-import type { QuicEndpoint, QuicEndpointOptions } from '../../src/quic/endpoint.js';
+import { QuicEndpoint, type QuicEndpointOptions } from '../../src/quic/endpoint.js';
 import type { QuicConnection } from '../../src/quic/connection.js';
 import { echo, getPki } from './quic-harness.js';
-import { endpointClass } from './quic-engines.js';
 
 const opened: { eps: QuicEndpoint[]; socks: UdpBatchSocket[] } = { eps: [], socks: [] };
 afterAll(() => {
@@ -21,12 +20,11 @@ afterAll(() => {
 
 async function pair(extra: Partial<QuicEndpointOptions>, onConnection: (c: QuicConnection) => void = echo) {
   const p = await getPki();
-  const Ep = await endpointClass('ngtcp2');
   const ss = await openDgramUdpSocket();
   const cs = await openDgramUdpSocket();
   opened.socks.push(ss, cs);
-  const server = new Ep({ socket: ss, keylogPath: null, ...extra, server: { certPem: p.server.certPem, keyPem: p.server.keyPem, retry: 'off', onConnection } });
-  const client = new Ep({ socket: cs, keylogPath: null, ...extra, client: { caPem: p.ca.certPem } });
+  const server = new QuicEndpoint({ socket: ss, keylogPath: null, ...extra, server: { certPem: p.server.certPem, keyPem: p.server.keyPem, retry: 'off', onConnection } });
+  const client = new QuicEndpoint({ socket: cs, keylogPath: null, ...extra, client: { caPem: p.ca.certPem } });
   opened.eps.push(server, client);
   const c = client.connect('127.0.0.1', ss.localAddress().port, 'localhost');
   await c.whenEstablished();
