@@ -1,5 +1,5 @@
 /**
- * QUIC endpoint over the QUIC engine (engine.ts) and a {@link UdpBatchSocket}: connection-ID
+ * QUIC endpoint over quiche and a {@link UdpBatchSocket}: connection-ID
  * demux, Initial checks, version negotiation, Retry, one timer heap, and
  * batched sending (with GSO when the socket has it).
  */
@@ -8,16 +8,15 @@ import { performance } from 'node:perf_hooks';
 import { ADDR_SLOT_BYTES, type UdpBatch, type UdpBatchSocket } from '../net/udp.js';
 import { addrSlotEquals, allocUdpBatch, copyAddrSlot, readAddrSlotHost, writeAddrSlot } from '../net/udp-batch.js';
 import {
-  engine,
+  quiche,
   CRYPTO_ERROR_BAD_CERTIFICATE,
   CRYPTO_ERROR_CERTIFICATE_REQUIRED,
   CRYPTO_ERROR_CERTIFICATE_EXPIRED,
   CRYPTO_ERROR_CERTIFICATE_REVOKED,
-  DEFAULT_CONGESTION_CONTROL,
-  type EngineConfig,
-  type EngineConnection,
-  type EngineHeader,
-} from './engine.js';
+  type QuicheConfig,
+  type QuicheConnection,
+  type QuicheHeader,
+} from './quiche.js';
 import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
 import { TimerHeap } from './timer-heap.js';
 import { RetryTokens } from './retry-token.js';
@@ -28,8 +27,10 @@ import { parsePemBundle, peerRejection } from './peer-trust.js';
 
 /**
  * Length of every connection ID we issue (RFC 9000 §17.2 allows up to 20).
- * 16, not 20: 128 random bits are ample for demux, and the demux key
- * (cidKey) and the QUIC-LB layout (quic-lb.ts) are laid out for this length.
+ * 16, not 20: quiche encodes its transport parameters into a fixed 128-byte
+ * buffer, and after a Retry they carry our CID twice (initial and retry
+ * source CID) next to the stateless reset token — with 20-byte CIDs accept()
+ * fails with BufferTooShort. 128 random bits are ample for demux.
  */
 export const CID_BYTES = 16;
 /** RFC 9000 §14.1: a server discards client Initials in UDP datagrams smaller than this. */
@@ -42,13 +43,14 @@ const GSO_MAX_BYTES = 65_000;
 const LOCAL_ADDR_OFFSET = ADDR_SLOT_BYTES - 16;
 /** TLS sessions cached for resumption (one per server name and address). */
 const MAX_SESSIONS = 64;
-/** Datagrams processed before connection events run mid-batch (below the default DATAGRAM queue of 1024). */
+/** Datagrams processed before connection events run mid-batch (below quiche's default DATAGRAM queue of 1024). */
 const DISPATCH_EVERY = 256;
 /** Queued client Initials older than this are dropped (RFC 9002 §6.2.2: the client's first PTO is about 1 s). */
 const HANDSHAKE_QUEUE_MAX_WAIT_MS = 1000;
 /** RFC 9000 §20.1 transport error codes we send. */
 const NO_ERROR = 0x0;
 const INTERNAL_ERROR = 0x1;
+const SIGALGS = 'ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384:rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pkcs1_sha256:ed25519';
 
 /** Server-side options. */
 export interface QuicServerOptions {
@@ -139,11 +141,11 @@ export interface QuicEndpointOptions {
   maxDataBytes?: number;
   /** Per-stream receive window in bytes (default 1 MiB). */
   maxStreamDataBytes?: number;
-  /** DATAGRAM receive / send queue lengths in the engine (default 1024 each). */
+  /** DATAGRAM receive / send queue lengths in quiche (default 1024 each). */
   dgramQueueLen?: number;
   /** Max UDP payload we send and accept (default 1350). */
   maxUdpPayloadBytes?: number;
-  /** Congestion control: 'bbr2' (default, {@link DEFAULT_CONGESTION_CONTROL}), 'bbr', 'cubic' or 'reno'. */
+  /** Congestion control: 'cubic' (default), 'reno', 'bbr2'. */
   congestionControl?: string;
   /** Key log file (NSS format). Default: $SSLKEYLOGFILE, else none. */
   keylogPath?: string | null;
@@ -184,7 +186,7 @@ export interface QuicEndpointCounters {
   dropPeerIpLimit: number;
   /** Initial whose Retry token failed (bad MAC, expired, malformed). */
   dropBadToken: number;
-  /** The engine refused to create the connection for this Initial. */
+  /** quiche refused to create the connection for this Initial. */
   dropAcceptError: number;
   /** Client Initials queued because the per-turn accept budget or maxHandshakes was reached. */
   handshakesDeferred: number;
@@ -192,7 +194,7 @@ export interface QuicEndpointCounters {
   dropHandshakeQueueFull: number;
   /** Queued client Initials dropped after waiting longer than a second (the client has retransmitted). */
   dropHandshakeQueueStale: number;
-  /** The engine rejected the packet (decryption failure, protocol error). */
+  /** quiche rejected the packet (decryption failure, protocol error). */
   dropRecvError: number;
   /** Datagrams the socket did not take (kept and retried) — counted per stall. */
   sendStalls: number;
@@ -275,9 +277,9 @@ export class QuicEndpoint implements ConnectionOwner {
   private resetWindowStart = 0;
   private resetsInWindow = 0;
   private readonly quicLb: QuicLbConfig | null;
-  private readonly clientConfig: EngineConfig | null;
+  private readonly clientConfig: QuicheConfig | null;
   /** Server config shared by new connections, and the TLS material it was built from. */
-  private serverCfg: EngineConfig | null = null;
+  private serverCfg: QuicheConfig | null = null;
   private serverCfgTls: object | null = null;
   private readonly keylogPath: string | null;
   private readonly tokens: RetryTokens | null;
@@ -368,25 +370,27 @@ export class QuicEndpoint implements ConnectionOwner {
     this.sock.onWritable(this.onWritable);
   }
 
-  private buildConfig(server: boolean): EngineConfig {
+  private buildConfig(server: boolean): QuicheConfig {
     const o = this.opts;
-    let cfg: EngineConfig;
+    let cfg: QuicheConfig;
     try {
       if (server) {
         const s = this.serverTls!;
         const ca = s.clientCaPem !== undefined ? utf8.encode(s.clientCaPem) : null;
-        cfg = engine.Config.withTls(ca !== null, ca, utf8.encode(s.keyPem), utf8.encode(s.certPem));
+        cfg = quiche.Config.withBoringSslCtx(ca !== null, false, ca, [utf8.encode(s.keyPem)], [utf8.encode(s.certPem)], SIGALGS);
       } else {
         const c = o.client!;
         if (c.caPem === undefined && c.insecureNoVerify !== true) {
           throw new Error('client needs caPem (or insecureNoVerify for tests)');
         }
         if ((c.certPem === undefined) !== (c.keyPem === undefined)) throw new Error('client certPem and keyPem go together');
-        cfg = engine.Config.withTls(
+        cfg = quiche.Config.withBoringSslCtx(
           c.insecureNoVerify !== true,
+          false,
           c.caPem !== undefined ? utf8.encode(c.caPem) : null,
-          c.keyPem !== undefined ? utf8.encode(c.keyPem) : null,
-          c.certPem !== undefined ? utf8.encode(c.certPem) : null,
+          c.keyPem !== undefined ? [utf8.encode(c.keyPem)] : null,
+          c.certPem !== undefined ? [utf8.encode(c.certPem)] : null,
+          SIGALGS,
         );
       }
     } catch (e) {
@@ -406,11 +410,12 @@ export class QuicEndpoint implements ConnectionOwner {
     cfg.setMaxStreamWindow(maxStream);
     cfg.setInitialMaxStreamsBidi(o.maxStreamsBidi ?? 100);
     cfg.setInitialMaxStreamsUni(o.maxStreamsUni ?? 16);
-    // RFC 9221: DATAGRAM frames, bounded queues in the engine.
+    // RFC 9221: DATAGRAM frames, bounded queues in quiche.
     const ql = o.dgramQueueLen ?? 1024;
     cfg.enableDgram(true, ql, ql);
     cfg.setDisableActiveMigration(true);
-    cfg.setCcAlgorithmName(o.congestionControl ?? DEFAULT_CONGESTION_CONTROL);
+    cfg.setCcAlgorithmName(o.congestionControl ?? 'cubic');
+    cfg.grease(true);
     // No 0-RTT: enableEarlyData is never called (RFC 9001 §9.2), so no CONNECT in early data.
     if (this.keylogPath !== null) cfg.logKeys();
     return cfg;
@@ -530,7 +535,7 @@ export class QuicEndpoint implements ConnectionOwner {
     const addr = new Uint8Array(ADDR_SLOT_BYTES);
     writeAddrSlot(addr, 0, host, port);
     const scid = this.freshCid();
-    const q = engine.Connection.connect(serverName, scid, this.local, { host, port }, this.clientConfig);
+    const q = quiche.Connection.connect(serverName, scid, this.local, { host, port }, this.clientConfig);
     const c = new QuicConnection(this, q, false, scid, this.local, addr, 0);
     c.sessionKey = `${serverName}|${host}|${port}`;
     const s = this.sessions.get(c.sessionKey);
@@ -625,7 +630,7 @@ export class QuicEndpoint implements ConnectionOwner {
             this.onDatagram(buf, 0, size, b.addrs, i);
             sinceDispatch++;
           }
-          // Let the layer above drain the engine's bounded DATAGRAM queue before
+          // Let the layer above drain quiche's bounded DATAGRAM queue before
           // a large (GRO) batch overflows it; sending still waits for the batch end.
           if (sinceDispatch >= DISPATCH_EVERY) {
             this.dispatchTouched();
@@ -700,7 +705,7 @@ export class QuicEndpoint implements ConnectionOwner {
     try {
       c.q.recv(buf.subarray(off, off + len), info);
     } catch {
-      // The engine drops undecryptable packets itself; an error here is a
+      // quiche drops undecryptable packets itself; an error here is a
       // protocol failure it already turned into a CONNECTION_CLOSE.
       this.counters.dropRecvError++;
     }
@@ -714,7 +719,7 @@ export class QuicEndpoint implements ConnectionOwner {
   private onNewLongHeader(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
     const version = ((buf[off + 1] << 24) | (buf[off + 2] << 16) | (buf[off + 3] << 8) | buf[off + 4]) >>> 0;
     // RFC 9000 §17.2: in v1, type bits 0b00 are Initial; only an Initial can open a connection.
-    if (version === engine.PROTOCOL_VERSION && (buf[off] & 0x30) !== 0) {
+    if (version === quiche.PROTOCOL_VERSION && (buf[off] & 0x30) !== 0) {
       this.counters.dropUnknownCid++;
       return;
     }
@@ -724,21 +729,21 @@ export class QuicEndpoint implements ConnectionOwner {
       this.counters.dropSmallInitial++;
       return;
     }
-    let hdr: EngineHeader;
+    let hdr: QuicheHeader;
     try {
-      hdr = engine.Header.fromSlice(buf.subarray(off, off + len), CID_BYTES);
+      hdr = quiche.Header.fromSlice(buf.subarray(off, off + len), CID_BYTES);
     } catch {
       this.counters.dropMalformed++;
       return;
     }
-    if (!engine.versionIsSupported(hdr.version)) {
+    if (!quiche.versionIsSupported(hdr.version)) {
       // RFC 9000 §6.1: answer an unknown version with Version Negotiation.
-      const n = engine.negotiateVersion(hdr.scid, hdr.dcid, this.rawOut);
+      const n = quiche.negotiateVersion(hdr.scid, hdr.dcid, this.rawOut);
       this.sendRaw(this.rawOut, n, addrs, i);
       this.counters.versionNegotiationsSent++;
       return;
     }
-    if (hdr.ty !== engine.Type.Initial) {
+    if (hdr.ty !== quiche.Type.Initial) {
       this.counters.dropUnknownCid++;
       return;
     }
@@ -781,7 +786,7 @@ export class QuicEndpoint implements ConnectionOwner {
       // RFC 9000 §8.1.2: stateless Retry with an address-bound token.
       const retryScid = this.freshCid(true);
       const tok = tokens.mint(hdr.dcid, retryScid, addrs, i);
-      const n = engine.retry(hdr.scid, hdr.dcid, retryScid, tok, hdr.version, this.rawOut);
+      const n = quiche.retry(hdr.scid, hdr.dcid, retryScid, tok, hdr.version, this.rawOut);
       this.sendRaw(this.rawOut, n, addrs, i);
       this.counters.retriesSent++;
       return;
@@ -793,10 +798,10 @@ export class QuicEndpoint implements ConnectionOwner {
       return;
     }
     this.acceptsLeft--;
-    let q: EngineConnection;
+    let q: QuicheConnection;
     const remote = { host: ip, port: (addrs[i * ADDR_SLOT_BYTES + 16] << 8) | addrs[i * ADDR_SLOT_BYTES + 17] };
     try {
-      q = engine.Connection.accept(scid, odcid, this.local, remote, this.serverConfigFor(scid));
+      q = quiche.Connection.accept(scid, odcid, this.local, remote, this.serverConfigFor(scid));
     } catch {
       this.counters.dropAcceptError++;
       return;
@@ -866,13 +871,13 @@ export class QuicEndpoint implements ConnectionOwner {
    * The server config for one new connection: one config (one TLS context)
    * shared by every connection while the TLS material is unchanged, with the
    * stateless reset token of `scid` set just before accept — the engine
-   * copies the transport parameters, reset token included, into the
-   * connection at accept (quic-conn.c), so sharing is safe. A config per
+   * copies the transport parameters into the connection at accept
+   * (quiche: `Connection::new` clones them), so sharing is safe. A config per
    * connection cost a TLS context per connection (about 10 kB of RSS each,
    * and its build time in every handshake). Rebuilt after
    * {@link updateServerTls} replaces the material (which checks it here).
    */
-  private serverConfigFor(scid: Uint8Array): EngineConfig {
+  private serverConfigFor(scid: Uint8Array): QuicheConfig {
     let cfg = this.serverCfg;
     if (cfg === null || this.serverCfgTls !== this.serverTls) {
       cfg = this.buildConfig(true);
@@ -919,7 +924,7 @@ export class QuicEndpoint implements ConnectionOwner {
   /**
    * RFC 9000 §10.3.1: a short-header datagram we cannot attribute may be a
    * stateless reset from a server that lost our connection. Hand it to our
-   * client connections with that peer address; ngtcp2 compares the last 16
+   * client connections with that peer address; quiche compares the last 16
    * bytes with the server's token and closes the connection on a match.
    * Bounded to a few connections per datagram.
    */
@@ -929,7 +934,7 @@ export class QuicEndpoint implements ConnectionOwner {
       if (c.isServer || c.gone || !addrSlotEquals(c.sendAddr, 0, addrs, i)) continue;
       const wasClosed = c.q.isClosed();
       this.deliver(c, buf, off, len, addrs, i);
-      // The engine closes on a token match without recording an error: that is how a reset shows.
+      // quiche closes on a token match without recording an error: that is how a reset shows.
       if (!wasClosed && c.q.isClosed() && c.q.peerError() === null && c.q.localError() === null) c.resetByPeer = true;
       if (++offered === 4) break;
     }
@@ -1148,7 +1153,7 @@ export class QuicEndpoint implements ConnectionOwner {
     this.flushDirty();
   };
 
-  /** Moves up to sendBudget packets of `c` into the out batch. True when the engine has nothing more. */
+  /** Moves up to sendBudget packets of `c` into the out batch. True when quiche has nothing more. */
   private drainConn(c: QuicConnection): boolean {
     const q = c.q;
     const out = this.out;
@@ -1173,18 +1178,10 @@ export class QuicEndpoint implements ConnectionOwner {
       try {
         r = q.send(base === 0 ? buf : buf.subarray(base, base + this.gsoSeg));
       } catch {
-        // The engine failed internally; it has closed the connection.
+        // quiche failed internally; it has closed the connection.
         return true;
       }
-      if (r === null) {
-        // Nothing fitted the GSO segment (ngtcp2: a longer packet number or
-        // an ACK): end the train and ask again with a slot of its own.
-        if (base !== 0) {
-          this.gsoConn = null;
-          continue;
-        }
-        return true;
-      }
+      if (r === null) return true;
       const n = r[0];
       const to = r[1].to;
       if (to.port !== c.sendPort || to.host !== c.sendHost) {
@@ -1347,7 +1344,7 @@ export class QuicEndpoint implements ConnectionOwner {
     try {
       let c: QuicConnection | undefined;
       while ((c = this.heap.popDue(now)) !== undefined) {
-        // An early onTimeout is harmless (ngtcp2_conn_handle_expiry acts only on due timers), so a keep-alive deadline can share the heap entry.
+        // quiche ignores an early on_timeout, so a keep-alive deadline can share the heap entry.
         c.q.onTimeout();
         if (c.keepAliveDueMs <= now && c.established && !c.gone) {
           c.q.sendAckEliciting();

@@ -1,39 +1,37 @@
 /**
- * The QUIC engine src/quic drives: ngtcp2 0.12 + GnuTLS in our C addon
- * (src/native/quic-*.c, adapted in ngtcp2.ts; issue #13,
- * docs/decisions/0002-ngtcp2-engine-in-the-addon.md), declared here as the
- * narrow sans-IO interface endpoint.ts and connection.ts use.
+ * Loader and our own type declarations for the quiche napi binding
+ * (`@matrixai/quic-linux-x64`). Only the parts src/quic uses are declared.
  */
-import { ngtcp2Engine } from './ngtcp2.js';
+import { createRequire } from 'node:module';
 
 /** Host and port as the binding passes addresses. */
-export interface EngineHostPort {
+export interface QuicheHostPort {
   host: string;
   port: number;
 }
 
-/** Addresses of one received datagram. */
-export interface EngineRecvInfo {
-  from: EngineHostPort;
-  to: EngineHostPort;
+/** Addresses of one received datagram (quiche `RecvInfo`). */
+export interface QuicheRecvInfo {
+  from: QuicheHostPort;
+  to: QuicheHostPort;
 }
 
-/** Where the engine wants a packet sent; `at` (pacing instant) is opaque and unused. */
-export interface EngineSendInfo {
-  from: EngineHostPort;
-  to: EngineHostPort;
+/** Where quiche wants a packet sent; `at` (pacing instant) is opaque and unused. */
+export interface QuicheSendInfo {
+  from: QuicheHostPort;
+  to: QuicheHostPort;
   at: object;
 }
 
-/** A connection close error (RFC 9000 §19.19), ours or the peer's. */
-export interface EngineConnectionError {
+/** A connection close error as quiche reports it. */
+export interface QuicheConnectionError {
   isApp: boolean;
   errorCode: number;
   reason: Uint8Array;
 }
 
-/** Connection-wide counters, the fields we read. */
-export interface EngineStats {
+/** Connection-wide counters (quiche `Stats`), the fields we read. */
+export interface QuicheStats {
   recv: number;
   sent: number;
   lost: number;
@@ -44,8 +42,8 @@ export interface EngineStats {
   peerMaxDatagramFrameSize?: number;
 }
 
-/** Per-path counters, the fields we read. */
-export interface EnginePathStats {
+/** Per-path counters (quiche `PathStats`), the fields we read. */
+export interface QuichePathStats {
   active: boolean;
   rtt: number;
   cwnd: number;
@@ -53,9 +51,10 @@ export interface EnginePathStats {
   deliveryRate: number;
 }
 
-/** TLS credentials plus transport parameters; shared by many connections (each copies what it needs at accept/connect). */
-export interface EngineConfig {
+/** quiche `Config`: TLS context plus transport parameters; shared by many connections. */
+export interface QuicheConfig {
   verifyPeer(verify: boolean): void;
+  grease(grease: boolean): void;
   logKeys(): void;
   setTicketKey(key: Uint8Array): void;
   setApplicationProtos(protos: string[]): void;
@@ -70,6 +69,7 @@ export interface EngineConfig {
   setInitialMaxStreamsUni(v: number): void;
   setDisableActiveMigration(v: boolean): void;
   setCcAlgorithmName(name: string): void;
+  enablePacing(v: boolean): void;
   enableDgram(enabled: boolean, recvQueueLen: number, sendQueueLen: number): void;
   setMaxStreamWindow(v: number): void;
   setMaxConnectionWindow(v: number): void;
@@ -77,12 +77,12 @@ export interface EngineConfig {
   setStatelessResetToken(v?: bigint | null): void;
 }
 
-/** The sans-IO state machine of one QUIC connection. */
-export interface EngineConnection {
+/** quiche `Connection`: the sans-IO state machine of one QUIC connection. */
+export interface QuicheConnection {
   setKeylog(path: string): void;
   setSession(session: Uint8Array): void;
-  recv(data: Uint8Array, info: EngineRecvInfo): number;
-  send(out: Uint8Array): [number, EngineSendInfo] | null;
+  recv(data: Uint8Array, info: QuicheRecvInfo): number;
+  send(out: Uint8Array): [number, QuicheSendInfo] | null;
   streamRecv(streamId: number, out: Uint8Array): [number, boolean] | null;
   streamSend(streamId: number, data: Uint8Array, fin: boolean): number | null;
   streamShutdown(streamId: number, direction: number, err: number): void | null;
@@ -107,16 +107,16 @@ export interface EngineConnection {
   isDraining(): boolean;
   isClosed(): boolean;
   isTimedOut(): boolean;
-  peerError(): EngineConnectionError | null;
-  localError(): EngineConnectionError | null;
-  stats(): EngineStats;
-  pathStats(): EnginePathStats[];
+  peerError(): QuicheConnectionError | null;
+  localError(): QuicheConnectionError | null;
+  stats(): QuicheStats;
+  pathStats(): QuichePathStats[];
   /** Queue a PING so the next send() emits an ack-eliciting packet. */
   sendAckEliciting(): void;
 }
 
-/** Parsed long or short header (`Header.fromSlice`). */
-export interface EngineHeader {
+/** Parsed long or short header (quiche `Header.fromSlice`). */
+export interface QuicheHeader {
   ty: number;
   version: number;
   dcid: Uint8Array;
@@ -124,8 +124,8 @@ export interface EngineHeader {
   token?: Uint8Array;
 }
 
-/** The engine's module object. */
-export interface QuicEngine {
+/** The binding's module object. */
+export interface QuicheBinding {
   MAX_CONN_ID_LEN: number;
   MIN_CLIENT_INITIAL_LEN: number;
   PROTOCOL_VERSION: number;
@@ -136,47 +136,39 @@ export interface QuicEngine {
   retry(scid: Uint8Array, dcid: Uint8Array, newScid: Uint8Array, token: Uint8Array, version: number, out: Uint8Array): number;
   versionIsSupported(version: number): boolean;
   Config: {
-    /**
-     * A config with its TLS credentials (PEM): `ca` verifies the peer when
-     * `verifyPeer` (a server then requires a client certificate, mTLS); `key`
-     * and `cert` (chain, leaf first) are ours. Throws on unloadable material.
-     */
-    withTls(verifyPeer: boolean, ca: Uint8Array | null, key: Uint8Array | null, cert: Uint8Array | null): EngineConfig;
+    new (): QuicheConfig;
+    withBoringSslCtx(
+      verifyPeer: boolean,
+      verifyAllowFail: boolean,
+      ca?: Uint8Array | null,
+      key?: Uint8Array[] | null,
+      cert?: Uint8Array[] | null,
+      sigalgs?: string | null,
+    ): QuicheConfig;
   };
   Connection: {
     connect(
       serverName: string | null,
       scid: Uint8Array,
-      local: EngineHostPort,
-      remote: EngineHostPort,
-      config: EngineConfig,
-    ): EngineConnection;
+      local: QuicheHostPort,
+      remote: QuicheHostPort,
+      config: QuicheConfig,
+    ): QuicheConnection;
     accept(
       scid: Uint8Array,
       odcid: Uint8Array | null,
-      local: EngineHostPort,
-      remote: EngineHostPort,
-      config: EngineConfig,
-    ): EngineConnection;
+      local: QuicheHostPort,
+      remote: QuicheHostPort,
+      config: QuicheConfig,
+    ): QuicheConnection;
   };
-  Header: { fromSlice(data: Uint8Array, dcidLen: number): EngineHeader };
+  Header: { fromSlice(data: Uint8Array, dcidLen: number): QuicheHeader };
 }
 
-/** The engine (the addon is loaded on first use). */
-export const engine: QuicEngine = ngtcp2Engine;
-
-/**
- * Congestion control when the endpoint options name none. ngtcp2 0.12 caps
- * Reno's and CUBIC's window at 2.89 × (highest delivery rate × min RTT)
- * (`target_cwnd` in its ngtcp2_cc.c; upstream removed the cap in 1.8.0).
- * Through an event loop, a burst's RTT is about 3× the idle min RTT, so that
- * cap stalls slow start: in a 5000-datagram burst cwnd sat at the cap round
- * after round and 10–25 % of the datagrams were refused by the full send
- * queue. Its BBRv2 sizes the window from the measured bandwidth with an
- * ACK-aggregation allowance and reached ~1.1 MB in the same burst with the
- * queue never backing up; upstream later kept BBRv2 as its one BBR.
- */
-export const DEFAULT_CONGESTION_CONTROL = 'bbr2';
+/** The loaded binding (loaded once, on first import of src/quic). */
+export const quiche: QuicheBinding = createRequire(import.meta.url)(
+  '@matrixai/quic-linux-x64/node.napi.node',
+) as QuicheBinding;
 
 /** TLS 1.3 alert codes we send as QUIC crypto errors (RFC 9001 §4.8: 0x100 + alert). */
 export const CRYPTO_ERROR_CERTIFICATE_REQUIRED = 0x100 + 116;
@@ -187,5 +179,5 @@ export const CRYPTO_ERROR_CERTIFICATE_REVOKED = 0x100 + 44;
 /** RFC 9001 §4.8 + RFC 8446 §6.2 alert certificate_expired (45): the peer's certificate passed its notAfter. */
 export const CRYPTO_ERROR_CERTIFICATE_EXPIRED = 0x100 + 45;
 
-/** Error `message` the engine throws when there is nothing to do (quiche's `Error::Done`, whose error strings the engine keeps). */
-export const ENGINE_DONE = 'Done';
+/** Error `message` the binding throws for quiche's `Error::Done`. */
+export const QUICHE_DONE = 'Done';
