@@ -19,7 +19,6 @@
 import { Counter, type Registry } from 'prom-client';
 import { Direction, type FlowTracker, type TcpStandpoint } from '../inspect/flow-tracker.js';
 import { craftTcp } from '../packet/craft.js';
-import { formatIp } from '../packet/ip-address.js';
 import { TCP_FLAG } from '../packet/ip-packet.js';
 
 /** Connections re-announced per new session at most (the rest reopen with their next packet). */
@@ -28,7 +27,7 @@ export const MAX_RESYNC_FLOWS = 4096;
 /** The pure ACK `p`'s initiator could have sent, as a whole IP packet at offset `headroom` of the returned buffer. Allocates (control path). */
 export function resyncAck(p: TcpStandpoint, headroom: number): { buf: Buffer; len: number } {
   const pkt = craftTcp({
-    src: formatIp(p.src), dst: formatIp(p.dst), srcPort: p.srcPort, dstPort: p.dstPort,
+    src: p.src, dst: p.dst, srcPort: p.srcPort, dstPort: p.dstPort,
     seq: p.seq, ack: p.ack, flags: TCP_FLAG.ACK, window: p.window,
   });
   const buf = Buffer.alloc(headroom + pkt.length);

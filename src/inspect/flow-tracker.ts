@@ -8,7 +8,7 @@
  */
 import { DropReason, IPPROTO, PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { FlowCore, FlowCounter } from './flow-core.js';
-import { buildFlowMeta, buildFlowRecord, type CloseReason, type FlowMeta, type FlowRecord, type FlowSink } from './flow-record.js';
+import { addressOf, buildFlowMeta, buildFlowRecord, type CloseReason, type FlowMeta, type FlowRecord, type FlowSink } from './flow-record.js';
 import { F_INIT0, F_L7, F_L7_TRIED, N_STATES, S_CLOSE, S_ESTABLISHED, S_FREE, S_ICMP, S_LAST_ACK, S_TIME_WAIT, S_UDP, S_UDP_STREAM } from './flow-table.js';
 import { observeTcp } from './tcp-state.js';
 import { looksLikeClientInitial, QuicPeek } from './quic-peek.js';
@@ -89,23 +89,14 @@ export interface FlowTrackerOptions {
 const P_UDP = 1;
 
 /**
- * The passive tracker. Feed every packet with {@link observe} (raw bytes) or
- * {@link observeParsed} (a packet the caller already parsed); drive
- * {@link onTimeout} at {@link nextTimeoutMs}; call {@link flush} at the end.
- * Memory is struct-of-arrays sized for the current flow count (doubling up to
- * `maxFlows`), so established flows cost no allocation per packet; only
- * reordering (hole lists) and the first bytes of a connection whose handshake
- * was seen (L7 peek, within a global byte budget) allocate.
- */
-/**
  * Where the initiator of an established TCP connection stands, from the
  * last segment it sent: enough to build a pure ACK it could have sent
- * (see {@link FlowTracker.establishedTcp}). Addresses are copies.
+ * (see {@link FlowTracker.establishedTcp}).
  */
 export interface TcpStandpoint {
-  readonly ipVersion: 4 | 6;
-  readonly src: Uint8Array;
-  readonly dst: Uint8Array;
+  /** Initiator and responder addresses, formatted as in flow records. */
+  readonly src: string;
+  readonly dst: string;
   readonly srcPort: number;
   readonly dstPort: number;
   /** The initiator's next sequence number (highest byte sent + 1). */
@@ -116,6 +107,15 @@ export interface TcpStandpoint {
   readonly window: number;
 }
 
+/**
+ * The passive tracker. Feed every packet with {@link observe} (raw bytes) or
+ * {@link observeParsed} (a packet the caller already parsed); drive
+ * {@link onTimeout} at {@link nextTimeoutMs}; call {@link flush} at the end.
+ * Memory is struct-of-arrays sized for the current flow count (doubling up to
+ * `maxFlows`), so established flows cost no allocation per packet; only
+ * reordering (hole lists) and the first bytes of a connection whose handshake
+ * was seen (L7 peek, within a global byte budget) allocate.
+ */
 export class FlowTracker {
   /** Aggregate counters indexed by {@link FlowCounter}; poll freely (e.g. from a Prometheus collect()). */
   readonly counters: Float64Array;
@@ -295,15 +295,9 @@ export class FlowTracker {
     for (let s = t.headOf[S_ESTABLISHED]!; s >= 0 && out.length < limit; s = t.next[s]!) {
       const i = s * 2;
       if (t.tunDir[s] !== direction || (t.kMeta[s]! & 0xff) !== IPPROTO.TCP || (t.flags[s]! & F_INIT0) === 0 || t.packets[i]! === 0) continue;
-      const v6 = (t.kMeta[s]! & 0x100) !== 0;
-      const addr = (w: number): Uint8Array => {
-        const b = new Uint8Array(16);
-        const dv = new DataView(b.buffer);
-        for (let k = 0; k < 4; k++) dv.setUint32(k * 4, t.kAddr[s * 8 + w + k]!);
-        return v6 ? b : b.slice(0, 4); // IPv4 keys hold the address in the first word
-      };
+      const v = (t.kMeta[s]! & 0x100) !== 0 ? 6 : 4;
       const ports = t.kPorts[s]!;
-      out.push({ ipVersion: v6 ? 6 : 4, src: addr(0), dst: addr(4), srcPort: ports >>> 16, dstPort: ports & 0xffff, seq: t.hiSeq[i]!, ack: t.ack[i]!, window: t.win[i]! });
+      out.push({ src: addressOf(t, s, 0, v), dst: addressOf(t, s, 4, v), srcPort: ports >>> 16, dstPort: ports & 0xffff, seq: t.hiSeq[i]!, ack: t.ack[i]!, window: t.win[i]! });
     }
     return out;
   }
