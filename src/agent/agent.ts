@@ -18,6 +18,7 @@ import { PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
 import { H2TunnelCounters } from '../h2/h2-tunnel.js';
 import { AgentTransportMetrics, registerH2Counters, registerSessionTransportGauge, type TunnelTransport } from '../h2/transport-metrics.js';
+import { registerQuicEndpointMetrics } from '../telemetry/quic-endpoint-metrics.js';
 import {
   directionByLocalPrefixes,
   startAdminServer,
@@ -112,6 +113,7 @@ export class Agent {
     this.transportMetrics = new AgentTransportMetrics(registry, () => (this.state === 'open' ? this.conn?.transport ?? null : null));
     registerSessionTransportGauge(registry, 'agent', () => (this.session !== null && this.conn !== null ? [{ transport: this.conn.transport }] : []));
     registerH2Counters(registry, 'agent', this.h2Counters);
+    registerQuicEndpointMetrics(registry, 'agent', endpoint.counters);
     this.resync = new FlowResync(registry);
     this.watch = new TransportWatch(config.h2, io.clock, {
       current: () => (this.state === 'open' ? this.conn : null),

@@ -41,6 +41,7 @@ import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 import { admitConnect } from './admit-connect.js';
 import { registerAuthCounters } from './auth-metrics.js';
+import { registerQuicEndpointMetrics } from '../telemetry/quic-endpoint-metrics.js';
 import { openTimeoutRefusal, type OpenPhase } from './open-timeout.js';
 import { TokenTable } from './auth.js';
 import { reviewSession, udpTargetAllowed } from './reload.js';
@@ -129,6 +130,7 @@ export class Gateway {
     registerInboundMetrics(telemetry.registry, this.inbound.track);
     this.tick = io.clock.every(1000, () => this.onTick());
     registerAuthCounters(telemetry.registry, { endpoint: endpoint.counters, superseded: () => this.reg.superseded });
+    registerQuicEndpointMetrics(telemetry.registry, 'gateway', endpoint.counters);
     new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
   }
 

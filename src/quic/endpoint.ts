@@ -15,11 +15,20 @@ import {
   CRYPTO_ERROR_CERTIFICATE_REVOKED,
   type QuicheConfig,
   type QuicheConnection,
-  type QuicheHeader,
 } from './quiche.js';
 import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
 import { TimerHeap } from './timer-heap.js';
-import { RetryTokens } from './retry-token.js';
+import { RetryTokens, RETRY_TOKEN_MAX_BYTES } from './retry-token.js';
+import {
+  LongHeaderError,
+  LongType,
+  QUIC_V1,
+  newLongHeaderView,
+  parseLongHeader,
+  retryScratchBytes,
+  writeRetry,
+  writeVersionNegotiation,
+} from './long-header.js';
 import { checkQuicLbConfig, encodeQuicLbCid, type QuicLbConfig } from './quic-lb.js';
 import { InitialQueue, InitialQueueRefusal } from './initial-queue.js';
 import { peerIdentityFromChain } from './peer-identity.js';
@@ -89,6 +98,14 @@ export interface QuicServerOptions {
   statelessResetKey?: Uint8Array;
   /** Stateless resets sent per second at most (default 100); the rest are counted. */
   maxStatelessResetsPerSecond?: number;
+  /**
+   * Retry and Version Negotiation packets sent per second at most (default
+   * 5000, a burst of as many allowed). Each answers an unvalidated address,
+   * so under a flood of spoofed Initials this caps the work and the
+   * reflected traffic; Initials over the rate are dropped and counted
+   * (dropStatelessRateLimit), and a real client gets in on a retransmit.
+   */
+  maxRetriesPerSecond?: number;
   /**
    * TLS session ticket key (48 bytes) shared by all connections. Default:
    * random per endpoint; replace it with {@link QuicEndpoint.rotateTicketKey}.
@@ -200,6 +217,8 @@ export interface QuicEndpointCounters {
   sendStalls: number;
   retriesSent: number;
   versionNegotiationsSent: number;
+  /** Initials that would have been answered with Retry or Version Negotiation, over maxRetriesPerSecond. */
+  dropStatelessRateLimit: number;
   connectionsAccepted: number;
   connectionsConnected: number;
   connectionsClosed: number;
@@ -238,6 +257,7 @@ function newCounters(): QuicEndpointCounters {
     sendStalls: 0,
     retriesSent: 0,
     versionNegotiationsSent: 0,
+    dropStatelessRateLimit: 0,
     connectionsAccepted: 0,
     connectionsConnected: 0,
     connectionsClosed: 0,
@@ -274,6 +294,13 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly resetKey: Uint8Array;
   private ticketKey: Uint8Array;
   private readonly resetsPerSecond: number;
+  /** Token bucket for Retry and Version Negotiation (see maxRetriesPerSecond). */
+  private readonly retryRate: number;
+  private retryTokensLeft: number;
+  private retryRefillAt = 0;
+  /** Random bytes cut into connection IDs (one randomFillSync per 256 CIDs: a call costs microseconds). */
+  private readonly cidRandom = Buffer.allocUnsafe(CID_BYTES * 256);
+  private cidRandomOff = CID_BYTES * 256;
   private resetWindowStart = 0;
   private resetsInWindow = 0;
   private readonly quicLb: QuicLbConfig | null;
@@ -306,6 +333,10 @@ export class QuicEndpoint implements ConnectionOwner {
   private admitScheduled = false;
   private readonly keepAliveMs: number;
   private readonly rawOut: Uint8Array;
+  /** The long header of the datagram being judged (reused). */
+  private readonly hdr = newLongHeaderView();
+  /** Retry integrity pseudo-packet (reused). */
+  private readonly retryScratch = new Uint8Array(retryScratchBytes(RETRY_TOKEN_MAX_BYTES));
   private touched: QuicConnection[] = [];
   private dirtyList: QuicConnection[] = [];
   private outCount = 0;
@@ -360,6 +391,9 @@ export class QuicEndpoint implements ConnectionOwner {
     this.ticketKey = opts.server?.ticketKey ?? randomBytes(48);
     if (this.ticketKey.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
     this.resetsPerSecond = opts.server?.maxStatelessResetsPerSecond ?? 100;
+    this.retryRate = opts.server?.maxRetriesPerSecond ?? 5000;
+    if (!(this.retryRate > 0)) throw new RangeError(`quic: maxRetriesPerSecond must be positive, got ${this.retryRate}`);
+    this.retryTokensLeft = this.retryRate;
     this.quicLb = opts.server?.quicLb ?? null;
     if (this.quicLb !== null) checkQuicLbConfig(this.quicLb, CID_BYTES);
     // Fail fast on bad TLS material (see serverConfigFor).
@@ -719,7 +753,7 @@ export class QuicEndpoint implements ConnectionOwner {
   private onNewLongHeader(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
     const version = ((buf[off + 1] << 24) | (buf[off + 2] << 16) | (buf[off + 3] << 8) | buf[off + 4]) >>> 0;
     // RFC 9000 §17.2: in v1, type bits 0b00 are Initial; only an Initial can open a connection.
-    if (version === quiche.PROTOCOL_VERSION && (buf[off] & 0x30) !== 0) {
+    if (version === QUIC_V1 && (buf[off] & 0x30) !== 0) {
       this.counters.dropUnknownCid++;
       return;
     }
@@ -729,26 +763,27 @@ export class QuicEndpoint implements ConnectionOwner {
       this.counters.dropSmallInitial++;
       return;
     }
-    let hdr: QuicheHeader;
-    try {
-      hdr = quiche.Header.fromSlice(buf.subarray(off, off + len), CID_BYTES);
-    } catch {
+    const hdr = this.hdr;
+    if (parseLongHeader(buf, off, len, hdr) !== LongHeaderError.OK) {
       this.counters.dropMalformed++;
       return;
     }
-    if (!quiche.versionIsSupported(hdr.version)) {
+    if (hdr.version !== QUIC_V1) {
       // RFC 9000 §6.1: answer an unknown version with Version Negotiation.
-      const n = quiche.negotiateVersion(hdr.scid, hdr.dcid, this.rawOut);
-      this.sendRaw(this.rawOut, n, addrs, i);
-      this.counters.versionNegotiationsSent++;
+      if (!this.takeStatelessToken()) return;
+      const n = writeVersionNegotiation(buf, hdr, this.rawOut, buf[hdr.dcidOff + hdr.dcidLen - 1] ?? 0);
+      if (n > 0) {
+        this.sendRaw(this.rawOut, n, addrs, i);
+        this.counters.versionNegotiationsSent++;
+      } else this.counters.dropMalformed++;
       return;
     }
-    if (hdr.ty !== quiche.Type.Initial) {
+    if (hdr.type !== LongType.INITIAL) {
       this.counters.dropUnknownCid++;
       return;
     }
     // RFC 9000 §7.2: the client's first DCID is at least 8 bytes.
-    if (hdr.dcid.length < 8) {
+    if (hdr.dcidLen < 8) {
       this.counters.dropMalformed++;
       return;
     }
@@ -767,26 +802,32 @@ export class QuicEndpoint implements ConnectionOwner {
       return;
     }
     const tokens = this.tokens!;
-    const token = hdr.token;
+    const dcid = buf.subarray(hdr.dcidOff, hdr.dcidOff + hdr.dcidLen);
     let odcid: Uint8Array | null = null;
     let scid: Uint8Array;
-    if (token !== undefined && token.length > 0) {
+    if (hdr.tokenLen > 0) {
       // We never send NEW_TOKEN, so any token is ours from a Retry (RFC 9000 §8.1.3).
-      odcid = tokens.validate(token, hdr.dcid, addrs, i);
-      if (odcid === null || hdr.dcid.length !== CID_BYTES) {
+      odcid = tokens.validate(buf.subarray(hdr.tokenOff, hdr.tokenOff + hdr.tokenLen), dcid, addrs, i);
+      if (odcid === null || hdr.dcidLen !== CID_BYTES) {
         this.counters.dropBadToken++;
         return;
       }
-      scid = Uint8Array.from(hdr.dcid);
+      scid = Uint8Array.from(dcid);
       if (this.conns.has(cidKey(scid, 0))) {
         this.counters.dropBadToken++; // replay of a token for a live connection
         return;
       }
+      odcid = Uint8Array.from(odcid); // the token is a view into the receive batch
     } else if (this.retryMode === 'on' || (this.retryMode === 'auto' && this.handshaking >= this.retryAuto)) {
       // RFC 9000 §8.1.2: stateless Retry with an address-bound token.
+      if (!this.takeStatelessToken()) return;
       const retryScid = this.freshCid(true);
-      const tok = tokens.mint(hdr.dcid, retryScid, addrs, i);
-      const n = quiche.retry(hdr.scid, hdr.dcid, retryScid, tok, hdr.version, this.rawOut);
+      const tok = tokens.mint(dcid, retryScid, addrs, i);
+      const n = writeRetry(buf, hdr, retryScid, tok, this.rawOut, this.retryScratch);
+      if (n < 0) {
+        this.counters.dropMalformed++;
+        return;
+      }
       this.sendRaw(this.rawOut, n, addrs, i);
       this.counters.retriesSent++;
       return;
@@ -814,12 +855,25 @@ export class QuicEndpoint implements ConnectionOwner {
     this.perPeerIp.set(ip, perIp + 1);
     this.conns.set(c.scidKey, c);
     if (odcid === null) {
-      c.odcidKey = buf.toString('latin1', off + 6, off + 6 + hdr.dcid.length);
+      c.odcidKey = buf.toString('latin1', hdr.dcidOff, hdr.dcidOff + hdr.dcidLen);
       this.byOdcid.set(c.odcidKey, c);
     }
     this.handshaking++;
     this.counters.connectionsAccepted++;
     this.deliver(c, buf, off, len, addrs, i);
+  }
+
+  /** One token of the Retry/Version Negotiation bucket; false (and counted) when it is empty. */
+  private takeStatelessToken(): boolean {
+    const now = performance.now();
+    this.retryTokensLeft = Math.min(this.retryRate, this.retryTokensLeft + ((now - this.retryRefillAt) * this.retryRate) / 1000);
+    this.retryRefillAt = now;
+    if (this.retryTokensLeft < 1) {
+      this.counters.dropStatelessRateLimit++;
+      return false;
+    }
+    this.retryTokensLeft--;
+    return true;
   }
 
   /** Queues a client Initial the endpoint cannot start a handshake for this turn (counted either way). */
@@ -955,7 +1009,14 @@ export class QuicEndpoint implements ConnectionOwner {
     const lb = server ? this.quicLb : null;
     do {
       if (lb !== null) encodeQuicLbCid(cid, lb);
-      else randomFillSync(cid);
+      else {
+        if (this.cidRandomOff === this.cidRandom.length) {
+          randomFillSync(this.cidRandom);
+          this.cidRandomOff = 0;
+        }
+        cid.set(this.cidRandom.subarray(this.cidRandomOff, this.cidRandomOff + CID_BYTES));
+        this.cidRandomOff += CID_BYTES;
+      }
     } while (this.conns.has(cidKey(cid, 0)));
     return cid;
   }
