@@ -5,11 +5,11 @@
  * Version Negotiation (RFC 9000 §17.2.1) packets.
  *
  * This is the path every spoofed Initial of a flood takes, so it must be
- * cheap and must not leak. The binding's `Header.fromSlice` and `retry` cost
- * 4 and 9 µs per call and keep about 0.7 KB and 1.5 KB of native memory per
- * call for good (measured in test/quic/long-header-memory.test.ts); here the
- * header is read into a reused view object and packets are written into the
- * caller's buffer.
+ * cheap: the binding's `Header.fromSlice`, `retry` and `negotiateVersion`
+ * allocate objects and buffers across napi on every call (about 4 and 9 µs
+ * for the first two). Here the header is read into a reused view object
+ * and packets are written into the caller's buffer;
+ * bench/reliability/initial-cost.ts measures the whole per-Initial cost.
  */
 import { createCipheriv } from 'node:crypto';
 import { parseVarint, varintLengthAt, VARINT_NEED_MORE } from './varint.js';
