@@ -154,6 +154,18 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
     gwAlive,
     gwFlowsAfter: gwAlive ? await flowsInTable(c, 'gw').catch(() => -1) : -1,
     gwDroppedPkts: m ? metricSum(m, 'mtun_tunnel_dropped_packets_total') - drops0 : -1,
+    // What the gateway's QUIC endpoint did with the datagrams (cumulative since start).
+    gwQuic: m ? {
+      datagramsIn: metricSum(m, 'mtun_quic_datagrams_total', 'direction="in"'),
+      retriesSent: metricSum(m, 'mtun_quic_stateless_packets_sent_total', 'packet="retry"'),
+      retryRateLimited: metricSum(m, 'mtun_quic_datagrams_dropped_total', 'reason="retry-rate-limit"'),
+      handshakesAccepted: metricSum(m, 'mtun_quic_handshakes_total', 'result="accepted"'),
+      handshakesFailed: metricSum(m, 'mtun_quic_handshakes_total', 'result="failed"'),
+      heapUsedMB: metricSum(m, 'mtun_nodejs_heap_size_used_bytes') / 2 ** 20,
+      externalMB: metricSum(m, 'mtun_nodejs_external_memory_bytes') / 2 ** 20,
+    } : null,
+    // RSS 5 s after the flood ended: does the memory come back?
+    gwRssAfterMB: gwAlive ? await sleep(5000).then(() => rssKb(gwPid).rss / 1024) : -1,
   });
 }
 

@@ -71,11 +71,19 @@ export interface QuicServerOptions {
   clientCaPem?: string;
   /**
    * Stateless Retry (RFC 9000 §8.1.2): 'on' for every new connection, 'off'
-   * never, 'auto' (default) once {@link retryAutoHandshakes} handshakes are in progress.
+   * never, 'auto' (default) once {@link retryAutoHandshakes} handshakes are
+   * in progress or {@link retryAutoNewPerSecond} were started in the last second.
    */
   retry?: 'on' | 'off' | 'auto';
   /** Handshakes in progress at which 'auto' starts sending Retry. Default 64. */
   retryAutoHandshakes?: number;
+  /**
+   * Handshakes started per second (without a Retry token) at which 'auto'
+   * starts sending Retry; default 256. Handshakes in progress alone miss a
+   * flood of undecryptable Initials: each opens a connection that fails at
+   * once, so few are ever in progress while every one costs an accept.
+   */
+  retryAutoNewPerSecond?: number;
   /**
    * Handshakes in progress at most (default 256). Further client Initials
    * wait in the handshake queue until one finishes, so a burst of new
@@ -325,6 +333,11 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly maxPerPeerIp: number;
   private readonly retryMode: 'on' | 'off' | 'auto';
   private readonly retryAuto: number;
+  private readonly retryAutoRate: number;
+  /** Unvalidated handshakes started in the current and the previous one-second window. */
+  private newInWindow = 0;
+  private newInPrevWindow = 0;
+  private newWindowStart = 0;
   private readonly maxHandshakes: number;
   private readonly acceptsPerTurn: number;
   /** New handshakes this turn may still start. */
@@ -370,6 +383,7 @@ export class QuicEndpoint implements ConnectionOwner {
     this.maxPerPeerIp = opts.maxConnectionsPerPeerIp ?? 1000;
     this.retryMode = opts.server?.retry ?? 'auto';
     this.retryAuto = opts.server?.retryAutoHandshakes ?? 64;
+    this.retryAutoRate = opts.server?.retryAutoNewPerSecond ?? 256;
     this.maxHandshakes = opts.server?.maxHandshakes ?? 256;
     this.acceptsPerTurn = opts.server?.acceptsPerTurn ?? 32;
     if (!(this.maxHandshakes >= 1 && this.acceptsPerTurn >= 1)) throw new RangeError('quic: maxHandshakes and acceptsPerTurn must be ≥ 1');
@@ -818,7 +832,7 @@ export class QuicEndpoint implements ConnectionOwner {
         return;
       }
       odcid = Uint8Array.from(odcid); // the token is a view into the receive batch
-    } else if (this.retryMode === 'on' || (this.retryMode === 'auto' && this.handshaking >= this.retryAuto)) {
+    } else if (this.retryMode === 'on' || (this.retryMode === 'auto' && (this.handshaking >= this.retryAuto || this.recentNewHandshakes() >= this.retryAutoRate))) {
       // RFC 9000 §8.1.2: stateless Retry with an address-bound token.
       if (!this.takeStatelessToken()) return;
       const retryScid = this.freshCid(true);
@@ -857,10 +871,28 @@ export class QuicEndpoint implements ConnectionOwner {
     if (odcid === null) {
       c.odcidKey = buf.toString('latin1', hdr.dcidOff, hdr.dcidOff + hdr.dcidLen);
       this.byOdcid.set(c.odcidKey, c);
+      this.newInWindow++;
     }
     this.handshaking++;
     this.counters.connectionsAccepted++;
     this.deliver(c, buf, off, len, addrs, i);
+  }
+
+  /**
+   * Unvalidated handshakes started in the last second, estimated from two
+   * fixed windows (the previous one weighted by how much of it still lies
+   * within the last second).
+   */
+  private recentNewHandshakes(): number {
+    const now = performance.now();
+    const age = now - this.newWindowStart;
+    if (age >= 1000) {
+      this.newInPrevWindow = age >= 2000 ? 0 : this.newInWindow;
+      this.newInWindow = 0;
+      this.newWindowStart = age >= 2000 ? now : this.newWindowStart + 1000;
+    }
+    const into = (now - this.newWindowStart) / 1000;
+    return this.newInWindow + this.newInPrevWindow * (1 - into);
   }
 
   /** One token of the Retry/Version Negotiation bucket; false (and counted) when it is empty. */

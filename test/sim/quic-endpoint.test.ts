@@ -272,6 +272,26 @@ describe('Retry and address validation (RFC 9000 §8.1)', () => {
     }
   });
 
+  it('Retry auto under a flood of undecryptable Initials: the rate of new handshakes turns Retry on, though none stays in progress', async () => {
+    const { ep: server, port } = await h.server({ retry: 'auto', retryAutoHandshakes: 10, retryAutoNewPerSecond: 20 });
+    const raw = dgram.createSocket('udp4');
+    await new Promise<void>((r) => raw.bind(0, '127.0.0.1', r));
+    try {
+      // Junk payloads: each accepted one fails at its first packet, so handshakes in progress stay near 0.
+      for (let burst = 0; burst < 4; burst++) {
+        for (let i = 0; i < 50; i++) raw.send(fakeInitial(randomBytes(8), randomBytes(8), Buffer.alloc(0)), port, '127.0.0.1');
+        await sleep(5);
+      }
+      await waitFor(() => server.counters.datagramsIn >= 200, 3000, 'flood processed');
+      const c = server.counters;
+      expect(c.connectionsAccepted, JSON.stringify(c)).toBeLessThanOrEqual(21);
+      expect(c.retriesSent, JSON.stringify(c)).toBeGreaterThanOrEqual(179);
+      expect(server.handshakesInProgress).toBeLessThan(10);
+    } finally {
+      raw.close();
+    }
+  });
+
   it('caps Retry and Version Negotiation at maxRetriesPerSecond under a spoofed-Initial flood, counted; a real client still gets in (RFC 9000 §8.1, §21.1)', async () => {
     const rate = 100;
     const { ep: server, port } = await h.server({ retry: 'on', maxRetriesPerSecond: rate });
