@@ -119,6 +119,18 @@ export function rssKb(pid: number): { rss: number; hwm: number } {
   }
 }
 
+/** CPU seconds (user + system) a process has used so far (0 when it is gone). */
+export function cpuSeconds(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    // Fields 14 and 15 of proc(5) stat (utime, stime) are rest[11], rest[12]; clock ticks are 100 Hz on Linux.
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 /** Result of one curl download of the blob through the tunnel. */
 export interface Transfer {
   ok: boolean;
