@@ -148,6 +148,7 @@ export class Agent {
         reporter: 'agent',
         workloads: config.telemetry.workloads,
         flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
+        flowLogMaxFailedPerSecond: config.telemetry.flowLog.maxFailedPerSecond,
       });
       const agent = new Agent(config, io, endpoint, telemetry);
       started = agent;

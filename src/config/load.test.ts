@@ -59,7 +59,7 @@ describe('config: example files', () => {
     expect(c.policy).toEqual([]); // default deny: no rules
     expect(c.tun).toEqual({ name: 'mtun0', offload: true });
     expect(c.inspection).toEqual({ maxFlows: 262144, peekBudgetBytes: 16 * 1024 * 1024, timeouts: {} });
-    expect(c.telemetry).toEqual({ workloads: [], flowLog: { enabled: true, path: '-' } });
+    expect(c.telemetry).toEqual({ workloads: [], flowLog: { enabled: true, path: '-', maxFailedPerSecond: 100 } });
     expect(c.connectUdp.idleTimeoutMs).toBe(120000);
     // The defaults of the constants these keys replace (#12 items 2 and 10).
     expect(c.masque).toEqual({ maxRangesPerAdvertisement: 64, maxClientPrefixes: 256, advertisementsPerSecond: 1, advertisementBurst: 8 });

@@ -82,6 +82,13 @@ function telemetrySchema(baseDir: string) {
       enabled: z.boolean().default(true),
       /** `-` or absent: stdout. */
       path: logPath(baseDir).default('-'),
+      /**
+       * Failed TCP connections (handshake never completed) logged per second
+       * at most; the rest are counted in mtun_flow_log_suppressed_total, and
+       * the connection metrics still count every one. A SYN flood would
+       * otherwise write two lines per spoofed SYN.
+       */
+      maxFailedPerSecond: z.number().int().min(0).max(1_000_000).default(100),
     }).prefault({}),
   }).prefault({});
 }

@@ -47,7 +47,8 @@ export class DaemonFlows {
     // Only flows with packets since the last tick can have moved.
     const since = this.lastTickMs;
     this.lastTickMs = nowMs;
-    for (const r of this.tracker.liveFlows(since)) {
+    // Flows still in their TCP handshake wait for their close record (a SYN flood's flows would cost a record each, every tick).
+    for (const r of this.tracker.liveFlows(since, true)) {
       const id = this.opts.identityOf(r);
       let list = byIdentity.get(id);
       if (list === undefined) byIdentity.set(id, (list = []));

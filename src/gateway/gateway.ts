@@ -156,6 +156,7 @@ export class Gateway {
         reporter: 'gateway',
         workloads: config.telemetry.workloads,
         flowLog: config.telemetry.flowLog.enabled ? config.telemetry.flowLog.path : null,
+        flowLogMaxFailedPerSecond: config.telemetry.flowLog.maxFailedPerSecond,
       });
       tun = await opening;
       const endpoint = new QuicEndpoint({

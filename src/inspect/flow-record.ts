@@ -154,12 +154,17 @@ function rttOf(t: FlowTable, i: number): RttStats | null {
 const wordsA = new Uint32Array(4);
 const wordsB = new Uint32Array(4);
 
-/** The cross-end flow ID of slot s (flow-id.ts). Allocates. */
+/** The cross-end flow ID of slot s (flow-id.ts), computed once per flow and ISN (cached in the table). Allocates the first time. */
 export function flowIdOf(t: FlowTable, s: number, key: Uint8Array): string {
+  const isn = (t.flags[s]! & F_ISN) !== 0 ? t.kIsn[s]! : -1;
+  const cached = t.flowIdCache[s];
+  if (cached !== undefined && t.flowIdIsn[s] === isn) return cached;
   const meta = t.kMeta[s]!;
   for (let w = 0; w < 4; w++) { wordsA[w] = t.kAddr[s * 8 + w]!; wordsB[w] = t.kAddr[s * 8 + 4 + w]!; }
-  const isn = (t.flags[s]! & F_ISN) !== 0 ? t.kIsn[s]! : -1;
-  return computeFlowId(key, meta & 0xff, meta >> 8 ? 6 : 4, wordsA, t.kPorts[s]! >>> 16, wordsB, t.kPorts[s]! & 0xffff, isn);
+  const id = computeFlowId(key, meta & 0xff, meta >> 8 ? 6 : 4, wordsA, t.kPorts[s]! >>> 16, wordsB, t.kPorts[s]! & 0xffff, isn);
+  t.flowIdCache[s] = id;
+  t.flowIdIsn[s] = isn;
+  return id;
 }
 
 /**

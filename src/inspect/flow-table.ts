@@ -98,6 +98,13 @@ export class FlowTable {
   kPorts = new Uint32Array(0); // A port << 16 | B port
   kMeta = new Uint16Array(0); // proto | (ipv6 ? 0x100 : 0)
   kHash = new Int32Array(0);
+  /**
+   * Each slot's cross-end flow ID once computed (flow-record.ts flowIdOf),
+   * with the ISN it was computed from (-1: none), so live snapshots and the
+   * close record pay for the HMAC once per flow, not once per record.
+   */
+  readonly flowIdCache: (string | undefined)[] = [];
+  readonly flowIdIsn: number[] = [];
   state = new Uint8Array(0);
   inList = new Uint8Array(0); // which state's LRU list the slot is on
   flags = new Uint32Array(0);
@@ -267,6 +274,7 @@ export class FlowTable {
     this.tAck[s] = NaN;
     this.rstIgnored[s] = 0;
     this.kIsn[s] = 0;
+    this.flowIdCache[s] = undefined;
     for (let d = 0; d < 2; d++) {
       const i = s * 2 + d;
       this.lo[i] = 0; this.hi[i] = 0; this.hiSeq[i] = 0; this.finSeq[i] = 0;

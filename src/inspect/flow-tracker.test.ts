@@ -170,6 +170,35 @@ describe('FlowTracker TCP', () => {
     expect(t.liveFlows(4)).toHaveLength(0); // idle since before 4 ms: skipped
     expect(t.counters[FlowCounter.PAYLOAD_BYTES_OUT]).toBe(1234);
   });
+
+  it('leaves flows still in their handshake out of live snapshots on request; they appear once established', () => {
+    const { t } = tracker();
+    const k = conv();
+    feed(t, [k.c(SYN, 0, 0)]);
+    expect(t.liveFlows()).toHaveLength(1);
+    expect(t.liveFlows(-Infinity, true)).toHaveLength(0); // SYN only
+    feed(t, [k.s(SYN | ACK, 0, 1)], 1);
+    expect(t.liveFlows(-Infinity, true)).toHaveLength(0); // SYN-ACK, no ACK yet
+    feed(t, [k.c(ACK, 1, 1)], 2);
+    expect(t.liveFlows(-Infinity, true)).toHaveLength(1);
+  });
+
+  it('gives a flow the same flow ID in every snapshot and in its close record, also for a reused slot', () => {
+    const { t, recs } = tracker({ maxFlows: 1 });
+    const a = conv();
+    feed(t, [a.c(SYN, 0, 0), a.s(SYN | ACK, 0, 1), a.c(ACK, 1, 1)]);
+    const live = t.liveFlows()[0]!.flowId;
+    expect(t.liveFlows()[0]!.flowId).toBe(live);
+    t.flush();
+    expect(recs[0]!.r.flowId).toBe(live);
+    // A new connection in the same (freed) slot: another ISN, another ID, not the cached one.
+    const b = conv('10.0.0.3', '10.0.0.2', 40001, 80, 7777);
+    feed(t, [b.c(SYN, 0, 0)], 10);
+    const second = t.liveFlows()[0]!;
+    expect(second.flowId).not.toBe(live);
+    t.flush();
+    expect(recs[1]!.r.flowId).toBe(second.flowId);
+  });
 });
 
 describe('FlowTracker under abuse', () => {

@@ -9,7 +9,7 @@
 import { DropReason, IPPROTO, PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { FlowCore, FlowCounter } from './flow-core.js';
 import { addressOf, buildFlowMeta, buildFlowRecord, type CloseReason, type FlowMeta, type FlowRecord, type FlowSink } from './flow-record.js';
-import { F_INIT0, F_L7, F_L7_TRIED, N_STATES, S_CLOSE, S_ESTABLISHED, S_FREE, S_ICMP, S_LAST_ACK, S_TIME_WAIT, S_UDP, S_UDP_STREAM } from './flow-table.js';
+import { F_INIT0, F_L7, F_L7_TRIED, N_STATES, S_CLOSE, S_ESTABLISHED, S_FREE, S_ICMP, S_LAST_ACK, S_SYN_RECV, S_SYN_SENT, S_TIME_WAIT, S_UDP, S_UDP_STREAM } from './flow-table.js';
 import { observeTcp } from './tcp-state.js';
 import { looksLikeClientInitial, QuicPeek } from './quic-peek.js';
 import type { PeekBudget } from './tls-client-hello.js';
@@ -263,18 +263,26 @@ export class FlowTracker {
    * (pass the previous snapshot's time to skip idle flows cheaply).
    * Allocates; call off the packet path.
    */
-  liveFlows(activeSinceMs = -Infinity): FlowRecord[] {
-    return this.liveFlowEntries(activeSinceMs).map((x) => x.record);
+  liveFlows(activeSinceMs = -Infinity, skipHandshaking = false): FlowRecord[] {
+    return this.liveFlowEntries(activeSinceMs, skipHandshaking).map((x) => x.record);
   }
 
-  /** {@link liveFlows} with each flow's {@link FlowMeta} (tunnel direction, legs, …). Allocates. */
-  liveFlowEntries(activeSinceMs = -Infinity): { record: FlowRecord; meta: FlowMeta }[] {
+  /**
+   * {@link liveFlows} with each flow's {@link FlowMeta} (tunnel direction, legs, …).
+   * `skipHandshaking` leaves out TCP flows whose handshake has not completed
+   * (SYN or SYN-ACK seen, no ACK yet): they carry no payload to report, a
+   * real one completes within a round trip, and under a SYN flood they are
+   * nearly every flow in the table; their record still comes when they
+   * close. Allocates.
+   */
+  liveFlowEntries(activeSinceMs = -Infinity, skipHandshaking = false): { record: FlowRecord; meta: FlowMeta }[] {
     const tb = this.core.table;
     const peeks = this.core.peeks;
     const out: { record: FlowRecord; meta: FlowMeta }[] = [];
     for (let s = 0; s < tb.cap; s++) {
       const st = tb.state[s]!;
       if (st === S_FREE || st === S_TIME_WAIT || st === S_CLOSE || tb.last[s]! < activeSinceMs) continue;
+      if (skipHandshaking && (st === S_SYN_SENT || st === S_SYN_RECV)) continue;
       const p = peeks.get(s);
       const q = this.core.quicPeeks.get(s);
       out.push({ record: buildFlowRecord(tb, s, 'open', p, q, this.core.flowIdKey), meta: buildFlowMeta(tb, s, p) });

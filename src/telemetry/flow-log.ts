@@ -40,6 +40,8 @@ export interface FlowLogOptions {
   readonly destination: string | DestinationStream;
   /** When false every method is a no-op. Default true. */
   readonly enabled?: boolean;
+  /** Failed connections ({@link FlowOpenInfo.failed}) logged per second at most (token bucket, burst as large). Default 100. */
+  readonly maxFailedPerSecond?: number;
 }
 
 /** Workload names of a flow's two ends (resolved by the caller). */
@@ -61,7 +63,15 @@ export class FlowLog {
   /** Resolves once a file/stdout destination has opened (SonicBoom opens asynchronously). */
   private readonly ready: Promise<void>;
 
+  /** Failed connections not logged because they came faster than maxFailedPerSecond. */
+  suppressedFailed = 0;
+  private readonly failedRate: number;
+  private failedTokens: number;
+  private failedAt = 0;
+
   constructor(opts: FlowLogOptions) {
+    this.failedRate = opts.maxFailedPerSecond ?? 100;
+    this.failedTokens = this.failedRate;
     if (opts.enabled === false) {
       this.logger = null;
       this.dest = null;
@@ -96,10 +106,29 @@ export class FlowLog {
     }, dest);
   }
 
-  /** Logs the open record of a flow. */
-  open(f: FlowOpenInfo, w: FlowWorkloads): void {
-    if (this.logger === null || this.closed) return;
+  /**
+   * Logs the open record of a flow. False when nothing was written (log
+   * off, or a failed connection over the budget, counted in
+   * {@link suppressedFailed}): then skip its close record too.
+   */
+  open(f: FlowOpenInfo, w: FlowWorkloads): boolean {
+    if (this.logger === null || this.closed) return false;
+    if (f.failed === true && !this.takeFailed()) {
+      this.suppressedFailed++;
+      return false;
+    }
     this.logger.info({ event: 'flow_open', ...common(f, w) }, 'flow open');
+    return true;
+  }
+
+  /** One token of the failed-connection bucket. */
+  private takeFailed(): boolean {
+    const now = Date.now();
+    this.failedTokens = Math.min(this.failedRate, this.failedTokens + ((now - this.failedAt) * this.failedRate) / 1000);
+    this.failedAt = now;
+    if (this.failedTokens < 1) return false;
+    this.failedTokens--;
+    return true;
   }
 
   /** Logs the close record of a flow with its final totals. */

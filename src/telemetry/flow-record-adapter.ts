@@ -63,7 +63,8 @@ export class FlowRecordTelemetry {
     const key = recordKey(r);
     let h = this.handles.get(key);
     if (h === undefined) {
-      h = this.open(r, peerIdentity, this.directionFromMeta(meta));
+      // Opened and closed in one step: a failed connection's lines fall under the flow log's budget.
+      h = this.open(r, peerIdentity, this.directionFromMeta(meta), r.proto === 'tcp' && !r.opened && !r.midstream);
     } else {
       this.handles.delete(key);
     }
@@ -90,7 +91,7 @@ export class FlowRecordTelemetry {
     });
   }
 
-  private open(r: FlowRecord, peerIdentity: string, direction: FlowDirection): FlowHandle {
+  private open(r: FlowRecord, peerIdentity: string, direction: FlowDirection, failed = false): FlowHandle {
     return this.telemetry.onFlowOpen({
       protocol: protoNumber(r),
       srcAddr: r.src,
@@ -101,6 +102,7 @@ export class FlowRecordTelemetry {
       direction,
       firstSeenMs: Date.parse(r.firstSeen),
       joinId: r.flowId,
+      failed,
     });
   }
 

@@ -46,6 +46,12 @@ export interface FlowOpenInfo {
    * the gateway's records of one flow. Logged as `flow_join_id`.
    */
   readonly joinId?: string;
+  /**
+   * TCP: the flow is opened from its close record and its handshake never
+   * completed (a failed connection); its log lines fall under the flow
+   * log's failed-connection budget.
+   */
+  readonly failed?: boolean;
 }
 
 /**

@@ -86,6 +86,27 @@ describe('telemetry: metrics follow the flows', () => {
     expect(series(text, 'mtun_tcp_connections_closed_total', { ...G, reason: 'handshake_timeout' })).toBe(1);
   });
 
+  it('logs failed connections up to flowLog.maxFailedPerSecond, counts the rest as suppressed, and still counts every one in the metrics', async () => {
+    const log = capture();
+    const t = new Telemetry({ reporter: 'gateway', workloads: WORKLOADS, flowLog: log.stream, processMetrics: false, flowLogMaxFailedPerSecond: 5 });
+    const close = { sentBytes: 0, receivedBytes: 0, sentPackets: 1, receivedPackets: 0, retransmits: 0, reason: 'syn_timeout', lastSeenMs: tcpFlow.firstSeenMs + 1, failed: true };
+    for (let i = 0; i < 50; i++) {
+      const h = t.onFlowOpen({ ...tcpFlow, srcPort: 1000 + i, direction: 'inbound', failed: true });
+      t.onFlowClose(h, close);
+    }
+    // A completed connection is never held back by the budget.
+    const ok = t.onFlowOpen({ ...tcpFlow, srcPort: 9999 });
+    t.onFlowClose(ok, { ...close, failed: false, reason: 'fin' });
+    const events = log.records().map((r) => [r.event, r.src_port]);
+    expect(events.filter((e) => e[0] === 'flow_open')).toHaveLength(6);
+    expect(events.filter((e) => e[0] === 'flow_close')).toHaveLength(6); // each logged open has its close, no orphan
+    expect(events).toContainEqual(['flow_close', 9999]);
+    const text = await t.metrics.text();
+    expect(series(text, 'mtun_flow_log_suppressed_total', { reason: 'failed-connection-rate' })).toBe(45);
+    const G = { reporter: 'gateway', source_workload: 'cluster-a', destination_workload: 'web', peer_identity: AGENT_ID };
+    expect(series(text, 'mtun_tcp_connections_failed_total', G)).toBe(50);
+  });
+
   it('UDP flows have their own counters', async () => {
     const { t } = make('agent');
     const h = t.onFlowOpen({ protocol: IPPROTO_UDP, srcAddr: '10.1.0.5', srcPort: 5000, dstAddr: 'fd00:2::7', dstPort: 7, peerIdentity: AGENT_ID, direction: 'outbound', firstSeenMs: 1 });

@@ -3,7 +3,7 @@
  * both the metrics (pre-resolved label slots) and the JSON flow log, and the
  * open flows are kept for the status endpoint's "top flows".
  */
-import type { Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import { FlowLog } from './flow-log.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo, type FlowTotals, type RttSummary } from './flow-types.js';
 import { Segment } from './inspect-metrics.js';
@@ -18,6 +18,8 @@ import type { FlowRecord } from '../inspect/flow-record.js';
 /** Options for {@link Telemetry}. */
 export interface TelemetryOptions {
   readonly reporter: Reporter;
+  /** `telemetry.flowLog.maxFailedPerSecond` (default 100). */
+  readonly flowLogMaxFailedPerSecond?: number;
   /** `telemetry.workloads` from the config. */
   readonly workloads: readonly WorkloadMapEntry[];
   /** Flow log destination: `-` (stdout), a file path, or a stream; `null` disables flow logs. */
@@ -45,6 +47,8 @@ export class FlowHandle {
   readonly counted: FlowTotals = { sentBytes: 0, receivedBytes: 0, sentPackets: 0, receivedPackets: 0, retransmits: 0 };
   handshakeRttMs: number | undefined = undefined;
   closed = false;
+  /** Its open record was written to the flow log (so its close record is too). */
+  logged = false;
   /** Last known time of activity, epoch ms (for the status view). */
   lastSeenMs: number;
   /**
@@ -103,7 +107,23 @@ export class Telemetry {
       maxLabelSets: opts.maxLabelSets,
       processMetrics: opts.processMetrics,
     });
-    this.flowLog = new FlowLog({ reporter: opts.reporter, destination: opts.flowLog ?? '-', enabled: opts.flowLog !== null });
+    this.flowLog = new FlowLog({
+      reporter: opts.reporter,
+      destination: opts.flowLog ?? '-',
+      enabled: opts.flowLog !== null,
+      maxFailedPerSecond: opts.flowLogMaxFailedPerSecond,
+    });
+    const log = this.flowLog;
+    const suppressed: Counter<'reason'> = new Counter({
+      name: 'mtun_flow_log_suppressed_total',
+      help: 'Flow records not written to the flow log, by reason (failed-connection-rate: failed TCP connections over telemetry.flowLog.maxFailedPerSecond; they are still counted in the connection metrics)',
+      labelNames: ['reason'],
+      registers: [this.metrics.registry],
+      collect: () => {
+        suppressed.reset();
+        suppressed.inc({ reason: 'failed-connection-rate' }, log.suppressedFailed);
+      },
+    });
   }
 
   /** The prom-client registry to expose on /metrics. */
@@ -126,7 +146,7 @@ export class Telemetry {
     if (info.protocol === IPPROTO_TCP) m.tcpOpened(slot);
     else if (info.protocol === IPPROTO_UDP) m.udpOpened(slot);
     this.open.add(h);
-    this.flowLog.open(info, { source: h.sourceWorkload, destination: h.destinationWorkload });
+    h.logged = this.flowLog.open(info, { source: h.sourceWorkload, destination: h.destinationWorkload });
     return h;
   }
 
@@ -229,7 +249,7 @@ export class Telemetry {
     const closed = c.tunnelRtt !== undefined ? c : { ...c, tunnelRtt: this.tunnelRttOf(h) };
     this.observeInspection(h, closed);
     // The record carries the final totals as reported by the caller.
-    this.flowLog.close(h.info, { source: h.sourceWorkload, destination: h.destinationWorkload }, closed, h.handshakeRttMs);
+    if (h.logged) this.flowLog.close(h.info, { source: h.sourceWorkload, destination: h.destinationWorkload }, closed, h.handshakeRttMs);
   }
 
   /** The open flows, for the live view (off the data path). */
