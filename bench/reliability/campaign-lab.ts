@@ -277,9 +277,10 @@ export function metricSum(text: string, name: string, ...match: string[]): numbe
   return sum;
 }
 
-/** Flows in a daemon's table, from its counters: opened − closed, TCP plus UDP. */
+/** Flows in a daemon's inspection table (its gauge; before it existed: opened − closed, TCP plus UDP). */
 export async function flowsInTable(c: CampaignLab, which: 'gw' | 'agent'): Promise<number> {
   const m = await c.lab.metrics(which);
+  if (m.includes('mtun_inspect_tracked_flows{')) return metricSum(m, 'mtun_inspect_tracked_flows');
   return metricSum(m, 'mtun_tcp_connections_opened_total') - metricSum(m, 'mtun_tcp_connections_closed_total')
     + metricSum(m, 'mtun_udp_flows_opened_total') - metricSum(m, 'mtun_udp_flows_closed_total');
 }

@@ -340,6 +340,12 @@ export function gatewaySchema(baseDir: string) {
        * replica. In the clear: observers can tell which replica a connection uses.
        */
       serverId: serverIdSchema.optional(),
+      /**
+       * Retry and Version Negotiation packets sent per second at most, the
+       * only answers to unvalidated addresses; Initials over it are dropped
+       * and counted (retry-rate-limit). Bounds a spoofed-Initial flood's cost.
+       */
+      maxRetriesPerSecond: intIn(1, 1_000_000, 'a rate').default(2000),
     }).prefault({}),
     /** Prefixes behind the gateway, advertised to agents (filtered by each identity's policy). */
     advertise: z.array(ipPrefix()).default([]),

@@ -6,6 +6,7 @@
  * flows move their counters before they close).
  */
 import type { AgentConfig } from '../config/index.js';
+import { Gauge } from 'prom-client';
 import { FlowTracker } from '../inspect/flow-tracker.js';
 import type { FlowRecord } from '../inspect/flow-record.js';
 import { FlowRecordTelemetry, type Telemetry } from '../telemetry/index.js';
@@ -38,6 +39,15 @@ export class DaemonFlows {
       sink: (r, meta) => this.adapter.onRecord(r, meta, opts.identityOf(r)),
     });
     opts.telemetry.metrics.inspect.watchQuicCounters(this.tracker.quicCounters);
+    const tracker = this.tracker;
+    const reporter = opts.telemetry.metrics.reporter;
+    const tracked: Gauge<'reporter'> = new Gauge({
+      name: 'mtun_inspect_tracked_flows',
+      help: 'Flows in the passive inspection table now (bounded by inspection.maxFlows; half-open ones are evicted first)',
+      labelNames: ['reporter'],
+      registers: [opts.telemetry.registry],
+      collect: () => tracked.set({ reporter }, tracker.activeFlows),
+    });
   }
 
   /** Expires idle flows and brings live flows' counters up to date. Off the packet path. */

@@ -168,6 +168,7 @@ export class Gateway {
           statelessResetKey: keys.statelessResetKey,
           // No ticketKey: random per process, rotated on reload and every TICKET_KEY_ROTATION_MS (#12 item 5).
           // QUIC-LB (draft-ietf-quic-load-balancers): this replica's ID in every connection ID it issues.
+          maxRetriesPerSecond: config.quic.maxRetriesPerSecond,
           quicLb: config.quic.serverId !== undefined ? { configRotation: 0, serverId: config.quic.serverId } : undefined,
           onConnection: (c) => gw!.onConnection(c),
         },

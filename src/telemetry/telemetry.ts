@@ -268,14 +268,15 @@ export class Telemetry {
    * The initiator is on this end's side for an `outbound` flow: then the
    * local segment is the client's and rttToServer reaches beyond the tunnel;
    * for an `inbound` flow the local segment is the server's. The tunnel
-   * segment (QUIC's RTT) is observed for TCP flows at both ends.
+   * segment (QUIC's RTT) is observed for TCP connections that opened, at both ends.
    */
   private observeInspection(h: FlowHandle, c: FlowCloseInfo): void {
     const im = this.metrics.inspect;
     const out = h.info.direction === 'outbound';
     if (c.rttToClient !== undefined) im.observeRtt(h.slot, out ? Segment.CLIENT : Segment.BEYOND_TUNNEL, c.rttToClient);
     if (c.rttToServer !== undefined) im.observeRtt(h.slot, out ? Segment.BEYOND_TUNNEL : Segment.SERVER, c.rttToServer);
-    if (c.tunnelRtt !== undefined && h.info.protocol === IPPROTO_TCP) im.observeRtt(h.slot, Segment.TUNNEL, c.tunnelRtt);
+    // Connections that opened: a failed one has no split to put the tunnel's share in (and a SYN flood would flood the histogram).
+    if (c.tunnelRtt !== undefined && h.info.protocol === IPPROTO_TCP && c.failed !== true) im.observeRtt(h.slot, Segment.TUNNEL, c.tunnelRtt);
     if (c.quicHandshakeRttMs !== undefined) im.observeQuicHandshake(h.slot, c.quicHandshakeRttMs);
     if (c.httpFirstByteMs !== undefined) im.observeFirstByte(h.slot, c.httpFirstByteMs);
     if (c.httpStatusClasses !== undefined) im.addResponses(h.slot, c.httpStatusClasses);
