@@ -277,6 +277,19 @@ export function metricSum(text: string, name: string, ...match: string[]): numbe
   return sum;
 }
 
+/** Non-zero series of a counter by one label's value (e.g. drops by reason), summed over the other labels. */
+export function metricByLabel(text: string, name: string, label: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  const re = new RegExp(`${label}="([^"]*)"`);
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{')) continue;
+    const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+    const k = re.exec(line)?.[1];
+    if (k !== undefined && v > 0) out[k] = (out[k] ?? 0) + v;
+  }
+  return out;
+}
+
 /** Flows in a daemon's inspection table (its gauge; before it existed: opened − closed, TCP plus UDP). */
 export async function flowsInTable(c: CampaignLab, which: 'gw' | 'agent'): Promise<number> {
   const m = await c.lab.metrics(which);

@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/lab/lab.js';
-import { download, flowsInTable, LAB, pidOf, Report, rssKb, slope, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
+import { download, flowsInTable, LAB, metricByLabel, pidOf, Report, rssKb, slope, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
 
 const UDP_PROBE = join(REPO_ROOT, 'dist', 'lab', 'udp-probe.js');
 const SAMPLE_MS = 10_000;
@@ -50,9 +50,17 @@ export async function soak(opts: { minutes: number }): Promise<Report> {
     await sampler;
     const half = samples.filter((s) => s.tMin >= opts.minutes / 2);
     const sl = (xs: Sample[], k: keyof Sample) => slope(xs.map((s) => s.tMin), xs.map((s) => s[k]));
+    // Where lost packets went: each daemon's counted drops by reason, and QUIC-level drops.
+    const [gm, am] = await Promise.all([c.lab.metrics('gw').catch(() => ''), c.lab.metrics('agent').catch(() => '')]);
     rep.row({
       summary: `${opts.minutes} min, ${samples.length} samples`,
       ...tally,
+      gwDrops: metricByLabel(gm, 'mtun_tunnel_dropped_packets_total', 'reason'),
+      agentDrops: metricByLabel(am, 'mtun_tunnel_dropped_packets_total', 'reason'),
+      gwQuicDrops: metricByLabel(gm, 'mtun_quic_datagrams_dropped_total', 'reason'),
+      agentQuicDrops: metricByLabel(am, 'mtun_quic_datagrams_dropped_total', 'reason'),
+      agentDatagramDrops: metricByLabel(am, 'mtun_datagrams_dropped_total', 'reason'),
+      gwDatagramDrops: metricByLabel(gm, 'mtun_datagrams_dropped_total', 'reason'),
       gwRssKbPerMin: sl(samples, 'gwRssKb'),
       gwRssKbPerMinSecondHalf: sl(half, 'gwRssKb'),
       agentRssKbPerMin: sl(samples, 'agentRssKb'),
