@@ -346,6 +346,12 @@ export function gatewaySchema(baseDir: string) {
        * and counted (retry-rate-limit). Bounds a spoofed-Initial flood's cost.
        */
       maxRetriesPerSecond: intIn(1, 1_000_000, 'a rate').default(2000),
+      /**
+       * QUIC Initials to the gateway's port per second the kernel lets
+       * through (an nftables rule at raw prerouting, src/daemon/initial-limit.ts);
+       * the rest are dropped before the socket. 0 turns it off.
+       */
+      kernelInitialLimit: z.number().int().min(0).max(10_000_000).default(4000),
     }).prefault({}),
     /** Prefixes behind the gateway, advertised to agents (filtered by each identity's policy). */
     advertise: z.array(ipPrefix()).default([]),

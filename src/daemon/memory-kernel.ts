@@ -57,4 +57,19 @@ export class MemoryKernel implements KernelConfig {
   async removeSnat(tun: string): Promise<void> {
     this.snat.delete(tun);
   }
+
+  /** Kernel Initial limits: port → packets per second. */
+  readonly initialLimits = new Map<number, number>();
+
+  async applyInitialLimit(port: number, packetsPerSecond: number): Promise<void> {
+    this.initialLimits.set(port, packetsPerSecond);
+  }
+
+  async removeInitialLimit(port: number): Promise<void> {
+    this.initialLimits.delete(port);
+  }
+
+  async initialLimitDrops(): Promise<number> {
+    return 0;
+  }
 }

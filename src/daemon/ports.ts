@@ -49,6 +49,12 @@ export interface KernelConfig {
   applySnat(tun: string, v4: string | null, v6: string | null): Promise<void>;
   /** Deletes the SNAT table of `tun` (no error when absent). */
   removeSnat(tun: string): Promise<void>;
+  /** Installs or replaces the gateway's kernel limit on QUIC Initials to `port` (initial-limit.ts); rejects with `gateway: nft …`. */
+  applyInitialLimit(port: number, packetsPerSecond: number): Promise<void>;
+  /** Deletes it (no error when absent). */
+  removeInitialLimit(port: number): Promise<void>;
+  /** Initials it dropped so far. */
+  initialLimitDrops(port: number): Promise<number>;
 }
 
 /** A cancellable timer handle from {@link Clock}. */

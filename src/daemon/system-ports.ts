@@ -3,6 +3,7 @@
  * iproute2 and nftables. Wired by the CLI; tests use memory doubles instead.
  */
 import { applySnat, removeSnat } from './snat.js';
+import { applyInitialLimit, initialLimitDrops, removeInitialLimit } from './initial-limit.js';
 import { openTun } from '../tun/native-tun.js';
 import { runIpBatchForce } from '../tun/ip-config.js';
 import type { KernelConfig, TunFactory } from './ports.js';
@@ -22,4 +23,7 @@ export const systemKernel: KernelConfig = {
   ipBatch: (lines) => runIpBatchForce(lines),
   applySnat,
   removeSnat,
+  applyInitialLimit,
+  removeInitialLimit,
+  initialLimitDrops,
 };

@@ -6,6 +6,7 @@
  * ({@link DaemonIo}); admission (`admit-connect.ts`), tokens (`auth.ts`),
  * reload decisions (`reload.ts`) and status (`status.ts`) live beside it.
  */
+import { Counter } from 'prom-client';
 import { promises as dns } from 'node:dns';
 import { readFileSync } from 'node:fs';
 import { compilePolicy, type CompiledPolicy, type GatewayConfig, type IdentityPolicy } from '../config/index.js';
@@ -95,6 +96,8 @@ export class Gateway {
   /** The HTTP/2 listener (TCP, same port number), or null when disabled or not bound. */
   private h2: H2Listener | null = null;
   private stopping = false;
+  /** The port whose kernel Initial limit this gateway installed (removed on stop), or null. */
+  initialLimitPort: number | null = null;
   private failure: Error | null = null;
   private onDrained: (() => void) | null = null;
   private readonly startedAt: number;
@@ -203,7 +206,8 @@ export class Gateway {
           capture: config.admin.capture,
         });
       }
-      io.log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url, pools: poolRoutes, quicKeys: keys.source }, 'gateway started');
+      await gw.startInitialLimit();
+      io.log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url, pools: poolRoutes, quicKeys: keys.source, kernelInitialLimit: gw.initialLimitPort !== null ? config.quic.kernelInitialLimit : 0 }, 'gateway started');
       return gw;
     } catch (e) {
       io.udp.close();
@@ -711,6 +715,37 @@ export class Gateway {
    * closes the rest, writes flow records of open flows, closes the socket and
    * the TUN (the kernel removes its routes).
    */
+  /**
+   * Installs the kernel's limit on QUIC Initials to our port (initial-limit.ts)
+   * and its drop counter. Without nft (or its permission) the gateway runs
+   * on without it: logged, and the endpoint's own Retry rate still bounds the work.
+   */
+  async startInitialLimit(): Promise<void> {
+    const rate = this.config.quic.kernelInitialLimit;
+    const port = this.endpoint.localAddress().port;
+    if (rate <= 0) return;
+    try {
+      await this.io.kernel.applyInitialLimit(port, rate);
+    } catch (e) {
+      this.io.log.warn({ err: (e as Error).message, port, rate }, 'kernel QUIC Initial limit not installed; running without it');
+      return;
+    }
+    this.initialLimitPort = port;
+    const kernel = this.io.kernel;
+    const dropped: Counter = new Counter({
+      name: 'mtun_quic_initials_dropped_kernel_total',
+      help: 'QUIC Initials to the gateway port the kernel dropped over quic.kernelInitialLimit (nftables), before the socket',
+      registers: [this.telemetry.registry],
+      collect: async () => {
+        const n = await kernel.initialLimitDrops(port).catch(() => -1);
+        if (n >= 0) {
+          dropped.reset();
+          dropped.inc(n);
+        }
+      },
+    });
+  }
+
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
@@ -738,6 +773,7 @@ export class Gateway {
     this.io.udp.close();
     await this.h2?.close();
     this.tun.close();
+    if (this.initialLimitPort !== null) await this.io.kernel.removeInitialLimit(this.initialLimitPort).catch((e: Error) => log.warn({ err: e.message }, 'kernel QUIC Initial limit not removed'));
     await this.admin?.close();
     await this.telemetry.shutdown();
     log.info({ undrained: this.reg.conns.size }, 'gateway stopped');
