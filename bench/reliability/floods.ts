@@ -92,7 +92,9 @@ async function restartDaemons(c: CampaignLab): Promise<void> {
 
 async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report): Promise<void> {
   await restartDaemons(c);
-  const base = await download(c, 60, 'client', `base-${f.name}`);
+  // Repeated 10 MB downloads for a few seconds, not one: a single one lasts a quarter second
+  // (mostly slow start), and its rate swung ±30 % between identical runs.
+  const base = await downloadsFor(c, LEGIT_MS, `base-${f.name}`, () => false);
   const hzBase = [await healthzMs(c, 'gw'), await healthzMs(c, 'agent')];
   const gwPid = pidOf(c.lab, 'gateway');
   const agPid = pidOf(c.lab, 'agent');
@@ -131,8 +133,11 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
   const t0 = Date.now();
   const { proc, ready } = f.start(c);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  let floodDone = false;
+  void exited.then(() => { floodDone = true; });
   await Promise.race([ready, exited]);
-  const loaded = await download(c, seconds + 30, 'client', `load-${f.name}`);
+  // While the flood lasts (leaving its last second), at most LEGIT_MS.
+  const loaded = await downloadsFor(c, Math.min(LEGIT_MS, Math.max(1000, seconds * 1000 - 2000)), `load-${f.name}`, () => floodDone);
   // Bounded: the flood stops itself; kill it 30 s after its own limit at the latest.
   const kill = setTimeout(() => proc.kill('SIGKILL'), (seconds + 90) * 1000);
   const loadedS = (Date.now() - t0) / 1000;
@@ -154,6 +159,8 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
     generator: floodOut,
     legitUnloadedMbit: base.mbitPerS,
     legitLoadedMbit: loaded.mbitPerS,
+    legitTransfers: [base.n, loaded.n],
+    legitLoadedAfterFlood: loaded.afterFlood,
     legitPct: base.mbitPerS > 0 ? (100 * loaded.mbitPerS) / base.mbitPerS : 0,
     legitSha: loaded.shaOk ? 'ok' : `BAD(exit ${loaded.exit})`,
     gwRssStartMB: rss0[0]! / 1024,
@@ -193,6 +200,34 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
   });
   // Profiling (MTUN_LAB_NODE_ARGS=--cpu-prof ...): a graceful stop, so the daemons write their profiles.
   if (process.env.MTUN_LAB_NODE_ARGS) await Promise.all([c.lab.stop('gateway'), c.lab.stop('agent')]);
+}
+
+/** How long the legitimate transfers run, unloaded and during a flood (ms). */
+const LEGIT_MS = 6000;
+
+/**
+ * Back-to-back downloads for about `ms` (at least one): total bytes over
+ * total transfer time; shaOk only if every one matched. `stop` ends the
+ * series early (the flood is over); `afterFlood` says the last one finished
+ * after it, i.e. the figure is partly unloaded.
+ */
+async function downloadsFor(c: CampaignLab, ms: number, name: string, stop: () => boolean): Promise<{ mbitPerS: number; shaOk: boolean; exit: number | null; n: number; afterFlood: boolean }> {
+  const end = Date.now() + ms;
+  let bytes = 0;
+  let secs = 0;
+  let shaOk = true;
+  let exit: number | null = 0;
+  let n = 0;
+  let afterFlood = false;
+  do {
+    const t = await download(c, 60, 'client', name);
+    n++;
+    bytes += t.bytes;
+    secs += t.seconds;
+    if (!t.shaOk) { shaOk = false; exit = t.exit; }
+    if (stop()) { afterFlood = true; break; }
+  } while (Date.now() < end);
+  return { mbitPerS: secs > 0 ? (bytes * 8) / secs / 1e6 : 0, shaOk, exit, n, afterFlood };
 }
 
 /** Jiffies since boot from /proc/stat's cpu line (user+nice, system, softirq, idle+iowait). */
