@@ -100,7 +100,7 @@ const dgram = new Uint8Array(HEADROOM + 2048);
 function sessionRig() {
   const pair = new TunnelStreamPair({ maxDatagramPayload: 1400 });
   const sink = () => undefined;
-  const client = new ConnectIpClientSession(pair.client, { onPacket: sink, onLocalIcmp: sink, nowMs: () => 0 });
+  const client = new ConnectIpClientSession(pair.client, { onPacket: sink, nowMs: () => 0 });
   const gateway = new ConnectIpGatewaySession(pair.gateway, {
     scope: { target: { kind: 'any' }, ipProtocol: null },
     pools: { v4: new AddressPool({ prefix: '10.89.0.0/24', reserved: ['10.89.0.1'], minPrefixLength: 24 }), v6: new AddressPool({ prefix: 'fd00:89::/48', reserved: ['fd00:89::1'] }) },
@@ -108,7 +108,6 @@ function sessionRig() {
     reporterV4: ip('10.89.0.1'),
     reporterV6: ip('fd00:89::1'),
     onPacket: sink,
-    onIcmpToNetwork: sink,
     nowMs: () => 0,
   });
   pair.client.attach(client);
