@@ -48,19 +48,19 @@ static int stateless_reset_cb(ngtcp2_conn *conn, const ngtcp2_pkt_stateless_rese
 static int recv_dgram_cb(ngtcp2_conn *conn, uint32_t flags, const uint8_t *data, size_t len, void *ud) {
   struct qe_conn *c = ud;
   struct qe_dq *q = &c->dq_recv;
-  if (q->cap == 0 || len > q->slot) {
+  if (q->max == 0 || len > q->slot) {
     c->dgram_recv_dropped++;
     return 0;
   }
-  if (q->count == q->cap) {
-    q->head = (q->head + 1) % q->cap;
-    q->count--;
+  if (!qe_dq_room(q)) {
+    if (q->count == 0) { /* out of memory for the ring itself */
+      c->dgram_recv_dropped++;
+      return 0;
+    }
+    qe_dq_pop(q);
     c->dgram_recv_dropped++;
   }
-  uint32_t k = (q->head + q->count) % q->cap;
-  memcpy(q->mem + (size_t)k * q->slot, data, len);
-  q->lens[k] = (uint32_t)len;
-  q->count++;
+  qe_dq_push(q, data, len);
   return 0;
 }
 
@@ -158,11 +158,8 @@ static struct qe_conn *conn_alloc(struct qe_config *cfg, bool server, const stru
   memcpy(&c->remote, remote, remotelen);
   c->remotelen = remotelen;
   uint32_t slot = cfg->max_recv_udp > 1500 ? (uint32_t)cfg->max_recv_udp : 1500;
-  if (qe_dq_init(&c->dq_recv, cfg->dgram ? cfg->dgram_rq : 0, slot) != 0 ||
-      qe_dq_init(&c->dq_send, cfg->dgram ? cfg->dgram_sq : 0, (uint32_t)cfg->max_send_udp) != 0) {
-    qe_conn_free(c);
-    return NULL;
-  }
+  qe_dq_init(&c->dq_recv, cfg->dgram ? cfg->dgram_rq : 0, slot);
+  qe_dq_init(&c->dq_send, cfg->dgram ? cfg->dgram_sq : 0, (uint32_t)cfg->max_send_udp);
   return c;
 }
 
@@ -270,15 +267,45 @@ static int server_start(struct qe_conn *c, const uint8_t *pkt, size_t len) {
   return 0;
 }
 
-void qe_conn_free(struct qe_conn *c) {
-  if (c == NULL) return;
-  if (c->conn != NULL) ngtcp2_conn_del(c->conn);
+void qe_conn_release(struct qe_conn *c) {
+  if (c->conn != NULL) {
+    ngtcp2_conn_stat st;
+    ngtcp2_conn_get_conn_stat(c->conn, &st);
+    c->last_rtt_ms = (double)st.smoothed_rtt / NGTCP2_MILLISECONDS;
+    c->last_cwnd = (double)st.cwnd;
+    c->last_pmtu = (double)ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
+    c->last_rate = (double)st.delivery_rate_sec;
+    c->has_last_path = true;
+    /* Losses on streams still open are counted per stream by ngtcp2: keep them. */
+    for (struct qe_stream *s = c->streams; s != NULL; s = s->next)
+      if (!s->closed) c->lost_stream_pkts += ngtcp2_conn_get_stream_loss_count(c->conn, s->id);
+    ngtcp2_conn_del(c->conn);
+    c->conn = NULL;
+  }
   qe_stream_free_all(c);
-  if (c->tls != NULL) gnutls_deinit(c->tls);
+  if (c->tls != NULL) {
+    gnutls_deinit(c->tls);
+    c->tls = NULL;
+  }
   qe_dq_free(&c->dq_send);
   qe_dq_free(&c->dq_recv);
+  c->dq_send.max = c->dq_recv.max = 0;
   free(c->close_pkt);
-  if (c->cfg != NULL) qe_config_unref(c->cfg);
+  c->close_pkt = NULL;
+  c->close_len = 0;
+  c->close_pending = false;
+  free(c->keylog_path);
+  c->keylog_path = NULL;
+  if (c->cfg != NULL) {
+    qe_config_unref(c->cfg);
+    c->cfg = NULL;
+  }
+  c->state = QE_CLOSED;
+}
+
+void qe_conn_free(struct qe_conn *c) {
+  if (c == NULL) return;
+  qe_conn_release(c);
   free(c);
 }
 
@@ -402,8 +429,7 @@ static ngtcp2_ssize write_one(struct qe_conn *c, uint8_t *out, size_t cap, ngtcp
       nw = ngtcp2_conn_writev_datagram(c->conn, &ps.path, &pi, out, cap, &accepted, NGTCP2_WRITE_DATAGRAM_FLAG_MORE,
                                        0, &v, 1, now);
       if (accepted || nw == NGTCP2_ERR_INVALID_ARGUMENT) {
-        dq->head = (dq->head + 1) % dq->cap;
-        dq->count--;
+        qe_dq_pop(dq);
       }
       if (nw == NGTCP2_ERR_WRITE_MORE || nw == NGTCP2_ERR_INVALID_ARGUMENT) continue;
       return nw;
@@ -518,7 +544,7 @@ void qe_conn_ping(struct qe_conn *c) {
 }
 
 int64_t qe_dgram_max_writable(struct qe_conn *c) {
-  if (c->conn == NULL || c->state != QE_OPEN || c->dq_send.cap == 0) return -1;
+  if (c->conn == NULL || c->state != QE_OPEN || c->dq_send.max == 0) return -1;
   if (!c->handshake_done && !ngtcp2_conn_get_handshake_completed(c->conn)) return -1;
   const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(c->conn);
   if (rp == NULL || rp->max_datagram_frame_size == 0) return -1;

@@ -96,11 +96,16 @@ struct qe_config {
 };
 void qe_config_unref(struct qe_config *c);
 
-/* A bounded ring of datagrams, each at most slot bytes. */
+/* A bounded ring of datagrams, each at most slot bytes. Nothing is allocated
+ * until the first datagram is queued; the ring then doubles as needed up to
+ * max slots (a connection that never carries a DATAGRAM, e.g. one opened by a
+ * spoofed Initial, never pays for max x slot bytes). */
 struct qe_dq {
   uint8_t *mem;
   uint32_t *lens;
-  uint32_t cap, slot, head, count;
+  uint32_t cap;  /* slots allocated */
+  uint32_t max;  /* slots allowed (0: DATAGRAM off) */
+  uint32_t slot, head, count;
 };
 
 enum qe_state { QE_OPEN, QE_CLOSING, QE_DRAINING, QE_CLOSED };
@@ -131,7 +136,7 @@ struct qe_conn {
   bool has_reset_token;
   uint8_t reset_token[NGTCP2_STATELESS_RESET_TOKENLEN];
   char sni[256];
-  char keylog_path[1024];
+  char *keylog_path; /* malloc'ed; NULL: no key log */
   struct qe_stream *streams;
   struct qe_stream *rr; /* round-robin position for sending */
   struct qe_dq dq_send, dq_recv;
@@ -146,6 +151,9 @@ struct qe_conn {
   uint64_t pkts_sent, pkts_recv, bytes_sent, bytes_recv;
   /* packets declared lost: with STREAM frames of closed streams, with DATAGRAM frames */
   uint64_t lost_stream_pkts, lost_dgram_pkts;
+  /* the path's last figures, kept by qe_conn_release for stats after it */
+  bool has_last_path;
+  double last_rtt_ms, last_cwnd, last_pmtu, last_rate;
   char errmsg[160];
 };
 
@@ -158,6 +166,13 @@ struct qe_conn *qe_conn_client(struct qe_config *cfg, const char *sni, const uin
 struct qe_conn *qe_conn_server(struct qe_config *cfg, const uint8_t *scid, size_t scidlen, const uint8_t *odcid,
                                size_t odcidlen, const struct sockaddr *local, socklen_t locallen,
                                const struct sockaddr *remote, socklen_t remotelen, char *err, size_t errlen);
+/* Frees everything but the struct itself — ngtcp2 connection, TLS session,
+ * streams, DATAGRAM rings, close packet, the config reference — and leaves
+ * the connection closed; errors, counters and last path figures stay
+ * readable. Idempotent. The endpoint calls it when a connection ends, so
+ * native memory never waits for the garbage collector. */
+void qe_conn_release(struct qe_conn *c);
+/* qe_conn_release, then the struct. */
 void qe_conn_free(struct qe_conn *c);
 /* Returns 0, or -1 with c->errmsg set (the packet was refused; a close may be queued). */
 int qe_conn_recv(struct qe_conn *c, const uint8_t *pkt, size_t len, const struct sockaddr *from, socklen_t fromlen);
@@ -190,7 +205,13 @@ void qe_stream_callbacks(ngtcp2_callbacks *cb);
 void qe_scan_frames(struct qe_conn *c, const uint8_t *p, size_t len);
 
 /* Datagrams (quic-stream.c). */
-int qe_dq_init(struct qe_dq *q, uint32_t cap, uint32_t slot);
+void qe_dq_init(struct qe_dq *q, uint32_t max, uint32_t slot);
+/* Makes room for one more datagram (allocating or growing the ring); false when max are queued or out of memory. */
+bool qe_dq_room(struct qe_dq *q);
+/* Appends one datagram of at most slot bytes; qe_dq_room must have said yes. */
+void qe_dq_push(struct qe_dq *q, const uint8_t *p, size_t len);
+/* Drops the oldest datagram. */
+void qe_dq_pop(struct qe_dq *q);
 void qe_dq_free(struct qe_dq *q);
 /* Largest DATAGRAM payload that fits a packet now, or -1 before the peer allowed DATAGRAM. */
 int64_t qe_dgram_max_writable(struct qe_conn *c);

@@ -218,11 +218,8 @@ static napi_value dgram_send(napi_env env, napi_callback_info info) {
   struct qe_dq *q = &c->dq_send;
   int64_t max = qe_dgram_max_writable(c);
   if (max < 0 || (int64_t)len > max) return mtun_i32(env, -1);
-  if (q->count == q->cap) return mtun_i32(env, 0);
-  uint32_t k = (q->head + q->count) % q->cap;
-  memcpy(q->mem + (size_t)k * q->slot, p, len);
-  q->lens[k] = (uint32_t)len;
-  q->count++;
+  if (!qe_dq_room(q)) return mtun_i32(env, 0);
+  qe_dq_push(q, p, len);
   return mtun_i32(env, 1);
 }
 
@@ -237,8 +234,7 @@ static napi_value dgram_recv(napi_env env, napi_callback_info info) {
   uint32_t n = q->lens[q->head];
   if (n > len) return mtun_i32(env, -2);
   memcpy(p, q->mem + (size_t)q->head * q->slot, n);
-  q->head = (q->head + 1) % q->cap;
-  q->count--;
+  qe_dq_pop(q);
   return mtun_i32(env, (int32_t)n);
 }
 
@@ -265,7 +261,7 @@ static napi_value conn_info(napi_env env, napi_callback_info info) {
   r[5] = readable;
   r[6] = c->dq_recv.count;
   r[7] = c->dq_send.count;
-  r[8] = c->dq_recv.cap > 0 && c->dq_recv.count == c->dq_recv.cap;
+  r[8] = c->dq_recv.max > 0 && c->dq_recv.count == c->dq_recv.max;
   r[9] = (double)qe_dgram_max_writable(c);
   r[10] = (double)c->dgram_recv_dropped;
   return NULL;
@@ -289,6 +285,12 @@ static napi_value conn_stats(napi_env env, napi_callback_info info) {
     r[5] = (double)st.cwnd;
     r[6] = (double)ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
     r[7] = (double)st.delivery_rate_sec;
+    r[8] = (double)qe_conn_lost_pkts(c);
+  } else if (c->has_last_path) {
+    r[4] = c->last_rtt_ms;
+    r[5] = c->last_cwnd;
+    r[6] = c->last_pmtu;
+    r[7] = c->last_rate;
     r[8] = (double)qe_conn_lost_pkts(c);
   } else {
     r[4] = r[5] = r[6] = r[7] = r[8] = -1;
@@ -369,6 +371,7 @@ static napi_value conn_set_session(napi_env env, napi_callback_info info) {
   size_t len;
   struct qe_conn *c = conn_bytes(env, info, &p, &len, "quic: session must be a Uint8Array");
   if (c == NULL) return NULL;
+  if (c->tls == NULL) QE_ERR(env, "quic: session: connection released");
   int rv = gnutls_session_set_data(c->tls, p, len);
   if (rv != 0) QE_ERR(env, "quic: session: %s", gnutls_strerror(rv));
   return NULL;
@@ -378,9 +381,24 @@ static napi_value conn_set_session(napi_env env, napi_callback_info info) {
 static napi_value conn_set_keylog(napi_env env, napi_callback_info info) {
   MTUN_ARGS(2);
   CONN(argv[0]);
+  char path[1024];
   size_t len;
-  if (!mtun_arg_str(env, argv[1], "path", c->keylog_path, sizeof c->keylog_path, &len)) return NULL;
+  if (!mtun_arg_str(env, argv[1], "path", path, sizeof path, &len)) return NULL;
+  if (c->tls == NULL) return NULL; /* released: no handshake left to log */
+  char *copy = strdup(path);
+  if (copy == NULL) QE_ERR(env, "quic: out of memory");
+  free(c->keylog_path);
+  c->keylog_path = copy;
   qe_tls_enable_keylog(c);
+  return NULL;
+}
+
+/* quicFree(conn): releases the native state now (qe_conn_release); the handle
+ * stays valid and reads as a closed connection until it is collected. */
+static napi_value conn_free(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  CONN(argv[0]);
+  qe_conn_release(c);
   return NULL;
 }
 
@@ -395,7 +413,7 @@ bool mtun_quic_init(napi_env env, napi_value exports) {
       {"quicStreamSend", stream_send}, {"quicStreamRecv", stream_recv}, {"quicStreamShutdown", stream_shutdown},
       {"quicStreams", stream_list}, {"quicDgramSend", dgram_send}, {"quicDgramRecv", dgram_recv},
       {"quicInfo", conn_info}, {"quicStats", conn_stats}, {"quicError", conn_error}, {"quicTlsInfo", conn_tls_info},
-      {"quicSetSession", conn_set_session}, {"quicSetKeylog", conn_set_keylog},
+      {"quicSetSession", conn_set_session}, {"quicSetKeylog", conn_set_keylog}, {"quicFree", conn_free},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
     if (!mtun_export_fn(env, exports, fns[i].name, fns[i].cb)) return false;

@@ -357,24 +357,59 @@ void qe_stream_callbacks(ngtcp2_callbacks *cb) {
 
 /* ------------------------------------------------------------ datagrams */
 
-int qe_dq_init(struct qe_dq *q, uint32_t cap, uint32_t slot) {
+void qe_dq_init(struct qe_dq *q, uint32_t max, uint32_t slot) {
   memset(q, 0, sizeof *q);
-  if (cap == 0) return 0;
-  q->mem = malloc((size_t)cap * slot);
-  q->lens = malloc((size_t)cap * sizeof *q->lens);
-  if (q->mem == NULL || q->lens == NULL) {
-    qe_dq_free(q);
-    return -1;
-  }
-  q->cap = cap;
+  q->max = max;
   q->slot = slot;
-  return 0;
+}
+
+#define QE_DQ_FIRST 8 /* slots of a ring's first allocation */
+
+bool qe_dq_room(struct qe_dq *q) {
+  if (q->count < q->cap) return true;
+  if (q->cap >= q->max) return false;
+  uint32_t ncap = q->cap == 0 ? QE_DQ_FIRST : q->cap * 2;
+  if (ncap > q->max) ncap = q->max;
+  uint8_t *mem = malloc((size_t)ncap * q->slot);
+  uint32_t *lens = malloc((size_t)ncap * sizeof *lens);
+  if (mem == NULL || lens == NULL) {
+    free(mem);
+    free(lens);
+    return false;
+  }
+  /* The queued datagrams, oldest first, to the start of the new ring (the ring is full: count == cap). */
+  for (uint32_t i = 0; i < q->count; i++) {
+    uint32_t k = (q->head + i) % q->cap;
+    memcpy(mem + (size_t)i * q->slot, q->mem + (size_t)k * q->slot, q->lens[k]);
+    lens[i] = q->lens[k];
+  }
+  free(q->mem);
+  free(q->lens);
+  q->mem = mem;
+  q->lens = lens;
+  q->cap = ncap;
+  q->head = 0;
+  return true;
+}
+
+void qe_dq_push(struct qe_dq *q, const uint8_t *p, size_t len) {
+  uint32_t k = (q->head + q->count) % q->cap;
+  memcpy(q->mem + (size_t)k * q->slot, p, len);
+  q->lens[k] = (uint32_t)len;
+  q->count++;
+}
+
+void qe_dq_pop(struct qe_dq *q) {
+  q->head = (q->head + 1) % q->cap;
+  q->count--;
 }
 
 void qe_dq_free(struct qe_dq *q) {
   free(q->mem);
   free(q->lens);
-  memset(q, 0, sizeof *q);
+  q->mem = NULL;
+  q->lens = NULL;
+  q->cap = q->head = q->count = 0;
 }
 
 /* ------------------------------------------- STOP_SENDING codes (0.12 gap) */

@@ -24,7 +24,7 @@ static int fail(char *err, size_t errlen, const char *what, int rv) {
 
 static int keylog_cb(gnutls_session_t s, const char *label, const gnutls_datum_t *secret) {
   struct qe_conn *c = ((ngtcp2_crypto_conn_ref *)gnutls_session_get_ptr(s))->user_data;
-  if (c->keylog_path[0] == 0) return 0;
+  if (c->keylog_path == NULL) return 0;
   gnutls_datum_t crand, srand;
   gnutls_session_get_random(s, &crand, &srand);
   FILE *f = fopen(c->keylog_path, "a");

@@ -113,6 +113,13 @@ export interface EngineConnection {
   pathStats(): EnginePathStats[];
   /** Queue a PING so the next send() emits an ack-eliciting packet. */
   sendAckEliciting(): void;
+  /**
+   * Releases the engine's native state (connection, TLS session, buffers)
+   * now instead of when the garbage collector reaches this object; the
+   * connection then reads as closed, its errors and counters kept. The
+   * endpoint calls it when a connection ends.
+   */
+  free(): void;
 }
 
 /** Parsed long or short header (`Header.fromSlice`). */

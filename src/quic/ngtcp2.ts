@@ -58,6 +58,7 @@ interface QuicNative {
   quicTlsInfo(c: NativeConn, what: 3): Uint8Array | null;
   quicSetSession(c: NativeConn, data: Uint8Array): void;
   quicSetKeylog(c: NativeConn, path: string): void;
+  quicFree(c: NativeConn): void;
   quicHeader(data: Uint8Array, dcidLen: number): EngineHeader;
   quicNegotiateVersion(scid: Uint8Array, dcid: Uint8Array, out: Uint8Array): number;
   quicRetry(scid: Uint8Array, dcid: Uint8Array, newScid: Uint8Array, token: Uint8Array, version: number, out: Uint8Array): number;
@@ -265,6 +266,7 @@ export class Ngtcp2Connection implements EngineConnection {
     return [{ active: true, rtt: s[4], cwnd: s[5], pmtu: s[6], deliveryRate: s[7] }];
   }
   sendAckEliciting(): void { n().quicPing(this.h); }
+  free(): void { n().quicFree(this.h); }
 }
 
 const SHUTDOWN_READ = 0;
