@@ -5,13 +5,11 @@
 # of each daemon's busy CPU spent in dist/inspect/ (flow tracker, TCP state,
 # RTT sampler, L7 / QUIC peeks), from bench/report/profile.mjs's layers.
 #
-#   ${P}a: mtun agent          ══ veth 192.0.2.0/24 ══   ${P}b: mtun gateway   ── veth ──   ${P}c: iperf3 -s
+#   ${P}a: mtun agent          ══ veth 192.0.2.0/24 ══   ${P}b: mtun gateway   ── veth ──   ${P}ms: iperf3 -s
 #   iperf3 -c from 10.10.0.1 (lo)      QUIC :4433         10.20.0.254/24                  10.20.0.2/24
 #
-# The server sits in a third namespace (10.20.0.2) because the gateway refuses
-# its own addresses as destinations (masque/destination-policy.ts), and
-# bench/tunnels/mtun.sh puts 10.20.0.1 on the gateway's loopback, so its own
-# ping check fails (reported, not fatal here).
+# The server sits in mtun.sh's third namespace (10.20.0.2) because the gateway
+# refuses its own addresses as destinations (masque/destination-policy.ts).
 #   sudo bench/inspect-cost.sh        (needs root, iperf3, a built dist/)
 # Output: bench/results/inspect-cost-<time>/ (profiles, iperf3.json, summary.json) and a summary on stdout.
 set -euo pipefail
@@ -20,7 +18,6 @@ SECONDS_LOAD=${INSPECT_COST_SECONDS:-10}
 P=mc$$x
 NSA=${P}a
 NSB=${P}b
-NSC=${P}c
 UA=192.0.2.1
 UB=192.0.2.2
 OUT=$ROOT/bench/results/inspect-cost-$(date -u +%Y%m%dT%H%M%SZ)
@@ -33,7 +30,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   W="$W/mtun" timeout 20 bash "$ROOT/bench/tunnels/mtun.sh" down >/dev/null 2>&1 || true
-  remove_netns "$NSA" "$NSB" "$NSC"
+  remove_netns "$NSA" "$NSB"
   exit $rc
 }
 # shellcheck disable=SC1091
@@ -42,22 +39,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 make_underlay
 
-W="$W/mtun" MTUN_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$OUT/profile --cpu-prof-interval=250" timeout 60 bash "$ROOT/bench/tunnels/mtun.sh" up \
-  || echo "inspect-cost: mtun.sh's ping to the gateway's own address failed as expected; the server is in $NSC" >&2
-SRC=10.10.0.1
-DST=10.20.0.2
-ip netns add "$NSC"
-ip netns exec "$NSC" ip link set lo up
-ip link add "${P}b1" netns "$NSB" type veth peer name "${P}c0" netns "$NSC"
-ip netns exec "$NSB" ip addr add 10.20.0.254/24 dev "${P}b1"
-ip netns exec "$NSC" ip addr add "$DST/24" dev "${P}c0"
-ip netns exec "$NSB" ip link set "${P}b1" up
-ip netns exec "$NSC" ip link set "${P}c0" up
-ip netns exec "$NSC" ip route add default via 10.20.0.254
-ip netns exec "$NSB" sysctl -qw net.ipv4.ip_forward=1
-ip netns exec "$NSA" ping -c2 -W2 -I "$SRC" "$DST" >/dev/null || { echo "inspect-cost: no ping $SRC -> $DST through the tunnel" >&2; exit 1; }
+W="$W/mtun" MTUN_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$OUT/profile --cpu-prof-interval=250" timeout 60 bash "$ROOT/bench/tunnels/mtun.sh" up
+# shellcheck disable=SC1091
+. "$W/mtun/env" # SRC, DST, DSTNS
 apid=$(cat "$W/mtun/mtuna.pid"); gpid=$(cat "$W/mtun/mtung.pid")
-ip netns exec "$NSC" timeout $((SECONDS_LOAD + 20)) iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
+ip netns exec "$DSTNS" timeout $((SECONDS_LOAD + 20)) iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
 sleep 0.3
 ip netns exec "$NSA" timeout $((SECONDS_LOAD + 15)) iperf3 -c "$DST" -B "$SRC" -p 5201 -t "$SECONDS_LOAD" -J >"$OUT/iperf3.json"
 W="$W/mtun" bash "$ROOT/bench/tunnels/mtun.sh" down

@@ -10,10 +10,12 @@
 #   │  wg-go   10.92.0.1            │                 │  wg-go   10.92.0.2            │
 #   │  openvpn 10.93.0.1            │                 │  openvpn 10.93.0.2            │
 #   │  quicktun 10.94.0.1           │                 │  quicktun 10.94.0.2           │
-#   │  mtun agent, lo 10.10.0.1     │ == QUIC :4433 =>│  mtun gateway, lo 10.20.0.1   │
-#   │  (tun.offload) lo 10.11.0.1   │ == QUIC :4434 =>│  (tun.offload) lo 10.21.0.1   │
-#   │  (HTTP/2)      lo 10.12.0.1   │ == TCP  :4435 =>│  (HTTP/2)      lo 10.22.0.1   │  (UDP :4435 dropped by nft)
+#   │  mtun agent, lo 10.10.0.1     │ == QUIC :4433 =>│  mtun gateway ── ${P}ms 10.20.0.2 │
+#   │  (tun.offload) lo 10.11.0.1   │ == QUIC :4434 =>│  (tun.offload) ── ${P}ns 10.21.0.2│
+#   │  (HTTP/2)      lo 10.12.0.1   │ == TCP  :4436 =>│  (HTTP/2)      ── ${P}hs 10.23.0.2│  (UDP :4436 dropped by nft)
 #   └───────────────────────────────┘                 └───────────────────────────────┘
+#   (mtun's iperf3 server and ping target sit in a namespace behind the gateway,
+#   ${P}ms/ns/hs, since the gateway refuses its own addresses: bench/tunnels/mtun.sh)
 #
 # Every tunnel is up at once, each on its own inner subnet and UDP port; the
 # measurement walks them in turn (bench/tunnels/measure.mjs). Then mtun alone:
@@ -161,7 +163,7 @@ for v in mtun mtun-offload; do
     sleep 1.2
     a0=$(metric_sum "$NSA" "$aadm" mtun_tunnel_sent_datagrams_total); a0r=$(metric_sum "$NSA" "$aadm" mtun_tunnel_received_datagrams_total)
     g0=$(metric_sum "$NSB" "$gadm" mtun_tunnel_sent_datagrams_total); g0r=$(metric_sum "$NSB" "$gadm" mtun_tunnel_received_datagrams_total)
-    ip netns exec "$NSB" timeout $((PROFILE_SECONDS + 20)) iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
+    ip netns exec "${DSTNS:-$NSB}" timeout $((PROFILE_SECONDS + 20)) iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
     disown
     sleep 0.3
     ip netns exec "$NSA" timeout $((PROFILE_SECONDS + 15)) iperf3 -c "$DST" -B "$SRC" -p 5201 -t "$PROFILE_SECONDS" -J >"$PD/iperf3.json" || warn "$v profile load failed"

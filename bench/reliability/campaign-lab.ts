@@ -119,6 +119,18 @@ export function rssKb(pid: number): { rss: number; hwm: number } {
   }
 }
 
+/** CPU seconds (user + system) a process has used so far (0 when it is gone). */
+export function cpuSeconds(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    // Fields 14 and 15 of proc(5) stat (utime, stime) are rest[11], rest[12]; clock ticks are 100 Hz on Linux.
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 /** Result of one curl download of the blob through the tunnel. */
 export interface Transfer {
   ok: boolean;
@@ -187,7 +199,10 @@ export interface PingTimeline {
 /** Starts a bounded ping timeline (interval ms ≥ 10 as root). */
 export function pingTimeline(c: CampaignLab, name: string, seconds: number, intervalMs = 50): PingTimeline {
   const log = c.lab.file(`${name}.log`);
-  const p = c.lab.spawn('client', name, 'ping', ['-D', '-n', '-i', String(intervalMs / 1000), '-W', '1', '-w', String(seconds), LAB.server.v4]);
+  // A count, not a deadline: iputils ping with -w exits at the first ICMP error (the agent's
+  // namespace answers Net Unreachable while the agent is dead), which ended the timeline early.
+  const count = Math.ceil((seconds * 1000) / intervalMs);
+  const p = c.lab.spawn('client', name, 'ping', ['-D', '-n', '-i', String(intervalMs / 1000), '-W', '1', '-c', String(count), LAB.server.v4]);
   return {
     replies() {
       const out: number[] = [];

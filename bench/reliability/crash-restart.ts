@@ -29,8 +29,23 @@ export async function crashRestart(opts: { kills: number; what: string[]; resume
   return rep;
 }
 
+/**
+ * Waits (at most 30 s) until the gateway routes every running agent's site
+ * again, so the reference state is not taken while agent2 is still
+ * reconnecting after the previous loop (which showed up as false leaks).
+ */
+async function settled(c: CampaignLab): Promise<void> {
+  const sites = ['10.10.0.0/24', ...(c.lab.process('agent2')?.exitCode === null ? ['10.30.0.0/24'] : [])];
+  for (let i = 0; i < 300; i++) {
+    const gw = netState(c.lab, 'gw');
+    if (sites.every((p) => gw.some((l) => l.startsWith(`route-4 ${p} `)))) return;
+    await sleep(100);
+  }
+}
+
 async function killLoop(c: CampaignLab, daemon: 'gateway' | 'agent', kills: number, resumeWaitS: number, rep: Report): Promise<void> {
   const roles: Role[] = ['agent', 'gw'];
+  await settled(c);
   const up = Object.fromEntries(roles.map((r) => [r, netState(c.lab, r)]));
   let dead: Record<string, string[]> | null = null;
   const ping = pingTimeline(c, `ping-kill-${daemon}`, kills * (resumeWaitS + 20) + 30, 50);

@@ -19,7 +19,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/lab/lab.js';
-import { download, flowsInTable, healthzMs, LAB, metricSum, pct, pidOf, Report, rssKb, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
+import { cpuSeconds, download, flowsInTable, healthzMs, LAB, metricSum, pct, pidOf, Report, rssKb, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
 
 const HERE = join(REPO_ROOT, 'bench', 'reliability');
 const RAW_FLOOD = join(HERE, '.build', 'raw-flood');
@@ -117,6 +117,17 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
     }
   })();
 
+  const udpErrors = async (): Promise<number> => {
+    const r = await c.lab.exec('gw', 'cat', ['/proc/net/snmp']).catch(() => null);
+    const lines = (r?.stdout ?? '').split('\n').filter((l) => l.startsWith('Udp:'));
+    if (lines.length < 2) return -1;
+    const names = lines[0]!.split(/\s+/);
+    const vals = lines[1]!.split(/\s+/);
+    return Number(vals[names.indexOf('RcvbufErrors')] ?? -1);
+  };
+  const rcvbuf0 = await udpErrors();
+  const stat0 = cpuStat();
+  const cpu0 = [cpuSeconds(gwPid), cpuSeconds(agPid)];
   const t0 = Date.now();
   const { proc, ready } = f.start(c);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
@@ -124,6 +135,10 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
   const loaded = await download(c, seconds + 30, 'client', `load-${f.name}`);
   // Bounded: the flood stops itself; kill it 30 s after its own limit at the latest.
   const kill = setTimeout(() => proc.kill('SIGKILL'), (seconds + 90) * 1000);
+  const loadedS = (Date.now() - t0) / 1000;
+  const floodCpu = proc.pid !== undefined ? cpuSeconds(proc.pid) : 0;
+  const stat1 = cpuStat();
+  const cpuLoaded = [cpuSeconds(gwPid) - cpu0[0]!, cpuSeconds(agPid) - cpu0[1]!];
   await exited;
   clearTimeout(kill);
   sampling = false;
@@ -154,7 +169,36 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
     gwAlive,
     gwFlowsAfter: gwAlive ? await flowsInTable(c, 'gw').catch(() => -1) : -1,
     gwDroppedPkts: m ? metricSum(m, 'mtun_tunnel_dropped_packets_total') - drops0 : -1,
+    // Cores each daemon used from the flood's start to the end of the loaded download, and the
+    // gateway namespace's UDP receive-buffer overflows over the whole flood (legitimate datagrams lost with flood ones).
+    gwCores: cpuLoaded[0]! / loadedS,
+    agentCores: cpuLoaded[1]! / loadedS,
+    generatorCores: floodCpu / loadedS,
+    // The whole box over the same span (cores): all user, all system, softirq (kernel packet work), idle.
+    boxCores: { user: (stat1.user - stat0.user) / 100 / loadedS, system: (stat1.system - stat0.system) / 100 / loadedS,
+      softirq: (stat1.softirq - stat0.softirq) / 100 / loadedS, idle: (stat1.idle - stat0.idle) / 100 / loadedS },
+    gwUdpRcvbufErrors: rcvbuf0 >= 0 ? (await udpErrors()) - rcvbuf0 : -1,
+    // What the gateway's QUIC endpoint did with the datagrams (cumulative since start).
+    gwQuic: m ? {
+      datagramsIn: metricSum(m, 'mtun_quic_datagrams_total', 'direction="in"'),
+      retriesSent: metricSum(m, 'mtun_quic_stateless_packets_sent_total', 'packet="retry"'),
+      retryRateLimited: metricSum(m, 'mtun_quic_datagrams_dropped_total', 'reason="retry-rate-limit"'),
+      handshakesAccepted: metricSum(m, 'mtun_quic_handshakes_total', 'result="accepted"'),
+      handshakesFailed: metricSum(m, 'mtun_quic_handshakes_total', 'result="failed"'),
+      heapUsedMB: metricSum(m, 'mtun_nodejs_heap_size_used_bytes') / 2 ** 20,
+      externalMB: metricSum(m, 'mtun_nodejs_external_memory_bytes') / 2 ** 20,
+    } : null,
+    // RSS 5 s after the flood ended: does the memory come back?
+    gwRssAfterMB: gwAlive ? await sleep(5000).then(() => rssKb(gwPid).rss / 1024) : -1,
   });
+  // Profiling (MTUN_LAB_NODE_ARGS=--cpu-prof ...): a graceful stop, so the daemons write their profiles.
+  if (process.env.MTUN_LAB_NODE_ARGS) await Promise.all([c.lab.stop('gateway'), c.lab.stop('agent')]);
+}
+
+/** Jiffies since boot from /proc/stat's cpu line (user+nice, system, softirq, idle+iowait). */
+function cpuStat(): { user: number; system: number; softirq: number; idle: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).map(Number);
+  return { user: f[1]! + f[2]!, system: f[3]!, softirq: f[7]!, idle: f[4]! + f[5]! };
 }
 
 function lastJson(c: CampaignLab, name: string): unknown {

@@ -2,7 +2,7 @@
 # as `<tunnel>.sh up|down` with NSA, NSB (namespaces), UA, UB (underlay
 # addresses on the veth), P (per-run prefix), W (this tunnel's work dir) and
 # ROOT (repository) in the environment. `up` writes $W/env with SRC (inner
-# address in NSA), DST (inner address in NSB), KIND (user|kernel), PIDS
+# address in NSA), DST (inner address in NSB, or in DSTNS when set), KIND (user|kernel), PIDS
 # ("role:pid ..."), MTU and VERSION; `down` undoes everything `up` did.
 set -euo pipefail
 : "${NSA:?} ${NSB:?} ${UA:?} ${UB:?} ${P:?} ${W:?} ${ROOT:?}"

@@ -50,7 +50,7 @@ function readEnv(t) {
     const [role, pid] = x.split(':');
     return { role, pid: Number(pid) };
   });
-  return { name: t, src: env.SRC, dst: env.DST, kind: env.KIND, mtu: Number(env.MTU), version: env.VERSION, pids };
+  return { name: t, src: env.SRC, dst: env.DST, dstNs: env.DSTNS || NSB, kind: env.KIND, mtu: Number(env.MTU), version: env.VERSION, pids };
 }
 
 /** Runs `ip netns exec NS cmd…`, resolves {code, out, err}; killed after timeoutMs. */
@@ -130,9 +130,10 @@ function pingTimes(out) {
 // server answers from whatever source the route to the client picks (with
 // several tunnels' addresses on lo that can be another tunnel's address,
 // which mtun's gateway then drops as out of scope). Same port 5201 for all.
+// A tunnel whose env names DSTNS (mtun: a host behind the gateway) has its server there.
 const servers = new Map();
 async function startServer(t) {
-  const c = spawn('ip', ['netns', 'exec', NSB, 'iperf3', '-s', '-B', t.dst, '-p', '5201'], { stdio: 'ignore' });
+  const c = spawn('ip', ['netns', 'exec', t.dstNs, 'iperf3', '-s', '-B', t.dst, '-p', '5201'], { stdio: 'ignore' });
   servers.set(t.name, c);
   c.on('exit', () => {
     if (servers.get(t.name) === c) servers.delete(t.name);

@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# mtun CONNECT-IP, site-to-site: the agent in NSA advertises 10.10.0.0/24,
-# the gateway in NSB advertises 10.20.0.0/24; each side's inner address sits
-# on its loopback, so iperf3/ping run in the daemons' own namespaces.
+# mtun CONNECT-IP, site-to-site: the agent in NSA advertises 10.10.0.0/24 and
+# its inner address 10.10.0.1 sits on NSA's loopback; the gateway in NSB
+# advertises 10.20.0.0/24, and the host measured against, 10.20.0.2, sits
+# behind it in a namespace of its own (${P}ms), as the lab's server does: the
+# gateway refuses its own addresses as destinations (masque/destination-policy.ts).
+#
+#   NSA: agent, lo 10.10.0.1 ══ QUIC :4433 ══ NSB: gateway, ${P}mb 10.20.0.254/24 ── veth ── ${P}ms: ${P}ms0 10.20.0.2/24
+#
+# `up` writes DSTNS (the server's namespace) to $W/env beside DST; iperf3 -s runs there.
 # MTUN_NODE_FLAGS (optional) is passed to both node processes (e.g. --cpu-prof).
 # MTUN_OFFLOAD=1 is the `tun.offload: true` variant (bench/tunnels/mtun-offload.sh):
 # its own port, admin ports, prefixes and TUN names, so both run side by side.
 # MTUN_H2=1 is the HTTP/2 fallback (bench/tunnels/mtun-h2.sh): nftables drops
 # UDP to and from its port in both namespaces' input hooks, so the agent's
-# race ends on HTTP/2 over TCP (docs/http2-fallback.md).
+# race ends on HTTP/2 over TCP (docs/http2-fallback.md). Its port (4436),
+# subnets and pool are apart from bench/mtun-sessions.sh's (4435, 10.22.0.0/24,
+# 10.202.0.0/18), which run.sh starts while this tunnel is still up.
 source "$(dirname "$0")/common.sh"
 MTUN="$ROOT/bin/mtun.js"
 read -r -a NODE_FLAGS <<<"${MTUN_NODE_FLAGS:-}"
 if [ "${MTUN_H2:-0}" = 1 ]; then
-  OFFLOAD=false; PORT=4435; GADM=9094; AADM=9095; AN=10.12.0; BN=10.22.0; POOL=10.202.0.0/24; POOL6=fd00:202::/64; TA=${P}ha; TG=${P}hg
+  OFFLOAD=false; PORT=4436; GADM=9094; AADM=9095; AN=10.12.0; BN=10.23.0; POOL=10.203.0.0/24; POOL6=fd00:203::/64; K=h
 elif [ "${MTUN_OFFLOAD:-0}" = 1 ]; then
-  OFFLOAD=true; PORT=4434; GADM=9092; AADM=9093; AN=10.11.0; BN=10.21.0; POOL=10.201.0.0/24; POOL6=fd00:201::/64; TA=${P}na; TG=${P}ng
+  OFFLOAD=true; PORT=4434; GADM=9092; AADM=9093; AN=10.11.0; BN=10.21.0; POOL=10.201.0.0/24; POOL6=fd00:201::/64; K=n
 else
-  OFFLOAD=false; PORT=4433; GADM=9090; AADM=9091; AN=10.10.0; BN=10.20.0; POOL=10.200.0.0/24; POOL6=fd00:200::/64; TA=${P}ma; TG=${P}mg
+  OFFLOAD=false; PORT=4433; GADM=9090; AADM=9091; AN=10.10.0; BN=10.20.0; POOL=10.200.0.0/24; POOL6=fd00:200::/64; K=m
 fi
+TA=${P}${K}a; TG=${P}${K}g
+# The server's namespace and the veth pair to it (${P}${K}b in NSB, ${P}${K}s0 in NSS).
+NSS=${P}${K}s
 case "$1" in
   up)
     [ -f "$ROOT/dist/cli/main.js" ] || { echo "bench: dist/ missing; run npx tsc -p tsconfig.json" >&2; exit 1; }
@@ -58,7 +69,15 @@ admin: { enabled: true, listen: "127.0.0.1:$AADM" }
 logLevel: info
 Y
     na ip addr add $AN.1/32 dev lo
-    nb ip addr add $BN.1/32 dev lo
+    ip netns add "$NSS"
+    ip netns exec "$NSS" ip link set lo up
+    ip link add "${P}${K}b" netns "$NSB" type veth peer name "${P}${K}s0" netns "$NSS"
+    nb ip addr add $BN.254/24 dev "${P}${K}b"
+    ip netns exec "$NSS" ip addr add $BN.2/24 dev "${P}${K}s0"
+    nb ip link set "${P}${K}b" up
+    ip netns exec "$NSS" ip link set "${P}${K}s0" up
+    ip netns exec "$NSS" ip route add default via $BN.254
+    nb sysctl -qw net.ipv4.ip_forward=1
     if [ "${MTUN_H2:-0}" = 1 ]; then
       # Drop the QUIC flow both ways (input hooks: no sender sees EPERM).
       for x in "na sport" "nb dport"; do
@@ -74,11 +93,12 @@ Y
     for i in $(seq 150); do na curl -sf -o /dev/null http://127.0.0.1:$AADM/readyz && break; alive mtuna; sleep 0.1; done
     na curl -sf -o /dev/null http://127.0.0.1:$AADM/readyz || { echo "bench: mtun agent not ready after 15 s" >&2; tail -20 "$W/mtuna.log" >&2; exit 1; }
     # /readyz turns 200 before both sides' routes are in: wait for traffic.
-    wait_ping $AN.1 $BN.1 10
+    wait_ping $AN.1 $BN.2 10
     mtu=$(na cat "/sys/class/net/$TA/mtu" 2>/dev/null || echo "?")
     cat >"$W/env" <<E
 SRC=$AN.1
-DST=$BN.1
+DST=$BN.2
+DSTNS=$NSS
 KIND=user
 PIDS="a:$(pid_of mtuna) b:$(pid_of mtung)"
 MTU=$mtu
@@ -92,6 +112,8 @@ E
       nb nft delete table inet mtun_h2_bench 2>/dev/null || true
     fi
     na ip addr del $AN.1/32 dev lo 2>/dev/null || true
-    nb ip addr del $BN.1/32 dev lo 2>/dev/null || true
+    # Deleting the namespace deletes the veth pair; what runs there (iperf3 -s) goes first.
+    ip netns pids "$NSS" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$NSS" 2>/dev/null || true
     ;;
 esac

@@ -53,7 +53,8 @@ teardown() {
       say "removed images mtun:dev mtun-tools:dev"
     fi
     left="$(docker ps -a -q --filter "label=com.docker.compose.project=$PROJECT"; docker network ls -q --filter "label=com.docker.compose.project=$PROJECT"; docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")"
-    [ -z "$left" ] || { say "compose: left behind: $left"; rc=1; }
+    if [ -z "$left" ]; then say "  ok    nothing left: no containers, networks or volumes of project $PROJECT"
+    else say "compose: left behind: $left"; rc=1; fi
   fi
   if [ -n "$STARTED_DOCKERD" ]; then
     kill "$STARTED_DOCKERD" 2>/dev/null

@@ -18,6 +18,7 @@ import { PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
 import { H2TunnelCounters } from '../h2/h2-tunnel.js';
 import { AgentTransportMetrics, registerH2Counters, registerSessionTransportGauge, type TunnelTransport } from '../h2/transport-metrics.js';
+import { registerQuicEndpointMetrics } from '../telemetry/quic-endpoint-metrics.js';
 import {
   directionByLocalPrefixes,
   startAdminServer,
@@ -35,6 +36,7 @@ import { TUN_WRITE_DROP_REASON, TunWriter } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { UdpForwarder } from './udp-forwarder.js';
+import { FlowResync } from './flow-resync.js';
 import { Reconnector } from './reconnect.js';
 import { openH2, openH3, raceCarriers, type Carrier, type CarrierHooks } from './carrier.js';
 import { TransportWatch } from './transport-watch.js';
@@ -82,6 +84,7 @@ export class Agent {
   private pems: { caPem: string; certPem?: string; keyPem?: string } = { caPem: '' };
   private readonly h2Counters = new H2TunnelCounters();
   private readonly transportMetrics: AgentTransportMetrics;
+  private readonly resync: FlowResync;
   /** Fallback and return between the transports (QUIC liveness, HTTP/3 probes). */
   private readonly watch: TransportWatch;
   /** Addresses of the last session, asked for again after a transport switch (RFC 9484 §4.7.2 preferred address). */
@@ -110,6 +113,8 @@ export class Agent {
     this.transportMetrics = new AgentTransportMetrics(registry, () => (this.state === 'open' ? this.conn?.transport ?? null : null));
     registerSessionTransportGauge(registry, 'agent', () => (this.session !== null && this.conn !== null ? [{ transport: this.conn.transport }] : []));
     registerH2Counters(registry, 'agent', this.h2Counters);
+    registerQuicEndpointMetrics(registry, 'agent', endpoint.counters);
+    this.resync = new FlowResync(registry);
     this.watch = new TransportWatch(config.h2, io.clock, {
       current: () => (this.state === 'open' ? this.conn : null),
       quicFailed: () => this.fallBack(),
@@ -280,7 +285,7 @@ export class Agent {
       this.session = session;
       this.sessionSince = new Date();
       this.sync?.close();
-      this.sync = new TunnelCounterSync(this.telemetry.metrics, this.telemetry.metrics.identityId(this.gatewayIdentity), CONNECT_IP_DROP_NAMES);
+      this.sync = new TunnelCounterSync(this.telemetry.metrics, this.telemetry.metrics.identityId(this.gatewayIdentity), CONNECT_IP_DROP_NAMES, () => carrier.rttMs());
       await this.ensureTun(session);
       if (this.superseded(carrier)) return;
       if (this.config.mode === 'site-to-site') {
@@ -294,6 +299,12 @@ export class Agent {
       carrier.flush();
       await this.applyRoutes(session);
       if (this.superseded(carrier)) return;
+      // Open TCP connections are announced to the gateway again: a restarted gateway tracks none of them (flow-resync.ts).
+      const resynced = this.resync.run(this.flows.tracker, TUN_HEADROOM, (b, o, l) => session.sendPacket(b, o, l));
+      if (resynced > 0) {
+        carrier.flush();
+        this.log.info({ connections: resynced }, 're-announced open TCP connections to the gateway');
+      }
       this.state = 'open';
       this.reconnect.succeeded();
       this.connects++;

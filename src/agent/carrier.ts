@@ -29,6 +29,8 @@ export interface Carrier {
   closeDetails(): Record<string, unknown>;
   /** QUIC packet counters (for {@link quicLooksDead}); null over HTTP/2. */
   packetCounts(): QuicPacketCounts | null;
+  /** Smoothed RTT of the QUIC connection, ms (whole ms as the engine's path stats give it); null over HTTP/2. Control path: allocates. */
+  rttMs(): number | null;
 }
 
 /** Events a carrier reports to the agent. */
@@ -72,6 +74,10 @@ class H3Carrier implements Carrier {
   packetCounts(): QuicPacketCounts {
     const s = this.conn.stats();
     return { sent: s.sentPackets, recv: s.recvPackets, lost: s.lostPackets };
+  }
+
+  rttMs(): number | null {
+    return this.conn.stats().rttMs;
   }
 }
 
@@ -124,6 +130,10 @@ class H2Carrier implements Carrier {
   }
 
   packetCounts(): null {
+    return null;
+  }
+
+  rttMs(): null {
     return null;
   }
 }

@@ -5,6 +5,14 @@
  */
 import { Command, Option } from 'commander';
 
+/**
+ * The gateway's one UDP socket carries every agent's connection and any
+ * flood aimed at the port: 16 MiB holds about 7,000 full-size datagrams,
+ * some 140 ms of a 50k/s Initial flood, so legitimate datagrams are not
+ * lost in the kernel while the event loop is busy (kernel memory, not RSS).
+ */
+const GATEWAY_RCVBUF_BYTES = 16 * 1024 * 1024;
+
 type Kind = 'gateway' | 'agent';
 
 interface Running {
@@ -110,7 +118,7 @@ Needs root or CAP_NET_ADMIN (TUN device, routes).`)
         if (kind === 'gateway') {
           const { Gateway } = await import('../gateway/gateway.js');
           const c = config as Parameters<typeof Gateway.start>[0];
-          running = await Gateway.start(c, { ...io, udp: openNativeUdp({ host: c.listen.host, port: c.listen.port }) });
+          running = await Gateway.start(c, { ...io, udp: openNativeUdp({ host: c.listen.host, port: c.listen.port, rcvbufBytes: GATEWAY_RCVBUF_BYTES }) });
         } else {
           const { Agent } = await import('../agent/agent.js');
           const { isIP } = await import('node:net');

@@ -4,7 +4,7 @@
  * filtering, and the screen as lines of at most the terminal's width.
  */
 import type { LiveFlow, LiveFlowsDocument } from '../telemetry/live-flows.js';
-import { flowRate as rate, flowTotalBytes as total, matchesFlowFilter, rttSplit, sortFlows, type FlowFilter, type SortKey } from '../telemetry/flow-query.js';
+import { flowRate as rate, flowTotalBytes as total, matchesFlowFilter, sortFlows, type FlowFilter, type SortKey } from '../telemetry/flow-query.js';
 import { bytes, duration } from './status-command.js';
 
 /** The viewer's state. */
@@ -32,13 +32,27 @@ function fit(s: string, w: number, fromLeft = false): string {
   return fromLeft ? `…${s.slice(s.length - w + 1)}` : `${s.slice(0, w - 1)}…`;
 }
 
+/**
+ * The RTT column: smoothed client / tunnel / server ms as this end sees the
+ * flow (`-` where unknown: the tunnel over HTTP/2, the far segment without
+ * the tunnel); the handshake RTT alone (`hs 1.2`) before any data was timed.
+ */
 function rttText(f: LiveFlow): string {
-  const s = rttSplit(f);
+  const s = f.rtt;
   if (s !== null) {
     const one = (v: number | null): string => (v === null ? '-' : v.toFixed(1));
     return `${one(s.client)}/${one(s.tunnel)}/${one(s.server)}`;
   }
-  return f.handshakeRttMs === null ? '-' : f.handshakeRttMs.toFixed(1);
+  const hs = f.handshakeRttMs ?? f.quicHandshakeRttMs;
+  return hs === null ? '-' : `hs ${hs.toFixed(1)}`;
+}
+
+/** Peers' tunnel RTTs (QUIC smoothed RTT), slowest first, at most 3; empty when none is known. */
+function tunnelRttText(doc: LiveFlowsDocument): string {
+  const all = Object.entries(doc.totals.tunnelRttMs ?? {}).sort((a, b) => b[1] - a[1]);
+  if (all.length === 0) return '';
+  const shown = all.slice(0, 3).map(([id, ms]) => `${id}=${ms.toFixed(1)}ms`).join(' ');
+  return `  tunnel rtt: ${shown}${all.length > 3 ? ` (+${all.length - 3})` : ''}`;
 }
 
 /** Column layout: header, width, right-aligned, cell. */
@@ -69,7 +83,7 @@ export function renderTop(doc: LiveFlowsDocument, state: TopState, cols: number,
   const lines: string[] = [];
   lines.push(`mtun top — ${doc.reporter}  ${clock}  flows: ${t.openFlows} open  rate ↑ ${perSec(t.sentBytesPerSec)} ↓ ${perSec(t.receivedBytesPerSec)}  tunnel ↑ ${bytes(t.tunnel.sentBytes)} ↓ ${bytes(t.tunnel.receivedBytes)}${state.paused ? '  [PAUSED]' : ''}`);
   const drops = Object.entries(doc.drops).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}=${v}`).join(' ');
-  lines.push(`drops: ${drops || 'none'}${doc.capture.active ? `  capture: on (${doc.capture.queuedPackets} pkts, ${doc.capture.droppedPackets} dropped)` : ''}`);
+  lines.push(`drops: ${drops || 'none'}${tunnelRttText(doc)}${doc.capture.active ? `  capture: on (${doc.capture.queuedPackets} pkts, ${doc.capture.droppedPackets} dropped)` : ''}`);
   const filterText = state.editing !== null ? `filter: /${state.editing}▏ (Enter apply, Esc cancel)` : `filter: ${state.filter?.text ?? 'none'}`;
   lines.push(`sort: ${state.sort}  ${filterText}  showing ${doc.matchedFlows} of ${doc.totalFlows}${state.message ? `  ! ${state.message}` : ''}`);
   lines.push('');

@@ -58,7 +58,7 @@ export interface ClockTimer {
 
 /** Time as the daemons see it; timers never keep the process alive. */
 export interface Clock {
-  /** Milliseconds since the epoch. */
+  /** Milliseconds since the epoch (may have a fraction: the system clock's resolution is 1 µs). */
   now(): number;
   /** Runs `fn` once after `ms`. */
   after(ms: number, fn: () => void): ClockTimer;
@@ -66,9 +66,39 @@ export interface Clock {
   every(ms: number, fn: () => void): ClockTimer;
 }
 
-/** The real clock: Date.now and unref'd Node timers. */
+/** How far the monotonic clock may drift from the wall clock before {@link preciseNowMs} re-anchors to it, ms. */
+const MAX_CLOCK_DRIFT_MS = 50;
+/** How often {@link preciseNowMs} compares the two clocks, ms of monotonic time. */
+const CLOCK_CHECK_INTERVAL_MS = 1_000;
+let monoToWallMs = performance.timeOrigin;
+let nextClockCheckMs = 0;
+
+/**
+ * Wall-clock time in ms with µs resolution: the monotonic clock
+ * (performance.now) anchored to Date.now, compared once a second and
+ * re-anchored when they drift more than 50 ms apart (NTP steps and slews).
+ * Date.now alone has 1 ms resolution, too coarse for the flow tracker's RTT
+ * samples of a few ms (issue #16: ±10 % of a 5 ms segment); the value is
+ * rounded to whole µs, the resolution of pcapng timestamps, so a capture
+ * and the tracker see the same times. Hot path: one performance.now().
+ */
+export function preciseNowMs(): number {
+  const mono = performance.now();
+  let t = monoToWallMs + mono;
+  if (mono >= nextClockCheckMs) {
+    nextClockCheckMs = mono + CLOCK_CHECK_INTERVAL_MS;
+    const wall = Date.now();
+    if (t - wall > MAX_CLOCK_DRIFT_MS || wall - t > MAX_CLOCK_DRIFT_MS) {
+      monoToWallMs = wall - mono;
+      t = wall;
+    }
+  }
+  return Math.round(t * 1000) / 1000;
+}
+
+/** The real clock: {@link preciseNowMs} and unref'd Node timers. */
 export const systemClock: Clock = {
-  now: () => Date.now(),
+  now: preciseNowMs,
   after(ms, fn) {
     const t = setTimeout(fn, ms);
     t.unref();

@@ -34,7 +34,7 @@ export function registerAuthCounters(registry: Registry, src: AuthCounterSources
   });
   const superseded: Counter = new Counter({
     name: 'mtun_gateway_sessions_superseded_total',
-    help: 'CONNECT-IP sessions closed because a new session of the same identity claimed their site routes (a restarted agent)',
+    help: 'CONNECT-IP sessions closed because a new session of the same identity replaced them: it claimed their site routes (a restarted agent) or fell back to HTTP/2 (mtun-supersedes: h3)',
     registers: [registry],
     collect: () => {
       superseded.reset();

@@ -41,10 +41,11 @@ import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 import { admitConnect } from './admit-connect.js';
 import { registerAuthCounters } from './auth-metrics.js';
+import { registerQuicEndpointMetrics } from '../telemetry/quic-endpoint-metrics.js';
 import { openTimeoutRefusal, type OpenPhase } from './open-timeout.js';
 import { TokenTable } from './auth.js';
 import { reviewSession, udpTargetAllowed } from './reload.js';
-import { routeConflictVerdict, SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
+import { routeConflictVerdict, SessionRegistry, type GwConn, type GwSession, type SupersedeCause } from './session-registry.js';
 import { gatewayStatus } from './status.js';
 import { registerInboundMetrics } from './inbound-metrics.js';
 import { quicServerKeys } from './quic-keys.js';
@@ -129,6 +130,7 @@ export class Gateway {
     registerInboundMetrics(telemetry.registry, this.inbound.track);
     this.tick = io.clock.every(1000, () => this.onTick());
     registerAuthCounters(telemetry.registry, { endpoint: endpoint.counters, superseded: () => this.reg.superseded });
+    registerQuicEndpointMetrics(telemetry.registry, 'gateway', endpoint.counters);
     new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
   }
 
@@ -186,7 +188,7 @@ export class Gateway {
         registry: telemetry.registry,
         connections: function* () { for (const s of g.reg.sessions()) yield s.gc; },
         afterData: () => g.tunWriter.flush(),
-        host: { opened: (gc) => g.reg.conns.add(gc), onConnect: (gc, req) => g.onConnect(gc, req), closed: (gc) => g.onConnectionClosed(gc), sessions: () => g.reg.sessions() },
+        host: { opened: (gc) => g.reg.conns.add(gc), onConnect: (gc, req) => g.onConnect(gc, req), closed: (gc) => g.onConnectionClosed(gc), sessions: () => g.reg.sessions(), supersede: (old, cause) => g.supersedeSessions(old, cause) },
       });
       if (config.admin.enabled) {
         gw.admin = await startAdminServer({
@@ -363,12 +365,22 @@ export class Gateway {
       old.push(g);
     }
     if (routeConflictVerdict(identity, old.map((g) => g.identity)) !== 'supersede') return false;
+    this.supersedeSessions(old, 'route-takeover', { prefix: formatPrefix(prefix) });
+    return true;
+  }
+
+  /**
+   * The one way a CONNECT-IP session is superseded (closed because a new
+   * session of the same identity replaces it): counted in
+   * `mtun_gateway_sessions_superseded_total`, logged once per session with
+   * its `cause`, then closed (its routes and leases are released at once).
+   */
+  private supersedeSessions(old: readonly GwSession[], cause: SupersedeCause, detail: Record<string, unknown> = {}): void {
     for (const g of old) {
       this.reg.superseded++;
-      this.io.log.warn({ session: g.id, identity, remote: g.gc.remote, prefix: formatPrefix(prefix) }, 'session superseded: a new session of the same identity claims its routes');
-      g.ip!.close();
+      this.io.log.warn({ session: g.id, identity: g.identity, remote: g.gc.remote, transport: g.gc.transport, cause, ...detail }, 'session superseded');
+      g.ip?.close();
     }
-    return true;
   }
 
   private async acceptUdp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null): Promise<void> {
@@ -462,7 +474,7 @@ export class Gateway {
       udp,
       udpTarget,
       udpAddress,
-      sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES),
+      sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES, () => gc.conn.stats?.().rttMs ?? null),
       since: new Date(this.io.clock.now()),
     };
     this.reg.add(gs);

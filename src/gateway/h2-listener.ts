@@ -20,7 +20,7 @@ import { refuse } from '../masque/proxy-status.js';
 import { formatHostPort } from '../packet/ip-address.js';
 import { peerIdentityFromChain } from '../quic/peer-identity.js';
 import { healthzHandler } from '../telemetry/healthz.js';
-import type { GwConn, GwSession } from './session-registry.js';
+import type { GwConn, GwSession, SupersedeCause } from './session-registry.js';
 
 /** What the listener needs from the gateway. */
 export interface H2ListenerHost {
@@ -32,12 +32,17 @@ export interface H2ListenerHost {
   closed(gc: GwConn): void;
   /** Every open session (to find those an HTTP/2 fallback supersedes). */
   sessions(): Iterable<GwSession>;
+  /** Closes sessions a new one of their identity replaces (the gateway counts and logs each). */
+  supersede(old: readonly GwSession[], cause: SupersedeCause): void;
 }
 
 /**
  * Request header an agent sends on a CONNECT-IP over HTTP/2 after QUIC
  * failed: its HTTP/3 sessions from the same address are dead (the gateway
  * would otherwise hold their routes and leases until the QUIC idle timeout).
+ * The route takeover (gateway.ts supersede) covers advertised routes only; a
+ * remote-access agent advertises none, and without this header its address
+ * lease stays with the dead session, so it would get another address.
  */
 export const SUPERSEDES_HEADER = 'mtun-supersedes';
 
@@ -212,10 +217,7 @@ export class H2Listener {
     for (const gs of this.host.sessions()) {
       if (gs.kind === 'connect-ip' && gs.gc.transport === 'h3' && gs.gc.certIdentity === gc.certIdentity && plainHost(gs.gc.conn.peerHost) === gc.conn.peerHost) old.push(gs);
     }
-    for (const gs of old) {
-      this.opts.log.warn({ session: gs.id, identity: gs.identity, remote: gs.gc.remote }, 'HTTP/3 session superseded by the agent\'s HTTP/2 fallback');
-      gs.ip?.close();
-    }
+    if (old.length > 0) this.host.supersede(old, 'h2-fallback');
   }
 
   private onStream(st: ServerHttp2Stream, h: IncomingHttpHeaders): void {

@@ -14,6 +14,8 @@ export interface GwTransportConn {
   readonly isClosed: boolean;
   readonly handlerError: Error | null;
   readonly peerHost: string;
+  /** QUIC only: the connection's stats, of which telemetry reads the smoothed RTT (QuicConnection.stats). */
+  stats?(): { readonly rttMs: number | null };
 }
 
 /** One agent connection. */
@@ -59,6 +61,14 @@ export function routeConflictVerdict(claimant: string, owners: readonly string[]
   return owners.length > 0 && owners.every((o) => o === claimant) ? 'supersede' : 'refuse';
 }
 
+/**
+ * Why a session was superseded (closed for a new session of its identity):
+ * its advertised routes were claimed ({@link routeConflictVerdict}), or the
+ * agent fell back to HTTP/2 and said its HTTP/3 sessions are dead
+ * (`mtun-supersedes: h3`, src/gateway/h2-listener.ts).
+ */
+export type SupersedeCause = 'route-takeover' | 'h2-fallback';
+
 /** Connections, sessions and pending opens; counts kept as they change. */
 export class SessionRegistry {
   readonly conns = new Set<GwConn>();
@@ -66,7 +76,7 @@ export class SessionRegistry {
   private readonly perIdentity = new Map<string, number>();
   private total = 0;
   private udpCount = 0;
-  /** Sessions closed because a new session of their identity claimed their routes ({@link routeConflictVerdict}). */
+  /** Sessions closed for a new session of their identity ({@link SupersedeCause}). */
   superseded = 0;
 
   /** Sessions open plus opens pending, gateway-wide. */

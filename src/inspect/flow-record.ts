@@ -135,7 +135,8 @@ function ms(x: number): number | null {
 
 const addrScratch = new Uint8Array(16);
 
-function addressOf(t: FlowTable, s: number, w0: number, v: number): string {
+/** Address of slot s's endpoint at key word w0 (0: initiator, 4: responder), formatted for IP version v. */
+export function addressOf(t: FlowTable, s: number, w0: number, v: number): string {
   const b = addrScratch;
   for (let w = 0; w < 4; w++) {
     const x = t.kAddr[s * 8 + w0 + w]!;

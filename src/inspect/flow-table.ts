@@ -123,6 +123,8 @@ export class FlowTable {
   retrans = new Uint32Array(0);
   ooo = new Uint32Array(0);
   win = new Uint32Array(0);
+  /** The acknowledgment number this direction sent last (TCP; valid once it sent an ACK). */
+  ack = new Uint32Array(0);
   wscale = new Int8Array(0);
   // RTT sampling per direction (rtt-sampler.ts): data of direction d timed against the ACKs of the other.
   /** Sequence number (or TSval with timestamps) that the timed segment's ACK must reach. */
@@ -269,7 +271,7 @@ export class FlowTable {
       const i = s * 2 + d;
       this.lo[i] = 0; this.hi[i] = 0; this.hiSeq[i] = 0; this.finSeq[i] = 0;
       this.bytes[i] = 0; this.packets[i] = 0; this.retrans[i] = 0; this.ooo[i] = 0;
-      this.win[i] = 0; this.wscale[i] = -1;
+      this.win[i] = 0; this.ack[i] = 0; this.wscale[i] = -1;
       this.rttMark[i] = 0; this.rttAt[i] = NaN; this.rttN[i] = 0;
       this.rttMin[i] = NaN; this.rttSrtt[i] = NaN; this.rttMax[i] = NaN;
     }
@@ -370,7 +372,7 @@ export class FlowTable {
     let n = this.index.byteLength + this.free.byteLength;
     for (const a of [this.kAddr, this.kPorts, this.kMeta, this.kHash, this.state, this.inList, this.flags, this.tunDir,
       this.ordinal, this.first, this.last, this.tSyn, this.tSynAck, this.tAck, this.rstIgnored, this.kIsn, this.prev, this.next,
-      this.lo, this.hi, this.hiSeq, this.finSeq, this.bytes, this.packets, this.retrans, this.ooo, this.win, this.wscale,
+      this.lo, this.hi, this.hiSeq, this.finSeq, this.bytes, this.packets, this.retrans, this.ooo, this.win, this.ack, this.wscale,
       this.rttMark, this.rttAt, this.rttN, this.rttMin, this.rttSrtt, this.rttMax]) n += a.byteLength;
     return n;
   }
@@ -389,7 +391,7 @@ export class FlowTable {
     this.rstIgnored = g(this.rstIgnored, 1); this.kIsn = g(this.kIsn, 1); this.prev = g(this.prev, 1); this.next = g(this.next, 1);
     this.lo = g(this.lo, 2); this.hi = g(this.hi, 2); this.hiSeq = g(this.hiSeq, 2); this.finSeq = g(this.finSeq, 2);
     this.bytes = g(this.bytes, 2); this.packets = g(this.packets, 2); this.retrans = g(this.retrans, 2); this.ooo = g(this.ooo, 2);
-    this.win = g(this.win, 2); this.wscale = g(this.wscale, 2);
+    this.win = g(this.win, 2); this.ack = g(this.ack, 2); this.wscale = g(this.wscale, 2);
     this.rttMark = g(this.rttMark, 2); this.rttAt = g(this.rttAt, 2); this.rttN = g(this.rttN, 2);
     this.rttMin = g(this.rttMin, 2); this.rttSrtt = g(this.rttSrtt, 2); this.rttMax = g(this.rttMax, 2);
     this.state.fill(S_FREE, old);

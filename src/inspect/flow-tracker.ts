@@ -8,8 +8,8 @@
  */
 import { DropReason, IPPROTO, PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { FlowCore, FlowCounter } from './flow-core.js';
-import { buildFlowMeta, buildFlowRecord, type CloseReason, type FlowMeta, type FlowRecord, type FlowSink } from './flow-record.js';
-import { F_L7, F_L7_TRIED, N_STATES, S_CLOSE, S_FREE, S_ICMP, S_LAST_ACK, S_TIME_WAIT, S_UDP, S_UDP_STREAM } from './flow-table.js';
+import { addressOf, buildFlowMeta, buildFlowRecord, type CloseReason, type FlowMeta, type FlowRecord, type FlowSink } from './flow-record.js';
+import { F_INIT0, F_L7, F_L7_TRIED, N_STATES, S_CLOSE, S_ESTABLISHED, S_FREE, S_ICMP, S_LAST_ACK, S_TIME_WAIT, S_UDP, S_UDP_STREAM } from './flow-table.js';
 import { observeTcp } from './tcp-state.js';
 import { looksLikeClientInitial, QuicPeek } from './quic-peek.js';
 import type { PeekBudget } from './tls-client-hello.js';
@@ -87,6 +87,25 @@ export interface FlowTrackerOptions {
 }
 
 const P_UDP = 1;
+
+/**
+ * Where the initiator of an established TCP connection stands, from the
+ * last segment it sent: enough to build a pure ACK it could have sent
+ * (see {@link FlowTracker.establishedTcp}).
+ */
+export interface TcpStandpoint {
+  /** Initiator and responder addresses, formatted as in flow records. */
+  readonly src: string;
+  readonly dst: string;
+  readonly srcPort: number;
+  readonly dstPort: number;
+  /** The initiator's next sequence number (highest byte sent + 1). */
+  readonly seq: number;
+  /** The acknowledgment number it sent last: nothing beyond what it acknowledged itself. */
+  readonly ack: number;
+  /** The window field it sent last (unscaled, as on the wire). */
+  readonly window: number;
+}
 
 /**
  * The passive tracker. Feed every packet with {@link observe} (raw bytes) or
@@ -261,6 +280,26 @@ export class FlowTracker {
       out.push({ record: buildFlowRecord(tb, s, 'open', p, q, this.core.flowIdKey), meta: buildFlowMeta(tb, s, p) });
     }
     return out.sort((a, b) => a.meta.ordinal - b.meta.ordinal);
+  }
+
+  /**
+   * Established TCP connections whose initiator's packets travel in tunnel
+   * direction `direction`, with the initiator's standpoint ({@link TcpStandpoint}),
+   * oldest first, at most `limit`. Connections with a FIN or RST seen, and
+   * ones whose initiator's sequence space or ACK is unknown, are left out.
+   * Allocates; call off the packet path.
+   */
+  establishedTcp(direction: number, limit: number): TcpStandpoint[] {
+    const t = this.core.table;
+    const out: TcpStandpoint[] = [];
+    for (let s = t.headOf[S_ESTABLISHED]!; s >= 0 && out.length < limit; s = t.next[s]!) {
+      const i = s * 2;
+      if (t.tunDir[s] !== direction || (t.kMeta[s]! & 0xff) !== IPPROTO.TCP || (t.flags[s]! & F_INIT0) === 0 || t.packets[i]! === 0) continue;
+      const v = (t.kMeta[s]! & 0x100) !== 0 ? 6 : 4;
+      const ports = t.kPorts[s]!;
+      out.push({ src: addressOf(t, s, 0, v), dst: addressOf(t, s, 4, v), srcPort: ports >>> 16, dstPort: ports & 0xffff, seq: t.hiSeq[i]!, ack: t.ack[i]!, window: t.win[i]! });
+    }
+    return out;
   }
 
   /**

@@ -57,3 +57,24 @@ export function splitRtt(clientEnd: FlowRecord, serverEnd: FlowRecord): RttSplit
   }
   return { client: seg(clientEnd.rttToClient), tunnel, server: seg(serverEnd.rttToServer) };
 }
+
+function minus(a: RttStats | null, b: RttStats | null): SegmentRtt | null {
+  if (a === null || b === null) return null;
+  return { minMs: Math.max(0, a.minMs - b.minMs), smoothedMs: Math.max(0, a.smoothedMs - b.smoothedMs), maxMs: Math.max(0, a.maxMs - b.maxMs) };
+}
+
+/**
+ * The split as one end alone sees it, with the tunnel's RTT taken from the
+ * QUIC connection that carried the flow (its smoothed RTT sampled through
+ * the flow, RFC 9002 §5.3) instead of from the other end's record. The end
+ * on the client's side (`clientSide`) measures the client segment
+ * (`rttToClient`) and tunnel + server segment (`rttToServer`), so the
+ * server segment is `rttToServer − tunnel`; the end on the server's side
+ * mirrors it. Each statistic is subtracted separately and never goes
+ * below 0. Pure; allocates the result.
+ */
+export function splitRttAtOneEnd(rttToClient: RttStats | null, rttToServer: RttStats | null, tunnel: RttStats | null, clientSide: boolean): RttSplit {
+  return clientSide
+    ? { client: seg(rttToClient), tunnel: seg(tunnel), server: minus(rttToServer, tunnel) }
+    : { client: minus(rttToClient, tunnel), tunnel: seg(tunnel), server: seg(rttToServer) };
+}

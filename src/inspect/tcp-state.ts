@@ -162,6 +162,7 @@ export function observeTcp(c: FlowCore, buf: Uint8Array, pi: PacketInfo, td: num
     f |= F_FINACK0 << o; // the FIN of the other side is acknowledged (RFC 9293 §3.6)
   }
   t.win[i] = pi.tcpWindow;
+  if ((fl & ACK) !== 0) t.ack[i] = pi.tcpAck;
   t.flags[s] = f;
   if ((f & (F_FIN0 | F_FIN0 << 1)) !== 0 && st >= S_ESTABLISHED) {
     if ((f & (F_FIN0 | F_FIN0 << 1 | F_FINACK0 | F_FINACK0 << 1)) === (F_FIN0 | F_FIN0 << 1 | F_FINACK0 | F_FINACK0 << 1)) {

@@ -1,8 +1,8 @@
 /*
  * mtun QUIC engine: N-API functions for configs (TLS credentials, ALPN,
- * transport parameters; shared by connections, refcounted) and for the
- * stateless packets an endpoint writes or parses without a connection:
- * header parsing, Version Negotiation (RFC 9000 §6), Retry (§8.1.2).
+ * transport parameters; shared by connections, refcounted). The stateless
+ * packets (long-header parse, Version Negotiation, Retry) are written in
+ * TypeScript by src/quic/long-header.ts.
  */
 #include "quic-napi.h"
 
@@ -156,90 +156,13 @@ static napi_value config_set_bytes(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* ------------------------------------------------ stateless packets */
-
-/* quicHeader(data, shortDcidLen) → {ty, version, dcid, scid, token} (ty: 0 Initial, 1 0-RTT, 2 Handshake, 3 Retry, 5 Short, 4 unknown version). */
-static napi_value header_parse(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(2);
-  uint8_t *p;
-  size_t len;
-  uint32_t dl;
-  if (!bytes_of(env, argv[0], &p, &len) || !mtun_arg_u32(env, argv[1], "dcidLen", &dl))
-    return mtun_throw_type(env, "quic: quicHeader(data, dcidLen)");
-  /* ngtcp2 asserts (aborts the process) on an empty packet or an oversized short-header CID length. */
-  if (len == 0 || dl > NGTCP2_MAX_CIDLEN) QE_ERR(env, "quic: malformed header");
-  ngtcp2_version_cid vc;
-  int rv = ngtcp2_pkt_decode_version_cid(&vc, p, len, dl);
-  if (rv != 0 && rv != NGTCP2_ERR_VERSION_NEGOTIATION) QE_ERR(env, "quic: malformed header");
-  int ty;
-  napi_value token = NULL;
-  if ((p[0] & 0x80) == 0) ty = 5;
-  else if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) ty = 4;
-  else {
-    ty = (p[0] >> 4) & 0x3; /* RFC 9000 §17.2: v1 long packet types */
-    if (ty == 0) {
-      /* RFC 9000 §17.2.2: after the SCID, the token length varint and the token. */
-      size_t off = 6 + vc.dcidlen + 1 + vc.scidlen;
-      if (off >= len) QE_ERR(env, "quic: malformed Initial");
-      size_t vl = (size_t)1 << (p[off] >> 6);
-      if (off + vl > len) QE_ERR(env, "quic: malformed Initial");
-      uint64_t tl = p[off] & 0x3f;
-      for (size_t i = 1; i < vl; i++) tl = (tl << 8) | p[off + i];
-      if (off + vl + tl > len) QE_ERR(env, "quic: malformed Initial token");
-      token = copy_buf(env, p + off + vl, (size_t)tl);
-    }
-  }
-  napi_value o;
-  napi_create_object(env, &o);
-  napi_set_named_property(env, o, "ty", mtun_i32(env, ty));
-  napi_set_named_property(env, o, "version", dbl(env, vc.version));
-  napi_set_named_property(env, o, "dcid", copy_buf(env, vc.dcid, vc.dcidlen));
-  napi_set_named_property(env, o, "scid", copy_buf(env, vc.scid != NULL ? vc.scid : p, vc.scidlen));
-  if (token != NULL) napi_set_named_property(env, o, "token", token);
-  return o;
-}
-
-/* quicNegotiateVersion(scid, dcid, out) → bytes: RFC 9000 §17.2.1, the client's CIDs swapped. */
-static napi_value negotiate_version(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(3);
-  uint8_t *scid, *dcid, *out;
-  size_t sl, dl, ol;
-  if (!bytes_of(env, argv[0], &scid, &sl) || !bytes_of(env, argv[1], &dcid, &dl) || !bytes_of(env, argv[2], &out, &ol))
-    return mtun_throw_type(env, "quic: quicNegotiateVersion(scid, dcid, out)");
-  uint8_t unused;
-  gnutls_rnd(GNUTLS_RND_NONCE, &unused, 1);
-  const uint32_t sv[] = {NGTCP2_PROTO_VER_V1};
-  ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(out, ol, unused, scid, sl, dcid, dl, sv, 1);
-  if (n < 0) QE_ERR(env, "quic: version negotiation: %s", ngtcp2_strerror((int)n));
-  return mtun_i32(env, (int32_t)n);
-}
-
-/* quicRetry(scid, dcid, newScid, token, version, out) → bytes (RFC 9000 §17.2.5, RFC 9001 §5.8 integrity tag). */
-static napi_value retry(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(6);
-  uint8_t *scid, *dcid, *nscid, *tok, *out;
-  size_t sl, dl, nl, tl, ol;
-  if (!bytes_of(env, argv[0], &scid, &sl) || !bytes_of(env, argv[1], &dcid, &dl) ||
-      !bytes_of(env, argv[2], &nscid, &nl) || !bytes_of(env, argv[3], &tok, &tl) || !bytes_of(env, argv[5], &out, &ol) ||
-      sl > NGTCP2_MAX_CIDLEN || dl > NGTCP2_MAX_CIDLEN || nl > NGTCP2_MAX_CIDLEN)
-    return mtun_throw_type(env, "quic: quicRetry(scid, dcid, newScid, token, version, out)");
-  ngtcp2_cid c_dcid, c_scid, c_odcid;
-  ngtcp2_cid_init(&c_dcid, scid, sl);
-  ngtcp2_cid_init(&c_scid, nscid, nl);
-  ngtcp2_cid_init(&c_odcid, dcid, dl);
-  ngtcp2_ssize n = ngtcp2_crypto_write_retry(out, ol, (uint32_t)num(env, argv[4]), &c_dcid, &c_scid, &c_odcid, tok, tl);
-  if (n < 0) QE_ERR(env, "quic: retry: %s", ngtcp2_strerror((int)n));
-  return mtun_i32(env, (int32_t)n);
-}
-
 bool qn_config_init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
     napi_callback cb;
   } fns[] = {
       {"quicConfigNew", config_new}, {"quicConfigSet", config_set}, {"quicConfigSetAlpn", config_set_alpn},
-      {"quicConfigSetBytes", config_set_bytes}, {"quicHeader", header_parse},
-      {"quicNegotiateVersion", negotiate_version}, {"quicRetry", retry},
+      {"quicConfigSetBytes", config_set_bytes},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
     if (!mtun_export_fn(env, exports, fns[i].name, fns[i].cb)) return false;

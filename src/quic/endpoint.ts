@@ -16,11 +16,20 @@ import {
   DEFAULT_CONGESTION_CONTROL,
   type EngineConfig,
   type EngineConnection,
-  type EngineHeader,
 } from './engine.js';
 import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
 import { TimerHeap } from './timer-heap.js';
-import { RetryTokens } from './retry-token.js';
+import { RetryTokens, RETRY_TOKEN_MAX_BYTES } from './retry-token.js';
+import {
+  LongHeaderError,
+  LongType,
+  QUIC_V1,
+  newLongHeaderView,
+  parseLongHeader,
+  retryScratchBytes,
+  writeRetry,
+  writeVersionNegotiation,
+} from './long-header.js';
 import { checkQuicLbConfig, encodeQuicLbCid, type QuicLbConfig } from './quic-lb.js';
 import { InitialQueue, InitialQueueRefusal } from './initial-queue.js';
 import { peerIdentityFromChain } from './peer-identity.js';
@@ -60,11 +69,19 @@ export interface QuicServerOptions {
   clientCaPem?: string;
   /**
    * Stateless Retry (RFC 9000 §8.1.2): 'on' for every new connection, 'off'
-   * never, 'auto' (default) once {@link retryAutoHandshakes} handshakes are in progress.
+   * never, 'auto' (default) once {@link retryAutoHandshakes} handshakes are
+   * in progress or {@link retryAutoNewPerSecond} were started in the last second.
    */
   retry?: 'on' | 'off' | 'auto';
   /** Handshakes in progress at which 'auto' starts sending Retry. Default 64. */
   retryAutoHandshakes?: number;
+  /**
+   * Handshakes started per second (without a Retry token) at which 'auto'
+   * starts sending Retry; default 256. Handshakes in progress alone miss a
+   * flood of undecryptable Initials: each opens a connection that fails at
+   * once, so few are ever in progress while every one costs an accept.
+   */
+  retryAutoNewPerSecond?: number;
   /**
    * Handshakes in progress at most (default 256). Further client Initials
    * wait in the handshake queue until one finishes, so a burst of new
@@ -87,6 +104,14 @@ export interface QuicServerOptions {
   statelessResetKey?: Uint8Array;
   /** Stateless resets sent per second at most (default 100); the rest are counted. */
   maxStatelessResetsPerSecond?: number;
+  /**
+   * Retry and Version Negotiation packets sent per second at most (default
+   * 2000, a burst of as many allowed; about 10 µs of CPU each). Each answers an unvalidated address,
+   * so under a flood of spoofed Initials this caps the work and the
+   * reflected traffic; Initials over the rate are dropped and counted
+   * (dropStatelessRateLimit), and a real client gets in on a retransmit.
+   */
+  maxRetriesPerSecond?: number;
   /**
    * TLS session ticket key (48 bytes) shared by all connections. Default:
    * random per endpoint; replace it with {@link QuicEndpoint.rotateTicketKey}.
@@ -198,6 +223,8 @@ export interface QuicEndpointCounters {
   sendStalls: number;
   retriesSent: number;
   versionNegotiationsSent: number;
+  /** Initials that would have been answered with Retry or Version Negotiation, over maxRetriesPerSecond. */
+  dropStatelessRateLimit: number;
   connectionsAccepted: number;
   connectionsConnected: number;
   connectionsClosed: number;
@@ -236,6 +263,7 @@ function newCounters(): QuicEndpointCounters {
     sendStalls: 0,
     retriesSent: 0,
     versionNegotiationsSent: 0,
+    dropStatelessRateLimit: 0,
     connectionsAccepted: 0,
     connectionsConnected: 0,
     connectionsClosed: 0,
@@ -272,6 +300,13 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly resetKey: Uint8Array;
   private ticketKey: Uint8Array;
   private readonly resetsPerSecond: number;
+  /** Token bucket for Retry and Version Negotiation (see maxRetriesPerSecond). */
+  private readonly retryRate: number;
+  private retryTokensLeft: number;
+  private retryRefillAt = 0;
+  /** Random bytes cut into connection IDs (one randomFillSync per 256 CIDs: a call costs microseconds). */
+  private readonly cidRandom = Buffer.allocUnsafe(CID_BYTES * 256);
+  private cidRandomOff = CID_BYTES * 256;
   private resetWindowStart = 0;
   private resetsInWindow = 0;
   private readonly quicLb: QuicLbConfig | null;
@@ -296,6 +331,11 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly maxPerPeerIp: number;
   private readonly retryMode: 'on' | 'off' | 'auto';
   private readonly retryAuto: number;
+  private readonly retryAutoRate: number;
+  /** Unvalidated handshakes started in the current and the previous one-second window. */
+  private newInWindow = 0;
+  private newInPrevWindow = 0;
+  private newWindowStart = 0;
   private readonly maxHandshakes: number;
   private readonly acceptsPerTurn: number;
   /** New handshakes this turn may still start. */
@@ -304,6 +344,10 @@ export class QuicEndpoint implements ConnectionOwner {
   private admitScheduled = false;
   private readonly keepAliveMs: number;
   private readonly rawOut: Uint8Array;
+  /** The long header of the datagram being judged (reused). */
+  private readonly hdr = newLongHeaderView();
+  /** Retry integrity pseudo-packet (reused). */
+  private readonly retryScratch = new Uint8Array(retryScratchBytes(RETRY_TOKEN_MAX_BYTES));
   private touched: QuicConnection[] = [];
   private dirtyList: QuicConnection[] = [];
   private outCount = 0;
@@ -337,6 +381,7 @@ export class QuicEndpoint implements ConnectionOwner {
     this.maxPerPeerIp = opts.maxConnectionsPerPeerIp ?? 1000;
     this.retryMode = opts.server?.retry ?? 'auto';
     this.retryAuto = opts.server?.retryAutoHandshakes ?? 64;
+    this.retryAutoRate = opts.server?.retryAutoNewPerSecond ?? 256;
     this.maxHandshakes = opts.server?.maxHandshakes ?? 256;
     this.acceptsPerTurn = opts.server?.acceptsPerTurn ?? 32;
     if (!(this.maxHandshakes >= 1 && this.acceptsPerTurn >= 1)) throw new RangeError('quic: maxHandshakes and acceptsPerTurn must be ≥ 1');
@@ -358,6 +403,9 @@ export class QuicEndpoint implements ConnectionOwner {
     this.ticketKey = opts.server?.ticketKey ?? randomBytes(48);
     if (this.ticketKey.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
     this.resetsPerSecond = opts.server?.maxStatelessResetsPerSecond ?? 100;
+    this.retryRate = opts.server?.maxRetriesPerSecond ?? 2000;
+    if (!(this.retryRate > 0)) throw new RangeError(`quic: maxRetriesPerSecond must be positive, got ${this.retryRate}`);
+    this.retryTokensLeft = this.retryRate;
     this.quicLb = opts.server?.quicLb ?? null;
     if (this.quicLb !== null) checkQuicLbConfig(this.quicLb, CID_BYTES);
     // Fail fast on bad TLS material (see serverConfigFor).
@@ -714,7 +762,7 @@ export class QuicEndpoint implements ConnectionOwner {
   private onNewLongHeader(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
     const version = ((buf[off + 1] << 24) | (buf[off + 2] << 16) | (buf[off + 3] << 8) | buf[off + 4]) >>> 0;
     // RFC 9000 §17.2: in v1, type bits 0b00 are Initial; only an Initial can open a connection.
-    if (version === engine.PROTOCOL_VERSION && (buf[off] & 0x30) !== 0) {
+    if (version === QUIC_V1 && (buf[off] & 0x30) !== 0) {
       this.counters.dropUnknownCid++;
       return;
     }
@@ -724,26 +772,27 @@ export class QuicEndpoint implements ConnectionOwner {
       this.counters.dropSmallInitial++;
       return;
     }
-    let hdr: EngineHeader;
-    try {
-      hdr = engine.Header.fromSlice(buf.subarray(off, off + len), CID_BYTES);
-    } catch {
+    const hdr = this.hdr;
+    if (parseLongHeader(buf, off, len, hdr) !== LongHeaderError.OK) {
       this.counters.dropMalformed++;
       return;
     }
-    if (!engine.versionIsSupported(hdr.version)) {
+    if (hdr.version !== QUIC_V1) {
       // RFC 9000 §6.1: answer an unknown version with Version Negotiation.
-      const n = engine.negotiateVersion(hdr.scid, hdr.dcid, this.rawOut);
-      this.sendRaw(this.rawOut, n, addrs, i);
-      this.counters.versionNegotiationsSent++;
+      if (!this.takeStatelessToken()) return;
+      const n = writeVersionNegotiation(buf, hdr, this.rawOut, buf[hdr.dcidOff + hdr.dcidLen - 1] ?? 0);
+      if (n > 0) {
+        this.sendRaw(this.rawOut, n, addrs, i);
+        this.counters.versionNegotiationsSent++;
+      } else this.counters.dropMalformed++;
       return;
     }
-    if (hdr.ty !== engine.Type.Initial) {
+    if (hdr.type !== LongType.INITIAL) {
       this.counters.dropUnknownCid++;
       return;
     }
     // RFC 9000 §7.2: the client's first DCID is at least 8 bytes.
-    if (hdr.dcid.length < 8) {
+    if (hdr.dcidLen < 8) {
       this.counters.dropMalformed++;
       return;
     }
@@ -755,38 +804,45 @@ export class QuicEndpoint implements ConnectionOwner {
       this.counters.dropConnectionLimit++;
       return;
     }
-    const ip = readAddrSlotHost(addrs, i);
-    const perIp = this.perPeerIp.get(ip) ?? 0;
-    if (perIp >= this.maxPerPeerIp) {
-      this.counters.dropPeerIpLimit++;
-      return;
-    }
     const tokens = this.tokens!;
-    const token = hdr.token;
+    const dcid = buf.subarray(hdr.dcidOff, hdr.dcidOff + hdr.dcidLen);
     let odcid: Uint8Array | null = null;
     let scid: Uint8Array;
-    if (token !== undefined && token.length > 0) {
+    if (hdr.tokenLen > 0) {
       // We never send NEW_TOKEN, so any token is ours from a Retry (RFC 9000 §8.1.3).
-      odcid = tokens.validate(token, hdr.dcid, addrs, i);
-      if (odcid === null || hdr.dcid.length !== CID_BYTES) {
+      odcid = tokens.validate(buf.subarray(hdr.tokenOff, hdr.tokenOff + hdr.tokenLen), dcid, addrs, i);
+      if (odcid === null || hdr.dcidLen !== CID_BYTES) {
         this.counters.dropBadToken++;
         return;
       }
-      scid = Uint8Array.from(hdr.dcid);
+      scid = Uint8Array.from(dcid);
       if (this.conns.has(cidKey(scid, 0))) {
         this.counters.dropBadToken++; // replay of a token for a live connection
         return;
       }
-    } else if (this.retryMode === 'on' || (this.retryMode === 'auto' && this.handshaking >= this.retryAuto)) {
+      odcid = Uint8Array.from(odcid); // the token is a view into the receive batch
+    } else if (this.retryMode === 'on' || (this.retryMode === 'auto' && (this.handshaking >= this.retryAuto || this.recentNewHandshakes() >= this.retryAutoRate))) {
       // RFC 9000 §8.1.2: stateless Retry with an address-bound token.
+      if (!this.takeStatelessToken()) return;
       const retryScid = this.freshCid(true);
-      const tok = tokens.mint(hdr.dcid, retryScid, addrs, i);
-      const n = engine.retry(hdr.scid, hdr.dcid, retryScid, tok, hdr.version, this.rawOut);
+      const tok = tokens.mint(dcid, retryScid, addrs, i);
+      const n = writeRetry(buf, hdr, retryScid, tok, this.rawOut, this.retryScratch);
+      if (n < 0) {
+        this.counters.dropMalformed++;
+        return;
+      }
       this.sendRaw(this.rawOut, n, addrs, i);
       this.counters.retriesSent++;
       return;
     } else {
       scid = this.freshCid(true);
+    }
+    // After the stateless answers: a Retry creates no state, so it needs no per-IP count (nor its string key).
+    const ip = readAddrSlotHost(addrs, i);
+    const perIp = this.perPeerIp.get(ip) ?? 0;
+    if (perIp >= this.maxPerPeerIp) {
+      this.counters.dropPeerIpLimit++;
+      return;
     }
     if (this.acceptsLeft <= 0 || this.handshaking >= this.maxHandshakes) {
       this.deferInitial(buf, off, len, addrs, i);
@@ -809,12 +865,43 @@ export class QuicEndpoint implements ConnectionOwner {
     this.perPeerIp.set(ip, perIp + 1);
     this.conns.set(c.scidKey, c);
     if (odcid === null) {
-      c.odcidKey = buf.toString('latin1', off + 6, off + 6 + hdr.dcid.length);
+      c.odcidKey = buf.toString('latin1', hdr.dcidOff, hdr.dcidOff + hdr.dcidLen);
       this.byOdcid.set(c.odcidKey, c);
+      this.newInWindow++;
     }
     this.handshaking++;
     this.counters.connectionsAccepted++;
     this.deliver(c, buf, off, len, addrs, i);
+  }
+
+  /**
+   * Unvalidated handshakes started in the last second, estimated from two
+   * fixed windows (the previous one weighted by how much of it still lies
+   * within the last second).
+   */
+  private recentNewHandshakes(): number {
+    const now = performance.now();
+    const age = now - this.newWindowStart;
+    if (age >= 1000) {
+      this.newInPrevWindow = age >= 2000 ? 0 : this.newInWindow;
+      this.newInWindow = 0;
+      this.newWindowStart = age >= 2000 ? now : this.newWindowStart + 1000;
+    }
+    const into = (now - this.newWindowStart) / 1000;
+    return this.newInWindow + this.newInPrevWindow * (1 - into);
+  }
+
+  /** One token of the Retry/Version Negotiation bucket; false (and counted) when it is empty. */
+  private takeStatelessToken(): boolean {
+    const now = performance.now();
+    this.retryTokensLeft = Math.min(this.retryRate, this.retryTokensLeft + ((now - this.retryRefillAt) * this.retryRate) / 1000);
+    this.retryRefillAt = now;
+    if (this.retryTokensLeft < 1) {
+      this.counters.dropStatelessRateLimit++;
+      return false;
+    }
+    this.retryTokensLeft--;
+    return true;
   }
 
   /** Queues a client Initial the endpoint cannot start a handshake for this turn (counted either way). */
@@ -950,7 +1037,14 @@ export class QuicEndpoint implements ConnectionOwner {
     const lb = server ? this.quicLb : null;
     do {
       if (lb !== null) encodeQuicLbCid(cid, lb);
-      else randomFillSync(cid);
+      else {
+        if (this.cidRandomOff === this.cidRandom.length) {
+          randomFillSync(this.cidRandom);
+          this.cidRandomOff = 0;
+        }
+        cid.set(this.cidRandom.subarray(this.cidRandomOff, this.cidRandomOff + CID_BYTES));
+        this.cidRandomOff += CID_BYTES;
+      }
     } while (this.conns.has(cidKey(cid, 0)));
     return cid;
   }

@@ -122,26 +122,12 @@ export interface EngineConnection {
   free(): void;
 }
 
-/** Parsed long or short header (`Header.fromSlice`). */
-export interface EngineHeader {
-  ty: number;
-  version: number;
-  dcid: Uint8Array;
-  scid: Uint8Array;
-  token?: Uint8Array;
-}
-
 /** The engine's module object. */
 export interface QuicEngine {
   MAX_CONN_ID_LEN: number;
   MIN_CLIENT_INITIAL_LEN: number;
-  PROTOCOL_VERSION: number;
-  Type: { Initial: number; Retry: number; Handshake: number; ZeroRTT: number; VersionNegotiation: number; Short: number };
   Shutdown: { Read: number; Write: number };
   CRYPTO_ERROR_START: number;
-  negotiateVersion(scid: Uint8Array, dcid: Uint8Array, out: Uint8Array): number;
-  retry(scid: Uint8Array, dcid: Uint8Array, newScid: Uint8Array, token: Uint8Array, version: number, out: Uint8Array): number;
-  versionIsSupported(version: number): boolean;
   Config: {
     /**
      * A config with its TLS credentials (PEM): `ca` verifies the peer when
@@ -166,7 +152,6 @@ export interface QuicEngine {
       config: EngineConfig,
     ): EngineConnection;
   };
-  Header: { fromSlice(data: Uint8Array, dcidLen: number): EngineHeader };
 }
 
 /** The engine (the addon is loaded on first use). */

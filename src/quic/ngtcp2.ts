@@ -12,7 +12,6 @@ import type {
   EngineConfig,
   EngineConnection,
   EngineConnectionError,
-  EngineHeader,
   EngineHostPort,
   EnginePathStats,
   EngineRecvInfo,
@@ -59,9 +58,6 @@ interface QuicNative {
   quicSetSession(c: NativeConn, data: Uint8Array): void;
   quicSetKeylog(c: NativeConn, path: string): void;
   quicFree(c: NativeConn): void;
-  quicHeader(data: Uint8Array, dcidLen: number): EngineHeader;
-  quicNegotiateVersion(scid: Uint8Array, dcid: Uint8Array, out: Uint8Array): number;
-  quicRetry(scid: Uint8Array, dcid: Uint8Array, newScid: Uint8Array, token: Uint8Array, version: number, out: Uint8Array): number;
 }
 
 /** Field numbers of quicConfigSet (enum CF_* in quic-napi.c). */
@@ -74,8 +70,6 @@ const F = {
 const CC: Record<string, number> = { reno: 0, cubic: 1, bbr: 2, bbr2: 3 };
 /** Stream call results (QE_S_* in quic-engine.h). */
 const S_OK = 0, S_DONE = -1, S_RESET = -2, S_STOPPED = -3, S_LIMIT = -4;
-/** RFC 9000 §15: the one version we speak. */
-const QUIC_V1 = 1;
 
 let native: QuicNative | null = null;
 function n(): QuicNative {
@@ -270,19 +264,13 @@ export class Ngtcp2Connection implements EngineConnection {
 }
 
 const SHUTDOWN_READ = 0;
-const TYPE = { Initial: 0, ZeroRTT: 1, Handshake: 2, Retry: 3, VersionNegotiation: 4, Short: 5 } as const;
 
 /** The engine object. Loads the addon on first use. */
 export const ngtcp2Engine: QuicEngine = {
   MAX_CONN_ID_LEN: 20,
   MIN_CLIENT_INITIAL_LEN: 1200,
-  PROTOCOL_VERSION: QUIC_V1,
-  Type: TYPE,
   Shutdown: { Read: SHUTDOWN_READ, Write: 1 },
   CRYPTO_ERROR_START: 0x100,
-  negotiateVersion: (scid, dcid, out) => n().quicNegotiateVersion(scid, dcid, out),
-  retry: (scid, dcid, newScid, token, version, out) => n().quicRetry(scid, dcid, newScid, token, version, out),
-  versionIsSupported: (version) => version === QUIC_V1,
   Config: {
     withTls: (verifyPeer, ca, key, cert) => new Ngtcp2Config(verifyPeer, ca, key, cert),
   },
@@ -296,5 +284,4 @@ export const ngtcp2Engine: QuicEngine = {
       return new Ngtcp2Connection(h, local, remote);
     },
   },
-  Header: { fromSlice: (data, dcidLen) => n().quicHeader(data, dcidLen) },
 };

@@ -13,6 +13,7 @@ import { TapInterface } from './capture-tap.js';
 import { FlowRecordTelemetry } from './flow-record-adapter.js';
 import type { LiveFlowsDocument } from './live-flows.js';
 import { Telemetry } from './telemetry.js';
+import type { FlowRecord } from '../inspect/flow-record.js';
 import { Direction, FlowTracker } from '../inspect/flow-tracker.js';
 import { craftTcp } from '../packet/craft.js';
 import { TCP_FLAG } from '../packet/ip-packet.js';
@@ -94,12 +95,24 @@ describe('telemetry: admin /flows (mtun top)', () => {
     expect(await bad.text()).toContain('flows: sort: expected one of rate, bytes, rtt, age');
   });
 
-  it('passes through fields a newer inspector adds (rtt split, quic) without needing them', async () => {
+  it("carries the inspector's fields of a flow: RTT per direction, the one-end split, QUIC version and SNI", async () => {
     const { t, s } = await daemon();
-    const h = t.onFlowOpen({ protocol: 17, srcAddr: '10.1.0.5', srcPort: 5000, dstAddr: '10.2.0.10', dstPort: 443, peerIdentity: ID, direction: 'outbound', firstSeenMs: Date.now() });
-    h.detail = { sni: null, rtt: { client: { minMs: 1, srttMs: 2, maxMs: 3 }, server: { srttMs: 5 } }, quic: { version: 1, sni: 'quic.example', alpn: 'h3' } };
-    const doc = (await (await fetch(`${s.url}/flows`)).json()) as LiveFlowsDocument;
-    expect(doc.flows[0]).toMatchObject({ sni: 'quic.example', alpn: 'h3', rtt: { client: { srttMs: 2 } }, quic: { version: 1 } });
+    const h = t.onFlowOpen({ protocol: 6, srcAddr: '10.1.0.5', srcPort: 5000, dstAddr: '10.2.0.10', dstPort: 443, peerIdentity: ID, direction: 'outbound', firstSeenMs: Date.now() });
+    const q = t.onFlowOpen({ protocol: 17, srcAddr: '10.1.0.5', srcPort: 5001, dstAddr: '10.2.0.10', dstPort: 443, peerIdentity: ID, direction: 'outbound', firstSeenMs: Date.now() });
+    const none = { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 };
+    const rec: FlowRecord = {
+      proto: 'tcp', src: '10.1.0.5', srcPort: 5000, dst: '10.2.0.10', dstPort: 443, opened: true, midstream: false, closeReason: 'open',
+      bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0, retransmits: 0, handshakeRttMs: 3, sni: 'web.example', alpn: 'h2',
+      httpRequests: 0, firstSeen: '', lastSeen: '', flowId: 'ab', rttToClient: { minMs: 1, smoothedMs: 2, maxMs: 3, samples: 4 },
+      rttToServer: { minMs: 4, smoothedMs: 5, maxMs: 6, samples: 4 }, quicVersion: null, quicHandshakeRttMs: null, httpStatus: none, httpFirstByteMs: null,
+    };
+    h.detail = rec;
+    q.detail = { ...rec, proto: 'udp', srcPort: 5001, sni: 'quic.example', alpn: 'h3', rttToClient: null, rttToServer: null, quicVersion: 'v1', quicHandshakeRttMs: 7 };
+    const doc = (await (await fetch(`${s.url}/flows?sort=age`)).json()) as LiveFlowsDocument;
+    const byPort = (port: number) => doc.flows.find((f) => f.srcPort === port)!;
+    expect(byPort(5000)).toMatchObject({ sni: 'web.example', alpn: 'h2', rttToClient: { smoothedMs: 2 }, rttToServer: { smoothedMs: 5 }, rttTunnel: null,
+      rtt: { client: 2, tunnel: null, server: null }, httpStatus: null });
+    expect(byPort(5001)).toMatchObject({ sni: 'quic.example', alpn: 'h3', quicVersion: 'v1', quicHandshakeRttMs: 7, rtt: null });
   });
 });
 

@@ -7,6 +7,7 @@ import pino, { type DestinationStream, type Logger } from 'pino';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo, type RttSummary } from './flow-types.js';
 import type { Reporter } from './metrics.js';
 import { formatHostPort } from '../packet/ip-address.js';
+import { splitRttAtOneEnd, type SegmentRtt } from '../inspect/rtt-split.js';
 
 /** Protocol name for logs: tcp, udp, icmp, ipv6-icmp, or the number as text. */
 export function protocolName(p: number): string {
@@ -111,6 +112,8 @@ export class FlowLog {
       alpn: c.alpn,
       rtt_to_client: rttFields(c.rttToClient),
       rtt_to_server: rttFields(c.rttToServer),
+      rtt_tunnel: rttFields(c.tunnelRtt),
+      rtt_split: splitFields(f, c),
       quic_version: c.quicVersion,
       quic_handshake_rtt_ms: c.quicHandshakeRttMs,
       http_status: c.httpStatusClasses === undefined ? undefined : {
@@ -172,6 +175,21 @@ export class FlowLog {
 
 function rttFields(r: RttSummary | undefined): Record<string, number> | undefined {
   return r === undefined ? undefined : { min_ms: r.minMs, smoothed_ms: r.smoothedMs, max_ms: r.maxMs, samples: r.samples };
+}
+
+function segFields(s: SegmentRtt | null): Record<string, number> | null {
+  return s === null ? null : { min_ms: round3(s.minMs), smoothed_ms: round3(s.smoothedMs), max_ms: round3(s.maxMs) };
+}
+
+/** This end's client / tunnel / server split (src/inspect/rtt-split.ts), when it has its own segment and the tunnel's RTT. */
+function splitFields(f: FlowOpenInfo, c: FlowCloseInfo): Record<string, unknown> | undefined {
+  if (c.tunnelRtt === undefined || (c.rttToClient === undefined && c.rttToServer === undefined)) return undefined;
+  const s = splitRttAtOneEnd(c.rttToClient ?? null, c.rttToServer ?? null, c.tunnelRtt, f.direction === 'outbound');
+  return { client: segFields(s.client), tunnel: segFields(s.tunnel), server: segFields(s.server) };
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
 }
 
 function common(f: FlowOpenInfo, w: FlowWorkloads): Record<string, unknown> {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { liveFlowFixture as flow } from './live-flow-fixtures.js';
-import { matchesFlowFilter as matchesFilter, parseFlowFilter as parseTopFilter, parseFlowsQuery, rttSplit, sortFlows, type SortKey } from './flow-query.js';
+import { matchesFlowFilter as matchesFilter, parseFlowFilter as parseTopFilter, parseFlowsQuery, sortFlows, type SortKey } from './flow-query.js';
 
 describe('telemetry: live flow queries (filter, sort)', () => {
   it('parses filters: prefix or address, port, identity; bad ones are sentences', () => {
@@ -33,14 +33,17 @@ describe('telemetry: live flow queries (filter, sort)', () => {
     const a = flow({ srcPort: 1, receivedBytesPerSec: 10, receivedBytes: 9000, handshakeRttMs: 5, ageMs: 9000 });
     const b = flow({ srcPort: 2, receivedBytesPerSec: 500, receivedBytes: 1000, handshakeRttMs: 50, ageMs: 100 });
     const c = flow({ srcPort: 3, receivedBytesPerSec: 0, receivedBytes: 99999, state: 'closed', closeReason: 'rst', ageMs: 99999 });
-    const d = flow({ srcPort: 4, receivedBytes: 10, rtt: { client: { srttMs: 20 }, tunnel: 30, server: { minMs: 1, srttMs: 40 } }, ageMs: 10 });
-    const order = (k: SortKey) => sortFlows([a, b, c, d], k).map((f) => f.srcPort);
-    expect(order('rate')).toEqual([2, 1, 4, 3]);
-    expect(order('bytes')).toEqual([1, 2, 4, 3]);
-    expect(order('rtt')).toEqual([4, 2, 1, 3]);
-    expect(order('age')).toEqual([1, 2, 4, 3]);
-    expect(rttSplit(d)).toEqual({ client: 20, tunnel: 30, server: 40 });
-    expect(rttSplit(a)).toBeNull();
+    // Outbound, with RTT samples: its whole round trip is its client segment (20) + beyond the tunnel (70) = 90.
+    const d = flow({ srcPort: 4, receivedBytes: 10, ageMs: 10, rttToClient: { minMs: 19, smoothedMs: 20, maxMs: 21, samples: 5 },
+      rttToServer: { minMs: 60, smoothedMs: 70, maxMs: 80, samples: 5 }, rtt: { client: 20, tunnel: 30, server: 40 } });
+    // Inbound (this end on the server's side), no tunnel RTT: server segment 10 + beyond 30 = 40, below b's handshake 50.
+    const e = flow({ srcPort: 5, receivedBytes: 5, ageMs: 5, direction: 'inbound', rttToClient: { minMs: 30, smoothedMs: 30, maxMs: 30, samples: 1 },
+      rttToServer: { minMs: 10, smoothedMs: 10, maxMs: 10, samples: 1 }, rtt: { client: null, tunnel: null, server: 10 } });
+    const order = (k: SortKey) => sortFlows([a, b, c, d, e], k).map((f) => f.srcPort);
+    expect(order('rate')).toEqual([2, 1, 4, 5, 3]);
+    expect(order('bytes')).toEqual([1, 2, 4, 5, 3]);
+    expect(order('rtt')).toEqual([4, 2, 5, 1, 3]);
+    expect(order('age')).toEqual([1, 2, 4, 5, 3]);
   });
 
 

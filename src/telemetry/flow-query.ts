@@ -59,30 +59,19 @@ export function matchesFlowFilter(flt: FlowFilter | null, f: LiveFlow): boolean 
   }
 }
 
-/** Milliseconds of one RTT segment as the inspector reports it: a number, or an object with a smoothed (else min) value. */
-export function segmentMs(v: unknown): number | null {
-  if (typeof v === 'number' && Number.isFinite(v)) return v;
-  if (typeof v !== 'object' || v === null) return null;
-  const o = v as Record<string, unknown>;
-  for (const k of ['srttMs', 'smoothedMs', 'srtt', 'smoothed', 'avgMs', 'ms', 'minMs', 'min']) {
-    if (typeof o[k] === 'number' && Number.isFinite(o[k])) return o[k] as number;
-  }
-  return null;
-}
-
-/** The latency split of a flow (client / tunnel / server segments), when the daemon reports one. */
-export function rttSplit(f: LiveFlow): { client: number | null; tunnel: number | null; server: number | null } | null {
-  if (typeof f.rtt !== 'object' || f.rtt === null) return null;
-  const r = f.rtt as Record<string, unknown>;
-  const s = { client: segmentMs(r.client), tunnel: segmentMs(r.tunnel), server: segmentMs(r.server) };
-  return s.client === null && s.tunnel === null && s.server === null ? null : s;
-}
-
-/** One number to sort by RTT: the handshake RTT, else the sum of the reported segments. */
+/**
+ * One number to sort by RTT: the flow's whole round trip (client + tunnel +
+ * server segments as this end sees them: its own segment plus beyond the
+ * tunnel), else the handshake RTT (TCP, or QUIC inside the tunnel), else -1.
+ */
 function rttKey(f: LiveFlow): number {
-  if (f.handshakeRttMs !== null) return f.handshakeRttMs;
-  const s = rttSplit(f);
-  return s === null ? -1 : (s.client ?? 0) + (s.tunnel ?? 0) + (s.server ?? 0);
+  const s = f.rtt;
+  if (s !== null && (s.client !== null || s.server !== null)) {
+    const beyond = f.direction === 'outbound' ? f.rttToServer : f.rttToClient;
+    const local = f.direction === 'outbound' ? s.client : s.server;
+    return (local ?? 0) + (beyond?.smoothedMs ?? 0);
+  }
+  return f.handshakeRttMs ?? f.quicHandshakeRttMs ?? -1;
 }
 
 /** Current rate of a flow, both directions, bytes per second. */

@@ -106,6 +106,7 @@ export class FlowRecordTelemetry {
 
   private progress(h: FlowHandle, r: FlowRecord, nowMs: number): void {
     h.detail = r;
+    this.telemetry.sampleTunnelRtt(h);
     if (r.handshakeRttMs !== null) this.telemetry.onHandshake(h, r.handshakeRttMs);
     this.telemetry.onFlowTotals(h, {
       sentBytes: r.bytesSent,

@@ -82,6 +82,12 @@ export interface FlowCloseInfo extends FlowTotals {
   readonly rttToClient?: RttSummary;
   /** TCP: RTT this end ↔ responder. */
   readonly rttToServer?: RttSummary;
+  /**
+   * The tunnel segment: smoothed RTT of the QUIC connection that carried the
+   * flow, sampled once a second while it moved and at its close. Telemetry
+   * fills it from the flow's handle when the caller leaves it out.
+   */
+  readonly tunnelRtt?: RttSummary;
   /** QUIC flows: version of the client's Initial ("v1", "v2", hex). */
   readonly quicVersion?: string;
   /** QUIC: first client Initial → first server Handshake packet, ms. */

@@ -7,7 +7,7 @@ export type { DaemonStatus, StatusFlow, StatusSession } from './status.js';
 export { FlowHandle, Telemetry, type TelemetryOptions } from './telemetry.js';
 export { UNKNOWN_WORKLOAD, WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
 export { directionByLocalPrefixes, FlowRecordTelemetry, type FlowRecordTelemetryOptions } from './flow-record-adapter.js';
-export { ICMP_TYPE_UNCLASSIFIED, TunnelCounterSync } from './tunnel-counter-sync.js';
+export { ICMP_TYPE_UNCLASSIFIED, TunnelCounterSync, type TunnelRttProbe } from './tunnel-counter-sync.js';
 export { CaptureTap, TapInterface, tapInterfaceNames, type CaptureFilter, type CaptureProtocol, type CaptureRingSize } from './capture-tap.js';
 export type { CaptureConfig } from './capture-endpoint.js';
 export type { LiveFlow, LiveFlowsDocument } from './live-flows.js';

@@ -1,7 +1,7 @@
 /**
  * Metric families for what passive inspection learns about a flow beyond its
- * counters: RTT per segment (client, server, and tunnel + far side as one
- * end sees it), QUIC handshakes inside the tunnel, HTTP/1 responses. Observed
+ * counters: RTT per segment (client, server, tunnel, and tunnel + far side
+ * as one end sees it), QUIC handshakes inside the tunnel, HTTP/1 responses. Observed
  * once per flow, at its close, with the flow's label set (reporter,
  * workloads, peer identity); children are resolved once per label-set slot.
  */
@@ -18,9 +18,20 @@ export const SEGMENT_RTT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.00
  * end on the responder's side. `beyond_tunnel`: this end → through the tunnel
  * to the far host and back (tunnel + far segment); the tunnel alone is the
  * difference between this and the other end's local segment (docs/telemetry.md).
+ * `tunnel`: the smoothed RTT of the QUIC connection that carried the flow,
+ * sampled while the flow moved, at both ends.
  */
-export const Segment = { CLIENT: 0, SERVER: 1, BEYOND_TUNNEL: 2 } as const;
-const SEGMENT_NAMES = ['client', 'server', 'beyond_tunnel'] as const;
+export const Segment = { CLIENT: 0, SERVER: 1, BEYOND_TUNNEL: 2, TUNNEL: 3 } as const;
+const SEGMENT_NAMES = ['client', 'server', 'beyond_tunnel', 'tunnel'] as const;
+
+function segmentHelp(seg: (typeof SEGMENT_NAMES)[number]): string {
+  const stat = '(stat: min, smoothed, max of its samples)';
+  switch (seg) {
+    case 'beyond_tunnel': return `TCP RTT from this end through the tunnel to the far host and back, per flow ${stat}.`;
+    case 'tunnel': return `Smoothed RTT of the QUIC connection that carried the TCP flow (agent <-> gateway), sampled once a second while the flow moved, per flow ${stat}.`;
+    default: return `TCP RTT of the ${seg} segment (this end <-> the ${seg === 'client' ? 'initiator' : 'responder'}), per flow, at the end on the ${seg}'s side ${stat}.`;
+  }
+}
 /** Which statistic of a flow's samples an observation is (label `stat`). */
 const STATS = ['min', 'smoothed', 'max'] as const;
 
@@ -43,9 +54,7 @@ export class InspectMetrics {
     const flowLabels = ['reporter', 'source_workload', 'destination_workload', 'peer_identity'];
     this.rtt = SEGMENT_NAMES.map((seg) => new Histogram({
       name: `mtun_tcp_${seg}_rtt_seconds`,
-      help: seg === 'beyond_tunnel'
-        ? 'TCP RTT from this end through the tunnel to the far host and back, per flow (stat: min, smoothed, max of its samples).'
-        : `TCP RTT of the ${seg} segment (this end <-> the ${seg === 'client' ? 'initiator' : 'responder'}), per flow, at the end on the ${seg}'s side (stat: min, smoothed, max of its samples).`,
+      help: segmentHelp(seg),
       labelNames: [...flowLabels, 'stat'], buckets: SEGMENT_RTT_BUCKETS, registers: reg,
     }));
     this.quicHandshake = new Histogram({
@@ -102,12 +111,12 @@ export class InspectMetrics {
 
   /** One QUIC handshake's RTT, ms. */
   observeQuicHandshake(slot: number, ms: number): void {
-    this.child(slot, 9, () => this.quicHandshake, null).observe(ms / 1000);
+    this.child(slot, 12, () => this.quicHandshake, null).observe(ms / 1000);
   }
 
   /** One HTTP/1 connection's request → first response byte time, ms. */
   observeFirstByte(slot: number, ms: number): void {
-    this.child(slot, 10, () => this.firstByte, null).observe(ms / 1000);
+    this.child(slot, 13, () => this.firstByte, null).observe(ms / 1000);
   }
 
   /** HTTP/1 responses of one flow by class (index 0 = 1xx … 4 = 5xx). */

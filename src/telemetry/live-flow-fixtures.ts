@@ -12,6 +12,7 @@ export function liveFlowFixture(p: Partial<LiveFlow> & { srcPort: number }): Liv
     key: `tcp ${src}:${p.srcPort}>${dst}:80`, state: 'open', protocol: 'tcp', src: `${src}:${p.srcPort}`, dst: `${dst}:${p.dstPort ?? 80}`,
     srcAddr: src, dstAddr: dst, dstPort: 80, direction: 'outbound', peerIdentity: 'spiffe://cluster.local/agent/cluster-a',
     sni: null, alpn: null, handshakeRttMs: null, sentBytes: 0, receivedBytes: 0, sentBytesPerSec: 0, receivedBytesPerSec: 0,
-    ageMs: 1000, idleMs: 0, closeReason: null, ...p,
+    ageMs: 1000, idleMs: 0, closeReason: null, rttToClient: null, rttToServer: null, rttTunnel: null, rtt: null,
+    quicVersion: null, quicHandshakeRttMs: null, httpStatus: null, httpFirstByteMs: null, ...p,
   };
 }

@@ -4,6 +4,9 @@
  * tap's state. Built per request, off the data path.
  */
 import { formatHostPort } from '../packet/ip-address.js';
+import type { HttpStatusClasses } from '../inspect/flow-record.js';
+import { splitRttAtOneEnd, type SegmentRtt } from '../inspect/rtt-split.js';
+import type { RttSummary } from './flow-types.js';
 import { protocolName, flowJoinKey } from './flow-log.js';
 import type { FlowHandle, Telemetry } from './telemetry.js';
 import { DEFAULT_FLOWS_LIMIT, matchesFlowFilter, sortFlows, type FlowsQuery } from './flow-query.js';
@@ -41,12 +44,28 @@ export interface LiveFlow {
   readonly idleMs: number;
   /** Why it closed (`fin`, `rst`, `idle_timeout`…), null while open. */
   readonly closeReason: string | null;
-  /** Passed through from the inspector when present (latency split per segment, e.g. `rtt.client`). */
-  readonly rtt?: unknown;
-  /** Passed through from the inspector when present (QUIC Initial: version, sni, alpn). */
-  readonly quic?: unknown;
-  /** Passed through from the inspector when present (HTTP/1 responses). */
-  readonly http?: unknown;
+  /**
+   * TCP, from the inspector's samples so far (ms): this end → initiator →
+   * this end, and this end → responder → this end (see docs/telemetry.md,
+   * "Latency split"); null without a sample.
+   */
+  readonly rttToClient: RttSummary | null;
+  readonly rttToServer: RttSummary | null;
+  /** The tunnel segment: the carrying QUIC connection's smoothed RTT, sampled while the flow moved; null over HTTP/2 or before a sample. */
+  readonly rttTunnel: RttSummary | null;
+  /**
+   * Smoothed ms of the client, tunnel and server segments as this end alone
+   * sees them (src/inspect/rtt-split.ts splitRttAtOneEnd: its own segment
+   * measured, the far one = beyond the tunnel − tunnel); null entries are
+   * unknown, and the whole is null for a flow without TCP RTT samples.
+   */
+  readonly rtt: { readonly client: number | null; readonly tunnel: number | null; readonly server: number | null } | null;
+  /** QUIC flows: version of the client's Initial, and first Initial → first server Handshake packet, ms. */
+  readonly quicVersion: string | null;
+  readonly quicHandshakeRttMs: number | null;
+  /** HTTP/1: responses by status class so far, and first request byte → first response byte, ms; null when not HTTP/1. */
+  readonly httpStatus: Readonly<HttpStatusClasses> | null;
+  readonly httpFirstByteMs: number | null;
 }
 
 /** The whole `/flows` document. */
@@ -64,6 +83,8 @@ export interface LiveFlowsDocument {
     readonly sentBytesPerSec: number;
     readonly receivedBytesPerSec: number;
     readonly tunnel: ReturnType<Telemetry['metrics']['tunnelTotals']>;
+    /** Smoothed RTT of each peer's QUIC tunnel connection now, ms, by peer identity (peers over HTTP/2 are absent). */
+    readonly tunnelRttMs: Readonly<Record<string, number>>;
   };
   /** Packets dropped since start, by reason. */
   readonly drops: Readonly<Record<string, number>>;
@@ -82,12 +103,12 @@ export function liveFlowsDocument(t: Telemetry, nowMs: number, query: FlowsQuery
   let sentRate = 0;
   let receivedRate = 0;
   for (const h of t.openFlows()) {
-    const f = liveFlow(h, nowMs, null, undefined);
+    const f = liveFlow(t, h, nowMs, null, undefined);
     sentRate += f.sentBytesPerSec;
     receivedRate += f.receivedBytesPerSec;
     flows.push(f);
   }
-  for (const c of t.recentlyClosed()) flows.push(liveFlow(c.handle, nowMs, c.reason, c.sni));
+  for (const c of t.recentlyClosed()) flows.push(liveFlow(t, c.handle, nowMs, c.reason, c.sni));
   const tap = t.capture;
   const matched = sortFlows(query.filter === null ? flows : flows.filter((f) => matchesFlowFilter(query.filter, f)), query.sort);
   return {
@@ -96,18 +117,20 @@ export function liveFlowsDocument(t: Telemetry, nowMs: number, query: FlowsQuery
     flows: matched.slice(0, query.limit),
     matchedFlows: matched.length,
     totalFlows: flows.length,
-    totals: { openFlows: t.openFlowCount, sentBytesPerSec: sentRate, receivedBytesPerSec: receivedRate, tunnel: t.metrics.tunnelTotals() },
+    totals: { openFlows: t.openFlowCount, sentBytesPerSec: sentRate, receivedBytesPerSec: receivedRate, tunnel: t.metrics.tunnelTotals(), tunnelRttMs: t.metrics.tunnelRtts() },
     drops: t.metrics.dropsByReason(),
     capture: { active: tap.active, queuedPackets: tap.queuedPackets, droppedPackets: tap.dropped[0]! + tap.dropped[1]! },
   };
 }
 
-function liveFlow(h: FlowHandle, nowMs: number, closeReason: string | null, closeSni: string | undefined): LiveFlow {
+function liveFlow(t: Telemetry, h: FlowHandle, nowMs: number, closeReason: string | null, closeSni: string | undefined): LiveFlow {
   const i = h.info;
-  const d = (h.detail ?? {}) as Record<string, unknown>;
-  const quic = isObject(d.quic) ? d.quic : undefined;
+  const d = h.detail;
   const moving = closeReason === null && nowMs - h.lastSeenMs < IDLE_RATE_MS;
-  const f: LiveFlow = {
+  const rttToClient = d?.rttToClient ?? null;
+  const rttToServer = d?.rttToServer ?? null;
+  const rttTunnel = t.tunnelRttOf(h) ?? null;
+  return {
     key: flowJoinKey(i),
     state: closeReason === null ? 'open' : 'closed',
     protocol: protocolName(i.protocol),
@@ -119,8 +142,8 @@ function liveFlow(h: FlowHandle, nowMs: number, closeReason: string | null, clos
     dstPort: i.dstPort,
     direction: i.direction,
     peerIdentity: i.peerIdentity,
-    sni: closeSni ?? str(d.sni) ?? str(quic?.sni),
-    alpn: str(d.alpn) ?? str(quic?.alpn),
+    sni: closeSni ?? str(d?.sni),
+    alpn: str(d?.alpn),
     handshakeRttMs: h.handshakeRttMs ?? null,
     sentBytes: h.counted.sentBytes,
     receivedBytes: h.counted.receivedBytes,
@@ -129,16 +152,22 @@ function liveFlow(h: FlowHandle, nowMs: number, closeReason: string | null, clos
     ageMs: Math.max(0, (closeReason === null ? nowMs : h.lastSeenMs) - i.firstSeenMs),
     idleMs: Math.max(0, nowMs - h.lastSeenMs),
     closeReason,
+    rttToClient,
+    rttToServer,
+    rttTunnel,
+    rtt: smoothedSplit(rttToClient, rttToServer, rttTunnel, i.direction === 'outbound'),
+    quicVersion: d?.quicVersion ?? null,
+    quicHandshakeRttMs: d?.quicHandshakeRttMs ?? null,
+    httpStatus: d !== null && d.httpRequests > 0 ? d.httpStatus : null,
+    httpFirstByteMs: d?.httpFirstByteMs ?? null,
   };
-  const extra: { rtt?: unknown; quic?: unknown; http?: unknown } = {};
-  if (d.rtt !== undefined && d.rtt !== null) extra.rtt = d.rtt;
-  if (quic !== undefined) extra.quic = quic;
-  if (d.http !== undefined && d.http !== null) extra.http = d.http;
-  return { ...f, ...extra };
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null;
+function smoothedSplit(toClient: RttSummary | null, toServer: RttSummary | null, tunnel: RttSummary | null, clientSide: boolean): LiveFlow['rtt'] {
+  if (toClient === null && toServer === null) return null;
+  const s = splitRttAtOneEnd(toClient, toServer, tunnel, clientSide);
+  const ms = (x: SegmentRtt | null): number | null => (x === null ? null : Math.round(x.smoothedMs * 1000) / 1000);
+  return { client: ms(s.client), tunnel: ms(s.tunnel), server: ms(s.server) };
 }
 
 function str(v: unknown): string | null {

@@ -52,7 +52,9 @@ const T_DGRAM_SENT = 2;
 const T_DGRAM_RECV = 3;
 const T_BYTES_SENT = 4;
 const T_BYTES_RECV = 5;
-const NT = 6;
+/** QUIC smoothed RTT of the identity's tunnel connection, ms; NaN when unknown (no session, or HTTP/2). */
+const T_RTT_MS = 6;
+const NT = 7;
 
 type Labels = Record<string, string>;
 
@@ -95,6 +97,7 @@ export class MeshMetrics {
     this.identities = new LabelRegistry(maxIds);
     this.maxLabelSets = opts.maxLabelSets ?? 4096;
     this.tunnel = new Float64Array(NT * maxIds);
+    for (let i = 0; i < maxIds; i++) this.tunnel[i * NT + T_RTT_MS] = NaN;
     const reg = [this.registry];
     const flowLabels = ['reporter', 'source_workload', 'destination_workload', 'peer_identity'];
 
@@ -164,6 +167,18 @@ export class MeshMetrics {
     tunnelMetric('counter', 'mtun_tunnel_received_datagrams_total', 'HTTP Datagrams received from the tunnel.', T_DGRAM_RECV);
     tunnelMetric('counter', 'mtun_tunnel_sent_bytes_total', 'Payload bytes (IP packets or UDP payloads) sent into the tunnel.', T_BYTES_SENT);
     tunnelMetric('counter', 'mtun_tunnel_received_bytes_total', 'Payload bytes received from the tunnel.', T_BYTES_RECV);
+    const tunnelRtt: Gauge<string> = new Gauge({
+      name: 'mtun_tunnel_rtt_seconds',
+      help: "Smoothed RTT of the QUIC connection carrying the peer's tunnel (the underlay between agent and gateway, RFC 9002 §5.3), sampled once a second; absent over HTTP/2.",
+      labelNames: tunnelLabels, registers: reg,
+      collect: () => {
+        tunnelRtt.reset();
+        for (let i = 0; i < this.identities.size; i++) {
+          const v = this.tunnel[i * NT + T_RTT_MS]!;
+          if (!Number.isNaN(v)) tunnelRtt.set({ reporter: this.reporter, peer_identity: this.identities.values[i]! }, v / 1000);
+        }
+      },
+    });
 
     const reasonCounter = (name: string, help: string, label: string, names: LabelRegistry, values: Float64Array): void => {
       const m: Counter<string> = new Counter({
@@ -290,9 +305,25 @@ export class MeshMetrics {
     this.tunnel[id * NT + T_OPENED]! += 1;
   }
 
-  /** A tunnel session for identity id `id` closed. */
+  /** A tunnel session for identity id `id` closed; its tunnel RTT is forgotten once none is left. */
   sessionClosed(id: number): void {
     if (this.tunnel[id * NT + T_SESSIONS]! > 0) this.tunnel[id * NT + T_SESSIONS]! -= 1;
+    if (this.tunnel[id * NT + T_SESSIONS] === 0) this.tunnel[id * NT + T_RTT_MS] = NaN;
+  }
+
+  /**
+   * The QUIC connection carrying identity id `id`'s tunnel has this smoothed
+   * RTT now, ms (the latest of its sessions' samples wins). Off the packet
+   * path: once a second per session (TunnelCounterSync.update).
+   */
+  setTunnelRtt(id: number, ms: number): void {
+    if (Number.isFinite(ms) && ms >= 0) this.tunnel[id * NT + T_RTT_MS] = ms;
+  }
+
+  /** The latest tunnel RTT of identity id `id`, ms, or null when unknown (no session, or one over HTTP/2). */
+  tunnelRttMs(id: number): number | null {
+    const v = this.tunnel[id * NT + T_RTT_MS]!;
+    return Number.isNaN(v) ? null : v;
   }
 
   /** `datagrams` HTTP Datagrams carrying `bytes` payload bytes sent into the tunnel for identity id `id`. */
@@ -333,6 +364,16 @@ export class MeshMetrics {
       t.receivedBytes += this.tunnel[b + T_BYTES_RECV]!;
     }
     return t;
+  }
+
+  /** The latest tunnel RTT per peer identity with one, ms, for the live view. Off the data path; allocates. */
+  tunnelRtts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (let i = 0; i < this.identities.size; i++) {
+      const v = this.tunnel[i * NT + T_RTT_MS]!;
+      if (!Number.isNaN(v)) out[this.identities.values[i]!] = v;
+    }
+    return out;
   }
 
   /** The Prometheus text exposition of every metric (what /metrics serves). */

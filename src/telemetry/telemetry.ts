@@ -5,7 +5,7 @@
  */
 import type { Registry } from 'prom-client';
 import { FlowLog } from './flow-log.js';
-import { IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo, type FlowTotals } from './flow-types.js';
+import { IPPROTO_TCP, IPPROTO_UDP, type FlowCloseInfo, type FlowOpenInfo, type FlowTotals, type RttSummary } from './flow-types.js';
 import { Segment } from './inspect-metrics.js';
 import { MeshMetrics, type Reporter } from './metrics.js';
 import type { StatusFlow } from './status.js';
@@ -13,6 +13,7 @@ import { WorkloadMap, type WorkloadMapEntry } from './workload-map.js';
 import { CaptureTap } from './capture-tap.js';
 import { formatHostPort } from '../packet/ip-address.js';
 import type { DestinationStream } from 'pino';
+import type { FlowRecord } from '../inspect/flow-record.js';
 
 /** Options for {@link Telemetry}. */
 export interface TelemetryOptions {
@@ -36,6 +37,10 @@ export interface TelemetryOptions {
 export class FlowHandle {
   /** Metric label-set slot (see MeshMetrics.labelSet). */
   readonly slot: number;
+  /** The peer identity's id (MeshMetrics.identityId), for the tunnel RTT of its connection. */
+  readonly identityId: number;
+  /** The tunnel segment's RTT samples so far (QUIC smoothed RTT, ms): min, smoothed, max, count; see {@link Telemetry.sampleTunnelRtt}. */
+  readonly tunnelRtt = new Float64Array(4);
   /** What has already been added to the counters; close adds only the rest. */
   readonly counted: FlowTotals = { sentBytes: 0, receivedBytes: 0, sentPackets: 0, receivedPackets: 0, retransmits: 0 };
   handshakeRttMs: number | undefined = undefined;
@@ -43,19 +48,20 @@ export class FlowHandle {
   /** Last known time of activity, epoch ms (for the status view). */
   lastSeenMs: number;
   /**
-   * The latest record the flow's reporter gave (src/inspect's live FlowRecord,
-   * with whatever optional fields it carries: sni, rtt, quic…), for the live
-   * view; replaced, never mutated.
+   * The latest record src/inspect's tracker gave for the flow (live
+   * snapshot, or the close record), for the live view; replaced, never
+   * mutated. Null for flows fed without a tracker.
    */
-  detail: object | null = null;
+  detail: FlowRecord | null = null;
   /** Current rate, payload bytes per second each way, over about two {@link RATE_STEP_MS} steps. */
   sentBytesPerSec = 0;
   receivedBytesPerSec = 0;
   /** Two baselines (time, sent, received): the rate runs from the older one; the newer one becomes the older every step. */
   readonly rateBase = new Float64Array(6);
 
-  constructor(readonly info: FlowOpenInfo, slot: number, readonly sourceWorkload: string, readonly destinationWorkload: string) {
+  constructor(readonly info: FlowOpenInfo, slot: number, readonly sourceWorkload: string, readonly destinationWorkload: string, identityId = 0) {
     this.slot = slot;
+    this.identityId = identityId;
     this.lastSeenMs = info.firstSeenMs;
     this.rateBase[0] = this.rateBase[3] = info.firstSeenMs;
   }
@@ -114,8 +120,9 @@ export class Telemetry {
     const m = this.metrics;
     const srcW = m.workloads.lookupText(info.srcAddr);
     const dstW = m.workloads.lookupText(info.dstAddr);
-    const slot = m.labelSetByIds(srcW, dstW, m.identityId(info.peerIdentity));
-    const h = new FlowHandle(info, slot, m.workloads.names[srcW]!, m.workloads.names[dstW]!);
+    const identity = m.identityId(info.peerIdentity);
+    const slot = m.labelSetByIds(srcW, dstW, identity);
+    const h = new FlowHandle(info, slot, m.workloads.names[srcW]!, m.workloads.names[dstW]!, identity);
     if (info.protocol === IPPROTO_TCP) m.tcpOpened(slot);
     else if (info.protocol === IPPROTO_UDP) m.udpOpened(slot);
     this.open.add(h);
@@ -174,6 +181,34 @@ export class Telemetry {
   }
 
   /**
+   * Takes one sample of the tunnel segment for a flow: the current smoothed
+   * RTT of the QUIC connection carrying its peer identity (set by
+   * TunnelCounterSync), folded into the flow's min, smoothed (α = 1/8, as
+   * RFC 6298 §2) and max. No-op while the identity has none (HTTP/2, no
+   * session). Off the packet path: once a second per moving flow, and at close.
+   */
+  sampleTunnelRtt(h: FlowHandle): void {
+    if (h.closed) return;
+    const ms = this.metrics.tunnelRttMs(h.identityId);
+    if (ms === null) return;
+    const t = h.tunnelRtt;
+    if (t[3] === 0) {
+      t[0] = t[1] = t[2] = ms;
+    } else {
+      if (ms < t[0]!) t[0] = ms;
+      t[1] = t[1]! + (ms - t[1]!) / 8;
+      if (ms > t[2]!) t[2] = ms;
+    }
+    t[3]! += 1;
+  }
+
+  /** The tunnel segment's summary of a flow so far, or undefined without a sample. */
+  tunnelRttOf(h: FlowHandle): RttSummary | undefined {
+    const t = h.tunnelRtt;
+    return t[3] === 0 ? undefined : { minMs: t[0]!, smoothedMs: round3(t[1]!), maxMs: t[2]!, samples: t[3]! };
+  }
+
+  /**
    * The flow ended: brings the counters up to the final totals (so metrics
    * equal the close record exactly), counts the close by reason, writes the
    * close record. Exactly once per flow; later calls are ignored.
@@ -191,9 +226,10 @@ export class Telemetry {
     const proto = h.info.protocol;
     if (proto === IPPROTO_TCP) m.tcpClosed(h.slot, m.closeReasonId(c.reason), c.failed === true);
     else if (proto === IPPROTO_UDP) m.udpClosed(h.slot, m.closeReasonId(c.reason));
-    this.observeInspection(h, c);
+    const closed = c.tunnelRtt !== undefined ? c : { ...c, tunnelRtt: this.tunnelRttOf(h) };
+    this.observeInspection(h, closed);
     // The record carries the final totals as reported by the caller.
-    this.flowLog.close(h.info, { source: h.sourceWorkload, destination: h.destinationWorkload }, c, h.handshakeRttMs);
+    this.flowLog.close(h.info, { source: h.sourceWorkload, destination: h.destinationWorkload }, closed, h.handshakeRttMs);
   }
 
   /** The open flows, for the live view (off the data path). */
@@ -211,13 +247,15 @@ export class Telemetry {
    * RTT per segment, QUIC handshake and HTTP/1 figures of a closing flow.
    * The initiator is on this end's side for an `outbound` flow: then the
    * local segment is the client's and rttToServer reaches beyond the tunnel;
-   * for an `inbound` flow the local segment is the server's.
+   * for an `inbound` flow the local segment is the server's. The tunnel
+   * segment (QUIC's RTT) is observed for TCP flows at both ends.
    */
   private observeInspection(h: FlowHandle, c: FlowCloseInfo): void {
     const im = this.metrics.inspect;
     const out = h.info.direction === 'outbound';
     if (c.rttToClient !== undefined) im.observeRtt(h.slot, out ? Segment.CLIENT : Segment.BEYOND_TUNNEL, c.rttToClient);
     if (c.rttToServer !== undefined) im.observeRtt(h.slot, out ? Segment.BEYOND_TUNNEL : Segment.SERVER, c.rttToServer);
+    if (c.tunnelRtt !== undefined && h.info.protocol === IPPROTO_TCP) im.observeRtt(h.slot, Segment.TUNNEL, c.tunnelRtt);
     if (c.quicHandshakeRttMs !== undefined) im.observeQuicHandshake(h.slot, c.quicHandshakeRttMs);
     if (c.httpFirstByteMs !== undefined) im.observeFirstByte(h.slot, c.httpFirstByteMs);
     if (c.httpStatusClasses !== undefined) im.addResponses(h.slot, c.httpStatusClasses);
@@ -255,6 +293,10 @@ export class Telemetry {
     if (proto === IPPROTO_TCP) this.metrics.addTcp(h.slot, sb, rb, rt);
     else if (proto === IPPROTO_UDP) this.metrics.addUdp(h.slot, sb, rb, sp, rp);
   }
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
 }
 
 function pos(x: number): number {

@@ -10,9 +10,19 @@ import type { MeshMetrics } from './metrics.js';
 export const ICMP_TYPE_UNCLASSIFIED = 'unclassified';
 
 /**
- * One per session. Resolves label ids once at construction; {@link update}
- * is allocation-free and may run per batch or on a timer. After the
- * session closes, call update one last time, then {@link close}.
+ * Reads the smoothed RTT of the QUIC connection carrying a session, in ms
+ * (QuicConnection.stats().rttMs), or null when there is none (HTTP/2, or
+ * the connection is gone).
+ */
+export type TunnelRttProbe = () => number | null;
+
+/**
+ * One per session. Resolves label ids once at construction. {@link update}
+ * adds the counter deltas without allocating and, given a
+ * {@link TunnelRttProbe}, samples the tunnel's RTT into the per-peer gauge
+ * and the flows' tunnel segment: call it on the daemon's once-a-second tick
+ * (the probe reads the QUIC engine's path stats). After the session
+ * closes, call update one last time, then {@link close}.
  */
 export class TunnelCounterSync {
   private readonly dropIds: Int32Array;
@@ -28,8 +38,9 @@ export class TunnelCounterSync {
   /**
    * @param identityId from `metrics.identityId(peerIdentity)`
    * @param dropNames the session's drop-reason names by index (e.g. CONNECT_IP_DROP_NAMES); index 0 ("none") is never counted
+   * @param rttProbe the carrying connection's RTT, sampled by each update; null when the transport has none
    */
-  constructor(private readonly metrics: MeshMetrics, private readonly identityId: number, dropNames: readonly string[]) {
+  constructor(private readonly metrics: MeshMetrics, private readonly identityId: number, dropNames: readonly string[], private readonly rttProbe: TunnelRttProbe | null = null) {
     this.dropIds = new Int32Array(dropNames.length).fill(-1);
     for (let i = 1; i < dropNames.length; i++) this.dropIds[i] = metrics.dropReasonId(dropNames[i]!);
     this.lastDrops = new Float64Array(dropNames.length);
@@ -60,6 +71,10 @@ export class TunnelCounterSync {
     this.lastRecv = Math.max(this.lastRecv, datagramsReceived);
     this.lastRecvBytes = Math.max(this.lastRecvBytes, bytesReceived);
     this.lastIcmp = Math.max(this.lastIcmp, icmpSent);
+    if (this.open && this.rttProbe !== null) {
+      const rtt = this.rttProbe();
+      if (rtt !== null) m.setTunnelRtt(this.identityId, rtt);
+    }
   }
 
   /** The session ended: lowers the sessions gauge. Idempotent. */

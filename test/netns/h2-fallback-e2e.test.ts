@@ -12,7 +12,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, Lab } from '../../src/lab/lab.js';
+import { LAB, type Lab } from '../../src/lab/lab.js';
+import { agentTransport, pingReplies, startH2Lab, stopH2Lab } from './h2-lab.js';
 import { closeRecord, metric } from './netns.js';
 
 const root = process.getuid?.() === 0;
@@ -25,25 +26,16 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
 
   const block = () => lab.blockUdp();
   const unblock = () => lab.unblockUdp();
-  const transport = async () => {
-    const r = await lab.admin('agent', LAB.agentAdmin, '/status');
-    if (r.code !== 0) return undefined;
-    return (JSON.parse(r.stdout) as { sessions: { transport?: string }[] }).sessions[0]?.transport;
-  };
+  const transport = () => agentTransport(lab);
 
   beforeAll(async () => {
-    lab = await Lab.up({ prefix: `mth${process.pid % 10000}` });
-    writeFileSync(lab.file('blob.bin'), blob);
-    await lab.startServers();
-    await block();
-    await lab.startGateway();
-    await lab.startAgent('agent');
+    lab = await startH2Lab('mth', async (l) => {
+      writeFileSync(l.file('blob.bin'), blob);
+      await l.blockUdp();
+    });
   }, 90_000);
 
-  afterAll(async () => {
-    if (lab !== undefined) await unblock().catch(() => undefined);
-    await lab?.down(process.env.MTUN_KEEP_LAB === '1');
-  }, 30_000);
+  afterAll(() => stopH2Lab(lab, unblock), 30_000);
 
   it('UDP blocked before the agent starts: the tunnel is up over HTTP/2; 10 MB sha256 and both ends\' exact byte counts hold', async () => {
     expect(await transport()).toBe('h2');
@@ -90,9 +82,7 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
     expect(c.code, c.stderr).toBe(0);
     expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(blobSha);
     // Replies by time ([epoch] … icmp_seq=N): the longest silence between two replies is the outage.
-    const times = [...p.stdout.matchAll(/^\[(\d+\.\d+)\].*icmp_seq=\d+/gm)].map((m) => Number(m[1]));
-    let gap = 0;
-    for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
+    const { times, longestGapS: gap } = pingReplies(p.stdout);
     console.log(`longest silence between ping replies: ${(gap * 1000).toFixed(0)} ms; ${times.length}/200 replies; block at ${blockedAt}`);
     for (const l of readFileSync(lab.file('agent.log'), 'utf8').split('\n')) if (/falling back|switched|tunnel down|setup failed/.test(l)) console.log(l.slice(0, 300));
     expect(times.filter((t) => t > blockedAt + 3).length).toBeGreaterThan(50);
@@ -100,5 +90,10 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
     expect(await transport()).toBe('h2');
     expect(readFileSync(lab.file('agent.log'), 'utf8')).toContain('switched from h3 to h2');
     expect(metric(await lab.metrics('agent'), 'mtun_agent_transport_switches_total', { from: 'h3', to: 'h2' })).toBe(1);
+    // The dead HTTP/3 session went at once (mtun-supersedes: h3), counted and logged once.
+    expect(metric(await lab.metrics('gw'), 'mtun_gateway_sessions_superseded_total')).toBe(1);
+    const superseded = readFileSync(lab.file('gateway.log'), 'utf8').split('\n').filter((l) => l.includes('"session superseded"'));
+    expect(superseded.length).toBe(1);
+    expect(superseded[0]).toContain('"cause":"h2-fallback"');
   }, 90_000);
 });

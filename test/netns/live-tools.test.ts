@@ -171,6 +171,15 @@ describe.skipIf(!root)('live tools: mtun capture and mtun top against running da
       const finRow = s.split('\n')[rowOf(s, finPort)]!;
       expect(finRow).toMatch(/\bfin\s*$/);
       expect(rowOf(s, finPort)).toBeGreaterThan(rowOf(s, a));
+      // Its RTT column is the client / tunnel / server split the agent logged for it (smoothed ms; the tunnel is
+      // QUIC's RTT of the session, the server segment what lies beyond the tunnel minus it).
+      const finLog = lab.flowLog('agent').find((l) => l.event === 'flow_close' && l.src_port === finPort)!;
+      const split = finLog.rtt_split as Record<'client' | 'tunnel' | 'server', { smoothed_ms: number }>;
+      const wantRtt = [split.client, split.tunnel, split.server].map((x) => x.smoothed_ms.toFixed(1)).join('/');
+      expect(finRow).toMatch(new RegExp(` ${wantRtt.replace(/\./g, '\\.')} `));
+      // Open flows show the split too (three numbers), and the header the peer's tunnel RTT.
+      expect(rowB).toMatch(/ \d+\.\d\/\d+\.\d\/\d+\.\d /);
+      expect(s).toMatch(/^drops: .*tunnel rtt: gateway=\d+\.\dms/m);
       expect(s).toMatch(/^drops: /m);
       // Filter by port: only A is left; Esc clears it.
       await tmux('send-keys', '-t', 'top', '/');
@@ -207,7 +216,8 @@ describe.skipIf(!root)('live tools: mtun capture and mtun top against running da
       await lab.waitFor(async () => (await tmux('has-session', '-t', 'top')).code !== 0, 5_000, 'top exits on q');
 
       // The same for scripts: B moves at curl's --limit-rate 400K.
-      type Doc = { reporter: string; flows: { srcPort: number; state: string; sentBytesPerSec: number; peerIdentity: string; sentBytes: number }[] };
+      type Doc = { reporter: string; flows: { srcPort: number; state: string; sentBytesPerSec: number; peerIdentity: string; sentBytes: number;
+        rttToClient: { samples: number } | null; rttTunnel: { samples: number } | null; rtt: { client: number | null; tunnel: number | null; server: number | null } | null }[] };
       const once = async (): Promise<Doc> => {
         const r = await lab.exec('agent', process.execPath, [MTUN, 'top', '--once', '--json', '--admin', `127.0.0.1:${LAB.agentAdmin}`, '--filter', `:${b}`]);
         expect(r.code, r.stderr).toBe(0);
@@ -217,6 +227,9 @@ describe.skipIf(!root)('live tools: mtun capture and mtun top against running da
       expect(doc.reporter).toBe('agent');
       expect(doc.flows.map((f) => f.srcPort)).toEqual([b]);
       expect(doc.flows[0]!).toMatchObject({ state: 'open', peerIdentity: 'gateway' });
+      expect(doc.flows[0]!.rttToClient!.samples).toBeGreaterThan(0);
+      expect(doc.flows[0]!.rttTunnel!.samples).toBeGreaterThan(0);
+      expect(Object.values(doc.flows[0]!.rtt!).every((v) => typeof v === 'number')).toBe(true);
       // The rate shown is what moves: the mean of the rates sampled over 4 s agrees with the bytes moved in
       // those 4 s (the box is loaded: within a factor of 2), and with curl's limit.
       const first = doc.flows[0]!;

@@ -39,6 +39,7 @@ import { inspectCapture } from '../../src/cli/inspect-command.js';
 import type { FlowRecord } from '../../src/inspect/flow-record.js';
 import { splitRtt } from '../../src/inspect/rtt-split.js';
 import { startImpairBridge, type ImpairBridge } from '../impair/impairer.js';
+import { BASE_ONE_WAY_MS, CLIENT_MS, echoScript, JITTER_MS, median, pingerScript, ROUNDS, SERVER_MS, smooth, tsharkAckRtt, TUNNEL_MS } from './rtt-split-common.js';
 import { cleanupAll, createNetns, exec, execAsync, isRoot, runPrefix, spawnIn, veth, warnIfNotRoot } from './netns.js';
 
 warnIfNotRoot('test/netns/rtt-split.test.ts');
@@ -46,31 +47,8 @@ const has = (cmd: string) => { try { execFileSync('sh', ['-c', `command -v ${cmd
 const missing = ['tcpdump', 'tshark'].filter((t) => !has(t));
 if (missing.length > 0) console.warn(`SKIP test/netns/rtt-split.test.ts: missing ${missing.join(', ')}`);
 
-/** Round-trip delay added per segment, ms (each direction gets half). */
-const CLIENT_MS = 20;
-const TUNNEL_MS = 30;
-const SERVER_MS = 5;
-const JITTER_MS = 1;
-const ROUNDS = 120;
 /** Rounds of the base run (cheap: a few ms each); many, so load spikes do not lift its minimum. */
 const BASE_ROUNDS = 400;
-/** One-way delay of every impairer during the base run, ms. */
-const BASE_ONE_WAY_MS = 1;
-
-const ECHO = `
-const net = require('node:net');
-net.createServer((s) => { s.setNoDelay(true); s.on('data', (d) => s.write(d)); s.on('error', () => {}); })
-  .listen(7000, '0.0.0.0', () => console.log('ready'));
-`;
-const PINGER = `
-const net = require('node:net');
-const rounds = Number(process.argv[2]);
-const msg = Buffer.alloc(200, 120);
-const s = net.connect(7000, '10.44.0.2', () => { s.setNoDelay(true); s.write(msg); });
-let got = 0, n = 0;
-s.on('data', (d) => { got += d.length; while (got >= msg.length) { got -= msg.length; if (++n === rounds) { s.end(); return; } s.write(msg); } });
-s.on('close', () => console.log('done ' + n));
-`;
 
 function waitOutput(child: ChildProcess, re: RegExp): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -82,23 +60,6 @@ function waitOutput(child: ChildProcess, re: RegExp): Promise<void> {
   });
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** tshark's tcp.analysis.ack_rtt of a capture, split by who sent the ACK (the client's ACKs time data toward the client). */
-function tsharkAckRtt(file: string, clientPort: number): { toClient: number[]; toServer: number[] } {
-  const out = execFileSync('tshark', ['-r', file, '-Y', 'tcp.analysis.ack_rtt', '-T', 'fields', '-e', 'tcp.srcport', '-e', 'tcp.analysis.ack_rtt'],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const toClient: number[] = [];
-  const toServer: number[] = [];
-  for (const line of out.trim().split('\n')) {
-    const [port, rtt] = line.split('\t');
-    if (rtt === undefined) continue;
-    (Number(port) === clientPort ? toClient : toServer).push(Number(rtt) * 1000);
-  }
-  return { toClient, toServer };
-}
-const median = (a: number[]) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]!; };
-/** RFC 6298 §2 smoothing (α = 1/8) over a series, as the tracker does. */
-const smooth = (a: number[]) => a.reduce((srtt, r, i) => (i === 0 ? r : srtt * 0.875 + r * 0.125), 0);
 
 describe.skipIf(!isRoot() || missing.length > 0)('RTT split per TCP flow: client / tunnel / server segments (impaired namespaces)', () => {
   let dir = '';
@@ -128,8 +89,8 @@ describe.skipIf(!isRoot() || missing.length > 0)('RTT split per TCP flow: client
     bridges.push(await startImpairBridge(M1, `${p}t1`, ['a1', 'b1'], { ...base, seed: 11 }));
     bridges.push(await startImpairBridge(M2, `${p}t2`, ['a2', 'b2'], { ...base, seed: 22 }));
     bridges.push(await startImpairBridge(M3, `${p}t3`, ['a3', 'b3'], { ...base, seed: 33 }));
-    writeFileSync(join(dir, 'echo.cjs'), ECHO);
-    writeFileSync(join(dir, 'pinger.cjs'), PINGER);
+    writeFileSync(join(dir, 'echo.cjs'), echoScript(7000));
+    writeFileSync(join(dir, 'pinger.cjs'), pingerScript('10.44.0.2', 7000));
     const srv = spawnIn(S, process.execPath, [join(dir, 'echo.cjs')]);
     await waitOutput(srv, /ready/);
   });

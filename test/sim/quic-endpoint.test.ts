@@ -7,6 +7,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dgram from 'node:dgram';
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { CRYPTO_ERROR_CERTIFICATE_REQUIRED } from '../../src/quic/engine.js';
 import { Harness, getPki, sleep, streamRoundTrip, waitFor, whenClosed } from './quic-harness.js';
 import { issueServerCert } from '../../src/certs/pki.js';
@@ -265,6 +267,62 @@ describe('Retry and address validation (RFC 9000 §8.1)', () => {
       await c.whenEstablished();
       expect(server.counters.retriesSent).toBe(41);
       expect(Buffer.from(await streamRoundTrip(c, 0, enc.encode('validated'))).toString()).toBe('validated');
+    } finally {
+      raw.close();
+    }
+  });
+
+  it('Retry auto under a flood of undecryptable Initials: the rate of new handshakes turns Retry on, though none stays in progress', async () => {
+    const { ep: server, port } = await h.server({ retry: 'auto', retryAutoHandshakes: 10, retryAutoNewPerSecond: 20 });
+    const raw = dgram.createSocket('udp4');
+    await new Promise<void>((r) => raw.bind(0, '127.0.0.1', r));
+    try {
+      // Junk payloads: each accepted one fails at its first packet, so handshakes in progress stay near 0.
+      for (let burst = 0; burst < 4; burst++) {
+        for (let i = 0; i < 50; i++) raw.send(fakeInitial(randomBytes(8), randomBytes(8), Buffer.alloc(0)), port, '127.0.0.1');
+        await sleep(5);
+      }
+      await waitFor(() => server.counters.datagramsIn >= 200, 3000, 'flood processed');
+      const c = server.counters;
+      expect(c.connectionsAccepted, JSON.stringify(c)).toBeLessThanOrEqual(21);
+      expect(c.retriesSent, JSON.stringify(c)).toBeGreaterThanOrEqual(179);
+      expect(server.handshakesInProgress).toBeLessThan(10);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it('caps Retry and Version Negotiation at maxRetriesPerSecond under a spoofed-Initial flood, counted; a real client still gets in (RFC 9000 §8.1, §21.1)', async () => {
+    const rate = 100;
+    const { ep: server, port } = await h.server({ retry: 'on', maxRetriesPerSecond: rate });
+    const raw = dgram.createSocket('udp4');
+    await new Promise<void>((r) => raw.bind(0, '127.0.0.1', r));
+    try {
+      const t0 = performance.now();
+      // 600 tokenless Initials and 60 of an unknown version, in bursts the socket buffer holds.
+      for (let burst = 0; burst < 12; burst++) {
+        for (let i = 0; i < 55; i++) {
+          const pkt = fakeInitial(randomBytes(8), randomBytes(8), Buffer.alloc(0));
+          if (i === 54) pkt.writeUInt32BE(0x1a2a3a4a, 1);
+          raw.send(pkt, port, '127.0.0.1');
+        }
+        await sleep(5);
+      }
+      await waitFor(() => server.counters.datagramsIn >= 600, 3000, 'flood processed');
+      const elapsed = (performance.now() - t0) / 1000;
+      const c = server.counters;
+      const answered = c.retriesSent + c.versionNegotiationsSent;
+      // The bucket's burst plus what refilled while the flood lasted; everything else dropped and counted.
+      expect(answered, JSON.stringify(c)).toBeLessThanOrEqual(rate + Math.ceil(rate * elapsed) + 1);
+      expect(answered + c.dropStatelessRateLimit).toBe(c.datagramsIn);
+      expect(c.dropStatelessRateLimit).toBeGreaterThan(600 - 2 * rate);
+      expect(c.versionNegotiationsSent).toBeGreaterThan(0);
+      // The bucket refills: a real client gets its Retry and connects.
+      await sleep(50);
+      const client = await h.client();
+      const conn = client.connect('127.0.0.1', port, 'localhost');
+      await conn.whenEstablished();
+      expect(Buffer.from(await streamRoundTrip(conn, 0, enc.encode('after the flood'))).toString()).toBe('after the flood');
     } finally {
       raw.close();
     }

@@ -2,8 +2,9 @@
  * A QUIC client on Cloudflare quiche (the `@matrixai/quic-linux-x64` napi
  * binding, a devDependency), driven by hand over its own `node:dgram`
  * socket: an independent QUIC and TLS stack (BoringSSL) to test our engine
- * against, and one that offers 0-RTT when a ticket allows it. Test-only:
- * nothing in src/ loads quiche.
+ * against, and one that offers 0-RTT when a ticket allows it; also quiche's
+ * stateless packet writers, the byte reference for src/quic/long-header.ts.
+ * Test-only: nothing in src/ loads quiche outside tests.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { createRequire } from 'node:module';
@@ -47,7 +48,19 @@ export interface QuicheConnection {
   isClosed(): boolean;
 }
 
+/** A long header as quiche parses it (`Header.fromSlice`). */
+export interface QuicheHeader {
+  ty: number;
+  version: number;
+  dcid: Uint8Array;
+  scid: Uint8Array;
+  token?: Uint8Array;
+}
+
 interface QuicheBinding {
+  negotiateVersion(scid: Uint8Array, dcid: Uint8Array, out: Uint8Array): number;
+  retry(scid: Uint8Array, dcid: Uint8Array, newScid: Uint8Array, token: Uint8Array, version: number, out: Uint8Array): number;
+  Header: { fromSlice(data: Uint8Array, dcidLen: number): QuicheHeader };
   Config: {
     withBoringSslCtx(verifyPeer: boolean, verifyAllowFail: boolean, ca: Uint8Array | null, key: Uint8Array[] | null, cert: Uint8Array[] | null, sigalgs: string | null): QuicheConfig;
   };
@@ -56,6 +69,13 @@ interface QuicheBinding {
 
 const quiche = createRequire(import.meta.url)('@matrixai/quic-linux-x64/node.napi.node') as QuicheBinding;
 const utf8 = new TextEncoder();
+
+/**
+ * quiche's stateless packet calls (long-header parse, Retry, Version
+ * Negotiation): the reference our TypeScript writers (src/quic/long-header.ts)
+ * are compared with byte for byte.
+ */
+export const quicheStateless: Pick<QuicheBinding, 'negotiateVersion' | 'retry' | 'Header'> = quiche;
 
 /** What the peer presents and offers. */
 export interface QuichePeerOptions {

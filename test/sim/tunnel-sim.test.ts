@@ -328,4 +328,41 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     expect(ipView(fromGw[0]!)).toMatchObject({ src: '10.20.0.7', dst: '10.10.0.5', proto: 17 });
     expect(await unsolicited()).toBe(before);
   }, 30_000);
+
+  // #12 campaign "gateway restart while transfers run": with the inbound default-deny a restarted
+  // gateway tracks no flow, so a download whose client only waits stalled (the server's
+  // retransmissions dropped as inbound_unsolicited). The agent now re-announces its open TCP
+  // connections when a session opens (src/agent/flow-resync.ts).
+  it('after a gateway restart, a server segment of a connection the client opened before reaches the client without the client sending again', async () => {
+    const atun = agentTuns.opened.at(-1)!;
+    let gtun = gwTuns.opened.at(-1)!;
+    let fromNet: Buffer[] = [];
+    const fromGw: Buffer[] = [];
+    gtun.onPacket((p) => fromNet.push(p));
+    atun.onPacket((p) => fromGw.push(p));
+    const c = { src: '10.10.0.7', dst: '10.20.0.9', srcPort: 40_100, dstPort: 80 };
+    const s = { src: c.dst, dst: c.src, srcPort: c.dstPort, dstPort: c.srcPort };
+    atun.inject(craftTcp({ ...c, seq: 1000, flags: 0x02 }));
+    await until(() => fromNet.length === 1, 5_000, 'the SYN');
+    gtun.inject(craftTcp({ ...s, seq: 5000, ack: 1001, flags: 0x12 }));
+    await until(() => fromGw.length === 1, 5_000, 'the SYN-ACK');
+    atun.inject(craftTcp({ ...c, seq: 1001, ack: 5001, flags: 0x10, window: 501, payload: Buffer.from('GET / HTTP/1.1\r\n\r\n') }));
+    await until(() => fromNet.length === 2, 5_000, 'the request');
+    gtun.inject(craftTcp({ ...s, seq: 5001, ack: 1019, flags: 0x10, payload: Buffer.alloc(100, 1) }));
+    await until(() => fromGw.length === 2, 5_000, 'the first response segment');
+    // The client has not acknowledged those 100 bytes: the re-announcement must not either.
+    await gateway.stop();
+    gateway = await startGateway();
+    gtun = gwTuns.opened.at(-1)!;
+    fromNet = [];
+    gtun.onPacket((p) => fromNet.push(p));
+    await until(() => agent.state === 'open', 15_000, 'the agent to reconnect');
+    await until(() => fromNet.some((p) => p.readUInt16BE(20) === c.srcPort), 5_000, 'the re-announcing ACK');
+    const ack = fromNet.find((p) => p.readUInt16BE(20) === c.srcPort)!;
+    expect(ipView(ack)).toMatchObject({ src: c.src, dst: c.dst, proto: 6 });
+    expect({ seq: ack.readUInt32BE(24), ack: ack.readUInt32BE(28), flags: ack[33], window: ack.readUInt16BE(34), len: ack.length }).toEqual({ seq: 1019, ack: 5001, flags: 0x10, window: 501, len: 40 });
+    // The server retransmits: it reaches the client, though the client sent nothing since the restart.
+    gtun.inject(craftTcp({ ...s, seq: 5001, ack: 1019, flags: 0x10, payload: Buffer.alloc(100, 1) }));
+    await until(() => fromGw.length === 3, 5_000, 'the retransmitted segment through the restarted gateway');
+  }, 40_000);
 });
