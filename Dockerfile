@@ -27,8 +27,9 @@ RUN printf '%s\n' '#!/bin/sh' 'set -e' 'missing=""' \
       > /usr/local/bin/apt-ensure && chmod 0755 /usr/local/bin/apt-ensure
 
 FROM base AS build
-# node-gyp needs a C toolchain and Python to build src/native (binding.gyp).
-RUN apt-ensure python3 make g++
+# node-gyp needs a C toolchain and Python to build src/native (binding.gyp),
+# and the QUIC engine ngtcp2 + GnuTLS with pkg-config (docs/decisions/0001).
+RUN apt-ensure python3 make g++ pkg-config libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev
 WORKDIR /app
 # Dependencies first: this layer is reused until the lockfile changes.
 COPY package.json package-lock.json ./
@@ -52,7 +53,7 @@ FROM base AS mtun
 # mtun-netadmin is util-linux's setpriv with the file capability
 # cap_net_admin+p, and the entrypoint uses it to raise CAP_NET_ADMIN into
 # the inheritable and ambient sets before it execs node.
-RUN apt-ensure iproute2 nftables ca-certificates libcap2-bin util-linux \
+RUN apt-ensure iproute2 nftables ca-certificates libcap2-bin util-linux libngtcp2-9 libngtcp2-crypto-gnutls2 libgnutls30 \
  && install -m 0755 "$(command -v setpriv)" /usr/local/sbin/mtun-netadmin \
  && setcap cap_net_admin+p /usr/local/sbin/mtun-netadmin \
  && groupadd --system --gid 10001 mtun && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin mtun \

@@ -1,18 +1,17 @@
 #!/usr/bin/env node
 // QUIC DATAGRAM throughput client -> server on loopback, node:dgram socket vs
 // the native batched socket (sendmmsg/recvmmsg, GSO, GRO), with a per-packet
-// cost breakdown: time inside quiche napi calls vs socket calls vs our code.
+// cost breakdown: time inside QUIC engine napi calls vs socket calls vs our code.
 //
 // Run after a build:  npx tsc -p tsconfig.json && node bench/quic-datagram.mjs [--seconds 3] [--size 1200]
 //
 // The server runs in a worker thread (its own event loop and core), the client
 // in the main thread. Each run is bounded by wall time and packet count.
 // Pass 1 per socket kind measures throughput with unmodified bindings; pass 2
-// wraps the quiche and socket methods with timers (adds ~0.1 µs per call of
+// wraps the engine's connection and socket methods with timers (adds ~0.1 µs per call of
 // its own) to split each side's busy time per packet.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { performance, PerformanceObserver } from 'node:perf_hooks';
-import { createRequire } from 'node:module';
 import { openDgramUdpSocket } from '../dist/net/dgram-udp.js';
 import { QuicEndpoint } from '../dist/quic/endpoint.js';
 import { createDevCa, issueServerCert } from '../dist/certs/pki.js';
@@ -51,12 +50,12 @@ function instrument(proto, names, acc) {
   }
 }
 
-const QUICHE_METHODS = ['send', 'recv', 'dgramSend', 'dgramRecv', 'timeout', 'isReadable', 'isEstablished',
+const ENGINE_METHODS = ['send', 'recv', 'dgramSend', 'dgramRecv', 'timeout', 'isReadable', 'isEstablished',
   'isClosed', 'isDraining', 'isDgramRecvQueueFull', 'dgramMaxWritableLen', 'onTimeout', 'session'];
 
 async function instrumentAll(sock, acc) {
-  const quiche = createRequire(import.meta.url)('@matrixai/quic-linux-x64/node.napi.node');
-  instrument(quiche.Connection.prototype, QUICHE_METHODS, acc);
+  const { Ngtcp2Connection } = await import('../dist/quic/ngtcp2.js');
+  instrument(Ngtcp2Connection.prototype, ENGINE_METHODS, acc);
   const sockAcc = {};
   instrument(Object.getPrototypeOf(sock), ['recv', 'send'], sockAcc);
   acc['socket.recv'] = sockAcc.recv;

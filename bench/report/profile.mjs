@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Summarises a V8 .cpuprofile (node --cpu-prof) of an mtun daemon: self time
 // per function (top N) and per layer — our JS by dist/ directory, calls into
-// the quiche binding (native frames called from dist/quic/), calls into our C
-// addon (native frames called from dist/net/ or dist/tun/), node internals,
+// the QUIC engine in our C addon (native calls made from dist/quic/ngtcp2.js),
+// calls into the addon's sockets and TUN (from dist/net/ or dist/tun/), node internals,
 // garbage collection, idle.
 //
 //   node bench/report/profile.mjs FILE.cpuprofile [--top 15] [--json]
@@ -60,9 +60,9 @@ function shortUrl(url) {
  * booked to the native side (an upper bound: their own JS is included).
  */
 const NATIVE_WRAPPERS = [
-  [/\/dist\/quic\/endpoint\.js$/, 'deliver', 'quiche: recv (decrypt, frames)'],
-  [/\/dist\/quic\/endpoint\.js$/, 'drainConn', 'quiche: send (packetize, encrypt)'],
-  [/\/dist\/quic\/connection\.js$/, '*', 'quiche: other calls (dgram queues, streams, timers)'],
+  [/\/dist\/quic\/ngtcp2\.js$/, 'recv', 'QUIC engine: recv (decrypt, frames)'],
+  [/\/dist\/quic\/ngtcp2\.js$/, 'send', 'QUIC engine: send (packetize, encrypt)'],
+  [/\/dist\/quic\/ngtcp2\.js$/, '*', 'QUIC engine: other calls (dgram queues, streams, timers)'],
   [/\/dist\/net\/native-udp\.js$/, 'send', 'syscalls: UDP sendmmsg (+ kernel stack)'],
   [/\/dist\/net\/native-udp\.js$/, 'recv', 'syscalls: UDP recvmmsg'],
   [/\/dist\/tun\/native-tun\.js$/, 'write', 'syscalls: TUN write (+ GRO in C, kernel stack)'],
@@ -83,9 +83,9 @@ function layerOf(n, parent) {
   return 'node internals';
 }
 
-/** Coarse group of a layer: quiche, syscalls, ours (mtun JS), gc, other. */
+/** Coarse group of a layer: QUIC engine, syscalls, ours (mtun JS), gc, other. */
 export function groupOf(layer) {
-  if (layer.startsWith('quiche')) return 'quiche binding';
+  if (layer.startsWith('QUIC engine')) return 'QUIC engine (addon)';
   if (layer.startsWith('syscalls')) return 'syscalls + kernel';
   if (layer.startsWith('mtun js')) return 'mtun JS';
   if (layer === 'gc') return 'GC';

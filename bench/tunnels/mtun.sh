@@ -102,7 +102,7 @@ DSTNS=$NSS
 KIND=user
 PIDS="a:$(pid_of mtuna) b:$(pid_of mtung)"
 MTU=$mtu
-VERSION="mtun $(node -p "require('$ROOT/package.json').version")@${MTUN_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}, node $(node -v), quiche via @matrixai/quic-linux-x64 $(node -p "require('$ROOT/node_modules/@matrixai/quic-linux-x64/package.json').version"), tun.offload $OFFLOAD$([ "${MTUN_H2:-0}" = 1 ] && echo ", over HTTP/2 (UDP blocked)")"
+VERSION="mtun $(node -p "require('$ROOT/package.json').version")@${MTUN_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}, node $(node -v), ngtcp2 $(pkg-config --modversion libngtcp2 2>/dev/null || echo '?') + GnuTLS $(pkg-config --modversion gnutls 2>/dev/null || echo '?'), tun.offload $OFFLOAD$([ "${MTUN_H2:-0}" = 1 ] && echo ", over HTTP/2 (UDP blocked)")"
 E
     ;;
   down)

@@ -205,7 +205,7 @@ export function raceCarriers(
   });
 }
 
-/** QUIC packet counters of one connection (quiche's stats). */
+/** QUIC packet counters of one connection (the engine's stats). */
 export interface QuicPacketCounts {
   readonly sent: number;
   readonly recv: number;

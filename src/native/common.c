@@ -176,7 +176,8 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_throw_error(env, NULL, "mtun: cannot allocate native scratch memory");
     return NULL;
   }
-  if (!mtun_tun_init(env, exports) || !mtun_udp_init(env, exports) || !mtun_poll_init(env, exports)) {
+  if (!mtun_tun_init(env, exports) || !mtun_udp_init(env, exports) || !mtun_poll_init(env, exports) ||
+      !mtun_quic_init(env, exports)) {
     napi_throw_error(env, NULL, "mtun: cannot register native functions");
     return NULL;
   }

@@ -83,6 +83,8 @@ napi_value mtun_i32(napi_env env, int32_t v);
 bool mtun_tun_init(napi_env env, napi_value exports);
 bool mtun_udp_init(napi_env env, napi_value exports);
 bool mtun_poll_init(napi_env env, napi_value exports);
+/* QUIC engine over ngtcp2 + GnuTLS (quic-napi.c). */
+bool mtun_quic_init(napi_env env, napi_value exports);
 
 /* Helper for registration. */
 bool mtun_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);

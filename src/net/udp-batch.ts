@@ -327,7 +327,7 @@ export function copyAddrSlotLocal(src: Uint8Array, from: number, dst: Uint8Array
  * This answers "is it the same peer?", which is what the callers ask: the
  * QUIC endpoint matches a datagram against a client connection's send slot
  * (whose local part is zero: it was written by writeAddrSlot), and decides
- * whether quiche must be told of a new peer address. Comparing the local
+ * whether the QUIC engine must be told of a new peer address. Comparing the local
  * part would make those checks fail for every pktinfo-carrying slot. A
  * peer's packet arriving on another local address is, strictly, a new path
  * (RFC 9000 §9: a path is the 4-tuple); callers that care use

@@ -3,7 +3,7 @@
  * the HTTP/3 layer uses, plus events, peer identity and telemetry.
  */
 import { QuicStreamError, type QuicTransport, type StreamDirection } from './transport.js';
-import { quiche, QUICHE_DONE, type QuicheConnection, type QuicheRecvInfo } from './quiche.js';
+import { engine, ENGINE_DONE, type EngineConnection, type EngineRecvInfo } from './engine.js';
 import type { TimerEntry } from './timer-heap.js';
 import type { PeerIdentity } from './peer-identity.js';
 import { ADDR_SLOT_BYTES } from '../net/udp.js';
@@ -20,7 +20,7 @@ export type QuicConnectionEvent = 'established' | 'readable' | 'writable' | 'clo
 
 /** Why a connection ended. */
 export interface QuicCloseInfo {
-  /** True when the peer closed it, false when we did (or quiche did on our side). */
+  /** True when the peer closed it, false when we did (or the engine did on our side). */
   readonly byPeer: boolean;
   /** Application (HTTP/3) error code space rather than transport. */
   readonly app: boolean;
@@ -57,7 +57,7 @@ export interface QuicConnectionStats {
   dgramDropQueueFull: number;
   /** Datagrams refused by dgramSend because they exceed the writable length. */
   dgramDropTooBig: number;
-  /** Input batches after which quiche's datagram receive queue was full (it then drops the oldest). */
+  /** Input batches after which the engine's datagram receive queue was full (it then drops the oldest). */
   dgramRecvQueueFullEvents: number;
 }
 
@@ -69,8 +69,8 @@ export interface ConnectionOwner {
   markDirty(c: QuicConnection): void;
 }
 
-const READ = quiche.Shutdown.Read;
-const WRITE = quiche.Shutdown.Write;
+const READ = engine.Shutdown.Read;
+const WRITE = engine.Shutdown.Write;
 const STREAM_RESET_RE = /Stream(?:Reset|Stopped)\((\d+)\)/;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -78,7 +78,7 @@ const decoder = new TextDecoder();
 /**
  * A connection on a {@link QuicEndpoint}. Created by the endpoint (accept or
  * connect), never directly. After `closed` every method is a no-op or
- * returns null/0/false; the quiche state is released with the object.
+ * returns null/0/false; the engine state is released with the object.
  */
 export class QuicConnection implements QuicTransport, TimerEntry {
   readonly isServer: boolean;
@@ -103,7 +103,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   handlerError: Error | null = null;
 
   // ---- endpoint-internal state (not API) ----
-  /** @internal */ readonly q: QuicheConnection;
+  /** @internal */ readonly q: EngineConnection;
   /** @internal Our source connection ID (CID_BYTES long). */ readonly scid: Uint8Array;
   /** @internal Demux key: last 4 bytes of scid (cidKey). */ readonly scidKey: number;
   /** @internal Client's original DCID (server, until established). */ odcidKey: string | null = null;
@@ -125,7 +125,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal Per-peer-IP key for connection limits (server). */ peerIpKey: string | null = null;
 
   private readonly owner: ConnectionOwner;
-  private readonly recvInfo: QuicheRecvInfo;
+  private readonly recvInfo: EngineRecvInfo;
   private readonly recvAddr = new Uint8Array(ADDR_SLOT_BYTES);
   private dgramMax = -1;
   private established_: Promise<void> | null = null;
@@ -140,7 +140,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal */
   constructor(
     owner: ConnectionOwner,
-    q: QuicheConnection,
+    q: EngineConnection,
     isServer: boolean,
     scid: Uint8Array,
     local: { host: string; port: number },
@@ -163,7 +163,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   }
 
   /** @internal RecvInfo for a datagram from slot `i`; reuses the cached object while the peer address is unchanged. */
-  recvInfoFor(addrs: Uint8Array, i: number): QuicheRecvInfo {
+  recvInfoFor(addrs: Uint8Array, i: number): EngineRecvInfo {
     if (!addrSlotEquals(addrs, i, this.recvAddr, 0)) {
       const o = i * ADDR_SLOT_BYTES;
       this.recvAddr.set(addrs.subarray(o, o + ADDR_SLOT_BYTES));
@@ -277,7 +277,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       const m = STREAM_RESET_RE.exec(msg);
       if (m !== null) throw new QuicStreamError(streamId, Number(m[1]));
       // StreamLimit: the peer has not granted this stream yet — blocked, retry later.
-      if (msg.startsWith('StreamLimit') || msg === QUICHE_DONE) return 0;
+      if (msg.startsWith('StreamLimit') || msg === ENGINE_DONE) return 0;
       throw new Error(`quic: streamSend on stream ${streamId} failed: ${msg}`);
     }
     if (n === null) return 0;
@@ -295,7 +295,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       const m = STREAM_RESET_RE.exec(msg);
       if (m !== null) throw new QuicStreamError(streamId, Number(m[1]));
       // InvalidStreamState(id): the stream is finished and already collected.
-      if (msg === QUICHE_DONE || msg.startsWith('InvalidStreamState')) return null;
+      if (msg === ENGINE_DONE || msg.startsWith('InvalidStreamState')) return null;
       throw new Error(`quic: streamRecv on stream ${streamId} failed: ${msg}`);
     }
     // Reading frees flow-control credit: MAX_STREAM_DATA may need sending.
@@ -317,7 +317,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       this.q.streamShutdown(streamId, dir === 'read' ? READ : WRITE, errorCode);
     } catch (e) {
       const msg = (e as Error).message;
-      if (msg !== QUICHE_DONE && !msg.startsWith('InvalidStreamState')) {
+      if (msg !== ENGINE_DONE && !msg.startsWith('InvalidStreamState')) {
         throw new Error(`quic: streamShutdown on stream ${streamId} failed: ${msg}`);
       }
     }
@@ -381,7 +381,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     try {
       this.q.close(app, errorCode, encoder.encode(reason));
     } catch {
-      // Already closing: quiche reports Done.
+      // Already closing: the engine reports Done.
     }
     this.owner.flushConnection(this);
   }

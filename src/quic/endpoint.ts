@@ -1,5 +1,5 @@
 /**
- * QUIC endpoint over quiche and a {@link UdpBatchSocket}: connection-ID
+ * QUIC endpoint over the QUIC engine (engine.ts) and a {@link UdpBatchSocket}: connection-ID
  * demux, Initial checks, version negotiation, Retry, one timer heap, and
  * batched sending (with GSO when the socket has it).
  */
@@ -8,14 +8,15 @@ import { performance } from 'node:perf_hooks';
 import { ADDR_SLOT_BYTES, type UdpBatch, type UdpBatchSocket } from '../net/udp.js';
 import { addrSlotEquals, allocUdpBatch, copyAddrSlot, readAddrSlotHost, writeAddrSlot } from '../net/udp-batch.js';
 import {
-  quiche,
+  engine,
   CRYPTO_ERROR_BAD_CERTIFICATE,
   CRYPTO_ERROR_CERTIFICATE_REQUIRED,
   CRYPTO_ERROR_CERTIFICATE_EXPIRED,
   CRYPTO_ERROR_CERTIFICATE_REVOKED,
-  type QuicheConfig,
-  type QuicheConnection,
-} from './quiche.js';
+  DEFAULT_CONGESTION_CONTROL,
+  type EngineConfig,
+  type EngineConnection,
+} from './engine.js';
 import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
 import { TimerHeap } from './timer-heap.js';
 import { RetryTokens, RETRY_TOKEN_MAX_BYTES } from './retry-token.js';
@@ -36,10 +37,8 @@ import { parsePemBundle, peerRejection } from './peer-trust.js';
 
 /**
  * Length of every connection ID we issue (RFC 9000 §17.2 allows up to 20).
- * 16, not 20: quiche encodes its transport parameters into a fixed 128-byte
- * buffer, and after a Retry they carry our CID twice (initial and retry
- * source CID) next to the stateless reset token — with 20-byte CIDs accept()
- * fails with BufferTooShort. 128 random bits are ample for demux.
+ * 16, not 20: 128 random bits are ample for demux, and the demux key
+ * (cidKey) and the QUIC-LB layout (quic-lb.ts) are laid out for this length.
  */
 export const CID_BYTES = 16;
 /** RFC 9000 §14.1: a server discards client Initials in UDP datagrams smaller than this. */
@@ -52,14 +51,13 @@ const GSO_MAX_BYTES = 65_000;
 const LOCAL_ADDR_OFFSET = ADDR_SLOT_BYTES - 16;
 /** TLS sessions cached for resumption (one per server name and address). */
 const MAX_SESSIONS = 64;
-/** Datagrams processed before connection events run mid-batch (below quiche's default DATAGRAM queue of 1024). */
+/** Datagrams processed before connection events run mid-batch (below the default DATAGRAM queue of 1024). */
 const DISPATCH_EVERY = 256;
 /** Queued client Initials older than this are dropped (RFC 9002 §6.2.2: the client's first PTO is about 1 s). */
 const HANDSHAKE_QUEUE_MAX_WAIT_MS = 1000;
 /** RFC 9000 §20.1 transport error codes we send. */
 const NO_ERROR = 0x0;
 const INTERNAL_ERROR = 0x1;
-const SIGALGS = 'ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384:rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pkcs1_sha256:ed25519';
 
 /** Server-side options. */
 export interface QuicServerOptions {
@@ -166,11 +164,11 @@ export interface QuicEndpointOptions {
   maxDataBytes?: number;
   /** Per-stream receive window in bytes (default 1 MiB). */
   maxStreamDataBytes?: number;
-  /** DATAGRAM receive / send queue lengths in quiche (default 1024 each). */
+  /** DATAGRAM receive / send queue lengths in the engine (default 1024 each). */
   dgramQueueLen?: number;
   /** Max UDP payload we send and accept (default 1350). */
   maxUdpPayloadBytes?: number;
-  /** Congestion control: 'cubic' (default), 'reno', 'bbr2'. */
+  /** Congestion control: 'bbr2' (default, {@link DEFAULT_CONGESTION_CONTROL}), 'bbr', 'cubic' or 'reno'. */
   congestionControl?: string;
   /** Key log file (NSS format). Default: $SSLKEYLOGFILE, else none. */
   keylogPath?: string | null;
@@ -211,7 +209,7 @@ export interface QuicEndpointCounters {
   dropPeerIpLimit: number;
   /** Initial whose Retry token failed (bad MAC, expired, malformed). */
   dropBadToken: number;
-  /** quiche refused to create the connection for this Initial. */
+  /** The engine refused to create the connection for this Initial. */
   dropAcceptError: number;
   /** Client Initials queued because the per-turn accept budget or maxHandshakes was reached. */
   handshakesDeferred: number;
@@ -219,7 +217,7 @@ export interface QuicEndpointCounters {
   dropHandshakeQueueFull: number;
   /** Queued client Initials dropped after waiting longer than a second (the client has retransmitted). */
   dropHandshakeQueueStale: number;
-  /** quiche rejected the packet (decryption failure, protocol error). */
+  /** The engine rejected the packet (decryption failure, protocol error). */
   dropRecvError: number;
   /** Datagrams the socket did not take (kept and retried) — counted per stall. */
   sendStalls: number;
@@ -312,9 +310,9 @@ export class QuicEndpoint implements ConnectionOwner {
   private resetWindowStart = 0;
   private resetsInWindow = 0;
   private readonly quicLb: QuicLbConfig | null;
-  private readonly clientConfig: QuicheConfig | null;
+  private readonly clientConfig: EngineConfig | null;
   /** Server config shared by new connections, and the TLS material it was built from. */
-  private serverCfg: QuicheConfig | null = null;
+  private serverCfg: EngineConfig | null = null;
   private serverCfgTls: object | null = null;
   private readonly keylogPath: string | null;
   private readonly tokens: RetryTokens | null;
@@ -418,27 +416,25 @@ export class QuicEndpoint implements ConnectionOwner {
     this.sock.onWritable(this.onWritable);
   }
 
-  private buildConfig(server: boolean): QuicheConfig {
+  private buildConfig(server: boolean): EngineConfig {
     const o = this.opts;
-    let cfg: QuicheConfig;
+    let cfg: EngineConfig;
     try {
       if (server) {
         const s = this.serverTls!;
         const ca = s.clientCaPem !== undefined ? utf8.encode(s.clientCaPem) : null;
-        cfg = quiche.Config.withBoringSslCtx(ca !== null, false, ca, [utf8.encode(s.keyPem)], [utf8.encode(s.certPem)], SIGALGS);
+        cfg = engine.Config.withTls(ca !== null, ca, utf8.encode(s.keyPem), utf8.encode(s.certPem));
       } else {
         const c = o.client!;
         if (c.caPem === undefined && c.insecureNoVerify !== true) {
           throw new Error('client needs caPem (or insecureNoVerify for tests)');
         }
         if ((c.certPem === undefined) !== (c.keyPem === undefined)) throw new Error('client certPem and keyPem go together');
-        cfg = quiche.Config.withBoringSslCtx(
+        cfg = engine.Config.withTls(
           c.insecureNoVerify !== true,
-          false,
           c.caPem !== undefined ? utf8.encode(c.caPem) : null,
-          c.keyPem !== undefined ? [utf8.encode(c.keyPem)] : null,
-          c.certPem !== undefined ? [utf8.encode(c.certPem)] : null,
-          SIGALGS,
+          c.keyPem !== undefined ? utf8.encode(c.keyPem) : null,
+          c.certPem !== undefined ? utf8.encode(c.certPem) : null,
         );
       }
     } catch (e) {
@@ -458,12 +454,11 @@ export class QuicEndpoint implements ConnectionOwner {
     cfg.setMaxStreamWindow(maxStream);
     cfg.setInitialMaxStreamsBidi(o.maxStreamsBidi ?? 100);
     cfg.setInitialMaxStreamsUni(o.maxStreamsUni ?? 16);
-    // RFC 9221: DATAGRAM frames, bounded queues in quiche.
+    // RFC 9221: DATAGRAM frames, bounded queues in the engine.
     const ql = o.dgramQueueLen ?? 1024;
     cfg.enableDgram(true, ql, ql);
     cfg.setDisableActiveMigration(true);
-    cfg.setCcAlgorithmName(o.congestionControl ?? 'cubic');
-    cfg.grease(true);
+    cfg.setCcAlgorithmName(o.congestionControl ?? DEFAULT_CONGESTION_CONTROL);
     // No 0-RTT: enableEarlyData is never called (RFC 9001 §9.2), so no CONNECT in early data.
     if (this.keylogPath !== null) cfg.logKeys();
     return cfg;
@@ -583,7 +578,7 @@ export class QuicEndpoint implements ConnectionOwner {
     const addr = new Uint8Array(ADDR_SLOT_BYTES);
     writeAddrSlot(addr, 0, host, port);
     const scid = this.freshCid();
-    const q = quiche.Connection.connect(serverName, scid, this.local, { host, port }, this.clientConfig);
+    const q = engine.Connection.connect(serverName, scid, this.local, { host, port }, this.clientConfig);
     const c = new QuicConnection(this, q, false, scid, this.local, addr, 0);
     c.sessionKey = `${serverName}|${host}|${port}`;
     const s = this.sessions.get(c.sessionKey);
@@ -678,7 +673,7 @@ export class QuicEndpoint implements ConnectionOwner {
             this.onDatagram(buf, 0, size, b.addrs, i);
             sinceDispatch++;
           }
-          // Let the layer above drain quiche's bounded DATAGRAM queue before
+          // Let the layer above drain the engine's bounded DATAGRAM queue before
           // a large (GRO) batch overflows it; sending still waits for the batch end.
           if (sinceDispatch >= DISPATCH_EVERY) {
             this.dispatchTouched();
@@ -753,7 +748,7 @@ export class QuicEndpoint implements ConnectionOwner {
     try {
       c.q.recv(buf.subarray(off, off + len), info);
     } catch {
-      // quiche drops undecryptable packets itself; an error here is a
+      // The engine drops undecryptable packets itself; an error here is a
       // protocol failure it already turned into a CONNECTION_CLOSE.
       this.counters.dropRecvError++;
     }
@@ -854,10 +849,10 @@ export class QuicEndpoint implements ConnectionOwner {
       return;
     }
     this.acceptsLeft--;
-    let q: QuicheConnection;
+    let q: EngineConnection;
     const remote = { host: ip, port: (addrs[i * ADDR_SLOT_BYTES + 16] << 8) | addrs[i * ADDR_SLOT_BYTES + 17] };
     try {
-      q = quiche.Connection.accept(scid, odcid, this.local, remote, this.serverConfigFor(scid));
+      q = engine.Connection.accept(scid, odcid, this.local, remote, this.serverConfigFor(scid));
     } catch {
       this.counters.dropAcceptError++;
       return;
@@ -958,13 +953,13 @@ export class QuicEndpoint implements ConnectionOwner {
    * The server config for one new connection: one config (one TLS context)
    * shared by every connection while the TLS material is unchanged, with the
    * stateless reset token of `scid` set just before accept — the engine
-   * copies the transport parameters into the connection at accept
-   * (quiche: `Connection::new` clones them), so sharing is safe. A config per
+   * copies the transport parameters, reset token included, into the
+   * connection at accept (quic-conn.c), so sharing is safe. A config per
    * connection cost a TLS context per connection (about 10 kB of RSS each,
    * and its build time in every handshake). Rebuilt after
    * {@link updateServerTls} replaces the material (which checks it here).
    */
-  private serverConfigFor(scid: Uint8Array): QuicheConfig {
+  private serverConfigFor(scid: Uint8Array): EngineConfig {
     let cfg = this.serverCfg;
     if (cfg === null || this.serverCfgTls !== this.serverTls) {
       cfg = this.buildConfig(true);
@@ -1011,7 +1006,7 @@ export class QuicEndpoint implements ConnectionOwner {
   /**
    * RFC 9000 §10.3.1: a short-header datagram we cannot attribute may be a
    * stateless reset from a server that lost our connection. Hand it to our
-   * client connections with that peer address; quiche compares the last 16
+   * client connections with that peer address; ngtcp2 compares the last 16
    * bytes with the server's token and closes the connection on a match.
    * Bounded to a few connections per datagram.
    */
@@ -1021,7 +1016,7 @@ export class QuicEndpoint implements ConnectionOwner {
       if (c.isServer || c.gone || !addrSlotEquals(c.sendAddr, 0, addrs, i)) continue;
       const wasClosed = c.q.isClosed();
       this.deliver(c, buf, off, len, addrs, i);
-      // quiche closes on a token match without recording an error: that is how a reset shows.
+      // The engine closes on a token match without recording an error: that is how a reset shows.
       if (!wasClosed && c.q.isClosed() && c.q.peerError() === null && c.q.localError() === null) c.resetByPeer = true;
       if (++offered === 4) break;
     }
@@ -1247,7 +1242,7 @@ export class QuicEndpoint implements ConnectionOwner {
     this.flushDirty();
   };
 
-  /** Moves up to sendBudget packets of `c` into the out batch. True when quiche has nothing more. */
+  /** Moves up to sendBudget packets of `c` into the out batch. True when the engine has nothing more. */
   private drainConn(c: QuicConnection): boolean {
     const q = c.q;
     const out = this.out;
@@ -1272,10 +1267,18 @@ export class QuicEndpoint implements ConnectionOwner {
       try {
         r = q.send(base === 0 ? buf : buf.subarray(base, base + this.gsoSeg));
       } catch {
-        // quiche failed internally; it has closed the connection.
+        // The engine failed internally; it has closed the connection.
         return true;
       }
-      if (r === null) return true;
+      if (r === null) {
+        // Nothing fitted the GSO segment (ngtcp2: a longer packet number or
+        // an ACK): end the train and ask again with a slot of its own.
+        if (base !== 0) {
+          this.gsoConn = null;
+          continue;
+        }
+        return true;
+      }
       const n = r[0];
       const to = r[1].to;
       if (to.port !== c.sendPort || to.host !== c.sendHost) {
@@ -1438,7 +1441,7 @@ export class QuicEndpoint implements ConnectionOwner {
     try {
       let c: QuicConnection | undefined;
       while ((c = this.heap.popDue(now)) !== undefined) {
-        // quiche ignores an early on_timeout, so a keep-alive deadline can share the heap entry.
+        // An early onTimeout is harmless (ngtcp2_conn_handle_expiry acts only on due timers), so a keep-alive deadline can share the heap entry.
         c.q.onTimeout();
         if (c.keepAliveDueMs <= now && c.established && !c.gone) {
           c.q.sendAckEliciting();
@@ -1491,6 +1494,11 @@ export class QuicEndpoint implements ConnectionOwner {
       if (s !== null) this.saveSession(c.sessionKey, s);
     }
     this.heap.delete(c);
+    // Native state goes now, not when GC reaches the handle: under a flood of
+    // spoofed Initials, accepted connections end at their first packet, and
+    // waiting for GC grew RSS by ~1 KB per Initial (the gone flag keeps
+    // QuicConnection off the engine from here).
+    c.q.free();
     const wasEstablished = c.established;
     c.markClosed(info);
     this.counters.connectionsClosed++;

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { quiche } from './quiche.js';
+import { quicheStateless as quiche } from '../../test/sim/quiche-peer.js';
 import {
   LongHeaderError,
   LongType,

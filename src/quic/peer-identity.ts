@@ -51,7 +51,7 @@ export function uriSans(text: string | undefined): string[] {
 }
 
 /**
- * Parses the leaf (first) certificate of `chain` (DER, as quiche returns
+ * Parses the leaf (first) certificate of `chain` (DER, as the engine returns
  * from `peerCertChain()`). Returns null for an empty chain; throws
  * `quic: …` when the leaf cannot be parsed.
  */

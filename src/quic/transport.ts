@@ -1,7 +1,7 @@
 /**
  * The narrow interface between one QUIC connection and the HTTP/3 layer.
- * src/quic implements it over quiche's Connection; tests may implement it
- * with an in-memory pair. HTTP/3 never sees quiche types.
+ * src/quic implements it over the QUIC engine's connection; tests may implement it
+ * with an in-memory pair. HTTP/3 never sees engine types.
  */
 
 /** Stream directions for shutdown (RFC 9000 §3: STOP_SENDING / RESET_STREAM). */

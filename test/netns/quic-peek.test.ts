@@ -1,7 +1,7 @@
 /**
  * QUIC inside the tunnel, seen by both ends' inspectors: headless Chromium
  * in the client namespace opens an HTTP/3 (QUIC v1) connection through the
- * real agent and gateway to a QUIC server (our quiche endpoint, ALPN h3) in
+ * real agent and gateway to a QUIC server (our QUIC endpoint, ALPN h3) in
  * the server namespace. Both daemons' flow-log records of that UDP flow must
  * carry Chromium's SNI, its ALPN (h3), the QUIC version, a handshake RTT
  * (client Initial → server Handshake packet) and the same flow_join_id.

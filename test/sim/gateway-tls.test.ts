@@ -16,7 +16,7 @@ import { systemClock, type TunFactory } from '../../src/daemon/ports.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { attachH3 } from '../../src/h3/quic-binding.js';
 import { QuicEndpoint } from '../../src/quic/endpoint.js';
-import { CRYPTO_ERROR_CERTIFICATE_REVOKED } from '../../src/quic/quiche.js';
+import { CRYPTO_ERROR_CERTIFICATE_REVOKED } from '../../src/quic/engine.js';
 import { MemoryTun } from '../../src/tun/memory-tun.js';
 import { whenClosed, writePkiFiles } from './quic-harness.js';
 import { MemoryNet } from './quic-memory-udp.js';

@@ -1,5 +1,5 @@
 /**
- * HTTP/3 over real loopback QUIC (quiche on both ends): SETTINGS, Extended
+ * HTTP/3 over real loopback QUIC (our QUIC engine on both ends): SETTINGS, Extended
  * CONNECT with capsules and HTTP Datagrams both ways, /healthz, GOAWAY, and
  * malformed datagrams that must close one connection but not the server.
  */
@@ -128,7 +128,7 @@ describe('HTTP/3 over loopback QUIC', () => {
       expect(t.sendDatagram(p.buf, p.off, p.len)).toBe(true);
     }
     c.flush();
-    // Loopback, 50 small datagrams, 1024-deep quiche queues: nothing may be lost.
+    // Loopback, 50 small datagrams, 1024-deep engine DATAGRAM queues: nothing may be lost.
     await waitFor(() => cl.capsules.length === 1 && cl.datagrams.length === 50, 3000, 'echoes');
     expect(cl.capsules[0]).toEqual([0x03, '010203']);
     expect([...cl.datagrams].sort()).toEqual(Array.from({ length: 50 }, (_, i) => '00' + i.toString(16).padStart(2, '0') + 'abcdef'));

@@ -1,9 +1,9 @@
 /**
- * The HTTP/3 test double must behave like quiche after a read-side
+ * The HTTP/3 test double must behave like the QUIC engine after a read-side
  * shutdown (STOP_SENDING, RFC 9000 §3.5): bytes still buffered or arriving
  * later are discarded, and neither the FIN nor a RESET_STREAM is reported
  * for reading. Each scenario runs against the in-memory transport and
- * against real quiche over loopback, with the same assertions.
+ * against the real engine over loopback, with the same assertions.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { Harness, sleep, waitFor } from './quic-harness.js';
@@ -73,7 +73,7 @@ async function resetAfterShutdown(p: Pair, id: number) {
 const h = new Harness();
 afterAll(() => h.cleanup());
 
-async function quichePair(): Promise<Pair> {
+async function enginePair(): Promise<Pair> {
   let server: QuicConnection | null = null;
   const { port } = await h.server({ onConnection: (c) => void (server = c) });
   const ep = await h.client();
@@ -105,7 +105,7 @@ const expected = {
   afterReset: { stopped: STOP_CODE, readable: false, recv: 'null' },
 };
 
-describe('read-side shutdown: the memory double matches quiche', () => {
+describe('read-side shutdown: the memory double matches the QUIC engine', () => {
   it('memory: data and FIN after shutdown(read) are neither readable nor reported', async () => {
     expect(await dataAndFinAfterShutdown(memoryPair(), 0)).toEqual(expected.afterFin);
   });
@@ -114,8 +114,8 @@ describe('read-side shutdown: the memory double matches quiche', () => {
     expect(await resetAfterShutdown(memoryPair(), 0)).toEqual(expected.afterReset);
   });
 
-  it('quiche over loopback: the same two scenarios give the same answers', async () => {
-    const p = await quichePair();
+  it('the engine over loopback: the same two scenarios give the same answers', async () => {
+    const p = await enginePair();
     expect(await dataAndFinAfterShutdown(p, 0)).toEqual(expected.afterFin);
     expect(await resetAfterShutdown(p, 4)).toEqual(expected.afterReset);
   });

@@ -1,5 +1,5 @@
 /**
- * MASQUE end to end over real QUIC on loopback: quiche on both ends, our
+ * MASQUE end to end over real QUIC on loopback: our QUIC engine on both ends, our
  * HTTP/3 with Extended CONNECT, CONNECT-IP (RFC 9484) and CONNECT-UDP
  * (RFC 9298) sessions wired with the masque h3 glue.
  */
@@ -132,7 +132,7 @@ describe('CONNECT-IP over QUIC (RFC 9484 over RFC 9297/9220)', () => {
     expect(gw.table.size).toBe(0);
   });
 
-  it('over real QUIC: TTL decremented, spoofed source → ICMPv6 code 5, too big → Packet Too Big with the limit quiche reports', async () => {
+  it('over real QUIC: TTL decremented, spoofed source → ICMPv6 code 5, too big → Packet Too Big with the limit the QUIC engine reports', async () => {
     const gw = await gateway();
     const seenTtl: number[] = [];
     const { c, h3 } = await client(gw.port);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { CRYPTO_ERROR_CERTIFICATE_REQUIRED } from '../../src/quic/quiche.js';
+import { CRYPTO_ERROR_CERTIFICATE_REQUIRED } from '../../src/quic/engine.js';
 import { Harness, getPki, sleep, streamRoundTrip, waitFor, whenClosed } from './quic-harness.js';
 import { issueServerCert } from '../../src/certs/pki.js';
 
@@ -247,13 +247,13 @@ describe('Retry and address validation (RFC 9000 §8.1)', () => {
     const raw = dgram.createSocket('udp4');
     await new Promise<void>((r) => raw.bind(0, '127.0.0.1', r));
     try {
-      // 50 genuine client Initials (quiche clients that never answer), as a flooder would send.
-      const { quiche } = await import('../../src/quic/quiche.js');
-      const cfg = quiche.Config.withBoringSslCtx(false, false, null, null, null, null);
+      // 50 genuine client Initials (engine clients that never answer), as a flooder would send.
+      const { engine } = await import('../../src/quic/engine.js');
+      const cfg = engine.Config.withTls(false, null, null, null);
       cfg.setApplicationProtos(['h3']);
       const out = new Uint8Array(1500);
       for (let i = 0; i < 50; i++) {
-        const q = quiche.Connection.connect('localhost', Buffer.alloc(16, i), { host: '127.0.0.1', port: 1 }, { host: '127.0.0.1', port }, cfg);
+        const q = engine.Connection.connect('localhost', Buffer.alloc(16, i), { host: '127.0.0.1', port: 1 }, { host: '127.0.0.1', port }, cfg);
         const r = q.send(out)!;
         raw.send(Buffer.from(out.subarray(0, r[0])), port, '127.0.0.1'); // copy: dgram sends after this tick
       }
@@ -335,7 +335,7 @@ describe('Retry and address validation (RFC 9000 §8.1)', () => {
     const big = await issueServerCert(p.ca, names);
     expect(big.certPem.length).toBeGreaterThan(4000);
     const { port } = await h.server({ certPem: big.certPem, keyPem: big.keyPem });
-    // Capture a genuine client Initial from a quiche client and replay it from a silent socket.
+    // Capture a genuine client Initial from our client and replay it from a silent socket.
     const capture = await h.client();
     const probe = dgram.createSocket('udp4');
     await new Promise<void>((r) => probe.bind(0, '127.0.0.1', r));

@@ -117,7 +117,7 @@ describe('QUIC endpoint when the socket takes only part of a batch', () => {
     expect(ss.shortSends + cs.shortSends).toBeGreaterThan(0);
     expect(server.counters.sendStalls + client.counters.sendStalls).toBeGreaterThan(0);
     // Nothing was dropped on the way: every stalled packet went out later, in
-    // order (quiche may still count some as lost: stalls look like delay to it).
+    // order (the engine may still count some as lost: stalls look like delay to it).
     expect(net.dropLog).toEqual([]);
     // The refused slots came back first and byte-identical.
     expect(ss.tailMismatches + cs.tailMismatches).toBe(0);

@@ -6,7 +6,7 @@
  * its certificate's notAfter; a rotated ticket key resumes nothing.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { CRYPTO_ERROR_CERTIFICATE_EXPIRED, CRYPTO_ERROR_CERTIFICATE_REQUIRED, CRYPTO_ERROR_CERTIFICATE_REVOKED } from '../../src/quic/quiche.js';
+import { CRYPTO_ERROR_CERTIFICATE_EXPIRED, CRYPTO_ERROR_CERTIFICATE_REQUIRED, CRYPTO_ERROR_CERTIFICATE_REVOKED } from '../../src/quic/engine.js';
 import { Harness, getPki, streamRoundTrip, waitFor, whenClosed } from './quic-harness.js';
 
 const enc = new TextEncoder();

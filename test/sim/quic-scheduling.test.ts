@@ -1,6 +1,6 @@
 /**
- * Endpoint scheduling with many connections, over in-memory sockets and real
- * quiche: sends of every connection flushed in one event-loop turn leave in
+ * Endpoint scheduling with many connections, over in-memory sockets and the real
+ * QUIC engine: sends of every connection flushed in one event-loop turn leave in
  * one socket call, and a burst of new connections is admitted a slice per
  * turn with bounded handshake concurrency (RFC 9000 §7 handshakes, §8.1
  * Retry left to the 'auto' threshold) while all of them still connect.

@@ -3,108 +3,20 @@
  * data"; RFC 9001 §9.2 calls disabling 0-RTT the most effective defence
  * against replay; RFC 8470 §5.2 would otherwise demand 425 Too Early).
  *
- * The peer is a raw quiche client, not our endpoint: it enables early data,
- * resumes a session ticket our server issued, and writes a request on stream 0
- * as early as it can. Our server's tickets must not offer early data
- * (max_early_data_size 0, so the client stays out of 0-RTT), and the server
- * must see the request only once the handshake is complete. Checked to fail
- * when the server config calls enableEarlyData().
+ * The peer is a quiche client (quiche-peer.ts), not our engine: it enables
+ * early data, resumes a session ticket our server issued, and writes a
+ * request on stream 0 as early as it can. Our server's tickets must not
+ * offer early data (so the client stays out of 0-RTT), and the server must
+ * see the request only once the handshake is complete. Checked to fail when
+ * the server's GnuTLS session enables early data (GNUTLS_ENABLE_EARLY_DATA
+ * and a max_early_data_size in quic-tls.c).
  */
-import { createSocket, type Socket } from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
-import { quiche, type QuicheConfig, type QuicheConnection, type QuicheHostPort } from '../../src/quic/quiche.js';
 import { getPki, Harness, waitFor } from './quic-harness.js';
-import { randomBytes } from 'node:crypto';
+import { QuichePeer } from './quiche-peer.js';
 
 const h = new Harness();
 afterEach(() => h.cleanup());
-
-/** A bare quiche client on its own UDP socket, driven by hand. */
-class RawClient {
-  readonly conn: QuicheConnection;
-  private readonly out = new Uint8Array(1500);
-  private timer: NodeJS.Timeout | null = null;
-  private readonly local: QuicheHostPort;
-
-  constructor(
-    private readonly sock: Socket,
-    private readonly remote: QuicheHostPort,
-    caPem: string,
-    session: Uint8Array | null,
-  ) {
-    const cfg = quiche.Config.withBoringSslCtx(true, false, new TextEncoder().encode(caPem), null, null, null);
-    cfg.setApplicationProtos(['h3']);
-    cfg.setMaxIdleTimeout(5_000);
-    cfg.setInitialMaxData(1 << 20);
-    cfg.setInitialMaxStreamDataBidiLocal(1 << 16);
-    cfg.setInitialMaxStreamDataBidiRemote(1 << 16);
-    cfg.setInitialMaxStreamsBidi(10);
-    cfg.setInitialMaxStreamsUni(10);
-    cfg.enableDgram(true, 64, 64);
-    (cfg as QuicheConfig & { enableEarlyData(): void }).enableEarlyData();
-    const a = sock.address();
-    this.local = { host: a.address, port: a.port };
-    this.conn = quiche.Connection.connect('localhost', randomBytes(16), this.local, remote, cfg);
-    if (session !== null) this.conn.setSession(session);
-    sock.on('message', (msg, rinfo) => {
-      try {
-        this.conn.recv(msg, { from: { host: rinfo.address, port: rinfo.port }, to: this.local });
-      } catch {
-        /* quiche "Done" and undecryptable packets: nothing to do */
-      }
-      this.flush();
-    });
-  }
-
-  flush(): void {
-    for (;;) {
-      let r: ReturnType<QuicheConnection['send']>;
-      try {
-        r = this.conn.send(this.out);
-      } catch {
-        break;
-      }
-      if (r === null) break;
-      this.sock.send(this.out.slice(0, r[0]), this.remote.port, this.remote.host);
-    }
-    if (this.timer) clearTimeout(this.timer);
-    const t = this.conn.timeout();
-    if (t !== null) {
-      this.timer = setTimeout(() => {
-        this.conn.onTimeout();
-        this.flush();
-      }, Math.max(1, Math.min(t, 1_000)));
-    }
-  }
-
-  readStream(sid: number): Uint8Array {
-    const buf = new Uint8Array(4096);
-    const parts: Uint8Array[] = [];
-    for (;;) {
-      let r: [number, boolean] | null;
-      try {
-        r = this.conn.streamRecv(sid, buf);
-      } catch {
-        break;
-      }
-      if (r === null) break;
-      parts.push(buf.slice(0, r[0]));
-      if (r[1]) break;
-    }
-    return Buffer.concat(parts);
-  }
-
-  stop(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-  }
-}
-
-async function udp(): Promise<Socket> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  return s;
-}
 
 describe('0-RTT (RFC 9001 §9.2; rfc-checklist: no CONNECT in early data)', () => {
   it('a resumed client that writes a request in early data is served only after the handshake completes', async () => {
@@ -129,13 +41,10 @@ describe('0-RTT (RFC 9001 §9.2; rfc-checklist: no CONNECT in early data)', () =
       },
     });
     const remote = { host: '127.0.0.1', port };
-    const sockets: Socket[] = [];
-    const clients: RawClient[] = [];
+    const clients: QuichePeer[] = [];
     try {
       // First connection: full handshake, collect the session ticket.
-      const s1 = await udp();
-      sockets.push(s1);
-      const c1 = new RawClient(s1, remote, p.ca.certPem, null);
+      const c1 = await QuichePeer.connect(remote, { caPem: p.ca.certPem, earlyData: true });
       clients.push(c1);
       c1.flush();
       await waitFor(() => c1.conn.isEstablished() && c1.conn.session() !== null, 5_000, 'first handshake and ticket');
@@ -144,13 +53,11 @@ describe('0-RTT (RFC 9001 §9.2; rfc-checklist: no CONNECT in early data)', () =
       c1.flush();
 
       // Second connection: resume and write the request in early data.
-      const s2 = await udp();
-      sockets.push(s2);
-      const c2 = new RawClient(s2, remote, p.ca.certPem, ticket);
+      const c2 = await QuichePeer.connect(remote, { caPem: p.ca.certPem, earlyData: true, session: ticket });
       clients.push(c2);
       c2.flush(); // Initial: ClientHello with the ticket
       // The ticket offers no early data, so the client cannot enter 0-RTT.
-      expect((c2.conn as QuicheConnection & { isInEarlyData(): boolean }).isInEarlyData()).toBe(false);
+      expect(c2.conn.isInEarlyData()).toBe(false);
       const req = new TextEncoder().encode('CONNECT in early data');
       let sent = 0;
       await waitFor(() => {
@@ -166,7 +73,7 @@ describe('0-RTT (RFC 9001 §9.2; rfc-checklist: no CONNECT in early data)', () =
       let echoed = new Uint8Array(0);
       await waitFor(() => {
         if (c2.conn.isEstablished()) {
-          const got = c2.readStream(0);
+          const got = c2.read(0).data;
           if (got.length > 0) echoed = Buffer.concat([echoed, got]);
         }
         return echoed.length === req.length;
@@ -178,7 +85,6 @@ describe('0-RTT (RFC 9001 §9.2; rfc-checklist: no CONNECT in early data)', () =
       expect(seen.establishedWhenReadable.every((e) => e)).toBe(true);
     } finally {
       for (const c of clients) c.stop();
-      for (const s of sockets) s.close();
     }
   });
 });

@@ -26,7 +26,7 @@ interface RecvStream {
   reset: number | null;
   resetRead: boolean;
   /**
-   * We shut the read side (STOP_SENDING): as in quiche, buffered and later
+   * We shut the read side (STOP_SENDING): as in the QUIC engine, buffered and later
    * bytes are discarded and neither FIN nor RESET_STREAM is reported.
    */
   stopped: boolean;

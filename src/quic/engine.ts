@@ -1,37 +1,39 @@
 /**
- * Loader and our own type declarations for the quiche napi binding
- * (`@matrixai/quic-linux-x64`). Only the parts src/quic uses are declared.
+ * The QUIC engine src/quic drives: ngtcp2 0.12 + GnuTLS in our C addon
+ * (src/native/quic-*.c, adapted in ngtcp2.ts; issue #13,
+ * docs/decisions/0002-ngtcp2-engine-in-the-addon.md), declared here as the
+ * narrow sans-IO interface endpoint.ts and connection.ts use.
  */
-import { createRequire } from 'node:module';
+import { ngtcp2Engine } from './ngtcp2.js';
 
 /** Host and port as the binding passes addresses. */
-export interface QuicheHostPort {
+export interface EngineHostPort {
   host: string;
   port: number;
 }
 
-/** Addresses of one received datagram (quiche `RecvInfo`). */
-export interface QuicheRecvInfo {
-  from: QuicheHostPort;
-  to: QuicheHostPort;
+/** Addresses of one received datagram. */
+export interface EngineRecvInfo {
+  from: EngineHostPort;
+  to: EngineHostPort;
 }
 
-/** Where quiche wants a packet sent; `at` (pacing instant) is opaque and unused. */
-export interface QuicheSendInfo {
-  from: QuicheHostPort;
-  to: QuicheHostPort;
+/** Where the engine wants a packet sent; `at` (pacing instant) is opaque and unused. */
+export interface EngineSendInfo {
+  from: EngineHostPort;
+  to: EngineHostPort;
   at: object;
 }
 
-/** A connection close error as quiche reports it. */
-export interface QuicheConnectionError {
+/** A connection close error (RFC 9000 §19.19), ours or the peer's. */
+export interface EngineConnectionError {
   isApp: boolean;
   errorCode: number;
   reason: Uint8Array;
 }
 
-/** Connection-wide counters (quiche `Stats`), the fields we read. */
-export interface QuicheStats {
+/** Connection-wide counters, the fields we read. */
+export interface EngineStats {
   recv: number;
   sent: number;
   lost: number;
@@ -42,8 +44,8 @@ export interface QuicheStats {
   peerMaxDatagramFrameSize?: number;
 }
 
-/** Per-path counters (quiche `PathStats`), the fields we read. */
-export interface QuichePathStats {
+/** Per-path counters, the fields we read. */
+export interface EnginePathStats {
   active: boolean;
   rtt: number;
   cwnd: number;
@@ -51,10 +53,9 @@ export interface QuichePathStats {
   deliveryRate: number;
 }
 
-/** quiche `Config`: TLS context plus transport parameters; shared by many connections. */
-export interface QuicheConfig {
+/** TLS credentials plus transport parameters; shared by many connections (each copies what it needs at accept/connect). */
+export interface EngineConfig {
   verifyPeer(verify: boolean): void;
-  grease(grease: boolean): void;
   logKeys(): void;
   setTicketKey(key: Uint8Array): void;
   setApplicationProtos(protos: string[]): void;
@@ -69,7 +70,6 @@ export interface QuicheConfig {
   setInitialMaxStreamsUni(v: number): void;
   setDisableActiveMigration(v: boolean): void;
   setCcAlgorithmName(name: string): void;
-  enablePacing(v: boolean): void;
   enableDgram(enabled: boolean, recvQueueLen: number, sendQueueLen: number): void;
   setMaxStreamWindow(v: number): void;
   setMaxConnectionWindow(v: number): void;
@@ -77,12 +77,12 @@ export interface QuicheConfig {
   setStatelessResetToken(v?: bigint | null): void;
 }
 
-/** quiche `Connection`: the sans-IO state machine of one QUIC connection. */
-export interface QuicheConnection {
+/** The sans-IO state machine of one QUIC connection. */
+export interface EngineConnection {
   setKeylog(path: string): void;
   setSession(session: Uint8Array): void;
-  recv(data: Uint8Array, info: QuicheRecvInfo): number;
-  send(out: Uint8Array): [number, QuicheSendInfo] | null;
+  recv(data: Uint8Array, info: EngineRecvInfo): number;
+  send(out: Uint8Array): [number, EngineSendInfo] | null;
   streamRecv(streamId: number, out: Uint8Array): [number, boolean] | null;
   streamSend(streamId: number, data: Uint8Array, fin: boolean): number | null;
   streamShutdown(streamId: number, direction: number, err: number): void | null;
@@ -107,68 +107,68 @@ export interface QuicheConnection {
   isDraining(): boolean;
   isClosed(): boolean;
   isTimedOut(): boolean;
-  peerError(): QuicheConnectionError | null;
-  localError(): QuicheConnectionError | null;
-  stats(): QuicheStats;
-  pathStats(): QuichePathStats[];
+  peerError(): EngineConnectionError | null;
+  localError(): EngineConnectionError | null;
+  stats(): EngineStats;
+  pathStats(): EnginePathStats[];
   /** Queue a PING so the next send() emits an ack-eliciting packet. */
   sendAckEliciting(): void;
+  /**
+   * Releases the engine's native state (connection, TLS session, buffers)
+   * now instead of when the garbage collector reaches this object; the
+   * connection then reads as closed, its errors and counters kept. The
+   * endpoint calls it when a connection ends.
+   */
+  free(): void;
 }
 
-/** Parsed long or short header (quiche `Header.fromSlice`). */
-export interface QuicheHeader {
-  ty: number;
-  version: number;
-  dcid: Uint8Array;
-  scid: Uint8Array;
-  token?: Uint8Array;
-}
-
-/** The binding's module object. */
-export interface QuicheBinding {
+/** The engine's module object. */
+export interface QuicEngine {
   MAX_CONN_ID_LEN: number;
   MIN_CLIENT_INITIAL_LEN: number;
-  PROTOCOL_VERSION: number;
-  Type: { Initial: number; Retry: number; Handshake: number; ZeroRTT: number; VersionNegotiation: number; Short: number };
   Shutdown: { Read: number; Write: number };
   CRYPTO_ERROR_START: number;
-  negotiateVersion(scid: Uint8Array, dcid: Uint8Array, out: Uint8Array): number;
-  retry(scid: Uint8Array, dcid: Uint8Array, newScid: Uint8Array, token: Uint8Array, version: number, out: Uint8Array): number;
-  versionIsSupported(version: number): boolean;
   Config: {
-    new (): QuicheConfig;
-    withBoringSslCtx(
-      verifyPeer: boolean,
-      verifyAllowFail: boolean,
-      ca?: Uint8Array | null,
-      key?: Uint8Array[] | null,
-      cert?: Uint8Array[] | null,
-      sigalgs?: string | null,
-    ): QuicheConfig;
+    /**
+     * A config with its TLS credentials (PEM): `ca` verifies the peer when
+     * `verifyPeer` (a server then requires a client certificate, mTLS); `key`
+     * and `cert` (chain, leaf first) are ours. Throws on unloadable material.
+     */
+    withTls(verifyPeer: boolean, ca: Uint8Array | null, key: Uint8Array | null, cert: Uint8Array | null): EngineConfig;
   };
   Connection: {
     connect(
       serverName: string | null,
       scid: Uint8Array,
-      local: QuicheHostPort,
-      remote: QuicheHostPort,
-      config: QuicheConfig,
-    ): QuicheConnection;
+      local: EngineHostPort,
+      remote: EngineHostPort,
+      config: EngineConfig,
+    ): EngineConnection;
     accept(
       scid: Uint8Array,
       odcid: Uint8Array | null,
-      local: QuicheHostPort,
-      remote: QuicheHostPort,
-      config: QuicheConfig,
-    ): QuicheConnection;
+      local: EngineHostPort,
+      remote: EngineHostPort,
+      config: EngineConfig,
+    ): EngineConnection;
   };
-  Header: { fromSlice(data: Uint8Array, dcidLen: number): QuicheHeader };
 }
 
-/** The loaded binding (loaded once, on first import of src/quic). */
-export const quiche: QuicheBinding = createRequire(import.meta.url)(
-  '@matrixai/quic-linux-x64/node.napi.node',
-) as QuicheBinding;
+/** The engine (the addon is loaded on first use). */
+export const engine: QuicEngine = ngtcp2Engine;
+
+/**
+ * Congestion control when the endpoint options name none. ngtcp2 0.12 caps
+ * Reno's and CUBIC's window at 2.89 × (highest delivery rate × min RTT)
+ * (`target_cwnd` in its ngtcp2_cc.c; upstream removed the cap in 1.8.0).
+ * Through an event loop, a burst's RTT is about 3× the idle min RTT, so that
+ * cap stalls slow start: in a 5000-datagram burst cwnd sat at the cap round
+ * after round and 10–25 % of the datagrams were refused by the full send
+ * queue. Its BBRv2 sizes the window from the measured bandwidth with an
+ * ACK-aggregation allowance and reached ~1.1 MB in the same burst with the
+ * queue never backing up; upstream later kept BBRv2 as its one BBR.
+ */
+export const DEFAULT_CONGESTION_CONTROL = 'bbr2';
 
 /** TLS 1.3 alert codes we send as QUIC crypto errors (RFC 9001 §4.8: 0x100 + alert). */
 export const CRYPTO_ERROR_CERTIFICATE_REQUIRED = 0x100 + 116;
@@ -179,5 +179,5 @@ export const CRYPTO_ERROR_CERTIFICATE_REVOKED = 0x100 + 44;
 /** RFC 9001 §4.8 + RFC 8446 §6.2 alert certificate_expired (45): the peer's certificate passed its notAfter. */
 export const CRYPTO_ERROR_CERTIFICATE_EXPIRED = 0x100 + 45;
 
-/** Error `message` the binding throws for quiche's `Error::Done`. */
-export const QUICHE_DONE = 'Done';
+/** Error `message` the engine throws when there is nothing to do (quiche's `Error::Done`, whose error strings the engine keeps). */
+export const ENGINE_DONE = 'Done';

@@ -1,0 +1,421 @@
+/*
+ * mtun QUIC engine: the N-API surface of connections (functions named
+ * quic*; configs and stateless packets are in quic-napi-config.c). Handles
+ * are napi externals: a connection is freed when JavaScript drops it and
+ * keeps its config alive. Buffers passed in are read during the call only.
+ * src/quic/ngtcp2.ts wraps these into the engine interface src/quic uses.
+ */
+#include "quic-napi.h"
+
+#include <gnutls/x509.h>
+
+/* ------------------------------------------------------------ connections */
+
+static void conn_finalize(napi_env env, void *data, void *hint) { qe_conn_free(data); }
+
+static napi_value wrap_conn(napi_env env, struct qe_conn *c) {
+  napi_value r;
+  if (napi_create_external(env, c, conn_finalize, NULL, &r) != napi_ok) {
+    qe_conn_free(c);
+    QE_ERR(env, "quic: cannot wrap connection");
+  }
+  return r;
+}
+
+/* quicConnect(cfg, sni|null, scid, localHost, localPort, remoteHost, remotePort) */
+static napi_value conn_connect(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(7);
+  struct qe_config *cfg = ext(env, argv[0]);
+  char sni[256] = "";
+  size_t sl;
+  uint8_t *scid;
+  size_t scidlen;
+  struct sockaddr_storage l, r;
+  socklen_t ll, rl;
+  if (cfg == NULL || !bytes_of(env, argv[2], &scid, &scidlen) || scidlen > NGTCP2_MAX_CIDLEN)
+    return mtun_throw_type(env, "quic: quicConnect(config, sni, scid, ...)");
+  if (!is_nullish(env, argv[1]) && !mtun_arg_str(env, argv[1], "sni", sni, sizeof sni, &sl)) return NULL;
+  if (!sockaddr_of(env, argv[3], argv[4], &l, &ll) || !sockaddr_of(env, argv[5], argv[6], &r, &rl)) return NULL;
+  char err[200];
+  struct qe_conn *c = qe_conn_client(cfg, sni, scid, scidlen, (struct sockaddr *)&l, ll, (struct sockaddr *)&r, rl,
+                                     err, sizeof err);
+  if (c == NULL) QE_ERR(env, "quic: connect: %s", err);
+  return wrap_conn(env, c);
+}
+
+/* quicAccept(cfg, scid, odcid|null, localHost, localPort, remoteHost, remotePort) */
+static napi_value conn_accept(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(7);
+  struct qe_config *cfg = ext(env, argv[0]);
+  uint8_t *scid, *odcid = NULL;
+  size_t scidlen, odcidlen = 0;
+  struct sockaddr_storage l, r;
+  socklen_t ll, rl;
+  if (cfg == NULL || !bytes_of(env, argv[1], &scid, &scidlen) || scidlen > NGTCP2_MAX_CIDLEN)
+    return mtun_throw_type(env, "quic: quicAccept(config, scid, odcid, ...)");
+  if (!is_nullish(env, argv[2]) && (!bytes_of(env, argv[2], &odcid, &odcidlen) || odcidlen > NGTCP2_MAX_CIDLEN))
+    return mtun_throw_type(env, "quic: odcid must be a Uint8Array of at most 20 bytes");
+  if (!sockaddr_of(env, argv[3], argv[4], &l, &ll) || !sockaddr_of(env, argv[5], argv[6], &r, &rl)) return NULL;
+  char err[200];
+  struct qe_conn *c = qe_conn_server(cfg, scid, scidlen, odcid, odcidlen, (struct sockaddr *)&l, ll,
+                                     (struct sockaddr *)&r, rl, err, sizeof err);
+  if (c == NULL) QE_ERR(env, "quic: accept: %s", err);
+  return wrap_conn(env, c);
+}
+
+/* The (connection, bytes) arguments most calls take; NULL after throwing. */
+static struct qe_conn *conn_bytes(napi_env env, napi_callback_info info, uint8_t **p, size_t *len, const char *what) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) {
+    mtun_throw_type(env, what);
+    return NULL;
+  }
+  struct qe_conn *c = ext(env, argv[0]);
+  if (c == NULL || !bytes_of(env, argv[1], p, len)) {
+    mtun_throw_type(env, what);
+    return NULL;
+  }
+  return c;
+}
+
+/* quicSetPeer(conn, host, port): the address later packets come from (path for ngtcp2). */
+static napi_value conn_set_peer(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(3);
+  CONN(argv[0]);
+  struct sockaddr_storage r;
+  socklen_t rl;
+  if (!sockaddr_of(env, argv[1], argv[2], &r, &rl)) return NULL;
+  memcpy(&c->remote, &r, rl);
+  c->remotelen = rl;
+  return NULL;
+}
+
+/* quicRecv(conn, data) → 0, or throws "quic: <reason>" (a close may be queued). */
+static napi_value conn_recv(napi_env env, napi_callback_info info) {
+  uint8_t *p;
+  size_t len;
+  struct qe_conn *c = conn_bytes(env, info, &p, &len, "quic: recv needs a Uint8Array");
+  if (c == NULL) return NULL;
+  if (qe_conn_recv(c, p, len, NULL, 0) != 0) QE_ERR(env, "quic: recv: %s", c->errmsg);
+  return NULL;
+}
+
+/* quicSend(conn, out) → bytes written (0: nothing to send now). */
+static napi_value conn_send(napi_env env, napi_callback_info info) {
+  uint8_t *p;
+  size_t len;
+  struct qe_conn *c = conn_bytes(env, info, &p, &len, "quic: send needs a Uint8Array");
+  if (c == NULL) return NULL;
+  ssize_t n = qe_conn_send(c, p, len);
+  return mtun_i32(env, n < 0 ? 0 : (int32_t)n);
+}
+
+/* quicTimeout(conn) → µs until the next deadline, or -1. */
+static napi_value conn_timeout(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  CONN(argv[0]);
+  return dbl(env, (double)qe_conn_timeout_us(c));
+}
+
+static napi_value conn_on_timeout(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  CONN(argv[0]);
+  qe_conn_on_timeout(c);
+  return NULL;
+}
+
+static napi_value conn_ping(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  CONN(argv[0]);
+  qe_conn_ping(c);
+  return NULL;
+}
+
+/* quicClose(conn, app, code, reason) → false when already closing or closed. */
+static napi_value conn_close(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(4);
+  CONN(argv[0]);
+  bool app;
+  uint8_t *p = NULL;
+  size_t len = 0;
+  if (!mtun_arg_bool(env, argv[1], "app", &app)) return NULL;
+  if (!is_nullish(env, argv[3]) && !bytes_of(env, argv[3], &p, &len)) return mtun_throw_type(env, "quic: reason");
+  if (c->state != QE_OPEN) return boolv(env, false);
+  qe_conn_close(c, app, (uint64_t)num(env, argv[2]), p, len > QE_MAX_REASON ? QE_MAX_REASON : len);
+  return boolv(env, true);
+}
+
+/* quicStreamSend(conn, id, data, fin, res: Float64Array) → QE_S_*; res[0] bytes taken, res[1] error code. */
+static napi_value stream_send(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(5);
+  CONN(argv[0]);
+  uint8_t *p;
+  size_t len, rn;
+  bool fin;
+  double *res;
+  if (!bytes_of(env, argv[2], &p, &len) || !mtun_arg_bool(env, argv[3], "fin", &fin) ||
+      !mtun_arg_stats(env, argv[4], &res, &rn) || res == NULL || rn < 2)
+    return mtun_throw_type(env, "quic: quicStreamSend(conn, id, data, fin, res)");
+  size_t taken;
+  uint64_t code = 0;
+  int rv = qe_stream_send(c, (int64_t)num(env, argv[1]), p, len, fin, &taken, &code);
+  res[0] = (double)taken;
+  res[1] = (double)code;
+  return mtun_i32(env, rv);
+}
+
+/* quicStreamRecv(conn, id, out, res) → QE_S_*; res[0] bytes, res[1] fin, res[2] reset code. */
+static napi_value stream_recv(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(4);
+  CONN(argv[0]);
+  uint8_t *p;
+  size_t len, rn;
+  double *res;
+  if (!bytes_of(env, argv[2], &p, &len) || !mtun_arg_stats(env, argv[3], &res, &rn) || res == NULL || rn < 3)
+    return mtun_throw_type(env, "quic: quicStreamRecv(conn, id, out, res)");
+  size_t n;
+  bool fin;
+  uint64_t code = 0;
+  int rv = qe_stream_recv(c, (int64_t)num(env, argv[1]), p, len, &n, &fin, &code);
+  res[0] = (double)n;
+  res[1] = fin ? 1 : 0;
+  res[2] = (double)code;
+  return mtun_i32(env, rv);
+}
+
+static napi_value stream_shutdown(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(4);
+  CONN(argv[0]);
+  bool read;
+  if (!mtun_arg_bool(env, argv[2], "read", &read)) return NULL;
+  return mtun_i32(env, qe_stream_shutdown(c, (int64_t)num(env, argv[1]), read, (uint64_t)num(env, argv[3])));
+}
+
+/* quicStreams(conn, writable) → ids of readable (false) or writable (true) streams. */
+static napi_value stream_list(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  CONN(argv[0]);
+  bool writable;
+  if (!mtun_arg_bool(env, argv[1], "writable", &writable)) return NULL;
+  napi_value arr;
+  napi_create_array(env, &arr);
+  uint32_t n = 0;
+  if (c->state == QE_OPEN || !writable) {
+    for (struct qe_stream *s = c->streams; s != NULL; s = s->next) {
+      if (writable ? qe_stream_writable(s) : qe_stream_readable(s)) napi_set_element(env, arr, n++, dbl(env, (double)s->id));
+    }
+  }
+  return arr;
+}
+
+/* quicDgramSend(conn, data) → 1 queued, 0 queue full, -1 too big or not negotiated. */
+static napi_value dgram_send(napi_env env, napi_callback_info info) {
+  uint8_t *p;
+  size_t len;
+  struct qe_conn *c = conn_bytes(env, info, &p, &len, "quic: dgramSend needs a Uint8Array");
+  if (c == NULL) return NULL;
+  struct qe_dq *q = &c->dq_send;
+  int64_t max = qe_dgram_max_writable(c);
+  if (max < 0 || (int64_t)len > max) return mtun_i32(env, -1);
+  if (!qe_dq_room(q)) return mtun_i32(env, 0);
+  qe_dq_push(q, p, len);
+  return mtun_i32(env, 1);
+}
+
+/* quicDgramRecv(conn, out) → bytes, -1 when none, -2 when out is too small. */
+static napi_value dgram_recv(napi_env env, napi_callback_info info) {
+  uint8_t *p;
+  size_t len;
+  struct qe_conn *c = conn_bytes(env, info, &p, &len, "quic: dgramRecv needs a Uint8Array");
+  if (c == NULL) return NULL;
+  struct qe_dq *q = &c->dq_recv;
+  if (q->count == 0) return mtun_i32(env, -1);
+  uint32_t n = q->lens[q->head];
+  if (n > len) return mtun_i32(env, -2);
+  memcpy(p, q->mem + (size_t)q->head * q->slot, n);
+  qe_dq_pop(q);
+  return mtun_i32(env, (int32_t)n);
+}
+
+/*
+ * quicInfo(conn, res): fills res with the state the adapter polls —
+ * [0] established, [1] resumed, [2] draining, [3] closed, [4] timed out,
+ * [5] any stream readable, [6] dgram recv queued, [7] dgram send queued,
+ * [8] dgram recv queue full, [9] dgram max writable (-1 none), [10] dgram recv dropped.
+ */
+static napi_value conn_info(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  CONN(argv[0]);
+  double *r;
+  size_t rn;
+  if (!mtun_arg_stats(env, argv[1], &r, &rn) || r == NULL || rn < 11) return mtun_throw_type(env, "quic: info res");
+  bool hs = c->conn != NULL && (c->handshake_done || ngtcp2_conn_get_handshake_completed(c->conn));
+  r[0] = hs;
+  r[1] = c->tls != NULL && hs && gnutls_session_is_resumed(c->tls);
+  r[2] = c->state == QE_DRAINING || c->state == QE_CLOSING;
+  r[3] = c->state == QE_CLOSED;
+  r[4] = c->timed_out;
+  bool readable = false;
+  for (struct qe_stream *s = c->streams; s != NULL && !readable; s = s->next) readable = qe_stream_readable(s);
+  r[5] = readable;
+  r[6] = c->dq_recv.count;
+  r[7] = c->dq_send.count;
+  r[8] = c->dq_recv.max > 0 && c->dq_recv.count == c->dq_recv.max;
+  r[9] = (double)qe_dgram_max_writable(c);
+  r[10] = (double)c->dgram_recv_dropped;
+  return NULL;
+}
+
+/* quicStats(conn, res): [0] recv pkts, [1] sent pkts, [2] sent bytes, [3] recv bytes, [4] srtt ms, [5] cwnd, [6] pmtu, [7] delivery rate, [8] lost packets (qe_conn_lost_pkts). */
+static napi_value conn_stats(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  CONN(argv[0]);
+  double *r;
+  size_t rn;
+  if (!mtun_arg_stats(env, argv[1], &r, &rn) || r == NULL || rn < 9) return mtun_throw_type(env, "quic: stats res");
+  r[0] = (double)c->pkts_recv;
+  r[1] = (double)c->pkts_sent;
+  r[2] = (double)c->bytes_sent;
+  r[3] = (double)c->bytes_recv;
+  if (c->conn != NULL) {
+    ngtcp2_conn_stat st;
+    ngtcp2_conn_get_conn_stat(c->conn, &st);
+    r[4] = (double)st.smoothed_rtt / NGTCP2_MILLISECONDS;
+    r[5] = (double)st.cwnd;
+    r[6] = (double)ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
+    r[7] = (double)st.delivery_rate_sec;
+    r[8] = (double)qe_conn_lost_pkts(c);
+  } else if (c->has_last_path) {
+    r[4] = c->last_rtt_ms;
+    r[5] = c->last_cwnd;
+    r[6] = c->last_pmtu;
+    r[7] = c->last_rate;
+    r[8] = (double)qe_conn_lost_pkts(c);
+  } else {
+    r[4] = r[5] = r[6] = r[7] = r[8] = -1;
+  }
+  return NULL;
+}
+
+/* quicError(conn, peer) → {isApp, errorCode, reason} | null */
+static napi_value conn_error(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  CONN(argv[0]);
+  bool peer;
+  if (!mtun_arg_bool(env, argv[1], "peer", &peer)) return NULL;
+  const struct qe_error *e = peer ? &c->peer_err : &c->local_err;
+  if (!e->set) return nullv(env);
+  napi_value o;
+  napi_create_object(env, &o);
+  napi_set_named_property(env, o, "isApp", boolv(env, e->app));
+  napi_set_named_property(env, o, "errorCode", dbl(env, (double)e->code));
+  napi_set_named_property(env, o, "reason", copy_buf(env, e->reason, e->reasonlen));
+  return o;
+}
+
+/* quicTlsInfo(conn, what): 0 ALPN (Buffer), 1 server name (string|null), 2 peer chain (Buffer[]|null), 3 session (Buffer|null). */
+static napi_value conn_tls_info(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  CONN(argv[0]);
+  uint32_t what;
+  if (!mtun_arg_u32(env, argv[1], "what", &what)) return NULL;
+  if (c->tls == NULL) return nullv(env);
+  switch (what) {
+  case 0: {
+    gnutls_datum_t p = {0};
+    if (gnutls_alpn_get_selected_protocol(c->tls, &p) != 0) return copy_buf(env, "", 0);
+    return copy_buf(env, p.data, p.size);
+  }
+  case 1: {
+    if (!c->server) {
+      if (c->sni[0] == 0) return nullv(env);
+      napi_value s;
+      napi_create_string_utf8(env, c->sni, NAPI_AUTO_LENGTH, &s);
+      return s;
+    }
+    char name[256];
+    size_t len = sizeof name - 1;
+    unsigned type;
+    if (gnutls_server_name_get(c->tls, name, &len, &type, 0) != 0) return nullv(env);
+    napi_value s;
+    napi_create_string_utf8(env, name, len, &s);
+    return s;
+  }
+  case 2: {
+    unsigned n = 0;
+    const gnutls_datum_t *peers = gnutls_certificate_get_peers(c->tls, &n);
+    if (peers == NULL || n == 0) return nullv(env);
+    napi_value arr;
+    napi_create_array_with_length(env, n, &arr);
+    for (unsigned i = 0; i < n; i++) napi_set_element(env, arr, i, copy_buf(env, peers[i].data, peers[i].size));
+    return arr;
+  }
+  case 3: {
+    /* A resumable session exists only once a NewSessionTicket arrived (TLS 1.3). */
+    if (c->server || !(gnutls_session_get_flags(c->tls) & GNUTLS_SFLAGS_SESSION_TICKET)) return nullv(env);
+    gnutls_datum_t d = {0};
+    if (gnutls_session_get_data2(c->tls, &d) != 0) return nullv(env);
+    napi_value b = copy_buf(env, d.data, d.size);
+    gnutls_free(d.data);
+    return b;
+  }
+  default:
+    return mtun_throw_type(env, "quic: unknown TLS info");
+  }
+}
+
+/* quicSetSession(conn, data): resume a TLS session (client, before the handshake). */
+static napi_value conn_set_session(napi_env env, napi_callback_info info) {
+  uint8_t *p;
+  size_t len;
+  struct qe_conn *c = conn_bytes(env, info, &p, &len, "quic: session must be a Uint8Array");
+  if (c == NULL) return NULL;
+  if (c->tls == NULL) QE_ERR(env, "quic: session: connection released");
+  int rv = gnutls_session_set_data(c->tls, p, len);
+  if (rv != 0) QE_ERR(env, "quic: session: %s", gnutls_strerror(rv));
+  return NULL;
+}
+
+/* quicSetKeylog(conn, path): NSS key log lines are appended to path. */
+static napi_value conn_set_keylog(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  CONN(argv[0]);
+  char path[1024];
+  size_t len;
+  if (!mtun_arg_str(env, argv[1], "path", path, sizeof path, &len)) return NULL;
+  if (c->tls == NULL) return NULL; /* released: no handshake left to log */
+  char *copy = strdup(path);
+  if (copy == NULL) QE_ERR(env, "quic: out of memory");
+  free(c->keylog_path);
+  c->keylog_path = copy;
+  qe_tls_enable_keylog(c);
+  return NULL;
+}
+
+/* quicFree(conn): releases the native state now (qe_conn_release); the handle
+ * stays valid and reads as a closed connection until it is collected. */
+static napi_value conn_free(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  CONN(argv[0]);
+  qe_conn_release(c);
+  return NULL;
+}
+
+bool mtun_quic_init(napi_env env, napi_value exports) {
+  static const struct {
+    const char *name;
+    napi_callback cb;
+  } fns[] = {
+      {"quicConnect", conn_connect}, {"quicAccept", conn_accept},
+      {"quicSetPeer", conn_set_peer}, {"quicRecv", conn_recv}, {"quicSend", conn_send}, {"quicTimeout", conn_timeout},
+      {"quicOnTimeout", conn_on_timeout}, {"quicPing", conn_ping}, {"quicClose", conn_close},
+      {"quicStreamSend", stream_send}, {"quicStreamRecv", stream_recv}, {"quicStreamShutdown", stream_shutdown},
+      {"quicStreams", stream_list}, {"quicDgramSend", dgram_send}, {"quicDgramRecv", dgram_recv},
+      {"quicInfo", conn_info}, {"quicStats", conn_stats}, {"quicError", conn_error}, {"quicTlsInfo", conn_tls_info},
+      {"quicSetSession", conn_set_session}, {"quicSetKeylog", conn_set_keylog}, {"quicFree", conn_free},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
+    if (!mtun_export_fn(env, exports, fns[i].name, fns[i].cb)) return false;
+  return qn_config_init(env, exports);
+}

@@ -1,0 +1,121 @@
+/**
+ * The ngtcp2 engine's DATAGRAM rings (allocated on the first datagram,
+ * doubled up to the configured length) and the release of a connection's
+ * native state (`free`, which the endpoint calls when a connection ends),
+ * between two engine connections joined in memory.
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { createDevCa, issueServerCert } from '../certs/pki.js';
+import type { EngineConnection } from './engine.js';
+import { ngtcp2Engine as e } from './ngtcp2.js';
+
+const S = { host: '127.0.0.1', port: 443 };
+const C = { host: '127.0.0.1', port: 5555 };
+const enc = (s: string) => new TextEncoder().encode(s);
+
+async function pair(queueLen: number): Promise<{ c: EngineConnection; s: EngineConnection; pump: () => void }> {
+  const ca = await createDevCa();
+  const srv = await issueServerCert(ca);
+  const cfg = (server: boolean) => {
+    const k = server ? e.Config.withTls(false, null, enc(srv.keyPem), enc(srv.certPem)) : e.Config.withTls(true, enc(ca.certPem), null, null);
+    k.setApplicationProtos(['h3']);
+    k.enableDgram(true, queueLen, queueLen);
+    k.setInitialMaxData(1 << 20);
+    k.setInitialMaxStreamDataBidiLocal(1 << 18);
+    k.setInitialMaxStreamDataBidiRemote(1 << 18);
+    k.setInitialMaxStreamsBidi(10);
+    return k;
+  };
+  const scfg = cfg(true);
+  const c = e.Connection.connect('localhost', randomBytes(16), C, S, cfg(false));
+  let s: EngineConnection | null = null;
+  const out = new Uint8Array(1500);
+  const pump = (): void => {
+    for (let moved = true; moved; ) {
+      moved = false;
+      let r: [number, unknown] | null;
+      while ((r = c.send(out)) !== null) {
+        moved = true;
+        s ??= e.Connection.accept(randomBytes(16), null, S, C, scfg);
+        s.recv(out.slice(0, r[0]), { from: C, to: S });
+      }
+      while (s !== null && (r = s.send(out)) !== null) {
+        moved = true;
+        c.recv(out.slice(0, r[0]), { from: S, to: C });
+      }
+    }
+  };
+  pump();
+  expect(c.isEstablished()).toBe(true);
+  expect(s!.isEstablished()).toBe(true);
+  return { c, s: s!, pump };
+}
+
+describe('ngtcp2 engine: DATAGRAM rings and release', () => {
+  it('a receive ring grows on demand, keeps arrival order, and past its length drops the oldest (RFC 9221 §5)', async () => {
+    const { c, s, pump } = await pair(100);
+    const buf = new Uint8Array(1500);
+    const drain = (): number[] => {
+      const got: number[] = [];
+      while (s.dgramRecv(buf) !== null) got.push(buf[0]!);
+      return got;
+    };
+    // Growth while the ring has wrapped: 6 queued, 3 read, 13 more (the first ring holds 8).
+    for (let i = 0; i < 6; i++) c.dgramSend(new Uint8Array([i]));
+    pump();
+    expect([s.dgramRecv(buf), buf[0], s.dgramRecv(buf), buf[0], s.dgramRecv(buf), buf[0]]).toEqual([1, 0, 1, 1, 1, 2]);
+    for (let i = 6; i < 19; i++) c.dgramSend(new Uint8Array([i]));
+    pump();
+    expect(drain()).toEqual(Array.from({ length: 16 }, (_, k) => 3 + k));
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 150; i++) {
+        const d = new Uint8Array(1000).fill((i + round) & 0xff);
+        d[0] = i;
+        while (c.dgramSend(d) === null) pump(); // the client's send ring is full: let it drain
+        if (i % 60 === 59) pump();
+      }
+      pump();
+      expect(s.isDgramRecvQueueFull()).toBe(true);
+      const got: number[] = [];
+      let n: number | null;
+      while ((n = s.dgramRecv(buf)) !== null) {
+        expect(n).toBe(1000);
+        expect(buf[999]).toBe((buf[0]! + round) & 0xff);
+        got.push(buf[0]!);
+      }
+      // 150 sent into a ring of 100: the newest 100, in order, whatever size the ring had grown to.
+      expect(got).toEqual(Array.from({ length: 100 }, (_, k) => 50 + k));
+    }
+  });
+
+  it('free releases the native state: the connection then reads as closed, keeps its counters, and free again is harmless', async () => {
+    const { c, s, pump } = await pair(16);
+    c.dgramSend(new Uint8Array(100));
+    pump();
+    const before = s.stats();
+    const path = s.pathStats();
+    c.close(true, 7, enc('bye'));
+    pump();
+    s.free();
+    c.free();
+    expect(s.isClosed()).toBe(true);
+    expect(c.isClosed()).toBe(true);
+    expect(s.peerError()).toMatchObject({ isApp: true, errorCode: 7 });
+    expect(s.stats().recv).toBeGreaterThan(before.recv);
+    expect(path).toHaveLength(1);
+    const [last] = s.pathStats(); // the figures at release
+    expect(last).toMatchObject({ active: true, pmtu: path[0]!.pmtu });
+    expect(last!.rtt).toBeGreaterThan(0);
+    expect(s.send(new Uint8Array(1500))).toBeNull();
+    expect(s.timeout()).toBeNull();
+    expect(s.dgramMaxWritableLen()).toBeNull();
+    expect(s.dgramRecv(new Uint8Array(1500))).toBeNull();
+    expect([...s.readable()]).toEqual([]);
+    expect(s.peerCertChain()).toBeNull();
+    expect(() => s.close(true, 0, new Uint8Array(0))).toThrow('Done');
+    s.recv(new Uint8Array(1200), { from: C, to: S });
+    s.free();
+    expect(s.isClosed()).toBe(true);
+  });
+});

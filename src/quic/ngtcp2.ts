@@ -1,0 +1,287 @@
+/**
+ * The ngtcp2 0.12 + GnuTLS engine (src/native/quic-*.c) behind the narrow
+ * engine interface endpoint.ts and connection.ts drive (`QuicEngine` in
+ * engine.ts). Error messages are the ones connection.ts maps (`Done`,
+ * `StreamReset(n)`, `StreamStopped(n)`, `StreamLimit`,
+ * `InvalidStreamState(n)`; the names quiche, the engine before, gave them).
+ * Buffers passed in are copied by the native side before each call returns.
+ */
+import { loadNative } from '../native/addon.js';
+import type {
+  QuicEngine,
+  EngineConfig,
+  EngineConnection,
+  EngineConnectionError,
+  EngineHostPort,
+  EnginePathStats,
+  EngineRecvInfo,
+  EngineSendInfo,
+  EngineStats,
+} from './engine.js';
+
+/** Opaque native handles. */
+interface NativeConfig {
+  readonly __quicConfig: unique symbol;
+}
+interface NativeConn {
+  readonly __quicConn: unique symbol;
+}
+
+/** The quic* functions of the addon (src/native/quic-napi.c documents each). */
+interface QuicNative {
+  quicConfigNew(verifyPeer: boolean, ca: Uint8Array | null, key: Uint8Array | null, cert: Uint8Array | null): NativeConfig;
+  quicConfigSet(cfg: NativeConfig, field: number, value: number): void;
+  quicConfigSetAlpn(cfg: NativeConfig, protos: Uint8Array[]): void;
+  quicConfigSetBytes(cfg: NativeConfig, which: 0 | 1, bytes: Uint8Array): void;
+  quicConnect(cfg: NativeConfig, sni: string | null, scid: Uint8Array, lh: string, lp: number, rh: string, rp: number): NativeConn;
+  quicAccept(cfg: NativeConfig, scid: Uint8Array, odcid: Uint8Array | null, lh: string, lp: number, rh: string, rp: number): NativeConn;
+  quicSetPeer(c: NativeConn, host: string, port: number): void;
+  quicRecv(c: NativeConn, data: Uint8Array): void;
+  quicSend(c: NativeConn, out: Uint8Array): number;
+  quicTimeout(c: NativeConn): number;
+  quicOnTimeout(c: NativeConn): void;
+  quicPing(c: NativeConn): void;
+  quicClose(c: NativeConn, app: boolean, code: number, reason: Uint8Array | null): boolean;
+  quicStreamSend(c: NativeConn, id: number, data: Uint8Array, fin: boolean, res: Float64Array): number;
+  quicStreamRecv(c: NativeConn, id: number, out: Uint8Array, res: Float64Array): number;
+  quicStreamShutdown(c: NativeConn, id: number, read: boolean, code: number): number;
+  quicStreams(c: NativeConn, writable: boolean): number[];
+  quicDgramSend(c: NativeConn, data: Uint8Array): number;
+  quicDgramRecv(c: NativeConn, out: Uint8Array): number;
+  quicInfo(c: NativeConn, res: Float64Array): void;
+  quicStats(c: NativeConn, res: Float64Array): void;
+  quicError(c: NativeConn, peer: boolean): EngineConnectionError | null;
+  quicTlsInfo(c: NativeConn, what: 0): Uint8Array;
+  quicTlsInfo(c: NativeConn, what: 1): string | null;
+  quicTlsInfo(c: NativeConn, what: 2): Uint8Array[] | null;
+  quicTlsInfo(c: NativeConn, what: 3): Uint8Array | null;
+  quicSetSession(c: NativeConn, data: Uint8Array): void;
+  quicSetKeylog(c: NativeConn, path: string): void;
+  quicFree(c: NativeConn): void;
+}
+
+/** Field numbers of quicConfigSet (enum CF_* in quic-napi.c). */
+const F = {
+  idleMs: 0, maxRecvUdp: 1, maxSendUdp: 2, maxData: 3, sdBidiLocal: 4, sdBidiRemote: 5, sdUni: 6, streamsBidi: 7,
+  streamsUni: 8, disableMigration: 9, cc: 10, dgram: 11, dgramRq: 12, dgramSq: 13, streamWindow: 14, connWindow: 15,
+  keylog: 16, verifyPeer: 17,
+} as const;
+/** ngtcp2_cc_algo. */
+const CC: Record<string, number> = { reno: 0, cubic: 1, bbr: 2, bbr2: 3 };
+/** Stream call results (QE_S_* in quic-engine.h). */
+const S_OK = 0, S_DONE = -1, S_RESET = -2, S_STOPPED = -3, S_LIMIT = -4;
+
+let native: QuicNative | null = null;
+function n(): QuicNative {
+  native ??= loadNative() as unknown as QuicNative;
+  return native;
+}
+
+class Ngtcp2Config implements EngineConfig {
+  readonly h: NativeConfig;
+  constructor(verifyPeer: boolean, ca: Uint8Array | null, key: Uint8Array | null, cert: Uint8Array | null) {
+    this.h = n().quicConfigNew(verifyPeer, ca, key, cert);
+  }
+  private set(f: number, v: number): void {
+    n().quicConfigSet(this.h, f, v);
+  }
+  verifyPeer(verify: boolean): void { this.set(F.verifyPeer, verify ? 1 : 0); }
+  logKeys(): void { this.set(F.keylog, 1); }
+  setTicketKey(key: Uint8Array): void { n().quicConfigSetBytes(this.h, 0, key); }
+  setApplicationProtos(protos: string[]): void {
+    n().quicConfigSetAlpn(this.h, protos.map((p) => new TextEncoder().encode(p)));
+  }
+  setMaxIdleTimeout(ms: number): void { this.set(F.idleMs, ms); }
+  setMaxRecvUdpPayloadSize(size: number): void { this.set(F.maxRecvUdp, size); }
+  setMaxSendUdpPayloadSize(size: number): void { this.set(F.maxSendUdp, size); }
+  setInitialMaxData(v: number): void { this.set(F.maxData, v); }
+  setInitialMaxStreamDataBidiLocal(v: number): void { this.set(F.sdBidiLocal, v); }
+  setInitialMaxStreamDataBidiRemote(v: number): void { this.set(F.sdBidiRemote, v); }
+  setInitialMaxStreamDataUni(v: number): void { this.set(F.sdUni, v); }
+  setInitialMaxStreamsBidi(v: number): void { this.set(F.streamsBidi, v); }
+  setInitialMaxStreamsUni(v: number): void { this.set(F.streamsUni, v); }
+  setDisableActiveMigration(v: boolean): void { this.set(F.disableMigration, v ? 1 : 0); }
+  setCcAlgorithmName(name: string): void {
+    const cc = CC[name];
+    if (cc === undefined) throw new Error(`quic: unknown congestion control '${name}' (reno, cubic, bbr, bbr2)`);
+    this.set(F.cc, cc);
+  }
+  enableDgram(enabled: boolean, recvQueueLen: number, sendQueueLen: number): void {
+    this.set(F.dgram, enabled ? 1 : 0);
+    this.set(F.dgramRq, recvQueueLen);
+    this.set(F.dgramSq, sendQueueLen);
+  }
+  setMaxStreamWindow(v: number): void { this.set(F.streamWindow, v); }
+  setMaxConnectionWindow(v: number): void { this.set(F.connWindow, v); }
+  setStatelessResetToken(v?: bigint | null): void {
+    if (v === undefined || v === null) return;
+    const b = new Uint8Array(16);
+    let x = v;
+    for (let i = 15; i >= 0; i--) {
+      b[i] = Number(x & 0xffn);
+      x >>= 8n;
+    }
+    n().quicConfigSetBytes(this.h, 1, b);
+  }
+}
+
+/** One connection of the engine (exported for bench/quic-datagram.mjs, which times its methods). */
+export class Ngtcp2Connection implements EngineConnection {
+  private readonly h: NativeConn;
+  private readonly info = new Float64Array(11);
+  private readonly res = new Float64Array(3);
+  private peerHost: string;
+  private peerPort: number;
+  private readonly sendInfo: EngineSendInfo;
+  private readonly sendResult: [number, EngineSendInfo];
+
+  constructor(h: NativeConn, local: EngineHostPort, remote: EngineHostPort) {
+    this.h = h;
+    this.peerHost = remote.host;
+    this.peerPort = remote.port;
+    this.sendInfo = { from: { ...local }, to: { host: remote.host, port: remote.port }, at: {} };
+    this.sendResult = [0, this.sendInfo];
+  }
+
+  private poll(): Float64Array {
+    n().quicInfo(this.h, this.info);
+    return this.info;
+  }
+
+  setKeylog(path: string): void { n().quicSetKeylog(this.h, path); }
+  setSession(session: Uint8Array): void { n().quicSetSession(this.h, session); }
+
+  recv(data: Uint8Array, info: EngineRecvInfo): number {
+    const f = info.from;
+    if (f.port !== this.peerPort || f.host !== this.peerHost) {
+      n().quicSetPeer(this.h, f.host, f.port);
+      this.peerHost = f.host;
+      this.peerPort = f.port;
+      // Answer where the peer now is (RFC 9000 §9.3: the server follows a rebinding client).
+      this.sendInfo.to = { host: f.host, port: f.port };
+    }
+    n().quicRecv(this.h, data);
+    return data.length;
+  }
+
+  /** Returns a reused [length, info] pair: read it before the next call. */
+  send(out: Uint8Array): [number, EngineSendInfo] | null {
+    const len = n().quicSend(this.h, out);
+    if (len === 0) return null;
+    this.sendResult[0] = len;
+    return this.sendResult;
+  }
+
+  streamRecv(streamId: number, out: Uint8Array): [number, boolean] | null {
+    const r = this.res;
+    const rv = n().quicStreamRecv(this.h, streamId, out, r);
+    if (rv === S_OK) return [r[0], r[1] === 1];
+    if (rv === S_DONE) return null;
+    if (rv === S_RESET) throw new Error(`StreamReset(${r[2]})`);
+    throw new Error(`InvalidStreamState(${streamId})`);
+  }
+
+  streamSend(streamId: number, data: Uint8Array, fin: boolean): number | null {
+    const r = this.res;
+    const rv = n().quicStreamSend(this.h, streamId, data, fin, r);
+    if (rv === S_OK) return r[0];
+    if (rv === S_DONE) return null;
+    if (rv === S_STOPPED) throw new Error(`StreamStopped(${r[1]})`);
+    if (rv === S_LIMIT) throw new Error('StreamLimit');
+    throw new Error(`InvalidStreamState(${streamId})`);
+  }
+
+  streamShutdown(streamId: number, direction: number, err: number): void | null {
+    const rv = n().quicStreamShutdown(this.h, streamId, direction === SHUTDOWN_READ, err);
+    if (rv === S_DONE) throw new Error('Done');
+    if (rv !== S_OK) throw new Error(`InvalidStreamState(${streamId})`);
+  }
+
+  readable(): Iterable<number> { return n().quicStreams(this.h, false); }
+  writable(): Iterable<number> { return n().quicStreams(this.h, true); }
+
+  dgramRecv(out: Uint8Array): number | null {
+    const len = n().quicDgramRecv(this.h, out);
+    if (len === -1) return null;
+    if (len === -2) throw new Error('BufferTooShort');
+    return len;
+  }
+  dgramRecvQueueLen(): number { return this.poll()[6]; }
+  dgramSendQueueLen(): number { return this.poll()[7]; }
+  isDgramRecvQueueFull(): boolean { return this.poll()[8] === 1; }
+  dgramSend(data: Uint8Array): void | null {
+    const rv = n().quicDgramSend(this.h, data);
+    if (rv === 0) return null;
+    if (rv < 0) throw new Error('InvalidState');
+  }
+  dgramMaxWritableLen(): number | null {
+    const m = this.poll()[9];
+    return m < 0 ? null : m;
+  }
+
+  timeout(): number | null {
+    const us = n().quicTimeout(this.h);
+    return us < 0 ? null : us / 1000;
+  }
+  onTimeout(): void { n().quicOnTimeout(this.h); }
+
+  close(app: boolean, err: number, reason: Uint8Array): void | null {
+    if (!n().quicClose(this.h, app, err, reason)) throw new Error('Done');
+  }
+
+  applicationProto(): Uint8Array { return n().quicTlsInfo(this.h, 0) ?? new Uint8Array(0); }
+  serverName(): string | null { return n().quicTlsInfo(this.h, 1); }
+  peerCertChain(): Uint8Array[] | null { return n().quicTlsInfo(this.h, 2); }
+  session(): Uint8Array | null { return n().quicTlsInfo(this.h, 3); }
+
+  isEstablished(): boolean { return this.poll()[0] === 1; }
+  isResumed(): boolean { return this.poll()[1] === 1; }
+  isReadable(): boolean {
+    const i = this.poll();
+    return i[5] === 1 || i[6] > 0;
+  }
+  isDraining(): boolean { return this.poll()[2] === 1; }
+  isClosed(): boolean { return this.poll()[3] === 1; }
+  isTimedOut(): boolean { return this.poll()[4] === 1; }
+  peerError(): EngineConnectionError | null { return n().quicError(this.h, true); }
+  localError(): EngineConnectionError | null { return n().quicError(this.h, false); }
+
+  stats(): EngineStats {
+    const s = new Float64Array(9);
+    n().quicStats(this.h, s);
+    // ngtcp2 0.12 counts losses only per stream and per DATAGRAM (quic-conn.c
+    // qe_conn_lost_pkts); it has no retransmission or lost-byte counts.
+    return { recv: s[0], sent: s[1], sentBytes: s[2], recvBytes: s[3], lost: s[8] < 0 ? 0 : s[8], retrans: 0, lostBytes: 0 };
+  }
+  pathStats(): EnginePathStats[] {
+    const s = new Float64Array(9);
+    n().quicStats(this.h, s);
+    if (s[5] < 0) return [];
+    return [{ active: true, rtt: s[4], cwnd: s[5], pmtu: s[6], deliveryRate: s[7] }];
+  }
+  sendAckEliciting(): void { n().quicPing(this.h); }
+  free(): void { n().quicFree(this.h); }
+}
+
+const SHUTDOWN_READ = 0;
+
+/** The engine object. Loads the addon on first use. */
+export const ngtcp2Engine: QuicEngine = {
+  MAX_CONN_ID_LEN: 20,
+  MIN_CLIENT_INITIAL_LEN: 1200,
+  Shutdown: { Read: SHUTDOWN_READ, Write: 1 },
+  CRYPTO_ERROR_START: 0x100,
+  Config: {
+    withTls: (verifyPeer, ca, key, cert) => new Ngtcp2Config(verifyPeer, ca, key, cert),
+  },
+  Connection: {
+    connect(serverName, scid, local, remote, config) {
+      const h = n().quicConnect((config as Ngtcp2Config).h, serverName, scid, local.host, local.port, remote.host, remote.port);
+      return new Ngtcp2Connection(h, local, remote);
+    },
+    accept(scid, odcid, local, remote, config) {
+      const h = n().quicAccept((config as Ngtcp2Config).h, scid, odcid, local.host, local.port, remote.host, remote.port);
+      return new Ngtcp2Connection(h, local, remote);
+    },
+  },
+};
