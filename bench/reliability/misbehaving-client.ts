@@ -73,9 +73,15 @@ async function slowloris(): Promise<void> {
     counts.opened++;
   };
   for (let i = 0; i < conns && Date.now() < deadline; i += 50) {
+    const before = counts.opened;
     const batch = Array.from({ length: Math.min(50, conns - i) }, () => one().catch(() => { counts.failed++; }));
     await Promise.all(batch);
     if (i % 200 === 0) console.log(`slowloris: ${counts.opened} open, ${counts.failed} failed`);
+    // A whole batch refused: the gateway's per-IP cap holds; more attempts only wait out handshake timeouts.
+    if (counts.opened === before) {
+      counts.notTried = conns - i - batch.length;
+      break;
+    }
   }
   console.log(`slowloris: ${counts.opened} open, ${counts.failed} failed; holding`);
   counts.stillOpenAtEnd = 0;
