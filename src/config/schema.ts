@@ -351,7 +351,7 @@ export function gatewaySchema(baseDir: string) {
        * through (an nftables rule at raw prerouting, src/daemon/initial-limit.ts);
        * the rest are dropped before the socket. 0 turns it off.
        */
-      kernelInitialLimit: z.number().int().min(0).max(10_000_000).default(4000),
+      kernelInitialLimit: z.number().int().min(0).max(10_000_000).default(2000),
     }).prefault({}),
     /** Prefixes behind the gateway, advertised to agents (filtered by each identity's policy). */
     advertise: z.array(ipPrefix()).default([]),

@@ -60,7 +60,7 @@ ${quic}
       throw new Error('gateway: nft failed: Operation not permitted');
     };
     const gw = await Gateway.start(parseGatewayConfig(yaml(''), join(dir, 'gateway.yaml'), dir), { openTun: tuns, udp: net.open(), kernel, clock: systemClock, log: silent });
-    expect(asked).toEqual([4000]);
+    expect(asked).toEqual([2000]);
     expect(gw.initialLimitPort).toBeNull();
     expect(gw.readiness().ready).toBe(true);
     await gw.stop();
