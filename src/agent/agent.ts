@@ -36,6 +36,7 @@ import { TUN_WRITE_DROP_REASON, TunWriter } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { UdpForwarder } from './udp-forwarder.js';
+import { Counter, type Registry } from 'prom-client';
 import { FlowResync } from './flow-resync.js';
 import { Reconnector } from './reconnect.js';
 import { openH2, openH3, raceCarriers, type Carrier, type CarrierHooks } from './carrier.js';
@@ -168,11 +169,13 @@ export class Agent {
         agent.forwarders.push(await UdpForwarder.start({
           listen: f.listen,
           target: f.target,
+          maxClients: f.maxClients,
           open: (host, port, onPayload, onClose) => agent.openUdp(host, port, onPayload, onClose),
           flush: () => agent.conn?.flush(),
           log,
         }));
       }
+      if (agent.forwarders.length > 0) registerForwarderCounters(telemetry.registry, agent.forwarders, config.connectUdp.forwarders.map((f) => `${f.listen.host}:${f.listen.port}`));
       log.info({ gateway: config.gateway.address, mode: config.mode, admin: agent.admin?.url, udpForwarders: agent.forwarders.length }, 'agent started');
       void agent.connect();
       return agent;
@@ -664,4 +667,24 @@ export class Agent {
 
 function coversAddress(p: IpPrefix, addr: Uint8Array): boolean {
   return prefixCovers(p, { version: addr.length === 4 ? 4 : 6, address: addr, prefixLength: addr.length * 8 });
+}
+
+/** `mtun_agent_udp_forwarder_datagrams_total{forwarder, event}`: each local CONNECT-UDP forwarder's counters, read at scrape time. */
+function registerForwarderCounters(registry: Registry, forwarders: readonly UdpForwarder[], names: readonly string[]): void {
+  const events: Array<[keyof UdpForwarder['counters'], string]> = [
+    ['datagramsToTarget', 'to_target'], ['datagramsFromTarget', 'from_target'], ['dropTooManyClients', 'drop_too_many_clients'],
+    ['dropPendingFull', 'drop_pending_full'], ['dropOpenFailed', 'drop_open_failed'], ['dropSend', 'drop_send'], ['evictedIdle', 'evicted_idle'],
+  ];
+  const c: Counter<'forwarder' | 'event'> = new Counter({
+    name: 'mtun_agent_udp_forwarder_datagrams_total',
+    help: 'Local CONNECT-UDP forwarders: datagrams to and from the target, drops by reason, and idle clients closed early to make room (evicted_idle)',
+    labelNames: ['forwarder', 'event'],
+    registers: [registry],
+    collect: () => {
+      c.reset();
+      forwarders.forEach((f, i) => {
+        for (const [k, event] of events) c.inc({ forwarder: names[i] ?? String(i), event }, f.counters[k]);
+      });
+    },
+  });
 }

@@ -4,6 +4,11 @@
  * (source address and port) gets its own CONNECT-UDP stream, opened on its
  * first datagram; replies go back to that client. Bounded: clients per
  * forwarder, datagrams waiting for a stream to open, idle mappings expire.
+ * At the client bound (or when the gateway refuses a stream over its
+ * per-identity session limit) the mapping idle longest makes room, if it
+ * has been quiet for a few seconds: a client that uses a new source port
+ * per exchange (DNS-like) would otherwise hold every stream for the two
+ * idle minutes and lock the forwarder out.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
@@ -26,6 +31,8 @@ export interface UdpForwarderCounters {
   dropOpenFailed: number;
   /** Dropped by the session (too big, queue full…). */
   dropSend: number;
+  /** Idle mappings closed early to make room for a new client. */
+  evictedIdle: number;
 }
 
 /** What a forwarder needs. */
@@ -36,7 +43,7 @@ export interface UdpForwarderOptions {
   /** Sends queued QUIC packets (call after payloads were queued outside a QUIC event). */
   readonly flush: () => void;
   readonly log: Logger;
-  /** Clients at once (default 256). */
+  /** Clients (streams) at once (default 32: below the gateway's default of 64 sessions per identity, which the tunnel and other forwarders share). */
   readonly maxClients?: number;
   /** Idle time after which a client's stream is closed (default 120 s, RFC 9298 §3.1's floor). */
   readonly idleTimeoutMs?: number;
@@ -44,6 +51,8 @@ export interface UdpForwarderOptions {
 
 /** Datagrams held per client while its stream opens. */
 const MAX_PENDING = 16;
+/** A mapping quiet at least this long may be closed early to make room (a reply may still be on its way before that). */
+const MIN_IDLE_FOR_EVICTION_MS = 2_000;
 
 interface Mapping {
   readonly address: string;
@@ -56,7 +65,7 @@ interface Mapping {
 /** One local UDP port forwarded through the gateway. Call {@link close} once. */
 export class UdpForwarder {
   readonly counters: UdpForwarderCounters = {
-    datagramsToTarget: 0, datagramsFromTarget: 0, dropTooManyClients: 0, dropPendingFull: 0, dropOpenFailed: 0, dropSend: 0,
+    datagramsToTarget: 0, datagramsFromTarget: 0, dropTooManyClients: 0, dropPendingFull: 0, dropOpenFailed: 0, dropSend: 0, evictedIdle: 0,
   };
   private readonly socket: Socket;
   private readonly clients = new Map<string, Mapping>();
@@ -67,7 +76,7 @@ export class UdpForwarder {
 
   private constructor(private readonly opts: UdpForwarderOptions, socket: Socket) {
     this.socket = socket;
-    this.maxClients = opts.maxClients ?? 256;
+    this.maxClients = opts.maxClients ?? 32;
     this.idleMs = Math.max(120_000, opts.idleTimeoutMs ?? 120_000);
     socket.on('message', (msg, rinfo) => this.onLocal(msg, rinfo.address, rinfo.port));
   }
@@ -94,7 +103,7 @@ export class UdpForwarder {
     const key = `${address}|${port}`;
     let m = this.clients.get(key);
     if (m === undefined) {
-      if (this.clients.size >= this.maxClients) {
+      if (this.clients.size >= this.maxClients && !this.evictIdlest(Date.now())) {
         this.counters.dropTooManyClients++;
         return;
       }
@@ -142,6 +151,8 @@ export class UdpForwarder {
     }, (e: Error) => {
       this.counters.dropOpenFailed += (m.pending?.length ?? 0);
       if (this.clients.get(key) === m) this.clients.delete(key);
+      // The gateway's per-identity session limit (429): make room for this client's next datagram.
+      if (/status 429/.test(e.message)) this.evictIdlest(Date.now());
       // A chatty client while the tunnel is down must not flood the log: at most one line per 10 s.
       const now = Date.now();
       if (now - this.lastOpenWarnMs >= 10_000) {
@@ -149,6 +160,26 @@ export class UdpForwarder {
         this.opts.log.warn({ target: `${host}:${port}`, err: e.message, failedSoFar: this.counters.dropOpenFailed }, 'CONNECT-UDP stream could not be opened');
       }
     });
+  }
+
+  /** Closes the mapping with a stream that has been idle longest, if idle at least MIN_IDLE_FOR_EVICTION_MS; false when none qualifies. */
+  private evictIdlest(nowMs: number): boolean {
+    let victim: string | null = null;
+    let oldest = nowMs - MIN_IDLE_FOR_EVICTION_MS;
+    for (const [key, m] of this.clients) {
+      if (m.session !== null && m.lastActiveMs <= oldest) {
+        oldest = m.lastActiveMs;
+        victim = key;
+      }
+    }
+    if (victim === null) return false;
+    const m = this.clients.get(victim)!;
+    this.clients.delete(victim);
+    m.session?.close();
+    // Send the stream's FIN now: the gateway frees the session when it reads it, before this client's next try.
+    this.opts.flush();
+    this.counters.evictedIdle++;
+    return true;
   }
 
   /** Closes mappings idle for the idle timeout. Called from the agent's once-a-second tick. */

@@ -47,7 +47,7 @@ describe('config: example files', () => {
     expect(c.mode).toBe('site-to-site');
     expect(c.gateway.address).toEqual({ host: '192.0.2.2', port: 4433 });
     expect(c.reconnect).toEqual({ minDelayMs: 250, maxDelayMs: 30000, jitter: 0.2 });
-    expect(c.connectUdp.forwarders[0]).toEqual({ listen: { host: '127.0.0.1', port: 7007 }, target: { host: '10.20.0.2', port: 7 } });
+    expect(c.connectUdp.forwarders[0]).toEqual({ listen: { host: '127.0.0.1', port: 7007 }, target: { host: '10.20.0.2', port: 7 }, maxClients: 32 });
     expect(c.advertise.map(formatPrefix)).toEqual(['10.10.0.0/24', 'fd00:a::/64']);
     expect(c.admin.listen.port).toBe(9091);
   });

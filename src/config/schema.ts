@@ -445,6 +445,8 @@ export function agentSchema(baseDir: string) {
       forwarders: z.array(z.strictObject({
         listen: hostPort,
         target: z.strictObject({ host: hostName, port: portNumber }),
+        /** Local clients (one CONNECT-UDP stream each) at once; the idlest makes room past it. */
+        maxClients: intIn(1, 4096, 'a client count').default(32),
       })).default([]),
     }).prefault({}),
     inspection: inspectionSchema,

@@ -73,7 +73,7 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
   beforeEach(baseline, 60_000);
 
   afterAll(async () => {
-    await lab?.down();
+    await lab?.down(process.env.MTUN_KEEP_LAB === '1');
   }, 30_000);
 
   it('carries ping across the clusters, IPv4 and IPv6 (RFC 9484 §6 full IP packets in context 0)', async () => {
@@ -176,17 +176,31 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
     expect(status.sessions.some((s) => s.kind === 'connect-udp')).toBe(true);
   }, 90_000);
 
-  it('limits the sessions one identity may hold (maxSessionsPerIdentity, applied on SIGHUP)', async () => {
+  it('limits the sessions one identity may hold (maxSessionsPerIdentity, applied on SIGHUP); the forwarder makes room by closing its idlest client', async () => {
     // cluster-a holds its CONNECT-IP session and, once a local client used
     // the forwarder, that client's CONNECT-UDP session: two in all.
     const first = await lab.exec('agent', process.execPath, [UDP_PROBE, '127.0.0.1', '7007', '1', '100'], 30_000);
     expect(JSON.parse(first.stdout)).toMatchObject({ received: 1 });
+    const evicted = async () => metric(await lab.metrics('agent'), 'mtun_agent_udp_forwarder_datagrams_total', { event: 'evicted_idle' });
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const evicted0 = await evicted();
     try {
       await gatewayConfig((y) => y.replace('tun:\n  name: mtun-g', 'maxSessionsPerIdentity: 2\ntun:\n  name: mtun-g'));
-      // A new local client needs a new CONNECT-UDP stream: refused with 429.
+      await sleep(2100); // the first client is now idle long enough to be closed early
+      // A new local client (a new source port per probe, as DNS-like clients do) needs a new
+      // stream: the gateway refuses its first try with 429, the forwarder closes the idle
+      // client's stream, and the second datagram gets through.
+      // (Earlier tests' clients are idle too: each refusal closes one, until the gateway has room.)
+      const second = JSON.parse((await lab.exec('agent', process.execPath, [UDP_PROBE, '127.0.0.1', '7007', '4', '100'], 30_000)).stdout) as { received: number; lost: number };
+      expect(readFileSync(lab.file('gateway.log'), 'utf8')).toContain('per-identity session limit');
+      expect(await evicted()).toBeGreaterThanOrEqual(evicted0 + 1);
+      expect(second.received).toBeGreaterThanOrEqual(1);
+      expect(second.lost).toBeGreaterThanOrEqual(1);
+      // One session in all (the tunnel's): no stream can be opened, eviction or not.
+      await gatewayConfig((y) => y.replace('tun:\n  name: mtun-g', 'maxSessionsPerIdentity: 1\ntun:\n  name: mtun-g'));
+      await sleep(2100);
       const refused = await lab.exec('agent', process.execPath, [UDP_PROBE, '127.0.0.1', '7007', '2', '100'], 30_000);
       expect(JSON.parse(refused.stdout)).toMatchObject({ received: 0 });
-      expect(readFileSync(lab.file('gateway.log'), 'utf8')).toContain('per-identity session limit');
     } finally {
       await gatewayConfig();
     }
