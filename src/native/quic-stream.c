@@ -322,6 +322,14 @@ static int on_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t id, uint64
     s->stop_code = code;
   }
   c->lost_stream_pkts += ngtcp2_conn_get_stream_loss_count(conn, id);
+  /* RFC 9000 §4.6: a closed peer-initiated stream gives its credit back. ngtcp2
+   * leaves this to the application; without it a peer could open only the
+   * initial max_streams over the connection's whole life (an agent's 100th
+   * CONNECT-UDP stream hung). */
+  if (!ngtcp2_conn_is_local_stream(conn, id)) {
+    if ((id & 0x2) == 0) ngtcp2_conn_extend_max_streams_bidi(conn, 1);
+    else ngtcp2_conn_extend_max_streams_uni(conn, 1);
+  }
   /* ngtcp2 no longer points at the send data. */
   qe_buf_free(&s->send);
   qe_stream_maybe_free(c, s);

@@ -175,6 +175,22 @@ describe('mTLS client authentication', () => {
   });
 });
 
+describe('stream credit (RFC 9000 §4.6)', () => {
+  it('gives closed streams their credit back: 250 bidirectional streams one after another over one connection (limit 100 at a time)', async () => {
+    const { port } = await h.server({});
+    const client = await h.client();
+    const c = client.connect('127.0.0.1', port, 'localhost');
+    await c.whenEstablished();
+    for (let i = 0; i < 250; i++) {
+      const back = await Promise.race([
+        streamRoundTrip(c, i * 4, enc.encode(`stream ${i}`)),
+        sleep(3000).then(() => { throw new Error(`stream ${i} (id ${i * 4}) got no answer: out of stream credit?`); }),
+      ]);
+      expect(Buffer.from(back).toString()).toBe(`stream ${i}`);
+    }
+  }, 60_000);
+});
+
 describe('Retry and address validation (RFC 9000 §8.1)', () => {
   it('Retry on: every new client gets a Retry and then connects with the token', async () => {
     const { ep: server, port } = await h.server({ retry: 'on' });
