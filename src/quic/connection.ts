@@ -307,6 +307,10 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     return this.gone ? [] : this.q.readable();
   }
 
+  hasReadableStreams(): boolean {
+    return !this.gone && this.q.hasReadableStream();
+  }
+
   writableStreams(): Iterable<number> {
     return this.gone ? [] : this.q.writable();
   }

@@ -104,6 +104,8 @@ export interface EngineConnection {
   isEstablished(): boolean;
   isResumed(): boolean;
   isReadable(): boolean;
+  /** Some stream has data, a FIN or a reset to read (isReadable without the datagrams). */
+  hasReadableStream(): boolean;
   isDraining(): boolean;
   isClosed(): boolean;
   isTimedOut(): boolean;

@@ -240,6 +240,7 @@ export class Ngtcp2Connection implements EngineConnection {
     const i = this.poll();
     return i[5] === 1 || i[6] > 0;
   }
+  hasReadableStream(): boolean { return this.poll()[5] === 1; }
   isDraining(): boolean { return this.poll()[2] === 1; }
   isClosed(): boolean { return this.poll()[3] === 1; }
   isTimedOut(): boolean { return this.poll()[4] === 1; }
