@@ -480,7 +480,7 @@ export class Gateway {
       udp,
       udpTarget,
       udpAddress,
-      sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES, () => gc.conn.stats?.().rttMs ?? null),
+      sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES, rttProbe(gc.conn)),
       since: new Date(this.io.clock.now()),
     };
     this.reg.add(gs);
@@ -804,6 +804,12 @@ function resolverWithTimeout(timeoutMs: number): UdpResolver {
     const t = setTimeout(() => reject(Object.assign(new Error(`resolving ${host} timed out`), { code: 'ETIMEOUT' })), timeoutMs);
     dns.lookup(host, { all: true, verbatim: true }).then(resolve, reject).finally(() => clearTimeout(t));
   });
+}
+
+/** The tick samples every session's RTT each second: the allocation-free reading where the connection has one. */
+function rttProbe(conn: GwConn['conn']): () => number | null {
+  if (conn.rttMs !== undefined) return () => conn.rttMs!();
+  return () => conn.stats?.().rttMs ?? null;
 }
 
 /** The identity policy matches for a certificate-authenticated peer: its SPIFFE ID, else its first URI SAN, else its subject. */

@@ -399,6 +399,11 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     if (!this.gone) this.owner.flushConnection(this);
   }
 
+  /** Smoothed RTT of the active path in ms, as {@link stats} reports it, without allocating (a per-second sweep over every session reads it). */
+  rttMs(): number | null {
+    return this.gone ? null : this.q.srttMs();
+  }
+
   /** Telemetry snapshot (allocates; call from a metrics scrape, not per packet). */
   stats(): QuicConnectionStats {
     const s = {

@@ -113,6 +113,8 @@ export interface EngineConnection {
   localError(): EngineConnectionError | null;
   stats(): EngineStats;
   pathStats(): EnginePathStats[];
+  /** Smoothed RTT of the active path in ms (pathStats' rtt) without building the snapshot; null without a path. */
+  srttMs(): number | null;
   /** Queue a PING so the next send() emits an ack-eliciting packet. */
   sendAckEliciting(): void;
   /**
