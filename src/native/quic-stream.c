@@ -363,7 +363,13 @@ void qe_dq_init(struct qe_dq *q, uint32_t max, uint32_t slot) {
   q->slot = slot;
 }
 
-#define QE_DQ_FIRST 8 /* slots of a ring's first allocation */
+/*
+ * Slots of a ring's first allocation. A tunnel session mostly holds one
+ * datagram at a time in each direction; 8 slots of ~1.5 kB were 24 kB per
+ * connection for both rings, half of the per-session memory goal (#17).
+ * Rings double when a burst needs more (up to the configured queue length).
+ */
+#define QE_DQ_FIRST 2
 
 bool qe_dq_room(struct qe_dq *q) {
   if (q->count < q->cap) return true;
@@ -401,7 +407,8 @@ void qe_dq_push(struct qe_dq *q, const uint8_t *p, size_t len) {
 
 void qe_dq_pop(struct qe_dq *q) {
   q->head = (q->head + 1) % q->cap;
-  q->count--;
+  /* Empty: start over at slot 0, so a queue that rarely holds more than one keeps using the same (cached) slot. */
+  if (--q->count == 0) q->head = 0;
 }
 
 void qe_dq_free(struct qe_dq *q) {
