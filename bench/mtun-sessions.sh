@@ -167,7 +167,7 @@ diagnostics() {
     NSTAT_HISTORY=$SW/nstat-$n ip netns exec "$n" nstat -z 2>/dev/null | grep -E 'Udp(InErrors|RcvbufErrors|SndbufErrors|InDatagrams|OutDatagrams)|IcmpIn(Echos|EchoReps)|IcmpOut(Echos|EchoReps)|IpOutDiscards|IpInDiscards' >"$d/nstat-${n#"$P"}.txt" || true
   done
   ip netns exec "$NSB" ip -s link show "${P}sg" >"$d/tun-link.txt" 2>&1 || true
-  ip netns exec "$NSB" curl -sf http://127.0.0.1:9095/metrics 2>/dev/null | grep -v '^#' | grep -iE 'drop|stall|full|suppress|fail|mtun_quic_datagrams_total|mtun_tunnel_(sent|received)' | grep -vE ' 0$' >"$d/gateway-metrics.txt" || true
+  ip netns exec "$NSB" curl -sf http://127.0.0.1:9095/metrics 2>/dev/null | grep -v '^#' | grep -iE 'drop|stall|full|suppress|fail|mtun_quic_datagrams_total' | grep -vE ' 0$' >"$d/gateway-metrics.txt" || true
 }
 
 # run_step LABEL ROOT ARGS...: one gateway run, one load-generator run; JSON to OUTDIR/sessions-LABEL-*.json.
