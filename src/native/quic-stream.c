@@ -78,8 +78,8 @@ size_t qe_buf_read(struct qe_buf *b, uint8_t *out, size_t cap) {
     memcpy(out + done, k->data + b->head_off, n);
     b->head_off += n;
     done += n;
-    if (b->head_off == k->len && (k->len == QE_CHUNK_BYTES || k->next != NULL)) pop_head(b);
-    else if (b->head_off == k->len) break;
+    /* Read to its end: freed, the tail too (the next append allocates again). */
+    if (b->head_off == k->len) pop_head(b);
   }
   b->bytes -= done;
   b->unwritten = b->bytes;
@@ -94,9 +94,12 @@ void qe_buf_consume(struct qe_buf *b, size_t n) {
     b->head_off += m;
     b->bytes -= m;
     n -= m;
-    /* A full chunk, or one already followed by another, is done with. */
-    if (b->head_off == k->len && (k->len == QE_CHUNK_BYTES || k->next != NULL)) pop_head(b);
-    else if (b->head_off == k->len) break;
+    /* Every byte of it ACKed (so written, and no longer referenced by
+     * ngtcp2): freed, the tail too. Keeping a partly filled tail for later
+     * appends held a 16 KiB chunk per stream that ever sent: the HTTP/3
+     * control and QPACK streams and the CONNECT-IP request stream of every
+     * idle session, most of a session's memory (issue #17). */
+    if (b->head_off == k->len) pop_head(b);
   }
 }
 
