@@ -157,13 +157,28 @@ stop_gateway() {
   kill -KILL "$GPID" 2>/dev/null || true
   GPID=""
 }
+# Where packets were dropped (for a reply ratio below 100 %): kernel UDP/IP
+# counters of both namespaces (nstat, since the previous call), the TUN's
+# queue drops, and the gateway's own counters (/metrics, drop reasons).
+diagnostics() {
+  local d=$OUTDIR/diag-$1 ns
+  mkdir -p "$d"
+  for ns in "$NSA" "$NSB" "$NST"; do
+    NSTAT_HISTORY=$SW/nstat-$ns ip netns exec "$ns" nstat -z 2>/dev/null | grep -E 'Udp(InErrors|RcvbufErrors|SndbufErrors|InDatagrams|OutDatagrams)|IcmpIn(Echos|EchoReps)|IcmpOut(Echos|EchoReps)|IpOutDiscards|IpInDiscards' >"$d/nstat-${ns#"$P"}.txt" || true
+  done
+  ip netns exec "$NSB" ip -s link show "${P}sg" >"$d/tun-link.txt" 2>&1 || true
+  ip netns exec "$NSB" curl -sf http://127.0.0.1:9095/metrics 2>/dev/null | grep -v '^#' | grep -iE 'drop|stall|full|suppress|fail|mtun_quic_datagrams_total|^mtun_nodejs_heap_size_used_bytes|^mtun_nodejs_external_memory_bytes|^mtun_process_resident_memory_bytes|^mtun_nodejs_heap_size_total_bytes' | grep -vE ' 0$' >"$d/gateway-metrics.txt" || true
+}
+
 # run_step LABEL ROOT ARGS...: one gateway run, one load-generator run; JSON to OUTDIR/sessions-LABEL-*.json.
 run_step() {
-  local label=$1 root=$2 name=$3; shift 3
+  local label=$1 root=$2 name=$3 ns; shift 3
   start_gateway "$root" "$label" || return 1
+  for ns in "$NSA" "$NSB" "$NST"; do NSTAT_HISTORY=$SW/nstat-$ns ip netns exec "$ns" nstat -n 2>/dev/null || true; done
   timeout --foreground $((HOLD + 900)) ip netns exec "$NSA" node "$ROOT/bench/mtun-sessions.mjs" --gateway "$UB:4435" \
     --certs "$SW/certs" --target 10.22.0.1 --gateway-pid "$GPID" --binds "$BINDS" --workers "$WORKERS" \
     --label "$label" --out "$OUTDIR/sessions-$label-$name.json" "$@" || log "sessions: $label $name ended early (exit $?)"
+  diagnostics "$label-$name"
   stop_gateway
 }
 

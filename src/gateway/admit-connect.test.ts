@@ -89,6 +89,19 @@ describe('TokenTable and bearerToken', () => {
     expect(tokens.identityOf('')).toBeNull();
   });
 
+  it('finds any of thousands of tokens (one per agent), the first identity for a token listed twice', () => {
+    const tok = (k: number) => `per-agent-token-${String(k).padStart(20, '0')}`;
+    const many = new TokenTable([
+      ...Array.from({ length: 5000 }, (_, k) => ({ token: tok(k), identity: `agent-${k}` })),
+      { token: tok(17), identity: 'second-listing' },
+    ]);
+    expect(many.size).toBe(5001);
+    expect(many.identityOf(tok(0))).toBe('agent-0');
+    expect(many.identityOf(tok(4999))).toBe('agent-4999');
+    expect(many.identityOf(tok(17))).toBe('agent-17');
+    expect(many.identityOf(tok(5000))).toBeNull();
+  });
+
   it('parses the Authorization header', () => {
     expect(bearerToken('Bearer abc')).toBe('abc');
     expect(bearerToken('bearer  abc ')).toBe('abc');

@@ -62,6 +62,23 @@ export const GATEWAY_DRAIN_DEADLINE_MS = 2_000;
 /** TLS session ticket keys are replaced this often (and on every reload), so a stolen ticket key opens little (#12 item 5). */
 export const TICKET_KEY_ROTATION_MS = 3_600_000;
 
+/** The kernel's TUN transmit queue when `tun.txQueueLen` is not set (packets). */
+const KERNEL_TUN_TXQUEUELEN = 500;
+
+/**
+ * Datagrams the QUIC endpoint reads per readiness callback. Every agent
+ * packet it writes to the TUN can bring an answer into the TUN's transmit
+ * queue at once (the host behind it answers within the write), and the TUN
+ * is read only when the callback returns: with the endpoint's default of
+ * 1,024 a backlog of echoes overflowed the kernel's 500-packet queue, and
+ * 20 % of the replies at 300 busy sessions were dropped there (issue #17;
+ * `ip -s link` TX dropped). Half the queue leaves room for what was
+ * already queued.
+ */
+export function gatewayRecvBudget(txQueueLen: number | undefined): number {
+  return Math.max(64, Math.min(1024, Math.floor((txQueueLen ?? KERNEL_TUN_TXQUEUELEN) / 2)));
+}
+
 /** Link-local destination (IPv4 169.254/16, IPv6 fe80::/10 or ff02::/16): stays on the gateway. Allocation-free. */
 function isLinkScopeDestination(buf: Uint8Array, off: number, len: number): boolean {
   const v = len > 0 ? buf[off]! >> 4 : 0;
@@ -178,6 +195,7 @@ export class Gateway {
         // The connection's idle timeout is the smaller of both ends' (RFC 9000 §10.1): leave room for 3 agent keepalives.
         idleTimeoutMs: Math.max(QUIC_IDLE_TIMEOUT_MS, 3 * config.keepaliveIntervalMs),
         maxUdpPayloadBytes: MAX_UDP_PAYLOAD_BYTES,
+        recvBudget: gatewayRecvBudget(config.tun.txQueueLen),
         // Before authentication (#12 item 13): few connections per IP, small windows (see config/schema.ts).
         maxConnectionsPerPeerIp: config.maxConnectionsPerPeerIp,
         maxDataBytes: config.connectionWindowBytes,
@@ -260,7 +278,7 @@ export class Gateway {
         onClosed: (code, reason) => this.io.log.info({ remote: gc.remote, identity: gc.certIdentity, code, reason }, 'agent connection closed'),
       },
       (ev) => {
-        if (ev === 'readable') this.tunWriter.flush();
+        if (ev === 'readable') this.flushTunSoon();
         else if (ev === 'closed') this.onConnectionClosed(gc);
       },
     );
@@ -480,7 +498,7 @@ export class Gateway {
       udp,
       udpTarget,
       udpAddress,
-      sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES, () => gc.conn.stats?.().rttMs ?? null),
+      sync: new TunnelCounterSync(m, m.identityId(identity), kind === 'connect-ip' ? CONNECT_IP_DROP_NAMES : CONNECT_UDP_DROP_NAMES, rttProbe(gc.conn)),
       since: new Date(this.io.clock.now()),
     };
     this.reg.add(gs);
@@ -658,6 +676,24 @@ export class Gateway {
 
   // ---------------------------------------------------------------- data path
 
+  private tunFlushQueued = false;
+  private readonly flushTunNow = (): void => {
+    this.tunFlushQueued = false;
+    this.tunWriter.flush();
+  };
+
+  /**
+   * Packets agents sent reach the TUN once the endpoint's input batch is
+   * done (a microtask): every connection's `readable` event of the batch
+   * shares one TUN write call instead of one each (the writer still writes
+   * early when its slots fill).
+   */
+  private flushTunSoon(): void {
+    if (this.tunFlushQueued) return;
+    this.tunFlushQueued = true;
+    queueMicrotask(this.flushTunNow);
+  }
+
   /** A client packet that passed every check: observe it and queue it for the TUN. */
   private readonly onClientPacket = (buf: Uint8Array, off: number, len: number, info: PacketInfo): void => {
     // The session's parse travels with the packet (the TTL decrement left its offsets valid): no second parse.
@@ -786,6 +822,12 @@ function resolverWithTimeout(timeoutMs: number): UdpResolver {
     const t = setTimeout(() => reject(Object.assign(new Error(`resolving ${host} timed out`), { code: 'ETIMEOUT' })), timeoutMs);
     dns.lookup(host, { all: true, verbatim: true }).then(resolve, reject).finally(() => clearTimeout(t));
   });
+}
+
+/** The tick samples every session's RTT each second: the allocation-free reading where the connection has one. */
+function rttProbe(conn: GwConn['conn']): () => number | null {
+  if (conn.rttMs !== undefined) return () => conn.rttMs!();
+  return () => conn.stats?.().rttMs ?? null;
 }
 
 /** The identity policy matches for a certificate-authenticated peer: its SPIFFE ID, else its first URI SAN, else its subject. */

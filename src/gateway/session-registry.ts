@@ -16,6 +16,8 @@ export interface GwTransportConn {
   readonly peerHost: string;
   /** QUIC only: the connection's stats, of which telemetry reads the smoothed RTT (QuicConnection.stats). */
   stats?(): { readonly rttMs: number | null };
+  /** QUIC only: the smoothed RTT alone, without the snapshot (QuicConnection.rttMs). */
+  rttMs?(): number | null;
 }
 
 /** One agent connection. */

@@ -19,6 +19,7 @@ import { FLUSH_OK } from './send-queue.js';
 import { SettingId, defaultSettings, encodeSettings, type H3Settings } from './settings.js';
 import { StreamIds } from './stream-ids.js';
 import { StreamReader, type ReadHost } from './stream-reader.js';
+import { ScratchPool } from './scratch.js';
 import { ConnectionClosed, H3Stream, Kind, type ResolvedOptions } from './stream.js';
 
 export type * from './api.js';
@@ -30,6 +31,8 @@ const DEFAULT_MAX_CAPSULE = 64 * 1024;
 const DEFAULT_MAX_STREAM_QUEUE = 256 * 1024;
 /** Largest QUIC DATAGRAM payload we read (bounded by UDP). */
 const DGRAM_BUF = 65536;
+/** Datagram read buffers, shared by all connections (64 KiB each would be most of a session's memory). */
+const dgramScratch = new ScratchPool(DGRAM_BUF);
 
 /**
  * One HTTP/3 connection, client or server (`transport.isServer`). Sans-IO:
@@ -68,7 +71,6 @@ export class H3Connection implements ReadHost, ControlHost {
   /** @internal */ readonly streams = new Map<number, H3Stream>();
   /** @internal */ readonly ids: StreamIds;
   private readonly reader: StreamReader;
-  private readonly dbuf = new Uint8Array(DGRAM_BUF);
   private started = false;
   private controlId = -1;
   /** Client requests waiting for the peer's SETTINGS. */
@@ -254,9 +256,12 @@ export class H3Connection implements ReadHost, ControlHost {
   handleWritable(): void {
     if (this.closed) return;
     this.enter();
-    this.guard(() => {
-      for (const s of Array.from(this.streams.values())) if (s.send.pending) this.flush(s);
-    });
+    // Every readable event asks; usually nothing waits for credit.
+    if (this.wantsWritable()) {
+      this.guard(() => {
+        for (const s of Array.from(this.streams.values())) if (s.send.pending) this.flush(s);
+      });
+    }
     this.maybeFinishDrain();
   }
 
@@ -272,7 +277,7 @@ export class H3Connection implements ReadHost, ControlHost {
    */
   handleDatagrams(): void {
     if (this.closed) return;
-    const buf = this.dbuf;
+    const buf = dgramScratch.take();
     this.reader.begin();
     try {
       for (;;) {
@@ -284,6 +289,7 @@ export class H3Connection implements ReadHost, ControlHost {
     } catch (e) {
       if (!(e instanceof ConnectionClosed)) throw e;
     } finally {
+      dgramScratch.give(buf);
       this.reader.end();
     }
   }

@@ -68,3 +68,37 @@ describe('HTTP Datagram hot path cost', () => {
     expect(best).toBeLessThan(2000);
   });
 });
+
+describe('datagram-only readable events', () => {
+  it('read the datagrams without listing streams or walking them for pending writes', () => {
+    const [ct, st] = memoryTransportPair();
+    let got = 0;
+    const srv = new H3Connection(st, {
+      onConnect: (r) => void r.accept({ onCapsule() {}, onDatagram: () => void got++, onClose() {} }),
+    });
+    const cli = new H3Connection(ct, {});
+    srv.start();
+    cli.start();
+    const run = () => pump({ t: ct, h: cli }, { t: st, h: srv });
+    run();
+    let tunnel: TunnelStream | null = null;
+    cli.connect({ protocol: 'connect-ip', authority: 'gw', path: '/ip' }, { onResponse: (_s, _h, t) => void (tunnel = t), onCapsule() {}, onDatagram() {}, onClose() {} });
+    run();
+    expect(tunnel).not.toBeNull();
+    let listed = 0;
+    const list = st.readableStreams.bind(st);
+    st.readableStreams = () => (listed++, list());
+    const buf = new Uint8Array(H3_DATAGRAM_HEADROOM + 100);
+    for (let i = 0; i < 10; i++) tunnel!.sendDatagram(buf, H3_DATAGRAM_HEADROOM, 100);
+    // What the QUIC driver does on `readable` (attachH3).
+    srv.handleReadable();
+    srv.handleDatagrams();
+    srv.handleWritable();
+    expect(got).toBe(10);
+    expect(listed).toBe(0);
+    // Stream data still gets listed and read.
+    tunnel!.sendCapsule(0x2a, new Uint8Array(4));
+    srv.handleReadable();
+    expect(listed).toBe(1);
+  });
+});

@@ -14,10 +14,13 @@ import { FrameReader } from './frame-reader.js';
 import { QpackInstructionReader } from './qpack-streams.js';
 import { attachRequest, Role } from './request-stream.js';
 import type { StreamIds } from './stream-ids.js';
+import { ScratchPool } from './scratch.js';
 import { ConnectionClosed, H3Stream, Kind, type StreamHost } from './stream.js';
 
 /** Bytes read from a stream per streamRecv call. */
 const READ_CHUNK = 16 * 1024;
+/** Stream read buffers, shared by all connections (see ScratchPool). */
+const readScratch = new ScratchPool(READ_CHUNK);
 /** Reads of a stream we no longer track, per readable event. */
 const DISCARD_READS = 64;
 
@@ -29,9 +32,8 @@ export interface ReadHost extends StreamHost, ControlHost {
   readonly goawaySent: number;
 }
 
-/** One per connection; owns the shared read buffer (valid only during callbacks). */
+/** One per connection; reads into a buffer borrowed from the process-wide pool (valid only during callbacks). */
 export class StreamReader {
-  private readonly rbuf = new Uint8Array(READ_CHUNK);
   private readonly uni = new PeerUniStreams();
   private readonly control: ControlStream;
   /** Streams whose accept() came while another read was in progress: resumed after it. */
@@ -44,9 +46,14 @@ export class StreamReader {
 
   /** Read every stream QUIC reports readable. */
   readAll(): void {
+    const t = this.host.transport;
+    // Most readable events of a tunnel are datagrams only: no stream list to build then.
+    if (t.hasReadableStreams !== undefined && !t.hasReadableStreams()) return;
     this.begin();
     try {
-      for (const id of Array.from(this.host.transport.readableStreams())) {
+      const ids = t.readableStreams();
+      // A snapshot: reading may change what the transport reports.
+      for (const id of Array.isArray(ids) ? (ids as number[]) : Array.from(ids)) {
         if (this.host.closed) return;
         this.readStream(id);
       }
@@ -68,6 +75,15 @@ export class StreamReader {
   }
 
   private readStream(id: number): void {
+    const buf = readScratch.take();
+    try {
+      this.readStreamInto(id, buf);
+    } finally {
+      readScratch.give(buf);
+    }
+  }
+
+  private readStreamInto(id: number, buf: Uint8Array): void {
     let s = this.host.streams.get(id);
     if (s === undefined) {
       s = this.newPeerStream(id);
@@ -81,7 +97,6 @@ export class StreamReader {
       return;
     }
     if (s.req?.paused) return; // Extended CONNECT awaiting a decision: leave data in QUIC
-    const buf = this.rbuf;
     for (;;) {
       let r: [number, boolean] | null;
       try {
@@ -111,14 +126,19 @@ export class StreamReader {
 
   /** Read and drop whatever arrives on a stream we no longer track. */
   private discard(id: number): void {
-    for (let i = 0; i < DISCARD_READS; i++) {
-      let r: [number, boolean] | null;
-      try {
-        r = this.host.transport.streamRecv(id, this.rbuf);
-      } catch {
-        return;
+    const buf = readScratch.take();
+    try {
+      for (let i = 0; i < DISCARD_READS; i++) {
+        let r: [number, boolean] | null;
+        try {
+          r = this.host.transport.streamRecv(id, buf);
+        } catch {
+          return;
+        }
+        if (r === null || r[1] || r[0] === 0) return;
       }
-      if (r === null || r[1] || r[0] === 0) return;
+    } finally {
+      readScratch.give(buf);
     }
   }
 

@@ -78,8 +78,8 @@ size_t qe_buf_read(struct qe_buf *b, uint8_t *out, size_t cap) {
     memcpy(out + done, k->data + b->head_off, n);
     b->head_off += n;
     done += n;
-    if (b->head_off == k->len && (k->len == QE_CHUNK_BYTES || k->next != NULL)) pop_head(b);
-    else if (b->head_off == k->len) break;
+    /* Read to its end: freed, the tail too (the next append allocates again). */
+    if (b->head_off == k->len) pop_head(b);
   }
   b->bytes -= done;
   b->unwritten = b->bytes;
@@ -94,9 +94,12 @@ void qe_buf_consume(struct qe_buf *b, size_t n) {
     b->head_off += m;
     b->bytes -= m;
     n -= m;
-    /* A full chunk, or one already followed by another, is done with. */
-    if (b->head_off == k->len && (k->len == QE_CHUNK_BYTES || k->next != NULL)) pop_head(b);
-    else if (b->head_off == k->len) break;
+    /* Every byte of it ACKed (so written, and no longer referenced by
+     * ngtcp2): freed, the tail too. Keeping a partly filled tail for later
+     * appends held a 16 KiB chunk per stream that ever sent: the HTTP/3
+     * control and QPACK streams and the CONNECT-IP request stream of every
+     * idle session, most of a session's memory (issue #17). */
+    if (b->head_off == k->len) pop_head(b);
   }
 }
 
@@ -371,7 +374,13 @@ void qe_dq_init(struct qe_dq *q, uint32_t max, uint32_t slot) {
   q->slot = slot;
 }
 
-#define QE_DQ_FIRST 8 /* slots of a ring's first allocation */
+/*
+ * Slots of a ring's first allocation. A tunnel session mostly holds one
+ * datagram at a time in each direction; 8 slots of ~1.5 kB were 24 kB per
+ * connection for both rings, half of the per-session memory goal (#17).
+ * Rings double when a burst needs more (up to the configured queue length).
+ */
+#define QE_DQ_FIRST 2
 
 bool qe_dq_room(struct qe_dq *q) {
   if (q->count < q->cap) return true;
@@ -409,7 +418,8 @@ void qe_dq_push(struct qe_dq *q, const uint8_t *p, size_t len) {
 
 void qe_dq_pop(struct qe_dq *q) {
   q->head = (q->head + 1) % q->cap;
-  q->count--;
+  /* Empty: start over at slot 0, so a queue that rarely holds more than one keeps using the same (cached) slot. */
+  if (--q->count == 0) q->head = 0;
 }
 
 void qe_dq_free(struct qe_dq *q) {

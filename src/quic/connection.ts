@@ -307,6 +307,10 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     return this.gone ? [] : this.q.readable();
   }
 
+  hasReadableStreams(): boolean {
+    return !this.gone && this.q.hasReadableStream();
+  }
+
   writableStreams(): Iterable<number> {
     return this.gone ? [] : this.q.writable();
   }
@@ -393,6 +397,11 @@ export class QuicConnection implements QuicTransport, TimerEntry {
    */
   flush(): void {
     if (!this.gone) this.owner.flushConnection(this);
+  }
+
+  /** Smoothed RTT of the active path in ms, as {@link stats} reports it, without allocating (a per-second sweep over every session reads it). */
+  rttMs(): number | null {
+    return this.gone ? null : this.q.srttMs();
   }
 
   /** Telemetry snapshot (allocates; call from a metrics scrape, not per packet). */

@@ -521,10 +521,17 @@ export class QuicEndpoint implements ConnectionOwner {
    * Cheap (one comparison per connection): call it about once a second.
    */
   closeExpiredPeers(nowMs: number): PeerClosed[] {
-    const out: PeerClosed[] = [];
-    for (const c of this.connections()) {
+    // Once a second over every connection: no copy of the table (closing only queues work; the table changes when a flush reaps).
+    let due: QuicConnection[] | null = null;
+    for (const c of this.conns.values()) {
       const id = c.peerIdentity;
-      if (id === null || !c.established || c.gone || closing(c) || id.notAfterMs > nowMs) continue;
+      if (id === null || !c.established || c.gone || id.notAfterMs > nowMs || closing(c)) continue;
+      (due ??= []).push(c);
+    }
+    const out: PeerClosed[] = [];
+    if (due === null) return out;
+    for (const c of due) {
+      const id = c.peerIdentity!;
       this.counters.peersExpired++;
       const reason = `client certificate expired at ${new Date(id.notAfterMs).toISOString()}`;
       c.close(false, CRYPTO_ERROR_CERTIFICATE_EXPIRED, reason);

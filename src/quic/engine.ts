@@ -104,6 +104,8 @@ export interface EngineConnection {
   isEstablished(): boolean;
   isResumed(): boolean;
   isReadable(): boolean;
+  /** Some stream has data, a FIN or a reset to read (isReadable without the datagrams). */
+  hasReadableStream(): boolean;
   isDraining(): boolean;
   isClosed(): boolean;
   isTimedOut(): boolean;
@@ -111,6 +113,8 @@ export interface EngineConnection {
   localError(): EngineConnectionError | null;
   stats(): EngineStats;
   pathStats(): EnginePathStats[];
+  /** Smoothed RTT of the active path in ms (pathStats' rtt) without building the snapshot; null without a path. */
+  srttMs(): number | null;
   /** Queue a PING so the next send() emits an ack-eliciting packet. */
   sendAckEliciting(): void;
   /**

@@ -130,6 +130,8 @@ export class Ngtcp2Connection implements EngineConnection {
   private readonly h: NativeConn;
   private readonly info = new Float64Array(11);
   private readonly res = new Float64Array(3);
+  /** quicStats output for srttMs (the telemetry tick reads it for every session each second). */
+  private readonly st = new Float64Array(9);
   private peerHost: string;
   private peerPort: number;
   private readonly sendInfo: EngineSendInfo;
@@ -240,6 +242,7 @@ export class Ngtcp2Connection implements EngineConnection {
     const i = this.poll();
     return i[5] === 1 || i[6] > 0;
   }
+  hasReadableStream(): boolean { return this.poll()[5] === 1; }
   isDraining(): boolean { return this.poll()[2] === 1; }
   isClosed(): boolean { return this.poll()[3] === 1; }
   isTimedOut(): boolean { return this.poll()[4] === 1; }
@@ -258,6 +261,11 @@ export class Ngtcp2Connection implements EngineConnection {
     n().quicStats(this.h, s);
     if (s[5] < 0) return [];
     return [{ active: true, rtt: s[4], cwnd: s[5], pmtu: s[6], deliveryRate: s[7] }];
+  }
+  srttMs(): number | null {
+    const s = this.st;
+    n().quicStats(this.h, s);
+    return s[5] < 0 ? null : s[4];
   }
   sendAckEliciting(): void { n().quicPing(this.h); }
   free(): void { n().quicFree(this.h); }

@@ -22,8 +22,14 @@ export interface QuicTransport {
    * Throws QuicStreamError when the peer reset the stream.
    */
   streamRecv(streamId: number, buf: Uint8Array): [number, boolean] | null;
-  /** Streams with data, a FIN or a reset waiting to be read. */
+  /** Streams with data, a FIN or a reset waiting to be read (a list of the caller's own: an array is not copied). */
   readableStreams(): Iterable<number>;
+  /**
+   * Optional: whether {@link readableStreams} would name any stream, without
+   * building the list (a datagram-only `readable` event then skips it).
+   * Absent: the reader asks readableStreams every time.
+   */
+  hasReadableStreams?(): boolean;
   /** Streams that accept more data now. */
   writableStreams(): Iterable<number>;
   /** STOP_SENDING (read) or RESET_STREAM (write) with an application error code. */

@@ -55,6 +55,8 @@ describe('QUIC handshake and streams (RFC 9000, RFC 9001)', () => {
     expect(st.sentPackets).toBeGreaterThan(0);
     expect(st.cwndBytes).toBeGreaterThan(0);
     expect(st.rttMs).not.toBeNull();
+    // The allocation-free reading the gateway's per-second tick uses is the same figure.
+    expect(c.rttMs()).toBe(st.rttMs);
     expect(server.counters.connectionsAccepted).toBe(1);
   });
 

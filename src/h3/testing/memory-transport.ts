@@ -148,6 +148,10 @@ export class MemoryQuicTransport implements QuicTransport {
   }
 
   readableStreams(): Iterable<number> {
+    return this.readableIds();
+  }
+
+  private readableIds(): number[] {
     const out: number[] = [];
     if (this.closeInfo) return out;
     for (const [id, r] of this.recv) {
@@ -155,6 +159,10 @@ export class MemoryQuicTransport implements QuicTransport {
       if ((r.reset !== null && !r.resetRead) || r.bytes > 0 || (r.fin && !r.finRead)) out.push(id);
     }
     return out;
+  }
+
+  hasReadableStreams(): boolean {
+    return this.readableIds().length > 0;
   }
 
   writableStreams(): Iterable<number> {
@@ -229,8 +237,7 @@ export class MemoryQuicTransport implements QuicTransport {
   hasInput(): boolean {
     if (this.closeInfo) return false;
     if (this.dgrams.length > 0) return true;
-    for (const _ of this.readableStreams()) return true;
-    return false;
+    return this.readableIds().length > 0;
   }
 }
 
