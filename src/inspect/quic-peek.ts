@@ -11,6 +11,7 @@
  */
 import { clientInitialKeys, decryptInitial, type InitialKeys, LongHeader, PacketType, parseLongHeader, versionName, walkInitialFrames } from './quic-initial.js';
 import { parseClientHelloMessage, type PeekBudget, TLS_PEEK_MAX_BYTES } from './tls-client-hello.js';
+import { TokenBucket } from '../lib/token-bucket.js';
 
 /** Client Initial packets decrypted per flow at most. */
 export const QUIC_PEEK_MAX_INITIALS = 8;
@@ -50,20 +51,13 @@ export class QuicShared {
   /** Plaintext of the packet being decrypted; valid only during one feed. */
   readonly scratch = new Uint8Array(65536);
   readonly hdr = new LongHeader();
-  private tokens = DECRYPT_BURST;
-  private refillAt = 0;
+  private readonly decrypts = new TokenBucket(QUIC_DECRYPTS_PER_SEC, DECRYPT_BURST, 0);
 
   constructor(readonly budget: PeekBudget) {}
 
   /** Takes one decryption token at `now`; false when the rate limit is spent. */
   takeDecrypt(now: number): boolean {
-    if (now > this.refillAt) {
-      this.tokens = Math.min(DECRYPT_BURST, this.tokens + ((now - this.refillAt) * QUIC_DECRYPTS_PER_SEC) / 1000);
-      this.refillAt = now;
-    }
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
+    return this.decrypts.take(now);
   }
 }
 

@@ -19,6 +19,7 @@ import {
 } from './engine.js';
 import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
 import { TimerHeap } from './timer-heap.js';
+import { TokenBucket } from '../lib/token-bucket.js';
 import { RetryTokens, RETRY_TOKEN_MAX_BYTES } from './retry-token.js';
 import {
   LongHeaderError,
@@ -300,10 +301,8 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly resetKey: Uint8Array;
   private ticketKey: Uint8Array;
   private readonly resetsPerSecond: number;
-  /** Token bucket for Retry and Version Negotiation (see maxRetriesPerSecond). */
-  private readonly retryRate: number;
-  private retryTokensLeft: number;
-  private retryRefillAt = 0;
+  /** Retry and Version Negotiation (see maxRetriesPerSecond). */
+  private readonly retryBucket: TokenBucket;
   /** Random bytes cut into connection IDs (one randomFillSync per 256 CIDs: a call costs microseconds). */
   private readonly cidRandom = Buffer.allocUnsafe(CID_BYTES * 256);
   private cidRandomOff = CID_BYTES * 256;
@@ -403,9 +402,9 @@ export class QuicEndpoint implements ConnectionOwner {
     this.ticketKey = opts.server?.ticketKey ?? randomBytes(48);
     if (this.ticketKey.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
     this.resetsPerSecond = opts.server?.maxStatelessResetsPerSecond ?? 100;
-    this.retryRate = opts.server?.maxRetriesPerSecond ?? 2000;
-    if (!(this.retryRate > 0)) throw new RangeError(`quic: maxRetriesPerSecond must be positive, got ${this.retryRate}`);
-    this.retryTokensLeft = this.retryRate;
+    const retryRate = opts.server?.maxRetriesPerSecond ?? 2000;
+    if (!(retryRate > 0)) throw new RangeError(`quic: maxRetriesPerSecond must be positive, got ${retryRate}`);
+    this.retryBucket = new TokenBucket(retryRate, retryRate, 0);
     this.quicLb = opts.server?.quicLb ?? null;
     if (this.quicLb !== null) checkQuicLbConfig(this.quicLb, CID_BYTES);
     // Fail fast on bad TLS material (see serverConfigFor).
@@ -900,15 +899,9 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /** One token of the Retry/Version Negotiation bucket; false (and counted) when it is empty. */
   private takeStatelessToken(): boolean {
-    const now = performance.now();
-    this.retryTokensLeft = Math.min(this.retryRate, this.retryTokensLeft + ((now - this.retryRefillAt) * this.retryRate) / 1000);
-    this.retryRefillAt = now;
-    if (this.retryTokensLeft < 1) {
-      this.counters.dropStatelessRateLimit++;
-      return false;
-    }
-    this.retryTokensLeft--;
-    return true;
+    if (this.retryBucket.take(performance.now())) return true;
+    this.counters.dropStatelessRateLimit++;
+    return false;
   }
 
   /** Queues a client Initial the endpoint cannot start a handshake for this turn (counted either way). */

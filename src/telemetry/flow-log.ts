@@ -8,6 +8,7 @@ import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, type FlowCloseI
 import type { Reporter } from './metrics.js';
 import { formatHostPort } from '../packet/ip-address.js';
 import { splitRttAtOneEnd, type SegmentRtt } from '../inspect/rtt-split.js';
+import { TokenBucket } from '../lib/token-bucket.js';
 
 /** Protocol name for logs: tcp, udp, icmp, ipv6-icmp, or the number as text. */
 export function protocolName(p: number): string {
@@ -65,13 +66,11 @@ export class FlowLog {
 
   /** Failed connections not logged because they came faster than maxFailedPerSecond. */
   suppressedFailed = 0;
-  private readonly failedRate: number;
-  private failedTokens: number;
-  private failedAt = 0;
+  private readonly failedBucket: TokenBucket;
 
   constructor(opts: FlowLogOptions) {
-    this.failedRate = opts.maxFailedPerSecond ?? 100;
-    this.failedTokens = this.failedRate;
+    const failedRate = opts.maxFailedPerSecond ?? 100;
+    this.failedBucket = new TokenBucket(failedRate, failedRate, 0);
     if (opts.enabled === false) {
       this.logger = null;
       this.dest = null;
@@ -113,7 +112,7 @@ export class FlowLog {
    */
   open(f: FlowOpenInfo, w: FlowWorkloads): boolean {
     if (this.logger === null || this.closed) return false;
-    if (f.failed === true && !this.takeFailed()) {
+    if (f.failed === true && !this.failedBucket.take(Date.now())) {
       this.suppressedFailed++;
       return false;
     }
@@ -121,15 +120,6 @@ export class FlowLog {
     return true;
   }
 
-  /** One token of the failed-connection bucket. */
-  private takeFailed(): boolean {
-    const now = Date.now();
-    this.failedTokens = Math.min(this.failedRate, this.failedTokens + ((now - this.failedAt) * this.failedRate) / 1000);
-    this.failedAt = now;
-    if (this.failedTokens < 1) return false;
-    this.failedTokens--;
-    return true;
-  }
 
   /** Logs the close record of a flow with its final totals. */
   close(f: FlowOpenInfo, w: FlowWorkloads, c: FlowCloseInfo, handshakeRttMs: number | undefined): void {

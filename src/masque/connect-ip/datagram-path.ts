@@ -8,6 +8,7 @@ import type { TunnelStream } from '../../h3/tunnel-stream.js';
 import { buildIcmpError, ICMP6_ERROR_MAX_BYTES } from '../../packet/icmp-error.js';
 import { ConnectIpDrop, type ConnectIpCounters } from './counters.js';
 import { MASQUE_HEADROOM } from './datagram.js';
+import { TokenBucket } from '../../lib/token-bucket.js';
 
 const MTU_REFRESH_EVERY = 256;
 
@@ -27,18 +28,17 @@ export class DatagramPath {
   readonly icmpBuffer = new Uint8Array(MASQUE_HEADROOM + ICMP6_ERROR_MAX_BYTES);
   /** Length of the ICMP error the last send call produced for its caller; 0 for none. */
   icmpLength = 0;
-  private tokens: number;
-  private lastMs: number;
+  /** ICMP errors this path may still generate (icmpPerSecond, a burst of as many). */
+  private readonly icmpBucket: TokenBucket;
 
   constructor(
     private readonly stream: TunnelStream,
     private readonly counters: ConnectIpCounters,
     private readonly now: () => number,
-    private readonly icmpPerSecond: number,
+    icmpPerSecond: number,
     private readonly onSize: (maxPacketSize: number) => void,
   ) {
-    this.tokens = icmpPerSecond;
-    this.lastMs = now();
+    this.icmpBucket = new TokenBucket(icmpPerSecond, icmpPerSecond, now());
   }
 
   /** Largest IP packet one datagram carries now: the HTTP Datagram payload limit minus the 1-byte context ID; 0 when datagrams cannot be sent. */
@@ -94,15 +94,7 @@ export class DatagramPath {
   }
 
   private allowed(): boolean {
-    const now = this.now();
-    const dt = now - this.lastMs;
-    if (dt > 0) {
-      this.tokens = Math.min(this.icmpPerSecond, this.tokens + (dt * this.icmpPerSecond) / 1000);
-      this.lastMs = now;
-    }
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
+    return this.icmpBucket.take(this.now());
   }
 
   /**

@@ -20,6 +20,7 @@ import { judgeClientPacket, type ClientPacketContext, type PacketPolicy } from '
 import type { ConnectIpScope } from './request.js';
 import { normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
 import { ConnectIpSessionBase, type ConnectIpSessionOptions } from './session-base.js';
+import { TokenBucket } from '../../lib/token-bucket.js';
 
 export type { PacketPolicy } from './packet-judge.js';
 
@@ -143,8 +144,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   private readonly decrement: boolean;
   private started = false;
   private readonly leaseOwner: string | object;
-  private adTokens: number;
-  private adLastMs: number;
+  /** ROUTE_ADVERTISEMENTs applied (advertisementsPerSecond, burst advertisementBurst). */
+  private readonly adBucket: TokenBucket;
   private pendingAd: RouteAdvertisement | null = null;
   private pendingAdAtMs = -1;
   /** Advertisements that waited for a token, and refused prefixes/ranges (telemetry). */
@@ -181,8 +182,7 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     this.decrement = opts.decrementHopLimit ?? true;
     this.ourRanges = this.scopedRanges(opts.routes ?? DEFAULT_ROUTES);
     this.leaseOwner = opts.leaseOwner ?? this;
-    this.adTokens = opts.advertisementBurst ?? 8;
-    this.adLastMs = this.now();
+    this.adBucket = new TokenBucket(opts.advertisementsPerSecond ?? 1, opts.advertisementBurst ?? 8, this.now());
   }
 
   /** Routes we advertise, narrowed to the request scope (RFC 9484 §4.6). */
@@ -301,21 +301,15 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   protected onRouteAdvertisement(ra: RouteAdvertisement): void {
     // Token bucket (tuning): refill, then apply now or keep as the pending one.
     const now = this.now();
-    const rate = this.opts.advertisementsPerSecond ?? 1;
-    const burst = this.opts.advertisementBurst ?? 8;
-    if (now > this.adLastMs) {
-      this.adTokens = Math.min(burst, this.adTokens + ((now - this.adLastMs) * rate) / 1000);
-      this.adLastMs = now;
-    }
-    if (this.adTokens >= 1 && this.pendingAd === null) {
-      this.adTokens -= 1;
+    if (this.adBucket.has(now) && this.pendingAd === null) {
+      this.adBucket.take(now);
       this.applyAdvertisement(ra);
       return;
     }
     // RFC 9484 §4.7.3: each advertisement supersedes the last, so only the latest waiting one matters.
     this.advertisementsDeferred++;
     this.pendingAd = ra;
-    this.pendingAdAtMs = this.adLastMs + ((1 - this.adTokens) * 1000) / rate;
+    this.pendingAdAtMs = this.adBucket.nextTokenAtMs();
   }
 
   /** Earliest time (ms, the `nowMs` clock) this session needs {@link onTimeout}: an outstanding probe or a deferred advertisement; -1 for none. */
