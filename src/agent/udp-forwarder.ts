@@ -15,6 +15,7 @@ import { isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
 import type { ConnectUdpClientSession } from '../masque/connect-udp/client-session.js';
 import { MASQUE_HEADROOM } from '../masque/connect-ip/datagram.js';
+import { MasqueRequestError } from '../masque/h3-glue.js';
 
 /** Opens one CONNECT-UDP stream to the target over the current connection (rejects when there is none). */
 export type ConnectUdpOpener = (host: string, port: number, onPayload: (buf: Uint8Array, off: number, len: number) => void, onClose: () => void) => Promise<ConnectUdpClientSession>;
@@ -152,7 +153,7 @@ export class UdpForwarder {
       this.counters.dropOpenFailed += (m.pending?.length ?? 0);
       if (this.clients.get(key) === m) this.clients.delete(key);
       // The gateway's per-identity session limit (429): make room for this client's next datagram.
-      if (/status 429/.test(e.message)) this.evictIdlest(Date.now());
+      if (e instanceof MasqueRequestError && e.status === 429) this.evictIdlest(Date.now());
       // A chatty client while the tunnel is down must not flood the log: at most one line per 10 s.
       const now = Date.now();
       if (now - this.lastOpenWarnMs >= 10_000) {
