@@ -743,14 +743,6 @@ export class Gateway {
     else if (s.icmpLength > 0) this.tunWriter.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
   }
 
-  // ---------------------------------------------------------------- shutdown
-
-  /**
-   * Graceful stop (SIGTERM): GOAWAY to every agent, then waits until they
-   * have closed their connections (at most {@link GATEWAY_DRAIN_DEADLINE_MS}),
-   * closes the rest, writes flow records of open flows, closes the socket and
-   * the TUN (the kernel removes its routes).
-   */
   /**
    * Installs the kernel's limit on QUIC Initials to our port (initial-limit.ts)
    * and its drop counter. Without nft (or its permission) the gateway runs
@@ -782,6 +774,14 @@ export class Gateway {
     });
   }
 
+  // ---------------------------------------------------------------- shutdown
+
+  /**
+   * Graceful stop (SIGTERM): GOAWAY to every agent, then waits until they
+   * have closed their connections (at most {@link GATEWAY_DRAIN_DEADLINE_MS}),
+   * closes the rest, writes flow records of open flows, closes the socket and
+   * the TUN (the kernel removes its routes).
+   */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
