@@ -10,7 +10,7 @@
  * are never matched. One table per port, replaced as a whole and deleted on
  * stop; a restarted gateway replaces a crashed one's table.
  */
-import { execFile } from 'node:child_process';
+import { runNft } from './nft.js';
 
 /** The nftables table name for a gateway port. */
 export function initialLimitTableName(port: number): string {
@@ -41,13 +41,7 @@ export function initialLimitRuleset(port: number, packetsPerSecond: number): str
 }
 
 function nft(args: string[], script: string | null): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const p = execFile('nft', args, { timeout: 10_000 }, (err, out, stderr) => {
-      if (err) reject(new Error(`gateway: nft failed: ${String(stderr).trim() || err.message}`));
-      else resolve(String(out));
-    });
-    if (script !== null) p.stdin?.end(script);
-  });
+  return runNft(args, script, 'gateway');
 }
 
 /** Installs or replaces the Initial limit for `port`. */

@@ -5,7 +5,7 @@
  * assigned address (RFC 9484 §11). One nftables table per TUN, replaced as
  * a whole on every change and deleted on stop.
  */
-import { execFile } from 'node:child_process';
+import { runNft } from './nft.js';
 
 /** The nftables table name for a TUN. */
 export function snatTableName(tun: string): string {
@@ -31,14 +31,8 @@ export function snatRuleset(tun: string, v4: string | null, v6: string | null): 
   return lines.join('\n');
 }
 
-function nft(script: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const p = execFile('nft', ['-f', '-'], { timeout: 10_000 }, (err, _out, stderr) => {
-      if (err) reject(new Error(`agent: nft failed: ${String(stderr).trim() || err.message}`));
-      else resolve();
-    });
-    p.stdin?.end(script);
-  });
+async function nft(script: string): Promise<void> {
+  await runNft(['-f', '-'], script, 'agent');
 }
 
 /** Installs or replaces the SNAT rules of `tun`. */
