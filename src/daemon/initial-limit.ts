@@ -40,24 +40,20 @@ export function initialLimitRuleset(port: number, packetsPerSecond: number): str
   ].join('\n');
 }
 
-function nft(args: string[], script: string | null): Promise<string> {
-  return runNft(args, script, 'gateway');
-}
-
 /** Installs or replaces the Initial limit for `port`. */
 export async function applyInitialLimit(port: number, packetsPerSecond: number): Promise<void> {
-  await nft(['-f', '-'], initialLimitRuleset(port, packetsPerSecond));
+  await runNft(['-f', '-'], initialLimitRuleset(port, packetsPerSecond), 'gateway');
 }
 
 /** Removes the table of `port` (no error when it is absent). */
 export async function removeInitialLimit(port: number): Promise<void> {
   const t = initialLimitTableName(port);
-  await nft(['-f', '-'], `table inet ${t}\ndelete table inet ${t}\n`);
+  await runNft(['-f', '-'], `table inet ${t}\ndelete table inet ${t}\n`, 'gateway');
 }
 
 /** Initials the rule has dropped so far (its counter), from `nft -j`. */
 export async function initialLimitDrops(port: number): Promise<number> {
-  return counterPackets(await nft(['-j', 'list', 'table', 'inet', initialLimitTableName(port)], null));
+  return counterPackets(await runNft(['-j', 'list', 'table', 'inet', initialLimitTableName(port)], null, 'gateway'));
 }
 
 /** Sum of the packet counters of the rules in `nft -j list …` output (0 when there are none). */
