@@ -31,6 +31,20 @@ const STATELESS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
   ['statelessResetsSent', 'stateless-reset'],
 ];
 
+/** Counter field → the `direction` label of `mtun_quic_datagrams_total`. */
+const DATAGRAMS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
+  ['datagramsIn', 'in'],
+  ['datagramsOut', 'out'],
+];
+
+/** Counter field → the `result` label of `mtun_quic_handshakes_total`. */
+const HANDSHAKES: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
+  ['connectionsAccepted', 'accepted'],
+  ['connectionsConnected', 'connected'],
+  ['handshakesFailed', 'failed'],
+  ['handshakesDeferred', 'deferred'],
+];
+
 /**
  * Registers on `registry`, labelled with `role` (gateway or agent):
  * `mtun_quic_datagrams_total{direction}`, `mtun_quic_datagrams_dropped_total{reason}`,
@@ -38,48 +52,18 @@ const STATELESS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
  * `mtun_quic_handshakes_total{result}` (accepted, connected, failed, deferred).
  */
 export function registerQuicEndpointMetrics(registry: Registry, role: 'gateway' | 'agent', c: Readonly<QuicEndpointCounters>): void {
-  const datagrams: Counter<'role' | 'direction'> = new Counter({
-    name: 'mtun_quic_datagrams_total',
-    help: 'UDP datagrams the QUIC endpoint received (in) and sent (out)',
-    labelNames: ['role', 'direction'],
-    registers: [registry],
-    collect: () => {
-      datagrams.reset();
-      datagrams.inc({ role, direction: 'in' }, c.datagramsIn);
-      datagrams.inc({ role, direction: 'out' }, c.datagramsOut);
-    },
-  });
-  const dropped: Counter<'role' | 'reason'> = new Counter({
-    name: 'mtun_quic_datagrams_dropped_total',
-    help: 'Datagrams the QUIC endpoint dropped before any connection took them, by reason (retry-rate-limit: an Initial over quic maxRetriesPerSecond)',
-    labelNames: ['role', 'reason'],
-    registers: [registry],
-    collect: () => {
-      dropped.reset();
-      for (const [k, reason] of DROPS) dropped.inc({ role, reason }, c[k]);
-    },
-  });
-  const stateless: Counter<'role' | 'packet'> = new Counter({
-    name: 'mtun_quic_stateless_packets_sent_total',
-    help: 'Packets sent without connection state: Retry, Version Negotiation, stateless reset',
-    labelNames: ['role', 'packet'],
-    registers: [registry],
-    collect: () => {
-      stateless.reset();
-      for (const [k, packet] of STATELESS) stateless.inc({ role, packet }, c[k]);
-    },
-  });
-  const handshakes: Counter<'role' | 'result'> = new Counter({
-    name: 'mtun_quic_handshakes_total',
-    help: 'QUIC handshakes: accepted (server) or connected (client) started, failed before completion, deferred to the admission queue',
-    labelNames: ['role', 'result'],
-    registers: [registry],
-    collect: () => {
-      handshakes.reset();
-      handshakes.inc({ role, result: 'accepted' }, c.connectionsAccepted);
-      handshakes.inc({ role, result: 'connected' }, c.connectionsConnected);
-      handshakes.inc({ role, result: 'failed' }, c.handshakesFailed);
-      handshakes.inc({ role, result: 'deferred' }, c.handshakesDeferred);
-    },
-  });
+  /** One counter whose `label` values are counter fields of `c`, read at scrape time. */
+  const fields = (name: string, help: string, label: string, table: ReadonlyArray<[keyof QuicEndpointCounters, string]>): void => {
+    const m: Counter<string> = new Counter({
+      name, help, labelNames: ['role', label], registers: [registry],
+      collect: () => {
+        m.reset();
+        for (const [k, value] of table) m.inc({ role, [label]: value }, c[k]);
+      },
+    });
+  };
+  fields('mtun_quic_datagrams_total', 'UDP datagrams the QUIC endpoint received (in) and sent (out)', 'direction', DATAGRAMS);
+  fields('mtun_quic_datagrams_dropped_total', 'Datagrams the QUIC endpoint dropped before any connection took them, by reason (retry-rate-limit: an Initial over quic maxRetriesPerSecond)', 'reason', DROPS);
+  fields('mtun_quic_stateless_packets_sent_total', 'Packets sent without connection state: Retry, Version Negotiation, stateless reset', 'packet', STATELESS);
+  fields('mtun_quic_handshakes_total', 'QUIC handshakes: accepted (server) or connected (client) started, failed before completion, deferred to the admission queue', 'result', HANDSHAKES);
 }
