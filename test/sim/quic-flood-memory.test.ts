@@ -16,9 +16,8 @@ import { randomBytes } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it } from 'vitest';
-import { QuicEndpoint } from '../../src/quic/endpoint.js';
 import { MemoryNet } from './quic-memory-udp.js';
-import { echo, getPki, sleep, streamRoundTrip } from './quic-harness.js';
+import { memoryEndpointPair, sleep, streamRoundTrip } from './quic-harness.js';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -52,22 +51,9 @@ async function nativeRssAfterGc(): Promise<number> {
 
 describe('QUIC endpoint under a spoofed-Initial flood (in-memory sockets)', () => {
   it('releases each admitted connection natively when it ends: RSS stays flat, service continues', async () => {
-    const p = await getPki();
     const net = new MemoryNet();
-    const ss = net.open();
-    const cs = net.open();
-    const server = new QuicEndpoint({
-      socket: ss,
-      keylogPath: null,
-      server: { certPem: p.server.certPem, keyPem: p.server.keyPem, retry: 'off', onConnection: (c) => echo(c) },
-    });
-    const client = new QuicEndpoint({ socket: cs, keylogPath: null, client: { caPem: p.ca.certPem } });
-    cleanups.push(() => {
-      server.close();
-      client.close();
-      ss.close();
-      cs.close();
-    });
+    const { server, client, ss, close } = await memoryEndpointPair(net, { server: { retry: 'off' } });
+    cleanups.push(close);
     const flood = async (n: number): Promise<void> => {
       for (let i = 0; i < n; i++) {
         ss.inject(spoofedInitial(), 20_000 + (i % 40_000));

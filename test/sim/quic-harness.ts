@@ -9,6 +9,7 @@ import type { QuicConnection } from '../../src/quic/connection.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createDevCa, issueClientCert, issueServerCert, type DevCa, type PemPair } from '../../src/certs/pki.js';
+import type { MemoryNet, MemoryUdp } from './quic-memory-udp.js';
 
 export interface Pki {
   ca: DevCa;
@@ -107,6 +108,33 @@ export class Harness {
     this.endpoints.length = 0;
     this.sockets.length = 0;
   }
+}
+
+/**
+ * An echo server and a client endpoint on two sockets of `net` (GSO as
+ * asked), the server with `server` options over the test PKI; `close()`
+ * closes all four.
+ */
+export async function memoryEndpointPair(
+  net: MemoryNet,
+  opts: { gso?: boolean; server?: Partial<QuicServerOptions> } = {},
+): Promise<{ server: QuicEndpoint; client: QuicEndpoint; ss: MemoryUdp; cs: MemoryUdp; port: number; close: () => void }> {
+  const p = await getPki();
+  const ss = net.open({ gso: opts.gso ?? false });
+  const cs = net.open({ gso: opts.gso ?? false });
+  const server = new QuicEndpoint({
+    socket: ss,
+    keylogPath: null,
+    server: { certPem: p.server.certPem, keyPem: p.server.keyPem, onConnection: (c) => echo(c), ...opts.server },
+  });
+  const client = new QuicEndpoint({ socket: cs, keylogPath: null, client: { caPem: p.ca.certPem } });
+  const close = (): void => {
+    server.close();
+    client.close();
+    ss.close();
+    cs.close();
+  };
+  return { server, client, ss, cs, port: ss.port, close };
 }
 
 /** Pending writes per stream, retried on every event while flow control blocks them. */

@@ -4,36 +4,19 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { QuicEndpoint } from '../../src/quic/endpoint.js';
 import type { QuicConnection } from '../../src/quic/connection.js';
-import { MemoryNet, type MemoryUdp } from './quic-memory-udp.js';
-import { echo, getPki, sleep, streamRoundTrip, waitFor } from './quic-harness.js';
+import { MemoryNet } from './quic-memory-udp.js';
+import { memoryEndpointPair, sleep, streamRoundTrip, waitFor } from './quic-harness.js';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
   while (cleanups.length > 0) cleanups.pop()!();
 });
 
-async function pair(
-  net: MemoryNet,
-  gso = false,
-): Promise<{ server: QuicEndpoint; client: QuicEndpoint; ss: MemoryUdp; cs: MemoryUdp; port: number }> {
-  const p = await getPki();
-  const ss = net.open({ gso });
-  const cs = net.open({ gso });
-  const server = new QuicEndpoint({
-    socket: ss,
-    keylogPath: null,
-    server: { certPem: p.server.certPem, keyPem: p.server.keyPem, retry: 'auto', retryAutoHandshakes: 4, onConnection: (c) => echo(c) },
-  });
-  const client = new QuicEndpoint({ socket: cs, keylogPath: null, client: { caPem: p.ca.certPem } });
-  cleanups.push(() => {
-    server.close();
-    client.close();
-    ss.close();
-    cs.close();
-  });
-  return { server, client, ss, cs, port: ss.port };
+async function pair(net: MemoryNet, gso = false): Promise<Awaited<ReturnType<typeof memoryEndpointPair>>> {
+  const pr = await memoryEndpointPair(net, { gso, server: { retry: 'auto', retryAutoHandshakes: 4 } });
+  cleanups.push(pr.close);
+  return pr;
 }
 
 /** Arbitrary datagrams biased towards QUIC-looking headers (long/short, v1/unknown, odd CID lengths). */
