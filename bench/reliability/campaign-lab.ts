@@ -292,7 +292,11 @@ export function metricByLabel(text: string, name: string, label: string): Record
 
 /** Flows in a daemon's inspection table (its gauge; before it existed: opened − closed, TCP plus UDP). */
 export async function flowsInTable(c: CampaignLab, which: 'gw' | 'agent'): Promise<number> {
-  const m = await c.lab.metrics(which);
+  return flowsFromMetrics(await c.lab.metrics(which));
+}
+
+/** Flow-table size from one metrics scrape: the tracked-flows gauge, or opened − closed where it is absent. */
+export function flowsFromMetrics(m: string): number {
   if (m.includes('mtun_inspect_tracked_flows{')) return metricSum(m, 'mtun_inspect_tracked_flows');
   return metricSum(m, 'mtun_tcp_connections_opened_total') - metricSum(m, 'mtun_tcp_connections_closed_total')
     + metricSum(m, 'mtun_udp_flows_opened_total') - metricSum(m, 'mtun_udp_flows_closed_total');

@@ -7,12 +7,29 @@
  */
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/lab/lab.js';
-import { download, flowsInTable, LAB, metricByLabel, pidOf, Report, rssKb, slope, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
+import { download, flowsFromMetrics, LAB, metricByLabel, metricSum, pidOf, Report, rssKb, slope, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
 
 const UDP_PROBE = join(REPO_ROOT, 'dist', 'lab', 'udp-probe.js');
 const SAMPLE_MS = 10_000;
 
-interface Sample { tMin: number; gwRssKb: number; agentRssKb: number; gwFlows: number; agentFlows: number }
+interface Sample {
+  tMin: number; gwRssKb: number; agentRssKb: number; gwFlows: number; agentFlows: number;
+  /** Where the gateway's RSS sits: V8 heap used/total and external (Buffers, ArrayBuffers), MB; the rest is native (addon, GnuTLS, libc). */
+  gwHeapUsedMB: number; gwHeapTotalMB: number; gwExternalMB: number; agentHeapTotalMB: number; agentExternalMB: number;
+}
+
+/** One daemon's flow-table size and V8 memory split, from one metrics scrape. */
+async function daemonSample(c: CampaignLab, which: 'gw' | 'agent'): Promise<{ flows: number; heapUsedMB: number; heapTotalMB: number; externalMB: number }> {
+  const m = await c.lab.metrics(which).catch(() => '');
+  if (m === '') return { flows: -1, heapUsedMB: -1, heapTotalMB: -1, externalMB: -1 };
+  const mb = (name: string) => Math.round((metricSum(m, name) / 2 ** 20) * 100) / 100;
+  return {
+    flows: flowsFromMetrics(m),
+    heapUsedMB: mb('mtun_nodejs_heap_size_used_bytes'),
+    heapTotalMB: mb('mtun_nodejs_heap_size_total_bytes'),
+    externalMB: mb('mtun_nodejs_external_memory_bytes'),
+  };
+}
 
 /** Runs the soak; prints a sample line every 10 s and the slopes at the end. */
 export async function soak(opts: { minutes: number }): Promise<Report> {
@@ -28,12 +45,18 @@ export async function soak(opts: { minutes: number }): Promise<Report> {
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
+        const [g, a] = [await daemonSample(c, 'gw'), await daemonSample(c, 'agent')];
         const s: Sample = {
           tMin: (Date.now() - t0) / 60_000,
           gwRssKb: rssKb(gwPid).rss,
           agentRssKb: rssKb(agPid).rss,
-          gwFlows: await flowsInTable(c, 'gw').catch(() => -1),
-          agentFlows: await flowsInTable(c, 'agent').catch(() => -1),
+          gwFlows: g.flows,
+          agentFlows: a.flows,
+          gwHeapUsedMB: g.heapUsedMB,
+          gwHeapTotalMB: g.heapTotalMB,
+          gwExternalMB: g.externalMB,
+          agentHeapTotalMB: a.heapTotalMB,
+          agentExternalMB: a.externalMB,
         };
         samples.push(s);
         rep.row({ sample: samples.length, ...s, ...tally });
@@ -68,6 +91,8 @@ export async function soak(opts: { minutes: number }): Promise<Report> {
       gwFlowsPerMin: sl(samples, 'gwFlows'),
       gwFlowsPerMinSecondHalf: sl(half, 'gwFlows'),
       agentFlowsPerMinSecondHalf: sl(half, 'agentFlows'),
+      gwHeapTotalMBPerMinSecondHalf: sl(half, 'gwHeapTotalMB'),
+      gwExternalMBPerMinSecondHalf: sl(half, 'gwExternalMB'),
       gwRssFirstLastMB: [samples[0]!.gwRssKb / 1024, samples[samples.length - 1]!.gwRssKb / 1024],
       agentRssFirstLastMB: [samples[0]!.agentRssKb / 1024, samples[samples.length - 1]!.agentRssKb / 1024],
     });
