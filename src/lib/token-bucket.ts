@@ -2,7 +2,7 @@
  * A token bucket on a caller's millisecond clock: `perSecond` tokens a
  * second up to `burst`. Numbers only, no timers and no allocation, so it can
  * sit on a packet path. Every rate limit in the daemons is one of these:
- * QUIC Retry/Version Negotiation, QUIC peek decryptions, ICMP errors,
+ * QUIC Retry/Version Negotiation, QUIC stateless resets, QUIC peek decryptions, ICMP errors,
  * ROUTE_ADVERTISEMENTs, flow-log lines of failed connections.
  */
 export class TokenBucket {

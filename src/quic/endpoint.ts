@@ -103,7 +103,11 @@ export interface QuicServerOptions {
    * of a crashed instance get reset at once. Default: random per endpoint.
    */
   statelessResetKey?: Uint8Array;
-  /** Stateless resets sent per second at most (default 100); the rest are counted. */
+  /**
+   * Stateless resets sent per second at most (default 100), smoothed by a
+   * token bucket whose burst is a tenth of that: any one second sees at most
+   * 1.1× the rate. The rest are counted.
+   */
   maxStatelessResetsPerSecond?: number;
   /**
    * Retry and Version Negotiation packets sent per second at most (default
@@ -300,14 +304,13 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly isServerEndpoint: boolean;
   private readonly resetKey: Uint8Array;
   private ticketKey: Uint8Array;
-  private readonly resetsPerSecond: number;
+  /** Stateless resets (see maxStatelessResetsPerSecond). */
+  private readonly resetBucket: TokenBucket;
   /** Retry and Version Negotiation (see maxRetriesPerSecond). */
   private readonly retryBucket: TokenBucket;
   /** Random bytes cut into connection IDs (one randomFillSync per 256 CIDs: a call costs microseconds). */
   private readonly cidRandom = Buffer.allocUnsafe(CID_BYTES * 256);
   private cidRandomOff = CID_BYTES * 256;
-  private resetWindowStart = 0;
-  private resetsInWindow = 0;
   private readonly quicLb: QuicLbConfig | null;
   private readonly clientConfig: EngineConfig | null;
   /** Server config shared by new connections, and the TLS material it was built from. */
@@ -401,7 +404,8 @@ export class QuicEndpoint implements ConnectionOwner {
     if (this.resetKey.length < 32) throw new RangeError('quic: statelessResetKey must be at least 32 bytes');
     this.ticketKey = opts.server?.ticketKey ?? randomBytes(48);
     if (this.ticketKey.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
-    this.resetsPerSecond = opts.server?.maxStatelessResetsPerSecond ?? 100;
+    const resetRate = opts.server?.maxStatelessResetsPerSecond ?? 100;
+    this.resetBucket = new TokenBucket(resetRate, Math.max(1, Math.ceil(resetRate / 10)), performance.now());
     const retryRate = opts.server?.maxRetriesPerSecond ?? 2000;
     if (!(retryRate > 0)) throw new RangeError(`quic: maxRetriesPerSecond must be positive, got ${retryRate}`);
     this.retryBucket = new TokenBucket(retryRate, retryRate, 0);
@@ -985,16 +989,10 @@ export class QuicEndpoint implements ConnectionOwner {
   private sendStatelessReset(buf: Uint8Array, off: number, len: number, addrs: Uint8Array, i: number): void {
     // §10.3.3: smaller than the trigger (no reset loops) and at least 21 bytes (§10.3).
     const size = Math.min(len - 1, 42);
-    const now = performance.now();
-    if (now - this.resetWindowStart >= 1000) {
-      this.resetWindowStart = now;
-      this.resetsInWindow = 0;
-    }
-    if (size < 21 || this.resetsInWindow >= this.resetsPerSecond) {
+    if (size < 21 || !this.resetBucket.take(performance.now())) {
       this.counters.statelessResetsSuppressed++;
       return;
     }
-    this.resetsInWindow++;
     const pkt = this.rawOut;
     randomFillSync(pkt, 0, size - 16);
     pkt[0] = (pkt[0] & 0x3f) | 0x40; // §17.3.1 short-header form: 0b01xxxxxx

@@ -567,6 +567,29 @@ describe('malformed and hostile input', () => {
     expect(server.counters.statelessResetsSent).toBe(1);
   });
 
+  it('paces stateless resets with a token bucket: a burst of unknown short-header packets gets at most a tenth of the per-second rate at once (RFC 9000 §10.3 rate limit; a fixed window sent its whole second at once)', async () => {
+    const rate = 100;
+    const { ep: server, port } = await h.server({ maxStatelessResetsPerSecond: rate });
+    const raw = dgram.createSocket('udp4');
+    await new Promise<void>((r) => raw.bind(0, '127.0.0.1', r));
+    try {
+      const t0 = performance.now();
+      for (let burst = 0; burst < 6; burst++) {
+        for (let i = 0; i < 50; i++) raw.send(Buffer.alloc(60, 0x41), port, '127.0.0.1');
+        await sleep(2);
+      }
+      await waitFor(() => server.counters.datagramsIn >= 300, 3000, 'burst processed');
+      const elapsed = (performance.now() - t0) / 1000;
+      const c = server.counters;
+      expect(c.statelessResetsSent + c.statelessResetsSuppressed, JSON.stringify(c)).toBe(300);
+      // Burst of rate/10, plus what refilled while the burst lasted.
+      expect(c.statelessResetsSent, `elapsed ${elapsed} s`).toBeLessThanOrEqual(rate / 10 + Math.ceil(rate * elapsed) + 1);
+      expect(c.statelessResetsSent).toBeGreaterThanOrEqual(rate / 10);
+    } finally {
+      raw.close();
+    }
+  });
+
   it('sends a stateless reset after a restart with the same key; the client closes at once (RFC 9000 §10.3)', async () => {
     const key = new Uint8Array(32).fill(7);
     const { port } = await h.server({ statelessResetKey: key });
