@@ -133,6 +133,25 @@ function ms(x: number): number | null {
   return Number.isFinite(x) && x >= 0 ? Math.round(x * 1000) / 1000 : null;
 }
 
+let isoSecond = NaN;
+let isoPrefix = '';
+
+/**
+ * `new Date(ms).toISOString()`, with the date and time up to the second
+ * formatted once per second: a flood closes thousands of flows within one.
+ */
+export function isoTime(ms: number): string {
+  if (!(ms >= 0 && ms <= 253_402_300_799_999)) return new Date(ms).toISOString(); // outside years 1970–9999: as Date does (or throws)
+  const whole = Math.floor(ms);
+  const sec = Math.floor(whole / 1000);
+  if (sec !== isoSecond) {
+    isoSecond = sec;
+    isoPrefix = new Date(sec * 1000).toISOString().slice(0, 20);
+  }
+  const r = whole - sec * 1000;
+  return isoPrefix + (r < 10 ? '00' : r < 100 ? '0' : '') + r + 'Z';
+}
+
 const addrScratch = new Uint8Array(16);
 
 /** Address of slot s's endpoint at key word w0 (0: initiator, 4: responder), formatted for IP version v. */
@@ -196,8 +215,8 @@ export function buildFlowRecord(t: FlowTable, s: number, reason: CloseReason, pe
     sni: peek?.sni ?? quic?.sni ?? null,
     alpn: peek?.alpn ?? quic?.alpn ?? null,
     httpRequests: peek?.httpRequests ?? 0,
-    firstSeen: new Date(t.first[s]!).toISOString(),
-    lastSeen: new Date(t.last[s]!).toISOString(),
+    firstSeen: isoTime(t.first[s]!),
+    lastSeen: isoTime(t.last[s]!),
     flowId: flowIdOf(t, s, idKey),
     rttToClient: rttOf(t, s * 2 + 1),
     rttToServer: rttOf(t, s * 2),

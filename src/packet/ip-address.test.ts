@@ -100,3 +100,28 @@ describe('formatHostPort', () => {
     expect(formatHostPort('gateway', 443)).toBe('gateway:443');
   });
 });
+
+describe('parseIp: IPv4 text (the character-loop parser against the strict definition)', () => {
+  /** The definition: four dot-separated parts, each 0–255 written in 1–3 digits with no leading zero. */
+  const reference = (t: string): number[] | null => {
+    const parts = t.split('.');
+    if (parts.length !== 4) return null;
+    const out: number[] = [];
+    for (const p of parts) {
+      if (!/^(0|[1-9][0-9]{0,2})$/.test(p) || Number(p) > 255) return null;
+      out.push(Number(p));
+    }
+    return out;
+  };
+  it('accepts and rejects exactly what the definition does, for any short string of digits, dots and a stray character', () => {
+    const text = fc.array(fc.constantFrom('0', '1', '2', '5', '9', '.', '.', 'a', ' ', ':'), { maxLength: 18 }).map((cs) => cs.join(''));
+    const quad = fc.tuple(fc.nat(300), fc.nat(300), fc.nat(300), fc.nat(300)).map((q) => q.join('.'));
+    fc.assert(fc.property(fc.oneof(text, quad), (t) => {
+      const r = reference(t);
+      const got = parseIp(t);
+      if (r === null) expect(got === null || got.version === 6, t).toBe(true);
+      else expect(got !== null && got.version === 4 ? [...got.address] : null, t).toEqual(r);
+    }), { numRuns: 5000 });
+    for (const bad of ['01.2.3.4', '1.2.3', '1.2.3.4.', '.1.2.3', '1..2.3', '256.1.1.1', '1.2.3.1000', '']) expect(parseIp(bad), bad).toBeNull();
+  });
+});

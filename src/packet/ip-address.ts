@@ -24,17 +24,27 @@ export function addressBits(version: IpVersion): 32 | 128 {
   return version === 4 ? 32 : 128;
 }
 
+/** Dotted quad, each part 0–255 in 1–3 digits without a leading zero. A character loop: flow records' addresses are parsed once per flow. */
 function parseV4(text: string, out: Uint8Array, o: number): boolean {
-  const parts = text.split('.');
-  if (parts.length !== 4) return false;
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i]!;
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return false;
-    const v = Number(p);
-    if (v > 255) return false;
-    out[o + i] = v;
+  let part = 0;
+  let val = 0;
+  let digits = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 0x2e; // a '.' ends the last part
+    if (c === 0x2e) {
+      if (digits === 0 || part > 3) return false;
+      out[o + part++] = val;
+      val = 0;
+      digits = 0;
+      continue;
+    }
+    if (c < 0x30 || c > 0x39) return false;
+    if (digits === 1 && val === 0) return false; // leading zero
+    if (++digits > 3) return false;
+    val = val * 10 + (c - 0x30);
+    if (val > 255) return false;
   }
-  return true;
+  return part === 4;
 }
 
 function parseV6(text: string, out: Uint8Array): boolean {

@@ -5,9 +5,10 @@
  * once per flow, at its close, with the flow's label set (reporter,
  * workloads, peer identity); children are resolved once per label-set slot.
  */
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import { QUIC_COUNTER_NAMES } from '../inspect/quic-peek.js';
 import type { RttSummary } from './flow-types.js';
+import { SlotHistogram } from './slot-histogram.js';
 
 /** RTT histogram buckets, seconds (100 µs to 10 s). */
 export const SEGMENT_RTT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 10];
@@ -35,16 +36,15 @@ function segmentHelp(seg: (typeof SEGMENT_NAMES)[number]): string {
 /** Which statistic of a flow's samples an observation is (label `stat`). */
 const STATS = ['min', 'smoothed', 'max'] as const;
 
-
 type Labels = Record<string, string>;
-type Child = { observe(v: number): void };
 
 /** The inspection metric families of one daemon; see the module comment. */
 export class InspectMetrics {
-  private readonly rtt: Histogram<string>[];
-  private readonly quicHandshake: Histogram<string>;
-  private readonly firstByte: Histogram<string>;
-  private readonly children = new Map<number, Child>();
+  /** Per segment; child = slot * 3 + stat index. */
+  private readonly rtt: SlotHistogram[];
+  /** Child = slot. */
+  private readonly quicHandshake: SlotHistogram;
+  private readonly firstByte: SlotHistogram;
   /** HTTP responses per slot and class: slot * 5 + class. */
   private responses = new Float64Array(5 * 64);
   private readonly quicSources: Float64Array[] = [];
@@ -52,20 +52,21 @@ export class InspectMetrics {
   constructor(registry: Registry, reporter: string, private readonly labelsOf: (slot: number) => Labels, private readonly slotCount: () => number) {
     const reg = [registry];
     const flowLabels = ['reporter', 'source_workload', 'destination_workload', 'peer_identity'];
-    this.rtt = SEGMENT_NAMES.map((seg) => new Histogram({
+    const withStat = (c: number): Labels => ({ ...labelsOf(Math.floor(c / 3)), stat: STATS[c % 3]! });
+    this.rtt = SEGMENT_NAMES.map((seg) => new SlotHistogram({
       name: `mtun_tcp_${seg}_rtt_seconds`,
       help: segmentHelp(seg),
-      labelNames: [...flowLabels, 'stat'], buckets: SEGMENT_RTT_BUCKETS, registers: reg,
+      buckets: SEGMENT_RTT_BUCKETS, registers: reg, labelsOf: withStat,
     }));
-    this.quicHandshake = new Histogram({
+    this.quicHandshake = new SlotHistogram({
       name: 'mtun_quic_handshake_rtt_seconds',
       help: 'QUIC handshakes inside the tunnel: first client Initial to first server Handshake packet, at this end.',
-      labelNames: flowLabels, buckets: SEGMENT_RTT_BUCKETS, registers: reg,
+      buckets: SEGMENT_RTT_BUCKETS, registers: reg, labelsOf,
     });
-    this.firstByte = new Histogram({
+    this.firstByte = new SlotHistogram({
       name: 'mtun_http_first_byte_seconds',
       help: 'HTTP/1 connections: first request byte to first response byte, at this end.',
-      labelNames: flowLabels, buckets: SEGMENT_RTT_BUCKETS, registers: reg,
+      buckets: SEGMENT_RTT_BUCKETS, registers: reg, labelsOf,
     });
     const responses: Counter<string> = new Counter({
       name: 'mtun_http_responses_total',
@@ -104,19 +105,20 @@ export class InspectMetrics {
 
   /** One flow's RTT summary for `segment` ({@link Segment}): min, smoothed and max observed once each. */
   observeRtt(slot: number, segment: number, r: RttSummary): void {
-    this.child(slot, segment * 3 + 0, () => this.rtt[segment]!, 'min').observe(r.minMs / 1000);
-    this.child(slot, segment * 3 + 1, () => this.rtt[segment]!, 'smoothed').observe(r.smoothedMs / 1000);
-    this.child(slot, segment * 3 + 2, () => this.rtt[segment]!, 'max').observe(r.maxMs / 1000);
+    const h = this.rtt[segment]!;
+    h.observe(slot * 3, r.minMs / 1000);
+    h.observe(slot * 3 + 1, r.smoothedMs / 1000);
+    h.observe(slot * 3 + 2, r.maxMs / 1000);
   }
 
   /** One QUIC handshake's RTT, ms. */
   observeQuicHandshake(slot: number, ms: number): void {
-    this.child(slot, 12, () => this.quicHandshake, null).observe(ms / 1000);
+    this.quicHandshake.observe(slot, ms / 1000);
   }
 
   /** One HTTP/1 connection's request → first response byte time, ms. */
   observeFirstByte(slot: number, ms: number): void {
-    this.child(slot, 13, () => this.firstByte, null).observe(ms / 1000);
+    this.firstByte.observe(slot, ms / 1000);
   }
 
   /** HTTP/1 responses of one flow by class (index 0 = 1xx … 4 = 5xx). */
@@ -127,16 +129,5 @@ export class InspectMetrics {
       this.responses = n;
     }
     for (let k = 0; k < 5; k++) this.responses[slot * 5 + k]! += byClass[k] ?? 0;
-  }
-
-  private child(slot: number, kind: number, family: () => Histogram<string>, stat: (typeof STATS)[number] | null): Child {
-    const key = slot * 16 + kind;
-    let c = this.children.get(key);
-    if (c === undefined) {
-      const labels = stat === null ? this.labelsOf(slot) : { ...this.labelsOf(slot), stat };
-      c = family().labels(labels);
-      this.children.set(key, c);
-    }
-    return c;
   }
 }

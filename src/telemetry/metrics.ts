@@ -3,8 +3,9 @@
  * add to preallocated Float64Arrays indexed by small integer ids; values are
  * copied into prom-client only when /metrics is scraped (off the data path).
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { InspectMetrics } from './inspect-metrics.js';
+import { SlotHistogram } from './slot-histogram.js';
 import { LabelRegistry, snakeLabel } from './label-registry.js';
 import type { WorkloadMap } from './workload-map.js';
 
@@ -83,11 +84,10 @@ export class MeshMetrics {
   private flow = new Float64Array(NF * 16);
   private tcpClosedCounts = new Float64Array(MAX_REASONS * 16);
   private udpClosedCounts = new Float64Array(MAX_REASONS * 16);
-  private readonly rttChildren: { observe(v: number): void }[] = [];
   private readonly tunnel: Float64Array;
   private readonly drops = new Float64Array(MAX_REASONS);
   private readonly icmpSent = new Float64Array(MAX_REASONS);
-  private readonly rtt: Histogram<string>;
+  private readonly rtt: SlotHistogram;
 
   constructor(opts: MeshMetricsOptions) {
     this.registry = opts.registry ?? new Registry();
@@ -132,10 +132,10 @@ export class MeshMetrics {
     flowCounter('mtun_tcp_sent_bytes_total', 'TCP payload bytes from initiator to responder.', F_TCP_SENT);
     flowCounter('mtun_tcp_received_bytes_total', 'TCP payload bytes from responder to initiator.', F_TCP_RECV);
     flowCounter('mtun_tcp_retransmits_total', 'TCP segments seen retransmitted (both directions).', F_TCP_RETRANS);
-    this.rtt = new Histogram({
+    this.rtt = new SlotHistogram({
       name: 'mtun_tcp_handshake_rtt_seconds',
       help: 'TCP handshake round-trip time as seen by this end (SYN to ACK of SYN-ACK at the initiator side, SYN-ACK to ACK at the responder side).',
-      labelNames: flowLabels, buckets: HANDSHAKE_RTT_BUCKETS, registers: reg,
+      buckets: HANDSHAKE_RTT_BUCKETS, registers: reg, labelsOf: (slot) => this.slotLabels[slot]!,
     });
     flowCounter('mtun_udp_flows_opened_total', 'UDP flows seen opening.', F_UDP_OPENED);
     closedCounter('mtun_udp_flows_closed_total', 'UDP flows closed, by reason.', () => this.udpClosedCounts);
@@ -274,12 +274,7 @@ export class MeshMetrics {
 
   /** Records one handshake RTT, seconds. Once per connection. */
   observeHandshakeRtt(slot: number, seconds: number): void {
-    let child = this.rttChildren[slot];
-    if (child === undefined) {
-      child = this.rtt.labels(this.slotLabels[slot]!);
-      this.rttChildren[slot] = child;
-    }
-    child.observe(seconds);
+    this.rtt.observe(slot, seconds);
   }
 
   /** A UDP flow was seen opening. */

@@ -55,6 +55,7 @@ export class WorkloadMap {
 
   /** Workload id for an address in text form; 0 when unmatched or not an address. */
   lookupText(addr: string): number {
+    if (this.v4.length === 0 && this.v6.length === 0) return 0;
     const ip = parseIp(addr);
     return ip === null ? 0 : this.lookup(ip.address);
   }
