@@ -3,6 +3,7 @@
  * each packet read at TUN_HEADROOM so the tunnel prefix is written in front
  * of it in place, a bounded number of batches per readiness callback.
  */
+import { allocSlots } from '../net/slot-arena.js';
 import type { TunDevice } from '../tun/tun.js';
 
 /** Bytes before each packet for the context ID and quarter stream ID (≥ MASQUE_HEADROOM). */
@@ -31,7 +32,8 @@ export class TunReader {
     private readonly onBatch: TunBatchHandler,
     private readonly onError: (e: Error) => void,
   ) {
-    this.bufs = Array.from({ length: tun.batchSize }, () => Buffer.allocUnsafe(TUN_HEADROOM + tun.mtu));
+    // One allocation for the batch: the native read takes it whole (net/slot-arena.ts).
+    this.bufs = allocSlots(tun.batchSize, TUN_HEADROOM + tun.mtu);
     this.sizes = new Uint32Array(tun.batchSize);
     tun.onReadable(this.onReadable);
   }

@@ -76,3 +76,21 @@ export class TunWriter {
     }
   }
 }
+
+/** The kernel's TUN transmit queue when `tun.txQueueLen` is not set (packets). */
+const KERNEL_TUN_TXQUEUELEN = 500;
+
+/**
+ * Datagrams a daemon's QUIC endpoint reads per readiness callback. Every
+ * packet from the peer that it writes to the TUN can bring an answer into
+ * the TUN's transmit queue at once (the host behind it answers within the
+ * write: an echo reply, a TCP ACK), and the TUN is read only when the
+ * callback returns: with the endpoint's default of 1,024 a backlog of echoes
+ * overflowed the kernel's 500-packet queue, and 20 % of the replies at 300
+ * busy sessions were dropped there at the gateway (issue #17; `ip -s link`
+ * TX dropped). Half the queue leaves room for what was already queued. Both
+ * daemons use it: the agent's TUN faces the same answers from its cluster.
+ */
+export function tunRecvBudget(txQueueLen: number | undefined): number {
+  return Math.max(64, Math.min(1024, Math.floor((txQueueLen ?? KERNEL_TUN_TXQUEUELEN) / 2)));
+}

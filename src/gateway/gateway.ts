@@ -36,7 +36,7 @@ import type { PeerIdentity } from '../quic/peer-identity.js';
 import { directionByLocalPrefixes, startAdminServer, TapInterface, Telemetry, TunnelCounterSync, type AdminServer, type DaemonStatus } from '../telemetry/index.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
-import { TUN_WRITE_DROP_REASON, TunWriter } from '../daemon/tun-writer.js';
+import { TUN_WRITE_DROP_REASON, TunWriter, tunRecvBudget } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
@@ -61,23 +61,6 @@ const GW_DROP_LINK_LOCAL = 'link_local';
 export const GATEWAY_DRAIN_DEADLINE_MS = 2_000;
 /** TLS session ticket keys are replaced this often (and on every reload), so a stolen ticket key opens little (#12 item 5). */
 export const TICKET_KEY_ROTATION_MS = 3_600_000;
-
-/** The kernel's TUN transmit queue when `tun.txQueueLen` is not set (packets). */
-const KERNEL_TUN_TXQUEUELEN = 500;
-
-/**
- * Datagrams the QUIC endpoint reads per readiness callback. Every agent
- * packet it writes to the TUN can bring an answer into the TUN's transmit
- * queue at once (the host behind it answers within the write), and the TUN
- * is read only when the callback returns: with the endpoint's default of
- * 1,024 a backlog of echoes overflowed the kernel's 500-packet queue, and
- * 20 % of the replies at 300 busy sessions were dropped there (issue #17;
- * `ip -s link` TX dropped). Half the queue leaves room for what was
- * already queued.
- */
-export function gatewayRecvBudget(txQueueLen: number | undefined): number {
-  return Math.max(64, Math.min(1024, Math.floor((txQueueLen ?? KERNEL_TUN_TXQUEUELEN) / 2)));
-}
 
 /** Link-local destination (IPv4 169.254/16, IPv6 fe80::/10 or ff02::/16): stays on the gateway. Allocation-free. */
 function isLinkScopeDestination(buf: Uint8Array, off: number, len: number): boolean {
@@ -195,7 +178,7 @@ export class Gateway {
         // The connection's idle timeout is the smaller of both ends' (RFC 9000 §10.1): leave room for 3 agent keepalives.
         idleTimeoutMs: Math.max(QUIC_IDLE_TIMEOUT_MS, 3 * config.keepaliveIntervalMs),
         maxUdpPayloadBytes: MAX_UDP_PAYLOAD_BYTES,
-        recvBudget: gatewayRecvBudget(config.tun.txQueueLen),
+        recvBudget: tunRecvBudget(config.tun.txQueueLen),
         // Before authentication (#12 item 13): few connections per IP, small windows (see config/schema.ts).
         maxConnectionsPerPeerIp: config.maxConnectionsPerPeerIp,
         maxDataBytes: config.connectionWindowBytes,

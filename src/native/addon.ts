@@ -20,12 +20,14 @@ export interface NativePoll {
 /** The functions the addon exports. Every one throws (never crashes) on bad arguments. */
 export interface NativeBinding {
   tunOpen(name: string, multiQueue: boolean, vnetHdr?: boolean): { fd: number; name: string; offloads: number };
-  tunReadVnet(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, max: number, minSpace: number,
-    scratch: Uint8Array, state: Uint32Array, stats?: Float64Array): number;
+  /** bufs: the slots, or with stride > 0 one Buffer of back-to-back slots of `stride` bytes (net/slot-arena.ts). */
+  tunReadVnet(fd: number, bufs: Buffer[] | Buffer, sizes: Uint32Array, offset: number, max: number, minSpace: number,
+    scratch: Uint8Array, state: Uint32Array, stats?: Float64Array, stride?: number): number;
   tunWriteVnet(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, count: number,
     stats?: Float64Array, wscratch?: Uint8Array): number;
-  tunRead(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, max: number, minSpace: number,
-    stats?: Float64Array): number;
+  /** bufs: as tunReadVnet's. */
+  tunRead(fd: number, bufs: Buffer[] | Buffer, sizes: Uint32Array, offset: number, max: number, minSpace: number,
+    stats?: Float64Array, stride?: number): number;
   tunWrite(fd: number, bufs: Buffer[], sizes: Uint32Array, offset: number, count: number,
     stats?: Float64Array): number;
   closeFd(fd: number): void;
@@ -34,8 +36,9 @@ export interface NativeBinding {
     fd: number; gso: boolean; gro: boolean; pktinfo: boolean; rcvbuf: number; sndbuf: number;
   };
   udpLocal(fd: number): { family: 4 | 6; slot: Buffer };
-  udpRecv(fd: number, bufs: Buffer[], sizes: Uint32Array, addrs: Uint8Array, segs: Uint32Array, max: number,
-    stats: Float64Array): number;
+  /** bufs: as tunReadVnet's. */
+  udpRecv(fd: number, bufs: Buffer[] | Buffer, sizes: Uint32Array, addrs: Uint8Array, segs: Uint32Array, max: number,
+    stats: Float64Array, stride?: number): number;
   udpSend(fd: number, family: 0 | 4 | 6, bufs: Buffer[], sizes: Uint32Array, addrs: Uint8Array, segs: Uint32Array,
     count: number, autoGso: boolean, stats: Float64Array): number;
   pollStart(fd: number, events: number, cb: (events: number) => void): NativePoll;

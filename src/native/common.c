@@ -145,6 +145,40 @@ bool mtun_arg_bufs(napi_env env, napi_value arr, uint32_t n, const char *name, u
   return true;
 }
 
+bool mtun_arg_slots_begin(napi_env env, napi_value v, napi_value stride, const char *name, struct mtun_slots *out) {
+  out->v = v;
+  out->stride = 0;
+  out->base = NULL;
+  out->count = 0;
+  if (stride != NULL) {
+    napi_valuetype t;
+    if (napi_typeof(env, stride, &t) != napi_ok) return type_fail(env, "stride", "a slot size");
+    if (t != napi_undefined && t != napi_null && !mtun_arg_u32(env, stride, "stride", &out->stride)) return false;
+  }
+  if (out->stride == 0) return mtun_arg_array_len(env, v, name, &out->count);
+  bool is = false;
+  void *d = NULL;
+  size_t l = 0;
+  if (napi_is_buffer(env, v, &is) != napi_ok || !is || napi_get_buffer_info(env, v, &d, &l) != napi_ok) {
+    return type_fail(env, name, "a Buffer of slots when a stride is given");
+  }
+  out->base = (uint8_t *)d;
+  size_t c = l / out->stride;
+  out->count = c > UINT32_MAX ? UINT32_MAX : (uint32_t)c;
+  return true;
+}
+
+bool mtun_arg_slots_fill(napi_env env, const struct mtun_slots *s, uint32_t n, const char *name, uint8_t **ptrs,
+                         size_t *lens) {
+  if (s->stride == 0) return mtun_arg_bufs(env, s->v, n, name, ptrs, lens);
+  if (n > s->count) return type_fail(env, name, "a Buffer holding every slot");
+  for (uint32_t i = 0; i < n; i++) {
+    ptrs[i] = s->base + (size_t)i * s->stride;
+    lens[i] = s->stride;
+  }
+  return true;
+}
+
 napi_value mtun_u32(napi_env env, uint32_t v) {
   napi_value r;
   if (napi_create_uint32(env, v, &r) != napi_ok) return NULL;

@@ -94,13 +94,15 @@ static bool get_fd(napi_env env, napi_value v, int *fd) {
 }
 
 /*
- * tunRead(fd, bufs, sizes, offset, max, minSpace, stats?) -> count.
+ * tunRead(fd, bufs, sizes, offset, max, minSpace, stats?, stride?) -> count.
+ * bufs: an Array of Buffers, or with stride > 0 one Buffer of back-to-back
+ * slots of `stride` bytes (mtun_arg_slots_begin).
  * Reads up to max packets until the queue is empty; packet i lands at
  * bufs[i][offset..] and sizes[i] is its length. Every buffer needs at least
  * minSpace bytes after offset (the MTU), so no packet is ever truncated.
  */
 static napi_value tun_read(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(7);
+  MTUN_ARGS(8);
   if (argc < 6) return mtun_throw_type(env, "tun: tunRead(fd, bufs, sizes, offset, max, minSpace) needs 6 arguments");
   int fd;
   uint32_t nbufs, offset, max, min_space;
@@ -108,13 +110,15 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   size_t nsizes;
   double *stats;
   size_t nstats;
-  if (!get_fd(env, argv[0], &fd) || !mtun_arg_array_len(env, argv[1], "bufs", &nbufs) ||
+  struct mtun_slots slots;
+  if (!get_fd(env, argv[0], &fd) || !mtun_arg_slots_begin(env, argv[1], argc > 7 ? argv[7] : NULL, "bufs", &slots) ||
       !mtun_arg_typed(env, argv[2], napi_uint32_array, "sizes", &sz, &nsizes) ||
       !mtun_arg_u32(env, argv[3], "offset", &offset) || !mtun_arg_u32(env, argv[4], "max", &max) ||
       !mtun_arg_u32(env, argv[5], "minSpace", &min_space) ||
       !mtun_arg_stats(env, argc > 6 ? argv[6] : NULL, &stats, &nstats)) {
     return NULL;
   }
+  nbufs = slots.count;
   if (stats != NULL && nstats < TS_COUNT) return mtun_throw_type(env, "tun: stats array too short");
   uint32_t n = max;
   if (n > nbufs) n = nbufs;
@@ -124,7 +128,7 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   if (s == NULL) return mtun_throw_type(env, "tun: addon not initialised");
   uint8_t **ptrs = s->ptrs;
   size_t *lens = s->lens;
-  if (!mtun_arg_bufs(env, argv[1], n, "bufs", ptrs, lens)) return NULL;
+  if (!mtun_arg_slots_fill(env, &slots, n, "bufs", ptrs, lens)) return NULL;
   for (uint32_t i = 0; i < n; i++) {
     if (lens[i] < (size_t)offset + min_space) {
       char msg[160];
@@ -218,13 +222,13 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
 }
 
 /*
- * tunReadVnet(fd, bufs, sizes, offset, max, minSpace, scratch, state, stats?) -> count.
+ * tunReadVnet(fd, bufs, sizes, offset, max, minSpace, scratch, state, stats?, stride?) -> count.
  * As tunRead on a vnetHdr device: super-packets are split into MTU-sized
  * packets; scratch (≥ 65,545 bytes) and state (Uint32Array(2)) belong to the
  * device and carry a partly split super-packet over to the next call.
  */
 static napi_value tun_read_vnet(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(9);
+  MTUN_ARGS(10);
   if (argc < 8) {
     return mtun_throw_type(env, "tun: tunReadVnet(fd, bufs, sizes, offset, max, minSpace, scratch, state) needs 8 arguments");
   }
@@ -233,7 +237,8 @@ static napi_value tun_read_vnet(napi_env env, napi_callback_info info) {
   void *sz, *sc, *st;
   size_t nsizes, nscratch, nstate, nstats;
   double *stats;
-  if (!get_fd(env, argv[0], &fd) || !mtun_arg_array_len(env, argv[1], "bufs", &nbufs) ||
+  struct mtun_slots slots;
+  if (!get_fd(env, argv[0], &fd) || !mtun_arg_slots_begin(env, argv[1], argc > 9 ? argv[9] : NULL, "bufs", &slots) ||
       !mtun_arg_typed(env, argv[2], napi_uint32_array, "sizes", &sz, &nsizes) ||
       !mtun_arg_u32(env, argv[3], "offset", &offset) || !mtun_arg_u32(env, argv[4], "max", &max) ||
       !mtun_arg_u32(env, argv[5], "minSpace", &min_space) ||
@@ -242,6 +247,7 @@ static napi_value tun_read_vnet(napi_env env, napi_callback_info info) {
       !mtun_arg_stats(env, argc > 8 ? argv[8] : NULL, &stats, &nstats)) {
     return NULL;
   }
+  nbufs = slots.count;
   if (stats != NULL && nstats < TS_COUNT) return mtun_throw_type(env, "tun: stats array too short");
   if (nscratch < 65535 + sizeof(struct virtio_net_hdr)) return mtun_throw_type(env, "tun: scratch must hold 65,545 bytes");
   if (nstate < 2) return mtun_throw_type(env, "tun: state must be a Uint32Array(2)");
@@ -253,7 +259,7 @@ static napi_value tun_read_vnet(napi_env env, napi_callback_info info) {
   if (n > MTUN_MAX_BATCH) n = MTUN_MAX_BATCH;
   struct mtun_scratch *s = mtun_scratch_of(env);
   if (s == NULL) return mtun_throw_type(env, "tun: addon not initialised");
-  if (!mtun_arg_bufs(env, argv[1], n, "bufs", s->ptrs, s->lens)) return NULL;
+  if (!mtun_arg_slots_fill(env, &slots, n, "bufs", s->ptrs, s->lens)) return NULL;
   for (uint32_t i = 0; i < n; i++) {
     if (s->lens[i] < (size_t)offset + min_space) {
       char msg[160];

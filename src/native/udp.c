@@ -326,7 +326,9 @@ static bool slot_to_name(const uint8_t *slot, int family, struct sockaddr_in6 *n
 }
 
 /*
- * udpRecv(fd, bufs, sizes, addrs, segs, max, stats) -> count.
+ * udpRecv(fd, bufs, sizes, addrs, segs, max, stats, stride?) -> count.
+ * bufs: an Array of Buffers, or with stride > 0 one Buffer of back-to-back
+ * slots of `stride` bytes (mtun_arg_slots_begin).
  * One recvmmsg; slot i gets the datagram (or GRO super-datagram), its length,
  * source address, the local address it arrived on (zero when unknown) and GRO
  * segment size (0 when not coalesced). Received slots are compacted to the
@@ -334,20 +336,22 @@ static bool slot_to_name(const uint8_t *slot, int family, struct sockaddr_in6 *n
  * compacted into, is dropped and counted (US_RX_TRUNCATED).
  */
 static napi_value udp_recv(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(7);
+  MTUN_ARGS(8);
   if (argc < 7) return mtun_throw_type(env, "udp: udpRecv(fd, bufs, sizes, addrs, segs, max, stats) needs 7 arguments");
   int32_t fd;
   uint32_t nbufs, max;
   void *sz, *ad, *sg;
   size_t nsizes, naddrs, nsegs, nstats;
   double *stats;
-  if (!mtun_arg_i32(env, argv[0], "fd", &fd) || !mtun_arg_array_len(env, argv[1], "bufs", &nbufs) ||
+  struct mtun_slots slots;
+  if (!mtun_arg_i32(env, argv[0], "fd", &fd) || !mtun_arg_slots_begin(env, argv[1], argc > 7 ? argv[7] : NULL, "bufs", &slots) ||
       !mtun_arg_typed(env, argv[2], napi_uint32_array, "sizes", &sz, &nsizes) ||
       !mtun_arg_typed(env, argv[3], napi_uint8_array, "addrs", &ad, &naddrs) ||
       !mtun_arg_typed(env, argv[4], napi_uint32_array, "segs", &sg, &nsegs) ||
       !mtun_arg_u32(env, argv[5], "max", &max) || !mtun_arg_stats(env, argv[6], &stats, &nstats)) {
     return NULL;
   }
+  nbufs = slots.count;
   if (stats == NULL || nstats < US_COUNT) return mtun_throw_type(env, "udp: stats must be a Float64Array of 10");
   uint32_t n = max;
   if (n > nbufs) n = nbufs;
@@ -358,7 +362,7 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
   if (n == 0) return mtun_u32(env, 0);
   struct mtun_scratch *s = mtun_scratch_of(env);
   if (s == NULL) return mtun_throw_type(env, "udp: addon not initialised");
-  if (!mtun_arg_bufs(env, argv[1], n, "bufs", s->ptrs, s->lens)) return NULL;
+  if (!mtun_arg_slots_fill(env, &slots, n, "bufs", s->ptrs, s->lens)) return NULL;
   for (uint32_t k = 0; k < n; k++) {
     s->iov[k].iov_base = s->ptrs[k];
     s->iov[k].iov_len = s->lens[k];

@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { loadNative, POLL_READABLE, POLL_WRITABLE, type NativeBinding, type NativePoll } from '../native/addon.js';
+import { slotArena } from './slot-arena.js';
 import { readAddrSlotHost, readAddrSlotPort } from './udp-batch.js';
 import { ClosedError, type UdpBatch, type UdpBatchSocket } from './udp.js';
 
@@ -169,8 +170,9 @@ export class NativeUdpSocket implements UdpBatchSocket {
    * and counted (rxTruncated).
    */
   recv(batch: UdpBatch): number {
-    return this.native.udpRecv(this.check(), batch.bufs, batch.sizes, batch.addrs, batch.segs, this.batchSize,
-      this.counters);
+    const a = slotArena(batch.bufs);
+    return this.native.udpRecv(this.check(), a !== undefined ? a.buf : batch.bufs, batch.sizes, batch.addrs, batch.segs, this.batchSize,
+      this.counters, a !== undefined ? a.stride : 0);
   }
 
   /**

@@ -3,6 +3,7 @@
  * address slots (peer: 16-byte IPv6 / IPv4-mapped address, port, 2 reserved;
  * then the 16-byte local address). Layout: {@link ADDR_SLOT_BYTES}.
  */
+import { allocSlots } from './slot-arena.js';
 import { ADDR_SLOT_BYTES, type UdpBatch } from './udp.js';
 
 /** Largest UDP payload (65,535 − 8-byte UDP header); larger slots are pointless. */
@@ -16,8 +17,9 @@ const PEER_BYTES = 18;
 
 /**
  * Allocates a batch of `batchSize` slots of `slotBytes` each. All slot buffers
- * are views of one contiguous allocation (stride `slotBytes`), which the
- * native socket can use without per-slot lookups. The caller owns the result
+ * are views of one contiguous allocation (stride `slotBytes`, slot-arena.ts),
+ * which the native socket reads into without per-slot lookups; the slots
+ * array is frozen. The caller owns the result
  * and may reuse it for any number of `recv`/`send` calls on any socket.
  * Throws `net: …` on a batch size outside 1..1024 or slot size outside 1..65535.
  */
@@ -28,16 +30,11 @@ export function allocUdpBatch(batchSize: number, slotBytes: number): UdpBatch {
   if (!Number.isInteger(slotBytes) || slotBytes < 1 || slotBytes > MAX_SLOT_BYTES) {
     throw new RangeError(`net: slot size ${slotBytes} out of range 1..${MAX_SLOT_BYTES}`);
   }
-  // Buffer.alloc: an unpooled backing store of its own, zeroed (so no stale
+  // Buffer.alloc (in allocSlots): an unpooled backing store of its own, zeroed (so no stale
   // heap bytes can ever be sent) by the allocator's zeroed pages rather than a
   // fill that touches every page up front (megabytes with GRO/GSO slots: daemon start time).
-  const backing = Buffer.alloc(batchSize * slotBytes);
-  const bufs: Buffer[] = new Array<Buffer>(batchSize);
-  for (let i = 0; i < batchSize; i++) {
-    bufs[i] = backing.subarray(i * slotBytes, (i + 1) * slotBytes);
-  }
   return {
-    bufs,
+    bufs: allocSlots(batchSize, slotBytes),
     sizes: new Uint32Array(batchSize),
     addrs: new Uint8Array(batchSize * ADDR_SLOT_BYTES),
     segs: new Uint32Array(batchSize),

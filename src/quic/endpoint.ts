@@ -664,6 +664,7 @@ export class QuicEndpoint implements ConnectionOwner {
     this.inBatch = true;
     const b = this.inb;
     let budget = this.recvBudget;
+    const capacity = Math.min(this.sock.batchSize, b.bufs.length);
     try {
       while (budget > 0) {
         const n = this.sock.recv(b);
@@ -692,6 +693,10 @@ export class QuicEndpoint implements ConnectionOwner {
         }
         this.dispatchTouched();
         budget -= n;
+        // A short batch drained the socket: another recvmmsg would only say EAGAIN (one syscall
+        // per wake-up saved; under a SYN flood each datagram was its own wake-up). Readiness is
+        // level-triggered, so anything that arrived since wakes the loop again.
+        if (n < capacity) break;
       }
     } finally {
       this.inBatch = false;

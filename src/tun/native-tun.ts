@@ -4,6 +4,7 @@
  */
 import { ADDR_SLOT_BYTES, ClosedError } from '../net/udp.js';
 import { readAddrSlotHost, writeAddrSlot } from '../net/udp-batch.js';
+import { slotArena } from '../net/slot-arena.js';
 import { loadNative, POLL_READABLE, type NativeBinding, type NativeError, type NativePoll } from '../native/addon.js';
 import type { TunDevice } from './tun.js';
 import {
@@ -219,11 +220,14 @@ export class NativeTun implements TunDevice {
   read(bufs: Buffer[], sizes: Uint32Array, offset: number): number {
     const fd = this.check();
     if (this.pollError !== 0) throw new Error(`tun ${this.name}: polling the device failed (libuv status ${this.pollError})`);
+    const a = slotArena(bufs);
+    const slots = a !== undefined ? a.buf : bufs;
+    const stride = a !== undefined ? a.stride : 0;
     if (this.scratch) {
-      return this.native.tunReadVnet(fd, bufs, sizes, offset, this.batchSize, this.mtu, this.scratch, this.splitState,
-        this.counters);
+      return this.native.tunReadVnet(fd, slots, sizes, offset, this.batchSize, this.mtu, this.scratch, this.splitState,
+        this.counters, stride);
     }
-    return this.native.tunRead(fd, bufs, sizes, offset, this.batchSize, this.mtu, this.counters);
+    return this.native.tunRead(fd, slots, sizes, offset, this.batchSize, this.mtu, this.counters, stride);
   }
 
   /**
