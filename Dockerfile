@@ -69,7 +69,7 @@ ENV NODE_ENV=production
 USER 10001:10001
 # Admin endpoint (metrics, healthz, readyz, status) and the QUIC listener.
 EXPOSE 9090/tcp 4433/udp
-ENTRYPOINT ["/usr/local/sbin/mtun-netadmin", "--inh-caps", "+net_admin", "--ambient-caps", "+net_admin", "--", "node", "/app/bin/mtun.js"]
+ENTRYPOINT ["/usr/local/sbin/mtun-netadmin", "--inh-caps", "+net_admin", "--ambient-caps", "+net_admin", "--", "node", "--max-semi-space-size=2", "/app/bin/mtun.js"]
 CMD ["--help"]
 
 FROM base AS tools

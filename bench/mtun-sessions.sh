@@ -140,8 +140,8 @@ Y
 
 # start_gateway ROOT LABEL: runs that checkout's gateway in NSB; sets GPID.
 start_gateway() {
-  local root=$1 label=$2 flags=()
-  [ $PROFILE = 1 ] && { mkdir -p "$OUTDIR/profile-$label"; flags=(--cpu-prof "--cpu-prof-dir=$OUTDIR/profile-$label"); }
+  local root=$1 label=$2 flags=(--max-semi-space-size=2)
+  [ $PROFILE = 1 ] && { mkdir -p "$OUTDIR/profile-$label"; flags+=(--cpu-prof "--cpu-prof-dir=$OUTDIR/profile-$label"); }
   setsid ip netns exec "$NSB" node "${flags[@]}" "$root/bin/mtun.js" gateway -c "$SW/gateway.yaml" >"$SW/gateway-$label.log" 2>&1 </dev/null &
   GPID=$!
   for _ in $(seq 100); do

@@ -18,7 +18,8 @@
 # 10.202.0.0/18), which run.sh starts while this tunnel is still up.
 source "$(dirname "$0")/common.sh"
 MTUN="$ROOT/bin/mtun.js"
-read -r -a NODE_FLAGS <<<"${MTUN_NODE_FLAGS:-}"
+# --max-semi-space-size=2 as bin/mtun.js's shebang (its comment says why); MTUN_NODE_FLAGS adds to it.
+read -r -a NODE_FLAGS <<<"--max-semi-space-size=2 ${MTUN_NODE_FLAGS:-}"
 if [ "${MTUN_H2:-0}" = 1 ]; then
   OFFLOAD=false; PORT=4436; GADM=9094; AADM=9095; AN=10.12.0; BN=10.23.0; POOL=10.203.0.0/24; POOL6=fd00:203::/64; K=h
 elif [ "${MTUN_OFFLOAD:-0}" = 1 ]; then

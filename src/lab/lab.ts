@@ -77,7 +77,8 @@ export interface LabOptions {
  * campaign (node refuses --cpu-prof in NODE_OPTIONS).
  */
 function daemonNodeArgs(): string[] {
-  return (process.env.MTUN_LAB_NODE_ARGS ?? '').split(' ').filter((a) => a.length > 0);
+  // As bin/mtun.js's shebang: the daemons' young generation capped at 2 MB per semi-space (its comment says why).
+  return ['--max-semi-space-size=2', ...(process.env.MTUN_LAB_NODE_ARGS ?? '').split(' ').filter((a) => a.length > 0)];
 }
 
 /** A running lab. Always call {@link down} (tests: afterAll; demo: on exit and Ctrl-C). */
