@@ -311,3 +311,18 @@ export class Report {
     console.log(`[${this.part}] ${Object.entries(r).map(([k, v]) => `${k}=${typeof v === 'number' ? +v.toFixed(2) : typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' ')}`);
   }
 }
+
+/**
+ * Packets the kernel dropped at a daemon's TUN transmit queue (`ip -s link`
+ * TX dropped: answers that arrived while the daemon was not reading its
+ * TUN), or -1 when unreadable.
+ */
+export async function tunTxDropped(c: CampaignLab, which: 'gw' | 'agent'): Promise<number> {
+  const r = await c.lab.exec(which, 'ip', ['-j', '-s', 'link', 'show', which === 'gw' ? 'mtun-g' : 'mtun-a']).catch(() => null);
+  try {
+    const j = JSON.parse(r?.stdout ?? '') as { stats64?: { tx?: { dropped?: number } } }[];
+    return j[0]?.stats64?.tx?.dropped ?? -1;
+  } catch {
+    return -1;
+  }
+}

@@ -19,7 +19,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/lab/lab.js';
-import { cpuSeconds, download, flowsInTable, healthzMs, LAB, metricSum, pct, pidOf, Report, rssKb, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
+import { cpuSeconds, download, flowsInTable, healthzMs, LAB, metricSum, pct, pidOf, Report, rssKb, sleep, startCampaignLab, tunTxDropped, type CampaignLab } from './campaign-lab.js';
 
 const HERE = join(REPO_ROOT, 'bench', 'reliability');
 const RAW_FLOOD = join(HERE, '.build', 'raw-flood');
@@ -34,7 +34,7 @@ interface Flood {
 }
 
 /** Runs the named floods (syn, initial, slowloris, routes, addresses). */
-export async function floods(opts: { which: string[]; seconds: number; maxFlows: number; initialRate: number }): Promise<Report> {
+export async function floods(opts: { which: string[]; seconds: number; maxFlows: number; initialRate: number; alone?: boolean }): Promise<Report> {
   const rep = new Report('flood');
   if (opts.which.includes('syn') || opts.which.includes('initial')) {
     mkdirSync(join(HERE, '.build'), { recursive: true });
@@ -75,7 +75,7 @@ export async function floods(opts: { which: string[]; seconds: number; maxFlows:
     };
     for (const w of opts.which) {
       if (!all[w]) throw new Error(`reliability: unknown flood ${w}`);
-      for (const f of all[w]!) await runFlood(c, f, opts.seconds, rep);
+      for (const f of all[w]!) await (opts.alone === true ? floodAlone(c, f, rep) : runFlood(c, f, opts.seconds, rep));
     }
   } finally {
     await c.down();
@@ -88,6 +88,58 @@ async function restartDaemons(c: CampaignLab): Promise<void> {
   await c.lab.stop('gateway', 'SIGTERM');
   await c.lab.startGateway();
   await c.lab.startAgent('agent');
+}
+
+/**
+ * `--alone`: what the flood costs each daemon with nothing else running —
+ * CPU over an idle span of the same length first (timers, keepalives), then
+ * over the flood; reported per 1,000 packets the generator sent. Side by
+ * side with the loaded runs' percentages, it tells the flood's own cost from
+ * the box's noise.
+ */
+async function floodAlone(c: CampaignLab, f: Flood, rep: Report): Promise<void> {
+  await restartDaemons(c);
+  const gwPid = pidOf(c.lab, 'gateway');
+  const agPid = pidOf(c.lab, 'agent');
+  const cpu = () => [cpuSeconds(gwPid), cpuSeconds(agPid)];
+  const counts = async () => {
+    const [g, a] = [await c.lab.metrics('gw').catch(() => ''), await c.lab.metrics('agent').catch(() => '')];
+    return [metricSum(g, 'mtun_tunnel_received_datagrams_total'), metricSum(g, 'mtun_tunnel_sent_datagrams_total'),
+      metricSum(a, 'mtun_tunnel_received_datagrams_total'), metricSum(a, 'mtun_tunnel_sent_datagrams_total'),
+      metricSum(g, 'mtun_tunnel_dropped_packets_total'), metricSum(a, 'mtun_tunnel_dropped_packets_total')];
+  };
+  const t0 = Date.now();
+  const idle0 = cpu();
+  await sleep(5000);
+  const idle1 = cpu();
+  const idleS = (Date.now() - t0) / 1000;
+  const n0 = await counts();
+  const t1 = Date.now();
+  const { proc } = f.start(c);
+  await new Promise<void>((r) => proc.once('exit', () => r()));
+  await sleep(1000); // the last packets through both daemons
+  const flood1 = cpu();
+  const floodS = (Date.now() - t1) / 1000;
+  const n1 = await counts();
+  const d = n1.map((x, i) => x - n0[i]!);
+  const gen = lastJson(c, f.name === 'syn' || f.name === 'initial' ? `flood-${f.name}` : f.name) as { sent?: number } | null;
+  const sent = gen?.sent ?? 0;
+  const perK = (i: number) => sent > 0 ? (1e6 * ((flood1[i]! - idle1[i]!) - ((idle1[i]! - idle0[i]!) * floodS) / idleS)) / sent : -1;
+  rep.row({
+    flood: f.name,
+    alone: true,
+    generator: gen,
+    floodS,
+    gwCores: (flood1[0]! - idle1[0]!) / floodS,
+    agentCores: (flood1[1]! - idle1[1]!) / floodS,
+    // Above the idle rate, CPU-ms per 1,000 flood packets.
+    gwCpuMsPer1k: perK(0),
+    agentCpuMsPer1k: perK(1),
+    tunTxDropped: { gw: await tunTxDropped(c, 'gw'), agent: await tunTxDropped(c, 'agent') },
+    // What the flood became inside the tunnel: datagrams each daemon received from / sent to its peer, and dropped.
+    tunnelDatagrams: { gwReceived: d[0], gwSent: d[1], agentReceived: d[2], agentSent: d[3], gwDropped: d[4], agentDropped: d[5] },
+  });
+  if (process.env.MTUN_LAB_NODE_ARGS) await Promise.all([c.lab.stop('gateway'), c.lab.stop('agent')]);
 }
 
 async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report): Promise<void> {
@@ -128,6 +180,7 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
     return Number(vals[names.indexOf('RcvbufErrors')] ?? -1);
   };
   const rcvbuf0 = await udpErrors();
+  const tunDrops0 = [await tunTxDropped(c, 'gw'), await tunTxDropped(c, 'agent')];
   const stat0 = cpuStat();
   const cpu0 = [cpuSeconds(gwPid), cpuSeconds(agPid)];
   const t0 = Date.now();
@@ -191,6 +244,8 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
     boxCores: { user: (stat1.user - stat0.user) / 100 / loadedS, system: (stat1.system - stat0.system) / 100 / loadedS,
       softirq: (stat1.softirq - stat0.softirq) / 100 / loadedS, idle: (stat1.idle - stat0.idle) / 100 / loadedS },
     gwUdpRcvbufErrors: rcvbuf0 >= 0 ? (await udpErrors()) - rcvbuf0 : -1,
+    // Answers lost at each daemon's TUN transmit queue over the flood and the downloads around it.
+    tunTxDropped: { gw: (await tunTxDropped(c, 'gw')) - tunDrops0[0]!, agent: (await tunTxDropped(c, 'agent')) - tunDrops0[1]! },
     // What the gateway's QUIC endpoint did with the datagrams (cumulative since start).
     gwQuic: m ? {
       datagramsIn: metricSum(m, 'mtun_quic_datagrams_total', 'direction="in"'),

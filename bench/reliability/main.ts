@@ -35,7 +35,7 @@ const list = (name: string, dflt: string) => flag(name, dflt).split(',').filter(
 const parts: Record<string, () => Promise<Report>> = {
   impair: () => impairMatrix({ blackholeS: num('blackhole-s', 30, 1, 120), maxTimeS: num('max-time-s', 120, 10, 600), only: argv.includes('--cells') ? list('cells', '') : undefined }),
   crash: () => crashRestart({ kills: num('kills', 20, 1, 100), what: list('what', 'gateway,agent,midtransfer'), resumeWaitS: num('resume-wait-s', 30, 2, 300) }),
-  flood: () => floods({ which: list('floods', 'syn,initial,slowloris,routes,addresses'), seconds: num('seconds', 10, 2, 120), maxFlows: num('max-flows', 16384, 64, 1_000_000), initialRate: num('initial-rate', 50_000, 100, 200_000) }),
+  flood: () => floods({ which: list('floods', 'syn,initial,slowloris,routes,addresses'), seconds: num('seconds', 10, 2, 120), maxFlows: num('max-flows', 16384, 64, 1_000_000), initialRate: num('initial-rate', 50_000, 100, 200_000), alone: argv.includes('--alone') }),
   soak: () => soak({ minutes: num('minutes', 30, 0.5, 240) }),
 };
 

@@ -16,18 +16,22 @@ interface Sample {
   tMin: number; gwRssKb: number; agentRssKb: number; gwFlows: number; agentFlows: number;
   /** Where the gateway's RSS sits: V8 heap used/total and external (Buffers, ArrayBuffers), MB; the rest is native (addon, GnuTLS, libc). */
   gwHeapUsedMB: number; gwHeapTotalMB: number; gwExternalMB: number; agentHeapTotalMB: number; agentExternalMB: number;
+  /** malloc in use / free in arenas (mtun_native_heap_bytes), MB. */
+  gwNativeInUseMB: number; gwNativeFreeMB: number; agentNativeInUseMB: number;
 }
 
 /** One daemon's flow-table size and V8 memory split, from one metrics scrape. */
-async function daemonSample(c: CampaignLab, which: 'gw' | 'agent'): Promise<{ flows: number; heapUsedMB: number; heapTotalMB: number; externalMB: number }> {
+async function daemonSample(c: CampaignLab, which: 'gw' | 'agent'): Promise<{ flows: number; heapUsedMB: number; heapTotalMB: number; externalMB: number; nativeInUseMB: number; nativeFreeMB: number }> {
   const m = await c.lab.metrics(which).catch(() => '');
-  if (m === '') return { flows: -1, heapUsedMB: -1, heapTotalMB: -1, externalMB: -1 };
+  if (m === '') return { flows: -1, heapUsedMB: -1, heapTotalMB: -1, externalMB: -1, nativeInUseMB: -1, nativeFreeMB: -1 };
   const mb = (name: string) => Math.round((metricSum(m, name) / 2 ** 20) * 100) / 100;
   return {
     flows: flowsFromMetrics(m),
     heapUsedMB: mb('mtun_nodejs_heap_size_used_bytes'),
     heapTotalMB: mb('mtun_nodejs_heap_size_total_bytes'),
     externalMB: mb('mtun_nodejs_external_memory_bytes'),
+    nativeInUseMB: mb('mtun_native_heap_bytes{state="in_use"}'),
+    nativeFreeMB: mb('mtun_native_heap_bytes{state="free"}'),
   };
 }
 
@@ -57,6 +61,9 @@ export async function soak(opts: { minutes: number }): Promise<Report> {
           gwExternalMB: g.externalMB,
           agentHeapTotalMB: a.heapTotalMB,
           agentExternalMB: a.externalMB,
+          gwNativeInUseMB: g.nativeInUseMB,
+          gwNativeFreeMB: g.nativeFreeMB,
+          agentNativeInUseMB: a.nativeInUseMB,
         };
         samples.push(s);
         rep.row({ sample: samples.length, ...s, ...tally });
@@ -93,6 +100,8 @@ export async function soak(opts: { minutes: number }): Promise<Report> {
       agentFlowsPerMinSecondHalf: sl(half, 'agentFlows'),
       gwHeapTotalMBPerMinSecondHalf: sl(half, 'gwHeapTotalMB'),
       gwExternalMBPerMinSecondHalf: sl(half, 'gwExternalMB'),
+      gwNativeInUseMBPerMinSecondHalf: sl(half, 'gwNativeInUseMB'),
+      gwNativeFreeMBPerMinSecondHalf: sl(half, 'gwNativeFreeMB'),
       gwRssFirstLastMB: [samples[0]!.gwRssKb / 1024, samples[samples.length - 1]!.gwRssKb / 1024],
       agentRssFirstLastMB: [samples[0]!.agentRssKb / 1024, samples[samples.length - 1]!.agentRssKb / 1024],
     });

@@ -42,6 +42,8 @@ export interface NativeBinding {
   udpSend(fd: number, family: 0 | 4 | 6, bufs: Buffer[], sizes: Uint32Array, addrs: Uint8Array, segs: Uint32Array,
     count: number, autoGso: boolean, stats: Float64Array): number;
   pollStart(fd: number, events: number, cb: (events: number) => void): NativePoll;
+  /** glibc malloc accounting into out: [in use (incl. mmap'd), free inside arenas, mmap'd] bytes. */
+  mallocStats(out: Float64Array): void;
   pollSet(poll: NativePoll, events: number): void;
   pollClose(poll: NativePoll): void;
 }

@@ -6,6 +6,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { InspectMetrics } from './inspect-metrics.js';
 import { SlotHistogram } from './slot-histogram.js';
+import { loadNative, nativeAvailable } from '../native/addon.js';
 import { LabelRegistry, snakeLabel } from './label-registry.js';
 import type { WorkloadMap } from './workload-map.js';
 
@@ -194,7 +195,10 @@ export class MeshMetrics {
 
     this.inspect = new InspectMetrics(this.registry, this.reporter, (slot) => this.slotLabels[slot]!, () => this.slotLabels.length);
 
-    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'mtun_' });
+    if (opts.processMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry, prefix: 'mtun_' });
+      nativeHeapGauge(this.registry);
+    }
   }
 
   // ---- setup-time / per-flow resolution ------------------------------------
@@ -395,4 +399,27 @@ function grow(a: Float64Array, n: number): Float64Array<ArrayBuffer> {
   const b = new Float64Array(n);
   b.set(a);
   return b;
+}
+
+/**
+ * `mtun_native_heap_bytes{state}`: glibc malloc's in-use and free-in-arena
+ * bytes (the addon's mallocStats), where the QUIC engine, GnuTLS and libuv
+ * allocate: the part of RSS that nodejs_heap_* and external memory do not
+ * show. Absent without the addon.
+ */
+function nativeHeapGauge(registry: Registry): void {
+  if (!nativeAvailable()) return;
+  const native = loadNative();
+  const out = new Float64Array(3);
+  const g: Gauge<'state'> = new Gauge({
+    name: 'mtun_native_heap_bytes',
+    help: 'Native (malloc) heap: in_use (including mmap\'d chunks) and free (held in malloc arenas, not returned to the system).',
+    labelNames: ['state'],
+    registers: [registry],
+    collect: () => {
+      native.mallocStats(out);
+      g.set({ state: 'in_use' }, out[0]!);
+      g.set({ state: 'free' }, out[1]!);
+    },
+  });
 }
