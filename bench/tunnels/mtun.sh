@@ -27,6 +27,8 @@ elif [ "${MTUN_OFFLOAD:-0}" = 1 ]; then
 else
   OFFLOAD=false; PORT=4433; GADM=9090; AADM=9091; AN=10.10.0; BN=10.20.0; POOL=10.200.0.0/24; POOL6=fd00:200::/64; K=m
 fi
+# MTUN_TXQUEUELEN (optional): both daemons' tun.txQueueLen, to compare queue lengths.
+TXQ=${MTUN_TXQUEUELEN:+, txQueueLen: $MTUN_TXQUEUELEN}
 TA=${P}${K}a; TG=${P}${K}g
 # The server's namespace and the veth pair to it (${P}${K}b in NSB, ${P}${K}s0 in NSS).
 NSS=${P}${K}s
@@ -45,7 +47,7 @@ policy:
       - { prefixes: [$BN.0/24], protocols: [tcp, udp], ports: [5201] }
       - { prefixes: [$BN.0/24], protocols: [icmp] }
     advertise: [$AN.0/24]
-tun: { name: $TG, offload: $OFFLOAD }
+tun: { name: $TG, offload: $OFFLOAD$TXQ }
 maxSessions: 1024
 # The sessions phase opens up to 100 sessions as one identity (cluster-a).
 maxSessionsPerIdentity: 1024
@@ -61,7 +63,7 @@ mode: site-to-site
 tls: { cert: certs/agent-cluster-a.pem, key: certs/agent-cluster-a-key.pem, ca: certs/ca.pem }
 advertise: [$AN.0/24]
 acceptRoutes: true
-tun: { name: $TA, offload: $OFFLOAD }
+tun: { name: $TA, offload: $OFFLOAD$TXQ }
 mssClamp: true
 telemetry:
   workloads: { $AN.0/24: site-a, $BN.0/24: site-b }
