@@ -64,9 +64,15 @@ static napi_value conn_accept(napi_env env, napi_callback_info info) {
 }
 
 /* The (connection, bytes) arguments most calls take; NULL after throwing. */
+/*
+ * (conn, bytes[, offset, length]): the connection and a byte range. With
+ * offset and length, the range [offset, offset + length) of bytes, checked
+ * against its size: the caller passes a packet inside a batch slot without
+ * creating a view object per packet.
+ */
 static struct qe_conn *conn_bytes(napi_env env, napi_callback_info info, uint8_t **p, size_t *len, const char *what) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 4;
+  napi_value argv[4];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) {
     mtun_throw_type(env, what);
     return NULL;
@@ -75,6 +81,16 @@ static struct qe_conn *conn_bytes(napi_env env, napi_callback_info info, uint8_t
   if (c == NULL || !bytes_of(env, argv[1], p, len)) {
     mtun_throw_type(env, what);
     return NULL;
+  }
+  if (argc >= 4) {
+    uint32_t off, n;
+    if (!mtun_arg_u32(env, argv[2], "offset", &off) || !mtun_arg_u32(env, argv[3], "length", &n)) return NULL;
+    if ((size_t)off > *len || (size_t)n > *len - off) {
+      mtun_throw_type(env, "quic: offset + length beyond the buffer");
+      return NULL;
+    }
+    *p += off;
+    *len = n;
   }
   return c;
 }
@@ -91,7 +107,7 @@ static napi_value conn_set_peer(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* quicRecv(conn, data) → 0, or throws "quic: <reason>" (a close may be queued). */
+/* quicRecv(conn, data[, offset, length]) → 0, or throws "quic: <reason>" (a close may be queued). */
 static napi_value conn_recv(napi_env env, napi_callback_info info) {
   uint8_t *p;
   size_t len;
@@ -209,7 +225,7 @@ static napi_value stream_list(napi_env env, napi_callback_info info) {
   return arr;
 }
 
-/* quicDgramSend(conn, data) → 1 queued, 0 queue full, -1 too big or not negotiated. */
+/* quicDgramSend(conn, data[, offset, length]) → 1 queued, 0 queue full, -1 too big or not negotiated. */
 static napi_value dgram_send(napi_env env, napi_callback_info info) {
   uint8_t *p;
   size_t len;

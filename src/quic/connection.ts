@@ -343,10 +343,9 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       this.dgramDropTooBig++;
       return false;
     }
-    const view = offset === 0 && length === data.length ? data : data.subarray(offset, offset + length);
     let r: void | null;
     try {
-      r = this.q.dgramSend(view);
+      r = this.q.dgramSend(data, offset, length);
     } catch {
       // InvalidState (not negotiated) or BufferTooShort after a path MTU change.
       this.dgramMax = -1;

@@ -761,7 +761,7 @@ export class QuicEndpoint implements ConnectionOwner {
   private deliver(c: QuicConnection, buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
     const info = c.recvInfoFor(addrs, i);
     try {
-      c.q.recv(buf.subarray(off, off + len), info);
+      c.q.recv(buf, info, off, len);
     } catch {
       // The engine drops undecryptable packets itself; an error here is a
       // protocol failure it already turned into a CONNECTION_CLOSE.

@@ -81,7 +81,8 @@ export interface EngineConfig {
 export interface EngineConnection {
   setKeylog(path: string): void;
   setSession(session: Uint8Array): void;
-  recv(data: Uint8Array, info: EngineRecvInfo): number;
+  /** Bytes [offset, offset + length) of data (default: all of it), without a view per packet. */
+  recv(data: Uint8Array, info: EngineRecvInfo, offset?: number, length?: number): number;
   send(out: Uint8Array): [number, EngineSendInfo] | null;
   streamRecv(streamId: number, out: Uint8Array): [number, boolean] | null;
   streamSend(streamId: number, data: Uint8Array, fin: boolean): number | null;
@@ -92,7 +93,8 @@ export interface EngineConnection {
   dgramRecvQueueLen(): number;
   dgramSendQueueLen(): number;
   isDgramRecvQueueFull(): boolean;
-  dgramSend(data: Uint8Array): void | null;
+  /** As recv: a range of data, copied into the engine's queue. */
+  dgramSend(data: Uint8Array, offset?: number, length?: number): void | null;
   dgramMaxWritableLen(): number | null;
   timeout(): number | null;
   onTimeout(): void;

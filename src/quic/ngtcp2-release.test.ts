@@ -89,6 +89,27 @@ describe('ngtcp2 engine: DATAGRAM rings and release', () => {
     }
   });
 
+  it('takes a packet or datagram as a range of a larger buffer (no view per packet), and refuses a range beyond the buffer', async () => {
+    const { c, s, pump } = await pair(16);
+    const slot = new Uint8Array(64).fill(0xee);
+    slot.set([7, 8, 9], 10);
+    c.dgramSend(slot, 10, 3);
+    // The client's packets go to the server from offset 5 of a bigger slot.
+    const out = new Uint8Array(1500);
+    const big = new Uint8Array(1600);
+    let r: [number, unknown] | null;
+    while ((r = c.send(out)) !== null) {
+      big.set(out.subarray(0, r[0]), 5);
+      expect(s.recv(big, { from: C, to: S }, 5, r[0])).toBe(r[0]);
+    }
+    pump();
+    const buf = new Uint8Array(64);
+    expect(s.dgramRecv(buf)).toBe(3);
+    expect([...buf.subarray(0, 3)]).toEqual([7, 8, 9]);
+    expect(() => c.dgramSend(slot, 60, 10)).toThrow(/beyond the buffer/);
+    expect(() => s.recv(big, { from: C, to: S }, 1590, 20)).toThrow(/beyond the buffer/);
+  });
+
   it('free releases the native state: the connection then reads as closed, keeps its counters, and free again is harmless', async () => {
     const { c, s, pump } = await pair(16);
     c.dgramSend(new Uint8Array(100));

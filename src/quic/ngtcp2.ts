@@ -36,7 +36,7 @@ interface QuicNative {
   quicConnect(cfg: NativeConfig, sni: string | null, scid: Uint8Array, lh: string, lp: number, rh: string, rp: number): NativeConn;
   quicAccept(cfg: NativeConfig, scid: Uint8Array, odcid: Uint8Array | null, lh: string, lp: number, rh: string, rp: number): NativeConn;
   quicSetPeer(c: NativeConn, host: string, port: number): void;
-  quicRecv(c: NativeConn, data: Uint8Array): void;
+  quicRecv(c: NativeConn, data: Uint8Array, offset?: number, length?: number): void;
   quicSend(c: NativeConn, out: Uint8Array): number;
   quicTimeout(c: NativeConn): number;
   quicOnTimeout(c: NativeConn): void;
@@ -46,7 +46,7 @@ interface QuicNative {
   quicStreamRecv(c: NativeConn, id: number, out: Uint8Array, res: Float64Array): number;
   quicStreamShutdown(c: NativeConn, id: number, read: boolean, code: number): number;
   quicStreams(c: NativeConn, writable: boolean): number[];
-  quicDgramSend(c: NativeConn, data: Uint8Array): number;
+  quicDgramSend(c: NativeConn, data: Uint8Array, offset?: number, length?: number): number;
   quicDgramRecv(c: NativeConn, out: Uint8Array): number;
   quicInfo(c: NativeConn, res: Float64Array): void;
   quicStats(c: NativeConn, res: Float64Array): void;
@@ -153,7 +153,7 @@ export class Ngtcp2Connection implements EngineConnection {
   setKeylog(path: string): void { n().quicSetKeylog(this.h, path); }
   setSession(session: Uint8Array): void { n().quicSetSession(this.h, session); }
 
-  recv(data: Uint8Array, info: EngineRecvInfo): number {
+  recv(data: Uint8Array, info: EngineRecvInfo, offset = 0, length = data.length - offset): number {
     const f = info.from;
     if (f.port !== this.peerPort || f.host !== this.peerHost) {
       n().quicSetPeer(this.h, f.host, f.port);
@@ -162,8 +162,8 @@ export class Ngtcp2Connection implements EngineConnection {
       // Answer where the peer now is (RFC 9000 §9.3: the server follows a rebinding client).
       this.sendInfo.to = { host: f.host, port: f.port };
     }
-    n().quicRecv(this.h, data);
-    return data.length;
+    n().quicRecv(this.h, data, offset, length);
+    return length;
   }
 
   /** Returns a reused [length, info] pair: read it before the next call. */
@@ -211,8 +211,8 @@ export class Ngtcp2Connection implements EngineConnection {
   dgramRecvQueueLen(): number { return this.poll()[6]; }
   dgramSendQueueLen(): number { return this.poll()[7]; }
   isDgramRecvQueueFull(): boolean { return this.poll()[8] === 1; }
-  dgramSend(data: Uint8Array): void | null {
-    const rv = n().quicDgramSend(this.h, data);
+  dgramSend(data: Uint8Array, offset = 0, length = data.length - offset): void | null {
+    const rv = n().quicDgramSend(this.h, data, offset, length);
     if (rv === 0) return null;
     if (rv < 0) throw new Error('InvalidState');
   }
