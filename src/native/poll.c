@@ -202,11 +202,15 @@ static napi_value malloc_stats_fn(napi_env env, napi_callback_info info) {
   size_t n = 0;
   if (argc < 1 || !mtun_arg_typed(env, argv[0], napi_float64_array, "out", &d, &n)) return NULL;
   if (n < 3) return mtun_throw_type(env, "mtun: mallocStats(out) needs a Float64Array of 3");
-  struct mallinfo2 mi = mallinfo2();
   double *o = (double *)d;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 mi = mallinfo2();
   o[0] = (double)mi.uordblks + (double)mi.hblkhd;
   o[1] = (double)mi.fordblks;
   o[2] = (double)mi.hblkhd;
+#else
+  o[0] = o[1] = o[2] = -1; /* not glibc >= 2.33: unknown */
+#endif
   return NULL;
 }
 

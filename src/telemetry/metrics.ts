@@ -418,6 +418,7 @@ function nativeHeapGauge(registry: Registry): void {
     registers: [registry],
     collect: () => {
       native.mallocStats(out);
+      if (out[0]! < 0) return; // not glibc: nothing to report
       g.set({ state: 'in_use' }, out[0]!);
       g.set({ state: 'free' }, out[1]!);
     },
