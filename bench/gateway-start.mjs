@@ -16,6 +16,7 @@
 import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { LAB, Lab, REPO_ROOT } from '../dist/lab/lab.js';
+import { DAEMON_NODE_FLAGS } from '../dist/daemon/tunnel-constants.js';
 
 const runs = Number(process.argv[2] ?? 10);
 const baseAt = process.argv.indexOf('--base');
@@ -43,7 +44,7 @@ try {
     const v = variants[n % variants.length];
     await lab.stop('gateway', 'SIGKILL');
     const t0 = performance.now();
-    lab.spawn('gw', 'gateway', process.execPath, [v.mtun, 'gateway', '-c', lab.file('gateway.yaml')]);
+    lab.spawn('gw', 'gateway', process.execPath, [...DAEMON_NODE_FLAGS, v.mtun, 'gateway', '-c', lab.file('gateway.yaml')]);
     let readyMs = NaN;
     let trafficMs = NaN;
     while (performance.now() - t0 < LIMIT_MS && (Number.isNaN(readyMs) || Number.isNaN(trafficMs))) {

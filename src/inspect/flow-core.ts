@@ -58,7 +58,8 @@ export class FlowCore {
     this.table = new FlowTable(maxFlows, Math.min(1024, maxFlows), hashKey);
     this.peekBudget = new PeekBudget(peekBudgetBytes);
     this.quic = new QuicShared(this.peekBudget);
-    this.flowIdKey = flowIdKey ?? DEFAULT_FLOW_ID_KEY;
+    // A copy: the flow ID's key states are computed once per key object (flow-id.ts), so later changes to the caller's bytes must not matter.
+    this.flowIdKey = Uint8Array.from(flowIdKey ?? DEFAULT_FLOW_ID_KEY);
   }
 
   /** A new flow in state st for the table's loaded key (hash h), evicting one first when full. */

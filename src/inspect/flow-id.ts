@@ -74,7 +74,11 @@ function loadBlock(b: Uint8Array, o: number): void {
   for (let i = 0; i < 16; i++) W[i] = (b[o + 4 * i]! << 24) | (b[o + 4 * i + 1]! << 16) | (b[o + 4 * i + 2]! << 8) | b[o + 4 * i + 3]!;
 }
 
-/** The SHA-256 states after the HMAC key's inner and outer blocks (FIPS 198-1 §4). */
+/**
+ * The SHA-256 states after the HMAC key's inner and outer blocks (FIPS 198-1
+ * §4), cached by key object: a key's bytes must not change after its first
+ * use (FlowCore keeps its own copy).
+ */
 interface KeyStates { inner: Int32Array; outer: Int32Array }
 const keyStates = new WeakMap<Uint8Array, KeyStates>();
 

@@ -4,6 +4,7 @@
  * daemons inside them, and gives tests and `npm run demo` handles to run
  * programs, read metrics and read both ends' flow logs. Root only.
  */
+import { DAEMON_NODE_FLAGS } from '../daemon/tunnel-constants.js';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -74,11 +75,11 @@ export interface LabOptions {
 /**
  * Extra node options for the daemons, from MTUN_LAB_NODE_ARGS (space
  * separated), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a
- * campaign (node refuses --cpu-prof in NODE_OPTIONS).
+ * campaign (node refuses --cpu-prof in NODE_OPTIONS), after the daemons'
+ * own {@link DAEMON_NODE_FLAGS}.
  */
 function daemonNodeArgs(): string[] {
-  // As bin/mtun.js's shebang: the daemons' young generation capped at 2 MB per semi-space (its comment says why).
-  return ['--max-semi-space-size=2', ...(process.env.MTUN_LAB_NODE_ARGS ?? '').split(' ').filter((a) => a.length > 0)];
+  return [...DAEMON_NODE_FLAGS, ...(process.env.MTUN_LAB_NODE_ARGS ?? '').split(' ').filter((a) => a.length > 0)];
 }
 
 /** A running lab. Always call {@link down} (tests: afterAll; demo: on exit and Ctrl-C). */

@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { loadNative, nativeAvailable, type NativeBinding } from './addon.js';
+import { loadNative, NATIVE_ABI, nativeAvailable, type NativeBinding } from './addon.js';
 
 const available = nativeAvailable();
 if (!available) console.warn('SKIP src/native/addon.test.ts: native addon not built (npm rebuild)');
@@ -31,6 +31,18 @@ const fdFirst: Array<keyof NativeBinding> = [
 ];
 
 describe.skipIf(!available)('native addon argument checking', () => {
+  it('speaks the calling convention this code expects (a stale build is refused at load, not misread)', () => {
+    expect(loadNative().abi).toBe(NATIVE_ABI);
+  });
+
+  it('mallocStats fills in-use, free and mmap bytes (glibc), and refuses a short array', () => {
+    const out = new Float64Array(3);
+    loadNative().mallocStats(out);
+    expect(out[0]).toBeGreaterThan(0);
+    expect(out[1]).toBeGreaterThanOrEqual(0);
+    expect(() => loadNative().mallocStats(new Float64Array(2))).toThrow(TypeError);
+  });
+
   it('throws Errors (never crashes) for random arguments to every export', () => {
     const native = loadNative();
     for (const name of fdFirst) {

@@ -19,6 +19,8 @@ export interface NativePoll {
 
 /** The functions the addon exports. Every one throws (never crashes) on bad arguments. */
 export interface NativeBinding {
+  /** The calling convention's version (MTUN_ABI in common.h). */
+  readonly abi?: number;
   tunOpen(name: string, multiQueue: boolean, vnetHdr?: boolean): { fd: number; name: string; offloads: number };
   /** bufs: the slots, or with stride > 0 one Buffer of back-to-back slots of `stride` bytes (net/slot-arena.ts). */
   tunReadVnet(fd: number, bufs: Buffer[] | Buffer, sizes: Uint32Array, offset: number, max: number, minSpace: number,
@@ -79,14 +81,23 @@ export function loadNative(): NativeBinding {
     );
     throw loadError;
   }
+  let loaded: NativeBinding;
   try {
-    cached = createRequire(import.meta.url)(path) as NativeBinding;
-    return cached;
+    loaded = createRequire(import.meta.url)(path) as NativeBinding;
   } catch (e) {
     loadError = new Error(`native: cannot load ${path}: ${(e as Error).message}; rebuild with \`npm rebuild\``);
     throw loadError;
   }
+  if (loaded.abi !== NATIVE_ABI) {
+    loadError = new Error(`native: ${path} is a build for another version of mtun (calling convention ${loaded.abi ?? 1}, this code needs ${NATIVE_ABI}); rebuild with \`npm rebuild\``);
+    throw loadError;
+  }
+  cached = loaded;
+  return cached;
 }
+
+/** The calling convention this code speaks (MTUN_ABI in src/native/common.h). */
+export const NATIVE_ABI = 2;
 
 /** True when the addon loads (for tests and for choosing the node:dgram fallback). */
 export function nativeAvailable(): boolean {

@@ -215,6 +215,12 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_throw_error(env, NULL, "mtun: cannot register native functions");
     return NULL;
   }
+  /* The calling convention's version (MTUN_ABI in common.h): loadNative refuses a stale build. */
+  napi_value abi;
+  if (napi_create_uint32(env, MTUN_ABI, &abi) != napi_ok || napi_set_named_property(env, exports, "abi", abi) != napi_ok) {
+    napi_throw_error(env, NULL, "mtun: cannot register native functions");
+    return NULL;
+  }
   return exports;
 }
 

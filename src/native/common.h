@@ -57,6 +57,15 @@ struct mtun_scratch *mtun_scratch_of(napi_env env);
 
 /* Throws Error("<prefix>: <what>: <strerror>") with .code = "EXXX" and .errno. Returns NULL. */
 napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, int err);
+/*
+ * Version of the JS <-> addon calling convention, exported as `abi` and
+ * checked by src/native/addon.ts (NATIVE_ABI): bump both when an argument or
+ * export changes, so a build left over from another checkout fails loudly
+ * instead of misreading arguments. 2: read batches as arenas, QUIC byte
+ * ranges, mallocStats.
+ */
+#define MTUN_ABI 2
+
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);
 

@@ -82,6 +82,10 @@ static struct qe_conn *conn_bytes(napi_env env, napi_callback_info info, uint8_t
     mtun_throw_type(env, what);
     return NULL;
   }
+  if (argc == 3) {
+    mtun_throw_type(env, "quic: an offset needs a length");
+    return NULL;
+  }
   if (argc >= 4) {
     uint32_t off, n;
     if (!mtun_arg_u32(env, argv[2], "offset", &off) || !mtun_arg_u32(env, argv[3], "length", &n)) return NULL;

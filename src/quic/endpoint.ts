@@ -105,8 +105,9 @@ export interface QuicServerOptions {
   statelessResetKey?: Uint8Array;
   /**
    * Stateless resets sent per second at most (default 100), smoothed by a
-   * token bucket whose burst is a tenth of that: any one second sees at most
-   * 1.1× the rate. The rest are counted.
+   * token bucket whose burst is a tenth of that (at least one): any one
+   * second sees at most 1.1× the rate from 10/s up. 0 sends none. The rest
+   * are counted.
    */
   maxStatelessResetsPerSecond?: number;
   /**
@@ -405,7 +406,9 @@ export class QuicEndpoint implements ConnectionOwner {
     this.ticketKey = opts.server?.ticketKey ?? randomBytes(48);
     if (this.ticketKey.length !== 48) throw new RangeError('quic: ticketKey must be 48 bytes');
     const resetRate = opts.server?.maxStatelessResetsPerSecond ?? 100;
-    this.resetBucket = new TokenBucket(resetRate, Math.max(1, Math.ceil(resetRate / 10)), performance.now());
+    if (!(resetRate >= 0)) throw new RangeError('quic: maxStatelessResetsPerSecond must be a number >= 0');
+    // Rate 0: no reset at all (a bucket of no tokens).
+    this.resetBucket = new TokenBucket(resetRate, resetRate > 0 ? Math.max(1, Math.ceil(resetRate / 10)) : 0, performance.now());
     const retryRate = opts.server?.maxRetriesPerSecond ?? 2000;
     if (!(retryRate > 0)) throw new RangeError(`quic: maxRetriesPerSecond must be positive, got ${retryRate}`);
     this.retryBucket = new TokenBucket(retryRate, retryRate, 0);

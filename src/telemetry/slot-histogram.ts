@@ -11,7 +11,9 @@
  * what a prom-client `Histogram` with the same observations exports:
  * cumulative `_bucket` lines (`le` first in the text format, last in JSON),
  * then `_sum` and `_count`, per label set (the test compares the two).
- * Children with no observation are not exported.
+ * Children with no observation are not exported; children whose labels
+ * coincide are exported as one series (as prom-client's `labels()` would
+ * have merged them).
  */
 import type { Registry } from 'prom-client';
 
@@ -88,22 +90,29 @@ export class SlotHistogram {
 
   /** The registry's text view: `le` as the sample's own label, the child's labels shared. Off the data path. */
   getForPromString(): Export {
-    const values: Sample[] = [];
     const nb = this.bounds.length;
     const d = this.data;
     const children = d.length / this.stride;
+    // Children whose labels coincide (two slots can resolve to one label set) export as one series, summed.
+    const series = new Map<string, { labels: Labels; sums: Float64Array }>();
     for (let c = 0; c < children; c++) {
       const base = c * this.stride;
-      const count = d[base + nb + 2]!;
-      if (count === 0) continue;
+      if (d[base + nb + 2]! === 0) continue;
       const labels = this.opts.labelsOf(c);
+      const key = JSON.stringify(labels);
+      let e = series.get(key);
+      if (e === undefined) series.set(key, (e = { labels, sums: new Float64Array(this.stride) }));
+      for (let k = 0; k < this.stride; k++) e.sums[k]! += d[base + k]!;
+    }
+    const values: Sample[] = [];
+    for (const { labels, sums } of series.values()) {
       let acc = 0;
       for (let i = 0; i <= nb; i++) {
-        acc += d[base + i]!;
+        acc += sums[i]!;
         values.push({ labels: { le: i < nb ? this.bounds[i]! : '+Inf' }, sharedLabels: labels, value: acc, metricName: `${this.name}_bucket` });
       }
-      values.push({ labels: {}, sharedLabels: labels, value: d[base + nb + 1]!, metricName: `${this.name}_sum` });
-      values.push({ labels: {}, sharedLabels: labels, value: count, metricName: `${this.name}_count` });
+      values.push({ labels: {}, sharedLabels: labels, value: sums[nb + 1]!, metricName: `${this.name}_sum` });
+      values.push({ labels: {}, sharedLabels: labels, value: sums[nb + 2]!, metricName: `${this.name}_count` });
     }
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
   }

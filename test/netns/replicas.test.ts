@@ -41,6 +41,7 @@
  * Root only; namespaces (and the nft tables inside them) are removed in
  * afterAll and on process exit, also on failure.
  */
+import { DAEMON_NODE_FLAGS } from '../../src/daemon/tunnel-constants.js';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -91,7 +92,7 @@ describe.skipIf(!isRoot())('two gateway replicas behind an nftables UDP load bal
   }
 
   function start(name: string, where: string, role: 'gateway' | 'agent', env: Record<string, string> = {}): Daemon {
-    const child = spawnIn(ns[where]!, process.execPath, [MTUN, role, '-c', join(dir, `${name}.yaml`)], { env: { ...process.env, ...env } });
+    const child = spawnIn(ns[where]!, process.execPath, [...DAEMON_NODE_FLAGS, MTUN, role, '-c', join(dir, `${name}.yaml`)], { env: { ...process.env, ...env } });
     const d: Daemon = { name, ns: where, child, lines: [] };
     let buf = '';
     const take = (chunk: string): void => {

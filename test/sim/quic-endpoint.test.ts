@@ -590,6 +590,20 @@ describe('malformed and hostile input', () => {
     }
   });
 
+  it('maxStatelessResetsPerSecond 0 sends no stateless reset at all (counted as suppressed)', async () => {
+    const { ep: server, port } = await h.server({ maxStatelessResetsPerSecond: 0 });
+    const raw = dgram.createSocket('udp4');
+    await new Promise<void>((r) => raw.bind(0, '127.0.0.1', r));
+    try {
+      for (let i = 0; i < 5; i++) raw.send(Buffer.alloc(60, 0x41), port, '127.0.0.1');
+      await waitFor(() => server.counters.datagramsIn >= 5, 3000, 'datagrams');
+      expect(server.counters.statelessResetsSent).toBe(0);
+      expect(server.counters.statelessResetsSuppressed).toBe(5);
+    } finally {
+      raw.close();
+    }
+  });
+
   it('sends a stateless reset after a restart with the same key; the client closes at once (RFC 9000 §10.3)', async () => {
     const key = new Uint8Array(32).fill(7);
     const { port } = await h.server({ statelessResetKey: key });
