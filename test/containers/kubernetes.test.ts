@@ -207,7 +207,8 @@ describe('deploy/kubernetes manifests', () => {
     const exported = new Set<string>();
     for (const metric of m.registry.getMetricsAsArray()) {
       exported.add(metric.name);
-      if (metric instanceof Histogram) for (const s of ['_bucket', '_sum', '_count']) exported.add(metric.name + s);
+      // prom-client Histograms, and our SlotHistograms (telemetry/slot-histogram.ts), which register as type 'histogram'.
+      if (metric instanceof Histogram || (metric as { type?: string }).type === 'histogram') for (const s of ['_bucket', '_sum', '_count']) exported.add(metric.name + s);
     }
     const used = new Set<string>();
     for (const p of dash.panels) for (const t of p.targets) for (const n of t.expr.match(/mtun_[a-z0-9_]+/g) ?? []) used.add(n);
