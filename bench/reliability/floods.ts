@@ -122,7 +122,7 @@ async function floodAlone(c: CampaignLab, f: Flood, rep: Report): Promise<void> 
   const floodS = (Date.now() - t1) / 1000;
   const n1 = await counts();
   const d = n1.map((x, i) => x - n0[i]!);
-  const gen = lastJson(c, f.name === 'syn' || f.name === 'initial' ? `flood-${f.name}` : f.name) as { sent?: number } | null;
+  const gen = generatorReport(c, f) as { sent?: number } | null;
   const sent = gen?.sent ?? 0;
   const perK = (i: number) => sent > 0 ? (1e6 * ((flood1[i]! - idle1[i]!) - ((idle1[i]! - idle0[i]!) * floodS) / idleS)) / sent : -1;
   rep.row({
@@ -139,7 +139,7 @@ async function floodAlone(c: CampaignLab, f: Flood, rep: Report): Promise<void> 
     // What the flood became inside the tunnel: datagrams each daemon received from / sent to its peer, and dropped.
     tunnelDatagrams: { gwReceived: d[0], gwSent: d[1], agentReceived: d[2], agentSent: d[3], gwDropped: d[4], agentDropped: d[5] },
   });
-  if (process.env.MTUN_LAB_NODE_ARGS) await Promise.all([c.lab.stop('gateway'), c.lab.stop('agent')]);
+  await stopIfProfiling(c);
 }
 
 async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report): Promise<void> {
@@ -208,7 +208,7 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
   const after = gwAlive ? await downloadsFor(c, LEGIT_MS, `after-${f.name}`, () => false) : null;
   const unloaded = after !== null ? (base.mbitPerS + after.mbitPerS) / 2 : base.mbitPerS;
   const m = gwAlive ? await c.lab.metrics('gw').catch(() => '') : '';
-  const floodOut = lastJson(c, f.name === 'syn' || f.name === 'initial' ? `flood-${f.name}` : f.name);
+  const floodOut = generatorReport(c, f);
   const failures = (xs: number[]) => xs.filter((x) => x < 0).length;
   const ok = (xs: number[]) => xs.filter((x) => x >= 0);
   rep.row({
@@ -259,8 +259,7 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
     // RSS 5 s after the flood ended: does the memory come back?
     gwRssAfterMB: gwAlive ? await sleep(5000).then(() => rssKb(gwPid).rss / 1024) : -1,
   });
-  // Profiling (MTUN_LAB_NODE_ARGS=--cpu-prof ...): a graceful stop, so the daemons write their profiles.
-  if (process.env.MTUN_LAB_NODE_ARGS) await Promise.all([c.lab.stop('gateway'), c.lab.stop('agent')]);
+  await stopIfProfiling(c);
 }
 
 /** How long the legitimate transfers run, unloaded and during a flood (ms). */
@@ -295,6 +294,16 @@ async function downloadsFor(c: CampaignLab, ms: number, name: string, stop: () =
 function cpuStat(): { user: number; system: number; softirq: number; idle: number } {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).map(Number);
   return { user: f[1]! + f[2]!, system: f[3]!, softirq: f[7]!, idle: f[4]! + f[5]! };
+}
+
+/** Profiling (MTUN_LAB_NODE_ARGS=--cpu-prof ...): a graceful stop, so the daemons write their profiles. */
+async function stopIfProfiling(c: CampaignLab): Promise<void> {
+  if (process.env.MTUN_LAB_NODE_ARGS) await Promise.all([c.lab.stop('gateway'), c.lab.stop('agent')]);
+}
+
+/** The flood generator's closing JSON line (raw-flood.c's, or the misbehaving client's), or null. */
+function generatorReport(c: CampaignLab, f: Flood): unknown {
+  return lastJson(c, f.name === 'syn' || f.name === 'initial' ? `flood-${f.name}` : f.name);
 }
 
 function lastJson(c: CampaignLab, name: string): unknown {
