@@ -1,10 +1,11 @@
 /*
  * mtun native addon: module init, error construction and argument checking
- * shared by the TUN, UDP and poll parts.
+ * shared by the TUN, UDP and poll parts, and the process's malloc accounting.
  */
 #include "common.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +204,31 @@ static void free_scratch(napi_env env, void *data, void *hint) {
   free(data);
 }
 
+/*
+ * mallocStats(out): glibc's malloc accounting (mallinfo2) into a Float64Array
+ * of 3: bytes in use, bytes free inside the heap arenas (fragmentation), bytes
+ * in mmap'd chunks. Native memory (the QUIC engine, GnuTLS, libuv) lives
+ * there, outside what V8 reports: a daemon whose RSS grows while its V8 heap
+ * and external memory stay flat is growing here.
+ */
+static napi_value malloc_stats_fn(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  void *d = NULL;
+  size_t n = 0;
+  if (argc < 1 || !mtun_arg_typed(env, argv[0], napi_float64_array, "out", &d, &n)) return NULL;
+  if (n < 3) return mtun_throw_type(env, "mtun: mallocStats(out) needs a Float64Array of 3");
+  double *o = (double *)d;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 mi = mallinfo2();
+  o[0] = (double)mi.uordblks + (double)mi.hblkhd;
+  o[1] = (double)mi.fordblks;
+  o[2] = (double)mi.hblkhd;
+#else
+  o[0] = o[1] = o[2] = -1; /* not glibc >= 2.33: unknown */
+#endif
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   struct mtun_scratch *s = calloc(1, sizeof *s);
   if (s == NULL || napi_set_instance_data(env, s, free_scratch, NULL) != napi_ok) {
@@ -211,7 +237,7 @@ static napi_value init(napi_env env, napi_value exports) {
     return NULL;
   }
   if (!mtun_tun_init(env, exports) || !mtun_udp_init(env, exports) || !mtun_poll_init(env, exports) ||
-      !mtun_quic_init(env, exports)) {
+      !mtun_quic_init(env, exports) || !mtun_export_fn(env, exports, "mallocStats", malloc_stats_fn)) {
     napi_throw_error(env, NULL, "mtun: cannot register native functions");
     return NULL;
   }

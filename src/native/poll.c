@@ -2,7 +2,6 @@
  * mtun native addon: fd readiness through uv_poll (level-triggered), one JS
  * callback per fd called with the ready events bitmask (1 readable, 2 writable).
  */
-#include <malloc.h>
 #include "common.h"
 
 #include <stdlib.h>
@@ -189,32 +188,7 @@ static napi_value poll_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/*
- * mallocStats(out): glibc's malloc accounting (mallinfo2) into a Float64Array
- * of 3: bytes in use, bytes free inside the heap arenas (fragmentation), bytes
- * in mmap'd chunks. Native memory (the QUIC engine, GnuTLS, libuv) lives
- * there, outside what V8 reports: a daemon whose RSS grows while its V8 heap
- * and external memory stay flat is growing here.
- */
-static napi_value malloc_stats_fn(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(1);
-  void *d = NULL;
-  size_t n = 0;
-  if (argc < 1 || !mtun_arg_typed(env, argv[0], napi_float64_array, "out", &d, &n)) return NULL;
-  if (n < 3) return mtun_throw_type(env, "mtun: mallocStats(out) needs a Float64Array of 3");
-  double *o = (double *)d;
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
-  struct mallinfo2 mi = mallinfo2();
-  o[0] = (double)mi.uordblks + (double)mi.hblkhd;
-  o[1] = (double)mi.fordblks;
-  o[2] = (double)mi.hblkhd;
-#else
-  o[0] = o[1] = o[2] = -1; /* not glibc >= 2.33: unknown */
-#endif
-  return NULL;
-}
-
 bool mtun_poll_init(napi_env env, napi_value exports) {
   return mtun_export_fn(env, exports, "pollStart", poll_start) && mtun_export_fn(env, exports, "pollSet", poll_set) &&
-         mtun_export_fn(env, exports, "pollClose", poll_close) && mtun_export_fn(env, exports, "mallocStats", malloc_stats_fn);
+         mtun_export_fn(env, exports, "pollClose", poll_close);
 }
