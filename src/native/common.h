@@ -62,9 +62,9 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * checked by src/native/addon.ts (NATIVE_ABI): bump both when an argument or
  * export changes, so a build left over from another checkout fails loudly
  * instead of misreading arguments. 2: read batches as arenas, QUIC byte
- * ranges, mallocStats.
+ * ranges, mallocStats. 3: quicOutBatch + quicDrain (a connection drained into the send batch in one call).
  */
-#define MTUN_ABI 2
+#define MTUN_ABI 3
 
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);

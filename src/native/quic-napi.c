@@ -131,6 +131,178 @@ static napi_value conn_send(napi_env env, napi_callback_info info) {
   return mtun_i32(env, n < 0 ? 0 : (int32_t)n);
 }
 
+/*
+ * The endpoint's send batch, registered once (quicOutBatch) so that a drain
+ * needs no per-call lookup of its arrays: the slots (one allocation,
+ * `stride` bytes each, src/net/slot-arena.ts), their sizes, GSO segment
+ * sizes and 36-byte address slots (src/net/udp.ts), and the Float64Array
+ * through which a drain takes and returns its state (QN_ST_*). References
+ * keep the arrays alive as long as the handle; their backing stores never
+ * move.
+ */
+#define QN_OUT_MAGIC 0x6d6f7574u /* "mout" */
+#define QN_ADDR_SLOT 36
+#define QN_GSO_MAX_BYTES 65000 /* one GSO send: at most this many bytes (endpoint.ts GSO_MAX_BYTES) */
+#define QN_GSO_MAX_SEGS 64
+#define QN_GSO_MIN_SEG 1200 /* only a full-size packet starts a train (an ACK would squeeze the rest) */
+enum {
+  QN_ST_NEXT,      /* in/out: first free slot */
+  QN_ST_SEG,       /* in/out: segment size of the open GSO train in slot NEXT-1 (this connection's), 0 none */
+  QN_ST_SEGS,      /* in/out: segments in that train */
+  QN_ST_BUDGET,    /* in: packets this call may write */
+  QN_ST_GSO,       /* in: 1 = trains allowed */
+  QN_ST_WHY,       /* out: 0 nothing more to send, 1 batch full, 2 budget spent */
+  QN_ST_PKTS,      /* out: packets written */
+  QN_ST_TIMEOUT,   /* out: µs to the connection's next deadline, -1 none */
+  QN_ST_CLOSED,    /* out: 1 when the connection is closed (reap it) */
+  QN_ST_LEN
+};
+struct qn_out {
+  uint32_t magic;
+  uint32_t stride, slots;
+  uint8_t *arena, *addrs;
+  uint32_t *sizes, *segs;
+  double *st;
+  napi_ref refs[5];
+};
+
+static void out_finalize(napi_env env, void *data, void *hint) {
+  struct qn_out *b = data;
+  for (int i = 0; i < 5; i++)
+    if (b->refs[i] != NULL) napi_delete_reference(env, b->refs[i]);
+  b->magic = 0;
+  free(b);
+}
+
+/* quicOutBatch(arena, stride, sizes, segs, addrs, state) → handle. */
+static napi_value out_batch(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(6);
+  if (argc < 6) return mtun_throw_type(env, "quic: quicOutBatch(arena, stride, sizes, segs, addrs, state)");
+  uint8_t *arena, *addrs;
+  size_t alen, addrslen, nsizes, nsegs, nst;
+  void *sizes, *segs, *st;
+  uint32_t stride;
+  if (!bytes_of(env, argv[0], &arena, &alen)) return mtun_throw_type(env, "quic: quicOutBatch: arena must be a Buffer");
+  if (!mtun_arg_u32(env, argv[1], "stride", &stride)) return NULL;
+  if (!mtun_arg_typed(env, argv[2], napi_uint32_array, "sizes", &sizes, &nsizes) ||
+      !mtun_arg_typed(env, argv[3], napi_uint32_array, "segs", &segs, &nsegs) ||
+      !mtun_arg_typed(env, argv[5], napi_float64_array, "state", &st, &nst))
+    return NULL;
+  if (!bytes_of(env, argv[4], &addrs, &addrslen)) return mtun_throw_type(env, "quic: quicOutBatch: addrs must be a Uint8Array");
+  if (stride == 0 || alen % stride != 0) return mtun_throw_type(env, "quic: quicOutBatch: arena is not a whole number of slots");
+  size_t slots = alen / stride;
+  if (slots == 0 || nsizes < slots || nsegs < slots || addrslen < slots * QN_ADDR_SLOT || nst < QN_ST_LEN)
+    return mtun_throw_type(env, "quic: quicOutBatch: sizes, segs, addrs or state shorter than the batch");
+  struct qn_out *b = calloc(1, sizeof *b);
+  if (b == NULL) QE_ERR(env, "quic: out of memory");
+  b->magic = QN_OUT_MAGIC;
+  b->stride = stride;
+  b->slots = (uint32_t)slots;
+  b->arena = arena;
+  b->addrs = addrs;
+  b->sizes = sizes;
+  b->segs = segs;
+  b->st = st;
+  static const int which[5] = {0, 2, 3, 4, 5};
+  for (int i = 0; i < 5; i++)
+    if (napi_create_reference(env, argv[which[i]], 1, &b->refs[i]) != napi_ok) {
+      out_finalize(env, b, NULL);
+      QE_ERR(env, "quic: cannot reference the batch arrays");
+    }
+  napi_value r;
+  if (napi_create_external(env, b, out_finalize, NULL, &r) != napi_ok) {
+    out_finalize(env, b, NULL);
+    QE_ERR(env, "quic: cannot wrap the batch");
+  }
+  return r;
+}
+
+/*
+ * quicDrain(conn, batch, peerSlot): writes the connection's packets into the
+ * batch from slot st[NEXT] on, at most st[BUDGET] of them, each new slot
+ * addressed with peerSlot (36 bytes). With st[GSO], a full-size packet opens
+ * a train: later packets are written into segment-sized windows after it in
+ * the same slot, until one is shorter, 64 are in, or the next would pass
+ * 65,000 bytes. A window nothing fits in (a longer packet number, an ACK)
+ * ends the train and the packet gets a slot of its own. One call replaces a
+ * call per packet plus the endpoint's bookkeeping around each; the state
+ * goes back in st, with the connection's next deadline and whether it is
+ * closed (what the endpoint asks next).
+ */
+static napi_value conn_drain(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(3);
+  if (argc < 3) return mtun_throw_type(env, "quic: quicDrain(conn, batch, peerSlot)");
+  CONN(argv[0]);
+  struct qn_out *b = ext(env, argv[1]);
+  uint8_t *peer;
+  size_t peerlen;
+  if (b == NULL || b->magic != QN_OUT_MAGIC) return mtun_throw_type(env, "quic: quicDrain: not a batch from quicOutBatch");
+  if (!bytes_of(env, argv[2], &peer, &peerlen) || peerlen < QN_ADDR_SLOT)
+    return mtun_throw_type(env, "quic: quicDrain: peerSlot must be a 36-byte Uint8Array");
+  double *st = b->st;
+  double kd = st[QN_ST_NEXT], segd = st[QN_ST_SEG], budd = st[QN_ST_BUDGET];
+  if (!(kd >= 0 && kd <= b->slots) || !(segd >= 0 && segd <= b->stride) || (segd > 0 && kd < 1) || !(budd >= 0))
+    return mtun_throw_type(env, "quic: quicDrain: batch state out of range");
+  uint32_t k = (uint32_t)kd, seg = (uint32_t)segd, nsegs = (uint32_t)st[QN_ST_SEGS];
+  uint32_t budget = budd > 1e6 ? 1000000 : (uint32_t)budd, pkts = 0;
+  bool gso = st[QN_ST_GSO] != 0;
+  int why = 2;
+  for (; budget > 0; budget--) {
+    if (k == b->slots) {
+      why = 1;
+      break;
+    }
+    uint32_t slot = k, base = 0;
+    size_t cap = b->stride;
+    if (seg != 0) {
+      slot = k - 1;
+      base = b->sizes[slot];
+      if (base + seg > QN_GSO_MAX_BYTES || base + seg > b->stride) seg = 0;
+      else cap = seg;
+    }
+    if (seg == 0) {
+      slot = k;
+      base = 0;
+      cap = b->stride;
+    }
+    ssize_t n = qe_conn_send(c, b->arena + (size_t)slot * b->stride + base, cap);
+    if (n <= 0) {
+      if (seg != 0) { /* nothing fitted the window: end the train, ask again with a slot */
+        seg = 0;
+        continue;
+      }
+      why = 0;
+      break;
+    }
+    pkts++;
+    if (seg != 0) {
+      b->sizes[slot] = base + (uint32_t)n;
+      b->segs[slot] = seg;
+      nsegs++;
+      if ((uint32_t)n < seg || nsegs >= QN_GSO_MAX_SEGS) seg = 0; /* only the last segment may be shorter */
+      continue;
+    }
+    b->sizes[k] = (uint32_t)n;
+    b->segs[k] = 0;
+    memcpy(b->addrs + (size_t)k * QN_ADDR_SLOT, peer, QN_ADDR_SLOT);
+    k++;
+    if (gso && n >= QN_GSO_MIN_SEG) {
+      seg = (uint32_t)n;
+      nsegs = 1;
+    } else {
+      seg = 0;
+    }
+  }
+  st[QN_ST_NEXT] = k;
+  st[QN_ST_SEG] = seg;
+  st[QN_ST_SEGS] = seg != 0 ? nsegs : 0;
+  st[QN_ST_WHY] = why;
+  st[QN_ST_PKTS] = pkts;
+  st[QN_ST_TIMEOUT] = (double)qe_conn_timeout_us(c);
+  st[QN_ST_CLOSED] = c->state == QE_CLOSED;
+  return NULL;
+}
+
 /* quicTimeout(conn) → µs until the next deadline, or -1. */
 static napi_value conn_timeout(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
@@ -428,7 +600,8 @@ bool mtun_quic_init(napi_env env, napi_value exports) {
     napi_callback cb;
   } fns[] = {
       {"quicConnect", conn_connect}, {"quicAccept", conn_accept},
-      {"quicSetPeer", conn_set_peer}, {"quicRecv", conn_recv}, {"quicSend", conn_send}, {"quicTimeout", conn_timeout},
+      {"quicSetPeer", conn_set_peer}, {"quicRecv", conn_recv}, {"quicSend", conn_send}, {"quicOutBatch", out_batch},
+      {"quicDrain", conn_drain}, {"quicTimeout", conn_timeout},
       {"quicOnTimeout", conn_on_timeout}, {"quicPing", conn_ping}, {"quicClose", conn_close},
       {"quicStreamSend", stream_send}, {"quicStreamRecv", stream_recv}, {"quicStreamShutdown", stream_shutdown},
       {"quicStreams", stream_list}, {"quicDgramSend", dgram_send}, {"quicDgramRecv", dgram_recv},

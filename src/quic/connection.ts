@@ -121,6 +121,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal Peer address slot for sending. */ readonly sendAddr = new Uint8Array(ADDR_SLOT_BYTES);
   /** @internal */ sendHost = '';
   /** @internal */ sendPort = -1;
+  /** @internal The engine's peer address object sendHost/sendPort were last compared with (identity changes when the peer moves). */ sendTo: object | null = null;
   /** @internal Session cache key (client). */ sessionKey: string | null = null;
   /** @internal Per-peer-IP key for connection limits (server). */ peerIpKey: string | null = null;
 

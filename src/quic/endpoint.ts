@@ -7,6 +7,7 @@ import { createHmac, createPrivateKey, randomBytes, randomFillSync, X509Certific
 import { performance } from 'node:perf_hooks';
 import { ADDR_SLOT_BYTES, type UdpBatch, type UdpBatchSocket } from '../net/udp.js';
 import { addrSlotEquals, allocUdpBatch, copyAddrSlot, readAddrSlotHost, writeAddrSlot } from '../net/udp-batch.js';
+import { slotArena } from '../net/slot-arena.js';
 import {
   engine,
   CRYPTO_ERROR_BAD_CERTIFICATE,
@@ -14,8 +15,22 @@ import {
   CRYPTO_ERROR_CERTIFICATE_EXPIRED,
   CRYPTO_ERROR_CERTIFICATE_REVOKED,
   DEFAULT_CONGESTION_CONTROL,
+  DRAIN_BUDGET,
+  DRAIN_CLOSED,
+  DRAIN_GSO,
+  DRAIN_NEXT,
+  DRAIN_PKTS,
+  DRAIN_SEG,
+  DRAIN_SEGS,
+  DRAIN_STATE_LENGTH,
+  DRAIN_TIMEOUT,
+  DRAIN_WHY,
+  DRAIN_WHY_DONE,
+  DRAIN_WHY_FULL,
   type EngineConfig,
   type EngineConnection,
+  type EngineHostPort,
+  type EngineOutBatch,
 } from './engine.js';
 import { QuicConnection, cidKey, cidMatches, type ConnectionOwner, type QuicCloseInfo } from './connection.js';
 import { TimerHeap } from './timer-heap.js';
@@ -44,10 +59,10 @@ import { parsePemBundle, peerRejection } from './peer-trust.js';
 export const CID_BYTES = 16;
 /** RFC 9000 §14.1: a server discards client Initials in UDP datagrams smaller than this. */
 export const MIN_INITIAL_DATAGRAM_BYTES = 1200;
-/** Linux UDP_MAX_SEGMENTS (older kernels): segments per GSO send. */
-const GSO_MAX_SEGMENTS = 64;
-/** Bytes per GSO super-datagram (IP length field limit with headers). */
-const GSO_MAX_BYTES = 65_000;
+// GSO trains (at most 64 segments, Linux's UDP_MAX_SEGMENTS on older
+// kernels, and 65,000 bytes, the IP length limit with headers; started only
+// by a full-size packet) are built by the engine's drain: QN_GSO_* in
+// src/native/quic-napi.c.
 /** Offset of the local address inside an address slot (see ADDR_SLOT_BYTES). */
 const LOCAL_ADDR_OFFSET = ADDR_SLOT_BYTES - 16;
 /** TLS sessions cached for resumption (one per server name and address). */
@@ -326,6 +341,11 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly heap = new TimerHeap<QuicConnection>();
   private readonly inb: UdpBatch;
   private readonly out: UdpBatch;
+  /** `out` as registered with the engine, and the state a drain shares with it (DRAIN_*). */
+  private readonly outBatch: EngineOutBatch;
+  private readonly drainState = new Float64Array(DRAIN_STATE_LENGTH);
+  /** The connection whose drain last filled drainState's TIMEOUT/CLOSED (afterSend reads them instead of asking again). */
+  private drainedConn: QuicConnection | null = null;
   private readonly gso: boolean;
   private readonly maxPayload: number;
   private readonly recvBudget: number;
@@ -399,6 +419,8 @@ export class QuicEndpoint implements ConnectionOwner {
     // Receive slots take a GRO super-datagram when the socket coalesces.
     this.inb = allocUdpBatch(batch, this.sock.gro ? 65_535 : Math.max(this.maxPayload, 2048));
     this.out = allocUdpBatch(batch, this.gso ? 65_535 : this.maxPayload);
+    const arena = slotArena(this.out.bufs)!;
+    this.outBatch = engine.outBatch(arena.buf, arena.stride, this.out.sizes, this.out.segs, this.out.addrs, this.drainState);
     this.rawOut = new Uint8Array(this.maxPayload);
     this.isServerEndpoint = opts.server !== undefined;
     this.resetKey = opts.server?.statelessResetKey ?? randomBytes(32);
@@ -1248,94 +1270,62 @@ export class QuicEndpoint implements ConnectionOwner {
     this.flushDirty();
   };
 
-  /** Moves up to sendBudget packets of `c` into the out batch. True when the engine has nothing more. */
+  /**
+   * Moves up to sendBudget packets of `c` into the out batch, in one engine
+   * call per batch-full (EngineConnection.drain: the engine writes the
+   * packets, the GSO trains and the address slots itself). True when the
+   * engine has nothing more.
+   */
   private drainConn(c: QuicConnection): boolean {
     const q = c.q;
-    const out = this.out;
-    for (let budget = this.sendBudget; budget > 0; budget--) {
-      if (this.outCount === out.bufs.length && !this.sendOut()) return false;
-      let k = this.outCount;
-      let buf = out.bufs[k];
-      let base = 0;
-      const inGso = this.gso && this.gsoConn === c;
-      if (inGso) {
-        // Append to the open GSO slot when a full segment still fits.
-        base = out.sizes[k - 1];
-        if (base + this.gsoSeg > GSO_MAX_BYTES) {
-          this.gsoConn = null;
-          base = 0;
-        } else {
-          k = k - 1;
-          buf = out.bufs[k];
-        }
-      }
-      let r;
+    const to = q.peerAddress();
+    if (to !== c.sendTo) this.followPeer(c, to);
+    const st = this.drainState;
+    let budget = this.sendBudget;
+    for (;;) {
+      if (this.outCount === this.out.bufs.length && !this.sendOut()) return false;
+      const mine = this.gsoConn === c;
+      st[DRAIN_NEXT] = this.outCount;
+      st[DRAIN_SEG] = mine ? this.gsoSeg : 0;
+      st[DRAIN_SEGS] = mine ? this.gsoSegs : 0;
+      st[DRAIN_BUDGET] = budget;
+      st[DRAIN_GSO] = this.gso ? 1 : 0;
       try {
-        r = q.send(base === 0 ? buf : buf.subarray(base, base + this.gsoSeg));
+        q.drain(this.outBatch, c.sendAddr);
       } catch {
         // The engine failed internally; it has closed the connection.
+        this.drainedConn = null;
         return true;
       }
-      if (r === null) {
-        // Nothing fitted the GSO segment (ngtcp2: a longer packet number or
-        // an ACK): end the train and ask again with a slot of its own.
-        if (base !== 0) {
-          this.gsoConn = null;
-          continue;
-        }
-        return true;
-      }
-      const n = r[0];
-      const to = r[1].to;
-      if (to.port !== c.sendPort || to.host !== c.sendHost) {
-        writeAddrSlot(c.sendAddr, 0, to.host, to.port);
-        // Keep answering from the local address the peer last reached us on.
-        c.sendAddr.set(c.recvLocal(), LOCAL_ADDR_OFFSET);
-        c.sendHost = to.host;
-        c.sendPort = to.port;
+      this.drainedConn = c;
+      const pkts = st[DRAIN_PKTS];
+      this.outCount = st[DRAIN_NEXT];
+      if (st[DRAIN_SEG] !== 0) {
+        this.gsoConn = c;
+        this.gsoSeg = st[DRAIN_SEG];
+        this.gsoSegs = st[DRAIN_SEGS];
+      } else if (mine || pkts > 0) {
         this.gsoConn = null;
-        if (base !== 0) {
-          // Address changed mid-slot: move this packet to its own slot.
-          const nk = this.outCount;
-          if (nk === out.bufs.length) {
-            // No room: the packet is lost, QUIC loss recovery resends its frames.
-            this.counters.sendStalls++;
-            continue;
-          }
-          out.bufs[nk].set(buf.subarray(base, base + n), 0);
-          this.openSlot(c, nk, n);
-          continue;
-        }
       }
-      if (base !== 0) {
-        out.sizes[k] = base + n;
-        out.segs[k] = this.gsoSeg;
-        this.gsoSegs++;
-        // A short segment ends the train (GSO: only the last may be shorter).
-        if (n < this.gsoSeg || this.gsoSegs >= GSO_MAX_SEGMENTS) this.gsoConn = null;
-        continue;
-      }
-      this.openSlot(c, k, n);
+      const why = st[DRAIN_WHY];
+      if (why === DRAIN_WHY_DONE) return true;
+      if (why !== DRAIN_WHY_FULL) return false;
+      budget -= pkts;
+      if (budget <= 0) return false;
     }
-    return false;
   }
 
-  private openSlot(c: QuicConnection, k: number, n: number): void {
-    const out = this.out;
-    out.sizes[k] = n;
-    out.segs[k] = 0;
-    out.addrs.set(c.sendAddr, k * ADDR_SLOT_BYTES);
-    this.outCount = k + 1;
-    // Only a full-size packet starts a GSO train: later packets are written
-    // into segment-sized windows, and a small first packet (an ACK) would
-    // squeeze the data packets behind it.
-    if (this.gso && n >= MIN_INITIAL_DATAGRAM_BYTES) {
-      this.gsoConn = c;
-      this.gsoSeg = n;
-      this.gsoSegs = 1;
-    } else {
-      this.gsoConn = null;
+  /** The engine now sends to `to` (a rebinding client): readdress the connection's slot, end its GSO train. */
+  private followPeer(c: QuicConnection, to: EngineHostPort): void {
+    c.sendTo = to;
+    if (to.port !== c.sendPort || to.host !== c.sendHost) {
+      writeAddrSlot(c.sendAddr, 0, to.host, to.port);
+      // Keep answering from the local address the peer last reached us on.
+      c.sendAddr.set(c.recvLocal(), LOCAL_ADDR_OFFSET);
+      c.sendHost = to.host;
+      c.sendPort = to.port;
     }
+    if (this.gsoConn === c) this.gsoConn = null;
   }
 
   /** Hands the out batch to the socket. False when the socket is blocked (slots kept for retry). */
@@ -1409,11 +1399,22 @@ export class QuicEndpoint implements ConnectionOwner {
   /** After sending: re-key the connection's timer, or reap it when closed. */
   private afterSend(c: QuicConnection): void {
     const q = c.q;
-    if (q.isClosed()) {
+    let closed: boolean;
+    let t: number | null;
+    if (this.drainedConn === c) {
+      // The drain that just ran reported both.
+      this.drainedConn = null;
+      closed = this.drainState[DRAIN_CLOSED] === 1;
+      const us = this.drainState[DRAIN_TIMEOUT];
+      t = us < 0 ? null : us / 1000;
+    } else {
+      closed = q.isClosed();
+      t = closed ? null : q.timeout();
+    }
+    if (closed) {
       this.reap(c);
       return;
     }
-    const t = q.timeout();
     let at = t === null ? Infinity : performance.now() + t;
     if (c.keepAliveDueMs < at) at = c.keepAliveDueMs;
     if (at === Infinity) this.heap.delete(c);

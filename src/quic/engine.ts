@@ -77,6 +77,35 @@ export interface EngineConfig {
   setStatelessResetToken(v?: bigint | null): void;
 }
 
+/**
+ * The endpoint's send batch registered with the engine (`QuicEngine.outBatch`),
+ * so that a connection can be drained into it in one call.
+ */
+export interface EngineOutBatch {
+  readonly __engineOutBatch: unique symbol;
+}
+
+/**
+ * Indices of the Float64Array a drain shares with the endpoint (given to
+ * `outBatch`). In: NEXT (first free slot), SEG/SEGS (the open GSO train in
+ * slot NEXT-1 if it is this connection's: segment size and count, else 0),
+ * BUDGET (packets), GSO (1 = trains allowed). Out: NEXT, SEG, SEGS updated;
+ * WHY (0 nothing more to send, 1 batch full, 2 budget spent), PKTS (packets
+ * written), TIMEOUT (µs to the next deadline, -1 none), CLOSED (1 = reap).
+ */
+export const DRAIN_NEXT = 0;
+export const DRAIN_SEG = 1;
+export const DRAIN_SEGS = 2;
+export const DRAIN_BUDGET = 3;
+export const DRAIN_GSO = 4;
+export const DRAIN_WHY = 5;
+export const DRAIN_PKTS = 6;
+export const DRAIN_TIMEOUT = 7;
+export const DRAIN_CLOSED = 8;
+export const DRAIN_STATE_LENGTH = 9;
+export const DRAIN_WHY_DONE = 0;
+export const DRAIN_WHY_FULL = 1;
+
 /** The sans-IO state machine of one QUIC connection. */
 export interface EngineConnection {
   setKeylog(path: string): void;
@@ -84,6 +113,14 @@ export interface EngineConnection {
   /** Bytes [offset, offset + length) of data (default: all of it), without a view per packet. */
   recv(data: Uint8Array, info: EngineRecvInfo, offset?: number, length?: number): number;
   send(out: Uint8Array): [number, EngineSendInfo] | null;
+  /**
+   * Writes packets into the registered batch in one call (DRAIN_* state),
+   * each new slot addressed with `peerSlot` (36 bytes, src/net/udp.ts);
+   * the same packets send() would give, without a call per packet.
+   */
+  drain(batch: EngineOutBatch, peerSlot: Uint8Array): void;
+  /** Where the engine sends: the same object until the peer's address changes (a rebinding client). */
+  peerAddress(): EngineHostPort;
   streamRecv(streamId: number, out: Uint8Array): [number, boolean] | null;
   streamSend(streamId: number, data: Uint8Array, fin: boolean): number | null;
   streamShutdown(streamId: number, direction: number, err: number): void | null;
@@ -142,6 +179,8 @@ export interface QuicEngine {
      */
     withTls(verifyPeer: boolean, ca: Uint8Array | null, key: Uint8Array | null, cert: Uint8Array | null): EngineConfig;
   };
+  /** Registers a send batch: its slots (one allocation, `stride` bytes each), sizes, GSO segment sizes, address slots and drain state. */
+  outBatch(arena: Uint8Array, stride: number, sizes: Uint32Array, segs: Uint32Array, addrs: Uint8Array, state: Float64Array): EngineOutBatch;
   Connection: {
     connect(
       serverName: string | null,

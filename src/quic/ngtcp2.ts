@@ -13,6 +13,7 @@ import type {
   EngineConnection,
   EngineConnectionError,
   EngineHostPort,
+  EngineOutBatch,
   EnginePathStats,
   EngineRecvInfo,
   EngineSendInfo,
@@ -38,6 +39,8 @@ interface QuicNative {
   quicSetPeer(c: NativeConn, host: string, port: number): void;
   quicRecv(c: NativeConn, data: Uint8Array, offset?: number, length?: number): void;
   quicSend(c: NativeConn, out: Uint8Array): number;
+  quicOutBatch(arena: Uint8Array, stride: number, sizes: Uint32Array, segs: Uint32Array, addrs: Uint8Array, state: Float64Array): EngineOutBatch;
+  quicDrain(c: NativeConn, batch: EngineOutBatch, peerSlot: Uint8Array): void;
   quicTimeout(c: NativeConn): number;
   quicOnTimeout(c: NativeConn): void;
   quicPing(c: NativeConn): void;
@@ -174,6 +177,9 @@ export class Ngtcp2Connection implements EngineConnection {
     return this.sendResult;
   }
 
+  drain(batch: EngineOutBatch, peerSlot: Uint8Array): void { n().quicDrain(this.h, batch, peerSlot); }
+  peerAddress(): EngineHostPort { return this.sendInfo.to; }
+
   streamRecv(streamId: number, out: Uint8Array): [number, boolean] | null {
     const r = this.res;
     const rv = n().quicStreamRecv(this.h, streamId, out, r);
@@ -282,6 +288,7 @@ export const ngtcp2Engine: QuicEngine = {
   Config: {
     withTls: (verifyPeer, ca, key, cert) => new Ngtcp2Config(verifyPeer, ca, key, cert),
   },
+  outBatch: (arena, stride, sizes, segs, addrs, state) => n().quicOutBatch(arena, stride, sizes, segs, addrs, state),
   Connection: {
     connect(serverName, scid, local, remote, config) {
       const h = n().quicConnect((config as Ngtcp2Config).h, serverName, scid, local.host, local.port, remote.host, remote.port);

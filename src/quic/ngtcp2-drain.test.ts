@@ -1,0 +1,181 @@
+/**
+ * EngineConnection.drain (quicDrain in src/native/quic-napi.c): a connection
+ * drained into the endpoint's send batch in one call. Checked on a real
+ * ngtcp2 pair in memory: the GSO trains obey the socket's rules (segments
+ * of one size, only the last shorter, at most 64 and 65,000 bytes), every
+ * slot carries the peer slot it was given, the batch-full and budget stops
+ * say so and resume without losing a packet, and the receiver gets every
+ * DATAGRAM queued (so no packet was cut or dropped between calls). Bad
+ * arguments throw TypeErrors instead of reaching memory.
+ */
+import { describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import {
+  engine,
+  DRAIN_BUDGET,
+  DRAIN_CLOSED,
+  DRAIN_GSO,
+  DRAIN_NEXT,
+  DRAIN_PKTS,
+  DRAIN_SEG,
+  DRAIN_SEGS,
+  DRAIN_STATE_LENGTH,
+  DRAIN_TIMEOUT,
+  DRAIN_WHY,
+  type EngineConnection,
+} from './engine.js';
+import { allocSlots, slotArena } from '../net/slot-arena.js';
+import { createDevCa, issueServerCert } from '../certs/pki.js';
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+const CLIENT = { host: '192.0.2.1', port: 40000 };
+const SERVER = { host: '192.0.2.2', port: 443 };
+
+async function pair(): Promise<{ client: EngineConnection; server: EngineConnection }> {
+  const ca = await createDevCa();
+  const srv = await issueServerCert(ca);
+  const setup = (c: ReturnType<typeof engine.Config.withTls>): void => {
+    c.setApplicationProtos(['h3']);
+    c.setMaxIdleTimeout(30_000);
+    c.setMaxRecvUdpPayloadSize(1350);
+    c.setMaxSendUdpPayloadSize(1350);
+    c.setInitialMaxData(16 << 20);
+    c.setInitialMaxStreamsBidi(10);
+    c.enableDgram(true, 4096, 4096);
+    c.setCcAlgorithmName('bbr2');
+  };
+  const sc = engine.Config.withTls(false, null, enc(srv.keyPem), enc(srv.certPem));
+  setup(sc);
+  sc.setStatelessResetToken(1n);
+  const cc = engine.Config.withTls(true, enc(ca.certPem), null, null);
+  setup(cc);
+  const client = engine.Connection.connect('localhost', randomBytes(16), CLIENT, SERVER, cc);
+  let server: EngineConnection | null = null;
+  const buf = new Uint8Array(1500);
+  for (let round = 0; round < 20 && !(client.isEstablished() && server?.isEstablished()); round++) {
+    for (let r = client.send(buf); r !== null; r = client.send(buf)) {
+      server ??= engine.Connection.accept(randomBytes(16), null, SERVER, CLIENT, sc);
+      server.recv(buf, { from: CLIENT, to: SERVER }, 0, r[0]);
+    }
+    if (server === null) continue;
+    for (let r = server.send(buf); r !== null; r = server.send(buf)) client.recv(buf, { from: SERVER, to: CLIENT }, 0, r[0]);
+  }
+  expect(client.isEstablished() && server!.isEstablished()).toBe(true);
+  return { client, server: server! };
+}
+
+function batch(slots: number, stride: number) {
+  const bufs = allocSlots(slots, stride);
+  const sizes = new Uint32Array(slots);
+  const segs = new Uint32Array(slots);
+  const addrs = new Uint8Array(slots * 36);
+  const st = new Float64Array(DRAIN_STATE_LENGTH);
+  const a = slotArena(bufs)!;
+  return { bufs, sizes, segs, addrs, st, h: engine.outBatch(a.buf, a.stride, sizes, segs, addrs, st) };
+}
+
+/** Feeds slots [0, count) to the receiver, cutting each GSO slot into its segments as the kernel would. */
+function deliver(b: ReturnType<typeof batch>, count: number, to: EngineConnection): number {
+  let packets = 0;
+  for (let k = 0; k < count; k++) {
+    const size = b.sizes[k]!;
+    const seg = b.segs[k]! === 0 ? size : b.segs[k]!;
+    for (let off = 0; off < size; off += seg) {
+      to.recv(b.bufs[k]!, { from: CLIENT, to: SERVER }, off, Math.min(seg, size - off));
+      packets++;
+    }
+  }
+  return packets;
+}
+
+function drainedDatagrams(q: EngineConnection): number {
+  const out = new Uint8Array(2048);
+  let n = 0;
+  while (q.dgramRecv(out) !== null) n++;
+  return n;
+}
+
+describe('EngineConnection.drain (quicDrain)', () => {
+  it('builds GSO trains the socket accepts, addresses every slot, stops on a full batch and resumes losing nothing', async () => {
+    const { client, server } = await pair();
+    const peer = new Uint8Array(36).map((_, i) => i + 1);
+    const payload = new Uint8Array(1200).fill(7);
+    const queued = 1500;
+    let accepted = 0;
+    for (let i = 0; i < queued; i++) if (client.dgramSend(payload) !== null) accepted++;
+    expect(accepted).toBeGreaterThan(1000);
+    const b = batch(4, 65_535);
+    let sent = 0;
+    let calls = 0;
+    let fullStops = 0;
+    let trains = 0;
+    for (; calls < 200; calls++) {
+      b.st[DRAIN_NEXT] = 0;
+      b.st[DRAIN_SEG] = 0;
+      b.st[DRAIN_SEGS] = 0;
+      b.st[DRAIN_BUDGET] = 10_000;
+      b.st[DRAIN_GSO] = 1;
+      client.drain(b.h, peer);
+      const used = b.st[DRAIN_NEXT]!;
+      for (let k = 0; k < used; k++) {
+        expect(b.addrs.subarray(k * 36, k * 36 + 36)).toEqual(peer);
+        const seg = b.segs[k]!;
+        if (seg !== 0) {
+          if (b.sizes[k]! > seg) trains++;
+          expect(seg).toBeGreaterThanOrEqual(1200);
+          expect(b.sizes[k]!).toBeLessThanOrEqual(65_000);
+          expect(Math.ceil(b.sizes[k]! / seg)).toBeLessThanOrEqual(64);
+        }
+      }
+      sent += deliver(b, used, server);
+      // The receiver acknowledges, so the sender's window opens again.
+      const ack = new Uint8Array(1500);
+      for (let r = server.send(ack); r !== null; r = server.send(ack)) client.recv(ack, { from: SERVER, to: CLIENT }, 0, r[0]);
+      if (b.st[DRAIN_WHY] === 1) fullStops++;
+      if (b.st[DRAIN_WHY] === 0 && client.dgramSendQueueLen() === 0) break;
+    }
+    expect(fullStops).toBeGreaterThan(0);
+    expect(trains).toBeGreaterThan(0);
+    expect(sent).toBeGreaterThan(0);
+    expect(drainedDatagrams(server)).toBe(accepted);
+    expect(b.st[DRAIN_CLOSED]).toBe(0);
+    expect(b.st[DRAIN_TIMEOUT]).toBeGreaterThanOrEqual(0);
+  });
+
+  it('writes no more than its budget and reports that it stopped for it', async () => {
+    const { client } = await pair();
+    for (let i = 0; i < 50; i++) client.dgramSend(new Uint8Array(1200));
+    const b = batch(64, 65_535);
+    b.st[DRAIN_NEXT] = 0;
+    b.st[DRAIN_SEG] = 0;
+    b.st[DRAIN_BUDGET] = 5;
+    b.st[DRAIN_GSO] = 0;
+    client.drain(b.h, new Uint8Array(36));
+    expect(b.st[DRAIN_PKTS]).toBe(5);
+    expect(b.st[DRAIN_WHY]).toBe(2);
+    expect(b.st[DRAIN_NEXT]).toBe(5); // without GSO one packet per slot
+    expect([...b.segs.subarray(0, 5)]).toEqual([0, 0, 0, 0, 0]);
+  });
+
+  it('refuses what is not a batch, a short peer slot and state out of range', async () => {
+    const { client } = await pair();
+    const b = batch(2, 2048);
+    const peer = new Uint8Array(36);
+    const h = (client as unknown as { h: unknown }).h;
+    expect(() => client.drain(h as typeof b.h, peer)).toThrow(TypeError);
+    expect(() => client.drain(b.h, new Uint8Array(20))).toThrow(TypeError);
+    b.st[DRAIN_NEXT] = 3; // beyond the 2 slots
+    expect(() => client.drain(b.h, peer)).toThrow(TypeError);
+    b.st[DRAIN_NEXT] = 0;
+    b.st[DRAIN_SEG] = 1200; // a train with no slot before it
+    expect(() => client.drain(b.h, peer)).toThrow(TypeError);
+    b.st[DRAIN_SEG] = 0;
+    b.st[DRAIN_BUDGET] = Number.NaN;
+    expect(() => client.drain(b.h, peer)).toThrow(TypeError);
+    const bad = allocSlots(2, 100);
+    const a = slotArena(bad)!;
+    expect(() => engine.outBatch(a.buf, 300, new Uint32Array(2), new Uint32Array(2), new Uint8Array(72), new Float64Array(DRAIN_STATE_LENGTH))).toThrow(TypeError);
+    expect(() => engine.outBatch(a.buf, 100, new Uint32Array(1), new Uint32Array(2), new Uint8Array(72), new Float64Array(DRAIN_STATE_LENGTH))).toThrow(TypeError);
+    expect(() => engine.outBatch(a.buf, 100, new Uint32Array(2), new Uint32Array(2), new Uint8Array(72), new Float64Array(3))).toThrow(TypeError);
+  });
+});
