@@ -21,7 +21,9 @@
 #   --compare DIR   also run the gateway from DIR (another checkout with dist/ and build/),
 #                   interleaved with this one (A B A B per step), same load generator
 #   --profile       run the gateway under node --cpu-prof (profiles in OUT/profile-<label>)
-# Knobs: BENCH_SESSIONS_WORKERS (load-generator processes, default 4).
+# Knobs: BENCH_SESSIONS_WORKERS (load-generator processes, default 4);
+#        BENCH_SESSIONS_GATEWAY_WRAP (a command the gateway's node runs under,
+#        e.g. "heaptrack -o /tmp/gw": where its native memory goes).
 # Needs root. Raises the open-file limit (each session is one fd-less QUIC
 # connection, but the load generators and the gateway's sockets, TUN and
 # log files need headroom; 10,000 sessions need no more than 4,096).
@@ -142,7 +144,9 @@ Y
 start_gateway() {
   local root=$1 label=$2 flags=(--max-semi-space-size=2)
   [ $PROFILE = 1 ] && { mkdir -p "$OUTDIR/profile-$label"; flags+=(--cpu-prof "--cpu-prof-dir=$OUTDIR/profile-$label"); }
-  setsid ip netns exec "$NSB" node "${flags[@]}" "$root/bin/mtun.js" gateway -c "$SW/gateway.yaml" >"$SW/gateway-$label.log" 2>&1 </dev/null &
+  local wrap=()
+  [ -n "${BENCH_SESSIONS_GATEWAY_WRAP:-}" ] && read -r -a wrap <<<"$BENCH_SESSIONS_GATEWAY_WRAP"
+  setsid ip netns exec "$NSB" "${wrap[@]}" node "${flags[@]}" "$root/bin/mtun.js" gateway -c "$SW/gateway.yaml" >"$SW/gateway-$label.log" 2>&1 </dev/null &
   GPID=$!
   for _ in $(seq 100); do
     ip netns exec "$NSB" curl -sf -o /dev/null http://127.0.0.1:9095/healthz && return 0
@@ -152,7 +156,8 @@ start_gateway() {
   log "sessions: gateway ($label) did not start"; tail -20 "$SW/gateway-$label.log" >&2; return 1
 }
 stop_gateway() {
-  kill -TERM "$GPID" 2>/dev/null || true
+  # The gateway leads its own process group (setsid): a wrapper's child gets the signal too.
+  kill -TERM -- "-$GPID" 2>/dev/null || kill -TERM "$GPID" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$GPID" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$GPID" 2>/dev/null || true
   GPID=""
