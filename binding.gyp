@@ -11,6 +11,7 @@
         "src/native/quic-conn.c",
         "src/native/quic-napi.c",
         "src/native/quic-napi-config.c",
+        "src/native/quic-pages.c",
         "src/native/quic-stream.c",
         "src/native/quic-tls.c"
       ],

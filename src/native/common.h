@@ -111,6 +111,8 @@ bool mtun_udp_init(napi_env env, napi_value exports);
 bool mtun_poll_init(napi_env env, napi_value exports);
 /* QUIC engine over ngtcp2 + GnuTLS (quic-napi.c). */
 bool mtun_quic_init(napi_env env, napi_value exports);
+/* Bytes of the QUIC engine's page pool in use (quic-pages.c): native heap outside glibc's accounting. */
+size_t qe_pages_in_use(void);
 
 /* Helper for registration. */
 bool mtun_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);

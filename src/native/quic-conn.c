@@ -38,6 +38,19 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   return 0;
 }
 
+/* After a server retired its TLS session (qe_tls_retire) any CRYPTO data is a
+ * TLS message after the handshake, which QUIC forbids a client to send (no
+ * KeyUpdate, RFC 9001 §6; no post-handshake authentication, §4.4): closed
+ * with unexpected_message (0x10a) instead of reaching a freed session. */
+static int recv_crypto_cb(ngtcp2_conn *conn, ngtcp2_crypto_level level, uint64_t offset, const uint8_t *data,
+                          size_t len, void *ud) {
+  if (((struct qe_conn *)ud)->tls == NULL) {
+    ngtcp2_conn_set_tls_alert(conn, 10);
+    return NGTCP2_ERR_CRYPTO;
+  }
+  return ngtcp2_crypto_recv_crypto_data_cb(conn, level, offset, data, len, ud);
+}
+
 static int stateless_reset_cb(ngtcp2_conn *conn, const ngtcp2_pkt_stateless_reset *sr, void *ud) {
   /* RFC 9000 §10.3.1: the connection ends at once, without a draining period. */
   ((struct qe_conn *)ud)->state = QE_CLOSED;
@@ -98,7 +111,7 @@ static void callbacks(ngtcp2_callbacks *cb, bool server) {
     cb->client_initial = ngtcp2_crypto_client_initial_cb;
     cb->recv_retry = ngtcp2_crypto_recv_retry_cb;
   }
-  cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+  cb->recv_crypto_data = recv_crypto_cb;
   cb->encrypt = ngtcp2_crypto_encrypt_cb;
   cb->decrypt = decrypt_cb;
   cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
@@ -190,7 +203,7 @@ struct qe_conn *qe_conn_client(struct qe_config *cfg, const char *sni, const uin
   ngtcp2_transport_params p;
   params(&p, cfg);
   ngtcp2_path path = path_of(c);
-  int rv = ngtcp2_conn_client_new(&c->conn, &dcid, &c->scid, &path, NGTCP2_PROTO_VER_V1, &cb, &s, &p, NULL, c);
+  int rv = ngtcp2_conn_client_new(&c->conn, &dcid, &c->scid, &path, NGTCP2_PROTO_VER_V1, &cb, &s, &p, &qe_pages_mem, c);
   if (rv != 0) {
     snprintf(err, errlen, "ngtcp2_conn_client_new: %s", ngtcp2_strerror(rv));
     qe_conn_free(c);
@@ -257,7 +270,7 @@ static int server_start(struct qe_conn *c, const uint8_t *pkt, size_t len) {
     p.stateless_reset_token_present = 1;
   }
   ngtcp2_path path = path_of(c);
-  int rv = ngtcp2_conn_server_new(&c->conn, &hd.scid, &c->scid, &path, hd.version, &cb, &s, &p, NULL, c);
+  int rv = ngtcp2_conn_server_new(&c->conn, &hd.scid, &c->scid, &path, hd.version, &cb, &s, &p, &qe_pages_mem, c);
   if (rv != 0) {
     snprintf(c->errmsg, sizeof c->errmsg, "ngtcp2_conn_server_new: %s", ngtcp2_strerror(rv));
     c->state = QE_CLOSED;
@@ -287,6 +300,10 @@ void qe_conn_release(struct qe_conn *c) {
     gnutls_deinit(c->tls);
     c->tls = NULL;
   }
+  free(c->peer_chain);
+  c->peer_chain = NULL;
+  c->peer_chain_n = 0;
+  c->tls_retired = false; /* released: no TLS facts either way */
   qe_dq_free(&c->dq_send);
   qe_dq_free(&c->dq_recv);
   c->dq_send.max = c->dq_recv.max = 0;
@@ -377,7 +394,10 @@ int qe_conn_recv(struct qe_conn *c, const uint8_t *pkt, size_t len, const struct
   rx_conn = c;
   int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, pkt, len, now);
   rx_conn = NULL;
-  if (rv == 0) return 0;
+  if (rv == 0) {
+    if (c->server && c->handshake_done && c->tls != NULL) qe_tls_retire(c);
+    return 0;
+  }
   switch (rv) {
   case NGTCP2_ERR_DRAINING: {
     /* RFC 9000 §10.2.2: the peer closed (or, if the callback ran, reset us). */

@@ -77,6 +77,9 @@ struct qe_config {
   int refs;
   bool server;
   gnutls_certificate_credentials_t cred;
+  /* The TLS priorities, parsed once and shared by every session of this
+   * config (GnuTLS refcounts it): parsed per session it cost 8 kB each. */
+  gnutls_priority_t prio;
   bool verify_peer; /* client: check the server chain + name; server: request + check a client cert */
   bool has_ca;
   gnutls_datum_t alpn[QE_MAX_ALPN];
@@ -135,8 +138,17 @@ struct qe_conn {
    * copied from the shared config at accept, which sets it per connection. */
   bool has_reset_token;
   uint8_t reset_token[NGTCP2_STATELESS_RESET_TOKENLEN];
-  char sni[256];
+  char sni[256]; /* client: the name asked for; server: the name the client sent (kept by qe_tls_retire) */
   char *keylog_path; /* malloc'ed; NULL: no key log */
+  /* Server, once the handshake is done: the GnuTLS session is freed (it held
+   * about 14 kB per connection, issue #17) and what the endpoint still asks
+   * of it is kept here (qe_tls_retire). */
+  bool tls_retired;
+  bool resumed;
+  uint8_t alpn_len;
+  uint8_t alpn_sel[255];
+  gnutls_datum_t *peer_chain; /* one malloc'ed block: the array, then the DER bytes; NULL: none */
+  unsigned peer_chain_n;
   struct qe_stream *streams;
   struct qe_stream *rr; /* round-robin position for sending */
   struct qe_dq dq_send, dq_recv;
@@ -216,8 +228,19 @@ void qe_dq_free(struct qe_dq *q);
 /* Largest DATAGRAM payload that fits a packet now, or -1 before the peer allowed DATAGRAM. */
 int64_t qe_dgram_max_writable(struct qe_conn *c);
 
+/* ngtcp2's allocator (quic-pages.c): blocks of 4-64 KiB in whole, lazily backed pages. */
+extern const ngtcp2_mem qe_pages_mem;
+/* Bytes of pages handed out to connections now. */
+size_t qe_pages_in_use(void);
+
 /* TLS (quic-tls.c). */
 int qe_tls_session(struct qe_conn *c, char *err, size_t errlen);
+/* Server, handshake done: keeps ALPN, SNI, resumption and the peer chain, then
+ * frees the TLS session (QUIC has no post-handshake TLS for a server: RFC 9001
+ * §4.1.3, §6). Leaves the session in place if the copy cannot be allocated. */
+void qe_tls_retire(struct qe_conn *c);
+/* Parses mtun's TLS priority string (TLS 1.3, QUIC's ciphers) into *out; GnuTLS error code. */
+int qe_tls_priority(gnutls_priority_t *out);
 /* Writes one NSS key log line (label, client random, secret) to c->keylog_path. */
 void qe_tls_enable_keylog(struct qe_conn *c);
 

@@ -13,6 +13,7 @@
 void qe_config_unref(struct qe_config *c) {
   if (--c->refs > 0) return;
   if (c->cred != NULL) gnutls_certificate_free_credentials(c->cred);
+  if (c->prio != NULL) gnutls_priority_deinit(c->prio);
   for (unsigned i = 0; i < c->alpn_count; i++) free(c->alpn[i].data);
   free(c);
 }
@@ -35,6 +36,10 @@ static napi_value config_new(napi_env env, napi_callback_info info) {
   if (rv != 0) {
     free(c);
     QE_ERR(env, "quic: credentials: %s", gnutls_strerror(rv));
+  }
+  if ((rv = qe_tls_priority(&c->prio)) != 0) {
+    qe_config_unref(c);
+    QE_ERR(env, "quic: TLS priorities: %s", gnutls_strerror(rv));
   }
   uint8_t *p;
   size_t len;

@@ -444,7 +444,7 @@ static napi_value conn_info(napi_env env, napi_callback_info info) {
   if (!mtun_arg_stats(env, argv[1], &r, &rn) || r == NULL || rn < 11) return mtun_throw_type(env, "quic: info res");
   bool hs = c->conn != NULL && (c->handshake_done || ngtcp2_conn_get_handshake_completed(c->conn));
   r[0] = hs;
-  r[1] = c->tls != NULL && hs && gnutls_session_is_resumed(c->tls);
+  r[1] = c->tls_retired ? c->resumed : c->tls != NULL && hs && gnutls_session_is_resumed(c->tls);
   r[2] = c->state == QE_DRAINING || c->state == QE_CLOSING;
   r[3] = c->state == QE_CLOSED;
   r[4] = c->timed_out;
@@ -506,12 +506,39 @@ static napi_value conn_error(napi_env env, napi_callback_info info) {
   return o;
 }
 
+/* quicTlsInfo for a server whose TLS session was retired after the handshake (qe_tls_retire). */
+static napi_value retired_tls_info(napi_env env, struct qe_conn *c, uint32_t what) {
+  switch (what) {
+  case 0:
+    return copy_buf(env, c->alpn_sel, c->alpn_len);
+  case 1: {
+    if (c->sni[0] == 0) return nullv(env);
+    napi_value s;
+    napi_create_string_utf8(env, c->sni, NAPI_AUTO_LENGTH, &s);
+    return s;
+  }
+  case 2: {
+    if (c->peer_chain == NULL) return nullv(env);
+    napi_value arr;
+    napi_create_array_with_length(env, c->peer_chain_n, &arr);
+    for (unsigned i = 0; i < c->peer_chain_n; i++)
+      napi_set_element(env, arr, i, copy_buf(env, c->peer_chain[i].data, c->peer_chain[i].size));
+    return arr;
+  }
+  case 3:
+    return nullv(env); /* a server has no session to resume */
+  default:
+    return mtun_throw_type(env, "quic: unknown TLS info");
+  }
+}
+
 /* quicTlsInfo(conn, what): 0 ALPN (Buffer), 1 server name (string|null), 2 peer chain (Buffer[]|null), 3 session (Buffer|null). */
 static napi_value conn_tls_info(napi_env env, napi_callback_info info) {
   MTUN_ARGS(2);
   CONN(argv[0]);
   uint32_t what;
   if (!mtun_arg_u32(env, argv[1], "what", &what)) return NULL;
+  if (c->tls_retired) return retired_tls_info(env, c, what);
   if (c->tls == NULL) return nullv(env);
   switch (what) {
   case 0: {

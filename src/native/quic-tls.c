@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* RFC 9001 §4.2: TLS 1.3 only; §5.3: QUIC cannot use TLS_AES_128_CCM_8_SHA256;
@@ -16,6 +17,8 @@
  * BoringSSL (quiche) enforces with an illegal_parameter alert. */
 static const char PRIORITY[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
                                "+CHACHA20-POLY1305:+AES-128-CCM:%DISABLE_TLS13_COMPAT_MODE";
+
+int qe_tls_priority(gnutls_priority_t *out) { return gnutls_priority_init(out, PRIORITY, NULL); }
 
 static int fail(char *err, size_t errlen, const char *what, int rv) {
   snprintf(err, errlen, "%s: %s", what, gnutls_strerror(rv));
@@ -52,7 +55,7 @@ int qe_tls_session(struct qe_conn *c, char *err, size_t errlen) {
   unsigned flags = (c->server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NO_END_OF_EARLY_DATA;
   int rv = gnutls_init(&c->tls, flags);
   if (rv != 0) return fail(err, errlen, "gnutls_init", rv);
-  if ((rv = gnutls_priority_set_direct(c->tls, PRIORITY, NULL)) != 0) return fail(err, errlen, "priority", rv);
+  if ((rv = gnutls_priority_set(c->tls, cfg->prio)) != 0) return fail(err, errlen, "priority", rv);
   rv = c->server ? ngtcp2_crypto_gnutls_configure_server_session(c->tls)
                  : ngtcp2_crypto_gnutls_configure_client_session(c->tls);
   if (rv != 0) {
@@ -88,4 +91,41 @@ int qe_tls_session(struct qe_conn *c, char *err, size_t errlen) {
     if (cfg->verify_peer) gnutls_session_set_verify_cert(c->tls, c->sni[0] != 0 ? c->sni : NULL, 0);
   }
   return 0;
+}
+
+void qe_tls_retire(struct qe_conn *c) {
+  if (c->tls == NULL || c->tls_retired) return;
+  unsigned n = 0;
+  const gnutls_datum_t *peers = gnutls_certificate_get_peers(c->tls, &n);
+  if (peers != NULL && n > 0) {
+    size_t bytes = (size_t)n * sizeof(gnutls_datum_t);
+    for (unsigned i = 0; i < n; i++) bytes += peers[i].size;
+    gnutls_datum_t *chain = malloc(bytes);
+    if (chain == NULL) return; /* keep the session: the chain is still needed */
+    uint8_t *p = (uint8_t *)(chain + n);
+    for (unsigned i = 0; i < n; i++) {
+      memcpy(p, peers[i].data, peers[i].size);
+      chain[i].data = p;
+      chain[i].size = peers[i].size;
+      p += peers[i].size;
+    }
+    c->peer_chain = chain;
+    c->peer_chain_n = n;
+  }
+  gnutls_datum_t a = {0};
+  if (gnutls_alpn_get_selected_protocol(c->tls, &a) == 0 && a.size <= sizeof c->alpn_sel) {
+    memcpy(c->alpn_sel, a.data, a.size);
+    c->alpn_len = (uint8_t)a.size;
+  }
+  size_t len = sizeof c->sni - 1;
+  unsigned type;
+  if (gnutls_server_name_get(c->tls, c->sni, &len, &type, 0) == 0 && type == GNUTLS_NAME_DNS)
+    c->sni[len] = 0;
+  else
+    c->sni[0] = 0;
+  c->resumed = gnutls_session_is_resumed(c->tls);
+  ngtcp2_conn_set_tls_native_handle(c->conn, NULL);
+  gnutls_deinit(c->tls);
+  c->tls = NULL;
+  c->tls_retired = true;
 }
