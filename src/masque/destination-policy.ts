@@ -93,9 +93,23 @@ function interfaceAddresses(): { address: Uint8Array; version: 4 | 6; prefixLeng
   return out;
 }
 
-/** Every address of this host's interfaces, as bytes. Reads os state. */
-export function localAddresses(): Uint8Array[] {
-  return interfaceAddresses().map((a) => a.address);
+/** How long one read of the host's addresses serves {@link localAddresses} (a burst of session opens shares it). */
+export const LOCAL_ADDRESSES_TTL_MS = 1000;
+let cachedAt = -Infinity;
+let cached: readonly Uint8Array[] = [];
+
+/**
+ * Every address of this host's interfaces, as bytes. Reads os state at most
+ * once per {@link LOCAL_ADDRESSES_TTL_MS}: a gateway opening 1,000 sessions
+ * read every interface 1,000 times and gave each session its own copy
+ * (issue #17). The array and its addresses are shared: read-only.
+ */
+export function localAddresses(nowMs: number = performance.now()): readonly Uint8Array[] {
+  if (nowMs - cachedAt >= LOCAL_ADDRESSES_TTL_MS || nowMs < cachedAt) {
+    cached = Object.freeze(interfaceAddresses().map((a) => a.address));
+    cachedAt = nowMs;
+  }
+  return cached;
 }
 
 /** The subnets this host's interfaces are connected to (address masked by its netmask). Reads os state. */

@@ -11,9 +11,15 @@ import { MASQUE_HEADROOM } from './datagram.js';
 import { TokenBucket } from '../../lib/token-bucket.js';
 
 const MTU_REFRESH_EVERY = 256;
+/**
+ * Where every session builds its ICMP errors: one per process, not one per
+ * session (1.3 kB each, issue #17). Sessions run on one thread and each
+ * caller reads the error right after the send call that built it.
+ */
+const icmpScratch = new Uint8Array(MASQUE_HEADROOM + ICMP6_ERROR_MAX_BYTES);
 
 /**
- * Owns no packet buffers except {@link icmpBuffer}; the stream is the
+ * Owns no packet buffers ({@link icmpBuffer} is shared by all sessions); the stream is the
  * HTTP/3 layer's. `onSize` is told each fresh path size (the session applies
  * the RFC 9484 §7.2 IPv6 minimum there).
  */
@@ -23,9 +29,11 @@ export class DatagramPath {
   /**
    * The last ICMP error built ({@link buildIcmp}): IP packet at
    * [MASQUE_HEADROOM, MASQUE_HEADROOM + {@link icmpLength}). Valid until the
-   * next send call on this session; copy to keep.
+   * next send call on any session (the buffer is shared); copy to keep.
    */
-  readonly icmpBuffer = new Uint8Array(MASQUE_HEADROOM + ICMP6_ERROR_MAX_BYTES);
+  get icmpBuffer(): Uint8Array {
+    return icmpScratch;
+  }
   /** Length of the ICMP error the last send call produced for its caller; 0 for none. */
   icmpLength = 0;
   /** ICMP errors this path may still generate (icmpPerSecond, a burst of as many). */
@@ -107,7 +115,7 @@ export class DatagramPath {
       this.counters.icmpSuppressed++;
       return 0;
     }
-    const b = this.icmpBuffer;
+    const b = icmpScratch;
     const n = buildIcmpError(kind, mtu, buf, off, len, reporter, 0, b, MASQUE_HEADROOM, b.length - MASQUE_HEADROOM);
     if (n <= 0) {
       this.counters.icmpSuppressed++;
@@ -120,6 +128,6 @@ export class DatagramPath {
   /** Builds an ICMP error and sends it to the peer through the tunnel (a failed send counts as a drop, not as sent). */
   icmpToPeer(kind: number, buf: Uint8Array, off: number, len: number, reporter: Uint8Array): void {
     const n = this.buildIcmp(kind, 0, buf, off, len, reporter);
-    if (n > 0 && this.send(this.icmpBuffer, MASQUE_HEADROOM, n) !== 0) this.counters.icmpSent--;
+    if (n > 0 && this.send(icmpScratch, MASQUE_HEADROOM, n) !== 0) this.counters.icmpSent--;
   }
 }

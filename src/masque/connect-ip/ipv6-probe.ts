@@ -27,6 +27,9 @@ export const LinkIcmp = {
   VERIFIED: 2,
 } as const;
 
+/** Where probes are built: one per process (sessions run on one thread; `send` copies). */
+const probeScratch = new Uint8Array(MASQUE_HEADROOM + IPV6_MIN_MTU);
+
 /**
  * One session's §7.2 probe state and link responder. `send` returns a drop
  * code; `tooBig` is the code meaning the probe does not fit the path.
@@ -35,7 +38,6 @@ export class Ipv6Probe {
   private id = 0;
   private tries = 0;
   private deadlineMs = -1;
-  private readonly probeBuf = new Uint8Array(MASQUE_HEADROOM + IPV6_MIN_MTU);
   /** Scratch for echo replies; grows to the largest request answered (rare: link-local probes only). */
   private echoBuf = new Uint8Array(0);
 
@@ -74,8 +76,8 @@ export class Ipv6Probe {
 
   private sendProbe(nowMs: number): string | null {
     const o = MASQUE_HEADROOM;
-    const n = writeEcho6Request(this.probeBuf, o, this.linkLocal, ALL_NODES_6, this.id, ++this.tries, PROBE_DATA_BYTES);
-    if (this.send(this.probeBuf, o, n) === this.tooBig) {
+    const n = writeEcho6Request(probeScratch, o, this.linkLocal, ALL_NODES_6, this.id, ++this.tries, PROBE_DATA_BYTES);
+    if (this.send(probeScratch, o, n) === this.tooBig) {
       this.deadlineMs = -1;
       return 'a 1280-byte IPv6 probe does not fit the path';
     }

@@ -116,7 +116,7 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     return this.path.icmpLength;
   }
 
-  /** Buffer holding the ICMP error described by {@link icmpLength}; owned by the session. */
+  /** Buffer holding the ICMP error described by {@link icmpLength}; shared by all sessions, valid until the next send call. */
   get icmpBuffer(): Uint8Array {
     return this.path.icmpBuffer;
   }

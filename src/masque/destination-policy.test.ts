@@ -1,0 +1,44 @@
+/**
+ * The shared destination rule (RFC 9298 §7, RFC 9484 §4.6/§11) and the
+ * host addresses it reads: refused classes, the gateway's own addresses,
+ * and one read of the interfaces shared by a burst of session opens.
+ */
+import { describe, expect, it } from 'vitest';
+import { LOCAL_ADDRESSES_TTL_MS, localAddresses, prohibitedDestination } from './destination-policy.js';
+import { parseIp } from '../packet/ip-address.js';
+
+const ip = (s: string): Uint8Array => parseIp(s)!.address;
+
+describe('destination policy', () => {
+  it('refuses unspecified, loopback, link-local, multicast and broadcast unless allowed, and the own addresses', () => {
+    expect(prohibitedDestination(4, ip('0.1.2.3'), 0)).toMatch(/unspecified/);
+    expect(prohibitedDestination(4, ip('127.0.0.1'), 0)).toMatch(/loopback/);
+    expect(prohibitedDestination(4, ip('127.0.0.1'), 0, { loopback: true })).toBeNull();
+    expect(prohibitedDestination(4, ip('169.254.169.254'), 0)).toMatch(/link-local/);
+    expect(prohibitedDestination(4, ip('224.0.0.1'), 0)).toMatch(/multicast/);
+    expect(prohibitedDestination(4, ip('255.255.255.255'), 0)).toMatch(/broadcast/);
+    expect(prohibitedDestination(6, ip('::'), 0)).toMatch(/unspecified/);
+    expect(prohibitedDestination(6, ip('fe80::1'), 0)).toMatch(/link-local/);
+    // An IPv4-mapped address is judged as IPv4.
+    expect(prohibitedDestination(6, ip('::ffff:127.0.0.1'), 0)).toMatch(/loopback/);
+    const own = [ip('192.0.2.7'), ip('2001:db8::7')];
+    expect(prohibitedDestination(4, ip('192.0.2.7'), 0, {}, own)).toMatch(/own address/);
+    expect(prohibitedDestination(6, ip('2001:db8::7'), 0, {}, own)).toMatch(/own address/);
+    expect(prohibitedDestination(4, ip('192.0.2.7'), 0, { ownAddresses: true }, own)).toBeNull();
+    expect(prohibitedDestination(4, ip('192.0.2.8'), 0, {}, own)).toBeNull();
+  });
+
+  it("reads the host's addresses once per TTL: a burst of opens shares one frozen list, a later open reads again", () => {
+    const t0 = 1e9;
+    const a = localAddresses(t0);
+    // Loopback is always there.
+    expect(a.some((x) => x.length === 4 && x[0] === 127)).toBe(true);
+    expect(Object.isFrozen(a)).toBe(true);
+    expect(localAddresses(t0 + LOCAL_ADDRESSES_TTL_MS - 1)).toBe(a);
+    const b = localAddresses(t0 + LOCAL_ADDRESSES_TTL_MS);
+    expect(b).not.toBe(a);
+    expect(b.map((x) => x.join('.'))).toEqual(a.map((x) => x.join('.')));
+    // A clock that went backwards (another caller's time base) reads again rather than trusting the cache.
+    expect(localAddresses(t0)).not.toBe(b);
+  });
+});
