@@ -225,6 +225,8 @@ void qe_dq_push(struct qe_dq *q, const uint8_t *p, size_t len);
 /* Drops the oldest datagram. */
 void qe_dq_pop(struct qe_dq *q);
 void qe_dq_free(struct qe_dq *q);
+/* Frees an empty ring (an idle connection holds none; the next datagram allocates again). */
+void qe_dq_trim(struct qe_dq *q);
 /* Largest DATAGRAM payload that fits a packet now, or -1 before the peer allowed DATAGRAM. */
 int64_t qe_dgram_max_writable(struct qe_conn *c);
 

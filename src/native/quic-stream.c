@@ -418,8 +418,20 @@ void qe_dq_push(struct qe_dq *q, const uint8_t *p, size_t len) {
 
 void qe_dq_pop(struct qe_dq *q) {
   q->head = (q->head + 1) % q->cap;
+  if (--q->count > 0) return;
+  /* Empty after a burst grew it: freed, so a connection that once queued
+   * hundreds of datagrams does not hold that ring (up to max x slot bytes)
+   * for the rest of its life. The next datagram starts a small one again. */
+  if (q->cap > QE_DQ_FIRST) {
+    qe_dq_free(q);
+    return;
+  }
   /* Empty: start over at slot 0, so a queue that rarely holds more than one keeps using the same (cached) slot. */
-  if (--q->count == 0) q->head = 0;
+  q->head = 0;
+}
+
+void qe_dq_trim(struct qe_dq *q) {
+  if (q->count == 0) qe_dq_free(q);
 }
 
 void qe_dq_free(struct qe_dq *q) {

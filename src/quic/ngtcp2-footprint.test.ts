@@ -8,7 +8,9 @@
  *   whether the session was resumed (RFC 8446 §2.2 tickets);
  * - the page pool ngtcp2 allocates from (src/native/quic-pages.c) gives its
  *   blocks back: waves of connections opened and freed leave the native heap
- *   where it was, rather than growing it wave after wave.
+ *   where it was, rather than growing it wave after wave;
+ * - DATAGRAM rings (src/native/quic-stream.c) shrink: a ring a burst grew is
+ *   freed once empty, and a keep-alive frees an idle connection's rings.
  */
 import { describe, expect, it } from 'vitest';
 import { randomBytes, X509Certificate } from 'node:crypto';
@@ -138,5 +140,62 @@ describe('ngtcp2 engine: per-connection memory', () => {
     // ...and closing them gave (nearly) all of it back, wave after wave.
     expect(after1 - before).toBeLessThan((peak - before) / 4);
     expect(after3 - after1).toBeLessThan((peak - before) / 4);
+  });
+
+  it('frees a DATAGRAM ring a burst grew once it is empty, and an idle connection\'s rings at its keep-alive', async () => {
+    const ca = await createDevCa();
+    const srv = await issueServerCert(ca);
+    const sc = engine.Config.withTls(false, null, enc(srv.keyPem), enc(srv.certPem));
+    setup(sc);
+    sc.enableDgram(true, 1024, 1024);
+    const cc = engine.Config.withTls(true, enc(ca.certPem), null, null);
+    setup(cc);
+    cc.enableDgram(true, 1024, 1024);
+    const native = loadNative();
+    const stats = new Float64Array(3);
+    const inUse = (): number => {
+      native.mallocStats(stats);
+      return stats[0]!;
+    };
+    const client = engine.Connection.connect('localhost', randomBytes(16), CLIENT, SERVER, cc);
+    const server = pump(client, sc, null);
+    // A burst: 600 datagrams queued at once grow the send ring to 1,024 slots of a packet each.
+    const before = inUse();
+    const payload = new Uint8Array(1000);
+    for (let i = 0; i < 600; i++) expect(client.dgramSend(payload)).not.toBeNull();
+    const grown = inUse() - before;
+    expect(grown).toBeGreaterThan(600 * 1000);
+    // Sent (and received, and read) until both sides are empty: the big rings are gone.
+    const out = new Uint8Array(1500);
+    let got = 0;
+    for (let round = 0; round < 200 && (client.dgramSendQueueLen() > 0 || got < 600); round++) {
+      pump(client, sc, server);
+      while (server.dgramRecv(out) !== null) got++;
+    }
+    expect(client.dgramSendQueueLen()).toBe(0);
+    expect(got).toBeGreaterThan(500); // DATAGRAMs may be lost to congestion control, never kept
+    expect(inUse() - before).toBeLessThan(grown / 10);
+
+    // Many idle connections, each with a datagram through each ring, then a keep-alive.
+    const conns: EngineConnection[] = [];
+    for (let i = 0; i < 50; i++) {
+      const c = engine.Connection.connect('localhost', randomBytes(16), { ...CLIENT, port: 42000 + i }, SERVER, cc);
+      const s = pump(c, sc, null);
+      c.dgramSend(enc('x'));
+      s.dgramSend(enc('y'));
+      pump(c, sc, s);
+      expect(s.dgramRecv(out)).toBe(1);
+      expect(c.dgramRecv(out)).toBe(1);
+      conns.push(c, s);
+    }
+    const idle = inUse();
+    for (const c of conns) c.sendAckEliciting();
+    // Two rings of two 1350-byte slots each way per connection, 100 connections.
+    expect(idle - inUse()).toBeGreaterThan(100 * 2 * 2 * 1300 * 0.8);
+    // And they still carry datagrams afterwards.
+    conns[0]!.dgramSend(enc('z'));
+    pump(conns[0]!, sc, conns[1]!);
+    expect(conns[1]!.dgramRecv(out)).toBe(1);
+    for (const c of [client, server, ...conns]) c.free();
   });
 });
