@@ -137,6 +137,16 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   private dgramDropQueueFull = 0;
   private dgramDropTooBig = 0;
   /** @internal */ dgramRecvQueueFullEvents = 0;
+  /**
+   * @internal What the endpoint's snapshot before a `readable` event said
+   * (set only during that event, -1 otherwise): whether a stream is
+   * readable, and how many DATAGRAMs wait. The H3 reader's first questions
+   * are answered from it instead of asking the engine again; the datagram
+   * count falls as they are read, so the read that would find none is not
+   * made. Nothing adds input during the synchronous event.
+   */
+  readableHint = -1;
+  /** @internal */ dgramHint = -1;
 
   /** @internal */
   constructor(
@@ -180,9 +190,13 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     return this.recvAddr.subarray(ADDR_SLOT_BYTES - 16, ADDR_SLOT_BYTES);
   }
 
-  /** @internal Called by the endpoint after input for this connection. */
-  invalidateDgramMax(): void {
-    this.dgramMax = -1;
+  /**
+   * @internal Called by the endpoint after input for this connection, with
+   * the engine's largest DATAGRAM payload from its snapshot (input can change
+   * it: path MTU, a new connection ID); -1 leaves it to be asked at the next send.
+   */
+  setDgramMax(m: number): void {
+    this.dgramMax = m;
   }
 
   /** @internal Emit an event, isolating handler failures. Returns false if the handler threw. */
@@ -309,7 +323,11 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   }
 
   hasReadableStreams(): boolean {
-    return !this.gone && this.q.hasReadableStream();
+    if (this.gone) return false;
+    const h = this.readableHint;
+    if (h < 0) return this.q.hasReadableStream();
+    this.readableHint = -1; // one answer: reading streams changes it
+    return h === 1;
   }
 
   writableStreams(): Iterable<number> {
@@ -363,7 +381,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   }
 
   dgramRecv(buf: Uint8Array): number | null {
-    if (this.gone) return null;
+    if (this.gone || this.dgramHint === 0) return null;
     let n: number | null;
     try {
       n = this.q.dgramRecv(buf);
@@ -371,7 +389,10 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       // BufferTooShort: the caller's buffer cannot hold the next datagram.
       throw new Error(`quic: dgramRecv buffer of ${buf.length} bytes too small for the next datagram`);
     }
-    if (n !== null) this.dgramRecvd++;
+    if (n !== null) {
+      this.dgramRecvd++;
+      if (this.dgramHint > 0) this.dgramHint--;
+    }
     return n;
   }
 

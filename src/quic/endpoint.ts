@@ -27,6 +27,13 @@ import {
   DRAIN_WHY,
   DRAIN_WHY_DONE,
   DRAIN_WHY_FULL,
+  INFO_CLOSED,
+  INFO_DGRAM_MAX,
+  INFO_DGRAM_RECV_FULL,
+  INFO_DGRAM_RECV_QUEUED,
+  INFO_DRAINING,
+  INFO_ESTABLISHED,
+  INFO_STREAM_READABLE,
   type EngineConfig,
   type EngineConnection,
   type EngineHostPort,
@@ -1104,16 +1111,25 @@ export class QuicEndpoint implements ConnectionOwner {
 
   private afterInput(c: QuicConnection): void {
     const q = c.q;
-    c.invalidateDgramMax();
-    if (!c.established && !c.refused && q.isEstablished() && !q.isClosed() && !q.isDraining()) {
+    // One engine call answers every question below (it was one per question, per packet).
+    let info = q.snapshot();
+    if (!c.established && !c.refused && info[INFO_ESTABLISHED] === 1 && info[INFO_CLOSED] === 0 && info[INFO_DRAINING] === 0) {
       if (!this.onEstablished(c)) {
         this.markDirty(c);
         return;
       }
+      info = q.snapshot(); // onEstablished called into the engine
     }
+    c.setDgramMax(info[INFO_DGRAM_MAX]!);
     if (c.established && !c.gone) {
-      if (q.isDgramRecvQueueFull()) c.dgramRecvQueueFullEvents++;
-      if (q.isReadable() && !c.emit('readable')) this.handlerFailed(c);
+      if (info[INFO_DGRAM_RECV_FULL] === 1) c.dgramRecvQueueFullEvents++;
+      if (info[INFO_STREAM_READABLE] === 1 || info[INFO_DGRAM_RECV_QUEUED]! > 0) {
+        c.readableHint = info[INFO_STREAM_READABLE]!;
+        c.dgramHint = info[INFO_DGRAM_RECV_QUEUED]!;
+        const ok = c.emit('readable');
+        c.readableHint = c.dgramHint = -1;
+        if (!ok) this.handlerFailed(c);
+      }
       if (c.watchWritable && !c.gone && !c.emit('writable')) this.handlerFailed(c);
       if (!c.isServer && c.sessionKey !== null && c.sessionTries < 32) {
         c.sessionTries++;

@@ -106,8 +106,35 @@ export const DRAIN_STATE_LENGTH = 9;
 export const DRAIN_WHY_DONE = 0;
 export const DRAIN_WHY_FULL = 1;
 
+/**
+ * Indices of {@link EngineConnection.snapshot}: 1/0 flags unless noted
+ * (quicInfo in src/native/quic-napi.c).
+ */
+export const INFO_ESTABLISHED = 0;
+export const INFO_RESUMED = 1;
+export const INFO_DRAINING = 2;
+export const INFO_CLOSED = 3;
+export const INFO_TIMED_OUT = 4;
+export const INFO_STREAM_READABLE = 5;
+/** Count of received DATAGRAMs waiting. */
+export const INFO_DGRAM_RECV_QUEUED = 6;
+/** Count of DATAGRAMs waiting to be sent. */
+export const INFO_DGRAM_SEND_QUEUED = 7;
+export const INFO_DGRAM_RECV_FULL = 8;
+/** Largest DATAGRAM payload that fits now; -1 when none can be sent. */
+export const INFO_DGRAM_MAX = 9;
+/** Received DATAGRAMs dropped because the queue was full (count). */
+export const INFO_DGRAM_RECV_DROPPED = 10;
+
 /** The sans-IO state machine of one QUIC connection. */
 export interface EngineConnection {
+  /**
+   * The connection's state in one engine call (INFO_* indices). The array
+   * is reused: valid until the next call on this connection. For a caller
+   * that asks several questions at once (the endpoint after input), where
+   * isEstablished(), isClosed()… would each ask the engine again.
+   */
+  snapshot(): Float64Array;
   setKeylog(path: string): void;
   setSession(session: Uint8Array): void;
   /** Bytes [offset, offset + length) of data (default: all of it), without a view per packet. */

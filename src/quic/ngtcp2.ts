@@ -152,6 +152,7 @@ export class Ngtcp2Connection implements EngineConnection {
     n().quicInfo(this.h, this.info);
     return this.info;
   }
+  snapshot(): Float64Array { return this.poll(); }
 
   setKeylog(path: string): void { n().quicSetKeylog(this.h, path); }
   setSession(session: Uint8Array): void { n().quicSetSession(this.h, session); }
