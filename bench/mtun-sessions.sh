@@ -15,12 +15,16 @@
 # packets to its own addresses (destination policy).
 # Standalone (builds its own namespaces) or from bench/run.sh (NSA/NSB/UA/UB/P/W set).
 # Usage: bench/mtun-sessions.sh [--quick] [--counts LIST] [--idle N] [--hold S]
-#        [--compare ROOT_B] [--profile] [--out DIR]
+#        [--bulk N] [--compare ROOT_B] [--profile] [--out DIR]
 #   --quick         ladder 1,10,100,300 for 2 s and an idle test of 2,000 sessions held 30 s
 #   --counts ""     no busy steps; --idle 0: no idle test (idle sessions open 32 at a time per load generator)
 #   --compare DIR   also run the gateway from DIR (another checkout with dist/ and build/),
 #                   interleaved with this one (A B A B per step), same load generator
 #   --profile       run the gateway under node --cpu-prof (profiles in OUT/profile-<label>)
+#   --bulk N        also the site-to-site goal of #17: a real agent (site-to-site, TUN,
+#                   token identity bulk-agent, advertising 10.10.99.0/24 from NSA's lo)
+#                   on the same gateway runs iperf3 TCP to the target (BENCH_BULK_SECONDS,
+#                   default 8 s) alone, then while N busy sessions echo: loaded / unloaded.
 # Knobs: BENCH_SESSIONS_WORKERS (load-generator processes, default 4);
 #        BENCH_SESSIONS_GATEWAY_WRAP (a command the gateway's node runs under,
 #        e.g. "heaptrack -o /tmp/gw": where its native memory goes).
@@ -30,7 +34,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-QUICK=0; COMPARE=""; PROFILE=0; OUTDIR=""
+QUICK=0; COMPARE=""; PROFILE=0; OUTDIR=""; BULK=0
 unset COUNTS IDLE HOLD  # unset = default; --counts "" = no busy steps, --idle 0 = no idle test
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
     --hold) HOLD=$2; shift ;;
     --compare) COMPARE=$(cd "$2" && pwd); shift ;;
     --profile) PROFILE=1 ;;
+    --bulk) BULK=$2; shift ;;
     --out) OUTDIR=$2; shift ;;
     *) echo "bench: unknown option $1" >&2; exit 2 ;;
   esac
@@ -68,10 +73,14 @@ SW=$OUTDIR/sessions-work
 mkdir -p "$SW"
 NST=""
 GPID=""
+APID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  [ -n "$APID" ] && { kill -TERM "$APID" 2>/dev/null || true; sleep 1; kill -KILL "$APID" 2>/dev/null || true; }
   [ -n "$GPID" ] && { kill -TERM "$GPID" 2>/dev/null || true; sleep 1; kill -KILL "$GPID" 2>/dev/null || true; }
+  [ -n "$NST" ] && { ip netns pids "$NST" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; }
+  [ -n "${NSA:-}" ] && ip netns exec "$NSA" ip addr del 10.10.99.1/32 dev lo 2>/dev/null || true
   for i in $(seq "$WORKERS"); do ip netns exec "$NSA" ip addr del "192.0.2.$((10 + i))/24" dev "${P}a0" 2>/dev/null || true; done
   remove_netns "$NST"
   if [ $OWN_NS = 1 ]; then remove_netns "$NSA" "$NSB"; fi
@@ -111,7 +120,9 @@ const n = Math.ceil(Number(process.argv[1]) / 4);
 const lines = [];
 for (let k = 0; k < n; k++) lines.push(`    - { identity: agent-${String(k).padStart(6, "0")}, token: bench-session-token-${String(k).padStart(12, "0")} }`);
 process.stdout.write(lines.join("\n") + "\n");
-' "$(echo "$COUNTS,$IDLE" | tr , '\n' | sort -n | tail -1)" >"$SW/tokens.yaml"
+' "$(echo "$COUNTS,$IDLE,$BULK" | tr , '\n' | sort -n | tail -1)" >"$SW/tokens.yaml"
+# The --bulk agent: a site-to-site agent of its own identity (token; 32+ characters).
+echo "    - { identity: bulk-agent, token: bench-bulk-agent-token-000000000000 }" >>"$SW/tokens.yaml"
 {
 cat <<Y
 listen: "$UB:4435"
@@ -128,6 +139,11 @@ policy:
     allow:
       - { prefixes: [10.22.0.0/24], protocols: [tcp, udp], ports: [7] }
       - { prefixes: [10.22.0.0/24], protocols: [icmp] }
+  - identity: bulk-agent
+    allow:
+      - { prefixes: [10.22.0.0/24], protocols: [tcp], ports: [5201] }
+      - { prefixes: [10.22.0.0/24], protocols: [icmp] }
+    advertise: [10.10.99.0/24]
 tun: { name: ${P}sg }
 maxSessions: 12000
 maxSessionsPerIdentity: 4
@@ -187,6 +203,71 @@ run_step() {
   stop_gateway
 }
 
+# --bulk: the site-to-site agent's config, its loopback address and the target's route back.
+if [ "$BULK" -gt 0 ]; then
+  cat >"$SW/agent-bulk.yaml" <<Y
+gateway: { address: "$UB:4435", serverName: gateway }
+mode: site-to-site
+tls: { ca: certs/ca.pem }
+auth: { token: bench-bulk-agent-token-000000000000 }
+advertise: [10.10.99.0/24]
+acceptRoutes: true
+tun: { name: ${P}ba, offload: true }
+mssClamp: true
+telemetry:
+  workloads: { 10.10.99.0/24: bulk-site, 10.22.0.0/24: target }
+admin: { enabled: true, listen: "127.0.0.1:9096" }
+logLevel: info
+Y
+  ip netns exec "$NSA" ip addr add 10.10.99.1/32 dev lo
+  ip netns exec "$NST" ip route add 10.10.99.0/24 via 10.22.0.2
+  (setsid ip netns exec "$NST" iperf3 -s -B 10.22.0.1 >"$SW/iperf3-server.log" 2>&1 </dev/null &)
+fi
+BULK_SECONDS=${BENCH_BULK_SECONDS:-8}
+# iperf3_bulk OUT: one TCP run from the bulk site to the target; prints Gbit/s received (0 on failure).
+iperf3_bulk() {
+  timeout $((BULK_SECONDS + 20)) ip netns exec "$NSA" iperf3 -c 10.22.0.1 -B 10.10.99.1 -t "$BULK_SECONDS" -J >"$1" 2>&1 || true
+  node -e 'try { const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(((j.end.sum_received.bits_per_second || 0) / 1e9).toFixed(3)); } catch { console.log("0"); }' "$1"
+}
+# run_bulk LABEL ROOT N: the gateway, the bulk agent, iperf3 alone, then iperf3 while N sessions echo.
+run_bulk() {
+  local label=$1 root=$2 n=$3 ok=0 alone loaded lg
+  start_gateway "$root" "$label" || return 1
+  setsid ip netns exec "$NSA" node --max-semi-space-size=2 "$root/bin/mtun.js" agent -c "$SW/agent-bulk.yaml" >"$SW/agent-bulk-$label.log" 2>&1 </dev/null &
+  APID=$!
+  for _ in $(seq 150); do
+    ip netns exec "$NSA" ping -c1 -W1 -I 10.10.99.1 10.22.0.1 >/dev/null 2>&1 && { ok=1; break; }
+    kill -0 "$APID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ $ok = 1 ]; then
+    alone=$(iperf3_bulk "$OUTDIR/bulk-$label-alone.json")
+    timeout --foreground 900 ip netns exec "$NSA" node "$ROOT/bench/mtun-sessions.mjs" --gateway "$UB:4435" \
+      --certs "$SW/certs" --target 10.22.0.1 --gateway-pid "$GPID" --binds "$BINDS" --workers "$WORKERS" \
+      --label "$label" --out "$OUTDIR/sessions-$label-bulk-$n.json" --counts "$n" --seconds $((BULK_SECONDS + 8)) --rate 50 &
+    lg=$!
+    # iperf3 starts once the N sessions are open (the gateway counts them, the agent's included).
+    for _ in $(seq 600); do
+      [ "$(ip netns exec "$NSB" curl -sf http://127.0.0.1:9095/metrics 2>/dev/null | awk '/^mtun_tunnel_sessions\{/ { s += $2 } END { print s + 0 }')" -gt "$n" ] && break
+      kill -0 "$lg" 2>/dev/null || break
+      sleep 0.1
+    done
+    sleep 2
+    loaded=$(iperf3_bulk "$OUTDIR/bulk-$label-loaded-$n.json")
+    wait "$lg" || log "sessions: $label bulk load generator ended early"
+    log "$label: bulk TCP alone $alone Gbit/s, under $n busy sessions $loaded Gbit/s ($(node -p "($loaded / Math.max($alone, 1e-9) * 100).toFixed(0)") %)"
+    echo "{\"label\":\"$label\",\"sessions\":$n,\"bulkAloneGbps\":$alone,\"bulkLoadedGbps\":$loaded}" >"$OUTDIR/bulk-$label.json"
+  else
+    log "sessions: $label: the bulk agent's tunnel did not come up"; tail -20 "$SW/agent-bulk-$label.log" >&2
+  fi
+  kill -TERM "$APID" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$APID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$APID" 2>/dev/null || true
+  APID=""
+  diagnostics "$label-bulk-$n"
+  stop_gateway
+}
+
 labels=(this); roots=("$ROOT")
 [ -n "$COMPARE" ] && { labels=(before this); roots=("$COMPARE" "$ROOT"); }
 IFS=, read -r -a steps <<<"$COUNTS"
@@ -196,6 +277,12 @@ for n in "${steps[@]}"; do
     run_step "${labels[$k]}" "${roots[$k]}" "busy-$n" --counts "$n" --seconds "$SECONDS_PER" --rate 50
   done
 done
+if [ "$BULK" -gt 0 ]; then
+  for k in "${!labels[@]}"; do
+    log "sessions: ${labels[$k]}: bulk TCP alone and under $BULK busy sessions, load avg $(cut -d' ' -f1 /proc/loadavg)"
+    run_bulk "${labels[$k]}" "${roots[$k]}" "$BULK"
+  done
+fi
 if [ "$IDLE" -gt 0 ]; then
   for k in "${!labels[@]}"; do
     log "sessions: ${labels[$k]}: $IDLE idle sessions held ${HOLD}s, load avg $(cut -d' ' -f1 /proc/loadavg)"
