@@ -41,6 +41,11 @@ describe.skipIf(!available)('native addon argument checking', () => {
     expect(out[0]).toBeGreaterThan(0);
     expect(out[1]).toBeGreaterThanOrEqual(0);
     expect(() => loadNative().mallocStats(new Float64Array(2))).toThrow(TypeError);
+    // A 4th slot: the QUIC engine's page pool (whole pages handed to ngtcp2; 0 before any connection).
+    const four = new Float64Array(4).fill(-1);
+    loadNative().mallocStats(four);
+    expect(four[3]).toBeGreaterThanOrEqual(0);
+    expect(four[3]! % 4096).toBe(0);
   });
 
   it('throws Errors (never crashes) for random arguments to every export', () => {

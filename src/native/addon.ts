@@ -45,6 +45,7 @@ export interface NativeBinding {
     count: number, autoGso: boolean, stats: Float64Array): number;
   pollStart(fd: number, events: number, cb: (events: number) => void): NativePoll;
   /** glibc malloc accounting into out: [in use (incl. mmap'd), free inside arenas, mmap'd] bytes. */
+  /** glibc in-use, free-in-arena and mmap'd bytes; a 4th slot gets the QUIC engine's page pool (quic-pages.c). */
   mallocStats(out: Float64Array): void;
   pollSet(poll: NativePoll, events: number): void;
   pollClose(poll: NativePoll): void;

@@ -206,8 +206,10 @@ static void free_scratch(napi_env env, void *data, void *hint) {
 
 /*
  * mallocStats(out): glibc's malloc accounting (mallinfo2) into a Float64Array
- * of 3: bytes in use (with the QUIC engine's page pool, quic-pages.c), bytes
- * free inside the heap arenas (fragmentation), bytes in mmap'd chunks. Native memory (the QUIC engine, GnuTLS, libuv) lives
+ * of 3 or 4: bytes in use, bytes free inside the heap arenas (fragmentation),
+ * bytes in mmap'd chunks; and, with a 4th slot, the bytes of the QUIC
+ * engine's page pool handed out (quic-pages.c: whole pages of address space,
+ * only the touched ones resident). Native memory (the QUIC engine, GnuTLS, libuv) lives
  * there, outside what V8 reports: a daemon whose RSS grows while its V8 heap
  * and external memory stay flat is growing here.
  */
@@ -220,12 +222,13 @@ static napi_value malloc_stats_fn(napi_env env, napi_callback_info info) {
   double *o = (double *)d;
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
   struct mallinfo2 mi = mallinfo2();
-  o[0] = (double)mi.uordblks + (double)mi.hblkhd + (double)qe_pages_in_use();
+  o[0] = (double)mi.uordblks + (double)mi.hblkhd;
   o[1] = (double)mi.fordblks;
   o[2] = (double)mi.hblkhd;
 #else
   o[0] = o[1] = o[2] = -1; /* not glibc >= 2.33: unknown */
 #endif
+  if (n >= 4) o[3] = (double)qe_pages_in_use();
   return NULL;
 }
 

@@ -404,16 +404,17 @@ function grow(a: Float64Array, n: number): Float64Array<ArrayBuffer> {
 /**
  * `mtun_native_heap_bytes{state}`: glibc malloc's in-use and free-in-arena
  * bytes (the addon's mallocStats), where the QUIC engine, GnuTLS and libuv
- * allocate: the part of RSS that nodejs_heap_* and external memory do not
- * show. Absent without the addon.
+ * allocate, and the engine's page pool for ngtcp2 (engine_pages): the part
+ * of RSS that nodejs_heap_* and external memory do not show. Absent without
+ * the addon.
  */
 function nativeHeapGauge(registry: Registry): void {
   if (!nativeAvailable()) return;
   const native = loadNative();
-  const out = new Float64Array(3);
+  const out = new Float64Array(4);
   const g: Gauge<'state'> = new Gauge({
     name: 'mtun_native_heap_bytes',
-    help: 'Native (malloc) heap: in_use (including mmap\'d chunks) and free (held in malloc arenas, not returned to the system).',
+    help: 'Native heap: in_use (malloc, including mmap\'d chunks), free (held in malloc arenas, not returned to the system), engine_pages (the QUIC engine\'s page pool for ngtcp2: address space handed out, resident only where touched).',
     labelNames: ['state'],
     registers: [registry],
     collect: () => {
@@ -421,6 +422,7 @@ function nativeHeapGauge(registry: Registry): void {
       if (out[0]! < 0) return; // not glibc: nothing to report
       g.set({ state: 'in_use' }, out[0]!);
       g.set({ state: 'free' }, out[1]!);
+      g.set({ state: 'engine_pages' }, out[3]!);
     },
   });
 }
