@@ -180,6 +180,8 @@ async function idle(n) {
     }
     const wall = (performance.now() - h0) / 1000;
     const gwCpuSec = (gwTicks() - cpu0) / CLK_TCK;
+    // Again at the end of the hold: keep-alives have run (an idle connection frees its DATAGRAM rings then).
+    const rssHeld = gwRssKb();
     const st = await Promise.all(ws.map((w) => w.ask('status', 'status')));
     const lc1 = st.reduce((a, s) => a + s.cpuMs, 0);
     return {
@@ -195,6 +197,8 @@ async function idle(n) {
       gatewayRssKbBefore: rssBefore,
       gatewayRssKbOpen: rssOpen,
       gatewayRssKbPerSession: rssBefore && rssOpen ? (rssOpen - rssBefore) / n : null,
+      gatewayRssKbHeld: rssHeld,
+      gatewayRssKbPerSessionHeld: rssBefore && rssHeld ? (rssHeld - rssBefore) / n : null,
       loadAvg1: loads.length ? loads.reduce((a, b) => a + b, 0) / loads.length : loadavg()[0],
     };
   } finally {
@@ -220,7 +224,7 @@ if (IDLE > 0) {
   try {
     const r = await idle(IDLE);
     out.idle = r;
-    console.log(`bench: ${tag}idle ${IDLE} sessions: open in ${(r.openMs / 1000).toFixed(1)} s, held ${r.holdSeconds.toFixed(0)} s (keepalive ${KEEPALIVE_MS} ms), lost ${r.sessionsLost}, gateway ${r.gatewayCpuPctOfCore.toFixed(1)}% of a core, load generator ${r.loadgenCpuPctOfCore.toFixed(1)}%, +${r.gatewayRssKbPerSession?.toFixed(1)} kB/session, load avg ${r.loadAvg1.toFixed(2)}`);
+    console.log(`bench: ${tag}idle ${IDLE} sessions: open in ${(r.openMs / 1000).toFixed(1)} s, held ${r.holdSeconds.toFixed(0)} s (keepalive ${KEEPALIVE_MS} ms), lost ${r.sessionsLost}, gateway ${r.gatewayCpuPctOfCore.toFixed(1)}% of a core, load generator ${r.loadgenCpuPctOfCore.toFixed(1)}%, +${r.gatewayRssKbPerSession?.toFixed(1)} kB/session (+${r.gatewayRssKbPerSessionHeld?.toFixed(1)} at the end of the hold), load avg ${r.loadAvg1.toFixed(2)}`);
   } catch (e) {
     console.error(`bench: ${tag}idle ${IDLE} sessions failed: ${e.message}`);
     out.idle = { idleSessions: IDLE, error: e.message };
