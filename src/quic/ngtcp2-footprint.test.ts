@@ -35,8 +35,11 @@ function setup(c: EngineConfig): void {
 }
 
 /** Runs the handshake (and whatever follows) until neither side has a packet to send. */
+/** One packet buffer for every pump: a fresh one per call would be garbage in the native heap the memory checks read. */
+const pumpBuf = new Uint8Array(1500);
+
 function pump(client: EngineConnection, sc: EngineConfig, server: EngineConnection | null): EngineConnection {
-  const buf = new Uint8Array(1500);
+  const buf = pumpBuf;
   for (let round = 0; round < 30; round++) {
     let moved = 0;
     for (let r = client.send(buf); r !== null; r = client.send(buf)) {
@@ -176,8 +179,7 @@ describe('ngtcp2 engine: per-connection memory', () => {
     }
     expect(client.dgramSendQueueLen()).toBe(0);
     expect(got).toBeGreaterThan(500); // DATAGRAMs may be lost to congestion control, never kept
-    // (What stays is ngtcp2's: packet and frame records kept for the connection's life, more the busier the box made the burst.)
-    expect(inUse() - before).toBeLessThan(grown / 4);
+    expect(inUse() - before).toBeLessThan(grown / 10);
 
     // Many idle connections, each with a datagram through each ring, then a keep-alive.
     const conns: EngineConnection[] = [];
