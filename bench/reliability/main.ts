@@ -1,6 +1,6 @@
 /**
  * `npm run reliability -- <part> [flags]` (root): the issue #12 campaign.
- * Parts: impair | crash | flood | soak | all. Each builds its own lab
+ * Parts: impair | crash | flood | soak | latency | all (latency is not in all). Each builds its own lab
  * (namespaces prefixed per run, removed on exit), prints one line per figure
  * and writes the rows as JSON to bench/reliability/results/<part>-<time>.json.
  *
@@ -8,6 +8,7 @@
  *   crash   [--kills 20] [--what gateway,agent,midtransfer] [--resume-wait-s 30]
  *   flood   [--floods syn,initial,slowloris,routes,addresses] [--seconds 10] [--max-flows 16384] [--initial-rate 50000]
  *   soak    [--minutes 30]
+ *   latency [--delays 0,20] [--downloads 5] [--max-time-s 120]   ping alone and under downloads, per underlay delay (#13)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -17,6 +18,7 @@ import type { Report } from './campaign-lab.js';
 import { crashRestart } from './crash-restart.js';
 import { floods } from './floods.js';
 import { impairMatrix } from './impair-matrix.js';
+import { latencyUnderLoad } from './latency.js';
 import { soak } from './soak.js';
 
 const argv = process.argv.slice(2);
@@ -31,19 +33,25 @@ function num(name: string, dflt: number, min: number, max: number): number {
   return v;
 }
 const list = (name: string, dflt: string) => flag(name, dflt).split(',').filter((x) => x !== '');
+function delays(): number[] {
+  const d = list('delays', '0,20').map(Number);
+  if (d.length === 0 || d.some((x) => !Number.isInteger(x) || x < 0 || x > 500)) throw new Error('reliability: --delays must be whole milliseconds in 0..500, comma-separated');
+  return d;
+}
 
 const parts: Record<string, () => Promise<Report>> = {
   impair: () => impairMatrix({ blackholeS: num('blackhole-s', 30, 1, 120), maxTimeS: num('max-time-s', 120, 10, 600), only: argv.includes('--cells') ? list('cells', '') : undefined }),
   crash: () => crashRestart({ kills: num('kills', 20, 1, 100), what: list('what', 'gateway,agent,midtransfer'), resumeWaitS: num('resume-wait-s', 30, 2, 300) }),
   flood: () => floods({ which: list('floods', 'syn,initial,slowloris,routes,addresses'), seconds: num('seconds', 10, 2, 120), maxFlows: num('max-flows', 16384, 64, 1_000_000), initialRate: num('initial-rate', 50_000, 100, 200_000), alone: argv.includes('--alone') }),
   soak: () => soak({ minutes: num('minutes', 30, 0.5, 240) }),
+  latency: () => latencyUnderLoad({ delaysMs: delays(), maxTimeS: num('max-time-s', 120, 10, 600), downloads: num('downloads', 5, 1, 100) }),
 };
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('reliability: needs root (network namespaces, TUN devices)');
   const todo = part === 'all' ? ['impair', 'crash', 'flood', 'soak'] : [part];
   if (!todo.every((p) => p in parts)) {
-    console.error('usage: npm run reliability -- impair|crash|flood|soak|all [flags]  (see bench/reliability/main.ts)');
+    console.error('usage: npm run reliability -- impair|crash|flood|soak|latency|all [flags]  (see bench/reliability/main.ts)');
     process.exit(2);
   }
   const dir = join(REPO_ROOT, 'bench', 'reliability', 'results');
