@@ -38,13 +38,17 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   return 0;
 }
 
-/* After a server retired its TLS session (qe_tls_retire) any CRYPTO data is a
- * TLS message after the handshake, which QUIC forbids a client to send (no
- * KeyUpdate, RFC 9001 §6; no post-handshake authentication, §4.4): closed
- * with unexpected_message (0x10a) instead of reaching a freed session. */
+/* A server that completed the handshake takes no more CRYPTO data at the
+ * application level: it would be a TLS message after the handshake, which
+ * QUIC forbids a client to send (no KeyUpdate, RFC 9001 §6; no post-handshake
+ * authentication, §4.4). Closed with unexpected_message (0x10a), the same
+ * whether the TLS session is still there (packets buffered during the
+ * handshake, processed in the read that completes it) or already retired
+ * (qe_tls_retire: it must not reach a freed session). */
 static int recv_crypto_cb(ngtcp2_conn *conn, ngtcp2_crypto_level level, uint64_t offset, const uint8_t *data,
                           size_t len, void *ud) {
-  if (((struct qe_conn *)ud)->tls == NULL) {
+  struct qe_conn *c = ud;
+  if (c->tls == NULL || (c->server && c->handshake_done && level == NGTCP2_CRYPTO_LEVEL_APPLICATION)) {
     ngtcp2_conn_set_tls_alert(conn, 10);
     return NGTCP2_ERR_CRYPTO;
   }

@@ -11,8 +11,8 @@
  * So malloc requests of QP_MIN_BYTES .. QP_MAX_PAGES pages are served here
  * in whole pages, from one address range reserved at first use
  * (MAP_NORESERVE: the kernel backs a page only when it is first written). A
- * block's untouched tail costs nothing. A freed block goes on its size's free
- * list with every page but the first given back (MADV_DONTNEED). calloc stays
+ * block's untouched tail costs nothing. A freed block is given back whole
+ * (MADV_DONTNEED) and goes on its size's free stack. calloc stays
  * glibc's: ngtcp2 callocs the structures it fills whole (the connection
  * itself), where whole pages would only add slack. So does everything else,
  * and everything once the range is used up or could not be reserved.
@@ -41,7 +41,10 @@
 #define QP_CHUNKS (QP_RESERVE / QP_CHUNK)
 
 struct qp_class {
-  void *free_list; /* freed blocks: the first word links them */
+  /* Freed blocks, wholly given back to the kernel (MADV_DONTNEED): the stack
+   * lives outside them (glibc), so a freed block holds no resident page. */
+  void **free;
+  size_t nfree, capfree;
   uint8_t *bump, *end;
 };
 
@@ -53,14 +56,21 @@ static uint8_t qp_chunk_pages[QP_CHUNKS]; /* block size (pages) of each chunk */
 static struct qp_class qp_classes[QP_MAX_PAGES + 1];
 static size_t qp_in_use; /* bytes of blocks handed out (whole pages) */
 
+/*
+ * The range is reserved inaccessible (PROT_NONE: no commit charge even under
+ * vm.overcommit_memory=2 or a tight RLIMIT_AS) and each chunk made writable
+ * when first handed out. Transparent huge pages are refused for it: a huge
+ * page would back a whole 2 MiB of mostly untouched block tails.
+ */
 static bool qp_reserve(void) {
   if (qp_base != NULL) return true;
   if (qp_failed) return false;
-  void *p = mmap(NULL, QP_RESERVE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void *p = mmap(NULL, QP_RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
-    qp_failed = true; /* e.g. vm.overcommit_memory=2: glibc serves everything */
+    qp_failed = true; /* glibc serves everything */
     return false;
   }
+  (void)madvise(p, QP_RESERVE, MADV_NOHUGEPAGE); /* fails only where THP does not exist */
   __atomic_store_n(&qp_base, (uint8_t *)p, __ATOMIC_RELEASE);
   return true;
 }
@@ -78,15 +88,23 @@ static void *qp_take(uint32_t pages) {
   void *r = NULL;
   pthread_mutex_lock(&qp_mu);
   struct qp_class *k = &qp_classes[pages];
-  if (k->free_list != NULL) {
-    r = k->free_list;
-    memcpy(&k->free_list, r, sizeof(void *));
+  if (k->nfree > 0) {
+    r = k->free[--k->nfree];
   } else {
     size_t bytes = (size_t)pages * QP_PAGE;
     if (k->bump == NULL || (size_t)(k->end - k->bump) < bytes) {
-      if (qp_reserve() && qp_chunks_used < QP_CHUNKS) {
-        k->bump = qp_base + qp_chunks_used * QP_CHUNK;
-        k->end = k->bump + QP_CHUNK;
+      uint8_t *chunk = NULL;
+      if (!qp_failed && qp_reserve() && qp_chunks_used < QP_CHUNKS) {
+        chunk = qp_base + qp_chunks_used * QP_CHUNK;
+        /* Writable now; refused (commit limit): the pool stops growing, glibc takes over. */
+        if (mprotect(chunk, QP_CHUNK, PROT_READ | PROT_WRITE) != 0) {
+          qp_failed = true;
+          chunk = NULL;
+        }
+      }
+      if (chunk != NULL) {
+        k->bump = chunk;
+        k->end = chunk + QP_CHUNK;
         qp_chunk_pages[qp_chunks_used++] = (uint8_t)pages;
       } else {
         k->bump = k->end = NULL;
@@ -104,12 +122,20 @@ static void *qp_take(uint32_t pages) {
 
 static void qp_give(void *p) {
   uint32_t pages = qp_pages_of(p);
-  /* Every page but the first back to the kernel (zero when next touched); the first holds the link. */
-  if (pages > 1) madvise((uint8_t *)p + QP_PAGE, (size_t)(pages - 1) * QP_PAGE, MADV_DONTNEED);
+  /* Every page back to the kernel: zero, and unbacked, until written again. */
+  madvise(p, (size_t)pages * QP_PAGE, MADV_DONTNEED);
   pthread_mutex_lock(&qp_mu);
   struct qp_class *k = &qp_classes[pages];
-  memcpy(p, &k->free_list, sizeof(void *));
-  k->free_list = p;
+  if (k->nfree == k->capfree) {
+    size_t ncap = k->capfree == 0 ? 256 : k->capfree * 2;
+    void **n = realloc(k->free, ncap * sizeof *n);
+    if (n != NULL) {
+      k->free = n;
+      k->capfree = ncap;
+    }
+  }
+  /* No room to remember it (out of memory): the block stays unbacked and unused, address space only. */
+  if (k->nfree < k->capfree) k->free[k->nfree++] = p;
   qp_in_use -= (size_t)pages * QP_PAGE;
   pthread_mutex_unlock(&qp_mu);
 }
