@@ -119,6 +119,9 @@ const DEFAULT_ROUTES: readonly IpPrefix[] = [
   { version: 6, address: new Uint8Array(16), prefixLength: 0 },
 ];
 
+/** Default sources of the ICMP errors the gateway generates (RFC 7600's 192.0.0.8, link-local fe80::1): shared by all sessions, read only. */
+const DEFAULT_REPORTER_V4 = parseIp('192.0.0.8')!.address;
+const DEFAULT_REPORTER_V6 = parseIp('fe80::1')!.address;
 
 /**
  * The gateway's end of one CONNECT-IP stream. The gateway calls
@@ -177,8 +180,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     };
     this.opts = opts;
     this.scope = opts.scope;
-    this.reporter4 = opts.reporterV4 ?? parseIp('192.0.0.8')!.address;
-    this.reporter6 = opts.reporterV6 ?? parseIp('fe80::1')!.address;
+    this.reporter4 = opts.reporterV4 ?? DEFAULT_REPORTER_V4;
+    this.reporter6 = opts.reporterV6 ?? DEFAULT_REPORTER_V6;
     this.decrement = opts.decrementHopLimit ?? true;
     this.ourRanges = this.scopedRanges(opts.routes ?? DEFAULT_ROUTES);
     this.leaseOwner = opts.leaseOwner ?? this;

@@ -29,6 +29,8 @@ export const LinkIcmp = {
 
 /** Where probes are built: one per process (sessions run on one thread; `send` copies). */
 const probeScratch = new Uint8Array(MASQUE_HEADROOM + IPV6_MIN_MTU);
+/** Where echo replies are built, as the probes; grows to the largest request answered (rare: link-local probes only). */
+let echoScratch = new Uint8Array(0);
 
 /**
  * One session's §7.2 probe state and link responder. `send` returns a drop
@@ -38,8 +40,6 @@ export class Ipv6Probe {
   private id = 0;
   private tries = 0;
   private deadlineMs = -1;
-  /** Scratch for echo replies; grows to the largest request answered (rare: link-local probes only). */
-  private echoBuf = new Uint8Array(0);
 
   constructor(
     /** Our link-local address on the tunnel link (16 bytes): source of probes and replies. */
@@ -108,11 +108,11 @@ export class Ipv6Probe {
     }
     if (type !== ICMP6_ECHO_REQUEST) return LinkIcmp.NOT_LINK;
     const o = MASQUE_HEADROOM;
-    if (this.echoBuf.length < o + len) this.echoBuf = new Uint8Array(o + len);
-    const n = writeEcho6Reply(buf, off, len, this.linkLocal, this.echoBuf, o);
+    if (echoScratch.length < o + len) echoScratch = new Uint8Array(o + len);
+    const n = writeEcho6Reply(buf, off, len, this.linkLocal, echoScratch, o);
     if (n === 0) return LinkIcmp.NOT_LINK;
     counters.echoRepliesSent++;
-    this.send(this.echoBuf, o, n);
+    this.send(echoScratch, o, n);
     return LinkIcmp.CONSUMED;
   }
 }
