@@ -25,11 +25,12 @@ import {
   type EngineConnection,
 } from './engine.js';
 import { allocSlots, slotArena } from '../net/slot-arena.js';
+import { PAIR_CLIENT, PAIR_SERVER, pumpEngines } from './testing/engine-pair.js';
 import { createDevCa, issueServerCert } from '../certs/pki.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
-const CLIENT = { host: '192.0.2.1', port: 40000 };
-const SERVER = { host: '192.0.2.2', port: 443 };
+const CLIENT = PAIR_CLIENT;
+const SERVER = PAIR_SERVER;
 
 async function pair(): Promise<{ client: EngineConnection; server: EngineConnection }> {
   const ca = await createDevCa();
@@ -50,16 +51,7 @@ async function pair(): Promise<{ client: EngineConnection; server: EngineConnect
   const cc = engine.Config.withTls(true, enc(ca.certPem), null, null);
   setup(cc);
   const client = engine.Connection.connect('localhost', randomBytes(16), CLIENT, SERVER, cc);
-  let server: EngineConnection | null = null;
-  const buf = new Uint8Array(1500);
-  for (let round = 0; round < 20 && !(client.isEstablished() && server?.isEstablished()); round++) {
-    for (let r = client.send(buf); r !== null; r = client.send(buf)) {
-      server ??= engine.Connection.accept(randomBytes(16), null, SERVER, CLIENT, sc);
-      server.recv(buf, { from: CLIENT, to: SERVER }, 0, r[0]);
-    }
-    if (server === null) continue;
-    for (let r = server.send(buf); r !== null; r = server.send(buf)) client.recv(buf, { from: SERVER, to: CLIENT }, 0, r[0]);
-  }
+  const server = pumpEngines(client, sc, null);
   expect(client.isEstablished() && server!.isEstablished()).toBe(true);
   return { client, server: server! };
 }

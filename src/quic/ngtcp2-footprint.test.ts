@@ -18,10 +18,11 @@ import { randomBytes, X509Certificate } from 'node:crypto';
 import { engine, type EngineConfig, type EngineConnection } from './engine.js';
 import { createDevCa, issueClientCert, issueServerCert } from '../certs/pki.js';
 import { loadNative } from '../native/addon.js';
+import { PAIR_CLIENT, PAIR_SERVER, pumpEngines } from './testing/engine-pair.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
-const CLIENT = { host: '192.0.2.1', port: 40000 };
-const SERVER = { host: '192.0.2.2', port: 443 };
+const CLIENT = PAIR_CLIENT;
+const SERVER = PAIR_SERVER;
 
 function setup(c: EngineConfig): void {
   c.setApplicationProtos(['h3']);
@@ -35,29 +36,11 @@ function setup(c: EngineConfig): void {
   c.enableDgram(true, 64, 64);
 }
 
-/** Runs the handshake (and whatever follows) until neither side has a packet to send. */
-/** One packet buffer for every pump: a fresh one per call would be garbage in the native heap the memory checks read. */
-const pumpBuf = new Uint8Array(1500);
-
+/** Runs the handshake (and whatever follows) until neither side has a packet to send; both must be established. */
 function pump(client: EngineConnection, sc: EngineConfig, server: EngineConnection | null): EngineConnection {
-  const buf = pumpBuf;
-  for (let round = 0; round < 30; round++) {
-    let moved = 0;
-    for (let r = client.send(buf); r !== null; r = client.send(buf)) {
-      moved++;
-      server ??= engine.Connection.accept(randomBytes(16), null, SERVER, CLIENT, sc);
-      server.recv(buf, { from: CLIENT, to: SERVER }, 0, r[0]);
-    }
-    if (server !== null) {
-      for (let r = server.send(buf); r !== null; r = server.send(buf)) {
-        moved++;
-        client.recv(buf, { from: SERVER, to: CLIENT }, 0, r[0]);
-      }
-    }
-    if (moved === 0 && client.isEstablished() && server?.isEstablished()) break;
-  }
-  expect(client.isEstablished() && server!.isEstablished()).toBe(true);
-  return server!;
+  const s = pumpEngines(client, sc, server);
+  expect(client.isEstablished() && s?.isEstablished()).toBe(true);
+  return s!;
 }
 
 describe('ngtcp2 engine: per-connection memory', () => {

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { createDevCa, issueServerCert } from '../certs/pki.js';
 import type { EngineConnection } from './engine.js';
 import { ngtcp2Engine as e } from './ngtcp2.js';
+import { pumpEngines } from './testing/engine-pair.js';
 
 const S = { host: '127.0.0.1', port: 443 };
 const C = { host: '127.0.0.1', port: 5555 };
@@ -30,21 +31,8 @@ async function pair(queueLen: number): Promise<{ c: EngineConnection; s: EngineC
   const scfg = cfg(true);
   const c = e.Connection.connect('localhost', randomBytes(16), C, S, cfg(false));
   let s: EngineConnection | null = null;
-  const out = new Uint8Array(1500);
   const pump = (): void => {
-    for (let moved = true; moved; ) {
-      moved = false;
-      let r: [number, unknown] | null;
-      while ((r = c.send(out)) !== null) {
-        moved = true;
-        s ??= e.Connection.accept(randomBytes(16), null, S, C, scfg);
-        s.recv(out.slice(0, r[0]), { from: C, to: S });
-      }
-      while (s !== null && (r = s.send(out)) !== null) {
-        moved = true;
-        c.recv(out.slice(0, r[0]), { from: S, to: C });
-      }
-    }
+    s = pumpEngines(c, scfg, s, C, S);
   };
   pump();
   expect(c.isEstablished()).toBe(true);
