@@ -142,8 +142,8 @@ static napi_value conn_send(napi_env env, napi_callback_info info) {
  */
 #define QN_OUT_MAGIC 0x6d6f7574u /* "mout" */
 #define QN_ADDR_SLOT 36
-#define QN_GSO_MAX_BYTES 65000 /* one GSO send: at most this many bytes (endpoint.ts GSO_MAX_BYTES) */
-#define QN_GSO_MAX_SEGS 64
+#define QN_GSO_MAX_BYTES 65000 /* one GSO send: at most this many bytes (the IP length limit with headers) */
+#define QN_GSO_MAX_SEGS 64 /* Linux UDP_MAX_SEGMENTS on older kernels */
 #define QN_GSO_MIN_SEG 1200 /* only a full-size packet starts a train (an ACK would squeeze the rest) */
 enum {
   QN_ST_NEXT,      /* in/out: first free slot */
@@ -506,48 +506,24 @@ static napi_value conn_error(napi_env env, napi_callback_info info) {
   return o;
 }
 
-/* quicTlsInfo for a server whose TLS session was retired after the handshake (qe_tls_retire). */
-static napi_value retired_tls_info(napi_env env, struct qe_conn *c, uint32_t what) {
-  switch (what) {
-  case 0:
-    return copy_buf(env, c->alpn_sel, c->alpn_len);
-  case 1: {
-    if (c->sni[0] == 0) return nullv(env);
-    napi_value s;
-    napi_create_string_utf8(env, c->sni, NAPI_AUTO_LENGTH, &s);
-    return s;
-  }
-  case 2: {
-    if (c->peer_chain == NULL) return nullv(env);
-    napi_value arr;
-    napi_create_array_with_length(env, c->peer_chain_n, &arr);
-    for (unsigned i = 0; i < c->peer_chain_n; i++)
-      napi_set_element(env, arr, i, copy_buf(env, c->peer_chain[i].data, c->peer_chain[i].size));
-    return arr;
-  }
-  case 3:
-    return nullv(env); /* a server has no session to resume */
-  default:
-    return mtun_throw_type(env, "quic: unknown TLS info");
-  }
-}
-
-/* quicTlsInfo(conn, what): 0 ALPN (Buffer), 1 server name (string|null), 2 peer chain (Buffer[]|null), 3 session (Buffer|null). */
+/* quicTlsInfo(conn, what): 0 ALPN (Buffer), 1 server name (string|null), 2 peer chain (Buffer[]|null), 3 session (Buffer|null).
+ * A server that retired its TLS session after the handshake (qe_tls_retire) answers from what it kept. */
 static napi_value conn_tls_info(napi_env env, napi_callback_info info) {
   MTUN_ARGS(2);
   CONN(argv[0]);
   uint32_t what;
   if (!mtun_arg_u32(env, argv[1], "what", &what)) return NULL;
-  if (c->tls_retired) return retired_tls_info(env, c, what);
-  if (c->tls == NULL) return nullv(env);
+  bool retired = c->tls_retired;
+  if (c->tls == NULL && !retired) return nullv(env);
   switch (what) {
   case 0: {
+    if (retired) return copy_buf(env, c->alpn_sel, c->alpn_len);
     gnutls_datum_t p = {0};
     if (gnutls_alpn_get_selected_protocol(c->tls, &p) != 0) return copy_buf(env, "", 0);
     return copy_buf(env, p.data, p.size);
   }
   case 1: {
-    if (!c->server) {
+    if (!c->server || retired) { /* the client's own name; the retired server's copy of the client's */
       if (c->sni[0] == 0) return nullv(env);
       napi_value s;
       napi_create_string_utf8(env, c->sni, NAPI_AUTO_LENGTH, &s);
@@ -562,8 +538,8 @@ static napi_value conn_tls_info(napi_env env, napi_callback_info info) {
     return s;
   }
   case 2: {
-    unsigned n = 0;
-    const gnutls_datum_t *peers = gnutls_certificate_get_peers(c->tls, &n);
+    unsigned n = retired ? c->peer_chain_n : 0;
+    const gnutls_datum_t *peers = retired ? c->peer_chain : gnutls_certificate_get_peers(c->tls, &n);
     if (peers == NULL || n == 0) return nullv(env);
     napi_value arr;
     napi_create_array_with_length(env, n, &arr);
@@ -571,7 +547,7 @@ static napi_value conn_tls_info(napi_env env, napi_callback_info info) {
     return arr;
   }
   case 3: {
-    /* A resumable session exists only once a NewSessionTicket arrived (TLS 1.3). */
+    /* A resumable session exists only once a NewSessionTicket arrived (TLS 1.3); a server has none. */
     if (c->server || !(gnutls_session_get_flags(c->tls) & GNUTLS_SFLAGS_SESSION_TICKET)) return nullv(env);
     gnutls_datum_t d = {0};
     if (gnutls_session_get_data2(c->tls, &d) != 0) return nullv(env);
