@@ -191,14 +191,21 @@ diagnostics() {
   ip netns exec "$NSB" curl -sf http://127.0.0.1:9095/metrics 2>/dev/null | grep -v '^#' | grep -iE 'drop|stall|full|suppress|fail|mtun_quic_datagrams_total|^mtun_nodejs_heap_size_used_bytes|^mtun_nodejs_external_memory_bytes|^mtun_process_resident_memory_bytes|^mtun_nodejs_heap_size_total_bytes' | grep -vE ' 0$' >"$d/gateway-metrics.txt" || true
 }
 
+# load_generator TIMEOUT_S LABEL NAME ARGS...: the coordinator (bench/mtun-sessions.mjs) against the
+# running gateway, its load generators on BINDS; JSON to OUTDIR/sessions-LABEL-NAME.json.
+load_generator() {
+  local limit=$1 label=$2 name=$3; shift 3
+  timeout --foreground "$limit" ip netns exec "$NSA" node "$ROOT/bench/mtun-sessions.mjs" --gateway "$UB:4435" \
+    --certs "$SW/certs" --target 10.22.0.1 --gateway-pid "$GPID" --binds "$BINDS" --workers "$WORKERS" \
+    --label "$label" --out "$OUTDIR/sessions-$label-$name.json" "$@"
+}
+
 # run_step LABEL ROOT ARGS...: one gateway run, one load-generator run; JSON to OUTDIR/sessions-LABEL-*.json.
 run_step() {
   local label=$1 root=$2 name=$3 ns; shift 3
   start_gateway "$root" "$label" || return 1
   for ns in "$NSA" "$NSB" "$NST"; do NSTAT_HISTORY=$SW/nstat-$ns ip netns exec "$ns" nstat -n 2>/dev/null || true; done
-  timeout --foreground $((HOLD + 900)) ip netns exec "$NSA" node "$ROOT/bench/mtun-sessions.mjs" --gateway "$UB:4435" \
-    --certs "$SW/certs" --target 10.22.0.1 --gateway-pid "$GPID" --binds "$BINDS" --workers "$WORKERS" \
-    --label "$label" --out "$OUTDIR/sessions-$label-$name.json" "$@" || log "sessions: $label $name ended early (exit $?)"
+  load_generator $((HOLD + 900)) "$label" "$name" "$@" || log "sessions: $label $name ended early (exit $?)"
   diagnostics "$label-$name"
   stop_gateway
 }
@@ -242,9 +249,7 @@ run_bulk() {
   done
   if [ $ok = 1 ]; then
     alone=$(iperf3_bulk "$OUTDIR/bulk-$label-alone.json")
-    timeout --foreground 900 ip netns exec "$NSA" node "$ROOT/bench/mtun-sessions.mjs" --gateway "$UB:4435" \
-      --certs "$SW/certs" --target 10.22.0.1 --gateway-pid "$GPID" --binds "$BINDS" --workers "$WORKERS" \
-      --label "$label" --out "$OUTDIR/sessions-$label-bulk-$n.json" --counts "$n" --seconds $((BULK_SECONDS + 8)) --rate 50 &
+    load_generator 900 "$label" "bulk-$n" --counts "$n" --seconds $((BULK_SECONDS + 8)) --rate 50 &
     lg=$!
     # iperf3 starts once the N sessions are open (the gateway counts them, the agent's included).
     for _ in $(seq 600); do

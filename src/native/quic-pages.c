@@ -50,7 +50,7 @@ struct qp_class {
 
 static pthread_mutex_t qp_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t *qp_base;      /* the reserved range; NULL: not yet reserved */
-static bool qp_failed;        /* reservation refused: glibc only */
+static bool qp_failed;        /* reservation or a chunk's mprotect refused: no new chunks, glibc serves the rest */
 static size_t qp_chunks_used; /* chunks handed out from qp_base */
 static uint8_t qp_chunk_pages[QP_CHUNKS]; /* block size (pages) of each chunk */
 static struct qp_class qp_classes[QP_MAX_PAGES + 1];
