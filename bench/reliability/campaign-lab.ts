@@ -187,30 +187,43 @@ export async function healthzMs(c: CampaignLab, role: 'gw' | 'agent'): Promise<n
   return r.code === 0 ? Number(r.stdout) * 1000 : -1;
 }
 
+/** One ping reply: its wall-clock time (ms since epoch; 0 when ping ran without -D) and its round trip (ms). */
+export interface PingReply {
+  at: number;
+  rtt: number;
+}
+
+/** The replies in iputils ping output, with `-D` time stamps when present. */
+export function parsePingReplies(text: string): PingReply[] {
+  const out: PingReply[] = [];
+  for (const m of text.matchAll(/^(?:\[(\d+\.\d+)\] )?\d+ bytes from .* time=([\d.]+) ms/gm)) out.push({ at: m[1] ? Number(m[1]) * 1000 : 0, rtt: Number(m[2]) });
+  return out;
+}
+
 /**
  * A background `ping -D` from the client to the server (bounded by `seconds`);
- * {@link PingTimeline.replies} gives the wall-clock ms of every reply so far.
+ * {@link PingTimeline.replies} gives the wall-clock ms of every reply so far,
+ * {@link PingTimeline.samples} each reply's time and round trip.
  */
 export interface PingTimeline {
   replies(): number[];
+  samples(): PingReply[];
   stop(): void;
 }
 
-/** Starts a bounded ping timeline (interval ms ≥ 10 as root). */
-export function pingTimeline(c: CampaignLab, name: string, seconds: number, intervalMs = 50): PingTimeline {
+/** Starts a bounded ping timeline (interval ms ≥ 10 as root); a reply later than `waitS` counts as lost. */
+export function pingTimeline(c: CampaignLab, name: string, seconds: number, intervalMs = 50, waitS = 1): PingTimeline {
   const log = c.lab.file(`${name}.log`);
   // A count, not a deadline: iputils ping with -w exits at the first ICMP error (the agent's
   // namespace answers Net Unreachable while the agent is dead), which ended the timeline early.
   const count = Math.ceil((seconds * 1000) / intervalMs);
-  const p = c.lab.spawn('client', name, 'ping', ['-D', '-n', '-i', String(intervalMs / 1000), '-W', '1', '-c', String(count), LAB.server.v4]);
+  const p = c.lab.spawn('client', name, 'ping', ['-D', '-n', '-i', String(intervalMs / 1000), '-W', String(waitS), '-c', String(count), LAB.server.v4]);
+  const samples = (): PingReply[] => {
+    try { return parsePingReplies(readFileSync(log, 'utf8')).filter((r) => r.at > 0); } catch { return []; }
+  };
   return {
-    replies() {
-      const out: number[] = [];
-      let text = '';
-      try { text = readFileSync(log, 'utf8'); } catch { return out; }
-      for (const m of text.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from/gm)) out.push(Number(m[1]) * 1000);
-      return out;
-    },
+    replies: () => samples().map((r) => r.at),
+    samples,
     stop() { if (p.exitCode === null && p.signalCode === null) p.kill('SIGINT'); },
   };
 }

@@ -11,13 +11,8 @@
  * carries ~70 Mbit/s here and queues up to 8,192 packets (over a second at
  * that rate), so a download that outruns it fills the impairer's queue, not
  * mtun's. With no delay configured the bridge alone adds ~4 ms.
- * The queue-delay drop columns read
- * `mtun_quic_tunnel_packets_dropped_total{reason="queue-delay"}`, from a CoDel
- * on the DATAGRAM send queue that was measured with this part and not kept
- * (0 without it).
  */
-import { readFileSync } from 'node:fs';
-import { download, metricSum, Report, sleep, startCampaignLab } from './campaign-lab.js';
+import { download, parsePingReplies, pingTimeline, Report, sleep, startCampaignLab } from './campaign-lab.js';
 import { LAB } from '../../src/lab/lab.js';
 
 const NONE = { lossPercent: 0, delayMs: 0, jitterMs: 0, reorderPercent: 0, corruptPercent: 0 };
@@ -28,13 +23,6 @@ function quantile(xs: number[], q: number): number {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 }
 
-/** Parses iputils ping output: each reply's RTT (ms) and, with `-D`, its time stamp (ms since epoch; 0 without). */
-function parsePing(text: string): { at: number; rtt: number }[] {
-  const out: { at: number; rtt: number }[] = [];
-  for (const m of text.matchAll(/^(?:\[(\d+\.\d+)\] )?\d+ bytes from .* time=([\d.]+) ms/gm)) out.push({ at: m[1] ? Number(m[1]) * 1000 : 0, rtt: Number(m[2]) });
-  return out;
-}
-
 export async function latencyUnderLoad(opts: { delaysMs: number[]; maxTimeS: number; downloads: number }): Promise<Report> {
   const rep = new Report('latency');
   const c = await startCampaignLab({ prefix: `rll${process.pid % 1000}`, impairUnderlay: true });
@@ -43,13 +31,11 @@ export async function latencyUnderLoad(opts: { delaysMs: number[]; maxTimeS: num
       const imp = c.bridge!.impairer;
       imp.configure({ ...NONE, delayMs });
       await sleep(500);
-      const drops0 = (await Promise.all([c.lab.metrics('gw'), c.lab.metrics('agent')])).map((m) => metricSum(m, 'mtun_quic_tunnel_packets_dropped_total', 'queue-delay'));
       // Alone: 40 pings.
       const aloneRes = await c.lab.exec('client', 'ping', ['-n', '-i', '0.05', '-W', '2', '-c', '40', LAB.server.v4], 30_000);
-      const alone = parsePing(aloneRes.stdout);
+      const alone = parsePingReplies(aloneRes.stdout);
       // Under load: pings throughout the download (ping -D gives each reply's time to cut out the download window).
-      const name = `ping-load-${delayMs}ms`;
-      const pingProc = c.lab.spawn('client', name, 'ping', ['-D', '-n', '-i', '0.05', '-W', '2', '-c', String(Math.ceil((opts.maxTimeS * 1000) / 50)), LAB.server.v4]);
+      const ping = pingTimeline(c, `ping-load-${delayMs}ms`, opts.maxTimeS * opts.downloads, 50, 2);
       await sleep(300);
       // The blob back to back `downloads` times: one 10 MB transfer is over before the queues settle.
       const t0 = Date.now();
@@ -63,13 +49,10 @@ export async function latencyUnderLoad(opts: { delaysMs: number[]; maxTimeS: num
         shaOk &&= dl.shaOk;
       }
       const t1 = Date.now();
-      pingProc.kill('SIGINT');
+      ping.stop();
       await sleep(300);
-      let text = '';
-      try { text = readFileSync(c.lab.file(`${name}.log`), 'utf8'); } catch { /* none */ }
       // Replies sent at least 0.5 s into the download and before its end: the loaded part.
-      const loaded = parsePing(text).filter((p) => p.at - p.rtt >= t0 + 500 && p.at <= t1);
-      const drops1 = (await Promise.all([c.lab.metrics('gw'), c.lab.metrics('agent')])).map((m) => metricSum(m, 'mtun_quic_tunnel_packets_dropped_total', 'queue-delay'));
+      const loaded = ping.samples().filter((p) => p.at - p.rtt >= t0 + 500 && p.at <= t1);
       const a = alone.map((p) => p.rtt);
       const l = loaded.map((p) => p.rtt);
       rep.row({
@@ -77,7 +60,6 @@ export async function latencyUnderLoad(opts: { delaysMs: number[]; maxTimeS: num
         pingAloneMedianMs: quantile(a, 0.5), pingAloneP90Ms: quantile(a, 0.9),
         pingLoadedMedianMs: quantile(l, 0.5), pingLoadedP90Ms: quantile(l, 0.9), pingLoadedMaxMs: l.length ? Math.max(...l) : -1, pingsLoaded: l.length,
         downloadMbitPerS: seconds > 0 ? (bytes * 8) / seconds / 1e6 : 0, downloadSeconds: seconds, sha256Ok: shaOk,
-        queueDelayDropsGateway: drops1[0]! - drops0[0]!, queueDelayDropsAgent: drops1[1]! - drops0[1]!,
       });
     }
   } finally {
