@@ -169,8 +169,7 @@ export interface EngineConnection {
   session(): Uint8Array | null;
   isEstablished(): boolean;
   isResumed(): boolean;
-  isReadable(): boolean;
-  /** Some stream has data, a FIN or a reset to read (isReadable without the datagrams). */
+  /** Some stream has data, a FIN or a reset to read. */
   hasReadableStream(): boolean;
   isDraining(): boolean;
   isClosed(): boolean;

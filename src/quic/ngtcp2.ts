@@ -245,10 +245,6 @@ export class Ngtcp2Connection implements EngineConnection {
 
   isEstablished(): boolean { return this.poll()[0] === 1; }
   isResumed(): boolean { return this.poll()[1] === 1; }
-  isReadable(): boolean {
-    const i = this.poll();
-    return i[5] === 1 || i[6] > 0;
-  }
   hasReadableStream(): boolean { return this.poll()[5] === 1; }
   isDraining(): boolean { return this.poll()[2] === 1; }
   isClosed(): boolean { return this.poll()[3] === 1; }
