@@ -9,9 +9,9 @@ import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
 import { checkRangeOrder, normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
-import { judgeGatewayPacket } from './packet-judge.js';
-import { judgeReceivedPacket, type ReceiveContext } from './receive-check.js';
-import { DropReason, PacketInfo, parseIpPacket } from '../../packet/ip-packet.js';
+import { VERDICT_LINK_ICMP6 } from './packet-judge.js';
+import { judgeGatewayIp, type ReceiveContext } from './receive-check.js';
+import { PacketInfo } from '../../packet/ip-packet.js';
 import { ConnectIpSessionBase, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
 
 /** Options for {@link ConnectIpClientSession}. */
@@ -179,19 +179,13 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
   }
 
   protected receivePacket(buf: Uint8Array, off: number, len: number): void {
-    const v = judgeGatewayPacket(buf, off, len, !this.ipv6Disabled);
-    if (v < 0) {
-      this.counters.drops[-v]++;
-      return;
-    }
-    if (v === 6 && this.handleLinkIcmp6(buf, off, len)) return;
     // Issue #12 item 8: only packets for us from where this session may talk to (ICMP errors: back to the sender they quote).
-    const pr = parseIpPacket(buf, off, len, this.info);
-    if (pr !== DropReason.NONE && pr !== DropReason.FRAGMENT && pr !== DropReason.UNSUPPORTED_PROTO) {
-      this.counters.drops[ConnectIpDrop.MALFORMED_IP]++;
-      return;
+    const ll = this.probe.linkLocal;
+    let verdict = judgeGatewayIp(this.rx, !this.ipv6Disabled, ll, buf, off, len, this.info, this.quoted, true);
+    if (verdict === VERDICT_LINK_ICMP6) {
+      if (this.handleLinkIcmp6(buf, off, len)) return;
+      verdict = judgeGatewayIp(this.rx, !this.ipv6Disabled, ll, buf, off, len, this.info, this.quoted, false);
     }
-    const verdict = judgeReceivedPacket(this.rx, buf, this.info, this.quoted);
     if (verdict !== 0) {
       this.counters.drops[verdict]++;
       return;

@@ -6,7 +6,7 @@
  */
 import type { TunnelStream } from '../../h3/tunnel-stream.js';
 import { IcmpError } from '../../packet/icmp-error.js';
-import { PacketInfo, parseIpPacket, DropReason } from '../../packet/ip-packet.js';
+import { PacketInfo } from '../../packet/ip-packet.js';
 import { decrementTtl } from '../../packet/rewrite.js';
 import type { AddressPool } from '../address-pool.js';
 import { addressBits, clipRangeToPrefix, formatPrefix, isZero, parseIp, prefixEnd, type IpPrefix } from '../../packet/ip-address.js';
@@ -16,7 +16,7 @@ import { DEFAULT_MAX_CLIENT_PREFIXES, DEFAULT_MAX_RANGES_PER_ADVERTISEMENT, judg
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
-import { judgeClientPacket, type ClientPacketContext, type PacketPolicy } from './packet-judge.js';
+import { judgeClientIp, VERDICT_LINK_ICMP6, type ClientIpSwitches, type ClientPacketContext, type PacketPolicy } from './packet-judge.js';
 import type { ConnectIpScope } from './request.js';
 import { normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
 import { ConnectIpSessionBase, type ConnectIpSessionOptions } from './session-base.js';
@@ -142,6 +142,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   private readonly info = new PacketInfo();
   private readonly onPacket: ParsedPacketSink;
   private readonly ctx: ClientPacketContext;
+  /** The rest of what judgeClientIp reads, kept current through getters as ctx. */
+  private readonly switches: ClientIpSwitches;
   private readonly reporter4: Uint8Array;
   private readonly reporter6: Uint8Array;
   private readonly decrement: boolean;
@@ -177,6 +179,15 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
       ownAddresses: opts.ownAddresses ?? [],
       allow: opts.allowDestinations,
       policy: opts.policy,
+    };
+    this.switches = {
+      get ipv6Enabled() {
+        return !self.ipv6Disabled;
+      },
+      get decrementTtl() {
+        return self.decrement;
+      },
+      linkLocal: this.probe.linkLocal,
     };
     this.opts = opts;
     this.scope = opts.scope;
@@ -364,41 +375,23 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   protected receivePacket(buf: Uint8Array, off: number, len: number): void {
     const c = this.counters;
     const info = this.info;
-    const pr = parseIpPacket(buf, off, len, info);
-    // Fragments, protocols we do not look inside and odd TCP flag mixes are forwarded as a router would;
-    // broken IP headers and truncated transport headers (whose ports policy could not judge) are not.
-    if (pr !== DropReason.NONE && pr !== DropReason.FRAGMENT && pr !== DropReason.UNSUPPORTED_PROTO && pr !== DropReason.BAD_TCP_FLAGS) {
-      c.drops[ConnectIpDrop.MALFORMED_IP]++;
-      return;
-    }
-    if (pr === DropReason.FRAGMENT || pr === DropReason.UNSUPPORTED_PROTO) {
-      // No transport header was read: do not let the policy see the previous packet's ports.
-      info.srcPort = 0;
-      info.dstPort = 0;
-    }
-    const v = info.ipVersion as 4 | 6;
-    const ipLen = info.ipLen;
-    if (v === 6 && this.ipv6Disabled) {
-      c.drops[ConnectIpDrop.IPV6_DISABLED]++;
-      return;
-    }
+    let verdict = judgeClientIp(this.ctx, this.switches, buf, off, len, info, true);
     // RFC 9484 §7.2: answer link-local ICMPv6 echo (the 1280-byte MTU probe) on the tunnel link itself.
-    if (v === 6 && this.handleLinkIcmp6(buf, off, ipLen)) return;
-    const reporter = v === 4 ? this.reporter4 : this.reporter6;
-    const verdict = judgeClientPacket(this.ctx, buf, info);
+    if (verdict === VERDICT_LINK_ICMP6) {
+      if (this.handleLinkIcmp6(buf, off, info.ipLen)) return;
+      verdict = judgeClientIp(this.ctx, this.switches, buf, off, len, info, false);
+    }
+    const ipLen = info.ipLen;
     if (verdict !== 0) {
       c.drops[verdict]++;
-      // RFC 9484 §11: spoofed source → source policy failure; scope and policy → administratively prohibited.
-      const kind = verdict === ConnectIpDrop.SPOOFED_SOURCE ? IcmpError.SOURCE_POLICY : verdict === ConnectIpDrop.LINK_LOCAL ? 0 : IcmpError.ADMIN_PROHIBITED;
-      if (kind !== 0) this.path.icmpToPeer(kind, buf, off, ipLen, reporter);
+      if (verdict === ConnectIpDrop.MALFORMED_IP || verdict === ConnectIpDrop.IPV6_DISABLED || verdict === ConnectIpDrop.LINK_LOCAL) return;
+      // RFC 9484 §11: spoofed source → source policy failure; scope and policy → administratively prohibited;
+      // RFC 9484 §7.2 / RFC 1812 §5.3.1: an expired TTL → Time Exceeded.
+      const kind = verdict === ConnectIpDrop.SPOOFED_SOURCE ? IcmpError.SOURCE_POLICY : verdict === ConnectIpDrop.TTL_EXPIRED ? IcmpError.TIME_EXCEEDED : IcmpError.ADMIN_PROHIBITED;
+      this.path.icmpToPeer(kind, buf, off, ipLen, info.ipVersion === 4 ? this.reporter4 : this.reporter6);
       return;
     }
-    // RFC 9484 §7.2 / RFC 1812 §5.3.1: decrement TTL / hop limit; Time Exceeded when it runs out.
-    if (this.decrement && decrementTtl(buf, off, ipLen) === 0) {
-      c.drops[ConnectIpDrop.TTL_EXPIRED]++;
-      this.path.icmpToPeer(IcmpError.TIME_EXCEEDED, buf, off, ipLen, reporter);
-      return;
-    }
+    if (this.decrement) decrementTtl(buf, off, ipLen);
     c.packetsReceived++;
     c.bytesReceived += ipLen;
     // The parsed packet goes along, so the daemon's flow tracker need not parse it again.

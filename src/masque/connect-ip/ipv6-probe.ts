@@ -33,6 +33,17 @@ const probeScratch = new Uint8Array(MASQUE_HEADROOM + IPV6_MIN_MTU);
 let echoScratch = new Uint8Array(0);
 
 /**
+ * Is buf[off, off+len) link-scoped ICMPv6 for the tunnel link itself: an
+ * ICMPv6 packet (no extension headers) of at least 48 bytes to ff02::1 or to
+ * `linkLocal`? Those go to {@link Ipv6Probe.handle} before any check; the
+ * native checks (`src/native/judge.c`) hand them back to TypeScript the same way.
+ */
+export function isLinkIcmp6(buf: Uint8Array, off: number, len: number, linkLocal: Uint8Array): boolean {
+  if (len < 48 || buf[off]! >> 4 !== 6 || buf[off + 6] !== 58) return false;
+  return compareBytes(buf, off + 24, ALL_NODES_6, 0, 16) === 0 || compareBytes(buf, off + 24, linkLocal, 0, 16) === 0;
+}
+
+/**
  * One session's §7.2 probe state and link responder. `send` returns a drop
  * code; `tooBig` is the code meaning the probe does not fit the path.
  */
@@ -93,10 +104,8 @@ export class Ipv6Probe {
    * packet at buf[off, off+len) has been checked well-formed by the caller.
    */
   handle(buf: Uint8Array, off: number, len: number, counters: { echoRepliesSent: number; echoRepliesReceived: number }): number {
-    if (len < 48 || buf[off]! >> 4 !== 6 || buf[off + 6] !== 58) return LinkIcmp.NOT_LINK;
-    const dstAllNodes = compareBytes(buf, off + 24, ALL_NODES_6, 0, 16) === 0;
+    if (!isLinkIcmp6(buf, off, len, this.linkLocal)) return LinkIcmp.NOT_LINK;
     const dstUs = compareBytes(buf, off + 24, this.linkLocal, 0, 16) === 0;
-    if (!dstAllNodes && !dstUs) return LinkIcmp.NOT_LINK;
     const type = buf[off + 40];
     if (type === ICMP6_ECHO_REPLY && dstUs) {
       counters.echoRepliesReceived++;

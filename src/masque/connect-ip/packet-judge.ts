@@ -4,7 +4,7 @@
  * from the gateway, and what the gateway accepts from a client (RFC 9484
  * §4.6, §4.8, §7.2, §11). Each returns a verdict; the sessions do the rest.
  */
-import { IPPROTO, type PacketInfo } from '../../packet/ip-packet.js';
+import { DropReason, IPPROTO, parseIpPacket, type PacketInfo } from '../../packet/ip-packet.js';
 import { compareBytes, hasLinkLocalAddress, prefixContains, type IpPrefix } from '../../packet/ip-address.js';
 import type { AddressEntry } from './address-entry.js';
 import type { ClientRoute } from './client-routes.js';
@@ -12,6 +12,7 @@ import { ConnectIpDrop } from './counters.js';
 import { prohibitedDestination, type DestinationAllowance } from '../destination-policy.js';
 import { targetContains, type ConnectIpScope } from './request.js';
 import type { IpAddressRange } from './route-advertisement.js';
+import { isLinkIcmp6 } from './ipv6-probe.js';
 
 /** Allocation-free sanity check of an IP header at buf[off, off+len): returns 4, 6, or 0 when malformed. */
 export function ipVersionOf(buf: Uint8Array, off: number, len: number): 0 | 4 | 6 {
@@ -140,4 +141,44 @@ export function judgeClientPacket(c: ClientPacketContext, buf: Uint8Array, info:
   }
   if (c.policy && !c.policy(buf, info)) return ConnectIpDrop.POLICY;
   return 0;
+}
+
+/** Verdict of {@link judgeClientIp} / `judgeGatewayIp`: the packet is the tunnel link's own ICMPv6, for the session's IPv6 probe. */
+export const VERDICT_LINK_ICMP6 = -1;
+
+/** The per-session switches {@link judgeClientIp} reads besides the {@link ClientPacketContext}. */
+export interface ClientIpSwitches {
+  /** IPv6 still carried (RFC 9484 §7.2). */
+  readonly ipv6Enabled: boolean;
+  /** TTL / hop limit is decremented, so 1 or 0 expires here. */
+  readonly decrementTtl: boolean;
+  /** The session's IPv6 link-local address (the probe answers packets to it and to ff02::1). */
+  readonly linkLocal: Uint8Array;
+}
+
+/**
+ * The gateway's whole verdict on an IP packet a client sent (what the
+ * session does before it forwards one, in this order): parsed well enough
+ * (fragments and protocols we do not look inside go on as a router would,
+ * with ports unknown), IPv6 still carried, the link's own ICMPv6 handed to
+ * the probe ({@link VERDICT_LINK_ICMP6}, unless `checkLink` is false: the
+ * probe did not want it), {@link judgeClientPacket}, then TTL. 0 = forward.
+ * `info` holds the parse afterwards. The native checks (`src/native/judge.c`)
+ * give the same verdicts; this is their oracle (`src/masque/native-judge.test.ts`).
+ */
+export function judgeClientIp(c: ClientPacketContext, s: ClientIpSwitches, buf: Uint8Array, off: number, len: number, info: PacketInfo, checkLink: boolean): number {
+  const pr = parseIpPacket(buf, off, len, info);
+  if (pr !== DropReason.NONE && pr !== DropReason.FRAGMENT && pr !== DropReason.UNSUPPORTED_PROTO) return ConnectIpDrop.MALFORMED_IP;
+  if (pr !== DropReason.NONE) {
+    // No transport header was read: do not let the policy see the previous packet's ports.
+    info.srcPort = 0;
+    info.dstPort = 0;
+  }
+  const v = info.ipVersion;
+  if (v === 6 && !s.ipv6Enabled) return ConnectIpDrop.IPV6_DISABLED;
+  if (checkLink && v === 6 && isLinkIcmp6(buf, off, info.ipLen, s.linkLocal)) return VERDICT_LINK_ICMP6;
+  const verdict = judgeClientPacket(c, buf, info);
+  if (verdict !== 0) return verdict;
+  // RFC 9484 §7.2 / RFC 1812 §5.3.1: a TTL / hop limit that the decrement would take to 0 expires here.
+  return s.decrementTtl && info.ttl <= 1 ? ConnectIpDrop.TTL_EXPIRED : 0;
 }

@@ -66,4 +66,26 @@ describe('CONNECT-IP client: source and destination checked on receive (issue #1
     expect(r.toAgentTun).toHaveLength(1);
     expect(r.client.counters.drops[ConnectIpDrop.MALFORMED_ICMP_ERROR]).toBe(1);
   });
+
+  it('a non-first ICMP fragment is judged on its addresses, whatever ICMP message came before it', () => {
+    // On 309c99e the parse of a fragment left icmpType as the previous packet's: after one ICMP error had been
+    // delivered, every later non-first ICMP fragment was taken for an error, quoting nothing, and dropped.
+    const r = siteRig();
+    const sent = craftTcp({ src: '10.10.0.2', dst: '10.20.0.2', srcPort: 40000, dstPort: 80, seq: 1, flags: 2 });
+    const reporter = craftUdp({ src: '10.20.0.1', dst: '10.20.0.1', srcPort: 1, dstPort: 1 });
+    const err = new Uint8Array(600);
+    const n = buildIcmpError(IcmpError.HOST_UNREACHABLE, 0, sent, 0, sent.length, reporter, 12, err, 0, err.length);
+    deliver(r, err.subarray(0, n));
+    const tail = craftIcmp({ src: '10.20.0.2', dst: '10.10.0.2', type: 0, rest: 0x01020003, payload: new Uint8Array(64) });
+    tail[6] = 0x00; // no DF, fragment offset 185 × 8 = 1480 bytes: the second fragment of a large echo reply
+    tail[7] = 185;
+    deliver(r, tail);
+    expect(r.client.counters.dropsByName()).toEqual({});
+    expect(r.toAgentTun).toHaveLength(2);
+    // The same fragment to a host that is not ours is still refused, on its destination.
+    const stray = Uint8Array.from(tail);
+    stray.set(ip('10.11.0.2'), 16);
+    deliver(r, stray);
+    expect(r.client.counters.dropsByName()).toEqual({ destination_not_ours: 1 });
+  });
 });
