@@ -4,6 +4,8 @@
       "target_name": "mtun_native",
       "sources": [
         "src/native/common.c",
+        "src/native/judge.c",
+        "src/native/judge-napi.c",
         "src/native/poll.c",
         "src/native/tun.c",
         "src/native/tun-offload.c",

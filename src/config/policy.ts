@@ -17,7 +17,8 @@ const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const IPPROTO_ICMPV6 = 58;
 
-interface CompiledRule {
+/** One compiled allow rule: destination prefixes, protocols as a mask of P_* bits, port ranges. */
+export interface CompiledRule {
   readonly prefixes: readonly IpPrefix[];
   readonly protoMask: number;
   /** [from0, to0, from1, to1, ...]; empty = all ports. */
@@ -90,6 +91,11 @@ export class IdentityPolicy {
   allowsPacket(buf: Uint8Array, p: PolicyPacketView): boolean {
     const port = p.isFragment && p.fragOffset > 0 ? -1 : p.dstPort;
     return this.allows(p.proto, buf, p.dstOff, p.ipVersion === 4 ? 4 : 16, port);
+  }
+
+  /** The allow rules as compiled (what {@link allows} walks), for the native checks' table (masque/native-judge.ts). */
+  allowRules(): readonly CompiledRule[] {
+    return this.rules;
   }
 
   /** The prefixes this identity may advertise (ROUTE_ADVERTISEMENT); advertised ranges are clipped to them. */

@@ -48,7 +48,17 @@ export interface NativeBinding {
   /** glibc in-use, free-in-arena and mmap'd bytes; a 4th slot gets the QUIC engine's page pool (quic-pages.c). */
   mallocStats(out: Float64Array): void;
   pollSet(poll: NativePoll, events: number): void;
+  /** A table of CONNECT-IP checks compiled by src/masque/native-judge.ts; throws TypeError on malformed bytes. */
+  judgeTable(bytes: Uint8Array): NativeJudgeTable;
+  /** Verdicts of the table on packets arena[i*stride + offset, + lens[i]) into out[i] (see src/native/judge.h); returns count. */
+  judgeBatch(table: NativeJudgeTable, arena: Uint8Array, stride: number, offset: number, lens: Uint32Array, count: number,
+    out: Int32Array, checkLink: boolean): number;
   pollClose(poll: NativePoll): void;
+}
+
+/** Opaque handle of a native judge table (src/native/judge.h). */
+export interface NativeJudgeTable {
+  readonly __nativeJudgeTable: unique symbol;
 }
 
 /** An errno-carrying error thrown by the addon (`code` is the errno name, e.g. `EPERM`). */
@@ -98,7 +108,7 @@ export function loadNative(): NativeBinding {
 }
 
 /** The calling convention this code speaks (MTUN_ABI in src/native/common.h). */
-export const NATIVE_ABI = 3;
+export const NATIVE_ABI = 4;
 
 /** True when the addon loads (for tests and for choosing the node:dgram fallback). */
 export function nativeAvailable(): boolean {

@@ -99,6 +99,7 @@ bool mtun_arg_typed(napi_env env, napi_value v, napi_typedarray_type type, const
   void *d = NULL;
   if (napi_get_typedarray_info(env, v, &got, &n, &d, NULL, NULL) != napi_ok || got != type) {
     return type_fail(env, name, type == napi_uint32_array ? "a Uint32Array"
+                                : type == napi_int32_array ? "an Int32Array"
                                 : type == napi_float64_array ? "a Float64Array"
                                                              : "a Uint8Array");
   }
@@ -240,7 +241,7 @@ static napi_value init(napi_env env, napi_value exports) {
     return NULL;
   }
   if (!mtun_tun_init(env, exports) || !mtun_udp_init(env, exports) || !mtun_poll_init(env, exports) ||
-      !mtun_quic_init(env, exports) || !mtun_export_fn(env, exports, "mallocStats", malloc_stats_fn)) {
+      !mtun_quic_init(env, exports) || !mtun_judge_init(env, exports) || !mtun_export_fn(env, exports, "mallocStats", malloc_stats_fn)) {
     napi_throw_error(env, NULL, "mtun: cannot register native functions");
     return NULL;
   }

@@ -63,8 +63,9 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * export changes, so a build left over from another checkout fails loudly
  * instead of misreading arguments. 2: read batches as arenas, QUIC byte
  * ranges, mallocStats. 3: quicOutBatch + quicDrain (a connection drained into the send batch in one call).
+ * 4: judgeTable + judgeBatch (the native CONNECT-IP checks).
  */
-#define MTUN_ABI 3
+#define MTUN_ABI 4
 
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);
@@ -111,6 +112,8 @@ bool mtun_udp_init(napi_env env, napi_value exports);
 bool mtun_poll_init(napi_env env, napi_value exports);
 /* QUIC engine over ngtcp2 + GnuTLS (quic-napi.c). */
 bool mtun_quic_init(napi_env env, napi_value exports);
+/* Native CONNECT-IP checks (judge-napi.c). */
+bool mtun_judge_init(napi_env env, napi_value exports);
 /* Bytes of the QUIC engine's page pool in use (quic-pages.c): native heap outside glibc's accounting. */
 size_t qe_pages_in_use(void);
 
