@@ -489,7 +489,10 @@ export class Agent {
     this.tunWriter = new TunWriter(this.tun, 65_535, (n) => metrics.drop(dropId, n));
     this.routeSync = new RouteSync(this.tun.name, this.io.kernel, this.io.clock, this.log, 'routes from the gateway');
     this.addressSync = new AddressSync(this.tun.name, this.io.kernel, this.log, this.config.snat);
-    new TunReader(this.tun, this.onTunBatch, (e) => this.fail(e));
+    const reader = new TunReader(this.tun, this.onTunBatch, (e) => this.fail(e));
+    // The kernel's answers to what the gateway sent (TCP ACKs of a download, written into the TUN during
+    // the endpoint's events) leave in the same send batch as the QUIC ACK (endpoint.setBeforeSend).
+    this.endpoint.setBeforeSend(() => reader.pollOnce());
     this.log.info({ tun: this.tun.name, mtu }, 'TUN up');
   }
 

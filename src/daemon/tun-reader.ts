@@ -40,6 +40,25 @@ export class TunReader {
 
   private failed = false;
 
+  /**
+   * One read, now, without waiting for readiness: what the kernel queued
+   * since the last read (e.g. its answers to packets just written into the
+   * TUN) is handled at once. Nothing waiting costs one system call; a
+   * closed device is not read.
+   */
+  pollOnce(): void {
+    if (this.failed || this.tun.closed) return;
+    let n: number;
+    try {
+      n = this.tun.read(this.bufs, this.sizes, TUN_HEADROOM);
+    } catch (e) {
+      this.failed = true;
+      this.onError(e as Error);
+      return;
+    }
+    if (n > 0) this.onBatch(this.bufs, this.sizes, n);
+  }
+
   private readonly onReadable = (): void => {
     if (this.failed) return;
     for (let round = 0; round < ROUNDS; round++) {

@@ -134,7 +134,13 @@ export class Gateway {
     this.tick = io.clock.every(1000, () => this.onTick());
     registerAuthCounters(telemetry.registry, { endpoint: endpoint.counters, superseded: () => this.reg.superseded });
     registerQuicEndpointMetrics(telemetry.registry, 'gateway', endpoint.counters);
-    new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
+    const reader = new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
+    // What agents sent goes into the TUN before the endpoint sends, and the kernel's answers to it
+    // (read back at once) leave in the same send batch, carrying the QUIC ACK (endpoint.setBeforeSend).
+    endpoint.setBeforeSend(() => {
+      this.tunWriter.flush();
+      reader.pollOnce();
+    });
   }
 
   /**

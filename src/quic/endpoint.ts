@@ -1086,7 +1086,7 @@ export class QuicEndpoint implements ConnectionOwner {
 
   // --------------------------------------------------------- after input
 
-  /** After an input batch or timer run: events, sends, timers, cleanup. */
+  /** After an input batch or timer run: events, the owner's {@link setBeforeSend} hook, sends, timers, cleanup. */
   private afterBatch(): void {
     this.inBatch = true;
     try {
@@ -1094,7 +1094,25 @@ export class QuicEndpoint implements ConnectionOwner {
     } finally {
       this.inBatch = false;
     }
+    this.beforeSend?.();
     this.flushDirty();
+  }
+
+  private beforeSend: (() => void) | null = null;
+
+  /**
+   * Runs `hook` after each input batch's events and before its sends. The
+   * daemons write the packets the batch delivered into their TUN there and
+   * read back, once, what the kernel answered meanwhile (a ping's reply, a
+   * SYN-ACK, TCP ACKs: the kernel's own stack answers inside the TUN write),
+   * so the answer leaves in the same send batch and the QUIC ACK rides on it
+   * instead of going first in a packet of its own. ngtcp2 0.12 acknowledges
+   * at once any ack-eliciting packet that follows a non-ack-eliciting one
+   * (pktns_commit_recv_pkt_num), so request/response traffic drew one
+   * ACK-only packet, and one extra wake of the peer, per exchange.
+   */
+  setBeforeSend(hook: (() => void) | null): void {
+    this.beforeSend = hook;
   }
 
   /** Runs events for every connection that got input since the last call (sending waits). */

@@ -29,4 +29,6 @@ export interface TunDevice {
   onReadable(cb: () => void): void;
   /** Closes the fd; the kernel removes a non-persistent interface. Later calls throw ClosedError. */
   close(): void;
+  /** True after close(). */
+  readonly closed: boolean;
 }
