@@ -180,7 +180,9 @@ stop_gateway() {
 }
 # Where packets were dropped (for a reply ratio below 100 %): kernel UDP/IP
 # counters of both namespaces (nstat, since the previous call), the TUN's
-# queue drops, and the gateway's own counters (/metrics, drop reasons).
+# queue drops, and the gateway's own counters (/metrics, drop reasons), with its event-loop
+# delay since the previous scrape (prom-client resets it on each) and its GC time: whether a
+# long RTT tail is the gateway stalling.
 diagnostics() {
   local d=$OUTDIR/diag-$1 ns
   mkdir -p "$d"
@@ -188,7 +190,7 @@ diagnostics() {
     NSTAT_HISTORY=$SW/nstat-$ns ip netns exec "$ns" nstat -z 2>/dev/null | grep -E 'Udp(InErrors|RcvbufErrors|SndbufErrors|InDatagrams|OutDatagrams)|IcmpIn(Echos|EchoReps)|IcmpOut(Echos|EchoReps)|IpOutDiscards|IpInDiscards' >"$d/nstat-${ns#"$P"}.txt" || true
   done
   ip netns exec "$NSB" ip -s link show "${P}sg" >"$d/tun-link.txt" 2>&1 || true
-  ip netns exec "$NSB" curl -sf http://127.0.0.1:9095/metrics 2>/dev/null | grep -v '^#' | grep -iE 'drop|stall|full|suppress|fail|mtun_quic_datagrams_total|^mtun_nodejs_heap_size_used_bytes|^mtun_nodejs_external_memory_bytes|^mtun_process_resident_memory_bytes|^mtun_nodejs_heap_size_total_bytes' | grep -vE ' 0$' >"$d/gateway-metrics.txt" || true
+  ip netns exec "$NSB" curl -sf http://127.0.0.1:9095/metrics 2>/dev/null | grep -v '^#' | grep -iE 'drop|stall|full|suppress|fail|mtun_quic_datagrams_total|^mtun_nodejs_heap_size_used_bytes|^mtun_nodejs_external_memory_bytes|^mtun_process_resident_memory_bytes|^mtun_nodejs_heap_size_total_bytes|^mtun_nodejs_eventloop_lag_(p50|p99|max)_seconds|^mtun_nodejs_gc_duration_seconds_(sum|count)' | grep -vE ' 0$' >"$d/gateway-metrics.txt" || true
 }
 
 # load_generator TIMEOUT_S LABEL NAME ARGS...: the coordinator (bench/mtun-sessions.mjs) against the

@@ -673,9 +673,11 @@ export class Gateway {
 
   /**
    * Packets agents sent reach the TUN once the endpoint's input batch is
-   * done (a microtask): every connection's `readable` event of the batch
-   * shares one TUN write call instead of one each (the writer still writes
-   * early when its slots fill).
+   * done: every connection's `readable` event of the batch shares one TUN
+   * write call instead of one each (the writer still writes early when its
+   * slots fill). The endpoint's before-send hook writes them (see the
+   * constructor); this microtask covers packets queued outside an endpoint
+   * batch (the HTTP/2 listener flushes on its own, `afterData`).
    */
   private flushTunSoon(): void {
     if (this.tunFlushQueued) return;

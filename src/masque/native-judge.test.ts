@@ -16,16 +16,24 @@ const PACKETS_PER_CASE = 400;
 const STRIDE = 2048;
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
-/** Packs packets into one arena (as a TUN or UDP batch is) and asks the addon for all verdicts at once. */
-function nativeVerdicts(n: NativeBinding, table: NativeJudgeTable, packets: readonly Uint8Array[], checkLink: boolean): Int32Array {
+/** Where each packet sits in its slot: after the headroom, as in the TUN read batch. */
+const OFFSET = 16;
+
+/** Packs packets into one arena, as the TUN read batch holds them. */
+function pack(packets: readonly Uint8Array[]): { arena: Uint8Array; lens: Uint32Array } {
   const arena = new Uint8Array(STRIDE * packets.length);
   const lens = new Uint32Array(packets.length);
   packets.forEach((p, i) => {
-    arena.set(p, i * STRIDE);
+    arena.set(p, i * STRIDE + OFFSET);
     lens[i] = p.length;
   });
-  const out = new Int32Array(packets.length);
-  expect(n.judgeBatch(table, arena, STRIDE, 0, lens, packets.length, out, checkLink)).toBe(packets.length);
+  return { arena, lens };
+}
+
+/** The addon's verdicts on the whole arena in one call. */
+function nativeVerdicts(n: NativeBinding, table: NativeJudgeTable, b: { arena: Uint8Array; lens: Uint32Array }, checkLink: boolean): Int32Array {
+  const out = new Int32Array(b.lens.length);
+  expect(n.judgeBatch(table, b.arena, STRIDE, OFFSET, b.lens, b.lens.length, out, checkLink)).toBe(b.lens.length);
   return out;
 }
 
@@ -42,10 +50,12 @@ describe.skipIf(!nativeAvailable())('native CONNECT-IP checks agree with the Typ
         const packets = Array.from({ length: PACKETS_PER_CASE }, () => randomPacket(r, c.pools));
         // One PacketInfo for the whole run, as a session has: a verdict must not depend on the packet before.
         const info = new PacketInfo();
+        const b = pack(packets);
         for (const checkLink of [true, false]) {
-          const got = nativeVerdicts(n, table, packets, checkLink);
+          const got = nativeVerdicts(n, table, b, checkLink);
           packets.forEach((p, i) => {
-            const want = judgeClientIp(c.ctx, c.switches, p, 0, p.length, info, checkLink);
+            // Both read the same bytes in the same arena; TypeScript one packet at a time, as a session does.
+            const want = judgeClientIp(c.ctx, c.switches, b.arena, i * STRIDE + OFFSET, p.length, info, checkLink);
             seen.add(want);
             if (got[i] !== want) throw new Error(`seed ${seed} packet ${i} (checkLink ${checkLink}): native ${got[i]}, TypeScript ${want}: ${hex(p)}`);
           });
@@ -71,10 +81,11 @@ describe.skipIf(!nativeAvailable())('native CONNECT-IP checks agree with the Typ
         const packets = Array.from({ length: PACKETS_PER_CASE }, () => randomPacket(r, c.pools));
         const info = new PacketInfo();
         const quoted = new PacketInfo();
+        const b = pack(packets);
         for (const checkLink of [true, false]) {
-          const got = nativeVerdicts(n, table, packets, checkLink);
+          const got = nativeVerdicts(n, table, b, checkLink);
           packets.forEach((p, i) => {
-            const want = judgeGatewayIp(c.rx, c.ipv6Enabled, c.linkLocal, p, 0, p.length, info, quoted, checkLink);
+            const want = judgeGatewayIp(c.rx, c.ipv6Enabled, c.linkLocal, b.arena, i * STRIDE + OFFSET, p.length, info, quoted, checkLink);
             seen.add(want);
             if (got[i] !== want) throw new Error(`seed ${seed} packet ${i} (checkLink ${checkLink}): native ${got[i]}, TypeScript ${want}: ${hex(p)}`);
           });

@@ -77,6 +77,7 @@ static napi_value judge_batch(napi_env env, napi_callback_info info) {
       !mtun_arg_bool(env, argv[7], "checkLink", &check_link))
     return NULL;
   if (count > nlens || count > nout) return mtun_throw_type(env, "judge: count exceeds lens or out");
+  if (count == 0) return mtun_u32(env, 0);
   const uint32_t *lens = lensv;
   int32_t *out = outv;
   const uint8_t *base = arena;

@@ -385,7 +385,7 @@ struct mj_table *mj_table_load(const uint8_t *bytes, size_t len, const char **wh
   /* The lists point into a private copy of the bytes, kept as long as the table; rules follow the table. */
   uint8_t *copy = malloc(len ? len : 1);
   if (copy == NULL) return *why = "out of memory", NULL;
-  memcpy(copy, bytes, len);
+  if (len > 0) memcpy(copy, bytes, len);
   struct reader r = {copy, len};
   uint32_t magic, kind, flags, scope, nrules;
   struct mj_table h;

@@ -1094,16 +1094,20 @@ export class QuicEndpoint implements ConnectionOwner {
     } finally {
       this.inBatch = false;
     }
-    this.beforeSend?.();
-    this.flushDirty();
+    try {
+      this.beforeSend?.();
+    } finally {
+      this.flushDirty(); // sends, and re-arms the timer, even if the hook threw
+    }
   }
 
   private beforeSend: (() => void) | null = null;
 
   /**
    * Runs `hook` after each input batch's events and before its sends. The
-   * daemons write the packets the batch delivered into their TUN there and
-   * read back, once, what the kernel answered meanwhile (a ping's reply, a
+   * daemons read their TUN there, once, for what the kernel answered to the
+   * packets the batch delivered (the gateway first writes them: it batches
+   * its TUN writes across connections) (a ping's reply, a
    * SYN-ACK, TCP ACKs: the kernel's own stack answers inside the TUN write),
    * so the answer leaves in the same send batch and the QUIC ACK rides on it
    * instead of going first in a packet of its own. ngtcp2 0.12 acknowledges

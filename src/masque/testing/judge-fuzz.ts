@@ -84,7 +84,7 @@ function prefix(r: Rng, version: 4 | 6, canonical = true): IpPrefix {
   const bits = version === 4 ? 32 : 128;
   const plen = r.chance(0.3) ? bits : r.int(bits + 1);
   const a = nearAddress(r, version);
-  // The TypeScript check expects canonical prefixes (host bits zero) but must not crash on others; tables carry both.
+  // Prefixes normally have their host bits zero; callers ask for the others too (both checks compare the same way).
   return { version, prefixLength: plen, address: canonical || r.chance(0.7) ? mask(a, plen) : a };
 }
 
@@ -146,10 +146,10 @@ export interface Pools {
 
 export function randomGatewayCase(r: Rng): GatewayCase {
   const grants: AddressEntry[] = times(r.int(3), () => {
-    const p = prefix(r, r.chance(0.6) ? 4 : 6);
+    const p = prefix(r, r.chance(0.6) ? 4 : 6, r.chance(0.9));
     return { requestId: 1, version: p.version, address: p.address, prefixLength: p.prefixLength };
   });
-  const owned: ClientRoute[] = times(r.int(3), () => ({ prefix: prefix(r, r.chance(0.6) ? 4 : 6), ipProtocol: r.pick([0, 0, 6, 17, 1, 47]) }));
+  const owned: ClientRoute[] = times(r.int(3), () => ({ prefix: prefix(r, r.chance(0.6) ? 4 : 6, r.chance(0.9)), ipProtocol: r.pick([0, 0, 6, 17, 1, 47]) }));
   const allow: DestinationAllowance = { loopback: r.chance(0.2), linkLocal: r.chance(0.2), multicast: r.chance(0.2), broadcast: r.chance(0.2), ownAddresses: r.chance(0.2) };
   const ourRanges: IpAddressRange[] = r.chance(0.2) ? [{ version: 4, start: new Uint8Array(4), end: new Uint8Array(4).fill(255), ipProtocol: 0 }] : times(r.int(4), () => range(r));
   const near = [...ourRanges.flatMap((x) => [x.start, x.end]), ...(r.chance(0.5) ? SPECIAL4 : []), ...(r.chance(0.3) ? SPECIAL6 : [])];
@@ -259,7 +259,7 @@ export function randomPacket(r: Rng, pools: Pools, depth = 0): Uint8Array {
   const l4 = transport(r, proto, version, quote);
   let pkt: Uint8Array;
   if (version === 4) {
-    const ihl = r.chance(0.9) ? 20 : 24;
+    const ihl = r.chance(0.85) ? 20 : 24 + 4 * r.int(10); // options up to the 60-byte maximum
     pkt = new Uint8Array(ihl + l4.length);
     pkt[0] = 0x40 | (ihl >> 2);
     put16(pkt, 2, r.chance(0.92) ? pkt.length : r.int(pkt.length + 30));
