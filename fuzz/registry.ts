@@ -4,11 +4,12 @@ import { ipPacket, pcap, flowTracker } from './defs/packet.js';
 import { varint, h3Frame, settings, qpack, capsule, httpDatagram, masqueCapsules } from './defs/h3.js';
 import { uriTemplate, masqueRequest, connectIpSession } from './defs/masque.js';
 import { configYaml } from './defs/config.js';
+import { nativeJudge } from './defs/native.js';
 
 /** Every target; names are what `npm run fuzz -- --target NAME` takes. */
 export const TARGETS: readonly FuzzTarget[] = [
   ipPacket, pcap, varint, h3Frame, settings, qpack, capsule, httpDatagram, masqueCapsules,
-  uriTemplate, masqueRequest, configYaml, flowTracker, connectIpSession,
+  uriTemplate, masqueRequest, configYaml, flowTracker, connectIpSession, nativeJudge,
 ];
 
 /** The target called `name`, or undefined. */
