@@ -47,33 +47,29 @@ export class TunReader {
    * closed device is not read.
    */
   pollOnce(): void {
-    if (this.failed || this.tun.closed) return;
+    if (!this.tun.closed) this.readBatch();
+  }
+
+  private readonly onReadable = (): void => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const n = this.readBatch();
+      if (n < this.bufs.length) return;
+    }
+  };
+
+  /** Reads one batch and hands it to onBatch; returns its size (0 when nothing waited or the device failed). */
+  private readBatch(): number {
+    if (this.failed) return 0;
     let n: number;
     try {
       n = this.tun.read(this.bufs, this.sizes, TUN_HEADROOM);
     } catch (e) {
+      // The data path is dead: report once; the daemon fails loudly (readyz 503, exit 3).
       this.failed = true;
       this.onError(e as Error);
-      return;
+      return 0;
     }
     if (n > 0) this.onBatch(this.bufs, this.sizes, n);
+    return n;
   }
-
-  private readonly onReadable = (): void => {
-    if (this.failed) return;
-    for (let round = 0; round < ROUNDS; round++) {
-      let n: number;
-      try {
-        n = this.tun.read(this.bufs, this.sizes, TUN_HEADROOM);
-      } catch (e) {
-        // The data path is dead: report once; the daemon fails loudly (readyz 503, exit 3).
-        this.failed = true;
-        this.onError(e as Error);
-        return;
-      }
-      if (n === 0) return;
-      this.onBatch(this.bufs, this.sizes, n);
-      if (n < this.bufs.length) return;
-    }
-  };
 }

@@ -37,65 +37,74 @@ function nativeVerdicts(n: NativeBinding, table: NativeJudgeTable, b: { arena: U
   return out;
 }
 
+/** One random session: its native table, and its TypeScript verdict on the packet at arena[off, off+len). */
+interface Judged {
+  table: NativeJudgeTable;
+  pools: Parameters<typeof randomPacket>[1];
+  oracle(arena: Uint8Array, off: number, len: number, checkLink: boolean): number;
+}
+
+/**
+ * `runs` random sessions from `session`, PACKETS_PER_CASE random packets
+ * each, both ways of the link check: every native verdict must equal the
+ * oracle's. Returns the packets judged and the verdicts seen.
+ */
+function differential(runs: number, session: (n: NativeBinding, r: Rng) => Judged): { judged: number; seen: number[] } {
+  const n = loadNative();
+  let judged = 0;
+  const seen = new Set<number>();
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 0x7fffffff }), (seed) => {
+      const r = new Rng(seed);
+      const s = session(n, r);
+      const packets = Array.from({ length: PACKETS_PER_CASE }, () => randomPacket(r, s.pools));
+      const b = pack(packets);
+      for (const checkLink of [true, false]) {
+        const got = nativeVerdicts(n, s.table, b, checkLink);
+        packets.forEach((p, i) => {
+          // Both read the same bytes in the same arena; TypeScript one packet at a time, as a session does.
+          const want = s.oracle(b.arena, i * STRIDE + OFFSET, p.length, checkLink);
+          seen.add(want);
+          if (got[i] !== want) throw new Error(`seed ${seed} packet ${i} (checkLink ${checkLink}): native ${got[i]}, TypeScript ${want}: ${hex(p)}`);
+        });
+      }
+      judged += packets.length;
+    }),
+    { numRuns: runs },
+  );
+  return { judged, seen: [...seen].sort((a, b) => a - b) };
+}
+
 describe.skipIf(!nativeAvailable())('native CONNECT-IP checks agree with the TypeScript oracle (issue #13)', () => {
   it('gateway: 400,000 random client packets against 1,000 random sessions and policies', () => {
-    const n = loadNative();
-    let judged = 0;
-    const seen = new Set<number>();
-    fc.assert(
-      fc.property(fc.integer({ min: 1, max: 0x7fffffff }), (seed) => {
-        const r = new Rng(seed);
-        const c = randomGatewayCase(r);
-        const table = n.judgeTable(compileGatewayTable(c.ctx, c.switches, c.policy));
-        const packets = Array.from({ length: PACKETS_PER_CASE }, () => randomPacket(r, c.pools));
-        // One PacketInfo for the whole run, as a session has: a verdict must not depend on the packet before.
-        const info = new PacketInfo();
-        const b = pack(packets);
-        for (const checkLink of [true, false]) {
-          const got = nativeVerdicts(n, table, b, checkLink);
-          packets.forEach((p, i) => {
-            // Both read the same bytes in the same arena; TypeScript one packet at a time, as a session does.
-            const want = judgeClientIp(c.ctx, c.switches, b.arena, i * STRIDE + OFFSET, p.length, info, checkLink);
-            seen.add(want);
-            if (got[i] !== want) throw new Error(`seed ${seed} packet ${i} (checkLink ${checkLink}): native ${got[i]}, TypeScript ${want}: ${hex(p)}`);
-          });
-        }
-        judged += packets.length;
-      }),
-      { numRuns: 1000 },
-    );
+    const { judged, seen } = differential(1000, (n, r) => {
+      const c = randomGatewayCase(r);
+      // One PacketInfo per session, as a session has: a verdict must not depend on the packet before.
+      const info = new PacketInfo();
+      return {
+        table: n.judgeTable(compileGatewayTable(c.ctx, c.switches, c.policy)),
+        pools: c.pools,
+        oracle: (arena, off, len, checkLink) => judgeClientIp(c.ctx, c.switches, arena, off, len, info, checkLink),
+      };
+    });
     expect(judged).toBeGreaterThanOrEqual(400_000);
     // Every verdict the gateway gives was reached (pass, link probe, and each drop), so no check went untested.
-    expect([...seen].sort((a, b) => a - b)).toEqual([VERDICT_LINK_ICMP6, 0, 7, 8, 9, 10, 11, 12, 13]);
+    expect(seen).toEqual([VERDICT_LINK_ICMP6, 0, 7, 8, 9, 10, 11, 12, 13]);
   });
 
   it('agent: 200,000 random packets from the gateway against 500 random sessions', () => {
-    const n = loadNative();
-    let judged = 0;
-    const seen = new Set<number>();
-    fc.assert(
-      fc.property(fc.integer({ min: 1, max: 0x7fffffff }), (seed) => {
-        const r = new Rng(seed);
-        const c = randomAgentCase(r);
-        const table = n.judgeTable(compileAgentTable(c.rx, c.ipv6Enabled, c.linkLocal));
-        const packets = Array.from({ length: PACKETS_PER_CASE }, () => randomPacket(r, c.pools));
-        const info = new PacketInfo();
-        const quoted = new PacketInfo();
-        const b = pack(packets);
-        for (const checkLink of [true, false]) {
-          const got = nativeVerdicts(n, table, b, checkLink);
-          packets.forEach((p, i) => {
-            const want = judgeGatewayIp(c.rx, c.ipv6Enabled, c.linkLocal, b.arena, i * STRIDE + OFFSET, p.length, info, quoted, checkLink);
-            seen.add(want);
-            if (got[i] !== want) throw new Error(`seed ${seed} packet ${i} (checkLink ${checkLink}): native ${got[i]}, TypeScript ${want}: ${hex(p)}`);
-          });
-        }
-        judged += packets.length;
-      }),
-      { numRuns: 500 },
-    );
+    const { judged, seen } = differential(500, (n, r) => {
+      const c = randomAgentCase(r);
+      const info = new PacketInfo();
+      const quoted = new PacketInfo();
+      return {
+        table: n.judgeTable(compileAgentTable(c.rx, c.ipv6Enabled, c.linkLocal)),
+        pools: c.pools,
+        oracle: (arena, off, len, checkLink) => judgeGatewayIp(c.rx, c.ipv6Enabled, c.linkLocal, arena, off, len, info, quoted, checkLink),
+      };
+    });
     expect(judged).toBeGreaterThanOrEqual(200_000);
-    expect([...seen].sort((a, b) => a - b)).toEqual([VERDICT_LINK_ICMP6, 0, 7, 8, 15, 16, 17]);
+    expect(seen).toEqual([VERDICT_LINK_ICMP6, 0, 7, 8, 15, 16, 17]);
   });
 
   it('refuses tables that are not well formed, with the reason, and never reads past a slot', () => {
