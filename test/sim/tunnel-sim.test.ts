@@ -365,4 +365,34 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     gtun.inject(craftTcp({ ...s, seq: 5001, ack: 1019, flags: 0x10, payload: Buffer.alloc(100, 1) }));
     await until(() => fromGw.length === 3, 5_000, 'the retransmitted segment through the restarted gateway');
   }, 40_000);
+
+  // Issue #13 (latency) / #17: both kernels answer inside the TUN write (a SYN-ACK, the client's ACK). On 62e3493,
+  // before the endpoint's before-send hook, each answer left after an ACK-only packet of its own (ngtcp2 0.12
+  // acknowledges at once a packet that follows a non-ack-eliciting one): 3 gateway and 3 agent datagrams here.
+  it('a TCP handshake costs one datagram per packet it needs: the kernels\' answers carry the QUIC ACKs', async () => {
+    const atun = agentTuns.opened.at(-1)!;
+    const gtun = gwTuns.opened.at(-1)!;
+    const counters = (d: Agent | Gateway) => (d as unknown as { endpoint: QuicEndpoint }).endpoint.counters;
+    await until(() => agent.state === 'open', 15_000, 'the agent to be connected');
+    const c = { src: '10.10.0.8', dst: '10.20.0.8', srcPort: 40_200, dstPort: 80 };
+    const s = { src: c.dst, dst: c.src, srcPort: c.dstPort, dstPort: c.srcPort };
+    let sent: { gw: number; agent: number } | null = null;
+    const base = { gw: 0, agent: 0 };
+    // The "kernels": network B's host answers the SYN, site A's host the SYN-ACK, each inside the write.
+    gtun.onPacket((p) => {
+      if (p.readUInt16BE(20) !== c.srcPort) return;
+      if (p[33] === 0x02) gtun.inject(craftTcp({ ...s, seq: 9000, ack: 2001, flags: 0x12 }));
+      if (p[33] === 0x10) sent = { gw: counters(gateway).datagramsOut - base.gw, agent: counters(agent).datagramsOut - base.agent };
+    });
+    atun.onPacket((p) => {
+      if (p.readUInt16BE(22) === c.srcPort && p[33] === 0x12) atun.inject(craftTcp({ ...c, seq: 2001, ack: 9001, flags: 0x10 }));
+    });
+    await new Promise((r) => setTimeout(r, 200)); // earlier tests' delayed ACKs and keep-alives have left
+    base.gw = counters(gateway).datagramsOut;
+    base.agent = counters(agent).datagramsOut;
+    atun.inject(craftTcp({ ...c, seq: 2000, flags: 0x02 }));
+    await until(() => sent !== null, 5_000, 'the handshake\'s last ACK at the gateway TUN');
+    // Gateway: the SYN-ACK with its ACK. Agent: the SYN, then the ACK with its ACK.
+    expect(sent).toEqual({ gw: 1, agent: 2 });
+  }, 30_000);
 });
