@@ -7,6 +7,10 @@
  * Buffers passed in are copied by the native side before each call returns.
  */
 import { loadNative } from '../native/addon.js';
+import {
+  INFO_CLOSED, INFO_DGRAM_MAX, INFO_DGRAM_RECV_FULL, INFO_DGRAM_RECV_QUEUED, INFO_DGRAM_SEND_QUEUED, INFO_DRAINING, INFO_ESTABLISHED, INFO_LENGTH,
+  INFO_RESUMED, INFO_STREAM_READABLE, INFO_TIMED_OUT,
+} from './engine-abi.js';
 import type {
   QuicEngine,
   EngineConfig,
@@ -131,7 +135,7 @@ class Ngtcp2Config implements EngineConfig {
 /** One connection of the engine (exported for bench/quic-datagram.mjs, which times its methods). */
 export class Ngtcp2Connection implements EngineConnection {
   private readonly h: NativeConn;
-  private readonly info = new Float64Array(11);
+  private readonly info = new Float64Array(INFO_LENGTH);
   private readonly res = new Float64Array(3);
   /** quicStats output for srttMs (the telemetry tick reads it for every session each second). */
   private readonly st = new Float64Array(9);
@@ -215,16 +219,16 @@ export class Ngtcp2Connection implements EngineConnection {
     if (len === -2) throw new Error('BufferTooShort');
     return len;
   }
-  dgramRecvQueueLen(): number { return this.poll()[6]; }
-  dgramSendQueueLen(): number { return this.poll()[7]; }
-  isDgramRecvQueueFull(): boolean { return this.poll()[8] === 1; }
+  dgramRecvQueueLen(): number { return this.poll()[INFO_DGRAM_RECV_QUEUED]; }
+  dgramSendQueueLen(): number { return this.poll()[INFO_DGRAM_SEND_QUEUED]; }
+  isDgramRecvQueueFull(): boolean { return this.poll()[INFO_DGRAM_RECV_FULL] === 1; }
   dgramSend(data: Uint8Array, offset = 0, length = data.length - offset): void | null {
     const rv = n().quicDgramSend(this.h, data, offset, length);
     if (rv === 0) return null;
     if (rv < 0) throw new Error('InvalidState');
   }
   dgramMaxWritableLen(): number | null {
-    const m = this.poll()[9];
+    const m = this.poll()[INFO_DGRAM_MAX];
     return m < 0 ? null : m;
   }
 
@@ -243,12 +247,12 @@ export class Ngtcp2Connection implements EngineConnection {
   peerCertChain(): Uint8Array[] | null { return n().quicTlsInfo(this.h, 2); }
   session(): Uint8Array | null { return n().quicTlsInfo(this.h, 3); }
 
-  isEstablished(): boolean { return this.poll()[0] === 1; }
-  isResumed(): boolean { return this.poll()[1] === 1; }
-  hasReadableStream(): boolean { return this.poll()[5] === 1; }
-  isDraining(): boolean { return this.poll()[2] === 1; }
-  isClosed(): boolean { return this.poll()[3] === 1; }
-  isTimedOut(): boolean { return this.poll()[4] === 1; }
+  isEstablished(): boolean { return this.poll()[INFO_ESTABLISHED] === 1; }
+  isResumed(): boolean { return this.poll()[INFO_RESUMED] === 1; }
+  hasReadableStream(): boolean { return this.poll()[INFO_STREAM_READABLE] === 1; }
+  isDraining(): boolean { return this.poll()[INFO_DRAINING] === 1; }
+  isClosed(): boolean { return this.poll()[INFO_CLOSED] === 1; }
+  isTimedOut(): boolean { return this.poll()[INFO_TIMED_OUT] === 1; }
   peerError(): EngineConnectionError | null { return n().quicError(this.h, true); }
   localError(): EngineConnectionError | null { return n().quicError(this.h, false); }
 
