@@ -1106,11 +1106,11 @@ export class QuicEndpoint implements ConnectionOwner {
   /**
    * Runs `hook` after each input batch's events and before its sends. The
    * daemons read their TUN there, once, for what the kernel answered to the
-   * packets the batch delivered (the gateway first writes them: it batches
-   * its TUN writes across connections) (a ping's reply, a
-   * SYN-ACK, TCP ACKs: the kernel's own stack answers inside the TUN write),
-   * so the answer leaves in the same send batch and the QUIC ACK rides on it
-   * instead of going first in a packet of its own. ngtcp2 0.12 acknowledges
+   * packets the batch delivered: a ping's reply, a SYN-ACK, TCP ACKs (the
+   * kernel's own stack answers inside the TUN write; the gateway writes its
+   * TUN in the hook first, as it batches those writes across connections).
+   * The answer then leaves in the same send batch and the QUIC ACK rides on
+   * it instead of going first in a packet of its own. ngtcp2 0.12 acknowledges
    * at once any ack-eliciting packet that follows a non-ack-eliciting one
    * (pktns_commit_recv_pkt_num), so request/response traffic drew one
    * ACK-only packet, and one extra wake of the peer, per exchange.
