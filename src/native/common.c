@@ -3,6 +3,7 @@
  * shared by the TUN, UDP and poll parts, and the process's malloc accounting.
  */
 #include "common.h"
+#include "quic-engine.h" /* qe_pages_in_use, for mallocStats */
 
 #include <errno.h>
 #include <malloc.h>

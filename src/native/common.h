@@ -114,8 +114,6 @@ bool mtun_poll_init(napi_env env, napi_value exports);
 bool mtun_quic_init(napi_env env, napi_value exports);
 /* Native CONNECT-IP checks (judge-napi.c). */
 bool mtun_judge_init(napi_env env, napi_value exports);
-/* Bytes of the QUIC engine's page pool in use (quic-pages.c): native heap outside glibc's accounting. */
-size_t qe_pages_in_use(void);
 
 /* Helper for registration. */
 bool mtun_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
