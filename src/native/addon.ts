@@ -44,16 +44,15 @@ export interface NativeBinding {
   udpSend(fd: number, family: 0 | 4 | 6, bufs: Buffer[], sizes: Uint32Array, addrs: Uint8Array, segs: Uint32Array,
     count: number, autoGso: boolean, stats: Float64Array): number;
   pollStart(fd: number, events: number, cb: (events: number) => void): NativePoll;
-  /** glibc malloc accounting into out: [in use (incl. mmap'd), free inside arenas, mmap'd] bytes. */
-  /** glibc in-use, free-in-arena and mmap'd bytes; a 4th slot gets the QUIC engine's page pool (quic-pages.c). */
+  /** glibc malloc accounting into out: [in use (incl. mmap'd), free inside arenas, mmap'd] bytes; a 4th slot gets the QUIC engine's page pool (quic-pages.c). */
   mallocStats(out: Float64Array): void;
   pollSet(poll: NativePoll, events: number): void;
+  pollClose(poll: NativePoll): void;
   /** A table of CONNECT-IP checks compiled by src/masque/native-judge.ts; throws TypeError on malformed bytes. */
   judgeTable(bytes: Uint8Array): NativeJudgeTable;
   /** Verdicts of the table on packets arena[i*stride + offset, + lens[i]) into out[i] (see src/native/judge.h); returns count. */
   judgeBatch(table: NativeJudgeTable, arena: Uint8Array, stride: number, offset: number, lens: Uint32Array, count: number,
     out: Int32Array, checkLink: boolean): number;
-  pollClose(poll: NativePoll): void;
 }
 
 /** Opaque handle of a native judge table (src/native/judge.h). */
