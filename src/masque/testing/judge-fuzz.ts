@@ -8,7 +8,7 @@
  */
 import { compilePolicy, type IdentityPolicy } from '../../config/policy.js';
 import type { PolicyEntry } from '../../config/schema.js';
-import type { IpPrefix } from '../../packet/ip-address.js';
+import { maskAddress, parseIp, prefixEnd, type IpPrefix } from '../../packet/ip-address.js';
 import type { AddressEntry } from '../connect-ip/address-entry.js';
 import type { ClientRoute } from '../connect-ip/client-routes.js';
 import type { ClientIpSwitches, ClientPacketContext } from '../connect-ip/packet-judge.js';
@@ -43,34 +43,23 @@ export class Rng {
   }
 }
 
-const v4 = (...b: number[]): Uint8Array => Uint8Array.from(b);
-const v6 = (hex: string): Uint8Array => Uint8Array.from(hex.match(/../g)!.map((h) => parseInt(h, 16)));
+/** Address bytes of an IP literal (the literals here are valid). */
+const addr = (text: string): Uint8Array => parseIp(text)!.address;
 
 /** A link-local address and IPv6 loopback, by name. */
-const LL6 = v6('fe800000000000000000000000000001');
-const LOOP6 = v6('00000000000000000000000000000001');
+const LL6 = addr('fe80::1');
+const LOOP6 = addr('::1');
 
 /** Addresses every check has an opinion on: link-local, loopback, multicast, broadcast, unspecified, mapped. */
 const SPECIAL4 = [
-  v4(169, 254, 1, 1), v4(127, 0, 0, 1), v4(224, 0, 0, 5), v4(239, 255, 255, 250), v4(223, 255, 255, 1), v4(240, 0, 0, 1),
-  v4(255, 255, 255, 255), v4(255, 255, 255, 254), v4(0, 0, 0, 0), v4(0, 1, 2, 3), v4(1, 0, 0, 0), v4(169, 253, 0, 1), v4(192, 0, 2, 1),
-];
+  '169.254.1.1', '127.0.0.1', '224.0.0.5', '239.255.255.250', '223.255.255.1', '240.0.0.1',
+  '255.255.255.255', '255.255.255.254', '0.0.0.0', '0.1.2.3', '1.0.0.0', '169.253.0.1', '192.0.2.1',
+].map(addr);
 const SPECIAL6 = [
-  v6('00000000000000000000ffff7f000001'), v6('00000000000000000000ffffe0000001'), v6('00000000000000000000ffff00000000'),
-  v6('fe800000000000000000000000000001'), v6('ff020000000000000000000000000001'), v6('00000000000000000000000000000001'),
-  v6('00000000000000000000000000000000'), v6('00000000000000000000ffff0a000001'), v6('ff050000000000000000000000000002'),
-];
-const BASES4 = [v4(10, 0, 0, 0), v4(10, 0, 1, 0), v4(10, 1, 0, 0), v4(192, 168, 5, 0)];
-const BASES6 = [v6('fd000000000000000000000000000000'), v6('fd000000000000010000000000000000'), v6('20010db8000000000000000000000000')];
-
-function mask(a: Uint8Array, plen: number): Uint8Array {
-  const out = Uint8Array.from(a);
-  for (let i = 0; i < out.length; i++) {
-    const keep = Math.max(0, Math.min(8, plen - i * 8));
-    out[i] = out[i]! & ((0xff << (8 - keep)) & 0xff);
-  }
-  return out;
-}
+  '::ffff:127.0.0.1', '::ffff:224.0.0.1', '::ffff:0.0.0.0', 'fe80::1', 'ff02::1', '::1', '::', '::ffff:10.0.0.1', 'ff05::2',
+].map(addr);
+const BASES4 = ['10.0.0.0', '10.0.1.0', '10.1.0.0', '192.168.5.0'].map(addr);
+const BASES6 = ['fd00::', 'fd00:0:0:1::', '2001:db8::'].map(addr);
 
 /** An address near the pool: a base or special with its low bytes varied. */
 function nearAddress(r: Rng, version: 4 | 6): Uint8Array {
@@ -85,17 +74,13 @@ function prefix(r: Rng, version: 4 | 6, canonical = true): IpPrefix {
   const plen = r.chance(0.3) ? bits : r.int(bits + 1);
   const a = nearAddress(r, version);
   // Prefixes normally have their host bits zero; callers ask for the others too (both checks compare the same way).
-  return { version, prefixLength: plen, address: canonical || r.chance(0.7) ? mask(a, plen) : a };
+  return { version, prefixLength: plen, address: canonical || r.chance(0.7) ? maskAddress(a, plen) : a };
 }
 
 function range(r: Rng): IpAddressRange {
   const version = r.chance(0.6) ? 4 : 6;
   const p = prefix(r, version);
-  const end = Uint8Array.from(p.address);
-  for (let i = 0; i < end.length; i++) {
-    const keep = Math.max(0, Math.min(8, p.prefixLength - i * 8));
-    end[i] = end[i]! | (0xff >> keep);
-  }
+  const end = prefixEnd(p);
   const reversed = r.chance(0.05);
   return { version, start: reversed ? end : p.address, end: reversed ? p.address : end, ipProtocol: r.pick([0, 0, 6, 17, 1, 58, 47]) };
 }
@@ -111,7 +96,7 @@ function prefixNear(r: Rng, near: readonly Uint8Array[]): IpPrefix {
   const a = r.pick(near);
   const version = a.length === 4 ? 4 : 6;
   const plen = r.int(a.length * 8 + 1);
-  return { version, prefixLength: plen, address: mask(a, plen) };
+  return { version, prefixLength: plen, address: maskAddress(a, plen) };
 }
 
 function policy(r: Rng, near: readonly Uint8Array[]): IdentityPolicy | null {
@@ -166,7 +151,7 @@ export function randomGatewayCase(r: Rng): GatewayCase {
     owned,
     ourRanges,
     // A host's own addresses include its loopback ones (localAddresses() lists lo).
-    ownAddresses: times(r.int(4), () => (r.chance(0.3) ? r.pick([v4(127, 0, 0, 1), LOOP6, v4(192, 0, 2, 1)]) : nearAddress(r, r.chance(0.6) ? 4 : 6))),
+    ownAddresses: times(r.int(4), () => (r.chance(0.3) ? r.pick([addr('127.0.0.1'), LOOP6, addr('192.0.2.1')]) : nearAddress(r, r.chance(0.6) ? 4 : 6))),
     allow: r.chance(0.2) ? undefined : allow,
     policy: pol ? (buf, info) => pol.allowsPacket(buf, info) : undefined,
   };
