@@ -135,8 +135,11 @@ export class Gateway {
     registerAuthCounters(telemetry.registry, { endpoint: endpoint.counters, superseded: () => this.reg.superseded });
     registerQuicEndpointMetrics(telemetry.registry, 'gateway', endpoint.counters);
     const reader = new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
-    // What agents sent goes into the TUN before the endpoint sends, and the kernel's answers to it
-    // (read back at once) leave in the same send batch, carrying the QUIC ACK (endpoint.setBeforeSend).
+    // What agents sent reaches the TUN once the endpoint's input batch is done: every connection's
+    // `readable` event of the batch shares one TUN write call (the writer still writes early when its
+    // slots fill), before the endpoint sends; the kernel's answers to it, read back at once, leave in
+    // the same send batch, carrying the QUIC ACK (endpoint.setBeforeSend). HTTP/2 tunnels write on
+    // their own (the listener's afterData).
     endpoint.setBeforeSend(() => {
       this.tunWriter.flush();
       reader.pollOnce();
@@ -267,8 +270,7 @@ export class Gateway {
         onClosed: (code, reason) => this.io.log.info({ remote: gc.remote, identity: gc.certIdentity, code, reason }, 'agent connection closed'),
       },
       (ev) => {
-        if (ev === 'readable') this.flushTunSoon();
-        else if (ev === 'closed') this.onConnectionClosed(gc);
+        if (ev === 'closed') this.onConnectionClosed(gc);
       },
     );
     this.reg.conns.add(gc);
@@ -664,26 +666,6 @@ export class Gateway {
   }
 
   // ---------------------------------------------------------------- data path
-
-  private tunFlushQueued = false;
-  private readonly flushTunNow = (): void => {
-    this.tunFlushQueued = false;
-    this.tunWriter.flush();
-  };
-
-  /**
-   * Packets agents sent reach the TUN once the endpoint's input batch is
-   * done: every connection's `readable` event of the batch shares one TUN
-   * write call instead of one each (the writer still writes early when its
-   * slots fill). The endpoint's before-send hook writes them (see the
-   * constructor); this microtask covers packets queued outside an endpoint
-   * batch (the HTTP/2 listener flushes on its own, `afterData`).
-   */
-  private flushTunSoon(): void {
-    if (this.tunFlushQueued) return;
-    this.tunFlushQueued = true;
-    queueMicrotask(this.flushTunNow);
-  }
 
   /** A client packet that passed every check: observe it and queue it for the TUN. */
   private readonly onClientPacket = (buf: Uint8Array, off: number, len: number, info: PacketInfo): void => {
