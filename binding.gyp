@@ -3,6 +3,8 @@
     {
       "target_name": "mtun_native",
       "sources": [
+        "src/native/codel.c",
+        "src/native/codel-napi.c",
         "src/native/common.c",
         "src/native/judge.c",
         "src/native/judge-napi.c",
@@ -19,7 +21,7 @@
       ],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wshadow", "-Wno-unused-parameter", "-fvisibility=hidden",
                  "<!@(sh src/native/quic-deps.sh --cflags)"],
-      "libraries": ["<!@(sh src/native/quic-deps.sh --libs)"],
+      "libraries": ["<!@(sh src/native/quic-deps.sh --libs)", "-lm"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
     }
   ]

@@ -53,6 +53,13 @@ export interface NativeBinding {
   /** Verdicts of the table on packets arena[i*stride + offset, + lens[i]) into out[i] (see src/native/judge.h); returns count. */
   judgeBatch(table: NativeJudgeTable, arena: Uint8Array, stride: number, offset: number, lens: Uint32Array, count: number,
     out: Int32Array, checkLink: boolean): number;
+  /**
+   * Tests only: the engine's CoDel state machine (src/native/codel.h) from a fresh state over
+   * dequeues i (head waited sojournUs[i] at nowUs[i]; small[i]: it was all that was queued);
+   * out[i] = 1 when dropped. Returns the drops.
+   */
+  codelTrace(targetUs: number, intervalUs: number, sojournUs: Float64Array, nowUs: Float64Array, small: Uint8Array,
+    out: Uint8Array): number;
 }
 
 /** Opaque handle of a native judge table (src/native/judge.h). */
@@ -107,7 +114,7 @@ export function loadNative(): NativeBinding {
 }
 
 /** The calling convention this code speaks (MTUN_ABI in src/native/common.h). */
-export const NATIVE_ABI = 4;
+export const NATIVE_ABI = 5;
 
 /** True when the addon loads (for tests and for choosing the node:dgram fallback). */
 export function nativeAvailable(): boolean {

@@ -63,9 +63,10 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * export changes, so a build left over from another checkout fails loudly
  * instead of misreading arguments. 2: read batches as arenas, QUIC byte
  * ranges, mallocStats. 3: quicOutBatch + quicDrain (a connection drained into the send batch in one call).
- * 4: judgeTable + judgeBatch (the native CONNECT-IP checks).
+ * 4: judgeTable + judgeBatch (the native CONNECT-IP checks). 5: quicInfo of 12 (CoDel drops),
+ * codelTrace.
  */
-#define MTUN_ABI 4
+#define MTUN_ABI 5
 
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);
@@ -114,6 +115,8 @@ bool mtun_poll_init(napi_env env, napi_value exports);
 bool mtun_quic_init(napi_env env, napi_value exports);
 /* Native CONNECT-IP checks (judge-napi.c). */
 bool mtun_judge_init(napi_env env, napi_value exports);
+/* CoDel state machine, for tests (codel-napi.c). */
+bool mtun_codel_init(napi_env env, napi_value exports);
 
 /* Helper for registration. */
 bool mtun_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);

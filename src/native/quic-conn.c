@@ -77,7 +77,7 @@ static int recv_dgram_cb(ngtcp2_conn *conn, uint32_t flags, const uint8_t *data,
     qe_dq_pop(q);
     c->dgram_recv_dropped++;
   }
-  qe_dq_push(q, data, len);
+  qe_dq_push(q, data, len, 0);
   return 0;
 }
 
@@ -175,8 +175,8 @@ static struct qe_conn *conn_alloc(struct qe_config *cfg, bool server, const stru
   memcpy(&c->remote, remote, remotelen);
   c->remotelen = remotelen;
   uint32_t slot = cfg->max_recv_udp > 1500 ? (uint32_t)cfg->max_recv_udp : 1500;
-  qe_dq_init(&c->dq_recv, cfg->dgram ? cfg->dgram_rq : 0, slot);
-  qe_dq_init(&c->dq_send, cfg->dgram ? cfg->dgram_sq : 0, (uint32_t)cfg->max_send_udp);
+  qe_dq_init(&c->dq_recv, cfg->dgram ? cfg->dgram_rq : 0, slot, false);
+  qe_dq_init(&c->dq_send, cfg->dgram ? cfg->dgram_sq : 0, (uint32_t)cfg->max_send_udp, cfg->codel.target_ns > 0);
   return c;
 }
 
@@ -438,6 +438,25 @@ static struct qe_stream *next_stream(struct qe_conn *c) {
   return NULL;
 }
 
+/*
+ * CoDel's verdict on the DATAGRAM send queue's head (cfg->codel). The
+ * interval is the configured one or twice the smoothed RTT, whichever is
+ * longer: it should cover a round trip of the flows inside the tunnel (RFC
+ * 8289 §4.3), and across regions the tunnel's own RTT dominates theirs. The
+ * RTT is read only while the head is above target (the state machine needs
+ * the interval only then).
+ */
+static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_tstamp now) {
+  struct mc_params p = c->cfg->codel;
+  uint64_t sojourn = now - dq->stamps[dq->head];
+  if (sojourn >= p.target_ns) {
+    ngtcp2_conn_stat st;
+    ngtcp2_conn_get_conn_stat(c->conn, &st);
+    if (2 * st.smoothed_rtt > p.interval_ns) p.interval_ns = 2 * st.smoothed_rtt;
+  }
+  return mc_should_drop(&c->codel, &p, sojourn, now, dq->count <= 1);
+}
+
 /* Writes one packet: queued DATAGRAMs first (the tunnel's packets), then stream data, coalesced. */
 static ngtcp2_ssize write_one(struct qe_conn *c, uint8_t *out, size_t cap, ngtcp2_tstamp now) {
   ngtcp2_path_storage ps;
@@ -448,6 +467,12 @@ static ngtcp2_ssize write_one(struct qe_conn *c, uint8_t *out, size_t cap, ngtcp
   for (;;) {
     ngtcp2_ssize nw;
     if (dgrams && dq->count > 0) {
+      /* CoDel: a head that waited too long, while a queue stands behind it, is dropped unsent. */
+      if (dq->stamps != NULL && codel_drops_head(c, dq, now)) {
+        qe_dq_pop(dq);
+        c->dgram_send_delay_dropped++;
+        continue;
+      }
       int accepted = 0;
       ngtcp2_vec v = {.base = dq->mem + (size_t)dq->head * dq->slot, .len = dq->lens[dq->head]};
       nw = ngtcp2_conn_writev_datagram(c->conn, &ps.path, &pi, out, cap, &accepted, NGTCP2_WRITE_DATAGRAM_FLAG_MORE,

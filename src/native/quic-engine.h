@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include "codel.h"
 
 /* Tuning constants (not from a spec). */
 #define QE_CHUNK_BYTES 16384          /* stream buffer chunk; data never moves until ACKed */
@@ -91,6 +92,7 @@ struct qe_config {
   ngtcp2_cc_algo cc;
   bool dgram;
   uint32_t dgram_rq, dgram_sq;
+  struct mc_params codel; /* on each connection's DATAGRAM send queue; target 0: off */
   bool keylog;
   bool has_ticket;
   uint8_t ticket_key[64];
@@ -106,6 +108,8 @@ void qe_config_unref(struct qe_config *c);
 struct qe_dq {
   uint8_t *mem;
   uint32_t *lens;
+  uint64_t *stamps; /* enqueue time of each slot (ns) when the ring is stamped (the send ring: CoDel), else NULL */
+  bool stamped;
   uint32_t cap;  /* slots allocated */
   uint32_t max;  /* slots allowed (0: DATAGRAM off) */
   uint32_t slot, head, count;
@@ -153,6 +157,8 @@ struct qe_conn {
   struct qe_stream *rr; /* round-robin position for sending */
   struct qe_dq dq_send, dq_recv;
   uint64_t dgram_recv_dropped;
+  struct mc_state codel;          /* CoDel on dq_send (cfg->codel) */
+  uint64_t dgram_send_delay_dropped; /* DATAGRAMs CoDel dropped from dq_send: they waited too long */
   struct qe_error local_err, peer_err;
   /* closing: the CONNECTION_CLOSE packet, resent when the peer keeps sending */
   uint8_t *close_pkt;
@@ -217,11 +223,12 @@ void qe_stream_callbacks(ngtcp2_callbacks *cb);
 void qe_scan_frames(struct qe_conn *c, const uint8_t *p, size_t len);
 
 /* Datagrams (quic-stream.c). */
-void qe_dq_init(struct qe_dq *q, uint32_t max, uint32_t slot);
+/* stamped: keep each datagram's enqueue time (qe_dq_push's stamp) for CoDel. */
+void qe_dq_init(struct qe_dq *q, uint32_t max, uint32_t slot, bool stamped);
 /* Makes room for one more datagram (allocating or growing the ring); false when max are queued or out of memory. */
 bool qe_dq_room(struct qe_dq *q);
 /* Appends one datagram of at most slot bytes; qe_dq_room must have said yes. */
-void qe_dq_push(struct qe_dq *q, const uint8_t *p, size_t len);
+void qe_dq_push(struct qe_dq *q, const uint8_t *p, size_t len, uint64_t stamp);
 /* Drops the oldest datagram. */
 void qe_dq_pop(struct qe_dq *q);
 void qe_dq_free(struct qe_dq *q);

@@ -79,7 +79,7 @@ badarg:
 enum {
   CF_IDLE_MS, CF_MAX_RECV_UDP, CF_MAX_SEND_UDP, CF_MAX_DATA, CF_SD_BIDI_LOCAL, CF_SD_BIDI_REMOTE, CF_SD_UNI,
   CF_STREAMS_BIDI, CF_STREAMS_UNI, CF_DISABLE_MIGRATION, CF_CC, CF_DGRAM, CF_DGRAM_RQ, CF_DGRAM_SQ,
-  CF_STREAM_WINDOW, CF_CONN_WINDOW, CF_KEYLOG, CF_VERIFY_PEER,
+  CF_STREAM_WINDOW, CF_CONN_WINDOW, CF_KEYLOG, CF_VERIFY_PEER, CF_CODEL_TARGET_US, CF_CODEL_INTERVAL_US,
 };
 
 static napi_value config_set(napi_env env, napi_callback_info info) {
@@ -110,6 +110,8 @@ static napi_value config_set(napi_env env, napi_callback_info info) {
   case CF_CONN_WINDOW: c->max_conn_window = u; break;
   case CF_KEYLOG: c->keylog = u != 0; break;
   case CF_VERIFY_PEER: c->verify_peer = u != 0; break;
+  case CF_CODEL_TARGET_US: c->codel.target_ns = u > 60000000 ? 60000000000ull : u * 1000; break;
+  case CF_CODEL_INTERVAL_US: c->codel.interval_ns = u > 60000000 ? 60000000000ull : u * 1000; break;
   default: return mtun_throw_type(env, "quic: unknown config field");
   }
   return NULL;

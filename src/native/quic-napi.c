@@ -411,7 +411,7 @@ static napi_value dgram_send(napi_env env, napi_callback_info info) {
   int64_t max = qe_dgram_max_writable(c);
   if (max < 0 || (int64_t)len > max) return mtun_i32(env, -1);
   if (!qe_dq_room(q)) return mtun_i32(env, 0);
-  qe_dq_push(q, p, len);
+  qe_dq_push(q, p, len, q->stamped ? qe_now() : 0);
   return mtun_i32(env, 1);
 }
 
@@ -434,14 +434,15 @@ static napi_value dgram_recv(napi_env env, napi_callback_info info) {
  * quicInfo(conn, res): fills res with the state the adapter polls —
  * [0] established, [1] resumed, [2] draining, [3] closed, [4] timed out,
  * [5] any stream readable, [6] dgram recv queued, [7] dgram send queued,
- * [8] dgram recv queue full, [9] dgram max writable (-1 none), [10] dgram recv dropped.
+ * [8] dgram recv queue full, [9] dgram max writable (-1 none), [10] dgram recv dropped,
+ * [11] dgram send dropped by CoDel (waited too long).
  */
 static napi_value conn_info(napi_env env, napi_callback_info info) {
   MTUN_ARGS(2);
   CONN(argv[0]);
   double *r;
   size_t rn;
-  if (!mtun_arg_stats(env, argv[1], &r, &rn) || r == NULL || rn < 11) return mtun_throw_type(env, "quic: info res");
+  if (!mtun_arg_stats(env, argv[1], &r, &rn) || r == NULL || rn < 12) return mtun_throw_type(env, "quic: info res");
   bool hs = c->conn != NULL && (c->handshake_done || ngtcp2_conn_get_handshake_completed(c->conn));
   r[0] = hs;
   r[1] = c->tls_retired ? c->resumed : c->tls != NULL && hs && gnutls_session_is_resumed(c->tls);
@@ -456,6 +457,7 @@ static napi_value conn_info(napi_env env, napi_callback_info info) {
   r[8] = c->dq_recv.max > 0 && c->dq_recv.count == c->dq_recv.max;
   r[9] = (double)qe_dgram_max_writable(c);
   r[10] = (double)c->dgram_recv_dropped;
+  r[11] = (double)c->dgram_send_delay_dropped;
   return NULL;
 }
 

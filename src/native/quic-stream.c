@@ -368,10 +368,11 @@ void qe_stream_callbacks(ngtcp2_callbacks *cb) {
 
 /* ------------------------------------------------------------ datagrams */
 
-void qe_dq_init(struct qe_dq *q, uint32_t max, uint32_t slot) {
+void qe_dq_init(struct qe_dq *q, uint32_t max, uint32_t slot, bool stamped) {
   memset(q, 0, sizeof *q);
   q->max = max;
   q->slot = slot;
+  q->stamped = stamped;
 }
 
 /*
@@ -389,9 +390,11 @@ bool qe_dq_room(struct qe_dq *q) {
   if (ncap > q->max) ncap = q->max;
   uint8_t *mem = malloc((size_t)ncap * q->slot);
   uint32_t *lens = malloc((size_t)ncap * sizeof *lens);
-  if (mem == NULL || lens == NULL) {
+  uint64_t *stamps = q->stamped ? malloc((size_t)ncap * sizeof *stamps) : NULL;
+  if (mem == NULL || lens == NULL || (q->stamped && stamps == NULL)) {
     free(mem);
     free(lens);
+    free(stamps);
     return false;
   }
   /* The queued datagrams, oldest first, to the start of the new ring (the ring is full: count == cap). */
@@ -399,20 +402,24 @@ bool qe_dq_room(struct qe_dq *q) {
     uint32_t k = (q->head + i) % q->cap;
     memcpy(mem + (size_t)i * q->slot, q->mem + (size_t)k * q->slot, q->lens[k]);
     lens[i] = q->lens[k];
+    if (stamps != NULL) stamps[i] = q->stamps[k];
   }
   free(q->mem);
   free(q->lens);
+  free(q->stamps);
   q->mem = mem;
   q->lens = lens;
+  q->stamps = stamps;
   q->cap = ncap;
   q->head = 0;
   return true;
 }
 
-void qe_dq_push(struct qe_dq *q, const uint8_t *p, size_t len) {
+void qe_dq_push(struct qe_dq *q, const uint8_t *p, size_t len, uint64_t stamp) {
   uint32_t k = (q->head + q->count) % q->cap;
   memcpy(q->mem + (size_t)k * q->slot, p, len);
   q->lens[k] = (uint32_t)len;
+  if (q->stamps != NULL) q->stamps[k] = stamp;
   q->count++;
 }
 
@@ -432,8 +439,10 @@ void qe_dq_trim(struct qe_dq *q) {
 void qe_dq_free(struct qe_dq *q) {
   free(q->mem);
   free(q->lens);
+  free(q->stamps);
   q->mem = NULL;
   q->lens = NULL;
+  q->stamps = NULL;
   q->cap = q->head = q->count = 0;
 }
 

@@ -46,5 +46,7 @@ export const INFO_DGRAM_RECV_FULL = 8;
 export const INFO_DGRAM_MAX = 9;
 /** Received DATAGRAMs dropped because the queue was full (count). */
 export const INFO_DGRAM_RECV_DROPPED = 10;
+/** DATAGRAMs CoDel dropped from the send queue because they waited too long (count; setDgramQueueDelay). */
+export const INFO_DGRAM_SEND_DELAY_DROPPED = 11;
 /** Length of the snapshot array. */
-export const INFO_LENGTH = 11;
+export const INFO_LENGTH = 12;

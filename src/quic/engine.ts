@@ -73,6 +73,13 @@ export interface EngineConfig {
   setDisableActiveMigration(v: boolean): void;
   setCcAlgorithmName(name: string): void;
   enableDgram(enabled: boolean, recvQueueLen: number, sendQueueLen: number): void;
+  /**
+   * CoDel (RFC 8289) on each connection's DATAGRAM send queue: a datagram
+   * that waited longer than targetUs, after the queue's delay stayed above
+   * target for intervalUs, is dropped unsent (counted: INFO_DGRAM_SEND_DELAY_DROPPED).
+   * targetUs 0 turns it off (the default).
+   */
+  setDgramQueueDelay(targetUs: number, intervalUs: number): void;
   setMaxStreamWindow(v: number): void;
   setMaxConnectionWindow(v: number): void;
   /** Server: the stateless_reset_token transport parameter (u128, big-endian as sent). */

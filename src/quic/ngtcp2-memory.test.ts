@@ -28,14 +28,14 @@ const enc = (s) => new TextEncoder().encode(s);
 function config(server) {
   const c = server ? n.quicConfigNew(false, null, enc(keyPem), enc(certPem)) : n.quicConfigNew(false, enc(caPem), null, null);
   n.quicConfigSetAlpn(c, [enc('h3')]);
-  const set = [[0, 30000], [1, 1350], [2, 1350], [3, 16 << 20], [5, 1 << 20], [7, 100], [11, 1], [12, 1024], [13, 1024], [9, 1]];
+  const set = [[0, 30000], [1, 1350], [2, 1350], [3, 16 << 20], [5, 1 << 20], [7, 100], [11, 1], [12, 1024], [13, 1024], [9, 1], [18, 1000], [19, 10000]];
   for (const [f, v] of set) n.quicConfigSet(c, f, v);
   if (server) n.quicConfigSetBytes(c, 1, randomBytes(16));
   return c;
 }
 const server = config(true), client = config(false);
 const out = new Uint8Array(1500);
-const res = new Float64Array(11);
+const res = new Float64Array(12); // INFO_LENGTH (src/quic/engine-abi.ts)
 /** RFC 9000 §17.2.2 Initial, v1, random 16-byte DCID/SCID, no token, random (undecryptable) payload. */
 function spoofed() {
   const b = randomBytes(1200);

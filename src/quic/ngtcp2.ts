@@ -71,7 +71,7 @@ interface QuicNative {
 const F = {
   idleMs: 0, maxRecvUdp: 1, maxSendUdp: 2, maxData: 3, sdBidiLocal: 4, sdBidiRemote: 5, sdUni: 6, streamsBidi: 7,
   streamsUni: 8, disableMigration: 9, cc: 10, dgram: 11, dgramRq: 12, dgramSq: 13, streamWindow: 14, connWindow: 15,
-  keylog: 16, verifyPeer: 17,
+  keylog: 16, verifyPeer: 17, codelTargetUs: 18, codelIntervalUs: 19,
 } as const;
 /** ngtcp2_cc_algo. */
 const CC: Record<string, number> = { reno: 0, cubic: 1, bbr: 2, bbr2: 3 };
@@ -117,6 +117,13 @@ class Ngtcp2Config implements EngineConfig {
     this.set(F.dgram, enabled ? 1 : 0);
     this.set(F.dgramRq, recvQueueLen);
     this.set(F.dgramSq, sendQueueLen);
+  }
+  setDgramQueueDelay(targetUs: number, intervalUs: number): void {
+    if (targetUs !== 0 && !(Number.isInteger(targetUs) && Number.isInteger(intervalUs) && targetUs > 0 && intervalUs > targetUs)) {
+      throw new RangeError(`quic: DATAGRAM queue delay needs integer µs with 0 < target (${targetUs}) < interval (${intervalUs})`);
+    }
+    this.set(F.codelTargetUs, targetUs);
+    this.set(F.codelIntervalUs, intervalUs);
   }
   setMaxStreamWindow(v: number): void { this.set(F.streamWindow, v); }
   setMaxConnectionWindow(v: number): void { this.set(F.connWindow, v); }
