@@ -32,7 +32,7 @@ import { MTUN_VERSION } from '../version.js';
 import { AddressSync } from '../daemon/address-sync.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
-import { TUN_WRITE_DROP_REASON, TunWriter, tunRecvBudget } from '../daemon/tun-writer.js';
+import { TUN_WRITE_DROP_REASON, TunWriter, tunQueueDelay, tunRecvBudget } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { UdpForwarder } from './udp-forwarder.js';
@@ -145,6 +145,7 @@ export class Agent {
         maxUdpPayloadBytes: MAX_UDP_PAYLOAD_BYTES,
         keylogPath: config.tls.keylogPath ?? null,
         recvBudget: tunRecvBudget(config.tun.txQueueLen),
+        dgramQueueDelay: tunQueueDelay(config.tun.queueDelay),
       });
       const telemetry = new Telemetry({
         reporter: 'agent',

@@ -57,7 +57,7 @@ describe('config: example files', () => {
     expect(c.tls.cert).toBe('/etc/mtun/gw.pem');
     expect(c.listen).toEqual({ host: '::', port: 4433 });
     expect(c.policy).toEqual([]); // default deny: no rules
-    expect(c.tun).toEqual({ name: 'mtun0', offload: true });
+    expect(c.tun).toEqual({ name: 'mtun0', offload: true, queueDelay: { targetMs: 1, intervalMs: 10 } });
     expect(c.inspection).toEqual({ maxFlows: 262144, peekBudgetBytes: 16 * 1024 * 1024, timeouts: {} });
     expect(c.telemetry).toEqual({ workloads: [], flowLog: { enabled: true, path: '-', maxFailedPerSecond: 100 } });
     expect(c.connectUdp.idleTimeoutMs).toBe(120000);
@@ -102,6 +102,13 @@ describe('config: errors name file:line:col, key path and what was expected', ()
   it('a prefix with host bits set suggests the fix', () => {
     expect(gwError('tls:\n  cert: a\n  key: b\n  ca: c\npools:\n  ipv4: 10.200.0.1/24\n')).toBe(
       'gw.yaml:6:9: pools.ipv4: expected the host bits of "10.200.0.1/24" to be zero (did you mean 10.200.0.0/24?)');
+  });
+
+  it('tun.queueDelay: CoDel off with targetMs 0; a target not below its interval, or negative, is refused', () => {
+    expect(parseAgentConfig(`${AGENT_BASE}tun:\n  queueDelay:\n    targetMs: 0\n`, 'agent.yaml', '/etc/mtun').tun.queueDelay).toEqual({ targetMs: 0, intervalMs: 10 });
+    expect(parseAgentConfig(`${AGENT_BASE}tun:\n  queueDelay: { targetMs: 0.5, intervalMs: 100 }\n`, 'agent.yaml', '/etc/mtun').tun.queueDelay).toEqual({ targetMs: 0.5, intervalMs: 100 });
+    expect(agentError(`${AGENT_BASE}tun:\n  queueDelay:\n    targetMs: 20\n`)).toBe('agent.yaml:9:15: tun.queueDelay.targetMs: expected targetMs below intervalMs (10), got 20');
+    expect(agentError(`${AGENT_BASE}tun:\n  queueDelay:\n    targetMs: -1\n`)).toBe('agent.yaml:9:15: tun.queueDelay.targetMs: expected a delay in milliseconds between 0 and 1000, got -1');
   });
 
   it('an IPv6 prefix where IPv4 is required', () => {

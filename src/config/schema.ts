@@ -107,6 +107,23 @@ const tunSchema = z.strictObject({
   offload: z.boolean().default(true),
   /** Kernel transmit queue of the TUN in packets (default: the kernel's 500); shorter = less delay under load, some throughput lost. */
   txQueueLen: intIn(1, 1_000_000, 'a queue length in packets').optional(),
+  /**
+   * CoDel (RFC 8289) on the tunnel's DATAGRAM send queue, where packets from
+   * the TUN wait when the QUIC path is slower than the TUN: once the queue's
+   * delay has stayed above `targetMs` for an interval, its oldest packet is
+   * dropped unsent at CoDel's rate (mtun_quic_dgram_frames_dropped_total
+   * {reason="queue-delay"}), so a bulk TCP flow slows down instead of queueing
+   * in front of every other flow. The interval is `intervalMs` or twice the
+   * tunnel's smoothed RTT, whichever is longer. `targetMs: 0` turns it off.
+   */
+  queueDelay: z.strictObject({
+    targetMs: numberIn(0, 1_000, 'a delay in milliseconds').default(1),
+    intervalMs: numberIn(0.1, 10_000, 'a duration in milliseconds').default(10),
+  }).superRefine((q, ctx) => {
+    if (q.targetMs !== 0 && q.targetMs >= q.intervalMs) {
+      ctx.addIssue({ code: 'custom', path: ['targetMs'], message: `expected targetMs below intervalMs (${q.intervalMs}), got ${q.targetMs}` });
+    }
+  }).prefault({}),
 }).prefault({});
 
 /** A policy rule: traffic to these destination prefixes with these protocols and ports is allowed. */

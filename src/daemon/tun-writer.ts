@@ -94,3 +94,13 @@ const KERNEL_TUN_TXQUEUELEN = 500;
 export function tunRecvBudget(txQueueLen: number | undefined): number {
   return Math.max(64, Math.min(1024, Math.floor((txQueueLen ?? KERNEL_TUN_TXQUEUELEN) / 2)));
 }
+
+/**
+ * `tun.queueDelay` (ms, `targetMs: 0` = off) as the endpoint's
+ * `dgramQueueDelay` (whole µs; the interval stays above the target).
+ */
+export function tunQueueDelay(q: { targetMs: number; intervalMs: number }): { targetUs: number; intervalUs: number } | null {
+  if (q.targetMs === 0) return null;
+  const targetUs = Math.max(1, Math.round(q.targetMs * 1000));
+  return { targetUs, intervalUs: Math.max(targetUs + 1, Math.round(q.intervalMs * 1000)) };
+}

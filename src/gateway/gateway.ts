@@ -36,7 +36,7 @@ import type { PeerIdentity } from '../quic/peer-identity.js';
 import { directionByLocalPrefixes, startAdminServer, TapInterface, Telemetry, TunnelCounterSync, type AdminServer, type DaemonStatus } from '../telemetry/index.js';
 import { DaemonFlows } from '../daemon/flows.js';
 import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
-import { TUN_WRITE_DROP_REASON, TunWriter, tunRecvBudget } from '../daemon/tun-writer.js';
+import { TUN_WRITE_DROP_REASON, TunWriter, tunQueueDelay, tunRecvBudget } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
@@ -188,6 +188,7 @@ export class Gateway {
         idleTimeoutMs: Math.max(QUIC_IDLE_TIMEOUT_MS, 3 * config.keepaliveIntervalMs),
         maxUdpPayloadBytes: MAX_UDP_PAYLOAD_BYTES,
         recvBudget: tunRecvBudget(config.tun.txQueueLen),
+        dgramQueueDelay: tunQueueDelay(config.tun.queueDelay),
         // Before authentication (#12 item 13): few connections per IP, small windows (see config/schema.ts).
         maxConnectionsPerPeerIp: config.maxConnectionsPerPeerIp,
         maxDataBytes: config.connectionWindowBytes,

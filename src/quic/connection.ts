@@ -59,6 +59,8 @@ export interface QuicConnectionStats {
   dgramDropTooBig: number;
   /** Input batches after which the engine's datagram receive queue was full (it then drops the oldest). */
   dgramRecvQueueFullEvents: number;
+  /** Datagrams CoDel dropped from the engine's send queue: they waited too long (as of the last input; QuicEndpointOptions.dgramQueueDelay). */
+  dgramDropQueueDelay: number;
 }
 
 /** What a connection needs from its endpoint (internal). */
@@ -137,6 +139,8 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   private dgramDropQueueFull = 0;
   private dgramDropTooBig = 0;
   /** @internal */ dgramRecvQueueFullEvents = 0;
+  /** @internal The engine's count of CoDel drops, as of the endpoint's last snapshot. */
+  dgramDropQueueDelay = 0;
   /**
    * @internal What the endpoint's snapshot before a `readable` event said
    * (set only during that event, -1 otherwise): whether a stream is
@@ -443,6 +447,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       dgramDropQueueFull: this.dgramDropQueueFull,
       dgramDropTooBig: this.dgramDropTooBig,
       dgramRecvQueueFullEvents: this.dgramRecvQueueFullEvents,
+      dgramDropQueueDelay: this.dgramDropQueueDelay,
     };
     if (this.gone) return s;
     const st = this.q.stats();

@@ -31,6 +31,7 @@ import {
   INFO_DGRAM_MAX,
   INFO_DGRAM_RECV_FULL,
   INFO_DGRAM_RECV_QUEUED,
+  INFO_DGRAM_SEND_DELAY_DROPPED,
   INFO_DRAINING,
   INFO_ESTABLISHED,
   INFO_STREAM_READABLE,
@@ -76,6 +77,15 @@ const LOCAL_ADDR_OFFSET = ADDR_SLOT_BYTES - 16;
 const MAX_SESSIONS = 64;
 /** Datagrams processed before connection events run mid-batch (below the default DATAGRAM queue of 1024). */
 const DISPATCH_EVERY = 256;
+
+/**
+ * Default {@link QuicEndpointOptions.dgramQueueDelay}: 1 ms target, 10 ms
+ * interval (the engine stretches the interval to twice the smoothed RTT on a
+ * longer path). In the lab, with the inner TCP on cubic, it took ping under a
+ * bulk transfer from 4.4–4.9 to 2.3–2.9 ms and the transfer's retransmits
+ * from 400–1,050 to 10–15 per 10 s (BENCHMARKS.md, "Queue delay").
+ */
+export const DEFAULT_DGRAM_QUEUE_DELAY: Readonly<{ targetUs: number; intervalUs: number }> = { targetUs: 1_000, intervalUs: 10_000 };
 /** Queued client Initials older than this are dropped (RFC 9002 §6.2.2: the client's first PTO is about 1 s). */
 const HANDSHAKE_QUEUE_MAX_WAIT_MS = 1000;
 /** RFC 9000 §20.1 transport error codes we send. */
@@ -207,6 +217,16 @@ export interface QuicEndpointOptions {
   /** Packets one connection may emit per flush before others get a turn (default 256). */
   sendBudget?: number;
   /**
+   * CoDel (RFC 8289; src/native/codel.c) on each connection's DATAGRAM send
+   * queue, where the tunnel's packets wait when the QUIC path is slower than
+   * the TUN feeding it: once the queue's delay has stayed above `targetUs`
+   * for `intervalUs`, its head is dropped unsent at the control law's rate,
+   * so the TCP inside slows down instead of queueing in front of every other
+   * flow. Counted in `dgramDropQueueDelay`. Default
+   * {@link DEFAULT_DGRAM_QUEUE_DELAY}; null turns it off.
+   */
+  dgramQueueDelay?: { targetUs: number; intervalUs: number } | null;
+  /**
    * Send a PING (ack-eliciting packet) on every established connection this
    * often, so quiet tunnels outlive the idle timeout (RFC 9000 §10.1.2).
    * 0 (default) disables; use less than half of idleTimeoutMs.
@@ -247,6 +267,8 @@ export interface QuicEndpointCounters {
   dropHandshakeQueueStale: number;
   /** The engine rejected the packet (decryption failure, protocol error). */
   dropRecvError: number;
+  /** DATAGRAM frames CoDel dropped from connections' send queues (they waited too long; {@link QuicEndpointOptions.dgramQueueDelay}). */
+  dgramDropQueueDelay: number;
   /** Datagrams the socket did not take (kept and retried) — counted per stall. */
   sendStalls: number;
   retriesSent: number;
@@ -288,6 +310,7 @@ function newCounters(): QuicEndpointCounters {
     dropHandshakeQueueFull: 0,
     dropHandshakeQueueStale: 0,
     dropRecvError: 0,
+    dgramDropQueueDelay: 0,
     sendStalls: 0,
     retriesSent: 0,
     versionNegotiationsSent: 0,
@@ -492,6 +515,8 @@ export class QuicEndpoint implements ConnectionOwner {
     // RFC 9221: DATAGRAM frames, bounded queues in the engine.
     const ql = o.dgramQueueLen ?? 1024;
     cfg.enableDgram(true, ql, ql);
+    const qd = o.dgramQueueDelay === undefined ? DEFAULT_DGRAM_QUEUE_DELAY : o.dgramQueueDelay;
+    if (qd !== null) cfg.setDgramQueueDelay(qd.targetUs, qd.intervalUs);
     cfg.setDisableActiveMigration(true);
     cfg.setCcAlgorithmName(o.congestionControl ?? DEFAULT_CONGESTION_CONTROL);
     // No 0-RTT: enableEarlyData is never called (RFC 9001 §9.2), so no CONNECT in early data.
@@ -1143,6 +1168,7 @@ export class QuicEndpoint implements ConnectionOwner {
       info = q.snapshot(); // onEstablished called into the engine
     }
     c.setDgramMax(info[INFO_DGRAM_MAX]!);
+    this.noteQueueDelayDrops(c, info[INFO_DGRAM_SEND_DELAY_DROPPED]!);
     if (c.established && !c.gone) {
       if (info[INFO_DGRAM_RECV_FULL] === 1) c.dgramRecvQueueFullEvents++;
       if (info[INFO_STREAM_READABLE] === 1 || info[INFO_DGRAM_RECV_QUEUED]! > 0) {
@@ -1163,6 +1189,15 @@ export class QuicEndpoint implements ConnectionOwner {
       }
     }
     this.markDirty(c);
+  }
+
+  /** Carries the engine's cumulative CoDel drop count of `c` into its stats and the endpoint's counter. */
+  private noteQueueDelayDrops(c: QuicConnection, engineCount: number): void {
+    const d = engineCount - c.dgramDropQueueDelay;
+    if (d > 0) {
+      c.dgramDropQueueDelay = engineCount;
+      this.counters.dgramDropQueueDelay += d;
+    }
   }
 
   /** Handshake finished: authenticate (server mTLS), then announce. False when refused. */
@@ -1539,6 +1574,7 @@ export class QuicEndpoint implements ConnectionOwner {
       if (s !== null) this.saveSession(c.sessionKey, s);
     }
     this.heap.delete(c);
+    this.noteQueueDelayDrops(c, c.q.snapshot()[INFO_DGRAM_SEND_DELAY_DROPPED]!);
     // Native state goes now, not when GC reaches the handle: under a flood of
     // spoofed Initials, accepted connections end at their first packet, and
     // waiting for GC grew RSS by ~1 KB per Initial (the gone flag keeps

@@ -24,6 +24,11 @@ const DROPS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
   ['dropStatelessRateLimit', 'retry-rate-limit'],
 ];
 
+/** Counter field → the `reason` label of `mtun_quic_dgram_frames_dropped_total` (DATAGRAM frames, inside connections). */
+const DGRAM_DROPS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
+  ['dgramDropQueueDelay', 'queue-delay'],
+];
+
 /** Counter field → the `packet` label of `mtun_quic_stateless_packets_sent_total`. */
 const STATELESS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
   ['retriesSent', 'retry'],
@@ -48,7 +53,7 @@ const HANDSHAKES: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
 /**
  * Registers on `registry`, labelled with `role` (gateway or agent):
  * `mtun_quic_datagrams_total{direction}`, `mtun_quic_datagrams_dropped_total{reason}`,
- * `mtun_quic_stateless_packets_sent_total{packet}` and
+ * `mtun_quic_dgram_frames_dropped_total{reason}`, `mtun_quic_stateless_packets_sent_total{packet}` and
  * `mtun_quic_handshakes_total{result}` (accepted, connected, failed, deferred).
  */
 export function registerQuicEndpointMetrics(registry: Registry, role: 'gateway' | 'agent', c: Readonly<QuicEndpointCounters>): void {
@@ -64,6 +69,7 @@ export function registerQuicEndpointMetrics(registry: Registry, role: 'gateway' 
   };
   fields('mtun_quic_datagrams_total', 'UDP datagrams the QUIC endpoint received (in) and sent (out)', 'direction', DATAGRAMS);
   fields('mtun_quic_datagrams_dropped_total', 'Datagrams the QUIC endpoint dropped before any connection took them, by reason (retry-rate-limit: an Initial over quic maxRetriesPerSecond)', 'reason', DROPS);
+  fields('mtun_quic_dgram_frames_dropped_total', 'QUIC DATAGRAM frames (the tunnel\'s packets) a connection dropped from its send queue, by reason (queue-delay: CoDel, they waited too long behind a bulk transfer)', 'reason', DGRAM_DROPS);
   fields('mtun_quic_stateless_packets_sent_total', 'Packets sent without connection state: Retry, Version Negotiation, stateless reset', 'packet', STATELESS);
   fields('mtun_quic_handshakes_total', 'QUIC handshakes: accepted (server) or connected (client) started, failed before completion, deferred to the admission queue', 'result', HANDSHAKES);
 }

@@ -117,7 +117,7 @@ export class Harness {
  */
 export async function memoryEndpointPair(
   net: MemoryNet,
-  opts: { gso?: boolean; server?: Partial<QuicServerOptions> } = {},
+  opts: { gso?: boolean; server?: Partial<QuicServerOptions>; client?: Pick<QuicEndpointOptions, 'dgramQueueDelay'> } = {},
 ): Promise<{ server: QuicEndpoint; client: QuicEndpoint; ss: MemoryUdp; cs: MemoryUdp; port: number; close: () => void }> {
   const p = await getPki();
   const ss = net.open({ gso: opts.gso ?? false });
@@ -127,7 +127,7 @@ export async function memoryEndpointPair(
     keylogPath: null,
     server: { certPem: p.server.certPem, keyPem: p.server.keyPem, onConnection: (c) => echo(c), ...opts.server },
   });
-  const client = new QuicEndpoint({ socket: cs, keylogPath: null, client: { caPem: p.ca.certPem } });
+  const client = new QuicEndpoint({ socket: cs, keylogPath: null, client: { caPem: p.ca.certPem }, ...opts.client });
   const close = (): void => {
     server.close();
     client.close();

@@ -157,3 +157,47 @@ describe('QuicEndpoint.flush', () => {
     await waitFor(() => echoed.every((e) => e === 4), 2000, 'echoes on every connection');
   });
 });
+
+describe('CoDel on the DATAGRAM send queue, through the endpoint (RFC 8289; tun.queueDelay)', () => {
+  /**
+   * 1,000 datagrams queued at once on a path with 25 ms each way: the congestion window lets them
+   * out over several round trips, so the queue's head waits far beyond the 1 ms target. Returns the
+   * endpoint's and the connection's drop counts and the echoes that came back.
+   */
+  async function burst(queueDelay: { targetUs: number; intervalUs: number } | null): Promise<{ endpoint: number; conn: number; echoed: number }> {
+    const net = new MemoryNet();
+    const pr = await memoryEndpointPair(net, { client: { dgramQueueDelay: queueDelay } });
+    cleanups.push(pr.close);
+    net.drop = (from, to, data) => {
+      const dst = net.sockets.get(to)!;
+      setTimeout(() => dst.inject(data, from), 25);
+      return true;
+    };
+    const c = pr.client.connect('127.0.0.1', pr.port, 'localhost');
+    await c.whenEstablished();
+    let echoed = 0;
+    c.onEvent = (conn, ev) => {
+      if (ev !== 'readable') return;
+      const b = new Uint8Array(2000);
+      while (conn.dgramRecv(b) !== null) echoed++;
+    };
+    for (let i = 0; i < 1000; i++) expect(c.dgramSend(new Uint8Array(1000), 0, 1000)).toBe(true);
+    await waitFor(() => c.stats().dgramDropQueueDelay + echoed >= 990 || c.isClosed, 10_000, 'the queue to drain');
+    await sleep(200);
+    return { endpoint: pr.client.counters.dgramDropQueueDelay, conn: c.stats().dgramDropQueueDelay, echoed };
+  }
+
+  it('drops heads that waited too long, and counts them on the connection and the endpoint', async () => {
+    const r = await burst({ targetUs: 1_000, intervalUs: 10_000 });
+    expect(r.conn).toBeGreaterThan(0);
+    expect(r.endpoint).toBe(r.conn);
+    expect(r.echoed + r.conn).toBeLessThanOrEqual(1000);
+    expect(r.echoed).toBeGreaterThan(500); // CoDel thins the queue; it does not empty it
+  });
+
+  it('turned off (null), the same burst loses nothing to queue delay', async () => {
+    const r = await burst(null);
+    expect(r.conn).toBe(0);
+    expect(r.endpoint).toBe(0);
+  });
+});
