@@ -29,6 +29,8 @@ else
 fi
 # MTUN_TXQUEUELEN (optional): both daemons' tun.txQueueLen, to compare queue lengths.
 TXQ=${MTUN_TXQUEUELEN:+, txQueueLen: $MTUN_TXQUEUELEN}
+# MTUN_QUEUE_DELAY_MS (optional): both daemons' tun.queueDelay.targetMs (0: CoDel off), to compare (bench/queue-delay.sh).
+TXQ+=${MTUN_QUEUE_DELAY_MS:+, queueDelay: { targetMs: $MTUN_QUEUE_DELAY_MS \}}
 TA=${P}${K}a; TG=${P}${K}g
 # The server's namespace and the veth pair to it (${P}${K}b in NSB, ${P}${K}s0 in NSS).
 NSS=${P}${K}s

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Ping under a bulk TCP transfer through mtun (offload), with CoDel on the
+# tunnel's DATAGRAM send queue (tun.queueDelay, default target 1 ms) and
+# without it (targetMs: 0), for the TCP inside on cubic and on bbr, the runs
+# interleaved so that a noisy box hits both settings alike. Not a timed test:
+# it prints a table of medians and saves every run's numbers.
+#
+#   sudo bash bench/queue-delay.sh            # 3 repetitions, 10 s transfers (~5 minutes)
+#   QD_REPS=1 QD_SECONDS=6 sudo -E bash bench/queue-delay.sh
+#
+# Per run: iperf3 -C <cc> for QD_SECONDS from the agent's side; 2 s in, 100
+# pings at 20/s ride along; the gateway's socket queue is sampled. Results in
+# bench/results/<UTC time>-queue-delay/ (runs.jsonl, report.md).
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "queue-delay: needs root (network namespaces)" >&2; exit 1; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPS=${QD_REPS:-3}
+SECS=${QD_SECONDS:-10}
+export ROOT P="qd$$x" UA=192.0.2.1 UB=192.0.2.2
+export NSA="${P}a" NSB="${P}b"
+W=$(mktemp -d /tmp/mtun-qd.XXXXXX)
+OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)-queue-delay"
+mkdir -p "$OUT"
+. "$ROOT/bench/underlay.sh"
+TUN="$ROOT/bench/tunnels/mtun-offload.sh"
+
+cleanup() {
+  W="$W/t" timeout 20 bash "$TUN" down >/dev/null 2>&1 || true
+  remove_netns "$NSA" "$NSB" "${P}ns"
+  rm -rf "$W"
+}
+trap cleanup EXIT
+for c in iperf3 ping curl; do command -v "$c" >/dev/null || { echo "queue-delay: $c missing (apt-get install -y iperf3 iputils-ping curl)" >&2; exit 1; }; done
+[ -f "$ROOT/dist/cli/main.js" ] || { echo "queue-delay: dist/ missing; run npx tsc -p tsconfig.json" >&2; exit 1; }
+make_underlay
+
+# One run: $1 = cubic|bbr, $2 = targetMs (0 = off). Prints one JSON line.
+run() {
+  local cc=$1 target=$2 t="$W/t"
+  rm -rf "$t"; mkdir -p "$t"
+  MTUN_QUEUE_DELAY_MS=$target W="$t" timeout 60 bash "$TUN" up >/dev/null
+  # shellcheck disable=SC1091
+  . "$t/env"
+  ip netns exec "$DSTNS" iperf3 -s -D -p 5201 -1 >/dev/null 2>&1
+  sleep 0.3
+  ip netns exec "$NSA" timeout $((SECS + 20)) iperf3 -c "$DST" -B "$SRC" -p 5201 -t "$SECS" -C "$cc" -J >"$t/iperf3.json" 2>&1 &
+  local ip=$!
+  sleep 2
+  local q=() i
+  for i in 1 2 3 4 5; do q+=("$(ip netns exec "$NSB" ss -uanH "sport = :4434" | awk '{print $2}' | head -1)"); sleep 0.1; done
+  ip netns exec "$NSA" ping -n -q -c 100 -i 0.05 -I "$SRC" "$DST" >"$t/ping.txt" 2>&1 || true
+  wait "$ip" || true
+  local drops
+  drops=$(ip netns exec "$NSA" curl -s "http://127.0.0.1:9093/metrics" | awk '/^mtun_quic_dgram_frames_dropped_total.*queue-delay/ {print $2}')
+  W="$t" timeout 20 bash "$TUN" down >/dev/null 2>&1 || true
+  node -e '
+    const fs = require("fs");
+    const [cc, target, pingFile, ipFile, drops, ...q] = process.argv.slice(1);
+    const ip = JSON.parse(fs.readFileSync(ipFile, "utf8"));
+    const m = /= ([\d.]+)\/([\d.]+)\/([\d.]+)\/([\d.]+) ms/.exec(fs.readFileSync(pingFile, "utf8"));
+    console.log(JSON.stringify({ cc, targetMs: Number(target), pingAvgMs: m ? Number(m[2]) : null, pingMaxMs: m ? Number(m[3]) : null,
+      gbps: ip.end?.sum_received ? ip.end.sum_received.bits_per_second / 1e9 : null, retransmits: ip.end?.sum_sent?.retransmits ?? null,
+      codelDrops: Number(drops || 0), gatewayRecvQ: q.map(Number) }));
+  ' "$cc" "$target" "$t/ping.txt" "$t/iperf3.json" "${drops:-0}" "${q[@]}"
+}
+
+for rep in $(seq 1 "$REPS"); do
+  # Which setting goes first alternates, so that neither always follows the other.
+  if [ $((rep % 2)) = 1 ]; then order="1 0"; else order="0 1"; fi
+  for cc in cubic bbr; do
+    for target in $order; do
+      line=$(run "$cc" "$target")
+      echo "$line" | tee -a "$OUT/runs.jsonl"
+    done
+  done
+done
+
+node -e '
+  const fs = require("fs");
+  const runs = fs.readFileSync(process.argv[1], "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  const med = (xs) => { const v = xs.filter((x) => x !== null).sort((a, b) => a - b); return v.length ? v[Math.floor(v.length / 2)] : NaN; };
+  const rows = ["| inner TCP | tun.queueDelay | ping under load, ms (avg per run) | TCP Gbit/s | retransmits | CoDel drops | gateway socket queue, kB |", "|---|---|---|---|---|---|---|"];
+  for (const cc of ["cubic", "bbr"]) for (const t of [1, 0]) {
+    const r = runs.filter((x) => x.cc === cc && x.targetMs === t);
+    const list = (k, d = 2) => r.map((x) => x[k] === null ? "–" : x[k].toFixed(d)).join(" / ");
+    rows.push(`| ${cc} | ${t === 0 ? "off" : `target ${t} ms`} | **${med(r.map((x) => x.pingAvgMs)).toFixed(2)}** (${list("pingAvgMs")}) | ${med(r.map((x) => x.gbps)).toFixed(2)} (${list("gbps")}) | ${list("retransmits", 0)} | ${list("codelDrops", 0)} | ${med(r.flatMap((x) => x.gatewayRecvQ)) / 1000 | 0} |`);
+  }
+  const md = rows.join("\n");
+  fs.writeFileSync(process.argv[2], md + "\n");
+  console.log(md);
+' "$OUT/runs.jsonl" "$OUT/report.md"
+echo "queue-delay: results in $OUT"
