@@ -54,12 +54,12 @@ export interface NativeBinding {
   judgeBatch(table: NativeJudgeTable, arena: Uint8Array, stride: number, offset: number, lens: Uint32Array, count: number,
     out: Int32Array, checkLink: boolean): number;
   /**
-   * Tests only: the engine's CoDel state machine (src/native/codel.h) from a fresh state over
-   * dequeues i (head waited sojournUs[i] at nowUs[i]; small[i]: it was all that was queued);
-   * out[i] = 1 when dropped. Returns the drops.
+   * Tests only: a FIFO of packets enqueued at enqUs[i] and a link wanting one at each deqUs[k], the heads
+   * judged by the engine's CoDel (src/native/codel.h) as the engine judges its DATAGRAM send queue;
+   * fate[i]: 0 still queued, 1 sent, 2 dropped; at[i]: the k that took it. Returns the drops.
    */
-  codelTrace(targetUs: number, intervalUs: number, sojournUs: Float64Array, nowUs: Float64Array, small: Uint8Array,
-    out: Uint8Array): number;
+  codelQueue(targetUs: number, intervalUs: number, enqUs: Float64Array, deqUs: Float64Array, fate: Uint8Array,
+    at: Uint32Array): number;
 }
 
 /** Opaque handle of a native judge table (src/native/judge.h). */

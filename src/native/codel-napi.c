@@ -1,42 +1,59 @@
 /*
  * N-API surface of the CoDel state machine (codel.h), for tests that hold it
- * to the RFC 8289 model in TypeScript (src/quic/testing/codel-model.ts):
+ * to RFC 8289's queue-based pseudocode (src/quic/testing/codel-model.ts):
  *
- *   codelTrace(targetUs, intervalUs, sojournUs, nowUs, small, out) -> drops
- *       one fresh state; dequeue i waited sojournUs[i] at nowUs[i] (Float64Array),
- *       small[i] (Uint8Array) says the head was all that was queued; out[i] = 1
- *       when CoDel drops it. The packet path calls mc_should_drop directly.
+ *   codelQueue(targetUs, intervalUs, enqUs, deqUs, fate, at) -> drops
+ *       A FIFO of packets enqueued at enqUs[i] (Float64Array, non-decreasing)
+ *       and a link that wants a packet at each deqUs[k] (non-decreasing). At
+ *       each, heads are judged as the engine judges its DATAGRAM send queue
+ *       (one mc_should_drop per head) until one is sent. fate[i] (Uint8Array): 0 still queued, 1 sent, 2 dropped;
+ *       at[i] (Uint32Array): the k that took it.
  */
 #include "codel.h"
 #include "common.h"
 
-static napi_value codel_trace(napi_env env, napi_callback_info info) {
+static napi_value codel_queue(napi_env env, napi_callback_info info) {
   MTUN_ARGS(6);
   uint32_t target, interval;
-  void *so, *no, *sm, *ou;
-  size_t nso, nno, nsm, nou;
+  void *eq, *dq, *fa, *at_;
+  size_t n, m, nfa, nat;
   if (argc < 6 || !mtun_arg_u32(env, argv[0], "targetUs", &target) || !mtun_arg_u32(env, argv[1], "intervalUs", &interval) ||
-      !mtun_arg_typed(env, argv[2], napi_float64_array, "sojournUs", &so, &nso) ||
-      !mtun_arg_typed(env, argv[3], napi_float64_array, "nowUs", &no, &nno) ||
-      !mtun_arg_typed(env, argv[4], napi_uint8_array, "small", &sm, &nsm) ||
-      !mtun_arg_typed(env, argv[5], napi_uint8_array, "out", &ou, &nou)) {
+      !mtun_arg_typed(env, argv[2], napi_float64_array, "enqUs", &eq, &n) ||
+      !mtun_arg_typed(env, argv[3], napi_float64_array, "deqUs", &dq, &m) ||
+      !mtun_arg_typed(env, argv[4], napi_uint8_array, "fate", &fa, &nfa) ||
+      !mtun_arg_typed(env, argv[5], napi_uint32_array, "at", &at_, &nat)) {
     return NULL;
   }
-  if (nno != nso || nsm != nso || nou != nso) return mtun_throw_type(env, "codel: arrays must have one length");
-  const double *sojourn = so, *now = no;
-  const uint8_t *small = sm;
-  uint8_t *out = ou;
+  if (nfa != n || nat != n) return mtun_throw_type(env, "codel: fate and at must have one slot per packet");
+  if (target == 0 || interval <= target) return mtun_throw_type(env, "codel: need 0 < targetUs < intervalUs");
+  const double *enq = eq, *deq = dq;
+  for (size_t i = 0; i < n; i++)
+    if (!(enq[i] >= 0) || (i > 0 && enq[i] < enq[i - 1])) return mtun_throw_type(env, "codel: enqUs must be non-negative and non-decreasing");
+  for (size_t k = 0; k < m; k++)
+    if (!(deq[k] >= 0) || (k > 0 && deq[k] < deq[k - 1])) return mtun_throw_type(env, "codel: deqUs must be non-negative and non-decreasing");
+  uint8_t *fate = fa;
+  uint32_t *at = at_;
   struct mc_params p = {.target_ns = (uint64_t)target * 1000, .interval_ns = (uint64_t)interval * 1000};
   struct mc_state s = {0};
+  size_t head = 0, tail = 0;
   uint32_t drops = 0;
-  for (size_t i = 0; i < nso; i++) {
-    if (!(sojourn[i] >= 0 && now[i] >= 0)) return mtun_throw_type(env, "codel: times must be non-negative");
-    out[i] = mc_should_drop(&s, &p, (uint64_t)(sojourn[i] * 1000), (uint64_t)(now[i] * 1000), small[i] != 0);
-    drops += out[i];
+  for (size_t i = 0; i < n; i++) fate[i] = 0, at[i] = 0;
+  for (size_t k = 0; k < m; k++) {
+    uint64_t now = (uint64_t)(deq[k] * 1000);
+    while (tail < n && (uint64_t)(enq[tail] * 1000) <= now) tail++;
+    while (head < tail) {
+      uint64_t sojourn = now - (uint64_t)(enq[head] * 1000);
+      bool drop = mc_should_drop(&s, &p, sojourn, now, (uint32_t)(tail - head));
+      fate[head] = drop ? 2 : 1;
+      at[head] = (uint32_t)k;
+      head++;
+      if (!drop) break;
+      drops++;
+    }
   }
   return mtun_u32(env, drops);
 }
 
 bool mtun_codel_init(napi_env env, napi_value exports) {
-  return mtun_export_fn(env, exports, "codelTrace", codel_trace);
+  return mtun_export_fn(env, exports, "codelQueue", codel_queue);
 }

@@ -64,7 +64,7 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * instead of misreading arguments. 2: read batches as arenas, QUIC byte
  * ranges, mallocStats. 3: quicOutBatch + quicDrain (a connection drained into the send batch in one call).
  * 4: judgeTable + judgeBatch (the native CONNECT-IP checks). 5: quicInfo of 12 (CoDel drops),
- * codelTrace.
+ * codelQueue.
  */
 #define MTUN_ABI 5
 

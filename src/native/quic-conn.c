@@ -176,7 +176,7 @@ static struct qe_conn *conn_alloc(struct qe_config *cfg, bool server, const stru
   c->remotelen = remotelen;
   uint32_t slot = cfg->max_recv_udp > 1500 ? (uint32_t)cfg->max_recv_udp : 1500;
   qe_dq_init(&c->dq_recv, cfg->dgram ? cfg->dgram_rq : 0, slot, false);
-  qe_dq_init(&c->dq_send, cfg->dgram ? cfg->dgram_sq : 0, (uint32_t)cfg->max_send_udp, cfg->codel.target_ns > 0);
+  qe_dq_init(&c->dq_send, cfg->dgram ? cfg->dgram_sq : 0, (uint32_t)cfg->max_send_udp, mc_enabled(&cfg->codel));
   return c;
 }
 
@@ -454,7 +454,7 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
     ngtcp2_conn_get_conn_stat(c->conn, &st);
     if (2 * st.smoothed_rtt > p.interval_ns) p.interval_ns = 2 * st.smoothed_rtt;
   }
-  return mc_should_drop(&c->codel, &p, sojourn, now, dq->count <= 1);
+  return mc_should_drop(&c->codel, &p, sojourn, now, dq->count);
 }
 
 /* Writes one packet: queued DATAGRAMs first (the tunnel's packets), then stream data, coalesced. */

@@ -1,67 +1,82 @@
 /**
- * CoDel (RFC 8289 §5) written from the RFC's pseudocode, as the model the
- * engine's C state machine (src/native/codel.c, on each connection's
- * DATAGRAM send queue) is held to by src/quic/codel.test.ts. Times are
- * integer ns, as in the C; at most one drop per dequeue (the queue's next
- * head is the next dequeue).
+ * CoDel as RFC 8289 §5 writes it — a queue whose dequeue() takes heads off
+ * until it returns one to send, judging each new head with dodequeue() —
+ * for src/quic/codel.test.ts to hold the engine's one-head-per-call state
+ * machine (src/native/codel.c) to. Packets are all of one size, so the
+ * RFC's `bytes() <= maxpacket_` is "at most one packet left". Times in ns.
  */
 
-export class CoDelModel {
+/** What one dequeue() did: the packet it returned (null: none) and the ones it dropped, by id. */
+export interface RfcDequeue {
+  sent: number | null;
+  dropped: number[];
+}
+
+export class RfcCoDelQueue {
+  private readonly q: { id: number; enq: number }[] = [];
   private firstAboveTime = 0;
   private dropNext = 0;
   private count = 0;
-  private lastCount = 0;
+  private lastcount = 0;
   private dropping = false;
 
-  /** target 0: off (never drops). */
-  constructor(private readonly targetNs: number, private readonly intervalNs: number) {}
+  constructor(private readonly target: number, private readonly interval: number) {}
 
-  get isDropping(): boolean {
-    return this.dropping;
+  enqueue(id: number, now: number): void {
+    this.q.push({ id, enq: now });
   }
 
-  /** Drops since the dropping state was last entered (the control law's count). */
-  get dropCount(): number {
-    return this.count;
+  get length(): number {
+    return this.q.length;
   }
 
-  /** One dequeue: the head waited sojournNs at nowNs; `small`: the head was all that was queued. True: drop it. */
-  onDequeue(sojournNs: number, nowNs: number, small: boolean): boolean {
-    if (this.targetNs === 0) return false;
-    // §5.4 dodequeue: ok_to_drop once the delay stayed at or above target for a whole interval.
+  /** §5.5 dequeue(). */
+  dequeue(now: number): RfcDequeue {
+    const dropped: number[] = [];
+    let r = this.dodequeue(now);
+    if (this.dropping) {
+      if (!r.okToDrop) this.dropping = false;
+      while (now >= this.dropNext && this.dropping) {
+        dropped.push(r.p!.id);
+        ++this.count;
+        r = this.dodequeue(now);
+        if (!r.okToDrop) this.dropping = false;
+        else this.dropNext = this.controlLaw(this.dropNext);
+      }
+    } else if (r.okToDrop) {
+      dropped.push(r.p!.id);
+      r = this.dodequeue(now);
+      this.dropping = true;
+      const delta = this.count - this.lastcount;
+      this.count = 1;
+      if (delta > 1 && now - this.dropNext < 16 * this.interval) this.count = delta;
+      this.dropNext = this.controlLaw(now);
+      this.lastcount = this.count;
+    }
+    return { sent: r.p?.id ?? null, dropped };
+  }
+
+  /** §5.4 dodequeue(). */
+  private dodequeue(now: number): { p: { id: number; enq: number } | null; okToDrop: boolean } {
+    const p = this.q.shift() ?? null;
+    if (p === null) {
+      this.firstAboveTime = 0;
+      return { p, okToDrop: false };
+    }
+    const sojourn = now - p.enq;
     let okToDrop = false;
-    if (sojournNs < this.targetNs || small) {
+    if (sojourn < this.target || this.q.length <= 1) {
       this.firstAboveTime = 0;
     } else if (this.firstAboveTime === 0) {
-      this.firstAboveTime = nowNs + this.intervalNs;
-    } else if (nowNs >= this.firstAboveTime) {
+      this.firstAboveTime = now + this.interval;
+    } else if (now >= this.firstAboveTime) {
       okToDrop = true;
     }
-    // §5.5 dequeue.
-    if (this.dropping) {
-      if (!okToDrop) {
-        this.dropping = false;
-        return false;
-      }
-      if (nowNs >= this.dropNext) {
-        this.count++;
-        this.dropNext = this.controlLaw(this.dropNext);
-        return true;
-      }
-      return false;
-    }
-    if (!okToDrop) return false;
-    // §5.6: entering the dropping state; near the last drop rate if that was recent.
-    this.dropping = true;
-    const delta = this.count - this.lastCount;
-    this.count = delta > 1 && nowNs - this.dropNext < 16 * this.intervalNs ? delta : 1;
-    this.lastCount = this.count;
-    this.dropNext = this.controlLaw(nowNs);
-    return true;
+    return { p, okToDrop };
   }
 
-  /** §5.5 control_law: t + interval / √count (truncated to whole ns, as the C does). */
+  /** §5.5 control_law, truncated to whole ns as the C does. */
   private controlLaw(t: number): number {
-    return t + Math.trunc(this.intervalNs / Math.sqrt(this.count));
+    return t + Math.trunc(this.interval / Math.sqrt(this.count));
   }
 }
