@@ -8,14 +8,20 @@
 #   sudo bash bench/queue-delay.sh            # 3 repetitions, 10 s transfers (~5 minutes)
 #   QD_REPS=1 QD_SECONDS=6 sudo -E bash bench/queue-delay.sh
 #
-# Per run: iperf3 -C <cc> for QD_SECONDS from the agent's side; 2 s in, 100
-# pings at 20/s ride along; the gateway's socket queue is sampled. Results in
+# Per run: iperf3 -C <cc> for QD_SECONDS from the agent's side; from 2 s in
+# until 1 s before the end, pings at 20/s ride along; the gateway's socket
+# queue is sampled; CoDel's drops are read from both daemons' metrics. Results in
 # bench/results/<UTC time>-queue-delay/ (runs.jsonl, report.md).
 set -euo pipefail
+# run() is called inside $(...): without this, a failing step there would not stop it.
+shopt -s inherit_errexit
 [ "$(id -u)" = 0 ] || { echo "queue-delay: needs root (network namespaces)" >&2; exit 1; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REPS=${QD_REPS:-3}
 SECS=${QD_SECONDS:-10}
+[ "$SECS" -ge 6 ] || { echo "queue-delay: QD_SECONDS must be at least 6" >&2; exit 1; }
+# Pings at 20/s from 2 s into the transfer until 1 s before its end.
+PINGS=$(( (SECS - 3) * 20 ))
 export ROOT P="qd$$x" UA=192.0.2.1 UB=192.0.2.2
 export NSA="${P}a" NSB="${P}b"
 W=$(mktemp -d /tmp/mtun-qd.XXXXXX)
@@ -48,10 +54,12 @@ run() {
   sleep 2
   local q=() i
   for i in 1 2 3 4 5; do q+=("$(ip netns exec "$NSB" ss -uanH "sport = :4434" | awk '{print $2}' | head -1)"); sleep 0.1; done
-  ip netns exec "$NSA" ping -n -q -c 100 -i 0.05 -I "$SRC" "$DST" >"$t/ping.txt" 2>&1 || true
+  ip netns exec "$NSA" timeout $((SECS + 5)) ping -n -q -c "$PINGS" -i 0.05 -I "$SRC" "$DST" >"$t/ping.txt" 2>&1 || true
   wait "$ip" || true
   local drops
-  drops=$(ip netns exec "$NSA" curl -s "http://127.0.0.1:9093/metrics" | awk '/^mtun_quic_dgram_frames_dropped_total.*queue-delay/ {print $2}')
+  # Agent (9093) and gateway (9092) admin ports of the offload variant (bench/tunnels/mtun.sh).
+  drops=$( { ip netns exec "$NSA" curl -s --max-time 5 "http://127.0.0.1:9093/metrics" || true; ip netns exec "$NSB" curl -s --max-time 5 "http://127.0.0.1:9092/metrics" || true; } |
+    awk '/^mtun_quic_dgram_frames_dropped_total.*queue-delay/ {n += $2} END {print n + 0}')
   W="$t" timeout 20 bash "$TUN" down >/dev/null 2>&1 || true
   node -e '
     const fs = require("fs");

@@ -107,7 +107,9 @@ describe('config: errors name file:line:col, key path and what was expected', ()
   it('tun.queueDelay: CoDel off with targetMs 0; a target not below its interval, or negative, is refused', () => {
     expect(parseAgentConfig(`${AGENT_BASE}tun:\n  queueDelay:\n    targetMs: 0\n`, 'agent.yaml', '/etc/mtun').tun.queueDelay).toEqual({ targetMs: 0, intervalMs: 10 });
     expect(parseAgentConfig(`${AGENT_BASE}tun:\n  queueDelay: { targetMs: 0.5, intervalMs: 100 }\n`, 'agent.yaml', '/etc/mtun').tun.queueDelay).toEqual({ targetMs: 0.5, intervalMs: 100 });
-    expect(agentError(`${AGENT_BASE}tun:\n  queueDelay:\n    targetMs: 20\n`)).toBe('agent.yaml:9:15: tun.queueDelay.targetMs: expected targetMs below intervalMs (10), got 20');
+    expect(agentError(`${AGENT_BASE}tun:\n  queueDelay:\n    targetMs: 20\n`)).toBe('agent.yaml:9:5: tun.queueDelay: expected targetMs (default 1) below intervalMs (default 10), got targetMs 20 and intervalMs 10; targetMs 0 turns it off');
+    // Only the interval set, below the default target: the message says where the 1 comes from.
+    expect(agentError(`${AGENT_BASE}tun:\n  queueDelay:\n    intervalMs: 0.5\n`)).toBe('agent.yaml:9:5: tun.queueDelay: expected targetMs (default 1) below intervalMs (default 10), got targetMs 1 and intervalMs 0.5; targetMs 0 turns it off');
     expect(agentError(`${AGENT_BASE}tun:\n  queueDelay:\n    targetMs: -1\n`)).toBe('agent.yaml:9:15: tun.queueDelay.targetMs: expected a delay in milliseconds between 0 and 1000, got -1');
   });
 

@@ -121,7 +121,7 @@ const tunSchema = z.strictObject({
     intervalMs: numberIn(0.1, 10_000, 'a duration in milliseconds').default(10),
   }).superRefine((q, ctx) => {
     if (q.targetMs !== 0 && q.targetMs >= q.intervalMs) {
-      ctx.addIssue({ code: 'custom', path: ['targetMs'], message: `expected targetMs below intervalMs (${q.intervalMs}), got ${q.targetMs}` });
+      ctx.addIssue({ code: 'custom', message: `expected targetMs (default 1) below intervalMs (default 10), got targetMs ${q.targetMs} and intervalMs ${q.intervalMs}; targetMs 0 turns it off` });
     }
   }).prefault({}),
 }).prefault({});

@@ -117,7 +117,13 @@ export class Harness {
  */
 export async function memoryEndpointPair(
   net: MemoryNet,
-  opts: { gso?: boolean; server?: Partial<QuicServerOptions>; client?: Pick<QuicEndpointOptions, 'dgramQueueDelay'> } = {},
+  opts: {
+    gso?: boolean;
+    server?: Partial<QuicServerOptions>;
+    /** Endpoint options of each side beyond the socket and TLS. */
+    client?: Pick<QuicEndpointOptions, 'dgramQueueDelay'>;
+    serverEndpoint?: Pick<QuicEndpointOptions, 'dgramQueueDelay'>;
+  } = {},
 ): Promise<{ server: QuicEndpoint; client: QuicEndpoint; ss: MemoryUdp; cs: MemoryUdp; port: number; close: () => void }> {
   const p = await getPki();
   const ss = net.open({ gso: opts.gso ?? false });
@@ -126,6 +132,7 @@ export async function memoryEndpointPair(
     socket: ss,
     keylogPath: null,
     server: { certPem: p.server.certPem, keyPem: p.server.keyPem, onConnection: (c) => echo(c), ...opts.server },
+    ...opts.serverEndpoint,
   });
   const client = new QuicEndpoint({ socket: cs, keylogPath: null, client: { caPem: p.ca.certPem }, ...opts.client });
   const close = (): void => {
