@@ -7,6 +7,7 @@
 #
 #   sudo bash bench/queue-delay.sh            # 3 repetitions, 10 s transfers (~5 minutes)
 #   QD_REPS=1 QD_SECONDS=6 sudo -E bash bench/queue-delay.sh
+#   QD_CCS=bbr QD_REPS=6 sudo -E bash bench/queue-delay.sh   # one inner congestion control only
 #
 # Per run: iperf3 -C <cc> for QD_SECONDS from the agent's side; from 2 s in
 # until 1 s before the end, pings at 20/s ride along; the gateway's socket
@@ -75,7 +76,7 @@ run() {
 for rep in $(seq 1 "$REPS"); do
   # Which setting goes first alternates, so that neither always follows the other.
   if [ $((rep % 2)) = 1 ]; then order="1 0"; else order="0 1"; fi
-  for cc in cubic bbr; do
+  for cc in ${QD_CCS:-cubic bbr}; do
     for target in $order; do
       line=$(run "$cc" "$target")
       echo "$line" | tee -a "$OUT/runs.jsonl"
@@ -90,6 +91,7 @@ node -e '
   const rows = ["| inner TCP | tun.queueDelay | ping under load, ms (avg per run) | TCP Gbit/s | retransmits | CoDel drops | gateway socket queue, kB |", "|---|---|---|---|---|---|---|"];
   for (const cc of ["cubic", "bbr"]) for (const t of [1, 0]) {
     const r = runs.filter((x) => x.cc === cc && x.targetMs === t);
+    if (r.length === 0) continue;
     const list = (k, d = 2) => r.map((x) => x[k] === null ? "–" : x[k].toFixed(d)).join(" / ");
     rows.push(`| ${cc} | ${t === 0 ? "off" : `target ${t} ms`} | **${med(r.map((x) => x.pingAvgMs)).toFixed(2)}** (${list("pingAvgMs")}) | ${med(r.map((x) => x.gbps)).toFixed(2)} (${list("gbps")}) | ${list("retransmits", 0)} | ${list("codelDrops", 0)} | ${med(r.flatMap((x) => x.gatewayRecvQ)) / 1000 | 0} |`);
   }

@@ -83,6 +83,10 @@ function tunnelStats(t) {
     pingIdle: stat(get((r) => median(test(r, 'ping_idle').samplesMs))),
     ping500: stat(get((r) => median(test(r, 'ping_500pps').samplesMs))),
     pingLoad: stat(get((r) => median(test(r, 'tcp1').pingUnderLoad.samplesMs))),
+    // The same with the sender on cubic (measure.mjs tcp1_cubic; absent in runs before 2026-12-06 23:50).
+    pingLoadCubic: stat(get((r) => median(test(r, 'tcp1_cubic').pingUnderLoad.samplesMs))),
+    tcp1Cubic: stat(get((r) => test(r, 'tcp1_cubic').bps / 1e9)),
+    retr1Cubic: stat(get((r) => test(r, 'tcp1_cubic').retransmits)),
     pingLoadLoss: stat(get((r) => {
       const p = test(r, 'tcp1').pingUnderLoad;
       return p.sent ? (100 * (p.sent - p.received)) / p.sent : NaN;
@@ -153,6 +157,12 @@ for (const t of tunnels) {
   md.push(`| ${t.name} | ${cell(s.tcp1, 2)} | ${cell(s.tcp4, 2)} | ${s.udpAtTop ? '≥ ' : ''}${cell(s.udp, 0)} | ${cell(s.pingIdle, 3)} | ${cell(s.ping500, 3)} | ${cell(s.pingLoad, 2)} | ${cell(s.retr1, 0)} |`);
 }
 md.push('');
+md.push(`The TCP sender above uses the host's congestion control (${matrix.tcpCongestionControl ?? 'the kernel default'}). The same 1-stream test with the sender on cubic (\`iperf3 -C cubic\`), the default of most Linux hosts and the kind of TCP a queue-delay drop (mtun's \`tun.queueDelay\`) slows down:`);
+md.push('');
+md.push('| tunnel | TCP 1 stream, cubic, Gbit/s | ping under that load ms | retransmits |');
+md.push('|---|---|---|---|');
+for (const t of tunnels) md.push(`| ${t.name} | ${cell(t.s.tcp1Cubic, 2)} | ${cell(t.s.pingLoadCubic, 2)} | ${cell(t.s.retr1Cubic, 0)} |`);
+md.push('');
 md.push('### CPU and memory during the 1-stream TCP test');
 md.push('');
 md.push('"Tunnel processes" is utime+stime of the tunnel daemons on both sides (/proc/<pid>/stat); kernel tunnels have none — their work is in softirq. "Test total" adds both iperf3 processes (iperf3\'s own CPU report) and the box\'s irq+softirq time: the CPU this test cost, without the other tenants that "whole box" includes. Percent of the box = of all ' + `${matrix.ncpu} cores.`);
@@ -169,14 +179,14 @@ const variants = tunnels.filter((t) => t.name.startsWith('mtun'));
 if (variants.length > 0) {
   md.push('### mtun relative to each peer (ratio of medians; > 1× means mtun has more of it)');
   md.push('');
-  md.push('| | TCP 1 stream | TCP 4 streams | UDP < 1% loss | ping idle | ping under load | test total CPU-s per Gbit | tunnel CPU-s per Gbit |');
-  md.push('|---|---|---|---|---|---|---|---|');
+  md.push('| | TCP 1 stream | TCP 4 streams | UDP < 1% loss | ping idle | ping under load | ping under load, cubic sender | test total CPU-s per Gbit | tunnel CPU-s per Gbit |');
+  md.push('|---|---|---|---|---|---|---|---|---|');
   for (const v of variants) {
     for (const t of tunnels) {
       if (t === v || (t.name.startsWith('mtun') && v.name !== 'mtun-offload')) continue;
       const a = v.s;
       const b = t.s;
-      md.push(`| ${v.name} vs ${t.name} | ${ratio(a.tcp1.med, b.tcp1.med)} | ${ratio(a.tcp4.med, b.tcp4.med)} | ${ratio(a.udp.med, b.udp.med)} | ${ratio(a.pingIdle.med, b.pingIdle.med)} | ${ratio(a.pingLoad.med, b.pingLoad.med)} | ${ratio(a.testPerGbit.med, b.testPerGbit.med)} | ${ratio(a.cpuPerGbit.med, b.cpuPerGbit.med)} |`);
+      md.push(`| ${v.name} vs ${t.name} | ${ratio(a.tcp1.med, b.tcp1.med)} | ${ratio(a.tcp4.med, b.tcp4.med)} | ${ratio(a.udp.med, b.udp.med)} | ${ratio(a.pingIdle.med, b.pingIdle.med)} | ${ratio(a.pingLoad.med, b.pingLoad.med)} | ${ratio(a.pingLoadCubic.med, b.pingLoadCubic.med)} | ${ratio(a.testPerGbit.med, b.testPerGbit.med)} | ${ratio(a.cpuPerGbit.med, b.cpuPerGbit.med)} |`);
     }
   }
   md.push('');

@@ -6,7 +6,9 @@
 //   node bench/tunnels/measure.mjs --nsa NS --nsb NS --work DIR --tunnels a,b,c --reps 3 --out results.json
 //
 // Per tunnel and repetition: ping RTT idle; iperf3 TCP 1 stream (with ping
-// under load) and 4 streams; a UDP rate search at 1200-byte payloads (paced
+// under load), again with the sender on cubic (`-C cubic`: the hosts here run
+// BBR, most Linux hosts run cubic, and a loss-based TCP is what an AQM such
+// as mtun's tun.queueDelay acts on), and 4 streams; a UDP rate search at 1200-byte payloads (paced
 // by iperf3 -b; highest rate with < 1% loss). Around each iperf3 run the
 // CPU ticks of the tunnel processes (/proc/<pid>/stat utime+stime) and of
 // the whole box (/proc/stat) are read. Every child runs under a timeout.
@@ -191,18 +193,20 @@ async function backgroundLoad(ms) {
   return { pctOfBox: (100 * (b.busy - a.busy)) / (b.total - a.total), seconds: ms / 1000 };
 }
 
-async function tcp(t, streams, withPing) {
+/** iperf3 TCP with `streams` streams; `withPing`: ping at 20/s alongside; `cc`: the sender's congestion control (-C), else the host's. */
+async function tcp(t, streams, withPing, cc) {
   const a = cpuSnapshot(t);
   const pingP = withPing
     ? sleep(1000).then(() => run(NSA, ['ping', '-n', '-c', String(Math.max(10, (TCP_SECONDS - 2) * 20)), '-i', '0.05', '-W', '1', '-I', t.src, t.dst], (TCP_SECONDS + 5) * 1000))
     : null;
-  const r = await iperf(t, ['-P', String(streams)], TCP_SECONDS);
+  const r = await iperf(t, ['-P', String(streams), ...(cc ? ['-C', cc] : [])], TCP_SECONDS);
   const b = cpuSnapshot(t);
   const ping = pingP ? pingTimes((await pingP).out) : null;
-  if (r.error) return { test: `tcp${streams}`, error: r.error };
+  const name = `tcp${streams}${cc ? `_${cc}` : ''}`;
+  if (r.error) return { test: name, error: r.error };
   const end = r.json.end;
   return {
-    test: `tcp${streams}`,
+    test: name,
     bps: end.sum_received.bits_per_second,
     bytes: end.sum_received.bytes,
     retransmits: end.sum_sent.retransmits ?? null,
@@ -275,6 +279,8 @@ const results = {
   ncpu: NCPU,
   node: process.version,
   iperf3: execFileSync('iperf3', ['--version']).toString().split('\n')[0].trim(),
+  // The TCP sender's congestion control where iperf3 -c runs (per network namespace).
+  tcpCongestionControl: execFileSync('ip', ['netns', 'exec', NSA, 'cat', '/proc/sys/net/ipv4/tcp_congestion_control']).toString().trim(),
   reps: REPS,
   tcpSeconds: TCP_SECONDS,
   udpSeconds: UDP_SECONDS,
@@ -307,9 +313,10 @@ try {
       const idle = await pingIdle(t);
       const paced = await pingPaced(t);
       const tcp1 = await tcp(t, 1, true);
+      const tcp1cubic = await tcp(t, 1, true, 'cubic');
       const tcp4 = await tcp(t, 4, false);
       const udp = await udpSearch(t, tcp1.bps ?? 100e6);
-      results.runs.push({ tunnel: t.name, rep, tests: [idle, paced, tcp1, tcp4, udp] });
+      results.runs.push({ tunnel: t.name, rep, tests: [idle, paced, tcp1, tcp1cubic, tcp4, udp] });
       console.log(
         `bench: rep ${rep + 1}/${REPS} ${t.name.padEnd(13)} tcp1 ${((tcp1.bps ?? 0) / 1e9).toFixed(2)} Gbit/s, tcp4 ${((tcp4.bps ?? 0) / 1e9).toFixed(2)} Gbit/s, ` +
           `udp<1% ${udp.maxMbpsUnder1pctLoss} Mbit/s, ping ${median(idle.samplesMs).toFixed(3)} ms (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
