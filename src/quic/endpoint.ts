@@ -83,7 +83,8 @@ const DISPATCH_EVERY = 256;
  * interval (the engine stretches the interval to twice the smoothed RTT on a
  * longer path). In the lab, with the inner TCP on cubic, it took ping under a
  * bulk transfer from 3.9–6.9 to 2.3–3.3 ms and the transfer's retransmits
- * from 118–886 to 6–15 per 10 s (BENCHMARKS.md, "Queue delay").
+ * from 118–886 to 6–15 per 10 s; with BBR inside it gains nothing and its
+ * drops cost a few per cent of throughput (BENCHMARKS.md, "Queue delay").
  */
 export const DEFAULT_DGRAM_QUEUE_DELAY: Readonly<{ targetUs: number; intervalUs: number }> = { targetUs: 1_000, intervalUs: 10_000 };
 /** Queued client Initials older than this are dropped (RFC 9002 §6.2.2: the client's first PTO is about 1 s). */
