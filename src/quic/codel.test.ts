@@ -4,16 +4,14 @@
  * state machine against the RFC's pseudocode (testing/codel-model.ts), its
  * behaviours by section, and the engine dropping a stale head unsent.
  */
-import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createDevCa, issueServerCert } from '../certs/pki.js';
 import { loadNative } from '../native/addon.js';
 import { INFO_DGRAM_SEND_DELAY_DROPPED } from './engine-abi.js';
 import type { EngineConnection } from './engine.js';
 import { ngtcp2Engine as e } from './ngtcp2.js';
 import { RfcCoDelQueue } from './testing/codel-model.js';
-import { pumpEngines } from './testing/engine-pair.js';
+import { connectedEnginePair, PAIR_CLIENT, PAIR_SERVER } from './testing/engine-pair.js';
 
 interface Outcome { fate: number[]; at: number[] }
 
@@ -143,36 +141,17 @@ describe('CoDel on the DATAGRAM send queue (RFC 8289)', () => {
 });
 
 describe('the engine drops a DATAGRAM that waited too long in its send queue', () => {
-  const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
-  const S = { host: '127.0.0.1', port: 443 };
-  const C = { host: '127.0.0.1', port: 5555 };
+  const S = PAIR_SERVER;
+  const C = PAIR_CLIENT;
   const sleep = (ms: number): void => {
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
   };
 
   /** A connected pair; the client's queue delay is `queueDelay` ([target, interval] µs) or off. */
-  async function pair(queueDelay: [number, number] | null): Promise<{ c: EngineConnection; s: EngineConnection; pump: () => void }> {
-    const ca = await createDevCa();
-    const srv = await issueServerCert(ca);
-    const cfg = (server: boolean) => {
-      const k = server ? e.Config.withTls(false, null, enc(srv.keyPem), enc(srv.certPem)) : e.Config.withTls(true, enc(ca.certPem), null, null);
-      k.setApplicationProtos(['h3']);
-      k.enableDgram(true, 1024, 1024);
+  const pair = (queueDelay: [number, number] | null) =>
+    connectedEnginePair(1024, (k, server) => {
       if (!server && queueDelay !== null) k.setDgramQueueDelay(queueDelay[0], queueDelay[1]);
-      k.setInitialMaxData(1 << 20);
-      k.setInitialMaxStreamsBidi(10);
-      return k;
-    };
-    const scfg = cfg(true);
-    const c = e.Connection.connect('localhost', randomBytes(16), C, S, cfg(false));
-    let s: EngineConnection | null = null;
-    const pump = (): void => {
-      s = pumpEngines(c, scfg, s, C, S);
-    };
-    pump();
-    expect(c.isEstablished()).toBe(true);
-    return { c, s: s!, pump };
-  }
+    });
 
   /** Queues 300 datagrams, then sends one packet every 2 ms for `ms` (a path slower than the queue's input). */
   function slowPath(p: { c: EngineConnection; s: EngineConnection }, ms: number): { received: number; dropped: number; queued: number } {

@@ -4,41 +4,12 @@
  * native state (`free`, which the endpoint calls when a connection ends),
  * between two engine connections joined in memory.
  */
-import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { createDevCa, issueServerCert } from '../certs/pki.js';
-import type { EngineConnection } from './engine.js';
-import { ngtcp2Engine as e } from './ngtcp2.js';
-import { pumpEngines } from './testing/engine-pair.js';
+import { connectedEnginePair, PAIR_CLIENT as C, PAIR_SERVER as S } from './testing/engine-pair.js';
 
-const S = { host: '127.0.0.1', port: 443 };
-const C = { host: '127.0.0.1', port: 5555 };
 const enc = (s: string) => new TextEncoder().encode(s);
 
-async function pair(queueLen: number): Promise<{ c: EngineConnection; s: EngineConnection; pump: () => void }> {
-  const ca = await createDevCa();
-  const srv = await issueServerCert(ca);
-  const cfg = (server: boolean) => {
-    const k = server ? e.Config.withTls(false, null, enc(srv.keyPem), enc(srv.certPem)) : e.Config.withTls(true, enc(ca.certPem), null, null);
-    k.setApplicationProtos(['h3']);
-    k.enableDgram(true, queueLen, queueLen);
-    k.setInitialMaxData(1 << 20);
-    k.setInitialMaxStreamDataBidiLocal(1 << 18);
-    k.setInitialMaxStreamDataBidiRemote(1 << 18);
-    k.setInitialMaxStreamsBidi(10);
-    return k;
-  };
-  const scfg = cfg(true);
-  const c = e.Connection.connect('localhost', randomBytes(16), C, S, cfg(false));
-  let s: EngineConnection | null = null;
-  const pump = (): void => {
-    s = pumpEngines(c, scfg, s, C, S);
-  };
-  pump();
-  expect(c.isEstablished()).toBe(true);
-  expect(s!.isEstablished()).toBe(true);
-  return { c, s: s!, pump };
-}
+const pair = (queueLen: number) => connectedEnginePair(queueLen);
 
 describe('ngtcp2 engine: DATAGRAM rings and release', () => {
   it('a receive ring grows on demand, keeps arrival order, and past its length drops the oldest (RFC 9221 §5)', async () => {

@@ -175,6 +175,17 @@ class Writer {
   }
 }
 
+/** Reads every DATAGRAM `c` receives from now on (its onEvent is replaced) and counts them: read the count with the returned function. */
+export function countDatagrams(c: QuicConnection): () => number {
+  let n = 0;
+  const b = new Uint8Array(2000);
+  c.onEvent = (conn, ev) => {
+    if (ev !== 'readable') return;
+    while (conn.dgramRecv(b) !== null) n++;
+  };
+  return () => n;
+}
+
 /** Server behaviour for tests: echo stream bytes (with FIN) and datagrams back. */
 export function echo(c: QuicConnection): void {
   const buf = new Uint8Array(65_536);
