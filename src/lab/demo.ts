@@ -130,7 +130,8 @@ async function main(): Promise<void> {
     const ga = await lab.metrics('gw');
     const am = await lab.metrics('agent');
     say('\ntunnel counters (Prometheus, from each end\'s admin /metrics):');
-    for (const name of ['mtun_tunnel_sent_datagrams_total', 'mtun_tunnel_received_datagrams_total', 'mtun_tcp_connections_opened_total', 'mtun_tcp_sent_bytes_total', 'mtun_tcp_received_bytes_total']) {
+    // mtun_quic_dgram_frames_dropped_total: CoDel's drops from the DATAGRAM send queues (tun.queueDelay) — the sent − received gap.
+    for (const name of ['mtun_tunnel_sent_datagrams_total', 'mtun_tunnel_received_datagrams_total', 'mtun_quic_dgram_frames_dropped_total', 'mtun_tcp_connections_opened_total', 'mtun_tcp_sent_bytes_total', 'mtun_tcp_received_bytes_total']) {
       say(`  ${pad(name, 40)} agent ${rpad(sum(am, name), 12)}   gateway ${rpad(sum(ga, name), 12)}`);
     }
     for (const line of ga.split('\n')) {
