@@ -1575,7 +1575,9 @@ export class QuicEndpoint implements ConnectionOwner {
       if (s !== null) this.saveSession(c.sessionKey, s);
     }
     this.heap.delete(c);
-    this.noteQueueDelayDrops(c, c.q.snapshot()[INFO_DGRAM_SEND_DELAY_DROPPED]!);
+    // The last CoDel drops since the last input. Only an established connection sends DATAGRAMs: a spoofed
+    // Initial's connection (a flood ends thousands a second) is not asked, which would cost an engine call each.
+    if (c.established) this.noteQueueDelayDrops(c, c.q.snapshot()[INFO_DGRAM_SEND_DELAY_DROPPED]!);
     // Native state goes now, not when GC reaches the handle: under a flood of
     // spoofed Initials, accepted connections end at their first packet, and
     // waiting for GC grew RSS by ~1 KB per Initial (the gone flag keeps
