@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { formatPrefix, type IpPrefix } from '../packet/ip-address.js';
 import { ConfigError, loadAgentConfig, loadGatewayConfig, parseAgentConfig, parseGatewayConfig } from './index.js';
 import { GW_BASE, gwError } from './testing/config-errors.js';
+import { tunQueueDelay } from '../daemon/tun-writer.js';
+import { DEFAULT_DGRAM_QUEUE_DELAY } from '../quic/queue-delay.js';
 
 /** Canonical text of an optional prefix. */
 const txt = (p: IpPrefix | undefined): string | undefined => (p === undefined ? undefined : formatPrefix(p));
@@ -111,6 +113,12 @@ describe('config: errors name file:line:col, key path and what was expected', ()
     // Only the interval set, below the default target: the message says where the 1 comes from.
     expect(agentError(`${AGENT_BASE}tun:\n  queueDelay:\n    intervalMs: 0.5\n`)).toBe('agent.yaml:9:5: tun.queueDelay: expected targetMs (default 1) below intervalMs (default 10), got targetMs 1 and intervalMs 0.5; targetMs 0 turns it off');
     expect(agentError(`${AGENT_BASE}tun:\n  queueDelay:\n    targetMs: -1\n`)).toBe('agent.yaml:9:15: tun.queueDelay.targetMs: expected a delay in milliseconds between 0 and 1000, got -1');
+  });
+
+  it('tun.queueDelay: the default is the endpoint\'s own default (one constant, src/quic/queue-delay.ts)', () => {
+    const q = parseAgentConfig(AGENT_BASE, 'agent.yaml', '/etc/mtun').tun.queueDelay;
+    expect(tunQueueDelay(q)).toEqual(DEFAULT_DGRAM_QUEUE_DELAY);
+    expect(tunQueueDelay(parseGatewayConfig(GW_BASE, 'gw.yaml', '/').tun.queueDelay)).toEqual(DEFAULT_DGRAM_QUEUE_DELAY);
   });
 
   it('an IPv6 prefix where IPv4 is required', () => {

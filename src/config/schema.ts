@@ -9,6 +9,10 @@ import {
   filePath, logPath, hostName, hostPort, intIn, interfaceName, ipPrefix, nonEmptyList, nonEmptyString, numberIn, portNumber, portSpec,
 } from './values.js';
 import { agentH2Schema, gatewayH2Schema } from './h2-schema.js';
+import { DEFAULT_DGRAM_QUEUE_DELAY } from '../quic/queue-delay.js';
+
+const QUEUE_DELAY_TARGET_MS = DEFAULT_DGRAM_QUEUE_DELAY.targetUs / 1000;
+const QUEUE_DELAY_INTERVAL_MS = DEFAULT_DGRAM_QUEUE_DELAY.intervalUs / 1000;
 
 /** Log levels accepted by `logLevel` (pino's). */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -117,11 +121,11 @@ const tunSchema = z.strictObject({
    * tunnel's smoothed RTT, whichever is longer. `targetMs: 0` turns it off.
    */
   queueDelay: z.strictObject({
-    targetMs: numberIn(0, 1_000, 'a delay in milliseconds').default(1),
-    intervalMs: numberIn(0.1, 10_000, 'a duration in milliseconds').default(10),
+    targetMs: numberIn(0, 1_000, 'a delay in milliseconds').default(QUEUE_DELAY_TARGET_MS),
+    intervalMs: numberIn(0.1, 10_000, 'a duration in milliseconds').default(QUEUE_DELAY_INTERVAL_MS),
   }).superRefine((q, ctx) => {
     if (q.targetMs !== 0 && q.targetMs >= q.intervalMs) {
-      ctx.addIssue({ code: 'custom', message: `expected targetMs (default 1) below intervalMs (default 10), got targetMs ${q.targetMs} and intervalMs ${q.intervalMs}; targetMs 0 turns it off` });
+      ctx.addIssue({ code: 'custom', message: `expected targetMs (default ${QUEUE_DELAY_TARGET_MS}) below intervalMs (default ${QUEUE_DELAY_INTERVAL_MS}), got targetMs ${q.targetMs} and intervalMs ${q.intervalMs}; targetMs 0 turns it off` });
     }
   }).prefault({}),
 }).prefault({});

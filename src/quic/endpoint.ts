@@ -58,6 +58,7 @@ import { checkQuicLbConfig, encodeQuicLbCid, type QuicLbConfig } from './quic-lb
 import { InitialQueue, InitialQueueRefusal } from './initial-queue.js';
 import { peerIdentityFromChain } from './peer-identity.js';
 import { parsePemBundle, peerRejection } from './peer-trust.js';
+import { DEFAULT_DGRAM_QUEUE_DELAY } from './queue-delay.js';
 
 /**
  * Length of every connection ID we issue (RFC 9000 §17.2 allows up to 20).
@@ -78,15 +79,8 @@ const MAX_SESSIONS = 64;
 /** Datagrams processed before connection events run mid-batch (below the default DATAGRAM queue of 1024). */
 const DISPATCH_EVERY = 256;
 
-/**
- * Default {@link QuicEndpointOptions.dgramQueueDelay}: 1 ms target, 10 ms
- * interval (the engine stretches the interval to twice the smoothed RTT on a
- * longer path). In the lab, with the inner TCP on cubic, it took ping under a
- * bulk transfer from 3.9–6.9 to 2.3–3.3 ms and the transfer's retransmits
- * from 118–886 to 6–15 per 10 s; with BBR inside it gains nothing and its
- * drops cost a few per cent of throughput (BENCHMARKS.md, "Queue delay").
- */
-export const DEFAULT_DGRAM_QUEUE_DELAY: Readonly<{ targetUs: number; intervalUs: number }> = { targetUs: 1_000, intervalUs: 10_000 };
+/** Default {@link QuicEndpointOptions.dgramQueueDelay}; shared with the config's `tun.queueDelay`. */
+export { DEFAULT_DGRAM_QUEUE_DELAY };
 /** Queued client Initials older than this are dropped (RFC 9002 §6.2.2: the client's first PTO is about 1 s). */
 const HANDSHAKE_QUEUE_MAX_WAIT_MS = 1000;
 /** RFC 9000 §20.1 transport error codes we send. */

@@ -374,25 +374,35 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     const gtun = gwTuns.opened.at(-1)!;
     const counters = (d: Agent | Gateway) => (d as unknown as { endpoint: QuicEndpoint }).endpoint.counters;
     await until(() => agent.state === 'open', 15_000, 'the agent to be connected');
-    const c = { src: '10.10.0.8', dst: '10.20.0.8', srcPort: 40_200, dstPort: 80 };
-    const s = { src: c.dst, dst: c.src, srcPort: c.dstPort, dstPort: c.srcPort };
-    let sent: { gw: number; agent: number } | null = null;
-    const base = { gw: 0, agent: 0 };
-    // The "kernels": network B's host answers the SYN, site A's host the SYN-ACK, each inside the write.
-    gtun.onPacket((p) => {
-      if (p.readUInt16BE(20) !== c.srcPort) return;
-      if (p[33] === 0x02) gtun.inject(craftTcp({ ...s, seq: 9000, ack: 2001, flags: 0x12 }));
-      if (p[33] === 0x10) sent = { gw: counters(gateway).datagramsOut - base.gw, agent: counters(agent).datagramsOut - base.agent };
-    });
-    atun.onPacket((p) => {
-      if (p.readUInt16BE(22) === c.srcPort && p[33] === 0x12) atun.inject(craftTcp({ ...c, seq: 2001, ack: 9001, flags: 0x10 }));
-    });
-    await new Promise((r) => setTimeout(r, 200)); // earlier tests' delayed ACKs and keep-alives have left
-    base.gw = counters(gateway).datagramsOut;
-    base.agent = counters(agent).datagramsOut;
-    atun.inject(craftTcp({ ...c, seq: 2000, flags: 0x02 }));
-    await until(() => sent !== null, 5_000, 'the handshake\'s last ACK at the gateway TUN');
+    // A timer of either end (a keep-alive, a loss-detection probe) that fires inside the handshake's
+    // real-time window adds a datagram that is not the handshake's; on a loaded box that happens now
+    // and then. So up to three handshakes, each on its own port: the ACKs must ride on the kernels'
+    // answers in at least one, and a regression (an ACK-only datagram each time) fails all three.
+    const seen: { gw: number; agent: number }[] = [];
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const c = { src: '10.10.0.8', dst: '10.20.0.8', srcPort: 40_200 + attempt, dstPort: 80 };
+      const s = { src: c.dst, dst: c.src, srcPort: c.dstPort, dstPort: c.srcPort };
+      let sent: { gw: number; agent: number } | null = null;
+      const base = { gw: 0, agent: 0 };
+      // The "kernels": network B's host answers the SYN, site A's host the SYN-ACK, each inside the write.
+      gtun.onPacket((p) => {
+        if (p.readUInt16BE(20) !== c.srcPort) return;
+        if (p[33] === 0x02) gtun.inject(craftTcp({ ...s, seq: 9000, ack: 2001, flags: 0x12 }));
+        if (p[33] === 0x10) sent = { gw: counters(gateway).datagramsOut - base.gw, agent: counters(agent).datagramsOut - base.agent };
+      });
+      atun.onPacket((p) => {
+        if (p.readUInt16BE(22) === c.srcPort && p[33] === 0x12) atun.inject(craftTcp({ ...c, seq: 2001, ack: 9001, flags: 0x10 }));
+      });
+      await new Promise((r) => setTimeout(r, 200)); // earlier handshakes' delayed ACKs and keep-alives have left
+      base.gw = counters(gateway).datagramsOut;
+      base.agent = counters(agent).datagramsOut;
+      atun.inject(craftTcp({ ...c, seq: 2000, flags: 0x02 }));
+      await until(() => sent !== null, 5_000, 'the handshake\'s last ACK at the gateway TUN');
+      const got = sent as unknown as { gw: number; agent: number }; // set by the callback
+      seen.push(got);
+      if (got.gw === 1 && got.agent === 2) break;
+    }
     // Gateway: the SYN-ACK with its ACK. Agent: the SYN, then the ACK with its ACK.
-    expect(sent).toEqual({ gw: 1, agent: 2 });
+    expect(seen).toContainEqual({ gw: 1, agent: 2 });
   }, 30_000);
 });
