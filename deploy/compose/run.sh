@@ -39,11 +39,24 @@ for tool in docker dockerd docker-compose debootstrap; do
   command -v "$tool" >/dev/null || { say "compose: $tool is not installed (apt-get install docker.io docker-compose debootstrap)"; exit 2; }
 done
 
+# The daemons run as uid 10001 with only CAP_NET_ADMIN, so they open
+# /dev/net/tun through its file mode, which docker copies from the host into
+# each container. udev makes it 0666; a host without udev keeps the kernel's
+# 0600, and the daemons fail with "not permitted to create TUN interface".
+# For this run only, widen it; teardown restores it.
+TUN_MODE_WAS=""
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+  TUN_MODE_WAS="$(stat -c %a /dev/net/tun)"
+fi
+
 teardown() {
   local rc=$?
   trap - EXIT INT TERM
   say ""
   say "== teardown"
+  if [ -n "$TUN_MODE_WAS" ]; then
+    chmod "$TUN_MODE_WAS" /dev/net/tun && say "  /dev/net/tun back to mode $TUN_MODE_WAS"
+  fi
   if docker info >/dev/null 2>&1; then
     "${DC[@]}" logs --no-color >"$WORK/compose.log" 2>&1 || true
     "${DC[@]}" down --volumes --remove-orphans --timeout 5 >"$WORK/down.log" 2>&1 \
@@ -72,6 +85,10 @@ trap 'say "interrupted"; exit 130' INT TERM
 say "mtun compose — two clusters in containers joined by mtun"
 sed -n '4,5p' "$0"
 say ""
+if [ -n "$TUN_MODE_WAS" ]; then
+  chmod 0666 /dev/net/tun || { say "compose: cannot make /dev/net/tun usable by the non-root daemons (mode $TUN_MODE_WAS)"; exit 1; }
+  say "note: /dev/net/tun had mode $TUN_MODE_WAS (a host without udev); 0666 for this run, as udev sets it, so the non-root daemons in the containers can open it"
+fi
 
 # --- dockerd -----------------------------------------------------------------
 if ! docker info >/dev/null 2>&1; then
