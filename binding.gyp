@@ -6,6 +6,7 @@
         "src/native/codel.c",
         "src/native/codel-napi.c",
         "src/native/common.c",
+        "src/native/dataplane.c",
         "src/native/judge.c",
         "src/native/judge-napi.c",
         "src/native/poll.c",

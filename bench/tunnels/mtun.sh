@@ -31,6 +31,8 @@ fi
 TXQ=${MTUN_TXQUEUELEN:+, txQueueLen: $MTUN_TXQUEUELEN}
 # MTUN_QUEUE_DELAY_MS (optional): both daemons' tun.queueDelay.targetMs (0: CoDel off), to compare (bench/queue-delay.sh).
 TXQ+=${MTUN_QUEUE_DELAY_MS:+, queueDelay: { targetMs: $MTUN_QUEUE_DELAY_MS \}}
+# MTUN_TUN_THREAD=0 (optional): the agent's tun.thread off (its TUN read by the event loop), to compare (bench/tun-thread.sh).
+ATHREAD=""; [ "${MTUN_TUN_THREAD:-1}" = 0 ] && ATHREAD=", thread: false"
 TA=${P}${K}a; TG=${P}${K}g
 # The server's namespace and the veth pair to it (${P}${K}b in NSB, ${P}${K}s0 in NSS).
 NSS=${P}${K}s
@@ -65,7 +67,7 @@ mode: site-to-site
 tls: { cert: certs/agent-cluster-a.pem, key: certs/agent-cluster-a-key.pem, ca: certs/ca.pem }
 advertise: [$AN.0/24]
 acceptRoutes: true
-tun: { name: $TA, offload: $OFFLOAD$TXQ }
+tun: { name: $TA, offload: $OFFLOAD$TXQ$ATHREAD }
 mssClamp: true
 telemetry:
   workloads: { $AN.0/24: site-a, $BN.0/24: site-b }

@@ -35,6 +35,7 @@ import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
 import { TUN_WRITE_DROP_REASON, TunWriter, tunQueueDelay, tunRecvBudget } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
+import { TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
 import { UdpForwarder } from './udp-forwarder.js';
 import { Counter, type Registry } from 'prom-client';
 import { FlowResync } from './flow-resync.js';
@@ -58,6 +59,15 @@ export class Agent {
   private tun: OwnedTun | null = null;
   private tunMtu = 0;
   private tunWriter: TunWriter | null = null;
+  private tunReader: TunReader | null = null;
+  /** The TUN → UDP leg on a native thread (tun.thread), attached while the session runs over HTTP/3. */
+  private tunThread: TunThread | null = null;
+  /** Packets and bytes the thread sent since the last drain (counted onto the session after it). */
+  private threadPackets = 0;
+  private threadBytes = 0;
+  /** The thread's UDP counters already added to the endpoint's. */
+  private threadDatagramsSeen = 0;
+  private threadGsoSeen = 0;
   /** The connection the session rides on (HTTP/3 or HTTP/2), or null while down. */
   private conn: Carrier | null = null;
   private session: ConnectIpClientSession | null = null;
@@ -113,6 +123,7 @@ export class Agent {
     const registry = telemetry.registry;
     this.transportMetrics = new AgentTransportMetrics(registry, () => (this.state === 'open' ? this.conn?.transport ?? null : null));
     registerSessionTransportGauge(registry, 'agent', () => (this.session !== null && this.conn !== null ? [{ transport: this.conn.transport }] : []));
+    registerTunThreadCounters(registry, () => this.tunThread?.stats() ?? null);
     registerH2Counters(registry, 'agent', this.h2Counters);
     registerQuicEndpointMetrics(registry, 'agent', endpoint.counters);
     this.resync = new FlowResync(registry);
@@ -316,7 +327,8 @@ export class Agent {
       this.connects++;
       if (from !== null && from !== carrier.transport) this.transportMetrics.switched(from, carrier.transport);
       this.watch.opened(carrier);
-      this.log.info({ gateway: this.config.gateway.address, transport: carrier.transport, from: from ?? undefined, maxPacketSize: session.maxPacketSize(), tunMtu: this.tunMtu }, from !== null ? `tunnel up: switched from ${from} to ${carrier.transport}` : 'tunnel up');
+      this.attachThread();
+      this.log.info({ gateway: this.config.gateway.address, transport: carrier.transport, from: from ?? undefined, maxPacketSize: session.maxPacketSize(), tunMtu: this.tunMtu, tunThread: this.tunThread?.attached != null }, from !== null ? `tunnel up: switched from ${from} to ${carrier.transport}` : 'tunnel up');
     } catch (e) {
       this.log.warn({ err: (e as Error).message, transport: carrier.transport }, 'tunnel setup failed');
       if (!carrier.isClosed) carrier.close('setup failed');
@@ -331,6 +343,7 @@ export class Agent {
    */
   private superseded(carrier: Carrier): boolean {
     if (this.state === 'stopped') {
+      this.closeThread();
       if (this.tun !== null && !this.tun.closed) this.tun.close();
       return true;
     }
@@ -368,6 +381,7 @@ export class Agent {
 
   /** Ends the current session and connection, keeping the TUN, its routes and addresses (a reconnect or switch follows). */
   private dropSession(): void {
+    this.detachThread();
     this.conn = null;
     this.watch.closed();
     for (const f of this.forwarders) f.reset();
@@ -491,9 +505,21 @@ export class Agent {
     this.routeSync = new RouteSync(this.tun.name, this.io.kernel, this.io.clock, this.log, 'routes from the gateway');
     this.addressSync = new AddressSync(this.tun.name, this.io.kernel, this.log, this.config.snat);
     const reader = new TunReader(this.tun, this.onTunBatch, (e) => this.fail(e));
+    this.tunReader = reader;
+    if (this.config.tun.thread) {
+      try {
+        this.tunThread = TunThread.open(this.tun, this.io.udp, TUN_HEADROOM, this.onThreadReady);
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'TUN thread not started: the event loop reads the TUN');
+      }
+    }
     // The kernel's answers to what the gateway sent (TCP ACKs of a download, written into the TUN during
     // the endpoint's events) leave in the same send batch as the QUIC ACK (endpoint.setBeforeSend).
-    this.endpoint.setBeforeSend(() => reader.pollOnce());
+    this.endpoint.setBeforeSend(() => {
+      const t = this.tunThread;
+      if (t !== null && t.attached !== null) this.pollThread(t);
+      else reader.pollOnce();
+    });
     this.log.info({ tun: this.tun.name, mtu }, 'TUN up');
   }
 
@@ -502,7 +528,9 @@ export class Agent {
       if (this.session === session) void this.applyRoutes(session);
     } else if (e.type === 'ipv6-disabled') {
       this.log.warn({ maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
+      if (this.session === session) this.attachThread();
     } else if (e.type === 'closed') {
+      if (this.session === session) this.detachThread();
       this.log.info({ error: e.error, reason: e.reason }, 'CONNECT-IP session closed');
       // While moving back to HTTP/3 the HTTP/2 connection is shut down gracefully instead (probeH3).
       if (this.conn !== null && this.session === session && !this.conn.isClosed && this.waitReleased === null) this.conn.close('session closed');
@@ -591,33 +619,132 @@ export class Agent {
       this.telemetry.metrics.drop(this.noSessionId, n);
       return;
     }
-    const tracker = this.flows.tracker;
-    const clamp = this.config.mssClamp;
-    const mtu = this.tunMtu;
     const now = this.io.clock.now();
-    const pi = this.outInfo;
-    for (let i = 0; i < n; i++) {
-      const buf = bufs[i]!;
-      const len = sizes[i]!;
-      // Parsed once: the MSS clamp and the flow tracker share this view.
-      const parsed = parseIpPacket(buf, TUN_HEADROOM, len, pi) === 0;
-      if (clamp && parsed) clampTcpMssParsed(buf, pi, mtu);
-      // Only what entered the tunnel is telemetry (link-local, too-big… are counted as drops by the session).
-      if (s.sendPacket(buf, TUN_HEADROOM, len) === 0) {
-        // An unparsable packet goes through observe(), which counts its parse failure.
-        if (parsed) tracker.observeParsed(buf, pi, Direction.OUT, now);
-        else tracker.observe(buf, TUN_HEADROOM, len, Direction.OUT, now);
-        if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, TUN_HEADROOM, len, TapInterface.TUN_IN, now);
-      }
-      // A Packet Too Big about our own packet comes back to us: into the TUN (RFC 9484 §7.2.1).
-      else if (s.icmpLength > 0) this.tunWriter?.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
-    }
+    for (let i = 0; i < n; i++) this.sendFromTun(s, bufs[i]!, sizes[i]!, now);
     this.conn?.flush();
     this.tunWriter?.flush();
   };
 
+  /** One packet from the local network at buf[TUN_HEADROOM, + len): parse, clamp MSS, send, observe. */
+  private sendFromTun(s: ConnectIpClientSession, buf: Buffer, len: number, now: number): void {
+    const pi = this.outInfo;
+    // Parsed once: the MSS clamp and the flow tracker share this view.
+    const parsed = parseIpPacket(buf, TUN_HEADROOM, len, pi) === 0;
+    if (this.config.mssClamp && parsed) clampTcpMssParsed(buf, pi, this.tunMtu);
+    // Only what entered the tunnel is telemetry (link-local, too-big… are counted as drops by the session).
+    if (s.sendPacket(buf, TUN_HEADROOM, len) === 0) {
+      // An unparsable packet goes through observe(), which counts its parse failure.
+      if (parsed) this.flows.tracker.observeParsed(buf, pi, Direction.OUT, now);
+      else this.flows.tracker.observe(buf, TUN_HEADROOM, len, Direction.OUT, now);
+      if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, TUN_HEADROOM, len, TapInterface.TUN_IN, now);
+    }
+    // A Packet Too Big about our own packet comes back to us: into the TUN (RFC 9484 §7.2.1).
+    else if (s.icmpLength > 0) this.tunWriter?.push(s.icmpBuffer, MASQUE_HEADROOM, s.icmpLength);
+  }
+
+  // ------------------------------------------------------- the TUN thread
+
+  /**
+   * A packet the TUN thread read, in order. SENT: it is already on its way;
+   * observed here as the event-loop path observes what it sent. Otherwise
+   * the event-loop path runs on it (SYN's MSS clamp, the session's checks, Packet Too Big).
+   */
+  private readonly onThreadPacket = (buf: Buffer, off: number, len: number, kind: number, at: number): void => {
+    if (kind === TUN_THREAD_SENT) {
+      this.flows.tracker.observe(buf, off, len, Direction.OUT, at);
+      if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_IN, at);
+      this.threadPackets++;
+      this.threadBytes += len;
+      return;
+    }
+    const s = this.session;
+    if (s === null) this.telemetry.metrics.drop(this.noSessionId, 1);
+    else this.sendFromTun(s, buf, len, at);
+  };
+
+  /** The thread published packets (or its TUN read failed). */
+  private readonly onThreadReady = (): void => {
+    const t = this.tunThread;
+    if (t === null) return;
+    const err = t.readError();
+    if (err !== 0) {
+      this.fail(new Error(`tun ${this.tun?.name ?? ''}: read failed on the TUN thread (errno ${err})`));
+      return;
+    }
+    if (this.drainThread(t) > 0) {
+      // Sends what the event-loop path queued, and re-arms the connection's timers after the thread's sends.
+      this.conn?.flush();
+      this.tunWriter?.flush();
+    }
+  };
+
+  /** Hands the thread's published packets to onThreadPacket; counts what it sent. Returns how many. */
+  private drainThread(t: TunThread): number {
+    const n = t.drain(this.onThreadPacket, this.io.clock.now());
+    if (this.threadPackets > 0) {
+      this.session?.countSent(this.threadPackets, this.threadBytes);
+      this.threadPackets = 0;
+      this.threadBytes = 0;
+    }
+    const st = t.stats();
+    const c = this.endpoint.counters;
+    c.datagramsOut += st[TunThreadStat.UDP_DATAGRAMS]! - this.threadDatagramsSeen;
+    c.gsoSends += st[TunThreadStat.UDP_GSO]! - this.threadGsoSeen;
+    this.threadDatagramsSeen = st[TunThreadStat.UDP_DATAGRAMS]!;
+    this.threadGsoSeen = st[TunThreadStat.UDP_GSO]!;
+    return n;
+  }
+
+  /** Just before the endpoint sends: what the kernel answered inside a TUN write joins that send. */
+  private pollThread(t: TunThread): void {
+    try {
+      t.poll(this.onThreadPacket, this.io.clock.now());
+    } catch (e) {
+      this.fail(e as Error);
+      return;
+    }
+    if (this.threadPackets > 0) this.drainThread(t);
+    this.tunWriter?.flush();
+  }
+
+  /** Hands the TUN to the thread while the session runs over HTTP/3; otherwise to the event loop. */
+  private attachThread(): void {
+    const t = this.tunThread;
+    const s = this.session;
+    const c = this.conn;
+    const h = t !== null && s !== null && c !== null && c.transport === 'h3' && !c.isClosed ? c.engineHandle() : null;
+    if (t === null || s === null || h === null || h === undefined) {
+      this.detachThread();
+      return;
+    }
+    t.attach(h, s.datagramPrefix(), s.ipv6Enabled);
+    this.tunReader?.pause();
+  }
+
+  /** The event loop reads the TUN again; what the thread read is handled first. */
+  private detachThread(): void {
+    const t = this.tunThread;
+    if (t === null || t.attached === null) return;
+    t.detach();
+    this.drainThread(t);
+    this.conn?.flush();
+    this.tunWriter?.flush();
+    this.tunReader?.resume();
+  }
+
+  private closeThread(): void {
+    const t = this.tunThread;
+    if (t === null) return;
+    this.detachThread();
+    t.close(this.onThreadPacket, this.io.clock.now());
+    this.tunThread = null;
+  }
+
   /** Packets from the gateway: inspect, copy into the TUN batch (MSS clamped), written after the QUIC batch. */
   private readonly onGatewayPacket = (buf: Uint8Array, off: number, len: number): void => {
+    // What the TUN thread sent and the flow tracker has not seen yet comes first: the answer follows its request.
+    const t = this.tunThread;
+    if (t !== null && t.hasPending()) this.drainThread(t);
     const now = this.io.clock.now();
     this.flows.tracker.observe(buf, off, len, Direction.IN, now);
     if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, now);
@@ -655,6 +782,7 @@ export class Agent {
       await drained;
       (deadline as ClockTimer | null)?.cancel();
     }
+    this.closeThread();
     this.syncCounters();
     this.flows.close(this.io.clock.now());
     this.watch.closed();
@@ -690,6 +818,44 @@ function registerForwarderCounters(registry: Registry, forwarders: readonly UdpF
       forwarders.forEach((f, i) => {
         for (const [k, event] of events) c.inc({ forwarder: names[i] ?? String(i), event }, f.counters[k]);
       });
+    },
+  });
+}
+
+/**
+ * `mtun_agent_tun_thread_packets_total{path}`: packets the TUN thread read and sent itself
+ * (`thread`) or handed to the event loop's path (`event_loop`: SYNs, too big, link-local, no room);
+ * `mtun_agent_tun_thread_events_total{event}`: its UDP sends, GSO sends, datagrams the
+ * kernel refused (lost, QUIC recovers), and wakes that found the ring full (the event loop behind).
+ * Read at scrape time; absent counts while no thread runs.
+ */
+function registerTunThreadCounters(registry: Registry, stats: () => Float64Array | null): void {
+  const packets: Counter<'path'> = new Counter({
+    name: 'mtun_agent_tun_thread_packets_total',
+    help: 'Packets the TUN thread (tun.thread) read: sent by the thread itself, or handed to the event loop\'s path',
+    labelNames: ['path'],
+    registers: [registry],
+    collect: () => {
+      const st = stats();
+      packets.reset();
+      if (st === null) return;
+      packets.inc({ path: 'thread' }, st[TunThreadStat.QUEUED]!);
+      packets.inc({ path: 'event_loop' }, st[TunThreadStat.TO_JS]!);
+    },
+  });
+  const events: Counter<'event'> = new Counter({
+    name: 'mtun_agent_tun_thread_events_total',
+    help: 'The TUN thread\'s UDP datagrams sent, GSO sends, datagrams the kernel refused (lost; QUIC recovers), wakes that found its ring full',
+    labelNames: ['event'],
+    registers: [registry],
+    collect: () => {
+      const st = stats();
+      events.reset();
+      if (st === null) return;
+      events.inc({ event: 'udp_datagrams' }, st[TunThreadStat.UDP_DATAGRAMS]!);
+      events.inc({ event: 'gso_sends' }, st[TunThreadStat.UDP_GSO]!);
+      events.inc({ event: 'udp_dropped' }, st[TunThreadStat.UDP_DROPPED]!);
+      events.inc({ event: 'ring_full' }, st[TunThreadStat.RING_FULL]!);
     },
   });
 }

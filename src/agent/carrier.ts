@@ -31,6 +31,8 @@ export interface Carrier {
   packetCounts(): QuicPacketCounts | null;
   /** Smoothed RTT of the QUIC connection, ms (whole ms as the engine's path stats give it); null over HTTP/2. Control path: allocates. */
   rttMs(): number | null;
+  /** The QUIC engine's handle of the connection, for the TUN thread to send on (daemon/tun-thread.ts); null over HTTP/2 or once closed. */
+  engineHandle(): unknown;
 }
 
 /** Events a carrier reports to the agent. */
@@ -78,6 +80,10 @@ class H3Carrier implements Carrier {
 
   rttMs(): number | null {
     return this.conn.stats().rttMs;
+  }
+
+  engineHandle(): unknown {
+    return this.conn.isClosed ? null : this.conn.q.nativeHandle();
   }
 }
 
@@ -130,6 +136,10 @@ class H2Carrier implements Carrier {
   }
 
   packetCounts(): null {
+    return null;
+  }
+
+  engineHandle(): null {
     return null;
   }
 

@@ -97,8 +97,8 @@ function telemetrySchema(baseDir: string) {
   }).prefault({});
 }
 
-/** `tun`: the TUN device. */
-const tunSchema = z.strictObject({
+/** `tun`: the TUN device (both daemons). */
+const tunFields = {
   name: interfaceName.default('mtun0'),
   /** Override; by default the MTU is derived from the QUIC path's maximum datagram size. RFC 9484 §7.2 needs ≥1280 for IPv6. */
   mtuBytes: intIn(576, 65_535, 'an MTU in bytes').optional(),
@@ -128,6 +128,21 @@ const tunSchema = z.strictObject({
       ctx.addIssue({ code: 'custom', message: `expected targetMs (default ${QUEUE_DELAY_TARGET_MS}) below intervalMs (default ${QUEUE_DELAY_INTERVAL_MS}), got targetMs ${q.targetMs} and intervalMs ${q.intervalMs}; targetMs 0 turns it off` });
     }
   }).prefault({}),
+};
+const tunSchema = z.strictObject(tunFields).prefault({});
+
+/** The agent's `tun`: as the gateway's, plus where its TUN → UDP leg runs. */
+const agentTunSchema = z.strictObject({
+  ...tunFields,
+  /**
+   * Read the TUN and send the tunnel's packets on a native thread
+   * (src/native/dataplane.c) instead of the event loop: plain packets leave
+   * without waking JavaScript, which still sees every packet for telemetry
+   * and handles the rest (SYNs for the MSS clamp, Packet Too Big, drops).
+   * Only over HTTP/3 with the native TUN and socket; off = the event loop
+   * does all of it.
+   */
+  thread: z.boolean().default(true),
 }).prefault({});
 
 /** A policy rule: traffic to these destination prefixes with these protocols and ports is allowed. */
@@ -456,7 +471,7 @@ export function agentSchema(baseDir: string) {
     acceptRoutes: z.boolean().default(true),
     /** Remote access only: SNAT local traffic leaving through the tunnel to the assigned address. */
     snat: z.boolean().default(false),
-    tun: tunSchema,
+    tun: agentTunSchema,
     /** Clamp TCP MSS on SYNs so segments fit the tunnel MTU. */
     mssClamp: z.boolean().default(true),
     reconnect: reconnectSchema,

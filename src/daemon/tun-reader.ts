@@ -39,6 +39,24 @@ export class TunReader {
   }
 
   private failed = false;
+  private paused = false;
+
+  /**
+   * Stops reading: another reader owns the device for now (the agent's TUN
+   * thread). {@link pollOnce} does nothing until {@link resume}.
+   */
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    if (!this.tun.closed) this.tun.pauseReadable?.();
+  }
+
+  /** Reads again (readiness callbacks and {@link pollOnce}). */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (!this.tun.closed) this.tun.onReadable(this.onReadable);
+  }
 
   /**
    * One read, now, without waiting for readiness: what the kernel queued
@@ -47,10 +65,11 @@ export class TunReader {
    * closed device is not read.
    */
   pollOnce(): void {
-    if (!this.tun.closed) this.readBatch();
+    if (!this.tun.closed && !this.paused) this.readBatch();
   }
 
   private readonly onReadable = (): void => {
+    if (this.paused) return;
     for (let round = 0; round < ROUNDS; round++) {
       const n = this.readBatch();
       if (n < this.bufs.length) return;

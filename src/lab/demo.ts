@@ -137,6 +137,10 @@ async function main(): Promise<void> {
     for (const line of ga.split('\n')) {
       if (line.startsWith('mtun_tunnel_dropped_packets_total') && !line.endsWith(' 0')) say(`  gateway drop: ${line.replace('mtun_tunnel_dropped_packets_total', '')}`);
     }
+    // The agent's TUN → UDP leg on its native thread (tun.thread): what it sent itself, and what it left to the event loop.
+    for (const line of am.split('\n')) {
+      if (line.startsWith('mtun_agent_tun_thread_packets_total')) say(`  agent TUN thread: ${line.replace('mtun_agent_tun_thread_packets_total', 'packets')}`);
+    }
     if (udpBlocked) {
       say(`  ${pad('mtun_h2_datagrams_total (DATAGRAM capsules)', 40)} agent ${rpad(sum(am, 'mtun_h2_datagrams_total'), 12)}   gateway ${rpad(sum(ga, 'mtun_h2_datagrams_total'), 12)}`);
       say(`  ${pad('mtun_h2_drops_total (backpressure…)', 40)} agent ${rpad(sum(am, 'mtun_h2_drops_total'), 12)}   gateway ${rpad(sum(ga, 'mtun_h2_drops_total'), 12)}`);

@@ -54,12 +54,39 @@ export interface NativeBinding {
   judgeBatch(table: NativeJudgeTable, arena: Uint8Array, stride: number, offset: number, lens: Uint32Array, count: number,
     out: Int32Array, checkLink: boolean): number;
   /**
+   * The agent's TUN → UDP thread (src/native/dataplane.c): reads the TUN into the ring arena (nslots slots of
+   * `stride` bytes, packet at `headroom`), queues the plain packets on the attached QUIC connection and sends
+   * them; publishes every packet read (meta[2i] length, meta[2i+1] kind: 1 sent, 2 JavaScript's), stamps[i]
+   * (dpNow's clock), ctl[0] producer / ctl[1] consumer index. onReady runs on the event loop after a publish.
+   */
+  dpOpen(tunFd: number, vnet: boolean, udpFd: number, gso: boolean, arena: Buffer, stride: number, headroom: number,
+    mtu: number, meta: Uint32Array, stamps: Float64Array, ctl: Uint32Array, onReady: () => void): NativeDataPlane;
+  /** conn: the engine's connection handle; prefix: quarter stream ID + context ID 0; ipv6: IPv6 still carried. */
+  dpAttach(dp: NativeDataPlane, conn: unknown, prefix: Uint8Array, ipv6: boolean): void;
+  dpDetach(dp: NativeDataPlane): void;
+  /** One read round on this thread, no send (the endpoint's follows); returns packets read; throws `tun: read: …` once the device failed. */
+  dpPoll(dp: NativeDataPlane): number;
+  /** Tell the thread slots were released (ctl[1] stored first). */
+  dpRelease(dp: NativeDataPlane): void;
+  /** errno of a failed TUN read, 0 while healthy. */
+  dpError(dp: NativeDataPlane): number;
+  dpStats(dp: NativeDataPlane, out: Float64Array): void;
+  dpNow(): number;
+  dpClose(dp: NativeDataPlane): void;
+  /** Tests only: whether the TUN thread would send this packet itself (src/native/dataplane.c dp_plain). */
+  dpPlain(packet: Uint8Array, ipv6: boolean): boolean;
+  /**
    * Tests only: a FIFO of packets enqueued at enqUs[i] and a link wanting one at each deqUs[k], the heads
    * judged by the engine's CoDel (src/native/codel.h) as the engine judges its DATAGRAM send queue;
    * fate[i]: 0 still queued, 1 sent, 2 dropped; at[i]: the k that took it. Returns the drops.
    */
   codelQueue(targetUs: number, intervalUs: number, enqUs: Float64Array, deqUs: Float64Array, fate: Uint8Array,
     at: Uint32Array): number;
+}
+
+/** Opaque handle of the agent's data-plane thread (src/native/dataplane.c). */
+export interface NativeDataPlane {
+  readonly __nativeDataPlane: unique symbol;
 }
 
 /** Opaque handle of a native judge table (src/native/judge.h). */
@@ -114,7 +141,7 @@ export function loadNative(): NativeBinding {
 }
 
 /** The calling convention this code speaks (MTUN_ABI in src/native/common.h). */
-export const NATIVE_ABI = 5;
+export const NATIVE_ABI = 6;
 
 /** True when the addon loads (for tests and for choosing the node:dgram fallback). */
 export function nativeAvailable(): boolean {

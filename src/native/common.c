@@ -242,7 +242,7 @@ static napi_value init(napi_env env, napi_value exports) {
     return NULL;
   }
   if (!mtun_tun_init(env, exports) || !mtun_udp_init(env, exports) || !mtun_poll_init(env, exports) ||
-      !mtun_quic_init(env, exports) || !mtun_judge_init(env, exports) || !mtun_codel_init(env, exports) || !mtun_export_fn(env, exports, "mallocStats", malloc_stats_fn)) {
+      !mtun_quic_init(env, exports) || !mtun_judge_init(env, exports) || !mtun_codel_init(env, exports) || !mtun_dataplane_init(env, exports) || !mtun_export_fn(env, exports, "mallocStats", malloc_stats_fn)) {
     napi_throw_error(env, NULL, "mtun: cannot register native functions");
     return NULL;
   }

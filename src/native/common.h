@@ -64,9 +64,9 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * instead of misreading arguments. 2: read batches as arenas, QUIC byte
  * ranges, mallocStats. 3: quicOutBatch + quicDrain (a connection drained into the send batch in one call).
  * 4: judgeTable + judgeBatch (the native CONNECT-IP checks). 5: quicInfo of 12 (CoDel drops),
- * codelQueue.
+ * codelQueue. 6: dp* (the agent's TUN → UDP thread, dataplane.c).
  */
-#define MTUN_ABI 5
+#define MTUN_ABI 6
 
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);
@@ -117,6 +117,7 @@ bool mtun_quic_init(napi_env env, napi_value exports);
 bool mtun_judge_init(napi_env env, napi_value exports);
 /* CoDel state machine, for tests (codel-napi.c). */
 bool mtun_codel_init(napi_env env, napi_value exports);
+bool mtun_dataplane_init(napi_env env, napi_value exports);
 
 /* Helper for registration. */
 bool mtun_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);

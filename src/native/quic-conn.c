@@ -7,11 +7,17 @@
  */
 #include "quic-engine.h"
 
+#include <pthread.h>
+
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+static pthread_mutex_t qe_mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+void qe_lock(void) { pthread_mutex_lock(&qe_mu); }
+void qe_unlock(void) { pthread_mutex_unlock(&qe_mu); }
 
 ngtcp2_tstamp qe_now(void) {
   struct timespec t;

@@ -176,6 +176,15 @@ struct qe_conn {
 };
 
 ngtcp2_tstamp qe_now(void);
+/*
+ * The engine lock. The JavaScript thread holds it in every engine call
+ * (quic-napi.c wraps each exported function and finalizer) and the agent's
+ * data-plane thread (dataplane.c) while it queues and packetizes, so one
+ * connection is never used by two threads at once. Recursive: a finalizer
+ * may run inside a call on the JavaScript thread.
+ */
+void qe_lock(void);
+void qe_unlock(void);
 /* Client: creates the connection at once. Returns NULL with errmsg filled. */
 struct qe_conn *qe_conn_client(struct qe_config *cfg, const char *sni, const uint8_t *scid, size_t scidlen,
                                const struct sockaddr *local, socklen_t locallen, const struct sockaddr *remote,

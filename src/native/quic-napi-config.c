@@ -18,7 +18,11 @@ void qe_config_unref(struct qe_config *c) {
   free(c);
 }
 
-static void config_finalize(napi_env env, void *data, void *hint) { qe_config_unref(data); }
+static void config_finalize(napi_env env, void *data, void *hint) {
+  qe_lock();
+  qe_config_unref(data);
+  qe_unlock();
+}
 
 /* quicConfigNew(verifyPeer, ca|null, keyPem|null, certPem|null) */
 static napi_value config_new(napi_env env, napi_callback_info info) {
@@ -172,6 +176,6 @@ bool qn_config_init(napi_env env, napi_value exports) {
       {"quicConfigSetBytes", config_set_bytes},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
-    if (!mtun_export_fn(env, exports, fns[i].name, fns[i].cb)) return false;
+    if (!qn_export_locked(env, exports, fns[i].name, fns[i].cb)) return false;
   return true;
 }

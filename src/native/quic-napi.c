@@ -11,7 +11,31 @@
 
 /* ------------------------------------------------------------ connections */
 
-static void conn_finalize(napi_env env, void *data, void *hint) { qe_conn_free(data); }
+static void conn_finalize(napi_env env, void *data, void *hint) {
+  qe_lock();
+  qe_conn_free(data);
+  qe_unlock();
+}
+
+/* Every exported engine function runs under the engine lock (quic-engine.h). */
+static napi_value locked_call(napi_env env, napi_callback_info info) {
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, NULL, NULL, NULL, &data) != napi_ok || data == NULL) return NULL;
+  napi_callback cb;
+  memcpy(&cb, &data, sizeof cb);
+  qe_lock();
+  napi_value r = cb(env, info);
+  qe_unlock();
+  return r;
+}
+
+bool qn_export_locked(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+  void *data;
+  memcpy(&data, &cb, sizeof data);
+  napi_value fn;
+  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, locked_call, data, &fn) != napi_ok) return false;
+  return napi_set_named_property(env, exports, name, fn) == napi_ok;
+}
 
 static napi_value wrap_conn(napi_env env, struct qe_conn *c) {
   napi_value r;
@@ -599,7 +623,24 @@ static napi_value conn_free(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * quicLock() / quicUnlock(): the engine lock held across JavaScript calls,
+ * so that the endpoint's drain and its sendmmsg are one step to the agent's
+ * TUN thread (packets of one connection leave in packet-number order).
+ * Recursive; every quicLock needs its quicUnlock on the same thread.
+ */
+static napi_value engine_lock(napi_env env, napi_callback_info info) {
+  qe_lock();
+  return NULL;
+}
+
+static napi_value engine_unlock(napi_env env, napi_callback_info info) {
+  qe_unlock();
+  return NULL;
+}
+
 bool mtun_quic_init(napi_env env, napi_value exports) {
+  if (!mtun_export_fn(env, exports, "quicLock", engine_lock) || !mtun_export_fn(env, exports, "quicUnlock", engine_unlock)) return false;
   static const struct {
     const char *name;
     napi_callback cb;
@@ -614,6 +655,6 @@ bool mtun_quic_init(napi_env env, napi_value exports) {
       {"quicSetSession", conn_set_session}, {"quicSetKeylog", conn_set_keylog}, {"quicFree", conn_free},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
-    if (!mtun_export_fn(env, exports, fns[i].name, fns[i].cb)) return false;
+    if (!qn_export_locked(env, exports, fns[i].name, fns[i].cb)) return false;
   return qn_config_init(env, exports);
 }

@@ -118,6 +118,9 @@ bad:
   return false;
 }
 
+/* Exports cb as name, called with the engine lock held (qe_lock). */
+bool qn_export_locked(napi_env env, napi_value exports, const char *name, napi_callback cb);
+
 /* Registers the config and stateless-packet functions (quic-napi-config.c). */
 bool qn_config_init(napi_env env, napi_value exports);
 

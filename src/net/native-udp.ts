@@ -162,6 +162,10 @@ export class NativeUdpSocket implements UdpBatchSocket {
     return this.fd;
   }
 
+  nativeFd(): number {
+    return this.check();
+  }
+
   /**
    * One recvmmsg into slots [0, min(batch size, bufs.length)): data, size,
    * address slot (source, and the local address it arrived on — zero when

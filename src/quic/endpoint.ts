@@ -1313,19 +1313,25 @@ export class QuicEndpoint implements ConnectionOwner {
     const list = this.dirtyList;
     this.dirtyList = [];
     let leftover = false;
-    for (let k = 0; k < list.length; k++) {
-      const c = list[k];
-      c.dirty = false;
-      if (c.gone) continue;
-      if (!this.blocked && !this.drainConn(c)) {
-        leftover = true;
-        this.markDirty(c);
-      } else if (this.blocked) {
-        this.markDirty(c);
+    // Drained and sent as one step for another sender of these connections (engine.lock).
+    engine.lock();
+    try {
+      for (let k = 0; k < list.length; k++) {
+        const c = list[k];
+        c.dirty = false;
+        if (c.gone) continue;
+        if (!this.blocked && !this.drainConn(c)) {
+          leftover = true;
+          this.markDirty(c);
+        } else if (this.blocked) {
+          this.markDirty(c);
+        }
+        this.afterSend(c);
       }
-      this.afterSend(c);
+      this.sendOut();
+    } finally {
+      engine.unlock();
     }
-    this.sendOut();
     this.armTimer();
     if (leftover && !this.continueScheduled) {
       this.continueScheduled = true;

@@ -103,6 +103,8 @@ export interface EngineConnection {
    * isEstablished(), isClosed()… would each ask the engine again.
    */
   snapshot(): Float64Array;
+  /** The engine's own handle of this connection, for a native data plane to attach to (src/native/dataplane.c). */
+  nativeHandle(): unknown;
   setKeylog(path: string): void;
   setSession(session: Uint8Array): void;
   /** Bytes [offset, offset + length) of data (default: all of it), without a view per packet. */
@@ -173,6 +175,15 @@ export interface QuicEngine {
      */
     withTls(verifyPeer: boolean, ca: Uint8Array | null, key: Uint8Array | null, cert: Uint8Array | null): EngineConfig;
   };
+  /**
+   * The engine lock, held by the endpoint from its first drain to the send
+   * of that batch, so that another sender of the same connections (the
+   * agent's TUN thread, src/native/dataplane.c) cannot put packets on the
+   * wire in between: they leave in packet-number order. Recursive; always
+   * paired (try/finally).
+   */
+  lock(): void;
+  unlock(): void;
   /** Registers a send batch: its slots (one allocation, `stride` bytes each), sizes, GSO segment sizes, address slots and drain state. */
   outBatch(arena: Uint8Array, stride: number, sizes: Uint32Array, segs: Uint32Array, addrs: Uint8Array, state: Float64Array): EngineOutBatch;
   Connection: {

@@ -44,6 +44,8 @@ interface QuicNative {
   quicRecv(c: NativeConn, data: Uint8Array, offset?: number, length?: number): void;
   quicSend(c: NativeConn, out: Uint8Array): number;
   quicOutBatch(arena: Uint8Array, stride: number, sizes: Uint32Array, segs: Uint32Array, addrs: Uint8Array, state: Float64Array): EngineOutBatch;
+  quicLock(): void;
+  quicUnlock(): void;
   quicDrain(c: NativeConn, batch: EngineOutBatch, peerSlot: Uint8Array): void;
   quicTimeout(c: NativeConn): number;
   quicOnTimeout(c: NativeConn): void;
@@ -150,6 +152,10 @@ export class Ngtcp2Connection implements EngineConnection {
   private peerPort: number;
   private readonly sendInfo: EngineSendInfo;
   private readonly sendResult: [number, EngineSendInfo];
+
+  nativeHandle(): unknown {
+    return this.h;
+  }
 
   constructor(h: NativeConn, local: EngineHostPort, remote: EngineHostPort) {
     this.h = h;
@@ -296,6 +302,8 @@ export const ngtcp2Engine: QuicEngine = {
   Config: {
     withTls: (verifyPeer, ca, key, cert) => new Ngtcp2Config(verifyPeer, ca, key, cert),
   },
+  lock: () => n().quicLock(),
+  unlock: () => n().quicUnlock(),
   outBatch: (arena, stride, sizes, segs, addrs, state) => n().quicOutBatch(arena, stride, sizes, segs, addrs, state),
   Connection: {
     connect(serverName, scid, local, remote, config) {

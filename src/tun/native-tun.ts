@@ -259,6 +259,10 @@ export class NativeTun implements TunDevice {
     }
   }
 
+  nativeFd(): { fd: number; vnet: boolean } {
+    return { fd: this.check(), vnet: this.scratch !== undefined };
+  }
+
   /** Stops readiness callbacks (the loop may exit) until onReadable is called again. */
   pauseReadable(): void {
     this.check();

@@ -27,6 +27,14 @@ export interface TunDevice {
   write(bufs: Buffer[], sizes: Uint32Array, offset: number, count: number): number;
   /** Level-triggered readiness callback (uv_poll). One callback; replaces the last. */
   onReadable(cb: () => void): void;
+  /** Stops readiness callbacks until onReadable is called again. */
+  pauseReadable?(): void;
+  /**
+   * A kernel device's fd for a native reader (src/native/dataplane.c), and
+   * whether each read starts with a virtio_net_hdr (offloads on); absent on
+   * devices without one (the in-memory TUN of tests). The fd stays the device's.
+   */
+  nativeFd?(): { fd: number; vnet: boolean };
   /** Closes the fd; the kernel removes a non-persistent interface. Later calls throw ClosedError. */
   close(): void;
   /** True after close(). */

@@ -158,6 +158,8 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
     expect(a, 'agent counted more than iperf3 wrote').toBeLessThanOrEqual(j.end.sum_sent.bytes + 37);
     const agent = await lab.metrics('agent');
     expect(metric(agent, 'mtun_tunnel_sent_datagrams_total')).toBeGreaterThan(1000);
+    // The agent's TUN thread (tun.thread, on by default) carried the upload, and the byte counts above held with it.
+    expect(metric(agent, 'mtun_agent_tun_thread_packets_total', { path: 'thread' })).toBeGreaterThan(1000);
     // iperf3's control connection and its data connection.
     expect(metric(agent, 'mtun_tcp_connections_opened_total', { reporter: 'agent' }) - opened).toBeGreaterThanOrEqual(2);
   }, 90_000);

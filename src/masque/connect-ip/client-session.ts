@@ -4,6 +4,7 @@
  * addresses and advertises the site's routes with capsules.
  */
 import type { TunnelStream } from '../../h3/tunnel-stream.js';
+import { quarterStreamIdLength, writeQuarterStreamId } from '../../h3/datagram.js';
 import { addressBits, addressBytes, hostBitsZero, isZero, prefixEnd, type IpPrefix, type IpVersion } from '../../packet/ip-address.js';
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
@@ -77,6 +78,25 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
   sendPacket(buf: Uint8Array, offset: number, length: number): number {
     // Link-local here is e.g. the kernel's router solicitations and MLD reports on the TUN.
     return this.sendIpPacket(buf, offset, length, false);
+  }
+
+  /**
+   * What goes in front of an IP packet in this session's HTTP Datagrams over
+   * HTTP/3: the Quarter Stream ID (RFC 9297 §2.1) and Context ID 0 (RFC 9484
+   * §6), for a sender outside this object (the agent's TUN thread).
+   */
+  datagramPrefix(): Uint8Array {
+    const n = quarterStreamIdLength(this.stream.streamId);
+    const b = new Uint8Array(n + 1);
+    writeQuarterStreamId(this.stream.streamId, b, n);
+    b[n] = 0;
+    return b;
+  }
+
+  /** Counts packets another sender queued for this session (the agent's TUN thread), as {@link sendPacket} counts its own. */
+  countSent(packets: number, bytes: number): void {
+    this.counters.packetsSent += packets;
+    this.counters.bytesSent += bytes;
   }
 
   protected icmpSource(v: 4 | 6): Uint8Array | undefined {

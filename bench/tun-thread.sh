@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The agent's TUN → UDP leg on its native thread (tun.thread, the default)
+# against the event loop reading the TUN (tun.thread: false), mtun with
+# offloads, the runs interleaved so that a noisy box hits both settings
+# alike. Not a timed test: it prints a table of medians and saves each run.
+#
+#   sudo bash bench/tun-thread.sh              # 3 repetitions (~4 minutes)
+#   TT_REPS=5 TT_SECONDS=8 sudo -E bash bench/tun-thread.sh
+#
+# Per run: 200 pings at 50/s on an idle tunnel (the median RTT), then
+# iperf3 TCP for TT_SECONDS from the agent's side with pings at 20/s riding
+# along from 2 s in, and each daemon's CPU time (utime + stime) over the
+# transfer. Results in bench/results/<UTC time>-tun-thread/ (runs.jsonl, report.md).
+set -euo pipefail
+shopt -s inherit_errexit
+[ "$(id -u)" = 0 ] || { echo "tun-thread: needs root (network namespaces)" >&2; exit 1; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPS=${TT_REPS:-3}
+SECS=${TT_SECONDS:-8}
+[ "$SECS" -ge 6 ] || { echo "tun-thread: TT_SECONDS must be at least 6" >&2; exit 1; }
+PINGS=$(( (SECS - 3) * 20 ))
+export ROOT P="tt$$x" UA=192.0.2.1 UB=192.0.2.2
+export NSA="${P}a" NSB="${P}b"
+W=$(mktemp -d /tmp/mtun-tt.XXXXXX)
+OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)-tun-thread"
+mkdir -p "$OUT"
+. "$ROOT/bench/underlay.sh"
+TUN="$ROOT/bench/tunnels/mtun-offload.sh"
+
+cleanup() {
+  W="$W/t" timeout 20 bash "$TUN" down >/dev/null 2>&1 || true
+  remove_netns "$NSA" "$NSB" "${P}ns"
+  rm -rf "$W"
+}
+trap cleanup EXIT
+for c in iperf3 ping curl; do command -v "$c" >/dev/null || { echo "tun-thread: $c missing (apt-get install -y iperf3 iputils-ping curl)" >&2; exit 1; }; done
+[ -f "$ROOT/dist/cli/main.js" ] || { echo "tun-thread: dist/ missing; run npx tsc -p tsconfig.json" >&2; exit 1; }
+make_underlay
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# One run: $1 = 1 (thread) | 0 (event loop). Prints one JSON line.
+run() {
+  local thread=$1 t="$W/t"
+  rm -rf "$t"; mkdir -p "$t"
+  MTUN_TUN_THREAD=$thread W="$t" timeout 60 bash "$TUN" up >/dev/null
+  # shellcheck disable=SC1091
+  . "$t/env"
+  local apid gpid
+  apid=$(echo "$PIDS" | tr ' ' '\n' | sed -n 's/^a://p'); gpid=$(echo "$PIDS" | tr ' ' '\n' | sed -n 's/^b://p')
+  ip netns exec "$NSA" ping -n -c 200 -i 0.02 -I "$SRC" "$DST" >"$t/idle.txt" 2>&1 || true
+  ip netns exec "$DSTNS" iperf3 -s -D -p 5201 -1 >/dev/null 2>&1
+  sleep 0.3
+  local a0 g0 a1 g1
+  a0=$(cpu_ticks "$apid"); g0=$(cpu_ticks "$gpid")
+  ip netns exec "$NSA" timeout $((SECS + 20)) iperf3 -c "$DST" -B "$SRC" -p 5201 -t "$SECS" -J >"$t/iperf3.json" 2>&1 &
+  local ip=$!
+  sleep 2
+  ip netns exec "$NSA" timeout $((SECS + 5)) ping -n -c "$PINGS" -i 0.05 -I "$SRC" "$DST" >"$t/load.txt" 2>&1 || true
+  wait "$ip" || true
+  a1=$(cpu_ticks "$apid"); g1=$(cpu_ticks "$gpid")
+  local sent
+  sent=$( { ip netns exec "$NSA" curl -s --max-time 5 "http://127.0.0.1:9093/metrics" || true; } |
+    awk '/^mtun_agent_tun_thread_packets_total\{path="thread"\}/ {n += $2} END {print n + 0}')
+  W="$t" timeout 20 bash "$TUN" down >/dev/null 2>&1 || true
+  node -e '
+    const fs = require("fs");
+    const [thread, idleFile, loadFile, ipFile, secs, aT, gT, sent] = process.argv.slice(1);
+    const rtts = (f) => [...fs.readFileSync(f, "utf8").matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+    const med = (v) => v.length ? v[Math.floor(v.length / 2)] : null;
+    const ip = JSON.parse(fs.readFileSync(ipFile, "utf8"));
+    const hz = 100;
+    const idle = rtts(idleFile), load = rtts(loadFile);
+    console.log(JSON.stringify({ thread: Number(thread), idleMedMs: med(idle), idleP90Ms: idle.length ? idle[Math.floor(idle.length * 0.9)] : null,
+      loadMedMs: med(load), gbps: ip.end?.sum_received ? ip.end.sum_received.bits_per_second / 1e9 : null,
+      agentCpu: Number(aT) / hz / Number(secs), gatewayCpu: Number(gT) / hz / Number(secs), threadSent: Number(sent) }));
+  ' "$thread" "$t/idle.txt" "$t/load.txt" "$t/iperf3.json" "$SECS" "$((a1 - a0))" "$((g1 - g0))" "${sent:-0}"
+}
+
+for rep in $(seq 1 "$REPS"); do
+  if [ $((rep % 2)) = 1 ]; then order="1 0"; else order="0 1"; fi
+  for thread in $order; do
+    line=$(run "$thread")
+    echo "$line" | tee -a "$OUT/runs.jsonl"
+  done
+done
+
+node -e '
+  const fs = require("fs");
+  const runs = fs.readFileSync(process.argv[1], "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  const med = (xs) => { const v = xs.filter((x) => x !== null).sort((a, b) => a - b); return v.length ? v[Math.floor(v.length / 2)] : NaN; };
+  const rows = ["| agent TUN read by | idle ping median, ms | idle ping p90, ms | ping under load, median ms | TCP Gbit/s | agent CPU (cores) | gateway CPU (cores) | packets the thread sent |", "|---|---|---|---|---|---|---|---|"];
+  for (const th of [1, 0]) {
+    const r = runs.filter((x) => x.thread === th);
+    if (r.length === 0) continue;
+    const list = (k, d = 2) => r.map((x) => x[k] === null ? "–" : x[k].toFixed(d)).join(" / ");
+    rows.push(`| ${th ? "the thread" : "the event loop"} | **${med(r.map((x) => x.idleMedMs)).toFixed(3)}** (${list("idleMedMs", 3)}) | ${med(r.map((x) => x.idleP90Ms)).toFixed(3)} | ${med(r.map((x) => x.loadMedMs)).toFixed(2)} (${list("loadMedMs")}) | ${med(r.map((x) => x.gbps)).toFixed(2)} (${list("gbps")}) | ${med(r.map((x) => x.agentCpu)).toFixed(2)} | ${med(r.map((x) => x.gatewayCpu)).toFixed(2)} | ${list("threadSent", 0)} |`);
+  }
+  const md = rows.join("\n");
+  fs.writeFileSync(process.argv[2], md + "\n");
+  console.log(md);
+' "$OUT/runs.jsonl" "$OUT/report.md"
+echo "tun-thread: results in $OUT"

@@ -1,0 +1,165 @@
+/**
+ * The agent's TUN → UDP leg on a native thread (issue #13; the C side is
+ * `src/native/dataplane.c`, the design `docs/decisions/0003-data-plane-threads.md`).
+ *
+ * While attached to a QUIC connection, the thread reads the TUN, queues the
+ * plain packets on the connection (HTTP Datagram prefix written in front of
+ * each) and packetizes, encrypts and sends them without waking the event
+ * loop. Every packet it read is then handed to JavaScript in order through a
+ * ring: those it sent only to be observed (flow tracker, counters, capture),
+ * the others to go through the TypeScript path as if JavaScript had read
+ * them (MSS clamp on SYNs, the session's checks, Packet Too Big, counted
+ * drops). The ring's slots are this object's; a handler may read and rewrite
+ * a packet during its call only.
+ */
+import { loadNative, type NativeBinding, type NativeDataPlane } from '../native/addon.js';
+import { allocSlots, slotArena } from '../net/slot-arena.js';
+import type { UdpBatchSocket } from '../net/udp.js';
+import type { TunDevice } from '../tun/tun.js';
+
+/** Ring entry kinds (dataplane.c DP_KIND_*). */
+export const TUN_THREAD_SENT = 1;
+export const TUN_THREAD_JS = 2;
+
+/** Slots in the ring (a power of two: the indices wrap at 2^32): what JavaScript may fall behind by before the thread stops reading (the TUN queue holds the rest). */
+const RING_SLOTS = 2048;
+
+/** dpStats indices (dataplane.c DP_S_*). */
+export const enum TunThreadStat {
+  READ, READ_BYTES, QUEUED, TO_JS, UDP_DATAGRAMS, UDP_BYTES, UDP_CALLS, UDP_GSO, UDP_DROPPED, RING_FULL, WAKES, LENGTH,
+}
+
+/** Handles one packet of the ring: buf[off, off + len), read at `atMs` (the daemon's clock); kind TUN_THREAD_*. */
+export type TunThreadHandler = (buf: Buffer, off: number, len: number, kind: number, atMs: number) => void;
+
+export class TunThread {
+  private readonly native: NativeBinding;
+  private readonly dp: NativeDataPlane;
+  private readonly slots: Buffer[];
+  private readonly meta: Uint32Array;
+  private readonly stamps: Float64Array;
+  private readonly ctl = new Uint32Array(4);
+  private readonly st = new Float64Array(TunThreadStat.LENGTH);
+  /** performance.now() minus the ring stamps' clock (both monotonic; fixed). */
+  private readonly perfOffset: number;
+  private closed = false;
+  private attachedTo: unknown = null;
+
+  /**
+   * Opens the thread on `tun` and the endpoint's `udp` socket; null when
+   * either has no kernel fd (in-memory devices in tests), and the caller
+   * keeps the TypeScript path. `onReady` runs on the event loop after the
+   * thread published a packet for the event loop's path, a quarter of the
+   * ring, packets that waited 2 ms, or its read failed; it calls {@link drain}.
+   * Packets the thread sent wait in the ring until then, or until the owner
+   * drains it for another reason ({@link hasPending}).
+   */
+  static open(tun: TunDevice, udp: UdpBatchSocket, headroom: number, onReady: () => void): TunThread | null {
+    if (tun.nativeFd === undefined || udp.nativeFd === undefined) return null;
+    return new TunThread(tun, udp, headroom, onReady);
+  }
+
+  private constructor(tun: TunDevice, udp: UdpBatchSocket, readonly headroom: number, onReady: () => void) {
+    this.native = loadNative();
+    const { fd, vnet } = tun.nativeFd!();
+    this.slots = allocSlots(RING_SLOTS, headroom + tun.mtu);
+    const arena = slotArena(this.slots)!;
+    this.meta = new Uint32Array(2 * RING_SLOTS);
+    this.stamps = new Float64Array(RING_SLOTS);
+    this.dp = this.native.dpOpen(fd, vnet, udp.nativeFd!(), udp.gso, arena.buf, arena.stride, headroom, tun.mtu,
+      this.meta, this.stamps, this.ctl, onReady);
+    this.perfOffset = performance.now() - this.native.dpNow();
+  }
+
+  /** The connection the thread sends on (an engine handle), or null. */
+  get attached(): unknown {
+    return this.attachedTo;
+  }
+
+  /**
+   * Sends the plain packets on `conn` (QuicConnection's engine handle), each
+   * after `prefix` (quarter stream ID, context ID 0); IPv6 only while `ipv6`.
+   * Replaces an earlier attachment. The TUN is the thread's from now: the
+   * caller stops its own reading.
+   */
+  attach(conn: unknown, prefix: Uint8Array, ipv6: boolean): void {
+    if (this.closed) return;
+    this.native.dpAttach(this.dp, conn, prefix, ipv6);
+    this.attachedTo = conn;
+  }
+
+  /** The thread stops reading the TUN and forgets the connection (on return it no longer uses it). */
+  detach(): void {
+    if (this.closed || this.attachedTo === null) return;
+    this.native.dpDetach(this.dp);
+    this.attachedTo = null;
+  }
+
+  /**
+   * One read on this thread without sending (what the kernel answered inside
+   * a TUN write, just before the endpoint sends), then {@link drain}.
+   * Throws `tun: read: …` once the device failed.
+   */
+  poll(handler: TunThreadHandler, nowMs: number): void {
+    if (this.closed || this.attachedTo === null) return;
+    if (this.native.dpPoll(this.dp) > 0) this.drain(handler, nowMs);
+  }
+
+  /** True when the ring holds packets not yet drained (no call into C). */
+  hasPending(): boolean {
+    return !this.closed && Atomics.load(this.ctl, 0) !== this.ctl[1];
+  }
+
+  /**
+   * Hands every published packet to `handler`, oldest first, then releases
+   * their slots. Returns how many. `nowMs` is the daemon's clock now: each
+   * packet's time is it minus how long ago the thread read the packet, in
+   * whole µs.
+   */
+  drain(handler: TunThreadHandler, nowMs: number): number {
+    if (this.closed) return 0;
+    const ctl = this.ctl;
+    const prod = Atomics.load(ctl, 0);
+    let cons = ctl[1]!;
+    if (prod === cons) return 0;
+    const perfNow = performance.now();
+    const n = this.slots.length;
+    let count = 0;
+    try {
+      while (cons !== prod) {
+        const i = cons % n;
+        const age = perfNow - (this.stamps[i]! + this.perfOffset);
+        cons = (cons + 1) >>> 0;
+        count++;
+        // Whole µs, as the daemon's clock gives them (preciseNowMs): the capture tap and the tracker see the same times.
+        handler(this.slots[i]!, this.headroom, this.meta[2 * i]!, this.meta[2 * i + 1]!, age > 0 ? Math.round((nowMs - age) * 1000) / 1000 : nowMs);
+      }
+    } finally {
+      // Released even when a handler threw: the thread must not wait on a slot nobody will hand back.
+      Atomics.store(ctl, 1, cons);
+      this.native.dpRelease(this.dp);
+    }
+    return count;
+  }
+
+  /** errno of a failed TUN read (the data path is dead), 0 while healthy. */
+  readError(): number {
+    return this.closed ? 0 : this.native.dpError(this.dp);
+  }
+
+  /** The thread's counters (TunThreadStat indices); the array is reused. */
+  stats(): Float64Array {
+    if (!this.closed) this.native.dpStats(this.dp, this.st);
+    return this.st;
+  }
+
+  /** Stops and joins the thread. Packets still in the ring are handed to `handler` first. Idempotent. */
+  close(handler?: TunThreadHandler, nowMs = 0): void {
+    if (this.closed) return;
+    this.detach();
+    if (handler) this.drain(handler, nowMs);
+    this.native.dpStats(this.dp, this.st);
+    this.native.dpClose(this.dp);
+    this.closed = true;
+  }
+}

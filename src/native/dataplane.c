@@ -1,0 +1,769 @@
+/*
+ * The agent's TUN → UDP leg on a native thread (issue #13, first step of
+ * docs/decisions/0003-data-plane-threads.md).
+ *
+ * A thread blocks in epoll on the TUN. When packets wait it reads a batch
+ * straight into a ring of slots that JavaScript also sees, and for each
+ * packet on the plain path — unicast IPv4 or IPv6 (while carried), no
+ * link-local address, no fragment, no IPv6 extension header, not a TCP SYN
+ * (its MSS is clamped in JavaScript), fits the connection's DATAGRAM size,
+ * and room in its send queue — it writes the HTTP Datagram prefix (quarter
+ * stream ID, context ID 0) in front of the packet and queues it on the QUIC
+ * connection. It then packetizes and encrypts what the connection may send
+ * (ngtcp2, with CoDel on the queue as on the JavaScript path) and sends it
+ * with sendmmsg (UDP GSO trains) on the endpoint's socket. No event loop
+ * wakes on the way.
+ *
+ * Every packet read is published to JavaScript through the ring, in order,
+ * with its kind: SENT (the thread queued it: JavaScript only observes it,
+ * for the flow tracker, counters and the capture tap) or JS (JavaScript runs
+ * its own path on it: MSS clamp, the session's checks, Packet Too Big, the
+ * counted drops). So the TypeScript path stays the authority for everything
+ * but the plain case, and telemetry stays exact: the thread never reads
+ * more packets than the ring has free slots (the TUN queue holds the rest).
+ *
+ * The QUIC engine is shared with the JavaScript thread, which keeps the
+ * handshake, streams, timers, receive and its own sends: every engine call
+ * from JavaScript and every engine use here holds qe_lock() (quic-conn.c).
+ * The thread touches the connection only while attached, under the
+ * producer lock that attach and detach also take, and the attachment keeps
+ * a reference to the connection's handle, so it is never freed under it.
+ *
+ * Memory order: the ring's producer index is stored with release after the
+ * slot, its length, kind and stamp; JavaScript reads it with Atomics.load
+ * and stores its consumer index with Atomics.store after it is done with
+ * the slots, read here with acquire.
+ */
+#include "common.h"
+#include "quic-napi.h"
+#include "tun-offload.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+#include <uv.h>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+
+#define DP_MAGIC 0x6d647031u   /* "mdp1" */
+#define DP_READ_MAX 64         /* packets per TUN read round */
+#define DP_ROUNDS 8            /* read rounds per wake before epoll again (fair to the JavaScript thread's lock) */
+#define DP_OUT_PKTS 128        /* QUIC packets per send round */
+#define DP_OUT_BYTES (DP_OUT_PKTS * 1500 + 65536)
+#define DP_PKT_CAP 1500        /* most one QUIC packet takes (ngtcp2 writes at most its max UDP payload) */
+#define DP_GSO_MIN_SEG 1200
+#define DP_GSO_MAX_BYTES 65000
+#define DP_GSO_MAX_SEGS 64
+#define DP_SEND_ROUNDS 16      /* send rounds per read round, bounded */
+/*
+ * JavaScript is woken at once when the ring holds a packet for its own path
+ * (a SYN waits for it) or DP_SIGNAL_FILL packets; packets the thread sent
+ * only wait to be observed, for at most DP_DEFER_NS, or until JavaScript
+ * wakes for another reason (a datagram from the gateway: the agent drains
+ * the ring first, so the flow tracker sees them in order). A ping then wakes
+ * the event loop once per round trip, for the answer; waking it for the
+ * request too cost a wake and did not shorten the round trip (BENCHMARKS.md).
+ */
+#define DP_SIGNAL_FILL 256
+#define DP_DEFER_NS 2000000
+
+/* Ring entry kinds (meta[2i + 1]). */
+#define DP_KIND_SENT 1
+#define DP_KIND_JS 2
+
+/* Control words JavaScript shares (ctl Uint32Array). */
+enum { DP_CTL_PROD, DP_CTL_CONS, DP_CTL_LEN = 4 };
+
+/* Counters (dpStats out[i]). */
+enum {
+  DP_S_READ,         /* packets read from the TUN */
+  DP_S_READ_BYTES,
+  DP_S_QUEUED,       /* packets the thread queued on the connection */
+  DP_S_TO_JS,        /* packets handed to JavaScript's path */
+  DP_S_UDP_DGRAMS,   /* UDP datagrams sent (each GSO segment counts) */
+  DP_S_UDP_BYTES,
+  DP_S_UDP_CALLS,    /* sendmmsg calls */
+  DP_S_UDP_GSO,      /* GSO sends */
+  DP_S_UDP_DROPPED,  /* datagrams the kernel refused (EAGAIN, ENOBUFS …): lost, QUIC recovers */
+  DP_S_RING_FULL,    /* times the thread stopped reading on a full ring (JavaScript behind): the TUN queue held the packets */
+  DP_S_WAKES,
+  DP_S_LEN
+};
+
+struct dp {
+  uint32_t magic;
+  int tun_fd, udp_fd, efd, epfd, tfd;
+  bool timer_armed; /* thread only */
+  bool vnet, gso, udp_v6;
+  uint32_t nslots, stride, headroom, mtu;
+  uint8_t *arena;
+  uint32_t *meta; /* [len, kind] per slot */
+  double *stamps; /* CLOCK_MONOTONIC ms when read */
+  uint32_t *ctl;
+  napi_ref refs[4];
+  napi_ref cb_ref;
+  napi_env env;
+  uv_async_t *async;
+
+  pthread_mutex_t pmu; /* producer lock: the thread's rounds and dpPoll (then qe_lock inside: always in this order) */
+  pthread_t th;
+  bool started;
+  _Atomic bool stop;
+  _Atomic bool stalled; /* the TUN is not polled because the ring is full */
+  bool tun_polled;
+  int read_err; /* errno of a failed TUN read (the data path is dead), under pmu */
+  bool err_reported;
+
+  /* attachment, under qe_lock: attach and detach may come from inside the endpoint's flush, which holds it */
+  struct qe_conn *conn;
+  napi_ref conn_ref;
+  uint8_t prefix[16];
+  uint32_t prefix_len;
+  bool ipv6;
+  struct sockaddr_in6 peer;
+  socklen_t peerlen;
+
+  /* offload read state */
+  uint8_t *vscratch;
+  uint32_t vstate[2];
+
+  /* thread-only scratch */
+  uint8_t *ptrs[DP_READ_MAX];
+  size_t lens[DP_READ_MAX];
+  uint32_t sizes[DP_READ_MAX];
+  uint8_t *out;
+  uint32_t out_off[DP_OUT_PKTS], out_len[DP_OUT_PKTS];
+
+  uint32_t round_to_js; /* packets of the last round for JavaScript's path (pmu) */
+
+  _Atomic uint64_t st[DP_S_LEN];
+};
+
+static void dp_count(struct dp *d, int i, uint64_t n) { atomic_fetch_add_explicit(&d->st[i], n, memory_order_relaxed); }
+
+static double mono_ms(void) { return (double)qe_now() / 1e6; }
+
+static void dp_signal(struct dp *d) {
+  if (d->async != NULL) uv_async_send(d->async);
+}
+
+static void dp_kick(struct dp *d) {
+  uint64_t one = 1;
+  ssize_t r = write(d->efd, &one, sizeof one);
+  (void)r;
+}
+
+/* The plain path's test: true when the thread may send the packet p[0, len) as it is. */
+static bool dp_plain(bool ipv6, const uint8_t *p, uint32_t len) {
+  if (len < 20) return false;
+  uint8_t v = p[0] >> 4;
+  if (v == 4) {
+    uint32_t ihl = (uint32_t)(p[0] & 0x0f) * 4;
+    if (ihl < 20 || len < ihl || ((uint32_t)p[2] << 8 | p[3]) != len) return false;
+    if ((p[6] & 0x3f) != 0 || p[7] != 0) return false; /* MF or a fragment offset */
+    const uint8_t *s = p + 12, *t = p + 16;
+    if ((s[0] == 169 && s[1] == 254) || (t[0] == 169 && t[1] == 254)) return false; /* link-local */
+    if (t[0] >= 224) return false; /* multicast, broadcast, reserved: JavaScript decides */
+    if (p[9] == 6) {
+      if (len < ihl + 20) return false;
+      if (p[ihl + 13] & 0x02) return false; /* SYN: MSS clamp */
+    }
+    return true;
+  }
+  if (v == 6) {
+    if (!ipv6 || len < 40 || ((uint32_t)p[4] << 8 | p[5]) + 40 != len) return false;
+    const uint8_t *s = p + 8, *t = p + 24;
+    if ((s[0] == 0xfe && (s[1] & 0xc0) == 0x80) || (t[0] == 0xfe && (t[1] & 0xc0) == 0x80)) return false;
+    if (s[0] == 0xff || t[0] == 0xff) return false; /* multicast */
+    uint8_t nh = p[6];
+    if (nh == 6) {
+      if (len < 60) return false;
+      if (p[40 + 13] & 0x02) return false;
+      return true;
+    }
+    return nh == 17 || nh == 58; /* UDP, ICMPv6; any extension header: JavaScript */
+  }
+  return false;
+}
+
+/* One sendmmsg of the packets in d->out (n of them), grouped into GSO trains. */
+static void dp_send_out(struct dp *d, uint32_t n) {
+  struct mmsghdr msgs[DP_OUT_PKTS];
+  struct iovec iov[DP_OUT_PKTS];
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctrl[DP_OUT_PKTS];
+  uint32_t segs_of[DP_OUT_PKTS];
+  uint32_t m = 0;
+  for (uint32_t i = 0; i < n;) {
+    uint32_t seg = d->out_len[i], total = seg, k = 1;
+    if (d->gso && seg >= DP_GSO_MIN_SEG) {
+      /* Packets are back to back in out: a train is a run of equal sizes, the last may be shorter. */
+      while (i + k < n && k < DP_GSO_MAX_SEGS && total + d->out_len[i + k] <= DP_GSO_MAX_BYTES &&
+             d->out_off[i + k] == d->out_off[i] + total && d->out_len[i + k] <= seg) {
+        total += d->out_len[i + k];
+        k++;
+        if (d->out_len[i + k - 1] < seg) break;
+      }
+    }
+    memset(&msgs[m], 0, sizeof msgs[m]);
+    iov[m].iov_base = d->out + d->out_off[i];
+    iov[m].iov_len = total;
+    msgs[m].msg_hdr.msg_iov = &iov[m];
+    msgs[m].msg_hdr.msg_iovlen = 1;
+    msgs[m].msg_hdr.msg_name = &d->peer;
+    msgs[m].msg_hdr.msg_namelen = d->peerlen;
+    if (k > 1) {
+      msgs[m].msg_hdr.msg_control = ctrl[m].buf;
+      msgs[m].msg_hdr.msg_controllen = sizeof ctrl[m].buf;
+      struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[m].msg_hdr);
+      cm->cmsg_level = SOL_UDP;
+      cm->cmsg_type = UDP_SEGMENT;
+      cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t s16 = (uint16_t)seg;
+      memcpy(CMSG_DATA(cm), &s16, sizeof s16);
+    }
+    segs_of[m] = k;
+    m++;
+    i += k;
+  }
+  uint32_t done = 0;
+  while (done < m) {
+    int r = sendmmsg(d->udp_fd, msgs + done, m - done, MSG_DONTWAIT);
+    dp_count(d, DP_S_UDP_CALLS, 1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      /* EAGAIN, ENOBUFS, a refused destination …: this message is lost (counted), QUIC's loss recovery resends its frames. */
+      dp_count(d, DP_S_UDP_DROPPED, segs_of[done]);
+      done++;
+      continue;
+    }
+    for (int j = 0; j < r; j++) {
+      dp_count(d, DP_S_UDP_DGRAMS, segs_of[done + j]);
+      dp_count(d, DP_S_UDP_BYTES, iov[done + j].iov_len);
+      if (segs_of[done + j] > 1) dp_count(d, DP_S_UDP_GSO, 1);
+    }
+    done += (uint32_t)r;
+  }
+}
+
+/* Packetizes what the connection may send now and sends it, all under qe_lock (held by the caller). */
+static void dp_drain(struct dp *d, struct qe_conn *c) {
+  for (int round = 0; round < DP_SEND_ROUNDS; round++) {
+    uint32_t n = 0, off = 0;
+    while (n < DP_OUT_PKTS && off + DP_PKT_CAP <= DP_OUT_BYTES) {
+      ssize_t w = qe_conn_send(c, d->out + off, DP_PKT_CAP);
+      if (w <= 0) break;
+      d->out_off[n] = off;
+      d->out_len[n] = (uint32_t)w;
+      off += (uint32_t)w;
+      n++;
+    }
+    if (n == 0) return;
+    /* Sent with the lock held: the event loop's sender (QuicEndpoint, engine.lock() around its drain and
+     * sendmmsg) cannot put later packets of this connection on the wire first. Packets leave in
+     * packet-number order; when they did not, the gateway wrote the inner TCP's segments out of order
+     * and the TCP retransmitted spuriously (4,483 retransmits in 6 s against 591). */
+    dp_send_out(d, n);
+    if (n < DP_OUT_PKTS) return;
+    if (d->conn != c || c->state != QE_OPEN) return;
+  }
+}
+
+/*
+ * Reads up to one batch into the ring's free slots, queues the plain
+ * packets, publishes every packet read; with send, packetizes and sends.
+ * pmu held. Returns the packets read (0: nothing waited, ring full or a
+ * read error, which read_err keeps).
+ */
+static uint32_t dp_round(struct dp *d, bool send) {
+  uint32_t prod = d->ctl[DP_CTL_PROD];
+  uint32_t cons = atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS], memory_order_acquire);
+  uint32_t used = prod - cons;
+  if (used > d->nslots) used = d->nslots; /* a corrupt consumer index: treat as full */
+  uint32_t room = d->nslots - used;
+  if (room == 0) return 0;
+  uint32_t want = room < DP_READ_MAX ? room : DP_READ_MAX;
+  for (uint32_t i = 0; i < want; i++) {
+    d->ptrs[i] = d->arena + (size_t)((prod + i) % d->nslots) * d->stride;
+    d->lens[i] = d->stride;
+  }
+  uint32_t n = 0;
+  if (d->vnet) {
+    int err = 0;
+    n = mtun_vnet_read(d->tun_fd, d->ptrs, d->lens, d->sizes, want, d->headroom, d->vscratch, 65535 + 10, d->vstate,
+                       NULL, &err);
+    if (n == 0 && err != 0) d->read_err = err;
+  } else {
+    while (n < want) {
+      ssize_t r = read(d->tun_fd, d->ptrs[n] + d->headroom, d->stride - d->headroom);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK && n == 0) d->read_err = errno;
+        break;
+      }
+      d->sizes[n++] = (uint32_t)r;
+    }
+  }
+  if (n == 0) return 0;
+  double now = mono_ms();
+  uint64_t bytes = 0, queued = 0;
+  qe_lock();
+  struct qe_conn *c = d->conn;
+  bool ok = c != NULL && c->conn != NULL && c->state == QE_OPEN && c->handshake_done;
+  int64_t max = ok ? qe_dgram_max_writable(c) : -1;
+  uint64_t stamp = ok && c->dq_send.stamped ? qe_now() : 0;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t slot = (prod + i) % d->nslots;
+    uint8_t *p = d->ptrs[i] + d->headroom;
+    uint32_t len = d->sizes[i];
+    uint32_t kind = DP_KIND_JS;
+    bytes += len;
+    if (ok && (int64_t)(len + d->prefix_len) <= max && dp_plain(d->ipv6, p, len) && qe_dq_room(&c->dq_send)) {
+      memcpy(p - d->prefix_len, d->prefix, d->prefix_len);
+      qe_dq_push(&c->dq_send, p - d->prefix_len, len + d->prefix_len, stamp);
+      kind = DP_KIND_SENT;
+      queued++;
+    }
+    d->meta[2 * slot] = len;
+    d->meta[2 * slot + 1] = kind;
+    d->stamps[slot] = now;
+  }
+  if (send && queued > 0) dp_drain(d, c);
+  qe_unlock();
+  atomic_store_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_PROD], prod + n, memory_order_release);
+  dp_count(d, DP_S_READ, n);
+  dp_count(d, DP_S_READ_BYTES, bytes);
+  dp_count(d, DP_S_QUEUED, queued);
+  dp_count(d, DP_S_TO_JS, n - queued);
+  d->round_to_js = n - (uint32_t)queued;
+  return n;
+}
+
+static void dp_poll_tun(struct dp *d, bool on) {
+  if (d->tun_polled == on) return;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 1};
+  if (epoll_ctl(d->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, d->tun_fd, &ev) == 0 || !on) d->tun_polled = on;
+}
+
+static void *dp_thread(void *arg) {
+  struct dp *d = arg;
+  struct epoll_event evs[4];
+  while (!atomic_load(&d->stop)) {
+    int k = epoll_wait(d->epfd, evs, 4, -1);
+    if (k < 0 && errno != EINTR) break;
+    bool timer_fired = false;
+    for (int i = 0; i < k; i++) {
+      uint64_t v;
+      if (evs[i].data.u32 == 0) {
+        ssize_t r = read(d->efd, &v, sizeof v);
+        (void)r;
+      } else if (evs[i].data.u32 == 2) {
+        ssize_t r = read(d->tfd, &v, sizeof v);
+        (void)r;
+        timer_fired = true;
+        d->timer_armed = false;
+      }
+    }
+    if (atomic_load(&d->stop)) break;
+    pthread_mutex_lock(&d->pmu);
+    atomic_store(&d->stalled, false);
+    dp_count(d, DP_S_WAKES, 1);
+    bool published = false, urgent = false;
+    if (__atomic_load_n(&d->conn, __ATOMIC_ACQUIRE) == NULL || d->read_err != 0) {
+      dp_poll_tun(d, false);
+    } else {
+      dp_poll_tun(d, true);
+      for (int r = 0; r < DP_ROUNDS; r++) {
+        uint32_t n = dp_round(d, true);
+        if (n > 0) published = true;
+        if (n > 0 && d->round_to_js > 0) urgent = true;
+        if (n < DP_READ_MAX) break;
+      }
+      /* Ring full: stop polling the TUN until JavaScript releases slots. The flag is set before the
+       * consumer index is read again, and dpRelease reads the flag after JavaScript stored the index
+       * (both sequentially consistent), so one of the two sees the other: no lost wake. */
+      if (d->read_err != 0) {
+        dp_poll_tun(d, false);
+      } else if (d->ctl[DP_CTL_PROD] - atomic_load((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS]) >= d->nslots) {
+        atomic_store(&d->stalled, true);
+        if (d->ctl[DP_CTL_PROD] - atomic_load((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS]) >= d->nslots) {
+          dp_poll_tun(d, false);
+          dp_count(d, DP_S_RING_FULL, 1);
+        } else {
+          atomic_store(&d->stalled, false);
+        }
+      }
+    }
+    bool err = d->read_err != 0 && !d->err_reported;
+    uint32_t unread = d->ctl[DP_CTL_PROD] - atomic_load((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS]);
+    pthread_mutex_unlock(&d->pmu);
+    if (err || urgent || unread >= DP_SIGNAL_FILL || (timer_fired && unread > 0)) {
+      dp_signal(d);
+      if (d->timer_armed) {
+        struct itimerspec off = {{0, 0}, {0, 0}};
+        timerfd_settime(d->tfd, 0, &off, NULL);
+        d->timer_armed = false;
+      }
+    } else if (published && !d->timer_armed) {
+      struct itimerspec in = {{0, 0}, {0, DP_DEFER_NS}};
+      if (timerfd_settime(d->tfd, 0, &in, NULL) == 0) d->timer_armed = true;
+      else dp_signal(d);
+    }
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ N-API */
+
+static void dp_on_async(uv_async_t *h) {
+  struct dp *d = h->data;
+  if (d == NULL || d->cb_ref == NULL) return;
+  napi_env env = d->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, global, r;
+  if (napi_get_reference_value(env, d->cb_ref, &cb) == napi_ok && cb != NULL && napi_get_global(env, &global) == napi_ok) {
+    if (napi_call_function(env, global, cb, 0, NULL, &r) != napi_ok) {
+      /* A throwing callback: surface it as an uncaught exception, as a libuv callback would. */
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        napi_value e;
+        napi_get_and_clear_last_exception(env, &e);
+        napi_fatal_exception(env, e);
+      }
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void dp_async_closed(uv_handle_t *h) { free(h); }
+
+static void dp_stop(struct dp *d) {
+  if (d->started) {
+    atomic_store(&d->stop, true);
+    dp_kick(d);
+    pthread_join(d->th, NULL);
+    d->started = false;
+  }
+}
+
+static void dp_release_js(napi_env env, struct dp *d) {
+  for (int i = 0; i < 4; i++)
+    if (d->refs[i] != NULL) {
+      napi_delete_reference(env, d->refs[i]);
+      d->refs[i] = NULL;
+    }
+  if (d->cb_ref != NULL) {
+    napi_delete_reference(env, d->cb_ref);
+    d->cb_ref = NULL;
+  }
+  if (d->conn_ref != NULL) {
+    napi_delete_reference(env, d->conn_ref);
+    d->conn_ref = NULL;
+  }
+  d->conn = NULL;
+  if (d->async != NULL) {
+    d->async->data = NULL;
+    uv_close((uv_handle_t *)d->async, dp_async_closed);
+    d->async = NULL;
+  }
+}
+
+static void dp_free_fds(struct dp *d) {
+  if (d->epfd >= 0) close(d->epfd);
+  if (d->efd >= 0) close(d->efd);
+  if (d->tfd >= 0) close(d->tfd);
+  d->epfd = d->efd = d->tfd = -1;
+  free(d->vscratch);
+  free(d->out);
+  d->vscratch = d->out = NULL;
+}
+
+static void dp_finalize(napi_env env, void *data, void *hint) {
+  struct dp *d = data;
+  if (d->magic == DP_MAGIC) {
+    dp_stop(d);
+    dp_release_js(env, d);
+    dp_free_fds(d);
+    pthread_mutex_destroy(&d->pmu);
+  }
+  d->magic = 0;
+  free(d);
+}
+
+static struct dp *dp_of(napi_env env, napi_value v) {
+  struct dp *d = ext(env, v);
+  if (d == NULL || d->magic != DP_MAGIC || !d->started) {
+    mtun_throw_type(env, "dataplane: not an open data plane");
+    return NULL;
+  }
+  return d;
+}
+
+/*
+ * dpOpen(tunFd, vnet, udpFd, gso, arena, stride, headroom, mtu, meta, stamps, ctl, onReady) → handle.
+ * arena: nslots slots of stride bytes (packet i at slot + headroom, mtu at most);
+ * meta: Uint32Array(2 nslots); stamps: Float64Array(nslots); ctl: Uint32Array(4), zeroed.
+ */
+static napi_value dp_open(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(12);
+  if (argc < 12) return mtun_throw_type(env, "dataplane: dpOpen(tunFd, vnet, udpFd, gso, arena, stride, headroom, mtu, meta, stamps, ctl, onReady)");
+  int32_t tun_fd, udp_fd;
+  bool vnet, gso;
+  uint32_t stride, headroom, mtu;
+  uint8_t *arena;
+  size_t alen, nmeta, nstamps, nctl;
+  void *meta, *stamps, *ctl;
+  if (!mtun_arg_i32(env, argv[0], "tunFd", &tun_fd) || !mtun_arg_bool(env, argv[1], "vnet", &vnet) ||
+      !mtun_arg_i32(env, argv[2], "udpFd", &udp_fd) || !mtun_arg_bool(env, argv[3], "gso", &gso) ||
+      !mtun_arg_u32(env, argv[5], "stride", &stride) || !mtun_arg_u32(env, argv[6], "headroom", &headroom) ||
+      !mtun_arg_u32(env, argv[7], "mtu", &mtu) ||
+      !mtun_arg_typed(env, argv[8], napi_uint32_array, "meta", &meta, &nmeta) ||
+      !mtun_arg_typed(env, argv[9], napi_float64_array, "stamps", &stamps, &nstamps) ||
+      !mtun_arg_typed(env, argv[10], napi_uint32_array, "ctl", &ctl, &nctl))
+    return NULL;
+  if (!bytes_of(env, argv[4], &arena, &alen)) return mtun_throw_type(env, "dataplane: arena must be a Buffer");
+  napi_valuetype t;
+  napi_typeof(env, argv[11], &t);
+  if (t != napi_function) return mtun_throw_type(env, "dataplane: onReady must be a function");
+  if (tun_fd < 0 || udp_fd < 0) return mtun_throw_type(env, "dataplane: fds must be open");
+  if (headroom < 16 || mtu < 576 || mtu > 65535 || stride < headroom + mtu) return mtun_throw_type(env, "dataplane: each slot needs headroom (>= 16) + mtu bytes");
+  if (alen % stride != 0 || alen / stride < DP_READ_MAX || alen / stride > (1u << 20)) return mtun_throw_type(env, "dataplane: arena must hold 64 to 2^20 whole slots");
+  uint32_t nslots = (uint32_t)(alen / stride);
+  if ((nslots & (nslots - 1)) != 0) return mtun_throw_type(env, "dataplane: the ring's slot count must be a power of two (its indices wrap at 2^32)");
+  if (nmeta < 2 * (size_t)nslots || nstamps < nslots || nctl < DP_CTL_LEN) return mtun_throw_type(env, "dataplane: meta, stamps or ctl shorter than the ring");
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getsockname(udp_fd, (struct sockaddr *)&ss, &sl) != 0) return mtun_throw_errno(env, "dataplane", "getsockname", errno);
+  struct dp *d = calloc(1, sizeof *d);
+  if (d == NULL) return mtun_throw_errno(env, "dataplane", "calloc", ENOMEM);
+  d->magic = DP_MAGIC;
+  d->tun_fd = tun_fd;
+  d->udp_fd = udp_fd;
+  d->vnet = vnet;
+  d->gso = gso;
+  d->udp_v6 = ss.ss_family == AF_INET6;
+  d->nslots = nslots;
+  d->stride = stride;
+  d->headroom = headroom;
+  d->mtu = mtu;
+  d->arena = arena;
+  d->meta = meta;
+  d->stamps = stamps;
+  d->ctl = ctl;
+  d->env = env;
+  d->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  d->epfd = epoll_create1(EPOLL_CLOEXEC);
+  d->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  d->out = malloc(DP_OUT_BYTES);
+  d->vscratch = vnet ? malloc(65535 + 10) : NULL;
+  pthread_mutex_init(&d->pmu, NULL);
+  int err = 0;
+  if (d->efd < 0 || d->epfd < 0 || d->tfd < 0) err = errno;
+  else if (d->out == NULL || (vnet && d->vscratch == NULL)) err = ENOMEM;
+  if (err == 0) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
+    struct epoll_event tev = {.events = EPOLLIN, .data.u32 = 2};
+    if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->efd, &ev) != 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->tfd, &tev) != 0) err = errno;
+  }
+  d->async = err == 0 ? calloc(1, sizeof *d->async) : NULL;
+  uv_loop_t *loop = NULL;
+  if (err == 0 && (d->async == NULL || napi_get_uv_event_loop(env, &loop) != napi_ok || uv_async_init(loop, d->async, dp_on_async) != 0)) {
+    free(d->async);
+    d->async = NULL;
+    err = err ? err : ENOMEM;
+  }
+  if (err != 0) {
+    dp_free_fds(d);
+    pthread_mutex_destroy(&d->pmu);
+    free(d);
+    return mtun_throw_errno(env, "dataplane", "open", err);
+  }
+  d->async->data = d;
+  uv_unref((uv_handle_t *)d->async); /* the daemon's own handles keep the loop alive, not this */
+  static const int which[4] = {4, 8, 9, 10};
+  bool refs_ok = napi_create_reference(env, argv[11], 1, &d->cb_ref) == napi_ok;
+  for (int i = 0; i < 4 && refs_ok; i++) refs_ok = napi_create_reference(env, argv[which[i]], 1, &d->refs[i]) == napi_ok;
+  napi_value r;
+  if (!refs_ok || napi_create_external(env, d, dp_finalize, NULL, &r) != napi_ok) {
+    dp_release_js(env, d);
+    dp_free_fds(d);
+    pthread_mutex_destroy(&d->pmu);
+    free(d);
+    QE_ERR(env, "dataplane: cannot wrap");
+  }
+  if ((err = pthread_create(&d->th, NULL, dp_thread, d)) != 0) return mtun_throw_errno(env, "dataplane", "pthread_create", err);
+  d->started = true;
+  return r;
+}
+
+/*
+ * dpAttach(dp, conn, prefix): from now the thread sends the plain packets on
+ * conn, each after prefix (the quarter stream ID and context ID, at most 16
+ * bytes, ≤ headroom), to the connection's peer; ipv6 false keeps IPv6 on
+ * JavaScript's path (it drops it). Replaces an earlier attachment.
+ */
+static napi_value dp_attach(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(4);
+  if (argc < 4) return mtun_throw_type(env, "dataplane: dpAttach(dp, conn, prefix, ipv6)");
+  struct dp *d = dp_of(env, argv[0]);
+  if (d == NULL) return NULL;
+  struct qe_conn *c = ext(env, argv[1]);
+  uint8_t *p;
+  size_t plen;
+  bool ipv6;
+  if (c == NULL) return mtun_throw_type(env, "dataplane: not a connection");
+  if (!bytes_of(env, argv[2], &p, &plen) || plen == 0 || plen > 16 || plen > d->headroom)
+    return mtun_throw_type(env, "dataplane: prefix must be 1 to 16 bytes, within the headroom");
+  if (!mtun_arg_bool(env, argv[3], "ipv6", &ipv6)) return NULL;
+  napi_ref ref;
+  if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) QE_ERR(env, "dataplane: cannot reference the connection");
+  struct sockaddr_in6 peer;
+  socklen_t peerlen;
+  memset(&peer, 0, sizeof peer);
+  qe_lock();
+  if (c->remote.ss_family == AF_INET && d->udp_v6) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&c->remote;
+    peer.sin6_family = AF_INET6;
+    peer.sin6_port = a->sin_port;
+    peer.sin6_addr.s6_addr[10] = peer.sin6_addr.s6_addr[11] = 0xff;
+    memcpy(&peer.sin6_addr.s6_addr[12], &a->sin_addr, 4);
+    peerlen = sizeof peer;
+  } else {
+    peerlen = c->remotelen <= sizeof peer ? c->remotelen : sizeof peer;
+    memcpy(&peer, &c->remote, peerlen);
+  }
+  napi_ref old = d->conn_ref;
+  __atomic_store_n(&d->conn, c, __ATOMIC_RELEASE);
+  d->conn_ref = ref;
+  memcpy(d->prefix, p, plen);
+  d->prefix_len = (uint32_t)plen;
+  d->ipv6 = ipv6;
+  d->peer = peer;
+  d->peerlen = peerlen;
+  qe_unlock();
+  if (old != NULL) napi_delete_reference(env, old);
+  dp_kick(d);
+  return NULL;
+}
+
+/* dpDetach(dp): the thread stops reading the TUN and forgets the connection; on return it no longer uses it. */
+static napi_value dp_detach(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  struct dp *d = dp_of(env, argv[0]);
+  if (d == NULL) return NULL;
+  qe_lock();
+  napi_ref old = d->conn_ref;
+  __atomic_store_n(&d->conn, NULL, __ATOMIC_RELEASE);
+  d->conn_ref = NULL;
+  qe_unlock();
+  if (old != NULL) napi_delete_reference(env, old);
+  dp_kick(d);
+  return NULL;
+}
+
+/*
+ * dpPoll(dp) → packets read: one round on the calling (JavaScript) thread,
+ * without sending (the endpoint's send follows): what the kernel queued in
+ * the TUN during a write is read at once. Throws once reading failed.
+ */
+static napi_value dp_poll(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  struct dp *d = dp_of(env, argv[0]);
+  if (d == NULL) return NULL;
+  pthread_mutex_lock(&d->pmu);
+  uint32_t n = __atomic_load_n(&d->conn, __ATOMIC_ACQUIRE) != NULL && d->read_err == 0 ? dp_round(d, false) : 0;
+  int err = d->read_err;
+  if (err != 0) d->err_reported = true;
+  pthread_mutex_unlock(&d->pmu);
+  if (err != 0) return mtun_throw_errno(env, "tun", "read", err);
+  return mtun_u32(env, n);
+}
+
+/* dpRelease(dp): JavaScript stored a new consumer index; a thread that stopped on a full ring reads again. */
+static napi_value dp_release(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  struct dp *d = dp_of(env, argv[0]);
+  if (d == NULL) return NULL;
+  if (atomic_load(&d->stalled)) dp_kick(d);
+  return NULL;
+}
+
+/* dpError(dp) → errno of a failed TUN read (the data path is dead), 0 while healthy. */
+static napi_value dp_error(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  struct dp *d = dp_of(env, argv[0]);
+  if (d == NULL) return NULL;
+  pthread_mutex_lock(&d->pmu);
+  int err = d->read_err;
+  if (err != 0) d->err_reported = true;
+  pthread_mutex_unlock(&d->pmu);
+  return mtun_i32(env, err);
+}
+
+/* dpStats(dp, out Float64Array(DP_S_LEN)): the counters (see the enum). */
+static napi_value dp_stats(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  struct dp *d = dp_of(env, argv[0]);
+  if (d == NULL) return NULL;
+  void *o;
+  size_t n;
+  if (!mtun_arg_typed(env, argv[1], napi_float64_array, "out", &o, &n)) return NULL;
+  double *out = o;
+  for (size_t i = 0; i < n && i < DP_S_LEN; i++) out[i] = (double)atomic_load_explicit(&d->st[i], memory_order_relaxed);
+  return NULL;
+}
+
+/* dpNow() → the ring stamps' clock (CLOCK_MONOTONIC) in ms. */
+static napi_value dp_now(napi_env env, napi_callback_info info) {
+  napi_value r;
+  napi_create_double(env, mono_ms(), &r);
+  return r;
+}
+
+/* dpClose(dp): stops and joins the thread; idempotent. The fds stay the caller's. */
+static napi_value dp_close(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  struct dp *d = ext(env, argv[0]);
+  if (d == NULL || d->magic != DP_MAGIC) return mtun_throw_type(env, "dataplane: not a data plane");
+  if (!d->started) return NULL;
+  dp_stop(d);
+  dp_release_js(env, d);
+  return NULL;
+}
+
+/* dpPlain(packet, ipv6) → whether the thread would send the packet itself (tests: held to the TypeScript path). */
+static napi_value dp_plain_fn(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  uint8_t *p;
+  size_t len;
+  bool ipv6;
+  if (argc < 2 || !bytes_of(env, argv[0], &p, &len) || len > 65535) return mtun_throw_type(env, "dataplane: dpPlain(packet, ipv6)");
+  if (!mtun_arg_bool(env, argv[1], "ipv6", &ipv6)) return NULL;
+  return boolv(env, dp_plain(ipv6, p, (uint32_t)len));
+}
+
+bool mtun_dataplane_init(napi_env env, napi_value exports) {
+  static const struct {
+    const char *name;
+    napi_callback cb;
+  } fns[] = {
+      {"dpOpen", dp_open}, {"dpAttach", dp_attach}, {"dpDetach", dp_detach}, {"dpPoll", dp_poll},
+      {"dpRelease", dp_release}, {"dpError", dp_error}, {"dpStats", dp_stats}, {"dpNow", dp_now}, {"dpClose", dp_close}, {"dpPlain", dp_plain_fn},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
+    if (!mtun_export_fn(env, exports, fns[i].name, fns[i].cb)) return false;
+  return true;
+}

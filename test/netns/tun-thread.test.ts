@@ -1,0 +1,191 @@
+/**
+ * The agent's TUN → UDP thread (src/native/dataplane.c, src/daemon/tun-thread.ts)
+ * on a real TUN in a namespace and a real QUIC connection over loopback:
+ *
+ *   netns <prefix>N: python3 sends UDP to 10.79.0.2 ─▶ route via the TUN ══fd══▶ the thread
+ *     ─▶ HTTP Datagram (quarter stream ID, context 0) on the client connection ─▶ UDP 127.0.0.1
+ *     ─▶ the server connection's DATAGRAM queue (this test reads it)
+ *
+ * Checks that the thread sends plain packets itself, in order, each once;
+ * hands SYNs (and the kernel's link-local chatter) to the event loop; puts
+ * every packet it read into the ring exactly once, in order; stops reading
+ * when the ring is full (the TUN queue holds or drops the rest, never the
+ * ring) and goes on once it is drained; and leaves the TUN alone once detached.
+ */
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { openTun, type NativeTun } from '../../src/tun/native-tun.js';
+import { TUN_THREAD_JS, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../../src/daemon/tun-thread.js';
+import type { QuicConnection } from '../../src/quic/connection.js';
+import { Harness, waitFor } from '../sim/quic-harness.js';
+import { cleanupAll, createNetns, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
+
+warnIfNotRoot('test/netns/tun-thread.test.ts');
+
+let nativeOk = false;
+try {
+  const { openNativeUdp } = await import('../../src/net/native-udp.js');
+  openNativeUdp({ host: '127.0.0.1' }).close();
+  nativeOk = true;
+} catch (e) {
+  console.warn(`tun-thread: SKIPPED — native addon unavailable (${(e as Error).message})`);
+}
+
+const HEADROOM = 16;
+/** Quarter stream ID 1 (request stream 4) and context ID 0. */
+const PREFIX = Uint8Array.of(0x01, 0x00);
+
+/** python3 in `ns`: `count` UDP datagrams to 10.79.0.2:9999, payload "pkt-<n>" (n from `from`). */
+function sendUdp(ns: string, from: number, count: number): Promise<unknown> {
+  const py = `import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(${from},${from + count}):\n  s.sendto(b'pkt-%06d' % i,('10.79.0.2',9999))\n`;
+  return execAsync(ns, 'python3', ['-c', py]);
+}
+
+/** The UDP payload of an IPv4 packet at b[off, off + len) as text, or null. */
+function udpText(b: Uint8Array, off: number, len: number): string | null {
+  if (len < 28 || b[off]! >> 4 !== 4 || b[off + 9] !== 17) return null;
+  const ihl = (b[off]! & 0x0f) * 4;
+  return Buffer.from(b.subarray(off + ihl + 8, off + len)).toString('latin1');
+}
+
+interface Rig {
+  tun: NativeTun;
+  ns: string;
+  client: QuicConnection;
+  /** UDP payloads of the datagrams the server connection received, in order; bad prefixes counted. */
+  atServer: string[];
+  badPrefix: number;
+  h: Harness;
+}
+
+let h = new Harness('native');
+afterEach(() => {
+  h.cleanup();
+  h = new Harness('native');
+});
+
+describe.skipIf(!isRoot() || !nativeOk)('the agent\'s TUN thread', () => {
+  const prefix = runPrefix('tt');
+  afterAll(() => cleanupAll());
+
+  async function rig(offload: boolean): Promise<Rig> {
+    const ns = createNetns(prefix);
+    const tun = await openTun({ name: `${prefix}t${offload ? 'o' : 'p'}`, mtu: 1400, addresses: ['10.79.0.1/24'], netns: ns, offload });
+    const { port } = await h.server();
+    const ep = await h.client();
+    const client = ep.connect('127.0.0.1', port, 'localhost');
+    await client.whenEstablished();
+    await waitFor(() => h.accepted.length === 1, 2000, 'the server connection');
+    const r: Rig = { tun, ns, client, atServer: [], badPrefix: 0, h };
+    const buf = new Uint8Array(2000);
+    h.accepted[0]!.onEvent = (conn, ev) => {
+      if (ev !== 'readable') return;
+      let n: number | null;
+      while ((n = conn.dgramRecv(buf)) !== null) {
+        if (buf[0] !== PREFIX[0] || buf[1] !== PREFIX[1]) r.badPrefix++;
+        else r.atServer.push(udpText(buf, 2, n - 2) ?? '?');
+      }
+    };
+    return r;
+  }
+
+  for (const offload of [false, true]) {
+    it(`sends plain packets itself, in order and once each; SYNs go to the event loop; the ring sees every packet once (${offload ? 'offload' : 'plain'} TUN)`, async () => {
+      const r = await rig(offload);
+      const ring: { kind: number; text: string | null; syn: boolean }[] = [];
+      let thread: TunThread | null = null;
+      const handler = (b: Buffer, off: number, len: number, kind: number) => {
+        const syn = len >= 40 && b[off]! >> 4 === 4 && b[off + 9] === 6 && (b[off + 20 + 13]! & 0x02) !== 0;
+        ring.push({ kind, text: udpText(b, off, len), syn });
+      };
+      thread = TunThread.open(r.tun, h.sockets[1]!, HEADROOM, () => thread?.drain(handler, 0));
+      expect(thread).not.toBeNull();
+      try {
+        thread!.attach(r.client.q.nativeHandle(), PREFIX, true);
+        await sendUdp(r.ns, 0, 300);
+        // A SYN the thread must leave to the event loop (nobody answers; the kernel retries it).
+        await execAsync(r.ns, 'python3', ['-c', 'import socket\ns=socket.socket()\ns.settimeout(0.3)\ntry: s.connect(("10.79.0.2",80))\nexcept Exception: pass\n']).catch(() => undefined);
+        await waitFor(() => r.atServer.length >= 300, 10_000, 'the 300 datagrams at the server');
+        await waitFor(() => ring.filter((e) => e.text !== null).length >= 300 && ring.some((e) => e.syn), 5_000, 'the ring');
+        const want = Array.from({ length: 300 }, (_, i) => `pkt-${String(i).padStart(6, '0')}`);
+        expect(r.badPrefix).toBe(0);
+        expect(r.atServer).toEqual(want);
+        expect(ring.filter((e) => e.text !== null).map((e) => e.text)).toEqual(want);
+        expect(ring.filter((e) => e.text !== null).every((e) => e.kind === TUN_THREAD_SENT)).toBe(true);
+        expect(ring.filter((e) => e.syn).every((e) => e.kind === TUN_THREAD_JS)).toBe(true);
+        const st = thread!.stats();
+        expect(st[TunThreadStat.QUEUED]).toBe(300);
+        expect(st[TunThreadStat.READ]).toBe(ring.length);
+        expect(st[TunThreadStat.TO_JS]).toBe(ring.length - 300);
+        expect(st[TunThreadStat.UDP_DATAGRAMS]).toBeGreaterThan(0);
+        expect(st[TunThreadStat.UDP_DROPPED]).toBe(0);
+      } finally {
+        thread!.close();
+        r.tun.close();
+      }
+    }, 30_000);
+  }
+
+  it('stops reading when the ring is full and reads on once it is drained; nothing in the ring is lost or repeated', async () => {
+    const r = await rig(false);
+    let signals = 0;
+    const thread = TunThread.open(r.tun, h.sockets[1]!, HEADROOM, () => signals++)!;
+    const texts: string[] = [];
+    const handler = (b: Buffer, off: number, len: number) => {
+      const t = udpText(b, off, len);
+      if (t !== null) texts.push(t);
+    };
+    try {
+      thread.attach(r.client.q.nativeHandle(), PREFIX, true);
+      // The ring (2,048 slots) filled in bursts of 256, which the TUN queue (500) always holds, not drained meanwhile.
+      let sent = 0;
+      for (let round = 0; round < 8; round++) {
+        await sendUdp(r.ns, sent, 256);
+        sent += 256;
+        await waitFor(() => thread.stats()[TunThreadStat.READ]! >= sent, 5_000, `the thread to read ${sent} packets`).catch((e) => {
+          throw new Error(`${(e as Error).message}: stats ${[...thread.stats()].join(',')}`);
+        });
+      }
+      await waitFor(() => thread.stats()[TunThreadStat.RING_FULL]! > 0, 2_000, 'the thread to stop on a full ring');
+      expect(signals).toBeGreaterThan(0);
+      // 256 more wait in the TUN queue, not in the ring.
+      await sendUdp(r.ns, sent, 256);
+      sent += 256;
+      await new Promise((res) => setTimeout(res, 100));
+      expect(thread.stats()[TunThreadStat.READ]).toBe(2048); // the ring, no more
+      expect(thread.drain(handler, 0)).toBe(2048);
+      // Released: the thread reads what the TUN queue kept.
+      await waitFor(() => thread.stats()[TunThreadStat.READ]! >= sent, 5_000, "reading again after the drain");
+      thread.drain(handler, 0);
+      expect(texts.map((t) => Number(t.slice(4)))).toEqual(Array.from({ length: sent }, (_, i) => i));
+    } finally {
+      thread.close();
+      r.tun.close();
+    }
+  }, 30_000);
+
+  it('leaves the TUN to the event loop once detached', async () => {
+    const r = await rig(false);
+    const thread = TunThread.open(r.tun, h.sockets[1]!, HEADROOM, () => undefined)!;
+    try {
+      thread.attach(r.client.q.nativeHandle(), PREFIX, true);
+      thread.detach();
+      const before = thread.stats()[TunThreadStat.READ]!;
+      await sendUdp(r.ns, 0, 20);
+      await new Promise((res) => setTimeout(res, 100));
+      expect(thread.stats()[TunThreadStat.READ]).toBe(before);
+      const bufs = Array.from({ length: 64 }, () => Buffer.alloc(HEADROOM + 1400));
+      const sizes = new Uint32Array(64);
+      const n = r.tun.read(bufs, sizes, HEADROOM);
+      const got = [];
+      for (let i = 0; i < n; i++) {
+        const t = udpText(bufs[i]!, HEADROOM, sizes[i]!);
+        if (t !== null) got.push(t);
+      }
+      expect(got).toEqual(Array.from({ length: 20 }, (_, i) => `pkt-${String(i).padStart(6, '0')}`));
+      expect(r.atServer).toEqual([]);
+    } finally {
+      thread.close();
+      r.tun.close();
+    }
+  }, 30_000);
+});
