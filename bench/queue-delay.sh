@@ -16,30 +16,13 @@
 set -euo pipefail
 # run() is called inside $(...): without this, a failing step there would not stop it.
 shopt -s inherit_errexit
-[ "$(id -u)" = 0 ] || { echo "queue-delay: needs root (network namespaces)" >&2; exit 1; }
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NAME=queue-delay PFX=qd
+. "$(dirname "$0")/ab-lab.sh"
 REPS=${QD_REPS:-3}
 SECS=${QD_SECONDS:-10}
 [ "$SECS" -ge 6 ] || { echo "queue-delay: QD_SECONDS must be at least 6" >&2; exit 1; }
 # Pings at 20/s from 2 s into the transfer until 1 s before its end.
 PINGS=$(( (SECS - 3) * 20 ))
-export ROOT P="qd$$x" UA=192.0.2.1 UB=192.0.2.2
-export NSA="${P}a" NSB="${P}b"
-W=$(mktemp -d /tmp/mtun-qd.XXXXXX)
-OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)-queue-delay"
-mkdir -p "$OUT"
-. "$ROOT/bench/underlay.sh"
-TUN="$ROOT/bench/tunnels/mtun-offload.sh"
-
-cleanup() {
-  W="$W/t" timeout 20 bash "$TUN" down >/dev/null 2>&1 || true
-  remove_netns "$NSA" "$NSB" "${P}ns"
-  rm -rf "$W"
-}
-trap cleanup EXIT
-for c in iperf3 ping curl; do command -v "$c" >/dev/null || { echo "queue-delay: $c missing (apt-get install -y iperf3 iputils-ping curl)" >&2; exit 1; }; done
-[ -f "$ROOT/dist/cli/main.js" ] || { echo "queue-delay: dist/ missing; run npx tsc -p tsconfig.json" >&2; exit 1; }
-make_underlay
 
 # One run: $1 = cubic|bbr, $2 = targetMs (0 = off). Prints one JSON line.
 run() {

@@ -13,29 +13,12 @@
 # transfer. Results in bench/results/<UTC time>-tun-thread/ (runs.jsonl, report.md).
 set -euo pipefail
 shopt -s inherit_errexit
-[ "$(id -u)" = 0 ] || { echo "tun-thread: needs root (network namespaces)" >&2; exit 1; }
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NAME=tun-thread PFX=tt
+. "$(dirname "$0")/ab-lab.sh"
 REPS=${TT_REPS:-3}
 SECS=${TT_SECONDS:-8}
 [ "$SECS" -ge 6 ] || { echo "tun-thread: TT_SECONDS must be at least 6" >&2; exit 1; }
 PINGS=$(( (SECS - 3) * 20 ))
-export ROOT P="tt$$x" UA=192.0.2.1 UB=192.0.2.2
-export NSA="${P}a" NSB="${P}b"
-W=$(mktemp -d /tmp/mtun-tt.XXXXXX)
-OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)-tun-thread"
-mkdir -p "$OUT"
-. "$ROOT/bench/underlay.sh"
-TUN="$ROOT/bench/tunnels/mtun-offload.sh"
-
-cleanup() {
-  W="$W/t" timeout 20 bash "$TUN" down >/dev/null 2>&1 || true
-  remove_netns "$NSA" "$NSB" "${P}ns"
-  rm -rf "$W"
-}
-trap cleanup EXIT
-for c in iperf3 ping curl; do command -v "$c" >/dev/null || { echo "tun-thread: $c missing (apt-get install -y iperf3 iputils-ping curl)" >&2; exit 1; }; done
-[ -f "$ROOT/dist/cli/main.js" ] || { echo "tun-thread: dist/ missing; run npx tsc -p tsconfig.json" >&2; exit 1; }
-make_underlay
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

@@ -59,7 +59,6 @@ export class Agent {
   private tun: OwnedTun | null = null;
   private tunMtu = 0;
   private tunWriter: TunWriter | null = null;
-  private tunReader: TunReader | null = null;
   /** The TUN → UDP leg on a native thread (tun.thread), attached while the session runs over HTTP/3. */
   private tunThread: TunThread | null = null;
   /** Packets and bytes the thread sent since the last drain (counted onto the session after it). */
@@ -505,19 +504,20 @@ export class Agent {
     this.routeSync = new RouteSync(this.tun.name, this.io.kernel, this.io.clock, this.log, 'routes from the gateway');
     this.addressSync = new AddressSync(this.tun.name, this.io.kernel, this.log, this.config.snat);
     const reader = new TunReader(this.tun, this.onTunBatch, (e) => this.fail(e));
-    this.tunReader = reader;
     if (this.config.tun.thread) {
       try {
         this.tunThread = TunThread.open(this.tun, this.io.udp, TUN_HEADROOM, this.onThreadReady);
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'TUN thread not started: the event loop reads the TUN');
       }
+      // The thread is the TUN's only reader from now on, attached to a session or not.
+      if (this.tunThread !== null) reader.pause();
     }
     // The kernel's answers to what the gateway sent (TCP ACKs of a download, written into the TUN during
     // the endpoint's events) leave in the same send batch as the QUIC ACK (endpoint.setBeforeSend).
     this.endpoint.setBeforeSend(() => {
       const t = this.tunThread;
-      if (t !== null && t.attached !== null) this.pollThread(t);
+      if (t !== null) this.pollThread(t);
       else reader.pollOnce();
     });
     this.log.info({ tun: this.tun.name, mtu }, 'TUN up');
@@ -683,6 +683,7 @@ export class Agent {
     const n = t.drain(this.onThreadPacket, this.io.clock.now());
     if (this.threadPackets > 0) {
       this.session?.countSent(this.threadPackets, this.threadBytes);
+      this.conn?.noteDatagramsSent(this.threadPackets);
       this.threadPackets = 0;
       this.threadBytes = 0;
     }
@@ -718,10 +719,9 @@ export class Agent {
       return;
     }
     t.attach(h, s.datagramPrefix(), s.ipv6Enabled);
-    this.tunReader?.pause();
   }
 
-  /** The event loop reads the TUN again; what the thread read is handled first. */
+  /** The thread stops sending on the session's connection (it hands every packet to the event loop); what it read before is handled first. */
   private detachThread(): void {
     const t = this.tunThread;
     if (t === null || t.attached === null) return;
@@ -729,15 +729,14 @@ export class Agent {
     this.drainThread(t);
     this.conn?.flush();
     this.tunWriter?.flush();
-    this.tunReader?.resume();
   }
 
   private closeThread(): void {
     const t = this.tunThread;
     if (t === null) return;
     this.detachThread();
-    t.close(this.onThreadPacket, this.io.clock.now());
     this.tunThread = null;
+    t.close(this.onThreadPacket, this.io.clock.now());
   }
 
   /** Packets from the gateway: inspect, copy into the TUN batch (MSS clamped), written after the QUIC batch. */

@@ -33,6 +33,8 @@ export interface Carrier {
   rttMs(): number | null;
   /** The QUIC engine's handle of the connection, for the TUN thread to send on (daemon/tun-thread.ts); null over HTTP/2 or once closed. */
   engineHandle(): unknown;
+  /** Counts DATAGRAM frames the TUN thread queued on this connection (its stats, as if sent through it). */
+  noteDatagramsSent(n: number): void;
 }
 
 /** Events a carrier reports to the agent. */
@@ -84,6 +86,10 @@ class H3Carrier implements Carrier {
 
   engineHandle(): unknown {
     return this.conn.isClosed ? null : this.conn.q.nativeHandle();
+  }
+
+  noteDatagramsSent(n: number): void {
+    this.conn.noteDgramsSent(n);
   }
 }
 
@@ -142,6 +148,8 @@ class H2Carrier implements Carrier {
   engineHandle(): null {
     return null;
   }
+
+  noteDatagramsSent(): void {}
 
   rttMs(): null {
     return null;

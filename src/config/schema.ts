@@ -139,10 +139,11 @@ const agentTunSchema = z.strictObject({
    * (src/native/dataplane.c) instead of the event loop: plain packets leave
    * without waking JavaScript, which still sees every packet for telemetry
    * and handles the rest (SYNs for the MSS clamp, Packet Too Big, drops).
-   * Only over HTTP/3 with the native TUN and socket; off = the event loop
-   * does all of it.
+   * Only over HTTP/3 with the native TUN and socket. Off by default: on a
+   * two-core box it shortened the idle ping a little and lengthened the
+   * ping under a bulk transfer (BENCHMARKS.md, "The agent's TUN thread").
    */
-  thread: z.boolean().default(true),
+  thread: z.boolean().default(false),
 }).prefault({});
 
 /** A policy rule: traffic to these destination prefixes with these protocols and ports is allowed. */

@@ -42,20 +42,13 @@ export class TunReader {
   private paused = false;
 
   /**
-   * Stops reading: another reader owns the device for now (the agent's TUN
-   * thread). {@link pollOnce} does nothing until {@link resume}.
+   * Stops reading for good: another reader owns the device (the agent's
+   * TUN thread). Readiness callbacks stop and {@link pollOnce} does nothing.
    */
   pause(): void {
     if (this.paused) return;
     this.paused = true;
     if (!this.tun.closed) this.tun.pauseReadable?.();
-  }
-
-  /** Reads again (readiness callbacks and {@link pollOnce}). */
-  resume(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    if (!this.tun.closed) this.tun.onReadable(this.onReadable);
   }
 
   /**

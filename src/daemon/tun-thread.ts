@@ -79,8 +79,8 @@ export class TunThread {
   /**
    * Sends the plain packets on `conn` (QuicConnection's engine handle), each
    * after `prefix` (quarter stream ID, context ID 0); IPv6 only while `ipv6`.
-   * Replaces an earlier attachment. The TUN is the thread's from now: the
-   * caller stops its own reading.
+   * Replaces an earlier attachment. (The TUN is the thread's from
+   * {@link open} on, attached or not: the caller never reads it itself.)
    */
   attach(conn: unknown, prefix: Uint8Array, ipv6: boolean): void {
     if (this.closed) return;
@@ -88,7 +88,11 @@ export class TunThread {
     this.attachedTo = conn;
   }
 
-  /** The thread stops reading the TUN and forgets the connection (on return it no longer uses it). */
+  /**
+   * The thread forgets the connection: on return it no longer uses it, and
+   * what it read before is in the ring. It goes on reading the TUN and hands
+   * every packet to the event loop's path.
+   */
   detach(): void {
     if (this.closed || this.attachedTo === null) return;
     this.native.dpDetach(this.dp);
@@ -101,7 +105,7 @@ export class TunThread {
    * Throws `tun: read: …` once the device failed.
    */
   poll(handler: TunThreadHandler, nowMs: number): void {
-    if (this.closed || this.attachedTo === null) return;
+    if (this.closed) return;
     if (this.native.dpPoll(this.dp) > 0) this.drain(handler, nowMs);
   }
 
@@ -118,6 +122,10 @@ export class TunThread {
    */
   drain(handler: TunThreadHandler, nowMs: number): number {
     if (this.closed) return 0;
+    return this.take(handler, nowMs, true);
+  }
+
+  private take(handler: TunThreadHandler, nowMs: number, release: boolean): number {
     const ctl = this.ctl;
     const prod = Atomics.load(ctl, 0);
     let cons = ctl[1]!;
@@ -137,7 +145,7 @@ export class TunThread {
     } finally {
       // Released even when a handler threw: the thread must not wait on a slot nobody will hand back.
       Atomics.store(ctl, 1, cons);
-      this.native.dpRelease(this.dp);
+      if (release) this.native.dpRelease(this.dp);
     }
     return count;
   }
@@ -153,13 +161,17 @@ export class TunThread {
     return this.st;
   }
 
-  /** Stops and joins the thread. Packets still in the ring are handed to `handler` first. Idempotent. */
+  /**
+   * Stops and joins the thread, then hands what it read to `handler` (all
+   * of it: the thread has stopped). Idempotent. The TUN and the socket stay
+   * their owners'.
+   */
   close(handler?: TunThreadHandler, nowMs = 0): void {
     if (this.closed) return;
     this.detach();
-    if (handler) this.drain(handler, nowMs);
     this.native.dpStats(this.dp, this.st);
     this.native.dpClose(this.dp);
     this.closed = true;
+    if (handler) this.take(handler, nowMs, false);
   }
 }

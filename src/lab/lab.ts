@@ -68,6 +68,8 @@ export interface LabOptions {
   readonly logLevel?: string;
   /** The daemons' `tun.offload` (default true, as in the product). */
   readonly tunOffload?: boolean;
+  /** The agents' `tun.thread` (default: the product's, off). */
+  readonly agentTunThread?: boolean;
   /** Both daemons' `inspection.maxFlows` (default: the config default). */
   readonly maxFlows?: number;
 }
@@ -124,10 +126,11 @@ export class Lab {
     const lvl = this.opts.logLevel ?? 'info';
     const off = this.opts.tunOffload !== false;
     const extra = this.opts.maxFlows !== undefined ? `inspection:\n  maxFlows: ${this.opts.maxFlows}\n` : '';
+    const agentTun = this.opts.agentTunThread !== undefined ? `${off}\n  thread: ${this.opts.agentTunThread}` : `${off}`;
     writeFileSync(join(this.dir, 'gateway.yaml'), gatewayYaml(this.dir, lvl, off) + extra);
-    writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl, off) + extra);
+    writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl, agentTun) + extra);
     if (this.opts.secondCluster) {
-      writeFileSync(join(this.dir, 'agent2.yaml'), agentYaml(this.dir, 'agent2', 'cluster-c', ['10.30.0.0/24', 'fd00:c::/64'], LAB.agentAdmin, lvl, off) + extra);
+      writeFileSync(join(this.dir, 'agent2.yaml'), agentYaml(this.dir, 'agent2', 'cluster-c', ['10.30.0.0/24', 'fd00:c::/64'], LAB.agentAdmin, lvl, agentTun) + extra);
     }
   }
 
@@ -351,7 +354,8 @@ logLevel: ${logLevel}
 `;
 }
 
-function agentYaml(dir: string, name: string, cluster: string, advertise: string[], adminPort: number, logLevel: string, offload: boolean): string {
+/** `offload`: the `tun.offload` value, optionally followed by more `tun` lines (indented two spaces). */
+function agentYaml(dir: string, name: string, cluster: string, advertise: string[], adminPort: number, logLevel: string, offload: string): string {
   return `# written by the lab (src/lab/lab.ts)
 gateway:
   address: ${LAB.gatewayWan.v4}:${LAB.gatewayPort}

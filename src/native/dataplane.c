@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/epoll.h>
@@ -64,6 +65,7 @@
 #define DP_GSO_MAX_BYTES 65000
 #define DP_GSO_MAX_SEGS 64
 #define DP_SEND_ROUNDS 16      /* send rounds per read round, bounded */
+#define DP_WRITABLE_WAIT_MS 5  /* a full socket buffer: wait this long for room, at most twice per send round, then drop */
 /*
  * JavaScript is woken at once when the ring holds a packet for its own path
  * (a SYN waits for it) or DP_SIGNAL_FILL packets; packets the thread sent
@@ -120,7 +122,7 @@ struct dp {
   _Atomic bool stop;
   _Atomic bool stalled; /* the TUN is not polled because the ring is full */
   bool tun_polled;
-  int read_err; /* errno of a failed TUN read (the data path is dead), under pmu */
+  _Atomic int read_err; /* errno of a failed TUN read (the data path is dead); set under pmu */
   bool err_reported;
 
   /* attachment, under qe_lock: attach and detach may come from inside the endpoint's flush, which holds it */
@@ -129,7 +131,7 @@ struct dp {
   uint8_t prefix[16];
   uint32_t prefix_len;
   bool ipv6;
-  struct sockaddr_in6 peer;
+  struct sockaddr_in6 peer; /* the connection's, as of the current drain (dp_peer) */
   socklen_t peerlen;
 
   /* offload read state */
@@ -237,13 +239,45 @@ static void dp_send_out(struct dp *d, uint32_t n) {
     m++;
     i += k;
   }
-  uint32_t done = 0;
+  uint32_t done = 0, waits = 0;
   while (done < m) {
     int r = sendmmsg(d->udp_fd, msgs + done, m - done, MSG_DONTWAIT);
     dp_count(d, DP_S_UDP_CALLS, 1);
     if (r < 0) {
-      if (errno == EINTR) continue;
-      /* EAGAIN, ENOBUFS, a refused destination …: this message is lost (counted), QUIC's loss recovery resends its frames. */
+      int e = errno;
+      if (e == EINTR) continue;
+      if ((e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) && waits < 2) {
+        /* The socket buffer is full: wait for room (the engine lock stays held, so the event loop's
+         * sender cannot overtake these packets) instead of losing what ngtcp2 counts as sent. */
+        struct pollfd pf = {.fd = d->udp_fd, .events = POLLOUT};
+        waits++;
+        (void)poll(&pf, 1, DP_WRITABLE_WAIT_MS);
+        continue;
+      }
+      if ((e == EIO || e == EINVAL || e == EMSGSIZE) && segs_of[done] > 1) {
+        /* The kernel or the route refuses this GSO train (IPsec gives EIO): send its segments one by
+         * one, and stop building trains after EIO, as the event loop's sender does (udp.c). */
+        if (e == EIO) d->gso = false;
+        uint8_t *base = iov[done].iov_base;
+        size_t left = iov[done].iov_len;
+        uint16_t s16;
+        memcpy(&s16, CMSG_DATA(CMSG_FIRSTHDR(&msgs[done].msg_hdr)), sizeof s16);
+        size_t seg = s16;
+        while (left > 0) {
+          size_t len = left < seg ? left : seg;
+          ssize_t w = sendto(d->udp_fd, base, len, MSG_DONTWAIT, (struct sockaddr *)&d->peer, d->peerlen);
+          if (w < 0) dp_count(d, DP_S_UDP_DROPPED, 1);
+          else {
+            dp_count(d, DP_S_UDP_DGRAMS, 1);
+            dp_count(d, DP_S_UDP_BYTES, (uint64_t)w);
+          }
+          base += len;
+          left -= len;
+        }
+        done++;
+        continue;
+      }
+      /* Still no room, or a refused destination: this message is lost (counted); QUIC's loss recovery resends its frames. */
       dp_count(d, DP_S_UDP_DROPPED, segs_of[done]);
       done++;
       continue;
@@ -257,8 +291,29 @@ static void dp_send_out(struct dp *d, uint32_t n) {
   }
 }
 
+/*
+ * The connection's peer as the socket takes it (IPv4 as v4-mapped on an
+ * IPv6 socket). Read at each drain, under qe_lock: the engine follows the
+ * peer's address when it changes (a NAT rebinding), and so does the thread.
+ */
+static void dp_peer(struct dp *d, const struct qe_conn *c) {
+  memset(&d->peer, 0, sizeof d->peer);
+  if (c->remote.ss_family == AF_INET && d->udp_v6) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&c->remote;
+    d->peer.sin6_family = AF_INET6;
+    d->peer.sin6_port = a->sin_port;
+    d->peer.sin6_addr.s6_addr[10] = d->peer.sin6_addr.s6_addr[11] = 0xff;
+    memcpy(&d->peer.sin6_addr.s6_addr[12], &a->sin_addr, 4);
+    d->peerlen = sizeof d->peer;
+  } else {
+    d->peerlen = c->remotelen <= sizeof d->peer ? c->remotelen : sizeof d->peer;
+    memcpy(&d->peer, &c->remote, d->peerlen);
+  }
+}
+
 /* Packetizes what the connection may send now and sends it, all under qe_lock (held by the caller). */
 static void dp_drain(struct dp *d, struct qe_conn *c) {
+  dp_peer(d, c);
   for (int round = 0; round < DP_SEND_ROUNDS; round++) {
     uint32_t n = 0, off = 0;
     while (n < DP_OUT_PKTS && off + DP_PKT_CAP <= DP_OUT_BYTES) {
@@ -276,7 +331,7 @@ static void dp_drain(struct dp *d, struct qe_conn *c) {
      * and the TCP retransmitted spuriously (4,483 retransmits in 6 s against 591). */
     dp_send_out(d, n);
     if (n < DP_OUT_PKTS) return;
-    if (d->conn != c || c->state != QE_OPEN) return;
+    if (d->conn != c || c->conn == NULL || c->state != QE_OPEN) return;
   }
 }
 
@@ -340,8 +395,10 @@ static uint32_t dp_round(struct dp *d, bool send) {
     d->stamps[slot] = now;
   }
   if (send && queued > 0) dp_drain(d, c);
-  qe_unlock();
+  /* Published before the engine lock is let go: a dpDetach (which takes it) returns after this round's
+   * packets are in the ring, so the event loop's drain right after it sees them with the old session. */
   atomic_store_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_PROD], prod + n, memory_order_release);
+  qe_unlock();
   dp_count(d, DP_S_READ, n);
   dp_count(d, DP_S_READ_BYTES, bytes);
   dp_count(d, DP_S_QUEUED, queued);
@@ -380,7 +437,10 @@ static void *dp_thread(void *arg) {
     atomic_store(&d->stalled, false);
     dp_count(d, DP_S_WAKES, 1);
     bool published = false, urgent = false;
-    if (__atomic_load_n(&d->conn, __ATOMIC_ACQUIRE) == NULL || d->read_err != 0) {
+    /* The TUN is the thread's from dpOpen on, attached or not: detached (no session, HTTP/2), every
+     * packet goes to the event loop's path through the ring. One reader, so no packet is overtaken at
+     * a hand-over and no partly split super-packet is left in another reader's scratch. */
+    if (d->read_err != 0) {
       dp_poll_tun(d, false);
     } else {
       dp_poll_tun(d, true);
@@ -389,6 +449,9 @@ static void *dp_thread(void *arg) {
         if (n > 0) published = true;
         if (n > 0 && d->round_to_js > 0) urgent = true;
         if (n < DP_READ_MAX) break;
+        /* Between rounds the producer lock is let go: a dpPoll of the event loop waits one round at most. */
+        pthread_mutex_unlock(&d->pmu);
+        pthread_mutex_lock(&d->pmu);
       }
       /* Ring full: stop polling the TUN until JavaScript releases slots. The flag is set before the
        * consumer index is read again, and dpRelease reads the flag after JavaScript stored the index
@@ -406,6 +469,7 @@ static void *dp_thread(void *arg) {
       }
     }
     bool err = d->read_err != 0 && !d->err_reported;
+    if (err) d->err_reported = true;
     uint32_t unread = d->ctl[DP_CTL_PROD] - atomic_load((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS]);
     pthread_mutex_unlock(&d->pmu);
     if (err || urgent || unread >= DP_SIGNAL_FILL || (timer_fired && unread > 0)) {
@@ -606,6 +670,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   }
   if ((err = pthread_create(&d->th, NULL, dp_thread, d)) != 0) return mtun_throw_errno(env, "dataplane", "pthread_create", err);
   d->started = true;
+  dp_kick(d); /* the first wake adds the TUN to the thread's epoll */
   return r;
 }
 
@@ -630,36 +695,20 @@ static napi_value dp_attach(napi_env env, napi_callback_info info) {
   if (!mtun_arg_bool(env, argv[3], "ipv6", &ipv6)) return NULL;
   napi_ref ref;
   if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) QE_ERR(env, "dataplane: cannot reference the connection");
-  struct sockaddr_in6 peer;
-  socklen_t peerlen;
-  memset(&peer, 0, sizeof peer);
   qe_lock();
-  if (c->remote.ss_family == AF_INET && d->udp_v6) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)&c->remote;
-    peer.sin6_family = AF_INET6;
-    peer.sin6_port = a->sin_port;
-    peer.sin6_addr.s6_addr[10] = peer.sin6_addr.s6_addr[11] = 0xff;
-    memcpy(&peer.sin6_addr.s6_addr[12], &a->sin_addr, 4);
-    peerlen = sizeof peer;
-  } else {
-    peerlen = c->remotelen <= sizeof peer ? c->remotelen : sizeof peer;
-    memcpy(&peer, &c->remote, peerlen);
-  }
   napi_ref old = d->conn_ref;
   __atomic_store_n(&d->conn, c, __ATOMIC_RELEASE);
   d->conn_ref = ref;
   memcpy(d->prefix, p, plen);
   d->prefix_len = (uint32_t)plen;
   d->ipv6 = ipv6;
-  d->peer = peer;
-  d->peerlen = peerlen;
   qe_unlock();
   if (old != NULL) napi_delete_reference(env, old);
   dp_kick(d);
   return NULL;
 }
 
-/* dpDetach(dp): the thread stops reading the TUN and forgets the connection; on return it no longer uses it. */
+/* dpDetach(dp): the thread forgets the connection (on return it no longer uses it) and hands every packet it reads to the event loop. */
 static napi_value dp_detach(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
   struct dp *d = dp_of(env, argv[0]);
@@ -684,7 +733,7 @@ static napi_value dp_poll(napi_env env, napi_callback_info info) {
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
   pthread_mutex_lock(&d->pmu);
-  uint32_t n = __atomic_load_n(&d->conn, __ATOMIC_ACQUIRE) != NULL && d->read_err == 0 ? dp_round(d, false) : 0;
+  uint32_t n = d->read_err == 0 ? dp_round(d, false) : 0;
   int err = d->read_err;
   if (err != 0) d->err_reported = true;
   pthread_mutex_unlock(&d->pmu);
@@ -706,11 +755,7 @@ static napi_value dp_error(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
-  pthread_mutex_lock(&d->pmu);
-  int err = d->read_err;
-  if (err != 0) d->err_reported = true;
-  pthread_mutex_unlock(&d->pmu);
-  return mtun_i32(env, err);
+  return mtun_i32(env, d->read_err); /* atomic: no wait behind the thread's rounds */
 }
 
 /* dpStats(dp, out Float64Array(DP_S_LEN)): the counters (see the enum). */

@@ -384,6 +384,11 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     return true;
   }
 
+  /** Counts `n` DATAGRAM frames queued on this connection by another sender (the agent's TUN thread, which calls the engine itself). */
+  noteDgramsSent(n: number): void {
+    this.dgramSent += n;
+  }
+
   dgramRecv(buf: Uint8Array): number | null {
     if (this.gone || this.dgramHint === 0) return null;
     let n: number | null;

@@ -1441,7 +1441,14 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly onWritable = (): void => {
     if (this.closed) return;
     this.blocked = false;
-    if (this.sendOut()) this.flushDirty();
+    let sent: boolean;
+    engine.lock(); // the kept tail goes out as one step, as in flushDirtyNow
+    try {
+      sent = this.sendOut();
+    } finally {
+      engine.unlock();
+    }
+    if (sent) this.flushDirty();
   };
 
   /** Sends a stateless packet (Retry, Version Negotiation) to the sender of slot i. */

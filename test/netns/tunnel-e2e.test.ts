@@ -64,7 +64,8 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
   };
 
   beforeAll(async () => {
-    lab = await Lab.up({ prefix: `mte${process.pid % 10000}`, secondCluster: true });
+    // The agents' TUN thread on (tun.thread, off by default): every check below also holds with it.
+    lab = await Lab.up({ prefix: `mte${process.pid % 10000}`, secondCluster: true, agentTunThread: true });
     writeFileSync(lab.file('blob.bin'), blob);
     for (const f of ['gateway.yaml', 'agent2.yaml']) original[f] = readFileSync(lab.file(f), 'utf8');
     await lab.startServers();
@@ -158,7 +159,7 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
     expect(a, 'agent counted more than iperf3 wrote').toBeLessThanOrEqual(j.end.sum_sent.bytes + 37);
     const agent = await lab.metrics('agent');
     expect(metric(agent, 'mtun_tunnel_sent_datagrams_total')).toBeGreaterThan(1000);
-    // The agent's TUN thread (tun.thread, on by default) carried the upload, and the byte counts above held with it.
+    // The agent's TUN thread (tun.thread, on in this lab) carried the upload, and the byte counts above held with it.
     expect(metric(agent, 'mtun_agent_tun_thread_packets_total', { path: 'thread' })).toBeGreaterThan(1000);
     // iperf3's control connection and its data connection.
     expect(metric(agent, 'mtun_tcp_connections_opened_total', { reporter: 'agent' }) - opened).toBeGreaterThanOrEqual(2);

@@ -52,6 +52,21 @@ export async function writePkiFiles(dir: string): Promise<Pki> {
 }
 
 /** Everything a test opened, closed by {@link Harness.cleanup}. */
+/**
+ * True when a native UDP socket opens on 127.0.0.1 (the addon is built);
+ * otherwise warns that `what` is skipped and returns false.
+ */
+export async function nativeUdpAvailable(what: string): Promise<boolean> {
+  try {
+    const { openNativeUdp } = await import('../../src/net/native-udp.js');
+    openNativeUdp({ host: '127.0.0.1' }).close();
+    return true;
+  } catch (e) {
+    console.warn(`${what}: SKIPPED — native UDP addon unavailable (${(e as Error).message}); run npm ci / node-gyp rebuild`);
+    return false;
+  }
+}
+
 export class Harness {
   readonly endpoints: QuicEndpoint[] = [];
   readonly sockets: UdpBatchSocket[] = [];

@@ -5,18 +5,11 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import dgram from 'node:dgram';
-import { Harness, echo, getPki, streamRoundTrip, waitFor } from './quic-harness.js';
+import { Harness, echo, getPki, nativeUdpAvailable, streamRoundTrip, waitFor } from './quic-harness.js';
 import { QuicEndpoint } from '../../src/quic/endpoint.js';
 import type { UdpBatchSocket } from '../../src/net/udp.js';
 
-let nativeOk = false;
-try {
-  const { openNativeUdp } = await import('../../src/net/native-udp.js');
-  openNativeUdp({ host: '127.0.0.1' }).close();
-  nativeOk = true;
-} catch (e) {
-  console.warn(`quic-native: SKIPPED — native UDP addon unavailable (${(e as Error).message}); run npm ci / node-gyp rebuild`);
-}
+const nativeOk = await nativeUdpAvailable('quic-native');
 
 const enc = new TextEncoder();
 let h = new Harness('native');
