@@ -195,7 +195,10 @@ describe.skipIf(!root)('RTT split through the real tunnel: client / tunnel (QUIC
       const want = ms + baseSeg!.minMs - 2 * BASE_ONE_WAY_MS;
       const msg = `${name}: min ${seg!.minMs} ms (smoothed ${seg!.smoothedMs}) vs ${ms} + base ${(baseSeg!.minMs - 2 * BASE_ONE_WAY_MS).toFixed(3)}`;
       console.log(msg);
-      expect(Math.abs(seg!.minMs - want), msg).toBeLessThanOrEqual(want * 0.1);
+      // ±10 %, but at least 0.75 ms: the delays come from a userspace impairer, and with another test file
+      // running beside this one on two cores (maxWorkers 2) a whole window's minimum once came out 0.58 ms
+      // late on a 5.6 ms segment (clean-clone CI, 2026-12-07). A segment attributed wrongly is off by ≥ 5 ms.
+      expect(Math.abs(seg!.minMs - want), msg).toBeLessThanOrEqual(Math.max(want * 0.1, 0.75));
     }
     // The tunnel as QUIC sees it, at each end. Idle (the per-peer gauge, read just before the flow) each end's
     // value includes its peer's socket-to-engine latency, which no ACK delay reports: here the gateway reads 3-4 ms
