@@ -681,6 +681,7 @@ export class Agent {
   /** Hands the thread's published packets to onThreadPacket; counts what it sent. Returns how many. */
   private drainThread(t: TunThread): number {
     const n = t.drain(this.onThreadPacket, this.io.clock.now());
+    if (n === 0) return 0; // the thread sends only in rounds that publish: nothing new to count
     if (this.threadPackets > 0) {
       this.session?.countSent(this.threadPackets, this.threadBytes);
       this.conn?.noteDatagramsSent(this.threadPackets);
@@ -699,16 +700,16 @@ export class Agent {
   /** Just before the endpoint sends: what the kernel answered inside a TUN write joins that send. */
   private pollThread(t: TunThread): void {
     try {
-      t.poll(this.onThreadPacket, this.io.clock.now());
+      t.poll();
     } catch (e) {
       this.fail(e as Error);
       return;
     }
-    if (this.threadPackets > 0) this.drainThread(t);
+    this.drainThread(t);
     this.tunWriter?.flush();
   }
 
-  /** Hands the TUN to the thread while the session runs over HTTP/3; otherwise to the event loop. */
+  /** Lets the thread send on the session's connection while it runs over HTTP/3; otherwise detaches it. */
   private attachThread(): void {
     const t = this.tunThread;
     const s = this.session;
@@ -825,7 +826,7 @@ function registerForwarderCounters(registry: Registry, forwarders: readonly UdpF
  * `mtun_agent_tun_thread_packets_total{path}`: packets the TUN thread read and sent itself
  * (`thread`) or handed to the event loop's path (`event_loop`: SYNs, too big, link-local, no room);
  * `mtun_agent_tun_thread_events_total{event}`: its UDP sends, GSO sends, datagrams the
- * kernel refused (lost, QUIC recovers), and wakes that found the ring full (the event loop behind).
+ * kernel refused (lost, QUIC recovers), and times it stopped reading on a full ring (the event loop behind).
  * Read at scrape time; absent counts while no thread runs.
  */
 function registerTunThreadCounters(registry: Registry, stats: () => Float64Array | null): void {
@@ -844,7 +845,7 @@ function registerTunThreadCounters(registry: Registry, stats: () => Float64Array
   });
   const events: Counter<'event'> = new Counter({
     name: 'mtun_agent_tun_thread_events_total',
-    help: 'The TUN thread\'s UDP datagrams sent, GSO sends, datagrams the kernel refused (lost; QUIC recovers), wakes that found its ring full',
+    help: 'The TUN thread\'s UDP datagrams sent, GSO sends, datagrams the kernel refused (lost; QUIC recovers), times it stopped reading on a full ring',
     labelNames: ['event'],
     registers: [registry],
     collect: () => {

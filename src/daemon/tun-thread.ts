@@ -101,12 +101,11 @@ export class TunThread {
 
   /**
    * One read on this thread without sending (what the kernel answered inside
-   * a TUN write, just before the endpoint sends), then {@link drain}.
-   * Throws `tun: read: …` once the device failed.
+   * a TUN write, just before the endpoint sends); what it read is in the
+   * ring for {@link drain}. Throws `tun: read: …` once the device failed.
    */
-  poll(handler: TunThreadHandler, nowMs: number): void {
-    if (this.closed) return;
-    if (this.native.dpPoll(this.dp) > 0) this.drain(handler, nowMs);
+  poll(): void {
+    if (!this.closed) this.native.dpPoll(this.dp);
   }
 
   /** True when the ring holds packets not yet drained (no call into C). */

@@ -194,6 +194,15 @@ napi_value mtun_i32(napi_env env, int32_t v) {
   return r;
 }
 
+void mtun_make_callback(napi_env env, napi_ref ref, napi_async_context actx, size_t argc, const napi_value *argv) {
+  napi_value cb, recv, result;
+  if (napi_get_reference_value(env, ref, &cb) != napi_ok || cb == NULL || napi_get_global(env, &recv) != napi_ok) return;
+  if (napi_make_callback(env, actx, recv, cb, argc, argv, &result) == napi_pending_exception) {
+    napi_value exc;
+    if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+  }
+}
+
 bool mtun_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value fn;
   if (napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn) != napi_ok) return false;

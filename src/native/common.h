@@ -121,6 +121,13 @@ bool mtun_dataplane_init(napi_env env, napi_value exports);
 
 /* Helper for registration. */
 bool mtun_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
+/*
+ * Calls the function behind `ref` with the global object as receiver, as a
+ * libuv callback: napi_make_callback in `actx`, so the microtasks and
+ * nextTicks it queues run when it returns; a throw becomes an uncaught
+ * exception. The caller holds an open handle scope.
+ */
+void mtun_make_callback(napi_env env, napi_ref ref, napi_async_context actx, size_t argc, const napi_value *argv);
 
 #define MTUN_ARGS(n)                                                          \
   size_t argc = (n);                                                          \

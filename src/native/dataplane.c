@@ -35,6 +35,7 @@
  * the slots, read here with acquire.
  */
 #include "common.h"
+#include "judge.h"
 #include "quic-napi.h"
 #include "tun-offload.h"
 
@@ -106,13 +107,14 @@ struct dp {
   int tun_fd, udp_fd, efd, epfd, tfd;
   bool timer_armed; /* thread only */
   bool vnet, gso, udp_v6;
-  uint32_t nslots, stride, headroom, mtu;
+  uint32_t nslots, stride, headroom;
   uint8_t *arena;
   uint32_t *meta; /* [len, kind] per slot */
   double *stamps; /* CLOCK_MONOTONIC ms when read */
   uint32_t *ctl;
   napi_ref refs[4];
   napi_ref cb_ref;
+  napi_async_context actx; /* onReady runs in it (microtasks it queues run after it) */
   napi_env env;
   uv_async_t *async;
 
@@ -158,6 +160,11 @@ static void dp_signal(struct dp *d) {
   if (d->async != NULL) uv_async_send(d->async);
 }
 
+/* Packets published and not yet released by JavaScript (the consumer index read with acquire). */
+static uint32_t dp_unread(struct dp *d) {
+  return d->ctl[DP_CTL_PROD] - atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS], memory_order_acquire);
+}
+
 static void dp_kick(struct dp *d) {
   uint64_t one = 1;
   ssize_t r = write(d->efd, &one, sizeof one);
@@ -172,9 +179,8 @@ static bool dp_plain(bool ipv6, const uint8_t *p, uint32_t len) {
     uint32_t ihl = (uint32_t)(p[0] & 0x0f) * 4;
     if (ihl < 20 || len < ihl || ((uint32_t)p[2] << 8 | p[3]) != len) return false;
     if ((p[6] & 0x3f) != 0 || p[7] != 0) return false; /* MF or a fragment offset */
-    const uint8_t *s = p + 12, *t = p + 16;
-    if ((s[0] == 169 && s[1] == 254) || (t[0] == 169 && t[1] == 254)) return false; /* link-local */
-    if (t[0] >= 224) return false; /* multicast, broadcast, reserved: JavaScript decides */
+    if (mj_link_local(p + 12, 4) || mj_link_local(p + 16, 4)) return false;
+    if (p[16] >= 224) return false; /* multicast, broadcast, reserved: JavaScript decides */
     if (p[9] == 6) {
       if (len < ihl + 20) return false;
       if (p[ihl + 13] & 0x02) return false; /* SYN: MSS clamp */
@@ -183,9 +189,8 @@ static bool dp_plain(bool ipv6, const uint8_t *p, uint32_t len) {
   }
   if (v == 6) {
     if (!ipv6 || len < 40 || ((uint32_t)p[4] << 8 | p[5]) + 40 != len) return false;
-    const uint8_t *s = p + 8, *t = p + 24;
-    if ((s[0] == 0xfe && (s[1] & 0xc0) == 0x80) || (t[0] == 0xfe && (t[1] & 0xc0) == 0x80)) return false;
-    if (s[0] == 0xff || t[0] == 0xff) return false; /* multicast */
+    if (mj_link_local(p + 8, 6) || mj_link_local(p + 24, 6)) return false;
+    if (p[8] == 0xff || p[24] == 0xff) return false; /* any other multicast: JavaScript decides */
     uint8_t nh = p[6];
     if (nh == 6) {
       if (len < 60) return false;
@@ -343,8 +348,7 @@ static void dp_drain(struct dp *d, struct qe_conn *c) {
  */
 static uint32_t dp_round(struct dp *d, bool send) {
   uint32_t prod = d->ctl[DP_CTL_PROD];
-  uint32_t cons = atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS], memory_order_acquire);
-  uint32_t used = prod - cons;
+  uint32_t used = dp_unread(d);
   if (used > d->nslots) used = d->nslots; /* a corrupt consumer index: treat as full */
   uint32_t room = d->nslots - used;
   if (room == 0) return 0;
@@ -356,7 +360,7 @@ static uint32_t dp_round(struct dp *d, bool send) {
   uint32_t n = 0;
   if (d->vnet) {
     int err = 0;
-    n = mtun_vnet_read(d->tun_fd, d->ptrs, d->lens, d->sizes, want, d->headroom, d->vscratch, 65535 + 10, d->vstate,
+    n = mtun_vnet_read(d->tun_fd, d->ptrs, d->lens, d->sizes, want, d->headroom, d->vscratch, MTUN_VNET_SCRATCH_BYTES, d->vstate,
                        NULL, &err);
     if (n == 0 && err != 0) d->read_err = err;
   } else {
@@ -458,9 +462,9 @@ static void *dp_thread(void *arg) {
        * (both sequentially consistent), so one of the two sees the other: no lost wake. */
       if (d->read_err != 0) {
         dp_poll_tun(d, false);
-      } else if (d->ctl[DP_CTL_PROD] - atomic_load((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS]) >= d->nslots) {
+      } else if (dp_unread(d) >= d->nslots) {
         atomic_store(&d->stalled, true);
-        if (d->ctl[DP_CTL_PROD] - atomic_load((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS]) >= d->nslots) {
+        if (dp_unread(d) >= d->nslots) {
           dp_poll_tun(d, false);
           dp_count(d, DP_S_RING_FULL, 1);
         } else {
@@ -470,7 +474,7 @@ static void *dp_thread(void *arg) {
     }
     bool err = d->read_err != 0 && !d->err_reported;
     if (err) d->err_reported = true;
-    uint32_t unread = d->ctl[DP_CTL_PROD] - atomic_load((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS]);
+    uint32_t unread = dp_unread(d);
     pthread_mutex_unlock(&d->pmu);
     if (err || urgent || unread >= DP_SIGNAL_FILL || (timer_fired && unread > 0)) {
       dp_signal(d);
@@ -493,23 +497,10 @@ static void *dp_thread(void *arg) {
 static void dp_on_async(uv_async_t *h) {
   struct dp *d = h->data;
   if (d == NULL || d->cb_ref == NULL) return;
-  napi_env env = d->env;
   napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb, global, r;
-  if (napi_get_reference_value(env, d->cb_ref, &cb) == napi_ok && cb != NULL && napi_get_global(env, &global) == napi_ok) {
-    if (napi_call_function(env, global, cb, 0, NULL, &r) != napi_ok) {
-      /* A throwing callback: surface it as an uncaught exception, as a libuv callback would. */
-      bool pending = false;
-      napi_is_exception_pending(env, &pending);
-      if (pending) {
-        napi_value e;
-        napi_get_and_clear_last_exception(env, &e);
-        napi_fatal_exception(env, e);
-      }
-    }
-  }
-  napi_close_handle_scope(env, scope);
+  if (napi_open_handle_scope(d->env, &scope) != napi_ok) return;
+  mtun_make_callback(d->env, d->cb_ref, d->actx, 0, NULL);
+  napi_close_handle_scope(d->env, scope);
 }
 
 static void dp_async_closed(uv_handle_t *h) { free(h); }
@@ -532,6 +523,10 @@ static void dp_release_js(napi_env env, struct dp *d) {
   if (d->cb_ref != NULL) {
     napi_delete_reference(env, d->cb_ref);
     d->cb_ref = NULL;
+  }
+  if (d->actx != NULL) {
+    napi_async_destroy(env, d->actx);
+    d->actx = NULL;
   }
   if (d->conn_ref != NULL) {
     napi_delete_reference(env, d->conn_ref);
@@ -622,7 +617,6 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->nslots = nslots;
   d->stride = stride;
   d->headroom = headroom;
-  d->mtu = mtu;
   d->arena = arena;
   d->meta = meta;
   d->stamps = stamps;
@@ -632,7 +626,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->epfd = epoll_create1(EPOLL_CLOEXEC);
   d->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   d->out = malloc(DP_OUT_BYTES);
-  d->vscratch = vnet ? malloc(65535 + 10) : NULL;
+  d->vscratch = vnet ? malloc(MTUN_VNET_SCRATCH_BYTES) : NULL;
   pthread_mutex_init(&d->pmu, NULL);
   int err = 0;
   if (d->efd < 0 || d->epfd < 0 || d->tfd < 0) err = errno;
@@ -658,7 +652,10 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->async->data = d;
   uv_unref((uv_handle_t *)d->async); /* the daemon's own handles keep the loop alive, not this */
   static const int which[4] = {4, 8, 9, 10};
-  bool refs_ok = napi_create_reference(env, argv[11], 1, &d->cb_ref) == napi_ok;
+  napi_value rname;
+  bool refs_ok = napi_create_reference(env, argv[11], 1, &d->cb_ref) == napi_ok &&
+                 napi_create_string_utf8(env, "mtun:tun-thread", NAPI_AUTO_LENGTH, &rname) == napi_ok &&
+                 napi_async_init(env, NULL, rname, &d->actx) == napi_ok;
   for (int i = 0; i < 4 && refs_ok; i++) refs_ok = napi_create_reference(env, argv[which[i]], 1, &d->refs[i]) == napi_ok;
   napi_value r;
   if (!refs_ok || napi_create_external(env, d, dp_finalize, NULL, &r) != napi_ok) {

@@ -146,7 +146,7 @@ static bool prefix_contains(const uint8_t *addr, uint32_t plen, const uint8_t *a
   return (a[full] & mask) == addr[full];
 }
 
-static bool link_local(const uint8_t *a, int v) {
+bool mj_link_local(const uint8_t *a, int v) {
   if (v == 4) return a[0] == 169 && a[1] == 254;
   return (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || (a[0] == 0xff && (a[1] & 0x0f) == 0x02);
 }
@@ -234,7 +234,7 @@ static bool policy_allows(const struct mj_table *t, const uint8_t *b, const stru
 static int judge_client_packet(const struct mj_table *t, const uint8_t *b, const struct mj_info *i) {
   int v = i->version;
   const uint8_t *src = b + i->src_off, *dst = b + i->dst_off;
-  if (link_local(src, v) || link_local(dst, v)) return MJ_DROP_LINK_LOCAL;
+  if (mj_link_local(src, v) || mj_link_local(dst, v)) return MJ_DROP_LINK_LOCAL;
   bool src_ok = list_contains(&t->grants, v, src);
   for (uint32_t k = 0; k < t->owned.n && !src_ok; k++) {
     const struct mj_rec *x = &t->owned.r[k];

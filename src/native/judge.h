@@ -123,6 +123,9 @@ void mj_table_unref(struct mj_table *t);
 /* parseIpPacket's verdict (DropReason code, 0 = parsed) for the packet p[0, len), with its fields. */
 int mj_parse(const uint8_t *p, size_t len, struct mj_info *out);
 
+/* hasLinkLocal's test of one address (packet/ip-address.ts): IPv4 169.254/16; IPv6 fe80::/10 or ff02::/16. */
+bool mj_link_local(const uint8_t *a, int v);
+
 /* The verdict of the table's kind on the packet p[0, len); check_link false when the probe declined it. */
 int mj_judge(const struct mj_table *t, const uint8_t *p, size_t len, bool check_link);
 

@@ -69,7 +69,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   napi_env env = p->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb, recv, arg, result;
+  napi_value arg;
   int ev = 0;
   if (status < 0) {
     ev = status; /* libuv error (negative UV_E*, e.g. UV_EBADF): JS names it and fails loudly (TUN) or retries (UDP) */
@@ -77,14 +77,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     if (events & UV_READABLE) ev |= 1;
     if (events & UV_WRITABLE) ev |= 2;
   }
-  if (napi_get_reference_value(env, p->cb, &cb) == napi_ok && cb != NULL &&
-      napi_get_global(env, &recv) == napi_ok && napi_create_int32(env, ev, &arg) == napi_ok) {
-    napi_status st = napi_make_callback(env, p->actx, recv, cb, 1, &arg, &result);
-    if (st == napi_pending_exception) {
-      napi_value exc;
-      if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
-    }
-  }
+  if (napi_create_int32(env, ev, &arg) == napi_ok) mtun_make_callback(env, p->cb, p->actx, 1, &arg);
   napi_close_handle_scope(env, scope);
 }
 

@@ -18,6 +18,7 @@
 #endif
 
 #define VNET_HDR_LEN ((int)sizeof(struct virtio_net_hdr))
+_Static_assert(MTUN_VNET_SCRATCH_BYTES == 65535 + sizeof(struct virtio_net_hdr), "the scratch holds an IP packet and the header");
 
 /* RFC 1071 §2(B): the one's-complement sum is byte-order independent, so sum native words. */
 static uint64_t sum_native(const uint8_t *p, size_t len, uint64_t sum) {

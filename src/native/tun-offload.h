@@ -22,6 +22,9 @@ enum {
   TS_COUNT
 };
 
+/* An offload read's scratch: the largest IP packet and its virtio_net_hdr (10 bytes). */
+#define MTUN_VNET_SCRATCH_BYTES (65535 + 10)
+
 /*
  * Offload read: reads super-packets into scratch and splits them into
  * ptrs[i] + offset; state[0] = bytes of a partly split super-packet in

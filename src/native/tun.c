@@ -249,7 +249,7 @@ static napi_value tun_read_vnet(napi_env env, napi_callback_info info) {
   }
   nbufs = slots.count;
   if (stats != NULL && nstats < TS_COUNT) return mtun_throw_type(env, "tun: stats array too short");
-  if (nscratch < 65535 + sizeof(struct virtio_net_hdr)) return mtun_throw_type(env, "tun: scratch must hold 65,545 bytes");
+  if (nscratch < MTUN_VNET_SCRATCH_BYTES) return mtun_throw_type(env, "tun: scratch must hold 65,545 bytes");
   if (nstate < 2) return mtun_throw_type(env, "tun: state must be a Uint32Array(2)");
   uint32_t *state = (uint32_t *)st;
   if (state[0] > nscratch) return mtun_throw_type(env, "tun: state is corrupt");
@@ -297,7 +297,7 @@ static napi_value tun_write_vnet(napi_env env, napi_callback_info info) {
     if (napi_typeof(env, argv[6], &t) != napi_ok) return NULL;
     if (t != napi_undefined && t != napi_null) {
       if (!mtun_arg_typed(env, argv[6], napi_uint8_array, "wscratch", &ws, &nws)) return NULL;
-      if (nws < 65535 + sizeof(struct virtio_net_hdr)) return mtun_throw_type(env, "tun: wscratch must hold 65,545 bytes");
+      if (nws < MTUN_VNET_SCRATCH_BYTES) return mtun_throw_type(env, "tun: wscratch must hold 65,545 bytes");
     }
   }
   if (stats != NULL && nstats < TS_COUNT) return mtun_throw_type(env, "tun: stats array too short");
