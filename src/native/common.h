@@ -52,6 +52,28 @@ struct mtun_scratch {
   size_t lens[MTUN_MAX_BATCH];
 };
 
+/* Indexes into the Float64Array of UDP counters (mirrored in src/net/native-udp.ts). */
+enum {
+  US_RX_DATAGRAMS, /* slots received (a GRO slot counts once) */
+  US_RX_BYTES,
+  US_TX_DATAGRAMS, /* datagrams handed to the kernel (GSO segments counted one by one) */
+  US_TX_BYTES,
+  US_RX_TRUNCATED, /* datagrams larger than their slot, dropped */
+  US_TX_ERRORS,    /* slots dropped because the kernel refused them (last errno below) */
+  US_TX_EAGAIN,    /* send batches cut short by a full socket buffer */
+  US_TX_GSO_SENDS, /* messages sent with UDP_SEGMENT */
+  US_TX_LAST_ERRNO,
+  US_GSO_FAILED, /* set to 1 when the kernel rejected GSO (EIO): caller turns it off */
+  US_COUNT
+};
+
+/* Writes the peer part of an address slot ([0, 20)) from a socket address (sin6_family AF_INET or AF_INET6). */
+void mtun_name_to_slot(const struct sockaddr_in6 *name, uint8_t *slot);
+
+/* udpSend without N-API (udp.c): see there. */
+uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t *sizes, const uint32_t *segs,
+                       const uint8_t *addrs, uint32_t count, bool auto_gso, double *stats, struct mtun_scratch *s);
+
 /* Returns the scratch block of this env (allocated at module init). */
 struct mtun_scratch *mtun_scratch_of(napi_env env);
 

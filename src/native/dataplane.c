@@ -41,7 +41,6 @@
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/udp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -52,19 +51,11 @@
 #include <unistd.h>
 #include <uv.h>
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-
 #define DP_MAGIC 0x6d647031u   /* "mdp1" */
 #define DP_READ_MAX 64         /* packets per TUN read round */
 #define DP_ROUNDS 8            /* read rounds per wake before epoll again (fair to the JavaScript thread's lock) */
-#define DP_OUT_PKTS 128        /* QUIC packets per send round */
-#define DP_OUT_BYTES (DP_OUT_PKTS * 1500 + 65536)
+#define DP_OUT_PKTS 128        /* QUIC packets per send round, one per slot (udp.c builds the GSO trains) */
 #define DP_PKT_CAP 1500        /* most one QUIC packet takes (ngtcp2 writes at most its max UDP payload) */
-#define DP_GSO_MIN_SEG 1200
-#define DP_GSO_MAX_BYTES 65000
-#define DP_GSO_MAX_SEGS 64
 #define DP_SEND_ROUNDS 16      /* send rounds per read round, bounded */
 #define DP_WRITABLE_WAIT_MS 5  /* a full socket buffer: wait this long for room, at most twice per send round, then drop */
 /*
@@ -94,7 +85,7 @@ enum {
   DP_S_TO_JS,        /* packets handed to JavaScript's path */
   DP_S_UDP_DGRAMS,   /* UDP datagrams sent (each GSO segment counts) */
   DP_S_UDP_BYTES,
-  DP_S_UDP_CALLS,    /* sendmmsg calls */
+  DP_S_UDP_CALLS,    /* send calls (mtun_udp_send: one sendmmsg or more) */
   DP_S_UDP_GSO,      /* GSO sends */
   DP_S_UDP_DROPPED,  /* datagrams the kernel refused (EAGAIN, ENOBUFS …): lost, QUIC recovers */
   DP_S_RING_FULL,    /* times the thread stopped reading on a full ring (JavaScript behind): the TUN queue held the packets */
@@ -106,7 +97,8 @@ struct dp {
   uint32_t magic;
   int tun_fd, udp_fd, efd, epfd, tfd;
   bool timer_armed; /* thread only */
-  bool vnet, gso, udp_v6;
+  bool vnet, gso;
+  int udp_family; /* mtun_udp_send's: 4 for an IPv4 socket, 0 for a dual-stack one */
   uint32_t nslots, stride, headroom;
   uint8_t *arena;
   uint32_t *meta; /* [len, kind] per slot */
@@ -133,8 +125,6 @@ struct dp {
   uint8_t prefix[16];
   uint32_t prefix_len;
   bool ipv6;
-  struct sockaddr_in6 peer; /* the connection's, as of the current drain (dp_peer) */
-  socklen_t peerlen;
 
   /* offload read state */
   uint8_t *vscratch;
@@ -144,8 +134,13 @@ struct dp {
   uint8_t *ptrs[DP_READ_MAX];
   size_t lens[DP_READ_MAX];
   uint32_t sizes[DP_READ_MAX];
-  uint8_t *out;
-  uint32_t out_off[DP_OUT_PKTS], out_len[DP_OUT_PKTS];
+  uint8_t *out;                     /* DP_OUT_PKTS slots of DP_PKT_CAP bytes */
+  uint8_t *optrs[DP_OUT_PKTS];
+  uint32_t osizes[DP_OUT_PKTS];
+  uint32_t osegs[DP_OUT_PKTS];      /* all 0: mtun_udp_send builds the trains itself */
+  uint8_t oaddrs[DP_OUT_PKTS * MTUN_ADDR_SLOT];
+  double ustats[US_COUNT];
+  struct mtun_scratch *scr;         /* the thread's own sendmmsg scratch */
 
   uint32_t round_to_js; /* packets of the last round for JavaScript's path (pmu) */
 
@@ -202,131 +197,46 @@ static bool dp_plain(bool ipv6, const uint8_t *p, uint32_t len) {
   return false;
 }
 
-/* One sendmmsg of the packets in d->out (n of them), grouped into GSO trains. */
-static void dp_send_out(struct dp *d, uint32_t n) {
-  struct mmsghdr msgs[DP_OUT_PKTS];
-  struct iovec iov[DP_OUT_PKTS];
-  union {
-    char buf[CMSG_SPACE(sizeof(uint16_t))];
-    struct cmsghdr align;
-  } ctrl[DP_OUT_PKTS];
-  uint32_t segs_of[DP_OUT_PKTS];
-  uint32_t m = 0;
-  for (uint32_t i = 0; i < n;) {
-    uint32_t seg = d->out_len[i], total = seg, k = 1;
-    if (d->gso && seg >= DP_GSO_MIN_SEG) {
-      /* Packets are back to back in out: a train is a run of equal sizes, the last may be shorter. */
-      while (i + k < n && k < DP_GSO_MAX_SEGS && total + d->out_len[i + k] <= DP_GSO_MAX_BYTES &&
-             d->out_off[i + k] == d->out_off[i] + total && d->out_len[i + k] <= seg) {
-        total += d->out_len[i + k];
-        k++;
-        if (d->out_len[i + k - 1] < seg) break;
-      }
-    }
-    memset(&msgs[m], 0, sizeof msgs[m]);
-    iov[m].iov_base = d->out + d->out_off[i];
-    iov[m].iov_len = total;
-    msgs[m].msg_hdr.msg_iov = &iov[m];
-    msgs[m].msg_hdr.msg_iovlen = 1;
-    msgs[m].msg_hdr.msg_name = &d->peer;
-    msgs[m].msg_hdr.msg_namelen = d->peerlen;
-    if (k > 1) {
-      msgs[m].msg_hdr.msg_control = ctrl[m].buf;
-      msgs[m].msg_hdr.msg_controllen = sizeof ctrl[m].buf;
-      struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[m].msg_hdr);
-      cm->cmsg_level = SOL_UDP;
-      cm->cmsg_type = UDP_SEGMENT;
-      cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      uint16_t s16 = (uint16_t)seg;
-      memcpy(CMSG_DATA(cm), &s16, sizeof s16);
-    }
-    segs_of[m] = k;
-    m++;
-    i += k;
-  }
-  uint32_t done = 0, waits = 0;
-  while (done < m) {
-    int r = sendmmsg(d->udp_fd, msgs + done, m - done, MSG_DONTWAIT);
-    dp_count(d, DP_S_UDP_CALLS, 1);
-    if (r < 0) {
-      int e = errno;
-      if (e == EINTR) continue;
-      if ((e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) && waits < 2) {
-        /* The socket buffer is full: wait for room (the engine lock stays held, so the event loop's
-         * sender cannot overtake these packets) instead of losing what ngtcp2 counts as sent. */
-        struct pollfd pf = {.fd = d->udp_fd, .events = POLLOUT};
-        waits++;
-        (void)poll(&pf, 1, DP_WRITABLE_WAIT_MS);
-        continue;
-      }
-      if ((e == EIO || e == EINVAL || e == EMSGSIZE) && segs_of[done] > 1) {
-        /* The kernel or the route refuses this GSO train (IPsec gives EIO): send its segments one by
-         * one, and stop building trains after EIO, as the event loop's sender does (udp.c). */
-        if (e == EIO) d->gso = false;
-        uint8_t *base = iov[done].iov_base;
-        size_t left = iov[done].iov_len;
-        uint16_t s16;
-        memcpy(&s16, CMSG_DATA(CMSG_FIRSTHDR(&msgs[done].msg_hdr)), sizeof s16);
-        size_t seg = s16;
-        while (left > 0) {
-          size_t len = left < seg ? left : seg;
-          ssize_t w = sendto(d->udp_fd, base, len, MSG_DONTWAIT, (struct sockaddr *)&d->peer, d->peerlen);
-          if (w < 0) dp_count(d, DP_S_UDP_DROPPED, 1);
-          else {
-            dp_count(d, DP_S_UDP_DGRAMS, 1);
-            dp_count(d, DP_S_UDP_BYTES, (uint64_t)w);
-          }
-          base += len;
-          left -= len;
-        }
-        done++;
-        continue;
-      }
-      /* Still no room, or a refused destination: this message is lost (counted); QUIC's loss recovery resends its frames. */
-      dp_count(d, DP_S_UDP_DROPPED, segs_of[done]);
-      done++;
-      continue;
-    }
-    for (int j = 0; j < r; j++) {
-      dp_count(d, DP_S_UDP_DGRAMS, segs_of[done + j]);
-      dp_count(d, DP_S_UDP_BYTES, iov[done + j].iov_len);
-      if (segs_of[done + j] > 1) dp_count(d, DP_S_UDP_GSO, 1);
-    }
-    done += (uint32_t)r;
-  }
-}
-
 /*
- * The connection's peer as the socket takes it (IPv4 as v4-mapped on an
- * IPv6 socket). Read at each drain, under qe_lock: the engine follows the
- * peer's address when it changes (a NAT rebinding), and so does the thread.
+ * Sends the n packets of the out slots with the event loop's sender code
+ * (mtun_udp_send, udp.c: GSO trains of equal sizes, a refused train resent
+ * one by one, EIO turning trains off) and counts the outcome. A full socket
+ * buffer is waited out, at most twice, rather than dropped: the engine lock
+ * stays held, so the event loop's sender cannot overtake these packets, and
+ * ngtcp2 already counts them as sent. What is still left then is dropped and
+ * counted; QUIC's loss recovery resends its frames.
  */
-static void dp_peer(struct dp *d, const struct qe_conn *c) {
-  memset(&d->peer, 0, sizeof d->peer);
-  if (c->remote.ss_family == AF_INET && d->udp_v6) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)&c->remote;
-    d->peer.sin6_family = AF_INET6;
-    d->peer.sin6_port = a->sin_port;
-    d->peer.sin6_addr.s6_addr[10] = d->peer.sin6_addr.s6_addr[11] = 0xff;
-    memcpy(&d->peer.sin6_addr.s6_addr[12], &a->sin_addr, 4);
-    d->peerlen = sizeof d->peer;
-  } else {
-    d->peerlen = c->remotelen <= sizeof d->peer ? c->remotelen : sizeof d->peer;
-    memcpy(&d->peer, &c->remote, d->peerlen);
+static void dp_send_out(struct dp *d, uint32_t n) {
+  double *u = d->ustats;
+  double dg = u[US_TX_DATAGRAMS], by = u[US_TX_BYTES], gso = u[US_TX_GSO_SENDS], err = u[US_TX_ERRORS];
+  uint32_t done = 0;
+  for (int waits = 0;; waits++) {
+    done += mtun_udp_send(d->udp_fd, d->udp_family, d->optrs + done, d->osizes + done, d->osegs + done,
+                          d->oaddrs + (size_t)done * MTUN_ADDR_SLOT, n - done, d->gso, u, d->scr);
+    dp_count(d, DP_S_UDP_CALLS, 1);
+    if (done == n || waits == 2) break;
+    struct pollfd pf = {.fd = d->udp_fd, .events = POLLOUT};
+    (void)poll(&pf, 1, DP_WRITABLE_WAIT_MS);
   }
+  if (u[US_GSO_FAILED] != 0) d->gso = false;
+  dp_count(d, DP_S_UDP_DGRAMS, (uint64_t)(u[US_TX_DATAGRAMS] - dg));
+  dp_count(d, DP_S_UDP_BYTES, (uint64_t)(u[US_TX_BYTES] - by));
+  dp_count(d, DP_S_UDP_GSO, (uint64_t)(u[US_TX_GSO_SENDS] - gso));
+  dp_count(d, DP_S_UDP_DROPPED, (uint64_t)(u[US_TX_ERRORS] - err) + (n - done)); /* one packet per slot */
 }
 
 /* Packetizes what the connection may send now and sends it, all under qe_lock (held by the caller). */
 static void dp_drain(struct dp *d, struct qe_conn *c) {
-  dp_peer(d, c);
+  /* The connection's peer, read at each drain: the engine follows it when it changes (a NAT rebinding). */
+  uint8_t peer[MTUN_ADDR_SLOT] = {0};
+  mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
   for (int round = 0; round < DP_SEND_ROUNDS; round++) {
-    uint32_t n = 0, off = 0;
-    while (n < DP_OUT_PKTS && off + DP_PKT_CAP <= DP_OUT_BYTES) {
-      ssize_t w = qe_conn_send(c, d->out + off, DP_PKT_CAP);
+    uint32_t n = 0;
+    while (n < DP_OUT_PKTS) {
+      ssize_t w = qe_conn_send(c, d->optrs[n], DP_PKT_CAP);
       if (w <= 0) break;
-      d->out_off[n] = off;
-      d->out_len[n] = (uint32_t)w;
-      off += (uint32_t)w;
+      d->osizes[n] = (uint32_t)w;
+      memcpy(d->oaddrs + (size_t)n * MTUN_ADDR_SLOT, peer, MTUN_ADDR_SLOT);
       n++;
     }
     if (n == 0) return;
@@ -547,7 +457,9 @@ static void dp_free_fds(struct dp *d) {
   d->epfd = d->efd = d->tfd = -1;
   free(d->vscratch);
   free(d->out);
+  free(d->scr);
   d->vscratch = d->out = NULL;
+  d->scr = NULL;
 }
 
 static void dp_finalize(napi_env env, void *data, void *hint) {
@@ -613,7 +525,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->udp_fd = udp_fd;
   d->vnet = vnet;
   d->gso = gso;
-  d->udp_v6 = ss.ss_family == AF_INET6;
+  d->udp_family = ss.ss_family == AF_INET6 ? 0 : 4;
   d->nslots = nslots;
   d->stride = stride;
   d->headroom = headroom;
@@ -625,12 +537,14 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   d->epfd = epoll_create1(EPOLL_CLOEXEC);
   d->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  d->out = malloc(DP_OUT_BYTES);
+  d->out = malloc((size_t)DP_OUT_PKTS * DP_PKT_CAP);
+  d->scr = malloc(sizeof *d->scr);
+  for (uint32_t i = 0; d->out != NULL && i < DP_OUT_PKTS; i++) d->optrs[i] = d->out + (size_t)i * DP_PKT_CAP;
   d->vscratch = vnet ? malloc(MTUN_VNET_SCRATCH_BYTES) : NULL;
   pthread_mutex_init(&d->pmu, NULL);
   int err = 0;
   if (d->efd < 0 || d->epfd < 0 || d->tfd < 0) err = errno;
-  else if (d->out == NULL || (vnet && d->vscratch == NULL)) err = ENOMEM;
+  else if (d->out == NULL || d->scr == NULL || (vnet && d->vscratch == NULL)) err = ENOMEM;
   if (err == 0) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
     struct epoll_event tev = {.events = EPOLLIN, .data.u32 = 2};

@@ -24,20 +24,6 @@
 /* Largest UDP payload in one IPv4 datagram (65,535 − 20 − 8): the GSO super-packet bound. */
 #define GSO_MAX_BYTES 65507
 
-/* Indexes into the Float64Array of UDP counters (mirrored in src/net/native-udp.ts). */
-enum {
-  US_RX_DATAGRAMS, /* slots received (a GRO slot counts once) */
-  US_RX_BYTES,
-  US_TX_DATAGRAMS, /* datagrams handed to the kernel (GSO segments counted one by one) */
-  US_TX_BYTES,
-  US_RX_TRUNCATED, /* datagrams larger than their slot, dropped */
-  US_TX_ERRORS,    /* slots dropped because the kernel refused them (last errno below) */
-  US_TX_EAGAIN,    /* send batches cut short by a full socket buffer */
-  US_TX_GSO_SENDS, /* messages sent with UDP_SEGMENT */
-  US_TX_LAST_ERRNO,
-  US_GSO_FAILED, /* set to 1 when the kernel rejected GSO (EIO): caller turns it off */
-  US_COUNT
-};
 
 static bool parse_host(const char *host, int family, struct sockaddr_in6 *sa6, struct sockaddr_in *sa4) {
   if (family == 4) {
@@ -194,8 +180,8 @@ static napi_value udp_local(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-/* Writes the peer part of a slot ([0,20)) from a recvmmsg source name. */
-static void name_to_slot(const struct sockaddr_in6 *name, uint8_t *slot) {
+/* Writes the peer part of a slot ([0,20)) from a socket address (IPv4 or IPv6). */
+void mtun_name_to_slot(const struct sockaddr_in6 *name, uint8_t *slot) {
   if (name->sin6_family == AF_INET) {
     const struct sockaddr_in *a = (const struct sockaddr_in *)name;
     memset(slot, 0, 10);
@@ -407,7 +393,7 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
     }
     sizes[w] = len;
     uint8_t *slot = addrs + (size_t)w * MTUN_ADDR_SLOT;
-    name_to_slot(&s->names[k], slot);
+    mtun_name_to_slot(&s->names[k], slot);
     segs[w] = parse_recv_cmsgs(h, len, slot + MTUN_SLOT_LOCAL);
     stats[US_RX_DATAGRAMS] += 1;
     stats[US_RX_BYTES] += len;
@@ -417,55 +403,17 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
 }
 
 /*
- * udpSend(fd, family, bufs, sizes, addrs, segs, count, autoGso, stats) -> consumed.
- * Slots [0, count): consecutive slots to one peer from one local address with
- * equal sizes (the last may be shorter) are sent as one UDP GSO message when
- * autoGso; a slot with segs[i] > 0 is sent as one GSO message of that segment
- * size. A slot with a local address is sent from it (IP_PKTINFO /
- * IPV6_PKTINFO); if that address is gone the kernel refuses the slot
- * (IPv4: ENETUNREACH; IPv6: EINVAL). Slots the kernel refuses are dropped and counted;
- * a full buffer (EAGAIN) stops.
+ * The send of udpSend (its arguments checked): slots [0, count) of ptrs,
+ * sizes, segs (explicit GSO segment sizes, 0: none) and addrs, as few
+ * sendmmsg calls as it takes, auto GSO trains of equal-size slots to one
+ * path when auto_gso, a refused auto train resent slot by slot (EIO also
+ * sets stats[US_GSO_FAILED]). Returns the slots consumed (sent or dropped and
+ * counted); fewer than count when the socket buffer is full (US_TX_EAGAIN).
+ * Shared by udpSend and the agent's TUN thread (dataplane.c), each with its
+ * own scratch.
  */
-static napi_value udp_send(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(9);
-  if (argc < 9) {
-    return mtun_throw_type(env, "udp: udpSend(fd, family, bufs, sizes, addrs, segs, count, autoGso, stats) needs 9 arguments");
-  }
-  int32_t fd, family;
-  uint32_t nbufs, count;
-  void *sz, *ad, *sg;
-  size_t nsizes, naddrs, nsegs, nstats;
-  double *stats;
-  bool auto_gso;
-  if (!mtun_arg_i32(env, argv[0], "fd", &fd) || !mtun_arg_i32(env, argv[1], "family", &family) ||
-      !mtun_arg_array_len(env, argv[2], "bufs", &nbufs) ||
-      !mtun_arg_typed(env, argv[3], napi_uint32_array, "sizes", &sz, &nsizes) ||
-      !mtun_arg_typed(env, argv[4], napi_uint8_array, "addrs", &ad, &naddrs) ||
-      !mtun_arg_typed(env, argv[5], napi_uint32_array, "segs", &sg, &nsegs) ||
-      !mtun_arg_u32(env, argv[6], "count", &count) || !mtun_arg_bool(env, argv[7], "autoGso", &auto_gso) ||
-      !mtun_arg_stats(env, argv[8], &stats, &nstats)) {
-    return NULL;
-  }
-  if (stats == NULL || nstats < US_COUNT) return mtun_throw_type(env, "udp: stats must be a Float64Array of 10");
-  if (count > nbufs || count > nsizes || count > nsegs || count > naddrs / MTUN_ADDR_SLOT) {
-    return mtun_throw_type(env, "udp: count exceeds the batch (bufs, sizes, addrs or segs)");
-  }
-  if (count > MTUN_MAX_BATCH) return mtun_throw_type(env, "udp: count exceeds 1024");
-  if (count == 0) return mtun_u32(env, 0);
-  struct mtun_scratch *s = mtun_scratch_of(env);
-  if (s == NULL) return mtun_throw_type(env, "udp: addon not initialised");
-  if (!mtun_arg_bufs(env, argv[2], count, "bufs", s->ptrs, s->lens)) return NULL;
-  const uint32_t *sizes = (const uint32_t *)sz;
-  const uint32_t *segs = (const uint32_t *)sg;
-  const uint8_t *addrs = (const uint8_t *)ad;
-  for (uint32_t i = 0; i < count; i++) {
-    if (sizes[i] > s->lens[i]) {
-      char msg[128];
-      snprintf(msg, sizeof msg, "udp: sizes[%u] = %u exceeds its %zu-byte buffer", i, sizes[i], s->lens[i]);
-      return mtun_throw_type(env, msg);
-    }
-  }
-
+uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t *sizes, const uint32_t *segs,
+                       const uint8_t *addrs, uint32_t count, bool auto_gso, double *stats, struct mtun_scratch *s) {
   uint32_t done = 0;      /* slots consumed (sent or dropped) */
   uint32_t no_gso_to = 0; /* slots below this index go without auto GSO (after a GSO failure) */
   while (done < count) {
@@ -502,7 +450,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
         if (j - i > 1) gso = (uint16_t)sizes[i];
       }
       for (uint32_t k = i; k < j; k++) {
-        s->iov[k].iov_base = s->ptrs[k];
+        s->iov[k].iov_base = ptrs[k];
         s->iov[k].iov_len = sizes[k];
       }
       h->msg_name = &s->names[m];
@@ -560,7 +508,60 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     }
     /* r < m: the next message failed or would block; the next round finds out which. */
   }
-  return mtun_u32(env, done);
+  return done;
+}
+
+/*
+ * udpSend(fd, family, bufs, sizes, addrs, segs, count, autoGso, stats) -> consumed.
+ * Slots [0, count): consecutive slots to one peer from one local address with
+ * equal sizes (the last may be shorter) are sent as one UDP GSO message when
+ * autoGso; a slot with segs[i] > 0 is sent as one GSO message of that segment
+ * size. A slot with a local address is sent from it (IP_PKTINFO /
+ * IPV6_PKTINFO); if that address is gone the kernel refuses the slot
+ * (IPv4: ENETUNREACH; IPv6: EINVAL). Slots the kernel refuses are dropped and counted;
+ * a full buffer (EAGAIN) stops.
+ */
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(9);
+  if (argc < 9) {
+    return mtun_throw_type(env, "udp: udpSend(fd, family, bufs, sizes, addrs, segs, count, autoGso, stats) needs 9 arguments");
+  }
+  int32_t fd, family;
+  uint32_t nbufs, count;
+  void *sz, *ad, *sg;
+  size_t nsizes, naddrs, nsegs, nstats;
+  double *stats;
+  bool auto_gso;
+  if (!mtun_arg_i32(env, argv[0], "fd", &fd) || !mtun_arg_i32(env, argv[1], "family", &family) ||
+      !mtun_arg_array_len(env, argv[2], "bufs", &nbufs) ||
+      !mtun_arg_typed(env, argv[3], napi_uint32_array, "sizes", &sz, &nsizes) ||
+      !mtun_arg_typed(env, argv[4], napi_uint8_array, "addrs", &ad, &naddrs) ||
+      !mtun_arg_typed(env, argv[5], napi_uint32_array, "segs", &sg, &nsegs) ||
+      !mtun_arg_u32(env, argv[6], "count", &count) || !mtun_arg_bool(env, argv[7], "autoGso", &auto_gso) ||
+      !mtun_arg_stats(env, argv[8], &stats, &nstats)) {
+    return NULL;
+  }
+  if (stats == NULL || nstats < US_COUNT) return mtun_throw_type(env, "udp: stats must be a Float64Array of 10");
+  if (count > nbufs || count > nsizes || count > nsegs || count > naddrs / MTUN_ADDR_SLOT) {
+    return mtun_throw_type(env, "udp: count exceeds the batch (bufs, sizes, addrs or segs)");
+  }
+  if (count > MTUN_MAX_BATCH) return mtun_throw_type(env, "udp: count exceeds 1024");
+  if (count == 0) return mtun_u32(env, 0);
+  struct mtun_scratch *s = mtun_scratch_of(env);
+  if (s == NULL) return mtun_throw_type(env, "udp: addon not initialised");
+  if (!mtun_arg_bufs(env, argv[2], count, "bufs", s->ptrs, s->lens)) return NULL;
+  const uint32_t *sizes = (const uint32_t *)sz;
+  const uint32_t *segs = (const uint32_t *)sg;
+  const uint8_t *addrs = (const uint8_t *)ad;
+  for (uint32_t i = 0; i < count; i++) {
+    if (sizes[i] > s->lens[i]) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "udp: sizes[%u] = %u exceeds its %zu-byte buffer", i, sizes[i], s->lens[i]);
+      return mtun_throw_type(env, msg);
+    }
+  }
+
+  return mtun_u32(env, mtun_udp_send(fd, family, s->ptrs, sizes, segs, addrs, count, auto_gso, stats, s));
 }
 
 bool mtun_udp_init(napi_env env, napi_value exports) {
