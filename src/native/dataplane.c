@@ -586,6 +586,24 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * Replaces the attachment under the engine lock, the only place the thread
+ * reads it, then lets go of the old connection's reference. The thread
+ * needs no wake: it reads the TUN attached or not.
+ */
+static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref ref, const uint8_t *prefix, size_t plen,
+                        bool ipv6) {
+  qe_lock();
+  napi_ref old = d->conn_ref;
+  d->conn = c;
+  d->conn_ref = ref;
+  if (plen > 0) memcpy(d->prefix, prefix, plen);
+  d->prefix_len = (uint32_t)plen;
+  d->ipv6 = ipv6;
+  qe_unlock();
+  if (old != NULL) napi_delete_reference(env, old);
+}
+
+/*
  * dpAttach(dp, conn, prefix): from now the thread sends the plain packets on
  * conn, each after prefix (the quarter stream ID and context ID, at most 16
  * bytes, ≤ headroom), to the connection's peer; ipv6 false keeps IPv6 on
@@ -606,16 +624,7 @@ static napi_value dp_attach(napi_env env, napi_callback_info info) {
   if (!mtun_arg_bool(env, argv[3], "ipv6", &ipv6)) return NULL;
   napi_ref ref;
   if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) QE_ERR(env, "dataplane: cannot reference the connection");
-  qe_lock();
-  napi_ref old = d->conn_ref;
-  __atomic_store_n(&d->conn, c, __ATOMIC_RELEASE);
-  d->conn_ref = ref;
-  memcpy(d->prefix, p, plen);
-  d->prefix_len = (uint32_t)plen;
-  d->ipv6 = ipv6;
-  qe_unlock();
-  if (old != NULL) napi_delete_reference(env, old);
-  dp_kick(d);
+  dp_set_conn(env, d, c, ref, p, plen, ipv6);
   return NULL;
 }
 
@@ -624,13 +633,7 @@ static napi_value dp_detach(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
-  qe_lock();
-  napi_ref old = d->conn_ref;
-  __atomic_store_n(&d->conn, NULL, __ATOMIC_RELEASE);
-  d->conn_ref = NULL;
-  qe_unlock();
-  if (old != NULL) napi_delete_reference(env, old);
-  dp_kick(d);
+  dp_set_conn(env, d, NULL, NULL, NULL, 0, false);
   return NULL;
 }
 
