@@ -681,7 +681,12 @@ export class Agent {
   /** Hands the thread's published packets to onThreadPacket; counts what it sent. Returns how many. */
   private drainThread(t: TunThread): number {
     const n = t.drain(this.onThreadPacket, this.io.clock.now());
-    if (n === 0) return 0; // the thread sends only in rounds that publish: nothing new to count
+    if (n > 0) this.countThreadSends(t); // the thread sends only in rounds that publish: else nothing new to count
+    return n;
+  }
+
+  /** Carries what the thread sent into the session's, the connection's and the endpoint's counters. */
+  private countThreadSends(t: TunThread): void {
     if (this.threadPackets > 0) {
       this.session?.countSent(this.threadPackets, this.threadBytes);
       this.conn?.noteDatagramsSent(this.threadPackets);
@@ -694,7 +699,6 @@ export class Agent {
     c.gsoSends += st[TunThreadStat.UDP_GSO]! - this.threadGsoSeen;
     this.threadDatagramsSeen = st[TunThreadStat.UDP_DATAGRAMS]!;
     this.threadGsoSeen = st[TunThreadStat.UDP_GSO]!;
-    return n;
   }
 
   /** Just before the endpoint sends: what the kernel answered inside a TUN write joins that send. */
@@ -738,6 +742,7 @@ export class Agent {
     this.detachThread();
     this.tunThread = null;
     t.close(this.onThreadPacket, this.io.clock.now());
+    this.countThreadSends(t); // what it read and sent after the last drain (stop() syncs the counters next)
   }
 
   /** Packets from the gateway: inspect, copy into the TUN batch (MSS clamped), written after the QUIC batch. */
