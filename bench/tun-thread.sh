@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# The agent's TUN → UDP leg on its native thread (tun.thread, the default)
-# against the event loop reading the TUN (tun.thread: false), mtun with
-# offloads, the runs interleaved so that a noisy box hits both settings
+# The agent's data path on its native thread (tun.thread: true; both legs,
+# TUN → UDP and UDP → TUN) against the event loop (tun.thread: false), mtun
+# with offloads, the runs interleaved so that a noisy box hits both settings
 # alike. Not a timed test: it prints a table of medians and saves each run.
 #
 #   sudo bash bench/tun-thread.sh              # 3 repetitions (~4 minutes)
 #   TT_REPS=5 TT_SECONDS=8 sudo -E bash bench/tun-thread.sh
+#   TT_REVERSE=1 sudo -E bash bench/tun-thread.sh   # the transfer towards the agent (iperf3 -R)
 #
 # Per run: 200 pings at 50/s on an idle tunnel (the median RTT), then
-# iperf3 TCP for TT_SECONDS from the agent's side with pings at 20/s riding
-# along from 2 s in, and each daemon's CPU time (utime + stime) over the
-# transfer. Results in bench/results/<UTC time>-tun-thread/ (runs.jsonl, report.md).
+# iperf3 TCP for TT_SECONDS from the agent's side (to it with TT_REVERSE=1)
+# with pings at 20/s riding along from 2 s in, and each daemon's CPU time
+# (utime + stime) over the transfer. Results in bench/results/<UTC time>-tun-thread/ (runs.jsonl, report.md).
 set -euo pipefail
 shopt -s inherit_errexit
 NAME=tun-thread PFX=tt
 . "$(dirname "$0")/ab-lab.sh"
 REPS=${TT_REPS:-3}
 SECS=${TT_SECONDS:-8}
+REVERSE=${TT_REVERSE:-0}
+case "$REVERSE" in 0) RFLAG=() ;; 1) RFLAG=(-R) ;; *) echo "tun-thread: TT_REVERSE must be 0 or 1" >&2; exit 1 ;; esac
 [ "$SECS" -ge 6 ] || { echo "tun-thread: TT_SECONDS must be at least 6" >&2; exit 1; }
 PINGS=$(( (SECS - 3) * 20 ))
 
@@ -36,19 +39,20 @@ run() {
   sleep 0.3
   local a0 g0 a1 g1
   a0=$(cpu_ticks "$apid"); g0=$(cpu_ticks "$gpid")
-  ip netns exec "$NSA" timeout $((SECS + 20)) iperf3 -c "$DST" -B "$SRC" -p 5201 -t "$SECS" -J >"$t/iperf3.json" 2>&1 &
+  ip netns exec "$NSA" timeout $((SECS + 20)) iperf3 -c "$DST" -B "$SRC" -p 5201 -t "$SECS" "${RFLAG[@]}" -J >"$t/iperf3.json" 2>&1 &
   local ip=$!
   sleep 2
   ip netns exec "$NSA" timeout $((SECS + 5)) ping -n -c "$PINGS" -i 0.05 -I "$SRC" "$DST" >"$t/load.txt" 2>&1 || true
   wait "$ip" || true
   a1=$(cpu_ticks "$apid"); g1=$(cpu_ticks "$gpid")
-  local sent
-  sent=$( { ip netns exec "$NSA" curl -s --max-time 5 "http://127.0.0.1:9093/metrics" || true; } |
-    awk '/^mtun_agent_tun_thread_packets_total\{path="thread"\}/ {n += $2} END {print n + 0}')
+  local sent written metrics
+  metrics=$( { ip netns exec "$NSA" curl -s --max-time 5 "http://127.0.0.1:9093/metrics" || true; } )
+  sent=$(echo "$metrics" | awk '/^mtun_agent_tun_thread_packets_total\{path="thread"\}/ {n += $2} END {print n + 0}')
+  written=$(echo "$metrics" | awk '/^mtun_agent_tun_thread_events_total\{event="rx_tun_written"\}/ {n += $2} END {print n + 0}')
   W="$t" timeout 20 bash "$TUN" down >/dev/null 2>&1 || true
   node -e '
     const fs = require("fs");
-    const [thread, idleFile, loadFile, ipFile, secs, aT, gT, sent] = process.argv.slice(1);
+    const [thread, idleFile, loadFile, ipFile, secs, aT, gT, sent, written, reverse] = process.argv.slice(1);
     const rtts = (f) => [...fs.readFileSync(f, "utf8").matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
     const med = (v) => v.length ? v[Math.floor(v.length / 2)] : null;
     const ip = JSON.parse(fs.readFileSync(ipFile, "utf8"));
@@ -56,8 +60,9 @@ run() {
     const idle = rtts(idleFile), load = rtts(loadFile);
     console.log(JSON.stringify({ thread: Number(thread), idleMedMs: med(idle), idleP90Ms: idle.length ? idle[Math.floor(idle.length * 0.9)] : null,
       loadMedMs: med(load), gbps: ip.end?.sum_received ? ip.end.sum_received.bits_per_second / 1e9 : null,
-      agentCpu: Number(aT) / hz / Number(secs), gatewayCpu: Number(gT) / hz / Number(secs), threadSent: Number(sent) }));
-  ' "$thread" "$t/idle.txt" "$t/load.txt" "$t/iperf3.json" "$SECS" "$((a1 - a0))" "$((g1 - g0))" "${sent:-0}"
+      agentCpu: Number(aT) / hz / Number(secs), gatewayCpu: Number(gT) / hz / Number(secs), threadSent: Number(sent),
+      threadWritten: Number(written), reverse: reverse === "1" }));
+  ' "$thread" "$t/idle.txt" "$t/load.txt" "$t/iperf3.json" "$SECS" "$((a1 - a0))" "$((g1 - g0))" "${sent:-0}" "${written:-0}" "$REVERSE"
 }
 
 for rep in $(seq 1 "$REPS"); do
@@ -72,12 +77,12 @@ node -e '
   const fs = require("fs");
   const runs = fs.readFileSync(process.argv[1], "utf8").trim().split("\n").map((l) => JSON.parse(l));
   const med = (xs) => { const v = xs.filter((x) => x !== null).sort((a, b) => a - b); return v.length ? v[Math.floor(v.length / 2)] : NaN; };
-  const rows = ["| agent TUN read by | idle ping median, ms | idle ping p90, ms | ping under load, median ms | TCP Gbit/s | agent CPU (cores) | gateway CPU (cores) | packets the thread sent |", "|---|---|---|---|---|---|---|---|"];
+  const rows = [`| agent data path on${runs[0]?.reverse ? " (transfer to the agent)" : ""} | idle ping median, ms | idle ping p90, ms | ping under load, median ms | TCP Gbit/s | agent CPU (cores) | gateway CPU (cores) | packets the thread sent / wrote into the TUN |`, "|---|---|---|---|---|---|---|---|"];
   for (const th of [1, 0]) {
     const r = runs.filter((x) => x.thread === th);
     if (r.length === 0) continue;
     const list = (k, d = 2) => r.map((x) => x[k] === null ? "–" : x[k].toFixed(d)).join(" / ");
-    rows.push(`| ${th ? "the thread" : "the event loop"} | **${med(r.map((x) => x.idleMedMs)).toFixed(3)}** (${list("idleMedMs", 3)}) | ${med(r.map((x) => x.idleP90Ms)).toFixed(3)} | ${med(r.map((x) => x.loadMedMs)).toFixed(2)} (${list("loadMedMs")}) | ${med(r.map((x) => x.gbps)).toFixed(2)} (${list("gbps")}) | ${med(r.map((x) => x.agentCpu)).toFixed(2)} | ${med(r.map((x) => x.gatewayCpu)).toFixed(2)} | ${list("threadSent", 0)} |`);
+    rows.push(`| ${th ? "the thread" : "the event loop"} | **${med(r.map((x) => x.idleMedMs)).toFixed(3)}** (${list("idleMedMs", 3)}) | ${med(r.map((x) => x.idleP90Ms)).toFixed(3)} | ${med(r.map((x) => x.loadMedMs)).toFixed(2)} (${list("loadMedMs")}) | ${med(r.map((x) => x.gbps)).toFixed(2)} (${list("gbps")}) | ${med(r.map((x) => x.agentCpu)).toFixed(2)} | ${med(r.map((x) => x.gatewayCpu)).toFixed(2)} | ${list("threadSent", 0)}; ${list("threadWritten", 0)} |`);
   }
   const md = rows.join("\n");
   fs.writeFileSync(process.argv[2], md + "\n");

@@ -35,7 +35,8 @@ import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
 import { TUN_WRITE_DROP_REASON, TunWriter, tunQueueDelay, tunRecvBudget } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
-import { TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
+import { TUN_THREAD_IN, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
+import { loadNative } from '../native/addon.js';
 import { UdpForwarder } from './udp-forwarder.js';
 import { Counter, type Registry } from 'prom-client';
 import { FlowResync } from './flow-resync.js';
@@ -67,6 +68,14 @@ export class Agent {
   /** The thread's UDP counters already added to the endpoint's. */
   private threadDatagramsSeen = 0;
   private threadGsoSeen = 0;
+  /** Packets and bytes the thread wrote into the TUN since the last drain (counted onto the session after it). */
+  private threadRxPackets = 0;
+  private threadRxBytes = 0;
+  /** The thread's receive counters already added to the endpoint's and the TUN write drops. */
+  private threadRxDatagramsSeen = 0;
+  private threadRxToEndpointSeen = 0;
+  private threadRxTunDroppedSeen = 0;
+  private tunDropId = -1;
   /** The connection the session rides on (HTTP/3 or HTTP/2), or null while down. */
   private conn: Carrier | null = null;
   private session: ConnectIpClientSession | null = null;
@@ -500,6 +509,7 @@ export class Agent {
     this.tunMtu = mtu;
     const metrics = this.telemetry.metrics;
     const dropId = metrics.dropReasonId(TUN_WRITE_DROP_REASON);
+    this.tunDropId = dropId;
     this.tunWriter = new TunWriter(this.tun, 65_535, (n) => metrics.drop(dropId, n));
     this.routeSync = new RouteSync(this.tun.name, this.io.kernel, this.io.clock, this.log, 'routes from the gateway');
     this.addressSync = new AddressSync(this.tun.name, this.io.kernel, this.log, this.config.snat);
@@ -525,7 +535,11 @@ export class Agent {
 
   private onSessionEvent(session: ConnectIpClientSession, e: ConnectIpEvent): void {
     if (e.type === 'routes' || e.type === 'addresses-assigned') {
-      if (this.session === session) void this.applyRoutes(session);
+      if (this.session === session) {
+        void this.applyRoutes(session);
+        // The thread's receive check follows the session's: a new table.
+        if (this.tunThread?.attached != null) this.attachThread();
+      }
     } else if (e.type === 'ipv6-disabled') {
       this.log.warn({ maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
       if (this.session === session) this.attachThread();
@@ -650,6 +664,13 @@ export class Agent {
    * the event-loop path runs on it (SYN's MSS clamp, the session's checks, Packet Too Big).
    */
   private readonly onThreadPacket = (buf: Buffer, off: number, len: number, kind: number, at: number): void => {
+    if (kind === TUN_THREAD_IN) {
+      this.flows.tracker.observe(buf, off, len, Direction.IN, at);
+      if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, at);
+      this.threadRxPackets++;
+      this.threadRxBytes += len;
+      return;
+    }
     if (kind === TUN_THREAD_SENT) {
       this.flows.tracker.observe(buf, off, len, Direction.OUT, at);
       if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_IN, at);
@@ -671,12 +692,28 @@ export class Agent {
       this.fail(new Error(`tun ${this.tun?.name ?? ''}: read failed on the TUN thread (errno ${err})`));
       return;
     }
+    if (t.receiving || t.hasEndpointPending()) {
+      // The thread received: the connection's events (stream data, DATAGRAMs it left in the queue, its state)
+      // and the datagrams it handed over run now, then sends and timers, as after a read of the socket here.
+      this.threadInput(t, t.receiving);
+      return;
+    }
     if (this.drainThread(t) > 0) {
       // Sends what the event-loop path queued, and re-arms the connection's timers after the thread's sends.
       this.conn?.flush();
       this.tunWriter?.flush();
     }
   };
+
+  /** Runs the endpoint on what the thread received, then lets it receive again (its held DATAGRAMs are handled). */
+  private threadInput(t: TunThread, received: boolean): void {
+    const held = t.stats()[TunThreadStat.RX_HELD]!; // before the queue is looked at: see resume()
+    this.drainThread(t);
+    const endpointPending = t.hasEndpointPending();
+    this.endpoint.threadInput(received ? this.conn?.quic() ?? null : null, endpointPending ? (feed) => t.drainEndpoint(feed) : null);
+    this.tunWriter?.flush();
+    t.resume(held);
+  }
 
   /** Hands the thread's published packets to onThreadPacket; counts what it sent. Returns how many. */
   private drainThread(t: TunThread): number {
@@ -693,8 +730,21 @@ export class Agent {
       this.threadPackets = 0;
       this.threadBytes = 0;
     }
+    if (this.threadRxPackets > 0) {
+      this.session?.countReceived(this.threadRxPackets, this.threadRxBytes);
+      this.conn?.noteDatagramsReceived(this.threadRxPackets);
+      this.threadRxPackets = 0;
+      this.threadRxBytes = 0;
+    }
     const st = t.stats();
     const c = this.endpoint.counters;
+    // Datagrams the thread handed to the endpoint are counted there as they are fed.
+    const rx = st[TunThreadStat.RX_DATAGRAMS]!, toEndpoint = st[TunThreadStat.RX_TO_ENDPOINT]!, tunDropped = st[TunThreadStat.RX_TUN_DROPPED]!;
+    c.datagramsIn += rx - this.threadRxDatagramsSeen - (toEndpoint - this.threadRxToEndpointSeen);
+    if (tunDropped > this.threadRxTunDroppedSeen && this.tunDropId >= 0) this.telemetry.metrics.drop(this.tunDropId, tunDropped - this.threadRxTunDroppedSeen);
+    this.threadRxDatagramsSeen = rx;
+    this.threadRxToEndpointSeen = toEndpoint;
+    this.threadRxTunDroppedSeen = tunDropped;
     c.datagramsOut += st[TunThreadStat.UDP_DATAGRAMS]! - this.threadDatagramsSeen;
     c.gsoSends += st[TunThreadStat.UDP_GSO]! - this.threadGsoSeen;
     this.threadDatagramsSeen = st[TunThreadStat.UDP_DATAGRAMS]!;
@@ -723,14 +773,23 @@ export class Agent {
       this.detachThread();
       return;
     }
-    t.attach(h, s.datagramPrefix(), s.ipv6Enabled);
+    // The receive leg: the thread reads the socket and checks what it writes into the TUN with the session's table.
+    t.attach(h, s.datagramPrefix(), s.ipv6Enabled, loadNative().judgeTable(s.receiveTable()));
+    this.endpoint.pauseInput();
   }
 
   /** The thread stops sending on the session's connection (it hands every packet to the event loop); what it read before is handled first. */
   private detachThread(): void {
     const t = this.tunThread;
     if (t === null || t.attached === null) return;
+    const receiving = t.receiving;
     t.detach();
+    if (receiving) {
+      // What the thread received and left (held DATAGRAMs, datagrams for the endpoint) is handled, then the endpoint reads the socket again.
+      this.endpoint.resumeInput();
+      this.threadInput(t, true);
+      return;
+    }
     this.drainThread(t);
     this.conn?.flush();
     this.tunWriter?.flush();
@@ -831,7 +890,9 @@ function registerForwarderCounters(registry: Registry, forwarders: readonly UdpF
  * `mtun_agent_tun_thread_packets_total{path}`: packets the TUN thread read and sent itself
  * (`thread`) or handed to the event loop's path (`event_loop`: SYNs, too big, link-local, no room);
  * `mtun_agent_tun_thread_events_total{event}`: its UDP sends, GSO sends, datagrams the
- * kernel refused (lost, QUIC recovers), and times it stopped reading on a full ring (the event loop behind).
+ * kernel refused (lost, QUIC recovers), and times it stopped reading on a full ring (the event loop behind);
+ * the receive leg's datagrams received, packets written into the TUN or refused by it, holds (a
+ * DATAGRAM for the event loop's path), datagrams handed to the endpoint or dropped (its ring full), recv errors.
  * Read at scrape time; absent counts while no thread runs.
  */
 function registerTunThreadCounters(registry: Registry, stats: () => Float64Array | null): void {
@@ -850,7 +911,7 @@ function registerTunThreadCounters(registry: Registry, stats: () => Float64Array
   });
   const events: Counter<'event'> = new Counter({
     name: 'mtun_agent_tun_thread_events_total',
-    help: 'The TUN thread\'s UDP datagrams sent, GSO sends, datagrams the kernel refused (lost; QUIC recovers), times it stopped reading on a full ring',
+    help: 'The TUN thread\'s UDP datagrams sent, GSO sends, datagrams the kernel refused (lost; QUIC recovers), times it stopped reading on a full ring; received datagrams, packets written into the TUN or refused, holds for the event loop, datagrams handed to the endpoint or dropped, recv errors',
     labelNames: ['event'],
     registers: [registry],
     collect: () => {
@@ -861,6 +922,13 @@ function registerTunThreadCounters(registry: Registry, stats: () => Float64Array
       events.inc({ event: 'gso_sends' }, st[TunThreadStat.UDP_GSO]!);
       events.inc({ event: 'udp_dropped' }, st[TunThreadStat.UDP_DROPPED]!);
       events.inc({ event: 'ring_full' }, st[TunThreadStat.RING_FULL]!);
+      events.inc({ event: 'rx_datagrams' }, st[TunThreadStat.RX_DATAGRAMS]!);
+      events.inc({ event: 'rx_tun_written' }, st[TunThreadStat.RX_TUN]!);
+      events.inc({ event: 'rx_tun_dropped' }, st[TunThreadStat.RX_TUN_DROPPED]!);
+      events.inc({ event: 'rx_held' }, st[TunThreadStat.RX_HELD]!);
+      events.inc({ event: 'rx_to_endpoint' }, st[TunThreadStat.RX_TO_ENDPOINT]!);
+      events.inc({ event: 'rx_dropped' }, st[TunThreadStat.RX_DROPPED]!);
+      events.inc({ event: 'rx_errors' }, st[TunThreadStat.RX_ERRORS]!);
     },
   });
 }

@@ -35,6 +35,10 @@ export interface Carrier {
   engineHandle(): unknown;
   /** Counts DATAGRAM frames the TUN thread queued on this connection (its stats, as if sent through it). */
   noteDatagramsSent(n: number): void;
+  /** Counts DATAGRAM frames the TUN thread took from this connection (its stats, as if received through it). */
+  noteDatagramsReceived(n: number): void;
+  /** The QUIC connection (for the endpoint's {@link QuicEndpoint.threadInput}); null over HTTP/2. */
+  quic(): QuicConnection | null;
 }
 
 /** Events a carrier reports to the agent. */
@@ -90,6 +94,14 @@ class H3Carrier implements Carrier {
 
   noteDatagramsSent(n: number): void {
     this.conn.noteDgramsSent(n);
+  }
+
+  noteDatagramsReceived(n: number): void {
+    this.conn.noteDgramsRecv(n);
+  }
+
+  quic(): QuicConnection {
+    return this.conn;
   }
 }
 
@@ -150,6 +162,12 @@ class H2Carrier implements Carrier {
   }
 
   noteDatagramsSent(): void {}
+
+  noteDatagramsReceived(): void {}
+
+  quic(): null {
+    return null;
+  }
 
   rttMs(): null {
     return null;

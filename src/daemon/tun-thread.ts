@@ -1,18 +1,30 @@
 /**
- * The agent's TUN → UDP leg on a native thread (issue #13; the C side is
+ * The agent's data path on a native thread (issue #13; the C side is
  * `src/native/dataplane.c`, the design `docs/decisions/0003-data-plane-threads.md`).
  *
- * While attached to a QUIC connection, the thread reads the TUN, queues the
- * plain packets on the connection (HTTP Datagram prefix written in front of
- * each) and packetizes, encrypts and sends them without waking the event
- * loop. Every packet it read is then handed to JavaScript in order through a
- * ring: those it sent only to be observed (flow tracker, counters, capture),
- * the others to go through the TypeScript path as if JavaScript had read
- * them (MSS clamp on SYNs, the session's checks, Packet Too Big, counted
- * drops). The ring's slots are this object's; a handler may read and rewrite
- * a packet during its call only.
+ * TUN → UDP: while attached to a QUIC connection, the thread reads the TUN,
+ * queues the plain packets on the connection (HTTP Datagram prefix written
+ * in front of each) and packetizes, encrypts and sends them without waking
+ * the event loop.
+ *
+ * UDP → TUN, when attached with the session's receive table: the thread is
+ * the socket's reader. It hands the connection its packets, writes the
+ * session's plain packets (the receive check passes, no SYN, no fragment)
+ * into the TUN, and sends the ACKs. A DATAGRAM for the event loop's path
+ * holds it: that one and all after it wait in the connection's queue for
+ * HTTP/3 as always, and the thread reads nothing until {@link resume}.
+ * Datagrams for another connection ID or from another address go to the
+ * endpoint through a second ring ({@link drainEndpoint}).
+ *
+ * Every packet either way is handed to JavaScript in order through a ring:
+ * those the thread sent or wrote only to be observed (flow tracker,
+ * counters, capture), the others to go through the TypeScript path as if
+ * JavaScript had read them (MSS clamp on SYNs, the session's checks, Packet
+ * Too Big, counted drops). The rings' slots are this object's; a handler may
+ * read and rewrite a packet during its call only.
  */
-import { loadNative, type NativeBinding, type NativeDataPlane } from '../native/addon.js';
+import { loadNative, type NativeBinding, type NativeDataPlane, type NativeJudgeTable } from '../native/addon.js';
+import { ADDR_SLOT_BYTES } from '../net/udp.js';
 import { allocSlots, slotArena } from '../net/slot-arena.js';
 import type { UdpBatchSocket } from '../net/udp.js';
 import type { TunDevice } from '../tun/tun.js';
@@ -20,17 +32,27 @@ import type { TunDevice } from '../tun/tun.js';
 /** Ring entry kinds (dataplane.c DP_KIND_*). */
 export const TUN_THREAD_SENT = 1;
 export const TUN_THREAD_JS = 2;
+/** A packet from the gateway the thread wrote into the TUN. */
+export const TUN_THREAD_IN = 3;
+
+/** Slots of the endpoint ring (datagrams the thread does not handle: rare on an agent) and their size. */
+const ENDPOINT_SLOTS = 64;
+const ENDPOINT_SLOT_BYTES = 2048;
 
 /** Slots in the ring (a power of two: the indices wrap at 2^32): what JavaScript may fall behind by before the thread stops reading (the TUN queue holds the rest). */
 const RING_SLOTS = 2048;
 
 /** dpStats indices (dataplane.c DP_S_*). */
 export const enum TunThreadStat {
-  READ, READ_BYTES, QUEUED, TO_JS, UDP_DATAGRAMS, UDP_BYTES, UDP_CALLS, UDP_GSO, UDP_DROPPED, RING_FULL, WAKES, LENGTH,
+  READ, READ_BYTES, QUEUED, TO_JS, UDP_DATAGRAMS, UDP_BYTES, UDP_CALLS, UDP_GSO, UDP_DROPPED, RING_FULL, WAKES,
+  RX_DATAGRAMS, RX_BYTES, RX_TUN, RX_TUN_BYTES, RX_TUN_DROPPED, RX_HELD, RX_TO_ENDPOINT, RX_DROPPED, RX_ERRORS, LENGTH,
 }
 
 /** Handles one packet of the ring: buf[off, off + len), read at `atMs` (the daemon's clock); kind TUN_THREAD_*. */
 export type TunThreadHandler = (buf: Buffer, off: number, len: number, kind: number, atMs: number) => void;
+
+/** Handles one datagram for the endpoint: buf[off, off + len) from address slot `i` of `addrs`. */
+export type TunThreadDatagramHandler = (buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number) => void;
 
 export class TunThread {
   private readonly native: NativeBinding;
@@ -39,6 +61,11 @@ export class TunThread {
   private readonly meta: Uint32Array;
   private readonly stamps: Float64Array;
   private readonly ctl = new Uint32Array(4);
+  private readonly uslots: Buffer[];
+  private readonly umeta = new Uint32Array(ENDPOINT_SLOTS);
+  private readonly uaddrs = new Uint8Array(ENDPOINT_SLOTS * ADDR_SLOT_BYTES);
+  /** One address slot handed to the endpoint's handler (its index 0). */
+  private readonly uaddr = new Uint8Array(ADDR_SLOT_BYTES);
   private readonly st = new Float64Array(TunThreadStat.LENGTH);
   /** performance.now() minus the ring stamps' clock (both monotonic; fixed). */
   private readonly perfOffset: number;
@@ -66,8 +93,10 @@ export class TunThread {
     const arena = slotArena(this.slots)!;
     this.meta = new Uint32Array(2 * RING_SLOTS);
     this.stamps = new Float64Array(RING_SLOTS);
+    this.uslots = allocSlots(ENDPOINT_SLOTS, ENDPOINT_SLOT_BYTES);
+    const uarena = slotArena(this.uslots)!;
     this.dp = this.native.dpOpen(fd, vnet, udp.nativeFd!(), udp.gso, arena.buf, arena.stride, headroom, tun.mtu,
-      this.meta, this.stamps, this.ctl, onReady);
+      this.meta, this.stamps, this.ctl, onReady, uarena.buf, uarena.stride, this.umeta, this.uaddrs);
     this.perfOffset = performance.now() - this.native.dpNow();
   }
 
@@ -76,16 +105,61 @@ export class TunThread {
     return this.attachedTo;
   }
 
+  /** True while the thread also receives (attached with a receive table): the endpoint must not read the socket. */
+  get receiving(): boolean {
+    return this.rxTable !== null;
+  }
+
+  private rxTable: NativeJudgeTable | null = null;
+
   /**
    * Sends the plain packets on `conn` (QuicConnection's engine handle), each
    * after `prefix` (quarter stream ID, context ID 0); IPv6 only while `ipv6`.
-   * Replaces an earlier attachment. (The TUN is the thread's from
-   * {@link open} on, attached or not: the caller never reads it itself.)
+   * With `receiveTable` (the session's receive check, an agent table from
+   * `judgeTable`), the thread also reads the socket. Replaces an earlier
+   * attachment. (The TUN is the thread's from {@link open} on, attached or
+   * not: the caller never reads it itself.)
    */
-  attach(conn: unknown, prefix: Uint8Array, ipv6: boolean): void {
+  attach(conn: unknown, prefix: Uint8Array, ipv6: boolean, receiveTable: NativeJudgeTable | null = null): void {
     if (this.closed) return;
-    this.native.dpAttach(this.dp, conn, prefix, ipv6);
+    this.native.dpAttach(this.dp, conn, prefix, ipv6, receiveTable);
     this.attachedTo = conn;
+    this.rxTable = receiveTable;
+  }
+
+  /**
+   * The event loop handled what held the receive leg (the connection's
+   * DATAGRAM queue): the thread receives again. `held` is
+   * {@link TunThreadStat.RX_HELD} as read before the event loop looked at
+   * the queue; a hold the thread set after that stays.
+   */
+  resume(held: number): void {
+    if (!this.closed && this.rxTable !== null) this.native.dpResume(this.dp, held);
+  }
+
+  /** True when the endpoint ring holds datagrams (no call into C). */
+  hasEndpointPending(): boolean {
+    return !this.closed && Atomics.load(this.ctl, 2) !== this.ctl[3];
+  }
+
+  /** Hands every datagram of the endpoint ring to `handler`, oldest first, then releases them. Returns how many. */
+  drainEndpoint(handler: TunThreadDatagramHandler): number {
+    const ctl = this.ctl;
+    const prod = Atomics.load(ctl, 2);
+    let cons = ctl[3]!;
+    let count = 0;
+    try {
+      while (cons !== prod) {
+        const i = cons % ENDPOINT_SLOTS;
+        cons = (cons + 1) >>> 0;
+        count++;
+        this.uaddr.set(this.uaddrs.subarray(i * ADDR_SLOT_BYTES, (i + 1) * ADDR_SLOT_BYTES));
+        handler(this.uslots[i]!, 0, this.umeta[i]!, this.uaddr, 0);
+      }
+    } finally {
+      Atomics.store(ctl, 3, cons);
+    }
+    return count;
   }
 
   /**
@@ -97,6 +171,7 @@ export class TunThread {
     if (this.closed || this.attachedTo === null) return;
     this.native.dpDetach(this.dp);
     this.attachedTo = null;
+    this.rxTable = null;
   }
 
   /**

@@ -58,11 +58,19 @@ export interface NativeBinding {
    * `stride` bytes, packet at `headroom`), queues the plain packets on the attached QUIC connection and sends
    * them; publishes every packet read (meta[2i] length, meta[2i+1] kind: 1 sent, 2 JavaScript's), stamps[i]
    * (dpNow's clock), ctl[0] producer / ctl[1] consumer index. onReady runs on the event loop after a publish.
+   * The receive leg's ring of datagrams for the endpoint: uarena (slots of ustride bytes), umeta[i] length,
+   * uaddrs (address slots), ctl[2] producer / ctl[3] consumer index.
    */
   dpOpen(tunFd: number, vnet: boolean, udpFd: number, gso: boolean, arena: Buffer, stride: number, headroom: number,
-    mtu: number, meta: Uint32Array, stamps: Float64Array, ctl: Uint32Array, onReady: () => void): NativeDataPlane;
-  /** conn: the engine's connection handle; prefix: quarter stream ID + context ID 0; ipv6: IPv6 still carried. */
-  dpAttach(dp: NativeDataPlane, conn: unknown, prefix: Uint8Array, ipv6: boolean): void;
+    mtu: number, meta: Uint32Array, stamps: Float64Array, ctl: Uint32Array, onReady: () => void,
+    uarena: Buffer, ustride: number, umeta: Uint32Array, uaddrs: Uint8Array): NativeDataPlane;
+  /**
+   * conn: the engine's connection handle; prefix: quarter stream ID + context ID 0; ipv6: IPv6 still carried;
+   * table: the session's receive check (an agent table from judgeTable): the thread also receives.
+   */
+  dpAttach(dp: NativeDataPlane, conn: unknown, prefix: Uint8Array, ipv6: boolean, table?: NativeJudgeTable | null): void;
+  /** The event loop handled what held the receive leg: the thread receives again, unless it held again after `held` (its holds counter then). */
+  dpResume(dp: NativeDataPlane, held: number): void;
   dpDetach(dp: NativeDataPlane): void;
   /** One read round on this thread, no send (the endpoint's follows); returns packets read; throws `tun: read: …` once the device failed. */
   dpPoll(dp: NativeDataPlane): number;
@@ -141,7 +149,7 @@ export function loadNative(): NativeBinding {
 }
 
 /** The calling convention this code speaks (MTUN_ABI in src/native/common.h). */
-export const NATIVE_ABI = 6;
+export const NATIVE_ABI = 7;
 
 /** True when the addon loads (for tests and for choosing the node:dgram fallback). */
 export function nativeAvailable(): boolean {

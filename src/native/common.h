@@ -70,9 +70,17 @@ enum {
 /* Writes the peer part of an address slot ([0, 20)) from a socket address (sin6_family AF_INET or AF_INET6). */
 void mtun_name_to_slot(const struct sockaddr_in6 *name, uint8_t *slot);
 
+/* udpRecv without N-API (udp.c): one recvmmsg; count, 0 when nothing waits, or -errno. */
+int32_t mtun_udp_recv(int fd, uint8_t *const *ptrs, const size_t *lens, uint32_t n, uint32_t *sizes, uint8_t *addrs,
+                      uint32_t *segs, double *stats, struct mtun_scratch *s);
+
 /* udpSend without N-API (udp.c): see there. */
 uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t *sizes, const uint32_t *segs,
                        const uint8_t *addrs, uint32_t count, bool auto_gso, double *stats, struct mtun_scratch *s);
+
+/* The table behind a judgeTable handle (judge-napi.c), borrowed; NULL when v is not one. */
+struct mj_table;
+struct mj_table *mj_table_of(napi_env env, napi_value v);
 
 /* Returns the scratch block of this env (allocated at module init). */
 struct mtun_scratch *mtun_scratch_of(napi_env env);
@@ -88,7 +96,7 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * 4: judgeTable + judgeBatch (the native CONNECT-IP checks). 5: quicInfo of 12 (CoDel drops),
  * codelQueue. 6: dp* (the agent's TUN → UDP thread, dataplane.c).
  */
-#define MTUN_ABI 6
+#define MTUN_ABI 7
 
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);

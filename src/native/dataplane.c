@@ -70,12 +70,17 @@
 #define DP_SIGNAL_FILL 256
 #define DP_DEFER_NS 2000000
 
-/* Ring entry kinds (meta[2i + 1]). */
-#define DP_KIND_SENT 1
-#define DP_KIND_JS 2
+#define DP_RX_SLOTS 16          /* receive slots; each takes a UDP GRO super-datagram */
+#define DP_RX_SLOT_BYTES 65536
+#define DP_RX_ROUNDS 4          /* recvmmsg calls per wake, bounded */
 
-/* Control words JavaScript shares (ctl Uint32Array). */
-enum { DP_CTL_PROD, DP_CTL_CONS, DP_CTL_LEN = 4 };
+/* Ring entry kinds (meta[2i + 1]). */
+#define DP_KIND_SENT 1 /* read from the TUN, sent by the thread */
+#define DP_KIND_JS 2   /* read from the TUN, for the event loop's path */
+#define DP_KIND_IN 3   /* from the gateway, written into the TUN by the thread */
+
+/* Control words JavaScript shares (ctl Uint32Array): the TUN ring's indices, then the endpoint ring's. */
+enum { DP_CTL_PROD, DP_CTL_CONS, DP_CTL_UPROD, DP_CTL_UCONS, DP_CTL_LEN };
 
 /* Counters (dpStats out[i]). */
 enum {
@@ -90,6 +95,16 @@ enum {
   DP_S_UDP_DROPPED,  /* datagrams the kernel refused (EAGAIN, ENOBUFS …): lost, QUIC recovers */
   DP_S_RING_FULL,    /* times the thread stopped reading on a full ring (JavaScript behind): the TUN queue held the packets */
   DP_S_WAKES,
+  /* the receive leg */
+  DP_S_RX_DATAGRAMS,  /* UDP datagrams the thread received (each GRO segment counts) */
+  DP_S_RX_BYTES,
+  DP_S_RX_TUN,        /* packets the thread wrote into the TUN */
+  DP_S_RX_TUN_BYTES,
+  DP_S_RX_TUN_DROPPED,/* packets the TUN refused (a full queue, EINVAL): lost, as on the event loop's path */
+  DP_S_RX_HELD,       /* times a DATAGRAM for the event loop's path stopped the thread's receive until JavaScript had run */
+  DP_S_RX_TO_ENDPOINT,/* datagrams handed to the endpoint as they came (another connection ID, another source) */
+  DP_S_RX_DROPPED,    /* datagrams for the endpoint dropped: its ring full, or larger than a slot */
+  DP_S_RX_ERRORS,     /* recvmmsg errors other than EAGAIN */
   DP_S_LEN
 };
 
@@ -104,7 +119,7 @@ struct dp {
   uint32_t *meta; /* [len, kind] per slot */
   double *stamps; /* CLOCK_MONOTONIC ms when read */
   uint32_t *ctl;
-  napi_ref refs[4];
+  napi_ref refs[7];
   napi_ref cb_ref;
   napi_async_context actx; /* onReady runs in it (microtasks it queues run after it) */
   napi_env env;
@@ -125,6 +140,17 @@ struct dp {
   uint8_t prefix[16];
   uint32_t prefix_len;
   bool ipv6;
+  /* the receive leg: while attached with a table, the thread is the socket's reader */
+  struct mj_table *table; /* the session's receive check (judgeGatewayIp's table); NULL: no receive leg */
+  bool rx_hold;           /* a DATAGRAM for the event loop's path heads the receive queue: until dpResume nothing is popped or read */
+  bool udp_polled;        /* thread only */
+  uint32_t mtu;           /* most bytes of an IP packet a ring slot takes */
+
+  /* the endpoint ring: datagrams the endpoint handles as they came */
+  uint8_t *uarena;
+  uint32_t *umeta;  /* length per slot */
+  uint8_t *uaddrs;  /* MTUN_ADDR_SLOT bytes per slot */
+  uint32_t uslots, ustride;
 
   /* offload read state */
   uint8_t *vscratch;
@@ -141,6 +167,20 @@ struct dp {
   uint8_t oaddrs[DP_OUT_PKTS * MTUN_ADDR_SLOT];
   double ustats[US_COUNT];
   struct mtun_scratch *scr;         /* the thread's own sendmmsg scratch */
+  /* receive scratch (pmu) */
+  uint8_t *rbuf;                    /* DP_RX_SLOTS of DP_RX_SLOT_BYTES */
+  uint8_t *rptrs[DP_RX_SLOTS];
+  size_t rlens[DP_RX_SLOTS];
+  uint32_t rsizes[DP_RX_SLOTS], rsegs[DP_RX_SLOTS];
+  uint8_t raddrs[DP_RX_SLOTS * MTUN_ADDR_SLOT];
+  struct mtun_scratch *rscr;
+  double rstats[US_COUNT];
+  uint8_t *wscratch;                /* TUN write coalescing (vnet) */
+  uint8_t *wptrs[DP_READ_MAX];      /* ring slots waiting to be written into the TUN */
+  uint32_t wsizes[DP_READ_MAX];
+  uint32_t nw;
+  uint32_t rx_prod;                 /* ring entries added by the receive leg, not yet published */
+  bool rx_urgent;                   /* JavaScript has work from the receive leg */
 
   uint32_t round_to_js; /* packets of the last round for JavaScript's path (pmu) */
 
@@ -321,6 +361,197 @@ static uint32_t dp_round(struct dp *d, bool send) {
   return n;
 }
 
+/* ------------------------------------------------------------ receive leg */
+
+/* True while the thread receives for the attachment: a table, an open connection, nothing held for JavaScript. qe_lock held. */
+static bool dp_rx_on(const struct dp *d) {
+  const struct qe_conn *c = d->conn;
+  return c != NULL && d->table != NULL && !d->rx_hold && c->conn != NULL && c->state == QE_OPEN && c->handshake_done;
+}
+
+/*
+ * The receive leg's plain test: true when the event loop's path would write
+ * the IP packet ip[0, len) into the TUN unchanged — the session's receive
+ * check passes (mj_judge on judgeGatewayIp's table: source, destination,
+ * IPv6, ICMP errors; the link's own ICMPv6 is JavaScript's), it is not a
+ * fragment, and it is not a TCP SYN (its MSS is clamped in JavaScript).
+ */
+static bool dp_rx_plain(const struct mj_table *t, const uint8_t *ip, uint32_t len) {
+  if (mj_judge(t, ip, len, true) != 0) return false;
+  struct mj_info in;
+  if (mj_parse(ip, len, &in) != 0 || in.fragment) return false;
+  if (in.proto == 6 && (ip[in.l4_off + 13] & 0x02)) return false;
+  return true;
+}
+
+/*
+ * Writes the ring slots the receive leg collected into the TUN (one write
+ * each, or coalesced TCP runs behind one virtio header), then publishes them
+ * to JavaScript: written or refused, each is observed, as on the event
+ * loop's path. pmu and qe_lock held.
+ */
+static void dp_rx_flush(struct dp *d) {
+  uint32_t n = d->nw, done = 0;
+  uint64_t bytes = 0, dropped = 0;
+  if (n > 0) {
+    for (uint32_t i = 0; i < n; i++) bytes += d->wsizes[i];
+    if (d->vnet) {
+      double ts[TS_COUNT] = {0};
+      int err = 0;
+      done = mtun_vnet_write(d->tun_fd, d->wptrs, d->wsizes, n, d->headroom, d->wscratch, MTUN_VNET_SCRATCH_BYTES, ts, &err);
+      dropped = (n - done) + (uint64_t)ts[TS_TX_INVALID];
+    } else {
+      for (uint32_t i = 0; i < n; i++) {
+        ssize_t r;
+        do r = write(d->tun_fd, d->wptrs[i] + d->headroom, d->wsizes[i]);
+        while (r < 0 && errno == EINTR);
+        if (r < 0) dropped++;
+      }
+    }
+    dp_count(d, DP_S_RX_TUN, n - dropped);
+    dp_count(d, DP_S_RX_TUN_BYTES, bytes);
+    if (dropped > 0) dp_count(d, DP_S_RX_TUN_DROPPED, dropped);
+    d->nw = 0;
+  }
+  if (d->rx_prod > 0) {
+    atomic_store_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_PROD], d->ctl[DP_CTL_PROD] + d->rx_prod, memory_order_release);
+    d->rx_prod = 0;
+  }
+}
+
+/*
+ * Pops the connection's received DATAGRAMs while each is a plain packet of
+ * the session (its prefix: quarter stream ID, context ID 0): copied into the
+ * next ring slot (kind IN) and queued for the TUN. The first that is not —
+ * another stream or context, a check that fails, a SYN, too large for a
+ * slot — or a full ring holds the receive leg: it stays in the queue, with
+ * all after it, for the event loop's path (HTTP/3 reads the queue as
+ * always), and the thread neither pops nor reads the socket until
+ * JavaScript is done (dpResume). So packets reach the TUN in the order they
+ * came. pmu and qe_lock held.
+ */
+static void dp_rx_pop(struct dp *d, struct qe_conn *c, double now) {
+  struct qe_dq *q = &c->dq_recv;
+  uint32_t plen = d->prefix_len;
+  while (q->count > 0 && !d->rx_hold) {
+    const uint8_t *p = q->mem + (size_t)q->head * q->slot;
+    uint32_t len = q->lens[q->head];
+    uint32_t prod = d->ctl[DP_CTL_PROD] + d->rx_prod;
+    uint32_t used = prod - atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS], memory_order_acquire);
+    if (used >= d->nslots || len <= plen || len - plen > d->mtu || memcmp(p, d->prefix, plen) != 0 ||
+        !dp_rx_plain(d->table, p + plen, len - plen)) {
+      d->rx_hold = true;
+      d->rx_urgent = true;
+      dp_count(d, DP_S_RX_HELD, 1);
+      break;
+    }
+    uint32_t slot = prod % d->nslots;
+    uint8_t *base = d->arena + (size_t)slot * d->stride;
+    uint32_t iplen = len - plen;
+    memcpy(base + d->headroom, p + plen, iplen);
+    qe_dq_pop(q);
+    d->meta[2 * slot] = iplen;
+    d->meta[2 * slot + 1] = DP_KIND_IN;
+    d->stamps[slot] = now;
+    d->rx_prod++;
+    d->wptrs[d->nw] = base;
+    d->wsizes[d->nw] = iplen;
+    if (++d->nw == DP_READ_MAX) dp_rx_flush(d);
+  }
+}
+
+/* A datagram the endpoint handles as it came (its ring; a full ring or an oversized datagram is a counted drop). */
+static void dp_to_endpoint(struct dp *d, const uint8_t *p, uint32_t len, const uint8_t *addr) {
+  uint32_t prod = d->ctl[DP_CTL_UPROD];
+  uint32_t used = prod - atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_UCONS], memory_order_acquire);
+  d->rx_urgent = true;
+  if (used >= d->uslots || len > d->ustride) {
+    dp_count(d, DP_S_RX_DROPPED, 1);
+    return;
+  }
+  uint32_t i = prod % d->uslots;
+  memcpy(d->uarena + (size_t)i * d->ustride, p, len);
+  d->umeta[i] = len;
+  memcpy(d->uaddrs + (size_t)i * MTUN_ADDR_SLOT, addr, MTUN_ADDR_SLOT);
+  atomic_store_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_UPROD], prod + 1, memory_order_release);
+  dp_count(d, DP_S_RX_TO_ENDPOINT, 1);
+}
+
+/* One QUIC packet (a UDP datagram or GRO segment) from addr: the attached connection's, or the endpoint's. */
+static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint8_t *p, uint32_t len, const uint8_t *addr,
+                      double now) {
+  const ngtcp2_cid *id = &c->scid;
+  bool mine;
+  if (len == 0) mine = false;
+  else if (p[0] & 0x80) mine = len >= 6 + id->datalen && p[5] == id->datalen && memcmp(p + 6, id->data, id->datalen) == 0;
+  else mine = len >= 1 + id->datalen && memcmp(p + 1, id->data, id->datalen) == 0;
+  /* From another address (a path change): the endpoint decides. */
+  if (!mine || memcmp(addr, peer, MTUN_SLOT_PEER_BYTES) != 0 || c->state != QE_OPEN) {
+    dp_to_endpoint(d, p, len, addr);
+    return;
+  }
+  if (qe_conn_recv(c, p, len, NULL, 0) != 0 || c->state != QE_OPEN) d->rx_urgent = true;
+  dp_rx_pop(d, c, now);
+}
+
+/*
+ * The socket is readable: receives for the attached connection, writes the
+ * plain packets into the TUN, publishes them, and sends what the connection
+ * may send now (ACKs). pmu taken here, then qe_lock.
+ */
+static bool dp_rx(struct dp *d) {
+  bool any = false;
+  pthread_mutex_lock(&d->pmu);
+  qe_lock();
+  for (int round = 0; round < DP_RX_ROUNDS && dp_rx_on(d); round++) {
+    struct qe_conn *c = d->conn;
+    uint8_t peer[MTUN_ADDR_SLOT] = {0};
+    mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
+    int32_t n = mtun_udp_recv(d->udp_fd, d->rptrs, d->rlens, DP_RX_SLOTS, d->rsizes, d->raddrs, d->rsegs, d->rstats, d->rscr);
+    if (n < 0) dp_count(d, DP_S_RX_ERRORS, 1);
+    if (n <= 0) break;
+    any = true;
+    double now = mono_ms();
+    uint64_t dgrams = 0, bytes = 0;
+    for (int32_t i = 0; i < n; i++) {
+      uint32_t size = d->rsizes[i], seg = d->rsegs[i] > 0 ? d->rsegs[i] : size;
+      const uint8_t *addr = d->raddrs + (size_t)i * MTUN_ADDR_SLOT;
+      for (uint32_t off = 0; off < size; off += seg) {
+        uint32_t len = size - off < seg ? size - off : seg;
+        dgrams++;
+        bytes += len;
+        dp_rx_one(d, c, peer, d->rptrs[i] + off, len, addr, now);
+      }
+    }
+    dp_count(d, DP_S_RX_DATAGRAMS, dgrams);
+    dp_count(d, DP_S_RX_BYTES, bytes);
+    dp_rx_flush(d);
+    if (d->conn == c && c->conn != NULL && c->state == QE_OPEN) dp_drain(d, c);
+    if (n < DP_RX_SLOTS) break;
+  }
+  dp_rx_flush(d);
+  /* Stream data (capsules, the control streams) and the connection's state are the event loop's. */
+  struct qe_conn *c = d->conn;
+  if (any && c != NULL) {
+    if (c->state != QE_OPEN) d->rx_urgent = true;
+    for (struct qe_stream *s = c->streams; s != NULL && !d->rx_urgent; s = s->next)
+      if (qe_stream_readable(s)) d->rx_urgent = true;
+  }
+  qe_unlock();
+  pthread_mutex_unlock(&d->pmu);
+  return any;
+}
+
+/* Polls the socket while the receive leg is on (thread only; the attachment read under qe_lock). */
+static void dp_poll_udp(struct dp *d) {
+  qe_lock();
+  bool on = dp_rx_on(d);
+  qe_unlock();
+  if (d->udp_polled == on) return;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 3};
+  if (epoll_ctl(d->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, d->udp_fd, &ev) == 0 || !on) d->udp_polled = on;
+}
+
 static void dp_poll_tun(struct dp *d, bool on) {
   if (d->tun_polled == on) return;
   struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 1};
@@ -330,13 +561,16 @@ static void dp_poll_tun(struct dp *d, bool on) {
 static void *dp_thread(void *arg) {
   struct dp *d = arg;
   struct epoll_event evs[4];
+  bool owed = false; /* JavaScript is owed a wake for what was published or received (deferred) */
   while (!atomic_load(&d->stop)) {
     int k = epoll_wait(d->epfd, evs, 4, -1);
     if (k < 0 && errno != EINTR) break;
-    bool timer_fired = false;
+    bool timer_fired = false, rx_ready = false;
     for (int i = 0; i < k; i++) {
       uint64_t v;
-      if (evs[i].data.u32 == 0) {
+      if (evs[i].data.u32 == 3) {
+        rx_ready = true;
+      } else if (evs[i].data.u32 == 0) {
         ssize_t r = read(d->efd, &v, sizeof v);
         (void)r;
       } else if (evs[i].data.u32 == 2) {
@@ -347,10 +581,15 @@ static void *dp_thread(void *arg) {
       }
     }
     if (atomic_load(&d->stop)) break;
+    /* Anything received wakes JavaScript within DP_DEFER_NS at the latest: it observes what was written and
+     * re-arms the connection's timers after the engine's state changed here (an ACK is due, a loss timer moved). */
+    bool rx_published = rx_ready && dp_rx(d);
     pthread_mutex_lock(&d->pmu);
+    bool urgent = d->rx_urgent;
+    d->rx_urgent = false;
     atomic_store(&d->stalled, false);
     dp_count(d, DP_S_WAKES, 1);
-    bool published = false, urgent = false;
+    bool published = rx_published;
     /* The TUN is the thread's from dpOpen on, attached or not: detached (no session, HTTP/2), every
      * packet goes to the event loop's path through the ring. One reader, so no packet is overtaken at
      * a hand-over and no partly split super-packet is left in another reader's scratch. */
@@ -386,14 +625,17 @@ static void *dp_thread(void *arg) {
     if (err) d->err_reported = true;
     uint32_t unread = dp_unread(d);
     pthread_mutex_unlock(&d->pmu);
-    if (err || urgent || unread >= DP_SIGNAL_FILL || (timer_fired && unread > 0)) {
+    dp_poll_udp(d);
+    owed = owed || published;
+    if (err || urgent || unread >= DP_SIGNAL_FILL || (timer_fired && (unread > 0 || owed))) {
       dp_signal(d);
+      owed = false;
       if (d->timer_armed) {
         struct itimerspec off = {{0, 0}, {0, 0}};
         timerfd_settime(d->tfd, 0, &off, NULL);
         d->timer_armed = false;
       }
-    } else if (published && !d->timer_armed) {
+    } else if (owed && !d->timer_armed) {
       struct itimerspec in = {{0, 0}, {0, DP_DEFER_NS}};
       if (timerfd_settime(d->tfd, 0, &in, NULL) == 0) d->timer_armed = true;
       else dp_signal(d);
@@ -425,7 +667,7 @@ static void dp_stop(struct dp *d) {
 }
 
 static void dp_release_js(napi_env env, struct dp *d) {
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < 7; i++)
     if (d->refs[i] != NULL) {
       napi_delete_reference(env, d->refs[i]);
       d->refs[i] = NULL;
@@ -443,6 +685,8 @@ static void dp_release_js(napi_env env, struct dp *d) {
     d->conn_ref = NULL;
   }
   d->conn = NULL;
+  mj_table_unref(d->table);
+  d->table = NULL;
   if (d->async != NULL) {
     d->async->data = NULL;
     uv_close((uv_handle_t *)d->async, dp_async_closed);
@@ -458,8 +702,11 @@ static void dp_free_fds(struct dp *d) {
   free(d->vscratch);
   free(d->out);
   free(d->scr);
-  d->vscratch = d->out = NULL;
-  d->scr = NULL;
+  free(d->rbuf);
+  free(d->rscr);
+  free(d->wscratch);
+  d->vscratch = d->out = d->rbuf = d->wscratch = NULL;
+  d->scr = d->rscr = NULL;
 }
 
 static void dp_finalize(napi_env env, void *data, void *hint) {
@@ -484,27 +731,38 @@ static struct dp *dp_of(napi_env env, napi_value v) {
 }
 
 /*
- * dpOpen(tunFd, vnet, udpFd, gso, arena, stride, headroom, mtu, meta, stamps, ctl, onReady) → handle.
+ * dpOpen(tunFd, vnet, udpFd, gso, arena, stride, headroom, mtu, meta, stamps, ctl, onReady, uarena, ustride, umeta, uaddrs) → handle.
  * arena: nslots slots of stride bytes (packet i at slot + headroom, mtu at most);
  * meta: Uint32Array(2 nslots); stamps: Float64Array(nslots); ctl: Uint32Array(4), zeroed.
+ * The endpoint ring: uarena, uslots slots of ustride bytes; umeta: Uint32Array(uslots); uaddrs: uslots address slots.
  */
 static napi_value dp_open(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(12);
-  if (argc < 12) return mtun_throw_type(env, "dataplane: dpOpen(tunFd, vnet, udpFd, gso, arena, stride, headroom, mtu, meta, stamps, ctl, onReady)");
+  MTUN_ARGS(16);
+  if (argc < 16)
+    return mtun_throw_type(env, "dataplane: dpOpen(tunFd, vnet, udpFd, gso, arena, stride, headroom, mtu, meta, stamps, ctl, onReady, uarena, ustride, umeta, uaddrs)");
   int32_t tun_fd, udp_fd;
   bool vnet, gso;
-  uint32_t stride, headroom, mtu;
-  uint8_t *arena;
-  size_t alen, nmeta, nstamps, nctl;
-  void *meta, *stamps, *ctl;
+  uint32_t stride, headroom, mtu, ustride;
+  uint8_t *arena, *uarena;
+  size_t alen, nmeta, nstamps, nctl, ualen, numeta, nuaddrs;
+  void *meta, *stamps, *ctl, *umeta, *uaddrs;
   if (!mtun_arg_i32(env, argv[0], "tunFd", &tun_fd) || !mtun_arg_bool(env, argv[1], "vnet", &vnet) ||
       !mtun_arg_i32(env, argv[2], "udpFd", &udp_fd) || !mtun_arg_bool(env, argv[3], "gso", &gso) ||
       !mtun_arg_u32(env, argv[5], "stride", &stride) || !mtun_arg_u32(env, argv[6], "headroom", &headroom) ||
       !mtun_arg_u32(env, argv[7], "mtu", &mtu) ||
       !mtun_arg_typed(env, argv[8], napi_uint32_array, "meta", &meta, &nmeta) ||
       !mtun_arg_typed(env, argv[9], napi_float64_array, "stamps", &stamps, &nstamps) ||
-      !mtun_arg_typed(env, argv[10], napi_uint32_array, "ctl", &ctl, &nctl))
+      !mtun_arg_typed(env, argv[10], napi_uint32_array, "ctl", &ctl, &nctl) ||
+      !mtun_arg_u32(env, argv[13], "ustride", &ustride) ||
+      !mtun_arg_typed(env, argv[14], napi_uint32_array, "umeta", &umeta, &numeta) ||
+      !mtun_arg_typed(env, argv[15], napi_uint8_array, "uaddrs", &uaddrs, &nuaddrs))
     return NULL;
+  if (!bytes_of(env, argv[12], &uarena, &ualen)) return mtun_throw_type(env, "dataplane: uarena must be a Buffer");
+  if (ustride < 1200 || ustride > 65536 || ualen % ustride != 0 || ualen / ustride == 0 || ualen / ustride > 4096)
+    return mtun_throw_type(env, "dataplane: uarena must hold 1 to 4096 whole slots of 1200 to 65536 bytes");
+  uint32_t uslots = (uint32_t)(ualen / ustride);
+  if ((uslots & (uslots - 1)) != 0) return mtun_throw_type(env, "dataplane: the endpoint ring's slot count must be a power of two");
+  if (numeta < uslots || nuaddrs < (size_t)uslots * MTUN_ADDR_SLOT) return mtun_throw_type(env, "dataplane: umeta or uaddrs shorter than the endpoint ring");
   if (!bytes_of(env, argv[4], &arena, &alen)) return mtun_throw_type(env, "dataplane: arena must be a Buffer");
   napi_valuetype t;
   napi_typeof(env, argv[11], &t);
@@ -533,6 +791,12 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->meta = meta;
   d->stamps = stamps;
   d->ctl = ctl;
+  d->mtu = stride - headroom;
+  d->uarena = uarena;
+  d->ustride = ustride;
+  d->uslots = uslots;
+  d->umeta = umeta;
+  d->uaddrs = uaddrs;
   d->env = env;
   d->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   d->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -541,10 +805,18 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->scr = malloc(sizeof *d->scr);
   for (uint32_t i = 0; d->out != NULL && i < DP_OUT_PKTS; i++) d->optrs[i] = d->out + (size_t)i * DP_PKT_CAP;
   d->vscratch = vnet ? malloc(MTUN_VNET_SCRATCH_BYTES) : NULL;
+  d->wscratch = vnet ? malloc(MTUN_VNET_SCRATCH_BYTES) : NULL;
+  d->rbuf = malloc((size_t)DP_RX_SLOTS * DP_RX_SLOT_BYTES);
+  d->rscr = malloc(sizeof *d->rscr);
+  for (uint32_t i = 0; d->rbuf != NULL && i < DP_RX_SLOTS; i++) {
+    d->rptrs[i] = d->rbuf + (size_t)i * DP_RX_SLOT_BYTES;
+    d->rlens[i] = DP_RX_SLOT_BYTES;
+  }
   pthread_mutex_init(&d->pmu, NULL);
   int err = 0;
   if (d->efd < 0 || d->epfd < 0 || d->tfd < 0) err = errno;
-  else if (d->out == NULL || d->scr == NULL || (vnet && d->vscratch == NULL)) err = ENOMEM;
+  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
+    err = ENOMEM;
   if (err == 0) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
     struct epoll_event tev = {.events = EPOLLIN, .data.u32 = 2};
@@ -565,12 +837,12 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   }
   d->async->data = d;
   uv_unref((uv_handle_t *)d->async); /* the daemon's own handles keep the loop alive, not this */
-  static const int which[4] = {4, 8, 9, 10};
+  static const int which[7] = {4, 8, 9, 10, 12, 14, 15};
   napi_value rname;
   bool refs_ok = napi_create_reference(env, argv[11], 1, &d->cb_ref) == napi_ok &&
                  napi_create_string_utf8(env, "mtun:tun-thread", NAPI_AUTO_LENGTH, &rname) == napi_ok &&
                  napi_async_init(env, NULL, rname, &d->actx) == napi_ok;
-  for (int i = 0; i < 4 && refs_ok; i++) refs_ok = napi_create_reference(env, argv[which[i]], 1, &d->refs[i]) == napi_ok;
+  for (int i = 0; i < 7 && refs_ok; i++) refs_ok = napi_create_reference(env, argv[which[i]], 1, &d->refs[i]) == napi_ok;
   napi_value r;
   if (!refs_ok || napi_create_external(env, d, dp_finalize, NULL, &r) != napi_ok) {
     dp_release_js(env, d);
@@ -587,31 +859,41 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
 
 /*
  * Replaces the attachment under the engine lock, the only place the thread
- * reads it, then lets go of the old connection's reference. The thread
- * needs no wake: it reads the TUN attached or not.
+ * reads it, then lets go of the old connection's reference and table. The
+ * wake makes the thread poll the socket, or stop polling it.
  */
 static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref ref, const uint8_t *prefix, size_t plen,
-                        bool ipv6) {
+                        bool ipv6, struct mj_table *table) {
+  if (table != NULL) mj_table_ref(table);
   qe_lock();
   napi_ref old = d->conn_ref;
+  struct mj_table *old_table = d->table;
+  if (c != d->conn) d->rx_hold = false;
   d->conn = c;
   d->conn_ref = ref;
   if (plen > 0) memcpy(d->prefix, prefix, plen);
   d->prefix_len = (uint32_t)plen;
   d->ipv6 = ipv6;
+  d->table = table; /* a new table for the same connection keeps a hold: what the event loop has not handled stays first */
   qe_unlock();
   if (old != NULL) napi_delete_reference(env, old);
+  mj_table_unref(old_table);
+  dp_kick(d);
 }
 
 /*
- * dpAttach(dp, conn, prefix): from now the thread sends the plain packets on
- * conn, each after prefix (the quarter stream ID and context ID, at most 16
- * bytes, ≤ headroom), to the connection's peer; ipv6 false keeps IPv6 on
- * JavaScript's path (it drops it). Replaces an earlier attachment.
+ * dpAttach(dp, conn, prefix, ipv6, table?): from now the thread sends the
+ * plain packets on conn, each after prefix (the quarter stream ID and
+ * context ID, at most 16 bytes, ≤ headroom), to the connection's peer; ipv6
+ * false keeps IPv6 on JavaScript's path (it drops it). With table (a
+ * judgeTable handle of the session's receive check) the thread also reads
+ * the socket and writes the session's plain packets into the TUN; the
+ * endpoint must not read the socket meanwhile. Replaces an earlier
+ * attachment.
  */
 static napi_value dp_attach(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(4);
-  if (argc < 4) return mtun_throw_type(env, "dataplane: dpAttach(dp, conn, prefix, ipv6)");
+  MTUN_ARGS(5);
+  if (argc < 4) return mtun_throw_type(env, "dataplane: dpAttach(dp, conn, prefix, ipv6, table?)");
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
   struct qe_conn *c = ext(env, argv[1]);
@@ -622,9 +904,19 @@ static napi_value dp_attach(napi_env env, napi_callback_info info) {
   if (!bytes_of(env, argv[2], &p, &plen) || plen == 0 || plen > 16 || plen > d->headroom)
     return mtun_throw_type(env, "dataplane: prefix must be 1 to 16 bytes, within the headroom");
   if (!mtun_arg_bool(env, argv[3], "ipv6", &ipv6)) return NULL;
+  struct mj_table *table = NULL;
+  if (argc > 4) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[4], &t) != napi_ok) return NULL;
+    if (t != napi_undefined && t != napi_null) {
+      table = mj_table_of(env, argv[4]);
+      if (table == NULL) return mtun_throw_type(env, "dataplane: table must be a handle from judgeTable");
+      if (table->kind != MJ_KIND_AGENT) return mtun_throw_type(env, "dataplane: table must be an agent's receive check");
+    }
+  }
   napi_ref ref;
   if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) QE_ERR(env, "dataplane: cannot reference the connection");
-  dp_set_conn(env, d, c, ref, p, plen, ipv6);
+  dp_set_conn(env, d, c, ref, p, plen, ipv6, table);
   return NULL;
 }
 
@@ -633,7 +925,7 @@ static napi_value dp_detach(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
-  dp_set_conn(env, d, NULL, NULL, NULL, 0, false);
+  dp_set_conn(env, d, NULL, NULL, NULL, 0, false, NULL);
   return NULL;
 }
 
@@ -661,6 +953,27 @@ static napi_value dp_release(napi_env env, napi_callback_info info) {
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
   if (atomic_load(&d->stalled)) dp_kick(d);
+  return NULL;
+}
+
+/*
+ * dpResume(dp, held): the event loop handled what held the receive leg (the
+ * connection's DATAGRAM queue): the thread receives again. held is the
+ * holds counter (DP_S_RX_HELD) the event loop read before it looked at the
+ * queue: a hold set after that stays (the wake for it is on the way), so
+ * the thread never pops past a DATAGRAM JavaScript has not seen.
+ */
+static napi_value dp_resume(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  struct dp *d = dp_of(env, argv[0]);
+  if (d == NULL) return NULL;
+  double seen;
+  if (argc < 2 || napi_get_value_double(env, argv[1], &seen) != napi_ok) return mtun_throw_type(env, "dataplane: dpResume(dp, held)");
+  qe_lock();
+  bool was = d->rx_hold && (double)atomic_load_explicit(&d->st[DP_S_RX_HELD], memory_order_relaxed) == seen;
+  if (was) d->rx_hold = false;
+  qe_unlock();
+  if (was) dp_kick(d);
   return NULL;
 }
 
@@ -720,7 +1033,7 @@ bool mtun_dataplane_init(napi_env env, napi_value exports) {
     napi_callback cb;
   } fns[] = {
       {"dpOpen", dp_open}, {"dpAttach", dp_attach}, {"dpDetach", dp_detach}, {"dpPoll", dp_poll},
-      {"dpRelease", dp_release}, {"dpError", dp_error}, {"dpStats", dp_stats}, {"dpNow", dp_now}, {"dpClose", dp_close}, {"dpPlain", dp_plain_fn},
+      {"dpRelease", dp_release}, {"dpResume", dp_resume}, {"dpError", dp_error}, {"dpStats", dp_stats}, {"dpNow", dp_now}, {"dpClose", dp_close}, {"dpPlain", dp_plain_fn},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
     if (!mtun_export_fn(env, exports, fns[i].name, fns[i].cb)) return false;

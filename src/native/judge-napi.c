@@ -28,6 +28,16 @@ static void handle_finalize(napi_env env, void *data, void *hint) {
   free(h);
 }
 
+/* The table of a handle from judgeTable (borrowed: mj_table_ref it to keep it), or NULL when v is not one. */
+struct mj_table *mj_table_of(napi_env env, napi_value v) {
+  napi_valuetype vt;
+  void *hd = NULL;
+  if (napi_typeof(env, v, &vt) != napi_ok || vt != napi_external || napi_get_value_external(env, v, &hd) != napi_ok ||
+      hd == NULL || ((struct judge_handle *)hd)->magic != JUDGE_MAGIC)
+    return NULL;
+  return ((struct judge_handle *)hd)->t;
+}
+
 static napi_value judge_table(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
   void *d = NULL;

@@ -100,6 +100,7 @@ int mj_parse(const uint8_t *b, size_t len, struct mj_info *o) {
     return R_BAD_VERSION;
   }
   o->proto = proto;
+  o->l4_off = p;
   if (o->frag_offset != 0) return R_FRAGMENT;
   uint32_t l4 = end - p;
   if (proto == P_TCP) {

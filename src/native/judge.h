@@ -109,6 +109,7 @@ struct mj_info {
   int32_t src_port, dst_port;
   uint32_t icmp_type;
   uint32_t payload_off, payload_len;
+  uint32_t l4_off; /* the transport header, after any IPv6 extension headers */
 };
 
 /*

@@ -312,6 +312,62 @@ static bool slot_to_name(const uint8_t *slot, int family, struct sockaddr_in6 *n
 }
 
 /*
+ * The receive of udpRecv (its arguments checked): one recvmmsg into ptrs[k]
+ * (lens[k] bytes each), k < n ≤ MTUN_MAX_BATCH; fills sizes, address slots
+ * and GRO segment sizes, compacts after a dropped slot. Returns the count,
+ * 0 when nothing waits, or -errno. Shared by udpRecv and the agent's TUN
+ * thread (dataplane.c), each with its own scratch.
+ */
+int32_t mtun_udp_recv(int fd, uint8_t *const *ptrs, const size_t *lens, uint32_t n, uint32_t *sizes, uint8_t *addrs,
+                      uint32_t *segs, double *stats, struct mtun_scratch *s) {
+  for (uint32_t k = 0; k < n; k++) {
+    s->iov[k].iov_base = ptrs[k];
+    s->iov[k].iov_len = lens[k];
+    struct msghdr *h = &s->msgs[k].msg_hdr;
+    h->msg_name = &s->names[k];
+    h->msg_namelen = sizeof s->names[k];
+    h->msg_iov = &s->iov[k];
+    h->msg_iovlen = 1;
+    h->msg_control = s->ctrl[k].buf;
+    h->msg_controllen = sizeof s->ctrl[k].buf;
+    h->msg_flags = 0;
+    s->msgs[k].msg_len = 0;
+  }
+  int r;
+  do {
+    r = recvmmsg(fd, s->msgs, n, MSG_DONTWAIT, NULL);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  uint32_t w = 0;
+  for (uint32_t k = 0; k < (uint32_t)r; k++) {
+    struct msghdr *h = &s->msgs[k].msg_hdr;
+    if (h->msg_flags & MSG_TRUNC) {
+      stats[US_RX_TRUNCATED] += 1;
+      continue;
+    }
+    uint32_t len = s->msgs[k].msg_len;
+    if (w != k) {
+      /* Compact after a dropped slot (rare). Slots may differ in size (the
+       * caller's buffers): one that does not fit where it would go is
+       * dropped and counted like a truncated one, never copied past it. */
+      if (len > lens[w]) {
+        stats[US_RX_TRUNCATED] += 1;
+        continue;
+      }
+      memmove(ptrs[w], ptrs[k], len);
+    }
+    sizes[w] = len;
+    uint8_t *slot = addrs + (size_t)w * MTUN_ADDR_SLOT;
+    mtun_name_to_slot(&s->names[k], slot);
+    segs[w] = parse_recv_cmsgs(h, len, slot + MTUN_SLOT_LOCAL);
+    stats[US_RX_DATAGRAMS] += 1;
+    stats[US_RX_BYTES] += len;
+    w++;
+  }
+  return (int32_t)w;
+}
+
+/*
  * udpRecv(fd, bufs, sizes, addrs, segs, max, stats, stride?) -> count.
  * bufs: an Array of Buffers, or with stride > 0 one Buffer of back-to-back
  * slots of `stride` bytes (mtun_arg_slots_begin).
@@ -349,57 +405,9 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
   struct mtun_scratch *s = mtun_scratch_of(env);
   if (s == NULL) return mtun_throw_type(env, "udp: addon not initialised");
   if (!mtun_arg_slots_fill(env, &slots, n, "bufs", s->ptrs, s->lens)) return NULL;
-  for (uint32_t k = 0; k < n; k++) {
-    s->iov[k].iov_base = s->ptrs[k];
-    s->iov[k].iov_len = s->lens[k];
-    struct msghdr *h = &s->msgs[k].msg_hdr;
-    h->msg_name = &s->names[k];
-    h->msg_namelen = sizeof s->names[k];
-    h->msg_iov = &s->iov[k];
-    h->msg_iovlen = 1;
-    h->msg_control = s->ctrl[k].buf;
-    h->msg_controllen = sizeof s->ctrl[k].buf;
-    h->msg_flags = 0;
-    s->msgs[k].msg_len = 0;
-  }
-  int r;
-  do {
-    r = recvmmsg(fd, s->msgs, n, MSG_DONTWAIT, NULL);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return mtun_u32(env, 0);
-    return mtun_throw_errno(env, "udp", "recvmmsg", errno);
-  }
-  uint32_t *sizes = (uint32_t *)sz;
-  uint32_t *segs = (uint32_t *)sg;
-  uint8_t *addrs = (uint8_t *)ad;
-  uint32_t w = 0;
-  for (uint32_t k = 0; k < (uint32_t)r; k++) {
-    struct msghdr *h = &s->msgs[k].msg_hdr;
-    if (h->msg_flags & MSG_TRUNC) {
-      stats[US_RX_TRUNCATED] += 1;
-      continue;
-    }
-    uint32_t len = s->msgs[k].msg_len;
-    if (w != k) {
-      /* Compact after a dropped slot (rare). Slots may differ in size (the
-       * caller's buffers): one that does not fit where it would go is
-       * dropped and counted like a truncated one, never copied past it. */
-      if (len > s->lens[w]) {
-        stats[US_RX_TRUNCATED] += 1;
-        continue;
-      }
-      memmove(s->ptrs[w], s->ptrs[k], len);
-    }
-    sizes[w] = len;
-    uint8_t *slot = addrs + (size_t)w * MTUN_ADDR_SLOT;
-    mtun_name_to_slot(&s->names[k], slot);
-    segs[w] = parse_recv_cmsgs(h, len, slot + MTUN_SLOT_LOCAL);
-    stats[US_RX_DATAGRAMS] += 1;
-    stats[US_RX_BYTES] += len;
-    w++;
-  }
-  return mtun_u32(env, w);
+  int32_t r = mtun_udp_recv(fd, s->ptrs, s->lens, n, (uint32_t *)sz, (uint8_t *)ad, (uint32_t *)sg, stats, s);
+  if (r < 0) return mtun_throw_errno(env, "udp", "recvmmsg", -r);
+  return mtun_u32(env, (uint32_t)r);
 }
 
 /*

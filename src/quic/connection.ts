@@ -389,6 +389,11 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     this.dgramSent += n;
   }
 
+  /** Counts `n` DATAGRAM frames another reader took from this connection's queue (the agent's data-plane thread). */
+  noteDgramsRecv(n: number): void {
+    this.dgramRecvd += n;
+  }
+
   dgramRecv(buf: Uint8Array): number | null {
     if (this.gone || this.dgramHint === 0) return null;
     let n: number | null;

@@ -333,6 +333,9 @@ function closing(c: QuicConnection): boolean {
  * all work happens in the socket's readable callback, the one timer, and
  * {@link QuicConnection.flush} calls from the layer above.
  */
+/** Hands the endpoint one UDP datagram: buf[off, off + len), from address slot i of addrs. */
+export type DatagramFeed = (buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number) => void;
+
 export class QuicEndpoint implements ConnectionOwner {
   /** Counters (live object). */
   readonly counters: QuicEndpointCounters = newCounters();
@@ -709,6 +712,49 @@ export class QuicEndpoint implements ConnectionOwner {
   }
 
   // ---------------------------------------------------------------- input
+
+  /**
+   * Another reader takes the socket (the agent's data-plane thread,
+   * `src/daemon/tun-thread.ts`): the endpoint stops reading it until
+   * {@link resumeInput}, and learns of that reader's input through
+   * {@link threadInput}.
+   */
+  pauseInput(): void {
+    if (this.closed) return;
+    const pausable = this.sock as UdpBatchSocket & { pauseReadable?: () => void };
+    pausable.pauseReadable?.();
+  }
+
+  /** The endpoint reads the socket again. */
+  resumeInput(): void {
+    if (!this.closed) this.sock.onReadable(this.onReadable);
+  }
+
+  /**
+   * Input the other reader took (see {@link pauseInput}): `c` got packets
+   * the engine has processed (its events run now), and `each` hands over the
+   * datagrams that reader left to the endpoint, as they came (another
+   * connection ID, another source). Then the owner's hook, sends and timers
+   * run as after a batch read here.
+   */
+  threadInput(c: QuicConnection | null, each: ((feed: DatagramFeed) => void) | null): void {
+    if (this.closed) return;
+    this.acceptsLeft = this.acceptsPerTurn;
+    this.inBatch = true;
+    try {
+      if (c !== null && !c.gone && !c.touched) {
+        c.touched = true;
+        this.touched.push(c);
+      }
+      each?.(this.feedDatagram);
+      this.dispatchTouched();
+    } finally {
+      this.inBatch = false;
+    }
+    this.afterBatch();
+  }
+
+  private readonly feedDatagram: DatagramFeed = (buf, off, len, addrs, i) => this.onDatagram(buf, off, len, addrs, i);
 
   private readonly onReadable = (): void => {
     if (this.closed) return;

@@ -11,10 +11,21 @@
  * every packet it read into the ring exactly once, in order; stops reading
  * when the ring is full (the TUN queue holds or drops the rest, never the
  * ring) and goes on once it is drained; and, detached, sends nothing itself.
+ *
+ * The receive leg (attached with a receive table): the server connection
+ * sends DATAGRAMs; the thread reads the client socket, writes the session's
+ * plain packets into the TUN (a UDP listener in the namespace sees them),
+ * and holds on the first DATAGRAM for the event loop's path, which gets
+ * that one and every one after it, in order, through HTTP/3's queue.
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { openTun, type NativeTun } from '../../src/tun/native-tun.js';
-import { TUN_THREAD_JS, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../../src/daemon/tun-thread.js';
+import { TUN_THREAD_IN, TUN_THREAD_JS, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../../src/daemon/tun-thread.js';
+import { compileAgentTable } from '../../src/masque/native-judge.js';
+import { loadNative } from '../../src/native/addon.js';
+import type { QuicEndpoint } from '../../src/quic/endpoint.js';
+import { spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import type { QuicConnection } from '../../src/quic/connection.js';
 import { Harness, nativeUdpAvailable, waitFor } from '../sim/quic-harness.js';
 import { cleanupAll, createNetns, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
@@ -40,9 +51,28 @@ function udpText(b: Uint8Array, off: number, len: number): string | null {
   return Buffer.from(b.subarray(off + ihl + 8, off + len)).toString('latin1');
 }
 
+/** An IPv4 UDP packet 10.79.0.<src> → 10.79.0.1:9999 carrying `text` (UDP checksum 0: none, RFC 768), after `prefix`. */
+function ipUdp(prefix: Uint8Array, src: number, text: string): Uint8Array {
+  const payload = Buffer.from(text, 'latin1');
+  const len = 28 + payload.length;
+  const b = new Uint8Array(prefix.length + len);
+  b.set(prefix, 0);
+  const p = b.subarray(prefix.length);
+  p.set([0x45, 0, len >> 8, len & 0xff, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 79, 0, src, 10, 79, 0, 1]);
+  let sum = 0;
+  for (let i = 0; i < 20; i += 2) sum += (p[i]! << 8) | p[i + 1]!;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+  p[10] = ~sum >> 8 & 0xff;
+  p[11] = ~sum & 0xff;
+  p.set([0x30, 0x39, 0x27, 0x0f, (8 + payload.length) >> 8, (8 + payload.length) & 0xff, 0, 0], 20);
+  p.set(payload, 28);
+  return b;
+}
+
 interface Rig {
   tun: NativeTun;
   ns: string;
+  ep: QuicEndpoint;
   client: QuicConnection;
   /** UDP payloads of the datagrams the server connection received, in order; bad prefixes counted. */
   atServer: string[];
@@ -70,7 +100,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the agent\'s TUN thread', () => {
     const client = ep.connect('127.0.0.1', port, 'localhost');
     await client.whenEstablished();
     await waitFor(() => h.accepted.length === 1, 2000, 'the server connection');
-    const r: Rig = { tun, ns, client, atServer: [], badPrefix: 0, h };
+    const r: Rig = { tun, ns, ep, client, atServer: [], badPrefix: 0, h };
     const buf = new Uint8Array(2000);
     h.accepted[0]!.onEvent = (conn, ev) => {
       if (ev !== 'readable') return;
@@ -181,4 +211,98 @@ describe.skipIf(!isRoot() || !nativeOk)('the agent\'s TUN thread', () => {
       r.tun.close();
     }
   }, 30_000);
+  for (const offload of [false, true]) {
+    it(`receives: writes the session's plain packets into the TUN itself; a DATAGRAM for the event loop holds it, and that one and all after it go through HTTP/3 in order (${offload ? 'offload' : 'plain'} TUN)`, async () => {
+      const r = await rig(offload);
+      // What reaches the namespace's kernel through the TUN, in order: a UDP listener on the TUN's address.
+      const py = 'import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(("10.79.0.1",9999))\ns.settimeout(3)\nprint("ready",flush=True)\ntry:\n  while True: print(s.recv(2000).decode(),flush=True)\nexcept Exception: pass\n';
+      const listener = spawn('ip', ['netns', 'exec', r.ns, 'python3', '-c', py]);
+      const heard: string[] = [];
+      let outBuf = '';
+      listener.stdout.on('data', (d: Buffer) => {
+        outBuf += d.toString();
+        const lines = outBuf.split('\n');
+        outBuf = lines.pop()!;
+        heard.push(...lines);
+      });
+      await waitFor(() => heard.includes('ready'), 5_000, 'the listener');
+      const table = loadNative().judgeTable(compileAgentTable({
+        assigned: [],
+        ourRanges: [{ version: 4, start: Uint8Array.of(10, 79, 0, 1), end: Uint8Array.of(10, 79, 0, 1), ipProtocol: 0 }],
+        peerRanges: [{ version: 4, start: Uint8Array.of(10, 79, 0, 2), end: Uint8Array.of(10, 79, 0, 2), ipProtocol: 0 }],
+      }, true, Uint8Array.of(0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2)));
+      // The event loop's side, as the agent runs it: DATAGRAMs HTTP/3 reads from the client connection are written into the TUN.
+      const viaJs: string[] = [];
+      const jsBuf = Buffer.alloc(2000);
+      r.client.onEvent = (conn, ev) => {
+        if (ev !== 'readable') return;
+        let n: number | null;
+        while ((n = conn.dgramRecv(jsBuf)) !== null) {
+          const ok = jsBuf[0] === PREFIX[0] && jsBuf[1] === PREFIX[1] && jsBuf[14] === 10 && jsBuf[15] === 79 && jsBuf[17] === 2;
+          viaJs.push(ok ? udpText(jsBuf, 2, n - 2)! : `held:${udpText(jsBuf, 2, n - 2)}`);
+          if (ok) r.tun.write([jsBuf], Uint32Array.of(n - 2), 2, 1);
+        }
+      };
+      const ring: { kind: number; text: string | null }[] = [];
+      let thread: TunThread | null = null;
+      const onReady = () => {
+        const t = thread!;
+        const held = t.stats()[TunThreadStat.RX_HELD]!;
+        t.drain((b, off, len, kind) => ring.push({ kind, text: udpText(b, off, len) }), 0);
+        r.ep.threadInput(r.client, t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed) : null);
+        t.resume(held);
+      };
+      thread = TunThread.open(r.tun, h.sockets[1]!, HEADROOM, onReady);
+      try {
+        thread!.attach(r.client.q.nativeHandle(), PREFIX, true, table);
+        r.ep.pauseInput();
+        const server = h.accepted[0]!;
+        const send = (d: Uint8Array) => expect(server.dgramSend(d, 0, d.length)).toBe(true);
+        const plain = (i: number) => ipUdp(PREFIX, 2, `pkt-${String(i).padStart(6, '0')}`);
+        for (let i = 0; i < 100; i++) send(plain(i));
+        server.flush();
+        await waitFor(() => heard.length >= 101, 5_000, 'the first 100 in the namespace');
+        // Another context ID (the event loop's: RFC 9484 §6), then a source the gateway does not route for us, then 100 plain.
+        send(ipUdp(Uint8Array.of(PREFIX[0]!, 1), 2, 'other-context'));
+        send(ipUdp(PREFIX, 3, 'spoofed'));
+        for (let i = 100; i < 200; i++) send(plain(i));
+        server.flush();
+        const want = Array.from({ length: 200 }, (_, i) => `pkt-${String(i).padStart(6, '0')}`);
+        await waitFor(() => heard.length >= 201, 5_000, 'all 200 in the namespace').catch((e) => {
+          throw new Error(`${(e as Error).message}: heard ${heard.length - 1}, via the event loop ${JSON.stringify(viaJs.slice(0, 5))} (${viaJs.length}), ring IN ${ring.filter((x) => x.kind === TUN_THREAD_IN).length}, stats ${[...thread!.stats()].join(',')}`);
+        });
+        expect(heard.slice(1)).toEqual(want);
+        const st = thread!.stats();
+        const inRing = ring.filter((e) => e.kind === TUN_THREAD_IN).map((e) => e.text);
+        // The first 100 by the thread alone; the held ones and what followed them (until the event loop resumed it) by the event loop.
+        expect(inRing.slice(0, 100)).toEqual(want.slice(0, 100));
+        expect(viaJs.slice(0, 2)).toEqual(['held:other-context', 'held:spoofed']);
+        expect([...inRing, ...viaJs.filter((t) => !t.startsWith('held:'))].sort()).toEqual(want);
+        expect(st[TunThreadStat.RX_HELD]).toBeGreaterThanOrEqual(1);
+        expect(st[TunThreadStat.RX_TUN]).toBe(inRing.length);
+        expect(st[TunThreadStat.RX_DATAGRAMS]).toBeGreaterThan(0); // QUIC packets: small DATAGRAMs share them
+        expect(st[TunThreadStat.RX_TUN_DROPPED]).toBe(0);
+        expect(st[TunThreadStat.RX_TO_ENDPOINT]).toBe(0);
+        // Resumed once the event loop emptied the queue: the thread writes the next ones itself again.
+        const before = inRing.length;
+        for (let i = 200; i < 250; i++) send(plain(i));
+        server.flush();
+        await waitFor(() => heard.length >= 251, 5_000, 'the next 50 in the namespace');
+        await waitFor(() => ring.filter((e) => e.kind === TUN_THREAD_IN).length >= before + 50, 2_000, 'the next 50 written by the thread');
+        expect(heard.slice(201)).toEqual(Array.from({ length: 50 }, (_, i) => `pkt-${String(200 + i).padStart(6, '0')}`));
+        // A datagram for no connection of ours goes to the endpoint as it came (here: counted as an unknown connection ID).
+        const unknownBefore = r.ep.counters.dropUnknownCid;
+        const stray = createSocket('udp4');
+        await new Promise<void>((res) => stray.send(Buffer.alloc(40, 0x41), h.sockets[1]!.localAddress().port, '127.0.0.1', () => res()));
+        stray.close();
+        await waitFor(() => r.ep.counters.dropUnknownCid > unknownBefore, 2_000, 'the stray datagram at the endpoint');
+        expect(thread!.stats()[TunThreadStat.RX_TO_ENDPOINT]).toBe(1);
+      } finally {
+        thread!.close();
+        r.ep.resumeInput();
+        listener.kill();
+        r.tun.close();
+      }
+    }, 30_000);
+  }
 });

@@ -11,6 +11,7 @@ import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
 import { checkRangeOrder, normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
 import { VERDICT_LINK_ICMP6 } from './packet-judge.js';
+import { compileAgentTable } from '../native-judge.js';
 import { judgeGatewayIp, type ReceiveContext } from './receive-check.js';
 import { PacketInfo } from '../../packet/ip-packet.js';
 import { ConnectIpSessionBase, type ConnectIpSessionOptions, type PacketSink } from './session-base.js';
@@ -91,6 +92,22 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
     writeQuarterStreamId(this.stream.streamId, b, n);
     b[n] = 0;
     return b;
+  }
+
+  /**
+   * This session's receive check as a native table (`compileAgentTable`):
+   * what {@link receivePacket} asks of a packet from the gateway, for a
+   * reader outside this object (the agent's TUN thread). Compile it again
+   * after the assigned addresses, either side's routes or IPv6 changed.
+   */
+  receiveTable(): Uint8Array {
+    return compileAgentTable(this.rx, !this.ipv6Disabled, this.probe.linkLocal);
+  }
+
+  /** Counts packets another reader took for this session and wrote into the TUN (the agent's TUN thread), as {@link receivePacket} counts its own. */
+  countReceived(packets: number, bytes: number): void {
+    this.counters.packetsReceived += packets;
+    this.counters.bytesReceived += bytes;
   }
 
   /** Counts packets another sender queued for this session (the agent's TUN thread), as {@link sendPacket} counts its own. */
