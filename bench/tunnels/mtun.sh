@@ -31,7 +31,7 @@ fi
 TXQ=${MTUN_TXQUEUELEN:+, txQueueLen: $MTUN_TXQUEUELEN}
 # MTUN_QUEUE_DELAY_MS (optional): both daemons' tun.queueDelay.targetMs (0: CoDel off), to compare (bench/queue-delay.sh).
 TXQ+=${MTUN_QUEUE_DELAY_MS:+, queueDelay: { targetMs: $MTUN_QUEUE_DELAY_MS \}}
-# MTUN_TUN_THREAD=1 / 0 (optional): the agent's tun.thread on / off (default: the product's, off), to compare (bench/tun-thread.sh).
+# MTUN_TUN_THREAD=1 / 0 (optional): the agent's tun.thread on / off (default: the product's, on), to compare (bench/tun-thread.sh).
 ATHREAD=${MTUN_TUN_THREAD:+, thread: $([ "$MTUN_TUN_THREAD" = 1 ] && echo true || echo false)}
 TA=${P}${K}a; TG=${P}${K}g
 # The server's namespace and the veth pair to it (${P}${K}b in NSB, ${P}${K}s0 in NSS).

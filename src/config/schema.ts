@@ -135,15 +135,17 @@ const tunSchema = z.strictObject(tunFields).prefault({});
 const agentTunSchema = z.strictObject({
   ...tunFields,
   /**
-   * Read the TUN and send the tunnel's packets on a native thread
-   * (src/native/dataplane.c) instead of the event loop: plain packets leave
-   * without waking JavaScript, which still sees every packet for telemetry
-   * and handles the rest (SYNs for the MSS clamp, Packet Too Big, drops).
-   * Only over HTTP/3 with the native TUN and socket. Off by default: on a
-   * two-core box it shortened the idle ping a little and lengthened the
-   * ping under a bulk transfer (BENCHMARKS.md, "The agent's TUN thread").
+   * Run the tunnel's per-packet path on a native thread
+   * (src/native/dataplane.c) instead of the event loop: it reads the TUN and
+   * the socket, and the session's plain packets cross either way without
+   * waking JavaScript, which still sees every packet for telemetry and
+   * handles the rest (SYNs for the MSS clamp, Packet Too Big, failed checks,
+   * capsules, drops). Only over HTTP/3 with the native TUN and socket. On by
+   * default: with both legs it took a third off the idle round trip, kept
+   * throughput and the ping under load, and used less CPU
+   * (BENCHMARKS.md, "The agent's TUN thread"). false: the event loop.
    */
-  thread: z.boolean().default(false),
+  thread: z.boolean().default(true),
 }).prefault({});
 
 /** A policy rule: traffic to these destination prefixes with these protocols and ports is allowed. */

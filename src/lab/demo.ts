@@ -137,9 +137,11 @@ async function main(): Promise<void> {
     for (const line of ga.split('\n')) {
       if (line.startsWith('mtun_tunnel_dropped_packets_total') && !line.endsWith(' 0')) say(`  gateway drop: ${line.replace('mtun_tunnel_dropped_packets_total', '')}`);
     }
-    // The agent's TUN → UDP leg on its native thread (tun.thread): what it sent itself, and what it left to the event loop.
+    // The agent's data path on its native thread (tun.thread): what it sent and wrote itself, and what it left to the event loop.
     for (const line of am.split('\n')) {
       if (line.startsWith('mtun_agent_tun_thread_packets_total')) say(`  agent TUN thread: ${line.replace('mtun_agent_tun_thread_packets_total', 'packets')}`);
+      const rx = /^mtun_agent_tun_thread_events_total\{event="(rx_tun_written|rx_held|rx_to_endpoint|rx_tun_dropped)"\} (\S+)/.exec(line);
+      if (rx) say(`  agent TUN thread: ${rx[1]} ${rx[2]}`);
     }
     if (udpBlocked) {
       say(`  ${pad('mtun_h2_datagrams_total (DATAGRAM capsules)', 40)} agent ${rpad(sum(am, 'mtun_h2_datagrams_total'), 12)}   gateway ${rpad(sum(ga, 'mtun_h2_datagrams_total'), 12)}`);

@@ -68,7 +68,7 @@ export interface LabOptions {
   readonly logLevel?: string;
   /** The daemons' `tun.offload` (default true, as in the product). */
   readonly tunOffload?: boolean;
-  /** The agents' `tun.thread` (default: the product's, off). */
+  /** The agents' `tun.thread` (default: the product's, on). */
   readonly agentTunThread?: boolean;
   /** Both daemons' `inspection.maxFlows` (default: the config default). */
   readonly maxFlows?: number;

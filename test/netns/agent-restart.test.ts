@@ -22,7 +22,8 @@ describe.skipIf(!root)('agent SIGKILL and restart (netns, real daemons)', () => 
   let lab: Lab;
 
   beforeAll(async () => {
-    lab = await Lab.up({ prefix: `mar${process.pid % 10000}` });
+    // The agent's data path on the event loop (tun.thread: false): the other labs run the default, the TUN thread.
+    lab = await Lab.up({ prefix: `mar${process.pid % 10000}`, agentTunThread: false });
     await lab.startServers();
     await lab.startGateway();
     await lab.startAgent('agent');

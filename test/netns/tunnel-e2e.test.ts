@@ -64,8 +64,8 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
   };
 
   beforeAll(async () => {
-    // The agents' TUN thread on (tun.thread, off by default): every check below also holds with it.
-    lab = await Lab.up({ prefix: `mte${process.pid % 10000}`, secondCluster: true, agentTunThread: true });
+    // The agents run their data path on the TUN thread (tun.thread, the default); test/netns/agent-restart.test.ts runs the event loop's.
+    lab = await Lab.up({ prefix: `mte${process.pid % 10000}`, secondCluster: true });
     writeFileSync(lab.file('blob.bin'), blob);
     for (const f of ['gateway.yaml', 'agent2.yaml']) original[f] = readFileSync(lab.file(f), 'utf8');
     await lab.startServers();
