@@ -75,6 +75,7 @@ export class Agent {
   private threadRxDatagramsSeen = 0;
   private threadRxToEndpointSeen = 0;
   private threadRxTunDroppedSeen = 0;
+  private threadRxRefusedSeen = 0;
   private tunDropId = -1;
   /** The connection the session rides on (HTTP/3 or HTTP/2), or null while down. */
   private conn: Carrier | null = null;
@@ -708,17 +709,21 @@ export class Agent {
   /** Runs the endpoint on what the thread received, then lets it receive again (its held DATAGRAMs are handled). */
   private threadInput(t: TunThread, received: boolean): void {
     const held = t.stats()[TunThreadStat.RX_HELD]!; // before the queue is looked at: see resume()
-    this.drainThread(t);
-    const endpointPending = t.hasEndpointPending();
-    this.endpoint.threadInput(received ? this.conn?.quic() ?? null : null, endpointPending ? (feed) => t.drainEndpoint(feed) : null);
-    this.tunWriter?.flush();
-    t.resume(held);
+    try {
+      this.drainThread(t);
+      this.countThreadSends(t); // the thread sends ACKs in rounds that publish nothing
+      const endpointPending = t.hasEndpointPending();
+      this.endpoint.threadInput(received ? this.conn?.quic() ?? null : null, endpointPending ? (feed) => t.drainEndpoint(feed) : null);
+      this.tunWriter?.flush();
+    } finally {
+      t.resume(held); // a handler that threw must not leave the socket unread
+    }
   }
 
   /** Hands the thread's published packets to onThreadPacket; counts what it sent. Returns how many. */
   private drainThread(t: TunThread): number {
     const n = t.drain(this.onThreadPacket, this.io.clock.now());
-    if (n > 0) this.countThreadSends(t); // the thread sends only in rounds that publish: else nothing new to count
+    if (n > 0) this.countThreadSends(t); // its TUN reads send only in rounds that publish; its receives are counted in threadInput
     return n;
   }
 
@@ -740,7 +745,10 @@ export class Agent {
     const c = this.endpoint.counters;
     // Datagrams the thread handed to the endpoint are counted there as they are fed.
     const rx = st[TunThreadStat.RX_DATAGRAMS]!, toEndpoint = st[TunThreadStat.RX_TO_ENDPOINT]!, tunDropped = st[TunThreadStat.RX_TUN_DROPPED]!;
+    const refused = st[TunThreadStat.RX_REFUSED]!;
     c.datagramsIn += rx - this.threadRxDatagramsSeen - (toEndpoint - this.threadRxToEndpointSeen);
+    c.dropRecvError += refused - this.threadRxRefusedSeen;
+    this.threadRxRefusedSeen = refused;
     if (tunDropped > this.threadRxTunDroppedSeen && this.tunDropId >= 0) this.telemetry.metrics.drop(this.tunDropId, tunDropped - this.threadRxTunDroppedSeen);
     this.threadRxDatagramsSeen = rx;
     this.threadRxToEndpointSeen = toEndpoint;
@@ -785,9 +793,11 @@ export class Agent {
     const receiving = t.receiving;
     t.detach();
     if (receiving) {
-      // What the thread received and left (held DATAGRAMs, datagrams for the endpoint) is handled, then the endpoint reads the socket again.
+      // The endpoint reads the socket again. What the thread received and left (held DATAGRAMs, datagrams for the
+      // endpoint) is handled on the next turn: detach may run inside the endpoint's events or its flush (a connection
+      // that closed), which hold the engine lock, and the thread takes its producer lock before that one.
       this.endpoint.resumeInput();
-      this.threadInput(t, true);
+      setImmediate(() => this.threadInput(t, true));
       return;
     }
     this.drainThread(t);

@@ -45,7 +45,7 @@ const RING_SLOTS = 2048;
 /** dpStats indices (dataplane.c DP_S_*). */
 export const enum TunThreadStat {
   READ, READ_BYTES, QUEUED, TO_JS, UDP_DATAGRAMS, UDP_BYTES, UDP_CALLS, UDP_GSO, UDP_DROPPED, RING_FULL, WAKES,
-  RX_DATAGRAMS, RX_BYTES, RX_TUN, RX_TUN_BYTES, RX_TUN_DROPPED, RX_HELD, RX_TO_ENDPOINT, RX_DROPPED, RX_ERRORS, LENGTH,
+  RX_DATAGRAMS, RX_BYTES, RX_TUN, RX_TUN_BYTES, RX_TUN_DROPPED, RX_HELD, RX_TO_ENDPOINT, RX_DROPPED, RX_ERRORS, RX_REFUSED, LENGTH,
 }
 
 /** Handles one packet of the ring: buf[off, off + len), read at `atMs` (the daemon's clock); kind TUN_THREAD_*. */

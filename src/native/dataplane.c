@@ -70,9 +70,17 @@
 #define DP_SIGNAL_FILL 256
 #define DP_DEFER_NS 2000000
 
-#define DP_RX_SLOTS 16          /* receive slots; each takes a UDP GRO super-datagram */
+#define DP_RX_SLOTS 4           /* receive slots per recvmmsg; each takes a UDP GRO super-datagram */
 #define DP_RX_SLOT_BYTES 65536
-#define DP_RX_ROUNDS 4          /* recvmmsg calls per wake, bounded */
+#define DP_RX_ROUNDS 8          /* recvmmsg calls per wake, bounded */
+/*
+ * Packets written into the TUN per wake before the thread reads the TUN
+ * again: what the kernel answers inside those writes (TCP ACKs of a
+ * download) waits in the TUN's transmit queue meanwhile, and must not
+ * overflow it (the event loop's reader keeps to half of the default 500:
+ * daemon/tun-writer.ts tunRecvBudget).
+ */
+#define DP_RX_TUN_BUDGET 128
 
 /* Ring entry kinds (meta[2i + 1]). */
 #define DP_KIND_SENT 1 /* read from the TUN, sent by the thread */
@@ -103,8 +111,9 @@ enum {
   DP_S_RX_TUN_DROPPED,/* packets the TUN refused (a full queue, EINVAL): lost, as on the event loop's path */
   DP_S_RX_HELD,       /* times a DATAGRAM for the event loop's path stopped the thread's receive until JavaScript had run */
   DP_S_RX_TO_ENDPOINT,/* datagrams handed to the endpoint as they came (another connection ID, another source) */
-  DP_S_RX_DROPPED,    /* datagrams for the endpoint dropped: its ring full, or larger than a slot */
+  DP_S_RX_DROPPED,    /* datagrams dropped: the endpoint's ring full, larger than its slot, or than a receive slot */
   DP_S_RX_ERRORS,     /* recvmmsg errors other than EAGAIN */
+  DP_S_RX_REFUSED,    /* packets the engine refused (qe_conn_recv failed: the endpoint's dropRecvError) */
   DP_S_LEN
 };
 
@@ -363,10 +372,25 @@ static uint32_t dp_round(struct dp *d, bool send) {
 
 /* ------------------------------------------------------------ receive leg */
 
-/* True while the thread receives for the attachment: a table, an open connection, nothing held for JavaScript. qe_lock held. */
+/*
+ * True while the thread reads the socket: attached with a table, nothing
+ * held for JavaScript. Once the connection is no longer open (closing,
+ * draining) it goes on reading and hands every datagram to the endpoint,
+ * which answers in the closing period (RFC 9000 §10.2.1) until the owner
+ * detaches. qe_lock held.
+ */
 static bool dp_rx_on(const struct dp *d) {
-  const struct qe_conn *c = d->conn;
-  return c != NULL && d->table != NULL && !d->rx_hold && c->conn != NULL && c->state == QE_OPEN && c->handshake_done;
+  return d->conn != NULL && d->table != NULL && !d->rx_hold;
+}
+
+/* Whether the connection's packets go through the thread: open, past the handshake. */
+static bool dp_conn_open(const struct qe_conn *c) { return c->conn != NULL && c->state == QE_OPEN && c->handshake_done; }
+
+/* Any stream with data or an end to read: capsules, a FIN, the control streams. */
+static bool dp_streams_readable(const struct qe_conn *c) {
+  for (const struct qe_stream *s = c->streams; s != NULL; s = s->next)
+    if (qe_stream_readable(s)) return true;
+  return false;
 }
 
 /*
@@ -379,7 +403,10 @@ static bool dp_rx_on(const struct dp *d) {
 static bool dp_rx_plain(const struct mj_table *t, const uint8_t *ip, uint32_t len) {
   if (mj_judge(t, ip, len, true) != 0) return false;
   struct mj_info in;
-  if (mj_parse(ip, len, &in) != 0 || in.fragment) return false;
+  int pr = mj_parse(ip, len, &in);
+  if (in.fragment) return false;
+  if (pr == MJ_PARSE_UNSUPPORTED_PROTO) return true; /* passed on addresses alone, as in TypeScript; nothing to clamp */
+  if (pr != 0) return false;
   if (in.proto == 6 && (ip[in.l4_off + 13] & 0x02)) return false;
   return true;
 }
@@ -419,6 +446,13 @@ static void dp_rx_flush(struct dp *d) {
   }
 }
 
+/* Holds the receive leg: the event loop's path handles the connection's queue first (see dp_rx_pop). */
+static void dp_hold(struct dp *d) {
+  d->rx_hold = true;
+  d->rx_urgent = true;
+  dp_count(d, DP_S_RX_HELD, 1);
+}
+
 /*
  * Pops the connection's received DATAGRAMs while each is a plain packet of
  * the session (its prefix: quarter stream ID, context ID 0): copied into the
@@ -440,9 +474,7 @@ static void dp_rx_pop(struct dp *d, struct qe_conn *c, double now) {
     uint32_t used = prod - atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS], memory_order_acquire);
     if (used >= d->nslots || len <= plen || len - plen > d->mtu || memcmp(p, d->prefix, plen) != 0 ||
         !dp_rx_plain(d->table, p + plen, len - plen)) {
-      d->rx_hold = true;
-      d->rx_urgent = true;
-      dp_count(d, DP_S_RX_HELD, 1);
+      dp_hold(d);
       break;
     }
     uint32_t slot = prod % d->nslots;
@@ -486,59 +518,73 @@ static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint
   else if (p[0] & 0x80) mine = len >= 6 + id->datalen && p[5] == id->datalen && memcmp(p + 6, id->data, id->datalen) == 0;
   else mine = len >= 1 + id->datalen && memcmp(p + 1, id->data, id->datalen) == 0;
   /* From another address (a path change): the endpoint decides. */
-  if (!mine || memcmp(addr, peer, MTUN_SLOT_PEER_BYTES) != 0 || c->state != QE_OPEN) {
+  if (!mine || memcmp(addr, peer, MTUN_SLOT_PEER_BYTES) != 0 || !dp_conn_open(c)) {
     dp_to_endpoint(d, p, len, addr);
     return;
   }
-  if (qe_conn_recv(c, p, len, NULL, 0) != 0 || c->state != QE_OPEN) d->rx_urgent = true;
-  dp_rx_pop(d, c, now);
+  if (qe_conn_recv(c, p, len, NULL, 0) != 0) {
+    dp_count(d, DP_S_RX_REFUSED, 1);
+    d->rx_urgent = true;
+  }
+  if (c->state != QE_OPEN) d->rx_urgent = true;
+  /* Stream data first, as HTTP/3 reads it before the DATAGRAMs: a capsule may change the session's check
+   * (addresses, routes) or end it. The event loop reads it, then the queue, then lets the thread go on. */
+  /* Held: the rest of the batch is the engine's still (the queue keeps its order; at most DP_RX_SLOTS GRO
+   * super-datagrams, well under the queue's size), only nothing more is popped. */
+  if (!d->rx_hold && dp_streams_readable(c)) dp_hold(d);
+  else dp_rx_pop(d, c, now);
 }
 
 /*
  * The socket is readable: receives for the attached connection, writes the
  * plain packets into the TUN, publishes them, and sends what the connection
- * may send now (ACKs). pmu taken here, then qe_lock.
+ * may send now (ACKs). Each round takes pmu, then qe_lock, and lets go of
+ * both (the event loop waits one round at most); the wake ends after
+ * DP_RX_TUN_BUDGET packets written, so the TUN is read again in time.
+ * Returns whether anything was received.
  */
 static bool dp_rx(struct dp *d) {
   bool any = false;
-  pthread_mutex_lock(&d->pmu);
-  qe_lock();
-  for (int round = 0; round < DP_RX_ROUNDS && dp_rx_on(d); round++) {
+  uint32_t written = 0;
+  for (int round = 0; round < DP_RX_ROUNDS && written < DP_RX_TUN_BUDGET; round++) {
+    pthread_mutex_lock(&d->pmu);
+    qe_lock();
+    if (!dp_rx_on(d)) {
+      qe_unlock();
+      pthread_mutex_unlock(&d->pmu);
+      break;
+    }
     struct qe_conn *c = d->conn;
     uint8_t peer[MTUN_ADDR_SLOT] = {0};
     mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
+    double trunc = d->rstats[US_RX_TRUNCATED];
     int32_t n = mtun_udp_recv(d->udp_fd, d->rptrs, d->rlens, DP_RX_SLOTS, d->rsizes, d->raddrs, d->rsegs, d->rstats, d->rscr);
+    if (d->rstats[US_RX_TRUNCATED] > trunc) dp_count(d, DP_S_RX_DROPPED, (uint64_t)(d->rstats[US_RX_TRUNCATED] - trunc));
     if (n < 0) dp_count(d, DP_S_RX_ERRORS, 1);
-    if (n <= 0) break;
-    any = true;
-    double now = mono_ms();
-    uint64_t dgrams = 0, bytes = 0;
-    for (int32_t i = 0; i < n; i++) {
-      uint32_t size = d->rsizes[i], seg = d->rsegs[i] > 0 ? d->rsegs[i] : size;
-      const uint8_t *addr = d->raddrs + (size_t)i * MTUN_ADDR_SLOT;
-      for (uint32_t off = 0; off < size; off += seg) {
-        uint32_t len = size - off < seg ? size - off : seg;
-        dgrams++;
-        bytes += len;
-        dp_rx_one(d, c, peer, d->rptrs[i] + off, len, addr, now);
+    if (n > 0) {
+      any = true;
+      double now = mono_ms();
+      uint64_t dgrams = 0, bytes = 0, before = atomic_load_explicit(&d->st[DP_S_RX_TUN], memory_order_relaxed);
+      for (int32_t i = 0; i < n; i++) {
+        uint32_t size = d->rsizes[i], seg = d->rsegs[i] > 0 ? d->rsegs[i] : size;
+        const uint8_t *addr = d->raddrs + (size_t)i * MTUN_ADDR_SLOT;
+        for (uint32_t off = 0; off < size; off += seg) {
+          uint32_t len = size - off < seg ? size - off : seg;
+          dgrams++;
+          bytes += len;
+          dp_rx_one(d, c, peer, d->rptrs[i] + off, len, addr, now);
+        }
       }
+      dp_count(d, DP_S_RX_DATAGRAMS, dgrams);
+      dp_count(d, DP_S_RX_BYTES, bytes);
+      dp_rx_flush(d);
+      written += (uint32_t)(atomic_load_explicit(&d->st[DP_S_RX_TUN], memory_order_relaxed) - before);
+      if (d->conn == c && dp_conn_open(c)) dp_drain(d, c);
     }
-    dp_count(d, DP_S_RX_DATAGRAMS, dgrams);
-    dp_count(d, DP_S_RX_BYTES, bytes);
-    dp_rx_flush(d);
-    if (d->conn == c && c->conn != NULL && c->state == QE_OPEN) dp_drain(d, c);
+    qe_unlock();
+    pthread_mutex_unlock(&d->pmu);
     if (n < DP_RX_SLOTS) break;
   }
-  dp_rx_flush(d);
-  /* Stream data (capsules, the control streams) and the connection's state are the event loop's. */
-  struct qe_conn *c = d->conn;
-  if (any && c != NULL) {
-    if (c->state != QE_OPEN) d->rx_urgent = true;
-    for (struct qe_stream *s = c->streams; s != NULL && !d->rx_urgent; s = s->next)
-      if (qe_stream_readable(s)) d->rx_urgent = true;
-  }
-  qe_unlock();
-  pthread_mutex_unlock(&d->pmu);
   return any;
 }
 
@@ -938,6 +984,9 @@ static napi_value dp_poll(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
+  /* The lock order is pmu, then the engine lock: taking pmu while holding the engine lock (inside the endpoint's
+   * flush, say) would deadlock against the thread, which holds pmu and waits for the engine lock. */
+  if (qe_lock_held()) return mtun_throw_type(env, "dataplane: dpPoll called under the engine lock (lock order: pmu first)");
   pthread_mutex_lock(&d->pmu);
   uint32_t n = d->read_err == 0 ? dp_round(d, false) : 0;
   int err = d->read_err;

@@ -27,6 +27,8 @@ enum { PB_TCP = 1, PB_UDP = 2, PB_ICMP = 4, PB_ANY = 8 };
 #define MAX_EXT_HEADERS 16
 #define MAX_QUOTED_EXT_HEADERS 4
 
+_Static_assert(R_UNSUPPORTED_PROTO == MJ_PARSE_UNSUPPORTED_PROTO, "judge.h names the parse verdict");
+
 static inline uint32_t be16(const uint8_t *p) { return ((uint32_t)p[0] << 8) | p[1]; }
 
 /* ---- parse: parseIpPacket ---- */

@@ -121,6 +121,9 @@ struct mj_table *mj_table_load(const uint8_t *bytes, size_t len, const char **wh
 void mj_table_ref(struct mj_table *t);
 void mj_table_unref(struct mj_table *t);
 
+/* mj_parse's verdict for a protocol it does not look inside (the checks judge such a packet on addresses alone). */
+#define MJ_PARSE_UNSUPPORTED_PROTO 11
+
 /* parseIpPacket's verdict (DropReason code, 0 = parsed) for the packet p[0, len), with its fields. */
 int mj_parse(const uint8_t *p, size_t len, struct mj_info *out);
 

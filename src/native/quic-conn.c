@@ -16,8 +16,22 @@
 #include <time.h>
 
 static pthread_mutex_t qe_mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
-void qe_lock(void) { pthread_mutex_lock(&qe_mu); }
-void qe_unlock(void) { pthread_mutex_unlock(&qe_mu); }
+/* The holder and its depth, for qe_lock_held (written only by the holder; read by anyone with atomics). */
+static pthread_t qe_owner;
+static int qe_depth;
+void qe_lock(void) {
+  pthread_mutex_lock(&qe_mu);
+  __atomic_store_n(&qe_owner, pthread_self(), __ATOMIC_RELAXED);
+  __atomic_store_n(&qe_depth, qe_depth + 1, __ATOMIC_RELAXED);
+}
+void qe_unlock(void) {
+  if (qe_depth == 1) __atomic_store_n(&qe_owner, (pthread_t)0, __ATOMIC_RELAXED);
+  __atomic_store_n(&qe_depth, qe_depth - 1, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&qe_mu);
+}
+bool qe_lock_held(void) {
+  return __atomic_load_n(&qe_depth, __ATOMIC_RELAXED) > 0 && pthread_equal(__atomic_load_n(&qe_owner, __ATOMIC_RELAXED), pthread_self());
+}
 
 ngtcp2_tstamp qe_now(void) {
   struct timespec t;

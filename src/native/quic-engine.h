@@ -185,6 +185,8 @@ ngtcp2_tstamp qe_now(void);
  */
 void qe_lock(void);
 void qe_unlock(void);
+/* Whether the calling thread holds the engine lock (lock-order checks). */
+bool qe_lock_held(void);
 /* Client: creates the connection at once. Returns NULL with errmsg filled. */
 struct qe_conn *qe_conn_client(struct qe_config *cfg, const char *sni, const uint8_t *scid, size_t scidlen,
                                const struct sockaddr *local, socklen_t locallen, const struct sockaddr *remote,

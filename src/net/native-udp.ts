@@ -130,7 +130,8 @@ export class NativeUdpSocket implements UdpBatchSocket {
   private readableCb: (() => void) | undefined;
   private writableCb: (() => void) | undefined;
   private readonly onPoll = (ev: number): void => {
-    if (ev < 0) ev = POLL_READABLE | (this.events & POLL_WRITABLE);
+    // An error wakes whoever is waiting, so that their next call sees it; a paused reader is not (another reader owns the socket then).
+    if (ev < 0) ev = this.events & (POLL_READABLE | POLL_WRITABLE);
     if (ev & POLL_WRITABLE) {
       this.setEvents(this.events & ~POLL_WRITABLE);
       this.writableCb?.();

@@ -24,6 +24,7 @@ import { TUN_THREAD_IN, TUN_THREAD_JS, TUN_THREAD_SENT, TunThread, TunThreadStat
 import { compileAgentTable } from '../../src/masque/native-judge.js';
 import { loadNative } from '../../src/native/addon.js';
 import type { QuicEndpoint } from '../../src/quic/endpoint.js';
+import { ngtcp2Engine } from '../../src/quic/ngtcp2.js';
 import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import type { QuicConnection } from '../../src/quic/connection.js';
@@ -305,4 +306,21 @@ describe.skipIf(!isRoot() || !nativeOk)('the agent\'s TUN thread', () => {
       }
     }, 30_000);
   }
+  it('refuses a poll under the engine lock (the lock order is the thread\'s producer lock first: the other order deadlocks against it)', async () => {
+    const r = await rig(false);
+    const thread = TunThread.open(r.tun, h.sockets[1]!, HEADROOM, () => undefined)!;
+    try {
+      thread.poll();
+      ngtcp2Engine.lock();
+      try {
+        expect(() => thread.poll()).toThrow(/under the engine lock/);
+      } finally {
+        ngtcp2Engine.unlock();
+      }
+      thread.poll();
+    } finally {
+      thread.close();
+      r.tun.close();
+    }
+  }, 30_000);
 });
