@@ -60,6 +60,7 @@ run() {
     const idle = rtts(idleFile), load = rtts(loadFile);
     console.log(JSON.stringify({ thread: Number(thread), idleMedMs: med(idle), idleP90Ms: idle.length ? idle[Math.floor(idle.length * 0.9)] : null,
       loadMedMs: med(load), gbps: ip.end?.sum_received ? ip.end.sum_received.bits_per_second / 1e9 : null,
+      retransmits: ip.end?.sum_sent?.retransmits ?? null,
       agentCpu: Number(aT) / hz / Number(secs), gatewayCpu: Number(gT) / hz / Number(secs), threadSent: Number(sent),
       threadWritten: Number(written), reverse: reverse === "1" }));
   ' "$thread" "$t/idle.txt" "$t/load.txt" "$t/iperf3.json" "$SECS" "$((a1 - a0))" "$((g1 - g0))" "${sent:-0}" "${written:-0}" "$REVERSE"

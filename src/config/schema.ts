@@ -141,9 +141,10 @@ const agentTunSchema = z.strictObject({
    * waking JavaScript, which still sees every packet for telemetry and
    * handles the rest (SYNs for the MSS clamp, Packet Too Big, failed checks,
    * capsules, drops). Only over HTTP/3 with the native TUN and socket. On by
-   * default: with both legs it took a third off the idle round trip, kept
-   * throughput and the ping under load, and used less CPU
-   * (BENCHMARKS.md, "The agent's TUN thread"). false: the event loop.
+   * default: with both legs it took a third off the idle round trip, kept or
+   * raised throughput and used less CPU; an upload's ping under load grew
+   * by about half a millisecond (BENCHMARKS.md, "The agent's TUN thread").
+   * false: the event loop.
    */
   thread: z.boolean().default(true),
 }).prefault({});

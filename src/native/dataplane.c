@@ -70,7 +70,7 @@
 #define DP_SIGNAL_FILL 256
 #define DP_DEFER_NS 2000000
 
-#define DP_RX_SLOTS 4           /* receive slots per recvmmsg; each takes a UDP GRO super-datagram */
+#define DP_RX_SLOTS 16          /* receive slots per recvmmsg; each takes a UDP GRO super-datagram */
 #define DP_RX_SLOT_BYTES 65536
 #define DP_RX_ROUNDS 8          /* recvmmsg calls per wake, bounded */
 /*
@@ -78,9 +78,11 @@
  * again: what the kernel answers inside those writes (TCP ACKs of a
  * download) waits in the TUN's transmit queue meanwhile, and must not
  * overflow it (the event loop's reader keeps to half of the default 500:
- * daemon/tun-writer.ts tunRecvBudget).
+ * daemon/tun-writer.ts tunRecvBudget). Receive rounds stay large (16
+ * super-datagrams): with 4 per round and 128 per wake a download lost
+ * throughput to a CPU-bound gateway (docs/decisions/0003).
  */
-#define DP_RX_TUN_BUDGET 128
+#define DP_RX_TUN_BUDGET 256
 
 /* Ring entry kinds (meta[2i + 1]). */
 #define DP_KIND_SENT 1 /* read from the TUN, sent by the thread */
@@ -537,8 +539,11 @@ static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint
 
 /*
  * The socket is readable: receives for the attached connection, writes the
- * plain packets into the TUN, publishes them, and sends what the connection
- * may send now (ACKs). Each round takes pmu, then qe_lock, and lets go of
+ * plain packets into the TUN and publishes them. Sending (the ACKs) waits
+ * for dp_rx_send, after the thread has read the TUN: the kernel's answers
+ * to what was written (TCP ACKs of a download, a ping's reply) then leave
+ * in the same packets as the QUIC ACK, as on the event loop's path
+ * (endpoint.setBeforeSend), instead of each in a packet of its own. Each round takes pmu, then qe_lock, and lets go of
  * both (the event loop waits one round at most); the wake ends after
  * DP_RX_TUN_BUDGET packets written, so the TUN is read again in time.
  * Returns whether anything was received.
@@ -579,13 +584,20 @@ static bool dp_rx(struct dp *d) {
       dp_count(d, DP_S_RX_BYTES, bytes);
       dp_rx_flush(d);
       written += (uint32_t)(atomic_load_explicit(&d->st[DP_S_RX_TUN], memory_order_relaxed) - before);
-      if (d->conn == c && dp_conn_open(c)) dp_drain(d, c);
     }
     qe_unlock();
     pthread_mutex_unlock(&d->pmu);
     if (n < DP_RX_SLOTS) break;
   }
   return any;
+}
+
+/* After a receive: sends what the connection may send now (ACKs, and what the TUN read queued). */
+static void dp_rx_send(struct dp *d) {
+  qe_lock();
+  struct qe_conn *c = d->conn;
+  if (c != NULL && d->table != NULL && dp_conn_open(c)) dp_drain(d, c);
+  qe_unlock();
 }
 
 /* Polls the socket while the receive leg is on (thread only; the attachment read under qe_lock). */
@@ -671,6 +683,7 @@ static void *dp_thread(void *arg) {
     if (err) d->err_reported = true;
     uint32_t unread = dp_unread(d);
     pthread_mutex_unlock(&d->pmu);
+    if (rx_published) dp_rx_send(d);
     dp_poll_udp(d);
     owed = owed || published;
     if (err || urgent || unread >= DP_SIGNAL_FILL || (timer_fired && (unread > 0 || owed))) {
