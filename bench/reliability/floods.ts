@@ -34,13 +34,13 @@ interface Flood {
 }
 
 /** Runs the named floods (syn, initial, slowloris, routes, addresses). */
-export async function floods(opts: { which: string[]; seconds: number; maxFlows: number; initialRate: number; alone?: boolean }): Promise<Report> {
+export async function floods(opts: { which: string[]; seconds: number; maxFlows: number; initialRate: number; alone?: boolean; agentTunThread?: boolean }): Promise<Report> {
   const rep = new Report('flood');
   if (opts.which.includes('syn') || opts.which.includes('initial')) {
     mkdirSync(join(HERE, '.build'), { recursive: true });
     execFileSync('cc', ['-O2', '-Wall', '-o', RAW_FLOOD, join(HERE, 'raw-flood.c')], { stdio: 'inherit' });
   }
-  const c = await startCampaignLab({ prefix: `rlf${process.pid % 1000}`, secondCluster: true, maxFlows: opts.maxFlows });
+  const c = await startCampaignLab({ prefix: `rlf${process.pid % 1000}`, secondCluster: true, maxFlows: opts.maxFlows, agentTunThread: opts.agentTunThread });
   try {
     // Retry replies to spoofed sources go back to the agent namespace and die there.
     await c.lab.exec('gw', 'ip', ['route', 'add', SPOOF_NET, 'via', '192.0.2.1']);

@@ -6,7 +6,7 @@
  *
  *   impair  [--cells loss,delay,...] [--blackhole-s 30] [--max-time-s 120]
  *   crash   [--kills 20] [--what gateway,agent,midtransfer] [--resume-wait-s 30]
- *   flood   [--floods syn,initial,slowloris,routes,addresses] [--seconds 10] [--max-flows 16384] [--initial-rate 50000]
+ *   flood   [--floods syn,initial,slowloris,routes,addresses] [--seconds 10] [--max-flows 16384] [--initial-rate 50000] [--agent-tun-thread on|off]
  *   soak    [--minutes 30]
  *   latency [--delays 0,20] [--downloads 5] [--max-time-s 120]   ping alone and under downloads, per underlay delay (#13)
  */
@@ -27,6 +27,13 @@ function flag(name: string, dflt: string): string {
   const i = argv.indexOf(`--${name}`);
   return i > 0 && i + 1 < argv.length ? argv[i + 1]! : dflt;
 }
+/** --name on|off → true / false; absent → undefined (the product's default). */
+function onOff(name: string): boolean | undefined {
+  if (!argv.includes(`--${name}`)) return undefined;
+  const v = flag(name, '');
+  if (v !== 'on' && v !== 'off') throw new Error(`reliability: --${name} must be on or off`);
+  return v === 'on';
+}
 function num(name: string, dflt: number, min: number, max: number): number {
   const v = Number(flag(name, String(dflt)));
   if (!Number.isFinite(v) || v < min || v > max) throw new Error(`reliability: --${name} must be a number in ${min}..${max}`);
@@ -42,7 +49,8 @@ function delays(): number[] {
 const parts: Record<string, () => Promise<Report>> = {
   impair: () => impairMatrix({ blackholeS: num('blackhole-s', 30, 1, 120), maxTimeS: num('max-time-s', 120, 10, 600), only: argv.includes('--cells') ? list('cells', '') : undefined }),
   crash: () => crashRestart({ kills: num('kills', 20, 1, 100), what: list('what', 'gateway,agent,midtransfer'), resumeWaitS: num('resume-wait-s', 30, 2, 300) }),
-  flood: () => floods({ which: list('floods', 'syn,initial,slowloris,routes,addresses'), seconds: num('seconds', 10, 2, 120), maxFlows: num('max-flows', 16384, 64, 1_000_000), initialRate: num('initial-rate', 50_000, 100, 200_000), alone: argv.includes('--alone') }),
+  flood: () => floods({ which: list('floods', 'syn,initial,slowloris,routes,addresses'), seconds: num('seconds', 10, 2, 120), maxFlows: num('max-flows', 16384, 64, 1_000_000), initialRate: num('initial-rate', 50_000, 100, 200_000), alone: argv.includes('--alone'),
+    agentTunThread: onOff('agent-tun-thread') }),
   soak: () => soak({ minutes: num('minutes', 30, 0.5, 240) }),
   latency: () => latencyUnderLoad({ delaysMs: delays(), maxTimeS: num('max-time-s', 120, 10, 600), downloads: num('downloads', 5, 1, 100) }),
 };

@@ -662,7 +662,7 @@ export class Agent {
   /**
    * A packet the TUN thread read, in order. SENT: it is already on its way;
    * observed here as the event-loop path observes what it sent. Otherwise
-   * the event-loop path runs on it (SYN's MSS clamp, the session's checks, Packet Too Big).
+   * the event-loop path runs on it (the session's checks, Packet Too Big, the MSS clamp as always).
    */
   private readonly onThreadPacket = (buf: Buffer, off: number, len: number, kind: number, at: number): void => {
     if (kind === TUN_THREAD_IN) {
@@ -782,7 +782,7 @@ export class Agent {
       return;
     }
     // The receive leg: the thread reads the socket and checks what it writes into the TUN with the session's table.
-    t.attach(h, s.datagramPrefix(), s.ipv6Enabled, loadNative().judgeTable(s.receiveTable()));
+    t.attach(h, s.datagramPrefix(), s.ipv6Enabled, loadNative().judgeTable(s.receiveTable()), this.config.mssClamp ? this.tunMtu : 0);
     this.endpoint.pauseInput();
   }
 
@@ -898,7 +898,7 @@ function registerForwarderCounters(registry: Registry, forwarders: readonly UdpF
 
 /**
  * `mtun_agent_tun_thread_packets_total{path}`: packets the TUN thread read and sent itself
- * (`thread`) or handed to the event loop's path (`event_loop`: SYNs, too big, link-local, no room);
+ * (`thread`) or handed to the event loop's path (`event_loop`: too big, link-local, fragments, no room);
  * `mtun_agent_tun_thread_events_total{event}`: its UDP sends, GSO sends, datagrams the
  * kernel refused (lost, QUIC recovers), and times it stopped reading on a full ring (the event loop behind);
  * the receive leg's datagrams received, packets written into the TUN or refused by it, holds (a

@@ -139,7 +139,7 @@ const agentTunSchema = z.strictObject({
    * (src/native/dataplane.c) instead of the event loop: it reads the TUN and
    * the socket, and the session's plain packets cross either way without
    * waking JavaScript, which still sees every packet for telemetry and
-   * handles the rest (SYNs for the MSS clamp, Packet Too Big, failed checks,
+   * handles the rest (Packet Too Big, failed checks,
    * capsules, drops). Only over HTTP/3 with the native TUN and socket. On by
    * default: with both legs it took a third off the idle round trip, kept or
    * raised throughput and used less CPU; an upload's ping under load grew

@@ -2,32 +2,29 @@
  * The TUN thread's choice of packets it sends itself (dp_plain in
  * src/native/dataplane.c) against the TypeScript path, which stays the
  * authority: a packet the thread sends must be one the event loop's path
- * would have sent unchanged — passed by the session's outgoing check
- * (judgeOutgoing: version, IPv6 carried, link-local; issue #12), not a TCP
- * SYN (its MSS is clamped on the event loop). The thread is stricter
+ * would have sent — passed by the session's outgoing check (judgeOutgoing:
+ * version, IPv6 carried, link-local; issue #12). The thread is stricter
  * (fragments, multicast, IPv6 extension headers go to the event loop), never
- * looser. 120,000 random and structured packets per run.
+ * looser. 120,000 random and structured packets per run. The MSS clamp both
+ * legs apply in place (dp_clamp_mss) is held to clampTcpMss byte for byte.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { loadNative, nativeAvailable } from '../native/addon.js';
 import { judgeOutgoing } from '../masque/connect-ip/packet-judge.js';
-import { PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
+import { clampTcpMss } from '../packet/rewrite.js';
 
 const ok = nativeAvailable();
 if (!ok) console.warn('tun-thread.test: SKIPPED — native addon not built');
 
 /**
- * What the event loop's path (Agent.sendFromTun) sends unchanged: what the
- * session's outgoing check passes (judgeOutgoing), unless it parses as a TCP
- * SYN, whose MSS it may rewrite. (It sends packets it cannot parse too, and
- * counts the parse failure in the tracker; so does the thread's path.)
+ * What the event loop's path (Agent.sendFromTun) sends: what the session's
+ * outgoing check passes (judgeOutgoing), a SYN after its MSS clamp. (It
+ * sends packets it cannot parse too, and counts the parse failure in the
+ * tracker; so does the thread's path.)
  */
 function tsWouldSendAsIs(p: Uint8Array, ipv6: boolean): boolean {
-  if (judgeOutgoing(p, 0, p.length, ipv6) < 0) return false;
-  const pi = new PacketInfo();
-  if (parseIpPacket(p, 0, p.length, pi) === 0 && pi.proto === 6 && (pi.tcpFlags & 0x02) !== 0) return false;
-  return true;
+  return judgeOutgoing(p, 0, p.length, ipv6) >= 0;
 }
 
 /** A structured packet: IPv4 or IPv6 header with lengths that agree (mostly), a protocol, addresses near the edges. */
@@ -147,8 +144,8 @@ describe.skipIf(!ok)('the TUN thread sends only what the event loop would have s
     expect(n.dpPlain(v4(6, [10, 20, 0, 2]), true)).toBe(true);
     expect(n.dpPlain(v4(17, [10, 20, 0, 2]), true)).toBe(true);
     expect(n.dpPlain(v4(1, [10, 20, 0, 2]), true)).toBe(true);
-    expect(n.dpPlain(v4(6, [10, 20, 0, 2], 0x02), true)).toBe(false); // SYN: MSS clamp
-    expect(n.dpPlain(v4(6, [10, 20, 0, 2], 0x12), true)).toBe(false); // SYN-ACK
+    expect(n.dpPlain(v4(6, [10, 20, 0, 2], 0x02), true)).toBe(true); // SYN: its MSS clamped where it is queued
+    expect(n.dpPlain(v4(6, [10, 20, 0, 2], 0x12), true)).toBe(true); // SYN-ACK
     expect(n.dpPlain(v4(17, [169, 254, 169, 254]), true)).toBe(false); // link-local
     expect(n.dpPlain(v4(17, [224, 0, 0, 251]), true)).toBe(false); // multicast
     expect(n.dpPlain(v4(17, [10, 20, 0, 2], 0x10, 0x2000), true)).toBe(false); // a fragment (MF)
@@ -160,5 +157,74 @@ describe.skipIf(!ok)('the TUN thread sends only what the event loop would have s
     v6.set([0xfd, 0, 0, 0xb], 24);
     expect(n.dpPlain(v6, true)).toBe(true);
     expect(n.dpPlain(v6, false)).toBe(false); // IPv6 no longer carried (RFC 9484 §7.2)
+  });
+});
+
+/** A TCP SYN (or another segment) over IPv4 or IPv6 with arbitrary option bytes, an MSS option somewhere among them. */
+const tcpSegment = fc.record({
+  v6: fc.boolean(),
+  flags: fc.oneof(fc.constantFrom(0x02, 0x12, 0x10), fc.integer({ min: 0, max: 255 })),
+  pre: fc.array(fc.oneof(fc.constant([1]), fc.constant([0]), fc.uint8Array({ minLength: 2, maxLength: 6 }).map((b) => [8, b.length + 2, ...b])), { maxLength: 4 }),
+  mss: fc.oneof(fc.integer({ min: 0, max: 0xffff }), fc.constantFrom(536, 1220, 1360, 1460, 8960)),
+  mssLen: fc.oneof(fc.constant(4), fc.integer({ min: 0, max: 6 })),
+  post: fc.uint8Array({ maxLength: 8 }),
+  cks: fc.integer({ min: 0, max: 0xffff }),
+  frag: fc.oneof(fc.constant(0x4000), fc.integer({ min: 0, max: 0xffff })),
+  mtu: fc.oneof(fc.constantFrom(1280, 1400, 1410, 1500, 60, 0), fc.integer({ min: 0, max: 9000 })),
+}).map((r) => {
+  const opts = [...r.pre.flat(), 2, r.mssLen, r.mss >> 8, r.mss & 0xff, ...r.post].slice(0, 40);
+  while (opts.length % 4 !== 0) opts.push(0);
+  const ih = r.v6 ? 40 : 20;
+  const p = new Uint8Array(ih + 20 + opts.length);
+  if (r.v6) {
+    p[0] = 0x60;
+    p[4] = (p.length - 40) >> 8;
+    p[5] = (p.length - 40) & 0xff;
+    p[6] = 6;
+    p[7] = 64;
+  } else {
+    p[0] = 0x45;
+    p[2] = p.length >> 8;
+    p[3] = p.length & 0xff;
+    p[6] = r.frag >> 8;
+    p[7] = r.frag & 0xff;
+    p[8] = 64;
+    p[9] = 6;
+  }
+  p[ih + 12] = ((20 + opts.length) / 4) << 4;
+  p[ih + 13] = r.flags;
+  p[ih + 16] = r.cks >> 8;
+  p[ih + 17] = r.cks & 0xff;
+  p.set(opts, ih + 20);
+  return { p, mtu: r.mtu };
+});
+
+describe.skipIf(!ok)('the TUN thread clamps a SYN\'s MSS as the event loop does (dp_clamp_mss against clampTcpMss)', () => {
+  it('structured TCP segments (50,000): the same result and the same bytes', () => {
+    const n = loadNative();
+    let clamped = 0;
+    fc.assert(
+      fc.property(tcpSegment, ({ p, mtu }) => {
+        const a = p.slice(), b = p.slice();
+        const want = clampTcpMss(a, 0, a.length, mtu);
+        expect(n.dpClampMss(b, mtu)).toBe(want);
+        expect(Buffer.from(b).equals(Buffer.from(a))).toBe(true);
+        if (want > 0) clamped++;
+      }),
+      { numRuns: 50_000 },
+    );
+    expect(clamped).toBeGreaterThan(2_000); // not vacuous
+  }, 120_000);
+
+  it('random bytes (20,000) and any MTU', () => {
+    const n = loadNative();
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 120 }), fc.integer({ min: 0, max: 70_000 }), (p, mtu) => {
+        const a = p.slice(), b = p.slice();
+        expect(n.dpClampMss(b, Math.min(mtu, 0xffffffff))).toBe(clampTcpMss(a, 0, a.length, mtu));
+        expect(Buffer.from(b).equals(Buffer.from(a))).toBe(true);
+      }),
+      { numRuns: 20_000 },
+    );
   });
 });

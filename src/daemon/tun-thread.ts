@@ -9,7 +9,7 @@
  *
  * UDP → TUN, when attached with the session's receive table: the thread is
  * the socket's reader. It hands the connection its packets, writes the
- * session's plain packets (the receive check passes, no SYN, no fragment)
+ * session's plain packets (the receive check passes, no fragment; a SYN's MSS clamped)
  * into the TUN, and sends the ACKs. A DATAGRAM for the event loop's path
  * holds it: that one and all after it wait in the connection's queue for
  * HTTP/3 as always, and the thread reads nothing until {@link resume}.
@@ -19,7 +19,7 @@
  * Every packet either way is handed to JavaScript in order through a ring:
  * those the thread sent or wrote only to be observed (flow tracker,
  * counters, capture), the others to go through the TypeScript path as if
- * JavaScript had read them (MSS clamp on SYNs, the session's checks, Packet
+ * JavaScript had read them (the session's checks, Packet
  * Too Big, counted drops). The rings' slots are this object's; a handler may
  * read and rewrite a packet during its call only.
  */
@@ -116,13 +116,14 @@ export class TunThread {
    * Sends the plain packets on `conn` (QuicConnection's engine handle), each
    * after `prefix` (quarter stream ID, context ID 0); IPv6 only while `ipv6`.
    * With `receiveTable` (the session's receive check, an agent table from
-   * `judgeTable`), the thread also reads the socket. Replaces an earlier
+   * `judgeTable`), the thread also reads the socket. `mssMtu` (0: none)
+   * clamps the MSS of SYNs both ways, as the agent's `mssClamp`. Replaces an earlier
    * attachment. (The TUN is the thread's from {@link open} on, attached or
    * not: the caller never reads it itself.)
    */
-  attach(conn: unknown, prefix: Uint8Array, ipv6: boolean, receiveTable: NativeJudgeTable | null = null): void {
+  attach(conn: unknown, prefix: Uint8Array, ipv6: boolean, receiveTable: NativeJudgeTable | null = null, mssMtu = 0): void {
     if (this.closed) return;
-    this.native.dpAttach(this.dp, conn, prefix, ipv6, receiveTable);
+    this.native.dpAttach(this.dp, conn, prefix, ipv6, receiveTable, mssMtu);
     this.attachedTo = conn;
     this.rxTable = receiveTable;
   }

@@ -68,7 +68,7 @@ export interface NativeBinding {
    * conn: the engine's connection handle; prefix: quarter stream ID + context ID 0; ipv6: IPv6 still carried;
    * table: the session's receive check (an agent table from judgeTable): the thread also receives.
    */
-  dpAttach(dp: NativeDataPlane, conn: unknown, prefix: Uint8Array, ipv6: boolean, table?: NativeJudgeTable | null): void;
+  dpAttach(dp: NativeDataPlane, conn: unknown, prefix: Uint8Array, ipv6: boolean, table?: NativeJudgeTable | null, mssMtu?: number): void;
   /** The event loop handled what held the receive leg: the thread receives again, unless it held again after `held` (its holds counter then). */
   dpResume(dp: NativeDataPlane, held: number): void;
   dpDetach(dp: NativeDataPlane): void;
@@ -83,6 +83,8 @@ export interface NativeBinding {
   dpClose(dp: NativeDataPlane): void;
   /** Tests only: whether the TUN thread would send this packet itself (src/native/dataplane.c dp_plain). */
   dpPlain(packet: Uint8Array, ipv6: boolean): boolean;
+  /** Tests only: the thread's MSS clamp in place (dp_clamp_mss), held to clampTcpMss; the new MSS, 0 when unchanged. */
+  dpClampMss(packet: Uint8Array, mtu: number): number;
   /**
    * Tests only: a FIFO of packets enqueued at enqUs[i] and a link wanting one at each deqUs[k], the heads
    * judged by the engine's CoDel (src/native/codel.h) as the engine judges its DATAGRAM send queue;

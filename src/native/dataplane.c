@@ -5,8 +5,8 @@
  * A thread blocks in epoll on the TUN. When packets wait it reads a batch
  * straight into a ring of slots that JavaScript also sees, and for each
  * packet on the plain path — unicast IPv4 or IPv6 (while carried), no
- * link-local address, no fragment, no IPv6 extension header, not a TCP SYN
- * (its MSS is clamped in JavaScript), fits the connection's DATAGRAM size,
+ * link-local address, no fragment, no IPv6 extension header (a TCP SYN's
+ * MSS clamped in place, as JavaScript clamps it), fits the connection's DATAGRAM size,
  * and room in its send queue — it writes the HTTP Datagram prefix (quarter
  * stream ID, context ID 0) in front of the packet and queues it on the QUIC
  * connection. It then packetizes and encrypts what the connection may send
@@ -60,7 +60,7 @@
 #define DP_WRITABLE_WAIT_MS 5  /* a full socket buffer: wait this long for room, at most twice per send round, then drop */
 /*
  * JavaScript is woken at once when the ring holds a packet for its own path
- * (a SYN waits for it) or DP_SIGNAL_FILL packets; packets the thread sent
+ * (something may wait for it) or DP_SIGNAL_FILL packets; packets the thread sent
  * only wait to be observed, for at most DP_DEFER_NS, or until JavaScript
  * wakes for another reason (a datagram from the gateway: the agent drains
  * the ring first, so the flow tracker sees them in order). A ping then wakes
@@ -151,6 +151,7 @@ struct dp {
   uint8_t prefix[16];
   uint32_t prefix_len;
   bool ipv6;
+  uint32_t mss_mtu; /* the MSS clamp's MTU (tun MTU) both ways; 0: no clamp (mssClamp off) */
   /* the receive leg: while attached with a table, the thread is the socket's reader */
   struct mj_table *table; /* the session's receive check (judgeGatewayIp's table); NULL: no receive leg */
   bool rx_hold;           /* a DATAGRAM for the event loop's path heads the receive queue: until dpResume nothing is popped or read */
@@ -227,25 +228,69 @@ static bool dp_plain(bool ipv6, const uint8_t *p, uint32_t len) {
     if ((p[6] & 0x3f) != 0 || p[7] != 0) return false; /* MF or a fragment offset */
     if (mj_link_local(p + 12, 4) || mj_link_local(p + 16, 4)) return false;
     if (p[16] >= 224) return false; /* multicast, broadcast, reserved: JavaScript decides */
-    if (p[9] == 6) {
-      if (len < ihl + 20) return false;
-      if (p[ihl + 13] & 0x02) return false; /* SYN: MSS clamp */
-    }
-    return true;
+    return true; /* a SYN too: its MSS is clamped where it is queued (dp_clamp_mss) */
   }
   if (v == 6) {
     if (!ipv6 || len < 40 || ((uint32_t)p[4] << 8 | p[5]) + 40 != len) return false;
     if (mj_link_local(p + 8, 6) || mj_link_local(p + 24, 6)) return false;
     if (p[8] == 0xff || p[24] == 0xff) return false; /* any other multicast: JavaScript decides */
     uint8_t nh = p[6];
-    if (nh == 6) {
-      if (len < 60) return false;
-      if (p[40 + 13] & 0x02) return false;
-      return true;
-    }
-    return nh == 17 || nh == 58; /* UDP, ICMPv6; any extension header: JavaScript */
+    return nh == 6 || nh == 17 || nh == 58; /* TCP, UDP, ICMPv6; any extension header: JavaScript */
   }
   return false;
+}
+
+/* RFC 1624 incremental update of a 16-bit one's-complement checksum (packet/checksum.ts checksumUpdate16). */
+static uint32_t dp_cks16(uint32_t c, uint32_t m, uint32_t n) {
+  uint32_t sum = (~c & 0xffff) + (~m & 0xffff) + (n & 0xffff);
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return ~sum & 0xffff;
+}
+
+/*
+ * clampTcpMss (packet/rewrite.ts) in C, held to it by a differential test
+ * (src/daemon/tun-thread.test.ts): lowers the MSS option of a TCP SYN or
+ * SYN-ACK in p[0, len) to fit mtu (RFC 9293 §3.7.1), fixing the checksum
+ * incrementally. Returns the new MSS, or 0 when nothing changed.
+ */
+static uint32_t dp_clamp_mss(uint8_t *p, uint32_t len, uint32_t mtu) {
+  struct mj_info in;
+  if (mj_parse(p, len, &in) != 0 || in.proto != 6 || in.fragment || (p[in.l4_off + 13] & 0x02) == 0) return 0;
+  int64_t limit = (int64_t)mtu - (in.version == 4 ? 20 : 40) - 20;
+  if (limit <= 0) return 0;
+  uint32_t t = in.l4_off, end = in.payload_off, i = t + 20;
+  while (i < end) {
+    uint8_t kind = p[i];
+    if (kind == 0) break;
+    if (kind == 1) {
+      i++;
+      continue;
+    }
+    if (i + 1 >= end) return 0;
+    uint8_t olen = p[i + 1];
+    if (olen < 2 || i + olen > end) return 0;
+    if (kind == 2 && olen == 4) {
+      uint32_t mss = (uint32_t)p[i + 2] << 8 | p[i + 3];
+      if (mss <= limit) return 0;
+      uint32_t lim = (uint32_t)limit;
+      uint32_t cks = (uint32_t)p[t + 16] << 8 | p[t + 17];
+      uint32_t c;
+      if (((i + 2 - t) & 1) == 0) {
+        c = dp_cks16(cks, mss, lim);
+      } else { /* the field straddles two 16-bit words: only the difference enters the sum */
+        c = dp_cks16(cks, mss >> 8, lim >> 8);
+        c = dp_cks16(c, (mss & 0xff) << 8, (lim & 0xff) << 8);
+      }
+      p[i + 2] = (uint8_t)(lim >> 8);
+      p[i + 3] = (uint8_t)lim;
+      p[t + 16] = (uint8_t)(c >> 8);
+      p[t + 17] = (uint8_t)c;
+      return lim;
+    }
+    i += olen;
+  }
+  return 0;
 }
 
 /*
@@ -350,6 +395,7 @@ static uint32_t dp_round(struct dp *d, bool send) {
     uint32_t kind = DP_KIND_JS;
     bytes += len;
     if (ok && (int64_t)(len + d->prefix_len) <= max && dp_plain(d->ipv6, p, len) && qe_dq_room(&c->dq_send)) {
+      if (d->mss_mtu != 0) (void)dp_clamp_mss(p, len, d->mss_mtu); /* in the slot: the event loop observes it clamped */
       memcpy(p - d->prefix_len, d->prefix, d->prefix_len);
       qe_dq_push(&c->dq_send, p - d->prefix_len, len + d->prefix_len, stamp);
       kind = DP_KIND_SENT;
@@ -400,7 +446,7 @@ static bool dp_streams_readable(const struct qe_conn *c) {
  * the IP packet ip[0, len) into the TUN unchanged — the session's receive
  * check passes (mj_judge on judgeGatewayIp's table: source, destination,
  * IPv6, ICMP errors; the link's own ICMPv6 is JavaScript's), it is not a
- * fragment, and it is not a TCP SYN (its MSS is clamped in JavaScript).
+ * fragment (a SYN's MSS is clamped in the slot, as JavaScript clamps it).
  */
 static bool dp_rx_plain(const struct mj_table *t, const uint8_t *ip, uint32_t len) {
   if (mj_judge(t, ip, len, true) != 0) return false;
@@ -408,9 +454,7 @@ static bool dp_rx_plain(const struct mj_table *t, const uint8_t *ip, uint32_t le
   int pr = mj_parse(ip, len, &in);
   if (in.fragment) return false;
   if (pr == MJ_PARSE_UNSUPPORTED_PROTO) return true; /* passed on addresses alone, as in TypeScript; nothing to clamp */
-  if (pr != 0) return false;
-  if (in.proto == 6 && (ip[in.l4_off + 13] & 0x02)) return false;
-  return true;
+  return pr == 0; /* a SYN too: its MSS is clamped in the slot (dp_clamp_mss) */
 }
 
 /*
@@ -459,7 +503,7 @@ static void dp_hold(struct dp *d) {
  * Pops the connection's received DATAGRAMs while each is a plain packet of
  * the session (its prefix: quarter stream ID, context ID 0): copied into the
  * next ring slot (kind IN) and queued for the TUN. The first that is not —
- * another stream or context, a check that fails, a SYN, too large for a
+ * another stream or context, a check that fails, a fragment, too large for a
  * slot — or a full ring holds the receive leg: it stays in the queue, with
  * all after it, for the event loop's path (HTTP/3 reads the queue as
  * always), and the thread neither pops nor reads the socket until
@@ -483,6 +527,7 @@ static void dp_rx_pop(struct dp *d, struct qe_conn *c, double now) {
     uint8_t *base = d->arena + (size_t)slot * d->stride;
     uint32_t iplen = len - plen;
     memcpy(base + d->headroom, p + plen, iplen);
+    if (d->mss_mtu != 0) (void)dp_clamp_mss(base + d->headroom, iplen, d->mss_mtu);
     qe_dq_pop(q);
     d->meta[2 * slot] = iplen;
     d->meta[2 * slot + 1] = DP_KIND_IN;
@@ -922,7 +967,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
  * wake makes the thread poll the socket, or stop polling it.
  */
 static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref ref, const uint8_t *prefix, size_t plen,
-                        bool ipv6, struct mj_table *table) {
+                        bool ipv6, struct mj_table *table, uint32_t mss_mtu) {
   if (table != NULL) mj_table_ref(table);
   qe_lock();
   napi_ref old = d->conn_ref;
@@ -933,6 +978,7 @@ static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref 
   if (plen > 0) memcpy(d->prefix, prefix, plen);
   d->prefix_len = (uint32_t)plen;
   d->ipv6 = ipv6;
+  d->mss_mtu = mss_mtu;
   d->table = table; /* a new table for the same connection keeps a hold: what the event loop has not handled stays first */
   qe_unlock();
   if (old != NULL) napi_delete_reference(env, old);
@@ -947,12 +993,13 @@ static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref 
  * false keeps IPv6 on JavaScript's path (it drops it). With table (a
  * judgeTable handle of the session's receive check) the thread also reads
  * the socket and writes the session's plain packets into the TUN; the
- * endpoint must not read the socket meanwhile. Replaces an earlier
+ * endpoint must not read the socket meanwhile. mssMtu (0: none) clamps the
+ * MSS of SYNs both ways, as the agent's mssClamp does. Replaces an earlier
  * attachment.
  */
 static napi_value dp_attach(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(5);
-  if (argc < 4) return mtun_throw_type(env, "dataplane: dpAttach(dp, conn, prefix, ipv6, table?)");
+  MTUN_ARGS(6);
+  if (argc < 4) return mtun_throw_type(env, "dataplane: dpAttach(dp, conn, prefix, ipv6, table?, mssMtu?)");
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
   struct qe_conn *c = ext(env, argv[1]);
@@ -973,9 +1020,12 @@ static napi_value dp_attach(napi_env env, napi_callback_info info) {
       if (table->kind != MJ_KIND_AGENT) return mtun_throw_type(env, "dataplane: table must be an agent's receive check");
     }
   }
+  uint32_t mss_mtu = 0;
+  if (argc > 5 && !mtun_arg_u32(env, argv[5], "mssMtu", &mss_mtu)) return NULL;
+  if (mss_mtu > 65535) return mtun_throw_type(env, "dataplane: mssMtu must be at most 65535");
   napi_ref ref;
   if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) QE_ERR(env, "dataplane: cannot reference the connection");
-  dp_set_conn(env, d, c, ref, p, plen, ipv6, table);
+  dp_set_conn(env, d, c, ref, p, plen, ipv6, table, mss_mtu);
   return NULL;
 }
 
@@ -984,7 +1034,7 @@ static napi_value dp_detach(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
-  dp_set_conn(env, d, NULL, NULL, NULL, 0, false, NULL);
+  dp_set_conn(env, d, NULL, NULL, NULL, 0, false, NULL, 0);
   return NULL;
 }
 
@@ -1089,13 +1139,24 @@ static napi_value dp_plain_fn(napi_env env, napi_callback_info info) {
   return boolv(env, dp_plain(ipv6, p, (uint32_t)len));
 }
 
+/* dpClampMss(packet, mtu) → the new MSS, 0 when unchanged: dp_clamp_mss in place (tests: held to clampTcpMss). */
+static napi_value dp_clamp_mss_fn(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  uint8_t *p;
+  size_t len;
+  uint32_t mtu;
+  if (argc < 2 || !bytes_of(env, argv[0], &p, &len) || len > 65535) return mtun_throw_type(env, "dataplane: dpClampMss(packet, mtu)");
+  if (!mtun_arg_u32(env, argv[1], "mtu", &mtu)) return NULL;
+  return mtun_u32(env, dp_clamp_mss(p, (uint32_t)len, mtu));
+}
+
 bool mtun_dataplane_init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
     napi_callback cb;
   } fns[] = {
       {"dpOpen", dp_open}, {"dpAttach", dp_attach}, {"dpDetach", dp_detach}, {"dpPoll", dp_poll},
-      {"dpRelease", dp_release}, {"dpResume", dp_resume}, {"dpError", dp_error}, {"dpStats", dp_stats}, {"dpNow", dp_now}, {"dpClose", dp_close}, {"dpPlain", dp_plain_fn},
+      {"dpRelease", dp_release}, {"dpResume", dp_resume}, {"dpError", dp_error}, {"dpStats", dp_stats}, {"dpNow", dp_now}, {"dpClose", dp_close}, {"dpPlain", dp_plain_fn}, {"dpClampMss", dp_clamp_mss_fn},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
     if (!mtun_export_fn(env, exports, fns[i].name, fns[i].cb)) return false;

@@ -70,6 +70,18 @@ function ipUdp(prefix: Uint8Array, src: number, text: string): Uint8Array {
   return b;
 }
 
+/** The MSS option of the TCP header at b[t], or -1. */
+function tcpMss(b: Uint8Array, t: number): number {
+  const end = t + (b[t + 12]! >> 4) * 4;
+  for (let i = t + 20; i < end;) {
+    if (b[i] === 0) break;
+    if (b[i] === 1) { i++; continue; }
+    if (b[i] === 2 && b[i + 1] === 4) return (b[i + 2]! << 8) | b[i + 3]!;
+    i += Math.max(2, b[i + 1]!);
+  }
+  return -1;
+}
+
 interface Rig {
   tun: NativeTun;
   ns: string;
@@ -77,6 +89,8 @@ interface Rig {
   client: QuicConnection;
   /** UDP payloads of the datagrams the server connection received, in order; bad prefixes counted. */
   atServer: string[];
+  /** The MSS option of each TCP SYN the server connection received. */
+  synMss: number[];
   badPrefix: number;
   h: Harness;
 }
@@ -101,13 +115,14 @@ describe.skipIf(!isRoot() || !nativeOk)('the agent\'s TUN thread', () => {
     const client = ep.connect('127.0.0.1', port, 'localhost');
     await client.whenEstablished();
     await waitFor(() => h.accepted.length === 1, 2000, 'the server connection');
-    const r: Rig = { tun, ns, ep, client, atServer: [], badPrefix: 0, h };
+    const r: Rig = { tun, ns, ep, client, atServer: [], synMss: [], badPrefix: 0, h };
     const buf = new Uint8Array(2000);
     h.accepted[0]!.onEvent = (conn, ev) => {
       if (ev !== 'readable') return;
       let n: number | null;
       while ((n = conn.dgramRecv(buf)) !== null) {
         if (buf[0] !== PREFIX[0] || buf[1] !== PREFIX[1]) r.badPrefix++;
+        else if (buf[2]! >> 4 === 4 && buf[2 + 9] === 6 && (buf[2 + 20 + 13]! & 0x02) !== 0) r.synMss.push(tcpMss(buf, 2 + 20));
         else r.atServer.push(udpText(buf, 2, n - 2) ?? '?');
       }
     };
@@ -115,7 +130,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the agent\'s TUN thread', () => {
   }
 
   for (const offload of [false, true]) {
-    it(`sends plain packets itself, in order and once each; SYNs go to the event loop; the ring sees every packet once (${offload ? 'offload' : 'plain'} TUN)`, async () => {
+    it(`sends plain packets itself, in order and once each, SYNs with their MSS clamped; the ring sees every packet once (${offload ? 'offload' : 'plain'} TUN)`, async () => {
       const r = await rig(offload);
       const ring: { kind: number; text: string | null; syn: boolean }[] = [];
       let thread: TunThread | null = null;
@@ -126,22 +141,24 @@ describe.skipIf(!isRoot() || !nativeOk)('the agent\'s TUN thread', () => {
       thread = TunThread.open(r.tun, h.sockets[1]!, HEADROOM, () => thread?.drain(handler, 0));
       expect(thread).not.toBeNull();
       try {
-        thread!.attach(r.client.q.nativeHandle(), PREFIX, true);
+        thread!.attach(r.client.q.nativeHandle(), PREFIX, true, null, 1300);
         await sendUdp(r.ns, 0, 300);
-        // A SYN the thread must leave to the event loop (nobody answers; the kernel retries it).
+        // A SYN, its MSS (1360 for the TUN's MTU of 1400) clamped to 1260 for an MTU of 1300 (nobody answers; the kernel retries it).
         await execAsync(r.ns, 'python3', ['-c', 'import socket\ns=socket.socket()\ns.settimeout(0.3)\ntry: s.connect(("10.79.0.2",80))\nexcept Exception: pass\n']).catch(() => undefined);
         await waitFor(() => r.atServer.length >= 300, 10_000, 'the 300 datagrams at the server');
         await waitFor(() => ring.filter((e) => e.text !== null).length >= 300 && ring.some((e) => e.syn), 5_000, 'the ring');
+        await waitFor(() => r.synMss.length > 0, 5_000, 'the SYN at the server');
         const want = Array.from({ length: 300 }, (_, i) => `pkt-${String(i).padStart(6, '0')}`);
         expect(r.badPrefix).toBe(0);
         expect(r.atServer).toEqual(want);
         expect(ring.filter((e) => e.text !== null).map((e) => e.text)).toEqual(want);
         expect(ring.filter((e) => e.text !== null).every((e) => e.kind === TUN_THREAD_SENT)).toBe(true);
-        expect(ring.filter((e) => e.syn).every((e) => e.kind === TUN_THREAD_JS)).toBe(true);
+        expect(ring.filter((e) => e.syn).every((e) => e.kind === TUN_THREAD_SENT)).toBe(true);
+        expect(new Set(r.synMss)).toEqual(new Set([1260]));
         const st = thread!.stats();
-        expect(st[TunThreadStat.QUEUED]).toBe(300);
+        expect(st[TunThreadStat.QUEUED]).toBe(300 + ring.filter((e) => e.syn).length);
         expect(st[TunThreadStat.READ]).toBe(ring.length);
-        expect(st[TunThreadStat.TO_JS]).toBe(ring.length - 300);
+        expect(st[TunThreadStat.TO_JS]).toBe(ring.length - 300 - ring.filter((e) => e.syn).length);
         expect(st[TunThreadStat.UDP_DATAGRAMS]).toBeGreaterThan(0);
         expect(st[TunThreadStat.UDP_DROPPED]).toBe(0);
       } finally {
