@@ -37,6 +37,7 @@ import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { TUN_THREAD_IN, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
 import { loadNative } from '../native/addon.js';
+import type { QuicConnection } from '../quic/connection.js';
 import { UdpForwarder } from './udp-forwarder.js';
 import { Counter, type Registry } from 'prom-client';
 import { FlowResync } from './flow-resync.js';
@@ -696,7 +697,7 @@ export class Agent {
     if (t.receiving || t.hasEndpointPending()) {
       // The thread received: the connection's events (stream data, DATAGRAMs it left in the queue, its state)
       // and the datagrams it handed over run now, then sends and timers, as after a read of the socket here.
-      this.threadInput(t, t.receiving);
+      this.threadInput(t, t.receiving ? this.conn?.quic() ?? null : null);
       return;
     }
     if (this.drainThread(t) > 0) {
@@ -707,13 +708,13 @@ export class Agent {
   };
 
   /** Runs the endpoint on what the thread received, then lets it receive again (its held DATAGRAMs are handled). */
-  private threadInput(t: TunThread, received: boolean): void {
+  private threadInput(t: TunThread, received: QuicConnection | null): void {
     const held = t.stats()[TunThreadStat.RX_HELD]!; // before the queue is looked at: see resume()
     try {
       this.drainThread(t);
       this.countThreadSends(t); // the thread sends ACKs in rounds that publish nothing
       const endpointPending = t.hasEndpointPending();
-      this.endpoint.threadInput(received ? this.conn?.quic() ?? null : null, endpointPending ? (feed) => t.drainEndpoint(feed) : null);
+      this.endpoint.threadInput(received, endpointPending ? (feed) => t.drainEndpoint(feed) : null);
       this.tunWriter?.flush();
     } finally {
       t.resume(held); // a handler that threw must not leave the socket unread
@@ -791,13 +792,14 @@ export class Agent {
     const t = this.tunThread;
     if (t === null || t.attached === null) return;
     const receiving = t.receiving;
+    const conn = this.conn?.quic() ?? null; // the connection the thread received for, whatever this.conn is by the next turn
     t.detach();
     if (receiving) {
       // The endpoint reads the socket again. What the thread received and left (held DATAGRAMs, datagrams for the
       // endpoint) is handled on the next turn: detach may run inside the endpoint's events or its flush (a connection
       // that closed), which hold the engine lock, and the thread takes its producer lock before that one.
       this.endpoint.resumeInput();
-      setImmediate(() => this.threadInput(t, true));
+      setImmediate(() => this.threadInput(t, conn));
       return;
     }
     this.drainThread(t);
@@ -820,12 +822,11 @@ export class Agent {
     const t = this.tunThread;
     if (t !== null && t.hasPending()) this.drainThread(t);
     const now = this.io.clock.now();
+    // Clamped first, so the capture shows what is written into the TUN (as the TUN thread's does).
+    if (this.config.mssClamp) clampTcpMss(buf, off, len, this.tunMtu);
     this.flows.tracker.observe(buf, off, len, Direction.IN, now);
     if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, now);
-    const w = this.tunWriter;
-    if (w === null) return;
-    const slot = w.push(buf, off, len);
-    if (slot !== null && this.config.mssClamp) clampTcpMss(slot, 0, len, this.tunMtu);
+    this.tunWriter?.push(buf, off, len);
   };
 
   // ---------------------------------------------------------------- shutdown

@@ -35,8 +35,13 @@ export const TUN_THREAD_JS = 2;
 /** A packet from the gateway the thread wrote into the TUN. */
 export const TUN_THREAD_IN = 3;
 
-/** Slots of the endpoint ring (datagrams the thread does not handle: rare on an agent) and their size. */
-const ENDPOINT_SLOTS = 64;
+/**
+ * Slots of the endpoint ring and their size: datagrams the thread does not
+ * handle (another connection ID or source: rare on an agent), and the rest
+ * of a receive round after a hold — at most 8 GRO super-datagrams of 64
+ * segments (dataplane.c DP_RX_SLOTS).
+ */
+const ENDPOINT_SLOTS = 512;
 const ENDPOINT_SLOT_BYTES = 2048;
 
 /** Slots in the ring (a power of two: the indices wrap at 2^32): what JavaScript may fall behind by before the thread stops reading (the TUN queue holds the rest). */

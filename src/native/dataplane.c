@@ -70,7 +70,7 @@
 #define DP_SIGNAL_FILL 256
 #define DP_DEFER_NS 2000000
 
-#define DP_RX_SLOTS 16          /* receive slots per recvmmsg; each takes a UDP GRO super-datagram */
+#define DP_RX_SLOTS 8           /* receive slots per recvmmsg; each takes a UDP GRO super-datagram (<= 64 segments) */
 #define DP_RX_SLOT_BYTES 65536
 #define DP_RX_ROUNDS 8          /* recvmmsg calls per wake, bounded */
 /*
@@ -78,9 +78,11 @@
  * again: what the kernel answers inside those writes (TCP ACKs of a
  * download) waits in the TUN's transmit queue meanwhile, and must not
  * overflow it (the event loop's reader keeps to half of the default 500:
- * daemon/tun-writer.ts tunRecvBudget). Receive rounds stay large (16
- * super-datagrams): with 4 per round and 128 per wake a download lost
- * throughput to a CPU-bound gateway (docs/decisions/0003).
+ * daemon/tun-writer.ts tunRecvBudget). Checked between receive rounds: a
+ * wake writes at most the budget plus one round (8 super-datagrams). The
+ * sends wait for the end of the wake (dp_rx_send): sending after each round
+ * cost a download throughput against a CPU-bound gateway
+ * (docs/decisions/0003).
  */
 #define DP_RX_TUN_BUDGET 256
 
@@ -565,7 +567,9 @@ static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint
   else if (p[0] & 0x80) mine = len >= 6 + id->datalen && p[5] == id->datalen && memcmp(p + 6, id->data, id->datalen) == 0;
   else mine = len >= 1 + id->datalen && memcmp(p + 1, id->data, id->datalen) == 0;
   /* From another address (a path change): the endpoint decides. */
-  if (!mine || memcmp(addr, peer, MTUN_SLOT_PEER_BYTES) != 0 || !dp_conn_open(c)) {
+  /* Held: the rest of this round goes to the endpoint as it came, after what the connection's queue holds (the
+   * event loop handles that queue first), so the queue cannot overflow behind the held DATAGRAM. */
+  if (!mine || memcmp(addr, peer, MTUN_SLOT_PEER_BYTES) != 0 || !dp_conn_open(c) || d->rx_hold) {
     dp_to_endpoint(d, p, len, addr);
     return;
   }
@@ -576,8 +580,6 @@ static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint
   if (c->state != QE_OPEN) d->rx_urgent = true;
   /* Stream data first, as HTTP/3 reads it before the DATAGRAMs: a capsule may change the session's check
    * (addresses, routes) or end it. The event loop reads it, then the queue, then lets the thread go on. */
-  /* Held: the rest of the batch is the engine's still (the queue keeps its order; at most DP_RX_SLOTS GRO
-   * super-datagrams, well under the queue's size), only nothing more is popped. */
   if (!d->rx_hold && dp_streams_readable(c)) dp_hold(d);
   else dp_rx_pop(d, c, now);
 }
