@@ -35,7 +35,7 @@ import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
 import { TUN_WRITE_DROP_REASON, TunWriter, tunQueueDelay, tunRecvBudget } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
-import { TUN_THREAD_IN, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
+import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
 import { loadNative } from '../native/addon.js';
 import type { QuicConnection } from '../quic/connection.js';
 import { UdpForwarder } from './udp-forwarder.js';
@@ -77,6 +77,8 @@ export class Agent {
   private threadRxToEndpointSeen = 0;
   private threadRxTunDroppedSeen = 0;
   private threadRxRefusedSeen = 0;
+  /** Set while a ring entry is handed to HTTP/3: the ring is being drained already (no nested drain). */
+  private inThreadDrain = false;
   private tunDropId = -1;
   /** The connection the session rides on (HTTP/3 or HTTP/2), or null while down. */
   private conn: Carrier | null = null;
@@ -673,6 +675,16 @@ export class Agent {
       this.threadRxBytes += len;
       return;
     }
+    if (kind === TUN_THREAD_H3) {
+      // Another stream (a CONNECT-UDP forwarder) or context, or a packet the session's check drops: HTTP/3 as always.
+      this.inThreadDrain = true;
+      try {
+        this.conn?.receiveDatagram(buf.subarray(off, off + len));
+      } finally {
+        this.inThreadDrain = false;
+      }
+      return;
+    }
     if (kind === TUN_THREAD_SENT) {
       this.flows.tracker.observe(buf, off, len, Direction.OUT, at);
       if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_IN, at);
@@ -820,7 +832,7 @@ export class Agent {
   private readonly onGatewayPacket = (buf: Uint8Array, off: number, len: number): void => {
     // What the TUN thread sent and the flow tracker has not seen yet comes first: the answer follows its request.
     const t = this.tunThread;
-    if (t !== null && t.hasPending()) this.drainThread(t);
+    if (t !== null && !this.inThreadDrain && t.hasPending()) this.drainThread(t);
     const now = this.io.clock.now();
     // Clamped first, so the capture shows what is written into the TUN (as the TUN thread's does).
     if (this.config.mssClamp) clampTcpMss(buf, off, len, this.tunMtu);
@@ -938,6 +950,7 @@ function registerTunThreadCounters(registry: Registry, stats: () => Float64Array
       events.inc({ event: 'rx_tun_dropped' }, st[TunThreadStat.RX_TUN_DROPPED]!);
       events.inc({ event: 'rx_held' }, st[TunThreadStat.RX_HELD]!);
       events.inc({ event: 'rx_to_endpoint' }, st[TunThreadStat.RX_TO_ENDPOINT]!);
+      events.inc({ event: 'rx_to_http3' }, st[TunThreadStat.RX_TO_H3]!);
       events.inc({ event: 'rx_dropped' }, st[TunThreadStat.RX_DROPPED]!);
       events.inc({ event: 'rx_errors' }, st[TunThreadStat.RX_ERRORS]!);
     },

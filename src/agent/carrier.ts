@@ -5,6 +5,7 @@
  * the pure QUIC liveness verdict ({@link quicLooksDead}) that triggers the
  * fallback mid-session.
  */
+import type { H3Connection } from '../h3/connection.js';
 import { attachH3 } from '../h3/quic-binding.js';
 import { H2Client, type H2ClientOptions } from '../h2/h2-client.js';
 import type { TunnelTransport } from '../h2/transport-metrics.js';
@@ -39,6 +40,8 @@ export interface Carrier {
   noteDatagramsReceived(n: number): void;
   /** The QUIC connection (for the endpoint's {@link QuicEndpoint.threadInput}); null over HTTP/2. */
   quic(): QuicConnection | null;
+  /** An HTTP Datagram payload the TUN thread took from this connection, for HTTP/3 (counted as received). */
+  receiveDatagram(payload: Uint8Array): void;
 }
 
 /** Events a carrier reports to the agent. */
@@ -103,6 +106,14 @@ class H3Carrier implements Carrier {
   quic(): QuicConnection {
     return this.conn;
   }
+
+  receiveDatagram(payload: Uint8Array): void {
+    this.conn.noteDgramsRecv(1);
+    this.h3?.receiveDatagram(payload, payload.length);
+  }
+
+  /** The HTTP/3 connection over conn (set by openH3). */
+  h3: H3Connection | null = null;
 }
 
 /**
@@ -116,7 +127,7 @@ export async function openH3(endpoint: QuicEndpoint, host: string, port: number,
     if (!conn.isEstablished && !conn.isClosed) conn.close(true, 0, 'lost the transport race');
   });
   const c = new H3Carrier(conn);
-  c.client = attachH3(conn, { onGoaway: () => hooks.onGoaway(c) }, (ev) => {
+  c.client = c.h3 = attachH3(conn, { onGoaway: () => hooks.onGoaway(c) }, (ev) => {
     if (ev === 'readable') hooks.onReadable();
     else if (ev === 'closed') hooks.onClosed(c);
   });
@@ -168,6 +179,8 @@ class H2Carrier implements Carrier {
   quic(): null {
     return null;
   }
+
+  receiveDatagram(): void {}
 
   rttMs(): null {
     return null;

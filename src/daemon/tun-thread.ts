@@ -34,6 +34,8 @@ export const TUN_THREAD_SENT = 1;
 export const TUN_THREAD_JS = 2;
 /** A packet from the gateway the thread wrote into the TUN. */
 export const TUN_THREAD_IN = 3;
+/** An HTTP Datagram payload (quarter stream ID first) the thread took from the connection, for HTTP/3 (another stream or context, a failed check). */
+export const TUN_THREAD_H3 = 4;
 
 /**
  * Slots of the endpoint ring and their size: datagrams the thread does not
@@ -50,7 +52,7 @@ const RING_SLOTS = 2048;
 /** dpStats indices (dataplane.c DP_S_*). */
 export const enum TunThreadStat {
   READ, READ_BYTES, QUEUED, TO_JS, UDP_DATAGRAMS, UDP_BYTES, UDP_CALLS, UDP_GSO, UDP_DROPPED, RING_FULL, WAKES,
-  RX_DATAGRAMS, RX_BYTES, RX_TUN, RX_TUN_BYTES, RX_TUN_DROPPED, RX_HELD, RX_TO_ENDPOINT, RX_DROPPED, RX_ERRORS, RX_REFUSED, LENGTH,
+  RX_DATAGRAMS, RX_BYTES, RX_TUN, RX_TUN_BYTES, RX_TUN_DROPPED, RX_HELD, RX_TO_ENDPOINT, RX_DROPPED, RX_ERRORS, RX_REFUSED, RX_TO_H3, LENGTH,
 }
 
 /** Handles one packet of the ring: buf[off, off + len), read at `atMs` (the daemon's clock); kind TUN_THREAD_*. */

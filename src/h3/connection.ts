@@ -294,6 +294,15 @@ export class H3Connection implements ReadHost, ControlHost {
     }
   }
 
+  /**
+   * An HTTP Datagram payload (quarter stream ID first) at buf[0, n) that
+   * another reader took from the QUIC connection (the agent's TUN thread),
+   * handled as if read here.
+   */
+  receiveDatagram(buf: Uint8Array, n: number): void {
+    if (!this.closed) this.onDatagram(buf, n);
+  }
+
   private onDatagram(buf: Uint8Array, n: number): void {
     this.counters.datagramsReceived++;
     const q = parseQuarterStreamId(buf, 0, n);

@@ -90,6 +90,7 @@
 #define DP_KIND_SENT 1 /* read from the TUN, sent by the thread */
 #define DP_KIND_JS 2   /* read from the TUN, for the event loop's path */
 #define DP_KIND_IN 3   /* from the gateway, written into the TUN by the thread */
+#define DP_KIND_H3 4   /* an HTTP Datagram payload (quarter stream ID first) for HTTP/3 on the event loop: it writes nothing into the TUN */
 
 /* Control words JavaScript shares (ctl Uint32Array): the TUN ring's indices, then the endpoint ring's. */
 enum { DP_CTL_PROD, DP_CTL_CONS, DP_CTL_UPROD, DP_CTL_UCONS, DP_CTL_LEN };
@@ -118,6 +119,7 @@ enum {
   DP_S_RX_DROPPED,    /* datagrams dropped: the endpoint's ring full, larger than its slot, or than a receive slot */
   DP_S_RX_ERRORS,     /* recvmmsg errors other than EAGAIN */
   DP_S_RX_REFUSED,    /* packets the engine refused (qe_conn_recv failed: the endpoint's dropRecvError) */
+  DP_S_RX_TO_H3,      /* DATAGRAMs handed to HTTP/3 on the event loop through the ring (another stream or context, a failed check) */
   DP_S_LEN
 };
 
@@ -520,13 +522,36 @@ static void dp_rx_pop(struct dp *d, struct qe_conn *c, double now) {
     uint32_t len = q->lens[q->head];
     uint32_t prod = d->ctl[DP_CTL_PROD] + d->rx_prod;
     uint32_t used = prod - atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS], memory_order_acquire);
-    if (used >= d->nslots || len <= plen || len - plen > d->mtu || memcmp(p, d->prefix, plen) != 0 ||
-        !dp_rx_plain(d->table, p + plen, len - plen)) {
+    if (used >= d->nslots) {
       dp_hold(d);
       break;
     }
     uint32_t slot = prod % d->nslots;
     uint8_t *base = d->arena + (size_t)slot * d->stride;
+    bool ours = len > plen && memcmp(p, d->prefix, plen) == 0;
+    if (!ours || len - plen > d->mtu || !dp_rx_plain(d->table, p + plen, len - plen)) {
+      /*
+       * What the event loop's path writes nothing into the TUN for goes to it through the ring, in order,
+       * and the thread goes on: another stream (a CONNECT-UDP forwarder) or context, or a packet the
+       * session's check drops (counted there). The rest — a fragment, the link's own ICMPv6, a packet
+       * too large for a slot — the event loop may write into the TUN: the thread holds, so that nothing
+       * it writes overtakes them.
+       */
+      bool js_writes = ours && (len - plen > d->mtu || mj_judge(d->table, p + plen, len - plen, true) <= 0);
+      if (js_writes || len > d->mtu) {
+        dp_hold(d);
+        break;
+      }
+      memcpy(base + d->headroom, p, len);
+      qe_dq_pop(q);
+      d->meta[2 * slot] = len;
+      d->meta[2 * slot + 1] = DP_KIND_H3;
+      d->stamps[slot] = now;
+      d->rx_prod++;
+      d->rx_urgent = true;
+      dp_count(d, DP_S_RX_TO_H3, 1);
+      continue;
+    }
     uint32_t iplen = len - plen;
     memcpy(base + d->headroom, p + plen, iplen);
     if (d->mss_mtu != 0) (void)dp_clamp_mss(base + d->headroom, iplen, d->mss_mtu);
