@@ -244,6 +244,13 @@ static bool dp_plain(bool ipv6, const uint8_t *p, uint32_t len) {
   return false;
 }
 
+/* For a packet dp_plain passed (no IPv4 fragment, no IPv6 extension header): whether it is a TCP SYN or SYN-ACK. */
+static bool dp_plain_syn(const uint8_t *p, uint32_t len) {
+  uint32_t t = p[0] >> 4 == 4 ? (uint32_t)(p[0] & 0x0f) * 4 : 40;
+  uint8_t proto = p[0] >> 4 == 4 ? p[9] : p[6];
+  return proto == 6 && len >= t + 20 && (p[t + 13] & 0x02) != 0;
+}
+
 /* RFC 1624 incremental update of a 16-bit one's-complement checksum (packet/checksum.ts checksumUpdate16). */
 static uint32_t dp_cks16(uint32_t c, uint32_t m, uint32_t n) {
   uint32_t sum = (~c & 0xffff) + (~m & 0xffff) + (n & 0xffff);
@@ -258,12 +265,19 @@ static uint32_t dp_cks16(uint32_t c, uint32_t m, uint32_t n) {
  * SYN-ACK in p[0, len) to fit mtu (RFC 9293 §3.7.1), fixing the checksum
  * incrementally. Returns the new MSS, or 0 when nothing changed.
  */
+static uint32_t dp_clamp_mss_parsed(uint8_t *p, const struct mj_info *in, uint32_t mtu);
+
 static uint32_t dp_clamp_mss(uint8_t *p, uint32_t len, uint32_t mtu) {
   struct mj_info in;
-  if (mj_parse(p, len, &in) != 0 || in.proto != 6 || in.fragment || (p[in.l4_off + 13] & 0x02) == 0) return 0;
-  int64_t limit = (int64_t)mtu - (in.version == 4 ? 20 : 40) - 20;
+  return mj_parse(p, len, &in) == 0 ? dp_clamp_mss_parsed(p, &in, mtu) : 0;
+}
+
+/* dp_clamp_mss for a packet mj_parse parsed (verdict 0) into *in, as it is now (clampTcpMssParsed). */
+static uint32_t dp_clamp_mss_parsed(uint8_t *p, const struct mj_info *in, uint32_t mtu) {
+  if (in->proto != 6 || in->fragment || (p[in->l4_off + 13] & 0x02) == 0) return 0;
+  int64_t limit = (int64_t)mtu - (in->version == 4 ? 20 : 40) - 20;
   if (limit <= 0) return 0;
-  uint32_t t = in.l4_off, end = in.payload_off, i = t + 20;
+  uint32_t t = in->l4_off, end = in->payload_off, i = t + 20;
   while (i < end) {
     uint8_t kind = p[i];
     if (kind == 0) break;
@@ -399,7 +413,7 @@ static uint32_t dp_round(struct dp *d, bool send) {
     uint32_t kind = DP_KIND_JS;
     bytes += len;
     if (ok && (int64_t)(len + d->prefix_len) <= max && dp_plain(d->ipv6, p, len) && qe_dq_room(&c->dq_send)) {
-      if (d->mss_mtu != 0) (void)dp_clamp_mss(p, len, d->mss_mtu); /* in the slot: the event loop observes it clamped */
+      if (d->mss_mtu != 0 && dp_plain_syn(p, len)) (void)dp_clamp_mss(p, len, d->mss_mtu); /* in the slot: observed clamped */
       memcpy(p - d->prefix_len, d->prefix, d->prefix_len);
       qe_dq_push(&c->dq_send, p - d->prefix_len, len + d->prefix_len, stamp);
       kind = DP_KIND_SENT;
@@ -445,20 +459,30 @@ static bool dp_streams_readable(const struct qe_conn *c) {
   return false;
 }
 
+/* What the receive leg does with one received DATAGRAM (dp_rx_pop). */
+enum { DP_RX_WRITE, DP_RX_H3, DP_RX_HOLD };
+
 /*
- * The receive leg's plain test: true when the event loop's path would write
- * the IP packet ip[0, len) into the TUN unchanged — the session's receive
- * check passes (mj_judge on judgeGatewayIp's table: source, destination,
- * IPv6, ICMP errors; the link's own ICMPv6 is JavaScript's), it is not a
- * fragment (a SYN's MSS is clamped in the slot, as JavaScript clamps it).
+ * The receive leg's choice for the HTTP Datagram payload p[0, len), with the
+ * IP packet's parse in *in when it is DP_RX_WRITE:
+ * - WRITE: the event loop's path would write it into the TUN as it is (a
+ *   SYN's MSS clamped): our quarter stream ID and context 0, the session's
+ *   receive check passes (mj_judge on judgeGatewayIp's table), not a
+ *   fragment, fits a ring slot;
+ * - H3: the event loop's path writes nothing into the TUN for it: another
+ *   stream (a CONNECT-UDP forwarder) or context, or a packet the check drops
+ *   (counted there); HTTP/3 gets it through the ring;
+ * - HOLD: the event loop may write it into the TUN (a fragment, the link's
+ *   own ICMPv6) or it does not fit a slot: nothing the thread writes may
+ *   overtake it.
  */
-static bool dp_rx_plain(const struct mj_table *t, const uint8_t *ip, uint32_t len) {
-  if (mj_judge(t, ip, len, true) != 0) return false;
-  struct mj_info in;
-  int pr = mj_parse(ip, len, &in);
-  if (in.fragment) return false;
-  if (pr == MJ_PARSE_UNSUPPORTED_PROTO) return true; /* passed on addresses alone, as in TypeScript; nothing to clamp */
-  return pr == 0; /* a SYN too: its MSS is clamped in the slot (dp_clamp_mss) */
+static int dp_rx_class(const struct dp *d, const uint8_t *p, uint32_t len, struct mj_info *in) {
+  uint32_t plen = d->prefix_len;
+  if (len <= plen || memcmp(p, d->prefix, plen) != 0) return len > d->mtu ? DP_RX_HOLD : DP_RX_H3;
+  if (len - plen > d->mtu) return DP_RX_HOLD;
+  int v = mj_judge_info(d->table, p + plen, len - plen, true, in);
+  if (v > 0) return len > d->mtu ? DP_RX_HOLD : DP_RX_H3;
+  return v < 0 || in->fragment ? DP_RX_HOLD : DP_RX_WRITE;
 }
 
 /*
@@ -522,46 +546,30 @@ static void dp_rx_pop(struct dp *d, struct qe_conn *c, double now) {
     uint32_t len = q->lens[q->head];
     uint32_t prod = d->ctl[DP_CTL_PROD] + d->rx_prod;
     uint32_t used = prod - atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS], memory_order_acquire);
-    if (used >= d->nslots) {
+    struct mj_info in;
+    int what = used >= d->nslots ? DP_RX_HOLD : dp_rx_class(d, p, len, &in);
+    if (what == DP_RX_HOLD) {
       dp_hold(d);
       break;
     }
     uint32_t slot = prod % d->nslots;
     uint8_t *base = d->arena + (size_t)slot * d->stride;
-    bool ours = len > plen && memcmp(p, d->prefix, plen) == 0;
-    if (!ours || len - plen > d->mtu || !dp_rx_plain(d->table, p + plen, len - plen)) {
-      /*
-       * What the event loop's path writes nothing into the TUN for goes to it through the ring, in order,
-       * and the thread goes on: another stream (a CONNECT-UDP forwarder) or context, or a packet the
-       * session's check drops (counted there). The rest — a fragment, the link's own ICMPv6, a packet
-       * too large for a slot — the event loop may write into the TUN: the thread holds, so that nothing
-       * it writes overtakes them.
-       */
-      bool js_writes = ours && (len - plen > d->mtu || mj_judge(d->table, p + plen, len - plen, true) <= 0);
-      if (js_writes || len > d->mtu) {
-        dp_hold(d);
-        break;
-      }
-      memcpy(base + d->headroom, p, len);
-      qe_dq_pop(q);
-      d->meta[2 * slot] = len;
-      d->meta[2 * slot + 1] = DP_KIND_H3;
-      d->stamps[slot] = now;
-      d->rx_prod++;
+    /* H3: the whole payload, for HTTP/3 on the event loop (rx_urgent: it waits for it); WRITE: the IP packet. */
+    uint32_t n = what == DP_RX_H3 ? len : len - plen;
+    memcpy(base + d->headroom, what == DP_RX_H3 ? p : p + plen, n);
+    qe_dq_pop(q);
+    d->meta[2 * slot] = n;
+    d->meta[2 * slot + 1] = what == DP_RX_H3 ? DP_KIND_H3 : DP_KIND_IN;
+    d->stamps[slot] = now;
+    d->rx_prod++;
+    if (what == DP_RX_H3) {
       d->rx_urgent = true;
       dp_count(d, DP_S_RX_TO_H3, 1);
       continue;
     }
-    uint32_t iplen = len - plen;
-    memcpy(base + d->headroom, p + plen, iplen);
-    if (d->mss_mtu != 0) (void)dp_clamp_mss(base + d->headroom, iplen, d->mss_mtu);
-    qe_dq_pop(q);
-    d->meta[2 * slot] = iplen;
-    d->meta[2 * slot + 1] = DP_KIND_IN;
-    d->stamps[slot] = now;
-    d->rx_prod++;
+    if (d->mss_mtu != 0) (void)dp_clamp_mss_parsed(base + d->headroom, &in, d->mss_mtu);
     d->wptrs[d->nw] = base;
-    d->wsizes[d->nw] = iplen;
+    d->wsizes[d->nw] = n;
     if (++d->nw == DP_READ_MAX) dp_rx_flush(d);
   }
 }
@@ -605,7 +613,7 @@ static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint
   if (c->state != QE_OPEN) d->rx_urgent = true;
   /* Stream data first, as HTTP/3 reads it before the DATAGRAMs: a capsule may change the session's check
    * (addresses, routes) or end it. The event loop reads it, then the queue, then lets the thread go on. */
-  if (!d->rx_hold && dp_streams_readable(c)) dp_hold(d);
+  if (dp_streams_readable(c)) dp_hold(d);
   else dp_rx_pop(d, c, now);
 }
 

@@ -262,16 +262,15 @@ static bool link_icmp6(const struct mj_table *t, const uint8_t *b, size_t len) {
 }
 
 /* judgeClientIp (packet-judge.ts): the gateway's verdict on a client's packet. */
-static int judge_gateway(const struct mj_table *t, const uint8_t *b, size_t len, bool check_link) {
-  struct mj_info i;
-  int pr = mj_parse(b, len, &i);
+static int judge_gateway(const struct mj_table *t, const uint8_t *b, size_t len, bool check_link, struct mj_info *i) {
+  int pr = mj_parse(b, len, i);
   if (pr != R_NONE && pr != R_FRAGMENT && pr != R_UNSUPPORTED_PROTO) return MJ_DROP_MALFORMED_IP;
-  if (pr != R_NONE) i.src_port = i.dst_port = 0;
-  if (i.version == 6 && !(t->flags & MJ_F_IPV6)) return MJ_DROP_IPV6_DISABLED;
-  if (check_link && i.version == 6 && link_icmp6(t, b, i.ip_len)) return MJ_LINK;
-  int verdict = judge_client_packet(t, b, &i);
+  if (pr != R_NONE) i->src_port = i->dst_port = 0;
+  if (i->version == 6 && !(t->flags & MJ_F_IPV6)) return MJ_DROP_IPV6_DISABLED;
+  if (check_link && i->version == 6 && link_icmp6(t, b, i->ip_len)) return MJ_LINK;
+  int verdict = judge_client_packet(t, b, i);
   if (verdict != 0) return verdict;
-  return (t->flags & MJ_F_DECREMENT) && i.ttl <= 1 ? MJ_DROP_TTL_EXPIRED : 0;
+  return (t->flags & MJ_F_DECREMENT) && i->ttl <= 1 ? MJ_DROP_TTL_EXPIRED : 0;
 }
 
 /* ipVersionOf (packet-judge.ts). */
@@ -322,29 +321,33 @@ static bool quoted_source(const uint8_t *b, const struct mj_info *outer, uint32_
 }
 
 /* judgeGatewayIp (receive-check.ts): the agent's verdict on a packet from the gateway. */
-static int judge_agent(const struct mj_table *t, const uint8_t *b, size_t len, bool check_link) {
+static int judge_agent(const struct mj_table *t, const uint8_t *b, size_t len, bool check_link, struct mj_info *i) {
   int v = ip_version_of(b, len);
   if (v == 0) return MJ_DROP_MALFORMED_IP;
   if (v == 6 && !(t->flags & MJ_F_IPV6)) return MJ_DROP_IPV6_DISABLED;
   if (check_link && v == 6 && link_icmp6(t, b, len)) return MJ_LINK;
-  struct mj_info i;
-  int pr = mj_parse(b, len, &i);
+  int pr = mj_parse(b, len, i);
   if (pr != R_NONE && pr != R_FRAGMENT && pr != R_UNSUPPORTED_PROTO) return MJ_DROP_MALFORMED_IP;
-  v = i.version;
-  if (pr == R_NONE && (i.version == 4 ? i.proto == P_ICMP && (i.icmp_type == 3 || i.icmp_type == 4 || i.icmp_type == 11 || i.icmp_type == 12)
-                                      : i.proto == P_ICMPV6 && i.icmp_type < 128)) {
+  v = i->version;
+  if (pr == R_NONE && (i->version == 4 ? i->proto == P_ICMP && (i->icmp_type == 3 || i->icmp_type == 4 || i->icmp_type == 11 || i->icmp_type == 12)
+                                       : i->proto == P_ICMPV6 && i->icmp_type < 128)) {
     /* RFC 792 / RFC 4443 §2.4(c): an error goes back to the source of the packet it quotes. */
     uint32_t qsrc;
-    bool consistent = quoted_source(b, &i, &qsrc) && memcmp(b + i.dst_off, b + qsrc, v == 4 ? 4 : 16) == 0;
+    bool consistent = quoted_source(b, i, &qsrc) && memcmp(b + i->dst_off, b + qsrc, v == 4 ? 4 : 16) == 0;
     return consistent ? 0 : MJ_DROP_MALFORMED_ICMP_ERROR;
   }
-  const uint8_t *dst = b + i.dst_off;
+  const uint8_t *dst = b + i->dst_off;
   if (!list_contains(&t->grants, v, dst) && !in_ranges(&t->our, dst, v, 0)) return MJ_DROP_DESTINATION_NOT_OURS;
-  return in_ranges(&t->peer, b + i.src_off, v, i.proto) ? 0 : MJ_DROP_SOURCE_NOT_ROUTED;
+  return in_ranges(&t->peer, b + i->src_off, v, i->proto) ? 0 : MJ_DROP_SOURCE_NOT_ROUTED;
+}
+
+int mj_judge_info(const struct mj_table *t, const uint8_t *p, size_t len, bool check_link, struct mj_info *info) {
+  return t->kind == MJ_KIND_GATEWAY ? judge_gateway(t, p, len, check_link, info) : judge_agent(t, p, len, check_link, info);
 }
 
 int mj_judge(const struct mj_table *t, const uint8_t *p, size_t len, bool check_link) {
-  return t->kind == MJ_KIND_GATEWAY ? judge_gateway(t, p, len, check_link) : judge_agent(t, p, len, check_link);
+  struct mj_info info;
+  return mj_judge_info(t, p, len, check_link, &info);
 }
 
 /* ---- tables ---- */

@@ -132,5 +132,12 @@ bool mj_link_local(const uint8_t *a, int v);
 
 /* The verdict of the table's kind on the packet p[0, len); check_link false when the probe declined it. */
 int mj_judge(const struct mj_table *t, const uint8_t *p, size_t len, bool check_link);
+/*
+ * mj_judge, with the packet's parse in *info: a verdict of 0 always comes
+ * from a parsed packet (fields valid; fragment set for a fragment, proto for
+ * a protocol the checks do not look inside). Other verdicts may come before
+ * the parse: *info is then undefined.
+ */
+int mj_judge_info(const struct mj_table *t, const uint8_t *p, size_t len, bool check_link, struct mj_info *info);
 
 #endif
