@@ -66,17 +66,11 @@ export class Agent {
   /** Packets and bytes the thread sent since the last drain (counted onto the session after it). */
   private threadPackets = 0;
   private threadBytes = 0;
-  /** The thread's UDP counters already added to the endpoint's. */
-  private threadDatagramsSeen = 0;
-  private threadGsoSeen = 0;
   /** Packets and bytes the thread wrote into the TUN since the last drain (counted onto the session after it). */
   private threadRxPackets = 0;
   private threadRxBytes = 0;
-  /** The thread's receive counters already added to the endpoint's and the TUN write drops. */
-  private threadRxDatagramsSeen = 0;
-  private threadRxToEndpointSeen = 0;
-  private threadRxTunDroppedSeen = 0;
-  private threadRxRefusedSeen = 0;
+  /** The thread's counters as last carried into the endpoint's and the TUN write drops (deltas from it). */
+  private readonly threadStatsSeen = new Float64Array(TunThreadStat.LENGTH);
   /** Set while a ring entry is handed to HTTP/3: the ring is being drained already (no nested drain). */
   private inThreadDrain = false;
   private tunDropId = -1;
@@ -755,21 +749,17 @@ export class Agent {
       this.threadRxBytes = 0;
     }
     const st = t.stats();
+    const seen = this.threadStatsSeen;
+    const d = (i: TunThreadStat): number => st[i]! - seen[i]!; // per drain, not per packet
     const c = this.endpoint.counters;
     // Datagrams the thread handed to the endpoint are counted there as they are fed.
-    const rx = st[TunThreadStat.RX_DATAGRAMS]!, toEndpoint = st[TunThreadStat.RX_TO_ENDPOINT]!, tunDropped = st[TunThreadStat.RX_TUN_DROPPED]!;
-    const refused = st[TunThreadStat.RX_REFUSED]!;
-    c.datagramsIn += rx - this.threadRxDatagramsSeen - (toEndpoint - this.threadRxToEndpointSeen);
-    c.dropRecvError += refused - this.threadRxRefusedSeen;
-    this.threadRxRefusedSeen = refused;
-    if (tunDropped > this.threadRxTunDroppedSeen && this.tunDropId >= 0) this.telemetry.metrics.drop(this.tunDropId, tunDropped - this.threadRxTunDroppedSeen);
-    this.threadRxDatagramsSeen = rx;
-    this.threadRxToEndpointSeen = toEndpoint;
-    this.threadRxTunDroppedSeen = tunDropped;
-    c.datagramsOut += st[TunThreadStat.UDP_DATAGRAMS]! - this.threadDatagramsSeen;
-    c.gsoSends += st[TunThreadStat.UDP_GSO]! - this.threadGsoSeen;
-    this.threadDatagramsSeen = st[TunThreadStat.UDP_DATAGRAMS]!;
-    this.threadGsoSeen = st[TunThreadStat.UDP_GSO]!;
+    c.datagramsIn += d(TunThreadStat.RX_DATAGRAMS) - d(TunThreadStat.RX_TO_ENDPOINT);
+    c.dropRecvError += d(TunThreadStat.RX_REFUSED);
+    c.datagramsOut += d(TunThreadStat.UDP_DATAGRAMS);
+    c.gsoSends += d(TunThreadStat.UDP_GSO);
+    const tunDropped = d(TunThreadStat.RX_TUN_DROPPED);
+    if (tunDropped > 0 && this.tunDropId >= 0) this.telemetry.metrics.drop(this.tunDropId, tunDropped);
+    seen.set(st);
   }
 
   /** Just before the endpoint sends: what the kernel answered inside a TUN write joins that send. */

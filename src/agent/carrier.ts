@@ -56,7 +56,7 @@ export interface CarrierHooks {
 /** A QUIC + HTTP/3 carrier; see {@link openH3}. */
 class H3Carrier implements Carrier {
   readonly transport = 'h3' as const;
-  client!: ConnectClientLike & { shutdown(): void };
+  client!: H3Connection;
 
   constructor(readonly conn: QuicConnection) {}
 
@@ -109,11 +109,8 @@ class H3Carrier implements Carrier {
 
   receiveDatagram(payload: Uint8Array): void {
     this.conn.noteDgramsRecv(1);
-    this.h3?.receiveDatagram(payload, payload.length);
+    this.client.receiveDatagram(payload, payload.length);
   }
-
-  /** The HTTP/3 connection over conn (set by openH3). */
-  h3: H3Connection | null = null;
 }
 
 /**
@@ -127,7 +124,7 @@ export async function openH3(endpoint: QuicEndpoint, host: string, port: number,
     if (!conn.isEstablished && !conn.isClosed) conn.close(true, 0, 'lost the transport race');
   });
   const c = new H3Carrier(conn);
-  c.client = c.h3 = attachH3(conn, { onGoaway: () => hooks.onGoaway(c) }, (ev) => {
+  c.client = attachH3(conn, { onGoaway: () => hooks.onGoaway(c) }, (ev) => {
     if (ev === 'readable') hooks.onReadable();
     else if (ev === 'closed') hooks.onClosed(c);
   });

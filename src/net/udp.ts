@@ -64,6 +64,8 @@ export interface UdpBatchSocket {
   /** Called once when the socket becomes writable again after a short send. */
   onWritable(cb: () => void): void;
   localAddress(): { address: string; port: number; family: 4 | 6 };
+  /** Stops readable callbacks until onReadable is called again; absent where the socket cannot (node:dgram keeps reading). */
+  pauseReadable?(): void;
   /** The kernel socket's fd for a native sender (src/native/dataplane.c); absent on node:dgram and in-memory sockets. The fd stays the socket's. */
   nativeFd?(): number;
   /** Stops readiness callbacks and closes the fd. Later calls throw ClosedError. */

@@ -705,8 +705,7 @@ export class QuicEndpoint implements ConnectionOwner {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     // Stop readiness: a level-triggered socket would otherwise keep calling a no-op.
-    const pausable = this.sock as UdpBatchSocket & { pauseReadable?: () => void };
-    if (typeof pausable.pauseReadable === 'function') pausable.pauseReadable();
+    if (this.sock.pauseReadable !== undefined) this.sock.pauseReadable();
     else this.sock.onReadable(noop);
     this.sock.onWritable(noop);
   }
@@ -720,9 +719,7 @@ export class QuicEndpoint implements ConnectionOwner {
    * {@link threadInput}.
    */
   pauseInput(): void {
-    if (this.closed) return;
-    const pausable = this.sock as UdpBatchSocket & { pauseReadable?: () => void };
-    pausable.pauseReadable?.();
+    if (!this.closed) this.sock.pauseReadable?.();
   }
 
   /** The endpoint reads the socket again. */
