@@ -84,7 +84,7 @@ class H3Carrier implements Carrier {
 
   packetCounts(): QuicPacketCounts {
     const s = this.conn.stats();
-    return { sent: s.sentPackets, recv: s.recvPackets, lost: s.lostPackets };
+    return { sent: s.sentPackets, recv: s.recvPackets, lost: s.lostPackets, inFlight: s.inFlightBytes };
   }
 
   rttMs(): number | null {
@@ -256,6 +256,8 @@ export interface QuicPacketCounts {
   readonly sent: number;
   readonly recv: number;
   readonly lost: number;
+  /** Bytes of ack-eliciting packets not yet acknowledged or declared lost. */
+  readonly inFlight: number;
 }
 
 /** What {@link quicLooksDead} remembers between checks; start from {@link newQuicLiveness}. */
@@ -269,11 +271,16 @@ export interface QuicLiveness {
   readonly samples: { at: number; sent: number; lost: number }[];
   /** When the last check ran (-1 before the first). */
   lastAt: number;
+  /** Since when something ack-eliciting has been in flight with nothing received (-1: not so). */
+  unansweredSince: number;
+  /** When {@link quicPingDue} last asked for a PING, and the received count then. */
+  pingAt: number;
+  recvAtPing: number;
 }
 
 /** A fresh liveness state (for a new connection). */
 export function newQuicLiveness(): QuicLiveness {
-  return { recv: -1, recvChangedAt: 0, sentAtChange: 0, samples: [], lastAt: -1 };
+  return { recv: -1, recvChangedAt: 0, sentAtChange: 0, samples: [], lastAt: -1, unansweredSince: -1, pingAt: -Infinity, recvAtPing: -1 };
 }
 
 /**
@@ -288,13 +295,21 @@ const MIN_WINDOW_PACKETS = 8;
 const DEAD_LOSS_RATIO = 0.8;
 
 /**
- * Pure: QUIC looks dead when, over the last `deadAfterMs`, either nothing
- * was received although at least 3 packets went out since the last one that
- * was (data, PINGs, retransmissions: the path drops UDP both ways), or nearly everything sent was declared lost
- * (≥ 80 % of at least 8 packets: UDP is dropped towards the gateway while
- * its probes still arrive). Ordinary loss (a few percent, even 30 %) is
- * not judged. An idle tunnel is never judged, nor a window in which the
- * checks themselves were late (the event loop stalled). Updates `l`.
+ * Pure: QUIC looks dead when, over the last `deadAfterMs`, one of these held:
+ * - nothing was received although at least 3 packets went out since the last
+ *   one that was (data, PINGs, retransmissions: the path drops UDP both ways);
+ * - nearly everything sent was declared lost (≥ 80 % of at least 8 packets:
+ *   UDP is dropped towards the gateway while its packets still arrive);
+ * - nothing was received while an ack-eliciting packet stayed in flight,
+ *   unacknowledged: the gateway went silent after the agent's packets
+ *   stopped reaching it (UDP dropped towards the gateway while the agent
+ *   sends only ACKs and the PINGs of {@link quicPingDue}; the gateway's
+ *   congestion window fills with packets it never hears acknowledged).
+ *   ngtcp2 0.12 arms no probe timeout for DATAGRAM and PING packets, so no
+ *   probe would come to break the silence.
+ * Ordinary loss (a few percent, even 30 %) is not judged. An idle tunnel is
+ * never judged (its keepalive's ACK ends the silence), nor a window in which
+ * the checks themselves were late (the event loop stalled). Updates `l`.
  */
 export function quicLooksDead(l: QuicLiveness, counts: QuicPacketCounts, now: number, deadAfterMs: number): boolean {
   // A stalled event loop (a check late by half the window) read no packets either: start over rather than judge the path.
@@ -306,6 +321,7 @@ export function quicLooksDead(l: QuicLiveness, counts: QuicPacketCounts, now: nu
     l.recv = counts.recv;
     l.recvChangedAt = now;
     l.sentAtChange = counts.sent;
+    l.unansweredSince = -1;
   }
   w.push({ at: now, sent: counts.sent, lost: counts.lost });
   while (w.length > 1 && now - w[1]!.at >= deadAfterMs) w.shift();
@@ -315,11 +331,31 @@ export function quicLooksDead(l: QuicLiveness, counts: QuicPacketCounts, now: nu
     const lost = counts.lost - first.lost;
     if (sent >= MIN_WINDOW_PACKETS && lost >= DEAD_LOSS_RATIO * sent) return true;
   }
+  if (counts.recv !== l.recv) l.unansweredSince = counts.inFlight > 0 ? now : -1;
+  else if (counts.inFlight === 0) l.unansweredSince = -1;
+  else if (l.unansweredSince < 0) l.unansweredSince = now;
   if (counts.recv !== l.recv) {
     l.recv = counts.recv;
     l.recvChangedAt = now;
     l.sentAtChange = counts.sent;
     return false;
   }
+  if (l.unansweredSince >= 0 && now - l.unansweredSince >= deadAfterMs) return true;
   return counts.sent - l.sentAtChange >= MIN_UNANSWERED_PACKETS && now - l.recvChangedAt >= deadAfterMs;
+}
+
+/**
+ * Pure: whether the agent should send a PING now. A tunnel that only
+ * receives sends only ACKs, which are never acknowledged (RFC 9000 §13.2.1),
+ * so it would not learn that they stopped arriving. While packets arrive and
+ * nothing ack-eliciting is in flight, one PING every `deadAfterMs / 2` gives
+ * the gateway something to acknowledge (RFC 9000 §13.2.4), and
+ * {@link quicLooksDead} a packet in flight whose answer it can miss. An
+ * idle tunnel has its keepalives. Updates `l`.
+ */
+export function quicPingDue(l: QuicLiveness, counts: QuicPacketCounts, now: number, deadAfterMs: number): boolean {
+  if (counts.recv === l.recvAtPing || counts.inFlight > 0 || now - l.pingAt < deadAfterMs / 2) return false;
+  l.pingAt = now;
+  l.recvAtPing = counts.recv;
+  return true;
 }

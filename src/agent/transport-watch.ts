@@ -1,11 +1,12 @@
 /**
  * The agent's watch over its transport (issue #15): while the tunnel rides
  * HTTP/3 it checks QUIC liveness four times a second and asks for the
- * fallback when {@link quicLooksDead}; while it rides HTTP/2 it asks for an
+ * fallback when {@link quicLooksDead} (and sends the PINGs of
+ * {@link quicPingDue} on a tunnel that only receives); while it rides HTTP/2 it asks for an
  * HTTP/3 probe every `probeIntervalMs`. One timer at a time, on the daemon's clock.
  */
 import type { Clock, ClockTimer } from '../daemon/ports.js';
-import { newQuicLiveness, quicLooksDead, type Carrier, type QuicLiveness } from './carrier.js';
+import { newQuicLiveness, quicLooksDead, quicPingDue, type Carrier, type QuicLiveness } from './carrier.js';
 
 /** How often QUIC liveness is read (control path: reads the connection's stats). */
 export const LIVENESS_CHECK_MS = 250;
@@ -64,6 +65,8 @@ export class TransportWatch {
     if (quicLooksDead(this.liveness, counts, this.clock.now(), this.config.quicDeadAfterMs)) {
       this.closed();
       this.run(() => this.host.quicFailed());
+    } else if (quicPingDue(this.liveness, counts, this.clock.now(), this.config.quicDeadAfterMs)) {
+      c.quic()?.ping();
     }
   }
 

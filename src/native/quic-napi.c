@@ -485,7 +485,8 @@ static napi_value conn_info(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* quicStats(conn, res): [0] recv pkts, [1] sent pkts, [2] sent bytes, [3] recv bytes, [4] srtt ms, [5] cwnd, [6] pmtu, [7] delivery rate, [8] lost packets (qe_conn_lost_pkts). */
+/* quicStats(conn, res): [0] recv pkts, [1] sent pkts, [2] sent bytes, [3] recv bytes, [4] srtt ms, [5] cwnd, [6] pmtu, [7] delivery rate, [8] lost packets (qe_conn_lost_pkts);
+ * with room for 10: [9] bytes in flight (ack-eliciting, not yet acknowledged or declared lost). */
 static napi_value conn_stats(napi_env env, napi_callback_info info) {
   MTUN_ARGS(2);
   CONN(argv[0]);
@@ -504,6 +505,7 @@ static napi_value conn_stats(napi_env env, napi_callback_info info) {
     r[6] = (double)ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
     r[7] = (double)st.delivery_rate_sec;
     r[8] = (double)qe_conn_lost_pkts(c);
+    if (rn >= 10) r[9] = (double)st.bytes_in_flight;
   } else if (c->has_last_path) {
     r[4] = c->last_rtt_ms;
     r[5] = c->last_cwnd;
@@ -513,6 +515,7 @@ static napi_value conn_stats(napi_env env, napi_callback_info info) {
   } else {
     r[4] = r[5] = r[6] = r[7] = r[8] = -1;
   }
+  if (c->conn == NULL && rn >= 10) r[9] = 0;
   return NULL;
 }
 

@@ -49,6 +49,8 @@ export interface QuicConnectionStats {
   sentBytes: number;
   recvBytes: number;
   lostBytes: number;
+  /** Bytes of ack-eliciting packets not yet acknowledged or declared lost. */
+  inFlightBytes: number;
   /** DATAGRAM frames queued for sending. */
   dgramSent: number;
   /** DATAGRAM payloads read by the layer above. */
@@ -426,6 +428,17 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   }
 
   /**
+   * Send a PING now (an ack-eliciting packet, RFC 9000 §19.2): a receiver
+   * that sends only ACKs learns from its acknowledgement whether the peer
+   * still hears it (RFC 9000 §13.2.4).
+   */
+  ping(): void {
+    if (this.gone) return;
+    this.q.sendAckEliciting();
+    this.owner.flushConnection(this);
+  }
+
+  /**
    * Send what the layer above queued (stream data, datagrams, shutdowns)
    * now. Inside the endpoint's own event dispatch this only marks the
    * connection, and packets leave at the end of the batch.
@@ -452,6 +465,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       sentBytes: 0,
       recvBytes: 0,
       lostBytes: 0,
+      inFlightBytes: 0,
       dgramSent: this.dgramSent,
       dgramRecv: this.dgramRecvd,
       dgramDropQueueFull: this.dgramDropQueueFull,
@@ -468,6 +482,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     s.sentBytes = st.sentBytes;
     s.recvBytes = st.recvBytes;
     s.lostBytes = st.lostBytes;
+    s.inFlightBytes = st.inFlightBytes;
     for (const p of this.q.pathStats()) {
       if (!p.active) continue;
       s.rttMs = p.rtt;

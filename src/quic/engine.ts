@@ -44,6 +44,8 @@ export interface EngineStats {
   recvBytes: number;
   lostBytes: number;
   peerMaxDatagramFrameSize?: number;
+  /** Bytes of ack-eliciting packets sent and not yet acknowledged or declared lost; 0 once released. */
+  inFlightBytes: number;
 }
 
 /** Per-path counters, the fields we read. */

@@ -270,11 +270,11 @@ export class Ngtcp2Connection implements EngineConnection {
   localError(): EngineConnectionError | null { return n().quicError(this.h, false); }
 
   stats(): EngineStats {
-    const s = new Float64Array(9);
+    const s = new Float64Array(10);
     n().quicStats(this.h, s);
     // ngtcp2 0.12 counts losses only per stream and per DATAGRAM (quic-conn.c
     // qe_conn_lost_pkts); it has no retransmission or lost-byte counts.
-    return { recv: s[0], sent: s[1], sentBytes: s[2], recvBytes: s[3], lost: s[8] < 0 ? 0 : s[8], retrans: 0, lostBytes: 0 };
+    return { recv: s[0], sent: s[1], sentBytes: s[2], recvBytes: s[3], lost: s[8] < 0 ? 0 : s[8], retrans: 0, lostBytes: 0, inFlightBytes: s[9] };
   }
   pathStats(): EnginePathStats[] {
     const s = new Float64Array(9);
