@@ -73,6 +73,8 @@ export class H3Connection implements ReadHost, ControlHost {
   private readonly reader: StreamReader;
   private started = false;
   private controlId = -1;
+  /** The engine keeps PTO_ANCHOR in flight on our control stream (QuicTransport.setPtoAnchor). */
+  private anchorOn = false;
   /** Client requests waiting for the peer's SETTINGS. */
   private readonly waiting: Array<() => void> = [];
   private draining = false;
@@ -221,6 +223,11 @@ export class H3Connection implements ReadHost, ControlHost {
     const id = this.isServer ? this.ids.firstUnseenPeerBidi : 0;
     this.goawaySent = id;
     const ctl = this.streams.get(this.controlId);
+    if (this.anchorOn) {
+      // The GOAWAY must not be split by an anchor frame should QUIC take only part of it.
+      this.anchorOn = false;
+      this.transport.setPtoAnchor?.(this.controlId, EMPTY);
+    }
     if (ctl) {
       const payload = new Uint8Array(varintLength(id));
       encodeVarint(id, payload, 0);
@@ -400,6 +407,11 @@ export class H3Connection implements ReadHost, ControlHost {
       this.onPeerStop(s, stop);
       return;
     }
+    if (s.id === this.controlId && !this.anchorOn && !this.draining && s.send.idle && this.transport.setPtoAnchor) {
+      // SETTINGS (and the grease) are with QUIC whole: from here on the engine may add its frames between ours.
+      this.anchorOn = true;
+      this.transport.setPtoAnchor(this.controlId, PTO_ANCHOR);
+    }
     if (s.closed) this.dropStream(s); // finished flushing a stream we are done with
     else if (s.send.finSent && s.remoteDone && s.req?.tunnel) this.dropStream(s);
   }
@@ -503,6 +515,12 @@ export class H3Connection implements ReadHost, ControlHost {
 }
 
 const EMPTY = new Uint8Array(0);
+/**
+ * The frame the engine keeps in flight on our control stream while DATAGRAMs
+ * go out (QuicTransport.setPtoAnchor): the first reserved frame type, 0x21,
+ * empty (RFC 9114 §7.2.8: the peer ignores it).
+ */
+const PTO_ANCHOR = new Uint8Array([0x21, 0x00]);
 
 /** Headroom a caller of TunnelStream.sendDatagram leaves; re-exported for convenience. */
 export { H3_DATAGRAM_HEADROOM } from './tunnel-stream.js';

@@ -72,6 +72,8 @@ export interface LabOptions {
   readonly agentTunThread?: boolean;
   /** Both daemons' `inspection.maxFlows` (default: the config default). */
   readonly maxFlows?: number;
+  /** The agents' `h2.enabled` (default: the product's, on). */
+  readonly agentH2?: boolean;
 }
 
 /**
@@ -127,10 +129,11 @@ export class Lab {
     const off = this.opts.tunOffload !== false;
     const extra = this.opts.maxFlows !== undefined ? `inspection:\n  maxFlows: ${this.opts.maxFlows}\n` : '';
     const agentTun = this.opts.agentTunThread !== undefined ? `${off}\n  thread: ${this.opts.agentTunThread}` : `${off}`;
+    const agentExtra = extra + (this.opts.agentH2 !== undefined ? `h2:\n  enabled: ${this.opts.agentH2}\n` : '');
     writeFileSync(join(this.dir, 'gateway.yaml'), gatewayYaml(this.dir, lvl, off) + extra);
-    writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl, agentTun) + extra);
+    writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl, agentTun) + agentExtra);
     if (this.opts.secondCluster) {
-      writeFileSync(join(this.dir, 'agent2.yaml'), agentYaml(this.dir, 'agent2', 'cluster-c', ['10.30.0.0/24', 'fd00:c::/64'], LAB.agentAdmin, lvl, agentTun) + extra);
+      writeFileSync(join(this.dir, 'agent2.yaml'), agentYaml(this.dir, 'agent2', 'cluster-c', ['10.30.0.0/24', 'fd00:c::/64'], LAB.agentAdmin, lvl, agentTun) + agentExtra);
     }
   }
 

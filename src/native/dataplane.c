@@ -452,10 +452,16 @@ static bool dp_rx_on(const struct dp *d) {
 /* Whether the connection's packets go through the thread: open, past the handshake. */
 static bool dp_conn_open(const struct qe_conn *c) { return c->conn != NULL && c->state == QE_OPEN && c->handshake_done; }
 
-/* Any stream with data or an end to read: capsules, a FIN, the control streams. */
+/*
+ * A request stream with data or an end to read: capsules, a FIN. The
+ * gateway's unidirectional streams (HTTP/3 control: SETTINGS, GOAWAY, its
+ * PTO anchors about once a round trip; QPACK) change nothing a DATAGRAM
+ * depends on: HTTP/3 reads them on the event loop's next turn without the
+ * thread stopping.
+ */
 static bool dp_streams_readable(const struct qe_conn *c) {
   for (const struct qe_stream *s = c->streams; s != NULL; s = s->next)
-    if (qe_stream_readable(s)) return true;
+    if ((s->id & 0x2) == 0 && qe_stream_readable(s)) return true;
   return false;
 }
 

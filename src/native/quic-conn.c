@@ -477,6 +477,39 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
   return mc_should_drop(&c->codel, &p, sojourn, now, dq->count);
 }
 
+/* The PTO anchor's smallest spacing: on loopback a round trip takes a few µs. */
+#define QE_ANCHOR_MIN_NS (1000 * 1000)
+
+/*
+ * The PTO anchor's stream when its bytes should go ahead of the DATAGRAMs,
+ * else NULL. ngtcp2 0.12 arms no probe timeout for packets of DATAGRAM and
+ * PING frames (fixed upstream in 0.13, ngtcp2 #697, and 1.8, #1368): when an
+ * outage of the path longer than a round trip takes every packet of a
+ * congestion window of them, no ACK ever declares them lost, the window stays
+ * full, and the connection sends nothing but ACKs for good. STREAM data does
+ * arm it, and survives it: a probe carries the lost bytes again (an empty
+ * STREAM frame would not be resent, and the timer would stop after the first
+ * probe). So while DATAGRAMs go out, a frame the peer ignores (HTTP/3: a
+ * reserved frame type on the control stream) is queued on the anchor stream
+ * whenever it holds nothing unacknowledged, at most once a millisecond, and
+ * written ahead of the DATAGRAMs (a full window must not hold it back): one
+ * is nearly always in flight. Once an outage has taken it, the probe timeout
+ * fires, the probes carry it, and the first one acknowledged after the
+ * outage declares the DATAGRAM packets before it lost. About one 2-byte
+ * frame per round trip.
+ */
+static struct qe_stream *anchor_due(struct qe_conn *c, ngtcp2_tstamp now) {
+  if (c->anchor_len == 0) return NULL;
+  struct qe_stream *a = qe_stream_find(c, c->anchor_id);
+  if (a == NULL || a->shut_wr || a->fin_queued || a->closed || a->stop_recvd || a->blocked) return NULL;
+  if (a->send.bytes == 0 && now - c->anchor_at >= QE_ANCHOR_MIN_NS) {
+    if (qe_buf_append(&a->send, c->anchor_frame, c->anchor_len) != c->anchor_len) return NULL;
+    c->anchor_at = now;
+    c->anchors_sent++;
+  }
+  return a->send.unwritten > 0 ? a : NULL;
+}
+
 /* Writes one packet: queued DATAGRAMs first (the tunnel's packets), then stream data, coalesced. */
 static ngtcp2_ssize write_one(struct qe_conn *c, uint8_t *out, size_t cap, ngtcp2_tstamp now) {
   ngtcp2_path_storage ps;
@@ -486,7 +519,8 @@ static ngtcp2_ssize write_one(struct qe_conn *c, uint8_t *out, size_t cap, ngtcp
   bool dgrams = c->handshake_done || ngtcp2_conn_get_handshake_completed(c->conn);
   for (;;) {
     ngtcp2_ssize nw;
-    if (dgrams && dq->count > 0) {
+    struct qe_stream *s = dgrams && dq->count > 0 ? anchor_due(c, now) : NULL;
+    if (s == NULL && dgrams && dq->count > 0) {
       /* CoDel: a head that waited too long, while a queue stands behind it, is dropped unsent. */
       if (dq->stamps != NULL && codel_drops_head(c, dq, now)) {
         qe_dq_pop(dq);
@@ -503,7 +537,7 @@ static ngtcp2_ssize write_one(struct qe_conn *c, uint8_t *out, size_t cap, ngtcp
       if (nw == NGTCP2_ERR_WRITE_MORE || nw == NGTCP2_ERR_INVALID_ARGUMENT) continue;
       return nw;
     }
-    struct qe_stream *s = next_stream(c);
+    if (s == NULL) s = next_stream(c);
     if (s != NULL) {
       ngtcp2_vec v[QE_VEC_MAX];
       size_t n = qe_buf_unwritten_vecs(&s->send, v, QE_VEC_MAX);

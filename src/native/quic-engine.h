@@ -159,6 +159,14 @@ struct qe_conn {
   uint64_t dgram_recv_dropped;
   struct mc_state codel;          /* CoDel on dq_send (cfg->codel) */
   uint64_t dgram_send_delay_dropped; /* DATAGRAMs CoDel dropped from dq_send: they waited too long */
+  /* The PTO anchor (quic-conn.c anchor_due): a frame the peer ignores,
+   * queued on our stream anchor_id while DATAGRAMs go out and the stream
+   * holds nothing unacknowledged. anchor_len 0: off. */
+  int64_t anchor_id;
+  uint8_t anchor_frame[8];
+  uint8_t anchor_len;
+  ngtcp2_tstamp anchor_at; /* when the last one was queued */
+  uint64_t anchors_sent;
   struct qe_error local_err, peer_err;
   /* closing: the CONNECTION_CLOSE packet, resent when the peer keeps sending */
   uint8_t *close_pkt;

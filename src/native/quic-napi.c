@@ -348,6 +348,20 @@ static napi_value conn_ping(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* quicSetAnchor(conn, streamId, frame): the PTO anchor (quic-conn.c anchor_due); an empty frame turns it off. */
+static napi_value conn_set_anchor(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(3);
+  CONN(argv[0]);
+  uint8_t *p;
+  size_t len;
+  if (!bytes_of(env, argv[2], &p, &len) || len > sizeof c->anchor_frame)
+    return mtun_throw_type(env, "quic: quicSetAnchor(conn, streamId, frame of at most 8 bytes)");
+  c->anchor_id = (int64_t)num(env, argv[1]);
+  if (len > 0) memcpy(c->anchor_frame, p, len);
+  c->anchor_len = (uint8_t)len;
+  return NULL;
+}
+
 /* quicClose(conn, app, code, reason) → false when already closing or closed. */
 static napi_value conn_close(napi_env env, napi_callback_info info) {
   MTUN_ARGS(4);
@@ -486,7 +500,7 @@ static napi_value conn_info(napi_env env, napi_callback_info info) {
 }
 
 /* quicStats(conn, res): [0] recv pkts, [1] sent pkts, [2] sent bytes, [3] recv bytes, [4] srtt ms, [5] cwnd, [6] pmtu, [7] delivery rate, [8] lost packets (qe_conn_lost_pkts);
- * with room for 10: [9] bytes in flight (ack-eliciting, not yet acknowledged or declared lost). */
+ * with room for 10: [9] bytes in flight (ack-eliciting, not yet acknowledged or declared lost); with room for 11: [10] PTO anchors queued. */
 static napi_value conn_stats(napi_env env, napi_callback_info info) {
   MTUN_ARGS(2);
   CONN(argv[0]);
@@ -516,6 +530,7 @@ static napi_value conn_stats(napi_env env, napi_callback_info info) {
     r[4] = r[5] = r[6] = r[7] = r[8] = -1;
   }
   if (c->conn == NULL && rn >= 10) r[9] = 0;
+  if (rn >= 11) r[10] = (double)c->anchors_sent;
   return NULL;
 }
 
@@ -651,7 +666,7 @@ bool mtun_quic_init(napi_env env, napi_value exports) {
       {"quicConnect", conn_connect}, {"quicAccept", conn_accept},
       {"quicSetPeer", conn_set_peer}, {"quicRecv", conn_recv}, {"quicSend", conn_send}, {"quicOutBatch", out_batch},
       {"quicDrain", conn_drain}, {"quicTimeout", conn_timeout},
-      {"quicOnTimeout", conn_on_timeout}, {"quicPing", conn_ping}, {"quicClose", conn_close},
+      {"quicOnTimeout", conn_on_timeout}, {"quicPing", conn_ping}, {"quicSetAnchor", conn_set_anchor}, {"quicClose", conn_close},
       {"quicStreamSend", stream_send}, {"quicStreamRecv", stream_recv}, {"quicStreamShutdown", stream_shutdown},
       {"quicStreams", stream_list}, {"quicDgramSend", dgram_send}, {"quicDgramRecv", dgram_recv},
       {"quicInfo", conn_info}, {"quicStats", conn_stats}, {"quicError", conn_error}, {"quicTlsInfo", conn_tls_info},

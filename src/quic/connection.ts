@@ -51,6 +51,8 @@ export interface QuicConnectionStats {
   lostBytes: number;
   /** Bytes of ack-eliciting packets not yet acknowledged or declared lost. */
   inFlightBytes: number;
+  /** PTO anchor frames queued ({@link QuicConnection.setPtoAnchor}). */
+  ptoAnchors: number;
   /** DATAGRAM frames queued for sending. */
   dgramSent: number;
   /** DATAGRAM payloads read by the layer above. */
@@ -438,6 +440,11 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     this.owner.flushConnection(this);
   }
 
+  /** See {@link QuicTransport.setPtoAnchor}. */
+  setPtoAnchor(streamId: number, frame: Uint8Array): void {
+    if (!this.gone) this.q.setPtoAnchor(streamId, frame);
+  }
+
   /**
    * Send what the layer above queued (stream data, datagrams, shutdowns)
    * now. Inside the endpoint's own event dispatch this only marks the
@@ -466,6 +473,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
       recvBytes: 0,
       lostBytes: 0,
       inFlightBytes: 0,
+      ptoAnchors: 0,
       dgramSent: this.dgramSent,
       dgramRecv: this.dgramRecvd,
       dgramDropQueueFull: this.dgramDropQueueFull,
@@ -483,6 +491,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     s.recvBytes = st.recvBytes;
     s.lostBytes = st.lostBytes;
     s.inFlightBytes = st.inFlightBytes;
+    s.ptoAnchors = st.ptoAnchors;
     for (const p of this.q.pathStats()) {
       if (!p.active) continue;
       s.rttMs = p.rtt;

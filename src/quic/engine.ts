@@ -46,6 +46,8 @@ export interface EngineStats {
   peerMaxDatagramFrameSize?: number;
   /** Bytes of ack-eliciting packets sent and not yet acknowledged or declared lost; 0 once released. */
   inFlightBytes: number;
+  /** PTO anchor frames queued (setPtoAnchor). */
+  ptoAnchors: number;
 }
 
 /** Per-path counters, the fields we read. */
@@ -154,6 +156,14 @@ export interface EngineConnection {
   srttMs(): number | null;
   /** Queue a PING so the next send() emits an ack-eliciting packet. */
   sendAckEliciting(): void;
+  /**
+   * While DATAGRAMs go out, keep `frame` (whole bytes the peer ignores, at
+   * most 8) in flight on our open stream `streamId`, so that losing every
+   * packet of a window cannot stall the connection (quic-conn.c anchor_due).
+   * An empty frame turns it off; until then every write on that stream must
+   * be a whole frame.
+   */
+  setPtoAnchor(streamId: number, frame: Uint8Array): void;
   /**
    * Releases the engine's native state (connection, TLS session, buffers)
    * now instead of when the garbage collector reaches this object; the

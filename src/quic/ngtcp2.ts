@@ -50,6 +50,7 @@ interface QuicNative {
   quicTimeout(c: NativeConn): number;
   quicOnTimeout(c: NativeConn): void;
   quicPing(c: NativeConn): void;
+  quicSetAnchor(c: NativeConn, streamId: number, frame: Uint8Array): void;
   quicClose(c: NativeConn, app: boolean, code: number, reason: Uint8Array | null): boolean;
   quicStreamSend(c: NativeConn, id: number, data: Uint8Array, fin: boolean, res: Float64Array): number;
   quicStreamRecv(c: NativeConn, id: number, out: Uint8Array, res: Float64Array): number;
@@ -270,11 +271,11 @@ export class Ngtcp2Connection implements EngineConnection {
   localError(): EngineConnectionError | null { return n().quicError(this.h, false); }
 
   stats(): EngineStats {
-    const s = new Float64Array(10);
+    const s = new Float64Array(11);
     n().quicStats(this.h, s);
     // ngtcp2 0.12 counts losses only per stream and per DATAGRAM (quic-conn.c
     // qe_conn_lost_pkts); it has no retransmission or lost-byte counts.
-    return { recv: s[0], sent: s[1], sentBytes: s[2], recvBytes: s[3], lost: s[8] < 0 ? 0 : s[8], retrans: 0, lostBytes: 0, inFlightBytes: s[9] };
+    return { recv: s[0], sent: s[1], sentBytes: s[2], recvBytes: s[3], lost: s[8] < 0 ? 0 : s[8], retrans: 0, lostBytes: 0, inFlightBytes: s[9], ptoAnchors: s[10] };
   }
   pathStats(): EnginePathStats[] {
     const s = new Float64Array(9);
@@ -288,6 +289,7 @@ export class Ngtcp2Connection implements EngineConnection {
     return s[5] < 0 ? null : s[4];
   }
   sendAckEliciting(): void { n().quicPing(this.h); }
+  setPtoAnchor(streamId: number, frame: Uint8Array): void { n().quicSetAnchor(this.h, streamId, frame); }
   free(): void { n().quicFree(this.h); }
 }
 

@@ -30,6 +30,15 @@ export interface QuicTransport {
    * Absent: the reader asks readableStreams every time.
    */
   hasReadableStreams?(): boolean;
+  /**
+   * Optional: while DATAGRAMs go out, keep `frame` (whole bytes the peer
+   * ignores, at most 8) in flight on our open stream `streamId`, so that the
+   * engine's probe timeout covers them (ngtcp2 0.12 arms none for DATAGRAM
+   * packets, and an outage longer than a round trip would stall the
+   * connection for good). An empty frame turns it off; until then every
+   * write on that stream must be a whole frame.
+   */
+  setPtoAnchor?(streamId: number, frame: Uint8Array): void;
   /** Streams that accept more data now. */
   writableStreams(): Iterable<number>;
   /** STOP_SENDING (read) or RESET_STREAM (write) with an application error code. */

@@ -136,6 +136,11 @@ describe('CONNECT-IP over QUIC (RFC 9484 over RFC 9297/9220)', () => {
     expect(session.counters.dropsByName()).toEqual({});
     expect(gw.sessions[0]!.counters.dropsByName()).toEqual({});
     expect(gw.sessions[0]!.counters.packetsReceived).toBe(N);
+    // While DATAGRAMs flow, each side keeps an anchor frame in flight on its control stream (quic-conn.c anchor_due);
+    // the gateway's arrive here as reserved frames and are ignored (RFC 9114 §7.2.8), beside its one grease frame.
+    expect(c.stats().ptoAnchors).toBeGreaterThan(0);
+    expect(h3.counters.unknownFramesIgnored).toBeGreaterThan(1);
+    expect(h3.counters.unknownFramesIgnored).toBeLessThan(N);
     session.close();
     c.flush();
     await waitFor(() => gw.sessions[0]!.isClosed, 3000, 'gateway session closed');
