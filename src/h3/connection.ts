@@ -75,6 +75,8 @@ export class H3Connection implements ReadHost, ControlHost {
   private controlId = -1;
   /** The engine keeps PTO_ANCHOR in flight on our control stream (QuicTransport.setPtoAnchor). */
   private anchorOn = false;
+  /** start() queued SETTINGS: the anchor may go on once QUIC has taken every byte queued on the control stream. */
+  private settingsQueued = false;
   /** Client requests waiting for the peer's SETTINGS. */
   private readonly waiting: Array<() => void> = [];
   private draining = false;
@@ -134,6 +136,8 @@ export class H3Connection implements ReadHost, ControlHost {
       // §7.2.8: a reserved frame type the peer must ignore.
       if (o.grease) this.queue(s, encodeFrame(greaseValue((Math.random() * 1000) | 0), new Uint8Array([0x6d, 0x74])), false);
     });
+    this.settingsQueued = true;
+    this.anchorIfIdle(s);
   }
 
   // ---------------------------------------------------------------- client API
@@ -224,7 +228,7 @@ export class H3Connection implements ReadHost, ControlHost {
     this.goawaySent = id;
     const ctl = this.streams.get(this.controlId);
     if (this.anchorOn) {
-      // The GOAWAY must not be split by an anchor frame should QUIC take only part of it.
+      // The GOAWAY must not be split by an anchor frame should QUIC take only part of it (on again once it is taken whole).
       this.anchorOn = false;
       this.transport.setPtoAnchor?.(this.controlId, EMPTY);
     }
@@ -407,13 +411,20 @@ export class H3Connection implements ReadHost, ControlHost {
       this.onPeerStop(s, stop);
       return;
     }
-    if (s.id === this.controlId && !this.anchorOn && !this.draining && s.send.idle && this.transport.setPtoAnchor) {
-      // SETTINGS (and the grease) are with QUIC whole: from here on the engine may add its frames between ours.
-      this.anchorOn = true;
-      this.transport.setPtoAnchor(this.controlId, PTO_ANCHOR);
-    }
+    if (s.id === this.controlId) this.anchorIfIdle(s);
     if (s.closed) this.dropStream(s); // finished flushing a stream we are done with
     else if (s.send.finSent && s.remoteDone && s.req?.tunnel) this.dropStream(s);
+  }
+
+  /**
+   * Turns the PTO anchor on once QUIC holds every byte we queued on the
+   * control stream (SETTINGS, or a GOAWAY after shutdown() turned it off):
+   * from then on the engine may add its frames between ours.
+   */
+  private anchorIfIdle(s: H3Stream): void {
+    if (this.anchorOn || !this.settingsQueued || !s.send.idle || !this.transport.setPtoAnchor) return;
+    this.anchorOn = true;
+    this.transport.setPtoAnchor(this.controlId, PTO_ANCHOR);
   }
 
   private onPeerStop(s: H3Stream, code: number): void {

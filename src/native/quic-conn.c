@@ -502,6 +502,11 @@ static struct qe_stream *anchor_due(struct qe_conn *c, ngtcp2_tstamp now) {
   if (c->anchor_len == 0) return NULL;
   struct qe_stream *a = qe_stream_find(c, c->anchor_id);
   if (a == NULL || a->shut_wr || a->fin_queued || a->closed || a->stop_recvd || a->blocked) return NULL;
+  /* Without flow-control credit ngtcp2 0.12 writes no STREAM frame and may not say so (it reports
+   * STREAM_DATA_BLOCKED only while the connection has credit left): the DATAGRAMs must not wait for it. */
+  if (ngtcp2_conn_get_max_data_left(c->conn) < c->anchor_len ||
+      ngtcp2_conn_get_max_stream_data_left(c->conn, a->id) < (a->send.unwritten > 0 ? a->send.unwritten : c->anchor_len))
+    return NULL;
   if (a->send.bytes == 0 && now - c->anchor_at >= QE_ANCHOR_MIN_NS) {
     if (qe_buf_append(&a->send, c->anchor_frame, c->anchor_len) != c->anchor_len) return NULL;
     c->anchor_at = now;
@@ -517,9 +522,13 @@ static ngtcp2_ssize write_one(struct qe_conn *c, uint8_t *out, size_t cap, ngtcp
   ngtcp2_pkt_info pi;
   struct qe_dq *dq = &c->dq_send;
   bool dgrams = c->handshake_done || ngtcp2_conn_get_handshake_completed(c->conn);
+  /* Looked at once per packet: the anchor goes first or not at all. */
+  struct qe_stream *anchor = dgrams && dq->count > 0 ? anchor_due(c, now) : NULL;
   for (;;) {
     ngtcp2_ssize nw;
-    struct qe_stream *s = dgrams && dq->count > 0 ? anchor_due(c, now) : NULL;
+    struct qe_stream *s = anchor;
+    bool is_anchor = anchor != NULL;
+    anchor = NULL;
     if (s == NULL && dgrams && dq->count > 0) {
       /* CoDel: a head that waited too long, while a queue stands behind it, is dropped unsent. */
       if (dq->stamps != NULL && codel_drops_head(c, dq, now)) {
@@ -563,6 +572,11 @@ static ngtcp2_ssize write_one(struct qe_conn *c, uint8_t *out, size_t cap, ngtcp
       if (nw == NGTCP2_ERR_STREAM_DATA_BLOCKED || nw == NGTCP2_ERR_STREAM_SHUT_WR ||
           nw == NGTCP2_ERR_STREAM_NOT_FOUND) {
         s->blocked = true; /* for this packet only; cleared below */
+        continue;
+      }
+      /* The anchor not written (no room, or the library would not say why): the DATAGRAMs go on without it. */
+      if (is_anchor && nw == 0) {
+        s->blocked = true;
         continue;
       }
       /* A full packet that took none of this stream's bytes: try it first next time. */

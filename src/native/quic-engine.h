@@ -30,10 +30,12 @@
 /* A FIFO of bytes in fixed chunks. Send side: [acked, written) is in flight
  * (ngtcp2 holds pointers into it), [written, end) waits. Receive side: only
  * [head, end) is used. */
+#define QE_CHUNK_SMALL 256            /* a first chunk for a small append (a PTO anchor, a capsule) */
 struct qe_chunk {
   struct qe_chunk *next;
   size_t len; /* bytes filled */
-  uint8_t data[QE_CHUNK_BYTES];
+  size_t cap; /* QE_CHUNK_BYTES, or QE_CHUNK_SMALL */
+  uint8_t data[];
 };
 struct qe_buf {
   struct qe_chunk *head, *tail;

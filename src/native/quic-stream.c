@@ -27,11 +27,14 @@ size_t qe_buf_append(struct qe_buf *b, const uint8_t *p, size_t len) {
   size_t done = 0;
   while (done < len) {
     struct qe_chunk *t = b->tail;
-    if (t == NULL || t->len == QE_CHUNK_BYTES) {
-      struct qe_chunk *k = malloc(sizeof *k);
+    if (t == NULL || t->len == t->cap) {
+      /* An empty buffer given a few bytes (most control traffic) takes a small chunk, not 16 KiB. */
+      size_t cap = t == NULL && len - done <= QE_CHUNK_SMALL ? QE_CHUNK_SMALL : QE_CHUNK_BYTES;
+      struct qe_chunk *k = malloc(sizeof *k + cap);
       if (k == NULL) break;
       k->next = NULL;
       k->len = 0;
+      k->cap = cap;
       if (t == NULL) {
         b->head = b->tail = k;
         b->head_off = 0;
@@ -45,7 +48,7 @@ size_t qe_buf_append(struct qe_buf *b, const uint8_t *p, size_t len) {
         b->woff = 0;
       }
     }
-    size_t n = QE_CHUNK_BYTES - t->len;
+    size_t n = t->cap - t->len;
     if (n > len - done) n = len - done;
     memcpy(t->data + t->len, p + done, n);
     t->len += n;

@@ -34,7 +34,7 @@ describe.skipIf(!root)('QUIC recovers from an underlay outage by itself (netns, 
     await lab?.down(process.env.MTUN_KEEP_LAB === '1');
   }, 30_000);
 
-  it('a 2 s outage during a download: pings answer again within 8 s of its end, on the same QUIC connection, and the download completes', async () => {
+  it('a 2 s outage during a download: pings answer again within 15 s of its end (0.01-1.9 s seen; before the fix never), on the same QUIC connection, and the download completes', async () => {
     const l = lab!;
     await l.waitFor(async () => (await l.exec('client', 'ping', ['-c', '1', '-W', '1', LAB.server.v4])).code === 0, 30_000, 'the tunnel');
     const download = l.exec('client', 'iperf3', ['-c', LAB.server.v4, '-R', '-t', '8', '-f', 'm'], 60_000);
@@ -45,7 +45,7 @@ describe.skipIf(!root)('QUIC recovers from an underlay outage by itself (netns, 
     await l.unblockUdp();
     const t0 = Date.now();
     let back = -1;
-    while (Date.now() - t0 < 10_000) {
+    while (Date.now() - t0 < 20_000) {
       if ((await l.exec('client', 'ping', ['-c', '1', '-W', '1', LAB.server.v4])).code === 0) {
         back = Date.now() - t0;
         break;
@@ -57,7 +57,8 @@ describe.skipIf(!root)('QUIC recovers from an underlay outage by itself (netns, 
     console.log(d.stdout.trim().split('\n').slice(-3).join('\n'));
     expect(dropped, 'the outage dropped tunnel packets').toBeGreaterThan(0);
     expect(back, 'ms from the end of the outage to the first answered ping').toBeGreaterThanOrEqual(0);
-    expect(back).toBeLessThan(8_000);
+    // The probe timeout backs off (doubling) through the outage: on a loaded box the next probe may come seconds after it.
+    expect(back).toBeLessThan(15_000);
     expect(ups, 'no reconnect: the same QUIC connection carried on').toBe(1);
     expect(d.code, `iperf3 -R completes: ${d.stderr}`).toBe(0);
   }, 90_000);

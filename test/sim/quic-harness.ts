@@ -137,7 +137,7 @@ export async function memoryEndpointPair(
     server?: Partial<QuicServerOptions>;
     /** Endpoint options of each side beyond the socket and TLS. */
     client?: Pick<QuicEndpointOptions, 'dgramQueueDelay'>;
-    serverEndpoint?: Pick<QuicEndpointOptions, 'dgramQueueDelay'>;
+    serverEndpoint?: Pick<QuicEndpointOptions, 'dgramQueueDelay' | 'maxDataBytes'>;
   } = {},
 ): Promise<{ server: QuicEndpoint; client: QuicEndpoint; ss: MemoryUdp; cs: MemoryUdp; port: number; close: () => void }> {
   const p = await getPki();

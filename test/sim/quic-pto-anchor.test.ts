@@ -78,3 +78,42 @@ describe('QUIC DATAGRAMs after an outage longer than a round trip (in-memory soc
     expect(r.after).toBe(0);
   }, 20_000);
 });
+
+describe('the PTO anchor never holds DATAGRAMs back', () => {
+  it('with the connection flow-control window used up (the peer reads no stream), DATAGRAMs still go out and come back', async () => {
+    // ngtcp2 0.12 writes no STREAM frame without credit and, with no connection credit left, does not say so:
+    // an anchor tried first would end every packet before its DATAGRAMs (quic-conn.c anchor_due checks the credit).
+    const net = new MemoryNet();
+    const pr = await memoryEndpointPair(net, {
+      serverEndpoint: { maxDataBytes: 4096 },
+      server: {
+        onConnection: (c) => {
+          const b = new Uint8Array(2000);
+          c.onEvent = (conn, ev) => {
+            if (ev !== 'readable') return;
+            let n: number | null;
+            while ((n = conn.dgramRecv(b)) !== null) conn.dgramSend(b, 0, n); // streams are never read
+          };
+        },
+      },
+    });
+    cleanups.push(pr.close);
+    const c = pr.client.connect('127.0.0.1', pr.port, 'localhost');
+    await c.whenEstablished();
+    const echoes = countDatagrams(c);
+    c.streamSend(0, new Uint8Array([0x21, 0x00]), false);
+    c.setPtoAnchor(0, new Uint8Array([0x21, 0x00]));
+    c.streamSend(4, new Uint8Array(8000), false); // more than the server's 4 KiB connection window
+    c.flush();
+    await sleep(200);
+    const payload = new Uint8Array(500).fill(7);
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < 10; i++) c.dgramSend(payload, 0, payload.length);
+      c.flush();
+      await sleep(5);
+    }
+    await sleep(300);
+    console.log(`flow control used up: ${echoes()} of 200 DATAGRAMs echoed, ${c.stats().ptoAnchors} anchors queued`);
+    expect(echoes()).toBeGreaterThan(150);
+  }, 20_000);
+});
