@@ -331,15 +331,15 @@ export function quicLooksDead(l: QuicLiveness, counts: QuicPacketCounts, now: nu
     const lost = counts.lost - first.lost;
     if (sent >= MIN_WINDOW_PACKETS && lost >= DEAD_LOSS_RATIO * sent) return true;
   }
-  if (counts.recv !== l.recv) l.unansweredSince = counts.inFlight > 0 ? now : -1;
-  else if (counts.inFlight === 0) l.unansweredSince = -1;
-  else if (l.unansweredSince < 0) l.unansweredSince = now;
   if (counts.recv !== l.recv) {
     l.recv = counts.recv;
     l.recvChangedAt = now;
     l.sentAtChange = counts.sent;
+    l.unansweredSince = counts.inFlight > 0 ? now : -1;
     return false;
   }
+  if (counts.inFlight === 0) l.unansweredSince = -1;
+  else if (l.unansweredSince < 0) l.unansweredSince = now;
   if (l.unansweredSince >= 0 && now - l.unansweredSince >= deadAfterMs) return true;
   return counts.sent - l.sentAtChange >= MIN_UNANSWERED_PACKETS && now - l.recvChangedAt >= deadAfterMs;
 }

@@ -62,10 +62,11 @@ export class TransportWatch {
     if (this.host.current() !== c) return;
     const counts = c.packetCounts();
     if (counts === null) return;
-    if (quicLooksDead(this.liveness, counts, this.clock.now(), this.config.quicDeadAfterMs)) {
+    const now = this.clock.now();
+    if (quicLooksDead(this.liveness, counts, now, this.config.quicDeadAfterMs)) {
       this.closed();
       this.run(() => this.host.quicFailed());
-    } else if (quicPingDue(this.liveness, counts, this.clock.now(), this.config.quicDeadAfterMs)) {
+    } else if (quicPingDue(this.liveness, counts, now, this.config.quicDeadAfterMs)) {
       c.quic()?.ping();
     }
   }
