@@ -46,18 +46,53 @@ s.on('close', () => console.log('done ' + n + ' ' + port));
 `;
 }
 
-/** tshark's tcp.analysis.ack_rtt of a capture (ms), split by who sent the ACK (the client's ACKs time data toward the client). */
-export function tsharkAckRtt(file: string, clientPort: number): { toClient: number[]; toServer: number[] } {
-  const out = execFileSync('tshark', ['-r', file, '-Y', 'tcp.analysis.ack_rtt', '-T', 'fields', '-e', 'tcp.srcport', '-e', 'tcp.analysis.ack_rtt'],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const toClient: number[] = [];
-  const toServer: number[] = [];
+/**
+ * tshark's tcp.analysis.ack_rtt of a capture (ms), split by who sent the ACK (the client's ACKs time data toward the
+ * client). `toClient`/`toServer` hold every sample tshark reports. tshark times the ACK of a retransmitted range too
+ * (against the retransmission, or against the original when the retransmission was spurious), which Karn's rule
+ * (RFC 6298 §3) forbids; `cleanToClient`/`cleanToServer` leave out each sample whose acknowledged frame carried
+ * sequence space that was sent more than once in the capture. Without retransmissions the two series are the same.
+ */
+export function tsharkAckRtt(file: string, clientPort: number): { toClient: number[]; toServer: number[]; cleanToClient: number[]; cleanToServer: number[] } {
+  const out = execFileSync('tshark', ['-r', file, '-Y', 'tcp', '-T', 'fields', '-E', 'separator=/t', '-E', 'occurrence=f',
+    '-e', 'frame.number', '-e', 'tcp.stream', '-e', 'tcp.srcport', '-e', 'tcp.seq', '-e', 'tcp.len', '-e', 'tcp.flags.syn', '-e', 'tcp.flags.fin',
+    '-e', 'tcp.analysis.acks_frame', '-e', 'tcp.analysis.ack_rtt'],
+  { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+  type Seg = { dir: string; start: number; end: number };
+  const segs = new Map<number, Seg>();
+  // How many times each (connection and sender, first sequence number) was seen carrying sequence space.
+  const sent = new Map<string, number>();
+  const acks: Array<{ port: number; acked: number; rtt: number }> = [];
   for (const line of out.trim().split('\n')) {
-    const [port, rtt] = line.split('\t');
-    if (rtt === undefined) continue;
-    (Number(port) === clientPort ? toClient : toServer).push(Number(rtt) * 1000);
+    const [frame, stream, port, seq, len, syn, fin, acked, rtt] = line.split('\t');
+    const p = Number(port);
+    const dir = `${stream}/${p}`;
+    const space = Number(len) + (syn === '1' || syn === 'True' ? 1 : 0) + (fin === '1' || fin === 'True' ? 1 : 0);
+    if (space > 0) {
+      const start = Number(seq);
+      segs.set(Number(frame), { dir, start, end: start + space });
+      const k = `${dir}/${start}`;
+      sent.set(k, (sent.get(k) ?? 0) + 1);
+    }
+    if (rtt) acks.push({ port: p, acked: Number(acked), rtt: Number(rtt) * 1000 });
   }
-  return { toClient, toServer };
+  // Ranges sent more than once, per connection and sender (the echo workload sends one segment per round, so a repeated start is a
+  // retransmission of the same range; overlap is checked anyway, for repacketised retransmissions).
+  const resent: Seg[] = [];
+  for (const s of segs.values()) if ((sent.get(`${s.dir}/${s.start}`) ?? 0) > 1) resent.push(s);
+  for (const a of segs.values()) {
+    for (const b of segs.values()) {
+      if (a !== b && a.dir === b.dir && a.start < b.end && b.start < a.end && a.start !== b.start) { resent.push(a); break; }
+    }
+  }
+  const ambiguous = (s: Seg | undefined): boolean => s === undefined || resent.some((r) => r.dir === s.dir && r.start < s.end && s.start < r.end);
+  const r = { toClient: [] as number[], toServer: [] as number[], cleanToClient: [] as number[], cleanToServer: [] as number[] };
+  for (const a of acks) {
+    const client = a.port === clientPort;
+    (client ? r.toClient : r.toServer).push(a.rtt);
+    if (!ambiguous(segs.get(a.acked))) (client ? r.cleanToClient : r.cleanToServer).push(a.rtt);
+  }
+  return r;
 }
 
 /** The median of a series. */

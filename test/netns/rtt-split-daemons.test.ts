@@ -232,11 +232,18 @@ describe.skipIf(!root)('RTT split through the real tunnel: client / tunnel (QUIC
     // Each daemon's samples are tshark's ack_rtt on the capture of the same packets at the same point.
     for (const [file, l] of [['agent.pcapng', d.agent], ['gateway.pcapng', d.gateway]] as const) {
       const ts = tsharkAckRtt(lab.file(file), l.src_port);
-      for (const [dir, ours, theirs] of [['toClient', stats(l.rtt_to_client)!, ts.toClient], ['toServer', stats(l.rtt_to_server)!, ts.toServer]] as const) {
+      for (const [dir, ours, theirs, clean] of [['toClient', stats(l.rtt_to_client)!, ts.toClient, ts.cleanToClient],
+        ['toServer', stats(l.rtt_to_server)!, ts.toServer, ts.cleanToServer]] as const) {
         const msg = `${file} ${dir}: ours min/smoothed/max ${ours.minMs}/${ours.smoothedMs}/${ours.maxMs} (${ours.samples}) ` +
-          `tshark min/smoothed/median/max ${Math.min(...theirs).toFixed(3)}/${smooth(theirs).toFixed(3)}/${median(theirs).toFixed(3)}/${Math.max(...theirs).toFixed(3)} (${theirs.length})`;
+          `tshark min/smoothed/median/max ${Math.min(...theirs).toFixed(3)}/${smooth(theirs).toFixed(3)}/${median(theirs).toFixed(3)}/${Math.max(...theirs).toFixed(3)} (${theirs.length}; ` +
+          `${clean.length} of unretransmitted segments, min ${Math.min(...clean).toFixed(3)})`;
         console.log(msg);
-        expect(Math.abs(ours.minMs - Math.min(...theirs)), msg).toBeLessThanOrEqual(0.002);
+        // The minimum lies between tshark's over every sample and tshark's over the segments sent once (Karn): with
+        // no retransmission the two are the same and ours must equal them. A retransmission lets tshark time an ACK
+        // against the wrong copy (a spurious one's ACK arrives just after it), which the tracker never does.
+        expect(clean.length, msg).toBeGreaterThan(ROUNDS / 2);
+        expect(ours.minMs, msg).toBeGreaterThanOrEqual(Math.min(...theirs) - 0.002);
+        expect(ours.minMs, msg).toBeLessThanOrEqual(Math.min(...clean) + 0.002);
         // Karn (RFC 6298 §3): the tracker never times a retransmitted segment, tshark times its ACK too. Without
         // retransmissions the two series are the same; with some (a loaded box), tshark has at most that many more.
         const retransmits = l.retransmits as number;
