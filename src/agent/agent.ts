@@ -816,6 +816,9 @@ export class Agent {
     this.tunThread = null;
     t.close(this.onThreadPacket, this.io.clock.now());
     this.countThreadSends(t); // what it read and sent after the last drain (stop() syncs the counters next)
+    // Datagrams the thread received for the endpoint and nobody took yet (the turn detach scheduled comes after
+    // this): the endpoint, still open, handles them now, as it would have on that turn.
+    if (t.hasEndpointPending()) this.endpoint.threadInput(null, (feed) => t.drainEndpoint(feed));
   }
 
   /** Packets from the gateway: inspect, copy into the TUN batch (MSS clamped), written after the QUIC batch. */

@@ -145,12 +145,16 @@ export class TunThread {
     if (!this.closed && this.rxTable !== null) this.native.dpResume(this.dp, held);
   }
 
-  /** True when the endpoint ring holds datagrams (no call into C). */
+  /** True when the endpoint ring holds datagrams (no call into C; also after {@link close}: the ring is ours). */
   hasEndpointPending(): boolean {
-    return !this.closed && Atomics.load(this.ctl, 2) !== this.ctl[3];
+    return Atomics.load(this.ctl, 2) !== this.ctl[3];
   }
 
-  /** Hands every datagram of the endpoint ring to `handler`, oldest first, then releases them. Returns how many. */
+  /**
+   * Hands every datagram of the endpoint ring to `handler`, oldest first,
+   * then releases them. Returns how many. After {@link close} it hands what
+   * the thread received before it stopped.
+   */
   drainEndpoint(handler: TunThreadDatagramHandler): number {
     const ctl = this.ctl;
     const prod = Atomics.load(ctl, 2);
