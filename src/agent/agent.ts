@@ -16,6 +16,7 @@ import { formatHostPort, formatIp, formatPrefix, parseIp, prefixCovers, rangesTo
 import { clampTcpMss, clampTcpMssParsed } from '../packet/rewrite.js';
 import { PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
+import { GSO_REFUSED_LOG } from '../net/udp.js';
 import { H2TunnelCounters } from '../h2/h2-tunnel.js';
 import { AgentTransportMetrics, registerH2Counters, registerSessionTransportGauge, type TunnelTransport } from '../h2/transport-metrics.js';
 import { registerQuicEndpointMetrics } from '../telemetry/quic-endpoint-metrics.js';
@@ -71,6 +72,7 @@ export class Agent {
   private threadRxBytes = 0;
   /** The thread's counters as last carried into the endpoint's and the TUN write drops (deltas from it). */
   private readonly threadStatsSeen = new Float64Array(TunThreadStat.LENGTH);
+  private threadGsoRefusedLogged = false;
   /** Set while a ring entry is handed to HTTP/3: the ring is being drained already (no nested drain). */
   private inThreadDrain = false;
   private tunDropId = -1;
@@ -163,6 +165,7 @@ export class Agent {
         keylogPath: config.tls.keylogPath ?? null,
         recvBudget: tunRecvBudget(config.tun.txQueueLen),
         dgramQueueDelay: tunQueueDelay(config.tun.queueDelay),
+        onGsoOff: () => io.log.warn({ socket: 'endpoint' }, GSO_REFUSED_LOG),
       });
       const telemetry = new Telemetry({
         reporter: 'agent',
@@ -757,6 +760,10 @@ export class Agent {
     c.dropRecvError += d(TunThreadStat.RX_REFUSED);
     c.datagramsOut += d(TunThreadStat.UDP_DATAGRAMS);
     c.gsoSends += d(TunThreadStat.UDP_GSO);
+    if (d(TunThreadStat.UDP_GSO_REFUSED) > 0 && !this.threadGsoRefusedLogged) {
+      this.threadGsoRefusedLogged = true;
+      this.log.warn({ socket: 'tun-thread' }, GSO_REFUSED_LOG);
+    }
     const tunDropped = d(TunThreadStat.RX_TUN_DROPPED);
     if (tunDropped > 0 && this.tunDropId >= 0) this.telemetry.metrics.drop(this.tunDropId, tunDropped);
     seen.set(st);
@@ -905,7 +912,7 @@ function registerForwarderCounters(registry: Registry, forwarders: readonly UdpF
 /**
  * `mtun_agent_tun_thread_packets_total{path}`: packets the TUN thread read and sent itself
  * (`thread`) or handed to the event loop's path (`event_loop`: too big, link-local, fragments, no room);
- * `mtun_agent_tun_thread_events_total{event}`: its UDP sends, GSO sends, datagrams the
+ * `mtun_agent_tun_thread_events_total{event}`: its UDP sends, GSO sends, GSO sends the path refused (resent one by one), datagrams the
  * kernel refused (lost, QUIC recovers), and times it stopped reading on a full ring (the event loop behind);
  * the receive leg's datagrams received, packets written into the TUN or refused by it, holds (a
  * DATAGRAM for the event loop's path), datagrams handed to the endpoint or dropped (its ring full), recv errors.
@@ -927,7 +934,7 @@ function registerTunThreadCounters(registry: Registry, stats: () => Float64Array
   });
   const events: Counter<'event'> = new Counter({
     name: 'mtun_agent_tun_thread_events_total',
-    help: 'The TUN thread\'s UDP datagrams sent, GSO sends, datagrams the kernel refused (lost; QUIC recovers), times it stopped reading on a full ring; received datagrams, packets written into the TUN or refused, holds for the event loop, datagrams handed to the endpoint or dropped, recv errors',
+    help: 'The TUN thread\'s UDP datagrams sent, GSO sends, GSO sends the path refused (resent datagram by datagram), datagrams the kernel refused (lost; QUIC recovers), times it stopped reading on a full ring; received datagrams, packets written into the TUN or refused, holds for the event loop, datagrams handed to the endpoint or dropped, recv errors',
     labelNames: ['event'],
     registers: [registry],
     collect: () => {
@@ -936,6 +943,7 @@ function registerTunThreadCounters(registry: Registry, stats: () => Float64Array
       if (st === null) return;
       events.inc({ event: 'udp_datagrams' }, st[TunThreadStat.UDP_DATAGRAMS]!);
       events.inc({ event: 'gso_sends' }, st[TunThreadStat.UDP_GSO]!);
+      events.inc({ event: 'gso_refused' }, st[TunThreadStat.UDP_GSO_REFUSED]!);
       events.inc({ event: 'udp_dropped' }, st[TunThreadStat.UDP_DROPPED]!);
       events.inc({ event: 'ring_full' }, st[TunThreadStat.RING_FULL]!);
       events.inc({ event: 'rx_datagrams' }, st[TunThreadStat.RX_DATAGRAMS]!);

@@ -31,6 +31,7 @@ import { INBOUND_DROP_NAMES, InboundDrop, InboundFilter } from '../masque/inboun
 import { localSubnets } from '../masque/destination-policy.js';
 import { RouteTable } from '../masque/route-table.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
+import { GSO_REFUSED_LOG } from '../net/udp.js';
 import type { QuicConnection } from '../quic/connection.js';
 import type { PeerIdentity } from '../quic/peer-identity.js';
 import { directionByLocalPrefixes, startAdminServer, TapInterface, Telemetry, TunnelCounterSync, type AdminServer, type DaemonStatus } from '../telemetry/index.js';
@@ -194,6 +195,7 @@ export class Gateway {
         maxDataBytes: config.connectionWindowBytes,
         maxStreamDataBytes: config.streamWindowBytes,
         keylogPath: config.tls.keylogPath ?? null,
+        onGsoOff: () => io.log.warn({ socket: 'endpoint' }, GSO_REFUSED_LOG),
       });
       gw = new Gateway(config, io, tun, endpoint, telemetry);
       const g = gw;

@@ -74,6 +74,8 @@ export interface LabOptions {
   readonly maxFlows?: number;
   /** The agents' `h2.enabled` (default: the product's, on). */
   readonly agentH2?: boolean;
+  /** Extra environment of the daemons (gateway and agents), e.g. LD_PRELOAD of a fault-injecting shim in a test. */
+  readonly daemonEnv?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -153,9 +155,10 @@ export class Lab {
   }
 
   /** Starts a long-running program in a namespace (killed by down()); output goes to `<name>.log`. */
-  spawn(role: Role, name: string, cmd: string, args: string[]): ChildProcess {
+  spawn(role: Role, name: string, cmd: string, args: string[], env?: Readonly<Record<string, string>>): ChildProcess {
     const fd = openSync(this.file(`${name}.log`), 'a');
-    const p = spawn('ip', ['netns', 'exec', this.ns(role), cmd, ...args], { stdio: ['ignore', fd, fd], detached: false });
+    const p = spawn('ip', ['netns', 'exec', this.ns(role), cmd, ...args],
+      { stdio: ['ignore', fd, fd], detached: false, env: env !== undefined ? { ...process.env, ...env } : process.env });
     closeSync(fd);
     this.procs.set(name, p);
     this.all.add(p);
@@ -173,14 +176,14 @@ export class Lab {
 
   /** Starts the gateway (again, after a kill) and waits until its admin endpoint answers. */
   async startGateway(): Promise<ChildProcess> {
-    const p = this.spawn('gw', 'gateway', process.execPath, [...daemonNodeArgs(), MTUN, 'gateway', '-c', this.file('gateway.yaml')]);
+    const p = this.spawn('gw', 'gateway', process.execPath, [...daemonNodeArgs(), MTUN, 'gateway', '-c', this.file('gateway.yaml')], this.opts.daemonEnv);
     await this.waitFor(async () => (await this.admin('gw', LAB.gatewayAdmin, '/readyz')).code === 0, 15_000, 'gateway ready', p);
     return p;
   }
 
   /** Starts an agent and waits until its tunnel is up (/readyz 200). */
   async startAgent(which: 'agent' | 'agent2' = 'agent'): Promise<ChildProcess> {
-    const p = this.spawn(which, which, process.execPath, [...daemonNodeArgs(), MTUN, 'agent', '-c', this.file(`${which}.yaml`)]);
+    const p = this.spawn(which, which, process.execPath, [...daemonNodeArgs(), MTUN, 'agent', '-c', this.file(`${which}.yaml`)], this.opts.daemonEnv);
     await this.waitAgentReady(which, 15_000, p);
     return p;
   }

@@ -64,6 +64,7 @@ enum {
   US_TX_GSO_SENDS, /* messages sent with UDP_SEGMENT */
   US_TX_LAST_ERRNO,
   US_GSO_FAILED, /* set to 1 when the kernel rejected GSO (EIO): caller turns it off */
+  US_GSO_REFUSED, /* GSO sends the kernel refused (EIO, EINVAL, EMSGSIZE): their datagrams were resent one by one */
   US_COUNT
 };
 

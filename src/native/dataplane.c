@@ -120,6 +120,7 @@ enum {
   DP_S_RX_ERRORS,     /* recvmmsg errors other than EAGAIN */
   DP_S_RX_REFUSED,    /* packets the engine refused (qe_conn_recv failed: the endpoint's dropRecvError) */
   DP_S_RX_TO_H3,      /* DATAGRAMs handed to HTTP/3 on the event loop through the ring (another stream or context, a failed check) */
+  DP_S_UDP_GSO_REFUSED, /* GSO sends the kernel refused (the path cannot segment them): resent datagram by datagram */
   DP_S_LEN
 };
 
@@ -322,7 +323,7 @@ static uint32_t dp_clamp_mss_parsed(uint8_t *p, const struct mj_info *in, uint32
  */
 static void dp_send_out(struct dp *d, uint32_t n) {
   double *u = d->ustats;
-  double dg = u[US_TX_DATAGRAMS], by = u[US_TX_BYTES], gso = u[US_TX_GSO_SENDS], err = u[US_TX_ERRORS];
+  double dg = u[US_TX_DATAGRAMS], by = u[US_TX_BYTES], gso = u[US_TX_GSO_SENDS], err = u[US_TX_ERRORS], refused = u[US_GSO_REFUSED];
   uint32_t done = 0;
   for (int waits = 0;; waits++) {
     done += mtun_udp_send(d->udp_fd, d->udp_family, d->optrs + done, d->osizes + done, d->osegs + done,
@@ -336,6 +337,7 @@ static void dp_send_out(struct dp *d, uint32_t n) {
   dp_count(d, DP_S_UDP_DGRAMS, (uint64_t)(u[US_TX_DATAGRAMS] - dg));
   dp_count(d, DP_S_UDP_BYTES, (uint64_t)(u[US_TX_BYTES] - by));
   dp_count(d, DP_S_UDP_GSO, (uint64_t)(u[US_TX_GSO_SENDS] - gso));
+  dp_count(d, DP_S_UDP_GSO_REFUSED, (uint64_t)(u[US_GSO_REFUSED] - refused));
   dp_count(d, DP_S_UDP_DROPPED, (uint64_t)(u[US_TX_ERRORS] - err) + (n - done)); /* one packet per slot */
 }
 

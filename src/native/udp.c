@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netinet/ip.h>
 #include <netinet/udp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -394,7 +395,7 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
     return NULL;
   }
   nbufs = slots.count;
-  if (stats == NULL || nstats < US_COUNT) return mtun_throw_type(env, "udp: stats must be a Float64Array of 10");
+  if (stats == NULL || nstats < US_COUNT) return mtun_throw_type(env, "udp: stats must be a Float64Array of 11");
   uint32_t n = max;
   if (n > nbufs) n = nbufs;
   if (n > nsizes) n = (uint32_t)nsizes;
@@ -411,11 +412,79 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * Sends one GSO super-datagram that the kernel refused, ptr[0, size) in
+ * segments of seg bytes to the slot's address, one datagram per segment (as
+ * many sendmmsg calls as it takes, with the message scratch of s, which the
+ * caller rebuilds afterwards). A full socket buffer is waited out for at
+ * most twice 5 ms, then the segments left are dropped and counted, as a
+ * segment the kernel refuses is.
+ */
+static void send_segments(int fd, int family, uint8_t *ptr, uint32_t size, uint32_t seg, const uint8_t *slot,
+                          double *stats, struct mtun_scratch *s) {
+  socklen_t nl;
+  if (!slot_to_name(slot, family, &s->names[0], &nl)) {
+    stats[US_TX_ERRORS] += 1;
+    stats[US_TX_LAST_ERRNO] = EAFNOSUPPORT;
+    return;
+  }
+  size_t cl = build_send_cmsgs(s->ctrl[0].buf, sizeof s->ctrl[0].buf, slot, 0);
+  uint32_t off = 0;
+  int waits = 0;
+  while (off < size) {
+    uint32_t m = 0;
+    for (uint32_t o = off; o < size && m < MTUN_MAX_BATCH; o += seg, m++) {
+      struct msghdr *h = &s->msgs[m].msg_hdr;
+      s->iov[m].iov_base = ptr + o;
+      s->iov[m].iov_len = size - o < seg ? size - o : seg;
+      h->msg_name = &s->names[0];
+      h->msg_namelen = nl;
+      h->msg_iov = &s->iov[m];
+      h->msg_iovlen = 1;
+      h->msg_control = cl > 0 ? s->ctrl[0].buf : NULL;
+      h->msg_controllen = cl;
+      h->msg_flags = 0;
+    }
+    int r;
+    do {
+      r = sendmmsg(fd, s->msgs, m, MSG_DONTWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r > 0) {
+      for (int k = 0; k < r; k++) {
+        stats[US_TX_DATAGRAMS] += 1;
+        stats[US_TX_BYTES] += (double)s->iov[k].iov_len;
+      }
+      off += (uint32_t)r * seg;
+      continue;
+    }
+    int err = errno;
+    if ((err == EAGAIN || err == EWOULDBLOCK) && waits < 2) {
+      waits++;
+      struct pollfd pf = {.fd = fd, .events = POLLOUT};
+      (void)poll(&pf, 1, 5);
+      continue;
+    }
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      stats[US_TX_EAGAIN] += 1;
+      stats[US_TX_ERRORS] += (double)((size - off + seg - 1) / seg);
+      stats[US_TX_LAST_ERRNO] = err;
+      return;
+    }
+    /* The kernel refused this segment: count it, go on with the next. */
+    stats[US_TX_ERRORS] += 1;
+    stats[US_TX_LAST_ERRNO] = err;
+    off += seg;
+  }
+}
+
+/*
  * The send of udpSend (its arguments checked): slots [0, count) of ptrs,
  * sizes, segs (explicit GSO segment sizes, 0: none) and addrs, as few
  * sendmmsg calls as it takes, auto GSO trains of equal-size slots to one
- * path when auto_gso, a refused auto train resent slot by slot (EIO also
- * sets stats[US_GSO_FAILED]). Returns the slots consumed (sent or dropped and
+ * path when auto_gso. A GSO send the kernel refuses (EIO, EINVAL, EMSGSIZE:
+ * a path that cannot segment it) is resent without GSO: an auto train slot
+ * by slot, an explicit one (segs) segment by segment; it is counted
+ * (US_GSO_REFUSED), and EIO sets stats[US_GSO_FAILED] for the caller to stop
+ * asking for GSO. Returns the slots consumed (sent or dropped and
  * counted); fewer than count when the socket buffer is full (US_TX_EAGAIN).
  * Shared by udpSend and the agent's TUN thread (dataplane.c), each with its
  * own scratch.
@@ -489,15 +558,20 @@ uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t 
       /* The first message failed. */
       uint32_t first = s->msg_slot[0], nsl = s->msg_nslots[0];
       bool was_gso = s->msg_gso[0];
-      if (was_gso && segs[first] == 0 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
-        /* The path refused the super-datagram: resend these slots one by one. */
+      if (was_gso && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
+        /* The path refused the super-datagram: resend its datagrams one by one. */
+        stats[US_GSO_REFUSED] += 1;
         if (err == EIO) stats[US_GSO_FAILED] = 1;
-        no_gso_to = first + nsl;
+        if (segs[first] == 0) {
+          no_gso_to = first + nsl; /* an auto train: its slots go alone when the messages are built again */
+        } else {
+          send_segments(fd, family, ptrs[first], sizes[first], segs[first], addrs + (size_t)first * MTUN_ADDR_SLOT, stats, s);
+          done = first + nsl;
+        }
         continue;
       }
       stats[US_TX_ERRORS] += nsl;
       stats[US_TX_LAST_ERRNO] = err;
-      if (err == EIO && was_gso) stats[US_GSO_FAILED] = 1;
       done = first + nsl;
       continue;
     }
@@ -549,7 +623,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
       !mtun_arg_stats(env, argv[8], &stats, &nstats)) {
     return NULL;
   }
-  if (stats == NULL || nstats < US_COUNT) return mtun_throw_type(env, "udp: stats must be a Float64Array of 10");
+  if (stats == NULL || nstats < US_COUNT) return mtun_throw_type(env, "udp: stats must be a Float64Array of 11");
   if (count > nbufs || count > nsizes || count > nsegs || count > naddrs / MTUN_ADDR_SLOT) {
     return mtun_throw_type(env, "udp: count exceeds the batch (bufs, sizes, addrs or segs)");
   }

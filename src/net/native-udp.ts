@@ -57,6 +57,8 @@ export interface NativeUdpStats {
   txEagain: number;
   /** Messages sent as one GSO super-datagram. */
   txGsoSends: number;
+  /** GSO sends the kernel refused (a path that cannot segment them): their datagrams were resent one by one. */
+  txGsoRefused: number;
 }
 
 // Indexes into the native counter array (mirror enum in src/native/udp.c).
@@ -70,7 +72,8 @@ const S_TX_EAGAIN = 6;
 const S_TX_GSO_SENDS = 7;
 const S_TX_LAST_ERRNO = 8;
 const S_GSO_FAILED = 9;
-const S_COUNT = 10;
+const S_GSO_REFUSED = 10;
+const S_COUNT = 11;
 
 /**
  * Opens and binds a non-blocking UDP socket with DF set (IP_PMTUDISC_PROBE /
@@ -156,6 +159,16 @@ export class NativeUdpSocket implements UdpBatchSocket {
   /** True while UDP GSO is used (turned off for good if the kernel refuses it with EIO). */
   get gso(): boolean {
     return this.gsoOn;
+  }
+
+  /** Datagrams the kernel refused on send (dropped; see {@link stats}). */
+  get txRefused(): number {
+    return this.counters[S_TX_ERRORS]!;
+  }
+
+  /** GSO sends the kernel refused, their datagrams resent one by one. */
+  get txGsoRefused(): number {
+    return this.counters[S_GSO_REFUSED]!;
   }
 
   private check(): number {
@@ -245,6 +258,7 @@ export class NativeUdpSocket implements UdpBatchSocket {
       txLastErrno: c[S_TX_LAST_ERRNO]!,
       txEagain: c[S_TX_EAGAIN]!,
       txGsoSends: c[S_TX_GSO_SENDS]!,
+      txGsoRefused: c[S_GSO_REFUSED]!,
     };
   }
 

@@ -48,8 +48,12 @@ export interface UdpBatch {
 export interface UdpBatchSocket {
   /** Slots moved per call at most. */
   readonly batchSize: number;
-  /** True when UDP_SEGMENT (GSO) is in use for send. */
+  /** True when UDP_SEGMENT (GSO) is in use for send; a native socket turns it off for good when the path refuses it (EIO). */
   readonly gso: boolean;
+  /** Datagrams the kernel refused on send, dropped (native sockets; absent elsewhere). */
+  readonly txRefused?: number;
+  /** GSO sends the kernel refused, their datagrams resent one by one (native sockets). */
+  readonly txGsoRefused?: number;
   /** True when UDP_GRO is enabled for receive. */
   readonly gro: boolean;
   /** Fill up to `batch.bufs.length` slots; returns the count, 0 when nothing is ready. */
@@ -71,6 +75,9 @@ export interface UdpBatchSocket {
   /** Stops readiness callbacks and closes the fd. Later calls throw ClosedError. */
   close(): void;
 }
+
+/** The daemons' warning when a socket stops using UDP GSO because the path refused it (QuicEndpointOptions.onGsoOff). */
+export const GSO_REFUSED_LOG = 'UDP GSO refused by the path (EIO: an IPsec route, UDP-Lite, or a kernel that cannot segment it): sending one datagram per packet from now on';
 
 /** Thrown by any use of a socket or device after close(). */
 export class ClosedError extends Error {

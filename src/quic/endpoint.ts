@@ -227,6 +227,12 @@ export interface QuicEndpointOptions {
    * 0 (default) disables; use less than half of idleTimeoutMs.
    */
   keepAliveMs?: number;
+  /**
+   * Called once when the socket stopped using UDP GSO because the path
+   * refused it (EIO: an IPsec route, UDP-Lite, a kernel that cannot segment
+   * in software): the endpoint sends datagram by datagram from then on.
+   */
+  onGsoOff?: () => void;
 }
 
 /** Endpoint counters: plain numbers, read by telemetry. Every drop has a reason. */
@@ -266,6 +272,10 @@ export interface QuicEndpointCounters {
   dgramDropQueueDelay: number;
   /** Datagrams the socket did not take (kept and retried) — counted per stall. */
   sendStalls: number;
+  /** Datagrams the kernel refused on send (unreachable, too big …): lost; QUIC's recovery resends their frames. */
+  sendRefused: number;
+  /** GSO sends the path refused; their datagrams were resent one by one (and GSO turned off after an EIO). */
+  gsoRefused: number;
   retriesSent: number;
   versionNegotiationsSent: number;
   /** Initials that would have been answered with Retry or Version Negotiation, over maxRetriesPerSecond. */
@@ -290,6 +300,8 @@ function newCounters(): QuicEndpointCounters {
     datagramsIn: 0,
     datagramsOut: 0,
     gsoSends: 0,
+    sendRefused: 0,
+    gsoRefused: 0,
     dropSmallInitial: 0,
     dropMalformed: 0,
     dropUnknownCid: 0,
@@ -374,7 +386,9 @@ export class QuicEndpoint implements ConnectionOwner {
   private readonly drainState = new Float64Array(DRAIN_STATE_LENGTH);
   /** The connection whose drain last filled drainState's TIMEOUT/CLOSED (afterSend reads them instead of asking again). */
   private drainedConn: QuicConnection | null = null;
-  private readonly gso: boolean;
+  /** GSO trains asked of the engine: the socket's at start, off for good once the path refused one (EIO). */
+  private gso: boolean;
+  private readonly onGsoOff: (() => void) | undefined;
   private readonly maxPayload: number;
   private readonly recvBudget: number;
   private readonly sendBudget: number;
@@ -441,6 +455,7 @@ export class QuicEndpoint implements ConnectionOwner {
       ? new InitialQueue(opts.server.handshakeQueueLen ?? 1024, Math.max(this.maxPayload, 1500), HANDSHAKE_QUEUE_MAX_WAIT_MS)
       : null;
     this.keepAliveMs = opts.keepAliveMs ?? 0;
+    this.onGsoOff = opts.onGsoOff;
     if (!(this.keepAliveMs >= 0)) throw new RangeError(`quic: keepAliveMs ${this.keepAliveMs} must be ≥ 0`);
     this.gso = this.sock.gso;
     const batch = opts.batchSize ?? 64;
@@ -1406,7 +1421,7 @@ export class QuicEndpoint implements ConnectionOwner {
       st[DRAIN_SEG] = mine ? this.gsoSeg : 0;
       st[DRAIN_SEGS] = mine ? this.gsoSegs : 0;
       st[DRAIN_BUDGET] = budget;
-      st[DRAIN_GSO] = this.gso ? 1 : 0;
+      st[DRAIN_GSO] = this.gso && this.sock.gso ? 1 : 0; // the socket turns GSO off when the path refuses it
       try {
         q.drain(this.outBatch, c.sendAddr);
       } catch {
@@ -1461,6 +1476,16 @@ export class QuicEndpoint implements ConnectionOwner {
       } else this.counters.datagramsOut++;
     }
     const sent = this.sock.send(out, count);
+    const sock = this.sock;
+    if (sock.txRefused !== undefined) {
+      this.counters.sendRefused = sock.txRefused;
+      this.counters.gsoRefused = sock.txGsoRefused ?? 0;
+      if (this.gso && !sock.gso) {
+        this.gso = false;
+        this.gsoConn = null;
+        this.onGsoOff?.();
+      }
+    }
     if (sent >= count) {
       this.outCount = 0;
       return true;

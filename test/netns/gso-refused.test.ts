@@ -1,0 +1,94 @@
+/**
+ * A path that refuses UDP GSO: the kernel answers a GSO send with EIO where
+ * it cannot segment it (udp_send_skb: an IPsec (xfrm) route, UDP-Lite; older
+ * kernels also a device without transmit checksum offload). This kernel
+ * segments in software even without checksum offload and has no ESP, so the
+ * refusal comes from an LD_PRELOAD shim around sendmmsg in both daemons
+ * (fixtures/gso-eio.c, compiled here), which refuses exactly what the kernel
+ * would: a message carrying UDP_SEGMENT with more than one segment.
+ *
+ * Both daemons must notice, send datagram by datagram from then on, and
+ * lose nothing on the way: the packets of a refused train are resent one by
+ * one. Before the fix the gateway's endpoint kept building GSO trains after
+ * its socket had turned GSO off, and a refused train of the engine's was
+ * dropped whole (counted nowhere an operator could see).
+ *
+ * Real daemons in the lab's namespaces; the agent's TUN thread sends the
+ * upload (its own GSO trains), the gateway's endpoint the download.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LAB, Lab } from '../../src/lab/lab.js';
+
+const root = process.getuid?.() === 0;
+if (!root) console.warn('SKIPPED test/netns/gso-refused.test.ts: needs root (network namespaces, TUN devices)');
+const SHIM_SRC = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'gso-eio.c');
+
+/** The value of one sample of `name` with all of `labels` in a Prometheus text exposition, 0 when absent. */
+function sample(text: string, name: string, labels: Record<string, string>): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{')) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return 0;
+}
+
+describe.skipIf(!root)('UDP GSO refused by the path (EIO): both daemons fall back without loss', () => {
+  let lab: Lab | undefined;
+  let shimDir: string | undefined;
+
+  beforeAll(async () => {
+    shimDir = mkdtempSync(join(tmpdir(), 'mtun-gso-'));
+    const shim = join(shimDir, 'gso-eio.so');
+    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', shim, SHIM_SRC, '-ldl']);
+    lab = await Lab.up({ prefix: `mgs${process.pid % 10000}`, daemonEnv: { LD_PRELOAD: shim } });
+    await lab.startServers();
+    await lab.startGateway();
+    await lab.startAgent('agent');
+  }, 90_000);
+
+  afterAll(async () => {
+    await lab?.down(process.env.MTUN_KEEP_LAB === '1');
+    if (shimDir !== undefined) rmSync(shimDir, { recursive: true, force: true });
+  }, 30_000);
+
+  it('a download and an upload complete; each daemon logs the fallback once; no datagram is refused or lost to it', async () => {
+    const l = lab!;
+    await l.waitFor(async () => (await l.exec('client', 'ping', ['-c', '1', '-W', '1', LAB.server.v4])).code === 0, 30_000, 'the tunnel');
+    const down = await l.exec('client', 'iperf3', ['-c', LAB.server.v4, '-R', '-t', '3', '-J'], 60_000);
+    const up = await l.exec('client', 'iperf3', ['-c', LAB.server.v4, '-t', '3', '-J'], 60_000);
+    expect(down.code, `iperf3 -R: ${down.stderr}`).toBe(0);
+    expect(up.code, `iperf3: ${up.stderr}`).toBe(0);
+    const rate = (r: { stdout: string }): number => JSON.parse(r.stdout).end.sum_received.bits_per_second / 1e6;
+    const retr = (r: { stdout: string }): number => JSON.parse(r.stdout).end.sum_sent.retransmits;
+    const gw = await l.metrics('gw');
+    const agent = await l.metrics('agent');
+    const gwLog = readFileSync(l.file('gateway.log'), 'utf8');
+    const agentLog = readFileSync(l.file('agent.log'), 'utf8');
+    const refused = {
+      gateway: sample(gw, 'mtun_quic_udp_send_events_total', { event: 'refused' }),
+      agent: sample(agent, 'mtun_quic_udp_send_events_total', { event: 'refused' }),
+      agentThread: sample(agent, 'mtun_agent_tun_thread_events_total', { event: 'udp_dropped' }),
+    };
+    const split = {
+      gateway: sample(gw, 'mtun_quic_udp_send_events_total', { event: 'gso_refused' }),
+      agent: sample(agent, 'mtun_quic_udp_send_events_total', { event: 'gso_refused' }) +
+        sample(agent, 'mtun_agent_tun_thread_events_total', { event: 'gso_refused' }),
+    };
+    console.log(`GSO refused: download ${rate(down).toFixed(0)} Mbit/s (${retr(down)} retransmits), upload ${rate(up).toFixed(0)} Mbit/s ` +
+      `(${retr(up)}); refused datagrams ${JSON.stringify(refused)}; trains split ${JSON.stringify(split)}`);
+    // Each side sent GSO trains (a transfer fills the congestion window), the path refused them, and they were split.
+    expect(split.gateway, 'the gateway saw the path refuse GSO').toBeGreaterThanOrEqual(1);
+    expect(split.agent, 'the agent saw the path refuse GSO').toBeGreaterThanOrEqual(1);
+    // ... once each: afterwards nothing asks for GSO again.
+    expect(split.gateway).toBeLessThanOrEqual(2);
+    expect(split.agent).toBeLessThanOrEqual(3);
+    expect(refused).toEqual({ gateway: 0, agent: 0, agentThread: 0 });
+    expect(gwLog.match(/UDP GSO refused/g)?.length, 'the gateway logs the fallback once').toBe(1);
+    expect(agentLog.match(/UDP GSO refused/g)?.length ?? 0, 'the agent logs the fallback (event loop and thread: at most once each)').toBeGreaterThanOrEqual(1);
+  }, 90_000);
+});
