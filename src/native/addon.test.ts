@@ -85,7 +85,7 @@ describe.skipIf(!available)('native addon argument checking', () => {
   it('reports errno-carrying errors for a closed descriptor', () => {
     const native = loadNative();
     try {
-      native.udpRecv(BAD_FD, [Buffer.alloc(10)], new Uint32Array(1), new Uint8Array(36), new Uint32Array(1), 1, new Float64Array(10));
+      native.udpRecv(BAD_FD, [Buffer.alloc(10)], new Uint32Array(1), new Uint8Array(36), new Uint32Array(1), 1, new Float64Array(11));
       expect.unreachable();
     } catch (e) {
       expect((e as Error).message).toBe('udp: recvmmsg: Bad file descriptor');

@@ -95,9 +95,9 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * instead of misreading arguments. 2: read batches as arenas, QUIC byte
  * ranges, mallocStats. 3: quicOutBatch + quicDrain (a connection drained into the send batch in one call).
  * 4: judgeTable + judgeBatch (the native CONNECT-IP checks). 5: quicInfo of 12 (CoDel drops),
- * codelQueue. 6: dp* (the agent's TUN → UDP thread, dataplane.c).
+ * codelQueue. 6: dp* (the agent's TUN → UDP thread, dataplane.c). 8: UDP stats of 11 (US_GSO_REFUSED).
  */
-#define MTUN_ABI 7
+#define MTUN_ABI 8
 
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);

@@ -412,12 +412,14 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
 }
 
 /*
- * Sends one GSO super-datagram that the kernel refused, ptr[0, size) in
- * segments of seg bytes to the slot's address, one datagram per segment (as
- * many sendmmsg calls as it takes, with the message scratch of s, which the
- * caller rebuilds afterwards). A full socket buffer is waited out for at
- * most twice 5 ms, then the segments left are dropped and counted, as a
- * segment the kernel refuses is.
+ * Sends one GSO super-datagram whose path refused GSO (EIO), ptr[0, size)
+ * in segments of seg bytes to the slot's address, one datagram per segment
+ * (as many sendmmsg calls as it takes, with the message scratch of s, which
+ * the caller rebuilds afterwards). A slot is consumed whole, so a full
+ * socket buffer is waited out here, blocking, for at most twice 5 ms (on
+ * the event loop too: only after such a refusal and with the buffer full);
+ * then the segments left are dropped and counted, as a segment the kernel
+ * refuses is (US_TX_ERRORS counts datagrams here).
  */
 static void send_segments(int fd, int family, uint8_t *ptr, uint32_t size, uint32_t seg, const uint8_t *slot,
                           double *stats, struct mtun_scratch *s) {
@@ -480,11 +482,14 @@ static void send_segments(int fd, int family, uint8_t *ptr, uint32_t size, uint3
  * The send of udpSend (its arguments checked): slots [0, count) of ptrs,
  * sizes, segs (explicit GSO segment sizes, 0: none) and addrs, as few
  * sendmmsg calls as it takes, auto GSO trains of equal-size slots to one
- * path when auto_gso. A GSO send the kernel refuses (EIO, EINVAL, EMSGSIZE:
- * a path that cannot segment it) is resent without GSO: an auto train slot
- * by slot, an explicit one (segs) segment by segment; it is counted
- * (US_GSO_REFUSED), and EIO sets stats[US_GSO_FAILED] for the caller to stop
- * asking for GSO. Returns the slots consumed (sent or dropped and
+ * path when auto_gso. An auto train the kernel refuses (EIO, EINVAL,
+ * EMSGSIZE) is resent slot by slot. EIO says the path cannot segment at all
+ * (an IPsec route, UDP-Lite, a kernel without software segmentation): it is
+ * counted (US_GSO_REFUSED), sets stats[US_GSO_FAILED] for the caller to stop
+ * asking for GSO, and from then on (that flag stays set) no auto train is
+ * built and every explicit train (segs) goes segment by segment (send_segments; other
+ * errors of an explicit train drop it, counted per slot: they are not about
+ * segmentation). Returns the slots consumed (sent or dropped and
  * counted); fewer than count when the socket buffer is full (US_TX_EAGAIN).
  * Shared by udpSend and the agent's TUN thread (dataplane.c), each with its
  * own scratch.
@@ -493,11 +498,22 @@ uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t 
                        const uint8_t *addrs, uint32_t count, bool auto_gso, double *stats, struct mtun_scratch *s) {
   uint32_t done = 0;      /* slots consumed (sent or dropped) */
   uint32_t no_gso_to = 0; /* slots below this index go without auto GSO (after a GSO failure) */
+  /* The path refused GSO with EIO (in this call, or earlier on this socket: the flag stays in its stats):
+   * no train is tried again; the caller's explicit trains (kept across a full buffer) go segment by segment. */
+  bool gso_dead = stats[US_GSO_FAILED] != 0;
   while (done < count) {
+    if (gso_dead && segs[done] > 0 && segs[done] < sizes[done]) {
+      /* An explicit train after the path refused GSO: its segments go one by one. */
+      send_segments(fd, family, ptrs[done], sizes[done], segs[done] > 65535 ? 65535 : segs[done],
+                    addrs + (size_t)done * MTUN_ADDR_SLOT, stats, s);
+      done++;
+      continue;
+    }
     /* Build messages from slot `done` on. */
     uint32_t m = 0;
     uint32_t i = done;
     while (i < count && m < MTUN_MAX_BATCH) {
+      if (gso_dead && i > done && segs[i] > 0 && segs[i] < sizes[i]) break; /* it goes alone, first of the next round */
       struct msghdr *h = &s->msgs[m].msg_hdr;
       socklen_t nl;
       const uint8_t *slot = addrs + (size_t)i * MTUN_ADDR_SLOT;
@@ -516,7 +532,7 @@ uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t 
       uint16_t gso = 0;
       if (segs[i] > 0) {
         if (segs[i] < sizes[i]) gso = (uint16_t)(segs[i] > 65535 ? 65535 : segs[i]);
-      } else if (auto_gso && i >= no_gso_to && sizes[i] > 0) {
+      } else if (auto_gso && !gso_dead && i >= no_gso_to && sizes[i] > 0) {
         uint32_t total = sizes[i];
         while (j < count && j - i < GSO_MAX_SEGS && segs[j] == 0 && sizes[j] > 0 && sizes[j] <= sizes[i] &&
                sizes[j - 1] == sizes[i] && total + sizes[j] <= GSO_MAX_BYTES &&
@@ -558,16 +574,17 @@ uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t 
       /* The first message failed. */
       uint32_t first = s->msg_slot[0], nsl = s->msg_nslots[0];
       bool was_gso = s->msg_gso[0];
-      if (was_gso && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
-        /* The path refused the super-datagram: resend its datagrams one by one. */
+      if (was_gso && err == EIO) {
+        /* The path cannot segment: this train's datagrams go one by one (the head of the next round). */
         stats[US_GSO_REFUSED] += 1;
-        if (err == EIO) stats[US_GSO_FAILED] = 1;
-        if (segs[first] == 0) {
-          no_gso_to = first + nsl; /* an auto train: its slots go alone when the messages are built again */
-        } else {
-          send_segments(fd, family, ptrs[first], sizes[first], segs[first], addrs + (size_t)first * MTUN_ADDR_SLOT, stats, s);
-          done = first + nsl;
-        }
+        stats[US_GSO_FAILED] = 1;
+        gso_dead = true;
+        no_gso_to = first + nsl;
+        continue;
+      }
+      if (was_gso && segs[first] == 0 && (err == EINVAL || err == EMSGSIZE)) {
+        /* An auto train refused: resend these slots one by one. */
+        no_gso_to = first + nsl;
         continue;
       }
       stats[US_TX_ERRORS] += nsl;

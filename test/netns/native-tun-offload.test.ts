@@ -40,12 +40,12 @@ k.on('error',e=>{console.error(e.message);process.exit(2)});setTimeout(()=>proce
 // 64 × 1000-byte datagrams; the server checks each datagram's size and marker.
 const ADDON = JSON.stringify(nativeAddonPath());
 const USO_SERVER = `const n=require(${ADDON});const s=n.udpOpen(0,'::',6000,1<<22,1<<22,false);
-const bufs=Array.from({length:64},()=>Buffer.alloc(2048));const sz=new Uint32Array(64),ad=new Uint8Array(64*36),sg=new Uint32Array(64),st=new Float64Array(10);
+const bufs=Array.from({length:64},()=>Buffer.alloc(2048));const sz=new Uint32Array(64),ad=new Uint8Array(64*36),sg=new Uint32Array(64),st=new Float64Array(11);
 let got=0,bad=0;n.pollStart(s.fd,1,()=>{const k=n.udpRecv(s.fd,bufs,sz,ad,sg,64,st);for(let i=0;i<k;i++){const v=bufs[i].readUInt32BE(0);if(sz[i]!==1000||bufs[i][999]!==(v&255))bad++;got++;}
 if(got>=6400){console.log(got+' '+bad);process.exit(0)}});setTimeout(()=>{console.log(got+' '+bad);process.exit(1)},10000);console.log('ready');`;
 const USO_CLIENT = `const n=require(${ADDON});const slot=JSON.parse(process.argv[1]);const s=n.udpOpen(0,'::',0,1<<22,1<<22,false);
 const b=Buffer.alloc(64000);for(let k=0;k<64;k++){b.writeUInt32BE(k,k*1000);b[k*1000+999]=k&255}
-const sz=Uint32Array.of(64000),ad=Uint8Array.from({length:36},(_,k)=>slot[k]??0),sg=Uint32Array.of(1000),st=new Float64Array(10);
+const sz=Uint32Array.of(64000),ad=Uint8Array.from({length:36},(_,k)=>slot[k]??0),sg=Uint32Array.of(1000),st=new Float64Array(11);
 let sent=0;const t=setInterval(()=>{sent+=n.udpSend(s.fd,0,[b],sz,ad,sg,1,true,st);if(sent>=100){clearInterval(t);process.exit(st[7]===100?0:4)}},2);`;
 
 describe.skipIf(!isRoot())('native TUN offload (TSO split)', () => {
