@@ -15,12 +15,18 @@
 # packets to its own addresses (destination policy).
 # Standalone (builds its own namespaces) or from bench/run.sh (NSA/NSB/UA/UB/P/W set).
 # Usage: bench/mtun-sessions.sh [--quick] [--counts LIST] [--idle N] [--hold S]
-#        [--bulk N] [--compare ROOT_B] [--profile] [--out DIR]
+#        [--bulk N] [--agents LIST] [--compare ROOT_B] [--profile] [--out DIR]
 #   --quick         ladder 1,10,100,300 for 2 s and an idle test of 2,000 sessions held 30 s
 #   --counts ""     no busy steps; --idle 0: no idle test (idle sessions open 32 at a time per load generator)
 #   --compare DIR   also run the gateway from DIR (another checkout with dist/ and build/),
 #                   interleaved with this one (A B A B per step), same load generator
 #   --profile       run the gateway under node --cpu-prof (profiles in OUT/profile-<label>)
+#   --agents LIST   aggregate throughput of several site-to-site agents on the gateway (issue #13,
+#                   "2 agents >= 1.7x one"): for each K in LIST (e.g. 1,2,4), K real agents, each in
+#                   its own namespace with its own underlay veth, token identity (site-agent-K) and
+#                   site 10.10.(100+K).0/24, run iperf3 TCP to the target at the same time (each to
+#                   its own iperf3 server) for BENCH_BULK_SECONDS; reports the sum, its ratio to one
+#                   agent's, and the CPU each daemon used.
 #   --bulk N        also the site-to-site goal of #17: a real agent (site-to-site, TUN,
 #                   token identity bulk-agent, advertising 10.10.99.0/24 from NSA's lo)
 #                   on the same gateway runs iperf3 TCP to the target (BENCH_BULK_SECONDS,
@@ -34,7 +40,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-QUICK=0; COMPARE=""; PROFILE=0; OUTDIR=""; BULK=0
+QUICK=0; COMPARE=""; PROFILE=0; OUTDIR=""; BULK=0; AGENTS=
 unset COUNTS IDLE HOLD  # unset = default; --counts "" = no busy steps, --idle 0 = no idle test
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,6 +51,7 @@ while [ $# -gt 0 ]; do
     --compare) COMPARE=$(cd "$2" && pwd); shift ;;
     --profile) PROFILE=1 ;;
     --bulk) BULK=$2; shift ;;
+    --agents) AGENTS=$2; shift ;;
     --out) OUTDIR=$2; shift ;;
     *) echo "bench: unknown option $1" >&2; exit 2 ;;
   esac
@@ -74,6 +81,9 @@ mkdir -p "$SW"
 NST=""
 GPID=""
 APID=""
+# --agents: the most agents of any step (their namespaces exist from set-up to cleanup).
+MAXK=0
+[ -n "$AGENTS" ] && MAXK=$(echo "$AGENTS" | tr , '\n' | sort -n | tail -1)
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -82,6 +92,7 @@ cleanup() {
   [ -n "$NST" ] && { ip netns pids "$NST" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; }
   [ -n "${NSA:-}" ] && ip netns exec "$NSA" ip addr del 10.10.99.1/32 dev lo 2>/dev/null || true
   for i in $(seq "$WORKERS"); do ip netns exec "$NSA" ip addr del "192.0.2.$((10 + i))/24" dev "${P}a0" 2>/dev/null || true; done
+  for k in $(seq "$MAXK"); do remove_netns "${P}s$k"; done
   remove_netns "$NST"
   if [ $OWN_NS = 1 ]; then remove_netns "$NSA" "$NSB"; fi
   exit $rc
@@ -123,6 +134,7 @@ process.stdout.write(lines.join("\n") + "\n");
 ' "$(echo "$COUNTS,$IDLE,$BULK" | tr , '\n' | sort -n | tail -1)" >"$SW/tokens.yaml"
 # The --bulk agent: a site-to-site agent of its own identity (token; 32+ characters).
 echo "    - { identity: bulk-agent, token: bench-bulk-agent-token-000000000000 }" >>"$SW/tokens.yaml"
+for k in $(seq "$MAXK"); do echo "    - { identity: site-agent-$k, token: bench-site-agent-token-$(printf %012d "$k") }" >>"$SW/tokens.yaml"; done
 {
 cat <<Y
 listen: "$UB:4435"
@@ -144,6 +156,11 @@ policy:
       - { prefixes: [10.22.0.0/24], protocols: [tcp], ports: [5201] }
       - { prefixes: [10.22.0.0/24], protocols: [icmp] }
     advertise: [10.10.99.0/24]
+  - identity: site-agent-*
+    allow:
+      - { prefixes: [10.22.0.0/24], protocols: [tcp], ports: ["5211-5226"] }
+      - { prefixes: [10.22.0.0/24], protocols: [icmp] }
+    advertise: [10.10.96.0/20]
 tun: { name: ${P}sg }
 maxSessions: 12000
 maxSessionsPerIdentity: 4
@@ -275,6 +292,107 @@ run_bulk() {
   stop_gateway
 }
 
+# --agents: agent K's namespace ${P}sK joins the gateway's through a veth of its own (198.18.K.0/30),
+# holds its site address 10.10.(100+K).1 on lo; the target answers it through the gateway and runs
+# one iperf3 server per agent (port 5210+K).
+for k in $(seq "$MAXK"); do
+  n=${P}s$k
+  ip netns add "$n"
+  ip netns exec "$n" ip link set lo up
+  ip link add "${P}s${k}a" netns "$n" type veth peer name "${P}s${k}b" netns "$NSB"
+  ip netns exec "$n" ip addr add "198.18.$k.1/30" dev "${P}s${k}a"
+  ip netns exec "$NSB" ip addr add "198.18.$k.2/30" dev "${P}s${k}b"
+  ip netns exec "$n" ip link set "${P}s${k}a" up
+  ip netns exec "$NSB" ip link set "${P}s${k}b" up
+  ip netns exec "$n" ip route add "$UB/32" via "198.18.$k.2"
+  ip netns exec "$n" ip addr add "10.10.$((100 + k)).1/32" dev lo
+  ip netns exec "$NST" ip route add "10.10.$((100 + k)).0/24" via 10.22.0.2
+  (setsid ip netns exec "$NST" iperf3 -s -B 10.22.0.1 -p $((5210 + k)) >"$SW/iperf3-server-$k.log" 2>&1 </dev/null &)
+  cat >"$SW/agent-site-$k.yaml" <<Y
+gateway: { address: "$UB:4435", serverName: gateway }
+mode: site-to-site
+tls: { ca: certs/ca.pem }
+auth: { token: bench-site-agent-token-$(printf %012d "$k") }
+advertise: [10.10.$((100 + k)).0/24]
+acceptRoutes: true
+tun: { name: ${P}k$k, offload: true }
+mssClamp: true
+telemetry:
+  workloads: { 10.10.$((100 + k)).0/24: site-$k, 10.22.0.0/24: target }
+admin: { enabled: true, listen: "127.0.0.1:9096" }
+logLevel: info
+Y
+done
+# cpu_s PID: utime + stime of a process in seconds (0 when gone).
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# run_agents LABEL ROOT K: the gateway and K site agents; K iperf3 runs at once; the sum.
+run_agents() {
+  local label=$1 root=$2 K=$3 k ok pids=() ipids=() g0 g1 a0=() a1=() sum=0 rates=() cpu_agents=0
+  start_gateway "$root" "$label" || return 1
+  for k in $(seq "$K"); do
+    setsid ip netns exec "${P}s$k" node --max-semi-space-size=2 "$root/bin/mtun.js" agent -c "$SW/agent-site-$k.yaml" >"$SW/agent-site-$k-$label-$K.log" 2>&1 </dev/null &
+    pids+=($!)
+  done
+  for k in $(seq "$K"); do
+    ok=0
+    for _ in $(seq 200); do
+      ip netns exec "${P}s$k" ping -c1 -W1 -I "10.10.$((100 + k)).1" 10.22.0.1 >/dev/null 2>&1 && { ok=1; break; }
+      sleep 0.1
+    done
+    [ $ok = 1 ] || { log "sessions: $label: site agent $k did not come up"; tail -5 "$SW/agent-site-$k-$label-$K.log" >&2; break; }
+  done
+  if [ $ok = 1 ]; then
+    # The daemons' node processes (ip netns exec + setsid leave node as the leaf).
+    local apids=() p
+    for k in $(seq "$K"); do
+      p=$(ip netns pids "${P}s$k" 2>/dev/null | xargs -r -I{} sh -c 'tr "\0" " " </proc/{}/cmdline | grep -q " agent " && echo {}' | head -1)
+      apids+=("${p:-0}")
+    done
+    local gpid
+    gpid=$(ip netns pids "$NSB" | xargs -r -I{} sh -c 'tr "\0" " " </proc/{}/cmdline | grep -q " gateway " && echo {}' | head -1)
+    local box0 box1
+    box0=$(head -1 /proc/stat)
+    g0=$(cpu_s "$gpid"); for p in "${apids[@]}"; do a0+=("$(cpu_s "$p")"); done
+    for k in $(seq "$K"); do
+      timeout $((BULK_SECONDS + 20)) ip netns exec "${P}s$k" iperf3 -c 10.22.0.1 -B "10.10.$((100 + k)).1" -p $((5210 + k)) \
+        -t "$BULK_SECONDS" -J >"$OUTDIR/agents-$label-$K-$k.json" 2>&1 &
+      ipids+=($!)
+    done
+    for p in "${ipids[@]}"; do wait "$p" || true; done
+    g1=$(cpu_s "$gpid"); for p in "${apids[@]}"; do a1+=("$(cpu_s "$p")"); done
+    box1=$(head -1 /proc/stat)
+    # The whole box over the transfer (/proc/stat: user nice system idle iowait irq softirq steal): busy and softirq, % of all cores.
+    local busy
+    busy=$(node -e 'const a = process.argv[1].trim().split(/\s+/).slice(1).map(Number), b = process.argv[2].trim().split(/\s+/).slice(1).map(Number);
+const d = b.map((x, i) => x - a[i]); const all = d.slice(0, 8).reduce((x, y) => x + y, 0);
+console.log(`box ${(100 - (d[3] + d[4]) / all * 100).toFixed(0)} % busy, softirq ${(d[6] / all * 100).toFixed(0)} %`);' "$box0" "$box1")
+    for k in $(seq "$K"); do
+      rates+=("$(node -e 'try { const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(((j.end.sum_received.bits_per_second || 0) / 1e9).toFixed(3)); } catch { console.log("0"); }' "$OUTDIR/agents-$label-$K-$k.json")")
+    done
+    sum=$(node -p "[$(IFS=,; echo "${rates[*]}")].reduce((a, b) => a + b, 0).toFixed(3)")
+    for i in "${!a0[@]}"; do cpu_agents=$(node -p "$cpu_agents + ${a1[$i]} - ${a0[$i]}"); done
+    local gcpu
+    gcpu=$(node -p "(($g1 - $g0) / $BULK_SECONDS * 100).toFixed(0)")
+    log "$label: $K agents at once: $sum Gbit/s in all (each: ${rates[*]}), gateway $gcpu % of a core, agents $(node -p "($cpu_agents / $BULK_SECONDS * 100).toFixed(0)") % in all, $busy of $(nproc) cores, load avg $(cut -d' ' -f1 /proc/loadavg)"
+    echo "{\"label\":\"$label\",\"agents\":$K,\"sumGbps\":$sum,\"eachGbps\":[$(IFS=,; echo "${rates[*]}")],\"gatewayCpuPctOfCore\":$gcpu,\"agentsCpuPctOfCore\":$(node -p "($cpu_agents / $BULK_SECONDS * 100).toFixed(0)"),\"cores\":$(nproc),\"seconds\":$BULK_SECONDS}" >"$OUTDIR/agents-$label-$K.json"
+  fi
+  diagnostics "$label-agents-$K"
+  for k in $(seq "$K"); do
+    ip netns exec "${P}s$k" curl -sf http://127.0.0.1:9096/metrics 2>/dev/null | grep -v '^#' | grep -iE 'drop|full|refused|mtun_quic_datagrams_total' | grep -vE ' 0$' \
+      >"$OUTDIR/diag-$label-agents-$K/agent-$k-metrics.txt" || true
+  done
+  # The agents (and nothing else) run in their namespaces: TERM, then KILL what is left.
+  for k in $(seq "$K"); do ip netns pids "${P}s$k" 2>/dev/null | xargs -r kill -TERM 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local left=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && left=1; done
+    [ $left = 0 ] && break
+    sleep 0.1
+  done
+  for k in $(seq "$K"); do ip netns pids "${P}s$k" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true; done
+  stop_gateway
+}
+
 labels=(this); roots=("$ROOT")
 [ -n "$COMPARE" ] && { labels=(before this); roots=("$COMPARE" "$ROOT"); }
 IFS=, read -r -a steps <<<"$COUNTS"
@@ -289,6 +407,23 @@ if [ "$BULK" -gt 0 ]; then
     log "sessions: ${labels[$k]}: bulk TCP alone and under $BULK busy sessions, load avg $(cut -d' ' -f1 /proc/loadavg)"
     run_bulk "${labels[$k]}" "${roots[$k]}" "$BULK"
   done
+fi
+if [ -n "$AGENTS" ]; then
+  IFS=, read -r -a ksteps <<<"$AGENTS"
+  for K in "${ksteps[@]}"; do
+    for k in "${!labels[@]}"; do
+      log "sessions: ${labels[$k]}: $K site agents, bulk TCP each, load avg $(cut -d' ' -f1 /proc/loadavg)"
+      run_agents "${labels[$k]}" "${roots[$k]}" "$K"
+    done
+  done
+  node -e '
+const fs = require("fs"); const d = process.argv[1];
+const rows = fs.readdirSync(d).filter((f) => /^agents-[a-z]+-\d+\.json$/.test(f)).map((f) => JSON.parse(fs.readFileSync(`${d}/${f}`, "utf8")));
+for (const label of new Set(rows.map((r) => r.label))) {
+  const mine = rows.filter((r) => r.label === label).sort((a, b) => a.agents - b.agents);
+  const one = mine.find((r) => r.agents === 1);
+  for (const r of mine) console.error(`bench: ${label}: ${r.agents} agent(s) ${r.sumGbps} Gbit/s${one ? ` = ${(r.sumGbps / one.sumGbps).toFixed(2)}x one agent` : ""} (gateway ${r.gatewayCpuPctOfCore} % of a core, agents ${r.agentsCpuPctOfCore} %, ${r.cores} cores)`);
+}' "$OUTDIR"
 fi
 if [ "$IDLE" -gt 0 ]; then
   for k in "${!labels[@]}"; do
