@@ -3,7 +3,7 @@
 // overlaps, retransmissions and 32-bit wrap-around.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { Coverage, MAX_HOLES, MAX_SEQ_DELTA, seqCover, seqStart, SeqVerdict } from './seq-coverage.js';
+import { Coverage, MAX_HOLES, MAX_SEQ_DELTA, seqCover, seqCoverGeneral, seqStart, SeqVerdict } from './seq-coverage.js';
 
 function space() {
   return { lo: new Float64Array(1), hi: new Float64Array(1), hiSeq: new Uint32Array(1), holes: new Map<number, number[]>(), hasHoles: false };
@@ -111,5 +111,48 @@ describe('seqCover', () => {
     seqStart(mid, mid.holes, 0, 1000);
     cover(mid, 990, 20, out, true); // mid-stream: earlier bytes extend the run down
     expect([out.newBytes, mid.lo[0], mid.hi[0], mid.hiSeq[0]]).toEqual([20, -10, 10, 1010]);
+  });
+
+  it('the fast paths give the general merge\'s outputs and state, segment by segment, through losses, retransmissions, reordering and duplicates', () => {
+    // A sender's segments in order, each lost (delivered later, as a retransmission would be), duplicated or
+    // swapped with the next at random; sizes up to a few MSS; the stream crosses the 32-bit wrap.
+    const arb = fc.record({
+      isn: fc.oneof(fc.integer({ min: 0xffffffff - 20_000, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff })),
+      segs: fc.array(fc.record({ len: fc.integer({ min: 0, max: 3000 }), fate: fc.integer({ min: 0, max: 99 }), later: fc.integer({ min: 1, max: 40 }) }),
+        { minLength: 1, maxLength: 300 }),
+    });
+    let fastTaken = 0;
+    fc.assert(fc.property(arb, ({ isn, segs }) => {
+      const sent: [number, number][] = [];
+      let off = 1;
+      for (const x of segs) { sent.push([off, x.len]); off += x.len; }
+      const wire: [number, number][] = [];
+      const pending: { at: number; seg: [number, number] }[] = [];
+      sent.forEach((sg, k) => {
+        const f = segs[k]!.fate;
+        if (f < 8) pending.push({ at: k + segs[k]!.later, seg: sg }); // lost: its retransmission comes later
+        else wire.push(sg);
+        if (f >= 8 && f < 12) wire.push(sg); // duplicated
+        if (f >= 12 && f < 16 && wire.length >= 2) { const t = wire[wire.length - 1]!; wire[wire.length - 1] = wire[wire.length - 2]!; wire[wire.length - 2] = t; }
+        for (const p of pending.filter((q) => q.at === k)) wire.push(p.seg);
+      });
+      for (const p of pending.filter((q) => q.at >= sent.length)) wire.push(p.seg);
+      const a = space(), b = space();
+      seqStart(a, a.holes, 0, isn);
+      seqStart(b, b.holes, 0, isn);
+      const oa = new Coverage(), ob = new Coverage();
+      for (const [o, n] of wire) {
+        const seq = (isn + o) >>> 0;
+        const before = a.hasHoles ? a.holes.get(0)!.at(-1) : undefined; // the highest interval's end (a stream offset)
+        seqCover(a, a.holes, 0, seq, n, a.hasHoles, false, oa);
+        a.hasHoles = oa.hasHoles;
+        seqCoverGeneral(b, b.holes, 0, seq, n, b.hasHoles, false, ob);
+        b.hasHoles = ob.hasHoles;
+        if (before === o && n > 0) fastTaken++; // this segment extends it: the fast path
+        expect({ ...oa }).toEqual({ ...ob });
+        expect([a.lo[0], a.hi[0], a.hiSeq[0], a.holes.get(0) ?? null]).toEqual([b.lo[0], b.hi[0], b.hiSeq[0], b.holes.get(0) ?? null]);
+      }
+    }), { numRuns: 400 });
+    expect(fastTaken, 'the generator reaches the hole-extending fast path').toBeGreaterThan(100);
   });
 });

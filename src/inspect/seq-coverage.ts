@@ -69,7 +69,8 @@ export function seqStart(sp: SeqArrays, holes: Map<number, number[]>, i: number,
  * i (the caller keeps that as a flag so the in-order fast path does no Map
  * lookup). `extendBelow`: bytes before the stream start extend it (a flow
  * picked up mid-stream) instead of being ignored. Allocates only when
- * intervals beyond the main run exist.
+ * intervals beyond the main run exist and the segment does not simply extend
+ * the highest of them.
  */
 export function seqCover(sp: SeqArrays, holes: Map<number, number[]>, i: number, seq: number, len: number,
   hasHoles: boolean, extendBelow: boolean, out: Coverage): void {
@@ -90,6 +91,38 @@ export function seqCover(sp: SeqArrays, holes: Map<number, number[]>, i: number,
     out.inOrder = true;
     return;
   }
+  if (hasHoles && len > 0 && delta > 0 && delta <= MAX_SEQ_DELTA) {
+    // Second fast path: new data right after the highest interval beyond a hole (what follows a loss
+    // until the retransmission fills it, e.g. behind a CoDel drop). That interval grows in place; the main
+    // run and every other interval stay. Same outputs as the general path below (seq-coverage.test.ts).
+    const extra = holes.get(i)!;
+    const last = extra.length - 1;
+    const a = hiOld + delta;
+    if (extra[last] === a) {
+      extra[last] = a + len;
+      out.newBytes = len;
+      out.verdict = SeqVerdict.OUT_OF_ORDER;
+      out.hasHoles = true;
+      out.feedOff = 0;
+      out.feedLen = len;
+      out.feedStreamOff = a;
+      out.mainHi = hiOld;
+      out.inOrder = false;
+      return;
+    }
+  }
+  seqCoverGeneral(sp, holes, i, seq, len, hasHoles, extendBelow, out);
+}
+
+/**
+ * {@link seqCover} without its fast paths (exported for the differential
+ * test): the interval merge every segment could take. Allocates.
+ */
+export function seqCoverGeneral(sp: SeqArrays, holes: Map<number, number[]>, i: number, seq: number, len: number,
+  hasHoles: boolean, extendBelow: boolean, out: Coverage): void {
+  const delta = (seq - sp.hiSeq[i]!) | 0;
+  const hiOld = sp.hi[i]!;
+  out.holeOverflows = 0;
   out.newBytes = 0;
   out.feedLen = 0;
   out.hasHoles = hasHoles;
