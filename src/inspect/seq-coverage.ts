@@ -81,14 +81,7 @@ export function seqCover(sp: SeqArrays, holes: Map<number, number[]>, i: number,
     // Fast path: the next expected byte, no holes.
     sp.hi[i] = hiOld + len;
     sp.hiSeq[i] = (seq + len) >>> 0;
-    out.newBytes = len;
-    out.verdict = SeqVerdict.IN_ORDER;
-    out.hasHoles = false;
-    out.feedOff = 0;
-    out.feedLen = len;
-    out.feedStreamOff = hiOld;
-    out.mainHi = hiOld + len;
-    out.inOrder = true;
+    allNew(out, len, SeqVerdict.IN_ORDER, false, hiOld, hiOld + len, true);
     return;
   }
   if (hasHoles && len > 0 && delta > 0 && delta <= MAX_SEQ_DELTA) {
@@ -100,18 +93,23 @@ export function seqCover(sp: SeqArrays, holes: Map<number, number[]>, i: number,
     const a = hiOld + delta;
     if (extra[last] === a) {
       extra[last] = a + len;
-      out.newBytes = len;
-      out.verdict = SeqVerdict.OUT_OF_ORDER;
-      out.hasHoles = true;
-      out.feedOff = 0;
-      out.feedLen = len;
-      out.feedStreamOff = a;
-      out.mainHi = hiOld;
-      out.inOrder = false;
+      allNew(out, len, SeqVerdict.OUT_OF_ORDER, true, a, hiOld, false);
       return;
     }
   }
   seqCoverGeneral(sp, holes, i, seq, len, hasHoles, extendBelow, out);
+}
+
+/** Fills `out` for a segment of `len` bytes all new and all passed on, from stream offset `streamOff`. */
+function allNew(out: Coverage, len: number, verdict: number, hasHoles: boolean, streamOff: number, mainHi: number, inOrder: boolean): void {
+  out.newBytes = len;
+  out.verdict = verdict;
+  out.hasHoles = hasHoles;
+  out.feedOff = 0;
+  out.feedLen = len;
+  out.feedStreamOff = streamOff;
+  out.mainHi = mainHi;
+  out.inOrder = inOrder;
 }
 
 /**
