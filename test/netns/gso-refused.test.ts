@@ -4,7 +4,7 @@
  * kernels also a device without transmit checksum offload). This kernel
  * segments in software even without checksum offload and has no ESP, so the
  * refusal comes from an LD_PRELOAD shim around sendmmsg in both daemons
- * (fixtures/gso-eio.c, compiled here), which refuses exactly what the kernel
+ * (fixtures/sendmmsg-faults.c, compiled here), which refuses exactly what the kernel
  * would: a message carrying UDP_SEGMENT with more than one segment.
  *
  * Both daemons must notice, send datagram by datagram from then on, and
@@ -23,10 +23,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, Lab } from '../../src/lab/lab.js';
+import { iperf } from './iperf.js';
 
 const root = process.getuid?.() === 0;
 if (!root) console.warn('SKIPPED test/netns/gso-refused.test.ts: needs root (network namespaces, TUN devices)');
-const SHIM_SRC = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'gso-eio.c');
+const SHIM_SRC = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'sendmmsg-faults.c');
 
 /** The value of one sample of `name` with all of `labels` in a Prometheus text exposition, 0 when absent. */
 function sample(text: string, name: string, labels: Record<string, string>): number {
@@ -43,9 +44,9 @@ describe.skipIf(!root)('UDP GSO refused by the path (EIO): both daemons fall bac
 
   beforeAll(async () => {
     shimDir = mkdtempSync(join(tmpdir(), 'mtun-gso-'));
-    const shim = join(shimDir, 'gso-eio.so');
+    const shim = join(shimDir, 'sendmmsg-faults.so');
     execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', shim, SHIM_SRC, '-ldl']);
-    lab = await Lab.up({ prefix: `mgs${process.pid % 10000}`, daemonEnv: { LD_PRELOAD: shim } });
+    lab = await Lab.up({ prefix: `mgs${process.pid % 10000}`, daemonEnv: { LD_PRELOAD: shim, MTUN_SHIM_GSO_EIO: '1' } });
     await lab.startServers();
     await lab.startGateway();
     await lab.startAgent('agent');
@@ -59,12 +60,10 @@ describe.skipIf(!root)('UDP GSO refused by the path (EIO): both daemons fall bac
   it('a download and an upload complete; each daemon logs the fallback once; no datagram is refused or lost to it', async () => {
     const l = lab!;
     await l.waitFor(async () => (await l.exec('client', 'ping', ['-c', '1', '-W', '1', LAB.server.v4])).code === 0, 30_000, 'the tunnel');
-    const down = await l.exec('client', 'iperf3', ['-c', LAB.server.v4, '-R', '-t', '3', '-J'], 60_000);
-    const up = await l.exec('client', 'iperf3', ['-c', LAB.server.v4, '-t', '3', '-J'], 60_000);
+    const down = await iperf(l, 'client', ['-c', LAB.server.v4, '-R', '-t', '3']);
+    const up = await iperf(l, 'client', ['-c', LAB.server.v4, '-t', '3']);
     expect(down.code, `iperf3 -R: ${down.stderr}`).toBe(0);
     expect(up.code, `iperf3: ${up.stderr}`).toBe(0);
-    const rate = (r: { stdout: string }): number => JSON.parse(r.stdout).end.sum_received.bits_per_second / 1e6;
-    const retr = (r: { stdout: string }): number => JSON.parse(r.stdout).end.sum_sent.retransmits;
     const gw = await l.metrics('gw');
     const agent = await l.metrics('agent');
     const gwLog = readFileSync(l.file('gateway.log'), 'utf8');
@@ -79,8 +78,8 @@ describe.skipIf(!root)('UDP GSO refused by the path (EIO): both daemons fall bac
       agent: sample(agent, 'mtun_quic_udp_send_events_total', { event: 'gso_refused' }) +
         sample(agent, 'mtun_agent_tun_thread_events_total', { event: 'gso_refused' }),
     };
-    console.log(`GSO refused: download ${rate(down).toFixed(0)} Mbit/s (${retr(down)} retransmits), upload ${rate(up).toFixed(0)} Mbit/s ` +
-      `(${retr(up)}); refused datagrams ${JSON.stringify(refused)}; trains split ${JSON.stringify(split)}`);
+    console.log(`GSO refused: download ${down.mbit.toFixed(0)} Mbit/s (${down.retransmits} retransmits), upload ${up.mbit.toFixed(0)} Mbit/s ` +
+      `(${up.retransmits}); refused datagrams ${JSON.stringify(refused)}; trains split ${JSON.stringify(split)}`);
     // Each side sent GSO trains (a transfer fills the congestion window), the path refused them, and they were split.
     expect(split.gateway, 'the gateway saw the path refuse GSO').toBeGreaterThanOrEqual(1);
     expect(split.agent, 'the agent saw the path refuse GSO').toBeGreaterThanOrEqual(1);

@@ -1,0 +1,84 @@
+/**
+ * A full UDP send buffer on both daemons: sendmmsg answers EAGAIN. On a
+ * veth the kernel frees each datagram as it sends it, so the buffer never
+ * fills here; an LD_PRELOAD shim (fixtures/sendmmsg-faults.c,
+ * MTUN_SHIM_EAGAIN_EVERY / _RUN) makes 3 of every 25 send calls of each
+ * daemon fail with EAGAIN, three in a row, as a full buffer would.
+ *
+ * What must hold: the endpoint keeps what the socket did not take and sends
+ * it when the socket is writable (event loop path); the agent's TUN thread
+ * waits for room twice and then drops what is left, counted
+ * (`mtun_agent_tun_thread_events_total{event="udp_dropped"}`), QUIC resends
+ * it; transfers both ways complete and the tunnel keeps answering (a ping
+ * whose datagram the thread dropped is lost, as on any lossy path).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LAB, Lab } from '../../src/lab/lab.js';
+import { iperf } from './iperf.js';
+
+const root = process.getuid?.() === 0;
+if (!root) console.warn('SKIPPED test/netns/send-eagain.test.ts: needs root (network namespaces, TUN devices)');
+const SHIM_SRC = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'sendmmsg-faults.c');
+
+/** The value of one sample of `name` with all of `labels` in a Prometheus text exposition, 0 when absent. */
+function sample(text: string, name: string, labels: Record<string, string>): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{')) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return 0;
+}
+
+describe.skipIf(!root)('UDP sends refused with EAGAIN (a full socket buffer): nothing stalls, what is dropped is counted', () => {
+  let lab: Lab | undefined;
+  let shimDir: string | undefined;
+
+  beforeAll(async () => {
+    shimDir = mkdtempSync(join(tmpdir(), 'mtun-eagain-'));
+    const shim = join(shimDir, 'sendmmsg-faults.so');
+    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', shim, SHIM_SRC, '-ldl']);
+    lab = await Lab.up({ prefix: `mea${process.pid % 10000}`, daemonEnv: { LD_PRELOAD: shim, MTUN_SHIM_EAGAIN_EVERY: '25', MTUN_SHIM_EAGAIN_RUN: '3' } });
+    await lab.startServers();
+    await lab.startGateway();
+    await lab.startAgent('agent');
+  }, 90_000);
+
+  afterAll(async () => {
+    await lab?.down(process.env.MTUN_KEEP_LAB === '1');
+    if (shimDir !== undefined) rmSync(shimDir, { recursive: true, force: true });
+  }, 30_000);
+
+  it('a download and an upload complete; the TUN thread counts what it dropped; pings still answer', async () => {
+    const l = lab!;
+    await l.waitFor(async () => (await l.exec('client', 'ping', ['-c', '1', '-W', '1', LAB.server.v4])).code === 0, 30_000, 'the tunnel');
+    const down = await iperf(l, 'client', ['-c', LAB.server.v4, '-R', '-t', '3']);
+    const up = await iperf(l, 'client', ['-c', LAB.server.v4, '-t', '3']);
+    expect(down.code, `iperf3 -R: ${down.stderr}`).toBe(0);
+    expect(up.code, `iperf3: ${up.stderr}`).toBe(0);
+    const agent = await l.metrics('agent');
+    const gw = await l.metrics('gw');
+    const threadDropped = sample(agent, 'mtun_agent_tun_thread_events_total', { event: 'udp_dropped' });
+    const threadSent = sample(agent, 'mtun_agent_tun_thread_events_total', { event: 'udp_datagrams' });
+    const refused = sample(gw, 'mtun_quic_udp_send_events_total', { event: 'refused' }) + sample(agent, 'mtun_quic_udp_send_events_total', { event: 'refused' });
+    const pings = await l.exec('client', 'ping', ['-c', '10', '-i', '0.1', '-W', '1', LAB.server.v4]);
+    console.log(`EAGAIN: download ${down.mbit.toFixed(0)} Mbit/s, upload ${up.mbit.toFixed(0)} Mbit/s; the TUN thread sent ${threadSent} datagrams, ` +
+      `dropped ${threadDropped} after waiting; refused by the kernel ${refused}; ${pings.stdout.trim().split('\n').at(-2)}`);
+    expect(down.mbit).toBeGreaterThan(1);
+    expect(up.mbit).toBeGreaterThan(1);
+    // The thread sent the upload, met runs of three EAGAINs (it tries three times), dropped and counted.
+    expect(threadSent).toBeGreaterThan(1000);
+    expect(threadDropped, 'the thread counted the datagrams it dropped on a full buffer').toBeGreaterThan(0);
+    expect(threadDropped).toBeLessThan(threadSent);
+    // EAGAIN is not a refusal: nothing is counted as refused by the kernel.
+    expect(refused).toBe(0);
+    // The tunnel still answers. A ping whose datagram the thread dropped is lost (nothing resends it): about one
+    // in 25 here, where every 25th send call begins a run of three EAGAINs.
+    const received = Number(/(\d+) received/.exec(pings.stdout)?.[1] ?? 0);
+    expect(received, pings.stdout).toBeGreaterThanOrEqual(5);
+  }, 90_000);
+});
