@@ -7,7 +7,7 @@
 // print it next to the gateway's.
 //
 // Messages in:  {cmd:'open'} {cmd:'echo', startAtEpochMs, seconds, rate} {cmd:'status'} {cmd:'close'}
-// Messages out: {ev:'open', ok, openMs, error?} {ev:'echo', sent, replies, rtts:Float64Array, cpuMs}
+// Messages out: {ev:'open', ok, openMs, error?} {ev:'echo', sent, replies, rtts:Float64Array, sentOffsets:Float64Array, cpuMs}
 //               {ev:'status', open, lost, cpuMs} {ev:'closed'}
 import { readFileSync } from 'node:fs';
 import { attachH3 } from '../dist/h3/quic-binding.js';
@@ -44,6 +44,9 @@ let sessions = [];
 let lost = 0;
 let sentAt = new Float64Array(0);
 let rtts = new Float64Array(0);
+// When each answered echo was sent, ms after the echo phase began (same index as rtts).
+let sentOffsets = new Float64Array(0);
+let echoStart = 0;
 let nRtt = 0;
 let replies = 0;
 const progress = { established: 0, assigned: 0 };
@@ -55,7 +58,10 @@ function onReply(idx, buf, off, len) {
   const slot = idx * RING + (seq & (RING - 1));
   const t = sentAt[slot];
   if (t > 0) {
-    if (nRtt < rtts.length) rtts[nRtt++] = performance.now() - t;
+    if (nRtt < rtts.length) {
+      sentOffsets[nRtt] = t - echoStart;
+      rtts[nRtt++] = performance.now() - t;
+    }
     sentAt[slot] = 0;
     replies++;
   }
@@ -131,6 +137,7 @@ async function echo(m) {
   });
   const rounds = Math.round(m.seconds * m.rate);
   rtts = new Float64Array(rounds * n);
+  sentOffsets = new Float64Array(rounds * n);
   nRtt = 0;
   replies = 0;
   const intervalMs = 1000 / m.rate;
@@ -138,6 +145,7 @@ async function echo(m) {
   const w0 = m.startAtEpochMs - Date.now() + performance.now() + (o.index * intervalMs) / o.workers;
   while (performance.now() < w0) await sleep(Math.max(0, w0 - performance.now()));
   const c0 = cpuMs();
+  echoStart = performance.now();
   let sent = 0;
   for (let r = 0; r < rounds; r++) {
     const seq = r & 0xffff;
@@ -165,7 +173,7 @@ async function echo(m) {
     await sleep(wait > 0 ? wait : 0);
   }
   await sleep(300);
-  process.send({ ev: 'echo', sent, replies, rtts: rtts.subarray(0, nRtt), cpuMs: cpuMs() - c0 });
+  process.send({ ev: 'echo', sent, replies, rtts: rtts.subarray(0, nRtt), sentOffsets: sentOffsets.subarray(0, nRtt), cpuMs: cpuMs() - c0 });
 }
 
 async function close() {

@@ -32,6 +32,7 @@
 #                   on the same gateway runs iperf3 TCP to the target (BENCH_BULK_SECONDS,
 #                   default 8 s) alone, then while N busy sessions echo: loaded / unloaded.
 # Knobs: BENCH_SESSIONS_WORKERS (load-generator processes, default 4);
+#        BENCH_SESSIONS_SECONDS (length of each busy step's echo phase, default 3, 2 with --quick);
 #        BENCH_SESSIONS_GATEWAY_WRAP (a command the gateway's node runs under,
 #        e.g. "heaptrack -o /tmp/gw": where its native memory goes).
 # Needs root. Raises the open-file limit (each session is one fd-less QUIC
@@ -62,6 +63,7 @@ if [ $QUICK = 1 ]; then
 else
   : "${COUNTS=1,10,100,300,1000}" "${IDLE=10000}" "${HOLD=300}"; SECONDS_PER=3
 fi
+SECONDS_PER=${BENCH_SESSIONS_SECONDS:-$SECONDS_PER}
 WORKERS=${BENCH_SESSIONS_WORKERS:-4}
 log() { echo "bench: $*" >&2; }
 [ "$(id -u)" = 0 ] || { log "sessions: needs root (network namespaces, TUN)"; exit 1; }
