@@ -59,12 +59,12 @@ enum {
   US_TX_DATAGRAMS, /* datagrams handed to the kernel (GSO segments counted one by one) */
   US_TX_BYTES,
   US_RX_TRUNCATED, /* datagrams larger than their slot, dropped */
-  US_TX_ERRORS,    /* slots dropped because the kernel refused them (last errno below) */
+  US_TX_ERRORS,    /* datagrams dropped because the kernel refused them (last errno below) */
   US_TX_EAGAIN,    /* send batches cut short by a full socket buffer */
   US_TX_GSO_SENDS, /* messages sent with UDP_SEGMENT */
   US_TX_LAST_ERRNO,
   US_GSO_FAILED, /* set to 1 when the kernel rejected GSO (EIO): caller turns it off */
-  US_GSO_REFUSED, /* GSO sends the kernel refused (EIO, EINVAL, EMSGSIZE): their datagrams were resent one by one */
+  US_GSO_REFUSED, /* GSO sends the kernel refused with EIO (the path cannot segment): their datagrams went one by one */
   US_COUNT
 };
 
@@ -76,7 +76,7 @@ int32_t mtun_udp_recv(int fd, uint8_t *const *ptrs, const size_t *lens, uint32_t
                       uint32_t *segs, double *stats, struct mtun_scratch *s);
 
 /* udpSend without N-API (udp.c): see there. */
-uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t *sizes, const uint32_t *segs,
+uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, uint32_t *sizes, const uint32_t *segs,
                        const uint8_t *addrs, uint32_t count, bool auto_gso, double *stats, struct mtun_scratch *s);
 
 /* The table behind a judgeTable handle (judge-napi.c), borrowed; NULL when v is not one. */

@@ -411,33 +411,40 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
   return mtun_u32(env, (uint32_t)r);
 }
 
+/* Datagrams slot q stands for: an explicit GSO train counts its segments. */
+static double slot_datagrams(const uint32_t *sizes, const uint32_t *segs, uint32_t q) {
+  return segs[q] > 0 && segs[q] < sizes[q] ? (double)((sizes[q] + segs[q] - 1) / segs[q]) : 1;
+}
+
 /*
- * Sends one GSO super-datagram whose path refused GSO (EIO), ptr[0, size)
+ * Sends one GSO super-datagram whose path refused GSO (EIO), ptr[0, *size)
  * in segments of seg bytes to the slot's address, one datagram per segment
  * (as many sendmmsg calls as it takes, with the message scratch of s, which
- * the caller rebuilds afterwards). A slot is consumed whole, so a full
- * socket buffer is waited out here, blocking, for at most twice 5 ms (on
- * the event loop too: only after such a refusal and with the buffer full);
- * then the segments left are dropped and counted, as a segment the kernel
- * refuses is (US_TX_ERRORS counts datagrams here).
+ * the caller rebuilds afterwards). Returns true when the slot is consumed:
+ * every segment sent, or refused by the kernel and counted (US_TX_ERRORS, a
+ * datagram each). A full socket buffer (EAGAIN) never blocks here and drops
+ * nothing: the segments not sent yet move to the front of the slot, *size
+ * shrinks to them, and false says the slot is kept, as a slot the kernel
+ * did not take is on the normal path (the caller stops and retries once the
+ * socket is writable).
  */
-static void send_segments(int fd, int family, uint8_t *ptr, uint32_t size, uint32_t seg, const uint8_t *slot,
+static bool send_segments(int fd, int family, uint8_t *ptr, uint32_t *size, uint32_t seg, const uint8_t *slot,
                           double *stats, struct mtun_scratch *s) {
   socklen_t nl;
   if (!slot_to_name(slot, family, &s->names[0], &nl)) {
-    stats[US_TX_ERRORS] += 1;
+    stats[US_TX_ERRORS] += (double)((*size + seg - 1) / seg);
     stats[US_TX_LAST_ERRNO] = EAFNOSUPPORT;
-    return;
+    return true;
   }
   size_t cl = build_send_cmsgs(s->ctrl[0].buf, sizeof s->ctrl[0].buf, slot, 0);
+  uint32_t total = *size;
   uint32_t off = 0;
-  int waits = 0;
-  while (off < size) {
+  while (off < total) {
     uint32_t m = 0;
-    for (uint32_t o = off; o < size && m < MTUN_MAX_BATCH; o += seg, m++) {
+    for (uint32_t o = off; o < total && m < MTUN_MAX_BATCH; o += seg, m++) {
       struct msghdr *h = &s->msgs[m].msg_hdr;
       s->iov[m].iov_base = ptr + o;
-      s->iov[m].iov_len = size - o < seg ? size - o : seg;
+      s->iov[m].iov_len = total - o < seg ? total - o : seg;
       h->msg_name = &s->names[0];
       h->msg_namelen = nl;
       h->msg_iov = &s->iov[m];
@@ -459,23 +466,19 @@ static void send_segments(int fd, int family, uint8_t *ptr, uint32_t size, uint3
       continue;
     }
     int err = errno;
-    if ((err == EAGAIN || err == EWOULDBLOCK) && waits < 2) {
-      waits++;
-      struct pollfd pf = {.fd = fd, .events = POLLOUT};
-      (void)poll(&pf, 1, 5);
-      continue;
-    }
     if (err == EAGAIN || err == EWOULDBLOCK) {
-      stats[US_TX_EAGAIN] += 1;
-      stats[US_TX_ERRORS] += (double)((size - off + seg - 1) / seg);
-      stats[US_TX_LAST_ERRNO] = err;
-      return;
+      if (off > 0) {
+        memmove(ptr, ptr + off, total - off);
+        *size = total - off;
+      }
+      return false;
     }
     /* The kernel refused this segment: count it, go on with the next. */
     stats[US_TX_ERRORS] += 1;
     stats[US_TX_LAST_ERRNO] = err;
     off += seg;
   }
+  return true;
 }
 
 /*
@@ -489,12 +492,15 @@ static void send_segments(int fd, int family, uint8_t *ptr, uint32_t size, uint3
  * asking for GSO, and from then on (that flag stays set) no auto train is
  * built and every explicit train (segs) goes segment by segment (send_segments; other
  * errors of an explicit train drop it, counted per slot: they are not about
- * segmentation). Returns the slots consumed (sent or dropped and
- * counted); fewer than count when the socket buffer is full (US_TX_EAGAIN).
+ * segmentation; US_TX_ERRORS counts the datagrams dropped). Returns the
+ * slots consumed (sent or dropped and counted); fewer than count when the
+ * socket buffer is full (US_TX_EAGAIN). An explicit train that filled the
+ * buffer half way through its segments is not consumed: sizes[] of its slot
+ * shrinks to the segments not sent, moved to the front of its buffer.
  * Shared by udpSend and the agent's TUN thread (dataplane.c), each with its
  * own scratch.
  */
-uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t *sizes, const uint32_t *segs,
+uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, uint32_t *sizes, const uint32_t *segs,
                        const uint8_t *addrs, uint32_t count, bool auto_gso, double *stats, struct mtun_scratch *s) {
   uint32_t done = 0;      /* slots consumed (sent or dropped) */
   uint32_t no_gso_to = 0; /* slots below this index go without auto GSO (after a GSO failure) */
@@ -504,8 +510,11 @@ uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t 
   while (done < count) {
     if (gso_dead && segs[done] > 0 && segs[done] < sizes[done]) {
       /* An explicit train after the path refused GSO: its segments go one by one. */
-      send_segments(fd, family, ptrs[done], sizes[done], segs[done] > 65535 ? 65535 : segs[done],
-                    addrs + (size_t)done * MTUN_ADDR_SLOT, stats, s);
+      if (!send_segments(fd, family, ptrs[done], &sizes[done], segs[done] > 65535 ? 65535 : segs[done],
+                         addrs + (size_t)done * MTUN_ADDR_SLOT, stats, s)) {
+        stats[US_TX_EAGAIN] += 1; /* kept (what is left of it) for the caller's retry */
+        break;
+      }
       done++;
       continue;
     }
@@ -513,14 +522,15 @@ uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t 
     uint32_t m = 0;
     uint32_t i = done;
     while (i < count && m < MTUN_MAX_BATCH) {
-      if (gso_dead && i > done && segs[i] > 0 && segs[i] < sizes[i]) break; /* it goes alone, first of the next round */
+      /* It goes alone, at the head of the next round (also when slots dropped just before it made it the head). */
+      if (gso_dead && segs[i] > 0 && segs[i] < sizes[i]) break;
       struct msghdr *h = &s->msgs[m].msg_hdr;
       socklen_t nl;
       const uint8_t *slot = addrs + (size_t)i * MTUN_ADDR_SLOT;
       if (!slot_to_name(slot, family, &s->names[m], &nl)) {
         /* IPv6 peer on an IPv4 socket: drop and count. */
         if (m == 0) {
-          stats[US_TX_ERRORS] += 1;
+          stats[US_TX_ERRORS] += slot_datagrams(sizes, segs, i);
           stats[US_TX_LAST_ERRNO] = EAFNOSUPPORT;
           i++;
           done = i;
@@ -587,7 +597,7 @@ uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t 
         no_gso_to = first + nsl;
         continue;
       }
-      stats[US_TX_ERRORS] += nsl;
+      for (uint32_t q = first; q < first + nsl; q++) stats[US_TX_ERRORS] += slot_datagrams(sizes, segs, q);
       stats[US_TX_LAST_ERRNO] = err;
       done = first + nsl;
       continue;
@@ -595,11 +605,7 @@ uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t 
     for (int k = 0; k < r; k++) {
       uint32_t first = s->msg_slot[k], nsl = s->msg_nslots[k];
       for (uint32_t q = first; q < first + nsl; q++) {
-        if (segs[q] > 0 && segs[q] < sizes[q]) {
-          stats[US_TX_DATAGRAMS] += (sizes[q] + segs[q] - 1) / segs[q];
-        } else {
-          stats[US_TX_DATAGRAMS] += 1;
-        }
+        stats[US_TX_DATAGRAMS] += slot_datagrams(sizes, segs, q);
         stats[US_TX_BYTES] += sizes[q];
       }
       if (s->msg_gso[k]) stats[US_TX_GSO_SENDS] += 1;
@@ -618,7 +624,10 @@ uint32_t mtun_udp_send(int fd, int family, uint8_t *const *ptrs, const uint32_t 
  * size. A slot with a local address is sent from it (IP_PKTINFO /
  * IPV6_PKTINFO); if that address is gone the kernel refuses the slot
  * (IPv4: ENETUNREACH; IPv6: EINVAL). Slots the kernel refuses are dropped and counted;
- * a full buffer (EAGAIN) stops.
+ * a full buffer (EAGAIN) stops. sizes is written to in one case: a train
+ * going segment by segment (the path refused GSO) that fills the buffer part
+ * way keeps its unsent segments, moved to the front of its buffer, and its
+ * size shrinks to them (it is not counted as consumed).
  */
 static napi_value udp_send(napi_env env, napi_callback_info info) {
   MTUN_ARGS(9);
@@ -649,7 +658,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   struct mtun_scratch *s = mtun_scratch_of(env);
   if (s == NULL) return mtun_throw_type(env, "udp: addon not initialised");
   if (!mtun_arg_bufs(env, argv[2], count, "bufs", s->ptrs, s->lens)) return NULL;
-  const uint32_t *sizes = (const uint32_t *)sz;
+  uint32_t *sizes = (uint32_t *)sz; /* written back for a train half sent when the buffer filled (mtun_udp_send) */
   const uint32_t *segs = (const uint32_t *)sg;
   const uint8_t *addrs = (const uint8_t *)ad;
   for (uint32_t i = 0; i < count; i++) {

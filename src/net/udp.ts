@@ -28,7 +28,12 @@ export const ADDR_SLOT_BYTES = 36;
 export interface UdpBatch {
   /** One buffer per slot; its length is the slot's capacity. */
   readonly bufs: Buffer[];
-  /** Bytes used in each slot (filled by recv; set by the caller for send). */
+  /**
+   * Bytes used in each slot (filled by recv; set by the caller for send). A
+   * native send writes to it in one case: a GSO train sent segment by segment
+   * (the path refused GSO) that filled the socket buffer part way comes back
+   * unsent, shrunk to the segments left (moved to the front of its buffer).
+   */
   readonly sizes: Uint32Array;
   /**
    * Address slot of each slot, ADDR_SLOT_BYTES each: peer (source on recv,

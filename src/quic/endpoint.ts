@@ -1469,14 +1469,13 @@ export class QuicEndpoint implements ConnectionOwner {
     const out = this.out;
     // A GSO slot with one segment is a plain datagram.
     for (let k = 0; k < count; k++) {
-      if (out.segs[k] !== 0) {
-        const segs = Math.ceil(out.sizes[k] / out.segs[k]);
-        this.counters.datagramsOut += segs;
-        this.counters.gsoSends++;
-      } else this.counters.datagramsOut++;
+      if (out.segs[k] !== 0) this.counters.datagramsOut += Math.ceil(out.sizes[k] / out.segs[k]);
+      else this.counters.datagramsOut++;
     }
     const sent = this.sock.send(out, count);
     const sock = this.sock;
+    // Trains sent as such; on a path that refused GSO they went segment by segment (gsoRefused counts that).
+    if (sock.gso) for (let k = 0; k < sent && k < count; k++) if (out.segs[k] !== 0) this.counters.gsoSends++;
     if (sock.txRefused !== undefined) {
       this.counters.sendRefused = sock.txRefused;
       this.counters.gsoRefused = sock.txGsoRefused ?? 0;
@@ -1490,7 +1489,8 @@ export class QuicEndpoint implements ConnectionOwner {
       this.outCount = 0;
       return true;
     }
-    // Keep the unsent tail: move it to the front and wait for onWritable.
+    // Keep the unsent tail: move it to the front and wait for onWritable. (A train the socket sent
+    // part of, segment by segment, comes back shrunk to the segments left: out.sizes[k] says so.)
     for (let k = sent; k < count; k++) {
       const d = k - sent;
       out.bufs[d].set(out.bufs[k].subarray(0, out.sizes[k]), 0);

@@ -46,6 +46,7 @@ const DATAGRAMS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
 const SENDS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
   ['sendRefused', 'refused'],
   ['gsoRefused', 'gso_refused'],
+  ['sendStalls', 'stalled'],
 ];
 
 /** Counter field → the `result` label of `mtun_quic_handshakes_total`. */
@@ -60,7 +61,7 @@ const HANDSHAKES: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
  * Registers on `registry`, labelled with `role` (gateway or agent):
  * `mtun_quic_datagrams_total{direction}`, `mtun_quic_datagrams_dropped_total{reason}`,
  * `mtun_quic_dgram_frames_dropped_total{reason}`, `mtun_quic_stateless_packets_sent_total{packet}`,
- * `mtun_quic_udp_send_events_total{event}` (refused, gso_refused) and
+ * `mtun_quic_udp_send_events_total{event}` (refused, gso_refused, stalled) and
  * `mtun_quic_handshakes_total{result}` (accepted, connected, failed, deferred).
  */
 export function registerQuicEndpointMetrics(registry: Registry, role: 'gateway' | 'agent', c: Readonly<QuicEndpointCounters>): void {

@@ -65,15 +65,18 @@ describe.skipIf(!root)('UDP sends refused with EAGAIN (a full socket buffer): no
     const threadDropped = sample(agent, 'mtun_agent_tun_thread_events_total', { event: 'udp_dropped' });
     const threadSent = sample(agent, 'mtun_agent_tun_thread_events_total', { event: 'udp_datagrams' });
     const refused = sample(gw, 'mtun_quic_udp_send_events_total', { event: 'refused' }) + sample(agent, 'mtun_quic_udp_send_events_total', { event: 'refused' });
+    const gwStalled = sample(gw, 'mtun_quic_udp_send_events_total', { event: 'stalled' });
     const pings = await l.exec('client', 'ping', ['-c', '10', '-i', '0.1', '-W', '1', LAB.server.v4]);
     console.log(`EAGAIN: download ${down.mbit.toFixed(0)} Mbit/s, upload ${up.mbit.toFixed(0)} Mbit/s; the TUN thread sent ${threadSent} datagrams, ` +
-      `dropped ${threadDropped} after waiting; refused by the kernel ${refused}; ${pings.stdout.trim().split('\n').at(-2)}`);
+      `dropped ${threadDropped} after waiting; the gateway's endpoint kept and retried a batch ${gwStalled} times; refused by the kernel ${refused}; ${pings.stdout.trim().split('\n').at(-2)}`);
     expect(down.mbit).toBeGreaterThan(1);
     expect(up.mbit).toBeGreaterThan(1);
     // The thread sent the upload, met runs of three EAGAINs (it tries three times), dropped and counted.
     expect(threadSent).toBeGreaterThan(1000);
     expect(threadDropped, 'the thread counted the datagrams it dropped on a full buffer').toBeGreaterThan(0);
     expect(threadDropped).toBeLessThan(threadSent);
+    // The gateway sends from its event loop: a batch the socket did not take is kept and retried once writable.
+    expect(gwStalled, 'the gateway endpoint met the full buffer and kept its batch').toBeGreaterThan(0);
     // EAGAIN is not a refusal: nothing is counted as refused by the kernel.
     expect(refused).toBe(0);
     // The tunnel still answers. A ping whose datagram the thread dropped is lost (nothing resends it): about one
