@@ -496,8 +496,20 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
  * is nearly always in flight. Once an outage has taken it, the probe timeout
  * fires, the probes carry it, and the first one acknowledged after the
  * outage declares the DATAGRAM packets before it lost. About one 2-byte
- * frame per round trip.
+ * frame per round trip, but only while at least half the congestion window
+ * is in flight: a window cannot fill without passing that mark, and until
+ * it is full nothing is stuck (the next acknowledged packet declares the
+ * lost ones lost). Sparse traffic (an echo every 20 ms, a session's
+ * keepalives) so never carries one: at 100 sessions of echoes it cost the
+ * gateway a tenth of its CPU, a STREAM frame and its ACK on every packet,
+ * both ways (BENCHMARKS.md, "The PTO anchor only when the window fills").
  */
+static bool window_half_used(struct qe_conn *c) {
+  ngtcp2_conn_stat st;
+  ngtcp2_conn_get_conn_stat(c->conn, &st);
+  return 2 * st.bytes_in_flight >= st.cwnd;
+}
+
 static struct qe_stream *anchor_due(struct qe_conn *c, ngtcp2_tstamp now) {
   if (c->anchor_len == 0) return NULL;
   struct qe_stream *a = qe_stream_find(c, c->anchor_id);
@@ -507,7 +519,7 @@ static struct qe_stream *anchor_due(struct qe_conn *c, ngtcp2_tstamp now) {
   if (ngtcp2_conn_get_max_data_left(c->conn) < c->anchor_len ||
       ngtcp2_conn_get_max_stream_data_left(c->conn, a->id) < (a->send.unwritten > 0 ? a->send.unwritten : c->anchor_len))
     return NULL;
-  if (a->send.bytes == 0 && now - c->anchor_at >= QE_ANCHOR_MIN_NS) {
+  if (a->send.bytes == 0 && now - c->anchor_at >= QE_ANCHOR_MIN_NS && window_half_used(c)) {
     if (qe_buf_append(&a->send, c->anchor_frame, c->anchor_len) != c->anchor_len) return NULL;
     c->anchor_at = now;
     c->anchors_sent++;

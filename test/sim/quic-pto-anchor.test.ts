@@ -23,8 +23,17 @@ afterEach(() => {
   while (cleanups.length > 0) cleanups.pop()!();
 });
 
-/** Echoes the client got in the 1.5 s after a 400 ms client → server outage, with or without the anchor; and how many anchors it queued. */
-async function outage(anchor: boolean): Promise<{ before: number; after: number; anchors: number }> {
+/** How the client sends: `perRound` DATAGRAMs every `intervalMs`; the outage lasts `outageMs`. */
+interface Load { perRound: number; intervalMs: number; outageMs: number }
+const BULK: Load = { perRound: 64, intervalMs: 2, outageMs: 400 };
+/** One DATAGRAM every 5 ms: never half a congestion window in flight while the path works. */
+const SPARSE: Load = { perRound: 1, intervalMs: 5, outageMs: 1000 };
+
+/**
+ * Echoes the client got in the 1.5 s after a client → server outage, with or without the anchor; how many
+ * anchors it queued in all, and before the outage.
+ */
+async function outage(anchor: boolean, load: Load = BULK): Promise<{ before: number; after: number; anchors: number; anchorsBefore: number }> {
   const net = new MemoryNet();
   const pr = await memoryEndpointPair(net);
   cleanups.push(pr.close);
@@ -39,21 +48,23 @@ async function outage(anchor: boolean): Promise<{ before: number; after: number;
   let running = true;
   const pump = (async () => {
     while (running) {
-      for (let i = 0; i < 64; i++) c.dgramSend(payload, 0, payload.length);
+      for (let i = 0; i < load.perRound; i++) c.dgramSend(payload, 0, payload.length);
       c.flush();
-      await sleep(2);
+      await sleep(load.intervalMs);
     }
   })();
   try {
     await sleep(300);
     const before = echoes();
+    const anchorsBefore = c.stats().ptoAnchors;
     net.drop = (from) => from !== pr.port; // client → server only
-    await sleep(400);
+    await sleep(load.outageMs);
     net.drop = null;
     const atEnd = echoes();
     await sleep(1_500);
-    const r = { before, after: echoes() - atEnd, anchors: c.stats().ptoAnchors };
-    console.log(`anchor ${anchor ? 'on' : 'off'}: ${r.before} echoes before the outage, ${r.after} in the 1.5 s after it, ${r.anchors} anchor frames, ${net.dropped} datagrams dropped`);
+    const r = { before, after: echoes() - atEnd, anchors: c.stats().ptoAnchors, anchorsBefore };
+    console.log(`${load === SPARSE ? 'sparse' : 'bulk'}, anchor ${anchor ? 'on' : 'off'}: ${r.before} echoes before the outage ` +
+      `(${anchorsBefore} anchor frames), ${r.after} in the 1.5 s after it, ${r.anchors} anchor frames in all, ${net.dropped} datagrams dropped`);
     return r;
   } finally {
     running = false;
@@ -75,6 +86,20 @@ describe('QUIC DATAGRAMs after an outage longer than a round trip (in-memory soc
     const r = await outage(false);
     expect(r.before).toBeGreaterThan(100);
     expect(r.anchors).toBe(0);
+    expect(r.after).toBe(0);
+  }, 20_000);
+
+  it('a sparse sender carries no anchor while the path works (half the window is never in flight), and still gets one once an outage fills the window', async () => {
+    const r = await outage(true, SPARSE);
+    expect(r.before, 'echoes before the outage').toBeGreaterThan(20);
+    expect(r.anchorsBefore, 'anchor frames before the outage: none, the window never half full').toBe(0);
+    expect(r.anchors, 'anchor frames queued once the outage filled the window').toBeGreaterThan(0);
+    expect(r.after, 'echoes in the 1.5 s after the outage').toBeGreaterThan(100);
+  }, 20_000);
+
+  it('... and needs it: without the anchor the same sparse sender stalls for good after that outage', async () => {
+    const r = await outage(false, SPARSE);
+    expect(r.before).toBeGreaterThan(20);
     expect(r.after).toBe(0);
   }, 20_000);
 });
