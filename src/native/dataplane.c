@@ -753,12 +753,15 @@ static void *dp_thread(void *arg) {
         pthread_mutex_lock(&d->pmu);
       }
       /* Ring full: stop polling the TUN until JavaScript releases slots. The flag is set before the
-       * consumer index is read again, and dpRelease reads the flag after JavaScript stored the index
-       * (both sequentially consistent), so one of the two sees the other: no lost wake. */
+       * consumer index is read again, and dpRelease reads the flag after JavaScript stored the index,
+       * each side with a full fence between its store and its load (a seq_cst store followed by an
+       * acquire load may be reordered, e.g. on ARMv8.3 STLR/LDAPR), so one of the two sees the
+       * other: no lost wake. */
       if (d->read_err != 0) {
         dp_poll_tun(d, false);
       } else if (dp_unread(d) >= d->nslots) {
         atomic_store(&d->stalled, true);
+        atomic_thread_fence(memory_order_seq_cst);
         if (dp_unread(d) >= d->nslots) {
           dp_poll_tun(d, false);
           dp_count(d, DP_S_RING_FULL, 1);
@@ -1107,6 +1110,7 @@ static napi_value dp_release(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
+  atomic_thread_fence(memory_order_seq_cst); /* JavaScript's store of the index before the flag's load */
   if (atomic_load(&d->stalled)) dp_kick(d);
   return NULL;
 }

@@ -122,7 +122,8 @@ int mj_parse(const uint8_t *b, size_t len, struct mj_info *o) {
     o->src_port = (int32_t)be16(b + p);
     o->dst_port = (int32_t)be16(b + p + 2);
     o->payload_off = p + 8;
-    o->payload_len = ulen - 8;
+    /* A first fragment's UDP length covers the fragments still to come: the payload here is what is present. */
+    o->payload_len = ulen <= l4 ? ulen - 8 : l4 - 8;
     return R_NONE;
   }
   if (proto == P_ICMP || proto == P_ICMPV6) {

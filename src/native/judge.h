@@ -108,7 +108,7 @@ struct mj_info {
   uint32_t frag_offset;
   int32_t src_port, dst_port;
   uint32_t icmp_type;
-  uint32_t payload_off, payload_len;
+  uint32_t payload_off, payload_len; /* the transport payload present in the buffer (a first UDP fragment: not all of it) */
   uint32_t l4_off; /* the transport header, after any IPv6 extension headers */
 };
 

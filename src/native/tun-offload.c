@@ -137,7 +137,7 @@ static uint32_t gso_headers(const uint8_t *pkt, uint32_t n, const struct virtio_
   if (n < 20 || vh->gso_size == 0) return 0;
   int ver = pkt[0] >> 4;
   if (ver == 4) {
-    if (type == VIRTIO_NET_HDR_GSO_TCPV6 || l4 < (uint32_t)(pkt[0] & 0x0f) * 4) return 0;
+    if (type == VIRTIO_NET_HDR_GSO_TCPV6 || (pkt[0] & 0x0f) < 5 || l4 < (uint32_t)(pkt[0] & 0x0f) * 4) return 0;
   } else if (ver == 6) {
     if (type == VIRTIO_NET_HDR_GSO_TCPV4 || l4 < 40) return 0;
   } else {
@@ -260,6 +260,21 @@ static bool parse_tcp_seg(const uint8_t *p, uint32_t len, struct tcp_seg *t) {
   return true;
 }
 
+/*
+ * True when the segment's own checksums verify: the IPv4 header's and the
+ * TCP checksum over the pseudo-header, header and payload. A coalesced run
+ * goes to the kernel with CHECKSUM_PARTIAL (it computes the TCP checksum of
+ * every segment it cuts), so a segment corrupted before it reached us would
+ * come out with a valid checksum: only verified segments join a run, as in
+ * the kernel's own GRO. One that fails is written alone, unchanged, and the
+ * receiving stack drops it.
+ */
+static bool seg_csum_ok(const uint8_t *p, const struct tcp_seg *t) {
+  uint32_t len = t->hl + t->payload;
+  if (!t->v6 && fold_native(sum_native(p, 20, 0)) != 0) return false;
+  return fold_native(sum_native(p + t->iphl, len - t->iphl, pseudo_sum(p, t->v6, 6, len - t->iphl))) == 0;
+}
+
 /* True when b continues a's flow: same addresses, ports, ack, window, options and IP fields. */
 static bool same_flow(const uint8_t *a, const struct tcp_seg *ta, const uint8_t *b, const struct tcp_seg *tb) {
   if (ta->v6 != tb->v6 || ta->hl != tb->hl) return false;
@@ -338,6 +353,9 @@ uint32_t mtun_vnet_write(int fd, uint8_t **ptrs, const uint32_t *sizes, uint32_t
         if (!parse_tcp_seg(p, sizes[done + run], &t) || !same_flow(ptrs[done] + offset, &t0, p, &t)) break;
         if (t.seq != next_seq || t.payload > t0.payload || last_pay != t0.payload) break;
         if (total + t.payload > 65535 || VNET_HDR_LEN + total + t.payload > wscratch_len) break;
+        /* Checksums verified only for what would join a run: the head once, when it gets a follower. */
+        if (run == 1 && !seg_csum_ok(ptrs[done] + offset, &t0)) break;
+        if (!seg_csum_ok(p, &t)) break;
         total += t.payload;
         next_seq += t.payload;
         last_pay = t.payload;

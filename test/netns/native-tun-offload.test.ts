@@ -10,6 +10,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { nativeAddonPath } from '../../src/native/addon.js';
+import { craftTcp } from '../../src/packet/craft.js';
 import { openTun, type NativeTun } from '../../src/tun/native-tun.js';
 import { cleanupAll, createNetns, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
 
@@ -102,6 +103,34 @@ describe.skipIf(!isRoot())('native TUN offload (TSO split)', () => {
       }
     });
   }
+
+  it('a segment whose checksum fails is not coalesced into a run: written alone, unchanged, the receiving stack drops it (TcpInCsumErrors)', async () => {
+    // A run goes to the kernel with CHECKSUM_PARTIAL and the kernel computes every segment's TCP checksum anew:
+    // a segment corrupted before it reached us would come out valid (independent review of tun-offload.c).
+    const nsB = createNetns(prefix);
+    const b = await openTun({ name: `${prefix}cb`, mtu: 1500, offload: true, netns: nsB,
+      addresses: ['10.64.0.2/24'], routes: ['10.65.0.0/24'] });
+    try {
+      const nstat = async (): Promise<number> => {
+        const r = await execAsync(nsB, 'nstat', ['-az', 'TcpInCsumErrors'], 10_000);
+        return Number(/TcpInCsumErrors\s+(\d+)/.exec(r.stdout)?.[1] ?? NaN);
+      };
+      const errorsBefore = await nstat();
+      // Four contiguous 1000-byte segments of one flow toward a closed port of the TUN's address; the third corrupted.
+      const segs = [0, 1, 2, 3].map((k) => craftTcp({ src: '10.65.0.1', dst: '10.64.0.2', srcPort: 40000, dstPort: 9,
+        seq: 1000 + k * 1000, ack: 1, flags: 0x10, window: 512, payload: new Uint8Array(1000).fill(k + 1) }));
+      segs[2]![segs[2]!.length - 1] ^= 0xff; // one payload byte: the TCP checksum no longer verifies
+      const bufs = segs.map((p) => { const buf = Buffer.alloc(HEAD + p.length); p.copy(buf, HEAD); return buf; });
+      const sizes = Uint32Array.from(segs.map((p) => p.length));
+      expect(b.write(bufs, sizes, HEAD, 4)).toBe(4);
+      await new Promise((r) => setTimeout(r, 200));
+      // Segments 1 and 2 may still form a run; the corrupted one goes alone and is the kernel's to drop.
+      expect(b.stats().txSuper).toBeLessThanOrEqual(1);
+      expect(await nstat() - errorsBefore, 'the receiving stack saw the corrupted segment as such').toBe(1);
+    } finally {
+      b.close();
+    }
+  });
 
   it('splits UDP GSO (USO) super-packets into datagrams with valid checksums, IPv4 + IPv6', async (ctx) => {
     const nsA = createNetns(prefix);
