@@ -41,8 +41,15 @@ export class FlowHandle {
   readonly slot: number;
   /** The peer identity's id (MeshMetrics.identityId), for the tunnel RTT of its connection. */
   readonly identityId: number;
-  /** The tunnel segment's RTT samples so far (QUIC smoothed RTT, ms): min, smoothed, max, count; see {@link Telemetry.sampleTunnelRtt}. */
-  readonly tunnelRtt = new Float64Array(4);
+  /**
+   * The tunnel segment's RTT samples so far (QUIC smoothed RTT, ms): min,
+   * smoothed, max, count; see {@link Telemetry.sampleTunnelRtt}. Plain fields,
+   * not a typed array: a flow costs one object (a SYN flood makes many).
+   */
+  tunnelRttMin = 0;
+  tunnelRttSmoothed = 0;
+  tunnelRttMax = 0;
+  tunnelRttSamples = 0;
   /** What has already been added to the counters; close adds only the rest. */
   readonly counted: FlowTotals = { sentBytes: 0, receivedBytes: 0, sentPackets: 0, receivedPackets: 0, retransmits: 0 };
   handshakeRttMs: number | undefined = undefined;
@@ -61,13 +68,18 @@ export class FlowHandle {
   sentBytesPerSec = 0;
   receivedBytesPerSec = 0;
   /** Two baselines (time, sent, received): the rate runs from the older one; the newer one becomes the older every step. */
-  readonly rateBase = new Float64Array(6);
+  rateOldMs: number;
+  rateOldSent = 0;
+  rateOldReceived = 0;
+  rateNewMs: number;
+  rateNewSent = 0;
+  rateNewReceived = 0;
 
   constructor(readonly info: FlowOpenInfo, slot: number, readonly sourceWorkload: string, readonly destinationWorkload: string, identityId = 0) {
     this.slot = slot;
     this.identityId = identityId;
     this.lastSeenMs = info.firstSeenMs;
-    this.rateBase[0] = this.rateBase[3] = info.firstSeenMs;
+    this.rateOldMs = this.rateNewMs = info.firstSeenMs;
   }
 }
 
@@ -166,15 +178,14 @@ export class Telemetry {
     if (nowMs > 0) {
       h.lastSeenMs = nowMs;
       // Rate over the window since the older baseline (two steps back), then the baselines move on.
-      const b = h.rateBase;
-      const dt = nowMs - b[0]!;
+      const dt = nowMs - h.rateOldMs;
       if (dt > 0) {
-        h.sentBytesPerSec = ((c.sentBytes - b[1]!) * 1000) / dt;
-        h.receivedBytesPerSec = ((c.receivedBytes - b[2]!) * 1000) / dt;
+        h.sentBytesPerSec = ((c.sentBytes - h.rateOldSent) * 1000) / dt;
+        h.receivedBytesPerSec = ((c.receivedBytes - h.rateOldReceived) * 1000) / dt;
       }
-      if (nowMs - b[3]! >= RATE_STEP_MS) {
-        b[0] = b[3]!; b[1] = b[4]!; b[2] = b[5]!;
-        b[3] = nowMs; b[4] = c.sentBytes; b[5] = c.receivedBytes;
+      if (nowMs - h.rateNewMs >= RATE_STEP_MS) {
+        h.rateOldMs = h.rateNewMs; h.rateOldSent = h.rateNewSent; h.rateOldReceived = h.rateNewReceived;
+        h.rateNewMs = nowMs; h.rateNewSent = c.sentBytes; h.rateNewReceived = c.receivedBytes;
       }
     }
     this.addToMetrics(h, sentBytes, receivedBytes, sentPackets, receivedPackets, retransmits);
@@ -211,21 +222,21 @@ export class Telemetry {
     if (h.closed) return;
     const ms = this.metrics.tunnelRttMs(h.identityId);
     if (ms === null) return;
-    const t = h.tunnelRtt;
-    if (t[3] === 0) {
-      t[0] = t[1] = t[2] = ms;
+    if (h.tunnelRttSamples === 0) {
+      h.tunnelRttMin = h.tunnelRttSmoothed = h.tunnelRttMax = ms;
     } else {
-      if (ms < t[0]!) t[0] = ms;
-      t[1] = t[1]! + (ms - t[1]!) / 8;
-      if (ms > t[2]!) t[2] = ms;
+      if (ms < h.tunnelRttMin) h.tunnelRttMin = ms;
+      h.tunnelRttSmoothed += (ms - h.tunnelRttSmoothed) / 8;
+      if (ms > h.tunnelRttMax) h.tunnelRttMax = ms;
     }
-    t[3]! += 1;
+    h.tunnelRttSamples += 1;
   }
 
   /** The tunnel segment's summary of a flow so far, or undefined without a sample. */
   tunnelRttOf(h: FlowHandle): RttSummary | undefined {
-    const t = h.tunnelRtt;
-    return t[3] === 0 ? undefined : { minMs: t[0]!, smoothedMs: round3(t[1]!), maxMs: t[2]!, samples: t[3]! };
+    return h.tunnelRttSamples === 0
+      ? undefined
+      : { minMs: h.tunnelRttMin, smoothedMs: round3(h.tunnelRttSmoothed), maxMs: h.tunnelRttMax, samples: h.tunnelRttSamples };
   }
 
   /**
@@ -246,10 +257,13 @@ export class Telemetry {
     const proto = h.info.protocol;
     if (proto === IPPROTO_TCP) m.tcpClosed(h.slot, m.closeReasonId(c.reason), c.failed === true);
     else if (proto === IPPROTO_UDP) m.udpClosed(h.slot, m.closeReasonId(c.reason));
-    const closed = c.tunnelRtt !== undefined ? c : { ...c, tunnelRtt: this.tunnelRttOf(h) };
-    this.observeInspection(h, closed);
-    // The record carries the final totals as reported by the caller.
-    if (h.logged) this.flowLog.close(h.info, { source: h.sourceWorkload, destination: h.destinationWorkload }, closed, h.handshakeRttMs);
+    const tunnelRtt = c.tunnelRtt ?? this.tunnelRttOf(h);
+    this.observeInspection(h, c, tunnelRtt);
+    // The record carries the final totals as reported by the caller (a copy with the tunnel RTT only when logged).
+    if (h.logged) {
+      const closed = c.tunnelRtt !== undefined || tunnelRtt === undefined ? c : { ...c, tunnelRtt };
+      this.flowLog.close(h.info, { source: h.sourceWorkload, destination: h.destinationWorkload }, closed, h.handshakeRttMs);
+    }
   }
 
   /** The open flows, for the live view (off the data path). */
@@ -270,13 +284,13 @@ export class Telemetry {
    * for an `inbound` flow the local segment is the server's. The tunnel
    * segment (QUIC's RTT) is observed for TCP connections that opened, at both ends.
    */
-  private observeInspection(h: FlowHandle, c: FlowCloseInfo): void {
+  private observeInspection(h: FlowHandle, c: FlowCloseInfo, tunnelRtt: RttSummary | undefined): void {
     const im = this.metrics.inspect;
     const out = h.info.direction === 'outbound';
     if (c.rttToClient !== undefined) im.observeRtt(h.slot, out ? Segment.CLIENT : Segment.BEYOND_TUNNEL, c.rttToClient);
     if (c.rttToServer !== undefined) im.observeRtt(h.slot, out ? Segment.BEYOND_TUNNEL : Segment.SERVER, c.rttToServer);
     // Connections that opened: a failed one has no split to put the tunnel's share in (and a SYN flood would flood the histogram).
-    if (c.tunnelRtt !== undefined && h.info.protocol === IPPROTO_TCP && c.failed !== true) im.observeRtt(h.slot, Segment.TUNNEL, c.tunnelRtt);
+    if (tunnelRtt !== undefined && h.info.protocol === IPPROTO_TCP && c.failed !== true) im.observeRtt(h.slot, Segment.TUNNEL, tunnelRtt);
     if (c.quicHandshakeRttMs !== undefined) im.observeQuicHandshake(h.slot, c.quicHandshakeRttMs);
     if (c.httpFirstByteMs !== undefined) im.observeFirstByte(h.slot, c.httpFirstByteMs);
     if (c.httpStatusClasses !== undefined) im.addResponses(h.slot, c.httpStatusClasses);
