@@ -394,17 +394,31 @@ static void close_liberr(struct qe_conn *c, int rv) {
   start_closing(c, &cc);
 }
 
+/*
+ * Where the connection sends follows ngtcp2's current path: it moves there
+ * after an authenticated (decrypted), non-probing packet from a new address
+ * (RFC 9000 §9.3), and back if that path fails validation. Called after each
+ * packet read and each timer.
+ */
+static void sync_peer(struct qe_conn *c) {
+  if (c->conn == NULL) return;
+  const ngtcp2_path *p = ngtcp2_conn_get_path(c->conn);
+  if (p == NULL || p->remote.addr == NULL || p->remote.addrlen == 0 || p->remote.addrlen > sizeof c->remote) return;
+  if (p->remote.addrlen == c->remotelen && memcmp(p->remote.addr, &c->remote, c->remotelen) == 0) return;
+  memcpy(&c->remote, p->remote.addr, p->remote.addrlen);
+  c->remotelen = p->remote.addrlen;
+  c->peer_gen++;
+}
+
 int qe_conn_recv(struct qe_conn *c, const uint8_t *pkt, size_t len, const struct sockaddr *from, socklen_t fromlen) {
   if (c->state == QE_CLOSING) {
-    /* RFC 9000 §10.2.1: answer packets in the closing period with the close again. */
-    c->close_pending = true;
+    /* RFC 9000 §10.2.1: answer packets in the closing period with the close again, but not every one (it
+     * limits the rate): the 1st, 2nd, 4th, 8th … To where the connection was, whoever sent them. */
+    c->closing_rx++;
+    if ((c->closing_rx & (c->closing_rx - 1)) == 0) c->close_pending = true;
     return 0;
   }
   if (c->state != QE_OPEN) return 0;
-  if (from != NULL) {
-    memcpy(&c->remote, from, fromlen);
-    c->remotelen = fromlen;
-  }
   if (len == 0) { /* ngtcp2 asserts on empty input */
     snprintf(c->errmsg, sizeof c->errmsg, "empty datagram");
     return -1;
@@ -412,13 +426,19 @@ int qe_conn_recv(struct qe_conn *c, const uint8_t *pkt, size_t len, const struct
   if (c->conn == NULL && server_start(c, pkt, len) != 0) return -1;
   c->pkts_recv++;
   c->bytes_recv += len;
+  /* The path this datagram came on; the connection's own address changes only if ngtcp2 moves to it. */
   ngtcp2_path path = path_of(c);
+  if (from != NULL && fromlen > 0) {
+    path.remote.addr = (ngtcp2_sockaddr *)from;
+    path.remote.addrlen = fromlen;
+  }
   ngtcp2_pkt_info pi = {0};
   ngtcp2_tstamp now = qe_now();
   rx_conn = c;
   int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, pkt, len, now);
   rx_conn = NULL;
   if (rv == 0) {
+    sync_peer(c);
     if (c->server && c->handshake_done && c->tls != NULL) qe_tls_retire(c);
     return 0;
   }
@@ -645,7 +665,10 @@ void qe_conn_on_timeout(struct qe_conn *c) {
   }
   if (c->state != QE_OPEN || c->conn == NULL) return;
   int rv = ngtcp2_conn_handle_expiry(c->conn, now);
-  if (rv == 0) return;
+  if (rv == 0) {
+    sync_peer(c); /* a failed path validation takes the connection back to its old path */
+    return;
+  }
   if (rv == NGTCP2_ERR_IDLE_CLOSE || rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
     /* RFC 9000 §10.1: idle timeout closes silently. */
     c->state = QE_CLOSED;

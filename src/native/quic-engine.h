@@ -136,8 +136,16 @@ struct qe_conn {
   bool timed_out;
   bool handshake_done;
   bool ping_armed; /* a keep-alive PING is due in the next packet */
+  /* remote: where the connection sends. It changes only when ngtcp2 moves the
+   * connection to another path after an authenticated packet from it (RFC 9000
+   * §9.3: a rebinding client), never because a datagram arrived from elsewhere:
+   * anyone who saw the connection ID could send one (qe_conn_sync_peer). */
   struct sockaddr_storage local, remote;
   socklen_t locallen, remotelen;
+  uint32_t peer_gen; /* bumped whenever remote changes */
+  /* The source of the datagrams being received (quicSetRecvFrom): only the path ngtcp2 reads them on. */
+  struct sockaddr_storage rx_from;
+  socklen_t rx_fromlen;
   ngtcp2_cid scid, odcid;
   bool has_odcid;
   /* Server: the stateless_reset_token transport parameter (RFC 9000 §18.2),
@@ -174,6 +182,7 @@ struct qe_conn {
   uint8_t *close_pkt;
   size_t close_len;
   bool close_pending;
+  uint64_t closing_rx; /* packets received in the closing period: the 1st, 2nd, 4th, 8th … are answered */
   ngtcp2_tstamp drain_end;
   /* counters (quiche Stats) */
   uint64_t pkts_sent, pkts_recv, bytes_sent, bytes_recv;

@@ -7,6 +7,7 @@
  */
 #include "quic-napi.h"
 
+#include <arpa/inet.h>
 #include <gnutls/x509.h>
 
 /* ------------------------------------------------------------ connections */
@@ -123,16 +124,44 @@ static struct qe_conn *conn_bytes(napi_env env, napi_callback_info info, uint8_t
   return c;
 }
 
-/* quicSetPeer(conn, host, port): the address later packets come from (path for ngtcp2). */
-static napi_value conn_set_peer(napi_env env, napi_callback_info info) {
+/*
+ * quicSetRecvFrom(conn, host, port): the source address of the datagrams
+ * quicRecv is given from now on: the path ngtcp2 reads them on. Where the
+ * connection sends changes only if ngtcp2 moves to that path (an
+ * authenticated packet; quicInfo's peer generation says so, quicPeer reads it).
+ */
+static napi_value conn_set_recv_from(napi_env env, napi_callback_info info) {
   MTUN_ARGS(3);
   CONN(argv[0]);
   struct sockaddr_storage r;
   socklen_t rl;
   if (!sockaddr_of(env, argv[1], argv[2], &r, &rl)) return NULL;
-  memcpy(&c->remote, &r, rl);
-  c->remotelen = rl;
+  memcpy(&c->rx_from, &r, rl);
+  c->rx_fromlen = rl;
   return NULL;
+}
+
+/* quicPeer(conn) → [host, port]: where the connection sends (ngtcp2's current path). */
+static napi_value conn_peer(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  CONN(argv[0]);
+  char host[INET6_ADDRSTRLEN] = "";
+  uint16_t port = 0;
+  if (c->remote.ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&c->remote;
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+  } else if (c->remote.ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&c->remote;
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], host, sizeof host);
+    else inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  }
+  napi_value arr, h, p;
+  if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_string_utf8(env, host, NAPI_AUTO_LENGTH, &h) != napi_ok ||
+      napi_create_uint32(env, port, &p) != napi_ok || napi_set_element(env, arr, 0, h) != napi_ok || napi_set_element(env, arr, 1, p) != napi_ok)
+    return NULL;
+  return arr;
 }
 
 /* quicRecv(conn, data[, offset, length]) → 0, or throws "quic: <reason>" (a close may be queued). */
@@ -141,7 +170,8 @@ static napi_value conn_recv(napi_env env, napi_callback_info info) {
   size_t len;
   struct qe_conn *c = conn_bytes(env, info, &p, &len, "quic: recv needs a Uint8Array");
   if (c == NULL) return NULL;
-  if (qe_conn_recv(c, p, len, NULL, 0) != 0) QE_ERR(env, "quic: recv: %s", c->errmsg);
+  if (qe_conn_recv(c, p, len, c->rx_fromlen > 0 ? (const struct sockaddr *)&c->rx_from : NULL, c->rx_fromlen) != 0)
+    QE_ERR(env, "quic: recv: %s", c->errmsg);
   return NULL;
 }
 
@@ -473,14 +503,15 @@ static napi_value dgram_recv(napi_env env, napi_callback_info info) {
  * [0] established, [1] resumed, [2] draining, [3] closed, [4] timed out,
  * [5] any stream readable, [6] dgram recv queued, [7] dgram send queued,
  * [8] dgram recv queue full, [9] dgram max writable (-1 none), [10] dgram recv dropped,
- * [11] dgram send dropped by CoDel (waited too long).
+ * [11] dgram send dropped by CoDel (waited too long), [12] peer generation
+ * (changes when ngtcp2 moved the connection to another path: quicPeer).
  */
 static napi_value conn_info(napi_env env, napi_callback_info info) {
   MTUN_ARGS(2);
   CONN(argv[0]);
   double *r;
   size_t rn;
-  if (!mtun_arg_stats(env, argv[1], &r, &rn) || r == NULL || rn < 12) return mtun_throw_type(env, "quic: info res");
+  if (!mtun_arg_stats(env, argv[1], &r, &rn) || r == NULL || rn < 13) return mtun_throw_type(env, "quic: info res");
   bool hs = c->conn != NULL && (c->handshake_done || ngtcp2_conn_get_handshake_completed(c->conn));
   r[0] = hs;
   r[1] = c->tls_retired ? c->resumed : c->tls != NULL && hs && gnutls_session_is_resumed(c->tls);
@@ -496,6 +527,7 @@ static napi_value conn_info(napi_env env, napi_callback_info info) {
   r[9] = (double)qe_dgram_max_writable(c);
   r[10] = (double)c->dgram_recv_dropped;
   r[11] = (double)c->dgram_send_delay_dropped;
+  r[12] = (double)c->peer_gen;
   return NULL;
 }
 
@@ -664,7 +696,7 @@ bool mtun_quic_init(napi_env env, napi_value exports) {
     napi_callback cb;
   } fns[] = {
       {"quicConnect", conn_connect}, {"quicAccept", conn_accept},
-      {"quicSetPeer", conn_set_peer}, {"quicRecv", conn_recv}, {"quicSend", conn_send}, {"quicOutBatch", out_batch},
+      {"quicSetRecvFrom", conn_set_recv_from}, {"quicPeer", conn_peer}, {"quicRecv", conn_recv}, {"quicSend", conn_send}, {"quicOutBatch", out_batch},
       {"quicDrain", conn_drain}, {"quicTimeout", conn_timeout},
       {"quicOnTimeout", conn_on_timeout}, {"quicPing", conn_ping}, {"quicSetAnchor", conn_set_anchor}, {"quicClose", conn_close},
       {"quicStreamSend", stream_send}, {"quicStreamRecv", stream_recv}, {"quicStreamShutdown", stream_shutdown},

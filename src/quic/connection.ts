@@ -181,14 +181,16 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     this.recvInfo = { from: { host: this.peerHost, port: this.peerPort }, to: { host: local.host, port: local.port } };
   }
 
-  /** @internal RecvInfo for a datagram from slot `i`; reuses the cached object while the peer address is unchanged. */
+  /**
+   * @internal RecvInfo for a datagram from slot `i`; reuses the cached object while the source address is
+   * unchanged. The source is not the peer's address yet (peerHost): that follows the engine, which moves
+   * only after an authenticated packet (the endpoint's followPeer).
+   */
   recvInfoFor(addrs: Uint8Array, i: number): EngineRecvInfo {
     if (!addrSlotEquals(addrs, i, this.recvAddr, 0)) {
       const o = i * ADDR_SLOT_BYTES;
       this.recvAddr.set(addrs.subarray(o, o + ADDR_SLOT_BYTES));
-      this.peerHost = readAddrSlotHost(addrs, i);
-      this.peerPort = readAddrSlotPort(addrs, i);
-      this.recvInfo.from = { host: this.peerHost, port: this.peerPort };
+      this.recvInfo.from = { host: readAddrSlotHost(addrs, i), port: readAddrSlotPort(addrs, i) };
     }
     return this.recvInfo;
   }

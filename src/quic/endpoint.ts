@@ -1222,6 +1222,9 @@ export class QuicEndpoint implements ConnectionOwner {
     }
     c.setDgramMax(info[INFO_DGRAM_MAX]!);
     this.noteQueueDelayDrops(c, info[INFO_DGRAM_SEND_DELAY_DROPPED]!);
+    // The engine moved to another path (an authenticated packet from a rebinding peer): the handlers see it.
+    const to = q.peerAddress();
+    if (to !== c.sendTo) this.followPeer(c, to);
     if (c.established && !c.gone) {
       if (info[INFO_DGRAM_RECV_FULL] === 1) c.dgramRecvQueueFullEvents++;
       if (info[INFO_STREAM_READABLE] === 1 || info[INFO_DGRAM_RECV_QUEUED]! > 0) {
@@ -1450,6 +1453,9 @@ export class QuicEndpoint implements ConnectionOwner {
   /** The engine now sends to `to` (a rebinding client): readdress the connection's slot, end its GSO train. */
   private followPeer(c: QuicConnection, to: EngineHostPort): void {
     c.sendTo = to;
+    // The engine's path (it moved after an authenticated packet from there): the peer's address from now on.
+    c.peerHost = to.host;
+    c.peerPort = to.port;
     if (to.port !== c.sendPort || to.host !== c.sendHost) {
       writeAddrSlot(c.sendAddr, 0, to.host, to.port);
       // Keep answering from the local address the peer last reached us on.

@@ -48,5 +48,11 @@ export const INFO_DGRAM_MAX = 9;
 export const INFO_DGRAM_RECV_DROPPED = 10;
 /** DATAGRAMs CoDel dropped from the send queue because they waited too long (count; setDgramQueueDelay). */
 export const INFO_DGRAM_SEND_DELAY_DROPPED = 11;
+/**
+ * Changes when the engine moved the connection to another path (an
+ * authenticated packet from a new address, RFC 9000 §9.3, or back after a
+ * failed validation): where it sends is then read again.
+ */
+export const INFO_PEER_GEN = 12;
 /** Length of the snapshot array. */
-export const INFO_LENGTH = 12;
+export const INFO_LENGTH = 13;

@@ -35,7 +35,7 @@ function config(server) {
 }
 const server = config(true), client = config(false);
 const out = new Uint8Array(1500);
-const res = new Float64Array(12); // INFO_LENGTH (src/quic/engine-abi.ts)
+const res = new Float64Array(13); // INFO_LENGTH (src/quic/engine-abi.ts)
 /** RFC 9000 §17.2.2 Initial, v1, random 16-byte DCID/SCID, no token, random (undecryptable) payload. */
 function spoofed() {
   const b = randomBytes(1200);

@@ -9,7 +9,7 @@
 import { loadNative } from '../native/addon.js';
 import {
   INFO_CLOSED, INFO_DGRAM_MAX, INFO_DGRAM_RECV_FULL, INFO_DGRAM_RECV_QUEUED, INFO_DGRAM_SEND_QUEUED, INFO_DRAINING, INFO_ESTABLISHED, INFO_LENGTH,
-  INFO_RESUMED, INFO_STREAM_READABLE, INFO_TIMED_OUT,
+  INFO_PEER_GEN, INFO_RESUMED, INFO_STREAM_READABLE, INFO_TIMED_OUT,
 } from './engine-abi.js';
 import type {
   QuicEngine,
@@ -40,7 +40,8 @@ interface QuicNative {
   quicConfigSetBytes(cfg: NativeConfig, which: 0 | 1, bytes: Uint8Array): void;
   quicConnect(cfg: NativeConfig, sni: string | null, scid: Uint8Array, lh: string, lp: number, rh: string, rp: number): NativeConn;
   quicAccept(cfg: NativeConfig, scid: Uint8Array, odcid: Uint8Array | null, lh: string, lp: number, rh: string, rp: number): NativeConn;
-  quicSetPeer(c: NativeConn, host: string, port: number): void;
+  quicSetRecvFrom(c: NativeConn, host: string, port: number): void;
+  quicPeer(c: NativeConn): [string, number];
   quicRecv(c: NativeConn, data: Uint8Array, offset?: number, length?: number): void;
   quicSend(c: NativeConn, out: Uint8Array): number;
   quicOutBatch(arena: Uint8Array, stride: number, sizes: Uint32Array, segs: Uint32Array, addrs: Uint8Array, state: Float64Array): EngineOutBatch;
@@ -149,8 +150,11 @@ export class Ngtcp2Connection implements EngineConnection {
   private readonly res = new Float64Array(3);
   /** quicStats output for srttMs (the telemetry tick reads it for every session each second). */
   private readonly st = new Float64Array(9);
-  private peerHost: string;
-  private peerPort: number;
+  /** Source of the datagrams recv is given (told to the engine when it changes). */
+  private rxHost: string;
+  private rxPort: number;
+  /** The engine's peer generation (INFO_PEER_GEN) sendInfo.to was read at. */
+  private peerGen = 0;
   private readonly sendInfo: EngineSendInfo;
   private readonly sendResult: [number, EngineSendInfo];
 
@@ -160,15 +164,22 @@ export class Ngtcp2Connection implements EngineConnection {
 
   constructor(h: NativeConn, local: EngineHostPort, remote: EngineHostPort) {
     this.h = h;
-    this.peerHost = remote.host;
-    this.peerPort = remote.port;
+    this.rxHost = remote.host;
+    this.rxPort = remote.port;
     this.sendInfo = { from: { ...local }, to: { host: remote.host, port: remote.port }, at: {} };
     this.sendResult = [0, this.sendInfo];
   }
 
   private poll(): Float64Array {
-    n().quicInfo(this.h, this.info);
-    return this.info;
+    const info = this.info;
+    n().quicInfo(this.h, info);
+    if (info[INFO_PEER_GEN] !== this.peerGen) {
+      // The engine moved to another path: answer there (a new object, so the endpoint rewrites its address slot).
+      this.peerGen = info[INFO_PEER_GEN]!;
+      const [host, port] = n().quicPeer(this.h);
+      this.sendInfo.to = { host, port };
+    }
+    return info;
   }
   snapshot(): Float64Array { return this.poll(); }
 
@@ -177,12 +188,13 @@ export class Ngtcp2Connection implements EngineConnection {
 
   recv(data: Uint8Array, info: EngineRecvInfo, offset = 0, length = data.length - offset): number {
     const f = info.from;
-    if (f.port !== this.peerPort || f.host !== this.peerHost) {
-      n().quicSetPeer(this.h, f.host, f.port);
-      this.peerHost = f.host;
-      this.peerPort = f.port;
-      // Answer where the peer now is (RFC 9000 §9.3: the server follows a rebinding client).
-      this.sendInfo.to = { host: f.host, port: f.port };
+    if (f.port !== this.rxPort || f.host !== this.rxHost) {
+      // Only the path this datagram is read on. Where the connection sends changes only if the engine moves
+      // there after an authenticated packet (RFC 9000 §9.3, a rebinding client; poll sees it): a datagram
+      // that merely carries the connection ID, which anyone on the path can see, must not redirect it.
+      n().quicSetRecvFrom(this.h, f.host, f.port);
+      this.rxHost = f.host;
+      this.rxPort = f.port;
     }
     n().quicRecv(this.h, data, offset, length);
     return length;
