@@ -92,6 +92,8 @@ export class Gateway {
   /** The daemon's one once-a-second tick (flow timeouts, live flow counters, tunnel counters). */
   private readonly tick: ClockTimer;
   private nextSessionId = 1;
+  /** Bumped by every reload: an open that spanned one is reviewed against what it loaded ({@link reviewOpened}). */
+  private reloads = 0;
   private ticketKeyRotatedAt: number;
   private admin: AdminServer | null = null;
   /** The HTTP/2 listener (TCP, same port number), or null when disabled or not bound. */
@@ -305,15 +307,16 @@ export class Gateway {
       this.io.log.warn({ remote: gc.remote, identity: a.identity, protocol: req.protocol, status: a.status, reason: a.reason }, `request refused: ${a.rule}`);
       return;
     }
+    // The slot is held from now until the open ends, so a burst of opens counts against the limits (#12 item 6;
+    // CONNECT-IP too: a host-name scope resolves first, and even an IP literal's open spans an await).
+    const release = this.reg.reserve(a.identity);
     if (a.protocol === 'connect-ip') {
       this.acceptIp(gc, req, a.identity, a.token, a.policy).catch((e: Error) => {
         this.io.log.error({ remote: gc.remote, identity: a.identity, err: e.stack }, 'CONNECT-IP setup failed');
         if (!req.settled) req.reject(500, [['proxy-status', refuse(500, 'proxy_internal_error', 'setup failed').proxyStatus]]);
-      });
+      }).finally(release);
       return;
     }
-    // The slot is held from now until the open ends, so a burst of CONNECT-UDP opens counts against the limits (#12 item 6).
-    const release = this.reg.reserve(a.identity);
     this.acceptUdp(gc, req, a.identity, a.token).catch((e: Error) => {
       this.io.log.error({ remote: gc.remote, identity: a.identity, err: e.stack }, 'CONNECT-UDP setup failed');
       if (!req.settled) req.reject(500, [['proxy-status', refuse(500, 'proxy_internal_error', 'setup failed').proxyStatus]]);
@@ -331,9 +334,11 @@ export class Gateway {
   }
 
   private async acceptIp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null, policy: IdentityPolicy): Promise<void> {
+    const reloads = this.reloads;
     let gs: GwSession | null = null;
     const log = this.io.log;
-    const result = await acceptConnectIp(req, {}, () => ({
+    // A host-name scope is resolved with the same deadline as CONNECT-UDP's targets (connectUdp.resolveTimeoutMs).
+    const result = await acceptConnectIp(req, { resolve: resolverWithTimeout(this.config.connectUdp.resolveTimeoutMs) }, () => ({
       onPacket: (buf, off, len, info) => {
         // Return traffic of what the agent sends is admitted inbound. The owner is the identity, not
         // this session: a flow survives the session being replaced (restart, HTTP/2 fallback, takeover).
@@ -366,6 +371,7 @@ export class Gateway {
     }
     if (result.isClosed) return; // the stream went away before the 2xx
     gs = this.addSession(gc, 'connect-ip', identity, token, policy, result, null, null, null);
+    if (!this.reviewOpened(gs, reloads)) return;
     // Capsules that arrived with the request were handled before gs existed: sync routes now.
     void this.syncKernelRoutes(gs);
   }
@@ -402,6 +408,7 @@ export class Gateway {
   }
 
   private async acceptUdp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null): Promise<void> {
+    const reloads = this.reloads;
     const cu = this.config.connectUdp;
     const log = this.io.log;
     if (!cu.enabled) {
@@ -467,6 +474,29 @@ export class Gateway {
     }
     const target = pre.ok ? { host: pre.target.host, port: pre.target.port } : null;
     gs = this.addSession(gc, 'connect-udp', identity, token, this.policy.forIdentity(identity), null, result, target, chosen);
+    this.reviewOpened(gs, reloads);
+  }
+
+  /**
+   * A session whose open spanned a reload (a host-name scope or target was
+   * being resolved) was admitted under what the reload replaced: it is
+   * reviewed as reload reviews the open ones ({@link reviewSession}), kept
+   * with the new policy or closed. Returns false when it was closed.
+   */
+  private reviewOpened(gs: GwSession, reloadsAtAdmission: number): boolean {
+    if (reloadsAtAdmission === this.reloads) return true;
+    const v = reviewSession(gs, this.policy, this.tokens, this.config);
+    if (!v.keep) {
+      this.io.log.warn({ session: gs.id, identity: gs.identity, kind: gs.kind, reason: v.reason }, 'closing session opened across a reload');
+      gs.ip?.close();
+      gs.udp?.close();
+      this.endpoint.flush();
+      return false;
+    }
+    gs.policy = v.policy;
+    gs.ip?.setRoutes(this.advertisedRoutes(gs.policy));
+    gs.ip?.reevaluateClientRoutes();
+    return true;
   }
 
   private addSession(
@@ -619,6 +649,7 @@ export class Gateway {
     this.h2?.updateTls(tls);
     this.policy = policy;
     this.tokens = tokens;
+    this.reloads++;
     this.config = {
       ...this.config,
       tls: config.tls,

@@ -13,7 +13,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { promises as dnsPromises } from 'node:dns';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { parseAgentConfig, parseGatewayConfig } from '../../src/config/index.js';
 import { MemoryKernel } from '../../src/daemon/memory-kernel.js';
@@ -22,7 +23,7 @@ import { GATEWAY_DRAIN_DEADLINE_MS, Gateway } from '../../src/gateway/gateway.js
 import { craftTcp, craftUdp } from '../../src/packet/craft.js';
 import { MemoryTun } from '../../src/tun/memory-tun.js';
 import { attachH3 } from '../../src/h3/quic-binding.js';
-import { connectUdp, MasqueRequestError } from '../../src/masque/h3-glue.js';
+import { connectIp, connectUdp, MasqueRequestError } from '../../src/masque/h3-glue.js';
 import { QuicEndpoint } from '../../src/quic/endpoint.js';
 import { getPki } from './quic-harness.js';
 import { MemoryNet } from './quic-memory-udp.js';
@@ -298,6 +299,74 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
       expect(refused).toEqual([429, 429, 429, 429]);
       expect(gw.status().sessions.filter((x) => x.kind === 'connect-udp')).toHaveLength(2);
     } finally {
+      client.close();
+      await gw.stop();
+    }
+  }, 20_000);
+
+  // The same for CONNECT-IP (independent review, 7 December): its open was not reserved, so a burst
+  // whose opens overlapped all passed the per-identity limit (6 of 6 over HTTP/3 with a limit of 2).
+  it('a CONNECT-IP burst cannot pass the per-identity session limit', async () => {
+    const tuns = memoryTuns();
+    const text = gwConfigText(true)
+      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
+      .replace('name: gw,', 'name: gi,')
+      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`)
+      + 'maxSessionsPerIdentity: 2\n';
+    const udp = net.open();
+    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
+    const pki = await getPki();
+    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+    try {
+      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
+      const h3 = attachH3(conn, {}, () => undefined);
+      await conn.whenEstablished();
+      const results = await Promise.allSettled(Array.from({ length: 6 }, () =>
+        connectIp(h3, `localhost:${udp.port}`, { onPacket: () => undefined })));
+      const opened = results.filter((r) => r.status === 'fulfilled');
+      const refused = results.filter((r) => r.status === 'rejected').map((r) => ((r as PromiseRejectedResult).reason as MasqueRequestError).status);
+      expect(opened).toHaveLength(2);
+      expect(refused).toEqual([429, 429, 429, 429]);
+      expect(gw.status().sessions.filter((x) => x.kind === 'connect-ip')).toHaveLength(2);
+    } finally {
+      client.close();
+      await gw.stop();
+    }
+  }, 20_000);
+
+  // Independent review, 7 December: a reload while a host-name CONNECT-IP open was resolving did not apply to it
+  // (reload reviews registered sessions only): the session opened under the policy the reload had removed.
+  it('a CONNECT-IP session whose host-name open spans a reload that removes its policy is closed', async () => {
+    const tuns = memoryTuns();
+    const text = gwConfigText(true)
+      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
+      .replace('name: gw,', 'name: gr,')
+      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`);
+    const noPolicy = text.replace(/^policy:\n(  .*\n)+/m, 'policy: []\n');
+    expect(noPolicy).not.toBe(text);
+    const udp = net.open();
+    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
+    const pki = await getPki();
+    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+    // The name takes 300 ms to resolve, to an address the policy allows.
+    const lookup = vi.spyOn(dnsPromises, 'lookup').mockImplementation((async (name: string) => {
+      if (name !== 'slow.test') throw Object.assign(new Error('not found'), { code: 'ENOTFOUND' });
+      await new Promise((r) => setTimeout(r, 300));
+      return [{ address: '10.20.0.7', family: 4 }];
+    }) as unknown as typeof dnsPromises.lookup);
+    try {
+      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
+      const h3 = attachH3(conn, {}, () => undefined);
+      await conn.whenEstablished();
+      const opening = connectIp(h3, `localhost:${udp.port}`, { scope: { target: { kind: 'hostname', name: 'slow.test' }, ipProtocol: null }, onPacket: () => undefined })
+        .then(() => 'opened', (e: MasqueRequestError) => `refused ${e.status}`);
+      await new Promise((r) => setTimeout(r, 100)); // resolving
+      gw.reload(parseGatewayConfig(noPolicy, join(dir, 'gateway.yaml'), dir));
+      await opening;
+      await until(() => gw.status().sessions.filter((x) => x.kind === 'connect-ip').length === 0, 3_000, 'no CONNECT-IP session under the removed policy');
+      expect(lookup).toHaveBeenCalled();
+    } finally {
+      lookup.mockRestore();
       client.close();
       await gw.stop();
     }
