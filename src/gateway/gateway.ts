@@ -647,6 +647,17 @@ export class Gateway {
     for (const x of revoked) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: certIdentity(x.conn.peerIdentity), reason: x.reason }, 'closing agent connection on reload: client CA changed');
     this.rotateTicketKey(this.io.clock.now());
     this.h2?.updateTls(tls);
+    // Tracked flows of identities whose policy entry changed are dropped: each must be opened again under the
+    // new rules (an agent-opened flow by the agent's next packet, if still allowed; a network-opened one by a
+    // new connection an inbound rule admits). Unchanged identities keep theirs.
+    const entryOf = (p: typeof this.policy, entries: GatewayConfig['policy'], id: string): string => {
+      const pattern = p.forIdentity(id).pattern;
+      return pattern === null ? '' : JSON.stringify(entries.find((e) => e.identity === pattern) ?? null);
+    };
+    const oldPolicy = this.policy;
+    const oldEntries = this.config.policy;
+    const flowsDropped = this.inbound.track.forgetWhere((owner) =>
+      typeof owner === 'string' && entryOf(oldPolicy, oldEntries, owner) !== entryOf(policy, config.policy, owner));
     this.policy = policy;
     this.tokens = tokens;
     this.reloads++;
@@ -677,7 +688,7 @@ export class Gateway {
       gs.ip?.reevaluateClientRoutes();
     }
     this.endpoint.flush();
-    this.io.log.info({ identities: config.policy.length, closedSessions: closed, revokedConnections: revoked.length }, 'certificates, policy and tokens reloaded');
+    this.io.log.info({ identities: config.policy.length, closedSessions: closed, revokedConnections: revoked.length, flowsDropped }, 'certificates, policy and tokens reloaded');
   }
 
   /** New TLS session ticket key: tickets issued before no longer resume (a full handshake re-checks the client). */

@@ -398,6 +398,31 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     expect(await unsolicited()).toBe(before);
   }, 30_000);
 
+  // Independent review, 7 December: a reload that narrowed an identity's policy left its tracked flows in place, so
+  // return traffic of a flow the new policy forbids (here UDP, now TCP only) still reached the agent.
+  it('a reload that narrows an identity\'s policy drops its tracked flows: return traffic of a now-forbidden flow is refused', async () => {
+    const gtun = gwTuns.opened.at(-1)!;
+    const atun = agentTuns.opened.at(-1)!;
+    const fromNet: Buffer[] = [];
+    gtun.onPacket((p) => fromNet.push(p));
+    const fromGw: Buffer[] = [];
+    atun.onPacket((p) => fromGw.push(p));
+    atun.inject(craftUdp({ src: '10.10.0.5', dst: '10.20.0.7', srcPort: 9911, dstPort: 514 }));
+    await until(() => fromNet.length === 1, 5_000, 'the agent-opened datagram');
+    const unsolicited = () => metric(gateway.adminUrl!, 'mtun_tunnel_dropped_packets_total', { reason: 'inbound_unsolicited' });
+    const before = await unsolicited();
+    gtun.inject(craftUdp({ src: '10.20.0.7', dst: '10.10.0.5', srcPort: 514, dstPort: 9911, payload: Buffer.from('before') }));
+    await until(() => fromGw.length === 1, 5_000, 'the return datagram under the old policy');
+    gateway.reload(gwConfig(false)); // UDP no longer allowed
+    try {
+      gtun.inject(craftUdp({ src: '10.20.0.7', dst: '10.10.0.5', srcPort: 514, dstPort: 9911, payload: Buffer.from('after') }));
+      await until(async () => (await unsolicited()) > before, 5_000, 'the return datagram refused');
+      expect(fromGw).toHaveLength(1);
+    } finally {
+      gateway.reload(gwConfig(true));
+    }
+  }, 30_000);
+
   // #12 campaign "gateway restart while transfers run": with the inbound default-deny a restarted
   // gateway tracks no flow, so a download whose client only waits stalled (the server's
   // retransmissions dropped as inbound_unsolicited). The agent now re-announces its open TCP

@@ -203,6 +203,29 @@ export class ConnTrack {
     for (let s = 0; s < o.length; s++) if (o[s] === owner) this.release(s);
   }
 
+  /**
+   * Drops every flow whose owner `pred` picks (a reload changed what that
+   * identity may do: its flows must be opened again under the new rules).
+   * Returns how many. O(capacity); control path.
+   */
+  forgetWhere(pred: (owner: FlowOwner) => boolean): number {
+    const o = this.owners;
+    const verdict = new Map<FlowOwner, boolean>();
+    let n = 0;
+    for (let s = 0; s < o.length; s++) {
+      const w = o[s];
+      if (w === null || w === undefined) continue;
+      let drop = verdict.get(w);
+      if (drop === undefined) verdict.set(w, (drop = pred(w)));
+      if (drop) {
+        this.release(s);
+        n++;
+      }
+    }
+    for (const w of verdict.keys()) if (verdict.get(w)) this.left.delete(w);
+    return n;
+  }
+
   /** Expires flows idle past their state's timeout. Call about once a second, off the packet path. */
   onTimeout(now: number): void {
     for (const [owner, since] of this.left) if (now - since >= this.ownerGraceMs) this.forget(owner);
