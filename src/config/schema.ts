@@ -175,6 +175,8 @@ const inboundRuleSchema = z.strictObject({
 /** `inboundTracking` (gateway): the connection table behind the inbound default-deny. Read at start. */
 const inboundTrackingSchema = z.strictObject({
   maxFlows: intIn(1, 10_000_000, 'a flow count').default(65_536),
+  /** Flows one identity may hold in the table (default half of maxFlows): no agent can evict all the others' flows. */
+  maxFlowsPerIdentity: intIn(1, 10_000_000, 'a flow count').optional(),
   timeouts: z.strictObject({
     tcpOpeningMs: ms(1_000, DAY_MS).optional(),
     tcpEstablishedMs: ms(1_000, 30 * DAY_MS).optional(),

@@ -131,7 +131,8 @@ export class Gateway {
     this.tunWriter = new TunWriter(tun, 65_535, (n) => telemetry.metrics.drop(dropId, n));
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
     this.linkLocalId = telemetry.metrics.dropReasonId(GW_DROP_LINK_LOCAL);
-    this.inbound = new InboundFilter(config.inboundTracking);
+    const it = config.inboundTracking;
+    this.inbound = new InboundFilter({ ...it, maxFlowsPerOwner: it.maxFlowsPerIdentity ?? Math.max(1, Math.floor(it.maxFlows / 2)) });
     this.inboundDropIds = Int32Array.from(INBOUND_DROP_NAMES, (n, i) => (i === 0 ? -1 : telemetry.metrics.dropReasonId(n)));
     registerInboundMetrics(telemetry.registry, this.inbound.track);
     this.tick = io.clock.every(1000, () => this.onTick());

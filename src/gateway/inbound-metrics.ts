@@ -6,7 +6,10 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ConnTrack } from '../masque/inbound/conn-track.js';
 
-/** Registers `mtun_inbound_tracked_flows`, `mtun_inbound_flow_evictions_total` and `mtun_inbound_flow_expiries_total` for `track`. */
+/**
+ * Registers `mtun_inbound_tracked_flows`, `mtun_inbound_flow_evictions_total`,
+ * `mtun_inbound_flows_refused_identity_cap_total` and `mtun_inbound_flow_expiries_total` for `track`.
+ */
 export function registerInboundMetrics(registry: Registry, track: ConnTrack): void {
   const flows: Gauge = new Gauge({
     name: 'mtun_inbound_tracked_flows', help: 'Flows opened from the agent side whose return traffic is admitted (inbound default-deny).',
@@ -15,6 +18,11 @@ export function registerInboundMetrics(registry: Registry, track: ConnTrack): vo
   const evictions: Counter = new Counter({
     name: 'mtun_inbound_flow_evictions_total', help: 'Tracked flows evicted because the inbound flow table was full (inboundTracking.maxFlows).',
     registers: [registry], collect: () => { evictions.reset(); evictions.inc(track.evictions); },
+  });
+  const capped: Counter = new Counter({
+    name: 'mtun_inbound_flows_refused_identity_cap_total',
+    help: 'New flows not tracked because their identity held inboundTracking.maxFlowsPerIdentity already (their return traffic is refused).',
+    registers: [registry], collect: () => { capped.reset(); capped.inc(track.ownerCapped); },
   });
   const expiries: Counter = new Counter({
     name: 'mtun_inbound_flow_expiries_total', help: 'Tracked flows that reached their idle timeout.',

@@ -51,6 +51,14 @@ export type FlowOwner = object | string;
 export interface ConnTrackOptions {
   /** Tracked flows at most; a new flow past it evicts one (counted in {@link ConnTrack.evictions}). */
   readonly maxFlows: number;
+  /**
+   * Tracked flows one owner may hold at most (default: all of maxFlows). An
+   * owner at it opens a new flow only in place of the table's next eviction
+   * victim if that is its own; else the flow is not tracked (counted in
+   * {@link ConnTrack.ownerCapped}). So no one owner can fill the table and
+   * evict the others' flows.
+   */
+  readonly maxFlowsPerOwner?: number;
   readonly timeouts?: Partial<InboundTimeouts>;
   /**
    * How long the flows of an owner that has left ({@link ConnTrack.ownerLeft})
@@ -83,6 +91,11 @@ export class ConnTrack {
   evictions = 0;
   /** Flows that reached their idle timeout. */
   expired = 0;
+  /** New flows not opened because their owner held maxFlowsPerOwner already. */
+  ownerCapped = 0;
+  private readonly maxPerOwner: number;
+  /** Flows per owner (owners with none are removed). */
+  private readonly perOwner = new Map<FlowOwner, number>();
   private readonly table: FlowTable;
   private readonly timeoutOf = new Float64Array(N_STATES);
   private owners: (FlowOwner | null)[] = [];
@@ -95,6 +108,7 @@ export class ConnTrack {
 
   constructor(opts: ConnTrackOptions) {
     this.ownerGraceMs = opts.ownerGraceMs ?? DEFAULT_OWNER_GRACE_MS;
+    this.maxPerOwner = Math.max(1, Math.min(opts.maxFlowsPerOwner ?? opts.maxFlows, opts.maxFlows));
     this.table = new FlowTable(opts.maxFlows, Math.min(1024, opts.maxFlows), opts.hashKey);
     const t = { ...DEFAULT_INBOUND_TIMEOUTS, ...opts.timeouts };
     this.timeoutOf[S_SYN_SENT] = t.tcpOpeningMs;
@@ -124,7 +138,7 @@ export class ConnTrack {
     const t = this.table;
     if (s >= 0) {
       // Agent → network is the opening direction of agent-opened flows (tunDir 0), the answering one otherwise.
-      if (t.dir === t.tunDir[s] && t.tunDir[s] === BY_AGENT) this.owners[s] = owner; // the address may have moved to another session
+      if (t.dir === t.tunDir[s] && t.tunDir[s] === BY_AGENT && this.owners[s] !== owner) this.setOwner(s, owner); // the address may have moved to another session
       this.advance(s, p, t.tunDir[s] === BY_NETWORK || t.dir !== t.tunDir[s], now);
       return;
     }
@@ -263,6 +277,17 @@ export class ConnTrack {
     if ((proto === IPPROTO.TCP && (p.tcpFlags & TCP_FLAG.RST) !== 0) || (icmp && !isEchoRequest(p))) return;
     const st = proto === IPPROTO.TCP ? ((p.tcpFlags & TCP_FLAG.FIN) !== 0 ? S_TIME_WAIT : S_SYN_SENT) : icmp ? S_ICMP : S_UDP;
     const t = this.table;
+    if ((this.perOwner.get(owner) ?? 0) >= this.maxPerOwner) {
+      // At its cap: the new flow may take the place of the table's next victim if that is the owner's own
+      // (an owner alone in a full table evicts as before); otherwise it is not tracked.
+      const v = t.count > 0 ? t.evictionVictim() : -1;
+      if (v < 0 || this.owners[v] !== owner) {
+        this.ownerCapped++;
+        return;
+      }
+      if (this.isExpired(v, now)) this.expired++; else this.evictions++;
+      this.release(v);
+    }
     if (t.needsEviction()) {
       const v = t.evictionVictim();
       if (this.isExpired(v, now)) this.expired++; else this.evictions++;
@@ -270,7 +295,24 @@ export class ConnTrack {
     }
     const s = t.create(this.h, st, 0, side, now);
     if (this.owners.length < t.cap) this.growOwners(t.cap);
+    this.owners[s] = null;
+    this.setOwner(s, owner);
+  }
+
+  /** Flow s now belongs to `owner` (counted per owner). */
+  private setOwner(s: number, owner: FlowOwner | null): void {
+    const old = this.owners[s];
+    if (old !== null && old !== undefined) {
+      const n = (this.perOwner.get(old) ?? 1) - 1;
+      if (n > 0) this.perOwner.set(old, n); else this.perOwner.delete(old);
+    }
     this.owners[s] = owner;
+    if (owner !== null) this.perOwner.set(owner, (this.perOwner.get(owner) ?? 0) + 1);
+  }
+
+  /** Flows `owner` holds now. */
+  flowsOf(owner: FlowOwner): number {
+    return this.perOwner.get(owner) ?? 0;
   }
 
   private isExpired(s: number, now: number): boolean {
@@ -301,7 +343,7 @@ export class ConnTrack {
   }
 
   private release(s: number): void {
-    this.owners[s] = null;
+    this.setOwner(s, null);
     this.table.release(s);
   }
 
