@@ -324,9 +324,14 @@ export class Gateway {
     }).finally(release);
   }
 
-  /** Prefixes no agent may advertise (#12 item 9): this host's connected subnets and every agent's underlay address. */
+  /**
+   * Prefixes no agent may advertise (#12 item 9): this host's connected
+   * subnets, every agent's underlay address, and the address pools (an agent
+   * claiming pool space would take addresses the gateway leases to others;
+   * the TUN carries no address, so the connected subnets do not cover them).
+   */
   private forbiddenClientPrefixes(): IpPrefix[] {
-    const out = localSubnets();
+    const out = [...localSubnets(), ...replicaPools(this.config.pools).prefixes];
     for (const c of this.reg.conns) {
       const ip = parseIp(c.conn.peerHost);
       if (ip) out.push({ version: ip.version, address: ip.address, prefixLength: ip.version === 4 ? 32 : 128 });

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { promises as dnsPromises } from 'node:dns';
+import { parsePrefix } from '../../src/packet/ip-address.js';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { parseAgentConfig, parseGatewayConfig } from '../../src/config/index.js';
@@ -367,6 +368,37 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
       expect(lookup).toHaveBeenCalled();
     } finally {
       lookup.mockRestore();
+      client.close();
+      await gw.stop();
+    }
+  }, 20_000);
+
+  // Independent review, 7 December: the pools were not forbidden space, so an identity whose advertise list covered
+  // them could claim pool addresses (leased to other agents later) as its site.
+  it('an agent cannot advertise address-pool space as its site, even when its policy\'s advertise list covers it', async () => {
+    const tuns = memoryTuns();
+    const text = gwConfigText(true)
+      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
+      .replace('name: gw,', 'name: gp,')
+      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`)
+      .replace('    advertise: [10.10.0.0/24]', '    advertise: [10.0.0.0/8]');
+    expect(text).toContain('advertise: [10.0.0.0/8]');
+    const udp = net.open();
+    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
+    const pki = await getPki();
+    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+    try {
+      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
+      const h3 = attachH3(conn, {}, () => undefined);
+      await conn.whenEstablished();
+      const session = await connectIp(h3, `localhost:${udp.port}`, { onPacket: () => undefined });
+      // 10.200.0.0/24 is the IPv4 pool; 10.11.0.0/24 an ordinary site inside the allowed 10/8.
+      session.advertiseRoutes([parsePrefix('10.200.0.0/28')!, parsePrefix('10.11.0.0/24')!]);
+      conn.flush();
+      const gtun = tuns.opened.at(-1)!;
+      await until(() => kernel.routesVia(gtun.name).includes('10.11.0.0/24'), 5_000, 'the allowed site route');
+      expect(kernel.routesVia(gtun.name)).not.toContain('10.200.0.0/28');
+    } finally {
       client.close();
       await gw.stop();
     }
