@@ -703,7 +703,7 @@ int64_t qe_dgram_max_writable(struct qe_conn *c) {
   if (c->conn == NULL || c->state != QE_OPEN || c->dq_send.max == 0) return -1;
   if (!c->handshake_done && !ngtcp2_conn_get_handshake_completed(c->conn)) return -1;
   const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(c->conn);
-  if (rp == NULL || rp->max_datagram_frame_size == 0) return -1;
+  if (rp == NULL || rp->max_datagram_frame_size <= 3) return -1; /* a frame that small carries no payload (type + length) */
   /* RFC 9000 §17.3.1 short header (1 + DCID + up to 4-byte packet number), the
    * AEAD tag, and RFC 9221 §4 frame type + length varint. */
   size_t dcidlen = ngtcp2_conn_get_dcid(c->conn)->datalen;

@@ -97,7 +97,7 @@ static napi_value config_set(napi_env env, napi_callback_info info) {
   uint64_t u = (uint64_t)v;
   switch (f) {
   case CF_IDLE_MS: c->idle_ms = u; break;
-  case CF_MAX_RECV_UDP: c->max_recv_udp = u < 1200 ? 1200 : u; break;
+  case CF_MAX_RECV_UDP: c->max_recv_udp = u < 1200 ? 1200 : u > 65527 ? 65527 : u; break;
   case CF_MAX_SEND_UDP: c->max_send_udp = u < 1200 ? 1200 : u > 65527 ? 65527 : u; break;
   case CF_MAX_DATA: c->max_data = u; break;
   case CF_SD_BIDI_LOCAL: c->sd_bidi_local = u; break;

@@ -310,8 +310,8 @@ static napi_value conn_drain(napi_env env, napi_callback_info info) {
     size_t cap = b->stride;
     if (seg != 0) {
       slot = k - 1;
-      base = b->sizes[slot];
-      if (base + seg > QN_GSO_MAX_BYTES || base + seg > b->stride) seg = 0;
+      base = b->sizes[slot]; /* from an array JavaScript can write: summed in size_t, never trusted past the stride */
+      if ((size_t)base + seg > QN_GSO_MAX_BYTES || (size_t)base + seg > b->stride) seg = 0;
       else cap = seg;
     }
     if (seg == 0) {
