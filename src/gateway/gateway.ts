@@ -693,6 +693,18 @@ export class Gateway {
       // installed, ones no longer allowed removed (their packets then fail the source check).
       gs.ip?.reevaluateClientRoutes();
     }
+    // A lowered maxSessionsPerIdentity: each identity keeps its oldest sessions, the newest past the limit close.
+    const kept = new Map<string, number>();
+    for (const gs of [...this.reg.sessions()]) {
+      if (gs.ip?.isClosed === true || gs.udp?.isClosed === true) continue;
+      const n = (kept.get(gs.identity) ?? 0) + 1;
+      kept.set(gs.identity, n);
+      if (n <= this.config.maxSessionsPerIdentity) continue;
+      this.io.log.warn({ session: gs.id, identity: gs.identity, kind: gs.kind, reason: `more than maxSessionsPerIdentity (${this.config.maxSessionsPerIdentity})` }, 'closing session on reload');
+      closed++;
+      gs.ip?.close();
+      gs.udp?.close();
+    }
     this.endpoint.flush();
     this.io.log.info({ identities: config.policy.length, closedSessions: closed, revokedConnections: revoked.length, flowsDropped }, 'certificates, policy and tokens reloaded');
   }

@@ -404,6 +404,33 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     }
   }, 20_000);
 
+  it('a reload that lowers maxSessionsPerIdentity closes the newest sessions past it', async () => {
+    const tuns = memoryTuns();
+    const text = gwConfigText(true)
+      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
+      .replace('name: gw,', 'name: gm,')
+      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`);
+    const udp = net.open();
+    const gw = await Gateway.start(parseGatewayConfig(text + 'maxSessionsPerIdentity: 3\n', join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
+    const pki = await getPki();
+    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+    try {
+      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
+      const h3 = attachH3(conn, {}, () => undefined);
+      await conn.whenEstablished();
+      for (let k = 0; k < 3; k++) await connectIp(h3, `localhost:${udp.port}`, { onPacket: () => undefined });
+      const ids = () => gw.status().sessions.filter((x) => x.kind === 'connect-ip').map((x) => x.id);
+      expect(ids()).toHaveLength(3);
+      const oldest = ids()[0];
+      gw.reload(parseGatewayConfig(text + 'maxSessionsPerIdentity: 1\n', join(dir, 'gateway.yaml'), dir));
+      await until(() => ids().length === 1, 3_000, 'one session left');
+      expect(ids()).toEqual([oldest]);
+    } finally {
+      client.close();
+      await gw.stop();
+    }
+  }, 20_000);
+
   // Found by test/netns/h2-fallback-e2e (CI, 2026-12-05): flows were owned by the session that
   // opened them and forgotten when it closed, so after an agent's session was replaced (restart,
   // HTTP/2 fallback, takeover) the server's retransmissions of a stalled download were dropped as
