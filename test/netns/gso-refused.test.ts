@@ -16,37 +16,23 @@
  * Real daemons in the lab's namespaces; the agent's TUN thread sends the
  * upload (its own GSO trains), the gateway's endpoint the download.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, Lab } from '../../src/lab/lab.js';
 import { iperf } from './iperf.js';
+import { buildSendmmsgShim, sample } from './sendmmsg-shim.js';
 
 const root = process.getuid?.() === 0;
 if (!root) console.warn('SKIPPED test/netns/gso-refused.test.ts: needs root (network namespaces, TUN devices)');
-const SHIM_SRC = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'sendmmsg-faults.c');
 
-/** The value of one sample of `name` with all of `labels` in a Prometheus text exposition, 0 when absent. */
-function sample(text: string, name: string, labels: Record<string, string>): number {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{')) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return 0;
-}
 
 describe.skipIf(!root)('UDP GSO refused by the path (EIO): both daemons fall back without loss', () => {
   let lab: Lab | undefined;
-  let shimDir: string | undefined;
+  let shim: ReturnType<typeof buildSendmmsgShim> | undefined;
 
   beforeAll(async () => {
-    shimDir = mkdtempSync(join(tmpdir(), 'mtun-gso-'));
-    const shim = join(shimDir, 'sendmmsg-faults.so');
-    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', shim, SHIM_SRC, '-ldl']);
-    lab = await Lab.up({ prefix: `mgs${process.pid % 10000}`, daemonEnv: { LD_PRELOAD: shim, MTUN_SHIM_GSO_EIO: '1' } });
+    shim = buildSendmmsgShim();
+    lab = await Lab.up({ prefix: `mgs${process.pid % 10000}`, daemonEnv: { LD_PRELOAD: shim.path, MTUN_SHIM_GSO_EIO: '1' } });
     await lab.startServers();
     await lab.startGateway();
     await lab.startAgent('agent');
@@ -54,7 +40,7 @@ describe.skipIf(!root)('UDP GSO refused by the path (EIO): both daemons fall bac
 
   afterAll(async () => {
     await lab?.down(process.env.MTUN_KEEP_LAB === '1');
-    if (shimDir !== undefined) rmSync(shimDir, { recursive: true, force: true });
+    shim?.dispose();
   }, 30_000);
 
   it('a download and an upload complete; each daemon logs the fallback once; no datagram is refused or lost to it', async () => {

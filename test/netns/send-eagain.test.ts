@@ -12,37 +12,22 @@
  * it; transfers both ways complete and the tunnel keeps answering (a ping
  * whose datagram the thread dropped is lost, as on any lossy path).
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, Lab } from '../../src/lab/lab.js';
 import { iperf } from './iperf.js';
+import { buildSendmmsgShim, sample } from './sendmmsg-shim.js';
 
 const root = process.getuid?.() === 0;
 if (!root) console.warn('SKIPPED test/netns/send-eagain.test.ts: needs root (network namespaces, TUN devices)');
-const SHIM_SRC = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'sendmmsg-faults.c');
 
-/** The value of one sample of `name` with all of `labels` in a Prometheus text exposition, 0 when absent. */
-function sample(text: string, name: string, labels: Record<string, string>): number {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{')) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return 0;
-}
 
 describe.skipIf(!root)('UDP sends refused with EAGAIN (a full socket buffer): nothing stalls, what is dropped is counted', () => {
   let lab: Lab | undefined;
-  let shimDir: string | undefined;
+  let shim: ReturnType<typeof buildSendmmsgShim> | undefined;
 
   beforeAll(async () => {
-    shimDir = mkdtempSync(join(tmpdir(), 'mtun-eagain-'));
-    const shim = join(shimDir, 'sendmmsg-faults.so');
-    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', shim, SHIM_SRC, '-ldl']);
-    lab = await Lab.up({ prefix: `mea${process.pid % 10000}`, daemonEnv: { LD_PRELOAD: shim, MTUN_SHIM_EAGAIN_EVERY: '25', MTUN_SHIM_EAGAIN_RUN: '3' } });
+    shim = buildSendmmsgShim();
+    lab = await Lab.up({ prefix: `mea${process.pid % 10000}`, daemonEnv: { LD_PRELOAD: shim.path, MTUN_SHIM_EAGAIN_EVERY: '25', MTUN_SHIM_EAGAIN_RUN: '3' } });
     await lab.startServers();
     await lab.startGateway();
     await lab.startAgent('agent');
@@ -50,7 +35,7 @@ describe.skipIf(!root)('UDP sends refused with EAGAIN (a full socket buffer): no
 
   afterAll(async () => {
     await lab?.down(process.env.MTUN_KEEP_LAB === '1');
-    if (shimDir !== undefined) rmSync(shimDir, { recursive: true, force: true });
+    shim?.dispose();
   }, 30_000);
 
   it('a download and an upload complete; the TUN thread counts what it dropped; pings still answer', async () => {

@@ -84,6 +84,35 @@ admin: {enabled: true, listen: 127.0.0.1:${gwAdminPort}}
 telemetry: {flowLog: {enabled: true, path: gw-flows.jsonl}}
 `;
   const gwConfig = (allowUdp = true) => parseGatewayConfig(gwConfigText(allowUdp), join(dir, 'gateway.yaml'), dir);
+  /**
+   * A second gateway on `net` (its own TUN name and admin port; no QUIC listener of its own on TCP), from the
+   * shared config text changed by `edit`, and an mTLS HTTP/3 client connected to it; both stopped after `body`.
+   */
+  async function withGateway(
+    tunName: string,
+    edit: (text: string) => string,
+    body: (g: { gw: Gateway; h3: ReturnType<typeof attachH3>; conn: ReturnType<QuicEndpoint['connect']>; authority: string;
+      text: string; tuns: ReturnType<typeof memoryTuns> }) => Promise<void>,
+  ): Promise<void> {
+    const tuns = memoryTuns();
+    const text = edit(gwConfigText(true)
+      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
+      .replace('name: gw,', `name: ${tunName},`)
+      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`));
+    const udp = net.open();
+    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
+    const pki = await getPki();
+    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+    try {
+      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
+      const h3 = attachH3(conn, {}, () => undefined);
+      await conn.whenEstablished();
+      await body({ gw, h3, conn, authority: `localhost:${udp.port}`, text, tuns });
+    } finally {
+      client.close();
+      await gw.stop();
+    }
+  }
 
   const startGateway = async (): Promise<Gateway> => {
     const udp = net.open(gwPort === 0 ? {} : { port: gwPort });
@@ -276,79 +305,35 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
   // requests still resolving their host name all passed the per-identity limit
   // (checked: with the pending reservation removed, as before, 6 of 6 opened).
   it('a CONNECT-UDP burst cannot pass the per-identity session limit', async () => {
-    const tuns = memoryTuns();
-    const text = gwConfigText(true)
-      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
-      .replace('name: gw,', 'name: gu,')
-      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`)
-      .replace('prefixes: [10.20.0.0/24]', 'prefixes: [10.20.0.0/24, 127.0.0.0/8]')
-      + 'maxSessionsPerIdentity: 2\nconnectUdp: {enabled: true, allowLocalTargets: true, targets: [{host: localhost, ports: [9]}]}\n';
-    const udp = net.open();
-    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
-    const pki = await getPki();
-    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
-    try {
-      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
-      const h3 = attachH3(conn, {}, () => undefined);
-      await conn.whenEstablished();
+    await withGateway('gu', (t) => t.replace('prefixes: [10.20.0.0/24]', 'prefixes: [10.20.0.0/24, 127.0.0.0/8]')
+      + 'maxSessionsPerIdentity: 2\nconnectUdp: {enabled: true, allowLocalTargets: true, targets: [{host: localhost, ports: [9]}]}\n', async ({ gw, h3, authority }) => {
       // All six are in flight at once: each waits on resolving "localhost".
       const results = await Promise.allSettled(Array.from({ length: 6 }, () =>
-        connectUdp(h3, `localhost:${udp.port}`, 'localhost', 9, { onPayload: () => undefined, onClose: () => undefined })));
+        connectUdp(h3, authority, 'localhost', 9, { onPayload: () => undefined, onClose: () => undefined })));
       const opened = results.filter((r) => r.status === 'fulfilled');
       const refused = results.filter((r) => r.status === 'rejected').map((r) => ((r as PromiseRejectedResult).reason as MasqueRequestError).status);
       expect(opened).toHaveLength(2);
       expect(refused).toEqual([429, 429, 429, 429]);
       expect(gw.status().sessions.filter((x) => x.kind === 'connect-udp')).toHaveLength(2);
-    } finally {
-      client.close();
-      await gw.stop();
-    }
+    });
   }, 20_000);
 
   // The same for CONNECT-IP (independent review, 7 December): its open was not reserved, so a burst
   // whose opens overlapped all passed the per-identity limit (6 of 6 over HTTP/3 with a limit of 2).
   it('a CONNECT-IP burst cannot pass the per-identity session limit', async () => {
-    const tuns = memoryTuns();
-    const text = gwConfigText(true)
-      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
-      .replace('name: gw,', 'name: gi,')
-      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`)
-      + 'maxSessionsPerIdentity: 2\n';
-    const udp = net.open();
-    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
-    const pki = await getPki();
-    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
-    try {
-      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
-      const h3 = attachH3(conn, {}, () => undefined);
-      await conn.whenEstablished();
-      const results = await Promise.allSettled(Array.from({ length: 6 }, () =>
-        connectIp(h3, `localhost:${udp.port}`, { onPacket: () => undefined })));
+    await withGateway('gi', (t) => t + 'maxSessionsPerIdentity: 2\n', async ({ gw, h3, authority }) => {
+      const results = await Promise.allSettled(Array.from({ length: 6 }, () => connectIp(h3, authority, { onPacket: () => undefined })));
       const opened = results.filter((r) => r.status === 'fulfilled');
       const refused = results.filter((r) => r.status === 'rejected').map((r) => ((r as PromiseRejectedResult).reason as MasqueRequestError).status);
       expect(opened).toHaveLength(2);
       expect(refused).toEqual([429, 429, 429, 429]);
       expect(gw.status().sessions.filter((x) => x.kind === 'connect-ip')).toHaveLength(2);
-    } finally {
-      client.close();
-      await gw.stop();
-    }
+    });
   }, 20_000);
 
   // Independent review, 7 December: a reload while a host-name CONNECT-IP open was resolving did not apply to it
   // (reload reviews registered sessions only): the session opened under the policy the reload had removed.
   it('a CONNECT-IP session whose host-name open spans a reload that removes its policy is closed', async () => {
-    const tuns = memoryTuns();
-    const text = gwConfigText(true)
-      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
-      .replace('name: gw,', 'name: gr,')
-      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`);
-    const noPolicy = text.replace(/^policy:\n(  .*\n)+/m, 'policy: []\n');
-    expect(noPolicy).not.toBe(text);
-    const udp = net.open();
-    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
-    const pki = await getPki();
-    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
     // The name takes 300 ms to resolve, to an address the policy allows.
     const lookup = vi.spyOn(dnsPromises, 'lookup').mockImplementation((async (name: string) => {
       if (name !== 'slow.test') throw Object.assign(new Error('not found'), { code: 'ENOTFOUND' });
@@ -356,79 +341,48 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
       return [{ address: '10.20.0.7', family: 4 }];
     }) as unknown as typeof dnsPromises.lookup);
     try {
-      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
-      const h3 = attachH3(conn, {}, () => undefined);
-      await conn.whenEstablished();
-      const opening = connectIp(h3, `localhost:${udp.port}`, { scope: { target: { kind: 'hostname', name: 'slow.test' }, ipProtocol: null }, onPacket: () => undefined })
-        .then(() => 'opened', (e: MasqueRequestError) => `refused ${e.status}`);
-      await new Promise((r) => setTimeout(r, 100)); // resolving
-      gw.reload(parseGatewayConfig(noPolicy, join(dir, 'gateway.yaml'), dir));
-      await opening;
-      await until(() => gw.status().sessions.filter((x) => x.kind === 'connect-ip').length === 0, 3_000, 'no CONNECT-IP session under the removed policy');
-      expect(lookup).toHaveBeenCalled();
+      await withGateway('gr', (t) => t, async ({ gw, h3, authority, text }) => {
+        const noPolicy = text.replace(/^policy:\n(  .*\n)+/m, 'policy: []\n');
+        expect(noPolicy).not.toBe(text);
+        const opening = connectIp(h3, authority, { scope: { target: { kind: 'hostname', name: 'slow.test' }, ipProtocol: null }, onPacket: () => undefined })
+          .then(() => 'opened', (e: MasqueRequestError) => `refused ${e.status}`);
+        await new Promise((r) => setTimeout(r, 100)); // resolving
+        gw.reload(parseGatewayConfig(noPolicy, join(dir, 'gateway.yaml'), dir));
+        await opening;
+        await until(() => gw.status().sessions.filter((x) => x.kind === 'connect-ip').length === 0, 3_000, 'no CONNECT-IP session under the removed policy');
+        expect(lookup).toHaveBeenCalled();
+      });
     } finally {
       lookup.mockRestore();
-      client.close();
-      await gw.stop();
     }
   }, 20_000);
 
   // Independent review, 7 December: the pools were not forbidden space, so an identity whose advertise list covered
   // them could claim pool addresses (leased to other agents later) as its site.
   it('an agent cannot advertise address-pool space as its site, even when its policy\'s advertise list covers it', async () => {
-    const tuns = memoryTuns();
-    const text = gwConfigText(true)
-      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
-      .replace('name: gw,', 'name: gp,')
-      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`)
-      .replace('    advertise: [10.10.0.0/24]', '    advertise: [10.0.0.0/8]');
-    expect(text).toContain('advertise: [10.0.0.0/8]');
-    const udp = net.open();
-    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
-    const pki = await getPki();
-    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
-    try {
-      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
-      const h3 = attachH3(conn, {}, () => undefined);
-      await conn.whenEstablished();
-      const session = await connectIp(h3, `localhost:${udp.port}`, { onPacket: () => undefined });
+    await withGateway('gp', (t) => t.replace('    advertise: [10.10.0.0/24]', '    advertise: [10.0.0.0/8]'), async ({ h3, conn, authority, text, tuns }) => {
+      expect(text).toContain('advertise: [10.0.0.0/8]');
+      const session = await connectIp(h3, authority, { onPacket: () => undefined });
       // 10.200.0.0/24 is the IPv4 pool; 10.11.0.0/24 an ordinary site inside the allowed 10/8.
       session.advertiseRoutes([parsePrefix('10.200.0.0/28')!, parsePrefix('10.11.0.0/24')!]);
       conn.flush();
       const gtun = tuns.opened.at(-1)!;
       await until(() => kernel.routesVia(gtun.name).includes('10.11.0.0/24'), 5_000, 'the allowed site route');
       expect(kernel.routesVia(gtun.name)).not.toContain('10.200.0.0/28');
-    } finally {
-      client.close();
-      await gw.stop();
-    }
+    });
   }, 20_000);
 
   it('a reload that lowers maxSessionsPerIdentity closes the newest sessions past it', async () => {
-    const tuns = memoryTuns();
-    const text = gwConfigText(true)
-      .replace(/^listen: .*/m, 'listen: 127.0.0.1:1')
-      .replace('name: gw,', 'name: gm,')
-      .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`);
-    const udp = net.open();
-    const gw = await Gateway.start(parseGatewayConfig(text + 'maxSessionsPerIdentity: 3\n', join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
-    const pki = await getPki();
-    const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
-    try {
-      const conn = client.connect('127.0.0.1', udp.port, 'localhost');
-      const h3 = attachH3(conn, {}, () => undefined);
-      await conn.whenEstablished();
-      for (let k = 0; k < 3; k++) await connectIp(h3, `localhost:${udp.port}`, { onPacket: () => undefined });
+    await withGateway('gm', (t) => t, async ({ gw, h3, authority, text }) => {
+      gw.reload(parseGatewayConfig(text + 'maxSessionsPerIdentity: 3\n', join(dir, 'gateway.yaml'), dir));
+      for (let k = 0; k < 3; k++) await connectIp(h3, authority, { onPacket: () => undefined });
       const ids = () => gw.status().sessions.filter((x) => x.kind === 'connect-ip').map((x) => x.id);
       expect(ids()).toHaveLength(3);
       const oldest = ids()[0];
       gw.reload(parseGatewayConfig(text + 'maxSessionsPerIdentity: 1\n', join(dir, 'gateway.yaml'), dir));
       await until(() => ids().length === 1, 3_000, 'one session left');
       expect(ids()).toEqual([oldest]);
-    } finally {
-      client.close();
-      await gw.stop();
-    }
+    });
   }, 20_000);
 
   // Found by test/netns/h2-fallback-e2e (CI, 2026-12-05): flows were owned by the session that
