@@ -19,8 +19,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, Lab } from '../../src/lab/lab.js';
-import { iperf } from './iperf.js';
-import { buildSendmmsgShim, sample } from './sendmmsg-shim.js';
+import { downloadAndUpload, labWithShim, sample } from './sendmmsg-shim.js';
 
 const root = process.getuid?.() === 0;
 if (!root) console.warn('SKIPPED test/netns/gso-refused.test.ts: needs root (network namespaces, TUN devices)');
@@ -28,30 +27,19 @@ if (!root) console.warn('SKIPPED test/netns/gso-refused.test.ts: needs root (net
 
 describe.skipIf(!root)('UDP GSO refused by the path (EIO): both daemons fall back without loss', () => {
   let lab: Lab | undefined;
-  let shim: ReturnType<typeof buildSendmmsgShim> | undefined;
+  let teardown: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
-    shim = buildSendmmsgShim();
-    lab = await Lab.up({ prefix: `mgs${process.pid % 10000}`, daemonEnv: { LD_PRELOAD: shim.path, MTUN_SHIM_GSO_EIO: '1' } });
-    await lab.startServers();
-    await lab.startGateway();
-    await lab.startAgent('agent');
+    ({ lab, down: teardown } = await labWithShim(`mgs${process.pid % 10000}`, { MTUN_SHIM_GSO_EIO: '1' }));
   }, 90_000);
 
   afterAll(async () => {
-    await lab?.down(process.env.MTUN_KEEP_LAB === '1');
-    shim?.dispose();
+    await teardown?.();
   }, 30_000);
 
   it('a download and an upload complete; each daemon logs the fallback once; no datagram is refused or lost to it', async () => {
     const l = lab!;
-    await l.waitFor(async () => (await l.exec('client', 'ping', ['-c', '1', '-W', '1', LAB.server.v4])).code === 0, 30_000, 'the tunnel');
-    const down = await iperf(l, 'client', ['-c', LAB.server.v4, '-R', '-t', '3']);
-    const up = await iperf(l, 'client', ['-c', LAB.server.v4, '-t', '3']);
-    expect(down.code, `iperf3 -R: ${down.stderr}`).toBe(0);
-    expect(up.code, `iperf3: ${up.stderr}`).toBe(0);
-    const gw = await l.metrics('gw');
-    const agent = await l.metrics('agent');
+    const { down, up, gw, agent } = await downloadAndUpload(l);
     const gwLog = readFileSync(l.file('gateway.log'), 'utf8');
     const agentLog = readFileSync(l.file('agent.log'), 'utf8');
     const refused = {

@@ -14,8 +14,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, Lab } from '../../src/lab/lab.js';
-import { iperf } from './iperf.js';
-import { buildSendmmsgShim, sample } from './sendmmsg-shim.js';
+import { downloadAndUpload, labWithShim, sample } from './sendmmsg-shim.js';
 
 const root = process.getuid?.() === 0;
 if (!root) console.warn('SKIPPED test/netns/send-eagain.test.ts: needs root (network namespaces, TUN devices)');
@@ -23,30 +22,19 @@ if (!root) console.warn('SKIPPED test/netns/send-eagain.test.ts: needs root (net
 
 describe.skipIf(!root)('UDP sends refused with EAGAIN (a full socket buffer): nothing stalls, what is dropped is counted', () => {
   let lab: Lab | undefined;
-  let shim: ReturnType<typeof buildSendmmsgShim> | undefined;
+  let teardown: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
-    shim = buildSendmmsgShim();
-    lab = await Lab.up({ prefix: `mea${process.pid % 10000}`, daemonEnv: { LD_PRELOAD: shim.path, MTUN_SHIM_EAGAIN_EVERY: '25', MTUN_SHIM_EAGAIN_RUN: '3' } });
-    await lab.startServers();
-    await lab.startGateway();
-    await lab.startAgent('agent');
+    ({ lab, down: teardown } = await labWithShim(`mea${process.pid % 10000}`, { MTUN_SHIM_EAGAIN_EVERY: '25', MTUN_SHIM_EAGAIN_RUN: '3' }));
   }, 90_000);
 
   afterAll(async () => {
-    await lab?.down(process.env.MTUN_KEEP_LAB === '1');
-    shim?.dispose();
+    await teardown?.();
   }, 30_000);
 
   it('a download and an upload complete; the TUN thread counts what it dropped; pings still answer', async () => {
     const l = lab!;
-    await l.waitFor(async () => (await l.exec('client', 'ping', ['-c', '1', '-W', '1', LAB.server.v4])).code === 0, 30_000, 'the tunnel');
-    const down = await iperf(l, 'client', ['-c', LAB.server.v4, '-R', '-t', '3']);
-    const up = await iperf(l, 'client', ['-c', LAB.server.v4, '-t', '3']);
-    expect(down.code, `iperf3 -R: ${down.stderr}`).toBe(0);
-    expect(up.code, `iperf3: ${up.stderr}`).toBe(0);
-    const agent = await l.metrics('agent');
-    const gw = await l.metrics('gw');
+    const { down, up, gw, agent } = await downloadAndUpload(l);
     const threadDropped = sample(agent, 'mtun_agent_tun_thread_events_total', { event: 'udp_dropped' });
     const threadSent = sample(agent, 'mtun_agent_tun_thread_events_total', { event: 'udp_datagrams' });
     const refused = sample(gw, 'mtun_quic_udp_send_events_total', { event: 'refused' }) + sample(agent, 'mtun_quic_udp_send_events_total', { event: 'refused' });
