@@ -18,7 +18,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, Lab } from '../../src/lab/lab.js';
+import type { Lab } from '../../src/lab/lab.js';
 import { downloadAndUpload, labWithShim, sample } from './sendmmsg-shim.js';
 
 const root = process.getuid?.() === 0;
