@@ -349,8 +349,10 @@ static void dp_drain(struct dp *d, struct qe_conn *c) {
   for (int round = 0; round < DP_SEND_ROUNDS; round++) {
     uint32_t n = 0;
     while (n < DP_OUT_PKTS) {
+      uint32_t gen = c->peer_gen;
       ssize_t w = qe_conn_send(c, d->optrs[n], DP_PKT_CAP);
       if (w <= 0) break;
+      if (c->peer_gen != gen) mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer); /* moved while writing */
       d->osizes[n] = (uint32_t)w;
       memcpy(d->oaddrs + (size_t)n * MTUN_ADDR_SLOT, peer, MTUN_ADDR_SLOT);
       n++;

@@ -517,7 +517,7 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
  * fires, the probes carry it, and the first one acknowledged after the
  * outage declares the DATAGRAM packets before it lost. About one 2-byte
  * frame per round trip, but only while at least half the congestion window
- * is in flight: a window cannot fill without passing that mark, and until
+ * (or two full packets) is in flight: a window cannot fill without passing that mark, and until
  * it is full nothing is stuck (the next acknowledged packet declares the
  * lost ones lost). Sparse traffic (an echo every 20 ms, a session's
  * keepalives) so never carries one: at 100 sessions of echoes it cost the
@@ -527,7 +527,11 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
 static bool window_half_used(struct qe_conn *c) {
   ngtcp2_conn_stat st;
   ngtcp2_conn_get_conn_stat(c->conn, &st);
-  return 2 * st.bytes_in_flight >= st.cwnd;
+  /* Or two full packets in flight: a congestion controller may cut the window on an ACK, with nothing
+   * written (BBR's ProbeRTT, its inflight bounds), to at least 4 packets, so a window that is full
+   * without having passed half by sending holds at least two (review of c3a6649). Sparse traffic, one
+   * packet in flight, still carries none. */
+  return 2 * st.bytes_in_flight >= st.cwnd || st.bytes_in_flight >= 2 * (uint64_t)ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
 }
 
 static struct qe_stream *anchor_due(struct qe_conn *c, ngtcp2_tstamp now) {
@@ -631,6 +635,9 @@ ssize_t qe_conn_send(struct qe_conn *c, uint8_t *out, size_t cap) {
   if (cap > c->cfg->max_send_udp) cap = c->cfg->max_send_udp;
   ngtcp2_tstamp now = qe_now();
   ngtcp2_ssize nw = write_one(c, out, cap, now);
+  /* A failed path validation takes the connection back to its old path inside the write (ngtcp2 0.12:
+   * conn_write_path_challenge): the packet just written, and the ones after it, go there. */
+  sync_peer(c);
   for (struct qe_stream *s = c->streams; s != NULL; s = s->next) s->blocked = false;
   if (nw < 0) {
     close_liberr(c, (int)nw);

@@ -298,6 +298,11 @@ static napi_value conn_drain(napi_env env, napi_callback_info info) {
   if (!(kd >= 0 && kd <= b->slots) || !(segd >= 0 && segd <= b->stride) || (segd > 0 && kd < 1) || !(budd >= 0))
     return mtun_throw_type(env, "quic: quicDrain: batch state out of range");
   uint32_t k = (uint32_t)kd, seg = (uint32_t)segd, nsegs = (uint32_t)st[QN_ST_SEGS];
+  /* The slot's peer part is where the engine sends now (it may move during the drain); the local part is the caller's. */
+  uint8_t pslot[QN_ADDR_SLOT];
+  memcpy(pslot, peer, QN_ADDR_SLOT);
+  mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, pslot);
+  uint32_t gen = c->peer_gen;
   uint32_t budget = budd > 1e6 ? 1000000 : (uint32_t)budd, pkts = 0;
   bool gso = st[QN_ST_GSO] != 0;
   int why = 2;
@@ -329,6 +334,19 @@ static napi_value conn_drain(napi_env env, napi_callback_info info) {
       break;
     }
     pkts++;
+    if (c->peer_gen != gen) {
+      /* The engine moved to another path while writing this packet: it goes there, not on the open train. */
+      gen = c->peer_gen;
+      mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, pslot);
+      if (seg != 0) {
+        seg = 0;
+        if (k == b->slots) { /* no slot for it: left out (loss recovery resends its frames) */
+          why = 1;
+          break;
+        }
+        memmove(b->arena + (size_t)k * b->stride, b->arena + (size_t)slot * b->stride + base, (size_t)n);
+      }
+    }
     if (seg != 0) {
       b->sizes[slot] = base + (uint32_t)n;
       b->segs[slot] = seg;
@@ -338,7 +356,7 @@ static napi_value conn_drain(napi_env env, napi_callback_info info) {
     }
     b->sizes[k] = (uint32_t)n;
     b->segs[k] = 0;
-    memcpy(b->addrs + (size_t)k * QN_ADDR_SLOT, peer, QN_ADDR_SLOT);
+    memcpy(b->addrs + (size_t)k * QN_ADDR_SLOT, pslot, QN_ADDR_SLOT);
     k++;
     if (gso && n >= QN_GSO_MIN_SEG) {
       seg = (uint32_t)n;

@@ -8,6 +8,7 @@
  * DATAGRAM queued (so no packet was cut or dropped between calls). Bad
  * arguments throw TypeErrors instead of reaching memory.
  */
+import { writeAddrSlot } from '../net/udp-batch.js';
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import {
@@ -91,6 +92,10 @@ describe('EngineConnection.drain (quicDrain)', () => {
   it('builds GSO trains the socket accepts, addresses every slot, stops on a full batch and resumes losing nothing', async () => {
     const { client, server } = await pair();
     const peer = new Uint8Array(36).map((_, i) => i + 1);
+    // The slot's local part is the caller's; its peer part is where the engine sends (its current path).
+    const expected = peer.slice();
+    writeAddrSlot(expected, 0, client.peerAddress().host, client.peerAddress().port);
+    expected.set(peer.subarray(20), 20);
     const payload = new Uint8Array(1200).fill(7);
     const queued = 1500;
     let accepted = 0;
@@ -110,7 +115,7 @@ describe('EngineConnection.drain (quicDrain)', () => {
       client.drain(b.h, peer);
       const used = b.st[DRAIN_NEXT]!;
       for (let k = 0; k < used; k++) {
-        expect(b.addrs.subarray(k * 36, k * 36 + 36)).toEqual(peer);
+        expect(b.addrs.subarray(k * 36, k * 36 + 36)).toEqual(expected);
         const seg = b.segs[k]!;
         if (seg !== 0) {
           if (b.sizes[k]! > seg) trains++;

@@ -13,6 +13,7 @@
  * source port for the rebinding case.
  */
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { QuicConnection } from '../../src/quic/connection.js';
 import { MemoryNet } from './quic-memory-udp.js';
@@ -93,6 +94,45 @@ describe('QUIC: a datagram from elsewhere does not move the connection', () => {
     await waitFor(() => echoes() >= before + 10, 3000, 'echoes through the NAT');
     expect(server.peerPort).toBe(nat.port);
   });
+
+  it('an authenticated packet replayed from elsewhere moves the server there only until validation fails; then it sends to the client again at once', async () => {
+    const { net, pr, server, dcid } = await setUp();
+    // The client's next packet is held back and replayed from the rogue port: the server (RFC 9000 §9.3) moves
+    // there and validates the path, within the anti-amplification limit; the rogue never answers.
+    let held: Uint8Array | null = null;
+    net.drop = (from, to, data) => {
+      if (held === null && from === pr.cs.port && to === pr.port && (data[0]! & 0x80) === 0 && data.subarray(1, 17).every((b, i) => b === dcid[i])) {
+        held = data.slice();
+        return true;
+      }
+      return false;
+    };
+    const rogue = net.open();
+    const rogueAt: number[] = [];
+    rogue.onReadable(() => {
+      const b = { bufs: [Buffer.alloc(2048)], sizes: new Uint32Array(1), addrs: new Uint8Array(36), segs: new Uint32Array(1) };
+      while (rogue.recv(b) > 0) rogueAt.push(performance.now());
+    });
+    const p = new Uint8Array(100).fill(3);
+    server.dgramSend(p, 0, p.length); // the client acknowledges: that packet is held
+    server.flush();
+    await waitFor(() => held !== null, 3000, 'a client packet to replay');
+    net.drop = null;
+    pr.ss.inject(held!, rogue.port);
+    await waitFor(() => server.peerPort === rogue.port, 3000, 'the server moving to the replayed address');
+    // The client stays silent; the server keeps sending (a tunnel packet every 50 ms) until it is back.
+    const start = performance.now();
+    let back = 0;
+    while (performance.now() - start < 15_000 && back === 0) {
+      server.dgramSend(p, 0, p.length);
+      server.flush();
+      await sleep(50);
+      if (server.peerPort === pr.cs.port) back = performance.now();
+    }
+    expect(back, 'validation of the rogue path failed and the server went back to the client').toBeGreaterThan(0);
+    // Toward the unvalidated path only what the anti-amplification limit allows (3 × the one replayed packet).
+    expect(rogueAt.length, 'datagrams the server sent to the replayed address').toBeLessThanOrEqual(8);
+  }, 30_000);
 
   it('in the closing period the close goes to where the connection was, to the 1st, 2nd, 4th, 8th … packet only', async () => {
     const { net, pr, server, dcid } = await setUp();
