@@ -8,7 +8,7 @@ import type { ConnTrack } from '../masque/inbound/conn-track.js';
 
 /**
  * Registers `mtun_inbound_tracked_flows`, `mtun_inbound_flow_evictions_total`,
- * `mtun_inbound_flows_refused_identity_cap_total` and `mtun_inbound_flow_expiries_total` for `track`.
+ * `mtun_inbound_flow_identity_cap_evictions_total` and `mtun_inbound_flow_expiries_total` for `track`.
  */
 export function registerInboundMetrics(registry: Registry, track: ConnTrack): void {
   const flows: Gauge = new Gauge({
@@ -20,8 +20,8 @@ export function registerInboundMetrics(registry: Registry, track: ConnTrack): vo
     registers: [registry], collect: () => { evictions.reset(); evictions.inc(track.evictions); },
   });
   const capped: Counter = new Counter({
-    name: 'mtun_inbound_flows_refused_identity_cap_total',
-    help: 'New flows not tracked because their identity held inboundTracking.maxFlowsPerIdentity already (their return traffic is refused).',
+    name: 'mtun_inbound_flow_identity_cap_evictions_total',
+    help: 'Tracked flows evicted for a new flow of the same identity, which held inboundTracking.maxFlowsPerIdentity (its least recently active).',
     registers: [registry], collect: () => { capped.reset(); capped.inc(track.ownerCapped); },
   });
   const expiries: Counter = new Counter({

@@ -53,10 +53,9 @@ export interface ConnTrackOptions {
   readonly maxFlows: number;
   /**
    * Tracked flows one owner may hold at most (default: all of maxFlows). An
-   * owner at it opens a new flow only in place of the table's next eviction
-   * victim if that is its own; else the flow is not tracked (counted in
-   * {@link ConnTrack.ownerCapped}). So no one owner can fill the table and
-   * evict the others' flows.
+   * owner at it opens a new flow in place of its own least recently active
+   * one (counted in {@link ConnTrack.ownerCapped}), so no one owner can fill
+   * the table and evict the others' flows.
    */
   readonly maxFlowsPerOwner?: number;
   readonly timeouts?: Partial<InboundTimeouts>;
@@ -91,11 +90,14 @@ export class ConnTrack {
   evictions = 0;
   /** Flows that reached their idle timeout. */
   expired = 0;
-  /** New flows not opened because their owner held maxFlowsPerOwner already. */
+  /** Flows evicted for a new flow of the same owner, which held maxFlowsPerOwner (its least recently active). */
   ownerCapped = 0;
   private readonly maxPerOwner: number;
-  /** Flows per owner (owners with none are removed). */
-  private readonly perOwner = new Map<FlowOwner, number>();
+  private readonly maxFlows: number;
+  /** Per owner: its flows, least recently active first (a list through ownerPrev/ownerNext); owners with none are removed. */
+  private readonly perOwner = new Map<FlowOwner, { n: number; head: number; tail: number }>();
+  private ownerPrev = new Int32Array(0);
+  private ownerNext = new Int32Array(0);
   private readonly table: FlowTable;
   private readonly timeoutOf = new Float64Array(N_STATES);
   private owners: (FlowOwner | null)[] = [];
@@ -108,6 +110,7 @@ export class ConnTrack {
 
   constructor(opts: ConnTrackOptions) {
     this.ownerGraceMs = opts.ownerGraceMs ?? DEFAULT_OWNER_GRACE_MS;
+    this.maxFlows = opts.maxFlows;
     this.maxPerOwner = Math.max(1, Math.min(opts.maxFlowsPerOwner ?? opts.maxFlows, opts.maxFlows));
     this.table = new FlowTable(opts.maxFlows, Math.min(1024, opts.maxFlows), opts.hashKey);
     const t = { ...DEFAULT_INBOUND_TIMEOUTS, ...opts.timeouts };
@@ -277,16 +280,12 @@ export class ConnTrack {
     if ((proto === IPPROTO.TCP && (p.tcpFlags & TCP_FLAG.RST) !== 0) || (icmp && !isEchoRequest(p))) return;
     const st = proto === IPPROTO.TCP ? ((p.tcpFlags & TCP_FLAG.FIN) !== 0 ? S_TIME_WAIT : S_SYN_SENT) : icmp ? S_ICMP : S_UDP;
     const t = this.table;
-    if ((this.perOwner.get(owner) ?? 0) >= this.maxPerOwner) {
-      // At its cap: the new flow may take the place of the table's next victim if that is the owner's own
-      // (an owner alone in a full table evicts as before); otherwise it is not tracked.
-      const v = t.count > 0 ? t.evictionVictim() : -1;
-      if (v < 0 || this.owners[v] !== owner) {
-        this.ownerCapped++;
-        return;
-      }
-      if (this.isExpired(v, now)) this.expired++; else this.evictions++;
-      this.release(v);
+    const mine = this.perOwner.get(owner);
+    if (mine !== undefined && mine.n >= this.maxPerOwner && this.maxPerOwner < this.maxFlows) {
+      // At its cap: the new flow takes the place of the owner's own least recently active flow.
+      const v = mine.head;
+      if (this.isExpired(v, now)) this.expired++; else this.ownerCapped++;
+      this.release(v); // leaves the loaded key as it is
     }
     if (t.needsEviction()) {
       const v = t.evictionVictim();
@@ -299,20 +298,35 @@ export class ConnTrack {
     this.setOwner(s, owner);
   }
 
-  /** Flow s now belongs to `owner` (counted per owner). */
+  /** Flow s now belongs to `owner`: off its old owner's list, onto the new one's as the most recently active. */
   private setOwner(s: number, owner: FlowOwner | null): void {
     const old = this.owners[s];
-    if (old !== null && old !== undefined) {
-      const n = (this.perOwner.get(old) ?? 1) - 1;
-      if (n > 0) this.perOwner.set(old, n); else this.perOwner.delete(old);
-    }
+    if (old !== null && old !== undefined) this.unlinkOwner(s, old);
     this.owners[s] = owner;
-    if (owner !== null) this.perOwner.set(owner, (this.perOwner.get(owner) ?? 0) + 1);
+    if (owner !== null) this.linkOwner(s, owner);
+  }
+
+  private unlinkOwner(s: number, owner: FlowOwner): void {
+    const l = this.perOwner.get(owner)!;
+    const p = this.ownerPrev[s]!, n = this.ownerNext[s]!;
+    if (p >= 0) this.ownerNext[p] = n; else l.head = n;
+    if (n >= 0) this.ownerPrev[n] = p; else l.tail = p;
+    if (--l.n === 0) this.perOwner.delete(owner);
+  }
+
+  private linkOwner(s: number, owner: FlowOwner): void {
+    let l = this.perOwner.get(owner);
+    if (l === undefined) this.perOwner.set(owner, (l = { n: 0, head: -1, tail: -1 }));
+    this.ownerPrev[s] = l.tail;
+    this.ownerNext[s] = -1;
+    if (l.tail >= 0) this.ownerNext[l.tail] = s; else l.head = s;
+    l.tail = s;
+    l.n++;
   }
 
   /** Flows `owner` holds now. */
   flowsOf(owner: FlowOwner): number {
-    return this.perOwner.get(owner) ?? 0;
+    return this.perOwner.get(owner)?.n ?? 0;
   }
 
   private isExpired(s: number, now: number): boolean {
@@ -340,6 +354,11 @@ export class ConnTrack {
     } else if (answer && st === S_UDP) st = S_UDP_STREAM;
     t.last[s] = now;
     t.relink(s, st);
+    const o = this.owners[s];
+    if (o !== null && o !== undefined && this.perOwner.get(o)!.tail !== s) { // most recently active of its owner now
+      this.unlinkOwner(s, o);
+      this.linkOwner(s, o);
+    }
   }
 
   private release(s: number): void {
@@ -350,5 +369,10 @@ export class ConnTrack {
   private growOwners(cap: number): void {
     const o = this.owners;
     for (let i = o.length; i < cap; i++) o.push(null);
+    const prev = new Int32Array(cap).fill(-1), next = new Int32Array(cap).fill(-1);
+    prev.set(this.ownerPrev);
+    next.set(this.ownerNext);
+    this.ownerPrev = prev;
+    this.ownerNext = next;
   }
 }

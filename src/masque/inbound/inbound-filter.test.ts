@@ -323,7 +323,7 @@ describe('inbound default-deny properties (fast-check)', () => {
 // Independent review, 7 December: one table for every identity, so one agent opening flows fast evicted
 // every other identity's idle flows (their return traffic then refused as unsolicited).
 describe('inbound default-deny: one identity cannot evict the others\' flows (maxFlowsPerOwner)', () => {
-  it('an identity at its cap opens no new flow (counted); another identity\'s idle flow keeps matching', () => {
+  it('an identity at its cap opens a new flow in place of its own least recently active one; another identity\'s idle flow keeps matching', () => {
     const f = new InboundFilter({ maxFlows: 64, maxFlowsPerOwner: 32 });
     out(f, craftUdp({ src: A, dst: B, srcPort: 5000, dstPort: 53 }), 'site-a', 1000);
     // B's agent opens 100 flows from distinct ports, more than the whole table.
@@ -332,14 +332,23 @@ describe('inbound default-deny: one identity cannot evict the others\' flows (ma
     expect(f.track.ownerCapped).toBe(68);
     expect(f.track.evictions).toBe(0);
     expect(judge(f, craftUdp({ src: B, dst: A, srcPort: 53, dstPort: 5000 }), 'site-a', 3000)).toBe(0);
-    // The capped flows get no return traffic; the first 32 do.
-    expect(judge(f, craftUdp({ src: B, dst: '10.11.0.2', srcPort: 9, dstPort: 20099 }), 'site-b', 3000)).toBe(InboundDrop.INBOUND_UNSOLICITED);
-    expect(judge(f, craftUdp({ src: B, dst: '10.11.0.2', srcPort: 9, dstPort: 20000 }), 'site-b', 3000)).toBe(0);
-    // Once its flows end, the identity opens new ones again.
+    // B's newest 32 flows are tracked, its oldest were replaced.
+    expect(judge(f, craftUdp({ src: B, dst: '10.11.0.2', srcPort: 9, dstPort: 20099 }), 'site-b', 3000)).toBe(0);
+    expect(judge(f, craftUdp({ src: B, dst: '10.11.0.2', srcPort: 9, dstPort: 20000 }), 'site-b', 3000)).toBe(InboundDrop.INBOUND_UNSOLICITED);
+    // Activity keeps a flow: the flow just answered (20099) is B's most recently active, so the next new one replaces 20068.
+    out(f, craftUdp({ src: '10.11.0.2', dst: B, srcPort: 30000, dstPort: 9 }), 'site-b', 4000);
+    expect(judge(f, craftUdp({ src: B, dst: '10.11.0.2', srcPort: 9, dstPort: 20099 }), 'site-b', 4001)).toBe(0);
+    expect(judge(f, craftUdp({ src: B, dst: '10.11.0.2', srcPort: 9, dstPort: 20068 }), 'site-b', 4001)).toBe(InboundDrop.INBOUND_UNSOLICITED);
     f.track.forget('site-b');
     expect(f.track.flowsOf('site-b')).toBe(0);
-    out(f, craftUdp({ src: '10.11.0.2', dst: B, srcPort: 30000, dstPort: 9 }), 'site-b', 4000);
-    expect(f.track.flowsOf('site-b')).toBe(1);
+  });
+
+  it('an identity whose flows are not the table\'s oldest still opens new ones at its cap (review of cda1622)', () => {
+    const f = new InboundFilter({ maxFlows: 64, maxFlowsPerOwner: 32 });
+    out(f, craftTcp({ src: A, dst: B, srcPort: 5000, dstPort: 80, seq: 1, flags: TCP_FLAG.SYN }), 'site-a', 0);
+    for (let k = 0; k < 32; k++) out(f, craftUdp({ src: '10.11.0.2', dst: B, srcPort: 20000 + k, dstPort: 9 }), 'site-b', 10 + k);
+    out(f, craftUdp({ src: '10.11.0.2', dst: B, srcPort: 40000, dstPort: 9 }), 'site-b', 3_600_000);
+    expect(judge(f, craftUdp({ src: B, dst: '10.11.0.2', srcPort: 9, dstPort: 40000 }), 'site-b', 3_600_001)).toBe(0);
   });
 
   it('without a per-owner cap the table is shared first come (the default is maxFlows; the gateway passes half)', () => {
