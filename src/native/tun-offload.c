@@ -190,6 +190,9 @@ uint32_t mtun_vnet_read(int fd, uint8_t **ptrs, size_t *lens, uint32_t *sizes, u
           continue;
         }
         uint16_t c = fold_native(sum_native(out + vh.csum_start, plen - vh.csum_start, 0));
+        /* A UDP checksum that computes to 0 goes as all ones (RFC 768; RFC 8200 §8.1: 0 is invalid over IPv6).
+         * The field is UDP's at offset 6 (TCP's at 16, where 0 is a valid value). */
+        if (c == 0 && vh.csum_offset == 6) c = 0xffff;
         memcpy(out + vh.csum_start + vh.csum_offset, &c, 2);
       }
       sizes[count++] = plen;
