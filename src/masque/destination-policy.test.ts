@@ -3,7 +3,8 @@
  * host addresses it reads: refused classes, the gateway's own addresses,
  * and one read of the interfaces shared by a burst of session opens.
  */
-import { describe, expect, it } from 'vitest';
+import os from 'node:os';
+import { describe, expect, it, vi } from 'vitest';
 import { LOCAL_ADDRESSES_TTL_MS, localAddresses, prohibitedDestination } from './destination-policy.js';
 import { parseIp } from '../packet/ip-address.js';
 
@@ -43,5 +44,23 @@ describe('destination policy', () => {
     expect(b.some((x) => x.length === 4 && x[0] === 127)).toBe(true);
     // A clock that went backwards (another caller's time base) reads again rather than trusting the cache.
     expect(localAddresses(t0)).not.toBe(b);
+  });
+
+  // Independent review, 7 December: only the interfaces' own addresses were refused, but a connected subnet's
+  // broadcast and network addresses are delivered to the host too.
+  it("counts an IPv4 subnet's network and broadcast addresses as the host's own (not a /31 or /32's)", () => {
+    const spy = vi.spyOn(os, 'networkInterfaces').mockReturnValue({
+      eth0: [{ address: '192.0.2.2', netmask: '255.255.255.0', family: 'IPv4', mac: '00:00:00:00:00:01', internal: false, cidr: '192.0.2.2/24' }],
+      p2p: [{ address: '198.51.100.1', netmask: '255.255.255.254', family: 'IPv4', mac: '00:00:00:00:00:02', internal: false, cidr: '198.51.100.1/31' }],
+    });
+    try {
+      const own = localAddresses(5e9).map((x) => x.join('.'));
+      expect(own).toEqual(expect.arrayContaining(['192.0.2.2', '192.0.2.0', '192.0.2.255', '198.51.100.1']));
+      expect(own).not.toContain('198.51.100.0');
+      expect(prohibitedDestination(4, parseIp('192.0.2.255')!.address, 0, {}, localAddresses(5e9))).not.toBeNull();
+    } finally {
+      spy.mockRestore();
+      localAddresses(1e10); // the cache read again from the real interfaces
+    }
   });
 });

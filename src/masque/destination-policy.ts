@@ -99,14 +99,26 @@ let cachedAt = -Infinity;
 let cached: readonly Uint8Array[] = [];
 
 /**
- * Every address of this host's interfaces, as bytes. Reads os state at most
+ * Every address of this host's interfaces, as bytes, with the network and
+ * broadcast addresses of its IPv4 subnets (up to /30). Reads os state at most
  * once per {@link LOCAL_ADDRESSES_TTL_MS}: a gateway opening 1,000 sessions
  * read every interface 1,000 times and gave each session its own copy
  * (issue #17). The array and its addresses are shared: read-only.
  */
 export function localAddresses(nowMs: number = performance.now()): readonly Uint8Array[] {
   if (nowMs - cachedAt >= LOCAL_ADDRESSES_TTL_MS || nowMs < cachedAt) {
-    cached = Object.freeze(interfaceAddresses().map((a) => a.address));
+    const out: Uint8Array[] = [];
+    for (const a of interfaceAddresses()) {
+      out.push(a.address);
+      // An IPv4 subnet's network and broadcast addresses are delivered to this host too (a packet the
+      // tunnel writes to 192.0.2.255 reaches the gateway host's own UDP services): they count as its own.
+      if (a.version === 4 && a.prefixLength <= 30) {
+        const v = ((a.address[0]! << 24) | (a.address[1]! << 16) | (a.address[2]! << 8) | a.address[3]!) >>> 0;
+        const mask = a.prefixLength === 0 ? 0 : (0xffffffff << (32 - a.prefixLength)) >>> 0;
+        for (const x of [(v & mask) >>> 0, (v | ~mask) >>> 0]) out.push(Uint8Array.of(x >>> 24, (x >>> 16) & 255, (x >>> 8) & 255, x & 255));
+      }
+    }
+    cached = Object.freeze(out);
     cachedAt = nowMs;
   }
   return cached;
