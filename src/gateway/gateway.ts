@@ -616,6 +616,7 @@ export class Gateway {
     this.inbound.track.onTimeout(now);
     // A connection lives no longer than its client certificate (#12 item 5).
     for (const x of this.endpoint.closeExpiredPeers(now)) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: certIdentity(x.conn.peerIdentity), reason: x.reason }, 'closing agent connection: certificate expired');
+    this.h2?.closeExpired();
     if (now - this.ticketKeyRotatedAt >= TICKET_KEY_ROTATION_MS) this.rotateTicketKey(now);
     for (const gs of this.reg.sessions()) this.syncSession(gs);
     this.driveSessionTimers();
@@ -652,7 +653,7 @@ export class Gateway {
     const revoked = this.endpoint.updateServerTls(tls, this.io.clock.now());
     for (const x of revoked) this.io.log.warn({ remote: formatPeer(x.conn.peerHost, x.conn.peerPort), identity: certIdentity(x.conn.peerIdentity), reason: x.reason }, 'closing agent connection on reload: client CA changed');
     this.rotateTicketKey(this.io.clock.now());
-    this.h2?.updateTls(tls);
+    const h2Revoked = this.h2?.updateTls(tls) ?? 0;
     // Tracked flows of identities whose policy entry changed are dropped: each must be opened again under the
     // new rules (an agent-opened flow by the agent's next packet, if still allowed; a network-opened one by a
     // new connection an inbound rule admits). Unchanged identities keep theirs.
@@ -706,7 +707,7 @@ export class Gateway {
       gs.udp?.close();
     }
     this.endpoint.flush();
-    this.io.log.info({ identities: config.policy.length, closedSessions: closed, revokedConnections: revoked.length, flowsDropped }, 'certificates, policy and tokens reloaded');
+    this.io.log.info({ identities: config.policy.length, closedSessions: closed, revokedConnections: revoked.length + h2Revoked, flowsDropped }, 'certificates, policy and tokens reloaded');
   }
 
   /** New TLS session ticket key: tickets issued before no longer resume (a full handshake re-checks the client). */

@@ -19,6 +19,7 @@ import { H2TunnelCounters, type H2TunnelOptions } from '../h2/h2-tunnel.js';
 import { refuse } from '../masque/proxy-status.js';
 import { formatHostPort } from '../packet/ip-address.js';
 import { peerIdentityFromChain } from '../quic/peer-identity.js';
+import { parsePemBundle, peerRejection } from '../quic/peer-trust.js';
 import { healthzHandler } from '../telemetry/healthz.js';
 import type { GwConn, GwSession, SupersedeCause } from './session-registry.js';
 
@@ -88,6 +89,8 @@ export class H2Listener {
   readonly counters = new H2TunnelCounters();
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly perIp = new Map<string, number>();
+  /** What each connection authenticated with: its certificate chain (DER, leaf first; null: none) and the leaf's notAfter. */
+  private readonly peers = new Map<ServerHttp2Session, { chain: Uint8Array[] | null; notAfterMs: number; gc: GwConn }>();
 
   private constructor(
     private readonly server: Http2SecureServer,
@@ -113,6 +116,9 @@ export class H2Listener {
       ALPNProtocols: ['h2'],
       allowHTTP1: false,
       unknownProtocolTimeout: 1_000,
+      // A TLS handshake may take this long (node's default is 120 s): connections stalled mid-handshake are
+      // not counted against the per-IP cap until they complete.
+      handshakeTimeout: 10_000,
       maxSessionMemory: 16,
       // RFC 8441 §3: lets clients send :protocol.
       settings: { enableConnectProtocol: true, initialWindowSize: opts.streamWindowBytes, maxConcurrentStreams: MAX_CONCURRENT_STREAMS },
@@ -140,9 +146,37 @@ export class H2Listener {
     return this.sessions.size;
   }
 
-  /** New certificate, key and client CA for new connections (SIGHUP). */
-  updateTls(t: H2Tls): void {
+  /**
+   * New certificate, key and client CA (SIGHUP): for new connections, and
+   * open connections are judged again as QUIC's are (peerRejection): one the
+   * new client CA no longer vouches for, one without a certificate when one
+   * is now required, and one authenticated by certificate when mTLS is off
+   * are closed and logged. Returns how many.
+   */
+  updateTls(t: H2Tls, nowMs = Date.now()): number {
     this.server.setSecureContext(tlsOptions(t));
+    const anchors = t.clientCaPem !== undefined ? parsePemBundle(t.clientCaPem) : null;
+    let closed = 0;
+    for (const [s, p] of this.peers) {
+      const reason = peerRejection(p.chain !== null, p.chain, anchors, nowMs);
+      if (reason === null) continue;
+      this.opts.log.warn({ remote: p.gc.remote, identity: p.gc.certIdentity, reason }, 'closing HTTP/2 agent connection on reload: client CA changed');
+      s.destroy();
+      closed++;
+    }
+    return closed;
+  }
+
+  /** Closes the connections whose client certificate passed its notAfter (called each second, as QUIC's). Returns how many. */
+  closeExpired(nowMs = Date.now()): number {
+    let closed = 0;
+    for (const [s, p] of this.peers) {
+      if (p.chain === null || p.notAfterMs > nowMs) continue;
+      this.opts.log.warn({ remote: p.gc.remote, identity: p.gc.certIdentity, reason: 'client certificate expired' }, 'closing HTTP/2 agent connection: certificate expired');
+      s.destroy();
+      closed++;
+    }
+    return closed;
   }
 
   /** Stops accepting and sends GOAWAY (RFC 9113 §6.8) to every connection. */
@@ -170,12 +204,30 @@ export class H2Listener {
     this.perIp.set(ip, count);
     this.sessions.add(s);
     let certIdentity: string | null = null;
+    let chain: Uint8Array[] | null = null;
+    let notAfterMs = Infinity;
     try {
-      const raw = sock.getPeerCertificate?.()?.raw;
-      const id = peerIdentityFromChain(raw ? [raw] : null);
+      // The whole chain the client presented (leaf first), for re-judging it when the client CA changes.
+      let c = sock.getPeerCertificate?.(true);
+      if (c?.raw) {
+        chain = [];
+        while (c?.raw && chain.length < 8) {
+          chain.push(new Uint8Array(c.raw));
+          if (c.issuerCertificate === undefined || c.issuerCertificate === c || c.issuerCertificate.raw?.equals(c.raw)) break;
+          c = c.issuerCertificate;
+        }
+        const leaf = sock.getPeerCertificate();
+        const t = Date.parse(leaf.valid_to);
+        if (Number.isFinite(t)) notAfterMs = t;
+      }
+      const id = peerIdentityFromChain(chain !== null ? [chain[0]!] : null);
       certIdentity = id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null;
     } catch (e) {
       this.opts.log.warn({ peer: ip, err: (e as Error).message }, 'HTTP/2 peer certificate unreadable');
+      // Counted above, and no close handler yet: uncount here.
+      this.sessions.delete(s);
+      if (count <= 1) this.perIp.delete(ip);
+      else this.perIp.set(ip, count - 1);
       s.destroy();
       return;
     }
@@ -189,12 +241,14 @@ export class H2Listener {
       sessions: new Set(),
     };
     (s as ServerHttp2Session & { mtunConn?: GwConn }).mtunConn = gc;
+    this.peers.set(s, { chain, notAfterMs, gc });
     s.setLocalWindowSize(this.opts.connectionWindowBytes);
     s.setTimeout(this.opts.idleTimeoutMs, () => s.close());
     s.on('error', (e) => this.opts.log.info({ remote: gc.remote, err: e.message }, 'HTTP/2 connection error'));
     s.on('close', () => {
       state.isClosed = true;
       this.sessions.delete(s);
+      this.peers.delete(s);
       const n = (this.perIp.get(ip) ?? 1) - 1;
       if (n <= 0) this.perIp.delete(ip);
       else this.perIp.set(ip, n);

@@ -42,6 +42,7 @@ describe('gateway over HTTP/2 (RFC 8441 Extended CONNECT, RFC 9297 §3.5 DATAGRA
   let port = 0;
   let echo: Socket;
   let echoPort = 0;
+  let cfgText = '';
   const base = () => ({ host: '127.0.0.1', port, serverName: 'localhost', caPem: pki.ca.certPem, keepAliveMs: 0, connectTimeoutMs: 5_000 });
   const tunnelOpts = { maxCapsuleBytes: 65_536, sendQueueBytes: 256 * 1024, maxDatagramPayloadBytes: H2_DATAGRAM_PAYLOAD_BYTES };
   const agentClient = () => H2Client.connect({ ...base(), certPem: pki.client.certPem, keyPem: pki.client.keyPem, tunnel: tunnelOpts, counters: new H2TunnelCounters() });
@@ -55,13 +56,13 @@ describe('gateway over HTTP/2 (RFC 8441 Extended CONNECT, RFC 9297 §3.5 DATAGRA
 
   beforeAll(async () => {
     pki = await getPki();
-    for (const [f, v] of [['ca.pem', pki.ca.certPem], ['gw.pem', pki.server.certPem], ['gw-key.pem', pki.server.keyPem]] as const) writeFileSync(join(dir, f), v);
+    for (const [f, v] of [['ca.pem', pki.ca.certPem], ['other-ca.pem', pki.otherCa.certPem], ['gw.pem', pki.server.certPem], ['gw-key.pem', pki.server.keyPem]] as const) writeFileSync(join(dir, f), v);
     echo = createSocket('udp4');
     echo.on('message', (m, r) => echo.send(Buffer.concat([Buffer.from('echo:'), m]), r.port, r.address));
     await new Promise<void>((r) => echo.bind(0, '127.0.0.1', r));
     echoPort = echo.address().port;
     port = await freePort();
-    const cfg = parseGatewayConfig(`
+    cfgText = `
 listen: 127.0.0.1:${port}
 tls: {cert: gw.pem, key: gw-key.pem, ca: ca.pem}
 pools: {ipv4: 10.201.0.0/24}
@@ -75,7 +76,8 @@ connectUdp: {enabled: true, allowLocalTargets: true, targets: [{host: 127.0.0.1,
 h2: {maxCapsuleBytes: 4096}
 telemetry: {flowLog: {enabled: false}}
 admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
-`, join(dir, 'gateway.yaml'), dir);
+`;
+    const cfg = parseGatewayConfig(cfgText, join(dir, 'gateway.yaml'), dir);
     const net = new MemoryNet();
     gw = await Gateway.start(cfg, {
       openTun: async (req) => {
@@ -229,5 +231,22 @@ admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
     const c = await open();
     c.close(h2c.NGHTTP2_CANCEL);
     s.close();
+  });
+
+  // Independent review, 7 December: a reload that changed the client CA closed QUIC connections it no longer
+  // admitted, but an HTTP/2 connection stayed up and could open new sessions under the old identity.
+  it('a reload whose client CA no longer vouches for an open HTTP/2 connection closes it, as over HTTP/3', async () => {
+    const c = await agentClient();
+    await connectIp(c, authority(), { onPacket: () => undefined });
+    expect(gw.status().sessions.filter((x) => x.transport === 'h2')).toHaveLength(1);
+    try {
+      gw.reload(parseGatewayConfig(cfgText.replace('ca: ca.pem', 'ca: other-ca.pem'), join(dir, 'gateway.yaml'), dir));
+      await until(() => gw.status().sessions.length === 0, 5_000, 'the HTTP/2 connection and its session closed');
+      expect(logLines.some((l) => l.msg === 'closing HTTP/2 agent connection on reload: client CA changed' && l.identity === AGENT_ID)).toBe(true);
+      await expect(connectIp(c, authority(), { onPacket: () => undefined })).rejects.toThrow();
+    } finally {
+      c.close();
+      gw.reload(parseGatewayConfig(cfgText, join(dir, 'gateway.yaml'), dir));
+    }
   });
 });
