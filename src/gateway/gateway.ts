@@ -491,16 +491,28 @@ export class Gateway {
    */
   private reviewOpened(gs: GwSession, reloadsAtAdmission: number): boolean {
     if (reloadsAtAdmission === this.reloads) return true;
+    const kept = this.review(gs, 'closing session opened across a reload');
+    if (!kept) this.endpoint.flush();
+    return kept;
+  }
+
+  /**
+   * Judges `gs` against the current policy, tokens and config
+   * ({@link reviewSession}): closes it (logged with `closeMsg` and the
+   * reason) and returns false, or gives it the new policy and returns true.
+   */
+  private review(gs: GwSession, closeMsg: string): boolean {
     const v = reviewSession(gs, this.policy, this.tokens, this.config);
     if (!v.keep) {
-      this.io.log.warn({ session: gs.id, identity: gs.identity, kind: gs.kind, reason: v.reason }, 'closing session opened across a reload');
+      this.io.log.warn({ session: gs.id, identity: gs.identity, kind: gs.kind, reason: v.reason }, closeMsg);
       gs.ip?.close();
       gs.udp?.close();
-      this.endpoint.flush();
       return false;
     }
     gs.policy = v.policy;
     gs.ip?.setRoutes(this.advertisedRoutes(gs.policy));
+    // Site prefixes are re-checked against the new policy: newly allowed ones are
+    // installed, ones no longer allowed removed (their packets then fail the source check).
     gs.ip?.reevaluateClientRoutes();
     return true;
   }
@@ -679,21 +691,7 @@ export class Gateway {
       masque: config.masque,
     };
     let closed = 0;
-    for (const gs of [...this.reg.sessions()]) {
-      const v = reviewSession(gs, this.policy, this.tokens, this.config);
-      if (!v.keep) {
-        this.io.log.warn({ session: gs.id, identity: gs.identity, kind: gs.kind, reason: v.reason }, 'closing session on reload');
-        closed++;
-        gs.ip?.close();
-        gs.udp?.close();
-        continue;
-      }
-      gs.policy = v.policy;
-      gs.ip?.setRoutes(this.advertisedRoutes(gs.policy));
-      // Site prefixes are re-checked against the new policy: newly allowed ones are
-      // installed, ones no longer allowed removed (their packets then fail the source check).
-      gs.ip?.reevaluateClientRoutes();
-    }
+    for (const gs of [...this.reg.sessions()]) if (!this.review(gs, 'closing session on reload')) closed++;
     // A lowered maxSessionsPerIdentity: each identity keeps its oldest sessions, the newest past the limit close.
     const kept = new Map<string, number>();
     for (const gs of [...this.reg.sessions()]) {
