@@ -96,7 +96,7 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * ranges, mallocStats. 3: quicOutBatch + quicDrain (a connection drained into the send batch in one call).
  * 4: judgeTable + judgeBatch (the native CONNECT-IP checks). 5: quicInfo of 12 (CoDel drops),
  * codelQueue. 6: dp* (the agent's TUN → UDP thread, dataplane.c). 8: UDP stats of 11 (US_GSO_REFUSED).
- * 9: quicSetPeer became quicSetRecvFrom (a datagram's source no longer moves the connection) and quicPeer; quicInfo of 13.
+ * 9: quicSetPeer became quicSetRecvFrom (a datagram's source no longer moves the connection) and quicPeer (into an address slot); quicInfo of 13.
  */
 #define MTUN_ABI 9
 

@@ -7,7 +7,6 @@
  */
 #include "quic-napi.h"
 
-#include <arpa/inet.h>
 #include <gnutls/x509.h>
 
 /* ------------------------------------------------------------ connections */
@@ -141,27 +140,15 @@ static napi_value conn_set_recv_from(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* quicPeer(conn) → [host, port]: where the connection sends (ngtcp2's current path). */
+/* quicPeer(conn, slot): writes where the connection sends (ngtcp2's current path) into the peer part of a 36-byte address slot. */
 static napi_value conn_peer(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(1);
+  MTUN_ARGS(2);
   CONN(argv[0]);
-  char host[INET6_ADDRSTRLEN] = "";
-  uint16_t port = 0;
-  if (c->remote.ss_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)&c->remote;
-    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-    port = ntohs(a->sin_port);
-  } else if (c->remote.ss_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&c->remote;
-    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], host, sizeof host);
-    else inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-    port = ntohs(a->sin6_port);
-  }
-  napi_value arr, h, p;
-  if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_string_utf8(env, host, NAPI_AUTO_LENGTH, &h) != napi_ok ||
-      napi_create_uint32(env, port, &p) != napi_ok || napi_set_element(env, arr, 0, h) != napi_ok || napi_set_element(env, arr, 1, p) != napi_ok)
-    return NULL;
-  return arr;
+  uint8_t *slot;
+  size_t slotlen;
+  if (!bytes_of(env, argv[1], &slot, &slotlen) || slotlen < MTUN_ADDR_SLOT) return mtun_throw_type(env, "quic: quicPeer: slot must be a 36-byte Uint8Array");
+  mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, slot);
+  return NULL;
 }
 
 /* quicRecv(conn, data[, offset, length]) → 0, or throws "quic: <reason>" (a close may be queued). */

@@ -7,6 +7,8 @@
  * Buffers passed in are copied by the native side before each call returns.
  */
 import { loadNative } from '../native/addon.js';
+import { ADDR_SLOT_BYTES } from '../net/udp.js';
+import { readAddrSlotHost, readAddrSlotPort } from '../net/udp-batch.js';
 import {
   INFO_CLOSED, INFO_DGRAM_MAX, INFO_DGRAM_RECV_FULL, INFO_DGRAM_RECV_QUEUED, INFO_DGRAM_SEND_QUEUED, INFO_DRAINING, INFO_ESTABLISHED, INFO_LENGTH,
   INFO_PEER_GEN, INFO_RESUMED, INFO_STREAM_READABLE, INFO_TIMED_OUT,
@@ -41,7 +43,7 @@ interface QuicNative {
   quicConnect(cfg: NativeConfig, sni: string | null, scid: Uint8Array, lh: string, lp: number, rh: string, rp: number): NativeConn;
   quicAccept(cfg: NativeConfig, scid: Uint8Array, odcid: Uint8Array | null, lh: string, lp: number, rh: string, rp: number): NativeConn;
   quicSetRecvFrom(c: NativeConn, host: string, port: number): void;
-  quicPeer(c: NativeConn): [string, number];
+  quicPeer(c: NativeConn, slot: Uint8Array): void;
   quicRecv(c: NativeConn, data: Uint8Array, offset?: number, length?: number): void;
   quicSend(c: NativeConn, out: Uint8Array): number;
   quicOutBatch(arena: Uint8Array, stride: number, sizes: Uint32Array, segs: Uint32Array, addrs: Uint8Array, state: Float64Array): EngineOutBatch;
@@ -176,8 +178,9 @@ export class Ngtcp2Connection implements EngineConnection {
     if (info[INFO_PEER_GEN] !== this.peerGen) {
       // The engine moved to another path: answer there (a new object, so the endpoint rewrites its address slot).
       this.peerGen = info[INFO_PEER_GEN]!;
-      const [host, port] = n().quicPeer(this.h);
-      this.sendInfo.to = { host, port };
+      const slot = new Uint8Array(ADDR_SLOT_BYTES);
+      n().quicPeer(this.h, slot);
+      this.sendInfo.to = { host: readAddrSlotHost(slot, 0), port: readAddrSlotPort(slot, 0) };
     }
     return info;
   }
