@@ -524,7 +524,7 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
  * gateway a tenth of its CPU, a STREAM frame and its ACK on every packet,
  * both ways (BENCHMARKS.md, "The PTO anchor only when the window fills").
  */
-static bool window_half_used(struct qe_conn *c) {
+static bool window_filling(struct qe_conn *c) {
   ngtcp2_conn_stat st;
   ngtcp2_conn_get_conn_stat(c->conn, &st);
   /* Or two full packets in flight: a congestion controller may cut the window on an ACK, with nothing
@@ -543,7 +543,7 @@ static struct qe_stream *anchor_due(struct qe_conn *c, ngtcp2_tstamp now) {
   if (ngtcp2_conn_get_max_data_left(c->conn) < c->anchor_len ||
       ngtcp2_conn_get_max_stream_data_left(c->conn, a->id) < (a->send.unwritten > 0 ? a->send.unwritten : c->anchor_len))
     return NULL;
-  if (a->send.bytes == 0 && now - c->anchor_at >= QE_ANCHOR_MIN_NS && window_half_used(c)) {
+  if (a->send.bytes == 0 && now - c->anchor_at >= QE_ANCHOR_MIN_NS && window_filling(c)) {
     if (qe_buf_append(&a->send, c->anchor_frame, c->anchor_len) != c->anchor_len) return NULL;
     c->anchor_at = now;
     c->anchors_sent++;

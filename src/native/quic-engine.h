@@ -139,7 +139,7 @@ struct qe_conn {
   /* remote: where the connection sends. It changes only when ngtcp2 moves the
    * connection to another path after an authenticated packet from it (RFC 9000
    * §9.3: a rebinding client), never because a datagram arrived from elsewhere:
-   * anyone who saw the connection ID could send one (qe_conn_sync_peer). */
+   * anyone who saw the connection ID could send one (quic-conn.c sync_peer). */
   struct sockaddr_storage local, remote;
   socklen_t locallen, remotelen;
   uint32_t peer_gen; /* bumped whenever remote changes */
