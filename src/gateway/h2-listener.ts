@@ -208,17 +208,15 @@ export class H2Listener {
     let notAfterMs = Infinity;
     try {
       // The whole chain the client presented (leaf first), for re-judging it when the client CA changes.
-      let c = sock.getPeerCertificate?.(true);
-      if (c?.raw) {
-        chain = [];
-        while (c?.raw && chain.length < 8) {
-          chain.push(new Uint8Array(c.raw));
-          if (c.issuerCertificate === undefined || c.issuerCertificate === c || c.issuerCertificate.raw?.equals(c.raw)) break;
-          c = c.issuerCertificate;
-        }
-        const leaf = sock.getPeerCertificate();
+      const leaf = sock.getPeerCertificate?.(true);
+      if (leaf?.raw) {
         const t = Date.parse(leaf.valid_to);
         if (Number.isFinite(t)) notAfterMs = t;
+        chain = [];
+        for (let c = leaf; c?.raw && chain.length < 8; c = c.issuerCertificate) {
+          chain.push(new Uint8Array(c.raw));
+          if (c.issuerCertificate === undefined || c.issuerCertificate === c || c.issuerCertificate.raw?.equals(c.raw)) break;
+        }
       }
       const id = peerIdentityFromChain(chain !== null ? [chain[0]!] : null);
       certIdentity = id ? (id.spiffeId ?? id.uris[0] ?? id.subject) : null;
