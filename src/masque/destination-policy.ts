@@ -6,7 +6,7 @@
  * own addresses and connected subnets are read from.
  */
 import os from 'node:os';
-import { maskAddress, parseIp, type IpPrefix } from '../packet/ip-address.js';
+import { maskAddress, parseIp, prefixEnd, type IpPrefix } from '../packet/ip-address.js';
 
 /** Which normally refused destination classes the operator allows. All default false. */
 export interface DestinationAllowance {
@@ -113,9 +113,7 @@ export function localAddresses(nowMs: number = performance.now()): readonly Uint
       // An IPv4 subnet's network and broadcast addresses are delivered to this host too (a packet the
       // tunnel writes to 192.0.2.255 reaches the gateway host's own UDP services): they count as its own.
       if (a.version === 4 && a.prefixLength <= 30) {
-        const v = ((a.address[0]! << 24) | (a.address[1]! << 16) | (a.address[2]! << 8) | a.address[3]!) >>> 0;
-        const mask = a.prefixLength === 0 ? 0 : (0xffffffff << (32 - a.prefixLength)) >>> 0;
-        for (const x of [(v & mask) >>> 0, (v | ~mask) >>> 0]) out.push(Uint8Array.of(x >>> 24, (x >>> 16) & 255, (x >>> 8) & 255, x & 255));
+        out.push(maskAddress(a.address, a.prefixLength), prefixEnd({ version: 4, address: a.address, prefixLength: a.prefixLength }));
       }
     }
     cached = Object.freeze(out);
