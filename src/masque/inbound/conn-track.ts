@@ -215,9 +215,8 @@ export class ConnTrack {
 
   /** Drops every flow of `owner` now. O(capacity); control path. */
   forget(owner: FlowOwner): void {
-    this.left.delete(owner);
-    const o = this.owners;
-    for (let s = 0; s < o.length; s++) if (o[s] === owner) this.release(s);
+    this.left.delete(owner); // also when it has no flow left
+    this.forgetWhere((o) => o === owner);
   }
 
   /**
