@@ -13,16 +13,11 @@
  * fails chosen sendmmsg calls, MTUN_SHIM_SEND_MAX makes a call send part of
  * a batch, as the kernel does when the buffer fills mid-batch.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeAddonPath, nativeAvailable } from '../native/addon.js';
+import { buildSendmmsgShim } from '../../test/netns/fixtures/sendmmsg-shim.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const SHIM_SRC = join(HERE, '..', '..', 'test', 'netns', 'fixtures', 'sendmmsg-faults.c');
 
 const hasCc = spawnSync('cc', ['--version']).status === 0;
 const available = nativeAvailable() && hasCc;
@@ -91,18 +86,15 @@ interface ChildResult {
 }
 
 describe.skipIf(!available)('native udpSend: a GSO train on a path that refused GSO meets a full socket buffer (send_segments)', () => {
-  let dir = '';
-  let shim = '';
+  let shim: ReturnType<typeof buildSendmmsgShim> | undefined;
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'mtun-udp-faults-'));
-    shim = join(dir, 'sendmmsg-faults.so');
-    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', shim, SHIM_SRC, '-ldl']);
+    shim = buildSendmmsgShim();
   });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  afterAll(() => shim?.dispose());
 
   function run(slots: Array<{ segs: number; seg: number; v6?: boolean }>, env: Record<string, string>): ChildResult {
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', CHILD], {
-      env: { ...process.env, ...env, LD_PRELOAD: shim, ADDON: nativeAddonPath(), SLOTS: JSON.stringify(slots) },
+      env: { ...process.env, ...env, LD_PRELOAD: shim!.path, ADDON: nativeAddonPath(), SLOTS: JSON.stringify(slots) },
       encoding: 'utf8',
       timeout: 20_000,
     });
