@@ -134,4 +134,10 @@ export interface DaemonIo {
    * stops the daemon and exits with code 3 so a supervisor restarts it.
    */
   readonly onFatal?: (e: Error) => void;
+  /**
+   * This host's own addresses, refused as tunnel destinations; polled once
+   * a second. Default: the interfaces' addresses (`localAddresses`). A
+   * changed list must be a new array.
+   */
+  readonly hostAddresses?: () => readonly Uint8Array[];
 }

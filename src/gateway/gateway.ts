@@ -28,7 +28,7 @@ import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, pref
 import { IPPROTO, type PacketInfo } from '../packet/ip-packet.js';
 import { refuse } from '../masque/proxy-status.js';
 import { INBOUND_DROP_NAMES, InboundDrop, InboundFilter } from '../masque/inbound/inbound-filter.js';
-import { localSubnets } from '../masque/destination-policy.js';
+import { localAddresses, localSubnets } from '../masque/destination-policy.js';
 import { RouteTable } from '../masque/route-table.js';
 import { QuicEndpoint } from '../quic/endpoint.js';
 import { GSO_REFUSED_LOG } from '../net/udp.js';
@@ -46,7 +46,7 @@ import { registerAuthCounters } from './auth-metrics.js';
 import { registerQuicEndpointMetrics } from '../telemetry/quic-endpoint-metrics.js';
 import { openTimeoutRefusal, type OpenPhase } from './open-timeout.js';
 import { TokenTable } from './auth.js';
-import { reviewSession, udpTargetAllowed } from './reload.js';
+import { reviewSession, udpAllowance, udpTargetAllowed } from './reload.js';
 import { routeConflictVerdict, SessionRegistry, type GwConn, type GwSession, type SupersedeCause } from './session-registry.js';
 import { gatewayStatus } from './status.js';
 import { registerInboundMetrics } from './inbound-metrics.js';
@@ -95,6 +95,9 @@ export class Gateway {
   /** Bumped by every reload: an open that spanned one is reviewed against what it loaded ({@link reviewOpened}). */
   private reloads = 0;
   private ticketKeyRotatedAt: number;
+  private readonly hostAddresses = (): readonly Uint8Array[] => (this.io.hostAddresses ?? localAddresses)();
+  /** The own-address list sessions were last given ({@link followOwnAddresses}). */
+  private ownSeen: readonly Uint8Array[];
   private admin: AdminServer | null = null;
   /** The HTTP/2 listener (TCP, same port number), or null when disabled or not bound. */
   private h2: H2Listener | null = null;
@@ -114,6 +117,7 @@ export class Gateway {
   ) {
     this.startedAt = io.clock.now();
     this.ticketKeyRotatedAt = this.startedAt;
+    this.ownSeen = this.hostAddresses();
     this.policy = compilePolicy(config.policy);
     this.tokens = TokenTable.fromConfig(config);
     this.kernelRoutes = new RouteSync(tun.name, io.kernel, io.clock, io.log, 'routes to agent sites');
@@ -344,7 +348,7 @@ export class Gateway {
     let gs: GwSession | null = null;
     const log = this.io.log;
     // A host-name scope is resolved with the same deadline as CONNECT-UDP's targets (connectUdp.resolveTimeoutMs).
-    const result = await acceptConnectIp(req, { resolve: resolverWithTimeout(this.config.connectUdp.resolveTimeoutMs) }, () => ({
+    const result = await acceptConnectIp(req, { resolve: resolverWithTimeout(this.config.connectUdp.resolveTimeoutMs), ownAddresses: this.followOwnAddresses() }, () => ({
       onPacket: (buf, off, len, info) => {
         // Return traffic of what the agent sends is admitted inbound. The owner is the identity, not
         // this session: a flow survives the session being replaced (restart, HTTP/2 fallback, takeover).
@@ -447,7 +451,8 @@ export class Gateway {
     let result: Awaited<ReturnType<typeof acceptConnectUdp>>;
     try {
       result = await acceptConnectUdp(req, {}, {
-        allow: cu.allowLocalTargets ? { loopback: true, linkLocal: true, multicast: true, broadcast: true } : undefined,
+        allow: udpAllowance(this.config),
+        ownAddresses: this.followOwnAddresses(),
         idleTimeoutMs: cu.idleTimeoutMs,
         sweeper: defaultIdleSweeper(),
         resolve: (host) => {
@@ -502,7 +507,7 @@ export class Gateway {
    * reason) and returns false, or gives it the new policy and returns true.
    */
   private review(gs: GwSession, closeMsg: string): boolean {
-    const v = reviewSession(gs, this.policy, this.tokens, this.config);
+    const v = reviewSession(gs, this.policy, this.tokens, this.config, this.ownSeen);
     if (!v.keep) {
       this.io.log.warn({ session: gs.id, identity: gs.identity, kind: gs.kind, reason: v.reason }, closeMsg);
       gs.ip?.close();
@@ -631,7 +636,27 @@ export class Gateway {
     this.h2?.closeExpired();
     if (now - this.ticketKeyRotatedAt >= TICKET_KEY_ROTATION_MS) this.rotateTicketKey(now);
     for (const gs of this.reg.sessions()) this.syncSession(gs);
+    this.followOwnAddresses();
     this.driveSessionTimers();
+  }
+
+  /**
+   * The host's addresses changed (an address added or removed since the
+   * last tick): open CONNECT-IP sessions refuse the new list as
+   * destinations, and CONNECT-UDP sessions whose target became one of them
+   * close. Returns the list, for a session opening now. Sessions read it
+   * when they opened; before this an address added later was reachable
+   * through the tunnel.
+   */
+  private followOwnAddresses(): readonly Uint8Array[] {
+    const own = this.hostAddresses();
+    if (own === this.ownSeen) return own;
+    this.ownSeen = own;
+    for (const gs of [...this.reg.sessions()]) {
+      if (gs.ip) gs.ip.setOwnAddresses(own);
+      else this.review(gs, 'closing session: the host\'s addresses changed');
+    }
+    return own;
   }
 
   /** Sans-IO session timers (deferred ROUTE_ADVERTISEMENTs, §7.2 probes): due ones fire, on the injected clock the sessions are given. */

@@ -29,21 +29,35 @@ describe('destination policy', () => {
     expect(prohibitedDestination(4, ip('192.0.2.8'), 0, {}, own)).toBeNull();
   });
 
-  it("reads the host's addresses once per TTL: a burst of opens shares one frozen list, a later open reads again", () => {
+  it("reads the host's addresses once per TTL: a burst of opens shares one frozen list; a later read returns the same list unless the addresses changed", () => {
     const t0 = 1e9;
     const a = localAddresses(t0);
     // Loopback is always there.
     expect(a.some((x) => x.length === 4 && x[0] === 127)).toBe(true);
     expect(Object.isFrozen(a)).toBe(true);
     expect(localAddresses(t0 + LOCAL_ADDRESSES_TTL_MS - 1)).toBe(a);
-    const b = localAddresses(t0 + LOCAL_ADDRESSES_TTL_MS);
-    expect(b).not.toBe(a);
-    // Read again (not compared with the first read: netns tests running beside this one add and remove
-    // interfaces in the root namespace, a CI flake of 12-07).
-    expect(Object.isFrozen(b)).toBe(true);
-    expect(b.some((x) => x.length === 4 && x[0] === 127)).toBe(true);
-    // A clock that went backwards (another caller's time base) reads again rather than trusting the cache.
-    expect(localAddresses(t0)).not.toBe(b);
+    // Interfaces mocked from here: netns tests running beside this one add and remove interfaces in the
+    // root namespace (a CI flake of 12-07).
+    const eth0 = (address: string) => ({ eth0: [{ address, netmask: '255.255.255.255', family: 'IPv4' as const, mac: '00:00:00:00:00:01', internal: false, cidr: `${address}/32` }] });
+    const spy = vi.spyOn(os, 'networkInterfaces').mockReturnValue(eth0('192.0.2.2'));
+    try {
+      const b = localAddresses(t0 + LOCAL_ADDRESSES_TTL_MS);
+      expect(b.map((x) => x.join('.'))).toEqual(['192.0.2.2']);
+      expect(Object.isFrozen(b)).toBe(true);
+      // Nothing changed: the same array (the gateway's tick tells a change by identity).
+      expect(localAddresses(t0 + 2 * LOCAL_ADDRESSES_TTL_MS)).toBe(b);
+      spy.mockReturnValue(eth0('192.0.2.3'));
+      expect(localAddresses(t0 + 2 * LOCAL_ADDRESSES_TTL_MS + 1)).toBe(b); // within the TTL
+      const c = localAddresses(t0 + 3 * LOCAL_ADDRESSES_TTL_MS);
+      expect(c).not.toBe(b);
+      expect(c.map((x) => x.join('.'))).toEqual(['192.0.2.3']);
+      // A clock that went backwards (another caller's time base) reads again rather than trusting the cache.
+      spy.mockReturnValue(eth0('192.0.2.4'));
+      expect(localAddresses(t0).map((x) => x.join('.'))).toEqual(['192.0.2.4']);
+    } finally {
+      spy.mockRestore();
+      localAddresses(2e10); // the cache read again from the real interfaces
+    }
   });
 
   // Independent review, 7 December: only the interfaces' own addresses were refused, but a connected subnet's

@@ -103,7 +103,9 @@ let cached: readonly Uint8Array[] = [];
  * broadcast addresses of its IPv4 subnets (up to /30). Reads os state at most
  * once per {@link LOCAL_ADDRESSES_TTL_MS}: a gateway opening 1,000 sessions
  * read every interface 1,000 times and gave each session its own copy
- * (issue #17). The array and its addresses are shared: read-only.
+ * (issue #17). The array and its addresses are shared: read-only. A
+ * read that finds the same addresses returns the same array, so a new array
+ * means the host's addresses changed.
  */
 export function localAddresses(nowMs: number = performance.now()): readonly Uint8Array[] {
   if (nowMs - cachedAt >= LOCAL_ADDRESSES_TTL_MS || nowMs < cachedAt) {
@@ -116,10 +118,22 @@ export function localAddresses(nowMs: number = performance.now()): readonly Uint
         out.push(maskAddress(a.address, a.prefixLength), prefixEnd({ version: 4, address: a.address, prefixLength: a.prefixLength }));
       }
     }
-    cached = Object.freeze(out);
+    // The same array while nothing changed: a caller holding it can tell a change by identity (the gateway's tick).
+    if (!sameAddresses(out, cached)) cached = Object.freeze(out);
     cachedAt = nowMs;
   }
   return cached;
+}
+
+function sameAddresses(a: readonly Uint8Array[], b: readonly Uint8Array[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x.length !== y.length) return false;
+    for (let j = 0; j < x.length; j++) if (x[j] !== y[j]) return false;
+  }
+  return true;
 }
 
 /** The subnets this host's interfaces are connected to (address masked by its netmask). Reads os state. */

@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { promises as dnsPromises } from 'node:dns';
-import { parsePrefix } from '../../src/packet/ip-address.js';
+import { parseIp, parsePrefix } from '../../src/packet/ip-address.js';
+import { localAddresses } from '../../src/masque/destination-policy.js';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { parseAgentConfig, parseGatewayConfig } from '../../src/config/index.js';
@@ -65,6 +66,8 @@ describe('whole tunnel in memory: real Agent and Gateway over MemoryTun + Memory
   let gateway: Gateway;
   let agent: Agent;
   let agentCfg: ReturnType<typeof parseAgentConfig>;
+  /** The gateway's host addresses (its io.hostAddresses): a test adds one as an interface address would be added. */
+  let hostAddrs: readonly Uint8Array[] = [...localAddresses()];
   const gwFlowLog = join(dir, 'gw-flows.jsonl');
   const gwConfigText = (allowUdp: boolean) => `
 listen: 127.0.0.1:${gwPort}
@@ -117,7 +120,7 @@ telemetry: {flowLog: {enabled: true, path: gw-flows.jsonl}}
   const startGateway = async (): Promise<Gateway> => {
     const udp = net.open(gwPort === 0 ? {} : { port: gwPort });
     gwPort = udp.port;
-    const io: DaemonIo = { openTun: gwTuns.factory, udp, kernel, clock: systemClock, log: gwLogger };
+    const io: DaemonIo = { openTun: gwTuns.factory, udp, kernel, clock: systemClock, log: gwLogger, hostAddresses: () => hostAddrs };
     return Gateway.start(gwConfig(), io);
   };
 
@@ -228,6 +231,30 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     await until(() => fromNet.length === 1, 5_000, 'the UDP packet after the reload');
     expect(ipView(fromNet[0]!)).toMatchObject({ src: '10.10.0.5', dst: '10.20.0.7', proto: 17 });
     expect(agent.state).toBe('open'); // the reload kept the tunnel
+  }, 30_000);
+
+  it('an address the gateway host gains after the session opened is refused as a destination from then on', async () => {
+    const atun = agentTuns.opened[0]!;
+    const gtun = gwTuns.opened[0]!;
+    const fromNet: Buffer[] = [];
+    gtun.onPacket((p) => fromNet.push(p));
+    const udp = craftUdp({ src: '10.10.0.5', dst: '10.20.0.9', srcPort: 5001, dstPort: 53, payload: Buffer.from('q') });
+    atun.inject(udp);
+    await until(() => fromNet.length === 1, 5_000, 'the UDP packet to 10.20.0.9');
+    const outOfScope = () => metric(gateway.adminUrl!, 'mtun_tunnel_dropped_packets_total', { reason: 'out_of_scope' });
+    const before = await outOfScope();
+    hostAddrs = [...hostAddrs, parseIp('10.20.0.9')!.address];
+    try {
+      await new Promise((r) => setTimeout(r, 1_300)); // the gateway polls its addresses once a second
+      atun.inject(udp);
+      await until(async () => (await outOfScope()) > before, 5_000, 'the packet to the new own address to be dropped');
+      expect(fromNet).toHaveLength(1);
+    } finally {
+      hostAddrs = hostAddrs.slice(0, -1);
+    }
+    await new Promise((r) => setTimeout(r, 1_300));
+    atun.inject(udp);
+    await until(() => fromNet.length === 2, 5_000, 'the packet once the address is gone again');
   }, 30_000);
 
   it('inbound default-deny (#12 item 8): unsolicited packets from network B are dropped and counted; return traffic and inbound rules (reload) pass', async () => {

@@ -139,6 +139,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   /** The client's latest ROUTE_ADVERTISEMENT, kept to re-evaluate it (reevaluateClientRoutes). */
   private lastAdvertisement: RouteAdvertisement | null = null;
   private ourRanges: IpAddressRange[];
+  /** The gateway's own addresses, refused as destinations (replaced when the host's addresses change). */
+  private own: readonly Uint8Array[];
   private readonly info = new PacketInfo();
   private readonly onPacket: ParsedPacketSink;
   private readonly ctx: ClientPacketContext;
@@ -176,7 +178,9 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
       get ourRanges() {
         return self.ourRanges;
       },
-      ownAddresses: opts.ownAddresses ?? [],
+      get ownAddresses() {
+        return self.own;
+      },
       allow: opts.allowDestinations,
       policy: opts.policy,
     };
@@ -195,6 +199,7 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     this.reporter6 = opts.reporterV6 ?? DEFAULT_REPORTER_V6;
     this.decrement = opts.decrementHopLimit ?? true;
     this.ourRanges = this.scopedRanges(opts.routes ?? DEFAULT_ROUTES);
+    this.own = opts.ownAddresses ?? [];
     this.leaseOwner = opts.leaseOwner ?? this;
     this.adBucket = new TokenBucket(opts.advertisementsPerSecond ?? 1, opts.advertisementBurst ?? 8, this.now());
   }
@@ -231,6 +236,15 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     this.ourRanges = this.scopedRanges(routes);
     if (this.ipv6Disabled) this.ourRanges = this.ourRanges.filter((r) => r.version === 4);
     if (this.started && !this.closed) this.sendRouteAdvertisement(this.ourRanges);
+  }
+
+  /**
+   * Replaces the gateway's own addresses the destination check refuses
+   * (the gateway calls it when the host's addresses change: an address
+   * added after the session opened is refused from then on).
+   */
+  setOwnAddresses(own: readonly Uint8Array[]): void {
+    this.own = own;
   }
 
   /** Addresses currently assigned to the client. */

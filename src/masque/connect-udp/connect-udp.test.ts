@@ -144,7 +144,7 @@ describe('CONNECT-UDP gateway ↔ client sessions against a real loopback UDP ec
       ['169.254.1.1', {}],
       ['224.0.0.251', {}],
       ['255.255.255.255', {}],
-      ['192.0.2.10', { ownAddresses: ['192.0.2.10'] }],
+      ['192.0.2.10', { ownAddresses: [parseIp('192.0.2.10')!.address] }],
     ];
     for (const [host, over] of cases) {
       const { gw } = setup(parseUdpTarget(host, '53') as UdpTarget, over);

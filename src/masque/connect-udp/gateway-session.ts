@@ -32,7 +32,7 @@ export interface ConnectUdpGatewayOptions {
   /** Destination classes the operator allows despite RFC 9298 §7 (default none). */
   readonly allow?: UdpTargetAllowance;
   /** The gateway's own addresses, refused as targets; default every address of this host's interfaces. */
-  readonly ownAddresses?: readonly string[];
+  readonly ownAddresses?: readonly Uint8Array[];
   readonly resolve?: UdpResolver;
   /**
    * Operator policy for each candidate address (after resolution, before
@@ -139,7 +139,7 @@ export class ConnectUdpGatewaySession implements TunnelStreamHandler, IdleChecka
       if (candidates.length === 0) return this.refuseAndClose(refuse(502, 'dns_error', `no addresses for ${t.host}`, name));
     }
     if (this.closedNow()) return refuse(400, 'http_request_error', 'stream closed before the target was resolved', name);
-    const own = this.opts.ownAddresses ? this.opts.ownAddresses.map((a) => parseIp(a)?.address).filter((x): x is Uint8Array => !!x) : localAddresses();
+    const own = this.opts.ownAddresses ?? localAddresses();
     let chosen: { address: string; family: IpVersion } | null = null;
     let why = '';
     for (const c of candidates) {
