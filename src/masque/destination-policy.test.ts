@@ -29,6 +29,19 @@ describe('destination policy', () => {
     expect(prohibitedDestination(4, ip('192.0.2.8'), 0, {}, own)).toBeNull();
   });
 
+  // Independent review, 7 December: the IPv6 metadata endpoints (and Alibaba's IPv4 one) sit outside
+  // link-local space, so only an identity's policy kept a tunnel from reaching the gateway host's credentials.
+  it('refuses cloud metadata endpoints outside link-local space unless allowed, and only those addresses', () => {
+    for (const a of ['fd00:ec2::254', 'fd20:ce::254', '100.100.100.200', '::ffff:100.100.100.200']) {
+      const v = a.includes(':') ? 6 : 4;
+      expect(prohibitedDestination(v, ip(a), 0, {}, []), a).toBe('cloud metadata endpoint');
+      expect(prohibitedDestination(v, ip(a), 0, { metadata: true }, []), a).toBeNull();
+    }
+    for (const a of ['fd00:ec2::253', 'fd00:ec2:0:1::254', 'fd20:ce::255', 'fd00:ec3::254', '100.100.100.201', '100.100.101.200']) {
+      expect(prohibitedDestination(a.includes(':') ? 6 : 4, ip(a), 0, {}, []), a).toBeNull();
+    }
+  });
+
   it("reads the host's addresses once per TTL: a burst of opens shares one frozen list; a later read returns the same list unless the addresses changed", () => {
     const t0 = 1e9;
     const a = localAddresses(t0);

@@ -1,8 +1,9 @@
 /**
  * The destination rules both MASQUE proxies apply (RFC 9298 §7 for
  * CONNECT-UDP, RFC 9484 §4.6/§11 for CONNECT-IP): no unspecified, loopback,
- * link-local, multicast or broadcast destination and none of the gateway's
- * own addresses unless the operator allows that class; plus where the host's
+ * link-local, multicast or broadcast destination, no cloud metadata
+ * endpoint and none of the gateway's own addresses unless the operator
+ * allows that class; plus where the host's
  * own addresses and connected subnets are read from.
  */
 import os from 'node:os';
@@ -16,6 +17,12 @@ export interface DestinationAllowance {
   readonly broadcast?: boolean;
   /** The gateway's own addresses. */
   readonly ownAddresses?: boolean;
+  /**
+   * Cloud instance-metadata endpoints outside link-local space
+   * (100.100.100.200, fd00:ec2::254, fd20:ce::254; the 169.254.169.254 ones
+   * are link-local already): they hand out the gateway host's credentials.
+   */
+  readonly metadata?: boolean;
   /** Unspecified addresses (0.0.0.0/8, ::) are never allowed. */
 }
 
@@ -28,6 +35,12 @@ function allZero(buf: Uint8Array, off: number, len: number): boolean {
 
 function isLoopback6(buf: Uint8Array, off: number): boolean {
   return allZero(buf, off, 15) && buf[off + 15] === 1;
+}
+
+/** fd00:ec2::254 (AWS) or fd20:ce::254 (Google Cloud): ::254 in fd00:ec2::/64 or fd20:ce::/64 (the caller checked byte 0 is 0xfd). */
+function isMetadata6(buf: Uint8Array, o: number): boolean {
+  if (!allZero(buf, o + 4, 10) || buf[o + 14] !== 0x02 || buf[o + 15] !== 0x54) return false;
+  return (buf[o + 1] === 0x00 && buf[o + 2] === 0x0e && buf[o + 3] === 0xc2) || (buf[o + 1] === 0x20 && buf[o + 2] === 0x00 && buf[o + 3] === 0xce);
 }
 
 /**
@@ -60,12 +73,14 @@ export function prohibitedDestination(
     if (a0 === 169 && buf[o + 1] === 254 && !allow.linkLocal) return 'link-local address';
     if (a0 >= 224 && a0 <= 239 && !allow.multicast) return 'multicast address';
     if (a0 === 255 && buf[o + 1] === 255 && buf[o + 2] === 255 && buf[o + 3] === 255 && !allow.broadcast) return 'broadcast address';
+    if (a0 === 100 && buf[o + 1] === 100 && buf[o + 2] === 100 && buf[o + 3] === 200 && !allow.metadata) return 'cloud metadata endpoint';
   } else {
     if (allZero(buf, o, 16)) return 'unspecified address (::)';
     loopback = isLoopback6(buf, o);
     if (loopback && !allow.loopback) return 'loopback address';
     if (buf[o] === 0xfe && (buf[o + 1]! & 0xc0) === 0x80 && !allow.linkLocal) return 'link-local address';
     if (buf[o] === 0xff && !allow.multicast) return 'multicast address';
+    if (buf[o] === 0xfd && isMetadata6(buf, o) && !allow.metadata) return 'cloud metadata endpoint';
   }
   // Loopback is its own class above: allowing it is not overridden by the interface list (lo is "own").
   if (!allow.ownAddresses && !loopback) {

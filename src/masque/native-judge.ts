@@ -35,6 +35,7 @@ const F_ALLOW_LINKLOCAL = 0x20;
 const F_ALLOW_MULTICAST = 0x40;
 const F_ALLOW_BROADCAST = 0x80;
 const F_ALLOW_OWN = 0x100;
+const F_ALLOW_METADATA = 0x200;
 
 const MAGIC = 0x31544a4d;
 const REC = 36;
@@ -108,7 +109,7 @@ export function compileGatewayTable(ctx: Omit<ClientPacketContext, 'policy'>, s:
   const a = ctx.allow ?? {};
   let flags = (s.ipv6Enabled ? F_IPV6 : 0) | (s.decrementTtl ? F_DECREMENT : 0) | (t.kind === 'any' ? F_SCOPE_ANY : 0);
   flags |= (a.loopback ? F_ALLOW_LOOPBACK : 0) | (a.linkLocal ? F_ALLOW_LINKLOCAL : 0) | (a.multicast ? F_ALLOW_MULTICAST : 0);
-  flags |= (a.broadcast ? F_ALLOW_BROADCAST : 0) | (a.ownAddresses ? F_ALLOW_OWN : 0);
+  flags |= (a.broadcast ? F_ALLOW_BROADCAST : 0) | (a.ownAddresses ? F_ALLOW_OWN : 0) | (a.metadata ? F_ALLOW_METADATA : 0);
   const targets = t.kind === 'prefix' ? [prefixRec(t.prefix)] : t.kind === 'hostname' ? ctx.resolvedTarget.map(prefixRec) : [];
   const lists = [ctx.grants.map(grantRec), ctx.owned.map(ownedRec), targets, ctx.ourRanges.map(rangeRec), [], ctx.ownAddresses.map(addressRec)];
   return encode(JUDGE_KIND_GATEWAY, flags, ctx.scope.ipProtocol, s.linkLocal, lists, policy ? policy.allowRules() : null);

@@ -199,12 +199,17 @@ static bool prohibited(const struct mj_table *t, int version, const uint8_t *a) 
     if (a[0] == 169 && a[1] == 254 && !(f & MJ_F_ALLOW_LINKLOCAL)) return true;
     if (a[0] >= 224 && a[0] <= 239 && !(f & MJ_F_ALLOW_MULTICAST)) return true;
     if (a[0] == 255 && a[1] == 255 && a[2] == 255 && a[3] == 255 && !(f & MJ_F_ALLOW_BROADCAST)) return true;
+    if (a[0] == 100 && a[1] == 100 && a[2] == 100 && a[3] == 200 && !(f & MJ_F_ALLOW_METADATA)) return true;
   } else {
     if (all_zero(a, 16)) return true;
     loopback = all_zero(a, 15) && a[15] == 1;
     if (loopback && !(f & MJ_F_ALLOW_LOOPBACK)) return true;
     if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80 && !(f & MJ_F_ALLOW_LINKLOCAL)) return true;
     if (a[0] == 0xff && !(f & MJ_F_ALLOW_MULTICAST)) return true;
+    /* fd00:ec2::254, fd20:ce::254: cloud metadata endpoints. */
+    if (a[0] == 0xfd && all_zero(a + 4, 10) && a[14] == 0x02 && a[15] == 0x54 && !(f & MJ_F_ALLOW_METADATA) &&
+        ((a[1] == 0x00 && a[2] == 0x0e && a[3] == 0xc2) || (a[1] == 0x20 && a[2] == 0x00 && a[3] == 0xce)))
+      return true;
   }
   if (!(f & MJ_F_ALLOW_OWN) && !loopback) {
     for (uint32_t i = 0; i < t->own.n; i++) {

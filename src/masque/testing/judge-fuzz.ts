@@ -50,13 +50,15 @@ const addr = (text: string): Uint8Array => parseIp(text)!.address;
 const LL6 = addr('fe80::1');
 const LOOP6 = addr('::1');
 
-/** Addresses every check has an opinion on: link-local, loopback, multicast, broadcast, unspecified, mapped. */
+/** Addresses every check has an opinion on: link-local, loopback, multicast, broadcast, unspecified, mapped, metadata. */
 const SPECIAL4 = [
   '169.254.1.1', '127.0.0.1', '224.0.0.5', '239.255.255.250', '223.255.255.1', '240.0.0.1',
   '255.255.255.255', '255.255.255.254', '0.0.0.0', '0.1.2.3', '1.0.0.0', '169.253.0.1', '192.0.2.1',
+  '100.100.100.200', '100.100.100.201',
 ].map(addr);
 const SPECIAL6 = [
   '::ffff:127.0.0.1', '::ffff:224.0.0.1', '::ffff:0.0.0.0', 'fe80::1', 'ff02::1', '::1', '::', '::ffff:10.0.0.1', 'ff05::2',
+  'fd00:ec2::254', 'fd20:ce::254', 'fd00:ec2::253', 'fd00:ec2:0:1::254', '::ffff:100.100.100.200',
 ].map(addr);
 const BASES4 = ['10.0.0.0', '10.0.1.0', '10.1.0.0', '192.168.5.0'].map(addr);
 const BASES6 = ['fd00::', 'fd00:0:0:1::', '2001:db8::'].map(addr);
@@ -135,7 +137,7 @@ export function randomGatewayCase(r: Rng): GatewayCase {
     return { requestId: 1, version: p.version, address: p.address, prefixLength: p.prefixLength };
   });
   const owned: ClientRoute[] = times(r.int(3), () => ({ prefix: prefix(r, r.chance(0.6) ? 4 : 6, r.chance(0.9)), ipProtocol: r.pick([0, 0, 6, 17, 1, 47]) }));
-  const allow: DestinationAllowance = { loopback: r.chance(0.2), linkLocal: r.chance(0.2), multicast: r.chance(0.2), broadcast: r.chance(0.2), ownAddresses: r.chance(0.2) };
+  const allow: DestinationAllowance = { loopback: r.chance(0.2), linkLocal: r.chance(0.2), multicast: r.chance(0.2), broadcast: r.chance(0.2), ownAddresses: r.chance(0.2), metadata: r.chance(0.2) };
   const ourRanges: IpAddressRange[] = r.chance(0.2) ? [{ version: 4, start: new Uint8Array(4), end: new Uint8Array(4).fill(255), ipProtocol: 0 }] : times(r.int(4), () => range(r));
   const near = [...ourRanges.flatMap((x) => [x.start, x.end]), ...(r.chance(0.5) ? SPECIAL4 : []), ...(r.chance(0.3) ? SPECIAL6 : [])];
   const pol = policy(r, near);
