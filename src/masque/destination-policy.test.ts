@@ -30,13 +30,20 @@ describe('destination policy', () => {
   });
 
   // Independent review, 7 December: the IPv6 metadata endpoints (and Alibaba's IPv4 one) sit outside
-  // link-local space, so only an identity's policy kept a tunnel from reaching the gateway host's credentials.
-  it('refuses cloud metadata endpoints outside link-local space unless allowed, and only those addresses', () => {
+  // link-local space, so only an identity's policy kept a tunnel from reaching the gateway host's credentials;
+  // allowLocalTargets opened 169.254.169.254 to CONNECT-UDP.
+  it('refuses cloud metadata endpoints unless allowed, link-local ones even when link-local is allowed, and only those addresses', () => {
     for (const a of ['fd00:ec2::254', 'fd20:ce::254', '100.100.100.200', '::ffff:100.100.100.200']) {
       const v = a.includes(':') ? 6 : 4;
       expect(prohibitedDestination(v, ip(a), 0, {}, []), a).toBe('cloud metadata endpoint');
       expect(prohibitedDestination(v, ip(a), 0, { metadata: true }, []), a).toBeNull();
     }
+    // The link-local ones stay refused when link-local destinations are allowed (connectUdp.allowLocalTargets).
+    for (const a of ['169.254.169.254', '169.254.170.2']) {
+      expect(prohibitedDestination(4, ip(a), 0, {}, []), a).toBe('link-local address');
+      expect(prohibitedDestination(4, ip(a), 0, { linkLocal: true }, []), a).toBe('cloud metadata endpoint');
+    }
+    expect(prohibitedDestination(4, ip('169.254.170.3'), 0, { linkLocal: true }, [])).toBeNull();
     for (const a of ['fd00:ec2::253', 'fd00:ec2:0:1::254', 'fd20:ce::255', 'fd00:ec3::254', '100.100.100.201', '100.100.101.200']) {
       expect(prohibitedDestination(a.includes(':') ? 6 : 4, ip(a), 0, {}, []), a).toBeNull();
     }

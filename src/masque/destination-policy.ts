@@ -18,9 +18,9 @@ export interface DestinationAllowance {
   /** The gateway's own addresses. */
   readonly ownAddresses?: boolean;
   /**
-   * Cloud instance-metadata endpoints outside link-local space
-   * (100.100.100.200, fd00:ec2::254, fd20:ce::254; the 169.254.169.254 ones
-   * are link-local already): they hand out the gateway host's credentials.
+   * Cloud instance-metadata endpoints (169.254.169.254, 169.254.170.2,
+   * 100.100.100.200, fd00:ec2::254, fd20:ce::254): they hand out the gateway
+   * host's credentials. Refused even when `linkLocal` is allowed.
    */
   readonly metadata?: boolean;
   /** Unspecified addresses (0.0.0.0/8, ::) are never allowed. */
@@ -35,6 +35,11 @@ function allZero(buf: Uint8Array, off: number, len: number): boolean {
 
 function isLoopback6(buf: Uint8Array, off: number): boolean {
   return allZero(buf, off, 15) && buf[off + 15] === 1;
+}
+
+/** 169.254.169.254 (most clouds), 169.254.170.2 (AWS ECS task credentials) or 100.100.100.200 (Alibaba Cloud). */
+function isMetadata4(a: number, b: number, c: number, d: number): boolean {
+  return (a === 169 && b === 254 && ((c === 169 && d === 254) || (c === 170 && d === 2))) || (a === 100 && b === 100 && c === 100 && d === 200);
 }
 
 /** fd00:ec2::254 (AWS) or fd20:ce::254 (Google Cloud): ::254 in fd00:ec2::/64 or fd20:ce::/64 (the caller checked byte 0 is 0xfd). */
@@ -73,7 +78,7 @@ export function prohibitedDestination(
     if (a0 === 169 && buf[o + 1] === 254 && !allow.linkLocal) return 'link-local address';
     if (a0 >= 224 && a0 <= 239 && !allow.multicast) return 'multicast address';
     if (a0 === 255 && buf[o + 1] === 255 && buf[o + 2] === 255 && buf[o + 3] === 255 && !allow.broadcast) return 'broadcast address';
-    if (a0 === 100 && buf[o + 1] === 100 && buf[o + 2] === 100 && buf[o + 3] === 200 && !allow.metadata) return 'cloud metadata endpoint';
+    if (!allow.metadata && isMetadata4(a0, buf[o + 1]!, buf[o + 2]!, buf[o + 3]!)) return 'cloud metadata endpoint';
   } else {
     if (allZero(buf, o, 16)) return 'unspecified address (::)';
     loopback = isLoopback6(buf, o);

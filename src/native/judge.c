@@ -199,7 +199,11 @@ static bool prohibited(const struct mj_table *t, int version, const uint8_t *a) 
     if (a[0] == 169 && a[1] == 254 && !(f & MJ_F_ALLOW_LINKLOCAL)) return true;
     if (a[0] >= 224 && a[0] <= 239 && !(f & MJ_F_ALLOW_MULTICAST)) return true;
     if (a[0] == 255 && a[1] == 255 && a[2] == 255 && a[3] == 255 && !(f & MJ_F_ALLOW_BROADCAST)) return true;
-    if (a[0] == 100 && a[1] == 100 && a[2] == 100 && a[3] == 200 && !(f & MJ_F_ALLOW_METADATA)) return true;
+    /* 169.254.169.254, 169.254.170.2, 100.100.100.200: cloud metadata endpoints. */
+    if (!(f & MJ_F_ALLOW_METADATA) &&
+        ((a[0] == 169 && a[1] == 254 && ((a[2] == 169 && a[3] == 254) || (a[2] == 170 && a[3] == 2))) ||
+         (a[0] == 100 && a[1] == 100 && a[2] == 100 && a[3] == 200)))
+      return true;
   } else {
     if (all_zero(a, 16)) return true;
     loopback = all_zero(a, 15) && a[15] == 1;

@@ -36,7 +36,7 @@
 #define MJ_F_ALLOW_MULTICAST 0x40
 #define MJ_F_ALLOW_BROADCAST 0x80
 #define MJ_F_ALLOW_OWN 0x100
-#define MJ_F_ALLOW_METADATA 0x200
+#define MJ_F_ALLOW_METADATA 0x200 /* cloud metadata endpoints (destination-policy.ts isMetadata4/6) */
 
 /* Verdicts: 0 pass, > 0 a ConnectIpDrop code (masque/connect-ip/counters.ts), MJ_LINK the link's own ICMPv6. */
 #define MJ_LINK (-1)
