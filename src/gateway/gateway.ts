@@ -52,7 +52,7 @@ import { gatewayStatus } from './status.js';
 import { registerInboundMetrics } from './inbound-metrics.js';
 import { quicServerKeys } from './quic-keys.js';
 import { replicaPools } from './replica-pools.js';
-import { startGatewayH2, type H2Listener } from './h2-listener.js';
+import { plainHost, startGatewayH2, SUPERSEDES_HEADER, type H2Listener } from './h2-listener.js';
 
 /** Gateway-level drop reasons (packets read from the TUN). */
 const GW_DROP_NO_ROUTE = 'no_route';
@@ -213,7 +213,7 @@ export class Gateway {
         registry: telemetry.registry,
         connections: function* () { for (const s of g.reg.sessions()) yield s.gc; },
         afterData: () => g.tunWriter.flush(),
-        host: { opened: (gc) => g.reg.conns.add(gc), onConnect: (gc, req) => g.onConnect(gc, req), closed: (gc) => g.onConnectionClosed(gc), sessions: () => g.reg.sessions(), supersede: (old, cause) => g.supersedeSessions(old, cause) },
+        host: { opened: (gc) => g.reg.conns.add(gc), onConnect: (gc, req) => g.onConnect(gc, req), closed: (gc) => g.onConnectionClosed(gc) },
       });
       if (config.admin.enabled) {
         gw.admin = await startAdminServer({
@@ -294,16 +294,37 @@ export class Gateway {
     if (this.reg.conns.size === 0) this.onDrained?.();
   }
 
-  /** Carries out {@link admitConnect}'s verdict on one Extended CONNECT request. */
+  /**
+   * The HTTP/3 CONNECT-IP sessions an HTTP/2 CONNECT-IP request with
+   * `mtun-supersedes: h3` replaces ({@link SUPERSEDES_HEADER}): those of the
+   * same certificate identity from the same address. Empty for any other
+   * request.
+   */
+  private staleH3Sessions(gc: GwConn, req: ConnectRequest): GwSession[] {
+    if (gc.transport !== 'h2' || gc.certIdentity === null || req.protocol !== 'connect-ip' || req.header(SUPERSEDES_HEADER) !== 'h3') return [];
+    const old: GwSession[] = [];
+    for (const gs of this.reg.sessions()) {
+      if (gs.kind === 'connect-ip' && gs.gc.transport === 'h3' && gs.gc.certIdentity === gc.certIdentity && plainHost(gs.gc.conn.peerHost) === gc.conn.peerHost) old.push(gs);
+    }
+    return old;
+  }
+
+  /**
+   * Carries out {@link admitConnect}'s verdict on one Extended CONNECT
+   * request. The sessions an HTTP/2 fallback supersedes do not count
+   * against the limits; they close only when the new session is about to
+   * start (a refused or invalid request closes nothing).
+   */
   private onConnect(gc: GwConn, req: ConnectRequest): void {
+    const stale = this.staleH3Sessions(gc, req);
     const a = admitConnect({
       certIdentity: gc.certIdentity,
       authorization: req.header('authorization'),
       protocol: req.protocol,
       tokens: this.tokens,
       policy: this.policy,
-      sessions: this.reg.count,
-      sessionsOf: (id) => this.reg.countOf(id),
+      sessions: this.reg.count - stale.length,
+      sessionsOf: (id) => this.reg.countOf(id) - (id === gc.certIdentity ? stale.length : 0),
       maxSessions: this.config.maxSessions,
       maxSessionsPerIdentity: this.config.maxSessionsPerIdentity,
     });
@@ -316,7 +337,7 @@ export class Gateway {
     // CONNECT-IP too: a host-name scope resolves first, and even an IP literal's open spans an await).
     const release = this.reg.reserve(a.identity);
     if (a.protocol === 'connect-ip') {
-      this.acceptIp(gc, req, a.identity, a.token, a.policy).catch((e: Error) => {
+      this.acceptIp(gc, req, a.identity, a.token, a.policy, stale).catch((e: Error) => {
         this.io.log.error({ remote: gc.remote, identity: a.identity, err: e.stack }, 'CONNECT-IP setup failed');
         if (!req.settled) req.reject(500, [['proxy-status', refuse(500, 'proxy_internal_error', 'setup failed').proxyStatus]]);
       }).finally(release);
@@ -343,38 +364,44 @@ export class Gateway {
     return out;
   }
 
-  private async acceptIp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null, policy: IdentityPolicy): Promise<void> {
+  private async acceptIp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null, policy: IdentityPolicy, stale: readonly GwSession[]): Promise<void> {
     const reloads = this.reloads;
     let gs: GwSession | null = null;
     const log = this.io.log;
     // A host-name scope is resolved with the same deadline as CONNECT-UDP's targets (connectUdp.resolveTimeoutMs).
-    const result = await acceptConnectIp(req, { resolve: resolverWithTimeout(this.config.connectUdp.resolveTimeoutMs), ownAddresses: this.followOwnAddresses() }, () => ({
-      onPacket: (buf, off, len, info) => {
-        // Return traffic of what the agent sends is admitted inbound. The owner is the identity, not
-        // this session: a flow survives the session being replaced (restart, HTTP/2 fallback, takeover).
-        if (gs !== null) this.inbound.track.seed(buf, info, identity, this.io.clock.now());
-        this.onClientPacket(buf, off, len, info);
-      },
-      onEvent: (e) => {
-        if (gs === null) return;
-        if (e.type === 'routes' || e.type === 'addresses-granted') void this.syncKernelRoutes(gs);
-        else if (e.type === 'route-conflict') log.warn({ session: gs.id, identity, prefix: e.prefix }, 'advertised route already owned by another session');
-        else if (e.type === 'ipv6-disabled') log.warn({ session: gs.id, maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
-        else if (e.type === 'closed') this.sessionClosed(gs);
-      },
-      pools: this.pools,
-      routes: this.advertisedRoutes(policy),
-      routeTable: this.routes,
-      acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(p),
-      resolveRouteConflict: (p, owners) => this.supersede(identity, p, owners),
-      leaseOwner: identity,
-      advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
-      forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
-      // Answers on flows an inbound rule admitted (e.g. a SYN-ACK to an ephemeral port) pass too (#12 item 8).
-      policy: (buf, info) => gs !== null && (gs.policy.allowsPacket(buf, info) || this.inbound.track.isAnswerFromAgent(buf, info, identity, this.io.clock.now())),
-      ...this.config.masque,
-      nowMs: () => this.io.clock.now(),
-    }));
+    const result = await acceptConnectIp(req, { resolve: resolverWithTimeout(this.config.connectUdp.resolveTimeoutMs), ownAddresses: this.followOwnAddresses() }, () => {
+      // The request is valid and its scope resolved: the sessions it supersedes close now, before the new one
+      // claims their leases and routes (a remote-access agent asks for the address it had).
+      const open = stale.filter((g) => this.reg.byIp.has(g.ip!));
+      if (open.length > 0) this.supersedeSessions(open, 'h2-fallback');
+      return {
+        onPacket: (buf, off, len, info) => {
+          // Return traffic of what the agent sends is admitted inbound. The owner is the identity, not
+          // this session: a flow survives the session being replaced (restart, HTTP/2 fallback, takeover).
+          if (gs !== null) this.inbound.track.seed(buf, info, identity, this.io.clock.now());
+          this.onClientPacket(buf, off, len, info);
+        },
+        onEvent: (e) => {
+          if (gs === null) return;
+          if (e.type === 'routes' || e.type === 'addresses-granted') void this.syncKernelRoutes(gs);
+          else if (e.type === 'route-conflict') log.warn({ session: gs.id, identity, prefix: e.prefix }, 'advertised route already owned by another session');
+          else if (e.type === 'ipv6-disabled') log.warn({ session: gs.id, maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
+          else if (e.type === 'closed') this.sessionClosed(gs);
+        },
+        pools: this.pools,
+        routes: this.advertisedRoutes(policy),
+        routeTable: this.routes,
+        acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(p),
+        resolveRouteConflict: (p, owners) => this.supersede(identity, p, owners),
+        leaseOwner: identity,
+        advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],
+        forbiddenPrefixes: () => this.forbiddenClientPrefixes(),
+        // Answers on flows an inbound rule admitted (e.g. a SYN-ACK to an ephemeral port) pass too (#12 item 8).
+        policy: (buf, info) => gs !== null && (gs.policy.allowsPacket(buf, info) || this.inbound.track.isAnswerFromAgent(buf, info, identity, this.io.clock.now())),
+        ...this.config.masque,
+        nowMs: () => this.io.clock.now(),
+      };
+    });
     if (!(result instanceof ConnectIpGatewaySession)) {
       log.warn({ remote: gc.remote, identity, status: result.status, reason: result.reason }, 'CONNECT-IP refused');
       return;

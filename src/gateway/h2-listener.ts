@@ -21,7 +21,7 @@ import { formatHostPort } from '../packet/ip-address.js';
 import { peerIdentityFromChain } from '../quic/peer-identity.js';
 import { parsePemBundle, peerRejection } from '../quic/peer-trust.js';
 import { healthzHandler } from '../telemetry/healthz.js';
-import type { GwConn, GwSession, SupersedeCause } from './session-registry.js';
+import type { GwConn } from './session-registry.js';
 
 /** What the listener needs from the gateway. */
 export interface H2ListenerHost {
@@ -31,10 +31,6 @@ export interface H2ListenerHost {
   onConnect(gc: GwConn, req: ConnectRequest): void;
   /** The connection closed (its sessions' streams are closed too). */
   closed(gc: GwConn): void;
-  /** Every open session (to find those an HTTP/2 fallback supersedes). */
-  sessions(): Iterable<GwSession>;
-  /** Closes sessions a new one of their identity replaces (the gateway counts and logs each). */
-  supersede(old: readonly GwSession[], cause: SupersedeCause): void;
 }
 
 /**
@@ -43,12 +39,14 @@ export interface H2ListenerHost {
  * would otherwise hold their routes and leases until the QUIC idle timeout).
  * The route takeover (gateway.ts supersede) covers advertised routes only; a
  * remote-access agent advertises none, and without this header its address
- * lease stays with the dead session, so it would get another address.
+ * lease stays with the dead session, so it would get another address. The
+ * gateway supersedes them only once the new request is admitted and valid
+ * (gateway.ts staleH3Sessions).
  */
 export const SUPERSEDES_HEADER = 'mtun-supersedes';
 
 /** An IPv4-mapped IPv6 host as plain IPv4. */
-function plainHost(host: string): string {
+export function plainHost(host: string): string {
   return host.replace(/^::ffff:(?=\d+\.)/, '');
 }
 
@@ -263,15 +261,6 @@ export class H2Listener {
    * fallback), so their routes and leases go to the new session. Only a
    * certificate-authenticated agent can do this, and only to itself.
    */
-  private supersedeH3(gc: GwConn): void {
-    if (gc.certIdentity === null) return;
-    const old: GwSession[] = [];
-    for (const gs of this.host.sessions()) {
-      if (gs.kind === 'connect-ip' && gs.gc.transport === 'h3' && gs.gc.certIdentity === gc.certIdentity && plainHost(gs.gc.conn.peerHost) === gc.conn.peerHost) old.push(gs);
-    }
-    if (old.length > 0) this.host.supersede(old, 'h2-fallback');
-  }
-
   private onStream(st: ServerHttp2Stream, h: IncomingHttpHeaders): void {
     st.on('error', () => undefined); // resets arrive as 'close' with rstCode
     const gc = (st.session as (ServerHttp2Session & { mtunConn?: GwConn }) | undefined)?.mtunConn;
@@ -295,7 +284,6 @@ export class H2Listener {
       st.respond({ ':status': r.status, 'proxy-status': r.proxyStatus }, { endStream: true });
       return;
     }
-    if (h[':protocol'] === 'connect-ip' && h[SUPERSEDES_HEADER] === 'h3') this.supersedeH3(gc);
     const req = new H2PendingConnect(st, h, this.opts.tunnel, this.counters);
     try {
       this.host.onConnect(gc, req);

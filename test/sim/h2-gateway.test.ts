@@ -28,6 +28,8 @@ import { craftUdp } from '../../src/packet/craft.js';
 import { MemoryTun } from '../../src/tun/memory-tun.js';
 import { getPki, type Pki } from './quic-harness.js';
 import { MemoryNet } from './quic-memory-udp.js';
+import { QuicEndpoint } from '../../src/quic/endpoint.js';
+import { attachH3 } from '../../src/h3/quic-binding.js';
 import { freePort, metric, until } from './sim-helpers.js';
 
 const AGENT_ID = 'spiffe://mesh.test/ns/default/sa/agent';
@@ -43,6 +45,8 @@ describe('gateway over HTTP/2 (RFC 8441 Extended CONNECT, RFC 9297 §3.5 DATAGRA
   let echo: Socket;
   let echoPort = 0;
   let cfgText = '';
+  /** The gateway's QUIC side (an HTTP/3 client joins it here). */
+  const net = new MemoryNet();
   const base = () => ({ host: '127.0.0.1', port, serverName: 'localhost', caPem: pki.ca.certPem, keepAliveMs: 0, connectTimeoutMs: 5_000 });
   const tunnelOpts = { maxCapsuleBytes: 65_536, sendQueueBytes: 256 * 1024, maxDatagramPayloadBytes: H2_DATAGRAM_PAYLOAD_BYTES };
   const agentClient = () => H2Client.connect({ ...base(), certPem: pki.client.certPem, keyPem: pki.client.keyPem, tunnel: tunnelOpts, counters: new H2TunnelCounters() });
@@ -78,7 +82,6 @@ telemetry: {flowLog: {enabled: false}}
 admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
 `;
     const cfg = parseGatewayConfig(cfgText, join(dir, 'gateway.yaml'), dir);
-    const net = new MemoryNet();
     gw = await Gateway.start(cfg, {
       openTun: async (req) => {
         const t = new MemoryTun({ name: `gw${tuns.length}`, mtu: req.mtu });
@@ -153,6 +156,35 @@ admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
     });
     expect(e?.status).toBe(501);
     other.close();
+  });
+
+  // Independent review, 7 December: the listener closed the HTTP/3 sessions on seeing the header, before the
+  // request was admitted or checked, so a refused fallback request still cost the agent its sessions.
+  it('mtun-supersedes: h3 closes the HTTP/3 sessions only when the HTTP/2 request is admitted and valid', async () => {
+    const qc = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+    try {
+      const conn = qc.connect('127.0.0.1', port, 'localhost');
+      const h3 = attachH3(conn, {}, () => undefined);
+      await conn.whenEstablished();
+      await connectIp(h3, authority(), { onPacket: () => undefined });
+      const transports = () => gw.status().sessions.map((x) => x.transport);
+      await until(() => transports().length === 1, 5_000, 'the HTTP/3 session');
+      const before = await metric(gw.adminUrl!, 'mtun_gateway_sessions_superseded_total');
+      const c = await agentClient();
+      const headers: [string, string][] = [['mtun-supersedes', 'h3']];
+      // A host-name scope that does not resolve: admitted, then refused (502/504) before any session opens.
+      const bad = connectIp(c, authority(), { onPacket: () => undefined, headers, scope: { target: { kind: 'hostname', name: 'nosuch.invalid' }, ipProtocol: null } });
+      await expect(bad).rejects.toBeInstanceOf(MasqueRequestError);
+      expect(transports()).toEqual(['h3']);
+      expect(await metric(gw.adminUrl!, 'mtun_gateway_sessions_superseded_total')).toBe(before);
+      await connectIp(c, authority(), { onPacket: () => undefined, headers });
+      await until(() => transports().join() === 'h2', 5_000, 'the HTTP/2 session alone');
+      expect(await metric(gw.adminUrl!, 'mtun_gateway_sessions_superseded_total')).toBe(before + 1);
+      c.close();
+      await until(() => gw.status().sessions.length === 0, 5_000, 'the session to close with its connection');
+    } finally {
+      qc.close();
+    }
   });
 
   it('mTLS: a client without a certificate, or with one from another CA, gets no HTTP/2 connection', async () => {
