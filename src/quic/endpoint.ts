@@ -1341,6 +1341,9 @@ export class QuicEndpoint implements ConnectionOwner {
 
   private microFlushScheduled = false;
   private flushing = false;
+  /** Inside flushDirtyNow's engine lock; connections that end meanwhile wait in closedUnderLock for their `closed` event. */
+  private locked = false;
+  private closedUnderLock: QuicConnection[] = [];
   private readonly microFlush = (): void => {
     this.microFlushScheduled = false;
     if (!this.inBatch && !this.blocked && this.dirtyList.length > 0) this.flushDirty();
@@ -1374,8 +1377,11 @@ export class QuicEndpoint implements ConnectionOwner {
     const list = this.dirtyList;
     this.dirtyList = [];
     let leftover = false;
-    // Drained and sent as one step for another sender of these connections (engine.lock).
+    // Drained and sent as one step for another sender of these connections (engine.lock). Connections that
+    // end here report `closed` after the unlock: its handlers are application code (the agent's detaches the
+    // TUN thread, which takes its own lock), and none of it may run under the engine lock.
     engine.lock();
+    this.locked = true;
     try {
       for (let k = 0; k < list.length; k++) {
         const c = list[k];
@@ -1391,7 +1397,13 @@ export class QuicEndpoint implements ConnectionOwner {
       }
       this.sendOut();
     } finally {
+      this.locked = false;
       engine.unlock();
+    }
+    if (this.closedUnderLock.length > 0) {
+      const ended = this.closedUnderLock;
+      this.closedUnderLock = [];
+      for (const c of ended) c.emit('closed');
     }
     this.armTimer();
     if (leftover && !this.continueScheduled) {
@@ -1668,7 +1680,10 @@ export class QuicEndpoint implements ConnectionOwner {
     c.markClosed(info);
     this.counters.connectionsClosed++;
     if (!wasEstablished && c.isServer) this.counters.handshakesFailed++;
-    if (wasEstablished || !c.isServer) c.emit('closed');
+    if (wasEstablished || !c.isServer) {
+      if (this.locked) this.closedUnderLock.push(c);
+      else c.emit('closed');
+    }
   }
 }
 

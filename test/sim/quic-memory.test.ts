@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type { QuicConnection } from '../../src/quic/connection.js';
 import { MemoryNet } from './quic-memory-udp.js';
+import { engine } from '../../src/quic/engine.js';
 import { countDatagrams, memoryEndpointPair, sleep, streamRoundTrip, waitFor } from './quic-harness.js';
 
 const cleanups: (() => void)[] = [];
@@ -129,6 +130,54 @@ describe('QUIC connection telemetry over a delayed in-memory path', () => {
     expect(st.recvPackets).toBeGreaterThan(3);
     expect(c.streamRecv(0, new Uint8Array(10))).toBeNull();
     expect(c.handlerError).toBeNull();
+  });
+});
+
+describe('QuicEndpoint events and the engine lock', () => {
+  // Independent review, 7 December: a connection that ended during a flush reported `closed` with the
+  // engine lock held, so application handlers (the agent's detaches its TUN thread) ran under it.
+  it('reports `closed` outside the engine lock, on both ends, whether closed locally or by the peer', async () => {
+    const net = new MemoryNet();
+    let serverConn: QuicConnection | null = null;
+    const pr = await memoryEndpointPair(net, {
+      server: {
+        onConnection: (sc) => {
+          serverConn = sc;
+          watch(sc, 'server');
+        },
+      },
+    });
+    cleanups.push(pr.close);
+    const { client, port } = pr;
+    let depth = 0;
+    const { lock, unlock } = engine;
+    engine.lock = () => {
+      depth++;
+      lock();
+    };
+    engine.unlock = () => {
+      depth--;
+      unlock();
+    };
+    cleanups.push(() => {
+      engine.lock = lock;
+      engine.unlock = unlock;
+    });
+    const seen: string[] = [];
+    function watch(c: QuicConnection, who: string): void {
+      const prev = c.onEvent;
+      c.onEvent = (conn, ev) => {
+        if (ev === 'closed') seen.push(`${who}:${depth}`);
+        prev?.(conn, ev);
+      };
+    }
+    const c = client.connect('127.0.0.1', port, 'localhost');
+    watch(c, 'client');
+    await c.whenEstablished();
+    await waitFor(() => serverConn !== null, 2_000, 'the server connection');
+    c.close(true, 0, 'bye');
+    await waitFor(() => seen.length === 2, 5_000, 'both ends closed');
+    expect(seen.sort()).toEqual(['client:0', 'server:0']);
   });
 });
 
