@@ -66,6 +66,26 @@ describe('FlowTracker TCP', () => {
     expect(recs[0]!.r.closeReason).toBe('open');
   });
 
+  it('a retransmit is a segment with seen bytes, whatever the timing: a late original is not one, a resend 20 µs after it is', () => {
+    // A capture on a loaded veth: the server's segment 2 reaches the tap 5 ms after segments 3 and 4 (tshark:
+    // "retransmission", though its bytes are new), and segment 3 again 20 µs later (tshark: "out-of-order",
+    // as it comes within the handshake RTT). The ground-truth netns test counts seen bytes for this reason.
+    const { t, recs } = tracker();
+    const k = conv();
+    let now = 1000;
+    const at = (dt: number, p: Buffer) => { now += dt; t.observe(p, 0, p.length, 0, now); };
+    at(0, k.c(SYN, 0, 0)); at(0.02, k.s(SYN | ACK, 0, 1)); at(0.03, k.c(ACK, 1, 1));
+    at(0.01, k.c(ACK | PSH, 1, 1, bytes(20)));
+    at(0.01, k.s(ACK, 1, 21, bytes(1000)));
+    at(0.01, k.s(ACK, 2001, 21, bytes(1000)));
+    at(0.01, k.s(ACK, 3001, 21, bytes(1000)));
+    at(5, k.s(ACK, 1001, 21, bytes(1000))); // late original of segment 2
+    at(0.02, k.s(ACK, 2001, 21, bytes(1000))); // resend of segment 3
+    t.flush();
+    expect(recs[0]!.r).toMatchObject({ bytesReceived: 4000, retransmits: 1 });
+    expect(recs[0]!.m.outOfOrder).toBe(2); // segments 3 and 4, above the hole
+  });
+
   it('obeys an in-window RST, counts an out-of-window one (RFC 5961 §3)', () => {
     const { t, recs } = tracker();
     const k = conv();
