@@ -24,7 +24,7 @@ import { ConnectUdpGatewaySession, type UdpResolver } from '../masque/connect-ud
 import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
 import { defaultIdleSweeper } from '../masque/connect-udp/idle-sweeper.js';
 import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
-import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, type IpPrefix } from '../packet/ip-address.js';
+import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, prefixesOverlap, type IpPrefix } from '../packet/ip-address.js';
 import { IPPROTO, type PacketInfo } from '../packet/ip-packet.js';
 import { refuse } from '../masque/proxy-status.js';
 import { INBOUND_DROP_NAMES, InboundDrop, InboundFilter } from '../masque/inbound/inbound-filter.js';
@@ -364,6 +364,24 @@ export class Gateway {
     return out;
   }
 
+  /**
+   * Would the agent's site prefix `p` take part of the gateway's own
+   * networks (its `advertise` list)? Installed, it would win the route
+   * lookup for that space over the network behind the gateway: other
+   * agents' packets to it, and the gateway network's own, would go to this
+   * agent. Allowed only where the operator carved `p` out: an advertise
+   * entry of the identity's policy that covers `p` lies inside that network
+   * (a hub advertising 10.0.0.0/8 with its sites inside). An entry broader
+   * than the network (an identity allowed all of 10/8) carves nothing out.
+   */
+  private takesGatewayNetwork(policy: IdentityPolicy, p: IpPrefix): boolean {
+    for (const g of this.config.advertise) {
+      if (!prefixesOverlap(g, p)) continue;
+      if (!policy.advertisablePrefixes().some((a) => prefixCovers(a, p) && prefixCovers(g, a))) return true;
+    }
+    return false;
+  }
+
   private async acceptIp(gc: GwConn, req: ConnectRequest, identity: string, token: string | null, policy: IdentityPolicy, stale: readonly GwSession[]): Promise<void> {
     const reloads = this.reloads;
     let gs: GwSession | null = null;
@@ -391,7 +409,7 @@ export class Gateway {
         pools: this.pools,
         routes: this.advertisedRoutes(policy),
         routeTable: this.routes,
-        acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(p),
+        acceptClientRoute: (p) => gs !== null && gs.policy.mayAdvertise(p) && !this.takesGatewayNetwork(gs.policy, p),
         resolveRouteConflict: (p, owners) => this.supersede(identity, p, owners),
         leaseOwner: identity,
         advertisablePrefixes: () => gs?.policy.advertisablePrefixes() ?? [],

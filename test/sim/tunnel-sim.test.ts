@@ -399,6 +399,29 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     });
   }, 20_000);
 
+  // Independent review, 7 December: an identity allowed a broad advertise list (10/8) could advertise part of the
+  // gateway's own network (10.20.0.0/24) and take other agents' traffic to it.
+  it("an agent cannot advertise part of the gateway's own networks unless its policy carves that prefix out of them", async () => {
+    await withGateway('gn', (t) => t.replace('    advertise: [10.10.0.0/24]', '    advertise: [10.0.0.0/8]'), async ({ h3, conn, authority, tuns }) => {
+      const session = await connectIp(h3, authority, { onPacket: () => undefined });
+      session.advertiseRoutes([parsePrefix('10.20.0.0/25')!, parsePrefix('10.11.0.0/24')!, parsePrefix('10.16.0.0/12')!]);
+      conn.flush();
+      const gtun = tuns.opened.at(-1)!;
+      await until(() => kernel.routesVia(gtun.name).includes('10.11.0.0/24'), 5_000, 'the allowed site route');
+      expect(kernel.routesVia(gtun.name)).not.toContain('10.20.0.0/25');
+      expect(kernel.routesVia(gtun.name)).not.toContain('10.16.0.0/12'); // covers 10.20.0.0/24
+    });
+    // A hub: the gateway advertises 10/8 to every agent, and each identity's site is carved out of it by its policy.
+    await withGateway('gh', (t) => t.replace(/^advertise: \[10\.20\.0\.0\/24\]$/m, 'advertise: [10.0.0.0/8]'), async ({ h3, conn, authority, text, tuns }) => {
+      expect(text).toMatch(/^advertise: \[10\.0\.0\.0\/8\]$/m);
+      const session = await connectIp(h3, authority, { onPacket: () => undefined });
+      session.advertiseRoutes([parsePrefix('10.10.0.0/24')!]);
+      conn.flush();
+      const gtun = tuns.opened.at(-1)!;
+      await until(() => kernel.routesVia(gtun.name).includes('10.10.0.0/24'), 5_000, 'the site route inside the hub prefix');
+    });
+  }, 30_000);
+
   it('a reload that lowers maxSessionsPerIdentity closes the newest sessions past it', async () => {
     await withGateway('gm', (t) => t, async ({ gw, h3, authority, text }) => {
       gw.reload(parseGatewayConfig(text + 'maxSessionsPerIdentity: 3\n', join(dir, 'gateway.yaml'), dir));

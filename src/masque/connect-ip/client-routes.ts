@@ -15,11 +15,15 @@ export const DEFAULT_MAX_CLIENT_PREFIXES = 256;
 
 /**
  * Prefixes no client may advertise, whatever the policy says: link-local
- * (169.254/16 holds the cloud metadata address; fe80::/10), loopback,
+ * (169.254/16 holds the cloud metadata address; fe80::/10), loopback, and
+ * the cloud metadata endpoints outside link-local space (an agent routed
+ * 100.64.0.0/10 would answer the gateway host's own metadata requests);
  * unspecified-space defaults are caught by the policy. The owner adds its
  * connected subnets and the agents' underlay addresses.
  */
-export const ALWAYS_FORBIDDEN_PREFIXES: readonly IpPrefix[] = ['169.254.0.0/16', '127.0.0.0/8', 'fe80::/10', '::1/128'].map((t) => parsePrefix(t)!);
+export const ALWAYS_FORBIDDEN_PREFIXES: readonly IpPrefix[] = [
+  '169.254.0.0/16', '127.0.0.0/8', 'fe80::/10', '::1/128', '100.100.100.200/32', 'fd00:ec2::254/128', 'fd20:ce::254/128',
+].map((t) => parsePrefix(t)!);
 
 /** A client prefix the gateway accepted, with the range's IP protocol (0 = any). */
 export interface ClientRoute {

@@ -135,6 +135,15 @@ describe('#12 item 9: route ownership and the source check agree', () => {
     expect(x.table.lookup4(ip('198.51.100.9'), 0)).toBeUndefined();
     expect(x.gatewayEvents.filter((e) => e.type === 'route-refused' && e.reason === 'forbidden')).toHaveLength(4); // 169.254/16 merged into 169/8 by the client
   });
+
+  it('prefixes covering a cloud metadata endpoint outside link-local space are filtered', () => {
+    const x = rig({});
+    x.client.advertiseRoutes([P('100.64.0.0/10'), P('100.128.0.0/16'), P('fd00:ec2::/32'), P('fd20:ce::/64'), P('10.20.0.0/16')]);
+    x.pair.flush();
+    expect(x.gateway.clientRoutes().map((r) => formatPrefix(r.prefix)).sort()).toEqual(['10.20.0.0/16', '100.128.0.0/16']);
+    expect(x.table.lookup4(ip('100.100.100.200'), 0)).toBeUndefined();
+    expect(x.gatewayEvents.filter((e) => e.type === 'route-refused' && e.reason === 'forbidden')).toHaveLength(3);
+  });
 });
 
 describe('#12 item 10: one identity cannot drain the pools', () => {
