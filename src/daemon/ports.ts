@@ -135,9 +135,10 @@ export interface DaemonIo {
    */
   readonly onFatal?: (e: Error) => void;
   /**
-   * This host's own addresses, refused as tunnel destinations; polled once
-   * a second. Default: the interfaces' addresses (`localAddresses`). A
-   * changed list must be a new array.
+   * This host's own addresses, refused as tunnel destinations; read afresh
+   * (`fresh`) once a second, and from a cache at session opens. Default:
+   * the interfaces' addresses (`localAddresses`). A changed list must be a
+   * new array, an unchanged one the same array.
    */
-  readonly hostAddresses?: () => readonly Uint8Array[];
+  readonly hostAddresses?: (fresh: boolean) => readonly Uint8Array[];
 }

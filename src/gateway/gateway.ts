@@ -95,7 +95,10 @@ export class Gateway {
   /** Bumped by every reload: an open that spanned one is reviewed against what it loaded ({@link reviewOpened}). */
   private reloads = 0;
   private ticketKeyRotatedAt: number;
-  private readonly hostAddresses = (): readonly Uint8Array[] => (this.io.hostAddresses ?? localAddresses)();
+  private readonly hostAddresses = (fresh: boolean): readonly Uint8Array[] =>
+    this.io.hostAddresses ? this.io.hostAddresses(fresh) : localAddresses(performance.now(), fresh);
+  /** Identity|address of HTTP/2 fallback requests whose superseded sessions are discounted from the limits while they open. */
+  private readonly supersedesPending = new Set<string>();
   /** The own-address list sessions were last given ({@link followOwnAddresses}). */
   private ownSeen: readonly Uint8Array[];
   private admin: AdminServer | null = null;
@@ -117,7 +120,7 @@ export class Gateway {
   ) {
     this.startedAt = io.clock.now();
     this.ticketKeyRotatedAt = this.startedAt;
-    this.ownSeen = this.hostAddresses();
+    this.ownSeen = this.hostAddresses(true);
     this.policy = compilePolicy(config.policy);
     this.tokens = TokenTable.fromConfig(config);
     this.kernelRoutes = new RouteSync(tun.name, io.kernel, io.clock, io.log, 'routes to agent sites');
@@ -316,7 +319,11 @@ export class Gateway {
    * start (a refused or invalid request closes nothing).
    */
   private onConnect(gc: GwConn, req: ConnectRequest): void {
-    const stale = this.staleH3Sessions(gc, req);
+    // One fallback request at a time per identity and address gets the discount: more of them, each discounting
+    // the same sessions, would hold slots past the limits while those sessions stay open.
+    let stale = this.staleH3Sessions(gc, req);
+    const staleKey = stale.length > 0 ? `${gc.certIdentity ?? ''}|${gc.conn.peerHost}` : null;
+    if (staleKey !== null && this.supersedesPending.has(staleKey)) stale = [];
     const a = admitConnect({
       certIdentity: gc.certIdentity,
       authorization: req.header('authorization'),
@@ -337,10 +344,15 @@ export class Gateway {
     // CONNECT-IP too: a host-name scope resolves first, and even an IP literal's open spans an await).
     const release = this.reg.reserve(a.identity);
     if (a.protocol === 'connect-ip') {
+      const pending = stale.length > 0 ? staleKey : null;
+      if (pending !== null) this.supersedesPending.add(pending);
       this.acceptIp(gc, req, a.identity, a.token, a.policy, stale).catch((e: Error) => {
         this.io.log.error({ remote: gc.remote, identity: a.identity, err: e.stack }, 'CONNECT-IP setup failed');
         if (!req.settled) req.reject(500, [['proxy-status', refuse(500, 'proxy_internal_error', 'setup failed').proxyStatus]]);
-      }).finally(release);
+      }).finally(() => {
+        if (pending !== null) this.supersedesPending.delete(pending);
+        release();
+      });
       return;
     }
     this.acceptUdp(gc, req, a.identity, a.token).catch((e: Error) => {
@@ -426,6 +438,9 @@ export class Gateway {
     }
     if (result.isClosed) return; // the stream went away before the 2xx
     gs = this.addSession(gc, 'connect-ip', identity, token, policy, result, null, null, null);
+    // The open may have awaited a host-name resolution while the host's addresses changed: the tick that saw it
+    // did not know this session yet.
+    result.setOwnAddresses(this.followOwnAddresses());
     if (!this.reviewOpened(gs, reloads)) return;
     // Capsules that arrived with the request were handled before gs existed: sync routes now.
     void this.syncKernelRoutes(gs);
@@ -494,10 +509,11 @@ export class Gateway {
     });
     const resolver = resolverWithTimeout(cu.resolveTimeoutMs);
     let result: Awaited<ReturnType<typeof acceptConnectUdp>>;
+    const ownAtOpen = this.followOwnAddresses();
     try {
       result = await acceptConnectUdp(req, {}, {
         allow: udpAllowance(this.config),
-        ownAddresses: this.followOwnAddresses(),
+        ownAddresses: ownAtOpen,
         idleTimeoutMs: cu.idleTimeoutMs,
         sweeper: defaultIdleSweeper(),
         resolve: (host) => {
@@ -530,7 +546,10 @@ export class Gateway {
     }
     const target = pre.ok ? { host: pre.target.host, port: pre.target.port } : null;
     gs = this.addSession(gc, 'connect-udp', identity, token, this.policy.forIdentity(identity), null, result, target, chosen);
-    this.reviewOpened(gs, reloads);
+    if (!this.reviewOpened(gs, reloads)) return;
+    // The host's addresses changed while the target was resolved and connected (the tick that saw it did not know
+    // this session yet): its target is judged against the current list.
+    if (this.followOwnAddresses() !== ownAtOpen && !this.review(gs, "closing session: the host's addresses changed while it opened")) this.endpoint.flush();
   }
 
   /**
@@ -681,7 +700,7 @@ export class Gateway {
     this.h2?.closeExpired();
     if (now - this.ticketKeyRotatedAt >= TICKET_KEY_ROTATION_MS) this.rotateTicketKey(now);
     for (const gs of this.reg.sessions()) this.syncSession(gs);
-    this.followOwnAddresses();
+    this.followOwnAddresses(true);
     this.driveSessionTimers();
   }
 
@@ -693,8 +712,8 @@ export class Gateway {
    * when they opened; before this an address added later was reachable
    * through the tunnel.
    */
-  private followOwnAddresses(): readonly Uint8Array[] {
-    const own = this.hostAddresses();
+  private followOwnAddresses(fresh = false): readonly Uint8Array[] {
+    const own = this.hostAddresses(fresh);
     if (own === this.ownSeen) return own;
     this.ownSeen = own;
     for (const gs of [...this.reg.sessions()]) {

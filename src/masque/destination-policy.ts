@@ -121,14 +121,14 @@ let cached: readonly Uint8Array[] = [];
 /**
  * Every address of this host's interfaces, as bytes, with the network and
  * broadcast addresses of its IPv4 subnets (up to /30). Reads os state at most
- * once per {@link LOCAL_ADDRESSES_TTL_MS}: a gateway opening 1,000 sessions
+ * once per {@link LOCAL_ADDRESSES_TTL_MS} (always when `fresh`): a gateway opening 1,000 sessions
  * read every interface 1,000 times and gave each session its own copy
  * (issue #17). The array and its addresses are shared: read-only. A
  * read that finds the same addresses returns the same array, so a new array
  * means the host's addresses changed.
  */
-export function localAddresses(nowMs: number = performance.now()): readonly Uint8Array[] {
-  if (nowMs - cachedAt >= LOCAL_ADDRESSES_TTL_MS || nowMs < cachedAt) {
+export function localAddresses(nowMs: number = performance.now(), fresh = false): readonly Uint8Array[] {
+  if (fresh || nowMs - cachedAt >= LOCAL_ADDRESSES_TTL_MS || nowMs < cachedAt) {
     const out: Uint8Array[] = [];
     for (const a of interfaceAddresses()) {
       out.push(a.address);

@@ -28,6 +28,8 @@ export interface PendingConnectLike {
   readonly capsuleProtocol: boolean;
   accept(handler: TunnelStreamHandler, headers?: Fields, status?: number): TunnelStream | null;
   reject(status: number, headers?: Fields, body?: Uint8Array | string): void;
+  /** True once answered, or after the stream went away (absent: never known). */
+  readonly settled?: boolean;
 }
 
 /** The parts of h3's client connection the client glue uses. */
@@ -65,7 +67,8 @@ export interface ConnectIpAcceptOptions extends ConnectIpRequestOptions {
  * with none left is refused with 403 `destination_ip_prohibited`.
  * `sessionOpts` gets the validated scope; the session gets the gateway's
  * own addresses and the resolved target. Returns the session, or the
- * refusal that was sent.
+ * refusal (sent, unless the stream went away meanwhile: then `sessionOpts`
+ * is not called).
  */
 export async function acceptConnectIp(
   req: PendingConnectLike,
@@ -83,6 +86,10 @@ export async function acceptConnectIp(
   if (resolved !== null && 'status' in resolved) {
     rejectWith(req, resolved);
     return resolved;
+  }
+  if (req.settled === true) {
+    // The stream went away while the name resolved: no session, and no sessionOpts (which may act, e.g. supersede).
+    return refuse(400, 'http_request_error', 'stream closed before the target was resolved', check.proxyName ?? DEFAULT_PROXY_NAME);
   }
   if (resolved !== null) {
     resolvedTarget = resolved.filter((p) => prohibitedDestination(p.version, p.address, 0, check.allowDestinations, own) === null);

@@ -14,7 +14,8 @@ import { connect as h2connect, constants as h2c } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { promises as dnsPromises } from 'node:dns';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/index.js';
 import { MemoryKernel } from '../../src/daemon/memory-kernel.js';
 import { systemClock } from '../../src/daemon/ports.js';
@@ -184,6 +185,58 @@ admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
       await until(() => gw.status().sessions.length === 0, 5_000, 'the session to close with its connection');
     } finally {
       qc.close();
+    }
+  });
+
+  // Independent review, 7 December: a fallback request whose stream went away while its scope resolved still
+  // superseded the HTTP/3 sessions; and each concurrent fallback request got the same limit discount.
+  it('mtun-supersedes: a fallback request that goes away supersedes nothing; one at a time per identity gets the limit discount', async () => {
+    const lookup = vi.spyOn(dnsPromises, 'lookup').mockImplementation((async (name: string) => {
+      await new Promise((r) => setTimeout(r, 800));
+      if (name === 'slow.test') return [{ address: '10.21.0.9', family: 4 }];
+      throw Object.assign(new Error('not found'), { code: 'ENOTFOUND' });
+    }) as unknown as typeof dnsPromises.lookup);
+    const qc = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+    gw.reload(parseGatewayConfig(`${cfgText}maxSessionsPerIdentity: 1\n`, join(dir, 'gateway.yaml'), dir));
+    try {
+      const conn = qc.connect('127.0.0.1', port, 'localhost');
+      const h3 = attachH3(conn, {}, () => undefined);
+      await conn.whenEstablished();
+      await connectIp(h3, authority(), { onPacket: () => undefined });
+      const transports = () => gw.status().sessions.map((x) => x.transport);
+      await until(() => transports().join() === 'h3', 5_000, 'the HTTP/3 session');
+      const headers: [string, string][] = [['mtun-supersedes', 'h3']];
+      const slow = { target: { kind: 'hostname' as const, name: 'slow.test' }, ipProtocol: null };
+      // Gone while resolving: the HTTP/3 session stays.
+      const gone = await agentClient();
+      void connectIp(gone, authority(), { onPacket: () => undefined, headers, scope: slow }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 200));
+      gone.close();
+      await new Promise((r) => setTimeout(r, 900));
+      expect(transports()).toEqual(['h3']);
+      // At a limit of 1 the fallback is admitted: the session it supersedes does not count.
+      const c1 = await agentClient();
+      await connectIp(c1, authority(), { onPacket: () => undefined, headers, scope: slow });
+      await until(() => transports().join() === 'h2', 5_000, 'the HTTP/2 session alone');
+      c1.close();
+      await until(() => gw.status().sessions.length === 0, 5_000, 'the session to close with its connection');
+      // Two at once at a limit of 2, beside one HTTP/3 session: only the first is discounted; the second counts
+      // the HTTP/3 session and the first's slot, and is refused.
+      gw.reload(parseGatewayConfig(`${cfgText}maxSessionsPerIdentity: 2\n`, join(dir, 'gateway.yaml'), dir));
+      await connectIp(h3, authority(), { onPacket: () => undefined });
+      await until(() => transports().join() === 'h3', 5_000, 'a new HTTP/3 session');
+      const c2 = await agentClient();
+      const first = connectIp(c2, authority(), { onPacket: () => undefined, headers, scope: slow });
+      const second = connectIp(c2, authority(), { onPacket: () => undefined, headers, scope: slow }).then(() => 0, (e: MasqueRequestError) => e.status);
+      expect(await second).toBe(429);
+      await first;
+      await until(() => transports().join() === 'h2', 5_000, 'the HTTP/2 session alone');
+      c2.close();
+      await until(() => gw.status().sessions.length === 0, 5_000, 'the session to close with its connection');
+    } finally {
+      qc.close();
+      lookup.mockRestore();
+      gw.reload(parseGatewayConfig(cfgText, join(dir, 'gateway.yaml'), dir));
     }
   });
 

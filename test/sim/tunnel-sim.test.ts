@@ -103,7 +103,7 @@ telemetry: {flowLog: {enabled: true, path: gw-flows.jsonl}}
       .replace('name: gw,', `name: ${tunName},`)
       .replace(`127.0.0.1:${gwAdminPort}`, `127.0.0.1:${await freePort()}`));
     const udp = net.open();
-    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent });
+    const gw = await Gateway.start(parseGatewayConfig(text, join(dir, 'gateway.yaml'), dir), { openTun: tuns.factory, udp, kernel, clock: systemClock, log: silent, hostAddresses: () => hostAddrs });
     const pki = await getPki();
     const client = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
     try {
@@ -255,6 +255,47 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     await new Promise((r) => setTimeout(r, 1_300));
     atun.inject(udp);
     await until(() => fromNet.length === 2, 5_000, 'the packet once the address is gone again');
+  }, 30_000);
+
+  // Independent review, 7 December: a session whose open awaited a host-name resolution while the host gained an
+  // address kept the list it started with, as the tick that saw the change did not know the session yet.
+  it('a session opening while the gateway host gains an address gets the new list: CONNECT-IP refuses it, CONNECT-UDP to it closes', async () => {
+    const lookup = vi.spyOn(dnsPromises, 'lookup').mockImplementation((async (name: string) => {
+      await new Promise((r) => setTimeout(r, 1_500)); // longer than a tick: the tick that sees the change comes first
+      if (name === 'slow-ip.test') return [{ address: '10.20.0.9', family: 4 }];
+      if (name === 'slow-udp.test') return [{ address: '10.20.0.53', family: 4 }];
+      throw Object.assign(new Error('not found'), { code: 'ENOTFOUND' });
+    }) as unknown as typeof dnsPromises.lookup);
+    const before = hostAddrs;
+    const edit = (t: string) => `${t}connectUdp: {enabled: true, targets: [{host: slow-udp.test, ports: [53]}]}\n`;
+    try {
+      await withGateway('go', edit, async ({ gw, h3, conn, authority, tuns }) => {
+        const gtun = tuns.opened.at(-1)!;
+        const atGateway: Buffer[] = [];
+        gtun.onPacket((p) => void atGateway.push(p));
+        const ipOpen = connectIp(h3, authority, { scope: { target: { kind: 'hostname', name: 'slow-ip.test' }, ipProtocol: null }, onPacket: () => undefined });
+        const udpOpen = connectUdp(h3, authority, 'slow-udp.test', 53, { onPayload: () => undefined });
+        await new Promise((r) => setTimeout(r, 200)); // both resolving
+        hostAddrs = [...before, parseIp('10.20.0.9')!.address, parseIp('10.20.0.53')!.address];
+        const ip = await ipOpen;
+        await udpOpen.catch(() => undefined); // it may be refused or opened and then closed
+        await until(() => gw.status().sessions.every((x) => x.kind !== 'connect-udp'), 5_000, 'the CONNECT-UDP session to a host address to close');
+        ip.requestAddresses([{ version: 4 }]);
+        conn.flush();
+        await until(() => ip.assignedAddresses().length > 0, 5_000, 'an assigned address');
+        const me = [...ip.assignedAddresses()[0]!.address].join('.');
+        const pkt = craftUdp({ src: me, dst: '10.20.0.9', srcPort: 5000, dstPort: 53, payload: Buffer.from('to a host address') });
+        const buf = Buffer.alloc(64 + pkt.length);
+        pkt.copy(buf, 64);
+        ip.sendPacket(buf, 64, pkt.length);
+        conn.flush();
+        await until(async () => (await metric(gw.adminUrl!, 'mtun_tunnel_dropped_packets_total', { reason: 'out_of_scope' })) > 0, 5_000, 'the packet to the new host address to be dropped');
+        expect(atGateway).toHaveLength(0);
+      });
+    } finally {
+      hostAddrs = before;
+      lookup.mockRestore();
+    }
   }, 30_000);
 
   it('inbound default-deny (#12 item 8): unsolicited packets from network B are dropped and counted; return traffic and inbound rules (reload) pass', async () => {
