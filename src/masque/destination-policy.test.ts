@@ -44,9 +44,25 @@ describe('destination policy', () => {
       expect(prohibitedDestination(4, ip(a), 0, { linkLocal: true }, []), a).toBe('cloud metadata endpoint');
     }
     expect(prohibitedDestination(4, ip('169.254.170.3'), 0, { linkLocal: true }, [])).toBeNull();
+    // EKS Pod Identity (second review): fd00:ec2::23 and 169.254.170.23.
+    expect(prohibitedDestination(6, ip('fd00:ec2::23'), 0, {}, [])).toBe('cloud metadata endpoint');
+    expect(prohibitedDestination(4, ip('169.254.170.23'), 0, { linkLocal: true }, [])).toBe('cloud metadata endpoint');
+    expect(prohibitedDestination(6, ip('fd20:ce::23'), 0, {}, [])).toBeNull();
     for (const a of ['fd00:ec2::253', 'fd00:ec2:0:1::254', 'fd20:ce::255', 'fd00:ec3::254', '100.100.100.201', '100.100.101.200']) {
       expect(prohibitedDestination(a.includes(':') ? 6 : 4, ip(a), 0, {}, []), a).toBeNull();
     }
+  });
+
+  // Second review, 7 December: a NAT64 translator on the gateway's path reaches the IPv4 address inside
+  // 64:ff9b::/96, so those are judged as that IPv4 address (as IPv4-mapped ones are).
+  it('judges NAT64 well-known-prefix addresses by the IPv4 address inside', () => {
+    expect(prohibitedDestination(6, ip('64:ff9b::a9fe:a9fe'), 0, {}, [])).toBe('link-local address');
+    expect(prohibitedDestination(6, ip('64:ff9b::a9fe:a9fe'), 0, { linkLocal: true }, [])).toBe('cloud metadata endpoint');
+    expect(prohibitedDestination(6, ip('64:ff9b::7f00:1'), 0, {}, [])).toBe('loopback address');
+    expect(prohibitedDestination(6, ip('64:ff9b::c000:201'), 0, {}, [ip('192.0.2.1')])).toBe("the gateway's own address");
+    expect(prohibitedDestination(6, ip('64:ff9b::c000:202'), 0, {}, [ip('192.0.2.1')])).toBeNull();
+    // Not the well-known /96: a local-use NAT64 prefix places the IPv4 address elsewhere.
+    expect(prohibitedDestination(6, ip('64:ff9b:1::a9fe:a9fe'), 0, {}, [])).toBeNull();
   });
 
   it("reads the host's addresses once per TTL: a burst of opens shares one frozen list; a later read returns the same list unless the addresses changed", () => {

@@ -19,8 +19,9 @@ export interface DestinationAllowance {
   readonly ownAddresses?: boolean;
   /**
    * Cloud instance-metadata endpoints (169.254.169.254, 169.254.170.2,
-   * 100.100.100.200, fd00:ec2::254, fd20:ce::254): they hand out the gateway
-   * host's credentials. Refused even when `linkLocal` is allowed.
+   * 169.254.170.23, 100.100.100.200, fd00:ec2::254, fd00:ec2::23,
+   * fd20:ce::254): they hand out the gateway host's credentials. Refused
+   * even when `linkLocal` is allowed.
    */
   readonly metadata?: boolean;
   /** Unspecified addresses (0.0.0.0/8, ::) are never allowed. */
@@ -39,19 +40,29 @@ function isLoopback6(buf: Uint8Array, off: number): boolean {
 
 /** 169.254.169.254 (most clouds), 169.254.170.2 (AWS ECS task credentials) or 100.100.100.200 (Alibaba Cloud). */
 function isMetadata4(a: number, b: number, c: number, d: number): boolean {
-  return (a === 169 && b === 254 && ((c === 169 && d === 254) || (c === 170 && d === 2))) || (a === 100 && b === 100 && c === 100 && d === 200);
+  return (a === 169 && b === 254 && ((c === 169 && d === 254) || (c === 170 && (d === 2 || d === 23)))) || (a === 100 && b === 100 && c === 100 && d === 200);
 }
 
-/** fd00:ec2::254 (AWS) or fd20:ce::254 (Google Cloud): ::254 in fd00:ec2::/64 or fd20:ce::/64 (the caller checked byte 0 is 0xfd). */
+/**
+ * fd00:ec2::254 and fd00:ec2::23 (AWS instance metadata, EKS Pod Identity) or
+ * fd20:ce::254 (Google Cloud) (the caller checked byte 0 is 0xfd).
+ */
 function isMetadata6(buf: Uint8Array, o: number): boolean {
-  if (!allZero(buf, o + 4, 10) || buf[o + 14] !== 0x02 || buf[o + 15] !== 0x54) return false;
-  return (buf[o + 1] === 0x00 && buf[o + 2] === 0x0e && buf[o + 3] === 0xc2) || (buf[o + 1] === 0x20 && buf[o + 2] === 0x00 && buf[o + 3] === 0xce);
+  if (!allZero(buf, o + 4, 10)) return false;
+  const lo = buf[o + 14]! * 256 + buf[o + 15]!;
+  if (buf[o + 1] === 0x00 && buf[o + 2] === 0x0e && buf[o + 3] === 0xc2) return lo === 0x254 || lo === 0x23;
+  return buf[o + 1] === 0x20 && buf[o + 2] === 0x00 && buf[o + 3] === 0xce && lo === 0x254;
+}
+
+/** 64:ff9b::/96, the NAT64 well-known prefix (RFC 6052): the IPv4 address is its last 4 bytes. */
+function isNat64(buf: Uint8Array, o: number): boolean {
+  return buf[o] === 0x00 && buf[o + 1] === 0x64 && buf[o + 2] === 0xff && buf[o + 3] === 0x9b && allZero(buf, o + 4, 8);
 }
 
 /**
  * Why the destination address at buf[off] (4 bytes for `version` 4, 16 for
  * 6) may not be proxied to, or null when it may. IPv4-mapped IPv6 addresses
- * are judged by their IPv4 part. `own` lists the gateway's own addresses
+ * and those in NAT64's 64:ff9b::/96 are judged by their IPv4 part. `own` lists the gateway's own addresses
  * (bytes, any family). Returns constant strings; allocation-free, so the
  * CONNECT-IP gateway calls it per packet.
  */
@@ -64,7 +75,8 @@ export function prohibitedDestination(
 ): string | null {
   let v = version;
   let o = off;
-  if (v === 6 && allZero(buf, o, 10) && buf[o + 10] === 0xff && buf[o + 11] === 0xff) {
+  // IPv4-mapped, and NAT64's well-known prefix (a translator on the path would reach the IPv4 address inside).
+  if (v === 6 && ((allZero(buf, o, 10) && buf[o + 10] === 0xff && buf[o + 11] === 0xff) || isNat64(buf, o))) {
     o += 12;
     v = 4;
   }

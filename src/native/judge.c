@@ -186,7 +186,9 @@ static bool in_ranges(const struct mj_list *l, const uint8_t *a, int v, uint32_t
 static bool prohibited(const struct mj_table *t, int version, const uint8_t *a) {
   int v = version;
   uint32_t f = t->flags;
-  if (v == 6 && all_zero(a, 10) && a[10] == 0xff && a[11] == 0xff) {
+  /* IPv4-mapped, and NAT64's well-known prefix 64:ff9b::/96: judged by the IPv4 address inside. */
+  if (v == 6 && ((all_zero(a, 10) && a[10] == 0xff && a[11] == 0xff) ||
+                 (a[0] == 0x00 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b && all_zero(a + 4, 8)))) {
     a += 12;
     v = 4;
   }
@@ -199,9 +201,9 @@ static bool prohibited(const struct mj_table *t, int version, const uint8_t *a) 
     if (a[0] == 169 && a[1] == 254 && !(f & MJ_F_ALLOW_LINKLOCAL)) return true;
     if (a[0] >= 224 && a[0] <= 239 && !(f & MJ_F_ALLOW_MULTICAST)) return true;
     if (a[0] == 255 && a[1] == 255 && a[2] == 255 && a[3] == 255 && !(f & MJ_F_ALLOW_BROADCAST)) return true;
-    /* 169.254.169.254, 169.254.170.2, 100.100.100.200: cloud metadata endpoints. */
+    /* 169.254.169.254, 169.254.170.2, 169.254.170.23, 100.100.100.200: cloud metadata endpoints. */
     if (!(f & MJ_F_ALLOW_METADATA) &&
-        ((a[0] == 169 && a[1] == 254 && ((a[2] == 169 && a[3] == 254) || (a[2] == 170 && a[3] == 2))) ||
+        ((a[0] == 169 && a[1] == 254 && ((a[2] == 169 && a[3] == 254) || (a[2] == 170 && (a[3] == 2 || a[3] == 23)))) ||
          (a[0] == 100 && a[1] == 100 && a[2] == 100 && a[3] == 200)))
       return true;
   } else {
@@ -210,10 +212,12 @@ static bool prohibited(const struct mj_table *t, int version, const uint8_t *a) 
     if (loopback && !(f & MJ_F_ALLOW_LOOPBACK)) return true;
     if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80 && !(f & MJ_F_ALLOW_LINKLOCAL)) return true;
     if (a[0] == 0xff && !(f & MJ_F_ALLOW_MULTICAST)) return true;
-    /* fd00:ec2::254, fd20:ce::254: cloud metadata endpoints. */
-    if (a[0] == 0xfd && all_zero(a + 4, 10) && a[14] == 0x02 && a[15] == 0x54 && !(f & MJ_F_ALLOW_METADATA) &&
-        ((a[1] == 0x00 && a[2] == 0x0e && a[3] == 0xc2) || (a[1] == 0x20 && a[2] == 0x00 && a[3] == 0xce)))
-      return true;
+    /* fd00:ec2::254, fd00:ec2::23, fd20:ce::254: cloud metadata endpoints. */
+    if (a[0] == 0xfd && all_zero(a + 4, 10) && !(f & MJ_F_ALLOW_METADATA)) {
+      unsigned lo = (unsigned)a[14] << 8 | a[15];
+      if (a[1] == 0x00 && a[2] == 0x0e && a[3] == 0xc2 && (lo == 0x254 || lo == 0x23)) return true;
+      if (a[1] == 0x20 && a[2] == 0x00 && a[3] == 0xce && lo == 0x254) return true;
+    }
   }
   if (!(f & MJ_F_ALLOW_OWN) && !loopback) {
     for (uint32_t i = 0; i < t->own.n; i++) {

@@ -22,7 +22,7 @@ export const DEFAULT_MAX_CLIENT_PREFIXES = 256;
  * connected subnets and the agents' underlay addresses.
  */
 export const ALWAYS_FORBIDDEN_PREFIXES: readonly IpPrefix[] = [
-  '169.254.0.0/16', '127.0.0.0/8', 'fe80::/10', '::1/128', '100.100.100.200/32', 'fd00:ec2::254/128', 'fd20:ce::254/128',
+  '169.254.0.0/16', '127.0.0.0/8', 'fe80::/10', '::1/128', '100.100.100.200/32', 'fd00:ec2::254/128', 'fd00:ec2::23/128', 'fd20:ce::254/128',
 ].map((t) => parsePrefix(t)!);
 
 /** A client prefix the gateway accepted, with the range's IP protocol (0 = any). */
