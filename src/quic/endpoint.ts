@@ -1399,11 +1399,12 @@ export class QuicEndpoint implements ConnectionOwner {
     } finally {
       this.locked = false;
       engine.unlock();
-    }
-    if (this.closedUnderLock.length > 0) {
-      const ended = this.closedUnderLock;
-      this.closedUnderLock = [];
-      for (const c of ended) c.emit('closed');
+      // Also when the send threw: the events are not left for a flush that may never come.
+      if (this.closedUnderLock.length > 0) {
+        const ended = this.closedUnderLock;
+        this.closedUnderLock = [];
+        for (const c of ended) c.emit('closed');
+      }
     }
     this.armTimer();
     if (leftover && !this.continueScheduled) {
