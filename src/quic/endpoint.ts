@@ -241,6 +241,8 @@ export interface QuicEndpointCounters {
   datagramsOut: number;
   /** Kernel sends of GSO super-datagrams (each counted once in datagramsOut per segment). */
   gsoSends: number;
+  /** Receives that the kernel coalesced (UDP GRO): one slot with several datagrams (each counted once in datagramsIn). */
+  groReceives: number;
   /** RFC 9000 §14.1 client Initials (or §5.2.2 unknown-version packets) in datagrams < 1200 bytes. */
   dropSmallInitial: number;
   dropMalformed: number;
@@ -300,6 +302,7 @@ function newCounters(): QuicEndpointCounters {
     datagramsIn: 0,
     datagramsOut: 0,
     gsoSends: 0,
+    groReceives: 0,
     sendRefused: 0,
     gsoRefused: 0,
     dropSmallInitial: 0,
@@ -780,19 +783,23 @@ export class QuicEndpoint implements ConnectionOwner {
         const n = this.sock.recv(b);
         if (n === 0) break;
         let sinceDispatch = 0;
+        let datagrams = 0;
         for (let i = 0; i < n; i++) {
           const size = b.sizes[i];
           const seg = b.segs[i];
           const buf = b.bufs[i];
           if (seg > 0 && seg < size) {
             // GRO: several datagrams of `seg` bytes (the last may be shorter).
+            this.counters.groReceives++;
             for (let off = 0; off < size; off += seg) {
               this.onDatagram(buf, off, Math.min(seg, size - off), b.addrs, i);
               sinceDispatch++;
+              datagrams++;
             }
           } else {
             this.onDatagram(buf, 0, size, b.addrs, i);
             sinceDispatch++;
+            datagrams++;
           }
           // Let the layer above drain the engine's bounded DATAGRAM queue before
           // a large (GRO) batch overflows it; sending still waits for the batch end.
@@ -802,7 +809,8 @@ export class QuicEndpoint implements ConnectionOwner {
           }
         }
         this.dispatchTouched();
-        budget -= n;
+        // Datagrams, not slots: a GRO slot holds up to 64, and the budget bounds the work of one wake.
+        budget -= datagrams;
         // A short batch drained the socket: another recvmmsg would only say EAGAIN (one syscall
         // per wake-up saved; under a SYN flood each datagram was its own wake-up). Readiness is
         // level-triggered, so anything that arrived since wakes the loop again.

@@ -42,6 +42,12 @@ const DATAGRAMS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
   ['datagramsOut', 'out'],
 ];
 
+/** Counter field → the `offload` label of `mtun_quic_udp_offload_total`. */
+const OFFLOADS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
+  ['gsoSends', 'gso_send'],
+  ['groReceives', 'gro_receive'],
+];
+
 /** Counter field → the `event` label of `mtun_quic_udp_send_events_total`. */
 const SENDS: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
   ['sendRefused', 'refused'],
@@ -61,7 +67,8 @@ const HANDSHAKES: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
  * Registers on `registry`, labelled with `role` (gateway or agent):
  * `mtun_quic_datagrams_total{direction}`, `mtun_quic_datagrams_dropped_total{reason}`,
  * `mtun_quic_dgram_frames_dropped_total{reason}`, `mtun_quic_stateless_packets_sent_total{packet}`,
- * `mtun_quic_udp_send_events_total{event}` (refused, gso_refused, stalled) and
+ * `mtun_quic_udp_send_events_total{event}` (refused, gso_refused, stalled),
+ * `mtun_quic_udp_offload_total{offload}` (gso_send, gro_receive) and
  * `mtun_quic_handshakes_total{result}` (accepted, connected, failed, deferred).
  */
 export function registerQuicEndpointMetrics(registry: Registry, role: 'gateway' | 'agent', c: Readonly<QuicEndpointCounters>): void {
@@ -80,5 +87,6 @@ export function registerQuicEndpointMetrics(registry: Registry, role: 'gateway' 
   fields('mtun_quic_dgram_frames_dropped_total', 'QUIC DATAGRAM frames (the tunnel\'s packets) a connection dropped from its send queue, by reason (queue-delay: CoDel, they waited too long behind a bulk transfer)', 'reason', DGRAM_DROPS);
   fields('mtun_quic_stateless_packets_sent_total', 'Packets sent without connection state: Retry, Version Negotiation, stateless reset', 'packet', STATELESS);
   fields('mtun_quic_udp_send_events_total', 'The endpoint\'s UDP sends the kernel refused: datagrams dropped (refused; QUIC resends their frames), and GSO sends the path could not segment (gso_refused; their datagrams resent one by one, GSO off after an EIO)', 'event', SENDS);
+  fields('mtun_quic_udp_offload_total', 'UDP segmentation offloads: sends of GSO trains (gso_send) and receives the kernel coalesced (gro_receive), each several datagrams in one call', 'offload', OFFLOADS);
   fields('mtun_quic_handshakes_total', 'QUIC handshakes: accepted (server) or connected (client) started, failed before completion, deferred to the admission queue', 'result', HANDSHAKES);
 }
