@@ -26,7 +26,7 @@
 # of BENCHMARKS.md and bench/report/tcp-throughput.svg.
 #
 # Knobs: BENCH_REPS (3), BENCH_TUNNELS (direct,vxlan,wireguard-go,openvpn,quicktun,mtun,mtun-offload,mtun-h2),
-# BENCH_TCP_SECONDS (5), BENCH_UPDATE=1 (rewrite BENCHMARKS.md even for a partial run),
+# BENCH_TCP_SECONDS (5), BENCH_TCP_REVERSE=1 (TCP tests in the download direction, iperf3 -R), BENCH_UPDATE=1 (rewrite BENCHMARKS.md even for a partial run),
 # BENCH_SKIP_MTUN_EXTRAS=1 (no sessions / profile phase), BENCH_SESSIONS_QUICK=1 (short sessions phase),
 # BENCH_SESSIONS_WORKERS (load-generator processes, 4).
 # Needs root (namespaces, TUN); installs missing Debian packages with apt-get.
@@ -184,5 +184,7 @@ done
 # ------------------------------------------------------------------ report
 update=""
 if [ "${BENCH_UPDATE:-0}" = 1 ] || { [ "$list" = "$ALL_TUNNELS" ] && [ "$REPS" -ge 3 ]; }; then update="--update"; fi
+# The published tables are the upload direction: a download run (-R) never rewrites them.
+if [ "${BENCH_TCP_REVERSE:-0}" = 1 ]; then update=""; echo "bench: BENCH_TCP_REVERSE=1: TCP columns are the download direction (iperf3 -R); BENCHMARKS.md left as it is" >&2; fi
 node "$ROOT/bench/report/report.mjs" --results "$OUT" --command "${BENCH_COMMAND:-npm run bench}" $update
 log "done: $OUT/report.md"

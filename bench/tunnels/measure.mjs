@@ -199,7 +199,8 @@ async function tcp(t, streams, withPing, cc) {
   const pingP = withPing
     ? sleep(1000).then(() => run(NSA, ['ping', '-n', '-c', String(Math.max(10, (TCP_SECONDS - 2) * 20)), '-i', '0.05', '-W', '1', '-I', t.src, t.dst], (TCP_SECONDS + 5) * 1000))
     : null;
-  const r = await iperf(t, ['-P', String(streams), ...(cc ? ['-C', cc] : [])], TCP_SECONDS);
+  // BENCH_TCP_REVERSE=1: the server sends (-R), the download direction (gateway → agent for mtun).
+  const r = await iperf(t, ['-P', String(streams), ...(cc ? ['-C', cc] : []), ...(process.env.BENCH_TCP_REVERSE === '1' ? ['-R'] : [])], TCP_SECONDS);
   const b = cpuSnapshot(t);
   const ping = pingP ? pingTimes((await pingP).out) : null;
   const name = `tcp${streams}${cc ? `_${cc}` : ''}`;

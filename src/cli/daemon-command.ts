@@ -118,14 +118,14 @@ Needs root or CAP_NET_ADMIN (TUN device, routes).`)
         if (kind === 'gateway') {
           const { Gateway } = await import('../gateway/gateway.js');
           const c = config as Parameters<typeof Gateway.start>[0];
-          // UDP GRO: an agent's GSO train arrives as one receive instead of being cut into datagrams by the
-          // kernel (BENCHMARKS.md, 7 December: TCP×1 +20 %, tunnel CPU per Gbit −17 %, softirq halved).
+          // UDP GRO (both daemons): a peer's GSO train arrives as one receive instead of being cut into datagrams
+          // by the kernel (BENCHMARKS.md, 7 December: upload TCP×1 +20 %, download +45 %, tunnel CPU per Gbit −17/−33 %).
           running = await Gateway.start(c, { ...io, udp: openNativeUdp({ host: c.listen.host, port: c.listen.port, rcvbufBytes: GATEWAY_RCVBUF_BYTES, gro: true }) });
         } else {
           const { Agent } = await import('../agent/agent.js');
           const { isIP } = await import('node:net');
           const c = config as Parameters<typeof Agent.start>[0];
-          running = await Agent.start(c, { ...io, udp: openNativeUdp({ host: isIP(c.gateway.address.host) === 4 ? '0.0.0.0' : '::' }) });
+          running = await Agent.start(c, { ...io, udp: openNativeUdp({ host: isIP(c.gateway.address.host) === 4 ? '0.0.0.0' : '::', gro: true }) });
         }
       } catch (e) {
         log.fatal({ err: (e as Error).message }, `${kind} failed to start`);
