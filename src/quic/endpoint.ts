@@ -771,6 +771,20 @@ export class QuicEndpoint implements ConnectionOwner {
 
   private readonly feedDatagram: DatagramFeed = (buf, off, len, addrs, i) => this.onDatagram(buf, off, len, addrs, i);
 
+  /**
+   * Slots [inNext, inCount) of the receive batch not handled yet: a wake's
+   * budget ran out inside the batch (a GRO slot holds up to 64 datagrams, so
+   * one recvmmsg can return far more than the budget). They are handled
+   * first by the next wake, before the socket is read again.
+   */
+  private inNext = 0;
+  private inCount = 0;
+  private inResumeScheduled = false;
+  private readonly resumeReading = (): void => {
+    this.inResumeScheduled = false;
+    this.onReadable();
+  };
+
   private readonly onReadable = (): void => {
     if (this.closed) return;
     this.acceptsLeft = this.acceptsPerTurn;
@@ -778,49 +792,66 @@ export class QuicEndpoint implements ConnectionOwner {
     const b = this.inb;
     let budget = this.recvBudget;
     const capacity = Math.min(this.sock.batchSize, b.bufs.length);
+    let drained = false;
     try {
       while (budget > 0) {
-        const n = this.sock.recv(b);
-        if (n === 0) break;
-        let sinceDispatch = 0;
-        let datagrams = 0;
-        for (let i = 0; i < n; i++) {
-          const size = b.sizes[i];
-          const seg = b.segs[i];
-          const buf = b.bufs[i];
-          if (seg > 0 && seg < size) {
-            // GRO: several datagrams of `seg` bytes (the last may be shorter).
-            this.counters.groReceives++;
-            for (let off = 0; off < size; off += seg) {
-              this.onDatagram(buf, off, Math.min(seg, size - off), b.addrs, i);
-              sinceDispatch++;
-              datagrams++;
-            }
-          } else {
-            this.onDatagram(buf, 0, size, b.addrs, i);
-            sinceDispatch++;
-            datagrams++;
-          }
-          // Let the layer above drain the engine's bounded DATAGRAM queue before
-          // a large (GRO) batch overflows it; sending still waits for the batch end.
-          if (sinceDispatch >= DISPATCH_EVERY) {
-            this.dispatchTouched();
-            sinceDispatch = 0;
-          }
+        if (this.inNext >= this.inCount) {
+          // A short batch drained the socket: another recvmmsg would only say EAGAIN (one syscall
+          // per wake-up saved; under a SYN flood each datagram was its own wake-up). Readiness is
+          // level-triggered, so anything that arrived since wakes the loop again.
+          if (drained) break;
+          const n = this.sock.recv(b);
+          if (n === 0) break;
+          this.inNext = 0;
+          this.inCount = n;
+          drained = n < capacity;
         }
-        this.dispatchTouched();
-        // Datagrams, not slots: a GRO slot holds up to 64, and the budget bounds the work of one wake.
-        budget -= datagrams;
-        // A short batch drained the socket: another recvmmsg would only say EAGAIN (one syscall
-        // per wake-up saved; under a SYN flood each datagram was its own wake-up). Readiness is
-        // level-triggered, so anything that arrived since wakes the loop again.
-        if (n < capacity) break;
+        // Datagrams, not slots: the budget bounds the work of one wake (at most one slot over it).
+        budget -= this.handleSlots(b, budget);
       }
     } finally {
       this.inBatch = false;
     }
+    // Slots left over wait for the next turn, not for the socket to be readable again (it may be empty).
+    if (this.inNext < this.inCount && !this.inResumeScheduled) {
+      this.inResumeScheduled = true;
+      setImmediate(this.resumeReading);
+    }
     this.afterBatch();
   };
+
+  /** Handles slots from inNext until `budget` datagrams are done or the batch is; returns the datagrams handled. */
+  private handleSlots(b: UdpBatch, budget: number): number {
+    let sinceDispatch = 0;
+    let datagrams = 0;
+    while (this.inNext < this.inCount && datagrams < budget) {
+      const i = this.inNext++;
+      const size = b.sizes[i];
+      const seg = b.segs[i];
+      const buf = b.bufs[i];
+      if (seg > 0 && seg < size) {
+        // GRO: several datagrams of `seg` bytes (the last may be shorter).
+        this.counters.groReceives++;
+        for (let off = 0; off < size; off += seg) {
+          this.onDatagram(buf, off, Math.min(seg, size - off), b.addrs, i);
+          sinceDispatch++;
+          datagrams++;
+        }
+      } else {
+        this.onDatagram(buf, 0, size, b.addrs, i);
+        sinceDispatch++;
+        datagrams++;
+      }
+      // Let the layer above drain the engine's bounded DATAGRAM queue before
+      // a large (GRO) batch overflows it; sending still waits for the batch end.
+      if (sinceDispatch >= DISPATCH_EVERY) {
+        this.dispatchTouched();
+        sinceDispatch = 0;
+      }
+    }
+    this.dispatchTouched();
+    return datagrams;
+  }
 
   private onDatagram(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
     this.counters.datagramsIn++;
