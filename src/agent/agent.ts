@@ -198,7 +198,7 @@ export class Agent {
         }));
       }
       if (agent.forwarders.length > 0) registerForwarderCounters(telemetry.registry, agent.forwarders, config.connectUdp.forwarders.map((f) => `${f.listen.host}:${f.listen.port}`));
-      log.info({ gateway: config.gateway.address, mode: config.mode, admin: agent.admin?.url, udpForwarders: agent.forwarders.length }, 'agent started');
+      log.info({ gateway: config.gateway.address, mode: config.mode, admin: agent.admin?.url, udpForwarders: agent.forwarders.length, udpOffload: { gso: io.udp.gso, gro: io.udp.gro } }, 'agent started');
       void agent.connect();
       return agent;
     } catch (e) {
@@ -760,6 +760,7 @@ export class Agent {
     c.dropRecvError += d(TunThreadStat.RX_REFUSED);
     c.datagramsOut += d(TunThreadStat.UDP_DATAGRAMS);
     c.gsoSends += d(TunThreadStat.UDP_GSO);
+    c.groReceives += d(TunThreadStat.RX_GRO);
     if (d(TunThreadStat.UDP_GSO_REFUSED) > 0 && !this.threadGsoRefusedLogged) {
       this.threadGsoRefusedLogged = true;
       this.log.warn({ socket: 'tun-thread' }, GSO_REFUSED_LOG);
@@ -947,6 +948,7 @@ function registerTunThreadCounters(registry: Registry, stats: () => Float64Array
       events.inc({ event: 'udp_dropped' }, st[TunThreadStat.UDP_DROPPED]!);
       events.inc({ event: 'ring_full' }, st[TunThreadStat.RING_FULL]!);
       events.inc({ event: 'rx_datagrams' }, st[TunThreadStat.RX_DATAGRAMS]!);
+      events.inc({ event: 'rx_gro' }, st[TunThreadStat.RX_GRO]!);
       events.inc({ event: 'rx_tun_written' }, st[TunThreadStat.RX_TUN]!);
       events.inc({ event: 'rx_tun_dropped' }, st[TunThreadStat.RX_TUN_DROPPED]!);
       events.inc({ event: 'rx_held' }, st[TunThreadStat.RX_HELD]!);

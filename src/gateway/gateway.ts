@@ -230,7 +230,7 @@ export class Gateway {
         });
       }
       await gw.startInitialLimit();
-      io.log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url, pools: poolRoutes, quicKeys: keys.source, kernelInitialLimit: gw.initialLimitPort !== null ? config.quic.kernelInitialLimit : 0 }, 'gateway started');
+      io.log.info({ listen: endpoint.localAddress(), tun: tun.name, mtu: tun.mtu, admin: gw.admin?.url, pools: poolRoutes, quicKeys: keys.source, kernelInitialLimit: gw.initialLimitPort !== null ? config.quic.kernelInitialLimit : 0, udpOffload: { gso: io.udp.gso, gro: io.udp.gro } }, 'gateway started');
       return gw;
     } catch (e) {
       io.udp.close();

@@ -97,9 +97,9 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * 4: judgeTable + judgeBatch (the native CONNECT-IP checks). 5: quicInfo of 12 (CoDel drops),
  * codelQueue. 6: dp* (the agent's TUN → UDP thread, dataplane.c). 8: UDP stats of 11 (US_GSO_REFUSED).
  * 9: quicSetPeer became quicSetRecvFrom (a datagram's source no longer moves the connection) and quicPeer (into an address slot); quicInfo of 13.
- * 10: judge tables flag 0x200 (cloud metadata endpoints allowed).
+ * 10: judge tables flag 0x200 (cloud metadata endpoints allowed). 11: dpStats of 24 (DP_S_RX_GRO).
  */
-#define MTUN_ABI 10
+#define MTUN_ABI 11
 
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);

@@ -121,6 +121,7 @@ enum {
   DP_S_RX_REFUSED,    /* packets the engine refused (qe_conn_recv failed: the endpoint's dropRecvError) */
   DP_S_RX_TO_H3,      /* DATAGRAMs handed to HTTP/3 on the event loop through the ring (another stream or context, a failed check) */
   DP_S_UDP_GSO_REFUSED, /* GSO sends the kernel refused (the path cannot segment them): resent datagram by datagram */
+  DP_S_RX_GRO,          /* receives the kernel coalesced (UDP GRO: several datagrams in one slot) */
   DP_S_LEN
 };
 
@@ -168,6 +169,7 @@ struct dp {
   uint32_t *umeta;  /* length per slot */
   uint8_t *uaddrs;  /* MTUN_ADDR_SLOT bytes per slot */
   uint32_t uslots, ustride;
+  bool rx_last_gro; /* the last receive round held a coalesced (UDP GRO) slot: the next takes one slot */
 
   /* offload read state */
   uint8_t *vscratch;
@@ -634,8 +636,8 @@ static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint
  * to what was written (TCP ACKs of a download, a ping's reply) then leave
  * in the same packets as the QUIC ACK, as on the event loop's path
  * (endpoint.setBeforeSend), instead of each in a packet of its own. Each round takes pmu, then qe_lock, and lets go of
- * both (the event loop waits one round at most); the wake ends after
- * DP_RX_TUN_BUDGET packets written, so the TUN is read again in time.
+ * both (the event loop waits one round at most: 8 slots, one while GRO slots arrive (up to 64 datagrams each)); the wake ends after
+ * DP_RX_TUN_BUDGET packets written (one slot over at most), so the TUN is read again in time.
  * Returns whether anything was received.
  */
 static bool dp_rx(struct dp *d) {
@@ -653,15 +655,24 @@ static bool dp_rx(struct dp *d) {
     uint8_t peer[MTUN_ADDR_SLOT] = {0};
     mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
     double trunc = d->rstats[US_RX_TRUNCATED];
-    int32_t n = mtun_udp_recv(d->udp_fd, d->rptrs, d->rlens, DP_RX_SLOTS, d->rsizes, d->raddrs, d->rsegs, d->rstats, d->rscr);
+    /* While the socket coalesces (UDP GRO), a slot holds up to 64 datagrams: one slot per round, so a round
+     * (both locks held) stays short and the TUN budget is passed by one slot at most; single datagrams
+     * (ACKs, sparse traffic) are taken 8 at a time. */
+    int32_t want = d->rx_last_gro ? 1 : DP_RX_SLOTS;
+    int32_t n = mtun_udp_recv(d->udp_fd, d->rptrs, d->rlens, (uint32_t)want, d->rsizes, d->raddrs, d->rsegs, d->rstats, d->rscr);
     if (d->rstats[US_RX_TRUNCATED] > trunc) dp_count(d, DP_S_RX_DROPPED, (uint64_t)(d->rstats[US_RX_TRUNCATED] - trunc));
     if (n < 0) dp_count(d, DP_S_RX_ERRORS, 1);
     if (n > 0) {
       any = true;
       double now = mono_ms();
       uint64_t dgrams = 0, bytes = 0, before = atomic_load_explicit(&d->st[DP_S_RX_TUN], memory_order_relaxed);
+      d->rx_last_gro = false;
       for (int32_t i = 0; i < n; i++) {
         uint32_t size = d->rsizes[i], seg = d->rsegs[i] > 0 ? d->rsegs[i] : size;
+        if (seg < size) {
+          d->rx_last_gro = true;
+          dp_count(d, DP_S_RX_GRO, 1);
+        }
         const uint8_t *addr = d->raddrs + (size_t)i * MTUN_ADDR_SLOT;
         for (uint32_t off = 0; off < size; off += seg) {
           uint32_t len = size - off < seg ? size - off : seg;
@@ -677,7 +688,7 @@ static bool dp_rx(struct dp *d) {
     }
     qe_unlock();
     pthread_mutex_unlock(&d->pmu);
-    if (n < DP_RX_SLOTS) break;
+    if (n < want) break;
   }
   return any;
 }

@@ -72,4 +72,17 @@ describe('QuicEndpoint receive budget with UDP GRO slots', () => {
       expect(ep.counters.groReceives).toBeGreaterThanOrEqual(64);
     });
   }
+
+  it('paused (another reader has the socket, the agent\'s TUN thread): the slots already read are handled, the socket is not read again', async () => {
+    const s = new BacklogSocket(true, 44);
+    const ep = new QuicEndpoint({ socket: s, client: { insecureNoVerify: true }, keylogPath: null, recvBudget: 250 });
+    endpoints.push(ep);
+    s.cb!();
+    ep.pauseInput();
+    for (let k = 0; k < 20 && ep.counters.datagramsIn < 64 * 44; k++) await new Promise((r) => setImmediate(r));
+    expect(ep.counters.datagramsIn).toBe(64 * 44);
+    for (let k = 0; k < 5; k++) await new Promise((r) => setImmediate(r));
+    expect(s.recvCalls).toBe(1);
+    expect(ep.counters.datagramsIn).toBe(64 * 44);
+  });
 });

@@ -737,13 +737,18 @@ export class QuicEndpoint implements ConnectionOwner {
    * {@link threadInput}.
    */
   pauseInput(): void {
+    this.inputPaused = true;
     if (!this.closed) this.sock.pauseReadable?.();
   }
 
   /** The endpoint reads the socket again. */
   resumeInput(): void {
+    this.inputPaused = false;
     if (!this.closed) this.sock.onReadable(this.onReadable);
   }
+
+  /** Another reader has the socket ({@link pauseInput}): slots already read are still handled, the socket is not read. */
+  private inputPaused = false;
 
   /**
    * Input the other reader took (see {@link pauseInput}): `c` got packets
@@ -761,6 +766,7 @@ export class QuicEndpoint implements ConnectionOwner {
         c.touched = true;
         this.touched.push(c);
       }
+      this.fedSinceDispatch = 0;
       each?.(this.feedDatagram);
       this.dispatchTouched();
     } finally {
@@ -769,7 +775,15 @@ export class QuicEndpoint implements ConnectionOwner {
     this.afterBatch();
   }
 
-  private readonly feedDatagram: DatagramFeed = (buf, off, len, addrs, i) => this.onDatagram(buf, off, len, addrs, i);
+  /** Datagrams fed by the thread since the last dispatch (dispatched every DISPATCH_EVERY, as a receive batch is). */
+  private fedSinceDispatch = 0;
+  private readonly feedDatagram: DatagramFeed = (buf, off, len, addrs, i) => {
+    this.onDatagram(buf, off, len, addrs, i);
+    if (++this.fedSinceDispatch >= DISPATCH_EVERY) {
+      this.fedSinceDispatch = 0;
+      this.dispatchTouched();
+    }
+  };
 
   /**
    * Slots [inNext, inCount) of the receive batch not handled yet: a wake's
@@ -799,7 +813,7 @@ export class QuicEndpoint implements ConnectionOwner {
           // A short batch drained the socket: another recvmmsg would only say EAGAIN (one syscall
           // per wake-up saved; under a SYN flood each datagram was its own wake-up). Readiness is
           // level-triggered, so anything that arrived since wakes the loop again.
-          if (drained) break;
+          if (drained || this.inputPaused) break;
           const n = this.sock.recv(b);
           if (n === 0) break;
           this.inNext = 0;

@@ -313,6 +313,22 @@ describe.skipIf(!isRoot() || !nativeOk)('the agent\'s TUN thread', () => {
         await waitFor(() => heard.length >= 251, 5_000, 'the next 50 in the namespace');
         await waitFor(() => ring.filter((e) => e.kind === TUN_THREAD_IN).length >= before + 50, 2_000, 'the next 50 written by the thread');
         expect(heard.slice(201)).toEqual(Array.from({ length: 50 }, (_, i) => `pkt-${String(200 + i).padStart(6, '0')}`));
+        // Full-size DATAGRAMs leave the server in GSO trains and reach the thread's socket (UDP GRO) coalesced: one slot
+        // per round, each segment written in order (review of the GRO change, 7 December: nothing checked that a
+        // coalesced slot ever arrived here).
+        const groBefore = thread!.stats()[TunThreadStat.RX_GRO]!;
+        const big = (i: number) => `big-${String(i).padStart(6, '0')}-${'x'.repeat(1_150)}`;
+        // In bursts of 30 (one flush each: GSO trains), each heard before the next, so that the listener's socket
+        // buffer (about 90 such packets) does not overflow.
+        for (let i = 0; i < 300; i += 30) {
+          for (let k = i; k < i + 30; k++) send(ipUdp(PREFIX, 2, big(k)));
+          server.flush();
+          await waitFor(() => heard.length >= 251 + i + 30, 5_000, `full-size packets ${i}..${i + 29} in the namespace`).catch((e) => {
+            throw new Error(`${(e as Error).message}: heard ${heard.length - 251}, stats ${[...thread!.stats()].join(',')}`);
+          });
+        }
+        expect(heard.slice(251)).toEqual(Array.from({ length: 300 }, (_, i) => big(i)));
+        expect(thread!.stats()[TunThreadStat.RX_GRO]).toBeGreaterThan(groBefore);
         // A datagram for no connection of ours goes to the endpoint as it came (here: counted as an unknown connection ID).
         const unknownBefore = r.ep.counters.dropUnknownCid;
         const toEndpointBefore = thread!.stats()[TunThreadStat.RX_TO_ENDPOINT]!;
