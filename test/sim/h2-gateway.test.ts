@@ -59,6 +59,20 @@ describe('gateway over HTTP/2 (RFC 8441 Extended CONNECT, RFC 9297 §3.5 DATAGRA
     return s;
   };
 
+  /** The gateway's sessions' transports, in order. */
+  const transports = () => gw.status().sessions.map((x) => x.transport);
+  /** An mTLS HTTP/3 client of the gateway (its QUIC side on `net`). */
+  const h3Client = () => new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+  /** Connects `qc` and opens one CONNECT-IP session over HTTP/3; resolves with the HTTP/3 client once the gateway has it alone. */
+  const h3Session = async (qc: QuicEndpoint) => {
+    const conn = qc.connect('127.0.0.1', port, 'localhost');
+    const h3 = attachH3(conn, {}, () => undefined);
+    await conn.whenEstablished();
+    await connectIp(h3, authority(), { onPacket: () => undefined });
+    await until(() => transports().join() === 'h3', 5_000, 'the HTTP/3 session');
+    return h3;
+  };
+
   beforeAll(async () => {
     pki = await getPki();
     for (const [f, v] of [['ca.pem', pki.ca.certPem], ['other-ca.pem', pki.otherCa.certPem], ['gw.pem', pki.server.certPem], ['gw-key.pem', pki.server.keyPem]] as const) writeFileSync(join(dir, f), v);
@@ -162,14 +176,9 @@ admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
   // Independent review, 7 December: the listener closed the HTTP/3 sessions on seeing the header, before the
   // request was admitted or checked, so a refused fallback request still cost the agent its sessions.
   it('mtun-supersedes: h3 closes the HTTP/3 sessions only when the HTTP/2 request is admitted and valid', async () => {
-    const qc = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+    const qc = h3Client();
     try {
-      const conn = qc.connect('127.0.0.1', port, 'localhost');
-      const h3 = attachH3(conn, {}, () => undefined);
-      await conn.whenEstablished();
-      await connectIp(h3, authority(), { onPacket: () => undefined });
-      const transports = () => gw.status().sessions.map((x) => x.transport);
-      await until(() => transports().length === 1, 5_000, 'the HTTP/3 session');
+      await h3Session(qc);
       const before = await metric(gw.adminUrl!, 'mtun_gateway_sessions_superseded_total');
       const c = await agentClient();
       const headers: [string, string][] = [['mtun-supersedes', 'h3']];
@@ -196,15 +205,10 @@ admin: {enabled: true, listen: 127.0.0.1:${await freePort()}}
       if (name === 'slow.test') return [{ address: '10.21.0.9', family: 4 }];
       throw Object.assign(new Error('not found'), { code: 'ENOTFOUND' });
     }) as unknown as typeof dnsPromises.lookup);
-    const qc = new QuicEndpoint({ socket: net.open(), client: { caPem: pki.ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem } });
+    const qc = h3Client();
     gw.reload(parseGatewayConfig(`${cfgText}maxSessionsPerIdentity: 1\n`, join(dir, 'gateway.yaml'), dir));
     try {
-      const conn = qc.connect('127.0.0.1', port, 'localhost');
-      const h3 = attachH3(conn, {}, () => undefined);
-      await conn.whenEstablished();
-      await connectIp(h3, authority(), { onPacket: () => undefined });
-      const transports = () => gw.status().sessions.map((x) => x.transport);
-      await until(() => transports().join() === 'h3', 5_000, 'the HTTP/3 session');
+      const h3 = await h3Session(qc);
       const headers: [string, string][] = [['mtun-supersedes', 'h3']];
       const slow = { target: { kind: 'hostname' as const, name: 'slow.test' }, ipProtocol: null };
       // Gone while resolving: the HTTP/3 session stays.
