@@ -41,6 +41,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -79,8 +80,9 @@
  * again: what the kernel answers inside those writes (TCP ACKs of a
  * download) waits in the TUN's transmit queue meanwhile, and must not
  * overflow it (the event loop's reader keeps to half of the default 500:
- * daemon/tun-writer.ts tunRecvBudget). Checked between receive rounds: a
- * wake writes at most the budget plus one round (8 super-datagrams). The
+ * daemon/tun-writer.ts tunRecvBudget). Checked between receive rounds,
+ * each sized to what the budget left holds when the socket coalesces (UDP
+ * GRO): a wake writes at most the budget plus one slot (64 datagrams). The
  * sends wait for the end of the wake (dp_rx_send): sending after each round
  * cost a download throughput against a CPU-bound gateway
  * (docs/decisions/0003).
@@ -170,7 +172,7 @@ struct dp {
   uint32_t *umeta;  /* length per slot */
   uint8_t *uaddrs;  /* MTUN_ADDR_SLOT bytes per slot */
   uint32_t uslots, ustride;
-  bool rx_last_gro; /* the last receive round held a coalesced (UDP GRO) slot: the next takes one slot */
+  bool rx_gro; /* the socket coalesces (UDP GRO): a receive slot may hold up to 64 datagrams */
 
   /* offload read state */
   uint8_t *vscratch;
@@ -637,7 +639,7 @@ static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint
  * to what was written (TCP ACKs of a download, a ping's reply) then leave
  * in the same packets as the QUIC ACK, as on the event loop's path
  * (endpoint.setBeforeSend), instead of each in a packet of its own. Each round takes pmu, then qe_lock, and lets go of
- * both (the event loop waits one round at most: 8 slots, or while GRO slots arrive as many as the TUN budget left holds); the wake ends after
+ * both (the event loop waits one round at most: 8 slots, or with GRO as many as the TUN budget left holds full); the wake ends after
  * DP_RX_TUN_BUDGET packets written (one slot over at most), so the TUN is read again in time.
  * Returns whether anything was received.
  */
@@ -656,12 +658,12 @@ static bool dp_rx(struct dp *d) {
     uint8_t peer[MTUN_ADDR_SLOT] = {0};
     mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
     double trunc = d->rstats[US_RX_TRUNCATED];
-    /* While the socket coalesces (UDP GRO), a slot holds up to 64 datagrams: a round takes as many slots as
+    /* When the socket coalesces (UDP GRO), a slot may hold up to 64 datagrams: a round takes as many slots as
      * the TUN budget left can hold full (at least one), so the budget is passed by one slot at most and a
-     * round (both locks held) handles 256 datagrams at most; single datagrams (ACKs, sparse traffic) are
-     * taken 8 at a time. One slot per round cost a fifth of a download's rate against this (interleaved). */
+     * round (both locks held) handles 256 datagrams at most. One slot per round cost a fifth of a download's
+     * rate against this (interleaved). */
     int32_t want = DP_RX_SLOTS;
-    if (d->rx_last_gro) {
+    if (d->rx_gro) {
       want = (int32_t)((DP_RX_TUN_BUDGET - written) / DP_RX_GRO_SEGS);
       if (want < 1) want = 1;
       if (want > DP_RX_SLOTS) want = DP_RX_SLOTS;
@@ -673,13 +675,9 @@ static bool dp_rx(struct dp *d) {
       any = true;
       double now = mono_ms();
       uint64_t dgrams = 0, bytes = 0, before = atomic_load_explicit(&d->st[DP_S_RX_TUN], memory_order_relaxed);
-      d->rx_last_gro = false;
       for (int32_t i = 0; i < n; i++) {
         uint32_t size = d->rsizes[i], seg = d->rsegs[i] > 0 ? d->rsegs[i] : size;
-        if (seg < size) {
-          d->rx_last_gro = true;
-          dp_count(d, DP_S_RX_GRO, 1);
-        }
+        if (seg < size) dp_count(d, DP_S_RX_GRO, 1);
         const uint8_t *addr = d->raddrs + (size_t)i * MTUN_ADDR_SLOT;
         for (uint32_t off = 0; off < size; off += seg) {
           uint32_t len = size - off < seg ? size - off : seg;
@@ -951,6 +949,12 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->magic = DP_MAGIC;
   d->tun_fd = tun_fd;
   d->udp_fd = udp_fd;
+  {
+    /* Does the socket coalesce (UDP GRO)? Then a receive slot may hold up to 64 datagrams (dp_rx sizes its rounds by it). */
+    int v = 0;
+    socklen_t vl = sizeof v;
+    d->rx_gro = getsockopt(udp_fd, SOL_UDP, UDP_GRO, &v, &vl) == 0 && v != 0;
+  }
   d->vnet = vnet;
   d->gso = gso;
   d->udp_family = ss.ss_family == AF_INET6 ? 0 : 4;

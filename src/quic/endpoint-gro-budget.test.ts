@@ -16,9 +16,13 @@ class BacklogSocket implements UdpBatchSocket {
   readonly gso = false;
   cb: (() => void) | null = null;
   recvCalls = 0;
+  /** The endpoint's datagramsIn at each recv (set `ep` to record it). */
+  ep: QuicEndpoint | null = null;
+  inAtRecv: number[] = [];
   constructor(readonly gro: boolean, private readonly segsPerSlot: number, private readonly seg = 1350) {}
   recv(b: UdpBatch): number {
     this.recvCalls++;
+    if (this.ep) this.inAtRecv.push(this.ep.counters.datagramsIn);
     const n = Math.min(this.batchSize, b.bufs.length);
     for (let i = 0; i < n; i++) {
       // A short last segment, as GRO delivers the tail of a train.
@@ -59,6 +63,7 @@ describe('QuicEndpoint receive budget with UDP GRO slots', () => {
       const s = new BacklogSocket(gro, 44);
       const ep = new QuicEndpoint({ socket: s, client: { insecureNoVerify: true }, keylogPath: null, recvBudget: 250 });
       endpoints.push(ep);
+      s.ep = ep;
       s.cb!();
       const first = ep.counters.datagramsIn;
       expect(first).toBeGreaterThanOrEqual(250);
@@ -66,12 +71,24 @@ describe('QuicEndpoint receive budget with UDP GRO slots', () => {
       expect(s.recvCalls).toBe(gro ? 1 : 4);
       if (!gro) return;
       // The batch's other slots (64 × 44 datagrams in all) are handled by the turns that follow, with no recv in between.
-      for (let k = 0; k < 20 && ep.counters.datagramsIn < 64 * 44; k++) await new Promise((r) => setImmediate(r));
-      expect(ep.counters.datagramsIn).toBeGreaterThanOrEqual(64 * 44);
-      expect(s.recvCalls).toBeLessThanOrEqual(2);
+      for (let k = 0; k < 20 && s.recvCalls < 2; k++) await new Promise((r) => setImmediate(r));
+      // The socket was read again only once every datagram of the first batch had been handled: none lost.
+      expect(s.inAtRecv).toEqual([0, 64 * 44]);
       expect(ep.counters.groReceives).toBeGreaterThanOrEqual(64);
     });
   }
+
+  it('one budget of work per loop turn: a readable socket and the turn for left-over slots do not both read', async () => {
+    const s = new BacklogSocket(false, 1);
+    const ep = new QuicEndpoint({ socket: s, client: { insecureNoVerify: true }, keylogPath: null, recvBudget: 250 });
+    endpoints.push(ep);
+    s.cb!(); // 250 handled, 6 slots of the 4th batch left for the next turn
+    const afterFirst = ep.counters.datagramsIn;
+    s.cb!(); // the socket is still readable in the same iteration: the turn for the left-over slots is its wake
+    expect(ep.counters.datagramsIn).toBe(afterFirst);
+    await new Promise((r) => setImmediate(r));
+    expect(ep.counters.datagramsIn - afterFirst).toBeLessThanOrEqual(250);
+  });
 
   it('paused (another reader has the socket, the agent\'s TUN thread): the slots already read are handled, the socket is not read again', async () => {
     const s = new BacklogSocket(true, 44);

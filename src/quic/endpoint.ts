@@ -796,10 +796,19 @@ export class QuicEndpoint implements ConnectionOwner {
   private inResumeScheduled = false;
   private readonly resumeReading = (): void => {
     this.inResumeScheduled = false;
-    this.onReadable();
+    this.readWake();
   };
 
+  /**
+   * The socket is readable. While left-over slots wait for their turn
+   * (resumeReading, later in this loop iteration), that turn is this
+   * iteration's wake: one budget of work per turn, not two.
+   */
   private readonly onReadable = (): void => {
+    if (!this.inResumeScheduled) this.readWake();
+  };
+
+  private readWake(): void {
     if (this.closed) return;
     this.acceptsLeft = this.acceptsPerTurn;
     this.inBatch = true;
@@ -825,14 +834,15 @@ export class QuicEndpoint implements ConnectionOwner {
       }
     } finally {
       this.inBatch = false;
-    }
-    // Slots left over wait for the next turn, not for the socket to be readable again (it may be empty).
-    if (this.inNext < this.inCount && !this.inResumeScheduled) {
-      this.inResumeScheduled = true;
-      setImmediate(this.resumeReading);
+      // Slots left over wait for the next turn, not for the socket to be readable again (it may be empty);
+      // also when a handler threw.
+      if (this.inNext < this.inCount && !this.inResumeScheduled && !this.closed) {
+        this.inResumeScheduled = true;
+        setImmediate(this.resumeReading);
+      }
     }
     this.afterBatch();
-  };
+  }
 
   /** Handles slots from inNext until `budget` datagrams are done or the batch is; returns the datagrams handled. */
   private handleSlots(b: UdpBatch, budget: number): number {
