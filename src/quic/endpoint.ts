@@ -846,31 +846,27 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /** Handles slots from inNext until `budget` datagrams are done or the batch is; returns the datagrams handled. */
   private handleSlots(b: UdpBatch, budget: number): number {
-    let sinceDispatch = 0;
     let datagrams = 0;
+    let dispatchAt = DISPATCH_EVERY;
     while (this.inNext < this.inCount && datagrams < budget) {
       const i = this.inNext++;
       const size = b.sizes[i];
       const seg = b.segs[i];
       const buf = b.bufs[i];
-      if (seg > 0 && seg < size) {
-        // GRO: several datagrams of `seg` bytes (the last may be shorter).
-        this.counters.groReceives++;
-        for (let off = 0; off < size; off += seg) {
-          this.onDatagram(buf, off, Math.min(seg, size - off), b.addrs, i);
-          sinceDispatch++;
-          datagrams++;
-        }
-      } else {
-        this.onDatagram(buf, 0, size, b.addrs, i);
-        sinceDispatch++;
+      // GRO: several datagrams of `seg` bytes (the last may be shorter); otherwise one (an empty one too).
+      const step = seg > 0 && seg < size ? seg : size;
+      if (step < size) this.counters.groReceives++;
+      let off = 0;
+      do {
+        this.onDatagram(buf, off, Math.min(step, size - off), b.addrs, i);
         datagrams++;
-      }
+        off += step;
+      } while (off < size);
       // Let the layer above drain the engine's bounded DATAGRAM queue before
       // a large (GRO) batch overflows it; sending still waits for the batch end.
-      if (sinceDispatch >= DISPATCH_EVERY) {
+      if (datagrams >= dispatchAt) {
         this.dispatchTouched();
-        sinceDispatch = 0;
+        dispatchAt = datagrams + DISPATCH_EVERY;
       }
     }
     this.dispatchTouched();
