@@ -545,11 +545,13 @@ export class Gateway {
       return;
     }
     const target = pre.ok ? { host: pre.target.host, port: pre.target.port } : null;
+    // The open sessions are brought up to the host's addresses first; this one is judged apart below, once.
+    this.followOwnAddresses();
     gs = this.addSession(gc, 'connect-udp', identity, token, this.policy.forIdentity(identity), null, result, target, chosen);
     if (!this.reviewOpened(gs, reloads)) return;
     // The host's addresses changed while the target was resolved and connected (the tick that saw it did not know
     // this session yet): its target is judged against the current list.
-    if (this.followOwnAddresses() !== ownAtOpen && !this.review(gs, "closing session: the host's addresses changed while it opened")) this.endpoint.flush();
+    if (this.ownSeen !== ownAtOpen && !this.review(gs, "closing session: the host's addresses changed while it opened")) this.endpoint.flush();
   }
 
   /**
@@ -573,9 +575,7 @@ export class Gateway {
   private review(gs: GwSession, closeMsg: string): boolean {
     const v = reviewSession(gs, this.policy, this.tokens, this.config, this.ownSeen);
     if (!v.keep) {
-      this.io.log.warn({ session: gs.id, identity: gs.identity, kind: gs.kind, reason: v.reason }, closeMsg);
-      gs.ip?.close();
-      gs.udp?.close();
+      this.closeSession(gs, closeMsg, v.reason);
       return false;
     }
     gs.policy = v.policy;
@@ -584,6 +584,13 @@ export class Gateway {
     // installed, ones no longer allowed removed (their packets then fail the source check).
     gs.ip?.reevaluateClientRoutes();
     return true;
+  }
+
+  /** Closes `gs`, logged with `msg` and `reason`. */
+  private closeSession(gs: GwSession, msg: string, reason: string): void {
+    this.io.log.warn({ session: gs.id, identity: gs.identity, kind: gs.kind, reason }, msg);
+    gs.ip?.close();
+    gs.udp?.close();
   }
 
   private addSession(
@@ -788,10 +795,8 @@ export class Gateway {
       const n = (kept.get(gs.identity) ?? 0) + 1;
       kept.set(gs.identity, n);
       if (n <= this.config.maxSessionsPerIdentity) continue;
-      this.io.log.warn({ session: gs.id, identity: gs.identity, kind: gs.kind, reason: `more than maxSessionsPerIdentity (${this.config.maxSessionsPerIdentity})` }, 'closing session on reload');
+      this.closeSession(gs, 'closing session on reload', `more than maxSessionsPerIdentity (${this.config.maxSessionsPerIdentity})`);
       closed++;
-      gs.ip?.close();
-      gs.udp?.close();
     }
     this.endpoint.flush();
     this.io.log.info({ identities: config.policy.length, closedSessions: closed, revokedConnections: revoked.length + h2Revoked, flowsDropped }, 'certificates, policy and tokens reloaded');

@@ -154,23 +154,21 @@ export class H2Listener {
   updateTls(t: H2Tls, nowMs = Date.now()): number {
     this.server.setSecureContext(tlsOptions(t));
     const anchors = t.clientCaPem !== undefined ? parsePemBundle(t.clientCaPem) : null;
-    let closed = 0;
-    for (const [s, p] of this.peers) {
-      const reason = peerRejection(p.chain !== null, p.chain, anchors, nowMs);
-      if (reason === null) continue;
-      this.opts.log.warn({ remote: p.gc.remote, identity: p.gc.certIdentity, reason }, 'closing HTTP/2 agent connection on reload: client CA changed');
-      s.destroy();
-      closed++;
-    }
-    return closed;
+    return this.closePeers((p) => peerRejection(p.chain !== null, p.chain, anchors, nowMs), 'closing HTTP/2 agent connection on reload: client CA changed');
   }
 
   /** Closes the connections whose client certificate passed its notAfter (called each second, as QUIC's). Returns how many. */
   closeExpired(nowMs = Date.now()): number {
+    return this.closePeers((p) => (p.chain !== null && p.notAfterMs <= nowMs ? 'client certificate expired' : null), 'closing HTTP/2 agent connection: certificate expired');
+  }
+
+  /** Closes (and logs with `msg`) each connection `reasonOf` gives a reason for. Returns how many. */
+  private closePeers(reasonOf: (p: { chain: Uint8Array[] | null; notAfterMs: number }) => string | null, msg: string): number {
     let closed = 0;
     for (const [s, p] of this.peers) {
-      if (p.chain === null || p.notAfterMs > nowMs) continue;
-      this.opts.log.warn({ remote: p.gc.remote, identity: p.gc.certIdentity, reason: 'client certificate expired' }, 'closing HTTP/2 agent connection: certificate expired');
+      const reason = reasonOf(p);
+      if (reason === null) continue;
+      this.opts.log.warn({ remote: p.gc.remote, identity: p.gc.certIdentity, reason }, msg);
       s.destroy();
       closed++;
     }

@@ -38,7 +38,7 @@ function isLoopback6(buf: Uint8Array, off: number): boolean {
   return allZero(buf, off, 15) && buf[off + 15] === 1;
 }
 
-/** 169.254.169.254 (most clouds), 169.254.170.2 (AWS ECS task credentials) or 100.100.100.200 (Alibaba Cloud). */
+/** 169.254.169.254 (most clouds), 169.254.170.2 and .23 (AWS ECS task credentials, EKS Pod Identity) or 100.100.100.200 (Alibaba Cloud). */
 function isMetadata4(a: number, b: number, c: number, d: number): boolean {
   return (a === 169 && b === 254 && ((c === 169 && d === 254) || (c === 170 && (d === 2 || d === 23)))) || (a === 100 && b === 100 && c === 100 && d === 200);
 }
