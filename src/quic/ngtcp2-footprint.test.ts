@@ -19,6 +19,20 @@ import { engine, type EngineConfig, type EngineConnection } from './engine.js';
 import { createDevCa, issueClientCert, issueServerCert } from '../certs/pki.js';
 import { loadNative } from '../native/addon.js';
 import { PAIR_CLIENT, PAIR_SERVER, pumpEngines } from './testing/engine-pair.js';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+// A full GC before each reading: garbage of earlier tests (the worker process may have run other files) freed by a
+// collection in the middle of a measurement made malloc's bytes in use shrink while a ring grew (a CI flake of 12-07).
+setFlagsFromString('--expose-gc');
+const collect = runInNewContext('gc') as () => void;
+const stats = new Float64Array(4);
+/** glibc's bytes in use plus the engine's page pool (ngtcp2's blocks), after a full GC. */
+function inUse(): number {
+  collect();
+  loadNative().mallocStats(stats);
+  return stats[0]! + stats[3]!;
+}
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const CLIENT = PAIR_CLIENT;
@@ -96,13 +110,6 @@ describe('ngtcp2 engine: per-connection memory', () => {
     setup(sc);
     const cc = engine.Config.withTls(true, enc(ca.certPem), null, null);
     setup(cc);
-    const native = loadNative();
-    const stats = new Float64Array(4);
-    // glibc's bytes in use plus the engine's page pool (ngtcp2's blocks).
-    const inUse = (): number => {
-      native.mallocStats(stats);
-      return stats[0]! + stats[3]!;
-    };
     const wave = (): number => {
       const conns: EngineConnection[] = [];
       for (let i = 0; i < 40; i++) {
@@ -139,13 +146,6 @@ describe('ngtcp2 engine: per-connection memory', () => {
     const cc = engine.Config.withTls(true, enc(ca.certPem), null, null);
     setup(cc);
     cc.enableDgram(true, 1024, 1024);
-    const native = loadNative();
-    const stats = new Float64Array(4);
-    // glibc's bytes in use plus the engine's page pool (ngtcp2's blocks).
-    const inUse = (): number => {
-      native.mallocStats(stats);
-      return stats[0]! + stats[3]!;
-    };
     const client = engine.Connection.connect('localhost', randomBytes(16), CLIENT, SERVER, cc);
     const server = pump(client, sc, null);
     // A burst: 600 datagrams queued at once grow the send ring to 1,024 slots of a packet each.
