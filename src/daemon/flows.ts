@@ -6,7 +6,7 @@
  * flows move their counters before they close).
  */
 import type { AgentConfig } from '../config/index.js';
-import { Gauge } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import { FlowTracker } from '../inspect/flow-tracker.js';
 import type { FlowRecord } from '../inspect/flow-record.js';
 import { FlowRecordTelemetry, type Telemetry } from '../telemetry/index.js';
@@ -47,6 +47,13 @@ export class DaemonFlows {
       labelNames: ['reporter'],
       registers: [opts.telemetry.registry],
       collect: () => tracked.set({ reporter }, tracker.activeFlows),
+    });
+    const discarded: Counter<'reporter'> = new Counter({
+      name: 'mtun_inspect_rtt_samples_discarded_total',
+      help: 'TCP RTT samples refused because the ACK was observed with an earlier time than the segment it answers (two packet readers handed over out of time order)',
+      labelNames: ['reporter'],
+      registers: [opts.telemetry.registry],
+      collect: () => { discarded.reset(); discarded.inc({ reporter }, tracker.rttSamplesDiscarded); },
     });
   }
 

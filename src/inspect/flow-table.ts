@@ -143,6 +143,8 @@ export class FlowTable {
   rttMin = new Float64Array(0);
   rttSrtt = new Float64Array(0);
   rttMax = new Float64Array(0);
+  /** Samples refused as negative (rtt-sampler.ts addRttSample), all flows. */
+  rttDiscarded = 0;
 
   readonly headOf = new Int32Array(N_STATES).fill(-1);
   readonly tailOf = new Int32Array(N_STATES).fill(-1);

@@ -151,6 +151,11 @@ export class FlowTracker {
   }
 
   /** Flows currently in the table that have not yet emitted their record. */
+  /** RTT samples refused as negative (an ACK handed over before the segment it answers), since start. */
+  get rttSamplesDiscarded(): number {
+    return this.core.table.rttDiscarded;
+  }
+
   get activeFlows(): number {
     return this.core.activeFlows;
   }

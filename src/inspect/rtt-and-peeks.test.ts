@@ -67,6 +67,22 @@ describe('RTT sampling per segment', () => {
     expect(recs[0]!.rttToClient).toEqual({ minMs: 10, smoothedMs: 10 * 0.875 + 15 * 0.125, maxMs: 15, samples: 2 });
   });
 
+  it('an ACK observed with an earlier time than the segment it answers is no sample: counted, the flow keeps its real ones', () => {
+    const { t, recs } = tracker();
+    const k = conv();
+    at(t, k.c(SYN, 0, 0), 0);
+    at(t, k.s(SYN | ACK, 0, 1), 10);
+    at(t, k.c(ACK, 1, 1), 20); // to client: 10
+    at(t, k.s(ACK, 1, 1, bytes(100)), 100); // timed at 100
+    at(t, k.c(ACK, 1, 101), 95); // handed over late with its (earlier) read time: -5 is not an RTT
+    expect(t.rttSamplesDiscarded).toBe(1);
+    at(t, k.s(ACK, 101, 1, bytes(10)), 200); // timed again
+    at(t, k.c(ACK, 1, 111), 212);
+    t.flush();
+    expect(recs[0]!.rttToClient).toEqual({ minMs: 10, smoothedMs: 10 * 0.875 + 12 * 0.125, maxMs: 12, samples: 2 });
+    expect(t.rttSamplesDiscarded).toBe(1);
+  });
+
   it('with timestamps on both sides the echoed TSval picks the ACK (RFC 7323 §4.3); a later echo is not a sample', () => {
     const { t, recs } = tracker();
     const c = (flags: number, seq: number, ack: number, o: Uint8Array, payload?: Uint8Array) =>

@@ -50,8 +50,15 @@ export function readTimestamps(buf: Uint8Array, tcpOff: number, hl: number): boo
   return true;
 }
 
-/** Adds one RTT sample (ms) to direction index i: min, RFC 6298 §2.2–2.3 smoothed (α = 1/8), max. */
+/**
+ * Adds one RTT sample (ms) to direction index i: min, RFC 6298 §2.2–2.3
+ * smoothed (α = 1/8), max. A negative sample (the ACK was observed with an
+ * earlier time than the segment it answers: packets from two readers, a
+ * data-plane thread's ring and the event loop, handed to the tracker out of
+ * their time order) is no RTT: it is counted in `rttDiscarded`, not kept.
+ */
 export function addRttSample(t: FlowTable, i: number, r: number): void {
+  if (!(r >= 0)) { t.rttDiscarded++; return; }
   const n = t.rttN[i]!;
   if (n === 0) {
     t.rttMin[i] = r; t.rttMax[i] = r; t.rttSrtt[i] = r;

@@ -255,5 +255,11 @@ describe.skipIf(!root)('RTT split through the real tunnel: client / tunnel (QUIC
     // The tunnel histogram family has the flow, labelled with the peer identity.
     expect(await lab.metrics('agent')).toMatch(/mtun_tcp_tunnel_rtt_seconds_count\{reporter="agent",[^}]*peer_identity="gateway",stat="min"\} [1-9]/);
     expect(await lab.metrics('gw')).toMatch(/mtun_tcp_tunnel_rtt_seconds_count\{reporter="gateway",[^}]*peer_identity="spiffe:\/\/cluster.local\/agent\/cluster-a",stat="min"\} [1-9]/);
+    // Samples refused as negative (hand-overs out of time order) are counted, at each end.
+    for (const end of ['agent', 'gw']) {
+      const m = /^mtun_inspect_rtt_samples_discarded_total\{[^}]*\} (\d+)$/m.exec(await lab.metrics(end));
+      expect(m, `${end}: mtun_inspect_rtt_samples_discarded_total`).not.toBeNull();
+      console.log(`${end}: RTT samples discarded ${m![1]}`);
+    }
   }, 180_000);
 });
