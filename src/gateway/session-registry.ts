@@ -18,6 +18,8 @@ export interface GwTransportConn {
   stats?(): { readonly rttMs: number | null };
   /** QUIC only: the smoothed RTT alone, without the snapshot (QuicConnection.rttMs). */
   rttMs?(): number | null;
+  /** QUIC only: packets the endpoint handed to the connection so far (the RTT can only move when one arrives). */
+  readonly packetsReceived?: number;
 }
 
 /** One agent connection. */
@@ -75,7 +77,11 @@ export type SupersedeCause = 'route-takeover' | 'h2-fallback';
 export class SessionRegistry {
   readonly conns = new Set<GwConn>();
   readonly byIp = new Map<ConnectIpGatewaySession, GwSession>();
+  /** Every open session, in the order they opened: the once-a-second sweeps walk it (10,000 idle sessions, issue #17). */
+  private readonly all = new Set<GwSession>();
   private readonly perIdentity = new Map<string, number>();
+  /** Open CONNECT-IP sessions per identity. */
+  private readonly ipPerIdentity = new Map<string, number>();
   private total = 0;
   private udpCount = 0;
   /** Sessions closed for a new session of their identity ({@link SupersedeCause}). */
@@ -114,9 +120,18 @@ export class SessionRegistry {
     };
   }
 
+  /** Has `identity` an open CONNECT-IP session? */
+  hasIpSession(identity: string): boolean {
+    return this.ipPerIdentity.has(identity);
+  }
+
   add(gs: GwSession): void {
     gs.gc.sessions.add(gs);
-    if (gs.ip) this.byIp.set(gs.ip, gs);
+    this.all.add(gs);
+    if (gs.ip) {
+      this.byIp.set(gs.ip, gs);
+      this.ipPerIdentity.set(gs.identity, (this.ipPerIdentity.get(gs.identity) ?? 0) + 1);
+    }
     if (gs.kind === 'connect-udp') this.udpCount++;
     this.bump(gs.identity, 1);
   }
@@ -124,14 +139,20 @@ export class SessionRegistry {
   /** Removes `gs`; false when it was already gone. */
   remove(gs: GwSession): boolean {
     if (!gs.gc.sessions.delete(gs)) return false;
-    if (gs.ip) this.byIp.delete(gs.ip);
+    this.all.delete(gs);
+    if (gs.ip) {
+      this.byIp.delete(gs.ip);
+      const n = (this.ipPerIdentity.get(gs.identity) ?? 0) - 1;
+      if (n <= 0) this.ipPerIdentity.delete(gs.identity);
+      else this.ipPerIdentity.set(gs.identity, n);
+    }
     if (gs.kind === 'connect-udp') this.udpCount--;
     this.bump(gs.identity, -1);
     return true;
   }
 
-  /** Every open session. */
-  *sessions(): IterableIterator<GwSession> {
-    for (const gc of this.conns) yield* gc.sessions;
+  /** Every open session, in the order they opened (a session added while iterating is visited too, as with any Set). */
+  sessions(): IterableIterator<GwSession> {
+    return this.all.values();
   }
 }

@@ -119,6 +119,9 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal */ heapIndex = -1;
   /** @internal */ dirty = false;
   /** @internal */ touched = false;
+  /** @internal Packets delivered by the endpoint ({@link packetsReceived}). */ rxPackets = 0;
+  /** @internal rxPackets at the last keep-alive turn: a server skips its PING when the client spoke since. */ keepAliveRx = 0;
+  /** @internal The last keep-alive turn sent a PING (its ACK is no sign of the client). */ keepAlivePinged = false;
   /** @internal */ established = false;
   /** @internal Refused after the handshake (mTLS); never announced. */ refused = false;
   /** @internal Client CA (PEM) in force when accepted, which its TLS config asked certificates for; null: no mTLS. */ clientCaPem: string | null = null;
@@ -454,6 +457,16 @@ export class QuicConnection implements QuicTransport, TimerEntry {
    */
   flush(): void {
     if (!this.gone) this.owner.flushConnection(this);
+  }
+
+  /**
+   * Packets the endpoint handed to this connection (decrypted or not). A
+   * data-plane thread that receives for the connection natively does not
+   * count here. Cheap to read: a per-second sweep over every session asks
+   * {@link rttMs} only when this moved.
+   */
+  get packetsReceived(): number {
+    return this.rxPackets;
   }
 
   /** Smoothed RTT of the active path in ms, as {@link stats} reports it, without allocating (a per-second sweep over every session reads it). */

@@ -224,7 +224,15 @@ export interface QuicEndpointOptions {
   /**
    * Send a PING (ack-eliciting packet) on every established connection this
    * often, so quiet tunnels outlive the idle timeout (RFC 9000 §10.1.2).
-   * 0 (default) disables; use less than half of idleTimeoutMs.
+   * 0 (default) disables; use less than half of idleTimeoutMs. A server
+   * connection that received a packet from its client since its last
+   * keep-alive turn (other than the ACK of a PING it sent then) skips the PING: the client's packet restarted this
+   * end's idle timer and refreshed any NAT binding on the way, and this
+   * end's answer (the ACK of an ack-eliciting packet) restarts the
+   * client's (RFC 9000 §10.1: a packet received and processed restarts
+   * it). A client keeps its schedule, so one of the two ends always pings
+   * on time; 10,000 idle sessions whose agents ping cost the gateway half
+   * the packets (issue #17).
    */
   keepAliveMs?: number;
   /**
@@ -295,6 +303,8 @@ export interface QuicEndpointCounters {
   peersExpired: number;
   /** Exceptions thrown by event handlers (the connection is closed with INTERNAL_ERROR). */
   handlerErrors: number;
+  /** Keep-alive PINGs a server connection did not send: its client had sent a packet since the last turn ({@link QuicEndpointOptions.keepAliveMs}). */
+  keepAlivesSkipped: number;
 }
 
 function newCounters(): QuicEndpointCounters {
@@ -333,6 +343,7 @@ function newCounters(): QuicEndpointCounters {
     peersRevoked: 0,
     peersExpired: 0,
     handlerErrors: 0,
+    keepAlivesSkipped: 0,
   };
 }
 
@@ -929,6 +940,7 @@ export class QuicEndpoint implements ConnectionOwner {
 
   private deliver(c: QuicConnection, buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
     const info = c.recvInfoFor(addrs, i);
+    c.rxPackets++;
     try {
       c.q.recv(buf, info, off, len);
     } catch {
@@ -1678,7 +1690,13 @@ export class QuicEndpoint implements ConnectionOwner {
         // An early onTimeout is harmless (ngtcp2_conn_handle_expiry acts only on due timers), so a keep-alive deadline can share the heap entry.
         c.q.onTimeout();
         if (c.keepAliveDueMs <= now && c.established && !c.gone) {
-          c.q.sendAckEliciting();
+          // The ACK of our own last PING does not count as the client speaking: without this a silent client's
+          // connection would be pinged every other turn.
+          const spoke = c.isServer && c.rxPackets !== c.keepAliveRx && !c.keepAlivePinged;
+          if (spoke) this.counters.keepAlivesSkipped++;
+          else c.q.sendAckEliciting();
+          c.keepAlivePinged = !spoke;
+          c.keepAliveRx = c.rxPackets;
           c.keepAliveDueMs = now + this.keepAliveMs;
         }
         if (!c.touched) {

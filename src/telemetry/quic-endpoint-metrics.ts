@@ -63,13 +63,19 @@ const HANDSHAKES: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
   ['handshakesDeferred', 'deferred'],
 ];
 
+/** Counter field → the `event` label of `mtun_quic_keepalives_total`. */
+const KEEPALIVES: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
+  ['keepAlivesSkipped', 'skipped_peer_active'],
+];
+
 /**
  * Registers on `registry`, labelled with `role` (gateway or agent):
  * `mtun_quic_datagrams_total{direction}`, `mtun_quic_datagrams_dropped_total{reason}`,
  * `mtun_quic_dgram_frames_dropped_total{reason}`, `mtun_quic_stateless_packets_sent_total{packet}`,
  * `mtun_quic_udp_send_events_total{event}` (refused, gso_refused, stalled),
  * `mtun_quic_udp_offload_total{offload}` (gso_send, gro_receive) and
- * `mtun_quic_handshakes_total{result}` (accepted, connected, failed, deferred).
+ * `mtun_quic_handshakes_total{result}` (accepted, connected, failed, deferred) and
+ * `mtun_quic_keepalives_total{event}` (skipped_peer_active).
  */
 export function registerQuicEndpointMetrics(registry: Registry, role: 'gateway' | 'agent', c: Readonly<QuicEndpointCounters>): void {
   /** One counter whose `label` values are counter fields of `c`, read at scrape time. */
@@ -88,5 +94,6 @@ export function registerQuicEndpointMetrics(registry: Registry, role: 'gateway' 
   fields('mtun_quic_stateless_packets_sent_total', 'Packets sent without connection state: Retry, Version Negotiation, stateless reset', 'packet', STATELESS);
   fields('mtun_quic_udp_send_events_total', 'The endpoint\'s UDP sends the kernel refused: datagrams dropped (refused; QUIC resends their frames), and GSO sends the path could not segment (gso_refused; their datagrams resent one by one, GSO off after an EIO)', 'event', SENDS);
   fields('mtun_quic_udp_offload_total', 'UDP segmentation offloads: sends of GSO trains (gso_send) and receives the kernel coalesced (gro_receive), each several datagrams in one call', 'offload', OFFLOADS);
+  fields('mtun_quic_keepalives_total', 'Keep-alive turns of the QUIC endpoint: skipped_peer_active is a server connection that sent no PING because its client had sent a packet since the last turn', 'event', KEEPALIVES);
   fields('mtun_quic_handshakes_total', 'QUIC handshakes: accepted (server) or connected (client) started, failed before completion, deferred to the admission queue', 'result', HANDSHAKES);
 }
