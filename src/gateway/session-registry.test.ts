@@ -6,7 +6,7 @@ import { TokenTable } from './auth.js';
 import { parsePrefix } from '../packet/ip-address.js';
 import { ConnectIpGatewaySession } from '../masque/connect-ip/gateway-session.js';
 import { ip, rig } from '../masque/testing/connect-ip-rig.js';
-import { routeConflictVerdict, SessionRegistry } from './session-registry.js';
+import { routeConflictVerdict, SessionRegistry, type GwConn, type GwSession } from './session-registry.js';
 
 const cfg = parseGatewayConfig(`tls: {cert: a, key: b, ca: c}
 pools: {ipv4: 10.200.0.0/24}
@@ -43,6 +43,42 @@ describe('SessionRegistry: pending CONNECT-UDP opens count against the limits (#
     admitted[0]!();
     expect(reg.countOf('site-a')).toBe(3);
     expect(reg.count).toBe(3);
+  });
+});
+
+describe('SessionRegistry: the open sessions, walked once a second (issue #17: 10,000 of them)', () => {
+  const conn = () => ({ sessions: new Set<GwSession>() }) as unknown as GwConn;
+  const session = (gc: GwConn, identity: string, kind: 'connect-ip' | 'connect-udp') =>
+    ({ gc, identity, kind, ip: kind === 'connect-ip' ? {} : null, udp: kind === 'connect-udp' ? {} : null }) as unknown as GwSession;
+
+  it('knows whether an identity still has a CONNECT-IP session without a search; every session once, in the order they opened', () => {
+    const reg = new SessionRegistry();
+    const g1 = conn();
+    const g2 = conn();
+    const a1 = session(g1, 'site-a', 'connect-ip');
+    const b = session(g2, 'site-b', 'connect-ip');
+    const a2 = session(g2, 'site-a', 'connect-ip');
+    const u = session(g1, 'site-c', 'connect-udp');
+    for (const x of [a1, b, a2, u]) reg.add(x);
+    expect([...reg.sessions()]).toEqual([a1, b, a2, u]);
+    expect(reg.hasIpSession('site-a')).toBe(true);
+    expect(reg.hasIpSession('site-c')).toBe(false); // CONNECT-UDP only
+    expect(reg.remove(a1)).toBe(true);
+    expect(reg.hasIpSession('site-a')).toBe(true); // a2 is still open
+    expect(reg.remove(a1)).toBe(false); // already gone: no count moves
+    expect(reg.hasIpSession('site-a')).toBe(true);
+    expect(reg.remove(a2)).toBe(true);
+    expect(reg.hasIpSession('site-a')).toBe(false);
+    expect([...reg.sessions()]).toEqual([b, u]);
+    expect(reg.count).toBe(2);
+    expect(reg.udpSessions).toBe(1);
+    // Removed while walked: the walk goes on with the next one (the tick's review can close sessions).
+    const seen: GwSession[] = [];
+    for (const x of reg.sessions()) {
+      seen.push(x);
+      if (x === b) reg.remove(u);
+    }
+    expect(seen).toEqual([b]);
   });
 });
 

@@ -150,12 +150,12 @@ export class FlowTracker {
     this.quicCounters = this.core.quic.counters;
   }
 
-  /** Flows currently in the table that have not yet emitted their record. */
   /** RTT samples refused as negative (an ACK handed over before the segment it answers), since start. */
   get rttSamplesDiscarded(): number {
     return this.core.table.rttDiscarded;
   }
 
+  /** Flows currently in the table that have not yet emitted their record. */
   get activeFlows(): number {
     return this.core.activeFlows;
   }

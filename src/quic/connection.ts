@@ -120,8 +120,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal */ dirty = false;
   /** @internal */ touched = false;
   /** @internal Packets delivered by the endpoint ({@link packetsReceived}). */ rxPackets = 0;
-  /** @internal rxPackets at the last keep-alive turn: a server skips its PING when the client spoke since. */ keepAliveRx = 0;
-  /** @internal The last keep-alive turn sent a PING (its ACK is no sign of the client). */ keepAlivePinged = false;
+  /** @internal When the endpoint last delivered a packet to it (performance.now clock, per batch): the server's keep-alive rule. */ lastRxMs = 0;
   /** @internal */ established = false;
   /** @internal Refused after the handshake (mTLS); never announced. */ refused = false;
   /** @internal Client CA (PEM) in force when accepted, which its TLS config asked certificates for; null: no mTLS. */ clientCaPem: string | null = null;

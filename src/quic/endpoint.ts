@@ -224,15 +224,17 @@ export interface QuicEndpointOptions {
   /**
    * Send a PING (ack-eliciting packet) on every established connection this
    * often, so quiet tunnels outlive the idle timeout (RFC 9000 §10.1.2).
-   * 0 (default) disables; use less than half of idleTimeoutMs. A server
-   * connection that received a packet from its client since its last
-   * keep-alive turn (other than the ACK of a PING it sent then) skips the PING: the client's packet restarted this
-   * end's idle timer and refreshed any NAT binding on the way, and this
-   * end's answer (the ACK of an ack-eliciting packet) restarts the
-   * client's (RFC 9000 §10.1: a packet received and processed restarts
-   * it). A client keeps its schedule, so one of the two ends always pings
-   * on time; 10,000 idle sessions whose agents ping cost the gateway half
-   * the packets (issue #17).
+   * 0 (default) disables; use less than half of idleTimeoutMs. A client
+   * pings on this schedule. A server connection pings only once it has
+   * received nothing from its client for this interval and an eighth more:
+   * a client that pings at the same interval (the agent) keeps both ends'
+   * idle timers and the NAT binding fresh (RFC 9000 §10.1), and the server
+   * sends no PINGs of its own (10,000 idle sessions: half the packets at
+   * the gateway, issue #17); a client that never pings hears from the
+   * server at most 1.125 intervals after its own last packet. Any packet
+   * that reaches the connection counts as heard, also one the engine then
+   * fails to decrypt: only someone on the path, who sees the connection
+   * IDs and could as well drop the PINGs, can send such packets.
    */
   keepAliveMs?: number;
   /**
@@ -303,7 +305,9 @@ export interface QuicEndpointCounters {
   peersExpired: number;
   /** Exceptions thrown by event handlers (the connection is closed with INTERNAL_ERROR). */
   handlerErrors: number;
-  /** Keep-alive PINGs a server connection did not send: its client had sent a packet since the last turn ({@link QuicEndpointOptions.keepAliveMs}). */
+  /** Keep-alive PINGs sent ({@link QuicEndpointOptions.keepAliveMs}). */
+  keepAlivesSent: number;
+  /** Keep-alive turns of a server connection that sent no PING: its client had sent a packet within the interval. */
   keepAlivesSkipped: number;
 }
 
@@ -343,6 +347,7 @@ function newCounters(): QuicEndpointCounters {
     peersRevoked: 0,
     peersExpired: 0,
     handlerErrors: 0,
+    keepAlivesSent: 0,
     keepAlivesSkipped: 0,
   };
 }
@@ -760,6 +765,8 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /** Another reader has the socket ({@link pauseInput}): slots already read are still handled, the socket is not read. */
   private inputPaused = false;
+  /** performance.now() of the current batch's first delivered packet; NaN between batches (reset in afterBatch). */
+  private rxNow = NaN;
 
   /**
    * Input the other reader took (see {@link pauseInput}): `c` got packets
@@ -941,6 +948,10 @@ export class QuicEndpoint implements ConnectionOwner {
   private deliver(c: QuicConnection, buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
     const info = c.recvInfoFor(addrs, i);
     c.rxPackets++;
+    // One clock read per batch (the keep-alive rule needs the time to within a batch, not per packet).
+    let t = this.rxNow;
+    if (t !== t) t = this.rxNow = performance.now();
+    c.lastRxMs = t;
     try {
       c.q.recv(buf, info, off, len);
     } catch {
@@ -1237,6 +1248,7 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /** After an input batch or timer run: events, the owner's {@link setBeforeSend} hook, sends, timers, cleanup. */
   private afterBatch(): void {
+    this.rxNow = NaN;
     this.inBatch = true;
     try {
       this.dispatchTouched();
@@ -1690,14 +1702,18 @@ export class QuicEndpoint implements ConnectionOwner {
         // An early onTimeout is harmless (ngtcp2_conn_handle_expiry acts only on due timers), so a keep-alive deadline can share the heap entry.
         c.q.onTimeout();
         if (c.keepAliveDueMs <= now && c.established && !c.gone) {
-          // The ACK of our own last PING does not count as the client speaking: without this a silent client's
-          // connection would be pinged every other turn.
-          const spoke = c.isServer && c.rxPackets !== c.keepAliveRx && !c.keepAlivePinged;
-          if (spoke) this.counters.keepAlivesSkipped++;
-          else c.q.sendAckEliciting();
-          c.keepAlivePinged = !spoke;
-          c.keepAliveRx = c.rxPackets;
-          c.keepAliveDueMs = now + this.keepAliveMs;
+          // A server pings once it has heard nothing from the client for an interval and an eighth: a client
+          // pinging at the same interval goes first and the server stays quiet; a silent client hears from the
+          // server no later than that after its own last packet (the ACK of the server's last PING included).
+          const heardAt = c.lastRxMs;
+          if (c.isServer && now - heardAt < this.keepAliveMs) {
+            this.counters.keepAlivesSkipped++;
+            c.keepAliveDueMs = heardAt + this.keepAliveMs + this.keepAliveMs / 8;
+          } else {
+            c.q.sendAckEliciting();
+            this.counters.keepAlivesSent++;
+            c.keepAliveDueMs = now + this.keepAliveMs;
+          }
         }
         if (!c.touched) {
           c.touched = true;
