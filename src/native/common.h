@@ -99,7 +99,7 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * 9: quicSetPeer became quicSetRecvFrom (a datagram's source no longer moves the connection) and quicPeer (into an address slot); quicInfo of 13.
  * 10: judge tables flag 0x200 (cloud metadata endpoints allowed). 11: dpStats of 24 (DP_S_RX_GRO).
  */
-#define MTUN_ABI 11
+#define MTUN_ABI 12
 
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);

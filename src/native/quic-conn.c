@@ -700,7 +700,11 @@ void qe_conn_ping(struct qe_conn *c) {
    * write carry one, and qe_conn_send switches it off after that packet. */
   ngtcp2_conn_set_keep_alive_timeout(c->conn, 1);
   c->ping_armed = true;
-  /* A keep-alive means the connection was idle: its empty DATAGRAM rings
+  qe_conn_trim_idle(c);
+}
+
+void qe_conn_trim_idle(struct qe_conn *c) {
+  /* A keep-alive turn means the connection may be idle: its empty DATAGRAM rings
    * (2 slots of a packet each way, 5.7 kB) go until it carries one again (#17). */
   qe_dq_trim(&c->dq_send);
   qe_dq_trim(&c->dq_recv);

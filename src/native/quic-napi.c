@@ -383,6 +383,13 @@ static napi_value conn_ping(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value conn_trim_idle(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  CONN(argv[0]);
+  qe_conn_trim_idle(c);
+  return NULL;
+}
+
 /* quicSetAnchor(conn, streamId, frame): the PTO anchor (quic-conn.c anchor_due); an empty frame turns it off. */
 static napi_value conn_set_anchor(napi_env env, napi_callback_info info) {
   MTUN_ARGS(3);
@@ -703,7 +710,7 @@ bool mtun_quic_init(napi_env env, napi_value exports) {
       {"quicConnect", conn_connect}, {"quicAccept", conn_accept},
       {"quicSetRecvFrom", conn_set_recv_from}, {"quicPeer", conn_peer}, {"quicRecv", conn_recv}, {"quicSend", conn_send}, {"quicOutBatch", out_batch},
       {"quicDrain", conn_drain}, {"quicTimeout", conn_timeout},
-      {"quicOnTimeout", conn_on_timeout}, {"quicPing", conn_ping}, {"quicSetAnchor", conn_set_anchor}, {"quicClose", conn_close},
+      {"quicOnTimeout", conn_on_timeout}, {"quicPing", conn_ping}, {"quicTrimIdle", conn_trim_idle}, {"quicSetAnchor", conn_set_anchor}, {"quicClose", conn_close},
       {"quicStreamSend", stream_send}, {"quicStreamRecv", stream_recv}, {"quicStreamShutdown", stream_shutdown},
       {"quicStreams", stream_list}, {"quicDgramSend", dgram_send}, {"quicDgramRecv", dgram_recv},
       {"quicInfo", conn_info}, {"quicStats", conn_stats}, {"quicError", conn_error}, {"quicTlsInfo", conn_tls_info},

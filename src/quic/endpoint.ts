@@ -1708,6 +1708,7 @@ export class QuicEndpoint implements ConnectionOwner {
           const heardAt = c.lastRxMs;
           if (c.isServer && now - heardAt < this.keepAliveMs) {
             this.counters.keepAlivesSkipped++;
+            c.q.trimIdle(); // as a PING turn does: empty DATAGRAM rings go until the connection carries one again
             c.keepAliveDueMs = heardAt + this.keepAliveMs + this.keepAliveMs / 8;
           } else {
             c.q.sendAckEliciting();

@@ -154,8 +154,10 @@ export interface EngineConnection {
   pathStats(): EnginePathStats[];
   /** Smoothed RTT of the active path in ms (pathStats' rtt) without building the snapshot; null without a path. */
   srttMs(): number | null;
-  /** Queue a PING so the next send() emits an ack-eliciting packet. */
+  /** Queue a PING so the next send() emits an ack-eliciting packet (and {@link trimIdle}). */
   sendAckEliciting(): void;
+  /** A keep-alive turn that sends no PING: frees empty DATAGRAM queues until the connection carries one again. */
+  trimIdle(): void;
   /**
    * While DATAGRAMs go out, keep `frame` (whole bytes the peer ignores, at
    * most 8) in flight on our open stream `streamId`, so that losing every

@@ -53,6 +53,7 @@ interface QuicNative {
   quicTimeout(c: NativeConn): number;
   quicOnTimeout(c: NativeConn): void;
   quicPing(c: NativeConn): void;
+  quicTrimIdle(c: NativeConn): void;
   quicSetAnchor(c: NativeConn, streamId: number, frame: Uint8Array): void;
   quicClose(c: NativeConn, app: boolean, code: number, reason: Uint8Array | null): boolean;
   quicStreamSend(c: NativeConn, id: number, data: Uint8Array, fin: boolean, res: Float64Array): number;
@@ -304,6 +305,7 @@ export class Ngtcp2Connection implements EngineConnection {
     return s[5] < 0 ? null : s[4];
   }
   sendAckEliciting(): void { n().quicPing(this.h); }
+  trimIdle(): void { n().quicTrimIdle(this.h); }
   setPtoAnchor(streamId: number, frame: Uint8Array): void { n().quicSetAnchor(this.h, streamId, frame); }
   free(): void { n().quicFree(this.h); }
 }
