@@ -792,10 +792,30 @@ export class Agent {
       this.detachThread();
       return;
     }
+    // The endpoint may still hold datagrams it read (a GRO batch past its receive budget, handled on its next turn):
+    // a thread receiving now would write newer ones into the TUN before them. The endpoint stops reading, and the
+    // thread attaches on a turn after they are handled (review of the GRO change, 7 December).
+    if (t.attached === null && this.endpoint.holdsInput) {
+      this.endpoint.pauseInput();
+      if (!this.attachDeferred) {
+        this.attachDeferred = true;
+        setImmediate(this.deferredAttach);
+      }
+      return;
+    }
     // The receive leg: the thread reads the socket and checks what it writes into the TUN with the session's table.
     t.attach(h, s.datagramPrefix(), s.ipv6Enabled, loadNative().judgeTable(s.receiveTable()), this.config.mssClamp ? this.tunMtu : 0);
     this.endpoint.pauseInput();
   }
+
+  /** An attach waits for the endpoint's left-over datagrams ({@link attachThread}). */
+  private attachDeferred = false;
+  private readonly deferredAttach = (): void => {
+    this.attachDeferred = false;
+    this.attachThread();
+    // Nothing to attach to any more (the session or the thread went meanwhile): the endpoint reads the socket again.
+    if (this.tunThread?.attached == null && !this.attachDeferred) this.endpoint.resumeInput();
+  };
 
   /** The thread stops sending on the session's connection (it hands every packet to the event loop); what it read before is handled first. */
   private detachThread(): void {

@@ -94,10 +94,14 @@ describe('QuicEndpoint receive budget with UDP GRO slots', () => {
     const s = new BacklogSocket(true, 44);
     const ep = new QuicEndpoint({ socket: s, client: { insecureNoVerify: true }, keylogPath: null, recvBudget: 250 });
     endpoints.push(ep);
+    expect(ep.holdsInput).toBe(false);
     s.cb!();
+    // The agent attaches its TUN thread only once this is false: the thread would otherwise write newer datagrams first.
+    expect(ep.holdsInput).toBe(true);
     ep.pauseInput();
     for (let k = 0; k < 20 && ep.counters.datagramsIn < 64 * 44; k++) await new Promise((r) => setImmediate(r));
     expect(ep.counters.datagramsIn).toBe(64 * 44);
+    expect(ep.holdsInput).toBe(false);
     for (let k = 0; k < 5; k++) await new Promise((r) => setImmediate(r));
     expect(s.recvCalls).toBe(1);
     expect(ep.counters.datagramsIn).toBe(64 * 44);

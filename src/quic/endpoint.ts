@@ -757,6 +757,17 @@ export class QuicEndpoint implements ConnectionOwner {
     if (!this.closed) this.sock.pauseReadable?.();
   }
 
+  /**
+   * Datagrams read from the socket and not handled yet: a wake's budget ran
+   * out inside a receive batch, and the rest waits for the next turn.
+   * Another reader that takes the socket now ({@link pauseInput}) would
+   * handle newer datagrams before these: the agent waits for this to be
+   * false before its TUN thread starts receiving.
+   */
+  get holdsInput(): boolean {
+    return this.inNext < this.inCount;
+  }
+
   /** The endpoint reads the socket again. */
   resumeInput(): void {
     this.inputPaused = false;
