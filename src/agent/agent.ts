@@ -787,7 +787,8 @@ export class Agent {
     const t = this.tunThread;
     const s = this.session;
     const c = this.conn;
-    const h = t !== null && s !== null && c !== null && c.transport === 'h3' && !c.isClosed ? c.engineHandle() : null;
+    // A session that closed (a stop, a GOAWAY) gets no thread, also when an attach deferred below comes back for it.
+    const h = t !== null && s !== null && !s.isClosed && this.state !== 'stopped' && c !== null && c.transport === 'h3' && !c.isClosed ? c.engineHandle() : null;
     if (t === null || s === null || h === null || h === undefined) {
       this.detachThread();
       return;
@@ -812,9 +813,17 @@ export class Agent {
   private attachDeferred = false;
   private readonly deferredAttach = (): void => {
     this.attachDeferred = false;
-    this.attachThread();
-    // Nothing to attach to any more (the session or the thread went meanwhile): the endpoint reads the socket again.
-    if (this.tunThread?.attached == null && !this.attachDeferred) this.endpoint.resumeInput();
+    try {
+      this.attachThread();
+      if (this.tunThread?.attached != null) this.log.info({}, 'TUN thread attached (after the endpoint handled the datagrams it held)');
+    } catch (e) {
+      // As a failed attach during the session's set-up: the connection goes, the agent reconnects.
+      this.log.warn({ err: (e as Error).message }, 'TUN thread attach failed; closing the connection');
+      this.conn?.close('TUN thread attach failed');
+    } finally {
+      // Nothing to attach to any more (the session or the thread went meanwhile): the endpoint reads the socket again.
+      if (this.tunThread?.attached == null && !this.attachDeferred) this.endpoint.resumeInput();
+    }
   };
 
   /** The thread stops sending on the session's connection (it hands every packet to the event loop); what it read before is handled first. */

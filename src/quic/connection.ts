@@ -121,6 +121,7 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal */ touched = false;
   /** @internal Packets delivered by the endpoint ({@link packetsReceived}). */ rxPackets = 0;
   /** @internal When the endpoint last delivered a packet to it (performance.now clock, per batch): the server's keep-alive rule. */ lastRxMs = 0;
+  /** @internal A server connection whose idle timeout leaves room for the keep-alive rule's longer gap (set when established). */ keepAliveMaySkip = false;
   /** @internal */ established = false;
   /** @internal Refused after the handshake (mTLS); never announced. */ refused = false;
   /** @internal Client CA (PEM) in force when accepted, which its TLS config asked certificates for; null: no mTLS. */ clientCaPem: string | null = null;

@@ -231,7 +231,9 @@ export interface QuicEndpointOptions {
    * idle timers and the NAT binding fresh (RFC 9000 §10.1), and the server
    * sends no PINGs of its own (10,000 idle sessions: half the packets at
    * the gateway, issue #17); a client that never pings hears from the
-   * server at most 1.125 intervals after its own last packet. Any packet
+   * server at most 1.125 intervals after its own last packet. Only where
+   * the idle timeout in force is at least two intervals; a client that
+   * asked for less is pinged every interval. Any packet
    * that reaches the connection counts as heard, also one the engine then
    * fails to decrypt: only someone on the path, who sees the connection
    * IDs and could as well drop the PINGs, can send such packets.
@@ -1391,7 +1393,12 @@ export class QuicEndpoint implements ConnectionOwner {
       }
     }
     c.markEstablished();
-    if (this.keepAliveMs > 0) c.keepAliveDueMs = performance.now() + this.keepAliveMs;
+    if (this.keepAliveMs > 0) {
+      c.keepAliveDueMs = performance.now() + this.keepAliveMs;
+      // The rule below lets up to 9/8 of an interval (plus a round trip) pass after the client's last packet: only
+      // where the idle timeout in force is at least two intervals. A client that asked for less is pinged on schedule.
+      c.keepAliveMaySkip = c.isServer && c.q.idleTimeoutMs() >= 2 * this.keepAliveMs;
+    }
     if (c.isServer) {
       try {
         this.opts.server!.onConnection(c);
@@ -1717,7 +1724,7 @@ export class QuicEndpoint implements ConnectionOwner {
           // pinging at the same interval goes first and the server stays quiet; a silent client hears from the
           // server no later than that after its own last packet (the ACK of the server's last PING included).
           const heardAt = c.lastRxMs;
-          if (c.isServer && now - heardAt < this.keepAliveMs) {
+          if (c.keepAliveMaySkip && now - heardAt < this.keepAliveMs) {
             this.counters.keepAlivesSkipped++;
             c.q.trimIdle(); // as a PING turn does: empty DATAGRAM rings go until the connection carries one again
             c.keepAliveDueMs = heardAt + this.keepAliveMs + this.keepAliveMs / 8;
