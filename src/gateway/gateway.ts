@@ -711,6 +711,15 @@ export class Gateway {
       const due = ip.nextTimeoutMs();
       if (due >= 0 && due <= at) ip.onTimeout(at);
     }
+    // The gateway sends no keep-alives, which is where an agent frees a connection's empty DATAGRAM queues: here
+    // a connection that received nothing for a tick has them freed (an upload burst may have grown them to
+    // hundreds of packets; they stayed until the connection closed).
+    for (const gc of this.reg.conns) {
+      const rx = gc.conn.packetsReceived;
+      if (rx === undefined) continue;
+      if (rx === gc.rxAtTick) gc.conn.trimIdle?.();
+      gc.rxAtTick = rx;
+    }
   }
 
   /**

@@ -20,6 +20,8 @@ export interface GwTransportConn {
   rttMs?(): number | null;
   /** QUIC only: packets the endpoint handed to the connection so far (the RTT can only move when one arrives). */
   readonly packetsReceived?: number;
+  /** QUIC only: frees the connection's empty DATAGRAM queues (QuicConnection.trimIdle). */
+  trimIdle?(): void;
 }
 
 /** One agent connection. */
@@ -33,6 +35,8 @@ export interface GwConn {
   readonly certIdentity: string | null;
   readonly remote: string;
   readonly sessions: Set<GwSession>;
+  /** conn.packetsReceived at the last tick: unchanged a tick later, the connection is idle (its DATAGRAM queues are trimmed). */
+  rxAtTick?: number;
 }
 
 /** One CONNECT-IP or CONNECT-UDP session. */

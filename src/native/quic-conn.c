@@ -704,8 +704,8 @@ void qe_conn_ping(struct qe_conn *c) {
 }
 
 void qe_conn_trim_idle(struct qe_conn *c) {
-  /* A keep-alive turn means the connection may be idle: its empty DATAGRAM rings
-   * (2 slots of a packet each way, 5.7 kB) go until it carries one again (#17). */
+  /* The connection is idle (a keep-alive, or the gateway's tick saw nothing arrive): its empty DATAGRAM
+   * rings (2 slots of a packet each way, 5.7 kB; more after a burst grew them) go until it carries one again (#17). */
   qe_dq_trim(&c->dq_send);
   qe_dq_trim(&c->dq_recv);
 }

@@ -231,7 +231,7 @@ int64_t qe_conn_timeout_us(struct qe_conn *c);
 void qe_conn_on_timeout(struct qe_conn *c);
 void qe_conn_close(struct qe_conn *c, bool app, uint64_t code, const uint8_t *reason, size_t reasonlen);
 void qe_conn_ping(struct qe_conn *c);
-/* A keep-alive turn without a PING (a server whose client pings): frees the empty DATAGRAM rings, as qe_conn_ping does. */
+/* The connection is idle: frees its empty DATAGRAM rings, as qe_conn_ping does (the gateway, which sends no keep-alives). */
 void qe_conn_trim_idle(struct qe_conn *c);
 /* Packets declared lost that carried STREAM (counted per stream) or DATAGRAM frames; spurious losses included. */
 uint64_t qe_conn_lost_pkts(struct qe_conn *c);

@@ -575,17 +575,6 @@ static napi_value conn_stats(napi_env env, napi_callback_info info) {
   }
   if (c->conn == NULL && rn >= 10) r[9] = 0;
   if (rn >= 11) r[10] = (double)c->anchors_sent;
-  if (rn >= 12) {
-    /* RFC 9000 §10.1: the idle timeout in force is the smaller of both ends' non-zero max_idle_timeout; 0: none or not known yet. */
-    double idle = 0;
-    const ngtcp2_transport_params *rp = c->conn != NULL ? ngtcp2_conn_get_remote_transport_params(c->conn) : NULL;
-    if (rp != NULL) {
-      uint64_t local = c->cfg->idle_ms * NGTCP2_MILLISECONDS, remote = rp->max_idle_timeout;
-      uint64_t t = local == 0 ? remote : remote == 0 ? local : (local < remote ? local : remote);
-      idle = (double)t / NGTCP2_MILLISECONDS;
-    }
-    r[11] = idle;
-  }
   return NULL;
 }
 

@@ -120,8 +120,6 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   /** @internal */ dirty = false;
   /** @internal */ touched = false;
   /** @internal Packets delivered by the endpoint ({@link packetsReceived}). */ rxPackets = 0;
-  /** @internal When the endpoint last delivered a packet to it (performance.now clock, per batch): the server's keep-alive rule. */ lastRxMs = 0;
-  /** @internal A server connection whose idle timeout leaves room for the keep-alive rule's longer gap (set when established). */ keepAliveMaySkip = false;
   /** @internal */ established = false;
   /** @internal Refused after the handshake (mTLS); never announced. */ refused = false;
   /** @internal Client CA (PEM) in force when accepted, which its TLS config asked certificates for; null: no mTLS. */ clientCaPem: string | null = null;
@@ -467,6 +465,17 @@ export class QuicConnection implements QuicTransport, TimerEntry {
    */
   get packetsReceived(): number {
     return this.rxPackets;
+  }
+
+  /**
+   * The connection carried nothing for a while: its empty DATAGRAM queues are
+   * freed until it carries a DATAGRAM again, as a keep-alive PING does at the
+   * agent. The gateway, which sends no keep-alives, calls it from its tick
+   * for connections that received nothing for a second; before that, a
+   * queue an upload burst had grown stayed until the connection closed.
+   */
+  trimIdle(): void {
+    if (!this.gone) this.q.trimIdle();
   }
 
   /** Smoothed RTT of the active path in ms, as {@link stats} reports it, without allocating (a per-second sweep over every session reads it). */

@@ -224,19 +224,9 @@ export interface QuicEndpointOptions {
   /**
    * Send a PING (ack-eliciting packet) on every established connection this
    * often, so quiet tunnels outlive the idle timeout (RFC 9000 §10.1.2).
-   * 0 (default) disables; use less than half of idleTimeoutMs. A client
-   * pings on this schedule. A server connection pings only once it has
-   * received nothing from its client for this interval and an eighth more:
-   * a client that pings at the same interval (the agent) keeps both ends'
-   * idle timers and the NAT binding fresh (RFC 9000 §10.1), and the server
-   * sends no PINGs of its own (10,000 idle sessions: half the packets at
-   * the gateway, issue #17); a client that never pings hears from the
-   * server at most 1.125 intervals after its own last packet. Only where
-   * the idle timeout in force is at least two intervals; a client that
-   * asked for less is pinged every interval. Any packet
-   * that reaches the connection counts as heard, also one the engine then
-   * fails to decrypt: only someone on the path, who sees the connection
-   * IDs and could as well drop the PINGs, can send such packets.
+   * 0 (default) disables; use less than half of idleTimeoutMs. The agent
+   * sets it; the gateway does not (its agents' PINGs and its ACKs keep both
+   * ends' idle timers going).
    */
   keepAliveMs?: number;
   /**
@@ -309,8 +299,6 @@ export interface QuicEndpointCounters {
   handlerErrors: number;
   /** Keep-alive PINGs sent ({@link QuicEndpointOptions.keepAliveMs}). */
   keepAlivesSent: number;
-  /** Keep-alive turns of a server connection that sent no PING: its client had sent a packet within the interval. */
-  keepAlivesSkipped: number;
 }
 
 function newCounters(): QuicEndpointCounters {
@@ -350,7 +338,6 @@ function newCounters(): QuicEndpointCounters {
     peersExpired: 0,
     handlerErrors: 0,
     keepAlivesSent: 0,
-    keepAlivesSkipped: 0,
   };
 }
 
@@ -778,8 +765,6 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /** Another reader has the socket ({@link pauseInput}): slots already read are still handled, the socket is not read. */
   private inputPaused = false;
-  /** performance.now() of the current batch's first delivered packet; NaN between batches (reset in afterBatch). */
-  private rxNow = NaN;
 
   /**
    * Input the other reader took (see {@link pauseInput}): `c` got packets
@@ -961,10 +946,6 @@ export class QuicEndpoint implements ConnectionOwner {
   private deliver(c: QuicConnection, buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
     const info = c.recvInfoFor(addrs, i);
     c.rxPackets++;
-    // One clock read per batch (the keep-alive rule needs the time to within a batch, not per packet).
-    let t = this.rxNow;
-    if (t !== t) t = this.rxNow = performance.now();
-    c.lastRxMs = t;
     try {
       c.q.recv(buf, info, off, len);
     } catch {
@@ -1261,7 +1242,6 @@ export class QuicEndpoint implements ConnectionOwner {
 
   /** After an input batch or timer run: events, the owner's {@link setBeforeSend} hook, sends, timers, cleanup. */
   private afterBatch(): void {
-    this.rxNow = NaN;
     this.inBatch = true;
     try {
       this.dispatchTouched();
@@ -1393,12 +1373,7 @@ export class QuicEndpoint implements ConnectionOwner {
       }
     }
     c.markEstablished();
-    if (this.keepAliveMs > 0) {
-      c.keepAliveDueMs = performance.now() + this.keepAliveMs;
-      // The rule below lets up to 9/8 of an interval (plus a round trip) pass after the client's last packet: only
-      // where the idle timeout in force is at least two intervals. A client that asked for less is pinged on schedule.
-      c.keepAliveMaySkip = c.isServer && c.q.idleTimeoutMs() >= 2 * this.keepAliveMs;
-    }
+    if (this.keepAliveMs > 0) c.keepAliveDueMs = performance.now() + this.keepAliveMs;
     if (c.isServer) {
       try {
         this.opts.server!.onConnection(c);
@@ -1720,19 +1695,9 @@ export class QuicEndpoint implements ConnectionOwner {
         // An early onTimeout is harmless (ngtcp2_conn_handle_expiry acts only on due timers), so a keep-alive deadline can share the heap entry.
         c.q.onTimeout();
         if (c.keepAliveDueMs <= now && c.established && !c.gone) {
-          // A server pings once it has heard nothing from the client for an interval and an eighth: a client
-          // pinging at the same interval goes first and the server stays quiet; a silent client hears from the
-          // server no later than that after its own last packet (the ACK of the server's last PING included).
-          const heardAt = c.lastRxMs;
-          if (c.keepAliveMaySkip && now - heardAt < this.keepAliveMs) {
-            this.counters.keepAlivesSkipped++;
-            c.q.trimIdle(); // as a PING turn does: empty DATAGRAM rings go until the connection carries one again
-            c.keepAliveDueMs = heardAt + this.keepAliveMs + this.keepAliveMs / 8;
-          } else {
-            c.q.sendAckEliciting();
-            this.counters.keepAlivesSent++;
-            c.keepAliveDueMs = now + this.keepAliveMs;
-          }
+          c.q.sendAckEliciting();
+          this.counters.keepAlivesSent++;
+          c.keepAliveDueMs = now + this.keepAliveMs;
         }
         if (!c.touched) {
           c.touched = true;

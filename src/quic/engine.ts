@@ -154,11 +154,9 @@ export interface EngineConnection {
   pathStats(): EnginePathStats[];
   /** Smoothed RTT of the active path in ms (pathStats' rtt) without building the snapshot; null without a path. */
   srttMs(): number | null;
-  /** The idle timeout in force (RFC 9000 §10.1: the smaller of both ends' non-zero values), ms; 0 when none or not known yet. Allocates. */
-  idleTimeoutMs(): number;
   /** Queue a PING so the next send() emits an ack-eliciting packet (and {@link trimIdle}). */
   sendAckEliciting(): void;
-  /** A keep-alive turn that sends no PING: frees empty DATAGRAM queues until the connection carries one again. */
+  /** The connection is idle: frees its empty DATAGRAM queues until it carries a DATAGRAM again. */
   trimIdle(): void;
   /**
    * While DATAGRAMs go out, keep `frame` (whole bytes the peer ignores, at

@@ -186,7 +186,7 @@ describe('ngtcp2 engine: per-connection memory', () => {
       conns.push(c, s);
     }
     const idle = inUse();
-    // Clients ping; servers whose clients ping skip their PING and only trim (QuicEndpoint's keep-alive rule).
+    // Clients ping (the agent's keep-alive); servers are trimmed without a PING (the gateway's tick: nothing arrived).
     for (let i = 0; i < conns.length; i++) {
       if (i % 2 === 0) conns[i]!.sendAckEliciting();
       else conns[i]!.trimIdle();

@@ -304,11 +304,6 @@ export class Ngtcp2Connection implements EngineConnection {
     n().quicStats(this.h, s);
     return s[5] < 0 ? null : s[4];
   }
-  idleTimeoutMs(): number {
-    const s = new Float64Array(12);
-    n().quicStats(this.h, s);
-    return s[11];
-  }
   sendAckEliciting(): void { n().quicPing(this.h); }
   trimIdle(): void { n().quicTrimIdle(this.h); }
   setPtoAnchor(streamId: number, frame: Uint8Array): void { n().quicSetAnchor(this.h, streamId, frame); }

@@ -66,7 +66,6 @@ const HANDSHAKES: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
 /** Counter field → the `event` label of `mtun_quic_keepalives_total`. */
 const KEEPALIVES: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
   ['keepAlivesSent', 'sent'],
-  ['keepAlivesSkipped', 'skipped_peer_active'],
 ];
 
 /**
@@ -76,7 +75,7 @@ const KEEPALIVES: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
  * `mtun_quic_udp_send_events_total{event}` (refused, gso_refused, stalled),
  * `mtun_quic_udp_offload_total{offload}` (gso_send, gro_receive) and
  * `mtun_quic_handshakes_total{result}` (accepted, connected, failed, deferred) and
- * `mtun_quic_keepalives_total{event}` (sent, skipped_peer_active).
+ * `mtun_quic_keepalives_total{event}` (sent).
  */
 export function registerQuicEndpointMetrics(registry: Registry, role: 'gateway' | 'agent', c: Readonly<QuicEndpointCounters>): void {
   /** One counter whose `label` values are counter fields of `c`, read at scrape time. */
@@ -95,6 +94,6 @@ export function registerQuicEndpointMetrics(registry: Registry, role: 'gateway' 
   fields('mtun_quic_stateless_packets_sent_total', 'Packets sent without connection state: Retry, Version Negotiation, stateless reset', 'packet', STATELESS);
   fields('mtun_quic_udp_send_events_total', 'The endpoint\'s UDP sends the kernel refused: datagrams dropped (refused; QUIC resends their frames), and GSO sends the path could not segment (gso_refused; their datagrams resent one by one, GSO off after an EIO)', 'event', SENDS);
   fields('mtun_quic_udp_offload_total', 'UDP segmentation offloads: sends of GSO trains (gso_send) and receives the kernel coalesced (gro_receive), each several datagrams in one call', 'offload', OFFLOADS);
-  fields('mtun_quic_keepalives_total', 'Keep-alive turns of the QUIC endpoint: sent (a PING), skipped_peer_active (a server connection that sent none: its client had sent a packet within the interval)', 'event', KEEPALIVES);
+  fields('mtun_quic_keepalives_total', 'Keep-alive PINGs the QUIC endpoint sent (sent); the agent pings every keepaliveIntervalMs, the gateway does not ping', 'event', KEEPALIVES);
   fields('mtun_quic_handshakes_total', 'QUIC handshakes: accepted (server) or connected (client) started, failed before completion, deferred to the admission queue', 'result', HANDSHAKES);
 }

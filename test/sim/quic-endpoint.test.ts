@@ -452,46 +452,8 @@ describe('timeouts and limits', () => {
     await sleep(1000);
     expect(c.isClosed).toBe(false);
     expect(c.stats().sentPackets - sent0).toBeGreaterThanOrEqual(5);
+    expect(client.counters.keepAlivesSent).toBeGreaterThanOrEqual(5); // mtun_quic_keepalives_total{event="sent"}
     expect(Buffer.from(await streamRoundTrip(c, 0, enc.encode('alive'))).toString()).toBe('alive');
-  });
-
-  it('a server pings only after an interval and an eighth without a packet from its client; a client pinging on the same interval keeps it quiet (RFC 9000 §10.1, §10.1.2)', async () => {
-    // Both ends at 200 ms: the client keeps its schedule, the server hears it within every interval and sends nothing
-    // (25 ms of slack for the client's PING to arrive first: wider than a loaded box's timer lateness).
-    const a = await h.server({}, { idleTimeoutMs: 800, keepAliveMs: 200 });
-    const pinging = await h.client({}, { idleTimeoutMs: 800, keepAliveMs: 200 });
-    const c1 = pinging.connect('127.0.0.1', a.port, 'localhost');
-    await c1.whenEstablished();
-    await sleep(2000);
-    expect(c1.isClosed).toBe(false);
-    expect(pinging.counters.keepAlivesSent).toBeGreaterThanOrEqual(8);
-    // Skipped on every turn, not only until the server's first PING (review of 644a946: a flag made every turn after one PING ping).
-    expect(a.ep.counters.keepAlivesSkipped).toBeGreaterThanOrEqual(7);
-    expect(a.ep.counters.keepAlivesSent).toBeLessThanOrEqual(2);
-    // A client whose idle timeout is under two intervals (here 300 ms against the server's 200): the longer gap the
-    // rule allows would not fit, so the server pings on schedule even though the client pings too.
-    const c = await h.server({}, { idleTimeoutMs: 800, keepAliveMs: 200 });
-    const short = await h.client({}, { idleTimeoutMs: 300, keepAliveMs: 200 });
-    const c3 = short.connect('127.0.0.1', c.port, 'localhost');
-    await c3.whenEstablished();
-    await sleep(1000);
-    expect(c3.isClosed).toBe(false);
-    expect(c.ep.counters.keepAlivesSkipped).toBe(0);
-    expect(c.ep.counters.keepAlivesSent).toBeGreaterThanOrEqual(3);
-    // A client that never pings: the server's PINGs alone keep the connection past several idle timeouts, one every
-    // interval and an eighth (~113 ms; the ACK of its own PING is the last thing it heard), ~13 in 1.5 s.
-    const b = await h.server({}, { idleTimeoutMs: 400, keepAliveMs: 100 });
-    const silent = await h.client({}, { idleTimeoutMs: 400 });
-    const c2 = silent.connect('127.0.0.1', b.port, 'localhost');
-    await c2.whenEstablished();
-    const sent0 = b.ep.counters.keepAlivesSent;
-    const recv0 = c2.stats().recvPackets;
-    await sleep(1500);
-    expect(c2.isClosed).toBe(false);
-    expect(b.ep.counters.keepAlivesSent - sent0).toBeGreaterThanOrEqual(9);
-    expect(c2.stats().recvPackets - recv0).toBeGreaterThanOrEqual(9);
-    expect(silent.counters.keepAlivesSent).toBe(0);
-    expect(Buffer.from(await streamRoundTrip(c2, 0, enc.encode('alive'))).toString()).toBe('alive');
   });
 
   it('serves 50 concurrent connections from 5 client sockets', async () => {

@@ -27,6 +27,7 @@ import { MemoryTun } from '../../src/tun/memory-tun.js';
 import { attachH3 } from '../../src/h3/quic-binding.js';
 import { connectIp, connectUdp, MasqueRequestError } from '../../src/masque/h3-glue.js';
 import { QuicEndpoint } from '../../src/quic/endpoint.js';
+import { QuicConnection } from '../../src/quic/connection.js';
 import { getPki } from './quic-harness.js';
 import { MemoryNet } from './quic-memory-udp.js';
 import { freePort, metric, until } from './sim-helpers.js';
@@ -327,6 +328,23 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
     await until(async () => (await unsolicited()) >= before + 3, 5_000, 'the drop after the rule is gone');
     expect(fromGw).toHaveLength(2);
   }, 30_000);
+
+  it('a gateway connection that received nothing for a tick has its empty DATAGRAM queues freed (it sends no keep-alives, where the agent frees them)', async () => {
+    const orig = QuicConnection.prototype.trimIdle;
+    const trimmed: boolean[] = [];
+    const spy = vi.spyOn(QuicConnection.prototype, 'trimIdle').mockImplementation(function (this: QuicConnection) {
+      trimmed.push(this.isServer);
+      orig.call(this);
+    });
+    try {
+      // Traffic first (the tick that sees it trims nothing), then quiet: the agent pings only every 15 s here.
+      agentTuns.opened[0]!.inject(craftUdp({ src: '10.10.0.5', dst: '10.20.0.7', srcPort: 5001, dstPort: 53, payload: Buffer.from('q') }));
+      await until(async () => trimmed.includes(true), 4_000, 'a trim of the gateway\'s connection on an idle tick');
+      expect(trimmed.every((server) => server)).toBe(true); // the agent frees its queues at its keep-alive, not here
+    } finally {
+      spy.mockRestore();
+    }
+  });
 
   it('drains on stop (GOAWAY), and the agent reconnects to a restarted gateway', async () => {
     const t0 = Date.now();
