@@ -274,6 +274,8 @@ export class Gateway {
       certIdentity: certIdentity(conn.peerIdentity),
       remote: formatPeer(conn.peerHost, conn.peerPort),
       sessions: new Set(),
+      rxAtTick: -1,
+      trimmedAtRx: -1,
     };
     (gc as { http: GwConn['http'] }).http = attachH3(
       conn,
@@ -711,15 +713,8 @@ export class Gateway {
       const due = ip.nextTimeoutMs();
       if (due >= 0 && due <= at) ip.onTimeout(at);
     }
-    // The gateway sends no keep-alives, which is where an agent frees a connection's empty DATAGRAM queues: here
-    // a connection that received nothing for a tick has them freed (an upload burst may have grown them to
-    // hundreds of packets; they stayed until the connection closed).
-    for (const gc of this.reg.conns) {
-      const rx = gc.conn.packetsReceived;
-      if (rx === undefined) continue;
-      if (rx === gc.rxAtTick) gc.conn.trimIdle?.();
-      gc.rxAtTick = rx;
-    }
+    // The gateway sends no keep-alives, where an agent frees a connection's empty DATAGRAM queues: here instead.
+    this.reg.trimIdleConnections();
   }
 
   /**

@@ -82,6 +82,31 @@ describe('SessionRegistry: the open sessions, walked once a second (issue #17: 1
   });
 });
 
+describe('SessionRegistry.trimIdleConnections: the gateway frees idle connections\' DATAGRAM queues (it sends no keep-alives)', () => {
+  it('trims a QUIC connection that received nothing since the last tick, once per idle stretch; never one that moved, never HTTP/2', () => {
+    const reg = new SessionRegistry();
+    const mk = () => {
+      const c = { packetsReceived: 0, trims: 0, isClosed: false, handlerError: null, peerHost: 'x', trimIdle() { c.trims++; } };
+      return c;
+    };
+    const busy = mk();
+    const idle = mk();
+    const h2 = { isClosed: false, handlerError: null, peerHost: 'y' };
+    for (const conn of [busy, idle, h2]) reg.conns.add({ conn, sessions: new Set(), rxAtTick: -1, trimmedAtRx: -1 } as unknown as GwConn);
+    expect(reg.trimIdleConnections()).toBe(0); // the first tick only notes where each one is
+    busy.packetsReceived = 5;
+    expect(reg.trimIdleConnections()).toBe(1); // idle did not move: trimmed
+    expect([busy.trims, idle.trims]).toEqual([0, 1]);
+    busy.packetsReceived = 9;
+    expect(reg.trimIdleConnections()).toBe(0); // idle still idle: not trimmed again (one native call per stretch)
+    expect(reg.trimIdleConnections()).toBe(1); // busy went quiet: trimmed once
+    idle.packetsReceived = 1; // traffic again, then quiet: a new stretch
+    reg.trimIdleConnections();
+    reg.trimIdleConnections();
+    expect([busy.trims, idle.trims]).toEqual([1, 2]);
+  });
+});
+
 describe('routeConflictVerdict: a restarted agent reclaims its site, nobody else does (RELIABILITY: agent SIGKILL)', () => {
   it('supersedes owners only when all are of the claimant identity', () => {
     expect(routeConflictVerdict('site-a', ['site-a'])).toBe('supersede');

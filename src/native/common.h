@@ -98,6 +98,7 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * codelQueue. 6: dp* (the agent's TUN → UDP thread, dataplane.c). 8: UDP stats of 11 (US_GSO_REFUSED).
  * 9: quicSetPeer became quicSetRecvFrom (a datagram's source no longer moves the connection) and quicPeer (into an address slot); quicInfo of 13.
  * 10: judge tables flag 0x200 (cloud metadata endpoints allowed). 11: dpStats of 24 (DP_S_RX_GRO).
+ * 12: quicTrimIdle (the gateway frees an idle connection's DATAGRAM rings without a keep-alive).
  */
 #define MTUN_ABI 12
 

@@ -340,7 +340,6 @@ telemetry: {flowLog: {enabled: true, path: agent-flows.jsonl}}
       // Traffic first (the tick that sees it trims nothing), then quiet: the agent pings only every 15 s here.
       agentTuns.opened[0]!.inject(craftUdp({ src: '10.10.0.5', dst: '10.20.0.7', srcPort: 5001, dstPort: 53, payload: Buffer.from('q') }));
       await until(async () => trimmed.includes(true), 4_000, 'a trim of the gateway\'s connection on an idle tick');
-      expect(trimmed.every((server) => server)).toBe(true); // the agent frees its queues at its keep-alive, not here
     } finally {
       spy.mockRestore();
     }
