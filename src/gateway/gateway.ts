@@ -705,13 +705,12 @@ export class Gateway {
     this.followOwnAddresses(true);
     // One pass over every session (10,000 idle ones cost a core's 10 % in sweeps alone, issue #17): its counters
     // into the metrics, then its sans-IO timers (deferred ROUTE_ADVERTISEMENTs, §7.2 probes) on the injected clock.
-    const at = this.io.clock.now();
     for (const gs of this.reg.sessions()) {
       this.syncSession(gs);
       const ip = gs.ip;
       if (ip === null) continue;
       const due = ip.nextTimeoutMs();
-      if (due >= 0 && due <= at) ip.onTimeout(at);
+      if (due >= 0 && due <= now) ip.onTimeout(now);
     }
     // The gateway sends no keep-alives, where an agent frees a connection's empty DATAGRAM queues: here instead.
     this.reg.trimIdleConnections();

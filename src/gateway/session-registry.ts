@@ -83,31 +83,6 @@ export type SupersedeCause = 'route-takeover' | 'h2-fallback';
 export class SessionRegistry {
   readonly conns = new Set<GwConn>();
   readonly byIp = new Map<ConnectIpGatewaySession, GwSession>();
-  /**
-   * Call once a tick. The gateway sends no keep-alives, and a keep-alive is
-   * where an agent frees a connection's empty DATAGRAM queues. So here a
-   * QUIC connection that received nothing since the last call has them
-   * freed (`trimIdle`). That happens once per idle stretch: 10,000 idle
-   * connections would otherwise cost a native call each, every second.
-   * Before this, a queue an upload burst had grown to hundreds of packets
-   * stayed until the connection closed. Connections without
-   * `packetsReceived` (HTTP/2) are skipped. Returns how many were trimmed.
-   */
-  trimIdleConnections(): number {
-    let n = 0;
-    for (const gc of this.conns) {
-      const rx = gc.conn.packetsReceived;
-      if (rx === undefined) continue;
-      if (rx === gc.rxAtTick && rx !== gc.trimmedAtRx && gc.conn.trimIdle !== undefined) {
-        gc.conn.trimIdle();
-        gc.trimmedAtRx = rx;
-        n++;
-      }
-      gc.rxAtTick = rx;
-    }
-    return n;
-  }
-
   /** Every open session, in the order they opened: the once-a-second sweeps walk it (10,000 idle sessions, issue #17). */
   private readonly all = new Set<GwSession>();
   private readonly perIdentity = new Map<string, number>();
@@ -185,5 +160,30 @@ export class SessionRegistry {
   /** Every open session, in the order they opened (a session added while iterating is visited too, as with any Set). */
   sessions(): IterableIterator<GwSession> {
     return this.all.values();
+  }
+
+  /**
+   * Call once a tick. The gateway sends no keep-alives, and a keep-alive is
+   * where an agent frees a connection's empty DATAGRAM queues. So here a
+   * QUIC connection that received nothing since the last call has them
+   * freed (`trimIdle`). That happens once per idle stretch: 10,000 idle
+   * connections would otherwise cost a native call each, every second.
+   * Before this, a queue an upload burst had grown to hundreds of packets
+   * stayed until the connection closed. Connections without
+   * `packetsReceived` (HTTP/2) are skipped. Returns how many were trimmed.
+   */
+  trimIdleConnections(): number {
+    let n = 0;
+    for (const gc of this.conns) {
+      const rx = gc.conn.packetsReceived;
+      if (rx === undefined) continue;
+      if (rx === gc.rxAtTick && rx !== gc.trimmedAtRx && gc.conn.trimIdle !== undefined) {
+        gc.conn.trimIdle();
+        gc.trimmedAtRx = rx;
+        n++;
+      }
+      gc.rxAtTick = rx;
+    }
+    return n;
   }
 }

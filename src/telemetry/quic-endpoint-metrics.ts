@@ -73,7 +73,7 @@ const KEEPALIVES: ReadonlyArray<[keyof QuicEndpointCounters, string]> = [
  * `mtun_quic_datagrams_total{direction}`, `mtun_quic_datagrams_dropped_total{reason}`,
  * `mtun_quic_dgram_frames_dropped_total{reason}`, `mtun_quic_stateless_packets_sent_total{packet}`,
  * `mtun_quic_udp_send_events_total{event}` (refused, gso_refused, stalled),
- * `mtun_quic_udp_offload_total{offload}` (gso_send, gro_receive) and
+ * `mtun_quic_udp_offload_total{offload}` (gso_send, gro_receive),
  * `mtun_quic_handshakes_total{result}` (accepted, connected, failed, deferred) and
  * `mtun_quic_keepalives_total{event}` (sent).
  */
