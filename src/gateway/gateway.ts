@@ -408,10 +408,11 @@ export class Gateway {
       if (open.length > 0) this.supersedeSessions(open, 'h2-fallback');
       return {
         onPacket: (buf, off, len, info) => {
+          const now = this.io.clock.now(); // one read per packet, shared by the connection table and the flow tracker
           // Return traffic of what the agent sends is admitted inbound. The owner is the identity, not
           // this session: a flow survives the session being replaced (restart, HTTP/2 fallback, takeover).
-          if (gs !== null) this.inbound.track.seed(buf, info, identity, this.io.clock.now());
-          this.onClientPacket(buf, off, len, info);
+          if (gs !== null) this.inbound.track.seed(buf, info, identity, now);
+          this.onClientPacket(buf, off, len, info, now);
         },
         onEvent: (e) => {
           if (gs === null) return;
@@ -820,9 +821,8 @@ export class Gateway {
   // ---------------------------------------------------------------- data path
 
   /** A client packet that passed every check: observe it and queue it for the TUN. */
-  private readonly onClientPacket = (buf: Uint8Array, off: number, len: number, info: PacketInfo): void => {
+  private readonly onClientPacket = (buf: Uint8Array, off: number, len: number, info: PacketInfo, now: number): void => {
     // The session's parse travels with the packet (the TTL decrement left its offsets valid): no second parse.
-    const now = this.io.clock.now();
     this.flows.tracker.observeParsed(buf, info, Direction.OUT, now);
     if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, now);
     this.tunWriter.push(buf, off, len);

@@ -35,6 +35,17 @@ export interface AddressWish {
 }
 
 /**
+ * The lists the receive check reads (a class with plain fields: an object
+ * literal with getters is a dictionary-mode object in V8, slow to read per
+ * packet; see GatewayJudgeContext in gateway-session.ts).
+ */
+class ReceiveLists implements ReceiveContext {
+  assigned: readonly AddressEntry[] = [];
+  ourRanges: readonly IpAddressRange[] = [];
+  peerRanges: readonly IpAddressRange[] = [];
+}
+
+/**
  * The agent's end of one CONNECT-IP stream. Construct it once the gateway
  * answered 2xx, and attach it as the stream's handler. All packet buffers
  * stay the caller's; received packets are valid only during `onPacket`.
@@ -42,11 +53,8 @@ export interface AddressWish {
 export class ConnectIpClientSession extends ConnectIpSessionBase {
   private nextRequestId = 1;
   private readonly pending = new Map<number, AddressEntry>();
-  private assigned: readonly AddressEntry[] = [];
-  private peerRanges: readonly IpAddressRange[] = [];
-  private ourRanges: readonly IpAddressRange[] = [];
-  /** The receive check's live view of the three lists above. */
-  private readonly rx: ReceiveContext;
+  /** What the receive check reads, kept here by the session: the addresses assigned to us, our ranges, the gateway's. */
+  private readonly rx = new ReceiveLists();
   private readonly onPacket: PacketSink;
   private readonly icmpSrc4: Uint8Array | undefined;
   private readonly icmpSrc6: Uint8Array | undefined;
@@ -58,12 +66,6 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
     this.onPacket = opts.onPacket;
     this.icmpSrc4 = opts.icmpSourceV4;
     this.icmpSrc6 = opts.icmpSourceV6;
-    const self = this;
-    this.rx = {
-      get assigned() { return self.assigned; },
-      get ourRanges() { return self.ourRanges; },
-      get peerRanges() { return self.peerRanges; },
-    };
   }
 
   /**
@@ -121,7 +123,7 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
   }
 
   private firstAssigned(version: IpVersion): Uint8Array | undefined {
-    for (const a of this.assigned) if (a.version === version) return a.address;
+    for (const a of this.rx.assigned) if (a.version === version) return a.address;
     return undefined;
   }
 
@@ -158,29 +160,29 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
     const ranges = normalizeRanges(routes.map(toRange));
     const err = checkRangeOrder(ranges);
     if (err) throw new Error(`masque: advertised routes invalid: ${err}`);
-    this.ourRanges = ranges;
+    this.rx.ourRanges = ranges;
     this.sendRouteAdvertisement(ranges);
   }
 
   /** Addresses the gateway currently assigns us (latest ADDRESS_ASSIGN, rejections excluded). */
   assignedAddresses(): readonly AddressEntry[] {
-    return this.assigned;
+    return this.rx.assigned;
   }
 
   /** Ranges the gateway currently routes for us (latest ROUTE_ADVERTISEMENT). */
   peerRoutes(): readonly IpAddressRange[] {
-    return this.peerRanges;
+    return this.rx.peerRanges;
   }
 
   protected usesIpv6(): boolean {
-    return this.assigned.some((a) => a.version === 6) || this.peerRanges.some((r) => r.version === 6) || this.ourRanges.some((r) => r.version === 6);
+    return this.rx.assigned.some((a) => a.version === 6) || this.rx.peerRanges.some((r) => r.version === 6) || this.rx.ourRanges.some((r) => r.version === 6);
   }
 
   protected disableIpv6(): void {
     // Stop advertising IPv6 site routes; the gateway stops routing IPv6 to us.
-    if (this.ourRanges.some((r) => r.version === 6)) {
-      this.ourRanges = this.ourRanges.filter((r) => r.version === 4);
-      this.sendRouteAdvertisement(this.ourRanges);
+    if (this.rx.ourRanges.some((r) => r.version === 6)) {
+      this.rx.ourRanges = this.rx.ourRanges.filter((r) => r.version === 4);
+      this.sendRouteAdvertisement(this.rx.ourRanges);
     }
   }
 
@@ -197,7 +199,7 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
       }
       this.pending.delete(a.requestId);
     }
-    this.assigned = kept;
+    this.rx.assigned = kept;
     this.onEvent({ type: 'addresses-assigned', addresses: kept, rejected });
     this.checkPath();
   }
@@ -210,7 +212,7 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
   }
 
   protected onRouteAdvertisement(ra: RouteAdvertisement): void {
-    this.peerRanges = ra.ranges;
+    this.rx.peerRanges = ra.ranges;
     this.onEvent({ type: 'routes', ranges: ra.ranges });
     this.checkPath();
   }

@@ -16,7 +16,7 @@ import { DEFAULT_MAX_CLIENT_PREFIXES, DEFAULT_MAX_RANGES_PER_ADVERTISEMENT, judg
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
 import { ConnectIpDrop } from './counters.js';
-import { judgeClientIp, VERDICT_LINK_ICMP6, type ClientIpSwitches, type ClientPacketContext, type PacketPolicy } from './packet-judge.js';
+import { ClientPassCache, judgeClientIp, VERDICT_LINK_ICMP6, type ClientIpSwitches, type ClientPacketContext, type PacketPolicy } from './packet-judge.js';
 import type { ConnectIpScope } from './request.js';
 import { normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
 import { ConnectIpSessionBase, type ConnectIpSessionOptions } from './session-base.js';
@@ -124,6 +124,44 @@ const DEFAULT_REPORTER_V4 = parseIp('192.0.0.8')!.address;
 const DEFAULT_REPORTER_V6 = parseIp('fe80::1')!.address;
 
 /**
+ * What judgeClientPacket reads of one session, kept here by the session
+ * itself (it replaces or appends to these lists as capsules and the host
+ * change them). A class with plain fields, not an object literal with
+ * getters: V8 keeps such a literal in dictionary mode, and each per-packet
+ * read of it went through the generic property lookup (BENCHMARKS.md,
+ * "The gateway's receive path in JavaScript", 7 December 2026).
+ */
+class GatewayJudgeContext implements ClientPacketContext {
+  /** Addresses assigned to the client. */
+  grants: AddressEntry[] = [];
+  /** Client prefixes this session owns (installed, or accepted when there is no table): exactly what the source check passes. */
+  owned: ClientRoute[] = [];
+  constructor(
+    readonly scope: ConnectIpScope,
+    readonly resolvedTarget: readonly IpPrefix[],
+    readonly allow: DestinationAllowance | undefined,
+    readonly policy: PacketPolicy | undefined,
+    /** Routes advertised to the client, narrowed to the scope. */
+    public ourRanges: IpAddressRange[],
+    /** The gateway's own addresses, refused as destinations (replaced when the host's addresses change). */
+    public ownAddresses: readonly Uint8Array[],
+  ) {}
+}
+
+/** The rest of what judgeClientIp reads of a session (a class for the same reason as {@link GatewayJudgeContext}). */
+class GatewaySwitches implements ClientIpSwitches {
+  constructor(
+    private readonly session: { readonly ipv6Enabled: boolean },
+    readonly decrementTtl: boolean,
+    readonly linkLocal: Uint8Array,
+  ) {}
+
+  get ipv6Enabled(): boolean {
+    return this.session.ipv6Enabled;
+  }
+}
+
+/**
  * The gateway's end of one CONNECT-IP stream. The gateway calls
  * `checkConnectIpRequest` first, answers 2xx, then constructs this with the
  * scope, attaches it as the stream handler and calls {@link start}.
@@ -133,19 +171,20 @@ const DEFAULT_REPORTER_V6 = parseIp('fe80::1')!.address;
 export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   readonly scope: ConnectIpScope;
   private readonly opts: ConnectIpGatewayOptions;
-  private grants: AddressEntry[] = [];
-  /** Client prefixes this session owns (installed, or accepted when there is no table): exactly what the source check passes. */
-  private owned: ClientRoute[] = [];
   /** The client's latest ROUTE_ADVERTISEMENT, kept to re-evaluate it (reevaluateClientRoutes). */
   private lastAdvertisement: RouteAdvertisement | null = null;
-  private ourRanges: IpAddressRange[];
-  /** The gateway's own addresses, refused as destinations (replaced when the host's addresses change). */
-  private own: readonly Uint8Array[];
   private readonly info = new PacketInfo();
   private readonly onPacket: ParsedPacketSink;
-  private readonly ctx: ClientPacketContext;
-  /** The rest of what judgeClientIp reads, kept current through getters as ctx. */
+  /**
+   * What judgeClientPacket reads, and where the session keeps it: the
+   * addresses granted, the client prefixes it owns, the routes advertised to
+   * the client, the gateway's own addresses.
+   */
+  private readonly ctx: GatewayJudgeContext;
+  /** The rest of what judgeClientIp reads. */
   private readonly switches: ClientIpSwitches;
+  /** The last packet that passed the address checks (its flow's next packets skip them; the policy still runs). */
+  private readonly pass = new ClientPassCache();
   private readonly reporter4: Uint8Array;
   private readonly reporter6: Uint8Array;
   private readonly decrement: boolean;
@@ -164,42 +203,13 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   constructor(stream: TunnelStream, opts: ConnectIpGatewayOptions) {
     super(stream, opts, 1);
     this.onPacket = opts.onPacket;
-    // What judgeClientPacket reads, kept current through getters (no per-packet objects).
-    const self = this;
-    this.ctx = {
-      scope: opts.scope,
-      resolvedTarget: opts.resolvedTarget ?? [],
-      get grants() {
-        return self.grants;
-      },
-      get owned() {
-        return self.owned;
-      },
-      get ourRanges() {
-        return self.ourRanges;
-      },
-      get ownAddresses() {
-        return self.own;
-      },
-      allow: opts.allowDestinations,
-      policy: opts.policy,
-    };
-    this.switches = {
-      get ipv6Enabled() {
-        return !self.ipv6Disabled;
-      },
-      get decrementTtl() {
-        return self.decrement;
-      },
-      linkLocal: this.probe.linkLocal,
-    };
+    this.switches = new GatewaySwitches(this, opts.decrementHopLimit ?? true, this.probe.linkLocal);
     this.opts = opts;
     this.scope = opts.scope;
     this.reporter4 = opts.reporterV4 ?? DEFAULT_REPORTER_V4;
     this.reporter6 = opts.reporterV6 ?? DEFAULT_REPORTER_V6;
     this.decrement = opts.decrementHopLimit ?? true;
-    this.ourRanges = this.scopedRanges(opts.routes ?? DEFAULT_ROUTES);
-    this.own = opts.ownAddresses ?? [];
+    this.ctx = new GatewayJudgeContext(opts.scope, opts.resolvedTarget ?? [], opts.allowDestinations, opts.policy, this.scopedRanges(opts.routes ?? DEFAULT_ROUTES), opts.ownAddresses ?? []);
     this.leaseOwner = opts.leaseOwner ?? this;
     this.adBucket = new TokenBucket(opts.advertisementsPerSecond ?? 1, opts.advertisementBurst ?? 8, this.now());
   }
@@ -227,15 +237,15 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   start(): void {
     if (this.started || this.closed) return;
     this.started = true;
-    this.sendRouteAdvertisement(this.ourRanges);
+    this.sendRouteAdvertisement(this.ctx.ourRanges);
     this.checkPath();
   }
 
   /** Replaces the routes advertised to the client (e.g. after a policy reload). */
   setRoutes(routes: readonly (IpPrefix | IpAddressRange)[]): void {
-    this.ourRanges = this.scopedRanges(routes);
-    if (this.ipv6Disabled) this.ourRanges = this.ourRanges.filter((r) => r.version === 4);
-    if (this.started && !this.closed) this.sendRouteAdvertisement(this.ourRanges);
+    this.ctx.ourRanges = this.scopedRanges(routes);
+    if (this.ipv6Disabled) this.ctx.ourRanges = this.ctx.ourRanges.filter((r) => r.version === 4);
+    if (this.started && !this.closed) this.sendRouteAdvertisement(this.ctx.ourRanges);
   }
 
   /**
@@ -244,38 +254,38 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
    * added after the session opened is refused from then on).
    */
   setOwnAddresses(own: readonly Uint8Array[]): void {
-    this.own = own;
+    this.ctx.ownAddresses = own;
   }
 
   /** Addresses currently assigned to the client. */
   grantedAddresses(): readonly AddressEntry[] {
-    return this.grants;
+    return this.ctx.grants;
   }
 
   /** Client prefixes this session owns (accepted and installed from its advertisements). */
   clientRoutes(): readonly ClientRoute[] {
-    return this.owned;
+    return this.ctx.owned;
   }
 
   protected usesIpv6(): boolean {
     const t = this.scope.target;
     if (t.kind === 'prefix') return t.prefix.version === 6;
-    return this.grants.some((g) => g.version === 6) || this.ourRanges.some((r) => r.version === 6) || this.opts.pools?.v6 !== undefined;
+    return this.ctx.grants.some((g) => g.version === 6) || this.ctx.ourRanges.some((r) => r.version === 6) || this.opts.pools?.v6 !== undefined;
   }
 
   protected disableIpv6(): void {
     // "Abort the IPv6 part": release IPv6 leases and routes, tell the client.
-    const v6 = this.grants.filter((g) => g.version === 6);
+    const v6 = this.ctx.grants.filter((g) => g.version === 6);
     if (v6.length > 0) {
       for (const g of v6) this.releaseGrant(g);
-      this.grants = this.grants.filter((g) => g.version === 4);
-      this.sendAddressAssign(this.grants);
+      this.ctx.grants = this.ctx.grants.filter((g) => g.version === 4);
+      this.sendAddressAssign(this.ctx.grants);
     }
-    for (const r of this.owned) if (r.prefix.version === 6) this.opts.routeTable?.remove(r.prefix, this);
-    this.owned = this.owned.filter((r) => r.prefix.version === 4);
-    if (this.ourRanges.some((r) => r.version === 6)) {
-      this.ourRanges = this.ourRanges.filter((r) => r.version === 4);
-      if (this.started) this.sendRouteAdvertisement(this.ourRanges);
+    for (const r of this.ctx.owned) if (r.prefix.version === 6) this.opts.routeTable?.remove(r.prefix, this);
+    this.ctx.owned = this.ctx.owned.filter((r) => r.prefix.version === 4);
+    if (this.ctx.ourRanges.some((r) => r.version === 6)) {
+      this.ctx.ourRanges = this.ctx.ourRanges.filter((r) => r.version === 4);
+      if (this.started) this.sendRouteAdvertisement(this.ctx.ourRanges);
     }
   }
 
@@ -295,7 +305,7 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
     for (const want of req.addresses) {
       const pool = want.version === 4 ? this.opts.pools?.v4 : this.opts.pools?.v6;
       let got: IpPrefix | null = null;
-      if (pool && !(want.version === 6 && this.ipv6Disabled) && this.grants.length < (this.opts.maxGrants ?? 8)) {
+      if (pool && !(want.version === 6 && this.ipv6Disabled) && this.ctx.grants.length < (this.opts.maxGrants ?? 8)) {
         const preferred = isZero(want.address, 0, want.address.length) ? undefined : want.address;
         got = pool.allocate(want.prefixLength, preferred, this.leaseOwner);
       }
@@ -304,15 +314,15 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
         got = null;
       }
       if (got) {
-        this.grants.push({ requestId: want.requestId, version: got.version, address: got.address, prefixLength: got.prefixLength });
+        this.ctx.grants.push({ requestId: want.requestId, version: got.version, address: got.address, prefixLength: got.prefixLength });
       } else {
         // RFC 9484 §4.7.2: not assigned → all-zero address, maximum prefix length, same Request ID.
         answers.push({ requestId: want.requestId, version: want.version, address: new Uint8Array(want.address.length), prefixLength: addressBits(want.version) });
       }
     }
     // Every ADDRESS_ASSIGN carries the full current list (§4.7.1), plus this request's rejections.
-    this.sendAddressAssign([...this.grants, ...answers]);
-    this.onEvent({ type: 'addresses-granted', addresses: this.grants });
+    this.sendAddressAssign([...this.ctx.grants, ...answers]);
+    this.onEvent({ type: 'addresses-granted', addresses: this.ctx.grants });
     this.checkPath();
   }
 
@@ -359,7 +369,7 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   private applyAdvertisement(ra: RouteAdvertisement): void {
     this.lastAdvertisement = ra;
     const table = this.opts.routeTable;
-    for (const r of this.owned) table?.remove(r.prefix, this);
+    for (const r of this.ctx.owned) table?.remove(r.prefix, this);
     const j = judgeRouteAdvertisement(ra.ranges, {
       allowed: this.opts.advertisablePrefixes?.(),
       accept: this.opts.acceptClientRoute,
@@ -381,7 +391,7 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
       }
     }
     this.routeConflicts = conflicts;
-    this.owned = owned;
+    this.ctx.owned = owned;
     this.onEvent({ type: 'routes', ranges: owned.map((r) => ({ version: r.prefix.version, start: r.prefix.address, end: prefixEnd(r.prefix), ipProtocol: r.ipProtocol })) });
     this.checkPath();
   }
@@ -389,11 +399,11 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   protected receivePacket(buf: Uint8Array, off: number, len: number): void {
     const c = this.counters;
     const info = this.info;
-    let verdict = judgeClientIp(this.ctx, this.switches, buf, off, len, info, true);
+    let verdict = judgeClientIp(this.ctx, this.switches, buf, off, len, info, true, this.pass);
     // RFC 9484 §7.2: answer link-local ICMPv6 echo (the 1280-byte MTU probe) on the tunnel link itself.
     if (verdict === VERDICT_LINK_ICMP6) {
       if (this.handleLinkIcmp6(buf, off, info.ipLen)) return;
-      verdict = judgeClientIp(this.ctx, this.switches, buf, off, len, info, false);
+      verdict = judgeClientIp(this.ctx, this.switches, buf, off, len, info, false, this.pass);
     }
     const ipLen = info.ipLen;
     if (verdict !== 0) {
@@ -430,10 +440,10 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   }
 
   protected cleanup(): void {
-    for (const g of this.grants) this.releaseGrant(g);
-    this.grants = [];
+    for (const g of this.ctx.grants) this.releaseGrant(g);
+    this.ctx.grants = [];
     this.opts.routeTable?.removeAll(this);
-    this.owned = [];
+    this.ctx.owned = [];
     this.pendingAd = null;
   }
 }

@@ -119,25 +119,95 @@ export function inRanges(r: readonly IpAddressRange[], buf: Uint8Array, dstOff: 
 }
 
 /**
+ * The last client packet's addresses and protocol that passed the checks of
+ * {@link judgeClientPacket} that read nothing else (link-local, source,
+ * target, scope protocol, advertised routes, destination rule), with the
+ * context's lists as they were: the same arrays, of the same lengths. A
+ * bulk flow's packets then skip those checks (about a tenth of the
+ * gateway's time per datagram, BENCHMARKS.md); the per-identity policy and
+ * the TTL are still judged per packet. The session's lists are replaced
+ * when they change or, for the grants, appended to (a longer list misses),
+ * never edited in place: a context that edits an element in place must
+ * not use one. One entry per session; allocation-free.
+ */
+export class ClientPassCache {
+  private version = 0;
+  private proto = -1;
+  /** Source at 0, destination at 16. */
+  private readonly addrs = new Uint8Array(32);
+  private grants: readonly AddressEntry[] | null = null;
+  private nGrants = -1;
+  private owned: readonly ClientRoute[] | null = null;
+  private nOwned = -1;
+  private ranges: readonly IpAddressRange[] | null = null;
+  private nRanges = -1;
+  private own: readonly Uint8Array[] | null = null;
+  private nOwn = -1;
+  /** Packets that skipped the checks (tests, benchmarks). */
+  hits = 0;
+
+  /** Whether the parsed packet `info` in buf has the remembered addresses and protocol, under the same lists. */
+  has(c: ClientPacketContext, buf: Uint8Array, info: PacketInfo): boolean {
+    const v = info.ipVersion;
+    if (v !== this.version || info.proto !== this.proto) return false;
+    const g = c.grants, o = c.owned, r = c.ourRanges, w = c.ownAddresses;
+    if (g !== this.grants || g.length !== this.nGrants || o !== this.owned || o.length !== this.nOwned) return false;
+    if (r !== this.ranges || r.length !== this.nRanges || w !== this.own || w.length !== this.nOwn) return false;
+    const a = this.addrs, s = info.srcOff, d = info.dstOff, alen = v === 4 ? 4 : 16;
+    for (let i = 0; i < alen; i++) if (a[i] !== buf[s + i] || a[16 + i] !== buf[d + i]) return false;
+    this.hits++;
+    return true;
+  }
+
+  /** Remembers a packet that passed the address checks. */
+  remember(c: ClientPacketContext, buf: Uint8Array, info: PacketInfo): void {
+    const v = info.ipVersion, alen = v === 4 ? 4 : 16;
+    this.addrs.set(buf.subarray(info.srcOff, info.srcOff + alen), 0);
+    this.addrs.set(buf.subarray(info.dstOff, info.dstOff + alen), 16);
+    this.version = v;
+    this.proto = info.proto;
+    this.grants = c.grants;
+    this.nGrants = c.grants.length;
+    this.owned = c.owned;
+    this.nOwned = c.owned.length;
+    this.ranges = c.ourRanges;
+    this.nRanges = c.ourRanges.length;
+    this.own = c.ownAddresses;
+    this.nOwn = c.ownAddresses.length;
+  }
+
+  /** Forgets the entry (the next packet is checked in full). */
+  clear(): void {
+    this.version = 0;
+    this.grants = this.owned = this.ranges = this.own = null;
+  }
+}
+
+/**
  * The gateway's verdict on a parsed client packet (`info` from
  * parseIpPacket; ports 0 when unknown): 0 = pass, else the
  * {@link ConnectIpDrop} code, in this order: link-local (§7.2), source not
  * assigned or owned (§11, BCP 38), destination outside the target, the
  * protocol, the advertised routes or the shared destination rule (§4.6,
- * §4.8, RFC 9298 §7 rule), per-identity policy.
+ * §4.8, RFC 9298 §7 rule), per-identity policy. With `pass`, the checks
+ * before the policy are skipped for a packet it remembers, and a packet
+ * that passes them is remembered.
  */
-export function judgeClientPacket(c: ClientPacketContext, buf: Uint8Array, info: PacketInfo): number {
-  const v = info.ipVersion as 4 | 6;
-  if (hasLinkLocalAddress(buf, v, info.srcOff, info.dstOff)) return ConnectIpDrop.LINK_LOCAL;
-  if (!sourceAllowed(c, buf, info)) return ConnectIpDrop.SPOOFED_SOURCE;
-  const proto = c.scope.ipProtocol;
-  if (
-    !targetHas(c, v, buf, info.dstOff) ||
-    (proto !== null && info.proto !== proto && !isIcmp(info.proto)) ||
-    !inRanges(c.ourRanges, buf, info.dstOff, v, info.proto) ||
-    prohibitedDestination(v, buf, info.dstOff, c.allow, c.ownAddresses) !== null
-  ) {
-    return ConnectIpDrop.OUT_OF_SCOPE;
+export function judgeClientPacket(c: ClientPacketContext, buf: Uint8Array, info: PacketInfo, pass?: ClientPassCache): number {
+  if (pass === undefined || !pass.has(c, buf, info)) {
+    const v = info.ipVersion as 4 | 6;
+    if (hasLinkLocalAddress(buf, v, info.srcOff, info.dstOff)) return ConnectIpDrop.LINK_LOCAL;
+    if (!sourceAllowed(c, buf, info)) return ConnectIpDrop.SPOOFED_SOURCE;
+    const proto = c.scope.ipProtocol;
+    if (
+      !targetHas(c, v, buf, info.dstOff) ||
+      (proto !== null && info.proto !== proto && !isIcmp(info.proto)) ||
+      !inRanges(c.ourRanges, buf, info.dstOff, v, info.proto) ||
+      prohibitedDestination(v, buf, info.dstOff, c.allow, c.ownAddresses) !== null
+    ) {
+      return ConnectIpDrop.OUT_OF_SCOPE;
+    }
+    pass?.remember(c, buf, info);
   }
   if (c.policy && !c.policy(buf, info)) return ConnectIpDrop.POLICY;
   return 0;
@@ -165,8 +235,9 @@ export interface ClientIpSwitches {
  * probe did not want it), {@link judgeClientPacket}, then TTL. 0 = forward.
  * `info` holds the parse afterwards. The native checks (`src/native/judge.c`)
  * give the same verdicts; this is their oracle (`src/masque/native-judge.test.ts`).
+ * `pass`: see {@link judgeClientPacket}.
  */
-export function judgeClientIp(c: ClientPacketContext, s: ClientIpSwitches, buf: Uint8Array, off: number, len: number, info: PacketInfo, checkLink: boolean): number {
+export function judgeClientIp(c: ClientPacketContext, s: ClientIpSwitches, buf: Uint8Array, off: number, len: number, info: PacketInfo, checkLink: boolean, pass?: ClientPassCache): number {
   const pr = parseIpPacket(buf, off, len, info);
   if (pr !== DropReason.NONE && pr !== DropReason.FRAGMENT && pr !== DropReason.UNSUPPORTED_PROTO) return ConnectIpDrop.MALFORMED_IP;
   if (pr !== DropReason.NONE) {
@@ -177,7 +248,7 @@ export function judgeClientIp(c: ClientPacketContext, s: ClientIpSwitches, buf: 
   const v = info.ipVersion;
   if (v === 6 && !s.ipv6Enabled) return ConnectIpDrop.IPV6_DISABLED;
   if (checkLink && v === 6 && isLinkIcmp6(buf, off, info.ipLen, s.linkLocal)) return VERDICT_LINK_ICMP6;
-  const verdict = judgeClientPacket(c, buf, info);
+  const verdict = judgeClientPacket(c, buf, info, pass);
   if (verdict !== 0) return verdict;
   // RFC 9484 §7.2 / RFC 1812 §5.3.1: a TTL / hop limit that the decrement would take to 0 expires here.
   return s.decrementTtl && info.ttl <= 1 ? ConnectIpDrop.TTL_EXPIRED : 0;
