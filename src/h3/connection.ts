@@ -33,6 +33,8 @@ const DEFAULT_MAX_STREAM_QUEUE = 256 * 1024;
 const DGRAM_BUF = 65536;
 /** Datagram read buffers, shared by all connections (64 KiB each would be most of a session's memory). */
 const dgramScratch = new ScratchPool(DGRAM_BUF);
+/** Length arrays for dgramRecvBatch (64 datagrams a call), pooled as the buffers are: a handler may run another connection's handleDatagrams inside. */
+const dgramLensFree: Uint32Array[] = [];
 
 /**
  * One HTTP/3 connection, client or server (`transport.isServer`). Sans-IO:
@@ -291,11 +293,31 @@ export class H3Connection implements ReadHost, ControlHost {
     const buf = dgramScratch.take();
     this.reader.begin();
     try {
-      for (;;) {
-        const n = this.transport.dgramRecv(buf);
-        if (n === null) break;
-        this.onDatagram(buf, n);
-        if (this.closed) break;
+      const t = this.transport;
+      if (t.dgramRecvBatch !== undefined) {
+        // One engine call per batch of datagrams, each handled at its offset (the handler may rewrite it in place only).
+        const lens = dgramLensFree.pop() ?? new Uint32Array(64);
+        try {
+          for (;;) {
+            const k = t.dgramRecvBatch(buf, lens);
+            if (k === 0) break;
+            let off = 0;
+            for (let i = 0; i < k && !this.closed; i++) {
+              this.onDatagram(buf, off, lens[i]!);
+              off += lens[i]!;
+            }
+            if (this.closed) break;
+          }
+        } finally {
+          if (dgramLensFree.length < 4) dgramLensFree.push(lens);
+        }
+      } else {
+        for (;;) {
+          const n = t.dgramRecv(buf);
+          if (n === null) break;
+          this.onDatagram(buf, 0, n);
+          if (this.closed) break;
+        }
       }
     } catch (e) {
       if (!(e instanceof ConnectionClosed)) throw e;
@@ -311,12 +333,13 @@ export class H3Connection implements ReadHost, ControlHost {
    * handled as if read here.
    */
   receiveDatagram(buf: Uint8Array, n: number): void {
-    if (!this.closed) this.onDatagram(buf, n);
+    if (!this.closed) this.onDatagram(buf, 0, n);
   }
 
-  private onDatagram(buf: Uint8Array, n: number): void {
+  /** The HTTP Datagram payload at buf[at, at + n). */
+  private onDatagram(buf: Uint8Array, at: number, n: number): void {
     this.counters.datagramsReceived++;
-    const q = parseQuarterStreamId(buf, 0, n);
+    const q = parseQuarterStreamId(buf, at, at + n);
     if (q === QSID_TOO_SHORT || q === QSID_TOO_LARGE) {
       // RFC 9297 §2.1
       this.connError(H3Error.H3_DATAGRAM_ERROR, q === QSID_TOO_SHORT ? 'datagram too short' : 'quarter stream ID above 2^60-1');
@@ -332,8 +355,8 @@ export class H3Connection implements ReadHost, ControlHost {
       return;
     }
     if (r.tunnel !== null) {
-      const off = varintLengthAt(buf, 0);
-      r.tunnel.handler.onDatagram(buf, off, n - off);
+      const len = varintLengthAt(buf, at);
+      r.tunnel.handler.onDatagram(buf, at + len, n - len);
       return;
     }
     if (r.awaitingDecision) {

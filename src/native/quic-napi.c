@@ -511,6 +511,43 @@ static napi_value dgram_recv(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * quicDgramRecvBatch(conn, out, lens) → count: takes DATAGRAMs from the
+ * queue, oldest first, while the next fits: each copied into out right
+ * after the one before, its length in lens[i] (at most lens.length of them).
+ * 0 when none waits, -2 when the first does not fit out. One call for a
+ * receive batch's datagrams instead of one per datagram (the gateway, 7
+ * December 2026: that call was a twentieth of its time per datagram).
+ */
+static napi_value dgram_recv_batch(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(3);
+  if (argc < 3) return mtun_throw_type(env, "quic: dgramRecvBatch(conn, out, lens)");
+  struct qe_conn *c = ext(env, argv[0]);
+  if (c == NULL) return mtun_throw_type(env, "quic: dgramRecvBatch needs a connection");
+  uint8_t *p;
+  size_t len;
+  void *lv;
+  size_t nl;
+  if (!bytes_of(env, argv[1], &p, &len)) return mtun_throw_type(env, "quic: dgramRecvBatch needs a Uint8Array");
+  if (!mtun_arg_typed(env, argv[2], napi_uint32_array, "lens", &lv, &nl)) return NULL;
+  uint32_t *lens = lv;
+  struct qe_dq *q = &c->dq_recv;
+  size_t off = 0;
+  uint32_t k = 0;
+  while (k < nl && q->count > 0) {
+    uint32_t n = q->lens[q->head];
+    if (n > len - off) {
+      if (k == 0) return mtun_i32(env, -2);
+      break;
+    }
+    memcpy(p + off, q->mem + (size_t)q->head * q->slot, n);
+    qe_dq_pop(q);
+    lens[k++] = n;
+    off += n;
+  }
+  return mtun_i32(env, (int32_t)k);
+}
+
+/*
  * quicInfo(conn, res): fills res with the state the adapter polls —
  * [0] established, [1] resumed, [2] draining, [3] closed, [4] timed out,
  * [5] any stream readable, [6] dgram recv queued, [7] dgram send queued,
@@ -712,7 +749,7 @@ bool mtun_quic_init(napi_env env, napi_value exports) {
       {"quicDrain", conn_drain}, {"quicTimeout", conn_timeout},
       {"quicOnTimeout", conn_on_timeout}, {"quicPing", conn_ping}, {"quicTrimIdle", conn_trim_idle}, {"quicSetAnchor", conn_set_anchor}, {"quicClose", conn_close},
       {"quicStreamSend", stream_send}, {"quicStreamRecv", stream_recv}, {"quicStreamShutdown", stream_shutdown},
-      {"quicStreams", stream_list}, {"quicDgramSend", dgram_send}, {"quicDgramRecv", dgram_recv},
+      {"quicStreams", stream_list}, {"quicDgramSend", dgram_send}, {"quicDgramRecv", dgram_recv}, {"quicDgramRecvBatch", dgram_recv_batch},
       {"quicInfo", conn_info}, {"quicStats", conn_stats}, {"quicError", conn_error}, {"quicTlsInfo", conn_tls_info},
       {"quicSetSession", conn_set_session}, {"quicSetKeylog", conn_set_keylog}, {"quicFree", conn_free},
   };

@@ -417,6 +417,19 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     return n;
   }
 
+  dgramRecvBatch(buf: Uint8Array, lens: Uint32Array): number {
+    if (this.gone || this.dgramHint === 0) return 0;
+    let n: number;
+    try {
+      n = this.q.dgramRecvBatch(buf, lens);
+    } catch {
+      throw new Error(`quic: dgramRecv buffer of ${buf.length} bytes too small for the next datagram`);
+    }
+    this.dgramRecvd += n;
+    if (this.dgramHint > 0) this.dgramHint = n > this.dgramHint ? 0 : this.dgramHint - n;
+    return n;
+  }
+
   dgramMaxWritableLen(): number | null {
     if (this.gone) return null;
     return this.q.dgramMaxWritableLen();

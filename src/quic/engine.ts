@@ -128,6 +128,12 @@ export interface EngineConnection {
   readable(): Iterable<number>;
   writable(): Iterable<number>;
   dgramRecv(out: Uint8Array): number | null;
+  /**
+   * Takes waiting DATAGRAMs, oldest first, back to back into out while the
+   * next fits, their lengths into lens (at most lens.length): how many (0:
+   * none waits). Throws BufferTooShort when the first does not fit.
+   */
+  dgramRecvBatch(out: Uint8Array, lens: Uint32Array): number;
   dgramRecvQueueLen(): number;
   dgramSendQueueLen(): number;
   isDgramRecvQueueFull(): boolean;

@@ -176,3 +176,42 @@ describe('EngineConnection.drain (quicDrain)', () => {
     expect(() => engine.outBatch(a.buf, 100, new Uint32Array(2), new Uint32Array(2), new Uint8Array(72), new Float64Array(3))).toThrow(TypeError);
   });
 });
+
+describe('EngineConnection.dgramRecvBatch (quicDgramRecvBatch)', () => {
+  it('takes the queued DATAGRAMs in order, back to back, as many as fit and as lens allows, and none twice', async () => {
+    const { client, server } = await pair();
+    const sizes = [100, 1, 1200, 37, 900, 1200, 5, 64];
+    sizes.forEach((n, i) => expect(client.dgramSend(new Uint8Array(n).fill(i + 1))).not.toBe(null));
+    const b = batch(8, 65_535);
+    b.st[DRAIN_NEXT] = 0;
+    b.st[DRAIN_BUDGET] = 64;
+    client.drain(b.h, new Uint8Array(36));
+    deliver(b, b.st[DRAIN_NEXT]!, server);
+    const got: number[][] = [];
+    // A call stops at three (lens) or when the next does not fit the 1,400 bytes left.
+    const out = new Uint8Array(1400);
+    const lens = new Uint32Array(3);
+    const calls: number[] = [];
+    for (;;) {
+      const k = server.dgramRecvBatch(out, lens);
+      if (k === 0) break;
+      calls.push(k);
+      let off = 0;
+      for (let i = 0; i < k; i++) {
+        got.push([lens[i]!, out[off]!, out[off + lens[i]! - 1]!]);
+        off += lens[i]!;
+      }
+    }
+    expect(got).toEqual(sizes.map((n, i) => [n, i + 1, i + 1]));
+    expect(calls).toEqual([3, 2, 3]); // 100 + 1 + 1200 (lens full); 37 + 900 (1200 more would not fit); 1200 + 5 + 64
+    expect(server.dgramRecvQueueLen()).toBe(0);
+    // A datagram larger than the whole buffer is refused, and stays queued.
+    expect(client.dgramSend(new Uint8Array(1200).fill(9))).not.toBe(null);
+    b.st[DRAIN_NEXT] = 0;
+    client.drain(b.h, new Uint8Array(36));
+    deliver(b, b.st[DRAIN_NEXT]!, server);
+    expect(() => server.dgramRecvBatch(new Uint8Array(1000), lens)).toThrow(/BufferTooShort/);
+    expect(server.dgramRecvBatch(out, lens)).toBe(1);
+    expect(lens[0]).toBe(1200);
+  });
+});

@@ -62,6 +62,7 @@ interface QuicNative {
   quicStreams(c: NativeConn, writable: boolean): number[];
   quicDgramSend(c: NativeConn, data: Uint8Array, offset?: number, length?: number): number;
   quicDgramRecv(c: NativeConn, out: Uint8Array): number;
+  quicDgramRecvBatch(c: NativeConn, out: Uint8Array, lens: Uint32Array): number;
   quicInfo(c: NativeConn, res: Float64Array): void;
   quicStats(c: NativeConn, res: Float64Array): void;
   quicError(c: NativeConn, peer: boolean): EngineConnectionError | null;
@@ -248,6 +249,11 @@ export class Ngtcp2Connection implements EngineConnection {
     if (len === -1) return null;
     if (len === -2) throw new Error('BufferTooShort');
     return len;
+  }
+  dgramRecvBatch(out: Uint8Array, lens: Uint32Array): number {
+    const k = n().quicDgramRecvBatch(this.h, out, lens);
+    if (k === -2) throw new Error('BufferTooShort');
+    return k;
   }
   dgramRecvQueueLen(): number { return this.poll()[INFO_DGRAM_RECV_QUEUED]; }
   dgramSendQueueLen(): number { return this.poll()[INFO_DGRAM_SEND_QUEUED]; }
