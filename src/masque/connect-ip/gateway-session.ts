@@ -125,24 +125,25 @@ const DEFAULT_REPORTER_V6 = parseIp('fe80::1')!.address;
 
 /**
  * What judgeClientPacket reads of one session, kept here by the session
- * itself (it replaces or appends to these lists as capsules and the host
- * change them). A class with plain fields, not an object literal with
+ * itself. The lists are read-only arrays the session replaces whole as
+ * capsules and the host change them (the pass cache relies on it,
+ * ClientPassCache). A class with plain fields, not an object literal with
  * getters: V8 keeps such a literal in dictionary mode, and each per-packet
  * read of it went through the generic property lookup (BENCHMARKS.md,
  * "The gateway's receive path in JavaScript", 7 December 2026).
  */
 class GatewayJudgeContext implements ClientPacketContext {
   /** Addresses assigned to the client. */
-  grants: AddressEntry[] = [];
+  grants: readonly AddressEntry[] = [];
   /** Client prefixes this session owns (installed, or accepted when there is no table): exactly what the source check passes. */
-  owned: ClientRoute[] = [];
+  owned: readonly ClientRoute[] = [];
   constructor(
     readonly scope: ConnectIpScope,
     readonly resolvedTarget: readonly IpPrefix[],
     readonly allow: DestinationAllowance | undefined,
     readonly policy: PacketPolicy | undefined,
     /** Routes advertised to the client, narrowed to the scope. */
-    public ourRanges: IpAddressRange[],
+    public ourRanges: readonly IpAddressRange[],
     /** The gateway's own addresses, refused as destinations (replaced when the host's addresses change). */
     public ownAddresses: readonly Uint8Array[],
   ) {}
@@ -314,7 +315,8 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
         got = null;
       }
       if (got) {
-        this.ctx.grants.push({ requestId: want.requestId, version: got.version, address: got.address, prefixLength: got.prefixLength });
+        // A new list, never an edit in place: the pass cache keys on the lists (ClientPassCache).
+        this.ctx.grants = [...this.ctx.grants, { requestId: want.requestId, version: got.version, address: got.address, prefixLength: got.prefixLength }];
       } else {
         // RFC 9484 §4.7.2: not assigned → all-zero address, maximum prefix length, same Request ID.
         answers.push({ requestId: want.requestId, version: want.version, address: new Uint8Array(want.address.length), prefixLength: addressBits(want.version) });

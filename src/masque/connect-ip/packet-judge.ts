@@ -118,23 +118,27 @@ export function inRanges(r: readonly IpAddressRange[], buf: Uint8Array, dstOff: 
   return false;
 }
 
+/** Entries of a {@link ClientPassCache} (a power of two). */
+const PASS_ENTRIES = 8;
+
 /**
- * The last client packet's addresses and protocol that passed the checks of
+ * Client packets' addresses and protocol that passed the checks of
  * {@link judgeClientPacket} that read nothing else (link-local, source,
- * target, scope protocol, advertised routes, destination rule), with the
- * context's lists as they were: the same arrays, of the same lengths. A
- * bulk flow's packets then skip those checks (about a tenth of the
- * gateway's time per datagram, BENCHMARKS.md); the per-identity policy and
- * the TTL are still judged per packet. The session's lists are replaced
- * when they change or, for the grants, appended to (a longer list misses),
- * never edited in place: a context that edits an element in place must
- * not use one. One entry per session; allocation-free.
+ * target, scope protocol, advertised routes, destination rule), under the
+ * context's lists as they were: the same arrays, of the same lengths. The
+ * next packets between the same two hosts skip those checks (about a tenth
+ * of the gateway's time per datagram, BENCHMARKS.md); the per-identity
+ * policy and the TTL are still judged per packet. Eight entries, chosen by
+ * the addresses' last bytes, so a session carrying several host pairs at
+ * once keeps them. A context must replace a list when it changes, or append
+ * to it (a longer list misses), never edit it in place: the gateway
+ * session's lists are read-only arrays it replaces. Allocation-free.
  */
 export class ClientPassCache {
-  private version = 0;
-  private proto = -1;
-  /** Source at 0, destination at 16. */
-  private readonly addrs = new Uint8Array(32);
+  /** Per entry: IP version (0: empty) and protocol. */
+  private readonly key = new Int32Array(2 * PASS_ENTRIES);
+  /** Per entry: source at 0, destination at 16. */
+  private readonly addrs = new Uint8Array(32 * PASS_ENTRIES);
   private grants: readonly AddressEntry[] | null = null;
   private nGrants = -1;
   private owned: readonly ClientRoute[] | null = null;
@@ -146,39 +150,55 @@ export class ClientPassCache {
   /** Packets that skipped the checks (tests, benchmarks). */
   hits = 0;
 
-  /** Whether the parsed packet `info` in buf has the remembered addresses and protocol, under the same lists. */
-  has(c: ClientPacketContext, buf: Uint8Array, info: PacketInfo): boolean {
-    const v = info.ipVersion;
-    if (v !== this.version || info.proto !== this.proto) return false;
+  private static slot(buf: Uint8Array, info: PacketInfo, alen: number): number {
+    return (buf[info.srcOff + alen - 1]! ^ buf[info.dstOff + alen - 1]!) & (PASS_ENTRIES - 1);
+  }
+
+  /** True while the context's lists are the ones the entries were taken under. */
+  private sameLists(c: ClientPacketContext): boolean {
     const g = c.grants, o = c.owned, r = c.ourRanges, w = c.ownAddresses;
-    if (g !== this.grants || g.length !== this.nGrants || o !== this.owned || o.length !== this.nOwned) return false;
-    if (r !== this.ranges || r.length !== this.nRanges || w !== this.own || w.length !== this.nOwn) return false;
-    const a = this.addrs, s = info.srcOff, d = info.dstOff, alen = v === 4 ? 4 : 16;
-    for (let i = 0; i < alen; i++) if (a[i] !== buf[s + i] || a[16 + i] !== buf[d + i]) return false;
+    return g === this.grants && g.length === this.nGrants && o === this.owned && o.length === this.nOwned &&
+      r === this.ranges && r.length === this.nRanges && w === this.own && w.length === this.nOwn;
+  }
+
+  /** Whether the parsed packet `info` in buf has remembered addresses and protocol, under the same lists. */
+  has(c: ClientPacketContext, buf: Uint8Array, info: PacketInfo): boolean {
+    const v = info.ipVersion, alen = v === 4 ? 4 : 16;
+    const e = ClientPassCache.slot(buf, info, alen);
+    if (this.key[2 * e] !== v || this.key[2 * e + 1] !== info.proto || !this.sameLists(c)) return false;
+    const a = this.addrs, base = 32 * e, s = info.srcOff, d = info.dstOff;
+    for (let i = 0; i < alen; i++) if (a[base + i] !== buf[s + i] || a[base + 16 + i] !== buf[d + i]) return false;
     this.hits++;
     return true;
   }
 
-  /** Remembers a packet that passed the address checks. */
+  /** Remembers a packet that passed the address checks (lists that changed empty the other entries first). */
   remember(c: ClientPacketContext, buf: Uint8Array, info: PacketInfo): void {
+    if (!this.sameLists(c)) {
+      this.key.fill(0);
+      this.grants = c.grants;
+      this.nGrants = c.grants.length;
+      this.owned = c.owned;
+      this.nOwned = c.owned.length;
+      this.ranges = c.ourRanges;
+      this.nRanges = c.ourRanges.length;
+      this.own = c.ownAddresses;
+      this.nOwn = c.ownAddresses.length;
+    }
     const v = info.ipVersion, alen = v === 4 ? 4 : 16;
-    this.addrs.set(buf.subarray(info.srcOff, info.srcOff + alen), 0);
-    this.addrs.set(buf.subarray(info.dstOff, info.dstOff + alen), 16);
-    this.version = v;
-    this.proto = info.proto;
-    this.grants = c.grants;
-    this.nGrants = c.grants.length;
-    this.owned = c.owned;
-    this.nOwned = c.owned.length;
-    this.ranges = c.ourRanges;
-    this.nRanges = c.ourRanges.length;
-    this.own = c.ownAddresses;
-    this.nOwn = c.ownAddresses.length;
+    const e = ClientPassCache.slot(buf, info, alen);
+    const a = this.addrs, base = 32 * e, s = info.srcOff, d = info.dstOff;
+    for (let i = 0; i < alen; i++) {
+      a[base + i] = buf[s + i]!;
+      a[base + 16 + i] = buf[d + i]!;
+    }
+    this.key[2 * e] = v;
+    this.key[2 * e + 1] = info.proto;
   }
 
-  /** Forgets the entry (the next packet is checked in full). */
+  /** Forgets every entry (the next packets are checked in full). */
   clear(): void {
-    this.version = 0;
+    this.key.fill(0);
     this.grants = this.owned = this.ranges = this.own = null;
   }
 }
