@@ -297,20 +297,35 @@ export class H3Connection implements ReadHost, ControlHost {
       if (t.dgramRecvBatch !== undefined) {
         // One engine call per batch of datagrams, each handled at its offset (the handler may rewrite it in place only).
         const lens = dgramLensFree.pop() ?? new Uint32Array(64);
+        let failed: unknown = null;
         try {
           for (;;) {
             const k = t.dgramRecvBatch(buf, lens);
             if (k === 0) break;
             let off = 0;
-            for (let i = 0; i < k && !this.closed; i++) {
-              this.onDatagram(buf, off, lens[i]!);
+            let i = 0;
+            let gone = false;
+            for (; i < k && !this.closed && !gone; i++) {
+              // Taken from the engine already: a handler that throws must not lose the rest of the batch.
+              try {
+                this.onDatagram(buf, off, lens[i]!);
+              } catch (e) {
+                if (e instanceof ConnectionClosed) gone = true;
+                else failed ??= e;
+              }
               off += lens[i]!;
             }
-            if (this.closed) break;
+            if (i < k) {
+              // The connection closed part way: the rest of the batch is dropped, and counted.
+              this.counters.datagramsReceived += k - i;
+              this.counters.datagramsDroppedConnectionClosed += k - i;
+            }
+            if (this.closed || gone) break;
           }
         } finally {
           if (dgramLensFree.length < 4) dgramLensFree.push(lens);
         }
+        if (failed !== null) throw failed;
       } else {
         for (;;) {
           const n = t.dgramRecv(buf);

@@ -28,6 +28,8 @@ export interface H3Counters {
   datagramsDroppedClosedStream: number;
   /** Datagram for a stream not (yet) opened. */
   datagramsDroppedUnknownStream: number;
+  /** Datagrams read in one batch with others after which the connection closed (handleDatagrams). */
+  datagramsDroppedConnectionClosed: number;
   /** Datagram for an Extended CONNECT not yet answered. */
   datagramsDroppedPending: number;
   /** Datagram on a stream without datagram semantics (the stream is aborted, RFC 9297 §2). */
@@ -70,6 +72,7 @@ export function newCounters(): H3Counters {
     datagramsSent: 0,
     datagramsDroppedClosedStream: 0,
     datagramsDroppedUnknownStream: 0,
+    datagramsDroppedConnectionClosed: 0,
     datagramsDroppedPending: 0,
     datagramsNoSemantics: 0,
     datagramsDroppedNotAllowed: 0,

@@ -1,17 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import { H3Connection } from './connection.js';
-import { memoryTransportPair, pump } from './testing/memory-transport.js';
+import { memoryTransportPair, pump, type MemoryTransportOptions } from './testing/memory-transport.js';
 import { H3_DATAGRAM_HEADROOM, type TunnelStream } from './tunnel-stream.js';
 
 /**
  * A client and a server H3Connection over memory transports with one
  * CONNECT-IP tunnel open; `received()` counts datagrams the server's tunnel got.
  */
-function openTunnel() {
-  const [ct, st] = memoryTransportPair();
+function openTunnel(opts: MemoryTransportOptions = {}, seen?: (buf: Uint8Array, off: number, len: number) => void) {
+  const [ct, st] = memoryTransportPair(opts);
   let got = 0;
   const srv = new H3Connection(st, {
-    onConnect: (r) => void r.accept({ onCapsule() {}, onDatagram: () => void got++, onClose() {} }),
+    onConnect: (r) => void r.accept({ onCapsule() {}, onDatagram: (b, o, l) => {
+      got++;
+      seen?.(b, o, l);
+    }, onClose() {} }),
   });
   const cli = new H3Connection(ct, {});
   srv.start();
@@ -36,7 +39,7 @@ function openTunnel() {
  */
 describe('HTTP Datagram hot path cost', () => {
   it('send + receive of a 1200-byte datagram costs well under 1 µs of our code', () => {
-    const { ct, st, srv, tunnel, received } = openTunnel();
+    const { ct, st, srv, tunnel, received } = openTunnel({ batchDatagrams: false });
     // Stub the QUIC datagram calls: accept every send, replay one datagram on receive.
     let sent = 0;
     ct.dgramSend = () => (sent++, true);
@@ -96,5 +99,38 @@ describe('datagram-only readable events', () => {
     tunnel.sendCapsule(0x2a, new Uint8Array(4));
     srv.handleReadable();
     expect(listed).toBe(1);
+  });
+});
+
+describe('HTTP Datagrams read in batches (QuicTransport.dgramRecvBatch)', () => {
+  for (const batch of [true, false]) {
+    it(`hands each datagram to its tunnel in order, at its own offset (${batch ? 'batched' : 'one by one'})`, () => {
+      const payloads: number[][] = [];
+      const { ct, st, srv, tunnel } = openTunnel({ batchDatagrams: batch }, (b, o, l) => payloads.push([l, b[o]!, b[o + l - 1]!]));
+      const sizes = [1, 1190, 7, 300, 1190, 2];
+      for (const [i, n] of sizes.entries()) {
+        const buf = new Uint8Array(H3_DATAGRAM_HEADROOM + n).fill(i + 1);
+        buf[H3_DATAGRAM_HEADROOM] = 0; // context ID 0 for the first byte, then i + 1
+        expect(tunnel.sendDatagram(buf, H3_DATAGRAM_HEADROOM, n)).toBe(true);
+      }
+      void ct;
+      srv.handleDatagrams();
+      // The payload as the tunnel sees it (after the quarter stream ID): [length, first byte (context ID 0), last byte].
+      expect(payloads).toEqual(sizes.map((n, i) => [n, 0, n > 1 ? i + 1 : 0]));
+      expect(srv.counters.datagramsReceived).toBe(sizes.length);
+      expect(st.dgramRecvBatch !== undefined).toBe(batch);
+    });
+  }
+
+  it('counts the rest of a batch as dropped when a datagram in it closes the connection', () => {
+    const { st, srv, received } = openTunnel();
+    st.injectDatagram(Uint8Array.of(0, 0, 1)); // quarter stream ID 0 (the tunnel), context 0
+    st.injectDatagram(new Uint8Array(0)); // too short for a quarter stream ID: H3_DATAGRAM_ERROR closes the connection (RFC 9297 §2.1)
+    st.injectDatagram(Uint8Array.of(0, 0, 2));
+    st.injectDatagram(Uint8Array.of(0, 0, 3));
+    srv.handleDatagrams();
+    expect(received()).toBe(1);
+    expect(srv.counters.datagramsReceived).toBe(4);
+    expect(srv.counters.datagramsDroppedConnectionClosed).toBe(2);
   });
 });

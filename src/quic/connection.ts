@@ -422,7 +422,8 @@ export class QuicConnection implements QuicTransport, TimerEntry {
     let n: number;
     try {
       n = this.q.dgramRecvBatch(buf, lens);
-    } catch {
+    } catch (e) {
+      if ((e as Error).message !== 'BufferTooShort') throw e;
       throw new Error(`quic: dgramRecv buffer of ${buf.length} bytes too small for the next datagram`);
     }
     this.dgramRecvd += n;

@@ -14,6 +14,8 @@ export interface MemoryTransportOptions {
   dgramMaxBytes?: number | null;
   /** Datagrams queued at a receiver before dgramSend drops (default 1024). */
   dgramQueue?: number;
+  /** Offer dgramRecvBatch, as QuicConnection does (default true); false: HTTP/3 reads datagram by datagram. */
+  batchDatagrams?: boolean;
 }
 
 interface RecvStream {
@@ -68,7 +70,9 @@ export class MemoryQuicTransport implements QuicTransport {
   constructor(
     readonly isServer: boolean,
     private readonly opt: Required<MemoryTransportOptions>,
-  ) {}
+  ) {
+    if (opt.batchDatagrams) this.dgramRecvBatch = (buf, lens) => this.recvBatch(buf, lens);
+  }
 
   private recvStream(id: number): RecvStream {
     let r = this.recv.get(id);
@@ -223,6 +227,28 @@ export class MemoryQuicTransport implements QuicTransport {
     return d.length;
   }
 
+  /** Set when the pair batches (MemoryTransportOptions.batchDatagrams). */
+  dgramRecvBatch?: (buf: Uint8Array, lens: Uint32Array) => number;
+
+  private recvBatch(buf: Uint8Array, lens: Uint32Array): number {
+    if (this.closeInfo) return 0;
+    let k = 0;
+    let off = 0;
+    while (k < lens.length && this.dgrams.length > 0) {
+      const d = this.dgrams[0]!;
+      if (d.length > buf.length - off) {
+        if (k === 0) throw new Error(`memory transport: a ${d.length}-byte datagram does not fit a ${buf.length}-byte buffer`);
+        break;
+      }
+      this.dgrams.shift();
+      this.ops++;
+      buf.set(d, off);
+      lens[k++] = d.length;
+      off += d.length;
+    }
+    return k;
+  }
+
   dgramMaxWritableLen(): number | null {
     return this.closeInfo ? null : this.opt.dgramMaxBytes;
   }
@@ -247,6 +273,7 @@ export function memoryTransportPair(options: MemoryTransportOptions = {}): [clie
     streamWindowBytes: options.streamWindowBytes ?? 1 << 20,
     dgramMaxBytes: options.dgramMaxBytes === undefined ? 1200 : options.dgramMaxBytes,
     dgramQueue: options.dgramQueue ?? 1024,
+    batchDatagrams: options.batchDatagrams ?? true,
   };
   const c = new MemoryQuicTransport(false, opt);
   const s = new MemoryQuicTransport(true, opt);
