@@ -99,9 +99,9 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * 9: quicSetPeer became quicSetRecvFrom (a datagram's source no longer moves the connection) and quicPeer (into an address slot); quicInfo of 13.
  * 10: judge tables flag 0x200 (cloud metadata endpoints allowed). 11: dpStats of 24 (DP_S_RX_GRO).
  * 12: quicTrimIdle (the gateway frees an idle connection's DATAGRAM rings without a keep-alive).
- * 13: quicDgramRecvBatch (a receive batch's DATAGRAMs in one call).
+ * 13: quicDgramRecvBatch (a receive batch's DATAGRAMs in one call). 14: quicRecvSegments (a GRO train in one call).
  */
-#define MTUN_ABI 13
+#define MTUN_ABI 14
 
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);

@@ -162,6 +162,44 @@ static napi_value conn_recv(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * quicRecvSegments(conn, buf, offset, size, step, res Int32Array(1)) → how
+ * many: the datagrams of one UDP GRO receive, buf[offset, offset + size) cut
+ * every `step` bytes (the last may be shorter; all from one source), handed
+ * to the connection one after the other while each is a short-header
+ * packet carrying its connection ID; stops at the first that is not (the
+ * caller handles the rest one by one). res[0]: how many the engine refused
+ * (the endpoint's dropRecvError, as quicRecv throwing). One call for a GRO
+ * train instead of one per datagram.
+ */
+static napi_value conn_recv_segments(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(6);
+  if (argc < 6) return mtun_throw_type(env, "quic: recvSegments(conn, buf, offset, size, step, res)");
+  struct qe_conn *c = ext(env, argv[0]);
+  uint8_t *p;
+  size_t len;
+  uint32_t off, size, step;
+  void *rv;
+  size_t nr;
+  if (c == NULL || !bytes_of(env, argv[1], &p, &len)) return mtun_throw_type(env, "quic: recvSegments needs a connection and a Uint8Array");
+  if (!mtun_arg_u32(env, argv[2], "offset", &off) || !mtun_arg_u32(env, argv[3], "size", &size) || !mtun_arg_u32(env, argv[4], "step", &step) ||
+      !mtun_arg_typed(env, argv[5], napi_int32_array, "res", &rv, &nr))
+    return NULL;
+  if ((size_t)off > len || (size_t)size > len - off || step == 0 || nr < 1) return mtun_throw_type(env, "quic: recvSegments: a range beyond the buffer, a zero step or no res");
+  const uint8_t *base = p + off;
+  size_t idlen = c->scid.datalen;
+  int32_t refused = 0;
+  uint32_t k = 0;
+  for (uint32_t at = 0; at < size; at += step, k++) {
+    uint32_t n = size - at < step ? size - at : step;
+    const uint8_t *d = base + at;
+    if (n < 1 + idlen || (d[0] & 0x80) != 0 || memcmp(d + 1, c->scid.data, idlen) != 0) break;
+    if (qe_conn_recv(c, d, n, c->rx_fromlen > 0 ? (const struct sockaddr *)&c->rx_from : NULL, c->rx_fromlen) != 0) refused++;
+  }
+  ((int32_t *)rv)[0] = refused;
+  return mtun_u32(env, k);
+}
+
 /* quicSend(conn, out) → bytes written (0: nothing to send now). */
 static napi_value conn_send(napi_env env, napi_callback_info info) {
   uint8_t *p;
@@ -529,6 +567,7 @@ static napi_value dgram_recv_batch(napi_env env, napi_callback_info info) {
   size_t nl;
   if (!bytes_of(env, argv[1], &p, &len)) return mtun_throw_type(env, "quic: dgramRecvBatch needs a Uint8Array");
   if (!mtun_arg_typed(env, argv[2], napi_uint32_array, "lens", &lv, &nl)) return NULL;
+  if (nl == 0) return mtun_throw_type(env, "quic: dgramRecvBatch needs room for one length at least");
   uint32_t *lens = lv;
   struct qe_dq *q = &c->dq_recv;
   size_t off = 0;
@@ -745,7 +784,7 @@ bool mtun_quic_init(napi_env env, napi_value exports) {
     napi_callback cb;
   } fns[] = {
       {"quicConnect", conn_connect}, {"quicAccept", conn_accept},
-      {"quicSetRecvFrom", conn_set_recv_from}, {"quicPeer", conn_peer}, {"quicRecv", conn_recv}, {"quicSend", conn_send}, {"quicOutBatch", out_batch},
+      {"quicSetRecvFrom", conn_set_recv_from}, {"quicPeer", conn_peer}, {"quicRecv", conn_recv}, {"quicRecvSegments", conn_recv_segments}, {"quicSend", conn_send}, {"quicOutBatch", out_batch},
       {"quicDrain", conn_drain}, {"quicTimeout", conn_timeout},
       {"quicOnTimeout", conn_on_timeout}, {"quicPing", conn_ping}, {"quicTrimIdle", conn_trim_idle}, {"quicSetAnchor", conn_set_anchor}, {"quicClose", conn_close},
       {"quicStreamSend", stream_send}, {"quicStreamRecv", stream_recv}, {"quicStreamShutdown", stream_shutdown},

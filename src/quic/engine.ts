@@ -113,6 +113,14 @@ export interface EngineConnection {
   setSession(session: Uint8Array): void;
   /** Bytes [offset, offset + length) of data (default: all of it), without a view per packet. */
   recv(data: Uint8Array, info: EngineRecvInfo, offset?: number, length?: number): number;
+  /**
+   * The datagrams of one GRO receive from `info.from`: data[offset, offset +
+   * size) cut every `step` bytes, handed to the engine one after the other
+   * while each is a short-header packet carrying this connection's ID.
+   * Returns how many it took (the caller handles the rest one by one);
+   * refused[0] is how many of them the engine refused (recv would throw).
+   */
+  recvSegments(data: Uint8Array, info: EngineRecvInfo, offset: number, size: number, step: number, refused: Int32Array): number;
   send(out: Uint8Array): [number, EngineSendInfo] | null;
   /**
    * Writes packets into the registered batch in one call (DRAIN_* state),

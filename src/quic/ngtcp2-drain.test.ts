@@ -215,3 +215,39 @@ describe('EngineConnection.dgramRecvBatch (quicDgramRecvBatch)', () => {
     expect(lens[0]).toBe(1200);
   });
 });
+
+describe('EngineConnection.recvSegments (quicRecvSegments)', () => {
+  it('takes a GSO train in one call and stops at a packet for another connection', async () => {
+    const { client, server } = await pair();
+    for (let i = 0; i < 40; i++) expect(client.dgramSend(new Uint8Array(1200).fill(i))).not.toBe(null);
+    const b = batch(4, 65_535);
+    b.st[DRAIN_NEXT] = 0;
+    b.st[DRAIN_BUDGET] = 64;
+    b.st[DRAIN_GSO] = 1;
+    client.drain(b.h, new Uint8Array(36));
+    expect(b.segs[0]).toBeGreaterThan(0); // a train
+    const size = b.sizes[0]!;
+    const step = b.segs[0]!;
+    const count = Math.ceil(size / step);
+    expect(count).toBeGreaterThan(4);
+    const res = new Int32Array(1);
+    const from = { from: CLIENT, to: SERVER };
+    // A copy whose third packet carries another connection ID and whose second is corrupted.
+    const train = Buffer.from(b.bufs[0]!.subarray(0, size));
+    const other = Buffer.from(train);
+    other[2 * step + 1]! ^= 0xff;
+    other[step + step - 1]! ^= 0xff; // the AEAD tag of the second packet
+    expect(server.recvSegments(other, from, 0, size, step, res)).toBe(2);
+    expect(res[0]).toBe(0); // a packet that does not decrypt is discarded by the engine, not an error
+    // The real train from its third packet on (the first two were taken, the second discarded).
+    expect(server.recvSegments(train, from, 2 * step, size - 2 * step, step, res)).toBe(count - 2);
+    expect(res[0]).toBe(0);
+    expect(() => server.recvSegments(train, from, 0, size + 1, step, res)).toThrow(TypeError);
+    expect(() => server.recvSegments(train, from, 0, size, 0, res)).toThrow(TypeError);
+    // Every DATAGRAM of the train arrived but the one in the corrupted packet (1,200-byte DATAGRAMs fill a packet each).
+    let got = 0;
+    const out = new Uint8Array(2048);
+    while (server.dgramRecv(out) !== null) got++;
+    expect(got).toBe(count - 1);
+  });
+});

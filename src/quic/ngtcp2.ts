@@ -63,6 +63,7 @@ interface QuicNative {
   quicDgramSend(c: NativeConn, data: Uint8Array, offset?: number, length?: number): number;
   quicDgramRecv(c: NativeConn, out: Uint8Array): number;
   quicDgramRecvBatch(c: NativeConn, out: Uint8Array, lens: Uint32Array): number;
+  quicRecvSegments(c: NativeConn, data: Uint8Array, offset: number, size: number, step: number, res: Int32Array): number;
   quicInfo(c: NativeConn, res: Float64Array): void;
   quicStats(c: NativeConn, res: Float64Array): void;
   quicError(c: NativeConn, peer: boolean): EngineConnectionError | null;
@@ -203,6 +204,16 @@ export class Ngtcp2Connection implements EngineConnection {
     }
     n().quicRecv(this.h, data, offset, length);
     return length;
+  }
+
+  recvSegments(data: Uint8Array, info: EngineRecvInfo, offset: number, size: number, step: number, refused: Int32Array): number {
+    const f = info.from;
+    if (f.port !== this.rxPort || f.host !== this.rxHost) {
+      n().quicSetRecvFrom(this.h, f.host, f.port); // as recv: only the path these are read on
+      this.rxHost = f.host;
+      this.rxPort = f.port;
+    }
+    return n().quicRecvSegments(this.h, data, offset, size, step, refused);
   }
 
   /** Returns a reused [length, info] pair: read it before the next call. */
