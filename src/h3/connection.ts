@@ -320,7 +320,8 @@ export class H3Connection implements ReadHost, ControlHost {
               this.counters.datagramsReceived += k - i;
               this.counters.datagramsDroppedConnectionClosed += k - i;
             }
-            if (this.closed || gone) break;
+            // After a handler failed, the rest of this batch was handled; the queue is left for the next read, as one by one.
+            if (this.closed || gone || failed !== null) break;
           }
         } finally {
           if (dgramLensFree.length < 4) dgramLensFree.push(lens);

@@ -190,8 +190,8 @@ static napi_value conn_recv_segments(napi_env env, napi_callback_info info) {
   size_t idlen = c->scid.datalen;
   int32_t refused = 0;
   uint32_t k = 0;
-  for (uint32_t at = 0; at < size; at += step, k++) {
-    uint32_t n = size - at < step ? size - at : step;
+  for (size_t at = 0; at < size; at += step, k++) {
+    uint32_t n = size - at < step ? (uint32_t)(size - at) : step;
     const uint8_t *d = base + at;
     if (n < 1 + idlen || (d[0] & 0x80) != 0 || memcmp(d + 1, c->scid.data, idlen) != 0) break;
     if (qe_conn_recv(c, d, n, c->rx_fromlen > 0 ? (const struct sockaddr *)&c->rx_from : NULL, c->rx_fromlen) != 0) refused++;

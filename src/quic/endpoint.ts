@@ -877,13 +877,15 @@ export class QuicEndpoint implements ConnectionOwner {
         const taken = this.deliverSegments(buf, size, step, b.addrs, i);
         datagrams += taken;
         off = taken * step;
-        if (off >= size) continue;
       }
-      do {
-        this.onDatagram(buf, off, Math.min(step, size - off), b.addrs, i);
-        datagrams++;
-        off += step;
-      } while (off < size);
+      // What the engine did not take as a train, datagram by datagram (an empty datagram too: off 0, size 0).
+      if (off < size || size === 0) {
+        do {
+          this.onDatagram(buf, off, Math.min(step, size - off), b.addrs, i);
+          datagrams++;
+          off += step;
+        } while (off < size);
+      }
       // Let the layer above drain the engine's bounded DATAGRAM queue before
       // a large (GRO) batch overflows it; sending still waits for the batch end.
       if (datagrams >= dispatchAt) {
@@ -907,7 +909,12 @@ export class QuicEndpoint implements ConnectionOwner {
     const c = this.conns.get(cidKey(buf, 1));
     if (c === undefined || !cidMatches(c.scid, buf, 1)) return 0;
     const refused = this.segRefused;
-    const n = c.q.recvSegments(buf, c.recvInfoFor(addrs, i), 0, size, step, refused);
+    let n: number;
+    try {
+      n = c.q.recvSegments(buf, c.recvInfoFor(addrs, i), 0, size, step, refused);
+    } catch {
+      return 0; // as deliver: the datagrams go one by one, and what the engine throws on is counted there
+    }
     if (n === 0) return 0;
     this.counters.datagramsIn += n;
     this.counters.dropRecvError += refused[0]!;

@@ -134,14 +134,16 @@ export async function memoryEndpointPair(
   net: MemoryNet,
   opts: {
     gso?: boolean;
+    /** The server's socket coalesces what it receives (UDP GRO). */
+    serverGro?: boolean;
     server?: Partial<QuicServerOptions>;
     /** Endpoint options of each side beyond the socket and TLS. */
     client?: Pick<QuicEndpointOptions, 'dgramQueueDelay'>;
-    serverEndpoint?: Pick<QuicEndpointOptions, 'dgramQueueDelay' | 'maxDataBytes'>;
+    serverEndpoint?: Pick<QuicEndpointOptions, 'dgramQueueDelay' | 'maxDataBytes' | 'dgramQueueLen'>;
   } = {},
 ): Promise<{ server: QuicEndpoint; client: QuicEndpoint; ss: MemoryUdp; cs: MemoryUdp; port: number; close: () => void }> {
   const p = await getPki();
-  const ss = net.open({ gso: opts.gso ?? false });
+  const ss = net.open({ gso: opts.gso ?? false, gro: opts.serverGro ?? false });
   const cs = net.open({ gso: opts.gso ?? false });
   const server = new QuicEndpoint({
     socket: ss,

@@ -1,7 +1,9 @@
 /**
  * In-memory {@link UdpBatchSocket} double for the QUIC sim tests: sockets on a
  * shared {@link MemoryNet} exchange datagrams through queues, with a drop
- * hook and optional GSO (segments are split on delivery, like the kernel).
+ * hook, optional GSO (segments are split on delivery, like the kernel) and
+ * optional GRO (a receive coalesces a run of equal-size datagrams from one
+ * source into one slot, the last may be shorter, at most 64, as UDP GRO).
  */
 import { ADDR_SLOT_BYTES, ClosedError, type UdpBatch, type UdpBatchSocket } from '../../src/net/udp.js';
 import { readAddrSlotPort, writeAddrSlot } from '../../src/net/udp-batch.js';
@@ -18,10 +20,10 @@ export class MemoryNet {
   readonly dropLog: string[] = [];
 
   /** `port` reopens a known port (a restarted server); it must be free. */
-  open(opts: { gso?: boolean; batchSize?: number; port?: number } = {}): MemoryUdp {
+  open(opts: { gso?: boolean; gro?: boolean; batchSize?: number; port?: number } = {}): MemoryUdp {
     const port = opts.port ?? this.nextPort++;
     if (this.sockets.has(port)) throw new Error(`memory udp: port ${port} is in use`);
-    const s = new MemoryUdp(this, port, opts.gso ?? false, opts.batchSize ?? 16);
+    const s = new MemoryUdp(this, port, opts.gso ?? false, opts.batchSize ?? 16, opts.gro ?? false);
     this.sockets.set(s.port, s);
     return s;
   }
@@ -29,7 +31,10 @@ export class MemoryNet {
 
 /** One memory socket; see {@link MemoryNet}. */
 export class MemoryUdp implements UdpBatchSocket {
-  readonly gro = false;
+  /** Receives coalesced into GRO slots. */
+  groSlots = 0;
+  /** Datagrams recv() handed out (each GRO segment counts). */
+  taken = 0;
   private readonly queue: { data: Uint8Array; from: number }[] = [];
   private readableCb: (() => void) | null = null;
   private writableCb: (() => void) | null = null;
@@ -50,6 +55,7 @@ export class MemoryUdp implements UdpBatchSocket {
     readonly port: number,
     readonly gso: boolean,
     readonly batchSize: number,
+    readonly gro = false,
   ) {}
 
   /** Inject a datagram as if sent from 127.0.0.1:`fromPort`. */
@@ -77,8 +83,22 @@ export class MemoryUdp implements UdpBatchSocket {
       const d = this.queue.shift()!;
       if (d.data.length > batch.bufs[n].length) continue;
       batch.bufs[n].set(d.data, 0);
-      batch.sizes[n] = d.data.length;
-      batch.segs[n] = 0;
+      let size = d.data.length;
+      let segs = 1;
+      // GRO: the same source's next datagrams of the same size (the last may be shorter) join the slot.
+      while (this.gro && segs < 64 && size > 0 && this.queue.length > 0) {
+        const e = this.queue[0]!;
+        if (e.from !== d.from || e.data.length > d.data.length || e.data.length === 0 || size + e.data.length > batch.bufs[n].length) break;
+        this.queue.shift();
+        batch.bufs[n].set(e.data, size);
+        size += e.data.length;
+        segs++;
+        if (e.data.length < d.data.length) break;
+      }
+      batch.sizes[n] = size;
+      batch.segs[n] = segs > 1 ? d.data.length : 0;
+      this.taken += segs;
+      if (segs > 1) this.groSlots++;
       writeAddrSlot(batch.addrs, n, '127.0.0.1', d.from);
       n++;
     }
