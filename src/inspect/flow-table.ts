@@ -154,6 +154,17 @@ export class FlowTable {
   private kp = 0;
   private kmeta = 0;
   private readonly words = new Uint32Array(10);
+  /**
+   * The last key hashed and its hash, and the slot the last lookup found:
+   * a bulk flow's packets come in runs, and its next packet needs neither
+   * the keyed hash again (a pure function of the key) nor the probe (the
+   * slot is checked live and holding the key, as the probe would).
+   */
+  private readonly memoKey = new Uint32Array(8);
+  private memoKp = -1;
+  private memoMeta = -1;
+  private memoHash = 0;
+  private memoSlot = -1;
   /** After lookup/create: 0 when the current packet travels initiator → responder, else 1. */
   dir = 0;
 
@@ -180,7 +191,15 @@ export class FlowTable {
     }
     this.kp = ((sport << 16) | dport) >>> 0;
     this.kmeta = pi.proto | (pi.ipVersion === 6 ? 0x100 : 0);
-    return this.hashKey(pi.ipVersion === 6);
+    const m = this.memoKey;
+    if (this.kp === this.memoKp && this.kmeta === this.memoMeta && k[0] === m[0] && k[1] === m[1] && k[2] === m[2] && k[3] === m[3] &&
+      k[4] === m[4] && k[5] === m[5] && k[6] === m[6] && k[7] === m[7]) return this.memoHash;
+    const h = this.hashKey(pi.ipVersion === 6);
+    m.set(k);
+    this.memoKp = this.kp;
+    this.memoMeta = this.kmeta;
+    this.memoHash = h;
+    return h;
   }
 
   /** Symmetric: the endpoints are hashed in a canonical order, so both orientations of a tuple hash alike. */
@@ -216,6 +235,27 @@ export class FlowTable {
     const p = this.kp;
     const pr = ((p << 16) | (p >>> 16)) >>> 0;
     const a = this.kAddr;
+    const m = this.memoSlot;
+    if (m >= 0 && m < this.cap && this.state[m] !== S_FREE && this.kHash[m] === h && this.kMeta[m] === meta) {
+      const b = m * 8;
+      const kp = this.kPorts[m]!;
+      if (kp === p && a[b] === k[0] && a[b + 1] === k[1] && a[b + 2] === k[2] && a[b + 3] === k[3]
+        && a[b + 4] === k[4] && a[b + 5] === k[5] && a[b + 6] === k[6] && a[b + 7] === k[7]) {
+        this.dir = 0;
+        return m;
+      }
+      if (kp === pr && a[b] === k[4] && a[b + 1] === k[5] && a[b + 2] === k[6] && a[b + 3] === k[7]
+        && a[b + 4] === k[0] && a[b + 5] === k[1] && a[b + 6] === k[2] && a[b + 7] === k[3]) {
+        this.dir = 1;
+        return m;
+      }
+    }
+    const s = this.probe(h, meta, k, p, pr, a);
+    if (s >= 0) this.memoSlot = s;
+    return s;
+  }
+
+  private probe(h: number, meta: number, k: Uint32Array, p: number, pr: number, a: Uint32Array): number {
     let x = h & this.mask;
     for (;;) {
       const e = this.index[x]!;
