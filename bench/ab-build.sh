@@ -26,27 +26,13 @@ PINGS=$(( (SECS - 3) * 20 ))
 HERE=$ROOT
 label() { if [ "$1" = "$HERE" ]; then echo "this ($(git -C "$1" rev-parse --short HEAD)+$(git -C "$1" status --porcelain | grep -c . || true) changed)"; else echo "base ($(git -C "$1" rev-parse --short HEAD))"; fi; }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 run() {
   local tree=$1 t="$W/t"
   rm -rf "$t"; mkdir -p "$t"
   ROOT=$tree W="$t" timeout 60 bash "$tree/bench/tunnels/mtun-offload.sh" up >/dev/null
   # shellcheck disable=SC1091
   . "$t/env"
-  local apid gpid
-  apid=$(echo "$PIDS" | tr ' ' '\n' | sed -n 's/^a://p'); gpid=$(echo "$PIDS" | tr ' ' '\n' | sed -n 's/^b://p')
-  ip netns exec "$NSA" ping -n -c 200 -i 0.02 -I "$SRC" "$DST" >"$t/idle.txt" 2>&1 || true
-  ip netns exec "$DSTNS" iperf3 -s -D -p 5201 -1 >/dev/null 2>&1
-  sleep 0.3
-  local a0 g0 a1 g1
-  a0=$(cpu_ticks "$apid"); g0=$(cpu_ticks "$gpid")
-  ip netns exec "$NSA" timeout $((SECS + 20)) iperf3 -c "$DST" -B "$SRC" -p 5201 -t "$SECS" "${RFLAG[@]}" -J >"$t/iperf3.json" 2>&1 &
-  local ip=$!
-  sleep 2
-  ip netns exec "$NSA" timeout $((SECS + 5)) ping -n -c "$PINGS" -i 0.05 -I "$SRC" "$DST" >"$t/load.txt" 2>&1 || true
-  wait "$ip" || true
-  a1=$(cpu_ticks "$apid"); g1=$(cpu_ticks "$gpid")
+  ab_measure "$t"
   ROOT=$tree W="$t" timeout 20 bash "$tree/bench/tunnels/mtun-offload.sh" down >/dev/null 2>&1 || true
   node -e '
     const fs = require("fs");
@@ -61,7 +47,7 @@ run() {
     console.log(JSON.stringify({ label, idleMedMs: med(rtts(idleFile)), loadMedMs: med(rtts(loadFile)), gbps,
       retransmits: ip.end?.sum_sent?.retransmits ?? null, agentCpu: Number(aT) / hz / Number(secs), gatewayCpu: Number(gT) / hz / Number(secs),
       cpuSecPerGbit: gbps ? cores / gbps : null }));
-  ' "$(label "$tree")" "$t/idle.txt" "$t/load.txt" "$t/iperf3.json" "$SECS" "$((a1 - a0))" "$((g1 - g0))"
+  ' "$(label "$tree")" "$t/idle.txt" "$t/load.txt" "$t/iperf3.json" "$SECS" "$AB_ACPU" "$AB_GCPU"
 }
 
 for rep in $(seq 1 "$REPS"); do

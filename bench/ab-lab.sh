@@ -24,3 +24,25 @@ for c in iperf3 ping curl; do command -v "$c" >/dev/null || { echo "$NAME: $c mi
 [ -f "$ROOT/dist/cli/main.js" ] || { echo "$NAME: dist/ missing; run npx tsc -p tsconfig.json" >&2; exit 1; }
 mkdir -p "$OUT"
 make_underlay
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# The measurement the A/B scripts share, on a tunnel that is up with its env
+# sourced (SRC, DST, DSTNS, PIDS): 200 idle pings, then iperf3 for $SECS
+# ("${RFLAG[@]}": -R for the download) with $PINGS pings under that load
+# from its 2nd second. Files in $1 (idle.txt, load.txt, iperf3.json); sets
+# AB_ACPU and AB_GCPU, the agent's and the gateway's CPU ticks over the transfer.
+ab_measure() {
+  local t=$1 apid gpid a0 g0 ip
+  apid=$(echo "$PIDS" | tr ' ' '\n' | sed -n 's/^a://p'); gpid=$(echo "$PIDS" | tr ' ' '\n' | sed -n 's/^b://p')
+  ip netns exec "$NSA" ping -n -c 200 -i 0.02 -I "$SRC" "$DST" >"$t/idle.txt" 2>&1 || true
+  ip netns exec "$DSTNS" iperf3 -s -D -p 5201 -1 >/dev/null 2>&1
+  sleep 0.3
+  a0=$(cpu_ticks "$apid"); g0=$(cpu_ticks "$gpid")
+  ip netns exec "$NSA" timeout $((SECS + 20)) iperf3 -c "$DST" -B "$SRC" -p 5201 -t "$SECS" "${RFLAG[@]}" -J >"$t/iperf3.json" 2>&1 &
+  ip=$!
+  sleep 2
+  ip netns exec "$NSA" timeout $((SECS + 5)) ping -n -c "$PINGS" -i 0.05 -I "$SRC" "$DST" >"$t/load.txt" 2>&1 || true
+  wait "$ip" || true
+  AB_ACPU=$(( $(cpu_ticks "$apid") - a0 )); AB_GCPU=$(( $(cpu_ticks "$gpid") - g0 ))
+}

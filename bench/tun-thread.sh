@@ -23,8 +23,6 @@ case "$REVERSE" in 0) RFLAG=() ;; 1) RFLAG=(-R) ;; *) echo "tun-thread: TT_REVER
 [ "$SECS" -ge 6 ] || { echo "tun-thread: TT_SECONDS must be at least 6" >&2; exit 1; }
 PINGS=$(( (SECS - 3) * 20 ))
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 # One run: $1 = 1 (thread) | 0 (event loop). Prints one JSON line.
 run() {
   local thread=$1 t="$W/t"
@@ -32,19 +30,7 @@ run() {
   MTUN_TUN_THREAD=$thread W="$t" timeout 60 bash "$TUN" up >/dev/null
   # shellcheck disable=SC1091
   . "$t/env"
-  local apid gpid
-  apid=$(echo "$PIDS" | tr ' ' '\n' | sed -n 's/^a://p'); gpid=$(echo "$PIDS" | tr ' ' '\n' | sed -n 's/^b://p')
-  ip netns exec "$NSA" ping -n -c 200 -i 0.02 -I "$SRC" "$DST" >"$t/idle.txt" 2>&1 || true
-  ip netns exec "$DSTNS" iperf3 -s -D -p 5201 -1 >/dev/null 2>&1
-  sleep 0.3
-  local a0 g0 a1 g1
-  a0=$(cpu_ticks "$apid"); g0=$(cpu_ticks "$gpid")
-  ip netns exec "$NSA" timeout $((SECS + 20)) iperf3 -c "$DST" -B "$SRC" -p 5201 -t "$SECS" "${RFLAG[@]}" -J >"$t/iperf3.json" 2>&1 &
-  local ip=$!
-  sleep 2
-  ip netns exec "$NSA" timeout $((SECS + 5)) ping -n -c "$PINGS" -i 0.05 -I "$SRC" "$DST" >"$t/load.txt" 2>&1 || true
-  wait "$ip" || true
-  a1=$(cpu_ticks "$apid"); g1=$(cpu_ticks "$gpid")
+  ab_measure "$t"
   local sent written metrics
   metrics=$( { ip netns exec "$NSA" curl -s --max-time 5 "http://127.0.0.1:9093/metrics" || true; } )
   sent=$(echo "$metrics" | awk '/^mtun_agent_tun_thread_packets_total\{path="thread"\}/ {n += $2} END {print n + 0}')
@@ -63,7 +49,7 @@ run() {
       retransmits: ip.end?.sum_sent?.retransmits ?? null,
       agentCpu: Number(aT) / hz / Number(secs), gatewayCpu: Number(gT) / hz / Number(secs), threadSent: Number(sent),
       threadWritten: Number(written), reverse: reverse === "1" }));
-  ' "$thread" "$t/idle.txt" "$t/load.txt" "$t/iperf3.json" "$SECS" "$((a1 - a0))" "$((g1 - g0))" "${sent:-0}" "${written:-0}" "$REVERSE"
+  ' "$thread" "$t/idle.txt" "$t/load.txt" "$t/iperf3.json" "$SECS" "$AB_ACPU" "$AB_GCPU" "${sent:-0}" "${written:-0}" "$REVERSE"
 }
 
 for rep in $(seq 1 "$REPS"); do

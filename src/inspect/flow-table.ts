@@ -236,47 +236,36 @@ export class FlowTable {
     const pr = ((p << 16) | (p >>> 16)) >>> 0;
     const a = this.kAddr;
     const m = this.memoSlot;
-    if (m >= 0 && m < this.cap && this.state[m] !== S_FREE && this.kHash[m] === h && this.kMeta[m] === meta) {
-      const b = m * 8;
-      const kp = this.kPorts[m]!;
-      if (kp === p && a[b] === k[0] && a[b + 1] === k[1] && a[b + 2] === k[2] && a[b + 3] === k[3]
-        && a[b + 4] === k[4] && a[b + 5] === k[5] && a[b + 6] === k[6] && a[b + 7] === k[7]) {
-        this.dir = 0;
-        return m;
-      }
-      if (kp === pr && a[b] === k[4] && a[b + 1] === k[5] && a[b + 2] === k[6] && a[b + 3] === k[7]
-        && a[b + 4] === k[0] && a[b + 5] === k[1] && a[b + 6] === k[2] && a[b + 7] === k[3]) {
-        this.dir = 1;
-        return m;
-      }
-    }
-    const s = this.probe(h, meta, k, p, pr, a);
-    if (s >= 0) this.memoSlot = s;
-    return s;
-  }
-
-  private probe(h: number, meta: number, k: Uint32Array, p: number, pr: number, a: Uint32Array): number {
+    if (m >= 0 && m < this.cap && this.state[m] !== S_FREE && this.holds(m, h, meta, k, p, pr, a)) return m;
     let x = h & this.mask;
     for (;;) {
       const e = this.index[x]!;
       if (e === 0) return -1;
       const s = e - 1;
-      if (this.kHash[s] === h && this.kMeta[s] === meta) {
-        const b = s * 8;
-        const kp = this.kPorts[s]!;
-        if (kp === p && a[b] === k[0] && a[b + 1] === k[1] && a[b + 2] === k[2] && a[b + 3] === k[3]
-          && a[b + 4] === k[4] && a[b + 5] === k[5] && a[b + 6] === k[6] && a[b + 7] === k[7]) {
-          this.dir = 0;
-          return s;
-        }
-        if (kp === pr && a[b] === k[4] && a[b + 1] === k[5] && a[b + 2] === k[6] && a[b + 3] === k[7]
-          && a[b + 4] === k[0] && a[b + 5] === k[1] && a[b + 6] === k[2] && a[b + 7] === k[3]) {
-          this.dir = 1;
-          return s;
-        }
+      if (this.holds(s, h, meta, k, p, pr, a)) {
+        this.memoSlot = s;
+        return s;
       }
       x = (x + 1) & this.mask;
     }
+  }
+
+  /** Whether slot s holds the loaded key (hash h) in either orientation; sets {@link dir} when it does. */
+  private holds(s: number, h: number, meta: number, k: Uint32Array, p: number, pr: number, a: Uint32Array): boolean {
+    if (this.kHash[s] !== h || this.kMeta[s] !== meta) return false;
+    const b = s * 8;
+    const kp = this.kPorts[s]!;
+    if (kp === p && a[b] === k[0] && a[b + 1] === k[1] && a[b + 2] === k[2] && a[b + 3] === k[3]
+      && a[b + 4] === k[4] && a[b + 5] === k[5] && a[b + 6] === k[6] && a[b + 7] === k[7]) {
+      this.dir = 0;
+      return true;
+    }
+    if (kp === pr && a[b] === k[4] && a[b + 1] === k[5] && a[b + 2] === k[6] && a[b + 3] === k[7]
+      && a[b + 4] === k[0] && a[b + 5] === k[1] && a[b + 6] === k[2] && a[b + 7] === k[3]) {
+      this.dir = 1;
+      return true;
+    }
+    return false;
   }
 
   /** True when a new flow needs an eviction first (full at maxFlows); grows the arrays when below it. */
