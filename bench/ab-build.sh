@@ -50,13 +50,7 @@ run() {
   ' "$(label "$tree")" "$t/idle.txt" "$t/load.txt" "$t/iperf3.json" "$SECS" "$AB_ACPU" "$AB_GCPU"
 }
 
-for rep in $(seq 1 "$REPS"); do
-  if [ $((rep % 2)) = 1 ]; then order="$HERE $BASE"; else order="$BASE $HERE"; fi
-  for tree in $order; do
-    line=$(run "$tree")
-    echo "$line" | tee -a "$OUT/runs.jsonl"
-  done
-done
+ab_interleave "$HERE" "$BASE"
 
 node -e '
   const fs = require("fs");

@@ -1,10 +1,11 @@
 # Set-up shared by the interleaved A/B lab scripts (bench/queue-delay.sh,
-# bench/tun-thread.sh), sourced after `set -euo pipefail`, with NAME (for
+# bench/tun-thread.sh, bench/ab-build.sh), sourced after `set -euo pipefail`, with NAME (for
 # messages and the results folder) and PFX (namespace prefix) set: checks
 # root, the tools and dist/; exports ROOT, the underlay namespaces NSA/NSB
 # and their addresses; sets W (a scratch folder), OUT (the results folder),
 # TUN (the mtun-offload tunnel script); builds the underlay; and removes
-# everything on exit.
+# everything on exit. Also defines ab_measure (one transfer's measurement)
+# and ab_interleave (the rounds), below.
 [ "$(id -u)" = 0 ] || { echo "$NAME: needs root (network namespaces)" >&2; exit 1; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export ROOT P="$PFX$$x" UA=192.0.2.1 UB=192.0.2.2
@@ -45,4 +46,17 @@ ab_measure() {
   ip netns exec "$NSA" timeout $((SECS + 5)) ping -n -c "$PINGS" -i 0.05 -I "$SRC" "$DST" >"$t/load.txt" 2>&1 || true
   wait "$ip" || true
   AB_ACPU=$(( $(cpu_ticks "$apid") - a0 )); AB_GCPU=$(( $(cpu_ticks "$gpid") - g0 ))
+}
+
+# $REPS rounds of the caller's `run "$1"` and `run "$2"`, which goes first
+# alternating; each line it prints goes to $OUT/runs.jsonl and stdout.
+ab_interleave() {
+  local a=$1 b=$2 rep x
+  for rep in $(seq 1 "$REPS"); do
+    local order=("$a" "$b")
+    [ $((rep % 2)) = 1 ] || order=("$b" "$a")
+    for x in "${order[@]}"; do
+      run "$x" | tee -a "$OUT/runs.jsonl"
+    done
+  done
 }

@@ -52,13 +52,7 @@ run() {
   ' "$thread" "$t/idle.txt" "$t/load.txt" "$t/iperf3.json" "$SECS" "$AB_ACPU" "$AB_GCPU" "${sent:-0}" "${written:-0}" "$REVERSE"
 }
 
-for rep in $(seq 1 "$REPS"); do
-  if [ $((rep % 2)) = 1 ]; then order="1 0"; else order="0 1"; fi
-  for thread in $order; do
-    line=$(run "$thread")
-    echo "$line" | tee -a "$OUT/runs.jsonl"
-  done
-done
+ab_interleave 1 0
 
 node -e '
   const fs = require("fs");
