@@ -61,7 +61,9 @@ function shortUrl(url) {
  */
 const NATIVE_WRAPPERS = [
   [/\/dist\/quic\/ngtcp2\.js$/, 'recv', 'QUIC engine: recv (decrypt, frames)'],
+  [/\/dist\/quic\/ngtcp2\.js$/, 'recvSegments', 'QUIC engine: recv (decrypt, frames)'],
   [/\/dist\/quic\/ngtcp2\.js$/, 'send', 'QUIC engine: send (packetize, encrypt)'],
+  [/\/dist\/quic\/ngtcp2\.js$/, 'drain', 'QUIC engine: send (packetize, encrypt)'],
   [/\/dist\/quic\/ngtcp2\.js$/, '*', 'QUIC engine: other calls (dgram queues, streams, timers)'],
   [/\/dist\/net\/native-udp\.js$/, 'send', 'syscalls: UDP sendmmsg (+ kernel stack)'],
   [/\/dist\/net\/native-udp\.js$/, 'recv', 'syscalls: UDP recvmmsg'],
