@@ -305,22 +305,20 @@ export class H3Connection implements ReadHost, ControlHost {
             let off = 0;
             let i = 0;
             let gone = false;
-            for (; i < k && !this.closed && !gone; i++) {
-              // Taken from the engine already: a handler that throws must not lose the rest of the batch.
+            for (; i < k && !this.closed && !gone && failed === null; i++) {
               try {
                 this.onDatagram(buf, off, lens[i]!);
               } catch (e) {
                 if (e instanceof ConnectionClosed) gone = true;
-                else failed ??= e;
+                else failed = e; // the connection is closed for it (the endpoint's handlerFailed): nothing more is handled
               }
               off += lens[i]!;
             }
             if (i < k) {
-              // The connection closed part way: the rest of the batch is dropped, and counted.
+              // The connection closed, or a handler failed, part way: the rest of the batch is dropped, and counted.
               this.counters.datagramsReceived += k - i;
               this.counters.datagramsDroppedConnectionClosed += k - i;
             }
-            // After a handler failed, the rest of this batch was handled; the queue is left for the next read, as one by one.
             if (this.closed || gone || failed !== null) break;
           }
         } finally {

@@ -28,7 +28,7 @@ export interface H3Counters {
   datagramsDroppedClosedStream: number;
   /** Datagram for a stream not (yet) opened. */
   datagramsDroppedUnknownStream: number;
-  /** Datagrams read in one batch with others after which the connection closed (handleDatagrams). */
+  /** Datagrams read in one batch with others after which the connection closed or a handler failed (handleDatagrams). */
   datagramsDroppedConnectionClosed: number;
   /** Datagram for an Extended CONNECT not yet answered. */
   datagramsDroppedPending: number;

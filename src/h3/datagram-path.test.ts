@@ -133,4 +133,16 @@ describe('HTTP Datagrams read in batches (QuicTransport.dgramRecvBatch)', () => 
     expect(srv.counters.datagramsReceived).toBe(4);
     expect(srv.counters.datagramsDroppedConnectionClosed).toBe(2);
   });
+
+  it('stops at a handler that throws: the error comes out, the rest of the batch is counted as dropped', () => {
+    let n = 0;
+    const { st, srv } = openTunnel({}, () => {
+      if (++n === 2) throw new Error('handler bug');
+    });
+    for (let i = 1; i <= 4; i++) st.injectDatagram(Uint8Array.of(0, 0, i));
+    expect(() => srv.handleDatagrams()).toThrow('handler bug');
+    expect(n).toBe(2);
+    expect(srv.counters.datagramsReceived).toBe(4);
+    expect(srv.counters.datagramsDroppedConnectionClosed).toBe(2);
+  });
 });

@@ -125,28 +125,62 @@ const DEFAULT_REPORTER_V6 = parseIp('fe80::1')!.address;
 
 /**
  * What judgeClientPacket reads of one session, kept here by the session
- * itself. The lists are read-only arrays the session replaces whole as
+ * itself. The lists are frozen arrays the session replaces whole as
  * capsules and the host change them (the pass cache relies on it,
- * ClientPassCache). A class with plain fields, not an object literal with
+ * ClientPassCache). A class, not an object literal with
  * getters: V8 keeps such a literal in dictionary mode, and each per-packet
  * read of it went through the generic property lookup (BENCHMARKS.md,
  * "The gateway's receive path in JavaScript", 7 December 2026).
  */
 class GatewayJudgeContext implements ClientPacketContext {
-  /** Addresses assigned to the client. */
-  grants: readonly AddressEntry[] = [];
-  /** Client prefixes this session owns (installed, or accepted when there is no table): exactly what the source check passes. */
-  owned: readonly ClientRoute[] = [];
+  // Each list is frozen as it is set: an edit in place (which would outlive a cached verdict) throws instead.
+  private g: readonly AddressEntry[] = Object.freeze([]);
+  private o: readonly ClientRoute[] = Object.freeze([]);
+  private r: readonly IpAddressRange[];
+  private w: readonly Uint8Array[];
   constructor(
     readonly scope: ConnectIpScope,
     readonly resolvedTarget: readonly IpPrefix[],
     readonly allow: DestinationAllowance | undefined,
     readonly policy: PacketPolicy | undefined,
-    /** Routes advertised to the client, narrowed to the scope. */
-    public ourRanges: readonly IpAddressRange[],
-    /** The gateway's own addresses, refused as destinations (replaced when the host's addresses change). */
-    public ownAddresses: readonly Uint8Array[],
-  ) {}
+    ourRanges: readonly IpAddressRange[],
+    ownAddresses: readonly Uint8Array[],
+  ) {
+    this.r = Object.freeze(ourRanges);
+    this.w = Object.freeze(ownAddresses);
+  }
+
+  /** Addresses assigned to the client. */
+  get grants(): readonly AddressEntry[] {
+    return this.g;
+  }
+  set grants(v: readonly AddressEntry[]) {
+    this.g = Object.freeze(v);
+  }
+
+  /** Client prefixes this session owns (installed, or accepted when there is no table): exactly what the source check passes. */
+  get owned(): readonly ClientRoute[] {
+    return this.o;
+  }
+  set owned(v: readonly ClientRoute[]) {
+    this.o = Object.freeze(v);
+  }
+
+  /** Routes advertised to the client, narrowed to the scope. */
+  get ourRanges(): readonly IpAddressRange[] {
+    return this.r;
+  }
+  set ourRanges(v: readonly IpAddressRange[]) {
+    this.r = Object.freeze(v);
+  }
+
+  /** The gateway's own addresses, refused as destinations (replaced when the host's addresses change). */
+  get ownAddresses(): readonly Uint8Array[] {
+    return this.w;
+  }
+  set ownAddresses(v: readonly Uint8Array[]) {
+    this.w = Object.freeze(v);
+  }
 }
 
 /** The rest of what judgeClientIp reads of a session (a class for the same reason as {@link GatewayJudgeContext}). */

@@ -132,7 +132,7 @@ const PASS_ENTRIES = 8;
  * the addresses' last bytes, so a session carrying several host pairs at
  * once keeps them. A context must replace a list when it changes, or append
  * to it (a longer list misses), never edit it in place: the gateway
- * session's lists are read-only arrays it replaces. Allocation-free.
+ * session's lists are frozen arrays it replaces. Allocation-free.
  */
 export class ClientPassCache {
   /** Per entry: IP version (0: empty) and protocol. */
@@ -194,12 +194,6 @@ export class ClientPassCache {
     }
     this.key[2 * e] = v;
     this.key[2 * e + 1] = info.proto;
-  }
-
-  /** Forgets every entry (the next packets are checked in full). */
-  clear(): void {
-    this.key.fill(0);
-    this.grants = this.owned = this.ranges = this.own = null;
   }
 }
 

@@ -31,6 +31,9 @@ describe('CONNECT-IP sessions over an in-memory stream pair', () => {
     const got = r.client.assignedAddresses().map((a) => `${a.requestId} ${formatIp(a.address)}/${a.prefixLength}`);
     expect(got).toEqual(['1 10.89.0.2/32', '2 fd00:89:0:1::/64', '3 10.89.0.16/28', '4 fd00:89::42/128']);
     expect(r.gateway.grantedAddresses()).toHaveLength(4);
+    // The session's lists are frozen: an edit in place would outlive the verdicts its pass cache keeps (ClientPassCache).
+    expect(Object.isFrozen(r.gateway.grantedAddresses()) && Object.isFrozen(r.gateway.clientRoutes())).toBe(true);
+    expect(() => (r.gateway.grantedAddresses() as unknown as unknown[]).push(0)).toThrow(TypeError);
     // Return path installed for each grant.
     expect(r.table.lookup4(ip('10.89.0.20'), 0)).toBe(r.gateway);
     expect(r.table.lookup6(ip('fd00:89:0:1::99'), 0)).toBe(r.gateway);
