@@ -293,46 +293,36 @@ export class H3Connection implements ReadHost, ControlHost {
     const buf = dgramScratch.take();
     this.reader.begin();
     try {
-      const t = this.transport;
-      if (t.dgramRecvBatch !== undefined) {
-        // One engine call per batch of datagrams, each handled at its offset (the handler may rewrite it in place only).
-        const lens = dgramLensFree.pop() ?? new Uint32Array(64);
-        let failed: unknown = null;
-        try {
-          for (;;) {
-            const k = t.dgramRecvBatch(buf, lens);
-            if (k === 0) break;
-            let off = 0;
-            let i = 0;
-            let gone = false;
-            for (; i < k && !this.closed && !gone && failed === null; i++) {
-              try {
-                this.onDatagram(buf, off, lens[i]!);
-              } catch (e) {
-                if (e instanceof ConnectionClosed) gone = true;
-                else failed = e; // the connection is closed for it (the endpoint's handlerFailed): nothing more is handled
-              }
-              off += lens[i]!;
-            }
-            if (i < k) {
-              // The connection closed, or a handler failed, part way: the rest of the batch is dropped, and counted.
-              this.counters.datagramsReceived += k - i;
-              this.counters.datagramsDroppedConnectionClosed += k - i;
-            }
-            if (this.closed || gone || failed !== null) break;
-          }
-        } finally {
-          if (dgramLensFree.length < 4) dgramLensFree.push(lens);
-        }
-        if (failed !== null) throw failed;
-      } else {
+      // One engine call per batch of datagrams, each handled at its offset (the handler may rewrite it in place only).
+      const lens = dgramLensFree.pop() ?? new Uint32Array(64);
+      let failed: unknown = null;
+      try {
         for (;;) {
-          const n = t.dgramRecv(buf);
-          if (n === null) break;
-          this.onDatagram(buf, 0, n);
-          if (this.closed) break;
+          const k = this.transport.dgramRecvBatch(buf, lens);
+          if (k === 0) break;
+          let off = 0;
+          let i = 0;
+          let gone = false;
+          for (; i < k && !this.closed && !gone && failed === null; i++) {
+            try {
+              this.onDatagram(buf, off, lens[i]!);
+            } catch (e) {
+              if (e instanceof ConnectionClosed) gone = true;
+              else failed = e; // the connection is closed for it (the endpoint's handlerFailed): nothing more is handled
+            }
+            off += lens[i]!;
+          }
+          if (i < k) {
+            // The connection closed, or a handler failed, part way: the rest of the batch is dropped, and counted.
+            this.counters.datagramsReceived += k - i;
+            this.counters.datagramsDroppedConnectionClosed += k - i;
+          }
+          if (this.closed || gone || failed !== null) break;
         }
+      } finally {
+        if (dgramLensFree.length < 4) dgramLensFree.push(lens);
       }
+      if (failed !== null) throw failed;
     } catch (e) {
       if (!(e instanceof ConnectionClosed)) throw e;
     } finally {

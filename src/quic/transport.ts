@@ -49,15 +49,13 @@ export interface QuicTransport {
    * for the path now, or the send queue is full); the caller counts it.
    */
   dgramSend(data: Uint8Array, offset: number, length: number): boolean;
-  /** Take the next received DATAGRAM payload into buf; its length, or null when none. */
-  dgramRecv(buf: Uint8Array): number | null;
   /**
-   * Optional: take the waiting DATAGRAM payloads, oldest first, back to back
-   * into buf while the next fits, their lengths into lens (at most
-   * lens.length); how many, 0 when none waits. One call for a receive
-   * batch instead of one per datagram.
+   * Take the waiting DATAGRAM payloads, oldest first, back to back into buf
+   * while the next fits, their lengths into lens (at most lens.length); how
+   * many, 0 when none waits. One call for a receive batch instead of one per
+   * datagram.
    */
-  dgramRecvBatch?(buf: Uint8Array, lens: Uint32Array): number;
+  dgramRecvBatch(buf: Uint8Array, lens: Uint32Array): number;
   /** Largest DATAGRAM payload that fits the path now; null before the peer allowed datagrams. */
   dgramMaxWritableLen(): number | null;
   /** Close the connection with an application (app=true) or transport error code. */

@@ -14,8 +14,6 @@ export interface MemoryTransportOptions {
   dgramMaxBytes?: number | null;
   /** Datagrams queued at a receiver before dgramSend drops (default 1024). */
   dgramQueue?: number;
-  /** Offer dgramRecvBatch, as QuicConnection does (default true); false: HTTP/3 reads datagram by datagram. */
-  batchDatagrams?: boolean;
 }
 
 interface RecvStream {
@@ -70,9 +68,7 @@ export class MemoryQuicTransport implements QuicTransport {
   constructor(
     readonly isServer: boolean,
     private readonly opt: Required<MemoryTransportOptions>,
-  ) {
-    if (opt.batchDatagrams) this.dgramRecvBatch = (buf, lens) => this.recvBatch(buf, lens);
-  }
+  ) {}
 
   private recvStream(id: number): RecvStream {
     let r = this.recv.get(id);
@@ -218,19 +214,7 @@ export class MemoryQuicTransport implements QuicTransport {
     this.dgrams.push(payload.slice());
   }
 
-  dgramRecv(buf: Uint8Array): number | null {
-    if (this.closeInfo) return null;
-    const d = this.dgrams.shift();
-    if (d === undefined) return null;
-    this.ops++;
-    buf.set(d, 0);
-    return d.length;
-  }
-
-  /** Set when the pair batches (MemoryTransportOptions.batchDatagrams). */
-  dgramRecvBatch?: (buf: Uint8Array, lens: Uint32Array) => number;
-
-  private recvBatch(buf: Uint8Array, lens: Uint32Array): number {
+  dgramRecvBatch(buf: Uint8Array, lens: Uint32Array): number {
     if (this.closeInfo) return 0;
     let k = 0;
     let off = 0;
@@ -273,7 +257,6 @@ export function memoryTransportPair(options: MemoryTransportOptions = {}): [clie
     streamWindowBytes: options.streamWindowBytes ?? 1 << 20,
     dgramMaxBytes: options.dgramMaxBytes === undefined ? 1200 : options.dgramMaxBytes,
     dgramQueue: options.dgramQueue ?? 1024,
-    batchDatagrams: options.batchDatagrams ?? true,
   };
   const c = new MemoryQuicTransport(false, opt);
   const s = new MemoryQuicTransport(true, opt);
