@@ -109,9 +109,7 @@ export class SessionRegistry {
   }
 
   private bump(identity: string, by: number): void {
-    const n = (this.perIdentity.get(identity) ?? 0) + by;
-    if (n <= 0) this.perIdentity.delete(identity);
-    else this.perIdentity.set(identity, n);
+    countBy(this.perIdentity, identity, by);
     this.total += by;
   }
 
@@ -136,7 +134,7 @@ export class SessionRegistry {
     this.all.add(gs);
     if (gs.ip) {
       this.byIp.set(gs.ip, gs);
-      this.ipPerIdentity.set(gs.identity, (this.ipPerIdentity.get(gs.identity) ?? 0) + 1);
+      countBy(this.ipPerIdentity, gs.identity, 1);
     }
     if (gs.kind === 'connect-udp') this.udpCount++;
     this.bump(gs.identity, 1);
@@ -148,9 +146,7 @@ export class SessionRegistry {
     this.all.delete(gs);
     if (gs.ip) {
       this.byIp.delete(gs.ip);
-      const n = (this.ipPerIdentity.get(gs.identity) ?? 0) - 1;
-      if (n <= 0) this.ipPerIdentity.delete(gs.identity);
-      else this.ipPerIdentity.set(gs.identity, n);
+      countBy(this.ipPerIdentity, gs.identity, -1);
     }
     if (gs.kind === 'connect-udp') this.udpCount--;
     this.bump(gs.identity, -1);
@@ -186,4 +182,11 @@ export class SessionRegistry {
     }
     return n;
   }
+}
+
+/** Adds `by` to the count of `key` in `m`; a count that reaches 0 is removed, so the map holds only identities with sessions. */
+function countBy(m: Map<string, number>, key: string, by: number): void {
+  const n = (m.get(key) ?? 0) + by;
+  if (n <= 0) m.delete(key);
+  else m.set(key, n);
 }
