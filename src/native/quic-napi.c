@@ -152,13 +152,17 @@ static napi_value conn_peer(napi_env env, napi_callback_info info) {
 }
 
 /* quicRecv(conn, data[, offset, length]) → 0, or throws "quic: <reason>" (a close may be queued). */
+/* One received packet, on the path quicSetRecvFrom last set. */
+static int recv_on_path(struct qe_conn *c, const uint8_t *p, size_t len) {
+  return qe_conn_recv(c, p, len, c->rx_fromlen > 0 ? (const struct sockaddr *)&c->rx_from : NULL, c->rx_fromlen);
+}
+
 static napi_value conn_recv(napi_env env, napi_callback_info info) {
   uint8_t *p;
   size_t len;
   struct qe_conn *c = conn_bytes(env, info, &p, &len, "quic: recv needs a Uint8Array");
   if (c == NULL) return NULL;
-  if (qe_conn_recv(c, p, len, c->rx_fromlen > 0 ? (const struct sockaddr *)&c->rx_from : NULL, c->rx_fromlen) != 0)
-    QE_ERR(env, "quic: recv: %s", c->errmsg);
+  if (recv_on_path(c, p, len) != 0) QE_ERR(env, "quic: recv: %s", c->errmsg);
   return NULL;
 }
 
@@ -194,7 +198,7 @@ static napi_value conn_recv_segments(napi_env env, napi_callback_info info) {
     uint32_t n = size - at < step ? (uint32_t)(size - at) : step;
     const uint8_t *d = base + at;
     if (n < 1 + idlen || (d[0] & 0x80) != 0 || memcmp(d + 1, c->scid.data, idlen) != 0) break;
-    if (qe_conn_recv(c, d, n, c->rx_fromlen > 0 ? (const struct sockaddr *)&c->rx_from : NULL, c->rx_fromlen) != 0) refused++;
+    if (recv_on_path(c, d, n) != 0) refused++;
   }
   ((int32_t *)rv)[0] = refused;
   return mtun_u32(env, k);

@@ -919,13 +919,18 @@ export class QuicEndpoint implements ConnectionOwner {
     this.counters.datagramsIn += n;
     this.counters.dropRecvError += refused[0]!;
     c.rxPackets += n;
+    this.touch(c);
+    return n;
+  }
+  private readonly segRefused = new Int32Array(1);
+
+  /** `c` has input or timer work to dispatch at the end of this batch (once in the list). */
+  private touch(c: QuicConnection): void {
     if (!c.touched) {
       c.touched = true;
       this.touched.push(c);
     }
-    return n;
   }
-  private readonly segRefused = new Int32Array(1);
 
   private onDatagram(buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number): void {
     this.counters.datagramsIn++;
@@ -991,10 +996,7 @@ export class QuicEndpoint implements ConnectionOwner {
       // protocol failure it already turned into a CONNECTION_CLOSE.
       this.counters.dropRecvError++;
     }
-    if (!c.touched) {
-      c.touched = true;
-      this.touched.push(c);
-    }
+    this.touch(c);
   }
 
   /** A long-header packet for no known connection: maybe a new client. */
@@ -1737,10 +1739,7 @@ export class QuicEndpoint implements ConnectionOwner {
           this.counters.keepAlivesSent++;
           c.keepAliveDueMs = now + this.keepAliveMs;
         }
-        if (!c.touched) {
-          c.touched = true;
-          this.touched.push(c);
-        }
+        this.touch(c);
       }
     } finally {
       this.inBatch = false;

@@ -193,27 +193,28 @@ export class Ngtcp2Connection implements EngineConnection {
   setSession(session: Uint8Array): void { n().quicSetSession(this.h, session); }
 
   recv(data: Uint8Array, info: EngineRecvInfo, offset = 0, length = data.length - offset): number {
-    const f = info.from;
-    if (f.port !== this.rxPort || f.host !== this.rxHost) {
-      // Only the path this datagram is read on. Where the connection sends changes only if the engine moves
-      // there after an authenticated packet (RFC 9000 §9.3, a rebinding client; poll sees it): a datagram
-      // that merely carries the connection ID, which anyone on the path can see, must not redirect it.
-      n().quicSetRecvFrom(this.h, f.host, f.port);
-      this.rxHost = f.host;
-      this.rxPort = f.port;
-    }
+    this.readOn(info);
     n().quicRecv(this.h, data, offset, length);
     return length;
   }
 
   recvSegments(data: Uint8Array, info: EngineRecvInfo, offset: number, size: number, step: number, refused: Int32Array): number {
+    this.readOn(info);
+    return n().quicRecvSegments(this.h, data, offset, size, step, refused);
+  }
+
+  /**
+   * The path what comes next is read on. Only that: where the connection sends changes only if the engine
+   * moves there after an authenticated packet (RFC 9000 §9.3, a rebinding client; poll sees it): a datagram
+   * that merely carries the connection ID, which anyone on the path can see, must not redirect it.
+   */
+  private readOn(info: EngineRecvInfo): void {
     const f = info.from;
     if (f.port !== this.rxPort || f.host !== this.rxHost) {
-      n().quicSetRecvFrom(this.h, f.host, f.port); // as recv: only the path these are read on
+      n().quicSetRecvFrom(this.h, f.host, f.port);
       this.rxHost = f.host;
       this.rxPort = f.port;
     }
-    return n().quicRecvSegments(this.h, data, offset, size, step, refused);
   }
 
   /** Returns a reused [length, info] pair: read it before the next call. */
