@@ -238,12 +238,12 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
   constructor(stream: TunnelStream, opts: ConnectIpGatewayOptions) {
     super(stream, opts, 1);
     this.onPacket = opts.onPacket;
-    this.switches = new GatewaySwitches(this, opts.decrementHopLimit ?? true, this.probe.linkLocal);
+    this.decrement = opts.decrementHopLimit ?? true;
+    this.switches = new GatewaySwitches(this, this.decrement, this.probe.linkLocal);
     this.opts = opts;
     this.scope = opts.scope;
     this.reporter4 = opts.reporterV4 ?? DEFAULT_REPORTER_V4;
     this.reporter6 = opts.reporterV6 ?? DEFAULT_REPORTER_V6;
-    this.decrement = opts.decrementHopLimit ?? true;
     this.ctx = new GatewayJudgeContext(opts.scope, opts.resolvedTarget ?? [], opts.allowDestinations, opts.policy, this.scopedRanges(opts.routes ?? DEFAULT_ROUTES), opts.ownAddresses ?? []);
     this.leaseOwner = opts.leaseOwner ?? this;
     this.adBucket = new TokenBucket(opts.advertisementsPerSecond ?? 1, opts.advertisementBurst ?? 8, this.now());
