@@ -13,55 +13,48 @@ import { craftUdp } from '../packet/craft.js';
 
 const HASH_KEY = new Uint8Array(8).fill(3);
 
-/** Two port pairs of 10.0.0.1 → 10.0.0.2 whose keyed hashes are equal under HASH_KEY (a birthday search): only the key comparison tells them apart. */
-function collidingPorts(): [[number, number], [number, number]] {
+type Tuple = [src: string, dst: string, sport: number, dport: number];
+
+/**
+ * The first two tuples of `tupleAt` whose keyed hashes are equal under
+ * HASH_KEY (a birthday search over `tries`): only the key comparison tells
+ * them apart. `tupleAt` may rewrite the packet's addresses (10.0.0.1 →
+ * 10.0.0.2 to start with) to match the tuple it returns.
+ */
+function collision(tries: number, tupleAt: (i: number, p: Uint8Array) => Tuple): [Tuple, Tuple] {
   const t = new FlowTable(8, 4, HASH_KEY);
   const p = craftUdp({ src: '10.0.0.1', dst: '10.0.0.2', srcPort: 1, dstPort: 1 });
   const pi = new PacketInfo();
   parseIpPacket(p, 0, p.length, pi);
-  const seen = new Map<number, [number, number]>();
-  for (let sp = 1; sp < 2000; sp++) {
-    for (let dp = 1; dp < 200; dp++) {
-      const h = t.loadKey(p, pi, sp, dp);
-      const other = seen.get(h);
-      if (other !== undefined) return [other, [sp, dp]];
-      seen.set(h, [sp, dp]);
-    }
-  }
-  throw new Error('no colliding ports found');
-}
-const [c1, c2] = collidingPorts();
-
-/** Two destinations of 10.0.0.1 (ports 1 → 2) whose keyed hashes are equal under HASH_KEY: only the address comparison tells them apart. */
-function collidingAddresses(): [[string, string], [string, string]] {
-  const t = new FlowTable(8, 4, HASH_KEY);
-  const p = craftUdp({ src: '10.0.0.1', dst: '10.1.0.1', srcPort: 1, dstPort: 2 });
-  const pi = new PacketInfo();
-  parseIpPacket(p, 0, p.length, pi);
-  const seen = new Map<number, [string, string]>();
-  for (let i = 0; i < 1 << 20; i++) {
-    p[17] = 1 + (i & 0x7f); p[18] = (i >> 7) & 0xff; p[19] = 1 + ((i >> 15) & 0x3f); // 10.0.0.1 → 10.a.b.c
-    const h = t.loadKey(p, pi, 1, 2);
-    const pair: [string, string] = ['10.0.0.1', `10.${p[17]}.${p[18]}.${p[19]}`];
+  const seen = new Map<number, Tuple>();
+  for (let i = 0; i < tries; i++) {
+    const x = tupleAt(i, p);
+    const h = t.loadKey(p, pi, x[2], x[3]);
     const other = seen.get(h);
-    if (other !== undefined) return [other, pair];
-    seen.set(h, pair);
+    if (other !== undefined) return [other, x];
+    seen.set(h, x);
   }
-  throw new Error('no colliding addresses found');
+  throw new Error('no collision found');
 }
-const [a1, a2] = collidingAddresses();
+// Port pairs of 10.0.0.1 → 10.0.0.2.
+const [c1, c2] = collision(2000 * 200, (i) => ['10.0.0.1', '10.0.0.2', 1 + Math.floor(i / 199), 1 + (i % 199)]);
+// Destinations of 10.0.0.1 (ports 1 → 2): only the address comparison tells them apart.
+const [a1, a2] = collision(1 << 20, (i, p) => {
+  p[17] = 1 + (i & 0x7f); p[18] = (i >> 7) & 0xff; p[19] = 1 + ((i >> 15) & 0x3f); // 10.0.0.1 → 10.a.b.c
+  return ['10.0.0.1', `10.${p[17]}.${p[18]}.${p[19]}`, 1, 2];
+});
 
 /** Few tuples, so they come back often: two differ only in the last word of an address, two only in a port, and two pairs have the same hash. */
-const tuples: [string, string, number, number][] = [
+const tuples: Tuple[] = [
   ['10.0.0.1', '10.0.0.2', 1, 2],
   ['10.0.0.1', '10.0.0.2', 1, 3],
   ['fd00::1', 'fd00::2', 1, 2],
   ['fd00::1', 'fd00::3', 1, 2],
   ['2001:db8::9', 'fd00::2', 1, 2],
-  ['10.0.0.1', '10.0.0.2', c1[0], c1[1]],
-  ['10.0.0.1', '10.0.0.2', c2[0], c2[1]],
-  [a1[0], a1[1], 1, 2],
-  [a2[0], a2[1], 1, 2],
+  c1,
+  c2,
+  a1,
+  a2,
 ];
 
 describe('FlowTable lookup memo', () => {
