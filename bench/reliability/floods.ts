@@ -106,7 +106,8 @@ async function floodAlone(c: CampaignLab, f: Flood, rep: Report): Promise<void> 
     const [g, a] = [await c.lab.metrics('gw').catch(() => ''), await c.lab.metrics('agent').catch(() => '')];
     return [metricSum(g, 'mtun_tunnel_received_datagrams_total'), metricSum(g, 'mtun_tunnel_sent_datagrams_total'),
       metricSum(a, 'mtun_tunnel_received_datagrams_total'), metricSum(a, 'mtun_tunnel_sent_datagrams_total'),
-      metricSum(g, 'mtun_tunnel_dropped_packets_total'), metricSum(a, 'mtun_tunnel_dropped_packets_total')];
+      metricSum(g, 'mtun_tunnel_dropped_packets_total'), metricSum(a, 'mtun_tunnel_dropped_packets_total'),
+      metricSum(g, 'mtun_quic_datagrams_total', 'direction="in"'), metricSum(g, 'mtun_quic_datagrams_total', 'direction="out"')];
   };
   const t0 = Date.now();
   const idle0 = cpu();
@@ -138,6 +139,8 @@ async function floodAlone(c: CampaignLab, f: Flood, rep: Report): Promise<void> 
     tunTxDropped: { gw: await tunTxDropped(c, 'gw'), agent: await tunTxDropped(c, 'agent') },
     // What the flood became inside the tunnel: datagrams each daemon received from / sent to its peer, and dropped.
     tunnelDatagrams: { gwReceived: d[0], gwSent: d[1], agentReceived: d[2], agentSent: d[3], gwDropped: d[4], agentDropped: d[5] },
+    // The UDP datagrams (QUIC packets) the gateway received and sent: beyond the DATAGRAM frames above, ACK-only packets.
+    gwUdp: { received: d[6], sent: d[7] },
   });
   await stopIfProfiling(c);
 }
