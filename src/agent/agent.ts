@@ -37,6 +37,7 @@ import { TUN_WRITE_DROP_REASON, TunWriter, tunQueueDelay, tunRecvBudget } from '
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
+import { registerTunThreadCounters } from '../daemon/tun-thread-metrics.js';
 import { loadNative } from '../native/addon.js';
 import type { QuicConnection } from '../quic/connection.js';
 import { UdpForwarder } from './udp-forwarder.js';
@@ -131,7 +132,7 @@ export class Agent {
     const registry = telemetry.registry;
     this.transportMetrics = new AgentTransportMetrics(registry, () => (this.state === 'open' ? this.conn?.transport ?? null : null));
     registerSessionTransportGauge(registry, 'agent', () => (this.session !== null && this.conn !== null ? [{ transport: this.conn.transport }] : []));
-    registerTunThreadCounters(registry, () => this.tunThread?.stats() ?? null);
+    registerTunThreadCounters(registry, 'agent', () => this.tunThread?.stats() ?? null);
     registerH2Counters(registry, 'agent', this.h2Counters);
     registerQuicEndpointMetrics(registry, 'agent', endpoint.counters);
     this.resync = new FlowResync(registry);
@@ -939,52 +940,3 @@ function registerForwarderCounters(registry: Registry, forwarders: readonly UdpF
   });
 }
 
-/**
- * `mtun_agent_tun_thread_packets_total{path}`: packets the TUN thread read and sent itself
- * (`thread`) or handed to the event loop's path (`event_loop`: too big, link-local, fragments, no room);
- * `mtun_agent_tun_thread_events_total{event}`: its UDP sends, GSO sends, GSO sends the path refused (resent one by one), datagrams the
- * kernel refused (lost, QUIC recovers), and times it stopped reading on a full ring (the event loop behind);
- * the receive leg's datagrams received, packets written into the TUN or refused by it, holds (a
- * DATAGRAM for the event loop's path), datagrams handed to the endpoint or dropped (its ring full), recv errors.
- * Read at scrape time; absent counts while no thread runs.
- */
-function registerTunThreadCounters(registry: Registry, stats: () => Float64Array | null): void {
-  const packets: Counter<'path'> = new Counter({
-    name: 'mtun_agent_tun_thread_packets_total',
-    help: 'Packets the TUN thread (tun.thread) read: sent by the thread itself, or handed to the event loop\'s path',
-    labelNames: ['path'],
-    registers: [registry],
-    collect: () => {
-      const st = stats();
-      packets.reset();
-      if (st === null) return;
-      packets.inc({ path: 'thread' }, st[TunThreadStat.QUEUED]!);
-      packets.inc({ path: 'event_loop' }, st[TunThreadStat.TO_JS]!);
-    },
-  });
-  const events: Counter<'event'> = new Counter({
-    name: 'mtun_agent_tun_thread_events_total',
-    help: 'The TUN thread\'s UDP datagrams sent, GSO sends, GSO sends the path refused (resent datagram by datagram), datagrams the kernel refused (lost; QUIC recovers), times it stopped reading on a full ring; received datagrams, packets written into the TUN or refused, holds for the event loop, datagrams handed to the endpoint or dropped, recv errors',
-    labelNames: ['event'],
-    registers: [registry],
-    collect: () => {
-      const st = stats();
-      events.reset();
-      if (st === null) return;
-      events.inc({ event: 'udp_datagrams' }, st[TunThreadStat.UDP_DATAGRAMS]!);
-      events.inc({ event: 'gso_sends' }, st[TunThreadStat.UDP_GSO]!);
-      events.inc({ event: 'gso_refused' }, st[TunThreadStat.UDP_GSO_REFUSED]!);
-      events.inc({ event: 'udp_dropped' }, st[TunThreadStat.UDP_DROPPED]!);
-      events.inc({ event: 'ring_full' }, st[TunThreadStat.RING_FULL]!);
-      events.inc({ event: 'rx_datagrams' }, st[TunThreadStat.RX_DATAGRAMS]!);
-      events.inc({ event: 'rx_gro' }, st[TunThreadStat.RX_GRO]!);
-      events.inc({ event: 'rx_tun_written' }, st[TunThreadStat.RX_TUN]!);
-      events.inc({ event: 'rx_tun_dropped' }, st[TunThreadStat.RX_TUN_DROPPED]!);
-      events.inc({ event: 'rx_held' }, st[TunThreadStat.RX_HELD]!);
-      events.inc({ event: 'rx_to_endpoint' }, st[TunThreadStat.RX_TO_ENDPOINT]!);
-      events.inc({ event: 'rx_to_http3' }, st[TunThreadStat.RX_TO_H3]!);
-      events.inc({ event: 'rx_dropped' }, st[TunThreadStat.RX_DROPPED]!);
-      events.inc({ event: 'rx_errors' }, st[TunThreadStat.RX_ERRORS]!);
-    },
-  });
-}

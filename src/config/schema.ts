@@ -129,7 +129,24 @@ const tunFields = {
     }
   }).prefault({}),
 };
-const tunSchema = z.strictObject(tunFields).prefault({});
+/** The gateway's `tun`: as the agent's, plus where its one agent's packets cross. */
+const tunSchema = z.strictObject({
+  ...tunFields,
+  /**
+   * Carry the packets of one agent on a native thread
+   * (src/native/dataplane.c) instead of the event loop, both ways: while the
+   * gateway has exactly one HTTP/3 connection, its first CONNECT-IP
+   * session's plain packets that pass the session's check (compiled to C)
+   * are written into the TUN, and the network's answers on flows the thread
+   * saw that agent use are sent back, without waking JavaScript. Everything
+   * else (other sessions and connections, a second agent, packets of
+   * flows the network opened, RSTs, FINs, ICMP errors, failed checks) takes
+   * the event loop's path and its inbound filter, which still sees every
+   * packet for telemetry. Only with the native TUN and socket.
+   * false: the event loop.
+   */
+  thread: z.boolean().default(true),
+}).prefault({});
 
 /** The agent's `tun`: as the gateway's, plus where its TUN → UDP leg runs. */
 const agentTunSchema = z.strictObject({

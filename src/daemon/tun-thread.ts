@@ -86,23 +86,26 @@ export class TunThread {
    * thread published a packet for the event loop's path, a quarter of the
    * ring, packets that waited 2 ms, or its read failed; it calls {@link drain}.
    * Packets the thread sent wait in the ring until then, or until the owner
-   * drains it for another reason ({@link hasPending}).
+   * drains it for another reason ({@link hasPending}). `slotMtu`: the
+   * largest IP packet a ring slot takes (default the TUN's MTU; a gateway
+   * passes the largest an agent may send, which the agent's TUN MTU sets,
+   * not the gateway's).
    */
-  static open(tun: TunDevice, udp: UdpBatchSocket, headroom: number, onReady: () => void): TunThread | null {
+  static open(tun: TunDevice, udp: UdpBatchSocket, headroom: number, onReady: () => void, slotMtu = tun.mtu): TunThread | null {
     if (tun.nativeFd === undefined || udp.nativeFd === undefined) return null;
-    return new TunThread(tun, udp, headroom, onReady);
+    return new TunThread(tun, udp, headroom, onReady, slotMtu);
   }
 
-  private constructor(tun: TunDevice, udp: UdpBatchSocket, readonly headroom: number, onReady: () => void) {
+  private constructor(tun: TunDevice, udp: UdpBatchSocket, readonly headroom: number, onReady: () => void, slotMtu: number) {
     this.native = loadNative();
     const { fd, vnet } = tun.nativeFd!();
-    this.slots = allocSlots(RING_SLOTS, headroom + tun.mtu);
+    this.slots = allocSlots(RING_SLOTS, headroom + slotMtu);
     const arena = slotArena(this.slots)!;
     this.meta = new Uint32Array(2 * RING_SLOTS);
     this.stamps = new Float64Array(RING_SLOTS);
     this.uslots = allocSlots(ENDPOINT_SLOTS, ENDPOINT_SLOT_BYTES);
     const uarena = slotArena(this.uslots)!;
-    this.dp = this.native.dpOpen(fd, vnet, udp.nativeFd!(), udp.gso, arena.buf, arena.stride, headroom, tun.mtu,
+    this.dp = this.native.dpOpen(fd, vnet, udp.nativeFd!(), udp.gso, arena.buf, arena.stride, headroom, slotMtu,
       this.meta, this.stamps, this.ctl, onReady, uarena.buf, uarena.stride, this.umeta, this.uaddrs);
     this.perfOffset = performance.now() - this.native.dpNow();
   }
@@ -122,15 +125,21 @@ export class TunThread {
   /**
    * Sends the plain packets on `conn` (QuicConnection's engine handle), each
    * after `prefix` (quarter stream ID, context ID 0); IPv6 only while `ipv6`.
-   * With `receiveTable` (the session's receive check, an agent table from
-   * `judgeTable`), the thread also reads the socket. `mssMtu` (0: none)
-   * clamps the MSS of SYNs both ways, as the agent's `mssClamp`. Replaces an earlier
-   * attachment. (The TUN is the thread's from {@link open} on, attached or
-   * not: the caller never reads it itself.)
+   * With `receiveTable` (the session's receive check from `judgeTable`) the
+   * thread also reads the socket. An agent's table (`compileAgentTable`):
+   * the agent's legs. A gateway's (`compileGatewayTable`): the thread also
+   * decrements the TTL of what it writes into the TUN when the table says
+   * so, and of what it reads from the TUN sends only the answers on flows it
+   * saw the agent send on within `flowTtlMs` (no RST or FIN: those, and
+   * everything else, take the event loop's path and its inbound filter).
+   * `mssMtu` (0: none) clamps the MSS of SYNs both ways, as the agent's
+   * `mssClamp`. Replaces an earlier attachment (and forgets those flows).
+   * (The TUN is the thread's from {@link open} on, attached or not: the
+   * caller never reads it itself.)
    */
-  attach(conn: unknown, prefix: Uint8Array, ipv6: boolean, receiveTable: NativeJudgeTable | null = null, mssMtu = 0): void {
+  attach(conn: unknown, prefix: Uint8Array, ipv6: boolean, receiveTable: NativeJudgeTable | null = null, mssMtu = 0, flowTtlMs = 0): void {
     if (this.closed) return;
-    this.native.dpAttach(this.dp, conn, prefix, ipv6, receiveTable, mssMtu);
+    this.native.dpAttach(this.dp, conn, prefix, ipv6, receiveTable, mssMtu, flowTtlMs);
     this.attachedTo = conn;
     this.rxTable = receiveTable;
   }

@@ -25,7 +25,7 @@ import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
 import { defaultIdleSweeper } from '../masque/connect-udp/idle-sweeper.js';
 import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, prefixesOverlap, type IpPrefix } from '../packet/ip-address.js';
-import { IPPROTO, type PacketInfo } from '../packet/ip-packet.js';
+import { IPPROTO, PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { refuse } from '../masque/proxy-status.js';
 import { INBOUND_DROP_NAMES, InboundDrop, InboundFilter } from '../masque/inbound/inbound-filter.js';
 import { localAddresses, localSubnets } from '../masque/destination-policy.js';
@@ -40,6 +40,11 @@ import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
 import { TUN_WRITE_DROP_REASON, TunWriter, tunQueueDelay, tunRecvBudget } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
+import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
+import { registerTunThreadCounters } from '../daemon/tun-thread-metrics.js';
+import { loadNative } from '../native/addon.js';
+import { DEFAULT_INBOUND_TIMEOUTS } from '../masque/inbound/conn-track.js';
+import type { H3Connection } from '../h3/connection.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 import { admitConnect } from './admit-connect.js';
 import { registerAuthCounters } from './auth-metrics.js';
@@ -135,6 +140,7 @@ export class Gateway {
       directionOf: directionByLocalPrefixes(config.advertise),
     });
     const dropId = telemetry.metrics.dropReasonId(TUN_WRITE_DROP_REASON);
+    this.tunDropId = dropId;
     this.tunWriter = new TunWriter(tun, 65_535, (n) => telemetry.metrics.drop(dropId, n));
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
     this.linkLocalId = telemetry.metrics.dropReasonId(GW_DROP_LINK_LOCAL);
@@ -146,6 +152,17 @@ export class Gateway {
     registerAuthCounters(telemetry.registry, { endpoint: endpoint.counters, superseded: () => this.reg.superseded });
     registerQuicEndpointMetrics(telemetry.registry, 'gateway', endpoint.counters);
     const reader = new TunReader(tun, this.onTunBatch, (e) => this.fail(e));
+    if (config.tun.thread) {
+      try {
+        // Slots as large as what an agent may send: its TUN MTU, not ours, sets it.
+        this.tunThread = TunThread.open(tun, io.udp, TUN_HEADROOM, this.onThreadReady, MAX_UDP_PAYLOAD_BYTES);
+      } catch (e) {
+        io.log.warn({ err: (e as Error).message }, 'TUN thread not started: the event loop reads the TUN');
+      }
+      // The thread is the TUN's only reader from now on, attached to a session or not.
+      if (this.tunThread !== null) reader.pause();
+    }
+    registerTunThreadCounters(telemetry.registry, 'gateway', () => this.tunThread?.stats() ?? null);
     // What agents sent reaches the TUN once the endpoint's input batch is done: every connection's
     // `readable` event of the batch shares one TUN write call (the writer still writes early when its
     // slots fill), before the endpoint sends; the kernel's answers to it, read back at once, leave in
@@ -153,7 +170,9 @@ export class Gateway {
     // their own (the listener's afterData).
     endpoint.setBeforeSend(() => {
       this.tunWriter.flush();
-      reader.pollOnce();
+      const t = this.tunThread;
+      if (t !== null) this.pollThread(t);
+      else reader.pollOnce();
     });
   }
 
@@ -264,6 +283,234 @@ export class Gateway {
     this.io.onFatal?.(e);
   }
 
+  // ---------------------------------------------------------------- the TUN thread (tun.thread)
+
+  private tunThread: TunThread | null = null;
+  private readonly tunDropId: number;
+  /** The CONNECT-IP session the thread carries (the only HTTP/3 connection's first), or null. */
+  private threadSession: GwSession | null = null;
+  private threadAttachDeferred = false;
+  private threadPackets = 0;
+  private threadBytes = 0;
+  private threadRxPackets = 0;
+  private threadRxBytes = 0;
+  private threadGsoRefusedLogged = false;
+  private readonly threadStatsSeen = new Float64Array(TunThreadStat.LENGTH);
+  private readonly threadInfo = new PacketInfo();
+
+  /**
+   * A packet the TUN thread handled, in order. IN: an agent's packet it
+   * wrote into the TUN (the session's check passed, TTL decremented), seen
+   * here as the event loop's path sees what it writes: the inbound table,
+   * the flow tracker, the capture tap. SENT: a packet of the network it sent
+   * to the agent (an answer on a flow it saw the agent use). H3: a DATAGRAM
+   * for HTTP/3 (another stream or context, or one the thread's check did not
+   * pass: the session's own check judges it). Otherwise a packet of the
+   * network for the event loop's path (route, inbound default deny, rules).
+   */
+  private readonly onThreadPacket = (buf: Buffer, off: number, len: number, kind: number, at: number): void => {
+    const gs = this.threadSession;
+    if (kind === TUN_THREAD_IN) {
+      const info = this.threadInfo;
+      if (parseIpPacket(buf, off, len, info) === 0) {
+        if (gs !== null) this.inbound.track.seed(buf, info, gs.identity, at);
+        this.flows.tracker.observeParsed(buf, info, Direction.OUT, at);
+      } else this.flows.tracker.observe(buf, off, len, Direction.OUT, at);
+      if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, at);
+      this.threadRxPackets++;
+      this.threadRxBytes += len;
+      return;
+    }
+    if (kind === TUN_THREAD_H3) {
+      if (gs !== null && gs.gc.transport === 'h3') (gs.gc.http as unknown as H3Connection).receiveDatagram(buf.subarray(off, off + len), len);
+      return;
+    }
+    if (kind === TUN_THREAD_SENT) {
+      this.flows.tracker.observe(buf, off, len, Direction.IN, at);
+      if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_IN, at);
+      this.threadPackets++;
+      this.threadBytes += len;
+      return;
+    }
+    this.forwardFromNetwork(buf, len, at);
+  };
+
+  /** The thread published packets, received, or its TUN read failed. */
+  private readonly onThreadReady = (): void => {
+    const t = this.tunThread;
+    if (t === null) return;
+    if (t.readError() !== 0) {
+      this.fail(new Error(`tun ${this.tun.name}: read failed on the TUN thread (errno ${t.readError()})`));
+      return;
+    }
+    if (t.receiving || t.hasEndpointPending()) {
+      this.threadInput(t, t.receiving ? this.threadConn() : null);
+      return;
+    }
+    if (this.drainThread(t) > 0) {
+      this.endpoint.flush();
+      this.tunWriter.flush();
+    }
+  };
+
+  private threadConn(): QuicConnection | null {
+    const gc = this.threadSession?.gc;
+    return gc !== undefined && gc.transport === 'h3' ? (gc.conn as QuicConnection) : null;
+  }
+
+  /** Runs the endpoint on what the thread received, then lets it receive again (its held DATAGRAMs are handled). */
+  private threadInput(t: TunThread, received: QuicConnection | null): void {
+    const held = t.stats()[TunThreadStat.RX_HELD]!; // before the queue is looked at: see TunThread.resume
+    try {
+      this.drainThread(t);
+      this.countThreadSends(t);
+      this.endpoint.threadInput(received, t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed) : null);
+      this.tunWriter.flush();
+    } finally {
+      t.resume(held);
+    }
+  }
+
+  private drainThread(t: TunThread): number {
+    const n = t.drain(this.onThreadPacket, this.io.clock.now());
+    if (n > 0) this.countThreadSends(t);
+    return n;
+  }
+
+  /** Just before the endpoint sends: what the kernel answered inside a TUN write joins that send. */
+  private pollThread(t: TunThread): void {
+    try {
+      t.poll();
+    } catch (e) {
+      this.fail(e as Error);
+      return;
+    }
+    this.drainThread(t);
+    this.tunWriter.flush();
+  }
+
+  /** Carries what the thread did into the session's, the connection's and the endpoint's counters. */
+  private countThreadSends(t: TunThread): void {
+    const gs = this.threadSession;
+    const conn = this.threadConn();
+    if (this.threadPackets > 0) {
+      gs?.ip?.countSent(this.threadPackets, this.threadBytes);
+      conn?.noteDgramsSent(this.threadPackets);
+      this.threadPackets = 0;
+      this.threadBytes = 0;
+    }
+    if (this.threadRxPackets > 0) {
+      gs?.ip?.countReceived(this.threadRxPackets, this.threadRxBytes);
+      conn?.noteDgramsRecv(this.threadRxPackets);
+      this.threadRxPackets = 0;
+      this.threadRxBytes = 0;
+    }
+    const st = t.stats();
+    const seen = this.threadStatsSeen;
+    const d = (i: TunThreadStat): number => st[i]! - seen[i]!;
+    const c = this.endpoint.counters;
+    // Datagrams the thread handed to the endpoint are counted there as they are fed.
+    c.datagramsIn += d(TunThreadStat.RX_DATAGRAMS) - d(TunThreadStat.RX_TO_ENDPOINT);
+    c.dropRecvError += d(TunThreadStat.RX_REFUSED);
+    c.datagramsOut += d(TunThreadStat.UDP_DATAGRAMS);
+    c.gsoSends += d(TunThreadStat.UDP_GSO);
+    c.groReceives += d(TunThreadStat.RX_GRO);
+    if (d(TunThreadStat.UDP_GSO_REFUSED) > 0 && !this.threadGsoRefusedLogged) {
+      this.threadGsoRefusedLogged = true;
+      this.io.log.warn({ socket: 'tun-thread' }, GSO_REFUSED_LOG);
+    }
+    const tunDropped = d(TunThreadStat.RX_TUN_DROPPED);
+    if (tunDropped > 0) this.telemetry.metrics.drop(this.tunDropId, tunDropped);
+    seen.set(st);
+  }
+
+  /**
+   * How long the thread lets the network answer on a flow after the
+   * agent's last packet on it: never longer than the inbound table keeps a
+   * flow in any state (an RST's closing time included, for RSTs the thread
+   * does not see), so the thread passes a subset of what the filter passes.
+   */
+  private threadFlowTtlMs(): number {
+    const t = { ...DEFAULT_INBOUND_TIMEOUTS, ...this.config.inboundTracking.timeouts };
+    return Math.min(t.udpMs, t.icmpMs, t.tcpOpeningMs, Math.max(1000, t.tcpClosingMs / 10));
+  }
+
+  /**
+   * Attaches the thread to the CONNECT-IP session it should carry, with a
+   * check compiled from the session as it is now, or detaches it: the
+   * first open CONNECT-IP session of the only HTTP/3 connection (with more,
+   * the datagrams of all the others would cross the thread's ring to the
+   * endpoint). Called after every change the session's check reads
+   * (addresses, routes, IPv6, policy, the host's addresses) and every
+   * connection or session that opens or closes.
+   */
+  private refreshThread(recompile = false): void {
+    const t = this.tunThread;
+    if (t === null) return;
+    const want = this.stopping ? null : this.threadCandidate();
+    if (want !== this.threadSession) this.detachThread();
+    if (want === null || (want === this.threadSession && !recompile)) return;
+    const conn = want.gc.conn as QuicConnection;
+    // The endpoint may still hold datagrams it read (a GRO batch past its receive budget): a thread receiving now
+    // would write newer ones into the TUN before them. The endpoint stops reading; the attach waits a turn.
+    if (t.attached === null && this.endpoint.holdsInput) {
+      this.endpoint.pauseInput();
+      if (!this.threadAttachDeferred) {
+        this.threadAttachDeferred = true;
+        setImmediate(() => {
+          this.threadAttachDeferred = false;
+          this.refreshThread();
+          if (t.attached === null && !this.threadAttachDeferred) this.endpoint.resumeInput();
+        });
+      }
+      return;
+    }
+    const ip = want.ip!;
+    t.attach(conn.q.nativeHandle(), ip.datagramPrefix(), ip.ipv6Enabled, loadNative().judgeTable(ip.receiveTable(want.policy)), 0, this.threadFlowTtlMs());
+    this.endpoint.pauseInput();
+    if (this.threadSession !== want) this.io.log.info({ session: want.id, identity: want.identity }, 'TUN thread attached');
+    this.threadSession = want;
+  }
+
+  private threadCandidate(): GwSession | null {
+    let h3: GwConn | null = null;
+    for (const gc of this.reg.conns) {
+      if (gc.transport !== 'h3') continue;
+      if (h3 !== null) return null;
+      h3 = gc;
+    }
+    if (h3 === null || h3.conn.isClosed) return null;
+    for (const gs of h3.sessions) if (gs.ip !== null && !gs.ip.isClosed) return gs;
+    return null;
+  }
+
+  /** The thread stops carrying the session; what it read before is handled on the next turn. */
+  private detachThread(): void {
+    const t = this.tunThread;
+    if (t === null || t.attached === null) {
+      this.threadSession = null;
+      return;
+    }
+    const conn = this.threadConn();
+    t.detach();
+    this.threadSession = null;
+    // The endpoint reads the socket again. What the thread received and left (held DATAGRAMs, datagrams for the
+    // endpoint) is handled on the next turn: detach may run inside the endpoint's events, which hold the engine
+    // lock, and the thread takes its producer lock before that one.
+    this.endpoint.resumeInput();
+    setImmediate(() => this.threadInput(t, conn));
+  }
+
+  private closeThread(): void {
+    const t = this.tunThread;
+    if (t === null) return;
+    this.detachThread();
+    this.tunThread = null;
+    t.close(this.onThreadPacket, this.io.clock.now());
+    this.countThreadSends(t);
+    if (t.hasEndpointPending()) this.endpoint.threadInput(null, (feed) => t.drainEndpoint(feed));
+  }
+
   // ---------------------------------------------------------------- control path
 
   private onConnection(conn: QuicConnection): void {
@@ -290,12 +537,15 @@ export class Gateway {
     );
     this.reg.conns.add(gc);
     this.io.log.info({ remote: gc.remote, identity: gc.certIdentity }, 'agent connected');
+    // A second agent: the thread serves one connection (the endpoint's ring would carry every other one).
+    this.refreshThread();
   }
 
   private onConnectionClosed(gc: GwConn): void {
     this.reg.conns.delete(gc);
     if (gc.conn.handlerError !== null) this.io.log.error({ remote: gc.remote, err: gc.conn.handlerError.stack }, 'connection closed after a handler error');
     for (const s of [...gc.sessions]) this.sessionClosed(s);
+    this.refreshThread();
     if (this.reg.conns.size === 0) this.onDrained?.();
   }
 
@@ -420,6 +670,8 @@ export class Gateway {
           else if (e.type === 'route-conflict') log.warn({ session: gs.id, identity, prefix: e.prefix }, 'advertised route already owned by another session');
           else if (e.type === 'ipv6-disabled') log.warn({ session: gs.id, maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
           else if (e.type === 'closed') this.sessionClosed(gs);
+          // The thread's check is compiled from what the session's check reads: a new one after every change of it.
+          if (e.type !== 'closed' && this.threadSession === gs) this.refreshThread(true);
         },
         pools: this.pools,
         routes: this.advertisedRoutes(policy),
@@ -447,6 +699,7 @@ export class Gateway {
     if (!this.reviewOpened(gs, reloads)) return;
     // Capsules that arrived with the request were handled before gs existed: sync routes now.
     void this.syncKernelRoutes(gs);
+    this.refreshThread();
   }
 
   /**
@@ -630,6 +883,7 @@ export class Gateway {
 
   private sessionClosed(gs: GwSession): void {
     if (!this.reg.remove(gs)) return;
+    if (this.threadSession === gs) this.refreshThread();
     this.syncSession(gs);
     gs.sync.close();
     if (gs.ip) {
@@ -733,6 +987,7 @@ export class Gateway {
       if (gs.ip) gs.ip.setOwnAddresses(own);
       else this.review(gs, 'closing session: the host\'s addresses changed');
     }
+    this.refreshThread(true);
     return own;
   }
 
@@ -795,6 +1050,8 @@ export class Gateway {
       this.closeSession(gs, 'closing session on reload', `more than maxSessionsPerIdentity (${this.config.maxSessionsPerIdentity})`);
       closed++;
     }
+    // A new policy: the thread's check is compiled again, and it forgets the flows it let answer.
+    this.refreshThread(true);
     this.endpoint.flush();
     this.io.log.info({ identities: config.policy.length, closedSessions: closed, revokedConnections: revoked.length + h2Revoked, flowsDropped }, 'certificates, policy and tokens reloaded');
   }
@@ -928,6 +1185,7 @@ export class Gateway {
     this.tick.cancel();
     this.kernelRoutes.close();
     this.onTick();
+    this.closeThread();
     this.flows.close(this.io.clock.now());
     // Sends CONNECTION_CLOSE to whoever is left, synchronously.
     this.endpoint.close(0, 'gateway shutting down');

@@ -70,6 +70,8 @@ export interface LabOptions {
   readonly tunOffload?: boolean;
   /** The agents' `tun.thread` (default: the product's, on). */
   readonly agentTunThread?: boolean;
+  /** The gateway's `tun.thread` (default: the product's, on). */
+  readonly gatewayTunThread?: boolean;
   /** Both daemons' `inspection.maxFlows` (default: the config default). */
   readonly maxFlows?: number;
   /** The agents' `h2.enabled` (default: the product's, on). */
@@ -132,7 +134,8 @@ export class Lab {
     const extra = this.opts.maxFlows !== undefined ? `inspection:\n  maxFlows: ${this.opts.maxFlows}\n` : '';
     const agentTun = this.opts.agentTunThread !== undefined ? `${off}\n  thread: ${this.opts.agentTunThread}` : `${off}`;
     const agentExtra = extra + (this.opts.agentH2 !== undefined ? `h2:\n  enabled: ${this.opts.agentH2}\n` : '');
-    writeFileSync(join(this.dir, 'gateway.yaml'), gatewayYaml(this.dir, lvl, off) + extra);
+    const gwTun = this.opts.gatewayTunThread !== undefined ? `${off}\n  thread: ${this.opts.gatewayTunThread}` : `${off}`;
+    writeFileSync(join(this.dir, 'gateway.yaml'), gatewayYaml(this.dir, lvl, gwTun) + extra);
     writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl, agentTun) + agentExtra);
     if (this.opts.secondCluster) {
       writeFileSync(join(this.dir, 'agent2.yaml'), agentYaml(this.dir, 'agent2', 'cluster-c', ['10.30.0.0/24', 'fd00:c::/64'], LAB.agentAdmin, lvl, agentTun) + agentExtra);
@@ -315,7 +318,8 @@ const WORKLOADS_YAML = `telemetry:
     fd00:b::/64: cluster-b
 `;
 
-function gatewayYaml(dir: string, logLevel: string, offload: boolean): string {
+/** `offload`: the `tun.offload` value, optionally followed by more `tun` lines (indented two spaces). */
+function gatewayYaml(dir: string, logLevel: string, offload: string): string {
   return `# written by the lab (src/lab/lab.ts)
 listen: "[::]:${LAB.gatewayPort}"
 tls:

@@ -68,7 +68,7 @@ export interface NativeBinding {
    * conn: the engine's connection handle; prefix: quarter stream ID + context ID 0; ipv6: IPv6 still carried;
    * table: the session's receive check (an agent table from judgeTable): the thread also receives.
    */
-  dpAttach(dp: NativeDataPlane, conn: unknown, prefix: Uint8Array, ipv6: boolean, table?: NativeJudgeTable | null, mssMtu?: number): void;
+  dpAttach(dp: NativeDataPlane, conn: unknown, prefix: Uint8Array, ipv6: boolean, table?: NativeJudgeTable | null, mssMtu?: number, flowTtlMs?: number): void;
   /** The event loop handled what held the receive leg: the thread receives again, unless it held again after `held` (its holds counter then). */
   dpResume(dp: NativeDataPlane, held: number): void;
   dpDetach(dp: NativeDataPlane): void;

@@ -50,6 +50,7 @@
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
+#include <sys/random.h>
 #include <uv.h>
 
 #define DP_MAGIC 0x6d647031u   /* "mdp1" */
@@ -128,6 +129,29 @@ enum {
   DP_S_LEN
 };
 
+/*
+ * The gateway's return-flow cache: flows whose packets the thread wrote
+ * into the TUN for the attached session (the agent opened or answered
+ * them). A packet read from the TUN is sent on by the thread only when it
+ * answers one of them (the reversed 5-tuple; an ICMP echo reply by its
+ * identifier) and is not a TCP RST or FIN (those change the inbound
+ * table's state: JavaScript sees them); anything else goes to the event
+ * loop's path, which judges it in full (route, inbound default deny, rules).
+ * An entry answers for flow_ttl_ms after the agent's last packet on it, no
+ * longer than the inbound table keeps a flow in any state; an RST either way
+ * removes it. So the thread passes a subset of what the inbound filter
+ * passes. Bounded probing (DP_FLOW_PROBES), oldest entry replaced: a full
+ * cache only sends more packets the slow way.
+ */
+#define DP_FLOWS 8192 /* a power of two */
+#define DP_FLOW_PROBES 8
+#define DP_FLOW_KEY 38 /* version, protocol, source, destination (16 each), source and destination port */
+struct dp_flow {
+  uint8_t key[DP_FLOW_KEY];
+  uint32_t gen;
+  double seen;
+};
+
 struct dp {
   uint32_t magic;
   int tun_fd, udp_fd, efd, epfd, tfd;
@@ -166,6 +190,14 @@ struct dp {
   bool rx_hold;           /* a DATAGRAM for the event loop's path heads the receive queue: until dpResume nothing is popped or read */
   bool udp_polled;        /* thread only */
   uint32_t mtu;           /* most bytes of an IP packet a ring slot takes */
+  /* gateway mode (the table is a gateway's client-packet check): TTL decrement on the receive leg, and the way
+   * back takes only answers on flows the thread saw the agent open (dp_flows), under qe_lock */
+  bool gw;
+  bool decrement;
+  double flow_ttl_ms;     /* an entry answers this long after the agent's last packet on it */
+  uint32_t flow_gen;      /* entries of another generation are empty: every (re)attach starts afresh */
+  uint64_t flow_seed;
+  struct dp_flow *flows;  /* DP_FLOWS entries */
 
   /* the endpoint ring: datagrams the endpoint handles as they came */
   uint8_t *uarena;
@@ -263,6 +295,114 @@ static uint32_t dp_cks16(uint32_t c, uint32_t m, uint32_t n) {
   sum = (sum & 0xffff) + (sum >> 16);
   sum = (sum & 0xffff) + (sum >> 16);
   return ~sum & 0xffff;
+}
+
+/* decrementTtl (packet/rewrite.ts) on a packet the check passed (TTL / hop limit above 1). */
+static void dp_decrement_ttl(uint8_t *p, const struct mj_info *in) {
+  if (in->version == 4) {
+    uint32_t old = (uint32_t)p[8] << 8 | p[9];
+    p[8]--;
+    uint32_t c = dp_cks16((uint32_t)p[10] << 8 | p[11], old, (uint32_t)p[8] << 8 | p[9]);
+    p[10] = (uint8_t)(c >> 8);
+    p[11] = (uint8_t)c;
+  } else {
+    p[7]--;
+  }
+}
+
+#define DP_ICMP_ECHO_REQUEST(v, t) ((v) == 4 ? (t) == 8 : (t) == 128)
+#define DP_ICMP_ECHO_REPLY(v, t) ((v) == 4 ? (t) == 0 : (t) == 129)
+
+/* The flow key of the parsed packet p as the agent sent it (reverse: p travels the other way); false: no flow. */
+static bool dp_flow_key(const uint8_t *p, const struct mj_info *in, bool reverse, uint8_t *k) {
+  uint32_t n = in->version == 4 ? 4 : 16;
+  int32_t sp = in->src_port, dp = in->dst_port;
+  if (in->proto == 1 || in->proto == 58) {
+    if (reverse ? !DP_ICMP_ECHO_REPLY(in->version, in->icmp_type) : !DP_ICMP_ECHO_REQUEST(in->version, in->icmp_type)) return false;
+    dp = 0; /* the identifier (src_port), both ways */
+    if (reverse) { dp = sp; sp = 0; }
+  } else if (in->proto != 6 && in->proto != 17) {
+    return false;
+  }
+  memset(k, 0, DP_FLOW_KEY);
+  k[0] = (uint8_t)in->version;
+  k[1] = (uint8_t)in->proto;
+  memcpy(k + 2, p + (reverse ? in->dst_off : in->src_off), n);
+  memcpy(k + 18, p + (reverse ? in->src_off : in->dst_off), n);
+  if (reverse) { int32_t x = sp; sp = dp; dp = x; }
+  k[34] = (uint8_t)(sp >> 8); k[35] = (uint8_t)sp;
+  k[36] = (uint8_t)(dp >> 8); k[37] = (uint8_t)dp;
+  return true;
+}
+
+static uint32_t dp_flow_hash(const struct dp *d, const uint8_t *k) {
+  uint64_t h = d->flow_seed ^ 0xcbf29ce484222325ull;
+  for (int i = 0; i < DP_FLOW_KEY; i++) h = (h ^ k[i]) * 0x100000001b3ull;
+  return (uint32_t)(h ^ (h >> 29)) & (DP_FLOWS - 1);
+}
+
+/* The live entry for k, or NULL. qe_lock held. */
+static struct dp_flow *dp_flow_find(struct dp *d, const uint8_t *k, double now) {
+  uint32_t h = dp_flow_hash(d, k);
+  for (uint32_t i = 0; i < DP_FLOW_PROBES; i++) {
+    struct dp_flow *f = &d->flows[(h + i) & (DP_FLOWS - 1)];
+    if (f->gen == d->flow_gen && now - f->seen <= d->flow_ttl_ms && memcmp(f->key, k, DP_FLOW_KEY) == 0) return f;
+  }
+  return NULL;
+}
+
+/* The agent sent k now: refreshes its entry, or takes an empty, dead or the oldest one in its probe window. */
+static void dp_flow_seen(struct dp *d, const uint8_t *k, double now) {
+  uint32_t h = dp_flow_hash(d, k);
+  struct dp_flow *victim = NULL;
+  bool victim_dead = false;
+  for (uint32_t i = 0; i < DP_FLOW_PROBES; i++) {
+    struct dp_flow *f = &d->flows[(h + i) & (DP_FLOWS - 1)];
+    bool dead = f->gen != d->flow_gen || now - f->seen > d->flow_ttl_ms;
+    if (!dead && memcmp(f->key, k, DP_FLOW_KEY) == 0) {
+      f->seen = now;
+      return;
+    }
+    if (dead) {
+      if (!victim_dead) victim = f, victim_dead = true;
+    } else if (victim == NULL || (!victim_dead && f->seen < victim->seen)) {
+      victim = f;
+    }
+  }
+  memcpy(victim->key, k, DP_FLOW_KEY);
+  victim->gen = d->flow_gen;
+  victim->seen = now;
+}
+
+static void dp_flow_drop(struct dp *d, const uint8_t *k, double now) {
+  struct dp_flow *f = dp_flow_find(d, k, now);
+  if (f != NULL) f->gen = d->flow_gen - 1;
+}
+
+/* Receive leg, gateway mode: the agent's packet p (check passed, parse in *in) refreshes its flow; an RST ends it. */
+static void dp_gw_rx(struct dp *d, uint8_t *p, const struct mj_info *in, double now) {
+  if (d->decrement) dp_decrement_ttl(p, in);
+  uint8_t k[DP_FLOW_KEY];
+  if (in->fragment || !dp_flow_key(p, in, false, k)) return;
+  if (in->proto == 6 && in->ip_len >= in->l4_off + 14 && (p[in->l4_off + 13] & 0x04) != 0) dp_flow_drop(d, k, now);
+  else dp_flow_seen(d, k, now);
+}
+
+/* Way back, gateway mode: whether the thread may send p (a plain packet read from the TUN) on the attached session. */
+static bool dp_gw_tx(struct dp *d, const uint8_t *p, uint32_t len, double now) {
+  struct mj_info in;
+  if (mj_parse(p, len, &in) != 0 || in.fragment) return false;
+  uint8_t k[DP_FLOW_KEY];
+  if (!dp_flow_key(p, &in, true, k)) return false;
+  if (in.proto == 6) {
+    uint8_t fl = p[in.l4_off + 13];
+    if (fl & 0x04) {
+      dp_flow_drop(d, k, now); /* JavaScript's path judges the RST, as every later packet of the flow */
+      return false;
+    }
+    if (fl & 0x01) return false;
+  }
+  return dp_flow_find(d, k, now) != NULL;
 }
 
 /*
@@ -421,7 +561,8 @@ static uint32_t dp_round(struct dp *d, bool send) {
     uint32_t len = d->sizes[i];
     uint32_t kind = DP_KIND_JS;
     bytes += len;
-    if (ok && (int64_t)(len + d->prefix_len) <= max && dp_plain(d->ipv6, p, len) && qe_dq_room(&c->dq_send)) {
+    if (ok && (int64_t)(len + d->prefix_len) <= max && dp_plain(d->ipv6, p, len) && qe_dq_room(&c->dq_send) &&
+        (!d->gw || dp_gw_tx(d, p, len, now))) {
       if (d->mss_mtu != 0 && dp_plain_syn(p, len)) (void)dp_clamp_mss(p, len, d->mss_mtu); /* in the slot: observed clamped */
       memcpy(p - d->prefix_len, d->prefix, d->prefix_len);
       qe_dq_push(&c->dq_send, p - d->prefix_len, len + d->prefix_len, stamp);
@@ -583,6 +724,7 @@ static void dp_rx_pop(struct dp *d, struct qe_conn *c, double now) {
       continue;
     }
     if (d->mss_mtu != 0) (void)dp_clamp_mss_parsed(base + d->headroom, &in, d->mss_mtu);
+    if (d->gw) dp_gw_rx(d, base + d->headroom, &in, now);
     d->wptrs[d->nw] = base;
     d->wsizes[d->nw] = n;
     if (++d->nw == DP_READ_MAX) dp_rx_flush(d);
@@ -614,6 +756,16 @@ static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint
   if (len == 0) mine = false;
   else if (p[0] & 0x80) mine = len >= 6 + id->datalen && p[5] == id->datalen && memcmp(p + 6, id->data, id->datalen) == 0;
   else mine = len >= 1 + id->datalen && memcmp(p + 1, id->data, id->datalen) == 0;
+  /* Or any other of its current connection IDs: the peer may move to one it was issued (NEW_CONNECTION_ID). */
+  if (!mine && len > 0 && !(p[0] & 0x80) && c->conn != NULL) {
+    ngtcp2_cid ids[16];
+    size_t k = ngtcp2_conn_get_num_scid(c->conn);
+    if (k <= 16) {
+      ngtcp2_conn_get_scid(c->conn, ids);
+      for (size_t j = 0; j < k && !mine; j++)
+        mine = len >= 1 + ids[j].datalen && memcmp(p + 1, ids[j].data, ids[j].datalen) == 0;
+    }
+  }
   /* From another address (a path change): the endpoint decides. */
   /* Held: the rest of this round goes to the endpoint as it came, after what the connection's queue holds (the
    * event loop handles that queue first), so the queue cannot overflow behind the held DATAGRAM. */
@@ -873,6 +1025,8 @@ static void dp_free_fds(struct dp *d) {
   free(d->rbuf);
   free(d->rscr);
   free(d->wscratch);
+  free(d->flows);
+  d->flows = NULL;
   d->vscratch = d->out = d->rbuf = d->wscratch = NULL;
   d->scr = d->rscr = NULL;
 }
@@ -982,6 +1136,8 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->wscratch = vnet ? malloc(MTUN_VNET_SCRATCH_BYTES) : NULL;
   d->rbuf = malloc((size_t)DP_RX_SLOTS * DP_RX_SLOT_BYTES);
   d->rscr = malloc(sizeof *d->rscr);
+  d->flows = calloc(DP_FLOWS, sizeof *d->flows); /* untouched (no RSS) unless a gateway attaches */
+  if (getrandom(&d->flow_seed, sizeof d->flow_seed, 0) != sizeof d->flow_seed) d->flow_seed = (uint64_t)qe_now() * 0x9e3779b97f4a7c15ull;
   for (uint32_t i = 0; d->rbuf != NULL && i < DP_RX_SLOTS; i++) {
     d->rptrs[i] = d->rbuf + (size_t)i * DP_RX_SLOT_BYTES;
     d->rlens[i] = DP_RX_SLOT_BYTES;
@@ -989,7 +1145,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&d->pmu, NULL);
   int err = 0;
   if (d->efd < 0 || d->epfd < 0 || d->tfd < 0) err = errno;
-  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
+  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || d->flows == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
     err = ENOMEM;
   if (err == 0) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
@@ -1037,7 +1193,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
  * wake makes the thread poll the socket, or stop polling it.
  */
 static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref ref, const uint8_t *prefix, size_t plen,
-                        bool ipv6, struct mj_table *table, uint32_t mss_mtu) {
+                        bool ipv6, struct mj_table *table, uint32_t mss_mtu, double flow_ttl_ms) {
   if (table != NULL) mj_table_ref(table);
   qe_lock();
   napi_ref old = d->conn_ref;
@@ -1050,6 +1206,10 @@ static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref 
   d->ipv6 = ipv6;
   d->mss_mtu = mss_mtu;
   d->table = table; /* a new table for the same connection keeps a hold: what the event loop has not handled stays first */
+  d->gw = table != NULL && table->kind == MJ_KIND_GATEWAY;
+  d->decrement = d->gw && (table->flags & MJ_F_DECREMENT) != 0;
+  d->flow_ttl_ms = flow_ttl_ms;
+  d->flow_gen++; /* routes, grants or the connection may have changed: no flow answers from before */
   qe_unlock();
   if (old != NULL) napi_delete_reference(env, old);
   mj_table_unref(old_table);
@@ -1068,8 +1228,8 @@ static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref 
  * attachment.
  */
 static napi_value dp_attach(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(6);
-  if (argc < 4) return mtun_throw_type(env, "dataplane: dpAttach(dp, conn, prefix, ipv6, table?, mssMtu?)");
+  MTUN_ARGS(7);
+  if (argc < 4) return mtun_throw_type(env, "dataplane: dpAttach(dp, conn, prefix, ipv6, table?, mssMtu?, flowTtlMs?)");
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
   struct qe_conn *c = ext(env, argv[1]);
@@ -1087,15 +1247,20 @@ static napi_value dp_attach(napi_env env, napi_callback_info info) {
     if (t != napi_undefined && t != napi_null) {
       table = mj_table_of(env, argv[4]);
       if (table == NULL) return mtun_throw_type(env, "dataplane: table must be a handle from judgeTable");
-      if (table->kind != MJ_KIND_AGENT) return mtun_throw_type(env, "dataplane: table must be an agent's receive check");
+      if (table->kind != MJ_KIND_AGENT && table->kind != MJ_KIND_GATEWAY)
+        return mtun_throw_type(env, "dataplane: table must be a receive check (an agent's or a gateway's)");
     }
   }
   uint32_t mss_mtu = 0;
   if (argc > 5 && !mtun_arg_u32(env, argv[5], "mssMtu", &mss_mtu)) return NULL;
   if (mss_mtu > 65535) return mtun_throw_type(env, "dataplane: mssMtu must be at most 65535");
+  double flow_ttl_ms = 0;
+  if (argc > 6 && napi_get_value_double(env, argv[6], &flow_ttl_ms) != napi_ok) return mtun_throw_type(env, "dataplane: flowTtlMs must be a number");
+  if (table != NULL && table->kind == MJ_KIND_GATEWAY && !(flow_ttl_ms >= 0 && flow_ttl_ms <= 86400000))
+    return mtun_throw_type(env, "dataplane: flowTtlMs must be 0 to 86400000 with a gateway's table");
   napi_ref ref;
   if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) QE_ERR(env, "dataplane: cannot reference the connection");
-  dp_set_conn(env, d, c, ref, p, plen, ipv6, table, mss_mtu);
+  dp_set_conn(env, d, c, ref, p, plen, ipv6, table, mss_mtu, flow_ttl_ms);
   return NULL;
 }
 
@@ -1104,7 +1269,7 @@ static napi_value dp_detach(napi_env env, napi_callback_info info) {
   MTUN_ARGS(1);
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
-  dp_set_conn(env, d, NULL, NULL, NULL, 0, false, NULL, 0);
+  dp_set_conn(env, d, NULL, NULL, NULL, 0, false, NULL, 0, 0);
   return NULL;
 }
 

@@ -4,7 +4,6 @@
  * addresses and advertises the site's routes with capsules.
  */
 import type { TunnelStream } from '../../h3/tunnel-stream.js';
-import { quarterStreamIdLength, writeQuarterStreamId } from '../../h3/datagram.js';
 import { addressBits, addressBytes, hostBitsZero, isZero, prefixEnd, type IpPrefix, type IpVersion } from '../../packet/ip-address.js';
 import type { AddressEntry } from './address-entry.js';
 import type { AddressRequest } from './address-request.js';
@@ -84,19 +83,6 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
   }
 
   /**
-   * What goes in front of an IP packet in this session's HTTP Datagrams over
-   * HTTP/3: the Quarter Stream ID (RFC 9297 §2.1) and Context ID 0 (RFC 9484
-   * §6), for a sender outside this object (the agent's TUN thread).
-   */
-  datagramPrefix(): Uint8Array {
-    const n = quarterStreamIdLength(this.stream.streamId);
-    const b = new Uint8Array(n + 1);
-    writeQuarterStreamId(this.stream.streamId, b, n);
-    b[n] = 0;
-    return b;
-  }
-
-  /**
    * This session's receive check as a native table (`compileAgentTable`):
    * what {@link receivePacket} asks of a packet from the gateway, for a
    * reader outside this object (the agent's TUN thread). Compile it again
@@ -104,18 +90,6 @@ export class ConnectIpClientSession extends ConnectIpSessionBase {
    */
   receiveTable(): Uint8Array {
     return compileAgentTable(this.rx, !this.ipv6Disabled, this.probe.linkLocal);
-  }
-
-  /** Counts packets another reader took for this session and wrote into the TUN (the agent's TUN thread), as {@link receivePacket} counts its own. */
-  countReceived(packets: number, bytes: number): void {
-    this.counters.packetsReceived += packets;
-    this.counters.bytesReceived += bytes;
-  }
-
-  /** Counts packets another sender queued for this session (the agent's TUN thread), as {@link sendPacket} counts its own. */
-  countSent(packets: number, bytes: number): void {
-    this.counters.packetsSent += packets;
-    this.counters.bytesSent += bytes;
   }
 
   protected icmpSource(v: 4 | 6): Uint8Array | undefined {

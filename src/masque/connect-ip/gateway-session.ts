@@ -21,6 +21,8 @@ import type { ConnectIpScope } from './request.js';
 import { normalizeRanges, type IpAddressRange, type RouteAdvertisement } from './route-advertisement.js';
 import { ConnectIpSessionBase, type ConnectIpSessionOptions } from './session-base.js';
 import { TokenBucket } from '../../lib/token-bucket.js';
+import { compileGatewayTable } from '../native-judge.js';
+import type { IdentityPolicy } from '../../config/index.js';
 
 export type { PacketPolicy } from './packet-judge.js';
 
@@ -322,6 +324,19 @@ export class ConnectIpGatewaySession extends ConnectIpSessionBase {
       this.ctx.ourRanges = this.ctx.ourRanges.filter((r) => r.version === 4);
       if (this.started) this.sendRouteAdvertisement(this.ctx.ourRanges);
     }
+  }
+
+  /**
+   * This session's check of a client's packet as a native table
+   * (`compileGatewayTable`, with the identity's `policy`): what
+   * {@link receivePacket} asks of a packet, for a reader outside this object
+   * (the gateway's TUN thread). It leaves out the answers on flows an
+   * inbound rule admitted, which only the connection table knows: those fail
+   * it and are judged here. Compile it again after the grants, either side's
+   * routes, IPv6, the policy or the gateway's own addresses changed.
+   */
+  receiveTable(policy: IdentityPolicy | null): Uint8Array {
+    return compileGatewayTable(this.ctx, this.switches, policy);
   }
 
   private releaseGrant(g: AddressEntry): void {

@@ -7,6 +7,7 @@
  */
 import { H3Error } from '../../h3/errors.js';
 import type { TunnelStream, TunnelStreamHandler } from '../../h3/tunnel-stream.js';
+import { quarterStreamIdLength, writeQuarterStreamId } from '../../h3/datagram.js';
 import { addressAssignLength, encodeAddressAssign, parseAddressAssign } from './address-assign.js';
 import type { AddressEntry } from './address-entry.js';
 import { addressRequestLength, encodeAddressRequest, parseAddressRequest, type AddressRequest } from './address-request.js';
@@ -93,6 +94,31 @@ export abstract class ConnectIpSessionBase implements TunnelStreamHandler {
     this.path = new DatagramPath(stream, this.counters, this.now, opts.icmpPerSecond ?? 200, (m) => this.onPathSize(m));
     const ll = opts.linkLocalV6 ?? Uint8Array.of(0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, defaultLinkLocalSuffix);
     this.probe = new Ipv6Probe(ll, (b, o, l) => this.sendOut(b, o, l), ConnectIpDrop.TOO_BIG, opts.ipv6ProbeTimeoutMs ?? 2000);
+  }
+
+  /**
+   * What goes in front of an IP packet in this session's HTTP Datagrams over
+   * HTTP/3: the Quarter Stream ID (RFC 9297 §2.1) and Context ID 0 (RFC 9484
+   * §6), for a sender outside this object (a daemon's TUN thread).
+   */
+  datagramPrefix(): Uint8Array {
+    const n = quarterStreamIdLength(this.stream.streamId);
+    const b = new Uint8Array(n + 1);
+    writeQuarterStreamId(this.stream.streamId, b, n);
+    b[n] = 0;
+    return b;
+  }
+
+  /** Counts packets another reader took for this session and wrote into the TUN (a daemon's TUN thread), as {@link receivePacket} counts its own. */
+  countReceived(packets: number, bytes: number): void {
+    this.counters.packetsReceived += packets;
+    this.counters.bytesReceived += bytes;
+  }
+
+  /** Counts packets another sender queued for this session (a daemon's TUN thread), as {@link sendPacket} counts its own. */
+  countSent(packets: number, bytes: number): void {
+    this.counters.packetsSent += packets;
+    this.counters.bytesSent += bytes;
   }
 
   /** True once the stream ended or the session was closed/aborted. */
