@@ -7,6 +7,7 @@
 #   sudo bash bench/tun-thread.sh              # 3 repetitions (~4 minutes)
 #   TT_REPS=5 TT_SECONDS=8 sudo -E bash bench/tun-thread.sh
 #   TT_REVERSE=1 sudo -E bash bench/tun-thread.sh   # the transfer towards the agent (iperf3 -R)
+#   TT_DAEMON=gateway sudo -E bash bench/tun-thread.sh   # the gateway's tun.thread on / off (the agent's on)
 #
 # Per run: 200 pings at 50/s on an idle tunnel (the median RTT), then
 # iperf3 TCP for TT_SECONDS from the agent's side (to it with TT_REVERSE=1)
@@ -19,6 +20,8 @@ NAME=tun-thread PFX=tt
 REPS=${TT_REPS:-3}
 SECS=${TT_SECONDS:-8}
 REVERSE=${TT_REVERSE:-0}
+DAEMON=${TT_DAEMON:-agent}
+case "$DAEMON" in agent) SWITCH=MTUN_TUN_THREAD ADMIN=9093 NS_OF_ADMIN=NSA ;; gateway) SWITCH=MTUN_GW_TUN_THREAD ADMIN=9092 NS_OF_ADMIN=NSB ;; *) echo "tun-thread: TT_DAEMON must be agent or gateway" >&2; exit 1 ;; esac
 case "$REVERSE" in 0) RFLAG=() ;; 1) RFLAG=(-R) ;; *) echo "tun-thread: TT_REVERSE must be 0 or 1" >&2; exit 1 ;; esac
 [ "$SECS" -ge 6 ] || { echo "tun-thread: TT_SECONDS must be at least 6" >&2; exit 1; }
 PINGS=$(( (SECS - 3) * 20 ))
@@ -27,14 +30,14 @@ PINGS=$(( (SECS - 3) * 20 ))
 run() {
   local thread=$1 t="$W/t"
   rm -rf "$t"; mkdir -p "$t"
-  MTUN_TUN_THREAD=$thread W="$t" timeout 60 bash "$TUN" up >/dev/null
+  env "$SWITCH=$thread" W="$t" timeout 60 bash "$TUN" up >/dev/null
   # shellcheck disable=SC1091
   . "$t/env"
   ab_measure "$t"
   local sent written metrics
-  metrics=$( { ip netns exec "$NSA" curl -s --max-time 5 "http://127.0.0.1:9093/metrics" || true; } )
-  sent=$(echo "$metrics" | awk '/^mtun_agent_tun_thread_packets_total\{path="thread"\}/ {n += $2} END {print n + 0}')
-  written=$(echo "$metrics" | awk '/^mtun_agent_tun_thread_events_total\{event="rx_tun_written"\}/ {n += $2} END {print n + 0}')
+  metrics=$( { ip netns exec "${!NS_OF_ADMIN}" curl -s --max-time 5 "http://127.0.0.1:$ADMIN/metrics" || true; } )
+  sent=$(echo "$metrics" | awk -v m="mtun_${DAEMON}_tun_thread_packets_total{path=\"thread\"}" 'index($0, m) == 1 {n += $2} END {print n + 0}')
+  written=$(echo "$metrics" | awk -v m="mtun_${DAEMON}_tun_thread_events_total{event=\"rx_tun_written\"}" 'index($0, m) == 1 {n += $2} END {print n + 0}')
   W="$t" timeout 20 bash "$TUN" down >/dev/null 2>&1 || true
   node -e '
     const fs = require("fs");
@@ -58,7 +61,7 @@ node -e '
   const fs = require("fs");
   const runs = fs.readFileSync(process.argv[1], "utf8").trim().split("\n").map((l) => JSON.parse(l));
   const med = (xs) => { const v = xs.filter((x) => x !== null).sort((a, b) => a - b); return v.length ? v[Math.floor(v.length / 2)] : NaN; };
-  const rows = [`| agent data path on${runs[0]?.reverse ? " (transfer to the agent)" : ""} | idle ping median, ms | idle ping p90, ms | ping under load, median ms | TCP Gbit/s | agent CPU (cores) | gateway CPU (cores) | packets the thread sent / wrote into the TUN |`, "|---|---|---|---|---|---|---|---|"];
+  const rows = [`| ${process.env.TT_DAEMON === "gateway" ? "gateway" : "agent"} data path on${runs[0]?.reverse ? " (transfer to the agent)" : ""} | idle ping median, ms | idle ping p90, ms | ping under load, median ms | TCP Gbit/s | agent CPU (cores) | gateway CPU (cores) | packets the thread sent / wrote into the TUN |`, "|---|---|---|---|---|---|---|---|"];
   for (const th of [1, 0]) {
     const r = runs.filter((x) => x.thread === th);
     if (r.length === 0) continue;

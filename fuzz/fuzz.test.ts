@@ -7,7 +7,8 @@ import { InvariantError, type FuzzTarget } from './defs/common.js';
 // inputs inside `npm test`. The full campaign (1,000,000 per target) is
 // `npm run fuzz`; see docs/RELIABILITY.md. The time budget here is loose
 // (shared CI machines); the campaign applies the strict one.
-const FEW: Record<string, number> = { 'config-yaml': 300, pcap: 1000, 'connect-ip-session': 2000 };
+// config-yaml: 600, not 300: with 300 a one-line change of the sample config left 0 of 149 mutated inputs accepted (luck of the draw).
+const FEW: Record<string, number> = { 'config-yaml': 600, pcap: 1000, 'connect-ip-session': 2000 };
 
 describe('fuzz targets (smoke)', () => {
   for (const t of TARGETS) {

@@ -33,6 +33,8 @@ TXQ=${MTUN_TXQUEUELEN:+, txQueueLen: $MTUN_TXQUEUELEN}
 TXQ+=${MTUN_QUEUE_DELAY_MS:+, queueDelay: { targetMs: $MTUN_QUEUE_DELAY_MS \}}
 # MTUN_TUN_THREAD=1 / 0 (optional): the agent's tun.thread on / off (default: the product's, on), to compare (bench/tun-thread.sh).
 ATHREAD=${MTUN_TUN_THREAD:+, thread: $([ "$MTUN_TUN_THREAD" = 1 ] && echo true || echo false)}
+# MTUN_GW_TUN_THREAD=1 / 0 (optional): the gateway's tun.thread on / off (default: the product's, off), to compare.
+GTHREAD=${MTUN_GW_TUN_THREAD:+, thread: $([ "$MTUN_GW_TUN_THREAD" = 1 ] && echo true || echo false)}
 TA=${P}${K}a; TG=${P}${K}g
 # The server's namespace and the veth pair to it (${P}${K}b in NSB, ${P}${K}s0 in NSS).
 NSS=${P}${K}s
@@ -51,7 +53,7 @@ policy:
       - { prefixes: [$BN.0/24], protocols: [tcp, udp], ports: [5201] }
       - { prefixes: [$BN.0/24], protocols: [icmp] }
     advertise: [$AN.0/24]
-tun: { name: $TG, offload: $OFFLOAD$TXQ }
+tun: { name: $TG, offload: $OFFLOAD$TXQ$GTHREAD }
 maxSessions: 1024
 # The sessions phase opens up to 100 sessions as one identity (cluster-a).
 maxSessionsPerIdentity: 1024

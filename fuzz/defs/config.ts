@@ -23,7 +23,7 @@ export const configYaml: FuzzTarget = {
   // YAML + schema validation of a few KiB takes 5–20 ms here; once per start or SIGHUP, never per packet.
   hangMs: 500,
   seeds: () => [sample('gateway.yaml'), sample('agent.yaml')],
-  dict: tokens([': ', '- ', '\n  ', '\n', '&a ', '*a', '<<: *a', '!!binary ', '!!str ', '{', '}', '[', ']', '"', "'", '#', '0x1f', '1e999', '~', 'null', '::/0', '0.0.0.0/0', '65536', '-1', '"8000-8100"', 'true', '? ', '|', '>-', '%YAML 1.2\n---\n', '\t', '\u0000']),
+  dict: tokens([': ', '- ', '\n  ', '\n', '&a ', '*a', '<<: *a', '!!binary ', '!!str ', '{', '}', '[', ']', '"', "'", '#', '0x1f', '1e999', '~', 'null', '::/0', '0.0.0.0/0', '65536', '-1', '"8000-8100"', 'true', 'false', '? ', '|', '>-', '%YAML 1.2\n---\n', '\t', '\u0000']),
   typed: (e) => e instanceof ConfigError,
   run(b, ctx) {
     const text = utf8(b);

@@ -142,10 +142,13 @@ const tunSchema = z.strictObject({
    * else (other sessions and connections, a second agent, packets of
    * flows the network opened, RSTs, FINs, ICMP errors, failed checks) takes
    * the event loop's path and its inbound filter, which still sees every
-   * packet for telemetry. Only with the native TUN and socket.
-   * false: the event loop.
+   * packet for telemetry. Only with the native TUN and socket. Off by
+   * default for now: under send-buffer pressure (EAGAIN) the thread drops
+   * after two short waits where the event loop keeps and retries, and a
+   * download through it collapsed in test/netns/send-eagain.test.ts (docs/
+   * decisions/0003, "Step 3 as built").
    */
-  thread: z.boolean().default(true),
+  thread: z.boolean().default(false),
 }).prefault({});
 
 /** The agent's `tun`: as the gateway's, plus where its TUN → UDP leg runs. */

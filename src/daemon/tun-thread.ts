@@ -145,6 +145,16 @@ export class TunThread {
   }
 
   /**
+   * A gateway's thread forgets the flows it saw the agent send on: their
+   * answers take the event loop's path (and its inbound filter) until the
+   * agent sends on them again. For when the inbound table dropped flows
+   * before their timeout (evicted at its limits, forgotten with an owner).
+   */
+  forgetFlows(): void {
+    if (!this.closed) this.native.dpForgetFlows(this.dp);
+  }
+
+  /**
    * The event loop handled what held the receive leg (the connection's
    * DATAGRAM queue): the thread receives again. `held` is
    * {@link TunThreadStat.RX_HELD} as read before the event loop looked at

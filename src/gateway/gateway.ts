@@ -25,7 +25,7 @@ import { checkConnectUdpRequest } from '../masque/connect-udp/request.js';
 import { defaultIdleSweeper } from '../masque/connect-udp/idle-sweeper.js';
 import { acceptConnectIp, acceptConnectUdp } from '../masque/h3-glue.js';
 import { formatHostPort, formatPrefix, isLinkLocal4, isLinkLocal6, parseIp, prefixCovers, prefixesOverlap, type IpPrefix } from '../packet/ip-address.js';
-import { IPPROTO, PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
+import { DropReason, IPPROTO, PacketInfo, parseIpPacket } from '../packet/ip-packet.js';
 import { refuse } from '../masque/proxy-status.js';
 import { INBOUND_DROP_NAMES, InboundDrop, InboundFilter } from '../masque/inbound/inbound-filter.js';
 import { localAddresses, localSubnets } from '../masque/destination-policy.js';
@@ -65,6 +65,8 @@ const GW_DROP_NO_ROUTE = 'no_route';
 const GW_DROP_LINK_LOCAL = 'link_local';
 /** How long stop() waits for agents to close their connections after GOAWAY before closing them itself. */
 export const GATEWAY_DRAIN_DEADLINE_MS = 2_000;
+/** How much shorter than the inbound table's shortest timeout the TUN thread answers on a flow (ms). */
+const THREAD_FLOW_MARGIN_MS = 1_000;
 /** TLS session ticket keys are replaced this often (and on every reload), so a stolen ticket key opens little (#12 item 5). */
 export const TICKET_KEY_ROTATION_MS = 3_600_000;
 
@@ -145,7 +147,12 @@ export class Gateway {
     this.noRouteId = telemetry.metrics.dropReasonId(GW_DROP_NO_ROUTE);
     this.linkLocalId = telemetry.metrics.dropReasonId(GW_DROP_LINK_LOCAL);
     const it = config.inboundTracking;
-    this.inbound = new InboundFilter({ ...it, maxFlowsPerOwner: it.maxFlowsPerIdentity ?? Math.max(1, Math.floor(it.maxFlows / 2)) });
+    this.inbound = new InboundFilter({
+      ...it,
+      maxFlowsPerOwner: it.maxFlowsPerIdentity ?? Math.max(1, Math.floor(it.maxFlows / 2)),
+      // Flows dropped before their timeout must not be answered on by the TUN thread either.
+      onDropped: () => this.tunThread?.forgetFlows(),
+    });
     this.inboundDropIds = Int32Array.from(INBOUND_DROP_NAMES, (n, i) => (i === 0 ? -1 : telemetry.metrics.dropReasonId(n)));
     registerInboundMetrics(telemetry.registry, this.inbound.track);
     this.tick = io.clock.every(1000, () => this.onTick());
@@ -155,7 +162,7 @@ export class Gateway {
     if (config.tun.thread) {
       try {
         // Slots as large as what an agent may send: its TUN MTU, not ours, sets it.
-        this.tunThread = TunThread.open(tun, io.udp, TUN_HEADROOM, this.onThreadReady, MAX_UDP_PAYLOAD_BYTES);
+        this.tunThread = TunThread.open(tun, io.udp, TUN_HEADROOM, this.onThreadReady, Math.max(tun.mtu, MAX_UDP_PAYLOAD_BYTES));
       } catch (e) {
         io.log.warn({ err: (e as Error).message }, 'TUN thread not started: the event loop reads the TUN');
       }
@@ -287,6 +294,10 @@ export class Gateway {
 
   private tunThread: TunThread | null = null;
   private readonly tunDropId: number;
+  /** While what the thread read before a detach is handled: the session it was attached to. */
+  private threadDrainSession: GwSession | null = null;
+  /** A detach's drain is still to run: no attach before it (its entries would be credited to the new session). */
+  private threadDraining = false;
   /** The CONNECT-IP session the thread carries (the only HTTP/3 connection's first), or null. */
   private threadSession: GwSession | null = null;
   private threadAttachDeferred = false;
@@ -309,13 +320,15 @@ export class Gateway {
    * network for the event loop's path (route, inbound default deny, rules).
    */
   private readonly onThreadPacket = (buf: Buffer, off: number, len: number, kind: number, at: number): void => {
-    const gs = this.threadSession;
+    // Entries read before a detach belong to the session it detached from (drained on the turn after it).
+    const gs = this.threadDrainSession ?? this.threadSession;
     if (kind === TUN_THREAD_IN) {
       const info = this.threadInfo;
-      if (parseIpPacket(buf, off, len, info) === 0) {
-        if (gs !== null) this.inbound.track.seed(buf, info, gs.identity, at);
-        this.flows.tracker.observeParsed(buf, info, Direction.OUT, at);
-      } else this.flows.tracker.observe(buf, off, len, Direction.OUT, at);
+      const r = parseIpPacket(buf, off, len, info);
+      // As the session's own path: protocols without ports are tracked on addresses and protocol.
+      if (gs !== null && (r === 0 || r === DropReason.UNSUPPORTED_PROTO)) this.inbound.track.seed(buf, info, gs.identity, at);
+      if (r === 0) this.flows.tracker.observeParsed(buf, info, Direction.OUT, at);
+      else this.flows.tracker.observe(buf, off, len, Direction.OUT, at);
       if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, at);
       this.threadRxPackets++;
       this.threadRxBytes += len;
@@ -354,7 +367,7 @@ export class Gateway {
   };
 
   private threadConn(): QuicConnection | null {
-    const gc = this.threadSession?.gc;
+    const gc = (this.threadDrainSession ?? this.threadSession)?.gc;
     return gc !== undefined && gc.transport === 'h3' ? (gc.conn as QuicConnection) : null;
   }
 
@@ -391,7 +404,7 @@ export class Gateway {
 
   /** Carries what the thread did into the session's, the connection's and the endpoint's counters. */
   private countThreadSends(t: TunThread): void {
-    const gs = this.threadSession;
+    const gs = this.threadDrainSession ?? this.threadSession;
     const conn = this.threadConn();
     if (this.threadPackets > 0) {
       gs?.ip?.countSent(this.threadPackets, this.threadBytes);
@@ -432,7 +445,9 @@ export class Gateway {
    */
   private threadFlowTtlMs(): number {
     const t = { ...DEFAULT_INBOUND_TIMEOUTS, ...this.config.inboundTracking.timeouts };
-    return Math.min(t.udpMs, t.icmpMs, t.tcpOpeningMs, Math.max(1000, t.tcpClosingMs / 10));
+    const shortest = Math.min(t.tcpOpeningMs, t.tcpEstablishedMs, t.tcpClosingMs, Math.max(1000, t.tcpClosingMs / 10), t.udpMs, t.udpStreamMs, t.icmpMs);
+    // A second less: the table runs on the wall clock (re-anchored when it steps), the thread on the monotonic one.
+    return Math.max(0, shortest - THREAD_FLOW_MARGIN_MS);
   }
 
   /**
@@ -449,7 +464,8 @@ export class Gateway {
     if (t === null) return;
     const want = this.stopping ? null : this.threadCandidate();
     if (want !== this.threadSession) this.detachThread();
-    if (want === null || (want === this.threadSession && !recompile)) return;
+    // After a detach, what the thread read before it is handled first (next turn), then this runs again.
+    if (want === null || this.threadDraining || (want === this.threadSession && !recompile)) return;
     const conn = want.gc.conn as QuicConnection;
     // The endpoint may still hold datagrams it read (a GRO batch past its receive budget): a thread receiving now
     // would write newer ones into the TUN before them. The endpoint stops reading; the attach waits a turn.
@@ -491,23 +507,41 @@ export class Gateway {
       this.threadSession = null;
       return;
     }
+    const old = this.threadSession;
     const conn = this.threadConn();
     t.detach();
     this.threadSession = null;
+    this.threadDraining = true;
     // The endpoint reads the socket again. What the thread received and left (held DATAGRAMs, datagrams for the
-    // endpoint) is handled on the next turn: detach may run inside the endpoint's events, which hold the engine
-    // lock, and the thread takes its producer lock before that one.
+    // endpoint, packets it wrote or sent) is handled on the next turn, for the session it was read for: detach may
+    // run inside the endpoint's events, which hold the engine lock, and the thread takes its producer lock before
+    // that one. Then the thread may attach again.
     this.endpoint.resumeInput();
-    setImmediate(() => this.threadInput(t, conn));
+    setImmediate(() => {
+      this.threadDrainSession = old;
+      try {
+        if (this.tunThread === t) this.threadInput(t, conn);
+      } finally {
+        this.threadDrainSession = null;
+        this.threadDraining = false;
+      }
+      this.refreshThread();
+    });
   }
 
   private closeThread(): void {
     const t = this.tunThread;
     if (t === null) return;
+    const old = this.threadSession;
     this.detachThread();
     this.tunThread = null;
-    t.close(this.onThreadPacket, this.io.clock.now());
-    this.countThreadSends(t);
+    this.threadDrainSession = old;
+    try {
+      t.close(this.onThreadPacket, this.io.clock.now());
+      this.countThreadSends(t);
+    } finally {
+      this.threadDrainSession = null;
+    }
     if (t.hasEndpointPending()) this.endpoint.threadInput(null, (feed) => t.drainEndpoint(feed));
   }
 
@@ -671,7 +705,7 @@ export class Gateway {
           else if (e.type === 'ipv6-disabled') log.warn({ session: gs.id, maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
           else if (e.type === 'closed') this.sessionClosed(gs);
           // The thread's check is compiled from what the session's check reads: a new one after every change of it.
-          if (e.type !== 'closed' && this.threadSession === gs) this.refreshThread(true);
+          if ((e.type === 'routes' || e.type === 'addresses-granted' || e.type === 'ipv6-disabled') && this.threadSession === gs) this.refreshThread(true);
         },
         pools: this.pools,
         routes: this.advertisedRoutes(policy),
@@ -1021,6 +1055,9 @@ export class Gateway {
       const pattern = p.forIdentity(id).pattern;
       return pattern === null ? '' : JSON.stringify(entries.find((e) => e.identity === pattern) ?? null);
     };
+    // The thread stops carrying the session before the switch (it judges with the old policy and answers on flows
+    // forgotten below); it attaches again with the new one once the sessions are reviewed.
+    this.detachThread();
     const oldPolicy = this.policy;
     const oldEntries = this.config.policy;
     const flowsDropped = this.inbound.track.forgetWhere((owner) =>

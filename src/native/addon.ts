@@ -69,6 +69,8 @@ export interface NativeBinding {
    * table: the session's receive check (an agent table from judgeTable): the thread also receives.
    */
   dpAttach(dp: NativeDataPlane, conn: unknown, prefix: Uint8Array, ipv6: boolean, table?: NativeJudgeTable | null, mssMtu?: number, flowTtlMs?: number): void;
+  /** The gateway's return-flow cache forgets every flow (the inbound table dropped some it may hold). */
+  dpForgetFlows(dp: NativeDataPlane): void;
   /** The event loop handled what held the receive leg: the thread receives again, unless it held again after `held` (its holds counter then). */
   dpResume(dp: NativeDataPlane, held: number): void;
   dpDetach(dp: NativeDataPlane): void;

@@ -310,15 +310,18 @@ static void dp_decrement_ttl(uint8_t *p, const struct mj_info *in) {
   }
 }
 
-#define DP_ICMP_ECHO_REQUEST(v, t) ((v) == 4 ? (t) == 8 : (t) == 128)
-#define DP_ICMP_ECHO_REPLY(v, t) ((v) == 4 ? (t) == 0 : (t) == 129)
+/* Echo request / reply by the protocol (ICMP 8 / 0, ICMPv6 128 / 129), as the inbound table keys them (quoted-packet.ts). */
+#define DP_ICMP_ECHO_REQUEST(proto, t) ((proto) == 1 ? (t) == 8 : (t) == 128)
+#define DP_ICMP_ECHO_REPLY(proto, t) ((proto) == 1 ? (t) == 0 : (t) == 129)
 
 /* The flow key of the parsed packet p as the agent sent it (reverse: p travels the other way); false: no flow. */
 static bool dp_flow_key(const uint8_t *p, const struct mj_info *in, bool reverse, uint8_t *k) {
   uint32_t n = in->version == 4 ? 4 : 16;
   int32_t sp = in->src_port, dp = in->dst_port;
   if (in->proto == 1 || in->proto == 58) {
-    if (reverse ? !DP_ICMP_ECHO_REPLY(in->version, in->icmp_type) : !DP_ICMP_ECHO_REQUEST(in->version, in->icmp_type)) return false;
+    /* ICMP in IPv4, ICMPv6 in IPv6 only: anything else is the event loop's. */
+    if ((in->proto == 1) != (in->version == 4)) return false;
+    if (reverse ? !DP_ICMP_ECHO_REPLY(in->proto, in->icmp_type) : !DP_ICMP_ECHO_REQUEST(in->proto, in->icmp_type)) return false;
     dp = 0; /* the identifier (src_port), both ways */
     if (reverse) { dp = sp; sp = 0; }
   } else if (in->proto != 6 && in->proto != 17) {
@@ -346,7 +349,7 @@ static struct dp_flow *dp_flow_find(struct dp *d, const uint8_t *k, double now) 
   uint32_t h = dp_flow_hash(d, k);
   for (uint32_t i = 0; i < DP_FLOW_PROBES; i++) {
     struct dp_flow *f = &d->flows[(h + i) & (DP_FLOWS - 1)];
-    if (f->gen == d->flow_gen && now - f->seen <= d->flow_ttl_ms && memcmp(f->key, k, DP_FLOW_KEY) == 0) return f;
+    if (f->gen == d->flow_gen && now - f->seen < d->flow_ttl_ms && memcmp(f->key, k, DP_FLOW_KEY) == 0) return f;
   }
   return NULL;
 }
@@ -358,7 +361,7 @@ static void dp_flow_seen(struct dp *d, const uint8_t *k, double now) {
   bool victim_dead = false;
   for (uint32_t i = 0; i < DP_FLOW_PROBES; i++) {
     struct dp_flow *f = &d->flows[(h + i) & (DP_FLOWS - 1)];
-    bool dead = f->gen != d->flow_gen || now - f->seen > d->flow_ttl_ms;
+    bool dead = f->gen != d->flow_gen || now - f->seen >= d->flow_ttl_ms;
     if (!dead && memcmp(f->key, k, DP_FLOW_KEY) == 0) {
       f->seen = now;
       return;
@@ -711,7 +714,8 @@ static void dp_rx_pop(struct dp *d, struct qe_conn *c, double now) {
     uint32_t slot = prod % d->nslots;
     uint8_t *base = d->arena + (size_t)slot * d->stride;
     /* H3: the whole payload, for HTTP/3 on the event loop (rx_urgent: it waits for it); WRITE: the IP packet. */
-    uint32_t n = what == DP_RX_H3 ? len : len - plen;
+    /* A gateway writes the IP packet's own length, as its session does (bytes after it in the DATAGRAM are not the packet's). */
+    uint32_t n = what == DP_RX_H3 ? len : d->gw && in.ip_len < len - plen ? in.ip_len : len - plen;
     memcpy(base + d->headroom, what == DP_RX_H3 ? p : p + plen, n);
     qe_dq_pop(q);
     d->meta[2 * slot] = n;
@@ -1217,6 +1221,22 @@ static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref 
 }
 
 /*
+ * dpForgetFlows(dp): the gateway's return-flow cache forgets every flow (the
+ * inbound table dropped flows it may hold: evicted at its limits, forgotten
+ * with an owner); their answers take the event loop's path until the agent
+ * sends on them again.
+ */
+static napi_value dp_forget_flows(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(1);
+  struct dp *d = dp_of(env, argv[0]);
+  if (d == NULL) return NULL;
+  qe_lock();
+  d->flow_gen++;
+  qe_unlock();
+  return NULL;
+}
+
+/*
  * dpAttach(dp, conn, prefix, ipv6, table?): from now the thread sends the
  * plain packets on conn, each after prefix (the quarter stream ID and
  * context ID, at most 16 bytes, ≤ headroom), to the connection's peer; ipv6
@@ -1391,7 +1411,7 @@ bool mtun_dataplane_init(napi_env env, napi_value exports) {
     const char *name;
     napi_callback cb;
   } fns[] = {
-      {"dpOpen", dp_open}, {"dpAttach", dp_attach}, {"dpDetach", dp_detach}, {"dpPoll", dp_poll},
+      {"dpOpen", dp_open}, {"dpAttach", dp_attach}, {"dpDetach", dp_detach}, {"dpPoll", dp_poll}, {"dpForgetFlows", dp_forget_flows},
       {"dpRelease", dp_release}, {"dpResume", dp_resume}, {"dpError", dp_error}, {"dpStats", dp_stats}, {"dpNow", dp_now}, {"dpClose", dp_close}, {"dpPlain", dp_plain_fn}, {"dpClampMss", dp_clamp_mss_fn},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)

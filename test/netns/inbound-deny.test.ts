@@ -39,7 +39,9 @@ const ALLOW = `    inbound:
         ports: [8081, 9999]
 `;
 
-describe.skipIf(!root)('inbound default-deny (netns, real daemons, issue #12 item 8)', () => {
+// Twice: on the gateway's event loop, and with its TUN thread (tun.thread) carrying the one agent's packets, which
+// must send back only what the inbound filter passes.
+for (const gwThread of [false, true]) describe.skipIf(!root)(`inbound default-deny (netns, real daemons, issue #12 item 8; gateway ${gwThread ? 'TUN thread' : 'event loop'})`, () => {
   let lab: Lab;
   let original = '';
   const listened = () => readFileSync(lab.file('listener.log'), 'utf8');
@@ -65,7 +67,7 @@ describe.skipIf(!root)('inbound default-deny (netns, real daemons, issue #12 ite
   };
 
   beforeAll(async () => {
-    lab = await Lab.up({ prefix: `mid${process.pid % 10000}` });
+    lab = await Lab.up({ prefix: `mi${gwThread ? 't' : 'd'}${process.pid % 10000}`, gatewayTunThread: gwThread });
     original = readFileSync(lab.file('gateway.yaml'), 'utf8');
     await lab.startServers();
     await lab.startGateway();
@@ -128,4 +130,11 @@ describe.skipIf(!root)('inbound default-deny (netns, real daemons, issue #12 ite
     expect(metric(m, 'mtun_inbound_tracked_flows')).toBeGreaterThan(0);
     expect(metric(m, 'mtun_inbound_flow_evictions_total')).toBe(evictionsBefore);
   }, 60_000);
+
+  it.runIf(gwThread)('the gateway\'s TUN thread carried the client\'s traffic meanwhile', async () => {
+    expect(readFileSync(lab.file('gateway.log'), 'utf8')).toContain('TUN thread attached');
+    const m = await lab.metrics('gw');
+    expect(metric(m, 'mtun_gateway_tun_thread_packets_total', { path: 'thread' })).toBeGreaterThan(0);
+    expect(metric(m, 'mtun_gateway_tun_thread_events_total', { event: 'rx_tun_written' })).toBeGreaterThan(0);
+  });
 });

@@ -72,6 +72,20 @@ function clientTcp(sport: number, dport: number, flags: number): Uint8Array {
   return b;
 }
 
+/** An IPv4 packet 10.79.0.2 → 10.79.0.1 of protocol 58 (ICMPv6) with ICMP's echo request type (8) and `id`. */
+function clientIcmp6In4(id: number): Uint8Array {
+  const b = new Uint8Array(PREFIX.length + 29);
+  b.set(PREFIX, 0);
+  const p = b.subarray(PREFIX.length);
+  p.set([0x45, 0, 0, 29, 0, 0, 0x40, 0, 64, 58, 0, 0, 10, 79, 0, 2, 10, 79, 0, 1, 8, 0, 0, 0, id >> 8, id & 0xff, 0, 1, 0x78]);
+  let sum = 0;
+  for (let i = 0; i < 20; i += 2) sum += (p[i]! << 8) | p[i + 1]!;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+  p[10] = ~sum >> 8 & 0xff;
+  p[11] = ~sum & 0xff;
+  return b;
+}
+
 /** TCP ports and flags of an IPv4 packet at b[off, off + len), or null. */
 function tcpOf(b: Uint8Array, off: number, len: number): { sport: number; dport: number; flags: number } | null {
   if (len < 40 || b[off]! >> 4 !== 4 || b[off + 9] !== 6) return null;
@@ -141,6 +155,10 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
       '  return ~x&0xffff',
       'raw=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_TCP)',
       'for line in sys.stdin:',
+      '  if line.startswith("p58 "):',
+      '    _,ty,ident=line.split()',
+      '    r58=socket.socket(socket.AF_INET,socket.SOCK_RAW,58)',
+      '    r58.sendto(struct.pack("!BBHHH",int(ty),0,0,int(ident),1)+b"x",("10.79.0.2",0)); r58.close(); continue',
       '  if line.startswith("tcp "):',
       '    _,sp,dp,fl=line.split()',
       '    h=struct.pack("!HHIIBBHHH",int(sp),int(dp),1000,2000,0x50,int(fl),65535,0,0)',
@@ -180,14 +198,14 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
       ownAddresses: [],
       allow: undefined,
     }, { ipv6Enabled: false, decrementTtl: true, linkLocal: new Uint8Array(16) }, null));
-    const ring: { kind: number; u: ReturnType<typeof udpOf>; tcp: ReturnType<typeof tcpOf>; ttl: number }[] = [];
+    const ring: { kind: number; u: ReturnType<typeof udpOf>; tcp: ReturnType<typeof tcpOf>; ttl: number; proto: number }[] = [];
     let thread: TunThread | null = null;
     const onReady = () => {
       const t = thread!;
       const held = t.stats()[TunThreadStat.RX_HELD]!;
       t.drain((b, off, len, kind) => {
         const o = kind === TUN_THREAD_H3 ? off + 2 : off;
-        ring.push({ kind, u: udpOf(b, o, len - (o - off)), tcp: tcpOf(b, o, len - (o - off)), ttl: b[o + 8]! });
+        ring.push({ kind, u: udpOf(b, o, len - (o - off)), tcp: tcpOf(b, o, len - (o - off)), ttl: b[o + 8]!, proto: b[o + 9]! });
       }, 0);
       ep.threadInput(gw, t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed) : null);
       t.resume(held);
@@ -247,6 +265,33 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
       side.stdin.write('tcp 8083 45003 17\n'); // FIN+ACK
       await waitFor(() => flow().length === 2, 5_000, 'the FIN');
       expect(flow()[1]).toMatchObject({ kind: TUN_THREAD_JS, tcp: { flags: 0x11 } });
+
+      // ICMPv6 in IPv4 (protocol 58): the inbound table keys echo by protocol and opens nothing for it, so the thread
+      // must not answer on it either (review, 7 December: keyed by IP version it did).
+      send(clientIcmp6In4(0x4242));
+      agent.flush();
+      await waitFor(() => heard.length >= 0 && ring.some((e) => e.kind === TUN_THREAD_IN && e.proto === 58), 5_000, 'the ICMPv6-in-IPv4 request written');
+      side.stdin.write(`p58 0 ${0x4242}\n`); // type 0, ICMP's echo reply, under protocol 58
+      await waitFor(() => ring.some((e) => e.kind !== TUN_THREAD_IN && e.proto === 58), 5_000, 'the ICMPv6-in-IPv4 reply');
+      expect(ring.filter((e) => e.kind !== TUN_THREAD_IN && e.proto === 58).map((e) => e.kind)).toEqual([TUN_THREAD_JS]);
+
+      // Attached again (a new check): the flows it saw are forgotten; and an entry answers only for flowTtlMs.
+      thread!.attach(gw.q.nativeHandle(), PREFIX, false, table, 0, 400);
+      const sentBefore = thread!.stats()[TunThreadStat.QUEUED]!;
+      answer(9999, 40000, 'after-reattach');
+      await waitFor(() => ring.some((e) => e.u?.text === 'after-reattach'), 5_000, 'the answer after the re-attach');
+      expect(ring.find((e) => e.u?.text === 'after-reattach')!.kind).toBe(TUN_THREAD_JS);
+      send(clientUdp(40001, 9999, 64, 'fresh'));
+      agent.flush();
+      await waitFor(() => heard.some((l) => l.startsWith('heard fresh')), 5_000, 'the fresh packet in the namespace');
+      answer(9999, 40001, 'in-time');
+      await waitFor(() => ring.some((e) => e.u?.text === 'in-time'), 5_000, 'the answer in time');
+      expect(ring.find((e) => e.u?.text === 'in-time')!.kind).toBe(TUN_THREAD_SENT);
+      await new Promise((res) => setTimeout(res, 600));
+      answer(9999, 40001, 'too-late');
+      await waitFor(() => ring.some((e) => e.u?.text === 'too-late'), 5_000, 'the late answer');
+      expect(ring.find((e) => e.u?.text === 'too-late')!.kind).toBe(TUN_THREAD_JS);
+      expect(thread!.stats()[TunThreadStat.QUEUED]).toBe(sentBefore + 1);
     } finally {
       thread!.close();
       ep.resumeInput();

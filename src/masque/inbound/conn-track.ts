@@ -66,6 +66,13 @@ export interface ConnTrackOptions {
   readonly ownerGraceMs?: number;
   /** 8-byte hash key (tests); default random per instance. */
   readonly hashKey?: Uint8Array;
+  /**
+   * Called when live flows leave the table before their timeout: evicted at
+   * maxFlows or maxFlowsPerOwner, or forgotten with their owner
+   * ({@link forget}, {@link forgetWhere}). A cache of the table's answers
+   * (the gateway's TUN thread) must drop what it holds.
+   */
+  readonly onDropped?: () => void;
 }
 
 /** Which side opened a flow (kept in the flow table's tunDir). */
@@ -108,7 +115,10 @@ export class ConnTrack {
   /** Hash of the key {@link find} loaded last. */
   private h = 0;
 
+  private readonly onDropped: (() => void) | undefined;
+
   constructor(opts: ConnTrackOptions) {
+    this.onDropped = opts.onDropped;
     this.ownerGraceMs = opts.ownerGraceMs ?? DEFAULT_OWNER_GRACE_MS;
     this.maxFlows = opts.maxFlows;
     this.maxPerOwner = Math.max(1, Math.min(opts.maxFlowsPerOwner ?? opts.maxFlows, opts.maxFlows));
@@ -239,6 +249,7 @@ export class ConnTrack {
       }
     }
     for (const w of verdict.keys()) if (verdict.get(w)) this.left.delete(w);
+    if (n > 0) this.onDropped?.();
     return n;
   }
 
@@ -283,12 +294,12 @@ export class ConnTrack {
     if (mine !== undefined && mine.n >= this.maxPerOwner && this.maxPerOwner < this.maxFlows) {
       // At its cap: the new flow takes the place of the owner's own least recently active flow.
       const v = mine.head;
-      if (this.isExpired(v, now)) this.expired++; else this.ownerCapped++;
+      if (this.isExpired(v, now)) this.expired++; else { this.ownerCapped++; this.onDropped?.(); }
       this.release(v); // leaves the loaded key as it is
     }
     if (t.needsEviction()) {
       const v = t.evictionVictim();
-      if (this.isExpired(v, now)) this.expired++; else this.evictions++;
+      if (this.isExpired(v, now)) this.expired++; else { this.evictions++; this.onDropped?.(); }
       this.release(v); // leaves the loaded key as it is
     }
     const s = t.create(this.h, st, 0, side, now);
