@@ -339,7 +339,12 @@ export class Gateway {
       return;
     }
     if (kind === TUN_THREAD_SENT) {
-      this.flows.tracker.observe(buf, off, len, Direction.IN, at);
+      // As the event loop's path: a return packet moves its flow on in the connection table (opening → established).
+      const info = this.threadInfo;
+      const r = parseIpPacket(buf, off, len, info);
+      if (gs !== null && (r === 0 || r === DropReason.UNSUPPORTED_PROTO)) this.inbound.track.matchReturn(buf, info, gs.identity, at);
+      if (r === 0) this.flows.tracker.observeParsed(buf, info, Direction.IN, at);
+      else this.flows.tracker.observe(buf, off, len, Direction.IN, at);
       if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_IN, at);
       this.threadPackets++;
       this.threadBytes += len;
@@ -512,27 +517,33 @@ export class Gateway {
     t.detach();
     this.threadSession = null;
     this.threadDraining = true;
+    // What the thread read before the detach is credited to the session it was read for, whoever drains it
+    // (the endpoint's send hook may, this turn); what it reads from now on is the event loop's path's.
+    this.threadDrainSession = old;
     // The endpoint reads the socket again. What the thread received and left (held DATAGRAMs, datagrams for the
-    // endpoint, packets it wrote or sent) is handled on the next turn, for the session it was read for: detach may
-    // run inside the endpoint's events, which hold the engine lock, and the thread takes its producer lock before
-    // that one. Then the thread may attach again.
+    // endpoint, packets it wrote or sent) is handled on the next turn: detach may run inside the endpoint's events,
+    // which hold the engine lock, and the thread takes its producer lock before that one (reload, outside them,
+    // handles it at once: finishDetach). Then the thread may attach again.
     this.endpoint.resumeInput();
-    setImmediate(() => {
-      this.threadDrainSession = old;
-      try {
-        if (this.tunThread === t) this.threadInput(t, conn);
-      } finally {
-        this.threadDrainSession = null;
-        this.threadDraining = false;
-      }
-      this.refreshThread();
-    });
+    setImmediate(() => this.finishDetach(t, conn));
+  }
+
+  /** The rest of a detach: what the thread read before it is handled, then the thread may attach again (unless not `reattach`). */
+  private finishDetach(t: TunThread, conn: QuicConnection | null, reattach = true): void {
+    if (!this.threadDraining) return;
+    try {
+      if (this.tunThread === t) this.threadInput(t, conn);
+    } finally {
+      this.threadDrainSession = null;
+      this.threadDraining = false;
+      if (reattach) this.refreshThread();
+    }
   }
 
   private closeThread(): void {
     const t = this.tunThread;
     if (t === null) return;
-    const old = this.threadSession;
+    const old = this.threadDrainSession ?? this.threadSession;
     this.detachThread();
     this.tunThread = null;
     this.threadDrainSession = old;
@@ -1056,8 +1067,12 @@ export class Gateway {
       return pattern === null ? '' : JSON.stringify(entries.find((e) => e.identity === pattern) ?? null);
     };
     // The thread stops carrying the session before the switch (it judges with the old policy and answers on flows
-    // forgotten below); it attaches again with the new one once the sessions are reviewed.
+    // forgotten below), and what it wrote under the old policy seeds the connection table now, before the flows of
+    // changed identities are forgotten; it attaches again with the new policy once the sessions are reviewed.
+    const t = this.tunThread;
+    const detachedConn = this.threadConn();
     this.detachThread();
+    if (t !== null) this.finishDetach(t, detachedConn, false);
     const oldPolicy = this.policy;
     const oldEntries = this.config.policy;
     const flowsDropped = this.inbound.track.forgetWhere((owner) =>
