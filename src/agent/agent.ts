@@ -37,7 +37,7 @@ import { TUN_WRITE_DROP_REASON, TunWriter, tunQueueDelay, tunRecvBudget } from '
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
-import { registerTunThreadCounters } from '../daemon/tun-thread-metrics.js';
+import { carryThreadCounters, registerTunThreadCounters } from '../daemon/tun-thread-metrics.js';
 import { loadNative } from '../native/addon.js';
 import type { QuicConnection } from '../quic/connection.js';
 import { UdpForwarder } from './udp-forwarder.js';
@@ -752,23 +752,12 @@ export class Agent {
       this.threadRxPackets = 0;
       this.threadRxBytes = 0;
     }
-    const st = t.stats();
-    const seen = this.threadStatsSeen;
-    const d = (i: TunThreadStat): number => st[i]! - seen[i]!; // per drain, not per packet
-    const c = this.endpoint.counters;
-    // Datagrams the thread handed to the endpoint are counted there as they are fed.
-    c.datagramsIn += d(TunThreadStat.RX_DATAGRAMS) - d(TunThreadStat.RX_TO_ENDPOINT);
-    c.dropRecvError += d(TunThreadStat.RX_REFUSED);
-    c.datagramsOut += d(TunThreadStat.UDP_DATAGRAMS);
-    c.gsoSends += d(TunThreadStat.UDP_GSO);
-    c.groReceives += d(TunThreadStat.RX_GRO);
-    if (d(TunThreadStat.UDP_GSO_REFUSED) > 0 && !this.threadGsoRefusedLogged) {
+    const r = carryThreadCounters(t.stats(), this.threadStatsSeen, this.endpoint.counters);
+    if (r.gsoRefused > 0 && !this.threadGsoRefusedLogged) {
       this.threadGsoRefusedLogged = true;
       this.log.warn({ socket: 'tun-thread' }, GSO_REFUSED_LOG);
     }
-    const tunDropped = d(TunThreadStat.RX_TUN_DROPPED);
-    if (tunDropped > 0 && this.tunDropId >= 0) this.telemetry.metrics.drop(this.tunDropId, tunDropped);
-    seen.set(st);
+    if (r.tunDropped > 0 && this.tunDropId >= 0) this.telemetry.metrics.drop(this.tunDropId, r.tunDropped);
   }
 
   /** Just before the endpoint sends: what the kernel answered inside a TUN write joins that send. */

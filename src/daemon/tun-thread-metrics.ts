@@ -3,7 +3,28 @@
  * metrics, for either daemon (`mtun_agent_…`, `mtun_gateway_…`).
  */
 import { Counter, type Registry } from 'prom-client';
+import type { QuicEndpointCounters } from '../quic/endpoint.js';
 import { TunThreadStat } from './tun-thread.js';
+
+/**
+ * Carries what the thread did since `seen` (then set to `st`) into the
+ * endpoint's counters, as if the endpoint had received and sent it (the
+ * datagrams the thread handed to the endpoint are counted there as they are
+ * fed). Returns the GSO sends the path refused and the packets the TUN
+ * refused meanwhile, for the daemon's log and drop counters. Per drain, not
+ * per packet.
+ */
+export function carryThreadCounters(st: Float64Array, seen: Float64Array, c: QuicEndpointCounters): { gsoRefused: number; tunDropped: number } {
+  const d = (i: TunThreadStat): number => st[i]! - seen[i]!;
+  c.datagramsIn += d(TunThreadStat.RX_DATAGRAMS) - d(TunThreadStat.RX_TO_ENDPOINT);
+  c.dropRecvError += d(TunThreadStat.RX_REFUSED);
+  c.datagramsOut += d(TunThreadStat.UDP_DATAGRAMS);
+  c.gsoSends += d(TunThreadStat.UDP_GSO);
+  c.groReceives += d(TunThreadStat.RX_GRO);
+  const r = { gsoRefused: d(TunThreadStat.UDP_GSO_REFUSED), tunDropped: d(TunThreadStat.RX_TUN_DROPPED) };
+  seen.set(st);
+  return r;
+}
 
 /**
  * `mtun_<role>_tun_thread_packets_total{path}`: packets the TUN thread read and sent itself
