@@ -1141,7 +1141,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->rbuf = malloc((size_t)DP_RX_SLOTS * DP_RX_SLOT_BYTES);
   d->rscr = malloc(sizeof *d->rscr);
   d->flows = calloc(DP_FLOWS, sizeof *d->flows); /* untouched (no RSS) unless a gateway attaches */
-  if (getrandom(&d->flow_seed, sizeof d->flow_seed, 0) != sizeof d->flow_seed) d->flow_seed = (uint64_t)qe_now() * 0x9e3779b97f4a7c15ull;
+  if (getrandom(&d->flow_seed, sizeof d->flow_seed, GRND_NONBLOCK) != sizeof d->flow_seed) d->flow_seed = (uint64_t)qe_now() * 0x9e3779b97f4a7c15ull;
   for (uint32_t i = 0; d->rbuf != NULL && i < DP_RX_SLOTS; i++) {
     d->rptrs[i] = d->rbuf + (size_t)i * DP_RX_SLOT_BYTES;
     d->rlens[i] = DP_RX_SLOT_BYTES;
