@@ -43,7 +43,6 @@ import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
 import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
 import { carryThreadCounters, registerTunThreadCounters } from '../daemon/tun-thread-metrics.js';
 import { loadNative } from '../native/addon.js';
-import { DEFAULT_INBOUND_TIMEOUTS } from '../masque/inbound/conn-track.js';
 import type { H3Connection } from '../h3/connection.js';
 import { DEFAULT_TUNNEL_MTU, MAX_UDP_PAYLOAD_BYTES, QUIC_IDLE_TIMEOUT_MS } from '../daemon/tunnel-constants.js';
 import { admitConnect } from './admit-connect.js';
@@ -323,13 +322,10 @@ export class Gateway {
     // Entries read before a detach belong to the session it detached from (drained on the turn after it).
     const gs = this.threadDrainSession ?? this.threadSession;
     if (kind === TUN_THREAD_IN) {
-      const info = this.threadInfo;
-      const r = parseIpPacket(buf, off, len, info);
-      // As the session's own path: protocols without ports are tracked on addresses and protocol.
-      if (gs !== null && (r === 0 || r === DropReason.UNSUPPORTED_PROTO)) this.inbound.track.seed(buf, info, gs.identity, at);
-      if (r === 0) this.flows.tracker.observeParsed(buf, info, Direction.OUT, at);
-      else this.flows.tracker.observe(buf, off, len, Direction.OUT, at);
-      if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_OUT, at);
+      // As the session's own path: the agent's packet opens or refreshes its flow in the connection table.
+      if (this.observeThreadPacket(buf, off, len, at, Direction.OUT, TapInterface.TUN_OUT) && gs !== null) {
+        this.inbound.track.seed(buf, this.threadInfo, gs.identity, at);
+      }
       this.threadRxPackets++;
       this.threadRxBytes += len;
       return;
@@ -340,18 +336,30 @@ export class Gateway {
     }
     if (kind === TUN_THREAD_SENT) {
       // As the event loop's path: a return packet moves its flow on in the connection table (opening → established).
-      const info = this.threadInfo;
-      const r = parseIpPacket(buf, off, len, info);
-      if (gs !== null && (r === 0 || r === DropReason.UNSUPPORTED_PROTO)) this.inbound.track.matchReturn(buf, info, gs.identity, at);
-      if (r === 0) this.flows.tracker.observeParsed(buf, info, Direction.IN, at);
-      else this.flows.tracker.observe(buf, off, len, Direction.IN, at);
-      if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, TapInterface.TUN_IN, at);
+      if (this.observeThreadPacket(buf, off, len, at, Direction.IN, TapInterface.TUN_IN) && gs !== null) {
+        this.inbound.track.matchReturn(buf, this.threadInfo, gs.identity, at);
+      }
       this.threadPackets++;
       this.threadBytes += len;
       return;
     }
     this.forwardFromNetwork(buf, len, at);
   };
+
+  /**
+   * Parses a packet the thread carried into {@link threadInfo}, hands it to
+   * the flow tracker (`dir`, a {@link Direction}) and the capture tap (`tap`, a {@link TapInterface}). True
+   * when the connection table keys it (parsed, or a protocol without ports,
+   * tracked on addresses and protocol as the session's own path does).
+   */
+  private observeThreadPacket(buf: Buffer, off: number, len: number, at: number, dir: number, tap: number): boolean {
+    const info = this.threadInfo;
+    const r = parseIpPacket(buf, off, len, info);
+    if (r === 0) this.flows.tracker.observeParsed(buf, info, dir, at);
+    else this.flows.tracker.observe(buf, off, len, dir, at);
+    if (this.telemetry.capture.active) this.telemetry.capture.offer(buf, off, len, tap, at);
+    return r === 0 || r === DropReason.UNSUPPORTED_PROTO;
+  }
 
   /** The thread published packets, received, or its TUN read failed. */
   private readonly onThreadReady = (): void => {
@@ -436,12 +444,11 @@ export class Gateway {
    * agent's last packet on it: never longer than the inbound table keeps a
    * flow in any state (an RST's closing time included, for RSTs the thread
    * does not see), so the thread passes a subset of what the filter passes.
+   * A second less: the table runs on the wall clock (re-anchored when it
+   * steps), the thread on the monotonic one.
    */
   private threadFlowTtlMs(): number {
-    const t = { ...DEFAULT_INBOUND_TIMEOUTS, ...this.config.inboundTracking.timeouts };
-    const shortest = Math.min(t.tcpOpeningMs, t.tcpEstablishedMs, t.tcpClosingMs, Math.max(1000, t.tcpClosingMs / 10), t.udpMs, t.udpStreamMs, t.icmpMs);
-    // A second less: the table runs on the wall clock (re-anchored when it steps), the thread on the monotonic one.
-    return Math.max(0, shortest - THREAD_FLOW_MARGIN_MS);
+    return Math.max(0, this.inbound.track.shortestTimeoutMs - THREAD_FLOW_MARGIN_MS);
   }
 
   /**
@@ -532,10 +539,10 @@ export class Gateway {
   private closeThread(): void {
     const t = this.tunThread;
     if (t === null) return;
-    const old = this.threadDrainSession ?? this.threadSession;
+    // Detached, what the thread read before is credited to threadDrainSession (detachThread sets it; a drain still
+    // pending from an earlier detach keeps its own).
     this.detachThread();
     this.tunThread = null;
-    this.threadDrainSession = old;
     try {
       t.close(this.onThreadPacket, this.io.clock.now());
       this.countThreadSends(t);

@@ -334,6 +334,13 @@ export class ConnTrack {
     l.n++;
   }
 
+  /** The shortest time a flow stays in the table after its last packet, in any state (ms). */
+  get shortestTimeoutMs(): number {
+    let m = Infinity;
+    for (const st of STATES) m = Math.min(m, this.timeoutOf[st]!);
+    return m;
+  }
+
   /** Flows `owner` holds now. */
   flowsOf(owner: FlowOwner): number {
     return this.perOwner.get(owner)?.n ?? 0;

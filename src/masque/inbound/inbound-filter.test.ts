@@ -359,3 +359,12 @@ describe('inbound default-deny: one identity cannot evict the others\' flows (ma
     expect(judge(f, craftUdp({ src: B, dst: A, srcPort: 53, dstPort: 5000 }), 'site-a', 3000)).toBe(InboundDrop.INBOUND_UNSOLICITED);
   });
 });
+
+describe('ConnTrack.shortestTimeoutMs (what the gateway\'s TUN thread may answer for)', () => {
+  it('is the shortest state timeout, the closing time after an RST (a tenth of tcpClosingMs, at least 1 s) included', () => {
+    expect(new InboundFilter({ maxFlows: 16 }).track.shortestTimeoutMs).toBe(Math.max(1000, DEFAULT_INBOUND_TIMEOUTS.tcpClosingMs / 10));
+    expect(new InboundFilter({ maxFlows: 16, timeouts: { tcpClosingMs: 600_000, udpMs: 20_000 } }).track.shortestTimeoutMs).toBe(20_000);
+    expect(new InboundFilter({ maxFlows: 16, timeouts: { tcpEstablishedMs: 5_000 } }).track.shortestTimeoutMs).toBe(5_000);
+    expect(new InboundFilter({ maxFlows: 16, timeouts: { tcpClosingMs: 4_000 } }).track.shortestTimeoutMs).toBe(1_000);
+  });
+});
