@@ -59,7 +59,6 @@
 #define DP_OUT_PKTS 128        /* QUIC packets per send round, one per slot (udp.c builds the GSO trains) */
 #define DP_PKT_CAP 1500        /* most one QUIC packet takes (ngtcp2 writes at most its max UDP payload) */
 #define DP_SEND_ROUNDS 16      /* send rounds per read round, bounded */
-#define DP_WRITABLE_WAIT_MS 5  /* a full socket buffer: wait this long for room, at most twice per send round, then drop */
 /*
  * JavaScript is woken at once when the ring holds a packet for its own path
  * (something may wait for it) or DP_SIGNAL_FILL packets; packets the thread sent
@@ -109,7 +108,7 @@ enum {
   DP_S_UDP_BYTES,
   DP_S_UDP_CALLS,    /* send calls (mtun_udp_send: one sendmmsg or more) */
   DP_S_UDP_GSO,      /* GSO sends */
-  DP_S_UDP_DROPPED,  /* datagrams the kernel refused (EAGAIN, ENOBUFS …): lost, QUIC recovers */
+  DP_S_UDP_DROPPED,  /* datagrams the kernel refused (ENOBUFS, EPERM …), or a tail still refused when its connection was detached: lost, QUIC recovers */
   DP_S_RING_FULL,    /* times the thread stopped reading on a full ring (JavaScript behind): the TUN queue held the packets */
   DP_S_WAKES,
   /* the receive leg */
@@ -126,6 +125,7 @@ enum {
   DP_S_RX_TO_H3,      /* DATAGRAMs handed to HTTP/3 on the event loop through the ring (another stream or context, a failed check) */
   DP_S_UDP_GSO_REFUSED, /* GSO sends the kernel refused (the path cannot segment them): resent datagram by datagram */
   DP_S_RX_GRO,          /* receives the kernel coalesced (UDP GRO: several datagrams in one slot) */
+  DP_S_UDP_STALLS,      /* send rounds that met a full socket buffer (EAGAIN): the rest kept as the tail for EPOLLOUT */
   DP_S_LEN
 };
 
@@ -188,7 +188,11 @@ struct dp {
   /* the receive leg: while attached with a table, the thread is the socket's reader */
   struct mj_table *table; /* the session's receive check (judgeGatewayIp's table); NULL: no receive leg */
   bool rx_hold;           /* a DATAGRAM for the event loop's path heads the receive queue: until dpResume nothing is popped or read */
-  bool udp_polled;        /* thread only */
+  uint32_t udp_events;    /* thread only: what the thread's epoll waits for on the socket (EPOLLIN: the receive leg; EPOLLOUT: a tail) */
+  /* the send tail, under qe_lock: out slots [tail_off, tail_off + tail_n) a full socket buffer refused, kept
+   * for EPOLLOUT; meanwhile tail_conn->tx_held stops every writer of its packets (dp_send_out) */
+  uint32_t tail_off, tail_n;
+  struct qe_conn *tail_conn;
   uint32_t mtu;           /* most bytes of an IP packet a ring slot takes */
   /* gateway mode (the table is a gateway's client-packet check): TTL decrement on the receive leg, and the way
    * back takes only answers on flows the thread saw the agent open (dp_flows), under qe_lock */
@@ -461,37 +465,78 @@ static uint32_t dp_clamp_mss_parsed(uint8_t *p, const struct mj_info *in, uint32
 }
 
 /*
- * Sends the n packets of the out slots with the event loop's sender code
+ * Sends out slots [off, off + n) with the event loop's sender code
  * (mtun_udp_send, udp.c: GSO trains of equal sizes, a refused train resent
- * one by one, EIO turning trains off) and counts the outcome. A full socket
- * buffer is waited out, at most twice, rather than dropped: the engine lock
- * stays held, so the event loop's sender cannot overtake these packets, and
- * ngtcp2 already counts them as sent. What is still left then is dropped and
- * counted; QUIC's loss recovery resends its frames.
+ * one by one, EIO turning trains off), counts the outcome, and returns the
+ * slots consumed (sent, or refused by the kernel for good and counted as
+ * dropped): fewer than n when the socket buffer is full (EAGAIN). qe_lock
+ * held (the out slots, d->scr and d->ustats are the lock's).
  */
-static void dp_send_out(struct dp *d, uint32_t n) {
+static uint32_t dp_udp_send(struct dp *d, uint32_t off, uint32_t n) {
   double *u = d->ustats;
   double dg = u[US_TX_DATAGRAMS], by = u[US_TX_BYTES], gso = u[US_TX_GSO_SENDS], err = u[US_TX_ERRORS], refused = u[US_GSO_REFUSED];
-  uint32_t done = 0;
-  for (int waits = 0;; waits++) {
-    done += mtun_udp_send(d->udp_fd, d->udp_family, d->optrs + done, d->osizes + done, d->osegs + done,
-                          d->oaddrs + (size_t)done * MTUN_ADDR_SLOT, n - done, d->gso, u, d->scr);
-    dp_count(d, DP_S_UDP_CALLS, 1);
-    if (done == n || waits == 2) break;
-    struct pollfd pf = {.fd = d->udp_fd, .events = POLLOUT};
-    (void)poll(&pf, 1, DP_WRITABLE_WAIT_MS);
-  }
+  uint32_t k = mtun_udp_send(d->udp_fd, d->udp_family, d->optrs + off, d->osizes + off, d->osegs + off,
+                             d->oaddrs + (size_t)off * MTUN_ADDR_SLOT, n, d->gso, u, d->scr);
+  dp_count(d, DP_S_UDP_CALLS, 1);
   if (u[US_GSO_FAILED] != 0) d->gso = false;
   dp_count(d, DP_S_UDP_DGRAMS, (uint64_t)(u[US_TX_DATAGRAMS] - dg));
   dp_count(d, DP_S_UDP_BYTES, (uint64_t)(u[US_TX_BYTES] - by));
   dp_count(d, DP_S_UDP_GSO, (uint64_t)(u[US_TX_GSO_SENDS] - gso));
   dp_count(d, DP_S_UDP_GSO_REFUSED, (uint64_t)(u[US_GSO_REFUSED] - refused));
-  dp_count(d, DP_S_UDP_DROPPED, (uint64_t)(u[US_TX_ERRORS] - err) + (n - done)); /* one packet per slot */
+  dp_count(d, DP_S_UDP_DROPPED, (uint64_t)(u[US_TX_ERRORS] - err));
+  return k;
+}
+
+/*
+ * Sends the n packets of the out slots for connection c. What a full socket
+ * buffer refuses is kept as the tail, not dropped: the thread sends it once
+ * the socket is writable (EPOLLOUT), as the endpoint keeps its own unsent
+ * tail (QuicEndpoint.sendOut). Until then c->tx_held stops every writer of
+ * c's packets (qe_conn_send writes none, the event loop's drain included),
+ * so packets still leave in packet-number order. Dropping the tail instead
+ * lost whole send rounds at once: with ngtcp2 0.12, whose probe timeout
+ * ignores packets of DATAGRAMs only, a round that took the rest of a
+ * congestion window could leave it full for good (nothing in flight would
+ * ever be acknowledged or declared lost), and the tunnel stopped carrying
+ * anything (test/netns/send-eagain.test.ts, long runs). Returns false when
+ * a tail is kept. qe_lock held.
+ */
+static bool dp_send_out(struct dp *d, struct qe_conn *c, uint32_t n) {
+  uint32_t k = dp_udp_send(d, 0, n);
+  if (k >= n) return true;
+  d->tail_off = k;
+  d->tail_n = n - k;
+  d->tail_conn = c;
+  c->tx_held = true;
+  dp_count(d, DP_S_UDP_STALLS, 1);
+  return false;
+}
+
+/* Sends the kept tail; true when none is left (its connection's writers go on). qe_lock held. */
+static bool dp_flush_tail(struct dp *d) {
+  if (d->tail_n == 0) return true;
+  uint32_t k = dp_udp_send(d, d->tail_off, d->tail_n);
+  d->tail_off += k;
+  d->tail_n -= k;
+  if (d->tail_n > 0) return false;
+  d->tail_conn->tx_held = false;
+  d->tail_conn = NULL;
+  return true;
+}
+
+/* The connection changes (attach, detach, close): one more try for the tail, then what is left is dropped and counted. qe_lock held. */
+static void dp_settle_tail(struct dp *d) {
+  if (dp_flush_tail(d)) return;
+  dp_count(d, DP_S_UDP_DROPPED, d->tail_n);
+  d->tail_n = 0;
+  d->tail_conn->tx_held = false;
+  d->tail_conn = NULL;
 }
 
 /* Packetizes what the connection may send now and sends it, all under qe_lock (held by the caller). */
 static void dp_drain(struct dp *d, struct qe_conn *c) {
   /* The connection's peer, read at each drain: the engine follows it when it changes (a NAT rebinding). */
+  if (!dp_flush_tail(d)) return; /* still full: nothing more until the socket is writable */
   uint8_t peer[MTUN_ADDR_SLOT] = {0};
   mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
   for (int round = 0; round < DP_SEND_ROUNDS; round++) {
@@ -510,7 +555,7 @@ static void dp_drain(struct dp *d, struct qe_conn *c) {
      * sendmmsg) cannot put later packets of this connection on the wire first. Packets leave in
      * packet-number order; when they did not, the gateway wrote the inner TCP's segments out of order
      * and the TCP retransmitted spuriously (4,483 retransmits in 6 s against 591). */
-    dp_send_out(d, n);
+    if (!dp_send_out(d, c, n)) return;
     if (n < DP_OUT_PKTS) return;
     if (d->conn != c || c->conn == NULL || c->state != QE_OPEN) return;
   }
@@ -862,14 +907,19 @@ static void dp_rx_send(struct dp *d) {
   qe_unlock();
 }
 
-/* Polls the socket while the receive leg is on (thread only; the attachment read under qe_lock). */
+/*
+ * The thread's interest in the socket (thread only; the attachment read
+ * under qe_lock): readable while the receive leg is on, writable while a
+ * tail waits.
+ */
 static void dp_poll_udp(struct dp *d) {
   qe_lock();
-  bool on = dp_rx_on(d);
+  uint32_t want = (dp_rx_on(d) ? EPOLLIN : 0) | (d->tail_n > 0 ? EPOLLOUT : 0);
   qe_unlock();
-  if (d->udp_polled == on) return;
-  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 3};
-  if (epoll_ctl(d->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, d->udp_fd, &ev) == 0 || !on) d->udp_polled = on;
+  if (d->udp_events == want) return;
+  struct epoll_event ev = {.events = want, .data.u32 = 3};
+  int op = d->udp_events == 0 ? EPOLL_CTL_ADD : want == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+  if (epoll_ctl(d->epfd, op, d->udp_fd, &ev) == 0 || want == 0) d->udp_events = want;
 }
 
 static void dp_poll_tun(struct dp *d, bool on) {
@@ -885,11 +935,12 @@ static void *dp_thread(void *arg) {
   while (!atomic_load(&d->stop)) {
     int k = epoll_wait(d->epfd, evs, 4, -1);
     if (k < 0 && errno != EINTR) break;
-    bool timer_fired = false, rx_ready = false;
+    bool timer_fired = false, rx_ready = false, tx_ready = false;
     for (int i = 0; i < k; i++) {
       uint64_t v;
       if (evs[i].data.u32 == 3) {
-        rx_ready = true;
+        rx_ready = (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0 && (d->udp_events & EPOLLIN) != 0;
+        tx_ready = (evs[i].events & (EPOLLOUT | EPOLLERR)) != 0;
       } else if (evs[i].data.u32 == 0) {
         ssize_t r = read(d->efd, &v, sizeof v);
         (void)r;
@@ -901,6 +952,17 @@ static void *dp_thread(void *arg) {
       }
     }
     if (atomic_load(&d->stop)) break;
+    /* The socket has room for the tail: send it, then what the connection has waiting (a closing one its
+     * CONNECTION_CLOSE); JavaScript is owed a wake to re-arm the connection's timers. */
+    if (tx_ready) {
+      qe_lock();
+      struct qe_conn *c = d->conn;
+      if (d->tail_n > 0 && dp_flush_tail(d) && c != NULL && c->conn != NULL) {
+        dp_drain(d, c);
+        owed = true;
+      }
+      qe_unlock();
+    }
     /* Anything received wakes JavaScript within DP_DEFER_NS at the latest: it observes what was written and
      * re-arms the connection's timers after the engine's state changed here (an ACK is due, a loss timer moved). */
     bool rx_published = rx_ready && dp_rx(d);
@@ -1004,11 +1066,14 @@ static void dp_release_js(napi_env env, struct dp *d) {
     napi_async_destroy(env, d->actx);
     d->actx = NULL;
   }
+  qe_lock();
+  dp_settle_tail(d); /* the thread has stopped: what the socket still refuses is dropped, counted */
+  d->conn = NULL;
+  qe_unlock();
   if (d->conn_ref != NULL) {
     napi_delete_reference(env, d->conn_ref);
     d->conn_ref = NULL;
   }
-  d->conn = NULL;
   mj_table_unref(d->table);
   d->table = NULL;
   if (d->async != NULL) {
@@ -1202,7 +1267,10 @@ static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref 
   qe_lock();
   napi_ref old = d->conn_ref;
   struct mj_table *old_table = d->table;
-  if (c != d->conn) d->rx_hold = false;
+  if (c != d->conn) {
+    d->rx_hold = false;
+    dp_settle_tail(d);
+  }
   d->conn = c;
   d->conn_ref = ref;
   if (plen > 0) memcpy(d->prefix, prefix, plen);

@@ -623,6 +623,7 @@ static ngtcp2_ssize write_one(struct qe_conn *c, uint8_t *out, size_t cap, ngtcp
 }
 
 ssize_t qe_conn_send(struct qe_conn *c, uint8_t *out, size_t cap) {
+  if (c->tx_held) return 0; /* a TUN thread's kept tail goes first; it sends the rest once the socket is writable */
   if (c->state == QE_CLOSING) {
     if (!c->close_pending || cap < c->close_len) return 0;
     c->close_pending = false;

@@ -136,6 +136,8 @@ struct qe_conn {
   bool timed_out;
   bool handshake_done;
   bool ping_armed; /* a keep-alive PING is due in the next packet */
+  bool tx_held;    /* a TUN thread holds packets of this connection a full socket buffer refused (dataplane.c dp_send_out):
+                    * qe_conn_send writes none until they are sent (packet-number order on the wire). qe_lock */
   /* remote: where the connection sends. It changes only when ngtcp2 moves the
    * connection to another path after an authenticated packet from it (RFC 9000
    * §9.3: a rebinding client), never because a datagram arrived from elsewhere:

@@ -21,10 +21,11 @@ export function sample(text: string, name: string, labels: Record<string, string
 
 /**
  * The lab (servers, gateway, agent) with the shim preloaded into both
- * daemons, `env` choosing its faults; `down` tears the lab down and removes
+ * daemons, `env` choosing its faults, `opts` the lab's own (the gateway's
+ * TUN thread); `down` tears the lab down and removes
  * the shim.
  */
-export async function labWithShim(prefix: string, env: Record<string, string>): Promise<{ lab: Lab; down: () => Promise<void> }> {
+export async function labWithShim(prefix: string, env: Record<string, string>, opts: { gatewayTunThread?: boolean } = {}): Promise<{ lab: Lab; down: () => Promise<void> }> {
   const shim = buildSendmmsgShim();
   let lab: Lab | undefined;
   const down = async (): Promise<void> => {
@@ -32,7 +33,7 @@ export async function labWithShim(prefix: string, env: Record<string, string>): 
     shim.dispose();
   };
   try {
-    lab = await Lab.up({ prefix, daemonEnv: { LD_PRELOAD: shim.path, ...env } });
+    lab = await Lab.up({ prefix, daemonEnv: { LD_PRELOAD: shim.path, ...env }, ...opts });
     await lab.startServers();
     await lab.startGateway();
     await lab.startAgent('agent');
