@@ -1052,7 +1052,7 @@ static void dp_stop(struct dp *d) {
   }
 }
 
-static void dp_release_js(napi_env env, struct dp *d) {
+static void dp_release_js(napi_env env, struct dp *d, bool finalizing) {
   for (int i = 0; i < 7; i++)
     if (d->refs[i] != NULL) {
       napi_delete_reference(env, d->refs[i]);
@@ -1067,6 +1067,13 @@ static void dp_release_js(napi_env env, struct dp *d) {
     d->actx = NULL;
   }
   qe_lock();
+  if (finalizing && d->tail_n > 0) {
+    /* At environment teardown the connection (and the caller's socket) may already be gone: count the tail
+     * as dropped without touching either. */
+    dp_count(d, DP_S_UDP_DROPPED, d->tail_n);
+    d->tail_n = 0;
+    d->tail_conn = NULL;
+  }
   dp_settle_tail(d); /* the thread has stopped: what the socket still refuses is dropped, counted */
   d->conn = NULL;
   qe_unlock();
@@ -1104,7 +1111,7 @@ static void dp_finalize(napi_env env, void *data, void *hint) {
   struct dp *d = data;
   if (d->magic == DP_MAGIC) {
     dp_stop(d);
-    dp_release_js(env, d);
+    dp_release_js(env, d, true);
     dp_free_fds(d);
     pthread_mutex_destroy(&d->pmu);
   }
@@ -1244,7 +1251,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   for (int i = 0; i < 7 && refs_ok; i++) refs_ok = napi_create_reference(env, argv[which[i]], 1, &d->refs[i]) == napi_ok;
   napi_value r;
   if (!refs_ok || napi_create_external(env, d, dp_finalize, NULL, &r) != napi_ok) {
-    dp_release_js(env, d);
+    dp_release_js(env, d, true);
     dp_free_fds(d);
     pthread_mutex_destroy(&d->pmu);
     free(d);
@@ -1448,7 +1455,7 @@ static napi_value dp_close(napi_env env, napi_callback_info info) {
   if (d == NULL || d->magic != DP_MAGIC) return mtun_throw_type(env, "dataplane: not a data plane");
   if (!d->started) return NULL;
   dp_stop(d);
-  dp_release_js(env, d);
+  dp_release_js(env, d, false);
   return NULL;
 }
 
