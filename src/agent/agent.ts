@@ -753,6 +753,7 @@ export class Agent {
       this.threadRxBytes = 0;
     }
     const r = carryThreadCounters(t.stats(), this.threadStatsSeen, this.endpoint.counters);
+    if (r.received > 0) this.conn?.quic()?.noteThreadReceived(r.received);
     if (r.gsoRefused > 0 && !this.threadGsoRefusedLogged) {
       this.threadGsoRefusedLogged = true;
       this.log.warn({ socket: 'tun-thread' }, GSO_REFUSED_LOG);

@@ -11,18 +11,20 @@ import { TunThreadStat } from './tun-thread.js';
  * endpoint's counters, as if the endpoint had received and sent it (the
  * datagrams the thread handed to the endpoint are counted there as they are
  * fed). Returns the GSO sends the path refused and the packets the TUN
- * refused meanwhile, for the daemon's log and drop counters. Per drain, not
- * per packet.
+ * refused meanwhile, for the daemon's log and drop counters, and the
+ * datagrams the thread fed its connection itself (for
+ * QuicConnection.noteThreadReceived). Per drain, not per packet.
  */
-export function carryThreadCounters(st: Float64Array, seen: Float64Array, c: QuicEndpointCounters): { gsoRefused: number; tunDropped: number } {
+export function carryThreadCounters(st: Float64Array, seen: Float64Array, c: QuicEndpointCounters): { gsoRefused: number; tunDropped: number; received: number } {
   const d = (i: TunThreadStat): number => st[i]! - seen[i]!;
-  c.datagramsIn += d(TunThreadStat.RX_DATAGRAMS) - d(TunThreadStat.RX_TO_ENDPOINT);
+  const received = d(TunThreadStat.RX_DATAGRAMS) - d(TunThreadStat.RX_TO_ENDPOINT);
+  c.datagramsIn += received;
   c.dropRecvError += d(TunThreadStat.RX_REFUSED);
   c.datagramsOut += d(TunThreadStat.UDP_DATAGRAMS);
   c.gsoSends += d(TunThreadStat.UDP_GSO);
   c.groReceives += d(TunThreadStat.RX_GRO);
   c.sendStalls += d(TunThreadStat.UDP_STALLS);
-  const r = { gsoRefused: d(TunThreadStat.UDP_GSO_REFUSED), tunDropped: d(TunThreadStat.RX_TUN_DROPPED) };
+  const r = { gsoRefused: d(TunThreadStat.UDP_GSO_REFUSED), tunDropped: d(TunThreadStat.RX_TUN_DROPPED), received };
   seen.set(st);
   return r;
 }

@@ -432,6 +432,8 @@ export class Gateway {
       this.threadRxBytes = 0;
     }
     const r = carryThreadCounters(t.stats(), this.threadStatsSeen, this.endpoint.counters);
+    // The tick samples the RTT gauge only of connections that received something: the thread's receives count.
+    if (r.received > 0) conn?.noteThreadReceived(r.received);
     if (r.gsoRefused > 0 && !this.threadGsoRefusedLogged) {
       this.threadGsoRefusedLogged = true;
       this.io.log.warn({ socket: 'tun-thread' }, GSO_REFUSED_LOG);

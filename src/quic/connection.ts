@@ -472,13 +472,19 @@ export class QuicConnection implements QuicTransport, TimerEntry {
   }
 
   /**
-   * Packets the endpoint handed to this connection (decrypted or not). A
-   * data-plane thread that receives for the connection natively does not
-   * count here. Cheap to read: a per-second sweep over every session asks
+   * Packets handed to this connection (decrypted or not): by the endpoint,
+   * and by a TUN thread that receives for it natively, as its owner carries
+   * them over ({@link noteThreadReceived}, once per drain of the thread's
+   * ring). Cheap to read: a per-second sweep over every session asks
    * {@link rttMs} only when this moved.
    */
   get packetsReceived(): number {
     return this.rxPackets;
+  }
+
+  /** Counts `n` UDP datagrams a TUN thread fed this connection's engine itself (it reads the socket while attached). */
+  noteThreadReceived(n: number): void {
+    this.rxPackets += n;
   }
 
   /**
