@@ -33,7 +33,7 @@ TXQ=${MTUN_TXQUEUELEN:+, txQueueLen: $MTUN_TXQUEUELEN}
 TXQ+=${MTUN_QUEUE_DELAY_MS:+, queueDelay: { targetMs: $MTUN_QUEUE_DELAY_MS \}}
 # MTUN_TUN_THREAD=1 / 0 (optional): the agent's tun.thread on / off (default: the product's, on), to compare (bench/tun-thread.sh).
 ATHREAD=${MTUN_TUN_THREAD:+, thread: $([ "$MTUN_TUN_THREAD" = 1 ] && echo true || echo false)}
-# MTUN_GW_TUN_THREAD=1 / 0 (optional): the gateway's tun.thread on / off (default: the product's, off), to compare.
+# MTUN_GW_TUN_THREAD=1 / 0 (optional): the gateway's tun.thread on / off (default: the product's, on), to compare.
 GTHREAD=${MTUN_GW_TUN_THREAD:+, thread: $([ "$MTUN_GW_TUN_THREAD" = 1 ] && echo true || echo false)}
 TA=${P}${K}a; TG=${P}${K}g
 # The server's namespace and the veth pair to it (${P}${K}b in NSB, ${P}${K}s0 in NSS).

@@ -59,7 +59,7 @@ describe('config: example files', () => {
     expect(c.tls.cert).toBe('/etc/mtun/gw.pem');
     expect(c.listen).toEqual({ host: '::', port: 4433 });
     expect(c.policy).toEqual([]); // default deny: no rules
-    expect(c.tun).toEqual({ name: 'mtun0', offload: true, queueDelay: { targetMs: 1, intervalMs: 10 }, thread: false });
+    expect(c.tun).toEqual({ name: 'mtun0', offload: true, queueDelay: { targetMs: 1, intervalMs: 10 }, thread: true });
     expect(c.inspection).toEqual({ maxFlows: 262144, peekBudgetBytes: 16 * 1024 * 1024, timeouts: {} });
     expect(c.telemetry).toEqual({ workloads: [], flowLog: { enabled: true, path: '-', maxFailedPerSecond: 100 } });
     expect(c.connectUdp.idleTimeoutMs).toBe(120000);

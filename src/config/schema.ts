@@ -142,13 +142,12 @@ const tunSchema = z.strictObject({
    * else (other sessions and connections, a second agent, packets of
    * flows the network opened, RSTs, FINs, ICMP errors, failed checks) takes
    * the event loop's path and its inbound filter, which still sees every
-   * packet for telemetry. Only with the native TUN and socket. Off by
-   * default for now: under send-buffer pressure (EAGAIN) the thread drops
-   * after two short waits where the event loop keeps and retries, and a
-   * download through it collapsed in test/netns/send-eagain.test.ts (docs/
-   * decisions/0003, "Step 3 as built").
+   * packet for telemetry. Only with the native TUN and socket. On by
+   * default since the thread keeps what a full send buffer refuses, as the
+   * event loop does (docs/decisions/0003, "Step 3 as built"); `false`: the
+   * event loop reads the TUN and the socket.
    */
-  thread: z.boolean().default(false),
+  thread: z.boolean().default(true),
 }).prefault({});
 
 /** The agent's `tun`: as the gateway's, plus where its TUN → UDP leg runs. */

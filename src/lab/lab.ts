@@ -70,7 +70,7 @@ export interface LabOptions {
   readonly tunOffload?: boolean;
   /** The agents' `tun.thread` (default: the product's, on). */
   readonly agentTunThread?: boolean;
-  /** The gateway's `tun.thread` (default: the product's, off). */
+  /** The gateway's `tun.thread` (default: the product's, on). */
   readonly gatewayTunThread?: boolean;
   /** Both daemons' `inspection.maxFlows` (default: the config default). */
   readonly maxFlows?: number;
