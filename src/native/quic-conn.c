@@ -515,8 +515,8 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
  * written ahead of the DATAGRAMs (a full window must not hold it back): one
  * is nearly always in flight. Once an outage has taken it, the probe timeout
  * fires, the probes carry it, and the first one acknowledged after the
- * outage declares the DATAGRAM packets before it lost. About one 2-byte
- * frame per round trip, but only while at least half the congestion window
+ * outage declares the DATAGRAM packets before it lost. About two 2-byte
+ * frames per round trip (anchor_due: the next one half a window after the last), but only while at least half the congestion window
  * (or two full packets) is in flight: a window cannot fill without passing that mark, and until
  * it is full nothing is stuck (the next acknowledged packet declares the
  * lost ones lost). Sparse traffic (an echo every 20 ms, a session's
@@ -524,9 +524,10 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
  * gateway a tenth of its CPU, a STREAM frame and its ACK on every packet,
  * both ways (BENCHMARKS.md, "The PTO anchor only when the window fills").
  */
-static bool window_filling(struct qe_conn *c) {
+static bool window_filling(struct qe_conn *c, uint64_t *cwnd) {
   ngtcp2_conn_stat st;
   ngtcp2_conn_get_conn_stat(c->conn, &st);
+  *cwnd = st.cwnd;
   /* Or two full packets in flight: a congestion controller may cut the window on an ACK, with nothing
    * written (BBR's ProbeRTT, its inflight bounds), to at least 4 packets, so a window that is full
    * without having passed half by sending holds at least two (review of c3a6649). Sparse traffic, one
@@ -543,9 +544,26 @@ static struct qe_stream *anchor_due(struct qe_conn *c, ngtcp2_tstamp now) {
   if (ngtcp2_conn_get_max_data_left(c->conn) < c->anchor_len ||
       ngtcp2_conn_get_max_stream_data_left(c->conn, a->id) < (a->send.unwritten > 0 ? a->send.unwritten : c->anchor_len))
     return NULL;
-  if (a->send.bytes == 0 && now - c->anchor_at >= QE_ANCHOR_MIN_NS && window_filling(c)) {
+  /* The next anchor: once the last one is acknowledged (at most one a millisecond), or, while it is still in
+   * flight, once half the window went out after it. One in flight is not enough: the ACK that
+   * acknowledges it may also declare an earlier packet lost, and the window cut below what is still in
+   * flight leaves no room to write the next one; an outage then takes every packet sent after the
+   * acknowledged anchor, none of them arms the probe timeout, and the window stays full for good
+   * (src/quic/pto-anchor-wedge.test.ts). With one every half window, the window's worth of packets sent
+   * after an anchor carries one or two more (two anchors a round trip where there was one). */
+  uint64_t cwnd = 0;
+  bool due;
+  if (a->send.bytes == 0) {
+    due = now - c->anchor_at >= QE_ANCHOR_MIN_NS && window_filling(c, &cwnd);
+  } else {
+    /* Cheap checks first: this runs for every packet written. */
+    due = a->send.unwritten == 0 && c->bytes_sent - c->anchor_bytes >= 2 * (uint64_t)c->cfg->max_send_udp &&
+          window_filling(c, &cwnd) && c->bytes_sent - c->anchor_bytes >= cwnd / 2;
+  }
+  if (due) {
     if (qe_buf_append(&a->send, c->anchor_frame, c->anchor_len) != c->anchor_len) return NULL;
     c->anchor_at = now;
+    c->anchor_bytes = c->bytes_sent;
     c->anchors_sent++;
   }
   return a->send.unwritten > 0 ? a : NULL;

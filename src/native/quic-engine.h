@@ -178,6 +178,7 @@ struct qe_conn {
   uint8_t anchor_frame[8];
   uint8_t anchor_len;
   ngtcp2_tstamp anchor_at; /* when the last one was queued */
+  uint64_t anchor_bytes;   /* bytes_sent when the last one was queued */
   uint64_t anchors_sent;
   struct qe_error local_err, peer_err;
   /* closing: the CONNECTION_CLOSE packet, resent when the peer keeps sending */
