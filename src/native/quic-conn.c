@@ -511,9 +511,10 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
  * STREAM frame would not be resent, and the timer would stop after the first
  * probe). So while DATAGRAMs go out, a frame the peer ignores (HTTP/3: a
  * reserved frame type on the control stream) is queued on the anchor stream
- * whenever it holds nothing unacknowledged, at most once a millisecond, and
- * written ahead of the DATAGRAMs (a full window must not hold it back): one
- * is nearly always in flight. Once an outage has taken it, the probe timeout
+ * whenever it holds nothing unacknowledged (at most once a millisecond) and
+ * every half round trip's worth of bytes sent, and written ahead of the
+ * DATAGRAMs (a full window must not hold it back): one is nearly always in
+ * flight, also among the packets sent after the last one acknowledged. Once an outage has taken it, the probe timeout
  * fires, the probes carry it, and the first one acknowledged after the
  * outage declares the DATAGRAM packets before it lost. About two 2-byte
  * frames per round trip (anchor_due: the next one half a window after the last), but only while at least half the congestion window
@@ -524,10 +525,12 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
  * gateway a tenth of its CPU, a STREAM frame and its ACK on every packet,
  * both ways (BENCHMARKS.md, "The PTO anchor only when the window fills").
  */
-static bool window_filling(struct qe_conn *c, uint64_t *cwnd) {
+static bool window_filling(struct qe_conn *c, uint64_t *span) {
   ngtcp2_conn_stat st;
   ngtcp2_conn_get_conn_stat(c->conn, &st);
-  *cwnd = st.cwnd;
+  /* Half of what a round trip carries: the window, or what is in flight when less (BBR's window is about
+   * twice what it keeps in flight). */
+  *span = (st.bytes_in_flight < st.cwnd ? st.bytes_in_flight : st.cwnd) / 2;
   /* Or two full packets in flight: a congestion controller may cut the window on an ACK, with nothing
    * written (BBR's ProbeRTT, its inflight bounds), to at least 4 packets, so a window that is full
    * without having passed half by sending holds at least two (review of c3a6649). Sparse traffic, one
@@ -544,21 +547,21 @@ static struct qe_stream *anchor_due(struct qe_conn *c, ngtcp2_tstamp now) {
   if (ngtcp2_conn_get_max_data_left(c->conn) < c->anchor_len ||
       ngtcp2_conn_get_max_stream_data_left(c->conn, a->id) < (a->send.unwritten > 0 ? a->send.unwritten : c->anchor_len))
     return NULL;
-  /* The next anchor: once the last one is acknowledged (at most one a millisecond), or, while it is still in
-   * flight, once half the window went out after it. One in flight is not enough: the ACK that
-   * acknowledges it may also declare an earlier packet lost, and the window cut below what is still in
-   * flight leaves no room to write the next one; an outage then takes every packet sent after the
+  /* The next anchor, while the window is filling and the last one is written: once the last one is
+   * acknowledged (at most one a millisecond), and in any case once half a round trip's worth of bytes
+   * (half the window, or of what is in flight when less) went out after it. One at a time is not enough:
+   * the ACK that acknowledges it may also declare an earlier packet lost, and a window cut below what is
+   * still in flight leaves no room to write the next one; an outage then takes every packet sent after the
    * acknowledged anchor, none of them arms the probe timeout, and the window stays full for good
-   * (src/quic/pto-anchor-wedge.test.ts). With one every half window, the window's worth of packets sent
-   * after an anchor carries one or two more (two anchors a round trip where there was one). */
-  uint64_t cwnd = 0;
-  bool due;
-  if (a->send.bytes == 0) {
-    due = now - c->anchor_at >= QE_ANCHOR_MIN_NS && window_filling(c, &cwnd);
-  } else {
-    /* Cheap checks first: this runs for every packet written. */
-    due = a->send.unwritten == 0 && c->bytes_sent - c->anchor_bytes >= 2 * (uint64_t)c->cfg->max_send_udp &&
-          window_filling(c, &cwnd) && c->bytes_sent - c->anchor_bytes >= cwnd / 2;
+   * (src/quic/pto-anchor-wedge.test.ts). So about two anchors a round trip, with any congestion controller
+   * and round trips shorter than the millisecond floor. */
+  bool due = false;
+  uint64_t since = c->bytes_sent - c->anchor_bytes;
+  bool acked = a->send.bytes == 0 && now - c->anchor_at >= QE_ANCHOR_MIN_NS;
+  /* Cheap checks first: this runs for every packet written. */
+  if (a->send.unwritten == 0 && (acked || since >= 2 * (uint64_t)c->cfg->max_send_udp)) {
+    uint64_t span;
+    due = window_filling(c, &span) && (acked || since >= span);
   }
   if (due) {
     if (qe_buf_append(&a->send, c->anchor_frame, c->anchor_len) != c->anchor_len) return NULL;

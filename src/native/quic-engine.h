@@ -172,8 +172,9 @@ struct qe_conn {
   struct mc_state codel;          /* CoDel on dq_send (cfg->codel) */
   uint64_t dgram_send_delay_dropped; /* DATAGRAMs CoDel dropped from dq_send: they waited too long */
   /* The PTO anchor (quic-conn.c anchor_due): a frame the peer ignores,
-   * queued on our stream anchor_id while DATAGRAMs go out and the stream
-   * holds nothing unacknowledged. anchor_len 0: off. */
+   * queued on our stream anchor_id while DATAGRAMs go out: when the stream
+   * holds nothing unacknowledged, and every half round trip's worth of
+   * bytes sent. anchor_len 0: off. */
   int64_t anchor_id;
   uint8_t anchor_frame[8];
   uint8_t anchor_len;

@@ -19,9 +19,11 @@ import { connectedEnginePair, PAIR_CLIENT, PAIR_SERVER } from './testing/engine-
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-describe('PTO anchor: a window cut below what is in flight, then an outage', () => {
+// Cubic, whose cut on one loss sets this up; bbr2 (the daemons' default) cuts below what is in flight on other
+// occasions (ProbeRTT, its loss bounds), which this sequence does not reach: tried, 200 attempts, no cut.
+describe.each(['cubic'])('PTO anchor: a window cut below what is in flight, then an outage (%s)', (cc) => {
   it('the sender recovers once the path is back (a probe timeout fires)', async () => {
-    const { c, s } = await connectedEnginePair(1024);
+    const { c, s } = await connectedEnginePair(1024, (cfg) => cfg.setCcAlgorithmName(cc));
     const anchor = new Uint8Array([0x21, 0x00]);
     c.streamSend(0, anchor, false);
     c.setPtoAnchor(0, anchor);
@@ -117,7 +119,7 @@ describe('PTO anchor: a window cut below what is in flight, then an outage', () 
       if (ts !== null && ts <= 0) { s.onTimeout(); acks(); }
       await sleep(2);
     }
-    console.log(`anchor wedge: ${inflight} packets in flight (anchor at ${at}, lost ${lost}); before the outage ` +
+    console.log(`anchor wedge (${cc}): ${inflight} packets in flight (anchor at ${at}, lost ${lost}); before the outage ` +
       `${beforeOutage.inFlightBytes} bytes in flight, ${beforeOutage.ptoAnchors} anchors; ${received - got} DATAGRAMs arrived after it`);
     expect(received - got, 'DATAGRAMs arrive again after the outage').toBeGreaterThanOrEqual(100);
   }, 20_000);
