@@ -524,13 +524,18 @@ static bool dp_flush_tail(struct dp *d) {
   return true;
 }
 
-/* The connection changes (attach, detach, close): one more try for the tail, then what is left is dropped and counted. qe_lock held. */
-static void dp_settle_tail(struct dp *d) {
-  if (dp_flush_tail(d)) return;
+/* Drops what is left of the tail, counted; release: its connection still exists and may write again. qe_lock held. */
+static void dp_drop_tail(struct dp *d, bool release) {
+  if (d->tail_n == 0) return;
   dp_count(d, DP_S_UDP_DROPPED, d->tail_n);
   d->tail_n = 0;
-  d->tail_conn->tx_held = false;
+  if (release) d->tail_conn->tx_held = false;
   d->tail_conn = NULL;
+}
+
+/* The connection changes (attach, detach, close): one more try for the tail, then what is left is dropped and counted. qe_lock held. */
+static void dp_settle_tail(struct dp *d) {
+  if (!dp_flush_tail(d)) dp_drop_tail(d, true);
 }
 
 /* Packetizes what the connection may send now and sends it, all under qe_lock (held by the caller). */
@@ -1067,14 +1072,10 @@ static void dp_release_js(napi_env env, struct dp *d, bool finalizing) {
     d->actx = NULL;
   }
   qe_lock();
-  if (finalizing && d->tail_n > 0) {
-    /* At environment teardown the connection (and the caller's socket) may already be gone: count the tail
-     * as dropped without touching either. */
-    dp_count(d, DP_S_UDP_DROPPED, d->tail_n);
-    d->tail_n = 0;
-    d->tail_conn = NULL;
-  }
-  dp_settle_tail(d); /* the thread has stopped: what the socket still refuses is dropped, counted */
+  /* The thread has stopped. At environment teardown the connection (and the caller's socket) may already be
+   * gone: the tail is dropped without touching either; otherwise it gets one more try. */
+  if (finalizing) dp_drop_tail(d, false);
+  else dp_settle_tail(d);
   d->conn = NULL;
   qe_unlock();
   if (d->conn_ref != NULL) {
@@ -1251,7 +1252,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   for (int i = 0; i < 7 && refs_ok; i++) refs_ok = napi_create_reference(env, argv[which[i]], 1, &d->refs[i]) == napi_ok;
   napi_value r;
   if (!refs_ok || napi_create_external(env, d, dp_finalize, NULL, &r) != napi_ok) {
-    dp_release_js(env, d, true);
+    dp_release_js(env, d, false);
     dp_free_fds(d);
     pthread_mutex_destroy(&d->pmu);
     free(d);

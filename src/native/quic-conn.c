@@ -514,10 +514,12 @@ static bool codel_drops_head(struct qe_conn *c, const struct qe_dq *dq, ngtcp2_t
  * whenever it holds nothing unacknowledged (at most once a millisecond) and
  * every half round trip's worth of bytes sent, and written ahead of the
  * DATAGRAMs (a full window must not hold it back): one is nearly always in
- * flight, also among the packets sent after the last one acknowledged. Once an outage has taken it, the probe timeout
+ * flight, also among the packets sent after the last one acknowledged.
+ * Once an outage has taken it, the probe timeout
  * fires, the probes carry it, and the first one acknowledged after the
  * outage declares the DATAGRAM packets before it lost. About two 2-byte
- * frames per round trip (anchor_due: the next one half a window after the last), but only while at least half the congestion window
+ * frames per round trip (anchor_due: the next one half a round trip's worth
+ * of bytes after the last), but only while at least half the congestion window
  * (or two full packets) is in flight: a window cannot fill without passing that mark, and until
  * it is full nothing is stuck (the next acknowledged packet declares the
  * lost ones lost). Sparse traffic (an echo every 20 ms, a session's

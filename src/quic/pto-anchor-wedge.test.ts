@@ -21,7 +21,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 // Cubic, whose cut on one loss sets this up; bbr2 (the daemons' default) cuts below what is in flight on other
 // occasions (ProbeRTT, its loss bounds), which this sequence does not reach: tried, 200 attempts, no cut.
-describe.each(['cubic'])('PTO anchor: a window cut below what is in flight, then an outage (%s)', (cc) => {
+const cc = 'cubic';
+
+describe('PTO anchor: a window cut below what is in flight, then an outage (cubic)', () => {
   it('the sender recovers once the path is back (a probe timeout fires)', async () => {
     const { c, s } = await connectedEnginePair(1024, (cfg) => cfg.setCcAlgorithmName(cc));
     const anchor = new Uint8Array([0x21, 0x00]);
