@@ -55,8 +55,15 @@ export const enum TunThreadStat {
   RX_DATAGRAMS, RX_BYTES, RX_TUN, RX_TUN_BYTES, RX_TUN_DROPPED, RX_HELD, RX_TO_ENDPOINT, RX_DROPPED, RX_ERRORS, RX_REFUSED, RX_TO_H3, UDP_GSO_REFUSED, RX_GRO, UDP_STALLS, LENGTH,
 }
 
-/** Handles one packet of the ring: buf[off, off + len), read at `atMs` (the daemon's clock); kind TUN_THREAD_*. */
-export type TunThreadHandler = (buf: Buffer, off: number, len: number, kind: number, atMs: number) => void;
+/**
+ * Handles one packet of the ring: buf[off, off + len), read at `atMs` (the
+ * daemon's clock); kind TUN_THREAD_*; `slot` the attachment it was sent,
+ * written or taken for (TUN_THREAD_SENT, _IN, _H3), -1 for TUN_THREAD_JS.
+ */
+export type TunThreadHandler = (buf: Buffer, off: number, len: number, kind: number, atMs: number, slot: number) => void;
+
+/** Attachments a thread carries at once (dataplane.c DP_ATT_MAX): slots 0 to this minus one. */
+export const TUN_THREAD_SLOTS = 4096;
 
 /** Handles one datagram for the endpoint: buf[off, off + len) from address slot `i` of `addrs`. */
 export type TunThreadDatagramHandler = (buf: Buffer, off: number, len: number, addrs: Uint8Array, i: number) => void;
@@ -77,7 +84,10 @@ export class TunThread {
   /** performance.now() minus the ring stamps' clock (both monotonic; fixed). */
   private readonly perfOffset: number;
   private closed = false;
-  private attachedTo: unknown = null;
+  /** The connection in each attached slot. */
+  private readonly attachedTo = new Map<number, unknown>();
+  /** Slots attached with a receive table. */
+  private readonly rxSlots = new Set<number>();
 
   /**
    * Opens the thread on `tun` and the endpoint's `udp` socket; null when
@@ -110,17 +120,20 @@ export class TunThread {
     this.perfOffset = performance.now() - this.native.dpNow();
   }
 
-  /** The connection the thread sends on (an engine handle), or null. */
+  /** The connection the thread sends on in slot 0 (an agent's only one; an engine handle), or null. */
   get attached(): unknown {
-    return this.attachedTo;
+    return this.attachedTo.get(0) ?? null;
   }
 
-  /** True while the thread also receives (attached with a receive table): the endpoint must not read the socket. */
+  /** Attachments in all slots. */
+  get attachedCount(): number {
+    return this.attachedTo.size;
+  }
+
+  /** True while the thread also receives (some slot attached with a receive table): the endpoint must not read the socket. */
   get receiving(): boolean {
-    return this.rxTable !== null;
+    return this.rxSlots.size > 0;
   }
-
-  private rxTable: NativeJudgeTable | null = null;
 
   /**
    * Sends the plain packets on `conn` (QuicConnection's engine handle), each
@@ -133,15 +146,32 @@ export class TunThread {
    * saw the agent send on within `flowTtlMs` (no RST or FIN: those, and
    * everything else, take the event loop's path and its inbound filter).
    * `mssMtu` (0: none) clamps the MSS of SYNs both ways, as the agent's
-   * `mssClamp`. Replaces an earlier attachment (and forgets those flows).
+   * `mssClamp`. `slot` (0 to {@link TUN_THREAD_SLOTS} − 1): a gateway
+   * attaches each agent connection in a slot of its own (one connection per
+   * slot), and the ring's entries for it carry the slot; reuse a slot only
+   * after draining what was published before its detach. Replaces an
+   * earlier attachment in the slot (and forgets its flows). `local` (16
+   * bytes, the local part of an address slot): the source address of what
+   * the thread sends until it receives for the connection (then the address
+   * the peer's datagrams arrive at, as the endpoint does).
    * (The TUN is the thread's from {@link open} on, attached or not: the
    * caller never reads it itself.)
    */
-  attach(conn: unknown, prefix: Uint8Array, ipv6: boolean, receiveTable: NativeJudgeTable | null = null, mssMtu = 0, flowTtlMs = 0): void {
+  attach(conn: unknown, prefix: Uint8Array, ipv6: boolean, receiveTable: NativeJudgeTable | null = null, mssMtu = 0, flowTtlMs = 0, slot = 0, local?: Uint8Array): void {
     if (this.closed) return;
-    this.native.dpAttach(this.dp, conn, prefix, ipv6, receiveTable, mssMtu, flowTtlMs);
-    this.attachedTo = conn;
-    this.rxTable = receiveTable;
+    this.native.dpAttach(this.dp, conn, prefix, ipv6, receiveTable, mssMtu, flowTtlMs, slot, local);
+    this.attachedTo.set(slot, conn);
+    if (receiveTable !== null) this.rxSlots.add(slot);
+    else this.rxSlots.delete(slot);
+  }
+
+  /**
+   * The attachments whose connections the thread fed QUIC packets since the
+   * last call: pairs [slot, packets] in `out`; returns the pairs written (at
+   * most out.length / 2; call again while it fills `out`).
+   */
+  touched(out: Uint32Array): number {
+    return this.closed ? 0 : this.native.dpTouched(this.dp, out);
   }
 
   /**
@@ -161,7 +191,7 @@ export class TunThread {
    * the queue; a hold the thread set after that stays.
    */
   resume(held: number): void {
-    if (!this.closed && this.rxTable !== null) this.native.dpResume(this.dp, held);
+    if (!this.closed && this.rxSlots.size > 0) this.native.dpResume(this.dp, held);
   }
 
   /** True when the endpoint ring holds datagrams (no call into C; also after {@link close}: the ring is ours). */
@@ -194,24 +224,38 @@ export class TunThread {
   }
 
   /**
-   * The thread forgets the connection: on return it no longer uses it, and
-   * what it read before is in the ring. It goes on reading the TUN and hands
-   * every packet to the event loop's path.
+   * The thread forgets the connection in `slot`, or every one: on return it
+   * no longer uses it, and what it read before is in the ring. It goes on
+   * reading the TUN and hands what it reads for it to the event loop's path.
    */
-  detach(): void {
-    if (this.closed || this.attachedTo === null) return;
-    this.native.dpDetach(this.dp);
-    this.attachedTo = null;
-    this.rxTable = null;
+  detach(slot?: number): void {
+    if (this.closed) return;
+    if (slot === undefined) {
+      if (this.attachedTo.size === 0) return;
+      this.native.dpDetach(this.dp);
+      this.attachedTo.clear();
+      this.rxSlots.clear();
+      return;
+    }
+    if (!this.attachedTo.has(slot)) return;
+    this.native.dpDetach(this.dp, slot);
+    this.attachedTo.delete(slot);
+    this.rxSlots.delete(slot);
   }
 
   /**
    * One read on this thread without sending (what the kernel answered inside
    * a TUN write, just before the endpoint sends); what it read is in the
    * ring for {@link drain}. Throws `tun: read: …` once the device failed.
+   * `out`: out[0] the attachments it queued packets on, their slots after
+   * it; their connections must be sent (the caller marks them).
    */
-  poll(): void {
-    if (!this.closed) this.native.dpPoll(this.dp);
+  poll(out?: Uint32Array): void {
+    if (this.closed) {
+      if (out !== undefined && out.length > 0) out[0] = 0;
+      return;
+    }
+    this.native.dpPoll(this.dp, out);
   }
 
   /** True when the ring holds packets not yet drained (no call into C). */
@@ -245,7 +289,8 @@ export class TunThread {
         cons = (cons + 1) >>> 0;
         count++;
         // Whole µs, as the daemon's clock gives them (preciseNowMs): the capture tap and the tracker see the same times.
-        handler(this.slots[i]!, this.headroom, this.meta[2 * i]!, this.meta[2 * i + 1]!, age > 0 ? Math.round((nowMs - age) * 1000) / 1000 : nowMs);
+        const kind = this.meta[2 * i + 1]!;
+        handler(this.slots[i]!, this.headroom, this.meta[2 * i]!, kind & 0xff, age > 0 ? Math.round((nowMs - age) * 1000) / 1000 : nowMs, (kind >>> 8) - 1);
       }
     } finally {
       // Released even when a handler threw: the thread must not wait on a slot nobody will hand back.

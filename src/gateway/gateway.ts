@@ -40,7 +40,7 @@ import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
 import { TUN_WRITE_DROP_REASON, TunWriter, tunQueueDelay, tunRecvBudget } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
-import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
+import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_SENT, TUN_THREAD_SLOTS, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
 import { carryThreadCounters, registerTunThreadCounters } from '../daemon/tun-thread-metrics.js';
 import { loadNative } from '../native/addon.js';
 import type { H3Connection } from '../h3/connection.js';
@@ -293,41 +293,63 @@ export class Gateway {
 
   private tunThread: TunThread | null = null;
   private readonly tunDropId: number;
-  /** While what the thread read before a detach is handled: the session it was attached to. */
-  private threadDrainSession: GwSession | null = null;
-  /** A detach's drain is still to run: no attach before it (its entries would be credited to the new session). */
-  private threadDraining = false;
-  /** The CONNECT-IP session the thread carries (the only HTTP/3 connection's first), or null. */
-  private threadSession: GwSession | null = null;
+  /**
+   * The thread carries every agent connection over HTTP/3 (issues #13, #17):
+   * each connection's first open CONNECT-IP session is attached in a slot of
+   * its own. `threadSlots[slot]` is the session a slot's ring entries are
+   * credited to: its attached session, and after a detach still the old one
+   * until what the thread published before the detach is drained; only then
+   * is the slot free again.
+   */
+  private readonly threadSlots: (GwSession | null)[] = [];
+  private readonly threadSlotOf = new Map<GwSession, number>();
+  /** The attached session of each connection. */
+  private readonly threadOfConn = new Map<GwConn, GwSession>();
+  private readonly threadFreeSlots: number[] = [];
+  /** Detached slots whose entries may still be in the ring: freed once drained ({@link finishDetach}). */
+  private threadDetached: number[] = [];
+  private threadDrainScheduled = false;
   private threadAttachDeferred = false;
-  private threadPackets = 0;
-  private threadBytes = 0;
-  private threadRxPackets = 0;
-  private threadRxBytes = 0;
+  private threadFullLogged = false;
+  /** Per slot: packets the thread sent (SENT) and wrote (IN) since they were last counted, and the slots with some. */
+  private readonly threadCounts = new Float64Array(4 * TUN_THREAD_SLOTS);
+  private readonly threadDirty: number[] = [];
+  private readonly threadTouchedPairs = new Uint32Array(2 * 256);
+  private readonly threadTouchedConns: QuicConnection[] = [];
+  /** dpPoll's answer: how many attachments its round queued on, then their slots (at most a round's packets). */
+  private readonly threadPolled = new Uint32Array(1 + 64);
   private threadGsoRefusedLogged = false;
   private readonly threadStatsSeen = new Float64Array(TunThreadStat.LENGTH);
   private readonly threadInfo = new PacketInfo();
 
+  /** Counts a packet of `len` bytes for slot `slot`: `at` 0 sent to the agent, 2 written into the TUN. */
+  private countThreadPacket(slot: number, at: number, len: number): void {
+    const c = this.threadCounts;
+    const i = 4 * slot + at;
+    if (c[4 * slot]! === 0 && c[4 * slot + 2]! === 0) this.threadDirty.push(slot);
+    c[i]!++;
+    c[i + 1]! += len;
+  }
+
   /**
-   * A packet the TUN thread handled, in order. IN: an agent's packet it
-   * wrote into the TUN (the session's check passed, TTL decremented), seen
-   * here as the event loop's path sees what it writes: the inbound table,
-   * the flow tracker, the capture tap. SENT: a packet of the network it sent
-   * to the agent (an answer on a flow it saw the agent use). H3: a DATAGRAM
-   * for HTTP/3 (another stream or context, or one the thread's check did not
-   * pass: the session's own check judges it). Otherwise a packet of the
-   * network for the event loop's path (route, inbound default deny, rules).
+   * A packet the TUN thread handled, in order, for the session attached in
+   * `slot`. IN: an agent's packet it wrote into the TUN (the session's check
+   * passed, TTL decremented), seen here as the event loop's path sees what
+   * it writes: the inbound table, the flow tracker, the capture tap. SENT: a
+   * packet of the network it sent to the agent (an answer on a flow it saw
+   * the agent use). H3: a DATAGRAM for HTTP/3 (another stream or context, or
+   * one the thread's check did not pass: the session's own check judges
+   * it). Otherwise a packet of the network for the event loop's path (route,
+   * inbound default deny, rules).
    */
-  private readonly onThreadPacket = (buf: Buffer, off: number, len: number, kind: number, at: number): void => {
-    // Entries read before a detach belong to the session it detached from (drained on the turn after it).
-    const gs = this.threadDrainSession ?? this.threadSession;
+  private readonly onThreadPacket = (buf: Buffer, off: number, len: number, kind: number, at: number, slot: number): void => {
+    const gs = slot >= 0 ? this.threadSlots[slot] ?? null : null;
     if (kind === TUN_THREAD_IN) {
       // As the session's own path: the agent's packet opens or refreshes its flow in the connection table.
       if (this.observeThreadPacket(buf, off, len, at, Direction.OUT, TapInterface.TUN_OUT) && gs !== null) {
         this.inbound.track.seed(buf, this.threadInfo, gs.identity, at);
       }
-      this.threadRxPackets++;
-      this.threadRxBytes += len;
+      if (gs !== null) this.countThreadPacket(slot, 2, len);
       return;
     }
     if (kind === TUN_THREAD_H3) {
@@ -339,8 +361,7 @@ export class Gateway {
       if (this.observeThreadPacket(buf, off, len, at, Direction.IN, TapInterface.TUN_IN) && gs !== null) {
         this.inbound.track.matchReturn(buf, this.threadInfo, gs.identity, at);
       }
-      this.threadPackets++;
-      this.threadBytes += len;
+      if (gs !== null) this.countThreadPacket(slot, 0, len);
       return;
     }
     this.forwardFromNetwork(buf, len, at);
@@ -370,7 +391,7 @@ export class Gateway {
       return;
     }
     if (t.receiving || t.hasEndpointPending()) {
-      this.threadInput(t, t.receiving ? this.threadConn() : null);
+      this.threadInput(t);
       return;
     }
     if (this.drainThread(t) > 0) {
@@ -379,18 +400,36 @@ export class Gateway {
     }
   };
 
-  private threadConn(): QuicConnection | null {
-    const gc = (this.threadDrainSession ?? this.threadSession)?.gc;
-    return gc !== undefined && gc.transport === 'h3' ? (gc.conn as QuicConnection) : null;
+  /**
+   * The connections the thread fed packets since the last call (their
+   * receive counts carried over for the RTT gauge's tick), in
+   * {@link threadTouchedConns}.
+   */
+  private takeTouched(t: TunThread): QuicConnection[] {
+    const out = this.threadTouchedConns;
+    out.length = 0;
+    const pairs = this.threadTouchedPairs;
+    for (;;) {
+      const n = t.touched(pairs);
+      for (let i = 0; i < n; i++) {
+        const gs = this.threadSlots[pairs[2 * i]!];
+        if (gs === null || gs === undefined || gs.gc.transport !== 'h3') continue;
+        const conn = gs.gc.conn as QuicConnection;
+        // The tick samples the RTT gauge only of connections that received something: the thread's receives count.
+        conn.noteThreadReceived(pairs[2 * i + 1]!);
+        out.push(conn);
+      }
+      if (2 * n < pairs.length) return out;
+    }
   }
 
   /** Runs the endpoint on what the thread received, then lets it receive again (its held DATAGRAMs are handled). */
-  private threadInput(t: TunThread, received: QuicConnection | null): void {
+  private threadInput(t: TunThread): void {
     const held = t.stats()[TunThreadStat.RX_HELD]!; // before the queue is looked at: see TunThread.resume
     try {
       this.drainThread(t);
       this.countThreadSends(t);
-      this.endpoint.threadInput(received, t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed) : null);
+      this.endpoint.threadInput(this.takeTouched(t), t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed) : null);
       this.tunWriter.flush();
     } finally {
       t.resume(held);
@@ -403,37 +442,48 @@ export class Gateway {
     return n;
   }
 
-  /** Just before the endpoint sends: what the kernel answered inside a TUN write joins that send. */
+  /**
+   * Just before the endpoint sends: what the kernel answered inside a TUN
+   * write joins that send, on whichever attached connection it answers
+   * (each marked, so the endpoint sends it now).
+   */
   private pollThread(t: TunThread): void {
+    const polled = this.threadPolled;
     try {
-      t.poll();
+      t.poll(polled);
     } catch (e) {
       this.fail(e as Error);
       return;
+    }
+    for (let i = 1; i <= polled[0]!; i++) {
+      const gs = this.threadSlots[polled[i]!];
+      if (gs !== null && gs !== undefined && gs.gc.transport === 'h3') (gs.gc.conn as QuicConnection).flush();
     }
     this.drainThread(t);
     this.tunWriter.flush();
   }
 
-  /** Carries what the thread did into the session's, the connection's and the endpoint's counters. */
+  /** Carries what the thread did into the sessions', the connections' and the endpoint's counters. */
   private countThreadSends(t: TunThread): void {
-    const gs = this.threadDrainSession ?? this.threadSession;
-    const conn = this.threadConn();
-    if (this.threadPackets > 0) {
-      gs?.ip?.countSent(this.threadPackets, this.threadBytes);
-      conn?.noteDgramsSent(this.threadPackets);
-      this.threadPackets = 0;
-      this.threadBytes = 0;
+    const c = this.threadCounts;
+    for (const slot of this.threadDirty) {
+      const gs = this.threadSlots[slot];
+      const i = 4 * slot;
+      if (gs !== null && gs !== undefined) {
+        const conn = gs.gc.transport === 'h3' ? (gs.gc.conn as QuicConnection) : null;
+        if (c[i]! > 0) {
+          gs.ip?.countSent(c[i]!, c[i + 1]!);
+          conn?.noteDgramsSent(c[i]!);
+        }
+        if (c[i + 2]! > 0) {
+          gs.ip?.countReceived(c[i + 2]!, c[i + 3]!);
+          conn?.noteDgramsRecv(c[i + 2]!);
+        }
+      }
+      c[i] = c[i + 1] = c[i + 2] = c[i + 3] = 0;
     }
-    if (this.threadRxPackets > 0) {
-      gs?.ip?.countReceived(this.threadRxPackets, this.threadRxBytes);
-      conn?.noteDgramsRecv(this.threadRxPackets);
-      this.threadRxPackets = 0;
-      this.threadRxBytes = 0;
-    }
+    this.threadDirty.length = 0;
     const r = carryThreadCounters(t.stats(), this.threadStatsSeen, this.endpoint.counters);
-    // The tick samples the RTT gauge only of connections that received something: the thread's receives count.
-    if (r.received > 0) conn?.noteThreadReceived(r.received);
     if (r.gsoRefused > 0 && !this.threadGsoRefusedLogged) {
       this.threadGsoRefusedLogged = true;
       this.io.log.warn({ socket: 'tun-thread' }, GSO_REFUSED_LOG);
@@ -454,104 +504,130 @@ export class Gateway {
   }
 
   /**
-   * Attaches the thread to the CONNECT-IP session it should carry, with a
-   * check compiled from the session as it is now, or detaches it: the
-   * first open CONNECT-IP session of the only HTTP/3 connection (with more,
-   * the datagrams of all the others would cross the thread's ring to the
-   * endpoint). Called after every change the session's check reads
-   * (addresses, routes, IPv6, policy, the host's addresses) and every
-   * connection or session that opens or closes.
+   * Attaches the thread to the session of each HTTP/3 connection it should
+   * carry (the connection's first open CONNECT-IP session), with a check
+   * compiled from the session as it is now, and detaches the rest. `recompile`:
+   * every attached session's check again (the policy, the host's addresses
+   * changed). For one connection's change, {@link refreshThreadConn}.
    */
   private refreshThread(recompile = false): void {
+    if (this.tunThread === null) return;
+    for (const gc of [...this.threadOfConn.keys()]) if (!this.reg.conns.has(gc)) this.refreshThreadConn(gc, false);
+    for (const gc of this.reg.conns) this.refreshThreadConn(gc, recompile);
+  }
+
+  /**
+   * {@link refreshThread} for one connection: called after every change the
+   * session's check reads (addresses, routes, IPv6; `recompile`) and every
+   * session of it that opens or closes, and when the connection opens or closes.
+   */
+  private refreshThreadConn(gc: GwConn, recompile = false): void {
     const t = this.tunThread;
     if (t === null) return;
-    const want = this.stopping ? null : this.threadCandidate();
-    if (want !== this.threadSession) this.detachThread();
-    // After a detach, what the thread read before it is handled first (next turn), then this runs again.
-    if (want === null || this.threadDraining || (want === this.threadSession && !recompile)) return;
-    const conn = want.gc.conn as QuicConnection;
-    // The endpoint may still hold datagrams it read (a GRO batch past its receive budget): a thread receiving now
-    // would write newer ones into the TUN before them. The endpoint stops reading; the attach waits a turn.
-    if (t.attached === null && this.endpoint.holdsInput) {
+    const want = this.stopping || !this.reg.conns.has(gc) ? null : this.threadCandidate(gc);
+    const have = this.threadOfConn.get(gc) ?? null;
+    if (have !== null && have !== want) this.detachSession(t, have);
+    if (want === null || (want === have && !recompile)) return;
+    // The endpoint may still hold datagrams it read (a GRO batch past its receive budget): a thread that starts
+    // receiving now would write newer ones into the TUN before them. The endpoint stops reading; the attach waits a turn.
+    if (!t.receiving && this.endpoint.holdsInput) {
       this.endpoint.pauseInput();
       if (!this.threadAttachDeferred) {
         this.threadAttachDeferred = true;
         setImmediate(() => {
           this.threadAttachDeferred = false;
           this.refreshThread();
-          if (t.attached === null && !this.threadAttachDeferred) this.endpoint.resumeInput();
+          if (!t.receiving && !this.threadAttachDeferred) this.endpoint.resumeInput();
         });
       }
       return;
     }
+    let slot = this.threadSlotOf.get(want);
+    if (slot === undefined) {
+      slot = this.threadFreeSlots.pop() ?? (this.threadSlots.length < TUN_THREAD_SLOTS ? this.threadSlots.length : undefined);
+      if (slot === undefined) {
+        // Every slot taken: this connection stays on the event loop's path (it works, at its cost).
+        if (!this.threadFullLogged) this.io.log.warn({ slots: TUN_THREAD_SLOTS }, 'TUN thread full: further agent connections run on the event loop');
+        this.threadFullLogged = true;
+        return;
+      }
+    }
     const ip = want.ip!;
-    t.attach(conn.q.nativeHandle(), ip.datagramPrefix(), ip.ipv6Enabled, loadNative().judgeTable(ip.receiveTable(want.policy)), 0, this.threadFlowTtlMs());
+    const conn = want.gc.conn as QuicConnection;
+    // Sent from the address the agent's datagrams arrive at, as the endpoint answers (a gateway with several addresses).
+    t.attach(conn.q.nativeHandle(), ip.datagramPrefix(), ip.ipv6Enabled, loadNative().judgeTable(ip.receiveTable(want.policy)), 0, this.threadFlowTtlMs(), slot, conn.recvLocal());
     this.endpoint.pauseInput();
-    if (this.threadSession !== want) this.io.log.info({ session: want.id, identity: want.identity }, 'TUN thread attached');
-    this.threadSession = want;
+    if (have !== want) {
+      this.threadSlots[slot] = want;
+      this.threadSlotOf.set(want, slot);
+      this.threadOfConn.set(gc, want);
+      this.io.log.info({ session: want.id, identity: want.identity, slot }, 'TUN thread attached');
+    }
   }
 
-  private threadCandidate(): GwSession | null {
-    let h3: GwConn | null = null;
-    for (const gc of this.reg.conns) {
-      if (gc.transport !== 'h3') continue;
-      if (h3 !== null) return null;
-      h3 = gc;
-    }
-    if (h3 === null || h3.conn.isClosed) return null;
-    for (const gs of h3.sessions) if (gs.ip !== null && !gs.ip.isClosed) return gs;
+  /** The connection's first open CONNECT-IP session, over HTTP/3, or null. */
+  private threadCandidate(gc: GwConn): GwSession | null {
+    if (gc.transport !== 'h3' || gc.conn.isClosed) return null;
+    for (const gs of gc.sessions) if (gs.ip !== null && !gs.ip.isClosed) return gs;
     return null;
   }
 
-  /** The thread stops carrying the session; what it read before is handled on the next turn. */
-  private detachThread(): void {
-    const t = this.tunThread;
-    if (t === null || t.attached === null) {
-      this.threadSession = null;
-      return;
+  /** The thread stops carrying `gs`; what it read before is credited to it on the next turn, then its slot is free. */
+  private detachSession(t: TunThread, gs: GwSession): void {
+    const slot = this.threadSlotOf.get(gs);
+    if (slot === undefined) return;
+    t.detach(slot);
+    this.threadSlotOf.delete(gs);
+    if (this.threadOfConn.get(gs.gc) === gs) this.threadOfConn.delete(gs.gc);
+    this.threadDetached.push(slot);
+    // The endpoint reads the socket again once the thread no longer does. What the thread received and left
+    // (held DATAGRAMs, datagrams for the endpoint, packets it wrote or sent) is handled on the next turn: detach
+    // may run inside the endpoint's events, which hold the engine lock, and the thread takes its producer lock
+    // before that one (reload, outside them, handles it at once: finishDetach).
+    if (!t.receiving) this.endpoint.resumeInput();
+    if (!this.threadDrainScheduled) {
+      this.threadDrainScheduled = true;
+      setImmediate(() => this.finishDetach(t));
     }
-    const old = this.threadSession;
-    const conn = this.threadConn();
-    t.detach();
-    this.threadSession = null;
-    this.threadDraining = true;
-    // What the thread read before the detach is credited to the session it was read for, whoever drains it
-    // (the endpoint's send hook may, this turn); what it reads from now on is the event loop's path's.
-    this.threadDrainSession = old;
-    // The endpoint reads the socket again. What the thread received and left (held DATAGRAMs, datagrams for the
-    // endpoint, packets it wrote or sent) is handled on the next turn: detach may run inside the endpoint's events,
-    // which hold the engine lock, and the thread takes its producer lock before that one (reload, outside them,
-    // handles it at once: finishDetach). Then the thread may attach again.
-    this.endpoint.resumeInput();
-    setImmediate(() => this.finishDetach(t, conn));
   }
 
-  /** The rest of a detach: what the thread read before it is handled, then the thread may attach again (unless not `reattach`). */
-  private finishDetach(t: TunThread, conn: QuicConnection | null, reattach = true): void {
-    if (!this.threadDraining) return;
+  /** The rest of the detaches: what the thread read before them is handled, then their slots are free. */
+  private finishDetach(t: TunThread): void {
+    this.threadDrainScheduled = false;
+    const slots = this.threadDetached;
+    if (slots.length === 0) return;
+    this.threadDetached = [];
     try {
-      if (this.tunThread === t) this.threadInput(t, conn);
+      if (this.tunThread === t) this.threadInput(t);
     } finally {
-      this.threadDrainSession = null;
-      this.threadDraining = false;
-      if (reattach) this.refreshThread();
+      for (const s of slots) {
+        this.threadSlots[s] = null;
+        this.threadFreeSlots.push(s);
+      }
     }
+  }
+
+  /** Detaches every session and handles at once what the thread read before (outside the engine's events only). */
+  private detachAllNow(): void {
+    const t = this.tunThread;
+    if (t === null) return;
+    for (const gs of [...this.threadSlotOf.keys()]) this.detachSession(t, gs);
+    this.finishDetach(t);
   }
 
   private closeThread(): void {
     const t = this.tunThread;
     if (t === null) return;
-    // Detached, what the thread read before is credited to threadDrainSession (detachThread sets it; a drain still
-    // pending from an earlier detach keeps its own).
-    this.detachThread();
+    // Detached, what the thread read before is credited to the slots' sessions (kept until drained).
+    for (const gs of [...this.threadSlotOf.keys()]) this.detachSession(t, gs);
     this.tunThread = null;
     try {
       t.close(this.onThreadPacket, this.io.clock.now());
       this.countThreadSends(t);
     } finally {
-      this.threadDrainSession = null;
+      this.threadDetached = [];
     }
-    if (t.hasEndpointPending()) this.endpoint.threadInput(null, (feed) => t.drainEndpoint(feed));
+    if (t.hasEndpointPending()) this.endpoint.threadInput([], (feed) => t.drainEndpoint(feed));
   }
 
   // ---------------------------------------------------------------- control path
@@ -580,15 +656,13 @@ export class Gateway {
     );
     this.reg.conns.add(gc);
     this.io.log.info({ remote: gc.remote, identity: gc.certIdentity }, 'agent connected');
-    // A second agent: the thread serves one connection (the endpoint's ring would carry every other one).
-    this.refreshThread();
   }
 
   private onConnectionClosed(gc: GwConn): void {
     this.reg.conns.delete(gc);
     if (gc.conn.handlerError !== null) this.io.log.error({ remote: gc.remote, err: gc.conn.handlerError.stack }, 'connection closed after a handler error');
     for (const s of [...gc.sessions]) this.sessionClosed(s);
-    this.refreshThread();
+    this.refreshThreadConn(gc);
     if (this.reg.conns.size === 0) this.onDrained?.();
   }
 
@@ -714,7 +788,7 @@ export class Gateway {
           else if (e.type === 'ipv6-disabled') log.warn({ session: gs.id, maxPacketSize: e.maxPacketSize }, 'IPv6 disabled: path cannot carry 1280-byte packets (RFC 9484 §7.2)');
           else if (e.type === 'closed') this.sessionClosed(gs);
           // The thread's check is compiled from what the session's check reads: a new one after every change of it.
-          if ((e.type === 'routes' || e.type === 'addresses-granted' || e.type === 'ipv6-disabled') && this.threadSession === gs) this.refreshThread(true);
+          if ((e.type === 'routes' || e.type === 'addresses-granted' || e.type === 'ipv6-disabled') && this.threadSlotOf.has(gs)) this.refreshThreadConn(gs.gc, true);
         },
         pools: this.pools,
         routes: this.advertisedRoutes(policy),
@@ -742,7 +816,7 @@ export class Gateway {
     if (!this.reviewOpened(gs, reloads)) return;
     // Capsules that arrived with the request were handled before gs existed: sync routes now.
     void this.syncKernelRoutes(gs);
-    this.refreshThread();
+    this.refreshThreadConn(gc);
   }
 
   /**
@@ -926,7 +1000,7 @@ export class Gateway {
 
   private sessionClosed(gs: GwSession): void {
     if (!this.reg.remove(gs)) return;
-    if (this.threadSession === gs) this.refreshThread();
+    if (this.threadSlotOf.has(gs)) this.refreshThreadConn(gs.gc);
     this.syncSession(gs);
     gs.sync.close();
     if (gs.ip) {
@@ -1067,10 +1141,7 @@ export class Gateway {
     // The thread stops carrying the session before the switch (it judges with the old policy and answers on flows
     // forgotten below), and what it wrote under the old policy seeds the connection table now, before the flows of
     // changed identities are forgotten; it attaches again with the new policy once the sessions are reviewed.
-    const t = this.tunThread;
-    const detachedConn = this.threadConn();
-    this.detachThread();
-    if (t !== null) this.finishDetach(t, detachedConn, false);
+    this.detachAllNow();
     const oldPolicy = this.policy;
     const oldEntries = this.config.policy;
     const flowsDropped = this.inbound.track.forgetWhere((owner) =>

@@ -68,14 +68,17 @@ export interface NativeBinding {
    * conn: the engine's connection handle; prefix: quarter stream ID + context ID 0; ipv6: IPv6 still carried;
    * table: the session's receive check (an agent table from judgeTable): the thread also receives.
    */
-  dpAttach(dp: NativeDataPlane, conn: unknown, prefix: Uint8Array, ipv6: boolean, table?: NativeJudgeTable | null, mssMtu?: number, flowTtlMs?: number): void;
+  dpAttach(dp: NativeDataPlane, conn: unknown, prefix: Uint8Array, ipv6: boolean, table?: NativeJudgeTable | null, mssMtu?: number, flowTtlMs?: number, slot?: number, local?: Uint8Array): void;
   /** The gateway's return-flow cache forgets every flow (the inbound table dropped some it may hold). */
   dpForgetFlows(dp: NativeDataPlane): void;
   /** The event loop handled what held the receive leg: the thread receives again, unless it held again after `held` (its holds counter then). */
   dpResume(dp: NativeDataPlane, held: number): void;
-  dpDetach(dp: NativeDataPlane): void;
+  /** Detaches attachment `slot`, or every one when omitted. */
+  dpDetach(dp: NativeDataPlane, slot?: number): void;
+  /** Pairs [slot, QUIC packets] of the attachments the thread fed packets since the last call; returns the pairs written. */
+  dpTouched(dp: NativeDataPlane, out: Uint32Array): number;
   /** One read round on this thread, no send (the endpoint's follows); returns packets read; throws `tun: read: …` once the device failed. */
-  dpPoll(dp: NativeDataPlane): number;
+  dpPoll(dp: NativeDataPlane, out?: Uint32Array): number;
   /** Tell the thread slots were released (ctl[1] stored first). */
   dpRelease(dp: NativeDataPlane): void;
   /** errno of a failed TUN read, 0 while healthy. */
@@ -153,7 +156,7 @@ export function loadNative(): NativeBinding {
 }
 
 /** The calling convention this code speaks (MTUN_ABI in src/native/common.h). */
-export const NATIVE_ABI = 15;
+export const NATIVE_ABI = 16;
 
 /** True when the addon loads (for tests and for choosing the node:dgram fallback). */
 export function nativeAvailable(): boolean {

@@ -101,7 +101,7 @@ napi_value mtun_throw_errno(napi_env env, const char *prefix, const char *what, 
  * 12: quicTrimIdle (the gateway frees an idle connection's DATAGRAM rings without a keep-alive).
  * 13: quicDgramRecvBatch (a receive batch's DATAGRAMs in one call). 14: quicRecvSegments (a GRO train in one call).
  */
-#define MTUN_ABI 15
+#define MTUN_ABI 16
 
 /* Throws TypeError("<msg>") with .code = "ERR_INVALID_ARG". Returns NULL. */
 napi_value mtun_throw_type(napi_env env, const char *msg);

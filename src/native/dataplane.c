@@ -148,8 +148,45 @@ enum {
 #define DP_FLOW_KEY 38 /* version, protocol, source, destination (16 each), source and destination port */
 struct dp_flow {
   uint8_t key[DP_FLOW_KEY];
-  uint32_t gen;
+  uint16_t slot;  /* the attachment whose agent sent on it */
+  uint32_t gen;   /* dp.flow_gen when written */
+  uint32_t agen;  /* the attachment's gen when written */
   double seen;
+};
+
+/*
+ * Attachments: one per QUIC connection the thread carries, in a slot
+ * JavaScript chooses (dpAttach's slot) and reuses only after it drained
+ * what the thread published for it (ring entries carry the slot). An agent
+ * has one (slot 0). A gateway has one per agent connection (issues #13 and
+ * #17): its receive leg finds the attachment by the packet's destination
+ * connection ID (the connection's first, as the endpoint routes), and a
+ * packet read from the TUN goes to the attachment whose agent opened the
+ * flow it answers (dp_flows).
+ */
+#define DP_ATT_MAX 4096
+#define DP_CID_BUCKETS 8192 /* a power of two, twice DP_ATT_MAX: open addressing, short probes */
+
+struct dp_att {
+  struct qe_conn *conn; /* NULL: the slot is free */
+  napi_ref conn_ref;
+  uint8_t prefix[16];
+  uint32_t prefix_len;
+  bool ipv6;
+  uint32_t mss_mtu;       /* the MSS clamp's MTU both ways; 0: none */
+  uint8_t local[16];      /* the source address of what it sends: where its peer's datagrams last arrived (IPv4-mapped; zero: the kernel picks) */
+  struct mj_table *table; /* the session's receive check; NULL: the thread does not receive for it */
+  bool gw, decrement;     /* a gateway's table; TTL decrement on the receive leg */
+  double flow_ttl_ms;
+  uint32_t gen;           /* flows written under another gen are not this attachment's (every (re)attach starts afresh) */
+  /* scratch, qe_lock */
+  uint32_t round;         /* the TUN round (dp.round_id) that last looked at it */
+  bool round_ok;
+  int64_t round_max;
+  uint64_t round_stamp;
+  uint32_t round_queued;
+  bool rx_listed;         /* in dp.rx_list: drained once the receive is done */
+  uint32_t js_rx;         /* QUIC packets the thread fed it since dpTouched; > 0: in dp.js_list */
 };
 
 struct dp {
@@ -178,28 +215,32 @@ struct dp {
   _Atomic int read_err; /* errno of a failed TUN read (the data path is dead); set under pmu */
   bool err_reported;
 
-  /* attachment, under qe_lock: attach and detach may come from inside the endpoint's flush, which holds it */
-  struct qe_conn *conn;
-  napi_ref conn_ref;
-  uint8_t prefix[16];
-  uint32_t prefix_len;
-  bool ipv6;
-  uint32_t mss_mtu; /* the MSS clamp's MTU (tun MTU) both ways; 0: no clamp (mssClamp off) */
-  /* the receive leg: while attached with a table, the thread is the socket's reader */
-  struct mj_table *table; /* the session's receive check (judgeGatewayIp's table); NULL: no receive leg */
-  bool rx_hold;           /* a DATAGRAM for the event loop's path heads the receive queue: until dpResume nothing is popped or read */
+  /* attachments, under qe_lock: attach and detach may come from inside the endpoint's flush, which holds it */
+  struct dp_att *atts;    /* DP_ATT_MAX */
+  uint32_t natt;          /* no slot at or above it is attached */
+  uint32_t n_conn;        /* attached */
+  uint32_t n_rx;          /* attached with a table: while > 0 the thread is the socket's reader */
+  uint32_t n_gw;          /* attached with a gateway's table: a packet from the TUN goes to its flow's attachment */
+  int32_t *cid_map;       /* DP_CID_BUCKETS: slot + 1 (0: empty) of the receiving attachments, by their connection's first CID */
+  uint32_t cid_len;       /* that CID's length (the endpoint's, one for all) */
+  uint32_t round_id;
+  uint32_t tx_list[DP_READ_MAX]; /* attachments a TUN round queued on */
+  uint32_t ntx;
+  uint32_t *rx_list;      /* DP_ATT_MAX: attachments a receive fed */
+  uint32_t nrx;
+  uint32_t *js_list;      /* DP_ATT_MAX: attachments fed since dpTouched */
+  uint32_t njs;
+  bool rx_hold;           /* a DATAGRAM for the event loop's path heads a receive queue: until dpResume nothing is popped or read */
+  uint32_t hold_slot;     /* whose queue (rx_hold) */
   uint32_t udp_events;    /* thread only: what the thread's epoll waits for on the socket (EPOLLIN: the receive leg; EPOLLOUT: a tail) */
   /* the send tail, under qe_lock: out slots [tail_off, tail_off + tail_n) a full socket buffer refused, kept
    * for EPOLLOUT; meanwhile tail_conn->tx_held stops every writer of its packets (dp_send_out) */
   uint32_t tail_off, tail_n;
   struct qe_conn *tail_conn;
+  uint32_t tail_slot;
   uint32_t mtu;           /* most bytes of an IP packet a ring slot takes */
-  /* gateway mode (the table is a gateway's client-packet check): TTL decrement on the receive leg, and the way
-   * back takes only answers on flows the thread saw the agent open (dp_flows), under qe_lock */
-  bool gw;
-  bool decrement;
-  double flow_ttl_ms;     /* an entry answers this long after the agent's last packet on it */
-  uint32_t flow_gen;      /* entries of another generation are empty: every (re)attach starts afresh */
+  /* the gateway's way back takes only answers on flows the thread saw an agent open (dp_flows), under qe_lock */
+  uint32_t flow_gen;      /* entries of another generation are empty (dpForgetFlows) */
   uint64_t flow_seed;
   struct dp_flow *flows;  /* DP_FLOWS entries */
 
@@ -348,27 +389,34 @@ static uint32_t dp_flow_hash(const struct dp *d, const uint8_t *k) {
   return (uint32_t)(h ^ (h >> 29)) & (DP_FLOWS - 1);
 }
 
+/* Whether entry f still answers: not forgotten, its attachment the same as when it was written, seen within its TTL. */
+static bool dp_flow_live(const struct dp *d, const struct dp_flow *f, double now) {
+  if (f->gen != d->flow_gen || f->slot >= d->natt) return false;
+  const struct dp_att *a = &d->atts[f->slot];
+  return a->conn != NULL && a->gw && f->agen == a->gen && now - f->seen < a->flow_ttl_ms;
+}
+
 /* The live entry for k, or NULL. qe_lock held. */
 static struct dp_flow *dp_flow_find(struct dp *d, const uint8_t *k, double now) {
   uint32_t h = dp_flow_hash(d, k);
   for (uint32_t i = 0; i < DP_FLOW_PROBES; i++) {
     struct dp_flow *f = &d->flows[(h + i) & (DP_FLOWS - 1)];
-    if (f->gen == d->flow_gen && now - f->seen < d->flow_ttl_ms && memcmp(f->key, k, DP_FLOW_KEY) == 0) return f;
+    if (dp_flow_live(d, f, now) && memcmp(f->key, k, DP_FLOW_KEY) == 0) return f;
   }
   return NULL;
 }
 
-/* The agent sent k now: refreshes its entry, or takes an empty, dead or the oldest one in its probe window. */
-static void dp_flow_seen(struct dp *d, const uint8_t *k, double now) {
+/* The agent of attachment slot sent k now: refreshes its entry, or takes an empty, dead or the oldest one in its probe window. */
+static void dp_flow_seen(struct dp *d, uint32_t slot, const uint8_t *k, double now) {
   uint32_t h = dp_flow_hash(d, k);
   struct dp_flow *victim = NULL;
   bool victim_dead = false;
   for (uint32_t i = 0; i < DP_FLOW_PROBES; i++) {
     struct dp_flow *f = &d->flows[(h + i) & (DP_FLOWS - 1)];
-    bool dead = f->gen != d->flow_gen || now - f->seen >= d->flow_ttl_ms;
+    bool dead = !dp_flow_live(d, f, now);
     if (!dead && memcmp(f->key, k, DP_FLOW_KEY) == 0) {
-      f->seen = now;
-      return;
+      victim = f; /* the newest sender owns the flow's answers */
+      break;
     }
     if (dead) {
       if (!victim_dead) victim = f, victim_dead = true;
@@ -377,7 +425,9 @@ static void dp_flow_seen(struct dp *d, const uint8_t *k, double now) {
     }
   }
   memcpy(victim->key, k, DP_FLOW_KEY);
+  victim->slot = (uint16_t)slot;
   victim->gen = d->flow_gen;
+  victim->agen = d->atts[slot].gen;
   victim->seen = now;
 }
 
@@ -387,29 +437,72 @@ static void dp_flow_drop(struct dp *d, const uint8_t *k, double now) {
 }
 
 /* Receive leg, gateway mode: the agent's packet p (check passed, parse in *in) refreshes its flow; an RST ends it. */
-static void dp_gw_rx(struct dp *d, uint8_t *p, const struct mj_info *in, double now) {
-  if (d->decrement) dp_decrement_ttl(p, in);
+static void dp_gw_rx(struct dp *d, uint32_t slot, uint8_t *p, const struct mj_info *in, double now) {
+  if (d->atts[slot].decrement) dp_decrement_ttl(p, in);
   uint8_t k[DP_FLOW_KEY];
   if (in->fragment || !dp_flow_key(p, in, false, k)) return;
   if (in->proto == 6 && in->ip_len >= in->l4_off + 14 && (p[in->l4_off + 13] & 0x04) != 0) dp_flow_drop(d, k, now);
-  else dp_flow_seen(d, k, now);
+  else dp_flow_seen(d, slot, k, now);
 }
 
-/* Way back, gateway mode: whether the thread may send p (a plain packet read from the TUN) on the attached session. */
-static bool dp_gw_tx(struct dp *d, const uint8_t *p, uint32_t len, double now) {
+/* Way back, gateway mode: the attachment that may send p (a plain packet read from the TUN), or -1. */
+static int32_t dp_gw_tx(struct dp *d, const uint8_t *p, uint32_t len, double now) {
   struct mj_info in;
-  if (mj_parse(p, len, &in) != 0 || in.fragment) return false;
+  if (mj_parse(p, len, &in) != 0 || in.fragment) return -1;
   uint8_t k[DP_FLOW_KEY];
-  if (!dp_flow_key(p, &in, true, k)) return false;
+  if (!dp_flow_key(p, &in, true, k)) return -1;
   if (in.proto == 6) {
     uint8_t fl = p[in.l4_off + 13];
     if (fl & 0x04) {
       dp_flow_drop(d, k, now); /* JavaScript's path judges the RST, as every later packet of the flow */
-      return false;
+      return -1;
     }
-    if (fl & 0x01) return false;
+    if (fl & 0x01) return -1;
   }
-  return dp_flow_find(d, k, now) != NULL;
+  struct dp_flow *f = dp_flow_find(d, k, now);
+  return f != NULL ? (int32_t)f->slot : -1;
+}
+
+/* ------------------------------------------------------------ connection IDs */
+
+static uint32_t dp_cid_hash(const struct dp *d, const uint8_t *id, uint32_t n) {
+  uint64_t h = d->flow_seed ^ 0x84222325cbf29ce4ull;
+  for (uint32_t i = 0; i < n; i++) h = (h ^ id[i]) * 0x100000001b3ull;
+  return (uint32_t)(h ^ (h >> 31)) & (DP_CID_BUCKETS - 1);
+}
+
+/* The receiving attachments by their connection's first CID, built afresh (attach and detach only). qe_lock held. */
+static void dp_cid_rebuild(struct dp *d) {
+  memset(d->cid_map, 0, DP_CID_BUCKETS * sizeof *d->cid_map);
+  for (uint32_t s = 0; s < d->natt; s++) {
+    const struct dp_att *a = &d->atts[s];
+    if (a->conn == NULL || a->table == NULL) continue;
+    const ngtcp2_cid *id = &a->conn->scid;
+    d->cid_len = (uint32_t)id->datalen;
+    uint32_t h = dp_cid_hash(d, id->data, (uint32_t)id->datalen);
+    while (d->cid_map[h] != 0) h = (h + 1) & (DP_CID_BUCKETS - 1);
+    d->cid_map[h] = (int32_t)s + 1;
+  }
+}
+
+/* The receiving attachment the QUIC packet p[0, len) is for (its destination CID), or -1. qe_lock held. */
+static int32_t dp_cid_find(const struct dp *d, const uint8_t *p, uint32_t len) {
+  const uint8_t *id;
+  uint32_t n = d->cid_len;
+  if (len == 0 || d->n_rx == 0) return -1;
+  if (p[0] & 0x80) {
+    if (len < 6 || p[5] != n || len < 6 + n) return -1;
+    id = p + 6;
+  } else {
+    if (len < 1 + n) return -1;
+    id = p + 1;
+  }
+  for (uint32_t h = dp_cid_hash(d, id, n);; h = (h + 1) & (DP_CID_BUCKETS - 1)) {
+    int32_t v = d->cid_map[h];
+    if (v == 0) return -1;
+    const ngtcp2_cid *c = &d->atts[v - 1].conn->scid;
+    if (c->datalen == n && memcmp(c->data, id, n) == 0) return v - 1;
+  }
 }
 
 /*
@@ -501,12 +594,13 @@ static uint32_t dp_udp_send(struct dp *d, uint32_t off, uint32_t n) {
  * anything (test/netns/send-eagain.test.ts, long runs). Returns false when
  * a tail is kept. qe_lock held.
  */
-static bool dp_send_out(struct dp *d, struct qe_conn *c, uint32_t n) {
+static bool dp_send_out(struct dp *d, uint32_t slot, struct qe_conn *c, uint32_t n) {
   uint32_t k = dp_udp_send(d, 0, n);
   if (k >= n) return true;
   d->tail_off = k;
   d->tail_n = n - k;
   d->tail_conn = c;
+  d->tail_slot = slot;
   c->tx_held = true;
   dp_count(d, DP_S_UDP_STALLS, 1);
   return false;
@@ -538,12 +632,15 @@ static void dp_settle_tail(struct dp *d) {
   if (!dp_flush_tail(d)) dp_drop_tail(d, true);
 }
 
-/* Packetizes what the connection may send now and sends it, all under qe_lock (held by the caller). */
-static void dp_drain(struct dp *d, struct qe_conn *c) {
+/* Packetizes what attachment slot's connection may send now and sends it, all under qe_lock (held by the caller). */
+static void dp_drain(struct dp *d, uint32_t slot) {
+  struct qe_conn *c = d->atts[slot].conn;
+  if (c == NULL) return;
   /* The connection's peer, read at each drain: the engine follows it when it changes (a NAT rebinding). */
   if (!dp_flush_tail(d)) return; /* still full: nothing more until the socket is writable */
   uint8_t peer[MTUN_ADDR_SLOT] = {0};
   mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
+  memcpy(peer + MTUN_SLOT_LOCAL, d->atts[slot].local, 16);
   for (int round = 0; round < DP_SEND_ROUNDS; round++) {
     uint32_t n = 0;
     while (n < DP_OUT_PKTS) {
@@ -560,9 +657,9 @@ static void dp_drain(struct dp *d, struct qe_conn *c) {
      * sendmmsg) cannot put later packets of this connection on the wire first. Packets leave in
      * packet-number order; when they did not, the gateway wrote the inner TCP's segments out of order
      * and the TCP retransmitted spuriously (4,483 retransmits in 6 s against 591). */
-    if (!dp_send_out(d, c, n)) return;
+    if (!dp_send_out(d, slot, c, n)) return;
     if (n < DP_OUT_PKTS) return;
-    if (d->conn != c || c->conn == NULL || c->state != QE_OPEN) return;
+    if (c->conn == NULL || c->state != QE_OPEN) return;
   }
 }
 
@@ -604,29 +701,41 @@ static uint32_t dp_round(struct dp *d, bool send) {
   double now = mono_ms();
   uint64_t bytes = 0, queued = 0;
   qe_lock();
-  struct qe_conn *c = d->conn;
-  bool ok = c != NULL && c->conn != NULL && c->state == QE_OPEN && c->handshake_done;
-  int64_t max = ok ? qe_dgram_max_writable(c) : -1;
-  uint64_t stamp = ok && c->dq_send.stamped ? qe_now() : 0;
+  uint32_t round = ++d->round_id;
+  d->ntx = 0;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t slot = (prod + i) % d->nslots;
     uint8_t *p = d->ptrs[i] + d->headroom;
     uint32_t len = d->sizes[i];
     uint32_t kind = DP_KIND_JS;
     bytes += len;
-    if (ok && (int64_t)(len + d->prefix_len) <= max && dp_plain(d->ipv6, p, len) && qe_dq_room(&c->dq_send) &&
-        (!d->gw || dp_gw_tx(d, p, len, now))) {
-      if (d->mss_mtu != 0 && dp_plain_syn(p, len)) (void)dp_clamp_mss(p, len, d->mss_mtu); /* in the slot: observed clamped */
-      memcpy(p - d->prefix_len, d->prefix, d->prefix_len);
-      qe_dq_push(&c->dq_send, p - d->prefix_len, len + d->prefix_len, stamp);
-      kind = DP_KIND_SENT;
+    /* Which attachment may send it: a gateway's, the one whose agent opened the flow it answers; an agent's, its only one. */
+    int32_t s = -1;
+    if (d->n_conn > 0 && dp_plain(true, p, len)) s = d->n_gw > 0 ? dp_gw_tx(d, p, len, now) : 0;
+    struct dp_att *a = s >= 0 ? &d->atts[s] : NULL;
+    if (a != NULL && a->round != round) {
+      struct qe_conn *c = a->conn;
+      a->round = round;
+      a->round_ok = c != NULL && c->conn != NULL && c->state == QE_OPEN && c->handshake_done;
+      a->round_max = a->round_ok ? qe_dgram_max_writable(c) : -1;
+      a->round_stamp = a->round_ok && c->dq_send.stamped ? qe_now() : 0;
+      a->round_queued = 0;
+    }
+    if (a != NULL && a->round_ok && (int64_t)(len + a->prefix_len) <= a->round_max && (a->ipv6 || p[0] >> 4 == 4) &&
+        qe_dq_room(&a->conn->dq_send)) {
+      if (a->mss_mtu != 0 && dp_plain_syn(p, len)) (void)dp_clamp_mss(p, len, a->mss_mtu); /* in the slot: observed clamped */
+      memcpy(p - a->prefix_len, a->prefix, a->prefix_len);
+      qe_dq_push(&a->conn->dq_send, p - a->prefix_len, len + a->prefix_len, a->round_stamp);
+      if (a->round_queued++ == 0) d->tx_list[d->ntx++] = (uint32_t)s;
+      kind = DP_KIND_SENT | ((uint32_t)s + 1) << 8;
       queued++;
     }
     d->meta[2 * slot] = len;
     d->meta[2 * slot + 1] = kind;
     d->stamps[slot] = now;
   }
-  if (send && queued > 0) dp_drain(d, c);
+  if (send)
+    for (uint32_t j = 0; j < d->ntx; j++) dp_drain(d, d->tx_list[j]);
   /* Published before the engine lock is let go: a dpDetach (which takes it) returns after this round's
    * packets are in the ring, so the event loop's drain right after it sees them with the old session. */
   atomic_store_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_PROD], prod + n, memory_order_release);
@@ -649,7 +758,7 @@ static uint32_t dp_round(struct dp *d, bool send) {
  * detaches. qe_lock held.
  */
 static bool dp_rx_on(const struct dp *d) {
-  return d->conn != NULL && d->table != NULL && !d->rx_hold;
+  return d->n_rx > 0 && !d->rx_hold;
 }
 
 /* Whether the connection's packets go through the thread: open, past the handshake. */
@@ -685,11 +794,11 @@ enum { DP_RX_WRITE, DP_RX_H3, DP_RX_HOLD };
  *   own ICMPv6) or it does not fit a slot: nothing the thread writes may
  *   overtake it.
  */
-static int dp_rx_class(const struct dp *d, const uint8_t *p, uint32_t len, struct mj_info *in) {
-  uint32_t plen = d->prefix_len;
-  if (len <= plen || memcmp(p, d->prefix, plen) != 0) return len > d->mtu ? DP_RX_HOLD : DP_RX_H3;
+static int dp_rx_class(const struct dp *d, const struct dp_att *a, const uint8_t *p, uint32_t len, struct mj_info *in) {
+  uint32_t plen = a->prefix_len;
+  if (len <= plen || memcmp(p, a->prefix, plen) != 0) return len > d->mtu ? DP_RX_HOLD : DP_RX_H3;
   if (len - plen > d->mtu) return DP_RX_HOLD;
-  int v = mj_judge_info(d->table, p + plen, len - plen, true, in);
+  int v = mj_judge_info(a->table, p + plen, len - plen, true, in);
   if (v > 0) return len > d->mtu ? DP_RX_HOLD : DP_RX_H3;
   return v < 0 || in->fragment ? DP_RX_HOLD : DP_RX_WRITE;
 }
@@ -729,9 +838,10 @@ static void dp_rx_flush(struct dp *d) {
   }
 }
 
-/* Holds the receive leg: the event loop's path handles the connection's queue first (see dp_rx_pop). */
-static void dp_hold(struct dp *d) {
+/* Holds the receive leg: the event loop's path handles attachment slot's queue first (see dp_rx_pop). */
+static void dp_hold(struct dp *d, uint32_t slot) {
   d->rx_hold = true;
+  d->hold_slot = slot;
   d->rx_urgent = true;
   dp_count(d, DP_S_RX_HELD, 1);
 }
@@ -747,38 +857,39 @@ static void dp_hold(struct dp *d) {
  * JavaScript is done (dpResume). So packets reach the TUN in the order they
  * came. pmu and qe_lock held.
  */
-static void dp_rx_pop(struct dp *d, struct qe_conn *c, double now) {
-  struct qe_dq *q = &c->dq_recv;
-  uint32_t plen = d->prefix_len;
+static void dp_rx_pop(struct dp *d, uint32_t slot, double now) {
+  struct dp_att *a = &d->atts[slot];
+  struct qe_dq *q = &a->conn->dq_recv;
+  uint32_t plen = a->prefix_len;
   while (q->count > 0 && !d->rx_hold) {
     const uint8_t *p = q->mem + (size_t)q->head * q->slot;
     uint32_t len = q->lens[q->head];
     uint32_t prod = d->ctl[DP_CTL_PROD] + d->rx_prod;
     uint32_t used = prod - atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_CONS], memory_order_acquire);
     struct mj_info in;
-    int what = used >= d->nslots ? DP_RX_HOLD : dp_rx_class(d, p, len, &in);
+    int what = used >= d->nslots ? DP_RX_HOLD : dp_rx_class(d, a, p, len, &in);
     if (what == DP_RX_HOLD) {
-      dp_hold(d);
+      dp_hold(d, slot);
       break;
     }
-    uint32_t slot = prod % d->nslots;
-    uint8_t *base = d->arena + (size_t)slot * d->stride;
+    uint32_t rs = prod % d->nslots;
+    uint8_t *base = d->arena + (size_t)rs * d->stride;
     /* H3: the whole payload, for HTTP/3 on the event loop (rx_urgent: it waits for it); WRITE: the IP packet. */
     /* A gateway writes the IP packet's own length, as its session does (bytes after it in the DATAGRAM are not the packet's). */
-    uint32_t n = what == DP_RX_H3 ? len : d->gw && in.ip_len < len - plen ? in.ip_len : len - plen;
+    uint32_t n = what == DP_RX_H3 ? len : a->gw && in.ip_len < len - plen ? in.ip_len : len - plen;
     memcpy(base + d->headroom, what == DP_RX_H3 ? p : p + plen, n);
     qe_dq_pop(q);
-    d->meta[2 * slot] = n;
-    d->meta[2 * slot + 1] = what == DP_RX_H3 ? DP_KIND_H3 : DP_KIND_IN;
-    d->stamps[slot] = now;
+    d->meta[2 * rs] = n;
+    d->meta[2 * rs + 1] = (what == DP_RX_H3 ? DP_KIND_H3 : DP_KIND_IN) | (slot + 1) << 8;
+    d->stamps[rs] = now;
     d->rx_prod++;
     if (what == DP_RX_H3) {
       d->rx_urgent = true;
       dp_count(d, DP_S_RX_TO_H3, 1);
       continue;
     }
-    if (d->mss_mtu != 0) (void)dp_clamp_mss_parsed(base + d->headroom, &in, d->mss_mtu);
-    if (d->gw) dp_gw_rx(d, base + d->headroom, &in, now);
+    if (a->mss_mtu != 0) (void)dp_clamp_mss_parsed(base + d->headroom, &in, a->mss_mtu);
+    if (a->gw) dp_gw_rx(d, slot, base + d->headroom, &in, now);
     d->wptrs[d->nw] = base;
     d->wsizes[d->nw] = n;
     if (++d->nw == DP_READ_MAX) dp_rx_flush(d);
@@ -802,31 +913,31 @@ static void dp_to_endpoint(struct dp *d, const uint8_t *p, uint32_t len, const u
   dp_count(d, DP_S_RX_TO_ENDPOINT, 1);
 }
 
-/* One QUIC packet (a UDP datagram or GRO segment) from addr: the attached connection's, or the endpoint's. */
-static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint8_t *p, uint32_t len, const uint8_t *addr,
-                      double now) {
-  const ngtcp2_cid *id = &c->scid;
-  bool mine;
-  if (len == 0) mine = false;
-  else if (p[0] & 0x80) mine = len >= 6 + id->datalen && p[5] == id->datalen && memcmp(p + 6, id->data, id->datalen) == 0;
-  else mine = len >= 1 + id->datalen && memcmp(p + 1, id->data, id->datalen) == 0;
-  /* Or any other of its current connection IDs: the peer may move to one it was issued (NEW_CONNECTION_ID). */
-  if (!mine && len > 0 && !(p[0] & 0x80) && c->conn != NULL) {
-    ngtcp2_cid ids[16];
-    size_t k = ngtcp2_conn_get_num_scid(c->conn);
-    if (k <= 16) {
-      ngtcp2_conn_get_scid(c->conn, ids);
-      for (size_t j = 0; j < k && !mine; j++)
-        mine = len >= 1 + ids[j].datalen && memcmp(p + 1, ids[j].data, ids[j].datalen) == 0;
-    }
-  }
-  /* From another address (a path change): the endpoint decides. */
+/* One QUIC packet (a UDP datagram or GRO segment) from addr: an attached connection's (its first CID, its peer's address), or the endpoint's. */
+static void dp_rx_one(struct dp *d, uint8_t *p, uint32_t len, const uint8_t *addr, double now) {
+  int32_t s = dp_cid_find(d, p, len);
+  struct qe_conn *c = s >= 0 ? d->atts[s].conn : NULL;
+  /* Another connection, or from another address (a path change): the endpoint decides. */
   /* Held: the rest of this round goes to the endpoint as it came, after what the connection's queue holds (the
    * event loop handles that queue first), so the queue cannot overflow behind the held DATAGRAM. */
-  if (!mine || memcmp(addr, peer, MTUN_SLOT_PEER_BYTES) != 0 || !dp_conn_open(c) || d->rx_hold) {
+  bool mine = c != NULL && !d->rx_hold && dp_conn_open(c);
+  if (mine) {
+    uint8_t peer[MTUN_ADDR_SLOT] = {0};
+    mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
+    mine = memcmp(addr, peer, MTUN_SLOT_PEER_BYTES) == 0;
+  }
+  if (!mine) {
     dp_to_endpoint(d, p, len, addr);
     return;
   }
+  struct dp_att *a = &d->atts[s];
+  /* Answered from the address it came to, as the endpoint does (a gateway with several addresses). */
+  memcpy(a->local, addr + MTUN_SLOT_LOCAL, 16);
+  if (!a->rx_listed) {
+    a->rx_listed = true;
+    d->rx_list[d->nrx++] = (uint32_t)s;
+  }
+  if (a->js_rx++ == 0) d->js_list[d->njs++] = (uint32_t)s;
   if (qe_conn_recv(c, p, len, NULL, 0) != 0) {
     dp_count(d, DP_S_RX_REFUSED, 1);
     d->rx_urgent = true;
@@ -834,8 +945,8 @@ static void dp_rx_one(struct dp *d, struct qe_conn *c, const uint8_t *peer, uint
   if (c->state != QE_OPEN) d->rx_urgent = true;
   /* Stream data first, as HTTP/3 reads it before the DATAGRAMs: a capsule may change the session's check
    * (addresses, routes) or end it. The event loop reads it, then the queue, then lets the thread go on. */
-  if (dp_streams_readable(c)) dp_hold(d);
-  else dp_rx_pop(d, c, now);
+  if (dp_streams_readable(c)) dp_hold(d, (uint32_t)s);
+  else dp_rx_pop(d, (uint32_t)s, now);
 }
 
 /*
@@ -860,9 +971,6 @@ static bool dp_rx(struct dp *d) {
       pthread_mutex_unlock(&d->pmu);
       break;
     }
-    struct qe_conn *c = d->conn;
-    uint8_t peer[MTUN_ADDR_SLOT] = {0};
-    mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
     double trunc = d->rstats[US_RX_TRUNCATED];
     /* When the socket coalesces (UDP GRO), a slot may hold up to 64 datagrams: a round takes as many slots as
      * the TUN budget left can hold full (at least one), so the budget is passed by one slot at most and a
@@ -889,7 +997,7 @@ static bool dp_rx(struct dp *d) {
           uint32_t len = size - off < seg ? size - off : seg;
           dgrams++;
           bytes += len;
-          dp_rx_one(d, c, peer, d->rptrs[i] + off, len, addr, now);
+          dp_rx_one(d, d->rptrs[i] + off, len, addr, now);
         }
       }
       dp_count(d, DP_S_RX_DATAGRAMS, dgrams);
@@ -904,11 +1012,15 @@ static bool dp_rx(struct dp *d) {
   return any;
 }
 
-/* After a receive: sends what the connection may send now (ACKs, and what the TUN read queued). */
+/* After a receive: sends what the connections fed may send now (ACKs, and what the TUN read queued). */
 static void dp_rx_send(struct dp *d) {
   qe_lock();
-  struct qe_conn *c = d->conn;
-  if (c != NULL && d->table != NULL && dp_conn_open(c)) dp_drain(d, c);
+  for (uint32_t j = 0; j < d->nrx; j++) {
+    struct dp_att *a = &d->atts[d->rx_list[j]];
+    a->rx_listed = false;
+    if (a->conn != NULL && a->table != NULL && dp_conn_open(a->conn)) dp_drain(d, d->rx_list[j]);
+  }
+  d->nrx = 0;
   qe_unlock();
 }
 
@@ -961,9 +1073,9 @@ static void *dp_thread(void *arg) {
      * CONNECTION_CLOSE); JavaScript is owed a wake to re-arm the connection's timers. */
     if (tx_ready) {
       qe_lock();
-      struct qe_conn *c = d->conn;
-      if (d->tail_n > 0 && dp_flush_tail(d) && c != NULL && c->conn != NULL) {
-        dp_drain(d, c);
+      uint32_t slot = d->tail_slot;
+      if (d->tail_n > 0 && dp_flush_tail(d) && d->atts[slot].conn != NULL && d->atts[slot].conn->conn != NULL) {
+        dp_drain(d, slot);
         owed = true;
       }
       qe_unlock();
@@ -1076,14 +1188,19 @@ static void dp_release_js(napi_env env, struct dp *d, bool finalizing) {
    * gone: the tail is dropped without touching either; otherwise it gets one more try. */
   if (finalizing) dp_drop_tail(d, false);
   else dp_settle_tail(d);
-  d->conn = NULL;
+  uint32_t natt = d->natt;
+  for (uint32_t s = 0; s < natt; s++) d->atts[s].conn = NULL;
+  d->natt = d->n_conn = d->n_rx = d->n_gw = 0;
+  d->rx_hold = false;
+  if (d->cid_map != NULL) dp_cid_rebuild(d);
   qe_unlock();
-  if (d->conn_ref != NULL) {
-    napi_delete_reference(env, d->conn_ref);
-    d->conn_ref = NULL;
+  for (uint32_t s = 0; s < natt; s++) {
+    struct dp_att *a = &d->atts[s];
+    if (a->conn_ref != NULL) napi_delete_reference(env, a->conn_ref);
+    a->conn_ref = NULL;
+    mj_table_unref(a->table);
+    a->table = NULL;
   }
-  mj_table_unref(d->table);
-  d->table = NULL;
   if (d->async != NULL) {
     d->async->data = NULL;
     uv_close((uv_handle_t *)d->async, dp_async_closed);
@@ -1103,7 +1220,14 @@ static void dp_free_fds(struct dp *d) {
   free(d->rscr);
   free(d->wscratch);
   free(d->flows);
+  free(d->atts);
+  free(d->cid_map);
+  free(d->rx_list);
+  free(d->js_list);
   d->flows = NULL;
+  d->atts = NULL;
+  d->cid_map = NULL;
+  d->rx_list = d->js_list = NULL;
   d->vscratch = d->out = d->rbuf = d->wscratch = NULL;
   d->scr = d->rscr = NULL;
 }
@@ -1214,6 +1338,10 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->rbuf = malloc((size_t)DP_RX_SLOTS * DP_RX_SLOT_BYTES);
   d->rscr = malloc(sizeof *d->rscr);
   d->flows = calloc(DP_FLOWS, sizeof *d->flows); /* untouched (no RSS) unless a gateway attaches */
+  d->atts = calloc(DP_ATT_MAX, sizeof *d->atts);
+  d->cid_map = calloc(DP_CID_BUCKETS, sizeof *d->cid_map);
+  d->rx_list = calloc(DP_ATT_MAX, sizeof *d->rx_list);
+  d->js_list = calloc(DP_ATT_MAX, sizeof *d->js_list);
   if (getrandom(&d->flow_seed, sizeof d->flow_seed, GRND_NONBLOCK) != sizeof d->flow_seed) d->flow_seed = (uint64_t)qe_now() * 0x9e3779b97f4a7c15ull;
   for (uint32_t i = 0; d->rbuf != NULL && i < DP_RX_SLOTS; i++) {
     d->rptrs[i] = d->rbuf + (size_t)i * DP_RX_SLOT_BYTES;
@@ -1222,7 +1350,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&d->pmu, NULL);
   int err = 0;
   if (d->efd < 0 || d->epfd < 0 || d->tfd < 0) err = errno;
-  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || d->flows == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
+  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || d->flows == NULL || d->atts == NULL || d->cid_map == NULL || d->rx_list == NULL || d->js_list == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
     err = ENOMEM;
   if (err == 0) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
@@ -1265,31 +1393,50 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
 }
 
 /*
- * Replaces the attachment under the engine lock, the only place the thread
+ * Replaces attachment slot under the engine lock, the only place the thread
  * reads it, then lets go of the old connection's reference and table. The
  * wake makes the thread poll the socket, or stop polling it.
  */
-static void dp_set_conn(napi_env env, struct dp *d, struct qe_conn *c, napi_ref ref, const uint8_t *prefix, size_t plen,
-                        bool ipv6, struct mj_table *table, uint32_t mss_mtu, double flow_ttl_ms) {
+static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_conn *c, napi_ref ref, const uint8_t *prefix,
+                        size_t plen, bool ipv6, struct mj_table *table, uint32_t mss_mtu, double flow_ttl_ms, const uint8_t *local) {
   if (table != NULL) mj_table_ref(table);
   qe_lock();
-  napi_ref old = d->conn_ref;
-  struct mj_table *old_table = d->table;
-  if (c != d->conn) {
-    d->rx_hold = false;
-    dp_settle_tail(d);
+  struct dp_att *a = &d->atts[slot];
+  napi_ref old = a->conn_ref;
+  struct mj_table *old_table = a->table;
+  if (c != a->conn) {
+    if (d->rx_hold && d->hold_slot == slot) d->rx_hold = false;
+    if (d->tail_n > 0 && d->tail_conn == a->conn) dp_settle_tail(d);
   }
-  d->conn = c;
-  d->conn_ref = ref;
-  if (plen > 0) memcpy(d->prefix, prefix, plen);
-  d->prefix_len = (uint32_t)plen;
-  d->ipv6 = ipv6;
-  d->mss_mtu = mss_mtu;
-  d->table = table; /* a new table for the same connection keeps a hold: what the event loop has not handled stays first */
-  d->gw = table != NULL && table->kind == MJ_KIND_GATEWAY;
-  d->decrement = d->gw && (table->flags & MJ_F_DECREMENT) != 0;
-  d->flow_ttl_ms = flow_ttl_ms;
-  d->flow_gen++; /* routes, grants or the connection may have changed: no flow answers from before */
+  if (a->conn != NULL) {
+    d->n_conn--;
+    if (a->table != NULL) d->n_rx--;
+    if (a->gw) d->n_gw--;
+  }
+  a->conn = c;
+  a->conn_ref = ref;
+  if (plen > 0) memcpy(a->prefix, prefix, plen);
+  a->prefix_len = (uint32_t)plen;
+  a->ipv6 = ipv6;
+  a->mss_mtu = mss_mtu;
+  if (local != NULL) memcpy(a->local, local, 16);
+  else memset(a->local, 0, 16);
+  a->table = table; /* a new table for the same connection keeps a hold: what the event loop has not handled stays first */
+  a->gw = c != NULL && table != NULL && table->kind == MJ_KIND_GATEWAY;
+  a->decrement = a->gw && (table->flags & MJ_F_DECREMENT) != 0;
+  a->flow_ttl_ms = flow_ttl_ms;
+  a->gen++; /* routes, grants or the connection may have changed: no flow answers from before */
+  a->round = 0;
+  if (c != NULL) {
+    d->n_conn++;
+    if (table != NULL) d->n_rx++;
+    if (a->gw) d->n_gw++;
+    if (slot >= d->natt) d->natt = slot + 1;
+  } else {
+    while (d->natt > 0 && d->atts[d->natt - 1].conn == NULL) d->natt--;
+  }
+  if (d->n_rx == 0) d->rx_hold = false;
+  dp_cid_rebuild(d);
   qe_unlock();
   if (old != NULL) napi_delete_reference(env, old);
   mj_table_unref(old_table);
@@ -1320,12 +1467,18 @@ static napi_value dp_forget_flows(napi_env env, napi_callback_info info) {
  * judgeTable handle of the session's receive check) the thread also reads
  * the socket and writes the session's plain packets into the TUN; the
  * endpoint must not read the socket meanwhile. mssMtu (0: none) clamps the
- * MSS of SYNs both ways, as the agent's mssClamp does. Replaces an earlier
- * attachment.
+ * MSS of SYNs both ways, as the agent's mssClamp does. slot (default 0,
+ * below 4096) is the attachment's: a gateway attaches each agent
+ * connection in a slot of its own, and every ring entry the thread
+ * publishes for it carries the slot. Replaces an earlier attachment in
+ * that slot. local (16 bytes, IPv4-mapped or IPv6; zero or absent: the
+ * kernel picks) is the source address of what it sends until the thread
+ * receives for it: then the address its peer's datagrams arrive at, as the
+ * endpoint answers.
  */
 static napi_value dp_attach(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(7);
-  if (argc < 4) return mtun_throw_type(env, "dataplane: dpAttach(dp, conn, prefix, ipv6, table?, mssMtu?, flowTtlMs?)");
+  MTUN_ARGS(9);
+  if (argc < 4) return mtun_throw_type(env, "dataplane: dpAttach(dp, conn, prefix, ipv6, table?, mssMtu?, flowTtlMs?, slot?, local?)");
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
   struct qe_conn *c = ext(env, argv[1]);
@@ -1354,35 +1507,111 @@ static napi_value dp_attach(napi_env env, napi_callback_info info) {
   if (argc > 6 && napi_get_value_double(env, argv[6], &flow_ttl_ms) != napi_ok) return mtun_throw_type(env, "dataplane: flowTtlMs must be a number");
   if (table != NULL && table->kind == MJ_KIND_GATEWAY && !(flow_ttl_ms >= 0 && flow_ttl_ms <= 86400000))
     return mtun_throw_type(env, "dataplane: flowTtlMs must be 0 to 86400000 with a gateway's table");
+  uint32_t slot = 0;
+  if (argc > 7 && !mtun_arg_u32(env, argv[7], "slot", &slot)) return NULL;
+  if (slot >= DP_ATT_MAX) return mtun_throw_type(env, "dataplane: slot must be below 4096");
+  uint8_t *local = NULL;
+  if (argc > 8) {
+    napi_valuetype t;
+    size_t llen;
+    if (napi_typeof(env, argv[8], &t) != napi_ok) return NULL;
+    if (t != napi_undefined && t != napi_null && (!bytes_of(env, argv[8], &local, &llen) || llen != 16))
+      return mtun_throw_type(env, "dataplane: local must be 16 bytes (an IPv4-mapped or IPv6 address, zero: unspecified)");
+  }
+  /* One slot per connection: the receive leg finds a connection's attachment by its CID. */
+  qe_lock();
+  bool dup = false;
+  for (uint32_t s = 0; s < d->natt && !dup; s++) dup = s != slot && d->atts[s].conn == c;
+  qe_unlock();
+  if (dup) return mtun_throw_type(env, "dataplane: the connection is attached in another slot");
   napi_ref ref;
   if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) QE_ERR(env, "dataplane: cannot reference the connection");
-  dp_set_conn(env, d, c, ref, p, plen, ipv6, table, mss_mtu, flow_ttl_ms);
-  return NULL;
-}
-
-/* dpDetach(dp): the thread forgets the connection (on return it no longer uses it) and hands every packet it reads to the event loop. */
-static napi_value dp_detach(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(1);
-  struct dp *d = dp_of(env, argv[0]);
-  if (d == NULL) return NULL;
-  dp_set_conn(env, d, NULL, NULL, NULL, 0, false, NULL, 0, 0);
+  dp_set_conn(env, d, slot, c, ref, p, plen, ipv6, table, mss_mtu, flow_ttl_ms, local);
   return NULL;
 }
 
 /*
- * dpPoll(dp) → packets read: one round on the calling (JavaScript) thread,
- * without sending (the endpoint's send follows): what the kernel queued in
- * the TUN during a write is read at once. Throws once reading failed.
+ * dpDetach(dp, slot?): the thread forgets the connection of attachment slot,
+ * or of every slot (on return it no longer uses it); what it reads for it
+ * from now on goes to the event loop.
  */
-static napi_value dp_poll(napi_env env, napi_callback_info info) {
-  MTUN_ARGS(1);
+static napi_value dp_detach(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
   struct dp *d = dp_of(env, argv[0]);
   if (d == NULL) return NULL;
+  napi_valuetype t = napi_undefined;
+  if (argc > 1 && napi_typeof(env, argv[1], &t) != napi_ok) return NULL;
+  if (t == napi_undefined) {
+    for (uint32_t s = d->natt; s-- > 0;)
+      if (d->atts[s].conn != NULL) dp_set_conn(env, d, s, NULL, NULL, NULL, 0, false, NULL, 0, 0, NULL);
+    return NULL;
+  }
+  uint32_t slot;
+  if (!mtun_arg_u32(env, argv[1], "slot", &slot)) return NULL;
+  if (slot >= DP_ATT_MAX) return mtun_throw_type(env, "dataplane: slot must be below 4096");
+  if (d->atts[slot].conn != NULL) dp_set_conn(env, d, slot, NULL, NULL, NULL, 0, false, NULL, 0, 0, NULL);
+  return NULL;
+}
+
+/*
+ * dpTouched(dp, out Uint32Array) → n: the attachments whose connections the
+ * thread fed QUIC packets since the last call, as pairs [slot, packets] in
+ * out (n pairs; at most out.length / 2, the rest stays for the next call).
+ * The event loop runs those connections' events and timers.
+ */
+static napi_value dp_touched(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  struct dp *d = dp_of(env, argv[0]);
+  if (d == NULL) return NULL;
+  void *o;
+  size_t n;
+  if (!mtun_arg_typed(env, argv[1], napi_uint32_array, "out", &o, &n)) return NULL;
+  uint32_t *out = o, k = 0;
+  qe_lock();
+  while (d->njs > 0 && (size_t)(k + 1) * 2 <= n) {
+    uint32_t s = d->js_list[--d->njs];
+    out[2 * k] = s;
+    out[2 * k + 1] = d->atts[s].js_rx;
+    d->atts[s].js_rx = 0;
+    k++;
+  }
+  qe_unlock();
+  return mtun_u32(env, k);
+}
+
+/*
+ * dpPoll(dp, out?) → packets read: one round on the calling (JavaScript)
+ * thread, without sending (the endpoint's send follows): what the kernel
+ * queued in the TUN during a write is read at once. out (Uint32Array): out[0]
+ * the attachments the round queued packets on, their slots after it (as many
+ * as fit); the caller has their connections sent. Throws once reading failed.
+ */
+static napi_value dp_poll(napi_env env, napi_callback_info info) {
+  MTUN_ARGS(2);
+  struct dp *d = dp_of(env, argv[0]);
+  if (d == NULL) return NULL;
+  uint32_t *out = NULL;
+  size_t nout = 0;
+  if (argc > 1) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[1], &t) != napi_ok) return NULL;
+    void *o;
+    if (t != napi_undefined) {
+      if (!mtun_arg_typed(env, argv[1], napi_uint32_array, "out", &o, &nout)) return NULL;
+      out = o;
+    }
+  }
   /* The lock order is pmu, then the engine lock: taking pmu while holding the engine lock (inside the endpoint's
    * flush, say) would deadlock against the thread, which holds pmu and waits for the engine lock. */
   if (qe_lock_held()) return mtun_throw_type(env, "dataplane: dpPoll called under the engine lock (lock order: pmu first)");
   pthread_mutex_lock(&d->pmu);
   uint32_t n = d->read_err == 0 ? dp_round(d, false) : 0;
+  if (out != NULL && nout > 0) {
+    uint32_t k = n > 0 ? d->ntx : 0; /* tx_list is this round's (pmu held) */
+    if (k > nout - 1) k = (uint32_t)nout - 1;
+    out[0] = k;
+    for (uint32_t j = 0; j < k; j++) out[1 + j] = d->tx_list[j];
+  }
   int err = d->read_err;
   if (err != 0) d->err_reported = true;
   pthread_mutex_unlock(&d->pmu);
@@ -1487,7 +1716,7 @@ bool mtun_dataplane_init(napi_env env, napi_value exports) {
     const char *name;
     napi_callback cb;
   } fns[] = {
-      {"dpOpen", dp_open}, {"dpAttach", dp_attach}, {"dpDetach", dp_detach}, {"dpPoll", dp_poll}, {"dpForgetFlows", dp_forget_flows},
+      {"dpOpen", dp_open}, {"dpAttach", dp_attach}, {"dpDetach", dp_detach}, {"dpTouched", dp_touched}, {"dpPoll", dp_poll}, {"dpForgetFlows", dp_forget_flows},
       {"dpRelease", dp_release}, {"dpResume", dp_resume}, {"dpError", dp_error}, {"dpStats", dp_stats}, {"dpNow", dp_now}, {"dpClose", dp_close}, {"dpPlain", dp_plain_fn}, {"dpClampMss", dp_clamp_mss_fn},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)

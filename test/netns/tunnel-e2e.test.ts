@@ -247,6 +247,25 @@ describe.skipIf(!root)('tunnel end to end (netns, real daemons)', () => {
     expect(a.stdout).toContain(`you are ::ffff:${LAB.client.v4}`);
     const status = JSON.parse((await lab.admin('gw', LAB.gatewayAdmin, '/status')).stdout) as { sessions: { kind: string; peerIdentity: string }[] };
     expect(status.sessions.filter((s) => s.kind === 'connect-ip').map((s) => s.peerIdentity).sort()).toEqual(['spiffe://cluster.local/agent/cluster-a', 'spiffe://cluster.local/agent/cluster-c']);
+    // The gateway's TUN thread carries both agents' connections, each in a slot of its own (issues #13, #17): before,
+    // it served the only HTTP/3 connection and a second agent sent both to the event loop. Each agent's echo
+    // requests cross the thread into the TUN and the replies leave by it, from the address the agent sent to (it
+    // answered agent2 from its other address, and agent2's HTTP/3 heard nothing and fell back to HTTP/2).
+    const attached = readFileSync(lab.file('gateway.log'), 'utf8').split('\n').filter((l) => l.includes('"TUN thread attached"'));
+    expect(new Set(attached.map((l) => (JSON.parse(l) as { identity: string }).identity))).toEqual(
+      new Set(['spiffe://cluster.local/agent/cluster-a', 'spiffe://cluster.local/agent/cluster-c']));
+    for (const [client, server] of [['client2', LAB.server.v4], ['client', LAB.server.v4]] as const) {
+      const before = await lab.metrics('gw');
+      const ping = await lab.exec(client, 'ping', ['-c', '5', '-i', '0.2', '-W', '2', server]);
+      expect(ping.stdout).toContain('5 received');
+      const after = await lab.metrics('gw');
+      const d = (path: string) => metric(after, 'mtun_gateway_tun_thread_packets_total', { path }) - metric(before, 'mtun_gateway_tun_thread_packets_total', { path });
+      const written = metric(after, 'mtun_gateway_tun_thread_events_total', { event: 'rx_tun_written' }) - metric(before, 'mtun_gateway_tun_thread_events_total', { event: 'rx_tun_written' });
+      expect(d('thread'), `${client}: replies the thread sent`).toBeGreaterThanOrEqual(5);
+      expect(written, `${client}: requests the thread wrote into the TUN`).toBeGreaterThanOrEqual(5);
+    }
+    const st = JSON.parse((await lab.admin('gw', LAB.gatewayAdmin, '/status')).stdout) as { sessions: { kind: string; transport?: string }[] };
+    expect(st.sessions.filter((s) => s.kind === 'connect-ip').map((s) => s.transport)).toEqual(['h3', 'h3']);
     // cluster-c's policy allows only TCP 80 to the server.
     const denied = await lab.exec('client2', 'iperf3', ['-c', LAB.server.v4, '-t', '1', '--connect-timeout', '1500']);
     expect(denied.code).not.toBe(0);
