@@ -796,7 +796,7 @@ export class Agent {
       return;
     }
     // The receive leg: the thread reads the socket and checks what it writes into the TUN with the session's table.
-    t.attach(h, s.datagramPrefix(), s.ipv6Enabled, loadNative().judgeTable(s.receiveTable()), this.config.mssClamp ? this.tunMtu : 0, 0, 0, c?.quic()?.recvLocal());
+    t.attach(h, s.datagramPrefix(), s.ipv6Enabled, loadNative().judgeTable(s.receiveTable()), this.config.mssClamp ? this.tunMtu : 0);
     this.endpoint.pauseInput();
   }
 

@@ -44,6 +44,14 @@ export const TUN_THREAD_H3 = 4;
  * segments (dataplane.c DP_RX_SLOTS).
  */
 const ENDPOINT_SLOTS = 512;
+/**
+ * A gateway's endpoint ring: the thread also hands it every connection it
+ * does not carry (handshakes, CONNECT-UDP-only connections), and what does
+ * not fit is dropped (counted, RX_DROPPED): at 1,000 agents opening at once
+ * the 512 slots overflowed by thousands. 2,048 slots of 2 kB, touched only
+ * when used.
+ */
+export const GATEWAY_ENDPOINT_SLOTS = 2048;
 const ENDPOINT_SLOT_BYTES = 2048;
 
 /** Slots in the ring (a power of two: the indices wrap at 2^32): what JavaScript may fall behind by before the thread stops reading (the TUN queue holds the rest). */
@@ -76,8 +84,9 @@ export class TunThread {
   private readonly stamps: Float64Array;
   private readonly ctl = new Uint32Array(4);
   private readonly uslots: Buffer[];
-  private readonly umeta = new Uint32Array(ENDPOINT_SLOTS);
-  private readonly uaddrs = new Uint8Array(ENDPOINT_SLOTS * ADDR_SLOT_BYTES);
+  private readonly umeta: Uint32Array;
+  private readonly uaddrs: Uint8Array;
+  private readonly uslotCount: number;
   /** One address slot handed to the endpoint's handler (its index 0). */
   private readonly uaddr = new Uint8Array(ADDR_SLOT_BYTES);
   private readonly st = new Float64Array(TunThreadStat.LENGTH);
@@ -99,21 +108,25 @@ export class TunThread {
    * drains it for another reason ({@link hasPending}). `slotMtu`: the
    * largest IP packet a ring slot takes (default the TUN's MTU; a gateway
    * passes the largest an agent may send, which the agent's TUN MTU sets,
-   * not the gateway's).
+   * not the gateway's). `endpointSlots` (a power of two): the endpoint
+   * ring's size ({@link GATEWAY_ENDPOINT_SLOTS} for a gateway).
    */
-  static open(tun: TunDevice, udp: UdpBatchSocket, headroom: number, onReady: () => void, slotMtu = tun.mtu): TunThread | null {
+  static open(tun: TunDevice, udp: UdpBatchSocket, headroom: number, onReady: () => void, slotMtu = tun.mtu, endpointSlots = ENDPOINT_SLOTS): TunThread | null {
     if (tun.nativeFd === undefined || udp.nativeFd === undefined) return null;
-    return new TunThread(tun, udp, headroom, onReady, slotMtu);
+    return new TunThread(tun, udp, headroom, onReady, slotMtu, endpointSlots);
   }
 
-  private constructor(tun: TunDevice, udp: UdpBatchSocket, readonly headroom: number, onReady: () => void, slotMtu: number) {
+  private constructor(tun: TunDevice, udp: UdpBatchSocket, readonly headroom: number, onReady: () => void, slotMtu: number, endpointSlots: number) {
     this.native = loadNative();
     const { fd, vnet } = tun.nativeFd!();
     this.slots = allocSlots(RING_SLOTS, headroom + slotMtu);
     const arena = slotArena(this.slots)!;
     this.meta = new Uint32Array(2 * RING_SLOTS);
     this.stamps = new Float64Array(RING_SLOTS);
-    this.uslots = allocSlots(ENDPOINT_SLOTS, ENDPOINT_SLOT_BYTES);
+    this.uslotCount = endpointSlots;
+    this.umeta = new Uint32Array(endpointSlots);
+    this.uaddrs = new Uint8Array(endpointSlots * ADDR_SLOT_BYTES);
+    this.uslots = allocSlots(endpointSlots, ENDPOINT_SLOT_BYTES);
     const uarena = slotArena(this.uslots)!;
     this.dp = this.native.dpOpen(fd, vnet, udp.nativeFd!(), udp.gso, arena.buf, arena.stride, headroom, slotMtu,
       this.meta, this.stamps, this.ctl, onReady, uarena.buf, uarena.stride, this.umeta, this.uaddrs);
@@ -211,7 +224,7 @@ export class TunThread {
     let count = 0;
     try {
       while (cons !== prod) {
-        const i = cons % ENDPOINT_SLOTS;
+        const i = cons % this.uslotCount;
         cons = (cons + 1) >>> 0;
         count++;
         this.uaddr.set(this.uaddrs.subarray(i * ADDR_SLOT_BYTES, (i + 1) * ADDR_SLOT_BYTES));

@@ -40,7 +40,7 @@ import type { ClockTimer, DaemonIo, OwnedTun } from '../daemon/ports.js';
 import { TUN_WRITE_DROP_REASON, TunWriter, tunQueueDelay, tunRecvBudget } from '../daemon/tun-writer.js';
 import { RouteSync } from '../daemon/route-sync.js';
 import { TUN_HEADROOM, TunReader } from '../daemon/tun-reader.js';
-import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_SENT, TUN_THREAD_SLOTS, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
+import { GATEWAY_ENDPOINT_SLOTS, TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_SENT, TUN_THREAD_SLOTS, TunThread, TunThreadStat } from '../daemon/tun-thread.js';
 import { carryThreadCounters, registerTunThreadCounters } from '../daemon/tun-thread-metrics.js';
 import { loadNative } from '../native/addon.js';
 import type { H3Connection } from '../h3/connection.js';
@@ -161,7 +161,7 @@ export class Gateway {
     if (config.tun.thread) {
       try {
         // Slots as large as what an agent may send: its TUN MTU, not ours, sets it.
-        this.tunThread = TunThread.open(tun, io.udp, TUN_HEADROOM, this.onThreadReady, Math.max(tun.mtu, MAX_UDP_PAYLOAD_BYTES));
+        this.tunThread = TunThread.open(tun, io.udp, TUN_HEADROOM, this.onThreadReady, Math.max(tun.mtu, MAX_UDP_PAYLOAD_BYTES), GATEWAY_ENDPOINT_SLOTS);
       } catch (e) {
         io.log.warn({ err: (e as Error).message }, 'TUN thread not started: the event loop reads the TUN');
       }
@@ -554,8 +554,13 @@ export class Gateway {
     }
     const ip = want.ip!;
     const conn = want.gc.conn as QuicConnection;
-    // Sent from the address the agent's datagrams arrive at, as the endpoint answers (a gateway with several addresses).
-    t.attach(conn.q.nativeHandle(), ip.datagramPrefix(), ip.ipv6Enabled, loadNative().judgeTable(ip.receiveTable(want.policy)), 0, this.threadFlowTtlMs(), slot, conn.recvLocal());
+    try {
+      // Sent from the address the agent's datagrams arrive at, as the endpoint answers (a gateway with several addresses).
+      t.attach(conn.q.nativeHandle(), ip.datagramPrefix(), ip.ipv6Enabled, loadNative().judgeTable(ip.receiveTable(want.policy)), 0, this.threadFlowTtlMs(), slot, conn.recvLocal());
+    } catch (e) {
+      if (have !== want) this.threadFreeSlots.push(slot); // not taken after all
+      throw e;
+    }
     this.endpoint.pauseInput();
     if (have !== want) {
       this.threadSlots[slot] = want;
@@ -596,14 +601,12 @@ export class Gateway {
     this.threadDrainScheduled = false;
     const slots = this.threadDetached;
     if (slots.length === 0) return;
+    // Freed only after a complete drain: an entry left in the ring would be credited to the slot's next session.
+    if (this.tunThread === t) this.threadInput(t);
     this.threadDetached = [];
-    try {
-      if (this.tunThread === t) this.threadInput(t);
-    } finally {
-      for (const s of slots) {
-        this.threadSlots[s] = null;
-        this.threadFreeSlots.push(s);
-      }
+    for (const s of slots) {
+      this.threadSlots[s] = null;
+      this.threadFreeSlots.push(s);
     }
   }
 

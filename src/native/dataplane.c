@@ -186,6 +186,12 @@ struct dp_att {
   uint64_t round_stamp;
   uint32_t round_queued;
   bool rx_listed;         /* in dp.rx_list: drained once the receive is done */
+  bool tail_wait;         /* in dp.tw_list: a drain stopped at another connection's send tail; drained once it is sent */
+  /* Attached while the endpoint ring may still hold its datagrams (read before the attach): until JavaScript has
+   * handled every one the thread put there, its datagrams keep going there, so they reach the TUN in order. */
+  bool gated;
+  bool gate_set;
+  uint32_t gate;          /* the endpoint ring's producer index after the last of its datagrams put there */
   uint32_t js_rx;         /* QUIC packets the thread fed it since dpTouched; > 0: in dp.js_list */
 };
 
@@ -220,7 +226,6 @@ struct dp {
   uint32_t natt;          /* no slot at or above it is attached */
   uint32_t n_conn;        /* attached */
   uint32_t n_rx;          /* attached with a table: while > 0 the thread is the socket's reader */
-  uint32_t n_gw;          /* attached with a gateway's table: a packet from the TUN goes to its flow's attachment */
   int32_t *cid_map;       /* DP_CID_BUCKETS: slot + 1 (0: empty) of the receiving attachments, by their connection's first CID */
   uint32_t cid_len;       /* that CID's length (the endpoint's, one for all) */
   uint32_t round_id;
@@ -230,6 +235,9 @@ struct dp {
   uint32_t nrx;
   uint32_t *js_list;      /* DP_ATT_MAX: attachments fed since dpTouched */
   uint32_t njs;
+  uint32_t *tw_list;      /* DP_ATT_MAX: attachments whose drain waits for the send tail (tail_wait) */
+  uint32_t ntw;
+  int mode;               /* 0 none attached, 1 an agent's (slot 0 only), 2 a gateway's (gateway tables only) */
   bool rx_hold;           /* a DATAGRAM for the event loop's path heads a receive queue: until dpResume nothing is popped or read */
   uint32_t hold_slot;     /* whose queue (rx_hold) */
   uint32_t udp_events;    /* thread only: what the thread's epoll waits for on the socket (EPOLLIN: the receive leg; EPOLLOUT: a tail) */
@@ -634,13 +642,22 @@ static void dp_settle_tail(struct dp *d) {
 
 /* Packetizes what attachment slot's connection may send now and sends it, all under qe_lock (held by the caller). */
 static void dp_drain(struct dp *d, uint32_t slot) {
-  struct qe_conn *c = d->atts[slot].conn;
+  struct dp_att *a = &d->atts[slot];
+  struct qe_conn *c = a->conn;
   if (c == NULL) return;
   /* The connection's peer, read at each drain: the engine follows it when it changes (a NAT rebinding). */
-  if (!dp_flush_tail(d)) return; /* still full: nothing more until the socket is writable */
+  if (!dp_flush_tail(d)) {
+    /* Still full: nothing more until the socket is writable; then this connection is drained too (the tail may be
+     * another connection's, and nothing else would send what this one has queued). */
+    if (!a->tail_wait) {
+      a->tail_wait = true;
+      d->tw_list[d->ntw++] = slot;
+    }
+    return;
+  }
   uint8_t peer[MTUN_ADDR_SLOT] = {0};
   mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
-  memcpy(peer + MTUN_SLOT_LOCAL, d->atts[slot].local, 16);
+  memcpy(peer + MTUN_SLOT_LOCAL, a->local, 16);
   for (int round = 0; round < DP_SEND_ROUNDS; round++) {
     uint32_t n = 0;
     while (n < DP_OUT_PKTS) {
@@ -701,7 +718,8 @@ static uint32_t dp_round(struct dp *d, bool send) {
   double now = mono_ms();
   uint64_t bytes = 0, queued = 0;
   qe_lock();
-  uint32_t round = ++d->round_id;
+  if (++d->round_id == 0) d->round_id = 1; /* 0 is a slot's "not looked at" (dp_set_conn) */
+  uint32_t round = d->round_id;
   d->ntx = 0;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t slot = (prod + i) % d->nslots;
@@ -711,7 +729,7 @@ static uint32_t dp_round(struct dp *d, bool send) {
     bytes += len;
     /* Which attachment may send it: a gateway's, the one whose agent opened the flow it answers; an agent's, its only one. */
     int32_t s = -1;
-    if (d->n_conn > 0 && dp_plain(true, p, len)) s = d->n_gw > 0 ? dp_gw_tx(d, p, len, now) : 0;
+    if (d->mode != 0 && dp_plain(true, p, len)) s = d->mode == 2 ? dp_gw_tx(d, p, len, now) : 0;
     struct dp_att *a = s >= 0 ? &d->atts[s] : NULL;
     if (a != NULL && a->round != round) {
       struct qe_conn *c = a->conn;
@@ -926,13 +944,24 @@ static void dp_rx_one(struct dp *d, uint8_t *p, uint32_t len, const uint8_t *add
     mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
     mine = memcmp(addr, peer, MTUN_SLOT_PEER_BYTES) == 0;
   }
+  if (mine && d->atts[s].gated) {
+    struct dp_att *g = &d->atts[s];
+    if (!g->gate_set) {
+      g->gate = d->ctl[DP_CTL_UPROD]; /* what the ring holds now was read before the attach */
+      g->gate_set = true;
+    }
+    if ((int32_t)(atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_UCONS], memory_order_acquire) - g->gate) < 0) {
+      dp_to_endpoint(d, p, len, addr);
+      g->gate = d->ctl[DP_CTL_UPROD];
+      return;
+    }
+    g->gated = false;
+  }
   if (!mine) {
     dp_to_endpoint(d, p, len, addr);
     return;
   }
   struct dp_att *a = &d->atts[s];
-  /* Answered from the address it came to, as the endpoint does (a gateway with several addresses). */
-  memcpy(a->local, addr + MTUN_SLOT_LOCAL, 16);
   if (!a->rx_listed) {
     a->rx_listed = true;
     d->rx_list[d->nrx++] = (uint32_t)s;
@@ -941,6 +970,9 @@ static void dp_rx_one(struct dp *d, uint8_t *p, uint32_t len, const uint8_t *add
   if (qe_conn_recv(c, p, len, NULL, 0) != 0) {
     dp_count(d, DP_S_RX_REFUSED, 1);
     d->rx_urgent = true;
+  } else if (a->gw) {
+    /* A gateway answers from the address the agent's authenticated datagrams come to, as the endpoint does. */
+    memcpy(a->local, addr + MTUN_SLOT_LOCAL, 16);
   }
   if (c->state != QE_OPEN) d->rx_urgent = true;
   /* Stream data first, as HTTP/3 reads it before the DATAGRAMs: a capsule may change the session's check
@@ -1080,6 +1112,19 @@ static void *dp_thread(void *arg) {
       }
       qe_unlock();
     }
+    /* Connections whose drain stopped at the tail, once the tail is gone (sent, or settled at a detach). Only this
+     * thread drains, so only it writes the list: read without the lock first. */
+    if (d->ntw > 0) {
+      qe_lock();
+      if (d->tail_n == 0) {
+        uint32_t n = d->ntw;
+        d->ntw = 0;
+        for (uint32_t j = 0; j < n; j++) d->atts[d->tw_list[j]].tail_wait = false;
+        for (uint32_t j = 0; j < n; j++) dp_drain(d, d->tw_list[j]); /* a new tail lists the rest again */
+        owed = true;
+      }
+      qe_unlock();
+    }
     /* Anything received wakes JavaScript within DP_DEFER_NS at the latest: it observes what was written and
      * re-arms the connection's timers after the engine's state changed here (an ACK is due, a loss timer moved). */
     bool rx_published = rx_ready && dp_rx(d);
@@ -1189,8 +1234,9 @@ static void dp_release_js(napi_env env, struct dp *d, bool finalizing) {
   if (finalizing) dp_drop_tail(d, false);
   else dp_settle_tail(d);
   uint32_t natt = d->natt;
-  for (uint32_t s = 0; s < natt; s++) d->atts[s].conn = NULL;
-  d->natt = d->n_conn = d->n_rx = d->n_gw = 0;
+  for (uint32_t s = 0; s < natt; s++) d->atts[s].conn = NULL, d->atts[s].tail_wait = false;
+  d->natt = d->n_conn = d->n_rx = d->ntw = 0;
+  d->mode = 0;
   d->rx_hold = false;
   if (d->cid_map != NULL) dp_cid_rebuild(d);
   qe_unlock();
@@ -1224,10 +1270,11 @@ static void dp_free_fds(struct dp *d) {
   free(d->cid_map);
   free(d->rx_list);
   free(d->js_list);
+  free(d->tw_list);
   d->flows = NULL;
   d->atts = NULL;
   d->cid_map = NULL;
-  d->rx_list = d->js_list = NULL;
+  d->rx_list = d->js_list = d->tw_list = NULL;
   d->vscratch = d->out = d->rbuf = d->wscratch = NULL;
   d->scr = d->rscr = NULL;
 }
@@ -1342,6 +1389,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->cid_map = calloc(DP_CID_BUCKETS, sizeof *d->cid_map);
   d->rx_list = calloc(DP_ATT_MAX, sizeof *d->rx_list);
   d->js_list = calloc(DP_ATT_MAX, sizeof *d->js_list);
+  d->tw_list = calloc(DP_ATT_MAX, sizeof *d->tw_list);
   if (getrandom(&d->flow_seed, sizeof d->flow_seed, GRND_NONBLOCK) != sizeof d->flow_seed) d->flow_seed = (uint64_t)qe_now() * 0x9e3779b97f4a7c15ull;
   for (uint32_t i = 0; d->rbuf != NULL && i < DP_RX_SLOTS; i++) {
     d->rptrs[i] = d->rbuf + (size_t)i * DP_RX_SLOT_BYTES;
@@ -1350,7 +1398,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&d->pmu, NULL);
   int err = 0;
   if (d->efd < 0 || d->epfd < 0 || d->tfd < 0) err = errno;
-  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || d->flows == NULL || d->atts == NULL || d->cid_map == NULL || d->rx_list == NULL || d->js_list == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
+  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || d->flows == NULL || d->atts == NULL || d->cid_map == NULL || d->rx_list == NULL || d->js_list == NULL || d->tw_list == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
     err = ENOMEM;
   if (err == 0) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
@@ -1404,6 +1452,7 @@ static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_con
   struct dp_att *a = &d->atts[slot];
   napi_ref old = a->conn_ref;
   struct mj_table *old_table = a->table;
+  struct qe_conn *old_conn = a->conn;
   if (c != a->conn) {
     if (d->rx_hold && d->hold_slot == slot) d->rx_hold = false;
     if (d->tail_n > 0 && d->tail_conn == a->conn) dp_settle_tail(d);
@@ -1411,7 +1460,6 @@ static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_con
   if (a->conn != NULL) {
     d->n_conn--;
     if (a->table != NULL) d->n_rx--;
-    if (a->gw) d->n_gw--;
   }
   a->conn = c;
   a->conn_ref = ref;
@@ -1427,15 +1475,20 @@ static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_con
   a->flow_ttl_ms = flow_ttl_ms;
   a->gen++; /* routes, grants or the connection may have changed: no flow answers from before */
   a->round = 0;
+  if (c != old_conn) {
+    a->gated = c != NULL && table != NULL;
+    a->gate_set = false;
+  }
   if (c != NULL) {
     d->n_conn++;
     if (table != NULL) d->n_rx++;
-    if (a->gw) d->n_gw++;
     if (slot >= d->natt) d->natt = slot + 1;
   } else {
     while (d->natt > 0 && d->atts[d->natt - 1].conn == NULL) d->natt--;
   }
   if (d->n_rx == 0) d->rx_hold = false;
+  if (d->n_conn == 0) d->mode = 0;
+  else if (c != NULL) d->mode = a->gw ? 2 : 1;
   dp_cid_rebuild(d);
   qe_unlock();
   if (old != NULL) napi_delete_reference(env, old);
@@ -1518,12 +1571,21 @@ static napi_value dp_attach(napi_env env, napi_callback_info info) {
     if (t != napi_undefined && t != napi_null && (!bytes_of(env, argv[8], &local, &llen) || llen != 16))
       return mtun_throw_type(env, "dataplane: local must be 16 bytes (an IPv4-mapped or IPv6 address, zero: unspecified)");
   }
-  /* One slot per connection: the receive leg finds a connection's attachment by its CID. */
+  /* One slot per connection: the receive leg finds a connection's attachment by its CID. An agent's attachment
+   * (no table, or an agent's) takes slot 0 alone; a gateway's take any slot, all with a gateway's table: a packet
+   * read from the TUN then goes only where its flow's answers go, never to a default slot. */
+  bool gw = table != NULL && table->kind == MJ_KIND_GATEWAY;
+  if (!gw && slot != 0) return mtun_throw_type(env, "dataplane: only a gateway's attachments (with a gateway's table) take slots other than 0");
   qe_lock();
-  bool dup = false;
-  for (uint32_t s = 0; s < d->natt && !dup; s++) dup = s != slot && d->atts[s].conn == c;
+  bool dup = false, mixed = false;
+  for (uint32_t s = 0; s < d->natt && !dup && !mixed; s++) {
+    if (s == slot || d->atts[s].conn == NULL) continue;
+    dup = d->atts[s].conn == c;
+    mixed = d->atts[s].gw != gw;
+  }
   qe_unlock();
   if (dup) return mtun_throw_type(env, "dataplane: the connection is attached in another slot");
+  if (mixed) return mtun_throw_type(env, "dataplane: a data plane carries an agent's attachment or a gateway's, not both");
   napi_ref ref;
   if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) QE_ERR(env, "dataplane: cannot reference the connection");
   dp_set_conn(env, d, slot, c, ref, p, plen, ipv6, table, mss_mtu, flow_ttl_ms, local);
