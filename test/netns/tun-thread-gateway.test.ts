@@ -1,6 +1,6 @@
 /**
  * The TUN thread in a gateway's place (src/native/dataplane.c with a
- * gateway's table, as `tun.thread` runs it for the only agent connection):
+ * gateway's table, as `tun.thread` runs it for each agent connection, here one in slot 0):
  * a real TUN in a namespace, a real QUIC connection over loopback. The
  * connection the thread is attached to stands for the gateway's; its peer
  * stands for the agent, sending client packets as DATAGRAMs and reading
