@@ -209,7 +209,7 @@ diagnostics() {
     NSTAT_HISTORY=$SW/nstat-$ns ip netns exec "$ns" nstat -z 2>/dev/null | grep -E 'Udp(InErrors|RcvbufErrors|SndbufErrors|InDatagrams|OutDatagrams)|IcmpIn(Echos|EchoReps)|IcmpOut(Echos|EchoReps)|IpOutDiscards|IpInDiscards' >"$d/nstat-${ns#"$P"}.txt" || true
   done
   ip netns exec "$NSB" ip -s link show "${P}sg" >"$d/tun-link.txt" 2>&1 || true
-  ip netns exec "$NSB" curl -sf http://127.0.0.1:9095/metrics 2>/dev/null | grep -v '^#' | grep -iE 'drop|stall|full|suppress|fail|mtun_quic_datagrams_total|^mtun_nodejs_heap_size_used_bytes|^mtun_nodejs_external_memory_bytes|^mtun_process_resident_memory_bytes|^mtun_nodejs_heap_size_total_bytes|^mtun_nodejs_eventloop_lag_(p50|p99|max)_seconds|^mtun_nodejs_gc_duration_seconds_(sum|count)' | grep -vE ' 0$' >"$d/gateway-metrics.txt" || true
+  ip netns exec "$NSB" curl -sf http://127.0.0.1:9095/metrics 2>/dev/null | grep -v '^#' | grep -iE 'drop|stall|full|suppress|fail|mtun_quic_datagrams_total|tun_thread_events_total|^mtun_nodejs_heap_size_used_bytes|^mtun_nodejs_external_memory_bytes|^mtun_process_resident_memory_bytes|^mtun_nodejs_heap_size_total_bytes|^mtun_nodejs_eventloop_lag_(p50|p99|max)_seconds|^mtun_nodejs_gc_duration_seconds_(sum|count)' | grep -vE ' 0$' >"$d/gateway-metrics.txt" || true
 }
 
 # load_generator TIMEOUT_S LABEL NAME ARGS...: the coordinator (bench/mtun-sessions.mjs) against the

@@ -32,7 +32,7 @@ export function carryThreadCounters(st: Float64Array, seen: Float64Array, c: Qui
 /**
  * `mtun_<role>_tun_thread_packets_total{path}`: packets the TUN thread read and sent itself
  * (`thread`) or handed to the event loop's path (`event_loop`: too big, link-local, fragments, no room);
- * `mtun_<role>_tun_thread_events_total{event}`: its UDP sends, GSO sends, GSO sends the path refused (resent one by one), send rounds that
+ * `mtun_<role>_tun_thread_events_total{event}`: its UDP datagrams sent and the send calls (sendmmsg) that carried them, its wakes, GSO sends, GSO sends the path refused (resent one by one), send rounds that
  * met a full socket buffer (EAGAIN: the rest kept for when it is writable), datagrams the kernel refused (lost, QUIC recovers), and times it stopped reading on a full ring (the event loop behind);
  * the receive leg's datagrams received, packets written into the TUN or refused by it, holds (a
  * DATAGRAM for the event loop's path), datagrams handed to the endpoint or dropped (its ring full), recv errors.
@@ -54,7 +54,7 @@ export function registerTunThreadCounters(registry: Registry, role: 'agent' | 'g
   });
   const events: Counter<'event'> = new Counter({
     name: `mtun_${role}_tun_thread_events_total`,
-    help: 'The TUN thread\'s UDP datagrams sent, GSO sends, GSO sends the path refused (resent datagram by datagram), send rounds that met a full socket buffer (the rest kept for when it is writable), datagrams the kernel refused (lost; QUIC recovers), times it stopped reading on a full ring; received datagrams, packets written into the TUN or refused, holds for the event loop, datagrams handed to the endpoint or dropped, recv errors',
+    help: 'The TUN thread\'s UDP datagrams sent, send calls (sendmmsg) carrying them, wakes, GSO sends, GSO sends the path refused (resent datagram by datagram), send rounds that met a full socket buffer (the rest kept for when it is writable), datagrams the kernel refused (lost; QUIC recovers), times it stopped reading on a full ring; received datagrams, packets written into the TUN or refused, holds for the event loop, datagrams handed to the endpoint or dropped, recv errors',
     labelNames: ['event'],
     registers: [registry],
     collect: () => {
@@ -62,6 +62,8 @@ export function registerTunThreadCounters(registry: Registry, role: 'agent' | 'g
       events.reset();
       if (st === null) return;
       events.inc({ event: 'udp_datagrams' }, st[TunThreadStat.UDP_DATAGRAMS]!);
+      events.inc({ event: 'udp_calls' }, st[TunThreadStat.UDP_CALLS]!);
+      events.inc({ event: 'wakes' }, st[TunThreadStat.WAKES]!);
       events.inc({ event: 'gso_sends' }, st[TunThreadStat.UDP_GSO]!);
       events.inc({ event: 'gso_refused' }, st[TunThreadStat.UDP_GSO_REFUSED]!);
       events.inc({ event: 'udp_stalled' }, st[TunThreadStat.UDP_STALLS]!);

@@ -237,15 +237,15 @@ struct dp {
   uint32_t njs;
   uint32_t *tw_list;      /* DP_ATT_MAX: attachments whose drain waits for the send tail (tail_wait) */
   uint32_t ntw;
+  uint32_t *tw_scratch;   /* DP_ATT_MAX: the waiters being drained (the drain may list some again) */
   int mode;               /* 0 none attached, 1 an agent's (slot 0 only), 2 a gateway's (gateway tables only) */
   bool rx_hold;           /* a DATAGRAM for the event loop's path heads a receive queue: until dpResume nothing is popped or read */
   uint32_t hold_slot;     /* whose queue (rx_hold) */
   uint32_t udp_events;    /* thread only: what the thread's epoll waits for on the socket (EPOLLIN: the receive leg; EPOLLOUT: a tail) */
   /* the send tail, under qe_lock: out slots [tail_off, tail_off + tail_n) a full socket buffer refused, kept
-   * for EPOLLOUT; meanwhile tail_conn->tx_held stops every writer of its packets (dp_send_out) */
-  uint32_t tail_off, tail_n;
-  struct qe_conn *tail_conn;
-  uint32_t tail_slot;
+   * for EPOLLOUT; meanwhile the tx_held of every connection with a packet in [tail_start, tail_end) stops
+   * every writer of its packets (dp_send_batch) */
+  uint32_t tail_off, tail_n, tail_start, tail_end;
   uint32_t mtu;           /* most bytes of an IP packet a ring slot takes */
   /* the gateway's way back takes only answers on flows the thread saw an agent open (dp_flows), under qe_lock */
   uint32_t flow_gen;      /* entries of another generation are empty (dpForgetFlows) */
@@ -272,6 +272,8 @@ struct dp {
   uint32_t osizes[DP_OUT_PKTS];
   uint32_t osegs[DP_OUT_PKTS];      /* all 0: mtun_udp_send builds the trains itself */
   uint8_t oaddrs[DP_OUT_PKTS * MTUN_ADDR_SLOT];
+  struct qe_conn *oconn[DP_OUT_PKTS]; /* whose packet each out slot holds (qe_lock) */
+  uint32_t oslot[DP_OUT_PKTS];        /* and its attachment */
   double ustats[US_COUNT];
   struct mtun_scratch *scr;         /* the thread's own sendmmsg scratch */
   /* receive scratch (pmu) */
@@ -588,96 +590,138 @@ static uint32_t dp_udp_send(struct dp *d, uint32_t off, uint32_t n) {
   return k;
 }
 
+/* Slot's connection is drained again once the send tail is gone (it may have packets waiting, and nothing else would send them). */
+static void dp_wait_tail(struct dp *d, uint32_t slot) {
+  struct dp_att *a = &d->atts[slot];
+  if (a->tail_wait) return;
+  a->tail_wait = true;
+  d->tw_list[d->ntw++] = slot;
+}
+
 /*
- * Sends the n packets of the out slots for connection c. What a full socket
- * buffer refuses is kept as the tail, not dropped: the thread sends it once
- * the socket is writable (EPOLLOUT), as the endpoint keeps its own unsent
- * tail (QuicEndpoint.sendOut). Until then c->tx_held stops every writer of
- * c's packets (qe_conn_send writes none, the event loop's drain included),
- * so packets still leave in packet-number order. Dropping the tail instead
- * lost whole send rounds at once: with ngtcp2 0.12, whose probe timeout
- * ignores packets of DATAGRAMs only, a round that took the rest of a
- * congestion window could leave it full for good (nothing in flight would
- * ever be acknowledged or declared lost), and the tunnel stopped carrying
- * anything (test/netns/send-eagain.test.ts, long runs). Returns false when
- * a tail is kept. qe_lock held.
+ * Sends the n packets of the out slots, of one connection or several (a
+ * drain packs every connection it drains into one sendmmsg). What a full
+ * socket buffer refuses is kept as the tail, not dropped: the thread sends
+ * it once the socket is writable (EPOLLOUT), as the endpoint keeps its own
+ * unsent tail (QuicEndpoint.sendOut). Until then the tx_held of each
+ * connection with a packet in the batch's tail stops every writer of its
+ * packets (qe_conn_send writes none, the event loop's drain included), so
+ * packets still leave in packet-number order, and each is drained again
+ * once the tail is gone. Dropping the tail instead lost whole send rounds
+ * at once: with ngtcp2 0.12, whose probe timeout ignores packets of
+ * DATAGRAMs only, a round that took the rest of a congestion window could
+ * leave it full for good (nothing in flight would ever be acknowledged or
+ * declared lost), and the tunnel stopped carrying anything
+ * (test/netns/send-eagain.test.ts, long runs). Returns false when a tail is
+ * kept. qe_lock held.
  */
-static bool dp_send_out(struct dp *d, uint32_t slot, struct qe_conn *c, uint32_t n) {
+static bool dp_send_batch(struct dp *d, uint32_t n) {
   uint32_t k = dp_udp_send(d, 0, n);
   if (k >= n) return true;
-  d->tail_off = k;
+  d->tail_off = d->tail_start = k;
   d->tail_n = n - k;
-  d->tail_conn = c;
-  d->tail_slot = slot;
-  c->tx_held = true;
+  d->tail_end = n;
+  for (uint32_t i = k; i < n; i++) {
+    d->oconn[i]->tx_held = true;
+    dp_wait_tail(d, d->oslot[i]);
+  }
   dp_count(d, DP_S_UDP_STALLS, 1);
   return false;
 }
 
-/* Sends the kept tail; true when none is left (its connection's writers go on). qe_lock held. */
+/* The tail's connections may write again. qe_lock held. */
+static void dp_release_tail(struct dp *d) {
+  for (uint32_t i = d->tail_start; i < d->tail_end; i++) d->oconn[i]->tx_held = false;
+  d->tail_start = d->tail_end = 0;
+}
+
+/* Whether connection c has a packet in the tail (held for it). qe_lock held. */
+static bool dp_tail_holds(const struct dp *d, const struct qe_conn *c) {
+  if (d->tail_n == 0) return false;
+  for (uint32_t i = d->tail_start; i < d->tail_end; i++)
+    if (d->oconn[i] == c) return true;
+  return false;
+}
+
+/* Sends the kept tail; true when none is left (its connections' writers go on). qe_lock held. */
 static bool dp_flush_tail(struct dp *d) {
   if (d->tail_n == 0) return true;
   uint32_t k = dp_udp_send(d, d->tail_off, d->tail_n);
   d->tail_off += k;
   d->tail_n -= k;
   if (d->tail_n > 0) return false;
-  d->tail_conn->tx_held = false;
-  d->tail_conn = NULL;
+  dp_release_tail(d);
   return true;
 }
 
-/* Drops what is left of the tail, counted; release: its connection still exists and may write again. qe_lock held. */
+/* Drops what is left of the tail, counted; release: its connections still exist and may write again. qe_lock held. */
 static void dp_drop_tail(struct dp *d, bool release) {
   if (d->tail_n == 0) return;
   dp_count(d, DP_S_UDP_DROPPED, d->tail_n);
   d->tail_n = 0;
-  if (release) d->tail_conn->tx_held = false;
-  d->tail_conn = NULL;
+  if (release) dp_release_tail(d);
+  d->tail_start = d->tail_end = 0;
 }
 
-/* The connection changes (attach, detach, close): one more try for the tail, then what is left is dropped and counted. qe_lock held. */
+/* A connection of the tail changes (attach, detach, close): one more try for the tail, then what is left is dropped and counted. qe_lock held. */
 static void dp_settle_tail(struct dp *d) {
   if (!dp_flush_tail(d)) dp_drop_tail(d, true);
 }
 
-/* Packetizes what attachment slot's connection may send now and sends it, all under qe_lock (held by the caller). */
-static void dp_drain(struct dp *d, uint32_t slot) {
-  struct dp_att *a = &d->atts[slot];
-  struct qe_conn *c = a->conn;
-  if (c == NULL) return;
-  /* The connection's peer, read at each drain: the engine follows it when it changes (a NAT rebinding). */
+/*
+ * Packetizes what the connections of the k listed attachments may send now
+ * and sends it, all under qe_lock (held by the caller): their packets share
+ * the out slots, so one sendmmsg carries a round of many connections (issue
+ * #17: a send call per connection was a third of the thread's system calls
+ * at 1,000 sessions), sent whenever the slots fill and at the end.
+ */
+static void dp_drain_list(struct dp *d, const uint32_t *slots, uint32_t k) {
+  if (k == 0) return;
   if (!dp_flush_tail(d)) {
-    /* Still full: nothing more until the socket is writable; then this connection is drained too (the tail may be
-     * another connection's, and nothing else would send what this one has queued). */
-    if (!a->tail_wait) {
-      a->tail_wait = true;
-      d->tw_list[d->ntw++] = slot;
-    }
+    /* Still full: nothing more until the socket is writable; then these are drained too. */
+    for (uint32_t j = 0; j < k; j++) dp_wait_tail(d, slots[j]);
     return;
   }
-  uint8_t peer[MTUN_ADDR_SLOT] = {0};
-  mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
-  memcpy(peer + MTUN_SLOT_LOCAL, a->local, 16);
-  for (int round = 0; round < DP_SEND_ROUNDS; round++) {
-    uint32_t n = 0;
-    while (n < DP_OUT_PKTS) {
-      uint32_t gen = c->peer_gen;
-      ssize_t w = qe_conn_send(c, d->optrs[n], DP_PKT_CAP);
-      if (w <= 0) break;
-      if (c->peer_gen != gen) mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer); /* moved while writing */
-      d->osizes[n] = (uint32_t)w;
-      memcpy(d->oaddrs + (size_t)n * MTUN_ADDR_SLOT, peer, MTUN_ADDR_SLOT);
-      n++;
+  uint32_t n = 0;
+  for (uint32_t j = 0; j < k; j++) {
+    uint32_t slot = slots[j];
+    struct dp_att *a = &d->atts[slot];
+    struct qe_conn *c = a->conn;
+    if (c == NULL || c->conn == NULL) continue;
+    /* The connection's peer, read at each drain: the engine follows it when it changes (a NAT rebinding). */
+    uint8_t peer[MTUN_ADDR_SLOT] = {0};
+    mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
+    memcpy(peer + MTUN_SLOT_LOCAL, a->local, 16);
+    for (int round = 0; round < DP_SEND_ROUNDS; round++) {
+      while (n < DP_OUT_PKTS) {
+        uint32_t gen = c->peer_gen;
+        ssize_t w = qe_conn_send(c, d->optrs[n], DP_PKT_CAP);
+        if (w <= 0) break;
+        if (c->peer_gen != gen) { /* moved while writing */
+          mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
+          memcpy(peer + MTUN_SLOT_LOCAL, a->local, 16);
+        }
+        d->osizes[n] = (uint32_t)w;
+        memcpy(d->oaddrs + (size_t)n * MTUN_ADDR_SLOT, peer, MTUN_ADDR_SLOT);
+        d->oconn[n] = c;
+        d->oslot[n] = slot;
+        n++;
+      }
+      if (n < DP_OUT_PKTS) break; /* this connection has nothing more now */
+      /* Sent with the lock held: the event loop's sender (QuicEndpoint, engine.lock() around its drain and
+       * sendmmsg) cannot put later packets of these connections on the wire first. Packets leave in
+       * packet-number order; when they did not, the gateway wrote the inner TCP's segments out of order
+       * and the TCP retransmitted spuriously (4,483 retransmits in 6 s against 591). */
+      bool sent = dp_send_batch(d, n);
+      n = 0;
+      if (!sent) {
+        for (uint32_t r = j; r < k; r++) dp_wait_tail(d, slots[r]);
+        return;
+      }
+      if (c->conn == NULL || c->state != QE_OPEN) break;
     }
-    if (n == 0) return;
-    /* Sent with the lock held: the event loop's sender (QuicEndpoint, engine.lock() around its drain and
-     * sendmmsg) cannot put later packets of this connection on the wire first. Packets leave in
-     * packet-number order; when they did not, the gateway wrote the inner TCP's segments out of order
-     * and the TCP retransmitted spuriously (4,483 retransmits in 6 s against 591). */
-    if (!dp_send_out(d, slot, c, n)) return;
-    if (n < DP_OUT_PKTS) return;
-    if (c->conn == NULL || c->state != QE_OPEN) return;
   }
+  if (n > 0) (void)dp_send_batch(d, n);
 }
 
 /*
@@ -752,8 +796,7 @@ static uint32_t dp_round(struct dp *d, bool send) {
     d->meta[2 * slot + 1] = kind;
     d->stamps[slot] = now;
   }
-  if (send)
-    for (uint32_t j = 0; j < d->ntx; j++) dp_drain(d, d->tx_list[j]);
+  if (send) dp_drain_list(d, d->tx_list, d->ntx);
   /* Published before the engine lock is let go: a dpDetach (which takes it) returns after this round's
    * packets are in the ring, so the event loop's drain right after it sees them with the old session. */
   atomic_store_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_PROD], prod + n, memory_order_release);
@@ -1047,12 +1090,14 @@ static bool dp_rx(struct dp *d) {
 /* After a receive: sends what the connections fed may send now (ACKs, and what the TUN read queued). */
 static void dp_rx_send(struct dp *d) {
   qe_lock();
+  uint32_t k = 0;
   for (uint32_t j = 0; j < d->nrx; j++) {
     struct dp_att *a = &d->atts[d->rx_list[j]];
     a->rx_listed = false;
-    if (a->conn != NULL && a->table != NULL && dp_conn_open(a->conn)) dp_drain(d, d->rx_list[j]);
+    if (a->conn != NULL && a->table != NULL && dp_conn_open(a->conn)) d->rx_list[k++] = d->rx_list[j];
   }
   d->nrx = 0;
+  dp_drain_list(d, d->rx_list, k);
   qe_unlock();
 }
 
@@ -1105,11 +1150,7 @@ static void *dp_thread(void *arg) {
      * CONNECTION_CLOSE); JavaScript is owed a wake to re-arm the connection's timers. */
     if (tx_ready) {
       qe_lock();
-      uint32_t slot = d->tail_slot;
-      if (d->tail_n > 0 && dp_flush_tail(d) && d->atts[slot].conn != NULL && d->atts[slot].conn->conn != NULL) {
-        dp_drain(d, slot);
-        owed = true;
-      }
+      if (d->tail_n > 0 && dp_flush_tail(d)) owed = true; /* its connections are waiters: drained next */
       qe_unlock();
     }
     /* Connections whose drain stopped at the tail, once the tail is gone (sent, or settled at a detach). Only this
@@ -1119,8 +1160,9 @@ static void *dp_thread(void *arg) {
       if (d->tail_n == 0) {
         uint32_t n = d->ntw;
         d->ntw = 0;
-        for (uint32_t j = 0; j < n; j++) d->atts[d->tw_list[j]].tail_wait = false;
-        for (uint32_t j = 0; j < n; j++) dp_drain(d, d->tw_list[j]); /* a new tail lists the rest again */
+        memcpy(d->tw_scratch, d->tw_list, n * sizeof *d->tw_list);
+        for (uint32_t j = 0; j < n; j++) d->atts[d->tw_scratch[j]].tail_wait = false;
+        dp_drain_list(d, d->tw_scratch, n); /* a new tail lists the rest again */
         owed = true;
       }
       qe_unlock();
@@ -1271,10 +1313,11 @@ static void dp_free_fds(struct dp *d) {
   free(d->rx_list);
   free(d->js_list);
   free(d->tw_list);
+  free(d->tw_scratch);
   d->flows = NULL;
   d->atts = NULL;
   d->cid_map = NULL;
-  d->rx_list = d->js_list = d->tw_list = NULL;
+  d->rx_list = d->js_list = d->tw_list = d->tw_scratch = NULL;
   d->vscratch = d->out = d->rbuf = d->wscratch = NULL;
   d->scr = d->rscr = NULL;
 }
@@ -1390,6 +1433,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->rx_list = calloc(DP_ATT_MAX, sizeof *d->rx_list);
   d->js_list = calloc(DP_ATT_MAX, sizeof *d->js_list);
   d->tw_list = calloc(DP_ATT_MAX, sizeof *d->tw_list);
+  d->tw_scratch = calloc(DP_ATT_MAX, sizeof *d->tw_scratch);
   if (getrandom(&d->flow_seed, sizeof d->flow_seed, GRND_NONBLOCK) != sizeof d->flow_seed) d->flow_seed = (uint64_t)qe_now() * 0x9e3779b97f4a7c15ull;
   for (uint32_t i = 0; d->rbuf != NULL && i < DP_RX_SLOTS; i++) {
     d->rptrs[i] = d->rbuf + (size_t)i * DP_RX_SLOT_BYTES;
@@ -1398,7 +1442,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&d->pmu, NULL);
   int err = 0;
   if (d->efd < 0 || d->epfd < 0 || d->tfd < 0) err = errno;
-  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || d->flows == NULL || d->atts == NULL || d->cid_map == NULL || d->rx_list == NULL || d->js_list == NULL || d->tw_list == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
+  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || d->flows == NULL || d->atts == NULL || d->cid_map == NULL || d->rx_list == NULL || d->js_list == NULL || d->tw_list == NULL || d->tw_scratch == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
     err = ENOMEM;
   if (err == 0) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
@@ -1455,7 +1499,7 @@ static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_con
   struct qe_conn *old_conn = a->conn;
   if (c != a->conn) {
     if (d->rx_hold && d->hold_slot == slot) d->rx_hold = false;
-    if (d->tail_n > 0 && d->tail_conn == a->conn) dp_settle_tail(d);
+    if (a->conn != NULL && dp_tail_holds(d, a->conn)) dp_settle_tail(d);
   }
   if (a->conn != NULL) {
     d->n_conn--;

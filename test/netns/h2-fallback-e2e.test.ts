@@ -57,7 +57,9 @@ describe.skipIf(!root)('HTTP/2 fallback end to end (netns, nftables, real daemon
     }
     const gw = await lab.metrics('gw');
     expect(metric(gw, 'mtun_tunnel_sessions_by_transport', { transport: 'h2' })).toBe(1);
-    expect(metric(gw, 'mtun_h2_datagrams_total', { direction: 'received' })).toBeGreaterThan(500);
+    // The client's side of a 10 MB download is mostly its TCP ACKs: how many depends on its receive offloads and
+    // delayed ACKs (exactly 500 once, on a faster machine), so the floor only says the capsules carried them.
+    expect(metric(gw, 'mtun_h2_datagrams_total', { direction: 'received' })).toBeGreaterThan(100);
   }, 120_000);
 
   it('UDP unblocked: the agent returns to HTTP/3 within 30 s', async () => {
