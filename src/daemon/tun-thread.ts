@@ -209,18 +209,21 @@ export class TunThread {
 
   /** True when the endpoint ring holds datagrams (no call into C; also after {@link close}: the ring is ours). */
   hasEndpointPending(): boolean {
-    return Atomics.load(this.ctl, 2) !== this.ctl[3];
+    return Atomics.load(this.ctl, 2) !== (this.uconsTaken ?? this.ctl[3]);
   }
 
   /**
    * Hands every datagram of the endpoint ring to `handler`, oldest first,
-   * then releases them. Returns how many. After {@link close} it hands what
-   * the thread received before it stopped.
+   * then releases them (with `release` false, only at {@link releaseEndpoint}:
+   * a gateway releases them after writing what it took into the TUN, since
+   * a connection attached meanwhile waits for that release before the
+   * thread writes its newer packets). Returns how many. After {@link close}
+   * it hands what the thread received before it stopped.
    */
-  drainEndpoint(handler: TunThreadDatagramHandler): number {
+  drainEndpoint(handler: TunThreadDatagramHandler, release = true): number {
     const ctl = this.ctl;
     const prod = Atomics.load(ctl, 2);
-    let cons = ctl[3]!;
+    let cons = this.uconsTaken ?? ctl[3]!;
     let count = 0;
     try {
       while (cons !== prod) {
@@ -231,9 +234,24 @@ export class TunThread {
         handler(this.uslots[i]!, 0, this.umeta[i]!, this.uaddr, 0);
       }
     } finally {
-      Atomics.store(ctl, 3, cons);
+      if (release) {
+        Atomics.store(ctl, 3, cons);
+        this.uconsTaken = null;
+      } else {
+        this.uconsTaken = cons;
+      }
     }
     return count;
+  }
+
+  /** Datagrams handed over by {@link drainEndpoint} and not released yet: the consumer index to store. */
+  private uconsTaken: number | null = null;
+
+  /** Releases what {@link drainEndpoint} handed over without releasing. */
+  releaseEndpoint(): void {
+    if (this.uconsTaken === null) return;
+    Atomics.store(this.ctl, 3, this.uconsTaken);
+    this.uconsTaken = null;
   }
 
   /**

@@ -429,9 +429,11 @@ export class Gateway {
     try {
       this.drainThread(t);
       this.countThreadSends(t);
-      this.endpoint.threadInput(this.takeTouched(t), t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed) : null);
+      this.endpoint.threadInput(this.takeTouched(t), t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed, false) : null);
       this.tunWriter.flush();
     } finally {
+      // Released once what the endpoint took from the ring is in the TUN: a connection attached meanwhile waits for it.
+      t.releaseEndpoint();
       t.resume(held);
     }
   }

@@ -187,10 +187,10 @@ struct dp_att {
   uint32_t round_queued;
   bool rx_listed;         /* in dp.rx_list: drained once the receive is done */
   bool tail_wait;         /* in dp.tw_list: a drain stopped at another connection's send tail; drained once it is sent */
-  /* Attached while the endpoint ring may still hold its datagrams (read before the attach): until JavaScript has
-   * handled every one the thread put there, its datagrams keep going there, so they reach the TUN in order. */
+  /* Attached while the endpoint ring held datagrams JavaScript had not released (some may be its own, read before
+   * the attach): its datagrams keep going there until JavaScript has released every one of its datagrams there (the
+   * gateway releases the ring after writing what it took into the TUN), so its packets reach the TUN in order. */
   bool gated;
-  bool gate_set;
   uint32_t gate;          /* the endpoint ring's producer index after the last of its datagrams put there */
   uint32_t js_rx;         /* QUIC packets the thread fed it since dpTouched; > 0: in dp.js_list */
 };
@@ -989,16 +989,12 @@ static void dp_rx_one(struct dp *d, uint8_t *p, uint32_t len, const uint8_t *add
   }
   if (mine && d->atts[s].gated) {
     struct dp_att *g = &d->atts[s];
-    if (!g->gate_set) {
-      g->gate = d->ctl[DP_CTL_UPROD]; /* what the ring holds now was read before the attach */
-      g->gate_set = true;
-    }
     if ((int32_t)(atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_UCONS], memory_order_acquire) - g->gate) < 0) {
       dp_to_endpoint(d, p, len, addr);
       g->gate = d->ctl[DP_CTL_UPROD];
       return;
     }
-    g->gated = false;
+    g->gated = false; /* JavaScript released all of them: the thread takes over */
   }
   if (!mine) {
     dp_to_endpoint(d, p, len, addr);
@@ -1102,6 +1098,27 @@ static void dp_rx_send(struct dp *d) {
 }
 
 /*
+ * Drains the connections whose drain stopped at the send tail, once the
+ * tail is gone (sent, or settled at a detach); true when it did. Only this
+ * thread drains, so only it writes the list: read without the lock first.
+ */
+static bool dp_drain_waiters(struct dp *d) {
+  if (d->ntw == 0) return false;
+  bool done = false;
+  qe_lock();
+  if (d->tail_n == 0) {
+    uint32_t n = d->ntw;
+    d->ntw = 0;
+    memcpy(d->tw_scratch, d->tw_list, n * sizeof *d->tw_list);
+    for (uint32_t j = 0; j < n; j++) d->atts[d->tw_scratch[j]].tail_wait = false;
+    dp_drain_list(d, d->tw_scratch, n); /* a new tail lists the rest again */
+    done = true;
+  }
+  qe_unlock();
+  return done;
+}
+
+/*
  * The thread's interest in the socket (thread only; the attachment read
  * under qe_lock): readable while the receive leg is on, writable while a
  * tail waits.
@@ -1153,20 +1170,7 @@ static void *dp_thread(void *arg) {
       if (d->tail_n > 0 && dp_flush_tail(d)) owed = true; /* its connections are waiters: drained next */
       qe_unlock();
     }
-    /* Connections whose drain stopped at the tail, once the tail is gone (sent, or settled at a detach). Only this
-     * thread drains, so only it writes the list: read without the lock first. */
-    if (d->ntw > 0) {
-      qe_lock();
-      if (d->tail_n == 0) {
-        uint32_t n = d->ntw;
-        d->ntw = 0;
-        memcpy(d->tw_scratch, d->tw_list, n * sizeof *d->tw_list);
-        for (uint32_t j = 0; j < n; j++) d->atts[d->tw_scratch[j]].tail_wait = false;
-        dp_drain_list(d, d->tw_scratch, n); /* a new tail lists the rest again */
-        owed = true;
-      }
-      qe_unlock();
-    }
+    if (dp_drain_waiters(d)) owed = true;
     /* Anything received wakes JavaScript within DP_DEFER_NS at the latest: it observes what was written and
      * re-arms the connection's timers after the engine's state changed here (an ACK is due, a loss timer moved). */
     bool rx_published = rx_ready && dp_rx(d);
@@ -1215,6 +1219,8 @@ static void *dp_thread(void *arg) {
     uint32_t unread = dp_unread(d);
     pthread_mutex_unlock(&d->pmu);
     if (rx_published) dp_rx_send(d);
+    /* A drain of this wake may have sent a tail (its opening flush): its waiters go now, not at some later event. */
+    if (dp_drain_waiters(d)) owed = true;
     dp_poll_udp(d);
     owed = owed || published;
     if (err || urgent || unread >= DP_SIGNAL_FILL || (timer_fired && (unread > 0 || owed))) {
@@ -1519,9 +1525,12 @@ static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_con
   a->flow_ttl_ms = flow_ttl_ms;
   a->gen++; /* routes, grants or the connection may have changed: no flow answers from before */
   a->round = 0;
-  if (c != old_conn) {
-    a->gated = c != NULL && table != NULL;
-    a->gate_set = false;
+  if (c != old_conn || (old_table == NULL && table != NULL)) {
+    /* The endpoint ring is written under this lock too (dp_to_endpoint), so the indices are settled here. */
+    uint32_t uprod = d->ctl[DP_CTL_UPROD];
+    uint32_t ucons = atomic_load_explicit((_Atomic uint32_t *)&d->ctl[DP_CTL_UCONS], memory_order_acquire);
+    a->gated = c != NULL && table != NULL && uprod != ucons;
+    a->gate = uprod;
   }
   if (c != NULL) {
     d->n_conn++;
