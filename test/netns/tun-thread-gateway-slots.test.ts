@@ -19,15 +19,11 @@
  * and one connection cannot take two slots.
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { openTun, type NativeTun } from '../../src/tun/native-tun.js';
 import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_JS, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../../src/daemon/tun-thread.js';
-import { compileGatewayTable } from '../../src/masque/native-judge.js';
-import { loadNative } from '../../src/native/addon.js';
-import type { QuicEndpoint } from '../../src/quic/endpoint.js';
 import type { QuicConnection } from '../../src/quic/connection.js';
 import { Harness, nativeUdpAvailable, waitFor } from '../sim/quic-harness.js';
-import { cleanupAll, createNetns, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
+import { cleanupAll, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
+import { gatewayTableFor, openGatewayThreadRig, spawnSide } from './gateway-thread-rig.js';
 
 warnIfNotRoot('test/netns/tun-thread-gateway-slots.test.ts');
 
@@ -62,19 +58,6 @@ function udpOf(b: Uint8Array, off: number, len: number): { dst: number; text: st
   return { dst: b[off + 19]!, text: new TextDecoder().decode(b.subarray(off + ihl + 8, off + len)) };
 }
 
-/** A gateway's receive check for a session owning 10.79.0.<host>/32 (TTL decremented). */
-function tableFor(host: number) {
-  return loadNative().judgeTable(compileGatewayTable({
-    scope: { target: { kind: 'any' }, ipProtocol: null },
-    resolvedTarget: [],
-    grants: [],
-    owned: [{ prefix: { version: 4, address: Uint8Array.of(10, 79, 0, host), prefixLength: 32 }, ipProtocol: 0 }],
-    ourRanges: [{ version: 4, start: Uint8Array.of(0, 0, 0, 0), end: Uint8Array.of(255, 255, 255, 255), ipProtocol: 0 }],
-    ownAddresses: [],
-    allow: undefined,
-  }, { ipv6Enabled: false, decrementTtl: true, linkLocal: new Uint8Array(16) }, null));
-}
-
 let h = new Harness('native');
 afterEach(() => {
   h.cleanup();
@@ -86,17 +69,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the gateway\'s TUN thread with several 
   afterAll(() => cleanupAll());
 
   it('carries two connections at once: each agent\'s packets and answers on its own slot, never the other\'s; a detached slot\'s answers take the event loop\'s path', async () => {
-    const ns = createNetns(prefix);
-    const tun: NativeTun = await openTun({ name: `${prefix}g`, mtu: 1400, addresses: ['10.79.0.1/24'], netns: ns, offload: true });
-    const { port } = await h.server();
-    const ep: QuicEndpoint = await h.client({}, { dgramQueueDelay: null });
-    const gwA: QuicConnection = ep.connect('127.0.0.1', port, 'localhost');
-    await gwA.whenEstablished();
-    await waitFor(() => h.accepted.length === 1, 2000, 'agent A');
-    const gwB: QuicConnection = ep.connect('127.0.0.1', port, 'localhost');
-    await gwB.whenEstablished();
-    await waitFor(() => h.accepted.length === 2, 2000, 'agent B');
-    const agents = [h.accepted[0]!, h.accepted[1]!];
+    const { ns, tun, ep, gws: [gwA, gwB], agents } = await openGatewayThreadRig(h, prefix, 2);
     const atAgent: { dst: number; text: string }[][] = [[], []];
     agents.forEach((a, i) => {
       const buf = new Uint8Array(2000);
@@ -128,20 +101,10 @@ describe.skipIf(!isRoot() || !nativeOk)('the gateway\'s TUN thread with several 
       '  host,dp,t=line.split()',
       '  s.sendto(t.encode(),("10.79.0.%s" % host,int(dp)))',
     ].join('\n');
-    const side = spawn('ip', ['netns', 'exec', ns, 'python3', '-u', '-c', py]);
-    const heard: string[] = [];
-    let out = '';
-    side.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const lines = out.split('\n');
-      out = lines.pop()!;
-      heard.push(...lines);
-    });
-    let err = '';
-    side.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    await waitFor(() => heard.includes('ready'), 5_000, 'the namespace side').catch((e) => { throw new Error(`${(e as Error).message}: ${err}`); });
+    const side = await spawnSide(ns, py);
+    const heard = side.heard;
     for (const host of ['10.79.0.2/32', '10.79.0.3/32']) await execAsync(ns, 'ip', ['route', 'add', host, 'dev', `${prefix}g`]);
-    const answer = (host: number, dport: number, text: string) => side.stdin.write(`${host} ${dport} ${text}\n`);
+    const answer = (host: number, dport: number, text: string) => side.write(`${host} ${dport} ${text}\n`);
 
     const ring: { kind: number; slot: number; u: ReturnType<typeof udpOf> }[] = [];
     let thread: TunThread | null = null;
@@ -161,12 +124,12 @@ describe.skipIf(!isRoot() || !nativeOk)('the gateway\'s TUN thread with several 
     thread = TunThread.open(tun, h.sockets[1]!, HEADROOM, onReady, 1452);
     try {
       const t = thread!;
-      t.attach(gwA.q.nativeHandle(), PREFIX, false, tableFor(2), 0, 60_000, 0);
-      t.attach(gwB.q.nativeHandle(), PREFIX, false, tableFor(3), 0, 60_000, 1);
+      t.attach(gwA.q.nativeHandle(), PREFIX, false, gatewayTableFor(2), 0, 60_000, 0);
+      t.attach(gwB.q.nativeHandle(), PREFIX, false, gatewayTableFor(3), 0, 60_000, 1);
       expect(t.attachedCount).toBe(2);
       ep.pauseInput();
       // One connection, one slot; an agent's attachment (no gateway table) only in slot 0.
-      expect(() => t.attach(gwA.q.nativeHandle(), PREFIX, false, tableFor(2), 0, 60_000, 2)).toThrow(/another slot/);
+      expect(() => t.attach(gwA.q.nativeHandle(), PREFIX, false, gatewayTableFor(2), 0, 60_000, 2)).toThrow(/another slot/);
       expect(() => t.attach(gwB.q.nativeHandle(), PREFIX, false, null, 0, 0, 3)).toThrow(/slots other than 0/);
       const send = (i: number, d: Uint8Array) => {
         expect(agents[i]!.dgramSend(d, 0, d.length)).toBe(true);
@@ -177,7 +140,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the gateway\'s TUN thread with several 
       send(0, clientUdp(2, 40000, 'from-a'));
       send(1, clientUdp(3, 40000, 'from-b'));
       await waitFor(() => heard.filter((l) => l.startsWith('heard from-')).length === 2, 5_000, 'both agents\' packets in the namespace').catch((e) => {
-        throw new Error(`${(e as Error).message}: heard ${JSON.stringify(heard)}, ring ${JSON.stringify(ring)}, stats ${[...t.stats()].join(',')}, ${err}`);
+        throw new Error(`${(e as Error).message}: heard ${JSON.stringify(heard)}, ring ${JSON.stringify(ring)}, stats ${[...t.stats()].join(',')}, ${side.stderr()}`);
       });
       expect(heard).toContain('heard from-a ttl=63 from 10.79.0.2:40000');
       expect(heard).toContain('heard from-b ttl=63 from 10.79.0.3:40000');

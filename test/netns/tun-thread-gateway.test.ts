@@ -17,15 +17,10 @@
  * those reach the event loop's path, which judges them in full.
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { openTun, type NativeTun } from '../../src/tun/native-tun.js';
 import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_JS, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../../src/daemon/tun-thread.js';
-import { compileGatewayTable } from '../../src/masque/native-judge.js';
-import { loadNative } from '../../src/native/addon.js';
-import type { QuicEndpoint } from '../../src/quic/endpoint.js';
-import type { QuicConnection } from '../../src/quic/connection.js';
 import { Harness, nativeUdpAvailable, waitFor } from '../sim/quic-harness.js';
-import { cleanupAll, createNetns, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
+import { cleanupAll, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
+import { gatewayTableFor, openGatewayThreadRig, spawnSide } from './gateway-thread-rig.js';
 
 warnIfNotRoot('test/netns/tun-thread-gateway.test.ts');
 
@@ -111,14 +106,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
   afterAll(() => cleanupAll());
 
   it('decrements the TTL of what it writes into the TUN; sends back only answers on flows the agent used, every other packet from the network goes to the event loop', async () => {
-    const ns = createNetns(prefix);
-    const tun: NativeTun = await openTun({ name: `${prefix}g`, mtu: 1400, addresses: ['10.79.0.1/24'], netns: ns, offload: true });
-    const { port } = await h.server();
-    const ep: QuicEndpoint = await h.client({}, { dgramQueueDelay: null });
-    const gw: QuicConnection = ep.connect('127.0.0.1', port, 'localhost');
-    await gw.whenEstablished();
-    await waitFor(() => h.accepted.length === 1, 2000, 'the server connection');
-    const agent = h.accepted[0]!;
+    const { ns, tun, ep, gws: [gw], agents: [agent] } = await openGatewayThreadRig(h, prefix, 1);
     // What the agent receives: UDP packets the thread (or the test's event loop) sent it.
     const atAgent: { sport: number; dport: number; text: string }[] = [];
     const abuf = new Uint8Array(2000);
@@ -172,32 +160,14 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
       '  o.sendto(t.encode(),("10.79.0.2",int(dp)))',
       '  o.close()',
     ].join('\n');
-    const side = spawn('ip', ['netns', 'exec', ns, 'python3', '-u', '-c', py]);
-    const heard: string[] = [];
-    let out = '';
-    side.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const lines = out.split('\n');
-      out = lines.pop()!;
-      heard.push(...lines);
-    });
-    let err = '';
-    side.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    await waitFor(() => heard.includes('ready'), 5_000, 'the namespace side').catch((e) => { throw new Error(`${(e as Error).message}: ${err}`); });
+    const side = await spawnSide(ns, py);
+    const heard = side.heard;
     // The network answers (route to 10.79.0.2 through the TUN: the gateway's route to the agent's site).
     await execAsync(ns, 'ip', ['route', 'add', '10.79.0.2/32', 'dev', `${prefix}g`]);
-    const answer = (sport: number, dport: number, text: string) => side.stdin.write(`${sport} ${dport} ${text}\n`);
+    const answer = (sport: number, dport: number, text: string) => side.write(`${sport} ${dport} ${text}\n`);
 
     // The session: the agent owns 10.79.0.2/32 (its site), may reach anything, TTL decremented (the gateway's default).
-    const table = loadNative().judgeTable(compileGatewayTable({
-      scope: { target: { kind: 'any' }, ipProtocol: null },
-      resolvedTarget: [],
-      grants: [],
-      owned: [{ prefix: { version: 4, address: Uint8Array.of(10, 79, 0, 2), prefixLength: 32 }, ipProtocol: 0 }],
-      ourRanges: [{ version: 4, start: Uint8Array.of(0, 0, 0, 0), end: Uint8Array.of(255, 255, 255, 255), ipProtocol: 0 }],
-      ownAddresses: [],
-      allow: undefined,
-    }, { ipv6Enabled: false, decrementTtl: true, linkLocal: new Uint8Array(16) }, null));
+    const table = gatewayTableFor(2);
     const ring: { kind: number; u: ReturnType<typeof udpOf>; tcp: ReturnType<typeof tcpOf>; ttl: number; proto: number }[] = [];
     let thread: TunThread | null = null;
     const onReady = () => {
@@ -220,7 +190,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
       for (let i = 0; i < 5; i++) send(clientUdp(40000 + i, 9999, 64, `in-${i}`));
       agent.flush();
       await waitFor(() => heard.filter((l) => l.startsWith('heard in-')).length === 5, 5_000, 'the agent\'s 5 packets in the namespace').catch((e) => {
-        throw new Error(`${(e as Error).message}: heard ${JSON.stringify(heard)}, ring ${JSON.stringify(ring)}, stats ${[...thread!.stats()].join(',')}, ${err}`);
+        throw new Error(`${(e as Error).message}: heard ${JSON.stringify(heard)}, ring ${JSON.stringify(ring)}, stats ${[...thread!.stats()].join(',')}, ${side.stderr()}`);
       });
       for (let i = 0; i < 5; i++) expect(heard).toContain(`heard in-${i} ttl=63 from ${40000 + i}`);
       expect(ring.filter((e) => e.kind === TUN_THREAD_IN).map((e) => [e.u?.text, e.ttl])).toEqual([0, 1, 2, 3, 4].map((i) => [`in-${i}`, 63]));
@@ -234,7 +204,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
       // Back: answers on those flows are sent by the thread and reach the agent.
       for (let i = 0; i < 5; i++) answer(9999, 40000 + i, `back-${i}`);
       await waitFor(() => atAgent.length === 5, 5_000, 'the 5 answers at the agent').catch((e) => {
-        throw new Error(`${(e as Error).message}: at agent ${JSON.stringify(atAgent)}, ring ${JSON.stringify(ring.slice(-8))}, stats ${[...thread!.stats()].join(',')}, ${err}`);
+        throw new Error(`${(e as Error).message}: at agent ${JSON.stringify(atAgent)}, ring ${JSON.stringify(ring.slice(-8))}, stats ${[...thread!.stats()].join(',')}, ${side.stderr()}`);
       });
       expect(atAgent.map((u) => u.text).sort()).toEqual([0, 1, 2, 3, 4].map((i) => `back-${i}`));
       expect(ring.filter((e) => e.kind === TUN_THREAD_SENT).map((e) => e.u?.text).sort()).toEqual([0, 1, 2, 3, 4].map((i) => `back-${i}`));
@@ -253,7 +223,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
       agent.flush();
       await waitFor(() => fromNet().length === 1, 5_000, 'the kernel\'s RST');
       expect(fromNet()[0]).toMatchObject({ kind: TUN_THREAD_JS, tcp: { flags: 0x04 } }); // RST (seq = the segment's ACK)
-      side.stdin.write('tcp 8080 45000 16\n'); // ACK, on the flow the RST ended
+      side.write('tcp 8080 45000 16\n'); // ACK, on the flow the RST ended
       await waitFor(() => fromNet().length === 2, 5_000, 'the segment after the RST');
       expect(fromNet()[1]).toMatchObject({ kind: TUN_THREAD_JS, tcp: { flags: 0x10 } });
       // A flow the agent opens to a listener: the SYN-ACK goes back by the thread; a FIN is the event loop's.
@@ -262,7 +232,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
       agent.flush();
       await waitFor(() => flow().length === 1, 5_000, 'the listener\'s SYN-ACK');
       expect(flow()[0]).toMatchObject({ kind: TUN_THREAD_SENT, tcp: { flags: 0x12 } });
-      side.stdin.write('tcp 8083 45003 17\n'); // FIN+ACK
+      side.write('tcp 8083 45003 17\n'); // FIN+ACK
       await waitFor(() => flow().length === 2, 5_000, 'the FIN');
       expect(flow()[1]).toMatchObject({ kind: TUN_THREAD_JS, tcp: { flags: 0x11 } });
 
@@ -271,7 +241,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
       send(clientIcmp6In4(0x4242));
       agent.flush();
       await waitFor(() => heard.length >= 0 && ring.some((e) => e.kind === TUN_THREAD_IN && e.proto === 58), 5_000, 'the ICMPv6-in-IPv4 request written');
-      side.stdin.write(`p58 0 ${0x4242}\n`); // type 0, ICMP's echo reply, under protocol 58
+      side.write(`p58 0 ${0x4242}\n`); // type 0, ICMP's echo reply, under protocol 58
       await waitFor(() => ring.some((e) => e.kind !== TUN_THREAD_IN && e.proto === 58), 5_000, 'the ICMPv6-in-IPv4 reply');
       expect(ring.filter((e) => e.kind !== TUN_THREAD_IN && e.proto === 58).map((e) => e.kind)).toEqual([TUN_THREAD_JS]);
 
