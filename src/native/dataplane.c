@@ -187,6 +187,10 @@ struct dp_att {
   uint32_t round_queued;
   bool rx_listed;         /* in dp.rx_list: drained once the receive is done */
   bool tail_wait;         /* in dp.tw_list: a drain stopped at another connection's send tail; drained once it is sent */
+  /* A DATAGRAM for the event loop's path heads its receive queue: until dpResume nothing of it is popped, and its
+   * datagrams go to the endpoint as they came; the other attachments go on. In dp.held_list. */
+  bool held;
+  uint64_t hold_seq;      /* the holds counter (DP_S_RX_HELD) with this hold counted */
   /* Attached while the endpoint ring held datagrams JavaScript had not released (some may be its own, read before
    * the attach): its datagrams keep going there until JavaScript has released every one of its datagrams there (the
    * gateway releases the ring after writing what it took into the TUN), so its packets reach the TUN in order. */
@@ -239,8 +243,13 @@ struct dp {
   uint32_t ntw;
   uint32_t *tw_scratch;   /* DP_ATT_MAX: the waiters being drained (the drain may list some again) */
   int mode;               /* 0 none attached, 1 an agent's (slot 0 only), 2 a gateway's (gateway tables only) */
-  bool rx_hold;           /* a DATAGRAM for the event loop's path heads a receive queue: until dpResume nothing is popped or read */
-  uint32_t hold_slot;     /* whose queue (rx_hold) */
+  uint32_t *held_list;    /* DP_ATT_MAX: the attachments held (dp_att.held) */
+  uint32_t nheld;
+  /* The ring was full when a DATAGRAM was to be written (JavaScript behind): the socket is not read until dpResume
+   * (the kernel's buffer holds the rest), as the ring is every connection's: holding only that connection would
+   * send every other one's datagrams to the endpoint ring meanwhile, which then overflowed (1,000 sessions). */
+  bool rx_stall;
+  uint64_t stall_seq;
   uint32_t udp_events;    /* thread only: what the thread's epoll waits for on the socket (EPOLLIN: the receive leg; EPOLLOUT: a tail) */
   /* the send tail, under qe_lock: out slots [tail_off, tail_off + tail_n) a full socket buffer refused, kept
    * for EPOLLOUT; meanwhile the tx_held of every connection with a packet in [tail_start, tail_end) stops
@@ -812,14 +821,14 @@ static uint32_t dp_round(struct dp *d, bool send) {
 /* ------------------------------------------------------------ receive leg */
 
 /*
- * True while the thread reads the socket: attached with a table, nothing
- * held for JavaScript. Once the connection is no longer open (closing,
+ * True while the thread reads the socket: an attachment with a table.
+ * Once a connection is no longer open (closing,
  * draining) it goes on reading and hands every datagram to the endpoint,
  * which answers in the closing period (RFC 9000 §10.2.1) until the owner
  * detaches. qe_lock held.
  */
 static bool dp_rx_on(const struct dp *d) {
-  return d->n_rx > 0 && !d->rx_hold;
+  return d->n_rx > 0 && !d->rx_stall;
 }
 
 /* Whether the connection's packets go through the thread: open, past the handshake. */
@@ -899,12 +908,30 @@ static void dp_rx_flush(struct dp *d) {
   }
 }
 
-/* Holds the receive leg: the event loop's path handles attachment slot's queue first (see dp_rx_pop). */
+/*
+ * Holds attachment slot's receive leg: the event loop's path handles its
+ * queue first (see dp_rx_pop); the other attachments' go on, so one agent's
+ * capsule does not stop the others' packets.
+ */
 static void dp_hold(struct dp *d, uint32_t slot) {
-  d->rx_hold = true;
-  d->hold_slot = slot;
+  struct dp_att *a = &d->atts[slot];
+  uint64_t seq = atomic_fetch_add_explicit(&d->st[DP_S_RX_HELD], 1, memory_order_relaxed) + 1;
   d->rx_urgent = true;
-  dp_count(d, DP_S_RX_HELD, 1);
+  if (a->held) return; /* the first hold stays: nothing of it was popped since */
+  a->held = true;
+  a->hold_seq = seq;
+  d->held_list[d->nheld++] = slot;
+}
+
+/* Slot's hold ends (resumed, or its connection changed). qe_lock held. */
+static void dp_unhold(struct dp *d, uint32_t slot) {
+  if (!d->atts[slot].held) return;
+  d->atts[slot].held = false;
+  for (uint32_t j = 0; j < d->nheld; j++)
+    if (d->held_list[j] == slot) {
+      d->held_list[j] = d->held_list[--d->nheld];
+      break;
+    }
 }
 
 /*
@@ -912,17 +939,18 @@ static void dp_hold(struct dp *d, uint32_t slot) {
  * the session (its prefix: quarter stream ID, context ID 0): copied into the
  * next ring slot (kind IN) and queued for the TUN. The first that is not —
  * another stream or context, a check that fails, a fragment, too large for a
- * slot — or a full ring holds the receive leg: it stays in the queue, with
- * all after it, for the event loop's path (HTTP/3 reads the queue as
- * always), and the thread neither pops nor reads the socket until
- * JavaScript is done (dpResume). So packets reach the TUN in the order they
- * came. pmu and qe_lock held.
+ * slot — or a full ring holds the connection's receive leg: it stays in the
+ * queue, with all after it, for the event loop's path (HTTP/3 reads the
+ * queue as always), and the thread neither pops that queue nor feeds the
+ * connection itself until JavaScript is done (dpResume); the other
+ * attachments go on. So packets reach the TUN in the order they came.
+ * pmu and qe_lock held.
  */
 static void dp_rx_pop(struct dp *d, uint32_t slot, double now) {
   struct dp_att *a = &d->atts[slot];
   struct qe_dq *q = &a->conn->dq_recv;
   uint32_t plen = a->prefix_len;
-  while (q->count > 0 && !d->rx_hold) {
+  while (q->count > 0 && !a->held) {
     const uint8_t *p = q->mem + (size_t)q->head * q->slot;
     uint32_t len = q->lens[q->head];
     uint32_t prod = d->ctl[DP_CTL_PROD] + d->rx_prod;
@@ -931,6 +959,10 @@ static void dp_rx_pop(struct dp *d, uint32_t slot, double now) {
     int what = used >= d->nslots ? DP_RX_HOLD : dp_rx_class(d, a, p, len, &in);
     if (what == DP_RX_HOLD) {
       dp_hold(d, slot);
+      if (used >= d->nslots && !d->rx_stall) {
+        d->rx_stall = true;
+        d->stall_seq = a->hold_seq;
+      }
       break;
     }
     uint32_t rs = prod % d->nslots;
@@ -979,9 +1011,9 @@ static void dp_rx_one(struct dp *d, uint8_t *p, uint32_t len, const uint8_t *add
   int32_t s = dp_cid_find(d, p, len);
   struct qe_conn *c = s >= 0 ? d->atts[s].conn : NULL;
   /* Another connection, or from another address (a path change): the endpoint decides. */
-  /* Held: the rest of this round goes to the endpoint as it came, after what the connection's queue holds (the
-   * event loop handles that queue first), so the queue cannot overflow behind the held DATAGRAM. */
-  bool mine = c != NULL && !d->rx_hold && dp_conn_open(c);
+  /* Held: its datagrams go to the endpoint as they came, after what the connection's queue holds (the event loop
+   * handles that queue first), so the queue cannot overflow behind the held DATAGRAM. */
+  bool mine = c != NULL && !d->atts[s].held && !d->rx_stall && dp_conn_open(c);
   if (mine) {
     uint8_t peer[MTUN_ADDR_SLOT] = {0};
     mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
@@ -1282,10 +1314,11 @@ static void dp_release_js(napi_env env, struct dp *d, bool finalizing) {
   if (finalizing) dp_drop_tail(d, false);
   else dp_settle_tail(d);
   uint32_t natt = d->natt;
-  for (uint32_t s = 0; s < natt; s++) d->atts[s].conn = NULL, d->atts[s].tail_wait = false;
+  for (uint32_t s = 0; s < natt; s++) d->atts[s].conn = NULL, d->atts[s].tail_wait = false, d->atts[s].held = false;
   d->natt = d->n_conn = d->n_rx = d->ntw = 0;
   d->mode = 0;
-  d->rx_hold = false;
+  d->nheld = 0;
+  d->rx_stall = false;
   if (d->cid_map != NULL) dp_cid_rebuild(d);
   qe_unlock();
   for (uint32_t s = 0; s < natt; s++) {
@@ -1320,10 +1353,11 @@ static void dp_free_fds(struct dp *d) {
   free(d->js_list);
   free(d->tw_list);
   free(d->tw_scratch);
+  free(d->held_list);
   d->flows = NULL;
   d->atts = NULL;
   d->cid_map = NULL;
-  d->rx_list = d->js_list = d->tw_list = d->tw_scratch = NULL;
+  d->rx_list = d->js_list = d->tw_list = d->tw_scratch = d->held_list = NULL;
   d->vscratch = d->out = d->rbuf = d->wscratch = NULL;
   d->scr = d->rscr = NULL;
 }
@@ -1440,6 +1474,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   d->js_list = calloc(DP_ATT_MAX, sizeof *d->js_list);
   d->tw_list = calloc(DP_ATT_MAX, sizeof *d->tw_list);
   d->tw_scratch = calloc(DP_ATT_MAX, sizeof *d->tw_scratch);
+  d->held_list = calloc(DP_ATT_MAX, sizeof *d->held_list);
   if (getrandom(&d->flow_seed, sizeof d->flow_seed, GRND_NONBLOCK) != sizeof d->flow_seed) d->flow_seed = (uint64_t)qe_now() * 0x9e3779b97f4a7c15ull;
   for (uint32_t i = 0; d->rbuf != NULL && i < DP_RX_SLOTS; i++) {
     d->rptrs[i] = d->rbuf + (size_t)i * DP_RX_SLOT_BYTES;
@@ -1448,7 +1483,7 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&d->pmu, NULL);
   int err = 0;
   if (d->efd < 0 || d->epfd < 0 || d->tfd < 0) err = errno;
-  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || d->flows == NULL || d->atts == NULL || d->cid_map == NULL || d->rx_list == NULL || d->js_list == NULL || d->tw_list == NULL || d->tw_scratch == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
+  else if (d->out == NULL || d->scr == NULL || d->rbuf == NULL || d->rscr == NULL || d->flows == NULL || d->atts == NULL || d->cid_map == NULL || d->rx_list == NULL || d->js_list == NULL || d->tw_list == NULL || d->tw_scratch == NULL || d->held_list == NULL || (vnet && (d->vscratch == NULL || d->wscratch == NULL)))
     err = ENOMEM;
   if (err == 0) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
@@ -1504,7 +1539,7 @@ static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_con
   struct mj_table *old_table = a->table;
   struct qe_conn *old_conn = a->conn;
   if (c != a->conn) {
-    if (d->rx_hold && d->hold_slot == slot) d->rx_hold = false;
+    dp_unhold(d, slot);
     if (a->conn != NULL && dp_tail_holds(d, a->conn)) dp_settle_tail(d);
   }
   if (a->conn != NULL) {
@@ -1539,7 +1574,10 @@ static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_con
   } else {
     while (d->natt > 0 && d->atts[d->natt - 1].conn == NULL) d->natt--;
   }
-  if (d->n_rx == 0) d->rx_hold = false;
+  if (d->n_rx == 0) {
+    while (d->nheld > 0) dp_unhold(d, d->held_list[d->nheld - 1]);
+    d->rx_stall = false;
+  }
   if (d->n_conn == 0) d->mode = 0;
   else if (c != NULL) d->mode = a->gw ? 2 : 1;
   dp_cid_rebuild(d);
@@ -1745,10 +1783,10 @@ static napi_value dp_release(napi_env env, napi_callback_info info) {
 }
 
 /*
- * dpResume(dp, held): the event loop handled what held the receive leg (the
- * connection's DATAGRAM queue): the thread receives again. held is the
+ * dpResume(dp, held): the event loop handled what held receive legs (the
+ * connections' DATAGRAM queues): their threads' receive goes on. held is the
  * holds counter (DP_S_RX_HELD) the event loop read before it looked at the
- * queue: a hold set after that stays (the wake for it is on the way), so
+ * queues: a hold set after that stays (the wake for it is on the way), so
  * the thread never pops past a DATAGRAM JavaScript has not seen.
  */
 static napi_value dp_resume(napi_env env, napi_callback_info info) {
@@ -1758,8 +1796,18 @@ static napi_value dp_resume(napi_env env, napi_callback_info info) {
   double seen;
   if (argc < 2 || napi_get_value_double(env, argv[1], &seen) != napi_ok) return mtun_throw_type(env, "dataplane: dpResume(dp, held)");
   qe_lock();
-  bool was = d->rx_hold && (double)atomic_load_explicit(&d->st[DP_S_RX_HELD], memory_order_relaxed) == seen;
-  if (was) d->rx_hold = false;
+  bool was = false;
+  for (uint32_t j = d->nheld; j-- > 0;) {
+    uint32_t slot = d->held_list[j];
+    if ((double)d->atts[slot].hold_seq <= seen) {
+      dp_unhold(d, slot);
+      was = true;
+    }
+  }
+  if (d->rx_stall && (double)d->stall_seq <= seen) {
+    d->rx_stall = false;
+    was = true;
+  }
   qe_unlock();
   if (was) dp_kick(d);
   return NULL;

@@ -33,14 +33,14 @@ const HEADROOM = 16;
 /** Quarter stream ID 1 (request stream 4) and context ID 0. */
 const PREFIX = Uint8Array.of(0x01, 0x00);
 
-/** An IPv4/UDP packet 10.79.0.<host>:sport → 10.79.0.1:9999, TTL 64, after the HTTP Datagram prefix. */
-function clientUdp(host: number, sport: number, text: string): Uint8Array {
+/** An IPv4/UDP packet 10.79.0.<host>:sport → 10.79.0.1:9999, TTL 64, after the HTTP Datagram prefix; `mf`: a first fragment. */
+function clientUdp(host: number, sport: number, text: string, mf = false): Uint8Array {
   const payload = new TextEncoder().encode(text);
   const len = 28 + payload.length;
   const b = new Uint8Array(PREFIX.length + len);
   b.set(PREFIX, 0);
   const p = b.subarray(PREFIX.length);
-  p.set([0x45, 0, len >> 8, len & 0xff, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 79, 0, host, 10, 79, 0, 1]);
+  p.set([0x45, 0, len >> 8, len & 0xff, 0, 0, mf ? 0x20 : 0x40, 0, 64, 17, 0, 0, 10, 79, 0, host, 10, 79, 0, 1]);
   let sum = 0;
   for (let i = 0; i < 20; i += 2) sum += (p[i]! << 8) | p[i + 1]!;
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
@@ -109,9 +109,14 @@ describe.skipIf(!isRoot() || !nativeOk)('the gateway\'s TUN thread with several 
     const ring: { kind: number; slot: number; u: ReturnType<typeof udpOf> }[] = [];
     let thread: TunThread | null = null;
     const pairs = new Uint32Array(8);
+    let resumes = true; // false: the event loop "has not run" what holds a connection yet
     const onReady = () => {
       const t = thread!;
       const held = t.stats()[TunThreadStat.RX_HELD]!;
+      if (!resumes) {
+        t.drain((b, off, len, kind, _at, slot) => ring.push({ kind, slot, u: udpOf(b, kind === TUN_THREAD_H3 ? off + 2 : off, len) }), 0);
+        return;
+      }
       t.drain((b, off, len, kind, _at, slot) => {
         const o = kind === TUN_THREAD_H3 ? off + 2 : off;
         ring.push({ kind, slot, u: udpOf(b, o, len - (o - off)) });
@@ -163,6 +168,23 @@ describe.skipIf(!isRoot() || !nativeOk)('the gateway\'s TUN thread with several 
       await waitFor(() => ring.some((e) => e.kind === TUN_THREAD_H3), 5_000, 'the spoofed packet for HTTP/3');
       expect(ring.find((e) => e.kind === TUN_THREAD_H3)).toMatchObject({ slot: 1, u: { text: 'spoofed' } });
       expect(heard.some((l) => l.startsWith('heard spoofed'))).toBe(false);
+
+      // A hold is the connection's own: A's first fragment (only the event loop may write it) holds A's receive leg,
+      // and while the event loop has not run it, B's packets still cross the thread (a global hold stopped them).
+      resumes = false;
+      const heldBefore = t.stats()[TunThreadStat.RX_HELD]!;
+      send(0, clientUdp(2, 40005, 'fragment', true));
+      await waitFor(() => t.stats()[TunThreadStat.RX_HELD]! > heldBefore, 5_000, 'A held');
+      send(1, clientUdp(3, 40006, 'b-while-a-held'));
+      await waitFor(() => heard.some((l) => l.startsWith('heard b-while-a-held')), 5_000, 'B\'s packet while A is held').catch((e) => {
+        throw new Error(`${(e as Error).message}: heard ${JSON.stringify(heard.slice(-4))}, stats ${[...t.stats()].join(',')}`);
+      });
+      expect(heard.some((l) => l.startsWith('heard fragment'))).toBe(false);
+      // The event loop takes A's queue (as HTTP/3 would) and lets the thread go on.
+      const qbuf = new Uint8Array(2000);
+      while (gwA.dgramRecv(qbuf) !== null);
+      resumes = true;
+      t.resume(t.stats()[TunThreadStat.RX_HELD]!);
 
       // A's slot detached: answers to A take the event loop's path; B's still cross the thread.
       t.detach(0);
