@@ -24,6 +24,7 @@ import type { QuicConnection } from '../../src/quic/connection.js';
 import { Harness, nativeUdpAvailable, waitFor } from '../sim/quic-harness.js';
 import { cleanupAll, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
 import { gatewayTableFor, openGatewayThreadRig, spawnSide } from './gateway-thread-rig.js';
+import { ipUdp } from './ip-packets.js';
 
 warnIfNotRoot('test/netns/tun-thread-gateway-slots.test.ts');
 
@@ -33,23 +34,8 @@ const HEADROOM = 16;
 /** Quarter stream ID 1 (request stream 4) and context ID 0. */
 const PREFIX = Uint8Array.of(0x01, 0x00);
 
-/** An IPv4/UDP packet 10.79.0.<host>:sport → 10.79.0.1:9999, TTL 64, after the HTTP Datagram prefix; `mf`: a first fragment. */
-function clientUdp(host: number, sport: number, text: string, mf = false): Uint8Array {
-  const payload = new TextEncoder().encode(text);
-  const len = 28 + payload.length;
-  const b = new Uint8Array(PREFIX.length + len);
-  b.set(PREFIX, 0);
-  const p = b.subarray(PREFIX.length);
-  p.set([0x45, 0, len >> 8, len & 0xff, 0, 0, mf ? 0x20 : 0x40, 0, 64, 17, 0, 0, 10, 79, 0, host, 10, 79, 0, 1]);
-  let sum = 0;
-  for (let i = 0; i < 20; i += 2) sum += (p[i]! << 8) | p[i + 1]!;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
-  p[10] = ~sum >> 8 & 0xff;
-  p[11] = ~sum & 0xff;
-  p.set([sport >> 8, sport & 0xff, 9999 >> 8, 9999 & 0xff, (8 + payload.length) >> 8, (8 + payload.length) & 0xff, 0, 0], 20);
-  p.set(payload, 28);
-  return b;
-}
+/** An IPv4/UDP packet 10.79.0.<host>:sport → 10.79.0.1:9999 after the HTTP Datagram prefix; `mf`: a first fragment. */
+const clientUdp = (host: number, sport: number, text: string, mf = false): Uint8Array => ipUdp(PREFIX, host, text, mf, sport);
 
 /** Destination host byte and UDP payload of an IPv4/UDP packet at b[off, off + len), or null. */
 function udpOf(b: Uint8Array, off: number, len: number): { dst: number; text: string } | null {

@@ -30,6 +30,7 @@ import { createSocket } from 'node:dgram';
 import type { QuicConnection } from '../../src/quic/connection.js';
 import { Harness, nativeUdpAvailable, waitFor } from '../sim/quic-harness.js';
 import { cleanupAll, createNetns, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
+import { ipUdp } from './ip-packets.js';
 
 warnIfNotRoot('test/netns/tun-thread.test.ts');
 
@@ -50,24 +51,6 @@ function udpText(b: Uint8Array, off: number, len: number): string | null {
   if (len < 28 || b[off]! >> 4 !== 4 || b[off + 9] !== 17) return null;
   const ihl = (b[off]! & 0x0f) * 4;
   return Buffer.from(b.subarray(off + ihl + 8, off + len)).toString('latin1');
-}
-
-/** An IPv4 UDP packet 10.79.0.<src> → 10.79.0.1:9999 carrying `text` (UDP checksum 0: none, RFC 768), after `prefix`. */
-function ipUdp(prefix: Uint8Array, src: number, text: string, moreFragments = false): Uint8Array {
-  const payload = Buffer.from(text, 'latin1');
-  const len = 28 + payload.length;
-  const b = new Uint8Array(prefix.length + len);
-  b.set(prefix, 0);
-  const p = b.subarray(prefix.length);
-  p.set([0x45, 0, len >> 8, len & 0xff, 0, 0, moreFragments ? 0x20 : 0x40, 0, 64, 17, 0, 0, 10, 79, 0, src, 10, 79, 0, 1]);
-  let sum = 0;
-  for (let i = 0; i < 20; i += 2) sum += (p[i]! << 8) | p[i + 1]!;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
-  p[10] = ~sum >> 8 & 0xff;
-  p[11] = ~sum & 0xff;
-  p.set([0x30, 0x39, 0x27, 0x0f, (8 + payload.length) >> 8, (8 + payload.length) & 0xff, 0, 0], 20);
-  p.set(payload, 28);
-  return b;
 }
 
 /** The MSS option of the TCP header at b[t], or -1. */
