@@ -228,7 +228,6 @@ struct dp {
   /* attachments, under qe_lock: attach and detach may come from inside the endpoint's flush, which holds it */
   struct dp_att *atts;    /* DP_ATT_MAX */
   uint32_t natt;          /* no slot at or above it is attached */
-  uint32_t n_conn;        /* attached */
   uint32_t n_rx;          /* attached with a table: while > 0 the thread is the socket's reader */
   int32_t *cid_map;       /* DP_CID_BUCKETS: slot + 1 (0: empty) of the receiving attachments, by their connection's first CID */
   uint32_t cid_len;       /* that CID's length (the endpoint's, one for all) */
@@ -251,10 +250,10 @@ struct dp {
   bool rx_stall;
   uint64_t stall_seq;
   uint32_t udp_events;    /* thread only: what the thread's epoll waits for on the socket (EPOLLIN: the receive leg; EPOLLOUT: a tail) */
-  /* the send tail, under qe_lock: out slots [tail_off, tail_off + tail_n) a full socket buffer refused, kept
-   * for EPOLLOUT; meanwhile the tx_held of every connection with a packet in [tail_start, tail_end) stops
-   * every writer of its packets (dp_send_batch) */
-  uint32_t tail_off, tail_n, tail_start, tail_end;
+  /* the send tail, under qe_lock: out slots [tail_off, tail_end) a full socket buffer refused, kept for
+   * EPOLLOUT (none: tail_off == tail_end); meanwhile the tx_held of every connection with a packet in
+   * [tail_start, tail_end) stops every writer of its packets (dp_send_batch) */
+  uint32_t tail_start, tail_off, tail_end;
   uint32_t mtu;           /* most bytes of an IP packet a ring slot takes */
   /* the gateway's way back takes only answers on flows the thread saw an agent open (dp_flows), under qe_lock */
   uint32_t flow_gen;      /* entries of another generation are empty (dpForgetFlows) */
@@ -402,11 +401,14 @@ static bool dp_flow_key(const uint8_t *p, const struct mj_info *in, bool reverse
   return true;
 }
 
-static uint32_t dp_flow_hash(const struct dp *d, const uint8_t *k) {
+/* FNV-1a over p[0, n) keyed with the per-process random seed (chosen keys cannot pile into one probe window), folded. */
+static uint32_t dp_hash(const struct dp *d, const uint8_t *p, uint32_t n) {
   uint64_t h = d->flow_seed ^ 0xcbf29ce484222325ull;
-  for (int i = 0; i < DP_FLOW_KEY; i++) h = (h ^ k[i]) * 0x100000001b3ull;
-  return (uint32_t)(h ^ (h >> 29)) & (DP_FLOWS - 1);
+  for (uint32_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+  return (uint32_t)(h ^ (h >> 29));
 }
+
+static uint32_t dp_flow_hash(const struct dp *d, const uint8_t *k) { return dp_hash(d, k, DP_FLOW_KEY) & (DP_FLOWS - 1); }
 
 /* Whether entry f still answers: not forgotten, its attachment the same as when it was written, seen within its TTL. */
 static bool dp_flow_live(const struct dp *d, const struct dp_flow *f, double now) {
@@ -484,11 +486,7 @@ static int32_t dp_gw_tx(struct dp *d, const uint8_t *p, uint32_t len, double now
 
 /* ------------------------------------------------------------ connection IDs */
 
-static uint32_t dp_cid_hash(const struct dp *d, const uint8_t *id, uint32_t n) {
-  uint64_t h = d->flow_seed ^ 0x84222325cbf29ce4ull;
-  for (uint32_t i = 0; i < n; i++) h = (h ^ id[i]) * 0x100000001b3ull;
-  return (uint32_t)(h ^ (h >> 31)) & (DP_CID_BUCKETS - 1);
-}
+static uint32_t dp_cid_hash(const struct dp *d, const uint8_t *id, uint32_t n) { return dp_hash(d, id, n) & (DP_CID_BUCKETS - 1); }
 
 /* The receiving attachments by their connection's first CID, built afresh (attach and detach only). qe_lock held. */
 static void dp_cid_rebuild(struct dp *d) {
@@ -599,6 +597,13 @@ static uint32_t dp_udp_send(struct dp *d, uint32_t off, uint32_t n) {
   return k;
 }
 
+/* The address slot attachment a's packets go out with: its connection's peer, from the attachment's local address. */
+static void dp_peer_slot(const struct dp_att *a, uint8_t *slot) {
+  memset(slot, 0, MTUN_ADDR_SLOT);
+  mtun_name_to_slot((const struct sockaddr_in6 *)&a->conn->remote, slot);
+  memcpy(slot + MTUN_SLOT_LOCAL, a->local, 16);
+}
+
 /* Slot's connection is drained again once the send tail is gone (it may have packets waiting, and nothing else would send them). */
 static void dp_wait_tail(struct dp *d, uint32_t slot) {
   struct dp_att *a = &d->atts[slot];
@@ -628,7 +633,6 @@ static bool dp_send_batch(struct dp *d, uint32_t n) {
   uint32_t k = dp_udp_send(d, 0, n);
   if (k >= n) return true;
   d->tail_off = d->tail_start = k;
-  d->tail_n = n - k;
   d->tail_end = n;
   for (uint32_t i = k; i < n; i++) {
     d->oconn[i]->tx_held = true;
@@ -638,15 +642,19 @@ static bool dp_send_batch(struct dp *d, uint32_t n) {
   return false;
 }
 
-/* The tail's connections may write again. qe_lock held. */
-static void dp_release_tail(struct dp *d) {
-  for (uint32_t i = d->tail_start; i < d->tail_end; i++) d->oconn[i]->tx_held = false;
-  d->tail_start = d->tail_end = 0;
+/* Packets of the tail not sent yet. qe_lock held. */
+static uint32_t dp_tail_n(const struct dp *d) { return d->tail_end - d->tail_off; }
+
+/* No tail any more; release: its connections may write again. qe_lock held. */
+static void dp_end_tail(struct dp *d, bool release) {
+  if (release)
+    for (uint32_t i = d->tail_start; i < d->tail_end; i++) d->oconn[i]->tx_held = false;
+  d->tail_start = d->tail_off = d->tail_end = 0;
 }
 
 /* Whether connection c has a packet in the tail (held for it). qe_lock held. */
 static bool dp_tail_holds(const struct dp *d, const struct qe_conn *c) {
-  if (d->tail_n == 0) return false;
+  if (dp_tail_n(d) == 0) return false;
   for (uint32_t i = d->tail_start; i < d->tail_end; i++)
     if (d->oconn[i] == c) return true;
   return false;
@@ -654,22 +662,18 @@ static bool dp_tail_holds(const struct dp *d, const struct qe_conn *c) {
 
 /* Sends the kept tail; true when none is left (its connections' writers go on). qe_lock held. */
 static bool dp_flush_tail(struct dp *d) {
-  if (d->tail_n == 0) return true;
-  uint32_t k = dp_udp_send(d, d->tail_off, d->tail_n);
-  d->tail_off += k;
-  d->tail_n -= k;
-  if (d->tail_n > 0) return false;
-  dp_release_tail(d);
+  if (dp_tail_n(d) == 0) return true;
+  d->tail_off += dp_udp_send(d, d->tail_off, dp_tail_n(d));
+  if (dp_tail_n(d) > 0) return false;
+  dp_end_tail(d, true);
   return true;
 }
 
 /* Drops what is left of the tail, counted; release: its connections still exist and may write again. qe_lock held. */
 static void dp_drop_tail(struct dp *d, bool release) {
-  if (d->tail_n == 0) return;
-  dp_count(d, DP_S_UDP_DROPPED, d->tail_n);
-  d->tail_n = 0;
-  if (release) dp_release_tail(d);
-  d->tail_start = d->tail_end = 0;
+  if (dp_tail_n(d) == 0) return;
+  dp_count(d, DP_S_UDP_DROPPED, dp_tail_n(d));
+  dp_end_tail(d, release);
 }
 
 /* A connection of the tail changes (attach, detach, close): one more try for the tail, then what is left is dropped and counted. qe_lock held. */
@@ -698,18 +702,14 @@ static void dp_drain_list(struct dp *d, const uint32_t *slots, uint32_t k) {
     struct qe_conn *c = a->conn;
     if (c == NULL || c->conn == NULL) continue;
     /* The connection's peer, read at each drain: the engine follows it when it changes (a NAT rebinding). */
-    uint8_t peer[MTUN_ADDR_SLOT] = {0};
-    mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
-    memcpy(peer + MTUN_SLOT_LOCAL, a->local, 16);
+    uint8_t peer[MTUN_ADDR_SLOT];
+    dp_peer_slot(a, peer);
     for (int round = 0; round < DP_SEND_ROUNDS; round++) {
       while (n < DP_OUT_PKTS) {
         uint32_t gen = c->peer_gen;
         ssize_t w = qe_conn_send(c, d->optrs[n], DP_PKT_CAP);
         if (w <= 0) break;
-        if (c->peer_gen != gen) { /* moved while writing */
-          mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
-          memcpy(peer + MTUN_SLOT_LOCAL, a->local, 16);
-        }
+        if (c->peer_gen != gen) dp_peer_slot(a, peer); /* moved while writing */
         d->osizes[n] = (uint32_t)w;
         memcpy(d->oaddrs + (size_t)n * MTUN_ADDR_SLOT, peer, MTUN_ADDR_SLOT);
         d->oconn[n] = c;
@@ -1138,7 +1138,7 @@ static bool dp_drain_waiters(struct dp *d) {
   if (d->ntw == 0) return false;
   bool done = false;
   qe_lock();
-  if (d->tail_n == 0) {
+  if (dp_tail_n(d) == 0) {
     uint32_t n = d->ntw;
     d->ntw = 0;
     memcpy(d->tw_scratch, d->tw_list, n * sizeof *d->tw_list);
@@ -1157,7 +1157,7 @@ static bool dp_drain_waiters(struct dp *d) {
  */
 static void dp_poll_udp(struct dp *d) {
   qe_lock();
-  uint32_t want = (dp_rx_on(d) ? EPOLLIN : 0) | (d->tail_n > 0 ? EPOLLOUT : 0);
+  uint32_t want = (dp_rx_on(d) ? EPOLLIN : 0) | (dp_tail_n(d) > 0 ? EPOLLOUT : 0);
   qe_unlock();
   if (d->udp_events == want) return;
   struct epoll_event ev = {.events = want, .data.u32 = 3};
@@ -1199,7 +1199,7 @@ static void *dp_thread(void *arg) {
      * CONNECTION_CLOSE); JavaScript is owed a wake to re-arm the connection's timers. */
     if (tx_ready) {
       qe_lock();
-      if (d->tail_n > 0 && dp_flush_tail(d)) owed = true; /* its connections are waiters: drained next */
+      if (dp_tail_n(d) > 0 && dp_flush_tail(d)) owed = true; /* its connections are waiters: drained next */
       qe_unlock();
     }
     if (dp_drain_waiters(d)) owed = true;
@@ -1315,7 +1315,7 @@ static void dp_release_js(napi_env env, struct dp *d, bool finalizing) {
   else dp_settle_tail(d);
   uint32_t natt = d->natt;
   for (uint32_t s = 0; s < natt; s++) d->atts[s].conn = NULL, d->atts[s].tail_wait = false, d->atts[s].held = false;
-  d->natt = d->n_conn = d->n_rx = d->ntw = 0;
+  d->natt = d->n_rx = d->ntw = 0;
   d->mode = 0;
   d->nheld = 0;
   d->rx_stall = false;
@@ -1526,26 +1526,24 @@ static napi_value dp_open(napi_env env, napi_callback_info info) {
 }
 
 /*
- * Replaces attachment slot under the engine lock, the only place the thread
- * reads it, then lets go of the old connection's reference and table. The
- * wake makes the thread poll the socket, or stop polling it.
+ * Replaces attachment slot (the engine lock held: the only place the thread
+ * reads it) and lets go of the old connection's reference and table. The
+ * caller rebuilds the CID map once it is done (dp_cid_rebuild) and wakes
+ * the thread, which then polls the socket, or stops polling it.
  */
-static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_conn *c, napi_ref ref, const uint8_t *prefix,
-                        size_t plen, bool ipv6, struct mj_table *table, uint32_t mss_mtu, double flow_ttl_ms, const uint8_t *local) {
+static void dp_set_conn_locked(napi_env env, struct dp *d, uint32_t slot, struct qe_conn *c, napi_ref ref, const uint8_t *prefix,
+                               size_t plen, bool ipv6, struct mj_table *table, uint32_t mss_mtu, double flow_ttl_ms,
+                               const uint8_t *local) {
   if (table != NULL) mj_table_ref(table);
-  qe_lock();
   struct dp_att *a = &d->atts[slot];
   napi_ref old = a->conn_ref;
   struct mj_table *old_table = a->table;
   struct qe_conn *old_conn = a->conn;
-  if (c != a->conn) {
+  if (c != old_conn) {
     dp_unhold(d, slot);
-    if (a->conn != NULL && dp_tail_holds(d, a->conn)) dp_settle_tail(d);
+    if (old_conn != NULL && dp_tail_holds(d, old_conn)) dp_settle_tail(d);
   }
-  if (a->conn != NULL) {
-    d->n_conn--;
-    if (a->table != NULL) d->n_rx--;
-  }
+  if (a->conn != NULL && a->table != NULL) d->n_rx--;
   a->conn = c;
   a->conn_ref = ref;
   if (plen > 0) memcpy(a->prefix, prefix, plen);
@@ -1568,7 +1566,6 @@ static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_con
     a->gate = uprod;
   }
   if (c != NULL) {
-    d->n_conn++;
     if (table != NULL) d->n_rx++;
     if (slot >= d->natt) d->natt = slot + 1;
   } else {
@@ -1578,12 +1575,19 @@ static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_con
     while (d->nheld > 0) dp_unhold(d, d->held_list[d->nheld - 1]);
     d->rx_stall = false;
   }
-  if (d->n_conn == 0) d->mode = 0;
+  if (d->natt == 0) d->mode = 0; /* nothing attached */
   else if (c != NULL) d->mode = a->gw ? 2 : 1;
-  dp_cid_rebuild(d);
-  qe_unlock();
   if (old != NULL) napi_delete_reference(env, old);
   mj_table_unref(old_table);
+}
+
+/* dp_set_conn_locked for one slot, under the engine lock, with the map rebuilt and the thread woken. */
+static void dp_set_conn(napi_env env, struct dp *d, uint32_t slot, struct qe_conn *c, napi_ref ref, const uint8_t *prefix,
+                        size_t plen, bool ipv6, struct mj_table *table, uint32_t mss_mtu, double flow_ttl_ms, const uint8_t *local) {
+  qe_lock();
+  dp_set_conn_locked(env, d, slot, c, ref, prefix, plen, ipv6, table, mss_mtu, flow_ttl_ms, local);
+  dp_cid_rebuild(d);
+  qe_unlock();
   dp_kick(d);
 }
 
@@ -1695,8 +1699,13 @@ static napi_value dp_detach(napi_env env, napi_callback_info info) {
   napi_valuetype t = napi_undefined;
   if (argc > 1 && napi_typeof(env, argv[1], &t) != napi_ok) return NULL;
   if (t == napi_undefined) {
+    /* Every slot under one lock, the map rebuilt once (a reload of a gateway with thousands of agents). */
+    qe_lock();
     for (uint32_t s = d->natt; s-- > 0;)
-      if (d->atts[s].conn != NULL) dp_set_conn(env, d, s, NULL, NULL, NULL, 0, false, NULL, 0, 0, NULL);
+      if (d->atts[s].conn != NULL) dp_set_conn_locked(env, d, s, NULL, NULL, NULL, 0, false, NULL, 0, 0, NULL);
+    dp_cid_rebuild(d);
+    qe_unlock();
+    dp_kick(d);
     return NULL;
   }
   uint32_t slot;
