@@ -234,12 +234,8 @@ export class TunThread {
         handler(this.uslots[i]!, 0, this.umeta[i]!, this.uaddr, 0);
       }
     } finally {
-      if (release) {
-        Atomics.store(ctl, 3, cons);
-        this.uconsTaken = null;
-      } else {
-        this.uconsTaken = cons;
-      }
+      this.uconsTaken = cons;
+      if (release) this.releaseEndpoint();
     }
     return count;
   }

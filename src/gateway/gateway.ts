@@ -400,6 +400,12 @@ export class Gateway {
     }
   };
 
+  /** The QUIC connection of the session in `slot` (attached, or detached and not drained yet), or null. */
+  private threadSlotConn(slot: number): QuicConnection | null {
+    const gs = this.threadSlots[slot];
+    return gs !== null && gs !== undefined && gs.gc.transport === 'h3' ? (gs.gc.conn as QuicConnection) : null;
+  }
+
   /**
    * The connections the thread fed packets since the last call (their
    * receive counts carried over for the RTT gauge's tick), in
@@ -412,9 +418,8 @@ export class Gateway {
     for (;;) {
       const n = t.touched(pairs);
       for (let i = 0; i < n; i++) {
-        const gs = this.threadSlots[pairs[2 * i]!];
-        if (gs === null || gs === undefined || gs.gc.transport !== 'h3') continue;
-        const conn = gs.gc.conn as QuicConnection;
+        const conn = this.threadSlotConn(pairs[2 * i]!);
+        if (conn === null) continue;
         // The tick samples the RTT gauge only of connections that received something: the thread's receives count.
         conn.noteThreadReceived(pairs[2 * i + 1]!);
         out.push(conn);
@@ -457,10 +462,7 @@ export class Gateway {
       this.fail(e as Error);
       return;
     }
-    for (let i = 1; i <= polled[0]!; i++) {
-      const gs = this.threadSlots[polled[i]!];
-      if (gs !== null && gs !== undefined && gs.gc.transport === 'h3') (gs.gc.conn as QuicConnection).flush();
-    }
+    for (let i = 1; i <= polled[0]!; i++) this.threadSlotConn(polled[i]!)?.flush();
     this.drainThread(t);
     this.tunWriter.flush();
   }
@@ -472,7 +474,7 @@ export class Gateway {
       const gs = this.threadSlots[slot];
       const i = 4 * slot;
       if (gs !== null && gs !== undefined) {
-        const conn = gs.gc.transport === 'h3' ? (gs.gc.conn as QuicConnection) : null;
+        const conn = this.threadSlotConn(slot);
         if (c[i]! > 0) {
           gs.ip?.countSent(c[i]!, c[i + 1]!);
           conn?.noteDgramsSent(c[i]!);
@@ -584,6 +586,18 @@ export class Gateway {
     const slot = this.threadSlotOf.get(gs);
     if (slot === undefined) return;
     t.detach(slot);
+    this.slotDetached(t, gs, slot);
+  }
+
+  /** Every session at once (one call into the thread). */
+  private detachAll(t: TunThread): void {
+    if (this.threadSlotOf.size === 0) return;
+    t.detach();
+    for (const [gs, slot] of [...this.threadSlotOf]) this.slotDetached(t, gs, slot);
+  }
+
+  /** The bookkeeping of a detach: the slot waits for the drain of what the thread published before it. */
+  private slotDetached(t: TunThread, gs: GwSession, slot: number): void {
     this.threadSlotOf.delete(gs);
     if (this.threadOfConn.get(gs.gc) === gs) this.threadOfConn.delete(gs.gc);
     this.threadDetached.push(slot);
@@ -616,7 +630,7 @@ export class Gateway {
   private detachAllNow(): void {
     const t = this.tunThread;
     if (t === null) return;
-    for (const gs of [...this.threadSlotOf.keys()]) this.detachSession(t, gs);
+    this.detachAll(t);
     this.finishDetach(t);
   }
 
@@ -624,7 +638,7 @@ export class Gateway {
     const t = this.tunThread;
     if (t === null) return;
     // Detached, what the thread read before is credited to the slots' sessions (kept until drained).
-    for (const gs of [...this.threadSlotOf.keys()]) this.detachSession(t, gs);
+    this.detachAll(t);
     this.tunThread = null;
     try {
       t.close(this.onThreadPacket, this.io.clock.now());
