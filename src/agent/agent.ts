@@ -724,7 +724,7 @@ export class Agent {
       this.drainThread(t);
       this.countThreadSends(t); // the thread sends ACKs in rounds that publish nothing
       const endpointPending = t.hasEndpointPending();
-      this.endpoint.threadInput(received, endpointPending ? (feed) => t.drainEndpoint(feed) : null);
+      this.endpoint.threadInput(received === null ? [] : [received], endpointPending ? (feed) => t.drainEndpoint(feed) : null);
       this.tunWriter?.flush();
     } finally {
       t.resume(held); // a handler that threw must not leave the socket unread
@@ -846,7 +846,7 @@ export class Agent {
     this.countThreadSends(t); // what it read and sent after the last drain (stop() syncs the counters next)
     // Datagrams the thread received for the endpoint and nobody took yet (the turn detach scheduled comes after
     // this): the endpoint, still open, handles them now, as it would have on that turn.
-    if (t.hasEndpointPending()) this.endpoint.threadInput(null, (feed) => t.drainEndpoint(feed));
+    if (t.hasEndpointPending()) this.endpoint.threadInput([], (feed) => t.drainEndpoint(feed));
   }
 
   /** Packets from the gateway: inspect, copy into the TUN batch (MSS clamped), written after the QUIC batch. */

@@ -767,22 +767,17 @@ export class QuicEndpoint implements ConnectionOwner {
   private inputPaused = false;
 
   /**
-   * Input the other reader took (see {@link pauseInput}): `received` (one
-   * connection, or several) got packets the engine has processed (their
-   * events run now), and `each` hands over the datagrams that reader left to
+   * Input the other reader took (see {@link pauseInput}): the `received`
+   * connections got packets the engine has processed (their events run now), and `each` hands over the datagrams that reader left to
    * the endpoint, as they came (another connection ID, another source).
    * Then the owner's hook, sends and timers run as after a batch read here.
    */
-  threadInput(received: QuicConnection | readonly QuicConnection[] | null, each: ((feed: DatagramFeed) => void) | null): void {
+  threadInput(received: readonly QuicConnection[], each: ((feed: DatagramFeed) => void) | null): void {
     if (this.closed) return;
     this.acceptsLeft = this.acceptsPerTurn;
     this.inBatch = true;
     try {
-      if (received !== null) {
-        if (Array.isArray(received)) {
-          for (const c of received) if (!c.gone) this.touch(c);
-        } else if (!(received as QuicConnection).gone) this.touch(received as QuicConnection);
-      }
+      for (const c of received) if (!c.gone) this.touch(c);
       this.fedSinceDispatch = 0;
       each?.(this.feedDatagram);
       this.dispatchTouched();

@@ -177,7 +177,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the TUN thread in a gateway (tun.thread
         const o = kind === TUN_THREAD_H3 ? off + 2 : off;
         ring.push({ kind, u: udpOf(b, o, len - (o - off)), tcp: tcpOf(b, o, len - (o - off)), ttl: b[o + 8]!, proto: b[o + 9]! });
       }, 0);
-      ep.threadInput(gw, t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed) : null);
+      ep.threadInput([gw], t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed) : null);
       t.resume(held);
     };
     thread = TunThread.open(tun, h.sockets[1]!, HEADROOM, onReady, 1452);

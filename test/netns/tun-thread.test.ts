@@ -251,7 +251,7 @@ describe.skipIf(!isRoot() || !nativeOk)('the agent\'s TUN thread', () => {
         const held = t.stats()[TunThreadStat.RX_HELD]!;
         // An H3 entry is the whole HTTP Datagram payload: the quarter stream ID and context ID (2 bytes here), then the packet.
         t.drain((b, off, len, kind) => ring.push({ kind, text: kind === TUN_THREAD_H3 ? udpText(b, off + 2, len - 2) : udpText(b, off, len) }), 0);
-        r.ep.threadInput(r.client, t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed) : null);
+        r.ep.threadInput([r.client], t.hasEndpointPending() ? (feed) => t.drainEndpoint(feed) : null);
         t.resume(held);
       };
       thread = TunThread.open(r.tun, h.sockets[1]!, HEADROOM, onReady);
