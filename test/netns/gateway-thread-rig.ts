@@ -2,11 +2,9 @@
  * What the gateway's TUN-thread tests share (tun-thread-gateway*.test.ts):
  * a TUN 10.79.0.1/24 in a fresh namespace, QUIC connections over loopback
  * from one client endpoint (each stands for the gateway's side of one
- * agent; its accepted server connection stands for the agent), a Python
- * helper on the namespace's side, and a gateway's receive check for one
- * agent address.
+ * agent; its accepted server connection stands for the agent), and a
+ * gateway's receive check for one agent address.
  */
-import { spawn } from 'node:child_process';
 import { openTun, type NativeTun } from '../../src/tun/native-tun.js';
 import { compileGatewayTable } from '../../src/masque/native-judge.js';
 import { loadNative, type NativeJudgeTable } from '../../src/native/addon.js';
@@ -40,32 +38,6 @@ export async function openGatewayThreadRig(h: Harness, prefix: string, n: number
     gws.push(gw);
   }
   return { ns, tun, ep, gws, agents: h.accepted.slice(0, n) };
-}
-
-export interface NamespaceSide {
-  /** Lines it printed so far. */
-  heard: string[];
-  write(line: string): void;
-  kill(): void;
-  /** What it wrote to stderr so far. */
-  stderr(): string;
-}
-
-/** Runs the Python program `py` in `ns` and waits for it to print "ready". */
-export async function spawnSide(ns: string, py: string): Promise<NamespaceSide> {
-  const side = spawn('ip', ['netns', 'exec', ns, 'python3', '-u', '-c', py]);
-  const heard: string[] = [];
-  let out = '';
-  side.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-    const lines = out.split('\n');
-    out = lines.pop()!;
-    heard.push(...lines);
-  });
-  let err = '';
-  side.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-  await waitFor(() => heard.includes('ready'), 5_000, 'the namespace side').catch((e) => { throw new Error(`${(e as Error).message}: ${err}`); });
-  return { heard, write: (line) => side.stdin.write(line), kill: () => side.kill(), stderr: () => err };
 }
 
 /** A gateway's receive check for a session owning 10.79.0.<host>/32 that may reach anything, TTL decremented (the gateway's default). */

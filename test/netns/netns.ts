@@ -86,6 +86,34 @@ export function spawnIn(ns: string, cmd: string, args: string[], opts: SpawnOpti
   return child;
 }
 
+/** A helper program in a namespace (spawnSide): the lines it printed so far, its stdin, its stderr. */
+export interface NamespaceSide {
+  heard: string[];
+  write(line: string): void;
+  kill(): void;
+  stderr(): string;
+}
+
+/** Runs the Python program `py` in `ns` (spawnIn: killed by cleanupAll) and resolves once it printed "ready". */
+export async function spawnSide(ns: string, py: string, timeoutMs = 5_000): Promise<NamespaceSide> {
+  const side = spawnIn(ns, 'python3', ['-u', '-c', py]);
+  const heard: string[] = [];
+  let out = '';
+  side.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    const lines = out.split('\n');
+    out = lines.pop()!;
+    heard.push(...lines);
+  });
+  let err = '';
+  side.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  for (const t0 = Date.now(); !heard.includes('ready');) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for the namespace side: ${err}`);
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  return { heard, write: (line) => side.stdin!.write(line), kill: () => side.kill(), stderr: () => err };
+}
+
 /**
  * Creates a veth pair `ifA` in `nsA` ↔ `ifB` in `nsB`, assigns the optional
  * CIDR addresses (IPv6 without DAD) and brings both ends up.

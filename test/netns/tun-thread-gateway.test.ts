@@ -19,8 +19,8 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { TUN_THREAD_H3, TUN_THREAD_IN, TUN_THREAD_JS, TUN_THREAD_SENT, TunThread, TunThreadStat } from '../../src/daemon/tun-thread.js';
 import { Harness, nativeUdpAvailable, waitFor } from '../sim/quic-harness.js';
-import { cleanupAll, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
-import { gatewayTableFor, openGatewayThreadRig, spawnSide } from './gateway-thread-rig.js';
+import { cleanupAll, execAsync, isRoot, runPrefix, spawnSide, warnIfNotRoot } from './netns.js';
+import { gatewayTableFor, openGatewayThreadRig } from './gateway-thread-rig.js';
 
 warnIfNotRoot('test/netns/tun-thread-gateway.test.ts');
 

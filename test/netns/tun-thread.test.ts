@@ -25,11 +25,10 @@ import { compileAgentTable } from '../../src/masque/native-judge.js';
 import { loadNative } from '../../src/native/addon.js';
 import type { QuicEndpoint } from '../../src/quic/endpoint.js';
 import { ngtcp2Engine } from '../../src/quic/ngtcp2.js';
-import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import type { QuicConnection } from '../../src/quic/connection.js';
 import { Harness, nativeUdpAvailable, waitFor } from '../sim/quic-harness.js';
-import { cleanupAll, createNetns, execAsync, isRoot, runPrefix, warnIfNotRoot } from './netns.js';
+import { cleanupAll, createNetns, execAsync, isRoot, runPrefix, spawnSide, warnIfNotRoot } from './netns.js';
 import { ipUdp } from './ip-packets.js';
 
 warnIfNotRoot('test/netns/tun-thread.test.ts');
@@ -217,16 +216,8 @@ describe.skipIf(!isRoot() || !nativeOk)('the agent\'s TUN thread', () => {
       const r = await rig(offload);
       // What reaches the namespace's kernel through the TUN, in order: a UDP listener on the TUN's address.
       const py = 'import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(("10.79.0.1",9999))\ns.settimeout(3)\nprint("ready",flush=True)\ntry:\n  while True: print(s.recv(2000).decode(),flush=True)\nexcept Exception: pass\n';
-      const listener = spawn('ip', ['netns', 'exec', r.ns, 'python3', '-c', py]);
-      const heard: string[] = [];
-      let outBuf = '';
-      listener.stdout.on('data', (d: Buffer) => {
-        outBuf += d.toString();
-        const lines = outBuf.split('\n');
-        outBuf = lines.pop()!;
-        heard.push(...lines);
-      });
-      await waitFor(() => heard.includes('ready'), 5_000, 'the listener');
+      const listener = await spawnSide(r.ns, py);
+      const heard = listener.heard;
       const table = loadNative().judgeTable(compileAgentTable({
         assigned: [],
         ourRanges: [{ version: 4, start: Uint8Array.of(10, 79, 0, 1), end: Uint8Array.of(10, 79, 0, 1), ipProtocol: 0 }],
