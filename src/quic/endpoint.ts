@@ -1314,18 +1314,40 @@ export class QuicEndpoint implements ConnectionOwner {
     if (this.touched.length === 0) return;
     const list = this.touched;
     this.touched = [];
+    // Every connection's state is read under one hold of the engine lock (#17): a native data
+    // plane holds that lock through its receive rounds, and one acquisition per connection waited
+    // for a round each time (at 1,000 sessions most of the event loop's time). No handler runs in
+    // this loop (snapshot is an engine call only); each connection's events below use its snapshot.
+    const prefetched = list.length > 1;
+    if (prefetched) {
+      engine.lock();
+      try {
+        for (let k = 0; k < list.length; k++) if (!list[k]!.gone) list[k]!.q.snapshot();
+      } finally {
+        engine.unlock();
+      }
+    }
+    // A snapshot stays good until application code runs: a handler may call into any connection's
+    // engine state (close another one, read its streams). After the first event, each connection
+    // asks the engine again, as before.
+    const gen = this.eventsEmitted;
     for (let k = 0; k < list.length; k++) {
       const c = list[k];
       c.touched = false;
-      if (!c.gone) this.afterInput(c);
+      if (!c.gone) this.afterInput(c, prefetched && this.eventsEmitted === gen);
     }
   }
 
-  private afterInput(c: QuicConnection): void {
+  /** Events afterInput emitted (application code that ran): a prefetched snapshot is good only while this stays put. */
+  private eventsEmitted = 0;
+
+  /** A touched connection's events; `fresh`: the snapshot dispatchTouched took is still good. */
+  private afterInput(c: QuicConnection, fresh = false): void {
     const q = c.q;
     // One engine call answers every question below (it was one per question, per packet).
-    let info = q.snapshot();
+    let info = fresh ? q.lastSnapshot() : q.snapshot();
     if (!c.established && !c.refused && info[INFO_ESTABLISHED] === 1 && info[INFO_CLOSED] === 0 && info[INFO_DRAINING] === 0) {
+      this.eventsEmitted++;
       if (!this.onEstablished(c)) {
         this.markDirty(c);
         return;
@@ -1342,11 +1364,15 @@ export class QuicEndpoint implements ConnectionOwner {
       if (info[INFO_STREAM_READABLE] === 1 || info[INFO_DGRAM_RECV_QUEUED]! > 0) {
         c.readableHint = info[INFO_STREAM_READABLE]!;
         c.dgramHint = info[INFO_DGRAM_RECV_QUEUED]!;
+        this.eventsEmitted++;
         const ok = c.emit('readable');
         c.readableHint = c.dgramHint = -1;
         if (!ok) this.handlerFailed(c);
       }
-      if (c.watchWritable && !c.gone && !c.emit('writable')) this.handlerFailed(c);
+      if (c.watchWritable && !c.gone) {
+        this.eventsEmitted++;
+        if (!c.emit('writable')) this.handlerFailed(c);
+      }
       if (!c.isServer && c.sessionKey !== null && c.sessionTries < 32) {
         c.sessionTries++;
         const s = q.session();
@@ -1725,6 +1751,9 @@ export class QuicEndpoint implements ConnectionOwner {
     if (this.closed) return;
     const now = performance.now();
     this.inBatch = true;
+    // The due connections' timers run under one hold of the engine lock (see dispatchTouched):
+    // onTimeout and sendAckEliciting are engine calls only, and touch() only lists the connection.
+    engine.lock();
     try {
       let c: QuicConnection | undefined;
       while ((c = this.heap.popDue(now)) !== undefined) {
@@ -1738,6 +1767,7 @@ export class QuicEndpoint implements ConnectionOwner {
         this.touch(c);
       }
     } finally {
+      engine.unlock();
       this.inBatch = false;
     }
     this.afterBatch();

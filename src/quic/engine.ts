@@ -107,6 +107,8 @@ export interface EngineConnection {
    * isEstablished(), isClosed()… would each ask the engine again.
    */
   snapshot(): Float64Array;
+  /** The array the last {@link snapshot} filled, without asking the engine again (the caller knows nothing changed it since). */
+  lastSnapshot(): Float64Array;
   /** The engine's own handle of this connection, for a native data plane to attach to (src/native/dataplane.c). */
   nativeHandle(): unknown;
   setKeylog(path: string): void;

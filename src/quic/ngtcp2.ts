@@ -188,6 +188,7 @@ export class Ngtcp2Connection implements EngineConnection {
     return info;
   }
   snapshot(): Float64Array { return this.poll(); }
+  lastSnapshot(): Float64Array { return this.info; }
 
   setKeylog(path: string): void { n().quicSetKeylog(this.h, path); }
   setSession(session: Uint8Array): void { n().quicSetSession(this.h, session); }

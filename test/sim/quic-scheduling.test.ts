@@ -143,3 +143,42 @@ describe('handshake admission under a burst', () => {
     expect(srv.counters.dropHandshakeQueueFull).toBeGreaterThan(0);
   }, 30_000);
 });
+
+describe('connection state read once per input batch', () => {
+  it('a connection whose state a previous handler changed in the same batch gets no event from the batch-start snapshot', async () => {
+    // The endpoint reads every touched connection's state under one hold of the engine lock, then
+    // runs their events. Here each server-side handler empties both connections' DATAGRAM queues,
+    // so whichever connection comes second has nothing left: a 'readable' for it would come from
+    // the stale snapshot (taken before the first handler ran) and find its queue empty.
+    const net = new MemoryNet();
+    const { cli, cs, ss, accepted } = await setup(net);
+    const conns = [cli.connect('127.0.0.1', ss.port, 'localhost'), cli.connect('127.0.0.1', ss.port, 'localhost')];
+    await Promise.all(conns.map((c) => c.whenEstablished()));
+    await waitFor(() => accepted.length === 2, 5000, 'server side of 2 connections');
+    await new Promise((r) => setTimeout(r, 50)); // let ACKs and timers settle
+    let got = 0;
+    let emptyReadable = 0;
+    const buf = new Uint8Array(2048);
+    for (const a of accepted) {
+      a.onEvent = (c, ev) => {
+        if (ev !== 'readable') return;
+        let mine = 0;
+        while (c.dgramRecv(buf) !== null) mine++;
+        if (mine === 0) emptyReadable++;
+        got += mine;
+        for (const other of accepted) if (other !== c) while (other.dgramRecv(buf) !== null) got++;
+      };
+    }
+    const n = countSends(cs);
+    const payload = new Uint8Array(100);
+    for (const c of conns) {
+      expect(c.dgramSend(payload, 0, payload.length)).toBe(true);
+      c.flush();
+    }
+    await Promise.resolve();
+    expect(n.calls).toBe(1); // both datagrams reach the server in one input batch
+    await waitFor(() => got === 2, 2000, 'both datagrams at the server');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(emptyReadable).toBe(0);
+  });
+});
