@@ -78,6 +78,8 @@ const LOCAL_ADDR_OFFSET = ADDR_SLOT_BYTES - 16;
 const MAX_SESSIONS = 64;
 /** Datagrams processed before connection events run mid-batch (below the default DATAGRAM queue of 1024). */
 const DISPATCH_EVERY = 256;
+/** Connections handled per hold of the engine lock when the endpoint batches engine calls (snapshots, timers): a power of two. */
+const LOCK_SPAN = 64;
 
 /** Default {@link QuicEndpointOptions.dgramQueueDelay}; shared with the config's `tun.queueDelay`. */
 export { DEFAULT_DGRAM_QUEUE_DELAY };
@@ -1318,11 +1320,20 @@ export class QuicEndpoint implements ConnectionOwner {
     // plane holds that lock through its receive rounds, and one acquisition per connection waited
     // for a round each time (at 1,000 sessions most of the event loop's time). No handler runs in
     // this loop (snapshot is an engine call only); each connection's events below use its snapshot.
-    const prefetched = list.length > 1;
+    let prefetched = list.length > 1;
     if (prefetched) {
       engine.lock();
       try {
-        for (let k = 0; k < list.length; k++) if (!list[k]!.gone) list[k]!.q.snapshot();
+        for (let k = 0; k < list.length; k++) {
+          if (!list[k]!.gone) list[k]!.q.snapshot();
+          // Bounded hold: the thread waits for this loop (thousands of attachments may be listed).
+          if ((k & (LOCK_SPAN - 1)) === LOCK_SPAN - 1) {
+            engine.unlock();
+            engine.lock();
+          }
+        }
+      } catch {
+        prefetched = false; // each connection asks the engine itself below (and meets the error there)
       } finally {
         engine.unlock();
       }
@@ -1750,13 +1761,20 @@ export class QuicEndpoint implements ConnectionOwner {
     this.timerAt = Infinity;
     if (this.closed) return;
     const now = performance.now();
-    this.inBatch = true;
-    // The due connections' timers run under one hold of the engine lock (see dispatchTouched):
-    // onTimeout and sendAckEliciting are engine calls only, and touch() only lists the connection.
+    // The due connections' timers run under one hold of the engine lock (see dispatchTouched),
+    // let go every LOCK_SPAN connections: onTimeout and sendAckEliciting are engine calls only,
+    // and touch() only lists the connection.
     engine.lock();
+    this.inBatch = true;
     try {
       let c: QuicConnection | undefined;
+      let held = 0;
       while ((c = this.heap.popDue(now)) !== undefined) {
+        if (++held === LOCK_SPAN) {
+          held = 0;
+          engine.unlock();
+          engine.lock();
+        }
         // An early onTimeout is harmless (ngtcp2_conn_handle_expiry acts only on due timers), so a keep-alive deadline can share the heap entry.
         c.q.onTimeout();
         if (c.keepAliveDueMs <= now && c.established && !c.gone) {
@@ -1767,8 +1785,8 @@ export class QuicEndpoint implements ConnectionOwner {
         this.touch(c);
       }
     } finally {
-      engine.unlock();
       this.inBatch = false;
+      engine.unlock();
     }
     this.afterBatch();
   };
