@@ -10,7 +10,12 @@ import type { ImpairOptions } from '../../test/impair/impairer.js';
 import { statSync } from 'node:fs';
 import { BLOB_BYTES, download, firstReplyAfter, flowAgreement, pingTimeline, Report, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
 
-type Cell = { name: string; impair: Partial<ImpairOptions>; blackholeS?: number };
+/**
+ * `reconnect`: the agent starts again once the impairment is on, so its QUIC connection measures the
+ * impaired path from its handshake (a tunnel across regions); without it the impairment hits a live
+ * connection (for delay: its round trip grows a hundredfold mid-connection, see the rise cell).
+ */
+type Cell = { name: string; impair: Partial<ImpairOptions>; blackholeS?: number; reconnect?: boolean };
 
 const NONE = { lossPercent: 0, delayMs: 0, jitterMs: 0, reorderPercent: 0, corruptPercent: 0 };
 
@@ -20,7 +25,10 @@ export function cells(blackholeS: number): Cell[] {
     { name: 'none', impair: {} },
     { name: 'loss-1%', impair: { lossPercent: 1 } },
     { name: 'loss-5%', impair: { lossPercent: 5 } },
-    { name: 'delay-50ms', impair: { delayMs: 50 } },
+    // The path's delay rises on the live connection: ngtcp2 0.12's congestion control keeps the round trip of
+    // the unimpaired path as its minimum (BBR2 for about 10 s, its min-RTT window; cubic and reno for good).
+    { name: 'delay-50ms-rise', impair: { delayMs: 50 } },
+    { name: 'delay-50ms', impair: { delayMs: 50 }, reconnect: true },
     { name: 'reorder-10%', impair: { reorderPercent: 10, reorderDelayMs: 10 } },
     { name: 'corrupt-1%', impair: { corruptPercent: 1 } },
     { name: `blackhole-${blackholeS}s`, impair: {}, blackholeS },
@@ -28,9 +36,10 @@ export function cells(blackholeS: number): Cell[] {
 }
 
 /** Runs the matrix (cells filtered by name substring when `only` is set); returns the report. */
-export async function impairMatrix(opts: { blackholeS: number; only?: string[]; maxTimeS: number }): Promise<Report> {
+export async function impairMatrix(opts: { blackholeS: number; only?: string[]; maxTimeS: number; queueDelayTargetMs?: number; tunThread?: boolean }): Promise<Report> {
   const rep = new Report('impair');
-  const c = await startCampaignLab({ prefix: `rli${process.pid % 1000}`, impairUnderlay: true });
+  const c = await startCampaignLab({ prefix: `rli${process.pid % 1000}`, impairUnderlay: true, queueDelayTargetMs: opts.queueDelayTargetMs,
+    agentTunThread: opts.tunThread, gatewayTunThread: opts.tunThread });
   try {
     for (const cell of cells(opts.blackholeS)) {
       if (opts.only && !opts.only.some((o) => cell.name.includes(o))) continue;
@@ -45,7 +54,13 @@ export async function impairMatrix(opts: { blackholeS: number; only?: string[]; 
 async function runCell(c: CampaignLab, cell: Cell, maxTimeS: number, rep: Report): Promise<void> {
   const imp = c.bridge!.impairer;
   imp.configure({ ...NONE, ...cell.impair });
+  if (cell.reconnect) {
+    await c.lab.stop('agent');
+    const p = await c.lab.startAgent();
+    await c.lab.waitAgentReady('agent', 30_000, p);
+  }
   const before = { ...imp.stats };
+  const dropsBefore = await dropCounters(c);
   const t0 = Date.now();
   let resume: Record<string, number> = {};
   let t;
@@ -87,7 +102,29 @@ async function runCell(c: CampaignLab, cell: Cell, maxTimeS: number, rep: Report
     reordered: s.reordered - before.reordered,
     blackholed: s.blackholed - before.blackholed,
     queueFull: s.queueFull - before.queueFull,
+    // What the daemons dropped inside the tunnel during the cell (CoDel, full queues, checks): why a cell is slow.
+    drops: dropDelta(dropsBefore, await dropCounters(c)),
   });
+}
+
+/** Every `*drop*` counter series of both daemons' /metrics, by "gw|agent series". */
+async function dropCounters(c: CampaignLab): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const which of ['gw', 'agent'] as const) {
+    const text = await c.lab.metrics(which).catch(() => '');
+    for (const line of text.split('\n')) {
+      const m = /^(mtun_[a-z0-9_]*drop[a-z0-9_]*_total(?:\{[^}]*\})?) ([0-9.e+]+)$/.exec(line);
+      if (m) out.set(`${which} ${m[1]}`, Number(m[2]));
+    }
+  }
+  return out;
+}
+
+/** The series that moved, with how much. */
+function dropDelta(a: Map<string, number>, b: Map<string, number>): Record<string, number> {
+  const d: Record<string, number> = {};
+  for (const [k, v] of b) if (v - (a.get(k) ?? 0) > 0) d[k] = v - (a.get(k) ?? 0);
+  return d;
 }
 
 function fileSize(f: string): number {

@@ -4,7 +4,7 @@
  * (namespaces prefixed per run, removed on exit), prints one line per figure
  * and writes the rows as JSON to bench/reliability/results/<part>-<time>.json.
  *
- *   impair  [--cells loss,delay,...] [--blackhole-s 30] [--max-time-s 120]
+ *   impair  [--cells loss,delay,...] [--blackhole-s 30] [--max-time-s 120] [--queue-delay-ms T] [--tun-thread on|off]   (both daemons' tun.queueDelay.targetMs, 0 = CoDel off; tun.thread)
  *   crash   [--kills 20] [--what gateway,agent,midtransfer] [--resume-wait-s 30]
  *   flood   [--floods syn,initial,slowloris,routes,addresses] [--seconds 10] [--max-flows 16384] [--initial-rate 50000] [--agent-tun-thread on|off]
  *   soak    [--minutes 30]
@@ -47,7 +47,8 @@ function delays(): number[] {
 }
 
 const parts: Record<string, () => Promise<Report>> = {
-  impair: () => impairMatrix({ blackholeS: num('blackhole-s', 30, 1, 120), maxTimeS: num('max-time-s', 120, 10, 600), only: argv.includes('--cells') ? list('cells', '') : undefined }),
+  impair: () => impairMatrix({ blackholeS: num('blackhole-s', 30, 1, 120), maxTimeS: num('max-time-s', 120, 10, 600), only: argv.includes('--cells') ? list('cells', '') : undefined,
+    queueDelayTargetMs: argv.includes('--queue-delay-ms') ? num('queue-delay-ms', 1, 0, 1000) : undefined, tunThread: onOff('tun-thread') }),
   crash: () => crashRestart({ kills: num('kills', 20, 1, 100), what: list('what', 'gateway,agent,midtransfer'), resumeWaitS: num('resume-wait-s', 30, 2, 300) }),
   flood: () => floods({ which: list('floods', 'syn,initial,slowloris,routes,addresses'), seconds: num('seconds', 10, 2, 120), maxFlows: num('max-flows', 16384, 64, 1_000_000), initialRate: num('initial-rate', 50_000, 100, 200_000), alone: argv.includes('--alone'),
     agentTunThread: onOff('agent-tun-thread') }),

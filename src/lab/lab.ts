@@ -76,6 +76,8 @@ export interface LabOptions {
   readonly maxFlows?: number;
   /** The agents' `h2.enabled` (default: the product's, on). */
   readonly agentH2?: boolean;
+  /** Both daemons' `tun.queueDelay.targetMs` (default: the product's; 0 turns CoDel off), to compare. */
+  readonly queueDelayTargetMs?: number;
   /** Extra environment of the daemons (gateway and agents), e.g. LD_PRELOAD of a fault-injecting shim in a test. */
   readonly daemonEnv?: Readonly<Record<string, string>>;
 }
@@ -132,9 +134,10 @@ export class Lab {
     const lvl = this.opts.logLevel ?? 'info';
     const off = this.opts.tunOffload !== false;
     const extra = this.opts.maxFlows !== undefined ? `inspection:\n  maxFlows: ${this.opts.maxFlows}\n` : '';
-    const agentTun = this.opts.agentTunThread !== undefined ? `${off}\n  thread: ${this.opts.agentTunThread}` : `${off}`;
+    const qd = this.opts.queueDelayTargetMs !== undefined ? `\n  queueDelay: { targetMs: ${this.opts.queueDelayTargetMs} }` : '';
+    const agentTun = (this.opts.agentTunThread !== undefined ? `${off}\n  thread: ${this.opts.agentTunThread}` : `${off}`) + qd;
     const agentExtra = extra + (this.opts.agentH2 !== undefined ? `h2:\n  enabled: ${this.opts.agentH2}\n` : '');
-    const gwTun = this.opts.gatewayTunThread !== undefined ? `${off}\n  thread: ${this.opts.gatewayTunThread}` : `${off}`;
+    const gwTun = (this.opts.gatewayTunThread !== undefined ? `${off}\n  thread: ${this.opts.gatewayTunThread}` : `${off}`) + qd;
     writeFileSync(join(this.dir, 'gateway.yaml'), gatewayYaml(this.dir, lvl, gwTun) + extra);
     writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl, agentTun) + agentExtra);
     if (this.opts.secondCluster) {
