@@ -339,3 +339,28 @@ export async function tunTxDropped(c: CampaignLab, which: 'gw' | 'agent'): Promi
     return -1;
   }
 }
+
+/** Every drop counter of a daemon's /metrics (`mtun_*drop*_total`, each label set). */
+export const DROP_COUNTERS = /^mtun_[a-z0-9_]*drop[a-z0-9_]*_total$/;
+/** The TUN thread's event counters (ring full, holds, stalls, wakes …; src/daemon/tun-thread-metrics.ts). */
+export const TUN_THREAD_EVENTS = /^mtun_(gateway|agent)_tun_thread_events_total$/;
+
+/** The series of both daemons' /metrics whose metric name matches `name`, by "gw|agent series". */
+export async function counterSeries(c: CampaignLab, name: RegExp): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const which of ['gw', 'agent'] as const) {
+    const text = await c.lab.metrics(which).catch(() => '');
+    for (const line of text.split('\n')) {
+      const m = /^([a-z_:][a-z0-9_:]*)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+      if (m && name.test(m[1]!)) out.set(`${which} ${m[1]}${m[2] ?? ''}`, Number(m[3]));
+    }
+  }
+  return out;
+}
+
+/** The series that moved between two {@link counterSeries} readings, with how much. */
+export function counterDelta(a: Map<string, number>, b: Map<string, number>): Record<string, number> {
+  const d: Record<string, number> = {};
+  for (const [k, v] of b) if (v - (a.get(k) ?? 0) > 0) d[k] = v - (a.get(k) ?? 0);
+  return d;
+}

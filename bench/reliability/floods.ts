@@ -19,7 +19,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/lab/lab.js';
-import { cpuSeconds, download, flowsInTable, healthzMs, LAB, metricSum, pct, pidOf, Report, rssKb, sleep, startCampaignLab, tunTxDropped, type CampaignLab } from './campaign-lab.js';
+import { counterDelta, counterSeries, cpuSeconds, download, DROP_COUNTERS, flowsInTable, healthzMs, LAB, metricSum, pct, pidOf, Report, rssKb, sleep, startCampaignLab, tunTxDropped, TUN_THREAD_EVENTS, type CampaignLab } from './campaign-lab.js';
 
 const HERE = join(REPO_ROOT, 'bench', 'reliability');
 const RAW_FLOOD = join(HERE, '.build', 'raw-flood');
@@ -184,6 +184,8 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
   };
   const rcvbuf0 = await udpErrors();
   const tunDrops0 = [await tunTxDropped(c, 'gw'), await tunTxDropped(c, 'agent')];
+  const thread0 = await counterSeries(c, TUN_THREAD_EVENTS);
+  const dropSeries0 = await counterSeries(c, DROP_COUNTERS);
   const stat0 = cpuStat();
   const cpu0 = [cpuSeconds(gwPid), cpuSeconds(agPid)];
   const t0 = Date.now();
@@ -211,6 +213,9 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
   const after = gwAlive ? await downloadsFor(c, LEGIT_MS, `after-${f.name}`, () => false) : null;
   const unloaded = after !== null ? (base.mbitPerS + after.mbitPerS) / 2 : base.mbitPerS;
   const m = gwAlive ? await c.lab.metrics('gw').catch(() => '') : '';
+  // What the TUN threads did and what both daemons dropped over the flood and the downloads after it.
+  const threadEvents = counterDelta(thread0, await counterSeries(c, TUN_THREAD_EVENTS));
+  const dropSeries = counterDelta(dropSeries0, await counterSeries(c, DROP_COUNTERS));
   const floodOut = generatorReport(c, f);
   const failures = (xs: number[]) => xs.filter((x) => x < 0).length;
   const ok = (xs: number[]) => xs.filter((x) => x >= 0);
@@ -238,6 +243,8 @@ async function runFlood(c: CampaignLab, f: Flood, seconds: number, rep: Report):
     gwAlive,
     gwFlowsAfter: gwAlive ? await flowsInTable(c, 'gw').catch(() => -1) : -1,
     gwDroppedPkts: m ? metricSum(m, 'mtun_tunnel_dropped_packets_total') - drops0 : -1,
+    threadEvents,
+    drops: dropSeries,
     // Cores each daemon used from the flood's start to the end of the loaded download, and the
     // gateway namespace's UDP receive-buffer overflows over the whole flood (legitimate datagrams lost with flood ones).
     gwCores: cpuLoaded[0]! / loadedS,

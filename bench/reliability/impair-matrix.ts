@@ -8,7 +8,7 @@
  */
 import type { ImpairOptions } from '../../test/impair/impairer.js';
 import { statSync } from 'node:fs';
-import { BLOB_BYTES, download, firstReplyAfter, flowAgreement, pingTimeline, Report, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
+import { BLOB_BYTES, counterDelta, counterSeries, download, DROP_COUNTERS, firstReplyAfter, flowAgreement, pingTimeline, Report, sleep, startCampaignLab, type CampaignLab } from './campaign-lab.js';
 
 /**
  * `reconnect`: the agent starts again once the impairment is on, so its QUIC connection measures the
@@ -60,7 +60,7 @@ async function runCell(c: CampaignLab, cell: Cell, maxTimeS: number, rep: Report
     await c.lab.waitAgentReady('agent', 30_000, p);
   }
   const before = { ...imp.stats };
-  const dropsBefore = await dropCounters(c);
+  const dropsBefore = await counterSeries(c, DROP_COUNTERS);
   const t0 = Date.now();
   let resume: Record<string, number> = {};
   let t;
@@ -103,28 +103,8 @@ async function runCell(c: CampaignLab, cell: Cell, maxTimeS: number, rep: Report
     blackholed: s.blackholed - before.blackholed,
     queueFull: s.queueFull - before.queueFull,
     // What the daemons dropped inside the tunnel during the cell (CoDel, full queues, checks): why a cell is slow.
-    drops: dropDelta(dropsBefore, await dropCounters(c)),
+    drops: counterDelta(dropsBefore, await counterSeries(c, DROP_COUNTERS)),
   });
-}
-
-/** Every `*drop*` counter series of both daemons' /metrics, by "gw|agent series". */
-async function dropCounters(c: CampaignLab): Promise<Map<string, number>> {
-  const out = new Map<string, number>();
-  for (const which of ['gw', 'agent'] as const) {
-    const text = await c.lab.metrics(which).catch(() => '');
-    for (const line of text.split('\n')) {
-      const m = /^(mtun_[a-z0-9_]*drop[a-z0-9_]*_total(?:\{[^}]*\})?) ([0-9.e+]+)$/.exec(line);
-      if (m) out.set(`${which} ${m[1]}`, Number(m[2]));
-    }
-  }
-  return out;
-}
-
-/** The series that moved, with how much. */
-function dropDelta(a: Map<string, number>, b: Map<string, number>): Record<string, number> {
-  const d: Record<string, number> = {};
-  for (const [k, v] of b) if (v - (a.get(k) ?? 0) > 0) d[k] = v - (a.get(k) ?? 0);
-  return d;
 }
 
 function fileSize(f: string): number {
