@@ -110,12 +110,14 @@ export function pidOf(lab: Lab, name: string): number {
 }
 
 /** VmRSS and VmHWM of a process, kB (0 when it is gone). */
-export function rssKb(pid: number): { rss: number; hwm: number } {
+export function rssKb(pid: number): { rss: number; hwm: number; anon: number; file: number } {
   try {
     const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-    return { rss: Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0), hwm: Number(/VmHWM:\s+(\d+)/.exec(s)?.[1] ?? 0) };
+    const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? 0);
+    // RssFile: pages of the node binary and libraries (shared, reclaimable); RssAnon: the process's own.
+    return { rss: kb('VmRSS'), hwm: kb('VmHWM'), anon: kb('RssAnon'), file: kb('RssFile') };
   } catch {
-    return { rss: 0, hwm: 0 };
+    return { rss: 0, hwm: 0, anon: 0, file: 0 };
   }
 }
 

@@ -14,6 +14,8 @@ const SAMPLE_MS = 10_000;
 
 interface Sample {
   tMin: number; gwRssKb: number; agentRssKb: number; gwFlows: number; agentFlows: number;
+  /** The gateway's RSS split: anonymous and file-backed (node binary, libraries), kB. */
+  gwRssAnonKb: number; gwRssFileKb: number;
   /** Where the gateway's RSS sits: V8 heap used/total and external (Buffers, ArrayBuffers), MB; the rest is native (addon, GnuTLS, libc). */
   gwHeapUsedMB: number; gwHeapTotalMB: number; gwExternalMB: number; agentHeapTotalMB: number; agentExternalMB: number;
   /** malloc in use / free in arenas (mtun_native_heap_bytes), MB. */
@@ -54,6 +56,8 @@ export async function soak(opts: { minutes: number }): Promise<Report> {
           tMin: (Date.now() - t0) / 60_000,
           gwRssKb: rssKb(gwPid).rss,
           agentRssKb: rssKb(agPid).rss,
+          gwRssAnonKb: rssKb(gwPid).anon,
+          gwRssFileKb: rssKb(gwPid).file,
           gwFlows: g.flows,
           agentFlows: a.flows,
           gwHeapUsedMB: g.heapUsedMB,
@@ -93,6 +97,8 @@ export async function soak(opts: { minutes: number }): Promise<Report> {
       gwDatagramDrops: metricByLabel(gm, 'mtun_datagrams_dropped_total', 'reason'),
       gwRssKbPerMin: sl(samples, 'gwRssKb'),
       gwRssKbPerMinSecondHalf: sl(half, 'gwRssKb'),
+      gwRssAnonKbPerMinSecondHalf: sl(half, 'gwRssAnonKb'),
+      gwRssFileKbPerMinSecondHalf: sl(half, 'gwRssFileKb'),
       agentRssKbPerMin: sl(samples, 'agentRssKb'),
       agentRssKbPerMinSecondHalf: sl(half, 'agentRssKb'),
       gwFlowsPerMin: sl(samples, 'gwFlows'),
