@@ -109,7 +109,7 @@ export function pidOf(lab: Lab, name: string): number {
   return pid;
 }
 
-/** VmRSS and VmHWM of a process, kB (0 when it is gone). */
+/** VmRSS, VmHWM, RssAnon and RssFile of a process, kB (0 when it is gone). */
 export function rssKb(pid: number): { rss: number; hwm: number; anon: number; file: number } {
   try {
     const s = readFileSync(`/proc/${pid}/status`, 'utf8');

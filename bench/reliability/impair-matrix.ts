@@ -56,8 +56,7 @@ async function runCell(c: CampaignLab, cell: Cell, maxTimeS: number, rep: Report
   imp.configure({ ...NONE, ...cell.impair });
   if (cell.reconnect) {
     await c.lab.stop('agent');
-    const p = await c.lab.startAgent();
-    await c.lab.waitAgentReady('agent', 30_000, p);
+    await c.lab.startAgent(); // returns once its tunnel is up
   }
   const before = { ...imp.stats };
   const dropsBefore = await counterSeries(c, DROP_COUNTERS);

@@ -52,12 +52,13 @@ export async function soak(opts: { minutes: number }): Promise<Report> {
     const sampler = (async () => {
       while (sampling) {
         const [g, a] = [await daemonSample(c, 'gw'), await daemonSample(c, 'agent')];
+        const gwRss = rssKb(gwPid);
         const s: Sample = {
           tMin: (Date.now() - t0) / 60_000,
-          gwRssKb: rssKb(gwPid).rss,
+          gwRssKb: gwRss.rss,
           agentRssKb: rssKb(agPid).rss,
-          gwRssAnonKb: rssKb(gwPid).anon,
-          gwRssFileKb: rssKb(gwPid).file,
+          gwRssAnonKb: gwRss.anon,
+          gwRssFileKb: gwRss.file,
           gwFlows: g.flows,
           agentFlows: a.flows,
           gwHeapUsedMB: g.heapUsedMB,

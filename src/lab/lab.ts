@@ -134,10 +134,12 @@ export class Lab {
     const lvl = this.opts.logLevel ?? 'info';
     const off = this.opts.tunOffload !== false;
     const extra = this.opts.maxFlows !== undefined ? `inspection:\n  maxFlows: ${this.opts.maxFlows}\n` : '';
+    // The `tun:` section after `offload: ` (the config templates write that key).
     const qd = this.opts.queueDelayTargetMs !== undefined ? `\n  queueDelay: { targetMs: ${this.opts.queueDelayTargetMs} }` : '';
-    const agentTun = (this.opts.agentTunThread !== undefined ? `${off}\n  thread: ${this.opts.agentTunThread}` : `${off}`) + qd;
+    const tun = (thread: boolean | undefined) => `${off}` + (thread !== undefined ? `\n  thread: ${thread}` : '') + qd;
+    const agentTun = tun(this.opts.agentTunThread);
     const agentExtra = extra + (this.opts.agentH2 !== undefined ? `h2:\n  enabled: ${this.opts.agentH2}\n` : '');
-    const gwTun = (this.opts.gatewayTunThread !== undefined ? `${off}\n  thread: ${this.opts.gatewayTunThread}` : `${off}`) + qd;
+    const gwTun = tun(this.opts.gatewayTunThread);
     writeFileSync(join(this.dir, 'gateway.yaml'), gatewayYaml(this.dir, lvl, gwTun) + extra);
     writeFileSync(join(this.dir, 'agent.yaml'), agentYaml(this.dir, 'agent', 'cluster-a', ['10.10.0.0/24', 'fd00:a::/64'], LAB.agentAdmin, lvl, agentTun) + agentExtra);
     if (this.opts.secondCluster) {

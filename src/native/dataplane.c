@@ -1015,8 +1015,8 @@ static void dp_rx_one(struct dp *d, uint8_t *p, uint32_t len, const uint8_t *add
    * handles that queue first), so the queue cannot overflow behind the held DATAGRAM. */
   bool mine = c != NULL && !d->atts[s].held && !d->rx_stall && dp_conn_open(c);
   if (mine) {
-    uint8_t peer[MTUN_ADDR_SLOT] = {0};
-    mtun_name_to_slot((const struct sockaddr_in6 *)&c->remote, peer);
+    uint8_t peer[MTUN_ADDR_SLOT];
+    dp_peer_slot(&d->atts[s], peer);
     mine = memcmp(addr, peer, MTUN_SLOT_PEER_BYTES) == 0;
   }
   if (mine && d->atts[s].gated) {

@@ -78,8 +78,20 @@ const LOCAL_ADDR_OFFSET = ADDR_SLOT_BYTES - 16;
 const MAX_SESSIONS = 64;
 /** Datagrams processed before connection events run mid-batch (below the default DATAGRAM queue of 1024). */
 const DISPATCH_EVERY = 256;
-/** Connections handled per hold of the engine lock when the endpoint batches engine calls (snapshots, timers): a power of two. */
+/** Connections handled per hold of the engine lock when the endpoint batches engine calls (snapshots, timers). */
 const LOCK_SPAN = 64;
+
+/**
+ * Inside a batch that holds the engine lock: after every LOCK_SPAN-th of
+ * `done` connections it lets go and takes it again, so a native data plane
+ * waiting for it waits for one span, not the whole batch.
+ */
+function spanEngineLock(done: number): void {
+  if (done % LOCK_SPAN === 0) {
+    engine.unlock();
+    engine.lock();
+  }
+}
 
 /** Default {@link QuicEndpointOptions.dgramQueueDelay}; shared with the config's `tun.queueDelay`. */
 export { DEFAULT_DGRAM_QUEUE_DELAY };
@@ -1326,11 +1338,7 @@ export class QuicEndpoint implements ConnectionOwner {
       try {
         for (let k = 0; k < list.length; k++) {
           if (!list[k]!.gone) list[k]!.q.snapshot();
-          // Bounded hold: the thread waits for this loop (thousands of attachments may be listed).
-          if ((k & (LOCK_SPAN - 1)) === LOCK_SPAN - 1) {
-            engine.unlock();
-            engine.lock();
-          }
+          spanEngineLock(k + 1); // thousands of attachments may be listed
         }
       } catch {
         prefetched = false; // each connection asks the engine itself below (and meets the error there)
@@ -1768,13 +1776,8 @@ export class QuicEndpoint implements ConnectionOwner {
     this.inBatch = true;
     try {
       let c: QuicConnection | undefined;
-      let held = 0;
+      let done = 0;
       while ((c = this.heap.popDue(now)) !== undefined) {
-        if (++held === LOCK_SPAN) {
-          held = 0;
-          engine.unlock();
-          engine.lock();
-        }
         // An early onTimeout is harmless (ngtcp2_conn_handle_expiry acts only on due timers), so a keep-alive deadline can share the heap entry.
         c.q.onTimeout();
         if (c.keepAliveDueMs <= now && c.established && !c.gone) {
@@ -1783,6 +1786,7 @@ export class QuicEndpoint implements ConnectionOwner {
           c.keepAliveDueMs = now + this.keepAliveMs;
         }
         this.touch(c);
+        spanEngineLock(++done);
       }
     } finally {
       this.inBatch = false;
